@@ -1,0 +1,576 @@
+//! The backup operation: sources in, one snapshot out.
+//!
+//! Files are walked in name order, directories in parallel (rayon); each file or stream
+//! is cut into chunks window by window, and the chunks of a window are hashed,
+//! deduplicated and compressed on all cores. Memory is bounded by the windows in flight
+//! and one directory listing per level, never by file, stream or repository size.
+//!
+//! With a parent snapshot (same host, same paths), a file whose size, mtime, ctime and
+//! inode are unchanged reuses the parent's chunk list without being read. Standard
+//! input and command output are always read in full.
+//!
+//! Per-file problems (unreadable, vanished) are warnings; any repository error or a
+//! failing command aborts the run before the snapshot record is written.
+
+use std::collections::BTreeMap;
+use std::ffi::OsStr;
+use std::fs::Metadata;
+use std::io::{self, Read};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::Instant;
+
+use chrono::Utc;
+use rayon::prelude::*;
+
+use crate::chunker::{ChunkParams, Profile, StreamChunker};
+use crate::error::{Error, IoContext, Result};
+use crate::id::Id;
+use crate::pack::BlobKind;
+use crate::progress::Progress;
+use crate::repo::{hostname, Repository, Saver};
+use crate::snapshot::{self, Snapshot, Source, Summary};
+use crate::source::command::Running;
+use crate::source::fs::{self as sfs, Special};
+use crate::tree::{is_safe_name, Content, ListBuilder, ListNode, Meta, Node, NodeKind, Timestamp, Tree};
+
+/// What to back up and how.
+#[derive(Clone, Debug)]
+pub struct BackupOptions {
+    /// Files and directories, stored under their absolute paths.
+    pub paths: Vec<PathBuf>,
+    /// Store standard input under this name.
+    pub stdin_name: Option<String>,
+    /// Commands and the names their output is stored under.
+    pub commands: Vec<(String, String)>,
+    /// Exclude patterns.
+    pub excludes: Vec<String>,
+    /// Tags of the snapshot.
+    pub tags: Vec<String>,
+    /// Host name to record (default: this machine's).
+    pub host: Option<String>,
+    /// zstd level (default: the repository's).
+    pub compression: Option<i32>,
+    /// Chunking profile of stdin and commands.
+    pub stream_profile: Profile,
+    /// Read every file even when a parent snapshot has it unchanged.
+    pub no_parent: bool,
+}
+
+impl Default for BackupOptions {
+    fn default() -> Self {
+        BackupOptions {
+            paths: Vec::new(),
+            stdin_name: None,
+            commands: Vec::new(),
+            excludes: Vec::new(),
+            tags: Vec::new(),
+            host: None,
+            compression: None,
+            stream_profile: Profile::Dump,
+            no_parent: false,
+        }
+    }
+}
+
+/// The result of a backup.
+#[derive(Debug)]
+pub struct BackupOutcome {
+    /// The new snapshot's id.
+    pub id: Id,
+    /// The new snapshot.
+    pub snapshot: Snapshot,
+    /// Entries left out, with the reason.
+    pub warnings: Vec<String>,
+}
+
+/// Splits a name given for a stream (`db/ngw.dump`) into safe components.
+pub fn stream_components(name: &str) -> Result<Vec<Vec<u8>>> {
+    let comps: Vec<Vec<u8>> = name.split('/').filter(|c| !c.is_empty()).map(|c| c.as_bytes().to_vec()).collect();
+    if comps.is_empty() || !comps.iter().all(|c| is_safe_name(c)) {
+        return Err(Error::Invalid(format!(
+            "{name:?} is not a usable name inside a snapshot (use a relative path such as db/app.sql, without . or ..)"
+        )));
+    }
+    Ok(comps)
+}
+
+/// Runs a backup; `stdin` is read when `opts.stdin_name` is set.
+pub fn backup(repo: &Repository, opts: &BackupOptions, stdin: Option<&mut dyn Read>, progress: &dyn Progress) -> Result<BackupOutcome> {
+    let started = Instant::now();
+    let time = Utc::now();
+    if opts.paths.is_empty() && opts.stdin_name.is_none() && opts.commands.is_empty() {
+        return Err(Error::Invalid("nothing to back up: give paths, --stdin-name or --command".into()));
+    }
+    let mut sources = Vec::new();
+    let mut placed: Vec<(Vec<Vec<u8>>, PathBuf)> = Vec::new();
+    for p in &opts.paths {
+        let abs = std::path::absolute(p).at(p)?;
+        let text = abs
+            .to_str()
+            .ok_or_else(|| Error::Invalid(format!("{}: source paths must be UTF-8 (names below them need not be)", abs.display())))?
+            .to_string();
+        let comps = abs
+            .components()
+            .filter_map(|c| match c {
+                std::path::Component::Normal(n) => Some(n.as_bytes().to_vec()),
+                _ => None,
+            })
+            .collect();
+        sources.push(Source::Path { path: text });
+        placed.push((comps, abs));
+    }
+    let _lock = repo.lock(false, "backup")?;
+    let host = opts.host.clone().unwrap_or_else(hostname);
+    let parent = if opts.no_parent { None } else { find_parent(repo, &host, &sources)? };
+    let run = Run {
+        repo,
+        saver: repo.saver(opts.compression.unwrap_or(repo.config().compression_level)),
+        excludes: sfs::Excludes::new(&opts.excludes)?,
+        files_params: repo.params(Profile::Files),
+        progress,
+        counts: Counts::default(),
+        warnings: Mutex::new(Vec::new()),
+    };
+    let mut root = VDir::default();
+    let now = Timestamp {
+        sec: time.timestamp(),
+        nsec: time.timestamp_subsec_nanos(),
+    };
+    let stream_params = repo.params(opts.stream_profile);
+
+    if let Some(name) = &opts.stdin_name {
+        let comps = stream_components(name)?;
+        let input = stdin.ok_or_else(|| Error::Invalid("--stdin-name given but no standard input".into()))?;
+        let (content, size) = run.ingest(input, stream_params, None)?.at("<stdin>")?;
+        add(&run.counts.files, 1);
+        root.insert(&comps, stream_node(content, size, now), now)?;
+        sources.push(Source::Stdin {
+            name: name.clone(),
+            profile: opts.stream_profile,
+        });
+    }
+    for (command, name) in &opts.commands {
+        let comps = stream_components(name)?;
+        progress.entry(Path::new(name));
+        let mut child = Running::spawn(command)?;
+        let read = match run.ingest(child.stdout(), stream_params, None) {
+            Ok(r) => r,
+            Err(e) => {
+                child.kill();
+                return Err(e);
+            }
+        };
+        let stderr = child.finish()?;
+        let (content, size) = read.map_err(|e| Error::Command {
+            command: command.clone(),
+            status: format!("output could not be read: {e}"),
+            stderr: String::new(),
+        })?;
+        if !stderr.trim().is_empty() {
+            run.warn(format!("command `{command}` succeeded but wrote to stderr: {}", stderr.trim_end()));
+        }
+        add(&run.counts.files, 1);
+        root.insert(&comps, stream_node(content, size, now), now)?;
+        sources.push(Source::Command {
+            command: command.clone(),
+            name: name.clone(),
+            profile: opts.stream_profile,
+            exit_status: 0,
+        });
+    }
+    for (comps, abs) in &placed {
+        let md = std::fs::symlink_metadata(abs).at(abs)?;
+        let prev = match &parent {
+            Some((_, snap)) => {
+                let c: Vec<&[u8]> = comps.iter().map(|c| c.as_slice()).collect();
+                repo.find_node(&snap.tree, &c)?
+            }
+            None => None,
+        };
+        let name = comps.last().cloned().unwrap_or_else(|| b"/".to_vec());
+        let node = run
+            .node(abs, name, md, prev.as_ref())?
+            .ok_or_else(|| Error::Invalid(format!("{}: could not be read: {}", abs.display(), run.last_warning())))?;
+        if comps.is_empty() {
+            let NodeKind::Dir(tree) = &node.kind else {
+                return Err(Error::Invalid("/ is not a directory".into()));
+            };
+            root.meta = Some(node.meta);
+            for n in repo.load_tree(tree)?.nodes {
+                root.insert(std::slice::from_ref(&n.name.clone()), n, now)?;
+            }
+        } else {
+            // Metadata of the real directories above a source (/srv for /srv/ngw).
+            for depth in 1..comps.len() {
+                let dir: PathBuf = std::iter::once(Path::new("/"))
+                    .chain(comps[..depth].iter().map(|c| Path::new(OsStr::from_bytes(c))))
+                    .collect();
+                if let Ok(md) = std::fs::metadata(&dir) {
+                    root.set_dir_meta(&comps[..depth], sfs::meta_of(&md));
+                }
+            }
+            root.insert(comps, node, now)?;
+        }
+    }
+
+    let tree = run.save_vdir(root, now)?;
+    run.saver.flush()?;
+    let added = run.saver.added();
+    let c = &run.counts;
+    let warnings = run.warnings.into_inner().unwrap_or_else(|p| p.into_inner());
+    let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+    let snapshot = Snapshot {
+        version: snapshot::VERSION,
+        time,
+        host,
+        user: std::env::var("USER").unwrap_or_else(|_| rustix::process::geteuid().as_raw().to_string()),
+        tags: opts.tags.clone(),
+        sources,
+        tree,
+        parent: parent.map(|(id, _)| id),
+        summary: Summary {
+            files: load(&c.files),
+            dirs: load(&c.dirs),
+            others: load(&c.others),
+            files_read: load(&c.files_read),
+            bytes_total: load(&c.bytes_total),
+            bytes_read: load(&c.bytes_read),
+            blobs_added: added.blobs,
+            bytes_added_raw: added.raw,
+            bytes_added: added.stored,
+            warnings: warnings.len() as u64,
+            duration: started.elapsed().as_secs_f64(),
+        },
+        program: format!("snap {}", env!("CARGO_PKG_VERSION")),
+    };
+    let id = repo.save_snapshot(&snapshot)?;
+    Ok(BackupOutcome { id, snapshot, warnings })
+}
+
+/// The latest snapshot of `host` with exactly the same path sources.
+fn find_parent(repo: &Repository, host: &str, sources: &[Source]) -> Result<Option<(Id, Snapshot)>> {
+    let mut want: Vec<&str> = sources
+        .iter()
+        .filter_map(|s| match s {
+            Source::Path { path } => Some(path.as_str()),
+            _ => None,
+        })
+        .collect();
+    if want.is_empty() {
+        return Ok(None);
+    }
+    want.sort_unstable();
+    Ok(repo.snapshots()?.into_iter().rev().find(|(_, s)| {
+        let mut have = s.paths();
+        have.sort_unstable();
+        s.host == host && have == want
+    }))
+}
+
+fn stream_node(content: Content, size: u64, now: Timestamp) -> Node {
+    Node {
+        name: Vec::new(),
+        kind: NodeKind::File(content),
+        meta: Meta {
+            mode: 0o100600,
+            uid: rustix::process::geteuid().as_raw(),
+            gid: rustix::process::getegid().as_raw(),
+            mtime: now,
+            ctime: now,
+            nlink: 1,
+            size,
+            ..Meta::default()
+        },
+    }
+}
+
+#[derive(Default)]
+struct Counts {
+    files: AtomicU64,
+    dirs: AtomicU64,
+    others: AtomicU64,
+    files_read: AtomicU64,
+    bytes_total: AtomicU64,
+    bytes_read: AtomicU64,
+}
+
+fn add(a: &AtomicU64, n: u64) {
+    a.fetch_add(n, Ordering::Relaxed);
+}
+
+struct Run<'r> {
+    repo: &'r Repository,
+    saver: Saver<'r>,
+    excludes: sfs::Excludes,
+    files_params: ChunkParams,
+    progress: &'r dyn Progress,
+    counts: Counts,
+    warnings: Mutex<Vec<String>>,
+}
+
+impl Run<'_> {
+    fn warn(&self, w: String) {
+        log::debug!("{w}");
+        self.warnings.lock().unwrap_or_else(|p| p.into_inner()).push(w);
+    }
+
+    fn last_warning(&self) -> String {
+        self.warnings.lock().unwrap_or_else(|p| p.into_inner()).last().cloned().unwrap_or_default()
+    }
+
+    /// Chunks, stores and lists a stream. The outer error is the repository's (fatal),
+    /// the inner one the reader's (the caller decides).
+    fn ingest(&self, r: &mut dyn Read, params: ChunkParams, hint: Option<u64>) -> Result<io::Result<(Content, u64)>> {
+        let saver = &self.saver;
+        let mut store_list = |n: &ListNode| saver.save(BlobKind::List, &n.encode());
+        let mut chunker = StreamChunker::new(params, hint);
+        let mut list = ListBuilder::default();
+        let mut total = 0u64;
+        loop {
+            let batch = match chunker.next_batch(r) {
+                Ok(Some(b)) => b,
+                Ok(None) => break,
+                Err(e) => return Ok(Err(e)),
+            };
+            let data = batch.data;
+            let save = |c: &std::ops::Range<usize>| -> Result<Id> {
+                let d = &data[c.clone()];
+                let id = Id::hash(d);
+                saver.save_hashed(BlobKind::Data, id, d)?;
+                Ok(id)
+            };
+            let ids: Vec<Id> = if batch.cuts.len() > 1 {
+                batch.cuts.par_iter().map(save).collect::<Result<_>>()?
+            } else {
+                batch.cuts.iter().map(save).collect::<Result<_>>()?
+            };
+            let n = batch.cuts.last().map_or(0, |c| c.end) as u64;
+            total += n;
+            self.progress.bytes(n);
+            for id in ids {
+                list.push(id, &mut store_list)?;
+            }
+        }
+        add(&self.counts.bytes_read, total);
+        Ok(Ok((list.finish(&mut store_list)?, total)))
+    }
+
+    /// Backs up one entry; `None` when it was left out with a warning.
+    fn node(&self, path: &Path, name: Vec<u8>, md: Metadata, prev: Option<&Node>) -> Result<Option<Node>> {
+        let meta = sfs::meta_of(&md);
+        let ft = md.file_type();
+        let kind = if ft.is_dir() {
+            return self.dir(path, name, meta, prev);
+        } else if ft.is_file() {
+            return self.file(path, name, md, meta, prev);
+        } else if ft.is_symlink() {
+            match std::fs::read_link(path) {
+                Ok(t) => NodeKind::Symlink(t.into_os_string().into_vec()),
+                Err(e) => {
+                    self.warn(format!("{}: {e}", path.display()));
+                    return Ok(None);
+                }
+            }
+        } else {
+            match sfs::special(&md) {
+                Some(Special::Fifo) => NodeKind::Fifo,
+                Some(Special::Socket) => NodeKind::Socket,
+                Some(Special::CharDev(r)) => NodeKind::CharDev(r),
+                Some(Special::BlockDev(r)) => NodeKind::BlockDev(r),
+                None => {
+                    self.warn(format!("{}: unknown file type, skipped", path.display()));
+                    return Ok(None);
+                }
+            }
+        };
+        add(&self.counts.others, 1);
+        Ok(Some(Node { name, kind, meta }))
+    }
+
+    fn file(&self, path: &Path, name: Vec<u8>, md: Metadata, mut meta: Meta, prev: Option<&Node>) -> Result<Option<Node>> {
+        if let Some(Node {
+            kind: NodeKind::File(content),
+            meta: old,
+            ..
+        }) = prev
+        {
+            if sfs::unchanged(old, &meta) {
+                add(&self.counts.files, 1);
+                add(&self.counts.bytes_total, meta.size);
+                self.progress.bytes(meta.size);
+                return Ok(Some(Node {
+                    name,
+                    kind: NodeKind::File(content.clone()),
+                    meta,
+                }));
+            }
+        }
+        let mut f = match sfs::open_regular(path, &md) {
+            Ok(f) => f,
+            Err(e) => {
+                self.warn(format!("{}: {e}", path.display()));
+                return Ok(None);
+            }
+        };
+        self.progress.entry(path);
+        let (content, size) = match self.ingest(&mut f, self.files_params, Some(md.len()))? {
+            Ok(r) => r,
+            Err(e) => {
+                self.warn(format!("{}: {e}", path.display()));
+                return Ok(None);
+            }
+        };
+        if size != meta.size {
+            self.warn(format!(
+                "{}: changed size while being read ({} bytes, then {size}); stored as read",
+                path.display(),
+                meta.size
+            ));
+            meta.size = size;
+        }
+        add(&self.counts.files, 1);
+        add(&self.counts.files_read, 1);
+        add(&self.counts.bytes_total, size);
+        Ok(Some(Node {
+            name,
+            kind: NodeKind::File(content),
+            meta,
+        }))
+    }
+
+    fn dir(&self, path: &Path, name: Vec<u8>, meta: Meta, prev: Option<&Node>) -> Result<Option<Node>> {
+        let entries = match sfs::read_dir_sorted(path) {
+            Ok(e) => e,
+            Err(e) => {
+                self.warn(format!("{}: {e}", path.display()));
+                return Ok(None);
+            }
+        };
+        let prev_tree = match prev {
+            Some(Node {
+                kind: NodeKind::Dir(id), ..
+            }) => Some(self.repo.load_tree(id)?),
+            _ => None,
+        };
+        let nodes: Vec<Option<Node>> = entries
+            .into_par_iter()
+            .map(|(name, p)| {
+                if self.excludes.excluded(&p, &name) {
+                    return Ok(None);
+                }
+                let md = match std::fs::symlink_metadata(&p) {
+                    Ok(m) => m,
+                    Err(e) => {
+                        self.warn(format!("{}: {e}", p.display()));
+                        return Ok(None);
+                    }
+                };
+                let prev = prev_tree.as_ref().and_then(|t| t.get(name.as_bytes()));
+                self.node(&p, name.into_vec(), md, prev)
+            })
+            .collect::<Result<_>>()?;
+        let tree = Tree {
+            nodes: nodes.into_iter().flatten().collect(),
+        };
+        let id = self.saver.save(BlobKind::Tree, &tree.encode())?;
+        add(&self.counts.dirs, 1);
+        Ok(Some(Node {
+            name,
+            kind: NodeKind::Dir(id),
+            meta,
+        }))
+    }
+
+    fn save_vdir(&self, d: VDir, now: Timestamp) -> Result<Id> {
+        let mut tree = Tree::default();
+        for (name, entry) in d.children {
+            let node = match entry {
+                VEntry::Leaf(mut n) => {
+                    n.name = name;
+                    n
+                }
+                VEntry::Dir(sub) => {
+                    let meta = sub.meta.unwrap_or_else(|| synthetic_dir_meta(now));
+                    Node {
+                        name,
+                        kind: NodeKind::Dir(self.save_vdir(sub, now)?),
+                        meta,
+                    }
+                }
+            };
+            tree.nodes.push(node);
+        }
+        self.saver.save(BlobKind::Tree, &tree.encode())
+    }
+}
+
+trait IntoVec {
+    fn into_vec(self) -> Vec<u8>;
+}
+
+impl IntoVec for std::ffi::OsString {
+    fn into_vec(self) -> Vec<u8> {
+        std::os::unix::ffi::OsStringExt::into_vec(self)
+    }
+}
+
+fn synthetic_dir_meta(now: Timestamp) -> Meta {
+    Meta {
+        mode: 0o040755,
+        uid: rustix::process::geteuid().as_raw(),
+        gid: rustix::process::getegid().as_raw(),
+        mtime: now,
+        ctime: now,
+        nlink: 1,
+        ..Meta::default()
+    }
+}
+
+/// The directories above the sources, built before they are encoded.
+#[derive(Default)]
+struct VDir {
+    meta: Option<Meta>,
+    children: BTreeMap<Vec<u8>, VEntry>,
+}
+
+enum VEntry {
+    Dir(VDir),
+    Leaf(Node),
+}
+
+impl VDir {
+    fn insert(&mut self, comps: &[Vec<u8>], node: Node, now: Timestamp) -> Result<()> {
+        let overlap = || {
+            Error::Invalid(format!(
+                "sources overlap at {}: give each source its own place",
+                String::from_utf8_lossy(&comps.join(&b'/'))
+            ))
+        };
+        let (first, rest) = comps.split_first().ok_or_else(overlap)?;
+        if rest.is_empty() {
+            if self.children.contains_key(first) {
+                return Err(overlap());
+            }
+            self.children.insert(first.clone(), VEntry::Leaf(node));
+            return Ok(());
+        }
+        match self.children.entry(first.clone()).or_insert_with(|| VEntry::Dir(VDir::default())) {
+            VEntry::Dir(d) => d.insert(rest, node, now),
+            VEntry::Leaf(_) => Err(overlap()),
+        }
+    }
+
+    fn set_dir_meta(&mut self, comps: &[Vec<u8>], meta: Meta) {
+        let mut d = self;
+        for c in comps {
+            match d.children.entry(c.clone()).or_insert_with(|| VEntry::Dir(VDir::default())) {
+                VEntry::Dir(sub) => d = sub,
+                VEntry::Leaf(_) => return,
+            }
+        }
+        d.meta = Some(meta);
+    }
+}

@@ -1,0 +1,289 @@
+//! Content-defined chunking (FastCDC 2020, normalization level 1, the `fastcdc` crate's
+//! gear table without seed) over a bounded, refillable window.
+//!
+//! Invariant: the cut points of a stream do not depend on how it arrives (read sizes,
+//! window size): a chunk is emitted only once at least `max` bytes follow its start or
+//! the stream has ended, so every cut is the one FastCDC makes on the whole stream.
+//! Memory is the window, never the stream.
+
+use std::io::{self, Read};
+use std::ops::Range;
+
+use fastcdc::v2020::FastCDC;
+use serde::{Deserialize, Serialize};
+
+/// Chunk size bounds of one profile, in bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChunkParams {
+    /// No chunk is shorter, except the last of a stream.
+    pub min: u32,
+    /// The size FastCDC aims for (a power of two).
+    pub avg: u32,
+    /// No chunk is longer.
+    pub max: u32,
+}
+
+impl ChunkParams {
+    /// Profile for files: large chunks keep the index small for bulk data.
+    pub const FILES: ChunkParams = ChunkParams {
+        min: 256 * 1024,
+        avg: 1024 * 1024,
+        max: 4 * 1024 * 1024,
+    };
+    /// Profile for database dumps and other streams: small chunks dedup scattered edits
+    /// (see `dump-dedup.md`: new bytes grow with edit sites times the chunk size).
+    pub const DUMP: ChunkParams = ChunkParams {
+        min: 8 * 1024,
+        avg: 32 * 1024,
+        max: 256 * 1024,
+    };
+    /// Largest `max` a repository may configure; also caps every blob read from disk.
+    pub const MAX_CHUNK: u32 = 16 * 1024 * 1024;
+
+    /// Checks the bounds FastCDC accepts, so that a bad config is an error, not a panic.
+    pub fn validate(&self) -> Result<(), String> {
+        let ok = self.min >= fastcdc::v2020::MINIMUM_MIN
+            && self.min <= fastcdc::v2020::MINIMUM_MAX
+            && self.avg >= fastcdc::v2020::AVERAGE_MIN
+            && self.avg <= fastcdc::v2020::AVERAGE_MAX
+            && self.avg.is_power_of_two()
+            && self.max >= fastcdc::v2020::MAXIMUM_MIN
+            && self.max <= Self::MAX_CHUNK
+            && self.min < self.avg
+            && self.avg < self.max;
+        if ok {
+            Ok(())
+        } else {
+            Err(format!(
+                "chunk sizes min {} avg {} max {} are out of range (need 64 <= min < avg < max <= 16 MiB, avg a power of two)",
+                self.min, self.avg, self.max
+            ))
+        }
+    }
+
+    /// The window a stream chunker needs: room for two maximal chunks, at least 8 MiB
+    /// so that one refill feeds every core.
+    pub fn window(&self) -> usize {
+        (2 * self.max as usize).max(8 << 20)
+    }
+}
+
+/// Which chunk sizes a source uses; a repository configures both.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Profile {
+    /// Large chunks, for file trees.
+    Files,
+    /// Small chunks, for database dumps and other streams.
+    Dump,
+}
+
+/// The chunk parameters of each profile, as the repository config records them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Profiles {
+    /// For [`Profile::Files`].
+    pub files: ChunkParams,
+    /// For [`Profile::Dump`].
+    pub dump: ChunkParams,
+}
+
+impl Default for Profiles {
+    fn default() -> Self {
+        Profiles {
+            files: ChunkParams::FILES,
+            dump: ChunkParams::DUMP,
+        }
+    }
+}
+
+impl Profiles {
+    /// The parameters of `p`.
+    pub fn get(&self, p: Profile) -> ChunkParams {
+        match p {
+            Profile::Files => self.files,
+            Profile::Dump => self.dump,
+        }
+    }
+}
+
+/// Splits a byte stream into chunks, one window at a time.
+pub struct StreamChunker {
+    params: ChunkParams,
+    buf: Vec<u8>,
+    window: usize,
+    len: usize,
+    consumed: usize,
+    eof: bool,
+}
+
+/// The chunks found in one window: `data[cut]` for each cut, in stream order.
+pub struct Batch<'a> {
+    /// The window's bytes.
+    pub data: &'a [u8],
+    /// Chunk ranges within `data`.
+    pub cuts: Vec<Range<usize>>,
+}
+
+impl StreamChunker {
+    /// A chunker whose first buffer fits `size_hint` bytes (grown to the full window when
+    /// the stream turns out longer). `params` must have passed [`ChunkParams::validate`].
+    pub fn new(params: ChunkParams, size_hint: Option<u64>) -> Self {
+        let window = params.window();
+        let first = match size_hint {
+            Some(n) => usize::try_from(n.saturating_add(1)).unwrap_or(window).min(window),
+            None => window,
+        };
+        StreamChunker {
+            params,
+            buf: vec![0; first.max(1)],
+            window,
+            len: 0,
+            consumed: 0,
+            eof: false,
+        }
+    }
+
+    /// Reads more of `r` and returns the next chunks whose bounds are final, or `None`
+    /// once the stream is exhausted. A batch may be empty only when the stream is.
+    pub fn next_batch<R: Read + ?Sized>(&mut self, r: &mut R) -> io::Result<Option<Batch<'_>>> {
+        if self.consumed > 0 {
+            self.buf.copy_within(self.consumed..self.len, 0);
+            self.len -= self.consumed;
+            self.consumed = 0;
+        }
+        loop {
+            while !self.eof && self.len < self.buf.len() {
+                match r.read(&mut self.buf[self.len..]) {
+                    Ok(0) => self.eof = true,
+                    Ok(n) => self.len += n,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            if self.eof || self.buf.len() >= self.window {
+                break;
+            }
+            self.buf.resize(self.window, 0);
+        }
+        if self.len == 0 {
+            return Ok(None);
+        }
+        let data = &self.buf[..self.len];
+        let p = self.params;
+        let mut cuts = Vec::new();
+        for c in FastCDC::new(data, p.min, p.avg, p.max) {
+            if !self.eof && self.len - c.offset < p.max as usize {
+                break;
+            }
+            cuts.push(c.offset..c.offset + c.length);
+        }
+        self.consumed = cuts.last().map_or(0, |c| c.end);
+        Ok(Some(Batch { data, cuts }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Deterministic test data: splitmix64 output, with runs of text-like bytes so that
+    /// both the small- and the large-mask phases of FastCDC are exercised.
+    fn seeded(len: usize, seed: u64) -> Vec<u8> {
+        let mut s = seed;
+        let mut out = Vec::with_capacity(len);
+        while out.len() < len {
+            s = s.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let mut z = s;
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            z ^= z >> 31;
+            out.extend_from_slice(&z.to_le_bytes());
+        }
+        out.truncate(len);
+        out
+    }
+
+    /// Reads in awkward sizes to show cut points do not depend on read boundaries.
+    struct Dribble<'a>(&'a [u8], usize);
+    impl Read for Dribble<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            self.1 = (self.1 * 7 + 3) % 70_001 + 1;
+            let n = self.1.min(buf.len()).min(self.0.len());
+            buf[..n].copy_from_slice(&self.0[..n]);
+            self.0 = &self.0[n..];
+            Ok(n)
+        }
+    }
+
+    fn stream_cuts(data: &[u8], params: ChunkParams, hint: Option<u64>) -> Vec<(usize, usize)> {
+        let mut ch = StreamChunker::new(params, hint);
+        let mut r = Dribble(data, 0);
+        let mut pos = 0;
+        let mut out = Vec::new();
+        while let Some(b) = ch.next_batch(&mut r).unwrap() {
+            for c in &b.cuts {
+                out.push((pos + c.start, c.len()));
+            }
+            pos += b.cuts.last().map_or(0, |c| c.end);
+        }
+        out
+    }
+
+    fn whole_cuts(data: &[u8], p: ChunkParams) -> Vec<(usize, usize)> {
+        FastCDC::new(data, p.min, p.avg, p.max)
+            .map(|c| (c.offset, c.length))
+            .collect()
+    }
+
+    #[test]
+    fn stream_matches_whole_input_reference() {
+        let data = seeded(40 << 20, 7);
+        for p in [ChunkParams::DUMP, ChunkParams::FILES] {
+            let want = whole_cuts(&data, p);
+            assert_eq!(stream_cuts(&data, p, None), want);
+            assert_eq!(stream_cuts(&data, p, Some(1000)), want, "small first buffer");
+        }
+    }
+
+    #[test]
+    fn empty_and_tiny_streams() {
+        assert!(stream_cuts(&[], ChunkParams::DUMP, Some(0)).is_empty());
+        assert_eq!(stream_cuts(b"abc", ChunkParams::DUMP, Some(3)), vec![(0, 3)]);
+        let zeros = vec![0u8; 1 << 20];
+        let cuts = stream_cuts(&zeros, ChunkParams::DUMP, None);
+        assert!(cuts.iter().all(|c| c.1 == ChunkParams::DUMP.max as usize));
+    }
+
+    /// Golden boundaries: a change here changes every chunk id of every repository, so
+    /// it is a format break, not a refactoring.
+    #[test]
+    fn golden_boundaries() {
+        let data = seeded(1 << 20, 42);
+        let dump: Vec<usize> = stream_cuts(&data, ChunkParams::DUMP, None)
+            .iter()
+            .map(|c| c.1)
+            .take(12)
+            .collect();
+        assert_eq!(dump, GOLDEN_DUMP);
+        let text: Vec<u8> = data.iter().map(|b| b"abcdefgh ,\n"[(*b % 11) as usize]).collect();
+        let first = stream_cuts(&text, ChunkParams::DUMP, None);
+        let ids: Vec<String> = first
+            .iter()
+            .take(3)
+            .map(|c| crate::id::Id::hash(&text[c.0..c.0 + c.1]).short())
+            .collect();
+        assert_eq!(ids, GOLDEN_TEXT_IDS);
+    }
+    const GOLDEN_DUMP: [usize; 12] = [0; 12];
+    const GOLDEN_TEXT_IDS: [&str; 3] = ["", "", ""];
+
+    #[test]
+    fn validate_rejects_bad_params() {
+        assert!(ChunkParams::FILES.validate().is_ok());
+        assert!(ChunkParams::DUMP.validate().is_ok());
+        let bad = ChunkParams { min: 10, avg: 100, max: 50 };
+        assert!(bad.validate().is_err());
+        let huge = ChunkParams { min: 1 << 20, avg: 1 << 22, max: 1 << 26 };
+        assert!(huge.validate().is_err());
+    }
+}

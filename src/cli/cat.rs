@@ -1,0 +1,33 @@
+//! `snap cat`
+
+use std::io::Write;
+
+use anyhow::{bail, Result};
+use snap::restore::snapshot_path;
+use snap::tree::NodeKind;
+
+use super::Ctx;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Snapshot: `latest` or an id prefix
+    snapshot: String,
+    /// Path of a file in the snapshot (e.g. db/ngw.dump)
+    path: String,
+}
+
+pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
+    let repo = ctx.open(false)?;
+    let (id, snap) = repo.find_snapshot(&a.snapshot)?;
+    let comps = snapshot_path(&a.path)?;
+    let refs: Vec<&[u8]> = comps.iter().map(|c| c.as_slice()).collect();
+    let node = repo.find_node(&snap.tree, &refs)?;
+    let Some(NodeKind::File(content)) = node.map(|n| n.kind) else {
+        bail!("{} is not a file in snapshot {} (see `snap ls {}`)", a.path, id.short(), id.short());
+    };
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    repo.write_content(&content, &mut out)?;
+    out.flush()?;
+    Ok(0)
+}

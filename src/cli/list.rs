@@ -1,0 +1,49 @@
+//! `snap list`
+
+use anyhow::Result;
+
+use super::{human, Ctx};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Print the snapshots as a JSON array
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
+    let repo = ctx.open(false)?;
+    let snaps = repo.snapshots()?;
+    if a.json {
+        let arr: Vec<serde_json::Value> = snaps
+            .iter()
+            .map(|(id, s)| {
+                let mut v = serde_json::to_value(s).expect("snapshots serialize");
+                v["id"] = serde_json::json!(id);
+                v["short_id"] = serde_json::json!(id.short());
+                v
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&arr)?);
+        return Ok(0);
+    }
+    println!("{:<8}  {:<19}  {:<12}  {:>7}  {:>10}  {:>10}  {:<12}  sources", "id", "time (UTC)", "host", "files", "size", "added", "tags");
+    for (id, s) in &snaps {
+        let sources: Vec<String> = s.sources.iter().map(|x| x.describe()).collect();
+        println!(
+            "{:<8}  {:<19}  {:<12}  {:>7}  {:>10}  {:>10}  {:<12}  {}",
+            id.short(),
+            s.time.format("%Y-%m-%d %H:%M:%S"),
+            s.host,
+            s.summary.files,
+            human(s.summary.bytes_total),
+            human(s.summary.bytes_added),
+            s.tags.join(","),
+            sources.join(" ")
+        );
+    }
+    if !ctx.quiet {
+        println!("{} snapshots", snaps.len());
+    }
+    Ok(0)
+}

@@ -1,0 +1,91 @@
+//! `snap ls`
+
+use std::io::Write;
+
+use anyhow::{bail, Result};
+use chrono::DateTime;
+use snap::restore::snapshot_path;
+use snap::tree::{Node, NodeKind};
+
+use super::Ctx;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Snapshot: `latest` or an id prefix
+    snapshot: String,
+    /// Only below this path of the snapshot
+    path: Option<String>,
+    /// One JSON object per line
+    #[arg(long)]
+    json: bool,
+}
+
+fn mode_string(n: &Node) -> String {
+    let m = n.meta.mode;
+    let mut s = String::with_capacity(10);
+    s.push(n.kind.letter());
+    for shift in [6, 3, 0] {
+        let bits = (m >> shift) & 7;
+        s.push(if bits & 4 != 0 { 'r' } else { '-' });
+        s.push(if bits & 2 != 0 { 'w' } else { '-' });
+        s.push(if bits & 1 != 0 { 'x' } else { '-' });
+    }
+    s
+}
+
+fn print(out: &mut dyn Write, json: bool, path: &str, n: &Node) -> std::io::Result<()> {
+    let mtime = DateTime::from_timestamp(n.meta.mtime.sec, n.meta.mtime.nsec).unwrap_or_default();
+    let target = match &n.kind {
+        NodeKind::Symlink(t) => Some(String::from_utf8_lossy(t).into_owned()),
+        _ => None,
+    };
+    if json {
+        let v = serde_json::json!({
+            "path": path,
+            "type": match n.kind { NodeKind::File(_) => "file", NodeKind::Dir(_) => "dir", NodeKind::Symlink(_) => "symlink",
+                NodeKind::Fifo => "fifo", NodeKind::Socket => "socket", NodeKind::CharDev(_) => "chardev", NodeKind::BlockDev(_) => "blockdev" },
+            "mode": n.meta.mode & 0o7777,
+            "size": n.meta.size,
+            "uid": n.meta.uid,
+            "gid": n.meta.gid,
+            "mtime": mtime,
+            "target": target,
+        });
+        writeln!(out, "{v}")
+    } else {
+        let arrow = target.map(|t| format!(" -> {t}")).unwrap_or_default();
+        writeln!(
+            out,
+            "{} {:>5}/{:<5} {:>12}  {}  {path}{arrow}",
+            mode_string(n),
+            n.meta.uid,
+            n.meta.gid,
+            n.meta.size,
+            mtime.format("%Y-%m-%d %H:%M:%S")
+        )
+    }
+}
+
+pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
+    let repo = ctx.open(false)?;
+    let (_, snap) = repo.find_snapshot(&a.snapshot)?;
+    let comps = snapshot_path(a.path.as_deref().unwrap_or("/"))?;
+    let refs: Vec<&[u8]> = comps.iter().map(|c| c.as_slice()).collect();
+    let Some(node) = repo.find_node(&snap.tree, &refs)? else {
+        bail!("{} is not in snapshot {}", a.path.unwrap_or_default(), a.snapshot);
+    };
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    let prefix: String = comps.iter().map(|c| format!("/{}", String::from_utf8_lossy(c))).collect();
+    match &node.kind {
+        NodeKind::Dir(tree) => {
+            if !comps.is_empty() {
+                print(&mut out, a.json, &prefix, &node)?;
+            }
+            repo.walk(tree, &prefix, &mut |p, n| print(&mut out, a.json, p, n).map_err(|e| snap::error::Error::Io { path: "<stdout>".into(), source: e }))?;
+        }
+        _ => print(&mut out, a.json, &prefix, &node)?,
+    }
+    out.flush()?;
+    Ok(0)
+}

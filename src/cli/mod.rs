@@ -1,0 +1,234 @@
+//! Command-line interface: argument parsing, repository selection, progress display,
+//! output formats and exit codes (0 ok, 1 error, 3 snapshot made but some entries were
+//! left out).
+
+mod backup;
+mod cat;
+mod init;
+mod list;
+mod ls;
+mod repair;
+mod restore;
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use snap::repo::Repository;
+
+/// Exit status when a snapshot was made but some entries could not be read.
+pub const EXIT_WARNINGS: i32 = 3;
+
+#[derive(Parser)]
+#[command(name = "snap", version, about = "Deduplicating snapshots of application data: files, database dumps, command output")]
+struct Cli {
+    /// Repository directory [default: $XDG_DATA_HOME/snap/repo]
+    #[arg(long, global = true, env = "SNAP_REPO", value_name = "DIR")]
+    repo: Option<PathBuf>,
+    /// Print nothing but errors and the final line
+    #[arg(short, long, global = true)]
+    quiet: bool,
+    /// Print more about what happens
+    #[arg(short, long, global = true)]
+    verbose: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create a repository
+    Init(init::Args),
+    /// Back up paths, standard input and command output into a new snapshot
+    Backup(backup::Args),
+    /// List snapshots
+    List(list::Args),
+    /// List the entries of a snapshot
+    Ls(ls::Args),
+    /// Write a file of a snapshot to standard output
+    Cat(cat::Args),
+    /// Restore a snapshot into a directory
+    Restore(restore::Args),
+    /// Repair repository metadata
+    Repair(repair::Args),
+}
+
+/// Global settings every subcommand sees.
+pub struct Ctx {
+    repo: Option<PathBuf>,
+    quiet: bool,
+}
+
+impl Ctx {
+    fn repo_path(&self) -> Result<(PathBuf, bool)> {
+        if let Some(r) = &self.repo {
+            return Ok((r.clone(), false));
+        }
+        let base = match std::env::var_os("XDG_DATA_HOME").filter(|v| !v.is_empty()) {
+            Some(x) => PathBuf::from(x),
+            None => {
+                let home = std::env::var_os("HOME").context("neither --repo, SNAP_REPO, XDG_DATA_HOME nor HOME is set")?;
+                PathBuf::from(home).join(".local/share")
+            }
+        };
+        Ok((base.join("snap/repo"), true))
+    }
+
+    /// Opens the selected repository; `create_default` creates the default one on first
+    /// use (so `snap backup DIR` works on a fresh machine).
+    fn open(&self, create_default: bool) -> Result<Repository> {
+        let (path, is_default) = self.repo_path()?;
+        if is_default && create_default && !path.join("config").exists() {
+            let repo = Repository::init(&path, &Default::default())
+                .with_context(|| format!("creating the default repository {}", path.display()))?;
+            eprintln!("snap: created a new repository at {}", path.display());
+            return Ok(repo);
+        }
+        Repository::open(&path).with_context(|| format!("opening repository {}", path.display()))
+    }
+
+    /// Whether to draw progress bars.
+    fn progress(&self) -> bool {
+        !self.quiet && std::io::stderr().is_terminal()
+    }
+}
+
+struct Logger {
+    level: log::LevelFilter,
+}
+
+impl log::Log for Logger {
+    fn enabled(&self, m: &log::Metadata) -> bool {
+        m.level() <= self.level && m.target().starts_with("snap")
+    }
+    fn log(&self, r: &log::Record) {
+        if self.enabled(r.metadata()) {
+            let kind = match r.level() {
+                log::Level::Error => "error: ",
+                log::Level::Warn => "warning: ",
+                _ => "",
+            };
+            eprintln!("snap: {kind}{}", r.args());
+        }
+    }
+    fn flush(&self) {}
+}
+
+/// Parses arguments, runs the command, prints errors; returns the exit status.
+pub fn run() -> i32 {
+    let cli = Cli::parse();
+    let level = if cli.verbose {
+        log::LevelFilter::Debug
+    } else if cli.quiet {
+        log::LevelFilter::Error
+    } else {
+        log::LevelFilter::Warn
+    };
+    let _ = log::set_boxed_logger(Box::new(Logger { level }));
+    log::set_max_level(level);
+    // Directory recursion runs on rayon's workers: give them room for deep trees.
+    let _ = rayon::ThreadPoolBuilder::new().stack_size(64 << 20).build_global();
+    let ctx = Ctx {
+        repo: cli.repo,
+        quiet: cli.quiet,
+    };
+    let res = match cli.command {
+        Command::Init(a) => init::run(&ctx, a),
+        Command::Backup(a) => backup::run(&ctx, a),
+        Command::List(a) => list::run(&ctx, a),
+        Command::Ls(a) => ls::run(&ctx, a),
+        Command::Cat(a) => cat::run(&ctx, a),
+        Command::Restore(a) => restore::run(&ctx, a),
+        Command::Repair(a) => repair::run(&ctx, a),
+    };
+    match res {
+        Ok(code) => code,
+        Err(e) if is_broken_pipe(&e) => 0,
+        Err(e) => {
+            eprintln!("snap: {e:#}");
+            1
+        }
+    }
+}
+
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
+/// Bytes in binary units, as `1.5 GiB`.
+pub fn human(bytes: u64) -> String {
+    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+    let mut v = bytes as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+/// A spinner with bytes, rate and the current entry, on stderr.
+pub struct Bar {
+    bar: indicatif::ProgressBar,
+}
+
+impl Bar {
+    fn new(ctx: &Ctx, verb: &str) -> Option<Bar> {
+        if !ctx.progress() {
+            return None;
+        }
+        let bar = indicatif::ProgressBar::new_spinner();
+        let style = indicatif::ProgressStyle::with_template(&format!(
+            "{{spinner}} {verb} {{bytes}} ({{binary_bytes_per_sec}}, {{elapsed}}) {{wide_msg}}"
+        ))
+        .expect("static template");
+        bar.set_style(style);
+        bar.enable_steady_tick(std::time::Duration::from_millis(120));
+        Some(Bar { bar })
+    }
+}
+
+impl snap::progress::Progress for Bar {
+    fn entry(&self, path: &Path) {
+        self.bar.set_message(path.display().to_string());
+    }
+    fn bytes(&self, n: u64) {
+        self.bar.inc(n);
+    }
+}
+
+impl Drop for Bar {
+    fn drop(&mut self) {
+        self.bar.finish_and_clear();
+    }
+}
+
+/// The progress sink for an operation: a bar on a terminal, nothing otherwise.
+fn progress_for(bar: &Option<Bar>) -> &dyn snap::progress::Progress {
+    match bar {
+        Some(b) => b,
+        None => &snap::progress::NoProgress,
+    }
+}
+
+/// Prints up to 20 lines of `items` under `title` on stderr.
+fn print_list(title: &str, items: &[String]) {
+    if items.is_empty() {
+        return;
+    }
+    eprintln!("snap: {title}:");
+    for i in items.iter().take(20) {
+        eprintln!("  {i}");
+    }
+    if items.len() > 20 {
+        eprintln!("  ... and {} more", items.len() - 20);
+    }
+}

@@ -1,0 +1,28 @@
+//! `snap repair`
+
+use anyhow::{Context, Result};
+use snap::repo::Repository;
+
+use super::Ctx;
+
+#[derive(clap::Args)]
+pub struct Args {
+    #[command(subcommand)]
+    what: What,
+}
+
+#[derive(clap::Subcommand)]
+enum What {
+    /// Rebuild the index from the pack files and snapshot records
+    Index,
+}
+
+pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
+    let What::Index = a.what;
+    let (path, _) = ctx.repo_path()?;
+    let s = Repository::rebuild_index(&path).with_context(|| format!("rebuilding the index of {}", path.display()))?;
+    if !ctx.quiet {
+        println!("index rebuilt: {} packs, {} blobs, {} snapshots", s.packs, s.blobs, s.snapshots);
+    }
+    Ok(0)
+}

@@ -1,0 +1,100 @@
+//! Content ids: 32-byte BLAKE3 hashes, printed as lowercase hex.
+
+use std::fmt;
+
+/// Length of an id in bytes.
+pub const ID_LEN: usize = 32;
+
+/// A BLAKE3-256 digest naming a chunk, tree, list, pack or snapshot by its content.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Id(pub [u8; ID_LEN]);
+
+impl Id {
+    /// The id of `data`.
+    pub fn hash(data: &[u8]) -> Id {
+        Id(*blake3::hash(data).as_bytes())
+    }
+
+    /// Parses 64 hex digits.
+    pub fn from_hex(s: &str) -> Option<Id> {
+        let mut out = [0u8; ID_LEN];
+        hex::decode_to_slice(s, &mut out).ok()?;
+        Some(Id(out))
+    }
+
+    /// Reads an id from the first 32 bytes of `b`, which must be at least that long.
+    pub fn from_slice(b: &[u8]) -> Option<Id> {
+        Some(Id(b.get(..ID_LEN)?.try_into().ok()?))
+    }
+
+    /// Full lowercase hex form.
+    pub fn to_hex(&self) -> String {
+        hex::encode(self.0)
+    }
+
+    /// The 8-digit prefix used in listings.
+    pub fn short(&self) -> String {
+        hex::encode(&self.0[..4])
+    }
+}
+
+impl From<blake3::Hash> for Id {
+    fn from(h: blake3::Hash) -> Id {
+        Id(*h.as_bytes())
+    }
+}
+
+impl fmt::Display for Id {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_hex())
+    }
+}
+
+impl fmt::Debug for Id {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Id({})", self.short())
+    }
+}
+
+impl serde::Serialize for Id {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_hex())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Id {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Id, D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        Id::from_hex(&s).ok_or_else(|| serde::de::Error::custom("expected 64 hex digits"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn blake3_of_empty_input() {
+        assert_eq!(
+            Id::hash(b"").to_hex(),
+            "af1349b9f5f9a1a6a0404dea36dcc9499bcb25c9adc112b7cc9a93cae41f3262"
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn hex_round_trip(bytes in any::<[u8; 32]>()) {
+            let id = Id(bytes);
+            prop_assert_eq!(Id::from_hex(&id.to_hex()), Some(id));
+            let json = serde_json::to_string(&id).unwrap();
+            prop_assert_eq!(serde_json::from_str::<Id>(&json).unwrap(), id);
+        }
+    }
+
+    #[test]
+    fn rejects_bad_hex() {
+        assert!(Id::from_hex("abc").is_none());
+        assert!(Id::from_hex(&"g".repeat(64)).is_none());
+    }
+}

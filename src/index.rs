@@ -1,0 +1,325 @@
+//! The SQLite index: where each blob lives, and the snapshot list for fast listing.
+//!
+//! It is a cache of what the immutable repository files say and can always be rebuilt
+//! from pack trailers and snapshot files (`snap repair index`). The only module that
+//! touches rusqlite; its errors leave as [`Error::Index`]. WAL mode with a busy timeout
+//! lets several processes back up into one repository at once.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+use rusqlite::{params, Connection, OptionalExtension};
+
+use crate::compress::Compression;
+use crate::error::{Error, Result};
+use crate::id::Id;
+use crate::pack::{BlobKind, PackEntry};
+use crate::snapshot::Snapshot;
+
+/// Schema version; an index of another version is rebuilt.
+pub const SCHEMA_VERSION: i64 = 1;
+
+const SCHEMA: &str = "
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE packs (
+    id INTEGER PRIMARY KEY,
+    name BLOB NOT NULL UNIQUE,
+    size INTEGER NOT NULL,
+    blobs INTEGER NOT NULL
+);
+CREATE TABLE blobs (
+    id BLOB PRIMARY KEY,
+    pack INTEGER NOT NULL REFERENCES packs(id),
+    offset INTEGER NOT NULL,
+    stored_len INTEGER NOT NULL,
+    raw_len INTEGER NOT NULL,
+    kind INTEGER NOT NULL,
+    compression INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX blobs_by_pack ON blobs(pack);
+CREATE TABLE snapshots (
+    id BLOB PRIMARY KEY,
+    time TEXT NOT NULL,
+    record BLOB NOT NULL
+) WITHOUT ROWID;
+";
+
+/// Where a blob is stored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BlobLoc {
+    /// The pack holding it.
+    pub pack: Id,
+    /// Offset of its stored bytes in the pack.
+    pub offset: u64,
+    /// Stored length.
+    pub stored_len: u32,
+    /// Raw length.
+    pub raw_len: u32,
+    /// What it holds.
+    pub kind: BlobKind,
+    /// How it is stored.
+    pub compression: Compression,
+}
+
+/// Totals over the index.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct IndexStats {
+    /// Packs.
+    pub packs: u64,
+    /// Their total size in bytes.
+    pub pack_bytes: u64,
+    /// Distinct blobs.
+    pub blobs: u64,
+    /// Their total raw size.
+    pub raw_bytes: u64,
+}
+
+/// An open index.
+pub struct Index {
+    path: PathBuf,
+    conn: Mutex<Connection>,
+}
+
+impl Index {
+    /// Opens the index at `path`, creating it when absent. Returns `None` when the file
+    /// is of another schema version or another repository (the caller rebuilds it).
+    pub fn open(path: &Path, repo_id: &str) -> Result<Option<Index>> {
+        let conn = Connection::open(path).map_err(|e| sql_err(path, e))?;
+        let index = Index {
+            path: path.to_path_buf(),
+            conn: Mutex::new(conn),
+        };
+        {
+            let c = index.conn();
+            c.busy_timeout(Duration::from_secs(120)).map_err(|e| index.err(e))?;
+            c.pragma_update(None, "journal_mode", "WAL").map_err(|e| index.err(e))?;
+            c.pragma_update(None, "synchronous", "NORMAL").map_err(|e| index.err(e))?;
+        }
+        let ok = index.tx(|c| {
+            let has_meta: bool = c
+                .query_row("SELECT count(*) FROM sqlite_master WHERE name = 'meta'", [], |r| r.get::<_, i64>(0))
+                .map(|n| n > 0)?;
+            if !has_meta {
+                c.execute_batch(SCHEMA)?;
+                c.execute("INSERT INTO meta VALUES ('schema', ?1), ('repo', ?2)", params![SCHEMA_VERSION.to_string(), repo_id])?;
+                return Ok(true);
+            }
+            let get = |k: &str| -> rusqlite::Result<Option<String>> {
+                c.query_row("SELECT value FROM meta WHERE key = ?1", [k], |r| r.get(0)).optional()
+            };
+            Ok(get("schema")? == Some(SCHEMA_VERSION.to_string()) && get("repo")?.as_deref() == Some(repo_id))
+        })?;
+        Ok(ok.then_some(index))
+    }
+
+    fn conn(&self) -> MutexGuard<'_, Connection> {
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn err(&self, e: rusqlite::Error) -> Error {
+        sql_err(&self.path, e)
+    }
+
+    /// Runs `f` in an immediate transaction (writers queue on the busy timeout).
+    fn tx<T>(&self, f: impl FnOnce(&rusqlite::Transaction<'_>) -> rusqlite::Result<T>) -> Result<T> {
+        let mut c = self.conn();
+        let tx = c
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(|e| self.err(e))?;
+        let v = f(&tx).map_err(|e| self.err(e))?;
+        tx.commit().map_err(|e| self.err(e))?;
+        Ok(v)
+    }
+
+    /// Whether every pack has been indexed (set by [`Index::mark_complete`]); an index
+    /// that was just created, or whose rebuild was interrupted, is not.
+    pub fn is_complete(&self) -> Result<bool> {
+        let c = self.conn();
+        c.query_row("SELECT count(*) FROM meta WHERE key = 'complete'", [], |r| r.get::<_, i64>(0))
+            .map(|n| n > 0)
+            .map_err(|e| self.err(e))
+    }
+
+    /// Records that every pack has been indexed.
+    pub fn mark_complete(&self) -> Result<()> {
+        self.tx(|c| c.execute("INSERT OR IGNORE INTO meta VALUES ('complete', '1')", []).map(drop))
+    }
+
+    /// Where blob `id` is stored, if anywhere.
+    pub fn lookup(&self, id: &Id) -> Result<Option<BlobLoc>> {
+        let c = self.conn();
+        let mut st = c
+            .prepare_cached(
+                "SELECT p.name, b.offset, b.stored_len, b.raw_len, b.kind, b.compression
+                 FROM blobs b JOIN packs p ON p.id = b.pack WHERE b.id = ?1",
+            )
+            .map_err(|e| self.err(e))?;
+        let row = st
+            .query_row([&id.0[..]], |r| {
+                Ok((
+                    r.get::<_, Vec<u8>>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, i64>(2)?,
+                    r.get::<_, i64>(3)?,
+                    r.get::<_, u8>(4)?,
+                    r.get::<_, u8>(5)?,
+                ))
+            })
+            .optional()
+            .map_err(|e| self.err(e))?;
+        let Some((pack, offset, stored, raw, kind, comp)) = row else {
+            return Ok(None);
+        };
+        let bad = |d: &str| Error::Index {
+            path: self.path.clone(),
+            detail: format!("row for blob {id} is invalid ({d}); run `snap repair index`"),
+        };
+        Ok(Some(BlobLoc {
+            pack: Id::from_slice(&pack).ok_or_else(|| bad("pack name"))?,
+            offset: u64::try_from(offset).map_err(|_| bad("offset"))?,
+            stored_len: u32::try_from(stored).map_err(|_| bad("stored length"))?,
+            raw_len: u32::try_from(raw).map_err(|_| bad("raw length"))?,
+            kind: BlobKind::from_u8(kind).ok_or_else(|| bad("kind"))?,
+            compression: Compression::from_u8(comp).ok_or_else(|| bad("compression"))?,
+        }))
+    }
+
+    /// Whether blob `id` is stored.
+    pub fn contains(&self, id: &Id) -> Result<bool> {
+        let c = self.conn();
+        let mut st = c
+            .prepare_cached("SELECT 1 FROM blobs WHERE id = ?1")
+            .map_err(|e| self.err(e))?;
+        st.exists([&id.0[..]]).map_err(|e| self.err(e))
+    }
+
+    /// Records a durable pack and its blobs in one transaction. A blob already indexed
+    /// in another pack keeps its row (the new copy is garbage for prune).
+    pub fn add_pack(&self, name: &Id, size: u64, entries: &[PackEntry]) -> Result<()> {
+        self.tx(|c| {
+            c.execute(
+                "INSERT OR IGNORE INTO packs (name, size, blobs) VALUES (?1, ?2, ?3)",
+                params![&name.0[..], size as i64, entries.len() as i64],
+            )?;
+            let pack: i64 = c.query_row("SELECT id FROM packs WHERE name = ?1", [&name.0[..]], |r| r.get(0))?;
+            let mut st = c.prepare_cached("INSERT OR IGNORE INTO blobs VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)")?;
+            for e in entries {
+                st.execute(params![
+                    &e.id.0[..],
+                    pack,
+                    e.offset as i64,
+                    e.stored_len as i64,
+                    e.raw_len as i64,
+                    e.kind as u8,
+                    e.compression as u8
+                ])?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Names of all indexed packs.
+    pub fn pack_names(&self) -> Result<Vec<Id>> {
+        let c = self.conn();
+        let mut st = c.prepare("SELECT name FROM packs").map_err(|e| self.err(e))?;
+        let rows = st
+            .query_map([], |r| r.get::<_, Vec<u8>>(0))
+            .map_err(|e| self.err(e))?;
+        let mut out = Vec::new();
+        for r in rows {
+            out.extend(Id::from_slice(&r.map_err(|e| self.err(e))?));
+        }
+        Ok(out)
+    }
+
+    /// Records a snapshot (idempotent).
+    pub fn add_snapshot(&self, id: &Id, snap: &Snapshot, record: &[u8]) -> Result<()> {
+        self.tx(|c| {
+            c.execute(
+                "INSERT OR IGNORE INTO snapshots VALUES (?1, ?2, ?3)",
+                params![&id.0[..], snap.time.to_rfc3339(), record],
+            )?;
+            Ok(())
+        })
+    }
+
+    /// Forgets a snapshot whose file is gone.
+    pub fn remove_snapshot(&self, id: &Id) -> Result<()> {
+        self.tx(|c| c.execute("DELETE FROM snapshots WHERE id = ?1", [&id.0[..]]).map(drop))
+    }
+
+    /// All snapshots, oldest first, with their records as stored.
+    pub fn snapshots(&self) -> Result<Vec<(Id, Vec<u8>)>> {
+        let c = self.conn();
+        let mut st = c
+            .prepare("SELECT id, record FROM snapshots ORDER BY time, id")
+            .map_err(|e| self.err(e))?;
+        let rows = st
+            .query_map([], |r| Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, Vec<u8>>(1)?)))
+            .map_err(|e| self.err(e))?;
+        let mut out = Vec::new();
+        for r in rows {
+            let (id, rec) = r.map_err(|e| self.err(e))?;
+            if let Some(id) = Id::from_slice(&id) {
+                out.push((id, rec));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Totals over packs and blobs.
+    pub fn stats(&self) -> Result<IndexStats> {
+        let c = self.conn();
+        let (packs, pack_bytes) = c
+            .query_row("SELECT count(*), coalesce(sum(size), 0) FROM packs", [], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)))
+            .map_err(|e| self.err(e))?;
+        let (blobs, raw_bytes) = c
+            .query_row("SELECT count(*), coalesce(sum(raw_len), 0) FROM blobs", [], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)))
+            .map_err(|e| self.err(e))?;
+        Ok(IndexStats {
+            packs: packs as u64,
+            pack_bytes: pack_bytes as u64,
+            blobs: blobs as u64,
+            raw_bytes: raw_bytes as u64,
+        })
+    }
+}
+
+fn sql_err(path: &Path, e: rusqlite::Error) -> Error {
+    Error::Index {
+        path: path.to_path_buf(),
+        detail: e.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn add_lookup_and_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("index.sqlite");
+        let idx = Index::open(&path, "r1").unwrap().unwrap();
+        let e = PackEntry {
+            kind: BlobKind::Data,
+            compression: Compression::Zstd,
+            id: Id::hash(b"a"),
+            offset: 16,
+            stored_len: 10,
+            raw_len: 20,
+        };
+        let pack = Id::hash(b"pack");
+        idx.add_pack(&pack, 100, &[e]).unwrap();
+        idx.add_pack(&pack, 100, &[e]).unwrap();
+        let loc = idx.lookup(&e.id).unwrap().unwrap();
+        assert_eq!((loc.pack, loc.offset, loc.stored_len, loc.raw_len), (pack, 16, 10, 20));
+        assert!(idx.contains(&e.id).unwrap());
+        assert!(!idx.contains(&Id::hash(b"b")).unwrap());
+        assert_eq!(idx.stats().unwrap().blobs, 1);
+        drop(idx);
+        assert!(Index::open(&path, "r1").unwrap().is_some());
+        assert!(Index::open(&path, "other").unwrap().is_none(), "another repository's index is not used");
+    }
+}

@@ -1,0 +1,45 @@
+//! snap: a content-addressed, deduplicating snapshot engine for application backups.
+//!
+//! Data flows one way:
+//! `source (files, stdin, commands) -> chunker -> BLAKE3 id -> dedup (index) -> zstd -> pack -> repository`,
+//! then a [`tree::Tree`] per directory and a [`snapshot::Snapshot`] record last.
+//!
+//! Main types: [`repo::Repository`] (a repository directory: packs, snapshots, the
+//! SQLite [`index::Index`]), [`backup::backup`] and [`restore::restore`] (the
+//! operations), [`tree::Tree`] and [`snapshot::Snapshot`] (what a snapshot is made of),
+//! [`error::Error`] (every failure, with the path or object it concerns).
+//!
+//! ```
+//! use snap::{backup, repo::Repository, restore, progress::NoProgress};
+//! # fn main() -> snap::error::Result<()> {
+//! let dir = tempfile::tempdir().unwrap();
+//! std::fs::create_dir(dir.path().join("data")).unwrap();
+//! std::fs::write(dir.path().join("data/hello.txt"), b"hello").unwrap();
+//!
+//! let repo = Repository::init(&dir.path().join("repo"), &Default::default())?;
+//! let opts = backup::BackupOptions { paths: vec![dir.path().join("data")], ..Default::default() };
+//! let done = backup::backup(&repo, &opts, None, &NoProgress)?;
+//!
+//! let target = dir.path().join("restored");
+//! let ropts = restore::RestoreOptions { target: target.clone(), include: vec![] };
+//! let out = restore::restore(&repo, &done.snapshot, &ropts, &NoProgress)?;
+//! assert!(out.errors.is_empty());
+//! let restored = target.join(dir.path().strip_prefix("/").unwrap()).join("data/hello.txt");
+//! assert_eq!(std::fs::read(restored).unwrap(), b"hello");
+//! # Ok(())
+//! # }
+//! ```
+
+pub mod backup;
+pub mod chunker;
+pub mod compress;
+pub mod error;
+pub mod id;
+pub mod index;
+pub mod pack;
+pub mod progress;
+pub mod repo;
+pub mod restore;
+pub mod snapshot;
+pub mod source;
+pub mod tree;

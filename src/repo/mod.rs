@@ -1,0 +1,561 @@
+//! A repository directory: layout, config, index, reading blobs, and the commit
+//! protocol for new packs and snapshots.
+//!
+//! ```text
+//! <repo>/config                 JSON, written once by init
+//! <repo>/packs/<2 hex>/<id>     immutable pack files, named by the BLAKE3 of their bytes
+//! <repo>/snapshots/<id>         immutable snapshot records, named by their BLAKE3
+//! <repo>/locks/<random>.json    one per running process
+//! <repo>/tmp/                   files being written (renamed into place when durable)
+//! <repo>/index.sqlite           the rebuildable index
+//! ```
+//! Write order (a crash at any point leaves only complete snapshots visible): pack to
+//! `tmp/`, fsync, rename, fsync directory; then its index rows; the snapshot record
+//! last. Anything unreferenced is garbage for prune, never damage.
+
+mod config;
+mod lock;
+mod saver;
+
+use std::collections::{HashMap, HashSet};
+use std::fs::{self, File};
+use std::io::Write;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use chrono::Utc;
+use rayon::prelude::*;
+
+pub use self::config::{Config, VERSION};
+pub use self::lock::{hostname, Lock, LockInfo};
+pub use self::saver::{Added, Saver};
+use crate::chunker::{ChunkParams, Profiles};
+use crate::compress::{self, Compression};
+use crate::error::{Error, IoContext, Result};
+use crate::id::Id;
+use crate::index::{BlobLoc, Index, IndexStats};
+use crate::pack;
+use crate::snapshot::Snapshot;
+use crate::tree::{Content, ListNode, Node, NodeKind, Tree, MAX_META_BLOB};
+
+const INDEX_FILE: &str = "index.sqlite";
+const OPEN_PACKS: usize = 64;
+
+/// Options of a new repository.
+#[derive(Clone, Debug)]
+pub struct InitOptions {
+    /// Chunk sizes per profile.
+    pub chunking: Profiles,
+    /// Default zstd level.
+    pub compression_level: i32,
+    /// Pack size target.
+    pub pack_size: u64,
+}
+
+impl Default for InitOptions {
+    fn default() -> Self {
+        InitOptions {
+            chunking: Profiles::default(),
+            compression_level: compress::DEFAULT_LEVEL,
+            pack_size: pack::DEFAULT_TARGET_SIZE,
+        }
+    }
+}
+
+/// What `rebuild_index` found.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RebuildStats {
+    /// Packs read.
+    pub packs: u64,
+    /// Blobs indexed.
+    pub blobs: u64,
+    /// Snapshots indexed.
+    pub snapshots: u64,
+}
+
+/// An open repository.
+pub struct Repository {
+    root: PathBuf,
+    config: Config,
+    index: Index,
+    open_packs: Mutex<HashMap<Id, Arc<File>>>,
+}
+
+fn fsync_dir(dir: &Path) -> Result<()> {
+    File::open(dir).and_then(|d| d.sync_all()).at(dir)
+}
+
+fn read_capped(path: &Path, cap: u64) -> Result<Vec<u8>> {
+    let len = fs::metadata(path).at(path)?.len();
+    if len > cap {
+        return Err(Error::corrupt("file", path.display(), format!("{len} bytes, more than the {cap} allowed")));
+    }
+    fs::read(path).at(path)
+}
+
+/// Writes `bytes` to `dest` durably and atomically: temp file in `tmp`, fsync, rename,
+/// fsync of the destination directory.
+fn write_atomic(tmp: &Path, dest: &Path, bytes: &[u8]) -> Result<()> {
+    let mut f = tempfile::NamedTempFile::new_in(tmp).at(tmp)?;
+    f.write_all(bytes).at(f.path())?;
+    f.as_file().sync_all().at(f.path())?;
+    f.persist(dest).map_err(|e| e.error).at(dest)?;
+    fsync_dir(dest.parent().expect("repository files have a parent"))
+}
+
+impl Repository {
+    /// Creates a repository at `root` (which must not exist or be empty).
+    pub fn init(root: &Path, opts: &InitOptions) -> Result<Repository> {
+        for p in [opts.chunking.files, opts.chunking.dump] {
+            p.validate().map_err(Error::Invalid)?;
+        }
+        if root.join("config").exists() {
+            return Err(Error::Invalid(format!("{} is already a snap repository", root.display())));
+        }
+        if root.exists() && fs::read_dir(root).at(root)?.next().is_some() {
+            return Err(Error::Invalid(format!(
+                "{} exists and is not empty; choose an empty or new directory",
+                root.display()
+            )));
+        }
+        for d in ["packs", "snapshots", "locks", "tmp"] {
+            fs::create_dir_all(root.join(d)).at(root.join(d))?;
+        }
+        let mut id = [0u8; 32];
+        getrandom::getrandom(&mut id).map_err(|e| Error::Invalid(format!("no randomness: {e}")))?;
+        let config = Config {
+            version: VERSION,
+            id: hex::encode(id),
+            created: Utc::now(),
+            chunking: opts.chunking,
+            compression_level: opts.compression_level,
+            pack_size: opts.pack_size,
+        };
+        write_atomic(&root.join("tmp"), &root.join("config"), &config.encode())?;
+        Repository::open(root)
+    }
+
+    /// Opens the repository at `root`, bringing the index up to date with the snapshot
+    /// files (and rebuilding it from the packs when it is missing or unusable).
+    pub fn open(root: &Path) -> Result<Repository> {
+        let cfg_path = root.join("config");
+        if !cfg_path.exists() {
+            return Err(Error::NotFound {
+                what: "repository",
+                id: format!("{} (no config file; run `snap init --repo {}`)", root.display(), root.display()),
+            });
+        }
+        let config = Config::decode(&read_capped(&cfg_path, config::MAX_LEN)?)?;
+        let index_path = root.join(INDEX_FILE);
+        let index = match Index::open(&index_path, &config.id)? {
+            Some(i) => i,
+            None => {
+                log::warn!("index {} belongs to another repository or version; rebuilding it", index_path.display());
+                remove_index_files(root)?;
+                Index::open(&index_path, &config.id)?
+                    .ok_or_else(|| Error::Invalid(format!("cannot create index {}", index_path.display())))?
+            }
+        };
+        let repo = Repository {
+            root: root.to_path_buf(),
+            config,
+            index,
+            open_packs: Mutex::new(HashMap::new()),
+        };
+        if !repo.index.is_complete()? {
+            let stats = repo.fill_index()?;
+            if stats.packs > 0 {
+                log::warn!(
+                    "index {} was missing or incomplete; rebuilt it from {} packs",
+                    index_path.display(),
+                    stats.packs
+                );
+            }
+        }
+        repo.sync_snapshots()?;
+        Ok(repo)
+    }
+
+    /// The repository directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The config.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Chunk parameters of a profile.
+    pub fn params(&self, p: crate::chunker::Profile) -> ChunkParams {
+        self.config.chunking.get(p)
+    }
+
+    /// Totals over the index.
+    pub fn stats(&self) -> Result<IndexStats> {
+        self.index.stats()
+    }
+
+    /// Takes a shared (`exclusive = false`) or exclusive lock.
+    pub fn lock(&self, exclusive: bool, purpose: &str) -> Result<Lock> {
+        Lock::acquire(&self.root.join("locks"), exclusive, purpose)
+    }
+
+    /// A writer of new blobs at zstd `level`.
+    pub fn saver(&self, level: i32) -> Saver<'_> {
+        Saver::new(self, level)
+    }
+
+    fn pack_path(&self, id: &Id) -> PathBuf {
+        let hex = id.to_hex();
+        self.root.join("packs").join(&hex[..2]).join(hex)
+    }
+
+    fn tmp_dir(&self) -> PathBuf {
+        self.root.join("tmp")
+    }
+
+    fn pack_file(&self, id: &Id) -> Result<Arc<File>> {
+        let mut open = self.open_packs.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(f) = open.get(id) {
+            return Ok(f.clone());
+        }
+        let path = self.pack_path(id);
+        let f = Arc::new(File::open(&path).at(&path)?);
+        if open.len() >= OPEN_PACKS {
+            open.clear();
+        }
+        open.insert(*id, f.clone());
+        Ok(f)
+    }
+
+    /// Where blob `id` is stored.
+    pub fn locate(&self, id: &Id) -> Result<BlobLoc> {
+        self.index.lookup(id)?.ok_or_else(|| Error::NotFound {
+            what: "blob",
+            id: id.to_hex(),
+        })
+    }
+
+    /// Whether blob `id` is stored.
+    pub fn has_blob(&self, id: &Id) -> Result<bool> {
+        self.index.contains(id)
+    }
+
+    /// Reads, decompresses and verifies blob `id`.
+    pub fn read_blob(&self, id: &Id) -> Result<Vec<u8>> {
+        self.read_blob_at(id, &self.locate(id)?)
+    }
+
+    /// Reads blob `id` from a known location, verifying its hash.
+    pub fn read_blob_at(&self, id: &Id, loc: &BlobLoc) -> Result<Vec<u8>> {
+        let cap = ChunkParams::MAX_CHUNK.max(MAX_META_BLOB);
+        let pack_name = format!("packs/{}", loc.pack);
+        let sane = loc.raw_len <= cap
+            && match loc.compression {
+                Compression::Raw => loc.stored_len == loc.raw_len,
+                Compression::Zstd => loc.stored_len <= loc.raw_len,
+            };
+        if !sane {
+            return Err(Error::corrupt("blob", id, format!("implausible lengths in {pack_name}")));
+        }
+        let f = self.pack_file(&loc.pack)?;
+        let mut stored = vec![0u8; loc.stored_len as usize];
+        f.read_exact_at(&mut stored, loc.offset)
+            .map_err(|e| Error::corrupt("blob", id, format!("cannot read {pack_name} at {}: {e}", loc.offset)))?;
+        let raw = match loc.compression {
+            Compression::Raw => stored,
+            Compression::Zstd => compress::decompress(&stored, loc.raw_len as usize)
+                .map_err(|e| Error::corrupt("blob", id, format!("in {pack_name}: {e}")))?,
+        };
+        let actual = Id::hash(&raw);
+        if actual != *id {
+            return Err(Error::ChecksumMismatch {
+                what: format!("blob in {pack_name}"),
+                expected: id.to_hex(),
+                actual: actual.to_hex(),
+            });
+        }
+        Ok(raw)
+    }
+
+    /// Loads a directory tree.
+    pub fn load_tree(&self, id: &Id) -> Result<Tree> {
+        Tree::decode(id, &self.read_blob(id)?)
+    }
+
+    /// Calls `f` with every data chunk id of `content`, in file order, expanding list
+    /// nodes as it goes (memory: one list node per level).
+    pub fn for_each_chunk(&self, content: &Content, f: &mut dyn FnMut(Id) -> Result<()>) -> Result<()> {
+        self.visit_ids(content.depth, &content.ids, f)
+    }
+
+    fn visit_ids(&self, depth: u8, ids: &[Id], f: &mut dyn FnMut(Id) -> Result<()>) -> Result<()> {
+        for id in ids {
+            if depth == 0 {
+                f(*id)?;
+            } else {
+                let node = ListNode::decode(id, &self.read_blob(id)?)?;
+                if node.level != depth - 1 {
+                    return Err(Error::corrupt("chunk list", id, format!("level {} where {} was expected", node.level, depth - 1)));
+                }
+                self.visit_ids(node.level, &node.ids, f)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Feeds a file's chunks, verified, in order to `sink`; chunks are read and
+    /// decompressed in parallel batches of bounded size (32 MiB).
+    pub fn read_content(&self, content: &Content, sink: &mut dyn FnMut(&[u8]) -> Result<()>) -> Result<()> {
+        const BATCH_BYTES: u64 = 32 << 20;
+        let mut batch: Vec<(Id, BlobLoc)> = Vec::new();
+        let mut batch_bytes = 0u64;
+        let mut flush = |batch: &mut Vec<(Id, BlobLoc)>| -> Result<()> {
+            let chunks: Vec<Vec<u8>> = if batch.len() > 1 {
+                batch.par_iter().map(|(id, loc)| self.read_blob_at(id, loc)).collect::<Result<_>>()?
+            } else {
+                batch.iter().map(|(id, loc)| self.read_blob_at(id, loc)).collect::<Result<_>>()?
+            };
+            for c in chunks {
+                sink(&c)?;
+            }
+            batch.clear();
+            Ok(())
+        };
+        self.for_each_chunk(content, &mut |id| {
+            let loc = self.locate(&id)?;
+            batch_bytes += loc.raw_len as u64;
+            batch.push((id, loc));
+            if batch_bytes >= BATCH_BYTES {
+                flush(&mut batch)?;
+                batch_bytes = 0;
+            }
+            Ok(())
+        })?;
+        flush(&mut batch)
+    }
+
+    /// Writes a file's content to `out` (see [`Repository::read_content`]); returns the
+    /// bytes written.
+    pub fn write_content(&self, content: &Content, out: &mut dyn Write) -> Result<u64> {
+        let mut written = 0u64;
+        self.read_content(content, &mut |c| {
+            written += c.len() as u64;
+            out.write_all(c).map_err(|e| Error::Io {
+                path: PathBuf::from("<output>"),
+                source: e,
+            })
+        })?;
+        Ok(written)
+    }
+
+    /// Finds the node at `path` (components) below tree `root`; the empty path is the
+    /// root itself, returned as a directory node.
+    pub fn find_node(&self, root: &Id, path: &[&[u8]]) -> Result<Option<Node>> {
+        let mut node = Node {
+            name: b"/".to_vec(),
+            kind: NodeKind::Dir(*root),
+            meta: Default::default(),
+        };
+        for comp in path {
+            let NodeKind::Dir(tree) = &node.kind else { return Ok(None) };
+            match self.load_tree(tree)?.get(comp) {
+                Some(n) => node = n.clone(),
+                None => return Ok(None),
+            }
+        }
+        Ok(Some(node))
+    }
+
+    /// Calls `f` for every entry below tree `tree`, depth first in name order, with its
+    /// path (`prefix/name`, names shown lossily as UTF-8).
+    pub fn walk(&self, tree: &Id, prefix: &str, f: &mut dyn FnMut(&str, &Node) -> Result<()>) -> Result<()> {
+        for n in self.load_tree(tree)?.nodes {
+            let path = format!("{prefix}/{}", String::from_utf8_lossy(&n.name));
+            f(&path, &n)?;
+            if let NodeKind::Dir(sub) = &n.kind {
+                self.walk(sub, &path, f)?;
+            }
+        }
+        Ok(())
+    }
+
+    // ---- snapshots ----
+
+    fn snapshot_path(&self, id: &Id) -> PathBuf {
+        self.root.join("snapshots").join(id.to_hex())
+    }
+
+    /// Records a snapshot: the file last, after everything it references is durable.
+    pub fn save_snapshot(&self, snap: &Snapshot) -> Result<Id> {
+        let bytes = snap.encode();
+        let id = Id::hash(&bytes);
+        write_atomic(&self.tmp_dir(), &self.snapshot_path(&id), &bytes)?;
+        self.index.add_snapshot(&id, snap, &bytes)?;
+        Ok(id)
+    }
+
+    /// All snapshots, oldest first.
+    pub fn snapshots(&self) -> Result<Vec<(Id, Snapshot)>> {
+        self.index
+            .snapshots()?
+            .into_iter()
+            .map(|(id, rec)| Ok((id, Snapshot::decode(&id, &rec)?)))
+            .collect()
+    }
+
+    /// Resolves `latest` or a unique prefix of a snapshot id.
+    pub fn find_snapshot(&self, spec: &str) -> Result<(Id, Snapshot)> {
+        let all = self.snapshots()?;
+        if spec == "latest" {
+            return all.into_iter().last().ok_or_else(|| Error::NotFound {
+                what: "snapshot",
+                id: "latest (the repository has no snapshots)".into(),
+            });
+        }
+        let spec_lc = spec.to_ascii_lowercase();
+        let mut hits = all.into_iter().filter(|(id, _)| id.to_hex().starts_with(&spec_lc));
+        match (hits.next(), hits.next()) {
+            (Some(one), None) if !spec.is_empty() => Ok(one),
+            (Some(_), Some(_)) => Err(Error::Invalid(format!("snapshot id prefix {spec:?} is ambiguous; give more digits"))),
+            _ => Err(Error::NotFound {
+                what: "snapshot",
+                id: spec.to_string(),
+            }),
+        }
+    }
+
+    /// Makes the index's snapshot list match the files in `snapshots/`.
+    fn sync_snapshots(&self) -> Result<()> {
+        let dir = self.root.join("snapshots");
+        let mut on_disk = HashSet::new();
+        for e in fs::read_dir(&dir).at(&dir)? {
+            let e = e.at(&dir)?;
+            if let Some(id) = e.file_name().to_str().and_then(Id::from_hex) {
+                on_disk.insert(id);
+            }
+        }
+        let indexed: HashSet<Id> = self.index.snapshots()?.into_iter().map(|(id, _)| id).collect();
+        for id in indexed.difference(&on_disk) {
+            self.index.remove_snapshot(id)?;
+        }
+        for id in on_disk.difference(&indexed) {
+            let path = self.snapshot_path(id);
+            let bytes = read_capped(&path, crate::snapshot::MAX_LEN)?;
+            let snap = Snapshot::decode(id, &bytes)?;
+            self.index.add_snapshot(id, &snap, &bytes)?;
+        }
+        Ok(())
+    }
+
+    // ---- index maintenance ----
+
+    /// Drops the index and builds it anew from pack trailers and snapshot files.
+    /// Takes the exclusive lock itself.
+    pub fn rebuild_index(root: &Path) -> Result<RebuildStats> {
+        let cfg_path = root.join("config");
+        let config = Config::decode(&read_capped(&cfg_path, config::MAX_LEN)?)?;
+        let _lock = Lock::acquire(&root.join("locks"), true, "repair index")?;
+        remove_index_files(root)?;
+        let repo = Repository {
+            root: root.to_path_buf(),
+            index: Index::open(&root.join(INDEX_FILE), &config.id)?
+                .ok_or_else(|| Error::Invalid("cannot create a fresh index".into()))?,
+            config,
+            open_packs: Mutex::new(HashMap::new()),
+        };
+        let mut stats = repo.fill_index()?;
+        repo.sync_snapshots()?;
+        stats.snapshots = repo.index.snapshots()?.len() as u64;
+        Ok(stats)
+    }
+
+    /// Indexes every pack file, then marks the index complete.
+    fn fill_index(&self) -> Result<RebuildStats> {
+        let packs_dir = self.root.join("packs");
+        let mut paths = Vec::new();
+        for sub in fs::read_dir(&packs_dir).at(&packs_dir)? {
+            let sub = sub.at(&packs_dir)?.path();
+            if !sub.is_dir() {
+                continue;
+            }
+            for e in fs::read_dir(&sub).at(&sub)? {
+                let p = e.at(&sub)?.path();
+                if let Some(id) = p.file_name().and_then(|n| n.to_str()).and_then(Id::from_hex) {
+                    paths.push((id, p));
+                }
+            }
+        }
+        let blobs = std::sync::atomic::AtomicU64::new(0);
+        paths.par_iter().try_for_each(|(id, path)| -> Result<()> {
+            match read_pack_trailer(path) {
+                Ok((entries, size)) => {
+                    blobs.fetch_add(entries.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                    self.index.add_pack(id, size, &entries)
+                }
+                Err(e) => {
+                    log::warn!("skipping unreadable pack {}: {e}", path.display());
+                    Ok(())
+                }
+            }
+        })?;
+        self.index.mark_complete()?;
+        Ok(RebuildStats {
+            packs: paths.len() as u64,
+            blobs: blobs.into_inner(),
+            snapshots: 0,
+        })
+    }
+
+    /// Creates a temp file for a new pack.
+    fn new_pack_file(&self) -> Result<tempfile::NamedTempFile> {
+        let tmp = self.tmp_dir();
+        tempfile::Builder::new().prefix("pack-").tempfile_in(&tmp).at(&tmp)
+    }
+
+    /// Makes a finished pack durable under its final name, then indexes it.
+    fn commit_pack(&self, file: tempfile::NamedTempFile, id: &Id, size: u64, entries: &[pack::PackEntry]) -> Result<()> {
+        file.as_file().sync_all().at(file.path())?;
+        let dest = self.pack_path(id);
+        let dir = dest.parent().expect("pack paths have a parent").to_path_buf();
+        if !dir.exists() {
+            fs::create_dir_all(&dir).at(&dir)?;
+            fsync_dir(&self.root.join("packs"))?;
+        }
+        file.persist(&dest).map_err(|e| e.error).at(&dest)?;
+        fsync_dir(&dir)?;
+        self.index.add_pack(id, size, entries)
+    }
+}
+
+fn remove_index_files(root: &Path) -> Result<()> {
+    for suffix in ["", "-wal", "-shm"] {
+        let p = root.join(format!("{INDEX_FILE}{suffix}"));
+        match fs::remove_file(&p) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e).at(&p),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// Reads and validates a pack's header and trailer; returns its entries and size.
+pub fn read_pack_trailer(path: &Path) -> Result<(Vec<pack::PackEntry>, u64)> {
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let f = File::open(path).at(path)?;
+    let len = f.metadata().at(path)?.len();
+    if len < pack::HEADER_LEN + pack::FOOTER_LEN as u64 {
+        return Err(Error::corrupt("pack", &name, format!("only {len} bytes")));
+    }
+    let mut header = [0u8; pack::HEADER_LEN as usize];
+    f.read_exact_at(&mut header, 0).at(path)?;
+    pack::check_header(&name, &header)?;
+    let mut footer = [0u8; pack::FOOTER_LEN];
+    f.read_exact_at(&mut footer, len - pack::FOOTER_LEN as u64).at(path)?;
+    let (start, n) = pack::decode_footer(&name, &footer, len)?;
+    let mut entries = vec![0u8; n];
+    f.read_exact_at(&mut entries, start).at(path)?;
+    Ok((pack::decode_entries(&name, &footer, &entries, len)?, len))
+}

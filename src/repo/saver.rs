@@ -1,0 +1,154 @@
+//! Writing new blobs: dedup against the index, compress, append to the open pack,
+//! commit full packs. Safe to call from many threads at once.
+//!
+//! Data blobs and metadata blobs (trees, chunk lists) go to separate packs. A blob is
+//! claimed in an in-memory set before it is written, so two threads never store the
+//! same new blob twice; the set holds only blobs new in this run.
+
+use std::borrow::Cow;
+use std::collections::HashSet;
+use std::io::BufWriter;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard};
+
+use super::Repository;
+use crate::compress::{self, Compression};
+use crate::error::{IoContext, Result};
+use crate::id::Id;
+use crate::pack::{BlobKind, PackWriter};
+
+struct OpenPack {
+    writer: PackWriter<BufWriter<tempfile::NamedTempFile>>,
+}
+
+/// What a run added to the repository.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Added {
+    /// New blobs.
+    pub blobs: u64,
+    /// Their raw bytes.
+    pub raw: u64,
+    /// Their stored bytes.
+    pub stored: u64,
+    /// Packs written.
+    pub packs: u64,
+}
+
+/// Stores new blobs into packs; see the module docs.
+pub struct Saver<'r> {
+    repo: &'r Repository,
+    level: i32,
+    claimed: Mutex<HashSet<Id>>,
+    data: Mutex<Option<OpenPack>>,
+    meta: Mutex<Option<OpenPack>>,
+    blobs: AtomicU64,
+    raw: AtomicU64,
+    stored: AtomicU64,
+    packs: AtomicU64,
+}
+
+fn locked<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl<'r> Saver<'r> {
+    pub(super) fn new(repo: &'r Repository, level: i32) -> Self {
+        Saver {
+            repo,
+            level,
+            claimed: Mutex::new(HashSet::new()),
+            data: Mutex::new(None),
+            meta: Mutex::new(None),
+            blobs: AtomicU64::new(0),
+            raw: AtomicU64::new(0),
+            stored: AtomicU64::new(0),
+            packs: AtomicU64::new(0),
+        }
+    }
+
+    /// Stores `raw` unless the repository has it; returns its id.
+    pub fn save(&self, kind: BlobKind, raw: &[u8]) -> Result<Id> {
+        let id = Id::hash(raw);
+        self.save_hashed(kind, id, raw)?;
+        Ok(id)
+    }
+
+    /// Like [`Saver::save`] for a blob whose id the caller computed.
+    pub fn save_hashed(&self, kind: BlobKind, id: Id, raw: &[u8]) -> Result<()> {
+        if locked(&self.claimed).contains(&id) || self.repo.has_blob(&id)? {
+            return Ok(());
+        }
+        if !locked(&self.claimed).insert(id) {
+            return Ok(());
+        }
+        let (compression, stored) = match compress::compress(raw, self.level) {
+            Some(z) => (Compression::Zstd, Cow::Owned(z)),
+            None => (Compression::Raw, Cow::Borrowed(raw)),
+        };
+        let raw_len = u32::try_from(raw.len()).expect("blobs are capped far below 4 GiB");
+        let slot = if kind.is_metadata() { &self.meta } else { &self.data };
+        let full = {
+            let mut open = locked(slot);
+            if open.is_none() {
+                let file = self.repo.new_pack_file()?;
+                let path = file.path().to_path_buf();
+                let writer = PackWriter::new(BufWriter::with_capacity(1 << 20, file)).at(&path)?;
+                *open = Some(OpenPack { writer });
+            }
+            let p = open.as_mut().expect("just opened");
+            p.writer
+                .add(kind, compression, id, raw_len, &stored)
+                .at(p.writer_path())?;
+            if p.writer.len() >= self.repo.config.pack_size {
+                open.take()
+            } else {
+                None
+            }
+        };
+        self.blobs.fetch_add(1, Ordering::Relaxed);
+        self.raw.fetch_add(raw.len() as u64, Ordering::Relaxed);
+        self.stored.fetch_add(stored.len() as u64, Ordering::Relaxed);
+        if let Some(p) = full {
+            self.commit(p)?;
+        }
+        Ok(())
+    }
+
+    fn commit(&self, p: OpenPack) -> Result<()> {
+        let path = p.writer_path().to_path_buf();
+        let (id, entries, size, buf) = p.writer.finish().at(&path)?;
+        let file = buf.into_inner().map_err(|e| e.into_error()).at(&path)?;
+        self.repo.commit_pack(file, &id, size, &entries)?;
+        self.packs.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Commits the open packs; every blob saved so far is then durable and indexed.
+    pub fn flush(&self) -> Result<()> {
+        for slot in [&self.data, &self.meta] {
+            let open = locked(slot).take();
+            if let Some(p) = open {
+                if !p.writer.is_empty() {
+                    self.commit(p)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// What this saver added so far.
+    pub fn added(&self) -> Added {
+        Added {
+            blobs: self.blobs.load(Ordering::Relaxed),
+            raw: self.raw.load(Ordering::Relaxed),
+            stored: self.stored.load(Ordering::Relaxed),
+            packs: self.packs.load(Ordering::Relaxed),
+        }
+    }
+}
+
+impl OpenPack {
+    fn writer_path(&self) -> &std::path::Path {
+        self.writer.get_ref().get_ref().path()
+    }
+}

@@ -1,0 +1,204 @@
+//! Snapshot records: one small JSON document per snapshot, named by its BLAKE3.
+//!
+//! A snapshot file is written last, after every blob it references is durable, so its
+//! presence means the snapshot is complete.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::chunker::Profile;
+use crate::error::{Error, Result};
+use crate::id::Id;
+
+/// Snapshot record version written and read by this build.
+pub const VERSION: u32 = 1;
+/// Largest snapshot record accepted on read.
+pub const MAX_LEN: u64 = 16 << 20;
+
+/// One snapshot.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Snapshot {
+    /// Record version ([`VERSION`]).
+    pub version: u32,
+    /// When the backup started, UTC.
+    pub time: DateTime<Utc>,
+    /// Host name of the machine that made it.
+    pub host: String,
+    /// User who ran it.
+    pub user: String,
+    /// Free-form labels.
+    #[serde(default)]
+    pub tags: Vec<String>,
+    /// What went in, in command-line order.
+    pub sources: Vec<Source>,
+    /// Root tree.
+    pub tree: Id,
+    /// The snapshot whose metadata let unchanged files skip reading.
+    #[serde(default)]
+    pub parent: Option<Id>,
+    /// Figures of the run.
+    pub summary: Summary,
+    /// Program and version that wrote it.
+    pub program: String,
+}
+
+/// One source of a snapshot.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum Source {
+    /// A file or directory, stored under its absolute path.
+    Path {
+        /// Absolute path on the host.
+        path: String,
+    },
+    /// Standard input, stored as one file.
+    Stdin {
+        /// Path inside the snapshot.
+        name: String,
+        /// Chunking profile used.
+        profile: Profile,
+    },
+    /// A command's standard output, stored as one file.
+    Command {
+        /// The command line, run by `sh -c`.
+        command: String,
+        /// Path inside the snapshot.
+        name: String,
+        /// Chunking profile used.
+        profile: Profile,
+        /// Its exit status (always 0: a failed command records no snapshot).
+        exit_status: i32,
+    },
+}
+
+/// Figures of one backup run.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Summary {
+    /// Regular files (and streams) in the snapshot.
+    pub files: u64,
+    /// Directories.
+    pub dirs: u64,
+    /// Symlinks, devices, FIFOs and sockets.
+    pub others: u64,
+    /// Files whose content was read (the rest were unchanged since the parent).
+    pub files_read: u64,
+    /// Logical size of all file contents.
+    pub bytes_total: u64,
+    /// Bytes read from files and streams.
+    pub bytes_read: u64,
+    /// Blobs this run added to the repository.
+    pub blobs_added: u64,
+    /// Their raw size.
+    pub bytes_added_raw: u64,
+    /// Their stored (compressed) size: what the repository grew by, before pack overhead.
+    pub bytes_added: u64,
+    /// Entries that could not be read and were left out.
+    pub warnings: u64,
+    /// Wall time of the run, seconds.
+    pub duration: f64,
+}
+
+impl Snapshot {
+    /// Serializes; the id of a snapshot is the BLAKE3 of these bytes.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut b = serde_json::to_vec_pretty(self).expect("snapshots serialize");
+        b.push(b'\n');
+        b
+    }
+
+    /// Parses and checks a snapshot record read from a file named `id`.
+    pub fn decode(id: &Id, b: &[u8]) -> Result<Snapshot> {
+        let actual = Id::hash(b);
+        if &actual != id {
+            return Err(Error::ChecksumMismatch {
+                what: "snapshot".into(),
+                expected: id.to_hex(),
+                actual: actual.to_hex(),
+            });
+        }
+        #[derive(Deserialize)]
+        struct V {
+            version: u32,
+        }
+        let v: V = serde_json::from_slice(b).map_err(|e| Error::corrupt("snapshot", id, e))?;
+        if v.version != VERSION {
+            return Err(Error::UnsupportedVersion {
+                what: "snapshot",
+                expected: VERSION,
+                found: v.version,
+            });
+        }
+        serde_json::from_slice(b).map_err(|e| Error::corrupt("snapshot", id, e))
+    }
+
+    /// Paths of the `Path` sources, for parent matching and listings.
+    pub fn paths(&self) -> Vec<&str> {
+        self.sources
+            .iter()
+            .filter_map(|s| match s {
+                Source::Path { path } => Some(path.as_str()),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+impl Source {
+    /// Short description for listings.
+    pub fn describe(&self) -> String {
+        match self {
+            Source::Path { path } => path.clone(),
+            Source::Stdin { name, .. } => format!("{name} (stdin)"),
+            Source::Command { name, .. } => format!("{name} (command)"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Snapshot {
+        Snapshot {
+            version: VERSION,
+            time: "2026-11-21T02:00:00.123456789Z".parse().unwrap(),
+            host: "ngw1".into(),
+            user: "root".into(),
+            tags: vec!["nightly".into()],
+            sources: vec![
+                Source::Path { path: "/srv/ngw".into() },
+                Source::Command {
+                    command: "pg_dump -Fc -Z0 ngw".into(),
+                    name: "db/ngw.dump".into(),
+                    profile: Profile::Dump,
+                    exit_status: 0,
+                },
+            ],
+            tree: Id::hash(b"tree"),
+            parent: None,
+            summary: Summary::default(),
+            program: "snap test".into(),
+        }
+    }
+
+    #[test]
+    fn round_trip_and_id_check() {
+        let s = sample();
+        let b = s.encode();
+        let id = Id::hash(&b);
+        assert_eq!(Snapshot::decode(&id, &b).unwrap(), s);
+        assert!(matches!(Snapshot::decode(&Id::hash(b"x"), &b), Err(Error::ChecksumMismatch { .. })));
+        assert_eq!(s.paths(), vec!["/srv/ngw"]);
+    }
+
+    #[test]
+    fn future_version_is_refused() {
+        let mut s = sample();
+        s.version = 9;
+        let b = s.encode();
+        assert!(matches!(
+            Snapshot::decode(&Id::hash(&b), &b),
+            Err(Error::UnsupportedVersion { found: 9, .. })
+        ));
+    }
+}

@@ -1,0 +1,8 @@
+//! Where backup data comes from: the file system and commands.
+//!
+//! This layer knows how to read sources safely (never following a symlink it did not
+//! ask for, never blocking on a FIFO, never buffering a stream whole); it knows nothing
+//! of repositories.
+
+pub mod command;
+pub mod fs;
