@@ -34,7 +34,9 @@ use crate::repo::{hostname, Repository, Saver};
 use crate::snapshot::{self, Snapshot, Source, Summary};
 use crate::source::command::Running;
 use crate::source::fs::{self as sfs, Special};
-use crate::tree::{is_safe_name, Content, ListBuilder, ListNode, Meta, Node, NodeKind, Timestamp, Tree};
+use crate::tree::{
+    is_safe_name, Content, ListBuilder, ListNode, Meta, Node, NodeKind, Timestamp, Tree,
+};
 
 /// What to back up and how.
 #[derive(Clone, Debug)]
@@ -88,7 +90,11 @@ pub struct BackupOutcome {
 
 /// Splits a name given for a stream (`db/ngw.dump`) into safe components.
 pub fn stream_components(name: &str) -> Result<Vec<Vec<u8>>> {
-    let comps: Vec<Vec<u8>> = name.split('/').filter(|c| !c.is_empty()).map(|c| c.as_bytes().to_vec()).collect();
+    let comps: Vec<Vec<u8>> = name
+        .split('/')
+        .filter(|c| !c.is_empty())
+        .map(|c| c.as_bytes().to_vec())
+        .collect();
     if comps.is_empty() || !comps.iter().all(|c| is_safe_name(c)) {
         return Err(Error::Invalid(format!(
             "{name:?} is not a usable name inside a snapshot (use a relative path such as db/app.sql, without . or ..)"
@@ -98,11 +104,18 @@ pub fn stream_components(name: &str) -> Result<Vec<Vec<u8>>> {
 }
 
 /// Runs a backup; `stdin` is read when `opts.stdin_name` is set.
-pub fn backup(repo: &Repository, opts: &BackupOptions, stdin: Option<&mut dyn Read>, progress: &dyn Progress) -> Result<BackupOutcome> {
+pub fn backup(
+    repo: &Repository,
+    opts: &BackupOptions,
+    stdin: Option<&mut dyn Read>,
+    progress: &dyn Progress,
+) -> Result<BackupOutcome> {
     let started = Instant::now();
     let time = Utc::now();
     if opts.paths.is_empty() && opts.stdin_name.is_none() && opts.commands.is_empty() {
-        return Err(Error::Invalid("nothing to back up: give paths, --stdin-name or --command".into()));
+        return Err(Error::Invalid(
+            "nothing to back up: give paths, --stdin-name or --command".into(),
+        ));
     }
     let mut sources = Vec::new();
     let mut placed: Vec<(Vec<Vec<u8>>, PathBuf)> = Vec::new();
@@ -110,7 +123,12 @@ pub fn backup(repo: &Repository, opts: &BackupOptions, stdin: Option<&mut dyn Re
         let abs = std::path::absolute(p).at(p)?;
         let text = abs
             .to_str()
-            .ok_or_else(|| Error::Invalid(format!("{}: source paths must be UTF-8 (names below them need not be)", abs.display())))?
+            .ok_or_else(|| {
+                Error::Invalid(format!(
+                    "{}: source paths must be UTF-8 (names below them need not be)",
+                    abs.display()
+                ))
+            })?
             .to_string();
         let comps = abs
             .components()
@@ -124,7 +142,11 @@ pub fn backup(repo: &Repository, opts: &BackupOptions, stdin: Option<&mut dyn Re
     }
     let _lock = repo.lock(false, "backup")?;
     let host = opts.host.clone().unwrap_or_else(hostname);
-    let parent = if opts.no_parent { None } else { find_parent(repo, &host, &sources)? };
+    let parent = if opts.no_parent {
+        None
+    } else {
+        find_parent(repo, &host, &sources)?
+    };
     let run = Run {
         repo,
         saver: repo.saver(opts.compression.unwrap_or(repo.config().compression_level)),
@@ -143,10 +165,11 @@ pub fn backup(repo: &Repository, opts: &BackupOptions, stdin: Option<&mut dyn Re
 
     if let Some(name) = &opts.stdin_name {
         let comps = stream_components(name)?;
-        let input = stdin.ok_or_else(|| Error::Invalid("--stdin-name given but no standard input".into()))?;
+        let input = stdin
+            .ok_or_else(|| Error::Invalid("--stdin-name given but no standard input".into()))?;
         let (content, size) = run.ingest(input, stream_params, None)?.at("<stdin>")?;
         add(&run.counts.files, 1);
-        root.insert(&comps, stream_node(content, size, now), now)?;
+        root.insert(&comps, stream_node(content, size, now))?;
         sources.push(Source::Stdin {
             name: name.clone(),
             profile: opts.stream_profile,
@@ -170,10 +193,13 @@ pub fn backup(repo: &Repository, opts: &BackupOptions, stdin: Option<&mut dyn Re
             stderr: String::new(),
         })?;
         if !stderr.trim().is_empty() {
-            run.warn(format!("command `{command}` succeeded but wrote to stderr: {}", stderr.trim_end()));
+            run.warn(format!(
+                "command `{command}` succeeded but wrote to stderr: {}",
+                stderr.trim_end()
+            ));
         }
         add(&run.counts.files, 1);
-        root.insert(&comps, stream_node(content, size, now), now)?;
+        root.insert(&comps, stream_node(content, size, now))?;
         sources.push(Source::Command {
             command: command.clone(),
             name: name.clone(),
@@ -191,28 +217,36 @@ pub fn backup(repo: &Repository, opts: &BackupOptions, stdin: Option<&mut dyn Re
             None => None,
         };
         let name = comps.last().cloned().unwrap_or_else(|| b"/".to_vec());
-        let node = run
-            .node(abs, name, md, prev.as_ref())?
-            .ok_or_else(|| Error::Invalid(format!("{}: could not be read: {}", abs.display(), run.last_warning())))?;
+        let node = run.node(abs, name, md, prev.as_ref())?.ok_or_else(|| {
+            Error::Invalid(format!(
+                "{}: could not be read: {}",
+                abs.display(),
+                run.last_warning()
+            ))
+        })?;
         if comps.is_empty() {
             let NodeKind::Dir(tree) = &node.kind else {
                 return Err(Error::Invalid("/ is not a directory".into()));
             };
             root.meta = Some(node.meta);
             for n in repo.load_tree(tree)?.nodes {
-                root.insert(std::slice::from_ref(&n.name.clone()), n, now)?;
+                root.insert(std::slice::from_ref(&n.name.clone()), n)?;
             }
         } else {
             // Metadata of the real directories above a source (/srv for /srv/ngw).
             for depth in 1..comps.len() {
                 let dir: PathBuf = std::iter::once(Path::new("/"))
-                    .chain(comps[..depth].iter().map(|c| Path::new(OsStr::from_bytes(c))))
+                    .chain(
+                        comps[..depth]
+                            .iter()
+                            .map(|c| Path::new(OsStr::from_bytes(c))),
+                    )
                     .collect();
                 if let Ok(md) = std::fs::metadata(&dir) {
                     root.set_dir_meta(&comps[..depth], sfs::meta_of(&md));
                 }
             }
-            root.insert(comps, node, now)?;
+            root.insert(comps, node)?;
         }
     }
 
@@ -226,7 +260,8 @@ pub fn backup(repo: &Repository, opts: &BackupOptions, stdin: Option<&mut dyn Re
         version: snapshot::VERSION,
         time,
         host,
-        user: std::env::var("USER").unwrap_or_else(|_| rustix::process::geteuid().as_raw().to_string()),
+        user: std::env::var("USER")
+            .unwrap_or_else(|_| rustix::process::geteuid().as_raw().to_string()),
         tags: opts.tags.clone(),
         sources,
         tree,
@@ -247,11 +282,19 @@ pub fn backup(repo: &Repository, opts: &BackupOptions, stdin: Option<&mut dyn Re
         program: format!("snap {}", env!("CARGO_PKG_VERSION")),
     };
     let id = repo.save_snapshot(&snapshot)?;
-    Ok(BackupOutcome { id, snapshot, warnings })
+    Ok(BackupOutcome {
+        id,
+        snapshot,
+        warnings,
+    })
 }
 
 /// The latest snapshot of `host` with exactly the same path sources.
-fn find_parent(repo: &Repository, host: &str, sources: &[Source]) -> Result<Option<(Id, Snapshot)>> {
+fn find_parent(
+    repo: &Repository,
+    host: &str,
+    sources: &[Source],
+) -> Result<Option<(Id, Snapshot)>> {
     let mut want: Vec<&str> = sources
         .iter()
         .filter_map(|s| match s {
@@ -314,16 +357,29 @@ struct Run<'r> {
 impl Run<'_> {
     fn warn(&self, w: String) {
         log::debug!("{w}");
-        self.warnings.lock().unwrap_or_else(|p| p.into_inner()).push(w);
+        self.warnings
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(w);
     }
 
     fn last_warning(&self) -> String {
-        self.warnings.lock().unwrap_or_else(|p| p.into_inner()).last().cloned().unwrap_or_default()
+        self.warnings
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .last()
+            .cloned()
+            .unwrap_or_default()
     }
 
     /// Chunks, stores and lists a stream. The outer error is the repository's (fatal),
     /// the inner one the reader's (the caller decides).
-    fn ingest(&self, r: &mut dyn Read, params: ChunkParams, hint: Option<u64>) -> Result<io::Result<(Content, u64)>> {
+    fn ingest(
+        &self,
+        r: &mut dyn Read,
+        params: ChunkParams,
+        hint: Option<u64>,
+    ) -> Result<io::Result<(Content, u64)>> {
         let saver = &self.saver;
         let mut store_list = |n: &ListNode| saver.save(BlobKind::List, &n.encode());
         let mut chunker = StreamChunker::new(params, hint);
@@ -359,7 +415,13 @@ impl Run<'_> {
     }
 
     /// Backs up one entry; `None` when it was left out with a warning.
-    fn node(&self, path: &Path, name: Vec<u8>, md: Metadata, prev: Option<&Node>) -> Result<Option<Node>> {
+    fn node(
+        &self,
+        path: &Path,
+        name: Vec<u8>,
+        md: Metadata,
+        prev: Option<&Node>,
+    ) -> Result<Option<Node>> {
         let meta = sfs::meta_of(&md);
         let ft = md.file_type();
         let kind = if ft.is_dir() {
@@ -390,7 +452,14 @@ impl Run<'_> {
         Ok(Some(Node { name, kind, meta }))
     }
 
-    fn file(&self, path: &Path, name: Vec<u8>, md: Metadata, mut meta: Meta, prev: Option<&Node>) -> Result<Option<Node>> {
+    fn file(
+        &self,
+        path: &Path,
+        name: Vec<u8>,
+        md: Metadata,
+        mut meta: Meta,
+        prev: Option<&Node>,
+    ) -> Result<Option<Node>> {
         if let Some(Node {
             kind: NodeKind::File(content),
             meta: old,
@@ -441,7 +510,13 @@ impl Run<'_> {
         }))
     }
 
-    fn dir(&self, path: &Path, name: Vec<u8>, meta: Meta, prev: Option<&Node>) -> Result<Option<Node>> {
+    fn dir(
+        &self,
+        path: &Path,
+        name: Vec<u8>,
+        meta: Meta,
+        prev: Option<&Node>,
+    ) -> Result<Option<Node>> {
         let entries = match sfs::read_dir_sorted(path) {
             Ok(e) => e,
             Err(e) => {
@@ -451,7 +526,8 @@ impl Run<'_> {
         };
         let prev_tree = match prev {
             Some(Node {
-                kind: NodeKind::Dir(id), ..
+                kind: NodeKind::Dir(id),
+                ..
             }) => Some(self.repo.load_tree(id)?),
             _ => None,
         };
@@ -542,7 +618,7 @@ enum VEntry {
 }
 
 impl VDir {
-    fn insert(&mut self, comps: &[Vec<u8>], node: Node, now: Timestamp) -> Result<()> {
+    fn insert(&mut self, comps: &[Vec<u8>], node: Node) -> Result<()> {
         let overlap = || {
             Error::Invalid(format!(
                 "sources overlap at {}: give each source its own place",
@@ -557,8 +633,12 @@ impl VDir {
             self.children.insert(first.clone(), VEntry::Leaf(node));
             return Ok(());
         }
-        match self.children.entry(first.clone()).or_insert_with(|| VEntry::Dir(VDir::default())) {
-            VEntry::Dir(d) => d.insert(rest, node, now),
+        match self
+            .children
+            .entry(first.clone())
+            .or_insert_with(|| VEntry::Dir(VDir::default()))
+        {
+            VEntry::Dir(d) => d.insert(rest, node),
             VEntry::Leaf(_) => Err(overlap()),
         }
     }
@@ -566,7 +646,11 @@ impl VDir {
     fn set_dir_meta(&mut self, comps: &[Vec<u8>], meta: Meta) {
         let mut d = self;
         for c in comps {
-            match d.children.entry(c.clone()).or_insert_with(|| VEntry::Dir(VDir::default())) {
+            match d
+                .children
+                .entry(c.clone())
+                .or_insert_with(|| VEntry::Dir(VDir::default()))
+            {
                 VEntry::Dir(sub) => d = sub,
                 VEntry::Leaf(_) => return,
             }

@@ -130,7 +130,9 @@ impl StreamChunker {
     pub fn new(params: ChunkParams, size_hint: Option<u64>) -> Self {
         let window = params.window();
         let first = match size_hint {
-            Some(n) => usize::try_from(n.saturating_add(1)).unwrap_or(window).min(window),
+            Some(n) => usize::try_from(n.saturating_add(1))
+                .unwrap_or(window)
+                .min(window),
             None => window,
         };
         StreamChunker {
@@ -241,14 +243,21 @@ mod tests {
         for p in [ChunkParams::DUMP, ChunkParams::FILES] {
             let want = whole_cuts(&data, p);
             assert_eq!(stream_cuts(&data, p, None), want);
-            assert_eq!(stream_cuts(&data, p, Some(1000)), want, "small first buffer");
+            assert_eq!(
+                stream_cuts(&data, p, Some(1000)),
+                want,
+                "small first buffer"
+            );
         }
     }
 
     #[test]
     fn empty_and_tiny_streams() {
         assert!(stream_cuts(&[], ChunkParams::DUMP, Some(0)).is_empty());
-        assert_eq!(stream_cuts(b"abc", ChunkParams::DUMP, Some(3)), vec![(0, 3)]);
+        assert_eq!(
+            stream_cuts(b"abc", ChunkParams::DUMP, Some(3)),
+            vec![(0, 3)]
+        );
         let zeros = vec![0u8; 1 << 20];
         let cuts = stream_cuts(&zeros, ChunkParams::DUMP, None);
         assert!(cuts.iter().all(|c| c.1 == ChunkParams::DUMP.max as usize));
@@ -265,7 +274,10 @@ mod tests {
             .take(12)
             .collect();
         assert_eq!(dump, GOLDEN_DUMP);
-        let text: Vec<u8> = data.iter().map(|b| b"abcdefgh ,\n"[(*b % 11) as usize]).collect();
+        let text: Vec<u8> = data
+            .iter()
+            .map(|b| b"abcdefgh ,\n"[(*b % 11) as usize])
+            .collect();
         let first = stream_cuts(&text, ChunkParams::DUMP, None);
         let ids: Vec<String> = first
             .iter()
@@ -274,16 +286,26 @@ mod tests {
             .collect();
         assert_eq!(ids, GOLDEN_TEXT_IDS);
     }
-    const GOLDEN_DUMP: [usize; 12] = [0; 12];
-    const GOLDEN_TEXT_IDS: [&str; 3] = ["", "", ""];
+    const GOLDEN_DUMP: [usize; 12] = [
+        45875, 21285, 15390, 33878, 10367, 77160, 9688, 33781, 71885, 37992, 53751, 39718,
+    ];
+    const GOLDEN_TEXT_IDS: [&str; 3] = ["34004d9a", "9324878d", "12382439"];
 
     #[test]
     fn validate_rejects_bad_params() {
         assert!(ChunkParams::FILES.validate().is_ok());
         assert!(ChunkParams::DUMP.validate().is_ok());
-        let bad = ChunkParams { min: 10, avg: 100, max: 50 };
+        let bad = ChunkParams {
+            min: 10,
+            avg: 100,
+            max: 50,
+        };
         assert!(bad.validate().is_err());
-        let huge = ChunkParams { min: 1 << 20, avg: 1 << 22, max: 1 << 26 };
+        let huge = ChunkParams {
+            min: 1 << 20,
+            avg: 1 << 22,
+            max: 1 << 26,
+        };
         assert!(huge.validate().is_err());
     }
 }

@@ -85,7 +85,10 @@ mod tests {
     #[test]
     fn incompressible_stays_raw() {
         let mut buf = vec![0; 100_000];
-        blake3::Hasher::new().update(b"seed").finalize_xof().fill(&mut buf);
+        blake3::Hasher::new()
+            .update(b"seed")
+            .finalize_xof()
+            .fill(&mut buf);
         assert!(compress(&buf, 3).is_none());
         assert!(compress(&vec![7u8; 100_000], 3).unwrap().len() < 1000);
         assert!(compress(&vec![7u8; 100_000], 0).is_none());

@@ -28,7 +28,9 @@ pub enum Error {
         detail: String,
     },
     /// A format version this build does not read.
-    #[error("unsupported {what} version {found} (this snap reads version {expected}); upgrade snap")]
+    #[error(
+        "unsupported {what} version {found} (this snap reads version {expected}); upgrade snap"
+    )]
     UnsupportedVersion {
         /// What carries the version.
         what: &'static str,

@@ -92,23 +92,35 @@ impl Index {
         };
         {
             let c = index.conn();
-            c.busy_timeout(Duration::from_secs(120)).map_err(|e| index.err(e))?;
-            c.pragma_update(None, "journal_mode", "WAL").map_err(|e| index.err(e))?;
-            c.pragma_update(None, "synchronous", "NORMAL").map_err(|e| index.err(e))?;
+            c.busy_timeout(Duration::from_secs(120))
+                .map_err(|e| index.err(e))?;
+            c.pragma_update(None, "journal_mode", "WAL")
+                .map_err(|e| index.err(e))?;
+            c.pragma_update(None, "synchronous", "NORMAL")
+                .map_err(|e| index.err(e))?;
         }
         let ok = index.tx(|c| {
             let has_meta: bool = c
-                .query_row("SELECT count(*) FROM sqlite_master WHERE name = 'meta'", [], |r| r.get::<_, i64>(0))
+                .query_row(
+                    "SELECT count(*) FROM sqlite_master WHERE name = 'meta'",
+                    [],
+                    |r| r.get::<_, i64>(0),
+                )
                 .map(|n| n > 0)?;
             if !has_meta {
                 c.execute_batch(SCHEMA)?;
-                c.execute("INSERT INTO meta VALUES ('schema', ?1), ('repo', ?2)", params![SCHEMA_VERSION.to_string(), repo_id])?;
+                c.execute(
+                    "INSERT INTO meta VALUES ('schema', ?1), ('repo', ?2)",
+                    params![SCHEMA_VERSION.to_string(), repo_id],
+                )?;
                 return Ok(true);
             }
             let get = |k: &str| -> rusqlite::Result<Option<String>> {
-                c.query_row("SELECT value FROM meta WHERE key = ?1", [k], |r| r.get(0)).optional()
+                c.query_row("SELECT value FROM meta WHERE key = ?1", [k], |r| r.get(0))
+                    .optional()
             };
-            Ok(get("schema")? == Some(SCHEMA_VERSION.to_string()) && get("repo")?.as_deref() == Some(repo_id))
+            Ok(get("schema")? == Some(SCHEMA_VERSION.to_string())
+                && get("repo")?.as_deref() == Some(repo_id))
         })?;
         Ok(ok.then_some(index))
     }
@@ -122,7 +134,10 @@ impl Index {
     }
 
     /// Runs `f` in an immediate transaction (writers queue on the busy timeout).
-    fn tx<T>(&self, f: impl FnOnce(&rusqlite::Transaction<'_>) -> rusqlite::Result<T>) -> Result<T> {
+    fn tx<T>(
+        &self,
+        f: impl FnOnce(&rusqlite::Transaction<'_>) -> rusqlite::Result<T>,
+    ) -> Result<T> {
         let mut c = self.conn();
         let tx = c
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
@@ -136,14 +151,21 @@ impl Index {
     /// that was just created, or whose rebuild was interrupted, is not.
     pub fn is_complete(&self) -> Result<bool> {
         let c = self.conn();
-        c.query_row("SELECT count(*) FROM meta WHERE key = 'complete'", [], |r| r.get::<_, i64>(0))
-            .map(|n| n > 0)
-            .map_err(|e| self.err(e))
+        c.query_row(
+            "SELECT count(*) FROM meta WHERE key = 'complete'",
+            [],
+            |r| r.get::<_, i64>(0),
+        )
+        .map(|n| n > 0)
+        .map_err(|e| self.err(e))
     }
 
     /// Records that every pack has been indexed.
     pub fn mark_complete(&self) -> Result<()> {
-        self.tx(|c| c.execute("INSERT OR IGNORE INTO meta VALUES ('complete', '1')", []).map(drop))
+        self.tx(|c| {
+            c.execute("INSERT OR IGNORE INTO meta VALUES ('complete', '1')", [])
+                .map(drop)
+        })
     }
 
     /// Where blob `id` is stored, if anywhere.
@@ -202,8 +224,13 @@ impl Index {
                 "INSERT OR IGNORE INTO packs (name, size, blobs) VALUES (?1, ?2, ?3)",
                 params![&name.0[..], size as i64, entries.len() as i64],
             )?;
-            let pack: i64 = c.query_row("SELECT id FROM packs WHERE name = ?1", [&name.0[..]], |r| r.get(0))?;
-            let mut st = c.prepare_cached("INSERT OR IGNORE INTO blobs VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)")?;
+            let pack: i64 =
+                c.query_row("SELECT id FROM packs WHERE name = ?1", [&name.0[..]], |r| {
+                    r.get(0)
+                })?;
+            let mut st = c.prepare_cached(
+                "INSERT OR IGNORE INTO blobs VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )?;
             for e in entries {
                 st.execute(params![
                     &e.id.0[..],
@@ -222,7 +249,9 @@ impl Index {
     /// Names of all indexed packs.
     pub fn pack_names(&self) -> Result<Vec<Id>> {
         let c = self.conn();
-        let mut st = c.prepare("SELECT name FROM packs").map_err(|e| self.err(e))?;
+        let mut st = c
+            .prepare("SELECT name FROM packs")
+            .map_err(|e| self.err(e))?;
         let rows = st
             .query_map([], |r| r.get::<_, Vec<u8>>(0))
             .map_err(|e| self.err(e))?;
@@ -246,7 +275,10 @@ impl Index {
 
     /// Forgets a snapshot whose file is gone.
     pub fn remove_snapshot(&self, id: &Id) -> Result<()> {
-        self.tx(|c| c.execute("DELETE FROM snapshots WHERE id = ?1", [&id.0[..]]).map(drop))
+        self.tx(|c| {
+            c.execute("DELETE FROM snapshots WHERE id = ?1", [&id.0[..]])
+                .map(drop)
+        })
     }
 
     /// All snapshots, oldest first, with their records as stored.
@@ -256,7 +288,9 @@ impl Index {
             .prepare("SELECT id, record FROM snapshots ORDER BY time, id")
             .map_err(|e| self.err(e))?;
         let rows = st
-            .query_map([], |r| Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, Vec<u8>>(1)?)))
+            .query_map([], |r| {
+                Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, Vec<u8>>(1)?))
+            })
             .map_err(|e| self.err(e))?;
         let mut out = Vec::new();
         for r in rows {
@@ -272,10 +306,18 @@ impl Index {
     pub fn stats(&self) -> Result<IndexStats> {
         let c = self.conn();
         let (packs, pack_bytes) = c
-            .query_row("SELECT count(*), coalesce(sum(size), 0) FROM packs", [], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)))
+            .query_row(
+                "SELECT count(*), coalesce(sum(size), 0) FROM packs",
+                [],
+                |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)),
+            )
             .map_err(|e| self.err(e))?;
         let (blobs, raw_bytes) = c
-            .query_row("SELECT count(*), coalesce(sum(raw_len), 0) FROM blobs", [], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)))
+            .query_row(
+                "SELECT count(*), coalesce(sum(raw_len), 0) FROM blobs",
+                [],
+                |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)),
+            )
             .map_err(|e| self.err(e))?;
         Ok(IndexStats {
             packs: packs as u64,
@@ -314,12 +356,18 @@ mod tests {
         idx.add_pack(&pack, 100, &[e]).unwrap();
         idx.add_pack(&pack, 100, &[e]).unwrap();
         let loc = idx.lookup(&e.id).unwrap().unwrap();
-        assert_eq!((loc.pack, loc.offset, loc.stored_len, loc.raw_len), (pack, 16, 10, 20));
+        assert_eq!(
+            (loc.pack, loc.offset, loc.stored_len, loc.raw_len),
+            (pack, 16, 10, 20)
+        );
         assert!(idx.contains(&e.id).unwrap());
         assert!(!idx.contains(&Id::hash(b"b")).unwrap());
         assert_eq!(idx.stats().unwrap().blobs, 1);
         drop(idx);
         assert!(Index::open(&path, "r1").unwrap().is_some());
-        assert!(Index::open(&path, "other").unwrap().is_none(), "another repository's index is not used");
+        assert!(
+            Index::open(&path, "other").unwrap().is_none(),
+            "another repository's index is not used"
+        );
     }
 }

@@ -205,7 +205,11 @@ pub fn check_header(name: &str, header: &[u8]) -> Result<()> {
         });
     }
     if header[12..16] != [0; 4] {
-        return Err(Error::corrupt("pack", name, "reserved header bytes are not zero"));
+        return Err(Error::corrupt(
+            "pack",
+            name,
+            "reserved header bytes are not zero",
+        ));
     }
     Ok(())
 }
@@ -214,10 +218,18 @@ pub fn check_header(name: &str, header: &[u8]) -> Result<()> {
 /// returns the byte range of the trailer entries, after checking it fits the file.
 pub fn decode_footer(name: &str, footer: &[u8], file_len: u64) -> Result<(u64, usize)> {
     if footer.len() != FOOTER_LEN || &footer[40..] != TAIL_MAGIC {
-        return Err(Error::corrupt("pack", name, "bad trailer magic (truncated?)"));
+        return Err(Error::corrupt(
+            "pack",
+            name,
+            "bad trailer magic (truncated?)",
+        ));
     }
     if footer[4..8] != [0; 4] {
-        return Err(Error::corrupt("pack", name, "reserved footer bytes are not zero"));
+        return Err(Error::corrupt(
+            "pack",
+            name,
+            "reserved footer bytes are not zero",
+        ));
     }
     let count = u32::from_le_bytes(footer[..4].try_into().expect("4 bytes")) as u64;
     let entries_len = count * ENTRY_LEN as u64;
@@ -235,7 +247,12 @@ pub fn decode_footer(name: &str, footer: &[u8], file_len: u64) -> Result<(u64, u
 
 /// Decodes trailer entries, verifying their hash against the footer and that the blobs
 /// exactly fill the space between header and trailer.
-pub fn decode_entries(name: &str, footer: &[u8], entries: &[u8], file_len: u64) -> Result<Vec<PackEntry>> {
+pub fn decode_entries(
+    name: &str,
+    footer: &[u8],
+    entries: &[u8],
+    file_len: u64,
+) -> Result<Vec<PackEntry>> {
     if blake3::hash(entries).as_bytes() != &footer[8..40] {
         return Err(Error::corrupt("pack", name, "trailer checksum mismatch"));
     }
@@ -304,7 +321,8 @@ mod tests {
     #[test]
     fn damage_is_detected() {
         let mut w = PackWriter::new(Vec::new()).unwrap();
-        w.add(BlobKind::Tree, Compression::Raw, Id::hash(b"x"), 1, b"x").unwrap();
+        w.add(BlobKind::Tree, Compression::Raw, Id::hash(b"x"), 1, b"x")
+            .unwrap();
         let (_, _, _, file) = w.finish().unwrap();
         for i in 0..file.len() {
             let mut f = file.clone();
@@ -336,8 +354,12 @@ mod tests {
             }
         }
         let mut w = PackWriter::new(Failing(0)).unwrap();
-        assert!(w.add(BlobKind::Data, Compression::Raw, Id::hash(b"a"), 1, b"a").is_err());
-        assert!(w.add(BlobKind::Data, Compression::Raw, Id::hash(b"b"), 1, b"b").is_err());
+        assert!(w
+            .add(BlobKind::Data, Compression::Raw, Id::hash(b"a"), 1, b"a")
+            .is_err());
+        assert!(w
+            .add(BlobKind::Data, Compression::Raw, Id::hash(b"b"), 1, b"b")
+            .is_err());
         assert!(w.finish().is_err());
     }
 }

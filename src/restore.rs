@@ -52,15 +52,26 @@ pub struct RestoreOutcome {
 
 /// Splits a path inside a snapshot (`/srv/ngw`, `db/x.sql`) into safe components.
 pub fn snapshot_path(p: &str) -> Result<Vec<Vec<u8>>> {
-    let comps: Vec<Vec<u8>> = p.split('/').filter(|c| !c.is_empty()).map(|c| c.as_bytes().to_vec()).collect();
+    let comps: Vec<Vec<u8>> = p
+        .split('/')
+        .filter(|c| !c.is_empty())
+        .map(|c| c.as_bytes().to_vec())
+        .collect();
     if !comps.iter().all(|c| is_safe_name(c)) {
-        return Err(Error::Invalid(format!("{p:?}: paths inside a snapshot may not contain . or ..")));
+        return Err(Error::Invalid(format!(
+            "{p:?}: paths inside a snapshot may not contain . or .."
+        )));
     }
     Ok(comps)
 }
 
 /// Restores `snap` into `opts.target`.
-pub fn restore(repo: &Repository, snap: &Snapshot, opts: &RestoreOptions, progress: &dyn Progress) -> Result<RestoreOutcome> {
+pub fn restore(
+    repo: &Repository,
+    snap: &Snapshot,
+    opts: &RestoreOptions,
+    progress: &dyn Progress,
+) -> Result<RestoreOutcome> {
     let r = Restorer {
         repo,
         progress,
@@ -78,7 +89,10 @@ pub fn restore(repo: &Repository, snap: &Snapshot, opts: &RestoreOptions, progre
     let target = &opts.target;
     fs::create_dir_all(target).at(target)?;
     if !fs::symlink_metadata(target).at(target)?.is_dir() {
-        return Err(Error::Invalid(format!("{}: restore target is not a directory", target.display())));
+        return Err(Error::Invalid(format!(
+            "{}: restore target is not a directory",
+            target.display()
+        )));
     }
     if opts.include.is_empty() {
         r.dir_contents(&snap.tree, target, "");
@@ -86,10 +100,12 @@ pub fn restore(repo: &Repository, snap: &Snapshot, opts: &RestoreOptions, progre
         for inc in &opts.include {
             let comps = snapshot_path(inc)?;
             let refs: Vec<&[u8]> = comps.iter().map(|c| c.as_slice()).collect();
-            let node = repo.find_node(&snap.tree, &refs)?.ok_or_else(|| Error::NotFound {
-                what: "path in snapshot",
-                id: inc.clone(),
-            })?;
+            let node = repo
+                .find_node(&snap.tree, &refs)?
+                .ok_or_else(|| Error::NotFound {
+                    what: "path in snapshot",
+                    id: inc.clone(),
+                })?;
             let mut dest = target.clone();
             for c in &comps[..comps.len().saturating_sub(1)] {
                 dest.push(OsStr::from_bytes(c));
@@ -101,13 +117,20 @@ pub fn restore(repo: &Repository, snap: &Snapshot, opts: &RestoreOptions, progre
                     r.entry(&node, &dest, &format!("/{}", inc.trim_matches('/')));
                 }
                 None => {
-                    let NodeKind::Dir(tree) = node.kind else { unreachable!("the root is a directory") };
+                    let NodeKind::Dir(tree) = node.kind else {
+                        unreachable!("the root is a directory")
+                    };
                     r.dir_contents(&tree, target, "");
                 }
             }
         }
     }
-    for (first, dest, spath) in r.deferred.lock().unwrap_or_else(|p| p.into_inner()).drain(..) {
+    for (first, dest, spath) in r
+        .deferred
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .drain(..)
+    {
         let res = remove_non_dir(&dest).and_then(|_| fs::hard_link(&first, &dest).at(&dest));
         match res {
             Ok(()) => {
@@ -116,8 +139,12 @@ pub fn restore(repo: &Repository, snap: &Snapshot, opts: &RestoreOptions, progre
             Err(e) => r.fail(&spath, e),
         }
     }
-    let mut dirs = r.dirs_meta.lock().unwrap_or_else(|p| p.into_inner()).split_off(0);
-    dirs.sort_by(|a, b| b.0.as_os_str().len().cmp(&a.0.as_os_str().len()));
+    let mut dirs = r
+        .dirs_meta
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .split_off(0);
+    dirs.sort_by_key(|d| std::cmp::Reverse(d.0.as_os_str().len()));
     for (path, meta) in dirs {
         if let Err(e) = r.apply_meta(&path, &meta, false) {
             r.warn(format!("{}: {e}", path.display()));
@@ -146,10 +173,41 @@ fn ensure_dir(path: &Path) -> Result<()> {
     }
 }
 
+/// Block size at which runs of zeros become holes.
+const HOLE_BLOCK: u64 = 4096;
+
+/// Writes `chunk` at `pos`, leaving every block-aligned run of zeros as a hole, so that
+/// sparse files stay sparse (the file is extended with `set_len` at the end).
+fn write_sparse(f: &File, pos: u64, chunk: &[u8]) -> std::io::Result<()> {
+    let mut run: Option<usize> = None;
+    let mut start = 0usize;
+    while start < chunk.len() {
+        let to_boundary = (HOLE_BLOCK - (pos + start as u64) % HOLE_BLOCK) as usize;
+        let end = chunk.len().min(start + to_boundary);
+        let zero = chunk[start..end].iter().all(|&b| b == 0);
+        match (zero, run) {
+            (false, None) => run = Some(start),
+            (true, Some(r)) => {
+                f.write_all_at(&chunk[r..start], pos + r as u64)?;
+                run = None;
+            }
+            _ => {}
+        }
+        start = end;
+    }
+    if let Some(r) = run {
+        f.write_all_at(&chunk[r..], pos + r as u64)?;
+    }
+    Ok(())
+}
+
 /// Removes a file or symlink at `path` (so that it is replaced, never followed).
 fn remove_non_dir(path: &Path) -> Result<()> {
     match fs::symlink_metadata(path) {
-        Ok(md) if md.is_dir() => Err(Error::Invalid(format!("{}: is a directory; not replaced", path.display()))),
+        Ok(md) if md.is_dir() => Err(Error::Invalid(format!(
+            "{}: is a directory; not replaced",
+            path.display()
+        ))),
         Ok(_) => fs::remove_file(path).at(path),
         Err(_) => Ok(()),
     }
@@ -172,14 +230,20 @@ struct Restorer<'r> {
 
 impl Restorer<'_> {
     fn fail(&self, spath: &str, e: Error) {
-        self.errors.lock().unwrap_or_else(|p| p.into_inner()).push(Error::Entry {
-            path: spath.to_string(),
-            source: Box::new(e),
-        });
+        self.errors
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(Error::Entry {
+                path: spath.to_string(),
+                source: Box::new(e),
+            });
     }
 
     fn warn(&self, w: String) {
-        self.warnings.lock().unwrap_or_else(|p| p.into_inner()).push(w);
+        self.warnings
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(w);
     }
 
     fn dir_contents(&self, tree: &Id, dest: &Path, spath: &str) {
@@ -272,10 +336,7 @@ impl Restorer<'_> {
             .at(dest)?;
         let mut pos = 0u64;
         let written = self.repo.read_content(content, &mut |chunk| {
-            // Zero chunks become holes, so sparse files stay sparse.
-            if chunk.iter().any(|&b| b != 0) {
-                f.write_all_at(chunk, pos).at(dest)?;
-            }
+            write_sparse(&f, pos, chunk).at(dest)?;
             pos += chunk.len() as u64;
             self.progress.bytes(chunk.len() as u64);
             Ok(())
@@ -309,8 +370,13 @@ impl Restorer<'_> {
             last_access: t,
             last_modification: t,
         };
-        rustix::fs::utimensat(rustix::fs::CWD, path, &times, rustix::fs::AtFlags::SYMLINK_NOFOLLOW)
-            .map_err(std::io::Error::from)
-            .at(path)
+        rustix::fs::utimensat(
+            rustix::fs::CWD,
+            path,
+            &times,
+            rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
+        )
+        .map_err(std::io::Error::from)
+        .at(path)
     }
 }

@@ -166,7 +166,9 @@ mod tests {
             user: "root".into(),
             tags: vec!["nightly".into()],
             sources: vec![
-                Source::Path { path: "/srv/ngw".into() },
+                Source::Path {
+                    path: "/srv/ngw".into(),
+                },
                 Source::Command {
                     command: "pg_dump -Fc -Z0 ngw".into(),
                     name: "db/ngw.dump".into(),
@@ -187,7 +189,10 @@ mod tests {
         let b = s.encode();
         let id = Id::hash(&b);
         assert_eq!(Snapshot::decode(&id, &b).unwrap(), s);
-        assert!(matches!(Snapshot::decode(&Id::hash(b"x"), &b), Err(Error::ChecksumMismatch { .. })));
+        assert!(matches!(
+            Snapshot::decode(&Id::hash(b"x"), &b),
+            Err(Error::ChecksumMismatch { .. })
+        ));
         assert_eq!(s.paths(), vec!["/srv/ngw"]);
     }
 

@@ -163,7 +163,8 @@ impl Tree {
         out.push(TREE_VERSION);
         put_u32(&mut out, len32(self.nodes.len()));
         for n in &self.nodes {
-            let name_len = u16::try_from(n.name.len()).expect("names are at most 255 bytes on every supported OS");
+            let name_len = u16::try_from(n.name.len())
+                .expect("names are at most 255 bytes on every supported OS");
             out.extend_from_slice(&name_len.to_le_bytes());
             out.extend_from_slice(&n.name);
             out.push(n.kind.tag());
@@ -188,7 +189,9 @@ impl Tree {
                     out.extend_from_slice(t);
                 }
                 NodeKind::Fifo | NodeKind::Socket => {}
-                NodeKind::CharDev(r) | NodeKind::BlockDev(r) => out.extend_from_slice(&r.to_le_bytes()),
+                NodeKind::CharDev(r) | NodeKind::BlockDev(r) => {
+                    out.extend_from_slice(&r.to_le_bytes())
+                }
             }
         }
         out
@@ -196,7 +199,11 @@ impl Tree {
 
     /// Decodes and validates a tree blob; `id` names it in errors.
     pub fn decode(id: &Id, b: &[u8]) -> Result<Tree> {
-        let mut r = Reader { b, what: "tree", id };
+        let mut r = Reader {
+            b,
+            what: "tree",
+            id,
+        };
         let version = r.u8()?;
         if version != TREE_VERSION {
             return Err(Error::UnsupportedVersion {
@@ -211,7 +218,10 @@ impl Tree {
             let name_len = u16::from_le_bytes(r.take(2)?.try_into().expect("2 bytes")) as usize;
             let name = r.take(name_len)?.to_vec();
             if !is_safe_name(&name) {
-                return Err(r.bad(format!("unsafe entry name {:?}", String::from_utf8_lossy(&name))));
+                return Err(r.bad(format!(
+                    "unsafe entry name {:?}",
+                    String::from_utf8_lossy(&name)
+                )));
             }
             if let Some(prev) = nodes.last() {
                 if prev.name >= name {
@@ -239,7 +249,10 @@ impl Tree {
                     if depth > MAX_DEPTH {
                         return Err(r.bad(format!("content depth {depth}")));
                     }
-                    NodeKind::File(Content { depth, ids: r.ids()? })
+                    NodeKind::File(Content {
+                        depth,
+                        ids: r.ids()?,
+                    })
                 }
                 1 => NodeKind::Dir(r.id()?),
                 2 => {
@@ -282,7 +295,11 @@ impl ListNode {
 
     /// Decodes and validates a list blob.
     pub fn decode(id: &Id, b: &[u8]) -> Result<ListNode> {
-        let mut r = Reader { b, what: "chunk list", id };
+        let mut r = Reader {
+            b,
+            what: "chunk list",
+            id,
+        };
         let version = r.u8()?;
         if version != LIST_VERSION {
             return Err(Error::UnsupportedVersion {
@@ -328,7 +345,10 @@ impl ListBuilder {
         let n = pending.len();
         if n >= LIST_MAX || (n >= LIST_MIN && id.0[ID_LEN - 1] & LIST_SPLIT_MASK == 0) {
             let ids = std::mem::take(pending);
-            let node = ListNode { level: level as u8, ids };
+            let node = ListNode {
+                level: level as u8,
+                ids,
+            };
             let list_id = store(&node)?;
             self.push_at(level + 1, list_id, store)?;
         }
@@ -407,10 +427,14 @@ impl<'a> Reader<'a> {
         Ok(self.take(1)?[0])
     }
     fn u32(&mut self) -> Result<u32> {
-        Ok(u32::from_le_bytes(self.take(4)?.try_into().expect("4 bytes")))
+        Ok(u32::from_le_bytes(
+            self.take(4)?.try_into().expect("4 bytes"),
+        ))
     }
     fn u64(&mut self) -> Result<u64> {
-        Ok(u64::from_le_bytes(self.take(8)?.try_into().expect("8 bytes")))
+        Ok(u64::from_le_bytes(
+            self.take(8)?.try_into().expect("8 bytes"),
+        ))
     }
     fn time(&mut self) -> Result<Timestamp> {
         let sec = self.u64()? as i64;
@@ -445,8 +469,12 @@ mod tests {
 
     fn arb_node() -> impl Strategy<Value = Node> {
         let kind = prop_oneof![
-            (0u8..3, proptest::collection::vec(any::<[u8; 32]>(), 0..5))
-                .prop_map(|(depth, ids)| NodeKind::File(Content { depth, ids: ids.into_iter().map(Id).collect() })),
+            (0u8..3, proptest::collection::vec(any::<[u8; 32]>(), 0..5)).prop_map(
+                |(depth, ids)| NodeKind::File(Content {
+                    depth,
+                    ids: ids.into_iter().map(Id).collect()
+                })
+            ),
             any::<[u8; 32]>().prop_map(|b| NodeKind::Dir(Id(b))),
             proptest::collection::vec(any::<u8>(), 0..50).prop_map(NodeKind::Symlink),
             Just(NodeKind::Fifo),
@@ -454,23 +482,33 @@ mod tests {
             any::<u64>().prop_map(NodeKind::CharDev),
             any::<u64>().prop_map(NodeKind::BlockDev),
         ];
-        (proptest::collection::vec(1u8..=255, 1..40), kind, any::<(u32, u32, u32, i64, u64, u64, u32, u64)>(), 0u32..1_000_000_000)
+        (
+            proptest::collection::vec(1u8..=255, 1..40),
+            kind,
+            any::<(u32, u32, u32, i64, u64, u64, u32, u64)>(),
+            0u32..1_000_000_000,
+        )
             .prop_filter("safe name", |(n, ..)| is_safe_name(n))
-            .prop_map(|(name, kind, (mode, uid, gid, sec, dev, ino, nlink, size), nsec)| Node {
-                name,
-                kind,
-                meta: Meta {
-                    mode,
-                    uid,
-                    gid,
-                    mtime: Timestamp { sec, nsec },
-                    ctime: Timestamp { sec: sec / 2, nsec: nsec / 3 },
-                    dev,
-                    ino,
-                    nlink,
-                    size,
+            .prop_map(
+                |(name, kind, (mode, uid, gid, sec, dev, ino, nlink, size), nsec)| Node {
+                    name,
+                    kind,
+                    meta: Meta {
+                        mode,
+                        uid,
+                        gid,
+                        mtime: Timestamp { sec, nsec },
+                        ctime: Timestamp {
+                            sec: sec / 2,
+                            nsec: nsec / 3,
+                        },
+                        dev,
+                        ino,
+                        nlink,
+                        size,
+                    },
                 },
-            })
+            )
     }
 
     proptest! {
@@ -491,20 +529,30 @@ mod tests {
     }
 
     fn node(name: &[u8]) -> Node {
-        Node { name: name.to_vec(), kind: NodeKind::Fifo, meta: Meta::default() }
+        Node {
+            name: name.to_vec(),
+            kind: NodeKind::Fifo,
+            meta: Meta::default(),
+        }
     }
 
     #[test]
     fn rejects_unsafe_and_duplicate_names() {
         for bad in [&b".."[..], b".", b"a/b", b"", b"x\0"] {
-            let t = Tree { nodes: vec![node(bad)] };
+            let t = Tree {
+                nodes: vec![node(bad)],
+            };
             let b = t.encode();
             assert!(Tree::decode(&Id::hash(&b), &b).is_err(), "{bad:?} accepted");
         }
-        let t = Tree { nodes: vec![node(b"a"), node(b"a")] };
+        let t = Tree {
+            nodes: vec![node(b"a"), node(b"a")],
+        };
         let b = t.encode();
         assert!(Tree::decode(&Id::hash(&b), &b).is_err());
-        let t = Tree { nodes: vec![node(b"b"), node(b"a")] };
+        let t = Tree {
+            nodes: vec![node(b"b"), node(b"a")],
+        };
         let b = t.encode();
         assert!(Tree::decode(&Id::hash(&b), &b).is_err());
     }

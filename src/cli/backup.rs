@@ -71,7 +71,11 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
     };
     let bar = Bar::new(ctx, "backup");
     let mut stdin = std::io::stdin().lock();
-    let input: Option<&mut dyn std::io::Read> = if a.stdin_name.is_some() { Some(&mut stdin) } else { None };
+    let input: Option<&mut dyn std::io::Read> = if a.stdin_name.is_some() {
+        Some(&mut stdin)
+    } else {
+        None
+    };
     let done = backup(&repo, &opts, input, progress_for(&bar))?;
     drop(bar);
     let s = &done.snapshot.summary;
@@ -97,5 +101,9 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
         );
     }
     print_list("some entries were left out", &done.warnings);
-    Ok(if done.warnings.is_empty() { 0 } else { EXIT_WARNINGS })
+    Ok(if done.warnings.is_empty() {
+        0
+    } else {
+        EXIT_WARNINGS
+    })
 }

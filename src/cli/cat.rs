@@ -23,7 +23,12 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
     let refs: Vec<&[u8]> = comps.iter().map(|c| c.as_slice()).collect();
     let node = repo.find_node(&snap.tree, &refs)?;
     let Some(NodeKind::File(content)) = node.map(|n| n.kind) else {
-        bail!("{} is not a file in snapshot {} (see `snap ls {}`)", a.path, id.short(), id.short());
+        bail!(
+            "{} is not a file in snapshot {} (see `snap ls {}`)",
+            a.path,
+            id.short(),
+            id.short()
+        );
     };
     let stdout = std::io::stdout();
     let mut out = stdout.lock();

@@ -18,9 +18,14 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
         compression_level: a.compression,
         ..Default::default()
     };
-    let repo = Repository::init(&path, &opts).with_context(|| format!("creating repository {}", path.display()))?;
+    let repo = Repository::init(&path, &opts)
+        .with_context(|| format!("creating repository {}", path.display()))?;
     if !ctx.quiet {
-        println!("created snap repository {} at {}", &repo.config().id[..8], path.display());
+        println!(
+            "created snap repository {} at {}",
+            &repo.config().id[..8],
+            path.display()
+        );
     }
     Ok(0)
 }

@@ -27,7 +27,10 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
         println!("{}", serde_json::to_string_pretty(&arr)?);
         return Ok(0);
     }
-    println!("{:<8}  {:<19}  {:<12}  {:>7}  {:>10}  {:>10}  {:<12}  sources", "id", "time (UTC)", "host", "files", "size", "added", "tags");
+    println!(
+        "{:<8}  {:<19}  {:<12}  {:>7}  {:>10}  {:>10}  {:<12}  sources",
+        "id", "time (UTC)", "host", "files", "size", "added", "tags"
+    );
     for (id, s) in &snaps {
         let sources: Vec<String> = s.sources.iter().map(|x| x.describe()).collect();
         println!(

@@ -72,17 +72,29 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
     let comps = snapshot_path(a.path.as_deref().unwrap_or("/"))?;
     let refs: Vec<&[u8]> = comps.iter().map(|c| c.as_slice()).collect();
     let Some(node) = repo.find_node(&snap.tree, &refs)? else {
-        bail!("{} is not in snapshot {}", a.path.unwrap_or_default(), a.snapshot);
+        bail!(
+            "{} is not in snapshot {}",
+            a.path.unwrap_or_default(),
+            a.snapshot
+        );
     };
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
-    let prefix: String = comps.iter().map(|c| format!("/{}", String::from_utf8_lossy(c))).collect();
+    let prefix: String = comps
+        .iter()
+        .map(|c| format!("/{}", String::from_utf8_lossy(c)))
+        .collect();
     match &node.kind {
         NodeKind::Dir(tree) => {
             if !comps.is_empty() {
                 print(&mut out, a.json, &prefix, &node)?;
             }
-            repo.walk(tree, &prefix, &mut |p, n| print(&mut out, a.json, p, n).map_err(|e| snap::error::Error::Io { path: "<stdout>".into(), source: e }))?;
+            repo.walk(tree, &prefix, &mut |p, n| {
+                print(&mut out, a.json, p, n).map_err(|e| snap::error::Error::Io {
+                    path: "<stdout>".into(),
+                    source: e,
+                })
+            })?;
         }
         _ => print(&mut out, a.json, &prefix, &node)?,
     }

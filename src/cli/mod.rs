@@ -21,7 +21,11 @@ use snap::repo::Repository;
 pub const EXIT_WARNINGS: i32 = 3;
 
 #[derive(Parser)]
-#[command(name = "snap", version, about = "Deduplicating snapshots of application data: files, database dumps, command output")]
+#[command(
+    name = "snap",
+    version,
+    about = "Deduplicating snapshots of application data: files, database dumps, command output"
+)]
 struct Cli {
     /// Repository directory [default: $XDG_DATA_HOME/snap/repo]
     #[arg(long, global = true, env = "SNAP_REPO", value_name = "DIR")]
@@ -68,7 +72,8 @@ impl Ctx {
         let base = match std::env::var_os("XDG_DATA_HOME").filter(|v| !v.is_empty()) {
             Some(x) => PathBuf::from(x),
             None => {
-                let home = std::env::var_os("HOME").context("neither --repo, SNAP_REPO, XDG_DATA_HOME nor HOME is set")?;
+                let home = std::env::var_os("HOME")
+                    .context("neither --repo, SNAP_REPO, XDG_DATA_HOME nor HOME is set")?;
                 PathBuf::from(home).join(".local/share")
             }
         };
@@ -128,7 +133,9 @@ pub fn run() -> i32 {
     let _ = log::set_boxed_logger(Box::new(Logger { level }));
     log::set_max_level(level);
     // Directory recursion runs on rayon's workers: give them room for deep trees.
-    let _ = rayon::ThreadPoolBuilder::new().stack_size(64 << 20).build_global();
+    let _ = rayon::ThreadPoolBuilder::new()
+        .stack_size(64 << 20)
+        .build_global();
     let ctx = Ctx {
         repo: cli.repo,
         quiet: cli.quiet,

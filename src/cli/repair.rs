@@ -20,9 +20,13 @@ enum What {
 pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
     let What::Index = a.what;
     let (path, _) = ctx.repo_path()?;
-    let s = Repository::rebuild_index(&path).with_context(|| format!("rebuilding the index of {}", path.display()))?;
+    let s = Repository::rebuild_index(&path)
+        .with_context(|| format!("rebuilding the index of {}", path.display()))?;
     if !ctx.quiet {
-        println!("index rebuilt: {} packs, {} blobs, {} snapshots", s.packs, s.blobs, s.snapshots);
+        println!(
+            "index rebuilt: {} packs, {} blobs, {} snapshots",
+            s.packs, s.blobs, s.snapshots
+        );
     }
     Ok(0)
 }

@@ -46,13 +46,22 @@ impl Config {
         }
         let c: Config = serde_json::from_slice(b).map_err(bad)?;
         for p in [c.chunking.files, c.chunking.dump] {
-            p.validate().map_err(|e| Error::corrupt("config", "config", e))?;
+            p.validate()
+                .map_err(|e| Error::corrupt("config", "config", e))?;
         }
         if !(-7..=22).contains(&c.compression_level) {
-            return Err(Error::corrupt("config", "config", "compression_level out of range -7..=22"));
+            return Err(Error::corrupt(
+                "config",
+                "config",
+                "compression_level out of range -7..=22",
+            ));
         }
         if !(1 << 20..=1 << 30).contains(&c.pack_size) {
-            return Err(Error::corrupt("config", "config", "pack_size out of range 1 MiB..=1 GiB"));
+            return Err(Error::corrupt(
+                "config",
+                "config",
+                "pack_size out of range 1 MiB..=1 GiB",
+            ));
         }
         Ok(c)
     }

@@ -42,7 +42,11 @@ impl std::fmt::Display for LockInfo {
         write!(
             f,
             "{} lock for {} by pid {} on {} since {}",
-            if self.exclusive { "an exclusive" } else { "a shared" },
+            if self.exclusive {
+                "an exclusive"
+            } else {
+                "a shared"
+            },
             self.purpose,
             self.pid,
             self.host,
@@ -60,14 +64,23 @@ pub struct Lock {
 
 /// The name of this machine.
 pub fn hostname() -> String {
-    rustix::system::uname().nodename().to_string_lossy().into_owned()
+    rustix::system::uname()
+        .nodename()
+        .to_string_lossy()
+        .into_owned()
 }
 
 fn pid_alive(pid: u32) -> bool {
-    let Some(p) = i32::try_from(pid).ok().and_then(rustix::process::Pid::from_raw) else {
+    let Some(p) = i32::try_from(pid)
+        .ok()
+        .and_then(rustix::process::Pid::from_raw)
+    else {
         return false;
     };
-    !matches!(rustix::process::test_kill_process(p), Err(rustix::io::Errno::SRCH))
+    !matches!(
+        rustix::process::test_kill_process(p),
+        Err(rustix::io::Errno::SRCH)
+    )
 }
 
 impl Lock {
@@ -81,7 +94,8 @@ impl Lock {
             purpose: purpose.to_string(),
         };
         let mut rnd = [0u8; 8];
-        getrandom::getrandom(&mut rnd).map_err(|e| Error::Invalid(format!("no randomness: {e}")))?;
+        getrandom::getrandom(&mut rnd)
+            .map_err(|e| Error::Invalid(format!("no randomness: {e}")))?;
         let path = dir.join(format!("{}.json", hex::encode(rnd)));
         let body = serde_json::to_vec_pretty(&info).expect("lock serializes");
         fs::write(&path, body).at(&path)?;
@@ -96,7 +110,9 @@ impl Lock {
             if other == lock.path {
                 continue;
             }
-            let Some(holder) = read_lock(&other) else { continue };
+            let Some(holder) = read_lock(&other) else {
+                continue;
+            };
             if is_stale(&other, &holder) {
                 log::warn!("removing stale lock {}: {holder}", other.display());
                 let _ = fs::remove_file(&other);
@@ -184,7 +200,11 @@ mod tests {
             exclusive: true,
             purpose: "crashed".into(),
         };
-        fs::write(d.path().join("dead.json"), serde_json::to_vec(&info).unwrap()).unwrap();
+        fs::write(
+            d.path().join("dead.json"),
+            serde_json::to_vec(&info).unwrap(),
+        )
+        .unwrap();
         let l = Lock::acquire(d.path(), true, "repair").unwrap();
         assert!(!d.path().join("dead.json").exists());
         drop(l);

@@ -89,7 +89,11 @@ fn fsync_dir(dir: &Path) -> Result<()> {
 fn read_capped(path: &Path, cap: u64) -> Result<Vec<u8>> {
     let len = fs::metadata(path).at(path)?.len();
     if len > cap {
-        return Err(Error::corrupt("file", path.display(), format!("{len} bytes, more than the {cap} allowed")));
+        return Err(Error::corrupt(
+            "file",
+            path.display(),
+            format!("{len} bytes, more than the {cap} allowed"),
+        ));
     }
     fs::read(path).at(path)
 }
@@ -111,7 +115,10 @@ impl Repository {
             p.validate().map_err(Error::Invalid)?;
         }
         if root.join("config").exists() {
-            return Err(Error::Invalid(format!("{} is already a snap repository", root.display())));
+            return Err(Error::Invalid(format!(
+                "{} is already a snap repository",
+                root.display()
+            )));
         }
         if root.exists() && fs::read_dir(root).at(root)?.next().is_some() {
             return Err(Error::Invalid(format!(
@@ -143,7 +150,11 @@ impl Repository {
         if !cfg_path.exists() {
             return Err(Error::NotFound {
                 what: "repository",
-                id: format!("{} (no config file; run `snap init --repo {}`)", root.display(), root.display()),
+                id: format!(
+                    "{} (no config file; run `snap init --repo {}`)",
+                    root.display(),
+                    root.display()
+                ),
             });
         }
         let config = Config::decode(&read_capped(&cfg_path, config::MAX_LEN)?)?;
@@ -151,10 +162,14 @@ impl Repository {
         let index = match Index::open(&index_path, &config.id)? {
             Some(i) => i,
             None => {
-                log::warn!("index {} belongs to another repository or version; rebuilding it", index_path.display());
+                log::warn!(
+                    "index {} belongs to another repository or version; rebuilding it",
+                    index_path.display()
+                );
                 remove_index_files(root)?;
-                Index::open(&index_path, &config.id)?
-                    .ok_or_else(|| Error::Invalid(format!("cannot create index {}", index_path.display())))?
+                Index::open(&index_path, &config.id)?.ok_or_else(|| {
+                    Error::Invalid(format!("cannot create index {}", index_path.display()))
+                })?
             }
         };
         let repo = Repository {
@@ -258,12 +273,21 @@ impl Repository {
                 Compression::Zstd => loc.stored_len <= loc.raw_len,
             };
         if !sane {
-            return Err(Error::corrupt("blob", id, format!("implausible lengths in {pack_name}")));
+            return Err(Error::corrupt(
+                "blob",
+                id,
+                format!("implausible lengths in {pack_name}"),
+            ));
         }
         let f = self.pack_file(&loc.pack)?;
         let mut stored = vec![0u8; loc.stored_len as usize];
-        f.read_exact_at(&mut stored, loc.offset)
-            .map_err(|e| Error::corrupt("blob", id, format!("cannot read {pack_name} at {}: {e}", loc.offset)))?;
+        f.read_exact_at(&mut stored, loc.offset).map_err(|e| {
+            Error::corrupt(
+                "blob",
+                id,
+                format!("cannot read {pack_name} at {}: {e}", loc.offset),
+            )
+        })?;
         let raw = match loc.compression {
             Compression::Raw => stored,
             Compression::Zstd => compress::decompress(&stored, loc.raw_len as usize)
@@ -287,7 +311,11 @@ impl Repository {
 
     /// Calls `f` with every data chunk id of `content`, in file order, expanding list
     /// nodes as it goes (memory: one list node per level).
-    pub fn for_each_chunk(&self, content: &Content, f: &mut dyn FnMut(Id) -> Result<()>) -> Result<()> {
+    pub fn for_each_chunk(
+        &self,
+        content: &Content,
+        f: &mut dyn FnMut(Id) -> Result<()>,
+    ) -> Result<()> {
         self.visit_ids(content.depth, &content.ids, f)
     }
 
@@ -298,7 +326,11 @@ impl Repository {
             } else {
                 let node = ListNode::decode(id, &self.read_blob(id)?)?;
                 if node.level != depth - 1 {
-                    return Err(Error::corrupt("chunk list", id, format!("level {} where {} was expected", node.level, depth - 1)));
+                    return Err(Error::corrupt(
+                        "chunk list",
+                        id,
+                        format!("level {} where {} was expected", node.level, depth - 1),
+                    ));
                 }
                 self.visit_ids(node.level, &node.ids, f)?;
             }
@@ -308,15 +340,25 @@ impl Repository {
 
     /// Feeds a file's chunks, verified, in order to `sink`; chunks are read and
     /// decompressed in parallel batches of bounded size (32 MiB).
-    pub fn read_content(&self, content: &Content, sink: &mut dyn FnMut(&[u8]) -> Result<()>) -> Result<()> {
+    pub fn read_content(
+        &self,
+        content: &Content,
+        sink: &mut dyn FnMut(&[u8]) -> Result<()>,
+    ) -> Result<()> {
         const BATCH_BYTES: u64 = 32 << 20;
         let mut batch: Vec<(Id, BlobLoc)> = Vec::new();
         let mut batch_bytes = 0u64;
         let mut flush = |batch: &mut Vec<(Id, BlobLoc)>| -> Result<()> {
             let chunks: Vec<Vec<u8>> = if batch.len() > 1 {
-                batch.par_iter().map(|(id, loc)| self.read_blob_at(id, loc)).collect::<Result<_>>()?
+                batch
+                    .par_iter()
+                    .map(|(id, loc)| self.read_blob_at(id, loc))
+                    .collect::<Result<_>>()?
             } else {
-                batch.iter().map(|(id, loc)| self.read_blob_at(id, loc)).collect::<Result<_>>()?
+                batch
+                    .iter()
+                    .map(|(id, loc)| self.read_blob_at(id, loc))
+                    .collect::<Result<_>>()?
             };
             for c in chunks {
                 sink(&c)?;
@@ -360,7 +402,9 @@ impl Repository {
             meta: Default::default(),
         };
         for comp in path {
-            let NodeKind::Dir(tree) = &node.kind else { return Ok(None) };
+            let NodeKind::Dir(tree) = &node.kind else {
+                return Ok(None);
+            };
             match self.load_tree(tree)?.get(comp) {
                 Some(n) => node = n.clone(),
                 None => return Ok(None),
@@ -371,7 +415,12 @@ impl Repository {
 
     /// Calls `f` for every entry below tree `tree`, depth first in name order, with its
     /// path (`prefix/name`, names shown lossily as UTF-8).
-    pub fn walk(&self, tree: &Id, prefix: &str, f: &mut dyn FnMut(&str, &Node) -> Result<()>) -> Result<()> {
+    pub fn walk(
+        &self,
+        tree: &Id,
+        prefix: &str,
+        f: &mut dyn FnMut(&str, &Node) -> Result<()>,
+    ) -> Result<()> {
         for n in self.load_tree(tree)?.nodes {
             let path = format!("{prefix}/{}", String::from_utf8_lossy(&n.name));
             f(&path, &n)?;
@@ -416,10 +465,14 @@ impl Repository {
             });
         }
         let spec_lc = spec.to_ascii_lowercase();
-        let mut hits = all.into_iter().filter(|(id, _)| id.to_hex().starts_with(&spec_lc));
+        let mut hits = all
+            .into_iter()
+            .filter(|(id, _)| id.to_hex().starts_with(&spec_lc));
         match (hits.next(), hits.next()) {
             (Some(one), None) if !spec.is_empty() => Ok(one),
-            (Some(_), Some(_)) => Err(Error::Invalid(format!("snapshot id prefix {spec:?} is ambiguous; give more digits"))),
+            (Some(_), Some(_)) => Err(Error::Invalid(format!(
+                "snapshot id prefix {spec:?} is ambiguous; give more digits"
+            ))),
             _ => Err(Error::NotFound {
                 what: "snapshot",
                 id: spec.to_string(),
@@ -437,7 +490,12 @@ impl Repository {
                 on_disk.insert(id);
             }
         }
-        let indexed: HashSet<Id> = self.index.snapshots()?.into_iter().map(|(id, _)| id).collect();
+        let indexed: HashSet<Id> = self
+            .index
+            .snapshots()?
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect();
         for id in indexed.difference(&on_disk) {
             self.index.remove_snapshot(id)?;
         }
@@ -483,7 +541,11 @@ impl Repository {
             }
             for e in fs::read_dir(&sub).at(&sub)? {
                 let p = e.at(&sub)?.path();
-                if let Some(id) = p.file_name().and_then(|n| n.to_str()).and_then(Id::from_hex) {
+                if let Some(id) = p
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .and_then(Id::from_hex)
+                {
                     paths.push((id, p));
                 }
             }
@@ -512,14 +574,26 @@ impl Repository {
     /// Creates a temp file for a new pack.
     fn new_pack_file(&self) -> Result<tempfile::NamedTempFile> {
         let tmp = self.tmp_dir();
-        tempfile::Builder::new().prefix("pack-").tempfile_in(&tmp).at(&tmp)
+        tempfile::Builder::new()
+            .prefix("pack-")
+            .tempfile_in(&tmp)
+            .at(&tmp)
     }
 
     /// Makes a finished pack durable under its final name, then indexes it.
-    fn commit_pack(&self, file: tempfile::NamedTempFile, id: &Id, size: u64, entries: &[pack::PackEntry]) -> Result<()> {
+    fn commit_pack(
+        &self,
+        file: tempfile::NamedTempFile,
+        id: &Id,
+        size: u64,
+        entries: &[pack::PackEntry],
+    ) -> Result<()> {
         file.as_file().sync_all().at(file.path())?;
         let dest = self.pack_path(id);
-        let dir = dest.parent().expect("pack paths have a parent").to_path_buf();
+        let dir = dest
+            .parent()
+            .expect("pack paths have a parent")
+            .to_path_buf();
         if !dir.exists() {
             fs::create_dir_all(&dir).at(&dir)?;
             fsync_dir(&self.root.join("packs"))?;
@@ -543,7 +617,10 @@ fn remove_index_files(root: &Path) -> Result<()> {
 
 /// Reads and validates a pack's header and trailer; returns its entries and size.
 pub fn read_pack_trailer(path: &Path) -> Result<(Vec<pack::PackEntry>, u64)> {
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let f = File::open(path).at(path)?;
     let len = f.metadata().at(path)?.len();
     if len < pack::HEADER_LEN + pack::FOOTER_LEN as u64 {
@@ -553,7 +630,8 @@ pub fn read_pack_trailer(path: &Path) -> Result<(Vec<pack::PackEntry>, u64)> {
     f.read_exact_at(&mut header, 0).at(path)?;
     pack::check_header(&name, &header)?;
     let mut footer = [0u8; pack::FOOTER_LEN];
-    f.read_exact_at(&mut footer, len - pack::FOOTER_LEN as u64).at(path)?;
+    f.read_exact_at(&mut footer, len - pack::FOOTER_LEN as u64)
+        .at(path)?;
     let (start, n) = pack::decode_footer(&name, &footer, len)?;
     let mut entries = vec![0u8; n];
     f.read_exact_at(&mut entries, start).at(path)?;

@@ -86,7 +86,11 @@ impl<'r> Saver<'r> {
             None => (Compression::Raw, Cow::Borrowed(raw)),
         };
         let raw_len = u32::try_from(raw.len()).expect("blobs are capped far below 4 GiB");
-        let slot = if kind.is_metadata() { &self.meta } else { &self.data };
+        let slot = if kind.is_metadata() {
+            &self.meta
+        } else {
+            &self.data
+        };
         let full = {
             let mut open = locked(slot);
             if open.is_none() {
@@ -107,7 +111,8 @@ impl<'r> Saver<'r> {
         };
         self.blobs.fetch_add(1, Ordering::Relaxed);
         self.raw.fetch_add(raw.len() as u64, Ordering::Relaxed);
-        self.stored.fetch_add(stored.len() as u64, Ordering::Relaxed);
+        self.stored
+            .fetch_add(stored.len() as u64, Ordering::Relaxed);
         if let Some(p) = full {
             self.commit(p)?;
         }

@@ -71,7 +71,11 @@ impl Running {
     /// tail (a successful command may still have warned).
     pub fn finish(mut self) -> Result<String> {
         let status = self.child.wait();
-        let tail = self.stderr.take().and_then(|t| t.join().ok()).unwrap_or_default();
+        let tail = self
+            .stderr
+            .take()
+            .and_then(|t| t.join().ok())
+            .unwrap_or_default();
         let tail = String::from_utf8_lossy(&tail).into_owned();
         let status = status.map_err(|e| Error::Command {
             command: self.command.clone(),
@@ -110,14 +114,23 @@ mod tests {
         assert_eq!(out, "hello\n");
         assert_eq!(r.finish().unwrap(), "warn\n");
 
-        let mut r = Running::spawn("echo partial; echo 'pg_dump: error: connection refused' >&2; exit 3").unwrap();
+        let mut r =
+            Running::spawn("echo partial; echo 'pg_dump: error: connection refused' >&2; exit 3")
+                .unwrap();
         r.stdout().read_to_end(&mut Vec::new()).unwrap();
         let e = r.finish().unwrap_err().to_string();
-        assert!(e.contains("exited with status 3") && e.contains("connection refused"), "{e}");
+        assert!(
+            e.contains("exited with status 3") && e.contains("connection refused"),
+            "{e}"
+        );
 
         let mut r = Running::spawn("kill -9 $$").unwrap();
         r.stdout().read_to_end(&mut Vec::new()).unwrap();
-        assert!(r.finish().unwrap_err().to_string().contains("killed by signal 9"));
+        assert!(r
+            .finish()
+            .unwrap_err()
+            .to_string()
+            .contains("killed by signal 9"));
     }
 
     #[test]

@@ -71,14 +71,17 @@ pub fn special(md: &Metadata) -> Option<Special> {
 /// should it have been replaced by a FIFO; checks it is still the inode `expected`
 /// describes.
 pub fn open_regular(path: &Path, expected: &Metadata) -> io::Result<File> {
-    let flags = rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::NONBLOCK | rustix::fs::OFlags::NOCTTY;
+    let flags =
+        rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::NONBLOCK | rustix::fs::OFlags::NOCTTY;
     let f = File::options()
         .read(true)
         .custom_flags(flags.bits() as i32)
         .open(path)?;
     let md = f.metadata()?;
     if !md.is_file() || md.ino() != expected.ino() || md.dev() != expected.dev() {
-        return Err(io::Error::other("replaced by another file while being backed up"));
+        return Err(io::Error::other(
+            "replaced by another file while being backed up",
+        ));
     }
     Ok(f)
 }
@@ -122,7 +125,9 @@ impl Excludes {
             if n == 0 {
                 return Ok(None);
             }
-            b.build().map(Some).map_err(|e| Error::Invalid(format!("--exclude: {e}")))
+            b.build()
+                .map(Some)
+                .map_err(|e| Error::Invalid(format!("--exclude: {e}")))
         };
         Ok(Excludes {
             by_path: build(path, np)?,
@@ -132,7 +137,8 @@ impl Excludes {
 
     /// Whether the entry at `path`, named `name`, is excluded.
     pub fn excluded(&self, path: &Path, name: &OsStr) -> bool {
-        self.by_name.as_ref().is_some_and(|g| g.is_match(name)) || self.by_path.as_ref().is_some_and(|g| g.is_match(path))
+        self.by_name.as_ref().is_some_and(|g| g.is_match(name))
+            || self.by_path.as_ref().is_some_and(|g| g.is_match(path))
     }
 }
 
@@ -153,7 +159,14 @@ mod tests {
     fn open_regular_refuses_fifo_and_symlink() {
         let d = tempfile::tempdir().unwrap();
         let fifo = d.path().join("fifo");
-        rustix::fs::mknodat(rustix::fs::CWD, &fifo, rustix::fs::FileType::Fifo, rustix::fs::Mode::from_raw_mode(0o600), 0).unwrap();
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            &fifo,
+            rustix::fs::FileType::Fifo,
+            rustix::fs::Mode::from_raw_mode(0o600),
+            0,
+        )
+        .unwrap();
         let md = std::fs::symlink_metadata(&fifo).unwrap();
         assert!(open_regular(&fifo, &md).is_err());
         let file = d.path().join("f");

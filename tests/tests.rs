@@ -1,0 +1,638 @@
+//! End-to-end tests through the real `snap` binary, by feature.
+
+mod util;
+
+use std::ffi::OsStr;
+use std::fs;
+use std::io::{Seek, SeekFrom, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{symlink, PermissionsExt};
+use std::path::Path;
+use std::time::Duration;
+
+use predicates::prelude::*;
+use util::{assert_same_tree, random_bytes, restored, Env};
+
+fn set_mtime(p: &Path, sec: i64, nsec: u32) {
+    let t = std::time::UNIX_EPOCH + Duration::new(sec as u64, nsec);
+    fs::File::options()
+        .write(true)
+        .open(p)
+        .unwrap()
+        .set_modified(t)
+        .unwrap();
+}
+
+/// A tree with every kind of entry the engine must carry.
+fn make_tree(root: &Path) {
+    fs::create_dir_all(root.join("a/b/c")).unwrap();
+    fs::write(root.join("a/empty"), b"").unwrap();
+    fs::write(root.join("a/small.txt"), b"hello snap\n").unwrap();
+    fs::write(root.join("a/b/c/deep.txt"), b"deep").unwrap();
+    fs::write(root.join("big.bin"), random_bytes(101 << 20, "big")).unwrap();
+    symlink("small.txt", root.join("a/rel-link")).unwrap();
+    symlink("/nonexistent/target", root.join("a/dangling")).unwrap();
+    fs::hard_link(root.join("a/small.txt"), root.join("a/b/hard")).unwrap();
+    let weird = root.join(OsStr::from_bytes(b"latin1-\xe9t\xe9"));
+    fs::write(&weird, b"non-utf8 name").unwrap();
+    let script = root.join("a/run.sh");
+    fs::write(&script, b"#!/bin/sh\necho hi\n").unwrap();
+    fs::set_permissions(&script, fs::Permissions::from_mode(0o750)).unwrap();
+    let secret = root.join("a/secret");
+    fs::write(&secret, b"s").unwrap();
+    fs::set_permissions(&secret, fs::Permissions::from_mode(0o600)).unwrap();
+    let mut sparse = fs::File::create(root.join("sparse")).unwrap();
+    sparse.seek(SeekFrom::Start(50 << 20)).unwrap();
+    sparse.write_all(b"end").unwrap();
+    drop(sparse);
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        &root.join("a/fifo"),
+        rustix::fs::FileType::Fifo,
+        rustix::fs::Mode::from_raw_mode(0o640),
+        0,
+    )
+    .unwrap();
+    set_mtime(&root.join("a/small.txt"), 1_500_000_000, 123_456_789);
+    set_mtime(&root.join("big.bin"), 1_600_000_000, 1);
+    // Directory mtimes last, after their contents changed.
+    for d in ["a/b/c", "a/b", "a"] {
+        let t = std::time::UNIX_EPOCH + Duration::new(1_400_000_000, 42);
+        fs::File::open(root.join(d))
+            .unwrap()
+            .set_modified(t)
+            .unwrap();
+    }
+}
+
+mod round_trip {
+    use super::*;
+
+    #[test]
+    fn tree_is_restored_byte_identical_with_metadata() {
+        let env = Env::new();
+        env.init();
+        let src = env.path("src");
+        make_tree(&src);
+        env.backup_json(&[src.to_str().unwrap()]);
+        let target = env.path("out");
+        env.restore("latest", &target);
+        assert_same_tree(&src, &restored(&target, &src));
+        let sparse = fs::metadata(restored(&target, &src).join("sparse")).unwrap();
+        use std::os::unix::fs::MetadataExt;
+        assert!(
+            sparse.blocks() * 512 < 1 << 20,
+            "sparse file restored with {} blocks",
+            sparse.blocks()
+        );
+    }
+
+    #[test]
+    fn include_restores_only_the_named_path() {
+        let env = Env::new();
+        env.init();
+        let src = env.path("src");
+        fs::create_dir_all(src.join("keep")).unwrap();
+        fs::create_dir_all(src.join("skip")).unwrap();
+        fs::write(src.join("keep/f"), b"1").unwrap();
+        fs::write(src.join("skip/f"), b"2").unwrap();
+        env.backup_json(&[src.to_str().unwrap()]);
+        let target = env.path("out");
+        let inc = format!("{}/keep", src.display());
+        env.snap(&[
+            "restore",
+            "latest",
+            "--target",
+            target.to_str().unwrap(),
+            "--include",
+            &inc,
+        ])
+        .assert()
+        .success();
+        assert_eq!(
+            fs::read(restored(&target, &src).join("keep/f")).unwrap(),
+            b"1"
+        );
+        assert!(!restored(&target, &src).join("skip").exists());
+    }
+
+    #[test]
+    fn ls_and_cat_show_the_snapshot() {
+        let env = Env::new();
+        env.init();
+        let src = env.path("src");
+        fs::create_dir_all(&src).unwrap();
+        fs::write(src.join("f.txt"), b"content").unwrap();
+        env.backup_json(&[
+            src.to_str().unwrap(),
+            "--command",
+            "printf dump",
+            "--as",
+            "db/x.sql",
+        ]);
+        env.snap(&["ls", "latest"])
+            .assert()
+            .success()
+            .stdout(predicate::str::contains("/db/x.sql").and(predicate::str::contains("f.txt")));
+        env.snap(&["cat", "latest", "db/x.sql"])
+            .assert()
+            .success()
+            .stdout("dump");
+        let f = format!("{}/f.txt", src.display());
+        env.snap(&["cat", "latest", &f])
+            .assert()
+            .success()
+            .stdout("content");
+        env.snap(&["cat", "latest", "db"])
+            .assert()
+            .failure()
+            .stderr(predicate::str::contains("not a file"));
+        env.snap(&["cat", "nosuch", "db/x.sql"])
+            .assert()
+            .failure()
+            .stderr(predicate::str::contains("not found"));
+    }
+}
+
+mod dedup {
+    use super::*;
+
+    #[test]
+    fn unchanged_second_backup_adds_almost_nothing_and_reads_nothing() {
+        let env = Env::new();
+        env.init();
+        let src = env.path("src");
+        fs::create_dir_all(&src).unwrap();
+        for i in 0..50 {
+            fs::write(
+                src.join(format!("f{i}")),
+                random_bytes(200_000, &i.to_string()),
+            )
+            .unwrap();
+        }
+        let first = env.backup_json(&[src.to_str().unwrap()]);
+        let second = env.backup_json(&[src.to_str().unwrap()]);
+        let added1 = first["summary"]["bytes_added"].as_u64().unwrap();
+        let added2 = second["summary"]["bytes_added"].as_u64().unwrap();
+        assert!(added1 >= 10_000_000);
+        assert!(added2 < 2_000, "second backup added {added2} bytes");
+        assert_eq!(second["summary"]["files_read"], 0);
+        assert_eq!(second["parent"], first["id"]);
+    }
+
+    #[test]
+    fn one_byte_insertion_in_100_mib_adds_few_chunks() {
+        let env = Env::new();
+        env.init();
+        let src = env.path("src");
+        fs::create_dir_all(&src).unwrap();
+        let mut data = random_bytes(100 << 20, "insert");
+        fs::write(src.join("big"), &data).unwrap();
+        env.backup_json(&[src.to_str().unwrap()]);
+        data.insert(37 << 20, b'!');
+        fs::write(src.join("big"), &data).unwrap();
+        let second = env.backup_json(&[src.to_str().unwrap()]);
+        let s = &second["summary"];
+        assert_eq!(s["files_read"], 1);
+        let raw = s["bytes_added_raw"].as_u64().unwrap();
+        let blobs = s["blobs_added"].as_u64().unwrap();
+        assert!(raw < 10 << 20, "insertion added {raw} raw bytes");
+        assert!(blobs <= 12, "insertion added {blobs} blobs");
+        let target = env.path("out");
+        env.restore("latest", &target);
+        assert!(fs::read(restored(&target, &src).join("big")).unwrap() == data);
+    }
+
+    #[test]
+    fn stdin_is_always_read_never_taken_from_the_parent() {
+        let env = Env::new();
+        env.init();
+        let src = env.path("src");
+        fs::create_dir_all(&src).unwrap();
+        fs::write(src.join("f"), b"x").unwrap();
+        for content in ["day one dump", "day two dump"] {
+            env.snap(&[
+                "backup",
+                "--stdin-name",
+                "db/dump.sql",
+                src.to_str().unwrap(),
+            ])
+            .write_stdin(content)
+            .assert()
+            .success();
+            env.snap(&["cat", "latest", "db/dump.sql"])
+                .assert()
+                .success()
+                .stdout(content);
+        }
+        for content in ["same length A", "same length B"] {
+            let cmd = format!("printf '{content}'");
+            env.snap(&[
+                "backup",
+                "--command",
+                &cmd,
+                "--as",
+                "out.txt",
+                src.to_str().unwrap(),
+            ])
+            .assert()
+            .success();
+            env.snap(&["cat", "latest", "out.txt"])
+                .assert()
+                .success()
+                .stdout(content);
+        }
+    }
+}
+
+mod commands {
+    use super::*;
+
+    #[test]
+    fn failing_command_records_no_snapshot() {
+        let env = Env::new();
+        env.init();
+        env.snap(&[
+            "backup",
+            "--command",
+            "echo partial; echo 'pg_dump: error: connection to server failed' >&2; exit 2",
+            "--as",
+            "db.sql",
+        ])
+        .assert()
+        .code(1)
+        .stderr(
+            predicate::str::contains("exited with status 2")
+                .and(predicate::str::contains("connection to server failed")),
+        );
+        env.snap(&[
+            "backup",
+            "--command",
+            "head -c 5000000 /dev/zero; kill -9 $$",
+            "--as",
+            "db.sql",
+        ])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("killed by signal 9"));
+        assert!(env.snapshots().is_empty());
+    }
+
+    #[test]
+    fn command_line_and_status_are_recorded() {
+        let env = Env::new();
+        env.init();
+        env.backup_json(&[
+            "--command",
+            "seq 1 1000",
+            "--as",
+            "n.txt",
+            "--tag",
+            "nightly",
+        ]);
+        let s = &env.snapshots()[0];
+        assert_eq!(s["sources"][0]["command"], "seq 1 1000");
+        assert_eq!(s["sources"][0]["exit_status"], 0);
+        assert_eq!(s["tags"][0], "nightly");
+    }
+
+    #[test]
+    fn mismatched_as_is_refused() {
+        let env = Env::new();
+        env.init();
+        env.snap(&["backup", "--command", "true"])
+            .assert()
+            .code(1)
+            .stderr(predicate::str::contains("--as"));
+        env.snap(&["backup", "--command", "true", "--as", "../x"])
+            .assert()
+            .code(1)
+            .stderr(predicate::str::contains("not a usable name"));
+    }
+}
+
+mod safety {
+    use super::*;
+
+    /// Finds the data pack holding most bytes.
+    fn largest_pack(repo: &Path) -> std::path::PathBuf {
+        let mut best = (0, None);
+        for sub in fs::read_dir(repo.join("packs")).unwrap() {
+            for f in fs::read_dir(sub.unwrap().path()).unwrap() {
+                let p = f.unwrap().path();
+                let len = fs::metadata(&p).unwrap().len();
+                if len > best.0 {
+                    best = (len, Some(p));
+                }
+            }
+        }
+        best.1.unwrap()
+    }
+
+    #[test]
+    fn flipped_byte_in_a_pack_is_detected_and_named() {
+        let env = Env::new();
+        env.init();
+        let src = env.path("src");
+        fs::create_dir_all(&src).unwrap();
+        fs::write(src.join("victim.bin"), random_bytes(3 << 20, "victim")).unwrap();
+        fs::write(src.join("other.txt"), b"unaffected").unwrap();
+        env.backup_json(&[src.to_str().unwrap()]);
+        let pack = largest_pack(&env.repo());
+        let mut bytes = fs::read(&pack).unwrap();
+        let mid = bytes.len() / 2;
+        bytes[mid] ^= 0x01;
+        fs::write(&pack, bytes).unwrap();
+        let target = env.path("out");
+        env.snap(&["restore", "latest", "--target", target.to_str().unwrap()])
+            .assert()
+            .code(1)
+            .stderr(
+                predicate::str::contains("victim.bin")
+                    .and(predicate::str::contains("checksum mismatch")),
+            );
+        assert!(
+            !restored(&target, &src).join("victim.bin").exists(),
+            "no damaged file is left behind"
+        );
+        assert_eq!(
+            fs::read(restored(&target, &src).join("other.txt")).unwrap(),
+            b"unaffected"
+        );
+        let f = format!("{}/victim.bin", src.display());
+        env.snap(&["cat", "latest", &f]).assert().code(1);
+    }
+
+    #[test]
+    fn restore_never_writes_through_a_symlink_in_the_target() {
+        let env = Env::new();
+        env.init();
+        let src = env.path("src");
+        fs::create_dir_all(src.join("d")).unwrap();
+        fs::write(src.join("d/file"), b"payload").unwrap();
+        env.backup_json(&[src.to_str().unwrap()]);
+        let target = env.path("out");
+        let outside = env.path("outside");
+        fs::create_dir_all(&outside).unwrap();
+        let dpath = restored(&target, &src).join("d");
+        fs::create_dir_all(dpath.parent().unwrap()).unwrap();
+        symlink(&outside, &dpath).unwrap();
+        env.snap(&["restore", "latest", "--target", target.to_str().unwrap()])
+            .assert()
+            .code(1);
+        assert_eq!(
+            fs::read_dir(&outside).unwrap().count(),
+            0,
+            "nothing written outside the target"
+        );
+    }
+
+    #[test]
+    fn deleted_index_is_rebuilt_with_identical_restores() {
+        let env = Env::new();
+        env.init();
+        let src = env.path("src");
+        make_small_tree(&src);
+        env.backup_json(&[
+            src.to_str().unwrap(),
+            "--command",
+            "seq 1 50000",
+            "--as",
+            "db/n",
+        ]);
+        fs::write(src.join("new"), b"day two").unwrap();
+        env.backup_json(&[
+            src.to_str().unwrap(),
+            "--command",
+            "seq 1 60000",
+            "--as",
+            "db/n",
+        ]);
+        let before = env.snapshots();
+        let a = env.path("a");
+        env.restore("latest", &a);
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = fs::remove_file(env.repo().join(format!("index.sqlite{suffix}")));
+        }
+        assert_eq!(env.snapshots(), before, "list after the index was deleted");
+        let b = env.path("b");
+        env.restore("latest", &b);
+        assert_same_tree(&a, &b);
+        env.snap(&["repair", "index"])
+            .assert()
+            .success()
+            .stdout(predicate::str::contains("2 snapshots"));
+        let c = env.path("c");
+        env.restore(before[0]["id"].as_str().unwrap(), &c);
+        env.snap(&["cat", &before[0]["short_id"].as_str().unwrap(), "db/n"])
+            .assert()
+            .success()
+            .stdout(predicate::function(|s: &[u8]| s.ends_with(b"\n50000\n")));
+    }
+
+    fn make_small_tree(root: &Path) {
+        fs::create_dir_all(root.join("x/y")).unwrap();
+        fs::write(root.join("x/y/z"), random_bytes(2 << 20, "z")).unwrap();
+        fs::write(root.join("x/t"), b"text").unwrap();
+    }
+
+    #[test]
+    fn kill_9_during_backup_leaves_a_working_repository() {
+        let env = Env::new();
+        env.init();
+        let src = env.path("src");
+        make_small_tree(&src);
+        env.backup_json(&[src.to_str().unwrap()]);
+        let big = env.path("stream.bin");
+        fs::write(&big, random_bytes(150 << 20, "stream")).unwrap();
+        let cmd = format!("cat {}", big.display());
+        for delay_ms in [50u64, 150, 300, 600, 1000] {
+            let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("snap"))
+                .env_remove("SNAP_REPO")
+                .args([
+                    "--repo",
+                    env.repo().to_str().unwrap(),
+                    "--quiet",
+                    "backup",
+                    "--command",
+                    &cmd,
+                    "--as",
+                    "s.bin",
+                ])
+                .arg(&src)
+                .spawn()
+                .unwrap();
+            std::thread::sleep(Duration::from_millis(delay_ms));
+            let _ = child.kill();
+            let _ = child.wait();
+            let snaps = env.snapshots();
+            assert!(!snaps.is_empty());
+            for s in &snaps {
+                let id = s["id"].as_str().unwrap();
+                let out = env.path(&format!("r-{}", &id[..8]));
+                env.restore(id, &out);
+                let _ = fs::remove_dir_all(&out);
+            }
+        }
+        let done = env.backup_json(&["--command", &cmd, "--as", "s.bin", src.to_str().unwrap()]);
+        let id = done["id"].as_str().unwrap();
+        let out = env.snap(&["cat", id, "s.bin"]).output().unwrap();
+        assert!(out.status.success());
+        assert!(
+            out.stdout == fs::read(&big).unwrap(),
+            "stream restored byte-identical after the kills"
+        );
+    }
+
+    #[test]
+    fn concurrent_backups_both_succeed() {
+        let env = Env::new();
+        env.init();
+        let (a, b) = (env.path("a"), env.path("b"));
+        fs::create_dir_all(&a).unwrap();
+        fs::create_dir_all(&b).unwrap();
+        fs::write(a.join("f"), random_bytes(20 << 20, "shared")).unwrap();
+        fs::write(b.join("f"), random_bytes(20 << 20, "shared")).unwrap();
+        fs::write(b.join("g"), random_bytes(5 << 20, "own")).unwrap();
+        let spawn = |p: &Path| {
+            std::process::Command::new(assert_cmd::cargo::cargo_bin("snap"))
+                .env_remove("SNAP_REPO")
+                .args(["--repo", env.repo().to_str().unwrap(), "--quiet", "backup"])
+                .arg(p)
+                .output()
+                .unwrap()
+        };
+        let (ra, rb) = std::thread::scope(|s| {
+            let ha = s.spawn(|| spawn(&a));
+            let hb = s.spawn(|| spawn(&b));
+            (ha.join().unwrap(), hb.join().unwrap())
+        });
+        assert!(
+            ra.status.success(),
+            "{}",
+            String::from_utf8_lossy(&ra.stderr)
+        );
+        assert!(
+            rb.status.success(),
+            "{}",
+            String::from_utf8_lossy(&rb.stderr)
+        );
+        let snaps = env.snapshots();
+        assert_eq!(snaps.len(), 2);
+        for s in &snaps {
+            let out = env.path(&format!("out-{}", s["short_id"].as_str().unwrap()));
+            env.restore(s["id"].as_str().unwrap(), &out);
+        }
+    }
+}
+
+mod ux {
+    use super::*;
+
+    #[test]
+    fn default_repository_is_created_on_first_backup() {
+        let env = Env::new();
+        let data = env.path("data");
+        fs::create_dir_all(&data).unwrap();
+        fs::write(data.join("f"), b"x").unwrap();
+        let home = env.path("home");
+        let mut c = assert_cmd::Command::cargo_bin("snap").unwrap();
+        c.env_remove("SNAP_REPO")
+            .env_remove("XDG_DATA_HOME")
+            .env("HOME", &home)
+            .args(["backup"])
+            .arg(&data)
+            .assert()
+            .success()
+            .stderr(predicate::str::contains("created a new repository at"))
+            .stdout(predicate::str::contains("snapshot"));
+        assert!(home.join(".local/share/snap/repo/config").exists());
+    }
+
+    #[test]
+    fn missing_repository_and_source_are_clear_errors() {
+        let env = Env::new();
+        env.snap(&["list"])
+            .assert()
+            .code(1)
+            .stderr(predicate::str::contains("snap init"));
+        env.init();
+        env.snap(&["backup", "/nonexistent/path"])
+            .assert()
+            .code(1)
+            .stderr(predicate::str::contains("/nonexistent/path"));
+        assert!(env.snapshots().is_empty());
+    }
+
+    #[test]
+    fn unreadable_file_is_a_warning_with_exit_3() {
+        if rustix::process::geteuid().is_root() {
+            // root reads everything; make the file vanish-proof unreadable another way
+            return unreadable_as_root();
+        }
+        let env = Env::new();
+        env.init();
+        let src = env.path("src");
+        fs::create_dir_all(&src).unwrap();
+        fs::write(src.join("ok"), b"fine").unwrap();
+        fs::write(src.join("locked"), b"secret").unwrap();
+        fs::set_permissions(src.join("locked"), fs::Permissions::from_mode(0o000)).unwrap();
+        env.snap(&["backup", src.to_str().unwrap()])
+            .assert()
+            .code(3)
+            .stderr(predicate::str::contains("locked"));
+        assert_eq!(env.snapshots().len(), 1);
+    }
+
+    /// As root, a directory that vanishes is not available, but a FIFO replacing a file
+    /// must not hang: a source FIFO is recorded, never opened.
+    fn unreadable_as_root() {
+        let env = Env::new();
+        env.init();
+        let src = env.path("src");
+        fs::create_dir_all(&src).unwrap();
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            &src.join("pipe"),
+            rustix::fs::FileType::Fifo,
+            rustix::fs::Mode::from_raw_mode(0o600),
+            0,
+        )
+        .unwrap();
+        env.snap(&["backup", src.to_str().unwrap()])
+            .timeout(Duration::from_secs(60))
+            .assert()
+            .success();
+        let p = format!("{}/pipe", src.display());
+        env.snap(&["ls", "latest", &p])
+            .assert()
+            .success()
+            .stdout(predicate::str::starts_with("p"));
+    }
+
+    #[test]
+    fn excludes_leave_entries_out() {
+        let env = Env::new();
+        env.init();
+        let src = env.path("src");
+        fs::create_dir_all(src.join("cache")).unwrap();
+        fs::write(src.join("keep.txt"), b"k").unwrap();
+        fs::write(src.join("drop.tmp"), b"d").unwrap();
+        fs::write(src.join("cache/x"), b"c").unwrap();
+        let cache_glob = format!("{}/cache", src.display());
+        env.backup_json(&[
+            src.to_str().unwrap(),
+            "--exclude",
+            "*.tmp",
+            "--exclude",
+            &cache_glob,
+        ]);
+        let out = env.snap(&["ls", "latest"]).output().unwrap();
+        let listing = String::from_utf8_lossy(&out.stdout);
+        assert!(listing.contains("keep.txt"));
+        assert!(
+            !listing.contains("drop.tmp") && !listing.contains("cache"),
+            "{listing}"
+        );
+    }
+}

@@ -1,0 +1,144 @@
+//! Helpers for the end-to-end tests: the real `snap` binary, generated data, tree
+//! comparison.
+
+use std::collections::HashMap;
+use std::fs;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use assert_cmd::Command;
+
+/// A scratch directory with a repository path inside it.
+pub struct Env {
+    pub dir: tempfile::TempDir,
+}
+
+impl Env {
+    pub fn new() -> Env {
+        Env {
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    pub fn path(&self, p: &str) -> PathBuf {
+        self.dir.path().join(p)
+    }
+
+    pub fn repo(&self) -> PathBuf {
+        self.path("repo")
+    }
+
+    /// `snap --repo <repo> ARGS...`, with a clean environment.
+    pub fn snap(&self, args: &[&str]) -> Command {
+        let mut c = Command::cargo_bin("snap").unwrap();
+        c.env_remove("SNAP_REPO")
+            .arg("--repo")
+            .arg(self.repo())
+            .args(args);
+        c
+    }
+
+    pub fn init(&self) {
+        self.snap(&["init"]).assert().success();
+    }
+
+    /// Runs a backup with `--json` and returns its output.
+    pub fn backup_json(&self, args: &[&str]) -> serde_json::Value {
+        let out = self
+            .snap(&[&["backup", "--json"], args].concat())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "backup failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
+    pub fn snapshots(&self) -> Vec<serde_json::Value> {
+        let out = self.snap(&["list", "--json"]).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
+    pub fn restore(&self, snapshot: &str, target: &Path) {
+        self.snap(&["restore", snapshot, "--target", target.to_str().unwrap()])
+            .assert()
+            .success();
+    }
+}
+
+/// Deterministic incompressible bytes (BLAKE3 in XOF mode).
+pub fn random_bytes(len: usize, seed: &str) -> Vec<u8> {
+    let mut out = vec![0u8; len];
+    blake3::Hasher::new()
+        .update(seed.as_bytes())
+        .finalize_xof()
+        .fill(&mut out);
+    out
+}
+
+/// The path of `src` as restored under `target` (sources keep their absolute path).
+pub fn restored(target: &Path, src: &Path) -> PathBuf {
+    target.join(src.strip_prefix("/").unwrap())
+}
+
+/// Asserts that two trees hold the same entries with the same types, permissions,
+/// mtimes (ns), contents, link targets and hard-link structure.
+pub fn assert_same_tree(a: &Path, b: &Path) {
+    let mut inode_map: HashMap<u64, u64> = HashMap::new();
+    compare(a, b, &mut inode_map, true);
+}
+
+/// `top`: the two roots themselves, whose mtimes may differ (a restore target's is not
+/// restored).
+fn compare(a: &Path, b: &Path, inodes: &mut HashMap<u64, u64>, top: bool) {
+    let ma = fs::symlink_metadata(a).unwrap();
+    let mb = fs::symlink_metadata(b).unwrap_or_else(|e| panic!("{}: {e}", b.display()));
+    assert_eq!(ma.file_type(), mb.file_type(), "type of {}", b.display());
+    if !ma.file_type().is_symlink() {
+        assert_eq!(ma.mode(), mb.mode(), "mode of {}", b.display());
+    }
+    if !top {
+        assert_eq!(
+            (ma.mtime(), ma.mtime_nsec()),
+            (mb.mtime(), mb.mtime_nsec()),
+            "mtime of {}",
+            b.display()
+        );
+    }
+    if ma.is_file() {
+        assert_eq!(ma.len(), mb.len(), "size of {}", b.display());
+        assert!(
+            fs::read(a).unwrap() == fs::read(b).unwrap(),
+            "content of {}",
+            b.display()
+        );
+        if ma.nlink() > 1 {
+            assert_eq!(ma.nlink(), mb.nlink(), "link count of {}", b.display());
+            let want = *inodes.entry(ma.ino()).or_insert(mb.ino());
+            assert_eq!(want, mb.ino(), "{} should be a hard link", b.display());
+        }
+    } else if ma.file_type().is_symlink() {
+        assert_eq!(fs::read_link(a).unwrap(), fs::read_link(b).unwrap());
+    } else if ma.is_dir() {
+        let names = |p: &Path| {
+            let mut v: Vec<_> = fs::read_dir(p)
+                .unwrap()
+                .map(|e| e.unwrap().file_name())
+                .collect();
+            v.sort();
+            v
+        };
+        let na = names(a);
+        assert_eq!(na, names(b), "entries of {}", b.display());
+        for n in na {
+            compare(&a.join(&n), &b.join(&n), inodes, false);
+        }
+    }
+}
