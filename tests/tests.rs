@@ -47,7 +47,7 @@ fn make_tree(root: &Path) {
     drop(sparse);
     rustix::fs::mknodat(
         rustix::fs::CWD,
-        &root.join("a/fifo"),
+        root.join("a/fifo"),
         rustix::fs::FileType::Fifo,
         rustix::fs::Mode::from_raw_mode(0o640),
         0,
@@ -424,7 +424,7 @@ mod safety {
             .stdout(predicate::str::contains("2 snapshots"));
         let c = env.path("c");
         env.restore(before[0]["id"].as_str().unwrap(), &c);
-        env.snap(&["cat", &before[0]["short_id"].as_str().unwrap(), "db/n"])
+        env.snap(&["cat", before[0]["short_id"].as_str().unwrap(), "db/n"])
             .assert()
             .success()
             .stdout(predicate::function(|s: &[u8]| s.ends_with(b"\n50000\n")));
@@ -593,7 +593,7 @@ mod ux {
         fs::create_dir_all(&src).unwrap();
         rustix::fs::mknodat(
             rustix::fs::CWD,
-            &src.join("pipe"),
+            src.join("pipe"),
             rustix::fs::FileType::Fifo,
             rustix::fs::Mode::from_raw_mode(0o600),
             0,
