@@ -1,1 +1,82 @@
-fn main() {}
+//! Throughput of the backup pipeline next to raw BLAKE3 on the same buffer.
+//!
+//! `blake3_1core`: single-threaded hash of the buffer (the floor of one core).
+//! `chunk_only`: FastCDC cut points (dump profile).
+//! `backup_stored`: a whole backup of a stream the repository already holds (chunk,
+//! hash, index lookup): the daily-dump case; target >= 70 % of BLAKE3 x cores.
+//! `backup_new`: a backup of new data into a fresh repository (adds zstd and packs).
+
+use std::io::Cursor;
+
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use snap::backup::{backup, BackupOptions};
+use snap::chunker::{ChunkParams, StreamChunker};
+use snap::progress::NoProgress;
+use snap::repo::Repository;
+
+const LEN: usize = 64 << 20;
+
+/// Half incompressible, half text-like: roughly what a dump with binary columns looks like.
+fn data() -> Vec<u8> {
+    let mut out = vec![0u8; LEN];
+    blake3::Hasher::new()
+        .update(b"bench")
+        .finalize_xof()
+        .fill(&mut out);
+    for (i, b) in out.iter_mut().enumerate() {
+        if (i / 4096) % 2 == 0 {
+            *b = b"0123456789 ,abcdef\n"[(*b % 19) as usize];
+        }
+    }
+    out
+}
+
+fn stream_backup(repo: &Repository, data: &[u8]) {
+    let opts = BackupOptions {
+        stdin_name: Some("db.sql".into()),
+        ..Default::default()
+    };
+    let mut input = Cursor::new(data);
+    backup(repo, &opts, Some(&mut input), &NoProgress).unwrap();
+}
+
+fn bench(c: &mut Criterion) {
+    let data = data();
+    let mut g = c.benchmark_group("pipeline");
+    g.throughput(Throughput::Bytes(LEN as u64));
+    g.sample_size(10);
+
+    g.bench_function("blake3_1core", |b| b.iter(|| blake3::hash(&data)));
+
+    g.bench_function("chunk_only", |b| {
+        b.iter(|| {
+            let mut ch = StreamChunker::new(ChunkParams::DUMP, None);
+            let mut r = Cursor::new(&data);
+            let mut n = 0;
+            while let Some(batch) = ch.next_batch(&mut r).unwrap() {
+                n += batch.cuts.len();
+            }
+            n
+        })
+    });
+
+    let dir = tempfile::tempdir().unwrap();
+    let repo = Repository::init(&dir.path().join("repo"), &Default::default()).unwrap();
+    stream_backup(&repo, &data);
+    g.bench_function("backup_stored", |b| b.iter(|| stream_backup(&repo, &data)));
+
+    g.bench_function("backup_new", |b| {
+        b.iter_with_setup(
+            || {
+                let d = tempfile::tempdir().unwrap();
+                let r = Repository::init(&d.path().join("repo"), &Default::default()).unwrap();
+                (d, r)
+            },
+            |(_d, r)| stream_backup(&r, &data),
+        )
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
