@@ -35,7 +35,7 @@ use crate::snapshot::{self, Snapshot, Source, Summary};
 use crate::source::command::Running;
 use crate::source::fs::{self as sfs, Special};
 use crate::tree::{
-    is_safe_name, Content, ListBuilder, ListNode, Meta, Node, NodeKind, Timestamp, Tree,
+    split_path, Content, ListBuilder, ListNode, Meta, Node, NodeKind, Timestamp, Tree,
 };
 
 /// What to back up and how.
@@ -90,17 +90,12 @@ pub struct BackupOutcome {
 
 /// Splits a name given for a stream (`db/ngw.dump`) into safe components.
 pub fn stream_components(name: &str) -> Result<Vec<Vec<u8>>> {
-    let comps: Vec<Vec<u8>> = name
-        .split('/')
-        .filter(|c| !c.is_empty())
-        .map(|c| c.as_bytes().to_vec())
-        .collect();
-    if comps.is_empty() || !comps.iter().all(|c| is_safe_name(c)) {
-        return Err(Error::Invalid(format!(
+    match split_path(name) {
+        Some(c) if !c.is_empty() => Ok(c),
+        _ => Err(Error::Invalid(format!(
             "{name:?} is not a usable name inside a snapshot (use a relative path such as db/app.sql, without . or ..)"
-        )));
+        ))),
     }
-    Ok(comps)
 }
 
 /// Runs a backup; `stdin` is read when `opts.stdin_name` is set.
@@ -210,10 +205,7 @@ pub fn backup(
     for (comps, abs) in &placed {
         let md = std::fs::symlink_metadata(abs).at(abs)?;
         let prev = match &parent {
-            Some((_, snap)) => {
-                let c: Vec<&[u8]> = comps.iter().map(|c| c.as_slice()).collect();
-                repo.find_node(&snap.tree, &c)?
-            }
+            Some((_, snap)) => repo.find_node(&snap.tree, comps)?,
             None => None,
         };
         let name = comps.last().cloned().unwrap_or_else(|| b"/".to_vec());

@@ -22,7 +22,7 @@ use crate::id::Id;
 use crate::progress::Progress;
 use crate::repo::Repository;
 use crate::snapshot::Snapshot;
-use crate::tree::{is_safe_name, Content, Meta, Node, NodeKind};
+use crate::tree::{split_path, Content, Meta, Node, NodeKind};
 
 /// What to restore and where.
 #[derive(Clone, Debug, Default)]
@@ -52,17 +52,11 @@ pub struct RestoreOutcome {
 
 /// Splits a path inside a snapshot (`/srv/ngw`, `db/x.sql`) into safe components.
 pub fn snapshot_path(p: &str) -> Result<Vec<Vec<u8>>> {
-    let comps: Vec<Vec<u8>> = p
-        .split('/')
-        .filter(|c| !c.is_empty())
-        .map(|c| c.as_bytes().to_vec())
-        .collect();
-    if !comps.iter().all(|c| is_safe_name(c)) {
-        return Err(Error::Invalid(format!(
+    split_path(p).ok_or_else(|| {
+        Error::Invalid(format!(
             "{p:?}: paths inside a snapshot may not contain . or .."
-        )));
-    }
-    Ok(comps)
+        ))
+    })
 }
 
 /// Restores `snap` into `opts.target`.
@@ -99,9 +93,8 @@ pub fn restore(
     } else {
         for inc in &opts.include {
             let comps = snapshot_path(inc)?;
-            let refs: Vec<&[u8]> = comps.iter().map(|c| c.as_slice()).collect();
             let node = repo
-                .find_node(&snap.tree, &refs)?
+                .find_node(&snap.tree, &comps)?
                 .ok_or_else(|| Error::NotFound {
                     what: "path in snapshot",
                     id: inc.clone(),

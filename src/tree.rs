@@ -143,6 +143,15 @@ pub fn is_safe_name(name: &[u8]) -> bool {
     !name.is_empty() && name != b"." && name != b".." && !name.contains(&b'/') && !name.contains(&0)
 }
 
+/// Splits a `/`-separated path inside a snapshot (`/srv/ngw`, `db/x.sql`) into its
+/// components; `None` when one of them is `.` or `..` (or otherwise unsafe).
+pub fn split_path(p: &str) -> Option<Vec<Vec<u8>>> {
+    p.split('/')
+        .filter(|c| !c.is_empty())
+        .map(|c| is_safe_name(c.as_bytes()).then(|| c.as_bytes().to_vec()))
+        .collect()
+}
+
 impl Tree {
     /// Sorts entries by name. Encoding requires sorted, unique names.
     pub fn sort(&mut self) {

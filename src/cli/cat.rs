@@ -20,8 +20,7 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
     let repo = ctx.open(false)?;
     let (id, snap) = repo.find_snapshot(&a.snapshot)?;
     let comps = snapshot_path(&a.path)?;
-    let refs: Vec<&[u8]> = comps.iter().map(|c| c.as_slice()).collect();
-    let node = repo.find_node(&snap.tree, &refs)?;
+    let node = repo.find_node(&snap.tree, &comps)?;
     let Some(NodeKind::File(content)) = node.map(|n| n.kind) else {
         bail!(
             "{} is not a file in snapshot {} (see `snap ls {}`)",

@@ -70,8 +70,7 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
     let repo = ctx.open(false)?;
     let (_, snap) = repo.find_snapshot(&a.snapshot)?;
     let comps = snapshot_path(a.path.as_deref().unwrap_or("/"))?;
-    let refs: Vec<&[u8]> = comps.iter().map(|c| c.as_slice()).collect();
-    let Some(node) = repo.find_node(&snap.tree, &refs)? else {
+    let Some(node) = repo.find_node(&snap.tree, &comps)? else {
         bail!(
             "{} is not in snapshot {}",
             a.path.unwrap_or_default(),

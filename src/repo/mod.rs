@@ -395,7 +395,7 @@ impl Repository {
 
     /// Finds the node at `path` (components) below tree `root`; the empty path is the
     /// root itself, returned as a directory node.
-    pub fn find_node(&self, root: &Id, path: &[&[u8]]) -> Result<Option<Node>> {
+    pub fn find_node(&self, root: &Id, path: &[Vec<u8>]) -> Result<Option<Node>> {
         let mut node = Node {
             name: b"/".to_vec(),
             kind: NodeKind::Dir(*root),
