@@ -136,6 +136,7 @@ pub fn backup(
         placed.push((comps, abs));
     }
     let _lock = repo.lock(false, "backup")?;
+    repo.remove_stale_tmp();
     let host = opts.host.clone().unwrap_or_else(hostname);
     let parent = if opts.no_parent {
         None
@@ -205,7 +206,13 @@ pub fn backup(
     for (comps, abs) in &placed {
         let md = std::fs::symlink_metadata(abs).at(abs)?;
         let prev = match &parent {
-            Some((_, snap)) => repo.find_node(&snap.tree, comps)?,
+            Some((_, snap)) => repo.find_node(&snap.tree, comps).unwrap_or_else(|e| {
+                log::warn!(
+                    "{}: parent snapshot unreadable ({e}); reading every file",
+                    abs.display()
+                );
+                None
+            }),
             None => None,
         };
         let name = comps.last().cloned().unwrap_or_else(|| b"/".to_vec());
@@ -520,7 +527,16 @@ impl Run<'_> {
             Some(Node {
                 kind: NodeKind::Dir(id),
                 ..
-            }) => Some(self.repo.load_tree(id)?),
+            }) => match self.repo.load_tree(id) {
+                Ok(t) => Some(t),
+                Err(e) => {
+                    log::warn!(
+                        "{}: parent snapshot unreadable here ({e}); reading every file",
+                        path.display()
+                    );
+                    None
+                }
+            },
             _ => None,
         };
         let nodes: Vec<Option<Node>> = entries

@@ -41,6 +41,8 @@ use crate::tree::{Content, ListNode, Node, NodeKind, Tree, MAX_META_BLOB};
 
 const INDEX_FILE: &str = "index.sqlite";
 const OPEN_PACKS: usize = 64;
+/// Age after which an untouched file in `tmp/` is a leftover.
+const STALE_TMP: std::time::Duration = std::time::Duration::from_secs(3600);
 
 /// Options of a new repository.
 #[derive(Clone, Debug)]
@@ -569,6 +571,26 @@ impl Repository {
             blobs: blobs.into_inner(),
             snapshots: 0,
         })
+    }
+
+    /// Deletes files in `tmp/` that nothing has written to for an hour: leftovers of a
+    /// killed process (a pack being written is touched continuously). Best effort.
+    pub fn remove_stale_tmp(&self) {
+        let Ok(entries) = fs::read_dir(self.tmp_dir()) else {
+            return;
+        };
+        for e in entries.flatten() {
+            let age = e
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .unwrap_or_default();
+            if age > STALE_TMP {
+                log::debug!("removing stale temp file {}", e.path().display());
+                let _ = fs::remove_file(e.path());
+            }
+        }
     }
 
     /// Creates a temp file for a new pack.
