@@ -165,6 +165,7 @@ pub fn backup(
             .ok_or_else(|| Error::Invalid("--stdin-name given but no standard input".into()))?;
         let (content, size) = run.ingest(input, stream_params, None)?.at("<stdin>")?;
         add(&run.counts.files, 1);
+        add(&run.counts.files_read, 1);
         root.insert(&comps, stream_node(content, size, now))?;
         sources.push(Source::Stdin {
             name: name.clone(),
@@ -195,6 +196,7 @@ pub fn backup(
             ));
         }
         add(&run.counts.files, 1);
+        add(&run.counts.files_read, 1);
         root.insert(&comps, stream_node(content, size, now))?;
         sources.push(Source::Command {
             command: command.clone(),
