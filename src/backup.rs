@@ -25,7 +25,7 @@ use std::time::Instant;
 use chrono::Utc;
 use rayon::prelude::*;
 
-use crate::chunker::{ChunkParams, Profile, StreamChunker};
+use crate::chunker::{Batch, ChunkParams, Profile, StreamChunker};
 use crate::error::{Error, IoContext, Result};
 use crate::id::Id;
 use crate::pack::BlobKind;
@@ -102,7 +102,7 @@ pub fn stream_components(name: &str) -> Result<Vec<Vec<u8>>> {
 pub fn backup(
     repo: &Repository,
     opts: &BackupOptions,
-    stdin: Option<&mut dyn Read>,
+    stdin: Option<&mut (dyn Read + Send)>,
     progress: &dyn Progress,
 ) -> Result<BackupOutcome> {
     let started = Instant::now();
@@ -373,11 +373,27 @@ impl Run<'_> {
             .unwrap_or_default()
     }
 
-    /// Chunks, stores and lists a stream. The outer error is the repository's (fatal),
-    /// the inner one the reader's (the caller decides).
+    /// Hashes, deduplicates and stores the chunks of one window, in parallel.
+    fn save_chunks(&self, batch: &Batch) -> Result<Vec<Id>> {
+        let save = |c: &std::ops::Range<usize>| -> Result<Id> {
+            let d = &batch.data[c.clone()];
+            let id = Id::hash(d);
+            self.saver.save_hashed(BlobKind::Data, id, d)?;
+            Ok(id)
+        };
+        if batch.cuts.len() > 1 {
+            batch.cuts.par_iter().map(save).collect()
+        } else {
+            batch.cuts.iter().map(save).collect()
+        }
+    }
+
+    /// Chunks, stores and lists a stream; the next window is read and chunked while
+    /// the current one is hashed and stored. The outer error is the repository's
+    /// (fatal), the inner one the reader's (the caller decides).
     fn ingest(
         &self,
-        r: &mut dyn Read,
+        r: &mut (dyn Read + Send),
         params: ChunkParams,
         hint: Option<u64>,
     ) -> Result<io::Result<(Content, u64)>> {
@@ -386,30 +402,23 @@ impl Run<'_> {
         let mut chunker = StreamChunker::new(params, hint);
         let mut list = ListBuilder::default();
         let mut total = 0u64;
+        let mut next = chunker.next_batch(r);
         loop {
-            let batch = match chunker.next_batch(r) {
+            let batch = match next {
                 Ok(Some(b)) => b,
                 Ok(None) => break,
                 Err(e) => return Ok(Err(e)),
             };
-            let data = batch.data;
-            let save = |c: &std::ops::Range<usize>| -> Result<Id> {
-                let d = &data[c.clone()];
-                let id = Id::hash(d);
-                saver.save_hashed(BlobKind::Data, id, d)?;
-                Ok(id)
-            };
-            let ids: Vec<Id> = if batch.cuts.len() > 1 {
-                batch.cuts.par_iter().map(save).collect::<Result<_>>()?
-            } else {
-                batch.cuts.iter().map(save).collect::<Result<_>>()?
-            };
-            let n = batch.cuts.last().map_or(0, |c| c.end) as u64;
+            let (following, ids) =
+                rayon::join(|| chunker.next_batch(r), || self.save_chunks(&batch));
+            let n = batch.data.len() as u64;
             total += n;
             self.progress.bytes(n);
-            for id in ids {
+            for id in ids? {
                 list.push(id, &mut store_list)?;
             }
+            chunker.recycle(batch.data);
+            next = following;
         }
         add(&self.counts.bytes_read, total);
         Ok(Ok((list.finish(&mut store_list)?, total)))

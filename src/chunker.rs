@@ -112,14 +112,16 @@ pub struct StreamChunker {
     buf: Vec<u8>,
     window: usize,
     len: usize,
-    consumed: usize,
     eof: bool,
+    spare: Option<Vec<u8>>,
 }
 
-/// The chunks found in one window: `data[cut]` for each cut, in stream order.
-pub struct Batch<'a> {
-    /// The window's bytes.
-    pub data: &'a [u8],
+/// The chunks found in one window: `data[cut]` for each cut, in stream order. The
+/// batch owns its bytes, so the next window can be chunked while this one is processed;
+/// give `data` back with [`StreamChunker::recycle`] to reuse its allocation.
+pub struct Batch {
+    /// The window's bytes, ending where the last chunk ends.
+    pub data: Vec<u8>,
     /// Chunk ranges within `data`.
     pub cuts: Vec<Range<usize>>,
 }
@@ -140,19 +142,14 @@ impl StreamChunker {
             buf: vec![0; first.max(1)],
             window,
             len: 0,
-            consumed: 0,
             eof: false,
+            spare: None,
         }
     }
 
     /// Reads more of `r` and returns the next chunks whose bounds are final, or `None`
-    /// once the stream is exhausted. A batch may be empty only when the stream is.
-    pub fn next_batch<R: Read + ?Sized>(&mut self, r: &mut R) -> io::Result<Option<Batch<'_>>> {
-        if self.consumed > 0 {
-            self.buf.copy_within(self.consumed..self.len, 0);
-            self.len -= self.consumed;
-            self.consumed = 0;
-        }
+    /// once the stream is exhausted. A returned batch holds at least one chunk.
+    pub fn next_batch<R: Read + ?Sized>(&mut self, r: &mut R) -> io::Result<Option<Batch>> {
         loop {
             while !self.eof && self.len < self.buf.len() {
                 match r.read(&mut self.buf[self.len..]) {
@@ -170,17 +167,39 @@ impl StreamChunker {
         if self.len == 0 {
             return Ok(None);
         }
-        let data = &self.buf[..self.len];
         let p = self.params;
         let mut cuts = Vec::new();
-        for c in FastCDC::new(data, p.min, p.avg, p.max) {
+        for c in FastCDC::new(&self.buf[..self.len], p.min, p.avg, p.max) {
             if !self.eof && self.len - c.offset < p.max as usize {
                 break;
             }
             cuts.push(c.offset..c.offset + c.length);
         }
-        self.consumed = cuts.last().map_or(0, |c| c.end);
+        let end = cuts.last().map_or(0, |c| c.end);
+        let tail = self.len - end;
+        // The bytes after the last cut move to the next buffer; the window is handed out.
+        let next = if self.eof && tail == 0 {
+            Vec::new()
+        } else {
+            let mut next = match self.spare.take() {
+                Some(b) if b.len() == self.buf.len() => b,
+                _ => vec![0; self.buf.len()],
+            };
+            next[..tail].copy_from_slice(&self.buf[end..self.len]);
+            next
+        };
+        let mut data = std::mem::replace(&mut self.buf, next);
+        data.truncate(end);
+        self.len = tail;
         Ok(Some(Batch { data, cuts }))
+    }
+
+    /// Takes back a batch's buffer for reuse.
+    pub fn recycle(&mut self, mut data: Vec<u8>) {
+        if data.capacity() == self.buf.len() && self.buf.len() == self.window {
+            data.resize(self.window, 0);
+            self.spare = Some(data);
+        }
     }
 }
 
@@ -223,10 +242,12 @@ mod tests {
         let mut pos = 0;
         let mut out = Vec::new();
         while let Some(b) = ch.next_batch(&mut r).unwrap() {
+            assert!(!b.cuts.is_empty());
             for c in &b.cuts {
                 out.push((pos + c.start, c.len()));
             }
-            pos += b.cuts.last().map_or(0, |c| c.end);
+            pos += b.data.len();
+            ch.recycle(b.data);
         }
         out
     }

@@ -70,8 +70,8 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
         no_parent: a.force,
     };
     let bar = Bar::new(ctx, "backup");
-    let mut stdin = std::io::stdin().lock();
-    let input: Option<&mut dyn std::io::Read> = if a.stdin_name.is_some() {
+    let mut stdin = std::io::stdin();
+    let input: Option<&mut (dyn std::io::Read + Send)> = if a.stdin_name.is_some() {
         Some(&mut stdin)
     } else {
         None
