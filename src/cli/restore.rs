@@ -18,6 +18,9 @@ pub struct Args {
     /// Restore only this path of the snapshot (repeatable)
     #[arg(long, value_name = "PATH")]
     include: Vec<String>,
+    /// Print the result as JSON
+    #[arg(long)]
+    json: bool,
 }
 
 pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
@@ -42,7 +45,19 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
             a.target.display()
         );
     }
-    if !ctx.quiet {
+    if a.json {
+        let v = serde_json::json!({
+            "snapshot": id,
+            "target": a.target,
+            "files": out.files,
+            "dirs": out.dirs,
+            "others": out.others,
+            "bytes": out.bytes,
+            "warnings": out.warnings,
+            "seconds": started.elapsed().as_secs_f64(),
+        });
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else if !ctx.quiet {
         println!(
             "restored snapshot {} to {}: {} files, {} dirs, {} in {:.1} s",
             id.short(),
