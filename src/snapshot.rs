@@ -58,6 +58,11 @@ pub enum Source {
         /// Chunking profile used.
         profile: Profile,
     },
+    /// A NextGIS Web instance, stored under `ngw/` (see `backup::ngw`).
+    Ngw {
+        /// Its `config.ini`.
+        config: String,
+    },
     /// A command's standard output, stored as one file.
     Command {
         /// The command line, run by `sh -c`.
@@ -131,15 +136,19 @@ impl Snapshot {
         serde_json::from_slice(b).map_err(|e| Error::corrupt("snapshot", id, e))
     }
 
-    /// Paths of the `Path` sources, for parent matching and listings.
-    pub fn paths(&self) -> Vec<&str> {
-        self.sources
+    /// What a later backup must share with this one to use it as its parent: the
+    /// sorted file-system sources (paths and NGW instances). Streams never count.
+    pub fn parent_key(sources: &[Source]) -> Vec<String> {
+        let mut key: Vec<String> = sources
             .iter()
             .filter_map(|s| match s {
-                Source::Path { path } => Some(path.as_str()),
+                Source::Path { path } => Some(format!("path:{path}")),
+                Source::Ngw { config } => Some(format!("ngw:{config}")),
                 _ => None,
             })
-            .collect()
+            .collect();
+        key.sort_unstable();
+        key
     }
 }
 
@@ -150,6 +159,7 @@ impl Source {
             Source::Path { path } => path.clone(),
             Source::Stdin { name, .. } => format!("{name} (stdin)"),
             Source::Command { name, .. } => format!("{name} (command)"),
+            Source::Ngw { config } => format!("ngw/ (NextGIS Web, {config})"),
         }
     }
 }
@@ -193,7 +203,7 @@ mod tests {
             Snapshot::decode(&Id::hash(b"x"), &b),
             Err(Error::ChecksumMismatch { .. })
         ));
-        assert_eq!(s.paths(), vec!["/srv/ngw"]);
+        assert_eq!(Snapshot::parent_key(&s.sources), vec!["path:/srv/ngw"]);
     }
 
     #[test]

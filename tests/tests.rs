@@ -636,3 +636,304 @@ mod ux {
         );
     }
 }
+
+mod ngw {
+    use super::*;
+    use util::pg::Pg;
+
+    const UUIDS: [&str; 5] = [
+        "0a1b2c3d4e5f60718293a4b5c6d7e8f9",
+        "1b2c3d4e5f60718293a4b5c6d7e8f90a",
+        "2c3d4e5f60718293a4b5c6d7e8f90a1b",
+        "3d4e5f60718293a4b5c6d7e8f90a1b2c",
+        "4e5f60718293a4b5c6d7e8f90a1b2c3d",
+    ];
+
+    /// An NGW-shaped instance: database, file storage, a custom font, config.ini.
+    struct Instance {
+        pg: Pg,
+        env: Env,
+    }
+
+    impl Instance {
+        fn new() -> Option<Instance> {
+            let pg = Pg::start()?;
+            let env = Env::new();
+            pg.createdb("ngw");
+            pg.sql(
+                "ngw",
+                "CREATE EXTENSION pg_trgm;
+                 CREATE TABLE fileobj (id serial PRIMARY KEY, component varchar(50) NOT NULL, uuid varchar(32) NOT NULL);
+                 CREATE TABLE core_setting (component varchar, name varchar, value text, PRIMARY KEY (component, name));
+                 CREATE TABLE core_migration (component varchar, revision varchar);
+                 CREATE TABLE pyramid_session (id text PRIMARY KEY, data text);
+                 CREATE TABLE auth_oauth_atoken (id text PRIMARY KEY, data text);
+                 CREATE SCHEMA tile_cache; CREATE TABLE tile_cache.tiles (z int, x int, y int, tile bytea);
+                 CREATE SCHEMA vector_layer;
+                 CREATE TABLE vector_layer.layer_roads (id serial PRIMARY KEY, geom bytea, name text);
+                 INSERT INTO vector_layer.layer_roads (geom, name)
+                   SELECT decode(md5(i::text), 'hex'), 'road ' || i FROM generate_series(1, 20000) i;
+                 INSERT INTO core_setting VALUES ('core', 'system.name', 'Test NGW');
+                 INSERT INTO core_migration VALUES ('core', '2026-01-01');
+                 INSERT INTO pyramid_session VALUES ('s1', 'secret session');
+                 INSERT INTO auth_oauth_atoken VALUES ('t1', 'secret token');
+                 INSERT INTO tile_cache.tiles VALUES (1, 2, 3, 'tile');",
+            );
+            let inst = Instance { pg, env };
+            for (i, u) in UUIDS.iter().enumerate() {
+                inst.add_blob(
+                    if i % 2 == 0 {
+                        "raster_layer"
+                    } else {
+                        "feature_attachment"
+                    },
+                    u,
+                );
+            }
+            fs::create_dir_all(inst.env.path("sdir/core/fontconfig")).unwrap();
+            fs::write(
+                inst.env.path("sdir/core/fontconfig/Custom_Font-1.ttf"),
+                b"font bytes",
+            )
+            .unwrap();
+            fs::write(
+                inst.env.path("sdir/core/fontconfig/ignored.woff"),
+                b"not a font NGW takes",
+            )
+            .unwrap();
+            let cfg = format!(
+                "[core]\ndatabase.host = {}\ndatabase.port = 5432\ndatabase.name = ngw\ndatabase.user = postgres\nsdir = {}\n\n[file_storage]\npath = {}\n",
+                inst.pg.sock(),
+                inst.env.path("sdir").display(),
+                inst.env.path("fs").display()
+            );
+            fs::write(inst.env.path("config.ini"), cfg).unwrap();
+            inst.env.init();
+            Some(inst)
+        }
+
+        fn add_blob(&self, component: &str, uuid: &str) {
+            let p = self.blob(component, uuid);
+            fs::create_dir_all(p.parent().unwrap()).unwrap();
+            fs::write(&p, random_bytes(1 << 20, uuid)).unwrap();
+            self.pg.sql(
+                "ngw",
+                &format!("INSERT INTO fileobj (component, uuid) VALUES ('{component}', '{uuid}')"),
+            );
+        }
+
+        fn blob(&self, component: &str, uuid: &str) -> std::path::PathBuf {
+            self.env.path(&format!(
+                "fs/{component}/{}/{}/{uuid}",
+                &uuid[..2],
+                &uuid[2..4]
+            ))
+        }
+
+        fn config(&self) -> String {
+            self.env.path("config.ini").display().to_string()
+        }
+
+        fn cat(&self, path: &str) -> Vec<u8> {
+            let out = self.env.snap(&["cat", "latest", path]).output().unwrap();
+            assert!(
+                out.status.success(),
+                "cat {path}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            out.stdout
+        }
+
+        /// Restores the snapshot's dump and loads it with NGW's pg_restore command into a
+        /// fresh database `db`.
+        fn pg_restore_into(&self, db: &str) {
+            let target = self.env.path(&format!("restore-{db}"));
+            self.env
+                .snap(&[
+                    "restore",
+                    "latest",
+                    "--target",
+                    target.to_str().unwrap(),
+                    "--include",
+                    "ngw/postgres",
+                ])
+                .assert()
+                .success();
+            self.pg.createdb(db);
+            // Like NGW, the target database must already have the extensions.
+            self.pg.sql(db, "CREATE EXTENSION pg_trgm");
+            let dir = target.join("ngw/postgres");
+            let out = self
+                .pg
+                .client("pg_restore", db)
+                .args([
+                    "--clean",
+                    "--if-exists",
+                    "--no-owner",
+                    "--no-privileges",
+                    "--exit-on-error",
+                    "--use-list",
+                ])
+                .arg(dir.join("restore"))
+                .arg("--dbname")
+                .arg(db)
+                .arg(&dir)
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "pg_restore: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+
+        fn tables_dump(&self, db: &str) -> String {
+            let out = self
+                .pg
+                .client("pg_dump", db)
+                .args([
+                    "-Fp",
+                    "--restrict-key=snaptest",
+                    "--data-only",
+                    "-t",
+                    "fileobj",
+                    "-t",
+                    "core_setting",
+                    "-t",
+                    "vector_layer.*",
+                ])
+                .output()
+                .unwrap();
+            assert!(out.status.success());
+            String::from_utf8(out.stdout)
+                .unwrap()
+                .lines()
+                .filter(|l| !l.starts_with("-- Dumped"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        }
+    }
+
+    #[test]
+    fn instance_backup_is_consistent_restorable_and_incremental() {
+        let Some(inst) = Instance::new() else { return };
+        let first = inst.env.backup_json(&["--ngw", &inst.config()]);
+
+        // $index exactly as NGW writes it, in (component, uuid) order.
+        let index = String::from_utf8(inst.cat("ngw/component/file_storage/$index")).unwrap();
+        let lines: Vec<&str> = index.lines().collect();
+        assert_eq!(lines.len(), 5);
+        assert_eq!(
+            lines[0],
+            format!("{{\"id\": 1, \"identity\": \"fileobj\", \"payload\": {{\"component\": \"feature_attachment\", \"uuid\": \"{}\"}}}}", UUIDS[1])
+        );
+        assert!(index.ends_with('\n'));
+        let fonts = String::from_utf8(inst.cat("ngw/component/core/$index")).unwrap();
+        assert_eq!(fonts, "{\"id\": 1, \"identity\": \"font\", \"payload\": {\"component\": \"core\", \"filename\": \"Custom_Font-1.ttf\"}}\n");
+        assert_eq!(inst.cat("ngw/fonts/Custom_Font-1.ttf"), b"font bytes");
+        let u = UUIDS[0];
+        let blob = inst.cat(&format!(
+            "ngw/file_storage/raster_layer/{}/{}/{u}",
+            &u[..2],
+            &u[2..4]
+        ));
+        assert!(blob == fs::read(inst.blob("raster_layer", u)).unwrap());
+
+        // NGW's restore list: extension entries and their comments commented out.
+        let restore = String::from_utf8(inst.cat("ngw/postgres/restore")).unwrap();
+        assert!(
+            restore
+                .lines()
+                .any(|l| l.starts_with(';') && l.contains("EXTENSION - pg_trgm")),
+            "{restore}"
+        );
+        assert!(
+            restore
+                .lines()
+                .any(|l| l.starts_with(';') && l.contains("COMMENT - EXTENSION pg_trgm")),
+            "{restore}"
+        );
+        assert!(restore
+            .lines()
+            .any(|l| !l.starts_with(';') && l.contains("TABLE DATA vector_layer layer_roads")));
+
+        // The dump restores with NGW's pg_restore command; excluded data stays out.
+        inst.pg_restore_into("copy1");
+        assert_eq!(inst.tables_dump("copy1"), inst.tables_dump("ngw"));
+        assert_eq!(
+            inst.pg
+                .sql("copy1", "SELECT count(*) FROM pyramid_session")
+                .trim(),
+            "0"
+        );
+        assert_eq!(
+            inst.pg
+                .sql("copy1", "SELECT count(*) FROM auth_oauth_atoken")
+                .trim(),
+            "0"
+        );
+        assert_eq!(
+            inst.pg
+                .sql("copy1", "SELECT count(*) FROM tile_cache.tiles")
+                .trim(),
+            "0"
+        );
+
+        // Day two: rows change, a layer table and a blob are added.
+        inst.pg.sql(
+            "ngw",
+            "UPDATE vector_layer.layer_roads SET name = name || ' (renamed)' WHERE id % 1000 = 0;
+             CREATE TABLE vector_layer.layer_rivers (id serial PRIMARY KEY, name text);
+             INSERT INTO vector_layer.layer_rivers (name) SELECT 'river ' || i FROM generate_series(1, 100) i;",
+        );
+        inst.add_blob("raster_layer", "5f60718293a4b5c6d7e8f90a1b2c3d4e");
+        let second = inst.env.backup_json(&["--ngw", &inst.config()]);
+        let s = &second["summary"];
+        assert_eq!(second["parent"], first["id"]);
+        let unread = s["files"].as_u64().unwrap() - s["files_read"].as_u64().unwrap();
+        assert_eq!(unread, 6, "the 5 old blobs and the font are not read again");
+        let added = s["bytes_added"].as_u64().unwrap();
+        let first_added = first["summary"]["bytes_added"].as_u64().unwrap();
+        assert!(
+            added < (1 << 20) + first_added / 10,
+            "day two added {added} bytes (day one {first_added})"
+        );
+        inst.pg_restore_into("copy2");
+        assert_eq!(inst.tables_dump("copy2"), inst.tables_dump("ngw"));
+    }
+
+    #[test]
+    fn failures_record_no_snapshot() {
+        let Some(inst) = Instance::new() else { return };
+        let u = UUIDS[3];
+        fs::remove_file(inst.blob("feature_attachment", u)).unwrap();
+        inst.env
+            .snap(&["backup", "--ngw", &inst.config()])
+            .assert()
+            .code(1)
+            .stderr(
+                predicate::str::contains(u).and(predicate::str::contains("no snapshot recorded")),
+            );
+        let bad = inst.env.path("bad.ini");
+        fs::write(
+            &bad,
+            fs::read_to_string(inst.config())
+                .unwrap()
+                .replace("database.name = ngw", "database.name = nosuchdb"),
+        )
+        .unwrap();
+        inst.env
+            .snap(&["backup", "--ngw", bad.to_str().unwrap()])
+            .assert()
+            .code(1)
+            .stderr(predicate::str::contains("nosuchdb"));
+        let incomplete = inst.env.path("incomplete.ini");
+        fs::write(&incomplete, "[core]\ndatabase.user = x\nsdir = /tmp\n").unwrap();
+        inst.env
+            .snap(&["backup", "--ngw", incomplete.to_str().unwrap()])
+            .assert()
+            .code(1)
+            .stderr(predicate::str::contains("database.name is missing"));
+        assert!(inst.env.snapshots().is_empty());
+    }
+}

@@ -23,6 +23,10 @@ pub struct Args {
     /// Name inside the snapshot for the output of the --command at the same position
     #[arg(long = "as", value_name = "NAME")]
     names: Vec<String>,
+    /// Back up a NextGIS Web instance (database, file storage, fonts) from its
+    /// config.ini [default: $NEXTGISWEB_CONFIG]
+    #[arg(long, value_name = "CONFIG", num_args = 0..=1)]
+    ngw: Option<Option<PathBuf>>,
     /// Leave out entries matching this glob (repeatable; with a / it matches the full path)
     #[arg(long, value_name = "GLOB")]
     exclude: Vec<String>,
@@ -57,11 +61,22 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
     if a.stdin_name.is_some() && std::io::stdin().is_terminal() {
         bail!("--stdin-name reads standard input, but it is a terminal: pipe the data in");
     }
+    let ngw = match a.ngw {
+        None => None,
+        Some(Some(p)) => Some(p),
+        Some(None) => match std::env::var_os("NEXTGISWEB_CONFIG") {
+            Some(p) => Some(PathBuf::from(p)),
+            None => bail!(
+                "--ngw needs the instance's config.ini: give its path or set NEXTGISWEB_CONFIG"
+            ),
+        },
+    };
     let repo = ctx.open(true)?;
     let opts = BackupOptions {
         paths: a.paths,
         stdin_name: a.stdin_name.clone(),
         commands: a.commands.into_iter().zip(a.names).collect(),
+        ngw,
         excludes: a.exclude,
         tags: a.tag,
         host: a.host,

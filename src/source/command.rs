@@ -25,16 +25,28 @@ pub struct Running {
 impl Running {
     /// Starts `command` with `sh -c`, stdin closed.
     pub fn spawn(command: &str) -> Result<Running> {
-        let mut child = Command::new("sh")
-            .arg("-c")
-            .arg(command)
+        let mut sh = Command::new("sh");
+        sh.arg("-c").arg(command);
+        Running::start(sh, command)
+    }
+
+    /// Starts `cmd`, stdin closed, stdout and stderr piped; `display` names it in errors.
+    /// A missing program is an error that says so.
+    pub fn start(mut cmd: Command, display: &str) -> Result<Running> {
+        let command = display;
+        let mut child = cmd
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .map_err(|e| Error::Command {
                 command: command.to_string(),
-                status: format!("could not be started: {e}"),
+                status: if e.kind() == std::io::ErrorKind::NotFound {
+                    "could not be started: program not found (is it installed and on PATH?)"
+                        .to_string()
+                } else {
+                    format!("could not be started: {e}")
+                },
                 stderr: String::new(),
             })?;
         let stdout = child.stdout.take().expect("stdout is piped");

@@ -142,3 +142,4 @@ fn compare(a: &Path, b: &Path, inodes: &mut HashMap<u64, u64>, top: bool) {
         }
     }
 }
+pub mod pg;

@@ -25,6 +25,8 @@ use std::time::Instant;
 use chrono::Utc;
 use rayon::prelude::*;
 
+mod ngw;
+
 use crate::chunker::{Batch, ChunkParams, Profile, StreamChunker};
 use crate::error::{Error, IoContext, Result};
 use crate::id::Id;
@@ -47,6 +49,8 @@ pub struct BackupOptions {
     pub stdin_name: Option<String>,
     /// Commands and the names their output is stored under.
     pub commands: Vec<(String, String)>,
+    /// A NextGIS Web instance's `config.ini`, stored under `ngw/`.
+    pub ngw: Option<PathBuf>,
     /// Exclude patterns.
     pub excludes: Vec<String>,
     /// Tags of the snapshot.
@@ -67,6 +71,7 @@ impl Default for BackupOptions {
             paths: Vec::new(),
             stdin_name: None,
             commands: Vec::new(),
+            ngw: None,
             excludes: Vec::new(),
             tags: Vec::new(),
             host: None,
@@ -107,9 +112,13 @@ pub fn backup(
 ) -> Result<BackupOutcome> {
     let started = Instant::now();
     let time = Utc::now();
-    if opts.paths.is_empty() && opts.stdin_name.is_none() && opts.commands.is_empty() {
+    if opts.paths.is_empty()
+        && opts.stdin_name.is_none()
+        && opts.commands.is_empty()
+        && opts.ngw.is_none()
+    {
         return Err(Error::Invalid(
-            "nothing to back up: give paths, --stdin-name or --command".into(),
+            "nothing to back up: give paths, --stdin-name, --command or --ngw".into(),
         ));
     }
     let mut sources = Vec::new();
@@ -135,6 +144,17 @@ pub fn backup(
         sources.push(Source::Path { path: text });
         placed.push((comps, abs));
     }
+    let ngw_config = match &opts.ngw {
+        Some(p) => {
+            let abs = std::path::absolute(p).at(p)?;
+            let cfg = crate::source::ngw::NgwConfig::load(&abs)?;
+            sources.push(Source::Ngw {
+                config: abs.to_string_lossy().into_owned(),
+            });
+            Some(cfg)
+        }
+        None => None,
+    };
     let _lock = repo.lock(false, "backup")?;
     repo.remove_stale_tmp();
     let host = opts.host.clone().unwrap_or_else(hostname);
@@ -204,6 +224,15 @@ pub fn backup(
             profile: opts.stream_profile,
             exit_status: 0,
         });
+    }
+    if let Some(cfg) = &ngw_config {
+        ngw::backup(
+            &run,
+            cfg,
+            parent.as_ref().map(|(_, s)| s.tree),
+            &mut root,
+            now,
+        )?;
     }
     for (comps, abs) in &placed {
         let md = std::fs::symlink_metadata(abs).at(abs)?;
@@ -296,22 +325,15 @@ fn find_parent(
     host: &str,
     sources: &[Source],
 ) -> Result<Option<(Id, Snapshot)>> {
-    let mut want: Vec<&str> = sources
-        .iter()
-        .filter_map(|s| match s {
-            Source::Path { path } => Some(path.as_str()),
-            _ => None,
-        })
-        .collect();
+    let want = Snapshot::parent_key(sources);
     if want.is_empty() {
         return Ok(None);
     }
-    want.sort_unstable();
-    Ok(repo.snapshots()?.into_iter().rev().find(|(_, s)| {
-        let mut have = s.paths();
-        have.sort_unstable();
-        s.host == host && have == want
-    }))
+    Ok(repo
+        .snapshots()?
+        .into_iter()
+        .rev()
+        .find(|(_, s)| s.host == host && Snapshot::parent_key(&s.sources) == want))
 }
 
 fn stream_node(content: Content, size: u64, now: Timestamp) -> Node {

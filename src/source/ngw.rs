@@ -1,0 +1,381 @@
+//! A NextGIS Web instance as a backup source: its `config.ini`, a consistent database
+//! session, and where its blobs and fonts live.
+//!
+//! Consistency is NGW's own: one `SERIALIZABLE READ ONLY DEFERRABLE` transaction
+//! exports a snapshot that `pg_dump --snapshot` uses, and the `fileobj` listing is read
+//! in that same transaction, so rows and blobs agree. The password goes to pg_dump
+//! through its environment, never its arguments.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::error::{Error, Result};
+
+/// Tables whose data NGW leaves out of its backups (schemas are kept).
+pub const EXCLUDE_TABLE_DATA: [&str; 5] = [
+    "public.auth_oauth_atoken",
+    "public.auth_oauth_ptoken",
+    "public.pyramid_session",
+    "public.pyramid_session_store",
+    "tile_cache.*",
+];
+
+/// Catalog OIDs of `pg_database`, `pg_extension` and `pg_namespace` (fixed in every
+/// PostgreSQL release).
+const PG_DATABASE: u32 = 1262;
+const PG_EXTENSION: u32 = 3079;
+const PG_NAMESPACE: u32 = 2615;
+
+/// Database connection settings from `[core] database.*`.
+#[derive(Clone, Debug)]
+pub struct DbConfig {
+    /// Host name or socket directory.
+    pub host: String,
+    /// Port.
+    pub port: u16,
+    /// Database name.
+    pub name: String,
+    /// User.
+    pub user: String,
+    /// Password (None: rely on `.pgpass` or trust).
+    pub password: Option<String>,
+}
+
+/// What snap needs of an NGW `config.ini`.
+#[derive(Clone, Debug)]
+pub struct NgwConfig {
+    /// The file it was read from.
+    pub path: PathBuf,
+    /// Database connection.
+    pub db: DbConfig,
+    /// `[core] sdir`.
+    pub sdir: Option<PathBuf>,
+    /// `[file_storage] path`, else `<sdir>/file_storage`.
+    pub file_storage: PathBuf,
+    /// `[core] backup.path`.
+    pub backup_path: Option<PathBuf>,
+    /// `[core] backup.filename` (strftime pattern, UTC).
+    pub backup_filename: String,
+    /// `[core] backup.tmpdir`.
+    pub backup_tmpdir: Option<PathBuf>,
+}
+
+impl NgwConfig {
+    /// Reads `config.ini`; a missing required key is an error naming it.
+    pub fn load(path: &Path) -> Result<NgwConfig> {
+        let ini = ini::Ini::load_from_file(path)
+            .map_err(|e| Error::Invalid(format!("{}: {e}", path.display())))?;
+        let get = |section: &str, key: &str| {
+            ini.section(Some(section))
+                .and_then(|s| s.get(key))
+                .map(str::trim)
+                .filter(|v| !v.is_empty())
+        };
+        let need = |section: &str, key: &str| {
+            get(section, key).ok_or_else(|| {
+                Error::Invalid(format!(
+                    "{}: [{section}] {key} is missing; snap needs it to reach the instance",
+                    path.display()
+                ))
+            })
+        };
+        let port = match get("core", "database.port") {
+            Some(p) => p.parse().map_err(|_| {
+                Error::Invalid(format!(
+                    "{}: [core] database.port {p:?} is not a port number",
+                    path.display()
+                ))
+            })?,
+            None => 5432,
+        };
+        let sdir = get("core", "sdir").map(PathBuf::from);
+        let file_storage = match (get("file_storage", "path"), &sdir) {
+            (Some(p), _) => PathBuf::from(p),
+            (None, Some(s)) => s.join("file_storage"),
+            (None, None) => return Err(need("core", "sdir").unwrap_err()),
+        };
+        Ok(NgwConfig {
+            path: path.to_path_buf(),
+            db: DbConfig {
+                host: get("core", "database.host")
+                    .unwrap_or("localhost")
+                    .to_string(),
+                port,
+                name: need("core", "database.name")?.to_string(),
+                user: need("core", "database.user")?.to_string(),
+                password: get("core", "database.password").map(str::to_string),
+            },
+            sdir,
+            file_storage,
+            backup_path: get("core", "backup.path").map(PathBuf::from),
+            backup_filename: get("core", "backup.filename")
+                .unwrap_or("%Y%m%d-%H%M%S.ngwbackup")
+                .to_string(),
+            backup_tmpdir: get("core", "backup.tmpdir").map(PathBuf::from),
+        })
+    }
+
+    /// Where the blob of a `fileobj` row lives.
+    pub fn blob_path(&self, component: &str, uuid: &str) -> PathBuf {
+        self.file_storage
+            .join(component)
+            .join(&uuid[..2])
+            .join(&uuid[2..4])
+            .join(uuid)
+    }
+
+    /// Custom fonts (`<sdir>/core/fontconfig/*.ttf|otf`, names NGW accepts), sorted.
+    pub fn fonts(&self) -> Result<Vec<String>> {
+        let Some(sdir) = &self.sdir else {
+            return Ok(Vec::new());
+        };
+        let dir = sdir.join("core/fontconfig");
+        let rd = match std::fs::read_dir(&dir) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => {
+                return Err(Error::Io {
+                    path: dir,
+                    source: e,
+                })
+            }
+        };
+        let mut out: Vec<String> = rd
+            .flatten()
+            .filter_map(|e| e.file_name().to_str().map(str::to_string))
+            .filter(|n| is_font_name(n))
+            .collect();
+        out.sort();
+        Ok(out)
+    }
+}
+
+/// `^[A-Za-z0-9_\-]+\.(ttf|otf)$`
+pub fn is_font_name(n: &str) -> bool {
+    let Some((stem, ext)) = n.rsplit_once('.') else {
+        return false;
+    };
+    (ext == "ttf" || ext == "otf")
+        && !stem.is_empty()
+        && stem
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+/// A `fileobj` row: owner component and 32-hex uuid.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FileObj {
+    /// Owning component (`raster_layer`, ...).
+    pub component: String,
+    /// Uuid, 32 lowercase hex digits.
+    pub uuid: String,
+}
+
+/// An open `SERIALIZABLE READ ONLY DEFERRABLE` transaction with an exported snapshot.
+pub struct Session {
+    client: postgres::Client,
+    snapshot: String,
+    db: DbConfig,
+}
+
+fn pg_err(db: &DbConfig, what: &str, e: postgres::Error) -> Error {
+    Error::Invalid(format!(
+        "database {} on {}:{} as {}: {what}: {e}",
+        db.name, db.host, db.port, db.user
+    ))
+}
+
+impl Session {
+    /// Connects and starts the transaction.
+    pub fn begin(db: &DbConfig) -> Result<Session> {
+        let mut cfg = postgres::Config::new();
+        cfg.host(&db.host)
+            .port(db.port)
+            .dbname(&db.name)
+            .user(&db.user)
+            .application_name("snap");
+        if let Some(p) = &db.password {
+            cfg.password(p);
+        }
+        let mut client = cfg
+            .connect(postgres::NoTls)
+            .map_err(|e| pg_err(db, "cannot connect", e))?;
+        client
+            .batch_execute("BEGIN ISOLATION LEVEL SERIALIZABLE READ ONLY DEFERRABLE")
+            .map_err(|e| pg_err(db, "cannot start the backup transaction", e))?;
+        let snapshot: String = client
+            .query_one("SELECT pg_export_snapshot()", &[])
+            .map_err(|e| pg_err(db, "pg_export_snapshot", e))?
+            .get(0);
+        Ok(Session {
+            client,
+            snapshot,
+            db: db.clone(),
+        })
+    }
+
+    /// The `fileobj` rows, ordered by (component, uuid), as NGW lists them.
+    pub fn fileobjs(&mut self) -> Result<Vec<FileObj>> {
+        let rows = self
+            .client
+            .query(
+                "SELECT component, uuid::text FROM fileobj ORDER BY component, uuid",
+                &[],
+            )
+            .map_err(|e| {
+                pg_err(
+                    &self.db,
+                    "reading table fileobj (is this a NextGIS Web database?)",
+                    e,
+                )
+            })?;
+        rows.iter()
+            .map(|r| {
+                let component: String = r.get(0);
+                let uuid: String = r.get::<_, String>(1).replace('-', "").to_ascii_lowercase();
+                let ok = uuid.len() == 32 && uuid.bytes().all(|b| b.is_ascii_hexdigit()) && crate::tree::is_safe_name(component.as_bytes());
+                if ok {
+                    Ok(FileObj { component, uuid })
+                } else {
+                    Err(Error::Invalid(format!("fileobj row ({component:?}, {uuid:?}) is not a component and a 32-hex uuid")))
+                }
+            })
+            .collect()
+    }
+
+    /// A `pg_dump` of the session's snapshot in NGW's format into directory `out`
+    /// (which must not exist), with NGW's exclusions.
+    pub fn pg_dump(&self, out: &Path) -> Command {
+        let mut c = Command::new("pg_dump");
+        c.arg("--format=directory")
+            .arg("--compress=0")
+            .arg(format!("--snapshot={}", self.snapshot))
+            .arg(format!("--file={}", out.display()));
+        for t in EXCLUDE_TABLE_DATA {
+            c.arg(format!("--exclude-table-data={t}"));
+        }
+        self.connect_env(&mut c);
+        c
+    }
+
+    /// Connection settings for a client tool, through its environment.
+    pub fn connect_env(&self, c: &mut Command) {
+        c.env("PGHOST", &self.db.host)
+            .env("PGPORT", self.db.port.to_string())
+            .env("PGUSER", &self.db.user)
+            .env("PGDATABASE", &self.db.name);
+        if let Some(p) = &self.db.password {
+            c.env("PGPASSWORD", p);
+        }
+    }
+
+    /// The `postgres/restore` list NGW writes for `pg_restore --list` output: database,
+    /// extension and `public` schema entries, and comments that follow them, commented out.
+    pub fn restore_list(&mut self, listing: &str) -> Result<String> {
+        let mut out = Vec::new();
+        let mut skip_prev = false;
+        for line in listing.split('\n') {
+            if line.is_empty() || line.starts_with(';') {
+                out.push(line.to_string());
+                continue;
+            }
+            let skip = match parse_toc_line(line) {
+                Some((catalog, object, rest)) => {
+                    catalog == PG_DATABASE
+                        || catalog == PG_EXTENSION
+                        || (catalog == PG_NAMESPACE
+                            && self.namespace(object)?.as_deref() == Some("public"))
+                        || (skip_prev && rest.starts_with("COMMENT "))
+                }
+                None => false,
+            };
+            out.push(if skip {
+                format!(";{line}")
+            } else {
+                line.to_string()
+            });
+            skip_prev = skip;
+        }
+        Ok(out.join("\n"))
+    }
+
+    fn namespace(&mut self, oid: u32) -> Result<Option<String>> {
+        let row = self
+            .client
+            .query_opt(
+                "SELECT nspname::text FROM pg_catalog.pg_namespace WHERE oid = $1",
+                &[&oid],
+            )
+            .map_err(|e| pg_err(&self.db, "reading pg_namespace", e))?;
+        Ok(row.map(|r| r.get(0)))
+    }
+
+    /// Ends the transaction.
+    pub fn finish(mut self) -> Result<()> {
+        self.client
+            .batch_execute("COMMIT")
+            .map_err(|e| pg_err(&self.db, "COMMIT", e))
+    }
+}
+
+/// Parses `dumpId; catalogOid objectOid rest` (NGW's `(\d+)\;\s+(\d+)\s+(\d+)\s+(.*)`).
+fn parse_toc_line(line: &str) -> Option<(u32, u32, &str)> {
+    let (id, rest) = line.split_once(';')?;
+    if id.is_empty() || !id.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let rest = rest.strip_prefix(|c: char| c.is_whitespace())?.trim_start();
+    let (catalog, rest) = rest.split_once(char::is_whitespace)?;
+    let rest = rest.trim_start();
+    let (object, rest) = rest.split_once(char::is_whitespace)?;
+    Some((
+        catalog.parse().ok()?,
+        object.parse().ok()?,
+        rest.trim_start(),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_keys_and_defaults() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("config.ini");
+        std::fs::write(&p, "[core]\ndatabase.name = ngw\ndatabase.user = ngw\ndatabase.password = s3cret\nsdir = /var/ngw\n").unwrap();
+        let c = NgwConfig::load(&p).unwrap();
+        assert_eq!((c.db.host.as_str(), c.db.port), ("localhost", 5432));
+        assert_eq!(c.file_storage, PathBuf::from("/var/ngw/file_storage"));
+        assert_eq!(c.backup_filename, "%Y%m%d-%H%M%S.ngwbackup");
+        assert_eq!(
+            c.blob_path("raster_layer", "bd19836ddb62c11c55ab251ccaca5645"),
+            PathBuf::from(
+                "/var/ngw/file_storage/raster_layer/bd/19/bd19836ddb62c11c55ab251ccaca5645"
+            )
+        );
+        std::fs::write(&p, "[core]\ndatabase.user = ngw\nsdir = /x\n").unwrap();
+        let e = NgwConfig::load(&p).unwrap_err().to_string();
+        assert!(e.contains("[core] database.name is missing"), "{e}");
+    }
+
+    #[test]
+    fn toc_lines() {
+        assert_eq!(
+            parse_toc_line("3; 2615 2200 SCHEMA - public postgres"),
+            Some((2615, 2200, "SCHEMA - public postgres"))
+        );
+        assert_eq!(
+            parse_toc_line("4; 0 0 COMMENT - SCHEMA public postgres"),
+            Some((0, 0, "COMMENT - SCHEMA public postgres"))
+        );
+        assert_eq!(parse_toc_line(";  Archive created at"), None);
+        assert_eq!(parse_toc_line("garbage"), None);
+    }
+
+    #[test]
+    fn font_names() {
+        assert!(is_font_name("Open_Sans-Bold.ttf"));
+        assert!(!is_font_name("../x.ttf") && !is_font_name("a.woff") && !is_font_name(".ttf"));
+    }
+}

@@ -1,0 +1,170 @@
+//! An ephemeral PostgreSQL cluster for the tests: `initdb` into a temp directory, a
+//! unix socket only (no TCP), trust authentication, fsync off. When the tests run as
+//! root, the server runs as the `postgres` user (PostgreSQL refuses to run as root).
+//!
+//! Without server binaries a test says so and returns; with
+//! `SNAP_TEST_REQUIRE_SERVERS=1` (set by `.ci/run`) that is a failure.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+pub struct Pg {
+    pub dir: tempfile::TempDir,
+    bin: PathBuf,
+    run_as: Option<String>,
+}
+
+/// Newest `/usr/lib/postgresql/<version>/bin` with `initdb`, or `SNAP_TEST_PG_BIN`.
+fn server_bin() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("SNAP_TEST_PG_BIN") {
+        return Some(PathBuf::from(p));
+    }
+    let mut found: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+        .ok()?
+        .flatten()
+        .filter_map(|e| {
+            let v: u32 = e.file_name().to_str()?.parse().ok()?;
+            let bin = e.path().join("bin");
+            bin.join("initdb").exists().then_some((v, bin))
+        })
+        .collect();
+    found.sort();
+    found.pop().map(|(_, b)| b)
+}
+
+/// Called when a server is missing: a failure in CI, a notice elsewhere.
+pub fn missing(what: &str) {
+    let msg = format!(
+        "{what} is not available: install it (Debian: apt-get install postgresql) to run this test"
+    );
+    if std::env::var("SNAP_TEST_REQUIRE_SERVERS").as_deref() == Ok("1") {
+        panic!("{msg} (SNAP_TEST_REQUIRE_SERVERS=1)");
+    }
+    eprintln!("SKIPPED: {msg}");
+}
+
+impl Pg {
+    /// Starts a cluster, or reports that none can be started and returns `None`.
+    pub fn start() -> Option<Pg> {
+        let Some(bin) = server_bin() else {
+            missing("a PostgreSQL server (initdb, pg_ctl)");
+            return None;
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let run_as = rustix::process::geteuid()
+            .is_root()
+            .then(|| "postgres".to_string());
+        if run_as.is_some() {
+            let st = Command::new("chown")
+                .arg("postgres:")
+                .arg(dir.path())
+                .status()
+                .unwrap();
+            assert!(
+                st.success(),
+                "chown of the cluster directory to postgres failed"
+            );
+        }
+        let pg = Pg { dir, bin, run_as };
+        pg.server_cmd(
+            "initdb",
+            &[
+                "-D",
+                &pg.data(),
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "-E",
+                "UTF8",
+                "--locale=C",
+            ],
+        );
+        let opts = format!("-c listen_addresses='' -c unix_socket_directories={} -c fsync=off -c full_page_writes=off", pg.sock());
+        pg.server_cmd(
+            "pg_ctl",
+            &[
+                "-D",
+                &pg.data(),
+                "-o",
+                &opts,
+                "-w",
+                "-l",
+                &format!("{}/log", pg.dir.path().display()),
+                "start",
+            ],
+        );
+        Some(pg)
+    }
+
+    fn data(&self) -> String {
+        format!("{}/data", self.dir.path().display())
+    }
+
+    /// The socket directory: the value for `host`.
+    pub fn sock(&self) -> String {
+        self.dir.path().display().to_string()
+    }
+
+    fn server_cmd(&self, tool: &str, args: &[&str]) {
+        let exe = self.bin.join(tool);
+        let out = match &self.run_as {
+            Some(user) => Command::new("runuser")
+                .args(["-u", user, "--"])
+                .arg(&exe)
+                .args(args)
+                .output(),
+            None => Command::new(&exe).args(args).output(),
+        }
+        .unwrap();
+        assert!(
+            out.status.success(),
+            "{tool} failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// A client tool (psql, pg_dump, ...) from the server's version, connected to `db`.
+    pub fn client(&self, tool: &str, db: &str) -> Command {
+        let mut c = Command::new(self.bin.join(tool));
+        c.env("PGHOST", self.sock())
+            .env("PGPORT", "5432")
+            .env("PGUSER", "postgres")
+            .env("PGDATABASE", db);
+        c
+    }
+
+    /// Runs SQL with psql (stop on the first error) and returns its unaligned output.
+    pub fn sql(&self, db: &str, sql: &str) -> String {
+        let out = self
+            .client("psql", db)
+            .args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-c", sql])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "psql failed on {sql:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    pub fn createdb(&self, name: &str) {
+        self.sql("postgres", &format!("CREATE DATABASE {name}"));
+    }
+}
+
+impl Drop for Pg {
+    fn drop(&mut self) {
+        let exe = self.bin.join("pg_ctl");
+        let args = ["-D", &self.data(), "-m", "immediate", "stop"];
+        let _ = match &self.run_as {
+            Some(user) => Command::new("runuser")
+                .args(["-u", user, "--"])
+                .arg(&exe)
+                .args(args)
+                .output(),
+            None => Command::new(&exe).args(args).output(),
+        };
+    }
+}
