@@ -34,6 +34,7 @@ pub mod backup;
 pub mod chunker;
 pub mod compress;
 pub mod error;
+pub mod export;
 pub mod id;
 pub mod index;
 pub mod pack;

@@ -759,10 +759,16 @@ mod ngw {
                 ])
                 .assert()
                 .success();
+            self.load_dump(&target.join("ngw"), db);
+        }
+
+        /// What `nextgisweb restore` does with an unpacked backup `dir`: pg_restore of
+        /// `postgres/` with its `restore` list into the fresh database `db`.
+        fn load_dump(&self, dir: &Path, db: &str) {
             self.pg.createdb(db);
             // Like NGW, the target database must already have the extensions.
             self.pg.sql(db, "CREATE EXTENSION pg_trgm");
-            let dir = target.join("ngw/postgres");
+            let pg = dir.join("postgres");
             let out = self
                 .pg
                 .client("pg_restore", db)
@@ -774,10 +780,10 @@ mod ngw {
                     "--exit-on-error",
                     "--use-list",
                 ])
-                .arg(dir.join("restore"))
+                .arg(pg.join("restore"))
                 .arg("--dbname")
                 .arg(db)
-                .arg(&dir)
+                .arg(&pg)
                 .output()
                 .unwrap();
             assert!(
@@ -785,6 +791,84 @@ mod ngw {
                 "pg_restore: {}",
                 String::from_utf8_lossy(&out.stderr)
             );
+        }
+
+        /// Checks an unpacked `.ngwbackup` as `nextgisweb restore` would use it: the dump
+        /// loads and equals the source, and every `$index` line has its blob, byte-identical.
+        fn verify_unpacked(&self, dir: &Path, db: &str) {
+            self.load_dump(dir, db);
+            assert_eq!(self.tables_dump(db), self.tables_dump("ngw"));
+            let index = fs::read_to_string(dir.join("component/file_storage/$index")).unwrap();
+            let mut n = 0;
+            for line in index.lines() {
+                let v: serde_json::Value = serde_json::from_str(line).unwrap();
+                let id = v["id"].as_u64().unwrap();
+                let (c, u) = (
+                    v["payload"]["component"].as_str().unwrap(),
+                    v["payload"]["uuid"].as_str().unwrap(),
+                );
+                let member = dir.join(format!("component/file_storage/{id:08}"));
+                assert!(
+                    fs::read(&member).unwrap() == fs::read(self.blob(c, u)).unwrap(),
+                    "{}",
+                    member.display()
+                );
+                n += 1;
+            }
+            assert_eq!(
+                n as usize,
+                self.pg
+                    .sql("ngw", "SELECT count(*) FROM fileobj")
+                    .trim()
+                    .parse::<usize>()
+                    .unwrap()
+            );
+            assert_eq!(
+                fs::read(dir.join("component/core/00000001")).unwrap(),
+                b"font bytes"
+            );
+        }
+
+        /// Tests a ZIP with Python's zipfile and unzip, extracts it as NGW does, verifies.
+        fn verify_zip(&self, zip: &Path, db: &str) {
+            let t = std::process::Command::new("python3")
+                .args(["-m", "zipfile", "-t"])
+                .arg(zip)
+                .output()
+                .unwrap();
+            assert!(
+                t.status.success(),
+                "zipfile -t: {}",
+                String::from_utf8_lossy(&t.stderr)
+            );
+            let t = std::process::Command::new("unzip")
+                .arg("-tq")
+                .arg(zip)
+                .output()
+                .unwrap();
+            assert!(
+                t.status.success(),
+                "unzip -t: {}{}",
+                String::from_utf8_lossy(&t.stdout),
+                String::from_utf8_lossy(&t.stderr)
+            );
+            let dir = self.env.path(&format!("unzipped-{db}"));
+            let script = "import sys, zipfile\nassert zipfile.is_zipfile(sys.argv[1])\nz = zipfile.ZipFile(sys.argv[1])\n\
+                          assert all(i.compress_type == zipfile.ZIP_STORED for i in z.infolist())\n\
+                          names = z.namelist()\nassert {'./', 'postgres/', 'component/', 'postgres/toc.dat', 'postgres/restore'} <= set(names), names\n\
+                          z.extractall(sys.argv[2])";
+            let x = std::process::Command::new("python3")
+                .args(["-c", script])
+                .arg(zip)
+                .arg(&dir)
+                .output()
+                .unwrap();
+            assert!(
+                x.status.success(),
+                "python extract: {}",
+                String::from_utf8_lossy(&x.stderr)
+            );
+            self.verify_unpacked(&dir, db);
         }
 
         fn tables_dump(&self, db: &str) -> String {
@@ -900,6 +984,78 @@ mod ngw {
         );
         inst.pg_restore_into("copy2");
         assert_eq!(inst.tables_dump("copy2"), inst.tables_dump("ngw"));
+    }
+
+    #[test]
+    fn export_is_an_ngwbackup_that_nextgisweb_restore_accepts() {
+        let Some(inst) = Instance::new() else { return };
+        inst.env.backup_json(&["--ngw", &inst.config()]);
+
+        let file = inst.env.path("x.ngwbackup");
+        inst.env
+            .snap(&["export", "latest", file.to_str().unwrap()])
+            .assert()
+            .success();
+        inst.verify_zip(&file, "fromfile");
+        inst.env
+            .snap(&["export", "latest", file.to_str().unwrap()])
+            .assert()
+            .code(1)
+            .stderr(predicate::str::contains("never overwrites"));
+
+        let out = inst.env.snap(&["export", "latest", "-"]).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let piped = inst.env.path("piped.ngwbackup");
+        fs::write(&piped, &out.stdout).unwrap();
+        inst.verify_zip(&piped, "frompipe");
+
+        let dir = inst.env.path("unpacked");
+        inst.env
+            .snap(&["export", "latest", dir.to_str().unwrap(), "--no-zip"])
+            .assert()
+            .success();
+        inst.verify_unpacked(&dir, "fromdir");
+
+        // Default destination: backup.path and backup.filename from config.ini, UTC.
+        let backups = inst.env.path("backups");
+        fs::create_dir_all(&backups).unwrap();
+        let cfg = fs::read_to_string(inst.config()).unwrap().replace(
+            "[core]\n",
+            &format!(
+                "[core]\nbackup.path = {}\nbackup.filename = nextgisweb-%Y%m%d-%H%M%S.ngwbackup\n",
+                backups.display()
+            ),
+        );
+        fs::write(inst.config(), cfg).unwrap();
+        let out = inst
+            .env
+            .snap(&["export", "latest", "--quiet"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let written = std::path::PathBuf::from(String::from_utf8(out.stdout).unwrap().trim());
+        assert_eq!(written.parent().unwrap(), backups);
+        let name = written.file_name().unwrap().to_str().unwrap();
+        assert!(
+            name.starts_with("nextgisweb-20")
+                && name.ends_with(".ngwbackup")
+                && name.len() == "nextgisweb-20261121-020000.ngwbackup".len(),
+            "{name}"
+        );
+        assert_eq!(
+            fs::read_dir(&backups).unwrap().count(),
+            1,
+            "no temporary file left behind"
+        );
+        inst.verify_zip(&written, "fromdefault");
     }
 
     #[test]

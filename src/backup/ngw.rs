@@ -13,111 +13,31 @@
 //! are chunked with the stream profile, so an unchanged table costs nothing even when
 //! pg_dump renumbers its file.
 
-use std::collections::HashMap;
 use std::io::{self, Cursor};
-use std::sync::{Arc, Mutex};
 
 use rayon::prelude::*;
 
 use super::{stream_node, Run, VDir};
 use crate::error::{Error, IoContext, Result};
 use crate::id::Id;
+use crate::repo::PathLookup;
 use crate::source::command::Running;
 use crate::source::fs as sfs;
-use crate::source::ngw::{FileObj, NgwConfig, Session};
-use crate::tree::{Node, NodeKind, Timestamp, Tree};
+use crate::source::ngw::{
+    blob_snapshot_path, fileobj_index, font_index, font_snapshot_path, snapshot_path as comps,
+    NgwConfig, Session,
+};
+use crate::tree::{Node, Timestamp};
 
-/// Name of the NGW part of a snapshot.
-pub const ROOT: &str = "ngw";
-
-fn comps(parts: &[&str]) -> Vec<Vec<u8>> {
-    std::iter::once(ROOT)
-        .chain(parts.iter().copied())
-        .map(|p| p.as_bytes().to_vec())
-        .collect()
-}
-
-/// One `$index` line, as Python's `json.dumps(obj, ensure_ascii=False)` writes it.
-fn index_line(id: usize, identity: &str, payload: &[(&str, &str)]) -> String {
-    let q = |s: &str| serde_json::to_string(s).expect("strings serialize");
-    let fields: Vec<String> = payload
-        .iter()
-        .map(|(k, v)| format!("{}: {}", q(k), q(v)))
-        .collect();
-    format!(
-        "{{\"id\": {id}, \"identity\": {}, \"payload\": {{{}}}}}\n",
-        q(identity),
-        fields.join(", ")
-    )
-}
-
-/// The `$index` of component `file_storage`.
-pub fn fileobj_index(objs: &[FileObj]) -> String {
-    objs.iter()
-        .enumerate()
-        .map(|(i, o)| {
-            index_line(
-                i + 1,
-                "fileobj",
-                &[("component", &o.component), ("uuid", &o.uuid)],
-            )
-        })
-        .collect()
-}
-
-/// The `$index` of component `core` (custom fonts).
-pub fn font_index(fonts: &[String]) -> String {
-    fonts
-        .iter()
-        .enumerate()
-        .map(|(i, f)| index_line(i + 1, "font", &[("component", "core"), ("filename", f)]))
-        .collect()
-}
-
-/// Directory trees by their path in the snapshot (`None`: no such directory).
-type TreeCache = HashMap<Vec<Vec<u8>>, Option<Arc<Tree>>>;
-
-/// Trees of the parent snapshot's `ngw/` part, each loaded once.
-struct ParentTrees<'a> {
-    run: &'a Run<'a>,
-    root: Option<Id>,
-    cache: Mutex<TreeCache>,
-}
-
-impl ParentTrees<'_> {
-    fn tree(&self, path: &[Vec<u8>]) -> Option<Arc<Tree>> {
-        if let Some(t) = self
-            .cache
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(path)
-        {
-            return t.clone();
+/// The parent snapshot's entry at `path`, if it has one; a damaged parent only costs
+/// re-reading.
+fn parent_node(parent: Option<&PathLookup<'_>>, path: &[Vec<u8>]) -> Option<Node> {
+    match parent?.node(path) {
+        Ok(n) => n,
+        Err(e) => {
+            log::warn!("parent snapshot unreadable ({e}); reading those blobs again");
+            None
         }
-        let id = match path.split_last() {
-            None => self.root,
-            Some((last, above)) => match self.tree(above)?.get(last).map(|n| &n.kind) {
-                Some(NodeKind::Dir(id)) => Some(*id),
-                _ => None,
-            },
-        };
-        let tree = id.and_then(|id| match self.run.repo.load_tree(&id) {
-            Ok(t) => Some(Arc::new(t)),
-            Err(e) => {
-                log::warn!("parent snapshot unreadable ({e}); reading those blobs again");
-                None
-            }
-        });
-        self.cache
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(path.to_vec(), tree.clone());
-        tree
-    }
-
-    fn node(&self, path: &[Vec<u8>]) -> Option<Node> {
-        let (last, dir) = path.split_last()?;
-        self.tree(dir)?.get(last).cloned()
     }
 }
 
@@ -176,18 +96,13 @@ pub(super) fn backup(
         stream_node(content, size, now),
     )?;
 
-    let parent = ParentTrees {
-        run,
-        root: parent_root,
-        cache: Mutex::new(HashMap::new()),
-    };
+    let parent = parent_root.map(|root| PathLookup::new(run.repo, root));
     let blobs: Vec<(Vec<Vec<u8>>, std::path::PathBuf)> = objs
         .iter()
         .map(|o| {
-            let u = &o.uuid;
             (
-                comps(&["file_storage", &o.component, &u[..2], &u[2..4], u]),
-                cfg.blob_path(&o.component, u),
+                blob_snapshot_path(&o.component, &o.uuid),
+                cfg.blob_path(&o.component, &o.uuid),
             )
         })
         .chain(fonts.iter().map(|f| {
@@ -196,7 +111,7 @@ pub(super) fn backup(
                 .as_ref()
                 .expect("fonts come from sdir")
                 .join("core/fontconfig");
-            (comps(&["fonts", f]), dir.join(f))
+            (font_snapshot_path(f), dir.join(f))
         }))
         .collect();
     let nodes: Vec<Node> = blobs
@@ -212,7 +127,7 @@ pub(super) fn backup(
             if !md.is_file() {
                 return Err(missing(&"not a regular file"));
             }
-            let prev = parent.node(at);
+            let prev = parent_node(parent.as_ref(), at);
             let name = at.last().expect("non-empty").clone();
             run.file(path, name, md.clone(), sfs::meta_of(&md), prev.as_ref())?
                 .ok_or_else(|| missing(&run.last_warning()))
@@ -237,25 +152,4 @@ pub(super) fn backup(
         )?;
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn index_lines_are_byte_identical_to_python_json_dumps() {
-        let objs = vec![FileObj {
-            component: "raster_layer".into(),
-            uuid: "bd19836ddb62c11c55ab251ccaca5645".into(),
-        }];
-        assert_eq!(
-            fileobj_index(&objs),
-            "{\"id\": 1, \"identity\": \"fileobj\", \"payload\": {\"component\": \"raster_layer\", \"uuid\": \"bd19836ddb62c11c55ab251ccaca5645\"}}\n"
-        );
-        assert_eq!(
-            font_index(&["Ünïcode-1.ttf".into()]),
-            "{\"id\": 1, \"identity\": \"font\", \"payload\": {\"component\": \"core\", \"filename\": \"Ünïcode-1.ttf\"}}\n"
-        );
-    }
 }

@@ -4,6 +4,7 @@
 
 mod backup;
 mod cat;
+mod export;
 mod init;
 mod list;
 mod ls;
@@ -54,6 +55,8 @@ enum Command {
     Cat(cat::Args),
     /// Restore a snapshot into a directory
     Restore(restore::Args),
+    /// Write a snapshot's NextGIS Web instance as a .ngwbackup for `nextgisweb restore`
+    Export(export::Args),
     /// Repair repository metadata
     Repair(repair::Args),
 }
@@ -147,6 +150,7 @@ pub fn run() -> i32 {
         Command::Ls(a) => ls::run(&ctx, a),
         Command::Cat(a) => cat::run(&ctx, a),
         Command::Restore(a) => restore::run(&ctx, a),
+        Command::Export(a) => export::run(&ctx, a),
         Command::Repair(a) => repair::run(&ctx, a),
     };
     match res {

@@ -15,6 +15,7 @@
 
 mod config;
 mod lock;
+mod lookup;
 mod saver;
 
 use std::collections::{HashMap, HashSet};
@@ -29,6 +30,7 @@ use rayon::prelude::*;
 
 pub use self::config::{Config, VERSION};
 pub use self::lock::{hostname, Lock, LockInfo};
+pub use self::lookup::PathLookup;
 pub use self::saver::{Added, Saver};
 use crate::chunker::{ChunkParams, Profiles};
 use crate::compress::{self, Compression};

@@ -26,6 +26,107 @@ const PG_DATABASE: u32 = 1262;
 const PG_EXTENSION: u32 = 3079;
 const PG_NAMESPACE: u32 = 2615;
 
+/// Name of the NGW part of a snapshot (see `backup::ngw` for its layout).
+pub const SNAPSHOT_ROOT: &str = "ngw";
+
+/// The path `ngw/<parts...>` inside a snapshot.
+pub fn snapshot_path(parts: &[&str]) -> Vec<Vec<u8>> {
+    std::iter::once(SNAPSHOT_ROOT)
+        .chain(parts.iter().copied())
+        .map(|p| p.as_bytes().to_vec())
+        .collect()
+}
+
+/// One `$index` line, as Python's `json.dumps(obj, ensure_ascii=False)` writes it.
+fn index_line(id: usize, identity: &str, payload: &[(&str, &str)]) -> String {
+    let q = |s: &str| serde_json::to_string(s).expect("strings serialize");
+    let fields: Vec<String> = payload
+        .iter()
+        .map(|(k, v)| format!("{}: {}", q(k), q(v)))
+        .collect();
+    format!(
+        "{{\"id\": {id}, \"identity\": {}, \"payload\": {{{}}}}}\n",
+        q(identity),
+        fields.join(", ")
+    )
+}
+
+/// The `$index` of component `file_storage`.
+pub fn fileobj_index(objs: &[FileObj]) -> String {
+    objs.iter()
+        .enumerate()
+        .map(|(i, o)| {
+            index_line(
+                i + 1,
+                "fileobj",
+                &[("component", &o.component), ("uuid", &o.uuid)],
+            )
+        })
+        .collect()
+}
+
+/// The `$index` of component `core` (custom fonts).
+pub fn font_index(fonts: &[String]) -> String {
+    fonts
+        .iter()
+        .enumerate()
+        .map(|(i, f)| index_line(i + 1, "font", &[("component", "core"), ("filename", f)]))
+        .collect()
+}
+
+/// Where a file-storage blob is kept inside a snapshot.
+pub fn blob_snapshot_path(component: &str, uuid: &str) -> Vec<Vec<u8>> {
+    snapshot_path(&["file_storage", component, &uuid[..2], &uuid[2..4], uuid])
+}
+
+/// Where a custom font is kept inside a snapshot.
+pub fn font_snapshot_path(name: &str) -> Vec<Vec<u8>> {
+    snapshot_path(&["fonts", name])
+}
+
+/// One record of a `$index` file that snap understands.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum IndexItem {
+    /// A `fileobj` blob.
+    FileObj(FileObj),
+    /// A custom font.
+    Font(String),
+}
+
+/// Parses one `$index` line into its id and item; anything unknown or unsafe is an
+/// error naming the line.
+pub fn parse_index_line(line: &str) -> Result<(u64, IndexItem)> {
+    let bad = |why: &str| Error::Invalid(format!("$index line {line:?}: {why}"));
+    let v: serde_json::Value = serde_json::from_str(line).map_err(|e| bad(&e.to_string()))?;
+    let id = v["id"].as_u64().ok_or_else(|| bad("no numeric id"))?;
+    let text = |k: &str| {
+        v["payload"][k]
+            .as_str()
+            .ok_or_else(|| bad(&format!("payload has no {k}")))
+    };
+    let item = match v["identity"].as_str() {
+        Some("fileobj") => {
+            let (component, uuid) = (text("component")?.to_string(), text("uuid")?.to_string());
+            let ok = crate::tree::is_safe_name(component.as_bytes())
+                && uuid.len() == 32
+                && uuid.bytes().all(|b| b.is_ascii_hexdigit());
+            if !ok {
+                return Err(bad("component or uuid is not valid"));
+            }
+            IndexItem::FileObj(FileObj { component, uuid })
+        }
+        Some("font") => {
+            let f = text("filename")?;
+            if !is_font_name(f) {
+                return Err(bad("font file name is not valid"));
+            }
+            IndexItem::Font(f.to_string())
+        }
+        other => return Err(bad(&format!("unknown identity {other:?}"))),
+    };
+    Ok((id, item))
+}
+
 /// Database connection settings from `[core] database.*`.
 #[derive(Clone, Debug)]
 pub struct DbConfig {
@@ -338,6 +439,31 @@ fn parse_toc_line(line: &str) -> Option<(u32, u32, &str)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn index_lines_are_byte_identical_to_python_json_dumps_and_parse_back() {
+        let objs = vec![FileObj {
+            component: "raster_layer".into(),
+            uuid: "bd19836ddb62c11c55ab251ccaca5645".into(),
+        }];
+        assert_eq!(
+            fileobj_index(&objs),
+            "{\"id\": 1, \"identity\": \"fileobj\", \"payload\": {\"component\": \"raster_layer\", \"uuid\": \"bd19836ddb62c11c55ab251ccaca5645\"}}\n"
+        );
+        assert_eq!(
+            font_index(&["Font-1.ttf".into()]),
+            "{\"id\": 1, \"identity\": \"font\", \"payload\": {\"component\": \"core\", \"filename\": \"Font-1.ttf\"}}\n"
+        );
+        let line = fileobj_index(&objs);
+        assert_eq!(
+            parse_index_line(line.trim_end()).unwrap(),
+            (1, IndexItem::FileObj(objs[0].clone()))
+        );
+        assert!(parse_index_line("{\"id\": 2, \"identity\": \"fileobj\", \"payload\": {\"component\": \"..\", \"uuid\": \"x\"}}").is_err());
+        assert!(
+            parse_index_line("{\"id\": 3, \"identity\": \"resource\", \"payload\": {}}").is_err()
+        );
+    }
 
     #[test]
     fn config_keys_and_defaults() {
