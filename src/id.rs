@@ -15,8 +15,11 @@ impl Id {
         Id(*blake3::hash(data).as_bytes())
     }
 
-    /// Parses 64 hex digits.
+    /// Parses 64 lowercase hex digits (the only form snap writes).
     pub fn from_hex(s: &str) -> Option<Id> {
+        if s.bytes().any(|b| b.is_ascii_uppercase()) {
+            return None;
+        }
         let mut out = [0u8; ID_LEN];
         hex::decode_to_slice(s, &mut out).ok()?;
         Some(Id(out))

@@ -96,7 +96,9 @@ impl Index {
                 .map_err(|e| index.err(e))?;
             c.pragma_update(None, "journal_mode", "WAL")
                 .map_err(|e| index.err(e))?;
-            c.pragma_update(None, "synchronous", "NORMAL")
+            // FULL: a committed transaction survives power loss, so a snapshot record
+            // (fsynced) never outlives the index rows of its packs.
+            c.pragma_update(None, "synchronous", "FULL")
                 .map_err(|e| index.err(e))?;
         }
         let ok = index.tx(|c| {
@@ -158,6 +160,13 @@ impl Index {
         )
         .map(|n| n > 0)
         .map_err(|e| self.err(e))
+    }
+
+    /// Empties every table (for a rebuild in place).
+    pub fn clear(&self) -> Result<()> {
+        self.tx(|c| {
+            c.execute_batch("DELETE FROM blobs; DELETE FROM packs; DELETE FROM snapshots; DELETE FROM meta WHERE key = 'complete';")
+        })
     }
 
     /// Records that every pack has been indexed.

@@ -124,6 +124,9 @@ pub fn restore(
         .unwrap_or_else(|p| p.into_inner())
         .drain(..)
     {
+        if first == dest {
+            continue;
+        }
         let res = remove_non_dir(&dest).and_then(|_| fs::hard_link(&first, &dest).at(&dest));
         match res {
             Ok(()) => {

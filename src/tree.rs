@@ -333,6 +333,10 @@ impl ListNode {
 /// that memory stays at most [`LIST_MAX`] ids per level whatever the file size.
 #[derive(Default)]
 pub struct ListBuilder {
+    /// The first ids, until there are more than [`INLINE_MAX`]: a short file is stored
+    /// inline and never creates a list node.
+    inline: Vec<Id>,
+    spilled: bool,
     levels: Vec<Vec<Id>>,
 }
 
@@ -342,7 +346,17 @@ pub type StoreList<'a> = dyn FnMut(&ListNode) -> Result<Id> + 'a;
 impl ListBuilder {
     /// Appends the next data chunk id.
     pub fn push(&mut self, id: Id, store: &mut StoreList<'_>) -> Result<()> {
-        self.push_at(0, id, store)
+        if self.spilled {
+            return self.push_at(0, id, store);
+        }
+        self.inline.push(id);
+        if self.inline.len() > INLINE_MAX {
+            self.spilled = true;
+            for id in std::mem::take(&mut self.inline) {
+                self.push_at(0, id, store)?;
+            }
+        }
+        Ok(())
     }
 
     fn push_at(&mut self, level: usize, id: Id, store: &mut StoreList<'_>) -> Result<()> {
@@ -366,6 +380,12 @@ impl ListBuilder {
 
     /// Closes the open list nodes and returns the file's content.
     pub fn finish(mut self, store: &mut StoreList<'_>) -> Result<Content> {
+        if !self.spilled {
+            return Ok(Content {
+                depth: 0,
+                ids: self.inline,
+            });
+        }
         let mut level = 0;
         loop {
             let pending = match self.levels.get_mut(level) {
@@ -610,6 +630,19 @@ mod tests {
             expand(c.depth, &c.ids, &store, &mut got);
             assert_eq!(got, want);
         }
+    }
+
+    #[test]
+    fn short_lists_never_create_list_nodes() {
+        // Ids whose last byte is zero close a group at every chance.
+        for n in [4, 10, 64] {
+            let ids = vec![Id([0; 32]); n];
+            let mut store = HashMap::new();
+            let c = build(&ids, &mut store);
+            assert_eq!((c.depth, c.ids.len(), store.len()), (0, n, 0));
+        }
+        let mut store = HashMap::new();
+        assert!(build(&vec![Id([0; 32]); 65], &mut store).depth > 0);
     }
 
     #[test]

@@ -164,11 +164,10 @@ mod dedup {
         let src = env.path("src");
         fs::create_dir_all(&src).unwrap();
         for i in 0..50 {
-            fs::write(
-                src.join(format!("f{i}")),
-                random_bytes(200_000, &i.to_string()),
-            )
-            .unwrap();
+            let f = src.join(format!("f{i}"));
+            fs::write(&f, random_bytes(200_000, &i.to_string())).unwrap();
+            // Files that have existed for a while (see the "racy clean" rule).
+            set_mtime(&f, 1_600_000_000, 0);
         }
         let first = env.backup_json(&[src.to_str().unwrap()]);
         let second = env.backup_json(&[src.to_str().unwrap()]);
@@ -361,6 +360,76 @@ mod safety {
         );
         let f = format!("{}/victim.bin", src.display());
         env.snap(&["cat", "latest", &f]).assert().code(1);
+    }
+
+    /// A pack lost from the index must not be referenced again by the unchanged files
+    /// of the next backup: they are read and stored anew.
+    #[test]
+    fn damaged_pack_is_not_reused_by_the_next_backup() {
+        let env = Env::new();
+        env.init();
+        let src = env.path("src");
+        fs::create_dir_all(&src).unwrap();
+        fs::write(src.join("f"), random_bytes(3 << 20, "f")).unwrap();
+        // Old enough that the parent's metadata is trusted ("racy clean" rule).
+        set_mtime(&src.join("f"), 1_600_000_000, 0);
+        env.backup_json(&[src.to_str().unwrap()]);
+        let pack = largest_pack(&env.repo());
+        let mut bytes = fs::read(&pack).unwrap();
+        let n = bytes.len();
+        bytes[n - 10] ^= 0xff;
+        fs::write(&pack, bytes).unwrap();
+        env.snap(&["repair", "index"])
+            .assert()
+            .code(1)
+            .stderr(predicate::str::contains("could not be read"));
+        let second = env.backup_json(&[src.to_str().unwrap()]);
+        assert_eq!(
+            second["summary"]["files_read"], 1,
+            "the file whose blobs are gone is read again"
+        );
+        let target = env.path("out");
+        env.restore("latest", &target);
+        assert!(
+            fs::read(restored(&target, &src).join("f")).unwrap()
+                == fs::read(src.join("f")).unwrap()
+        );
+    }
+
+    #[test]
+    fn unchanged_old_files_are_not_read_but_fresh_ones_are() {
+        let env = Env::new();
+        env.init();
+        let src = env.path("src");
+        fs::create_dir_all(&src).unwrap();
+        fs::write(src.join("old"), b"old").unwrap();
+        set_mtime(&src.join("old"), 1_600_000_000, 0);
+        fs::write(src.join("fresh"), b"fresh").unwrap();
+        env.backup_json(&[src.to_str().unwrap()]);
+        let second = env.backup_json(&[src.to_str().unwrap()]);
+        // "fresh" was modified within a second of the parent's start: read again.
+        assert_eq!(second["summary"]["files_read"], 1);
+    }
+
+    #[test]
+    fn damaged_snapshot_record_is_skipped_not_fatal() {
+        let env = Env::new();
+        env.init();
+        let src = env.path("src");
+        fs::create_dir_all(&src).unwrap();
+        fs::write(src.join("f"), b"x").unwrap();
+        env.backup_json(&[src.to_str().unwrap()]);
+        fs::write(
+            env.repo().join("snapshots").join("ab".repeat(32)),
+            b"garbage",
+        )
+        .unwrap();
+        env.snap(&["list"])
+            .assert()
+            .success()
+            .stderr(predicate::str::contains("skipping snapshot"));
+        env.snap(&["repair", "index"]).assert().success();
+        assert_eq!(env.snapshots().len(), 1);
     }
 
     #[test]
@@ -611,6 +680,28 @@ mod ux {
     }
 
     #[test]
+    fn dot_dot_in_a_source_path_is_resolved() {
+        let env = Env::new();
+        env.init();
+        fs::create_dir_all(env.path("a/b")).unwrap();
+        fs::create_dir_all(env.path("x")).unwrap();
+        fs::write(env.path("x/f"), b"f").unwrap();
+        env.snap(&["backup", "../../x"])
+            .current_dir(env.path("a/b"))
+            .assert()
+            .success();
+        let want = format!("{}/f", env.path("x").display());
+        env.snap(&["cat", "latest", &want])
+            .assert()
+            .success()
+            .stdout("f");
+        assert_eq!(
+            env.snapshots()[0]["sources"][0]["path"],
+            env.path("x").display().to_string()
+        );
+    }
+
+    #[test]
     fn excludes_leave_entries_out() {
         let env = Env::new();
         env.init();
@@ -696,6 +787,11 @@ mod ngw {
                 b"font bytes",
             )
             .unwrap();
+            set_mtime(
+                &inst.env.path("sdir/core/fontconfig/Custom_Font-1.ttf"),
+                1_600_000_000,
+                0,
+            );
             fs::write(
                 inst.env.path("sdir/core/fontconfig/ignored.woff"),
                 b"not a font NGW takes",
@@ -716,6 +812,8 @@ mod ngw {
             let p = self.blob(component, uuid);
             fs::create_dir_all(p.parent().unwrap()).unwrap();
             fs::write(&p, random_bytes(1 << 20, uuid)).unwrap();
+            // Blobs are written once and then old (see the "racy clean" rule).
+            set_mtime(&p, 1_600_000_000, 0);
             self.pg.sql(
                 "ngw",
                 &format!("INSERT INTO fileobj (component, uuid) VALUES ('{component}', '{uuid}')"),

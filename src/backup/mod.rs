@@ -124,7 +124,7 @@ pub fn backup(
     let mut sources = Vec::new();
     let mut placed: Vec<(Vec<Vec<u8>>, PathBuf)> = Vec::new();
     for p in &opts.paths {
-        let abs = std::path::absolute(p).at(p)?;
+        let abs = normalize(&std::path::absolute(p).at(p)?);
         let text = abs
             .to_str()
             .ok_or_else(|| {
@@ -155,8 +155,7 @@ pub fn backup(
         }
         None => None,
     };
-    let _lock = repo.lock(false, "backup")?;
-    repo.remove_stale_tmp();
+    let lock = repo.lock(false, "backup")?;
     let host = opts.host.clone().unwrap_or_else(hostname);
     let parent = if opts.no_parent {
         None
@@ -171,6 +170,7 @@ pub fn backup(
         progress,
         counts: Counts::default(),
         warnings: Mutex::new(Vec::new()),
+        parent_time: parent.as_ref().map(|(_, s)| s.time.timestamp()),
     };
     let mut root = VDir::default();
     let now = Timestamp {
@@ -259,6 +259,8 @@ pub fn backup(
                 return Err(Error::Invalid("/ is not a directory".into()));
             };
             root.meta = Some(node.meta);
+            // The tree was just saved: commit it before reading it back.
+            run.saver.flush()?;
             for n in repo.load_tree(tree)?.nodes {
                 root.insert(std::slice::from_ref(&n.name.clone()), n)?;
             }
@@ -311,12 +313,28 @@ pub fn backup(
         },
         program: format!("snap {}", env!("CARGO_PKG_VERSION")),
     };
+    lock.check()?;
     let id = repo.save_snapshot(&snapshot)?;
     Ok(BackupOutcome {
         id,
         snapshot,
         warnings,
     })
+}
+
+/// Resolves `.` and `..` lexically (as restic does), so `../../x` is stored where it is.
+fn normalize(p: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for c in p.components() {
+        match c {
+            std::path::Component::ParentDir => {
+                out.pop();
+            }
+            std::path::Component::CurDir => {}
+            other => out.push(other),
+        }
+    }
+    out
 }
 
 /// The latest snapshot of `host` with exactly the same path sources.
@@ -375,9 +393,18 @@ struct Run<'r> {
     progress: &'r dyn Progress,
     counts: Counts,
     warnings: Mutex<Vec<String>>,
+    /// Start of the parent snapshot (seconds); see [`Run::racy`].
+    parent_time: Option<i64>,
 }
 
 impl Run<'_> {
+    /// Whether a parent entry's mtime is too close to the parent's backup to trust: a
+    /// file rewritten within the same timestamp tick right after it was read would
+    /// look unchanged forever ("racy clean", as git calls it).
+    fn racy(&self, old: &Meta) -> bool {
+        self.parent_time.is_none_or(|t| old.mtime.sec >= t - 1)
+    }
+
     fn warn(&self, w: String) {
         log::debug!("{w}");
         self.warnings
@@ -498,7 +525,10 @@ impl Run<'_> {
             ..
         }) = prev
         {
-            if sfs::unchanged(old, &meta) {
+            if sfs::unchanged(old, &meta)
+                && !self.racy(old)
+                && self.repo.content_complete(content)?
+            {
                 add(&self.counts.files, 1);
                 add(&self.counts.bytes_total, meta.size);
                 self.progress.bytes(meta.size);

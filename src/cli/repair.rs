@@ -28,5 +28,15 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
             s.packs, s.blobs, s.snapshots
         );
     }
+    if !s.skipped.is_empty() {
+        super::print_list(
+            "packs that could not be read (their data is not available)",
+            &s.skipped,
+        );
+        anyhow::bail!(
+            "{} packs could not be read; the index is incomplete",
+            s.skipped.len()
+        );
+    }
     Ok(0)
 }

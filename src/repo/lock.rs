@@ -127,6 +127,21 @@ impl Lock {
         Ok(lock.refreshing())
     }
 
+    /// Fails when the lock file is gone (another process took it over as stale, e.g.
+    /// after this one was paused): the holder must then not commit anything.
+    pub fn check(&self) -> Result<()> {
+        if self.path.exists() {
+            Ok(())
+        } else {
+            Err(Error::Locked {
+                holder: format!(
+                    "nobody: this process's lock {} was removed as stale; rerun the operation",
+                    self.path.display()
+                ),
+            })
+        }
+    }
+
     fn refreshing(mut self) -> Lock {
         let (tx, rx) = mpsc::channel::<()>();
         let path = self.path.clone();

@@ -43,8 +43,6 @@ use crate::tree::{Content, ListNode, Node, NodeKind, Tree, MAX_META_BLOB};
 
 const INDEX_FILE: &str = "index.sqlite";
 const OPEN_PACKS: usize = 64;
-/// Age after which an untouched file in `tmp/` is a leftover.
-const STALE_TMP: std::time::Duration = std::time::Duration::from_secs(3600);
 
 /// Options of a new repository.
 #[derive(Clone, Debug)]
@@ -68,14 +66,16 @@ impl Default for InitOptions {
 }
 
 /// What `rebuild_index` found.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct RebuildStats {
-    /// Packs read.
+    /// Packs indexed.
     pub packs: u64,
     /// Blobs indexed.
     pub blobs: u64,
     /// Snapshots indexed.
     pub snapshots: u64,
+    /// Packs that could not be read, with the reason; the index stays incomplete.
+    pub skipped: Vec<String>,
 }
 
 /// An open repository.
@@ -184,7 +184,7 @@ impl Repository {
         };
         if !repo.index.is_complete()? {
             let stats = repo.fill_index()?;
-            if stats.packs > 0 {
+            if stats.packs > 0 && stats.skipped.is_empty() {
                 log::warn!(
                     "index {} was missing or incomplete; rebuilt it from {} packs",
                     index_path.display(),
@@ -269,7 +269,11 @@ impl Repository {
 
     /// Reads blob `id` from a known location, verifying its hash.
     pub fn read_blob_at(&self, id: &Id, loc: &BlobLoc) -> Result<Vec<u8>> {
-        let cap = ChunkParams::MAX_CHUNK.max(MAX_META_BLOB);
+        let cap = if loc.kind.is_metadata() {
+            MAX_META_BLOB
+        } else {
+            ChunkParams::MAX_CHUNK
+        };
         let pack_name = format!("packs/{}", loc.pack);
         let sane = loc.raw_len <= cap
             && match loc.compression {
@@ -381,6 +385,30 @@ impl Repository {
             Ok(())
         })?;
         flush(&mut batch)
+    }
+
+    /// Whether every blob of `content` (data chunks and list nodes) is in the index, so
+    /// that a new snapshot may reference it without storing it again.
+    pub fn content_complete(&self, content: &Content) -> Result<bool> {
+        self.ids_complete(content.depth, &content.ids)
+    }
+
+    fn ids_complete(&self, depth: u8, ids: &[Id]) -> Result<bool> {
+        for id in ids {
+            if !self.has_blob(id)? {
+                return Ok(false);
+            }
+            if depth > 0 {
+                let node = match self.read_blob(id).and_then(|b| ListNode::decode(id, &b)) {
+                    Ok(n) => n,
+                    Err(_) => return Ok(false),
+                };
+                if node.level != depth - 1 || !self.ids_complete(node.level, &node.ids)? {
+                    return Ok(false);
+                }
+            }
+        }
+        Ok(true)
     }
 
     /// Writes a file's content to `out` (see [`Repository::read_content`]); returns the
@@ -505,36 +533,59 @@ impl Repository {
         }
         for id in on_disk.difference(&indexed) {
             let path = self.snapshot_path(id);
-            let bytes = read_capped(&path, crate::snapshot::MAX_LEN)?;
-            let snap = Snapshot::decode(id, &bytes)?;
-            self.index.add_snapshot(id, &snap, &bytes)?;
+            let snap = read_capped(&path, crate::snapshot::MAX_LEN)
+                .and_then(|b| Ok((Snapshot::decode(id, &b)?, b)));
+            match snap {
+                Ok((snap, bytes)) => self.index.add_snapshot(id, &snap, &bytes)?,
+                // One damaged record must not make the repository unusable.
+                Err(e) => log::warn!("skipping snapshot {}: {e}", path.display()),
+            }
         }
         Ok(())
     }
 
     // ---- index maintenance ----
 
-    /// Drops the index and builds it anew from pack trailers and snapshot files.
-    /// Takes the exclusive lock itself.
+    /// Builds the index anew from pack trailers and snapshot files, under the exclusive
+    /// lock. A usable index file is emptied in place (processes that opened it before
+    /// the lock keep writing to the file everyone reads); an unusable one is replaced.
+    /// Leftover temp files are removed too: no writer runs under the exclusive lock.
     pub fn rebuild_index(root: &Path) -> Result<RebuildStats> {
         let cfg_path = root.join("config");
         let config = Config::decode(&read_capped(&cfg_path, config::MAX_LEN)?)?;
         let _lock = Lock::acquire(&root.join("locks"), true, "repair index")?;
-        remove_index_files(root)?;
+        let index_path = root.join(INDEX_FILE);
+        let reused = match Index::open(&index_path, &config.id) {
+            Ok(Some(i)) => i.clear().ok().map(|()| i),
+            _ => None,
+        };
+        let index = match reused {
+            Some(i) => i,
+            None => {
+                remove_index_files(root)?;
+                Index::open(&index_path, &config.id)?
+                    .ok_or_else(|| Error::Invalid("cannot create a fresh index".into()))?
+            }
+        };
         let repo = Repository {
             root: root.to_path_buf(),
-            index: Index::open(&root.join(INDEX_FILE), &config.id)?
-                .ok_or_else(|| Error::Invalid("cannot create a fresh index".into()))?,
+            index,
             config,
             open_packs: Mutex::new(HashMap::new()),
         };
+        let tmp = repo.tmp_dir();
+        for e in fs::read_dir(&tmp).at(&tmp)?.flatten() {
+            log::debug!("removing leftover temp file {}", e.path().display());
+            let _ = fs::remove_file(e.path());
+        }
         let mut stats = repo.fill_index()?;
         repo.sync_snapshots()?;
         stats.snapshots = repo.index.snapshots()?.len() as u64;
         Ok(stats)
     }
 
-    /// Indexes every pack file, then marks the index complete.
+    /// Indexes every pack file; marks the index complete only when every pack could be
+    /// read (an index missing a pack's blobs would let backups reference them).
     fn fill_index(&self) -> Result<RebuildStats> {
         let packs_dir = self.root.join("packs");
         let mut paths = Vec::new();
@@ -555,6 +606,7 @@ impl Repository {
             }
         }
         let blobs = std::sync::atomic::AtomicU64::new(0);
+        let skipped = Mutex::new(Vec::new());
         paths.par_iter().try_for_each(|(id, path)| -> Result<()> {
             match read_pack_trailer(path) {
                 Ok((entries, size)) => {
@@ -562,37 +614,25 @@ impl Repository {
                     self.index.add_pack(id, size, &entries)
                 }
                 Err(e) => {
-                    log::warn!("skipping unreadable pack {}: {e}", path.display());
+                    log::warn!("unreadable pack {}: {e}", path.display());
+                    skipped
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .push(format!("{}: {e}", path.display()));
                     Ok(())
                 }
             }
         })?;
-        self.index.mark_complete()?;
+        let skipped = skipped.into_inner().unwrap_or_else(|p| p.into_inner());
+        if skipped.is_empty() {
+            self.index.mark_complete()?;
+        }
         Ok(RebuildStats {
-            packs: paths.len() as u64,
+            packs: (paths.len() - skipped.len()) as u64,
             blobs: blobs.into_inner(),
             snapshots: 0,
+            skipped,
         })
-    }
-
-    /// Deletes files in `tmp/` that nothing has written to for an hour: leftovers of a
-    /// killed process (a pack being written is touched continuously). Best effort.
-    pub fn remove_stale_tmp(&self) {
-        let Ok(entries) = fs::read_dir(self.tmp_dir()) else {
-            return;
-        };
-        for e in entries.flatten() {
-            let age = e
-                .metadata()
-                .and_then(|m| m.modified())
-                .ok()
-                .and_then(|t| t.elapsed().ok())
-                .unwrap_or_default();
-            if age > STALE_TMP {
-                log::debug!("removing stale temp file {}", e.path().display());
-                let _ = fs::remove_file(e.path());
-            }
-        }
     }
 
     /// Creates a temp file for a new pack.
