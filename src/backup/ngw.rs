@@ -13,7 +13,10 @@
 //! are chunked with the stream profile, so an unchanged table costs nothing even when
 //! pg_dump renumbers its file.
 
+use std::collections::HashSet;
 use std::io::{self, Cursor};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
 
 use rayon::prelude::*;
 
@@ -41,6 +44,75 @@ fn parent_node(parent: Option<&PathLookup<'_>>, path: &[Vec<u8>]) -> Option<Node
     }
 }
 
+/// (device, inode) of the files process `pid` has open, or `None` where `/proc` cannot
+/// tell.
+fn open_files(pid: u32) -> Option<HashSet<(u64, u64)>> {
+    let dir = PathBuf::from(format!("/proc/{pid}/fd"));
+    let entries = std::fs::read_dir(&dir).ok()?;
+    Some(
+        entries
+            .flatten()
+            .filter_map(|e| std::fs::metadata(e.path()).ok())
+            .map(|m| (m.dev(), m.ino()))
+            .collect(),
+    )
+}
+
+/// Ingests pg_dump's files while it runs: a file pg_dump has closed is complete (it
+/// writes each once), so it goes into the repository and is deleted at once, keeping
+/// temporary disk use to about one table instead of a whole dump. Without `/proc`, the
+/// files are taken when pg_dump has ended. `toc.dat` stays for `pg_restore --list`.
+fn ingest_dump_files(
+    run: &Run<'_>,
+    dump: &mut Running,
+    dir: &Path,
+    params: crate::chunker::ChunkParams,
+    root: &mut VDir,
+    now: Timestamp,
+) -> Result<()> {
+    let mut done: HashSet<std::ffi::OsString> = HashSet::new();
+    loop {
+        let exited = dump.has_exited()?;
+        let open = if exited {
+            Some(HashSet::new())
+        } else {
+            open_files(dump.id())
+        };
+        if let Some(open) = open {
+            let entries = match sfs::read_dir_sorted(dir) {
+                Ok(e) => e,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
+                Err(e) => return Err(e).at(dir),
+            };
+            for (name, path) in entries {
+                if done.contains(&name) {
+                    continue;
+                }
+                let Ok(md) = std::fs::symlink_metadata(&path) else {
+                    continue;
+                };
+                if !md.is_file() || open.contains(&(md.dev(), md.ino())) {
+                    continue;
+                }
+                let text = name.to_str().ok_or_else(|| {
+                    Error::Invalid(format!("{}: unexpected pg_dump file name", path.display()))
+                })?;
+                let mut f = std::fs::File::open(&path).at(&path)?;
+                let (content, size) = run.ingest(&mut f, params, Some(md.len()))?.at(&path)?;
+                if text != "toc.dat" {
+                    std::fs::remove_file(&path).at(&path)?;
+                }
+                root.insert(&comps(&["postgres", text]), stream_node(content, size, now))?;
+                done.insert(name);
+            }
+        }
+        if exited {
+            return Ok(());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
 /// Backs up the instance described by `cfg` into `root`. Any failure (database
 /// unreachable, pg_dump failing, a listed blob missing) is an error: no snapshot.
 pub(super) fn backup(
@@ -60,11 +132,17 @@ pub(super) fn backup(
         .tempdir_in(&tmp_base)
         .at(&tmp_base)?;
     let dump_dir = tmp.path().join("postgres");
+    let params = run.repo.params(crate::chunker::Profile::Dump);
+    // pg_dump writes into dump_dir and nothing to stdout.
     let mut dump = Running::start(
         session.pg_dump(&dump_dir),
         "pg_dump of the NextGIS Web database",
     )?;
-    io::copy(dump.stdout(), &mut io::sink()).at("<pg_dump output>")?;
+    let ingested = ingest_dump_files(run, &mut dump, &dump_dir, params, root, now);
+    if let Err(e) = ingested {
+        dump.kill();
+        return Err(e);
+    }
     dump.finish()?;
     let mut list = std::process::Command::new("pg_restore");
     list.arg("--list").arg(&dump_dir);
@@ -74,20 +152,7 @@ pub(super) fn backup(
     lister.finish()?;
     let restore_list = session.restore_list(&listing)?;
     session.finish()?;
-
-    let params = run.repo.params(crate::chunker::Profile::Dump);
-    let entries = sfs::read_dir_sorted(&dump_dir).at(&dump_dir)?;
-    for (name, path) in entries {
-        let name = name.to_str().ok_or_else(|| {
-            Error::Invalid(format!("{}: unexpected pg_dump file name", path.display()))
-        })?;
-        let mut f = std::fs::File::open(&path).at(&path)?;
-        let len = f.metadata().at(&path)?.len();
-        let (content, size) = run.ingest(&mut f, params, Some(len))?.at(&path)?;
-        // Free the temporary space as soon as the file is in the repository.
-        std::fs::remove_file(&path).at(&path)?;
-        root.insert(&comps(&["postgres", name]), stream_node(content, size, now))?;
-    }
+    drop(tmp);
     let (content, size) = run
         .ingest(&mut Cursor::new(restore_list.into_bytes()), params, None)?
         .at("postgres/restore")?;

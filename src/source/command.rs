@@ -79,6 +79,23 @@ impl Running {
         &mut self.stdout
     }
 
+    /// The process id.
+    pub fn id(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Whether the command has ended (its status is then read by [`Running::finish`]).
+    pub fn has_exited(&mut self) -> Result<bool> {
+        self.child
+            .try_wait()
+            .map(|s| s.is_some())
+            .map_err(|e| Error::Command {
+                command: self.command.clone(),
+                status: format!("could not be waited for: {e}"),
+                stderr: String::new(),
+            })
+    }
+
     /// Waits for the command; an error unless it exited with status 0. Returns its stderr
     /// tail (a successful command may still have warned).
     pub fn finish(mut self) -> Result<String> {
