@@ -1155,6 +1155,63 @@ mod ngw {
         inst.verify_zip(&written, "fromdefault");
     }
 
+    /// More than 65,535 members: the ZIP needs ZIP64 end records, as NGW's large file
+    /// storages do.
+    #[test]
+    fn export_with_more_than_65535_members_is_zip64() {
+        let Some(inst) = Instance::new() else { return };
+        const N: u32 = 65_600;
+        let dir = inst.env.path("fs/attachment/00/00");
+        fs::create_dir_all(&dir).unwrap();
+        for i in 1..=N {
+            let uuid = format!("{i:032x}");
+            fs::write(dir.join(&uuid), uuid.as_bytes()).unwrap();
+        }
+        inst.pg.sql(
+            "ngw",
+            &format!("INSERT INTO fileobj (component, uuid) SELECT 'attachment', lpad(to_hex(i), 32, '0') FROM generate_series(1, {N}) i"),
+        );
+        inst.env.backup_json(&["--ngw", &inst.config()]);
+        let out = inst.env.snap(&["export", "latest", "-"]).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let zip = inst.env.path("big.ngwbackup");
+        fs::write(&zip, &out.stdout).unwrap();
+        let script =
+            "import sys, zipfile\nz = zipfile.ZipFile(sys.argv[1])\nassert z.testzip() is None\n\
+                      names = z.namelist()\nassert len(names) > 65535, len(names)\n\
+                      i = names.index('component/file_storage/00065600')\n\
+                      print(z.read(names[i]).decode())";
+        let x = std::process::Command::new("python3")
+            .args(["-c", script])
+            .arg(&zip)
+            .output()
+            .unwrap();
+        assert!(
+            x.status.success(),
+            "python: {}",
+            String::from_utf8_lossy(&x.stderr)
+        );
+        // Lines of $index are in (component, uuid) order: attachment blobs come first.
+        assert_eq!(
+            String::from_utf8_lossy(&x.stdout).trim(),
+            format!("{:032x}", 65_600)
+        );
+        let t = std::process::Command::new("unzip")
+            .arg("-tq")
+            .arg(&zip)
+            .output()
+            .unwrap();
+        assert!(
+            t.status.success(),
+            "unzip -t: {}",
+            String::from_utf8_lossy(&t.stdout)
+        );
+    }
+
     #[test]
     fn failures_record_no_snapshot() {
         let Some(inst) = Instance::new() else { return };
