@@ -1224,6 +1224,27 @@ mod ngw {
             .stderr(
                 predicate::str::contains(u).and(predicate::str::contains("no snapshot recorded")),
             );
+        fs::write(inst.blob("feature_attachment", u), b"restored").unwrap();
+        // pg_dump killed half-way (as by the OOM killer): the run fails, quoting it.
+        let bin = inst.env.path("failing-bin");
+        fs::create_dir_all(&bin).unwrap();
+        let fake = bin.join("pg_dump");
+        fs::write(
+            &fake,
+            "#!/bin/sh\necho 'pg_dump: dumping contents of table x' >&2\nkill -9 $$\n",
+        )
+        .unwrap();
+        fs::set_permissions(&fake, fs::Permissions::from_mode(0o755)).unwrap();
+        let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
+        inst.env
+            .snap(&["backup", "--ngw", &inst.config()])
+            .env("PATH", path)
+            .assert()
+            .code(1)
+            .stderr(
+                predicate::str::contains("pg_dump")
+                    .and(predicate::str::contains("killed by signal 9")),
+            );
         let bad = inst.env.path("bad.ini");
         fs::write(
             &bad,
