@@ -62,19 +62,6 @@ pub struct BlobLoc {
     pub compression: Compression,
 }
 
-/// Totals over the index.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct IndexStats {
-    /// Packs.
-    pub packs: u64,
-    /// Their total size in bytes.
-    pub pack_bytes: u64,
-    /// Distinct blobs.
-    pub blobs: u64,
-    /// Their total raw size.
-    pub raw_bytes: u64,
-}
-
 /// An open index.
 pub struct Index {
     path: PathBuf,
@@ -255,22 +242,6 @@ impl Index {
         })
     }
 
-    /// Names of all indexed packs.
-    pub fn pack_names(&self) -> Result<Vec<Id>> {
-        let c = self.conn();
-        let mut st = c
-            .prepare("SELECT name FROM packs")
-            .map_err(|e| self.err(e))?;
-        let rows = st
-            .query_map([], |r| r.get::<_, Vec<u8>>(0))
-            .map_err(|e| self.err(e))?;
-        let mut out = Vec::new();
-        for r in rows {
-            out.extend(Id::from_slice(&r.map_err(|e| self.err(e))?));
-        }
-        Ok(out)
-    }
-
     /// Records a snapshot (idempotent).
     pub fn add_snapshot(&self, id: &Id, snap: &Snapshot, record: &[u8]) -> Result<()> {
         self.tx(|c| {
@@ -310,31 +281,6 @@ impl Index {
         }
         Ok(out)
     }
-
-    /// Totals over packs and blobs.
-    pub fn stats(&self) -> Result<IndexStats> {
-        let c = self.conn();
-        let (packs, pack_bytes) = c
-            .query_row(
-                "SELECT count(*), coalesce(sum(size), 0) FROM packs",
-                [],
-                |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)),
-            )
-            .map_err(|e| self.err(e))?;
-        let (blobs, raw_bytes) = c
-            .query_row(
-                "SELECT count(*), coalesce(sum(raw_len), 0) FROM blobs",
-                [],
-                |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)),
-            )
-            .map_err(|e| self.err(e))?;
-        Ok(IndexStats {
-            packs: packs as u64,
-            pack_bytes: pack_bytes as u64,
-            blobs: blobs as u64,
-            raw_bytes: raw_bytes as u64,
-        })
-    }
 }
 
 fn sql_err(path: &Path, e: rusqlite::Error) -> Error {
@@ -371,7 +317,6 @@ mod tests {
         );
         assert!(idx.contains(&e.id).unwrap());
         assert!(!idx.contains(&Id::hash(b"b")).unwrap());
-        assert_eq!(idx.stats().unwrap().blobs, 1);
         drop(idx);
         assert!(Index::open(&path, "r1").unwrap().is_some());
         assert!(

@@ -152,11 +152,6 @@ impl<W: Write> PackWriter<W> {
         self.len
     }
 
-    /// Number of blobs added.
-    pub fn count(&self) -> usize {
-        self.entries.len()
-    }
-
     /// True when no blob was added.
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()

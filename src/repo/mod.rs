@@ -36,7 +36,7 @@ use crate::chunker::{ChunkParams, Profiles};
 use crate::compress::{self, Compression};
 use crate::error::{Error, IoContext, Result};
 use crate::id::Id;
-use crate::index::{BlobLoc, Index, IndexStats};
+use crate::index::{BlobLoc, Index};
 use crate::pack;
 use crate::snapshot::Snapshot;
 use crate::tree::{Content, ListNode, Node, NodeKind, Tree, MAX_META_BLOB};
@@ -209,11 +209,6 @@ impl Repository {
     /// Chunk parameters of a profile.
     pub fn params(&self, p: crate::chunker::Profile) -> ChunkParams {
         self.config.chunking.get(p)
-    }
-
-    /// Totals over the index.
-    pub fn stats(&self) -> Result<IndexStats> {
-        self.index.stats()
     }
 
     /// Takes a shared (`exclusive = false`) or exclusive lock.
