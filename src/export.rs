@@ -213,19 +213,24 @@ pub fn export_zip(repo: &Repository, snap: &Snapshot, out: &mut dyn Write) -> Re
     Ok(stats)
 }
 
-/// Writes the `.ngwbackup` ZIP of `snap` to the new file `dest`: to a temporary name in
-/// the same directory, renamed only when complete; an existing `dest` is refused.
-pub fn export_zip_file(repo: &Repository, snap: &Snapshot, dest: &Path) -> Result<ExportStats> {
+/// Refuses an existing `dest`; returns the directory its temporary sibling goes in.
+fn new_sibling_dir(dest: &Path) -> Result<&Path> {
     if dest.exists() {
         return Err(Error::Invalid(format!(
             "{} exists; export never overwrites",
             dest.display()
         )));
     }
-    let dir = dest
+    Ok(dest
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
+        .unwrap_or(Path::new(".")))
+}
+
+/// Writes the `.ngwbackup` ZIP of `snap` to the new file `dest`: to a temporary name in
+/// the same directory, renamed only when complete; an existing `dest` is refused.
+pub fn export_zip_file(repo: &Repository, snap: &Snapshot, dest: &Path) -> Result<ExportStats> {
+    let dir = new_sibling_dir(dest)?;
     let tmp = tempfile::Builder::new()
         .prefix(".snap-export-")
         .tempfile_in(dir)
@@ -241,16 +246,7 @@ pub fn export_zip_file(repo: &Repository, snap: &Snapshot, dest: &Path) -> Resul
 /// Writes the same tree as a new directory `dest` (`nextgisweb backup --no-zip`), built
 /// under a temporary name and renamed when complete.
 pub fn export_dir(repo: &Repository, snap: &Snapshot, dest: &Path) -> Result<ExportStats> {
-    if dest.exists() {
-        return Err(Error::Invalid(format!(
-            "{} exists; export never overwrites",
-            dest.display()
-        )));
-    }
-    let dir = dest
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
+    let dir = new_sibling_dir(dest)?;
     let tmp = tempfile::Builder::new()
         .prefix(".snap-export-")
         .tempdir_in(dir)

@@ -105,17 +105,21 @@ impl Pg {
         self.dir.path().display().to_string()
     }
 
-    fn server_cmd(&self, tool: &str, args: &[&str]) {
+    /// A server tool, run as the cluster's owner.
+    fn server_tool(&self, tool: &str) -> Command {
         let exe = self.bin.join(tool);
-        let out = match &self.run_as {
-            Some(user) => Command::new("runuser")
-                .args(["-u", user, "--"])
-                .arg(&exe)
-                .args(args)
-                .output(),
-            None => Command::new(&exe).args(args).output(),
+        match &self.run_as {
+            Some(user) => {
+                let mut c = Command::new("runuser");
+                c.args(["-u", user, "--"]).arg(exe);
+                c
+            }
+            None => Command::new(exe),
         }
-        .unwrap();
+    }
+
+    fn server_cmd(&self, tool: &str, args: &[&str]) {
+        let out = self.server_tool(tool).args(args).output().unwrap();
         assert!(
             out.status.success(),
             "{tool} failed: {}{}",
@@ -156,15 +160,9 @@ impl Pg {
 
 impl Drop for Pg {
     fn drop(&mut self) {
-        let exe = self.bin.join("pg_ctl");
-        let args = ["-D", &self.data(), "-m", "immediate", "stop"];
-        let _ = match &self.run_as {
-            Some(user) => Command::new("runuser")
-                .args(["-u", user, "--"])
-                .arg(&exe)
-                .args(args)
-                .output(),
-            None => Command::new(&exe).args(args).output(),
-        };
+        let _ = self
+            .server_tool("pg_ctl")
+            .args(["-D", &self.data(), "-m", "immediate", "stop"])
+            .output();
     }
 }
