@@ -16,7 +16,7 @@ use std::collections::BTreeMap;
 use std::ffi::OsStr;
 use std::fs::Metadata;
 use std::io::{self, Read};
-use std::os::unix::ffi::OsStrExt;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
@@ -358,16 +358,7 @@ fn stream_node(content: Content, size: u64, now: Timestamp) -> Node {
     Node {
         name: Vec::new(),
         kind: NodeKind::File(content),
-        meta: Meta {
-            mode: 0o100600,
-            uid: rustix::process::geteuid().as_raw(),
-            gid: rustix::process::getegid().as_raw(),
-            mtime: now,
-            ctime: now,
-            nlink: 1,
-            size,
-            ..Meta::default()
-        },
+        meta: synthetic_meta(0o100600, size, now),
     }
 }
 
@@ -640,7 +631,7 @@ impl Run<'_> {
                     n
                 }
                 VEntry::Dir(sub) => {
-                    let meta = sub.meta.unwrap_or_else(|| synthetic_dir_meta(now));
+                    let meta = sub.meta.unwrap_or_else(|| synthetic_meta(0o040755, 0, now));
                     Node {
                         name,
                         kind: NodeKind::Dir(self.save_vdir(sub, now)?),
@@ -654,24 +645,17 @@ impl Run<'_> {
     }
 }
 
-trait IntoVec {
-    fn into_vec(self) -> Vec<u8>;
-}
-
-impl IntoVec for std::ffi::OsString {
-    fn into_vec(self) -> Vec<u8> {
-        std::os::unix::ffi::OsStringExt::into_vec(self)
-    }
-}
-
-fn synthetic_dir_meta(now: Timestamp) -> Meta {
+/// Metadata of an entry that exists only in the snapshot (a stream, or a directory
+/// that only names one): owned by the current user, timestamped `now`.
+fn synthetic_meta(mode: u32, size: u64, now: Timestamp) -> Meta {
     Meta {
-        mode: 0o040755,
+        mode,
         uid: rustix::process::geteuid().as_raw(),
         gid: rustix::process::getegid().as_raw(),
         mtime: now,
         ctime: now,
         nlink: 1,
+        size,
         ..Meta::default()
     }
 }
