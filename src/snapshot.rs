@@ -29,7 +29,7 @@ pub struct Snapshot {
     /// Free-form labels.
     #[serde(default)]
     pub tags: Vec<String>,
-    /// What went in, in command-line order.
+    /// What went in: paths, then an NGW instance, standard input, commands.
     pub sources: Vec<Source>,
     /// Root tree.
     pub tree: Id,
