@@ -63,6 +63,13 @@ pub enum Source {
         /// Its `config.ini`.
         config: String,
     },
+    /// An imported `.ngwbackup` archive, stored under `ngw/` like an instance.
+    Archive {
+        /// The archive's file name.
+        file: String,
+        /// BLAKE3 of the whole archive: importing it again is a no-op.
+        blake3: Id,
+    },
     /// A command's standard output, stored as one file.
     Command {
         /// The command line, run by `sh -c`.
@@ -160,6 +167,7 @@ impl Source {
             Source::Stdin { name, .. } => format!("{name} (stdin)"),
             Source::Command { name, .. } => format!("{name} (command)"),
             Source::Ngw { config } => format!("ngw/ (NextGIS Web, {config})"),
+            Source::Archive { file, .. } => format!("ngw/ (imported {file})"),
         }
     }
 }

@@ -1212,6 +1212,169 @@ mod ngw {
         );
     }
 
+    /// Members of two ZIPs, compared by Python: same names (ignoring a `./` entry's
+    /// presence) and byte-identical payloads.
+    fn assert_same_members(a: &Path, b: &Path) {
+        let script = "import sys, zipfile\n\
+                      za, zb = zipfile.ZipFile(sys.argv[1]), zipfile.ZipFile(sys.argv[2])\n\
+                      na = sorted(n for n in za.namelist() if not n.endswith('/'))\n\
+                      nb = sorted(n for n in zb.namelist() if not n.endswith('/'))\n\
+                      assert na == nb, (na, nb)\n\
+                      for n in na:\n    assert za.read(n) == zb.read(n), n\n\
+                      print(len(na))";
+        let x = std::process::Command::new("python3")
+            .args(["-c", script])
+            .arg(a)
+            .arg(b)
+            .output()
+            .unwrap();
+        assert!(
+            x.status.success(),
+            "members differ: {}",
+            String::from_utf8_lossy(&x.stderr)
+        );
+    }
+
+    #[test]
+    fn import_dedups_archives_and_exports_them_back_byte_identical() {
+        let Some(inst) = Instance::new() else { return };
+        inst.env.backup_json(&["--ngw", &inst.config()]);
+        let day1 = inst.env.path("nextgisweb-20261101-020000.ngwbackup");
+        inst.env
+            .snap(&["export", "latest", day1.to_str().unwrap()])
+            .assert()
+            .success();
+        inst.pg.sql(
+            "ngw",
+            "UPDATE vector_layer.layer_roads SET name = 'x' WHERE id = 7",
+        );
+        inst.add_blob("raster_layer", "6f60718293a4b5c6d7e8f90a1b2c3d4e");
+        inst.env.backup_json(&["--ngw", &inst.config()]);
+        let day2 = inst.env.path("nextgisweb-20261102-020000.ngwbackup");
+        inst.env
+            .snap(&["export", "latest", day2.to_str().unwrap()])
+            .assert()
+            .success();
+
+        // A fresh repository imports both, oldest first whatever the argument order.
+        let other = Env::new();
+        other.init();
+        other
+            .snap(&["import", day2.to_str().unwrap(), day1.to_str().unwrap()])
+            .assert()
+            .success();
+        let snaps = other.snapshots();
+        assert_eq!(snaps.len(), 2);
+        assert_eq!(snaps[0]["time"], "2026-11-01T02:00:00Z");
+        assert_eq!(snaps[0]["tags"][0], "nextgisweb-20261101-020000.ngwbackup");
+        let first = snaps[0]["summary"]["bytes_added"].as_u64().unwrap();
+        let second = snaps[1]["summary"]["bytes_added"].as_u64().unwrap();
+        assert!(
+            second < (1 << 20) + first / 5,
+            "day two added {second} bytes, day one {first}"
+        );
+
+        other
+            .snap(&["import", day1.to_str().unwrap()])
+            .assert()
+            .success()
+            .stdout(predicate::str::contains("already imported"));
+        assert_eq!(other.snapshots().len(), 2);
+
+        for (snap, original) in [(&snaps[0], &day1), (&snaps[1], &day2)] {
+            let again = other.path(&format!(
+                "again-{}.ngwbackup",
+                snap["short_id"].as_str().unwrap()
+            ));
+            other
+                .snap(&[
+                    "export",
+                    snap["id"].as_str().unwrap(),
+                    again.to_str().unwrap(),
+                ])
+                .assert()
+                .success();
+            assert_same_members(original, &again);
+        }
+    }
+
+    #[test]
+    fn damaged_archives_are_refused_by_name_and_the_rest_import() {
+        let Some(inst) = Instance::new() else { return };
+        inst.env.backup_json(&["--ngw", &inst.config()]);
+        let good = inst.env.path("20261101-020000.ngwbackup");
+        inst.env
+            .snap(&["export", "latest", good.to_str().unwrap()])
+            .assert()
+            .success();
+        let dir = inst.env.path("bad");
+        fs::create_dir_all(&dir).unwrap();
+        let script = r#"
+import sys, zipfile, os
+d = sys.argv[1]
+def z(name, members, method=zipfile.ZIP_STORED):
+    with zipfile.ZipFile(os.path.join(d, name), 'w', method) as f:
+        for n, data in members:
+            f.writestr(n, data)
+toc = ('postgres/toc.dat', b'PGDMP')
+z('escape.ngwbackup', [toc, ('../evil', b'x')])
+z('legacy.ngwbackup', [('db.sqlite', b'SQLite format 3')])
+z('dup.ngwbackup', [toc, ('postgres/1.dat', b'a'), ('postgres/1.dat', b'b')])
+z('bomb.ngwbackup', [toc, ('postgres/2.dat', bytes(256 << 20))], zipfile.ZIP_DEFLATED)
+z('crc.ngwbackup', [toc, ('postgres/3.dat', b'A' * 100000)])
+b = bytearray(open(os.path.join(d, 'crc.ngwbackup'), 'rb').read())
+b[len(b) // 2] ^= 1
+open(os.path.join(d, 'crc.ngwbackup'), 'wb').write(b)
+g = open(sys.argv[2], 'rb').read()
+open(os.path.join(d, 'truncated.ngwbackup'), 'wb').write(g[: len(g) // 2])
+open(os.path.join(d, 'notzip.ngwbackup'), 'wb').write(b'just text')
+"#;
+        let x = std::process::Command::new("python3")
+            .args(["-c", script])
+            .arg(&dir)
+            .arg(&good)
+            .output()
+            .unwrap();
+        assert!(x.status.success(), "{}", String::from_utf8_lossy(&x.stderr));
+        let other = Env::new();
+        other.init();
+        let mut args = vec!["import".to_string()];
+        for f in [
+            "escape",
+            "legacy",
+            "dup",
+            "bomb",
+            "crc",
+            "truncated",
+            "notzip",
+        ] {
+            args.push(dir.join(format!("{f}.ngwbackup")).display().to_string());
+        }
+        args.push(good.display().to_string());
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = other.snap(&args).output().unwrap();
+        assert_eq!(out.status.code(), Some(1));
+        let err = String::from_utf8_lossy(&out.stderr);
+        for (file, why) in [
+            ("escape", "outside the backup tree"),
+            ("legacy", "legacy format"),
+            ("dup", "appears twice"),
+            ("bomb", "ZIP bomb"),
+            ("crc", "postgres/3.dat"),
+            ("truncated", "not a readable ZIP"),
+            ("notzip", "not a readable ZIP"),
+        ] {
+            assert!(
+                err.lines()
+                    .any(|l| l.contains(&format!("{file}.ngwbackup")) && l.contains(why)),
+                "{file}: {why} not in:\n{err}"
+            );
+        }
+        let snaps = other.snapshots();
+        assert_eq!(snaps.len(), 1, "only the good archive is imported");
+        assert_eq!(snaps[0]["tags"][0], "20261101-020000.ngwbackup");
+    }
+
     #[test]
     fn failures_record_no_snapshot() {
         let Some(inst) = Instance::new() else { return };

@@ -25,7 +25,10 @@ use std::time::Instant;
 use chrono::Utc;
 use rayon::prelude::*;
 
+mod archive;
 mod ngw;
+
+pub use archive::time_from_name;
 
 use crate::chunker::{Batch, ChunkParams, Profile, StreamChunker};
 use crate::error::{Error, IoContext, Result};
@@ -51,6 +54,10 @@ pub struct BackupOptions {
     pub commands: Vec<(String, String)>,
     /// A NextGIS Web instance's `config.ini`, stored under `ngw/`.
     pub ngw: Option<PathBuf>,
+    /// An `.ngwbackup` archive and its BLAKE3 ([`archive_id`]), imported under `ngw/`.
+    pub archive: Option<(PathBuf, Id)>,
+    /// The snapshot's time (default: now), e.g. an imported archive's.
+    pub time: Option<chrono::DateTime<Utc>>,
     /// Exclude patterns.
     pub excludes: Vec<String>,
     /// Tags of the snapshot.
@@ -72,6 +79,8 @@ impl Default for BackupOptions {
             stdin_name: None,
             commands: Vec::new(),
             ngw: None,
+            archive: None,
+            time: None,
             excludes: Vec::new(),
             tags: Vec::new(),
             host: None,
@@ -111,11 +120,12 @@ pub fn backup(
     progress: &dyn Progress,
 ) -> Result<BackupOutcome> {
     let started = Instant::now();
-    let time = Utc::now();
+    let time = opts.time.unwrap_or_else(Utc::now);
     if opts.paths.is_empty()
         && opts.stdin_name.is_none()
         && opts.commands.is_empty()
         && opts.ngw.is_none()
+        && opts.archive.is_none()
     {
         return Err(Error::Invalid(
             "nothing to back up: give paths, --stdin-name, --command or --ngw".into(),
@@ -225,6 +235,22 @@ pub fn backup(
             exit_status: 0,
         });
     }
+    if let Some((path, blake3)) = &opts.archive {
+        if ngw_config.is_some() {
+            return Err(Error::Invalid(
+                "--ngw and an imported archive cannot share a snapshot".into(),
+            ));
+        }
+        archive::import(&run, path, &mut root, now)?;
+        sources.push(Source::Archive {
+            file: path
+                .file_name()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .into_owned(),
+            blake3: *blake3,
+        });
+    }
     if let Some(cfg) = &ngw_config {
         ngw::backup(
             &run,
@@ -320,6 +346,14 @@ pub fn backup(
         snapshot,
         warnings,
     })
+}
+
+/// The BLAKE3 of a whole file (an archive's identity for import).
+pub fn archive_id(path: &Path) -> Result<Id> {
+    let mut h = blake3::Hasher::new();
+    h.update_reader(std::fs::File::open(path).at(path)?)
+        .at(path)?;
+    Ok(Id::from(h.finalize()))
 }
 
 /// Resolves `.` and `..` lexically (as restic does), so `../../x` is stored where it is.

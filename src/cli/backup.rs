@@ -77,6 +77,8 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
         stdin_name: a.stdin_name.clone(),
         commands: a.commands.into_iter().zip(a.names).collect(),
         ngw,
+        archive: None,
+        time: None,
         excludes: a.exclude,
         tags: a.tag,
         host: a.host,

@@ -5,6 +5,7 @@
 mod backup;
 mod cat;
 mod export;
+mod import;
 mod init;
 mod list;
 mod ls;
@@ -57,6 +58,8 @@ enum Command {
     Restore(restore::Args),
     /// Write a snapshot's NextGIS Web instance as a .ngwbackup for `nextgisweb restore`
     Export(export::Args),
+    /// Import .ngwbackup archives, one snapshot each, deduplicated
+    Import(import::Args),
     /// Repair repository metadata
     Repair(repair::Args),
 }
@@ -151,6 +154,7 @@ pub fn run() -> i32 {
         Command::Cat(a) => cat::run(&ctx, a),
         Command::Restore(a) => restore::run(&ctx, a),
         Command::Export(a) => export::run(&ctx, a),
+        Command::Import(a) => import::run(&ctx, a),
         Command::Repair(a) => repair::run(&ctx, a),
     };
     match res {

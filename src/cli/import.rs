@@ -1,0 +1,101 @@
+//! `snap import`
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use anyhow::{bail, Result};
+use chrono::{DateTime, Utc};
+use snap::backup::{archive_id, backup, time_from_name, BackupOptions};
+use snap::snapshot::Source;
+
+use super::{human, progress_for, Bar, Ctx};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// .ngwbackup archives (each becomes one snapshot, oldest first)
+    #[arg(required = true, value_name = "FILE")]
+    files: Vec<PathBuf>,
+    /// Host name to record [default: this machine's]
+    #[arg(long)]
+    host: Option<String>,
+}
+
+/// The archive's time: from its name (`YYYYmmdd-HHMMSS`, UTC), else its mtime.
+fn archive_time(f: &PathBuf) -> DateTime<Utc> {
+    let name = f.file_name().unwrap_or_default().to_string_lossy();
+    time_from_name(&name).unwrap_or_else(|| {
+        std::fs::metadata(f)
+            .and_then(|m| m.modified())
+            .map(DateTime::<Utc>::from)
+            .unwrap_or_else(|_| Utc::now())
+    })
+}
+
+pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
+    let repo = ctx.open(true)?;
+    let mut items: Vec<(DateTime<Utc>, PathBuf)> = a
+        .files
+        .iter()
+        .map(|f| (archive_time(f), f.clone()))
+        .collect();
+    items.sort();
+    let mut imported: HashMap<_, _> = repo
+        .snapshots()?
+        .into_iter()
+        .filter_map(|(id, s)| {
+            s.sources.iter().find_map(|src| match src {
+                Source::Archive { blake3, .. } => Some((*blake3, id)),
+                _ => None,
+            })
+        })
+        .collect();
+    let mut failed = 0;
+    for (time, file) in &items {
+        let result = archive_id(file).and_then(|aid| {
+            if let Some(snap) = imported.get(&aid) {
+                println!(
+                    "{}: already imported as snapshot {}; skipped",
+                    file.display(),
+                    snap.short()
+                );
+                return Ok(());
+            }
+            let opts = BackupOptions {
+                archive: Some((file.clone(), aid)),
+                time: Some(*time),
+                tags: vec![file
+                    .file_name()
+                    .unwrap_or_default()
+                    .to_string_lossy()
+                    .into_owned()],
+                host: a.host.clone(),
+                ..Default::default()
+            };
+            let bar = Bar::new(ctx, "import");
+            let done = backup(&repo, &opts, None, progress_for(&bar))?;
+            drop(bar);
+            let s = &done.snapshot.summary;
+            println!(
+                "{}: snapshot {} ({}), {} read, {} added",
+                file.display(),
+                done.id.short(),
+                time.format("%Y-%m-%d %H:%M:%S UTC"),
+                human(s.bytes_read),
+                human(s.bytes_added)
+            );
+            imported.insert(aid, done.id);
+            Ok(())
+        });
+        if let Err(e) = result {
+            eprintln!("snap: {e}");
+            failed += 1;
+        }
+    }
+    if failed > 0 {
+        bail!(
+            "{failed} of {} archives could not be imported (see above); the others were",
+            items.len()
+        );
+    }
+    Ok(0)
+}
