@@ -203,6 +203,7 @@ pub(super) fn import(run: &Run<'_>, path: &Path, root: &mut VDir, now: Timestamp
             kind: NodeKind::File(content),
             meta: synthetic_meta(0o100644, size, mtime),
         };
+        run.count_stream();
         root.insert(&at, node)?;
     }
     Ok(())

@@ -194,8 +194,7 @@ pub fn backup(
         let input = stdin
             .ok_or_else(|| Error::Invalid("--stdin-name given but no standard input".into()))?;
         let (content, size) = run.ingest(input, stream_params, None)?.at("<stdin>")?;
-        add(&run.counts.files, 1);
-        add(&run.counts.files_read, 1);
+        run.count_stream();
         root.insert(&comps, stream_node(content, size, now))?;
         sources.push(Source::Stdin {
             name: name.clone(),
@@ -225,8 +224,7 @@ pub fn backup(
                 stderr.trim_end()
             ));
         }
-        add(&run.counts.files, 1);
-        add(&run.counts.files_read, 1);
+        run.count_stream();
         root.insert(&comps, stream_node(content, size, now))?;
         sources.push(Source::Command {
             command: command.clone(),
@@ -436,6 +434,12 @@ impl Run<'_> {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .push(w);
+    }
+
+    /// Counts a stream (stdin, command output, a dump file): a file that was read.
+    fn count_stream(&self) {
+        add(&self.counts.files, 1);
+        add(&self.counts.files_read, 1);
     }
 
     fn last_warning(&self) -> String {

@@ -102,6 +102,7 @@ fn ingest_dump_files(
                 if text != "toc.dat" {
                     std::fs::remove_file(&path).at(&path)?;
                 }
+                run.count_stream();
                 root.insert(&comps(&["postgres", text]), stream_node(content, size, now))?;
                 done.insert(name);
             }
@@ -156,6 +157,7 @@ pub(super) fn backup(
     let (content, size) = run
         .ingest(&mut Cursor::new(restore_list.into_bytes()), params, None)?
         .at("postgres/restore")?;
+    run.count_stream();
     root.insert(
         &comps(&["postgres", "restore"]),
         stream_node(content, size, now),
@@ -211,6 +213,7 @@ pub(super) fn backup(
         let (content, size) = run
             .ingest(&mut Cursor::new(text.into_bytes()), params, None)?
             .at("$index")?;
+        run.count_stream();
         root.insert(
             &comps(&["component", component, "$index"]),
             stream_node(content, size, now),

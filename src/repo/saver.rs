@@ -3,7 +3,8 @@
 //!
 //! Data blobs and metadata blobs (trees, chunk lists) go to separate packs. A blob is
 //! claimed in an in-memory set before it is written, so two threads never store the
-//! same new blob twice; the set holds only blobs new in this run.
+//! same new blob twice; once its pack is indexed the claim is dropped (the index
+//! answers from then on), so the set holds only the blobs of the open packs.
 
 use std::borrow::Cow;
 use std::collections::HashSet;
@@ -124,6 +125,13 @@ impl<'r> Saver<'r> {
         let (id, entries, size, buf) = p.writer.finish().at(&path)?;
         let file = buf.into_inner().map_err(|e| e.into_error()).at(&path)?;
         self.repo.commit_pack(file, &id, size, &entries)?;
+        // Indexed now: the index answers for these ids, so the claim set stays bounded
+        // by the open packs, not by the run.
+        let mut claimed = locked(&self.claimed);
+        for e in &entries {
+            claimed.remove(&e.id);
+        }
+        drop(claimed);
         self.packs.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
@@ -155,5 +163,36 @@ impl<'r> Saver<'r> {
 impl OpenPack {
     fn writer_path(&self) -> &std::path::Path {
         self.writer.get_ref().get_ref().path()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn claims_are_dropped_once_their_pack_is_indexed() {
+        let d = tempfile::tempdir().unwrap();
+        let repo = Repository::init(&d.path().join("repo"), &Default::default()).unwrap();
+        let saver = repo.saver(3);
+        let blobs: Vec<Vec<u8>> = (0u32..100).map(|i| i.to_le_bytes().repeat(100)).collect();
+        for b in &blobs {
+            saver.save(BlobKind::Data, b).unwrap();
+        }
+        assert_eq!(locked(&saver.claimed).len(), 100);
+        saver.flush().unwrap();
+        assert!(
+            locked(&saver.claimed).is_empty(),
+            "claims outlived their pack"
+        );
+        for b in &blobs {
+            saver.save(BlobKind::Data, b).unwrap();
+        }
+        assert_eq!(
+            saver.added().blobs,
+            100,
+            "known blobs are deduplicated through the index"
+        );
+        assert!(locked(&saver.claimed).is_empty());
     }
 }
