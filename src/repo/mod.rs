@@ -102,6 +102,11 @@ fn read_capped(path: &Path, cap: u64) -> Result<Vec<u8>> {
     fs::read(path).at(path)
 }
 
+/// Reads and validates `<root>/config`.
+fn read_config(root: &Path) -> Result<Config> {
+    Config::decode(&read_capped(&root.join("config"), config::MAX_LEN)?)
+}
+
 /// Writes `bytes` to `dest` durably and atomically: temp file in `tmp`, fsync, rename,
 /// fsync of the destination directory.
 fn write_atomic(tmp: &Path, dest: &Path, bytes: &[u8]) -> Result<()> {
@@ -161,7 +166,7 @@ impl Repository {
                 ),
             });
         }
-        let config = Config::decode(&read_capped(&cfg_path, config::MAX_LEN)?)?;
+        let config = read_config(root)?;
         let index_path = root.join(INDEX_FILE);
         let index = match Index::open(&index_path, &config.id)? {
             Some(i) => i,
@@ -327,18 +332,24 @@ impl Repository {
             if depth == 0 {
                 f(*id)?;
             } else {
-                let node = ListNode::decode(id, &self.read_blob(id)?)?;
-                if node.level != depth - 1 {
-                    return Err(Error::corrupt(
-                        "chunk list",
-                        id,
-                        format!("level {} where {} was expected", node.level, depth - 1),
-                    ));
-                }
+                let node = self.list_node(id, depth - 1)?;
                 self.visit_ids(node.level, &node.ids, f)?;
             }
         }
         Ok(())
+    }
+
+    /// Reads list node `id`, which must be of `level`.
+    fn list_node(&self, id: &Id, level: u8) -> Result<ListNode> {
+        let node = ListNode::decode(id, &self.read_blob(id)?)?;
+        if node.level != level {
+            return Err(Error::corrupt(
+                "chunk list",
+                id,
+                format!("level {} where {level} was expected", node.level),
+            ));
+        }
+        Ok(node)
     }
 
     /// Feeds a file's chunks, verified, in order to `sink`; chunks are read and
@@ -394,11 +405,10 @@ impl Repository {
                 return Ok(false);
             }
             if depth > 0 {
-                let node = match self.read_blob(id).and_then(|b| ListNode::decode(id, &b)) {
-                    Ok(n) => n,
-                    Err(_) => return Ok(false),
+                let Ok(node) = self.list_node(id, depth - 1) else {
+                    return Ok(false);
                 };
-                if node.level != depth - 1 || !self.ids_complete(node.level, &node.ids)? {
+                if !self.ids_complete(node.level, &node.ids)? {
                     return Ok(false);
                 }
             }
@@ -423,21 +433,14 @@ impl Repository {
     /// Finds the node at `path` (components) below tree `root`; the empty path is the
     /// root itself, returned as a directory node.
     pub fn find_node(&self, root: &Id, path: &[Vec<u8>]) -> Result<Option<Node>> {
-        let mut node = Node {
-            name: b"/".to_vec(),
-            kind: NodeKind::Dir(*root),
-            meta: Default::default(),
-        };
-        for comp in path {
-            let NodeKind::Dir(tree) = &node.kind else {
-                return Ok(None);
-            };
-            match self.load_tree(tree)?.get(comp) {
-                Some(n) => node = n.clone(),
-                None => return Ok(None),
-            }
+        if path.is_empty() {
+            return Ok(Some(Node {
+                name: b"/".to_vec(),
+                kind: NodeKind::Dir(*root),
+                meta: Default::default(),
+            }));
         }
-        Ok(Some(node))
+        PathLookup::new(self, *root).node(path)
     }
 
     /// Calls `f` for every entry below tree `tree`, depth first in name order, with its
@@ -546,8 +549,7 @@ impl Repository {
     /// the lock keep writing to the file everyone reads); an unusable one is replaced.
     /// Leftover temp files are removed too: no writer runs under the exclusive lock.
     pub fn rebuild_index(root: &Path) -> Result<RebuildStats> {
-        let cfg_path = root.join("config");
-        let config = Config::decode(&read_capped(&cfg_path, config::MAX_LEN)?)?;
+        let config = read_config(root)?;
         let _lock = Lock::acquire(&root.join("locks"), true, "repair index")?;
         let index_path = root.join(INDEX_FILE);
         let reused = match Index::open(&index_path, &config.id) {
@@ -675,7 +677,7 @@ fn remove_index_files(root: &Path) -> Result<()> {
 }
 
 /// Reads and validates a pack's header and trailer; returns its entries and size.
-pub fn read_pack_trailer(path: &Path) -> Result<(Vec<pack::PackEntry>, u64)> {
+fn read_pack_trailer(path: &Path) -> Result<(Vec<pack::PackEntry>, u64)> {
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
