@@ -15,13 +15,13 @@ use std::path::Path;
 
 use chrono::{DateTime, NaiveDate, Utc};
 
-use super::{synthetic_meta, Run, VDir};
+use super::{Run, VDir};
 use crate::chunker::Profile;
 use crate::error::{Error, IoContext, Result};
 use crate::source::ngw::{
     blob_snapshot_path, font_snapshot_path, parse_index_line, snapshot_path, IndexItem,
 };
-use crate::tree::{Node, NodeKind, Timestamp};
+use crate::tree::Timestamp;
 
 /// A member may expand at most this many times its compressed size...
 const MAX_RATIO: u64 = 1000;
@@ -58,12 +58,6 @@ pub fn time_from_name(name: &str) -> Option<DateTime<Utc>> {
                 .and_utc(),
         )
     })
-}
-
-/// Where a member goes in the snapshot, and with which chunking profile.
-enum Place {
-    Dump(Vec<Vec<u8>>),
-    Blob(Vec<Vec<u8>>),
 }
 
 /// Imports the archive at `path` into `root`.
@@ -160,10 +154,12 @@ pub(super) fn import(run: &Run<'_>, path: &Path, root: &mut VDir, now: Timestamp
     let mut placed = Vec::with_capacity(files.len());
     for (i, name) in &files {
         let place = match name.split('/').collect::<Vec<_>>()[..] {
-            ["postgres", f] => Place::Dump(snapshot_path(&["postgres", f])),
-            ["component", c, "$index"] => Place::Dump(snapshot_path(&["component", c, "$index"])),
+            ["postgres", f] => (snapshot_path(&["postgres", f]), Profile::Dump),
+            ["component", c, "$index"] => {
+                (snapshot_path(&["component", c, "$index"]), Profile::Dump)
+            }
             ["component", _, _] => match blobs.get(name) {
-                Some(at) => Place::Blob(at.clone()),
+                Some(at) => (at.clone(), Profile::Files),
                 None => {
                     return Err(refuse(
                         path,
@@ -175,11 +171,7 @@ pub(super) fn import(run: &Run<'_>, path: &Path, root: &mut VDir, now: Timestamp
         };
         placed.push((*i, name.clone(), place));
     }
-    for (i, name, place) in placed {
-        let (at, profile) = match place {
-            Place::Dump(at) => (at, Profile::Dump),
-            Place::Blob(at) => (at, Profile::Files),
-        };
+    for (i, name, (at, profile)) in placed {
         let mut m = zip
             .by_index(i)
             .map_err(|e| refuse(path, format!("{name}: {e}")))?;
@@ -198,13 +190,7 @@ pub(super) fn import(run: &Run<'_>, path: &Path, root: &mut VDir, now: Timestamp
         let (content, size) = run
             .ingest(&mut m, run.repo.params(profile), Some(size_hint))?
             .map_err(|e| refuse(path, format!("{name}: {e}")))?;
-        let node = Node {
-            name: Vec::new(),
-            kind: NodeKind::File(content),
-            meta: synthetic_meta(0o100644, size, mtime),
-        };
-        run.count_stream();
-        root.insert(&at, node)?;
+        run.put_stream(root, &at, content, size, 0o100644, mtime)?;
     }
     Ok(())
 }

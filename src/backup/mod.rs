@@ -194,8 +194,7 @@ pub fn backup(
         let input = stdin
             .ok_or_else(|| Error::Invalid("--stdin-name given but no standard input".into()))?;
         let (content, size) = run.ingest(input, stream_params, None)?.at("<stdin>")?;
-        run.count_stream();
-        root.insert(&comps, stream_node(content, size, now))?;
+        run.put_stream(&mut root, &comps, content, size, STREAM_MODE, now)?;
         sources.push(Source::Stdin {
             name: name.clone(),
             profile: opts.stream_profile,
@@ -224,8 +223,7 @@ pub fn backup(
                 stderr.trim_end()
             ));
         }
-        run.count_stream();
-        root.insert(&comps, stream_node(content, size, now))?;
+        run.put_stream(&mut root, &comps, content, size, STREAM_MODE, now)?;
         sources.push(Source::Command {
             command: command.clone(),
             name: name.clone(),
@@ -386,13 +384,8 @@ fn find_parent(
         .find(|(_, s)| s.host == host && Snapshot::parent_key(&s.sources) == want))
 }
 
-fn stream_node(content: Content, size: u64, now: Timestamp) -> Node {
-    Node {
-        name: Vec::new(),
-        kind: NodeKind::File(content),
-        meta: synthetic_meta(0o100600, size, now),
-    }
-}
+/// Mode of a file made from a stream: data such as dumps is private to its owner.
+const STREAM_MODE: u32 = 0o100600;
 
 #[derive(Default)]
 struct Counts {
@@ -436,10 +429,40 @@ impl Run<'_> {
             .push(w);
     }
 
-    /// Counts a stream (stdin, command output, a dump file): a file that was read.
-    fn count_stream(&self) {
+    /// Records a stream that went through [`Run::ingest`] (stdin, command output, a
+    /// dump file, an archive member) as a file at `at`, counted as read.
+    fn put_stream(
+        &self,
+        root: &mut VDir,
+        at: &[Vec<u8>],
+        content: Content,
+        size: u64,
+        mode: u32,
+        mtime: Timestamp,
+    ) -> Result<()> {
         add(&self.counts.files, 1);
         add(&self.counts.files_read, 1);
+        let node = Node {
+            name: Vec::new(),
+            kind: NodeKind::File(content),
+            meta: synthetic_meta(mode, size, mtime),
+        };
+        root.insert(at, node)
+    }
+
+    /// Stores bytes snap generated (a restore list, an `$index`) as a file at `at`.
+    fn put_bytes(
+        &self,
+        root: &mut VDir,
+        at: &[Vec<u8>],
+        bytes: Vec<u8>,
+        now: Timestamp,
+    ) -> Result<()> {
+        let params = self.repo.params(Profile::Dump);
+        let (content, size) = self
+            .ingest(&mut io::Cursor::new(bytes), params, None)?
+            .at("<generated file>")?;
+        self.put_stream(root, at, content, size, STREAM_MODE, now)
     }
 
     fn last_warning(&self) -> String {

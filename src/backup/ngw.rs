@@ -14,13 +14,13 @@
 //! pg_dump renumbers its file.
 
 use std::collections::HashSet;
-use std::io::{self, Cursor};
+use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use rayon::prelude::*;
 
-use super::{stream_node, Run, VDir};
+use super::{Run, VDir, STREAM_MODE};
 use crate::error::{Error, IoContext, Result};
 use crate::id::Id;
 use crate::repo::PathLookup;
@@ -102,8 +102,14 @@ fn ingest_dump_files(
                 if text != "toc.dat" {
                     std::fs::remove_file(&path).at(&path)?;
                 }
-                run.count_stream();
-                root.insert(&comps(&["postgres", text]), stream_node(content, size, now))?;
+                run.put_stream(
+                    root,
+                    &comps(&["postgres", text]),
+                    content,
+                    size,
+                    STREAM_MODE,
+                    now,
+                )?;
                 done.insert(name);
             }
         }
@@ -154,13 +160,11 @@ pub(super) fn backup(
     let restore_list = session.restore_list(&listing)?;
     session.finish()?;
     drop(tmp);
-    let (content, size) = run
-        .ingest(&mut Cursor::new(restore_list.into_bytes()), params, None)?
-        .at("postgres/restore")?;
-    run.count_stream();
-    root.insert(
+    run.put_bytes(
+        root,
         &comps(&["postgres", "restore"]),
-        stream_node(content, size, now),
+        restore_list.into_bytes(),
+        now,
     )?;
 
     let parent = parent_root.map(|root| PathLookup::new(run.repo, root));
@@ -210,13 +214,11 @@ pub(super) fn backup(
         if text.is_empty() {
             continue;
         }
-        let (content, size) = run
-            .ingest(&mut Cursor::new(text.into_bytes()), params, None)?
-            .at("$index")?;
-        run.count_stream();
-        root.insert(
+        run.put_bytes(
+            root,
             &comps(&["component", component, "$index"]),
-            stream_node(content, size, now),
+            text.into_bytes(),
+            now,
         )?;
     }
     Ok(())
