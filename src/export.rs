@@ -124,37 +124,57 @@ fn mtime_of(n: &Node) -> DateTime<Utc> {
     DateTime::from_timestamp(n.meta.mtime.sec, n.meta.mtime.nsec).unwrap_or_default()
 }
 
-/// Writes the members of `snap`'s NGW part to `sink`.
-fn write_members(repo: &Repository, snap: &Snapshot, sink: &mut dyn Sink) -> Result<ExportStats> {
-    let lookup = PathLookup::new(repo, snap.tree);
-    let none = || {
-        Error::Invalid("the snapshot has no NextGIS Web instance (back one up with --ngw)".into())
-    };
-    lookup.tree(&snapshot_path(&[]))?.ok_or_else(none)?;
-    let pg = lookup
-        .tree(&snapshot_path(&["postgres"]))?
-        .ok_or_else(none)?;
-    let mut stats = ExportStats::default();
-    let mut put = |sink: &mut dyn Sink, name: &str, node: &Node| -> Result<()> {
-        let NodeKind::File(content) = &node.kind else {
-            return Err(Error::corrupt("snapshot", name, "expected a file"));
-        };
-        sink.file(name, mtime_of(node), node.meta.size, &mut |w| {
-            repo.write_content(content, w)
-        })
+/// The content of a snapshot entry that must be a file.
+fn file_content<'n>(name: &str, node: &'n Node) -> Result<&'n Content> {
+    match &node.kind {
+        NodeKind::File(content) => Ok(content),
+        _ => Err(Error::corrupt("snapshot", name, "expected a file")),
+    }
+}
+
+/// Writes one member and counts it; errors name the member.
+fn put(
+    sink: &mut dyn Sink,
+    stats: &mut ExportStats,
+    name: &str,
+    mtime: DateTime<Utc>,
+    size: u64,
+    write: &mut dyn FnMut(&mut dyn Write) -> Result<u64>,
+) -> Result<()> {
+    sink.file(name, mtime, size, write)
         .map_err(|e| Error::Entry {
             path: name.to_string(),
             source: Box::new(e),
         })?;
-        stats.files += 1;
-        stats.bytes += node.meta.size;
-        Ok(())
+    stats.files += 1;
+    stats.bytes += size;
+    Ok(())
+}
+
+/// Writes the members of `snap`'s NGW part to `sink`.
+fn write_members(repo: &Repository, snap: &Snapshot, sink: &mut dyn Sink) -> Result<ExportStats> {
+    let lookup = PathLookup::new(repo, snap.tree);
+    let pg = lookup.tree(&snapshot_path(&["postgres"]))?.ok_or_else(|| {
+        Error::Invalid("the snapshot has no NextGIS Web instance (back one up with --ngw)".into())
+    })?;
+    let mut stats = ExportStats::default();
+    let put_node = |sink: &mut dyn Sink, stats: &mut ExportStats, name: &str, node: &Node| {
+        let content = file_content(name, node)?;
+        put(
+            sink,
+            stats,
+            name,
+            mtime_of(node),
+            node.meta.size,
+            &mut |w| repo.write_content(content, w),
+        )
     };
     sink.dir("./", snap.time)?;
     sink.dir("postgres/", snap.time)?;
     for n in &pg.nodes {
-        put(
+        put_node(
             sink,
+            &mut stats,
             &format!("postgres/{}", String::from_utf8_lossy(&n.name)),
             n,
         )?;
@@ -164,12 +184,24 @@ fn write_members(repo: &Repository, snap: &Snapshot, sink: &mut dyn Sink) -> Res
         let Some(index) = lookup.node(&snapshot_path(&["component", component, "$index"]))? else {
             continue;
         };
-        let NodeKind::File(content) = &index.kind else {
-            return Err(Error::corrupt("snapshot", "$index", "expected a file"));
-        };
+        // Read once: written as the $index member, then parsed for the blob members.
+        let name = format!("component/{component}/$index");
+        let mut text = Vec::new();
+        repo.write_content(file_content(&name, &index)?, &mut text)?;
         sink.dir(&format!("component/{component}/"), snap.time)?;
-        put(sink, &format!("component/{component}/$index"), &index)?;
-        for line in index_lines(repo, content)? {
+        put(
+            sink,
+            &mut stats,
+            &name,
+            mtime_of(&index),
+            index.meta.size,
+            &mut |w| {
+                w.write_all(&text).at("<export output>")?;
+                Ok(text.len() as u64)
+            },
+        )?;
+        for line in text.lines() {
+            let line = line.map_err(|e| Error::corrupt("snapshot", &name, e))?;
             let (id, item) = parse_index_line(&line)?;
             let at = match &item {
                 IndexItem::FileObj(o) => blob_snapshot_path(&o.component, &o.uuid),
@@ -182,20 +214,15 @@ fn write_members(repo: &Repository, snap: &Snapshot, sink: &mut dyn Sink) -> Res
                     "listed in $index but missing",
                 )
             })?;
-            put(sink, &format!("component/{component}/{id:08}"), &node)?;
+            put_node(
+                sink,
+                &mut stats,
+                &format!("component/{component}/{id:08}"),
+                &node,
+            )?;
         }
     }
     Ok(stats)
-}
-
-/// The lines of a `$index` file (its size is one line per blob).
-fn index_lines(repo: &Repository, content: &Content) -> Result<Vec<String>> {
-    let mut bytes = Vec::new();
-    repo.write_content(content, &mut bytes)?;
-    bytes
-        .lines()
-        .map(|l| l.map_err(|e| Error::corrupt("snapshot", "$index", e)))
-        .collect()
 }
 
 /// Streams the `.ngwbackup` ZIP of `snap` to `out`.
