@@ -29,7 +29,7 @@ use chrono::Utc;
 use rayon::prelude::*;
 
 pub use self::config::{Config, VERSION};
-pub use self::lock::{hostname, Lock, LockInfo};
+pub use self::lock::{hostname, Lock};
 pub use self::lookup::PathLookup;
 pub use self::saver::{Added, Saver};
 use crate::chunker::{ChunkParams, Profiles};

@@ -31,8 +31,6 @@ pub struct Added {
     pub raw: u64,
     /// Their stored bytes.
     pub stored: u64,
-    /// Packs written.
-    pub packs: u64,
 }
 
 /// Stores new blobs into packs; see the module docs.
@@ -45,7 +43,6 @@ pub struct Saver<'r> {
     blobs: AtomicU64,
     raw: AtomicU64,
     stored: AtomicU64,
-    packs: AtomicU64,
 }
 
 fn locked<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -63,7 +60,6 @@ impl<'r> Saver<'r> {
             blobs: AtomicU64::new(0),
             raw: AtomicU64::new(0),
             stored: AtomicU64::new(0),
-            packs: AtomicU64::new(0),
         }
     }
 
@@ -132,7 +128,6 @@ impl<'r> Saver<'r> {
             claimed.remove(&e.id);
         }
         drop(claimed);
-        self.packs.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
 
@@ -155,7 +150,6 @@ impl<'r> Saver<'r> {
             blobs: self.blobs.load(Ordering::Relaxed),
             raw: self.raw.load(Ordering::Relaxed),
             stored: self.stored.load(Ordering::Relaxed),
-            packs: self.packs.load(Ordering::Relaxed),
         }
     }
 }

@@ -360,7 +360,7 @@ impl Session {
     }
 
     /// Connection settings for a client tool, through its environment.
-    pub fn connect_env(&self, c: &mut Command) {
+    fn connect_env(&self, c: &mut Command) {
         c.env("PGHOST", &self.db.host)
             .env("PGPORT", self.db.port.to_string())
             .env("PGUSER", &self.db.user)
