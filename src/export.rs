@@ -6,18 +6,16 @@
 //! and the output may be a pipe. Blob members get the `{id:08d}` names of their line in
 //! `$index`, resolved to the blobs the snapshot keeps by uuid.
 
-use std::io::{BufRead, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Datelike, Timelike, Utc};
 
 use crate::error::{Error, IoContext, Result};
-use crate::repo::{PathLookup, Repository};
+use crate::ngw_part::{file_content, NgwPart, COMPONENTS};
+use crate::repo::Repository;
 use crate::snapshot::Snapshot;
-use crate::source::ngw::{
-    blob_snapshot_path, font_snapshot_path, parse_index_line, snapshot_path, IndexItem,
-};
-use crate::tree::{Content, Node, NodeKind};
+use crate::tree::Node;
 
 /// What an export wrote.
 #[derive(Clone, Copy, Debug, Default)]
@@ -124,14 +122,6 @@ fn mtime_of(n: &Node) -> DateTime<Utc> {
     DateTime::from_timestamp(n.meta.mtime.sec, n.meta.mtime.nsec).unwrap_or_default()
 }
 
-/// The content of a snapshot entry that must be a file.
-fn file_content<'n>(name: &str, node: &'n Node) -> Result<&'n Content> {
-    match &node.kind {
-        NodeKind::File(content) => Ok(content),
-        _ => Err(Error::corrupt("snapshot", name, "expected a file")),
-    }
-}
-
 /// Writes one member and counts it; errors name the member.
 fn put(
     sink: &mut dyn Sink,
@@ -153,10 +143,7 @@ fn put(
 
 /// Writes the members of `snap`'s NGW part to `sink`.
 fn write_members(repo: &Repository, snap: &Snapshot, sink: &mut dyn Sink) -> Result<ExportStats> {
-    let lookup = PathLookup::new(repo, snap.tree);
-    let pg = lookup.tree(&snapshot_path(&["postgres"]))?.ok_or_else(|| {
-        Error::Invalid("the snapshot has no NextGIS Web instance (back one up with --ngw)".into())
-    })?;
+    let part = NgwPart::open(repo, snap)?;
     let mut stats = ExportStats::default();
     let put_node = |sink: &mut dyn Sink, stats: &mut ExportStats, name: &str, node: &Node| {
         let content = file_content(name, node)?;
@@ -171,7 +158,7 @@ fn write_members(repo: &Repository, snap: &Snapshot, sink: &mut dyn Sink) -> Res
     };
     sink.dir("./", snap.time)?;
     sink.dir("postgres/", snap.time)?;
-    for n in &pg.nodes {
+    for n in &part.postgres().nodes {
         put_node(
             sink,
             &mut stats,
@@ -180,19 +167,16 @@ fn write_members(repo: &Repository, snap: &Snapshot, sink: &mut dyn Sink) -> Res
         )?;
     }
     sink.dir("component/", snap.time)?;
-    for component in ["core", "file_storage"] {
-        let Some(index) = lookup.node(&snapshot_path(&["component", component, "$index"]))? else {
+    for component in COMPONENTS {
+        // Read once: written as the $index member, then parsed for the blob members.
+        let Some((index, text)) = part.index(component)? else {
             continue;
         };
-        // Read once: written as the $index member, then parsed for the blob members.
-        let name = format!("component/{component}/$index");
-        let mut text = Vec::new();
-        repo.write_content(file_content(&name, &index)?, &mut text)?;
         sink.dir(&format!("component/{component}/"), snap.time)?;
         put(
             sink,
             &mut stats,
-            &name,
+            &format!("component/{component}/$index"),
             mtime_of(&index),
             index.meta.size,
             &mut |w| {
@@ -200,27 +184,14 @@ fn write_members(repo: &Repository, snap: &Snapshot, sink: &mut dyn Sink) -> Res
                 Ok(text.len() as u64)
             },
         )?;
-        for line in text.lines() {
-            let line = line.map_err(|e| Error::corrupt("snapshot", &name, e))?;
-            let (id, item) = parse_index_line(&line)?;
-            let at = match &item {
-                IndexItem::FileObj(o) => blob_snapshot_path(&o.component, &o.uuid),
-                IndexItem::Font(f) => font_snapshot_path(f),
-            };
-            let node = lookup.node(&at)?.ok_or_else(|| {
-                Error::corrupt(
-                    "snapshot",
-                    String::from_utf8_lossy(&at.join(&b'/')),
-                    "listed in $index but missing",
-                )
-            })?;
+        part.for_each_item(component, &text, &mut |id, _, node| {
             put_node(
                 sink,
                 &mut stats,
                 &format!("component/{component}/{id:08}"),
                 &node,
-            )?;
-        }
+            )
+        })?;
     }
     Ok(stats)
 }

@@ -37,6 +37,7 @@ pub mod error;
 pub mod export;
 pub mod id;
 pub mod index;
+pub mod ngw_part;
 pub mod pack;
 pub mod progress;
 pub mod repo;

@@ -730,6 +730,7 @@ mod ux {
 
 mod ngw {
     use super::*;
+    use std::os::unix::fs::MetadataExt;
     use util::pg::Pg;
 
     const UUIDS: [&str; 5] = [
@@ -1081,6 +1082,190 @@ mod ngw {
         );
         inst.pg_restore_into("copy2");
         assert_eq!(inst.tables_dump("copy2"), inst.tables_dump("ngw"));
+    }
+
+    /// A second, empty instance on the same cluster: database `db` (with the extension
+    /// NGW needs only when `extension`), its own sdir and file storage; returns its
+    /// config.ini.
+    fn instance_b(inst: &Instance, db: &str, extension: bool) -> String {
+        inst.pg.createdb(db);
+        if extension {
+            inst.pg.sql(db, "CREATE EXTENSION pg_trgm");
+        }
+        let cfg = inst.env.path(&format!("{db}.ini"));
+        fs::write(
+            &cfg,
+            format!(
+                "[core]\ndatabase.host = {}\ndatabase.name = {db}\ndatabase.user = postgres\nsdir = {}\n\n[file_storage]\npath = {}\n",
+                inst.pg.sock(),
+                inst.env.path(&format!("{db}-sdir")).display(),
+                inst.env.path(&format!("{db}-fs")).display()
+            ),
+        )
+        .unwrap();
+        cfg.display().to_string()
+    }
+
+    /// Regular files below `root`: relative path -> (mode, mtime, content).
+    fn files_below(root: &Path) -> std::collections::BTreeMap<String, (u32, i64, Vec<u8>)> {
+        let mut out = std::collections::BTreeMap::new();
+        let mut stack = vec![root.to_path_buf()];
+        while let Some(d) = stack.pop() {
+            for e in fs::read_dir(&d).unwrap() {
+                let p = e.unwrap().path();
+                let md = fs::symlink_metadata(&p).unwrap();
+                if md.is_dir() {
+                    stack.push(p);
+                } else {
+                    let rel = p.strip_prefix(root).unwrap().display().to_string();
+                    out.insert(rel, (md.mode(), md.mtime(), fs::read(&p).unwrap()));
+                }
+            }
+        }
+        out
+    }
+
+    /// The repository's data (config, packs, snapshot records) with contents.
+    fn repo_data(repo: &Path) -> std::collections::BTreeMap<String, (u32, i64, Vec<u8>)> {
+        files_below(repo)
+            .into_iter()
+            .filter(|(p, _)| {
+                p == "config" || p.starts_with("packs/") || p.starts_with("snapshots/")
+            })
+            .collect()
+    }
+
+    fn restore_ngw(inst: &Instance, cfg: &str, extra: &[&str]) -> std::process::Output {
+        let mut args = vec!["restore", "latest", "--ngw", cfg, "--json"];
+        args.extend_from_slice(extra);
+        inst.env.snap(&args).output().unwrap()
+    }
+
+    #[test]
+    fn restore_into_an_instance_reproduces_its_database_and_file_storage() {
+        let Some(inst) = Instance::new() else { return };
+        inst.env.backup_json(&["--ngw", &inst.config()]);
+        let repo_before = repo_data(&inst.env.repo());
+        let count = |db: &str| {
+            inst.pg
+                .sql(db, "SELECT count(*) FROM pg_tables WHERE schemaname NOT IN ('pg_catalog', 'information_schema')")
+                .trim()
+                .to_string()
+        };
+
+        // The database lacks the extension the dump needs: refused, nothing changed.
+        let cfg_b = instance_b(&inst, "ngw_b", false);
+        let out = restore_ngw(&inst, &cfg_b, &[]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert!(
+            err.contains("lacks the extension(s) pg_trgm") && err.contains("nothing was changed"),
+            "{err}"
+        );
+        assert_eq!(count("ngw_b"), "0");
+        assert!(!inst.env.path("ngw_b-fs").exists());
+
+        // Into the empty instance: its database and file storage become A's.
+        inst.pg.sql("ngw_b", "CREATE EXTENSION pg_trgm");
+        let out = restore_ngw(&inst, &cfg_b, &[]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(v["files_written"], 6, "5 blobs and a font: {v}");
+        assert_eq!(v["tables_dropped"], 0);
+        assert!(
+            v["next"]
+                .as_str()
+                .unwrap()
+                .contains("nextgisweb migration upgrade"),
+            "{v}"
+        );
+        assert_eq!(inst.tables_dump("ngw_b"), inst.tables_dump("ngw"));
+        let fs_a = files_below(&inst.env.path("fs"));
+        assert_eq!(fs_a.len(), 5);
+        assert!(files_below(&inst.env.path("ngw_b-fs")) == fs_a);
+        let font = inst
+            .env
+            .path("ngw_b-sdir/core/fontconfig/Custom_Font-1.ttf");
+        assert_eq!(fs::read(&font).unwrap(), b"font bytes");
+
+        // Now B holds NGW tables: refused without --yes, naming them.
+        let out = restore_ngw(&inst, &cfg_b, &[]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert!(
+            err.contains("already holds")
+                && err.contains("public.core_migration")
+                && err.contains("--yes"),
+            "{err}"
+        );
+
+        // B moves on: a newer NGW migration, a table and a font of its own, a damaged
+        // blob. Restoring with --yes puts A back and says the dump is older.
+        inst.pg.sql(
+            "ngw_b",
+            "INSERT INTO core_migration VALUES ('core', '2026-06-01');
+             CREATE TABLE vector_layer.layer_new (id int); CREATE TABLE b_only (id int);",
+        );
+        fs::write(
+            inst.env.path("ngw_b-sdir/core/fontconfig/Stray.ttf"),
+            b"stray",
+        )
+        .unwrap();
+        let u = UUIDS[2];
+        let damaged = inst.env.path(&format!(
+            "ngw_b-fs/raster_layer/{}/{}/{u}",
+            &u[..2],
+            &u[2..4]
+        ));
+        let mut bytes = fs::read(&damaged).unwrap();
+        bytes[1000] ^= 1;
+        fs::write(&damaged, &bytes).unwrap();
+        let out = restore_ngw(&inst, &cfg_b, &["--yes"]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(
+            (
+                &v["files_written"],
+                &v["files_unchanged"],
+                &v["fonts_removed"]
+            ),
+            (&1.into(), &5.into(), &1.into()),
+            "{v}"
+        );
+        assert_eq!(v["tables_dropped"], 9, "{v}");
+        assert!(
+            v["next"].as_str().unwrap().contains("older NextGIS Web"),
+            "{v}"
+        );
+        assert_eq!(inst.tables_dump("ngw_b"), inst.tables_dump("ngw"));
+        assert!(files_below(&inst.env.path("ngw_b-fs")) == fs_a);
+        assert!(!inst
+            .env
+            .path("ngw_b-sdir/core/fontconfig/Stray.ttf")
+            .exists());
+
+        // pg_restore failing half-way: its error, a non-zero exit.
+        let cfg_c = instance_b(&inst, "ngw_c", true);
+        inst.pg
+            .sql("ngw_c", "CREATE VIEW core_setting AS SELECT 1 AS x");
+        let out = restore_ngw(&inst, &cfg_c, &[]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert!(
+            err.contains("pg_restore into database ngw_c") && err.contains("core_setting"),
+            "{err}"
+        );
+
+        // The repository was only read.
+        assert!(repo_data(&inst.env.repo()) == repo_before);
     }
 
     #[test]

@@ -7,7 +7,7 @@ use anyhow::{bail, Result};
 use snap::backup::{backup, BackupOptions};
 use snap::chunker::Profile;
 
-use super::{human, print_list, progress_for, Bar, Ctx, EXIT_WARNINGS};
+use super::{human, ngw_config, print_list, progress_for, Bar, Ctx, EXIT_WARNINGS};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -61,16 +61,7 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
     if a.stdin_name.is_some() && std::io::stdin().is_terminal() {
         bail!("--stdin-name reads standard input, but it is a terminal: pipe the data in");
     }
-    let ngw = match a.ngw {
-        None => None,
-        Some(Some(p)) => Some(p),
-        Some(None) => match std::env::var_os("NEXTGISWEB_CONFIG") {
-            Some(p) => Some(PathBuf::from(p)),
-            None => bail!(
-                "--ngw needs the instance's config.ini: give its path or set NEXTGISWEB_CONFIG"
-            ),
-        },
-    };
+    let ngw = ngw_config(a.ngw)?;
     let repo = ctx.open(true)?;
     let opts = BackupOptions {
         paths: a.paths,

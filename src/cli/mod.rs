@@ -54,7 +54,7 @@ enum Command {
     Ls(ls::Args),
     /// Write a file of a snapshot to standard output
     Cat(cat::Args),
-    /// Restore a snapshot into a directory
+    /// Restore a snapshot into a directory, or into a NextGIS Web instance
     Restore(restore::Args),
     /// Write a snapshot's NextGIS Web instance as a .ngwbackup for `nextgisweb restore`
     Export(export::Args),
@@ -231,6 +231,19 @@ fn progress_for(bar: &Option<Bar>) -> &dyn snap::progress::Progress {
     match bar {
         Some(b) => b,
         None => &snap::progress::NoProgress,
+    }
+}
+
+/// The config.ini of `--ngw [CONFIG]`: the path given, else `$NEXTGISWEB_CONFIG`.
+fn ngw_config(arg: Option<Option<PathBuf>>) -> Result<Option<PathBuf>> {
+    match arg {
+        None => Ok(None),
+        Some(Some(p)) => Ok(Some(p)),
+        Some(None) => std::env::var_os("NEXTGISWEB_CONFIG")
+            .map(|p| Some(PathBuf::from(p)))
+            .context(
+                "--ngw needs the instance's config.ini: give its path or set NEXTGISWEB_CONFIG",
+            ),
     }
 }
 

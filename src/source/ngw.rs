@@ -286,21 +286,39 @@ fn pg_err(db: &DbConfig, what: &str, e: postgres::Error) -> Error {
     ))
 }
 
+impl DbConfig {
+    /// Connects to the database.
+    pub fn connect(&self) -> Result<postgres::Client> {
+        let mut cfg = postgres::Config::new();
+        cfg.host(&self.host)
+            .port(self.port)
+            .dbname(&self.name)
+            .user(&self.user)
+            .application_name("snap");
+        if let Some(p) = &self.password {
+            cfg.password(p);
+        }
+        cfg.connect(postgres::NoTls)
+            .map_err(|e| pg_err(self, "cannot connect", e))
+    }
+
+    /// Connection settings for a client tool (pg_dump, pg_restore), through its
+    /// environment: the password never appears in process arguments.
+    pub fn client_env(&self, c: &mut Command) {
+        c.env("PGHOST", &self.host)
+            .env("PGPORT", self.port.to_string())
+            .env("PGUSER", &self.user)
+            .env("PGDATABASE", &self.name);
+        if let Some(p) = &self.password {
+            c.env("PGPASSWORD", p);
+        }
+    }
+}
+
 impl Session {
     /// Connects and starts the transaction.
     pub fn begin(db: &DbConfig) -> Result<Session> {
-        let mut cfg = postgres::Config::new();
-        cfg.host(&db.host)
-            .port(db.port)
-            .dbname(&db.name)
-            .user(&db.user)
-            .application_name("snap");
-        if let Some(p) = &db.password {
-            cfg.password(p);
-        }
-        let mut client = cfg
-            .connect(postgres::NoTls)
-            .map_err(|e| pg_err(db, "cannot connect", e))?;
+        let mut client = db.connect()?;
         client
             .batch_execute("BEGIN ISOLATION LEVEL SERIALIZABLE READ ONLY DEFERRABLE")
             .map_err(|e| pg_err(db, "cannot start the backup transaction", e))?;
@@ -355,19 +373,8 @@ impl Session {
         for t in EXCLUDE_TABLE_DATA {
             c.arg(format!("--exclude-table-data={t}"));
         }
-        self.connect_env(&mut c);
+        self.db.client_env(&mut c);
         c
-    }
-
-    /// Connection settings for a client tool, through its environment.
-    fn connect_env(&self, c: &mut Command) {
-        c.env("PGHOST", &self.db.host)
-            .env("PGPORT", self.db.port.to_string())
-            .env("PGUSER", &self.db.user)
-            .env("PGDATABASE", &self.db.name);
-        if let Some(p) = &self.db.password {
-            c.env("PGPASSWORD", p);
-        }
     }
 
     /// The `postgres/restore` list NGW writes for `pg_restore --list` output: database,
@@ -436,6 +443,167 @@ fn parse_toc_line(line: &str) -> Option<(u32, u32, &str)> {
     ))
 }
 
+/// What a snapshot's `postgres/restore` list says about the database it restores into.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct ListFacts {
+    /// Extensions the dump had, which the list leaves out: the target must have them.
+    pub extensions: Vec<String>,
+    /// Schemas whose objects the dump holds (`public` included).
+    pub schemas: Vec<String>,
+}
+
+/// Reads the extension and schema entries of a `pg_restore --list` (commented or not).
+pub fn list_facts(list: &str) -> ListFacts {
+    let mut f = ListFacts {
+        schemas: vec!["public".to_string()],
+        ..Default::default()
+    };
+    for line in list.split('\n') {
+        let Some((catalog, _, rest)) = parse_toc_line(line.trim_start_matches(';')) else {
+            continue;
+        };
+        // `<TYPE> <namespace or -> <name> <owner>`
+        let words: Vec<&str> = rest.split_whitespace().collect();
+        let name = match words.as_slice() {
+            [_, "-", name, ..] => name.to_string(),
+            _ => continue,
+        };
+        let into = match (catalog, words[0]) {
+            (PG_EXTENSION, "EXTENSION") => &mut f.extensions,
+            (PG_NAMESPACE, "SCHEMA") => &mut f.schemas,
+            _ => continue,
+        };
+        if !into.contains(&name) {
+            into.push(name);
+        }
+    }
+    f
+}
+
+/// A read-write connection to the database an instance is restored into.
+pub struct Target {
+    client: postgres::Client,
+    db: DbConfig,
+}
+
+/// `"name"`, quoted for SQL.
+fn ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+impl Target {
+    /// Connects.
+    pub fn connect(db: &DbConfig) -> Result<Target> {
+        Ok(Target {
+            client: db.connect()?,
+            db: db.clone(),
+        })
+    }
+
+    /// The database's connection settings.
+    pub fn db(&self) -> &DbConfig {
+        &self.db
+    }
+
+    /// Which of `wanted` extensions the database lacks.
+    pub fn missing_extensions(&mut self, wanted: &[String]) -> Result<Vec<String>> {
+        let rows = self
+            .client
+            .query("SELECT extname::text FROM pg_catalog.pg_extension", &[])
+            .map_err(|e| pg_err(&self.db, "reading pg_extension", e))?;
+        let have: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+        Ok(wanted
+            .iter()
+            .filter(|w| !have.contains(w))
+            .cloned()
+            .collect())
+    }
+
+    /// Tables in `schemas` that no extension owns (PostGIS's `spatial_ref_sys` stays),
+    /// as `schema.table`; partitions come with their parent.
+    pub fn tables(&mut self, schemas: &[String]) -> Result<Vec<(String, String)>> {
+        let rows = self
+            .client
+            .query(
+                "SELECT n.nspname::text, c.relname::text
+                   FROM pg_catalog.pg_class c
+                   JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+                  WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition
+                    AND n.nspname = ANY($1)
+                    AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend d
+                                     WHERE d.classid = 'pg_catalog.pg_class'::regclass
+                                       AND d.objid = c.oid AND d.deptype = 'e')
+                  ORDER BY 1, 2",
+                &[&schemas],
+            )
+            .map_err(|e| pg_err(&self.db, "listing tables", e))?;
+        Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+    }
+
+    /// Drops `tables` with whatever depends on them, a transaction per batch (one
+    /// transaction for thousands of tables would run out of lock slots).
+    pub fn drop_tables(&mut self, tables: &[(String, String)]) -> Result<()> {
+        for batch in tables.chunks(500) {
+            let names: Vec<String> = batch
+                .iter()
+                .map(|(s, t)| format!("{}.{}", ident(s), ident(t)))
+                .collect();
+            let sql = format!(
+                "BEGIN; DROP TABLE IF EXISTS {} CASCADE; COMMIT",
+                names.join(", ")
+            );
+            self.client
+                .batch_execute(&sql)
+                .map_err(|e| pg_err(&self.db, "dropping the instance's tables", e))?;
+        }
+        Ok(())
+    }
+
+    /// The rows of `core_migration` (component, revision), sorted; `None` when the
+    /// database has no such table.
+    pub fn migrations(&mut self) -> Result<Option<Vec<(String, String)>>> {
+        let exists: bool = self
+            .client
+            .query_one(
+                "SELECT to_regclass('public.core_migration') IS NOT NULL",
+                &[],
+            )
+            .map_err(|e| pg_err(&self.db, "looking for core_migration", e))?
+            .get(0);
+        if !exists {
+            return Ok(None);
+        }
+        let rows = self
+            .client
+            .query(
+                "SELECT component::text, revision::text FROM public.core_migration ORDER BY 1, 2",
+                &[],
+            )
+            .map_err(|e| pg_err(&self.db, "reading core_migration", e))?;
+        Ok(Some(rows.iter().map(|r| (r.get(0), r.get(1))).collect()))
+    }
+
+    /// `pg_restore` as `nextgisweb restore` runs it, of dump directory `dir` with list
+    /// file `list`, into this database.
+    pub fn pg_restore(&self, list: &Path, dir: &Path) -> Command {
+        let mut c = Command::new("pg_restore");
+        c.args([
+            "--clean",
+            "--if-exists",
+            "--no-owner",
+            "--no-privileges",
+            "--exit-on-error",
+        ])
+        .arg("--use-list")
+        .arg(list)
+        .arg("--dbname")
+        .arg(&self.db.name)
+        .arg(dir);
+        self.db.client_env(&mut c);
+        c
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -497,6 +665,21 @@ mod tests {
         );
         assert_eq!(parse_toc_line(";  Archive created at"), None);
         assert_eq!(parse_toc_line("garbage"), None);
+    }
+
+    #[test]
+    fn list_facts_name_extensions_and_schemas() {
+        let list = ";\n; Archive created at 2026-01-01\n;3; 2615 2200 SCHEMA - public postgres\n\
+                    ;4; 0 0 COMMENT - SCHEMA public postgres\n5; 2615 16390 SCHEMA - vector_layer ngw\n\
+                    ;2; 3079 16385 EXTENSION - postgis \n;6; 0 0 COMMENT - EXTENSION postgis \n\
+                    200; 1259 16400 TABLE public fileobj ngw\n300; 0 16400 TABLE DATA public fileobj ngw";
+        assert_eq!(
+            list_facts(list),
+            ListFacts {
+                extensions: vec!["postgis".into()],
+                schemas: vec!["public".into(), "vector_layer".into()],
+            }
+        );
     }
 
     #[test]

@@ -6,6 +6,8 @@
 //! files are opened without following symlinks. A file whose data is damaged is removed
 //! and reported; the rest of the snapshot is still restored.
 
+pub mod ngw;
+
 use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::fs::{self, File};
