@@ -44,7 +44,7 @@ pub struct Snapshot {
 
 /// One source of a snapshot.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "lowercase")]
+#[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Source {
     /// A file or directory, stored under its absolute path.
     Path {
@@ -80,6 +80,34 @@ pub enum Source {
         profile: Profile,
         /// Its exit status (always 0: a failed command records no snapshot).
         exit_status: i32,
+    },
+    /// A command that writes a directory (`{dir}` in its line), stored under `name/`.
+    CommandDir {
+        /// The command line, run by `sh -c`.
+        command: String,
+        /// Directory inside the snapshot.
+        name: String,
+    },
+    /// A PostgreSQL database, `pg_dump --format=directory --compress=0` under `name/`.
+    Pg {
+        /// Connection string, without its password.
+        dsn: String,
+        /// Directory inside the snapshot (`db/<database>`).
+        name: String,
+    },
+    /// A whole PostgreSQL cluster, `pg_dumpall` plain SQL, stored as one file.
+    PgAll {
+        /// Connection string, without its password.
+        dsn: String,
+        /// Path inside the snapshot.
+        name: String,
+    },
+    /// A MongoDB deployment, `mongodump --archive`, stored as one file.
+    Mongo {
+        /// Connection URI, without its password.
+        uri: String,
+        /// Path inside the snapshot.
+        name: String,
     },
 }
 
@@ -168,6 +196,10 @@ impl Source {
             Source::Command { name, .. } => format!("{name} (command)"),
             Source::Ngw { config } => format!("ngw/ (NextGIS Web, {config})"),
             Source::Archive { file, .. } => format!("ngw/ (imported {file})"),
+            Source::CommandDir { name, .. } => format!("{name}/ (command)"),
+            Source::Pg { name, .. } => format!("{name}/ (pg_dump)"),
+            Source::PgAll { name, .. } => format!("{name} (pg_dumpall)"),
+            Source::Mongo { name, .. } => format!("{name} (mongodump)"),
         }
     }
 }

@@ -1616,3 +1616,279 @@ open(os.path.join(d, 'notzip.ngwbackup'), 'wb').write(b'just text')
         assert!(inst.env.snapshots().is_empty());
     }
 }
+
+mod db {
+    use super::*;
+    use util::pg::{missing, Pg};
+
+    fn fill(pg: &Pg, db: &str) {
+        pg.sql(
+            db,
+            "CREATE TABLE orders (id serial PRIMARY KEY, customer text, total numeric, note text);
+             INSERT INTO orders (customer, total, note)
+               SELECT 'customer ' || i, i * 1.5, md5(i::text) FROM generate_series(1, 50000) i;
+             CREATE TABLE items (id int PRIMARY KEY, name text);
+             INSERT INTO items SELECT i, 'item ' || i FROM generate_series(1, 2000) i;
+             CREATE VIEW big_orders AS SELECT * FROM orders WHERE total > 1000;",
+        );
+    }
+
+    fn failing(env: &Env, args: &[&str]) -> String {
+        let out = env.snap(args).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+        err
+    }
+
+    #[test]
+    fn pg_dumps_dedup_and_restore_each_day_into_fresh_databases() {
+        let Some(pg) = Pg::start() else { return };
+        let env = Env::new();
+        env.init();
+        pg.createdb("shop");
+        fill(&pg, "shop");
+        // A password in the DSN goes to pg_dump through its environment and is never
+        // recorded (the test cluster trusts, so any password works).
+        let dsn = format!("{} password=hunter2", pg.dsn("shop"));
+        let day1 = env.backup_json(&["--pg", &dsn]);
+        let dump1 = pg.dump("shop");
+        let ls = env.snap(&["ls", "latest", "db/shop"]).output().unwrap();
+        assert!(String::from_utf8_lossy(&ls.stdout).contains("toc.dat"));
+        let record = fs::read_dir(env.repo().join("snapshots"))
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap();
+        let text = fs::read_to_string(record.path()).unwrap();
+        assert!(
+            text.contains("\"kind\": \"pg\"") && !text.contains("hunter2"),
+            "{text}"
+        );
+
+        // Day two: updates, inserts, deletes, a new table.
+        pg.sql(
+            "shop",
+            "UPDATE orders SET note = 'changed' WHERE id % 5000 = 0;
+             INSERT INTO orders (customer, total, note)
+               SELECT 'customer ' || i, i * 1.5, md5(i::text) FROM generate_series(50001, 50500) i;
+             DELETE FROM orders WHERE id BETWEEN 100 AND 120;
+             CREATE TABLE refunds (id int, reason text); INSERT INTO refunds VALUES (1, 'late');",
+        );
+        let day2 = env.backup_json(&["--pg", &dsn]);
+        let (a1, a2) = (
+            day1["summary"]["bytes_added"].as_u64().unwrap(),
+            day2["summary"]["bytes_added"].as_u64().unwrap(),
+        );
+        assert!(a2 * 3 < a1, "day two added {a2} bytes, day one {a1}");
+        let dump2 = pg.dump("shop");
+
+        // Each snapshot restores into a database of its own, created by snap.
+        let first = day1["id"].as_str().unwrap();
+        env.snap(&["restore", first, "--pg", &pg.dsn("copy1")])
+            .assert()
+            .success();
+        assert_eq!(pg.dump("copy1"), dump1);
+        env.snap(&["restore", "latest", "--pg", &pg.dsn("copy2")])
+            .assert()
+            .success();
+        assert_eq!(pg.dump("copy2"), dump2);
+
+        // A database with tables is not overwritten without --yes.
+        let err = failing(&env, &["restore", first, "--pg", &pg.dsn("copy2")]);
+        assert!(
+            err.contains("is not empty") && err.contains("--yes"),
+            "{err}"
+        );
+        assert_eq!(pg.dump("copy2"), dump2);
+        env.snap(&["restore", first, "--pg", &pg.dsn("copy2"), "--yes"])
+            .assert()
+            .success();
+        assert!(pg.dump("copy2").contains("customer 1\t"));
+
+        // Failures record nothing and quote the tool.
+        let err = failing(&env, &["backup", "--pg", &pg.dsn("nosuchdb")]);
+        assert!(err.contains("pg_dump") && err.contains("nosuchdb"), "{err}");
+        let err = env
+            .snap(&["backup", "--pg", &dsn])
+            .env("PATH", "/nonexistent")
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&err.stderr);
+        assert!(
+            text.contains("pg_dump was not found") && text.contains("postgresql-client"),
+            "{text}"
+        );
+        assert_eq!(env.snapshots().len(), 2);
+    }
+
+    #[test]
+    fn pg_dumpall_moves_a_cluster_with_its_roles() {
+        let Some(src) = Pg::start() else { return };
+        let Some(dst) = Pg::start() else { return };
+        let env = Env::new();
+        env.init();
+        src.sql("postgres", "CREATE ROLE shopkeeper LOGIN");
+        for db in ["shop", "Other DB"] {
+            src.sql(
+                "postgres",
+                &format!("CREATE DATABASE \"{db}\" OWNER shopkeeper"),
+            );
+            fill(&src, db);
+        }
+        env.backup_json(&["--pg-all", &format!("host={} user=postgres", src.sock())]);
+        let cluster = format!("host={} user=postgres", dst.sock());
+        env.snap(&["restore", "latest", "--pg-all", &cluster])
+            .assert()
+            .success();
+        for db in ["shop", "Other DB"] {
+            assert_eq!(dst.dump(db), src.dump(db), "{db}");
+        }
+        assert_eq!(
+            dst.sql(
+                "postgres",
+                "SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = 'shop'"
+            )
+            .trim(),
+            "shopkeeper"
+        );
+        // Again: the databases exist now.
+        let err = failing(&env, &["restore", "latest", "--pg-all", &cluster]);
+        assert!(
+            err.contains("Other DB") && err.contains("shop") && err.contains("--yes"),
+            "{err}"
+        );
+        dst.sql("shop", "DELETE FROM items");
+        env.snap(&["restore", "latest", "--pg-all", &cluster, "--yes"])
+            .assert()
+            .success();
+        assert_eq!(dst.dump("shop"), src.dump("shop"));
+    }
+
+    /// A Python with Django, or None (said, or a failure in CI).
+    fn django_python() -> Option<&'static str> {
+        let found = ["python3", "/usr/bin/python3"].into_iter().find(|p| {
+            std::process::Command::new(p)
+                .args(["-c", "import django"])
+                .output()
+                .is_ok_and(|o| o.status.success())
+        });
+        if found.is_none() {
+            missing("Django (Debian: apt-get install python3-django)");
+        }
+        found
+    }
+
+    #[test]
+    fn django_dumpdata_goes_in_and_loaddata_gets_it_back() {
+        let Some(py) = django_python() else { return };
+        let env = Env::new();
+        env.init();
+        let run = |args: &[&str], dir: &Path| {
+            let out = std::process::Command::new(py)
+                .args(args)
+                .current_dir(dir)
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            String::from_utf8(out.stdout).unwrap()
+        };
+        run(&["-m", "django", "startproject", "site1"], env.dir.path());
+        let site = env.path("site1");
+        run(&["manage.py", "migrate", "-v", "0"], &site);
+        run(
+            &[
+                "manage.py",
+                "shell",
+                "-c",
+                "from django.contrib.auth.models import User, Group\n\
+               g = Group.objects.create(name='editors')\n\
+               for i in range(50): User.objects.create(username=f'user{i}').groups.add(g)",
+            ],
+            &site,
+        );
+        let count = "from django.contrib.auth.models import User; print(User.objects.filter(groups__name='editors').count())";
+        assert_eq!(
+            run(&["manage.py", "shell", "-c", count], &site).trim(),
+            "50"
+        );
+        let cmd = format!(
+            "cd '{}' && {py} manage.py dumpdata --natural-foreign --natural-primary --indent 1 auth",
+            site.display()
+        );
+        env.backup_json(&["--command", &cmd, "--as", "django/data.json"]);
+
+        run(&["manage.py", "flush", "--noinput"], &site);
+        assert_eq!(run(&["manage.py", "shell", "-c", count], &site).trim(), "0");
+        let load = format!(
+            "cd '{}' && {py} manage.py loaddata --format=json -",
+            site.display()
+        );
+        env.snap(&["restore", "latest", "--pipe", &load, "django/data.json"])
+            .assert()
+            .success();
+        assert_eq!(
+            run(&["manage.py", "shell", "-c", count], &site).trim(),
+            "50"
+        );
+    }
+
+    #[test]
+    fn directory_writing_commands_mongodump_and_compressed_output() {
+        let env = Env::new();
+        env.init();
+        // The command-dir path, as mongodump --out {dir} uses it.
+        let v = env.backup_json(&[
+            "--command-dir",
+            "mkdir {dir}/shop && printf 'bson' > {dir}/shop/orders.bson && echo '{}' > {dir}/shop/orders.metadata.json",
+            "--as",
+            "mongo",
+            "--command",
+            "echo plain",
+            "--as",
+            "plain.txt",
+        ]);
+        assert_eq!(v["summary"]["files"], 3);
+        let out = env.path("out.bson");
+        env.snap(&[
+            "restore",
+            "latest",
+            "--pipe",
+            &format!("cat > '{}'", out.display()),
+            "mongo/shop/orders.bson",
+        ])
+        .assert()
+        .success();
+        assert_eq!(fs::read(&out).unwrap(), b"bson");
+        let err = failing(&env, &["backup", "--command-dir", "true", "--as", "x"]);
+        assert!(err.contains("{dir}"), "{err}");
+        let err = failing(&env, &["backup", "--command", "true"]);
+        assert!(err.contains("--as"), "{err}");
+
+        // mongodump is not faked: without it, the message says where it comes from and
+        // the password stays out of the error.
+        let err = env
+            .snap(&["backup", "--mongo", "mongodb://app:s3cret@127.0.0.1:1/shop"])
+            .env("PATH", "/nonexistent")
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&err.stderr);
+        assert_eq!(err.status.code(), Some(1));
+        assert!(
+            text.contains("mongodump was not found")
+                && text.contains("mongodb-database-tools")
+                && !text.contains("s3cret"),
+            "{text}"
+        );
+
+        // Compressed output is stored but warned about.
+        env.snap(&["backup", "--command", "echo data | gzip", "--as", "x.gz"])
+            .assert()
+            .success()
+            .stderr(predicate::str::contains("gzip-compressed"));
+        assert_eq!(env.snapshots().len(), 2);
+    }
+}

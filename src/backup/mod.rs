@@ -26,6 +26,7 @@ use chrono::Utc;
 use rayon::prelude::*;
 
 mod archive;
+mod db;
 mod ngw;
 
 pub use archive::time_from_name;
@@ -52,6 +53,14 @@ pub struct BackupOptions {
     pub stdin_name: Option<String>,
     /// Commands and the names their output is stored under.
     pub commands: Vec<(String, String)>,
+    /// Commands that write a directory (`{dir}`) and the names it is stored under.
+    pub command_dirs: Vec<(String, String)>,
+    /// PostgreSQL databases (DSNs), each stored under `db/<name>/`.
+    pub pg: Vec<String>,
+    /// PostgreSQL clusters (DSNs) for pg_dumpall.
+    pub pg_all: Vec<String>,
+    /// MongoDB URIs for mongodump.
+    pub mongo: Vec<String>,
     /// A NextGIS Web instance's `config.ini`, stored under `ngw/`.
     pub ngw: Option<PathBuf>,
     /// An `.ngwbackup` archive and its BLAKE3 ([`archive_id`]), imported under `ngw/`.
@@ -78,6 +87,10 @@ impl Default for BackupOptions {
             paths: Vec::new(),
             stdin_name: None,
             commands: Vec::new(),
+            command_dirs: Vec::new(),
+            pg: Vec::new(),
+            pg_all: Vec::new(),
+            mongo: Vec::new(),
             ngw: None,
             archive: None,
             time: None,
@@ -124,13 +137,33 @@ pub fn backup(
     if opts.paths.is_empty()
         && opts.stdin_name.is_none()
         && opts.commands.is_empty()
+        && opts.command_dirs.is_empty()
+        && opts.pg.is_empty()
+        && opts.pg_all.is_empty()
+        && opts.mongo.is_empty()
         && opts.ngw.is_none()
         && opts.archive.is_none()
     {
         return Err(Error::Invalid(
-            "nothing to back up: give paths, --stdin-name, --command or --ngw".into(),
+            "nothing to back up: give paths, --stdin-name, --command, --command-dir, --pg, --pg-all, --mongo or --ngw".into(),
         ));
     }
+    // Parsed before anything runs: a bad DSN fails the backup at once.
+    let pg_dsns = opts
+        .pg
+        .iter()
+        .map(|d| crate::source::pg::Dsn::parse(d))
+        .collect::<Result<Vec<_>>>()?;
+    let pg_all_dsns = opts
+        .pg_all
+        .iter()
+        .map(|d| crate::source::pg::Dsn::parse(d))
+        .collect::<Result<Vec<_>>>()?;
+    let mongo_uris = opts
+        .mongo
+        .iter()
+        .map(|u| crate::source::mongo::MongoUri::parse(u))
+        .collect::<Result<Vec<_>>>()?;
     let mut sources = Vec::new();
     let mut placed: Vec<(Vec<Vec<u8>>, PathBuf)> = Vec::new();
     for p in &opts.paths {
@@ -174,6 +207,7 @@ pub fn backup(
     };
     let run = Run {
         repo,
+        stream_params: repo.params(opts.stream_profile),
         saver: repo.saver(opts.compression.unwrap_or(repo.config().compression_level)),
         excludes: sfs::Excludes::new(&opts.excludes)?,
         files_params: repo.params(Profile::Files),
@@ -187,13 +221,12 @@ pub fn backup(
         sec: time.timestamp(),
         nsec: time.timestamp_subsec_nanos(),
     };
-    let stream_params = repo.params(opts.stream_profile);
 
     if let Some(name) = &opts.stdin_name {
         let comps = stream_components(name)?;
         let input = stdin
             .ok_or_else(|| Error::Invalid("--stdin-name given but no standard input".into()))?;
-        let (content, size) = run.ingest(input, stream_params, None)?.at("<stdin>")?;
+        let (content, size) = run.ingest(input, run.stream_params, None)?.at("<stdin>")?;
         run.put_stream(&mut root, &comps, content, size, STREAM_MODE, now)?;
         sources.push(Source::Stdin {
             name: name.clone(),
@@ -201,35 +234,30 @@ pub fn backup(
         });
     }
     for (command, name) in &opts.commands {
-        let comps = stream_components(name)?;
-        progress.entry(Path::new(name));
-        let mut child = Running::spawn(command)?;
-        let read = match run.ingest(child.stdout(), stream_params, None) {
-            Ok(r) => r,
-            Err(e) => {
-                child.kill();
-                return Err(e);
-            }
-        };
-        let stderr = child.finish()?;
-        let (content, size) = read.map_err(|e| Error::Command {
-            command: command.clone(),
-            status: format!("output could not be read: {e}"),
-            stderr: String::new(),
-        })?;
-        if !stderr.trim().is_empty() {
-            run.warn(format!(
-                "command `{command}` succeeded but wrote to stderr: {}",
-                stderr.trim_end()
-            ));
+        if let Some(w) = crate::source::command::compression_warning(command) {
+            log::warn!("{w}");
         }
-        run.put_stream(&mut root, &comps, content, size, STREAM_MODE, now)?;
+        let mut sh = std::process::Command::new("sh");
+        sh.arg("-c").arg(command);
+        run.stream_command(sh, command, name, &mut root, now)?;
         sources.push(Source::Command {
             command: command.clone(),
             name: name.clone(),
             profile: opts.stream_profile,
             exit_status: 0,
         });
+    }
+    for (command, name) in &opts.command_dirs {
+        sources.push(db::command_dir(&run, command, name, &mut root, now)?);
+    }
+    for dsn in &pg_dsns {
+        sources.push(db::pg(&run, dsn, &mut root, now)?);
+    }
+    for dsn in &pg_all_dsns {
+        sources.push(db::pg_all(&run, dsn, &mut root, now)?);
+    }
+    for uri in &mongo_uris {
+        sources.push(db::mongo(&run, uri, &mut root, now)?);
     }
     if let Some((path, blake3)) = &opts.archive {
         if ngw_config.is_some() {
@@ -403,6 +431,8 @@ fn add(a: &AtomicU64, n: u64) {
 
 struct Run<'r> {
     repo: &'r Repository,
+    /// Chunking of standard input and command output.
+    stream_params: ChunkParams,
     saver: Saver<'r>,
     excludes: sfs::Excludes,
     files_params: ChunkParams,
@@ -448,6 +478,50 @@ impl Run<'_> {
             meta: synthetic_meta(mode, size, mtime),
         };
         root.insert(at, node)
+    }
+
+    /// Runs `cmd` (`display` names it) and stores its standard output at `name`. A
+    /// command that fails or is killed is an error quoting its stderr; a successful one
+    /// that wrote to stderr, or whose output is compressed, is warned about (on the
+    /// log: the snapshot is still complete).
+    fn stream_command(
+        &self,
+        cmd: std::process::Command,
+        display: &str,
+        name: &str,
+        root: &mut VDir,
+        now: Timestamp,
+    ) -> Result<()> {
+        let comps = stream_components(name)?;
+        self.progress.entry(Path::new(name));
+        let mut child = Running::start(cmd, display)?;
+        let mut sniff = crate::source::command::Sniff::new(child.stdout());
+        let read = match self.ingest(&mut sniff, self.stream_params, None) {
+            Ok(r) => r,
+            Err(e) => {
+                child.kill();
+                return Err(e);
+            }
+        };
+        let format = sniff.compressed();
+        let stderr = child.finish()?;
+        let (content, size) = read.map_err(|e| Error::Command {
+            command: display.to_string(),
+            status: format!("output could not be read: {e}"),
+            stderr: String::new(),
+        })?;
+        if !stderr.trim().is_empty() {
+            log::warn!(
+                "command `{display}` succeeded but wrote to stderr: {}",
+                stderr.trim_end()
+            );
+        }
+        if let Some(format) = format {
+            log::warn!(
+                "the output of `{display}` is {format}-compressed, which defeats deduplication: every run stores it whole. Store it uncompressed (drop the compressor, pg_dump -Z0) and let snap compress"
+            );
+        }
+        self.put_stream(root, &comps, content, size, STREAM_MODE, now)
     }
 
     /// Stores bytes snap generated (a restore list, an `$index`) as a file at `at`.

@@ -13,14 +13,12 @@
 //! are chunked with the stream profile, so an unchanged table costs nothing even when
 //! pg_dump renumbers its file.
 
-use std::collections::HashSet;
 use std::io;
-use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
 
 use rayon::prelude::*;
 
-use super::{Run, VDir, STREAM_MODE};
+use super::db::ingest_dump_dir;
+use super::{Run, VDir};
 use crate::error::{Error, IoContext, Result};
 use crate::id::Id;
 use crate::repo::PathLookup;
@@ -41,82 +39,6 @@ fn parent_node(parent: Option<&PathLookup<'_>>, path: &[Vec<u8>]) -> Option<Node
             log::warn!("parent snapshot unreadable ({e}); reading those blobs again");
             None
         }
-    }
-}
-
-/// (device, inode) of the files process `pid` has open, or `None` where `/proc` cannot
-/// tell.
-fn open_files(pid: u32) -> Option<HashSet<(u64, u64)>> {
-    let dir = PathBuf::from(format!("/proc/{pid}/fd"));
-    let entries = std::fs::read_dir(&dir).ok()?;
-    Some(
-        entries
-            .flatten()
-            .filter_map(|e| std::fs::metadata(e.path()).ok())
-            .map(|m| (m.dev(), m.ino()))
-            .collect(),
-    )
-}
-
-/// Ingests pg_dump's files while it runs: a file pg_dump has closed is complete (it
-/// writes each once), so it goes into the repository and is deleted at once, keeping
-/// temporary disk use to about one table instead of a whole dump. Without `/proc`, the
-/// files are taken when pg_dump has ended. `toc.dat` stays for `pg_restore --list`.
-fn ingest_dump_files(
-    run: &Run<'_>,
-    dump: &mut Running,
-    dir: &Path,
-    params: crate::chunker::ChunkParams,
-    root: &mut VDir,
-    now: Timestamp,
-) -> Result<()> {
-    let mut done: HashSet<std::ffi::OsString> = HashSet::new();
-    loop {
-        let exited = dump.has_exited()?;
-        let open = if exited {
-            Some(HashSet::new())
-        } else {
-            open_files(dump.id())
-        };
-        if let Some(open) = open {
-            let entries = match sfs::read_dir_sorted(dir) {
-                Ok(e) => e,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
-                Err(e) => return Err(e).at(dir),
-            };
-            for (name, path) in entries {
-                if done.contains(&name) {
-                    continue;
-                }
-                let Ok(md) = std::fs::symlink_metadata(&path) else {
-                    continue;
-                };
-                if !md.is_file() || open.contains(&(md.dev(), md.ino())) {
-                    continue;
-                }
-                let text = name.to_str().ok_or_else(|| {
-                    Error::Invalid(format!("{}: unexpected pg_dump file name", path.display()))
-                })?;
-                let mut f = std::fs::File::open(&path).at(&path)?;
-                let (content, size) = run.ingest(&mut f, params, Some(md.len()))?.at(&path)?;
-                if text != "toc.dat" {
-                    std::fs::remove_file(&path).at(&path)?;
-                }
-                run.put_stream(
-                    root,
-                    &comps(&["postgres", text]),
-                    content,
-                    size,
-                    STREAM_MODE,
-                    now,
-                )?;
-                done.insert(name);
-            }
-        }
-        if exited {
-            return Ok(());
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20));
     }
 }
 
@@ -145,7 +67,8 @@ pub(super) fn backup(
         session.pg_dump(&dump_dir),
         "pg_dump of the NextGIS Web database",
     )?;
-    let ingested = ingest_dump_files(run, &mut dump, &dump_dir, params, root, now);
+    let at = comps(&["postgres"]);
+    let ingested = ingest_dump_dir(run, &mut dump, &dump_dir, params, root, &at, now);
     if let Err(e) = ingested {
         dump.kill();
         return Err(e);

@@ -20,9 +20,24 @@ pub struct Args {
     /// Run this shell command and store its standard output (repeatable; pair with --as)
     #[arg(long = "command", value_name = "CMD")]
     commands: Vec<String>,
-    /// Name inside the snapshot for the output of the --command at the same position
+    /// Run this shell command with {dir} replaced by an empty directory, and store what
+    /// it writes there (repeatable; pair with --as), e.g. 'mongodump --out {dir}'
+    #[arg(long = "command-dir", value_name = "CMD")]
+    command_dirs: Vec<String>,
+    /// Name inside the snapshot for the --command or --command-dir just before it
     #[arg(long = "as", value_name = "NAME")]
     names: Vec<String>,
+    /// Dump a PostgreSQL database (pg_dump's directory format, uncompressed) into
+    /// db/<name>/ (repeatable): postgresql://user@host:port/db or 'host=... dbname=...';
+    /// passwords from .pgpass or PGPASSWORD rather than the DSN
+    #[arg(long, value_name = "DSN")]
+    pg: Vec<String>,
+    /// Dump a whole PostgreSQL cluster with pg_dumpall into db/pg_dumpall.sql
+    #[arg(long, value_name = "DSN")]
+    pg_all: Vec<String>,
+    /// Dump MongoDB with mongodump --archive into mongo/<db>.archive (repeatable)
+    #[arg(long, value_name = "URI")]
+    mongo: Vec<String>,
     /// Back up a NextGIS Web instance (database, file storage, fonts) from its
     /// config.ini [default: $NEXTGISWEB_CONFIG]
     #[arg(long, value_name = "CONFIG", num_args = 0..=1)]
@@ -50,14 +65,54 @@ pub struct Args {
     json: bool,
 }
 
-pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
-    if a.commands.len() != a.names.len() {
+/// Commands with the names their output is stored under.
+type Named = Vec<(String, String)>;
+
+/// Pairs each --command and --command-dir with the --as that follows it on the
+/// command line.
+fn pair_names(a: &Args, m: &clap::ArgMatches) -> Result<(Named, Named)> {
+    let at =
+        |id: &str| -> Vec<usize> { m.indices_of(id).map(Iterator::collect).unwrap_or_default() };
+    let mut runs: Vec<(usize, bool, &String)> = at("commands")
+        .into_iter()
+        .zip(&a.commands)
+        .map(|(i, c)| (i, false, c))
+        .chain(
+            at("command_dirs")
+                .into_iter()
+                .zip(&a.command_dirs)
+                .map(|(i, c)| (i, true, c)),
+        )
+        .collect();
+    runs.sort();
+    let names: Vec<(usize, &String)> = at("names").into_iter().zip(&a.names).collect();
+    let paired = runs.len() == names.len()
+        && runs.iter().enumerate().all(|(k, (i, _, _))| {
+            names[k].0 > *i
+                && runs
+                    .get(k + 1)
+                    .is_none_or(|(next, _, _)| names[k].0 < *next)
+        });
+    if !paired {
         bail!(
-            "{} --command but {} --as: give each command the name its output is stored under (--command 'pg_dump db' --as db/db.sql)",
-            a.commands.len(),
-            a.names.len()
+            "{} --command/--command-dir but {} --as: follow each with the name its output is stored under (--command 'pg_dump -Fc -Z0 db' --as db/db.dump)",
+            runs.len(),
+            names.len()
         );
     }
+    let (mut commands, mut dirs) = (Vec::new(), Vec::new());
+    for ((_, is_dir, c), (_, n)) in runs.into_iter().zip(names) {
+        if is_dir {
+            dirs.push((c.clone(), n.clone()));
+        } else {
+            commands.push((c.clone(), n.clone()));
+        }
+    }
+    Ok((commands, dirs))
+}
+
+pub fn run(ctx: &Ctx, a: Args, m: &clap::ArgMatches) -> Result<i32> {
+    let (commands, command_dirs) = pair_names(&a, m)?;
     if a.stdin_name.is_some() && std::io::stdin().is_terminal() {
         bail!("--stdin-name reads standard input, but it is a terminal: pipe the data in");
     }
@@ -66,7 +121,11 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
     let opts = BackupOptions {
         paths: a.paths,
         stdin_name: a.stdin_name.clone(),
-        commands: a.commands.into_iter().zip(a.names).collect(),
+        commands,
+        command_dirs,
+        pg: a.pg,
+        pg_all: a.pg_all,
+        mongo: a.mongo,
         ngw,
         archive: None,
         time: None,

@@ -128,7 +128,9 @@ impl log::Log for Logger {
 
 /// Parses arguments, runs the command, prints errors; returns the exit status.
 pub fn run() -> i32 {
-    let cli = Cli::parse();
+    let matches = <Cli as clap::CommandFactory>::command().get_matches();
+    let cli =
+        <Cli as clap::FromArgMatches>::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     let level = if cli.verbose {
         log::LevelFilter::Debug
     } else if cli.quiet {
@@ -148,7 +150,13 @@ pub fn run() -> i32 {
     };
     let res = match cli.command {
         Command::Init(a) => init::run(&ctx, a),
-        Command::Backup(a) => backup::run(&ctx, a),
+        Command::Backup(a) => backup::run(
+            &ctx,
+            a,
+            matches
+                .subcommand_matches("backup")
+                .expect("backup was given"),
+        ),
         Command::List(a) => list::run(&ctx, a),
         Command::Ls(a) => ls::run(&ctx, a),
         Command::Cat(a) => cat::run(&ctx, a),

@@ -6,10 +6,12 @@ use std::time::Instant;
 use anyhow::{bail, Result};
 use snap::id::Id;
 use snap::repo::Repository;
+use snap::restore::db::{restore_pg, restore_pg_all, restore_pipe};
 use snap::restore::ngw::{restore_instance, Migrations};
 use snap::restore::{restore, RestoreOptions};
 use snap::snapshot::Snapshot;
 use snap::source::ngw::NgwConfig;
+use snap::source::pg::Dsn;
 
 use super::{human, ngw_config, print_list, progress_for, Bar, Ctx};
 
@@ -17,15 +19,31 @@ use super::{human, ngw_config, print_list, progress_for, Bar, Ctx};
 pub struct Args {
     /// Snapshot: `latest` or an id prefix
     snapshot: String,
+    /// With --pg, --pg-all or --pipe: the dump or file of the snapshot to use
+    /// [default: the snapshot's only dump of that kind]
+    #[arg(value_name = "PATH")]
+    path: Option<String>,
     /// Directory to restore into (created if absent)
-    #[arg(long, short, required_unless_present = "ngw")]
+    #[arg(long, short, required_unless_present_any = ["ngw", "pg", "pg_all", "pipe"])]
     target: Option<PathBuf>,
+    /// Recreate a --pg dump in this PostgreSQL database (created if absent):
+    /// pg_restore, streamed from the repository
+    #[arg(long, value_name = "DSN", conflicts_with_all = ["target", "ngw", "pg_all", "pipe"])]
+    pg: Option<String>,
+    /// Replay a --pg-all dump into this PostgreSQL cluster with psql (e.g. a new major
+    /// version)
+    #[arg(long, value_name = "DSN", conflicts_with_all = ["target", "ngw", "pipe"])]
+    pg_all: Option<String>,
+    /// Stream the file PATH into this shell command's standard input
+    /// (e.g. 'mongorestore --archive')
+    #[arg(long, value_name = "CMD", requires = "path", conflicts_with_all = ["target", "ngw"])]
+    pipe: Option<String>,
     /// Restore the snapshot's NextGIS Web instance into the instance of this
     /// config.ini: its database and file storage [default: $NEXTGISWEB_CONFIG]
     #[arg(long, value_name = "CONFIG", num_args = 0..=1, conflicts_with_all = ["target", "include"])]
     ngw: Option<Option<PathBuf>>,
-    /// With --ngw: drop the tables the database already has
-    #[arg(long, requires = "ngw")]
+    /// With --ngw, --pg or --pg-all: restore over what the database already has
+    #[arg(long)]
     yes: bool,
     /// Restore only this path of the snapshot (repeatable)
     #[arg(long, value_name = "PATH")]
@@ -40,6 +58,9 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
     let (id, snap) = repo.find_snapshot(&a.snapshot)?;
     if let Some(config) = ngw_config(a.ngw.clone())? {
         return run_ngw(ctx, &repo, &id, &snap, &config, &a);
+    }
+    if a.pg.is_some() || a.pg_all.is_some() || a.pipe.is_some() {
+        return run_db(ctx, &repo, &id, &snap, &a);
     }
     let started = Instant::now();
     let target = a.target.expect("clap requires --target without --ngw");
@@ -154,6 +175,54 @@ fn run_ngw(
     }
     if let Some(h) = hint {
         eprintln!("snap: next: {h}");
+    }
+    Ok(0)
+}
+
+fn run_db(ctx: &Ctx, repo: &Repository, id: &Id, snap: &Snapshot, a: &Args) -> Result<i32> {
+    let started = Instant::now();
+    let bar = Bar::new(ctx, "restore");
+    let progress = progress_for(&bar);
+    let from = a.path.as_deref();
+    let (what, bytes) = if let Some(cmd) = &a.pipe {
+        let path = from.expect("clap requires PATH with --pipe");
+        let n = restore_pipe(repo, snap, path, cmd, progress)?;
+        (format!("{path} into `{cmd}`"), n)
+    } else if let Some(dsn) = &a.pg {
+        let dsn = Dsn::parse(dsn)?;
+        let out = restore_pg(repo, snap, from, &dsn, a.yes, progress)?;
+        let db = dsn.dbname()?;
+        let created = if out.created { " (created)" } else { "" };
+        (
+            format!("{} into database {db}{created}", out.from),
+            out.bytes,
+        )
+    } else {
+        let dsn = Dsn::parse(a.pg_all.as_deref().expect("one of the three"))?;
+        let out = restore_pg_all(repo, snap, from, &dsn, a.yes, progress)?;
+        let dropped = if out.dropped.is_empty() {
+            String::new()
+        } else {
+            format!(" (dropped and recreated: {})", out.dropped.join(", "))
+        };
+        (format!("{} into the cluster{dropped}", out.from), out.bytes)
+    };
+    drop(bar);
+    if a.json {
+        let v = serde_json::json!({
+            "snapshot": id,
+            "restored": what,
+            "bytes": bytes,
+            "seconds": started.elapsed().as_secs_f64(),
+        });
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else if !ctx.quiet {
+        eprintln!(
+            "snap: restored {what} from snapshot {}: {} in {:.1} s",
+            id.short(),
+            human(bytes),
+            started.elapsed().as_secs_f64()
+        );
     }
     Ok(0)
 }

@@ -6,6 +6,7 @@
 //! files are opened without following symlinks. A file whose data is damaged is removed
 //! and reported; the rest of the snapshot is still restored.
 
+pub mod db;
 pub mod ngw;
 
 use std::collections::HashMap;

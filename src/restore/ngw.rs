@@ -21,19 +21,19 @@
 //! The repository is only read. If snap is killed while pg_restore runs, the database
 //! is half restored: run the restore again.
 
-use std::fs::{self, File, OpenOptions};
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::fs::{self, File};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use rayon::prelude::*;
 
+use super::db::feed_pg_restore;
 use crate::error::{Error, IoContext, Result};
 use crate::ngw_part::{file_content, NgwPart, COMPONENTS};
 use crate::progress::Progress;
 use crate::repo::Repository;
 use crate::snapshot::Snapshot;
-use crate::source::command::Running;
 use crate::source::ngw::{is_font_name, list_facts, IndexItem, NgwConfig, Target};
 use crate::tree::{Content, Node};
 
@@ -142,7 +142,15 @@ pub fn restore_instance(
     let list_path = stage.path().join("restore");
     fs::write(&list_path, &list).at(&list_path)?;
     let dump_dir = stage.path().join("postgres");
-    let dump_bytes = stream_pg_restore(&part, repo, &target, &list_path, &dump_dir, progress)?;
+    let what = format!("pg_restore into database {}", target.db().name);
+    let dump_bytes = feed_pg_restore(
+        repo,
+        part.postgres(),
+        &dump_dir,
+        target.pg_restore(&list_path, &dump_dir),
+        &what,
+        progress,
+    )?;
     drop(stage);
 
     let mut out = NgwRestoreOutcome {
@@ -213,138 +221,6 @@ fn storage_owner(root: &Path) -> Result<Option<(u32, u32)>> {
     Ok(rustix::process::geteuid()
         .is_root()
         .then(|| (md.uid(), md.gid())))
-}
-
-/// Stages the dump (a real `toc.dat`, a named pipe for every other file) in `dir`, runs
-/// pg_restore on it and feeds each pipe when pg_restore opens it; returns the bytes fed.
-fn stream_pg_restore(
-    part: &NgwPart<'_>,
-    repo: &Repository,
-    target: &Target,
-    list: &Path,
-    dir: &Path,
-    progress: &dyn Progress,
-) -> Result<u64> {
-    fs::create_dir(dir).at(dir)?;
-    let mut pending: Vec<(PathBuf, &Content)> = Vec::new();
-    for n in &part.postgres().nodes {
-        let name = String::from_utf8_lossy(&n.name).into_owned();
-        let path = dir.join(&name);
-        match name.as_str() {
-            "restore" => {}
-            "toc.dat" => {
-                fs::write(&path, part.postgres_file("toc.dat")?).at(&path)?;
-            }
-            _ => {
-                rustix::fs::mknodat(
-                    rustix::fs::CWD,
-                    &path,
-                    rustix::fs::FileType::Fifo,
-                    rustix::fs::Mode::from_raw_mode(0o600),
-                    0,
-                )
-                .map_err(std::io::Error::from)
-                .at(&path)?;
-                pending.push((path, file_content(&name, n)?));
-            }
-        }
-    }
-    let what = format!("pg_restore into database {}", target.db().name);
-    let mut pg = Running::start(target.pg_restore(list, dir), &what)?;
-    let mut fed = 0u64;
-    let mut tick = 0u64;
-    // pg_restore reads the files in list order, so the next one is nearly always at
-    // the front; the whole list is scanned now and then in case it is not.
-    while !pending.is_empty() && !pg.has_exited()? {
-        let scan = if tick.is_multiple_of(64) {
-            pending.len()
-        } else {
-            pending.len().min(4)
-        };
-        let mut opened = None;
-        for (i, (path, _)) in pending.iter().enumerate().take(scan) {
-            match open_pipe(path) {
-                Ok(Some(f)) => {
-                    opened = Some((i, f));
-                    break;
-                }
-                Ok(None) => {}
-                Err(e) => {
-                    pg.kill();
-                    return Err(e);
-                }
-            }
-        }
-        let Some((i, mut f)) = opened else {
-            tick += 1;
-            std::thread::sleep(std::time::Duration::from_millis(2));
-            continue;
-        };
-        let (path, content) = pending.remove(i);
-        progress.entry(&path);
-        let mut w = ProgressWriter {
-            inner: &mut f,
-            progress,
-        };
-        match repo.write_content(content, &mut w) {
-            Ok(n) => fed += n,
-            // pg_restore went away: its own error says why.
-            Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::BrokenPipe => {
-                break
-            }
-            Err(e) => {
-                // Stop pg_restore before the pipe closes, or it would take the cut-off
-                // data as a whole table.
-                pg.kill();
-                drop(f);
-                return Err(Error::Entry {
-                    path: format!(
-                        "ngw/postgres/{}",
-                        path.file_name().unwrap_or_default().to_string_lossy()
-                    ),
-                    source: Box::new(e),
-                });
-            }
-        }
-    }
-    pg.finish()?;
-    Ok(fed)
-}
-
-/// Opens the write end of a named pipe if its reader is there (`None` if not yet).
-fn open_pipe(path: &Path) -> Result<Option<File>> {
-    let nonblock = rustix::fs::OFlags::NONBLOCK.bits() as i32;
-    match OpenOptions::new()
-        .write(true)
-        .custom_flags(nonblock)
-        .open(path)
-    {
-        Ok(f) => {
-            rustix::fs::fcntl_setfl(&f, rustix::fs::OFlags::empty())
-                .map_err(std::io::Error::from)
-                .at(path)?;
-            Ok(Some(f))
-        }
-        Err(e) if e.raw_os_error() == Some(rustix::io::Errno::NXIO.raw_os_error()) => Ok(None),
-        Err(e) => Err(e).at(path),
-    }
-}
-
-/// Counts bytes into the progress display as they are written.
-struct ProgressWriter<'a> {
-    inner: &'a mut File,
-    progress: &'a dyn Progress,
-}
-
-impl std::io::Write for ProgressWriter<'_> {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let n = self.inner.write(buf)?;
-        self.progress.bytes(n as u64);
-        Ok(n)
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.inner.flush()
-    }
 }
 
 /// Puts a batch of files in place in parallel and counts the results into `out`.

@@ -6,7 +6,7 @@
 
 use std::io::Read;
 use std::os::unix::process::ExitStatusExt;
-use std::process::{Child, ChildStdout, Command, Stdio};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::thread::JoinHandle;
 
 use crate::error::{Error, Result};
@@ -14,11 +14,25 @@ use crate::error::{Error, Result};
 /// Bytes of stderr kept for error messages.
 pub const STDERR_TAIL: usize = 4096;
 
+/// Where a missing program comes from.
+fn install_hint(program: &str) -> &'static str {
+    match program {
+        "pg_dump" | "pg_dumpall" | "pg_restore" | "psql" => {
+            "install the PostgreSQL client tools of your server's major version or newer: Debian/Ubuntu apt-get install postgresql-client, RHEL dnf install postgresql"
+        }
+        "mongodump" | "mongorestore" => {
+            "install MongoDB Database Tools: package mongodb-database-tools from MongoDB's repository"
+        }
+        "sh" => "snap runs commands with sh -c",
+        _ => "is it installed and on PATH?",
+    }
+}
+
 /// A running source command.
 pub struct Running {
     command: String,
     child: Child,
-    stdout: ChildStdout,
+    stdout: Option<ChildStdout>,
     stderr: Option<JoinHandle<Vec<u8>>>,
 }
 
@@ -31,25 +45,48 @@ impl Running {
     }
 
     /// Starts `cmd`, stdin closed, stdout and stderr piped; `display` names it in errors.
-    /// A missing program is an error that says so.
-    pub fn start(mut cmd: Command, display: &str) -> Result<Running> {
+    /// A missing program is an error that says so (and which package provides it).
+    pub fn start(cmd: Command, display: &str) -> Result<Running> {
+        Ok(Running::launch(cmd, display, false)?.0)
+    }
+
+    /// Like [`Running::start`], with a pipe to the command's standard input and its
+    /// standard output going to snap's.
+    pub fn start_piped(cmd: Command, display: &str) -> Result<(Running, ChildStdin)> {
+        let (r, stdin) = Running::launch(cmd, display, true)?;
+        Ok((r, stdin.expect("stdin is piped")))
+    }
+
+    fn launch(
+        mut cmd: Command,
+        display: &str,
+        piped: bool,
+    ) -> Result<(Running, Option<ChildStdin>)> {
         let command = display;
+        let program = cmd.get_program().to_string_lossy().into_owned();
         let mut child = cmd
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
+            .stdin(if piped { Stdio::piped() } else { Stdio::null() })
+            .stdout(if piped {
+                Stdio::inherit()
+            } else {
+                Stdio::piped()
+            })
             .stderr(Stdio::piped())
             .spawn()
             .map_err(|e| Error::Command {
                 command: command.to_string(),
                 status: if e.kind() == std::io::ErrorKind::NotFound {
-                    "could not be started: program not found (is it installed and on PATH?)"
-                        .to_string()
+                    format!(
+                        "could not be started: {program} was not found ({})",
+                        install_hint(&program)
+                    )
                 } else {
                     format!("could not be started: {e}")
                 },
                 stderr: String::new(),
             })?;
-        let stdout = child.stdout.take().expect("stdout is piped");
+        let stdin = child.stdin.take();
+        let stdout = child.stdout.take();
         let mut err = child.stderr.take().expect("stderr is piped");
         let stderr = std::thread::spawn(move || {
             let mut tail = Vec::new();
@@ -66,17 +103,22 @@ impl Running {
             let start = tail.len().saturating_sub(STDERR_TAIL);
             tail.split_off(start)
         });
-        Ok(Running {
-            command: command.to_string(),
-            child,
-            stdout,
-            stderr: Some(stderr),
-        })
+        Ok((
+            Running {
+                command: command.to_string(),
+                child,
+                stdout,
+                stderr: Some(stderr),
+            },
+            stdin,
+        ))
     }
 
     /// The command's standard output.
     pub fn stdout(&mut self) -> &mut ChildStdout {
-        &mut self.stdout
+        self.stdout
+            .as_mut()
+            .expect("only commands started without a stdin pipe have their stdout read")
     }
 
     /// The process id.
@@ -113,6 +155,9 @@ impl Running {
         })?;
         let how = match (status.code(), status.signal()) {
             (Some(0), _) => return Ok(tail),
+            (Some(127), _) => {
+                "exited with status 127 (a program it runs was not found)".to_string()
+            }
             (Some(c), _) => format!("exited with status {c}"),
             (None, Some(s)) => format!("was killed by signal {s}"),
             (None, None) => "ended abnormally".to_string(),
@@ -131,9 +176,93 @@ impl Running {
     }
 }
 
+/// Passes a stream through, keeping its first bytes to tell whether it is compressed.
+pub struct Sniff<R> {
+    inner: R,
+    head: Vec<u8>,
+}
+
+/// Magic numbers of whole-stream compressors.
+const MAGIC: [(&[u8], &str); 5] = [
+    (b"\x1f\x8b", "gzip"),
+    (b"\x28\xb5\x2f\xfd", "zstd"),
+    (b"\xfd7zXZ\x00", "xz"),
+    (b"BZh", "bzip2"),
+    (b"\x04\x22\x4d\x18", "lz4"),
+];
+
+impl<R: Read> Sniff<R> {
+    /// Wraps `inner`.
+    pub fn new(inner: R) -> Sniff<R> {
+        Sniff {
+            inner,
+            head: Vec::new(),
+        }
+    }
+
+    /// The compressor whose magic number the stream starts with, if any.
+    pub fn compressed(&self) -> Option<&'static str> {
+        MAGIC
+            .iter()
+            .find(|(m, _)| self.head.starts_with(m))
+            .map(|(_, name)| *name)
+    }
+}
+
+impl<R: Read> Read for Sniff<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        let want = 8usize.saturating_sub(self.head.len()).min(n);
+        self.head.extend_from_slice(&buf[..want]);
+        Ok(n)
+    }
+}
+
+/// A warning for a command line that asks for compressed output (its data would not
+/// deduplicate), naming what to use instead.
+pub fn compression_warning(command: &str) -> Option<String> {
+    let words: Vec<&str> = command.split_whitespace().collect();
+    let has = |w: &str| words.contains(&w);
+    let pg_dump = words.iter().any(|w| w.ends_with("pg_dump"));
+    let z0 = words
+        .iter()
+        .any(|w| matches!(*w, "-Z0" | "--compress=0" | "--compress=none") || w.starts_with("-Z0"));
+    let compressed_format = words.iter().any(|w| {
+        matches!(
+            *w,
+            "-Fc" | "-Fd" | "--format=custom" | "--format=directory" | "--format=c" | "--format=d"
+        )
+    });
+    if pg_dump && compressed_format && !z0 {
+        return Some(format!(
+            "`{command}`: pg_dump compresses the custom and directory formats unless told not to, which defeats deduplication; add -Z0 and let snap compress"
+        ));
+    }
+    if has("--gzip") {
+        return Some(format!(
+            "`{command}`: --gzip output does not deduplicate; drop it and let snap compress"
+        ));
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn compressed_output_is_recognised() {
+        let mut s = Sniff::new(&[0x1f, 0x8b, 8, 0, 1, 2][..]);
+        std::io::copy(&mut s, &mut std::io::sink()).unwrap();
+        assert_eq!(s.compressed(), Some("gzip"));
+        let mut s = Sniff::new(&b"--\n-- PostgreSQL database dump"[..]);
+        std::io::copy(&mut s, &mut std::io::sink()).unwrap();
+        assert_eq!(s.compressed(), None);
+        assert!(compression_warning("pg_dump -Fc shop").is_some());
+        assert!(compression_warning("pg_dump -Fc -Z0 shop").is_none());
+        assert!(compression_warning("mongodump --archive --gzip").is_some());
+        assert!(compression_warning("pg_dump shop").is_none());
+    }
 
     #[test]
     fn output_status_and_stderr_tail() {

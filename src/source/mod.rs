@@ -1,4 +1,5 @@
-//! Where backup data comes from: the file system and commands.
+//! Where backup data comes from: the file system, commands, NextGIS Web instances and
+//! databases.
 //!
 //! This layer knows how to read sources safely (never following a symlink it did not
 //! ask for, never blocking on a FIFO, never buffering a stream whole); it knows nothing
@@ -6,4 +7,6 @@
 
 pub mod command;
 pub mod fs;
+pub mod mongo;
 pub mod ngw;
+pub mod pg;

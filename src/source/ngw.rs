@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use crate::error::{Error, Result};
+use crate::source::pg::ident;
 
 /// Tables whose data NGW leaves out of its backups (schemas are kept).
 pub const EXCLUDE_TABLE_DATA: [&str; 5] = [
@@ -484,11 +485,6 @@ pub fn list_facts(list: &str) -> ListFacts {
 pub struct Target {
     client: postgres::Client,
     db: DbConfig,
-}
-
-/// `"name"`, quoted for SQL.
-fn ident(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
 }
 
 impl Target {

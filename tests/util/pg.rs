@@ -153,6 +153,32 @@ impl Pg {
         String::from_utf8(out.stdout).unwrap()
     }
 
+    /// A libpq connection string for database `db`.
+    pub fn dsn(&self, db: &str) -> String {
+        format!("host={} user=postgres dbname={db}", self.sock())
+    }
+
+    /// Database `db` as plain SQL (schema and data, no owners), comparable across
+    /// clusters and runs.
+    pub fn dump(&self, db: &str) -> String {
+        let out = self
+            .client("pg_dump", db)
+            .args(["-Fp", "--restrict-key=snaptest", "--no-owner"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "pg_dump {db}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .filter(|l| !l.starts_with("-- Dumped"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
     pub fn createdb(&self, name: &str) {
         self.sql("postgres", &format!("CREATE DATABASE {name}"));
     }

@@ -1,0 +1,228 @@
+//! Database sources and commands that write directories: `--pg` (pg_dump's directory
+//! format, ingested file by file while pg_dump runs), `--pg-all` (pg_dumpall),
+//! `--mongo` (mongodump's archive) and `--command-dir`. Each writes uncompressed,
+//! byte-stable output (see `dump-dedup.md`) and is chunked with the stream profile.
+
+use std::collections::HashSet;
+use std::io::{self, Read};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use super::{stream_components, Run, VDir, STREAM_MODE};
+use crate::chunker::ChunkParams;
+use crate::error::{Error, IoContext, Result};
+use crate::snapshot::Source;
+use crate::source::command::Running;
+use crate::source::fs as sfs;
+use crate::source::mongo::MongoUri;
+use crate::source::pg::{pg_dump_dir, pg_dumpall, Dsn};
+use crate::tree::Timestamp;
+
+/// (device, inode) of the files process `pid` has open, or `None` where `/proc` cannot
+/// tell.
+fn open_files(pid: u32) -> Option<HashSet<(u64, u64)>> {
+    let dir = PathBuf::from(format!("/proc/{pid}/fd"));
+    let entries = std::fs::read_dir(&dir).ok()?;
+    Some(
+        entries
+            .flatten()
+            .filter_map(|e| std::fs::metadata(e.path()).ok())
+            .map(|m| (m.dev(), m.ino()))
+            .collect(),
+    )
+}
+
+/// Ingests pg_dump's files from `dir` into `at/<file>` while it runs: a file pg_dump
+/// has closed is complete (it writes each once), so it goes into the repository and is
+/// deleted at once, keeping temporary disk use to about one table instead of a whole
+/// dump. Without `/proc`, the files are taken when pg_dump has ended. `toc.dat` stays
+/// (for `pg_restore --list`).
+pub(super) fn ingest_dump_dir(
+    run: &Run<'_>,
+    dump: &mut Running,
+    dir: &Path,
+    params: ChunkParams,
+    root: &mut VDir,
+    at: &[Vec<u8>],
+    now: Timestamp,
+) -> Result<()> {
+    let mut done: HashSet<std::ffi::OsString> = HashSet::new();
+    loop {
+        let exited = dump.has_exited()?;
+        // List first, then see what is open: a listed file that is not open has been
+        // closed, so it is complete (the other order would take a file created between
+        // the two looks for a finished one).
+        let entries = match sfs::read_dir_sorted(dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(e).at(dir),
+        };
+        let open = if exited {
+            Some(HashSet::new())
+        } else {
+            open_files(dump.id())
+        };
+        if let Some(open) = open {
+            for (name, path) in entries {
+                if done.contains(&name) {
+                    continue;
+                }
+                let Ok(md) = std::fs::symlink_metadata(&path) else {
+                    continue;
+                };
+                if !md.is_file() || open.contains(&(md.dev(), md.ino())) {
+                    continue;
+                }
+                let text = name.to_str().ok_or_else(|| {
+                    Error::Invalid(format!("{}: unexpected pg_dump file name", path.display()))
+                })?;
+                let mut f = std::fs::File::open(&path).at(&path)?;
+                let (content, size) = run.ingest(&mut f, params, Some(md.len()))?.at(&path)?;
+                if text != "toc.dat" {
+                    std::fs::remove_file(&path).at(&path)?;
+                }
+                let mut comps = at.to_vec();
+                comps.push(text.as_bytes().to_vec());
+                run.put_stream(root, &comps, content, size, STREAM_MODE, now)?;
+                done.insert(name);
+            }
+        }
+        if exited {
+            return Ok(());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// A temporary directory for a dump, under `$TMPDIR`.
+fn scratch() -> Result<tempfile::TempDir> {
+    let base = std::env::temp_dir();
+    tempfile::Builder::new()
+        .prefix("snap-dump-")
+        .tempdir_in(&base)
+        .at(&base)
+}
+
+/// `--pg DSN`: the database under `db/<name>/`.
+pub(super) fn pg(run: &Run<'_>, dsn: &Dsn, root: &mut VDir, now: Timestamp) -> Result<Source> {
+    let db = dsn.dbname()?;
+    let name = format!("db/{db}");
+    let at = stream_components(&name)?;
+    let tmp = scratch()?;
+    let dir = tmp.path().join("dump");
+    let what = format!("pg_dump of database {db}");
+    run.progress.entry(Path::new(&name));
+    let mut dump = Running::start(pg_dump_dir(dsn, &dir), &what)?;
+    let params = run.repo.params(crate::chunker::Profile::Dump);
+    if let Err(e) = ingest_dump_dir(run, &mut dump, &dir, params, root, &at, now) {
+        dump.kill();
+        return Err(e);
+    }
+    dump.finish()?;
+    Ok(Source::Pg {
+        dsn: dsn.shown(),
+        name,
+    })
+}
+
+/// `--pg-all DSN`: the cluster as `db/pg_dumpall.sql`.
+pub(super) fn pg_all(run: &Run<'_>, dsn: &Dsn, root: &mut VDir, now: Timestamp) -> Result<Source> {
+    let name = "db/pg_dumpall.sql".to_string();
+    let cmd = pg_dumpall(dsn)?;
+    run.stream_command(cmd, "pg_dumpall", &name, root, now)?;
+    Ok(Source::PgAll {
+        dsn: dsn.shown(),
+        name,
+    })
+}
+
+/// `--mongo URI`: `mongodump --archive` of the deployment (or the URI's database) as
+/// `mongo/<db>.archive`, one collection at a time so the archive's order is stable.
+/// The URI (which may hold a password) goes to mongodump in a private config file.
+pub(super) fn mongo(
+    run: &Run<'_>,
+    uri: &MongoUri,
+    root: &mut VDir,
+    now: Timestamp,
+) -> Result<Source> {
+    let name = format!("mongo/{}.archive", uri.db().unwrap_or("all"));
+    let tmp = scratch()?;
+    let config = tmp.path().join("mongodump.yaml");
+    std::fs::write(&config, uri.config_yaml()).at(&config)?;
+    let mut cmd = Command::new("mongodump");
+    cmd.arg(format!("--config={}", config.display()))
+        .arg("--archive")
+        .arg("--numParallelCollections=1");
+    run.stream_command(cmd, "mongodump", &name, root, now)?;
+    Ok(Source::Mongo {
+        uri: uri.shown(),
+        name,
+    })
+}
+
+/// `--command-dir CMD --as NAME`: runs CMD with `{dir}` replaced by an empty temporary
+/// directory, then stores every file it wrote there under `NAME/`.
+pub(super) fn command_dir(
+    run: &Run<'_>,
+    command: &str,
+    name: &str,
+    root: &mut VDir,
+    now: Timestamp,
+) -> Result<Source> {
+    if !command.contains("{dir}") {
+        return Err(Error::Invalid(format!(
+            "--command-dir `{command}`: put {{dir}} where the command takes its output directory (mongodump --out {{dir}})"
+        )));
+    }
+    let at = stream_components(name)?;
+    let tmp = scratch()?;
+    let dir = tmp.path().join("out");
+    std::fs::create_dir(&dir).at(&dir)?;
+    let quoted = format!("'{}'", dir.display().to_string().replace('\'', "'\\''"));
+    run.progress.entry(Path::new(name));
+    let mut child = Running::spawn(&command.replace("{dir}", &quoted))?;
+    let mut sink = Vec::new();
+    let drained = child.stdout().read_to_end(&mut sink);
+    let stderr = child.finish()?;
+    drained.at("<command output>")?;
+    if !stderr.trim().is_empty() {
+        log::debug!("`{command}`: {}", stderr.trim_end());
+    }
+    let params = run.repo.params(crate::chunker::Profile::Dump);
+    put_tree(run, &dir, &at, params, root, now)?;
+    Ok(Source::CommandDir {
+        command: command.to_string(),
+        name: name.to_string(),
+    })
+}
+
+/// Stores the regular files below `dir` at `at/...`; anything else is left out with a
+/// warning.
+fn put_tree(
+    run: &Run<'_>,
+    dir: &Path,
+    at: &[Vec<u8>],
+    params: ChunkParams,
+    root: &mut VDir,
+    now: Timestamp,
+) -> Result<()> {
+    for (name, path) in sfs::read_dir_sorted(dir).at(dir)? {
+        let mut comps = at.to_vec();
+        comps.push(std::os::unix::ffi::OsStrExt::as_bytes(name.as_os_str()).to_vec());
+        let md = std::fs::symlink_metadata(&path).at(&path)?;
+        if md.is_dir() {
+            put_tree(run, &path, &comps, params, root, now)?;
+        } else if md.is_file() {
+            let mut f = std::fs::File::open(&path).at(&path)?;
+            let (content, size) = run.ingest(&mut f, params, Some(md.len()))?.at(&path)?;
+            run.put_stream(root, &comps, content, size, STREAM_MODE, now)?;
+        } else {
+            run.warn(format!(
+                "{}: not a regular file or directory, left out",
+                path.display()
+            ));
+        }
+    }
+    Ok(())
+}
