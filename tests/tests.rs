@@ -974,25 +974,17 @@ mod ngw {
         /// NGW leaves out of its backups excluded (those tables must be empty in a
         /// restored copy, which the tests check separately).
         fn tables_dump(&self, db: &str) -> String {
-            let mut c = self.pg.client("pg_dump", db);
-            c.args(["-Fp", "--restrict-key=snaptest", "--no-owner"]);
-            for t in [
+            let excluded: Vec<String> = [
                 "public.auth_oauth_atoken",
                 "public.auth_oauth_ptoken",
                 "public.pyramid_session",
                 "public.pyramid_session_store",
                 "tile_cache.*",
-            ] {
-                c.arg(format!("--exclude-table-data={t}"));
-            }
-            let out = c.output().unwrap();
-            assert!(out.status.success());
-            String::from_utf8(out.stdout)
-                .unwrap()
-                .lines()
-                .filter(|l| !l.starts_with("-- Dumped"))
-                .collect::<Vec<_>>()
-                .join("\n")
+            ]
+            .iter()
+            .map(|t| format!("--exclude-table-data={t}"))
+            .collect();
+            self.pg.dump(db, &excluded)
         }
     }
 
@@ -1651,7 +1643,7 @@ mod db {
         // recorded (the test cluster trusts, so any password works).
         let dsn = format!("{} password=hunter2", pg.dsn("shop"));
         let day1 = env.backup_json(&["--pg", &dsn]);
-        let dump1 = pg.dump("shop");
+        let dump1 = pg.dump("shop", &[]);
         let ls = env.snap(&["ls", "latest", "db/shop"]).output().unwrap();
         assert!(String::from_utf8_lossy(&ls.stdout).contains("toc.dat"));
         let record = fs::read_dir(env.repo().join("snapshots"))
@@ -1680,18 +1672,18 @@ mod db {
             day2["summary"]["bytes_added"].as_u64().unwrap(),
         );
         assert!(a2 * 3 < a1, "day two added {a2} bytes, day one {a1}");
-        let dump2 = pg.dump("shop");
+        let dump2 = pg.dump("shop", &[]);
 
         // Each snapshot restores into a database of its own, created by snap.
         let first = day1["id"].as_str().unwrap();
         env.snap(&["restore", first, "--pg", &pg.dsn("copy1")])
             .assert()
             .success();
-        assert_eq!(pg.dump("copy1"), dump1);
+        assert_eq!(pg.dump("copy1", &[]), dump1);
         env.snap(&["restore", "latest", "--pg", &pg.dsn("copy2")])
             .assert()
             .success();
-        assert_eq!(pg.dump("copy2"), dump2);
+        assert_eq!(pg.dump("copy2", &[]), dump2);
 
         // A database with tables is not overwritten without --yes.
         let err = failing(&env, &["restore", first, "--pg", &pg.dsn("copy2")]);
@@ -1699,11 +1691,11 @@ mod db {
             err.contains("is not empty") && err.contains("--yes"),
             "{err}"
         );
-        assert_eq!(pg.dump("copy2"), dump2);
+        assert_eq!(pg.dump("copy2", &[]), dump2);
         env.snap(&["restore", first, "--pg", &pg.dsn("copy2"), "--yes"])
             .assert()
             .success();
-        assert!(pg.dump("copy2").contains("customer 1\t"));
+        assert!(pg.dump("copy2", &[]).contains("customer 1\t"));
 
         // Failures record nothing and quote the tool.
         let err = failing(&env, &["backup", "--pg", &pg.dsn("nosuchdb")]);
@@ -1741,7 +1733,7 @@ mod db {
             .assert()
             .success();
         for db in ["shop", "Other DB"] {
-            assert_eq!(dst.dump(db), src.dump(db), "{db}");
+            assert_eq!(dst.dump(db, &[]), src.dump(db, &[]), "{db}");
         }
         assert_eq!(
             dst.sql(
@@ -1761,7 +1753,7 @@ mod db {
         env.snap(&["restore", "latest", "--pg-all", &cluster, "--yes"])
             .assert()
             .success();
-        assert_eq!(dst.dump("shop"), src.dump("shop"));
+        assert_eq!(dst.dump("shop", &[]), src.dump("shop", &[]));
     }
 
     /// A Python with Django, or None (said, or a failure in CI).

@@ -154,18 +154,19 @@ fn node_at(repo: &Repository, snap: &Snapshot, path: &str) -> Result<Node> {
         })
 }
 
-/// The dump a database restore takes: `from` if given, else the snapshot's only source
-/// of `kind`, or the one named `default`.
+/// The dump a database restore takes: `from` if given, else the name of the snapshot's
+/// only source that `kind` picks, or the one named `default`.
 fn pick_dump(
     snap: &Snapshot,
     from: Option<&str>,
-    names: Vec<String>,
+    kind: fn(&Source) -> Option<&String>,
     default: &str,
     flag: &str,
 ) -> Result<String> {
     if let Some(f) = from {
         return Ok(f.trim_matches('/').to_string());
     }
+    let names: Vec<String> = snap.sources.iter().filter_map(kind).cloned().collect();
     match names.as_slice() {
         [one] => Ok(one.clone()),
         [] => Err(Error::Invalid(format!(
@@ -209,15 +210,13 @@ pub fn restore_pg(
     progress: &dyn Progress,
 ) -> Result<DbRestoreOutcome> {
     let db = target.dbname()?;
-    let names = snap
-        .sources
-        .iter()
-        .filter_map(|s| match s {
-            Source::Pg { name, .. } => Some(name.clone()),
+    fn kind(s: &Source) -> Option<&String> {
+        match s {
+            Source::Pg { name, .. } => Some(name),
             _ => None,
-        })
-        .collect();
-    let from = pick_dump(snap, from, names, &format!("db/{db}"), "--pg")?;
+        }
+    }
+    let from = pick_dump(snap, from, kind, &format!("db/{db}"), "--pg")?;
     let node = node_at(repo, snap, &from)?;
     let NodeKind::Dir(tree_id) = node.kind else {
         return Err(Error::Invalid(format!(
@@ -342,15 +341,13 @@ pub fn restore_pg_all(
     replace: bool,
     progress: &dyn Progress,
 ) -> Result<DbRestoreOutcome> {
-    let names = snap
-        .sources
-        .iter()
-        .filter_map(|s| match s {
-            Source::PgAll { name, .. } => Some(name.clone()),
+    fn kind(s: &Source) -> Option<&String> {
+        match s {
+            Source::PgAll { name, .. } => Some(name),
             _ => None,
-        })
-        .collect();
-    let from = pick_dump(snap, from, names, "db/pg_dumpall.sql", "--pg-all")?;
+        }
+    }
+    let from = pick_dump(snap, from, kind, "db/pg_dumpall.sql", "--pg-all")?;
     let node = node_at(repo, snap, &from)?;
     let content = file_content(&from, &node)?;
     let (mut dbs, mut roles) = (Vec::new(), Vec::new());

@@ -159,11 +159,12 @@ impl Pg {
     }
 
     /// Database `db` as plain SQL (schema and data, no owners), comparable across
-    /// clusters and runs.
-    pub fn dump(&self, db: &str) -> String {
+    /// clusters and runs; `extra` pg_dump options.
+    pub fn dump(&self, db: &str, extra: &[String]) -> String {
         let out = self
             .client("pg_dump", db)
             .args(["-Fp", "--restrict-key=snaptest", "--no-owner"])
+            .args(extra)
             .output()
             .unwrap();
         assert!(
