@@ -1843,7 +1843,12 @@ mod db {
             "--as",
             "plain.txt",
         ]);
-        assert_eq!(v["summary"]["files"], 3);
+        let s = &v["summary"];
+        assert_eq!(
+            (&s["files"], &s["dirs"], &s["bytes_total"]),
+            (&3.into(), &2.into(), &13.into()),
+            "{s}"
+        );
         let out = env.path("out.bson");
         env.snap(&[
             "restore",

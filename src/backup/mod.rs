@@ -472,6 +472,7 @@ impl Run<'_> {
     ) -> Result<()> {
         add(&self.counts.files, 1);
         add(&self.counts.files_read, 1);
+        add(&self.counts.bytes_total, size);
         let node = Node {
             name: Vec::new(),
             kind: NodeKind::File(content),
@@ -766,6 +767,7 @@ impl Run<'_> {
                     n
                 }
                 VEntry::Dir(sub) => {
+                    add(&self.counts.dirs, 1);
                     let meta = sub.meta.unwrap_or_else(|| synthetic_meta(0o040755, 0, now));
                     Node {
                         name,
