@@ -20,10 +20,13 @@
 #        borg:   `borg create REPO::dayN $WORK/dump`, repository growth (du -sb).
 #      The dump size is `du -sb $WORK/dump`.
 #   4. A table: per day the dump size and, per tool, MB added and % of the dump;
-#      day 0 (the first, full backup) apart, then days 1..DAYS and their average;
-#      then total repository sizes and total backup wall times. snap's time
-#      includes its own pg_dump; restic's and borg's do not, and pg_dump alone is
-#      reported next to them.
+#      day 0 (the first, full backup) apart, then days 1..DAYS and their average.
+#      A second table gives the new data before compression (snap
+#      bytes_added_raw, restic data_added, borg estimated), which shows the
+#      deduplication itself: pgbench data compresses ~80x, so stored bytes alone
+#      mostly measure compression. Then total repository sizes and total backup
+#      wall times: snap's includes its own pg_dump, restic's and borg's do not,
+#      and pg_dump alone is reported next to them.
 #
 # How to run (as root, or as a user that can `runuser -u postgres`):
 #   CARGO_TARGET_DIR=/tmp/snap-target-bench cargo build --release
@@ -31,7 +34,7 @@
 # Knobs (environment): WORK (default /tmp/pg-dedup-bench, wiped first),
 #   SNAP (default <repo>/target/release/snap), PGBIN, RESTIC, BORG, SCALE (20),
 #   DAYS (7), CHURN_TX (2000 transactions per client per day), CLIENTS (2).
-#   Needs ~3 GB free in WORK at SCALE 20; takes a few minutes on 2 cores.
+#   Needs ~1 GB free in WORK at SCALE 20; takes ~2.5 minutes on 2 cores.
 # Output: the tables on stdout, also in $WORK/summary.txt; raw per-day numbers
 #   in $WORK/days.tsv; tool output in $WORK/*.log. The cluster is stopped on exit.
 set -euo pipefail
@@ -56,6 +59,7 @@ log() { printf '[%s] %s\n' "$(date +%T)" "$*" >&2; }
 now() { date +%s.%N; }
 secs() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", b - a }'; }
 bytes() { du -sb "$1" | cut -f1; }
+tsv_row() { local IFS=$'\t'; echo "$*"; }
 
 # Run a command as the postgres user when we are root (PostgreSQL refuses root).
 as_pg() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
@@ -109,7 +113,8 @@ log "init repositories"
 
 # ---------------------------------------------------------------- the days
 TSV=$WORK/days.tsv
-printf 'day\tdump_bytes\tsnap_bytes_total\tsnap_added\tsnap_growth\trestic_growth\tborg_growth\tsnap_s\tpg_dump_s\trestic_s\tborg_s\n' >"$TSV"
+tsv_row day dump_bytes snap_added snap_growth restic_growth borg_growth \
+    snap_s pg_dump_s restic_s borg_s snap_raw restic_raw borg_raw_est >"$TSV"
 
 for day in $(seq 0 "$DAYS"); do
     log "day $day: pgbench -n -c $CLIENTS -t $CHURN_TX"
@@ -122,7 +127,7 @@ for day in $(seq 0 "$DAYS"); do
     snap_s=$(secs "$t0" "$(now)")
     snap_growth=$(($(bytes "$R_SNAP") - before))
     snap_added=$(jq -r .summary.bytes_added "$WORK/snap-day$day.json")
-    snap_total=$(jq -r .summary.bytes_total "$WORK/snap-day$day.json")
+    snap_raw=$(jq -r .summary.bytes_added_raw "$WORK/snap-day$day.json")
 
     # The same kind of dump for restic and borg, at the same path every day.
     rm -rf "$DUMP"
@@ -133,55 +138,68 @@ for day in $(seq 0 "$DAYS"); do
 
     before=$(bytes "$R_RESTIC")
     t0=$(now)
-    "$RESTIC" --repo "$R_RESTIC" backup "$DUMP" >>"$WORK/restic.log" 2>&1
+    "$RESTIC" --repo "$R_RESTIC" backup --json "$DUMP" >"$WORK/restic-day$day.json" 2>>"$WORK/restic.log"
     restic_s=$(secs "$t0" "$(now)")
     restic_growth=$(($(bytes "$R_RESTIC") - before))
+    restic_raw=$(jq -r 'select(.message_type == "summary") | .data_added' "$WORK/restic-day$day.json")
 
     before=$(bytes "$R_BORG")
     t0=$(now)
-    "$BORG" create --stats "$R_BORG::day$day" "$DUMP" >>"$WORK/borg.log" 2>&1
+    "$BORG" create --json "$R_BORG::day$day" "$DUMP" >"$WORK/borg-day$day.json" 2>>"$WORK/borg.log"
     borg_s=$(secs "$t0" "$(now)")
     borg_growth=$(($(bytes "$R_BORG") - before))
+    # borg reports only compressed new bytes; scale the archive's original size by
+    # the share of its compressed bytes that were new.
+    borg_raw=$(jq -r '.archive.stats | if .compressed_size > 0
+        then (.original_size * .deduplicated_size / .compressed_size | floor) else 0 end' \
+        "$WORK/borg-day$day.json")
     rm -rf "$DUMP"
 
-    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$day" "$dump_bytes" "$snap_total" \
-        "$snap_added" "$snap_growth" "$restic_growth" "$borg_growth" \
-        "$snap_s" "$dump_s" "$restic_s" "$borg_s" >>"$TSV"
+    tsv_row "$day" "$dump_bytes" "$snap_added" "$snap_growth" "$restic_growth" \
+        "$borg_growth" "$snap_s" "$dump_s" "$restic_s" "$borg_s" \
+        "$snap_raw" "$restic_raw" "$borg_raw" >>"$TSV"
     log "  dump $dump_bytes B; added: snap $snap_added (du $snap_growth), restic $restic_growth, borg $borg_growth"
 done
 
 # ---------------------------------------------------------------- report
-{
-    echo "pg_dedup: pgbench -s $SCALE, $DAYS days of pgbench -n -c $CLIENTS -t $CHURN_TX"
-    echo "  $("$SNAP" --version), $("$RESTIC" version | cut -d' ' -f1-2), $("$BORG" --version)"
-    echo "  borg defaults: compression lz4, chunker buzhash,19,23,21,4095"
-    echo "  snap added = summary.bytes_added; every other 'added' = repository growth (du -sb)"
-    echo
-    awk -F'\t' -v days="$DAYS" '
-        function mb(b) { return b / 1048576 }
-        function pct(b, d) { return 100 * b / d }
-        function row(label, d, sa, sg, rg, bg) {
-            printf "%-8s %9.1f | %8.1f %6.2f%% | %8.1f %6.2f%% | %8.1f %6.2f%% | %8.1f %6.2f%%\n",
-                label, mb(d), mb(sa), pct(sa, d), mb(sg), pct(sg, d),
-                mb(rg), pct(rg, d), mb(bg), pct(bg, d)
+# table TITLE COL... : per-day MB and % of the dump for the given days.tsv columns
+# (1-based), day 0 apart, then days 1..DAYS and their average.
+table() {
+    local title=$1; shift
+    awk -F'\t' -v title="$title" -v cols="$*" '
+        function row(label, v,   i) {
+            printf "%-9s %8.1f", label, v[2] / 1048576
+            for (i = 1; i <= nc; i++)
+                printf " | %8.1f %6.2f%%", v[c[i]] / 1048576, 100 * v[c[i]] / v[2]
+            printf "\n"
         }
-        NR == 1 { next }
-        {
-            if ($1 == 0) { day0 = $0; next }
-            lines[++n] = $0
-            d += $2; sa += $4; sg += $5; rg += $6; bg += $7
-        }
+        NR == 1 { nc = split(cols, c, " "); for (i = 1; i <= nc; i++) name[i] = $c[i]; next }
+        $1 == 0 { split($0, day0, "\t"); next }
+        { n++; line[n] = $0; for (i = 2; i <= NF; i++) sum[i] += $i }
         END {
-            printf "%-8s %9s | %17s | %17s | %17s | %17s\n", "day", "dump MB",
-                "snap added", "snap repo du", "restic repo du", "borg repo du"
-            printf "%-8s %9s | %8s %7s | %8s %7s | %8s %7s | %8s %7s\n", "", "",
-                "MB", "%dump", "MB", "%dump", "MB", "%dump", "MB", "%dump"
-            split(day0, f, "\t"); row("0 (full)", f[2], f[4], f[5], f[6], f[7])
+            print title
+            printf "%-9s %8s", "day", "dump MB"
+            for (i = 1; i <= nc; i++) printf " | %17s", name[i]
+            printf "\n%-9s %8s", "", ""
+            for (i = 1; i <= nc; i++) printf " | %8s %7s", "MB", "% dump"
+            printf "\n"
+            row("0 (full)", day0)
             print "---------"
-            for (i = 1; i <= n; i++) { split(lines[i], f, "\t"); row(f[1], f[2], f[4], f[5], f[6], f[7]) }
+            for (i = 1; i <= n; i++) { split(line[i], v, "\t"); row(i, v) }
             print "---------"
-            row("avg 1-" days, d / n, sa / n, sg / n, rg / n, bg / n)
+            for (i in sum) avg[i] = sum[i] / n
+            row("avg 1-" n, avg)
         }' "$TSV"
+}
+
+{
+    echo "pg_dedup: pgbench -s $SCALE, day 0 + $DAYS days, each after pgbench -n -c $CLIENTS -t $CHURN_TX"
+    echo "  $("$SNAP" --version), $("$RESTIC" version | cut -d' ' -f1-2), $("$BORG" --version)"
+    echo "  borg defaults: compression lz4, chunker buzhash,19,23,21,4095 (~2 MiB chunks)"
+    echo
+    table "Stored bytes added per backup (snap_added = summary.bytes_added; *_growth = du -sb of the repository)" 3 4 5 6
+    echo
+    table "New data before compression (snap bytes_added_raw, restic data_added, borg ~ original x dedup/compressed)" 11 12 13
     echo
     echo "Total repository size after $((DAYS + 1)) backups (du -sb):"
     for r in snap:"$R_SNAP" restic:"$R_RESTIC" borg:"$R_BORG"; do
@@ -190,16 +208,18 @@ done
     echo
     echo "Backup wall time, seconds (snap includes its own pg_dump; restic/borg do not):"
     awk -F'\t' '
+        function row(label, s, p, r, b) {
+            printf "  %-12s %8.1f %8.1f %8.1f %8.1f %15.1f %13.1f\n", label, s, p, r, b, p + r, p + b
+        }
         NR == 1 { next }
-        $1 == 0 { s0 = $8; p0 = $9; r0 = $10; b0 = $11; next }
-        { s += $8; p += $9; r += $10; b += $11; n++ }
+        $1 == 0 { s0 = $7; p0 = $8; r0 = $9; b0 = $10; next }
+        { s += $7; p += $8; r += $9; b += $10; n++ }
         END {
             printf "  %-12s %8s %8s %8s %8s %15s %13s\n", "", "snap", "pg_dump", "restic", "borg",
                 "pg_dump+restic", "pg_dump+borg"
-            printf "  %-12s %8.1f %8.1f %8.1f %8.1f %15.1f %13.1f\n", "day 0", s0, p0, r0, b0, p0 + r0, p0 + b0
-            printf "  %-12s %8.1f %8.1f %8.1f %8.1f %15.1f %13.1f\n", "days 1-" n, s, p, r, b, p + r, p + b
-            printf "  %-12s %8.1f %8.1f %8.1f %8.1f %15.1f %13.1f\n", "total", s0 + s, p0 + p, r0 + r, b0 + b,
-                p0 + p + r0 + r, p0 + p + b0 + b
+            row("day 0", s0, p0, r0, b0)
+            row("days 1-" n, s, p, r, b)
+            row("total", s0 + s, p0 + p, r0 + r, b0 + b)
         }' "$TSV"
     echo
     echo "Raw numbers: $TSV"
