@@ -21,7 +21,7 @@ pub struct Args {
     snapshot: String,
     /// With --pg, --pg-all or --pipe: the dump or file of the snapshot to use
     /// [default: the snapshot's only dump of that kind]
-    #[arg(value_name = "PATH")]
+    #[arg(value_name = "PATH", conflicts_with_all = ["target", "ngw"])]
     path: Option<String>,
     /// Directory to restore into (created if absent)
     #[arg(long, short, required_unless_present_any = ["ngw", "pg", "pg_all", "pipe"])]
