@@ -10,7 +10,6 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use super::{stream_components, Run, VDir, STREAM_MODE};
-use crate::chunker::ChunkParams;
 use crate::error::{Error, IoContext, Result};
 use crate::snapshot::Source;
 use crate::source::command::Running;
@@ -33,20 +32,39 @@ fn open_files(pid: u32) -> Option<HashSet<(u64, u64)>> {
     )
 }
 
-/// Ingests pg_dump's files from `dir` into `at/<file>` while it runs: a file pg_dump
-/// has closed is complete (it writes each once), so it goes into the repository and is
-/// deleted at once, keeping temporary disk use to about one table instead of a whole
-/// dump. Without `/proc`, the files are taken when pg_dump has ended. `toc.dat` stays
-/// (for `pg_restore --list`).
-pub(super) fn ingest_dump_dir(
+/// Runs pg_dump's `cmd` (`what` in errors), which writes a directory-format dump into
+/// `dir`, and stores its files at `at/<file>` as it goes: a file pg_dump has closed is
+/// complete (it writes each once), so it goes into the repository and is deleted at
+/// once, keeping temporary disk use to about one table instead of a whole dump.
+/// Without `/proc`, the files are taken when pg_dump has ended. `toc.dat` stays (for
+/// `pg_restore --list`).
+pub(super) fn ingest_pg_dump(
     run: &Run<'_>,
-    dump: &mut Running,
+    cmd: Command,
+    what: &str,
     dir: &Path,
-    params: ChunkParams,
     root: &mut VDir,
     at: &[Vec<u8>],
     now: Timestamp,
 ) -> Result<()> {
+    let mut dump = Running::start(cmd, what)?;
+    if let Err(e) = ingest_dump_dir(run, &mut dump, dir, root, at, now) {
+        dump.kill();
+        return Err(e);
+    }
+    dump.finish()?;
+    Ok(())
+}
+
+fn ingest_dump_dir(
+    run: &Run<'_>,
+    dump: &mut Running,
+    dir: &Path,
+    root: &mut VDir,
+    at: &[Vec<u8>],
+    now: Timestamp,
+) -> Result<()> {
+    let params = run.repo.params(crate::chunker::Profile::Dump);
     let mut done: HashSet<std::ffi::OsString> = HashSet::new();
     loop {
         let exited = dump.has_exited()?;
@@ -95,13 +113,12 @@ pub(super) fn ingest_dump_dir(
     }
 }
 
-/// A temporary directory for a dump, under `$TMPDIR`.
-fn scratch() -> Result<tempfile::TempDir> {
-    let base = std::env::temp_dir();
+/// A temporary directory for a dump, under `base`.
+pub(super) fn scratch(base: &Path) -> Result<tempfile::TempDir> {
     tempfile::Builder::new()
         .prefix("snap-dump-")
-        .tempdir_in(&base)
-        .at(&base)
+        .tempdir_in(base)
+        .at(base)
 }
 
 /// `--pg DSN`: the database under `db/<name>/`.
@@ -109,17 +126,11 @@ pub(super) fn pg(run: &Run<'_>, dsn: &Dsn, root: &mut VDir, now: Timestamp) -> R
     let db = dsn.dbname()?;
     let name = format!("db/{db}");
     let at = stream_components(&name)?;
-    let tmp = scratch()?;
+    let tmp = scratch(&std::env::temp_dir())?;
     let dir = tmp.path().join("dump");
-    let what = format!("pg_dump of database {db}");
     run.progress.entry(Path::new(&name));
-    let mut dump = Running::start(pg_dump_dir(dsn, &dir), &what)?;
-    let params = run.repo.params(crate::chunker::Profile::Dump);
-    if let Err(e) = ingest_dump_dir(run, &mut dump, &dir, params, root, &at, now) {
-        dump.kill();
-        return Err(e);
-    }
-    dump.finish()?;
+    let what = format!("pg_dump of database {db}");
+    ingest_pg_dump(run, pg_dump_dir(dsn, &dir), &what, &dir, root, &at, now)?;
     Ok(Source::Pg {
         dsn: dsn.shown(),
         name,
@@ -147,7 +158,7 @@ pub(super) fn mongo(
     now: Timestamp,
 ) -> Result<Source> {
     let name = format!("mongo/{}.archive", uri.db().unwrap_or("all"));
-    let tmp = scratch()?;
+    let tmp = scratch(&std::env::temp_dir())?;
     let config = tmp.path().join("mongodump.yaml");
     std::fs::write(&config, uri.config_yaml()).at(&config)?;
     let mut cmd = Command::new("mongodump");
@@ -176,7 +187,7 @@ pub(super) fn command_dir(
         )));
     }
     let at = stream_components(name)?;
-    let tmp = scratch()?;
+    let tmp = scratch(&std::env::temp_dir())?;
     let dir = tmp.path().join("out");
     std::fs::create_dir(&dir).at(&dir)?;
     let quoted = format!("'{}'", dir.display().to_string().replace('\'', "'\\''"));
@@ -189,8 +200,7 @@ pub(super) fn command_dir(
     if !stderr.trim().is_empty() {
         log::debug!("`{command}`: {}", stderr.trim_end());
     }
-    let params = run.repo.params(crate::chunker::Profile::Dump);
-    put_tree(run, &dir, &at, params, root, now)?;
+    put_tree(run, &dir, &at, root, now)?;
     Ok(Source::CommandDir {
         command: command.to_string(),
         name: name.to_string(),
@@ -203,7 +213,6 @@ fn put_tree(
     run: &Run<'_>,
     dir: &Path,
     at: &[Vec<u8>],
-    params: ChunkParams,
     root: &mut VDir,
     now: Timestamp,
 ) -> Result<()> {
@@ -212,10 +221,12 @@ fn put_tree(
         comps.push(std::os::unix::ffi::OsStrExt::as_bytes(name.as_os_str()).to_vec());
         let md = std::fs::symlink_metadata(&path).at(&path)?;
         if md.is_dir() {
-            put_tree(run, &path, &comps, params, root, now)?;
+            put_tree(run, &path, &comps, root, now)?;
         } else if md.is_file() {
             let mut f = std::fs::File::open(&path).at(&path)?;
-            let (content, size) = run.ingest(&mut f, params, Some(md.len()))?.at(&path)?;
+            let (content, size) = run
+                .ingest(&mut f, run.stream_params, Some(md.len()))?
+                .at(&path)?;
             run.put_stream(root, &comps, content, size, STREAM_MODE, now)?;
         } else {
             run.warn(format!(

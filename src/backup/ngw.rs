@@ -13,13 +13,11 @@
 //! are chunked with the stream profile, so an unchanged table costs nothing even when
 //! pg_dump renumbers its file.
 
-use std::io;
-
 use rayon::prelude::*;
 
-use super::db::ingest_dump_dir;
+use super::db::{ingest_pg_dump, scratch};
 use super::{Run, VDir};
-use crate::error::{Error, IoContext, Result};
+use crate::error::{Error, Result};
 use crate::id::Id;
 use crate::repo::PathLookup;
 use crate::source::command::Running;
@@ -56,30 +54,20 @@ pub(super) fn backup(
     let fonts = cfg.fonts()?;
 
     let tmp_base = cfg.backup_tmpdir.clone().unwrap_or_else(std::env::temp_dir);
-    let tmp = tempfile::Builder::new()
-        .prefix("snap-ngw-")
-        .tempdir_in(&tmp_base)
-        .at(&tmp_base)?;
+    let tmp = scratch(&tmp_base)?;
     let dump_dir = tmp.path().join("postgres");
-    let params = run.repo.params(crate::chunker::Profile::Dump);
-    // pg_dump writes into dump_dir and nothing to stdout.
-    let mut dump = Running::start(
+    ingest_pg_dump(
+        run,
         session.pg_dump(&dump_dir),
         "pg_dump of the NextGIS Web database",
+        &dump_dir,
+        root,
+        &comps(&["postgres"]),
+        now,
     )?;
-    let at = comps(&["postgres"]);
-    let ingested = ingest_dump_dir(run, &mut dump, &dump_dir, params, root, &at, now);
-    if let Err(e) = ingested {
-        dump.kill();
-        return Err(e);
-    }
-    dump.finish()?;
     let mut list = std::process::Command::new("pg_restore");
     list.arg("--list").arg(&dump_dir);
-    let mut lister = Running::start(list, "pg_restore --list")?;
-    let mut listing = String::new();
-    io::Read::read_to_string(lister.stdout(), &mut listing).at("<pg_restore --list output>")?;
-    lister.finish()?;
+    let listing = Running::capture(list, "pg_restore --list")?;
     let restore_list = session.restore_list(&listing)?;
     session.finish()?;
     drop(tmp);

@@ -2,7 +2,7 @@
 //! `pg_restore` (through named pipes), pg_dumpall SQL into `psql`, and any file into a
 //! command's standard input. Nothing is staged on disk but pg_dump's `toc.dat`.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
@@ -10,25 +10,30 @@ use std::path::{Path, PathBuf};
 use crate::error::{Error, IoContext, Result};
 use crate::ngw_part::file_content;
 use crate::progress::Progress;
-use crate::repo::{PathLookup, Repository};
-use crate::restore::snapshot_path;
+use crate::repo::Repository;
+use crate::restore::node_at;
 use crate::snapshot::{Snapshot, Source};
 use crate::source::command::Running;
 use crate::source::pg::{ident, literal, user_objects, Dsn};
-use crate::tree::{Content, Node, NodeKind, Tree};
+use crate::tree::{Content, NodeKind, Tree};
 
-/// Stages the pg_dump directory `dump` in the new directory `dir` (a real `toc.dat`, a
-/// named pipe for every other file), runs `cmd` (a pg_restore of `dir`, `what` in
-/// errors) and fills each pipe when pg_restore opens it; returns the bytes fed.
+/// Stages the pg_dump directory `dump` in a temporary directory under `tmp_base` (a
+/// real `toc.dat`, a named pipe for every other file), runs the pg_restore `cmd` makes
+/// for that directory (`what` in errors) and fills each pipe when pg_restore opens it;
+/// returns the bytes fed.
 pub fn feed_pg_restore(
     repo: &Repository,
     dump: &Tree,
-    dir: &Path,
-    cmd: std::process::Command,
+    tmp_base: &Path,
+    cmd: impl FnOnce(&Path) -> std::process::Command,
     what: &str,
     progress: &dyn Progress,
 ) -> Result<u64> {
-    fs::create_dir(dir).at(dir)?;
+    let stage = tempfile::Builder::new()
+        .prefix("snap-restore-")
+        .tempdir_in(tmp_base)
+        .at(tmp_base)?;
+    let dir = stage.path();
     let mut pending: Vec<(PathBuf, &Content)> = Vec::new();
     for n in &dump.nodes {
         let name = String::from_utf8_lossy(&n.name).into_owned();
@@ -50,7 +55,7 @@ pub fn feed_pg_restore(
         .at(&path)?;
         pending.push((path, content));
     }
-    let mut pg = Running::start(cmd, what)?;
+    let mut pg = Running::start(cmd(dir), what)?;
     let mut fed = 0u64;
     let mut tick = 0u64;
     // pg_restore reads the files in list order, so the next one is nearly always at
@@ -144,44 +149,61 @@ fn write_counted(
     Ok(n)
 }
 
-/// The node at `path` of `snap`, or an error naming it.
-fn node_at(repo: &Repository, snap: &Snapshot, path: &str) -> Result<Node> {
-    PathLookup::new(repo, snap.tree)
-        .node(&snapshot_path(path)?)?
-        .ok_or_else(|| Error::NotFound {
-            what: "path in snapshot",
-            id: path.to_string(),
-        })
+/// The kinds of database dump a restore can take.
+#[derive(Clone, Copy)]
+enum DumpKind {
+    Pg,
+    PgAll,
 }
 
-/// The dump a database restore takes: `from` if given, else the name of the snapshot's
-/// only source that `kind` picks, or the one named `default`.
-fn pick_dump(
-    snap: &Snapshot,
-    from: Option<&str>,
-    kind: fn(&Source) -> Option<&String>,
-    default: &str,
-    flag: &str,
-) -> Result<String> {
-    if let Some(f) = from {
-        return Ok(f.trim_matches('/').to_string());
+impl DumpKind {
+    fn flag(self) -> &'static str {
+        match self {
+            DumpKind::Pg => "--pg",
+            DumpKind::PgAll => "--pg-all",
+        }
     }
-    let names: Vec<String> = snap.sources.iter().filter_map(kind).cloned().collect();
-    match names.as_slice() {
-        [one] => Ok(one.clone()),
-        [] => Err(Error::Invalid(format!(
-            "the snapshot has no {flag} dump (its sources: {}); name the path to restore",
-            snap.sources
-                .iter()
-                .map(Source::describe)
-                .collect::<Vec<_>>()
-                .join(", ")
-        ))),
-        many if many.iter().any(|n| n == default) => Ok(default.to_string()),
-        many => Err(Error::Invalid(format!(
-            "the snapshot holds several {flag} dumps ({}); name the one to restore",
-            many.join(", ")
-        ))),
+
+    /// The path a source of this kind stores its dump under.
+    fn name_of(self, s: &Source) -> Option<&String> {
+        match (self, s) {
+            (DumpKind::Pg, Source::Pg { name, .. }) => Some(name),
+            (DumpKind::PgAll, Source::PgAll { name, .. }) => Some(name),
+            _ => None,
+        }
+    }
+
+    /// The dump a restore takes: `from` if given, else the snapshot's only dump of
+    /// this kind, or the one named `default`.
+    fn pick(self, snap: &Snapshot, from: Option<&str>, default: &str) -> Result<String> {
+        if let Some(f) = from {
+            return Ok(f.trim_matches('/').to_string());
+        }
+        let flag = self.flag();
+        let names: Vec<&String> = snap
+            .sources
+            .iter()
+            .filter_map(|s| self.name_of(s))
+            .collect();
+        match names.as_slice() {
+            [one] => Ok(one.to_string()),
+            [] => Err(Error::Invalid(format!(
+                "the snapshot has no {flag} dump (its sources: {}); name the path to restore",
+                snap.sources
+                    .iter()
+                    .map(Source::describe)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))),
+            many if many.iter().any(|n| *n == default) => Ok(default.to_string()),
+            many => Err(Error::Invalid(format!(
+                "the snapshot holds several {flag} dumps ({}); name the one to restore",
+                many.iter()
+                    .map(|n| n.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))),
+        }
     }
 }
 
@@ -210,13 +232,7 @@ pub fn restore_pg(
     progress: &dyn Progress,
 ) -> Result<DbRestoreOutcome> {
     let db = target.dbname()?;
-    fn kind(s: &Source) -> Option<&String> {
-        match s {
-            Source::Pg { name, .. } => Some(name),
-            _ => None,
-        }
-    }
-    let from = pick_dump(snap, from, kind, &format!("db/{db}"), "--pg")?;
+    let from = DumpKind::Pg.pick(snap, from, &format!("db/{db}"))?;
     let node = node_at(repo, snap, &from)?;
     let NodeKind::Dir(tree_id) = node.kind else {
         return Err(Error::Invalid(format!(
@@ -255,23 +271,20 @@ pub fn restore_pg(
         maint.query(&format!("CREATE DATABASE {}", ident(&db)))?;
         out.created = true;
     }
-    let tmp_base = std::env::temp_dir();
-    let stage = tempfile::Builder::new()
-        .prefix("snap-pg-restore-")
-        .tempdir_in(&tmp_base)
-        .at(&tmp_base)?;
-    let dir = stage.path().join("dump");
-    let mut cmd = target.tool("pg_restore");
-    cmd.args(["--exit-on-error", "--no-owner", "--no-privileges"]);
-    if clean {
-        cmd.args(["--clean", "--if-exists"]);
-    }
-    cmd.arg(&dir);
+    let pg_restore = |dir: &Path| {
+        let mut cmd = target.tool("pg_restore");
+        cmd.args(["--exit-on-error", "--no-owner", "--no-privileges"]);
+        if clean {
+            cmd.args(["--clean", "--if-exists"]);
+        }
+        cmd.arg(dir);
+        cmd
+    };
     out.bytes = feed_pg_restore(
         repo,
         &tree,
-        &dir,
-        cmd,
+        &std::env::temp_dir(),
+        pg_restore,
         &format!("pg_restore into database {db}"),
         progress,
     )?;
@@ -341,13 +354,7 @@ pub fn restore_pg_all(
     replace: bool,
     progress: &dyn Progress,
 ) -> Result<DbRestoreOutcome> {
-    fn kind(s: &Source) -> Option<&String> {
-        match s {
-            Source::PgAll { name, .. } => Some(name),
-            _ => None,
-        }
-    }
-    let from = pick_dump(snap, from, kind, "db/pg_dumpall.sql", "--pg-all")?;
+    let from = DumpKind::PgAll.pick(snap, from, "db/pg_dumpall.sql")?;
     let node = node_at(repo, snap, &from)?;
     let content = file_content(&from, &node)?;
     let (mut dbs, mut roles) = (Vec::new(), Vec::new());
@@ -387,29 +394,24 @@ pub fn restore_pg_all(
     let mut psql = maint.tool("psql");
     psql.args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-f", "-"]);
     let what = format!("psql into {}", maint.shown());
-    let (run, mut stdin) = Running::start_piped(psql, &what)?;
-    let mut bytes = 0u64;
-    let fed = for_each_line(repo, content, &mut |line| {
-        let text = String::from_utf8_lossy(line);
-        let skip = text
-            .strip_prefix("CREATE ROLE ")
-            .and_then(read_ident)
-            .is_some_and(|r| skip_roles.contains(&r) && text.ends_with(';'));
-        if !skip {
-            stdin.write_all(line).at("<psql input>")?;
-            stdin.write_all(b"\n").at("<psql input>")?;
-        }
-        bytes += line.len() as u64 + 1;
-        progress.bytes(line.len() as u64 + 1);
-        Ok(())
-    });
-    drop(stdin);
-    let finished = run.finish();
-    match (fed, finished) {
-        (_, Err(e)) => return Err(e),
-        (Err(e), Ok(_)) => return Err(e),
-        _ => {}
-    }
+    let bytes = feed_stdin(psql, &what, &mut |stdin| {
+        let mut bytes = 0u64;
+        for_each_line(repo, content, &mut |line| {
+            let text = String::from_utf8_lossy(line);
+            let skip = text
+                .strip_prefix("CREATE ROLE ")
+                .and_then(read_ident)
+                .is_some_and(|r| skip_roles.contains(&r) && text.ends_with(';'));
+            if !skip {
+                stdin.write_all(line).at("<psql input>")?;
+                stdin.write_all(b"\n").at("<psql input>")?;
+            }
+            bytes += line.len() as u64 + 1;
+            progress.bytes(line.len() as u64 + 1);
+            Ok(())
+        })?;
+        Ok(bytes)
+    })?;
     Ok(DbRestoreOutcome {
         from,
         created: false,
@@ -430,13 +432,21 @@ pub fn restore_pipe(
     let content = file_content(path, &node)?;
     let mut sh = std::process::Command::new("sh");
     sh.arg("-c").arg(command);
-    let (run, mut stdin) = Running::start_piped(sh, command)?;
-    let fed = write_counted(repo, content, &mut stdin, progress);
+    feed_stdin(sh, command, &mut |stdin| {
+        write_counted(repo, content, stdin, progress)
+    })
+}
+
+/// Runs `cmd` (`what` in errors) with `feed` writing its standard input; the command's
+/// own failure is reported first, as it explains a broken pipe on our side.
+fn feed_stdin(
+    cmd: std::process::Command,
+    what: &str,
+    feed: &mut dyn FnMut(&mut dyn Write) -> Result<u64>,
+) -> Result<u64> {
+    let (run, mut stdin) = Running::start_piped(cmd, what)?;
+    let fed = feed(&mut stdin);
     drop(stdin);
-    let finished = run.finish();
-    match (fed, finished) {
-        (_, Err(e)) => Err(e),
-        (Err(e), Ok(_)) => Err(e),
-        (Ok(n), Ok(_)) => Ok(n),
-    }
+    run.finish()?;
+    fed
 }

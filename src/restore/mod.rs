@@ -62,6 +62,27 @@ pub fn snapshot_path(p: &str) -> Result<Vec<Vec<u8>>> {
     })
 }
 
+/// The entry at `path` of `snap`, or an error naming it.
+pub fn node_at(repo: &Repository, snap: &Snapshot, path: &str) -> Result<Node> {
+    repo.find_node(&snap.tree, &snapshot_path(path)?)?
+        .ok_or_else(|| Error::NotFound {
+            what: "path in snapshot",
+            id: path.to_string(),
+        })
+}
+
+/// Access and modification times both set to `m`'s mtime.
+pub(crate) fn timestamps(m: &Meta) -> rustix::fs::Timestamps {
+    let t = rustix::fs::Timespec {
+        tv_sec: m.mtime.sec,
+        tv_nsec: m.mtime.nsec as _,
+    };
+    rustix::fs::Timestamps {
+        last_access: t,
+        last_modification: t,
+    }
+}
+
 /// Restores `snap` into `opts.target`.
 pub fn restore(
     repo: &Repository,
@@ -96,12 +117,7 @@ pub fn restore(
     } else {
         for inc in &opts.include {
             let comps = snapshot_path(inc)?;
-            let node = repo
-                .find_node(&snap.tree, &comps)?
-                .ok_or_else(|| Error::NotFound {
-                    what: "path in snapshot",
-                    id: inc.clone(),
-                })?;
+            let node = node_at(repo, snap, inc)?;
             let mut dest = target.clone();
             for c in &comps[..comps.len().saturating_sub(1)] {
                 dest.push(OsStr::from_bytes(c));
@@ -361,18 +377,10 @@ impl Restorer<'_> {
         if !symlink {
             fs::set_permissions(path, fs::Permissions::from_mode(m.mode & 0o7777)).at(path)?;
         }
-        let t = rustix::fs::Timespec {
-            tv_sec: m.mtime.sec,
-            tv_nsec: m.mtime.nsec as _,
-        };
-        let times = rustix::fs::Timestamps {
-            last_access: t,
-            last_modification: t,
-        };
         rustix::fs::utimensat(
             rustix::fs::CWD,
             path,
-            &times,
+            &timestamps(m),
             rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
         )
         .map_err(std::io::Error::from)

@@ -22,13 +22,14 @@
 //! is half restored: run the restore again.
 
 use std::fs::{self, File};
+use std::io::Write;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 
 use rayon::prelude::*;
 
 use super::db::feed_pg_restore;
+use super::timestamps;
 use crate::error::{Error, IoContext, Result};
 use crate::ngw_part::{file_content, NgwPart, COMPONENTS};
 use crate::progress::Progress;
@@ -135,23 +136,20 @@ pub fn restore_instance(
 
     target.drop_tables(&tables)?;
     let tmp_base = cfg.backup_tmpdir.clone().unwrap_or_else(std::env::temp_dir);
-    let stage = tempfile::Builder::new()
-        .prefix("snap-ngw-restore-")
-        .tempdir_in(&tmp_base)
+    let mut list_file = tempfile::Builder::new()
+        .prefix("snap-ngw-restore-list-")
+        .tempfile_in(&tmp_base)
         .at(&tmp_base)?;
-    let list_path = stage.path().join("restore");
-    fs::write(&list_path, &list).at(&list_path)?;
-    let dump_dir = stage.path().join("postgres");
-    let what = format!("pg_restore into database {}", target.db().name);
+    list_file.write_all(list.as_bytes()).at(list_file.path())?;
     let dump_bytes = feed_pg_restore(
         repo,
         part.postgres(),
-        &dump_dir,
-        target.pg_restore(&list_path, &dump_dir),
-        &what,
+        &tmp_base,
+        |dir| target.pg_restore(list_file.path(), dir),
+        &format!("pg_restore into database {name}"),
         progress,
     )?;
-    drop(stage);
+    drop(list_file);
 
     let mut out = NgwRestoreOutcome {
         tables_dropped: tables.len(),
@@ -163,13 +161,18 @@ pub fn restore_instance(
         migrations: Migrations::Unknown,
         errors: Vec::new(),
     };
+    let mut fonts = Vec::new();
     for (component, text) in &indexes {
         let Some(text) = text else { continue };
         let mut puts = Vec::new();
         part.for_each_item(component, text, &mut |_, item, node| {
-            let dest = match &item {
+            let dest = match item {
                 IndexItem::FileObj(o) => cfg.blob_path(&o.component, &o.uuid),
-                IndexItem::Font(f) => font_dir.as_ref().expect("checked above").join(f),
+                IndexItem::Font(f) => {
+                    let dest = font_dir.as_ref().expect("checked above").join(&f);
+                    fonts.push(f);
+                    dest
+                }
             };
             puts.push(Put { dest, node });
             if puts.len() >= 256 {
@@ -180,8 +183,7 @@ pub fn restore_instance(
         put_all(repo, &mut puts, owner, progress, &mut out);
     }
     if let Some(dir) = &font_dir {
-        let core = indexes.iter().find(|(c, _)| *c == "core");
-        out.fonts_removed = remove_other_fonts(&part, dir, core.and_then(|(_, t)| t.as_deref()))?;
+        out.fonts_removed = remove_other_fonts(dir, &fonts)?;
     }
     if let Ok(root) = File::open(&cfg.file_storage) {
         rustix::fs::syncfs(&root)
@@ -231,17 +233,19 @@ fn put_all(
     progress: &dyn Progress,
     out: &mut NgwRestoreOutcome,
 ) {
-    let results = Mutex::new(Vec::new());
-    puts.par_iter().for_each(|p| {
-        progress.entry(&p.dest);
-        let r = put_file(repo, p, owner).map_err(|e| Error::Entry {
-            path: p.dest.display().to_string(),
-            source: Box::new(e),
-        });
-        progress.bytes(p.node.meta.size);
-        results.lock().unwrap_or_else(|e| e.into_inner()).push(r);
-    });
-    for r in results.into_inner().unwrap_or_else(|e| e.into_inner()) {
+    let results: Vec<Result<Option<u64>>> = puts
+        .par_iter()
+        .map(|p| {
+            progress.entry(&p.dest);
+            let r = put_file(repo, p, owner).map_err(|e| Error::Entry {
+                path: p.dest.display().to_string(),
+                source: Box::new(e),
+            });
+            progress.bytes(p.node.meta.size);
+            r
+        })
+        .collect();
+    for r in results {
         match r {
             Ok(None) => out.files_unchanged += 1,
             Ok(Some(n)) => {
@@ -276,19 +280,9 @@ fn put_file(repo: &Repository, p: &Put, owner: Option<(u32, u32)>) -> Result<Opt
     }
     f.set_permissions(fs::Permissions::from_mode(p.node.meta.mode & 0o7777))
         .at(tmp.path())?;
-    let t = rustix::fs::Timespec {
-        tv_sec: p.node.meta.mtime.sec,
-        tv_nsec: p.node.meta.mtime.nsec as _,
-    };
-    rustix::fs::futimens(
-        f,
-        &rustix::fs::Timestamps {
-            last_access: t,
-            last_modification: t,
-        },
-    )
-    .map_err(std::io::Error::from)
-    .at(tmp.path())?;
+    rustix::fs::futimens(f, &timestamps(&p.node.meta))
+        .map_err(std::io::Error::from)
+        .at(tmp.path())?;
     tmp.persist(&p.dest).map_err(|e| e.error).at(&p.dest)?;
     Ok(Some(n))
 }
@@ -340,18 +334,9 @@ fn make_dirs(dir: &Path, owner: Option<(u32, u32)>) -> Result<()> {
     Ok(())
 }
 
-/// Removes the custom fonts in `dir` that the snapshot's core `$index` does not list
-/// (all of them when it has none); returns how many.
-fn remove_other_fonts(part: &NgwPart<'_>, dir: &Path, index: Option<&[u8]>) -> Result<u64> {
-    let mut keep = Vec::new();
-    if let Some(text) = index {
-        part.for_each_item("core", text, &mut |_, item, _| {
-            if let IndexItem::Font(f) = item {
-                keep.push(f);
-            }
-            Ok(())
-        })?;
-    }
+/// Removes the custom fonts in `dir` other than `keep` (the snapshot's); returns how
+/// many.
+fn remove_other_fonts(dir: &Path, keep: &[String]) -> Result<u64> {
     let rd = match fs::read_dir(dir) {
         Ok(rd) => rd,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),

@@ -50,6 +50,20 @@ impl Running {
         Ok(Running::launch(cmd, display, false)?.0)
     }
 
+    /// Runs `cmd` to its end and returns its standard output as text; an error if it
+    /// fails.
+    pub fn capture(cmd: Command, display: &str) -> Result<String> {
+        let mut run = Running::start(cmd, display)?;
+        let mut out = String::new();
+        let read = run.stdout().read_to_string(&mut out);
+        run.finish()?;
+        read.map_err(|e| Error::Io {
+            path: format!("<output of {display}>").into(),
+            source: e,
+        })?;
+        Ok(out)
+    }
+
     /// Like [`Running::start`], with a pipe to the command's standard input and its
     /// standard output going to snap's.
     pub fn start_piped(cmd: Command, display: &str) -> Result<(Running, ChildStdin)> {

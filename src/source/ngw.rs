@@ -496,11 +496,6 @@ impl Target {
         })
     }
 
-    /// The database's connection settings.
-    pub fn db(&self) -> &DbConfig {
-        &self.db
-    }
-
     /// Which of `wanted` extensions the database lacks.
     pub fn missing_extensions(&mut self, wanted: &[String]) -> Result<Vec<String>> {
         let rows = self

@@ -217,13 +217,7 @@ impl Dsn {
     pub fn query(&self, sql: &str) -> Result<Vec<String>> {
         let mut c = self.tool("psql");
         c.args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-c", sql]);
-        let mut run = Running::start(c, &format!("psql on {}", self.shown()))?;
-        let mut out = String::new();
-        std::io::Read::read_to_string(run.stdout(), &mut out).map_err(|e| Error::Io {
-            path: "<psql output>".into(),
-            source: e,
-        })?;
-        run.finish()?;
+        let out = Running::capture(c, &format!("psql on {}", self.shown()))?;
         Ok(out.lines().map(str::to_string).collect())
     }
 }
