@@ -7,11 +7,18 @@
 #   size, and how long the backups take.
 #   1. A throwaway PostgreSQL cluster (unix socket only, trust auth) with a
 #      database `bench` made by `pgbench -i -s SCALE` (SCALE 20: ~300 MB of data).
-#   2. Three fresh repositories: snap (defaults: zstd 3, 32 KiB "dump" chunks),
+#   2. Three fresh repositories: snap (defaults: zstd 3, 16 KiB "dump" chunks),
 #      restic (defaults; 0.14+ makes a v2 repository, compression auto) and borg
 #      (repokey, defaults: lz4, chunker buzhash,19,23,21,4095 = ~2 MiB chunks).
-#   3. Day 0 .. DAYS, each day: `pgbench -n -c 2 -t CHURN_TX` (the same churn
-#      every day, day 0 included), then
+#   3. Day 0 .. DAYS, each day the same churn (day 0 included), by CHURN:
+#        heavy (default): `pgbench -n -c CLIENTS -t CHURN_TX`, 4,000 transactions a
+#                day, each updating a random account: an edit every ~25 KB of the
+#                dump (a non-HOT update moves the row: two edit sites), so every
+#                chunk of any tool changes daily. The worst case.
+#        light: `pgbench -n -c CLIENTS -t CHURN_TX/10` (400 random updates), then
+#                20 random accounts deleted and 5,000 appended; on day 4 a new
+#                20,000-row table. The "modest daily change" of dump-dedup.md.
+#      then
 #        snap:   `snap backup --pg DSN --json` (snap runs pg_dump -Fd -Z0 itself);
 #                records summary.bytes_added and the repository growth (du -sb);
 #        pg_dump --format=directory --compress=0 into $WORK/dump (same path every
@@ -33,7 +40,8 @@
 #   SNAP=/tmp/snap-target-bench/release/snap bash benches/pg_dedup.sh
 # Knobs (environment): WORK (default /tmp/pg-dedup-bench, wiped first),
 #   SNAP (default <repo>/target/release/snap), PGBIN, RESTIC, BORG, SCALE (20),
-#   DAYS (7), CHURN_TX (2000 transactions per client per day), CLIENTS (2).
+#   DAYS (7), CHURN (heavy), CHURN_TX (2000 transactions per client per day),
+#   CLIENTS (2).
 #   Needs ~1 GB free in WORK at SCALE 20; takes ~2.5 minutes on 2 cores.
 # Output: the tables on stdout, also in $WORK/summary.txt; raw per-day numbers
 #   in $WORK/days.tsv; tool output in $WORK/*.log. The cluster is stopped on exit.
@@ -47,6 +55,7 @@ RESTIC=${RESTIC:-$(command -v restic || echo /tmp/benchtools/bin/restic)}
 BORG=${BORG:-$(command -v borg || echo /tmp/benchtools/bin/borg)}
 SCALE=${SCALE:-20}
 DAYS=${DAYS:-7}
+CHURN=${CHURN:-heavy}
 CHURN_TX=${CHURN_TX:-2000}
 CLIENTS=${CLIENTS:-2}
 
@@ -111,14 +120,40 @@ log "init repositories"
 "$RESTIC" init --repo "$R_RESTIC" >"$WORK/restic.log" 2>&1
 "$BORG" init --encryption=repokey "$R_BORG" >"$WORK/borg.log" 2>&1
 
+# churn DAY: the day's changes to database bench (see CHURN above).
+churn() {
+    case $CHURN in
+    heavy)
+        log "day $1: pgbench -n -c $CLIENTS -t $CHURN_TX"
+        pgbench -n -c "$CLIENTS" -t "$CHURN_TX" bench >>"$WORK/pgbench.log" 2>&1
+        ;;
+    light)
+        log "day $1: pgbench -n -c $CLIENTS -t $((CHURN_TX / 10)), 20 deletes, 5,000 inserts"
+        pgbench -n -c "$CLIENTS" -t "$((CHURN_TX / 10))" bench >>"$WORK/pgbench.log" 2>&1
+        psql -qX -v ON_ERROR_STOP=1 -d bench >>"$WORK/pgbench.log" 2>&1 <<'SQL'
+DELETE FROM pgbench_accounts
+ WHERE aid IN (SELECT (random() * 2000000)::int FROM generate_series(1, 20));
+INSERT INTO pgbench_accounts
+SELECT m + g, 1 + (m + g) / 100000, 0, ''
+  FROM (SELECT max(aid) AS m FROM pgbench_accounts) x, generate_series(1, 5000) g;
+SQL
+        if [ "$1" = 4 ]; then
+            psql -qX -v ON_ERROR_STOP=1 -d bench -c "CREATE TABLE audit AS
+                SELECT g AS id, md5(g::text) AS h, now() AS t FROM generate_series(1, 20000) g" \
+                >>"$WORK/pgbench.log" 2>&1
+        fi
+        ;;
+    *) echo "CHURN must be heavy or light, not $CHURN" >&2; exit 1 ;;
+    esac
+}
+
 # ---------------------------------------------------------------- the days
 TSV=$WORK/days.tsv
 tsv_row day dump_bytes snap_added snap_growth restic_growth borg_growth \
     snap_s pg_dump_s restic_s borg_s snap_raw restic_raw borg_raw_est >"$TSV"
 
 for day in $(seq 0 "$DAYS"); do
-    log "day $day: pgbench -n -c $CLIENTS -t $CHURN_TX"
-    pgbench -n -c "$CLIENTS" -t "$CHURN_TX" bench >>"$WORK/pgbench.log" 2>&1
+    churn "$day"
 
     # snap: dumps the database itself.
     before=$(bytes "$R_SNAP")
@@ -193,7 +228,7 @@ table() {
 }
 
 {
-    echo "pg_dedup: pgbench -s $SCALE, day 0 + $DAYS days, each after pgbench -n -c $CLIENTS -t $CHURN_TX"
+    echo "pg_dedup: pgbench -s $SCALE, day 0 + $DAYS days, CHURN=$CHURN (CHURN_TX $CHURN_TX, $CLIENTS clients)"
     echo "  $("$SNAP" --version), $("$RESTIC" version | cut -d' ' -f1-2), $("$BORG" --version)"
     echo "  borg defaults: compression lz4, chunker buzhash,19,23,21,4095 (~2 MiB chunks)"
     echo

@@ -32,12 +32,39 @@ fn open_files(pid: u32) -> Option<HashSet<(u64, u64)>> {
     )
 }
 
+/// A file another process is writing: at its end, a read waits for more until the
+/// writer has closed it. pg_dump writes each file once, front to back, so what it has
+/// written stays as it is.
+struct Growing {
+    file: std::fs::File,
+    /// (device, inode) of the file.
+    key: (u64, u64),
+    writer: u32,
+}
+
+impl Read for Growing {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            let n = self.file.read(buf)?;
+            if n > 0 || buf.is_empty() {
+                return Ok(n);
+            }
+            // Closed (or the writer gone): everything written before the close is
+            // visible now, so one more read finds the true end.
+            if !open_files(self.writer).is_some_and(|open| open.contains(&self.key)) {
+                return self.file.read(buf);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+    }
+}
+
 /// Runs pg_dump's `cmd` (`what` in errors), which writes a directory-format dump into
-/// `dir`, and stores its files at `at/<file>` as it goes: a file pg_dump has closed is
-/// complete (it writes each once), so it goes into the repository and is deleted at
-/// once, keeping temporary disk use to about one table instead of a whole dump.
-/// Without `/proc`, the files are taken when pg_dump has ended. `toc.dat` stays (for
-/// `pg_restore --list`).
+/// `dir`, and stores its files at `at/<file>` as it goes: the file pg_dump is writing
+/// is read as it grows, so chunking, hashing and compressing hide behind the dump;
+/// each file is deleted once stored, keeping temporary disk use to about one table
+/// instead of a whole dump. Without `/proc`, the files are taken when pg_dump has
+/// ended. `toc.dat` stays (for `pg_restore --list`).
 pub(super) fn ingest_pg_dump(
     run: &Run<'_>,
     cmd: Command,
@@ -70,7 +97,7 @@ fn ingest_dump_dir(
         let exited = dump.has_exited()?;
         // List first, then see what is open: a listed file that is not open has been
         // closed, so it is complete (the other order would take a file created between
-        // the two looks for a finished one).
+        // the two looks for a finished one); an open one is followed as it grows.
         let entries = match sfs::read_dir_sorted(dir) {
             Ok(e) => e,
             Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
@@ -89,14 +116,25 @@ fn ingest_dump_dir(
                 let Ok(md) = std::fs::symlink_metadata(&path) else {
                     continue;
                 };
-                if !md.is_file() || open.contains(&(md.dev(), md.ino())) {
+                if !md.is_file() {
                     continue;
                 }
                 let text = name.to_str().ok_or_else(|| {
                     Error::Invalid(format!("{}: unexpected pg_dump file name", path.display()))
                 })?;
-                let mut f = std::fs::File::open(&path).at(&path)?;
-                let (content, size) = run.ingest(&mut f, params, Some(md.len()))?.at(&path)?;
+                let key = (md.dev(), md.ino());
+                let file = std::fs::File::open(&path).at(&path)?;
+                let (content, size) = if open.contains(&key) {
+                    let mut f = Growing {
+                        file,
+                        key,
+                        writer: dump.id(),
+                    };
+                    run.ingest(&mut f, params, None)?.at(&path)?
+                } else {
+                    run.ingest(&mut { file }, params, Some(md.len()))?
+                        .at(&path)?
+                };
                 if text != "toc.dat" {
                     std::fs::remove_file(&path).at(&path)?;
                 }
