@@ -18,7 +18,7 @@ use crate::pack::{BlobKind, PackEntry};
 use crate::snapshot::Snapshot;
 
 /// Schema version; an index of another version is rebuilt.
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 const SCHEMA: &str = "
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -26,7 +26,8 @@ CREATE TABLE packs (
     id INTEGER PRIMARY KEY,
     name BLOB NOT NULL UNIQUE,
     size INTEGER NOT NULL,
-    blobs INTEGER NOT NULL
+    blobs INTEGER NOT NULL,
+    verified INTEGER
 );
 CREATE TABLE blobs (
     id BLOB PRIMARY KEY,
@@ -60,6 +61,21 @@ pub struct BlobLoc {
     pub kind: BlobKind,
     /// How it is stored.
     pub compression: Compression,
+}
+
+/// How much of a pack the marked (live) blobs use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PackUsage {
+    /// The pack.
+    pub name: Id,
+    /// Its file size.
+    pub size: u64,
+    /// Index rows pointing into it.
+    pub blobs: u64,
+    /// Of those, marked blobs.
+    pub live_blobs: u64,
+    /// Stored bytes of the marked blobs.
+    pub live_bytes: u64,
 }
 
 /// An open index.
@@ -96,6 +112,10 @@ impl Index {
                     |r| r.get::<_, i64>(0),
                 )
                 .map(|n| n > 0)?;
+            // Marks of `prune` and `check`: on disk (SQLite's temp file), not in memory.
+            c.execute_batch(
+                "CREATE TEMP TABLE IF NOT EXISTS marks (id BLOB PRIMARY KEY) WITHOUT ROWID",
+            )?;
             if !has_meta {
                 c.execute_batch(SCHEMA)?;
                 c.execute(
@@ -189,18 +209,35 @@ impl Index {
         let Some((pack, offset, stored, raw, kind, comp)) = row else {
             return Ok(None);
         };
+        let pack = self.id_of(&pack)?;
+        self.loc(id, pack, offset, stored, raw, kind, comp)
+            .map(Some)
+    }
+
+    /// Checks a blob row's values.
+    #[allow(clippy::too_many_arguments)]
+    fn loc(
+        &self,
+        id: &Id,
+        pack: Id,
+        offset: i64,
+        stored: i64,
+        raw: i64,
+        kind: u8,
+        comp: u8,
+    ) -> Result<BlobLoc> {
         let bad = |d: &str| Error::Index {
             path: self.path.clone(),
             detail: format!("row for blob {id} is invalid ({d}); run `snap repair index`"),
         };
-        Ok(Some(BlobLoc {
-            pack: Id::from_slice(&pack).ok_or_else(|| bad("pack name"))?,
+        Ok(BlobLoc {
+            pack,
             offset: u64::try_from(offset).map_err(|_| bad("offset"))?,
             stored_len: u32::try_from(stored).map_err(|_| bad("stored length"))?,
             raw_len: u32::try_from(raw).map_err(|_| bad("raw length"))?,
             kind: BlobKind::from_u8(kind).ok_or_else(|| bad("kind"))?,
             compression: Compression::from_u8(comp).ok_or_else(|| bad("compression"))?,
-        }))
+        })
     }
 
     /// Whether blob `id` is stored.
@@ -215,31 +252,7 @@ impl Index {
     /// Records a durable pack and its blobs in one transaction. A blob already indexed
     /// in another pack keeps its row (the new copy is garbage for prune).
     pub fn add_pack(&self, name: &Id, size: u64, entries: &[PackEntry]) -> Result<()> {
-        self.tx(|c| {
-            c.execute(
-                "INSERT OR IGNORE INTO packs (name, size, blobs) VALUES (?1, ?2, ?3)",
-                params![&name.0[..], size as i64, entries.len() as i64],
-            )?;
-            let pack: i64 =
-                c.query_row("SELECT id FROM packs WHERE name = ?1", [&name.0[..]], |r| {
-                    r.get(0)
-                })?;
-            let mut st = c.prepare_cached(
-                "INSERT OR IGNORE INTO blobs VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            )?;
-            for e in entries {
-                st.execute(params![
-                    &e.id.0[..],
-                    pack,
-                    e.offset as i64,
-                    e.stored_len as i64,
-                    e.raw_len as i64,
-                    e.kind as u8,
-                    e.compression as u8
-                ])?;
-            }
-            Ok(())
-        })
+        self.tx(|c| insert_pack(c, name, size, entries))
     }
 
     /// Records a snapshot (idempotent).
@@ -281,6 +294,218 @@ impl Index {
         }
         Ok(out)
     }
+}
+
+/// Marks, pack usage and pack replacement, for `prune` and `check`.
+impl Index {
+    /// Removes every mark.
+    pub fn clear_marks(&self) -> Result<()> {
+        self.conn()
+            .execute("DELETE FROM temp.marks", [])
+            .map(drop)
+            .map_err(|e| self.err(e))
+    }
+
+    /// Marks `ids`; returns, for each, whether it was not marked before.
+    pub fn mark(&self, ids: &[Id]) -> Result<Vec<bool>> {
+        let mut c = self.conn();
+        let tx = c.transaction().map_err(|e| self.err(e))?;
+        let fresh = {
+            let mut st = tx
+                .prepare_cached("INSERT OR IGNORE INTO temp.marks VALUES (?1)")
+                .map_err(|e| self.err(e))?;
+            ids.iter()
+                .map(|id| st.execute([&id.0[..]]).map(|n| n == 1))
+                .collect::<rusqlite::Result<Vec<bool>>>()
+                .map_err(|e| self.err(e))?
+        };
+        tx.commit().map_err(|e| self.err(e))?;
+        Ok(fresh)
+    }
+
+    /// Marked ids the index has no row for.
+    pub fn marked_but_absent(&self) -> Result<Vec<Id>> {
+        let c = self.conn();
+        let mut st = c
+            .prepare(
+                "SELECT m.id FROM temp.marks m LEFT JOIN blobs b ON b.id = m.id WHERE b.id IS NULL",
+            )
+            .map_err(|e| self.err(e))?;
+        let rows = st
+            .query_map([], |r| r.get::<_, Vec<u8>>(0))
+            .map_err(|e| self.err(e))?;
+        let mut out = Vec::new();
+        for r in rows {
+            out.push(self.id_of(&r.map_err(|e| self.err(e))?)?);
+        }
+        Ok(out)
+    }
+
+    /// Every pack with the share of it that marked blobs use.
+    pub fn pack_usage(&self) -> Result<Vec<PackUsage>> {
+        let c = self.conn();
+        let mut st = c
+            .prepare(
+                "SELECT p.name, p.size, count(b.id), count(m.id),
+                        coalesce(sum(CASE WHEN m.id IS NULL THEN 0 ELSE b.stored_len END), 0)
+                   FROM packs p LEFT JOIN blobs b ON b.pack = p.id
+                   LEFT JOIN temp.marks m ON m.id = b.id
+                  GROUP BY p.id ORDER BY p.name",
+            )
+            .map_err(|e| self.err(e))?;
+        let rows = st
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, Vec<u8>>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, i64>(2)?,
+                    r.get::<_, i64>(3)?,
+                    r.get::<_, i64>(4)?,
+                ))
+            })
+            .map_err(|e| self.err(e))?;
+        let mut out = Vec::new();
+        for r in rows {
+            let (name, size, blobs, live, bytes) = r.map_err(|e| self.err(e))?;
+            out.push(PackUsage {
+                name: self.id_of(&name)?,
+                size: size as u64,
+                blobs: blobs as u64,
+                live_blobs: live as u64,
+                live_bytes: bytes as u64,
+            });
+        }
+        Ok(out)
+    }
+
+    /// An id read from the index (a pack name or blob id).
+    fn id_of(&self, b: &[u8]) -> Result<Id> {
+        Id::from_slice(b).ok_or_else(|| Error::Index {
+            path: self.path.clone(),
+            detail: "an id is not 32 bytes; run `snap repair index`".into(),
+        })
+    }
+
+    /// The blobs the index places in `pack` (marked ones only if `marked`), in pack order.
+    pub fn blobs_in(&self, pack: &Id, marked: bool) -> Result<Vec<(Id, BlobLoc)>> {
+        let c = self.conn();
+        let sql = format!(
+            "SELECT b.id, b.offset, b.stored_len, b.raw_len, b.kind, b.compression
+               FROM packs p JOIN blobs b ON b.pack = p.id {}
+              WHERE p.name = ?1 ORDER BY b.offset",
+            if marked {
+                "JOIN temp.marks m ON m.id = b.id"
+            } else {
+                ""
+            }
+        );
+        let mut st = c.prepare(&sql).map_err(|e| self.err(e))?;
+        let rows = st
+            .query_map([&pack.0[..]], |r| {
+                Ok((
+                    r.get::<_, Vec<u8>>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, i64>(2)?,
+                    r.get::<_, i64>(3)?,
+                    r.get::<_, u8>(4)?,
+                    r.get::<_, u8>(5)?,
+                ))
+            })
+            .map_err(|e| self.err(e))?;
+        let mut out = Vec::new();
+        for r in rows {
+            let (id, offset, stored, raw, kind, comp) = r.map_err(|e| self.err(e))?;
+            let id = self.id_of(&id)?;
+            out.push((id, self.loc(&id, *pack, offset, stored, raw, kind, comp)?));
+        }
+        Ok(out)
+    }
+
+    /// Replaces packs in one transaction: the rows of `removed` go, `added` (durable
+    /// new packs) come in. A crash leaves either the old rows or the new ones.
+    pub fn replace_packs(&self, removed: &[Id], added: &[(Id, u64, Vec<PackEntry>)]) -> Result<()> {
+        self.tx(|c| {
+            {
+                let mut del_blobs = c.prepare_cached(
+                    "DELETE FROM blobs WHERE pack = (SELECT id FROM packs WHERE name = ?1)",
+                )?;
+                let mut del_pack = c.prepare_cached("DELETE FROM packs WHERE name = ?1")?;
+                for p in removed {
+                    del_blobs.execute([&p.0[..]])?;
+                    del_pack.execute([&p.0[..]])?;
+                }
+            }
+            for (name, size, entries) in added {
+                insert_pack(c, name, *size, entries)?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Every indexed pack and its size, with when `check` last read it whole (Unix
+    /// seconds), least recently verified first.
+    pub fn packs_by_verification(&self) -> Result<Vec<(Id, u64, Option<i64>)>> {
+        let c = self.conn();
+        let mut st = c
+            .prepare("SELECT name, size, verified FROM packs ORDER BY verified NULLS FIRST, name")
+            .map_err(|e| self.err(e))?;
+        let rows = st
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, Vec<u8>>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, Option<i64>>(2)?,
+                ))
+            })
+            .map_err(|e| self.err(e))?;
+        let mut out = Vec::new();
+        for r in rows {
+            let (name, size, verified) = r.map_err(|e| self.err(e))?;
+            out.push((self.id_of(&name)?, size as u64, verified));
+        }
+        Ok(out)
+    }
+
+    /// Records that `check` read `pack` whole and found it intact.
+    pub fn set_verified(&self, pack: &Id, at: i64) -> Result<()> {
+        self.tx(|c| {
+            c.execute(
+                "UPDATE packs SET verified = ?2 WHERE name = ?1",
+                params![&pack.0[..], at],
+            )
+            .map(drop)
+        })
+    }
+}
+
+/// Adds a pack and its blobs; a blob indexed elsewhere keeps its row.
+fn insert_pack(
+    c: &rusqlite::Transaction<'_>,
+    name: &Id,
+    size: u64,
+    entries: &[PackEntry],
+) -> rusqlite::Result<()> {
+    c.execute(
+        "INSERT OR IGNORE INTO packs (name, size, blobs) VALUES (?1, ?2, ?3)",
+        params![&name.0[..], size as i64, entries.len() as i64],
+    )?;
+    let pack: i64 = c.query_row("SELECT id FROM packs WHERE name = ?1", [&name.0[..]], |r| {
+        r.get(0)
+    })?;
+    let mut st =
+        c.prepare_cached("INSERT OR IGNORE INTO blobs VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)")?;
+    for e in entries {
+        st.execute(params![
+            &e.id.0[..],
+            pack,
+            e.offset as i64,
+            e.stored_len as i64,
+            e.raw_len as i64,
+            e.kind as u8,
+            e.compression as u8
+        ])?;
+    }
+    Ok(())
 }
 
 fn sql_err(path: &Path, e: rusqlite::Error) -> Error {

@@ -31,6 +31,7 @@
 //! ```
 
 pub mod backup;
+pub mod check;
 pub mod chunker;
 pub mod compress;
 pub mod error;
@@ -40,8 +41,11 @@ pub mod index;
 pub mod ngw_part;
 pub mod pack;
 pub mod progress;
+pub mod prune;
+pub mod reach;
 pub mod repo;
 pub mod restore;
+pub mod retention;
 pub mod snapshot;
 pub mod source;
 pub mod tree;

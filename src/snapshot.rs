@@ -185,6 +185,29 @@ impl Snapshot {
         key.sort_unstable();
         key
     }
+
+    /// What `forget` groups snapshots by, besides the host: every source by kind and
+    /// place, not by command line (imported archives share one group whatever their
+    /// file names, so nightly imports age like nightly backups).
+    pub fn group_key(sources: &[Source]) -> Vec<String> {
+        let mut key: Vec<String> = sources
+            .iter()
+            .map(|s| match s {
+                Source::Path { path } => format!("path:{path}"),
+                Source::Ngw { config } => format!("ngw:{config}"),
+                Source::Archive { .. } => "ngw-archive".to_string(),
+                Source::Stdin { name, .. } => format!("stdin:{name}"),
+                Source::Command { name, .. } => format!("command:{name}"),
+                Source::CommandDir { name, .. } => format!("command-dir:{name}"),
+                Source::Pg { name, .. } => format!("pg:{name}"),
+                Source::PgAll { name, .. } => format!("pg-all:{name}"),
+                Source::Mongo { name, .. } => format!("mongo:{name}"),
+            })
+            .collect();
+        key.sort_unstable();
+        key.dedup();
+        key
+    }
 }
 
 impl Source {

@@ -4,11 +4,14 @@
 
 mod backup;
 mod cat;
+mod check;
 mod export;
+mod forget;
 mod import;
 mod init;
 mod list;
 mod ls;
+mod prune;
 mod repair;
 mod restore;
 
@@ -60,6 +63,12 @@ enum Command {
     Export(export::Args),
     /// Import .ngwbackup archives, one snapshot each, deduplicated
     Import(import::Args),
+    /// Remove snapshots by a retention policy (then, with --prune, their data)
+    Forget(forget::Args),
+    /// Delete data no snapshot needs; rewrite packs that are mostly garbage
+    Prune(prune::Args),
+    /// Verify the repository: structure, and with --read-data every blob
+    Check(check::Args),
     /// Repair repository metadata
     Repair(repair::Args),
 }
@@ -163,6 +172,9 @@ pub fn run() -> i32 {
         Command::Restore(a) => restore::run(&ctx, a),
         Command::Export(a) => export::run(&ctx, a),
         Command::Import(a) => import::run(&ctx, a),
+        Command::Forget(a) => forget::run(&ctx, a),
+        Command::Prune(a) => prune::run(&ctx, a),
+        Command::Check(a) => check::run(&ctx, a),
         Command::Repair(a) => repair::run(&ctx, a),
     };
     match res {

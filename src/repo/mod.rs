@@ -16,6 +16,7 @@
 mod config;
 mod lock;
 mod lookup;
+mod repack;
 mod saver;
 
 use std::collections::{HashMap, HashSet};
@@ -31,6 +32,7 @@ use rayon::prelude::*;
 pub use self::config::{Config, VERSION};
 pub use self::lock::{hostname, Lock};
 pub use self::lookup::PathLookup;
+pub use self::repack::Repacker;
 pub use self::saver::{Added, Saver};
 use crate::chunker::{ChunkParams, Profiles};
 use crate::compress::{self, Compression};
@@ -269,6 +271,23 @@ impl Repository {
 
     /// Reads blob `id` from a known location, verifying its hash.
     pub fn read_blob_at(&self, id: &Id, loc: &BlobLoc) -> Result<Vec<u8>> {
+        let stored = self.fetch(id, loc)?;
+        self.decode(id, loc, stored)
+    }
+
+    /// Reads blob `id` as stored (compressed or not) after verifying it decodes to its
+    /// id, for copying into a new pack unchanged.
+    pub fn read_stored(&self, id: &Id, loc: &BlobLoc) -> Result<Vec<u8>> {
+        let stored = self.fetch(id, loc)?;
+        if loc.compression == Compression::Raw {
+            return self.decode(id, loc, stored);
+        }
+        self.decode(id, loc, stored.clone())?;
+        Ok(stored)
+    }
+
+    /// The stored bytes of blob `id`, after checking that the lengths are plausible.
+    fn fetch(&self, id: &Id, loc: &BlobLoc) -> Result<Vec<u8>> {
         let cap = if loc.kind.is_metadata() {
             MAX_META_BLOB
         } else {
@@ -296,6 +315,12 @@ impl Repository {
                 format!("cannot read {pack_name} at {}: {e}", loc.offset),
             )
         })?;
+        Ok(stored)
+    }
+
+    /// Decompresses stored bytes and checks that they hash to `id`.
+    fn decode(&self, id: &Id, loc: &BlobLoc, stored: Vec<u8>) -> Result<Vec<u8>> {
+        let pack_name = format!("packs/{}", loc.pack);
         let raw = match loc.compression {
             Compression::Raw => stored,
             Compression::Zstd => compress::decompress(&stored, loc.raw_len as usize)
@@ -510,8 +535,26 @@ impl Repository {
         }
     }
 
-    /// Makes the index's snapshot list match the files in `snapshots/`.
-    fn sync_snapshots(&self) -> Result<()> {
+    /// Deletes snapshot records, files first (under the caller's exclusive lock). The
+    /// data they referenced stays until `prune`.
+    pub fn remove_snapshots(&self, ids: &[Id]) -> Result<()> {
+        for id in ids {
+            let path = self.snapshot_path(id);
+            match fs::remove_file(&path) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e).at(&path),
+                _ => {}
+            }
+        }
+        fsync_dir(&self.root.join("snapshots"))?;
+        for id in ids {
+            self.index.remove_snapshot(id)?;
+        }
+        Ok(())
+    }
+
+    /// Makes the index's snapshot list match the files in `snapshots/` (done on open;
+    /// again after taking a lock, for snapshots other processes made since).
+    pub fn sync_snapshots(&self) -> Result<()> {
         let dir = self.root.join("snapshots");
         let mut on_disk = HashSet::new();
         for e in fs::read_dir(&dir).at(&dir)? {
@@ -544,6 +587,106 @@ impl Repository {
 
     // ---- index maintenance ----
 
+    /// The index, for maintenance (marks, pack usage).
+    pub(crate) fn index(&self) -> &Index {
+        &self.index
+    }
+
+    /// Every pack file in `packs/`, by name.
+    pub fn pack_files(&self) -> Result<Vec<(Id, PathBuf)>> {
+        let packs_dir = self.root.join("packs");
+        let mut paths = Vec::new();
+        for sub in fs::read_dir(&packs_dir).at(&packs_dir)? {
+            let sub = sub.at(&packs_dir)?.path();
+            if !sub.is_dir() {
+                continue;
+            }
+            for e in fs::read_dir(&sub).at(&sub)? {
+                let p = e.at(&sub)?.path();
+                if let Some(id) = p
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .and_then(Id::from_hex)
+                {
+                    paths.push((id, p));
+                }
+            }
+        }
+        Ok(paths)
+    }
+
+    /// The entries and file size of pack `id`, from its validated trailer.
+    pub fn pack_trailer(&self, id: &Id) -> Result<(Vec<pack::PackEntry>, u64)> {
+        read_pack_trailer(&self.pack_path(id))
+    }
+
+    /// The whole file of pack `id`.
+    pub fn read_pack(&self, id: &Id) -> Result<Vec<u8>> {
+        let path = self.pack_path(id);
+        fs::read(&path).at(&path)
+    }
+
+    /// Indexes pack files the index does not know (left by a backup or prune that was
+    /// interrupted between writing a pack and indexing it); returns their names. Their
+    /// blobs are mostly copies of indexed ones, garbage for prune.
+    pub fn index_unknown_packs(&self) -> Result<Vec<Id>> {
+        let known: HashSet<Id> = self
+            .index
+            .packs_by_verification()?
+            .into_iter()
+            .map(|(id, _, _)| id)
+            .collect();
+        let mut found = Vec::new();
+        for (id, path) in self.pack_files()? {
+            if known.contains(&id) {
+                continue;
+            }
+            let (entries, size) = read_pack_trailer(&path)?;
+            self.index.add_pack(&id, size, &entries)?;
+            found.push(id);
+        }
+        Ok(found)
+    }
+
+    /// Deletes pack files the index no longer names (under the exclusive lock).
+    pub fn delete_packs(&self, packs: &[Id]) -> Result<()> {
+        let mut dirs = HashSet::new();
+        self.open_packs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
+        for id in packs {
+            let path = self.pack_path(id);
+            match fs::remove_file(&path) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e).at(&path),
+                _ => {}
+            }
+            dirs.insert(
+                path.parent()
+                    .expect("pack paths have a parent")
+                    .to_path_buf(),
+            );
+        }
+        for d in dirs {
+            fsync_dir(&d)?;
+        }
+        Ok(())
+    }
+
+    /// Removes leftover temp files of interrupted writers (under the exclusive lock);
+    /// returns how many.
+    pub fn clean_tmp(&self) -> Result<u64> {
+        let tmp = self.tmp_dir();
+        let mut n = 0;
+        for e in fs::read_dir(&tmp).at(&tmp)?.flatten() {
+            log::debug!("removing leftover temp file {}", e.path().display());
+            if fs::remove_file(e.path()).is_ok() {
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
     /// Builds the index anew from pack trailers and snapshot files, under the exclusive
     /// lock. A usable index file is emptied in place (processes that opened it before
     /// the lock keep writing to the file everyone reads); an unusable one is replaced.
@@ -570,11 +713,7 @@ impl Repository {
             config,
             open_packs: Mutex::new(HashMap::new()),
         };
-        let tmp = repo.tmp_dir();
-        for e in fs::read_dir(&tmp).at(&tmp)?.flatten() {
-            log::debug!("removing leftover temp file {}", e.path().display());
-            let _ = fs::remove_file(e.path());
-        }
+        repo.clean_tmp()?;
         let mut stats = repo.fill_index()?;
         repo.sync_snapshots()?;
         stats.snapshots = repo.index.snapshots()?.len() as u64;
@@ -584,24 +723,7 @@ impl Repository {
     /// Indexes every pack file; marks the index complete only when every pack could be
     /// read (an index missing a pack's blobs would let backups reference them).
     fn fill_index(&self) -> Result<RebuildStats> {
-        let packs_dir = self.root.join("packs");
-        let mut paths = Vec::new();
-        for sub in fs::read_dir(&packs_dir).at(&packs_dir)? {
-            let sub = sub.at(&packs_dir)?.path();
-            if !sub.is_dir() {
-                continue;
-            }
-            for e in fs::read_dir(&sub).at(&sub)? {
-                let p = e.at(&sub)?.path();
-                if let Some(id) = p
-                    .file_name()
-                    .and_then(|n| n.to_str())
-                    .and_then(Id::from_hex)
-                {
-                    paths.push((id, p));
-                }
-            }
-        }
+        let paths = self.pack_files()?;
         let blobs = std::sync::atomic::AtomicU64::new(0);
         let skipped = Mutex::new(Vec::new());
         paths.par_iter().try_for_each(|(id, path)| -> Result<()> {
@@ -649,6 +771,12 @@ impl Repository {
         size: u64,
         entries: &[pack::PackEntry],
     ) -> Result<()> {
+        self.persist_pack(file, id)?;
+        self.index.add_pack(id, size, entries)
+    }
+
+    /// Makes a finished pack durable under its final name (not yet indexed).
+    fn persist_pack(&self, file: tempfile::NamedTempFile, id: &Id) -> Result<()> {
         file.as_file().sync_all().at(file.path())?;
         let dest = self.pack_path(id);
         let dir = dest
@@ -660,8 +788,7 @@ impl Repository {
             fsync_dir(&self.root.join("packs"))?;
         }
         file.persist(&dest).map_err(|e| e.error).at(&dest)?;
-        fsync_dir(&dir)?;
-        self.index.add_pack(id, size, entries)
+        fsync_dir(&dir)
     }
 }
 

@@ -1,0 +1,323 @@
+//! `check`: can every snapshot be restored?
+//!
+//! 1. Packs: every pack the index names exists with the size and the trailer the index
+//!    has for it (truncated, deleted or damaged packs show here); packs on disk the
+//!    index lacks are reported (an interrupted backup left them, or one is running).
+//! 2. Structure: every tree and chunk list reachable from a snapshot is read and
+//!    verified, and every data chunk they name is in the index.
+//! 3. Data (`--read-data`, or a share of the packs with `--read-data-subset`): every
+//!    blob of the chosen packs is read, decompressed and hashed. The time each pack
+//!    was last verified is kept in the index, and a subset run takes the packs verified
+//!    longest ago (never first), so repeated runs cover the whole repository.
+//! 4. Damage, if any, is reported as the snapshots and files it affects.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Mutex;
+
+use rayon::prelude::*;
+
+use crate::error::Result;
+use crate::id::Id;
+use crate::index::BlobLoc;
+use crate::progress::Progress;
+use crate::reach::mark_reachable;
+use crate::repo::Repository;
+use crate::tree::{Content, NodeKind};
+
+/// Which pack data `check` reads.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum ReadData {
+    /// None: structure only.
+    None,
+    /// Every pack.
+    All,
+    /// This share (0..=1) of the packs, least recently verified first.
+    Subset(f64),
+}
+
+/// A snapshot that cannot be fully restored.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Damaged {
+    /// The snapshot.
+    pub id: Id,
+    /// Its time, host and sources, for the report.
+    pub describe: String,
+    /// Paths inside it that are affected (a directory when its listing is unreadable).
+    pub paths: Vec<String>,
+}
+
+/// What `check` found.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct CheckReport {
+    /// Snapshots checked.
+    pub snapshots: u64,
+    /// Packs in the index.
+    pub packs: u64,
+    /// Trees and chunk lists read.
+    pub metadata_blobs: u64,
+    /// Packs read whole.
+    pub packs_read: u64,
+    /// Blobs whose hash was verified while reading packs.
+    pub blobs_verified: u64,
+    /// Problems found (each names the pack or blob).
+    pub errors: Vec<String>,
+    /// Things that are not damage (unindexed packs, leftover temp files).
+    pub warnings: Vec<String>,
+    /// Snapshots the errors affect.
+    pub damaged: Vec<Damaged>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Runs check; see the module docs.
+pub fn check(repo: &Repository, read: ReadData, progress: &dyn Progress) -> Result<CheckReport> {
+    let _lock = repo.lock(false, "check")?;
+    repo.sync_snapshots()?;
+    let mut report = CheckReport::default();
+    let mut bad: HashSet<Id> = HashSet::new();
+
+    // 1. Packs against the index.
+    let indexed = repo.index().packs_by_verification()?;
+    report.packs = indexed.len() as u64;
+    let on_disk: HashSet<Id> = repo.pack_files()?.into_iter().map(|(id, _)| id).collect();
+    let mut present = Vec::new();
+    for (pack, size, _) in &indexed {
+        let rows = repo.index().blobs_in(pack, false)?;
+        let problem = if !on_disk.contains(pack) {
+            Some(format!("pack {pack} is missing ({} blobs)", rows.len()))
+        } else {
+            match repo.pack_trailer(pack) {
+                Err(e) => Some(format!("pack {pack}: {e}")),
+                Ok((_, len)) if len != *size => {
+                    Some(format!("pack {pack} is {len} bytes, the index says {size}"))
+                }
+                Ok((entries, _)) => {
+                    let trailer: HashSet<(Id, u64, u32, u32)> = entries
+                        .iter()
+                        .map(|e| (e.id, e.offset, e.stored_len, e.raw_len))
+                        .collect();
+                    let disagree: Vec<Id> = rows
+                        .iter()
+                        .filter(|(id, l)| {
+                            !trailer.contains(&(*id, l.offset, l.stored_len, l.raw_len))
+                        })
+                        .map(|(id, _)| *id)
+                        .collect();
+                    bad.extend(&disagree);
+                    if disagree.is_empty() {
+                        present.push((*pack, *size));
+                        None
+                    } else {
+                        Some(format!(
+                            "the index places {} blobs in pack {pack} where its trailer does not; run `snap repair index`",
+                            disagree.len()
+                        ))
+                    }
+                }
+            }
+        };
+        if let Some(p) = problem {
+            if !report.errors.iter().any(|e| e == &p) {
+                report.errors.push(p);
+            }
+            bad.extend(rows.iter().map(|(id, _)| *id));
+        }
+    }
+    let known: HashSet<Id> = indexed.iter().map(|(id, _, _)| *id).collect();
+    let mut unknown: Vec<&Id> = on_disk.iter().filter(|id| !known.contains(id)).collect();
+    unknown.sort();
+    for id in unknown {
+        report.warnings.push(format!(
+            "pack {id} is not in the index (an interrupted backup left it, or a running one is writing it): `snap prune` removes it if unused, `snap repair index` indexes it"
+        ));
+    }
+
+    // 2. Structure.
+    let snaps = repo.snapshots()?;
+    report.snapshots = snaps.len() as u64;
+    let roots: Vec<Id> = snaps.iter().map(|(_, s)| s.tree).collect();
+    let reach = mark_reachable(repo, &roots)?;
+    report.metadata_blobs = reach.trees + reach.lists;
+    for p in &reach.problems {
+        if bad.insert(p.id) {
+            report.errors.push(format!("blob {}: {}", p.id, p.why));
+        }
+    }
+
+    // 3. Data.
+    let chosen: Vec<(Id, u64)> = match read {
+        ReadData::None => Vec::new(),
+        ReadData::All => present.clone(),
+        ReadData::Subset(share) => {
+            // `present` is in verification order, oldest first.
+            let n = ((present.len() as f64) * share.clamp(0.0, 1.0)).ceil() as usize;
+            present.iter().take(n).copied().collect()
+        }
+    };
+    let found = Mutex::new((Vec::new(), Vec::new()));
+    let verified = std::sync::atomic::AtomicU64::new(0);
+    chosen.par_iter().try_for_each(|(pack, _)| -> Result<()> {
+        let (entries, _) = match repo.pack_trailer(pack) {
+            Ok(t) => t,
+            Err(e) => {
+                lock(&found)
+                    .0
+                    .push((format!("pack {pack}: {e}"), Vec::new()));
+                return Ok(());
+            }
+        };
+        let mut broken = Vec::new();
+        for e in &entries {
+            let loc = BlobLoc {
+                pack: *pack,
+                offset: e.offset,
+                stored_len: e.stored_len,
+                raw_len: e.raw_len,
+                kind: e.kind,
+                compression: e.compression,
+            };
+            if let Err(err) = repo.read_blob_at(&e.id, &loc) {
+                broken.push((e.id, loc, err.to_string()));
+            }
+            progress.bytes(u64::from(e.stored_len));
+        }
+        verified.fetch_add(entries.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        let mut f = lock(&found);
+        if broken.is_empty() {
+            f.1.push(*pack);
+        }
+        for (id, loc, why) in broken {
+            f.0.push((
+                format!("blob {id} in pack {pack} at offset {}: {why}", loc.offset),
+                vec![(id, loc)],
+            ));
+        }
+        Ok(())
+    })?;
+    let (problems, intact) = found.into_inner().unwrap_or_else(|p| p.into_inner());
+    report.packs_read = chosen.len() as u64;
+    report.blobs_verified = verified.into_inner();
+    let now = chrono::Utc::now().timestamp();
+    for pack in intact {
+        repo.index().set_verified(&pack, now)?;
+    }
+    for (msg, copies) in problems {
+        report.errors.push(msg);
+        for (id, loc) in copies {
+            // Only the copy the index uses matters to restores.
+            if repo.index().lookup(&id)? == Some(loc) {
+                bad.insert(id);
+            }
+        }
+    }
+
+    // 4. Damage.
+    if !bad.is_empty() {
+        let mut memo = Memo::default();
+        for (id, s) in &snaps {
+            let mut paths = Vec::new();
+            damaged_paths(repo, &bad, &mut memo, &s.tree, "", &mut paths)?;
+            if !paths.is_empty() {
+                report.damaged.push(Damaged {
+                    id: *id,
+                    describe: format!(
+                        "{} {} {}",
+                        s.time.format("%Y-%m-%d %H:%M:%S UTC"),
+                        s.host,
+                        s.sources
+                            .iter()
+                            .map(|x| x.describe())
+                            .collect::<Vec<_>>()
+                            .join(" ")
+                    ),
+                    paths,
+                });
+            }
+        }
+    }
+    Ok(report)
+}
+
+/// Whether each tree or list node reaches damage, remembered across snapshots.
+#[derive(Default)]
+struct Memo {
+    damaged: HashMap<Id, bool>,
+}
+
+/// Appends to `out` the paths below tree `tree` (at `prefix`) that reach a blob in `bad`.
+fn damaged_paths(
+    repo: &Repository,
+    bad: &HashSet<Id>,
+    memo: &mut Memo,
+    tree: &Id,
+    prefix: &str,
+    out: &mut Vec<String>,
+) -> Result<bool> {
+    if memo.damaged.get(tree) == Some(&false) {
+        return Ok(false);
+    }
+    let readable = if bad.contains(tree) {
+        None
+    } else {
+        repo.load_tree(tree).ok()
+    };
+    let nodes = match readable {
+        Some(t) => t.nodes,
+        None => {
+            out.push(format!("{prefix}/ (directory listing unreadable)"));
+            memo.damaged.insert(*tree, true);
+            return Ok(true);
+        }
+    };
+    let mut any = false;
+    for n in nodes {
+        let path = format!("{prefix}/{}", String::from_utf8_lossy(&n.name));
+        let hit = match &n.kind {
+            NodeKind::Dir(sub) => damaged_paths(repo, bad, memo, sub, &path, out)?,
+            NodeKind::File(c) => {
+                let hit = content_damaged(repo, bad, memo, c);
+                if hit {
+                    out.push(path);
+                }
+                hit
+            }
+            _ => false,
+        };
+        any |= hit;
+    }
+    memo.damaged.insert(*tree, any);
+    Ok(any)
+}
+
+fn content_damaged(repo: &Repository, bad: &HashSet<Id>, memo: &mut Memo, c: &Content) -> bool {
+    c.ids.iter().any(|id| {
+        if bad.contains(id) {
+            return true;
+        }
+        if c.depth == 0 {
+            return false;
+        }
+        if let Some(d) = memo.damaged.get(id) {
+            return *d;
+        }
+        let d = match repo
+            .read_blob(id)
+            .and_then(|raw| crate::tree::ListNode::decode(id, &raw))
+        {
+            Ok(node) => content_damaged(
+                repo,
+                bad,
+                memo,
+                &Content {
+                    depth: node.level,
+                    ids: node.ids,
+                },
+            ),
+            Err(_) => true,
+        };
+        memo.damaged.insert(*id, d);
+        d
+    })
+}

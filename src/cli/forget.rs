@@ -1,0 +1,144 @@
+//! `snap forget`
+
+use std::collections::BTreeMap;
+
+use anyhow::Result;
+use snap::id::Id;
+use snap::retention::{self, Policy, Span};
+use snap::snapshot::Snapshot;
+
+use super::{prune, Ctx};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Keep the N newest snapshots
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    keep_last: u32,
+    /// Keep the newest snapshot of each of the last N hours that have one
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    keep_hourly: u32,
+    /// Keep the newest snapshot of each of the last N days that have one
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    keep_daily: u32,
+    /// Keep the newest snapshot of each of the last N ISO weeks that have one
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    keep_weekly: u32,
+    /// Keep the newest snapshot of each of the last N months that have one
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    keep_monthly: u32,
+    /// Keep the newest snapshot of each of the last N years that have one
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    keep_yearly: u32,
+    /// Keep every snapshot newer than SPAN before the newest one (e.g. 2d, 12h, 1y6m)
+    #[arg(long, value_name = "SPAN")]
+    keep_within: Option<Span>,
+    /// Keep every snapshot with this tag (repeatable)
+    #[arg(long, value_name = "TAG")]
+    keep_tag: Vec<String>,
+    /// Only consider snapshots of this host
+    #[arg(long, value_name = "HOST")]
+    host: Option<String>,
+    /// Show what would be removed, remove nothing
+    #[arg(long, short = 'n')]
+    dry_run: bool,
+    /// Run prune afterwards, deleting the data only removed snapshots used
+    #[arg(long)]
+    prune: bool,
+    /// With --prune: unused space to tolerate, e.g. 5% (see `snap prune`)
+    #[arg(long, value_name = "PERCENT", default_value = "5%", value_parser = prune::parse_percent)]
+    max_unused: f64,
+    /// Print the decisions as JSON
+    #[arg(long)]
+    json: bool,
+}
+
+/// Host and [`Snapshot::group_key`].
+type GroupKey = (String, Vec<String>);
+
+pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
+    let policy = Policy {
+        last: a.keep_last,
+        hourly: a.keep_hourly,
+        daily: a.keep_daily,
+        weekly: a.keep_weekly,
+        monthly: a.keep_monthly,
+        yearly: a.keep_yearly,
+        within: a.keep_within,
+        tags: a.keep_tag.clone(),
+    };
+    let repo = ctx.open(false)?;
+    let lock = repo.lock(true, "forget")?;
+    repo.sync_snapshots()?;
+    // Groups: host and sources, as restic groups by host and paths.
+    let mut groups: BTreeMap<GroupKey, Vec<(Id, Snapshot)>> = BTreeMap::new();
+    for (id, s) in repo.snapshots()? {
+        if a.host.as_ref().is_some_and(|h| *h != s.host) {
+            continue;
+        }
+        let key = (s.host.clone(), Snapshot::group_key(&s.sources));
+        groups.entry(key).or_default().push((id, s));
+    }
+    let mut remove = Vec::new();
+    let mut json = Vec::new();
+    for ((host, sources), snaps) in &groups {
+        let input: Vec<_> = snaps
+            .iter()
+            .map(|(_, s)| (s.time, s.tags.clone()))
+            .collect();
+        let decisions = retention::apply(&input, &policy, &chrono::Local)?;
+        let kept = decisions.iter().filter(|d| d.keep).count();
+        if !a.json && !ctx.quiet {
+            println!("host {host}, sources {}:", sources.join(" "));
+            println!(
+                "  {:<6}  {:<8}  {:<19}  {:<12}  reasons",
+                "", "id", "time (local)", "tags"
+            );
+        }
+        for ((id, s), d) in snaps.iter().zip(&decisions).rev() {
+            if !d.keep {
+                remove.push(*id);
+            }
+            if a.json {
+                json.push(serde_json::json!({
+                    "id": id, "time": s.time, "host": s.host, "keep": d.keep, "reasons": d.reasons,
+                }));
+            } else if !ctx.quiet {
+                println!(
+                    "  {:<6}  {:<8}  {:<19}  {:<12}  {}",
+                    if d.keep { "keep" } else { "remove" },
+                    id.short(),
+                    s.time
+                        .with_timezone(&chrono::Local)
+                        .format("%Y-%m-%d %H:%M:%S"),
+                    s.tags.join(","),
+                    d.reasons.join(", ")
+                );
+            }
+        }
+        if !a.json && !ctx.quiet {
+            println!("  {kept} kept, {} removed", snaps.len() - kept);
+        }
+    }
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&json)?);
+    }
+    if a.dry_run {
+        if !a.json {
+            println!(
+                "dry run: {} snapshots would be removed, nothing changed",
+                remove.len()
+            );
+        }
+        return Ok(0);
+    }
+    lock.check()?;
+    repo.remove_snapshots(&remove)?;
+    drop(lock);
+    if !a.json {
+        println!("removed {} snapshots", remove.len());
+    }
+    if a.prune {
+        return prune::run_prune(ctx, &repo, a.max_unused, false, a.json);
+    }
+    Ok(0)
+}

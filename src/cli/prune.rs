@@ -1,0 +1,89 @@
+//! `snap prune`
+
+use anyhow::Result;
+use snap::prune::{prune, PruneOptions};
+use snap::repo::Repository;
+
+use super::{human, progress_for, Bar, Ctx};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Show what would be deleted and rewritten, change nothing
+    #[arg(long, short = 'n')]
+    dry_run: bool,
+    /// Unused space to tolerate in partly used packs, as a share of the repository
+    /// (0% rewrites every pack with garbage in it)
+    #[arg(long, value_name = "PERCENT", default_value = "5%", value_parser = parse_percent)]
+    max_unused: f64,
+    /// Print the report as JSON
+    #[arg(long)]
+    json: bool,
+}
+
+/// Parses `5%` or `5` as 0.05.
+pub fn parse_percent(s: &str) -> Result<f64, String> {
+    let v: f64 = s
+        .trim_end_matches('%')
+        .parse()
+        .map_err(|_| format!("{s:?} is not a percentage like 5%"))?;
+    if !(0.0..=100.0).contains(&v) {
+        return Err(format!("{s:?} is not between 0% and 100%"));
+    }
+    Ok(v / 100.0)
+}
+
+pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
+    let repo = ctx.open(false)?;
+    run_prune(ctx, &repo, a.max_unused, a.dry_run, a.json)
+}
+
+/// Runs prune and prints its report (also for `forget --prune`).
+pub fn run_prune(
+    ctx: &Ctx,
+    repo: &Repository,
+    max_unused: f64,
+    dry_run: bool,
+    json: bool,
+) -> Result<i32> {
+    let bar = Bar::new(ctx, "repack");
+    let opts = PruneOptions {
+        max_unused,
+        dry_run,
+    };
+    let r = prune(repo, &opts, progress_for(&bar))?;
+    drop(bar);
+    if json {
+        println!("{}", serde_json::to_string_pretty(&r)?);
+        return Ok(0);
+    }
+    let verb = if dry_run { "would " } else { "" };
+    if r.packs_unindexed > 0 {
+        println!(
+            "{} packs left by interrupted runs were found and indexed",
+            r.packs_unindexed
+        );
+    }
+    println!(
+        "{} snapshots, {} packs ({}); {verb}delete {} packs, {verb}rewrite {} ({} blobs, {})",
+        r.snapshots,
+        r.packs,
+        human(r.bytes_before),
+        r.packs_deleted,
+        r.packs_repacked,
+        r.blobs_repacked,
+        human(r.bytes_repacked)
+    );
+    println!(
+        "repository {}{} -> {} ({} unused left){}",
+        if dry_run { "would go " } else { "" },
+        human(r.bytes_before),
+        human(r.bytes_after),
+        human(r.bytes_unused_after),
+        if dry_run {
+            "; dry run, nothing changed"
+        } else {
+            ""
+        }
+    );
+    Ok(0)
+}

@@ -1,0 +1,369 @@
+//! Retention policies: which snapshots `forget` keeps, with restic's semantics.
+//!
+//! Snapshots are taken newest first. `--keep-last N` keeps the N newest. Each calendar
+//! rule (`--keep-hourly N` ... `--keep-yearly N`) keeps the newest snapshot of each of
+//! the N most recent periods that have one; periods are taken in the local time zone,
+//! weeks are ISO weeks (2024-12-30 is in week 1 of 2025), and an hour repeated when
+//! daylight saving time ends counts as two hours. `--keep-within SPAN` keeps every
+//! snapshot newer than SPAN before the newest one, SPAN counted on the calendar
+//! (`1y` before 2024-02-29 is 2023-02-28). `--keep-tag T` keeps every snapshot tagged
+//! T. A snapshot is kept when any rule keeps it, and the reasons are reported.
+
+use chrono::{DateTime, Datelike, Days, Months, Offset, TimeZone, Timelike, Utc};
+
+use crate::error::{Error, Result};
+
+/// A calendar span: years, months, days and hours (`1y6m`, `14d`, `2d12h`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Span {
+    /// Whole years.
+    pub years: u32,
+    /// Whole months.
+    pub months: u32,
+    /// Whole days.
+    pub days: u32,
+    /// Whole hours.
+    pub hours: u32,
+}
+
+impl std::str::FromStr for Span {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<Span, String> {
+        let bad = || format!("{s:?} is not a span like 2d, 12h, 1y6m or 1m2d3h");
+        let mut span = Span::default();
+        let mut num = String::new();
+        for c in s.chars() {
+            if c.is_ascii_digit() {
+                num.push(c);
+                continue;
+            }
+            let n: u32 = num.parse().map_err(|_| bad())?;
+            num.clear();
+            match c {
+                'y' => span.years += n,
+                'm' => span.months += n,
+                'd' => span.days += n,
+                'h' => span.hours += n,
+                _ => return Err(bad()),
+            }
+        }
+        if !num.is_empty() || span == Span::default() {
+            return Err(bad());
+        }
+        Ok(span)
+    }
+}
+
+impl Span {
+    /// The time `self` before `t`, on `t`'s calendar; `None` if out of range.
+    pub fn before<Tz: TimeZone>(&self, t: &DateTime<Tz>) -> Option<DateTime<Tz>> {
+        let months = self.years.checked_mul(12)?.checked_add(self.months)?;
+        t.clone()
+            .checked_sub_months(Months::new(months))?
+            .checked_sub_days(Days::new(self.days.into()))?
+            .checked_sub_signed(chrono::Duration::hours(self.hours.into()))
+    }
+}
+
+/// What to keep.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Policy {
+    /// The newest N.
+    pub last: u32,
+    /// The newest of each of the last N hours that have one.
+    pub hourly: u32,
+    /// ... days.
+    pub daily: u32,
+    /// ... ISO weeks.
+    pub weekly: u32,
+    /// ... months.
+    pub monthly: u32,
+    /// ... years.
+    pub yearly: u32,
+    /// Everything newer than this before the newest snapshot.
+    pub within: Option<Span>,
+    /// Everything with one of these tags.
+    pub tags: Vec<String>,
+}
+
+impl Policy {
+    /// Whether the policy keeps nothing at all (which `forget` refuses).
+    pub fn is_empty(&self) -> bool {
+        self.last == 0
+            && self.hourly == 0
+            && self.daily == 0
+            && self.weekly == 0
+            && self.monthly == 0
+            && self.yearly == 0
+            && self.within.is_none()
+            && self.tags.is_empty()
+    }
+}
+
+/// The verdict on one snapshot.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Decision {
+    /// Kept or removed.
+    pub keep: bool,
+    /// Why it is kept (`daily snapshot`, `tagged monthly`, ...); empty when removed.
+    pub reasons: Vec<String>,
+}
+
+/// A period key: the rule's bucket of a time.
+type Period = (i32, u32, u32, u32, i32);
+
+const RULES: [&str; 5] = ["hourly", "daily", "weekly", "monthly", "yearly"];
+
+fn period<Tz: TimeZone>(rule: usize, t: &DateTime<Tz>) -> Period {
+    match rule {
+        // The offset tells the repeated hour of a DST change from the first one.
+        0 => (
+            t.year(),
+            t.ordinal(),
+            t.hour(),
+            0,
+            t.offset().fix().local_minus_utc(),
+        ),
+        1 => (t.year(), t.ordinal(), 0, 0, 0),
+        2 => (t.iso_week().year(), t.iso_week().week(), 0, 0, 0),
+        3 => (t.year(), t.month(), 0, 0, 0),
+        _ => (t.year(), 0, 0, 0, 0),
+    }
+}
+
+/// Decides which of the snapshots (time, tags), given in any order, `policy` keeps,
+/// with calendar periods in `tz`. One decision per input, in input order.
+pub fn apply<Tz: TimeZone>(
+    snaps: &[(DateTime<Utc>, Vec<String>)],
+    policy: &Policy,
+    tz: &Tz,
+) -> Result<Vec<Decision>> {
+    if policy.is_empty() {
+        return Err(Error::Invalid(
+            "no --keep-* option given: refusing to remove every snapshot".into(),
+        ));
+    }
+    let mut order: Vec<usize> = (0..snaps.len()).collect();
+    // Newest first; equal times keep input order.
+    order.sort_by(|&a, &b| snaps[b].0.cmp(&snaps[a].0));
+    let mut out = vec![
+        Decision {
+            keep: false,
+            reasons: Vec::new()
+        };
+        snaps.len()
+    ];
+    let counts = [
+        policy.hourly,
+        policy.daily,
+        policy.weekly,
+        policy.monthly,
+        policy.yearly,
+    ];
+    let mut left = counts;
+    let mut last: [Option<Period>; 5] = [None; 5];
+    let newest = order.first().map(|&i| snaps[i].0.with_timezone(tz));
+    let cutoff = match (&policy.within, &newest) {
+        (Some(span), Some(n)) => Some(span.before(n).ok_or_else(|| {
+            Error::Invalid("--keep-within reaches before the calendar's start".into())
+        })?),
+        _ => None,
+    };
+    for (rank, &i) in order.iter().enumerate() {
+        let (time, tags) = &snaps[i];
+        let local = time.with_timezone(tz);
+        let reasons = &mut out[i].reasons;
+        if (rank as u64) < u64::from(policy.last) {
+            reasons.push("last snapshot".to_string());
+        }
+        for (r, rule) in RULES.iter().enumerate() {
+            if left[r] == 0 {
+                continue;
+            }
+            let p = period(r, &local);
+            if last[r] != Some(p) {
+                last[r] = Some(p);
+                left[r] -= 1;
+                reasons.push(format!("{rule} snapshot"));
+            }
+        }
+        if let Some(c) = &cutoff {
+            if local > *c {
+                reasons.push("within span".to_string());
+            }
+        }
+        for t in &policy.tags {
+            if tags.contains(t) {
+                reasons.push(format!("tagged {t}"));
+            }
+        }
+        out[i].keep = !reasons.is_empty();
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono_tz::Europe::Berlin;
+
+    fn utc(s: &str) -> DateTime<Utc> {
+        s.parse().unwrap()
+    }
+
+    fn kept(times: &[&str], p: &Policy) -> Vec<bool> {
+        let snaps: Vec<_> = times.iter().map(|t| (utc(t), Vec::new())).collect();
+        apply(&snaps, p, &Berlin)
+            .unwrap()
+            .into_iter()
+            .map(|d| d.keep)
+            .collect()
+    }
+
+    #[test]
+    fn spans_parse_and_count_on_the_calendar() {
+        let s: Span = "1y6m2d12h".parse().unwrap();
+        assert_eq!(
+            s,
+            Span {
+                years: 1,
+                months: 6,
+                days: 2,
+                hours: 12
+            }
+        );
+        for bad in ["", "2", "d", "2w", "-1d", "1.5d"] {
+            assert!(bad.parse::<Span>().is_err(), "{bad:?} parsed");
+        }
+        // Leap day minus a year: the month has no 29th, so its last day.
+        let leap = Berlin.with_ymd_and_hms(2024, 2, 29, 12, 0, 0).unwrap();
+        let y: Span = "1y".parse().unwrap();
+        assert_eq!(
+            y.before(&leap).unwrap(),
+            Berlin.with_ymd_and_hms(2023, 2, 28, 12, 0, 0).unwrap()
+        );
+        // A day across the spring DST change is 23 hours, not 24.
+        let after = Berlin.with_ymd_and_hms(2025, 3, 30, 12, 0, 0).unwrap();
+        let d: Span = "1d".parse().unwrap();
+        assert_eq!((after - d.before(&after).unwrap()).num_hours(), 23);
+    }
+
+    #[test]
+    fn an_empty_policy_is_refused() {
+        assert!(apply(
+            &[(utc("2026-01-01T00:00:00Z"), vec![])],
+            &Policy::default(),
+            &Utc
+        )
+        .is_err());
+    }
+
+    #[test]
+    fn last_and_daily_keep_the_newest_of_each_day() {
+        let times = [
+            "2026-11-20T08:00:00Z",
+            "2026-11-20T20:00:00Z",
+            "2026-11-21T01:00:00Z",
+            "2026-11-21T22:00:00Z",
+            "2026-11-19T23:30:00Z", // 00:30 on the 20th in Berlin
+        ];
+        let daily = Policy {
+            daily: 10,
+            ..Default::default()
+        };
+        // 21st: 22:00Z is 23:00 local, still the 21st; 19th 23:30Z is the 20th locally.
+        assert_eq!(kept(&times, &daily), [false, true, false, true, false]);
+        let p = Policy {
+            last: 2,
+            daily: 1,
+            ..Default::default()
+        };
+        assert_eq!(kept(&times, &p), [false, false, true, true, false]);
+        let snaps: Vec<_> = times.iter().map(|t| (utc(t), Vec::new())).collect();
+        let d = apply(&snaps, &p, &Berlin).unwrap();
+        assert_eq!(d[3].reasons, ["last snapshot", "daily snapshot"]);
+        assert_eq!(d[2].reasons, ["last snapshot"]);
+    }
+
+    #[test]
+    fn the_repeated_hour_at_the_end_of_dst_is_two_hours() {
+        // 2025-10-26 in Berlin: 02:30 CEST is 00:30Z, 02:30 CET is 01:30Z.
+        let times = ["2025-10-26T00:30:00Z", "2025-10-26T01:30:00Z"];
+        let hourly = Policy {
+            hourly: 5,
+            ..Default::default()
+        };
+        assert_eq!(kept(&times, &hourly), [true, true]);
+        let daily = Policy {
+            daily: 5,
+            ..Default::default()
+        };
+        assert_eq!(kept(&times, &daily), [false, true], "one 25-hour day");
+    }
+
+    #[test]
+    fn iso_weeks_cross_the_year_boundary() {
+        // Mon 2024-12-30 and Thu 2025-01-02 are both in ISO week 2025-W01;
+        // Sun 2024-12-29 is in 2024-W52.
+        let times = [
+            "2024-12-29T12:00:00Z",
+            "2024-12-30T12:00:00Z",
+            "2025-01-02T12:00:00Z",
+        ];
+        let weekly = Policy {
+            weekly: 5,
+            ..Default::default()
+        };
+        assert_eq!(kept(&times, &weekly), [true, false, true]);
+        let yearly = Policy {
+            yearly: 5,
+            ..Default::default()
+        };
+        assert_eq!(kept(&times, &yearly), [false, true, true]);
+        // New Year's Eve 23:30Z is already next year in Berlin.
+        let eve = ["2025-12-31T23:30:00Z", "2025-12-31T12:00:00Z"];
+        assert_eq!(kept(&eve, &yearly), [true, true]);
+        let monthly = Policy {
+            monthly: 5,
+            ..Default::default()
+        };
+        assert_eq!(kept(&eve, &monthly), [true, true]);
+    }
+
+    #[test]
+    fn counts_limit_periods_not_snapshots() {
+        // Leap day and its neighbours: three months, two snapshots in February.
+        let times = [
+            "2024-01-31T12:00:00Z",
+            "2024-02-01T12:00:00Z",
+            "2024-02-29T12:00:00Z",
+            "2024-03-01T12:00:00Z",
+        ];
+        let monthly = Policy {
+            monthly: 2,
+            ..Default::default()
+        };
+        assert_eq!(kept(&times, &monthly), [false, false, true, true]);
+    }
+
+    #[test]
+    fn within_and_tags() {
+        let times = [
+            ("2024-02-29T12:00:00Z", vec![]),
+            ("2023-02-28T13:00:00Z", vec![]),
+            ("2023-02-28T11:00:00Z", vec!["keep".to_string()]),
+            ("2023-02-27T11:00:00Z", vec![]),
+        ];
+        let snaps: Vec<_> = times.iter().map(|(t, g)| (utc(t), g.clone())).collect();
+        let p = Policy {
+            within: Some("1y".parse().unwrap()),
+            tags: vec!["keep".into()],
+            ..Default::default()
+        };
+        let d = apply(&snaps, &p, &Berlin).unwrap();
+        let keep: Vec<bool> = d.iter().map(|d| d.keep).collect();
+        assert_eq!(keep, [true, true, true, false]);
+        assert_eq!(d[2].reasons, ["tagged keep"]);
+    }
+}
