@@ -85,7 +85,8 @@ pub struct PackWriter<W: Write> {
     hasher: blake3::Hasher,
     entries: Vec<PackEntry>,
     len: u64,
-    broken: bool,
+    /// The first write error, repeated by every later call.
+    broken: Option<(std::io::ErrorKind, String)>,
 }
 
 impl<W: Write> PackWriter<W> {
@@ -96,7 +97,7 @@ impl<W: Write> PackWriter<W> {
             hasher: blake3::Hasher::new(),
             entries: Vec::new(),
             len: 0,
-            broken: false,
+            broken: None,
         };
         let mut header = [0u8; HEADER_LEN as usize];
         header[..8].copy_from_slice(MAGIC);
@@ -106,11 +107,14 @@ impl<W: Write> PackWriter<W> {
     }
 
     fn write(&mut self, b: &[u8]) -> std::io::Result<()> {
-        if self.broken {
-            return Err(std::io::Error::other("pack writer failed earlier"));
+        if let Some((kind, msg)) = &self.broken {
+            return Err(std::io::Error::new(
+                *kind,
+                format!("pack writer failed earlier: {msg}"),
+            ));
         }
         if let Err(e) = self.out.write_all(b) {
-            self.broken = true;
+            self.broken = Some((e.kind(), e.to_string()));
             return Err(e);
         }
         self.hasher.update(b);

@@ -6,7 +6,7 @@
 //! 2. mark every blob the snapshots reach (on disk, see [`crate::reach`]); a missing
 //!    or unreadable one stops prune before anything changes;
 //! 3. plan: packs without live blobs go; partly used packs are rewritten, most wasteful
-//!    first, until the unused bytes left are at most `max_unused` of the repository;
+//!    first, until the unused bytes left are at most `max_unused` of the used bytes;
 //! 4. copy the live blobs of rewritten packs, verified, into new packs made durable;
 //! 5. in one index transaction, drop the old packs' rows and add the new packs;
 //! 6. only then delete the old pack files, and leftover temp files.
@@ -25,7 +25,7 @@ use crate::repo::{Repacker, Repository};
 /// How `prune` runs.
 #[derive(Clone, Copy, Debug)]
 pub struct PruneOptions {
-    /// Unused bytes to tolerate, as a share of the repository's size (0.05 = 5 %).
+    /// Unused bytes to tolerate, as a share of the used bytes (0.05 = 5 %).
     pub max_unused: f64,
     /// Plan and report only.
     pub dry_run: bool,

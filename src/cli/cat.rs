@@ -18,6 +18,8 @@ pub struct Args {
 
 pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
     let repo = ctx.open(false)?;
+    // Shared: prune (exclusive) must not delete packs this reads.
+    let _lock = repo.lock(false, "cat")?;
     let (id, snap) = repo.find_snapshot(&a.snapshot)?;
     let comps = snapshot_path(&a.path)?;
     let node = repo.find_node(&snap.tree, &comps)?;

@@ -63,6 +63,8 @@ fn default_dest(a: &Args, snap: &Snapshot) -> Result<PathBuf> {
 
 pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
     let repo = ctx.open(false)?;
+    // Shared: prune (exclusive) must not delete packs this reads.
+    let _lock = repo.lock(false, "export")?;
     let (id, snap) = repo.find_snapshot(&a.snapshot)?;
     let dest = match &a.dest {
         Some(d) => d.clone(),

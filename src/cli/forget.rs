@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 
 use anyhow::Result;
 use snap::id::Id;
+use snap::repo::{Lock, Repository};
 use snap::retention::{self, Policy, Span};
 use snap::snapshot::Snapshot;
 
@@ -11,6 +12,9 @@ use super::{prune, Ctx};
 
 #[derive(clap::Args)]
 pub struct Args {
+    /// Remove these snapshots (ids or unique prefixes) instead of applying a policy
+    #[arg(value_name = "SNAPSHOT", conflicts_with_all = ["keep_last", "keep_hourly", "keep_daily", "keep_weekly", "keep_monthly", "keep_yearly", "keep_within", "keep_tag"])]
+    snapshots: Vec<String>,
     /// Keep the N newest snapshots
     #[arg(long, value_name = "N", default_value_t = 0)]
     keep_last: u32,
@@ -69,6 +73,22 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
     let repo = ctx.open(false)?;
     let lock = repo.lock(true, "forget")?;
     repo.sync_snapshots()?;
+    if !a.snapshots.is_empty() {
+        let mut remove = Vec::new();
+        for spec in &a.snapshots {
+            let (id, s) = repo.find_snapshot(spec)?;
+            if !ctx.quiet && !a.json {
+                println!(
+                    "remove  {}  {}  {}",
+                    id.short(),
+                    s.time.format("%Y-%m-%d %H:%M:%S UTC"),
+                    s.host
+                );
+            }
+            remove.push(id);
+        }
+        return finish(ctx, &a, &repo, lock, remove);
+    }
     // Groups: host and sources, as restic groups by host and paths.
     let mut groups: BTreeMap<GroupKey, Vec<(Id, Snapshot)>> = BTreeMap::new();
     for (id, s) in repo.snapshots()? {
@@ -122,6 +142,11 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
     if a.json {
         println!("{}", serde_json::to_string_pretty(&json)?);
     }
+    finish(ctx, &a, &repo, lock, remove)
+}
+
+/// Removes `remove` (unless a dry run), then prunes if asked.
+fn finish(ctx: &Ctx, a: &Args, repo: &Repository, lock: Lock, remove: Vec<Id>) -> Result<i32> {
     if a.dry_run {
         if !a.json {
             println!(
@@ -138,7 +163,7 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
         println!("removed {} snapshots", remove.len());
     }
     if a.prune {
-        return prune::run_prune(ctx, &repo, a.max_unused, false, a.json);
+        return prune::run_prune(ctx, repo, a.max_unused, false, a.json);
     }
     Ok(0)
 }

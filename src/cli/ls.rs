@@ -68,6 +68,8 @@ fn print(out: &mut dyn Write, json: bool, path: &str, n: &Node) -> std::io::Resu
 
 pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
     let repo = ctx.open(false)?;
+    // Shared: prune (exclusive) must not delete packs this reads.
+    let _lock = repo.lock(false, "ls")?;
     let (_, snap) = repo.find_snapshot(&a.snapshot)?;
     let comps = snapshot_path(a.path.as_deref().unwrap_or("/"))?;
     let Some(node) = repo.find_node(&snap.tree, &comps)? else {

@@ -181,10 +181,25 @@ pub fn run() -> i32 {
         Ok(code) => code,
         Err(e) if is_broken_pipe(&e) => 0,
         Err(e) => {
-            eprintln!("snap: {e:#}");
+            eprintln!("snap: {}", message(&e));
             1
         }
     }
+}
+
+/// The error and its causes, each cause left out when the text before already says
+/// it (our errors quote their source, as `path: No such file or directory`).
+fn message(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if out.is_empty() {
+            out = text;
+        } else if !out.contains(&text) {
+            out = format!("{out}: {text}");
+        }
+    }
+    out
 }
 
 fn is_broken_pipe(e: &anyhow::Error) -> bool {

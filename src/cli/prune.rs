@@ -11,7 +11,7 @@ pub struct Args {
     /// Show what would be deleted and rewritten, change nothing
     #[arg(long, short = 'n')]
     dry_run: bool,
-    /// Unused space to tolerate in partly used packs, as a share of the repository
+    /// Unused space to tolerate in partly used packs, as a share of the used space
     /// (0% rewrites every pack with garbage in it)
     #[arg(long, value_name = "PERCENT", default_value = "5%", value_parser = parse_percent)]
     max_unused: f64,

@@ -55,6 +55,8 @@ pub struct Args {
 
 pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
     let repo = ctx.open(false)?;
+    // Shared: prune (exclusive) must not delete packs this reads.
+    let _lock = repo.lock(false, "restore")?;
     let (id, snap) = repo.find_snapshot(&a.snapshot)?;
     if let Some(config) = ngw_config(a.ngw.clone())? {
         return run_ngw(ctx, &repo, &id, &snap, &config, &a);

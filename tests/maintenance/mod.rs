@@ -1,0 +1,575 @@
+//! forget, prune and check through the real binary: retention, space reclaimed, damage
+//! found and named, and no snapshot lost when any of them is killed at a random moment.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use predicates::prelude::*;
+
+use crate::util::{random_bytes, restored, Env};
+
+fn json(env: &Env, args: &[&str]) -> serde_json::Value {
+    let out = env.snap(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "snap {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn ids(env: &Env) -> Vec<String> {
+    env.snapshots()
+        .iter()
+        .map(|s| s["id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+fn du(dir: &Path) -> u64 {
+    let mut n = 0;
+    for e in fs::read_dir(dir).unwrap() {
+        let e = e.unwrap();
+        let md = e.metadata().unwrap();
+        n += if md.is_dir() { du(&e.path()) } else { md.len() };
+    }
+    n
+}
+
+fn packs(repo: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for sub in fs::read_dir(repo.join("packs")).unwrap() {
+        for f in fs::read_dir(sub.unwrap().path()).unwrap() {
+            out.push(f.unwrap().path());
+        }
+    }
+    out.sort();
+    out
+}
+
+/// File name -> content of every file in `dir`.
+fn contents(dir: &Path) -> BTreeMap<String, Vec<u8>> {
+    fs::read_dir(dir)
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            (
+                e.file_name().to_string_lossy().into_owned(),
+                fs::read(e.path()).unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// Restores snapshot `id` and asserts that `src`'s files in it are `want`.
+fn assert_restores(env: &Env, id: &str, src: &Path, want: &BTreeMap<String, Vec<u8>>) {
+    let target = env.path(&format!("out-{id}"));
+    env.restore(id, &target);
+    let got = contents(&restored(&target, src));
+    assert!(
+        got == *want,
+        "snapshot {id} does not restore what was backed up"
+    );
+    fs::remove_dir_all(&target).unwrap();
+}
+
+#[test]
+fn forget_keeps_what_the_policy_keeps_and_prune_frees_the_rest() {
+    let env = Env::new();
+    env.init();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    let mut want = HashMap::new();
+    for i in 0..5 {
+        // Each backup holds one 2 MiB file of its own: forgotten ones free their data.
+        for e in fs::read_dir(&src).unwrap() {
+            fs::remove_file(e.unwrap().path()).unwrap();
+        }
+        fs::write(
+            src.join(format!("f{i}")),
+            random_bytes(2 << 20, &format!("f{i}")),
+        )
+        .unwrap();
+        let tag = if i == 0 { "keep" } else { "nightly" };
+        let out = env.backup_json(&[src.to_str().unwrap(), "--tag", tag]);
+        want.insert(out["id"].as_str().unwrap().to_string(), contents(&src));
+    }
+    let all = ids(&env);
+    assert_eq!(all.len(), 5);
+    let before = du(&env.repo());
+
+    // Dry run: the table says what would go; nothing goes.
+    env.snap(&[
+        "forget",
+        "--keep-last",
+        "2",
+        "--keep-tag",
+        "keep",
+        "--dry-run",
+    ])
+    .assert()
+    .success()
+    .stdout(
+        predicate::str::contains("3 kept, 2 removed")
+            .and(predicate::str::contains("tagged keep"))
+            .and(predicate::str::contains("last snapshot")),
+    );
+    assert_eq!(ids(&env), all);
+    env.snap(&["forget"])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("no --keep-* option"));
+
+    let decisions = json(
+        &env,
+        &["forget", "--keep-last", "2", "--keep-tag", "keep", "--json"],
+    );
+    let kept: Vec<&str> = decisions
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|d| d["keep"].as_bool().unwrap())
+        .map(|d| d["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(kept.len(), 3);
+    let left = ids(&env);
+    assert_eq!(left, vec![all[0].clone(), all[3].clone(), all[4].clone()]);
+
+    let report = json(&env, &["prune", "--json"]);
+    assert!(report["packs_deleted"].as_u64().unwrap() >= 2, "{report}");
+    let after = du(&env.repo());
+    assert!(
+        after + (3 << 20) < before,
+        "prune freed too little: {before} -> {after} bytes"
+    );
+    env.snap(&["check", "--read-data"]).assert().success();
+    for id in &left {
+        assert_restores(&env, id, &src, &want[id]);
+    }
+}
+
+#[test]
+fn prune_rewrites_partly_used_packs_and_keeps_every_blob_needed() {
+    let env = Env::new();
+    env.init();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    // Eight 1 MiB files share one data pack; the second backup drops six of them.
+    for i in 0..8 {
+        fs::write(
+            src.join(format!("f{i}")),
+            random_bytes(1 << 20, &format!("p{i}")),
+        )
+        .unwrap();
+    }
+    env.backup_json(&[src.to_str().unwrap()]);
+    for i in 2..8 {
+        fs::remove_file(src.join(format!("f{i}"))).unwrap();
+    }
+    env.backup_json(&[src.to_str().unwrap()]);
+    let want = contents(&src);
+    env.snap(&["forget", "--keep-last", "1"]).assert().success();
+
+    let dry = json(
+        &env,
+        &["prune", "--dry-run", "--max-unused", "0%", "--json"],
+    );
+    assert_eq!(dry["packs_repacked"], 1, "{dry}");
+    let packs_before = packs(&env.repo());
+    let report = json(&env, &["prune", "--max-unused", "0%", "--json"]);
+    assert_eq!(report["packs_repacked"], 1, "{report}");
+    assert_eq!(report["blobs_repacked"], dry["blobs_repacked"]);
+    assert!(
+        report["bytes_after"].as_u64().unwrap() < 3 << 20,
+        "{report}"
+    );
+    let packs_after = packs(&env.repo());
+    assert!(
+        packs_after.iter().any(|p| !packs_before.contains(p)),
+        "a new pack was written"
+    );
+    env.snap(&["check", "--read-data"]).assert().success();
+    let id = ids(&env).pop().unwrap();
+    assert_restores(&env, &id, &src, &want);
+    // Nothing left to do.
+    let again = json(&env, &["prune", "--max-unused", "0%", "--json"]);
+    assert_eq!(
+        (
+            again["packs_deleted"].as_u64(),
+            again["packs_repacked"].as_u64()
+        ),
+        (Some(0), Some(0))
+    );
+}
+
+/// Two snapshots whose data sits in separate packs: `victim` and `other`.
+fn two_snapshots(env: &Env) -> (PathBuf, String, PathBuf, String, PathBuf) {
+    env.init();
+    let a = env.path("a");
+    let b = env.path("b");
+    fs::create_dir_all(&a).unwrap();
+    fs::create_dir_all(&b).unwrap();
+    fs::write(a.join("victim.bin"), random_bytes(3 << 20, "victim")).unwrap();
+    let before = packs(&env.repo());
+    let sa = env.backup_json(&[a.to_str().unwrap()])["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let data_pack = packs(&env.repo())
+        .into_iter()
+        .filter(|p| !before.contains(p))
+        .max_by_key(|p| fs::metadata(p).unwrap().len())
+        .unwrap();
+    fs::write(b.join("other.bin"), random_bytes(3 << 20, "other")).unwrap();
+    let sb = env.backup_json(&[b.to_str().unwrap()])["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    (a, sa, b, sb, data_pack)
+}
+
+#[test]
+fn a_flipped_byte_is_found_by_read_data_and_named_with_the_files_it_hits() {
+    let env = Env::new();
+    let (_, sa, b, sb, pack) = two_snapshots(&env);
+    env.snap(&["check", "--read-data"]).assert().success();
+    let mut bytes = fs::read(&pack).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x10;
+    fs::write(&pack, bytes).unwrap();
+    // Structure alone does not read data chunks.
+    env.snap(&["check"]).assert().success();
+    let pack_name = pack.file_name().unwrap().to_str().unwrap();
+    env.snap(&["check", "--read-data"])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains(pack_name))
+        .stdout(
+            predicate::str::contains(format!("damaged snapshot {}", &sa[..8]))
+                .and(predicate::str::contains("victim.bin"))
+                .and(predicate::str::contains(&sb[..8]).not()),
+        );
+    assert_restores(&env, &sb, &b, &contents(&b));
+}
+
+#[test]
+fn read_data_subset_runs_cover_every_pack_in_turn() {
+    let env = Env::new();
+    let (_, sa, _, _, pack) = two_snapshots(&env);
+    let total = packs(&env.repo()).len();
+    assert!(total >= 4, "{total} packs");
+    let mut bytes = fs::read(&pack).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x01;
+    fs::write(&pack, bytes).unwrap();
+    // 25 % a run: the damaged pack, verified never, must come up within four runs,
+    // and each run reads packs no earlier run read.
+    let mut found = false;
+    let mut read = 0;
+    for _ in 0..4 {
+        let out = env
+            .snap(&["check", "--read-data-subset", "25%", "--json"])
+            .output()
+            .unwrap();
+        let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        read += r["packs_read"].as_u64().unwrap();
+        if !out.status.success() {
+            assert!(r["damaged"][0]["id"].as_str().unwrap() == sa, "{r}");
+            found = true;
+            break;
+        }
+    }
+    assert!(
+        found,
+        "four 25% runs did not reach the damaged pack ({read} packs read of {total})"
+    );
+}
+
+#[test]
+fn truncated_and_deleted_packs_and_a_deleted_index_are_found_and_named() {
+    let env = Env::new();
+    let (_, sa, b, sb, pack) = two_snapshots(&env);
+    let name = pack.file_name().unwrap().to_str().unwrap().to_string();
+
+    // Truncated: the trailer is gone, structure check alone sees it.
+    let full = fs::read(&pack).unwrap();
+    fs::write(&pack, &full[..full.len() / 2]).unwrap();
+    env.snap(&["check"])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains(&name))
+        .stdout(predicate::str::contains(&sa[..8]).and(predicate::str::contains("victim.bin")));
+    assert_restores(&env, &sb, &b, &contents(&b));
+
+    // Deleted: named as missing; after `repair index` the blobs are reported missing.
+    fs::remove_file(&pack).unwrap();
+    env.snap(&["check"])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains(format!("pack {name} is missing")));
+    env.snap(&["repair", "index"]).assert().success();
+    env.snap(&["check"])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("in no pack of the index"))
+        .stdout(predicate::str::contains(&sa[..8]).and(predicate::str::contains(&sb[..8]).not()));
+    // prune refuses to delete anything in a damaged repository.
+    env.snap(&["prune"])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("nothing was deleted"));
+    assert_restores(&env, &sb, &b, &contents(&b));
+
+    // A deleted index is rebuilt, and says so.
+    env.snap(&["forget", &sa]).assert().success();
+    fs::remove_file(env.repo().join("index.sqlite")).unwrap();
+    env.snap(&["check", "--read-data"])
+        .assert()
+        .success()
+        .stderr(predicate::str::contains("rebuilt it from"));
+    assert_restores(&env, &sb, &b, &contents(&b));
+}
+
+#[test]
+fn max_age_fails_when_the_newest_snapshot_is_too_old() {
+    let env = Env::new();
+    env.init();
+    env.snap(&["check", "--max-age", "26h"])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("no snapshot"));
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    env.backup_json(&[src.to_str().unwrap()]);
+    env.snap(&["check", "--max-age", "26h"]).assert().success();
+    env.snap(&["check", "--max-age", "1h", "--host", "elsewhere"])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("of host elsewhere"));
+    env.snap(&["check", "--max-age", "26"]).assert().code(2);
+}
+
+/// A tiny xorshift generator: the fault test's moments, reproducible from a seed.
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n
+    }
+}
+
+/// kill -9 of backup, forget --prune and prune at random moments: after each, check
+/// --read-data passes and every snapshot there restores what was backed up; no
+/// snapshot the policy keeps is ever lost. SNAP_FAULT_ITERATIONS (default 50) and
+/// SNAP_FAULT_SEED make longer or other runs.
+#[test]
+fn kill_9_at_random_moments_loses_nothing() {
+    let iterations: u64 = std::env::var("SNAP_FAULT_ITERATIONS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(50);
+    let seed: u64 = std::env::var("SNAP_FAULT_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0x5eed);
+    let mut rng = Rng(seed | 1);
+    let env = Env::new();
+    env.init();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    for f in 0..4 {
+        fs::write(
+            src.join(format!("f{f}")),
+            random_bytes(512 << 10, &format!("s{f}")),
+        )
+        .unwrap();
+    }
+    let bin = assert_cmd::cargo::cargo_bin("snap");
+    let mut want: HashMap<String, BTreeMap<String, Vec<u8>>> = HashMap::new();
+    let (mut killed, mut finished) = (0, 0);
+    // The longest wait before a kill, per kind of run (µs): it shrinks when runs
+    // finish first and grows when they are killed, so kills land throughout a run.
+    let mut typical = [200_000u64; 4];
+    for i in 0..iterations {
+        let before = ids(&env);
+        let op = rng.below(4);
+        let args: Vec<String> = match op {
+            0 | 1 => {
+                let f = rng.below(4);
+                fs::write(
+                    src.join(format!("f{f}")),
+                    random_bytes(512 << 10, &format!("i{i}")),
+                )
+                .unwrap();
+                vec!["backup".into(), src.to_str().unwrap().into()]
+            }
+            2 => [
+                "forget",
+                "--keep-last",
+                "3",
+                "--prune",
+                "--max-unused",
+                "0%",
+            ]
+            .map(String::from)
+            .to_vec(),
+            _ => ["prune", "--max-unused", "0%"].map(String::from).to_vec(),
+        };
+        let mut child = std::process::Command::new(&bin)
+            .env_remove("SNAP_REPO")
+            .arg("--repo")
+            .arg(env.repo())
+            .args(&args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let started = std::time::Instant::now();
+        let kind = op.max(1) as usize;
+        std::thread::sleep(Duration::from_micros(rng.below(typical[kind])));
+        match child.try_wait().unwrap() {
+            Some(status) => {
+                typical[kind] = (started.elapsed().as_micros() as u64).max(1000);
+                assert!(
+                    status.success(),
+                    "iteration {i} (seed {seed}): snap {args:?} failed"
+                );
+                finished += 1;
+            }
+            None => {
+                child.kill().unwrap();
+                child.wait().unwrap();
+                typical[kind] = typical[kind] * 3 / 2;
+                killed += 1;
+            }
+        }
+        let after = ids(&env);
+        for id in &after {
+            if !want.contains_key(id) {
+                assert!(
+                    op < 2,
+                    "iteration {i} (seed {seed}): snapshot {id} appeared from {args:?}"
+                );
+                want.insert(id.clone(), contents(&src));
+            }
+        }
+        if op == 2 {
+            let newest: Vec<&String> = before.iter().rev().take(3).collect();
+            for id in newest {
+                assert!(
+                    after.contains(id),
+                    "iteration {i} (seed {seed}): forget lost kept snapshot {id}"
+                );
+            }
+        } else {
+            for id in &before {
+                assert!(
+                    after.contains(id),
+                    "iteration {i} (seed {seed}): {args:?} lost snapshot {id}"
+                );
+            }
+        }
+        let check = env.snap(&["check", "--read-data"]).output().unwrap();
+        assert!(
+            check.status.success(),
+            "iteration {i} (seed {seed}) after {args:?}: check failed: {}{}",
+            String::from_utf8_lossy(&check.stdout),
+            String::from_utf8_lossy(&check.stderr)
+        );
+        for id in &after {
+            assert_restores(&env, id, &src, &want[id]);
+        }
+    }
+    eprintln!("fault test: {killed} killed, {finished} finished of {iterations} (seed {seed})");
+    assert!(
+        killed >= iterations / 5,
+        "too few runs were interrupted: {killed}"
+    );
+    // Finally the garbage of all the interrupted runs goes.
+    let report = json(&env, &["prune", "--max-unused", "0%", "--json"]);
+    assert_eq!(report["bytes_unused_after"], 0, "{report}");
+    env.snap(&["check", "--read-data"]).assert().success();
+}
+
+/// A small tmpfs, unmounted on drop.
+struct Mount(PathBuf);
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn disk_full_during_backup_is_a_clear_error_and_prune_reclaims_the_space() {
+    let env = Env::new();
+    let mnt = env.path("small");
+    fs::create_dir_all(&mnt).unwrap();
+    let ok = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=8m", "tmpfs"])
+        .arg(&mnt)
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok {
+        crate::util::pg::missing("a tmpfs mount (needs root)");
+        return;
+    }
+    let _guard = Mount(mnt.clone());
+    let repo = mnt.join("repo");
+    let snap = |args: &[&str]| {
+        let mut c = assert_cmd::Command::cargo_bin("snap").unwrap();
+        c.env_remove("SNAP_REPO")
+            .arg("--repo")
+            .arg(&repo)
+            .args(args);
+        c
+    };
+    snap(&["init"]).assert().success();
+    let small = env.path("small-src");
+    fs::create_dir_all(&small).unwrap();
+    fs::write(small.join("a"), random_bytes(1 << 20, "a")).unwrap();
+    snap(&["backup", small.to_str().unwrap()])
+        .assert()
+        .success();
+    let used = du(&repo);
+
+    let big = env.path("big-src");
+    fs::create_dir_all(&big).unwrap();
+    for i in 0..3 {
+        fs::write(
+            big.join(format!("b{i}")),
+            random_bytes(4 << 20, &format!("b{i}")),
+        )
+        .unwrap();
+    }
+    snap(&["backup", big.to_str().unwrap()])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("No space left on device"));
+    let out = snap(&["list", "--json"]).output().unwrap();
+    let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        list.as_array().unwrap().len(),
+        1,
+        "no snapshot of the failed backup"
+    );
+    snap(&["check", "--read-data"]).assert().success();
+    snap(&["prune"]).assert().success();
+    let left = du(&repo);
+    assert!(
+        left <= used + (1 << 20),
+        "prune left {left} bytes, {used} before the failed backup"
+    );
+    // And the space is usable again.
+    fs::write(small.join("b"), random_bytes(1 << 20, "b")).unwrap();
+    snap(&["backup", small.to_str().unwrap()])
+        .assert()
+        .success();
+    snap(&["check", "--read-data"]).assert().success();
+}
