@@ -74,8 +74,12 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// Runs check; see the module docs.
 pub fn check(repo: &Repository, read: ReadData, progress: &dyn Progress) -> Result<CheckReport> {
     let _lock = repo.lock(false, "check")?;
-    repo.sync_snapshots()?;
     let mut report = CheckReport::default();
+    for (path, why) in repo.sync_snapshots()? {
+        report
+            .errors
+            .push(format!("snapshot record {}: {why}", path.display()));
+    }
     let mut bad: HashSet<Id> = HashSet::new();
 
     // 1. Packs against the index.
@@ -134,9 +138,14 @@ pub fn check(repo: &Repository, read: ReadData, progress: &dyn Progress) -> Resu
         ));
     }
 
-    // 2. Structure.
+    // 2. Structure: the record files themselves (the index keeps copies), then trees.
     let snaps = repo.snapshots()?;
     report.snapshots = snaps.len() as u64;
+    for (id, _) in &snaps {
+        if let Err(e) = repo.read_snapshot_file(id) {
+            report.errors.push(format!("snapshot record {id}: {e}"));
+        }
+    }
     let roots: Vec<Id> = snaps.iter().map(|(_, s)| s.tree).collect();
     let reach = mark_reachable(repo, &roots)?;
     report.metadata_blobs = reach.trees + reach.lists;

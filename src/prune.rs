@@ -76,7 +76,12 @@ pub fn prune(
     progress: &dyn Progress,
 ) -> Result<PruneReport> {
     let lock = repo.lock(true, "prune")?;
-    repo.sync_snapshots()?;
+    if let Some((path, why)) = repo.sync_snapshots()?.first() {
+        return Err(Error::Invalid(format!(
+            "snapshot record {} cannot be read ({why}), so prune cannot tell what it needs; move it out of the repository if it is garbage; nothing was deleted",
+            path.display()
+        )));
+    }
     if !repo.index().is_complete()? {
         return Err(Error::Invalid(
             "the index is incomplete (some packs could not be read); run `snap check`, then `snap repair index`; nothing was deleted".into(),
@@ -170,6 +175,11 @@ pub fn prune(
     // index changes.
     lock.check()?;
     repo.index().replace_packs(&gone, &written)?;
+    // A pack is named by its bytes: a rewrite can produce a pack that is also on the
+    // delete list (an identical one an interrupted prune wrote and this one indexed as
+    // garbage). Its file is the new pack now; deleting it would lose its blobs.
+    let new: std::collections::HashSet<Id> = written.iter().map(|(id, _, _)| *id).collect();
+    gone.retain(|id| !new.contains(id));
     repo.delete_packs(&gone)?;
     report.tmp_files_removed = repo.clean_tmp()?;
     report.bytes_after = report.bytes_before - removed_bytes + written_bytes;

@@ -501,6 +501,12 @@ impl Repository {
         Ok(id)
     }
 
+    /// Reads and verifies snapshot `id`'s record file (not the index's copy of it).
+    pub fn read_snapshot_file(&self, id: &Id) -> Result<Snapshot> {
+        let path = self.snapshot_path(id);
+        Snapshot::decode(id, &read_capped(&path, crate::snapshot::MAX_LEN)?)
+    }
+
     /// All snapshots, oldest first.
     pub fn snapshots(&self) -> Result<Vec<(Id, Snapshot)>> {
         self.index
@@ -553,8 +559,11 @@ impl Repository {
     }
 
     /// Makes the index's snapshot list match the files in `snapshots/` (done on open;
-    /// again after taking a lock, for snapshots other processes made since).
-    pub fn sync_snapshots(&self) -> Result<()> {
+    /// again after taking a lock, for snapshots other processes made since). Returns
+    /// the records that cannot be read, with the reason: they are left out of the
+    /// index (one damaged record must not make the repository unusable), but prune
+    /// must not run while they exist, as it cannot know what they reference.
+    pub fn sync_snapshots(&self) -> Result<Vec<(PathBuf, String)>> {
         let dir = self.root.join("snapshots");
         let mut on_disk = HashSet::new();
         for e in fs::read_dir(&dir).at(&dir)? {
@@ -572,17 +581,21 @@ impl Repository {
         for id in indexed.difference(&on_disk) {
             self.index.remove_snapshot(id)?;
         }
+        let mut unreadable = Vec::new();
         for id in on_disk.difference(&indexed) {
             let path = self.snapshot_path(id);
             let snap = read_capped(&path, crate::snapshot::MAX_LEN)
                 .and_then(|b| Ok((Snapshot::decode(id, &b)?, b)));
             match snap {
                 Ok((snap, bytes)) => self.index.add_snapshot(id, &snap, &bytes)?,
-                // One damaged record must not make the repository unusable.
-                Err(e) => log::warn!("skipping snapshot {}: {e}", path.display()),
+                Err(e) => {
+                    log::warn!("skipping snapshot {}: {e}", path.display());
+                    unreadable.push((path, e.to_string()));
+                }
             }
         }
-        Ok(())
+        unreadable.sort();
+        Ok(unreadable)
     }
 
     // ---- index maintenance ----

@@ -204,6 +204,72 @@ fn prune_rewrites_partly_used_packs_and_keeps_every_blob_needed() {
     );
 }
 
+/// An interrupted prune leaves its new packs unindexed; the next prune indexes them as
+/// garbage and rewrites the same packs again, producing byte-identical packs with the
+/// same names. Those files must survive as the new packs.
+#[test]
+fn prune_after_an_interrupted_prune_keeps_the_packs_it_rewrites_again() {
+    let env = Env::new();
+    env.init();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    for i in 0..4 {
+        fs::write(
+            src.join(format!("f{i}")),
+            random_bytes(1 << 20, &format!("q{i}")),
+        )
+        .unwrap();
+    }
+    env.backup_json(&[src.to_str().unwrap()]);
+    for i in 1..4 {
+        fs::remove_file(src.join(format!("f{i}"))).unwrap();
+    }
+    env.backup_json(&[src.to_str().unwrap()]);
+    let want = contents(&src);
+    env.snap(&["forget", "--keep-last", "1"]).assert().success();
+    // The interrupted prune: run it on a copy and bring back only its new packs.
+    let copy = env.path("copy");
+    let cp = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(env.repo())
+        .arg(&copy)
+        .status()
+        .unwrap();
+    assert!(cp.success());
+    let before = packs(&env.repo());
+    let mut c = assert_cmd::Command::cargo_bin("snap").unwrap();
+    c.env_remove("SNAP_REPO")
+        .args([
+            "--repo",
+            copy.to_str().unwrap(),
+            "prune",
+            "--max-unused",
+            "0%",
+        ])
+        .assert()
+        .success();
+    let mut brought = 0;
+    for p in packs(&copy) {
+        let rel = p.strip_prefix(&copy).unwrap();
+        let dest = env.repo().join(rel);
+        if !before.contains(&dest) {
+            fs::create_dir_all(dest.parent().unwrap()).unwrap();
+            fs::copy(&p, &dest).unwrap();
+            brought += 1;
+        }
+    }
+    assert!(brought > 0, "the prune on the copy wrote no pack");
+    let report = json(&env, &["prune", "--max-unused", "0%", "--json"]);
+    assert_eq!(
+        report["packs_unindexed"].as_u64(),
+        Some(brought),
+        "{report}"
+    );
+    env.snap(&["check", "--read-data"]).assert().success();
+    let id = ids(&env).pop().unwrap();
+    assert_restores(&env, &id, &src, &want);
+}
+
 /// Two snapshots whose data sits in separate packs: `victim` and `other`.
 fn two_snapshots(env: &Env) -> (PathBuf, String, PathBuf, String, PathBuf) {
     env.init();
@@ -330,6 +396,40 @@ fn truncated_and_deleted_packs_and_a_deleted_index_are_found_and_named() {
         .success()
         .stderr(predicate::str::contains("rebuilt it from"));
     assert_restores(&env, &sb, &b, &contents(&b));
+}
+
+#[test]
+fn an_unreadable_snapshot_record_fails_check_and_stops_prune() {
+    let env = Env::new();
+    env.init();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("f"), random_bytes(1 << 20, "f")).unwrap();
+    let id = env.backup_json(&[src.to_str().unwrap()])["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    fs::write(env.repo().join("snapshots").join(&id), b"{ not json").unwrap();
+    env.snap(&["check"])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("snapshot record").and(predicate::str::contains(&id)));
+    // With the index's verified copy of the record, prune knows what it needs; without
+    // (a rebuilt index), it must stop.
+    fs::remove_file(env.repo().join("index.sqlite")).unwrap();
+    let before = packs(&env.repo());
+    env.snap(&["prune", "--max-unused", "0%"])
+        .assert()
+        .code(1)
+        .stderr(
+            predicate::str::contains("cannot be read")
+                .and(predicate::str::contains("nothing was deleted")),
+        );
+    assert_eq!(
+        packs(&env.repo()),
+        before,
+        "prune deleted packs the record may need"
+    );
 }
 
 #[test]
