@@ -194,16 +194,7 @@ impl Index {
             )
             .map_err(|e| self.err(e))?;
         let row = st
-            .query_row([&id.0[..]], |r| {
-                Ok((
-                    r.get::<_, Vec<u8>>(0)?,
-                    r.get::<_, i64>(1)?,
-                    r.get::<_, i64>(2)?,
-                    r.get::<_, i64>(3)?,
-                    r.get::<_, u8>(4)?,
-                    r.get::<_, u8>(5)?,
-                ))
-            })
+            .query_row([&id.0[..]], loc_row)
             .optional()
             .map_err(|e| self.err(e))?;
         let Some((pack, offset, stored, raw, kind, comp)) = row else {
@@ -276,23 +267,29 @@ impl Index {
 
     /// All snapshots, oldest first, with their records as stored.
     pub fn snapshots(&self) -> Result<Vec<(Id, Vec<u8>)>> {
+        let rows = self.rows(
+            "SELECT id, record FROM snapshots ORDER BY time, id",
+            [],
+            |r| Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, Vec<u8>>(1)?)),
+        )?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|(id, rec)| Some((Id::from_slice(&id)?, rec)))
+            .collect())
+    }
+
+    /// Every row `sql` returns, each read by `f`.
+    fn rows<T>(
+        &self,
+        sql: &str,
+        params: impl rusqlite::Params,
+        f: impl FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+    ) -> Result<Vec<T>> {
         let c = self.conn();
-        let mut st = c
-            .prepare("SELECT id, record FROM snapshots ORDER BY time, id")
-            .map_err(|e| self.err(e))?;
-        let rows = st
-            .query_map([], |r| {
-                Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, Vec<u8>>(1)?))
-            })
-            .map_err(|e| self.err(e))?;
-        let mut out = Vec::new();
-        for r in rows {
-            let (id, rec) = r.map_err(|e| self.err(e))?;
-            if let Some(id) = Id::from_slice(&id) {
-                out.push((id, rec));
-            }
-        }
-        Ok(out)
+        let mut st = c.prepare_cached(sql).map_err(|e| self.err(e))?;
+        let rows = st.query_map(params, f).map_err(|e| self.err(e))?;
+        rows.collect::<rusqlite::Result<Vec<T>>>()
+            .map_err(|e| self.err(e))
     }
 }
 
@@ -325,36 +322,26 @@ impl Index {
 
     /// Marked ids the index has no row for.
     pub fn marked_but_absent(&self) -> Result<Vec<Id>> {
-        let c = self.conn();
-        let mut st = c
-            .prepare(
-                "SELECT m.id FROM temp.marks m LEFT JOIN blobs b ON b.id = m.id WHERE b.id IS NULL",
-            )
-            .map_err(|e| self.err(e))?;
-        let rows = st
-            .query_map([], |r| r.get::<_, Vec<u8>>(0))
-            .map_err(|e| self.err(e))?;
-        let mut out = Vec::new();
-        for r in rows {
-            out.push(self.id_of(&r.map_err(|e| self.err(e))?)?);
-        }
-        Ok(out)
+        self.rows(
+            "SELECT m.id FROM temp.marks m LEFT JOIN blobs b ON b.id = m.id WHERE b.id IS NULL",
+            [],
+            |r| r.get::<_, Vec<u8>>(0),
+        )?
+        .iter()
+        .map(|id| self.id_of(id))
+        .collect()
     }
 
     /// Every pack with the share of it that marked blobs use.
     pub fn pack_usage(&self) -> Result<Vec<PackUsage>> {
-        let c = self.conn();
-        let mut st = c
-            .prepare(
-                "SELECT p.name, p.size, count(b.id), count(m.id),
-                        coalesce(sum(CASE WHEN m.id IS NULL THEN 0 ELSE b.stored_len END), 0)
-                   FROM packs p LEFT JOIN blobs b ON b.pack = p.id
-                   LEFT JOIN temp.marks m ON m.id = b.id
-                  GROUP BY p.id ORDER BY p.name",
-            )
-            .map_err(|e| self.err(e))?;
-        let rows = st
-            .query_map([], |r| {
+        let rows = self.rows(
+            "SELECT p.name, p.size, count(b.id), count(m.id),
+                    coalesce(sum(CASE WHEN m.id IS NULL THEN 0 ELSE b.stored_len END), 0)
+               FROM packs p LEFT JOIN blobs b ON b.pack = p.id
+               LEFT JOIN temp.marks m ON m.id = b.id
+              GROUP BY p.id ORDER BY p.name",
+            [],
+            |r| {
                 Ok((
                     r.get::<_, Vec<u8>>(0)?,
                     r.get::<_, i64>(1)?,
@@ -362,20 +349,19 @@ impl Index {
                     r.get::<_, i64>(3)?,
                     r.get::<_, i64>(4)?,
                 ))
+            },
+        )?;
+        rows.into_iter()
+            .map(|(name, size, blobs, live, bytes)| {
+                Ok(PackUsage {
+                    name: self.id_of(&name)?,
+                    size: size as u64,
+                    blobs: blobs as u64,
+                    live_blobs: live as u64,
+                    live_bytes: bytes as u64,
+                })
             })
-            .map_err(|e| self.err(e))?;
-        let mut out = Vec::new();
-        for r in rows {
-            let (name, size, blobs, live, bytes) = r.map_err(|e| self.err(e))?;
-            out.push(PackUsage {
-                name: self.id_of(&name)?,
-                size: size as u64,
-                blobs: blobs as u64,
-                live_blobs: live as u64,
-                live_bytes: bytes as u64,
-            });
-        }
-        Ok(out)
+            .collect()
     }
 
     /// An id read from the index (a pack name or blob id).
@@ -388,7 +374,6 @@ impl Index {
 
     /// The blobs the index places in `pack` (marked ones only if `marked`), in pack order.
     pub fn blobs_in(&self, pack: &Id, marked: bool) -> Result<Vec<(Id, BlobLoc)>> {
-        let c = self.conn();
         let sql = format!(
             "SELECT b.id, b.offset, b.stored_len, b.raw_len, b.kind, b.compression
                FROM packs p JOIN blobs b ON b.pack = p.id {}
@@ -399,26 +384,13 @@ impl Index {
                 ""
             }
         );
-        let mut st = c.prepare(&sql).map_err(|e| self.err(e))?;
-        let rows = st
-            .query_map([&pack.0[..]], |r| {
-                Ok((
-                    r.get::<_, Vec<u8>>(0)?,
-                    r.get::<_, i64>(1)?,
-                    r.get::<_, i64>(2)?,
-                    r.get::<_, i64>(3)?,
-                    r.get::<_, u8>(4)?,
-                    r.get::<_, u8>(5)?,
-                ))
+        let rows = self.rows(&sql, [&pack.0[..]], loc_row)?;
+        rows.into_iter()
+            .map(|(id, offset, stored, raw, kind, comp)| {
+                let id = self.id_of(&id)?;
+                Ok((id, self.loc(&id, *pack, offset, stored, raw, kind, comp)?))
             })
-            .map_err(|e| self.err(e))?;
-        let mut out = Vec::new();
-        for r in rows {
-            let (id, offset, stored, raw, kind, comp) = r.map_err(|e| self.err(e))?;
-            let id = self.id_of(&id)?;
-            out.push((id, self.loc(&id, *pack, offset, stored, raw, kind, comp)?));
-        }
-        Ok(out)
+            .collect()
     }
 
     /// Replaces packs in one transaction: the rows of `removed` go, `added` (durable
@@ -445,25 +417,20 @@ impl Index {
     /// Every indexed pack and its size, with when `check` last read it whole (Unix
     /// seconds), least recently verified first.
     pub fn packs_by_verification(&self) -> Result<Vec<(Id, u64, Option<i64>)>> {
-        let c = self.conn();
-        let mut st = c
-            .prepare("SELECT name, size, verified FROM packs ORDER BY verified NULLS FIRST, name")
-            .map_err(|e| self.err(e))?;
-        let rows = st
-            .query_map([], |r| {
+        let rows = self.rows(
+            "SELECT name, size, verified FROM packs ORDER BY verified NULLS FIRST, name",
+            [],
+            |r| {
                 Ok((
                     r.get::<_, Vec<u8>>(0)?,
                     r.get::<_, i64>(1)?,
                     r.get::<_, Option<i64>>(2)?,
                 ))
-            })
-            .map_err(|e| self.err(e))?;
-        let mut out = Vec::new();
-        for r in rows {
-            let (name, size, verified) = r.map_err(|e| self.err(e))?;
-            out.push((self.id_of(&name)?, size as u64, verified));
-        }
-        Ok(out)
+            },
+        )?;
+        rows.into_iter()
+            .map(|(name, size, verified)| Ok((self.id_of(&name)?, size as u64, verified)))
+            .collect()
     }
 
     /// Records that `check` read `pack` whole and found it intact.
@@ -476,6 +443,21 @@ impl Index {
             .map(drop)
         })
     }
+}
+
+/// A blob location row as selected by `lookup` and `blobs_in`: an id (the pack's or
+/// the blob's), offset, stored and raw lengths, kind, compression.
+type LocRow = (Vec<u8>, i64, i64, i64, u8, u8);
+
+fn loc_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<LocRow> {
+    Ok((
+        r.get(0)?,
+        r.get(1)?,
+        r.get(2)?,
+        r.get(3)?,
+        r.get(4)?,
+        r.get(5)?,
+    ))
 }
 
 /// Adds a pack and its blobs; a blob indexed elsewhere keeps its row.

@@ -63,6 +63,19 @@ fn contents(dir: &Path) -> BTreeMap<String, Vec<u8>> {
         .collect()
 }
 
+/// Writes `n` files `<name>0..` of `size` random bytes into `dir`, their content
+/// derived from `seed` and the name.
+fn write_files(dir: &Path, name: &str, n: usize, size: usize, seed: &str) {
+    fs::create_dir_all(dir).unwrap();
+    for i in 0..n {
+        fs::write(
+            dir.join(format!("{name}{i}")),
+            random_bytes(size, &format!("{seed}{name}{i}")),
+        )
+        .unwrap();
+    }
+}
+
 /// Restores snapshot `id` and asserts that `src`'s files in it are `want`.
 fn assert_restores(env: &Env, id: &str, src: &Path, want: &BTreeMap<String, Vec<u8>>) {
     let target = env.path(&format!("out-{id}"));
@@ -150,28 +163,27 @@ fn forget_keeps_what_the_policy_keeps_and_prune_frees_the_rest() {
     }
 }
 
-#[test]
-fn prune_rewrites_partly_used_packs_and_keeps_every_blob_needed() {
-    let env = Env::new();
+/// A repository whose one data pack is partly used: `files` 1 MiB files backed up,
+/// then all but `keep` of them removed, backed up again, and the first snapshot
+/// forgotten. Returns the source and its content.
+fn partly_used(env: &Env, files: usize, keep: usize) -> (PathBuf, BTreeMap<String, Vec<u8>>) {
     env.init();
     let src = env.path("src");
-    fs::create_dir_all(&src).unwrap();
-    // Eight 1 MiB files share one data pack; the second backup drops six of them.
-    for i in 0..8 {
-        fs::write(
-            src.join(format!("f{i}")),
-            random_bytes(1 << 20, &format!("p{i}")),
-        )
-        .unwrap();
-    }
+    write_files(&src, "f", files, 1 << 20, "p");
     env.backup_json(&[src.to_str().unwrap()]);
-    for i in 2..8 {
+    for i in keep..files {
         fs::remove_file(src.join(format!("f{i}"))).unwrap();
     }
     env.backup_json(&[src.to_str().unwrap()]);
-    let want = contents(&src);
     env.snap(&["forget", "--keep-last", "1"]).assert().success();
+    let want = contents(&src);
+    (src, want)
+}
 
+#[test]
+fn prune_rewrites_partly_used_packs_and_keeps_every_blob_needed() {
+    let env = Env::new();
+    let (src, want) = partly_used(&env, 8, 2);
     let dry = json(
         &env,
         &["prune", "--dry-run", "--max-unused", "0%", "--json"],
@@ -210,23 +222,7 @@ fn prune_rewrites_partly_used_packs_and_keeps_every_blob_needed() {
 #[test]
 fn prune_after_an_interrupted_prune_keeps_the_packs_it_rewrites_again() {
     let env = Env::new();
-    env.init();
-    let src = env.path("src");
-    fs::create_dir_all(&src).unwrap();
-    for i in 0..4 {
-        fs::write(
-            src.join(format!("f{i}")),
-            random_bytes(1 << 20, &format!("q{i}")),
-        )
-        .unwrap();
-    }
-    env.backup_json(&[src.to_str().unwrap()]);
-    for i in 1..4 {
-        fs::remove_file(src.join(format!("f{i}"))).unwrap();
-    }
-    env.backup_json(&[src.to_str().unwrap()]);
-    let want = contents(&src);
-    env.snap(&["forget", "--keep-last", "1"]).assert().success();
+    let (src, want) = partly_used(&env, 4, 1);
     // The interrupted prune: run it on a copy and bring back only its new packs.
     let copy = env.path("copy");
     let cp = std::process::Command::new("cp")
@@ -481,14 +477,7 @@ fn kill_9_at_random_moments_loses_nothing() {
     let env = Env::new();
     env.init();
     let src = env.path("src");
-    fs::create_dir_all(&src).unwrap();
-    for f in 0..4 {
-        fs::write(
-            src.join(format!("f{f}")),
-            random_bytes(512 << 10, &format!("s{f}")),
-        )
-        .unwrap();
-    }
+    write_files(&src, "f", 4, 512 << 10, "s");
     let bin = assert_cmd::cargo::cargo_bin("snap");
     let mut want: HashMap<String, BTreeMap<String, Vec<u8>>> = HashMap::new();
     let (mut killed, mut finished) = (0, 0);
@@ -640,14 +629,7 @@ fn disk_full_during_backup_is_a_clear_error_and_prune_reclaims_the_space() {
     let used = du(&repo);
 
     let big = env.path("big-src");
-    fs::create_dir_all(&big).unwrap();
-    for i in 0..3 {
-        fs::write(
-            big.join(format!("b{i}")),
-            random_bytes(4 << 20, &format!("b{i}")),
-        )
-        .unwrap();
-    }
+    write_files(&big, "b", 3, 4 << 20, "b");
     snap(&["backup", big.to_str().unwrap()])
         .assert()
         .code(1)
