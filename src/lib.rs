@@ -34,6 +34,7 @@ pub mod backup;
 pub mod check;
 pub mod chunker;
 pub mod compress;
+pub mod crypto;
 pub mod error;
 pub mod export;
 pub mod id;

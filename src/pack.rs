@@ -13,6 +13,7 @@
 use std::io::Write;
 
 use crate::compress::Compression;
+use crate::crypto::{MasterKey, OVERHEAD};
 use crate::error::{Error, Result};
 use crate::id::{Id, ID_LEN};
 
@@ -87,17 +88,20 @@ pub struct PackWriter<W: Write> {
     len: u64,
     /// The first write error, repeated by every later call.
     broken: Option<(std::io::ErrorKind, String)>,
+    /// Seals the trailer (encrypted repositories).
+    key: Option<MasterKey>,
 }
 
 impl<W: Write> PackWriter<W> {
-    /// Starts a pack by writing its header.
-    pub fn new(out: W) -> std::io::Result<Self> {
+    /// Starts a pack by writing its header; with `key`, its trailer will be sealed.
+    pub fn new(out: W, key: Option<MasterKey>) -> std::io::Result<Self> {
         let mut w = PackWriter {
             out,
             hasher: blake3::Hasher::new(),
             entries: Vec::new(),
             len: 0,
             broken: None,
+            key,
         };
         let mut header = [0u8; HEADER_LEN as usize];
         header[..8].copy_from_slice(MAGIC);
@@ -163,7 +167,12 @@ impl<W: Write> PackWriter<W> {
 
     /// Writes the trailer; returns the pack id, its entries, its size and the sink.
     pub fn finish(mut self) -> std::io::Result<(Id, Vec<PackEntry>, u64, W)> {
-        let entries = encode_entries(&self.entries);
+        let mut entries = encode_entries(&self.entries);
+        if let Some(k) = &self.key {
+            entries = k
+                .seal(TRAILER_AAD, &entries)
+                .map_err(std::io::Error::other)?;
+        }
         let count = u32::try_from(self.entries.len()).map_err(std::io::Error::other)?;
         let mut footer = [0u8; FOOTER_LEN];
         footer[..4].copy_from_slice(&count.to_le_bytes());
@@ -215,7 +224,17 @@ pub fn check_header(name: &str, header: &[u8]) -> Result<()> {
 
 /// Reads the footer (the last [`FOOTER_LEN`] bytes of a pack of `file_len` bytes) and
 /// returns the byte range of the trailer entries, after checking it fits the file.
-pub fn decode_footer(name: &str, footer: &[u8], file_len: u64) -> Result<(u64, usize)> {
+/// Associated data of a sealed trailer.
+const TRAILER_AAD: &[u8] = b"snap pack trailer";
+
+/// Where the trailer of a `file_len`-byte pack with this footer starts, and its length
+/// (`sealed`: the trailer of an encrypted repository's pack, [`OVERHEAD`] longer).
+pub fn decode_footer(
+    name: &str,
+    footer: &[u8],
+    file_len: u64,
+    sealed: bool,
+) -> Result<(u64, usize)> {
     if footer.len() != FOOTER_LEN || &footer[40..] != TAIL_MAGIC {
         return Err(Error::corrupt(
             "pack",
@@ -231,7 +250,7 @@ pub fn decode_footer(name: &str, footer: &[u8], file_len: u64) -> Result<(u64, u
         ));
     }
     let count = u32::from_le_bytes(footer[..4].try_into().expect("4 bytes")) as u64;
-    let entries_len = count * ENTRY_LEN as u64;
+    let entries_len = count * ENTRY_LEN as u64 + if sealed { OVERHEAD as u64 } else { 0 };
     let min_len = HEADER_LEN + entries_len + FOOTER_LEN as u64;
     if min_len > file_len {
         return Err(Error::corrupt(
@@ -244,16 +263,39 @@ pub fn decode_footer(name: &str, footer: &[u8], file_len: u64) -> Result<(u64, u
     Ok((start, entries_len as usize))
 }
 
-/// Decodes trailer entries, verifying their hash against the footer and that the blobs
-/// exactly fill the space between header and trailer.
+/// Decodes trailer entries, verifying their hash against the footer (and, with `key`,
+/// opening the sealed trailer) and that the blobs exactly fill the space between
+/// header and trailer.
 pub fn decode_entries(
     name: &str,
     footer: &[u8],
-    entries: &[u8],
+    trailer: &[u8],
     file_len: u64,
+    key: Option<&MasterKey>,
 ) -> Result<Vec<PackEntry>> {
-    if blake3::hash(entries).as_bytes() != &footer[8..40] {
+    if blake3::hash(trailer).as_bytes() != &footer[8..40] {
         return Err(Error::corrupt("pack", name, "trailer checksum mismatch"));
+    }
+    let opened;
+    let entries = match key {
+        Some(k) => {
+            opened = k.open(TRAILER_AAD, trailer).ok_or_else(|| {
+                Error::corrupt(
+                    "pack",
+                    name,
+                    "trailer fails authentication (wrong key or altered)",
+                )
+            })?;
+            &opened[..]
+        }
+        None => trailer,
+    };
+    if entries.len() % ENTRY_LEN != 0 {
+        return Err(Error::corrupt(
+            "pack",
+            name,
+            "trailer length is not a whole number of entries",
+        ));
     }
     let mut out = Vec::with_capacity(entries.len() / ENTRY_LEN);
     let mut offset = HEADER_LEN;
@@ -274,7 +316,7 @@ pub fn decode_entries(
         });
         offset += stored_len as u64;
     }
-    let trailer_start = file_len - FOOTER_LEN as u64 - entries.len() as u64;
+    let trailer_start = file_len - FOOTER_LEN as u64 - trailer.len() as u64;
     if offset != trailer_start {
         return Err(Error::corrupt(
             "pack",
@@ -294,14 +336,20 @@ mod tests {
         let len = file.len() as u64;
         check_header(name, file)?;
         let footer = &file[file.len() - FOOTER_LEN..];
-        let (start, n) = decode_footer(name, footer, len)?;
-        decode_entries(name, footer, &file[start as usize..start as usize + n], len)
+        let (start, n) = decode_footer(name, footer, len, false)?;
+        decode_entries(
+            name,
+            footer,
+            &file[start as usize..start as usize + n],
+            len,
+            None,
+        )
     }
 
     proptest! {
         #[test]
         fn round_trip(blobs in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..300), 0..20)) {
-            let mut w = PackWriter::new(Vec::new()).unwrap();
+            let mut w = PackWriter::new(Vec::new(), None).unwrap();
             for b in &blobs {
                 w.add(BlobKind::Data, Compression::Raw, Id::hash(b), b.len() as u32, b).unwrap();
             }
@@ -319,7 +367,7 @@ mod tests {
 
     #[test]
     fn damage_is_detected() {
-        let mut w = PackWriter::new(Vec::new()).unwrap();
+        let mut w = PackWriter::new(Vec::new(), None).unwrap();
         w.add(BlobKind::Tree, Compression::Raw, Id::hash(b"x"), 1, b"x")
             .unwrap();
         let (_, _, _, file) = w.finish().unwrap();
@@ -352,7 +400,7 @@ mod tests {
                 Ok(())
             }
         }
-        let mut w = PackWriter::new(Failing(0)).unwrap();
+        let mut w = PackWriter::new(Failing(0), None).unwrap();
         assert!(w
             .add(BlobKind::Data, Compression::Raw, Id::hash(b"a"), 1, b"a")
             .is_err());

@@ -138,6 +138,19 @@ pub struct Summary {
     pub duration: f64,
 }
 
+/// Checks that a record file's bytes hash to its name `id`.
+pub fn check_id(id: &Id, b: &[u8]) -> Result<()> {
+    let actual = Id::hash(b);
+    if &actual != id {
+        return Err(Error::ChecksumMismatch {
+            what: "snapshot".into(),
+            expected: id.to_hex(),
+            actual: actual.to_hex(),
+        });
+    }
+    Ok(())
+}
+
 impl Snapshot {
     /// Serializes; the id of a snapshot is the BLAKE3 of these bytes.
     pub fn encode(&self) -> Vec<u8> {
@@ -148,14 +161,12 @@ impl Snapshot {
 
     /// Parses and checks a snapshot record read from a file named `id`.
     pub fn decode(id: &Id, b: &[u8]) -> Result<Snapshot> {
-        let actual = Id::hash(b);
-        if &actual != id {
-            return Err(Error::ChecksumMismatch {
-                what: "snapshot".into(),
-                expected: id.to_hex(),
-                actual: actual.to_hex(),
-            });
-        }
+        check_id(id, b)?;
+        Snapshot::parse(id, b)
+    }
+
+    /// Parses a record's JSON (of snapshot `id`, for errors).
+    pub fn parse(id: &Id, b: &[u8]) -> Result<Snapshot> {
         #[derive(Deserialize)]
         struct V {
             version: u32,

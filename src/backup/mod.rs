@@ -553,7 +553,7 @@ impl Run<'_> {
     fn save_chunks(&self, batch: &Batch) -> Result<Vec<Id>> {
         let save = |c: &std::ops::Range<usize>| -> Result<Id> {
             let d = &batch.data[c.clone()];
-            let id = Id::hash(d);
+            let id = self.repo.blob_id(d);
             self.saver.save_hashed(BlobKind::Data, id, d)?;
             Ok(id)
         };

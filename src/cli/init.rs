@@ -1,6 +1,7 @@
 //! `snap init`
 
 use anyhow::{Context, Result};
+use snap::crypto::Kdf;
 use snap::repo::{InitOptions, Repository};
 
 use super::Ctx;
@@ -10,6 +11,10 @@ pub struct Args {
     /// zstd level of new data (0 = none, 1 fastest .. 19 smallest)
     #[arg(long, default_value_t = snap::compress::DEFAULT_LEVEL, value_parser = clap::value_parser!(i32).range(0..=19))]
     compression: i32,
+    /// Encrypt the repository; the passphrase comes from SNAP_PASSWORD,
+    /// SNAP_PASSWORD_FILE or a prompt
+    #[arg(long)]
+    encrypt: bool,
 }
 
 pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
@@ -18,13 +23,34 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
         compression_level: a.compression,
         ..Default::default()
     };
-    let repo = Repository::init(&path, &opts)
-        .with_context(|| format!("creating repository {}", path.display()))?;
+    let repo = if a.encrypt {
+        let pass = super::key::passphrase(
+            "passphrase for the new repository: ",
+            "SNAP_PASSWORD",
+            "SNAP_PASSWORD_FILE",
+            true,
+        )?;
+        if pass.is_empty() {
+            anyhow::bail!("an empty passphrase is not allowed");
+        }
+        Repository::init_encrypted(&path, &opts, pass.as_bytes(), Kdf::default())
+    } else {
+        Repository::init(&path, &opts)
+    }
+    .with_context(|| format!("creating repository {}", path.display()))?;
     if !ctx.quiet {
         println!(
             "created snap repository {} at {}",
             &repo.config().id[..8],
             path.display()
+        );
+    }
+    if a.encrypt {
+        eprintln!(
+            "snap: the data can be read only with this passphrase or an exported key. Lose both and \
+             nothing in the repository can be recovered, as with an application secret key that \
+             does not survive a rebuilt container. Run `snap key export FILE` now and keep FILE \
+             somewhere other than the repository."
         );
     }
     Ok(0)

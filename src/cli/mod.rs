@@ -9,6 +9,7 @@ mod export;
 mod forget;
 mod import;
 mod init;
+mod key;
 mod list;
 mod ls;
 mod prune;
@@ -71,6 +72,8 @@ enum Command {
     Check(check::Args),
     /// Repair repository metadata
     Repair(repair::Args),
+    /// Manage the passphrases of an encrypted repository
+    Key(key::Args),
 }
 
 /// Global settings every subcommand sees.
@@ -105,7 +108,18 @@ impl Ctx {
             eprintln!("snap: created a new repository at {}", path.display());
             return Ok(repo);
         }
-        Repository::open(&path).with_context(|| format!("opening repository {}", path.display()))
+        let open =
+            || -> Result<Repository> { Ok(Repository::open_with(&path, self.master_key(&path)?)?) };
+        open().with_context(|| format!("opening repository {}", path.display()))
+    }
+
+    /// The master key of the repository at `path`, if it is encrypted.
+    fn master_key(&self, path: &Path) -> Result<Option<snap::crypto::MasterKey>> {
+        let (encrypted, id) = Repository::probe(path)?;
+        if !encrypted {
+            return Ok(None);
+        }
+        Ok(Some(key::unlock(path, &id)?.1))
     }
 
     /// Whether to draw progress bars.
@@ -176,6 +190,7 @@ pub fn run() -> i32 {
         Command::Prune(a) => prune::run(&ctx, a),
         Command::Check(a) => check::run(&ctx, a),
         Command::Repair(a) => repair::run(&ctx, a),
+        Command::Key(a) => key::run(&ctx, a),
     };
     match res {
         Ok(code) => code,

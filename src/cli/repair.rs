@@ -20,7 +20,8 @@ enum What {
 pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
     let What::Index = a.what;
     let (path, _) = ctx.repo_path()?;
-    let s = Repository::rebuild_index(&path)
+    let key = ctx.master_key(&path)?;
+    let s = Repository::rebuild_index(&path, key)
         .with_context(|| format!("rebuilding the index of {}", path.display()))?;
     if !ctx.quiet {
         println!(

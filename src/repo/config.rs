@@ -4,10 +4,17 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::chunker::Profiles;
+use crate::crypto::MasterKey;
 use crate::error::{Error, Result};
 
-/// Repository format version written and read by this build.
+/// Repository format version of unencrypted repositories.
 pub const VERSION: u32 = 1;
+/// Repository format version of encrypted repositories.
+pub const VERSION_ENCRYPTED: u32 = 2;
+/// The cipher of encrypted repositories, as the config file names it.
+pub const CIPHER: &str = "xchacha20poly1305";
+/// Associated data of the sealed config.
+const CONFIG_AAD: &[u8] = b"snap config";
 /// Largest config file accepted on read.
 pub const MAX_LEN: u64 = 1 << 20;
 
@@ -28,23 +35,98 @@ pub struct Config {
     pub pack_size: u64,
 }
 
-impl Config {
-    /// Parses and validates a config file.
-    pub fn decode(b: &[u8]) -> Result<Config> {
+/// The outside of an encrypted repository's config file: what can be read without
+/// the key, and the sealed [`Config`].
+#[derive(Serialize, Deserialize)]
+struct SealedFile {
+    version: u32,
+    /// The repository id, also inside the seal (a key export names it).
+    id: String,
+    encryption: String,
+    /// The sealed config JSON, hex.
+    sealed: String,
+}
+
+/// A config file as read, before any key is at hand.
+pub enum ConfigFile {
+    /// An unencrypted repository's config.
+    Plain(Config),
+    /// An encrypted repository's: its id, and the sealed config.
+    Sealed {
+        /// Repository id.
+        id: String,
+        /// The sealed config.
+        sealed: Vec<u8>,
+    },
+}
+
+fn bad(e: impl std::fmt::Display) -> Error {
+    Error::corrupt("config", "config", e)
+}
+
+impl ConfigFile {
+    /// Parses a config file.
+    pub fn decode(b: &[u8]) -> Result<ConfigFile> {
         #[derive(Deserialize)]
         struct V {
             version: u32,
         }
-        let bad = |e: serde_json::Error| Error::corrupt("config", "config", e);
         let v: V = serde_json::from_slice(b).map_err(bad)?;
-        if v.version != VERSION {
+        match v.version {
+            VERSION => Ok(ConfigFile::Plain(Config::decode(b)?)),
+            VERSION_ENCRYPTED => {
+                let f: SealedFile = serde_json::from_slice(b).map_err(bad)?;
+                if f.encryption != CIPHER {
+                    return Err(bad(format!("unknown encryption {:?}", f.encryption)));
+                }
+                let sealed = hex::decode(&f.sealed).map_err(|_| bad("sealed config is not hex"))?;
+                Ok(ConfigFile::Sealed { id: f.id, sealed })
+            }
+            found => Err(Error::UnsupportedVersion {
+                what: "repository",
+                expected: VERSION_ENCRYPTED,
+                found,
+            }),
+        }
+    }
+
+    /// The config, opening a sealed one with `key`.
+    pub fn open(self, key: Option<&MasterKey>) -> Result<Config> {
+        match (self, key) {
+            (ConfigFile::Plain(c), None) => Ok(c),
+            (ConfigFile::Plain(_), Some(_)) => Err(Error::Invalid(
+                "the repository is not encrypted, but a key was given".into(),
+            )),
+            (ConfigFile::Sealed { .. }, None) => Err(Error::Invalid(
+                "the repository is encrypted and no key was given".into(),
+            )),
+            (ConfigFile::Sealed { id, sealed }, Some(k)) => {
+                let plain = k.open(CONFIG_AAD, &sealed).ok_or_else(|| {
+                    Error::Invalid(
+                        "the key does not open this repository's config (another repository's key, or the config was altered)".into(),
+                    )
+                })?;
+                let c = Config::decode(&plain)?;
+                if c.id != id || c.version != VERSION_ENCRYPTED {
+                    return Err(bad("the sealed config does not match its outside"));
+                }
+                Ok(c)
+            }
+        }
+    }
+}
+
+impl Config {
+    /// Parses and validates a config (the plain file, or the inside of a sealed one).
+    pub fn decode(b: &[u8]) -> Result<Config> {
+        let c: Config = serde_json::from_slice(b).map_err(bad)?;
+        if c.version != VERSION && c.version != VERSION_ENCRYPTED {
             return Err(Error::UnsupportedVersion {
                 what: "repository",
-                expected: VERSION,
-                found: v.version,
+                expected: VERSION_ENCRYPTED,
+                found: c.version,
             });
         }
-        let c: Config = serde_json::from_slice(b).map_err(bad)?;
         for p in [c.chunking.files, c.chunking.dump] {
             p.validate()
                 .map_err(|e| Error::corrupt("config", "config", e))?;
@@ -66,10 +148,20 @@ impl Config {
         Ok(c)
     }
 
-    /// Serializes as pretty JSON.
-    pub fn encode(&self) -> Vec<u8> {
+    /// Serializes as pretty JSON, sealed inside an outer file with `key`.
+    pub fn encode(&self, key: Option<&MasterKey>) -> Result<Vec<u8>> {
         let mut b = serde_json::to_vec_pretty(self).expect("config serializes");
         b.push(b'\n');
-        b
+        if let Some(k) = key {
+            let f = SealedFile {
+                version: VERSION_ENCRYPTED,
+                id: self.id.clone(),
+                encryption: CIPHER.into(),
+                sealed: hex::encode(k.seal(CONFIG_AAD, &b)?),
+            };
+            b = serde_json::to_vec_pretty(&f).expect("config serializes");
+            b.push(b'\n');
+        }
+        Ok(b)
     }
 }

@@ -14,6 +14,7 @@
 //! last. Anything unreferenced is garbage for prune, never damage.
 
 mod config;
+pub mod keys;
 mod lock;
 mod lookup;
 mod repack;
@@ -29,13 +30,14 @@ use std::sync::{Arc, Mutex};
 use chrono::Utc;
 use rayon::prelude::*;
 
-pub use self::config::{Config, VERSION};
+pub use self::config::{Config, ConfigFile, VERSION, VERSION_ENCRYPTED};
 pub use self::lock::{hostname, Lock};
 pub use self::lookup::PathLookup;
 pub use self::repack::Repacker;
 pub use self::saver::{Added, Saver};
 use crate::chunker::{ChunkParams, Profiles};
 use crate::compress::{self, Compression};
+use crate::crypto::{Kdf, MasterKey, OVERHEAD};
 use crate::error::{Error, IoContext, Result};
 use crate::id::Id;
 use crate::index::{BlobLoc, Index};
@@ -86,6 +88,19 @@ pub struct Repository {
     config: Config,
     index: Index,
     open_packs: Mutex<HashMap<Id, Arc<File>>>,
+    /// The master key of an encrypted repository.
+    key: Option<MasterKey>,
+}
+
+/// Associated data of a sealed snapshot record.
+const SNAPSHOT_AAD: &[u8] = b"snap snapshot";
+
+/// Associated data of a sealed blob: its id and kind.
+fn blob_aad(id: &Id, kind: pack::BlobKind) -> [u8; 33] {
+    let mut a = [0u8; 33];
+    a[..32].copy_from_slice(&id.0);
+    a[32] = kind as u8;
+    a
 }
 
 fn fsync_dir(dir: &Path) -> Result<()> {
@@ -104,9 +119,20 @@ fn read_capped(path: &Path, cap: u64) -> Result<Vec<u8>> {
     fs::read(path).at(path)
 }
 
-/// Reads and validates `<root>/config`.
-fn read_config(root: &Path) -> Result<Config> {
-    Config::decode(&read_capped(&root.join("config"), config::MAX_LEN)?)
+/// Reads `<root>/config`, not yet opened.
+fn read_config(root: &Path) -> Result<ConfigFile> {
+    let path = root.join("config");
+    if !path.exists() {
+        return Err(Error::NotFound {
+            what: "repository",
+            id: format!(
+                "{} (no config file; run `snap init --repo {}`)",
+                root.display(),
+                root.display()
+            ),
+        });
+    }
+    ConfigFile::decode(&read_capped(&path, config::MAX_LEN)?)
 }
 
 /// Writes `bytes` to `dest` durably and atomically: temp file in `tmp`, fsync, rename,
@@ -120,8 +146,28 @@ fn write_atomic(tmp: &Path, dest: &Path, bytes: &[u8]) -> Result<()> {
 }
 
 impl Repository {
-    /// Creates a repository at `root` (which must not exist or be empty).
+    /// Creates an unencrypted repository at `root` (which must not exist or be empty).
     pub fn init(root: &Path, opts: &InitOptions) -> Result<Repository> {
+        Repository::create(root, opts, None)
+    }
+
+    /// Creates an encrypted repository at `root` with a new random master key, wrapped
+    /// by `passphrase` in its first key file.
+    pub fn init_encrypted(
+        root: &Path,
+        opts: &InitOptions,
+        passphrase: &[u8],
+        kdf: Kdf,
+    ) -> Result<Repository> {
+        let key = MasterKey::generate()?;
+        Repository::create(root, opts, Some((key, passphrase, kdf)))
+    }
+
+    fn create(
+        root: &Path,
+        opts: &InitOptions,
+        encrypt: Option<(MasterKey, &[u8], Kdf)>,
+    ) -> Result<Repository> {
         for p in [opts.chunking.files, opts.chunking.dump] {
             p.validate().map_err(Error::Invalid)?;
         }
@@ -143,32 +189,48 @@ impl Repository {
         let mut id = [0u8; 32];
         getrandom::getrandom(&mut id).map_err(|e| Error::Invalid(format!("no randomness: {e}")))?;
         let config = Config {
-            version: VERSION,
+            version: if encrypt.is_some() {
+                VERSION_ENCRYPTED
+            } else {
+                VERSION
+            },
             id: hex::encode(id),
             created: Utc::now(),
             chunking: opts.chunking,
             compression_level: opts.compression_level,
             pack_size: opts.pack_size,
         };
-        write_atomic(&root.join("tmp"), &root.join("config"), &config.encode())?;
-        Repository::open(root)
+        let key = match encrypt {
+            Some((key, passphrase, kdf)) => {
+                keys::add(root, &key, passphrase, kdf)?;
+                Some(key)
+            }
+            None => None,
+        };
+        let bytes = config.encode(key.as_ref())?;
+        write_atomic(&root.join("tmp"), &root.join("config"), &bytes)?;
+        Repository::open_with(root, key)
     }
 
-    /// Opens the repository at `root`, bringing the index up to date with the snapshot
-    /// files (and rebuilding it from the packs when it is missing or unusable).
+    /// Whether the repository at `root` is encrypted (then it opens only with
+    /// [`Repository::open_with`] and its key); also the repository's id.
+    pub fn probe(root: &Path) -> Result<(bool, String)> {
+        Ok(match read_config(root)? {
+            ConfigFile::Plain(c) => (false, c.id),
+            ConfigFile::Sealed { id, .. } => (true, id),
+        })
+    }
+
+    /// Opens the unencrypted repository at `root`, bringing the index up to date with
+    /// the snapshot files (and rebuilding it from the packs when it is missing or
+    /// unusable).
     pub fn open(root: &Path) -> Result<Repository> {
-        let cfg_path = root.join("config");
-        if !cfg_path.exists() {
-            return Err(Error::NotFound {
-                what: "repository",
-                id: format!(
-                    "{} (no config file; run `snap init --repo {}`)",
-                    root.display(),
-                    root.display()
-                ),
-            });
-        }
-        let config = read_config(root)?;
+        Repository::open_with(root, None)
+    }
+
+    /// Opens the repository at `root` with its master key (`None`: unencrypted).
+    pub fn open_with(root: &Path, key: Option<MasterKey>) -> Result<Repository> {
+        let config = read_config(root)?.open(key.as_ref())?;
         let index_path = root.join(INDEX_FILE);
         let index = match Index::open(&index_path, &config.id)? {
             Some(i) => i,
@@ -188,6 +250,7 @@ impl Repository {
             config,
             index,
             open_packs: Mutex::new(HashMap::new()),
+            key,
         };
         if !repo.index.is_complete()? {
             let stats = repo.fill_index()?;
@@ -211,6 +274,32 @@ impl Repository {
     /// The config.
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    /// The master key of an encrypted repository.
+    pub fn key(&self) -> Option<&MasterKey> {
+        self.key.as_ref()
+    }
+
+    /// The id of a blob with these raw bytes: BLAKE3, keyed in encrypted repositories.
+    pub fn blob_id(&self, raw: &[u8]) -> Id {
+        match &self.key {
+            Some(k) => k.blob_id(raw),
+            None => Id::hash(raw),
+        }
+    }
+
+    /// Seals a blob's stored bytes in an encrypted repository.
+    pub(crate) fn seal_blob(
+        &self,
+        id: &Id,
+        kind: pack::BlobKind,
+        stored: &[u8],
+    ) -> Result<Vec<u8>> {
+        match &self.key {
+            Some(k) => k.seal(&blob_aad(id, kind), stored),
+            None => Ok(stored.to_vec()),
+        }
     }
 
     /// Chunk parameters of a profile.
@@ -279,9 +368,6 @@ impl Repository {
     /// id, for copying into a new pack unchanged.
     pub fn read_stored(&self, id: &Id, loc: &BlobLoc) -> Result<Vec<u8>> {
         let stored = self.fetch(id, loc)?;
-        if loc.compression == Compression::Raw {
-            return self.decode(id, loc, stored);
-        }
         self.decode(id, loc, stored.clone())?;
         Ok(stored)
     }
@@ -294,10 +380,15 @@ impl Repository {
             ChunkParams::MAX_CHUNK
         };
         let pack_name = format!("packs/{}", loc.pack);
+        let seal = if self.key.is_some() {
+            OVERHEAD as u32
+        } else {
+            0
+        };
         let sane = loc.raw_len <= cap
             && match loc.compression {
-                Compression::Raw => loc.stored_len == loc.raw_len,
-                Compression::Zstd => loc.stored_len <= loc.raw_len,
+                Compression::Raw => Some(loc.stored_len) == loc.raw_len.checked_add(seal),
+                Compression::Zstd => loc.stored_len <= loc.raw_len.saturating_add(seal),
             };
         if !sane {
             return Err(Error::corrupt(
@@ -318,15 +409,26 @@ impl Repository {
         Ok(stored)
     }
 
-    /// Decompresses stored bytes and checks that they hash to `id`.
+    /// Opens (encrypted repositories) and decompresses stored bytes, and checks that
+    /// they hash to `id`.
     fn decode(&self, id: &Id, loc: &BlobLoc, stored: Vec<u8>) -> Result<Vec<u8>> {
         let pack_name = format!("packs/{}", loc.pack);
+        let stored = match &self.key {
+            Some(k) => k.open(&blob_aad(id, loc.kind), &stored).ok_or_else(|| {
+                Error::corrupt(
+                    "blob",
+                    id,
+                    format!("in {pack_name} fails authentication (altered or damaged)"),
+                )
+            })?,
+            None => stored,
+        };
         let raw = match loc.compression {
             Compression::Raw => stored,
             Compression::Zstd => compress::decompress(&stored, loc.raw_len as usize)
                 .map_err(|e| Error::corrupt("blob", id, format!("in {pack_name}: {e}")))?,
         };
-        let actual = Id::hash(&raw);
+        let actual = self.blob_id(&raw);
         if actual != *id {
             return Err(Error::ChecksumMismatch {
                 what: format!("blob in {pack_name}"),
@@ -494,7 +596,10 @@ impl Repository {
 
     /// Records a snapshot: the file last, after everything it references is durable.
     pub fn save_snapshot(&self, snap: &Snapshot) -> Result<Id> {
-        let bytes = snap.encode();
+        let mut bytes = snap.encode();
+        if let Some(k) = &self.key {
+            bytes = k.seal(SNAPSHOT_AAD, &bytes)?;
+        }
         let id = Id::hash(&bytes);
         write_atomic(&self.tmp_dir(), &self.snapshot_path(&id), &bytes)?;
         self.index.add_snapshot(&id, snap, &bytes)?;
@@ -504,7 +609,20 @@ impl Repository {
     /// Reads and verifies snapshot `id`'s record file (not the index's copy of it).
     pub fn read_snapshot_file(&self, id: &Id) -> Result<Snapshot> {
         let path = self.snapshot_path(id);
-        Snapshot::decode(id, &read_capped(&path, crate::snapshot::MAX_LEN)?)
+        self.decode_snapshot(id, &read_capped(&path, crate::snapshot::MAX_LEN)?)
+    }
+
+    /// Verifies a snapshot record file's bytes against its name, opens them
+    /// (encrypted repositories) and parses them.
+    fn decode_snapshot(&self, id: &Id, b: &[u8]) -> Result<Snapshot> {
+        let Some(k) = &self.key else {
+            return Snapshot::decode(id, b);
+        };
+        crate::snapshot::check_id(id, b)?;
+        let plain = k.open(SNAPSHOT_AAD, b).ok_or_else(|| {
+            Error::corrupt("snapshot", id, "fails authentication (altered or damaged)")
+        })?;
+        Snapshot::parse(id, &plain)
     }
 
     /// All snapshots, oldest first.
@@ -512,7 +630,7 @@ impl Repository {
         self.index
             .snapshots()?
             .into_iter()
-            .map(|(id, rec)| Ok((id, Snapshot::decode(&id, &rec)?)))
+            .map(|(id, rec)| Ok((id, self.decode_snapshot(&id, &rec)?)))
             .collect()
     }
 
@@ -585,7 +703,7 @@ impl Repository {
         for id in on_disk.difference(&indexed) {
             let path = self.snapshot_path(id);
             let snap = read_capped(&path, crate::snapshot::MAX_LEN)
-                .and_then(|b| Ok((Snapshot::decode(id, &b)?, b)));
+                .and_then(|b| Ok((self.decode_snapshot(id, &b)?, b)));
             match snap {
                 Ok((snap, bytes)) => self.index.add_snapshot(id, &snap, &bytes)?,
                 Err(e) => {
@@ -630,7 +748,7 @@ impl Repository {
 
     /// The entries and file size of pack `id`, from its validated trailer.
     pub fn pack_trailer(&self, id: &Id) -> Result<(Vec<pack::PackEntry>, u64)> {
-        read_pack_trailer(&self.pack_path(id))
+        read_pack_trailer(&self.pack_path(id), self.key.as_ref())
     }
 
     /// The whole file of pack `id`.
@@ -654,7 +772,7 @@ impl Repository {
             if known.contains(&id) {
                 continue;
             }
-            let (entries, size) = read_pack_trailer(&path)?;
+            let (entries, size) = read_pack_trailer(&path, self.key.as_ref())?;
             self.index.add_pack(&id, size, &entries)?;
             found.push(id);
         }
@@ -704,8 +822,8 @@ impl Repository {
     /// lock. A usable index file is emptied in place (processes that opened it before
     /// the lock keep writing to the file everyone reads); an unusable one is replaced.
     /// Leftover temp files are removed too: no writer runs under the exclusive lock.
-    pub fn rebuild_index(root: &Path) -> Result<RebuildStats> {
-        let config = read_config(root)?;
+    pub fn rebuild_index(root: &Path, key: Option<MasterKey>) -> Result<RebuildStats> {
+        let config = read_config(root)?.open(key.as_ref())?;
         let _lock = Lock::acquire(&root.join("locks"), true, "repair index")?;
         let index_path = root.join(INDEX_FILE);
         let reused = match Index::open(&index_path, &config.id) {
@@ -725,6 +843,7 @@ impl Repository {
             index,
             config,
             open_packs: Mutex::new(HashMap::new()),
+            key,
         };
         repo.clean_tmp()?;
         let mut stats = repo.fill_index()?;
@@ -740,7 +859,7 @@ impl Repository {
         let blobs = std::sync::atomic::AtomicU64::new(0);
         let skipped = Mutex::new(Vec::new());
         paths.par_iter().try_for_each(|(id, path)| -> Result<()> {
-            match read_pack_trailer(path) {
+            match read_pack_trailer(path, self.key.as_ref()) {
                 Ok((entries, size)) => {
                     blobs.fetch_add(entries.len() as u64, std::sync::atomic::Ordering::Relaxed);
                     self.index.add_pack(id, size, &entries)
@@ -817,7 +936,7 @@ fn remove_index_files(root: &Path) -> Result<()> {
 }
 
 /// Reads and validates a pack's header and trailer; returns its entries and size.
-fn read_pack_trailer(path: &Path) -> Result<(Vec<pack::PackEntry>, u64)> {
+fn read_pack_trailer(path: &Path, key: Option<&MasterKey>) -> Result<(Vec<pack::PackEntry>, u64)> {
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -833,8 +952,11 @@ fn read_pack_trailer(path: &Path) -> Result<(Vec<pack::PackEntry>, u64)> {
     let mut footer = [0u8; pack::FOOTER_LEN];
     f.read_exact_at(&mut footer, len - pack::FOOTER_LEN as u64)
         .at(path)?;
-    let (start, n) = pack::decode_footer(&name, &footer, len)?;
+    let (start, n) = pack::decode_footer(&name, &footer, len, key.is_some())?;
     let mut entries = vec![0u8; n];
     f.read_exact_at(&mut entries, start).at(path)?;
-    Ok((pack::decode_entries(&name, &footer, &entries, len)?, len))
+    Ok((
+        pack::decode_entries(&name, &footer, &entries, len, key)?,
+        len,
+    ))
 }

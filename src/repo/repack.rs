@@ -43,7 +43,13 @@ impl<'r> Repacker<'r> {
         if slot.is_none() {
             let file = self.repo.new_pack_file()?;
             let path = file.path().to_path_buf();
-            *slot = Some(PackWriter::new(BufWriter::with_capacity(1 << 20, file)).at(&path)?);
+            *slot = Some(
+                PackWriter::new(
+                    BufWriter::with_capacity(1 << 20, file),
+                    self.repo.key.clone(),
+                )
+                .at(&path)?,
+            );
         }
         let w = slot.as_mut().expect("just opened");
         w.add(loc.kind, loc.compression, *id, loc.raw_len, &stored)

@@ -65,7 +65,7 @@ impl<'r> Saver<'r> {
 
     /// Stores `raw` unless the repository has it; returns its id.
     pub fn save(&self, kind: BlobKind, raw: &[u8]) -> Result<Id> {
-        let id = Id::hash(raw);
+        let id = self.repo.blob_id(raw);
         self.save_hashed(kind, id, raw)?;
         Ok(id)
     }
@@ -78,10 +78,13 @@ impl<'r> Saver<'r> {
         if !locked(&self.claimed).insert(id) {
             return Ok(());
         }
-        let (compression, stored) = match compress::compress(raw, self.level) {
+        let (compression, mut stored) = match compress::compress(raw, self.level) {
             Some(z) => (Compression::Zstd, Cow::Owned(z)),
             None => (Compression::Raw, Cow::Borrowed(raw)),
         };
+        if self.repo.key.is_some() {
+            stored = Cow::Owned(self.repo.seal_blob(&id, kind, &stored)?);
+        }
         let raw_len = u32::try_from(raw.len()).expect("blobs are capped far below 4 GiB");
         let slot = if kind.is_metadata() {
             &self.meta
@@ -93,7 +96,11 @@ impl<'r> Saver<'r> {
             if open.is_none() {
                 let file = self.repo.new_pack_file()?;
                 let path = file.path().to_path_buf();
-                let writer = PackWriter::new(BufWriter::with_capacity(1 << 20, file)).at(&path)?;
+                let writer = PackWriter::new(
+                    BufWriter::with_capacity(1 << 20, file),
+                    self.repo.key.clone(),
+                )
+                .at(&path)?;
                 *open = Some(OpenPack { writer });
             }
             let p = open.as_mut().expect("just opened");

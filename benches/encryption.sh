@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# encryption.sh: backup throughput of snap with and without encryption, next to restic
+# (always encrypted), on the same data.
+#
+# What it measures
+#   A source of SIZE_MB MiB, half incompressible (AES-CTR output) and half text that
+#   compresses about 4:1 (base64 of random bytes), in 64 MiB files. Each tool backs it up
+#   into a fresh repository RUNS times (a new repository each run, so all data is new);
+#   the median wall time gives the throughput. snap runs unencrypted and with
+#   `init --encrypt`; restic 0.14 with its defaults (encryption and compression auto).
+#   Everything is read from the page cache (the source is read once before timing).
+#
+# How to run
+#   CARGO_TARGET_DIR=/tmp/snap-target-bench cargo build --release
+#   SNAP=/tmp/snap-target-bench/release/snap bash benches/encryption.sh
+# Knobs: WORK (default /tmp/encryption-bench, wiped first), SNAP, RESTIC, SIZE_MB (1024),
+#   RUNS (3). Needs ~4x SIZE_MB free in WORK.
+set -euo pipefail
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+WORK=${WORK:-/tmp/encryption-bench}
+SNAP=${SNAP:-$HERE/target/release/snap}
+RESTIC=${RESTIC:-$(command -v restic)}
+SIZE_MB=${SIZE_MB:-1024}
+RUNS=${RUNS:-3}
+
+rm -rf "$WORK"
+mkdir -p "$WORK/src"
+unset SNAP_REPO RESTIC_REPOSITORY SNAP_PASSWORD_FILE SNAP_KEY_FILE
+export SNAP_PASSWORD=bench RESTIC_PASSWORD=bench RESTIC_CACHE_DIR=$WORK/cache-restic
+n=$((SIZE_MB / 64))
+for i in $(seq 1 "$n"); do
+    if [ $((i % 2)) = 1 ]; then
+        head -c $((64 << 20)) /dev/zero | openssl enc -aes-128-ctr -nosalt -pbkdf2 -pass "pass:$i" >"$WORK/src/r$i"
+    else
+        head -c $((48 << 20)) /dev/zero | openssl enc -aes-128-ctr -nosalt -pbkdf2 -pass "pass:$i" | base64 -w 76 >"$WORK/src/t$i"
+    fi
+done
+cat "$WORK/src"/* >/dev/null
+BYTES=$(du -sb "$WORK/src" | cut -f1)
+
+# median of the wall times of a tool's runs
+median() { sort -n | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'; }
+run() { # NAME INIT... -- BACKUP...
+    local name=$1; shift
+    local init=() backup=()
+    while [ "$1" != -- ]; do init+=("$1"); shift; done; shift
+    backup=("$@")
+    for r in $(seq 1 "$RUNS"); do
+        rm -rf "$WORK/repo"
+        "${init[@]}" >/dev/null 2>&1
+        /usr/bin/time -f "%e %M" -o "$WORK/t" "${backup[@]}" >/dev/null 2>&1
+        cat "$WORK/t" >>"$WORK/$name.times"
+    done
+}
+run snap-plain "$SNAP" --repo "$WORK/repo" init -- "$SNAP" --repo "$WORK/repo" backup -q "$WORK/src"
+run snap-encrypted "$SNAP" --repo "$WORK/repo" init --encrypt -- "$SNAP" --repo "$WORK/repo" backup -q "$WORK/src"
+run restic "$RESTIC" init --repo "$WORK/repo" -- "$RESTIC" --repo "$WORK/repo" backup -q "$WORK/src"
+
+{
+    echo "encryption.sh: $((BYTES >> 20)) MiB (half incompressible, half base64 text), median of $RUNS runs"
+    echo "  $("$SNAP" --version), $("$RESTIC" version | cut -d' ' -f1-2)"
+    printf '%-16s %8s %10s %12s\n' tool "wall s" "MiB/s" "peak RSS MB"
+    for t in snap-plain snap-encrypted restic; do
+        s=$(cut -d' ' -f1 "$WORK/$t.times" | median)
+        m=$(cut -d' ' -f2 "$WORK/$t.times" | median)
+        awk -v t="$t" -v s="$s" -v m="$m" -v b="$BYTES" \
+            'BEGIN { printf "%-16s %8.2f %10.0f %12.0f\n", t, s, b / 1048576 / s, m / 1024 }'
+    done
+} | tee "$WORK/summary.txt"

@@ -1,0 +1,191 @@
+//! `snap key` and the passphrases of encrypted repositories.
+
+use std::io::{IsTerminal, Write};
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+use snap::crypto::{Kdf, MasterKey};
+use snap::repo::{keys, Repository};
+use zeroize::Zeroizing;
+
+use super::Ctx;
+
+#[derive(clap::Args)]
+pub struct Args {
+    #[command(subcommand)]
+    what: What,
+}
+
+#[derive(clap::Subcommand)]
+enum What {
+    /// List the key files; * marks the one the passphrase opened
+    List,
+    /// Add a passphrase (from SNAP_NEW_PASSWORD, SNAP_NEW_PASSWORD_FILE or a prompt)
+    Add,
+    /// Remove a key file by id
+    Remove {
+        /// Key id, as `snap key list` shows it
+        id: String,
+    },
+    /// Replace the passphrase in use by a new one
+    Passwd,
+    /// Write the master key to FILE (mode 0600), for recovery with SNAP_KEY_FILE
+    Export {
+        /// The file to create
+        file: std::path::PathBuf,
+    },
+}
+
+/// A passphrase from environment variable `var`, the file named by `file_var`, or a
+/// prompt on the terminal (asked twice when `confirm`).
+pub fn passphrase(
+    prompt: &str,
+    var: &str,
+    file_var: &str,
+    confirm: bool,
+) -> Result<Zeroizing<String>> {
+    if let Some(v) = std::env::var_os(var) {
+        let v = v
+            .into_string()
+            .map_err(|_| anyhow::anyhow!("{var} is not UTF-8"))?;
+        return Ok(Zeroizing::new(v));
+    }
+    if let Some(f) = std::env::var_os(file_var) {
+        let text = Zeroizing::new(
+            std::fs::read_to_string(&f)
+                .with_context(|| format!("reading {file_var}={}", Path::new(&f).display()))?,
+        );
+        let line = text.lines().next().unwrap_or("");
+        return Ok(Zeroizing::new(line.to_string()));
+    }
+    if !std::io::stdin().is_terminal() {
+        bail!("the repository is encrypted: set {var} or {file_var}, or run on a terminal to be asked");
+    }
+    let first = Zeroizing::new(rpassword::prompt_password(prompt)?);
+    if confirm {
+        let again = Zeroizing::new(rpassword::prompt_password("again: ")?);
+        if *first != *again {
+            bail!("the two passphrases differ; nothing was changed");
+        }
+        if first.is_empty() {
+            bail!("an empty passphrase is not allowed");
+        }
+    }
+    Ok(first)
+}
+
+/// The master key of the encrypted repository `repo_id` at `path`: from the exported
+/// key file SNAP_KEY_FILE names, else from a passphrase. Returns the id of the key file
+/// the passphrase opened (none for an exported key).
+pub fn unlock(path: &Path, repo_id: &str) -> Result<(Option<String>, MasterKey)> {
+    if let Some(f) = std::env::var_os("SNAP_KEY_FILE") {
+        let b = std::fs::read(&f)
+            .with_context(|| format!("reading SNAP_KEY_FILE={}", Path::new(&f).display()))?;
+        let k = MasterKey::import(&b, repo_id)
+            .with_context(|| format!("SNAP_KEY_FILE={}", Path::new(&f).display()))?;
+        return Ok((None, k));
+    }
+    let pass = passphrase(
+        &format!("passphrase for {}: ", path.display()),
+        "SNAP_PASSWORD",
+        "SNAP_PASSWORD_FILE",
+        false,
+    )?;
+    let (id, k) = keys::unlock(path, pass.as_bytes())?;
+    Ok((Some(id), k))
+}
+
+fn new_passphrase() -> Result<Zeroizing<String>> {
+    passphrase(
+        "new passphrase: ",
+        "SNAP_NEW_PASSWORD",
+        "SNAP_NEW_PASSWORD_FILE",
+        true,
+    )
+}
+
+pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
+    let (path, _) = ctx.repo_path()?;
+    let (encrypted, repo_id) = Repository::probe(&path)
+        .with_context(|| format!("opening repository {}", path.display()))?;
+    if !encrypted {
+        bail!(
+            "repository {} is not encrypted: it has no keys (create an encrypted one with `snap init --encrypt`)",
+            path.display()
+        );
+    }
+    let (current, key) = unlock(&path, &repo_id)?;
+    // Proves the key opens this repository before any key file changes.
+    Repository::open_with(&path, Some(key.clone()))?;
+    match a.what {
+        What::List => {
+            println!(
+                "{:<1} {:<16}  {:<19}  {:<16}  user",
+                "", "id", "created (UTC)", "host"
+            );
+            for (id, f) in keys::list(&path)? {
+                println!(
+                    "{:<1} {:<16}  {:<19}  {:<16}  {}",
+                    if current.as_deref() == Some(&id) {
+                        "*"
+                    } else {
+                        ""
+                    },
+                    id,
+                    f.created.format("%Y-%m-%d %H:%M:%S"),
+                    f.host,
+                    f.user
+                );
+            }
+        }
+        What::Add => {
+            let pass = new_passphrase()?;
+            let id = keys::add(&path, &key, pass.as_bytes(), Kdf::default())?;
+            if !ctx.quiet {
+                println!("added key {id}");
+            }
+        }
+        What::Remove { id } => {
+            if current.as_deref() == Some(id.as_str()) {
+                bail!("key {id} is the one in use; open the repository with another passphrase to remove it (or use `snap key passwd`)");
+            }
+            keys::remove(&path, &id)?;
+            if !ctx.quiet {
+                println!("removed key {id}");
+            }
+        }
+        What::Passwd => {
+            let pass = new_passphrase()?;
+            let id = keys::add(&path, &key, pass.as_bytes(), Kdf::default())?;
+            if let Some(old) = &current {
+                keys::remove(&path, old)?;
+            }
+            if !ctx.quiet {
+                println!(
+                    "passphrase changed: key {id} replaces {}",
+                    current.as_deref().unwrap_or("none")
+                );
+            }
+        }
+        What::Export { file } => {
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&file)
+                .with_context(|| format!("creating {}", file.display()))?;
+            f.write_all(&key.export(&repo_id))
+                .and_then(|()| f.sync_all())
+                .with_context(|| format!("writing {}", file.display()))?;
+            if !ctx.quiet {
+                println!(
+                    "wrote the master key to {}: anyone with this file can read the repository; keep it offline, away from the repository",
+                    file.display()
+                );
+            }
+        }
+    }
+    Ok(0)
+}
+
+use std::os::unix::fs::OpenOptionsExt;

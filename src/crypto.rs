@@ -1,0 +1,305 @@
+//! Encryption at rest.
+//!
+//! An encrypted repository has one random master key: 32 bytes for XChaCha20-Poly1305
+//! and 32 bytes that key BLAKE3 for blob ids (so equal content in two repositories has
+//! unrelated ids). The master key is stored only wrapped, in key files, each sealed with
+//! a key derived from a passphrase by Argon2id; any key file's passphrase opens the
+//! repository. Every sealed object is `nonce (24 random bytes) | ciphertext | tag (16)`,
+//! with the object's identity as associated data, so an object moved to another place
+//! fails to open like a damaged one.
+
+use chacha20poly1305::aead::{Aead, AeadInPlace, KeyInit, Payload};
+use chacha20poly1305::{XChaCha20Poly1305, XNonce};
+use serde::{Deserialize, Serialize};
+use zeroize::{Zeroize, ZeroizeOnDrop};
+
+use crate::error::{Error, Result};
+use crate::id::Id;
+
+/// Nonce length.
+pub const NONCE_LEN: usize = 24;
+/// Bytes a sealed object has more than its plaintext: nonce and tag.
+pub const OVERHEAD: usize = NONCE_LEN + 16;
+
+fn random<const N: usize>() -> Result<[u8; N]> {
+    let mut b = [0u8; N];
+    getrandom::getrandom(&mut b).map_err(|e| Error::Invalid(format!("no randomness: {e}")))?;
+    Ok(b)
+}
+
+fn seal_with(key: &[u8; 32], aad: &[u8], plain: &[u8]) -> Result<Vec<u8>> {
+    let nonce: [u8; NONCE_LEN] = random()?;
+    // One copy: nonce and plaintext into the output, encrypted there, tag appended.
+    let mut out = Vec::with_capacity(plain.len() + OVERHEAD);
+    out.extend_from_slice(&nonce);
+    out.extend_from_slice(plain);
+    let tag = XChaCha20Poly1305::new(key.into())
+        .encrypt_in_place_detached(XNonce::from_slice(&nonce), aad, &mut out[NONCE_LEN..])
+        .map_err(|_| Error::Invalid("encryption failed".into()))?;
+    out.extend_from_slice(&tag);
+    Ok(out)
+}
+
+fn open_with(key: &[u8; 32], aad: &[u8], sealed: &[u8]) -> Option<Vec<u8>> {
+    if sealed.len() < OVERHEAD {
+        return None;
+    }
+    let (nonce, ct) = sealed.split_at(NONCE_LEN);
+    XChaCha20Poly1305::new(key.into())
+        .decrypt(XNonce::from_slice(nonce), Payload { msg: ct, aad })
+        .ok()
+}
+
+/// A repository's master key.
+#[derive(Clone, Zeroize, ZeroizeOnDrop)]
+pub struct MasterKey {
+    seal: [u8; 32],
+    ids: [u8; 32],
+}
+
+impl std::fmt::Debug for MasterKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("MasterKey(..)")
+    }
+}
+
+impl MasterKey {
+    /// A new random key.
+    pub fn generate() -> Result<MasterKey> {
+        Ok(MasterKey {
+            seal: random()?,
+            ids: random()?,
+        })
+    }
+
+    fn from_bytes(b: &[u8]) -> Option<MasterKey> {
+        (b.len() == 64).then(|| {
+            let mut k = MasterKey {
+                seal: [0; 32],
+                ids: [0; 32],
+            };
+            k.seal.copy_from_slice(&b[..32]);
+            k.ids.copy_from_slice(&b[32..]);
+            k
+        })
+    }
+
+    fn to_bytes(&self) -> Vec<u8> {
+        [&self.seal[..], &self.ids[..]].concat()
+    }
+
+    /// The id of a blob: BLAKE3 keyed with this repository's id key.
+    pub fn blob_id(&self, data: &[u8]) -> Id {
+        Id::from(blake3::keyed_hash(&self.ids, data))
+    }
+
+    /// Seals `plain`, bound to `aad`.
+    pub fn seal(&self, aad: &[u8], plain: &[u8]) -> Result<Vec<u8>> {
+        seal_with(&self.seal, aad, plain)
+    }
+
+    /// Opens what [`MasterKey::seal`] made with the same `aad`; `None` if it was
+    /// altered, truncated, moved or sealed with another key.
+    pub fn open(&self, aad: &[u8], sealed: &[u8]) -> Option<Vec<u8>> {
+        open_with(&self.seal, aad, sealed)
+    }
+
+    /// The key as an export file (`snap key export`): whoever has it can read the
+    /// repository, with or without a passphrase.
+    pub fn export(&self, repo_id: &str) -> Vec<u8> {
+        let mut b = serde_json::to_vec_pretty(&Exported {
+            snap_master_key: 1,
+            repo: repo_id.to_string(),
+            key: hex::encode(self.to_bytes()),
+        })
+        .expect("serializes");
+        b.push(b'\n');
+        b
+    }
+
+    /// Reads an export file; checks that it belongs to repository `repo_id`.
+    pub fn import(b: &[u8], repo_id: &str) -> Result<MasterKey> {
+        let bad = |why: &str| Error::Invalid(format!("not a snap key export file: {why}"));
+        let e: Exported = serde_json::from_slice(b).map_err(|e| bad(&e.to_string()))?;
+        if e.snap_master_key != 1 {
+            return Err(bad("unknown version"));
+        }
+        if e.repo != repo_id {
+            return Err(Error::Invalid(format!(
+                "the key file is for repository {}, not this one ({repo_id})",
+                e.repo
+            )));
+        }
+        let raw = hex::decode(&e.key).map_err(|_| bad("key is not hex"))?;
+        MasterKey::from_bytes(&raw).ok_or_else(|| bad("key is not 64 bytes"))
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct Exported {
+    snap_master_key: u32,
+    repo: String,
+    key: String,
+}
+
+/// Argon2id cost parameters.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Kdf {
+    /// Memory in KiB.
+    pub m_cost: u32,
+    /// Passes.
+    pub t_cost: u32,
+    /// Lanes.
+    pub p_cost: u32,
+}
+
+impl Default for Kdf {
+    /// 64 MiB, 3 passes, 1 lane: about half a second on one core of this machine.
+    fn default() -> Kdf {
+        Kdf {
+            m_cost: 64 * 1024,
+            t_cost: 3,
+            p_cost: 1,
+        }
+    }
+}
+
+impl Kdf {
+    fn derive(&self, passphrase: &[u8], salt: &[u8]) -> Result<[u8; 32]> {
+        let params = argon2::Params::new(self.m_cost, self.t_cost, self.p_cost, Some(32))
+            .map_err(|e| Error::Invalid(format!("Argon2id parameters: {e}")))?;
+        let mut out = [0u8; 32];
+        argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params)
+            .hash_password_into(passphrase, salt, &mut out)
+            .map_err(|e| Error::Invalid(format!("Argon2id: {e}")))?;
+        Ok(out)
+    }
+}
+
+/// A key file (`keys/<id>.json`): the master key sealed with a passphrase's key. Its
+/// other fields are bound to the seal as associated data, so no bit of it can change
+/// unnoticed.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct KeyFile {
+    /// Format version, 1.
+    pub version: u32,
+    /// When it was made.
+    pub created: chrono::DateTime<chrono::Utc>,
+    /// Where and by whom.
+    pub host: String,
+    /// Where and by whom.
+    pub user: String,
+    /// Argon2id parameters.
+    pub kdf: Kdf,
+    /// Argon2id salt, hex.
+    pub salt: String,
+    /// The sealed master key, hex.
+    pub wrapped: String,
+}
+
+impl KeyFile {
+    /// Wraps `master` with `passphrase`.
+    pub fn new(master: &MasterKey, passphrase: &[u8], kdf: Kdf) -> Result<KeyFile> {
+        let salt: [u8; 16] = random()?;
+        let mut f = KeyFile {
+            version: 1,
+            created: chrono::Utc::now(),
+            host: crate::repo::hostname(),
+            user: std::env::var("USER").unwrap_or_default(),
+            kdf,
+            salt: hex::encode(salt),
+            wrapped: String::new(),
+        };
+        let mut k = kdf.derive(passphrase, &salt)?;
+        let sealed = seal_with(&k, &f.aad(), &master.to_bytes());
+        k.zeroize();
+        f.wrapped = hex::encode(sealed?);
+        Ok(f)
+    }
+
+    /// The associated data: every field but `wrapped`.
+    fn aad(&self) -> Vec<u8> {
+        let mut f = self.clone();
+        f.wrapped.clear();
+        serde_json::to_vec(&f).expect("serializes")
+    }
+
+    /// The master key, if `passphrase` is this file's; `None` if it is not (or the file
+    /// was altered).
+    pub fn unlock(&self, passphrase: &[u8]) -> Result<Option<MasterKey>> {
+        let bad = |why: &str| Error::corrupt("key file", "keys", why.to_string());
+        if self.version != 1 {
+            return Err(bad("unknown version"));
+        }
+        let salt = hex::decode(&self.salt).map_err(|_| bad("salt is not hex"))?;
+        let wrapped = hex::decode(&self.wrapped).map_err(|_| bad("wrapped key is not hex"))?;
+        let mut k = self.kdf.derive(passphrase, &salt)?;
+        let opened = open_with(&k, &self.aad(), &wrapped);
+        k.zeroize();
+        Ok(opened.and_then(|mut b| {
+            let m = MasterKey::from_bytes(&b);
+            b.zeroize();
+            m
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FAST: Kdf = Kdf {
+        m_cost: 64,
+        t_cost: 1,
+        p_cost: 1,
+    };
+
+    #[test]
+    fn seal_open_and_binding() {
+        let k = MasterKey::generate().unwrap();
+        let s = k.seal(b"here", b"secret").unwrap();
+        assert_eq!(s.len(), 6 + OVERHEAD);
+        assert_eq!(k.open(b"here", &s).unwrap(), b"secret");
+        assert!(k.open(b"there", &s).is_none(), "moved objects fail");
+        for i in 0..s.len() {
+            let mut t = s.clone();
+            t[i] ^= 0x01;
+            assert!(k.open(b"here", &t).is_none(), "flip at {i} passed");
+        }
+        assert!(k.open(b"here", &s[..s.len() - 1]).is_none());
+        let other = MasterKey::generate().unwrap();
+        assert!(other.open(b"here", &s).is_none());
+        assert_ne!(k.blob_id(b"x"), other.blob_id(b"x"), "ids are keyed");
+        assert_ne!(k.blob_id(b"x"), Id::hash(b"x"));
+    }
+
+    #[test]
+    fn key_files_wrap_and_detect_tampering() {
+        let m = MasterKey::generate().unwrap();
+        let f = KeyFile::new(&m, b"correct horse", FAST).unwrap();
+        let got = f.unlock(b"correct horse").unwrap().unwrap();
+        assert_eq!(got.to_bytes(), m.to_bytes());
+        assert!(f.unlock(b"wrong").unwrap().is_none());
+        let mut g = f.clone();
+        g.host.push('x');
+        assert!(
+            g.unlock(b"correct horse").unwrap().is_none(),
+            "metadata is bound"
+        );
+        let mut h = f.clone();
+        h.kdf.t_cost = 2;
+        assert!(h.unlock(b"correct horse").unwrap().is_none());
+    }
+
+    #[test]
+    fn exports_round_trip_for_their_repository_only() {
+        let m = MasterKey::generate().unwrap();
+        let e = m.export("repo-a");
+        assert_eq!(
+            MasterKey::import(&e, "repo-a").unwrap().to_bytes(),
+            m.to_bytes()
+        );
+        assert!(MasterKey::import(&e, "repo-b").is_err());
+        assert!(MasterKey::import(b"{}", "repo-a").is_err());
+    }
+}

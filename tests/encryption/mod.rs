@@ -1,0 +1,316 @@
+//! Encrypted repositories through the real binary: nothing readable at rest, every
+//! altered file detected and named, passphrases managed without losing access.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use predicates::prelude::*;
+
+use crate::util::{random_bytes, restored, Env};
+
+const PASS: &str = "correct horse battery staple";
+
+/// `snap --repo <repo> ARGS` with passphrase `pass`.
+fn snap(env: &Env, pass: &str, args: &[&str]) -> assert_cmd::Command {
+    let mut c = env.snap(args);
+    c.env("SNAP_PASSWORD", pass)
+        .env_remove("SNAP_PASSWORD_FILE")
+        .env_remove("SNAP_KEY_FILE");
+    c
+}
+
+fn files(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(files(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out.sort();
+    out
+}
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
+}
+
+/// Restores the latest snapshot and asserts it holds `src` as it is.
+fn assert_restores(env: &Env, src: &Path) {
+    let out = env.path("out");
+    snap(
+        env,
+        PASS,
+        &["restore", "latest", "--target", out.to_str().unwrap()],
+    )
+    .assert()
+    .success();
+    crate::util::assert_same_tree(src, &restored(&out, src));
+    fs::remove_dir_all(&out).unwrap();
+}
+
+/// An encrypted repository with one snapshot of `src`: a marker-filled text file with
+/// a marker name, random data, and a command's output.
+fn encrypted(env: &Env) -> PathBuf {
+    snap(env, PASS, &["init", "--encrypt"])
+        .assert()
+        .success()
+        .stderr(predicate::str::contains("snap key export"));
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(
+        src.join("plainname-marker.txt"),
+        "PLAINTEXT-MARKER ".repeat(4000),
+    )
+    .unwrap();
+    fs::write(src.join("rand.bin"), random_bytes(3 << 20, "enc")).unwrap();
+    snap(
+        env,
+        PASS,
+        &[
+            "backup",
+            src.to_str().unwrap(),
+            "--command",
+            "echo STREAM-MARKER-42",
+            "--as",
+            "db/streamname-marker.sql",
+        ],
+    )
+    .assert()
+    .success();
+    src
+}
+
+#[test]
+fn no_plaintext_of_the_sources_is_anywhere_in_the_repository() {
+    let env = Env::new();
+    let src = encrypted(&env);
+    snap(&env, PASS, &["check", "--read-data"])
+        .assert()
+        .success();
+    let text = fs::read(src.join("plainname-marker.txt")).unwrap();
+    let needles: Vec<Vec<u8>> = vec![
+        b"PLAINTEXT-MARKER".to_vec(),
+        b"plainname-marker".to_vec(),
+        b"STREAM-MARKER-42".to_vec(),
+        b"streamname-marker".to_vec(),
+        src.to_str().unwrap().as_bytes().to_vec(),
+        // The unkeyed id of the text file's one chunk, raw and as hex.
+        blake3::hash(&text).as_bytes().to_vec(),
+        blake3::hash(&text).to_hex().as_bytes().to_vec(),
+    ];
+    let all = files(&env.repo());
+    assert!(all.iter().any(|p| p.ends_with("index.sqlite")));
+    for f in &all {
+        let b = fs::read(f).unwrap();
+        for n in &needles {
+            assert!(
+                !contains(&b, n),
+                "{} holds {:?}",
+                f.display(),
+                String::from_utf8_lossy(n)
+            );
+        }
+    }
+    // The same data unencrypted does show its ids: the scan can find things.
+    let plain = Env::new();
+    plain.init();
+    plain.backup_json(&[src.to_str().unwrap()]);
+    let id = blake3::hash(&text);
+    assert!(files(&plain.repo())
+        .iter()
+        .any(|f| contains(&fs::read(f).unwrap(), id.as_bytes())));
+
+    assert_restores(&env, &src);
+}
+
+#[test]
+fn a_wrong_or_missing_passphrase_is_a_clear_error_and_writes_nothing() {
+    let env = Env::new();
+    encrypted(&env);
+    let out = env.path("out");
+    snap(
+        &env,
+        "wrong",
+        &["restore", "latest", "--target", out.to_str().unwrap()],
+    )
+    .assert()
+    .code(1)
+    .stderr(predicate::str::contains("wrong passphrase"));
+    assert!(!out.exists(), "a failed unlock wrote to the target");
+    let mut c = env.snap(&["list"]);
+    c.env_remove("SNAP_PASSWORD")
+        .env_remove("SNAP_PASSWORD_FILE")
+        .env_remove("SNAP_KEY_FILE")
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("set SNAP_PASSWORD"));
+    // A passphrase file works like the variable.
+    let pw = env.path("pw");
+    fs::write(&pw, format!("{PASS}\n")).unwrap();
+    let mut c = env.snap(&["list"]);
+    c.env_remove("SNAP_PASSWORD")
+        .env("SNAP_PASSWORD_FILE", &pw)
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("1 snapshots"));
+}
+
+#[test]
+fn a_flipped_bit_in_any_repository_file_is_detected_and_named() {
+    let env = Env::new();
+    encrypted(&env);
+    snap(&env, PASS, &["check", "--read-data"])
+        .assert()
+        .success();
+    let repo = env.repo();
+    let targets: Vec<PathBuf> = files(&repo)
+        .into_iter()
+        .filter(|p| {
+            let rel = p.strip_prefix(&repo).unwrap();
+            rel == Path::new("config")
+                || ["packs", "snapshots", "keys"]
+                    .iter()
+                    .any(|d| rel.starts_with(d))
+        })
+        .collect();
+    assert!(targets.len() >= 5, "{targets:?}");
+    for f in targets {
+        let good = fs::read(&f).unwrap();
+        for at in [good.len() / 2, 20, good.len() - 3] {
+            let mut bad = good.clone();
+            bad[at] ^= 0x04;
+            fs::write(&f, &bad).unwrap();
+            let out = snap(&env, PASS, &["check", "--read-data"])
+                .output()
+                .unwrap();
+            let said = format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let name = f.file_name().unwrap().to_str().unwrap();
+            let name = name.strip_suffix(".json").unwrap_or(name);
+            assert!(
+                !out.status.success() && said.contains(name),
+                "bit flip at {at} of {} went unnoticed or unnamed: {said}",
+                f.display()
+            );
+            fs::write(&f, &good).unwrap();
+        }
+    }
+    snap(&env, PASS, &["check", "--read-data"])
+        .assert()
+        .success();
+}
+
+#[test]
+fn keys_add_list_remove_passwd_and_export_round_trip() {
+    let env = Env::new();
+    let src = encrypted(&env);
+    snap(&env, PASS, &["key", "add"])
+        .env("SNAP_NEW_PASSWORD", "second")
+        .assert()
+        .success();
+    let list = snap(&env, "second", &["key", "list"]).output().unwrap();
+    let text = String::from_utf8_lossy(&list.stdout).to_string();
+    let ids: Vec<(bool, String)> = text
+        .lines()
+        .skip(1)
+        .map(|l| (l.starts_with('*'), l[2..18].to_string()))
+        .collect();
+    assert_eq!(ids.len(), 2, "{text}");
+    let first = ids.iter().find(|(cur, _)| !cur).unwrap().1.clone();
+    let second = ids.iter().find(|(cur, _)| *cur).unwrap().1.clone();
+    // The key in use cannot be removed; the other can.
+    snap(&env, "second", &["key", "remove", &second])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("in use"));
+    snap(&env, "second", &["key", "remove", &first])
+        .assert()
+        .success();
+    snap(&env, PASS, &["list"])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("wrong passphrase"));
+    // The last key cannot be removed, even by its own name from an exported key.
+    let exported = env.path("master.key");
+    snap(
+        &env,
+        "second",
+        &["key", "export", exported.to_str().unwrap()],
+    )
+    .assert()
+    .success();
+    snap(
+        &env,
+        "second",
+        &["key", "export", exported.to_str().unwrap()],
+    )
+    .assert()
+    .code(1);
+    let mut c = env.snap(&["key", "remove", &second]);
+    c.env_remove("SNAP_PASSWORD")
+        .env("SNAP_KEY_FILE", &exported)
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("last key"));
+    // passwd replaces the passphrase in use.
+    snap(&env, "second", &["key", "passwd"])
+        .env("SNAP_NEW_PASSWORD", "third")
+        .assert()
+        .success();
+    snap(&env, "second", &["list"]).assert().code(1);
+    snap(&env, "third", &["list"]).assert().success();
+    // With every passphrase forgotten, the exported key still reads everything.
+    let out = env.path("out");
+    let mut c = env.snap(&["restore", "latest", "--target", out.to_str().unwrap()]);
+    c.env_remove("SNAP_PASSWORD")
+        .env("SNAP_KEY_FILE", &exported)
+        .assert()
+        .success();
+    crate::util::assert_same_tree(&src, &restored(&out, &src));
+    // Another repository's key is refused by name.
+    let other = Env::new();
+    snap(&other, "x", &["init", "--encrypt"]).assert().success();
+    let mut c = other.snap(&["list"]);
+    c.env_remove("SNAP_PASSWORD")
+        .env("SNAP_KEY_FILE", &exported)
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("is for repository"));
+}
+
+#[test]
+fn an_encrypted_repository_is_pruned_and_repaired_like_any_other() {
+    let env = Env::new();
+    let src = encrypted(&env);
+    fs::remove_file(src.join("rand.bin")).unwrap();
+    fs::write(src.join("new.bin"), random_bytes(1 << 20, "new")).unwrap();
+    snap(&env, PASS, &["backup", src.to_str().unwrap()])
+        .assert()
+        .success();
+    snap(
+        &env,
+        PASS,
+        &[
+            "forget",
+            "--keep-last",
+            "1",
+            "--prune",
+            "--max-unused",
+            "0%",
+        ],
+    )
+    .assert()
+    .success();
+    fs::remove_file(env.repo().join("index.sqlite")).unwrap();
+    snap(&env, PASS, &["repair", "index"]).assert().success();
+    snap(&env, PASS, &["check", "--read-data"])
+        .assert()
+        .success();
+    assert_restores(&env, &src);
+}
