@@ -5,8 +5,8 @@
 # What it measures
 #   A source of SIZE_MB MiB, half incompressible (AES-CTR output) and half text that
 #   compresses about 4:1 (base64 of random bytes), in 64 MiB files. Each tool backs it up
-#   into a fresh repository RUNS times (a new repository each run, so all data is new);
-#   the median wall time gives the throughput. snap runs unencrypted and with
+#   into a fresh repository RUNS times (a new repository each run, so all data is new;
+#   the tools take turns within a run); the median wall time gives the throughput. snap runs unencrypted and with
 #   `init --encrypt`; restic 0.14 with its defaults (encryption and compression auto).
 #   Everything is read from the page cache (the source is read once before timing).
 #
@@ -41,21 +41,22 @@ BYTES=$(du -sb "$WORK/src" | cut -f1)
 
 # median of the wall times of a tool's runs
 median() { sort -n | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'; }
-run() { # NAME INIT... -- BACKUP...
+# once NAME INIT... -- BACKUP...: a fresh repository, then one timed backup.
+once() {
     local name=$1; shift
-    local init=() backup=()
+    local init=()
     while [ "$1" != -- ]; do init+=("$1"); shift; done; shift
-    backup=("$@")
-    for r in $(seq 1 "$RUNS"); do
-        rm -rf "$WORK/repo"
-        "${init[@]}" >/dev/null 2>&1
-        /usr/bin/time -f "%e %M" -o "$WORK/t" "${backup[@]}" >/dev/null 2>&1
-        cat "$WORK/t" >>"$WORK/$name.times"
-    done
+    rm -rf "$WORK/repo"
+    "${init[@]}" >/dev/null 2>&1
+    /usr/bin/time -f "%e %M" -o "$WORK/t" "$@" >/dev/null 2>&1
+    cat "$WORK/t" >>"$WORK/$name.times"
 }
-run snap-plain "$SNAP" --repo "$WORK/repo" init -- "$SNAP" --repo "$WORK/repo" backup -q "$WORK/src"
-run snap-encrypted "$SNAP" --repo "$WORK/repo" init --encrypt -- "$SNAP" --repo "$WORK/repo" backup -q "$WORK/src"
-run restic "$RESTIC" init --repo "$WORK/repo" -- "$RESTIC" --repo "$WORK/repo" backup -q "$WORK/src"
+# The tools take turns within each run, so the machine's drift hits all alike.
+for r in $(seq 1 "$RUNS"); do
+    once snap-plain "$SNAP" --repo "$WORK/repo" init -- "$SNAP" --repo "$WORK/repo" backup -q "$WORK/src"
+    once snap-encrypted "$SNAP" --repo "$WORK/repo" init --encrypt -- "$SNAP" --repo "$WORK/repo" backup -q "$WORK/src"
+    once restic "$RESTIC" init --repo "$WORK/repo" -- "$RESTIC" --repo "$WORK/repo" backup -q "$WORK/src"
+done
 
 {
     echo "encryption.sh: $((BYTES >> 20)) MiB (half incompressible, half base64 text), median of $RUNS runs"
