@@ -213,14 +213,20 @@ pub struct KeyFile {
 }
 
 impl KeyFile {
-    /// Wraps `master` with `passphrase`.
-    pub fn new(master: &MasterKey, passphrase: &[u8], kdf: Kdf) -> Result<KeyFile> {
+    /// Wraps `master` with `passphrase`, recording who made it.
+    pub fn new(
+        master: &MasterKey,
+        passphrase: &[u8],
+        kdf: Kdf,
+        host: String,
+        user: String,
+    ) -> Result<KeyFile> {
         let salt: [u8; 16] = random()?;
         let mut f = KeyFile {
             version: 1,
             created: chrono::Utc::now(),
-            host: crate::repo::hostname(),
-            user: std::env::var("USER").unwrap_or_default(),
+            host,
+            user,
             kdf,
             salt: hex::encode(salt),
             wrapped: String::new(),
@@ -322,7 +328,7 @@ mod tests {
     #[test]
     fn key_files_wrap_and_detect_tampering() {
         let m = MasterKey::generate().unwrap();
-        let f = KeyFile::new(&m, b"correct horse", FAST).unwrap();
+        let f = KeyFile::new(&m, b"correct horse", FAST, "h".into(), "u".into()).unwrap();
         let got = f.unlock(b"correct horse").unwrap().unwrap();
         assert_eq!(got.to_bytes(), m.to_bytes());
         assert!(f.unlock(b"wrong").unwrap().is_none());

@@ -60,7 +60,8 @@ pub fn unlock(root: &Path, passphrase: &[u8]) -> Result<(String, MasterKey)> {
 
 /// Adds a key file for `passphrase`; returns its id.
 pub fn add(root: &Path, master: &MasterKey, passphrase: &[u8], kdf: Kdf) -> Result<String> {
-    let f = KeyFile::new(master, passphrase, kdf)?;
+    let user = std::env::var("USER").unwrap_or_default();
+    let f = KeyFile::new(master, passphrase, kdf, super::hostname(), user)?;
     let mut id = [0u8; 8];
     getrandom::getrandom(&mut id).map_err(|e| Error::Invalid(format!("no randomness: {e}")))?;
     let id = hex::encode(id);
