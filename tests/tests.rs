@@ -249,6 +249,47 @@ mod dedup {
 mod commands {
     use super::*;
 
+    /// Completion scripts and man pages come from the clap definitions: every
+    /// subcommand is in them, and bash accepts its script.
+    #[test]
+    fn completions_and_man_pages_cover_every_subcommand() {
+        let env = Env::new();
+        let subcommands = [
+            "backup", "restore", "forget", "prune", "check", "key", "export",
+        ];
+        for shell in ["bash", "zsh", "fish"] {
+            let out = env.snap(&["completions", shell]).output().unwrap();
+            assert!(out.status.success());
+            let text = String::from_utf8(out.stdout).unwrap();
+            for c in subcommands {
+                assert!(text.contains(c), "{shell} completions lack {c}");
+            }
+            if shell == "bash" {
+                let script = env.path("snap.bash");
+                fs::write(&script, &text).unwrap();
+                let ok = std::process::Command::new("bash")
+                    .arg("-n")
+                    .arg(&script)
+                    .status()
+                    .unwrap();
+                assert!(ok.success(), "bash rejects the completion script");
+                assert!(text.contains("complete -F _snap"));
+            }
+        }
+        env.snap(&["man"])
+            .assert()
+            .success()
+            .stdout(predicate::str::starts_with(".ie").and(predicate::str::contains(".TH snap 1")));
+        let dir = env.path("man");
+        env.snap(&["man", "--dir", dir.to_str().unwrap()])
+            .assert()
+            .success();
+        for c in subcommands {
+            assert!(dir.join(format!("snap-{c}.1")).exists(), "no page for {c}");
+        }
+        env.snap(&["completions", "tcsh"]).assert().code(2);
+    }
+
     #[test]
     fn failing_command_records_no_snapshot() {
         let env = Env::new();

@@ -15,6 +15,7 @@ mod ls;
 mod prune;
 mod repair;
 mod restore;
+mod shell;
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -74,6 +75,10 @@ enum Command {
     Repair(repair::Args),
     /// Manage the passphrases of an encrypted repository
     Key(key::Args),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell)
+    Completions(shell::CompletionsArgs),
+    /// Print the man page, or write every page into a directory
+    Man(shell::ManArgs),
 }
 
 /// Global settings every subcommand sees.
@@ -191,6 +196,8 @@ pub fn run() -> i32 {
         Command::Check(a) => check::run(&ctx, a),
         Command::Repair(a) => repair::run(&ctx, a),
         Command::Key(a) => key::run(&ctx, a),
+        Command::Completions(a) => shell::completions(a),
+        Command::Man(a) => shell::man(a),
     };
     match res {
         Ok(code) => code,
