@@ -35,6 +35,7 @@ pub mod check;
 pub mod chunker;
 pub mod compress;
 pub mod crypto;
+pub mod diff;
 pub mod error;
 pub mod export;
 pub mod id;

@@ -291,6 +291,60 @@ mod commands {
     }
 
     #[test]
+    fn diff_lists_added_removed_changed_and_metadata_only_entries() {
+        let env = Env::new();
+        env.init();
+        let src = env.path("src");
+        fs::create_dir_all(src.join("same/deep")).unwrap();
+        fs::create_dir_all(src.join("gone")).unwrap();
+        fs::write(src.join("same/deep/f"), b"unchanged").unwrap();
+        fs::write(src.join("gone/x"), b"x").unwrap();
+        fs::write(src.join("edit.txt"), b"before").unwrap();
+        fs::write(src.join("mode.sh"), b"#!/bin/sh\n").unwrap();
+        let a = env.backup_json(&[src.to_str().unwrap()]);
+        fs::remove_dir_all(src.join("gone")).unwrap();
+        fs::write(src.join("new.txt"), b"brand new file").unwrap();
+        fs::write(src.join("edit.txt"), b"after, longer").unwrap();
+        fs::set_permissions(src.join("mode.sh"), fs::Permissions::from_mode(0o755)).unwrap();
+        let b = env.backup_json(&[src.to_str().unwrap()]);
+        let (a, b) = (a["id"].as_str().unwrap(), b["id"].as_str().unwrap());
+        let out = env.snap(&["diff", a, b, "--json"]).output().unwrap();
+        assert!(out.status.success());
+        let got: Vec<(String, String)> = String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).unwrap();
+                let path = v["path"].as_str().unwrap();
+                let rel = path.rsplit_once("/src/").map_or(path, |(_, r)| r);
+                (v["change"].as_str().unwrap().to_string(), rel.to_string())
+            })
+            .collect();
+        let want: Vec<(String, String)> = [
+            ("modified", "edit.txt"),
+            ("removed", "gone"),
+            ("removed", "gone/x"),
+            ("metadata", "mode.sh"),
+            ("added", "new.txt"),
+        ]
+        .iter()
+        .map(|(c, p)| (c.to_string(), p.to_string()))
+        .collect();
+        assert_eq!(got, want);
+        env.snap(&["diff", a, b]).assert().success().stdout(
+            predicate::str::contains("M ")
+                .and(predicate::str::contains("6 B -> 13 B"))
+                .and(predicate::str::contains(
+                    "1 added, 2 removed, 1 changed, 1 metadata only",
+                )),
+        );
+        env.snap(&["diff", a, a])
+            .assert()
+            .success()
+            .stdout(predicate::str::contains("0 added, 0 removed"));
+    }
+
+    #[test]
     fn failing_command_records_no_snapshot() {
         let env = Env::new();
         env.init();
@@ -1710,6 +1764,19 @@ mod db {
              CREATE TABLE refunds (id int, reason text); INSERT INTO refunds VALUES (1, 'late');",
         );
         let day2 = env.backup_json(&["--pg", &dsn]);
+        // diff names the tables whose data changed, and the new one; the toc changed.
+        let diff = env
+            .snap(&["diff", day1["id"].as_str().unwrap(), "latest"])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&diff.stdout);
+        assert!(
+            diff.status.success()
+                && text.contains("(table public.orders)")
+                && text.contains("(table public.refunds)")
+                && text.contains("M /db/shop/toc.dat"),
+            "{text}"
+        );
         let (a1, a2) = (
             day1["summary"]["bytes_added"].as_u64().unwrap(),
             day2["summary"]["bytes_added"].as_u64().unwrap(),

@@ -5,6 +5,7 @@
 mod backup;
 mod cat;
 mod check;
+mod diff;
 mod export;
 mod forget;
 mod import;
@@ -65,6 +66,8 @@ enum Command {
     Export(export::Args),
     /// Import .ngwbackup archives, one snapshot each, deduplicated
     Import(import::Args),
+    /// Show what changed between two snapshots (tables of pg_dump directory dumps named)
+    Diff(diff::Args),
     /// Remove snapshots by a retention policy (then, with --prune, their data)
     Forget(forget::Args),
     /// Delete data no snapshot needs; rewrite packs that are mostly garbage
@@ -191,6 +194,7 @@ pub fn run() -> i32 {
         Command::Restore(a) => restore::run(&ctx, a),
         Command::Export(a) => export::run(&ctx, a),
         Command::Import(a) => import::run(&ctx, a),
+        Command::Diff(a) => diff::run(&ctx, a),
         Command::Forget(a) => forget::run(&ctx, a),
         Command::Prune(a) => prune::run(&ctx, a),
         Command::Check(a) => check::run(&ctx, a),
