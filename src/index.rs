@@ -78,6 +78,21 @@ pub struct PackUsage {
     pub live_bytes: u64,
 }
 
+/// What the repository holds, by the index.
+#[derive(Clone, Copy, Debug, Default, serde::Serialize)]
+pub struct Totals {
+    /// Pack files.
+    pub packs: u64,
+    /// Their total size.
+    pub pack_bytes: u64,
+    /// Distinct blobs.
+    pub blobs: u64,
+    /// Their raw (uncompressed) bytes: the deduplicated size.
+    pub raw_bytes: u64,
+    /// Their stored bytes.
+    pub stored_bytes: u64,
+}
+
 /// An open index.
 pub struct Index {
     path: PathBuf,
@@ -431,6 +446,32 @@ impl Index {
         rows.into_iter()
             .map(|(name, size, verified)| Ok((self.id_of(&name)?, size as u64, verified)))
             .collect()
+    }
+
+    /// Repository totals: packs, their bytes, blobs, the blobs' raw and stored bytes.
+    pub fn totals(&self) -> Result<Totals> {
+        let c = self.conn();
+        let (packs, pack_bytes) = c
+            .query_row(
+                "SELECT count(*), coalesce(sum(size), 0) FROM packs",
+                [],
+                |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)),
+            )
+            .map_err(|e| self.err(e))?;
+        let (blobs, raw, stored) = c
+            .query_row(
+                "SELECT count(*), coalesce(sum(raw_len), 0), coalesce(sum(stored_len), 0) FROM blobs",
+                [],
+                |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?)),
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(Totals {
+            packs: packs as u64,
+            pack_bytes: pack_bytes as u64,
+            blobs: blobs as u64,
+            raw_bytes: raw as u64,
+            stored_bytes: stored as u64,
+        })
     }
 
     /// Records that `check` read `pack` whole and found it intact.

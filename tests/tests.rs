@@ -345,6 +345,39 @@ mod commands {
     }
 
     #[test]
+    fn stats_report_dedup_and_growth() {
+        let env = Env::new();
+        env.init();
+        let src = env.path("src");
+        fs::create_dir_all(&src).unwrap();
+        fs::write(src.join("a"), random_bytes(2 << 20, "a")).unwrap();
+        env.backup_json(&[src.to_str().unwrap()]);
+        env.backup_json(&[src.to_str().unwrap()]);
+        fs::write(src.join("b"), random_bytes(1 << 20, "b")).unwrap();
+        env.backup_json(&[src.to_str().unwrap()]);
+        let out = env.snap(&["stats", "--json"]).output().unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(v["snapshots"], 3);
+        // 2 + 2 + 3 MiB in the snapshots, 3 MiB stored once.
+        assert_eq!(v["logical_bytes"], 7 << 20);
+        let raw = v["repository"]["raw_bytes"].as_u64().unwrap();
+        assert!((3 << 20..(3 << 20) + 4096).contains(&raw), "{v}");
+        let added: Vec<u64> = v["per_snapshot"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["bytes_added"].as_u64().unwrap())
+            .collect();
+        assert!(
+            added[0] > 2 << 20 && added[1] < 4096 && added[2] > 1 << 20,
+            "{added:?}"
+        );
+        env.snap(&["stats"]).assert().success().stdout(
+            predicate::str::contains("deduplication 2.3x").and(predicate::str::contains("█")),
+        );
+    }
+
+    #[test]
     fn failing_command_records_no_snapshot() {
         let env = Env::new();
         env.init();

@@ -17,6 +17,7 @@ mod prune;
 mod repair;
 mod restore;
 mod shell;
+mod stats;
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -72,6 +73,8 @@ enum Command {
     Forget(forget::Args),
     /// Delete data no snapshot needs; rewrite packs that are mostly garbage
     Prune(prune::Args),
+    /// Repository size, deduplication and compression, growth over time
+    Stats(stats::Args),
     /// Verify the repository: structure, and with --read-data every blob
     Check(check::Args),
     /// Repair repository metadata
@@ -198,6 +201,7 @@ pub fn run() -> i32 {
         Command::Forget(a) => forget::run(&ctx, a),
         Command::Prune(a) => prune::run(&ctx, a),
         Command::Check(a) => check::run(&ctx, a),
+        Command::Stats(a) => stats::run(&ctx, a),
         Command::Repair(a) => repair::run(&ctx, a),
         Command::Key(a) => key::run(&ctx, a),
         Command::Completions(a) => shell::completions(a),

@@ -718,6 +718,11 @@ impl Repository {
 
     // ---- index maintenance ----
 
+    /// What the repository holds (packs, blobs, raw and stored bytes).
+    pub fn totals(&self) -> Result<crate::index::Totals> {
+        self.index.totals()
+    }
+
     /// The index, for maintenance (marks, pack usage).
     pub(crate) fn index(&self) -> &Index {
         &self.index

@@ -1,0 +1,103 @@
+//! `snap stats`
+
+use anyhow::Result;
+
+use super::{human, Ctx};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Print the figures as JSON
+    #[arg(long)]
+    json: bool,
+}
+
+/// Rows of the growth chart at most.
+const CHART_ROWS: usize = 20;
+/// Width of the chart's longest bar.
+const CHART_WIDTH: usize = 40;
+
+pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
+    let repo = ctx.open(false)?;
+    let totals = repo.totals()?;
+    let snaps = repo.snapshots()?;
+    let logical: u64 = snaps.iter().map(|(_, s)| s.summary.bytes_total).sum();
+    // Growth: the stored bytes each backup added, summed in time order.
+    let mut cumulative = 0u64;
+    let growth: Vec<(String, u64, u64)> = snaps
+        .iter()
+        .map(|(id, s)| {
+            cumulative += s.summary.bytes_added;
+            (
+                format!("{} {}", s.time.format("%Y-%m-%d %H:%M"), id.short()),
+                s.summary.bytes_added,
+                cumulative,
+            )
+        })
+        .collect();
+    if a.json {
+        let per: Vec<serde_json::Value> = snaps
+            .iter()
+            .map(|(id, s)| {
+                serde_json::json!({
+                    "id": id, "time": s.time, "host": s.host,
+                    "bytes_total": s.summary.bytes_total, "bytes_added": s.summary.bytes_added,
+                })
+            })
+            .collect();
+        let out = serde_json::json!({
+            "repository": totals,
+            "snapshots": snaps.len(),
+            "logical_bytes": logical,
+            "per_snapshot": per,
+        });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+        return Ok(0);
+    }
+    let ratio = |a: u64, b: u64| if b == 0 { 0.0 } else { a as f64 / b as f64 };
+    println!(
+        "{} snapshots, {} of data in them (logical)",
+        snaps.len(),
+        human(logical)
+    );
+    println!(
+        "stored: {} in {} packs; {} distinct blobs, {} before compression",
+        human(totals.pack_bytes),
+        totals.packs,
+        totals.blobs,
+        human(totals.raw_bytes)
+    );
+    println!(
+        "deduplication {:.1}x, compression {:.1}x, together {:.1}x",
+        ratio(logical, totals.raw_bytes),
+        ratio(totals.raw_bytes, totals.stored_bytes),
+        ratio(logical, totals.pack_bytes)
+    );
+    if growth.is_empty() || ctx.quiet {
+        return Ok(0);
+    }
+    println!("\ngrowth (stored bytes added by each backup, summed):");
+    // At most CHART_ROWS rows: evenly spaced snapshots, always the last one.
+    let step = growth.len().div_ceil(CHART_ROWS);
+    let rows: Vec<&(String, u64, u64)> = growth
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| (growth.len() - 1 - i).is_multiple_of(step))
+        .map(|(_, r)| r)
+        .collect();
+    let max = rows.iter().map(|r| r.2).max().unwrap_or(1).max(1);
+    for (label, added, total) in rows {
+        let eighths = (total * (CHART_WIDTH as u64) * 8 / max) as usize;
+        let mut bar = "█".repeat(eighths / 8);
+        if !eighths.is_multiple_of(8) {
+            bar.push([' ', '▏', '▎', '▍', '▌', '▋', '▊', '▉'][eighths % 8]);
+        }
+        println!(
+            "  {label}  {:>10}  {:<width$}  +{}",
+            human(*total),
+            bar,
+            human(*added),
+            width = CHART_WIDTH + 1
+        );
+    }
+    Ok(0)
+}
