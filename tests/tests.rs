@@ -377,6 +377,94 @@ mod commands {
         );
     }
 
+    /// `snap` with no `--repo`, reading the configuration file `config`.
+    fn with_config(config: &Path, args: &[&str]) -> assert_cmd::Command {
+        let mut c = assert_cmd::Command::cargo_bin("snap").unwrap();
+        c.env_remove("SNAP_REPO")
+            .env("SNAP_CONFIG", config)
+            .args(args);
+        c
+    }
+
+    #[test]
+    fn profiles_run_backup_then_retention_and_stop_at_the_first_failure() {
+        let env = Env::new();
+        env.init();
+        let src = env.path("src");
+        fs::create_dir_all(&src).unwrap();
+        fs::write(src.join("a"), b"a").unwrap();
+        let config = env.path("snap.toml");
+        fs::write(
+            &config,
+            format!(
+                r#"default = "app"
+
+[profile.app]
+repository = "{repo}"
+paths = ["{src}"]
+tags = ["nightly"]
+commands = [{{ command = "echo dump", as = "db/app.sql" }}]
+
+[profile.app.retention]
+keep_last = 2
+
+[profile.broken]
+repository = "{repo}"
+commands = [{{ command = "echo oops >&2; exit 3", as = "db/x.sql" }}]
+retention = {{ keep_last = 1 }}
+"#,
+                repo = env.repo().display(),
+                src = src.display()
+            ),
+        )
+        .unwrap();
+        for _ in 0..3 {
+            with_config(&config, &["run"]).assert().success();
+        }
+        let snaps = env.snapshots();
+        assert_eq!(snaps.len(), 2, "keep_last = 2 after three runs");
+        assert_eq!(snaps[1]["tags"][0], "nightly");
+        let ls = env.snap(&["cat", "latest", "db/app.sql"]).output().unwrap();
+        assert_eq!(ls.stdout, b"dump\n");
+        // `snap backup` with no source runs the default profile's backup only.
+        with_config(&config, &["backup"]).assert().success();
+        assert_eq!(env.snapshots().len(), 3);
+        // A failing step stops the run: no forget after a failed backup.
+        with_config(&config, &["run", "broken"])
+            .assert()
+            .code(1)
+            .stderr(
+                predicate::str::contains("later steps were not run")
+                    .and(predicate::str::contains("oops")),
+            );
+        assert_eq!(env.snapshots().len(), 3);
+        with_config(&config, &["run", "nosuch"])
+            .assert()
+            .code(1)
+            .stderr(predicate::str::contains(
+                "no profile \"nosuch\" (defined: app, broken)",
+            ));
+        // The shipped example is a valid configuration.
+        let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("contrib/snap.toml.example");
+        with_config(&example, &["run", "nosuch"])
+            .assert()
+            .code(1)
+            .stderr(predicate::str::contains("(defined: hourly, nightly)"));
+        // A wrong key is named with its line.
+        fs::write(
+            &config,
+            "[profile.app]\nrepository = \"/x\"\nkeep_daily = 7\n",
+        )
+        .unwrap();
+        with_config(&config, &["run", "app"])
+            .assert()
+            .code(1)
+            .stderr(
+                predicate::str::contains("line 3")
+                    .and(predicate::str::contains("unknown field `keep_daily`")),
+            );
+    }
+
     #[test]
     fn failing_command_records_no_snapshot() {
         let env = Env::new();

@@ -111,6 +111,20 @@ fn pair_names(a: &Args, m: &clap::ArgMatches) -> Result<(Named, Named)> {
     Ok((commands, dirs))
 }
 
+impl Args {
+    /// Whether no source was given (then a configuration's default profile may say).
+    pub fn has_no_source(&self) -> bool {
+        self.paths.is_empty()
+            && self.stdin_name.is_none()
+            && self.commands.is_empty()
+            && self.command_dirs.is_empty()
+            && self.pg.is_empty()
+            && self.pg_all.is_empty()
+            && self.mongo.is_empty()
+            && self.ngw.is_none()
+    }
+}
+
 pub fn run(ctx: &Ctx, a: Args, m: &clap::ArgMatches) -> Result<i32> {
     let (commands, command_dirs) = pair_names(&a, m)?;
     if a.stdin_name.is_some() && std::io::stdin().is_terminal() {

@@ -77,7 +77,20 @@ pub fn passphrase(
 /// The master key of the encrypted repository `repo_id` at `path`: from the exported
 /// key file SNAP_KEY_FILE names, else from a passphrase. Returns the id of the key file
 /// the passphrase opened (none for an exported key).
-pub fn unlock(path: &Path, repo_id: &str) -> Result<(Option<String>, MasterKey)> {
+pub fn unlock(
+    path: &Path,
+    repo_id: &str,
+    password_file: Option<&Path>,
+) -> Result<(Option<String>, MasterKey)> {
+    if let Some(f) = password_file {
+        let text = Zeroizing::new(
+            std::fs::read_to_string(f)
+                .with_context(|| format!("reading the profile's password_file {}", f.display()))?,
+        );
+        let line = text.lines().next().unwrap_or("");
+        let (id, k) = keys::unlock(path, line.as_bytes())?;
+        return Ok((Some(id), k));
+    }
     if let Some(f) = std::env::var_os("SNAP_KEY_FILE") {
         let b = std::fs::read(&f)
             .with_context(|| format!("reading SNAP_KEY_FILE={}", Path::new(&f).display()))?;
@@ -114,7 +127,7 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
             path.display()
         );
     }
-    let (current, key) = unlock(&path, &repo_id)?;
+    let (current, key) = unlock(&path, &repo_id, ctx.password_file.as_deref())?;
     // Proves the key opens this repository before any key file changes.
     Repository::open_with(&path, Some(key.clone()))?;
     match a.what {

@@ -13,6 +13,7 @@ mod init;
 mod key;
 mod list;
 mod ls;
+mod profile;
 mod prune;
 mod repair;
 mod restore;
@@ -45,6 +46,10 @@ struct Cli {
     /// Print more about what happens
     #[arg(short, long, global = true)]
     verbose: bool,
+    /// Configuration file with profiles [default: $XDG_CONFIG_HOME/snap/snap.toml, else
+    /// /etc/snap/snap.toml]
+    #[arg(long, global = true, env = "SNAP_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -53,8 +58,11 @@ struct Cli {
 enum Command {
     /// Create a repository
     Init(init::Args),
-    /// Back up paths, standard input and command output into a new snapshot
+    /// Back up paths, standard input and command output into a new snapshot (with no
+    /// source: the configuration's default profile)
     Backup(backup::Args),
+    /// Run a profile of the configuration: backup, then forget and prune by its policy
+    Run(RunArgs),
     /// List snapshots
     List(list::Args),
     /// List the entries of a snapshot
@@ -87,10 +95,21 @@ enum Command {
     Man(shell::ManArgs),
 }
 
+/// `snap run` arguments.
+#[derive(clap::Args)]
+pub struct RunArgs {
+    /// The profile [default: the configuration's `default`]
+    profile: Option<String>,
+}
+
 /// Global settings every subcommand sees.
 pub struct Ctx {
     repo: Option<PathBuf>,
     quiet: bool,
+    /// `--config`/`SNAP_CONFIG`.
+    config: Option<PathBuf>,
+    /// A profile's passphrase file (overrides the environment).
+    password_file: Option<PathBuf>,
 }
 
 impl Ctx {
@@ -130,7 +149,9 @@ impl Ctx {
         if !encrypted {
             return Ok(None);
         }
-        Ok(Some(key::unlock(path, &id)?.1))
+        Ok(Some(
+            key::unlock(path, &id, self.password_file.as_deref())?.1,
+        ))
     }
 
     /// Whether to draw progress bars.
@@ -181,32 +202,10 @@ pub fn run() -> i32 {
     let ctx = Ctx {
         repo: cli.repo,
         quiet: cli.quiet,
+        config: cli.config,
+        password_file: None,
     };
-    let res = match cli.command {
-        Command::Init(a) => init::run(&ctx, a),
-        Command::Backup(a) => backup::run(
-            &ctx,
-            a,
-            matches
-                .subcommand_matches("backup")
-                .expect("backup was given"),
-        ),
-        Command::List(a) => list::run(&ctx, a),
-        Command::Ls(a) => ls::run(&ctx, a),
-        Command::Cat(a) => cat::run(&ctx, a),
-        Command::Restore(a) => restore::run(&ctx, a),
-        Command::Export(a) => export::run(&ctx, a),
-        Command::Import(a) => import::run(&ctx, a),
-        Command::Diff(a) => diff::run(&ctx, a),
-        Command::Forget(a) => forget::run(&ctx, a),
-        Command::Prune(a) => prune::run(&ctx, a),
-        Command::Check(a) => check::run(&ctx, a),
-        Command::Stats(a) => stats::run(&ctx, a),
-        Command::Repair(a) => repair::run(&ctx, a),
-        Command::Key(a) => key::run(&ctx, a),
-        Command::Completions(a) => shell::completions(a),
-        Command::Man(a) => shell::man(a),
-    };
+    let res = dispatch(&ctx, cli.command, &matches);
     match res {
         Ok(code) => code,
         Err(e) if is_broken_pipe(&e) => 0,
@@ -215,6 +214,87 @@ pub fn run() -> i32 {
             1
         }
     }
+}
+
+/// Runs one parsed command.
+fn dispatch(ctx: &Ctx, command: Command, matches: &clap::ArgMatches) -> Result<i32> {
+    let ctx = &ctx;
+    match command {
+        Command::Init(a) => init::run(ctx, a),
+        Command::Backup(a) if a.has_no_source() && ctx.repo.is_none() => {
+            match profile::load(ctx)? {
+                Some(_) => run_profile(ctx, None, true),
+                None => backup::run(
+                    ctx,
+                    a,
+                    matches.subcommand_matches("backup").expect("backup"),
+                ),
+            }
+        }
+        Command::Backup(a) => backup::run(
+            ctx,
+            a,
+            matches
+                .subcommand_matches("backup")
+                .expect("backup was given"),
+        ),
+        Command::Run(a) => run_profile(ctx, a.profile.as_deref(), false),
+        Command::List(a) => list::run(ctx, a),
+        Command::Ls(a) => ls::run(ctx, a),
+        Command::Cat(a) => cat::run(ctx, a),
+        Command::Restore(a) => restore::run(ctx, a),
+        Command::Export(a) => export::run(ctx, a),
+        Command::Import(a) => import::run(ctx, a),
+        Command::Diff(a) => diff::run(ctx, a),
+        Command::Forget(a) => forget::run(ctx, a),
+        Command::Prune(a) => prune::run(ctx, a),
+        Command::Check(a) => check::run(ctx, a),
+        Command::Stats(a) => stats::run(ctx, a),
+        Command::Repair(a) => repair::run(ctx, a),
+        Command::Key(a) => key::run(ctx, a),
+        Command::Completions(a) => shell::completions(a),
+        Command::Man(a) => shell::man(a),
+    }
+}
+
+/// Runs profile `name` (or the default) of the configuration file: its backup, then
+/// (unless `backup_only`) its forget and prune; stops at the first failure. A backup
+/// that left entries out (exit 3) does not stop the run, and makes its exit 3.
+fn run_profile(ctx: &Ctx, name: Option<&str>, backup_only: bool) -> Result<i32> {
+    let Some((path, file)) = profile::load(ctx)? else {
+        anyhow::bail!(
+            "no configuration file: write $XDG_CONFIG_HOME/snap/snap.toml or /etc/snap/snap.toml, or pass --config FILE (see the README)"
+        );
+    };
+    let (name, steps, password_file) = file.steps(&path, name)?;
+    let mut code = 0;
+    for step in steps.iter().take(if backup_only { 1 } else { steps.len() }) {
+        let args = std::iter::once("snap".to_string()).chain(step.argv.iter().cloned());
+        let matches = <Cli as clap::CommandFactory>::command()
+            .try_get_matches_from(args)
+            .with_context(|| format!("{}: profile {name}, step {}", path.display(), step.name))?;
+        let cli = <Cli as clap::FromArgMatches>::from_arg_matches(&matches)?;
+        let sub = Ctx {
+            repo: cli.repo,
+            quiet: ctx.quiet,
+            config: ctx.config.clone(),
+            password_file: password_file.clone(),
+        };
+        let c = dispatch(&sub, cli.command, &matches).with_context(|| {
+            format!(
+                "profile {name}: {} failed; later steps were not run",
+                step.name
+            )
+        })?;
+        if c != 0 && c != EXIT_WARNINGS {
+            anyhow::bail!(
+                "profile {name}: {} exited {c}; later steps were not run",
+                step.name
+            );
+        }
+        code = code.max(c);
+    }
+    Ok(code)
 }
 
 /// The error and its causes, each cause left out when the text before already says
