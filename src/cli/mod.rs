@@ -218,7 +218,6 @@ pub fn run() -> i32 {
 
 /// Runs one parsed command.
 fn dispatch(ctx: &Ctx, command: Command, matches: &clap::ArgMatches) -> Result<i32> {
-    let ctx = &ctx;
     match command {
         Command::Init(a) => init::run(ctx, a),
         Command::Backup(a) if a.has_no_source() && ctx.repo.is_none() => {
