@@ -23,6 +23,7 @@ SNAP=${SNAP:-$HERE/target/release/snap}
 RESTIC=${RESTIC:-$(command -v restic)}
 SIZE_MB=${SIZE_MB:-1024}
 RUNS=${RUNS:-3}
+. "$HERE/benches/lib.sh"
 
 rm -rf "$WORK"
 mkdir -p "$WORK/src"
@@ -31,13 +32,13 @@ export SNAP_PASSWORD=bench RESTIC_PASSWORD=bench RESTIC_CACHE_DIR=$WORK/cache-re
 n=$((SIZE_MB / 64))
 for i in $(seq 1 "$n"); do
     if [ $((i % 2)) = 1 ]; then
-        head -c $((64 << 20)) /dev/zero | openssl enc -aes-128-ctr -nosalt -pbkdf2 -pass "pass:$i" >"$WORK/src/r$i"
+        random_bytes $((64 << 20)) "$i" >"$WORK/src/r$i"
     else
-        head -c $((48 << 20)) /dev/zero | openssl enc -aes-128-ctr -nosalt -pbkdf2 -pass "pass:$i" | base64 -w 76 >"$WORK/src/t$i"
+        random_bytes $((48 << 20)) "$i" | base64 -w 76 >"$WORK/src/t$i"
     fi
 done
 cat "$WORK/src"/* >/dev/null
-BYTES=$(du -sb "$WORK/src" | cut -f1)
+BYTES=$(bytes "$WORK/src")
 
 # median of the wall times of a tool's runs
 median() { sort -n | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'; }

@@ -41,35 +41,12 @@ CHURN_TX=${CHURN_TX:-5000}
 export PATH="$PGBIN:$PATH"
 [ -x "$SNAP" ] || { echo "snap binary not found: $SNAP" >&2; exit 1; }
 
-log() { printf '[%s] %s\n' "$(date +%T)" "$*" >&2; }
-now() { date +%s.%N; }
-secs() { python3 -c "import sys; print(f'{float(sys.argv[2]) - float(sys.argv[1]):.2f}')" "$1" "$2"; }
-
-# Run a command as the postgres user when we are root (PostgreSQL refuses root).
-as_pg() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
+. "$HERE/benches/lib.sh"
 
 # ---------------------------------------------------------------- work dir, PG
 rm -rf "$WORK"
-mkdir -p "$WORK"/{pgdata,sock,archives,fs}
-chmod 755 "$WORK"
-PGDATA=$WORK/pgdata
-SOCK=$WORK/sock
-if [ "$(id -u)" = 0 ]; then chown postgres: "$PGDATA" "$SOCK"; fi
-
-export PGHOST=$SOCK PGPORT=5432 PGUSER=postgres
-unset PGDATABASE PGPASSWORD
-
-cleanup() {
-    if [ -f "$PGDATA/postmaster.pid" ]; then
-        as_pg "$PGBIN/pg_ctl" -D "$PGDATA" -m fast -w stop >/dev/null 2>&1 || true
-    fi
-}
-trap cleanup EXIT
-
-log "initdb + start PostgreSQL ($PGDATA, socket $SOCK)"
-as_pg "$PGBIN/initdb" -D "$PGDATA" -U postgres -A trust >"$WORK/initdb.log" 2>&1
-as_pg "$PGBIN/pg_ctl" -D "$PGDATA" -l "$PGDATA/server.log" -w \
-    -o "-c listen_addresses='' -c unix_socket_directories=$SOCK -c port=$PGPORT" start >/dev/null
+mkdir -p "$WORK"/{archives,fs}
+start_pg
 
 psql -qX -d postgres -c 'CREATE DATABASE ngw'
 log "pgbench -i -s $SCALE"

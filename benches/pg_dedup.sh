@@ -64,25 +64,13 @@ for t in "$SNAP" "$RESTIC" "$BORG"; do
     [ -x "$t" ] || { echo "not found or not executable: $t" >&2; exit 1; }
 done
 
-log() { printf '[%s] %s\n' "$(date +%T)" "$*" >&2; }
-now() { date +%s.%N; }
-secs() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", b - a }'; }
-bytes() { du -sb "$1" | cut -f1; }
+. "$HERE/benches/lib.sh"
 tsv_row() { local IFS=$'\t'; echo "$*"; }
-
-# Run a command as the postgres user when we are root (PostgreSQL refuses root).
-as_pg() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
 
 # ---------------------------------------------------------------- work dir, PG
 rm -rf "$WORK"
-mkdir -p "$WORK"/{pgdata,sock}
-chmod 755 "$WORK"
-PGDATA=$WORK/pgdata
-SOCK=$WORK/sock
-if [ "$(id -u)" = 0 ]; then chown postgres: "$PGDATA" "$SOCK"; fi
-
-export PGHOST=$SOCK PGPORT=5432 PGUSER=postgres
-unset PGDATABASE PGPASSWORD
+mkdir -p "$WORK"
+start_pg
 DSN="host=$SOCK port=$PGPORT user=postgres dbname=bench"
 
 # Repositories are always passed explicitly; drop any from the environment.
@@ -94,18 +82,6 @@ DUMP=$WORK/dump
 # Keep the tools' caches and keys inside WORK, away from the user's own.
 export RESTIC_PASSWORD=x RESTIC_CACHE_DIR=$WORK/cache-restic
 export BORG_PASSPHRASE=x BORG_BASE_DIR=$WORK/borg-base
-
-cleanup() {
-    if [ -f "$PGDATA/postmaster.pid" ]; then
-        as_pg "$PGBIN/pg_ctl" -D "$PGDATA" -m fast -w stop >/dev/null 2>&1 || true
-    fi
-}
-trap cleanup EXIT
-
-log "initdb + start PostgreSQL ($PGDATA, socket $SOCK)"
-as_pg "$PGBIN/initdb" -D "$PGDATA" -U postgres --auth=trust >"$WORK/initdb.log" 2>&1
-as_pg "$PGBIN/pg_ctl" -D "$PGDATA" -l "$PGDATA/server.log" -w \
-    -o "-c listen_addresses='' -c unix_socket_directories=$SOCK -c port=$PGPORT" start >/dev/null
 
 createdb bench
 log "pgbench -i -s $SCALE"

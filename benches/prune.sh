@@ -30,8 +30,7 @@ DAYS=${DAYS:-30}
 CHURN=${CHURN:-15}
 KEEP=${KEEP:-7}
 
-log() { printf '[%s] %s\n' "$(date +%T)" "$*" >&2; }
-bytes() { du -sb "$1" | cut -f1; }
+. "$HERE/benches/lib.sh"
 # timed NAME CMD...: runs CMD, appends "NAME wall_s peak_rss_kb" to $WORK/times.
 timed() {
     local name=$1; shift
@@ -44,8 +43,7 @@ unset SNAP_REPO RESTIC_REPOSITORY
 export RESTIC_PASSWORD=x RESTIC_CACHE_DIR=$WORK/cache-restic
 SIZE=$(( (1 << 30) / FILES ))
 # fill FILE SEED: SIZE incompressible bytes, different for every seed.
-# (AES-CTR of SIZE zero bytes: finite input, so no SIGPIPE under pipefail.)
-fill() { head -c "$SIZE" /dev/zero | openssl enc -aes-128-ctr -nosalt -pbkdf2 -pass "pass:$2" >"$1"; }
+fill() { random_bytes "$SIZE" "$2" >"$1"; }
 
 log "source: $FILES files of $SIZE bytes"
 for i in $(seq 1 "$FILES"); do fill "$WORK/src/f$i" "init-$i"; done
