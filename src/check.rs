@@ -87,7 +87,7 @@ pub fn check(repo: &Repository, read: ReadData, progress: &dyn Progress) -> Resu
     report.packs = indexed.len() as u64;
     let on_disk: HashSet<Id> = repo.pack_files()?.into_iter().map(|(id, _)| id).collect();
     let mut present = Vec::new();
-    for (pack, size, _) in &indexed {
+    for (pack, size) in &indexed {
         let rows = repo.index().blobs_in(pack, false)?;
         let problem = if !on_disk.contains(pack) {
             Some(format!("pack {pack} is missing ({} blobs)", rows.len()))
@@ -111,7 +111,7 @@ pub fn check(repo: &Repository, read: ReadData, progress: &dyn Progress) -> Resu
                         .collect();
                     bad.extend(&disagree);
                     if disagree.is_empty() {
-                        present.push((*pack, *size));
+                        present.push(*pack);
                         None
                     } else {
                         Some(format!(
@@ -123,13 +123,11 @@ pub fn check(repo: &Repository, read: ReadData, progress: &dyn Progress) -> Resu
             }
         };
         if let Some(p) = problem {
-            if !report.errors.iter().any(|e| e == &p) {
-                report.errors.push(p);
-            }
+            report.errors.push(p);
             bad.extend(rows.iter().map(|(id, _)| *id));
         }
     }
-    let known: HashSet<Id> = indexed.iter().map(|(id, _, _)| *id).collect();
+    let known: HashSet<Id> = indexed.iter().map(|(id, _)| *id).collect();
     let mut unknown: Vec<&Id> = on_disk.iter().filter(|id| !known.contains(id)).collect();
     unknown.sort();
     for id in unknown {
@@ -156,7 +154,7 @@ pub fn check(repo: &Repository, read: ReadData, progress: &dyn Progress) -> Resu
     }
 
     // 3. Data.
-    let chosen: Vec<(Id, u64)> = match read {
+    let chosen: Vec<Id> = match read {
         ReadData::None => Vec::new(),
         ReadData::All => present.clone(),
         ReadData::Subset(share) => {
@@ -165,15 +163,14 @@ pub fn check(repo: &Repository, read: ReadData, progress: &dyn Progress) -> Resu
             present.iter().take(n).copied().collect()
         }
     };
+    // Problems (with the damaged copy, if a blob) and the packs found intact.
     let found = Mutex::new((Vec::new(), Vec::new()));
     let verified = std::sync::atomic::AtomicU64::new(0);
-    chosen.par_iter().try_for_each(|(pack, _)| -> Result<()> {
+    chosen.par_iter().try_for_each(|pack| -> Result<()> {
         let (entries, _) = match repo.pack_trailer(pack) {
             Ok(t) => t,
             Err(e) => {
-                lock(&found)
-                    .0
-                    .push((format!("pack {pack}: {e}"), Vec::new()));
+                lock(&found).0.push((format!("pack {pack}: {e}"), None));
                 return Ok(());
             }
         };
@@ -200,7 +197,7 @@ pub fn check(repo: &Repository, read: ReadData, progress: &dyn Progress) -> Resu
         for (id, loc, why) in broken {
             f.0.push((
                 format!("blob {id} in pack {pack} at offset {}: {why}", loc.offset),
-                vec![(id, loc)],
+                Some((id, loc)),
             ));
         }
         Ok(())
@@ -212,9 +209,9 @@ pub fn check(repo: &Repository, read: ReadData, progress: &dyn Progress) -> Resu
     for pack in intact {
         repo.index().set_verified(&pack, now)?;
     }
-    for (msg, copies) in problems {
+    for (msg, copy) in problems {
         report.errors.push(msg);
-        for (id, loc) in copies {
+        if let Some((id, loc)) = copy {
             // Only the copy the index uses matters to restores.
             if repo.index().lookup(&id)? == Some(loc) {
                 bad.insert(id);
@@ -224,7 +221,7 @@ pub fn check(repo: &Repository, read: ReadData, progress: &dyn Progress) -> Resu
 
     // 4. Damage.
     if !bad.is_empty() {
-        let mut memo = Memo::default();
+        let mut memo = HashMap::new();
         for (id, s) in &snaps {
             let mut paths = Vec::new();
             damaged_paths(repo, &bad, &mut memo, &s.tree, "", &mut paths)?;
@@ -250,10 +247,7 @@ pub fn check(repo: &Repository, read: ReadData, progress: &dyn Progress) -> Resu
 }
 
 /// Whether each tree or list node reaches damage, remembered across snapshots.
-#[derive(Default)]
-struct Memo {
-    damaged: HashMap<Id, bool>,
-}
+type Memo = HashMap<Id, bool>;
 
 /// Appends to `out` the paths below tree `tree` (at `prefix`) that reach a blob in `bad`.
 fn damaged_paths(
@@ -264,7 +258,7 @@ fn damaged_paths(
     prefix: &str,
     out: &mut Vec<String>,
 ) -> Result<bool> {
-    if memo.damaged.get(tree) == Some(&false) {
+    if memo.get(tree) == Some(&false) {
         return Ok(false);
     }
     let readable = if bad.contains(tree) {
@@ -276,7 +270,7 @@ fn damaged_paths(
         Some(t) => t.nodes,
         None => {
             out.push(format!("{prefix}/ (directory listing unreadable)"));
-            memo.damaged.insert(*tree, true);
+            memo.insert(*tree, true);
             return Ok(true);
         }
     };
@@ -296,7 +290,7 @@ fn damaged_paths(
         };
         any |= hit;
     }
-    memo.damaged.insert(*tree, any);
+    memo.insert(*tree, any);
     Ok(any)
 }
 
@@ -308,7 +302,7 @@ fn content_damaged(repo: &Repository, bad: &HashSet<Id>, memo: &mut Memo, c: &Co
         if c.depth == 0 {
             return false;
         }
-        if let Some(d) = memo.damaged.get(id) {
+        if let Some(d) = memo.get(id) {
             return *d;
         }
         let d = match repo
@@ -326,7 +320,7 @@ fn content_damaged(repo: &Repository, bad: &HashSet<Id>, memo: &mut Memo, c: &Co
             ),
             Err(_) => true,
         };
-        memo.damaged.insert(*id, d);
+        memo.insert(*id, d);
         d
     })
 }

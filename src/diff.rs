@@ -137,6 +137,9 @@ impl Walk<'_, '_> {
             Some(NodeKind::Dir(id)) => Some(*id),
             _ => None,
         };
+        let same_access = |a: &Node, b: &Node| {
+            (a.meta.mode, a.meta.uid, a.meta.gid) == (b.meta.mode, b.meta.uid, b.meta.gid)
+        };
         let change = match (x, y) {
             (Some(_), None) => Change::Removed,
             (None, Some(_)) => Change::Added,
@@ -145,38 +148,20 @@ impl Walk<'_, '_> {
                 self.entry(Some(a), None, path, table.clone())?;
                 return self.entry(None, Some(b), path, table);
             }
-            (Some(a), Some(b)) => {
-                if dir(x).is_some() {
-                    let meta_changed = a.meta.mode != b.meta.mode
-                        || (a.meta.uid, a.meta.gid) != (b.meta.uid, b.meta.gid);
-                    if meta_changed {
-                        self.emit(Change::Metadata, a, b, path, None)?;
-                    }
-                    return self.trees(dir(x).as_ref(), dir(y).as_ref(), path);
+            // A directory's mtime follows its entries: only mode and owner count.
+            (Some(a), Some(b)) if dir(x).is_some() => {
+                if !same_access(a, b) {
+                    self.emit(Change::Metadata, x, y, path, None)?;
                 }
-                if a.kind != b.kind {
-                    Change::Modified
-                } else if a.meta.mode != b.meta.mode
-                    || (a.meta.uid, a.meta.gid) != (b.meta.uid, b.meta.gid)
-                    || a.meta.mtime != b.meta.mtime
-                {
-                    Change::Metadata
-                } else {
-                    return Ok(());
-                }
+                return self.trees(dir(x).as_ref(), dir(y).as_ref(), path);
             }
-            (None, None) => return Ok(()),
+            (Some(a), Some(b)) if a.kind != b.kind => Change::Modified,
+            (Some(a), Some(b)) if !same_access(a, b) || a.meta.mtime != b.meta.mtime => {
+                Change::Metadata
+            }
+            _ => return Ok(()),
         };
-        let n = x.or(y).expect("one side");
-        let (old_size, new_size) = (x.map_or(0, |n| n.meta.size), y.map_or(0, |n| n.meta.size));
-        (self.out)(Entry {
-            change,
-            path: path.to_string(),
-            kind: kind(n),
-            old_size,
-            new_size,
-            table,
-        })?;
+        self.emit(change, x, y, path, table)?;
         // A whole directory added or removed: every entry below it too.
         match change {
             Change::Added => self.trees(None, dir(y).as_ref(), path),
@@ -185,20 +170,21 @@ impl Walk<'_, '_> {
         }
     }
 
+    /// Reports entry `path`, `x` in the older snapshot and `y` in the newer one.
     fn emit(
         &mut self,
         change: Change,
-        a: &Node,
-        b: &Node,
+        x: Option<&Node>,
+        y: Option<&Node>,
         path: &str,
         table: Option<String>,
     ) -> Result<()> {
         (self.out)(Entry {
             change,
             path: path.to_string(),
-            kind: kind(b),
-            old_size: a.meta.size,
-            new_size: b.meta.size,
+            kind: kind(y.or(x).expect("one side")),
+            old_size: x.map_or(0, |n| n.meta.size),
+            new_size: y.map_or(0, |n| n.meta.size),
             table,
         })
     }

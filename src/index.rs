@@ -70,9 +70,7 @@ pub struct PackUsage {
     pub name: Id,
     /// Its file size.
     pub size: u64,
-    /// Index rows pointing into it.
-    pub blobs: u64,
-    /// Of those, marked blobs.
+    /// Marked blobs the index places in it.
     pub live_blobs: u64,
     /// Stored bytes of the marked blobs.
     pub live_bytes: u64,
@@ -350,7 +348,7 @@ impl Index {
     /// Every pack with the share of it that marked blobs use.
     pub fn pack_usage(&self) -> Result<Vec<PackUsage>> {
         let rows = self.rows(
-            "SELECT p.name, p.size, count(b.id), count(m.id),
+            "SELECT p.name, p.size, count(m.id),
                     coalesce(sum(CASE WHEN m.id IS NULL THEN 0 ELSE b.stored_len END), 0)
                FROM packs p LEFT JOIN blobs b ON b.pack = p.id
                LEFT JOIN temp.marks m ON m.id = b.id
@@ -362,16 +360,14 @@ impl Index {
                     r.get::<_, i64>(1)?,
                     r.get::<_, i64>(2)?,
                     r.get::<_, i64>(3)?,
-                    r.get::<_, i64>(4)?,
                 ))
             },
         )?;
         rows.into_iter()
-            .map(|(name, size, blobs, live, bytes)| {
+            .map(|(name, size, live, bytes)| {
                 Ok(PackUsage {
                     name: self.id_of(&name)?,
                     size: size as u64,
-                    blobs: blobs as u64,
                     live_blobs: live as u64,
                     live_bytes: bytes as u64,
                 })
@@ -429,22 +425,16 @@ impl Index {
         })
     }
 
-    /// Every indexed pack and its size, with when `check` last read it whole (Unix
-    /// seconds), least recently verified first.
-    pub fn packs_by_verification(&self) -> Result<Vec<(Id, u64, Option<i64>)>> {
+    /// Every indexed pack and its size, those `check` read whole longest ago (or
+    /// never) first.
+    pub fn packs_by_verification(&self) -> Result<Vec<(Id, u64)>> {
         let rows = self.rows(
-            "SELECT name, size, verified FROM packs ORDER BY verified NULLS FIRST, name",
+            "SELECT name, size FROM packs ORDER BY verified NULLS FIRST, name",
             [],
-            |r| {
-                Ok((
-                    r.get::<_, Vec<u8>>(0)?,
-                    r.get::<_, i64>(1)?,
-                    r.get::<_, Option<i64>>(2)?,
-                ))
-            },
+            |r| Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, i64>(1)?)),
         )?;
         rows.into_iter()
-            .map(|(name, size, verified)| Ok((self.id_of(&name)?, size as u64, verified)))
+            .map(|(name, size)| Ok((self.id_of(&name)?, size as u64)))
             .collect()
     }
 

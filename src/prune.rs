@@ -88,7 +88,7 @@ pub fn prune(
         ));
     }
     let mut report = PruneReport {
-        packs_unindexed: repo.index_unknown_packs()?.len() as u64,
+        packs_unindexed: repo.index_unknown_packs()?,
         ..Default::default()
     };
     let roots: Vec<Id> = repo.snapshots()?.iter().map(|(_, s)| s.tree).collect();
@@ -109,6 +109,7 @@ pub fn prune(
     let overhead =
         |blobs: u64| pack::HEADER_LEN + pack::FOOTER_LEN as u64 + blobs * pack::ENTRY_LEN as u64;
     let mut delete = Vec::new();
+    let mut removed_bytes = 0u64;
     let mut partly = Vec::new();
     let mut live_total = 0u64;
     let mut unused_total = 0u64;
@@ -116,6 +117,7 @@ pub fn prune(
         report.bytes_before += u.size;
         if u.live_blobs == 0 {
             delete.push(u.name);
+            removed_bytes += u.size;
             continue;
         }
         let live = u.live_bytes + overhead(u.live_blobs);
@@ -134,17 +136,12 @@ pub fn prune(
             break;
         }
         unused_total -= unused;
+        removed_bytes += u.size;
         repack.push(u);
     }
     report.packs_deleted = delete.len() as u64;
     report.packs_repacked = repack.len() as u64;
     report.bytes_unused_after = unused_total;
-    let rewritten: std::collections::HashSet<Id> = repack.iter().map(|u| u.name).collect();
-    let removed_bytes: u64 = usage
-        .iter()
-        .filter(|u| u.live_blobs == 0 || rewritten.contains(&u.name))
-        .map(|u| u.size)
-        .sum();
     if opts.dry_run {
         let copied: u64 = repack
             .iter()

@@ -55,6 +55,23 @@ impl std::str::FromStr for Span {
     }
 }
 
+impl std::fmt::Display for Span {
+    /// As it is written: `1y6m`, `26h`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (n, unit) in [
+            (self.years, 'y'),
+            (self.months, 'm'),
+            (self.days, 'd'),
+            (self.hours, 'h'),
+        ] {
+            if n > 0 {
+                write!(f, "{n}{unit}")?;
+            }
+        }
+        Ok(())
+    }
+}
+
 impl Span {
     /// The time `self` before `t`, on `t`'s calendar; `None` if out of range.
     pub fn before<Tz: TimeZone>(&self, t: &DateTime<Tz>) -> Option<DateTime<Tz>> {

@@ -44,7 +44,7 @@ use crate::tree::{
     split_path, Content, ListBuilder, ListNode, Meta, Node, NodeKind, Timestamp, Tree,
 };
 
-/// What to back up and how.
+/// What to back up and how (at least one source: see [`BackupOptions::has_source`]).
 #[derive(Clone, Debug)]
 pub struct BackupOptions {
     /// Files and directories, stored under their absolute paths.
@@ -125,6 +125,21 @@ pub fn stream_components(name: &str) -> Result<Vec<Vec<u8>>> {
     }
 }
 
+impl BackupOptions {
+    /// Whether anything is to be backed up.
+    pub fn has_source(&self) -> bool {
+        !(self.paths.is_empty()
+            && self.stdin_name.is_none()
+            && self.commands.is_empty()
+            && self.command_dirs.is_empty()
+            && self.pg.is_empty()
+            && self.pg_all.is_empty()
+            && self.mongo.is_empty()
+            && self.ngw.is_none()
+            && self.archive.is_none())
+    }
+}
+
 /// Runs a backup; `stdin` is read when `opts.stdin_name` is set.
 pub fn backup(
     repo: &Repository,
@@ -134,16 +149,7 @@ pub fn backup(
 ) -> Result<BackupOutcome> {
     let started = Instant::now();
     let time = opts.time.unwrap_or_else(Utc::now);
-    if opts.paths.is_empty()
-        && opts.stdin_name.is_none()
-        && opts.commands.is_empty()
-        && opts.command_dirs.is_empty()
-        && opts.pg.is_empty()
-        && opts.pg_all.is_empty()
-        && opts.mongo.is_empty()
-        && opts.ngw.is_none()
-        && opts.archive.is_none()
-    {
+    if !opts.has_source() {
         return Err(Error::Invalid(
             "nothing to back up: give paths, --stdin-name, --command, --command-dir, --pg, --pg-all, --mongo or --ngw".into(),
         ));

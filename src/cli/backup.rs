@@ -111,27 +111,12 @@ fn pair_names(a: &Args, m: &clap::ArgMatches) -> Result<(Named, Named)> {
     Ok((commands, dirs))
 }
 
-impl Args {
-    /// Whether no source was given (then a configuration's default profile may say).
-    pub fn has_no_source(&self) -> bool {
-        self.paths.is_empty()
-            && self.stdin_name.is_none()
-            && self.commands.is_empty()
-            && self.command_dirs.is_empty()
-            && self.pg.is_empty()
-            && self.pg_all.is_empty()
-            && self.mongo.is_empty()
-            && self.ngw.is_none()
-    }
-}
-
 pub fn run(ctx: &Ctx, a: Args, m: &clap::ArgMatches) -> Result<i32> {
     let (commands, command_dirs) = pair_names(&a, m)?;
     if a.stdin_name.is_some() && std::io::stdin().is_terminal() {
         bail!("--stdin-name reads standard input, but it is a terminal: pipe the data in");
     }
     let ngw = ngw_config(a.ngw)?;
-    let repo = ctx.open(true)?;
     let opts = BackupOptions {
         paths: a.paths,
         stdin_name: a.stdin_name.clone(),
@@ -150,6 +135,13 @@ pub fn run(ctx: &Ctx, a: Args, m: &clap::ArgMatches) -> Result<i32> {
         stream_profile: a.stream_profile,
         no_parent: a.force,
     };
+    // No source and no --repo: the configuration's default profile says what.
+    if !opts.has_source() && ctx.repo.is_none() {
+        if let Some(config) = super::profile::load(ctx)? {
+            return super::run_profile(ctx, config, None, true);
+        }
+    }
+    let repo = ctx.open(true)?;
     let bar = Bar::new(ctx, "backup");
     let mut stdin = std::io::stdin();
     let input: Option<&mut (dyn std::io::Read + Send)> = if a.stdin_name.is_some() {

@@ -50,7 +50,7 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
             Some(t) if t < limit => bail!(
                 "the newest snapshot{who} is from {}, older than the allowed {}",
                 t.format("%Y-%m-%d %H:%M:%S UTC"),
-                human_span(&span)
+                span
             ),
             Some(t) => {
                 if !ctx.quiet {
@@ -127,21 +127,6 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
         }
         Ok(1)
     }
-}
-
-fn human_span(s: &Span) -> String {
-    let mut out = String::new();
-    for (n, u) in [
-        (s.years, "y"),
-        (s.months, "m"),
-        (s.days, "d"),
-        (s.hours, "h"),
-    ] {
-        if n > 0 {
-            out.push_str(&format!("{n}{u}"));
-        }
-    }
-    out
 }
 
 fn human_age(d: chrono::Duration) -> String {

@@ -51,12 +51,7 @@ pub fn passphrase(
         return Ok(Zeroizing::new(v));
     }
     if let Some(f) = std::env::var_os(file_var) {
-        let text = Zeroizing::new(
-            std::fs::read_to_string(&f)
-                .with_context(|| format!("reading {file_var}={}", Path::new(&f).display()))?,
-        );
-        let line = text.lines().next().unwrap_or("");
-        return Ok(Zeroizing::new(line.to_string()));
+        return first_line(Path::new(&f), file_var);
     }
     if !std::io::stdin().is_terminal() {
         bail!("the repository is encrypted: set {var} or {file_var}, or run on a terminal to be asked");
@@ -74,6 +69,16 @@ pub fn passphrase(
     Ok(first)
 }
 
+/// The first line of passphrase file `f` (`what` names it in errors).
+fn first_line(f: &Path, what: &str) -> Result<Zeroizing<String>> {
+    let text = Zeroizing::new(
+        std::fs::read_to_string(f).with_context(|| format!("reading {what} {}", f.display()))?,
+    );
+    Ok(Zeroizing::new(
+        text.lines().next().unwrap_or("").to_string(),
+    ))
+}
+
 /// The master key of the encrypted repository `repo_id` at `path`: from the exported
 /// key file SNAP_KEY_FILE names, else from a passphrase. Returns the id of the key file
 /// the passphrase opened (none for an exported key).
@@ -82,28 +87,25 @@ pub fn unlock(
     repo_id: &str,
     password_file: Option<&Path>,
 ) -> Result<(Option<String>, MasterKey)> {
-    if let Some(f) = password_file {
-        let text = Zeroizing::new(
-            std::fs::read_to_string(f)
-                .with_context(|| format!("reading the profile's password_file {}", f.display()))?,
-        );
-        let line = text.lines().next().unwrap_or("");
-        let (id, k) = keys::unlock(path, line.as_bytes())?;
-        return Ok((Some(id), k));
-    }
-    if let Some(f) = std::env::var_os("SNAP_KEY_FILE") {
-        let b = std::fs::read(&f)
-            .with_context(|| format!("reading SNAP_KEY_FILE={}", Path::new(&f).display()))?;
-        let k = MasterKey::import(&b, repo_id)
-            .with_context(|| format!("SNAP_KEY_FILE={}", Path::new(&f).display()))?;
-        return Ok((None, k));
-    }
-    let pass = passphrase(
-        &format!("passphrase for {}: ", path.display()),
-        "SNAP_PASSWORD",
-        "SNAP_PASSWORD_FILE",
-        false,
-    )?;
+    let pass = match password_file {
+        Some(f) => first_line(f, "the profile's password_file")?,
+        None => {
+            if let Some(f) = std::env::var_os("SNAP_KEY_FILE") {
+                let b = std::fs::read(&f).with_context(|| {
+                    format!("reading SNAP_KEY_FILE={}", Path::new(&f).display())
+                })?;
+                let k = MasterKey::import(&b, repo_id)
+                    .with_context(|| format!("SNAP_KEY_FILE={}", Path::new(&f).display()))?;
+                return Ok((None, k));
+            }
+            passphrase(
+                &format!("passphrase for {}: ", path.display()),
+                "SNAP_PASSWORD",
+                "SNAP_PASSWORD_FILE",
+                false,
+            )?
+        }
+    };
     let (id, k) = keys::unlock(path, pass.as_bytes())?;
     Ok((Some(id), k))
 }

@@ -220,16 +220,6 @@ pub fn run() -> i32 {
 fn dispatch(ctx: &Ctx, command: Command, matches: &clap::ArgMatches) -> Result<i32> {
     match command {
         Command::Init(a) => init::run(ctx, a),
-        Command::Backup(a) if a.has_no_source() && ctx.repo.is_none() => {
-            match profile::load(ctx)? {
-                Some(_) => run_profile(ctx, None, true),
-                None => backup::run(
-                    ctx,
-                    a,
-                    matches.subcommand_matches("backup").expect("backup"),
-                ),
-            }
-        }
         Command::Backup(a) => backup::run(
             ctx,
             a,
@@ -237,7 +227,14 @@ fn dispatch(ctx: &Ctx, command: Command, matches: &clap::ArgMatches) -> Result<i
                 .subcommand_matches("backup")
                 .expect("backup was given"),
         ),
-        Command::Run(a) => run_profile(ctx, a.profile.as_deref(), false),
+        Command::Run(a) => {
+            let Some(config) = profile::load(ctx)? else {
+                anyhow::bail!(
+                    "no configuration file: write $XDG_CONFIG_HOME/snap/snap.toml or /etc/snap/snap.toml, or pass --config FILE (see the README)"
+                );
+            };
+            run_profile(ctx, config, a.profile.as_deref(), false)
+        }
         Command::List(a) => list::run(ctx, a),
         Command::Ls(a) => ls::run(ctx, a),
         Command::Cat(a) => cat::run(ctx, a),
@@ -259,12 +256,12 @@ fn dispatch(ctx: &Ctx, command: Command, matches: &clap::ArgMatches) -> Result<i
 /// Runs profile `name` (or the default) of the configuration file: its backup, then
 /// (unless `backup_only`) its forget and prune; stops at the first failure. A backup
 /// that left entries out (exit 3) does not stop the run, and makes its exit 3.
-fn run_profile(ctx: &Ctx, name: Option<&str>, backup_only: bool) -> Result<i32> {
-    let Some((path, file)) = profile::load(ctx)? else {
-        anyhow::bail!(
-            "no configuration file: write $XDG_CONFIG_HOME/snap/snap.toml or /etc/snap/snap.toml, or pass --config FILE (see the README)"
-        );
-    };
+fn run_profile(
+    ctx: &Ctx,
+    (path, file): (PathBuf, profile::File),
+    name: Option<&str>,
+    backup_only: bool,
+) -> Result<i32> {
     let (name, steps, password_file) = file.steps(&path, name)?;
     let mut code = 0;
     for step in steps.iter().take(if backup_only { 1 } else { steps.len() }) {

@@ -276,29 +276,11 @@ impl Repository {
         &self.config
     }
 
-    /// The master key of an encrypted repository.
-    pub fn key(&self) -> Option<&MasterKey> {
-        self.key.as_ref()
-    }
-
     /// The id of a blob with these raw bytes: BLAKE3, keyed in encrypted repositories.
     pub fn blob_id(&self, raw: &[u8]) -> Id {
         match &self.key {
             Some(k) => k.blob_id(raw),
             None => Id::hash(raw),
-        }
-    }
-
-    /// Seals a blob's stored bytes in an encrypted repository.
-    pub(crate) fn seal_blob(
-        &self,
-        id: &Id,
-        kind: pack::BlobKind,
-        stored: &[u8],
-    ) -> Result<Vec<u8>> {
-        match &self.key {
-            Some(k) => k.seal(&blob_aad(id, kind), stored),
-            None => Ok(stored.to_vec()),
         }
     }
 
@@ -379,7 +361,8 @@ impl Repository {
         } else {
             ChunkParams::MAX_CHUNK
         };
-        let pack_name = format!("packs/{}", loc.pack);
+        // Named only in errors: this runs for every blob read.
+        let pack_name = || format!("packs/{}", loc.pack);
         let seal = if self.key.is_some() {
             OVERHEAD as u32
         } else {
@@ -394,7 +377,7 @@ impl Repository {
             return Err(Error::corrupt(
                 "blob",
                 id,
-                format!("implausible lengths in {pack_name}"),
+                format!("implausible lengths in {}", pack_name()),
             ));
         }
         let f = self.pack_file(&loc.pack)?;
@@ -403,7 +386,7 @@ impl Repository {
             Error::corrupt(
                 "blob",
                 id,
-                format!("cannot read {pack_name} at {}: {e}", loc.offset),
+                format!("cannot read {} at {}: {e}", pack_name(), loc.offset),
             )
         })?;
         Ok(stored)
@@ -412,13 +395,16 @@ impl Repository {
     /// Opens (encrypted repositories) and decompresses stored bytes, and checks that
     /// they hash to `id`.
     fn decode(&self, id: &Id, loc: &BlobLoc, stored: Vec<u8>) -> Result<Vec<u8>> {
-        let pack_name = format!("packs/{}", loc.pack);
+        let pack_name = || format!("packs/{}", loc.pack);
         let stored = match &self.key {
             Some(k) => k.open(&blob_aad(id, loc.kind), &stored).ok_or_else(|| {
                 Error::corrupt(
                     "blob",
                     id,
-                    format!("in {pack_name} fails authentication (altered or damaged)"),
+                    format!(
+                        "in {} fails authentication (altered or damaged)",
+                        pack_name()
+                    ),
                 )
             })?,
             None => stored,
@@ -426,12 +412,12 @@ impl Repository {
         let raw = match loc.compression {
             Compression::Raw => stored,
             Compression::Zstd => compress::decompress(&stored, loc.raw_len as usize)
-                .map_err(|e| Error::corrupt("blob", id, format!("in {pack_name}: {e}")))?,
+                .map_err(|e| Error::corrupt("blob", id, format!("in {}: {e}", pack_name())))?,
         };
         let actual = self.blob_id(&raw);
         if actual != *id {
             return Err(Error::ChecksumMismatch {
-                what: format!("blob in {pack_name}"),
+                what: format!("blob in {}", pack_name()),
                 expected: id.to_hex(),
                 actual: actual.to_hex(),
             });
@@ -756,30 +742,24 @@ impl Repository {
         read_pack_trailer(&self.pack_path(id), self.key.as_ref())
     }
 
-    /// The whole file of pack `id`.
-    pub fn read_pack(&self, id: &Id) -> Result<Vec<u8>> {
-        let path = self.pack_path(id);
-        fs::read(&path).at(&path)
-    }
-
     /// Indexes pack files the index does not know (left by a backup or prune that was
-    /// interrupted between writing a pack and indexing it); returns their names. Their
+    /// interrupted between writing a pack and indexing it); returns how many. Their
     /// blobs are mostly copies of indexed ones, garbage for prune.
-    pub fn index_unknown_packs(&self) -> Result<Vec<Id>> {
+    pub fn index_unknown_packs(&self) -> Result<u64> {
         let known: HashSet<Id> = self
             .index
             .packs_by_verification()?
             .into_iter()
-            .map(|(id, _, _)| id)
+            .map(|(id, _)| id)
             .collect();
-        let mut found = Vec::new();
+        let mut found = 0;
         for (id, path) in self.pack_files()? {
             if known.contains(&id) {
                 continue;
             }
             let (entries, size) = read_pack_trailer(&path, self.key.as_ref())?;
             self.index.add_pack(&id, size, &entries)?;
-            found.push(id);
+            found += 1;
         }
         Ok(found)
     }

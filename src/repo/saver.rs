@@ -82,8 +82,8 @@ impl<'r> Saver<'r> {
             Some(z) => (Compression::Zstd, Cow::Owned(z)),
             None => (Compression::Raw, Cow::Borrowed(raw)),
         };
-        if self.repo.key.is_some() {
-            stored = Cow::Owned(self.repo.seal_blob(&id, kind, &stored)?);
+        if let Some(k) = &self.repo.key {
+            stored = Cow::Owned(k.seal(&super::blob_aad(&id, kind), &stored)?);
         }
         let raw_len = u32::try_from(raw.len()).expect("blobs are capped far below 4 GiB");
         let slot = if kind.is_metadata() {
