@@ -1,8 +1,9 @@
 //! `check`: can every snapshot be restored?
 //!
-//! 1. Packs: every pack the index names exists with the size and the trailer the index
-//!    has for it (truncated, deleted or damaged packs show here); packs on disk the
-//!    index lacks are reported (an interrupted backup left them, or one is running).
+//! 1. Index files and packs: every index file is readable; every pack they list exists
+//!    with the size and the trailer they give (truncated, deleted or damaged packs show
+//!    here); packs no index file lists are reported (an interrupted backup left them,
+//!    or one is running).
 //! 2. Structure: every tree and chunk list reachable from a snapshot is read and
 //!    verified, and every data chunk they name is in the index.
 //! 3. Data (`--read-data`, or a share of the packs with `--read-data-subset`): every
@@ -75,10 +76,13 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 pub fn check(repo: &Repository, read: ReadData, progress: &dyn Progress) -> Result<CheckReport> {
     let _lock = repo.lock(false, "check")?;
     let mut report = CheckReport::default();
-    for (path, why) in repo.sync_snapshots()? {
-        report
-            .errors
-            .push(format!("snapshot record {}: {why}", path.display()));
+    for (path, why) in repo.refresh()? {
+        report.errors.push(format!("snapshot record {path}: {why}"));
+    }
+    if !repo.index().is_complete()? {
+        report.errors.push(
+            "some index files cannot be read (see the warnings above); run `snap repair index` to rewrite them from the packs".into(),
+        );
     }
     let mut bad: HashSet<Id> = HashSet::new();
 

@@ -89,6 +89,14 @@ pub enum Error {
         /// What went wrong.
         source: Box<Error>,
     },
+    /// A remote store failed (after retries, for transient errors).
+    #[error("{location}: {detail}")]
+    Storage {
+        /// The file and where it is (`s3://bucket/prefix/packs/…`).
+        location: String,
+        /// What the store or the connection said.
+        detail: String,
+    },
     /// Input or arguments that cannot be used as given.
     #[error("{0}")]
     Invalid(String),

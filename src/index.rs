@@ -1,7 +1,8 @@
 //! The SQLite index: where each blob lives, and the snapshot list for fast listing.
 //!
-//! It is a cache of what the immutable repository files say and can always be rebuilt
-//! from pack trailers and snapshot files (`snap repair index`). The only module that
+//! It is a cache of what the immutable repository files say: the union of the index
+//! files (`index/`), which in turn can be rebuilt from pack trailers (`snap repair
+//! index`), and the snapshot records. The only module that
 //! touches rusqlite; its errors leave as [`Error::Index`]. WAL mode with a busy timeout
 //! lets several processes back up into one repository at once.
 
@@ -15,10 +16,11 @@ use crate::compress::Compression;
 use crate::error::{Error, Result};
 use crate::id::Id;
 use crate::pack::{BlobKind, PackEntry};
+use crate::repo::PackRecord;
 use crate::snapshot::Snapshot;
 
 /// Schema version; an index of another version is rebuilt.
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 
 const SCHEMA: &str = "
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -39,6 +41,7 @@ CREATE TABLE blobs (
     compression INTEGER NOT NULL
 ) WITHOUT ROWID;
 CREATE INDEX blobs_by_pack ON blobs(pack);
+CREATE TABLE index_files (name BLOB PRIMARY KEY) WITHOUT ROWID;
 CREATE TABLE snapshots (
     id BLOB PRIMARY KEY,
     time TEXT NOT NULL,
@@ -169,8 +172,8 @@ impl Index {
         Ok(v)
     }
 
-    /// Whether every pack has been indexed (set by [`Index::mark_complete`]); an index
-    /// that was just created, or whose rebuild was interrupted, is not.
+    /// Whether every index file of the repository could be read when the cache was
+    /// last brought up to date (see [`Index::set_complete`]).
     pub fn is_complete(&self) -> Result<bool> {
         let c = self.conn();
         c.query_row(
@@ -185,15 +188,42 @@ impl Index {
     /// Empties every table (for a rebuild in place).
     pub fn clear(&self) -> Result<()> {
         self.tx(|c| {
-            c.execute_batch("DELETE FROM blobs; DELETE FROM packs; DELETE FROM snapshots; DELETE FROM meta WHERE key = 'complete';")
+            c.execute_batch("DELETE FROM blobs; DELETE FROM packs; DELETE FROM index_files; DELETE FROM snapshots; DELETE FROM meta WHERE key = 'complete';")
         })
     }
 
-    /// Records that every pack has been indexed.
-    pub fn mark_complete(&self) -> Result<()> {
+    /// Records whether every index file could be read: prune refuses to run on an
+    /// incomplete index, which may lack blobs that snapshots need.
+    pub fn set_complete(&self, complete: bool) -> Result<()> {
         self.tx(|c| {
-            c.execute("INSERT OR IGNORE INTO meta VALUES ('complete', '1')", [])
-                .map(drop)
+            c.execute("DELETE FROM meta WHERE key = 'complete'", [])?;
+            if complete {
+                c.execute("INSERT INTO meta VALUES ('complete', '1')", [])?;
+            }
+            Ok(())
+        })
+    }
+
+    /// The index files the cache holds.
+    pub fn index_files(&self) -> Result<std::collections::HashSet<Id>> {
+        let rows = self.rows("SELECT name FROM index_files", [], |r| {
+            r.get::<_, Vec<u8>>(0)
+        })?;
+        rows.iter().map(|n| self.id_of(n)).collect()
+    }
+
+    /// Adds index file `file` and the packs it lists, in one transaction (packs the
+    /// cache already holds are skipped).
+    pub fn ingest(&self, file: &Id, packs: &[PackRecord]) -> Result<()> {
+        self.tx(|c| {
+            for (name, size, entries) in packs {
+                insert_pack(c, name, *size, entries)?;
+            }
+            c.execute(
+                "INSERT OR IGNORE INTO index_files VALUES (?1)",
+                [&file.0[..]],
+            )
+            .map(drop)
         })
     }
 
@@ -251,12 +281,6 @@ impl Index {
             .prepare_cached("SELECT 1 FROM blobs WHERE id = ?1")
             .map_err(|e| self.err(e))?;
         st.exists([&id.0[..]]).map_err(|e| self.err(e))
-    }
-
-    /// Records a durable pack and its blobs in one transaction. A blob already indexed
-    /// in another pack keeps its row (the new copy is garbage for prune).
-    pub fn add_pack(&self, name: &Id, size: u64, entries: &[PackEntry]) -> Result<()> {
-        self.tx(|c| insert_pack(c, name, size, entries))
     }
 
     /// Records a snapshot (idempotent).
@@ -404,9 +428,16 @@ impl Index {
             .collect()
     }
 
-    /// Replaces packs in one transaction: the rows of `removed` go, `added` (durable
-    /// new packs) come in. A crash leaves either the old rows or the new ones.
-    pub fn replace_packs(&self, removed: &[Id], added: &[(Id, u64, Vec<PackEntry>)]) -> Result<()> {
+    /// Replaces packs and the index files listing them in one transaction: the rows
+    /// of `removed` packs and `old_files` go, `added` packs (durable, listed by the
+    /// durable `new_files`) come in. A crash leaves either the old rows or the new ones.
+    pub fn replace_packs(
+        &self,
+        removed: &[Id],
+        added: &[PackRecord],
+        old_files: &[Id],
+        new_files: &[Id],
+    ) -> Result<()> {
         self.tx(|c| {
             {
                 let mut del_blobs = c.prepare_cached(
@@ -416,6 +447,14 @@ impl Index {
                 for p in removed {
                     del_blobs.execute([&p.0[..]])?;
                     del_pack.execute([&p.0[..]])?;
+                }
+                let mut del_file = c.prepare_cached("DELETE FROM index_files WHERE name = ?1")?;
+                for f in old_files {
+                    del_file.execute([&f.0[..]])?;
+                }
+                let mut add_file = c.prepare_cached("INSERT OR IGNORE INTO index_files VALUES (?1)")?;
+                for f in new_files {
+                    add_file.execute([&f.0[..]])?;
                 }
             }
             for (name, size, entries) in added {
@@ -498,13 +537,15 @@ fn insert_pack(
     size: u64,
     entries: &[PackEntry],
 ) -> rusqlite::Result<()> {
-    c.execute(
+    let inserted = c.execute(
         "INSERT OR IGNORE INTO packs (name, size, blobs) VALUES (?1, ?2, ?3)",
         params![&name.0[..], size as i64, entries.len() as i64],
     )?;
-    let pack: i64 = c.query_row("SELECT id FROM packs WHERE name = ?1", [&name.0[..]], |r| {
-        r.get(0)
-    })?;
+    if inserted == 0 {
+        // Listed by another index file too: its blobs are in already.
+        return Ok(());
+    }
+    let pack = c.last_insert_rowid();
     let mut st =
         c.prepare_cached("INSERT OR IGNORE INTO blobs VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)")?;
     for e in entries {
@@ -546,8 +587,11 @@ mod tests {
             raw_len: 20,
         };
         let pack = Id::hash(b"pack");
-        idx.add_pack(&pack, 100, &[e]).unwrap();
-        idx.add_pack(&pack, 100, &[e]).unwrap();
+        let file = Id::hash(b"index file");
+        idx.ingest(&file, &[(pack, 100, vec![e])]).unwrap();
+        idx.ingest(&Id::hash(b"another"), &[(pack, 100, vec![e])])
+            .unwrap();
+        assert_eq!(idx.index_files().unwrap().len(), 2);
         let loc = idx.lookup(&e.id).unwrap().unwrap();
         assert_eq!(
             (loc.pack, loc.offset, loc.stored_len, loc.raw_len),

@@ -50,4 +50,6 @@ pub mod restore;
 pub mod retention;
 pub mod snapshot;
 pub mod source;
+pub mod store;
+pub mod sync;
 pub mod tree;

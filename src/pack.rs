@@ -186,7 +186,8 @@ impl<W: Write> PackWriter<W> {
     }
 }
 
-fn encode_entries(entries: &[PackEntry]) -> Vec<u8> {
+/// The plain trailer entries of `entries` ([`ENTRY_LEN`] bytes each).
+pub fn encode_entries(entries: &[PackEntry]) -> Vec<u8> {
     let mut out = Vec::with_capacity(entries.len() * ENTRY_LEN);
     for e in entries {
         out.push(e.kind as u8);
@@ -290,6 +291,14 @@ pub fn decode_entries(
         }
         None => trailer,
     };
+    let trailer_start = file_len - FOOTER_LEN as u64 - trailer.len() as u64;
+    parse_entries(name, entries, trailer_start)
+}
+
+/// Parses plain trailer entries (a whole number of them), computing each blob's
+/// offset, and checks that the blobs end exactly at `blobs_end` (where the trailer of
+/// the pack starts).
+pub fn parse_entries(name: &str, entries: &[u8], blobs_end: u64) -> Result<Vec<PackEntry>> {
     if entries.len() % ENTRY_LEN != 0 {
         return Err(Error::corrupt(
             "pack",
@@ -316,12 +325,11 @@ pub fn decode_entries(
         });
         offset += stored_len as u64;
     }
-    let trailer_start = file_len - FOOTER_LEN as u64 - trailer.len() as u64;
-    if offset != trailer_start {
+    if offset != blobs_end {
         return Err(Error::corrupt(
             "pack",
             name,
-            format!("blobs end at {offset} but the trailer starts at {trailer_start}"),
+            format!("blobs end at {offset} but the trailer starts at {blobs_end}"),
         ));
     }
     Ok(out)

@@ -1,26 +1,31 @@
 //! `prune`: deletes packs no snapshot needs and rewrites packs that are mostly garbage.
 //!
 //! Under the exclusive lock (no backup can be choosing blobs to reuse meanwhile):
-//! 1. pick up snapshots and packs other processes made, and packs an interrupted run
-//!    left unindexed;
+//! 1. pick up the index files and snapshots other processes and hosts wrote; packs no
+//!    index file lists (an interrupted run left them) are garbage;
 //! 2. mark every blob the snapshots reach (on disk, see [`crate::reach`]); a missing
 //!    or unreadable one stops prune before anything changes;
 //! 3. plan: packs without live blobs go; partly used packs are rewritten, most wasteful
 //!    first, until the unused bytes left are at most `max_unused` of the used bytes;
 //! 4. copy the live blobs of rewritten packs, verified, into new packs made durable;
-//! 5. in one index transaction, drop the old packs' rows and add the new packs;
-//! 6. only then delete the old pack files, and leftover temp files.
+//! 5. write new index files listing the new packs and every kept pack of the index
+//!    files that list a deleted one (small index files are merged in too), then update
+//!    the cache in one transaction;
+//! 6. only then delete the replaced index files, then the old pack files, and leftover
+//!    temp files.
 //!
-//! A crash before 5 leaves new packs unindexed (picked up as garbage by the next
-//! prune); after 5, old files not yet deleted are unindexed garbage likewise. No step
-//! deletes a blob a snapshot needs before its copy is durable and indexed.
+//! A crash before 5 leaves new packs no index file lists (garbage for the next prune);
+//! during 6, packs listed by no index file likewise. No step deletes a blob a snapshot
+//! needs before its copy is durable and listed.
+
+use std::collections::HashSet;
 
 use crate::error::{Error, Result};
 use crate::id::Id;
 use crate::pack;
 use crate::progress::Progress;
 use crate::reach::mark_reachable;
-use crate::repo::{Repacker, Repository};
+use crate::repo::{batches, PackRecord, Repacker, Repository};
 
 /// How `prune` runs.
 #[derive(Clone, Copy, Debug)]
@@ -76,19 +81,19 @@ pub fn prune(
     progress: &dyn Progress,
 ) -> Result<PruneReport> {
     let lock = repo.lock(true, "prune")?;
-    if let Some((path, why)) = repo.sync_snapshots()?.first() {
+    if let Some((path, why)) = repo.refresh()?.first() {
         return Err(Error::Invalid(format!(
-            "snapshot record {} cannot be read ({why}), so prune cannot tell what it needs; move it out of the repository if it is garbage; nothing was deleted",
-            path.display()
+            "snapshot record {path} cannot be read ({why}), so prune cannot tell what it needs; move it out of the repository if it is garbage; nothing was deleted"
         )));
     }
     if !repo.index().is_complete()? {
         return Err(Error::Invalid(
-            "the index is incomplete (some packs could not be read); run `snap check`, then `snap repair index`; nothing was deleted".into(),
+            "the index is incomplete (some index files could not be read); run `snap check`, then `snap repair index`; nothing was deleted".into(),
         ));
     }
+    let unindexed = repo.unindexed_packs()?;
     let mut report = PruneReport {
-        packs_unindexed: repo.index_unknown_packs()?,
+        packs_unindexed: unindexed.len() as u64,
         ..Default::default()
     };
     let roots: Vec<Id> = repo.snapshots()?.iter().map(|(_, s)| s.tree).collect();
@@ -171,14 +176,53 @@ pub fn prune(
     // A lock taken over as stale means someone else may be in here: stop before the
     // index changes.
     lock.check()?;
-    repo.index().replace_packs(&gone, &written)?;
+    let (old_files, new_files) = rewrite_index_files(repo, &gone, &written)?;
+    repo.index()
+        .replace_packs(&gone, &written, &old_files, &new_files)?;
+    repo.delete_index_files(&old_files)?;
     // A pack is named by its bytes: a rewrite can produce a pack that is also on the
-    // delete list (an identical one an interrupted prune wrote and this one indexed as
-    // garbage). Its file is the new pack now; deleting it would lose its blobs.
-    let new: std::collections::HashSet<Id> = written.iter().map(|(id, _, _)| *id).collect();
+    // delete list (an identical one an interrupted prune wrote). Its file is the new
+    // pack now; deleting it would lose its blobs.
+    let new: HashSet<Id> = written.iter().map(|(id, _, _)| *id).collect();
+    gone.extend(unindexed);
     gone.retain(|id| !new.contains(id));
     repo.delete_packs(&gone)?;
     report.tmp_files_removed = repo.clean_tmp()?;
     report.bytes_after = report.bytes_before - removed_bytes + written_bytes;
     Ok(report)
+}
+
+/// Index files smaller than this share of a full one are merged into new ones.
+const SMALL_INDEX_FILE: usize = crate::repo::INDEX_FILE_BLOBS / 4;
+
+/// Writes index files for the `written` packs and for the kept packs of the index
+/// files that list a `gone` pack or are small; returns the replaced files and the new
+/// ones (the new ones durable, the old ones not yet deleted).
+fn rewrite_index_files(
+    repo: &Repository,
+    gone: &[Id],
+    written: &[PackRecord],
+) -> Result<(Vec<Id>, Vec<Id>)> {
+    let gone: HashSet<&Id> = gone.iter().collect();
+    let mut replaced = Vec::new();
+    let mut kept: Vec<PackRecord> = Vec::new();
+    for f in repo.index_files()? {
+        let packs = repo.read_index_file(&f)?;
+        let blobs: usize = packs.iter().map(|p| p.2.len()).sum();
+        if blobs < SMALL_INDEX_FILE || packs.iter().any(|p| gone.contains(&p.0)) {
+            kept.extend(packs.into_iter().filter(|p| !gone.contains(&p.0)));
+            replaced.push(f);
+        }
+    }
+    if gone.is_empty() && written.is_empty() && replaced.len() <= 1 {
+        // Nothing to drop or add, and at most one small file: leave it.
+        return Ok((Vec::new(), Vec::new()));
+    }
+    kept.extend(written.iter().cloned());
+    let mut new = Vec::new();
+    for batch in batches(kept) {
+        new.push(repo.write_index_file(&batch)?);
+    }
+    replaced.retain(|f| !new.contains(f));
+    Ok((replaced, new))
 }

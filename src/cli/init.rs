@@ -18,7 +18,8 @@ pub struct Args {
 }
 
 pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
-    let (path, _) = ctx.repo_path()?;
+    let (store, _) = ctx.store()?;
+    let loc = store.location();
     let opts = InitOptions {
         compression_level: a.compression,
         ..Default::default()
@@ -33,16 +34,15 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
         if pass.is_empty() {
             anyhow::bail!("an empty passphrase is not allowed");
         }
-        Repository::init_encrypted(&path, &opts, pass.as_bytes(), Kdf::default())
+        Repository::init_encrypted(store, &opts, pass.as_bytes(), Kdf::default())
     } else {
-        Repository::init(&path, &opts)
+        Repository::create(store, &opts, None)
     }
-    .with_context(|| format!("creating repository {}", path.display()))?;
+    .with_context(|| format!("creating repository {loc}"))?;
     if !ctx.quiet {
         println!(
-            "created snap repository {} at {}",
+            "created snap repository {} at {loc}",
             &repo.config().id[..8],
-            path.display()
         );
     }
     if a.encrypt {

@@ -6,6 +6,7 @@ use std::path::Path;
 use anyhow::{bail, Context, Result};
 use snap::crypto::{Kdf, MasterKey};
 use snap::repo::{keys, Repository};
+use snap::store::Store;
 use zeroize::Zeroizing;
 
 use super::Ctx;
@@ -83,7 +84,7 @@ fn first_line(f: &Path, what: &str) -> Result<Zeroizing<String>> {
 /// key file SNAP_KEY_FILE names, else from a passphrase. Returns the id of the key file
 /// the passphrase opened (none for an exported key).
 pub fn unlock(
-    path: &Path,
+    store: &dyn Store,
     repo_id: &str,
     password_file: Option<&Path>,
 ) -> Result<(Option<String>, MasterKey)> {
@@ -99,14 +100,14 @@ pub fn unlock(
                 return Ok((None, k));
             }
             passphrase(
-                &format!("passphrase for {}: ", path.display()),
+                &format!("passphrase for {}: ", store.location()),
                 "SNAP_PASSWORD",
                 "SNAP_PASSWORD_FILE",
                 false,
             )?
         }
     };
-    let (id, k) = keys::unlock(path, pass.as_bytes())?;
+    let (id, k) = keys::unlock(store, pass.as_bytes())?;
     Ok((Some(id), k))
 }
 
@@ -120,25 +121,26 @@ fn new_passphrase() -> Result<Zeroizing<String>> {
 }
 
 pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
-    let (path, _) = ctx.repo_path()?;
-    let (encrypted, repo_id) = Repository::probe(&path)
-        .with_context(|| format!("opening repository {}", path.display()))?;
+    let (store, _) = ctx.store()?;
+    let loc = store.location();
+    let (encrypted, repo_id) =
+        Repository::probe(store.as_ref()).with_context(|| format!("opening repository {loc}"))?;
     if !encrypted {
         bail!(
-            "repository {} is not encrypted: it has no keys (create an encrypted one with `snap init --encrypt`)",
-            path.display()
+            "repository {loc} is not encrypted: it has no keys (create an encrypted one with `snap init --encrypt`)"
         );
     }
-    let (current, key) = unlock(&path, &repo_id, ctx.password_file.as_deref())?;
+    let (current, key) = unlock(store.as_ref(), &repo_id, ctx.password_file.as_deref())?;
     // Proves the key opens this repository before any key file changes.
-    Repository::open_with(&path, Some(key.clone()))?;
+    Repository::open_store(store.clone(), Some(key.clone()))?;
+    let keys_in = store.as_ref();
     match a.what {
         What::List => {
             println!(
                 "{:<1} {:<16}  {:<19}  {:<16}  user",
                 "", "id", "created (UTC)", "host"
             );
-            for (id, f) in keys::list(&path)? {
+            for (id, f) in keys::list(keys_in)? {
                 println!(
                     "{:<1} {:<16}  {:<19}  {:<16}  {}",
                     if current.as_deref() == Some(&id) {
@@ -155,7 +157,7 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
         }
         What::Add => {
             let pass = new_passphrase()?;
-            let id = keys::add(&path, &key, pass.as_bytes(), Kdf::default())?;
+            let id = keys::add(keys_in, &key, pass.as_bytes(), Kdf::default())?;
             if !ctx.quiet {
                 println!("added key {id}");
             }
@@ -164,16 +166,16 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
             if current.as_deref() == Some(id.as_str()) {
                 bail!("key {id} is the one in use; open the repository with another passphrase to remove it (or use `snap key passwd`)");
             }
-            keys::remove(&path, &id)?;
+            keys::remove(keys_in, &id)?;
             if !ctx.quiet {
                 println!("removed key {id}");
             }
         }
         What::Passwd => {
             let pass = new_passphrase()?;
-            let id = keys::add(&path, &key, pass.as_bytes(), Kdf::default())?;
+            let id = keys::add(keys_in, &key, pass.as_bytes(), Kdf::default())?;
             if let Some(old) = &current {
-                keys::remove(&path, old)?;
+                keys::remove(keys_in, old)?;
             }
             if !ctx.quiet {
                 println!(

@@ -19,13 +19,16 @@ mod repair;
 mod restore;
 mod shell;
 mod stats;
+mod sync;
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use snap::repo::Repository;
+use snap::store::{self, Store};
 
 /// Exit status when a snapshot was made but some entries could not be read.
 pub const EXIT_WARNINGS: i32 = 3;
@@ -37,9 +40,10 @@ pub const EXIT_WARNINGS: i32 = 3;
     about = "Deduplicating snapshots of application data: files, database dumps, command output"
 )]
 struct Cli {
-    /// Repository directory [default: $XDG_DATA_HOME/snap/repo]
-    #[arg(long, global = true, env = "SNAP_REPO", value_name = "DIR")]
-    repo: Option<PathBuf>,
+    /// Repository: a directory, sftp://[USER@]HOST[:PORT]/PATH or s3://BUCKET/PREFIX
+    /// (S3 endpoint from AWS_ENDPOINT_URL) [default: $XDG_DATA_HOME/snap/repo]
+    #[arg(long, global = true, env = "SNAP_REPO", value_name = "REPO")]
+    repo: Option<String>,
     /// Print nothing but errors and the final line
     #[arg(short, long, global = true)]
     quiet: bool,
@@ -77,6 +81,8 @@ enum Command {
     Import(import::Args),
     /// Show what changed between two snapshots (tables of pg_dump directory dumps named)
     Diff(diff::Args),
+    /// Copy snapshots with their data to another repository (directory, SFTP, S3)
+    Sync(sync::Args),
     /// Remove snapshots by a retention policy (then, with --prune, their data)
     Forget(forget::Args),
     /// Delete data no snapshot needs; rewrite packs that are mostly garbage
@@ -104,7 +110,7 @@ pub struct RunArgs {
 
 /// Global settings every subcommand sees.
 pub struct Ctx {
-    repo: Option<PathBuf>,
+    repo: Option<String>,
     quiet: bool,
     /// `--config`/`SNAP_CONFIG`.
     config: Option<PathBuf>,
@@ -113,7 +119,8 @@ pub struct Ctx {
 }
 
 impl Ctx {
-    fn repo_path(&self) -> Result<(PathBuf, bool)> {
+    /// The selected repository location, and whether it is the default one.
+    fn repo_location(&self) -> Result<(String, bool)> {
         if let Some(r) = &self.repo {
             return Ok((r.clone(), false));
         }
@@ -125,32 +132,44 @@ impl Ctx {
                 PathBuf::from(home).join(".local/share")
             }
         };
-        Ok((base.join("snap/repo"), true))
+        Ok((base.join("snap/repo").display().to_string(), true))
+    }
+
+    /// The store of the selected repository, and whether it is the default one.
+    fn store(&self) -> Result<(Arc<dyn Store>, bool)> {
+        let (loc, is_default) = self.repo_location()?;
+        Ok((store::open(&loc, &Default::default())?, is_default))
     }
 
     /// Opens the selected repository; `create_default` creates the default one on first
     /// use (so `snap backup DIR` works on a fresh machine).
     fn open(&self, create_default: bool) -> Result<Repository> {
-        let (path, is_default) = self.repo_path()?;
-        if is_default && create_default && !path.join("config").exists() {
-            let repo = Repository::init(&path, &Default::default())
-                .with_context(|| format!("creating the default repository {}", path.display()))?;
-            eprintln!("snap: created a new repository at {}", path.display());
+        let (store, is_default) = self.store()?;
+        let loc = store.location();
+        if is_default && create_default && store.size("config")?.is_none() {
+            let repo = Repository::create(store, &Default::default(), None)
+                .with_context(|| format!("creating the default repository {loc}"))?;
+            eprintln!("snap: created a new repository at {loc}");
             return Ok(repo);
         }
-        let open =
-            || -> Result<Repository> { Ok(Repository::open_with(&path, self.master_key(&path)?)?) };
-        open().with_context(|| format!("opening repository {}", path.display()))
+        self.open_store(store)
+            .with_context(|| format!("opening repository {loc}"))
     }
 
-    /// The master key of the repository at `path`, if it is encrypted.
-    fn master_key(&self, path: &Path) -> Result<Option<snap::crypto::MasterKey>> {
-        let (encrypted, id) = Repository::probe(path)?;
+    /// Opens the repository in `store`, unlocking it if it is encrypted.
+    fn open_store(&self, store: Arc<dyn Store>) -> Result<Repository> {
+        let key = self.master_key(store.as_ref())?;
+        Ok(Repository::open_store(store, key)?)
+    }
+
+    /// The master key of the repository in `store`, if it is encrypted.
+    fn master_key(&self, store: &dyn Store) -> Result<Option<snap::crypto::MasterKey>> {
+        let (encrypted, id) = Repository::probe(store)?;
         if !encrypted {
             return Ok(None);
         }
         Ok(Some(
-            key::unlock(path, &id, self.password_file.as_deref())?.1,
+            key::unlock(store, &id, self.password_file.as_deref())?.1,
         ))
     }
 
@@ -242,6 +261,7 @@ fn dispatch(ctx: &Ctx, command: Command, matches: &clap::ArgMatches) -> Result<i
         Command::Export(a) => export::run(ctx, a),
         Command::Import(a) => import::run(ctx, a),
         Command::Diff(a) => diff::run(ctx, a),
+        Command::Sync(a) => sync::run(ctx, a),
         Command::Forget(a) => forget::run(ctx, a),
         Command::Prune(a) => prune::run(ctx, a),
         Command::Check(a) => check::run(ctx, a),

@@ -27,7 +27,7 @@ pub struct File {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Profile {
-    repository: PathBuf,
+    repository: String,
     /// Passphrase file of an encrypted repository.
     password_file: Option<PathBuf>,
     #[serde(default)]
@@ -151,7 +151,7 @@ impl File {
         name: Option<&str>,
     ) -> Result<(String, Vec<Step>, Option<PathBuf>)> {
         let (name, p) = self.get(path, name)?;
-        let repo = p.repository.display().to_string();
+        let repo = p.repository.clone();
         let base = |sub: &str| vec!["--repo".to_string(), repo.clone(), sub.to_string()];
         let mut backup = base("backup");
         backup.extend(p.paths.iter().cloned());

@@ -1,7 +1,6 @@
 //! `snap repair`
 
 use anyhow::{Context, Result};
-use snap::repo::Repository;
 
 use super::Ctx;
 
@@ -13,20 +12,21 @@ pub struct Args {
 
 #[derive(clap::Subcommand)]
 enum What {
-    /// Rebuild the index from the pack files and snapshot records
+    /// Rewrite the index files from the pack trailers (reads every pack's trailer),
+    /// and rebuild the local index cache
     Index,
 }
 
 pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
     let What::Index = a.what;
-    let (path, _) = ctx.repo_path()?;
-    let key = ctx.master_key(&path)?;
-    let s = Repository::rebuild_index(&path, key)
-        .with_context(|| format!("rebuilding the index of {}", path.display()))?;
+    let repo = ctx.open(false)?;
+    let s = repo
+        .rebuild_index()
+        .with_context(|| format!("rebuilding the index of {}", repo.location()))?;
     if !ctx.quiet {
         println!(
-            "index rebuilt: {} packs, {} blobs, {} snapshots",
-            s.packs, s.blobs, s.snapshots
+            "index rebuilt: {} packs, {} blobs in {} index files, {} snapshots",
+            s.packs, s.blobs, s.index_files, s.snapshots
         );
     }
     if !s.skipped.is_empty() {
@@ -35,7 +35,7 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
             &s.skipped,
         );
         anyhow::bail!(
-            "{} packs could not be read; the index is incomplete",
+            "{} packs could not be read; their blobs are not indexed (run `snap check` to see which snapshots need them)",
             s.skipped.len()
         );
     }

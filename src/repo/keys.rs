@@ -1,35 +1,31 @@
 //! Key files of an encrypted repository: `keys/<16 hex>.json`, each the master key
 //! wrapped by one passphrase (see [`crate::crypto::KeyFile`]).
 
-use std::fs;
-use std::path::{Path, PathBuf};
-
-use super::{read_capped, write_atomic};
 use crate::crypto::{Kdf, KeyFile, MasterKey};
-use crate::error::{Error, IoContext, Result};
+use crate::error::{Error, Result};
+use crate::store::Store;
 
 /// Largest key file accepted.
-const MAX_LEN: u64 = 64 << 10;
+pub const MAX_LEN: u64 = 64 << 10;
 
-fn dir(root: &Path) -> PathBuf {
-    root.join("keys")
+fn dir(store: &dyn Store) -> String {
+    format!("{}/keys", store.location())
 }
 
 /// Every key file, by id, sorted by id.
-pub fn list(root: &Path) -> Result<Vec<(String, KeyFile)>> {
-    let d = dir(root);
+pub fn list(store: &dyn Store) -> Result<Vec<(String, KeyFile)>> {
     let mut out = Vec::new();
-    for e in fs::read_dir(&d).at(&d)? {
-        let path = e.at(&d)?.path();
-        let Some(id) = path
-            .file_name()
-            .and_then(|n| n.to_str())
+    for e in store.list("keys")? {
+        let Some(id) = e
+            .path
+            .strip_prefix("keys/")
             .and_then(|n| n.strip_suffix(".json"))
         else {
             continue;
         };
-        let f: KeyFile = serde_json::from_slice(&read_capped(&path, MAX_LEN)?)
-            .map_err(|e| Error::corrupt("key file", path.display(), e))?;
+        let f: KeyFile = serde_json::from_slice(&store.read(&e.path, MAX_LEN)?).map_err(|err| {
+            Error::corrupt("key file", format!("{}/{}", store.location(), e.path), err)
+        })?;
         out.push((id.to_string(), f));
     }
     out.sort_by(|a, b| a.0.cmp(&b.0));
@@ -37,12 +33,12 @@ pub fn list(root: &Path) -> Result<Vec<(String, KeyFile)>> {
 }
 
 /// The master key and the id of the key file `passphrase` opens.
-pub fn unlock(root: &Path, passphrase: &[u8]) -> Result<(String, MasterKey)> {
-    let keys = list(root)?;
+pub fn unlock(store: &dyn Store, passphrase: &[u8]) -> Result<(String, MasterKey)> {
+    let keys = list(store)?;
     if keys.is_empty() {
         return Err(Error::Invalid(format!(
             "{} has no key files: the repository cannot be opened with a passphrase (use SNAP_KEY_FILE with an exported key)",
-            dir(root).display()
+            dir(store)
         )));
     }
     for (id, f) in &keys {
@@ -53,29 +49,27 @@ pub fn unlock(root: &Path, passphrase: &[u8]) -> Result<(String, MasterKey)> {
     let names: Vec<String> = keys.iter().map(|(id, _)| format!("{id}.json")).collect();
     Err(Error::Invalid(format!(
         "wrong passphrase: no key file in {} opens with it, or they were altered ({})",
-        dir(root).display(),
+        dir(store),
         names.join(", ")
     )))
 }
 
 /// Adds a key file for `passphrase`; returns its id.
-pub fn add(root: &Path, master: &MasterKey, passphrase: &[u8], kdf: Kdf) -> Result<String> {
+pub fn add(store: &dyn Store, master: &MasterKey, passphrase: &[u8], kdf: Kdf) -> Result<String> {
     let user = std::env::var("USER").unwrap_or_default();
     let f = KeyFile::new(master, passphrase, kdf, super::hostname(), user)?;
     let mut id = [0u8; 8];
     getrandom::getrandom(&mut id).map_err(|e| Error::Invalid(format!("no randomness: {e}")))?;
     let id = hex::encode(id);
-    let d = dir(root);
-    fs::create_dir_all(&d).at(&d)?;
     let mut b = serde_json::to_vec_pretty(&f).expect("key files serialize");
     b.push(b'\n');
-    write_atomic(&root.join("tmp"), &d.join(format!("{id}.json")), &b)?;
+    store.put(&format!("keys/{id}.json"), &b)?;
     Ok(id)
 }
 
 /// Removes key file `id`; refuses to remove the last one.
-pub fn remove(root: &Path, id: &str) -> Result<()> {
-    let keys = list(root)?;
+pub fn remove(store: &dyn Store, id: &str) -> Result<()> {
+    let keys = list(store)?;
     if !keys.iter().any(|(k, _)| k == id) {
         return Err(Error::NotFound {
             what: "key",
@@ -87,7 +81,5 @@ pub fn remove(root: &Path, id: &str) -> Result<()> {
             "refusing to remove the last key: the repository could then only be opened with an exported key".into(),
         ));
     }
-    let path = dir(root).join(format!("{id}.json"));
-    fs::remove_file(&path).at(&path)?;
-    super::fsync_dir(&dir(root))
+    store.delete(&format!("keys/{id}.json"))
 }

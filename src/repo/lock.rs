@@ -1,4 +1,5 @@
-//! Repository locks: one small file per holder in `locks/`.
+//! Repository locks: one small file per holder in `locks/`, in whatever store holds
+//! the repository (on S3, an object).
 //!
 //! Backups take shared locks (many may run at once); maintenance that rewrites the
 //! index takes an exclusive one. A lock whose process is gone (same host, PID dead) or
@@ -6,16 +7,15 @@
 //! lock ever needs deleting by hand. A live holder refreshes its file's mtime every
 //! [`REFRESH_EVERY`].
 
-use std::fs;
-use std::path::{Path, PathBuf};
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime};
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Error, IoContext, Result};
+use crate::error::{Error, Result};
+use crate::store::{Entry, Store};
 
 /// A lock not refreshed for this long is stale.
 pub const STALE_AFTER: Duration = Duration::from_secs(30 * 60);
@@ -57,7 +57,8 @@ impl std::fmt::Display for LockInfo {
 
 /// A held lock; released on drop.
 pub struct Lock {
-    path: PathBuf,
+    store: Arc<dyn Store>,
+    path: String,
     stop: Option<mpsc::Sender<()>>,
     refresher: Option<JoinHandle<()>>,
 }
@@ -84,8 +85,8 @@ fn pid_alive(pid: u32) -> bool {
 }
 
 impl Lock {
-    /// Takes a lock in `dir` (the repository's `locks/`).
-    pub fn acquire(dir: &Path, exclusive: bool, purpose: &str) -> Result<Lock> {
+    /// Takes a lock in `store`'s `locks/`.
+    pub fn acquire(store: Arc<dyn Store>, exclusive: bool, purpose: &str) -> Result<Lock> {
         let info = LockInfo {
             host: hostname(),
             pid: std::process::id(),
@@ -96,26 +97,25 @@ impl Lock {
         let mut rnd = [0u8; 8];
         getrandom::getrandom(&mut rnd)
             .map_err(|e| Error::Invalid(format!("no randomness: {e}")))?;
-        let path = dir.join(format!("{}.json", hex::encode(rnd)));
+        let path = format!("locks/{}.json", hex::encode(rnd));
         let body = serde_json::to_vec_pretty(&info).expect("lock serializes");
-        fs::write(&path, body).at(&path)?;
+        store.put(&path, &body)?;
         let lock = Lock {
+            store,
             path,
             stop: None,
             refresher: None,
         };
-        for entry in fs::read_dir(dir).at(dir)? {
-            let entry = entry.at(dir)?;
-            let other = entry.path();
-            if other == lock.path {
+        for entry in lock.store.list("locks")? {
+            if entry.path == lock.path {
                 continue;
             }
-            let Some(holder) = read_lock(&other) else {
+            let Some(holder) = read_lock(lock.store.as_ref(), &entry.path) else {
                 continue;
             };
-            if is_stale(&other, &holder) {
-                log::warn!("removing stale lock {}: {holder}", other.display());
-                let _ = fs::remove_file(&other);
+            if is_stale(&entry, &holder) {
+                log::warn!("removing stale lock {}: {holder}", entry.path);
+                let _ = lock.store.delete(&entry.path);
                 continue;
             }
             if exclusive || holder.exclusive {
@@ -130,13 +130,14 @@ impl Lock {
     /// Fails when the lock file is gone (another process took it over as stale, e.g.
     /// after this one was paused): the holder must then not commit anything.
     pub fn check(&self) -> Result<()> {
-        if self.path.exists() {
+        if self.store.size(&self.path)?.is_some() {
             Ok(())
         } else {
             Err(Error::Locked {
                 holder: format!(
-                    "nobody: this process's lock {} was removed as stale; rerun the operation",
-                    self.path.display()
+                    "nobody: this process's lock {}/{} was removed as stale; rerun the operation",
+                    self.store.location(),
+                    self.path
                 ),
             })
         }
@@ -145,10 +146,13 @@ impl Lock {
     fn refreshing(mut self) -> Lock {
         let (tx, rx) = mpsc::channel::<()>();
         let path = self.path.clone();
+        let store = self.store.clone();
         self.refresher = Some(std::thread::spawn(move || {
             while let Err(mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(REFRESH_EVERY) {
-                if let Ok(f) = fs::File::options().write(true).open(&path) {
-                    let _ = f.set_modified(SystemTime::now());
+                // Rewriting the file renews its modification time; a file removed as
+                // stale is not brought back.
+                if let Some(body) = store.read(&path, 1 << 16).ok() {
+                    let _ = store.put(&path, &body);
                 }
             }
         }));
@@ -157,18 +161,17 @@ impl Lock {
     }
 }
 
-fn read_lock(path: &Path) -> Option<LockInfo> {
-    let b = fs::read(path).ok()?;
+fn read_lock(store: &dyn Store, path: &str) -> Option<LockInfo> {
+    let b = store.read(path, 1 << 16).ok()?;
     serde_json::from_slice(&b).ok()
 }
 
-fn is_stale(path: &Path, info: &LockInfo) -> bool {
+fn is_stale(entry: &Entry, info: &LockInfo) -> bool {
     if info.host == hostname() && !pid_alive(info.pid) {
         return true;
     }
-    let age = fs::metadata(path)
-        .and_then(|m| m.modified())
-        .ok()
+    let age = entry
+        .modified
         .and_then(|t| SystemTime::now().duration_since(t).ok())
         .unwrap_or_default();
     age > STALE_AFTER
@@ -180,7 +183,7 @@ impl Drop for Lock {
         if let Some(t) = self.refresher.take() {
             let _ = t.join();
         }
-        let _ = fs::remove_file(&self.path);
+        let _ = self.store.delete(&self.path);
     }
 }
 
@@ -188,23 +191,30 @@ impl Drop for Lock {
 mod tests {
     use super::*;
 
+    fn store(d: &tempfile::TempDir) -> Arc<dyn Store> {
+        std::fs::create_dir(d.path().join("tmp")).unwrap();
+        Arc::new(crate::store::Local::new(d.path().to_path_buf()))
+    }
+
     #[test]
     fn shared_and_exclusive() {
         let d = tempfile::tempdir().unwrap();
-        let a = Lock::acquire(d.path(), false, "backup").unwrap();
-        let b = Lock::acquire(d.path(), false, "backup").unwrap();
-        let e = Lock::acquire(d.path(), true, "repair");
+        let s = store(&d);
+        let a = Lock::acquire(s.clone(), false, "backup").unwrap();
+        let b = Lock::acquire(s.clone(), false, "backup").unwrap();
+        let e = Lock::acquire(s.clone(), true, "repair");
         assert!(matches!(e, Err(Error::Locked { .. })));
         drop((a, b));
-        let x = Lock::acquire(d.path(), true, "repair").unwrap();
-        assert!(Lock::acquire(d.path(), false, "backup").is_err());
+        let x = Lock::acquire(s.clone(), true, "repair").unwrap();
+        assert!(Lock::acquire(s.clone(), false, "backup").is_err());
         drop(x);
-        assert_eq!(fs::read_dir(d.path()).unwrap().count(), 0);
+        assert!(s.list("locks").unwrap().is_empty());
     }
 
     #[test]
     fn dead_holder_is_taken_over() {
         let d = tempfile::tempdir().unwrap();
+        let s = store(&d);
         let mut child = std::process::Command::new("true").spawn().unwrap();
         let pid = child.id();
         child.wait().unwrap();
@@ -215,13 +225,10 @@ mod tests {
             exclusive: true,
             purpose: "crashed".into(),
         };
-        fs::write(
-            d.path().join("dead.json"),
-            serde_json::to_vec(&info).unwrap(),
-        )
-        .unwrap();
-        let l = Lock::acquire(d.path(), true, "repair").unwrap();
-        assert!(!d.path().join("dead.json").exists());
+        s.put("locks/dead.json", &serde_json::to_vec(&info).unwrap())
+            .unwrap();
+        let l = Lock::acquire(s.clone(), true, "repair").unwrap();
+        assert_eq!(s.size("locks/dead.json").unwrap(), None);
         drop(l);
     }
 }

@@ -1,29 +1,31 @@
-//! A repository directory: layout, config, index, reading blobs, and the commit
-//! protocol for new packs and snapshots.
+//! A repository: layout, config, index cache, reading blobs, and the commit protocol
+//! for new packs, index files and snapshots. Its files live in a [`Store`] (a local
+//! directory, SFTP or S3); the SQLite index is a local cache of the index files.
 //!
 //! ```text
-//! <repo>/config                 JSON, written once by init
-//! <repo>/packs/<2 hex>/<id>     immutable pack files, named by the BLAKE3 of their bytes
-//! <repo>/snapshots/<id>         immutable snapshot records, named by their BLAKE3
-//! <repo>/locks/<random>.json    one per running process
-//! <repo>/tmp/                   files being written (renamed into place when durable)
-//! <repo>/index.sqlite           the rebuildable index
+//! config                 JSON, written once by init
+//! keys/<16 hex>.json     encrypted repositories: the master key per passphrase
+//! packs/<2 hex>/<id>     immutable pack files, named by the BLAKE3 of their bytes
+//! index/<id>             immutable index files: the packs and their blobs
+//! snapshots/<id>         immutable snapshot records, named by their BLAKE3
+//! locks/<random>.json    one per running process
+//! tmp/                   files being written (local and SFTP repositories)
 //! ```
-//! Write order (a crash at any point leaves only complete snapshots visible): pack to
-//! `tmp/`, fsync, rename, fsync directory; then its index rows; the snapshot record
-//! last. Anything unreferenced is garbage for prune, never damage.
+//! Write order (a crash at any point leaves only complete snapshots visible): packs,
+//! durable; then the index file listing them; the snapshot record last. Anything
+//! unreferenced is garbage for prune, never damage.
 
 mod config;
+mod index_files;
 pub mod keys;
 mod lock;
 mod lookup;
 mod repack;
 mod saver;
 
-use std::collections::{HashMap, HashSet};
-use std::fs::{self, File};
+use std::collections::HashSet;
+use std::fs;
 use std::io::Write;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -31,6 +33,7 @@ use chrono::Utc;
 use rayon::prelude::*;
 
 pub use self::config::{Config, ConfigFile, VERSION, VERSION_ENCRYPTED};
+pub use self::index_files::{PackRecord, BLOBS_PER_FILE as INDEX_FILE_BLOBS};
 pub use self::lock::{hostname, Lock};
 pub use self::lookup::PathLookup;
 pub use self::repack::Repacker;
@@ -43,10 +46,10 @@ use crate::id::Id;
 use crate::index::{BlobLoc, Index};
 use crate::pack;
 use crate::snapshot::Snapshot;
+use crate::store::{Local, Store};
 use crate::tree::{Content, ListNode, Node, NodeKind, Tree, MAX_META_BLOB};
 
 const INDEX_FILE: &str = "index.sqlite";
-const OPEN_PACKS: usize = 64;
 
 /// Options of a new repository.
 #[derive(Clone, Debug)]
@@ -76,18 +79,22 @@ pub struct RebuildStats {
     pub packs: u64,
     /// Blobs indexed.
     pub blobs: u64,
+    /// Index files written.
+    pub index_files: u64,
     /// Snapshots indexed.
     pub snapshots: u64,
-    /// Packs that could not be read, with the reason; the index stays incomplete.
+    /// Packs that could not be read, with the reason; they are left out.
     pub skipped: Vec<String>,
 }
 
 /// An open repository.
 pub struct Repository {
-    root: PathBuf,
+    store: Arc<dyn Store>,
+    /// Holds the index cache and `tmp/` for packs being written: the repository
+    /// directory itself when it is local.
+    cache: PathBuf,
     config: Config,
     index: Index,
-    open_packs: Mutex<HashMap<Id, Arc<File>>>,
     /// The master key of an encrypted repository.
     key: Option<MasterKey>,
 }
@@ -103,88 +110,139 @@ fn blob_aad(id: &Id, kind: pack::BlobKind) -> [u8; 33] {
     a
 }
 
-fn fsync_dir(dir: &Path) -> Result<()> {
-    File::open(dir).and_then(|d| d.sync_all()).at(dir)
-}
-
-fn read_capped(path: &Path, cap: u64) -> Result<Vec<u8>> {
-    let len = fs::metadata(path).at(path)?.len();
-    if len > cap {
-        return Err(Error::corrupt(
-            "file",
-            path.display(),
-            format!("{len} bytes, more than the {cap} allowed"),
-        ));
-    }
-    fs::read(path).at(path)
-}
-
-/// Reads `<root>/config`, not yet opened.
-fn read_config(root: &Path) -> Result<ConfigFile> {
-    let path = root.join("config");
-    if !path.exists() {
-        return Err(Error::NotFound {
+/// Reads the config file of the repository in `store`, not yet opened.
+fn read_config(store: &dyn Store) -> Result<ConfigFile> {
+    match store.read("config", config::MAX_LEN) {
+        Err(Error::NotFound { .. }) => Err(Error::NotFound {
             what: "repository",
             id: format!(
                 "{} (no config file; run `snap init --repo {}`)",
-                root.display(),
-                root.display()
+                store.location(),
+                store.location()
             ),
-        });
+        }),
+        r => ConfigFile::decode(&r?),
     }
-    ConfigFile::decode(&read_capped(&path, config::MAX_LEN)?)
 }
 
-/// Writes `bytes` to `dest` durably and atomically: temp file in `tmp`, fsync, rename,
-/// fsync of the destination directory.
-fn write_atomic(tmp: &Path, dest: &Path, bytes: &[u8]) -> Result<()> {
-    let mut f = tempfile::NamedTempFile::new_in(tmp).at(tmp)?;
-    f.write_all(bytes).at(f.path())?;
-    f.as_file().sync_all().at(f.path())?;
-    f.persist(dest).map_err(|e| e.error).at(dest)?;
-    fsync_dir(dest.parent().expect("repository files have a parent"))
+/// Where the index cache of a remote repository lives: `$SNAP_CACHE_DIR`, else
+/// `$XDG_CACHE_HOME/snap`, else `~/.cache/snap`, then the repository id.
+fn cache_dir(store: &dyn Store, repo_id: &str) -> Result<PathBuf> {
+    if let Some(root) = store.local_root() {
+        return Ok(root.to_path_buf());
+    }
+    let var = |n: &str| std::env::var_os(n).filter(|v| !v.is_empty()).map(PathBuf::from);
+    let base = var("SNAP_CACHE_DIR")
+        .or_else(|| var("XDG_CACHE_HOME").map(|x| x.join("snap")))
+        .or_else(|| var("HOME").map(|h| h.join(".cache/snap")))
+        .ok_or_else(|| {
+            Error::Invalid(
+                "no cache directory for a remote repository: set SNAP_CACHE_DIR or HOME".into(),
+            )
+        })?;
+    let dir = base.join(repo_id);
+    fs::create_dir_all(dir.join("tmp")).at(&dir)?;
+    Ok(dir)
 }
 
-impl Repository {
-    /// Creates an unencrypted repository at `root` (which must not exist or be empty).
-    pub fn init(root: &Path, opts: &InitOptions) -> Result<Repository> {
-        Repository::create(root, opts, None)
+/// Opens the index cache in `cache`, replacing one of another schema or repository.
+fn open_index(cache: &Path, repo_id: &str) -> Result<Index> {
+    let path = cache.join(INDEX_FILE);
+    if let Some(i) = Index::open(&path, repo_id)? {
+        return Ok(i);
     }
-
-    /// Creates an encrypted repository at `root` with a new random master key, wrapped
-    /// by `passphrase` in its first key file.
-    pub fn init_encrypted(
-        root: &Path,
-        opts: &InitOptions,
-        passphrase: &[u8],
-        kdf: Kdf,
-    ) -> Result<Repository> {
-        let key = MasterKey::generate()?;
-        Repository::create(root, opts, Some((key, passphrase, kdf)))
+    log::warn!(
+        "index {} belongs to another repository or version; rebuilding it",
+        path.display()
+    );
+    for suffix in ["", "-wal", "-shm"] {
+        let p = cache.join(format!("{INDEX_FILE}{suffix}"));
+        match fs::remove_file(&p) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e).at(&p),
+            _ => {}
+        }
     }
+    Index::open(&path, repo_id)?
+        .ok_or_else(|| Error::Invalid(format!("cannot create index {}", path.display())))
+}
 
-    fn create(
-        root: &Path,
-        opts: &InitOptions,
-        encrypt: Option<(MasterKey, &[u8], Kdf)>,
-    ) -> Result<Repository> {
-        for p in [opts.chunking.files, opts.chunking.dump] {
-            p.validate().map_err(Error::Invalid)?;
-        }
-        if root.join("config").exists() {
-            return Err(Error::Invalid(format!(
-                "{} is already a snap repository",
-                root.display()
-            )));
-        }
+/// Checks that `store` holds no repository yet; a local directory must be absent or
+/// empty, and gets the repository's directories.
+fn prepare_empty(store: &dyn Store) -> Result<()> {
+    if store.size("config")?.is_some() {
+        return Err(Error::Invalid(format!(
+            "{} is already a snap repository",
+            store.location()
+        )));
+    }
+    if let Some(root) = store.local_root() {
         if root.exists() && fs::read_dir(root).at(root)?.next().is_some() {
             return Err(Error::Invalid(format!(
                 "{} exists and is not empty; choose an empty or new directory",
                 root.display()
             )));
         }
-        for d in ["packs", "snapshots", "locks", "tmp"] {
+        for d in ["packs", "index", "snapshots", "locks", "tmp"] {
             fs::create_dir_all(root.join(d)).at(root.join(d))?;
+        }
+    }
+    Ok(())
+}
+
+/// The path of pack `id` in the store.
+pub fn pack_path(id: &Id) -> String {
+    let hex = id.to_hex();
+    format!("packs/{}/{hex}", &hex[..2])
+}
+
+fn snapshot_path(id: &Id) -> String {
+    format!("snapshots/{}", id.to_hex())
+}
+
+fn index_path(id: &Id) -> String {
+    format!("index/{}", id.to_hex())
+}
+
+/// The ids of the files listed under `dir` whose names are ids.
+fn listed_ids(store: &dyn Store, dir: &str) -> Result<Vec<(Id, u64)>> {
+    Ok(store
+        .list(dir)?
+        .into_iter()
+        .filter_map(|e| {
+            let name = e.path.rsplit('/').next()?;
+            Some((Id::from_hex(name)?, e.size))
+        })
+        .collect())
+}
+
+impl Repository {
+    /// Creates an unencrypted repository in directory `root` (which must not exist or
+    /// be empty).
+    pub fn init(root: &Path, opts: &InitOptions) -> Result<Repository> {
+        Repository::create(Arc::new(Local::new(root.to_path_buf())), opts, None)
+    }
+
+    /// Creates an encrypted repository in `store` with a new random master key,
+    /// wrapped by `passphrase` in its first key file.
+    pub fn init_encrypted(
+        store: Arc<dyn Store>,
+        opts: &InitOptions,
+        passphrase: &[u8],
+        kdf: Kdf,
+    ) -> Result<Repository> {
+        let key = MasterKey::generate()?;
+        Repository::create(store, opts, Some((key, passphrase, kdf)))
+    }
+
+    /// Creates a repository in `store`: unencrypted, or encrypted with a master key
+    /// wrapped by a passphrase.
+    pub fn create(
+        store: Arc<dyn Store>,
+        opts: &InitOptions,
+        encrypt: Option<(MasterKey, &[u8], Kdf)>,
+    ) -> Result<Repository> {
+        for p in [opts.chunking.files, opts.chunking.dump] {
+            p.validate().map_err(Error::Invalid)?;
         }
         let mut id = [0u8; 32];
         getrandom::getrandom(&mut id).map_err(|e| Error::Invalid(format!("no randomness: {e}")))?;
@@ -200,75 +258,153 @@ impl Repository {
             compression_level: opts.compression_level,
             pack_size: opts.pack_size,
         };
+        prepare_empty(store.as_ref())?;
         let key = match encrypt {
             Some((key, passphrase, kdf)) => {
-                keys::add(root, &key, passphrase, kdf)?;
+                keys::add(store.as_ref(), &key, passphrase, kdf)?;
                 Some(key)
             }
             None => None,
         };
-        let bytes = config.encode(key.as_ref())?;
-        write_atomic(&root.join("tmp"), &root.join("config"), &bytes)?;
-        Repository::open_with(root, key)
+        store.put("config", &config.encode(key.as_ref())?)?;
+        Repository::open_store(store, key)
     }
 
-    /// Whether the repository at `root` is encrypted (then it opens only with
-    /// [`Repository::open_with`] and its key); also the repository's id.
-    pub fn probe(root: &Path) -> Result<(bool, String)> {
-        Ok(match read_config(root)? {
+    /// Creates a copy of the repository `from`: the same config file and key files,
+    /// so the same id and master key (packs copy between the two as they are).
+    pub fn create_copy(store: Arc<dyn Store>, from: &Repository) -> Result<Repository> {
+        prepare_empty(store.as_ref())?;
+        for e in from.store.list("keys")? {
+            store.put(&e.path, &from.store.read(&e.path, keys::MAX_LEN)?)?;
+        }
+        store.put("config", &from.store.read("config", config::MAX_LEN)?)?;
+        Repository::open_store(store, from.key.clone())
+    }
+
+    /// Whether the repository in `store` is encrypted (then it opens only with its
+    /// key); also the repository's id.
+    pub fn probe(store: &dyn Store) -> Result<(bool, String)> {
+        Ok(match read_config(store)? {
             ConfigFile::Plain(c) => (false, c.id),
             ConfigFile::Sealed { id, .. } => (true, id),
         })
     }
 
-    /// Opens the unencrypted repository at `root`, bringing the index up to date with
-    /// the snapshot files (and rebuilding it from the packs when it is missing or
-    /// unusable).
+    /// Opens the unencrypted repository in directory `root`.
     pub fn open(root: &Path) -> Result<Repository> {
-        Repository::open_with(root, None)
+        Repository::open_store(Arc::new(Local::new(root.to_path_buf())), None)
     }
 
-    /// Opens the repository at `root` with its master key (`None`: unencrypted).
+    /// Opens the repository in directory `root` with its master key.
     pub fn open_with(root: &Path, key: Option<MasterKey>) -> Result<Repository> {
-        let config = read_config(root)?.open(key.as_ref())?;
-        let index_path = root.join(INDEX_FILE);
-        let index = match Index::open(&index_path, &config.id)? {
-            Some(i) => i,
-            None => {
-                log::warn!(
-                    "index {} belongs to another repository or version; rebuilding it",
-                    index_path.display()
-                );
-                remove_index_files(root)?;
-                Index::open(&index_path, &config.id)?.ok_or_else(|| {
-                    Error::Invalid(format!("cannot create index {}", index_path.display()))
-                })?
-            }
-        };
+        Repository::open_store(Arc::new(Local::new(root.to_path_buf())), key)
+    }
+
+    /// Opens the repository in `store` with its master key (`None`: unencrypted),
+    /// bringing the index cache up to date with the index files and snapshot records.
+    pub fn open_store(store: Arc<dyn Store>, key: Option<MasterKey>) -> Result<Repository> {
+        let config = read_config(store.as_ref())?.open(key.as_ref())?;
+        let cache = cache_dir(store.as_ref(), &config.id)?;
+        let index = open_index(&cache, &config.id)?;
         let repo = Repository {
-            root: root.to_path_buf(),
+            store,
+            cache,
             config,
             index,
-            open_packs: Mutex::new(HashMap::new()),
             key,
         };
-        if !repo.index.is_complete()? {
-            let stats = repo.fill_index()?;
-            if stats.packs > 0 && stats.skipped.is_empty() {
-                log::warn!(
-                    "index {} was missing or incomplete; rebuilt it from {} packs",
-                    index_path.display(),
-                    stats.packs
-                );
-            }
-        }
-        repo.sync_snapshots()?;
+        repo.refresh()?;
         Ok(repo)
     }
 
-    /// The repository directory.
-    pub fn root(&self) -> &Path {
-        &self.root
+    /// Brings the cache up to date with what other processes and hosts wrote (done on
+    /// open; again after taking a lock). Returns the snapshot records that cannot be
+    /// read (see [`Repository::sync_snapshots`]).
+    pub fn refresh(&self) -> Result<Vec<(String, String)>> {
+        self.refresh_index()?;
+        self.sync_snapshots()
+    }
+
+    /// Reads the index files the cache lacks. When one it holds is gone (prune or
+    /// repair replaced it), the cache is rebuilt from all of them. An unreadable index
+    /// file is skipped with a warning and leaves the cache incomplete.
+    fn refresh_index(&self) -> Result<()> {
+        let listed: HashSet<Id> = listed_ids(self.store.as_ref(), "index")?
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect();
+        let mut cached = self.index.index_files()?;
+        if !cached.is_subset(&listed) {
+            log::debug!("index files were replaced; rebuilding the cache");
+            self.index.clear()?;
+            cached.clear();
+        }
+        let new: Vec<Id> = listed.difference(&cached).copied().collect();
+        let complete = Mutex::new(true);
+        new.par_iter().try_for_each(|name| -> Result<()> {
+            match self.read_index_file(name) {
+                Ok(packs) => self.index.ingest(name, &packs),
+                Err(e) => {
+                    log::warn!("skipping index file {}: {e}", index_path(name));
+                    *complete.lock().unwrap_or_else(|p| p.into_inner()) = false;
+                    Ok(())
+                }
+            }
+        })?;
+        let mut complete = complete.into_inner().unwrap_or_else(|p| p.into_inner());
+        if listed.is_empty() && !listed_ids(self.store.as_ref(), "packs")?.is_empty() {
+            log::warn!(
+                "{} has packs but no index files; run `snap repair index`",
+                self.store.location()
+            );
+            complete = false;
+        }
+        if complete != self.index.is_complete()? {
+            self.index.set_complete(complete)?;
+        }
+        Ok(())
+    }
+
+    /// Reads and verifies index file `name`.
+    pub fn read_index_file(&self, name: &Id) -> Result<Vec<PackRecord>> {
+        index_files::decode(name, &self.index_file_bytes(name)?, self.key.as_ref())
+    }
+
+    /// Index file `name` as stored.
+    pub fn index_file_bytes(&self, name: &Id) -> Result<Vec<u8>> {
+        self.store.read(&index_path(name), index_files::MAX_LEN)
+    }
+
+    /// The index files in the store.
+    pub fn index_files(&self) -> Result<Vec<Id>> {
+        Ok(listed_ids(self.store.as_ref(), "index")?
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect())
+    }
+
+    /// Writes the index file of `packs` (durable packs), then adds it to the cache;
+    /// returns its name.
+    pub fn write_index_file(&self, packs: &[PackRecord]) -> Result<Id> {
+        let (name, bytes) = index_files::encode(packs, self.key.as_ref())?;
+        self.store.put(&index_path(&name), &bytes)?;
+        self.index.ingest(&name, packs)?;
+        Ok(name)
+    }
+
+    /// Where the repository is (`/srv/repo`, `s3://bucket/prefix`).
+    pub fn location(&self) -> String {
+        self.store.location()
+    }
+
+    /// The repository's file storage.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// The master key of an encrypted repository.
+    pub fn key(&self) -> Option<&MasterKey> {
+        self.key.as_ref()
     }
 
     /// The config.
@@ -291,7 +427,7 @@ impl Repository {
 
     /// Takes a shared (`exclusive = false`) or exclusive lock.
     pub fn lock(&self, exclusive: bool, purpose: &str) -> Result<Lock> {
-        Lock::acquire(&self.root.join("locks"), exclusive, purpose)
+        Lock::acquire(self.store.clone(), exclusive, purpose)
     }
 
     /// A writer of new blobs at zstd `level`.
@@ -299,27 +435,8 @@ impl Repository {
         Saver::new(self, level)
     }
 
-    fn pack_path(&self, id: &Id) -> PathBuf {
-        let hex = id.to_hex();
-        self.root.join("packs").join(&hex[..2]).join(hex)
-    }
-
     fn tmp_dir(&self) -> PathBuf {
-        self.root.join("tmp")
-    }
-
-    fn pack_file(&self, id: &Id) -> Result<Arc<File>> {
-        let mut open = self.open_packs.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(f) = open.get(id) {
-            return Ok(f.clone());
-        }
-        let path = self.pack_path(id);
-        let f = Arc::new(File::open(&path).at(&path)?);
-        if open.len() >= OPEN_PACKS {
-            open.clear();
-        }
-        open.insert(*id, f.clone());
-        Ok(f)
+        self.cache.join("tmp")
     }
 
     /// Where blob `id` is stored.
@@ -380,16 +497,17 @@ impl Repository {
                 format!("implausible lengths in {}", pack_name()),
             ));
         }
-        let f = self.pack_file(&loc.pack)?;
-        let mut stored = vec![0u8; loc.stored_len as usize];
-        f.read_exact_at(&mut stored, loc.offset).map_err(|e| {
-            Error::corrupt(
-                "blob",
-                id,
-                format!("cannot read {} at {}: {e}", pack_name(), loc.offset),
-            )
-        })?;
-        Ok(stored)
+        self.store
+            .read_at(&pack_path(&loc.pack), loc.offset, loc.stored_len as usize)
+            .map_err(|e| match e {
+                // A network failure is not damage.
+                Error::Storage { .. } => e,
+                e => Error::corrupt(
+                    "blob",
+                    id,
+                    format!("cannot read {} at {}: {e}", pack_name(), loc.offset),
+                ),
+            })
     }
 
     /// Opens (encrypted repositories) and decompresses stored bytes, and checks that
@@ -576,10 +694,6 @@ impl Repository {
 
     // ---- snapshots ----
 
-    fn snapshot_path(&self, id: &Id) -> PathBuf {
-        self.root.join("snapshots").join(id.to_hex())
-    }
-
     /// Records a snapshot: the file last, after everything it references is durable.
     pub fn save_snapshot(&self, snap: &Snapshot) -> Result<Id> {
         let mut bytes = snap.encode();
@@ -587,15 +701,31 @@ impl Repository {
             bytes = k.seal(SNAPSHOT_AAD, &bytes)?;
         }
         let id = Id::hash(&bytes);
-        write_atomic(&self.tmp_dir(), &self.snapshot_path(&id), &bytes)?;
+        self.store.put(&snapshot_path(&id), &bytes)?;
         self.index.add_snapshot(&id, snap, &bytes)?;
         Ok(id)
     }
 
     /// Reads and verifies snapshot `id`'s record file (not the index's copy of it).
     pub fn read_snapshot_file(&self, id: &Id) -> Result<Snapshot> {
-        let path = self.snapshot_path(id);
-        self.decode_snapshot(id, &read_capped(&path, crate::snapshot::MAX_LEN)?)
+        let b = self
+            .store
+            .read(&snapshot_path(id), crate::snapshot::MAX_LEN)?;
+        self.decode_snapshot(id, &b)
+    }
+
+    /// The record file of snapshot `id` as stored (sealed in encrypted repositories),
+    /// from the index's copy.
+    pub fn snapshot_record(&self, id: &Id) -> Result<Vec<u8>> {
+        self.index
+            .snapshots()?
+            .into_iter()
+            .find(|(i, _)| i == id)
+            .map(|(_, rec)| rec)
+            .ok_or_else(|| Error::NotFound {
+                what: "snapshot",
+                id: id.to_hex(),
+            })
     }
 
     /// Verifies a snapshot record file's bytes against its name, opens them
@@ -649,51 +779,50 @@ impl Repository {
     /// data they referenced stays until `prune`.
     pub fn remove_snapshots(&self, ids: &[Id]) -> Result<()> {
         for id in ids {
-            let path = self.snapshot_path(id);
-            match fs::remove_file(&path) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e).at(&path),
-                _ => {}
-            }
+            self.store.delete(&snapshot_path(id))?;
         }
-        fsync_dir(&self.root.join("snapshots"))?;
         for id in ids {
             self.index.remove_snapshot(id)?;
         }
         Ok(())
     }
 
-    /// Makes the index's snapshot list match the files in `snapshots/` (done on open;
-    /// again after taking a lock, for snapshots other processes made since). Returns
-    /// the records that cannot be read, with the reason: they are left out of the
-    /// index (one damaged record must not make the repository unusable), but prune
-    /// must not run while they exist, as it cannot know what they reference.
-    pub fn sync_snapshots(&self) -> Result<Vec<(PathBuf, String)>> {
-        let dir = self.root.join("snapshots");
-        let mut on_disk = HashSet::new();
-        for e in fs::read_dir(&dir).at(&dir)? {
-            let e = e.at(&dir)?;
-            if let Some(id) = e.file_name().to_str().and_then(Id::from_hex) {
-                on_disk.insert(id);
-            }
-        }
+    /// Makes the index's snapshot list match the files in `snapshots/`. Returns the
+    /// records that cannot be read (path, reason): they are left out of the index (one
+    /// damaged record must not make the repository unusable), but prune must not run
+    /// while they exist, as it cannot know what they reference.
+    pub fn sync_snapshots(&self) -> Result<Vec<(String, String)>> {
+        let stored: HashSet<Id> = listed_ids(self.store.as_ref(), "snapshots")?
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect();
         let indexed: HashSet<Id> = self
             .index
             .snapshots()?
             .into_iter()
             .map(|(id, _)| id)
             .collect();
-        for id in indexed.difference(&on_disk) {
+        for id in indexed.difference(&stored) {
             self.index.remove_snapshot(id)?;
         }
+        let new: Vec<Id> = stored.difference(&indexed).copied().collect();
+        let read: Vec<(Id, Result<(Snapshot, Vec<u8>)>)> = new
+            .par_iter()
+            .map(|id| {
+                let r = self
+                    .store
+                    .read(&snapshot_path(id), crate::snapshot::MAX_LEN)
+                    .and_then(|b| Ok((self.decode_snapshot(id, &b)?, b)));
+                (*id, r)
+            })
+            .collect();
         let mut unreadable = Vec::new();
-        for id in on_disk.difference(&indexed) {
-            let path = self.snapshot_path(id);
-            let snap = read_capped(&path, crate::snapshot::MAX_LEN)
-                .and_then(|b| Ok((self.decode_snapshot(id, &b)?, b)));
-            match snap {
-                Ok((snap, bytes)) => self.index.add_snapshot(id, &snap, &bytes)?,
+        for (id, r) in read {
+            match r {
+                Ok((snap, bytes)) => self.index.add_snapshot(&id, &snap, &bytes)?,
                 Err(e) => {
-                    log::warn!("skipping snapshot {}: {e}", path.display());
+                    let path = format!("{}/{}", self.store.location(), snapshot_path(&id));
+                    log::warn!("skipping snapshot {path}: {e}");
                     unreadable.push((path, e.to_string()));
                 }
             }
@@ -714,161 +843,133 @@ impl Repository {
         &self.index
     }
 
-    /// Every pack file in `packs/`, by name.
-    pub fn pack_files(&self) -> Result<Vec<(Id, PathBuf)>> {
-        let packs_dir = self.root.join("packs");
-        let mut paths = Vec::new();
-        for sub in fs::read_dir(&packs_dir).at(&packs_dir)? {
-            let sub = sub.at(&packs_dir)?.path();
-            if !sub.is_dir() {
-                continue;
-            }
-            for e in fs::read_dir(&sub).at(&sub)? {
-                let p = e.at(&sub)?.path();
-                if let Some(id) = p
-                    .file_name()
-                    .and_then(|n| n.to_str())
-                    .and_then(Id::from_hex)
-                {
-                    paths.push((id, p));
-                }
-            }
-        }
-        Ok(paths)
+    /// Every pack file in the store, by name, with its size.
+    pub fn pack_files(&self) -> Result<Vec<(Id, u64)>> {
+        listed_ids(self.store.as_ref(), "packs")
     }
 
     /// The entries and file size of pack `id`, from its validated trailer.
     pub fn pack_trailer(&self, id: &Id) -> Result<(Vec<pack::PackEntry>, u64)> {
-        read_pack_trailer(&self.pack_path(id), self.key.as_ref())
+        let path = pack_path(id);
+        let name = id.to_hex();
+        let len = self
+            .store
+            .size(&path)?
+            .ok_or_else(|| crate::store::missing(self.store.as_ref(), &path))?;
+        if len < pack::HEADER_LEN + pack::FOOTER_LEN as u64 {
+            return Err(Error::corrupt("pack", &name, format!("only {len} bytes")));
+        }
+        let header = self.store.read_at(&path, 0, pack::HEADER_LEN as usize)?;
+        pack::check_header(&name, &header)?;
+        let footer =
+            self.store
+                .read_at(&path, len - pack::FOOTER_LEN as u64, pack::FOOTER_LEN)?;
+        let (start, n) = pack::decode_footer(&name, &footer, len, self.key.is_some())?;
+        let entries = self.store.read_at(&path, start, n)?;
+        Ok((
+            pack::decode_entries(&name, &footer, &entries, len, self.key.as_ref())?,
+            len,
+        ))
     }
 
-    /// Indexes pack files the index does not know (left by a backup or prune that was
-    /// interrupted between writing a pack and indexing it); returns how many. Their
-    /// blobs are mostly copies of indexed ones, garbage for prune.
-    pub fn index_unknown_packs(&self) -> Result<u64> {
+    /// Packs in the store that no index file lists: left by a backup or prune that
+    /// was interrupted before writing its index file, garbage for prune (under the
+    /// exclusive lock, after [`Repository::refresh`]).
+    pub fn unindexed_packs(&self) -> Result<Vec<Id>> {
         let known: HashSet<Id> = self
             .index
             .packs_by_verification()?
             .into_iter()
             .map(|(id, _)| id)
             .collect();
-        let mut found = 0;
-        for (id, path) in self.pack_files()? {
-            if known.contains(&id) {
-                continue;
-            }
-            let (entries, size) = read_pack_trailer(&path, self.key.as_ref())?;
-            self.index.add_pack(&id, size, &entries)?;
-            found += 1;
-        }
-        Ok(found)
+        let mut out: Vec<Id> = self
+            .pack_files()?
+            .into_iter()
+            .map(|(id, _)| id)
+            .filter(|id| !known.contains(id))
+            .collect();
+        out.sort();
+        Ok(out)
     }
 
-    /// Deletes pack files the index no longer names (under the exclusive lock).
+    /// Deletes pack files (under the exclusive lock, after no index file lists them).
     pub fn delete_packs(&self, packs: &[Id]) -> Result<()> {
-        let mut dirs = HashSet::new();
-        self.open_packs
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clear();
-        for id in packs {
-            let path = self.pack_path(id);
-            match fs::remove_file(&path) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e).at(&path),
-                _ => {}
-            }
-            dirs.insert(
-                path.parent()
-                    .expect("pack paths have a parent")
-                    .to_path_buf(),
-            );
-        }
-        for d in dirs {
-            fsync_dir(&d)?;
-        }
-        Ok(())
+        packs
+            .par_iter()
+            .try_for_each(|id| self.store.delete(&pack_path(id)))
     }
 
-    /// Removes leftover temp files of interrupted writers (under the exclusive lock);
-    /// returns how many.
+    /// Deletes index files (under the exclusive lock, once others list what they did).
+    pub fn delete_index_files(&self, files: &[Id]) -> Result<()> {
+        files
+            .par_iter()
+            .try_for_each(|id| self.store.delete(&index_path(id)))
+    }
+
+    /// Removes leftover temp files of interrupted writers (under the exclusive lock):
+    /// in the store's `tmp/` and in the local `tmp/` of packs being written; returns
+    /// how many.
     pub fn clean_tmp(&self) -> Result<u64> {
-        let tmp = self.tmp_dir();
         let mut n = 0;
-        for e in fs::read_dir(&tmp).at(&tmp)?.flatten() {
-            log::debug!("removing leftover temp file {}", e.path().display());
-            if fs::remove_file(e.path()).is_ok() {
+        for e in self.store.list("tmp")? {
+            log::debug!("removing leftover temp file {}", e.path);
+            if self.store.delete(&e.path).is_ok() {
                 n += 1;
+            }
+        }
+        if self.store.local_root().is_none() {
+            let tmp = self.tmp_dir();
+            for e in fs::read_dir(&tmp).at(&tmp)?.flatten() {
+                if fs::remove_file(e.path()).is_ok() {
+                    n += 1;
+                }
             }
         }
         Ok(n)
     }
 
-    /// Builds the index anew from pack trailers and snapshot files, under the exclusive
-    /// lock. A usable index file is emptied in place (processes that opened it before
-    /// the lock keep writing to the file everyone reads); an unusable one is replaced.
-    /// Leftover temp files are removed too: no writer runs under the exclusive lock.
-    pub fn rebuild_index(root: &Path, key: Option<MasterKey>) -> Result<RebuildStats> {
-        let config = read_config(root)?.open(key.as_ref())?;
-        let _lock = Lock::acquire(&root.join("locks"), true, "repair index")?;
-        let index_path = root.join(INDEX_FILE);
-        let reused = match Index::open(&index_path, &config.id) {
-            Ok(Some(i)) => i.clear().ok().map(|()| i),
-            _ => None,
-        };
-        let index = match reused {
-            Some(i) => i,
-            None => {
-                remove_index_files(root)?;
-                Index::open(&index_path, &config.id)?
-                    .ok_or_else(|| Error::Invalid("cannot create a fresh index".into()))?
-            }
-        };
-        let repo = Repository {
-            root: root.to_path_buf(),
-            index,
-            config,
-            open_packs: Mutex::new(HashMap::new()),
-            key,
-        };
-        repo.clean_tmp()?;
-        let mut stats = repo.fill_index()?;
-        repo.sync_snapshots()?;
-        stats.snapshots = repo.index.snapshots()?.len() as u64;
-        Ok(stats)
-    }
-
-    /// Indexes every pack file; marks the index complete only when every pack could be
-    /// read (an index missing a pack's blobs would let backups reference them).
-    fn fill_index(&self) -> Result<RebuildStats> {
-        let paths = self.pack_files()?;
-        let blobs = std::sync::atomic::AtomicU64::new(0);
+    /// Rebuilds the index files from the pack trailers, under the exclusive lock:
+    /// writes new index files listing every readable pack, deletes the old ones, and
+    /// refills the cache. Leftover temp files are removed too: no writer runs under
+    /// the exclusive lock. This reads every pack's trailer.
+    pub fn rebuild_index(&self) -> Result<RebuildStats> {
+        let _lock = self.lock(true, "repair index")?;
+        self.clean_tmp()?;
+        let old = self.index_files()?;
+        let packs = self.pack_files()?;
         let skipped = Mutex::new(Vec::new());
-        paths.par_iter().try_for_each(|(id, path)| -> Result<()> {
-            match read_pack_trailer(path, self.key.as_ref()) {
-                Ok((entries, size)) => {
-                    blobs.fetch_add(entries.len() as u64, std::sync::atomic::Ordering::Relaxed);
-                    self.index.add_pack(id, size, &entries)
-                }
+        let mut records: Vec<PackRecord> = packs
+            .par_iter()
+            .filter_map(|(id, _)| match self.pack_trailer(id) {
+                Ok((entries, size)) => Some((*id, size, entries)),
                 Err(e) => {
-                    log::warn!("unreadable pack {}: {e}", path.display());
+                    log::warn!("unreadable pack {}: {e}", pack_path(id));
                     skipped
                         .lock()
                         .unwrap_or_else(|p| p.into_inner())
-                        .push(format!("{}: {e}", path.display()));
-                    Ok(())
+                        .push(format!("{}: {e}", pack_path(id)));
+                    None
                 }
-            }
-        })?;
-        let skipped = skipped.into_inner().unwrap_or_else(|p| p.into_inner());
-        if skipped.is_empty() {
-            self.index.mark_complete()?;
+            })
+            .collect();
+        records.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut stats = RebuildStats {
+            packs: records.len() as u64,
+            blobs: records.iter().map(|r| r.2.len() as u64).sum(),
+            skipped: skipped.into_inner().unwrap_or_else(|p| p.into_inner()),
+            ..Default::default()
+        };
+        self.index.clear()?;
+        let mut written = HashSet::new();
+        for batch in batches(records) {
+            written.insert(self.write_index_file(&batch)?);
+            stats.index_files += 1;
         }
-        Ok(RebuildStats {
-            packs: (paths.len() - skipped.len()) as u64,
-            blobs: blobs.into_inner(),
-            snapshots: 0,
-            skipped,
-        })
+        let stale: Vec<Id> = old.into_iter().filter(|f| !written.contains(f)).collect();
+        self.delete_index_files(&stale)?;
+        self.refresh()?;
+        stats.snapshots = self.index.snapshots()?.len() as u64;
+        Ok(stats)
     }
 
     /// Creates a temp file for a new pack.
@@ -880,68 +981,25 @@ impl Repository {
             .at(&tmp)
     }
 
-    /// Makes a finished pack durable under its final name, then indexes it.
-    fn commit_pack(
-        &self,
-        file: tempfile::NamedTempFile,
-        id: &Id,
-        size: u64,
-        entries: &[pack::PackEntry],
-    ) -> Result<()> {
-        self.persist_pack(file, id)?;
-        self.index.add_pack(id, size, entries)
-    }
-
-    /// Makes a finished pack durable under its final name (not yet indexed).
+    /// Makes a finished pack durable under its final name (not yet in an index file).
     fn persist_pack(&self, file: tempfile::NamedTempFile, id: &Id) -> Result<()> {
-        file.as_file().sync_all().at(file.path())?;
-        let dest = self.pack_path(id);
-        let dir = dest
-            .parent()
-            .expect("pack paths have a parent")
-            .to_path_buf();
-        if !dir.exists() {
-            fs::create_dir_all(&dir).at(&dir)?;
-            fsync_dir(&self.root.join("packs"))?;
-        }
-        file.persist(&dest).map_err(|e| e.error).at(&dest)?;
-        fsync_dir(&dir)
+        self.store.put_file(&pack_path(id), file)
     }
 }
 
-fn remove_index_files(root: &Path) -> Result<()> {
-    for suffix in ["", "-wal", "-shm"] {
-        let p = root.join(format!("{INDEX_FILE}{suffix}"));
-        match fs::remove_file(&p) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e).at(&p),
-            _ => {}
+/// Splits pack records into index-file-sized batches (about
+/// [`index_files::BLOBS_PER_FILE`] blobs each).
+pub fn batches(records: impl IntoIterator<Item = PackRecord>) -> Vec<Vec<PackRecord>> {
+    let mut out = vec![Vec::new()];
+    let mut blobs = 0;
+    for r in records {
+        if blobs >= index_files::BLOBS_PER_FILE {
+            out.push(Vec::new());
+            blobs = 0;
         }
+        blobs += r.2.len();
+        out.last_mut().expect("one batch at least").push(r);
     }
-    Ok(())
-}
-
-/// Reads and validates a pack's header and trailer; returns its entries and size.
-fn read_pack_trailer(path: &Path, key: Option<&MasterKey>) -> Result<(Vec<pack::PackEntry>, u64)> {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let f = File::open(path).at(path)?;
-    let len = f.metadata().at(path)?.len();
-    if len < pack::HEADER_LEN + pack::FOOTER_LEN as u64 {
-        return Err(Error::corrupt("pack", &name, format!("only {len} bytes")));
-    }
-    let mut header = [0u8; pack::HEADER_LEN as usize];
-    f.read_exact_at(&mut header, 0).at(path)?;
-    pack::check_header(&name, &header)?;
-    let mut footer = [0u8; pack::FOOTER_LEN];
-    f.read_exact_at(&mut footer, len - pack::FOOTER_LEN as u64)
-        .at(path)?;
-    let (start, n) = pack::decode_footer(&name, &footer, len, key.is_some())?;
-    let mut entries = vec![0u8; n];
-    f.read_exact_at(&mut entries, start).at(path)?;
-    Ok((
-        pack::decode_entries(&name, &footer, &entries, len, key)?,
-        len,
-    ))
+    out.retain(|b| !b.is_empty());
+    out
 }

@@ -1,15 +1,15 @@
 //! Copying live blobs out of packs `prune` rewrites: their stored bytes go unchanged
 //! (verified first) into new packs, data and metadata apart as in a backup. The new
-//! packs are made durable but not indexed; prune indexes them in the same transaction
-//! that drops the old ones.
+//! packs are made durable but listed in no index file; prune writes the index files
+//! that list them, and only then deletes the old packs.
 
 use std::io::BufWriter;
 
-use super::Repository;
+use super::{PackRecord, Repository};
 use crate::error::{IoContext, Result};
 use crate::id::Id;
 use crate::index::BlobLoc;
-use crate::pack::{PackEntry, PackWriter};
+use crate::pack::PackWriter;
 
 type Writer = PackWriter<BufWriter<tempfile::NamedTempFile>>;
 
@@ -18,7 +18,7 @@ pub struct Repacker<'r> {
     repo: &'r Repository,
     data: Option<Writer>,
     meta: Option<Writer>,
-    done: Vec<(Id, u64, Vec<PackEntry>)>,
+    done: Vec<PackRecord>,
 }
 
 impl<'r> Repacker<'r> {
@@ -71,7 +71,7 @@ impl<'r> Repacker<'r> {
     }
 
     /// Closes the open packs; returns every new pack, durable, for the index.
-    pub fn finish(mut self) -> Result<Vec<(Id, u64, Vec<PackEntry>)>> {
+    pub fn finish(mut self) -> Result<Vec<PackRecord>> {
         for w in [self.data.take(), self.meta.take()].into_iter().flatten() {
             if !w.is_empty() {
                 self.close(w)?;

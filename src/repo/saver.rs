@@ -3,8 +3,10 @@
 //!
 //! Data blobs and metadata blobs (trees, chunk lists) go to separate packs. A blob is
 //! claimed in an in-memory set before it is written, so two threads never store the
-//! same new blob twice; once its pack is indexed the claim is dropped (the index
-//! answers from then on), so the set holds only the blobs of the open packs.
+//! same new blob twice. Finished packs are durable at once but listed in an index file
+//! only every [`index_files::BLOBS_PER_FILE`] blobs and at [`Saver::flush`]; then they
+//! enter the index cache and their claims are dropped (the index answers from then
+//! on), so the set stays bounded however long the run.
 
 use std::borrow::Cow;
 use std::collections::HashSet;
@@ -12,7 +14,7 @@ use std::io::BufWriter;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
-use super::Repository;
+use super::{index_files, PackRecord, Repository};
 use crate::compress::{self, Compression};
 use crate::error::{IoContext, Result};
 use crate::id::Id;
@@ -38,6 +40,8 @@ pub struct Saver<'r> {
     repo: &'r Repository,
     level: i32,
     claimed: Mutex<HashSet<Id>>,
+    /// Durable packs no index file lists yet.
+    pending: Mutex<Vec<PackRecord>>,
     data: Mutex<Option<OpenPack>>,
     meta: Mutex<Option<OpenPack>>,
     blobs: AtomicU64,
@@ -55,6 +59,7 @@ impl<'r> Saver<'r> {
             repo,
             level,
             claimed: Mutex::new(HashSet::new()),
+            pending: Mutex::new(Vec::new()),
             data: Mutex::new(None),
             meta: Mutex::new(None),
             blobs: AtomicU64::new(0),
@@ -127,18 +132,37 @@ impl<'r> Saver<'r> {
         let path = p.writer_path().to_path_buf();
         let (id, entries, size, buf) = p.writer.finish().at(&path)?;
         let file = buf.into_inner().map_err(|e| e.into_error()).at(&path)?;
-        self.repo.commit_pack(file, &id, size, &entries)?;
-        // Indexed now: the index answers for these ids, so the claim set stays bounded
-        // by the open packs, not by the run.
-        let mut claimed = locked(&self.claimed);
-        for e in &entries {
-            claimed.remove(&e.id);
+        self.repo.persist_pack(file, &id)?;
+        let batch = {
+            let mut pending = locked(&self.pending);
+            pending.push((id, size, entries));
+            let blobs: usize = pending.iter().map(|r| r.2.len()).sum();
+            if blobs >= index_files::BLOBS_PER_FILE {
+                std::mem::take(&mut *pending)
+            } else {
+                Vec::new()
+            }
+        };
+        self.write_index(batch)
+    }
+
+    /// Lists `packs` in an index file; they are in the cache then, and their claims go.
+    fn write_index(&self, packs: Vec<PackRecord>) -> Result<()> {
+        if packs.is_empty() {
+            return Ok(());
         }
-        drop(claimed);
+        self.repo.write_index_file(&packs)?;
+        let mut claimed = locked(&self.claimed);
+        for (_, _, entries) in &packs {
+            for e in entries {
+                claimed.remove(&e.id);
+            }
+        }
         Ok(())
     }
 
-    /// Commits the open packs; every blob saved so far is then durable and indexed.
+    /// Commits the open packs and lists every pack in an index file; every blob saved
+    /// so far is then durable and indexed.
     pub fn flush(&self) -> Result<()> {
         for slot in [&self.data, &self.meta] {
             let open = locked(slot).take();
@@ -148,7 +172,8 @@ impl<'r> Saver<'r> {
                 }
             }
         }
-        Ok(())
+        let rest = std::mem::take(&mut *locked(&self.pending));
+        self.write_index(rest)
     }
 
     /// What this saver added so far.

@@ -1,0 +1,122 @@
+//! `snap sync`
+
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use snap::repo::Repository;
+use snap::store::{self, RemoteOptions};
+use snap::sync::{sync, SyncOptions};
+
+use super::{human, progress_for, Bar, Ctx};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// The destination: a directory, sftp://[USER@]HOST[:PORT]/PATH or
+    /// s3://BUCKET/PREFIX; created as a copy of this repository when empty
+    #[arg(long, value_name = "REPO")]
+    to: String,
+    /// S3 endpoint of the destination (e.g. http://127.0.0.1:9000 for MinIO) [default:
+    /// AWS_ENDPOINT_URL, else AWS]
+    #[arg(long, value_name = "URL")]
+    endpoint: Option<String>,
+    /// Copy only these snapshots (ids or unique prefixes) [default: all]
+    #[arg(value_name = "SNAPSHOT")]
+    snapshots: Vec<String>,
+    /// Copy only snapshots with this tag (repeatable: any of them)
+    #[arg(long)]
+    tag: Vec<String>,
+    /// Also delete on the destination what forget and prune removed here
+    #[arg(long, conflicts_with_all = ["snapshots", "tag"])]
+    delete: bool,
+    /// Print the report as JSON
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
+    let src = ctx.open(false)?;
+    let dst_store = store::open(
+        &a.to,
+        &RemoteOptions {
+            endpoint: a.endpoint.clone(),
+        },
+    )?;
+    let loc = dst_store.location();
+    let dst = if dst_store
+        .size("config")
+        .with_context(|| format!("reading {loc}"))?
+        .is_some()
+    {
+        let (_, id) = Repository::probe(dst_store.as_ref())?;
+        if id != src.config().id {
+            bail!(
+                "{loc} is another repository (id {}, this one's is {}): sync copies into a repository it created from this one; choose an empty or new destination",
+                &id[..id.len().min(8)],
+                &src.config().id[..8]
+            );
+        }
+        Repository::open_store(dst_store, src.key().cloned())
+            .with_context(|| format!("opening the destination {loc}"))?
+    } else {
+        let r = Repository::create_copy(dst_store, &src)
+            .with_context(|| format!("creating the destination {loc}"))?;
+        if !ctx.quiet {
+            eprintln!("snap: created {loc} as a copy of {}", src.location());
+        }
+        r
+    };
+    let snapshots = if a.snapshots.is_empty() && a.tag.is_empty() {
+        None
+    } else {
+        let mut ids = Vec::new();
+        for spec in &a.snapshots {
+            ids.push(src.find_snapshot(spec)?.0);
+        }
+        for (id, s) in src.snapshots()? {
+            if s.tags.iter().any(|t| a.tag.contains(t)) && !ids.contains(&id) {
+                ids.push(id);
+            }
+        }
+        if ids.is_empty() {
+            bail!("no snapshot has any of the tags {}", a.tag.join(", "));
+        }
+        Some(ids)
+    };
+    let started = Instant::now();
+    let bar = Bar::new(ctx, "send");
+    let r = sync(
+        &src,
+        &dst,
+        &SyncOptions {
+            snapshots,
+            delete: a.delete,
+        },
+        progress_for(&bar),
+    )
+    .with_context(|| format!("syncing to {loc}"))?;
+    drop(bar);
+    let secs = started.elapsed().as_secs_f64();
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&r)?);
+        return Ok(0);
+    }
+    if !ctx.quiet {
+        println!(
+            "sent {} packs ({}) in {secs:.1} s ({}/s), {} index files, {} snapshots; {} packs and {} snapshots were there already",
+            r.packs_sent,
+            human(r.bytes_sent),
+            human((r.bytes_sent as f64 / secs.max(0.001)) as u64),
+            r.index_files_sent + r.index_files_written,
+            r.snapshots_sent,
+            r.packs_present,
+            r.snapshots_present
+        );
+        if a.delete {
+            println!(
+                "deleted on {loc}: {} snapshots, {} index files, {} packs",
+                r.deleted[0], r.deleted[1], r.deleted[2]
+            );
+        }
+    }
+    Ok(0)
+}

@@ -1,0 +1,266 @@
+//! Remote stores through OpenDAL: S3-compatible object storage and SFTP.
+//!
+//! Credentials come from where their tools look: for S3 the `AWS_*` environment
+//! variables and `~/.aws` profiles, for SFTP the ssh client itself (its config, agent
+//! and keys; OpenDAL drives `ssh`). None is stored in the repository or printed.
+//! Transient failures are retried with exponential backoff and jitter; large files are
+//! uploaded in parts. An object PUT is atomic on S3; on SFTP a file is written under
+//! `tmp/` and renamed into place, so no reader sees half a file.
+
+use std::path::Path;
+use std::sync::LazyLock;
+use std::time::Duration;
+
+use opendal::layers::{RetryLayer, TimeoutLayer};
+use opendal::options::{ListOptions, ReadOptions, WriteOptions};
+use opendal::{blocking, services, EntryMode, ErrorKind, Operator};
+
+use super::{too_large, Entry, RemoteOptions, Store};
+use crate::error::{Error, IoContext, Result};
+
+/// Part size of uploads (S3 multipart above it).
+const PART: usize = 8 << 20;
+/// Parts of one file in flight at once.
+const PARTS_IN_FLIGHT: usize = 4;
+
+/// The runtime OpenDAL's blocking operator runs on.
+static RUNTIME: LazyLock<tokio::runtime::Runtime> = LazyLock::new(|| {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("snap-io")
+        .enable_all()
+        .build()
+        .expect("the I/O runtime starts")
+});
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    S3,
+    Sftp,
+}
+
+/// A remote repository; see the module docs.
+pub struct Remote {
+    op: blocking::Operator,
+    url: String,
+    kind: Kind,
+}
+
+fn env(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.is_empty())
+}
+
+impl Remote {
+    /// Opens `s3://bucket/prefix` or `sftp://[user@]host[:port]/path`.
+    pub fn open(url: &str, opts: &RemoteOptions) -> Result<Remote> {
+        let bad = |why: &str| {
+            Error::Invalid(format!(
+                "{url}: {why}; expected s3://BUCKET/PREFIX or sftp://[USER@]HOST[:PORT]/PATH"
+            ))
+        };
+        let (scheme, rest) = url.split_once("://").ok_or_else(|| bad("no scheme"))?;
+        let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
+        if authority.is_empty() {
+            return Err(bad("no bucket or host"));
+        }
+        let root = format!("/{}", path.trim_matches('/'));
+        let (op, kind) = match scheme {
+            "s3" => {
+                let mut b = services::S3::default().bucket(authority).root(&root);
+                if let Some(e) = opts
+                    .endpoint
+                    .clone()
+                    .or_else(|| env("AWS_ENDPOINT_URL_S3"))
+                    .or_else(|| env("AWS_ENDPOINT_URL"))
+                {
+                    b = b.endpoint(&e);
+                }
+                let region = env("AWS_REGION")
+                    .or_else(|| env("AWS_DEFAULT_REGION"))
+                    .unwrap_or_else(|| "us-east-1".into());
+                (
+                    Operator::new(b.region(&region)).map(|o| o.finish()),
+                    Kind::S3,
+                )
+            }
+            "sftp" => {
+                let strategy = env("SNAP_SSH_KNOWN_HOSTS").unwrap_or_else(|| "strict".into());
+                let b = services::Sftp::default()
+                    .endpoint(&format!("ssh://{authority}"))
+                    .root(&root)
+                    .known_hosts_strategy(&strategy);
+                (Operator::new(b).map(|o| o.finish()), Kind::Sftp)
+            }
+            _ => return Err(bad(&format!("unknown scheme {scheme:?}"))),
+        };
+        let op = op
+            .map_err(|e| Error::Invalid(format!("{url}: {e}")))?
+            .layer(
+                TimeoutLayer::new()
+                    .with_timeout(Duration::from_secs(120))
+                    .with_io_timeout(Duration::from_secs(60)),
+            )
+            .layer(
+                RetryLayer::new()
+                    .with_jitter()
+                    .with_min_delay(Duration::from_millis(200))
+                    .with_max_delay(Duration::from_secs(10))
+                    .with_max_times(5),
+            );
+        let _guard = RUNTIME.enter();
+        let op = blocking::Operator::new(op).map_err(|e| Error::Invalid(format!("{url}: {e}")))?;
+        Ok(Remote {
+            op,
+            url: url.trim_end_matches('/').to_string(),
+            kind,
+        })
+    }
+
+    fn err(&self, path: &str, e: opendal::Error) -> Error {
+        if e.kind() == ErrorKind::NotFound {
+            return super::missing(self, path);
+        }
+        Error::Storage {
+            location: format!("{}/{path}", self.url),
+            detail: e.to_string(),
+        }
+    }
+
+    /// Writes through a writer in parts, into `tmp/` first on SFTP.
+    fn upload(&self, path: &str, fill: impl FnOnce(&mut blocking::Writer) -> Result<()>) -> Result<()> {
+        let target = match self.kind {
+            Kind::S3 => path.to_string(),
+            Kind::Sftp => {
+                let mut r = [0u8; 8];
+                getrandom::getrandom(&mut r)
+                    .map_err(|e| Error::Invalid(format!("no randomness: {e}")))?;
+                format!("tmp/{}", hex::encode(r))
+            }
+        };
+        let mut w = self
+            .op
+            .writer_options(
+                &target,
+                WriteOptions {
+                    chunk: Some(PART),
+                    concurrent: PARTS_IN_FLIGHT,
+                    ..Default::default()
+                },
+            )
+            .map_err(|e| self.err(&target, e))?;
+        fill(&mut w)?;
+        w.close().map_err(|e| self.err(&target, e))?;
+        if target != path {
+            if let Some((dir, _)) = path.rsplit_once('/') {
+                self.op
+                    .create_dir(&format!("{dir}/"))
+                    .map_err(|e| self.err(dir, e))?;
+            }
+            self.op
+                .rename(&target, path)
+                .map_err(|e| self.err(path, e))?;
+        }
+        Ok(())
+    }
+}
+
+impl Store for Remote {
+    fn location(&self) -> String {
+        self.url.clone()
+    }
+
+    fn local_root(&self) -> Option<&Path> {
+        None
+    }
+
+    fn read(&self, path: &str, cap: u64) -> Result<Vec<u8>> {
+        let len = self
+            .op
+            .stat(path)
+            .map_err(|e| self.err(path, e))?
+            .content_length();
+        if len > cap {
+            return Err(too_large(&self.url, path, len, cap));
+        }
+        Ok(self.op.read(path).map_err(|e| self.err(path, e))?.to_vec())
+    }
+
+    fn read_at(&self, path: &str, offset: u64, len: usize) -> Result<Vec<u8>> {
+        let b = self
+            .op
+            .read_options(
+                path,
+                ReadOptions {
+                    range: (offset..offset + len as u64).into(),
+                    ..Default::default()
+                },
+            )
+            .map_err(|e| self.err(path, e))?;
+        if b.len() != len {
+            return Err(Error::Storage {
+                location: format!("{}/{path}", self.url),
+                detail: format!("read {} bytes at {offset} where {len} were asked", b.len()),
+            });
+        }
+        Ok(b.to_vec())
+    }
+
+    fn size(&self, path: &str) -> Result<Option<u64>> {
+        match self.op.stat(path) {
+            Ok(m) => Ok(Some(m.content_length())),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(self.err(path, e)),
+        }
+    }
+
+    fn list(&self, dir: &str) -> Result<Vec<Entry>> {
+        let prefix = format!("{}/", dir.trim_end_matches('/'));
+        let entries = match self.op.list_options(
+            &prefix,
+            ListOptions {
+                recursive: true,
+                ..Default::default()
+            },
+        ) {
+            Ok(e) => e,
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(self.err(dir, e)),
+        };
+        Ok(entries
+            .into_iter()
+            .filter(|e| e.metadata().mode() == EntryMode::FILE)
+            .map(|e| Entry {
+                path: e.path().trim_start_matches('/').to_string(),
+                size: e.metadata().content_length(),
+                modified: e.metadata().last_modified().map(Into::into),
+            })
+            .collect())
+    }
+
+    fn put(&self, path: &str, bytes: &[u8]) -> Result<()> {
+        let bytes = bytes.to_vec();
+        self.upload(path, |w| w.write(bytes).map_err(|e| self.err(path, e)))
+    }
+
+    fn put_file(&self, path: &str, file: tempfile::NamedTempFile) -> Result<()> {
+        use std::io::Read;
+        let mut f = file.reopen().at(file.path())?;
+        self.upload(path, |w| {
+            let mut buf = vec![0u8; PART];
+            loop {
+                let n = f.read(&mut buf).at(file.path())?;
+                if n == 0 {
+                    return Ok(());
+                }
+                w.write(buf[..n].to_vec()).map_err(|e| self.err(path, e))?;
+            }
+        })
+    }
+
+    fn delete(&self, path: &str) -> Result<()> {
+        match self.op.delete(path) {
+            Err(e) if e.kind() != ErrorKind::NotFound => Err(self.err(path, e)),
+            _ => Ok(()),
+        }
+    }
+}

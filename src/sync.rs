@@ -1,0 +1,267 @@
+//! `sync`: copies snapshots with everything they need to another repository that
+//! shares the source's id and key (created by `sync` itself when the destination is
+//! empty), so packs, index files and snapshot records travel as they are stored.
+//!
+//! Order, so the destination never shows a snapshot whose data has not arrived:
+//! 1. packs the destination lacks (or holds at another size), each checked against
+//!    its name (the BLAKE3 of its bytes) before it is sent, several in flight;
+//! 2. a listing of the destination that must show every sent pack at its size;
+//! 3. index files: the source's own, where the destination holds every pack they list,
+//!    and a new one for packs no such file covers;
+//! 4. the snapshot records, last.
+//!
+//! Every file is written atomically, so an interrupted sync leaves whole files only,
+//! and the next run sends just what is missing. Nothing on the destination is deleted
+//! unless asked (`delete`): then, after the copy, snapshot records, index files and
+//! packs the source no longer has go, in that order.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use rayon::prelude::*;
+
+use crate::error::{Error, Result};
+use crate::id::Id;
+use crate::progress::Progress;
+use crate::reach::mark_reachable;
+use crate::repo::{pack_path, PackRecord, Repository};
+
+/// Packs in flight at once.
+const IN_FLIGHT: usize = 4;
+/// Largest pack file copied (far above the 1 GiB pack size limit's packs).
+const MAX_PACK: u64 = 2 << 30;
+
+/// What to copy.
+#[derive(Clone, Debug, Default)]
+pub struct SyncOptions {
+    /// The snapshots to copy; `None`: all.
+    pub snapshots: Option<Vec<Id>>,
+    /// Delete on the destination what the source no longer has (only with all
+    /// snapshots).
+    pub delete: bool,
+}
+
+/// What `sync` did.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct SyncReport {
+    /// Snapshot records written to the destination.
+    pub snapshots_sent: u64,
+    /// Selected snapshots the destination had already.
+    pub snapshots_present: u64,
+    /// Packs sent.
+    pub packs_sent: u64,
+    /// Their bytes.
+    pub bytes_sent: u64,
+    /// Needed packs the destination had already.
+    pub packs_present: u64,
+    /// Index files copied from the source.
+    pub index_files_sent: u64,
+    /// Index files written for packs no copied index file covers.
+    pub index_files_written: u64,
+    /// Deleted on the destination (`delete`): snapshot records, index files, packs.
+    pub deleted: [u64; 3],
+}
+
+/// Copies snapshots from `src` to `dst`; see the module docs.
+pub fn sync(
+    src: &Repository,
+    dst: &Repository,
+    opts: &SyncOptions,
+    progress: &dyn Progress,
+) -> Result<SyncReport> {
+    if src.config().id != dst.config().id {
+        return Err(Error::Invalid(format!(
+            "{} is another repository (id {}, the source's is {}): sync copies into a repository it created from this one; choose an empty or new destination",
+            dst.location(),
+            &dst.config().id[..8],
+            &src.config().id[..8]
+        )));
+    }
+    if opts.delete && opts.snapshots.is_some() {
+        return Err(Error::Invalid(
+            "--delete mirrors the whole repository; it cannot be combined with a choice of snapshots"
+                .into(),
+        ));
+    }
+    let _src_lock = src.lock(false, "sync (source)")?;
+    let dst_lock = dst.lock(opts.delete, "sync (destination)")?;
+    src.refresh()?;
+    dst.refresh()?;
+    let mut report = SyncReport::default();
+
+    // What the chosen snapshots need.
+    let all = src.snapshots()?;
+    let chosen: Vec<Id> = match &opts.snapshots {
+        None => all.iter().map(|(id, _)| *id).collect(),
+        Some(ids) => ids.clone(),
+    };
+    let needed: Vec<(Id, u64)> = match &opts.snapshots {
+        None => src.index().packs_by_verification()?,
+        Some(_) => {
+            let roots: Vec<Id> = all
+                .iter()
+                .filter(|(id, _)| chosen.contains(id))
+                .map(|(_, s)| s.tree)
+                .collect();
+            let reach = mark_reachable(src, &roots)?;
+            if let Some(p) = reach.problems.first() {
+                return Err(Error::Invalid(format!(
+                    "the source is damaged: blob {} is {}; run `snap check`; nothing was sent",
+                    p.id, p.why
+                )));
+            }
+            src.index()
+                .pack_usage()?
+                .into_iter()
+                .filter(|u| u.live_blobs > 0)
+                .map(|u| (u.name, u.size))
+                .collect()
+        }
+    };
+
+    // 1. Packs.
+    let there: HashMap<Id, u64> = dst.pack_files()?.into_iter().collect();
+    let send: Vec<(Id, u64)> = needed
+        .iter()
+        .filter(|(id, size)| there.get(id) != Some(size))
+        .copied()
+        .collect();
+    report.packs_present = (needed.len() - send.len()) as u64;
+    let sent_bytes = AtomicU64::new(0);
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(IN_FLIGHT)
+        .build()
+        .map_err(|e| Error::Invalid(format!("cannot start sync threads: {e}")))?;
+    pool.install(|| {
+        send.par_iter().try_for_each(|(id, _)| -> Result<()> {
+            let path = pack_path(id);
+            let bytes = src.store().read(&path, MAX_PACK)?;
+            if Id::hash(&bytes) != *id {
+                return Err(Error::corrupt(
+                    "pack",
+                    id,
+                    format!(
+                        "in {} does not hash to its name; run `snap check` there; nothing more was sent",
+                        src.location()
+                    ),
+                ));
+            }
+            dst.store().put(&path, &bytes)?;
+            sent_bytes.fetch_add(bytes.len() as u64, Ordering::Relaxed);
+            progress.bytes(bytes.len() as u64);
+            Ok(())
+        })
+    })?;
+    report.packs_sent = send.len() as u64;
+    report.bytes_sent = sent_bytes.into_inner();
+
+    // 2. Verify what arrived.
+    let there: HashMap<Id, u64> = dst.pack_files()?.into_iter().collect();
+    for (id, size) in &needed {
+        match there.get(id) {
+            Some(s) if s == size => {}
+            other => {
+                return Err(Error::Storage {
+                    location: format!("{}/{}", dst.location(), pack_path(id)),
+                    detail: format!(
+                        "after sending, the destination lists it {}, not at {size} bytes; rerun sync",
+                        other.map_or("missing".to_string(), |s| format!("at {s} bytes"))
+                    ),
+                });
+            }
+        }
+    }
+
+    // 3. Index files.
+    let dst_files: HashSet<Id> = dst.index_files()?.into_iter().collect();
+    let mut covered: HashSet<Id> = HashSet::new();
+    let needed_set: HashSet<Id> = needed.iter().map(|(id, _)| *id).collect();
+    let mut uncovered: Vec<PackRecord> = Vec::new();
+    for f in src.index_files()? {
+        let packs = src.read_index_file(&f)?;
+        if packs.iter().all(|p| there.contains_key(&p.0)) {
+            covered.extend(packs.iter().map(|p| p.0));
+            if !dst_files.contains(&f) {
+                let path = format!("index/{}", f.to_hex());
+                dst.store().put(&path, &src.index_file_bytes(&f)?)?;
+                report.index_files_sent += 1;
+            }
+        } else {
+            uncovered.extend(packs.into_iter().filter(|p| needed_set.contains(&p.0)));
+        }
+    }
+    // A pack the destination's own index files list needs no new listing.
+    let dst_packs: HashSet<Id> = dst
+        .index()
+        .packs_by_verification()?
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
+    uncovered.retain(|p| !covered.contains(&p.0) && !dst_packs.contains(&p.0));
+    uncovered.sort_by(|a, b| a.0.cmp(&b.0));
+    uncovered.dedup_by(|a, b| a.0 == b.0);
+    for batch in crate::repo::batches(uncovered) {
+        dst.write_index_file(&batch)?;
+        report.index_files_written += 1;
+    }
+
+    // 4. Snapshot records, last.
+    let dst_snaps: HashSet<Id> = dst.snapshots()?.into_iter().map(|(id, _)| id).collect();
+    for id in &chosen {
+        if dst_snaps.contains(id) {
+            report.snapshots_present += 1;
+            continue;
+        }
+        let record = src.snapshot_record(id)?;
+        if Id::hash(&record) != *id {
+            return Err(Error::corrupt(
+                "snapshot",
+                id,
+                "the source's index holds a record that does not hash to its id; run `snap repair index` there",
+            ));
+        }
+        dst.store()
+            .put(&format!("snapshots/{}", id.to_hex()), &record)?;
+        report.snapshots_sent += 1;
+    }
+
+    if opts.delete {
+        dst_lock.check()?;
+        report.deleted = mirror_deletions(src, dst)?;
+    }
+    dst.refresh()?;
+    Ok(report)
+}
+
+/// Deletes on `dst` the snapshot records, then index files, then packs that `src`
+/// does not have (`dst` holds every one of `src`'s by now).
+fn mirror_deletions(src: &Repository, dst: &Repository) -> Result<[u64; 3]> {
+    let keep_snaps: HashSet<Id> = src.snapshots()?.into_iter().map(|(id, _)| id).collect();
+    let snaps: Vec<Id> = dst
+        .snapshots()?
+        .into_iter()
+        .map(|(id, _)| id)
+        .filter(|id| !keep_snaps.contains(id))
+        .collect();
+    dst.remove_snapshots(&snaps)?;
+    let keep_packs: HashSet<Id> = src.pack_files()?.into_iter().map(|(id, _)| id).collect();
+    let mut files = Vec::new();
+    for f in dst.index_files()? {
+        if !dst
+            .read_index_file(&f)?
+            .iter()
+            .all(|p| keep_packs.contains(&p.0))
+        {
+            files.push(f);
+        }
+    }
+    dst.delete_index_files(&files)?;
+    let packs: Vec<Id> = dst
+        .pack_files()?
+        .into_iter()
+        .map(|(id, _)| id)
+        .filter(|id| !keep_packs.contains(id))
+        .collect();
+    dst.delete_packs(&packs)?;
+    Ok([snaps.len() as u64, files.len() as u64, packs.len() as u64])
+}
