@@ -221,7 +221,7 @@ fn rewrite_index_files(
     kept.extend(written.iter().cloned());
     let mut new = Vec::new();
     for batch in batches(kept) {
-        new.push(repo.write_index_file(&batch)?);
+        new.push(repo.put_index_file(&batch)?);
     }
     replaced.retain(|f| !new.contains(f));
     Ok((replaced, new))

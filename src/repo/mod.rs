@@ -386,9 +386,16 @@ impl Repository {
     /// Writes the index file of `packs` (durable packs), then adds it to the cache;
     /// returns its name.
     pub fn write_index_file(&self, packs: &[PackRecord]) -> Result<Id> {
+        let name = self.put_index_file(packs)?;
+        self.index.ingest(&name, packs)?;
+        Ok(name)
+    }
+
+    /// Writes the index file of `packs` without adding it to the cache (for a caller
+    /// that updates the cache itself); returns its name.
+    pub fn put_index_file(&self, packs: &[PackRecord]) -> Result<Id> {
         let (name, bytes) = index_files::encode(packs, self.key.as_ref())?;
         self.store.put(&index_path(&name), &bytes)?;
-        self.index.ingest(&name, packs)?;
         Ok(name)
     }
 
