@@ -452,7 +452,8 @@ impl Index {
                 for f in old_files {
                     del_file.execute([&f.0[..]])?;
                 }
-                let mut add_file = c.prepare_cached("INSERT OR IGNORE INTO index_files VALUES (?1)")?;
+                let mut add_file =
+                    c.prepare_cached("INSERT OR IGNORE INTO index_files VALUES (?1)")?;
                 for f in new_files {
                     add_file.execute([&f.0[..]])?;
                 }

@@ -299,7 +299,7 @@ pub fn decode_entries(
 /// offset, and checks that the blobs end exactly at `blobs_end` (where the trailer of
 /// the pack starts).
 pub fn parse_entries(name: &str, entries: &[u8], blobs_end: u64) -> Result<Vec<PackEntry>> {
-    if entries.len() % ENTRY_LEN != 0 {
+    if !entries.len().is_multiple_of(ENTRY_LEN) {
         return Err(Error::corrupt(
             "pack",
             name,

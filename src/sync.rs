@@ -198,7 +198,7 @@ pub fn sync(
         .map(|(id, _)| id)
         .collect();
     uncovered.retain(|p| !covered.contains(&p.0) && !dst_packs.contains(&p.0));
-    uncovered.sort_by(|a, b| a.0.cmp(&b.0));
+    uncovered.sort_by_key(|p| p.0);
     uncovered.dedup_by(|a, b| a.0 == b.0);
     for batch in crate::repo::batches(uncovered) {
         dst.write_index_file(&batch)?;

@@ -2,6 +2,7 @@
 
 mod encryption;
 mod maintenance;
+mod offsite;
 mod util;
 
 use std::ffi::OsStr;
@@ -1829,7 +1830,8 @@ open(os.path.join(d, 'notzip.ngwbackup'), 'wb').write(b'just text')
 
 mod db {
     use super::*;
-    use util::pg::{missing, Pg};
+    use util::missing;
+    use util::pg::Pg;
 
     fn fill(pg: &Pg, db: &str) {
         pg.sql(
@@ -1996,7 +1998,7 @@ mod db {
                 .is_ok_and(|o| o.status.success())
         });
         if found.is_none() {
-            missing("Django (Debian: apt-get install python3-django)");
+            missing("Django", "Debian: apt-get install python3-django");
         }
         found
     }

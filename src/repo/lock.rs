@@ -151,7 +151,7 @@ impl Lock {
             while let Err(mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(REFRESH_EVERY) {
                 // Rewriting the file renews its modification time; a file removed as
                 // stale is not brought back.
-                if let Some(body) = store.read(&path, 1 << 16).ok() {
+                if let Ok(body) = store.read(&path, 1 << 16) {
                     let _ = store.put(&path, &body);
                 }
             }

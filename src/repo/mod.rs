@@ -131,7 +131,11 @@ fn cache_dir(store: &dyn Store, repo_id: &str) -> Result<PathBuf> {
     if let Some(root) = store.local_root() {
         return Ok(root.to_path_buf());
     }
-    let var = |n: &str| std::env::var_os(n).filter(|v| !v.is_empty()).map(PathBuf::from);
+    let var = |n: &str| {
+        std::env::var_os(n)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
     let base = var("SNAP_CACHE_DIR")
         .or_else(|| var("XDG_CACHE_HOME").map(|x| x.join("snap")))
         .or_else(|| var("HOME").map(|h| h.join(".cache/snap")))
@@ -351,14 +355,7 @@ impl Repository {
                 }
             }
         })?;
-        let mut complete = complete.into_inner().unwrap_or_else(|p| p.into_inner());
-        if listed.is_empty() && !listed_ids(self.store.as_ref(), "packs")?.is_empty() {
-            log::warn!(
-                "{} has packs but no index files; run `snap repair index`",
-                self.store.location()
-            );
-            complete = false;
-        }
+        let complete = complete.into_inner().unwrap_or_else(|p| p.into_inner());
         if complete != self.index.is_complete()? {
             self.index.set_complete(complete)?;
         }
@@ -813,7 +810,8 @@ impl Repository {
             self.index.remove_snapshot(id)?;
         }
         let new: Vec<Id> = stored.difference(&indexed).copied().collect();
-        let read: Vec<(Id, Result<(Snapshot, Vec<u8>)>)> = new
+        type Read = (Id, Result<(Snapshot, Vec<u8>)>);
+        let read: Vec<Read> = new
             .par_iter()
             .map(|id| {
                 let r = self
@@ -868,9 +866,9 @@ impl Repository {
         }
         let header = self.store.read_at(&path, 0, pack::HEADER_LEN as usize)?;
         pack::check_header(&name, &header)?;
-        let footer =
-            self.store
-                .read_at(&path, len - pack::FOOTER_LEN as u64, pack::FOOTER_LEN)?;
+        let footer = self
+            .store
+            .read_at(&path, len - pack::FOOTER_LEN as u64, pack::FOOTER_LEN)?;
         let (start, n) = pack::decode_footer(&name, &footer, len, self.key.is_some())?;
         let entries = self.store.read_at(&path, start, n)?;
         Ok((
@@ -959,7 +957,7 @@ impl Repository {
                 }
             })
             .collect();
-        records.sort_by(|a, b| a.0.cmp(&b.0));
+        records.sort_by_key(|r| r.0);
         let mut stats = RebuildStats {
             packs: records.len() as u64,
             blobs: records.iter().map(|r| r.2.len() as u64).sum(),

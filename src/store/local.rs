@@ -65,7 +65,10 @@ impl Local {
 
     /// Creates the parent directory of `dest` when absent, durably.
     fn make_parent(&self, dest: &Path) -> Result<PathBuf> {
-        let dir = dest.parent().expect("store paths have a parent").to_path_buf();
+        let dir = dest
+            .parent()
+            .expect("store paths have a parent")
+            .to_path_buf();
         if !dir.exists() {
             fs::create_dir_all(&dir).at(&dir)?;
             fsync_dir(dir.parent().expect("below the root"))?;

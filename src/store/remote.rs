@@ -127,7 +127,11 @@ impl Remote {
     }
 
     /// Writes through a writer in parts, into `tmp/` first on SFTP.
-    fn upload(&self, path: &str, fill: impl FnOnce(&mut blocking::Writer) -> Result<()>) -> Result<()> {
+    fn upload(
+        &self,
+        path: &str,
+        fill: impl FnOnce(&mut blocking::Writer) -> Result<()>,
+    ) -> Result<()> {
         let target = match self.kind {
             Kind::S3 => path.to_string(),
             Kind::Sftp => {

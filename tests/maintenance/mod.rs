@@ -398,7 +398,7 @@ fn truncated_and_deleted_packs_and_a_deleted_index_are_found_and_named() {
     env.snap(&["check"])
         .assert()
         .code(1)
-        .stderr(predicate::str::contains("no index files; run `snap repair index`"))
+        .stderr(predicate::str::contains("is not in the index"))
         .stdout(predicate::str::contains(&sb[..8]));
     env.snap(&["repair", "index"]).assert().success();
     env.snap(&["check", "--read-data"]).assert().success();
@@ -617,7 +617,7 @@ fn disk_full_during_backup_is_a_clear_error_and_prune_reclaims_the_space() {
         .status()
         .is_ok_and(|s| s.success());
     if !ok {
-        crate::util::pg::missing("a tmpfs mount (needs root)");
+        crate::util::missing("a tmpfs mount", "run the tests as root");
         return;
     }
     let _guard = Mount(mnt.clone());

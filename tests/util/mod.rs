@@ -8,6 +8,15 @@ use std::path::{Path, PathBuf};
 
 use assert_cmd::Command;
 
+/// Called when a server or tool is missing: a failure in CI, a notice elsewhere.
+pub fn missing(what: &str, install: &str) {
+    let msg = format!("{what} is not available: install it ({install}) to run this test");
+    if std::env::var("SNAP_TEST_REQUIRE_SERVERS").as_deref() == Ok("1") {
+        panic!("{msg} (SNAP_TEST_REQUIRE_SERVERS=1)");
+    }
+    eprintln!("SKIPPED: {msg}");
+}
+
 /// A scratch directory with a repository path inside it.
 pub struct Env {
     pub dir: tempfile::TempDir,
@@ -143,3 +152,4 @@ fn compare(a: &Path, b: &Path, inodes: &mut HashMap<u64, u64>, top: bool) {
     }
 }
 pub mod pg;
+pub mod servers;

@@ -32,22 +32,14 @@ fn server_bin() -> Option<PathBuf> {
     found.pop().map(|(_, b)| b)
 }
 
-/// Called when a server is missing: a failure in CI, a notice elsewhere.
-pub fn missing(what: &str) {
-    let msg = format!(
-        "{what} is not available: install it (Debian: apt-get install postgresql) to run this test"
-    );
-    if std::env::var("SNAP_TEST_REQUIRE_SERVERS").as_deref() == Ok("1") {
-        panic!("{msg} (SNAP_TEST_REQUIRE_SERVERS=1)");
-    }
-    eprintln!("SKIPPED: {msg}");
-}
-
 impl Pg {
     /// Starts a cluster, or reports that none can be started and returns `None`.
     pub fn start() -> Option<Pg> {
         let Some(bin) = server_bin() else {
-            missing("a PostgreSQL server (initdb, pg_ctl)");
+            super::missing(
+                "a PostgreSQL server (initdb, pg_ctl)",
+                "apt-get install postgresql",
+            );
             return None;
         };
         let dir = tempfile::tempdir().unwrap();

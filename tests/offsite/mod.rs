@@ -1,0 +1,428 @@
+//! Offsite: `snap sync` to another directory, SFTP (OpenSSH's sshd) and S3 (moto),
+//! and repositories used directly on S3, from hosts with empty caches.
+
+use std::fs;
+use std::path::Path;
+
+use assert_cmd::Command;
+use predicates::prelude::*;
+
+use crate::util::servers::{Sshd, S3};
+use crate::util::{assert_same_tree, random_bytes, restored, Env};
+
+/// `snap --repo REPO ARGS` with `env` set and its own cache directory `cache`.
+fn snap_at(repo: &str, cache: &Path, env: &[(&'static str, String)], args: &[&str]) -> Command {
+    let mut c = Command::cargo_bin("snap").unwrap();
+    c.env_remove("SNAP_REPO")
+        .env("SNAP_CACHE_DIR", cache)
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .arg("--repo")
+        .arg(repo)
+        .args(args);
+    c
+}
+
+fn json(mut c: impl std::borrow::BorrowMut<Command>) -> serde_json::Value {
+    let c = c.borrow_mut();
+    let out = c.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// A source tree of a few files, changed by `day`.
+fn files(env: &Env, day: u32) -> std::path::PathBuf {
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    for i in 0..4 {
+        fs::write(
+            src.join(format!("f{i}")),
+            random_bytes(600_000, &format!("f{i}")),
+        )
+        .unwrap();
+    }
+    fs::write(
+        src.join("daily"),
+        random_bytes(300_000, &format!("day {day}")),
+    )
+    .unwrap();
+    src
+}
+
+fn ids(list: &serde_json::Value) -> Vec<String> {
+    list.as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// Restores `id` from `repo` (with its own empty cache) and compares with `src`.
+fn restores_same(env: &Env, repo: &str, extra: &[(&'static str, String)], id: &str, src: &Path) {
+    let cache = tempfile::tempdir().unwrap();
+    let target = tempfile::tempdir_in(env.dir.path()).unwrap();
+    snap_at(
+        repo,
+        cache.path(),
+        extra,
+        &["restore", id, "--target", target.path().to_str().unwrap()],
+    )
+    .assert()
+    .success();
+    assert_same_tree(src, &restored(target.path(), src));
+}
+
+#[test]
+fn sync_to_a_directory_sends_only_the_delta_and_mirrors_deletions_when_asked() {
+    let env = Env::new();
+    env.init();
+    let src = files(&env, 1);
+    env.backup_json(&[src.to_str().unwrap()]);
+    let dest = env.path("usb/repo");
+    let to = dest.to_str().unwrap();
+    let first = json(env.snap(&["sync", "--to", to, "--json"]));
+    assert_eq!(first["snapshots_sent"], 1, "{first}");
+    assert!(first["bytes_sent"].as_u64().unwrap() > 2_000_000, "{first}");
+    let again = json(env.snap(&["sync", "--to", to, "--json"]));
+    assert_eq!(
+        (
+            again["packs_sent"].as_u64(),
+            again["snapshots_sent"].as_u64()
+        ),
+        (Some(0), Some(0)),
+        "a second sync sends nothing: {again}"
+    );
+
+    // A new day: only its data travels.
+    let src = files(&env, 2);
+    env.backup_json(&[src.to_str().unwrap()]);
+    let delta = json(env.snap(&["sync", "--to", to, "--json"]));
+    let sent = delta["bytes_sent"].as_u64().unwrap();
+    assert!(
+        (300_000..1_000_000).contains(&sent),
+        "only the changed file travels: {delta}"
+    );
+    let list = json(env.snap(&["list", "--json"]));
+    let all = ids(&list);
+    let dest_list = json(snap_at(to, &env.path("c"), &[], &["list", "--json"]));
+    assert_eq!(ids(&dest_list), all);
+    restores_same(&env, to, &[], &all[1], &src);
+    snap_at(to, &env.path("c"), &[], &["check", "--read-data"])
+        .assert()
+        .success();
+
+    // Forget and prune here; sync keeps the destination's copy unless --delete.
+    env.snap(&["forget", &all[0], "--prune"]).assert().success();
+    let kept = json(env.snap(&["sync", "--to", to, "--json"]));
+    assert_eq!(kept["deleted"], serde_json::json!([0, 0, 0]), "{kept}");
+    assert_eq!(
+        ids(&json(snap_at(to, &env.path("c"), &[], &["list", "--json"]))).len(),
+        2
+    );
+    let mirrored = json(env.snap(&["sync", "--to", to, "--delete", "--json"]));
+    assert_eq!(mirrored["deleted"][0], 1, "{mirrored}");
+    assert_eq!(
+        ids(&json(snap_at(to, &env.path("c"), &[], &["list", "--json"]))),
+        vec![all[1].clone()]
+    );
+    snap_at(to, &env.path("c"), &[], &["check", "--read-data"])
+        .assert()
+        .success();
+    restores_same(&env, to, &[], &all[1], &src);
+
+    // Another repository is refused, not mixed in.
+    let other = env.path("other");
+    snap_at(other.to_str().unwrap(), &env.path("c"), &[], &["init"])
+        .assert()
+        .success();
+    env.snap(&["sync", "--to", other.to_str().unwrap()])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("is another repository"));
+}
+
+#[test]
+fn chosen_snapshots_travel_with_only_the_data_they_need() {
+    let env = Env::new();
+    env.init();
+    let src = files(&env, 1);
+    env.backup_json(&["--tag", "keep", src.to_str().unwrap()]);
+    let src = files(&env, 2);
+    env.backup_json(&[src.to_str().unwrap()]);
+    let dest = env.path("dest");
+    let r = json(env.snap(&[
+        "sync",
+        "--to",
+        dest.to_str().unwrap(),
+        "--tag",
+        "keep",
+        "--json",
+    ]));
+    assert_eq!(r["snapshots_sent"], 1, "{r}");
+    let d = dest.to_str().unwrap();
+    let list = json(snap_at(d, &env.path("c"), &[], &["list", "--json"]));
+    assert_eq!(list[0]["tags"], serde_json::json!(["keep"]));
+    snap_at(d, &env.path("c"), &[], &["check", "--read-data"])
+        .assert()
+        .success();
+    // The rest follows later without resending.
+    let rest = json(env.snap(&["sync", "--to", d, "--json"]));
+    assert_eq!(rest["snapshots_sent"], 1, "{rest}");
+    assert!(
+        rest["bytes_sent"].as_u64().unwrap() < 1_500_000,
+        "the shared files were not sent again: {rest}"
+    );
+}
+
+#[test]
+fn an_s3_repository_is_used_directly_by_hosts_with_empty_caches() {
+    let Some(s3) = S3::start() else { return };
+    let env = Env::new();
+    let e = s3.env();
+    let repo = s3.url("team/repo");
+    let cache_a = env.path("cache-a");
+    snap_at(&repo, &cache_a, &e, &["init"]).assert().success();
+    let src = files(&env, 1);
+    let b = json(snap_at(
+        &repo,
+        &cache_a,
+        &e,
+        &["backup", "--json", src.to_str().unwrap()],
+    ));
+    let id = b["id"].as_str().unwrap().to_string();
+    // A second host: nothing cached, lists and restores from the index files.
+    let list = json(snap_at(
+        &repo,
+        &env.path("cache-b"),
+        &e,
+        &["list", "--json"],
+    ));
+    assert_eq!(ids(&list), vec![id.clone()]);
+    restores_same(&env, &repo, &e, &id, &src);
+    snap_at(&repo, &env.path("cache-c"), &e, &["check", "--read-data"])
+        .assert()
+        .success();
+
+    // Two hosts back up at once, each with its own cache; both snapshots land, told
+    // apart by host, and the data they share is stored once.
+    let src_b = env.path("src-b");
+    fs::create_dir_all(&src_b).unwrap();
+    fs::write(src_b.join("own"), random_bytes(500_000, "host b")).unwrap();
+    for i in 0..4 {
+        fs::copy(src.join(format!("f{i}")), src_b.join(format!("f{i}"))).unwrap();
+    }
+    let spawn = |cache: &str, host: &str, dir: &Path| {
+        snap_at(&repo, &env.path(cache), &e, &[])
+            .args(["backup", "--json", "--host", host])
+            .arg(dir)
+            .output()
+    };
+    let (ra, rb) = std::thread::scope(|sc| {
+        let a = sc.spawn(|| spawn("cache-a", "host-a", &src).unwrap());
+        let b = sc.spawn(|| spawn("cache-b", "host-b", &src_b).unwrap());
+        (a.join().unwrap(), b.join().unwrap())
+    });
+    for r in [&ra, &rb] {
+        assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    }
+    let added_b: serde_json::Value = serde_json::from_slice(&rb.stdout).unwrap();
+    assert!(
+        added_b["summary"]["bytes_added_raw"].as_u64().unwrap() < 1_500_000,
+        "host b stored the shared files again: {added_b}"
+    );
+    let list = json(snap_at(
+        &repo,
+        &env.path("cache-d"),
+        &e,
+        &["list", "--json"],
+    ));
+    let hosts: Vec<&str> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["host"].as_str().unwrap())
+        .collect();
+    assert!(
+        hosts.contains(&"host-a") && hosts.contains(&"host-b"),
+        "{list}"
+    );
+    let snap_b = serde_json::from_slice::<serde_json::Value>(&rb.stdout).unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    restores_same(&env, &repo, &e, &snap_b, &src_b);
+    snap_at(&repo, &env.path("cache-e"), &e, &["check", "--read-data"])
+        .assert()
+        .success();
+}
+
+#[test]
+fn an_encrypted_repository_syncs_to_s3_sealed_and_reads_back_with_its_passphrase() {
+    let Some(s3) = S3::start() else { return };
+    let env = Env::new();
+    let mut e = s3.env();
+    e.push(("SNAP_PASSWORD", "correct horse".into()));
+    let local = env.repo();
+    let l = local.to_str().unwrap();
+    snap_at(l, &env.path("c"), &e, &["init", "--encrypt"])
+        .assert()
+        .success();
+    let src = files(&env, 1);
+    let b = json(snap_at(
+        l,
+        &env.path("c"),
+        &e,
+        &["backup", "--json", src.to_str().unwrap()],
+    ));
+    let id = b["id"].as_str().unwrap().to_string();
+    let remote = s3.url("sealed");
+    snap_at(l, &env.path("c"), &e, &["sync", "--to", &remote])
+        .assert()
+        .success();
+    restores_same(&env, &remote, &e, &id, &src);
+    let mut wrong = e.clone();
+    wrong.retain(|(k, _)| *k != "SNAP_PASSWORD");
+    wrong.push(("SNAP_PASSWORD", "wrong".into()));
+    snap_at(&remote, &env.path("w"), &wrong, &["list"])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("wrong passphrase"));
+}
+
+#[test]
+fn sync_over_sftp_survives_the_server_going_away_and_resumes() {
+    let Some(mut sshd) = Sshd::start() else {
+        return;
+    };
+    let env = Env::new();
+    env.init();
+    let src = files(&env, 1);
+    // Several packs, so the server can go away between them.
+    fs::write(src.join("big"), random_bytes(40 << 20, "big")).unwrap();
+    env.backup_json(&[src.to_str().unwrap()]);
+    let id = ids(&json(env.snap(&["list", "--json"])))[0].clone();
+    let dest = env.path("offsite/repo");
+    let url = sshd.url(&dest);
+    let e = sshd.env();
+
+    let child = std::process::Command::new(assert_cmd::cargo::cargo_bin("snap"))
+        .env_remove("SNAP_REPO")
+        .envs(e.iter().map(|(k, v)| (*k, v.as_str())))
+        .args(["--repo", env.repo().to_str().unwrap(), "sync", "--to", &url])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait for the first pack to arrive, then take the server away.
+    let start = std::time::Instant::now();
+    while fs::read_dir(dest.join("packs")).map_or(0, |d| d.count()) == 0 {
+        assert!(start.elapsed().as_secs() < 60, "no pack arrived");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    sshd.stop();
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if out.status.success() {
+        // It finished first on this fast machine: nothing to resume, but the copy holds.
+        eprintln!("sync finished before the server went away");
+    } else {
+        assert_eq!(out.status.code(), Some(1), "{stderr}");
+        assert!(
+            stderr.contains("sftp://"),
+            "the error names the destination: {stderr}"
+        );
+        assert!(!stderr.contains("panicked"), "{stderr}");
+        // No snapshot record before its data: the destination lists nothing it cannot
+        // restore.
+        let local = dest.to_str().unwrap();
+        if dest.join("config").exists() {
+            snap_at(local, &env.path("c1"), &[], &["check", "--read-data"])
+                .assert()
+                .success();
+        }
+    }
+    sshd.restart();
+    let resumed = json(
+        env.snap(&["sync", "--to", &url, "--json"])
+            .envs(e.iter().map(|(k, v)| (*k, v.as_str()))),
+    );
+    assert_eq!(
+        resumed["snapshots_sent"].as_u64(),
+        Some(u64::from(!out.status.success()))
+    );
+    restores_same(&env, &url, &e, &id, &src);
+    snap_at(
+        dest.to_str().unwrap(),
+        &env.path("c2"),
+        &[],
+        &["check", "--read-data"],
+    )
+    .assert()
+    .success();
+}
+
+#[test]
+fn an_s3_server_going_away_gives_a_clear_error() {
+    let Some(mut s3) = S3::start() else { return };
+    let env = Env::new();
+    env.init();
+    let src = files(&env, 1);
+    env.backup_json(&[src.to_str().unwrap()]);
+    let e = s3.env();
+    s3.kill();
+    env.snap(&["sync", "--to", &s3.url("gone")])
+        .envs(e.iter().map(|(k, v)| (*k, v.as_str())))
+        .timeout(std::time::Duration::from_secs(120))
+        .assert()
+        .code(1)
+        .stderr(
+            predicate::str::contains("s3://snap/gone")
+                .and(predicate::str::contains("panicked").not()),
+        );
+}
+
+/// kill -9 at random moments of a sync, then resume: the destination never lists a
+/// snapshot it cannot restore, and the final copy is whole.
+#[test]
+fn kill_9_during_sync_then_resume() {
+    let env = Env::new();
+    env.init();
+    let src = files(&env, 1);
+    fs::write(src.join("big"), random_bytes(24 << 20, "big")).unwrap();
+    env.backup_json(&[src.to_str().unwrap()]);
+    let src2 = files(&env, 2);
+    env.backup_json(&[src2.to_str().unwrap()]);
+    let dest = env.path("dest");
+    let d = dest.to_str().unwrap();
+    let seed: u64 = std::env::var("SNAP_FAULT_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(7);
+    for i in 0..6u64 {
+        let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("snap"))
+            .env_remove("SNAP_REPO")
+            .args(["--repo", env.repo().to_str().unwrap(), "sync", "--to", d])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let wait = (seed.wrapping_mul(31).wrapping_add(i * 97)) % 400;
+        std::thread::sleep(std::time::Duration::from_millis(wait));
+        let _ = child.kill();
+        let _ = child.wait();
+        if dest.join("config").exists() {
+            snap_at(d, &env.path("c"), &[], &["check", "--read-data"])
+                .assert()
+                .success();
+        }
+    }
+    env.snap(&["sync", "--to", d]).assert().success();
+    let all = ids(&json(env.snap(&["list", "--json"])));
+    assert_eq!(
+        ids(&json(snap_at(d, &env.path("c"), &[], &["list", "--json"]))),
+        all
+    );
+    restores_same(&env, d, &[], &all[1], &src2);
+}

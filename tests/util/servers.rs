@@ -1,0 +1,259 @@
+//! Real storage servers on loopback for the offsite tests: an S3-compatible server
+//! (moto in server mode, from PyPI) and OpenSSH's sshd with its SFTP subsystem. Each
+//! is started in a scratch directory and killed on drop.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::missing;
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn wait_for_port(port: u16, child: &mut Child, what: &str) {
+    let start = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("{what} exited with {status} before listening on {port}");
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "{what} did not listen on {port} within a minute"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn found(cmd: &str, args: &[&str]) -> bool {
+    Command::new(cmd)
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok()
+}
+
+/// An S3-compatible server (moto) with one bucket.
+pub struct S3 {
+    child: Child,
+    pub endpoint: String,
+    pub bucket: String,
+}
+
+impl S3 {
+    /// Starts moto on a free port and creates bucket `snap`; `None` (said, or a
+    /// failure in CI) when moto is not installed.
+    pub fn start() -> Option<S3> {
+        let has_moto = Command::new("python3")
+            .args(["-c", "import moto.server"])
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !has_moto {
+            missing(
+                "an S3-compatible server (moto in server mode)",
+                "python3 -m pip install 'moto[server]'",
+            );
+            return None;
+        }
+        let port = free_port();
+        let mut child = Command::new("python3")
+            .args([
+                "-m",
+                "moto.server",
+                "-H",
+                "127.0.0.1",
+                "-p",
+                &port.to_string(),
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        wait_for_port(port, &mut child, "moto.server");
+        let s3 = S3 {
+            child,
+            endpoint: format!("http://127.0.0.1:{port}"),
+            bucket: "snap".into(),
+        };
+        let ok = Command::new("python3")
+            .args([
+                "-c",
+                "import sys, urllib.request; urllib.request.urlopen(urllib.request.Request(sys.argv[1], method='PUT'))",
+                &format!("{}/{}", s3.endpoint, s3.bucket),
+            ])
+            .status()
+            .unwrap();
+        assert!(ok.success(), "creating the bucket failed");
+        Some(s3)
+    }
+
+    /// `s3://bucket/prefix`.
+    pub fn url(&self, prefix: &str) -> String {
+        format!("s3://{}/{prefix}", self.bucket)
+    }
+
+    /// The environment a client needs.
+    pub fn env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("AWS_ENDPOINT_URL", self.endpoint.clone()),
+            ("AWS_ACCESS_KEY_ID", "testing".into()),
+            ("AWS_SECRET_ACCESS_KEY", "testing".into()),
+            ("AWS_REGION", "us-east-1".into()),
+        ]
+    }
+
+    /// Stops the server (its data is gone with it).
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for S3 {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// OpenSSH's sshd on a free port, accepting one generated key, which an ssh-agent of
+/// its own holds (so clients authenticate the usual way, through SSH_AUTH_SOCK).
+pub struct Sshd {
+    dir: tempfile::TempDir,
+    sshd: Option<Child>,
+    agent: Child,
+    pub port: u16,
+}
+
+fn sshd_bin() -> Option<PathBuf> {
+    ["/usr/sbin/sshd", "/usr/bin/sshd"]
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.exists())
+}
+
+impl Sshd {
+    /// Starts sshd and an agent; `None` (said, or a failure in CI) without OpenSSH.
+    pub fn start() -> Option<Sshd> {
+        let (Some(_), true) = (sshd_bin(), found("ssh-keygen", &["-?"])) else {
+            missing("OpenSSH's sshd", "Debian: apt-get install openssh-server");
+            return None;
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        for (name, file) in [("host", "host_key"), ("user", "id_ed25519")] {
+            let ok = Command::new("ssh-keygen")
+                .args(["-q", "-t", "ed25519", "-N", "", "-C", name, "-f"])
+                .arg(d.join(file))
+                .status()
+                .unwrap();
+            assert!(ok.success());
+        }
+        std::fs::copy(d.join("id_ed25519.pub"), d.join("authorized_keys")).unwrap();
+        let agent_sock = d.join("agent.sock");
+        let mut agent = Command::new("ssh-agent")
+            .arg("-D")
+            .arg("-a")
+            .arg(&agent_sock)
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        let start = Instant::now();
+        while !agent_sock.exists() {
+            assert!(agent.try_wait().unwrap().is_none(), "ssh-agent exited");
+            assert!(start.elapsed() < Duration::from_secs(30));
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let ok = Command::new("ssh-add")
+            .arg(d.join("id_ed25519"))
+            .env("SSH_AUTH_SOCK", &agent_sock)
+            .stderr(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(ok.success(), "ssh-add failed");
+        let mut s = Sshd {
+            port: free_port(),
+            dir,
+            sshd: None,
+            agent,
+        };
+        s.run_sshd();
+        Some(s)
+    }
+
+    fn run_sshd(&mut self) {
+        let d = self.dir.path();
+        let config = format!(
+            "Port {}\nListenAddress 127.0.0.1\nHostKey {}\nAuthorizedKeysFile {}\nPidFile {}\nStrictModes no\nUsePAM no\nPermitRootLogin prohibit-password\nSubsystem sftp internal-sftp\n",
+            self.port,
+            d.join("host_key").display(),
+            d.join("authorized_keys").display(),
+            d.join("sshd.pid").display(),
+        );
+        std::fs::write(d.join("sshd_config"), config).unwrap();
+        // sshd wants its privilege separation directory.
+        let _ = std::fs::create_dir_all("/run/sshd");
+        use std::os::unix::process::CommandExt;
+        // Its own process group, so stop() ends the per-connection processes too.
+        let mut child = Command::new(sshd_bin().unwrap())
+            .process_group(0)
+            .arg("-D")
+            .arg("-e")
+            .arg("-f")
+            .arg(d.join("sshd_config"))
+            .stderr(std::fs::File::create(d.join("sshd.log")).unwrap())
+            .spawn()
+            .unwrap();
+        wait_for_port(self.port, &mut child, "sshd");
+        self.sshd = Some(child);
+    }
+
+    /// `sftp://user@127.0.0.1:port/<path>` for this process's user.
+    pub fn url(&self, path: &Path) -> String {
+        let user = std::env::var("USER").unwrap_or_else(|_| "root".into());
+        format!("sftp://{user}@127.0.0.1:{}{}", self.port, path.display())
+    }
+
+    /// The environment a client needs: the agent, and trust in this host's key.
+    pub fn env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            (
+                "SSH_AUTH_SOCK",
+                self.dir.path().join("agent.sock").display().to_string(),
+            ),
+            ("SNAP_SSH_KNOWN_HOSTS", "accept".into()),
+        ]
+    }
+
+    /// Stops sshd, dropping open connections.
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.sshd.take() {
+            let _ = Command::new("kill")
+                .args(["-KILL", "--", &format!("-{}", c.id())])
+                .status();
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts sshd again on the same port.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.run_sshd();
+    }
+}
+
+impl Drop for Sshd {
+    fn drop(&mut self) {
+        self.stop();
+        let _ = self.agent.kill();
+        let _ = self.agent.wait();
+    }
+}
