@@ -477,6 +477,33 @@ impl Repository {
 
     /// The stored bytes of blob `id`, after checking that the lengths are plausible.
     fn fetch(&self, id: &Id, loc: &BlobLoc) -> Result<Vec<u8>> {
+        self.check_lengths(id, loc)?;
+        self.read_span(id, loc, loc.stored_len as usize)
+    }
+
+    /// Reads, decodes and verifies a run of blobs stored back to back in one pack with
+    /// one read (fewer requests to a remote store, fewer calls to a local one).
+    fn read_run(&self, run: &[(Id, BlobLoc)]) -> Result<Vec<Vec<u8>>> {
+        let Some((first, start)) = run.first() else {
+            return Ok(Vec::new());
+        };
+        for (id, loc) in run {
+            self.check_lengths(id, loc)?;
+        }
+        let span: usize = run.iter().map(|(_, l)| l.stored_len as usize).sum();
+        let bytes = self.read_span(first, start, span)?;
+        let mut at = 0;
+        run.iter()
+            .map(|(id, loc)| {
+                let stored = bytes[at..at + loc.stored_len as usize].to_vec();
+                at += loc.stored_len as usize;
+                self.decode(id, loc, stored)
+            })
+            .collect()
+    }
+
+    /// Checks that a blob's lengths are plausible before anything is read or allocated.
+    fn check_lengths(&self, id: &Id, loc: &BlobLoc) -> Result<()> {
         let cap = if loc.kind.is_metadata() {
             MAX_META_BLOB
         } else {
@@ -501,8 +528,14 @@ impl Repository {
                 format!("implausible lengths in {}", pack_name()),
             ));
         }
+        Ok(())
+    }
+
+    /// `len` stored bytes of pack `loc.pack` from `loc.offset` (blob `id` first).
+    fn read_span(&self, id: &Id, loc: &BlobLoc, len: usize) -> Result<Vec<u8>> {
+        let pack_name = || format!("packs/{}", loc.pack);
         self.store
-            .read_at(&pack_path(&loc.pack), loc.offset, loc.stored_len as usize)
+            .read_at(&pack_path(&loc.pack), loc.offset, len)
             .map_err(|e| match e {
                 // A network failure is not damage.
                 Error::Storage { .. } => e,
@@ -598,19 +631,18 @@ impl Repository {
         let mut batch: Vec<(Id, BlobLoc)> = Vec::new();
         let mut batch_bytes = 0u64;
         let mut flush = |batch: &mut Vec<(Id, BlobLoc)>| -> Result<()> {
-            let chunks: Vec<Vec<u8>> = if batch.len() > 1 {
-                batch
-                    .par_iter()
-                    .map(|(id, loc)| self.read_blob_at(id, loc))
+            let runs = runs(batch);
+            let chunks: Vec<Vec<Vec<u8>>> = if runs.len() > 1 {
+                runs.par_iter()
+                    .map(|r| self.read_run(r))
                     .collect::<Result<_>>()?
             } else {
-                batch
-                    .iter()
-                    .map(|(id, loc)| self.read_blob_at(id, loc))
+                runs.iter()
+                    .map(|r| self.read_run(r))
                     .collect::<Result<_>>()?
             };
-            for c in chunks {
-                sink(&c)?;
+            for c in chunks.iter().flatten() {
+                sink(c)?;
             }
             batch.clear();
             Ok(())
@@ -992,6 +1024,34 @@ impl Repository {
     }
 }
 
+/// Splits blobs (in file order) into runs stored back to back in one pack, each at
+/// most 4 MiB so that a batch still decodes on several cores.
+fn runs(blobs: &[(Id, BlobLoc)]) -> Vec<&[(Id, BlobLoc)]> {
+    const MAX_RUN: u64 = 4 << 20;
+    let mut out = Vec::new();
+    let mut start = 0;
+    let mut span = 0u64;
+    for i in 0..blobs.len() {
+        let loc = &blobs[i].1;
+        let joins = i > start && {
+            let prev = &blobs[i - 1].1;
+            prev.pack == loc.pack
+                && prev.offset + u64::from(prev.stored_len) == loc.offset
+                && span + u64::from(loc.stored_len) <= MAX_RUN
+        };
+        if !joins && i > start {
+            out.push(&blobs[start..i]);
+            start = i;
+            span = 0;
+        }
+        span += u64::from(loc.stored_len);
+    }
+    if start < blobs.len() {
+        out.push(&blobs[start..]);
+    }
+    out
+}
+
 /// Splits pack records into index-file-sized batches (about
 /// [`index_files::BLOBS_PER_FILE`] blobs each).
 pub fn batches(records: impl IntoIterator<Item = PackRecord>) -> Vec<Vec<PackRecord>> {
@@ -1007,4 +1067,39 @@ pub fn batches(records: impl IntoIterator<Item = PackRecord>) -> Vec<Vec<PackRec
     }
     out.retain(|b| !b.is_empty());
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(pack: u8, offset: u64, len: u32) -> (Id, BlobLoc) {
+        (
+            Id::hash(&offset.to_le_bytes()),
+            BlobLoc {
+                pack: Id::hash(&[pack]),
+                offset,
+                stored_len: len,
+                raw_len: len,
+                kind: pack::BlobKind::Data,
+                compression: Compression::Raw,
+            },
+        )
+    }
+
+    #[test]
+    fn runs_join_adjacent_blobs_of_one_pack_up_to_the_cap() {
+        let big = 3 << 20;
+        let blobs = vec![
+            at(1, 16, 100),
+            at(1, 116, 50),
+            at(1, 200, 10), // a gap
+            at(2, 210, 10), // another pack
+            at(2, 220, big),
+            at(2, 220 + big as u64, big), // would pass 4 MiB
+        ];
+        let lens: Vec<usize> = runs(&blobs).iter().map(|r| r.len()).collect();
+        assert_eq!(lens, vec![2, 1, 2, 1]);
+        assert!(runs(&[]).is_empty());
+    }
 }
