@@ -73,6 +73,16 @@ snap_b=$(python3 -c "import json; print(json.load(open('$WORK/snap-sync.json'))[
 repo_b=$(bytes "$SNAP_REPO")
 cache_b=$(du -cb "$SNAP_REPO"/index.sqlite* | tail -1 | cut -f1)
 
+# Working on the remote directly: restore the latest snapshot from S3 with an empty
+# cache, next to the same restore from the local repository.
+t3=$(now)
+"$SNAP" restore -q latest --target "$WORK/restore-local" >/dev/null
+t4=$(now)
+SNAP_CACHE_DIR=$WORK/empty-cache "$SNAP" --repo s3://bench/snap restore -q latest --target "$WORK/restore-s3" >/dev/null
+t5=$(now)
+diff -r "$WORK/restore-local" "$WORK/restore-s3"
+restored_b=$(bytes "$WORK/restore-local")
+
 cat <<EOF
 | | snap sync | rclone sync of the repository directory |
 |---|---|---|
@@ -82,4 +92,7 @@ cat <<EOF
 repository after $((DAYS + 1)) days: ${repo_b} bytes, of which the local index cache ${cache_b}
 (rclone copies the cache too whenever it changed; snap sync never sends it).
 time ratio snap/rclone: $(awk -v a="$snap_s" -v b="$rclone_s" 'BEGIN { printf "%.2f", a / b }')
+
+restore of the latest snapshot (${restored_b} bytes): local $(secs "$t3" "$t4") s,
+from S3 with an empty cache $(secs "$t4" "$t5") s (byte-identical)
 EOF
