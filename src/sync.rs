@@ -28,7 +28,7 @@ use crate::repo::{pack_path, PackRecord, Repository};
 
 /// Packs in flight at once.
 const IN_FLIGHT: usize = 4;
-/// Largest pack file copied (far above the 1 GiB pack size limit's packs).
+/// Largest pack file copied (packs are closed at 1 GiB at most).
 const MAX_PACK: u64 = 2 << 30;
 
 /// What to copy.
