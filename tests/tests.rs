@@ -406,6 +406,8 @@ paths = ["{src}"]
 tags = ["nightly"]
 commands = [{{ command = "echo dump", as = "db/app.sql" }}]
 
+sync = ["{offsite}"]
+
 [profile.app.retention]
 keep_last = 2
 
@@ -415,7 +417,8 @@ commands = [{{ command = "echo oops >&2; exit 3", as = "db/x.sql" }}]
 retention = {{ keep_last = 1 }}
 "#,
                 repo = env.repo().display(),
-                src = src.display()
+                src = src.display(),
+                offsite = env.path("offsite").display()
             ),
         )
         .unwrap();
@@ -427,6 +430,20 @@ retention = {{ keep_last = 1 }}
         assert_eq!(snaps[1]["tags"][0], "nightly");
         let ls = env.snap(&["cat", "latest", "db/app.sql"]).output().unwrap();
         assert_eq!(ls.stdout, b"dump\n");
+        // The sync step mirrored the same two snapshots offsite.
+        let offsite = assert_cmd::Command::cargo_bin("snap")
+            .unwrap()
+            .env_remove("SNAP_REPO")
+            .args([
+                "--repo",
+                env.path("offsite").to_str().unwrap(),
+                "list",
+                "--json",
+            ])
+            .output()
+            .unwrap();
+        let there: serde_json::Value = serde_json::from_slice(&offsite.stdout).unwrap();
+        assert_eq!(there.as_array().unwrap().len(), 2, "{there}");
         // `snap backup` with no source runs the default profile's backup only.
         with_config(&config, &["backup"]).assert().success();
         assert_eq!(env.snapshots().len(), 3);

@@ -65,7 +65,8 @@ enum Command {
     /// Back up paths, standard input and command output into a new snapshot (with no
     /// source: the configuration's default profile)
     Backup(backup::Args),
-    /// Run a profile of the configuration: backup, then forget and prune by its policy
+    /// Run a profile of the configuration: backup, then forget and prune by its policy,
+    /// then sync to its offsite repositories
     Run(RunArgs),
     /// List snapshots
     List(list::Args),
@@ -274,7 +275,7 @@ fn dispatch(ctx: &Ctx, command: Command, matches: &clap::ArgMatches) -> Result<i
 }
 
 /// Runs profile `name` (or the default) of the configuration file: its backup, then
-/// (unless `backup_only`) its forget and prune; stops at the first failure. A backup
+/// (unless `backup_only`) its forget and prune and its syncs; stops at the first failure. A backup
 /// that left entries out (exit 3) does not stop the run, and makes its exit 3.
 fn run_profile(
     ctx: &Ctx,

@@ -49,6 +49,9 @@ struct Profile {
     tags: Vec<String>,
     host: Option<String>,
     retention: Option<Retention>,
+    /// Repositories `snap run` syncs to after retention (`--delete` with retention).
+    #[serde(default)]
+    sync: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -224,6 +227,18 @@ impl File {
             steps.push(Step {
                 name: "forget",
                 argv: forget,
+            });
+        }
+        for to in &p.sync {
+            let mut sync = base("sync");
+            sync.extend(["--to".to_string(), to.clone()]);
+            // What retention removed here goes there too.
+            if p.retention.is_some() {
+                sync.push("--delete".to_string());
+            }
+            steps.push(Step {
+                name: "sync",
+                argv: sync,
             });
         }
         Ok((name, steps, p.password_file.clone()))
