@@ -89,19 +89,18 @@ pub fn check(repo: &Repository, read: ReadData, progress: &dyn Progress) -> Resu
     // 1. Packs against the index.
     let indexed = repo.index().packs_by_verification()?;
     report.packs = indexed.len() as u64;
-    let on_disk: HashSet<Id> = repo.pack_files()?.into_iter().map(|(id, _)| id).collect();
+    let on_disk: HashMap<Id, u64> = repo.pack_files()?.into_iter().collect();
     let mut present = Vec::new();
     for (pack, size) in &indexed {
         let rows = repo.index().blobs_in(pack, false)?;
-        let problem = if !on_disk.contains(pack) {
-            Some(format!("pack {pack} is missing ({} blobs)", rows.len()))
-        } else {
-            match repo.pack_trailer(pack) {
+        let problem = match on_disk.get(pack) {
+            None => Some(format!("pack {pack} is missing ({} blobs)", rows.len())),
+            Some(&len) => match repo.pack_trailer(pack, len) {
                 Err(e) => Some(format!("pack {pack}: {e}")),
-                Ok((_, len)) if len != *size => {
+                Ok(_) if len != *size => {
                     Some(format!("pack {pack} is {len} bytes, the index says {size}"))
                 }
-                Ok((entries, _)) => {
+                Ok(entries) => {
                     let trailer: HashSet<(Id, u64, u32, u32)> = entries
                         .iter()
                         .map(|e| (e.id, e.offset, e.stored_len, e.raw_len))
@@ -124,7 +123,7 @@ pub fn check(repo: &Repository, read: ReadData, progress: &dyn Progress) -> Resu
                         ))
                     }
                 }
-            }
+            },
         };
         if let Some(p) = problem {
             report.errors.push(p);
@@ -132,7 +131,7 @@ pub fn check(repo: &Repository, read: ReadData, progress: &dyn Progress) -> Resu
         }
     }
     let known: HashSet<Id> = indexed.iter().map(|(id, _)| *id).collect();
-    let mut unknown: Vec<&Id> = on_disk.iter().filter(|id| !known.contains(id)).collect();
+    let mut unknown: Vec<&Id> = on_disk.keys().filter(|id| !known.contains(id)).collect();
     unknown.sort();
     for id in unknown {
         report.warnings.push(format!(
@@ -171,7 +170,8 @@ pub fn check(repo: &Repository, read: ReadData, progress: &dyn Progress) -> Resu
     let found = Mutex::new((Vec::new(), Vec::new()));
     let verified = std::sync::atomic::AtomicU64::new(0);
     chosen.par_iter().try_for_each(|pack| -> Result<()> {
-        let (entries, _) = match repo.pack_trailer(pack) {
+        // `present` packs are listed at the size the index gives.
+        let entries = match repo.pack_trailer(pack, on_disk[pack]) {
             Ok(t) => t,
             Err(e) => {
                 lock(&found).0.push((format!("pack {pack}: {e}"), None));

@@ -62,6 +62,19 @@ pub struct SyncReport {
     pub deleted: [u64; 3],
 }
 
+/// Refuses a destination that is not a copy of the source (repository ids `src_id`
+/// and `dst_id`), before its config is opened.
+pub fn check_same(src_id: &str, dst_id: &str, dst_location: &str) -> Result<()> {
+    if src_id == dst_id {
+        return Ok(());
+    }
+    Err(Error::Invalid(format!(
+        "{dst_location} is another repository (id {}, the source's is {}): sync copies into a repository it created from this one; choose an empty or new destination",
+        &dst_id[..dst_id.len().min(8)],
+        &src_id[..src_id.len().min(8)]
+    )))
+}
+
 /// Copies snapshots from `src` to `dst`; see the module docs.
 pub fn sync(
     src: &Repository,
@@ -69,14 +82,7 @@ pub fn sync(
     opts: &SyncOptions,
     progress: &dyn Progress,
 ) -> Result<SyncReport> {
-    if src.config().id != dst.config().id {
-        return Err(Error::Invalid(format!(
-            "{} is another repository (id {}, the source's is {}): sync copies into a repository it created from this one; choose an empty or new destination",
-            dst.location(),
-            &dst.config().id[..8],
-            &src.config().id[..8]
-        )));
-    }
+    check_same(&src.config().id, &dst.config().id, &dst.location())?;
     if opts.delete && opts.snapshots.is_some() {
         return Err(Error::Invalid(
             "--delete mirrors the whole repository; it cannot be combined with a choice of snapshots"
@@ -172,20 +178,20 @@ pub fn sync(
         }
     }
 
-    // 3. Index files.
-    let dst_files: HashSet<Id> = dst.index_files()?.into_iter().collect();
+    // 3. Index files. Those the destination has are in its cache already (with their
+    // packs); the others are read once, and sent as read where all their packs arrived.
+    let src_files = src.index_files()?;
+    let dst_files = dst.index_files()?;
     let mut covered: HashSet<Id> = HashSet::new();
     let needed_set: HashSet<Id> = needed.iter().map(|(id, _)| *id).collect();
     let mut uncovered: Vec<PackRecord> = Vec::new();
-    for f in src.index_files()? {
-        let packs = src.read_index_file(&f)?;
+    for f in src_files.difference(&dst_files) {
+        let bytes = src.index_file_bytes(f)?;
+        let packs = src.decode_index_file(f, &bytes)?;
         if packs.iter().all(|p| there.contains_key(&p.0)) {
             covered.extend(packs.iter().map(|p| p.0));
-            if !dst_files.contains(&f) {
-                let path = format!("index/{}", f.to_hex());
-                dst.store().put(&path, &src.index_file_bytes(&f)?)?;
-                report.index_files_sent += 1;
-            }
+            dst.store().put(&format!("index/{}", f.to_hex()), &bytes)?;
+            report.index_files_sent += 1;
         } else {
             uncovered.extend(packs.into_iter().filter(|p| needed_set.contains(&p.0)));
         }
@@ -205,15 +211,24 @@ pub fn sync(
         report.index_files_written += 1;
     }
 
-    // 4. Snapshot records, last.
-    let dst_snaps: HashSet<Id> = dst.snapshots()?.into_iter().map(|(id, _)| id).collect();
+    // 4. Snapshot records, last, as the source's index holds them.
+    let records: HashMap<Id, Vec<u8>> = src.index().snapshots()?.into_iter().collect();
+    let dst_snaps: HashSet<Id> = dst
+        .index()
+        .snapshots()?
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
     for id in &chosen {
         if dst_snaps.contains(id) {
             report.snapshots_present += 1;
             continue;
         }
-        let record = src.snapshot_record(id)?;
-        if Id::hash(&record) != *id {
+        let record = records.get(id).ok_or_else(|| Error::NotFound {
+            what: "snapshot",
+            id: id.to_hex(),
+        })?;
+        if Id::hash(record) != *id {
             return Err(Error::corrupt(
                 "snapshot",
                 id,
@@ -221,46 +236,46 @@ pub fn sync(
             ));
         }
         dst.store()
-            .put(&format!("snapshots/{}", id.to_hex()), &record)?;
+            .put(&format!("snapshots/{}", id.to_hex()), record)?;
         report.snapshots_sent += 1;
     }
 
     if opts.delete {
         dst_lock.check()?;
-        report.deleted = mirror_deletions(src, dst)?;
+        let keep_snaps: HashSet<Id> = records.into_keys().collect();
+        let gone: Vec<Id> = dst_snaps.difference(&keep_snaps).copied().collect();
+        report.deleted = mirror_deletions(dst, &gone, &src_files, &needed_set, &there)?;
     }
-    dst.refresh()?;
     Ok(report)
 }
 
-/// Deletes on `dst` the snapshot records, then index files, then packs that `src`
-/// does not have (`dst` holds every one of `src`'s by now).
-fn mirror_deletions(src: &Repository, dst: &Repository) -> Result<[u64; 3]> {
-    let keep_snaps: HashSet<Id> = src.snapshots()?.into_iter().map(|(id, _)| id).collect();
-    let snaps: Vec<Id> = dst
-        .snapshots()?
-        .into_iter()
-        .map(|(id, _)| id)
-        .filter(|id| !keep_snaps.contains(id))
-        .collect();
-    dst.remove_snapshots(&snaps)?;
-    let keep_packs: HashSet<Id> = src.pack_files()?.into_iter().map(|(id, _)| id).collect();
+/// Deletes on `dst` the snapshot records `snaps`, then the index files that list a
+/// pack the source does not index (`keep_packs`; the source's own `keep_files` list
+/// none), then those of its packs (`dst_packs`, as listed after sending). `dst` holds
+/// every one of the source's by now.
+fn mirror_deletions(
+    dst: &Repository,
+    snaps: &[Id],
+    keep_files: &HashSet<Id>,
+    keep_packs: &HashSet<Id>,
+    dst_packs: &HashMap<Id, u64>,
+) -> Result<[u64; 3]> {
+    dst.remove_snapshots(snaps)?;
     let mut files = Vec::new();
-    for f in dst.index_files()? {
+    for f in dst.index_files()?.difference(keep_files) {
         if !dst
-            .read_index_file(&f)?
+            .read_index_file(f)?
             .iter()
             .all(|p| keep_packs.contains(&p.0))
         {
-            files.push(f);
+            files.push(*f);
         }
     }
     dst.delete_index_files(&files)?;
-    let packs: Vec<Id> = dst
-        .pack_files()?
-        .into_iter()
-        .map(|(id, _)| id)
+    let packs: Vec<Id> = dst_packs
+        .keys()
         .filter(|id| !keep_packs.contains(id))
+        .copied()
         .collect();
     dst.delete_packs(&packs)?;
     Ok([snaps.len() as u64, files.len() as u64, packs.len() as u64])

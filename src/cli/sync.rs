@@ -5,7 +5,7 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use snap::repo::Repository;
 use snap::store::{self, RemoteOptions};
-use snap::sync::{sync, SyncOptions};
+use snap::sync::{check_same, sync, SyncOptions};
 
 use super::{human, progress_for, Bar, Ctx};
 
@@ -48,13 +48,7 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
         .is_some()
     {
         let (_, id) = Repository::probe(dst_store.as_ref())?;
-        if id != src.config().id {
-            bail!(
-                "{loc} is another repository (id {}, this one's is {}): sync copies into a repository it created from this one; choose an empty or new destination",
-                &id[..id.len().min(8)],
-                &src.config().id[..8]
-            );
-        }
+        check_same(&src.config().id, &id, &loc)?;
         Repository::open_store(dst_store, src.key().cloned())
             .with_context(|| format!("opening the destination {loc}"))?
     } else {

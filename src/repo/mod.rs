@@ -207,6 +207,14 @@ fn index_path(id: &Id) -> String {
     format!("index/{}", id.to_hex())
 }
 
+/// The ids of the files listed under `dir` whose names are ids, without sizes.
+fn listed_names(store: &dyn Store, dir: &str) -> Result<HashSet<Id>> {
+    Ok(listed_ids(store, dir)?
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect())
+}
+
 /// The ids of the files listed under `dir` whose names are ids.
 fn listed_ids(store: &dyn Store, dir: &str) -> Result<Vec<(Id, u64)>> {
     Ok(store
@@ -294,16 +302,6 @@ impl Repository {
         })
     }
 
-    /// Opens the unencrypted repository in directory `root`.
-    pub fn open(root: &Path) -> Result<Repository> {
-        Repository::open_store(Arc::new(Local::new(root.to_path_buf())), None)
-    }
-
-    /// Opens the repository in directory `root` with its master key.
-    pub fn open_with(root: &Path, key: Option<MasterKey>) -> Result<Repository> {
-        Repository::open_store(Arc::new(Local::new(root.to_path_buf())), key)
-    }
-
     /// Opens the repository in `store` with its master key (`None`: unencrypted),
     /// bringing the index cache up to date with the index files and snapshot records.
     pub fn open_store(store: Arc<dyn Store>, key: Option<MasterKey>) -> Result<Repository> {
@@ -333,10 +331,7 @@ impl Repository {
     /// repair replaced it), the cache is rebuilt from all of them. An unreadable index
     /// file is skipped with a warning and leaves the cache incomplete.
     fn refresh_index(&self) -> Result<()> {
-        let listed: HashSet<Id> = listed_ids(self.store.as_ref(), "index")?
-            .into_iter()
-            .map(|(id, _)| id)
-            .collect();
+        let listed = self.index_files()?;
         let mut cached = self.index.index_files()?;
         if !cached.is_subset(&listed) {
             log::debug!("index files were replaced; rebuilding the cache");
@@ -364,7 +359,12 @@ impl Repository {
 
     /// Reads and verifies index file `name`.
     pub fn read_index_file(&self, name: &Id) -> Result<Vec<PackRecord>> {
-        index_files::decode(name, &self.index_file_bytes(name)?, self.key.as_ref())
+        self.decode_index_file(name, &self.index_file_bytes(name)?)
+    }
+
+    /// Verifies and decodes the bytes of index file `name`.
+    pub fn decode_index_file(&self, name: &Id, bytes: &[u8]) -> Result<Vec<PackRecord>> {
+        index_files::decode(name, bytes, self.key.as_ref())
     }
 
     /// Index file `name` as stored.
@@ -373,11 +373,8 @@ impl Repository {
     }
 
     /// The index files in the store.
-    pub fn index_files(&self) -> Result<Vec<Id>> {
-        Ok(listed_ids(self.store.as_ref(), "index")?
-            .into_iter()
-            .map(|(id, _)| id)
-            .collect())
+    pub fn index_files(&self) -> Result<HashSet<Id>> {
+        listed_names(self.store.as_ref(), "index")
     }
 
     /// Writes the index file of `packs` (durable packs), then adds it to the cache;
@@ -750,20 +747,6 @@ impl Repository {
         self.decode_snapshot(id, &b)
     }
 
-    /// The record file of snapshot `id` as stored (sealed in encrypted repositories),
-    /// from the index's copy.
-    pub fn snapshot_record(&self, id: &Id) -> Result<Vec<u8>> {
-        self.index
-            .snapshots()?
-            .into_iter()
-            .find(|(i, _)| i == id)
-            .map(|(_, rec)| rec)
-            .ok_or_else(|| Error::NotFound {
-                what: "snapshot",
-                id: id.to_hex(),
-            })
-    }
-
     /// Verifies a snapshot record file's bytes against its name, opens them
     /// (encrypted repositories) and parses them.
     fn decode_snapshot(&self, id: &Id, b: &[u8]) -> Result<Snapshot> {
@@ -828,10 +811,7 @@ impl Repository {
     /// damaged record must not make the repository unusable), but prune must not run
     /// while they exist, as it cannot know what they reference.
     pub fn sync_snapshots(&self) -> Result<Vec<(String, String)>> {
-        let stored: HashSet<Id> = listed_ids(self.store.as_ref(), "snapshots")?
-            .into_iter()
-            .map(|(id, _)| id)
-            .collect();
+        let stored = listed_names(self.store.as_ref(), "snapshots")?;
         let indexed: HashSet<Id> = self
             .index
             .snapshots()?
@@ -885,14 +865,11 @@ impl Repository {
         listed_ids(self.store.as_ref(), "packs")
     }
 
-    /// The entries and file size of pack `id`, from its validated trailer.
-    pub fn pack_trailer(&self, id: &Id) -> Result<(Vec<pack::PackEntry>, u64)> {
+    /// The entries of pack `id`, `len` bytes long as the store lists it, from its
+    /// validated trailer.
+    pub fn pack_trailer(&self, id: &Id, len: u64) -> Result<Vec<pack::PackEntry>> {
         let path = pack_path(id);
         let name = id.to_hex();
-        let len = self
-            .store
-            .size(&path)?
-            .ok_or_else(|| crate::store::missing(self.store.as_ref(), &path))?;
         if len < pack::HEADER_LEN + pack::FOOTER_LEN as u64 {
             return Err(Error::corrupt("pack", &name, format!("only {len} bytes")));
         }
@@ -903,10 +880,7 @@ impl Repository {
             .read_at(&path, len - pack::FOOTER_LEN as u64, pack::FOOTER_LEN)?;
         let (start, n) = pack::decode_footer(&name, &footer, len, self.key.is_some())?;
         let entries = self.store.read_at(&path, start, n)?;
-        Ok((
-            pack::decode_entries(&name, &footer, &entries, len, self.key.as_ref())?,
-            len,
-        ))
+        pack::decode_entries(&name, &footer, &entries, len, self.key.as_ref())
     }
 
     /// Packs in the store that no index file lists: left by a backup or prune that
@@ -977,8 +951,8 @@ impl Repository {
         let skipped = Mutex::new(Vec::new());
         let mut records: Vec<PackRecord> = packs
             .par_iter()
-            .filter_map(|(id, _)| match self.pack_trailer(id) {
-                Ok((entries, size)) => Some((*id, size, entries)),
+            .filter_map(|(id, size)| match self.pack_trailer(id, *size) {
+                Ok(entries) => Some((*id, *size, entries)),
                 Err(e) => {
                     log::warn!("unreadable pack {}: {e}", pack_path(id));
                     skipped

@@ -249,15 +249,15 @@ impl Store for Remote {
     fn put_file(&self, path: &str, file: tempfile::NamedTempFile) -> Result<()> {
         use std::io::Read;
         let mut f = file.reopen().at(file.path())?;
-        self.upload(path, |w| {
+        self.upload(path, |w| loop {
+            // Each part's buffer is handed over whole, not copied.
             let mut buf = vec![0u8; PART];
-            loop {
-                let n = f.read(&mut buf).at(file.path())?;
-                if n == 0 {
-                    return Ok(());
-                }
-                w.write(buf[..n].to_vec()).map_err(|e| self.err(path, e))?;
+            let n = f.read(&mut buf).at(file.path())?;
+            if n == 0 {
+                return Ok(());
             }
+            buf.truncate(n);
+            w.write(buf).map_err(|e| self.err(path, e))?;
         })
     }
 
