@@ -309,10 +309,7 @@ fn content_damaged(repo: &Repository, bad: &HashSet<Id>, memo: &mut Memo, c: &Co
         if let Some(d) = memo.get(id) {
             return *d;
         }
-        let d = match repo
-            .read_blob(id)
-            .and_then(|raw| crate::tree::ListNode::decode(id, &raw))
-        {
+        let d = match repo.list_node(id, c.depth - 1) {
             Ok(node) => content_damaged(
                 repo,
                 bad,

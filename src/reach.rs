@@ -6,7 +6,7 @@
 use crate::error::Result;
 use crate::id::Id;
 use crate::repo::Repository;
-use crate::tree::{ListNode, NodeKind};
+use crate::tree::NodeKind;
 
 /// A referenced blob that is missing from the index or cannot be read.
 #[derive(Clone, Debug)]
@@ -42,60 +42,35 @@ pub fn mark_reachable(repo: &Repository, roots: &[Id]) -> Result<Reach> {
     let mut reach = Reach::default();
     let mut todo: Vec<Todo> = roots.iter().map(|r| Todo::Tree(*r)).collect();
     while let Some(t) = todo.pop() {
-        let (id, level) = match t {
-            Todo::Tree(id) => (id, None),
-            Todo::List(id, level) => (id, Some(level)),
+        let id = match t {
+            Todo::Tree(id) | Todo::List(id, _) => id,
         };
         if !index.mark(&[id])?[0] {
             continue;
         }
-        let raw = match repo.read_blob(&id) {
-            Ok(raw) => raw,
-            Err(e) => {
-                reach.problems.push(Problem {
-                    id,
-                    why: e.to_string(),
-                });
-                continue;
-            }
-        };
+        // (depth, ids) of the file contents and list entries found.
         let mut contents = Vec::new();
-        match level {
-            None => {
+        let read = match t {
+            Todo::Tree(_) => repo.load_tree(&id).map(|tree| {
                 reach.trees += 1;
-                match crate::tree::Tree::decode(&id, &raw) {
-                    Ok(tree) => {
-                        for n in tree.nodes {
-                            match n.kind {
-                                NodeKind::Dir(sub) => todo.push(Todo::Tree(sub)),
-                                NodeKind::File(c) => contents.push((c.depth, c.ids)),
-                                _ => {}
-                            }
-                        }
+                for n in tree.nodes {
+                    match n.kind {
+                        NodeKind::Dir(sub) => todo.push(Todo::Tree(sub)),
+                        NodeKind::File(c) => contents.push((c.depth, c.ids)),
+                        _ => {}
                     }
-                    Err(e) => reach.problems.push(Problem {
-                        id,
-                        why: e.to_string(),
-                    }),
                 }
-            }
-            Some(level) => {
+            }),
+            Todo::List(_, level) => repo.list_node(&id, level).map(|node| {
                 reach.lists += 1;
-                match ListNode::decode(&id, &raw) {
-                    Ok(node) if node.level == level => contents.push((level, node.ids)),
-                    Ok(node) => reach.problems.push(Problem {
-                        id,
-                        why: format!(
-                            "chunk list of level {} where {level} was expected",
-                            node.level
-                        ),
-                    }),
-                    Err(e) => reach.problems.push(Problem {
-                        id,
-                        why: e.to_string(),
-                    }),
-                }
-            }
+                contents.push((level, node.ids));
+            }),
+        };
+        if let Err(e) = read {
+            reach.problems.push(Problem {
+                id,
+                why: e.to_string(),
+            });
         }
         for (depth, ids) in contents {
             if depth == 0 {

@@ -605,7 +605,7 @@ impl Repository {
     }
 
     /// Reads list node `id`, which must be of `level`.
-    fn list_node(&self, id: &Id, level: u8) -> Result<ListNode> {
+    pub(crate) fn list_node(&self, id: &Id, level: u8) -> Result<ListNode> {
         let node = ListNode::decode(id, &self.read_blob(id)?)?;
         if node.level != level {
             return Err(Error::corrupt(

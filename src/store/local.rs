@@ -52,6 +52,14 @@ impl Local {
         Ok(f)
     }
 
+    /// Drops the open handle of a file replaced or deleted.
+    fn forget_handle(&self, p: &str) {
+        self.open
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(p);
+    }
+
     fn not_found(&self, p: &str, e: std::io::Error) -> crate::error::Error {
         if e.kind() == ErrorKind::NotFound {
             super::missing(self, p)
@@ -160,14 +168,12 @@ impl Store for Local {
         let dest = self.path(p);
         let dir = self.make_parent(&dest)?;
         file.persist(&dest).map_err(|e| e.error).at(&dest)?;
+        self.forget_handle(p);
         fsync_dir(&dir)
     }
 
     fn delete(&self, p: &str) -> Result<()> {
-        self.open
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(p);
+        self.forget_handle(p);
         let path = self.path(p);
         match fs::remove_file(&path) {
             Ok(()) => fsync_dir(path.parent().expect("store paths have a parent")),
