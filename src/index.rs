@@ -465,6 +465,12 @@ impl Index {
         })
     }
 
+    /// The names of every indexed pack.
+    pub fn pack_names(&self) -> Result<std::collections::HashSet<Id>> {
+        let rows = self.rows("SELECT name FROM packs", [], |r| r.get::<_, Vec<u8>>(0))?;
+        rows.iter().map(|n| self.id_of(n)).collect()
+    }
+
     /// Every indexed pack and its size, those `check` read whole longest ago (or
     /// never) first.
     pub fn packs_by_verification(&self) -> Result<Vec<(Id, u64)>> {

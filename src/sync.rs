@@ -197,12 +197,7 @@ pub fn sync(
         }
     }
     // A pack the destination's own index files list needs no new listing.
-    let dst_packs: HashSet<Id> = dst
-        .index()
-        .packs_by_verification()?
-        .into_iter()
-        .map(|(id, _)| id)
-        .collect();
+    let dst_packs = dst.index().pack_names()?;
     uncovered.retain(|p| !covered.contains(&p.0) && !dst_packs.contains(&p.0));
     uncovered.sort_by_key(|p| p.0);
     uncovered.dedup_by(|a, b| a.0 == b.0);

@@ -887,12 +887,7 @@ impl Repository {
     /// was interrupted before writing its index file, garbage for prune (under the
     /// exclusive lock, after [`Repository::refresh`]).
     pub fn unindexed_packs(&self) -> Result<Vec<Id>> {
-        let known: HashSet<Id> = self
-            .index
-            .packs_by_verification()?
-            .into_iter()
-            .map(|(id, _)| id)
-            .collect();
+        let known = self.index.pack_names()?;
         let mut out: Vec<Id> = self
             .pack_files()?
             .into_iter()
