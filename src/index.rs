@@ -20,7 +20,7 @@ use crate::repo::PackRecord;
 use crate::snapshot::Snapshot;
 
 /// Schema version; an index of another version is rebuilt.
-pub const SCHEMA_VERSION: i64 = 3;
+pub const SCHEMA_VERSION: i64 = 4;
 
 const SCHEMA: &str = "
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -47,6 +47,7 @@ CREATE TABLE snapshots (
     time TEXT NOT NULL,
     record BLOB NOT NULL
 ) WITHOUT ROWID;
+CREATE TABLE copies (src BLOB PRIMARY KEY, dst BLOB NOT NULL) WITHOUT ROWID;
 ";
 
 /// Where a blob is stored.
@@ -224,6 +225,41 @@ impl Index {
                 [&file.0[..]],
             )
             .map(drop)
+        })
+    }
+
+    /// For each of `srcs` (data chunk ids of another repository), the id this
+    /// repository gave its content when sync last copied it, if that blob is still here.
+    pub fn copies(&self, srcs: &[Id]) -> Result<Vec<Option<Id>>> {
+        let c = self.conn();
+        let mut st = c
+            .prepare_cached(
+                "SELECT c.dst FROM copies c JOIN blobs b ON b.id = c.dst WHERE c.src = ?1",
+            )
+            .map_err(|e| self.err(e))?;
+        let rows = srcs
+            .iter()
+            .map(|s| {
+                st.query_row([&s.0[..]], |r| r.get::<_, Vec<u8>>(0))
+                    .optional()
+            })
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(|e| self.err(e))?;
+        drop(st);
+        drop(c);
+        rows.into_iter()
+            .map(|r| r.map(|b| self.id_of(&b)).transpose())
+            .collect()
+    }
+
+    /// Remembers that chunks `(src, dst)` of another repository were stored here as `dst`.
+    pub fn add_copies(&self, pairs: &[(Id, Id)]) -> Result<()> {
+        self.tx(|c| {
+            let mut st = c.prepare_cached("INSERT OR REPLACE INTO copies VALUES (?1, ?2)")?;
+            for (s, d) in pairs {
+                st.execute([&s.0[..], &d.0[..]])?;
+            }
+            Ok(())
         })
     }
 

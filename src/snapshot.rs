@@ -36,6 +36,10 @@ pub struct Snapshot {
     /// The snapshot whose metadata let unchanged files skip reading.
     #[serde(default)]
     pub parent: Option<Id>,
+    /// The snapshot of another repository this one is a rewritten copy of (`sync` into
+    /// a repository with other blob ids).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub original: Option<Id>,
     /// Figures of the run.
     pub summary: Summary,
     /// Program and version that wrote it.
@@ -262,6 +266,7 @@ mod tests {
             ],
             tree: Id::hash(b"tree"),
             parent: None,
+            original: None,
             summary: Summary::default(),
             program: "snap test".into(),
         }

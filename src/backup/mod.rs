@@ -354,6 +354,7 @@ pub fn backup(
         sources,
         tree,
         parent: parent.map(|(id, _)| id),
+        original: None,
         summary: Summary {
             files: load(&c.files),
             dirs: load(&c.dirs),

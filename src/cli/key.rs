@@ -80,29 +80,32 @@ fn first_line(f: &Path, what: &str) -> Result<Zeroizing<String>> {
     ))
 }
 
-/// The master key of the encrypted repository `repo_id` at `path`: from the exported
-/// key file SNAP_KEY_FILE names, else from a passphrase. Returns the id of the key file
-/// the passphrase opened (none for an exported key).
+/// The master key of the encrypted repository `repo_id` in `store`: from the exported
+/// key file `{env}_KEY_FILE` names, else from a passphrase (`password_file`,
+/// `{env}_PASSWORD`, `{env}_PASSWORD_FILE` or a prompt). `env` is `SNAP`, or
+/// `SNAP_TO` for a sync destination. Returns the id of the key file the passphrase
+/// opened (none for an exported key).
 pub fn unlock(
     store: &dyn Store,
     repo_id: &str,
     password_file: Option<&Path>,
+    env: &str,
 ) -> Result<(Option<String>, MasterKey)> {
     let pass = match password_file {
         Some(f) => first_line(f, "the profile's password_file")?,
         None => {
-            if let Some(f) = std::env::var_os("SNAP_KEY_FILE") {
-                let b = std::fs::read(&f).with_context(|| {
-                    format!("reading SNAP_KEY_FILE={}", Path::new(&f).display())
-                })?;
+            let key_var = format!("{env}_KEY_FILE");
+            if let Some(f) = std::env::var_os(&key_var) {
+                let b = std::fs::read(&f)
+                    .with_context(|| format!("reading {key_var}={}", Path::new(&f).display()))?;
                 let k = MasterKey::import(&b, repo_id)
-                    .with_context(|| format!("SNAP_KEY_FILE={}", Path::new(&f).display()))?;
+                    .with_context(|| format!("{key_var}={}", Path::new(&f).display()))?;
                 return Ok((None, k));
             }
             passphrase(
                 &format!("passphrase for {}: ", store.location()),
-                "SNAP_PASSWORD",
-                "SNAP_PASSWORD_FILE",
+                &format!("{env}_PASSWORD"),
+                &format!("{env}_PASSWORD_FILE"),
                 false,
             )?
         }
@@ -130,7 +133,12 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
             "repository {loc} is not encrypted: it has no keys (create an encrypted one with `snap init --encrypt`)"
         );
     }
-    let (current, key) = unlock(store.as_ref(), &repo_id, ctx.password_file.as_deref())?;
+    let (current, key) = unlock(
+        store.as_ref(),
+        &repo_id,
+        ctx.password_file.as_deref(),
+        "SNAP",
+    )?;
     // Proves the key opens this repository before any key file changes.
     Repository::open_store(store.clone(), Some(key.clone()))?;
     let keys_in = store.as_ref();

@@ -170,7 +170,7 @@ impl Ctx {
             return Ok(None);
         }
         Ok(Some(
-            key::unlock(store, &id, self.password_file.as_deref())?.1,
+            key::unlock(store, &id, self.password_file.as_deref(), "SNAP")?.1,
         ))
     }
 

@@ -5,14 +5,17 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use snap::repo::Repository;
 use snap::store::{self, RemoteOptions};
-use snap::sync::{check_same, sync, SyncOptions};
+use snap::sync::{sync, SyncOptions};
 
-use super::{human, progress_for, Bar, Ctx};
+use super::{human, key, progress_for, Bar, Ctx};
 
 #[derive(clap::Args)]
 pub struct Args {
     /// The destination: a directory, sftp://[USER@]HOST[:PORT]/PATH or
-    /// s3://BUCKET/PREFIX; created as a copy of this repository when empty
+    /// s3://BUCKET/PREFIX; created as a copy of this repository when empty. Another
+    /// repository (e.g. made by `snap init --encrypt` with its own passphrase, read
+    /// from SNAP_TO_PASSWORD, SNAP_TO_PASSWORD_FILE, SNAP_TO_KEY_FILE or a prompt)
+    /// gets rewritten copies
     #[arg(long, value_name = "REPO")]
     to: String,
     /// S3 endpoint of the destination (e.g. http://127.0.0.1:9000 for MinIO) [default:
@@ -47,9 +50,20 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
         .with_context(|| format!("reading {loc}"))?
         .is_some()
     {
-        let (_, id) = Repository::probe(dst_store.as_ref())?;
-        check_same(&src.config().id, &id, &loc)?;
-        Repository::open_store(dst_store, src.key().cloned())
+        let (encrypted, id) = Repository::probe(dst_store.as_ref())
+            .with_context(|| format!("opening the destination {loc}"))?;
+        let key = if id == src.config().id {
+            src.key().cloned()
+        } else if encrypted {
+            Some(
+                key::unlock(dst_store.as_ref(), &id, None, "SNAP_TO")
+                    .with_context(|| format!("unlocking the destination {loc}"))?
+                    .1,
+            )
+        } else {
+            None
+        };
+        Repository::open_store(dst_store, key)
             .with_context(|| format!("opening the destination {loc}"))?
     } else {
         let r = Repository::create_copy(dst_store, &src)
@@ -94,23 +108,35 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
         println!("{}", serde_json::to_string_pretty(&r)?);
         return Ok(0);
     }
-    if !ctx.quiet {
+    if ctx.quiet {
+        return Ok(0);
+    }
+    let rate = human((r.bytes_sent as f64 / secs.max(0.001)) as u64);
+    if r.rewritten {
         println!(
-            "sent {} packs ({}) in {secs:.1} s ({}/s), {} index files, {} snapshots; {} packs and {} snapshots were there already",
+            "rewrote {} snapshots for {loc} (other blob ids): read {} chunks, stored {} new blobs ({}) in {secs:.1} s ({rate}/s); {} snapshots were there already",
+            r.snapshots_sent,
+            r.chunks_read,
+            r.blobs_sent,
+            human(r.bytes_sent),
+            r.snapshots_present
+        );
+    } else {
+        println!(
+            "sent {} packs ({}) in {secs:.1} s ({rate}/s), {} index files, {} snapshots; {} packs and {} snapshots were there already",
             r.packs_sent,
             human(r.bytes_sent),
-            human((r.bytes_sent as f64 / secs.max(0.001)) as u64),
             r.index_files_sent + r.index_files_written,
             r.snapshots_sent,
             r.packs_present,
             r.snapshots_present
         );
-        if a.delete {
-            println!(
-                "deleted on {loc}: {} snapshots, {} index files, {} packs",
-                r.deleted[0], r.deleted[1], r.deleted[2]
-            );
-        }
+    }
+    if a.delete {
+        println!(
+            "deleted on {loc}: {} snapshots, {} index files, {} packs",
+            r.deleted[0], r.deleted[1], r.deleted[2]
+        );
     }
     Ok(0)
 }

@@ -314,3 +314,145 @@ fn an_encrypted_repository_is_pruned_and_repaired_like_any_other() {
         .success();
     assert_restores(&env, &src);
 }
+
+/// `snap --repo REPO ARGS` with passphrase `pass`.
+fn snap_at(repo: &Path, pass: &str, args: &[&str]) -> assert_cmd::Command {
+    let mut c = assert_cmd::Command::cargo_bin("snap").unwrap();
+    c.env_remove("SNAP_REPO")
+        .env("SNAP_PASSWORD", pass)
+        .arg("--repo")
+        .arg(repo)
+        .args(args);
+    c
+}
+
+fn json(c: &mut assert_cmd::Command) -> serde_json::Value {
+    let out = c.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn sync_into_a_repository_with_another_key_rewrites_and_later_reads_only_new_chunks() {
+    const OTHER: &str = "another passphrase for the offsite copy";
+    let env = Env::new();
+    let src = encrypted(&env);
+    let dest = env.path("offsite");
+    let to = dest.to_str().unwrap();
+    snap_at(&dest, OTHER, &["init", "--encrypt"])
+        .assert()
+        .success();
+    let sync = |to_pass: Option<&str>| {
+        let mut c = snap(&env, PASS, &["sync", "--to", to, "--json"]);
+        c.env_remove("SNAP_TO_PASSWORD")
+            .env_remove("SNAP_TO_PASSWORD_FILE")
+            .env_remove("SNAP_TO_KEY_FILE");
+        if let Some(p) = to_pass {
+            c.env("SNAP_TO_PASSWORD", p);
+        }
+        c
+    };
+    // The destination's own passphrase is needed, and a wrong one is refused.
+    sync(None)
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("SNAP_TO_PASSWORD").and(predicate::str::contains(to)));
+    sync(Some(PASS))
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("passphrase").and(predicate::str::contains(to)));
+    assert!(
+        json(&mut snap_at(&dest, OTHER, &["list", "--json"]))
+            .as_array()
+            .unwrap()
+            .is_empty(),
+        "a refused sync wrote no snapshot"
+    );
+
+    let first = json(&mut sync(Some(OTHER)));
+    assert_eq!(
+        (&first["rewritten"], &first["snapshots_sent"]),
+        (&serde_json::json!(true), &serde_json::json!(1)),
+        "{first}"
+    );
+    assert!(first["chunks_read"].as_u64().unwrap() > 2, "{first}");
+    let here = json(&mut snap(&env, PASS, &["list", "--json"]));
+    let there = json(&mut snap_at(&dest, OTHER, &["list", "--json"]));
+    assert_eq!(there[0]["original"], here[0]["id"], "{there}");
+    assert_ne!(
+        there[0]["tree"], here[0]["tree"],
+        "blob ids are keyed per repository"
+    );
+    snap_at(&dest, OTHER, &["check", "--read-data"])
+        .assert()
+        .success();
+    let out = env.path("out");
+    snap_at(
+        &dest,
+        OTHER,
+        &["restore", "latest", "--target", out.to_str().unwrap()],
+    )
+    .assert()
+    .success();
+    crate::util::assert_same_tree(&src, &restored(&out, &src));
+    fs::remove_dir_all(&out).unwrap();
+    for f in files(&dest) {
+        let b = fs::read(&f).unwrap();
+        for n in [
+            &b"PLAINTEXT-MARKER"[..],
+            b"plainname-marker",
+            b"STREAM-MARKER-42",
+        ] {
+            assert!(!contains(&b, n), "{} holds plaintext", f.display());
+        }
+    }
+
+    // Nothing new: nothing read. One new small file: one chunk read.
+    let again = json(&mut sync(Some(OTHER)));
+    assert_eq!(
+        (&again["snapshots_sent"], &again["chunks_read"]),
+        (&serde_json::json!(0), &serde_json::json!(0)),
+        "{again}"
+    );
+    fs::write(src.join("new.txt"), "a new small file\n").unwrap();
+    snap(&env, PASS, &["backup", src.to_str().unwrap()])
+        .assert()
+        .success();
+    let next = json(&mut sync(Some(OTHER)));
+    assert_eq!(
+        (&next["snapshots_sent"], &next["chunks_read"]),
+        (&serde_json::json!(1), &serde_json::json!(1)),
+        "only the new file's chunk is read: {next}"
+    );
+    let there = json(&mut snap_at(&dest, OTHER, &["list", "--json"]));
+    assert_eq!(
+        there[1]["parent"], there[0]["id"],
+        "a copy's parent is the copy of its source's parent: {there}"
+    );
+    crate::util::assert_same_tree(&src, &{
+        snap_at(
+            &dest,
+            OTHER,
+            &["restore", "latest", "--target", out.to_str().unwrap()],
+        )
+        .assert()
+        .success();
+        restored(&out, &src)
+    });
+
+    // Forget the first snapshot here: --delete removes its copy and prunes.
+    let first_id = here[0]["id"].as_str().unwrap();
+    snap(&env, PASS, &["forget", first_id]).assert().success();
+    let mirrored = json(sync(Some(OTHER)).arg("--delete"));
+    assert_eq!(mirrored["deleted"][0], 1, "{mirrored}");
+    let there = json(&mut snap_at(&dest, OTHER, &["list", "--json"]));
+    assert_eq!(there.as_array().unwrap().len(), 1, "{there}");
+    assert_ne!(there[0]["original"].as_str(), Some(first_id));
+    snap_at(&dest, OTHER, &["check", "--read-data"])
+        .assert()
+        .success();
+}

@@ -133,15 +133,36 @@ fn sync_to_a_directory_sends_only_the_delta_and_mirrors_deletions_when_asked() {
         .success();
     restores_same(&env, to, &[], &all[1], &src);
 
-    // Another repository is refused, not mixed in.
+    // Another (plain) repository gets rewritten copies, mixed with its own snapshots.
     let other = env.path("other");
-    snap_at(other.to_str().unwrap(), &env.path("c"), &[], &["init"])
+    let o = other.to_str().unwrap();
+    snap_at(o, &env.path("c"), &[], &["init"])
         .assert()
         .success();
-    env.snap(&["sync", "--to", other.to_str().unwrap()])
+    snap_at(o, &env.path("c"), &[], &["backup", src.to_str().unwrap()])
         .assert()
-        .code(1)
-        .stderr(predicate::str::contains("is another repository"));
+        .success();
+    let r = json(env.snap(&["sync", "--to", o, "--json"]));
+    assert_eq!(
+        (&r["rewritten"], &r["snapshots_sent"], &r["chunks_read"]),
+        (
+            &serde_json::json!(true),
+            &serde_json::json!(1),
+            &serde_json::json!(0)
+        ),
+        "plain repositories share blob ids: the data there is not read again: {r}"
+    );
+    let listed = json(snap_at(o, &env.path("c"), &[], &["list", "--json"]));
+    let copy = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["original"].as_str() == Some(all[1].as_str()))
+        .unwrap_or_else(|| panic!("no copy of {} in {listed}", all[1]));
+    snap_at(o, &env.path("c"), &[], &["check", "--read-data"])
+        .assert()
+        .success();
+    restores_same(&env, o, &[], copy["id"].as_str().unwrap(), &src);
 }
 
 #[test]

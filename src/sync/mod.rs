@@ -1,8 +1,9 @@
-//! `sync`: copies snapshots with everything they need to another repository that
-//! shares the source's id and key (created by `sync` itself when the destination is
-//! empty), so packs, index files and snapshot records travel as they are stored.
+//! `sync`: copies snapshots with everything they need to another repository. When
+//! the destination shares the source's id and key (`sync` creates it so when it is
+//! empty), packs, index files and snapshot records travel as they are stored; into
+//! any other repository the snapshots are rewritten (module `rewrite`).
 //!
-//! Order, so the destination never shows a snapshot whose data has not arrived:
+//! Copying as stored, in this order, so the destination never shows a snapshot whose data has not arrived:
 //! 1. packs the destination lacks (or holds at another size), each checked against
 //!    its name (the BLAKE3 of its bytes) before it is sent, several in flight;
 //! 2. a listing of the destination that must show every sent pack at its size;
@@ -26,8 +27,10 @@ use crate::progress::Progress;
 use crate::reach::mark_reachable;
 use crate::repo::{pack_path, PackRecord, Repository};
 
+mod rewrite;
+
 /// Packs in flight at once.
-const IN_FLIGHT: usize = 4;
+pub(crate) const IN_FLIGHT: usize = 4;
 /// Largest pack file copied (packs are closed at 1 GiB at most).
 const MAX_PACK: u64 = 2 << 30;
 
@@ -58,36 +61,37 @@ pub struct SyncReport {
     pub index_files_sent: u64,
     /// Index files written for packs no copied index file covers.
     pub index_files_written: u64,
-    /// Deleted on the destination (`delete`): snapshot records, index files, packs.
+    /// Deleted on the destination (`delete`): snapshot records, index files, packs
+    /// (rewritten copies: records and packs deleted or repacked by its prune).
     pub deleted: [u64; 3],
+    /// The destination has other blob ids, so snapshots were rewritten, not copied as
+    /// stored.
+    pub rewritten: bool,
+    /// Rewritten copies: new blobs stored on the destination (their stored bytes are
+    /// `bytes_sent`).
+    pub blobs_sent: u64,
+    /// Rewritten copies: data chunks read from the source (the others were there
+    /// from earlier runs).
+    pub chunks_read: u64,
 }
 
-/// Refuses a destination that is not a copy of the source (repository ids `src_id`
-/// and `dst_id`), before its config is opened.
-pub fn check_same(src_id: &str, dst_id: &str, dst_location: &str) -> Result<()> {
-    if src_id == dst_id {
-        return Ok(());
-    }
-    Err(Error::Invalid(format!(
-        "{dst_location} is another repository (id {}, the source's is {}): sync copies into a repository it created from this one; choose an empty or new destination",
-        &dst_id[..dst_id.len().min(8)],
-        &src_id[..src_id.len().min(8)]
-    )))
-}
-
-/// Copies snapshots from `src` to `dst`; see the module docs.
+/// Copies snapshots from `src` to `dst`: as stored when `dst` is a copy of `src` (same
+/// repository id), else rewritten, each chunk re-hashed and re-sealed
+/// for the destination.
 pub fn sync(
     src: &Repository,
     dst: &Repository,
     opts: &SyncOptions,
     progress: &dyn Progress,
 ) -> Result<SyncReport> {
-    check_same(&src.config().id, &dst.config().id, &dst.location())?;
     if opts.delete && opts.snapshots.is_some() {
         return Err(Error::Invalid(
             "--delete mirrors the whole repository; it cannot be combined with a choice of snapshots"
                 .into(),
         ));
+    }
+    if src.config().id != dst.config().id {
+        return rewrite::copy(src, dst, opts, progress);
     }
     let _src_lock = src.lock(false, "sync (source)")?;
     let dst_lock = dst.lock(opts.delete, "sync (destination)")?;
