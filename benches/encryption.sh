@@ -9,6 +9,11 @@
 #   the tools take turns within a run); the median wall time gives the throughput. snap runs unencrypted and with
 #   `init --encrypt`; restic 0.14 with its defaults (encryption and compression auto).
 #   Everything is read from the page cache (the source is read once before timing).
+#   Per tool: wall time, CPU time (user + sys, both cores together) and peak RSS, from
+#   `/usr/bin/time -f "%e %M %U %S"`. CPU time is the firmer figure on a noisy shared
+#   machine (others' load stretches wall time, hardly our CPU seconds); wall is what users
+#   see. Printed: medians per tool, the encrypted/plain ratios of the wall and CPU
+#   medians, the per-run encrypted/plain ratios (wall and CPU), and encrypted snap/restic.
 #
 # How to run
 #   CARGO_TARGET_DIR=/tmp/snap-target-bench cargo build --release
@@ -40,7 +45,7 @@ done
 cat "$WORK/src"/* >/dev/null
 BYTES=$(bytes "$WORK/src")
 
-# median of the wall times of a tool's runs
+# median of a column of numbers
 median() { sort -n | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'; }
 # once NAME INIT... -- BACKUP...: a fresh repository, then one timed backup.
 once() {
@@ -49,9 +54,13 @@ once() {
     while [ "$1" != -- ]; do init+=("$1"); shift; done; shift
     rm -rf "$WORK/repo"
     "${init[@]}" >/dev/null 2>&1
-    /usr/bin/time -f "%e %M" -o "$WORK/t" "$@" >/dev/null 2>&1
+    /usr/bin/time -f "%e %M %U %S" -o "$WORK/t" "$@" >/dev/null 2>&1
     cat "$WORK/t" >>"$WORK/$name.times"
 }
+# col NAME: per-run "wall cpu rssKB" of a tool, cpu = user + sys
+col() { awk '{ printf "%.2f %.2f %d\n", $1, $3 + $4, $2 }' "$WORK/$1.times"; }
+# ratio A B: A / B to two decimals
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
 # The tools take turns within each run, so the machine's drift hits all alike.
 for r in $(seq 1 "$RUNS"); do
     once snap-plain "$SNAP" --repo "$WORK/repo" init -- "$SNAP" --repo "$WORK/repo" backup -q "$WORK/src"
@@ -62,11 +71,20 @@ done
 {
     echo "encryption.sh: $((BYTES >> 20)) MiB (half incompressible, half base64 text), median of $RUNS runs"
     echo "  $("$SNAP" --version), $("$RESTIC" version | cut -d' ' -f1-2)"
-    printf '%-16s %8s %10s %12s\n' tool "wall s" "MiB/s" "peak RSS MB"
+    printf '%-16s %8s %8s %10s %12s\n' tool "wall s" "CPU s" "MiB/s" "peak RSS MB"
     for t in snap-plain snap-encrypted restic; do
-        s=$(cut -d' ' -f1 "$WORK/$t.times" | median)
-        m=$(cut -d' ' -f2 "$WORK/$t.times" | median)
-        awk -v t="$t" -v s="$s" -v m="$m" -v b="$BYTES" \
-            'BEGIN { printf "%-16s %8.2f %10.0f %12.0f\n", t, s, b / 1048576 / s, m / 1024 }'
+        s=$(col "$t" | cut -d' ' -f1 | median)
+        c=$(col "$t" | cut -d' ' -f2 | median)
+        m=$(col "$t" | cut -d' ' -f3 | median)
+        eval "wall_${t//-/_}=$s cpu_${t//-/_}=$c"
+        awk -v t="$t" -v s="$s" -v c="$c" -v m="$m" -v b="$BYTES" \
+            'BEGIN { printf "%-16s %8.2f %8.2f %10.0f %12.0f\n", t, s, c, b / 1048576 / s, m / 1024 }'
     done
+    echo "encrypted/plain, by medians: wall $(ratio "$wall_snap_encrypted" "$wall_snap_plain"), CPU $(ratio "$cpu_snap_encrypted" "$cpu_snap_plain")"
+    # run r of one tool against run r of the other (they ran back to back)
+    per_run() { paste -d' ' <(col snap-encrypted | cut -d' ' -f"$1") <(col snap-plain | cut -d' ' -f"$1") |
+        awk '{ printf "%s%.2f", NR > 1 ? " " : "", $1 / $2 }'; }
+    w=$(per_run 1) c=$(per_run 2)
+    echo "encrypted/plain per run: wall $w (median $(tr ' ' '\n' <<<"$w" | median)); CPU $c (median $(tr ' ' '\n' <<<"$c" | median))"
+    echo "snap encrypted/restic, by medians: wall $(ratio "$wall_snap_encrypted" "$wall_restic"), CPU $(ratio "$cpu_snap_encrypted" "$cpu_restic")"
 } | tee "$WORK/summary.txt"

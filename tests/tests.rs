@@ -14,6 +14,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use predicates::prelude::*;
+use serde_json::json;
 use util::{assert_same_tree, random_bytes, restored, Env};
 
 fn set_mtime(p: &Path, sec: i64, nsec: u32) {
@@ -422,10 +423,37 @@ retention = {{ keep_last = 1 }}
             ),
         )
         .unwrap();
-        for _ in 0..3 {
+        for _ in 0..2 {
             with_config(&config, &["run"]).assert().success();
         }
+        // For monitoring: one JSON summary of every step.
+        let out = with_config(&config, &["run", "--json"]).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let run: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(
+            (&run["profile"], &run["exit"]),
+            (&json!("app"), &json!(0)),
+            "{run}"
+        );
+        let steps: Vec<&str> = run["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["step"].as_str().unwrap())
+            .collect();
+        assert_eq!(steps, ["backup", "forget", "sync"], "{run}");
+        let [backup, forget, sync] = [0, 1, 2].map(|i| &run["steps"][i]["report"]);
+        assert_eq!(backup["summary"]["files"], 2, "{run}");
+        assert_eq!(forget["removed"].as_array().unwrap().len(), 1, "{run}");
+        assert_eq!(forget["prune"]["snapshots"], 2, "{run}");
+        assert_eq!(sync["deleted"][0], 1, "{run}");
+        assert_eq!(run["steps"][2]["to"], json!(env.path("offsite")), "{run}");
         let snaps = env.snapshots();
+        assert_eq!(snaps[1]["id"], backup["id"]);
         assert_eq!(snaps.len(), 2, "keep_last = 2 after three runs");
         assert_eq!(snaps[1]["tags"][0], "nightly");
         let ls = env.snap(&["cat", "latest", "db/app.sql"]).output().unwrap();
@@ -456,6 +484,15 @@ retention = {{ keep_last = 1 }}
                     .and(predicate::str::contains("oops")),
             );
         assert_eq!(env.snapshots().len(), 3);
+        let out = with_config(&config, &["run", "broken", "--json"])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1));
+        let run: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(run["exit"], 1, "{run}");
+        assert!(run["error"].as_str().unwrap().contains("oops"), "{run}");
+        assert_eq!(run["steps"].as_array().unwrap().len(), 1, "{run}");
+        assert_eq!(run["steps"][0]["exit"], 1, "{run}");
         with_config(&config, &["run", "nosuch"])
             .assert()
             .code(1)

@@ -138,7 +138,7 @@ pub fn run(ctx: &Ctx, a: Args, m: &clap::ArgMatches) -> Result<i32> {
     // No source and no --repo: the configuration's default profile says what.
     if !opts.has_source() && ctx.repo.is_none() {
         if let Some(config) = super::profile::load(ctx)? {
-            return super::run_profile(ctx, config, None, true);
+            return super::run_profile(ctx, config, None, true, a.json);
         }
     }
     let repo = ctx.open(true)?;
@@ -161,7 +161,7 @@ pub fn run(ctx: &Ctx, a: Args, m: &clap::ArgMatches) -> Result<i32> {
             "summary": s,
             "warnings": done.warnings,
         });
-        println!("{}", serde_json::to_string_pretty(&out)?);
+        ctx.print_json(&out)?;
     } else {
         println!(
             "snapshot {} saved: {} files ({} read), {} read, {} added, {:.1} s",

@@ -77,7 +77,7 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
     let r = check(&repo, read, progress_for(&bar))?;
     drop(bar);
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&r)?);
+        ctx.print_json(&r)?;
     } else {
         for w in &r.warnings {
             eprintln!("snap: warning: {w}");

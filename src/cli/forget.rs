@@ -51,7 +51,7 @@ pub struct Args {
     /// With --prune: unused space to tolerate, e.g. 5% (see `snap prune`)
     #[arg(long, value_name = "PERCENT", default_value = "5%", value_parser = prune::parse_percent)]
     max_unused: f64,
-    /// Print the decisions as JSON
+    /// Print the decisions (and prune's report) as one JSON object
     #[arg(long)]
     json: bool,
 }
@@ -92,7 +92,11 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
             }
             remove.push(id);
         }
-        return finish(ctx, &a, &repo, lock, remove);
+        let json: Vec<serde_json::Value> = remove
+            .iter()
+            .map(|id| serde_json::json!({"id": id, "keep": false, "reasons": ["given"]}))
+            .collect();
+        return finish(ctx, &a, &repo, lock, remove, json);
     }
     // Groups: host and sources, as restic groups by host and paths.
     let mut groups: BTreeMap<GroupKey, Vec<(Id, Snapshot)>> = BTreeMap::new();
@@ -144,14 +148,20 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
             println!("  {kept} kept, {} removed", snaps.len() - kept);
         }
     }
-    if a.json {
-        println!("{}", serde_json::to_string_pretty(&json)?);
-    }
-    finish(ctx, &a, &repo, lock, remove)
+    finish(ctx, &a, &repo, lock, remove, json)
 }
 
-/// Removes `remove` (unless a dry run), then prunes if asked.
-fn finish(ctx: &Ctx, a: &Args, repo: &Repository, lock: Lock, remove: Vec<Id>) -> Result<i32> {
+/// Removes `remove` (unless a dry run), then prunes if asked; prints the JSON report
+/// (`decisions`, one object per snapshot considered) with `--json`.
+fn finish(
+    ctx: &Ctx,
+    a: &Args,
+    repo: &Repository,
+    lock: Lock,
+    remove: Vec<Id>,
+    decisions: Vec<serde_json::Value>,
+) -> Result<i32> {
+    let mut pruned = None;
     if a.dry_run {
         if !a.json {
             println!(
@@ -159,16 +169,28 @@ fn finish(ctx: &Ctx, a: &Args, repo: &Repository, lock: Lock, remove: Vec<Id>) -
                 remove.len()
             );
         }
-        return Ok(0);
+    } else {
+        lock.check()?;
+        repo.remove_snapshots(&remove)?;
+        drop(lock);
+        if !a.json {
+            println!("removed {} snapshots", remove.len());
+        }
+        if a.prune {
+            let r = prune::run_prune(ctx, repo, a.max_unused, false)?;
+            if !a.json {
+                prune::print_report(&r, false);
+            }
+            pruned = Some(r);
+        }
     }
-    lock.check()?;
-    repo.remove_snapshots(&remove)?;
-    drop(lock);
-    if !a.json {
-        println!("removed {} snapshots", remove.len());
-    }
-    if a.prune {
-        return prune::run_prune(ctx, repo, a.max_unused, false, a.json);
+    if a.json {
+        ctx.print_json(&serde_json::json!({
+            "snapshots": decisions,
+            "removed": remove,
+            "dry_run": a.dry_run,
+            "prune": pruned,
+        }))?;
     }
     Ok(0)
 }

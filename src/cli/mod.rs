@@ -21,8 +21,10 @@ mod shell;
 mod stats;
 mod sync;
 
+use std::cell::RefCell;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
@@ -107,6 +109,9 @@ enum Command {
 pub struct RunArgs {
     /// The profile [default: the configuration's `default`]
     profile: Option<String>,
+    /// Print one JSON summary of every step (for monitoring), also when one fails
+    #[arg(long)]
+    json: bool,
 }
 
 /// Global settings every subcommand sees.
@@ -117,9 +122,20 @@ pub struct Ctx {
     config: Option<PathBuf>,
     /// A profile's passphrase file (overrides the environment).
     password_file: Option<PathBuf>,
+    /// Under `snap run --json`: where the steps' JSON reports go instead of stdout.
+    reports: Option<Rc<RefCell<Vec<serde_json::Value>>>>,
 }
 
 impl Ctx {
+    /// Prints a command's `--json` report, or hands it to `snap run --json`.
+    fn print_json(&self, report: &impl serde::Serialize) -> Result<()> {
+        match &self.reports {
+            Some(r) => r.borrow_mut().push(serde_json::to_value(report)?),
+            None => println!("{}", serde_json::to_string_pretty(report)?),
+        }
+        Ok(())
+    }
+
     /// The selected repository location, and whether it is the default one.
     fn repo_location(&self) -> Result<(String, bool)> {
         if let Some(r) = &self.repo {
@@ -224,6 +240,7 @@ pub fn run() -> i32 {
         quiet: cli.quiet,
         config: cli.config,
         password_file: None,
+        reports: None,
     };
     let res = dispatch(&ctx, cli.command, &matches);
     match res {
@@ -253,7 +270,7 @@ fn dispatch(ctx: &Ctx, command: Command, matches: &clap::ArgMatches) -> Result<i
                     "no configuration file: write $XDG_CONFIG_HOME/snap/snap.toml or /etc/snap/snap.toml, or pass --config FILE (see the README)"
                 );
             };
-            run_profile(ctx, config, a.profile.as_deref(), false)
+            run_profile(ctx, config, a.profile.as_deref(), false, a.json)
         }
         Command::List(a) => list::run(ctx, a),
         Command::Ls(a) => ls::run(ctx, a),
@@ -274,44 +291,111 @@ fn dispatch(ctx: &Ctx, command: Command, matches: &clap::ArgMatches) -> Result<i
     }
 }
 
+/// What one step of `snap run --json` did.
+#[derive(serde::Serialize)]
+struct StepReport {
+    /// `backup`, `forget` or `sync`.
+    step: &'static str,
+    /// The sync destination.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    to: Option<String>,
+    /// Its exit status (1 when it failed).
+    exit: i32,
+    seconds: f64,
+    /// Why it failed.
+    error: Option<String>,
+    /// Its own `--json` report.
+    report: Option<serde_json::Value>,
+}
+
 /// Runs profile `name` (or the default) of the configuration file: its backup, then
 /// (unless `backup_only`) its forget and prune and its syncs; stops at the first failure. A backup
-/// that left entries out (exit 3) does not stop the run, and makes its exit 3.
+/// that left entries out (exit 3) does not stop the run, and makes its exit 3. With
+/// `json`, prints one summary of every step (also when one failed).
 fn run_profile(
     ctx: &Ctx,
     (path, file): (PathBuf, profile::File),
     name: Option<&str>,
     backup_only: bool,
+    json: bool,
 ) -> Result<i32> {
     let (name, steps, password_file) = file.steps(&path, name)?;
+    let started = chrono::Utc::now();
+    let clock = std::time::Instant::now();
     let mut code = 0;
+    let mut done = Vec::new();
+    let mut failure = None;
     for step in steps.iter().take(if backup_only { 1 } else { steps.len() }) {
-        let args = std::iter::once("snap".to_string()).chain(step.argv.iter().cloned());
-        let matches = <Cli as clap::CommandFactory>::command()
-            .try_get_matches_from(args)
-            .with_context(|| format!("{}: profile {name}, step {}", path.display(), step.name))?;
-        let cli = <Cli as clap::FromArgMatches>::from_arg_matches(&matches)?;
-        let sub = Ctx {
-            repo: cli.repo,
-            quiet: ctx.quiet,
-            config: ctx.config.clone(),
-            password_file: password_file.clone(),
-        };
-        let c = dispatch(&sub, cli.command, &matches).with_context(|| {
-            format!(
-                "profile {name}: {} failed; later steps were not run",
-                step.name
-            )
-        })?;
-        if c != 0 && c != EXIT_WARNINGS {
-            anyhow::bail!(
-                "profile {name}: {} exited {c}; later steps were not run",
-                step.name
-            );
+        let clock = std::time::Instant::now();
+        let reports = json.then(|| Rc::new(RefCell::new(Vec::new())));
+        let mut argv = step.argv.clone();
+        if json {
+            argv.push("--json".into());
         }
-        code = code.max(c);
+        let args = std::iter::once("snap".to_string()).chain(argv);
+        let run = || -> Result<i32> {
+            let matches = <Cli as clap::CommandFactory>::command()
+                .try_get_matches_from(args)
+                .with_context(|| {
+                    format!("{}: profile {name}, step {}", path.display(), step.name)
+                })?;
+            let cli = <Cli as clap::FromArgMatches>::from_arg_matches(&matches)?;
+            let sub = Ctx {
+                repo: cli.repo,
+                quiet: ctx.quiet || json,
+                config: ctx.config.clone(),
+                password_file: password_file.clone(),
+                reports: reports.clone(),
+            };
+            let c = dispatch(&sub, cli.command, &matches).with_context(|| {
+                format!(
+                    "profile {name}: {} failed; later steps were not run",
+                    step.name
+                )
+            })?;
+            if c != 0 && c != EXIT_WARNINGS {
+                anyhow::bail!(
+                    "profile {name}: {} exited {c}; later steps were not run",
+                    step.name
+                );
+            }
+            Ok(c)
+        };
+        let outcome = run();
+        done.push(StepReport {
+            step: step.name,
+            to: step.to.clone(),
+            exit: *outcome.as_ref().unwrap_or(&1),
+            seconds: clock.elapsed().as_secs_f64(),
+            error: outcome.as_ref().err().map(message),
+            report: reports.and_then(|r| r.borrow_mut().pop()),
+        });
+        match outcome {
+            Ok(c) => code = code.max(c),
+            Err(e) => {
+                failure = Some(e);
+                break;
+            }
+        }
     }
-    Ok(code)
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({
+                "profile": name,
+                "config": path,
+                "started": started,
+                "seconds": clock.elapsed().as_secs_f64(),
+                "exit": if failure.is_some() { 1 } else { code },
+                "error": failure.as_ref().map(message),
+                "steps": done,
+            }))?
+        );
+    }
+    match failure {
+        Some(e) => Err(e),
+        None => Ok(code),
+    }
 }
 
 /// The error and its causes, each cause left out when the text before already says

@@ -125,6 +125,8 @@ pub struct Step {
     pub name: &'static str,
     /// Arguments after `snap`.
     pub argv: Vec<String>,
+    /// The destination of a sync step.
+    pub to: Option<String>,
 }
 
 impl File {
@@ -193,6 +195,7 @@ impl File {
         let mut steps = vec![Step {
             name: "backup",
             argv: backup,
+            to: None,
         }];
         if let Some(r) = &p.retention {
             let mut forget = base("forget");
@@ -227,6 +230,7 @@ impl File {
             steps.push(Step {
                 name: "forget",
                 argv: forget,
+                to: None,
             });
         }
         for to in &p.sync {
@@ -239,6 +243,7 @@ impl File {
             steps.push(Step {
                 name: "sync",
                 argv: sync,
+                to: Some(to.clone()),
             });
         }
         Ok((name, steps, p.password_file.clone()))

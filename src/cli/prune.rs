@@ -1,7 +1,7 @@
 //! `snap prune`
 
 use anyhow::Result;
-use snap::prune::{prune, PruneOptions};
+use snap::prune::{prune, PruneOptions, PruneReport};
 use snap::repo::Repository;
 
 use super::{human, progress_for, Bar, Ctx};
@@ -34,17 +34,22 @@ pub fn parse_percent(s: &str) -> Result<f64, String> {
 
 pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
     let repo = ctx.open(false)?;
-    run_prune(ctx, &repo, a.max_unused, a.dry_run, a.json)
+    let r = run_prune(ctx, &repo, a.max_unused, a.dry_run)?;
+    if a.json {
+        ctx.print_json(&r)?;
+    } else {
+        print_report(&r, a.dry_run);
+    }
+    Ok(0)
 }
 
-/// Runs prune and prints its report (also for `forget --prune`).
+/// Runs prune with a progress bar (also for `forget --prune`).
 pub fn run_prune(
     ctx: &Ctx,
     repo: &Repository,
     max_unused: f64,
     dry_run: bool,
-    json: bool,
-) -> Result<i32> {
+) -> Result<PruneReport> {
     let bar = Bar::new(ctx, "repack");
     let opts = PruneOptions {
         max_unused,
@@ -52,10 +57,11 @@ pub fn run_prune(
     };
     let r = prune(repo, &opts, progress_for(&bar))?;
     drop(bar);
-    if json {
-        println!("{}", serde_json::to_string_pretty(&r)?);
-        return Ok(0);
-    }
+    Ok(r)
+}
+
+/// Prints what prune did (or would do).
+pub fn print_report(r: &PruneReport, dry_run: bool) {
     let verb = if dry_run { "would " } else { "" };
     if r.packs_unindexed > 0 {
         println!(
@@ -85,5 +91,4 @@ pub fn run_prune(
             ""
         }
     );
-    Ok(0)
 }

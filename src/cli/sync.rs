@@ -105,7 +105,7 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
     drop(bar);
     let secs = started.elapsed().as_secs_f64();
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&r)?);
+        ctx.print_json(&r)?;
         return Ok(0);
     }
     if ctx.quiet {

@@ -139,7 +139,9 @@ fn forget_keeps_what_the_policy_keeps_and_prune_frees_the_rest() {
         &env,
         &["forget", "--keep-last", "2", "--keep-tag", "keep", "--json"],
     );
-    let kept: Vec<&str> = decisions
+    assert_eq!(decisions["prune"], serde_json::Value::Null, "{decisions}");
+    assert_eq!(decisions["removed"].as_array().unwrap().len(), 2);
+    let kept: Vec<&str> = decisions["snapshots"]
         .as_array()
         .unwrap()
         .iter()
