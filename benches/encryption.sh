@@ -83,7 +83,7 @@ done
     echo "encrypted/plain, by medians: wall $(ratio "$wall_snap_encrypted" "$wall_snap_plain"), CPU $(ratio "$cpu_snap_encrypted" "$cpu_snap_plain")"
     # run r of one tool against run r of the other (they ran back to back)
     per_run() { paste -d' ' <(col snap-encrypted | cut -d' ' -f"$1") <(col snap-plain | cut -d' ' -f"$1") |
-        awk '{ printf "%s%.2f", NR > 1 ? " " : "", $1 / $2 }'; }
+        awk '{ printf("%s%.2f", (NR > 1 ? " " : ""), $1 / $2) }'; }
     w=$(per_run 1) c=$(per_run 2)
     echo "encrypted/plain per run: wall $w (median $(tr ' ' '\n' <<<"$w" | median)); CPU $c (median $(tr ' ' '\n' <<<"$c" | median))"
     echo "snap encrypted/restic, by medians: wall $(ratio "$wall_snap_encrypted" "$wall_restic"), CPU $(ratio "$cpu_snap_encrypted" "$cpu_restic")"

@@ -69,8 +69,8 @@ json() { python3 -c "import json, sys; print(json.load(open(sys.argv[1]))$2)" "$
 # restic backup --json: the summary is the last line
 restic_id() { tail -1 "$1" | python3 -c "import json, sys; print(json.load(sys.stdin)['snapshot_id'])"; }
 log "source repositories: snapshot A"
-"$SNAP" --repo "$S" init --encrypt >/dev/null
-RESTIC_PASSWORD=bench "$RESTIC" --repo "$R" init >/dev/null
+"$SNAP" --repo "$S" init --encrypt >/dev/null 2>&1
+RESTIC_PASSWORD=bench "$RESTIC" --repo "$R" init >/dev/null 2>&1
 "$SNAP" --repo "$S" backup --json "$WORK/src" >"$WORK/snap-a.json"
 RESTIC_PASSWORD=bench "$RESTIC" --repo "$R" backup --json "$WORK/src" >"$WORK/restic-a.json"
 log "source repositories: snapshot B (+$NEW_MB MiB)"
@@ -102,7 +102,7 @@ restic_copy() { # NAME SNAPSHOT
 for r in $(seq 1 "$RUNS"); do
     log "run $r of $RUNS"
     rm -rf "$WORK/dst-snap" "$WORK/dst-restic" "$WORK/ref"
-    SNAP_PASSWORD=other "$SNAP" --repo "$WORK/dst-snap" init --encrypt >/dev/null
+    SNAP_PASSWORD=other "$SNAP" --repo "$WORK/dst-snap" init --encrypt >/dev/null 2>&1
     RESTIC_PASSWORD=other "$RESTIC" --repo "$WORK/dst-restic" init >/dev/null 2>&1
     snap_sync snap-full "$SA"
     restic_copy restic-full "$RA"
@@ -111,7 +111,7 @@ for r in $(seq 1 "$RUNS"); do
     restic_copy restic-again "$RA"
     snap_sync snap-new "$SB"
     restic_copy restic-new "$RB"
-    "$SNAP" --repo "$WORK/ref" init --encrypt >/dev/null
+    "$SNAP" --repo "$WORK/ref" init --encrypt >/dev/null 2>&1
     timed snap-backup "$SNAP" --repo "$WORK/ref" backup -q "$WORK/src"
     rm -rf "$WORK/ref"
     RESTIC_PASSWORD=bench "$RESTIC" --repo "$WORK/ref" init >/dev/null 2>&1
@@ -129,7 +129,7 @@ med() { col "$1" | cut -d' ' -f"$2" | median; } # med NAME FIELD (1 wall, 2 cpu,
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
 # per_run A B FIELD: run r of A over run r of B
 per_run() { paste -d' ' <(col "$1" | cut -d' ' -f"$3") <(col "$2" | cut -d' ' -f"$3") |
-    awk '{ printf "%s%.2f", NR > 1 ? " " : "", $1 / $2 }'; }
+    awk '{ printf("%s%.2f", (NR > 1 ? " " : ""), $1 / $2) }'; }
 {
     echo "rekey.sh: $((BYTES >> 20)) MiB (half incompressible, half base64 text) + $NEW_MB MiB new, median of $RUNS runs"
     echo "  $("$SNAP" --version), $("$RESTIC" version | cut -d' ' -f1-2)"
