@@ -891,19 +891,321 @@ mod ux {
         assert!(home.join(".local/share/snap/repo/config").exists());
     }
 
+    /// One error path: what to run, and what its message must name.
+    struct Case {
+        what: &'static str,
+        args: Vec<String>,
+        env: Vec<(&'static str, String)>,
+        code: i32,
+        says: Vec<String>,
+    }
+
+    /// Every error path the README documents, through the binary: the exit code, a
+    /// message naming the file or source and what to do, no panic or debug output,
+    /// and nothing recorded.
     #[test]
-    fn missing_repository_and_source_are_clear_errors() {
+    fn every_documented_error_path_is_one_clear_message_and_records_nothing() {
         let env = Env::new();
-        env.snap(&["list"])
-            .assert()
-            .code(1)
-            .stderr(predicate::str::contains("snap init"));
         env.init();
-        env.snap(&["backup", "/nonexistent/path"])
+        let repo = env.repo().display().to_string();
+        let src = env.path("src");
+        fs::create_dir_all(&src).unwrap();
+        fs::write(src.join("a.txt"), b"a").unwrap();
+        env.backup_json(&[src.to_str().unwrap()]);
+        let enc = env.path("enc");
+        assert_cmd::Command::cargo_bin("snap")
+            .unwrap()
+            .env("SNAP_PASSWORD", "right")
+            .args(["--repo", enc.to_str().unwrap(), "init", "--encrypt"])
             .assert()
-            .code(1)
-            .stderr(predicate::str::contains("/nonexistent/path"));
-        assert!(env.snapshots().is_empty());
+            .success();
+        let empty = env.path("empty");
+        let locked = env.path("locked");
+        for r in [&empty, &locked] {
+            assert_cmd::Command::cargo_bin("snap")
+                .unwrap()
+                .args(["--repo", r.to_str().unwrap(), "init"])
+                .assert()
+                .success();
+        }
+        let lock_file = locked.join("locks/0123456789abcdef.json");
+        fs::write(
+            &lock_file,
+            serde_json::to_vec(&json!({
+                "host": "db-host-7", "pid": 4242, "time": chrono_now(), "exclusive": true,
+                "purpose": "prune",
+            }))
+            .unwrap(),
+        )
+        .unwrap();
+        let future = env.path("future");
+        fs::create_dir_all(&future).unwrap();
+        let mut config: serde_json::Value =
+            serde_json::from_slice(&fs::read(env.repo().join("config")).unwrap()).unwrap();
+        config["version"] = json!(99);
+        fs::write(future.join("config"), config.to_string()).unwrap();
+        let not_zip = env.path("20261121-020000.ngwbackup");
+        fs::write(&not_zip, b"not a zip at all").unwrap();
+        let a_file = env.path("a-file");
+        fs::write(&a_file, b"x").unwrap();
+        let toml = env.path("snap.toml");
+        fs::write(
+            &toml,
+            "[profile.app]\nrepository = \"/x\"\nkeep_daily = 7\n",
+        )
+        .unwrap();
+        let good_toml = env.path("good.toml");
+        fs::write(&good_toml, "[profile.app]\nrepository = \"/x\"\n").unwrap();
+        let p = |x: &Path| x.display().to_string();
+        let case = |what, args: &[&str], code, says: &[&str]| Case {
+            what,
+            args: args.iter().map(|a| a.to_string()).collect(),
+            env: vec![],
+            code,
+            says: says.iter().map(|a| a.to_string()).collect(),
+        };
+        let on = |r: &Path, rest: &[&str]| -> Vec<String> {
+            ["--repo".to_string(), p(r)]
+                .into_iter()
+                .chain(rest.iter().map(|a| a.to_string()))
+                .collect()
+        };
+        let mut cases = vec![
+            case("usage", &["restore", "latest"], 2, &["--target"]),
+            case("init twice", &["init"], 1, &["already a snap repository"]),
+            case(
+                "missing source",
+                &["backup", "/nonexistent/path"],
+                1,
+                &[
+                    "/nonexistent/path",
+                    "check the path",
+                    "nothing was recorded",
+                ],
+            ),
+            case(
+                "failing command",
+                &[
+                    "backup",
+                    "--command",
+                    "echo part; echo boom >&2; exit 4",
+                    "--as",
+                    "x.sql",
+                ],
+                1,
+                &["exited with status 4", "boom"],
+            ),
+            case(
+                "missing program",
+                &["backup", "--command", "no-such-dumper", "--as", "x.sql"],
+                1,
+                &["127", "not found"],
+            ),
+            case(
+                "--command without --as",
+                &["backup", "--command", "echo"],
+                1,
+                &["--as"],
+            ),
+            case(
+                "unknown snapshot",
+                &["restore", "0000dead", "--target", "/tmp/x"],
+                1,
+                &["0000dead", "snap list"],
+            ),
+            case(
+                "missing path in a snapshot",
+                &["cat", "latest", "no/such/file"],
+                1,
+                &["no/such/file", "snap ls"],
+            ),
+            case(
+                "restore target is a file",
+                &["restore", "latest", "--target", &p(&a_file)],
+                1,
+                &[&p(&a_file), "not a directory"],
+            ),
+            case("forget without a policy", &["forget"], 1, &["refusing"]),
+            case(
+                "export without NGW",
+                &["export", "latest"],
+                1,
+                &["no NextGIS Web instance"],
+            ),
+            case(
+                "import of a damaged archive",
+                &["import", &p(&not_zip)],
+                1,
+                &[&p(&not_zip), "not a readable ZIP"],
+            ),
+            case(
+                "key on a plain repository",
+                &["key", "list"],
+                1,
+                &["not encrypted"],
+            ),
+            case(
+                "sync to an SSH host that is down",
+                &["sync", "--to", "sftp://nobody@127.0.0.1:1/x"],
+                1,
+                &["sftp://nobody@127.0.0.1:1/x", "Connection refused"],
+            ),
+        ];
+        cases.extend([
+            Case {
+                what: "no repository",
+                args: on(&env.path("nothing"), &["list"]),
+                env: vec![],
+                code: 1,
+                says: vec![p(&env.path("nothing")), "snap init".into()],
+            },
+            Case {
+                what: "encrypted, no passphrase",
+                args: on(&enc, &["list"]),
+                env: vec![],
+                code: 1,
+                says: vec![p(&enc), "SNAP_PASSWORD".into()],
+            },
+            Case {
+                what: "wrong passphrase",
+                args: on(&enc, &["list"]),
+                env: vec![("SNAP_PASSWORD", "wrong".into())],
+                code: 1,
+                says: vec!["wrong passphrase".into(), p(&enc.join("keys"))],
+            },
+            Case {
+                what: "max-age on an empty repository",
+                args: on(&empty, &["check", "--max-age", "26h"]),
+                env: vec![],
+                code: 1,
+                says: vec![p(&empty), "snap backup".into()],
+            },
+            Case {
+                what: "locked",
+                args: on(&locked, &["backup", src.to_str().unwrap()]),
+                env: vec![],
+                code: 1,
+                says: vec!["db-host-7".into(), p(&lock_file), "rerun".into()],
+            },
+            Case {
+                what: "newer repository version",
+                args: on(&future, &["list"]),
+                env: vec![],
+                code: 1,
+                says: vec!["version 99".into(), "upgrade snap".into()],
+            },
+            Case {
+                what: "S3 without credentials",
+                args: on(
+                    &env.repo(),
+                    &[
+                        "sync",
+                        "--to",
+                        "s3://bucket/x",
+                        "--endpoint",
+                        "http://127.0.0.1:1",
+                    ],
+                ),
+                env: vec![],
+                code: 1,
+                says: vec!["s3://bucket/x".into(), "AWS_ACCESS_KEY_ID".into()],
+            },
+            Case {
+                what: "configuration with a wrong key",
+                args: vec!["--config".into(), p(&toml), "run".into(), "app".into()],
+                env: vec![],
+                code: 1,
+                says: vec![p(&toml), "line 3".into(), "keep_daily".into()],
+            },
+            Case {
+                what: "unknown profile",
+                args: vec![
+                    "--config".into(),
+                    p(&good_toml),
+                    "run".into(),
+                    "nosuch".into(),
+                ],
+                env: vec![],
+                code: 1,
+                says: vec!["nosuch".into(), "defined: app".into()],
+            },
+            Case {
+                what: "pg_dump not installed",
+                args: on(
+                    &env.repo(),
+                    &["backup", "--pg", "host=/nonexistent dbname=x"],
+                ),
+                env: vec![("PATH", "/nonexistent".into())],
+                code: 1,
+                says: vec!["pg_dump was not found".into(), "postgresql-client".into()],
+            },
+        ]);
+        let snapshots = env.snapshots();
+        for c in &cases {
+            let mut cmd = assert_cmd::Command::cargo_bin("snap").unwrap();
+            cmd.env_remove("SNAP_REPO")
+                .env_remove("SNAP_PASSWORD")
+                .env_remove("SNAP_PASSWORD_FILE")
+                .env_remove("SNAP_CONFIG")
+                .env_remove("AWS_ACCESS_KEY_ID")
+                .env_remove("AWS_SECRET_ACCESS_KEY")
+                .env_remove("AWS_PROFILE")
+                .env("AWS_CONFIG_FILE", "/nonexistent")
+                .env("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
+                .env("AWS_EC2_METADATA_DISABLED", "true")
+                .env("SNAP_CACHE_DIR", env.path("cache"));
+            if !c.args.iter().any(|a| a == "--repo" || a == "--config") {
+                cmd.args(["--repo", &repo]);
+            }
+            let out = cmd
+                .args(&c.args)
+                .envs(c.env.iter().map(|(k, v)| (*k, v.as_str())))
+                .write_stdin("")
+                .timeout(Duration::from_secs(60))
+                .output()
+                .unwrap();
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(c.code), "{}: {err}", c.what);
+            let first = if c.code == 2 { "error: " } else { "snap: " };
+            assert!(err.starts_with(first), "{}: {err}", c.what);
+            for s in &c.says {
+                assert!(err.contains(s.as_str()), "{}: {err:?} lacks {s:?}", c.what);
+            }
+            for bad in [
+                "panicked",
+                "RUST_BACKTRACE",
+                "Os {",
+                "Custom {",
+                "kind: ",
+                "context: {",
+            ] {
+                assert!(
+                    !err.contains(bad),
+                    "{}: debug output {bad:?}: {err}",
+                    c.what
+                );
+            }
+            assert!(
+                out.stdout.is_empty(),
+                "{}: printed {:?}",
+                c.what,
+                out.stdout
+            );
+        }
+        assert_eq!(
+            env.snapshots(),
+            snapshots,
+            "a failed command recorded a snapshot"
+        );
+    }
+
+    /// Now as a lock file writes it.
+    fn chrono_now() -> String {
+        let out = std::process::Command::new("date")
+            .args(["-u", "+%Y-%m-%dT%H:%M:%S.%NZ"])
+            .output()
+            .unwrap();
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
     }
 
     #[test]

@@ -174,6 +174,13 @@ pub fn backup(
     let mut placed: Vec<(Vec<Vec<u8>>, PathBuf)> = Vec::new();
     for p in &opts.paths {
         let abs = normalize(&std::path::absolute(p).at(p)?);
+        // Before any dump runs: a mistyped path fails at once.
+        if let Err(e) = std::fs::symlink_metadata(&abs) {
+            return Err(Error::Invalid(format!(
+                "backup source {}: {e}; check the path (nothing was recorded)",
+                abs.display()
+            )));
+        }
         let text = abs
             .to_str()
             .ok_or_else(|| {

@@ -46,7 +46,10 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
             .map(|h| format!(" of host {h}"))
             .unwrap_or_default();
         return match newest {
-            None => bail!("no snapshot{who} in the repository"),
+            None => bail!(
+                "no snapshot{who} in {}: nothing is backed up yet; run `snap backup`",
+                repo.location()
+            ),
             Some(t) if t < limit => bail!(
                 "the newest snapshot{who} is from {}, older than the allowed {}",
                 t.format("%Y-%m-%d %H:%M:%S UTC"),

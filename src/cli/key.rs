@@ -55,7 +55,7 @@ pub fn passphrase(
         return first_line(Path::new(&f), file_var);
     }
     if !std::io::stdin().is_terminal() {
-        bail!("the repository is encrypted: set {var} or {file_var}, or run on a terminal to be asked");
+        bail!("a passphrase is needed: set {var} or {file_var}, or run on a terminal to be asked");
     }
     let first = Zeroizing::new(rpassword::prompt_password(prompt)?);
     if confirm {

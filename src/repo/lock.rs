@@ -120,7 +120,11 @@ impl Lock {
             }
             if exclusive || holder.exclusive {
                 return Err(Error::Locked {
-                    holder: holder.to_string(),
+                    holder: format!(
+                        "{holder} ({}/{}); wait for it to finish and rerun. If that process is gone, the lock is removed as stale once it is 30 minutes old, or delete the file",
+                        lock.store.location(),
+                        entry.path
+                    ),
                 });
             }
         }

@@ -787,10 +787,10 @@ impl Repository {
             (Some(_), Some(_)) => Err(Error::Invalid(format!(
                 "snapshot id prefix {spec:?} is ambiguous; give more digits"
             ))),
-            _ => Err(Error::NotFound {
-                what: "snapshot",
-                id: spec.to_string(),
-            }),
+            _ => Err(Error::Invalid(format!(
+                "snapshot {spec} not found in {}; `snap list` shows the snapshots",
+                self.location()
+            ))),
         }
     }
 

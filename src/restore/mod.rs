@@ -105,13 +105,13 @@ pub fn restore(
         bytes: AtomicU64::new(0),
     };
     let target = &opts.target;
-    fs::create_dir_all(target).at(target)?;
-    if !fs::symlink_metadata(target).at(target)?.is_dir() {
+    if fs::symlink_metadata(target).is_ok_and(|m| !m.is_dir()) {
         return Err(Error::Invalid(format!(
-            "{}: restore target is not a directory",
+            "restore target {} exists and is not a directory (a symlink is not followed); choose a new or existing directory",
             target.display()
         )));
     }
+    fs::create_dir_all(target).at(target)?;
     if opts.include.is_empty() {
         r.dir_contents(&snap.tree, target, "");
     } else {

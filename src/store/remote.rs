@@ -50,6 +50,63 @@ fn env(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.is_empty())
 }
 
+/// What went wrong, for a person: OpenDAL's own message without its context block,
+/// and what to check.
+fn describe(kind: Kind, e: &opendal::Error) -> String {
+    let text = e.to_string();
+    // OpenDAL writes `Kind (status) at op, context: { ... } => message, source: ...`.
+    let what = text.split_once(" => ").map_or(text.as_str(), |(_, m)| m);
+    let hint = match (kind, e.kind()) {
+        (Kind::S3, _) if what.contains("credential") => {
+            "no S3 credentials were found: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or AWS_PROFILE), and --endpoint or AWS_ENDPOINT_URL for a server other than AWS"
+        }
+        (_, ErrorKind::PermissionDenied) => {
+            "permission denied: check the credentials' rights on this path"
+        }
+        (Kind::S3, _) => {
+            "check the endpoint (--endpoint or AWS_ENDPOINT_URL), the bucket name and the network, then rerun"
+        }
+        (Kind::Sftp, _) => {
+            "check the host and port, and that `ssh USER@HOST` logs in without a prompt (agent or key), then rerun"
+        }
+    };
+    format!("{what}; {hint}")
+}
+
+/// Logs in once with the user's `ssh` and its SFTP subsystem, so that a host that is
+/// down, a refused key or an unknown host key fails at once with ssh's own words
+/// (OpenDAL's connection pool would retry for minutes and report a timeout).
+fn check_login(url: &str, authority: &str, known_hosts: &str) -> Result<()> {
+    let checking = match known_hosts {
+        "add" => "accept-new",
+        "accept" => "no",
+        _ => "yes",
+    };
+    let out = std::process::Command::new("ssh")
+        .args(["-o", "BatchMode=yes", "-o", "ConnectTimeout=20", "-o"])
+        .arg(format!("StrictHostKeyChecking={checking}"))
+        .args(["-s", &format!("ssh://{authority}"), "sftp"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .map_err(|e| Error::Storage {
+            location: url.to_string(),
+            detail: format!("cannot run ssh ({e}); install the OpenSSH client"),
+        })?;
+    if out.status.success() {
+        return Ok(());
+    }
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let said = stderr.trim().lines().last().unwrap_or("no message");
+    Err(Error::Storage {
+        location: url.to_string(),
+        detail: format!(
+            "ssh cannot log in: {said}; check the host and port, that `ssh ssh://{authority}` logs in without a prompt (agent or key), and for a new host SNAP_SSH_KNOWN_HOSTS=add"
+        ),
+    })
+}
+
 impl Remote {
     /// Opens `s3://bucket/prefix` or `sftp://[user@]host[:port]/path`.
     pub fn open(url: &str, opts: &RemoteOptions) -> Result<Remote> {
@@ -85,6 +142,7 @@ impl Remote {
             }
             "sftp" => {
                 let strategy = env("SNAP_SSH_KNOWN_HOSTS").unwrap_or_else(|| "strict".into());
+                check_login(url, authority, &strategy)?;
                 let b = services::Sftp::default()
                     .endpoint(&format!("ssh://{authority}"))
                     .root(&root)
@@ -122,7 +180,7 @@ impl Remote {
         }
         Error::Storage {
             location: format!("{}/{path}", self.url),
-            detail: e.to_string(),
+            detail: describe(self.kind, &e),
         }
     }
 
