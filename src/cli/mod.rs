@@ -328,40 +328,7 @@ fn run_profile(
     for step in steps.iter().take(if backup_only { 1 } else { steps.len() }) {
         let clock = std::time::Instant::now();
         let reports = json.then(|| Rc::new(RefCell::new(Vec::new())));
-        let mut argv = step.argv.clone();
-        if json {
-            argv.push("--json".into());
-        }
-        let args = std::iter::once("snap".to_string()).chain(argv);
-        let run = || -> Result<i32> {
-            let matches = <Cli as clap::CommandFactory>::command()
-                .try_get_matches_from(args)
-                .with_context(|| {
-                    format!("{}: profile {name}, step {}", path.display(), step.name)
-                })?;
-            let cli = <Cli as clap::FromArgMatches>::from_arg_matches(&matches)?;
-            let sub = Ctx {
-                repo: cli.repo,
-                quiet: ctx.quiet || json,
-                config: ctx.config.clone(),
-                password_file: password_file.clone(),
-                reports: reports.clone(),
-            };
-            let c = dispatch(&sub, cli.command, &matches).with_context(|| {
-                format!(
-                    "profile {name}: {} failed; later steps were not run",
-                    step.name
-                )
-            })?;
-            if c != 0 && c != EXIT_WARNINGS {
-                anyhow::bail!(
-                    "profile {name}: {} exited {c}; later steps were not run",
-                    step.name
-                );
-            }
-            Ok(c)
-        };
-        let outcome = run();
+        let outcome = run_step(ctx, &path, &name, step, &password_file, reports.clone());
         done.push(StepReport {
             step: step.name,
             to: step.to.clone(),
@@ -396,6 +363,47 @@ fn run_profile(
         Some(e) => Err(e),
         None => Ok(code),
     }
+}
+
+/// Runs one step of profile `name` (from `path`), its reports going to `reports`
+/// (`snap run --json`: the step then runs with `--json`, quietly); a step that exits
+/// other than 0 or 3 is an error.
+fn run_step(
+    ctx: &Ctx,
+    path: &Path,
+    name: &str,
+    step: &profile::Step,
+    password_file: &Option<PathBuf>,
+    reports: Option<Rc<RefCell<Vec<serde_json::Value>>>>,
+) -> Result<i32> {
+    let json = reports.is_some().then(|| "--json".to_string());
+    let args = std::iter::once("snap".to_string())
+        .chain(step.argv.iter().cloned())
+        .chain(json.clone());
+    let matches = <Cli as clap::CommandFactory>::command()
+        .try_get_matches_from(args)
+        .with_context(|| format!("{}: profile {name}, step {}", path.display(), step.name))?;
+    let cli = <Cli as clap::FromArgMatches>::from_arg_matches(&matches)?;
+    let sub = Ctx {
+        repo: cli.repo,
+        quiet: ctx.quiet || json.is_some(),
+        config: ctx.config.clone(),
+        password_file: password_file.clone(),
+        reports,
+    };
+    let c = dispatch(&sub, cli.command, &matches).with_context(|| {
+        format!(
+            "profile {name}: {} failed; later steps were not run",
+            step.name
+        )
+    })?;
+    if c != 0 && c != EXIT_WARNINGS {
+        anyhow::bail!(
+            "profile {name}: {} exited {c}; later steps were not run",
+            step.name
+        );
+    }
+    Ok(c)
 }
 
 /// The error and its causes, each cause left out when the text before already says

@@ -3,7 +3,8 @@
 //! empty), packs, index files and snapshot records travel as they are stored; into
 //! any other repository the snapshots are rewritten (module `rewrite`).
 //!
-//! Copying as stored, in this order, so the destination never shows a snapshot whose data has not arrived:
+//! Copying as stored goes in this order, so the destination never shows a snapshot
+//! whose data has not arrived:
 //! 1. packs the destination lacks (or holds at another size), each checked against
 //!    its name (the BLAKE3 of its bytes) before it is sent, several in flight;
 //! 2. a listing of the destination that must show every sent pack at its size;
@@ -30,7 +31,7 @@ use crate::repo::{pack_path, PackRecord, Repository};
 mod rewrite;
 
 /// Packs in flight at once.
-pub(crate) const IN_FLIGHT: usize = 4;
+const IN_FLIGHT: usize = 4;
 /// Largest pack file copied (packs are closed at 1 GiB at most).
 const MAX_PACK: u64 = 2 << 30;
 
