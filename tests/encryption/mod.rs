@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use predicates::prelude::*;
 
-use crate::util::{random_bytes, restored, Env};
+use crate::util::{json, random_bytes, restored, Env};
 
 const PASS: &str = "correct horse battery staple";
 
@@ -326,16 +326,6 @@ fn snap_at(repo: &Path, pass: &str, args: &[&str]) -> assert_cmd::Command {
     c
 }
 
-fn json(c: &mut assert_cmd::Command) -> serde_json::Value {
-    let out = c.output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
-}
-
 #[test]
 fn sync_into_a_repository_with_another_key_rewrites_and_later_reads_only_new_chunks() {
     const OTHER: &str = "another passphrase for the offsite copy";
@@ -366,22 +356,22 @@ fn sync_into_a_repository_with_another_key_rewrites_and_later_reads_only_new_chu
         .code(1)
         .stderr(predicate::str::contains("passphrase").and(predicate::str::contains(to)));
     assert!(
-        json(&mut snap_at(&dest, OTHER, &["list", "--json"]))
+        json(snap_at(&dest, OTHER, &["list", "--json"]))
             .as_array()
             .unwrap()
             .is_empty(),
         "a refused sync wrote no snapshot"
     );
 
-    let first = json(&mut sync(Some(OTHER)));
+    let first = json(sync(Some(OTHER)));
     assert_eq!(
         (&first["rewritten"], &first["snapshots_sent"]),
         (&serde_json::json!(true), &serde_json::json!(1)),
         "{first}"
     );
     assert!(first["chunks_read"].as_u64().unwrap() > 2, "{first}");
-    let here = json(&mut snap(&env, PASS, &["list", "--json"]));
-    let there = json(&mut snap_at(&dest, OTHER, &["list", "--json"]));
+    let here = json(snap(&env, PASS, &["list", "--json"]));
+    let there = json(snap_at(&dest, OTHER, &["list", "--json"]));
     assert_eq!(there[0]["original"], here[0]["id"], "{there}");
     assert_ne!(
         there[0]["tree"], here[0]["tree"],
@@ -390,16 +380,19 @@ fn sync_into_a_repository_with_another_key_rewrites_and_later_reads_only_new_chu
     snap_at(&dest, OTHER, &["check", "--read-data"])
         .assert()
         .success();
-    let out = env.path("out");
-    snap_at(
-        &dest,
-        OTHER,
-        &["restore", "latest", "--target", out.to_str().unwrap()],
-    )
-    .assert()
-    .success();
-    crate::util::assert_same_tree(&src, &restored(&out, &src));
-    fs::remove_dir_all(&out).unwrap();
+    let restores_same = || {
+        let out = env.path("out");
+        snap_at(
+            &dest,
+            OTHER,
+            &["restore", "latest", "--target", out.to_str().unwrap()],
+        )
+        .assert()
+        .success();
+        crate::util::assert_same_tree(&src, &restored(&out, &src));
+        fs::remove_dir_all(&out).unwrap();
+    };
+    restores_same();
     for f in files(&dest) {
         let b = fs::read(&f).unwrap();
         for n in [
@@ -412,7 +405,7 @@ fn sync_into_a_repository_with_another_key_rewrites_and_later_reads_only_new_chu
     }
 
     // Nothing new: nothing read. One new small file: one chunk read.
-    let again = json(&mut sync(Some(OTHER)));
+    let again = json(sync(Some(OTHER)));
     assert_eq!(
         (&again["snapshots_sent"], &again["chunks_read"]),
         (&serde_json::json!(0), &serde_json::json!(0)),
@@ -422,34 +415,25 @@ fn sync_into_a_repository_with_another_key_rewrites_and_later_reads_only_new_chu
     snap(&env, PASS, &["backup", src.to_str().unwrap()])
         .assert()
         .success();
-    let next = json(&mut sync(Some(OTHER)));
+    let next = json(sync(Some(OTHER)));
     assert_eq!(
         (&next["snapshots_sent"], &next["chunks_read"]),
         (&serde_json::json!(1), &serde_json::json!(1)),
         "only the new file's chunk is read: {next}"
     );
-    let there = json(&mut snap_at(&dest, OTHER, &["list", "--json"]));
+    let there = json(snap_at(&dest, OTHER, &["list", "--json"]));
     assert_eq!(
         there[1]["parent"], there[0]["id"],
         "a copy's parent is the copy of its source's parent: {there}"
     );
-    crate::util::assert_same_tree(&src, &{
-        snap_at(
-            &dest,
-            OTHER,
-            &["restore", "latest", "--target", out.to_str().unwrap()],
-        )
-        .assert()
-        .success();
-        restored(&out, &src)
-    });
+    restores_same();
 
     // Forget the first snapshot here: --delete removes its copy and prunes.
     let first_id = here[0]["id"].as_str().unwrap();
     snap(&env, PASS, &["forget", first_id]).assert().success();
     let mirrored = json(sync(Some(OTHER)).arg("--delete"));
     assert_eq!(mirrored["deleted"][0], 1, "{mirrored}");
-    let there = json(&mut snap_at(&dest, OTHER, &["list", "--json"]));
+    let there = json(snap_at(&dest, OTHER, &["list", "--json"]));
     assert_eq!(there.as_array().unwrap().len(), 1, "{there}");
     assert_ne!(there[0]["original"].as_str(), Some(first_id));
     snap_at(&dest, OTHER, &["check", "--read-data"])

@@ -8,7 +8,7 @@ use assert_cmd::Command;
 use predicates::prelude::*;
 
 use crate::util::servers::{Sshd, S3};
-use crate::util::{assert_same_tree, random_bytes, restored, Env};
+use crate::util::{assert_same_tree, json, random_bytes, restored, Env};
 
 /// `snap --repo REPO ARGS` with `env` set and its own cache directory `cache`.
 fn snap_at(repo: &str, cache: &Path, env: &[(&'static str, String)], args: &[&str]) -> Command {
@@ -20,17 +20,6 @@ fn snap_at(repo: &str, cache: &Path, env: &[(&'static str, String)], args: &[&st
         .arg(repo)
         .args(args);
     c
-}
-
-fn json(mut c: impl std::borrow::BorrowMut<Command>) -> serde_json::Value {
-    let c = c.borrow_mut();
-    let out = c.output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
 }
 
 /// A source tree of a few files, changed by `day`.

@@ -8,6 +8,17 @@ use std::path::{Path, PathBuf};
 
 use assert_cmd::Command;
 
+/// Runs `c`, which must succeed, and parses its standard output as JSON.
+pub fn json(mut c: impl std::borrow::BorrowMut<Command>) -> serde_json::Value {
+    let out = c.borrow_mut().output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
 /// Called when a server or tool is missing: a failure in CI, a notice elsewhere.
 pub fn missing(what: &str, install: &str) {
     let msg = format!("{what} is not available: install it ({install}) to run this test");
