@@ -113,7 +113,7 @@ pub fn restore(
     }
     fs::create_dir_all(target).at(target)?;
     if opts.include.is_empty() {
-        r.dir_contents(&snap.tree, target, "");
+        r.dir_contents(&snap.tree, target, "", false);
     } else {
         for inc in &opts.include {
             let comps = snapshot_path(inc)?;
@@ -126,13 +126,13 @@ pub fn restore(
             match comps.last() {
                 Some(last) => {
                     dest.push(OsStr::from_bytes(last));
-                    r.entry(&node, &dest, &format!("/{}", inc.trim_matches('/')));
+                    r.entry(&node, &dest, &format!("/{}", inc.trim_matches('/')), false);
                 }
                 None => {
                     let NodeKind::Dir(tree) = node.kind else {
                         unreachable!("the root is a directory")
                     };
-                    r.dir_contents(&tree, target, "");
+                    r.dir_contents(&tree, target, "", false);
                 }
             }
         }
@@ -175,15 +175,18 @@ pub fn restore(
     })
 }
 
-/// Makes sure `path` is a real directory (not a symlink to one), creating it if absent.
-fn ensure_dir(path: &Path) -> Result<()> {
+/// Makes sure `path` is a real directory (not a symlink to one), creating it if absent;
+/// returns whether it created it.
+fn ensure_dir(path: &Path) -> Result<bool> {
     match fs::symlink_metadata(path) {
-        Ok(md) if md.is_dir() => Ok(()),
+        Ok(md) if md.is_dir() => Ok(false),
         Ok(_) => Err(Error::Invalid(format!(
             "{}: exists and is not a directory; not replaced",
             path.display()
         ))),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => fs::create_dir(path).at(path),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            fs::create_dir(path).at(path).map(|()| true)
+        }
         Err(e) => Err(e).at(path),
     }
 }
@@ -261,7 +264,9 @@ impl Restorer<'_> {
             .push(w);
     }
 
-    fn dir_contents(&self, tree: &Id, dest: &Path, spath: &str) {
+    /// Restores the entries of `tree` into `dest`; `fresh`: this restore created `dest`,
+    /// so nothing is in the way of its entries.
+    fn dir_contents(&self, tree: &Id, dest: &Path, spath: &str, fresh: bool) {
         let tree = match self.repo.load_tree(tree) {
             Ok(t) => t,
             Err(e) => return self.fail(if spath.is_empty() { "/" } else { spath }, e),
@@ -269,36 +274,37 @@ impl Restorer<'_> {
         tree.nodes.par_iter().for_each(|n| {
             let name = OsStr::from_bytes(&n.name);
             let sp = format!("{spath}/{}", name.to_string_lossy());
-            self.entry(n, &dest.join(name), &sp);
+            self.entry(n, &dest.join(name), &sp, fresh);
         });
     }
 
-    fn entry(&self, node: &Node, dest: &Path, spath: &str) {
-        if let Err(e) = self.entry_inner(node, dest, spath) {
+    fn entry(&self, node: &Node, dest: &Path, spath: &str, fresh: bool) {
+        if let Err(e) = self.entry_inner(node, dest, spath, fresh) {
             self.fail(spath, e);
         }
     }
 
-    fn entry_inner(&self, node: &Node, dest: &Path, spath: &str) -> Result<()> {
+    fn entry_inner(&self, node: &Node, dest: &Path, spath: &str, fresh: bool) -> Result<()> {
+        if !fresh && !matches!(node.kind, NodeKind::Dir(_) | NodeKind::Socket) {
+            remove_non_dir(dest)?;
+        }
         match &node.kind {
             NodeKind::Dir(tree) => {
-                ensure_dir(dest)?;
+                let created = ensure_dir(dest)?;
                 self.dirs.fetch_add(1, Ordering::Relaxed);
                 self.dirs_meta
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
                     .push((dest.to_path_buf(), node.meta));
-                self.dir_contents(tree, dest, spath);
+                self.dir_contents(tree, dest, spath, created);
                 return Ok(());
             }
             NodeKind::File(content) => return self.file(node, content, dest, spath),
             NodeKind::Symlink(target) => {
-                remove_non_dir(dest)?;
                 std::os::unix::fs::symlink(OsStr::from_bytes(target), dest).at(dest)?;
                 self.apply_meta(dest, &node.meta, true)?;
             }
             NodeKind::Fifo => {
-                remove_non_dir(dest)?;
                 let mode = rustix::fs::Mode::from_raw_mode(node.meta.mode & 0o7777);
                 rustix::fs::mknodat(rustix::fs::CWD, dest, rustix::fs::FileType::Fifo, mode, 0)
                     .map_err(std::io::Error::from)
@@ -311,7 +317,6 @@ impl Restorer<'_> {
                 } else {
                     rustix::fs::FileType::BlockDevice
                 };
-                remove_non_dir(dest)?;
                 let mode = rustix::fs::Mode::from_raw_mode(node.meta.mode & 0o7777);
                 if let Err(e) = rustix::fs::mknodat(rustix::fs::CWD, dest, ft, mode, *rdev) {
                     self.warn(format!("{spath}: device not restored: {e}"));
@@ -341,7 +346,6 @@ impl Restorer<'_> {
             }
             links.insert((m.dev, m.ino), dest.to_path_buf());
         }
-        remove_non_dir(dest)?;
         let f = File::options()
             .write(true)
             .create_new(true)
@@ -362,14 +366,26 @@ impl Restorer<'_> {
             let _ = fs::remove_file(dest);
             return Err(Error::Invalid(format!("{e}; the file was not restored")));
         }
+        self.apply_meta_fd(&f, dest, m)?;
         drop(f);
-        self.apply_meta(dest, m, false)?;
         self.files.fetch_add(1, Ordering::Relaxed);
         self.bytes.fetch_add(pos, Ordering::Relaxed);
         Ok(())
     }
 
     /// Owner (when root), permissions, then mtime (which the others would disturb).
+    /// [`Restorer::apply_meta`] through the open file `f` (at `path`): no path lookups.
+    fn apply_meta_fd(&self, f: &File, path: &Path, m: &Meta) -> Result<()> {
+        let io = |e: rustix::io::Errno| std::io::Error::from(e);
+        if self.is_root {
+            std::os::unix::fs::fchown(f, Some(m.uid), Some(m.gid)).at(path)?;
+        }
+        rustix::fs::fchmod(f, rustix::fs::Mode::from_raw_mode(m.mode & 0o7777))
+            .map_err(io)
+            .at(path)?;
+        rustix::fs::futimens(f, &timestamps(m)).map_err(io).at(path)
+    }
+
     fn apply_meta(&self, path: &Path, m: &Meta, symlink: bool) -> Result<()> {
         if self.is_root {
             std::os::unix::fs::lchown(path, Some(m.uid), Some(m.gid)).at(path)?;
