@@ -1199,6 +1199,30 @@ mod ux {
         );
     }
 
+    /// `snap list | head`: a reader that goes away is no error and no panic.
+    #[test]
+    fn a_closed_output_pipe_ends_quietly() {
+        let env = Env::new();
+        env.init();
+        fs::create_dir_all(env.path("src")).unwrap();
+        env.backup_json(&[env.path("src").to_str().unwrap()]);
+        for args in [&["list"][..], &["list", "--json"], &["stats"]] {
+            let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_snap"))
+                .arg("--repo")
+                .arg(env.repo())
+                .args(args)
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+            drop(child.stdout.take());
+            let out = child.wait_with_output().unwrap();
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(0), "{args:?}: {err}");
+            assert!(!err.contains("panicked"), "{args:?}: {err}");
+        }
+    }
+
     /// Now as a lock file writes it.
     fn chrono_now() -> String {
         let out = std::process::Command::new("date")

@@ -163,7 +163,7 @@ pub fn run(ctx: &Ctx, a: Args, m: &clap::ArgMatches) -> Result<i32> {
         });
         ctx.print_json(&out)?;
     } else {
-        println!(
+        outln!(
             "snapshot {} saved: {} files ({} read), {} read, {} added, {:.1} s",
             done.id.short(),
             s.files,

@@ -57,7 +57,7 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
             ),
             Some(t) => {
                 if !ctx.quiet {
-                    println!(
+                    outln!(
                         "newest snapshot{who}: {} ({} ago)",
                         t.format("%Y-%m-%d %H:%M:%S UTC"),
                         human_age(now - t)
@@ -89,21 +89,21 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
             eprintln!("snap: error: {e}");
         }
         for d in &r.damaged {
-            println!(
+            outln!(
                 "damaged snapshot {} ({}): {} paths",
                 d.id.short(),
                 d.describe,
                 d.paths.len()
             );
             for p in d.paths.iter().take(20) {
-                println!("  {p}");
+                outln!("  {p}");
             }
             if d.paths.len() > 20 {
-                println!("  ... and {} more", d.paths.len() - 20);
+                outln!("  ... and {} more", d.paths.len() - 20);
             }
         }
         if !ctx.quiet || !r.errors.is_empty() {
-            println!(
+            outln!(
                 "{} snapshots, {} packs, {} trees and lists checked; {} packs read, {} blobs verified: {}",
                 r.snapshots,
                 r.packs,

@@ -30,7 +30,7 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
             bytes.1 += e.new_size;
         }
         if a.json {
-            println!("{}", serde_json::to_string(&e).expect("entries serialize"));
+            outln!("{}", serde_json::to_string(&e).expect("entries serialize"));
             return Ok(());
         }
         let mark = match e.change {
@@ -48,14 +48,14 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
         };
         let table = e.table.map(|t| format!(" (table {t})")).unwrap_or_default();
         if e.kind == "dir" {
-            println!("{mark} {}{slash}{table}", e.path);
+            outln!("{mark} {}{slash}{table}", e.path);
         } else {
-            println!("{mark} {}{table}  {size}", e.path);
+            outln!("{mark} {}{table}  {size}", e.path);
         }
         Ok(())
     })?;
     if !a.json && !ctx.quiet {
-        println!(
+        outln!(
             "{} added, {} removed, {} changed, {} metadata only; changed files: {} -> {}",
             counts[Change::Added as usize],
             counts[Change::Removed as usize],

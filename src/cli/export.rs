@@ -89,9 +89,9 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
     }
     .with_context(|| format!("exporting snapshot {} to {}", id.short(), dest.display()))?;
     if ctx.quiet {
-        println!("{}", dest.display());
+        outln!("{}", dest.display());
     } else {
-        println!(
+        outln!(
             "{} ({} files, {})",
             dest.display(),
             stats.files,

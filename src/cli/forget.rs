@@ -83,7 +83,7 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
         for spec in &a.snapshots {
             let (id, s) = repo.find_snapshot(spec)?;
             if !ctx.quiet && !a.json {
-                println!(
+                outln!(
                     "remove  {}  {}  {}",
                     id.short(),
                     s.time.format("%Y-%m-%d %H:%M:%S UTC"),
@@ -117,10 +117,13 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
         let decisions = retention::apply(&input, &policy, &chrono::Local)?;
         let kept = decisions.iter().filter(|d| d.keep).count();
         if !a.json && !ctx.quiet {
-            println!("host {host}, sources {}:", sources.join(" "));
-            println!(
+            outln!("host {host}, sources {}:", sources.join(" "));
+            outln!(
                 "  {:<6}  {:<8}  {:<19}  {:<12}  reasons",
-                "", "id", "time (local)", "tags"
+                "",
+                "id",
+                "time (local)",
+                "tags"
             );
         }
         for ((id, s), d) in snaps.iter().zip(&decisions).rev() {
@@ -132,7 +135,7 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
                     "id": id, "time": s.time, "host": s.host, "keep": d.keep, "reasons": d.reasons,
                 }));
             } else if !ctx.quiet {
-                println!(
+                outln!(
                     "  {:<6}  {:<8}  {:<19}  {:<12}  {}",
                     if d.keep { "keep" } else { "remove" },
                     id.short(),
@@ -145,7 +148,7 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
             }
         }
         if !a.json && !ctx.quiet {
-            println!("  {kept} kept, {} removed", snaps.len() - kept);
+            outln!("  {kept} kept, {} removed", snaps.len() - kept);
         }
     }
     finish(ctx, &a, &repo, lock, remove, json)
@@ -164,7 +167,7 @@ fn finish(
     let mut pruned = None;
     if a.dry_run {
         if !a.json {
-            println!(
+            outln!(
                 "dry run: {} snapshots would be removed, nothing changed",
                 remove.len()
             );
@@ -174,12 +177,12 @@ fn finish(
         repo.remove_snapshots(&remove)?;
         drop(lock);
         if !a.json {
-            println!("removed {} snapshots", remove.len());
+            outln!("removed {} snapshots", remove.len());
         }
         if a.prune {
             let r = prune::run_prune(ctx, repo, a.max_unused, false)?;
             if !a.json {
-                prune::print_report(&r, false);
+                prune::print_report(&r, false)?;
             }
             pruned = Some(r);
         }

@@ -53,7 +53,7 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
     for (time, file) in &items {
         let result = archive_id(file).and_then(|aid| {
             if let Some(snap) = imported.get(&aid) {
-                println!(
+                outln!(
                     "{}: already imported as snapshot {}; skipped",
                     file.display(),
                     snap.short()
@@ -75,7 +75,7 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
             let done = backup(&repo, &opts, None, progress_for(&bar))?;
             drop(bar);
             let s = &done.snapshot.summary;
-            println!(
+            outln!(
                 "{}: snapshot {} ({}), {} read, {} added",
                 file.display(),
                 done.id.short(),

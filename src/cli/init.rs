@@ -40,7 +40,7 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
     }
     .with_context(|| format!("creating repository {loc}"))?;
     if !ctx.quiet {
-        println!(
+        outln!(
             "created snap repository {} at {loc}",
             &repo.config().id[..8],
         );

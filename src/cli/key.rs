@@ -144,12 +144,15 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
     let keys_in = store.as_ref();
     match a.what {
         What::List => {
-            println!(
+            outln!(
                 "{:<1} {:<16}  {:<19}  {:<16}  user",
-                "", "id", "created (UTC)", "host"
+                "",
+                "id",
+                "created (UTC)",
+                "host"
             );
             for (id, f) in keys::list(keys_in)? {
-                println!(
+                outln!(
                     "{:<1} {:<16}  {:<19}  {:<16}  {}",
                     if current.as_deref() == Some(&id) {
                         "*"
@@ -167,7 +170,7 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
             let pass = new_passphrase()?;
             let id = keys::add(keys_in, &key, pass.as_bytes(), Kdf::default())?;
             if !ctx.quiet {
-                println!("added key {id}");
+                outln!("added key {id}");
             }
         }
         What::Remove { id } => {
@@ -176,7 +179,7 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
             }
             keys::remove(keys_in, &id)?;
             if !ctx.quiet {
-                println!("removed key {id}");
+                outln!("removed key {id}");
             }
         }
         What::Passwd => {
@@ -186,7 +189,7 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
                 keys::remove(keys_in, old)?;
             }
             if !ctx.quiet {
-                println!(
+                outln!(
                     "passphrase changed: key {id} replaces {}",
                     current.as_deref().unwrap_or("none")
                 );
@@ -203,7 +206,7 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
                 .and_then(|()| f.sync_all())
                 .with_context(|| format!("writing {}", file.display()))?;
             if !ctx.quiet {
-                println!(
+                outln!(
                     "wrote the master key to {}: anyone with this file can read the repository; keep it offline, away from the repository",
                     file.display()
                 );

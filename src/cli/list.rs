@@ -24,16 +24,22 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
                 v
             })
             .collect();
-        println!("{}", serde_json::to_string_pretty(&arr)?);
+        outln!("{}", serde_json::to_string_pretty(&arr)?);
         return Ok(0);
     }
-    println!(
+    outln!(
         "{:<8}  {:<19}  {:<12}  {:>7}  {:>10}  {:>10}  {:<12}  sources",
-        "id", "time (UTC)", "host", "files", "size", "added", "tags"
+        "id",
+        "time (UTC)",
+        "host",
+        "files",
+        "size",
+        "added",
+        "tags"
     );
     for (id, s) in &snaps {
         let sources: Vec<String> = s.sources.iter().map(|x| x.describe()).collect();
-        println!(
+        outln!(
             "{:<8}  {:<19}  {:<12}  {:>7}  {:>10}  {:>10}  {:<12}  {}",
             id.short(),
             s.time.format("%Y-%m-%d %H:%M:%S"),
@@ -46,7 +52,7 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
         );
     }
     if !ctx.quiet {
-        println!("{} snapshots", snaps.len());
+        outln!("{} snapshots", snaps.len());
     }
     Ok(0)
 }

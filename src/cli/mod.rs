@@ -2,6 +2,18 @@
 //! output formats and exit codes (0 ok, 1 error, 3 snapshot made but some entries were
 //! left out).
 
+/// `println!` that returns an error instead of panicking when stdout is gone (`snap
+/// list | head`): `run` then exits quietly.
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout(), $($arg)*).map_err(|source| snap::error::Error::Io {
+            path: "<standard output>".into(),
+            source,
+        })?
+    }};
+}
+
 mod backup;
 mod cat;
 mod check;
@@ -131,7 +143,7 @@ impl Ctx {
     fn print_json(&self, report: &impl serde::Serialize) -> Result<()> {
         match &self.reports {
             Some(r) => r.borrow_mut().push(serde_json::to_value(report)?),
-            None => println!("{}", serde_json::to_string_pretty(report)?),
+            None => outln!("{}", serde_json::to_string_pretty(report)?),
         }
         Ok(())
     }
@@ -346,7 +358,7 @@ fn run_profile(
         }
     }
     if json {
-        println!(
+        outln!(
             "{}",
             serde_json::to_string_pretty(&serde_json::json!({
                 "profile": name,

@@ -38,7 +38,7 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
     if a.json {
         ctx.print_json(&r)?;
     } else {
-        print_report(&r, a.dry_run);
+        print_report(&r, a.dry_run)?;
     }
     Ok(0)
 }
@@ -61,15 +61,15 @@ pub fn run_prune(
 }
 
 /// Prints what prune did (or would do).
-pub fn print_report(r: &PruneReport, dry_run: bool) {
+pub fn print_report(r: &PruneReport, dry_run: bool) -> Result<()> {
     let verb = if dry_run { "would " } else { "" };
     if r.packs_unindexed > 0 {
-        println!(
+        outln!(
             "{} packs left by interrupted runs were found and indexed",
             r.packs_unindexed
         );
     }
-    println!(
+    outln!(
         "{} snapshots, {} packs ({}); {verb}delete {} packs, {verb}rewrite {} ({} blobs, {})",
         r.snapshots,
         r.packs,
@@ -79,7 +79,7 @@ pub fn print_report(r: &PruneReport, dry_run: bool) {
         r.blobs_repacked,
         human(r.bytes_repacked)
     );
-    println!(
+    outln!(
         "repository {}{} -> {} ({} unused left){}",
         if dry_run { "would go " } else { "" },
         human(r.bytes_before),
@@ -91,4 +91,5 @@ pub fn print_report(r: &PruneReport, dry_run: bool) {
             ""
         }
     );
+    Ok(())
 }

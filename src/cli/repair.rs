@@ -24,9 +24,12 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
         .rebuild_index()
         .with_context(|| format!("rebuilding the index of {}", repo.location()))?;
     if !ctx.quiet {
-        println!(
+        outln!(
             "index rebuilt: {} packs, {} blobs in {} index files, {} snapshots",
-            s.packs, s.blobs, s.index_files, s.snapshots
+            s.packs,
+            s.blobs,
+            s.index_files,
+            s.snapshots
         );
     }
     if !s.skipped.is_empty() {

@@ -19,8 +19,8 @@ use super::{human, ngw_config, print_list, progress_for, Bar, Ctx};
 pub struct Args {
     /// Snapshot: `latest` or an id prefix
     snapshot: String,
-    /// With --pg, --pg-all or --pipe: the dump or file of the snapshot to use
-    /// [default: the snapshot's only dump of that kind]
+    /// With --pg or --pg-all: the dump of the snapshot to use [default: its only dump
+    /// of that kind]; with --pipe: the file to stream (required)
     #[arg(value_name = "PATH", conflicts_with_all = ["target", "ngw"])]
     path: Option<String>,
     /// Directory to restore into (created if absent)
@@ -95,9 +95,9 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
             "warnings": out.warnings,
             "seconds": started.elapsed().as_secs_f64(),
         });
-        println!("{}", serde_json::to_string_pretty(&v)?);
+        outln!("{}", serde_json::to_string_pretty(&v)?);
     } else if !ctx.quiet {
-        println!(
+        outln!(
             "restored snapshot {} to {}: {} files, {} dirs, {} in {:.1} s",
             id.short(),
             target.display(),
@@ -158,11 +158,11 @@ fn run_ngw(
             "next": hint,
             "seconds": started.elapsed().as_secs_f64(),
         });
-        println!("{}", serde_json::to_string_pretty(&v)?);
+        outln!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(0);
     }
     if !ctx.quiet {
-        println!(
+        outln!(
             "restored snapshot {} into the NextGIS Web instance of {}: database {} ({} of dump, {} old table(s) dropped), {} file(s) written ({}), {} already in place, in {:.1} s",
             id.short(),
             config.display(),
@@ -217,7 +217,7 @@ fn run_db(ctx: &Ctx, repo: &Repository, id: &Id, snap: &Snapshot, a: &Args) -> R
             "bytes": bytes,
             "seconds": started.elapsed().as_secs_f64(),
         });
-        println!("{}", serde_json::to_string_pretty(&v)?);
+        outln!("{}", serde_json::to_string_pretty(&v)?);
     } else if !ctx.quiet {
         eprintln!(
             "snap: restored {what} from snapshot {}: {} in {:.1} s",

@@ -50,23 +50,23 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
             "logical_bytes": logical,
             "per_snapshot": per,
         });
-        println!("{}", serde_json::to_string_pretty(&out)?);
+        outln!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(0);
     }
     let ratio = |a: u64, b: u64| if b == 0 { 0.0 } else { a as f64 / b as f64 };
-    println!(
+    outln!(
         "{} snapshots, {} of data in them (logical)",
         snaps.len(),
         human(logical)
     );
-    println!(
+    outln!(
         "stored: {} in {} packs; {} distinct blobs, {} before compression",
         human(totals.pack_bytes),
         totals.packs,
         totals.blobs,
         human(totals.raw_bytes)
     );
-    println!(
+    outln!(
         "deduplication {:.1}x, compression {:.1}x, together {:.1}x",
         ratio(logical, totals.raw_bytes),
         ratio(totals.raw_bytes, totals.stored_bytes),
@@ -75,7 +75,7 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
     if growth.is_empty() || ctx.quiet {
         return Ok(0);
     }
-    println!("\ngrowth (stored bytes added by each backup, summed):");
+    outln!("\ngrowth (stored bytes added by each backup, summed):");
     // At most CHART_ROWS rows: evenly spaced snapshots, always the last one.
     let step = growth.len().div_ceil(CHART_ROWS);
     let rows: Vec<&(String, u64, u64)> = growth
@@ -91,7 +91,7 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
         if !eighths.is_multiple_of(8) {
             bar.push([' ', '▏', '▎', '▍', '▌', '▋', '▊', '▉'][eighths % 8]);
         }
-        println!(
+        outln!(
             "  {label}  {:>10}  {:<width$}  +{}",
             human(*total),
             bar,

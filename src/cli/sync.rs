@@ -113,7 +113,7 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
     }
     let rate = human((r.bytes_sent as f64 / secs.max(0.001)) as u64);
     if r.rewritten {
-        println!(
+        outln!(
             "rewrote {} snapshots for {loc} (other blob ids): read {} chunks, stored {} new blobs ({}) in {secs:.1} s ({rate}/s); {} snapshots were there already",
             r.snapshots_sent,
             r.chunks_read,
@@ -122,7 +122,7 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
             r.snapshots_present
         );
     } else {
-        println!(
+        outln!(
             "sent {} packs ({}) in {secs:.1} s ({rate}/s), {} index files, {} snapshots; {} packs and {} snapshots were there already",
             r.packs_sent,
             human(r.bytes_sent),
@@ -133,9 +133,11 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
         );
     }
     if a.delete {
-        println!(
+        outln!(
             "deleted on {loc}: {} snapshots, {} index files, {} packs",
-            r.deleted[0], r.deleted[1], r.deleted[2]
+            r.deleted[0],
+            r.deleted[1],
+            r.deleted[2]
         );
     }
     Ok(0)

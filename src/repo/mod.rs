@@ -113,14 +113,10 @@ fn blob_aad(id: &Id, kind: pack::BlobKind) -> [u8; 33] {
 /// Reads the config file of the repository in `store`, not yet opened.
 fn read_config(store: &dyn Store) -> Result<ConfigFile> {
     match store.read("config", config::MAX_LEN) {
-        Err(Error::NotFound { .. }) => Err(Error::NotFound {
-            what: "repository",
-            id: format!(
-                "{} (no config file; run `snap init --repo {}`)",
-                store.location(),
-                store.location()
-            ),
-        }),
+        Err(Error::NotFound { .. }) => Err(Error::Invalid(format!(
+            "no repository at {0} (no config file): point --repo or SNAP_REPO at your repository, or create one with `snap init --repo {0}`",
+            store.location()
+        ))),
         r => ConfigFile::decode(&r?),
     }
 }
@@ -773,9 +769,11 @@ impl Repository {
     pub fn find_snapshot(&self, spec: &str) -> Result<(Id, Snapshot)> {
         let all = self.snapshots()?;
         if spec == "latest" {
-            return all.into_iter().last().ok_or_else(|| Error::NotFound {
-                what: "snapshot",
-                id: "latest (the repository has no snapshots)".into(),
+            return all.into_iter().last().ok_or_else(|| {
+                Error::Invalid(format!(
+                    "{} has no snapshots yet, so there is no `latest`; run `snap backup` first",
+                    self.location()
+                ))
             });
         }
         let spec_lc = spec.to_ascii_lowercase();

@@ -188,7 +188,7 @@ impl DumpKind {
         match names.as_slice() {
             [one] => Ok(one.to_string()),
             [] => Err(Error::Invalid(format!(
-                "the snapshot has no {flag} dump (its sources: {}); name the path to restore",
+                "the snapshot has no {flag} dump (its sources: {}); restore one made with {flag} (`snap list` shows each snapshot's sources), or name a dump of that format inside this one",
                 snap.sources
                     .iter()
                     .map(Source::describe)
@@ -392,7 +392,17 @@ pub fn restore_pg_all(
         ))?;
     }
     let mut psql = maint.tool("psql");
-    psql.args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-f", "-"]);
+    // Query results (the dump's set_config and setval calls) are not the user's news.
+    psql.args([
+        "-X",
+        "-q",
+        "-o",
+        "/dev/null",
+        "-v",
+        "ON_ERROR_STOP=1",
+        "-f",
+        "-",
+    ]);
     let what = format!("psql into {}", maint.shown());
     let bytes = feed_stdin(psql, &what, &mut |stdin| {
         let mut bytes = 0u64;

@@ -54,17 +54,32 @@ fn env(name: &str) -> Option<String> {
 /// and what to check.
 fn describe(kind: Kind, e: &opendal::Error) -> String {
     let text = e.to_string();
-    // OpenDAL writes `Kind (status) at op, context: { ... } => message, source: ...`.
+    // OpenDAL writes `Kind (status) at op, context: { ... } => message, source: ...`;
+    // S3's own errors come as `S3Error { code: "...", message: "...", ... }`.
     let what = text.split_once(" => ").map_or(text.as_str(), |(_, m)| m);
+    let field = |name: &str| {
+        let start = what.find(&format!("{name}: \""))? + name.len() + 3;
+        what[start..].split('"').next()
+    };
+    if kind == Kind::S3 && what.contains("credential") {
+        return "no S3 credentials were found: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or AWS_PROFILE), and AWS_ENDPOINT_URL for a server other than AWS".into();
+    }
+    if let (Some(code), Some(message)) = (field("code"), field("message")) {
+        let hint = match code {
+            "NoSuchBucket" => "create the bucket first (snap does not create buckets)",
+            "AccessDenied" | "InvalidAccessKeyId" | "SignatureDoesNotMatch" => {
+                "check the credentials and their rights on this bucket"
+            }
+            _ => "check the bucket, the credentials and the endpoint",
+        };
+        return format!("S3 says {code}: {message}; {hint}");
+    }
     let hint = match (kind, e.kind()) {
-        (Kind::S3, _) if what.contains("credential") => {
-            "no S3 credentials were found: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or AWS_PROFILE), and --endpoint or AWS_ENDPOINT_URL for a server other than AWS"
-        }
         (_, ErrorKind::PermissionDenied) => {
             "permission denied: check the credentials' rights on this path"
         }
         (Kind::S3, _) => {
-            "check the endpoint (--endpoint or AWS_ENDPOINT_URL), the bucket name and the network, then rerun"
+            "check the endpoint (AWS_ENDPOINT_URL, or sync's --endpoint), the bucket name and the network, then rerun"
         }
         (Kind::Sftp, _) => {
             "check the host and port, and that `ssh USER@HOST` logs in without a prompt (agent or key), then rerun"
