@@ -18,7 +18,8 @@
 #   CARGO_TARGET_DIR=/tmp/snap-target-bench cargo build --release
 #   SNAP=/tmp/snap-target-bench/release/snap bash benches/scale.sh
 # Knobs: WORK (default /tmp/scale-bench, wiped first), SNAP, RESTIC, FILES (1000000),
-#   STREAM_GB (20), SNAPSHOTS (100), PARTS ("files stream history").
+#   STREAM_GB (20), SNAPSHOTS (100), PARTS ("files stream history"), KEEP (0; 1 keeps
+#   WORK, so PARTS=history continues the stream's repository).
 #   Needs ~15 GB free in WORK (a million files take 4 KiB each, three times over); takes
 #   30-60 minutes on 2 cores.
 # Output: tables on stdout, also in $WORK/summary.txt.
@@ -34,12 +35,13 @@ SNAPSHOTS=${SNAPSHOTS:-100}
 PARTS=${PARTS:-files stream history}
 . "$HERE/benches/lib.sh"
 
-rm -rf "$WORK"
+# KEEP=1 resumes in an existing WORK (e.g. PARTS=history after the stream).
+[ "${KEEP:-0}" = 1 ] || rm -rf "$WORK"
 mkdir -p "$WORK"
 unset SNAP_REPO SNAP_PASSWORD SNAP_PASSWORD_FILE RESTIC_REPOSITORY
 export RESTIC_PASSWORD=bench RESTIC_CACHE_DIR=$WORK/restic-cache SNAP_CACHE_DIR=$WORK/snap-cache
 SUMMARY=$WORK/summary.txt
-: >"$SUMMARY"
+[ "${KEEP:-0}" = 1 ] || : >"$SUMMARY"
 out() { printf "$@" | tee -a "$SUMMARY"; }
 
 # timed NAME CMD...: runs CMD under /usr/bin/time, prints a row: wall s, peak RSS MiB.
@@ -80,7 +82,7 @@ PY
     rm -rf "$WORK/r" "$WORK/restic-files" "$WORK/snap-files" "$WORK/tree"
 fi
 
-if [[ " $PARTS " == *" stream "* || " $PARTS " == *" history "* ]]; then
+if [[ " $PARTS " == *" stream "* ]]; then
     n=$((STREAM_GB * 1024 * 1024 * 1024 / 10))
     "$SNAP" --repo "$WORK/repo" init >/dev/null
     header "a stream of $STREAM_GB GiB (seq 1 $n), then $SNAPSHOTS snapshots in all"
@@ -93,6 +95,7 @@ if [[ " $PARTS " == *" stream "* || " $PARTS " == *" history "* ]]; then
 fi
 
 if [[ " $PARTS " == *" history "* ]]; then
+    [ -e "$WORK/repo/config" ] || "$SNAP" --repo "$WORK/repo" init >/dev/null
     src=$WORK/app
     mkdir -p "$src/files"
     for i in $(seq 0 1999); do random_bytes 16384 "f$i" >"$src/files/f$i"; done
@@ -111,7 +114,7 @@ if [[ " $PARTS " == *" history "* ]]; then
         timed "  list" "$SNAP" --repo "$WORK/repo" list
         timed "  ls latest" "$SNAP" --repo "$WORK/repo" ls latest
         rm -rf "$WORK/one"
-        timed "  restore of one file" "$SNAP" --repo "$WORK/repo" restore -q latest "$src/files/f7" --target "$WORK/one"
+        timed "  restore of one file" "$SNAP" --repo "$WORK/repo" restore -q latest --include "$src/files/f7" --target "$WORK/one"
         timed "  no-op backup (files + 64 MiB dump)" backup
     }
     have=$("$SNAP" --repo "$WORK/repo" list --json | python3 -c 'import json,sys; print(len(json.load(sys.stdin)))')
