@@ -107,7 +107,7 @@ if [[ " $PARTS " == *" history "* ]]; then
         awk -v d="$1" 'NR % 100 == d % 100 { $3 = $3 + d } { print }' OFS='\t' "$src/dump.sql" >"$src/dump.new"
         mv "$src/dump.new" "$src/dump.sql"
     }
-    backup() { "$SNAP" --repo "$WORK/repo" backup -q "$src/files" --command "cat $src/dump.sql" --as db/app.sql; }
+    backup=("$SNAP" --repo "$WORK/repo" backup -q "$src/files" --command "cat $src/dump.sql" --as db/app.sql)
     probe() {
         out '%-44s %9s %9.0f\n' "after $1 snapshots: repository MiB" "" "$(($(bytes "$WORK/repo") >> 20))"
         out '%-44s %9s %9.0f\n' "  index cache MiB" "" "$(($(bytes "$WORK/repo/index.sqlite") >> 20))"
@@ -115,12 +115,12 @@ if [[ " $PARTS " == *" history "* ]]; then
         timed "  ls latest" "$SNAP" --repo "$WORK/repo" ls latest
         rm -rf "$WORK/one"
         timed "  restore of one file" "$SNAP" --repo "$WORK/repo" restore -q latest --include "$src/files/f7" --target "$WORK/one"
-        timed "  no-op backup (files + 64 MiB dump)" backup
+        timed "  no-op backup (files + 64 MiB dump)" "${backup[@]}"
     }
     have=$("$SNAP" --repo "$WORK/repo" list --json | python3 -c 'import json,sys; print(len(json.load(sys.stdin)))')
     for s in $(seq $((have + 1)) "$SNAPSHOTS"); do
         day "$s"
-        backup
+        "${backup[@]}" >/dev/null
         case $s in 2 | 10 | 50 | "$SNAPSHOTS") probe "$s" ;; esac
     done
 fi
