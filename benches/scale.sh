@@ -9,7 +9,7 @@
 #           never repeats (so every chunk is new) but compresses well (so the repository
 #           stays a few GB), chunked with the dump profile: ~1.3M chunks.
 #   history SNAPSHOTS-1 more snapshots (default 100 in all) into the stream's repository,
-#           each of a 2,000-file tree with 1 % of files rewritten and a 64 MiB dump
+#           each of a 2,000-file tree (32 MiB) with 1 % of files rewritten and a 147 MiB dump
 #           with 1 % of its lines changed; at snapshots 2, 10, 50 and 100: `list`,
 #           `ls latest`, a single-file restore and a no-op backup, with the repository
 #           size and the index (cache) size.
@@ -115,7 +115,7 @@ if [[ " $PARTS " == *" history "* ]]; then
         timed "  ls latest" "$SNAP" --repo "$WORK/repo" ls latest
         rm -rf "$WORK/one"
         timed "  restore of one file" "$SNAP" --repo "$WORK/repo" restore -q latest --include "$src/files/f7" --target "$WORK/one"
-        timed "  no-op backup (files + 64 MiB dump)" "${backup[@]}"
+        timed "  no-op backup (2,000 files + 147 MiB dump)" "${backup[@]}"
     }
     have=$("$SNAP" --repo "$WORK/repo" list --json | python3 -c 'import json,sys; print(len(json.load(sys.stdin)))')
     for s in $(seq $((have + 1)) "$SNAPSHOTS"); do
