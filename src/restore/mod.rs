@@ -373,7 +373,6 @@ impl Restorer<'_> {
         Ok(())
     }
 
-    /// Owner (when root), permissions, then mtime (which the others would disturb).
     /// [`Restorer::apply_meta`] through the open file `f` (at `path`): no path lookups.
     fn apply_meta_fd(&self, f: &File, path: &Path, m: &Meta) -> Result<()> {
         let io = |e: rustix::io::Errno| std::io::Error::from(e);
@@ -386,6 +385,7 @@ impl Restorer<'_> {
         rustix::fs::futimens(f, &timestamps(m)).map_err(io).at(path)
     }
 
+    /// Owner (when root), permissions, then mtime (which the others would disturb).
     fn apply_meta(&self, path: &Path, m: &Meta, symlink: bool) -> Result<()> {
         if self.is_root {
             std::os::unix::fs::lchown(path, Some(m.uid), Some(m.gid)).at(path)?;

@@ -82,7 +82,7 @@ fn describe(kind: Kind, e: &opendal::Error) -> String {
             "check the endpoint (AWS_ENDPOINT_URL, or sync's --endpoint), the bucket name and the network, then rerun"
         }
         (Kind::Sftp, _) => {
-            "check the host and port, and that `ssh USER@HOST` logs in without a prompt (agent or key), then rerun"
+            "check the host and port, and that `ssh ssh://USER@HOST:PORT` logs in without a prompt (agent or key), then rerun"
         }
     };
     format!("{what}; {hint}")
