@@ -207,10 +207,7 @@ impl Index {
 
     /// The index files the cache holds.
     pub fn index_files(&self) -> Result<std::collections::HashSet<Id>> {
-        let rows = self.rows("SELECT name FROM index_files", [], |r| {
-            r.get::<_, Vec<u8>>(0)
-        })?;
-        rows.iter().map(|n| self.id_of(n)).collect()
+        self.ids("SELECT name FROM index_files")
     }
 
     /// Adds index file `file` and the packs it lists, in one transaction (packs the
@@ -395,14 +392,9 @@ impl Index {
 
     /// Marked ids the index has no row for.
     pub fn marked_but_absent(&self) -> Result<Vec<Id>> {
-        self.rows(
+        self.ids(
             "SELECT m.id FROM temp.marks m LEFT JOIN blobs b ON b.id = m.id WHERE b.id IS NULL",
-            [],
-            |r| r.get::<_, Vec<u8>>(0),
-        )?
-        .iter()
-        .map(|id| self.id_of(id))
-        .collect()
+        )
     }
 
     /// Every pack with the share of it that marked blobs use.
@@ -436,6 +428,14 @@ impl Index {
     }
 
     /// An id read from the index (a pack name or blob id).
+    /// The ids a one-column query returns.
+    fn ids<C: FromIterator<Id>>(&self, sql: &str) -> Result<C> {
+        self.rows(sql, [], |r| r.get::<_, Vec<u8>>(0))?
+            .iter()
+            .map(|b| self.id_of(b))
+            .collect()
+    }
+
     fn id_of(&self, b: &[u8]) -> Result<Id> {
         Id::from_slice(b).ok_or_else(|| Error::Index {
             path: self.path.clone(),
@@ -503,8 +503,7 @@ impl Index {
 
     /// The names of every indexed pack.
     pub fn pack_names(&self) -> Result<std::collections::HashSet<Id>> {
-        let rows = self.rows("SELECT name FROM packs", [], |r| r.get::<_, Vec<u8>>(0))?;
-        rows.iter().map(|n| self.id_of(n)).collect()
+        self.ids("SELECT name FROM packs")
     }
 
     /// Every indexed pack and its size, those `check` read whole longest ago (or

@@ -223,12 +223,11 @@ pub fn check_header(name: &str, header: &[u8]) -> Result<()> {
     Ok(())
 }
 
-/// Reads the footer (the last [`FOOTER_LEN`] bytes of a pack of `file_len` bytes) and
-/// returns the byte range of the trailer entries, after checking it fits the file.
 /// Associated data of a sealed trailer.
 const TRAILER_AAD: &[u8] = b"snap pack trailer";
 
-/// Where the trailer of a `file_len`-byte pack with this footer starts, and its length
+/// Reads the footer (the last [`FOOTER_LEN`] bytes of a pack of `file_len` bytes) and
+/// returns where the trailer starts and its length, after checking it fits the file
 /// (`sealed`: the trailer of an encrypted repository's pack, [`OVERHEAD`] longer).
 pub fn decode_footer(
     name: &str,

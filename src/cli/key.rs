@@ -141,7 +141,6 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
     )?;
     // Proves the key opens this repository before any key file changes.
     Repository::open_store(store.clone(), Some(key.clone()))?;
-    let keys_in = store.as_ref();
     match a.what {
         What::List => {
             outln!(
@@ -151,7 +150,7 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
                 "created (UTC)",
                 "host"
             );
-            for (id, f) in keys::list(keys_in)? {
+            for (id, f) in keys::list(store.as_ref())? {
                 outln!(
                     "{:<1} {:<16}  {:<19}  {:<16}  {}",
                     if current.as_deref() == Some(&id) {
@@ -168,7 +167,7 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
         }
         What::Add => {
             let pass = new_passphrase()?;
-            let id = keys::add(keys_in, &key, pass.as_bytes(), Kdf::default())?;
+            let id = keys::add(store.as_ref(), &key, pass.as_bytes(), Kdf::default())?;
             if !ctx.quiet {
                 outln!("added key {id}");
             }
@@ -177,16 +176,16 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
             if current.as_deref() == Some(id.as_str()) {
                 bail!("key {id} is the one in use; open the repository with another passphrase to remove it (or use `snap key passwd`)");
             }
-            keys::remove(keys_in, &id)?;
+            keys::remove(store.as_ref(), &id)?;
             if !ctx.quiet {
                 outln!("removed key {id}");
             }
         }
         What::Passwd => {
             let pass = new_passphrase()?;
-            let id = keys::add(keys_in, &key, pass.as_bytes(), Kdf::default())?;
+            let id = keys::add(store.as_ref(), &key, pass.as_bytes(), Kdf::default())?;
             if let Some(old) = &current {
-                keys::remove(keys_in, old)?;
+                keys::remove(store.as_ref(), old)?;
             }
             if !ctx.quiet {
                 outln!(

@@ -321,9 +321,9 @@ struct StepReport {
 }
 
 /// Runs profile `name` (or the default) of the configuration file: its backup, then
-/// (unless `backup_only`) its forget and prune and its syncs; stops at the first failure. A backup
-/// that left entries out (exit 3) does not stop the run, and makes its exit 3. With
-/// `json`, prints one summary of every step (also when one failed).
+/// (unless `backup_only`) its forget and prune and its syncs; stops at the first
+/// failure. A backup that left entries out (exit 3) does not stop the run, and makes
+/// its exit 3. With `json`, prints one summary of every step (also when one failed).
 fn run_profile(
     ctx: &Ctx,
     (path, file): (PathBuf, profile::File),

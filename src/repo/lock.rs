@@ -17,6 +17,8 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 use crate::store::{Entry, Store};
 
+/// Largest lock file read.
+const MAX_LEN: u64 = 64 << 10;
 /// A lock not refreshed for this long is stale.
 pub const STALE_AFTER: Duration = Duration::from_secs(30 * 60);
 /// How often a holder refreshes its lock.
@@ -155,7 +157,7 @@ impl Lock {
             while let Err(mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(REFRESH_EVERY) {
                 // Rewriting the file renews its modification time; a file removed as
                 // stale is not brought back.
-                if let Ok(body) = store.read(&path, 1 << 16) {
+                if let Ok(body) = store.read(&path, MAX_LEN) {
                     let _ = store.put(&path, &body);
                 }
             }
@@ -166,7 +168,7 @@ impl Lock {
 }
 
 fn read_lock(store: &dyn Store, path: &str) -> Option<LockInfo> {
-    let b = store.read(path, 1 << 16).ok()?;
+    let b = store.read(path, MAX_LEN).ok()?;
     serde_json::from_slice(&b).ok()
 }
 

@@ -23,6 +23,7 @@ mod lookup;
 mod repack;
 mod saver;
 
+use std::borrow::Cow;
 use std::collections::HashSet;
 use std::fs;
 use std::io::Write;
@@ -457,14 +458,14 @@ impl Repository {
     /// Reads blob `id` from a known location, verifying its hash.
     pub fn read_blob_at(&self, id: &Id, loc: &BlobLoc) -> Result<Vec<u8>> {
         let stored = self.fetch(id, loc)?;
-        self.decode(id, loc, stored)
+        self.decode(id, loc, Cow::Owned(stored))
     }
 
     /// Reads blob `id` as stored (compressed or not) after verifying it decodes to its
     /// id, for copying into a new pack unchanged.
     pub fn read_stored(&self, id: &Id, loc: &BlobLoc) -> Result<Vec<u8>> {
         let stored = self.fetch(id, loc)?;
-        self.decode(id, loc, stored.clone())?;
+        self.decode(id, loc, Cow::Borrowed(&stored))?;
         Ok(stored)
     }
 
@@ -488,9 +489,9 @@ impl Repository {
         let mut at = 0;
         run.iter()
             .map(|(id, loc)| {
-                let stored = bytes[at..at + loc.stored_len as usize].to_vec();
+                let stored = &bytes[at..at + loc.stored_len as usize];
                 at += loc.stored_len as usize;
-                self.decode(id, loc, stored)
+                self.decode(id, loc, Cow::Borrowed(stored))
             })
             .collect()
     }
@@ -541,11 +542,11 @@ impl Repository {
     }
 
     /// Opens (encrypted repositories) and decompresses stored bytes, and checks that
-    /// they hash to `id`.
-    fn decode(&self, id: &Id, loc: &BlobLoc, stored: Vec<u8>) -> Result<Vec<u8>> {
+    /// they hash to `id`. Borrowed bytes are copied only when stored raw and plain.
+    fn decode(&self, id: &Id, loc: &BlobLoc, stored: Cow<'_, [u8]>) -> Result<Vec<u8>> {
         let pack_name = || format!("packs/{}", loc.pack);
         let stored = match &self.key {
-            Some(k) => k.open(&blob_aad(id, loc.kind), &stored).ok_or_else(|| {
+            Some(k) => Cow::Owned(k.open(&blob_aad(id, loc.kind), &stored).ok_or_else(|| {
                 Error::corrupt(
                     "blob",
                     id,
@@ -554,11 +555,11 @@ impl Repository {
                         pack_name()
                     ),
                 )
-            })?,
+            })?),
             None => stored,
         };
         let raw = match loc.compression {
-            Compression::Raw => stored,
+            Compression::Raw => stored.into_owned(),
             Compression::Zstd => compress::decompress(&stored, loc.raw_len as usize)
                 .map_err(|e| Error::corrupt("blob", id, format!("in {}: {e}", pack_name())))?,
         };
@@ -795,9 +796,8 @@ impl Repository {
     /// Deletes snapshot records, files first (under the caller's exclusive lock). The
     /// data they referenced stays until `prune`.
     pub fn remove_snapshots(&self, ids: &[Id]) -> Result<()> {
-        for id in ids {
-            self.store.delete(&snapshot_path(id))?;
-        }
+        self.store
+            .delete_all(&ids.iter().map(snapshot_path).collect::<Vec<_>>())?;
         for id in ids {
             self.index.remove_snapshot(id)?;
         }
@@ -898,16 +898,14 @@ impl Repository {
 
     /// Deletes pack files (under the exclusive lock, after no index file lists them).
     pub fn delete_packs(&self, packs: &[Id]) -> Result<()> {
-        packs
-            .par_iter()
-            .try_for_each(|id| self.store.delete(&pack_path(id)))
+        self.store
+            .delete_all(&packs.iter().map(pack_path).collect::<Vec<_>>())
     }
 
     /// Deletes index files (under the exclusive lock, once others list what they did).
     pub fn delete_index_files(&self, files: &[Id]) -> Result<()> {
-        files
-            .par_iter()
-            .try_for_each(|id| self.store.delete(&index_path(id)))
+        self.store
+            .delete_all(&files.iter().map(index_path).collect::<Vec<_>>())
     }
 
     /// Removes leftover temp files of interrupted writers (under the exclusive lock):

@@ -173,12 +173,22 @@ impl Store for Local {
     }
 
     fn delete(&self, p: &str) -> Result<()> {
-        self.forget_handle(p);
-        let path = self.path(p);
-        match fs::remove_file(&path) {
-            Ok(()) => fsync_dir(path.parent().expect("store paths have a parent")),
-            Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(e).at(&path),
+        self.delete_all(&[p.to_string()])
+    }
+
+    fn delete_all(&self, paths: &[String]) -> Result<()> {
+        let mut dirs = std::collections::BTreeSet::new();
+        for p in paths {
+            self.forget_handle(p);
+            let path = self.path(p);
+            match fs::remove_file(&path) {
+                Ok(()) => {
+                    dirs.insert(path.parent().expect("store paths have a parent").to_owned());
+                }
+                Err(e) if e.kind() == ErrorKind::NotFound => {}
+                Err(e) => return Err(e).at(&path),
+            }
         }
+        dirs.iter().try_for_each(|d| fsync_dir(d))
     }
 }

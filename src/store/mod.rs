@@ -48,6 +48,12 @@ pub trait Store: Send + Sync {
     fn put_file(&self, path: &str, file: tempfile::NamedTempFile) -> Result<()>;
     /// Deletes file `path`; deleting an absent file is not an error.
     fn delete(&self, path: &str) -> Result<()>;
+    /// Deletes every file of `paths`, durably once it returns (a local store syncs
+    /// each directory once, not once per file).
+    fn delete_all(&self, paths: &[String]) -> Result<()> {
+        use rayon::prelude::*;
+        paths.par_iter().try_for_each(|p| self.delete(p))
+    }
 }
 
 /// Options of a remote location that its URL does not carry.
@@ -65,11 +71,6 @@ pub fn open(location: &str, opts: &RemoteOptions) -> Result<Arc<dyn Store>> {
     } else {
         Ok(Arc::new(Local::new(PathBuf::from(location))))
     }
-}
-
-/// Whether `location` names a remote store.
-pub fn is_remote(location: &str) -> bool {
-    location.contains("://")
 }
 
 /// The error of a file that should exist and does not.
