@@ -64,26 +64,11 @@ impl Env {
 
     /// Runs a backup with `--json` and returns its output.
     pub fn backup_json(&self, args: &[&str]) -> serde_json::Value {
-        let out = self
-            .snap(&[&["backup", "--json"], args].concat())
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "backup failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        serde_json::from_slice(&out.stdout).unwrap()
+        json(self.snap(&[&["backup", "--json"], args].concat()))
     }
 
     pub fn snapshots(&self) -> Vec<serde_json::Value> {
-        let out = self.snap(&["list", "--json"]).output().unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        serde_json::from_slice(&out.stdout).unwrap()
+        serde_json::from_value(json(self.snap(&["list", "--json"]))).unwrap()
     }
 
     pub fn restore(&self, snapshot: &str, target: &Path) {
