@@ -151,8 +151,28 @@ impl Index {
         Ok(ok.then_some(index))
     }
 
+    /// The connection for writes: a read transaction left open by [`Index::reader`]
+    /// is ended first.
     fn conn(&self) -> MutexGuard<'_, Connection> {
-        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+        let c = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        if !c.is_autocommit() {
+            // Only reads ran in it: ending it cannot fail for want of a lock.
+            let _ = c.execute_batch("COMMIT");
+        }
+        c
+    }
+
+    /// The connection for reads, inside a read transaction that stays open until the
+    /// next write. Starting one per statement costs more than the lookup itself (file
+    /// locks on the WAL index), and a backup makes one lookup per chunk. Rows another
+    /// process commits meanwhile show after this process's next write; the repository
+    /// lock keeps prune out, so what it sees can only be short of new blobs.
+    fn reader(&self) -> Result<MutexGuard<'_, Connection>> {
+        let c = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        if c.is_autocommit() {
+            c.execute_batch("BEGIN").map_err(|e| self.err(e))?;
+        }
+        Ok(c)
     }
 
     fn err(&self, e: rusqlite::Error) -> Error {
@@ -176,7 +196,7 @@ impl Index {
     /// Whether every index file of the repository could be read when the cache was
     /// last brought up to date (see [`Index::set_complete`]).
     pub fn is_complete(&self) -> Result<bool> {
-        let c = self.conn();
+        let c = self.reader()?;
         c.query_row(
             "SELECT count(*) FROM meta WHERE key = 'complete'",
             [],
@@ -228,7 +248,7 @@ impl Index {
     /// For each of `srcs` (data chunk ids of another repository), the id this
     /// repository gave its content when sync last copied it, if that blob is still here.
     pub fn copies(&self, srcs: &[Id]) -> Result<Vec<Option<Id>>> {
-        let c = self.conn();
+        let c = self.reader()?;
         let mut st = c
             .prepare_cached(
                 "SELECT c.dst FROM copies c JOIN blobs b ON b.id = c.dst WHERE c.src = ?1",
@@ -262,7 +282,7 @@ impl Index {
 
     /// Where blob `id` is stored, if anywhere.
     pub fn lookup(&self, id: &Id) -> Result<Option<BlobLoc>> {
-        let c = self.conn();
+        let c = self.reader()?;
         let mut st = c
             .prepare_cached(
                 "SELECT p.name, b.offset, b.stored_len, b.raw_len, b.kind, b.compression
@@ -309,7 +329,7 @@ impl Index {
 
     /// Whether blob `id` is stored.
     pub fn contains(&self, id: &Id) -> Result<bool> {
-        let c = self.conn();
+        let c = self.reader()?;
         let mut st = c
             .prepare_cached("SELECT 1 FROM blobs WHERE id = ?1")
             .map_err(|e| self.err(e))?;
@@ -355,7 +375,7 @@ impl Index {
         params: impl rusqlite::Params,
         f: impl FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
     ) -> Result<Vec<T>> {
-        let c = self.conn();
+        let c = self.reader()?;
         let mut st = c.prepare_cached(sql).map_err(|e| self.err(e))?;
         let rows = st.query_map(params, f).map_err(|e| self.err(e))?;
         rows.collect::<rusqlite::Result<Vec<T>>>()
@@ -427,7 +447,6 @@ impl Index {
             .collect()
     }
 
-    /// An id read from the index (a pack name or blob id).
     /// The ids a one-column query returns.
     fn ids<C: FromIterator<Id>>(&self, sql: &str) -> Result<C> {
         self.rows(sql, [], |r| r.get::<_, Vec<u8>>(0))?
@@ -436,6 +455,7 @@ impl Index {
             .collect()
     }
 
+    /// An id read from the index (a pack name or blob id).
     fn id_of(&self, b: &[u8]) -> Result<Id> {
         Id::from_slice(b).ok_or_else(|| Error::Index {
             path: self.path.clone(),
@@ -521,7 +541,7 @@ impl Index {
 
     /// Repository totals: packs, their bytes, blobs, the blobs' raw and stored bytes.
     pub fn totals(&self) -> Result<Totals> {
-        let c = self.conn();
+        let c = self.reader()?;
         let (packs, pack_bytes) = c
             .query_row(
                 "SELECT count(*), coalesce(sum(size), 0) FROM packs",
