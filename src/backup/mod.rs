@@ -18,7 +18,7 @@ use std::fs::Metadata;
 use std::io::{self, Read};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Instant;
 
@@ -155,21 +155,7 @@ pub fn backup(
         ));
     }
     // Parsed before anything runs: a bad DSN fails the backup at once.
-    let pg_dsns = opts
-        .pg
-        .iter()
-        .map(|d| crate::source::pg::Dsn::parse(d))
-        .collect::<Result<Vec<_>>>()?;
-    let pg_all_dsns = opts
-        .pg_all
-        .iter()
-        .map(|d| crate::source::pg::Dsn::parse(d))
-        .collect::<Result<Vec<_>>>()?;
-    let mongo_uris = opts
-        .mongo
-        .iter()
-        .map(|u| crate::source::mongo::MongoUri::parse(u))
-        .collect::<Result<Vec<_>>>()?;
+    let dbs = Databases::parse(opts)?;
     let mut sources = Vec::new();
     let mut placed: Vec<(Vec<Vec<u8>>, PathBuf)> = Vec::new();
     for p in &opts.paths {
@@ -228,95 +214,28 @@ pub fn backup(
         counts: Counts::default(),
         warnings: Mutex::new(Vec::new()),
         parent_time: parent.as_ref().map(|(_, s)| s.time.timestamp()),
+        stop: AtomicBool::new(false),
     };
-    let mut root = VDir::default();
     let now = Timestamp {
         sec: time.timestamp(),
         nsec: time.timestamp_subsec_nanos(),
     };
-
-    if let Some(name) = &opts.stdin_name {
-        let comps = stream_components(name)?;
-        let input = stdin
-            .ok_or_else(|| Error::Invalid("--stdin-name given but no standard input".into()))?;
-        let (content, size) = run.ingest(input, run.stream_params, None)?.at("<stdin>")?;
-        run.put_stream(&mut root, &comps, content, size, STREAM_MODE, now)?;
-        sources.push(Source::Stdin {
-            name: name.clone(),
-            profile: opts.stream_profile,
-        });
-    }
-    for (command, name) in &opts.commands {
-        if let Some(w) = crate::source::command::compression_warning(command) {
-            log::warn!("{w}");
-        }
-        let mut sh = std::process::Command::new("sh");
-        sh.arg("-c").arg(command);
-        run.stream_command(sh, command, name, &mut root, now)?;
-        sources.push(Source::Command {
-            command: command.clone(),
-            name: name.clone(),
-            profile: opts.stream_profile,
-            exit_status: 0,
-        });
-    }
-    for (command, name) in &opts.command_dirs {
-        sources.push(db::command_dir(&run, command, name, &mut root, now)?);
-    }
-    for dsn in &pg_dsns {
-        sources.push(db::pg(&run, dsn, &mut root, now)?);
-    }
-    for dsn in &pg_all_dsns {
-        sources.push(db::pg_all(&run, dsn, &mut root, now)?);
-    }
-    for uri in &mongo_uris {
-        sources.push(db::mongo(&run, uri, &mut root, now)?);
-    }
-    if let Some((path, blake3)) = &opts.archive {
-        if ngw_config.is_some() {
-            return Err(Error::Invalid(
-                "--ngw and an imported archive cannot share a snapshot".into(),
-            ));
-        }
-        archive::import(&run, path, &mut root, now)?;
-        sources.push(Source::Archive {
-            file: path
-                .file_name()
-                .unwrap_or_default()
-                .to_string_lossy()
-                .into_owned(),
-            blake3: *blake3,
-        });
-    }
-    if let Some(cfg) = &ngw_config {
-        ngw::backup(
-            &run,
-            cfg,
-            parent.as_ref().map(|(_, s)| s.tree),
-            &mut root,
-            now,
-        )?;
-    }
-    for (comps, abs) in &placed {
-        let md = std::fs::symlink_metadata(abs).at(abs)?;
-        let prev = match &parent {
-            Some((_, snap)) => repo.find_node(&snap.tree, comps).unwrap_or_else(|e| {
-                log::warn!(
-                    "{}: parent snapshot unreadable ({e}); reading every file",
-                    abs.display()
-                );
-                None
-            }),
-            None => None,
-        };
-        let name = comps.last().cloned().unwrap_or_else(|| b"/".to_vec());
-        let node = run.node(abs, name, md, prev.as_ref())?.ok_or_else(|| {
-            Error::Invalid(format!(
-                "{}: could not be read: {}",
-                abs.display(),
-                run.last_warning()
-            ))
-        })?;
+    let parent_tree = parent.as_ref().map(|(_, s)| s.tree);
+    // Streams (stdin, commands, dumps, archives) and the walk of the paths overlap:
+    // a dump leaves a core idle while its command produces, a walk while it stats.
+    let (streamed, walked) = rayon::join(
+        || {
+            let r = run.streams(opts, stdin, &dbs, ngw_config.as_ref(), parent_tree, now);
+            if r.is_err() {
+                run.stop.store(true, Ordering::Relaxed);
+            }
+            r
+        },
+        || run.walk(&placed, parent_tree.as_ref()),
+    );
+    let (mut root, stream_sources) = streamed?;
+    sources.extend(stream_sources);
+    for ((comps, _), node) in placed.iter().zip(walked?) {
         if comps.is_empty() {
             let NodeKind::Dir(tree) = &node.kind else {
                 return Err(Error::Invalid("/ is not a directory".into()));
@@ -384,6 +303,32 @@ pub fn backup(
         snapshot,
         warnings,
     })
+}
+
+/// The database sources of a backup, parsed.
+struct Databases {
+    pg: Vec<crate::source::pg::Dsn>,
+    pg_all: Vec<crate::source::pg::Dsn>,
+    mongo: Vec<crate::source::mongo::MongoUri>,
+}
+
+impl Databases {
+    fn parse(opts: &BackupOptions) -> Result<Databases> {
+        let dsns = |v: &[String]| {
+            v.iter()
+                .map(|d| crate::source::pg::Dsn::parse(d))
+                .collect::<Result<Vec<_>>>()
+        };
+        Ok(Databases {
+            pg: dsns(&opts.pg)?,
+            pg_all: dsns(&opts.pg_all)?,
+            mongo: opts
+                .mongo
+                .iter()
+                .map(|u| crate::source::mongo::MongoUri::parse(u))
+                .collect::<Result<_>>()?,
+        })
+    }
 }
 
 /// The BLAKE3 of a whole file (an archive's identity for import).
@@ -455,6 +400,9 @@ struct Run<'r> {
     warnings: Mutex<Vec<String>>,
     /// Start of the parent snapshot (seconds); see [`Run::racy`].
     parent_time: Option<i64>,
+    /// Set when the streams failed: the walk beside them gives up (its result would
+    /// be thrown away).
+    stop: AtomicBool,
 }
 
 impl Run<'_> {
@@ -471,6 +419,112 @@ impl Run<'_> {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .push(w);
+    }
+
+    /// Stores the stream sources (stdin, commands, databases, an archive, NGW) into a
+    /// new root; returns it with their [`Source`] records.
+    fn streams(
+        &self,
+        opts: &BackupOptions,
+        stdin: Option<&mut (dyn Read + Send)>,
+        dbs: &Databases,
+        ngw_config: Option<&crate::source::ngw::NgwConfig>,
+        parent_tree: Option<Id>,
+        now: Timestamp,
+    ) -> Result<(VDir, Vec<Source>)> {
+        let mut root = VDir::default();
+        let mut sources = Vec::new();
+        if let Some(name) = &opts.stdin_name {
+            let comps = stream_components(name)?;
+            let input = stdin
+                .ok_or_else(|| Error::Invalid("--stdin-name given but no standard input".into()))?;
+            let (content, size) = self
+                .ingest(input, self.stream_params, None)?
+                .at("<stdin>")?;
+            self.put_stream(&mut root, &comps, content, size, STREAM_MODE, now)?;
+            sources.push(Source::Stdin {
+                name: name.clone(),
+                profile: opts.stream_profile,
+            });
+        }
+        for (command, name) in &opts.commands {
+            if let Some(w) = crate::source::command::compression_warning(command) {
+                log::warn!("{w}");
+            }
+            let mut sh = std::process::Command::new("sh");
+            sh.arg("-c").arg(command);
+            self.stream_command(sh, command, name, &mut root, now)?;
+            sources.push(Source::Command {
+                command: command.clone(),
+                name: name.clone(),
+                profile: opts.stream_profile,
+                exit_status: 0,
+            });
+        }
+        for (command, name) in &opts.command_dirs {
+            sources.push(db::command_dir(self, command, name, &mut root, now)?);
+        }
+        for dsn in &dbs.pg {
+            sources.push(db::pg(self, dsn, &mut root, now)?);
+        }
+        for dsn in &dbs.pg_all {
+            sources.push(db::pg_all(self, dsn, &mut root, now)?);
+        }
+        for uri in &dbs.mongo {
+            sources.push(db::mongo(self, uri, &mut root, now)?);
+        }
+        if let Some((path, blake3)) = &opts.archive {
+            if ngw_config.is_some() {
+                return Err(Error::Invalid(
+                    "--ngw and an imported archive cannot share a snapshot".into(),
+                ));
+            }
+            archive::import(self, path, &mut root, now)?;
+            sources.push(Source::Archive {
+                file: path
+                    .file_name()
+                    .unwrap_or_default()
+                    .to_string_lossy()
+                    .into_owned(),
+                blake3: *blake3,
+            });
+        }
+        if let Some(cfg) = ngw_config {
+            ngw::backup(self, cfg, parent_tree, &mut root, now)?;
+        }
+        Ok((root, sources))
+    }
+
+    /// Backs up the path sources, each against its place in the parent snapshot.
+    fn walk(
+        &self,
+        placed: &[(Vec<Vec<u8>>, PathBuf)],
+        parent_tree: Option<&Id>,
+    ) -> Result<Vec<Node>> {
+        placed
+            .iter()
+            .map(|(comps, abs)| {
+                let md = std::fs::symlink_metadata(abs).at(abs)?;
+                let prev = match parent_tree {
+                    Some(tree) => self.repo.find_node(tree, comps).unwrap_or_else(|e| {
+                        log::warn!(
+                            "{}: parent snapshot unreadable ({e}); reading every file",
+                            abs.display()
+                        );
+                        None
+                    }),
+                    None => None,
+                };
+                let name = comps.last().cloned().unwrap_or_else(|| b"/".to_vec());
+                self.node(abs, name, md, prev.as_ref())?.ok_or_else(|| {
+                    Error::Invalid(format!(
+                        "{}: could not be read: {}",
+                        abs.display(),
+                        self.last_warning()
+                    ))
+                })
+            })
+            .collect()
     }
 
     /// Records a stream that went through [`Run::ingest`] (stdin, command output, a
@@ -594,6 +648,9 @@ impl Run<'_> {
         let mut total = 0u64;
         let mut next = chunker.next_batch(r);
         loop {
+            if self.stop.load(Ordering::Relaxed) {
+                return Ok(Err(io::Error::other("the backup stopped")));
+            }
             let batch = match next {
                 Ok(Some(b)) => b,
                 Ok(None) => break,
@@ -622,6 +679,9 @@ impl Run<'_> {
         md: Metadata,
         prev: Option<&Node>,
     ) -> Result<Option<Node>> {
+        if self.stop.load(Ordering::Relaxed) {
+            return Ok(None);
+        }
         let meta = sfs::meta_of(&md);
         let ft = md.file_type();
         let kind = if ft.is_dir() {
