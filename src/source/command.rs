@@ -101,6 +101,9 @@ impl Running {
             })?;
         let stdin = child.stdin.take();
         let stdout = child.stdout.take();
+        if let Some(out) = &stdout {
+            widen_pipe(out);
+        }
         let mut err = child.stderr.take().expect("stderr is piped");
         let stderr = std::thread::spawn(move || {
             let mut tail = Vec::new();
@@ -258,6 +261,13 @@ pub fn compression_warning(command: &str) -> Option<String> {
         ));
     }
     None
+}
+
+/// Asks for a 1 MiB pipe buffer (the unprivileged maximum) instead of 64 KiB: a
+/// dump then arrives in 16 times fewer reads and wake-ups. A refusal changes nothing
+/// but speed.
+pub fn widen_pipe(fd: impl std::os::fd::AsFd) {
+    let _ = rustix::pipe::fcntl_setpipe_size(fd, 1 << 20);
 }
 
 #[cfg(test)]
