@@ -621,37 +621,76 @@ impl Repository {
         content: &Content,
         sink: &mut dyn FnMut(&[u8]) -> Result<()>,
     ) -> Result<()> {
-        const BATCH_BYTES: u64 = 32 << 20;
-        let mut batch: Vec<(Id, BlobLoc)> = Vec::new();
-        let mut batch_bytes = 0u64;
-        let mut flush = |batch: &mut Vec<(Id, BlobLoc)>| -> Result<()> {
+        self.located_batches(content, 32 << 20, |batch| {
             let runs = runs(batch);
             let chunks: Vec<Vec<Vec<u8>>> = if runs.len() > 1 {
                 runs.par_iter()
-                    .map(|r| self.read_run(r))
+                    .map(|r| self.read_run(&batch[r.clone()]))
                     .collect::<Result<_>>()?
             } else {
                 runs.iter()
-                    .map(|r| self.read_run(r))
+                    .map(|r| self.read_run(&batch[r.clone()]))
                     .collect::<Result<_>>()?
             };
             for c in chunks.iter().flatten() {
                 sink(c)?;
             }
-            batch.clear();
             Ok(())
-        };
+        })
+    }
+
+    /// Like [`Repository::read_content`] for a sink that takes chunks at their offset
+    /// in any order (a file written with `pwrite`): each run of chunks is written by
+    /// the thread that decoded it, so memory is the runs in flight, not a batch.
+    /// Returns the content's length.
+    pub fn read_content_at(
+        &self,
+        content: &Content,
+        write: &(dyn Fn(u64, &[u8]) -> Result<()> + Sync),
+    ) -> Result<u64> {
+        let mut pos = 0u64;
+        self.located_batches(content, 256 << 20, |batch| {
+            let mut offsets = Vec::with_capacity(batch.len());
+            for (_, loc) in batch {
+                offsets.push(pos);
+                pos += u64::from(loc.raw_len);
+            }
+            runs(batch).into_par_iter().try_for_each(|r| {
+                let chunks = self.read_run(&batch[r.clone()])?;
+                for (c, at) in chunks.iter().zip(&offsets[r]) {
+                    write(*at, c)?;
+                }
+                Ok(())
+            })
+        })?;
+        Ok(pos)
+    }
+
+    /// Locates a file's chunks in order and hands them to `f` in batches of about
+    /// `batch_bytes` raw bytes.
+    fn located_batches(
+        &self,
+        content: &Content,
+        batch_bytes: u64,
+        mut f: impl FnMut(&[(Id, BlobLoc)]) -> Result<()>,
+    ) -> Result<()> {
+        let mut batch: Vec<(Id, BlobLoc)> = Vec::new();
+        let mut bytes = 0u64;
         self.for_each_chunk(content, &mut |id| {
             let loc = self.locate(&id)?;
-            batch_bytes += loc.raw_len as u64;
+            bytes += u64::from(loc.raw_len);
             batch.push((id, loc));
-            if batch_bytes >= BATCH_BYTES {
-                flush(&mut batch)?;
-                batch_bytes = 0;
+            if bytes >= batch_bytes {
+                f(&batch)?;
+                batch.clear();
+                bytes = 0;
             }
             Ok(())
         })?;
-        flush(&mut batch)
+        if batch.is_empty() {
+            return Ok(());
+        }
+        f(&batch)
     }
 
     /// Whether every blob of `content` (data chunks and list nodes) is in the index, so
@@ -990,8 +1029,8 @@ impl Repository {
 }
 
 /// Splits blobs (in file order) into runs stored back to back in one pack, each at
-/// most 4 MiB so that a batch still decodes on several cores.
-fn runs(blobs: &[(Id, BlobLoc)]) -> Vec<&[(Id, BlobLoc)]> {
+/// most 4 MiB so that a batch still decodes on several cores; returns index ranges.
+fn runs(blobs: &[(Id, BlobLoc)]) -> Vec<std::ops::Range<usize>> {
     const MAX_RUN: u64 = 4 << 20;
     let mut out = Vec::new();
     let mut start = 0;
@@ -1005,14 +1044,14 @@ fn runs(blobs: &[(Id, BlobLoc)]) -> Vec<&[(Id, BlobLoc)]> {
                 && span + u64::from(loc.stored_len) <= MAX_RUN
         };
         if !joins && i > start {
-            out.push(&blobs[start..i]);
+            out.push(start..i);
             start = i;
             span = 0;
         }
         span += u64::from(loc.stored_len);
     }
     if start < blobs.len() {
-        out.push(&blobs[start..]);
+        out.push(start..blobs.len());
     }
     out
 }

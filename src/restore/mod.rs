@@ -353,19 +353,20 @@ impl Restorer<'_> {
             .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
             .open(dest)
             .at(dest)?;
-        let mut pos = 0u64;
-        let written = self.repo.read_content(content, &mut |chunk| {
-            write_sparse(&f, pos, chunk).at(dest)?;
-            pos += chunk.len() as u64;
+        let written = self.repo.read_content_at(content, &|at, chunk| {
+            write_sparse(&f, at, chunk).at(dest)?;
             self.progress.bytes(chunk.len() as u64);
             Ok(())
         });
-        let done = written.and_then(|_| f.set_len(pos).at(dest));
-        if let Err(e) = done {
-            drop(f);
-            let _ = fs::remove_file(dest);
-            return Err(Error::Invalid(format!("{e}; the file was not restored")));
-        }
+        let done = written.and_then(|len| f.set_len(len).at(dest).map(|()| len));
+        let pos = match done {
+            Ok(len) => len,
+            Err(e) => {
+                drop(f);
+                let _ = fs::remove_file(dest);
+                return Err(Error::Invalid(format!("{e}; the file was not restored")));
+            }
+        };
         self.apply_meta_fd(&f, dest, m)?;
         drop(f);
         self.files.fetch_add(1, Ordering::Relaxed);
