@@ -4,7 +4,7 @@
 #
 # What it measures (each step under /usr/bin/time: wall seconds and peak RSS)
 #   files   FILES small files (default 1,000,000 of 40-300 bytes, 1000 per directory):
-#           first backup, no-op backup and restore, by snap and by restic.
+#           first backup, no-op backup and restore, by snap, restic and bupstash.
 #   stream  `snap backup --command 'seq 1 N'`: STREAM_GB GiB (default 20) of text that
 #           never repeats (so every chunk is new) but compresses well (so the repository
 #           stays a few GB), chunked with the dump profile: ~1.3M chunks.
@@ -17,7 +17,7 @@
 # How to run
 #   CARGO_TARGET_DIR=/tmp/snap-target-bench cargo build --release
 #   SNAP=/tmp/snap-target-bench/release/snap bash benches/scale.sh
-# Knobs: WORK (default /tmp/scale-bench, wiped first), SNAP, RESTIC, FILES (1000000),
+# Knobs: WORK (default /tmp/scale-bench, wiped first), SNAP, RESTIC, BUPSTASH, FILES (1000000),
 #   STREAM_GB (20), SNAPSHOTS (100), PARTS ("files stream history"), KEEP (0; 1 keeps
 #   WORK, so PARTS=history continues the stream's repository).
 #   Needs ~15 GB free in WORK (a million files take 4 KiB each, three times over); takes
@@ -29,6 +29,8 @@ HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 WORK=${WORK:-/tmp/scale-bench}
 SNAP=${SNAP:-$HERE/target/release/snap}
 RESTIC=${RESTIC:-$(command -v restic)}
+# bupstash (../shared/bench/setup.sh installs it); the files part runs it when found.
+BUPSTASH=${BUPSTASH:-$(command -v bupstash || echo "$HERE/../shared/bench/.tools/bin/bupstash")}
 FILES=${FILES:-1000000}
 STREAM_GB=${STREAM_GB:-20}
 SNAPSHOTS=${SNAPSHOTS:-100}
@@ -79,7 +81,22 @@ PY
     timed "restic: first backup" "$RESTIC" --repo "$WORK/restic-files" backup -q "$WORK/tree"
     timed "restic: no-op backup" "$RESTIC" --repo "$WORK/restic-files" backup -q "$WORK/tree"
     timed "restic: restore" "$RESTIC" --repo "$WORK/restic-files" restore latest --target "$WORK/r"
-    rm -rf "$WORK/r" "$WORK/restic-files" "$WORK/snap-files" "$WORK/tree"
+    rm -rf "$WORK/r" "$WORK/restic-files"
+    if [ -x "$BUPSTASH" ]; then
+        export BUPSTASH_REPOSITORY=$WORK/bupstash-files BUPSTASH_KEY=$WORK/bupstash.key \
+            XDG_CACHE_HOME=$WORK/bupstash-cache BUPSTASH_QUERY_CACHE=$WORK/bupstash-cache/q.sqlite3
+        mkdir -p "$WORK/bupstash-cache" "$WORK/r"
+        "$BUPSTASH" init -r "$BUPSTASH_REPOSITORY" && "$BUPSTASH" new-key -o "$BUPSTASH_KEY"
+        put=("$BUPSTASH" put -q --send-log "$WORK/bupstash-cache/files.sendlog" name=tree)
+        timed "bupstash: first backup" "${put[@]}" "$WORK/tree"
+        timed "bupstash: no-op backup" "${put[@]}" "$WORK/tree"
+        id=$(tail -1 "$WORK/last.out")
+        timed "bupstash: restore" "$BUPSTASH" restore --into "$WORK/r" id="$id"
+        rm -rf "$WORK/r" "$WORK/bupstash-files"
+    else
+        log "bupstash not found ($BUPSTASH): its rows are left out"
+    fi
+    rm -rf "$WORK/snap-files" "$WORK/tree"
 fi
 
 if [[ " $PARTS " == *" stream "* ]]; then

@@ -1,8 +1,9 @@
 //! The backup operation: sources in, one snapshot out.
 //!
-//! Files are walked in name order, directories in parallel (rayon); each file or stream
-//! is cut into chunks window by window, and the chunks of a window are hashed,
-//! deduplicated and compressed on all cores. Memory is bounded by the windows in flight
+//! Streams (standard input, commands, dumps, archives) are stored one after another
+//! while, beside them, files are walked in name order, directories in parallel (rayon);
+//! each file or stream is cut into chunks window by window, and the chunks of a window
+//! are hashed, deduplicated and compressed on all cores. Memory is bounded by the windows in flight
 //! and one directory listing per level, never by file, stream or repository size.
 //!
 //! With a parent snapshot (same host, same paths), a file whose size, mtime, ctime and
@@ -152,6 +153,11 @@ pub fn backup(
     if !opts.has_source() {
         return Err(Error::Invalid(
             "nothing to back up: give paths, --stdin-name, --command, --command-dir, --pg, --pg-all, --mongo or --ngw".into(),
+        ));
+    }
+    if opts.archive.is_some() && opts.ngw.is_some() {
+        return Err(Error::Invalid(
+            "--ngw and an imported archive cannot share a snapshot".into(),
         ));
     }
     // Parsed before anything runs: a bad DSN fails the backup at once.
@@ -474,11 +480,6 @@ impl Run<'_> {
             sources.push(db::mongo(self, uri, &mut root, now)?);
         }
         if let Some((path, blake3)) = &opts.archive {
-            if ngw_config.is_some() {
-                return Err(Error::Invalid(
-                    "--ngw and an imported archive cannot share a snapshot".into(),
-                ));
-            }
             archive::import(self, path, &mut root, now)?;
             sources.push(Source::Archive {
                 file: path
