@@ -234,9 +234,7 @@ impl Index {
     /// cache already holds are skipped).
     pub fn ingest(&self, file: &Id, packs: &[PackRecord]) -> Result<()> {
         self.tx(|c| {
-            for (name, size, entries) in packs {
-                insert_pack(c, name, *size, entries)?;
-            }
+            insert_packs(c, packs)?;
             c.execute(
                 "INSERT OR IGNORE INTO index_files VALUES (?1)",
                 [&file.0[..]],
@@ -514,10 +512,7 @@ impl Index {
                     add_file.execute([&f.0[..]])?;
                 }
             }
-            for (name, size, entries) in added {
-                insert_pack(c, name, *size, entries)?;
-            }
-            Ok(())
+            insert_packs(c, added)
         })
     }
 
@@ -593,24 +588,27 @@ fn loc_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<LocRow> {
 }
 
 /// Adds a pack and its blobs; a blob indexed elsewhere keeps its row.
-fn insert_pack(
-    c: &rusqlite::Transaction<'_>,
-    name: &Id,
-    size: u64,
-    entries: &[PackEntry],
-) -> rusqlite::Result<()> {
-    let inserted = c.execute(
-        "INSERT OR IGNORE INTO packs (name, size, blobs) VALUES (?1, ?2, ?3)",
-        params![&name.0[..], size as i64, entries.len() as i64],
-    )?;
-    if inserted == 0 {
-        // Listed by another index file too: its blobs are in already.
-        return Ok(());
+/// Adds `packs` and their blobs (packs the cache already holds are skipped). Blob rows
+/// go in in id order: ids are random, so in pack order every row would land on a
+/// random page of the blobs tree, evicting the page cache once it outgrows SQLite's
+/// small cache; in id order one sweep visits each page once.
+fn insert_packs(c: &rusqlite::Transaction<'_>, packs: &[PackRecord]) -> rusqlite::Result<()> {
+    let mut rows: Vec<(i64, &PackEntry)> = Vec::new();
+    for (name, size, entries) in packs {
+        let inserted = c.execute(
+            "INSERT OR IGNORE INTO packs (name, size, blobs) VALUES (?1, ?2, ?3)",
+            params![&name.0[..], *size as i64, entries.len() as i64],
+        )?;
+        // Zero when another index file lists the pack too: its blobs are in already.
+        if inserted == 1 {
+            let pack = c.last_insert_rowid();
+            rows.extend(entries.iter().map(|e| (pack, e)));
+        }
     }
-    let pack = c.last_insert_rowid();
+    rows.sort_unstable_by_key(|(_, e)| e.id);
     let mut st =
         c.prepare_cached("INSERT OR IGNORE INTO blobs VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)")?;
-    for e in entries {
+    for (pack, e) in rows {
         st.execute(params![
             &e.id.0[..],
             pack,
