@@ -31,6 +31,10 @@ pub const ENTRY_LEN: usize = 44;
 pub const FOOTER_LEN: usize = 48;
 /// Default size at which a pack is closed.
 pub const DEFAULT_TARGET_SIZE: u64 = 32 << 20;
+/// A pack is also closed at this many blobs: a pack of tiny files (a million files of
+/// a hundred bytes) would otherwise hold 200,000 of them, and the writer keeps every
+/// entry, and a backup every claim, until the pack is done.
+const MAX_BLOBS: usize = 1 << 15;
 
 /// What a blob holds (one byte on disk).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -158,6 +162,11 @@ impl<W: Write> PackWriter<W> {
     /// Bytes written so far.
     pub fn len(&self) -> u64 {
         self.len
+    }
+
+    /// Whether the pack is to be closed: at `target_size` bytes or [`MAX_BLOBS`] blobs.
+    pub fn is_full(&self, target_size: u64) -> bool {
+        self.len >= target_size || self.entries.len() >= MAX_BLOBS
     }
 
     /// True when no blob was added.

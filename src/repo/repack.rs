@@ -54,7 +54,7 @@ impl<'r> Repacker<'r> {
         let w = slot.as_mut().expect("just opened");
         w.add(loc.kind, loc.compression, *id, loc.raw_len, &stored)
             .at(w.get_ref().get_ref().path())?;
-        if w.len() >= self.repo.config.pack_size {
+        if w.is_full(self.repo.config.pack_size) {
             let full = slot.take().expect("open");
             self.close(full)?;
         }

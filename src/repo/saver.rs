@@ -112,7 +112,7 @@ impl<'r> Saver<'r> {
             p.writer
                 .add(kind, compression, id, raw_len, &stored)
                 .at(p.writer_path())?;
-            if p.writer.len() >= self.repo.config.pack_size {
+            if p.writer.is_full(self.repo.config.pack_size) {
                 open.take()
             } else {
                 None
