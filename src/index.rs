@@ -587,11 +587,11 @@ fn loc_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<LocRow> {
     ))
 }
 
-/// Adds a pack and its blobs; a blob indexed elsewhere keeps its row.
-/// Adds `packs` and their blobs (packs the cache already holds are skipped). Blob rows
-/// go in in id order: ids are random, so in pack order every row would land on a
-/// random page of the blobs tree, evicting the page cache once it outgrows SQLite's
-/// small cache; in id order one sweep visits each page once.
+/// Adds `packs` and their blobs (packs the cache already holds are skipped; a blob
+/// indexed in another pack keeps its row). Blob rows go in in id order: ids are
+/// random, so in pack order every row would land on a random page of the blobs tree,
+/// evicting the page cache once it outgrows SQLite's small cache; in id order one sweep
+/// visits each page once.
 fn insert_packs(c: &rusqlite::Transaction<'_>, packs: &[PackRecord]) -> rusqlite::Result<()> {
     let mut rows: Vec<(i64, &PackEntry)> = Vec::new();
     for (name, size, entries) in packs {
