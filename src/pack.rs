@@ -164,7 +164,7 @@ impl<W: Write> PackWriter<W> {
         self.len
     }
 
-    /// Whether the pack is to be closed: at `target_size` bytes or [`MAX_BLOBS`] blobs.
+    /// Whether the pack is to be closed: at `target_size` bytes or 32,768 blobs.
     pub fn is_full(&self, target_size: u64) -> bool {
         self.len >= target_size || self.entries.len() >= MAX_BLOBS
     }
