@@ -547,6 +547,30 @@ retention = {{ keep_last = 1 }}
         .assert()
         .code(1)
         .stderr(predicate::str::contains("killed by signal 9"));
+        // Beside a walk of files, which runs at the same time: the command's failure
+        // still fails the backup, is what is reported, and records nothing.
+        let src = env.path("src");
+        for d in 0..20 {
+            let dir = src.join(format!("d{d}"));
+            fs::create_dir_all(&dir).unwrap();
+            for f in 0..50 {
+                fs::write(dir.join(format!("f{f}")), format!("{d} {f}")).unwrap();
+            }
+        }
+        env.snap(&[
+            "backup",
+            "--command",
+            "exit 2",
+            "--as",
+            "db.sql",
+            src.to_str().unwrap(),
+        ])
+        .assert()
+        .code(1)
+        .stderr(
+            predicate::str::contains("exited with status 2")
+                .and(predicate::str::contains("could not be read").not()),
+        );
         assert!(env.snapshots().is_empty());
     }
 
