@@ -237,7 +237,7 @@ pub fn backup(
             }
             r
         },
-        || run.walk(&placed, parent_tree.as_ref()),
+        || run.walk(&placed, parent_tree),
     );
     let (mut root, stream_sources) = streamed?;
     sources.extend(stream_sources);
@@ -500,14 +500,14 @@ impl Run<'_> {
     fn walk(
         &self,
         placed: &[(Vec<Vec<u8>>, PathBuf)],
-        parent_tree: Option<&Id>,
+        parent_tree: Option<Id>,
     ) -> Result<Vec<Node>> {
         placed
             .iter()
             .map(|(comps, abs)| {
                 let md = std::fs::symlink_metadata(abs).at(abs)?;
                 let prev = match parent_tree {
-                    Some(tree) => self.repo.find_node(tree, comps).unwrap_or_else(|e| {
+                    Some(tree) => self.repo.find_node(&tree, comps).unwrap_or_else(|e| {
                         log::warn!(
                             "{}: parent snapshot unreadable ({e}); reading every file",
                             abs.display()

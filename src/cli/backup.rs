@@ -144,10 +144,8 @@ pub fn run(ctx: &Ctx, a: Args, m: &clap::ArgMatches) -> Result<i32> {
     let repo = ctx.open(true)?;
     let bar = Bar::new(ctx, "backup");
     let mut stdin = std::io::stdin();
-    if a.stdin_name.is_some() {
-        snap::source::command::widen_pipe(&stdin);
-    }
     let input: Option<&mut (dyn std::io::Read + Send)> = if a.stdin_name.is_some() {
+        snap::source::command::widen_pipe(&stdin);
         Some(&mut stdin)
     } else {
         None

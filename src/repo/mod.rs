@@ -622,15 +622,14 @@ impl Repository {
         sink: &mut dyn FnMut(&[u8]) -> Result<()>,
     ) -> Result<()> {
         self.located_batches(content, 32 << 20, |batch| {
+            let read = |r: std::ops::Range<usize>| self.read_run(&batch[r]);
             let runs = runs(batch);
+            // One run stays on this thread: handing it to the pool from outside costs a
+            // wake-up per small file (export, cat).
             let chunks: Vec<Vec<Vec<u8>>> = if runs.len() > 1 {
-                runs.par_iter()
-                    .map(|r| self.read_run(&batch[r.clone()]))
-                    .collect::<Result<_>>()?
+                runs.into_par_iter().map(&read).collect::<Result<_>>()?
             } else {
-                runs.iter()
-                    .map(|r| self.read_run(&batch[r.clone()]))
-                    .collect::<Result<_>>()?
+                runs.into_iter().map(&read).collect::<Result<_>>()?
             };
             for c in chunks.iter().flatten() {
                 sink(c)?;

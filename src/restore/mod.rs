@@ -353,13 +353,18 @@ impl Restorer<'_> {
             .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
             .open(dest)
             .at(dest)?;
-        let written = self.repo.read_content_at(content, &|at, chunk| {
-            write_sparse(&f, at, chunk).at(dest)?;
-            self.progress.bytes(chunk.len() as u64);
-            Ok(())
-        });
-        let done = written.and_then(|len| f.set_len(len).at(dest).map(|()| len));
-        let pos = match done {
+        let written = self
+            .repo
+            .read_content_at(content, &|at, chunk| {
+                write_sparse(&f, at, chunk).at(dest)?;
+                self.progress.bytes(chunk.len() as u64);
+                Ok(())
+            })
+            .and_then(|len| {
+                f.set_len(len).at(dest)?;
+                Ok(len)
+            });
+        let len = match written {
             Ok(len) => len,
             Err(e) => {
                 drop(f);
@@ -370,7 +375,7 @@ impl Restorer<'_> {
         self.apply_meta_fd(&f, dest, m)?;
         drop(f);
         self.files.fetch_add(1, Ordering::Relaxed);
-        self.bytes.fetch_add(pos, Ordering::Relaxed);
+        self.bytes.fetch_add(len, Ordering::Relaxed);
         Ok(())
     }
 
