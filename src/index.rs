@@ -7,6 +7,7 @@
 //! lets several processes back up into one repository at once.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -99,6 +100,19 @@ pub struct Totals {
 pub struct Index {
     path: PathBuf,
     conn: Mutex<Connection>,
+    /// Read-only connections for the per-chunk lookups, one per worker thread, so that
+    /// parallel lookups do not queue on one lock.
+    readers: Box<[Mutex<Option<ReadConn>>]>,
+    /// Transactions this process committed: a reader whose read transaction began
+    /// before the last one starts a new one.
+    writes: AtomicU64,
+}
+
+/// A read-only connection inside a read transaction that began when `seen` writes of
+/// this process had committed.
+struct ReadConn {
+    conn: Connection,
+    seen: u64,
 }
 
 impl Index {
@@ -109,6 +123,10 @@ impl Index {
         let index = Index {
             path: path.to_path_buf(),
             conn: Mutex::new(conn),
+            readers: (0..=rayon::current_num_threads())
+                .map(|_| Mutex::new(None))
+                .collect(),
+            writes: AtomicU64::new(0),
         };
         {
             let c = index.conn();
@@ -175,6 +193,40 @@ impl Index {
         Ok(c)
     }
 
+    /// Runs `f` on the calling thread's read-only connection, inside a read transaction
+    /// that has seen every write of this process (see [`Index::reader`] for why it
+    /// stays open).
+    fn read<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T> {
+        let slot = rayon::current_thread_index().map_or(0, |i| i + 1) % self.readers.len();
+        let mut guard = self.readers[slot].lock().unwrap_or_else(|p| p.into_inner());
+        let writes = self.writes.load(Ordering::Acquire);
+        let r = match &mut *guard {
+            Some(r) => r,
+            empty => {
+                let conn = Connection::open_with_flags(
+                    &self.path,
+                    rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY
+                        | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+                )
+                .map_err(|e| self.err(e))?;
+                conn.busy_timeout(Duration::from_secs(120))
+                    .map_err(|e| self.err(e))?;
+                empty.insert(ReadConn {
+                    conn,
+                    seen: u64::MAX,
+                })
+            }
+        };
+        if r.seen != writes {
+            if !r.conn.is_autocommit() {
+                let _ = r.conn.execute_batch("COMMIT");
+            }
+            r.conn.execute_batch("BEGIN").map_err(|e| self.err(e))?;
+            r.seen = writes;
+        }
+        f(&r.conn).map_err(|e| self.err(e))
+    }
+
     fn err(&self, e: rusqlite::Error) -> Error {
         sql_err(&self.path, e)
     }
@@ -190,6 +242,7 @@ impl Index {
             .map_err(|e| self.err(e))?;
         let v = f(&tx).map_err(|e| self.err(e))?;
         tx.commit().map_err(|e| self.err(e))?;
+        self.writes.fetch_add(1, Ordering::Release);
         Ok(v)
     }
 
@@ -280,17 +333,14 @@ impl Index {
 
     /// Where blob `id` is stored, if anywhere.
     pub fn lookup(&self, id: &Id) -> Result<Option<BlobLoc>> {
-        let c = self.reader()?;
-        let mut st = c
-            .prepare_cached(
+        let row = self.read(|c| {
+            c.prepare_cached(
                 "SELECT p.name, b.offset, b.stored_len, b.raw_len, b.kind, b.compression
                  FROM blobs b JOIN packs p ON p.id = b.pack WHERE b.id = ?1",
-            )
-            .map_err(|e| self.err(e))?;
-        let row = st
+            )?
             .query_row([&id.0[..]], loc_row)
             .optional()
-            .map_err(|e| self.err(e))?;
+        })?;
         let Some((pack, offset, stored, raw, kind, comp)) = row else {
             return Ok(None);
         };
@@ -327,11 +377,10 @@ impl Index {
 
     /// Whether blob `id` is stored.
     pub fn contains(&self, id: &Id) -> Result<bool> {
-        let c = self.reader()?;
-        let mut st = c
-            .prepare_cached("SELECT 1 FROM blobs WHERE id = ?1")
-            .map_err(|e| self.err(e))?;
-        st.exists([&id.0[..]]).map_err(|e| self.err(e))
+        self.read(|c| {
+            c.prepare_cached("SELECT 1 FROM blobs WHERE id = ?1")?
+                .exists([&id.0[..]])
+        })
     }
 
     /// Records a snapshot (idempotent).
@@ -665,5 +714,39 @@ mod tests {
             Index::open(&path, "other").unwrap().is_none(),
             "another repository's index is not used"
         );
+    }
+
+    /// Each worker thread reads through its own connection, inside a read transaction
+    /// kept open between lookups: every write of this process must still show at once.
+    #[test]
+    fn worker_lookups_see_each_write() {
+        use rayon::prelude::*;
+        let dir = tempfile::tempdir().unwrap();
+        let idx = Index::open(&dir.path().join("index.sqlite"), "r1")
+            .unwrap()
+            .unwrap();
+        let entry = |n: u32| PackEntry {
+            kind: BlobKind::Data,
+            compression: Compression::Raw,
+            id: Id::hash(&n.to_le_bytes()),
+            offset: u64::from(n),
+            stored_len: 1,
+            raw_len: 1,
+        };
+        let all_seen = |upto: u32| {
+            (0..64u32)
+                .into_par_iter()
+                .all(|n| idx.contains(&entry(n).id).unwrap() == (n < upto))
+        };
+        assert!(all_seen(0));
+        for round in 1..=4u32 {
+            let file = Id::hash(&round.to_le_bytes());
+            let pack = Id::hash(&[round as u8, 0xff]);
+            let rows = (16 * (round - 1)..16 * round).map(entry).collect();
+            idx.ingest(&file, &[(pack, 100, rows)]).unwrap();
+            assert!(all_seen(16 * round), "after write {round}");
+        }
+        idx.clear().unwrap();
+        assert!(all_seen(0), "after clear");
     }
 }

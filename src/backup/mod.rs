@@ -788,22 +788,23 @@ impl Run<'_> {
                 return Ok(None);
             }
         };
-        let prev_tree = match prev {
+        let prev_id = match prev {
             Some(Node {
                 kind: NodeKind::Dir(id),
                 ..
-            }) => match self.repo.load_tree(id) {
-                Ok(t) => Some(t),
-                Err(e) => {
-                    log::warn!(
-                        "{}: parent snapshot unreadable here ({e}); reading every file",
-                        path.display()
-                    );
-                    None
-                }
-            },
+            }) => Some(*id),
             _ => None,
         };
+        let prev_tree = prev_id.and_then(|id| match self.repo.load_tree(&id) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                log::warn!(
+                    "{}: parent snapshot unreadable here ({e}); reading every file",
+                    path.display()
+                );
+                None
+            }
+        });
         let nodes: Vec<Option<Node>> = entries
             .into_par_iter()
             .map(|(name, p)| {
@@ -824,7 +825,12 @@ impl Run<'_> {
         let tree = Tree {
             nodes: nodes.into_iter().flatten().collect(),
         };
-        let id = self.saver.save(BlobKind::Tree, &tree.encode())?;
+        let bytes = tree.encode();
+        let id = self.repo.blob_id(&bytes);
+        // An unchanged directory encodes to the parent's tree, just read back: stored.
+        if prev_tree.is_none() || prev_id != Some(id) {
+            self.saver.save_hashed(BlobKind::Tree, id, &bytes)?;
+        }
         add(&self.counts.dirs, 1);
         Ok(Some(Node {
             name,
