@@ -99,10 +99,12 @@ pub struct Totals {
 /// An open index.
 pub struct Index {
     path: PathBuf,
-    conn: Mutex<Connection>,
     /// Read-only connections for the per-chunk lookups, one per worker thread, so that
-    /// parallel lookups do not queue on one lock.
+    /// parallel lookups do not queue on one lock. Declared before `conn` so that they
+    /// close first: the last connection to close checkpoints the WAL into the database
+    /// and deletes it, and only the read-write one can.
     readers: Box<[Mutex<Option<ReadConn>>]>,
+    conn: Mutex<Connection>,
     /// Transactions this process committed: a reader whose read transaction began
     /// before the last one starts a new one.
     writes: AtomicU64,
@@ -722,9 +724,8 @@ mod tests {
     fn worker_lookups_see_each_write() {
         use rayon::prelude::*;
         let dir = tempfile::tempdir().unwrap();
-        let idx = Index::open(&dir.path().join("index.sqlite"), "r1")
-            .unwrap()
-            .unwrap();
+        let path = dir.path().join("index.sqlite");
+        let idx = Index::open(&path, "r1").unwrap().unwrap();
         let entry = |n: u32| PackEntry {
             kind: BlobKind::Data,
             compression: Compression::Raw,
@@ -748,5 +749,10 @@ mod tests {
         }
         idx.clear().unwrap();
         assert!(all_seen(0), "after clear");
+        drop(idx);
+        assert!(
+            !dir.path().join("index.sqlite-wal").exists(),
+            "the WAL outlived the index"
+        );
     }
 }
