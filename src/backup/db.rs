@@ -98,7 +98,7 @@ fn ingest_dump_dir(
         // List first, then see what is open: a listed file that is not open has been
         // closed, so it is complete (the other order would take a file created between
         // the two looks for a finished one); an open one is followed as it grows.
-        let entries = match sfs::read_dir_sorted(dir) {
+        let entries = match sfs::read_dir_sorted(dir, |_, _| false) {
             Ok(e) => e,
             Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
             Err(e) => return Err(e).at(dir),
@@ -109,11 +109,11 @@ fn ingest_dump_dir(
             open_files(dump.id())
         };
         if let Some(open) = open {
-            for (name, path) in entries {
+            for sfs::Entry { name, path, md } in entries {
                 if done.contains(&name) {
                     continue;
                 }
-                let Ok(md) = std::fs::symlink_metadata(&path) else {
+                let Ok(md) = md else {
                     continue;
                 };
                 if !md.is_file() {
@@ -254,10 +254,10 @@ fn put_tree(
     root: &mut VDir,
     now: Timestamp,
 ) -> Result<()> {
-    for (name, path) in sfs::read_dir_sorted(dir).at(dir)? {
+    for sfs::Entry { name, path, md } in sfs::read_dir_sorted(dir, |_, _| false).at(dir)? {
         let mut comps = at.to_vec();
         comps.push(std::os::unix::ffi::OsStrExt::as_bytes(name.as_os_str()).to_vec());
-        let md = std::fs::symlink_metadata(&path).at(&path)?;
+        let md = md.at(&path)?;
         if md.is_dir() {
             put_tree(run, &path, &comps, root, now)?;
         } else if md.is_file() {

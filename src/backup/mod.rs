@@ -781,7 +781,7 @@ impl Run<'_> {
         meta: Meta,
         prev: Option<&Node>,
     ) -> Result<Option<Node>> {
-        let entries = match sfs::read_dir_sorted(path) {
+        let entries = match sfs::read_dir_sorted(path, |p, n| self.excludes.excluded(p, n)) {
             Ok(e) => e,
             Err(e) => {
                 self.warn(format!("{}: {e}", path.display()));
@@ -807,19 +807,16 @@ impl Run<'_> {
         });
         let nodes: Vec<Option<Node>> = entries
             .into_par_iter()
-            .map(|(name, p)| {
-                if self.excludes.excluded(&p, &name) {
-                    return Ok(None);
-                }
-                let md = match std::fs::symlink_metadata(&p) {
+            .map(|e| {
+                let md = match e.md {
                     Ok(m) => m,
-                    Err(e) => {
-                        self.warn(format!("{}: {e}", p.display()));
+                    Err(err) => {
+                        self.warn(format!("{}: {err}", e.path.display()));
                         return Ok(None);
                     }
                 };
-                let prev = prev_tree.as_ref().and_then(|t| t.get(name.as_bytes()));
-                self.node(&p, name.into_vec(), md, prev)
+                let prev = prev_tree.as_ref().and_then(|t| t.get(e.name.as_bytes()));
+                self.node(&e.path, e.name.into_vec(), md, prev)
             })
             .collect::<Result<_>>()?;
         let tree = Tree {

@@ -86,14 +86,30 @@ pub fn open_regular(path: &Path, expected: &Metadata) -> io::Result<File> {
     Ok(f)
 }
 
-/// The entries of a directory, sorted by name bytes.
-pub fn read_dir_sorted(dir: &Path) -> io::Result<Vec<(OsString, PathBuf)>> {
+/// An entry of a directory listing.
+pub struct Entry {
+    /// Its name.
+    pub name: OsString,
+    /// Its path (the directory's path joined with the name).
+    pub path: PathBuf,
+    /// Its metadata, a symlink not followed.
+    pub md: io::Result<Metadata>,
+}
+
+/// The entries of a directory, sorted by name bytes, but those `skip` rejects (given
+/// path and name; they are not looked at). Each entry's metadata is read relative to
+/// the open directory: the kernel resolves one name, not the whole path again.
+pub fn read_dir_sorted(dir: &Path, skip: impl Fn(&Path, &OsStr) -> bool) -> io::Result<Vec<Entry>> {
     let mut out = Vec::new();
     for e in std::fs::read_dir(dir)? {
         let e = e?;
-        out.push((e.file_name(), e.path()));
+        let (name, path) = (e.file_name(), e.path());
+        if !skip(&path, &name) {
+            let md = e.metadata();
+            out.push(Entry { name, path, md });
+        }
     }
-    out.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+    out.sort_by(|a, b| a.name.as_bytes().cmp(b.name.as_bytes()));
     Ok(out)
 }
 
