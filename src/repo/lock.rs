@@ -101,7 +101,9 @@ impl Lock {
             .map_err(|e| Error::Invalid(format!("no randomness: {e}")))?;
         let path = format!("locks/{}.json", hex::encode(rnd));
         let body = serde_json::to_vec_pretty(&info).expect("lock serializes");
-        store.put(&path, &body)?;
+        // Not durable: a lock matters to live processes only, and one a crash takes
+        // along is one nobody has to find stale.
+        store.put_volatile(&path, &body)?;
         let lock = Lock {
             store,
             path,
@@ -158,7 +160,7 @@ impl Lock {
                 // Rewriting the file renews its modification time; a file removed as
                 // stale is not brought back.
                 if let Ok(body) = store.read(&path, MAX_LEN) {
-                    let _ = store.put(&path, &body);
+                    let _ = store.put_volatile(&path, &body);
                 }
             }
         }));
@@ -189,7 +191,7 @@ impl Drop for Lock {
         if let Some(t) = self.refresher.take() {
             let _ = t.join();
         }
-        let _ = self.store.delete(&self.path);
+        let _ = self.store.delete_volatile(&self.path);
     }
 }
 

@@ -72,6 +72,36 @@ impl Local {
     }
 
     /// Creates the parent directory of `dest` when absent, durably.
+    /// A temp file in the store's `tmp/` holding `bytes`.
+    fn temp_with(&self, bytes: &[u8]) -> Result<tempfile::NamedTempFile> {
+        let tmp = self.root.join("tmp");
+        let mut f = tempfile::NamedTempFile::new_in(&tmp).at(&tmp)?;
+        f.write_all(bytes).at(f.path())?;
+        Ok(f)
+    }
+
+    /// Renames a finished temp file to `p`; returns the directory that now lists it.
+    fn place(&self, p: &str, file: tempfile::NamedTempFile) -> Result<PathBuf> {
+        let dest = self.path(p);
+        let dir = self.make_parent(&dest)?;
+        file.persist(&dest).map_err(|e| e.error).at(&dest)?;
+        self.forget_handle(p);
+        Ok(dir)
+    }
+
+    /// Removes file `p`; returns the directory that listed it, `None` when it was absent.
+    fn remove(&self, p: &str) -> Result<Option<PathBuf>> {
+        self.forget_handle(p);
+        let path = self.path(p);
+        match fs::remove_file(&path) {
+            Ok(()) => Ok(Some(
+                path.parent().expect("store paths have a parent").to_owned(),
+            )),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e).at(&path),
+        }
+    }
+
     fn make_parent(&self, dest: &Path) -> Result<PathBuf> {
         let dir = dest
             .parent()
@@ -157,19 +187,16 @@ impl Store for Local {
     }
 
     fn put(&self, p: &str, bytes: &[u8]) -> Result<()> {
-        let tmp = self.root.join("tmp");
-        let mut f = tempfile::NamedTempFile::new_in(&tmp).at(&tmp)?;
-        f.write_all(bytes).at(f.path())?;
-        self.put_file(p, f)
+        self.put_file(p, self.temp_with(bytes)?)
     }
 
     fn put_file(&self, p: &str, file: tempfile::NamedTempFile) -> Result<()> {
         file.as_file().sync_all().at(file.path())?;
-        let dest = self.path(p);
-        let dir = self.make_parent(&dest)?;
-        file.persist(&dest).map_err(|e| e.error).at(&dest)?;
-        self.forget_handle(p);
-        fsync_dir(&dir)
+        fsync_dir(&self.place(p, file)?)
+    }
+
+    fn put_volatile(&self, p: &str, bytes: &[u8]) -> Result<()> {
+        self.place(p, self.temp_with(bytes)?).map(drop)
     }
 
     fn delete(&self, p: &str) -> Result<()> {
@@ -179,16 +206,12 @@ impl Store for Local {
     fn delete_all(&self, paths: &[String]) -> Result<()> {
         let mut dirs = std::collections::BTreeSet::new();
         for p in paths {
-            self.forget_handle(p);
-            let path = self.path(p);
-            match fs::remove_file(&path) {
-                Ok(()) => {
-                    dirs.insert(path.parent().expect("store paths have a parent").to_owned());
-                }
-                Err(e) if e.kind() == ErrorKind::NotFound => {}
-                Err(e) => return Err(e).at(&path),
-            }
+            dirs.extend(self.remove(p)?);
         }
         dirs.iter().try_for_each(|d| fsync_dir(d))
+    }
+
+    fn delete_volatile(&self, p: &str) -> Result<()> {
+        self.remove(p).map(drop)
     }
 }

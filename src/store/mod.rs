@@ -46,8 +46,18 @@ pub trait Store: Send + Sync {
     /// Like [`Store::put`] with the content of a finished local temp file, which is
     /// consumed (a local store renames it into place; large files go up in parts).
     fn put_file(&self, path: &str, file: tempfile::NamedTempFile) -> Result<()>;
+    /// Writes `bytes` as file `path` atomically for other processes to see, without
+    /// waiting for it to be durable: for lock files, which a crash may as well take
+    /// along. A store whose writes are all durable simply puts.
+    fn put_volatile(&self, path: &str, bytes: &[u8]) -> Result<()> {
+        self.put(path, bytes)
+    }
     /// Deletes file `path`; deleting an absent file is not an error.
     fn delete(&self, path: &str) -> Result<()>;
+    /// Like [`Store::delete`], without waiting for the deletion to be durable.
+    fn delete_volatile(&self, path: &str) -> Result<()> {
+        self.delete(path)
+    }
     /// Deletes every file of `paths`, durably once it returns (a local store syncs
     /// each directory once, not once per file).
     fn delete_all(&self, paths: &[String]) -> Result<()> {
@@ -123,5 +133,15 @@ mod tests {
             s.read("packs/ab/abcd", 5),
             Err(Error::NotFound { .. })
         ));
+        s.put_volatile("locks/l.json", b"{}").unwrap();
+        s.put_volatile("locks/l.json", b"{1}").unwrap();
+        assert_eq!(s.read("locks/l.json", 3).unwrap(), b"{1}");
+        s.delete_volatile("locks/l.json").unwrap();
+        s.delete_volatile("locks/l.json").unwrap();
+        assert_eq!(s.size("locks/l.json").unwrap(), None);
+        assert!(
+            s.list("tmp").unwrap().is_empty(),
+            "no temp file is left behind"
+        );
     }
 }
