@@ -164,14 +164,17 @@ impl<'r> Saver<'r> {
     /// Commits the open packs and lists every pack in an index file; every blob saved
     /// so far is then durable and indexed.
     pub fn flush(&self) -> Result<()> {
-        for slot in [&self.data, &self.meta] {
+        let close = |slot: &Mutex<Option<OpenPack>>| {
             let open = locked(slot).take();
-            if let Some(p) = open {
-                if !p.writer.is_empty() {
-                    self.commit(p)?;
-                }
+            match open {
+                Some(p) if !p.writer.is_empty() => self.commit(p),
+                _ => Ok(()),
             }
-        }
+        };
+        // Both at once, so that their fsyncs overlap: each can wait long on a busy disk.
+        let (data, meta) = rayon::join(|| close(&self.data), || close(&self.meta));
+        data?;
+        meta?;
         let rest = std::mem::take(&mut *locked(&self.pending));
         self.write_index(rest)
     }
