@@ -71,7 +71,6 @@ impl Local {
         }
     }
 
-    /// Creates the parent directory of `dest` when absent, durably.
     /// A temp file in the store's `tmp/` holding `bytes`.
     fn temp_with(&self, bytes: &[u8]) -> Result<tempfile::NamedTempFile> {
         let tmp = self.root.join("tmp");
@@ -102,6 +101,7 @@ impl Local {
         }
     }
 
+    /// Creates the parent directory of `dest` when absent, durably.
     fn make_parent(&self, dest: &Path) -> Result<PathBuf> {
         let dir = dest
             .parent()
