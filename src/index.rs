@@ -173,33 +173,18 @@ impl Index {
         Ok(ok.then_some(index))
     }
 
-    /// The connection for writes: a read transaction left open by [`Index::reader`]
-    /// is ended first.
+    /// The read-write connection: for writes, and for reads of the marks, which live in
+    /// its temp table.
     fn conn(&self) -> MutexGuard<'_, Connection> {
-        let c = self.conn.lock().unwrap_or_else(|p| p.into_inner());
-        if !c.is_autocommit() {
-            // Only reads ran in it: ending it cannot fail for want of a lock.
-            let _ = c.execute_batch("COMMIT");
-        }
-        c
-    }
-
-    /// The connection for reads, inside a read transaction that stays open until the
-    /// next write. Starting one per statement costs more than the lookup itself (file
-    /// locks on the WAL index), and a backup makes one lookup per chunk. Rows another
-    /// process commits meanwhile show after this process's next write; the repository
-    /// lock keeps prune out, so what it sees can only be short of new blobs.
-    fn reader(&self) -> Result<MutexGuard<'_, Connection>> {
-        let c = self.conn.lock().unwrap_or_else(|p| p.into_inner());
-        if c.is_autocommit() {
-            c.execute_batch("BEGIN").map_err(|e| self.err(e))?;
-        }
-        Ok(c)
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Runs `f` on the calling thread's read-only connection, inside a read transaction
-    /// that has seen every write of this process (see [`Index::reader`] for why it
-    /// stays open).
+    /// that has seen every write of this process. The transaction stays open until the
+    /// next write: starting one per statement costs more than the lookup itself (file
+    /// locks on the WAL index), and a backup makes one lookup per chunk. Rows another
+    /// process commits meanwhile show after this process's next write; the repository
+    /// lock keeps prune out, so what it sees can only be short of new blobs.
     fn read<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T> {
         let slot = rayon::current_thread_index().map_or(0, |i| i + 1) % self.readers.len();
         let mut guard = self.readers[slot].lock().unwrap_or_else(|p| p.into_inner());
@@ -253,14 +238,14 @@ impl Index {
     /// Whether every index file of the repository could be read when the cache was
     /// last brought up to date (see [`Index::set_complete`]).
     pub fn is_complete(&self) -> Result<bool> {
-        let c = self.reader()?;
-        c.query_row(
-            "SELECT count(*) FROM meta WHERE key = 'complete'",
-            [],
-            |r| r.get::<_, i64>(0),
-        )
+        self.read(|c| {
+            c.query_row(
+                "SELECT count(*) FROM meta WHERE key = 'complete'",
+                [],
+                |r| r.get::<_, i64>(0),
+            )
+        })
         .map(|n| n > 0)
-        .map_err(|e| self.err(e))
     }
 
     /// Empties every table (for a rebuild in place).
@@ -303,22 +288,17 @@ impl Index {
     /// For each of `srcs` (data chunk ids of another repository), the id this
     /// repository gave its content when sync last copied it, if that blob is still here.
     pub fn copies(&self, srcs: &[Id]) -> Result<Vec<Option<Id>>> {
-        let c = self.reader()?;
-        let mut st = c
-            .prepare_cached(
+        let rows = self.read(|c| {
+            let mut st = c.prepare_cached(
                 "SELECT c.dst FROM copies c JOIN blobs b ON b.id = c.dst WHERE c.src = ?1",
-            )
-            .map_err(|e| self.err(e))?;
-        let rows = srcs
-            .iter()
-            .map(|s| {
-                st.query_row([&s.0[..]], |r| r.get::<_, Vec<u8>>(0))
-                    .optional()
-            })
-            .collect::<rusqlite::Result<Vec<_>>>()
-            .map_err(|e| self.err(e))?;
-        drop(st);
-        drop(c);
+            )?;
+            srcs.iter()
+                .map(|s| {
+                    st.query_row([&s.0[..]], |r| r.get::<_, Vec<u8>>(0))
+                        .optional()
+                })
+                .collect::<rusqlite::Result<Vec<_>>>()
+        })?;
         rows.into_iter()
             .map(|r| r.map(|b| self.id_of(&b)).transpose())
             .collect()
@@ -426,7 +406,7 @@ impl Index {
         params: impl rusqlite::Params,
         f: impl FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
     ) -> Result<Vec<T>> {
-        let c = self.reader()?;
+        let c = self.conn();
         let mut st = c.prepare_cached(sql).map_err(|e| self.err(e))?;
         let rows = st.query_map(params, f).map_err(|e| self.err(e))?;
         rows.collect::<rusqlite::Result<Vec<T>>>()
@@ -589,21 +569,19 @@ impl Index {
 
     /// Repository totals: packs, their bytes, blobs, the blobs' raw and stored bytes.
     pub fn totals(&self) -> Result<Totals> {
-        let c = self.reader()?;
-        let (packs, pack_bytes) = c
-            .query_row(
+        let ((packs, pack_bytes), (blobs, raw, stored)) = self.read(|c| {
+            let packs = c.query_row(
                 "SELECT count(*), coalesce(sum(size), 0) FROM packs",
                 [],
                 |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)),
-            )
-            .map_err(|e| self.err(e))?;
-        let (blobs, raw, stored) = c
-            .query_row(
+            )?;
+            let blobs = c.query_row(
                 "SELECT count(*), coalesce(sum(raw_len), 0), coalesce(sum(stored_len), 0) FROM blobs",
                 [],
                 |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?)),
-            )
-            .map_err(|e| self.err(e))?;
+            )?;
+            Ok((packs, blobs))
+        })?;
         Ok(Totals {
             packs: packs as u64,
             pack_bytes: pack_bytes as u64,

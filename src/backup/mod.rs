@@ -788,23 +788,22 @@ impl Run<'_> {
                 return Ok(None);
             }
         };
-        let prev_id = match prev {
+        let prev_tree = match prev {
             Some(Node {
                 kind: NodeKind::Dir(id),
                 ..
-            }) => Some(*id),
+            }) => match self.repo.load_tree(id) {
+                Ok(t) => Some((*id, t)),
+                Err(e) => {
+                    log::warn!(
+                        "{}: parent snapshot unreadable here ({e}); reading every file",
+                        path.display()
+                    );
+                    None
+                }
+            },
             _ => None,
         };
-        let prev_tree = prev_id.and_then(|id| match self.repo.load_tree(&id) {
-            Ok(t) => Some(t),
-            Err(e) => {
-                log::warn!(
-                    "{}: parent snapshot unreadable here ({e}); reading every file",
-                    path.display()
-                );
-                None
-            }
-        });
         let nodes: Vec<Option<Node>> = entries
             .into_par_iter()
             .map(|e| {
@@ -815,7 +814,9 @@ impl Run<'_> {
                         return Ok(None);
                     }
                 };
-                let prev = prev_tree.as_ref().and_then(|t| t.get(e.name.as_bytes()));
+                let prev = prev_tree
+                    .as_ref()
+                    .and_then(|(_, t)| t.get(e.name.as_bytes()));
                 self.node(&e.path, e.name.into_vec(), md, prev)
             })
             .collect::<Result<_>>()?;
@@ -825,7 +826,7 @@ impl Run<'_> {
         let bytes = tree.encode();
         let id = self.repo.blob_id(&bytes);
         // An unchanged directory encodes to the parent's tree, just read back: stored.
-        if prev_tree.is_none() || prev_id != Some(id) {
+        if prev_tree.map(|(prev_id, _)| prev_id) != Some(id) {
             self.saver.save_hashed(BlobKind::Tree, id, &bytes)?;
         }
         add(&self.counts.dirs, 1);
