@@ -5,12 +5,21 @@
 //! window size): a chunk is emitted only once at least `max` bytes follow its start or
 //! the stream has ended, so every cut is the one FastCDC makes on the whole stream.
 //! Memory is the window, never the stream.
+//!
+//! Given the chunks of the stream's previous version ([`Hints`]), unchanged stretches
+//! are cut by hashing alone, to the same cut points.
 
 use std::io::{self, Read};
 use std::ops::Range;
 
 use fastcdc::v2020::FastCDC;
 use serde::{Deserialize, Serialize};
+
+use crate::id::Id;
+
+mod hints;
+
+pub use hints::{HashFn, Hints, LenFn, Source as HintSource};
 
 /// Chunk size bounds of one profile, in bytes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -109,13 +118,25 @@ impl Profiles {
 }
 
 /// Splits a byte stream into chunks, one window at a time.
-pub struct StreamChunker {
+pub struct StreamChunker<'h> {
     params: ChunkParams,
     buf: Vec<u8>,
     window: usize,
     len: usize,
     eof: bool,
     spare: Option<Vec<u8>>,
+    hints: Option<Hints<'h>>,
+}
+
+/// What the chunker learnt of a chunk while cutting it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Known {
+    /// Nothing: its id is still to be computed.
+    Nothing,
+    /// Its id, computed to compare it with the previous version's chunks.
+    Id(Id),
+    /// Its id, that of a previous chunk the repository holds (see [`Hints::new`]).
+    Stored(Id),
 }
 
 /// The chunks found in one window: `data[cut]` for each cut, in stream order. The
@@ -126,9 +147,11 @@ pub struct Batch {
     pub data: Vec<u8>,
     /// Chunk ranges within `data`.
     pub cuts: Vec<Range<usize>>,
+    /// What is known of each chunk, in the order of `cuts`.
+    pub known: Vec<Known>,
 }
 
-impl StreamChunker {
+impl<'h> StreamChunker<'h> {
     /// A chunker whose first buffer fits `size_hint` bytes (grown to the full window when
     /// the stream turns out longer). `params` must have passed [`ChunkParams::validate`].
     pub fn new(params: ChunkParams, size_hint: Option<u64>) -> Self {
@@ -146,7 +169,15 @@ impl StreamChunker {
             len: 0,
             eof: false,
             spare: None,
+            hints: None,
         }
+    }
+
+    /// Cuts against a previous version of the stream (same cut points, less work
+    /// where it did not change).
+    pub fn with_hints(mut self, hints: Hints<'h>) -> Self {
+        self.hints = Some(hints);
+        self
     }
 
     /// Reads more of `r` and returns the next chunks whose bounds are final, or `None`
@@ -169,12 +200,20 @@ impl StreamChunker {
         if self.len == 0 {
             return Ok(None);
         }
-        let mut cuts = find_cuts(&self.buf[..self.len], self.params);
-        if !self.eof {
-            let max = self.params.max as usize;
-            let keep = cuts.partition_point(|c| self.len - c.start >= max);
-            cuts.truncate(keep);
-        }
+        let data = &self.buf[..self.len];
+        let (cuts, known) = match &mut self.hints {
+            Some(h) => h.cut(data, self.eof, self.params),
+            None => {
+                let mut cuts = find_cuts(data, self.params);
+                if !self.eof {
+                    let max = self.params.max as usize;
+                    let keep = cuts.partition_point(|c| self.len - c.start >= max);
+                    cuts.truncate(keep);
+                }
+                let known = vec![Known::Nothing; cuts.len()];
+                (cuts, known)
+            }
+        };
         let end = cuts.last().map_or(0, |c| c.end);
         let tail = self.len - end;
         // The bytes after the last cut move to the next buffer; the window is handed out.
@@ -191,7 +230,7 @@ impl StreamChunker {
         let mut data = std::mem::replace(&mut self.buf, next);
         data.truncate(end);
         self.len = tail;
-        Ok(Some(Batch { data, cuts }))
+        Ok(Some(Batch { data, cuts, known }))
     }
 
     /// Takes back a batch's buffer for reuse.
@@ -243,6 +282,8 @@ fn find_cuts(data: &[u8], p: ChunkParams) -> Vec<Range<usize>> {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::HashMap;
+
     use super::*;
 
     /// Deterministic test data: splitmix64 output, with runs of text-like bytes so that
@@ -326,6 +367,132 @@ mod tests {
                     .collect();
                 assert_eq!(got, whole_cuts(&data, p));
             }
+        }
+    }
+
+    /// Cuts `data` against `base`'s chunks, reading in awkward sizes; each chunk with
+    /// what the chunker knew of it.
+    fn hinted_cuts(data: &[u8], base: &[u8], p: ChunkParams) -> Vec<(usize, usize, Known)> {
+        hinted_cuts_from(data, base, p, p)
+    }
+
+    /// Like `hinted_cuts`, with `base` cut by `base_p`.
+    fn hinted_cuts_from(
+        data: &[u8],
+        base: &[u8],
+        p: ChunkParams,
+        base_p: ChunkParams,
+    ) -> Vec<(usize, usize, Known)> {
+        let prev: HashMap<Id, u32> = whole_cuts(base, base_p)
+            .into_iter()
+            .map(|(o, l)| (Id::hash(&base[o..o + l]), l as u32))
+            .collect();
+        let mut ids = whole_cuts(base, base_p)
+            .into_iter()
+            .map(|(o, l)| Id::hash(&base[o..o + l]));
+        let source: HintSource = Box::new(move || ids.next());
+        let len: LenFn = Box::new(move |id| prev.get(id).copied());
+        let hints = Hints::new(source, len, Box::new(Id::hash));
+        let mut ch = StreamChunker::new(p, None).with_hints(hints);
+        let mut r = Dribble(data, 0);
+        let mut pos = 0;
+        let mut out = Vec::new();
+        while let Some(b) = ch.next_batch(&mut r).unwrap() {
+            assert_eq!(b.cuts.len(), b.known.len());
+            for (c, k) in b.cuts.iter().zip(&b.known) {
+                if let Known::Id(id) | Known::Stored(id) = k {
+                    assert_eq!(
+                        *id,
+                        Id::hash(&b.data[c.clone()]),
+                        "a known id is the chunk's"
+                    );
+                }
+                out.push((pos + c.start, c.len(), *k));
+            }
+            pos += b.data.len();
+        }
+        out
+    }
+
+    /// Small chunks, so that the tests cross [`hints::AHEAD`] previous chunks.
+    const TINY: ChunkParams = ChunkParams {
+        min: 256,
+        avg: 1024,
+        max: 4096,
+    };
+
+    #[test]
+    fn hints_give_the_cut_points_of_one_pass() {
+        let text: Vec<u8> = seeded(3 << 20, 11)
+            .iter()
+            .map(|b| b"abcdefgh ,\n"[(*b % 11) as usize])
+            .collect();
+        let mut zeros_inside = seeded(3 << 20, 12);
+        zeros_inside[1 << 20..(1 << 20) + 300_000].fill(0);
+        for base in [text, zeros_inside] {
+            let n = base.len();
+            let splice = |at: usize, del: usize, ins: &[u8]| {
+                let mut v = base[..at].to_vec();
+                v.extend_from_slice(ins);
+                v.extend_from_slice(&base[at + del..]);
+                v
+            };
+            let mut flipped = base.clone();
+            for at in [10, n / 3, n / 2 + 7, n - 5] {
+                flipped[at] ^= 0x55;
+            }
+            let mut moved = base[n / 4..].to_vec();
+            moved.extend_from_slice(&base[..n / 4]);
+            let edits: Vec<(&str, Vec<u8>)> = vec![
+                ("same", base.clone()),
+                ("bytes flipped", flipped),
+                ("inserted", splice(n / 2, 0, &seeded(777, 1))),
+                ("deleted", splice(n / 3, 50_000, b"")),
+                ("deleted past the look-ahead", splice(1000, 2 << 20, b"x")),
+                ("prepended", splice(0, 0, b"header\n")),
+                ("appended", [&base[..], b"tail"].concat()),
+                ("truncated", base[..n - 3000].to_vec()),
+                ("head moved to the end", moved),
+                ("other data", seeded(n, 99)),
+                ("empty", Vec::new()),
+                ("short", base[..3000].to_vec()),
+            ];
+            for p in [ChunkParams::DUMP, TINY] {
+                for (what, data) in &edits {
+                    let got = hinted_cuts(data, &base, p);
+                    let cuts: Vec<(usize, usize)> = got.iter().map(|c| (c.0, c.1)).collect();
+                    assert_eq!(cuts, whole_cuts(data, p), "{what}, {p:?}");
+                    let stored = got
+                        .iter()
+                        .filter(|c| matches!(c.2, Known::Stored(_)))
+                        .count();
+                    if *what == "same" || *what == "bytes flipped" {
+                        // All but the chunks near a change or the end come from hints.
+                        assert!(
+                            stored * 100 >= got.len() * 85,
+                            "{what}, {p:?}: {stored} of {}",
+                            got.len()
+                        );
+                    }
+                    if *what == "other data" || *what == "empty" {
+                        assert_eq!(stored, 0, "{what}");
+                    }
+                }
+                // Hints from an empty or short previous version offer nothing.
+                for prev in [&b""[..], &base[..3000]] {
+                    let cuts: Vec<(usize, usize)> = hinted_cuts(&base, prev, p)
+                        .iter()
+                        .map(|c| (c.0, c.1))
+                        .collect();
+                    assert_eq!(cuts, whole_cuts(&base, p));
+                }
+            }
+            // A previous version cut with other parameters has chunk lengths the
+            // current ones never cut: no offer is taken.
+            let got = hinted_cuts_from(&base, &base, ChunkParams::DUMP, ChunkParams::FILES);
+            let cuts: Vec<(usize, usize)> = got.iter().map(|c| (c.0, c.1)).collect();
+            assert_eq!(cuts, whole_cuts(&base, ChunkParams::DUMP));
+            assert!(got.iter().all(|c| !matches!(c.2, Known::Stored(_))));
         }
     }
 

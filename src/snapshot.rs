@@ -226,6 +226,20 @@ impl Snapshot {
 }
 
 impl Source {
+    /// Where a source made by snap's own reading (a stream, a dump, a command's
+    /// directory) sits in the snapshot; `None` for paths and NGW instances.
+    pub fn stream_name(&self) -> Option<&str> {
+        match self {
+            Source::Stdin { name, .. }
+            | Source::Command { name, .. }
+            | Source::CommandDir { name, .. }
+            | Source::Pg { name, .. }
+            | Source::PgAll { name, .. }
+            | Source::Mongo { name, .. } => Some(name),
+            Source::Path { .. } | Source::Ngw { .. } | Source::Archive { .. } => None,
+        }
+    }
+
     /// Short description for listings.
     pub fn describe(&self) -> String {
         match self {

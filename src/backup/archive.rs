@@ -188,7 +188,7 @@ pub(super) fn import(run: &Run<'_>, path: &Path, root: &mut VDir, now: Timestamp
             .unwrap_or(now);
         let size_hint = m.size();
         let (content, size) = run
-            .ingest(&mut m, run.repo.params(profile), Some(size_hint))?
+            .ingest(&mut m, run.repo.params(profile), Some(size_hint), None)?
             .map_err(|e| refuse(path, format!("{name}: {e}")))?;
         run.put_stream(root, &at, content, size, 0o100644, mtime)?;
     }

@@ -124,22 +124,23 @@ fn ingest_dump_dir(
                 })?;
                 let key = (md.dev(), md.ino());
                 let file = std::fs::File::open(&path).at(&path)?;
+                let mut comps = at.to_vec();
+                comps.push(text.as_bytes().to_vec());
+                let prev = run.hints(run.previous(&comps));
                 let (content, size) = if open.contains(&key) {
                     let mut f = Growing {
                         file,
                         key,
                         writer: dump.id(),
                     };
-                    run.ingest(&mut f, params, None)?.at(&path)?
+                    run.ingest(&mut f, params, None, prev)?.at(&path)?
                 } else {
-                    run.ingest(&mut { file }, params, Some(md.len()))?
+                    run.ingest(&mut { file }, params, Some(md.len()), prev)?
                         .at(&path)?
                 };
                 if text != "toc.dat" {
                     std::fs::remove_file(&path).at(&path)?;
                 }
-                let mut comps = at.to_vec();
-                comps.push(text.as_bytes().to_vec());
                 run.put_stream(root, &comps, content, size, STREAM_MODE, now)?;
                 done.insert(name);
             }
@@ -262,8 +263,9 @@ fn put_tree(
             put_tree(run, &path, &comps, root, now)?;
         } else if md.is_file() {
             let mut f = std::fs::File::open(&path).at(&path)?;
+            let prev = run.hints(run.previous(&comps));
             let (content, size) = run
-                .ingest(&mut f, run.stream_params, Some(md.len()))?
+                .ingest(&mut f, run.stream_params, Some(md.len()), prev)?
                 .at(&path)?;
             run.put_stream(root, &comps, content, size, STREAM_MODE, now)?;
         } else {

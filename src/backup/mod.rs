@@ -8,12 +8,14 @@
 //!
 //! With a parent snapshot (same host, same paths), a file whose size, mtime, ctime and
 //! inode are unchanged reuses the parent's chunk list without being read. Standard
-//! input and command output are always read in full.
+//! input and command output are always read in full; each stream (and each changed
+//! file) is cut against its previous version ([`Hints`]), so that where its bytes did
+//! not change only hashing is done.
 //!
 //! Per-file problems (unreadable, vanished) are warnings; any repository error or a
 //! failing command aborts the run before the snapshot record is written.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::ffi::OsStr;
 use std::fs::Metadata;
 use std::io::{self, Read};
@@ -32,7 +34,7 @@ mod ngw;
 
 pub use archive::time_from_name;
 
-use crate::chunker::{Batch, ChunkParams, Profile, StreamChunker};
+use crate::chunker::{Batch, ChunkParams, HintSource, Hints, Known, LenFn, Profile, StreamChunker};
 use crate::error::{Error, IoContext, Result};
 use crate::id::Id;
 use crate::pack::BlobKind;
@@ -205,11 +207,19 @@ pub fn backup(
     };
     let lock = repo.lock(false, "backup")?;
     let host = opts.host.clone().unwrap_or_else(hostname);
+    let earlier = repo.snapshots()?;
     let parent = if opts.no_parent {
         None
     } else {
-        find_parent(repo, &host, &sources)?
+        find_parent(&earlier, &host, &sources)
     };
+    let native = |s: &Snapshot| s.host == host && s.original.is_none();
+    let mut bases = HashMap::new();
+    for (_, s) in earlier.iter().rev().filter(|(_, s)| native(s)) {
+        for name in s.sources.iter().filter_map(Source::stream_name) {
+            bases.entry(name.to_string()).or_insert(s.tree);
+        }
+    }
     let run = Run {
         repo,
         stream_params: repo.params(opts.stream_profile),
@@ -221,6 +231,11 @@ pub fn backup(
         warnings: Mutex::new(Vec::new()),
         parent_time: parent.as_ref().map(|(_, s)| s.time.timestamp()),
         stop: AtomicBool::new(false),
+        bases,
+        parent_native: parent
+            .as_ref()
+            .filter(|(_, s)| native(s))
+            .map(|(_, s)| s.tree),
     };
     let now = Timestamp {
         sec: time.timestamp(),
@@ -360,21 +375,22 @@ fn normalize(p: &Path) -> PathBuf {
     out
 }
 
-/// The latest snapshot of `host` with exactly the same path sources.
+/// The latest of `earlier` (oldest first) made on `host` with exactly the same path
+/// sources.
 fn find_parent(
-    repo: &Repository,
+    earlier: &[(Id, Snapshot)],
     host: &str,
     sources: &[Source],
-) -> Result<Option<(Id, Snapshot)>> {
+) -> Option<(Id, Snapshot)> {
     let want = Snapshot::parent_key(sources);
     if want.is_empty() {
-        return Ok(None);
+        return None;
     }
-    Ok(repo
-        .snapshots()?
-        .into_iter()
+    earlier
+        .iter()
         .rev()
-        .find(|(_, s)| s.host == host && Snapshot::parent_key(&s.sources) == want))
+        .find(|(_, s)| s.host == host && Snapshot::parent_key(&s.sources) == want)
+        .cloned()
 }
 
 /// Mode of a file made from a stream: data such as dumps is private to its owner.
@@ -409,6 +425,13 @@ struct Run<'r> {
     /// Set when the streams failed: the walk beside them gives up (its result would
     /// be thrown away).
     stop: AtomicBool,
+    /// For each stream name, the tree of this host's latest snapshot that has it: where
+    /// a stream's previous version is looked for. Rewritten copies (`sync` into other
+    /// blob ids) are left out: they keep their source's cut points.
+    bases: HashMap<String, Id>,
+    /// The parent's tree, unless it is a rewritten copy: previous versions of changed
+    /// files, and of streams under no stream name (an NGW instance's dump).
+    parent_native: Option<Id>,
 }
 
 impl Run<'_> {
@@ -444,8 +467,9 @@ impl Run<'_> {
             let comps = stream_components(name)?;
             let input = stdin
                 .ok_or_else(|| Error::Invalid("--stdin-name given but no standard input".into()))?;
+            let prev = self.hints(self.previous(&comps));
             let (content, size) = self
-                .ingest(input, self.stream_params, None)?
+                .ingest(input, self.stream_params, None, prev)?
                 .at("<stdin>")?;
             self.put_stream(&mut root, &comps, content, size, STREAM_MODE, now)?;
             sources.push(Source::Stdin {
@@ -566,7 +590,8 @@ impl Run<'_> {
         self.progress.entry(Path::new(name));
         let mut child = Running::start(cmd, display)?;
         let mut sniff = crate::source::command::Sniff::new(child.stdout());
-        let read = match self.ingest(&mut sniff, self.stream_params, None) {
+        let prev = self.hints(self.previous(&comps));
+        let read = match self.ingest(&mut sniff, self.stream_params, None, prev) {
             Ok(r) => r,
             Err(e) => {
                 child.kill();
@@ -604,7 +629,7 @@ impl Run<'_> {
     ) -> Result<()> {
         let params = self.repo.params(Profile::Dump);
         let (content, size) = self
-            .ingest(&mut io::Cursor::new(bytes), params, None)?
+            .ingest(&mut io::Cursor::new(bytes), params, None, None)?
             .at("<generated file>")?;
         self.put_stream(root, at, content, size, STREAM_MODE, now)
     }
@@ -620,17 +645,66 @@ impl Run<'_> {
 
     /// Hashes, deduplicates and stores the chunks of one window, in parallel.
     fn save_chunks(&self, batch: &Batch) -> Result<Vec<Id>> {
-        let save = |c: &std::ops::Range<usize>| -> Result<Id> {
+        let save = |(c, known): (&std::ops::Range<usize>, &Known)| -> Result<Id> {
             let d = &batch.data[c.clone()];
-            let id = self.repo.blob_id(d);
+            let id = match *known {
+                Known::Stored(id) => return Ok(id),
+                Known::Id(id) => id,
+                Known::Nothing => self.repo.blob_id(d),
+            };
             self.saver.save_hashed(BlobKind::Data, id, d)?;
             Ok(id)
         };
         if batch.cuts.len() > 1 {
-            batch.cuts.par_iter().map(save).collect()
+            batch.cuts.par_iter().zip(&batch.known).map(save).collect()
         } else {
-            batch.cuts.iter().map(save).collect()
+            batch.cuts.iter().zip(&batch.known).map(save).collect()
         }
+    }
+
+    /// The previous version of the stream stored at `at`: its content in the latest
+    /// snapshot with the stream name above it, else in the parent.
+    fn previous(&self, at: &[Vec<u8>]) -> Option<Content> {
+        let tree = (1..=at.len())
+            .rev()
+            .find_map(|n| {
+                let name = at[..n]
+                    .iter()
+                    .map(|c| String::from_utf8_lossy(c))
+                    .collect::<Vec<_>>()
+                    .join("/");
+                self.bases.get(&name)
+            })
+            .or(self.parent_native.as_ref())?;
+        match self.repo.find_node(tree, at) {
+            Ok(Some(Node {
+                kind: NodeKind::File(content),
+                ..
+            })) => Some(content),
+            _ => None,
+        }
+    }
+
+    /// Hints from a previous version: its chunk ids in order, read as the new version
+    /// advances, and their lengths from the index. A chunk the index lacks ends them.
+    ///
+    /// Which profile cut the previous version is not recorded for every source, but a
+    /// chunk of the other profile has a length the hints refuse, as long as the two
+    /// profiles' length ranges are disjoint (the defaults are); else no hints.
+    fn hints(&self, prev: Option<Content>) -> Option<Hints<'_>> {
+        let content = prev?;
+        let repo = self.repo;
+        let (f, d) = (repo.params(Profile::Files), repo.params(Profile::Dump));
+        if f.min <= d.max && d.min <= f.max {
+            return None;
+        }
+        let mut ids = repo.chunk_ids(&content);
+        let source: HintSource = Box::new(move || ids.next()?.ok());
+        let len: LenFn = Box::new(|id| {
+            let loc = repo.locate(id).ok()?;
+            (loc.kind == BlobKind::Data).then_some(loc.raw_len)
+        });
+        Some(Hints::new(source, len, Box::new(|d| repo.blob_id(d))))
     }
 
     /// Chunks, stores and lists a stream; the next window is read and chunked while
@@ -640,11 +714,15 @@ impl Run<'_> {
         &self,
         r: &mut (dyn Read + Send),
         params: ChunkParams,
-        hint: Option<u64>,
+        size_hint: Option<u64>,
+        prev: Option<Hints<'_>>,
     ) -> Result<io::Result<(Content, u64)>> {
         let saver = &self.saver;
         let mut store_list = |n: &ListNode| saver.save(BlobKind::List, &n.encode());
-        let mut chunker = StreamChunker::new(params, hint);
+        let mut chunker = StreamChunker::new(params, size_hint);
+        if let Some(h) = prev {
+            chunker = chunker.with_hints(h);
+        }
         let mut list = ListBuilder::default();
         let mut total = 0u64;
         let mut next = chunker.next_batch(r);
@@ -721,12 +799,16 @@ impl Run<'_> {
         mut meta: Meta,
         prev: Option<&Node>,
     ) -> Result<Option<Node>> {
+        let mut earlier = None;
         if let Some(Node {
             kind: NodeKind::File(content),
             meta: old,
             ..
         }) = prev
         {
+            if self.parent_native.is_some() {
+                earlier = Some(content.clone());
+            }
             if sfs::unchanged(old, &meta)
                 && !self.racy(old)
                 && self.repo.content_complete(content)?
@@ -749,7 +831,8 @@ impl Run<'_> {
             }
         };
         self.progress.entry(path);
-        let (content, size) = match self.ingest(&mut f, self.files_params, Some(md.len()))? {
+        let hints = self.hints(earlier);
+        let (content, size) = match self.ingest(&mut f, self.files_params, Some(md.len()), hints)? {
             Ok(r) => r,
             Err(e) => {
                 self.warn(format!("{}: {e}", path.display()));
@@ -927,5 +1010,94 @@ impl VDir {
             }
         }
         d.meta = Some(meta);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::progress::NoProgress;
+
+    fn bytes(len: usize, seed: u8) -> Vec<u8> {
+        let mut out = vec![0u8; len];
+        blake3::Hasher::new()
+            .update(&[seed])
+            .finalize_xof()
+            .fill(&mut out);
+        out
+    }
+
+    /// The chunk ids and bytes stored at `at` in `repo`'s latest snapshot.
+    fn stored(repo: &Repository, at: &[&str]) -> (Vec<Id>, Vec<u8>) {
+        let (_, snap) = repo.snapshots().unwrap().pop().unwrap();
+        let at: Vec<Vec<u8>> = at.iter().map(|c| c.as_bytes().to_vec()).collect();
+        let Some(Node {
+            kind: NodeKind::File(content),
+            ..
+        }) = repo.find_node(&snap.tree, &at).unwrap()
+        else {
+            panic!("no file at {at:?}");
+        };
+        let ids = repo.chunk_ids(&content).map(|i| i.unwrap()).collect();
+        let mut data = Vec::new();
+        repo.write_content(&content, &mut data).unwrap();
+        (ids, data)
+    }
+
+    /// A stream (no parent: found by its name) and a changed file (through the parent)
+    /// are cut against their previous versions, to exactly the chunks a repository
+    /// that never saw those versions makes of them.
+    #[test]
+    fn cutting_against_the_previous_version_changes_no_chunk() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = Repository::init(&dir.path().join("seen"), &Default::default()).unwrap();
+        let files = dir.path().join("files");
+        std::fs::create_dir(&files).unwrap();
+        let big = files.join("big.bin");
+        let run = |repo: &Repository, stream: &[u8], paths: Vec<PathBuf>| {
+            let opts = BackupOptions {
+                stdin_name: Some("db/dump.sql".into()),
+                paths,
+                ..Default::default()
+            };
+            backup(repo, &opts, Some(&mut io::Cursor::new(stream)), &NoProgress).unwrap();
+        };
+        let day1 = bytes(3 << 20, 1);
+        std::fs::write(&big, bytes(14 << 20, 2)).unwrap();
+        run(&repo, &day1, Vec::new());
+        run(&repo, b"another stream, same name, other job", Vec::new());
+        run(&repo, &day1, vec![files.clone()]);
+
+        let mut day2 = day1.clone();
+        day2[1 << 20] ^= 1;
+        day2.splice(2 << 20..2 << 20, *b"inserted row\n");
+        let mut file2 = bytes(14 << 20, 2);
+        file2[7 << 20] ^= 1;
+        std::fs::write(&big, &file2).unwrap();
+        let fresh = Repository::init(&dir.path().join("fresh"), &Default::default()).unwrap();
+        for r in [&repo, &fresh] {
+            run(r, &day2, vec![files.clone()]);
+        }
+        let big_at: Vec<String> = big
+            .components()
+            .filter_map(|c| match c {
+                std::path::Component::Normal(n) => Some(n.to_string_lossy().into_owned()),
+                _ => None,
+            })
+            .collect();
+        let big_at: Vec<&str> = big_at.iter().map(String::as_str).collect();
+        for (at, want) in [(&["db", "dump.sql"][..], &day2), (&big_at[..], &file2)] {
+            let (ids, data) = stored(&repo, at);
+            assert!(data == *want, "{at:?} restores as backed up");
+            assert_eq!(ids, stored(&fresh, at).0, "{at:?}: same chunks");
+        }
+        // Only the chunks around the two edits are new (the stream's neighbours of
+        // each edit, and the file's one chunk), plus metadata.
+        let (_, last) = repo.snapshots().unwrap().pop().unwrap();
+        assert!(
+            last.summary.bytes_added_raw < 300_000 + (4 << 20),
+            "{} bytes added",
+            last.summary.bytes_added_raw
+        );
     }
 }

@@ -579,26 +579,39 @@ impl Repository {
         Tree::decode(id, &self.read_blob(id)?)
     }
 
-    /// Calls `f` with every data chunk id of `content`, in file order, expanding list
-    /// nodes as it goes (memory: one list node per level).
+    /// Calls `f` with every data chunk id of `content`, in file order (see
+    /// [`Repository::chunk_ids`]).
     pub fn for_each_chunk(
         &self,
         content: &Content,
         f: &mut dyn FnMut(Id) -> Result<()>,
     ) -> Result<()> {
-        self.visit_ids(content.depth, &content.ids, f)
+        self.chunk_ids(content).try_for_each(|id| f(id?))
     }
 
-    fn visit_ids(&self, depth: u8, ids: &[Id], f: &mut dyn FnMut(Id) -> Result<()>) -> Result<()> {
-        for id in ids {
-            if depth == 0 {
-                f(*id)?;
-            } else {
-                let node = self.list_node(id, depth - 1)?;
-                self.visit_ids(node.level, &node.ids, f)?;
+    /// The data chunk ids of `content` in file order, expanding list nodes as they are
+    /// reached (memory: one list node per level).
+    pub fn chunk_ids<'r>(&'r self, content: &Content) -> impl Iterator<Item = Result<Id>> + 'r {
+        // Each level: ids, the next one to visit, and their depth (0: data chunks).
+        let mut stack = vec![(content.ids.clone(), 0usize, content.depth)];
+        std::iter::from_fn(move || loop {
+            let (ids, next, depth) = stack.last_mut()?;
+            let Some(&id) = ids.get(*next) else {
+                stack.pop();
+                continue;
+            };
+            *next += 1;
+            if *depth == 0 {
+                return Some(Ok(id));
             }
-        }
-        Ok(())
+            match self.list_node(&id, *depth - 1) {
+                Ok(node) => stack.push((node.ids, 0, node.level)),
+                Err(e) => {
+                    stack.clear();
+                    return Some(Err(e));
+                }
+            }
+        })
     }
 
     /// Reads list node `id`, which must be of `level`.
