@@ -117,13 +117,22 @@ impl Profiles {
     }
 }
 
-/// Splits a byte stream into chunks, one window at a time.
+/// Splits a byte stream into chunks, one window at a time. While a window is cut, the
+/// next one is read (into a buffer with room in front for the window's tail), so that
+/// reading overlaps cutting and hashing.
 pub struct StreamChunker<'h> {
     params: ChunkParams,
-    buf: Vec<u8>,
     window: usize,
-    len: usize,
+    /// Room in front of a read-ahead buffer: a window's tail is under `max` bytes.
+    head: usize,
+    size_hint: Option<u64>,
+    /// The bytes not yet handed out: `buf[start..end]`; the stream ends after them when
+    /// `eof`.
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
     eof: bool,
+    primed: bool,
     spare: Option<Vec<u8>>,
     hints: Option<Hints<'h>>,
 }
@@ -143,31 +152,38 @@ pub enum Known {
 /// batch owns its bytes, so the next window can be chunked while this one is processed;
 /// give `data` back with [`StreamChunker::recycle`] to reuse its allocation.
 pub struct Batch {
-    /// The window's bytes, ending where the last chunk ends.
+    /// The buffer holding the window; only the bytes under `cuts` are the stream's.
     pub data: Vec<u8>,
-    /// Chunk ranges within `data`.
+    /// Chunk ranges within `data`, adjacent.
     pub cuts: Vec<Range<usize>>,
     /// What is known of each chunk, in the order of `cuts`.
     pub known: Vec<Known>,
+}
+
+impl Batch {
+    /// The stream bytes in this batch.
+    pub fn bytes(&self) -> usize {
+        match (self.cuts.first(), self.cuts.last()) {
+            (Some(a), Some(b)) => b.end - a.start,
+            _ => 0,
+        }
+    }
 }
 
 impl<'h> StreamChunker<'h> {
     /// A chunker whose first buffer fits `size_hint` bytes (grown to the full window when
     /// the stream turns out longer). `params` must have passed [`ChunkParams::validate`].
     pub fn new(params: ChunkParams, size_hint: Option<u64>) -> Self {
-        let window = params.window();
-        let first = match size_hint {
-            Some(n) => usize::try_from(n.saturating_add(1))
-                .unwrap_or(window)
-                .min(window),
-            None => window,
-        };
         StreamChunker {
             params,
-            buf: vec![0; first.max(1)],
-            window,
-            len: 0,
+            window: params.window(),
+            head: params.max as usize,
+            size_hint,
+            buf: Vec::new(),
+            start: 0,
+            end: 0,
             eof: false,
+            primed: false,
             spare: None,
             hints: None,
         }
@@ -180,66 +196,122 @@ impl<'h> StreamChunker<'h> {
         self
     }
 
-    /// Reads more of `r` and returns the next chunks whose bounds are final, or `None`
-    /// once the stream is exhausted. A returned batch holds at least one chunk.
-    pub fn next_batch<R: Read + ?Sized>(&mut self, r: &mut R) -> io::Result<Option<Batch>> {
+    /// Reads the first window, sized by the hint (a whole small file in one buffer).
+    fn prime<R: Read + ?Sized>(&mut self, r: &mut R) -> io::Result<()> {
+        let first = match self.size_hint {
+            Some(n) => usize::try_from(n.saturating_add(1))
+                .unwrap_or(self.window)
+                .min(self.window),
+            None => self.window,
+        };
+        self.buf = vec![0; first.max(1)];
         loop {
-            while !self.eof && self.len < self.buf.len() {
-                match r.read(&mut self.buf[self.len..]) {
-                    Ok(0) => self.eof = true,
-                    Ok(n) => self.len += n,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(e) => return Err(e),
-                }
-            }
-            if self.eof || self.buf.len() >= self.window {
-                break;
+            let (n, eof) = fill(r, &mut self.buf[self.end..])?;
+            self.end += n;
+            self.eof = eof;
+            if eof || self.buf.len() >= self.window {
+                return Ok(());
             }
             self.buf.resize(self.window, 0);
         }
-        if self.len == 0 {
+    }
+
+    /// Returns the next chunks whose bounds are final, or `None` once the stream is
+    /// exhausted; meanwhile reads the window after them. A returned batch holds at
+    /// least one chunk.
+    pub fn next_batch<R: Read + Send + ?Sized>(&mut self, r: &mut R) -> io::Result<Option<Batch>> {
+        if !self.primed {
+            self.primed = true;
+            self.prime(r)?;
+        }
+        if self.start == self.end {
             return Ok(None);
         }
-        let data = &self.buf[..self.len];
-        let (cuts, known) = match &mut self.hints {
-            Some(h) => h.cut(data, self.eof, self.params),
+        let (head, eof, params, base) = (self.head, self.eof, self.params, self.start);
+        let mut next = match self.spare.take() {
+            _ if eof => None,
+            Some(b) if b.len() == head + self.window => Some(b),
+            _ => Some(vec![0; head + self.window]),
+        };
+        let data = &self.buf[self.start..self.end];
+        let hints = &mut self.hints;
+        let (read, (cuts, known)) = rayon::join(
+            || match next.as_mut() {
+                Some(b) => fill(r, &mut b[head..]),
+                None => Ok((0, true)),
+            },
+            || cut(hints, data, eof, params),
+        );
+        let (n, next_eof) = read?;
+        let emitted = cuts.last().map_or(0, |c| c.end);
+        let tail = self.start + emitted..self.end;
+        let old = match next {
+            Some(mut b) => {
+                let at = head - tail.len();
+                b[at..head].copy_from_slice(&self.buf[tail]);
+                self.start = at;
+                self.end = head + n;
+                self.eof = next_eof;
+                std::mem::replace(&mut self.buf, b)
+            }
             None => {
-                let mut cuts = find_cuts(data, self.params);
-                if !self.eof {
-                    let max = self.params.max as usize;
-                    let keep = cuts.partition_point(|c| self.len - c.start >= max);
-                    cuts.truncate(keep);
-                }
-                let known = vec![Known::Nothing; cuts.len()];
-                (cuts, known)
+                self.start = 0;
+                self.end = 0;
+                std::mem::take(&mut self.buf)
             }
         };
-        let end = cuts.last().map_or(0, |c| c.end);
-        let tail = self.len - end;
-        // The bytes after the last cut move to the next buffer; the window is handed out.
-        let next = if self.eof && tail == 0 {
-            Vec::new()
-        } else {
-            let mut next = match self.spare.take() {
-                Some(b) if b.len() == self.buf.len() => b,
-                _ => vec![0; self.buf.len()],
-            };
-            next[..tail].copy_from_slice(&self.buf[end..self.len]);
-            next
-        };
-        let mut data = std::mem::replace(&mut self.buf, next);
-        data.truncate(end);
-        self.len = tail;
-        Ok(Some(Batch { data, cuts, known }))
+        let cuts = cuts
+            .into_iter()
+            .map(|c| base + c.start..base + c.end)
+            .collect();
+        Ok(Some(Batch {
+            data: old,
+            cuts,
+            known,
+        }))
     }
 
     /// Takes back a batch's buffer for reuse.
-    pub fn recycle(&mut self, mut data: Vec<u8>) {
-        if data.capacity() == self.buf.len() && self.buf.len() == self.window {
-            data.resize(self.window, 0);
+    pub fn recycle(&mut self, data: Vec<u8>) {
+        if data.len() == self.head + self.window {
             self.spare = Some(data);
         }
     }
+}
+
+/// Reads into `buf` until it is full or the stream ends: (bytes read, ended).
+fn fill<R: Read + ?Sized>(r: &mut R, buf: &mut [u8]) -> io::Result<(usize, bool)> {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..]) {
+            Ok(0) => return Ok((n, true)),
+            Ok(k) => n += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok((n, false))
+}
+
+/// The final chunks of a window (see [`Hints::cut`] for the rule), with what is known
+/// of each.
+fn cut(
+    hints: &mut Option<Hints<'_>>,
+    data: &[u8],
+    eof: bool,
+    p: ChunkParams,
+) -> (Vec<Range<usize>>, Vec<Known>) {
+    if let Some(h) = hints {
+        return h.cut(data, eof, p);
+    }
+    let mut cuts = find_cuts(data, p);
+    if !eof {
+        let max = p.max as usize;
+        let keep = cuts.partition_point(|c| data.len() - c.start >= max);
+        cuts.truncate(keep);
+    }
+    let known = vec![Known::Nothing; cuts.len()];
+    (cuts, known)
 }
 
 /// Below this many bytes a window is chunked on one thread.
@@ -322,10 +394,11 @@ mod tests {
         let mut out = Vec::new();
         while let Some(b) = ch.next_batch(&mut r).unwrap() {
             assert!(!b.cuts.is_empty());
+            let first = b.cuts[0].start;
             for c in &b.cuts {
-                out.push((pos + c.start, c.len()));
+                out.push((pos + c.start - first, c.len()));
             }
-            pos += b.data.len();
+            pos += b.bytes();
             ch.recycle(b.data);
         }
         out
@@ -399,6 +472,7 @@ mod tests {
         let mut out = Vec::new();
         while let Some(b) = ch.next_batch(&mut r).unwrap() {
             assert_eq!(b.cuts.len(), b.known.len());
+            let first = b.cuts[0].start;
             for (c, k) in b.cuts.iter().zip(&b.known) {
                 if let Known::Id(id) | Known::Stored(id) = k {
                     assert_eq!(
@@ -407,9 +481,10 @@ mod tests {
                         "a known id is the chunk's"
                     );
                 }
-                out.push((pos + c.start, c.len(), *k));
+                out.push((pos + c.start - first, c.len(), *k));
             }
-            pos += b.data.len();
+            pos += b.bytes();
+            ch.recycle(b.data);
         }
         out
     }

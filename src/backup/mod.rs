@@ -737,7 +737,7 @@ impl Run<'_> {
             };
             let (following, ids) =
                 rayon::join(|| chunker.next_batch(r), || self.save_chunks(&batch));
-            let n = batch.data.len() as u64;
+            let n = batch.bytes() as u64;
             total += n;
             self.progress.bytes(n);
             for id in ids? {
@@ -799,16 +799,19 @@ impl Run<'_> {
         mut meta: Meta,
         prev: Option<&Node>,
     ) -> Result<Option<Node>> {
-        let mut earlier = None;
+        let earlier = match prev {
+            Some(Node {
+                kind: NodeKind::File(content),
+                ..
+            }) if self.parent_native.is_some() => Some(content),
+            _ => None,
+        };
         if let Some(Node {
             kind: NodeKind::File(content),
             meta: old,
             ..
         }) = prev
         {
-            if self.parent_native.is_some() {
-                earlier = Some(content.clone());
-            }
             if sfs::unchanged(old, &meta)
                 && !self.racy(old)
                 && self.repo.content_complete(content)?
@@ -831,7 +834,7 @@ impl Run<'_> {
             }
         };
         self.progress.entry(path);
-        let hints = self.hints(earlier);
+        let hints = self.hints(earlier.cloned());
         let (content, size) = match self.ingest(&mut f, self.files_params, Some(md.len()), hints)? {
             Ok(r) => r,
             Err(e) => {
