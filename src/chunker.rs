@@ -123,7 +123,9 @@ impl Profiles {
 pub struct StreamChunker<'h> {
     params: ChunkParams,
     window: usize,
-    /// Room in front of a read-ahead buffer: a window's tail is under `max` bytes.
+    /// Room in front of a buffer, where the previous window's tail goes: under `max`
+    /// bytes when reading ahead, else none (the tail starts the buffer, and the window
+    /// is read after it).
     head: usize,
     size_hint: Option<u64>,
     /// The bytes not yet handed out: `buf[start..end]`; the stream ends after them when
@@ -177,7 +179,7 @@ impl<'h> StreamChunker<'h> {
         StreamChunker {
             params,
             window: params.window(),
-            head: params.max as usize,
+            head: 0,
             size_hint,
             buf: Vec::new(),
             start: 0,
@@ -193,6 +195,7 @@ impl<'h> StreamChunker<'h> {
     /// where it did not change).
     pub fn with_hints(mut self, hints: Hints<'h>) -> Self {
         self.hints = Some(hints);
+        self.head = self.params.max as usize;
         self
     }
 
@@ -223,6 +226,11 @@ impl<'h> StreamChunker<'h> {
         if !self.primed {
             self.primed = true;
             self.prime(r)?;
+        } else if !self.eof && self.end < self.buf.len() {
+            // Not read ahead: this window is read now.
+            let (n, eof) = fill(r, &mut self.buf[self.end..])?;
+            self.end += n;
+            self.eof = eof;
         }
         if self.start == self.end {
             return Ok(None);
@@ -233,12 +241,16 @@ impl<'h> StreamChunker<'h> {
             Some(b) if b.len() == head + self.window => Some(b),
             _ => Some(vec![0; head + self.window]),
         };
+        // Reading ahead pays where cutting is mere hashing (with hints); without them
+        // the window's read already overlaps the previous batch's hashing and
+        // compression, and reading ahead would only hold one more window per stream.
+        let ahead = head > 0;
         let data = &self.buf[self.start..self.end];
         let hints = &mut self.hints;
         let (read, (cuts, known)) = rayon::join(
             || match next.as_mut() {
-                Some(b) => fill(r, &mut b[head..]),
-                None => Ok((0, true)),
+                Some(b) if ahead => fill(r, &mut b[head..]),
+                _ => Ok((0, eof)),
             },
             || cut(hints, data, eof, params),
         );
@@ -247,10 +259,13 @@ impl<'h> StreamChunker<'h> {
         let tail = self.start + emitted..self.end;
         let old = match next {
             Some(mut b) => {
-                let at = head - tail.len();
-                b[at..head].copy_from_slice(&self.buf[tail]);
+                // Reading ahead, the tail fills the room in front of what was read;
+                // else it starts the buffer.
+                let at = head.saturating_sub(tail.len());
+                let len = tail.len();
+                b[at..at + len].copy_from_slice(&self.buf[tail]);
                 self.start = at;
-                self.end = head + n;
+                self.end = at + len + n;
                 self.eof = next_eof;
                 std::mem::replace(&mut self.buf, b)
             }
