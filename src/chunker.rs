@@ -244,17 +244,16 @@ impl<'h> StreamChunker<'h> {
         // Reading ahead pays where cutting is mere hashing (with hints); without them
         // the window's read already overlaps the previous batch's hashing and
         // compression, and reading ahead would only hold one more window per stream.
-        let ahead = head > 0;
         let data = &self.buf[self.start..self.end];
         let hints = &mut self.hints;
-        let (read, (cuts, known)) = rayon::join(
-            || match next.as_mut() {
-                Some(b) if ahead => fill(r, &mut b[head..]),
-                _ => Ok((0, eof)),
-            },
-            || cut(hints, data, eof, params),
-        );
-        let (n, next_eof) = read?;
+        let ((n, next_eof), (cuts, known)) = match next.as_mut() {
+            Some(b) if head > 0 => {
+                let (read, cut) =
+                    rayon::join(|| fill(r, &mut b[head..]), || cut(hints, data, eof, params));
+                (read?, cut)
+            }
+            _ => ((0, eof), cut(hints, data, eof, params)),
+        };
         let emitted = cuts.last().map_or(0, |c| c.end);
         let tail = self.start + emitted..self.end;
         let old = match next {
@@ -308,8 +307,7 @@ fn fill<R: Read + ?Sized>(r: &mut R, buf: &mut [u8]) -> io::Result<(usize, bool)
     Ok((n, false))
 }
 
-/// The final chunks of a window (see [`Hints::cut`] for the rule), with what is known
-/// of each.
+/// The final chunks of a window, with what is known of each.
 fn cut(
     hints: &mut Option<Hints<'_>>,
     data: &[u8],
@@ -319,14 +317,22 @@ fn cut(
     if let Some(h) = hints {
         return h.cut(data, eof, p);
     }
+    let cuts = final_cuts(data, eof, p);
+    let known = vec![Known::Nothing; cuts.len()];
+    (cuts, known)
+}
+
+/// The chunks of `data` (starting at a cut point) that its end cannot have decided:
+/// those with `max` bytes of `data` after their start, or all when `data` ends the
+/// stream. These are FastCDC's cuts on the whole stream.
+fn final_cuts(data: &[u8], ends_stream: bool, p: ChunkParams) -> Vec<Range<usize>> {
     let mut cuts = find_cuts(data, p);
-    if !eof {
+    if !ends_stream {
         let max = p.max as usize;
         let keep = cuts.partition_point(|c| data.len() - c.start >= max);
         cuts.truncate(keep);
     }
-    let known = vec![Known::Nothing; cuts.len()];
-    (cuts, known)
+    cuts
 }
 
 /// Below this many bytes a window is chunked on one thread.

@@ -9,14 +9,15 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use super::{stream_components, Run, VDir, STREAM_MODE};
+use super::{file_content, stream_components, Run, VDir, STREAM_MODE};
+use crate::chunker::Hints;
 use crate::error::{Error, IoContext, Result};
 use crate::snapshot::Source;
 use crate::source::command::Running;
 use crate::source::fs as sfs;
 use crate::source::mongo::MongoUri;
 use crate::source::pg::{pg_dump_dir, pg_dumpall, Dsn};
-use crate::tree::Timestamp;
+use crate::tree::{Timestamp, Tree};
 
 /// (device, inode) of the files process `pid` has open, or `None` where `/proc` cannot
 /// tell.
@@ -92,6 +93,7 @@ fn ingest_dump_dir(
     now: Timestamp,
 ) -> Result<()> {
     let params = run.repo.params(crate::chunker::Profile::Dump);
+    let prev_dir = run.previous_dir(at);
     let mut done: HashSet<std::ffi::OsString> = HashSet::new();
     loop {
         let exited = dump.has_exited()?;
@@ -126,7 +128,7 @@ fn ingest_dump_dir(
                 let file = std::fs::File::open(&path).at(&path)?;
                 let mut comps = at.to_vec();
                 comps.push(text.as_bytes().to_vec());
-                let prev = run.hints(run.previous(&comps));
+                let prev = prev_file(run, prev_dir.as_ref(), text.as_bytes());
                 let (content, size) = if open.contains(&key) {
                     let mut f = Growing {
                         file,
@@ -150,6 +152,11 @@ fn ingest_dump_dir(
         }
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
+}
+
+/// Hints for file `name` of a directory whose previous version is `dir`.
+fn prev_file<'r>(run: &'r Run<'_>, dir: Option<&Tree>, name: &[u8]) -> Option<Hints<'r>> {
+    run.hints(dir?.get(name).and_then(file_content))
 }
 
 /// A temporary directory for a dump, under `base`.
@@ -255,15 +262,17 @@ fn put_tree(
     root: &mut VDir,
     now: Timestamp,
 ) -> Result<()> {
+    let prev_dir = run.previous_dir(at);
     for sfs::Entry { name, path, md } in sfs::read_dir_sorted(dir, |_, _| false).at(dir)? {
+        let name = std::os::unix::ffi::OsStrExt::as_bytes(name.as_os_str());
         let mut comps = at.to_vec();
-        comps.push(std::os::unix::ffi::OsStrExt::as_bytes(name.as_os_str()).to_vec());
+        comps.push(name.to_vec());
         let md = md.at(&path)?;
         if md.is_dir() {
             put_tree(run, &path, &comps, root, now)?;
         } else if md.is_file() {
             let mut f = std::fs::File::open(&path).at(&path)?;
-            let prev = run.hints(run.previous(&comps));
+            let prev = prev_file(run, prev_dir.as_ref(), name);
             let (content, size) = run
                 .ingest(&mut f, run.stream_params, Some(md.len()), prev)?
                 .at(&path)?;

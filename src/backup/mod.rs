@@ -213,7 +213,12 @@ pub fn backup(
     } else {
         find_parent(&earlier, &host, &sources)
     };
-    let native = |s: &Snapshot| s.host == host && s.original.is_none();
+    // Hints trust a previous chunk's length to tell the profile that cut it (not
+    // recorded for every source): only while the profiles' length ranges are disjoint
+    // (the defaults' are). Rewritten copies keep another repository's cut points.
+    let (files, dump) = (repo.params(Profile::Files), repo.params(Profile::Dump));
+    let hintable = files.max < dump.min || dump.max < files.min;
+    let native = |s: &Snapshot| hintable && s.host == host && s.original.is_none();
     let mut bases = HashMap::new();
     for (_, s) in earlier.iter().rev().filter(|(_, s)| native(s)) {
         for name in s.sources.iter().filter_map(Source::stream_name) {
@@ -662,9 +667,9 @@ impl Run<'_> {
         }
     }
 
-    /// The previous version of the stream stored at `at`: its content in the latest
-    /// snapshot with the stream name above it, else in the parent.
-    fn previous(&self, at: &[Vec<u8>]) -> Option<Content> {
+    /// The previous version of what a stream source stores at `at`: the node there in
+    /// the latest snapshot with the stream name above it, else in the parent.
+    fn previous_node(&self, at: &[Vec<u8>]) -> Option<Node> {
         let tree = (1..=at.len())
             .rev()
             .find_map(|n| {
@@ -676,28 +681,28 @@ impl Run<'_> {
                 self.bases.get(&name)
             })
             .or(self.parent_native.as_ref())?;
-        match self.repo.find_node(tree, at) {
-            Ok(Some(Node {
-                kind: NodeKind::File(content),
-                ..
-            })) => Some(content),
+        self.repo.find_node(tree, at).ok().flatten()
+    }
+
+    /// The previous version of the stream stored at `at`.
+    fn previous(&self, at: &[Vec<u8>]) -> Option<Content> {
+        file_content(&self.previous_node(at)?)
+    }
+
+    /// The previous version of the directory a source fills at `at` (a dump's
+    /// directory), read once for all its files.
+    fn previous_dir(&self, at: &[Vec<u8>]) -> Option<Tree> {
+        match self.previous_node(at)?.kind {
+            NodeKind::Dir(id) => self.repo.load_tree(&id).ok(),
             _ => None,
         }
     }
 
     /// Hints from a previous version: its chunk ids in order, read as the new version
     /// advances, and their lengths from the index. A chunk the index lacks ends them.
-    ///
-    /// Which profile cut the previous version is not recorded for every source, but a
-    /// chunk of the other profile has a length the hints refuse, as long as the two
-    /// profiles' length ranges are disjoint (the defaults are); else no hints.
     fn hints(&self, prev: Option<Content>) -> Option<Hints<'_>> {
         let content = prev?;
         let repo = self.repo;
-        let (f, d) = (repo.params(Profile::Files), repo.params(Profile::Dump));
-        if f.min <= d.max && d.min <= f.max {
-            return None;
-        }
         let mut ids = repo.chunk_ids(&content);
         let source: HintSource = Box::new(move || ids.next()?.ok());
         let len: LenFn = Box::new(|id| {
@@ -799,19 +804,15 @@ impl Run<'_> {
         mut meta: Meta,
         prev: Option<&Node>,
     ) -> Result<Option<Node>> {
-        let earlier = match prev {
+        let old = match prev {
             Some(Node {
                 kind: NodeKind::File(content),
+                meta,
                 ..
-            }) if self.parent_native.is_some() => Some(content),
+            }) => Some((content, meta)),
             _ => None,
         };
-        if let Some(Node {
-            kind: NodeKind::File(content),
-            meta: old,
-            ..
-        }) = prev
-        {
+        if let Some((content, old)) = old {
             if sfs::unchanged(old, &meta)
                 && !self.racy(old)
                 && self.repo.content_complete(content)?
@@ -834,7 +835,9 @@ impl Run<'_> {
             }
         };
         self.progress.entry(path);
-        let hints = self.hints(earlier.cloned());
+        // A changed file is cut against its version in the parent, if that is native.
+        let earlier = old.filter(|_| self.parent_native.is_some());
+        let hints = self.hints(earlier.map(|(content, _)| content.clone()));
         let (content, size) = match self.ingest(&mut f, self.files_params, Some(md.len()), hints)? {
             Ok(r) => r,
             Err(e) => {
@@ -944,6 +947,14 @@ impl Run<'_> {
             tree.nodes.push(node);
         }
         self.saver.save(BlobKind::Tree, &tree.encode())
+    }
+}
+
+/// A file node's content.
+fn file_content(node: &Node) -> Option<Content> {
+    match &node.kind {
+        NodeKind::File(content) => Some(content.clone()),
+        _ => None,
     }
 }
 

@@ -23,7 +23,7 @@ use std::ops::Range;
 
 use rayon::prelude::*;
 
-use super::{find_cuts, ChunkParams, Known};
+use super::{final_cuts, ChunkParams, Known};
 use crate::id::Id;
 
 /// Previous chunks held ahead of the position, to find where two versions agree again.
@@ -89,7 +89,7 @@ impl<'a> Hints<'a> {
 
     /// Reads previous ids until more than `i` are held (at least [`AHEAD`]); whether
     /// number `first + i` is there.
-    fn fill(&mut self, i: usize) -> bool {
+    fn read_ids(&mut self, i: usize) -> bool {
         while self.ahead.len() <= i.max(AHEAD - 1) && !self.exhausted {
             match (self.source)() {
                 Some(id) => {
@@ -125,7 +125,7 @@ impl<'a> Hints<'a> {
     /// parameters cut, and its stream went on for `max` bytes from its start (else its
     /// end may have been cut by the stream's end).
     fn offer(&mut self, i: usize, p: ChunkParams) -> Option<(Id, u32)> {
-        if !self.fill(i) {
+        if !self.read_ids(i) {
             return None;
         }
         let Some(len) = self.len_at(i).filter(|l| (p.min..=p.max).contains(l)) else {
@@ -135,7 +135,7 @@ impl<'a> Hints<'a> {
         let mut span = u64::from(len);
         let mut j = i + 1;
         while span < u64::from(p.max) {
-            if !self.fill(j) {
+            if !self.read_ids(j) {
                 return None;
             }
             let Some(l) = self.len_at(j) else {
@@ -174,7 +174,7 @@ impl<'a> Hints<'a> {
 
     /// The chunks of `data` (a window starting at a cut point) that are final: those
     /// with `max` bytes after their start, or all when `eof`. Returns their ranges and
-    /// what is known of each; the same cut points as [`find_cuts`] gives.
+    /// what is known of each; the same cut points as [`final_cuts`] gives.
     pub(super) fn cut(
         &mut self,
         data: &[u8],
@@ -193,14 +193,10 @@ impl<'a> Hints<'a> {
                 pos = self.take(data, pos, p, &mut cuts, &mut known);
                 continue;
             }
-            self.fill(0);
+            self.read_ids(0);
             if self.ahead.is_empty() && self.exhausted {
                 // Nothing left to agree with: the rest as one pass cuts it.
-                let mut rest = find_cuts(&data[pos..], p);
-                if !eof {
-                    let keep = rest.partition_point(|c| room(pos + c.start));
-                    rest.truncate(keep);
-                }
+                let rest = final_cuts(&data[pos..], eof, p);
                 known.extend(std::iter::repeat_n(Known::Nothing, rest.len()));
                 cuts.extend(rest.into_iter().map(|c| pos + c.start..pos + c.end));
                 break;
@@ -211,9 +207,8 @@ impl<'a> Hints<'a> {
     }
 
     /// Cuts a stretch from `pos` with FastCDC and hashes its chunks; returns the
-    /// position after them. Only cuts with `max` bytes of the slice after their start
-    /// are kept (the slice's end must not decide them), unless the slice ends the
-    /// stream; at least one is, since `pos` has room or the stream ends.
+    /// position after them. Only the stretch's final cuts are kept (see
+    /// [`final_cuts`]); at least one is, since `pos` has room or the stream ends.
     fn stretch(
         &mut self,
         data: &[u8],
@@ -223,19 +218,14 @@ impl<'a> Hints<'a> {
         cuts: &mut Vec<Range<usize>>,
         known: &mut Vec<Known>,
     ) -> usize {
-        let max = p.max as usize;
         let len = if self.stretch == 0 {
             STRETCH_MIN * p.avg as usize
         } else {
             self.stretch
         };
-        let end = data.len().min(pos + len + max);
+        let end = data.len().min(pos + len + p.max as usize);
         let slice = &data[pos..end];
-        let mut found = find_cuts(slice, p);
-        if !(eof && end == data.len()) {
-            let keep = found.partition_point(|c| slice.len() - c.start >= max);
-            found.truncate(keep);
-        }
+        let found = final_cuts(slice, eof && end == data.len(), p);
         let hash = &self.hash;
         let ids: Vec<Id> = if found.len() > 2 {
             found.par_iter().map(|c| hash(&slice[c.clone()])).collect()
