@@ -20,6 +20,7 @@ mod index_files;
 pub mod keys;
 mod lock;
 mod lookup;
+mod persist;
 mod repack;
 mod saver;
 
@@ -1032,11 +1033,6 @@ impl Repository {
             .prefix("pack-")
             .tempfile_in(&tmp)
             .at(&tmp)
-    }
-
-    /// Makes a finished pack durable under its final name (not yet in an index file).
-    fn persist_pack(&self, file: tempfile::NamedTempFile, id: &Id) -> Result<()> {
-        self.store.put_file(&pack_path(id), file)
     }
 }
 

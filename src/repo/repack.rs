@@ -3,21 +3,18 @@
 //! packs are made durable but listed in no index file; prune writes the index files
 //! that list them, and only then deletes the old packs.
 
-use std::io::BufWriter;
-
+use super::persist::{new_pack, PackFile, Persister};
 use super::{PackRecord, Repository};
 use crate::error::{IoContext, Result};
 use crate::id::Id;
 use crate::index::BlobLoc;
-use crate::pack::PackWriter;
-
-type Writer = PackWriter<BufWriter<tempfile::NamedTempFile>>;
 
 /// Writes repacked blobs; see the module docs.
 pub struct Repacker<'r> {
     repo: &'r Repository,
-    data: Option<Writer>,
-    meta: Option<Writer>,
+    data: Option<PackFile>,
+    meta: Option<PackFile>,
+    persister: Persister,
     done: Vec<PackRecord>,
 }
 
@@ -28,6 +25,7 @@ impl<'r> Repacker<'r> {
             repo,
             data: None,
             meta: None,
+            persister: Persister::new(repo),
             done: Vec::new(),
         }
     }
@@ -41,42 +39,28 @@ impl<'r> Repacker<'r> {
             &mut self.data
         };
         if slot.is_none() {
-            let file = self.repo.new_pack_file()?;
-            let path = file.path().to_path_buf();
-            *slot = Some(
-                PackWriter::new(
-                    BufWriter::with_capacity(1 << 20, file),
-                    self.repo.key.clone(),
-                )
-                .at(&path)?,
-            );
+            *slot = Some(new_pack(self.repo)?);
         }
         let w = slot.as_mut().expect("just opened");
         w.add(loc.kind, loc.compression, *id, loc.raw_len, &stored)
             .at(w.get_ref().get_ref().path())?;
         if w.is_full(self.repo.config.pack_size) {
             let full = slot.take().expect("open");
-            self.close(full)?;
+            let durable = self.persister.start(full)?;
+            self.done.extend(durable);
         }
         Ok(stored.len() as u64)
-    }
-
-    fn close(&mut self, w: Writer) -> Result<()> {
-        let path = w.get_ref().get_ref().path().to_path_buf();
-        let (id, entries, size, buf) = w.finish().at(&path)?;
-        let file = buf.into_inner().map_err(|e| e.into_error()).at(&path)?;
-        self.repo.persist_pack(file, &id)?;
-        self.done.push((id, size, entries));
-        Ok(())
     }
 
     /// Closes the open packs; returns every new pack, durable, for the index.
     pub fn finish(mut self) -> Result<Vec<PackRecord>> {
         for w in [self.data.take(), self.meta.take()].into_iter().flatten() {
             if !w.is_empty() {
-                self.close(w)?;
+                let durable = self.persister.start(w)?;
+                self.done.extend(durable);
             }
         }
-        Ok(self.done)
+        self.done.extend(self.persister.finish()?);
+        Ok(std::mem::take(&mut self.done))
     }
 }

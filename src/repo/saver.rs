@@ -3,26 +3,23 @@
 //!
 //! Data blobs and metadata blobs (trees, chunk lists) go to separate packs. A blob is
 //! claimed in an in-memory set before it is written, so two threads never store the
-//! same new blob twice. Finished packs are durable at once but listed in an index file
-//! only every [`index_files::BLOBS_PER_FILE`] blobs and at [`Saver::flush`]; then they
-//! enter the index cache and their claims are dropped (the index answers from then
-//! on), so the set stays bounded however long the run.
+//! same new blob twice. Finished packs are made durable in the background (see
+//! [`super::persist`]) and, once durable, listed in an index file every
+//! [`index_files::BLOBS_PER_FILE`] blobs and at [`Saver::flush`]; then they enter the
+//! index cache and their claims are dropped (the index answers from then on), so the
+//! set stays bounded however long the run.
 
 use std::borrow::Cow;
 use std::collections::HashSet;
-use std::io::BufWriter;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
+use super::persist::{new_pack, PackFile, Persister};
 use super::{index_files, PackRecord, Repository};
 use crate::compress::{self, Compression};
 use crate::error::{IoContext, Result};
 use crate::id::Id;
-use crate::pack::{BlobKind, PackWriter};
-
-struct OpenPack {
-    writer: PackWriter<BufWriter<tempfile::NamedTempFile>>,
-}
+use crate::pack::BlobKind;
 
 /// What a run added to the repository.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -42,8 +39,9 @@ pub struct Saver<'r> {
     claimed: Mutex<HashSet<Id>>,
     /// Durable packs no index file lists yet.
     pending: Mutex<Vec<PackRecord>>,
-    data: Mutex<Option<OpenPack>>,
-    meta: Mutex<Option<OpenPack>>,
+    data: Mutex<Option<PackFile>>,
+    meta: Mutex<Option<PackFile>>,
+    persister: Persister,
     blobs: AtomicU64,
     raw: AtomicU64,
     stored: AtomicU64,
@@ -62,6 +60,7 @@ impl<'r> Saver<'r> {
             pending: Mutex::new(Vec::new()),
             data: Mutex::new(None),
             meta: Mutex::new(None),
+            persister: Persister::new(repo),
             blobs: AtomicU64::new(0),
             raw: AtomicU64::new(0),
             stored: AtomicU64::new(0),
@@ -99,20 +98,12 @@ impl<'r> Saver<'r> {
         let full = {
             let mut open = locked(slot);
             if open.is_none() {
-                let file = self.repo.new_pack_file()?;
-                let path = file.path().to_path_buf();
-                let writer = PackWriter::new(
-                    BufWriter::with_capacity(1 << 20, file),
-                    self.repo.key.clone(),
-                )
-                .at(&path)?;
-                *open = Some(OpenPack { writer });
+                *open = Some(new_pack(self.repo)?);
             }
             let p = open.as_mut().expect("just opened");
-            p.writer
-                .add(kind, compression, id, raw_len, &stored)
-                .at(p.writer_path())?;
-            if p.writer.is_full(self.repo.config.pack_size) {
+            p.add(kind, compression, id, raw_len, &stored)
+                .at(p.get_ref().get_ref().path())?;
+            if p.is_full(self.repo.config.pack_size) {
                 open.take()
             } else {
                 None
@@ -128,14 +119,17 @@ impl<'r> Saver<'r> {
         Ok(())
     }
 
-    fn commit(&self, p: OpenPack) -> Result<()> {
-        let path = p.writer_path().to_path_buf();
-        let (id, entries, size, buf) = p.writer.finish().at(&path)?;
-        let file = buf.into_inner().map_err(|e| e.into_error()).at(&path)?;
-        self.repo.persist_pack(file, &id)?;
+    fn commit(&self, p: PackFile) -> Result<()> {
+        let durable = self.persister.start(p)?;
+        self.list(durable)
+    }
+
+    /// Adds durable packs to those awaiting an index file; writes one when they hold
+    /// enough blobs.
+    fn list(&self, durable: Vec<PackRecord>) -> Result<()> {
         let batch = {
             let mut pending = locked(&self.pending);
-            pending.push((id, size, entries));
+            pending.extend(durable);
             let blobs: usize = pending.iter().map(|r| r.2.len()).sum();
             if blobs >= index_files::BLOBS_PER_FILE {
                 std::mem::take(&mut *pending)
@@ -164,18 +158,19 @@ impl<'r> Saver<'r> {
     /// Commits the open packs and lists every pack in an index file; every blob saved
     /// so far is then durable and indexed.
     pub fn flush(&self) -> Result<()> {
-        let close = |slot: &Mutex<Option<OpenPack>>| {
+        for slot in [&self.data, &self.meta] {
             let open = locked(slot).take();
             match open {
-                Some(p) if !p.writer.is_empty() => self.commit(p),
-                _ => Ok(()),
+                Some(p) if !p.is_empty() => self.commit(p)?,
+                _ => {}
             }
+        }
+        let durable = self.persister.finish()?;
+        let rest = {
+            let mut pending = locked(&self.pending);
+            pending.extend(durable);
+            std::mem::take(&mut *pending)
         };
-        // Both at once, so that their fsyncs overlap: each can wait long on a busy disk.
-        let (data, meta) = rayon::join(|| close(&self.data), || close(&self.meta));
-        data?;
-        meta?;
-        let rest = std::mem::take(&mut *locked(&self.pending));
         self.write_index(rest)
     }
 
@@ -186,12 +181,6 @@ impl<'r> Saver<'r> {
             raw: self.raw.load(Ordering::Relaxed),
             stored: self.stored.load(Ordering::Relaxed),
         }
-    }
-}
-
-impl OpenPack {
-    fn writer_path(&self) -> &std::path::Path {
-        self.writer.get_ref().get_ref().path()
     }
 }
 
