@@ -6,7 +6,7 @@
 
 use std::collections::VecDeque;
 use std::io::BufWriter;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use super::{pack_path, PackRecord, Repository};
@@ -17,7 +17,8 @@ use crate::store::Store;
 /// A pack being filled, in a temp file.
 pub(super) type PackFile = PackWriter<BufWriter<tempfile::NamedTempFile>>;
 
-/// Packs made durable at once, beyond the one the filling threads wait for.
+/// Packs being made durable while the filling threads go on; a thread that finishes
+/// one more waits for the oldest.
 const RUNNING: usize = 2;
 
 /// Opens a new pack in the repository's `tmp/`.
@@ -31,10 +32,6 @@ pub(super) fn new_pack(repo: &Repository) -> Result<PackFile> {
 pub(super) struct Persister {
     store: Arc<dyn Store>,
     running: Mutex<VecDeque<JoinHandle<Result<PackRecord>>>>,
-}
-
-fn locked<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl Persister {
@@ -61,7 +58,7 @@ impl Persister {
             })
             .at(&path)?;
         let done: Vec<_> = {
-            let mut running = locked(&self.running);
+            let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
             running.push_back(handle);
             let mut done = Vec::new();
             while running.len() > RUNNING || running.front().is_some_and(|h| h.is_finished()) {
@@ -74,7 +71,9 @@ impl Persister {
 
     /// Waits for every pack started; returns them, durable.
     pub(super) fn finish(&self) -> Result<Vec<PackRecord>> {
-        let all: Vec<_> = locked(&self.running).drain(..).collect();
+        let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
+        let all: Vec<_> = running.drain(..).collect();
+        drop(running);
         join_all(all)
     }
 }

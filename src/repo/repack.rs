@@ -61,6 +61,6 @@ impl<'r> Repacker<'r> {
             }
         }
         self.done.extend(self.persister.finish()?);
-        Ok(std::mem::take(&mut self.done))
+        Ok(self.done)
     }
 }
