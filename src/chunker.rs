@@ -209,14 +209,20 @@ impl<'h> StreamChunker<'h> {
         };
         self.buf = vec![0; first.max(1)];
         loop {
-            let (n, eof) = fill(r, &mut self.buf[self.end..])?;
-            self.end += n;
-            self.eof = eof;
-            if eof || self.buf.len() >= self.window {
+            self.read(r)?;
+            if self.eof || self.buf.len() >= self.window {
                 return Ok(());
             }
             self.buf.resize(self.window, 0);
         }
+    }
+
+    /// Reads into the buffer after `end` until it is full or the stream ends.
+    fn read<R: Read + ?Sized>(&mut self, r: &mut R) -> io::Result<()> {
+        let (n, eof) = fill(r, &mut self.buf[self.end..])?;
+        self.end += n;
+        self.eof = eof;
+        Ok(())
     }
 
     /// Returns the next chunks whose bounds are final, or `None` once the stream is
@@ -228,9 +234,7 @@ impl<'h> StreamChunker<'h> {
             self.prime(r)?;
         } else if !self.eof && self.end < self.buf.len() {
             // Not read ahead: this window is read now.
-            let (n, eof) = fill(r, &mut self.buf[self.end..])?;
-            self.end += n;
-            self.eof = eof;
+            self.read(r)?;
         }
         if self.start == self.end {
             return Ok(None);
@@ -258,8 +262,10 @@ impl<'h> StreamChunker<'h> {
         let tail = self.start + emitted..self.end;
         let old = match next {
             Some(mut b) => {
-                // Reading ahead, the tail fills the room in front of what was read;
-                // else it starts the buffer.
+                // Reading ahead, the tail fills the room in front of what was read
+                // (under `max` bytes: every chunk starting before it was final); else
+                // it starts the buffer.
+                debug_assert!(head == 0 || tail.len() <= head, "the tail fits the room");
                 let at = head.saturating_sub(tail.len());
                 let len = tail.len();
                 b[at..at + len].copy_from_slice(&self.buf[tail]);

@@ -6,6 +6,7 @@
 
 use std::collections::VecDeque;
 use std::io::BufWriter;
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
@@ -16,6 +17,13 @@ use crate::store::Store;
 
 /// A pack being filled, in a temp file.
 pub(super) type PackFile = PackWriter<BufWriter<tempfile::NamedTempFile>>;
+
+impl PackFile {
+    /// The temp file's path, for messages.
+    pub(super) fn path(&self) -> &Path {
+        self.get_ref().get_ref().path()
+    }
+}
 
 /// Packs being made durable while the filling threads go on; a thread that finishes
 /// one more waits for the oldest.
@@ -45,7 +53,7 @@ impl Persister {
     /// Finishes `pack` and starts making it durable; returns the packs that became
     /// durable meanwhile, having waited for the oldest if [`RUNNING`] were under way.
     pub(super) fn start(&self, pack: PackFile) -> Result<Vec<PackRecord>> {
-        let path = pack.get_ref().get_ref().path().to_path_buf();
+        let path = pack.path().to_path_buf();
         let (id, entries, size, buf) = pack.finish().at(&path)?;
         let file = buf.into_inner().map_err(|e| e.into_error()).at(&path)?;
         let store = self.store.clone();

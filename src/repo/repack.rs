@@ -43,7 +43,7 @@ impl<'r> Repacker<'r> {
         }
         let w = slot.as_mut().expect("just opened");
         w.add(loc.kind, loc.compression, *id, loc.raw_len, &stored)
-            .at(w.get_ref().get_ref().path())?;
+            .at(w.path())?;
         if w.is_full(self.repo.config.pack_size) {
             let full = slot.take().expect("open");
             let durable = self.persister.start(full)?;

@@ -102,7 +102,7 @@ impl<'r> Saver<'r> {
             }
             let p = open.as_mut().expect("just opened");
             p.add(kind, compression, id, raw_len, &stored)
-                .at(p.get_ref().get_ref().path())?;
+                .at(p.path())?;
             if p.is_full(self.repo.config.pack_size) {
                 open.take()
             } else {
@@ -121,17 +121,17 @@ impl<'r> Saver<'r> {
 
     fn commit(&self, p: PackFile) -> Result<()> {
         let durable = self.persister.start(p)?;
-        self.list(durable)
+        self.list(durable, false)
     }
 
     /// Adds durable packs to those awaiting an index file; writes one when they hold
-    /// enough blobs.
-    fn list(&self, durable: Vec<PackRecord>) -> Result<()> {
+    /// enough blobs, or with `all`.
+    fn list(&self, durable: Vec<PackRecord>, all: bool) -> Result<()> {
         let batch = {
             let mut pending = locked(&self.pending);
             pending.extend(durable);
             let blobs: usize = pending.iter().map(|r| r.2.len()).sum();
-            if blobs >= index_files::BLOBS_PER_FILE {
+            if all || blobs >= index_files::BLOBS_PER_FILE {
                 std::mem::take(&mut *pending)
             } else {
                 Vec::new()
@@ -165,13 +165,7 @@ impl<'r> Saver<'r> {
                 _ => {}
             }
         }
-        let durable = self.persister.finish()?;
-        let rest = {
-            let mut pending = locked(&self.pending);
-            pending.extend(durable);
-            std::mem::take(&mut *pending)
-        };
-        self.write_index(rest)
+        self.list(self.persister.finish()?, true)
     }
 
     /// What this saver added so far.
