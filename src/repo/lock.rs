@@ -6,6 +6,11 @@
 //! that has not been refreshed for [`STALE_AFTER`] is taken over with a warning, so no
 //! lock ever needs deleting by hand. A live holder refreshes its file's mtime every
 //! [`REFRESH_EVERY`].
+//!
+//! Each process writes its own file before it lists the others, so of two conflicting
+//! processes the one that lists second sees the first: at most one proceeds, on any
+//! store whose listings show completed writes (local, SFTP, S3). A file that cannot be
+//! read or parsed is never taken for no lock.
 
 use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
@@ -114,15 +119,16 @@ impl Lock {
             if entry.path == lock.path {
                 continue;
             }
-            let Some(holder) = read_lock(lock.store.as_ref(), &entry.path) else {
-                continue;
+            let holder = match read_lock(lock.store.as_ref(), &entry.path)? {
+                Holder::Gone => continue,
+                h => h,
             };
-            if is_stale(&entry, &holder) {
+            if holder.is_stale(&entry) {
                 log::warn!("removing stale lock {}: {holder}", entry.path);
                 let _ = lock.store.delete(&entry.path);
                 continue;
             }
-            if exclusive || holder.exclusive {
+            if exclusive || holder.is_exclusive() {
                 return Err(Error::Locked {
                     holder: format!(
                         "{holder} ({}/{}); wait for it to finish and rerun. If that process is gone, the lock is removed as stale once it is 30 minutes old, or delete the file",
@@ -169,20 +175,56 @@ impl Lock {
     }
 }
 
-fn read_lock(store: &dyn Store, path: &str) -> Option<LockInfo> {
-    let b = store.read(path, MAX_LEN).ok()?;
-    serde_json::from_slice(&b).ok()
+/// Another lock file, as read by a process taking a lock.
+enum Holder {
+    /// Released between the listing and the read.
+    Gone,
+    Known(LockInfo),
+    /// A file in `locks/` that is not a lock snap wrote: it counts as an exclusive
+    /// lock of unknown holder until it is stale, never as no lock.
+    Unknown,
 }
 
-fn is_stale(entry: &Entry, info: &LockInfo) -> bool {
-    if info.host == hostname() && !pid_alive(info.pid) {
-        return true;
+impl Holder {
+    fn is_exclusive(&self) -> bool {
+        match self {
+            Holder::Known(info) => info.exclusive,
+            _ => true,
+        }
     }
-    let age = entry
-        .modified
-        .and_then(|t| SystemTime::now().duration_since(t).ok())
-        .unwrap_or_default();
-    age > STALE_AFTER
+
+    fn is_stale(&self, entry: &Entry) -> bool {
+        if let Holder::Known(info) = self {
+            if info.host == hostname() && !pid_alive(info.pid) {
+                return true;
+            }
+        }
+        let age = entry
+            .modified
+            .and_then(|t| SystemTime::now().duration_since(t).ok())
+            .unwrap_or_default();
+        age > STALE_AFTER
+    }
+}
+
+impl std::fmt::Display for Holder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Holder::Known(info) => info.fmt(f),
+            _ => f.write_str("a lock file snap cannot read"),
+        }
+    }
+}
+
+/// Reads another holder's lock file. A read that fails for any reason but the file's
+/// absence is an error: a lock that cannot be read must not be taken for no lock.
+fn read_lock(store: &dyn Store, path: &str) -> Result<Holder> {
+    match store.read(path, MAX_LEN) {
+        Ok(b) => Ok(serde_json::from_slice(&b).map_or(Holder::Unknown, Holder::Known)),
+        Err(Error::NotFound { .. }) => Ok(Holder::Gone),
+        Err(Error::Corrupt { .. }) => Ok(Holder::Unknown),
+        Err(e) => Err(e),
+    }
 }
 
 impl Drop for Lock {
@@ -217,6 +259,77 @@ mod tests {
         assert!(Lock::acquire(s.clone(), false, "backup").is_err());
         drop(x);
         assert!(s.list("locks").unwrap().is_empty());
+    }
+
+    #[test]
+    fn exclusive_holders_never_overlap() {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        let d = tempfile::tempdir().unwrap();
+        let s = store(&d);
+        let inside = AtomicU32::new(0);
+        let (taken, refused) = (AtomicU32::new(0), AtomicU32::new(0));
+        std::thread::scope(|scope| {
+            for t in 0..4u64 {
+                let (s, inside, taken, refused) = (&s, &inside, &taken, &refused);
+                scope.spawn(move || {
+                    for round in 0..25u64 {
+                        let l = loop {
+                            match Lock::acquire(s.clone(), true, "race") {
+                                Ok(l) => break l,
+                                Err(Error::Locked { .. }) => {
+                                    refused.fetch_add(1, Ordering::Relaxed);
+                                    std::thread::sleep(Duration::from_micros(
+                                        100 + (t * 37 + round * 11) % 400,
+                                    ));
+                                }
+                                Err(e) => panic!("{e}"),
+                            }
+                        };
+                        assert_eq!(inside.fetch_add(1, Ordering::SeqCst), 0, "two holders");
+                        std::thread::sleep(Duration::from_micros(200));
+                        inside.fetch_sub(1, Ordering::SeqCst);
+                        taken.fetch_add(1, Ordering::Relaxed);
+                        drop(l);
+                    }
+                });
+            }
+        });
+        assert_eq!(taken.into_inner(), 100);
+        assert!(refused.into_inner() > 0, "the threads never contended");
+        assert!(s.list("locks").unwrap().is_empty());
+    }
+
+    #[test]
+    fn an_unreadable_lock_file_blocks_until_stale() {
+        let d = tempfile::tempdir().unwrap();
+        let s = store(&d);
+        s.put("locks/odd.json", b"not a lock").unwrap();
+        let e = Lock::acquire(s.clone(), false, "backup")
+            .err()
+            .expect("blocked");
+        assert!(e.to_string().contains("cannot read"), "{e}");
+        assert!(
+            s.list("locks").unwrap().len() == 1,
+            "the refused lock is gone"
+        );
+        let old = rustix::fs::Timespec {
+            tv_sec: chrono::Utc::now().timestamp() - 31 * 60,
+            tv_nsec: 0,
+        };
+        let times = rustix::fs::Timestamps {
+            last_access: old,
+            last_modification: old,
+        };
+        rustix::fs::utimensat(
+            rustix::fs::CWD,
+            d.path().join("locks/odd.json"),
+            &times,
+            rustix::fs::AtFlags::empty(),
+        )
+        .unwrap();
+        let l = Lock::acquire(s.clone(), false, "backup").unwrap();
+        assert_eq!(s.size("locks/odd.json").unwrap(), None, "stale: removed");
+        drop(l);
     }
 
     #[test]
