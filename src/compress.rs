@@ -58,22 +58,32 @@ pub fn compress(raw: &[u8], level: i32) -> Option<Vec<u8>> {
     })
 }
 
-/// Decompresses one zstd frame that must expand to exactly `raw_len` bytes.
-pub fn decompress(stored: &[u8], raw_len: usize) -> Result<Vec<u8>, String> {
+/// Decompresses one zstd frame that must expand to exactly `raw_len` bytes, appending
+/// them to `out` (straight into its spare capacity: runs of blobs decode into one buffer
+/// without a copy). On error `out` is as it was.
+pub fn decompress_into(stored: &[u8], raw_len: usize, out: &mut Vec<u8>) -> Result<(), String> {
     DECOMPRESSOR.with(|cell| {
         let mut slot = cell.borrow_mut();
         if slot.is_none() {
             *slot = Some(zstd::bulk::Decompressor::new().map_err(|e| e.to_string())?);
         }
         let d = slot.as_mut().ok_or("no zstd context")?;
-        let mut out = Vec::with_capacity(raw_len);
-        let n = d
-            .decompress_to_buffer(stored, &mut out)
-            .map_err(|e| format!("zstd: {e}"))?;
-        if n != raw_len {
-            return Err(format!("decompressed to {n} bytes, expected {raw_len}"));
+        let start = out.len();
+        out.reserve_exact(raw_len);
+        let mut tail = std::io::Cursor::new(&mut *out);
+        tail.set_position(start as u64);
+        let n = d.decompress_to_buffer(stored, &mut tail);
+        match n {
+            Ok(n) if n == raw_len => Ok(()),
+            Ok(n) => {
+                out.truncate(start);
+                Err(format!("decompressed to {n} bytes, expected {raw_len}"))
+            }
+            Err(e) => {
+                out.truncate(start);
+                Err(format!("zstd: {e}"))
+            }
         }
-        Ok(out)
     })
 }
 
@@ -94,12 +104,31 @@ mod tests {
         assert!(compress(&vec![7u8; 100_000], 0).is_none());
     }
 
+    fn decompress(stored: &[u8], raw_len: usize) -> Result<Vec<u8>, String> {
+        let mut out = Vec::new();
+        decompress_into(stored, raw_len, &mut out).map(|()| out)
+    }
+
     #[test]
     fn wrong_length_or_garbage_is_an_error() {
         let z = compress(&vec![1u8; 5000], 3).unwrap();
         assert!(decompress(&z, 4999).is_err());
         assert!(decompress(&z, 5001).is_err());
         assert!(decompress(b"not zstd at all", 10).is_err());
+    }
+
+    #[test]
+    fn frames_append_after_what_the_buffer_holds() {
+        let (a, b) = (vec![1u8; 5000], b"xyz".repeat(3000));
+        let mut out = b"head".to_vec();
+        decompress_into(&compress(&a, 3).unwrap(), a.len(), &mut out).unwrap();
+        decompress_into(&compress(&b, 3).unwrap(), b.len(), &mut out).unwrap();
+        assert_eq!(out, [&b"head"[..], &a, &b].concat());
+        let len = out.len();
+        let z = compress(&a, 3).unwrap();
+        assert!(decompress_into(&z, a.len() - 1, &mut out).is_err());
+        assert!(decompress_into(&z[..z.len() - 4], a.len(), &mut out).is_err());
+        assert_eq!(out.len(), len, "a failed frame leaves nothing behind");
     }
 
     proptest! {

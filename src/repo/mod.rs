@@ -477,8 +477,10 @@ impl Repository {
     }
 
     /// Reads, decodes and verifies a run of blobs stored back to back in one pack with
-    /// one read (fewer requests to a remote store, fewer calls to a local one).
-    fn read_run(&self, run: &[(Id, BlobLoc)]) -> Result<Vec<Vec<u8>>> {
+    /// one read (fewer requests to a remote store, fewer calls to a local one); returns
+    /// their raw bytes back to back in one buffer, so that the run is written with one
+    /// call (and a file system zeroes no partly written block between two chunks).
+    fn read_run(&self, run: &[(Id, BlobLoc)]) -> Result<Vec<u8>> {
         let Some((first, start)) = run.first() else {
             return Ok(Vec::new());
         };
@@ -487,14 +489,14 @@ impl Repository {
         }
         let span: usize = run.iter().map(|(_, l)| l.stored_len as usize).sum();
         let bytes = self.read_span(first, start, span)?;
+        let mut out = Vec::with_capacity(run.iter().map(|(_, l)| l.raw_len as usize).sum());
         let mut at = 0;
-        run.iter()
-            .map(|(id, loc)| {
-                let stored = &bytes[at..at + loc.stored_len as usize];
-                at += loc.stored_len as usize;
-                self.decode(id, loc, Cow::Borrowed(stored))
-            })
-            .collect()
+        for (id, loc) in run {
+            let stored = &bytes[at..at + loc.stored_len as usize];
+            at += loc.stored_len as usize;
+            self.decode_into(id, loc, Cow::Borrowed(stored), &mut out)?;
+        }
+        Ok(out)
     }
 
     /// Checks that a blob's lengths are plausible before anything is read or allocated.
@@ -545,6 +547,20 @@ impl Repository {
     /// Opens (encrypted repositories) and decompresses stored bytes, and checks that
     /// they hash to `id`. Borrowed bytes are copied only when stored raw and plain.
     fn decode(&self, id: &Id, loc: &BlobLoc, stored: Cow<'_, [u8]>) -> Result<Vec<u8>> {
+        let mut raw = Vec::new();
+        self.decode_into(id, loc, stored, &mut raw)?;
+        Ok(raw)
+    }
+
+    /// Like [`Repository::decode`], appending the raw bytes to `out`; on error `out` is
+    /// as it was.
+    fn decode_into(
+        &self,
+        id: &Id,
+        loc: &BlobLoc,
+        stored: Cow<'_, [u8]>,
+        out: &mut Vec<u8>,
+    ) -> Result<()> {
         let pack_name = || format!("packs/{}", loc.pack);
         let stored = match &self.key {
             Some(k) => Cow::Owned(k.open(&blob_aad(id, loc.kind), &stored).ok_or_else(|| {
@@ -559,20 +575,23 @@ impl Repository {
             })?),
             None => stored,
         };
-        let raw = match loc.compression {
-            Compression::Raw => stored.into_owned(),
-            Compression::Zstd => compress::decompress(&stored, loc.raw_len as usize)
+        let start = out.len();
+        match loc.compression {
+            Compression::Raw if out.capacity() == 0 => *out = stored.into_owned(),
+            Compression::Raw => out.extend_from_slice(&stored),
+            Compression::Zstd => compress::decompress_into(&stored, loc.raw_len as usize, out)
                 .map_err(|e| Error::corrupt("blob", id, format!("in {}: {e}", pack_name())))?,
-        };
-        let actual = self.blob_id(&raw);
+        }
+        let actual = self.blob_id(&out[start..]);
         if actual != *id {
+            out.truncate(start);
             return Err(Error::ChecksumMismatch {
                 what: format!("blob in {}", pack_name()),
                 expected: id.to_hex(),
                 actual: actual.to_hex(),
             });
         }
-        Ok(raw)
+        Ok(())
     }
 
     /// Loads a directory tree.
@@ -628,8 +647,9 @@ impl Repository {
         Ok(node)
     }
 
-    /// Feeds a file's chunks, verified, in order to `sink`; chunks are read and
-    /// decompressed in parallel batches of bounded size (32 MiB).
+    /// Feeds a file's bytes, verified chunk by chunk, in order to `sink`, a run of
+    /// chunks at a time; chunks are read and decompressed in parallel batches of
+    /// bounded size (32 MiB).
     pub fn read_content(
         &self,
         content: &Content,
@@ -640,22 +660,22 @@ impl Repository {
             let runs = runs(batch);
             // One run stays on this thread: handing it to the pool from outside costs a
             // wake-up per small file (export, cat).
-            let chunks: Vec<Vec<Vec<u8>>> = if runs.len() > 1 {
+            let decoded: Vec<Vec<u8>> = if runs.len() > 1 {
                 runs.into_par_iter().map(&read).collect::<Result<_>>()?
             } else {
                 runs.into_iter().map(&read).collect::<Result<_>>()?
             };
-            for c in chunks.iter().flatten() {
-                sink(c)?;
+            for run in &decoded {
+                sink(run)?;
             }
             Ok(())
         })
     }
 
-    /// Like [`Repository::read_content`] for a sink that takes chunks at their offset
-    /// in any order (a file written with `pwrite`): each run of chunks is written by
-    /// the thread that decoded it, so memory is the runs in flight, not a batch.
-    /// Returns the content's length.
+    /// Like [`Repository::read_content`] for a sink that takes bytes at their offset
+    /// in any order (a file written with `pwrite`): each run of chunks is written, with
+    /// one call, by the thread that decoded it, so memory is the runs in flight, not a
+    /// batch. Returns the content's length.
     pub fn read_content_at(
         &self,
         content: &Content,
@@ -668,13 +688,9 @@ impl Repository {
                 offsets.push(pos);
                 pos += u64::from(loc.raw_len);
             }
-            runs(batch).into_par_iter().try_for_each(|r| {
-                let chunks = self.read_run(&batch[r.clone()])?;
-                for (c, at) in chunks.iter().zip(&offsets[r]) {
-                    write(*at, c)?;
-                }
-                Ok(())
-            })
+            runs(batch)
+                .into_par_iter()
+                .try_for_each(|r| write(offsets[r.start], &self.read_run(&batch[r])?))
         })?;
         Ok(pos)
     }
