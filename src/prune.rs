@@ -198,6 +198,9 @@ const SMALL_INDEX_FILE: usize = crate::repo::INDEX_FILE_BLOBS / 4;
 /// Writes index files for the `written` packs and for the kept packs of the index
 /// files that list a `gone` pack or are small; returns the replaced files and the new
 /// ones (the new ones durable, the old ones not yet deleted).
+///
+/// Kept packs go out as soon as they fill an index file, so memory holds about one
+/// index file's entries however many files are rewritten.
 fn rewrite_index_files(
     repo: &Repository,
     gone: &[Id],
@@ -205,24 +208,84 @@ fn rewrite_index_files(
 ) -> Result<(Vec<Id>, Vec<Id>)> {
     let gone: HashSet<&Id> = gone.iter().collect();
     let mut replaced = Vec::new();
-    let mut kept: Vec<PackRecord> = Vec::new();
+    let mut new = Vec::new();
+    let mut kept: Vec<PackRecord> = written.to_vec();
     for f in repo.index_files()? {
         let packs = repo.read_index_file(&f)?;
         let blobs: usize = packs.iter().map(|p| p.2.len()).sum();
         if blobs < SMALL_INDEX_FILE || packs.iter().any(|p| gone.contains(&p.0)) {
             kept.extend(packs.into_iter().filter(|p| !gone.contains(&p.0)));
             replaced.push(f);
+            // Every batch but the last is full (see `batches`): those are written now.
+            let mut full = batches(std::mem::take(&mut kept));
+            kept = full.pop().unwrap_or_default();
+            for batch in full {
+                new.push(repo.put_index_file(&batch)?);
+            }
         }
     }
-    if gone.is_empty() && written.is_empty() && replaced.len() <= 1 {
+    if new.is_empty() && gone.is_empty() && written.is_empty() && replaced.len() <= 1 {
         // Nothing to drop or add, and at most one small file: leave it.
         return Ok((Vec::new(), Vec::new()));
     }
-    kept.extend(written.iter().cloned());
-    let mut new = Vec::new();
-    for batch in batches(kept) {
-        new.push(repo.put_index_file(&batch)?);
+    if !kept.is_empty() {
+        new.push(repo.put_index_file(&kept)?);
     }
     replaced.retain(|f| !new.contains(f));
     Ok((replaced, new))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::compress::Compression;
+    use crate::pack::{BlobKind, PackEntry};
+    use crate::repo::INDEX_FILE_BLOBS;
+
+    /// A pack record of `blobs` made-up blobs (index files never open the packs).
+    fn record(pack: u32, blobs: u32) -> PackRecord {
+        let entries = (0..blobs)
+            .map(|i| PackEntry {
+                kind: BlobKind::Data,
+                compression: Compression::Raw,
+                id: Id::hash(&[pack.to_le_bytes(), i.to_le_bytes()].concat()),
+                offset: pack::HEADER_LEN + u64::from(i) * 10,
+                stored_len: 10,
+                raw_len: 10,
+            })
+            .collect();
+        let size = pack::HEADER_LEN
+            + u64::from(blobs) * (10 + pack::ENTRY_LEN as u64)
+            + pack::FOOTER_LEN as u64;
+        (Id::hash(&pack.to_le_bytes()), size, entries)
+    }
+
+    #[test]
+    fn rewritten_index_files_list_every_kept_pack_once_in_full_files() {
+        let d = tempfile::tempdir().unwrap();
+        let repo = Repository::init(&d.path().join("repo"), &Default::default()).unwrap();
+        // Three index files of 15 packs of 4,000 blobs, each listing one gone pack: the
+        // 42 kept packs fill one index file while the old ones are still being read.
+        let mut kept = Vec::new();
+        let mut gone = Vec::new();
+        for f in 0..3u32 {
+            let packs: Vec<PackRecord> = (0..15).map(|p| record(f * 100 + p, 4000)).collect();
+            repo.put_index_file(&packs).unwrap();
+            gone.push(packs[0].0);
+            kept.extend(packs[1..].iter().map(|p| p.0));
+        }
+        let (replaced, new) = rewrite_index_files(&repo, &gone, &[]).unwrap();
+        assert_eq!(replaced.len(), 3);
+        let mut listed = Vec::new();
+        let mut sizes = Vec::new();
+        for f in &new {
+            let packs = repo.read_index_file(f).unwrap();
+            sizes.push(packs.iter().map(|p| p.2.len()).sum::<usize>());
+            listed.extend(packs.into_iter().map(|p| p.0));
+        }
+        listed.sort();
+        kept.sort();
+        assert_eq!(listed, kept, "every kept pack once, no gone one");
+        assert_eq!(sizes, [INDEX_FILE_BLOBS, 42 * 4000 - INDEX_FILE_BLOBS]);
+    }
 }
