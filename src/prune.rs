@@ -228,8 +228,8 @@ fn rewrite_index_files(
         // Nothing to drop or add, and at most one small file: leave it.
         return Ok((Vec::new(), Vec::new()));
     }
-    if !kept.is_empty() {
-        new.push(repo.put_index_file(&kept)?);
+    for batch in batches(kept) {
+        new.push(repo.put_index_file(&batch)?);
     }
     replaced.retain(|f| !new.contains(f));
     Ok((replaced, new))
@@ -287,5 +287,26 @@ mod tests {
         kept.sort();
         assert_eq!(listed, kept, "every kept pack once, no gone one");
         assert_eq!(sizes, [INDEX_FILE_BLOBS, 42 * 4000 - INDEX_FILE_BLOBS]);
+    }
+
+    #[test]
+    fn new_packs_alone_are_split_into_index_file_sized_files() {
+        let d = tempfile::tempdir().unwrap();
+        let repo = Repository::init(&d.path().join("repo"), &Default::default()).unwrap();
+        let written: Vec<PackRecord> = (0..30).map(|p| record(p, 4000)).collect();
+        let (replaced, new) = rewrite_index_files(&repo, &[], &written).unwrap();
+        assert!(replaced.is_empty());
+        let mut sizes: Vec<usize> = new
+            .iter()
+            .map(|f| {
+                repo.read_index_file(f)
+                    .unwrap()
+                    .iter()
+                    .map(|p| p.2.len())
+                    .sum()
+            })
+            .collect();
+        sizes.sort();
+        assert_eq!(sizes, [30 * 4000 - INDEX_FILE_BLOBS, INDEX_FILE_BLOBS]);
     }
 }
