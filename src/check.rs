@@ -20,6 +20,7 @@ use rayon::prelude::*;
 use crate::error::Result;
 use crate::id::Id;
 use crate::index::BlobLoc;
+use crate::locked;
 use crate::progress::Progress;
 use crate::reach::mark_reachable;
 use crate::repo::Repository;
@@ -66,10 +67,6 @@ pub struct CheckReport {
     pub warnings: Vec<String>,
     /// Snapshots the errors affect.
     pub damaged: Vec<Damaged>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Runs check; see the module docs.
@@ -174,7 +171,7 @@ pub fn check(repo: &Repository, read: ReadData, progress: &dyn Progress) -> Resu
         let entries = match repo.pack_trailer(pack, on_disk[pack]) {
             Ok(t) => t,
             Err(e) => {
-                lock(&found).0.push((format!("pack {pack}: {e}"), None));
+                locked(&found).0.push((format!("pack {pack}: {e}"), None));
                 return Ok(());
             }
         };
@@ -194,7 +191,7 @@ pub fn check(repo: &Repository, read: ReadData, progress: &dyn Progress) -> Resu
             progress.bytes(u64::from(e.stored_len));
         }
         verified.fetch_add(entries.len() as u64, std::sync::atomic::Ordering::Relaxed);
-        let mut f = lock(&found);
+        let mut f = locked(&found);
         if broken.is_empty() {
             f.1.push(*pack);
         }

@@ -16,6 +16,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 use crate::compress::Compression;
 use crate::error::{Error, Result};
 use crate::id::Id;
+use crate::locked;
 use crate::pack::{BlobKind, PackEntry};
 use crate::repo::PackRecord;
 use crate::snapshot::Snapshot;
@@ -176,7 +177,7 @@ impl Index {
     /// The read-write connection: for writes, and for reads of the marks, which live in
     /// its temp table.
     fn conn(&self) -> MutexGuard<'_, Connection> {
-        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+        locked(&self.conn)
     }
 
     /// Runs `f` on the calling thread's read-only connection, inside a read transaction
@@ -187,7 +188,7 @@ impl Index {
     /// lock keeps prune out, so what it sees can only be short of new blobs.
     fn read<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T> {
         let slot = rayon::current_thread_index().map_or(0, |i| i + 1) % self.readers.len();
-        let mut guard = self.readers[slot].lock().unwrap_or_else(|p| p.into_inner());
+        let mut guard = locked(&self.readers[slot]);
         let writes = self.writes.load(Ordering::Acquire);
         let r = match &mut *guard {
             Some(r) => r,

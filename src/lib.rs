@@ -53,3 +53,9 @@ pub mod source;
 pub mod store;
 pub mod sync;
 pub mod tree;
+
+/// Locks `m`, going on with its data if a thread panicked while holding it (the panic
+/// is reported where it happened).
+pub(crate) fn locked<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}

@@ -37,6 +37,7 @@ pub use archive::time_from_name;
 use crate::chunker::{Batch, ChunkParams, HintSource, Hints, Known, LenFn, Profile, StreamChunker};
 use crate::error::{Error, IoContext, Result};
 use crate::id::Id;
+use crate::locked;
 use crate::pack::BlobKind;
 use crate::progress::Progress;
 use crate::repo::{hostname, Repository, Saver};
@@ -449,10 +450,7 @@ impl Run<'_> {
 
     fn warn(&self, w: String) {
         log::debug!("{w}");
-        self.warnings
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(w);
+        locked(&self.warnings).push(w);
     }
 
     /// Stores the stream sources (stdin, commands, databases, an archive, NGW) into a
@@ -640,12 +638,7 @@ impl Run<'_> {
     }
 
     fn last_warning(&self) -> String {
-        self.warnings
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .last()
-            .cloned()
-            .unwrap_or_default()
+        locked(&self.warnings).last().cloned().unwrap_or_default()
     }
 
     /// Hashes, deduplicates and stores the chunks of one window, in parallel.

@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex};
 use super::Repository;
 use crate::error::Result;
 use crate::id::Id;
+use crate::locked;
 use crate::tree::{Node, NodeKind, Tree};
 
 /// Directory trees by their path below the root (`None`: no such directory).
@@ -31,12 +32,7 @@ impl<'r> PathLookup<'r> {
 
     /// The directory tree at `path` (components), if there is one.
     pub fn tree(&self, path: &[Vec<u8>]) -> Result<Option<Arc<Tree>>> {
-        if let Some(t) = self
-            .cache
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(path)
-        {
+        if let Some(t) = locked(&self.cache).get(path) {
             return Ok(t.clone());
         }
         let id = match path.split_last() {
@@ -53,10 +49,7 @@ impl<'r> PathLookup<'r> {
             Some(id) => Some(Arc::new(self.repo.load_tree(&id)?)),
             None => None,
         };
-        self.cache
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(path.to_vec(), tree.clone());
+        locked(&self.cache).insert(path.to_vec(), tree.clone());
         Ok(tree)
     }
 

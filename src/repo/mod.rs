@@ -46,6 +46,7 @@ use crate::crypto::{Kdf, MasterKey, OVERHEAD};
 use crate::error::{Error, IoContext, Result};
 use crate::id::Id;
 use crate::index::{BlobLoc, Index};
+use crate::locked;
 use crate::pack;
 use crate::snapshot::Snapshot;
 use crate::store::{Local, Store};
@@ -343,7 +344,7 @@ impl Repository {
                 Ok(packs) => self.index.ingest(name, &packs),
                 Err(e) => {
                     log::warn!("skipping index file {}: {e}", index_path(name));
-                    *complete.lock().unwrap_or_else(|p| p.into_inner()) = false;
+                    *locked(&complete) = false;
                     Ok(())
                 }
             }
@@ -1014,10 +1015,7 @@ impl Repository {
                 Ok(entries) => Some((*id, *size, entries)),
                 Err(e) => {
                     log::warn!("unreadable pack {}: {e}", pack_path(id));
-                    skipped
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .push(format!("{}: {e}", pack_path(id)));
+                    locked(&skipped).push(format!("{}: {e}", pack_path(id)));
                     None
                 }
             })

@@ -12,6 +12,7 @@ use std::thread::JoinHandle;
 
 use super::{pack_path, PackRecord, Repository};
 use crate::error::{Error, IoContext, Result};
+use crate::locked;
 use crate::pack::PackWriter;
 use crate::store::Store;
 
@@ -66,7 +67,7 @@ impl Persister {
             })
             .at(&path)?;
         let done: Vec<_> = {
-            let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
+            let mut running = locked(&self.running);
             running.push_back(handle);
             let mut done = Vec::new();
             while running.len() > RUNNING || running.front().is_some_and(|h| h.is_finished()) {
@@ -79,9 +80,7 @@ impl Persister {
 
     /// Waits for every pack started; returns them, durable.
     pub(super) fn finish(&self) -> Result<Vec<PackRecord>> {
-        let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
-        let all: Vec<_> = running.drain(..).collect();
-        drop(running);
+        let all: Vec<_> = locked(&self.running).drain(..).collect();
         join_all(all)
     }
 }

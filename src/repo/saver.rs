@@ -12,13 +12,14 @@
 use std::borrow::Cow;
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::Mutex;
 
 use super::persist::{new_pack, PackFile, Persister};
 use super::{index_files, PackRecord, Repository};
 use crate::compress::{self, Compression};
 use crate::error::{IoContext, Result};
 use crate::id::Id;
+use crate::locked;
 use crate::pack::BlobKind;
 
 /// What a run added to the repository.
@@ -45,10 +46,6 @@ pub struct Saver<'r> {
     blobs: AtomicU64,
     raw: AtomicU64,
     stored: AtomicU64,
-}
-
-fn locked<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl<'r> Saver<'r> {

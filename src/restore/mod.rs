@@ -22,6 +22,7 @@ use rayon::prelude::*;
 
 use crate::error::{Error, IoContext, Result};
 use crate::id::Id;
+use crate::locked;
 use crate::progress::Progress;
 use crate::repo::Repository;
 use crate::snapshot::Snapshot;
@@ -137,12 +138,7 @@ pub fn restore(
             }
         }
     }
-    for (first, dest, spath) in r
-        .deferred
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .drain(..)
-    {
+    for (first, dest, spath) in locked(&r.deferred).drain(..) {
         if first == dest {
             continue;
         }
@@ -154,11 +150,7 @@ pub fn restore(
             Err(e) => r.fail(&spath, e),
         }
     }
-    let mut dirs = r
-        .dirs_meta
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .split_off(0);
+    let mut dirs = locked(&r.dirs_meta).split_off(0);
     dirs.sort_by_key(|d| std::cmp::Reverse(d.0.as_os_str().len()));
     for (path, meta) in dirs {
         if let Err(e) = r.apply_meta(&path, &meta, false) {
@@ -248,20 +240,14 @@ struct Restorer<'r> {
 
 impl Restorer<'_> {
     fn fail(&self, spath: &str, e: Error) {
-        self.errors
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(Error::Entry {
-                path: spath.to_string(),
-                source: Box::new(e),
-            });
+        locked(&self.errors).push(Error::Entry {
+            path: spath.to_string(),
+            source: Box::new(e),
+        });
     }
 
     fn warn(&self, w: String) {
-        self.warnings
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(w);
+        locked(&self.warnings).push(w);
     }
 
     /// Restores the entries of `tree` into `dest`; `fresh`: this restore created `dest`,
@@ -292,10 +278,7 @@ impl Restorer<'_> {
             NodeKind::Dir(tree) => {
                 let created = ensure_dir(dest)?;
                 self.dirs.fetch_add(1, Ordering::Relaxed);
-                self.dirs_meta
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .push((dest.to_path_buf(), node.meta));
+                locked(&self.dirs_meta).push((dest.to_path_buf(), node.meta));
                 self.dir_contents(tree, dest, spath, created);
                 return Ok(());
             }
@@ -336,12 +319,9 @@ impl Restorer<'_> {
     fn file(&self, node: &Node, content: &Content, dest: &Path, spath: &str) -> Result<()> {
         let m = &node.meta;
         if m.nlink > 1 {
-            let mut links = self.links.lock().unwrap_or_else(|p| p.into_inner());
+            let mut links = locked(&self.links);
             if let Some(first) = links.get(&(m.dev, m.ino)) {
-                self.deferred
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .push((first.clone(), dest.to_path_buf(), spath.to_string()));
+                locked(&self.deferred).push((first.clone(), dest.to_path_buf(), spath.to_string()));
                 return Ok(());
             }
             links.insert((m.dev, m.ino), dest.to_path_buf());

@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex};
 
 use super::{too_large, Entry, Store};
 use crate::error::{IoContext, Result};
+use crate::locked;
 
 /// Pack files kept open for reading.
 const OPEN_FILES: usize = 64;
@@ -39,7 +40,7 @@ impl Local {
     }
 
     fn file(&self, p: &str) -> Result<Arc<File>> {
-        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        let mut open = locked(&self.open);
         if let Some(f) = open.get(p) {
             return Ok(f.clone());
         }
@@ -54,10 +55,7 @@ impl Local {
 
     /// Drops the open handle of a file replaced or deleted.
     fn forget_handle(&self, p: &str) {
-        self.open
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(p);
+        locked(&self.open).remove(p);
     }
 
     fn not_found(&self, p: &str, e: std::io::Error) -> crate::error::Error {
