@@ -72,18 +72,13 @@ pub fn decompress_into(stored: &[u8], raw_len: usize, out: &mut Vec<u8>) -> Resu
         out.reserve_exact(raw_len);
         let mut tail = std::io::Cursor::new(&mut *out);
         tail.set_position(start as u64);
-        let n = d.decompress_to_buffer(stored, &mut tail);
-        match n {
-            Ok(n) if n == raw_len => Ok(()),
-            Ok(n) => {
-                out.truncate(start);
-                Err(format!("decompressed to {n} bytes, expected {raw_len}"))
-            }
-            Err(e) => {
-                out.truncate(start);
-                Err(format!("zstd: {e}"))
-            }
-        }
+        let why = match d.decompress_to_buffer(stored, &mut tail) {
+            Ok(n) if n == raw_len => return Ok(()),
+            Ok(n) => format!("decompressed to {n} bytes, expected {raw_len}"),
+            Err(e) => format!("zstd: {e}"),
+        };
+        out.truncate(start);
+        Err(why)
     })
 }
 

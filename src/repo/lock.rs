@@ -119,9 +119,9 @@ impl Lock {
             if entry.path == lock.path {
                 continue;
             }
-            let holder = match read_lock(lock.store.as_ref(), &entry.path)? {
-                Holder::Gone => continue,
-                h => h,
+            // Gone between the listing and the read: released.
+            let Some(holder) = read_lock(lock.store.as_ref(), &entry.path)? else {
+                continue;
             };
             if holder.is_stale(&entry) {
                 log::warn!("removing stale lock {}: {holder}", entry.path);
@@ -177,8 +177,6 @@ impl Lock {
 
 /// Another lock file, as read by a process taking a lock.
 enum Holder {
-    /// Released between the listing and the read.
-    Gone,
     Known(LockInfo),
     /// A file in `locks/` that is not a lock snap wrote: it counts as an exclusive
     /// lock of unknown holder until it is stale, never as no lock.
@@ -189,7 +187,7 @@ impl Holder {
     fn is_exclusive(&self) -> bool {
         match self {
             Holder::Known(info) => info.exclusive,
-            _ => true,
+            Holder::Unknown => true,
         }
     }
 
@@ -211,18 +209,21 @@ impl std::fmt::Display for Holder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Holder::Known(info) => info.fmt(f),
-            _ => f.write_str("a lock file snap cannot read"),
+            Holder::Unknown => f.write_str("a lock file snap cannot read"),
         }
     }
 }
 
-/// Reads another holder's lock file. A read that fails for any reason but the file's
-/// absence is an error: a lock that cannot be read must not be taken for no lock.
-fn read_lock(store: &dyn Store, path: &str) -> Result<Holder> {
+/// Reads another holder's lock file; `None` when it is gone. A read that fails for any
+/// reason but the file's absence is an error: a lock that cannot be read must not be
+/// taken for no lock.
+fn read_lock(store: &dyn Store, path: &str) -> Result<Option<Holder>> {
     match store.read(path, MAX_LEN) {
-        Ok(b) => Ok(serde_json::from_slice(&b).map_or(Holder::Unknown, Holder::Known)),
-        Err(Error::NotFound { .. }) => Ok(Holder::Gone),
-        Err(Error::Corrupt { .. }) => Ok(Holder::Unknown),
+        Ok(b) => Ok(Some(
+            serde_json::from_slice(&b).map_or(Holder::Unknown, Holder::Known),
+        )),
+        Err(Error::NotFound { .. }) => Ok(None),
+        Err(Error::Corrupt { .. }) => Ok(Some(Holder::Unknown)),
         Err(e) => Err(e),
     }
 }

@@ -684,14 +684,19 @@ impl Repository {
     ) -> Result<u64> {
         let mut pos = 0u64;
         self.located_batches(content, 256 << 20, |batch| {
-            let mut offsets = Vec::with_capacity(batch.len());
-            for (_, loc) in batch {
-                offsets.push(pos);
-                pos += u64::from(loc.raw_len);
-            }
-            runs(batch)
-                .into_par_iter()
-                .try_for_each(|r| write(offsets[r.start], &self.read_run(&batch[r])?))
+            let runs: Vec<_> = runs(batch)
+                .into_iter()
+                .map(|r| {
+                    let at = pos;
+                    pos += batch[r.clone()]
+                        .iter()
+                        .map(|(_, l)| u64::from(l.raw_len))
+                        .sum::<u64>();
+                    (at, r)
+                })
+                .collect();
+            runs.into_par_iter()
+                .try_for_each(|(at, r)| write(at, &self.read_run(&batch[r])?))
         })?;
         Ok(pos)
     }
