@@ -60,11 +60,10 @@ for i in $(seq "$RUNS"); do
         "$SNAP" --repo "$repo" backup -q --command "$dump" --as db/bench.sql $FS >/dev/null
     read -r pw pu ps <"$WORK/p"
     read -r sw su ss <"$WORK/s"
-    printf '| %d | %s (%s, %s) | %s (%s, %s) | %s |\n' "$i" "$pw" "$pu" "$ps" "$sw" "$su" "$ss" \
-        "$(awk -v a="$sw" -v b="$pw" 'BEGIN { printf "%.2fx", a / b }')"
+    printf '| %d | %s (%s, %s) | %s (%s, %s) | %sx |\n' "$i" "$pw" "$pu" "$ps" "$sw" "$su" "$ss" \
+        "$(ratio "$sw" "$pw")"
     echo "$pw $sw" >>"$WORK/pairs"
 done
-median=$(awk '{ print $2 / $1 }' "$WORK/pairs" | sort -g |
-    awk '{ r[NR] = $1 } END { printf "%.2f", NR % 2 ? r[(NR + 1) / 2] : (r[NR / 2] + r[NR / 2 + 1]) / 2 }')
+median=$(awk '{ print $2 / $1 }' "$WORK/pairs" | median | xargs printf %.2f)
 awk -v m="$median" '{ p += $1; s += $2 }
     END { printf "\nmedian ratio %sx; summed wall %.2f s against %.2f s: %.2fx\n", m, s, p, s / p }' "$WORK/pairs"

@@ -45,8 +45,6 @@ done
 cat "$WORK/src"/* >/dev/null
 BYTES=$(bytes "$WORK/src")
 
-# median of a column of numbers
-median() { sort -n | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'; }
 # once NAME INIT... -- BACKUP...: a fresh repository, then one timed backup.
 once() {
     local name=$1; shift
@@ -57,10 +55,6 @@ once() {
     /usr/bin/time -f "%e %M %U %S" -o "$WORK/t" "$@" >/dev/null 2>&1
     cat "$WORK/t" >>"$WORK/$name.times"
 }
-# col NAME: per-run "wall cpu rssKB" of a tool, cpu = user + sys
-col() { awk '{ printf "%.2f %.2f %d\n", $1, $3 + $4, $2 }' "$WORK/$1.times"; }
-# ratio A B: A / B to two decimals
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
 # The tools take turns within each run, so the machine's drift hits all alike.
 for r in $(seq 1 "$RUNS"); do
     once snap-plain "$SNAP" --repo "$WORK/repo" init -- "$SNAP" --repo "$WORK/repo" backup -q "$WORK/src"
@@ -82,9 +76,7 @@ done
     done
     echo "encrypted/plain, by medians: wall $(ratio "$wall_snap_encrypted" "$wall_snap_plain"), CPU $(ratio "$cpu_snap_encrypted" "$cpu_snap_plain")"
     # run r of one tool against run r of the other (they ran back to back)
-    per_run() { paste -d' ' <(col snap-encrypted | cut -d' ' -f"$1") <(col snap-plain | cut -d' ' -f"$1") |
-        awk '{ printf("%s%.2f", (NR > 1 ? " " : ""), $1 / $2) }'; }
-    w=$(per_run 1) c=$(per_run 2)
+    w=$(per_run snap-encrypted snap-plain 1) c=$(per_run snap-encrypted snap-plain 2)
     echo "encrypted/plain per run: wall $w (median $(tr ' ' '\n' <<<"$w" | median)); CPU $c (median $(tr ' ' '\n' <<<"$c" | median))"
     echo "snap encrypted/restic, by medians: wall $(ratio "$wall_snap_encrypted" "$wall_restic"), CPU $(ratio "$cpu_snap_encrypted" "$cpu_restic")"
 } | tee "$WORK/summary.txt"

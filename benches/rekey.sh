@@ -121,15 +121,7 @@ done
 SNAP_PASSWORD=other "$SNAP" --repo "$WORK/dst-snap" check >"$WORK/check-snap.log" 2>&1 || { log "snap check of the destination failed"; cat "$WORK/check-snap.log" >&2; exit 1; }
 RESTIC_PASSWORD=other "$RESTIC" --repo "$WORK/dst-restic" check >"$WORK/check-restic.log" 2>&1 || { log "restic check of the destination failed"; cat "$WORK/check-restic.log" >&2; exit 1; }
 
-# median of a column of numbers
-median() { sort -n | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'; }
-# col NAME: per-run "wall cpu rssKB" of a step, cpu = user + sys
-col() { awk '{ printf "%.2f %.2f %d\n", $1, $3 + $4, $2 }' "$WORK/$1.times"; }
 med() { col "$1" | cut -d' ' -f"$2" | median; } # med NAME FIELD (1 wall, 2 cpu, 3 rss)
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
-# per_run A B FIELD: run r of A over run r of B
-per_run() { paste -d' ' <(col "$1" | cut -d' ' -f"$3") <(col "$2" | cut -d' ' -f"$3") |
-    awk '{ printf("%s%.2f", (NR > 1 ? " " : ""), $1 / $2) }'; }
 {
     echo "rekey.sh: $((BYTES >> 20)) MiB (half incompressible, half base64 text) + $NEW_MB MiB new, median of $RUNS runs"
     echo "  $("$SNAP" --version), $("$RESTIC" version | cut -d' ' -f1-2)"
