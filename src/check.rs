@@ -71,9 +71,9 @@ pub struct CheckReport {
 
 /// Runs check; see the module docs.
 pub fn check(repo: &Repository, read: ReadData, progress: &dyn Progress) -> Result<CheckReport> {
-    let _lock = repo.lock(false, "check")?;
+    let lock = repo.lock(false, "check")?;
     let mut report = CheckReport::default();
-    for (path, why) in repo.refresh()? {
+    for (path, why) in &lock.unreadable {
         report.errors.push(format!("snapshot record {path}: {why}"));
     }
     if !repo.index().is_complete()? {

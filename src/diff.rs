@@ -63,6 +63,7 @@ pub fn diff(
     new: &Id,
     out: &mut dyn FnMut(Entry) -> Result<()>,
 ) -> Result<()> {
+    let _lock = repo.read_lock("diff")?;
     Walk { repo, out }.trees(Some(old), Some(new), "")
 }
 

@@ -198,6 +198,7 @@ fn write_members(repo: &Repository, snap: &Snapshot, sink: &mut dyn Sink) -> Res
 
 /// Streams the `.ngwbackup` ZIP of `snap` to `out`.
 pub fn export_zip(repo: &Repository, snap: &Snapshot, out: &mut dyn Write) -> Result<ExportStats> {
+    let _lock = repo.read_lock("export")?;
     let mut sink = ZipSink {
         zip: zip::ZipWriter::new_stream(out),
     };
@@ -244,6 +245,7 @@ pub fn export_zip_file(repo: &Repository, snap: &Snapshot, dest: &Path) -> Resul
 /// Writes the same tree as a new directory `dest` (`nextgisweb backup --no-zip`), built
 /// under a temporary name and renamed when complete.
 pub fn export_dir(repo: &Repository, snap: &Snapshot, dest: &Path) -> Result<ExportStats> {
+    let _lock = repo.read_lock("export")?;
     let dir = new_sibling_dir(dest)?;
     let tmp = tempfile::Builder::new()
         .prefix(".snap-export-")

@@ -106,13 +106,13 @@ pub struct Index {
     /// and deletes it, and only the read-write one can.
     readers: Box<[Mutex<Option<ReadConn>>]>,
     conn: Mutex<Connection>,
-    /// Transactions this process committed: a reader whose read transaction began
-    /// before the last one starts a new one.
+    /// Bumped by every commit of this process and by [`Index::renew`]: a reader whose
+    /// read transaction began before the last bump starts a new one.
     writes: AtomicU64,
 }
 
-/// A read-only connection inside a read transaction that began when `seen` writes of
-/// this process had committed.
+/// A read-only connection inside a read transaction that began at generation `seen`
+/// of [`Index::writes`].
 struct ReadConn {
     conn: Connection,
     seen: u64,
@@ -219,6 +219,13 @@ impl Index {
 
     fn err(&self, e: rusqlite::Error) -> Error {
         sql_err(&self.path, e)
+    }
+
+    /// Ends every open read transaction, so that the next read sees what other
+    /// processes committed: called after taking a repository lock, before the cache is
+    /// brought up to date and trusted.
+    pub fn renew(&self) {
+        self.writes.fetch_add(1, Ordering::Release);
     }
 
     /// Runs `f` in an immediate transaction (writers queue on the busy timeout).

@@ -13,6 +13,8 @@
 //! use snap::{backup, repo::Repository, restore, progress::NoProgress};
 //! # fn main() -> snap::error::Result<()> {
 //! let dir = tempfile::tempdir().unwrap();
+//! // Index caches live in the user's cache directory unless told otherwise.
+//! snap::repo::set_cache_root(dir.path().join("cache"));
 //! std::fs::create_dir(dir.path().join("data")).unwrap();
 //! std::fs::write(dir.path().join("data/hello.txt"), b"hello").unwrap();
 //!

@@ -81,7 +81,7 @@ pub fn prune(
     progress: &dyn Progress,
 ) -> Result<PruneReport> {
     let lock = repo.lock(true, "prune")?;
-    if let Some((path, why)) = repo.refresh()?.first() {
+    if let Some((path, why)) = lock.unreadable.first() {
         return Err(Error::Invalid(format!(
             "snapshot record {path} cannot be read ({why}), so prune cannot tell what it needs; move it out of the repository if it is garbage; nothing was deleted"
         )));

@@ -381,7 +381,7 @@ mod commands {
 
     /// `snap` with no `--repo`, reading the configuration file `config`.
     fn with_config(config: &Path, args: &[&str]) -> assert_cmd::Command {
-        let mut c = assert_cmd::Command::cargo_bin("snap").unwrap();
+        let mut c = util::snap_bin();
         c.env_remove("SNAP_REPO")
             .env("SNAP_CONFIG", config)
             .args(args);
@@ -459,8 +459,7 @@ retention = {{ keep_last = 1 }}
         let ls = env.snap(&["cat", "latest", "db/app.sql"]).output().unwrap();
         assert_eq!(ls.stdout, b"dump\n");
         // The sync step mirrored the same two snapshots offsite.
-        let offsite = assert_cmd::Command::cargo_bin("snap")
-            .unwrap()
+        let offsite = util::snap_bin()
             .env_remove("SNAP_REPO")
             .args([
                 "--repo",
@@ -777,9 +776,7 @@ mod safety {
         let before = env.snapshots();
         let a = env.path("a");
         env.restore("latest", &a);
-        for suffix in ["", "-wal", "-shm"] {
-            let _ = fs::remove_file(env.repo().join(format!("index.sqlite{suffix}")));
-        }
+        env.delete_index_cache_of(&env.repo());
         assert_eq!(env.snapshots(), before, "list after the index was deleted");
         let b = env.path("b");
         env.restore("latest", &b);
@@ -815,6 +812,7 @@ mod safety {
         for delay_ms in [50u64, 150, 300, 600, 1000] {
             let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("snap"))
                 .env_remove("SNAP_REPO")
+                .env("SNAP_CACHE_DIR", env.cache())
                 .args([
                     "--repo",
                     env.repo().to_str().unwrap(),
@@ -863,6 +861,7 @@ mod safety {
         let spawn = |p: &Path| {
             std::process::Command::new(assert_cmd::cargo::cargo_bin("snap"))
                 .env_remove("SNAP_REPO")
+                .env("SNAP_CACHE_DIR", env.cache())
                 .args(["--repo", env.repo().to_str().unwrap(), "--quiet", "backup"])
                 .arg(p)
                 .output()
@@ -902,7 +901,7 @@ mod ux {
         fs::create_dir_all(&data).unwrap();
         fs::write(data.join("f"), b"x").unwrap();
         let home = env.path("home");
-        let mut c = assert_cmd::Command::cargo_bin("snap").unwrap();
+        let mut c = util::snap_bin();
         c.env_remove("SNAP_REPO")
             .env_remove("XDG_DATA_HOME")
             .env("HOME", &home)
@@ -937,8 +936,7 @@ mod ux {
         fs::write(src.join("a.txt"), b"a").unwrap();
         env.backup_json(&[src.to_str().unwrap()]);
         let enc = env.path("enc");
-        assert_cmd::Command::cargo_bin("snap")
-            .unwrap()
+        util::snap_bin()
             .env("SNAP_PASSWORD", "right")
             .args(["--repo", enc.to_str().unwrap(), "init", "--encrypt"])
             .assert()
@@ -946,8 +944,7 @@ mod ux {
         let empty = env.path("empty");
         let locked = env.path("locked");
         for r in [&empty, &locked] {
-            assert_cmd::Command::cargo_bin("snap")
-                .unwrap()
+            crate::util::snap_bin()
                 .args(["--repo", r.to_str().unwrap(), "init"])
                 .assert()
                 .success();
@@ -1166,7 +1163,7 @@ mod ux {
         ]);
         let snapshots = env.snapshots();
         for c in &cases {
-            let mut cmd = assert_cmd::Command::cargo_bin("snap").unwrap();
+            let mut cmd = util::snap_bin();
             cmd.env_remove("SNAP_REPO")
                 .env_remove("SNAP_PASSWORD")
                 .env_remove("SNAP_PASSWORD_FILE")

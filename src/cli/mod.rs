@@ -68,6 +68,10 @@ struct Cli {
     /// /etc/snap/snap.toml]
     #[arg(long, global = true, env = "SNAP_CONFIG", value_name = "FILE")]
     config: Option<PathBuf>,
+    /// Where this client keeps its index caches, one directory per repository id
+    /// [default: $XDG_CACHE_HOME/snap, else ~/.cache/snap]
+    #[arg(long, global = true, env = "SNAP_CACHE_DIR", value_name = "DIR")]
+    cache_dir: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -244,6 +248,9 @@ pub fn run() -> i32 {
     let _ = log::set_boxed_logger(Box::new(Logger { level }));
     log::set_max_level(level);
     // Directory recursion runs on rayon's workers: give them room for deep trees.
+    if let Some(dir) = cli.cache_dir.clone().filter(|d| !d.as_os_str().is_empty()) {
+        snap::repo::set_cache_root(dir);
+    }
     let _ = rayon::ThreadPoolBuilder::new()
         .stack_size(64 << 20)
         .build_global();

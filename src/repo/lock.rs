@@ -12,6 +12,7 @@
 //! store whose listings show completed writes (local, SFTP, S3). A file that cannot be
 //! read or parsed is never taken for no lock.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime};
@@ -68,6 +69,11 @@ pub struct Lock {
     path: String,
     stop: Option<mpsc::Sender<()>>,
     refresher: Option<JoinHandle<()>>,
+    /// The snapshot records that could not be read when the lock was taken (path,
+    /// reason): left out of the index; prune must not run while they exist.
+    pub unreadable: Vec<(String, String)>,
+    /// The count of locks a repository handle holds, while this one is among them.
+    count: Option<Arc<AtomicUsize>>,
 }
 
 /// The name of this machine.
@@ -114,6 +120,8 @@ impl Lock {
             path,
             stop: None,
             refresher: None,
+            unreadable: Vec::new(),
+            count: None,
         };
         for entry in lock.store.list("locks")? {
             if entry.path == lock.path {
@@ -155,6 +163,12 @@ impl Lock {
                 ),
             })
         }
+    }
+
+    /// Counts this lock in `count` until it is released.
+    pub(crate) fn count_in(&mut self, count: Arc<AtomicUsize>) {
+        count.fetch_add(1, Ordering::AcqRel);
+        self.count = Some(count);
     }
 
     fn refreshing(mut self) -> Lock {
@@ -230,6 +244,9 @@ fn read_lock(store: &dyn Store, path: &str) -> Result<Option<Holder>> {
 
 impl Drop for Lock {
     fn drop(&mut self) {
+        if let Some(c) = self.count.take() {
+            c.fetch_sub(1, Ordering::AcqRel);
+        }
         drop(self.stop.take());
         if let Some(t) = self.refresher.take() {
             let _ = t.join();

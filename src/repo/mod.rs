@@ -29,6 +29,7 @@ use std::collections::HashSet;
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use chrono::Utc;
@@ -100,6 +101,10 @@ pub struct Repository {
     index: Index,
     /// The master key of an encrypted repository.
     key: Option<MasterKey>,
+    /// Locks this handle holds now.
+    held: Arc<AtomicUsize>,
+    /// Whether the cache was brought up to date since the handle was opened.
+    fresh: AtomicBool,
 }
 
 /// Associated data of a sealed snapshot record.
@@ -124,23 +129,36 @@ fn read_config(store: &dyn Store) -> Result<ConfigFile> {
     }
 }
 
-/// Where the index cache of a remote repository lives: `$SNAP_CACHE_DIR`, else
-/// `$XDG_CACHE_HOME/snap`, else `~/.cache/snap`, then the repository id.
-fn cache_dir(store: &dyn Store, repo_id: &str) -> Result<PathBuf> {
-    if let Some(root) = store.local_root() {
-        return Ok(root.to_path_buf());
-    }
+/// The cache root a caller chose (`--cache-dir`), over the environment's.
+static CACHE_ROOT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+
+/// Sets where index caches live for the rest of the process (the CLI's `--cache-dir`);
+/// the first call wins.
+pub fn set_cache_root(dir: PathBuf) {
+    let _ = CACHE_ROOT.set(dir);
+}
+
+/// Where the index cache of a repository lives, for every kind of store: the root set
+/// by [`set_cache_root`], else `$SNAP_CACHE_DIR`, else `$XDG_CACHE_HOME/snap`, else
+/// `~/.cache/snap`; then the repository id. It belongs to the client: SQLite's WAL
+/// works only on a local file system, so several hosts sharing one repository (on NFS,
+/// SFTP or S3) each keep their own.
+fn cache_dir(repo_id: &str) -> Result<PathBuf> {
     let var = |n: &str| {
         std::env::var_os(n)
             .filter(|v| !v.is_empty())
             .map(PathBuf::from)
     };
-    let base = var("SNAP_CACHE_DIR")
+    let base = CACHE_ROOT
+        .get()
+        .cloned()
+        .or_else(|| cfg!(test).then(|| std::env::temp_dir().join("snap-unit-test-cache")))
+        .or_else(|| var("SNAP_CACHE_DIR"))
         .or_else(|| var("XDG_CACHE_HOME").map(|x| x.join("snap")))
         .or_else(|| var("HOME").map(|h| h.join(".cache/snap")))
         .ok_or_else(|| {
             Error::Invalid(
-                "no cache directory for a remote repository: set SNAP_CACHE_DIR or HOME".into(),
+                "no directory for the index cache: set SNAP_CACHE_DIR, XDG_CACHE_HOME or HOME, or give --cache-dir".into(),
             )
         })?;
     let dir = base.join(repo_id);
@@ -305,25 +323,36 @@ impl Repository {
     /// bringing the index cache up to date with the index files and snapshot records.
     pub fn open_store(store: Arc<dyn Store>, key: Option<MasterKey>) -> Result<Repository> {
         let config = read_config(store.as_ref())?.open(key.as_ref())?;
-        let cache = cache_dir(store.as_ref(), &config.id)?;
+        let cache = cache_dir(&config.id)?;
         let index = open_index(&cache, &config.id)?;
-        let repo = Repository {
+        Ok(Repository {
             store,
             cache,
             config,
             index,
             key,
-        };
-        repo.refresh()?;
-        Ok(repo)
+            held: Arc::new(AtomicUsize::new(0)),
+            fresh: AtomicBool::new(false),
+        })
     }
 
-    /// Brings the cache up to date with what other processes and hosts wrote (done on
-    /// open; again after taking a lock). Returns the snapshot records that cannot be
-    /// read (see [`Repository::sync_snapshots`]).
+    /// Brings the cache up to date with what other processes and hosts wrote: done
+    /// after taking a lock, and before the first lock-free read. Returns the snapshot
+    /// records that cannot be read (see [`Repository::sync_snapshots`]).
     pub fn refresh(&self) -> Result<Vec<(String, String)>> {
+        self.index.renew();
         self.refresh_index()?;
-        self.sync_snapshots()
+        let unreadable = self.sync_snapshots()?;
+        self.fresh.store(true, Ordering::Release);
+        Ok(unreadable)
+    }
+
+    /// Refreshes the cache once for a reader that takes no lock (`list`, `stats`).
+    fn ensure_fresh(&self) -> Result<()> {
+        if !self.fresh.load(Ordering::Acquire) {
+            self.refresh()?;
+        }
+        Ok(())
     }
 
     /// Reads the index files the cache lacks. When one it holds is gone (prune or
@@ -425,9 +454,24 @@ impl Repository {
         self.config.chunking.get(p)
     }
 
-    /// Takes a shared (`exclusive = false`) or exclusive lock.
+    /// Takes a shared (`exclusive = false`) or exclusive lock, then brings the cache up
+    /// to date: what the cache says is trusted only from here on, as no prune can
+    /// delete what it lists until the lock is released. Snapshot records that cannot
+    /// be read are in [`Lock::unreadable`].
     pub fn lock(&self, exclusive: bool, purpose: &str) -> Result<Lock> {
-        Lock::acquire(self.store.clone(), exclusive, purpose)
+        let mut lock = Lock::acquire(self.store.clone(), exclusive, purpose)?;
+        lock.unreadable = self.refresh()?;
+        lock.count_in(self.held.clone());
+        Ok(lock)
+    }
+
+    /// A shared lock for a library operation that reads snapshots, unless this handle
+    /// already holds a lock (`None` then: the caller's lock covers it).
+    pub fn read_lock(&self, purpose: &str) -> Result<Option<Lock>> {
+        if self.held.load(Ordering::Acquire) > 0 {
+            return Ok(None);
+        }
+        self.lock(false, purpose).map(Some)
     }
 
     /// A writer of new blobs at zstd `level`.
@@ -435,8 +479,13 @@ impl Repository {
         Saver::new(self, level)
     }
 
+    /// Where new packs are assembled: the repository's own `tmp/` when it is local (a
+    /// finished pack is renamed into place, within one file system), else the cache's.
     fn tmp_dir(&self) -> PathBuf {
-        self.cache.join("tmp")
+        match self.store.local_root() {
+            Some(root) => root.join("tmp"),
+            None => self.cache.join("tmp"),
+        }
     }
 
     /// Where blob `id` is stored.
@@ -833,6 +882,7 @@ impl Repository {
 
     /// All snapshots, oldest first.
     pub fn snapshots(&self) -> Result<Vec<(Id, Snapshot)>> {
+        self.ensure_fresh()?;
         self.index
             .snapshots()?
             .into_iter()
@@ -924,6 +974,7 @@ impl Repository {
 
     /// What the repository holds (packs, blobs, raw and stored bytes).
     pub fn totals(&self) -> Result<crate::index::Totals> {
+        self.ensure_fresh()?;
         self.index.totals()
     }
 
@@ -993,11 +1044,23 @@ impl Repository {
                 n += 1;
             }
         }
-        if self.store.local_root().is_none() {
-            let tmp = self.tmp_dir();
-            for e in fs::read_dir(&tmp).at(&tmp)?.flatten() {
-                if fs::remove_file(e.path()).is_ok() {
-                    n += 1;
+        match self.store.local_root() {
+            None => {
+                let tmp = self.tmp_dir();
+                for e in fs::read_dir(&tmp).at(&tmp)?.flatten() {
+                    if fs::remove_file(e.path()).is_ok() {
+                        n += 1;
+                    }
+                }
+            }
+            // The index cache earlier versions kept inside a local repository.
+            Some(root) => {
+                for suffix in ["", "-wal", "-shm"] {
+                    let p = root.join(format!("{INDEX_FILE}{suffix}"));
+                    if fs::remove_file(&p).is_ok() {
+                        log::info!("removed the old index cache {}", p.display());
+                        n += 1;
+                    }
                 }
             }
         }

@@ -231,6 +231,7 @@ pub fn restore_pg(
     replace: bool,
     progress: &dyn Progress,
 ) -> Result<DbRestoreOutcome> {
+    let _lock = repo.read_lock("restore")?;
     let db = target.dbname()?;
     let from = DumpKind::Pg.pick(snap, from, &format!("db/{db}"))?;
     let node = node_at(repo, snap, &from)?;
@@ -354,6 +355,7 @@ pub fn restore_pg_all(
     replace: bool,
     progress: &dyn Progress,
 ) -> Result<DbRestoreOutcome> {
+    let _lock = repo.read_lock("restore")?;
     let from = DumpKind::PgAll.pick(snap, from, "db/pg_dumpall.sql")?;
     let node = node_at(repo, snap, &from)?;
     let content = file_content(&from, &node)?;
@@ -438,6 +440,7 @@ pub fn restore_pipe(
     command: &str,
     progress: &dyn Progress,
 ) -> Result<u64> {
+    let _lock = repo.read_lock("restore")?;
     let node = node_at(repo, snap, path)?;
     let content = file_content(path, &node)?;
     let mut sh = std::process::Command::new("sh");

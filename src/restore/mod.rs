@@ -91,6 +91,7 @@ pub fn restore(
     opts: &RestoreOptions,
     progress: &dyn Progress,
 ) -> Result<RestoreOutcome> {
+    let _lock = repo.read_lock("restore")?;
     let r = Restorer {
         repo,
         progress,

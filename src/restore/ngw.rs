@@ -86,6 +86,7 @@ pub fn restore_instance(
     replace: bool,
     progress: &dyn Progress,
 ) -> Result<NgwRestoreOutcome> {
+    let _lock = repo.read_lock("restore")?;
     let part = NgwPart::open(repo, snap)?;
     let list = String::from_utf8(part.postgres_file("restore")?)
         .map_err(|_| Error::corrupt("snapshot", "ngw/postgres/restore", "not UTF-8"))?;

@@ -96,8 +96,6 @@ pub fn sync(
     }
     let _src_lock = src.lock(false, "sync (source)")?;
     let dst_lock = dst.lock(opts.delete, "sync (destination)")?;
-    src.refresh()?;
-    dst.refresh()?;
     let mut report = SyncReport::default();
 
     // What the chosen snapshots need.

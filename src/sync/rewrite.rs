@@ -42,8 +42,6 @@ pub(super) fn copy(
     let all = {
         let _src_lock = src.lock(false, "sync (source)")?;
         let dst_lock = dst.lock(false, "sync (destination)")?;
-        src.refresh()?;
-        dst.refresh()?;
         let all = src.snapshots()?;
         let mut copied: HashMap<Id, Id> = dst
             .snapshots()?
@@ -95,7 +93,6 @@ pub(super) fn copy(
     if opts.delete {
         let keep: HashSet<Id> = all.into_iter().map(|(id, _)| id).collect();
         let lock = dst.lock(true, "sync --delete (destination)")?;
-        dst.refresh()?;
         let gone: Vec<Id> = dst
             .snapshots()?
             .into_iter()

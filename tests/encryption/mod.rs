@@ -101,7 +101,8 @@ fn no_plaintext_of_the_sources_is_anywhere_in_the_repository() {
         blake3::hash(&text).as_bytes().to_vec(),
         blake3::hash(&text).to_hex().as_bytes().to_vec(),
     ];
-    let all = files(&env.repo());
+    let mut all = files(&env.repo());
+    all.extend(files(&env.cache()));
     assert!(all.iter().any(|p| p.ends_with("index.sqlite")));
     for f in &all {
         let b = fs::read(f).unwrap();
@@ -307,7 +308,7 @@ fn an_encrypted_repository_is_pruned_and_repaired_like_any_other() {
     )
     .assert()
     .success();
-    fs::remove_file(env.repo().join("index.sqlite")).unwrap();
+    env.delete_index_cache_of(&env.repo());
     snap(&env, PASS, &["repair", "index"]).assert().success();
     snap(&env, PASS, &["check", "--read-data"])
         .assert()
@@ -317,7 +318,7 @@ fn an_encrypted_repository_is_pruned_and_repaired_like_any_other() {
 
 /// `snap --repo REPO ARGS` with passphrase `pass`.
 fn snap_at(repo: &Path, pass: &str, args: &[&str]) -> assert_cmd::Command {
-    let mut c = assert_cmd::Command::cargo_bin("snap").unwrap();
+    let mut c = crate::util::snap_bin();
     c.env_remove("SNAP_REPO")
         .env("SNAP_PASSWORD", pass)
         .arg("--repo")

@@ -235,7 +235,7 @@ fn prune_after_an_interrupted_prune_keeps_the_packs_it_rewrites_again() {
         .unwrap();
     assert!(cp.success());
     let before = packs(&env.repo());
-    let mut c = assert_cmd::Command::cargo_bin("snap").unwrap();
+    let mut c = crate::util::snap_bin();
     c.env_remove("SNAP_REPO")
         .args([
             "--repo",
@@ -388,7 +388,7 @@ fn truncated_and_deleted_packs_and_a_deleted_index_are_found_and_named() {
 
     // A deleted index cache is rebuilt from the index files.
     env.snap(&["forget", &sa]).assert().success();
-    fs::remove_file(env.repo().join("index.sqlite")).unwrap();
+    env.delete_index_cache_of(&env.repo());
     env.snap(&["check", "--read-data"]).assert().success();
     assert_restores(&env, &sb, &b, &contents(&b));
 
@@ -425,7 +425,7 @@ fn an_unreadable_snapshot_record_fails_check_and_stops_prune() {
         .stderr(predicate::str::contains("snapshot record").and(predicate::str::contains(&id)));
     // With the index's verified copy of the record, prune knows what it needs; without
     // (a rebuilt index), it must stop.
-    fs::remove_file(env.repo().join("index.sqlite")).unwrap();
+    env.delete_index_cache_of(&env.repo());
     let before = packs(&env.repo());
     env.snap(&["prune", "--max-unused", "0%"])
         .assert()
@@ -523,6 +523,7 @@ fn kill_9_at_random_moments_loses_nothing() {
             _ => ["prune", "--max-unused", "0%"].map(String::from).to_vec(),
         };
         let mut child = std::process::Command::new(&bin)
+            .env("SNAP_CACHE_DIR", env.cache())
             .env_remove("SNAP_REPO")
             .arg("--repo")
             .arg(env.repo())
@@ -625,7 +626,7 @@ fn disk_full_during_backup_is_a_clear_error_and_prune_reclaims_the_space() {
     let _guard = Mount(mnt.clone());
     let repo = mnt.join("repo");
     let snap = |args: &[&str]| {
-        let mut c = assert_cmd::Command::cargo_bin("snap").unwrap();
+        let mut c = crate::util::snap_bin();
         c.env_remove("SNAP_REPO")
             .arg("--repo")
             .arg(&repo)

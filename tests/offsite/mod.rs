@@ -12,7 +12,7 @@ use crate::util::{assert_same_tree, json, random_bytes, restored, Env};
 
 /// `snap --repo REPO ARGS` with `env` set and its own cache directory `cache`.
 fn snap_at(repo: &str, cache: &Path, env: &[(&'static str, String)], args: &[&str]) -> Command {
-    let mut c = Command::cargo_bin("snap").unwrap();
+    let mut c = crate::util::snap_bin();
     c.env_remove("SNAP_REPO")
         .env("SNAP_CACHE_DIR", cache)
         .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
@@ -320,6 +320,7 @@ fn sync_over_sftp_survives_the_server_going_away_and_resumes() {
 
     let child = std::process::Command::new(assert_cmd::cargo::cargo_bin("snap"))
         .env_remove("SNAP_REPO")
+        .env("SNAP_CACHE_DIR", env.cache())
         .envs(e.iter().map(|(k, v)| (*k, v.as_str())))
         .args(["--repo", env.repo().to_str().unwrap(), "sync", "--to", &url])
         .stderr(std::process::Stdio::piped())
@@ -413,6 +414,7 @@ fn kill_9_during_sync_then_resume() {
     for i in 0..6u64 {
         let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("snap"))
             .env_remove("SNAP_REPO")
+            .env("SNAP_CACHE_DIR", env.cache())
             .args(["--repo", env.repo().to_str().unwrap(), "sync", "--to", d])
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())

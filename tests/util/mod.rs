@@ -28,6 +28,17 @@ pub fn missing(what: &str, install: &str) {
     eprintln!("SKIPPED: {msg}");
 }
 
+/// The real `snap` binary, with its index caches in the test target's scratch
+/// directory rather than the user's.
+pub fn snap_bin() -> Command {
+    let mut c = Command::cargo_bin("snap").unwrap();
+    c.env(
+        "SNAP_CACHE_DIR",
+        Path::new(env!("CARGO_TARGET_TMPDIR")).join("snap-cache"),
+    );
+    c
+}
+
 /// A scratch directory with a repository path inside it.
 pub struct Env {
     pub dir: tempfile::TempDir,
@@ -48,10 +59,39 @@ impl Env {
         self.path("repo")
     }
 
-    /// `snap --repo <repo> ARGS...`, with a clean environment.
+    /// The index caches of this scratch directory's repositories.
+    pub fn cache(&self) -> PathBuf {
+        self.path("cache")
+    }
+
+    /// The index cache file of the repository at `repo` (named by the id in its config).
+    pub fn index_cache_of(&self, repo: &Path) -> PathBuf {
+        let config: serde_json::Value =
+            serde_json::from_slice(&fs::read(repo.join("config")).unwrap()).unwrap();
+        self.cache()
+            .join(config["id"].as_str().unwrap())
+            .join("index.sqlite")
+    }
+
+    /// Deletes the index cache of the repository at `repo` (SQLite's file and its WAL).
+    pub fn delete_index_cache_of(&self, repo: &Path) {
+        let db = self.index_cache_of(repo);
+        for suffix in ["", "-wal", "-shm"] {
+            let mut p = db.clone().into_os_string();
+            p.push(suffix);
+            match fs::remove_file(&p) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => panic!("{e}"),
+                _ => {}
+            }
+        }
+    }
+
+    /// `snap --repo <repo> ARGS...`, with a clean environment and this directory's
+    /// cache.
     pub fn snap(&self, args: &[&str]) -> Command {
-        let mut c = Command::cargo_bin("snap").unwrap();
-        c.env_remove("SNAP_REPO")
+        let mut c = snap_bin();
+        c.env("SNAP_CACHE_DIR", self.cache())
+            .env_remove("SNAP_REPO")
             .arg("--repo")
             .arg(self.repo())
             .args(args);
