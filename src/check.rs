@@ -61,6 +61,9 @@ pub struct CheckReport {
     pub packs_read: u64,
     /// Blobs whose hash was verified while reading packs.
     pub blobs_verified: u64,
+    /// Damaged blob copies found by reading packs: recorded, so that no backup
+    /// deduplicates against them, until `repair index` drops them.
+    pub damaged_copies: u64,
     /// Problems found (each names the pack or blob).
     pub errors: Vec<String>,
     /// Things that are not damage (unindexed packs, leftover temp files).
@@ -210,6 +213,7 @@ pub fn check(repo: &Repository, read: ReadData, progress: &dyn Progress) -> Resu
     for pack in intact {
         repo.index().set_verified(&pack, now)?;
     }
+    let mut copies = Vec::new();
     for (msg, copy) in problems {
         report.errors.push(msg);
         if let Some((id, loc)) = copy {
@@ -217,8 +221,13 @@ pub fn check(repo: &Repository, read: ReadData, progress: &dyn Progress) -> Resu
             if repo.index().lookup(&id)? == Some(loc) {
                 bad.insert(id);
             }
+            copies.push((id, loc));
         }
     }
+    // No backup may deduplicate against a damaged copy: it leaves the index now, and
+    // `repair index` drops it from the index files.
+    repo.index().record_damaged(&copies)?;
+    report.damaged_copies = copies.len() as u64;
 
     // 4. Damage.
     if !bad.is_empty() {

@@ -6,6 +6,7 @@
 //! touches rusqlite; its errors leave as [`Error::Index`]. WAL mode with a busy timeout
 //! lets several processes back up into one repository at once.
 
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
@@ -22,7 +23,7 @@ use crate::repo::PackRecord;
 use crate::snapshot::Snapshot;
 
 /// Schema version; an index of another version is rebuilt.
-pub const SCHEMA_VERSION: i64 = 4;
+pub const SCHEMA_VERSION: i64 = 5;
 
 const SCHEMA: &str = "
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -50,6 +51,12 @@ CREATE TABLE snapshots (
     record BLOB NOT NULL
 ) WITHOUT ROWID;
 CREATE TABLE copies (src BLOB PRIMARY KEY, dst BLOB NOT NULL) WITHOUT ROWID;
+CREATE TABLE damaged (
+    pack BLOB NOT NULL,
+    offset INTEGER NOT NULL,
+    id BLOB NOT NULL,
+    PRIMARY KEY (pack, offset)
+) WITHOUT ROWID;
 ";
 
 /// Where a blob is stored.
@@ -276,7 +283,7 @@ impl Index {
     }
 
     /// The index files the cache holds.
-    pub fn index_files(&self) -> Result<std::collections::HashSet<Id>> {
+    pub fn index_files(&self) -> Result<HashSet<Id>> {
         self.ids("SELECT name FROM index_files")
     }
 
@@ -290,6 +297,54 @@ impl Index {
                 [&file.0[..]],
             )
             .map(drop)
+        })
+    }
+
+    /// Records copies of blobs found damaged (`check --read-data`): each leaves the
+    /// index at once, so that no backup deduplicates against it, and stays out when
+    /// the cache is rebuilt, until `repair index` drops its pack from the index files.
+    pub fn record_damaged(&self, copies: &[(Id, BlobLoc)]) -> Result<()> {
+        self.tx(|c| {
+            let mut add = c.prepare_cached("INSERT OR IGNORE INTO damaged VALUES (?1, ?2, ?3)")?;
+            let mut drop_row = c.prepare_cached(
+                "DELETE FROM blobs WHERE id = ?1 AND offset = ?3
+                 AND pack = (SELECT id FROM packs WHERE name = ?2)",
+            )?;
+            for (id, loc) in copies {
+                let row = params![&loc.pack.0[..], loc.offset as i64, &id.0[..]];
+                add.execute(row)?;
+                drop_row.execute(params![&id.0[..], &loc.pack.0[..], loc.offset as i64])?;
+            }
+            Ok(())
+        })
+    }
+
+    /// The damaged blob copies recorded, by pack: (blob, offset).
+    pub fn damaged(&self) -> Result<HashMap<Id, Vec<(Id, u64)>>> {
+        let rows = self.rows("SELECT pack, id, offset FROM damaged", [], |r| {
+            Ok((
+                r.get::<_, Vec<u8>>(0)?,
+                r.get::<_, Vec<u8>>(1)?,
+                r.get::<_, i64>(2)?,
+            ))
+        })?;
+        let mut out: HashMap<Id, Vec<(Id, u64)>> = HashMap::new();
+        for (pack, id, offset) in rows {
+            out.entry(self.id_of(&pack)?)
+                .or_default()
+                .push((self.id_of(&id)?, offset as u64));
+        }
+        Ok(out)
+    }
+
+    /// Forgets the damage recorded in `packs`, once no index file lists them.
+    pub fn forget_damaged(&self, packs: &[Id]) -> Result<()> {
+        self.tx(|c| {
+            let mut st = c.prepare_cached("DELETE FROM damaged WHERE pack = ?1")?;
+            for p in packs {
+                st.execute([&p.0[..]])?;
+            }
+            Ok(())
         })
     }
 
@@ -558,7 +613,7 @@ impl Index {
     }
 
     /// The names of every indexed pack.
-    pub fn pack_names(&self) -> Result<std::collections::HashSet<Id>> {
+    pub fn pack_names(&self) -> Result<HashSet<Id>> {
         self.ids("SELECT name FROM packs")
     }
 
@@ -627,13 +682,17 @@ fn loc_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<LocRow> {
 }
 
 /// Adds `packs` and their blobs (packs the cache already holds are skipped; a blob
-/// indexed in another pack keeps its row). Blob rows go in in id order: ids are
+/// indexed in another pack keeps its row; a copy recorded as damaged is left out). Blob rows go in in id order: ids are
 /// random, so in pack order every row would land on a random page of the blobs tree,
 /// evicting the page cache once it outgrows SQLite's small cache; in id order one sweep
 /// visits each page once.
 fn insert_packs(c: &rusqlite::Transaction<'_>, packs: &[PackRecord]) -> rusqlite::Result<()> {
+    let mut damaged = c.prepare_cached("SELECT offset FROM damaged WHERE pack = ?1")?;
     let mut rows: Vec<(i64, &PackEntry)> = Vec::new();
     for (name, size, entries) in packs {
+        let bad: HashSet<i64> = damaged
+            .query_map([&name.0[..]], |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?;
         let inserted = c.execute(
             "INSERT OR IGNORE INTO packs (name, size, blobs) VALUES (?1, ?2, ?3)",
             params![&name.0[..], *size as i64, entries.len() as i64],
@@ -641,7 +700,12 @@ fn insert_packs(c: &rusqlite::Transaction<'_>, packs: &[PackRecord]) -> rusqlite
         // Zero when another index file lists the pack too: its blobs are in already.
         if inserted == 1 {
             let pack = c.last_insert_rowid();
-            rows.extend(entries.iter().map(|e| (pack, e)));
+            rows.extend(
+                entries
+                    .iter()
+                    .filter(|e| !bad.contains(&(e.offset as i64)))
+                    .map(|e| (pack, e)),
+            );
         }
     }
     rows.sort_unstable_by_key(|(_, e)| e.id);

@@ -47,6 +47,7 @@ pub mod pack;
 pub mod progress;
 pub mod prune;
 pub mod reach;
+pub mod repair;
 pub mod repo;
 pub mod restore;
 pub mod retention;

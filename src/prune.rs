@@ -52,8 +52,11 @@ pub struct PruneReport {
     pub snapshots: u64,
     /// Packs before.
     pub packs: u64,
-    /// Packs found on disk but not in the index (left by interrupted runs).
+    /// Packs found on disk but listed by no index file (left by interrupted runs):
+    /// garbage, deleted (counted in `packs` and the byte figures too).
     pub packs_unindexed: u64,
+    /// Their size.
+    pub bytes_unindexed: u64,
     /// Packs deleted because no snapshot needs anything in them.
     pub packs_deleted: u64,
     /// Partly used packs rewritten.
@@ -92,8 +95,11 @@ pub fn prune(
         ));
     }
     let unindexed = repo.unindexed_packs()?;
+    let sizes: std::collections::HashMap<Id, u64> = repo.pack_files()?.into_iter().collect();
+    let bytes_unindexed: u64 = unindexed.iter().filter_map(|id| sizes.get(id)).sum();
     let mut report = PruneReport {
         packs_unindexed: unindexed.len() as u64,
+        bytes_unindexed,
         ..Default::default()
     };
     let roots: Vec<Id> = repo.snapshots()?.iter().map(|(_, s)| s.tree).collect();
@@ -110,11 +116,12 @@ pub fn prune(
 
     // Plan.
     let usage = repo.index().pack_usage()?;
-    report.packs = usage.len() as u64;
+    report.packs = usage.len() as u64 + report.packs_unindexed;
+    report.bytes_before = report.bytes_unindexed;
+    let mut removed_bytes = report.bytes_unindexed;
     let overhead =
         |blobs: u64| pack::HEADER_LEN + pack::FOOTER_LEN as u64 + blobs * pack::ENTRY_LEN as u64;
     let mut delete = Vec::new();
-    let mut removed_bytes = 0u64;
     let mut partly = Vec::new();
     let mut live_total = 0u64;
     let mut unused_total = 0u64;

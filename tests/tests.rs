@@ -1,5 +1,6 @@
 //! End-to-end tests through the real `snap` binary, by feature.
 
+mod concurrency;
 mod encryption;
 mod maintenance;
 mod offsite;

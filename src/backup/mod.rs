@@ -207,6 +207,14 @@ pub fn backup(
         None => None,
     };
     let lock = repo.lock(false, "backup")?;
+    let resumed = repo.resume_interrupted()?;
+    if resumed.packs > 0 {
+        log::info!(
+            "reusing {} packs ({} bytes) that an interrupted run on this client made durable",
+            resumed.packs,
+            resumed.bytes
+        );
+    }
     let host = opts.host.clone().unwrap_or_else(hostname);
     let earlier = repo.snapshots()?;
     let parent = if opts.no_parent {
@@ -229,7 +237,7 @@ pub fn backup(
     let run = Run {
         repo,
         stream_params: repo.params(opts.stream_profile),
-        saver: repo.saver(opts.compression.unwrap_or(repo.config().compression_level)),
+        saver: repo.saver(opts.compression.unwrap_or(repo.config().compression_level))?,
         excludes: sfs::Excludes::new(&opts.excludes)?,
         files_params: repo.params(Profile::Files),
         progress,

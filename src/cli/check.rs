@@ -126,7 +126,7 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
         Ok(0)
     } else {
         if !a.json {
-            eprintln!("snap: the repository is damaged; snapshots not listed above restore fine. `snap repair index` fixes index errors; lost data comes back only from another copy (see `snap sync`) or, for data still on disk, with the next backup after `snap repair index`");
+            eprintln!("snap: the repository is damaged; snapshots not listed above restore fine. `snap repair index` fixes index errors and drops damaged blobs from the index (no backup reuses them); lost data comes back only from another copy (see `snap sync`) or, for data still on disk, with the next backup after `snap repair index`");
         }
         Ok(1)
     }

@@ -65,8 +65,9 @@ pub fn print_report(r: &PruneReport, dry_run: bool) -> Result<()> {
     let verb = if dry_run { "would " } else { "" };
     if r.packs_unindexed > 0 {
         outln!(
-            "{} packs left by interrupted runs were found and indexed",
-            r.packs_unindexed
+            "{} packs ({}) that no index file lists, left by interrupted runs: {verb}delete them",
+            r.packs_unindexed,
+            human(r.bytes_unindexed)
         );
     }
     outln!(

@@ -2,6 +2,9 @@
 
 use anyhow::{Context, Result};
 
+use snap::progress::NoProgress;
+use snap::repair::{repair_index, RepairOptions};
+
 use super::Ctx;
 
 #[derive(clap::Args)]
@@ -13,15 +16,27 @@ pub struct Args {
 #[derive(clap::Subcommand)]
 enum What {
     /// Rewrite the index files from the pack trailers (reads every pack's trailer),
-    /// and rebuild the local index cache
-    Index,
+    /// and rebuild the local index cache. Packs with damaged blobs (found by `snap
+    /// check --read-data`, or with --read-data here) are salvaged: their intact blobs
+    /// are copied into new packs and the damaged copies dropped, so that the next
+    /// backup stores that data afresh
+    Index(IndexArgs),
+}
+
+#[derive(clap::Args)]
+struct IndexArgs {
+    /// Also read and verify every blob (slow: reads the whole repository)
+    #[arg(long)]
+    read_data: bool,
 }
 
 pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
-    let What::Index = a.what;
+    let What::Index(args) = a.what;
     let repo = ctx.open(false)?;
-    let s = repo
-        .rebuild_index()
+    let opts = RepairOptions {
+        read_data: args.read_data,
+    };
+    let s = repair_index(&repo, opts, &NoProgress)
         .with_context(|| format!("rebuilding the index of {}", repo.location()))?;
     if !ctx.quiet {
         outln!(
@@ -30,6 +45,12 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
             s.blobs,
             s.index_files,
             s.snapshots
+        );
+    }
+    if !s.salvaged.is_empty() {
+        super::print_list(
+            "packs with damaged blobs, salvaged (back up the sources again to store the dropped data afresh)",
+            &s.salvaged,
         );
     }
     if !s.skipped.is_empty() {

@@ -84,7 +84,8 @@ pub fn hostname() -> String {
         .into_owned()
 }
 
-fn pid_alive(pid: u32) -> bool {
+/// Whether process `pid` runs on this host.
+pub(crate) fn pid_alive(pid: u32) -> bool {
     let Some(p) = i32::try_from(pid)
         .ok()
         .and_then(rustix::process::Pid::from_raw)

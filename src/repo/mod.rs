@@ -17,6 +17,7 @@
 
 mod config;
 mod index_files;
+mod journal;
 pub mod keys;
 mod lock;
 mod lookup;
@@ -37,6 +38,7 @@ use rayon::prelude::*;
 
 pub use self::config::{Config, ConfigFile, VERSION, VERSION_ENCRYPTED};
 pub use self::index_files::{PackRecord, BLOBS_PER_FILE as INDEX_FILE_BLOBS};
+pub use self::journal::Resumed;
 pub use self::lock::{hostname, Lock};
 pub use self::lookup::PathLookup;
 pub use self::repack::Repacker;
@@ -74,21 +76,6 @@ impl Default for InitOptions {
             pack_size: pack::DEFAULT_TARGET_SIZE,
         }
     }
-}
-
-/// What `rebuild_index` found.
-#[derive(Clone, Debug, Default)]
-pub struct RebuildStats {
-    /// Packs indexed.
-    pub packs: u64,
-    /// Blobs indexed.
-    pub blobs: u64,
-    /// Index files written.
-    pub index_files: u64,
-    /// Snapshots indexed.
-    pub snapshots: u64,
-    /// Packs that could not be read, with the reason; they are left out.
-    pub skipped: Vec<String>,
 }
 
 /// An open repository.
@@ -140,10 +127,11 @@ pub fn set_cache_root(dir: PathBuf) {
 
 /// Where the index cache of a repository lives, for every kind of store: the root set
 /// by [`set_cache_root`], else `$SNAP_CACHE_DIR`, else `$XDG_CACHE_HOME/snap`, else
-/// `~/.cache/snap`; then the repository id. It belongs to the client: SQLite's WAL
-/// works only on a local file system, so several hosts sharing one repository (on NFS,
-/// SFTP or S3) each keep their own.
-fn cache_dir(repo_id: &str) -> Result<PathBuf> {
+/// `~/.cache/snap`; then the repository id and a hash of the repository's location (a
+/// synced copy has the same id and its own cache). It belongs to the client: SQLite's
+/// WAL works only on a local file system, so several hosts sharing one repository (on
+/// NFS, SFTP or S3) each keep their own.
+fn cache_dir(store: &dyn Store, repo_id: &str) -> Result<PathBuf> {
     let var = |n: &str| {
         std::env::var_os(n)
             .filter(|v| !v.is_empty())
@@ -161,7 +149,13 @@ fn cache_dir(repo_id: &str) -> Result<PathBuf> {
                 "no directory for the index cache: set SNAP_CACHE_DIR, XDG_CACHE_HOME or HOME, or give --cache-dir".into(),
             )
         })?;
-    let dir = base.join(repo_id);
+    let location = match store.local_root() {
+        Some(root) => fs::canonicalize(root).at(root)?.display().to_string(),
+        None => store.location(),
+    };
+    let dir = base
+        .join(repo_id)
+        .join(&Id::hash(location.as_bytes()).to_hex()[..16]);
     fs::create_dir_all(dir.join("tmp")).at(&dir)?;
     Ok(dir)
 }
@@ -323,7 +317,7 @@ impl Repository {
     /// bringing the index cache up to date with the index files and snapshot records.
     pub fn open_store(store: Arc<dyn Store>, key: Option<MasterKey>) -> Result<Repository> {
         let config = read_config(store.as_ref())?.open(key.as_ref())?;
-        let cache = cache_dir(&config.id)?;
+        let cache = cache_dir(store.as_ref(), &config.id)?;
         let index = open_index(&cache, &config.id)?;
         Ok(Repository {
             store,
@@ -475,7 +469,7 @@ impl Repository {
     }
 
     /// A writer of new blobs at zstd `level`.
-    pub fn saver(&self, level: i32) -> Saver<'_> {
+    pub fn saver(&self, level: i32) -> Result<Saver<'_>> {
         Saver::new(self, level)
     }
 
@@ -1065,47 +1059,6 @@ impl Repository {
             }
         }
         Ok(n)
-    }
-
-    /// Rebuilds the index files from the pack trailers, under the exclusive lock:
-    /// writes new index files listing every readable pack, deletes the old ones, and
-    /// refills the cache. Leftover temp files are removed too: no writer runs under
-    /// the exclusive lock. This reads every pack's trailer.
-    pub fn rebuild_index(&self) -> Result<RebuildStats> {
-        let _lock = self.lock(true, "repair index")?;
-        self.clean_tmp()?;
-        let old = self.index_files()?;
-        let packs = self.pack_files()?;
-        let skipped = Mutex::new(Vec::new());
-        let mut records: Vec<PackRecord> = packs
-            .par_iter()
-            .filter_map(|(id, size)| match self.pack_trailer(id, *size) {
-                Ok(entries) => Some((*id, *size, entries)),
-                Err(e) => {
-                    log::warn!("unreadable pack {}: {e}", pack_path(id));
-                    locked(&skipped).push(format!("{}: {e}", pack_path(id)));
-                    None
-                }
-            })
-            .collect();
-        records.sort_by_key(|r| r.0);
-        let mut stats = RebuildStats {
-            packs: records.len() as u64,
-            blobs: records.iter().map(|r| r.2.len() as u64).sum(),
-            skipped: skipped.into_inner().unwrap_or_else(|p| p.into_inner()),
-            ..Default::default()
-        };
-        self.index.clear()?;
-        let mut written = HashSet::new();
-        for batch in batches(records) {
-            written.insert(self.write_index_file(&batch)?);
-            stats.index_files += 1;
-        }
-        let stale: Vec<Id> = old.into_iter().filter(|f| !written.contains(f)).collect();
-        self.delete_index_files(&stale)?;
-        self.refresh()?;
-        stats.snapshots = self.index.snapshots()?.len() as u64;
-        Ok(stats)
     }
 
     /// Creates a temp file for a new pack.

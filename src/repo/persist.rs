@@ -10,6 +10,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
+use super::journal::Journal;
 use super::{pack_path, PackRecord, Repository};
 use crate::error::{Error, IoContext, Result};
 use crate::locked;
@@ -40,13 +41,16 @@ pub(super) fn new_pack(repo: &Repository) -> Result<PackFile> {
 /// Makes finished packs durable; see the module docs. Safe to share between threads.
 pub(super) struct Persister {
     store: Arc<dyn Store>,
+    /// Where a backup notes its durable packs, for a run after an interruption.
+    journal: Option<Arc<Journal>>,
     running: Mutex<VecDeque<JoinHandle<Result<PackRecord>>>>,
 }
 
 impl Persister {
-    pub(super) fn new(repo: &Repository) -> Self {
+    pub(super) fn new(repo: &Repository, journal: Option<Arc<Journal>>) -> Self {
         Persister {
             store: repo.store.clone(),
+            journal,
             running: Mutex::new(VecDeque::new()),
         }
     }
@@ -58,12 +62,15 @@ impl Persister {
         let (id, entries, size, buf) = pack.finish().at(&path)?;
         let file = buf.into_inner().map_err(|e| e.into_error()).at(&path)?;
         let store = self.store.clone();
+        let journal = self.journal.clone();
         let handle = std::thread::Builder::new()
             .name("snap-pack".into())
             .spawn(move || {
-                store
-                    .put_file(&pack_path(&id), file)
-                    .map(|()| (id, size, entries))
+                store.put_file(&pack_path(&id), file)?;
+                if let Some(j) = journal {
+                    j.add(&id)?;
+                }
+                Ok((id, size, entries))
             })
             .at(&path)?;
         let done: Vec<_> = {
@@ -117,7 +124,7 @@ mod tests {
     fn packs_are_durable_once_returned() {
         let d = tempfile::tempdir().unwrap();
         let repo = Repository::init(&d.path().join("repo"), &Default::default()).unwrap();
-        let p = Persister::new(&repo);
+        let p = Persister::new(&repo, None);
         let mut started = Vec::new();
         let mut returned = Vec::new();
         for i in 0u8..7 {

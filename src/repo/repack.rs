@@ -25,7 +25,7 @@ impl<'r> Repacker<'r> {
             repo,
             data: None,
             meta: None,
-            persister: Persister::new(repo),
+            persister: Persister::new(repo, None),
             done: Vec::new(),
         }
     }

@@ -12,8 +12,9 @@
 use std::borrow::Cow;
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
+use super::journal::Journal;
 use super::persist::{new_pack, PackFile, Persister};
 use super::{index_files, PackRecord, Repository};
 use crate::compress::{self, Compression};
@@ -43,25 +44,28 @@ pub struct Saver<'r> {
     data: Mutex<Option<PackFile>>,
     meta: Mutex<Option<PackFile>>,
     persister: Persister,
+    journal: Arc<Journal>,
     blobs: AtomicU64,
     raw: AtomicU64,
     stored: AtomicU64,
 }
 
 impl<'r> Saver<'r> {
-    pub(super) fn new(repo: &'r Repository, level: i32) -> Self {
-        Saver {
+    pub(super) fn new(repo: &'r Repository, level: i32) -> Result<Self> {
+        let journal = Arc::new(Journal::new(&repo.cache)?);
+        Ok(Saver {
             repo,
             level,
             claimed: Mutex::new(HashSet::new()),
             pending: Mutex::new(Vec::new()),
             data: Mutex::new(None),
             meta: Mutex::new(None),
-            persister: Persister::new(repo),
+            persister: Persister::new(repo, Some(journal.clone())),
+            journal,
             blobs: AtomicU64::new(0),
             raw: AtomicU64::new(0),
             stored: AtomicU64::new(0),
-        }
+        })
     }
 
     /// Stores `raw` unless the repository has it; returns its id.
@@ -162,7 +166,8 @@ impl<'r> Saver<'r> {
                 _ => {}
             }
         }
-        self.list(self.persister.finish()?, true)
+        self.list(self.persister.finish()?, true)?;
+        self.journal.clear()
     }
 
     /// What this saver added so far.
@@ -183,7 +188,7 @@ mod tests {
     fn claims_are_dropped_once_their_pack_is_indexed() {
         let d = tempfile::tempdir().unwrap();
         let repo = Repository::init(&d.path().join("repo"), &Default::default()).unwrap();
-        let saver = repo.saver(3);
+        let saver = repo.saver(3).unwrap();
         let blobs: Vec<Vec<u8>> = (0u32..100).map(|i| i.to_le_bytes().repeat(100)).collect();
         for b in &blobs {
             saver.save(BlobKind::Data, b).unwrap();

@@ -55,7 +55,7 @@ pub(super) fn copy(
         let mut rw = Rewriter {
             src,
             dst,
-            saver: dst.saver(dst.config().compression_level),
+            saver: dst.saver(dst.config().compression_level)?,
             done: HashMap::new(),
             same_ids: src.blob_id(b"snap") == dst.blob_id(b"snap"),
             chunks_read: AtomicU64::new(0),

@@ -257,12 +257,33 @@ fn prune_after_an_interrupted_prune_keeps_the_packs_it_rewrites_again() {
         }
     }
     assert!(brought > 0, "the prune on the copy wrote no pack");
+    let on_disk = || -> u64 {
+        packs(&env.repo())
+            .iter()
+            .map(|p| fs::metadata(p).unwrap().len())
+            .sum()
+    };
+    let dry = json(
+        &env,
+        &["prune", "--max-unused", "0%", "--dry-run", "--json"],
+    );
+    let bytes_before = on_disk();
     let report = json(&env, &["prune", "--max-unused", "0%", "--json"]);
     assert_eq!(
         report["packs_unindexed"].as_u64(),
         Some(brought),
         "{report}"
     );
+    // The report says what it did: every pack byte before and after, the unlisted
+    // packs' too, and the dry run said the same.
+    assert_eq!(
+        report["bytes_before"].as_u64(),
+        Some(bytes_before),
+        "{report}"
+    );
+    assert_eq!(report["bytes_after"].as_u64(), Some(on_disk()), "{report}");
+    assert_eq!(dry["bytes_after"], report["bytes_after"], "{dry} {report}");
+    assert_eq!(dry["packs_unindexed"], report["packs_unindexed"]);
     env.snap(&["check", "--read-data"]).assert().success();
     let id = ids(&env).pop().unwrap();
     assert_restores(&env, &id, &src, &want);

@@ -1,0 +1,214 @@
+//! Concurrent writers: backups racing `forget --prune` in other processes, on one
+//! local repository and on one S3 bucket shared by two "hosts" (own caches), must
+//! never record a snapshot that cannot be restored.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use crate::util::servers::S3;
+use crate::util::{random_bytes, Env};
+
+/// Rounds of backup against prune; `SNAP_RACE_ROUNDS` runs more.
+fn rounds() -> u32 {
+    std::env::var("SNAP_RACE_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(24)
+}
+
+/// One client of the repository: where it is, its environment and its own cache.
+#[derive(Clone)]
+struct Client {
+    repo: String,
+    cache: PathBuf,
+    env: Vec<(&'static str, String)>,
+}
+
+impl Client {
+    fn run(&self, args: &[&str]) -> std::process::Output {
+        let mut c = crate::util::snap_bin();
+        c.env_remove("SNAP_REPO")
+            .env("SNAP_CACHE_DIR", &self.cache)
+            .envs(self.env.iter().map(|(k, v)| (*k, v.as_str())))
+            .arg("--repo")
+            .arg(&self.repo)
+            .args(args);
+        c.output().unwrap()
+    }
+
+    /// Runs `args` until no other process's lock stands in its way; returns its
+    /// output, successful or not for another reason.
+    fn run_through_locks(&self, args: &[&str]) -> std::process::Output {
+        loop {
+            let out = self.run(args);
+            let err = String::from_utf8_lossy(&out.stderr);
+            if out.status.success() || !err.contains("is locked by") {
+                return out;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// The content of every file below `dir`, by name, as a hash.
+fn contents(dir: &Path) -> BTreeMap<String, String> {
+    fs::read_dir(dir)
+        .unwrap()
+        .map(|e| {
+            let p = e.unwrap().path();
+            let name = p.file_name().unwrap().to_string_lossy().into_owned();
+            (
+                name,
+                blake3::hash(&fs::read(&p).unwrap()).to_hex().to_string(),
+            )
+        })
+        .collect()
+}
+
+/// Changes the source for `round`: one of six files rewritten, a file added and an
+/// old one removed, so that prune has whole and partly used packs to delete.
+fn churn(src: &Path, round: u32) {
+    fs::create_dir_all(src).unwrap();
+    if round == 0 {
+        for i in 0..6 {
+            fs::write(
+                src.join(format!("f{i}")),
+                random_bytes(150_000, &format!("f{i}")),
+            )
+            .unwrap();
+        }
+    }
+    fs::write(
+        src.join(format!("f{}", round % 6)),
+        random_bytes(150_000, &format!("f{} {round}", round % 6)),
+    )
+    .unwrap();
+    fs::write(
+        src.join(format!("new{round}")),
+        random_bytes(40_000, &format!("new {round}")),
+    )
+    .unwrap();
+    let _ = fs::remove_file(src.join(format!("new{}", round.wrapping_sub(2))));
+}
+
+/// Restores snapshot `id` and compares it with `want`; `false` when the snapshot is
+/// gone (forgotten meanwhile), a panic when it exists and does not restore.
+fn restores(
+    client: &Client,
+    scratch: &Path,
+    id: &str,
+    src: &Path,
+    want: &BTreeMap<String, String>,
+) -> bool {
+    let target = tempfile::tempdir_in(scratch).unwrap();
+    let out =
+        client.run_through_locks(&["restore", id, "--target", target.path().to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    if !out.status.success() && err.contains("not found in") && err.contains("snapshot") {
+        return false;
+    }
+    assert!(
+        out.status.success(),
+        "snapshot {id} does not restore: {err}"
+    );
+    let got = contents(&target.path().join(src.strip_prefix("/").unwrap()));
+    assert_eq!(&got, want, "snapshot {id} restores other content");
+    true
+}
+
+/// Backups by `writer` race `forget --keep-last 1 --prune` by `pruner` for `rounds`
+/// rounds; every snapshot a backup reports is restored at once (unless already
+/// forgotten), and at the end the repository checks clean with every byte read.
+fn race(env: &Env, writer: &Client, pruner: &Client, rounds: u32) {
+    let src = env.path("src");
+    let done = AtomicBool::new(false);
+    let (mut made, mut restored, mut prunes) = (0u32, 0u32, 0u32);
+    std::thread::scope(|s| {
+        let pruning = s.spawn(|| {
+            let mut n = 0;
+            while !done.load(Ordering::Relaxed) {
+                let out = pruner.run_through_locks(&["forget", "--keep-last", "1", "--prune"]);
+                assert!(
+                    out.status.success(),
+                    "forget --prune failed: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+                n += 1;
+            }
+            n
+        });
+        for round in 0..rounds {
+            churn(&src, round);
+            let want = contents(&src);
+            let out = writer.run_through_locks(&["backup", "--json", src.to_str().unwrap()]);
+            assert!(
+                out.status.success(),
+                "backup failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+            made += 1;
+            let id = report["id"].as_str().unwrap();
+            if restores(writer, env.dir.path(), id, &src, &want) {
+                restored += 1;
+            }
+        }
+        done.store(true, Ordering::Relaxed);
+        prunes = pruning.join().unwrap();
+    });
+    eprintln!("{made} backups, {restored} restored before they were forgotten, {prunes} forget --prune runs");
+    assert!(prunes > 1, "the prune process never overlapped the backups");
+    let out = writer.run_through_locks(&["check", "--read-data"]);
+    assert!(
+        out.status.success(),
+        "check after the race: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // What survived restores too (the last backup's snapshot is kept).
+    let list = writer.run_through_locks(&["list", "--json"]);
+    let list: serde_json::Value = serde_json::from_slice(&list.stdout).unwrap();
+    let want = contents(&src);
+    let last = list.as_array().unwrap().last().expect("one snapshot kept");
+    assert!(restores(
+        writer,
+        env.dir.path(),
+        last["id"].as_str().unwrap(),
+        &src,
+        &want
+    ));
+}
+
+#[test]
+fn backups_racing_prune_in_another_process_never_record_a_broken_snapshot() {
+    let env = Env::new();
+    env.init();
+    let client = Client {
+        repo: env.repo().to_str().unwrap().to_string(),
+        cache: env.cache(),
+        env: Vec::new(),
+    };
+    race(&env, &client, &client, rounds());
+}
+
+#[test]
+fn two_hosts_on_one_s3_bucket_race_backup_against_prune() {
+    let Some(s3) = S3::start() else { return };
+    let env = Env::new();
+    let host = |name: &str| Client {
+        repo: s3.url("race"),
+        cache: env.path(&format!("cache-{name}")),
+        env: s3.env(),
+    };
+    let (a, b) = (host("a"), host("b"));
+    let out = a.run(&["init"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    race(&env, &a, &b, rounds() / 2);
+}
