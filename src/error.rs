@@ -98,6 +98,10 @@ pub enum Error {
         detail: String,
     },
     /// Input or arguments that cannot be used as given.
+    /// The run was interrupted (SIGINT or SIGTERM) and stopped before recording
+    /// anything.
+    #[error("interrupted")]
+    Interrupted,
     #[error("{0}")]
     Invalid(String),
 }

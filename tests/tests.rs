@@ -2,6 +2,7 @@
 
 mod concurrency;
 mod encryption;
+mod interrupt;
 mod maintenance;
 mod offsite;
 mod util;

@@ -161,10 +161,7 @@ fn prev_file<'r>(run: &'r Run<'_>, dir: Option<&Tree>, name: &[u8]) -> Option<Hi
 
 /// A temporary directory for a dump, under `base`.
 pub(super) fn scratch(base: &Path) -> Result<tempfile::TempDir> {
-    tempfile::Builder::new()
-        .prefix("snap-dump-")
-        .tempdir_in(base)
-        .at(base)
+    crate::scratch::dir(base, "dump")
 }
 
 /// `--pg DSN`: the database under `db/<name>/`.

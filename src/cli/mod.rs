@@ -46,6 +46,8 @@ use snap::store::{self, Store};
 
 /// Exit status when a snapshot was made but some entries could not be read.
 pub const EXIT_WARNINGS: i32 = 3;
+/// Exit status of a run stopped by SIGINT or SIGTERM (128 + SIGINT, as shells report).
+pub const EXIT_INTERRUPTED: i32 = 130;
 
 #[derive(Parser)]
 #[command(
@@ -265,6 +267,12 @@ pub fn run() -> i32 {
     match res {
         Ok(code) => code,
         Err(e) if is_broken_pipe(&e) => 0,
+        Err(_) if snap::interrupt::requested() => {
+            eprintln!(
+                "snap: interrupted: no snapshot was recorded; the data already stored is reused by the next backup"
+            );
+            EXIT_INTERRUPTED
+        }
         Err(e) => {
             eprintln!("snap: {}", message(&e));
             1
@@ -272,8 +280,27 @@ pub fn run() -> i32 {
     }
 }
 
+/// Lets SIGINT and SIGTERM stop a command that writes snapshots at its next blob,
+/// cleanly (nothing recorded, scratch files removed); a second signal ends the process
+/// at once.
+fn stop_cleanly_on_signals() -> Result<()> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let flag = snap::interrupt::flag();
+    for sig in [SIGINT, SIGTERM] {
+        signal_hook::flag::register_conditional_shutdown(sig, EXIT_INTERRUPTED, flag.clone())?;
+        signal_hook::flag::register(sig, flag.clone())?;
+    }
+    Ok(())
+}
+
 /// Runs one parsed command.
 fn dispatch(ctx: &Ctx, command: Command, matches: &clap::ArgMatches) -> Result<i32> {
+    if matches!(
+        command,
+        Command::Backup(_) | Command::Run(_) | Command::Import(_)
+    ) {
+        stop_cleanly_on_signals()?;
+    }
     match command {
         Command::Init(a) => init::run(ctx, a),
         Command::Backup(a) => backup::run(

@@ -13,9 +13,9 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use super::lock::pid_alive;
 use super::{batches, pack_path, PackRecord, Repository};
 use crate::error::{Error, IoContext, Result};
+use crate::host::pid_alive;
 use crate::id::Id;
 use crate::locked;
 

@@ -21,6 +21,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::host::{hostname, pid_alive};
 use crate::store::{Entry, Store};
 
 /// Largest lock file read.
@@ -74,28 +75,6 @@ pub struct Lock {
     pub unreadable: Vec<(String, String)>,
     /// The count of locks a repository handle holds, while this one is among them.
     count: Option<Arc<AtomicUsize>>,
-}
-
-/// The name of this machine.
-pub fn hostname() -> String {
-    rustix::system::uname()
-        .nodename()
-        .to_string_lossy()
-        .into_owned()
-}
-
-/// Whether process `pid` runs on this host.
-pub(crate) fn pid_alive(pid: u32) -> bool {
-    let Some(p) = i32::try_from(pid)
-        .ok()
-        .and_then(rustix::process::Pid::from_raw)
-    else {
-        return false;
-    };
-    !matches!(
-        rustix::process::test_kill_process(p),
-        Err(rustix::io::Errno::SRCH)
-    )
 }
 
 impl Lock {

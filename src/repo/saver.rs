@@ -77,6 +77,7 @@ impl<'r> Saver<'r> {
 
     /// Like [`Saver::save`] for a blob whose id the caller computed.
     pub fn save_hashed(&self, kind: BlobKind, id: Id, raw: &[u8]) -> Result<()> {
+        crate::interrupt::check()?;
         if locked(&self.claimed).contains(&id) || self.repo.has_blob(&id)? {
             return Ok(());
         }

@@ -29,10 +29,7 @@ pub fn feed_pg_restore(
     what: &str,
     progress: &dyn Progress,
 ) -> Result<u64> {
-    let stage = tempfile::Builder::new()
-        .prefix("snap-restore-")
-        .tempdir_in(tmp_base)
-        .at(tmp_base)?;
+    let stage = crate::scratch::dir(tmp_base, "restore")?;
     let dir = stage.path();
     let mut pending: Vec<(PathBuf, &Content)> = Vec::new();
     for n in &dump.nodes {

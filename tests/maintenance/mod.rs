@@ -339,6 +339,87 @@ fn a_flipped_byte_is_found_by_read_data_and_named_with_the_files_it_hits() {
     assert_restores(&env, &sb, &b, &contents(&b));
 }
 
+/// Flips one byte in the middle of `pack` (inside the victim's data).
+fn flip(pack: &Path) {
+    let mut bytes = fs::read(pack).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x10;
+    fs::write(pack, bytes).unwrap();
+}
+
+/// Backs `dir` up again reading every file; returns the raw bytes it stored.
+fn forced_backup(env: &Env, dir: &Path) -> u64 {
+    env.backup_json(&["--force", dir.to_str().unwrap()])["summary"]["bytes_added_raw"]
+        .as_u64()
+        .unwrap()
+}
+
+#[test]
+fn damage_is_never_copied_forward_and_the_next_backup_heals_it() {
+    // As a user following snap's advice: check finds the damage, repair index, then
+    // a backup of the still-intact source.
+    let env = Env::new();
+    let (a, sa, _, _, pack) = two_snapshots(&env);
+    flip(&pack);
+    env.snap(&["check", "--read-data"]).assert().code(1);
+    env.snap(&["repair", "index"]).assert().success().stderr(
+        predicate::str::contains("salvaged").and(predicate::str::contains(
+            pack.file_name().unwrap().to_str().unwrap(),
+        )),
+    );
+    assert!(!pack.exists(), "the damaged pack is still there");
+    // The victim's chunk is no longer in the index: the old snapshot is damaged.
+    env.snap(&["check"])
+        .assert()
+        .code(1)
+        .stdout(predicate::str::contains(&sa[..8]));
+    let added = forced_backup(&env, &a);
+    assert!(
+        added > 0,
+        "the backup deduplicated against the damaged blob"
+    );
+    // Healed: the old snapshot needs the same chunk ids, stored afresh.
+    env.snap(&["check", "--read-data"]).assert().success();
+    assert_restores(&env, &sa, &a, &contents(&a));
+}
+
+#[test]
+fn repair_index_with_read_data_finds_damage_no_check_recorded() {
+    let env = Env::new();
+    let (a, sa, _, _, pack) = two_snapshots(&env);
+    flip(&pack);
+    // Without --read-data repair reads trailers only: the damage stays unknown.
+    env.snap(&["repair", "index"]).assert().success();
+    assert!(pack.exists());
+    env.snap(&["repair", "index", "--read-data"])
+        .assert()
+        .success()
+        .stderr(predicate::str::contains("1 damaged blobs dropped"));
+    assert!(forced_backup(&env, &a) > 0);
+    env.snap(&["check", "--read-data"]).assert().success();
+    assert_restores(&env, &sa, &a, &contents(&a));
+}
+
+#[test]
+fn a_backup_right_after_check_stores_damaged_data_afresh() {
+    // check alone (no repair yet) takes the damaged copy out of this client's index:
+    // the next backup does not reuse it, and its snapshot restores.
+    let env = Env::new();
+    let (a, _, _, _, pack) = two_snapshots(&env);
+    flip(&pack);
+    env.snap(&["check", "--read-data"]).assert().code(1);
+    assert!(forced_backup(&env, &a) > 0);
+    let id = env.snapshots().last().unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_restores(&env, &id, &a, &contents(&a));
+    // The damaged copy is still on disk until repair drops it.
+    env.snap(&["check", "--read-data"]).assert().code(1);
+    env.snap(&["repair", "index"]).assert().success();
+    env.snap(&["check", "--read-data"]).assert().success();
+}
+
 #[test]
 fn read_data_subset_runs_cover_every_pack_in_turn() {
     let env = Env::new();
