@@ -1,6 +1,7 @@
 //! End-to-end tests through the real `snap` binary, by feature.
 
 mod encryption;
+mod golden;
 mod maintenance;
 mod offsite;
 mod util;
