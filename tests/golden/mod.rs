@@ -30,6 +30,8 @@ struct Manifest {
     source: String,
     /// The encrypted repository's passphrase file, beside the manifest.
     passphrase_file: String,
+    /// Its exported master key, beside the manifest.
+    key_file: String,
     snapshots: Vec<SnapshotManifest>,
 }
 
@@ -101,18 +103,25 @@ impl Golden {
     }
 
     /// `snap --repo <copy> ARGS` with scratch caches and, for the encrypted copy, the
-    /// fixture's passphrase file.
+    /// fixture's exported key (a passphrase costs half a second of key derivation).
     fn snap(&self, args: &[&str]) -> assert_cmd::Command {
+        self.snap_unlocked_by("SNAP_KEY_FILE", manifest().key_file, args)
+    }
+
+    /// [`Golden::snap`], the encrypted copy opened with the fixture's passphrase file.
+    fn snap_with_passphrase(&self, args: &[&str]) -> assert_cmd::Command {
+        self.snap_unlocked_by("SNAP_PASSWORD_FILE", manifest().passphrase_file, args)
+    }
+
+    /// `var` names `file` of the fixtures for the encrypted copy.
+    fn snap_unlocked_by(&self, var: &str, file: String, args: &[&str]) -> assert_cmd::Command {
         let mut c = self.env.snap(args);
         c.env("XDG_CACHE_HOME", self.env.path("xdg"))
             .env_remove("SNAP_PASSWORD")
             .env_remove("SNAP_KEY_FILE")
             .env_remove("SNAP_PASSWORD_FILE");
         if self.encrypted {
-            c.env(
-                "SNAP_PASSWORD_FILE",
-                Path::new(FIXTURES).join(manifest().passphrase_file),
-            );
+            c.env(var, Path::new(FIXTURES).join(file));
         }
         c
     }
@@ -120,7 +129,11 @@ impl Golden {
     /// Exit code, standard output and standard error of `snap ARGS`, the copy's path
     /// replaced by `<REPO>`.
     fn report(&self, args: &[&str]) -> (i32, String, String) {
-        let out = self.snap(args).output().unwrap();
+        self.report_of(self.snap(args))
+    }
+
+    fn report_of(&self, mut cmd: assert_cmd::Command) -> (i32, String, String) {
+        let out = cmd.output().unwrap();
         let repo = self.repo().to_str().unwrap().to_string();
         let text = |b: &[u8]| String::from_utf8_lossy(b).replace(&repo, "<REPO>");
         (
@@ -271,7 +284,7 @@ fn golden_repository_is_read_and_extended(tarball: &str, clean: &str) {
     )
     .unwrap();
     assert_eq!(
-        g.report(&["check", "--read-data"]),
+        g.report_of(g.snap_with_passphrase(&["check", "--read-data"])),
         (0, clean.to_string(), String::new())
     );
     assert_restores_as_manifest(&g);
@@ -599,7 +612,7 @@ fn damaged_key_file_is_named() {
     // The passphrase is right; the file is named, and altering is one of the causes
     // given (the two cannot be told apart: either way the key does not unwrap).
     assert_report(
-        g.report(&["check"]),
+        g.report_of(g.snap_with_passphrase(&["check"])),
         1,
         "",
         "snap: opening repository <REPO>: wrong passphrase: no key file in <REPO>/keys opens with it, or they were altered (42b2efb5b05e205e.json)\n",
