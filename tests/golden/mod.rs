@@ -23,6 +23,11 @@ const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures");
 const PLAIN: &str = "repo-v1-plain.tar.gz";
 const ENCRYPTED: &str = "repo-v2-encrypted.tar.gz";
 
+/// `check`'s report on either golden repository as it is, and with `--read-data`.
+const CLEAN: &str =
+    "3 snapshots, 6 packs, 30 trees and lists checked; 0 packs read, 0 blobs verified: no errors\n";
+const CLEAN_READ: &str = "3 snapshots, 6 packs, 30 trees and lists checked; 6 packs read, 73 blobs verified: no errors\n";
+
 /// `manifest.json`: what each snapshot of both golden repositories holds.
 #[derive(Deserialize)]
 struct Manifest {
@@ -274,7 +279,7 @@ fn assert_restores_as_manifest(g: &Golden) {
 /// Reads, restores, then backs up into the copy: the restored last snapshot (its
 /// unchanged chunks must be found, not stored again) and a new file; the result checks
 /// clean.
-fn golden_repository_is_read_and_extended(tarball: &str, clean: &str) {
+fn golden_repository_is_read_and_extended(tarball: &str) {
     let g = Golden::unpack(tarball);
     // Versions before 5b16b71 kept the index cache inside a local repository: a
     // leftover one (here not even a database) is no part of the format.
@@ -285,7 +290,7 @@ fn golden_repository_is_read_and_extended(tarball: &str, clean: &str) {
     .unwrap();
     assert_eq!(
         g.report_of(g.snap_with_passphrase(&["check", "--read-data"])),
-        (0, clean.to_string(), String::new())
+        (0, CLEAN_READ.to_string(), String::new())
     );
     assert_restores_as_manifest(&g);
 
@@ -307,18 +312,12 @@ fn golden_repository_is_read_and_extended(tarball: &str, clean: &str) {
 
 #[test]
 fn plain_golden_repository_is_read_and_extended() {
-    golden_repository_is_read_and_extended(
-        PLAIN,
-        "3 snapshots, 6 packs, 30 trees and lists checked; 6 packs read, 73 blobs verified: no errors\n",
-    );
+    golden_repository_is_read_and_extended(PLAIN);
 }
 
 #[test]
 fn encrypted_golden_repository_is_read_and_extended() {
-    golden_repository_is_read_and_extended(
-        ENCRYPTED,
-        "3 snapshots, 6 packs, 30 trees and lists checked; 6 packs read, 73 blobs verified: no errors\n",
-    );
+    golden_repository_is_read_and_extended(ENCRYPTED);
 }
 
 // Damage, made by fixed rules on copies: in packs of the plain repository, whose
@@ -416,21 +415,20 @@ fn assert_report(got: (i32, String, String), code: i32, stdout: &str, stderr: &s
     }
 }
 
+/// Asserts that `check` finds nothing, as it reads no data (its report says so: 0
+/// packs read), and that `check --read-data` gives this report (closing advice aside).
+fn assert_found_by_read_data(g: &Golden, stdout: &str, stderr: &str) {
+    assert_report(g.report(&["check"]), 0, CLEAN, "");
+    let (code, out, err) = g.report(&["check", "--read-data"]);
+    assert_report((code, out, without_advice(&err)), 1, stdout, stderr);
+}
+
 #[test]
 fn flipped_byte_in_a_data_pack_is_found_by_read_data() {
     let g = Golden::unpack(PLAIN);
     flip_first_blob(&first_pack(&g.repo(), true), 0);
-    // Without --read-data no data is read, and the report says so (0 packs read).
-    assert_report(
-        g.report(&["check"]),
-        0,
-        "3 snapshots, 6 packs, 30 trees and lists checked; 0 packs read, 0 blobs verified: no errors\n",
-        "",
-    );
-    let (code, stdout, stderr) = g.report(&["check", "--read-data"]);
-    assert_report(
-        (code, stdout, without_advice(&stderr)),
-        1,
+    assert_found_by_read_data(
+        &g,
         "\
 damaged snapshot d7e14b69 (2024-01-02 00:00:00 UTC golden-host /tmp/snap-golden/src db/dump.sql (stdin)): 1 paths
   /db/dump.sql
@@ -542,12 +540,7 @@ snap: error: blob aaace8442de8168eaa93716a1dea9397f723ce8fb8e6a0c88bc7d84ece6966
 {ADVICE}"),
     );
     g.snap(&["repair", "index"]).assert().success();
-    assert_report(
-        g.report(&["check", "--read-data"]),
-        0,
-        "3 snapshots, 6 packs, 30 trees and lists checked; 6 packs read, 73 blobs verified: no errors\n",
-        "",
-    );
+    assert_report(g.report(&["check", "--read-data"]), 0, CLEAN_READ, "");
 }
 
 #[test]
@@ -577,16 +570,8 @@ fn flipped_byte_in_an_encrypted_data_pack_fails_authentication() {
         .unwrap();
     flip(&pack, 16 + 100);
     // Its first blob is a chunk of the stream both stream snapshots share.
-    assert_report(
-        g.report(&["check"]),
-        0,
-        "3 snapshots, 6 packs, 30 trees and lists checked; 0 packs read, 0 blobs verified: no errors\n",
-        "",
-    );
-    let (code, stdout, stderr) = g.report(&["check", "--read-data"]);
-    assert_report(
-        (code, stdout, without_advice(&stderr)),
-        1,
+    assert_found_by_read_data(
+        &g,
         "\
 damaged snapshot f9b3dc57 (2024-01-01 00:00:00 UTC golden-host /tmp/snap-golden/src db/dump.sql (stdin)): 1 paths
   /db/dump.sql
@@ -638,7 +623,6 @@ fn plant_lock(g: &Golden, name: &str, host: &str, pid: u32, age: Duration) {
 #[test]
 fn stale_locks_are_taken_over_and_live_ones_stop_check() {
     let g = Golden::unpack(PLAIN);
-    let clean = "3 snapshots, 6 packs, 30 trees and lists checked; 0 packs read, 0 blobs verified: no errors\n";
     // Another host's lock not refreshed for 31 minutes.
     plant_lock(
         &g,
@@ -650,7 +634,7 @@ fn stale_locks_are_taken_over_and_live_ones_stop_check() {
     assert_report(
         g.report(&["check"]),
         0,
-        clean,
+        CLEAN,
         "snap: warning: removing stale lock locks/00000000000000a1.json: an exclusive lock for prune by pid 1 on elsewhere since 2024-01-01 00:00:00 UTC\n",
     );
     // This host's lock of a process that has exited.
@@ -665,7 +649,7 @@ fn stale_locks_are_taken_over_and_live_ones_stop_check() {
     assert_report(
         (code, stdout, stderr.replace(&host, "<HOST>").replace(&child.id().to_string(), "<PID>")),
         0,
-        clean,
+        CLEAN,
         "snap: warning: removing stale lock locks/00000000000000a2.json: an exclusive lock for prune by pid <PID> on <HOST> since 2024-01-01 00:00:00 UTC\n",
     );
     assert_eq!(fs::read_dir(g.repo().join("locks")).unwrap().count(), 0);
