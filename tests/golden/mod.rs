@@ -647,13 +647,13 @@ fn stale_locks_are_taken_over_and_live_ones_stop_check() {
     plant_lock(&g, "00000000000000a2", &host, child.id(), Duration::ZERO);
     let (code, stdout, stderr) = g.report(&["check"]);
     assert_report(
-        (code, stdout, stderr.replace(&host, "<HOST>").replace(&child.id().to_string(), "<PID>")),
+        (code, stdout, stderr.replace(&format!("pid {} on {host} ", child.id()), "pid <PID> on <HOST> ")),
         0,
         CLEAN,
         "snap: warning: removing stale lock locks/00000000000000a2.json: an exclusive lock for prune by pid <PID> on <HOST> since 2024-01-01 00:00:00 UTC\n",
     );
     assert_eq!(fs::read_dir(g.repo().join("locks")).unwrap().count(), 0);
-    // Another host's lock refreshed 29 minutes ago is live: check waits for it.
+    // Another host's lock refreshed 29 minutes ago is live: check stops, naming it.
     plant_lock(
         &g,
         "00000000000000a3",
