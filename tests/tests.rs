@@ -2,6 +2,7 @@
 
 mod concurrency;
 mod encryption;
+mod golden;
 mod interrupt;
 mod maintenance;
 mod offsite;
