@@ -324,15 +324,12 @@ fn encrypted_golden_repository_is_read_and_extended() {
 // trailers this module reads as format-spec.md describes them, and where the rule needs
 // no trailer, in the encrypted one.
 
-/// `check`'s closing advice. Right for index errors and lost packs (`repair index`
-/// drops what is gone, so the next backup stores it again); not for a blob damaged in
-/// a pack whose trailer is intact (see [`without_advice`]).
-const ADVICE: &str = "snap: the repository is damaged; snapshots not listed above restore fine. `snap repair index` fixes index errors; lost data comes back only from another copy (see `snap sync`) or, for data still on disk, with the next backup after `snap repair index`\n";
+/// `check`'s closing advice: `repair index` drops what is gone or damaged (a damaged
+/// blob's pack is salvaged), so the next backup of a source that still has the data
+/// stores it again.
+const ADVICE: &str = "snap: the repository is damaged; snapshots not listed above restore fine. `snap repair index` fixes index errors and drops damaged blobs from the index (no backup reuses them); lost data comes back only from another copy (see `snap sync`) or, for data still on disk, with the next backup after `snap repair index`\n";
 
-/// `stderr` less its closing advice, which must be there. For a damaged blob in an
-/// intact pack the advice misleads: `repair index` keeps the pack listed, so the next
-/// backup deduplicates against the damaged blob instead of storing it again. Not
-/// enshrined until `check` says something right there.
+/// `stderr` less its closing advice, which must be there, exactly.
 fn without_advice(stderr: &str) -> String {
     stderr
         .strip_suffix(ADVICE)
