@@ -52,6 +52,7 @@ pub mod restore;
 pub mod retention;
 pub mod snapshot;
 pub mod source;
+pub mod span;
 pub mod store;
 pub mod sync;
 pub mod tree;
