@@ -20,7 +20,7 @@ use std::ops::Range;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use rayon::prelude::*;
 use snap::backup::{backup, BackupOptions};
-use snap::chunker::{ChunkParams, HintSource, Hints, Known, LenFn, StreamChunker};
+use snap::chunker::{ChunkParams, Gear, HintSource, Hints, Known, LenFn, StreamChunker};
 use snap::id::Id;
 use snap::progress::NoProgress;
 use snap::repo::Repository;
@@ -53,6 +53,7 @@ fn stream_backup(repo: &Repository, data: &[u8]) {
 
 fn bench(c: &mut Criterion) {
     let data = data();
+    let gear = Gear::public();
     let mut g = c.benchmark_group("pipeline");
     g.throughput(Throughput::Bytes(LEN as u64));
     g.sample_size(10);
@@ -61,7 +62,7 @@ fn bench(c: &mut Criterion) {
 
     g.bench_function("chunk_only", |b| {
         b.iter(|| {
-            let mut ch = StreamChunker::new(ChunkParams::DUMP, None);
+            let mut ch = StreamChunker::new(ChunkParams::DUMP, &gear, None);
             let mut r = Cursor::new(&data);
             let mut n = 0;
             while let Some(batch) = ch.next_batch(&mut r).unwrap() {
@@ -74,7 +75,7 @@ fn bench(c: &mut Criterion) {
     // The previous version: the same bytes, cut and hashed once.
     let mut prev: Vec<(Id, u32)> = Vec::new();
     let mut ranges: Vec<Range<usize>> = Vec::new();
-    let mut ch = StreamChunker::new(ChunkParams::DUMP, None);
+    let mut ch = StreamChunker::new(ChunkParams::DUMP, &gear, None);
     let mut r = Cursor::new(&data);
     while let Some(batch) = ch.next_batch(&mut r).unwrap() {
         for c in &batch.cuts {
@@ -99,7 +100,7 @@ fn bench(c: &mut Criterion) {
             let source: HintSource = Box::new(move || ids.next());
             let len: LenFn = Box::new(|id| lens.get(id).copied());
             let hints = Hints::new(source, len, Box::new(Id::hash));
-            let mut ch = StreamChunker::new(ChunkParams::DUMP, None).with_hints(hints);
+            let mut ch = StreamChunker::new(ChunkParams::DUMP, &gear, None).with_hints(hints);
             let mut r = Cursor::new(&data);
             let mut stored = 0;
             while let Some(batch) = ch.next_batch(&mut r).unwrap() {

@@ -1,5 +1,6 @@
 //! Content-defined chunking (FastCDC 2020, normalization level 1, the `fastcdc` crate's
-//! gear table without seed) over a bounded, refillable window.
+//! cut with a [`Gear`] table: the crate's public one, or one keyed by an encrypted
+//! repository's master key) over a bounded, refillable window.
 //!
 //! Invariant: the cut points of a stream do not depend on how it arrives (read sizes,
 //! window size): a chunk is emitted only once at least `max` bytes follow its start or
@@ -12,7 +13,7 @@
 use std::io::{self, Read};
 use std::ops::Range;
 
-use fastcdc::v2020::FastCDC;
+use fastcdc::v2020::{cut_gear, get_gear_with_seed, logarithm2, Normalization, MASKS};
 use serde::{Deserialize, Serialize};
 
 use crate::id::Id;
@@ -79,6 +80,81 @@ impl ChunkParams {
     }
 }
 
+/// The table FastCDC's gear hash adds for each byte, with its twin shifted left one
+/// bit (FastCDC 2020 rolls two bytes per step). Cut points follow the table: with the
+/// public one anybody holding a file can compute its chunk lengths; with a keyed one
+/// only holders of the key can.
+pub struct Gear {
+    gear: Box<[u64; 256]>,
+    shifted: Box<[u64; 256]>,
+}
+
+impl Gear {
+    /// The `fastcdc` crate's standard table (no seed): unencrypted and version 2
+    /// repositories.
+    pub fn public() -> Gear {
+        let (gear, shifted) = get_gear_with_seed(0);
+        Gear { gear, shifted }
+    }
+
+    /// The table keyed by `key` (version 3): entry `i` is the little-endian `u64` at
+    /// bytes `8i..8i+8` of the BLAKE3 XOF of the empty input keyed with `key`. Not the
+    /// crate's seed, which XORs one public `u64` into the public table (see
+    /// format-spec, Chunking).
+    pub fn keyed(key: &[u8; 32]) -> Gear {
+        let mut bytes = [0u8; 256 * 8];
+        blake3::Hasher::new_keyed(key)
+            .finalize_xof()
+            .fill(&mut bytes);
+        let gear: Box<[u64; 256]> = Box::new(std::array::from_fn(|i| {
+            u64::from_le_bytes(bytes[8 * i..8 * i + 8].try_into().expect("8 bytes"))
+        }));
+        let shifted = Box::new(gear.map(|g| g << 1));
+        Gear { gear, shifted }
+    }
+}
+
+/// FastCDC 2020 at normalization level 1 with one profile's sizes and a gear table,
+/// as `fastcdc::v2020::FastCDC` computes its masks.
+#[derive(Clone, Copy)]
+pub(crate) struct Cdc<'g> {
+    p: ChunkParams,
+    gear: &'g Gear,
+    mask_s: u64,
+    mask_l: u64,
+}
+
+impl<'g> Cdc<'g> {
+    /// `p` must have passed [`ChunkParams::validate`].
+    fn new(p: ChunkParams, gear: &'g Gear) -> Self {
+        let bits = logarithm2(p.avg);
+        let level = Normalization::Level1.bits();
+        Cdc {
+            p,
+            gear,
+            mask_s: MASKS[(bits + level) as usize],
+            mask_l: MASKS[(bits - level) as usize],
+        }
+    }
+
+    /// The end of the chunk of `data` that starts at `pos`.
+    fn cut(&self, data: &[u8], pos: usize) -> usize {
+        let (_, len) = cut_gear(
+            &data[pos..],
+            self.p.min as usize,
+            self.p.avg as usize,
+            self.p.max as usize,
+            self.mask_s,
+            self.mask_l,
+            self.mask_s << 1,
+            self.mask_l << 1,
+            &self.gear.gear,
+            &self.gear.shifted,
+        );
+        pos + len
+    }
+}
+
 /// Which chunk sizes a source uses; a repository configures both.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
@@ -121,7 +197,7 @@ impl Profiles {
 /// next one is read (into a buffer with room in front for the window's tail), so that
 /// reading overlaps cutting and hashing.
 pub struct StreamChunker<'h> {
-    params: ChunkParams,
+    cdc: Cdc<'h>,
     window: usize,
     /// Room in front of a buffer, where the previous window's tail goes: under `max`
     /// bytes when reading ahead, else none (the tail starts the buffer, and the window
@@ -173,11 +249,12 @@ impl Batch {
 }
 
 impl<'h> StreamChunker<'h> {
-    /// A chunker whose first buffer fits `size_hint` bytes (grown to the full window when
-    /// the stream turns out longer). `params` must have passed [`ChunkParams::validate`].
-    pub fn new(params: ChunkParams, size_hint: Option<u64>) -> Self {
+    /// A chunker cutting with `gear` whose first buffer fits `size_hint` bytes (grown to
+    /// the full window when the stream turns out longer). `params` must have passed
+    /// [`ChunkParams::validate`].
+    pub fn new(params: ChunkParams, gear: &'h Gear, size_hint: Option<u64>) -> Self {
         StreamChunker {
-            params,
+            cdc: Cdc::new(params, gear),
             window: params.window(),
             head: 0,
             size_hint,
@@ -195,7 +272,7 @@ impl<'h> StreamChunker<'h> {
     /// where it did not change).
     pub fn with_hints(mut self, hints: Hints<'h>) -> Self {
         self.hints = Some(hints);
-        self.head = self.params.max as usize;
+        self.head = self.cdc.p.max as usize;
         self
     }
 
@@ -239,7 +316,7 @@ impl<'h> StreamChunker<'h> {
         if self.start == self.end {
             return Ok(None);
         }
-        let (head, eof, params, base) = (self.head, self.eof, self.params, self.start);
+        let (head, eof, cdc, base) = (self.head, self.eof, self.cdc, self.start);
         let mut next = match self.spare.take() {
             _ if eof => None,
             Some(b) if b.len() == head + self.window => Some(b),
@@ -253,10 +330,10 @@ impl<'h> StreamChunker<'h> {
         let ((n, next_eof), (cuts, known)) = match next.as_mut() {
             Some(b) if head > 0 => {
                 let (read, cut) =
-                    rayon::join(|| fill(r, &mut b[head..]), || cut(hints, data, eof, params));
+                    rayon::join(|| fill(r, &mut b[head..]), || cut(hints, data, eof, cdc));
                 (read?, cut)
             }
-            _ => ((0, eof), cut(hints, data, eof, params)),
+            _ => ((0, eof), cut(hints, data, eof, cdc)),
         };
         let emitted = cuts.last().map_or(0, |c| c.end);
         let tail = self.start + emitted..self.end;
@@ -318,12 +395,12 @@ fn cut(
     hints: &mut Option<Hints<'_>>,
     data: &[u8],
     eof: bool,
-    p: ChunkParams,
+    cdc: Cdc<'_>,
 ) -> (Vec<Range<usize>>, Vec<Known>) {
     if let Some(h) = hints {
-        return h.cut(data, eof, p);
+        return h.cut(data, eof, cdc);
     }
-    let cuts = final_cuts(data, eof, p);
+    let cuts = final_cuts(data, eof, cdc);
     let known = vec![Known::Nothing; cuts.len()];
     (cuts, known)
 }
@@ -331,10 +408,10 @@ fn cut(
 /// The chunks of `data` (starting at a cut point) that its end cannot have decided:
 /// those with `max` bytes of `data` after their start, or all when `data` ends the
 /// stream. These are FastCDC's cuts on the whole stream.
-fn final_cuts(data: &[u8], ends_stream: bool, p: ChunkParams) -> Vec<Range<usize>> {
-    let mut cuts = find_cuts(data, p);
+fn final_cuts(data: &[u8], ends_stream: bool, cdc: Cdc<'_>) -> Vec<Range<usize>> {
+    let mut cuts = find_cuts(data, cdc);
     if !ends_stream {
-        let max = p.max as usize;
+        let max = cdc.p.max as usize;
         let keep = cuts.partition_point(|c| data.len() - c.start >= max);
         cuts.truncate(keep);
     }
@@ -350,12 +427,11 @@ const SPLIT_MIN: usize = 2 << 20;
 /// before it, so once the first pass, continued past the middle, lands on the start
 /// of a chunk of the second, the two agree from there on (usually within a few
 /// chunks; on data where they never meet, the first pass simply runs to the end).
-fn find_cuts(data: &[u8], p: ChunkParams) -> Vec<Range<usize>> {
-    let cdc = FastCDC::new(data, p.min, p.avg, p.max);
+fn find_cuts(data: &[u8], cdc: Cdc<'_>) -> Vec<Range<usize>> {
     let run = |mut pos: usize, until: usize| {
-        let mut cuts = Vec::with_capacity((until - pos) / p.avg as usize + 1);
+        let mut cuts = Vec::with_capacity((until - pos) / cdc.p.avg as usize + 1);
         while pos < until {
-            let (_, end) = cdc.cut(pos, data.len() - pos);
+            let end = cdc.cut(data, pos);
             cuts.push(pos..end);
             pos = end;
         }
@@ -372,7 +448,7 @@ fn find_cuts(data: &[u8], p: ChunkParams) -> Vec<Range<usize>> {
             cuts.extend_from_slice(&ahead[i..]);
             break;
         }
-        let (_, end) = cdc.cut(pos, data.len() - pos);
+        let end = cdc.cut(data, pos);
         cuts.push(pos..end);
         pos = end;
     }
@@ -381,7 +457,7 @@ fn find_cuts(data: &[u8], p: ChunkParams) -> Vec<Range<usize>> {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::HashMap;
+    use std::collections::{HashMap, HashSet};
 
     use super::*;
 
@@ -414,8 +490,13 @@ mod tests {
         }
     }
 
-    fn stream_cuts(data: &[u8], params: ChunkParams, hint: Option<u64>) -> Vec<(usize, usize)> {
-        let mut ch = StreamChunker::new(params, hint);
+    fn stream_cuts(
+        data: &[u8],
+        params: ChunkParams,
+        gear: &Gear,
+        hint: Option<u64>,
+    ) -> Vec<(usize, usize)> {
+        let mut ch = StreamChunker::new(params, gear, hint);
         let mut r = Dribble(data, 0);
         let mut pos = 0;
         let mut out = Vec::new();
@@ -431,23 +512,53 @@ mod tests {
         out
     }
 
-    fn whole_cuts(data: &[u8], p: ChunkParams) -> Vec<(usize, usize)> {
-        FastCDC::new(data, p.min, p.avg, p.max)
+    /// The `fastcdc` crate's own FastCDC over the whole input: the public table.
+    fn crate_cuts(data: &[u8], p: ChunkParams) -> Vec<(usize, usize)> {
+        fastcdc::v2020::FastCDC::new(data, p.min, p.avg, p.max)
             .map(|c| (c.offset, c.length))
             .collect()
+    }
+
+    /// One pass over the whole input with `gear`: the reference the windowed, split and
+    /// hinted paths must match.
+    fn whole_cuts(data: &[u8], p: ChunkParams, gear: &Gear) -> Vec<(usize, usize)> {
+        let cdc = Cdc::new(p, gear);
+        let mut out = Vec::new();
+        let mut pos = 0;
+        while pos < data.len() {
+            let end = cdc.cut(data, pos);
+            out.push((pos, end - pos));
+            pos = end;
+        }
+        out
+    }
+
+    /// Both kinds of table: the public one and a keyed one.
+    fn gears() -> [Gear; 2] {
+        [Gear::public(), Gear::keyed(&[7; 32])]
+    }
+
+    #[test]
+    fn the_public_table_cuts_as_the_crate_does() {
+        let data = seeded(8 << 20, 13);
+        for p in [ChunkParams::DUMP, ChunkParams::FILES, TINY] {
+            assert_eq!(whole_cuts(&data, p, &Gear::public()), crate_cuts(&data, p));
+        }
     }
 
     #[test]
     fn stream_matches_whole_input_reference() {
         let data = seeded(40 << 20, 7);
-        for p in [ChunkParams::DUMP, ChunkParams::FILES] {
-            let want = whole_cuts(&data, p);
-            assert_eq!(stream_cuts(&data, p, None), want);
-            assert_eq!(
-                stream_cuts(&data, p, Some(1000)),
-                want,
-                "small first buffer"
-            );
+        for gear in &gears() {
+            for p in [ChunkParams::DUMP, ChunkParams::FILES] {
+                let want = whole_cuts(&data, p, gear);
+                assert_eq!(stream_cuts(&data, p, gear, None), want);
+                assert_eq!(
+                    stream_cuts(&data, p, gear, Some(1000)),
+                    want,
+                    "small first buffer"
+                );
+            }
         }
     }
 
@@ -460,20 +571,27 @@ mod tests {
             .map(|b| b"abcdefgh ,\n"[(*b % 11) as usize])
             .collect();
         for data in [seeded(9 << 20, 5), mixed, text, vec![0u8; 3 << 20]] {
-            for p in [ChunkParams::DUMP, ChunkParams::FILES] {
-                let got: Vec<(usize, usize)> = find_cuts(&data, p)
-                    .iter()
-                    .map(|c| (c.start, c.len()))
-                    .collect();
-                assert_eq!(got, whole_cuts(&data, p));
+            for gear in &gears() {
+                for p in [ChunkParams::DUMP, ChunkParams::FILES] {
+                    let got: Vec<(usize, usize)> = find_cuts(&data, Cdc::new(p, gear))
+                        .iter()
+                        .map(|c| (c.start, c.len()))
+                        .collect();
+                    assert_eq!(got, whole_cuts(&data, p, gear));
+                }
             }
         }
     }
 
     /// Cuts `data` against `base`'s chunks, reading in awkward sizes; each chunk with
     /// what the chunker knew of it.
-    fn hinted_cuts(data: &[u8], base: &[u8], p: ChunkParams) -> Vec<(usize, usize, Known)> {
-        hinted_cuts_from(data, base, p, p)
+    fn hinted_cuts(
+        data: &[u8],
+        base: &[u8],
+        p: ChunkParams,
+        gear: &Gear,
+    ) -> Vec<(usize, usize, Known)> {
+        hinted_cuts_from(data, base, p, p, gear)
     }
 
     /// Like `hinted_cuts`, with `base` cut by `base_p`.
@@ -482,18 +600,19 @@ mod tests {
         base: &[u8],
         p: ChunkParams,
         base_p: ChunkParams,
+        gear: &Gear,
     ) -> Vec<(usize, usize, Known)> {
-        let prev: HashMap<Id, u32> = whole_cuts(base, base_p)
+        let prev: HashMap<Id, u32> = whole_cuts(base, base_p, gear)
             .into_iter()
             .map(|(o, l)| (Id::hash(&base[o..o + l]), l as u32))
             .collect();
-        let mut ids = whole_cuts(base, base_p)
+        let mut ids = whole_cuts(base, base_p, gear)
             .into_iter()
             .map(|(o, l)| Id::hash(&base[o..o + l]));
         let source: HintSource = Box::new(move || ids.next());
         let len: LenFn = Box::new(move |id| prev.get(id).copied());
         let hints = Hints::new(source, len, Box::new(Id::hash));
-        let mut ch = StreamChunker::new(p, None).with_hints(hints);
+        let mut ch = StreamChunker::new(p, gear, None).with_hints(hints);
         let mut r = Dribble(data, 0);
         let mut pos = 0;
         let mut out = Vec::new();
@@ -559,11 +678,15 @@ mod tests {
                 ("empty", Vec::new()),
                 ("short", base[..3000].to_vec()),
             ];
-            for p in [ChunkParams::DUMP, TINY] {
+            for (p, gear) in [ChunkParams::DUMP, TINY]
+                .into_iter()
+                .flat_map(|p| gears().map(|g| (p, g)))
+            {
+                let gear = &gear;
                 for (what, data) in &edits {
-                    let got = hinted_cuts(data, &base, p);
+                    let got = hinted_cuts(data, &base, p, gear);
                     let cuts: Vec<(usize, usize)> = got.iter().map(|c| (c.0, c.1)).collect();
-                    assert_eq!(cuts, whole_cuts(data, p), "{what}, {p:?}");
+                    assert_eq!(cuts, whole_cuts(data, p, gear), "{what}, {p:?}");
                     let stored = got
                         .iter()
                         .filter(|c| matches!(c.2, Known::Stored(_)))
@@ -582,50 +705,57 @@ mod tests {
                 }
                 // Hints from an empty or short previous version offer nothing.
                 for prev in [&b""[..], &base[..3000]] {
-                    let cuts: Vec<(usize, usize)> = hinted_cuts(&base, prev, p)
+                    let cuts: Vec<(usize, usize)> = hinted_cuts(&base, prev, p, gear)
                         .iter()
                         .map(|c| (c.0, c.1))
                         .collect();
-                    assert_eq!(cuts, whole_cuts(&base, p));
+                    assert_eq!(cuts, whole_cuts(&base, p, gear));
                 }
             }
             // A previous version cut with other parameters has chunk lengths the
             // current ones never cut: no offer is taken.
-            let got = hinted_cuts_from(&base, &base, ChunkParams::DUMP, ChunkParams::FILES);
+            let public = Gear::public();
+            let got =
+                hinted_cuts_from(&base, &base, ChunkParams::DUMP, ChunkParams::FILES, &public);
             let cuts: Vec<(usize, usize)> = got.iter().map(|c| (c.0, c.1)).collect();
-            assert_eq!(cuts, whole_cuts(&base, ChunkParams::DUMP));
+            assert_eq!(cuts, whole_cuts(&base, ChunkParams::DUMP, &public));
             assert!(got.iter().all(|c| !matches!(c.2, Known::Stored(_))));
         }
     }
 
     #[test]
     fn empty_and_tiny_streams() {
-        assert!(stream_cuts(&[], ChunkParams::DUMP, Some(0)).is_empty());
+        let gear = Gear::public();
+        assert!(stream_cuts(&[], ChunkParams::DUMP, &gear, Some(0)).is_empty());
         assert_eq!(
-            stream_cuts(b"abc", ChunkParams::DUMP, Some(3)),
+            stream_cuts(b"abc", ChunkParams::DUMP, &gear, Some(3)),
             vec![(0, 3)]
         );
         let zeros = vec![0u8; 1 << 20];
-        let cuts = stream_cuts(&zeros, ChunkParams::DUMP, None);
+        let cuts = stream_cuts(&zeros, ChunkParams::DUMP, &gear, None);
         assert!(cuts.iter().all(|c| c.1 == ChunkParams::DUMP.max as usize));
+    }
+
+    /// The first twelve `dump` chunk lengths of the golden data (format-spec, Chunking)
+    /// cut with `gear`.
+    fn golden_lengths(gear: &Gear) -> Vec<usize> {
+        let data = seeded(1 << 20, 42);
+        let cuts = stream_cuts(&data, ChunkParams::DUMP, gear, None);
+        cuts.iter().map(|c| c.1).take(12).collect()
     }
 
     /// Golden boundaries: a change here changes every chunk id of every repository, so
     /// it is a format break, not a refactoring.
     #[test]
     fn golden_boundaries() {
+        let public = Gear::public();
+        assert_eq!(golden_lengths(&public), GOLDEN_DUMP);
         let data = seeded(1 << 20, 42);
-        let dump: Vec<usize> = stream_cuts(&data, ChunkParams::DUMP, None)
-            .iter()
-            .map(|c| c.1)
-            .take(12)
-            .collect();
-        assert_eq!(dump, GOLDEN_DUMP);
         let text: Vec<u8> = data
             .iter()
             .map(|b| b"abcdefgh ,\n"[(*b % 11) as usize])
             .collect();
-        let first = stream_cuts(&text, ChunkParams::DUMP, None);
+        let first = stream_cuts(&text, ChunkParams::DUMP, &public, None);
         let ids: Vec<String> = first
             .iter()
             .take(3)
@@ -637,6 +767,52 @@ mod tests {
         6146, 22708, 17021, 21285, 30548, 8886, 18530, 10976, 19529, 17571, 8602, 14871,
     ];
     const GOLDEN_TEXT_IDS: [&str; 3] = ["739fb0d5", "ecc38de3", "13025580"];
+
+    /// Golden keyed table (format version 3): `K_chunk` of the master key whose 64
+    /// bytes are 0, 1, ..., 63 (see `crypto::tests`), the table's first and last
+    /// entries, and the first `dump` chunk lengths of the golden data.
+    #[test]
+    fn golden_keyed_boundaries() {
+        let key: [u8; 32] = hex::decode(GOLDEN_K_CHUNK).unwrap().try_into().unwrap();
+        let gear = Gear::keyed(&key);
+        assert_eq!(
+            [gear.gear[0], gear.gear[255]].map(|g| format!("{g:016x}")),
+            GOLDEN_GEAR_ENDS
+        );
+        assert_eq!(gear.shifted[255], gear.gear[255] << 1);
+        assert_eq!(golden_lengths(&gear), GOLDEN_KEYED_DUMP);
+    }
+    const GOLDEN_K_CHUNK: &str = "736392d9c5e9946150d23f95e1ecaf7ddd1479b2f9f9f5eef42560c595adf54c";
+    const GOLDEN_GEAR_ENDS: [&str; 2] = ["0cbd24f42a68e4c2", "bd23a075aa96d62f"];
+    const GOLDEN_KEYED_DUMP: [usize; 12] = [
+        20850, 22132, 34098, 33162, 11532, 12570, 27847, 21499, 8152, 18679, 15601, 21546,
+    ];
+
+    /// What an attacker holding the data computes with the public table (or with
+    /// another repository's key) shares almost no chunk with what is stored.
+    #[test]
+    fn keyed_cut_points_are_unrelated_to_public_and_other_keys() {
+        let data = seeded(8 << 20, 21);
+        let p = ChunkParams::DUMP;
+        let ends = |gear: &Gear| -> HashSet<usize> {
+            whole_cuts(&data, p, gear)
+                .iter()
+                .map(|c| c.0 + c.1)
+                .collect()
+        };
+        let public = ends(&Gear::public());
+        let mine = ends(&Gear::keyed(&[1; 32]));
+        let other = ends(&Gear::keyed(&[2; 32]));
+        for (what, theirs) in [("public", &public), ("another key's", &other)] {
+            let shared = mine.intersection(theirs).count();
+            assert!(
+                shared * 50 < mine.len(),
+                "{shared} of {} cut points also in the {what} table's",
+                mine.len()
+            );
+        }
+        assert_eq!(mine, ends(&Gear::keyed(&[1; 32])), "one key, one table");
+    }
 
     #[test]
     fn validate_rejects_bad_params() {

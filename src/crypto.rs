@@ -6,7 +6,8 @@
 //! a key derived from a passphrase by Argon2id; any key file's passphrase opens the
 //! repository. Every sealed object is `nonce (24 random bytes) | ciphertext | tag (16)`,
 //! with the object's identity as associated data, so an object moved to another place
-//! fails to open like a damaged one.
+//! fails to open like a damaged one. A third key, derived from the master key, keys the
+//! chunker's gear table in version 3 repositories (`K_chunk`).
 
 use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, CHACHA20_POLY1305};
 use serde::{Deserialize, Serialize};
@@ -14,6 +15,9 @@ use zeroize::{Zeroize, ZeroizeOnDrop};
 
 use crate::error::{Error, Result};
 use crate::id::Id;
+
+/// BLAKE3 `derive_key` context of [`MasterKey::chunker_key`].
+const CHUNKER_KEY_CONTEXT: &str = "snap 2026-12 chunker gear table";
 
 /// Nonce length.
 pub const NONCE_LEN: usize = 24;
@@ -106,6 +110,15 @@ impl MasterKey {
     /// The id of a blob: BLAKE3 keyed with this repository's id key.
     pub fn blob_id(&self, data: &[u8]) -> Id {
         Id::from(blake3::keyed_hash(&self.ids, data))
+    }
+
+    /// The key of a version 3 repository's gear table (`K_chunk`, see
+    /// [`crate::chunker::Gear::keyed`]): derived from the whole master key under its
+    /// own context, so it reveals nothing of the sealing or id keys.
+    pub fn chunker_key(&self) -> zeroize::Zeroizing<[u8; 32]> {
+        let mut h = blake3::Hasher::new_derive_key(CHUNKER_KEY_CONTEXT);
+        h.update(&self.seal).update(&self.ids);
+        zeroize::Zeroizing::new(*h.finalize().as_bytes())
     }
 
     /// Seals `plain`, bound to `aad`.
@@ -274,6 +287,20 @@ mod tests {
         t_cost: 1,
         p_cost: 1,
     };
+
+    /// Golden `K_chunk` (format-spec, Chunking): the master key whose 64 bytes are
+    /// 0, 1, ..., 63; `chunker::tests::golden_keyed_boundaries` goes on from it.
+    #[test]
+    fn golden_chunker_key() {
+        let bytes: Vec<u8> = (0..64).collect();
+        let k = MasterKey::from_bytes(&bytes).unwrap();
+        assert_eq!(
+            hex::encode(*k.chunker_key()),
+            "736392d9c5e9946150d23f95e1ecaf7ddd1479b2f9f9f5eef42560c595adf54c"
+        );
+        let other = MasterKey::generate().unwrap();
+        assert_ne!(*other.chunker_key(), *k.chunker_key());
+    }
 
     #[test]
     fn seal_open_and_binding() {

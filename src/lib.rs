@@ -56,6 +56,7 @@ pub mod retention;
 pub mod scratch;
 pub mod snapshot;
 pub mod source;
+pub mod span;
 pub mod store;
 pub mod sync;
 pub mod tree;

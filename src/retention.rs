@@ -5,83 +5,15 @@
 //! the N most recent periods that have one; periods are taken in the local time zone,
 //! weeks are ISO weeks (2024-12-30 is in week 1 of 2025), and an hour repeated when
 //! daylight saving time ends counts as two hours. `--keep-within SPAN` keeps every
-//! snapshot newer than SPAN before the newest one, SPAN counted on the calendar
-//! (`1y` before 2024-02-29 is 2023-02-28). `--keep-tag T` keeps every snapshot tagged
-//! T. A snapshot is kept when any rule keeps it, and the reasons are reported.
+//! snapshot newer than SPAN ([`Span`]) before the newest one, its years, months and
+//! days counted on the calendar (`1y` before 2024-02-29 is 2023-02-28). `--keep-tag T`
+//! keeps every snapshot tagged T. A snapshot is kept when any rule keeps it, and the
+//! reasons are reported.
 
-use chrono::{DateTime, Datelike, Days, Months, Offset, TimeZone, Timelike, Utc};
+use chrono::{DateTime, Datelike, Offset, TimeZone, Timelike, Utc};
 
 use crate::error::{Error, Result};
-
-/// A calendar span: years, months, days and hours (`1y6m`, `14d`, `2d12h`).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Span {
-    /// Whole years.
-    pub years: u32,
-    /// Whole months.
-    pub months: u32,
-    /// Whole days.
-    pub days: u32,
-    /// Whole hours.
-    pub hours: u32,
-}
-
-impl std::str::FromStr for Span {
-    type Err = String;
-
-    fn from_str(s: &str) -> std::result::Result<Span, String> {
-        let bad = || format!("{s:?} is not a span like 2d, 12h, 1y6m or 1m2d3h");
-        let mut span = Span::default();
-        let mut num = String::new();
-        for c in s.chars() {
-            if c.is_ascii_digit() {
-                num.push(c);
-                continue;
-            }
-            let n: u32 = num.parse().map_err(|_| bad())?;
-            num.clear();
-            match c {
-                'y' => span.years += n,
-                'm' => span.months += n,
-                'd' => span.days += n,
-                'h' => span.hours += n,
-                _ => return Err(bad()),
-            }
-        }
-        if !num.is_empty() || span == Span::default() {
-            return Err(bad());
-        }
-        Ok(span)
-    }
-}
-
-impl std::fmt::Display for Span {
-    /// As it is written: `1y6m`, `26h`.
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        for (n, unit) in [
-            (self.years, 'y'),
-            (self.months, 'm'),
-            (self.days, 'd'),
-            (self.hours, 'h'),
-        ] {
-            if n > 0 {
-                write!(f, "{n}{unit}")?;
-            }
-        }
-        Ok(())
-    }
-}
-
-impl Span {
-    /// The time `self` before `t`, on `t`'s calendar; `None` if out of range.
-    pub fn before<Tz: TimeZone>(&self, t: &DateTime<Tz>) -> Option<DateTime<Tz>> {
-        let months = self.years.checked_mul(12)?.checked_add(self.months)?;
-        t.clone()
-            .checked_sub_months(Months::new(months))?
-            .checked_sub_days(Days::new(self.days.into()))?
-            .checked_sub_signed(chrono::Duration::hours(self.hours.into()))
-    }
-}
+use crate::span::Span;
 
 /// What to keep.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -236,34 +168,6 @@ mod tests {
             .into_iter()
             .map(|d| d.keep)
             .collect()
-    }
-
-    #[test]
-    fn spans_parse_and_count_on_the_calendar() {
-        let s: Span = "1y6m2d12h".parse().unwrap();
-        assert_eq!(
-            s,
-            Span {
-                years: 1,
-                months: 6,
-                days: 2,
-                hours: 12
-            }
-        );
-        for bad in ["", "2", "d", "2w", "-1d", "1.5d"] {
-            assert!(bad.parse::<Span>().is_err(), "{bad:?} parsed");
-        }
-        // Leap day minus a year: the month has no 29th, so its last day.
-        let leap = Berlin.with_ymd_and_hms(2024, 2, 29, 12, 0, 0).unwrap();
-        let y: Span = "1y".parse().unwrap();
-        assert_eq!(
-            y.before(&leap).unwrap(),
-            Berlin.with_ymd_and_hms(2023, 2, 28, 12, 0, 0).unwrap()
-        );
-        // A day across the spring DST change is 23 hours, not 24.
-        let after = Berlin.with_ymd_and_hms(2025, 3, 30, 12, 0, 0).unwrap();
-        let d: Span = "1d".parse().unwrap();
-        assert_eq!((after - d.before(&after).unwrap()).num_hours(), 23);
     }
 
     #[test]

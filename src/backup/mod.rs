@@ -725,7 +725,7 @@ impl Run<'_> {
     ) -> Result<io::Result<(Content, u64)>> {
         let saver = &self.saver;
         let mut store_list = |n: &ListNode| saver.save(BlobKind::List, &n.encode());
-        let mut chunker = StreamChunker::new(params, size_hint);
+        let mut chunker = StreamChunker::new(params, self.repo.gear(), size_hint);
         if let Some(h) = prev {
             chunker = chunker.with_hints(h);
         }

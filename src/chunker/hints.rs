@@ -4,13 +4,14 @@
 //! Exact: a cut depends only on the bytes after the cut before it, at most `max` of
 //! them, so a chunk that starts at a cut point and holds the bytes of a previous chunk
 //! ends where FastCDC ends it, provided that chunk was cut with the same parameters
-//! and with `max` bytes of its stream ahead of it (not short of them by the stream's
-//! end; the same holds in the new stream). Each offered chunk is therefore hashed where
-//! it would start and taken only if its id matches. After a miss FastCDC runs from
-//! there over a stretch (on both cores, hashed on both), and if the stretch's last
-//! chunk is among the previous chunks read ahead, offers resume after that one. The
-//! stretch doubles while the versions keep differing, so a stream that changed all
-//! over costs about what it costs without hints.
+//! and gear table (a repository has one) and with `max` bytes of its stream ahead of
+//! it (not short of them by the stream's end; the same holds in the new stream).
+//! Each offered chunk is therefore hashed where it would start and taken only if its
+//! id matches. After a miss FastCDC runs from there over a stretch (on both cores,
+//! hashed on both), and if the stretch's last chunk is among the previous chunks read
+//! ahead, offers resume after that one. The stretch doubles while the versions keep
+//! differing, so a stream that changed all over costs about what it costs without
+//! hints.
 //!
 //! Memory is bounded: the ids of [`AHEAD`] previous chunks are held, read from the
 //! source as the new stream advances; data moved further than that is simply cut by
@@ -23,7 +24,7 @@ use std::ops::Range;
 
 use rayon::prelude::*;
 
-use super::{final_cuts, ChunkParams, Known};
+use super::{final_cuts, Cdc, ChunkParams, Known};
 use crate::id::Id;
 
 /// Previous chunks held ahead of the position, to find where two versions agree again.
@@ -179,8 +180,9 @@ impl<'a> Hints<'a> {
         &mut self,
         data: &[u8],
         eof: bool,
-        p: ChunkParams,
+        cdc: Cdc<'_>,
     ) -> (Vec<Range<usize>>, Vec<Known>) {
+        let p = cdc.p;
         let max = p.max as usize;
         let room = |s: usize| data.len() - s >= max;
         let mut cuts = Vec::new();
@@ -196,12 +198,12 @@ impl<'a> Hints<'a> {
             self.read_ids(0);
             if self.ahead.is_empty() && self.exhausted {
                 // Nothing left to agree with: the rest as one pass cuts it.
-                let rest = final_cuts(&data[pos..], eof, p);
+                let rest = final_cuts(&data[pos..], eof, cdc);
                 known.extend(std::iter::repeat_n(Known::Nothing, rest.len()));
                 cuts.extend(rest.into_iter().map(|c| pos + c.start..pos + c.end));
                 break;
             }
-            pos = self.stretch(data, pos, eof, p, &mut cuts, &mut known);
+            pos = self.stretch(data, pos, eof, cdc, &mut cuts, &mut known);
         }
         (cuts, known)
     }
@@ -214,10 +216,11 @@ impl<'a> Hints<'a> {
         data: &[u8],
         pos: usize,
         eof: bool,
-        p: ChunkParams,
+        cdc: Cdc<'_>,
         cuts: &mut Vec<Range<usize>>,
         known: &mut Vec<Known>,
     ) -> usize {
+        let p = cdc.p;
         let len = if self.stretch == 0 {
             STRETCH_MIN * p.avg as usize
         } else {
@@ -225,7 +228,7 @@ impl<'a> Hints<'a> {
         };
         let end = data.len().min(pos + len + p.max as usize);
         let slice = &data[pos..end];
-        let found = final_cuts(slice, eof && end == data.len(), p);
+        let found = final_cuts(slice, eof && end == data.len(), cdc);
         let hash = &self.hash;
         let ids: Vec<Id> = if found.len() > 2 {
             found.par_iter().map(|c| hash(&slice[c.clone()])).collect()

@@ -2,7 +2,7 @@
 
 use anyhow::{bail, Result};
 use snap::check::{check, ReadData};
-use snap::retention::Span;
+use snap::span::Span;
 
 use super::{progress_for, prune::parse_percent, Bar, Ctx};
 
@@ -15,8 +15,9 @@ pub struct Args {
     /// that repeated runs cover the whole repository
     #[arg(long, value_name = "PERCENT", value_parser = parse_percent)]
     read_data_subset: Option<f64>,
-    /// Only check that the newest snapshot is younger than SPAN (e.g. 26h, 2d): exit 1
-    /// if not. For monitoring; reads no data
+    /// Only check that the newest snapshot is younger than SPAN (e.g. 30m, 1h30m, 26h,
+    /// 2d): exit 1 if not. For monitoring; reads no data. Units: s, m or min, h, d, w,
+    /// mo or month(s), y or year(s); `M` and unknown units are refused
     #[arg(long, value_name = "SPAN", conflicts_with_all = ["read_data", "read_data_subset"])]
     max_age: Option<Span>,
     /// With --max-age: only snapshots of this host count

@@ -5,8 +5,9 @@ use std::collections::BTreeMap;
 use anyhow::Result;
 use snap::id::Id;
 use snap::repo::{Lock, Repository};
-use snap::retention::{self, Policy, Span};
+use snap::retention::{self, Policy};
 use snap::snapshot::Snapshot;
+use snap::span::Span;
 
 use super::{prune, Ctx};
 
@@ -33,7 +34,9 @@ pub struct Args {
     /// Keep the newest snapshot of each of the last N years that have one
     #[arg(long, value_name = "N", default_value_t = 0)]
     keep_yearly: u32,
-    /// Keep every snapshot newer than SPAN before the newest one (e.g. 2d, 12h, 1y6m)
+    /// Keep every snapshot newer than SPAN before the newest one (e.g. 2d, 12h, 1y6mo).
+    /// Units: s, m or min, h, d, w, mo or month(s), y or year(s); `m` is minutes, and
+    /// `M` and unknown units are refused
     #[arg(long, value_name = "SPAN")]
     keep_within: Option<Span>,
     /// Keep every snapshot with this tag (repeatable)

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use serde::Deserialize;
+use snap::span::Span;
 
 use super::Ctx;
 
@@ -71,7 +72,8 @@ struct Retention {
     keep_weekly: Option<u32>,
     keep_monthly: Option<u32>,
     keep_yearly: Option<u32>,
-    keep_within: Option<String>,
+    /// Read (and so checked, with its line) by the same parser as `--keep-within`.
+    keep_within: Option<Span>,
     #[serde(default)]
     keep_tag: Vec<String>,
     /// Delete the forgotten snapshots' data right away (default true).
@@ -213,7 +215,7 @@ impl File {
                 }
             }
             if let Some(w) = &r.keep_within {
-                forget.extend(["--keep-within".to_string(), w.clone()]);
+                forget.extend(["--keep-within".to_string(), w.to_string()]);
             }
             for t in &r.keep_tag {
                 forget.extend(["--keep-tag".to_string(), t.clone()]);

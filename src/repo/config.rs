@@ -9,8 +9,12 @@ use crate::error::{Error, Result};
 
 /// Repository format version of unencrypted repositories.
 pub const VERSION: u32 = 1;
-/// Repository format version of encrypted repositories.
+/// Repository format version of encrypted repositories whose chunker uses the public
+/// gear table (made before [`VERSION_KEYED_CHUNKER`]; they keep it).
 pub const VERSION_ENCRYPTED: u32 = 2;
+/// Repository format version of encrypted repositories whose chunker's gear table is
+/// keyed by the master key: what `init` makes.
+pub const VERSION_KEYED_CHUNKER: u32 = 3;
 /// The cipher of encrypted repositories, as the config file names it.
 pub const CIPHER: &str = "xchacha20poly1305";
 /// Associated data of the sealed config.
@@ -21,7 +25,8 @@ pub const MAX_LEN: u64 = 1 << 20;
 /// Contents of `<repo>/config` (JSON).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Config {
-    /// Repository format version ([`VERSION`]).
+    /// Repository format version ([`VERSION`], [`VERSION_ENCRYPTED`] or
+    /// [`VERSION_KEYED_CHUNKER`]).
     pub version: u32,
     /// Random id (64 hex digits), ties the local index to this repository.
     pub id: String,
@@ -51,8 +56,10 @@ struct SealedFile {
 pub enum ConfigFile {
     /// An unencrypted repository's config.
     Plain(Config),
-    /// An encrypted repository's: its id, and the sealed config.
+    /// An encrypted repository's: its version and id, and the sealed config.
     Sealed {
+        /// Format version, which the sealed config repeats.
+        version: u32,
         /// Repository id.
         id: String,
         /// The sealed config.
@@ -74,17 +81,21 @@ impl ConfigFile {
         let v: V = serde_json::from_slice(b).map_err(bad)?;
         match v.version {
             VERSION => Ok(ConfigFile::Plain(Config::decode(b)?)),
-            VERSION_ENCRYPTED => {
+            VERSION_ENCRYPTED | VERSION_KEYED_CHUNKER => {
                 let f: SealedFile = serde_json::from_slice(b).map_err(bad)?;
                 if f.encryption != CIPHER {
                     return Err(bad(format!("unknown encryption {:?}", f.encryption)));
                 }
                 let sealed = hex::decode(&f.sealed).map_err(|_| bad("sealed config is not hex"))?;
-                Ok(ConfigFile::Sealed { id: f.id, sealed })
+                Ok(ConfigFile::Sealed {
+                    version: v.version,
+                    id: f.id,
+                    sealed,
+                })
             }
             found => Err(Error::UnsupportedVersion {
                 what: "repository",
-                expected: VERSION_ENCRYPTED,
+                expected: VERSION_KEYED_CHUNKER,
                 found,
             }),
         }
@@ -100,14 +111,21 @@ impl ConfigFile {
             (ConfigFile::Sealed { .. }, None) => Err(Error::Invalid(
                 "the repository is encrypted and no key was given".into(),
             )),
-            (ConfigFile::Sealed { id, sealed }, Some(k)) => {
+            (
+                ConfigFile::Sealed {
+                    version,
+                    id,
+                    sealed,
+                },
+                Some(k),
+            ) => {
                 let plain = k.open(CONFIG_AAD, &sealed).ok_or_else(|| {
                     Error::Invalid(
                         "the key does not open this repository's config (another repository's key, or the config was altered)".into(),
                     )
                 })?;
                 let c = Config::decode(&plain)?;
-                if c.id != id || c.version != VERSION_ENCRYPTED {
+                if c.id != id || c.version != version {
                     return Err(bad("the sealed config does not match its outside"));
                 }
                 Ok(c)
@@ -120,10 +138,10 @@ impl Config {
     /// Parses and validates a config (the plain file, or the inside of a sealed one).
     pub fn decode(b: &[u8]) -> Result<Config> {
         let c: Config = serde_json::from_slice(b).map_err(bad)?;
-        if c.version != VERSION && c.version != VERSION_ENCRYPTED {
+        if ![VERSION, VERSION_ENCRYPTED, VERSION_KEYED_CHUNKER].contains(&c.version) {
             return Err(Error::UnsupportedVersion {
                 what: "repository",
-                expected: VERSION_ENCRYPTED,
+                expected: VERSION_KEYED_CHUNKER,
                 found: c.version,
             });
         }
@@ -154,7 +172,7 @@ impl Config {
         b.push(b'\n');
         if let Some(k) = key {
             let f = SealedFile {
-                version: VERSION_ENCRYPTED,
+                version: self.version,
                 id: self.id.clone(),
                 encryption: CIPHER.into(),
                 sealed: hex::encode(k.seal(CONFIG_AAD, &b)?),

@@ -36,14 +36,14 @@ use std::sync::{Arc, Mutex};
 use chrono::Utc;
 use rayon::prelude::*;
 
-pub use self::config::{Config, ConfigFile, VERSION, VERSION_ENCRYPTED};
+pub use self::config::{Config, ConfigFile, VERSION, VERSION_ENCRYPTED, VERSION_KEYED_CHUNKER};
 pub use self::index_files::{PackRecord, BLOBS_PER_FILE as INDEX_FILE_BLOBS};
 pub use self::journal::Resumed;
 pub use self::lock::Lock;
 pub use self::lookup::PathLookup;
 pub use self::repack::Repacker;
 pub use self::saver::{Added, Saver};
-use crate::chunker::{ChunkParams, Profiles};
+use crate::chunker::{ChunkParams, Gear, Profiles};
 use crate::compress::{self, Compression};
 use crate::crypto::{Kdf, MasterKey, OVERHEAD};
 use crate::error::{Error, IoContext, Result};
@@ -89,6 +89,8 @@ pub struct Repository {
     index: Index,
     /// The master key of an encrypted repository.
     key: Option<MasterKey>,
+    /// The chunker's gear table: keyed in version 3, else the public one.
+    gear: Gear,
     /// Locks this handle holds now.
     held: Arc<AtomicUsize>,
     /// Whether the cache was brought up to date since the handle was opened.
@@ -272,7 +274,7 @@ impl Repository {
         getrandom::getrandom(&mut id).map_err(|e| Error::Invalid(format!("no randomness: {e}")))?;
         let config = Config {
             version: if encrypt.is_some() {
-                VERSION_ENCRYPTED
+                VERSION_KEYED_CHUNKER
             } else {
                 VERSION
             },
@@ -320,12 +322,17 @@ impl Repository {
         let config = read_config(store.as_ref())?.open(key.as_ref())?;
         let cache = cache_dir(store.as_ref(), &config.id)?;
         let index = open_index(&cache, &config.id)?;
+        let gear = match &key {
+            Some(k) if config.version == VERSION_KEYED_CHUNKER => Gear::keyed(&k.chunker_key()),
+            _ => Gear::public(),
+        };
         Ok(Repository {
             store,
             cache,
             config,
             index,
             key,
+            gear,
             held: Arc::new(AtomicUsize::new(0)),
             fresh: AtomicBool::new(false),
         })
@@ -447,6 +454,12 @@ impl Repository {
     /// Chunk parameters of a profile.
     pub fn params(&self, p: crate::chunker::Profile) -> ChunkParams {
         self.config.chunking.get(p)
+    }
+
+    /// The gear table every chunk of this repository is cut with (rewritten copies
+    /// excepted: they keep their source's cut points).
+    pub fn gear(&self) -> &Gear {
+        &self.gear
     }
 
     /// Takes a shared (`exclusive = false`) or exclusive lock, then brings the cache up

@@ -441,3 +441,184 @@ fn sync_into_a_repository_with_another_key_rewrites_and_later_reads_only_new_chu
         .assert()
         .success();
 }
+
+/// `snap --repo REPO ARGS` with passphrase [`PASS`] and `env`'s index caches.
+fn snap_in(env: &Env, repo: &Path, args: &[&str]) -> assert_cmd::Command {
+    let mut c = snap_at(repo, PASS, args);
+    c.env("SNAP_CACHE_DIR", env.cache())
+        .env_remove("SNAP_PASSWORD_FILE")
+        .env_remove("SNAP_KEY_FILE");
+    c
+}
+
+/// Backs `data` up into `repo` as the stream `db.sql` (the `dump` profile).
+fn backup_stream(env: &Env, repo: &Path, data: &[u8]) -> serde_json::Value {
+    let mut c = snap_in(env, repo, &["backup", "--stdin-name", "db.sql", "--json"]);
+    c.write_stdin(data.to_vec());
+    json(c)
+}
+
+/// The raw lengths of the data chunks in `repo`, sorted, as the key holder's index
+/// cache lists them.
+fn chunk_lengths(env: &Env, repo: &Path) -> Vec<usize> {
+    let db = rusqlite::Connection::open(env.index_cache_of(repo)).unwrap();
+    let mut q = db
+        .prepare("SELECT raw_len FROM blobs WHERE kind = 0 ORDER BY raw_len")
+        .unwrap();
+    let lens = q.query_map([], |r| r.get(0)).unwrap();
+    lens.map(Result::unwrap).collect()
+}
+
+/// The chunk lengths anyone holding `data` computes with FastCDC's public table and
+/// the default `dump` profile, sorted.
+fn public_lengths(data: &[u8]) -> Vec<usize> {
+    let mut l: Vec<usize> = fastcdc::v2020::FastCDC::new(data, 4 << 10, 16 << 10, 64 << 10)
+        .map(|c| c.length)
+        .collect();
+    l.sort();
+    l
+}
+
+/// How many of `a`'s lengths `b` also has (as multisets).
+fn shared(a: &[usize], b: &[usize]) -> usize {
+    let mut left: std::collections::HashMap<usize, usize> = Default::default();
+    for l in b {
+        *left.entry(*l).or_default() += 1;
+    }
+    let mut n = 0;
+    for l in a {
+        if let Some(k) = left.get_mut(l).filter(|k| **k > 0) {
+            *k -= 1;
+            n += 1;
+        }
+    }
+    n
+}
+
+#[test]
+fn a_keyed_chunker_hides_cut_points_and_still_dedups_within_the_repository() {
+    let env = Env::new();
+    let data = random_bytes(4 << 20, "candidate file");
+    let (a, b) = (env.path("a"), env.path("b"));
+    for r in [&a, &b] {
+        snap_in(&env, r, &["init", "--encrypt"]).assert().success();
+        let config: serde_json::Value =
+            serde_json::from_slice(&fs::read(r.join("config")).unwrap()).unwrap();
+        assert_eq!(
+            config["version"], 3,
+            "a new encrypted repository is version 3"
+        );
+    }
+    backup_stream(&env, &a, &data);
+    let again = backup_stream(&env, &a, &data);
+    let added = again["summary"]["bytes_added"].as_u64().unwrap();
+    assert!(added < 16 << 10, "the same data again added {added} bytes");
+    backup_stream(&env, &b, &data);
+    let (la, lb) = (chunk_lengths(&env, &a), chunk_lengths(&env, &b));
+    let public = public_lengths(&data);
+    assert_eq!(la.iter().sum::<usize>(), data.len(), "stored once");
+    assert_eq!(lb.iter().sum::<usize>(), data.len());
+    // An attacker with the candidate file computes `public`: it does not match what
+    // either repository stores, and the two repositories do not match each other.
+    for (what, x, y) in [
+        ("public table", &la, &public),
+        ("public table", &lb, &public),
+        ("other repository", &la, &lb),
+    ] {
+        let n = shared(x, y);
+        assert!(
+            n * 10 < x.len(),
+            "{n} of {} chunk lengths as the {what} predicts",
+            x.len()
+        );
+    }
+    snap_in(&env, &a, &["check", "--read-data"])
+        .assert()
+        .success();
+    let out = snap_in(&env, &b, &["cat", "latest", "db.sql"])
+        .output()
+        .unwrap();
+    assert!(out.stdout == data, "the stream restores");
+    // A copy with the same id and key (what `sync` into an empty directory makes)
+    // holds the packs as they are and cuts as the original does: a backup there adds
+    // nothing. (Its own cache: two repositories with one id share one.)
+    let copy = env.path("copy");
+    let cp = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(&a)
+        .arg(&copy)
+        .status()
+        .unwrap();
+    assert!(cp.success());
+    let there = || {
+        let mut c = snap_in(&env, &copy, &["backup", "--stdin-name", "db.sql", "--json"]);
+        c.env("SNAP_CACHE_DIR", env.path("copy-cache"))
+            .write_stdin(data.clone());
+        json(c)
+    };
+    assert!(there()["summary"]["bytes_added"].as_u64().unwrap() < 16 << 10);
+}
+
+/// Rewrites the encrypted repository at `repo` into a version 2 one, as versions
+/// before the keyed chunker wrote it: the sealed config and its outside say 2.
+fn downgrade_to_version_2(env: &Env, repo: &Path) {
+    use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+    use chacha20poly1305::{XChaCha20Poly1305, XNonce};
+    let exported = env.path("v2.key");
+    snap_in(env, repo, &["key", "export", exported.to_str().unwrap()])
+        .assert()
+        .success();
+    let key: serde_json::Value = serde_json::from_slice(&fs::read(&exported).unwrap()).unwrap();
+    let key = hex::decode(key["key"].as_str().unwrap()).unwrap();
+    let cipher = XChaCha20Poly1305::new_from_slice(&key[..32]).unwrap();
+    let path = repo.join("config");
+    let mut outer: serde_json::Value = serde_json::from_slice(&fs::read(&path).unwrap()).unwrap();
+    let sealed = hex::decode(outer["sealed"].as_str().unwrap()).unwrap();
+    let aad = b"snap config";
+    let (nonce, body) = sealed.split_at(24);
+    let plain = cipher
+        .decrypt(XNonce::from_slice(nonce), Payload { msg: body, aad })
+        .unwrap();
+    let mut inner: serde_json::Value = serde_json::from_slice(&plain).unwrap();
+    assert_eq!(inner["version"], 3);
+    inner["version"] = 2.into();
+    let mut resealed = nonce.to_vec();
+    let msg = serde_json::to_vec_pretty(&inner).unwrap();
+    resealed.extend(
+        cipher
+            .encrypt(XNonce::from_slice(nonce), Payload { msg: &msg, aad })
+            .unwrap(),
+    );
+    outer["version"] = 2.into();
+    outer["sealed"] = hex::encode(resealed).into();
+    fs::write(&path, serde_json::to_vec_pretty(&outer).unwrap()).unwrap();
+}
+
+#[test]
+fn a_version_2_repository_keeps_the_public_chunker_backs_up_and_restores() {
+    let env = Env::new();
+    let repo = env.repo();
+    snap_in(&env, &repo, &["init", "--encrypt"])
+        .assert()
+        .success();
+    downgrade_to_version_2(&env, &repo);
+    let data = random_bytes(2 << 20, "old repository");
+    backup_stream(&env, &repo, &data);
+    // Its chunks are cut as they always were, so they dedup against its history.
+    assert_eq!(chunk_lengths(&env, &repo), public_lengths(&data));
+    let again = backup_stream(&env, &repo, &data);
+    assert!(again["summary"]["bytes_added"].as_u64().unwrap() < 16 << 10);
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("rand.bin"), random_bytes(3 << 20, "v2 files")).unwrap();
+    snap(&env, PASS, &["backup", src.to_str().unwrap()])
+        .assert()
+        .success();
+    assert_restores(&env, &src);
+    snap(&env, PASS, &["check", "--read-data"])
+        .assert()
+        .success();
+    let config: serde_json::Value =
+        serde_json::from_slice(&fs::read(repo.join("config")).unwrap()).unwrap();
+    assert_eq!(config["version"], 2, "an old repository stays version 2");
+}

@@ -562,6 +562,131 @@ fn max_age_fails_when_the_newest_snapshot_is_too_old() {
     env.snap(&["check", "--max-age", "26"]).assert().code(2);
 }
 
+/// `snap --repo <repo> ARGS...` with its clock moved by `offset` (`+31m`, `-40m`) by
+/// `faketime`; `None`, after a notice (a failure in CI), when faketime is missing.
+fn at(env: &Env, offset: &str, args: &[&str]) -> Option<assert_cmd::Command> {
+    if std::process::Command::new("faketime")
+        .args(["-f", "+0", "true"])
+        .status()
+        .is_err()
+    {
+        crate::util::missing("faketime", "Debian: apt-get install faketime");
+        return None;
+    }
+    let mut c = assert_cmd::Command::new("faketime");
+    c.env("SNAP_CACHE_DIR", env.cache())
+        .env_remove("SNAP_REPO")
+        .args(["-f", offset])
+        .arg(assert_cmd::cargo::cargo_bin("snap"))
+        .arg("--repo")
+        .arg(env.repo())
+        .args(args);
+    Some(c)
+}
+
+#[test]
+fn max_age_reads_minutes_as_minutes_and_refuses_unknown_units() {
+    let env = Env::new();
+    env.init();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    env.backup_json(&[src.to_str().unwrap()]);
+    let Some(mut late) = at(&env, "+31m", &["check", "--max-age", "30m"]) else {
+        return;
+    };
+    late.assert()
+        .code(1)
+        .stderr(predicate::str::contains("older than the allowed 30min"));
+    for (offset, span) in [("+29m", "30m"), ("+29m", "30min"), ("+89m", "1h30m")] {
+        at(&env, offset, &["check", "--max-age", span])
+            .unwrap()
+            .assert()
+            .success();
+    }
+    // What snap prints as an age reads back as the same span.
+    at(&env, "+121m", &["check", "--max-age", "2h00m"])
+        .unwrap()
+        .assert()
+        .code(1);
+    for bad in ["30M", "30x", "", "1y6m"] {
+        env.snap(&["check", "--max-age", bad])
+            .assert()
+            .code(2)
+            .stderr(
+                predicate::str::contains(format!("{bad:?}"))
+                    .and(predicate::str::contains("mo or month(s), y or year(s)")),
+            );
+    }
+}
+
+#[test]
+fn keep_within_and_profiles_read_the_same_spans() {
+    let env = Env::new();
+    env.init();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    for offset in ["-50m", "-20m"] {
+        let Some(mut backup) = at(&env, offset, &["backup", src.to_str().unwrap()]) else {
+            return;
+        };
+        backup.assert().success();
+    }
+    env.backup_json(&[src.to_str().unwrap()]);
+    let keep = |span: &str| -> Vec<bool> {
+        let out = json(
+            &env,
+            &["forget", "--keep-within", span, "--dry-run", "--json"],
+        );
+        let mut keep: Vec<bool> = out["snapshots"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["keep"].as_bool().unwrap())
+            .collect();
+        keep.sort();
+        keep
+    };
+    assert_eq!(keep("30m"), [false, true, true], "30 minutes, not months");
+    assert_eq!(keep("1h"), [true, true, true]);
+    assert_eq!(keep("10min"), [false, false, true]);
+    for bad in ["30M", "6m7d", "2x"] {
+        env.snap(&["forget", "--keep-within", bad])
+            .assert()
+            .code(2)
+            .stderr(predicate::str::contains(format!("{bad:?}")));
+    }
+    // A profile's keep_within is read by the same parser: a fourth backup, then the
+    // 50-minute-old snapshot goes.
+    let config = env.path("snap.toml");
+    let profile = |within: &str| {
+        format!(
+            "[profile.p]\nrepository = \"{}\"\npaths = [\"{}\"]\n[profile.p.retention]\nkeep_within = \"{within}\"\n",
+            env.repo().display(),
+            src.display()
+        )
+    };
+    let run = || {
+        let mut c = crate::util::snap_bin();
+        c.env("SNAP_CACHE_DIR", env.cache())
+            .env_remove("SNAP_REPO")
+            .env("SNAP_CONFIG", &config)
+            .args(["run", "p"]);
+        c
+    };
+    fs::write(&config, profile("30m")).unwrap();
+    run().assert().success();
+    assert_eq!(env.snapshots().len(), 3);
+    fs::write(&config, profile("30M")).unwrap();
+    run().assert().code(1).stderr(
+        predicate::str::contains(config.display().to_string())
+            .and(predicate::str::contains("line 5"))
+            .and(predicate::str::contains(
+                "30mo for months or 30min for minutes",
+            )),
+    );
+    assert_eq!(env.snapshots().len(), 3, "nothing ran");
+}
+
 /// A tiny xorshift generator: the fault test's moments, reproducible from a seed.
 struct Rng(u64);
 
