@@ -84,7 +84,9 @@ pub fn hostname() -> String {
         .into_owned()
 }
 
-fn pid_alive(pid: u32) -> bool {
+/// Whether process `pid` of this host runs (or may: a PID that cannot be probed is
+/// taken for alive).
+pub fn pid_alive(pid: u32) -> bool {
     let Some(p) = i32::try_from(pid)
         .ok()
         .and_then(rustix::process::Pid::from_raw)
@@ -211,12 +213,17 @@ impl Holder {
                 return true;
             }
         }
-        let age = entry
-            .modified
-            .and_then(|t| SystemTime::now().duration_since(t).ok())
-            .unwrap_or_default();
-        age > STALE_AFTER
+        stale_by_age(entry.modified)
     }
+}
+
+/// Whether a file last modified at `modified` (as a store lists it) is older than
+/// [`STALE_AFTER`]: a live holder or writer would have touched it since.
+pub fn stale_by_age(modified: Option<SystemTime>) -> bool {
+    let age = modified
+        .and_then(|t| SystemTime::now().duration_since(t).ok())
+        .unwrap_or_default();
+    age > STALE_AFTER
 }
 
 impl std::fmt::Display for Holder {

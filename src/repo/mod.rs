@@ -37,7 +37,7 @@ use rayon::prelude::*;
 
 pub use self::config::{Config, ConfigFile, VERSION, VERSION_ENCRYPTED};
 pub use self::index_files::{PackRecord, BLOBS_PER_FILE as INDEX_FILE_BLOBS};
-pub use self::lock::{hostname, Lock};
+pub use self::lock::{hostname, pid_alive, stale_by_age, Lock};
 pub use self::lookup::PathLookup;
 pub use self::repack::Repacker;
 pub use self::saver::{Added, Saver};
@@ -140,10 +140,12 @@ pub fn set_cache_root(dir: PathBuf) {
 
 /// Where the index cache of a repository lives, for every kind of store: the root set
 /// by [`set_cache_root`], else `$SNAP_CACHE_DIR`, else `$XDG_CACHE_HOME/snap`, else
-/// `~/.cache/snap`; then the repository id. It belongs to the client: SQLite's WAL
-/// works only on a local file system, so several hosts sharing one repository (on NFS,
-/// SFTP or S3) each keep their own.
-fn cache_dir(repo_id: &str) -> Result<PathBuf> {
+/// `~/.cache/snap`; then the repository id, then the first 16 hex digits of the BLAKE3
+/// of the store's location, so that a copy made by `sync` (same id) never shares its
+/// source's cache. It belongs to the client: SQLite's WAL works only on a local file
+/// system, so several hosts sharing one repository (on NFS, SFTP or S3) each keep their
+/// own.
+fn cache_dir(repo_id: &str, location: &str) -> Result<PathBuf> {
     let var = |n: &str| {
         std::env::var_os(n)
             .filter(|v| !v.is_empty())
@@ -161,7 +163,8 @@ fn cache_dir(repo_id: &str) -> Result<PathBuf> {
                 "no directory for the index cache: set SNAP_CACHE_DIR, XDG_CACHE_HOME or HOME, or give --cache-dir".into(),
             )
         })?;
-    let dir = base.join(repo_id);
+    let place = Id::hash(location.as_bytes()).to_hex();
+    let dir = base.join(repo_id).join(&place[..16]);
     fs::create_dir_all(dir.join("tmp")).at(&dir)?;
     Ok(dir)
 }
@@ -323,7 +326,7 @@ impl Repository {
     /// bringing the index cache up to date with the index files and snapshot records.
     pub fn open_store(store: Arc<dyn Store>, key: Option<MasterKey>) -> Result<Repository> {
         let config = read_config(store.as_ref())?.open(key.as_ref())?;
-        let cache = cache_dir(&config.id)?;
+        let cache = cache_dir(&config.id, &store.location())?;
         let index = open_index(&cache, &config.id)?;
         Ok(Repository {
             store,
@@ -1112,7 +1115,7 @@ impl Repository {
     fn new_pack_file(&self) -> Result<tempfile::NamedTempFile> {
         let tmp = self.tmp_dir();
         tempfile::Builder::new()
-            .prefix("pack-")
+            .prefix(&format!("{}pack-", crate::store::temp_prefix()))
             .tempfile_in(&tmp)
             .at(&tmp)
     }

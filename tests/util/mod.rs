@@ -64,12 +64,15 @@ impl Env {
         self.path("cache")
     }
 
-    /// The index cache file of the repository at `repo` (named by the id in its config).
+    /// The index cache file of the repository at `repo` (named by the id in its config
+    /// and the BLAKE3 of its location).
     pub fn index_cache_of(&self, repo: &Path) -> PathBuf {
         let config: serde_json::Value =
             serde_json::from_slice(&fs::read(repo.join("config")).unwrap()).unwrap();
+        let place = blake3::hash(repo.display().to_string().as_bytes()).to_hex();
         self.cache()
             .join(config["id"].as_str().unwrap())
+            .join(&place[..16])
             .join("index.sqlite")
     }
 
