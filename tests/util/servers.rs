@@ -297,8 +297,8 @@ impl Sshd {
     }
 
     /// The processes still talking to this server: `ssh` clients whose command line
-    /// names its port, and the descendants of the sshd listener (its per-connection
-    /// processes and their sftp-server).
+    /// names its port (`client PID: CMD`), and the descendants of the sshd listener,
+    /// its per-connection processes and their sftp-server (`server PID: CMD`).
     pub fn connected(&self) -> Vec<String> {
         let listener = self.sshd.as_ref().map(|c| c.id());
         let port = self.port.to_string();
@@ -315,12 +315,16 @@ impl Sshd {
             false
         };
         all.iter()
-            .filter(|(pid, _, cmd)| {
+            .filter_map(|(pid, _, cmd)| {
                 let client = cmd.starts_with("ssh ")
                     && cmd.split(|c: char| c == ' ' || c == ':').any(|w| w == port);
-                client || below_listener(*pid)
+                let side = match (client, below_listener(*pid)) {
+                    (true, _) => "client",
+                    (_, true) => "server",
+                    _ => return None,
+                };
+                Some(format!("{side} {pid}: {cmd}"))
             })
-            .map(|(pid, _, cmd)| format!("{pid}: {cmd}"))
             .collect()
     }
 
