@@ -638,18 +638,34 @@ fn killed_sync_then_resumed(env: &Env, to: &str, dest: &Path, extra: &[(&'static
     let host = left[0].split('.').next().unwrap();
     let live = format!("{host}.{}.live", std::process::id());
     fs::write(dest.join("tmp").join(&live), b"being written").unwrap();
+    // Names snap did not give count by age alone: one untouched for 31 minutes goes,
+    // a fresh one stays.
+    let fresh = "written-by-someone-else";
+    fs::write(dest.join("tmp").join(fresh), b"fresh").unwrap();
+    let old = dest.join("tmp").join("left-long-ago");
+    fs::write(&old, b"old").unwrap();
+    fs::File::options()
+        .write(true)
+        .open(&old)
+        .unwrap()
+        .set_modified(std::time::SystemTime::now() - std::time::Duration::from_secs(31 * 60))
+        .unwrap();
 
     let resumed = json(
         env.snap(&["sync", "--to", to, "--json"])
             .envs(extra.iter().map(|(k, v)| (*k, v.as_str()))),
     );
-    assert_eq!(resumed["tmp_files_removed"], left.len(), "{resumed}");
+    assert_eq!(resumed["tmp_files_removed"], left.len() + 1, "{resumed}");
+    let mut kept = vec![live.clone(), fresh.to_string()];
+    kept.sort();
     assert_eq!(
         temp_files(dest).0,
-        vec![live.clone()],
-        "only the live writer's file is left"
+        kept,
+        "only the live writers' files are left"
     );
-    fs::remove_file(dest.join("tmp").join(&live)).unwrap();
+    for f in kept {
+        fs::remove_file(dest.join("tmp").join(f)).unwrap();
+    }
     let d = dest.to_str().unwrap();
     snap_at(d, &env.path("c"), &[], &["check", "--read-data"])
         .assert()
