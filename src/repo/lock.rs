@@ -218,7 +218,7 @@ impl Holder {
 }
 
 /// Whether a file last modified at `modified` (as a store lists it) is older than
-/// [`STALE_AFTER`]: a live holder or writer would have touched it since.
+/// `STALE_AFTER` (30 minutes): a live holder or writer would have touched it since.
 pub fn stale_by_age(modified: Option<SystemTime>) -> bool {
     let age = modified
         .and_then(|t| SystemTime::now().duration_since(t).ok())

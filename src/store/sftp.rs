@@ -486,7 +486,7 @@ impl Store for Sftp {
 
 impl Drop for Sftp {
     fn drop(&mut self) {
-        let client = self.client.take().and_then(|c| Arc::into_inner(c));
+        let client = self.client.take().and_then(Arc::into_inner);
         let child = locked(&self.ssh).take();
         RUNTIME.block_on(async {
             if let Some(c) = client {

@@ -316,8 +316,7 @@ impl Sshd {
         };
         all.iter()
             .filter_map(|(pid, _, cmd)| {
-                let client = cmd.starts_with("ssh ")
-                    && cmd.split(|c: char| c == ' ' || c == ':').any(|w| w == port);
+                let client = cmd.starts_with("ssh ") && cmd.split([' ', ':']).any(|w| w == port);
                 let side = match (client, below_listener(*pid)) {
                     (true, _) => "client",
                     (_, true) => "server",
