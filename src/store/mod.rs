@@ -206,3 +206,36 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod temp_tests {
+    use super::*;
+
+    fn entry(path: &str, age_secs: u64) -> Entry {
+        Entry {
+            path: path.into(),
+            size: 1,
+            modified: Some(SystemTime::now() - std::time::Duration::from_secs(age_secs)),
+        }
+    }
+
+    #[test]
+    fn temp_files_of_dead_writers_are_told_from_live_ones() {
+        let mine = temp_name().unwrap();
+        let (host, pid) = temp_owner(&mine).expect("a name temp_name gave parses");
+        assert_eq!(pid, std::process::id());
+        assert!(!host.contains('.') && !host.contains('/'), "{host}");
+        assert!(!temp_is_orphan(&entry(&mine, 0)), "a live writer's file");
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let dead = child.id();
+        child.wait().unwrap();
+        let theirs = format!("tmp/{host}.{dead}.0123");
+        assert!(temp_is_orphan(&entry(&theirs, 0)), "a dead writer's file");
+        let elsewhere = format!("tmp/other_host.{dead}.0123");
+        assert!(!temp_is_orphan(&entry(&elsewhere, 60)), "another host's");
+        assert!(temp_is_orphan(&entry(&elsewhere, 31 * 60)), "idle too long");
+        assert!(!temp_is_orphan(&entry("tmp/.tmpAbC", 60)));
+        assert!(temp_is_orphan(&entry("tmp/.tmpAbC", 31 * 60)));
+        assert_eq!(temp_owner("tmp/abcdef0123"), None);
+    }
+}
