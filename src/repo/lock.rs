@@ -191,12 +191,17 @@ impl Holder {
                 return true;
             }
         }
-        let age = entry
-            .modified
-            .and_then(|t| SystemTime::now().duration_since(t).ok())
-            .unwrap_or_default();
-        age > STALE_AFTER
+        stale_by_age(entry.modified)
     }
+}
+
+/// Whether a file last modified at `modified` (as a store lists it) is older than
+/// `STALE_AFTER` (30 minutes): a live holder or writer would have touched it since.
+pub fn stale_by_age(modified: Option<SystemTime>) -> bool {
+    let age = modified
+        .and_then(|t| SystemTime::now().duration_since(t).ok())
+        .unwrap_or_default();
+    age > STALE_AFTER
 }
 
 impl std::fmt::Display for Holder {

@@ -39,7 +39,8 @@ use rayon::prelude::*;
 pub use self::config::{Config, ConfigFile, VERSION, VERSION_ENCRYPTED, VERSION_KEYED_CHUNKER};
 pub use self::index_files::{PackRecord, BLOBS_PER_FILE as INDEX_FILE_BLOBS};
 pub use self::journal::Resumed;
-pub use self::lock::Lock;
+pub use self::lock::{stale_by_age, Lock};
+pub use crate::host::{hostname, pid_alive};
 pub use self::lookup::PathLookup;
 pub use self::repack::Repacker;
 pub use self::saver::{Added, Saver};
@@ -47,7 +48,6 @@ use crate::chunker::{ChunkParams, Gear, Profiles};
 use crate::compress::{self, Compression};
 use crate::crypto::{Kdf, MasterKey, OVERHEAD};
 use crate::error::{Error, IoContext, Result};
-pub use crate::host::hostname;
 use crate::id::Id;
 use crate::index::{BlobLoc, Index};
 use crate::locked;
@@ -1079,7 +1079,7 @@ impl Repository {
     fn new_pack_file(&self) -> Result<tempfile::NamedTempFile> {
         let tmp = self.tmp_dir();
         tempfile::Builder::new()
-            .prefix("pack-")
+            .prefix(&format!("{}pack-", crate::store::temp_prefix()))
             .tempfile_in(&tmp)
             .at(&tmp)
     }

@@ -72,7 +72,10 @@ impl Local {
     /// A temp file in the store's `tmp/` holding `bytes`.
     fn temp_with(&self, bytes: &[u8]) -> Result<tempfile::NamedTempFile> {
         let tmp = self.root.join("tmp");
-        let mut f = tempfile::NamedTempFile::new_in(&tmp).at(&tmp)?;
+        let mut f = tempfile::Builder::new()
+            .prefix(&super::temp_prefix())
+            .tempfile_in(&tmp)
+            .at(&tmp)?;
         f.write_all(bytes).at(f.path())?;
         Ok(f)
     }

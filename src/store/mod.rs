@@ -3,9 +3,14 @@
 //! whole, durably and atomically (a reader sees all of a file or none of it), read
 //! whole or by range, listed and deleted. Paths are relative to the repository root
 //! and use `/` (`packs/ab/ab12…`, `snapshots/…`).
+//!
+//! Files being written wait in `tmp/` under a name that says who writes them (see
+//! [`temp_prefix`]), so that a later process can tell the leftovers of dead writers
+//! from the files of live ones.
 
 mod local;
 mod remote;
+mod sftp;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -13,6 +18,7 @@ use std::time::SystemTime;
 
 pub use self::local::Local;
 pub use self::remote::Remote;
+pub use self::sftp::Sftp;
 use crate::error::{Error, Result};
 
 /// One file of a listing.
@@ -76,11 +82,66 @@ pub struct RemoteOptions {
 /// Opens the store a `--repo` or `--to` argument names: `s3://bucket/prefix`,
 /// `sftp://[user@]host[:port]/path`, or a local directory.
 pub fn open(location: &str, opts: &RemoteOptions) -> Result<Arc<dyn Store>> {
-    if location.contains("://") {
-        Ok(Arc::new(Remote::open(location, opts)?))
-    } else {
-        Ok(Arc::new(Local::new(PathBuf::from(location))))
+    let Some(rest) = location.strip_prefix("sftp://") else {
+        return Ok(if location.contains("://") {
+            Arc::new(Remote::open(location, opts)?)
+        } else {
+            Arc::new(Local::new(PathBuf::from(location)))
+        });
+    };
+    let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
+    if authority.is_empty() {
+        return Err(Error::Invalid(format!(
+            "{location}: no host; expected sftp://[USER@]HOST[:PORT]/PATH"
+        )));
     }
+    Ok(Arc::new(Sftp::open(location, authority, path)?))
+}
+
+/// The start of the names this process gives its files in `tmp/`: `<host>.<pid>.`,
+/// the host name with every character but letters, digits, `-` and `_` made `_`.
+pub fn temp_prefix() -> String {
+    format!(
+        "{}.{}.",
+        temp_host(&crate::repo::hostname()),
+        std::process::id()
+    )
+}
+
+fn temp_host(host: &str) -> String {
+    host.chars()
+        .map(|c| match c {
+            'a'..='z' | 'A'..='Z' | '0'..='9' | '-' | '_' => c,
+            _ => '_',
+        })
+        .collect()
+}
+
+/// A new name in `tmp/` for a file this process writes.
+pub(crate) fn temp_name() -> Result<String> {
+    let mut r = [0u8; 8];
+    getrandom::getrandom(&mut r).map_err(|e| Error::Invalid(format!("no randomness: {e}")))?;
+    Ok(format!("tmp/{}{}", temp_prefix(), hex::encode(r)))
+}
+
+/// Who writes temp file `path` (`tmp/<host>.<pid>.…`): `Some((host, pid))` for a name
+/// [`temp_prefix`] made, with `host` as written there; `None` for any other name.
+pub fn temp_owner(path: &str) -> Option<(String, u32)> {
+    let name = path.rsplit('/').next()?;
+    let mut parts = name.splitn(3, '.');
+    let (host, pid) = (parts.next()?, parts.next()?.parse().ok()?);
+    parts.next()?;
+    Some((host.to_string(), pid))
+}
+
+/// Whether temp file `entry` belongs to a writer that is gone: its name says this host
+/// and a PID that no longer runs, or it has not been written to for the staleness
+/// window of locks (a writer that is merely slow keeps touching its file).
+pub fn temp_is_orphan(entry: &Entry) -> bool {
+    let here = temp_host(&crate::repo::hostname());
+    let owner = temp_owner(&entry.path);
+    let dead = owner.is_some_and(|(host, pid)| host == here && !crate::repo::pid_alive(pid));
+    dead || crate::repo::stale_by_age(entry.modified)
 }
 
 /// The error of a file that should exist and does not.
@@ -143,5 +204,38 @@ mod tests {
             s.list("tmp").unwrap().is_empty(),
             "no temp file is left behind"
         );
+    }
+}
+
+#[cfg(test)]
+mod temp_tests {
+    use super::*;
+
+    fn entry(path: &str, age_secs: u64) -> Entry {
+        Entry {
+            path: path.into(),
+            size: 1,
+            modified: Some(SystemTime::now() - std::time::Duration::from_secs(age_secs)),
+        }
+    }
+
+    #[test]
+    fn temp_files_of_dead_writers_are_told_from_live_ones() {
+        let mine = temp_name().unwrap();
+        let (host, pid) = temp_owner(&mine).expect("a name temp_name gave parses");
+        assert_eq!(pid, std::process::id());
+        assert!(!host.contains('.') && !host.contains('/'), "{host}");
+        assert!(!temp_is_orphan(&entry(&mine, 0)), "a live writer's file");
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let dead = child.id();
+        child.wait().unwrap();
+        let theirs = format!("tmp/{host}.{dead}.0123");
+        assert!(temp_is_orphan(&entry(&theirs, 0)), "a dead writer's file");
+        let elsewhere = format!("tmp/other_host.{dead}.0123");
+        assert!(!temp_is_orphan(&entry(&elsewhere, 60)), "another host's");
+        assert!(temp_is_orphan(&entry(&elsewhere, 31 * 60)), "idle too long");
+        assert!(!temp_is_orphan(&entry("tmp/.tmpAbC", 60)));
+        assert!(temp_is_orphan(&entry("tmp/.tmpAbC", 31 * 60)));
+        assert_eq!(temp_owner("tmp/abcdef0123"), None);
     }
 }

@@ -1,11 +1,9 @@
-//! Remote stores through OpenDAL: S3-compatible object storage and SFTP.
+//! S3-compatible object storage through OpenDAL (SFTP has a module of its own).
 //!
-//! Credentials come from where their tools look: for S3 the `AWS_*` environment
-//! variables and `~/.aws` profiles, for SFTP the ssh client itself (its config, agent
-//! and keys; OpenDAL drives `ssh`). None is stored in the repository or printed.
-//! Transient failures are retried with exponential backoff and jitter; large files are
-//! uploaded in parts. An object PUT is atomic on S3; on SFTP a file is written under
-//! `tmp/` and renamed into place, so no reader sees half a file.
+//! Credentials come from where the AWS tools look: the `AWS_*` environment variables
+//! and `~/.aws` profiles. None is stored in the repository or printed. Transient
+//! failures are retried with exponential backoff and jitter; large files are uploaded
+//! in parts. An object PUT is atomic, so no reader sees half a file.
 
 use std::path::Path;
 use std::sync::LazyLock;
@@ -23,8 +21,8 @@ const PART: usize = 8 << 20;
 /// Parts of one file in flight at once.
 const PARTS_IN_FLIGHT: usize = 4;
 
-/// The runtime OpenDAL's blocking operator runs on.
-static RUNTIME: LazyLock<tokio::runtime::Runtime> = LazyLock::new(|| {
+/// The runtime the remote stores' I/O runs on.
+pub(super) static RUNTIME: LazyLock<tokio::runtime::Runtime> = LazyLock::new(|| {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .thread_name("snap-io")
@@ -33,17 +31,10 @@ static RUNTIME: LazyLock<tokio::runtime::Runtime> = LazyLock::new(|| {
         .expect("the I/O runtime starts")
 });
 
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Kind {
-    S3,
-    Sftp,
-}
-
 /// A remote repository; see the module docs.
 pub struct Remote {
     op: blocking::Operator,
     url: String,
-    kind: Kind,
 }
 
 fn env(name: &str) -> Option<String> {
@@ -52,7 +43,7 @@ fn env(name: &str) -> Option<String> {
 
 /// What went wrong, for a person: OpenDAL's own message without its context block,
 /// and what to check.
-fn describe(kind: Kind, e: &opendal::Error) -> String {
+fn describe(e: &opendal::Error) -> String {
     let text = e.to_string();
     // OpenDAL writes `Kind (status) at op, context: { ... } => message, source: ...`;
     // S3's own errors come as `S3Error { code: "...", message: "...", ... }`.
@@ -61,7 +52,7 @@ fn describe(kind: Kind, e: &opendal::Error) -> String {
         let start = what.find(&format!("{name}: \""))? + name.len() + 3;
         what[start..].split('"').next()
     };
-    if kind == Kind::S3 && what.contains("credential") {
+    if what.contains("credential") {
         return "no S3 credentials were found: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or AWS_PROFILE), and AWS_ENDPOINT_URL for a server other than AWS".into();
     }
     if let (Some(code), Some(message)) = (field("code"), field("message")) {
@@ -74,56 +65,19 @@ fn describe(kind: Kind, e: &opendal::Error) -> String {
         };
         return format!("S3 says {code}: {message}; {hint}");
     }
-    let hint = match (kind, e.kind()) {
-        (_, ErrorKind::PermissionDenied) => {
+    let hint = match e.kind() {
+        ErrorKind::PermissionDenied => {
             "permission denied: check the credentials' rights on this path"
         }
-        (Kind::S3, _) => {
+        _ => {
             "check the endpoint (AWS_ENDPOINT_URL, or sync's --endpoint), the bucket name and the network, then rerun"
-        }
-        (Kind::Sftp, _) => {
-            "check the host and port, and that `ssh ssh://USER@HOST:PORT` logs in without a prompt (agent or key), then rerun"
         }
     };
     format!("{what}; {hint}")
 }
 
-/// Logs in once with the user's `ssh` and its SFTP subsystem, so that a host that is
-/// down, a refused key or an unknown host key fails at once with ssh's own words
-/// (OpenDAL's connection pool would retry for minutes and report a timeout).
-fn check_login(url: &str, authority: &str, known_hosts: &str) -> Result<()> {
-    let checking = match known_hosts {
-        "add" => "accept-new",
-        "accept" => "no",
-        _ => "yes",
-    };
-    let out = std::process::Command::new("ssh")
-        .args(["-o", "BatchMode=yes", "-o", "ConnectTimeout=20", "-o"])
-        .arg(format!("StrictHostKeyChecking={checking}"))
-        .args(["-s", &format!("ssh://{authority}"), "sftp"])
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .output()
-        .map_err(|e| Error::Storage {
-            location: url.to_string(),
-            detail: format!("cannot run ssh ({e}); install the OpenSSH client"),
-        })?;
-    if out.status.success() {
-        return Ok(());
-    }
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    let said = stderr.trim().lines().last().unwrap_or("no message");
-    Err(Error::Storage {
-        location: url.to_string(),
-        detail: format!(
-            "ssh cannot log in: {said}; check the host and port, that `ssh ssh://{authority}` logs in without a prompt (agent or key), and for a new host SNAP_SSH_KNOWN_HOSTS=add"
-        ),
-    })
-}
-
 impl Remote {
-    /// Opens `s3://bucket/prefix` or `sftp://[user@]host[:port]/path`.
+    /// Opens `s3://bucket/prefix`.
     pub fn open(url: &str, opts: &RemoteOptions) -> Result<Remote> {
         let bad = |why: &str| {
             Error::Invalid(format!(
@@ -133,10 +87,10 @@ impl Remote {
         let (scheme, rest) = url.split_once("://").ok_or_else(|| bad("no scheme"))?;
         let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
         if authority.is_empty() {
-            return Err(bad("no bucket or host"));
+            return Err(bad("no bucket"));
         }
         let root = format!("/{}", path.trim_matches('/'));
-        let (op, kind) = match scheme {
+        let op = match scheme {
             "s3" => {
                 let mut b = services::S3::default().bucket(authority).root(&root);
                 if let Some(e) = opts
@@ -150,19 +104,7 @@ impl Remote {
                 let region = env("AWS_REGION")
                     .or_else(|| env("AWS_DEFAULT_REGION"))
                     .unwrap_or_else(|| "us-east-1".into());
-                (
-                    Operator::new(b.region(&region)).map(|o| o.finish()),
-                    Kind::S3,
-                )
-            }
-            "sftp" => {
-                let strategy = env("SNAP_SSH_KNOWN_HOSTS").unwrap_or_else(|| "strict".into());
-                check_login(url, authority, &strategy)?;
-                let b = services::Sftp::default()
-                    .endpoint(&format!("ssh://{authority}"))
-                    .root(&root)
-                    .known_hosts_strategy(&strategy);
-                (Operator::new(b).map(|o| o.finish()), Kind::Sftp)
+                Operator::new(b.region(&region)).map(|o| o.finish())
             }
             _ => return Err(bad(&format!("unknown scheme {scheme:?}"))),
         };
@@ -185,7 +127,6 @@ impl Remote {
         Ok(Remote {
             op,
             url: url.trim_end_matches('/').to_string(),
-            kind,
         })
     }
 
@@ -195,48 +136,29 @@ impl Remote {
         }
         Error::Storage {
             location: format!("{}/{path}", self.url),
-            detail: describe(self.kind, &e),
+            detail: describe(&e),
         }
     }
 
-    /// Writes through a writer in parts, into `tmp/` first on SFTP.
+    /// Writes through a writer in parts (an atomic PUT, multipart above [`PART`]).
     fn upload(
         &self,
         path: &str,
         fill: impl FnOnce(&mut blocking::Writer) -> Result<()>,
     ) -> Result<()> {
-        let target = match self.kind {
-            Kind::S3 => path.to_string(),
-            Kind::Sftp => {
-                let mut r = [0u8; 8];
-                getrandom::getrandom(&mut r)
-                    .map_err(|e| Error::Invalid(format!("no randomness: {e}")))?;
-                format!("tmp/{}", hex::encode(r))
-            }
-        };
         let mut w = self
             .op
             .writer_options(
-                &target,
+                path,
                 WriteOptions {
                     chunk: Some(PART),
                     concurrent: PARTS_IN_FLIGHT,
                     ..Default::default()
                 },
             )
-            .map_err(|e| self.err(&target, e))?;
+            .map_err(|e| self.err(path, e))?;
         fill(&mut w)?;
-        w.close().map_err(|e| self.err(&target, e))?;
-        if target != path {
-            if let Some((dir, _)) = path.rsplit_once('/') {
-                self.op
-                    .create_dir(&format!("{dir}/"))
-                    .map_err(|e| self.err(dir, e))?;
-            }
-            self.op
-                .rename(&target, path)
-                .map_err(|e| self.err(path, e))?;
-        }
+        w.close().map_err(|e| self.err(path, e))?;
         Ok(())
     }
 }

@@ -13,9 +13,12 @@
 //! 4. the snapshot records, last.
 //!
 //! Every file is written atomically, so an interrupted sync leaves whole files only,
-//! and the next run sends just what is missing. Nothing on the destination is deleted
-//! unless asked (`delete`): then, after the copy, snapshot records, index files and
-//! packs the source no longer has go, in that order.
+//! and the next run sends just what is missing. What a killed run left in the
+//! destination's `tmp/` goes at the end of the next one: the temp files of writers that
+//! are gone (a dead PID on this host, or untouched for the lock staleness window), never
+//! those of a live writer. Nothing else on the destination is deleted unless asked
+//! (`delete`): then, after the copy, snapshot records, index files and packs the source
+//! no longer has go, in that order.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -74,6 +77,8 @@ pub struct SyncReport {
     /// Rewritten copies: data chunks read from the source (the others were there
     /// from earlier runs).
     pub chunks_read: u64,
+    /// Temp files of interrupted earlier writers removed from the destination.
+    pub tmp_files_removed: u64,
 }
 
 /// Copies snapshots from `src` to `dst`: as stored when `dst` is a copy of `src` (same
@@ -91,9 +96,42 @@ pub fn sync(
                 .into(),
         ));
     }
-    if src.config().id != dst.config().id {
-        return rewrite::copy(src, dst, opts, progress);
+    let mut report = if src.config().id != dst.config().id {
+        rewrite::copy(src, dst, opts, progress)?
+    } else {
+        copy_as_stored(src, dst, opts, progress)?
+    };
+    report.tmp_files_removed = remove_orphaned_temp_files(dst)?;
+    Ok(report)
+}
+
+/// Removes from `dst`'s `tmp/` the files of writers that are gone (see
+/// [`crate::store::temp_is_orphan`]); returns how many.
+fn remove_orphaned_temp_files(dst: &Repository) -> Result<u64> {
+    let orphans: Vec<String> = dst
+        .store()
+        .list("tmp")?
+        .into_iter()
+        .filter(crate::store::temp_is_orphan)
+        .map(|e| e.path)
+        .collect();
+    for p in &orphans {
+        log::info!(
+            "removing {}/{p}, left by a writer that is gone",
+            dst.location()
+        );
     }
+    dst.store().delete_all(&orphans)?;
+    Ok(orphans.len() as u64)
+}
+
+/// [`sync`] into a copy of `src` (same id): files travel as stored.
+fn copy_as_stored(
+    src: &Repository,
+    dst: &Repository,
+    opts: &SyncOptions,
+    progress: &dyn Progress,
+) -> Result<SyncReport> {
     let _src_lock = src.lock(false, "sync (source)")?;
     let dst_lock = dst.lock(opts.delete, "sync (destination)")?;
     let mut report = SyncReport::default();

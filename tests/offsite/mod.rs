@@ -438,3 +438,257 @@ fn kill_9_during_sync_then_resume() {
     );
     restores_same(&env, d, &[], &all[1], &src2);
 }
+
+/// The processes left talking to `sshd` once a run has returned: its `ssh` clients at
+/// once, the server's side of their connections within `secs` (sshd notices a closed
+/// connection on its own time).
+fn left_connected(sshd: &Sshd, secs: u64) -> Vec<String> {
+    let clients: Vec<String> = sshd
+        .connected()
+        .into_iter()
+        .filter(|p| p.starts_with("client"))
+        .collect();
+    if !clients.is_empty() {
+        return clients;
+    }
+    let start = std::time::Instant::now();
+    loop {
+        let left = sshd.connected();
+        if left.is_empty() || start.elapsed().as_secs() >= secs {
+            return left;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+/// Each run over SFTP ends the ssh it started and with it the server's session: none
+/// piles up under a nightly cron job.
+#[test]
+fn sftp_runs_end_every_process_they_start() {
+    let Some(sshd) = Sshd::start() else { return };
+    let env = Env::new();
+    env.init();
+    let src = files(&env, 1);
+    env.backup_json(&[src.to_str().unwrap()]);
+    let e = sshd.env();
+    assert_eq!(left_connected(&sshd, 0), Vec::<String>::new());
+    let url = sshd.url(&env.path("offsite/repo"));
+    env.snap(&["sync", "--to", &url])
+        .envs(e.iter().map(|(k, v)| (*k, v.as_str())))
+        .assert()
+        .success();
+    let left = left_connected(&sshd, 3);
+    assert!(left.is_empty(), "after sync:\n{}", left.join("\n"));
+
+    let direct = sshd.url(&env.path("direct"));
+    let cache = env.path("c");
+    let src = src.to_str().unwrap();
+    for args in [&["init"][..], &["backup", src], &["check", "--read-data"]] {
+        snap_at(&direct, &cache, &e, args).assert().success();
+        let left = left_connected(&sshd, 3);
+        assert!(left.is_empty(), "after {args:?}:\n{}", left.join("\n"));
+    }
+}
+
+/// The quoted paths of an sftp-server log line `verb "a" ... "b"`.
+fn quoted(line: &str) -> Vec<&str> {
+    line.split('"').skip(1).step_by(2).collect()
+}
+
+/// Every file an SFTP store puts durably reaches the server's disk before it is
+/// renamed into place (fsync@openssh.com on the temp file), and again under its final
+/// name after (which commits the rename on ext4 and XFS); deletions end with an fsync.
+#[test]
+fn sftp_writes_are_fsynced_before_and_after_their_rename() {
+    let Some(sshd) = Sshd::start() else { return };
+    let env = Env::new();
+    env.init();
+    let src = files(&env, 1);
+    env.backup_json(&[src.to_str().unwrap()]);
+    let dest = env.path("offsite/repo");
+    let url = sshd.url(&dest);
+    let e = sshd.env();
+    env.snap(&["sync", "--to", &url])
+        .envs(e.iter().map(|(k, v)| (*k, v.as_str())))
+        .assert()
+        .success();
+    let log = sshd.sftp_log();
+    let lines: Vec<&str> = log.lines().collect();
+    let mut placed = std::collections::BTreeSet::new();
+    for (i, line) in lines.iter().enumerate() {
+        if !line.starts_with("posix-rename ") {
+            continue;
+        }
+        let [old, new] = quoted(line)[..] else {
+            panic!("unexpected log line {line}")
+        };
+        if new.contains("/locks/") {
+            continue;
+        }
+        let fsync = |p: &str| format!("fsync \"{p}\"");
+        assert!(
+            lines[..i].contains(&fsync(old).as_str()),
+            "{new} was renamed into place before its data was fsynced:\n{log}"
+        );
+        assert!(
+            lines[i + 1..].contains(&fsync(new).as_str()),
+            "{new} was not fsynced after its rename:\n{log}"
+        );
+        placed.insert(new.to_string());
+    }
+    let mut files = Vec::new();
+    for dir in ["packs", "index", "snapshots"] {
+        for e in walk(&dest.join(dir)) {
+            files.push(e.display().to_string());
+        }
+    }
+    files.push(dest.join("config").display().to_string());
+    assert!(files.len() >= 4, "{files:?}");
+    for f in &files {
+        assert!(placed.contains(f), "{f} was not written durably:\n{log}");
+    }
+
+    // Deletions (forget and prune on the copy) end with a barrier: a temp file fsynced
+    // after the last removal.
+    let id = ids(&json(env.snap(&["list", "--json"])))[0].clone();
+    let before = log.len();
+    snap_at(&url, &env.path("c"), &e, &["forget", &id, "--prune"])
+        .assert()
+        .success();
+    let log = sshd.sftp_log();
+    let lines: Vec<&str> = log[before..].lines().collect();
+    let tmp = format!("{}/tmp/", dest.display());
+    let last_removal = lines
+        .iter()
+        .rposition(|l| l.starts_with("remove name ") && !l.contains(&tmp) && !l.contains("/locks/"))
+        .unwrap_or_else(|| panic!("prune removed nothing:\n{}", lines.join("\n")));
+    assert!(
+        lines[last_removal..]
+            .iter()
+            .any(|l| l.starts_with("fsync ") && l.contains(&tmp)),
+        "no fsync after the last removal:\n{}",
+        lines.join("\n")
+    );
+}
+
+/// The files below `dir`, recursively.
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in fs::read_dir(dir).unwrap().flatten() {
+        if e.file_type().unwrap().is_dir() {
+            out.extend(walk(&e.path()));
+        } else {
+            out.push(e.path());
+        }
+    }
+    out
+}
+
+/// The files in `dest`'s `tmp/` and their total size.
+fn temp_files(dest: &Path) -> (Vec<String>, u64) {
+    let mut names = Vec::new();
+    let mut bytes = 0;
+    for e in fs::read_dir(dest.join("tmp"))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        names.push(e.file_name().to_string_lossy().into_owned());
+        bytes += e.metadata().map_or(0, |m| m.len());
+    }
+    names.sort();
+    (names, bytes)
+}
+
+/// kill -9 of a sync while a file is in the destination's `tmp/`, then a resumed
+/// sync: it removes what the dead writer left, keeps the temp file of a live writer,
+/// and the copy checks clean.
+fn killed_sync_then_resumed(env: &Env, to: &str, dest: &Path, extra: &[(&'static str, String)]) {
+    let src = files(env, 1);
+    fs::write(src.join("big"), random_bytes(80 << 20, "big")).unwrap();
+    env.backup_json(&[src.to_str().unwrap()]);
+    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("snap"))
+        .env_remove("SNAP_REPO")
+        .env("SNAP_CACHE_DIR", env.cache())
+        .envs(extra.iter().map(|(k, v)| (*k, v.as_str())))
+        .args(["--repo", env.repo().to_str().unwrap(), "sync", "--to", to])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // A pack in flight (the destination's config is in place by then: a killed
+    // creation is another matter).
+    let start = std::time::Instant::now();
+    while temp_files(dest).1 < 1 << 20 {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the sync ended before a temp file was seen"
+        );
+        assert!(start.elapsed().as_secs() < 120, "no temp file appeared");
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let (left, bytes) = temp_files(dest);
+    eprintln!(
+        "the killed sync left {bytes} bytes in {} temp files",
+        left.len()
+    );
+    // A live writer's temp file, named as snap names them, with this test's PID.
+    let host = left[0].split('.').next().unwrap();
+    let live = format!("{host}.{}.live", std::process::id());
+    fs::write(dest.join("tmp").join(&live), b"being written").unwrap();
+    // Names snap did not give count by age alone: one untouched for 31 minutes goes,
+    // a fresh one stays.
+    let fresh = "written-by-someone-else";
+    fs::write(dest.join("tmp").join(fresh), b"fresh").unwrap();
+    let old = dest.join("tmp").join("left-long-ago");
+    fs::write(&old, b"old").unwrap();
+    fs::File::options()
+        .write(true)
+        .open(&old)
+        .unwrap()
+        .set_modified(std::time::SystemTime::now() - std::time::Duration::from_secs(31 * 60))
+        .unwrap();
+
+    let resumed = json(
+        env.snap(&["sync", "--to", to, "--json"])
+            .envs(extra.iter().map(|(k, v)| (*k, v.as_str()))),
+    );
+    assert_eq!(resumed["tmp_files_removed"], left.len() + 1, "{resumed}");
+    let mut kept = vec![live.clone(), fresh.to_string()];
+    kept.sort();
+    assert_eq!(
+        temp_files(dest).0,
+        kept,
+        "only the live writers' files are left"
+    );
+    for f in kept {
+        fs::remove_file(dest.join("tmp").join(f)).unwrap();
+    }
+    let d = dest.to_str().unwrap();
+    snap_at(d, &env.path("c"), &[], &["check", "--read-data"])
+        .assert()
+        .success();
+    let id = ids(&json(env.snap(&["list", "--json"])))[0].clone();
+    restores_same(env, d, &[], &id, &src);
+}
+
+#[test]
+fn a_resumed_sync_clears_what_a_killed_one_left_in_a_directory() {
+    let env = Env::new();
+    env.init();
+    let dest = env.path("usb/repo");
+    killed_sync_then_resumed(&env, dest.to_str().unwrap(), &dest, &[]);
+}
+
+#[test]
+fn a_resumed_sync_clears_what_a_killed_one_left_over_sftp() {
+    let Some(sshd) = Sshd::start() else { return };
+    let env = Env::new();
+    env.init();
+    let dest = env.path("offsite/repo");
+    killed_sync_then_resumed(&env, &sshd.url(&dest), &dest, &sshd.env());
+    let left = left_connected(&sshd, 3);
+    assert!(left.is_empty(), "{}", left.join("\n"));
+}

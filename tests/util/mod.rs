@@ -64,18 +64,17 @@ impl Env {
         self.path("cache")
     }
 
-    /// The index cache file of the repository at `repo`: below the id in its config,
-    /// the one location cached (a test with copies of one repository looks further).
+    /// The index cache file of the repository at `repo` (named by the id in its config
+    /// and the BLAKE3 of its canonical path).
     pub fn index_cache_of(&self, repo: &Path) -> PathBuf {
         let config: serde_json::Value =
             serde_json::from_slice(&fs::read(repo.join("config")).unwrap()).unwrap();
-        let by_id = self.cache().join(config["id"].as_str().unwrap());
-        let mut places: Vec<PathBuf> = fs::read_dir(&by_id)
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .collect();
-        assert_eq!(places.len(), 1, "one cache below {}", by_id.display());
-        places.pop().unwrap().join("index.sqlite")
+        let path = fs::canonicalize(repo).unwrap();
+        let place = blake3::hash(path.display().to_string().as_bytes()).to_hex();
+        self.cache()
+            .join(config["id"].as_str().unwrap())
+            .join(&place[..16])
+            .join("index.sqlite")
     }
 
     /// Deletes the index cache of the repository at `repo` (SQLite's file and its WAL).

@@ -1,6 +1,8 @@
 //! Real storage servers on loopback for the offsite tests: an S3-compatible server
 //! (moto in server mode, from PyPI) and OpenSSH's sshd with its SFTP subsystem. Each
-//! is started in a scratch directory and killed on drop.
+//! is started in a scratch directory and killed on drop. sshd runs OpenSSH's
+//! `sftp-server` with its log on, so tests can see which SFTP requests arrived, and can
+//! list the processes that talk to it.
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -139,15 +141,70 @@ fn sshd_bin() -> Option<PathBuf> {
         .find(|p| p.exists())
 }
 
+fn sftp_server_bin() -> Option<PathBuf> {
+    [
+        "/usr/lib/openssh/sftp-server",
+        "/usr/libexec/openssh/sftp-server",
+        "/usr/libexec/sftp-server",
+    ]
+    .iter()
+    .map(PathBuf::from)
+    .find(|p| p.exists())
+}
+
+/// The processes of this machine: (pid, parent pid, command line).
+fn processes() -> Vec<(u32, u32, String)> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let (Ok(stat), Ok(cmdline)) = (
+            std::fs::read_to_string(e.path().join("stat")),
+            std::fs::read(e.path().join("cmdline")),
+        ) else {
+            continue;
+        };
+        // `pid (comm) state ppid ...`; comm may hold spaces.
+        let Some(after) = stat.rsplit_once(')').map(|(_, a)| a) else {
+            continue;
+        };
+        let ppid = after.split_whitespace().nth(1).and_then(|g| g.parse().ok());
+        let cmd = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        if let (Some(ppid), false) = (ppid, cmd.is_empty()) {
+            out.push((pid, ppid, cmd.trim_end().to_string()));
+        }
+    }
+    out
+}
+
 impl Sshd {
     /// Starts sshd and an agent; `None` (said, or a failure in CI) without OpenSSH.
     pub fn start() -> Option<Sshd> {
-        let (Some(_), true) = (sshd_bin(), found("ssh-keygen", &["-?"])) else {
-            missing("OpenSSH's sshd", "Debian: apt-get install openssh-server");
+        let (Some(_), Some(sftp_server), true) =
+            (sshd_bin(), sftp_server_bin(), found("ssh-keygen", &["-?"]))
+        else {
+            missing(
+                "OpenSSH's sshd and sftp-server",
+                "Debian: apt-get install openssh-server",
+            );
             return None;
         };
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
+        // sftp-server logs every request (VERBOSE: open, fsync, rename, remove, ...).
+        let wrapper = d.join("sftp-logged");
+        std::fs::write(
+            &wrapper,
+            format!(
+                "#!/bin/sh\nexec {} -e -l VERBOSE 2>>{}\n",
+                sftp_server.display(),
+                d.join("sftp.log").display()
+            ),
+        )
+        .unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
         for (name, file) in [("host", "host_key"), ("user", "id_ed25519")] {
             let ok = Command::new("ssh-keygen")
                 .args(["-q", "-t", "ed25519", "-N", "", "-C", name, "-f"])
@@ -191,11 +248,12 @@ impl Sshd {
     fn run_sshd(&mut self) {
         let d = self.dir.path();
         let config = format!(
-            "Port {}\nListenAddress 127.0.0.1\nHostKey {}\nAuthorizedKeysFile {}\nPidFile {}\nStrictModes no\nUsePAM no\nPermitRootLogin prohibit-password\nSubsystem sftp internal-sftp\n",
+            "Port {}\nListenAddress 127.0.0.1\nHostKey {}\nAuthorizedKeysFile {}\nPidFile {}\nStrictModes no\nUsePAM no\nPermitRootLogin prohibit-password\nSubsystem sftp {}\n",
             self.port,
             d.join("host_key").display(),
             d.join("authorized_keys").display(),
             d.join("sshd.pid").display(),
+            d.join("sftp-logged").display(),
         );
         std::fs::write(d.join("sshd_config"), config).unwrap();
         // sshd wants its privilege separation directory.
@@ -230,6 +288,43 @@ impl Sshd {
             ),
             ("SNAP_SSH_KNOWN_HOSTS", "accept".into()),
         ]
+    }
+
+    /// What sftp-server logged so far, one request a line (`open "/path" flags ...`,
+    /// `fsync "/path"`, `posix-rename old "/a" new "/b"`, `remove name "/path"`).
+    pub fn sftp_log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("sftp.log")).unwrap_or_default()
+    }
+
+    /// The processes still talking to this server: `ssh` clients whose command line
+    /// names its port (`client PID: CMD`), and the descendants of the sshd listener,
+    /// its per-connection processes and their sftp-server (`server PID: CMD`).
+    pub fn connected(&self) -> Vec<String> {
+        let listener = self.sshd.as_ref().map(|c| c.id());
+        let port = self.port.to_string();
+        let all = processes();
+        let parent: std::collections::HashMap<u32, u32> =
+            all.iter().map(|(pid, ppid, _)| (*pid, *ppid)).collect();
+        let below_listener = |mut pid: u32| {
+            while let Some(&up) = parent.get(&pid) {
+                if Some(up) == listener {
+                    return true;
+                }
+                pid = up;
+            }
+            false
+        };
+        all.iter()
+            .filter_map(|(pid, _, cmd)| {
+                let client = cmd.starts_with("ssh ") && cmd.split([' ', ':']).any(|w| w == port);
+                let side = match (client, below_listener(*pid)) {
+                    (true, _) => "client",
+                    (_, true) => "server",
+                    _ => return None,
+                };
+                Some(format!("{side} {pid}: {cmd}"))
+            })
+            .collect()
     }
 
     /// Stops sshd, dropping open connections.
