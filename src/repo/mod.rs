@@ -206,6 +206,13 @@ fn prepare_empty(store: &dyn Store) -> Result<()> {
         for d in ["packs", "index", "snapshots", "locks", "tmp"] {
             fs::create_dir_all(root.join(d)).at(root.join(d))?;
         }
+        // Every pack directory, durable before any pack goes in.
+        let packs = root.join("packs");
+        for b in 0..=u8::MAX {
+            let d = packs.join(format!("{b:02x}"));
+            fs::create_dir(&d).at(&d)?;
+        }
+        fs::File::open(&packs).and_then(|d| d.sync_all()).at(&packs)?;
     }
     Ok(())
 }

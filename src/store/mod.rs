@@ -4,6 +4,9 @@
 //! whole or by range, listed and deleted. Paths are relative to the repository root
 //! and use `/` (`packs/ab/ab12…`, `snapshots/…`).
 
+#[doc(hidden)]
+pub mod crash;
+mod fs;
 mod local;
 mod remote;
 
@@ -11,6 +14,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::SystemTime;
 
+pub use self::fs::{Fs, RealFs};
 pub use self::local::Local;
 pub use self::remote::Remote;
 use crate::error::{Error, Result};
