@@ -49,6 +49,8 @@ const KDF: Kdf = Kdf {
 struct Expect {
     present: Vec<Id>,
     absent: Vec<Id>,
+    /// How many snapshots there must be, when known (rewritten copies get new ids).
+    count: Option<usize>,
     /// Passphrases and whether each must open the repository.
     opens: Vec<(&'static [u8], bool)>,
 }
@@ -65,14 +67,26 @@ struct Base {
     pass: Option<&'static [u8]>,
     /// The snapshots it holds.
     snapshots: Vec<Id>,
-    /// Another repository the operation reads (sync's source).
-    other: Option<PathBuf>,
+    /// Another repository the operation reads (sync's source), and its snapshots.
+    other: Option<(PathBuf, Vec<Id>)>,
     /// Source directories, one per snapshot and one more for new backups.
     sources: Vec<PathBuf>,
 }
 
+/// Where the scratch directories go: a RAM disk when there is one, as thousands of
+/// runs of the real (durable) store would otherwise wait on the disk's fsyncs.
+fn scratch() -> PathBuf {
+    let shm = Path::new("/dev/shm");
+    if shm.is_dir() {
+        shm.to_path_buf()
+    } else {
+        std::env::temp_dir()
+    }
+}
+
+/// Sets the index caches' directory (each base repository removes its own).
 fn cache_root() -> PathBuf {
-    let root = Path::new(env!("CARGO_TARGET_TMPDIR")).join("crash-cache");
+    let root = scratch().join("snap-crash-cache");
     snap::repo::set_cache_root(root.clone());
     root
 }
@@ -146,14 +160,16 @@ enum Kind {
     Encrypted,
     /// The oldest snapshot forgotten: its data is garbage for prune.
     Forgotten,
-    /// An empty copy of a repository with three snapshots, which is `other`.
+    /// An empty repository; `other` has three snapshots for it.
     SyncTarget,
+    /// Without the empty `packs/<hh>/` directories, as made before init created them.
+    OldLayout,
 }
 
 impl Base {
     /// Three snapshots of three source versions in a new repository of `kind`.
     fn new(kind: Kind) -> Base {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = tempfile::tempdir_in(scratch()).unwrap();
         let sources: Vec<PathBuf> = (1..=4).map(|v| make_source(dir.path(), v)).collect();
         let first = dir.path().join("first");
         let opts = snap::repo::InitOptions {
@@ -179,14 +195,21 @@ impl Base {
             snapshots.remove(0);
         }
         let (under_test, other) = if kind == Kind::SyncTarget {
-            let copy = dir.path().join("copy");
-            Repository::create_copy(Arc::new(Local::new(copy.clone())), &repo).unwrap();
-            snapshots.clear();
-            (copy, Some(first))
+            // Not a copy of the same id (`create_copy`): two repositories with one id
+            // share one index cache in a process, and sync then sends nothing.
+            let target = dir.path().join("target");
+            Repository::init(&target, &opts).unwrap();
+            (target, Some((first, std::mem::take(&mut snapshots))))
         } else {
             (first, None)
         };
         drop(repo);
+        if kind == Kind::OldLayout {
+            for e in fs::read_dir(under_test.join("packs")).unwrap() {
+                // Fails for a directory that holds packs, which stays.
+                let _ = fs::remove_dir(e.unwrap().path());
+            }
+        }
         let cache = cache.join(repo_id(&under_test));
         let cache_copy = dir.path().join("cache-copy");
         copy_dir(&cache, &cache_copy);
@@ -280,11 +303,11 @@ fn op_prune(repo: &Repository, base: &Base) -> Result<Expect> {
 }
 
 fn op_sync(repo: &Repository, base: &Base) -> Result<Expect> {
-    let src = open(base.other.as_ref().expect("a source"), None)?;
-    let report = sync(&src, repo, &Default::default(), &NoProgress)?;
-    assert!(!report.rewritten, "the copy shares the source's id");
+    let (src, sent) = base.other.as_ref().expect("a source");
+    let report = sync(&open(src, None)?, repo, &Default::default(), &NoProgress)?;
+    assert!(report.rewritten, "the target has an id of its own");
     Ok(Expect {
-        present: src.snapshots()?.into_iter().map(|(id, _)| id).collect(),
+        count: Some(sent.len()),
         ..Default::default()
     })
 }
@@ -379,6 +402,9 @@ fn cut_and_check(op: &Op, base: &Base, v: Variant) {
     for id in &expect.present {
         assert!(ids.contains(id), "{ctx}: snapshot {id} is lost");
     }
+    if let Some(n) = expect.count {
+        assert_eq!(ids.len(), n, "{ctx}: snapshots");
+    }
     for id in &expect.absent {
         assert!(!ids.contains(id), "{ctx}: forgotten snapshot {id} is back");
     }
@@ -445,6 +471,16 @@ fn backup_survives_a_power_cut_at_every_step() {
     crash_test(Op {
         name: "backup",
         kind: Kind::Plain,
+        run: op_backup,
+        interrupted: all_stay,
+    });
+}
+
+#[test]
+fn backup_creating_pack_directories_survives_a_power_cut_at_every_step() {
+    crash_test(Op {
+        name: "backup (old layout)",
+        kind: Kind::OldLayout,
         run: op_backup,
         interrupted: all_stay,
     });
