@@ -4,7 +4,8 @@
 //! pass `check --read-data`, restore every snapshot it kept identical to its source
 //! (every one the operation reported complete among them), and take a new backup.
 //!
-//! By default each operation is cut at every step once, each cut checked either with
+//! By default each operation is cut at every step once (and just after it returned),
+//! each cut checked either with
 //! exactly the durable state or with a seeded share of the unsynced writes reaching
 //! the disk (reordered, torn), and with the index cache kept or deleted. For a long
 //! run, `SNAP_CRASH_ITERATIONS` sets the cuts per operation (steps drawn at random)
@@ -150,7 +151,9 @@ fn open(root: &Path, pass: Option<&[u8]>) -> Result<Repository> {
 
 /// The id in a repository's config.
 fn repo_id(root: &Path) -> String {
-    Repository::probe(&Local::new(root.to_path_buf())).unwrap().1
+    Repository::probe(&Local::new(root.to_path_buf()))
+        .unwrap()
+        .1
 }
 
 #[derive(Clone, Copy, PartialEq)]
@@ -269,7 +272,10 @@ fn op_backup(repo: &Repository, base: &Base) -> Result<Expect> {
 fn op_forget(repo: &Repository, _: &Base) -> Result<Expect> {
     let _lock = repo.lock(true, "forget")?;
     let snaps = repo.snapshots()?;
-    let times: Vec<_> = snaps.iter().map(|(_, s)| (s.time, s.tags.clone())).collect();
+    let times: Vec<_> = snaps
+        .iter()
+        .map(|(_, s)| (s.time, s.tags.clone()))
+        .collect();
     let policy = Policy {
         last: 2,
         ..Default::default()
@@ -313,7 +319,12 @@ fn op_sync(repo: &Repository, base: &Base) -> Result<Expect> {
 }
 
 fn op_key_add(repo: &Repository, _: &Base) -> Result<Expect> {
-    keys::add(repo.store().as_ref(), repo.key().expect("encrypted"), b"new", KDF)?;
+    keys::add(
+        repo.store().as_ref(),
+        repo.key().expect("encrypted"),
+        b"new",
+        KDF,
+    )?;
     Ok(Expect {
         opens: vec![(PASS, true), (b"new", true)],
         ..Default::default()
@@ -438,8 +449,8 @@ fn mix(mut z: u64) -> u64 {
     z ^ (z >> 31)
 }
 
-/// Counts `op`'s steps, then cuts it at each (or at `SNAP_CRASH_ITERATIONS` random
-/// ones) and checks every outcome.
+/// Counts `op`'s steps, then cuts it at each and once more just after it returned (or
+/// at `SNAP_CRASH_ITERATIONS` random ones of those) and checks every outcome.
 fn crash_test(op: Op) {
     let base = Base::new(op.kind);
     let (result, crash) = run_op(&op, &base, None, &base.dir.path().join("work"));
@@ -449,11 +460,11 @@ fn crash_test(op: Op) {
     let steps = crash.steps();
     let seed = env_u64("SNAP_CRASH_SEED").unwrap_or(1);
     let iterations = env_u64("SNAP_CRASH_ITERATIONS");
-    let n = iterations.unwrap_or(steps);
+    let n = iterations.unwrap_or(steps + 1);
     for i in 0..n {
         let r = mix(seed ^ mix(i));
         let cut = match iterations {
-            Some(_) => 1 + r % steps,
+            Some(_) => 1 + r % (steps + 1),
             None => 1 + i,
         };
         let v = Variant {

@@ -212,7 +212,9 @@ fn prepare_empty(store: &dyn Store) -> Result<()> {
             let d = packs.join(format!("{b:02x}"));
             fs::create_dir(&d).at(&d)?;
         }
-        fs::File::open(&packs).and_then(|d| d.sync_all()).at(&packs)?;
+        fs::File::open(&packs)
+            .and_then(|d| d.sync_all())
+            .at(&packs)?;
     }
     Ok(())
 }

@@ -190,7 +190,11 @@ impl Store for Local {
 
     fn read(&self, p: &str, cap: u64) -> Result<Vec<u8>> {
         let path = self.path(p);
-        let len = self.fs.metadata(&path).map_err(|e| self.not_found(p, e))?.len();
+        let len = self
+            .fs
+            .metadata(&path)
+            .map_err(|e| self.not_found(p, e))?
+            .len();
         if len > cap {
             return Err(too_large(&self.location(), p, len, cap));
         }
@@ -264,32 +268,38 @@ mod tests {
         for sub in ["tmp", "packs"] {
             std::fs::create_dir_all(root.join(sub)).unwrap();
         }
-        // A repository made before init created the fan-out directories.
+        // A repository made before init created the fan-out directories; two handles
+        // on it, as two processes.
         let crash = Arc::new(CrashFs::new(&root, None).unwrap());
-        let store = Arc::new(Local::with_fs(root.clone(), crash.clone()));
-        let put = |name: &'static str| {
+        let handle = || Arc::new(Local::with_fs(root.clone(), crash.clone()));
+        let (this, other) = (handle(), handle());
+        let put = |store: &Arc<Local>, name: &'static str| {
             let s = store.clone();
             std::thread::spawn(move || s.put(&format!("packs/ab/{name}"), name.as_bytes()))
         };
         // The first writer creates packs/ab/ and is held before syncing packs/.
         let release = crash.hold_after_create_dir();
-        let first = put("first");
+        let first = put(&this, "first");
         while !root.join("packs/ab").exists() {
             std::thread::sleep(Duration::from_millis(1));
         }
-        let second = put("second");
+        // Another thread of this process, and another process.
+        let racers = [put(&this, "thread"), put(&other, "process")];
         std::thread::sleep(Duration::from_millis(300));
-        let returned_before_cut = second.is_finished();
+        let returned: Vec<bool> = racers.iter().map(|r| r.is_finished()).collect();
         crash.cut_now();
         drop(release);
         assert!(first.join().unwrap().is_err());
-        let second = second.join().unwrap();
         let after = d.path().join("after");
+        let results: Vec<_> = racers.into_iter().map(|r| r.join().unwrap()).collect();
         crash.materialize(&after, None).unwrap();
-        let survived = std::fs::read(after.join("packs/ab/second")).ok();
-        assert!(
-            !(returned_before_cut && second.is_ok()) || survived.as_deref() == Some(b"second"),
-            "a put returned before its directory was durable, and the power cut lost it"
-        );
+        for ((name, before_cut), result) in ["thread", "process"].iter().zip(returned).zip(results)
+        {
+            let survived = std::fs::read(after.join("packs/ab").join(name)).ok();
+            assert!(
+                !(before_cut && result.is_ok()) || survived.as_deref() == Some(name.as_bytes()),
+                "the {name} writer's put returned before its directory was durable, and the power cut lost it"
+            );
+        }
     }
 }
