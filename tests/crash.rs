@@ -4,12 +4,11 @@
 //! pass `check --read-data`, restore every snapshot it kept identical to its source
 //! (every one the operation reported complete among them), and take a new backup.
 //!
-//! By default each operation is cut at every step once (and just after it returned),
-//! each cut checked either with
-//! exactly the durable state or with a seeded share of the unsynced writes reaching
-//! the disk (reordered, torn), and with the index cache kept or deleted. For a long
-//! run, `SNAP_CRASH_ITERATIONS` sets the cuts per operation (steps drawn at random)
-//! and `SNAP_CRASH_SEED` the seed.
+//! By default each operation is cut at every step (and just after it returned), each
+//! cut checked twice: with exactly the durable state, and with a seeded share of the
+//! unsynced writes reaching the disk (reordered, torn); the index cache is kept or
+//! deleted. For a long run, `SNAP_CRASH_ITERATIONS` sets the cuts per operation (steps
+//! drawn at random) and `SNAP_CRASH_SEED` the seed.
 
 #[allow(dead_code)]
 #[path = "util/mod.rs"]
@@ -460,12 +459,12 @@ fn crash_test(op: Op) {
     let steps = crash.steps();
     let seed = env_u64("SNAP_CRASH_SEED").unwrap_or(1);
     let iterations = env_u64("SNAP_CRASH_ITERATIONS");
-    let n = iterations.unwrap_or(steps + 1);
+    let n = iterations.unwrap_or(2 * (steps + 1));
     for i in 0..n {
         let r = mix(seed ^ mix(i));
         let cut = match iterations {
             Some(_) => 1 + r % (steps + 1),
-            None => 1 + i,
+            None => 1 + i / 2,
         };
         let v = Variant {
             cut,
