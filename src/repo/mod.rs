@@ -40,7 +40,6 @@ pub use self::config::{Config, ConfigFile, VERSION, VERSION_ENCRYPTED, VERSION_K
 pub use self::index_files::{PackRecord, BLOBS_PER_FILE as INDEX_FILE_BLOBS};
 pub use self::journal::Resumed;
 pub use self::lock::{stale_by_age, Lock};
-pub use crate::host::{hostname, pid_alive};
 pub use self::lookup::PathLookup;
 pub use self::repack::Repacker;
 pub use self::saver::{Added, Saver};
@@ -48,6 +47,7 @@ use crate::chunker::{ChunkParams, Gear, Profiles};
 use crate::compress::{self, Compression};
 use crate::crypto::{Kdf, MasterKey, OVERHEAD};
 use crate::error::{Error, IoContext, Result};
+pub use crate::host::{hostname, pid_alive};
 use crate::id::Id;
 use crate::index::{BlobLoc, Index};
 use crate::locked;
@@ -203,6 +203,15 @@ fn prepare_empty(store: &dyn Store) -> Result<()> {
         for d in ["packs", "index", "snapshots", "locks", "tmp"] {
             fs::create_dir_all(root.join(d)).at(root.join(d))?;
         }
+        // Every pack directory, durable before any pack goes in.
+        let packs = root.join("packs");
+        for b in 0..=u8::MAX {
+            let d = packs.join(format!("{b:02x}"));
+            fs::create_dir(&d).at(&d)?;
+        }
+        fs::File::open(&packs)
+            .and_then(|d| d.sync_all())
+            .at(&packs)?;
     }
     Ok(())
 }

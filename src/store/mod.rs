@@ -8,6 +8,9 @@
 //! [`temp_prefix`]), so that a later process can tell the leftovers of dead writers
 //! from the files of live ones.
 
+#[doc(hidden)]
+pub mod crash;
+mod fs;
 mod local;
 mod remote;
 mod sftp;
@@ -16,6 +19,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::SystemTime;
 
+pub use self::fs::{Fs, RealFs};
 pub use self::local::Local;
 pub use self::remote::Remote;
 pub use self::sftp::Sftp;

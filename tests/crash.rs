@@ -1,0 +1,557 @@
+//! Crash consistency: every operation that writes to a repository is run with the
+//! power cut at each of its I/O steps (a model of power loss, `snap::store::crash`,
+//! sits under the local store); then the repository a reboot would find must open,
+//! pass `check --read-data`, restore every snapshot it kept identical to its source
+//! (every one the operation reported complete among them), and take a new backup.
+//!
+//! By default each operation is cut at every step (and just after it returned), each
+//! cut checked twice: with exactly the durable state, and with a seeded share of the
+//! unsynced writes reaching the disk (reordered, torn); the index cache is kept or
+//! deleted. For a long run, `SNAP_CRASH_ITERATIONS` sets the cuts per operation (steps
+//! drawn at random) and `SNAP_CRASH_SEED` the seed.
+
+#[allow(dead_code)]
+#[path = "util/mod.rs"]
+mod util;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use chrono::{TimeZone, Utc};
+use snap::backup::{backup, BackupOptions};
+use snap::check::{check, ReadData};
+use snap::crypto::Kdf;
+use snap::error::Result;
+use snap::id::Id;
+use snap::progress::NoProgress;
+use snap::prune::{prune, PruneOptions};
+use snap::repo::{keys, Repository};
+use snap::restore::{restore, RestoreOptions};
+use snap::retention::{self, Policy};
+use snap::snapshot::Source;
+use snap::store::crash::CrashFs;
+use snap::store::{Local, Store};
+use snap::sync::sync;
+use util::{assert_same_tree, random_bytes, restored};
+
+const PASS: &[u8] = b"first passphrase";
+const PASS2: &[u8] = b"second passphrase";
+/// Argon2id at its cheapest: key files are opened on every check.
+const KDF: Kdf = Kdf {
+    m_cost: 8,
+    t_cost: 1,
+    p_cost: 1,
+};
+
+/// What must hold after a cut.
+#[derive(Default)]
+struct Expect {
+    present: Vec<Id>,
+    absent: Vec<Id>,
+    /// How many snapshots there must be, when known (rewritten copies get new ids).
+    count: Option<usize>,
+    /// Passphrases and whether each must open the repository.
+    opens: Vec<(&'static [u8], bool)>,
+}
+
+/// The repository an operation starts from, and what it holds.
+struct Base {
+    dir: tempfile::TempDir,
+    /// The repository under test, copied for every cut.
+    repo: PathBuf,
+    /// Where its index cache lives, and a copy of the cache as the base left it.
+    cache: PathBuf,
+    cache_copy: PathBuf,
+    /// The passphrase of an encrypted repository.
+    pass: Option<&'static [u8]>,
+    /// The snapshots it holds.
+    snapshots: Vec<Id>,
+    /// Another repository the operation reads (sync's source), and its snapshots.
+    other: Option<(PathBuf, Vec<Id>)>,
+    /// Source directories, one per snapshot and one more for new backups.
+    sources: Vec<PathBuf>,
+}
+
+/// Where the scratch directories go: a RAM disk when there is one, as thousands of
+/// runs of the real (durable) store would otherwise wait on the disk's fsyncs.
+fn scratch() -> PathBuf {
+    let shm = Path::new("/dev/shm");
+    if shm.is_dir() {
+        shm.to_path_buf()
+    } else {
+        std::env::temp_dir()
+    }
+}
+
+/// Sets the index caches' directory (each base repository removes its own).
+fn cache_root() -> PathBuf {
+    let root = scratch().join("snap-crash-cache");
+    snap::repo::set_cache_root(root.clone());
+    root
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    fs::create_dir_all(to).unwrap();
+    for e in fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &to.join(e.file_name()));
+        } else {
+            fs::copy(e.path(), to.join(e.file_name())).unwrap();
+        }
+    }
+}
+
+fn remove_dir(p: &Path) {
+    match fs::remove_dir_all(p) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => panic!("{}: {e}", p.display()),
+        _ => {}
+    }
+}
+
+/// Source version `v`: two files every version shares and two of its own (about
+/// 1.2 MB, so that a snapshot spans more than one 1 MiB pack).
+fn make_source(dir: &Path, v: usize) -> PathBuf {
+    let p = dir.join(format!("data{v}"));
+    fs::create_dir_all(p.join("sub")).unwrap();
+    for i in 0..2 {
+        fs::write(
+            p.join(format!("shared{i}")),
+            random_bytes(300_000, &format!("s{i}")),
+        )
+        .unwrap();
+        fs::write(
+            p.join(format!("sub/own{i}")),
+            random_bytes(300_000, &format!("v{v}-{i}")),
+        )
+        .unwrap();
+    }
+    p
+}
+
+fn back_up(repo: &Repository, src: &Path, hour: u32) -> Result<Id> {
+    let opts = BackupOptions {
+        paths: vec![src.to_path_buf()],
+        time: Some(Utc.with_ymd_and_hms(2026, 1, 1, hour, 0, 0).unwrap()),
+        ..Default::default()
+    };
+    Ok(backup(repo, &opts, None, &NoProgress)?.id)
+}
+
+fn open(root: &Path, pass: Option<&[u8]>) -> Result<Repository> {
+    let store: Arc<dyn Store> = Arc::new(Local::new(root.to_path_buf()));
+    let key = match pass {
+        Some(p) => Some(keys::unlock(store.as_ref(), p)?.1),
+        None => None,
+    };
+    Repository::open_store(store, key)
+}
+
+/// The id in a repository's config.
+fn repo_id(root: &Path) -> String {
+    Repository::probe(&Local::new(root.to_path_buf()))
+        .unwrap()
+        .1
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Kind {
+    Plain,
+    /// Encrypted, with a second key file for `PASS2`.
+    Encrypted,
+    /// The oldest snapshot forgotten: its data is garbage for prune.
+    Forgotten,
+    /// An empty repository; `other` has three snapshots for it.
+    SyncTarget,
+    /// Without the empty `packs/<hh>/` directories, as made before init created them.
+    OldLayout,
+}
+
+impl Base {
+    /// Three snapshots of three source versions in a new repository of `kind`.
+    fn new(kind: Kind) -> Base {
+        let dir = tempfile::tempdir_in(scratch()).unwrap();
+        let sources: Vec<PathBuf> = (1..=4).map(|v| make_source(dir.path(), v)).collect();
+        let first = dir.path().join("first");
+        let opts = snap::repo::InitOptions {
+            pack_size: 1 << 20,
+            ..Default::default()
+        };
+        let cache = cache_root();
+        let pass = (kind == Kind::Encrypted).then_some(PASS);
+        let repo = match pass {
+            Some(p) => {
+                let store = Arc::new(Local::new(first.clone()));
+                let r = Repository::init_encrypted(store, &opts, p, KDF).unwrap();
+                keys::add(r.store().as_ref(), r.key().unwrap(), PASS2, KDF).unwrap();
+                r
+            }
+            None => Repository::init(&first, &opts).unwrap(),
+        };
+        let mut snapshots: Vec<Id> = (0..3)
+            .map(|i| back_up(&repo, &sources[i], i as u32 + 1).unwrap())
+            .collect();
+        if kind == Kind::Forgotten {
+            repo.remove_snapshots(&snapshots[..1]).unwrap();
+            snapshots.remove(0);
+        }
+        let (under_test, other) = if kind == Kind::SyncTarget {
+            // Not a copy of the same id (`create_copy`): two repositories with one id
+            // share one index cache in a process, and sync then sends nothing.
+            let target = dir.path().join("target");
+            Repository::init(&target, &opts).unwrap();
+            (target, Some((first, std::mem::take(&mut snapshots))))
+        } else {
+            (first, None)
+        };
+        drop(repo);
+        if kind == Kind::OldLayout {
+            for e in fs::read_dir(under_test.join("packs")).unwrap() {
+                // Fails for a directory that holds packs, which stays.
+                let _ = fs::remove_dir(e.unwrap().path());
+            }
+        }
+        let cache = cache.join(repo_id(&under_test));
+        let cache_copy = dir.path().join("cache-copy");
+        copy_dir(&cache, &cache_copy);
+        Base {
+            dir,
+            repo: under_test,
+            cache,
+            cache_copy,
+            pass,
+            snapshots,
+            other,
+            sources,
+        }
+    }
+
+    /// The source a snapshot was taken of.
+    fn source_of(&self, snap: &snap::snapshot::Snapshot) -> PathBuf {
+        match &snap.sources[..] {
+            [Source::Path { path }] => PathBuf::from(path),
+            other => panic!("unexpected sources {other:?}"),
+        }
+    }
+}
+
+impl Drop for Base {
+    fn drop(&mut self) {
+        remove_dir(&self.cache);
+    }
+}
+
+/// An operation under test: what it does to the repository (opened through the crash
+/// model) and what must hold after a cut, whether or not it returned.
+struct Op {
+    name: &'static str,
+    kind: Kind,
+    run: fn(&Repository, &Base) -> Result<Expect>,
+    /// What must hold when the operation did not return `Ok`.
+    interrupted: fn(&Base) -> Expect,
+}
+
+/// Every base snapshot stays.
+fn all_stay(base: &Base) -> Expect {
+    Expect {
+        present: base.snapshots.clone(),
+        opens: base.pass.map(|p| (p, true)).into_iter().collect(),
+        ..Default::default()
+    }
+}
+
+fn op_backup(repo: &Repository, base: &Base) -> Result<Expect> {
+    let id = back_up(repo, &base.sources[3], 10)?;
+    let mut e = all_stay(base);
+    e.present.push(id);
+    Ok(e)
+}
+
+fn op_forget(repo: &Repository, _: &Base) -> Result<Expect> {
+    let _lock = repo.lock(true, "forget")?;
+    let snaps = repo.snapshots()?;
+    let times: Vec<_> = snaps
+        .iter()
+        .map(|(_, s)| (s.time, s.tags.clone()))
+        .collect();
+    let policy = Policy {
+        last: 2,
+        ..Default::default()
+    };
+    let decisions = retention::apply(&times, &policy, &Utc)?;
+    let (keep, gone): (Vec<_>, Vec<_>) = snaps.iter().zip(&decisions).partition(|(_, d)| d.keep);
+    let gone: Vec<Id> = gone.into_iter().map(|((id, _), _)| *id).collect();
+    repo.remove_snapshots(&gone)?;
+    Ok(Expect {
+        present: keep.into_iter().map(|((id, _), _)| *id).collect(),
+        absent: gone,
+        ..Default::default()
+    })
+}
+
+fn forget_interrupted(base: &Base) -> Expect {
+    Expect {
+        present: base.snapshots[1..].to_vec(),
+        ..Default::default()
+    }
+}
+
+fn op_prune(repo: &Repository, base: &Base) -> Result<Expect> {
+    let opts = PruneOptions {
+        max_unused: 0.0,
+        dry_run: false,
+    };
+    let report = prune(repo, &opts, &NoProgress)?;
+    assert!(report.packs_repacked > 0, "prune has packs to rewrite");
+    Ok(all_stay(base))
+}
+
+fn op_sync(repo: &Repository, base: &Base) -> Result<Expect> {
+    let (src, sent) = base.other.as_ref().expect("a source");
+    let report = sync(&open(src, None)?, repo, &Default::default(), &NoProgress)?;
+    assert!(report.rewritten, "the target has an id of its own");
+    Ok(Expect {
+        count: Some(sent.len()),
+        ..Default::default()
+    })
+}
+
+fn op_key_add(repo: &Repository, _: &Base) -> Result<Expect> {
+    keys::add(
+        repo.store().as_ref(),
+        repo.key().expect("encrypted"),
+        b"new",
+        KDF,
+    )?;
+    Ok(Expect {
+        opens: vec![(PASS, true), (b"new", true)],
+        ..Default::default()
+    })
+}
+
+fn op_key_remove(repo: &Repository, _: &Base) -> Result<Expect> {
+    let (id, _) = keys::unlock(repo.store().as_ref(), PASS2)?;
+    keys::remove(repo.store().as_ref(), &id)?;
+    Ok(Expect {
+        opens: vec![(PASS, true), (PASS2, false)],
+        ..Default::default()
+    })
+}
+
+fn op_repair_index(repo: &Repository, base: &Base) -> Result<Expect> {
+    snap::repair::repair_index(repo, Default::default(), &snap::progress::NoProgress)?;
+    Ok(all_stay(base))
+}
+
+/// How one cut is checked.
+#[derive(Clone, Copy, Debug)]
+struct Variant {
+    cut: u64,
+    /// Seed of the unsynced writes that reach the disk; `None`: none do.
+    chaos: Option<u64>,
+    drop_cache: bool,
+}
+
+/// Runs `op` on a fresh copy of the base through the crash model; returns its result
+/// and the model.
+fn run_op(op: &Op, base: &Base, cut: Option<u64>, work: &Path) -> (Result<Expect>, Arc<CrashFs>) {
+    remove_dir(work);
+    copy_dir(&base.repo, work);
+    remove_dir(&base.cache);
+    copy_dir(&base.cache_copy, &base.cache);
+    let crash = Arc::new(CrashFs::new(work, cut).unwrap());
+    let store: Arc<dyn Store> = Arc::new(Local::with_fs(work.to_path_buf(), crash.clone()));
+    let result = (|| {
+        let key = match base.pass {
+            Some(p) => Some(keys::unlock(store.as_ref(), p)?.1),
+            None => None,
+        };
+        let repo = Repository::open_store(store, key)?;
+        (op.run)(&repo, base)
+    })();
+    (result, crash)
+}
+
+/// Cuts `op` as `v` says and checks the repository a reboot finds.
+fn cut_and_check(op: &Op, base: &Base, v: Variant) {
+    let work = base.dir.path().join("work");
+    let after = base.dir.path().join("after");
+    let (result, crash) = run_op(op, base, Some(v.cut), &work);
+    let ctx = format!("{} cut at step {} ({v:?})", op.name, v.cut);
+    let expect = match result {
+        Ok(e) => e,
+        Err(_) => (op.interrupted)(base),
+    };
+    remove_dir(&after);
+    crash.materialize(&after, v.chaos).unwrap();
+    // The reboot: the dead process's locks are stale (volatile files, maybe torn).
+    remove_dir(&after.join("locks"));
+    fs::create_dir(after.join("locks")).unwrap();
+    if v.drop_cache {
+        remove_dir(&base.cache);
+    }
+    for (pass, opens) in &expect.opens {
+        let store = Local::new(after.clone());
+        assert_eq!(
+            keys::unlock(&store, pass).is_ok(),
+            *opens,
+            "{ctx}: passphrase {:?}",
+            String::from_utf8_lossy(pass)
+        );
+    }
+    let repo = open(&after, base.pass).unwrap_or_else(|e| panic!("{ctx}: opening: {e}"));
+    let report = check(&repo, ReadData::All, &NoProgress).unwrap();
+    assert!(
+        report.errors.is_empty() && report.damaged.is_empty(),
+        "{ctx}: check --read-data: {:?}",
+        report.errors
+    );
+    let snaps = repo.snapshots().unwrap();
+    let ids: Vec<Id> = snaps.iter().map(|(id, _)| *id).collect();
+    for id in &expect.present {
+        assert!(ids.contains(id), "{ctx}: snapshot {id} is lost");
+    }
+    if let Some(n) = expect.count {
+        assert_eq!(ids.len(), n, "{ctx}: snapshots");
+    }
+    for id in &expect.absent {
+        assert!(!ids.contains(id), "{ctx}: forgotten snapshot {id} is back");
+    }
+    let target = base.dir.path().join("restored");
+    for (_, s) in &snaps {
+        remove_dir(&target);
+        let opts = RestoreOptions {
+            target: target.clone(),
+            include: vec![],
+        };
+        let out = restore(&repo, s, &opts, &NoProgress).unwrap();
+        assert!(out.errors.is_empty(), "{ctx}: restore: {:?}", out.errors);
+        let src = base.source_of(s);
+        assert_same_tree(&src, &restored(&target, &src));
+    }
+    back_up(&repo, &base.sources[3], 20).unwrap_or_else(|e| panic!("{ctx}: next backup: {e}"));
+}
+
+fn env_u64(name: &str) -> Option<u64> {
+    std::env::var(name).ok().map(|v| {
+        v.parse()
+            .unwrap_or_else(|_| panic!("{name}={v} is not a number"))
+    })
+}
+
+/// SplitMix64, for choosing cuts and variants.
+fn mix(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// Counts `op`'s steps, then cuts it at each and once more just after it returned (or
+/// at `SNAP_CRASH_ITERATIONS` random ones of those) and checks every outcome.
+fn crash_test(op: Op) {
+    let base = Base::new(op.kind);
+    let (result, crash) = run_op(&op, &base, None, &base.dir.path().join("work"));
+    if let Err(e) = result {
+        panic!("{} without a cut: {e}", op.name);
+    }
+    let steps = crash.steps();
+    let seed = env_u64("SNAP_CRASH_SEED").unwrap_or(1);
+    let iterations = env_u64("SNAP_CRASH_ITERATIONS");
+    let n = iterations.unwrap_or(2 * (steps + 1));
+    for i in 0..n {
+        let r = mix(seed ^ mix(i));
+        let cut = match iterations {
+            Some(_) => 1 + r % (steps + 1),
+            None => 1 + i / 2,
+        };
+        let v = Variant {
+            cut,
+            chaos: (i % 2 == 1).then_some(r),
+            drop_cache: i % 3 == 2,
+        };
+        cut_and_check(&op, &base, v);
+    }
+    eprintln!("{}: {steps} steps, {n} cuts checked", op.name);
+}
+
+#[test]
+fn backup_survives_a_power_cut_at_every_step() {
+    crash_test(Op {
+        name: "backup",
+        kind: Kind::Plain,
+        run: op_backup,
+        interrupted: all_stay,
+    });
+}
+
+#[test]
+fn backup_creating_pack_directories_survives_a_power_cut_at_every_step() {
+    crash_test(Op {
+        name: "backup (old layout)",
+        kind: Kind::OldLayout,
+        run: op_backup,
+        interrupted: all_stay,
+    });
+}
+
+#[test]
+fn forget_survives_a_power_cut_at_every_step() {
+    crash_test(Op {
+        name: "forget",
+        kind: Kind::Plain,
+        run: op_forget,
+        interrupted: forget_interrupted,
+    });
+}
+
+#[test]
+fn prune_survives_a_power_cut_at_every_step() {
+    crash_test(Op {
+        name: "prune",
+        kind: Kind::Forgotten,
+        run: op_prune,
+        interrupted: all_stay,
+    });
+}
+
+#[test]
+fn sync_survives_a_power_cut_at_every_step() {
+    crash_test(Op {
+        name: "sync",
+        kind: Kind::SyncTarget,
+        run: op_sync,
+        interrupted: all_stay,
+    });
+}
+
+#[test]
+fn key_add_survives_a_power_cut_at_every_step() {
+    crash_test(Op {
+        name: "key add",
+        kind: Kind::Encrypted,
+        run: op_key_add,
+        interrupted: all_stay,
+    });
+}
+
+#[test]
+fn key_remove_survives_a_power_cut_at_every_step() {
+    crash_test(Op {
+        name: "key remove",
+        kind: Kind::Encrypted,
+        run: op_key_remove,
+        interrupted: all_stay,
+    });
+}
+
+#[test]
+fn repair_index_survives_a_power_cut_at_every_step() {
+    crash_test(Op {
+        name: "repair index",
+        kind: Kind::Plain,
+        run: op_repair_index,
+        interrupted: all_stay,
+    });
+}
