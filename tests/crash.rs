@@ -239,6 +239,9 @@ impl Base {
 impl Drop for Base {
     fn drop(&mut self) {
         remove_dir(&self.cache);
+        if let Some((src, _)) = &self.other {
+            remove_dir(&cache_root().join(repo_id(src)));
+        }
     }
 }
 
