@@ -30,7 +30,7 @@ use snap::repo::{keys, Repository};
 use snap::restore::{restore, RestoreOptions};
 use snap::retention::{self, Policy};
 use snap::snapshot::Source;
-use snap::store::crash::CrashFs;
+use snap::store::crash::{mix, CrashFs};
 use snap::store::{Local, Store};
 use snap::sync::sync;
 use util::{assert_same_tree, random_bytes, restored};
@@ -239,6 +239,9 @@ impl Base {
 impl Drop for Base {
     fn drop(&mut self) {
         remove_dir(&self.cache);
+        if let Some((src, _)) = &self.other {
+            remove_dir(&cache_root().join(repo_id(src)));
+        }
     }
 }
 
@@ -438,14 +441,6 @@ fn env_u64(name: &str) -> Option<u64> {
         v.parse()
             .unwrap_or_else(|_| panic!("{name}={v} is not a number"))
     })
-}
-
-/// SplitMix64, for choosing cuts and variants.
-fn mix(mut z: u64) -> u64 {
-    z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
 }
 
 /// Counts `op`'s steps, then cuts it at each and once more just after it returned (or

@@ -2,7 +2,8 @@
 //! S3-compatible bucket. The repository sees only [`Store`]: named files, written
 //! whole, durably and atomically (a reader sees all of a file or none of it), read
 //! whole or by range, listed and deleted. Paths are relative to the repository root
-//! and use `/` (`packs/ab/ab12…`, `snapshots/…`).
+//! and use `/` (`packs/ab/ab12…`, `snapshots/…`). A local store reaches the file
+//! system through [`Fs`], which tests replace by a model of power loss.
 //!
 //! Files being written wait in `tmp/` under a name that says who writes them (see
 //! [`temp_prefix`]), so that a later process can tell the leftovers of dead writers
