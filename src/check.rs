@@ -75,6 +75,7 @@ pub struct CheckReport {
 /// Runs check; see the module docs.
 pub fn check(repo: &Repository, read: ReadData, progress: &dyn Progress) -> Result<CheckReport> {
     let lock = repo.lock(false, "check")?;
+    recheck_damaged(repo)?;
     let mut report = CheckReport::default();
     for (path, why) in &lock.unreadable {
         report.errors.push(format!("snapshot record {path}: {why}"));
@@ -180,14 +181,7 @@ pub fn check(repo: &Repository, read: ReadData, progress: &dyn Progress) -> Resu
         };
         let mut broken = Vec::new();
         for e in &entries {
-            let loc = BlobLoc {
-                pack: *pack,
-                offset: e.offset,
-                stored_len: e.stored_len,
-                raw_len: e.raw_len,
-                kind: e.kind,
-                compression: e.compression,
-            };
+            let loc = BlobLoc::in_pack(*pack, e);
             if let Err(err) = repo.read_blob_at(&e.id, &loc) {
                 broken.push((e.id, loc, err.to_string()));
             }
@@ -254,6 +248,35 @@ pub fn check(repo: &Repository, read: ReadData, progress: &dyn Progress) -> Resu
         }
     }
     Ok(report)
+}
+
+/// Reads again the blob copies recorded as damaged whose pack is still here; one that
+/// reads intact now is damaged no longer (its pack was put back from another copy, or
+/// the damage was in the reading), and the index places the blob there again.
+fn recheck_damaged(repo: &Repository) -> Result<()> {
+    let damaged = repo.index().damaged()?;
+    if damaged.is_empty() {
+        return Ok(());
+    }
+    let on_disk: HashMap<Id, u64> = repo.pack_files()?.into_iter().collect();
+    for (pack, copies) in damaged {
+        let Some(&len) = on_disk.get(&pack) else {
+            continue;
+        };
+        let Ok(entries) = repo.pack_trailer(&pack, len) else {
+            continue;
+        };
+        for e in entries
+            .iter()
+            .filter(|e| copies.iter().any(|(id, at)| *id == e.id && *at == e.offset))
+        {
+            if repo.read_blob_at(&e.id, &BlobLoc::in_pack(pack, e)).is_ok() {
+                log::info!("blob {} in pack {pack} reads intact again", e.id);
+                repo.index().undamage(&pack, e)?;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Whether each tree or list node reaches damage, remembered across snapshots.

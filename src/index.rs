@@ -76,6 +76,20 @@ pub struct BlobLoc {
     pub compression: Compression,
 }
 
+impl BlobLoc {
+    /// Where the trailer of `pack` places entry `e`.
+    pub fn in_pack(pack: Id, e: &PackEntry) -> BlobLoc {
+        BlobLoc {
+            pack,
+            offset: e.offset,
+            stored_len: e.stored_len,
+            raw_len: e.raw_len,
+            kind: e.kind,
+            compression: e.compression,
+        }
+    }
+}
+
 /// How much of a pack the marked (live) blobs use.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PackUsage {
@@ -335,6 +349,32 @@ impl Index {
                 .push((self.id_of(&id)?, offset as u64));
         }
         Ok(out)
+    }
+
+    /// Forgets that the copy of blob `e` in `pack` was damaged (it reads intact again:
+    /// the pack was put back from another copy, or the damage was in the reading) and
+    /// lets the index place the blob there again.
+    pub fn undamage(&self, pack: &Id, e: &PackEntry) -> Result<()> {
+        self.tx(|c| {
+            c.execute(
+                "DELETE FROM damaged WHERE pack = ?1 AND offset = ?2",
+                params![&pack.0[..], e.offset as i64],
+            )?;
+            c.execute(
+                "INSERT OR IGNORE INTO blobs
+                 SELECT ?1, id, ?2, ?3, ?4, ?5, ?6 FROM packs WHERE name = ?7",
+                params![
+                    &e.id.0[..],
+                    e.offset as i64,
+                    e.stored_len as i64,
+                    e.raw_len as i64,
+                    e.kind as u8,
+                    e.compression as u8,
+                    &pack.0[..]
+                ],
+            )
+            .map(drop)
+        })
     }
 
     /// Forgets the damage recorded in `packs`, once no index file lists them.

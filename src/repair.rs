@@ -22,7 +22,6 @@ use crate::error::{Error, Result};
 use crate::id::Id;
 use crate::index::BlobLoc;
 use crate::locked;
-use crate::pack::PackEntry;
 use crate::progress::Progress;
 use crate::repo::{batches, pack_path, PackRecord, Repacker, Repository};
 
@@ -70,17 +69,6 @@ fn is_damage(e: &Error) -> bool {
     }
 }
 
-fn loc_of(pack: &Id, e: &PackEntry) -> BlobLoc {
-    BlobLoc {
-        pack: *pack,
-        offset: e.offset,
-        stored_len: e.stored_len,
-        raw_len: e.raw_len,
-        kind: e.kind,
-        compression: e.compression,
-    }
-}
-
 /// Runs `repair index`; see the module docs.
 pub fn repair_index(
     repo: &Repository,
@@ -114,7 +102,7 @@ pub fn repair_index(
                 .collect();
             if opts.read_data {
                 for e in &entries {
-                    match repo.read_blob_at(&e.id, &loc_of(id, e)) {
+                    match repo.read_blob_at(&e.id, &BlobLoc::in_pack(*id, e)) {
                         Ok(_) => {}
                         Err(err) if is_damage(&err) => {
                             bad.insert(e.offset);
@@ -146,7 +134,7 @@ pub fn repair_index(
         let (mut copied, mut dropped) = (0u64, 0u64);
         for e in entries {
             if !bad.contains(&e.offset) {
-                match repacker.copy(&e.id, &loc_of(pack, e)) {
+                match repacker.copy(&e.id, &BlobLoc::in_pack(*pack, e)) {
                     Ok(_) => {
                         copied += 1;
                         continue;
@@ -189,4 +177,38 @@ pub fn repair_index(
     repo.refresh()?;
     report.snapshots = repo.snapshots()?.len() as u64;
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_damage_may_drop_a_pack() {
+        let io = |kind: std::io::ErrorKind| Error::Io {
+            path: "packs/ab/ab".into(),
+            source: kind.into(),
+        };
+        assert!(is_damage(&Error::corrupt(
+            "pack",
+            "ab",
+            "bad trailer magic"
+        )));
+        assert!(is_damage(&io(std::io::ErrorKind::UnexpectedEof)));
+        assert!(is_damage(&Error::Io {
+            path: "packs/ab/ab".into(),
+            source: std::io::Error::from_raw_os_error(rustix::io::Errno::IO.raw_os_error()),
+        }));
+        // A network failure, a refused permission or a vanished file prove nothing about
+        // the pack's bytes.
+        assert!(!is_damage(&Error::Storage {
+            location: "s3://b/r".into(),
+            detail: "connection reset".into()
+        }));
+        assert!(!is_damage(&io(std::io::ErrorKind::PermissionDenied)));
+        assert!(!is_damage(&Error::NotFound {
+            what: "file",
+            id: "packs/ab/ab".into()
+        }));
+    }
 }

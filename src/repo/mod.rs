@@ -194,7 +194,7 @@ fn prepare_empty(store: &dyn Store) -> Result<()> {
         )));
     }
     if let Some(root) = store.local_root() {
-        if root.exists() && fs::read_dir(root).at(root)?.next().is_some() {
+        if root.exists() && !only_skeleton(root, root)? {
             return Err(Error::Invalid(format!(
                 "{} exists and is not empty; choose an empty or new directory",
                 root.display()
@@ -207,13 +207,33 @@ fn prepare_empty(store: &dyn Store) -> Result<()> {
         let packs = root.join("packs");
         for b in 0..=u8::MAX {
             let d = packs.join(format!("{b:02x}"));
-            fs::create_dir(&d).at(&d)?;
+            fs::create_dir_all(&d).at(&d)?;
         }
         fs::File::open(&packs)
             .and_then(|d| d.sync_all())
             .at(&packs)?;
     }
     Ok(())
+}
+
+/// Whether directory `dir` (below `root`) holds nothing but what an `init` or a sync
+/// into a new directory makes before its config: directories, and temp files in
+/// `tmp/`. Such a directory, left by one that was interrupted, may be taken again.
+fn only_skeleton(root: &Path, dir: &Path) -> Result<bool> {
+    for e in fs::read_dir(dir).at(dir)? {
+        let e = e.at(dir)?;
+        let path = e.path();
+        let in_tmp = path.parent() == Some(&root.join("tmp"));
+        let ok = if e.file_type().at(&path)?.is_dir() {
+            only_skeleton(root, &path)?
+        } else {
+            in_tmp
+        };
+        if !ok {
+            return Ok(false);
+        }
+    }
+    Ok(true)
 }
 
 /// The path of pack `id` in the store.
@@ -1155,6 +1175,21 @@ mod tests {
                 compression: Compression::Raw,
             },
         )
+    }
+
+    #[test]
+    fn init_takes_the_skeleton_an_interrupted_init_left_but_no_other_file() {
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path().join("repo");
+        std::fs::create_dir_all(root.join("packs/0a")).unwrap();
+        std::fs::create_dir_all(root.join("tmp")).unwrap();
+        std::fs::write(root.join("tmp/host.1.config"), b"{").unwrap();
+        Repository::init(&root, &Default::default()).unwrap();
+        let other = d.path().join("other");
+        std::fs::create_dir_all(other.join("tmp")).unwrap();
+        std::fs::write(other.join("notes.txt"), b"mine").unwrap();
+        let e = Repository::init(&other, &Default::default()).err().unwrap();
+        assert!(e.to_string().contains("not empty"), "{e}");
     }
 
     #[test]

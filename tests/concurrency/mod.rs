@@ -39,16 +39,28 @@ impl Client {
         c.output().unwrap()
     }
 
-    /// Runs `args` until no other process's lock stands in its way; returns its
-    /// output, successful or not for another reason.
+    /// Runs `args` until no other process's lock stands in its way (for two minutes at
+    /// most); returns its output, successful or not for another reason.
     fn run_through_locks(&self, args: &[&str]) -> std::process::Output {
+        let start = std::time::Instant::now();
         loop {
             let out = self.run(args);
             let err = String::from_utf8_lossy(&out.stderr);
             if out.status.success() || !err.contains("is locked by") {
                 return out;
             }
-            std::thread::sleep(Duration::from_millis(20));
+            assert!(
+                start.elapsed() < Duration::from_secs(120),
+                "snap {args:?} found the repository locked for two minutes: {err}"
+            );
+            // Jittered, or two processes that refuse each other retry in step forever.
+            let jitter = u64::from(
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap()
+                    .subsec_nanos(),
+            ) % 40;
+            std::thread::sleep(Duration::from_millis(10 + jitter));
         }
     }
 }
@@ -125,7 +137,7 @@ fn restores(
 fn race(env: &Env, writer: &Client, pruner: &Client, rounds: u32) {
     let src = env.path("src");
     let done = AtomicBool::new(false);
-    let (mut made, mut restored, mut prunes) = (0u32, 0u32, 0u32);
+    let (mut made, mut restored, mut prunes) = (0u32, 0u32, 0u64);
     std::thread::scope(|s| {
         let pruning = s.spawn(|| {
             let mut n = 0;
@@ -137,6 +149,9 @@ fn race(env: &Env, writer: &Client, pruner: &Client, rounds: u32) {
                     String::from_utf8_lossy(&out.stderr)
                 );
                 n += 1;
+                // Room for the backups' locks: back to back, the prunes could starve
+                // them on a loaded machine.
+                std::thread::sleep(Duration::from_millis(50 + 10 * (n % 7)));
             }
             n
         });
