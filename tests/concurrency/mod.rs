@@ -137,6 +137,13 @@ fn restores(
 fn race(env: &Env, writer: &Client, pruner: &Client, rounds: u32) {
     let src = env.path("src");
     let done = AtomicBool::new(false);
+    // Stops the prune loop however the backup loop ends, a failed assertion included.
+    struct Stop<'a>(&'a AtomicBool);
+    impl Drop for Stop<'_> {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::Relaxed);
+        }
+    }
     let (mut made, mut restored, mut prunes) = (0u32, 0u32, 0u64);
     std::thread::scope(|s| {
         let pruning = s.spawn(|| {
@@ -155,6 +162,7 @@ fn race(env: &Env, writer: &Client, pruner: &Client, rounds: u32) {
             }
             n
         });
+        let _stop = Stop(&done);
         for round in 0..rounds {
             churn(&src, round);
             let want = contents(&src);
@@ -171,7 +179,7 @@ fn race(env: &Env, writer: &Client, pruner: &Client, rounds: u32) {
                 restored += 1;
             }
         }
-        done.store(true, Ordering::Relaxed);
+        drop(_stop);
         prunes = pruning.join().unwrap();
     });
     eprintln!("{made} backups, {restored} restored before they were forgotten, {prunes} forget --prune runs");
