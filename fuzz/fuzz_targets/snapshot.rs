@@ -11,7 +11,12 @@ fuzz_target!(|b: &[u8]| {
         let again = s.encode();
         let back = Snapshot::decode(&Id::hash(&again), &again).expect("re-encoded record");
         assert_eq!(back.sources, s.sources);
-        let _ = (s.describe(), s.stream_name());
-        let _ = (Snapshot::parent_key(&s.sources), Snapshot::group_key(&s.sources));
+        for src in &s.sources {
+            let _ = (src.describe(), src.stream_name());
+        }
+        let _ = (
+            Snapshot::parent_key(&s.sources),
+            Snapshot::group_key(&s.sources),
+        );
     }
 });
