@@ -192,10 +192,33 @@ impl Default for Kdf {
     }
 }
 
+/// The largest Argon2id costs accepted, on write and on read: 4 GiB, 100 passes, 64
+/// lanes, far above the defaults, yet bounded so that an altered key file cannot make
+/// an unlock allocate without limit or run for days.
+pub const MAX_KDF: Kdf = Kdf {
+    m_cost: 4 << 20,
+    t_cost: 100,
+    p_cost: 64,
+};
+
 impl Kdf {
+    /// The Argon2id parameters, if within [`MAX_KDF`] and Argon2's own minimums.
+    fn params(&self) -> std::result::Result<argon2::Params, String> {
+        for (what, v, max) in [
+            ("m_cost", self.m_cost, MAX_KDF.m_cost),
+            ("t_cost", self.t_cost, MAX_KDF.t_cost),
+            ("p_cost", self.p_cost, MAX_KDF.p_cost),
+        ] {
+            if v > max {
+                return Err(format!("Argon2id {what} {v} is above the limit {max}"));
+            }
+        }
+        argon2::Params::new(self.m_cost, self.t_cost, self.p_cost, Some(32))
+            .map_err(|e| format!("Argon2id parameters: {e}"))
+    }
+
     fn derive(&self, passphrase: &[u8], salt: &[u8]) -> Result<[u8; 32]> {
-        let params = argon2::Params::new(self.m_cost, self.t_cost, self.p_cost, Some(32))
-            .map_err(|e| Error::Invalid(format!("Argon2id parameters: {e}")))?;
+        let params = self.params().map_err(Error::Invalid)?;
         let mut out = [0u8; 32];
         argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params)
             .hash_password_into(passphrase, salt, &mut out)
@@ -226,6 +249,22 @@ pub struct KeyFile {
 }
 
 impl KeyFile {
+    /// Parses a key file read from `name` (its path, for errors), refusing an unknown
+    /// version and Argon2id costs above [`MAX_KDF`] before any key is derived.
+    pub fn decode(name: &str, b: &[u8]) -> Result<KeyFile> {
+        let bad = |why: String| Error::corrupt("key file", name, why);
+        let f: KeyFile = serde_json::from_slice(b).map_err(|e| bad(e.to_string()))?;
+        if f.version != 1 {
+            return Err(Error::UnsupportedVersion {
+                what: "key file",
+                expected: 1,
+                found: f.version,
+            });
+        }
+        f.kdf.params().map_err(bad)?;
+        Ok(f)
+    }
+
     /// Wraps `master` with `passphrase`, recording who made it.
     pub fn new(
         master: &MasterKey,
@@ -369,6 +408,38 @@ mod tests {
         h.kdf.t_cost = 2;
         assert!(h.unlock(b"correct horse").unwrap().is_none());
     }
+
+    #[test]
+    fn key_file_costs_are_capped_on_read() {
+        let m = MasterKey::generate().unwrap();
+        let f = KeyFile::new(&m, b"pw", FAST, "h".into(), "u".into()).unwrap();
+        let ok = serde_json::to_vec(&f).unwrap();
+        assert!(KeyFile::decode("keys/a.json", &ok).is_ok());
+        let over = [
+            ("m_cost", MAX_KDF.m_cost + 1),
+            ("t_cost", MAX_KDF.t_cost + 1),
+            ("p_cost", MAX_KDF.p_cost + 1),
+            ("t_cost", 0),
+        ];
+        for (field, v) in over {
+            let mut g = f.clone();
+            match field {
+                "m_cost" => g.kdf.m_cost = v,
+                "t_cost" => g.kdf.t_cost = v,
+                _ => g.kdf.p_cost = v,
+            }
+            let b = serde_json::to_vec(&g).unwrap();
+            let err = KeyFile::decode("keys/a.json", &b).unwrap_err().to_string();
+            assert!(err.contains("keys/a.json"), "{err}");
+            assert!(g.unlock(b"pw").is_err(), "{field} {v} unlocked");
+        }
+        assert!(KeyFile::new(&m, b"pw", MAX_KDF_PLUS_ONE_LANE, "h".into(), "u".into()).is_err());
+    }
+
+    const MAX_KDF_PLUS_ONE_LANE: Kdf = Kdf {
+        p_cost: MAX_KDF.p_cost + 1,
+        ..FAST
+    };
 
     #[test]
     fn exports_round_trip_for_their_repository_only() {

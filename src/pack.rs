@@ -320,6 +320,9 @@ pub fn parse_entries(name: &str, entries: &[u8], blobs_end: u64) -> Result<Vec<P
         let bad = |what: &str| Error::corrupt("pack", name, format!("entry {i}: {what}"));
         let kind = BlobKind::from_u8(e[0]).ok_or_else(|| bad("unknown blob kind"))?;
         let compression = Compression::from_u8(e[1]).ok_or_else(|| bad("unknown compression"))?;
+        if e[2..4] != [0; 2] {
+            return Err(bad("reserved bytes are not zero"));
+        }
         let raw_len = u32::from_le_bytes(e[4..8].try_into().expect("4 bytes"));
         let stored_len = u32::from_le_bytes(e[8..12].try_into().expect("4 bytes"));
         let id = Id::from_slice(&e[12..12 + ID_LEN]).ok_or_else(|| bad("short id"))?;

@@ -138,9 +138,30 @@ pub struct Tree {
     pub nodes: Vec<Node>,
 }
 
+/// Longest entry name: its length is stored in a u16.
+pub const MAX_NAME_LEN: usize = u16::MAX as usize;
+
+/// The one name rule of trees, applied by [`Tree::encode`] and [`Tree::decode`] alike:
+/// why `name` is not a single path component that is safe to join to a directory.
+fn name_problem(name: &[u8]) -> Option<&'static str> {
+    if name.is_empty() {
+        Some("empty name")
+    } else if name == b"." || name == b".." {
+        Some("name is . or ..")
+    } else if name.contains(&b'/') {
+        Some("name contains /")
+    } else if name.contains(&0) {
+        Some("name contains NUL")
+    } else if name.len() > MAX_NAME_LEN {
+        Some("name longer than 65535 bytes")
+    } else {
+        None
+    }
+}
+
 /// Whether `name` is a single path component that is safe to join to a directory.
 pub fn is_safe_name(name: &[u8]) -> bool {
-    !name.is_empty() && name != b"." && name != b".." && !name.contains(&b'/') && !name.contains(&0)
+    name_problem(name).is_none()
 }
 
 /// Splits a `/`-separated path inside a snapshot (`/srv/ngw`, `db/x.sql`) into its
@@ -166,15 +187,22 @@ impl Tree {
             .map(|i| &self.nodes[i])
     }
 
-    /// Encodes the tree. Names must be sorted and unique (see [`Tree::sort`]).
-    pub fn encode(&self) -> Vec<u8> {
+    /// Encodes the tree. Names must be sorted and unique (see [`Tree::sort`]); a name
+    /// [`Tree::decode`] would reject is an error naming the entry, so that no snapshot
+    /// is ever written that cannot be read back.
+    pub fn encode(&self) -> Result<Vec<u8>> {
         let mut out = Vec::with_capacity(64 + self.nodes.len() * 128);
         out.push(TREE_VERSION);
         put_u32(&mut out, len32(self.nodes.len()));
         for n in &self.nodes {
-            let name_len = u16::try_from(n.name.len())
-                .expect("names are at most 255 bytes on every supported OS");
-            out.extend_from_slice(&name_len.to_le_bytes());
+            if let Some(problem) = name_problem(&n.name) {
+                return Err(Error::Invalid(format!(
+                    "entry {:?} cannot be stored in a snapshot: {problem}",
+                    lossy_prefix(&n.name)
+                )));
+            }
+            // At most MAX_NAME_LEN, checked just above.
+            out.extend_from_slice(&(n.name.len() as u16).to_le_bytes());
             out.extend_from_slice(&n.name);
             out.push(n.kind.tag());
             let m = &n.meta;
@@ -203,7 +231,7 @@ impl Tree {
                 }
             }
         }
-        out
+        Ok(out)
     }
 
     /// Decodes and validates a tree blob; `id` names it in errors.
@@ -226,10 +254,10 @@ impl Tree {
         for _ in 0..count {
             let name_len = u16::from_le_bytes(r.take(2)?.try_into().expect("2 bytes")) as usize;
             let name = r.take(name_len)?.to_vec();
-            if !is_safe_name(&name) {
+            if let Some(problem) = name_problem(&name) {
                 return Err(r.bad(format!(
-                    "unsafe entry name {:?}",
-                    String::from_utf8_lossy(&name)
+                    "unsafe entry name {:?}: {problem}",
+                    lossy_prefix(&name)
                 )));
             }
             if let Some(prev) = nodes.last() {
@@ -414,6 +442,16 @@ impl ListBuilder {
     }
 }
 
+/// A name for messages: lossy UTF-8, at most 200 bytes of it.
+fn lossy_prefix(name: &[u8]) -> String {
+    let cut = &name[..name.len().min(200)];
+    let mut s = String::from_utf8_lossy(cut).into_owned();
+    if cut.len() < name.len() {
+        s.push_str("...");
+    }
+    s
+}
+
 fn len32(n: usize) -> u32 {
     u32::try_from(n).expect("counts are bounded far below u32::MAX")
 }
@@ -546,7 +584,7 @@ mod tests {
             let mut t = Tree { nodes };
             t.sort();
             t.nodes.dedup_by(|a, b| a.name == b.name);
-            let bytes = t.encode();
+            let bytes = t.encode().unwrap();
             prop_assert_eq!(Tree::decode(&Id::hash(&bytes), &bytes).unwrap(), t);
         }
 
@@ -565,25 +603,50 @@ mod tests {
         }
     }
 
+    /// A one-entry tree blob whose entry is named `name`, bypassing encode's checks.
+    fn blob_named(name: &[u8]) -> Vec<u8> {
+        let b = Tree {
+            nodes: vec![node(b"a")],
+        }
+        .encode()
+        .unwrap();
+        let len = u16::try_from(name.len()).unwrap().to_le_bytes();
+        [&b[..5], &len[..], name, &b[8..]].concat()
+    }
+
     #[test]
-    fn rejects_unsafe_and_duplicate_names() {
-        for bad in [&b".."[..], b".", b"a/b", b"", b"x\0"] {
+    fn encode_refuses_every_name_decode_rejects() {
+        let long = vec![b'x'; MAX_NAME_LEN + 1];
+        for bad in [&b".."[..], b".", b"a/b", b"", b"x\0", &long[..]] {
             let t = Tree {
                 nodes: vec![node(bad)],
             };
-            let b = t.encode();
-            assert!(Tree::decode(&Id::hash(&b), &b).is_err(), "{bad:?} accepted");
+            let err = t.encode().expect_err("encoded").to_string();
+            let shown = lossy_prefix(bad);
+            assert!(err.contains(&format!("{shown:?}")), "{err}");
+            if bad.len() <= MAX_NAME_LEN {
+                let b = blob_named(bad);
+                assert!(Tree::decode(&Id::hash(&b), &b).is_err(), "{bad:?} accepted");
+            }
         }
+        // The longest name the length field holds round-trips.
         let t = Tree {
-            nodes: vec![node(b"a"), node(b"a")],
+            nodes: vec![node(&long[1..])],
         };
-        let b = t.encode();
-        assert!(Tree::decode(&Id::hash(&b), &b).is_err());
-        let t = Tree {
-            nodes: vec![node(b"b"), node(b"a")],
-        };
-        let b = t.encode();
-        assert!(Tree::decode(&Id::hash(&b), &b).is_err());
+        let b = t.encode().unwrap();
+        assert_eq!(Tree::decode(&Id::hash(&b), &b).unwrap(), t);
+        assert!(is_safe_name(&long[1..]) && !is_safe_name(&long));
+    }
+
+    #[test]
+    fn rejects_unsorted_and_duplicate_names() {
+        for names in [[b"a", b"a"], [b"b", b"a"]] {
+            let t = Tree {
+                nodes: names.iter().map(|n| node(&n[..])).collect(),
+            };
+            let b = t.encode().unwrap();
+            assert!(Tree::decode(&Id::hash(&b), &b).is_err());
+        }
     }
 
     /// Builds content from ids, keeping stored nodes in a map; expands it back.

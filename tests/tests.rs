@@ -2175,6 +2175,46 @@ open(os.path.join(d, 'notzip.ngwbackup'), 'wb').write(b'just text')
         assert_eq!(snaps[0]["tags"][0], "20261101-020000.ngwbackup");
     }
 
+    /// Member names whose components a tree cannot hold (`postgres/.`, `a//b`) are
+    /// refused by name, and no unreadable snapshot is written.
+    #[test]
+    fn members_with_empty_or_dot_components_are_refused_by_name() {
+        let env = Env::new();
+        env.init();
+        let dir = env.path("odd");
+        fs::create_dir_all(&dir).unwrap();
+        let script = r#"
+import sys, zipfile, os
+for name, member in [('dot', 'postgres/.'), ('empty', 'postgres//1.dat')]:
+    with zipfile.ZipFile(os.path.join(sys.argv[1], name + '.ngwbackup'), 'w') as f:
+        f.writestr('postgres/toc.dat', b'PGDMP')
+        f.writestr(zipfile.ZipInfo(member), b'x')
+"#;
+        let x = std::process::Command::new("python3")
+            .args(["-c", script])
+            .arg(&dir)
+            .output()
+            .unwrap();
+        assert!(x.status.success(), "{}", String::from_utf8_lossy(&x.stderr));
+        for (file, member) in [("dot", "postgres/."), ("empty", "postgres//1.dat")] {
+            let archive = dir.join(format!("{file}.ngwbackup"));
+            let out = env
+                .snap(&["import", archive.to_str().unwrap()])
+                .output()
+                .unwrap();
+            assert_eq!(out.status.code(), Some(1), "{file}");
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(
+                err.contains(&format!("{file}.ngwbackup"))
+                    && err.contains(&format!("{member:?}"))
+                    && err.contains("path component"),
+                "{file}: {err}"
+            );
+        }
+        assert!(env.snapshots().is_empty(), "no snapshot was recorded");
+        env.snap(&["check"]).assert().success();
+    }
+
     #[test]
     fn failures_record_no_snapshot() {
         let Some(inst) = Instance::new() else { return };

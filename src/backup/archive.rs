@@ -11,9 +11,11 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
+use std::io::{Read, Seek};
 use std::path::Path;
 
 use chrono::{DateTime, NaiveDate, Utc};
+use zip::ZipArchive;
 
 use super::{Run, VDir};
 use crate::chunker::Profile;
@@ -21,7 +23,7 @@ use crate::error::{Error, IoContext, Result};
 use crate::source::ngw::{
     blob_snapshot_path, font_snapshot_path, parse_index_line, snapshot_path, IndexItem,
 };
-use crate::tree::Timestamp;
+use crate::tree::{is_safe_name, Timestamp};
 
 /// A member may expand at most this many times its compressed size...
 const MAX_RATIO: u64 = 1000;
@@ -60,20 +62,76 @@ pub fn time_from_name(name: &str) -> Option<DateTime<Utc>> {
     })
 }
 
+/// One file member of a checked archive: its index and name in the ZIP, and where and
+/// how it is stored in the snapshot.
+struct Placed {
+    index: usize,
+    name: String,
+    at: Vec<Vec<u8>>,
+    profile: Profile,
+}
+
 /// Imports the archive at `path` into `root`.
 pub(super) fn import(run: &Run<'_>, path: &Path, root: &mut VDir, now: Timestamp) -> Result<()> {
     let file = File::open(path).at(path)?;
-    let mut zip = zip::ZipArchive::new(file).map_err(|e| {
+    let mut zip = open_zip(path, file)?;
+    for p in plan(path, &mut zip)? {
+        let mut m = zip
+            .by_index(p.index)
+            .map_err(|e| refuse(path, format!("{}: {e}", p.name)))?;
+        let mtime = m
+            .last_modified()
+            .and_then(|t| {
+                NaiveDate::from_ymd_opt(t.year().into(), t.month().into(), t.day().into())?
+                    .and_hms_opt(t.hour().into(), t.minute().into(), t.second().into())
+            })
+            .map(|t| Timestamp {
+                sec: t.and_utc().timestamp(),
+                nsec: 0,
+            })
+            .unwrap_or(now);
+        let size_hint = m.size();
+        let (content, size) = run
+            .ingest(&mut m, run.repo.params(p.profile), Some(size_hint), None)?
+            .map_err(|e| refuse(path, format!("{}: {e}", p.name)))?;
+        run.put_stream(root, &p.at, content, size, 0o100644, mtime)?;
+    }
+    Ok(())
+}
+
+/// Checks an archive's bytes as [`import`] does (every member name and size, the
+/// `$index` files, every member's CRC) without storing anything; returns the bytes of
+/// file members read. The entry point of the `ngw_archive` fuzz target.
+#[doc(hidden)]
+pub fn check_archive(path: &Path, bytes: &[u8]) -> Result<u64> {
+    let mut zip = open_zip(path, std::io::Cursor::new(bytes))?;
+    let mut total = 0;
+    for p in plan(path, &mut zip)? {
+        let mut m = zip
+            .by_index(p.index)
+            .map_err(|e| refuse(path, format!("{}: {e}", p.name)))?;
+        total += std::io::copy(&mut m, &mut std::io::sink())
+            .map_err(|e| refuse(path, format!("{}: {e}", p.name)))?;
+    }
+    Ok(total)
+}
+
+fn open_zip<R: Read + Seek>(path: &Path, r: R) -> Result<ZipArchive<R>> {
+    ZipArchive::new(r).map_err(|e| {
         refuse(
             path,
             format!("not a readable ZIP archive ({e}); is it complete?"),
         )
-    })?;
+    })
+}
 
+/// Checks every member's name and size and reads the `$index` files: where each file
+/// member goes, before anything is stored.
+fn plan<R: Read + Seek>(path: &Path, zip: &mut ZipArchive<R>) -> Result<Vec<Placed>> {
     if zip.has_duplicate_names() {
         return Err(refuse(path, "a member name appears twice"));
     }
-    // Pass 1: names and sizes, before anything is stored.
+    // Pass 1: names and sizes.
     let mut seen = HashSet::new();
     let mut files: Vec<(usize, String)> = Vec::new();
     for i in 0..zip.len() {
@@ -95,6 +153,19 @@ pub(super) fn import(run: &Run<'_>, path: &Path, root: &mut VDir, now: Timestamp
             return Err(refuse(path, format!("member {raw:?} is a symlink")));
         }
         let name = raw.strip_prefix("./").unwrap_or(&raw).to_string();
+        // Every component becomes a tree entry name: one that a tree cannot hold
+        // (`postgres/.`, `a//b`) is refused here, by name, not at the end of the run.
+        let path_part = if m.is_dir() {
+            name.strip_suffix('/').unwrap_or(&name)
+        } else {
+            &name
+        };
+        if !path_part.split('/').all(|c| is_safe_name(c.as_bytes())) {
+            return Err(refuse(
+                path,
+                format!("member {raw:?} has an empty, . or NUL path component"),
+            ));
+        }
         if !seen.insert(name.clone()) {
             return Err(refuse(path, format!("member {name:?} appears twice")));
         }
@@ -138,7 +209,7 @@ pub(super) fn import(run: &Run<'_>, path: &Path, root: &mut VDir, now: Timestamp
         let mut m = zip
             .by_index(*i)
             .map_err(|e| refuse(path, format!("{name}: {e}")))?;
-        std::io::Read::read_to_string(&mut m, &mut text)
+        m.read_to_string(&mut text)
             .map_err(|e| refuse(path, format!("{name}: {e}")))?;
         for line in text.lines() {
             let (id, item) = parse_index_line(line).map_err(|e| refuse(path, e))?;
@@ -150,15 +221,15 @@ pub(super) fn import(run: &Run<'_>, path: &Path, root: &mut VDir, now: Timestamp
         }
     }
 
-    // Pass 2: every member, checked against its CRC as it is read.
+    // Pass 2: where every member goes (its CRC is checked as it is read).
     let mut placed = Vec::with_capacity(files.len());
-    for (i, name) in &files {
-        let place = match name.split('/').collect::<Vec<_>>()[..] {
+    for (index, name) in files {
+        let (at, profile) = match name.split('/').collect::<Vec<_>>()[..] {
             ["postgres", f] => (snapshot_path(&["postgres", f]), Profile::Dump),
             ["component", c, "$index"] => {
                 (snapshot_path(&["component", c, "$index"]), Profile::Dump)
             }
-            ["component", _, _] => match blobs.get(name) {
+            ["component", _, _] => match blobs.get(&name) {
                 Some(at) => (at.clone(), Profile::Files),
                 None => {
                     return Err(refuse(
@@ -169,30 +240,14 @@ pub(super) fn import(run: &Run<'_>, path: &Path, root: &mut VDir, now: Timestamp
             },
             _ => return Err(refuse(path, format!("unexpected member {name:?}"))),
         };
-        placed.push((*i, name.clone(), place));
+        placed.push(Placed {
+            index,
+            name,
+            at,
+            profile,
+        });
     }
-    for (i, name, (at, profile)) in placed {
-        let mut m = zip
-            .by_index(i)
-            .map_err(|e| refuse(path, format!("{name}: {e}")))?;
-        let mtime = m
-            .last_modified()
-            .and_then(|t| {
-                NaiveDate::from_ymd_opt(t.year().into(), t.month().into(), t.day().into())?
-                    .and_hms_opt(t.hour().into(), t.minute().into(), t.second().into())
-            })
-            .map(|t| Timestamp {
-                sec: t.and_utc().timestamp(),
-                nsec: 0,
-            })
-            .unwrap_or(now);
-        let size_hint = m.size();
-        let (content, size) = run
-            .ingest(&mut m, run.repo.params(profile), Some(size_hint), None)?
-            .map_err(|e| refuse(path, format!("{name}: {e}")))?;
-        run.put_stream(root, &at, content, size, 0o100644, mtime)?;
-    }
-    Ok(())
+    Ok(placed)
 }
 
 #[cfg(test)]

@@ -32,6 +32,8 @@ mod archive;
 mod db;
 mod ngw;
 
+#[doc(hidden)]
+pub use archive::check_archive;
 pub use archive::time_from_name;
 
 use crate::chunker::{Batch, ChunkParams, HintSource, Hints, Known, LenFn, Profile, StreamChunker};
@@ -913,7 +915,10 @@ impl Run<'_> {
         let tree = Tree {
             nodes: nodes.into_iter().flatten().collect(),
         };
-        let bytes = tree.encode();
+        let bytes = tree.encode().map_err(|e| Error::Entry {
+            path: path.display().to_string(),
+            source: Box::new(e),
+        })?;
         let id = self.repo.blob_id(&bytes);
         // An unchanged directory encodes to the parent's tree, just read back: stored.
         if prev_tree.map(|(prev_id, _)| prev_id) != Some(id) {
@@ -947,7 +952,7 @@ impl Run<'_> {
             };
             tree.nodes.push(node);
         }
-        self.saver.save(BlobKind::Tree, &tree.encode())
+        self.saver.save(BlobKind::Tree, &tree.encode()?)
     }
 }
 

@@ -157,4 +157,20 @@ mod tests {
         let err = decode(&name, &bytes, None).unwrap_err().to_string();
         assert!(err.contains("blobs end at"), "{err}");
     }
+
+    /// Found by the `index_file` fuzz target: an entry's reserved bytes were not
+    /// checked, so two index files decoded to the same records.
+    #[test]
+    fn entry_reserved_bytes_must_be_zero() {
+        let (_, mut bytes) = encode(&[record(1, false)], None).unwrap();
+        // Header 16, pack record head 48, then the first entry: kind, compression, reserved.
+        bytes[16 + 48 + 2] = 8;
+        let err = decode(&Id::hash(&bytes), &bytes, None)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("entry 0: reserved bytes are not zero"),
+            "{err}"
+        );
+    }
 }

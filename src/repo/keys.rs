@@ -23,9 +23,8 @@ pub fn list(store: &dyn Store) -> Result<Vec<(String, KeyFile)>> {
         else {
             continue;
         };
-        let f: KeyFile = serde_json::from_slice(&store.read(&e.path, MAX_LEN)?).map_err(|err| {
-            Error::corrupt("key file", format!("{}/{}", store.location(), e.path), err)
-        })?;
+        let name = format!("{}/{}", store.location(), e.path);
+        let f = KeyFile::decode(&name, &store.read(&e.path, MAX_LEN)?)?;
         out.push((id.to_string(), f));
     }
     out.sort_by(|a, b| a.0.cmp(&b.0));
@@ -82,4 +81,37 @@ pub fn remove(store: &dyn Store, id: &str) -> Result<()> {
         ));
     }
     store.delete(&format!("keys/{id}.json"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crypto::MAX_KDF;
+    use crate::store::Local;
+
+    #[test]
+    fn a_key_file_asking_for_too_many_passes_is_refused_by_name() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir(d.path().join("tmp")).unwrap();
+        let store = Local::new(d.path().to_path_buf());
+        let m = MasterKey::generate().unwrap();
+        let fast = Kdf {
+            m_cost: 64,
+            t_cost: 1,
+            p_cost: 1,
+        };
+        let id = add(&store, &m, b"pw", fast).unwrap();
+        let path = d.path().join(format!("keys/{id}.json"));
+        let text = std::fs::read_to_string(&path).unwrap();
+        // Cheap to try even without the cap: 64 KiB, but many passes.
+        let greedy = text.replace(
+            "\"t_cost\": 1,",
+            &format!("\"t_cost\": {},", MAX_KDF.t_cost * 10),
+        );
+        assert_ne!(greedy, text);
+        std::fs::write(&path, greedy).unwrap();
+        let err = unlock(&store, b"pw").unwrap_err().to_string();
+        assert!(err.contains(&format!("keys/{id}.json")), "{err}");
+        assert!(err.contains("t_cost"), "{err}");
+    }
 }

@@ -40,6 +40,11 @@ pub use self::config::{Config, ConfigFile, VERSION, VERSION_ENCRYPTED, VERSION_K
 pub use self::index_files::{PackRecord, BLOBS_PER_FILE as INDEX_FILE_BLOBS};
 pub use self::journal::Resumed;
 pub use self::lock::{stale_by_age, Lock};
+// Decoders of files from the store, for the fuzz targets only.
+#[doc(hidden)]
+pub use self::index_files::{decode as decode_index_file, encode as encode_index_file};
+#[doc(hidden)]
+pub use self::lock::LockInfo;
 pub use self::lookup::PathLookup;
 pub use self::repack::Repacker;
 pub use self::saver::{Added, Saver};

@@ -154,7 +154,7 @@ impl Rewriter<'_> {
                 _ => {}
             }
         }
-        let new = self.saver.save(BlobKind::Tree, &tree.encode())?;
+        let new = self.saver.save(BlobKind::Tree, &tree.encode()?)?;
         self.done.insert(*id, new);
         Ok(new)
     }
