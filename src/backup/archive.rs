@@ -160,7 +160,9 @@ fn plan<R: Read + Seek>(path: &Path, zip: &mut ZipArchive<R>) -> Result<Vec<Plac
         } else {
             &name
         };
-        if !path_part.split('/').all(|c| is_safe_name(c.as_bytes())) {
+        // `./`, NGW's entry for the root of the backup, names no tree entry.
+        let root = m.is_dir() && path_part.is_empty();
+        if !root && !path_part.split('/').all(|c| is_safe_name(c.as_bytes())) {
             return Err(refuse(
                 path,
                 format!("member {raw:?} has an empty, . or NUL path component"),
