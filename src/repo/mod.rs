@@ -1075,22 +1075,31 @@ impl Repository {
             .delete_all(&files.iter().map(index_path).collect::<Vec<_>>())
     }
 
-    /// Removes leftover temp files of interrupted writers (under the exclusive lock):
-    /// in the store's `tmp/` and in the local `tmp/` of packs being written; returns
-    /// how many.
+    /// Removes leftover temp files of writers that are gone (see
+    /// [`crate::store::temp_is_orphan`]), under the exclusive lock: in the store's
+    /// `tmp/` and in the local `tmp/` of packs being written; returns how many.
     pub fn clean_tmp(&self) -> Result<u64> {
         let mut n = 0;
+        // Only those of writers that are gone: a process taking a lock writes its lock
+        // file through `tmp/` even while another holds the exclusive lock.
         for e in self.store.list("tmp")? {
-            log::debug!("removing leftover temp file {}", e.path);
-            if self.store.delete(&e.path).is_ok() {
-                n += 1;
+            if crate::store::temp_is_orphan(&e) {
+                log::debug!("removing leftover temp file {}", e.path);
+                if self.store.delete(&e.path).is_ok() {
+                    n += 1;
+                }
             }
         }
         match self.store.local_root() {
             None => {
                 let tmp = self.tmp_dir();
                 for e in fs::read_dir(&tmp).at(&tmp)?.flatten() {
-                    if fs::remove_file(e.path()).is_ok() {
+                    let entry = crate::store::Entry {
+                        path: e.file_name().to_string_lossy().into_owned(),
+                        size: 0,
+                        modified: e.metadata().ok().and_then(|m| m.modified().ok()),
+                    };
+                    if crate::store::temp_is_orphan(&entry) && fs::remove_file(e.path()).is_ok() {
                         n += 1;
                     }
                 }
