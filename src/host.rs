@@ -1,5 +1,8 @@
-//! This host: its name, and whether a process of it still runs (how locks, journals
-//! and scratch directories of killed runs are told from those of live ones).
+//! This host: its name, when it booted, and whether a process of it still runs (how
+//! locks, journals and scratch directories of killed runs are told from those of live
+//! ones).
+
+use std::time::{Duration, SystemTime};
 
 /// The name of this machine.
 pub fn hostname() -> String {
@@ -21,4 +24,29 @@ pub fn pid_alive(pid: u32) -> bool {
         rustix::process::test_kill_process(p),
         Err(rustix::io::Errno::SRCH)
     )
+}
+
+/// When this host booted, as the kernel reports it (`btime` in `/proc/stat`); `None`
+/// where that cannot be read. Nothing written before it belongs to a live process.
+pub fn boot_time() -> Option<SystemTime> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let secs = stat
+        .lines()
+        .find_map(|l| l.strip_prefix("btime "))?
+        .trim()
+        .parse::<u64>()
+        .ok()?;
+    Some(SystemTime::UNIX_EPOCH + Duration::from_secs(secs))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn booted_in_the_past() {
+        let boot = boot_time().expect("Linux reports btime");
+        assert!(boot < SystemTime::now());
+        assert!(boot > SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000_000));
+    }
 }

@@ -17,6 +17,7 @@ mod util;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use chrono::{TimeZone, Utc};
 use snap::backup::{backup, BackupOptions};
@@ -100,6 +101,19 @@ fn copy_dir(from: &Path, to: &Path) {
         } else {
             fs::copy(e.path(), to.join(e.file_name())).unwrap();
         }
+    }
+}
+
+/// Dates every file in `repo`'s `locks/` three minutes before this host booted, as if the
+/// machine had restarted since they were written.
+fn reboot(repo: &Path) {
+    let before = snap::host::boot_time().expect("boot time") - Duration::from_secs(180);
+    for e in fs::read_dir(repo.join("locks")).unwrap() {
+        let f = fs::File::options()
+            .write(true)
+            .open(e.unwrap().path())
+            .unwrap();
+        f.set_modified(before).unwrap();
     }
 }
 
@@ -388,9 +402,9 @@ fn cut_and_check(op: &Op, base: &Base, v: Variant) {
     };
     remove_dir(&after);
     crash.materialize(&after, v.chaos).unwrap();
-    // The reboot: the dead process's locks are stale (volatile files, maybe torn).
-    remove_dir(&after.join("locks"));
-    fs::create_dir(after.join("locks")).unwrap();
+    // The reboot: whatever the cut left in locks/ (volatile files, maybe torn) now
+    // predates the boot, and the next run must retire it by itself.
+    reboot(&after);
     if v.drop_cache {
         remove_dir(&base.cache);
     }

@@ -2,9 +2,12 @@
 //! the repository (on S3, an object).
 //!
 //! Backups take shared locks (many may run at once); maintenance that rewrites the
-//! index takes an exclusive one. A lock whose process is gone (same host, PID dead) or
-//! that has not been refreshed for [`STALE_AFTER`] is taken over with a warning, so no
-//! lock ever needs deleting by hand. A live holder refreshes its file's mtime every
+//! index takes an exclusive one. A lock whose process is gone (same host, PID dead or
+//! file older than the host's boot) or that has not been refreshed for [`STALE_AFTER`]
+//! is taken over with a warning, so no lock ever needs deleting by hand. Lock files
+//! are written without fsync: a power cut may leave one torn (not JSON at all), and a
+//! torn file older than this host's boot is stale too, since every live writer
+//! replaces its file whole. A live holder refreshes its file's mtime every
 //! [`REFRESH_EVERY`].
 //!
 //! Each process writes its own file before it lists the others, so of two conflicting
@@ -21,8 +24,8 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::host::{hostname, pid_alive};
-use crate::store::{Entry, Store};
+use crate::host::{boot_time, hostname, pid_alive};
+use crate::store::Store;
 
 /// Largest lock file read.
 const MAX_LEN: u64 = 64 << 10;
@@ -111,7 +114,7 @@ impl Lock {
             let Some(holder) = read_lock(lock.store.as_ref(), &entry.path)? else {
                 continue;
             };
-            if holder.is_stale(&entry) {
+            if holder.is_stale(entry.modified, boot_time()) {
                 log::warn!("removing stale lock {}: {holder}", entry.path);
                 let _ = lock.store.delete(&entry.path);
                 continue;
@@ -119,7 +122,7 @@ impl Lock {
             if exclusive || holder.is_exclusive() {
                 return Err(Error::Locked {
                     holder: format!(
-                        "{holder} ({}/{}); wait for it to finish and rerun. If that process is gone, the lock is removed as stale once it is 30 minutes old, or delete the file",
+                        "{holder} ({}/{}); wait for it to finish and rerun. If that process is gone, the lock is removed as stale once it is 30 minutes old (at once if it was this host's and the host has restarted since), or delete the file",
                         lock.store.location(),
                         entry.path
                     ),
@@ -172,26 +175,38 @@ impl Lock {
 /// Another lock file, as read by a process taking a lock.
 enum Holder {
     Known(LockInfo),
-    /// A file in `locks/` that is not a lock snap wrote: it counts as an exclusive
-    /// lock of unknown holder until it is stale, never as no lock.
+    /// A file in `locks/` that is JSON but not a lock this version reads (a later
+    /// version's, or a stranger's): it counts as an exclusive lock of unknown holder
+    /// until it is stale by age, never as no lock.
     Unknown,
+    /// A file that is not JSON at all: what a power cut leaves of a lock written
+    /// without fsync. Like `Unknown`, but stale once older than this host's boot.
+    Torn,
 }
 
 impl Holder {
     fn is_exclusive(&self) -> bool {
         match self {
             Holder::Known(info) => info.exclusive,
-            Holder::Unknown => true,
+            Holder::Unknown | Holder::Torn => true,
         }
     }
 
-    fn is_stale(&self, entry: &Entry) -> bool {
-        if let Holder::Known(info) = self {
-            if info.host == hostname() && !pid_alive(info.pid) {
-                return true;
-            }
-        }
-        stale_by_age(entry.modified)
+    /// Whether the holder of a file last modified at `modified` is gone, on a host
+    /// that booted at `boot`. A file older than the boot (by more than two refresh
+    /// periods, so a clock stepped forward does not retire a live holder) was written
+    /// before it: by this host's processes, all dead, or torn by the cut itself.
+    fn is_stale(&self, modified: Option<SystemTime>, boot: Option<SystemTime>) -> bool {
+        let before_boot = match (modified, boot) {
+            (Some(m), Some(b)) => m + 2 * REFRESH_EVERY < b,
+            _ => false,
+        };
+        let gone = match self {
+            Holder::Known(info) => info.host == hostname() && (!pid_alive(info.pid) || before_boot),
+            Holder::Torn => before_boot,
+            Holder::Unknown => false,
+        };
+        gone || stale_by_age(modified)
     }
 }
 
@@ -209,6 +224,7 @@ impl std::fmt::Display for Holder {
         match self {
             Holder::Known(info) => info.fmt(f),
             Holder::Unknown => f.write_str("a lock file snap cannot read"),
+            Holder::Torn => f.write_str("a lock file snap cannot read (not JSON: torn?)"),
         }
     }
 }
@@ -218,9 +234,11 @@ impl std::fmt::Display for Holder {
 /// taken for no lock.
 fn read_lock(store: &dyn Store, path: &str) -> Result<Option<Holder>> {
     match store.read(path, MAX_LEN) {
-        Ok(b) => Ok(Some(
-            serde_json::from_slice(&b).map_or(Holder::Unknown, Holder::Known),
-        )),
+        Ok(b) => Ok(Some(match serde_json::from_slice(&b) {
+            Ok(info) => Holder::Known(info),
+            Err(_) if serde_json::from_slice::<serde_json::Value>(&b).is_ok() => Holder::Unknown,
+            Err(_) => Holder::Torn,
+        })),
         Err(Error::NotFound { .. }) => Ok(None),
         Err(Error::Corrupt { .. }) => Ok(Some(Holder::Unknown)),
         Err(e) => Err(e),
@@ -333,6 +351,55 @@ mod tests {
         let l = Lock::acquire(s.clone(), false, "backup").unwrap();
         assert_eq!(s.size("locks/odd.json").unwrap(), None, "stale: removed");
         drop(l);
+    }
+
+    #[test]
+    fn what_a_reboot_retires() {
+        let now = SystemTime::now();
+        let min = |m: u64| now - Duration::from_secs(60 * m);
+        let mine = Holder::Known(LockInfo {
+            host: hostname(),
+            pid: std::process::id(),
+            time: Utc::now(),
+            exclusive: false,
+            purpose: "backup".into(),
+        });
+        let theirs = Holder::Known(LockInfo {
+            host: format!("{}-other", hostname()),
+            ..match &mine {
+                Holder::Known(i) => i.clone(),
+                _ => unreachable!(),
+            }
+        });
+        // Written 10 minutes ago, booted 5 minutes ago: a live PID is a reused one.
+        assert!(mine.is_stale(Some(min(10)), Some(min(5))));
+        assert!(Holder::Torn.is_stale(Some(min(10)), Some(min(5))));
+        // Another host's lock, or a later version's, is no business of our boot.
+        assert!(!theirs.is_stale(Some(min(10)), Some(min(5))));
+        assert!(!Holder::Unknown.is_stale(Some(min(10)), Some(min(5))));
+        // Written after the boot (or within two refresh periods of it, or the boot
+        // unknown): alive, until stale by age.
+        assert!(!mine.is_stale(Some(min(4)), Some(min(5))));
+        assert!(!Holder::Torn.is_stale(Some(min(6)), Some(min(5))));
+        assert!(!Holder::Torn.is_stale(Some(min(10)), None));
+        assert!(Holder::Torn.is_stale(Some(min(31)), None));
+    }
+
+    #[test]
+    fn torn_and_foreign_files_are_told_apart() {
+        let d = tempfile::tempdir().unwrap();
+        let s = store(&d);
+        for (body, torn) in [
+            (&b""[..], true),
+            (b"{\"host\": \"a\", \"pi", true),
+            (b"\0\0\0\0", true),
+            (b"{\"version\": 9}", false),
+        ] {
+            s.put("locks/x.json", body).unwrap();
+            let h = read_lock(s.as_ref(), "locks/x.json").unwrap().unwrap();
+            assert_eq!(matches!(h, Holder::Torn), torn, "{body:?}");
+            assert!(!matches!(h, Holder::Known(_)));
+        }
     }
 
     #[test]

@@ -662,6 +662,6 @@ fn stale_locks_are_taken_over_and_live_ones_stop_check() {
         g.report(&["check"]),
         1,
         "",
-        "snap: repository is locked by an exclusive lock for prune by pid 1 on elsewhere since 2024-01-01 00:00:00 UTC (<REPO>/locks/00000000000000a3.json); wait for it to finish and rerun. If that process is gone, the lock is removed as stale once it is 30 minutes old, or delete the file\n",
+        "snap: repository is locked by an exclusive lock for prune by pid 1 on elsewhere since 2024-01-01 00:00:00 UTC (<REPO>/locks/00000000000000a3.json); wait for it to finish and rerun. If that process is gone, the lock is removed as stale once it is 30 minutes old (at once if it was this host's and the host has restarted since), or delete the file\n",
     );
 }
