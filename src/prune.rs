@@ -169,6 +169,8 @@ pub fn prune(
     let mut repacker = Repacker::new(repo);
     for u in &repack {
         for (id, loc) in repo.index().blobs_in(&u.name, true)? {
+            // Until the index changes, stopping leaves only new packs nobody lists.
+            crate::interrupt::check()?;
             let n = repacker.copy(&id, &loc)?;
             report.blobs_repacked += 1;
             report.bytes_repacked += n;
@@ -180,8 +182,9 @@ pub fn prune(
     let written_bytes: u64 = written.iter().map(|(_, size, _)| size).sum();
     let mut gone: Vec<Id> = delete;
     gone.extend(repack.iter().map(|u| u.name));
-    // A lock taken over as stale means someone else may be in here: stop before the
-    // index changes.
+    // A lock taken over as stale means someone else may be in here, and an
+    // interruption asked for is still honoured: stop before the index changes.
+    crate::interrupt::check()?;
     lock.check()?;
     let (old_files, new_files) = rewrite_index_files(repo, &gone, &written)?;
     repo.index()

@@ -72,6 +72,8 @@ struct Base {
     other: Option<(PathBuf, Vec<Id>)>,
     /// Source directories, one per snapshot and one more for new backups.
     sources: Vec<PathBuf>,
+    /// Packs that no index file lists (`Kind::Interrupted`).
+    unlisted: Vec<Id>,
 }
 
 /// Where the scratch directories go: a RAM disk when there is one, as thousands of
@@ -180,6 +182,9 @@ enum Kind {
     SyncTarget,
     /// Without the empty `packs/<hh>/` directories, as made before init created them.
     OldLayout,
+    /// A fourth backup's packs left unlisted, as by a run killed before its index
+    /// file (`Base::unlisted` names them).
+    Interrupted,
 }
 
 impl Base {
@@ -210,6 +215,33 @@ impl Base {
             repo.remove_snapshots(&snapshots[..1]).unwrap();
             snapshots.remove(0);
         }
+        let mut unlisted = Vec::new();
+        if kind == Kind::Interrupted {
+            let before: Vec<Id> = repo
+                .pack_files()
+                .unwrap()
+                .into_iter()
+                .map(|p| p.0)
+                .collect();
+            let files = repo.index_files().unwrap();
+            let fourth = back_up(&repo, &sources[3], 4).unwrap();
+            repo.remove_snapshots(&[fourth]).unwrap();
+            let new_files: Vec<Id> = repo
+                .index_files()
+                .unwrap()
+                .difference(&files)
+                .copied()
+                .collect();
+            repo.delete_index_files(&new_files).unwrap();
+            unlisted = repo
+                .pack_files()
+                .unwrap()
+                .into_iter()
+                .map(|p| p.0)
+                .filter(|id| !before.contains(id))
+                .collect();
+            assert!(!unlisted.is_empty());
+        }
         let (under_test, other) = if kind == Kind::SyncTarget {
             // Not a copy of the same id (`create_copy`): two repositories with one id
             // share one index cache in a process, and sync then sends nothing.
@@ -227,6 +259,12 @@ impl Base {
             }
         }
         let cache = cache.join(repo_id(&under_test));
+        if kind == Kind::Interrupted {
+            // It still lists the packs whose index files were deleted.
+            remove_dir(&cache);
+            let r = open(&under_test, None).unwrap();
+            drop(r.lock(false, "rebuild the cache").unwrap());
+        }
         let cache_copy = dir.path().join("cache-copy");
         copy_dir(&cache, &cache_copy);
         Base {
@@ -238,6 +276,7 @@ impl Base {
             snapshots,
             other,
             sources,
+            unlisted,
         }
     }
 
@@ -283,6 +322,27 @@ fn op_backup(repo: &Repository, base: &Base) -> Result<Expect> {
     let mut e = all_stay(base);
     e.present.push(id);
     Ok(e)
+}
+
+/// A backup after one killed while its packs were placed but not yet durable: this
+/// remakes that state through the crash model (each unlisted pack placed again without
+/// any fsync, and noted in the journal of a process that is gone), then backs up the
+/// same source, which resumes those packs.
+fn op_backup_resuming(repo: &Repository, base: &Base) -> Result<Expect> {
+    let store = repo.store();
+    let journal = repo.cache_dir().join("journal");
+    fs::create_dir_all(&journal).unwrap();
+    let mut noted = String::new();
+    for id in &base.unlisted {
+        let path = snap::repo::pack_path(id);
+        let bytes = store.read(&path, u64::MAX)?;
+        store.delete(&path)?;
+        store.put_volatile(&path, &bytes)?;
+        noted += &format!("{}\n", id.to_hex());
+    }
+    // No PID reaches 4000000000: its process is gone.
+    fs::write(journal.join("4000000000-00000000"), noted).unwrap();
+    op_backup(repo, base)
 }
 
 fn op_forget(repo: &Repository, _: &Base) -> Result<Expect> {
@@ -501,6 +561,16 @@ fn backup_creating_pack_directories_survives_a_power_cut_at_every_step() {
         name: "backup (old layout)",
         kind: Kind::OldLayout,
         run: op_backup,
+        interrupted: all_stay,
+    });
+}
+
+#[test]
+fn backup_resuming_an_interrupted_run_survives_a_power_cut_at_every_step() {
+    crash_test(Op {
+        name: "backup resuming",
+        kind: Kind::Interrupted,
+        run: op_backup_resuming,
         interrupted: all_stay,
     });
 }

@@ -263,14 +263,16 @@ pub fn run() -> i32 {
         password_file: None,
         reports: None,
     };
+    let command = matches.subcommand_name().unwrap_or_default().to_string();
     let res = dispatch(&ctx, cli.command, &matches);
     match res {
         Ok(code) => code,
         Err(e) if is_broken_pipe(&e) => 0,
-        Err(_) if snap::interrupt::requested() => {
-            eprintln!(
-                "snap: interrupted: no snapshot was recorded; the data already stored is reused by the next backup"
-            );
+        Err(e) if snap::interrupt::requested() => {
+            match e.downcast_ref::<Stopped>() {
+                Some(stopped) => eprintln!("snap: interrupted: {stopped}"),
+                None => eprintln!("snap: interrupted: {}", interrupted_note(&command)),
+            }
             EXIT_INTERRUPTED
         }
         Err(e) => {
@@ -280,16 +282,45 @@ pub fn run() -> i32 {
     }
 }
 
-/// Lets SIGINT and SIGTERM stop a command that writes snapshots at its next blob,
-/// cleanly (nothing recorded, scratch files removed); a second signal ends the process
-/// at once.
+/// What a command stopped by a signal leaves behind, as its last words say.
+fn interrupted_note(command: &str) -> &'static str {
+    match command {
+        "sync" => "the packs sent so far stay there and are not sent again; rerun sync to finish",
+        "forget" | "prune" => {
+            "prune deleted nothing (snapshots already forgotten stay forgotten); the next prune removes the packs it had written"
+        }
+        _ => "no snapshot was recorded; the data already stored is reused by the next backup",
+    }
+}
+
+/// A `snap run` stopped by a signal: where, and what stands.
+#[derive(Debug)]
+struct Stopped(String);
+
+impl std::fmt::Display for Stopped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Stopped {}
+
+/// Lets SIGINT and SIGTERM stop a command that writes snapshots or moves packs at its
+/// next safe point, cleanly (nothing half recorded, scratch files removed); a second
+/// signal ends the process at once. Registered once per process: `snap run`'s steps
+/// dispatch again, and a second registration would make the first signal the second.
 fn stop_cleanly_on_signals() -> Result<()> {
     use signal_hook::consts::{SIGINT, SIGTERM};
+    static REGISTERED: std::sync::OnceLock<()> = std::sync::OnceLock::new();
+    if REGISTERED.get().is_some() {
+        return Ok(());
+    }
     let flag = snap::interrupt::flag();
     for sig in [SIGINT, SIGTERM] {
         signal_hook::flag::register_conditional_shutdown(sig, EXIT_INTERRUPTED, flag.clone())?;
         signal_hook::flag::register(sig, flag.clone())?;
     }
+    let _ = REGISTERED.set(());
     Ok(())
 }
 
@@ -297,7 +328,12 @@ fn stop_cleanly_on_signals() -> Result<()> {
 fn dispatch(ctx: &Ctx, command: Command, matches: &clap::ArgMatches) -> Result<i32> {
     if matches!(
         command,
-        Command::Backup(_) | Command::Run(_) | Command::Import(_)
+        Command::Backup(_)
+            | Command::Run(_)
+            | Command::Import(_)
+            | Command::Forget(_)
+            | Command::Prune(_)
+            | Command::Sync(_)
     ) {
         stop_cleanly_on_signals()?;
     }
@@ -383,6 +419,25 @@ fn run_profile(
             error: outcome.as_ref().err().map(message),
             report: reports.and_then(|r| r.borrow_mut().pop()),
         });
+        if snap::interrupt::requested() {
+            let what = match &outcome {
+                Ok(_) => "it finished; the steps after it did not run".to_string(),
+                Err(_) => format!(
+                    "{}; the steps after it did not run",
+                    interrupted_note(step.name)
+                ),
+            };
+            let before = if done.len() > 1 {
+                " (the steps before it finished)"
+            } else {
+                ""
+            };
+            failure = Some(anyhow::Error::new(Stopped(format!(
+                "profile {name}, step {}{before}: {what}",
+                step.name
+            ))));
+            break;
+        }
         match outcome {
             Ok(c) => code = code.max(c),
             Err(e) => {

@@ -1,11 +1,13 @@
-//! Resuming interrupted runs: a writer notes each pack it made durable in a journal
-//! file of its own in the client's cache (`journal/<pid>-<random>`, one pack id per
-//! line) until an index file lists them. A run killed before it wrote that index file
-//! leaves durable packs nobody lists; the next backup on this client (under its lock,
-//! so no prune runs meanwhile) reads the journals of processes that are gone, checks
-//! each pack's trailer, and lists the packs in a new index file: their blobs are
-//! deduplicated against instead of stored again. A journal lost or partly written only
-//! loses that reuse: the packs stay garbage for prune, as without it.
+//! Resuming interrupted runs: a writer notes each pack in a journal file of its own in
+//! the client's cache (`journal/<pid>-<random>`, one pack id per line) just before it
+//! places the pack, until an index file lists them. A run killed before it wrote that
+//! index file leaves packs nobody lists, some of them visible but not yet durable (the
+//! rename done, the directory not synced); the next backup on this client (under its
+//! lock, so no prune runs meanwhile) reads the journals of processes that are gone,
+//! checks the trailer of each noted pack that is there, makes it durable, and lists
+//! the packs in a new index file: their blobs are deduplicated against instead of
+//! stored again. A journal lost or partly written only loses that reuse: the packs
+//! stay garbage for prune, as without it.
 
 use std::collections::HashSet;
 use std::fs::{self, File, OpenOptions};
@@ -42,7 +44,7 @@ impl Journal {
         })
     }
 
-    /// Notes that pack `id` is durable.
+    /// Notes that pack `id` is about to be placed.
     pub(super) fn add(&self, id: &Id) -> Result<()> {
         let mut file = locked(&self.file);
         if file.is_none() {
@@ -79,7 +81,7 @@ pub struct Resumed {
 }
 
 impl Repository {
-    /// Lists in a new index file the durable packs of runs on this client that were
+    /// Lists in a new index file the packs of runs on this client that were
     /// interrupted before they listed them (see the module docs). Call under a lock.
     pub fn resume_interrupted(&self) -> Result<Resumed> {
         let d = dir(&self.cache);
@@ -116,7 +118,12 @@ impl Repository {
                 continue;
             };
             match self.pack_trailer(&id, size) {
-                Ok(entries) => records.push((id, size, entries)),
+                Ok(entries) => {
+                    // Its writer may have died before the pack was durable: an index
+                    // file must never list a pack a power cut can still take away.
+                    self.store.make_durable(&pack_path(&id))?;
+                    records.push((id, size, entries));
+                }
                 Err(e) => log::warn!(
                     "not reusing pack {} of an interrupted run: {e}",
                     pack_path(&id)

@@ -87,8 +87,8 @@ impl Default for InitOptions {
 /// An open repository.
 pub struct Repository {
     store: Arc<dyn Store>,
-    /// Holds the index cache and `tmp/` for packs being written: the repository
-    /// directory itself when it is local.
+    /// This client's directory for the repository (see [`cache_dir`]): the index
+    /// cache, journals, and `tmp/` for packs being written to a remote store.
     cache: PathBuf,
     config: Config,
     index: Index,
@@ -460,6 +460,12 @@ impl Repository {
     /// Where the repository is (`/srv/repo`, `s3://bucket/prefix`).
     pub fn location(&self) -> String {
         self.store.location()
+    }
+
+    /// This client's cache directory for the repository: its index cache and the
+    /// journals of its runs.
+    pub fn cache_dir(&self) -> &Path {
+        &self.cache
     }
 
     /// The repository's file storage.

@@ -66,10 +66,12 @@ impl Persister {
         let handle = std::thread::Builder::new()
             .name("snap-pack".into())
             .spawn(move || {
-                store.put_file(&pack_path(&id), file)?;
+                // Noted before it is placed: a run killed while the pack is visible
+                // but not yet durable still has it resumed (made durable first).
                 if let Some(j) = journal {
                     j.add(&id)?;
                 }
+                store.put_file(&pack_path(&id), file)?;
                 Ok((id, size, entries))
             })
             .at(&path)?;

@@ -280,6 +280,17 @@ impl Fs for CrashFs {
         Ok(())
     }
 
+    fn sync_path(&self, path: &Path) -> io::Result<()> {
+        let mut m = locked(&self.model);
+        m.step()?;
+        let Node::File(i) = m.node(path)? else {
+            return Err(unmodelled(path));
+        };
+        let f = &mut m.files[i];
+        f.durable = f.current.clone();
+        Ok(())
+    }
+
     fn rename(&self, file: NamedTempFile, to: &Path) -> io::Result<()> {
         let mut m = locked(&self.model);
         m.step()?;

@@ -23,6 +23,8 @@ pub trait Fs: Send + Sync {
     }
     /// Makes a file's data durable (`fsync`).
     fn sync_file(&self, file: &NamedTempFile) -> io::Result<()>;
+    /// Makes the data of file `path`, opened by name, durable (`fsync`).
+    fn sync_path(&self, path: &Path) -> io::Result<()>;
     /// Renames a temp file to `to`, replacing any file there.
     fn rename(&self, file: NamedTempFile, to: &Path) -> io::Result<()>;
     /// Makes the entries of directory `dir` durable (`fsync` of the directory).
@@ -53,6 +55,10 @@ impl Fs for RealFs {
 
     fn sync_file(&self, file: &NamedTempFile) -> io::Result<()> {
         file.as_file().sync_all()
+    }
+
+    fn sync_path(&self, path: &Path) -> io::Result<()> {
+        File::open(path)?.sync_all()
     }
 
     fn rename(&self, file: NamedTempFile, to: &Path) -> io::Result<()> {

@@ -235,6 +235,12 @@ impl Store for Local {
         self.fsync_dir(&dir)
     }
 
+    fn make_durable(&self, p: &str) -> Result<()> {
+        let path = self.path(p);
+        self.fs.sync_path(&path).at(&path)?;
+        self.fsync_dir(path.parent().expect("store paths have a parent"))
+    }
+
     fn put_volatile(&self, p: &str, bytes: &[u8]) -> Result<()> {
         self.place(p, self.temp_with(bytes)?).map(drop)
     }

@@ -63,6 +63,12 @@ pub trait Store: Send + Sync {
     fn put_volatile(&self, path: &str, bytes: &[u8]) -> Result<()> {
         self.put(path, bytes)
     }
+    /// Makes file `path`, which another process placed and may have died before it
+    /// was durable, durable: its data and its directory entry. Where every file a
+    /// listing shows is durable (S3) there is nothing to do.
+    fn make_durable(&self, _path: &str) -> Result<()> {
+        Ok(())
+    }
     /// Deletes file `path`; deleting an absent file is not an error.
     fn delete(&self, path: &str) -> Result<()>;
     /// Like [`Store::delete`], without waiting for the deletion to be durable.

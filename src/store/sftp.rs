@@ -434,6 +434,15 @@ impl Store for Sftp {
         RUNTIME.block_on(self.upload(p, true, data))
     }
 
+    /// The fsync after the rename, which the writer may not have reached (see the
+    /// module docs); nothing where the server has no fsync.
+    fn make_durable(&self, p: &str) -> Result<()> {
+        if self.fsync {
+            RUNTIME.block_on(self.fsync_at(p))?;
+        }
+        Ok(())
+    }
+
     fn put_file(&self, p: &str, file: tempfile::NamedTempFile) -> Result<()> {
         use std::io::Read;
         let mut f = file.reopen().at(file.path())?;

@@ -181,6 +181,8 @@ fn copy_as_stored(
         .map_err(|e| Error::Invalid(format!("cannot start sync threads: {e}")))?;
     pool.install(|| {
         send.par_iter().try_for_each(|(id, _)| -> Result<()> {
+            // A pack sent is kept by the next run: stopping between packs wastes none.
+            crate::interrupt::check()?;
             let path = pack_path(id);
             let bytes = src.store().read(&path, MAX_PACK)?;
             if Id::hash(&bytes) != *id {
