@@ -156,7 +156,7 @@ impl<'g> Cdc<'g> {
 }
 
 /// Which chunk sizes a source uses; a repository configures both.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Profile {
     /// Large chunks, for file trees.

@@ -55,14 +55,32 @@ pub struct Args {
     #[arg(long, value_parser = clap::value_parser!(i32).range(0..=19))]
     compression: Option<i32>,
     /// Chunking profile of --stdin-name and --command data
-    #[arg(long, value_enum, default_value_t = Profile::Dump)]
-    stream_profile: Profile,
+    #[arg(long, value_enum, default_value_t = StreamProfile::Dump)]
+    stream_profile: StreamProfile,
     /// Read every file, even those unchanged since the parent snapshot
     #[arg(long)]
     force: bool,
     /// Print the result as JSON
     #[arg(long)]
     json: bool,
+}
+
+/// `--stream-profile`: the chunker's profiles as the command line names them.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum StreamProfile {
+    /// Large chunks, for file trees.
+    Files,
+    /// Small chunks, for database dumps and other streams.
+    Dump,
+}
+
+impl From<StreamProfile> for Profile {
+    fn from(p: StreamProfile) -> Profile {
+        match p {
+            StreamProfile::Files => Profile::Files,
+            StreamProfile::Dump => Profile::Dump,
+        }
+    }
 }
 
 /// Commands with the names their output is stored under.
@@ -132,7 +150,7 @@ pub fn run(ctx: &Ctx, a: Args, m: &clap::ArgMatches) -> Result<i32> {
         tags: a.tag,
         host: a.host,
         compression: a.compression,
-        stream_profile: a.stream_profile,
+        stream_profile: a.stream_profile.into(),
         no_parent: a.force,
     };
     // No source and no --repo: the configuration's default profile says what.
