@@ -729,7 +729,12 @@ fn loc_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<LocRow> {
 fn insert_packs(c: &rusqlite::Transaction<'_>, packs: &[PackRecord]) -> rusqlite::Result<()> {
     let mut damaged = c.prepare_cached("SELECT offset FROM damaged WHERE pack = ?1")?;
     let mut rows: Vec<(i64, &PackEntry)> = Vec::new();
-    for (name, size, entries) in packs {
+    for PackRecord {
+        id: name,
+        size,
+        entries,
+    } in packs
+    {
         let bad: HashSet<i64> = damaged
             .query_map([&name.0[..]], |r| r.get(0))?
             .collect::<rusqlite::Result<_>>()?;
@@ -791,9 +796,24 @@ mod tests {
         };
         let pack = Id::hash(b"pack");
         let file = Id::hash(b"index file");
-        idx.ingest(&file, &[(pack, 100, vec![e])]).unwrap();
-        idx.ingest(&Id::hash(b"another"), &[(pack, 100, vec![e])])
-            .unwrap();
+        idx.ingest(
+            &file,
+            &[PackRecord {
+                id: pack,
+                size: 100,
+                entries: vec![e],
+            }],
+        )
+        .unwrap();
+        idx.ingest(
+            &Id::hash(b"another"),
+            &[PackRecord {
+                id: pack,
+                size: 100,
+                entries: vec![e],
+            }],
+        )
+        .unwrap();
         assert_eq!(idx.index_files().unwrap().len(), 2);
         let loc = idx.lookup(&e.id).unwrap().unwrap();
         assert_eq!(
@@ -836,7 +856,15 @@ mod tests {
             let file = Id::hash(&round.to_le_bytes());
             let pack = Id::hash(&[round as u8, 0xff]);
             let rows = (16 * (round - 1)..16 * round).map(entry).collect();
-            idx.ingest(&file, &[(pack, 100, rows)]).unwrap();
+            idx.ingest(
+                &file,
+                &[PackRecord {
+                    id: pack,
+                    size: 100,
+                    entries: rows,
+                }],
+            )
+            .unwrap();
             assert!(all_seen(16 * round), "after write {round}");
         }
         idx.clear().unwrap();

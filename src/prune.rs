@@ -179,7 +179,7 @@ pub fn prune(
     }
     let written = repacker.finish()?;
     report.packs_written = written.len() as u64;
-    let written_bytes: u64 = written.iter().map(|(_, size, _)| size).sum();
+    let written_bytes: u64 = written.iter().map(|r| r.size).sum();
     let mut gone: Vec<Id> = delete;
     gone.extend(repack.iter().map(|u| u.name));
     // A lock taken over as stale means someone else may be in here, and an
@@ -193,7 +193,7 @@ pub fn prune(
     // A pack is named by its bytes: a rewrite can produce a pack that is also on the
     // delete list (an identical one an interrupted prune wrote). Its file is the new
     // pack now; deleting it would lose its blobs.
-    let new: HashSet<Id> = written.iter().map(|(id, _, _)| *id).collect();
+    let new: HashSet<Id> = written.iter().map(|r| r.id).collect();
     gone.extend(unindexed);
     gone.retain(|id| !new.contains(id));
     repo.delete_packs(&gone)?;
@@ -222,9 +222,9 @@ fn rewrite_index_files(
     let mut kept: Vec<PackRecord> = written.to_vec();
     for f in repo.index_files()? {
         let packs = repo.read_index_file(&f)?;
-        let blobs: usize = packs.iter().map(|p| p.2.len()).sum();
-        if blobs < SMALL_INDEX_FILE || packs.iter().any(|p| gone.contains(&p.0)) {
-            kept.extend(packs.into_iter().filter(|p| !gone.contains(&p.0)));
+        let blobs: usize = packs.iter().map(|p| p.entries.len()).sum();
+        if blobs < SMALL_INDEX_FILE || packs.iter().any(|p| gone.contains(&p.id)) {
+            kept.extend(packs.into_iter().filter(|p| !gone.contains(&p.id)));
             replaced.push(f);
             // Every batch but the last is full (see `batches`): those are written now.
             let mut full = batches(std::mem::take(&mut kept));
@@ -267,7 +267,11 @@ mod tests {
         let size = pack::HEADER_LEN
             + u64::from(blobs) * (10 + pack::ENTRY_LEN as u64)
             + pack::FOOTER_LEN as u64;
-        (Id::hash(&pack.to_le_bytes()), size, entries)
+        PackRecord {
+            id: Id::hash(&pack.to_le_bytes()),
+            size,
+            entries,
+        }
     }
 
     #[test]
@@ -281,8 +285,8 @@ mod tests {
         for f in 0..3u32 {
             let packs: Vec<PackRecord> = (0..15).map(|p| record(f * 100 + p, 4000)).collect();
             repo.put_index_file(&packs).unwrap();
-            gone.push(packs[0].0);
-            kept.extend(packs[1..].iter().map(|p| p.0));
+            gone.push(packs[0].id);
+            kept.extend(packs[1..].iter().map(|p| p.id));
         }
         let (replaced, new) = rewrite_index_files(&repo, &gone, &[]).unwrap();
         assert_eq!(replaced.len(), 3);
@@ -290,8 +294,8 @@ mod tests {
         let mut sizes = Vec::new();
         for f in &new {
             let packs = repo.read_index_file(f).unwrap();
-            sizes.push(packs.iter().map(|p| p.2.len()).sum::<usize>());
-            listed.extend(packs.into_iter().map(|p| p.0));
+            sizes.push(packs.iter().map(|p| p.entries.len()).sum::<usize>());
+            listed.extend(packs.into_iter().map(|p| p.id));
         }
         listed.sort();
         kept.sort();
@@ -312,7 +316,7 @@ mod tests {
                 repo.read_index_file(f)
                     .unwrap()
                     .iter()
-                    .map(|p| p.2.len())
+                    .map(|p| p.entries.len())
                     .sum()
             })
             .collect();

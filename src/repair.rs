@@ -112,7 +112,14 @@ pub fn repair_index(
                     progress.bytes(u64::from(e.stored_len));
                 }
             }
-            Ok(Some(((*id, *size, entries), bad)))
+            Ok(Some((
+                PackRecord {
+                    id: *id,
+                    size: *size,
+                    entries,
+                },
+                bad,
+            )))
         })
         .collect::<Result<_>>()?;
     let mut records = Vec::new();
@@ -124,13 +131,19 @@ pub fn repair_index(
             damaged.push((record, bad));
         }
     }
-    damaged.sort_by_key(|(r, _)| r.0);
+    damaged.sort_by_key(|(r, _)| r.id);
     let mut report = RepairReport {
         skipped: skipped.into_inner().unwrap_or_else(|p| p.into_inner()),
         ..Default::default()
     };
     let mut repacker = Repacker::new(repo);
-    for ((pack, _, entries), bad) in &damaged {
+    for (
+        PackRecord {
+            id: pack, entries, ..
+        },
+        bad,
+    ) in &damaged
+    {
         let (mut copied, mut dropped) = (0u64, 0u64);
         for e in entries {
             if !bad.contains(&e.offset) {
@@ -152,9 +165,9 @@ pub fn repair_index(
         ));
     }
     records.extend(repacker.finish()?);
-    records.sort_by_key(|r| r.0);
+    records.sort_by_key(|r| r.id);
     report.packs = records.len() as u64;
-    report.blobs = records.iter().map(|r| r.2.len() as u64).sum();
+    report.blobs = records.iter().map(|r| r.entries.len() as u64).sum();
     repo.index().clear()?;
     let mut written = HashSet::new();
     for batch in batches(records) {
@@ -164,7 +177,7 @@ pub fn repair_index(
     let stale: Vec<Id> = old.into_iter().filter(|f| !written.contains(f)).collect();
     repo.delete_index_files(&stale)?;
     // Listed by no index file now: the damaged copies go with their packs.
-    let salvaged: Vec<Id> = damaged.iter().map(|(r, _)| r.0).collect();
+    let salvaged: Vec<Id> = damaged.iter().map(|(r, _)| r.id).collect();
     repo.delete_packs(&salvaged)?;
     let present: HashSet<Id> = packs.iter().map(|(id, _)| *id).collect();
     let gone: Vec<Id> = known

@@ -27,13 +27,21 @@ pub const BLOBS_PER_FILE: usize = 100_000;
 const AAD: &[u8] = b"snap index";
 const HEADER_LEN: usize = 16;
 
-/// A pack as an index file lists it: name, file size, trailer entries.
-pub type PackRecord = (Id, u64, Vec<PackEntry>);
+/// A pack as an index file lists it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PackRecord {
+    /// Its name: the BLAKE3 of its bytes.
+    pub id: Id,
+    /// Its file size.
+    pub size: u64,
+    /// Its trailer entries, one per blob.
+    pub entries: Vec<PackEntry>,
+}
 
 /// Encodes the index file of `packs`; returns its name and bytes.
 pub fn encode(packs: &[PackRecord], key: Option<&MasterKey>) -> Result<(Id, Vec<u8>)> {
     let mut body = Vec::new();
-    for (id, size, entries) in packs {
+    for PackRecord { id, size, entries } in packs {
         body.extend_from_slice(&id.0);
         body.extend_from_slice(&size.to_le_bytes());
         let n = u32::try_from(entries.len()).expect("packs hold far fewer blobs");
@@ -101,7 +109,7 @@ pub fn decode(name: &Id, bytes: &[u8], key: Option<&MasterKey>) -> Result<Vec<Pa
             .ok_or_else(|| bad(format!("pack {id}: {size} bytes cannot hold {n} blobs")))?;
         let entries = pack::parse_entries(&id.to_hex(), entries, blobs_end)
             .map_err(|e| bad(format!("pack {id}: {e}")))?;
-        out.push((id, size, entries));
+        out.push(PackRecord { id, size, entries });
         body = &body[48 + len..];
     }
     Ok(out)
@@ -126,7 +134,11 @@ mod tests {
             .collect();
         let seal = if sealed { OVERHEAD as u64 } else { 0 };
         let size = pack::HEADER_LEN + 300 + 3 * pack::ENTRY_LEN as u64 + seal + 48;
-        (Id::hash(&[seed]), size, entries)
+        PackRecord {
+            id: Id::hash(&[seed]),
+            size,
+            entries,
+        }
     }
 
     #[test]
@@ -150,10 +162,14 @@ mod tests {
         bytes[last] ^= 1;
         assert!(decode(&name, &bytes, None).is_err(), "hash checked");
         // A size that the entries do not fill, under a name that matches.
-        let (mut id, mut size, entries) = record(1, false);
+        let PackRecord {
+            mut id,
+            mut size,
+            entries,
+        } = record(1, false);
         size += 1;
         id.0[0] ^= 1;
-        let (name, bytes) = encode(&[(id, size, entries)], None).unwrap();
+        let (name, bytes) = encode(&[PackRecord { id, size, entries }], None).unwrap();
         let err = decode(&name, &bytes, None).unwrap_err().to_string();
         assert!(err.contains("blobs end at"), "{err}");
     }

@@ -122,7 +122,7 @@ impl Repository {
                     // Its writer may have died before the pack was durable: an index
                     // file must never list a pack a power cut can still take away.
                     self.store.make_durable(&pack_path(&id))?;
-                    records.push((id, size, entries));
+                    records.push(PackRecord { id, size, entries });
                 }
                 Err(e) => log::warn!(
                     "not reusing pack {} of an interrupted run: {e}",
@@ -130,10 +130,10 @@ impl Repository {
                 ),
             }
         }
-        records.sort_by_key(|r| r.0);
+        records.sort_by_key(|r| r.id);
         let resumed = Resumed {
             packs: records.len() as u64,
-            bytes: records.iter().map(|r| r.1).sum(),
+            bytes: records.iter().map(|r| r.size).sum(),
         };
         for batch in batches(records) {
             self.write_index_file(&batch)?;

@@ -1172,7 +1172,7 @@ pub fn batches(records: impl IntoIterator<Item = PackRecord>) -> Vec<Vec<PackRec
             out.push(Vec::new());
             blobs = 0;
         }
-        blobs += r.2.len();
+        blobs += r.entries.len();
         out.last_mut().expect("one batch at least").push(r);
     }
     out.retain(|b| !b.is_empty());

@@ -72,7 +72,7 @@ impl Persister {
                     j.add(&id)?;
                 }
                 store.put_file(&pack_path(&id), file)?;
-                Ok((id, size, entries))
+                Ok(PackRecord { id, size, entries })
             })
             .at(&path)?;
         let done: Vec<_> = {
@@ -149,11 +149,11 @@ mod tests {
             );
         }
         returned.extend(p.finish().unwrap());
-        let mut listed: Vec<_> = returned.iter().map(|r| r.2[0].id).collect();
+        let mut listed: Vec<_> = returned.iter().map(|r| r.entries[0].id).collect();
         listed.sort();
         started.sort();
         assert_eq!(listed, started, "each pack returned once, with its blob");
-        for (id, size, _) in &returned {
+        for PackRecord { id, size, .. } in &returned {
             let on_disk = repo.store().size(&pack_path(id)).unwrap();
             assert_eq!(on_disk, Some(*size), "pack {id} is in place");
         }

@@ -132,7 +132,7 @@ impl<'r> Saver<'r> {
         let batch = {
             let mut pending = locked(&self.pending);
             pending.extend(durable);
-            let blobs: usize = pending.iter().map(|r| r.2.len()).sum();
+            let blobs: usize = pending.iter().map(|r| r.entries.len()).sum();
             if all || blobs >= index_files::BLOBS_PER_FILE {
                 std::mem::take(&mut *pending)
             } else {
@@ -149,7 +149,7 @@ impl<'r> Saver<'r> {
         }
         self.repo.write_index_file(&packs)?;
         let mut claimed = locked(&self.claimed);
-        for (_, _, entries) in &packs {
+        for PackRecord { entries, .. } in &packs {
             for e in entries {
                 claimed.remove(&e.id);
             }

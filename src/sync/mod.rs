@@ -231,19 +231,19 @@ fn copy_as_stored(
     for f in src_files.difference(&dst_files) {
         let bytes = src.index_file_bytes(f)?;
         let packs = src.decode_index_file(f, &bytes)?;
-        if packs.iter().all(|p| there.contains_key(&p.0)) {
-            covered.extend(packs.iter().map(|p| p.0));
+        if packs.iter().all(|p| there.contains_key(&p.id)) {
+            covered.extend(packs.iter().map(|p| p.id));
             dst.store().put(&format!("index/{}", f.to_hex()), &bytes)?;
             report.index_files_sent += 1;
         } else {
-            uncovered.extend(packs.into_iter().filter(|p| needed_set.contains(&p.0)));
+            uncovered.extend(packs.into_iter().filter(|p| needed_set.contains(&p.id)));
         }
     }
     // A pack the destination's own index files list needs no new listing.
     let dst_packs = dst.index().pack_names()?;
-    uncovered.retain(|p| !covered.contains(&p.0) && !dst_packs.contains(&p.0));
-    uncovered.sort_by_key(|p| p.0);
-    uncovered.dedup_by(|a, b| a.0 == b.0);
+    uncovered.retain(|p| !covered.contains(&p.id) && !dst_packs.contains(&p.id));
+    uncovered.sort_by_key(|p| p.id);
+    uncovered.dedup_by(|a, b| a.id == b.id);
     for batch in crate::repo::batches(uncovered) {
         dst.write_index_file(&batch)?;
         report.index_files_written += 1;
@@ -304,7 +304,7 @@ fn mirror_deletions(
         if !dst
             .read_index_file(f)?
             .iter()
-            .all(|p| keep_packs.contains(&p.0))
+            .all(|p| keep_packs.contains(&p.id))
         {
             files.push(*f);
         }
