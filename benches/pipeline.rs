@@ -117,6 +117,7 @@ fn bench(c: &mut Criterion) {
     });
 
     let dir = tempfile::tempdir().unwrap();
+    snap::repo::set_cache_root(dir.path().join("cache"));
     let repo = Repository::init(&dir.path().join("repo"), &Default::default()).unwrap();
     stream_backup(&repo, &data);
     g.bench_function("backup_stored", |b| b.iter(|| stream_backup(&repo, &data)));

@@ -12,6 +12,22 @@ pub fn hostname() -> String {
         .into_owned()
 }
 
+/// The name of the user this process runs as, from `/etc/passwd` (as Go's `os/user`
+/// reads it without cgo); its numeric uid where that file does not name it.
+pub fn user_name() -> String {
+    let uid = rustix::process::geteuid().as_raw().to_string();
+    std::fs::read_to_string("/etc/passwd")
+        .ok()
+        .and_then(|passwd| {
+            passwd.lines().find_map(|line| {
+                let mut fields = line.split(':');
+                let name = fields.next()?;
+                (fields.nth(1)? == uid).then(|| name.to_string())
+            })
+        })
+        .unwrap_or(uid)
+}
+
 /// Whether process `pid` runs on this host.
 pub fn pid_alive(pid: u32) -> bool {
     let Some(p) = i32::try_from(pid)
@@ -42,6 +58,15 @@ pub fn boot_time() -> Option<SystemTime> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_user_is_named_as_id_names_it() {
+        let id = std::process::Command::new("id")
+            .arg("-un")
+            .output()
+            .unwrap();
+        assert_eq!(user_name(), String::from_utf8_lossy(&id.stdout).trim());
+    }
 
     #[test]
     fn booted_in_the_past() {

@@ -311,8 +311,7 @@ pub fn backup(
         version: snapshot::VERSION,
         time,
         host,
-        user: std::env::var("USER")
-            .unwrap_or_else(|_| rustix::process::geteuid().as_raw().to_string()),
+        user: crate::host::user_name(),
         tags: opts.tags.clone(),
         sources,
         tree,

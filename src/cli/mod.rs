@@ -173,7 +173,7 @@ impl Ctx {
     /// The store of the selected repository, and whether it is the default one.
     fn store(&self) -> Result<(Arc<dyn Store>, bool)> {
         let (loc, is_default) = self.repo_location()?;
-        Ok((store::open(&loc, &Default::default())?, is_default))
+        Ok((store::open(&loc, &remote_options(None))?, is_default))
     }
 
     /// Opens the selected repository; `create_default` creates the default one on first
@@ -249,10 +249,16 @@ pub fn run() -> i32 {
     };
     let _ = log::set_boxed_logger(Box::new(Logger { level }));
     log::set_max_level(level);
-    // Directory recursion runs on rayon's workers: give them room for deep trees.
-    if let Some(dir) = cli.cache_dir.clone().filter(|d| !d.as_os_str().is_empty()) {
+    let cache_root = cli
+        .cache_dir
+        .clone()
+        .filter(|d| !d.as_os_str().is_empty())
+        .or_else(|| env_var("XDG_CACHE_HOME").map(|x| PathBuf::from(x).join("snap")))
+        .or_else(|| env_var("HOME").map(|h| PathBuf::from(h).join(".cache/snap")));
+    if let Some(dir) = cache_root {
         snap::repo::set_cache_root(dir);
     }
+    // Directory recursion runs on rayon's workers: give them room for deep trees.
     let _ = rayon::ThreadPoolBuilder::new()
         .stack_size(64 << 20)
         .build_global();
@@ -279,6 +285,30 @@ pub fn run() -> i32 {
             eprintln!("snap: {}", message(&e));
             1
         }
+    }
+}
+
+/// A variable of the environment, unset when empty.
+fn env_var(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.is_empty())
+}
+
+/// The settings of remote stores that come from the environment: the S3 endpoint
+/// (`endpoint` when given, else `AWS_ENDPOINT_URL_S3`, else `AWS_ENDPOINT_URL`), the
+/// region (`AWS_REGION`, else `AWS_DEFAULT_REGION`) and SFTP host-key checking
+/// (`SNAP_SSH_KNOWN_HOSTS`: `strict`, the default, `add` or `accept`). Credentials
+/// are read by the S3 client itself, as the AWS tools read them.
+pub(crate) fn remote_options(endpoint: Option<String>) -> store::RemoteOptions {
+    store::RemoteOptions {
+        endpoint: endpoint
+            .or_else(|| env_var("AWS_ENDPOINT_URL_S3"))
+            .or_else(|| env_var("AWS_ENDPOINT_URL")),
+        region: env_var("AWS_REGION").or_else(|| env_var("AWS_DEFAULT_REGION")),
+        host_keys: match env_var("SNAP_SSH_KNOWN_HOSTS").as_deref() {
+            Some("add") => store::HostKeys::Add,
+            Some("accept") => store::HostKeys::Accept,
+            _ => store::HostKeys::Strict,
+        },
     }
 }
 

@@ -4,7 +4,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use snap::repo::Repository;
-use snap::store::{self, RemoteOptions};
+use snap::store;
 use snap::sync::{sync, SyncOptions};
 
 use super::{human, key, progress_for, Bar, Ctx};
@@ -38,12 +38,7 @@ pub struct Args {
 
 pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
     let src = ctx.open(false)?;
-    let dst_store = store::open(
-        &a.to,
-        &RemoteOptions {
-            endpoint: a.endpoint.clone(),
-        },
-    )?;
+    let dst_store = store::open(&a.to, &super::remote_options(a.endpoint.clone()))?;
     let loc = dst_store.location();
     let dst = if dst_store
         .size("config")

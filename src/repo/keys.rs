@@ -3,6 +3,7 @@
 
 use crate::crypto::{Kdf, KeyFile, MasterKey};
 use crate::error::{Error, Result};
+use crate::host::user_name;
 use crate::store::Store;
 
 /// Largest key file accepted.
@@ -55,8 +56,7 @@ pub fn unlock(store: &dyn Store, passphrase: &[u8]) -> Result<(String, MasterKey
 
 /// Adds a key file for `passphrase`; returns its id.
 pub fn add(store: &dyn Store, master: &MasterKey, passphrase: &[u8], kdf: Kdf) -> Result<String> {
-    let user = std::env::var("USER").unwrap_or_default();
-    let f = KeyFile::new(master, passphrase, kdf, super::hostname(), user)?;
+    let f = KeyFile::new(master, passphrase, kdf, super::hostname(), user_name())?;
     let mut id = [0u8; 8];
     getrandom::getrandom(&mut id).map_err(|e| Error::Invalid(format!("no randomness: {e}")))?;
     let id = hex::encode(id);

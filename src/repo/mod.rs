@@ -127,31 +127,23 @@ fn read_config(store: &dyn Store) -> Result<ConfigFile> {
 /// The cache root a caller chose (`--cache-dir`), over the environment's.
 static CACHE_ROOT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
 
-/// Sets where index caches live for the rest of the process (the CLI's `--cache-dir`);
-/// the first call wins.
+/// Sets where index caches live for the rest of the process; the first call wins.
+/// The library reads no environment: the CLI sets this from `--cache-dir`,
+/// `SNAP_CACHE_DIR`, `XDG_CACHE_HOME` or `HOME`.
 pub fn set_cache_root(dir: PathBuf) {
     let _ = CACHE_ROOT.set(dir);
 }
 
 /// Where the index cache of a repository lives, for every kind of store: the root set
-/// by [`set_cache_root`], else `$SNAP_CACHE_DIR`, else `$XDG_CACHE_HOME/snap`, else
-/// `~/.cache/snap`; then the repository id and a hash of the repository's location (a
-/// synced copy has the same id and its own cache). It belongs to the client: SQLite's
-/// WAL works only on a local file system, so several hosts sharing one repository (on
-/// NFS, SFTP or S3) each keep their own.
+/// by [`set_cache_root`], then the repository id and a hash of the repository's
+/// location (a synced copy has the same id and its own cache). It belongs to the
+/// client: SQLite's WAL works only on a local file system, so several hosts sharing one
+/// repository (on NFS, SFTP or S3) each keep their own.
 fn cache_dir(store: &dyn Store, repo_id: &str) -> Result<PathBuf> {
-    let var = |n: &str| {
-        std::env::var_os(n)
-            .filter(|v| !v.is_empty())
-            .map(PathBuf::from)
-    };
     let base = CACHE_ROOT
         .get()
         .cloned()
         .or_else(|| cfg!(test).then(|| std::env::temp_dir().join("snap-unit-test-cache")))
-        .or_else(|| var("SNAP_CACHE_DIR"))
-        .or_else(|| var("XDG_CACHE_HOME").map(|x| x.join("snap")))
-        .or_else(|| var("HOME").map(|h| h.join(".cache/snap")))
         .ok_or_else(|| {
             Error::Invalid(
                 "no directory for the index cache: set SNAP_CACHE_DIR, XDG_CACHE_HOME or HOME, or give --cache-dir".into(),

@@ -83,11 +83,31 @@ pub trait Store: Send + Sync {
     }
 }
 
-/// Options of a remote location that its URL does not carry.
+/// Options of a remote location that its URL does not carry. The library reads no
+/// environment: the front end fills these (the CLI from `--endpoint`,
+/// `AWS_ENDPOINT_URL_S3`, `AWS_ENDPOINT_URL`, `AWS_REGION`, `AWS_DEFAULT_REGION` and
+/// `SNAP_SSH_KNOWN_HOSTS`).
 #[derive(Clone, Debug, Default)]
 pub struct RemoteOptions {
-    /// The S3 endpoint (`http://127.0.0.1:9000`); else `AWS_ENDPOINT_URL`, else AWS.
+    /// The S3 endpoint (`http://127.0.0.1:9000`); AWS when `None`.
     pub endpoint: Option<String>,
+    /// The S3 region; `us-east-1` when `None`.
+    pub region: Option<String>,
+    /// How an SFTP server's host key is checked.
+    pub host_keys: HostKeys,
+}
+
+/// How an SFTP server's host key is checked against `~/.ssh/known_hosts`
+/// (OpenSSH's `StrictHostKeyChecking`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum HostKeys {
+    /// An unknown or changed key is refused (`yes`).
+    #[default]
+    Strict,
+    /// An unknown key is added, a changed one refused (`accept-new`).
+    Add,
+    /// Any key is accepted (`no`).
+    Accept,
 }
 
 /// Opens the store a `--repo` or `--to` argument names: `s3://bucket/prefix`,
@@ -106,7 +126,12 @@ pub fn open(location: &str, opts: &RemoteOptions) -> Result<Arc<dyn Store>> {
             "{location}: no host; expected sftp://[USER@]HOST[:PORT]/PATH"
         )));
     }
-    Ok(Arc::new(Sftp::open(location, authority, path)?))
+    Ok(Arc::new(Sftp::open(
+        location,
+        authority,
+        path,
+        opts.host_keys,
+    )?))
 }
 
 /// The start of the names this process gives its files in `tmp/`: `<host>.<pid>.`,

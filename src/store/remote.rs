@@ -37,10 +37,6 @@ pub struct Remote {
     url: String,
 }
 
-fn env(name: &str) -> Option<String> {
-    std::env::var(name).ok().filter(|v| !v.is_empty())
-}
-
 /// What went wrong, for a person: OpenDAL's own message without its context block,
 /// and what to check.
 fn describe(e: &opendal::Error) -> String {
@@ -93,18 +89,11 @@ impl Remote {
         let op = match scheme {
             "s3" => {
                 let mut b = services::S3::default().bucket(authority).root(&root);
-                if let Some(e) = opts
-                    .endpoint
-                    .clone()
-                    .or_else(|| env("AWS_ENDPOINT_URL_S3"))
-                    .or_else(|| env("AWS_ENDPOINT_URL"))
-                {
-                    b = b.endpoint(&e);
+                if let Some(e) = &opts.endpoint {
+                    b = b.endpoint(e);
                 }
-                let region = env("AWS_REGION")
-                    .or_else(|| env("AWS_DEFAULT_REGION"))
-                    .unwrap_or_else(|| "us-east-1".into());
-                Operator::new(b.region(&region)).map(|o| o.finish())
+                let region = opts.region.as_deref().unwrap_or("us-east-1");
+                Operator::new(b.region(region)).map(|o| o.finish())
             }
             _ => return Err(bad(&format!("unknown scheme {scheme:?}"))),
         };

@@ -33,7 +33,7 @@ use tokio::process::Child;
 use tokio::task::JoinSet;
 
 use super::remote::RUNTIME;
-use super::{temp_name, too_large, Entry, Store};
+use super::{temp_name, too_large, Entry, HostKeys, Store};
 use crate::error::{Error, IoContext, Result};
 use crate::locked;
 
@@ -73,12 +73,12 @@ fn no_such_file(e: &SftpError) -> bool {
 impl Sftp {
     /// Logs in to `authority` (`[user@]host[:port]`) and opens the repository at
     /// `path` there; `url` names it in messages. Host keys are checked as
-    /// `SNAP_SSH_KNOWN_HOSTS` says: `strict` (default), `add` or `accept`.
-    pub fn open(url: &str, authority: &str, path: &str) -> Result<Sftp> {
-        let checking = match std::env::var("SNAP_SSH_KNOWN_HOSTS").as_deref() {
-            Ok("add") => "accept-new",
-            Ok("accept") => "no",
-            _ => "yes",
+    /// `host_keys` says.
+    pub fn open(url: &str, authority: &str, path: &str, host_keys: HostKeys) -> Result<Sftp> {
+        let checking = match host_keys {
+            HostKeys::Strict => "yes",
+            HostKeys::Add => "accept-new",
+            HostKeys::Accept => "no",
         };
         let _guard = RUNTIME.enter();
         let mut child = tokio::process::Command::new("ssh")
