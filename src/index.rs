@@ -18,8 +18,7 @@ use crate::compress::Compression;
 use crate::error::{Error, Result};
 use crate::id::Id;
 use crate::locked;
-use crate::pack::{BlobKind, PackEntry};
-use crate::repo::PackRecord;
+use crate::pack::{BlobKind, PackEntry, PackRecord};
 use crate::snapshot::Snapshot;
 
 /// Schema version; an index of another version is rebuilt.

@@ -66,6 +66,17 @@ impl BlobKind {
     }
 }
 
+/// A pack as an index file (and the index cache) lists it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PackRecord {
+    /// Its name: the BLAKE3 of its bytes.
+    pub id: Id,
+    /// Its file size.
+    pub size: u64,
+    /// Its trailer entries, one per blob.
+    pub entries: Vec<PackEntry>,
+}
+
 /// One blob as the trailer lists it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PackEntry {

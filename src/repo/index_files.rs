@@ -13,7 +13,7 @@
 use crate::crypto::{MasterKey, OVERHEAD};
 use crate::error::{Error, Result};
 use crate::id::Id;
-use crate::pack::{self, PackEntry};
+use crate::pack::{self, PackRecord};
 
 /// Magic of an index file.
 pub const MAGIC: &[u8; 8] = b"SNAPINDX";
@@ -26,17 +26,6 @@ pub const BLOBS_PER_FILE: usize = 100_000;
 /// Associated data of a sealed body.
 const AAD: &[u8] = b"snap index";
 const HEADER_LEN: usize = 16;
-
-/// A pack as an index file lists it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct PackRecord {
-    /// Its name: the BLAKE3 of its bytes.
-    pub id: Id,
-    /// Its file size.
-    pub size: u64,
-    /// Its trailer entries, one per blob.
-    pub entries: Vec<PackEntry>,
-}
 
 /// Encodes the index file of `packs`; returns its name and bytes.
 pub fn encode(packs: &[PackRecord], key: Option<&MasterKey>) -> Result<(Id, Vec<u8>)> {
@@ -120,6 +109,7 @@ mod tests {
     use super::*;
     use crate::compress::Compression;
     use crate::pack::BlobKind;
+    use crate::pack::PackEntry;
 
     fn record(seed: u8, sealed: bool) -> PackRecord {
         let entries: Vec<PackEntry> = (0..3u8)

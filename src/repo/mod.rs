@@ -37,9 +37,10 @@ use chrono::Utc;
 use rayon::prelude::*;
 
 pub use self::config::{Config, ConfigFile, VERSION, VERSION_ENCRYPTED, VERSION_KEYED_CHUNKER};
-pub use self::index_files::{PackRecord, BLOBS_PER_FILE as INDEX_FILE_BLOBS};
+pub use self::index_files::BLOBS_PER_FILE as INDEX_FILE_BLOBS;
 pub use self::journal::Resumed;
 pub use self::lock::{stale_by_age, Lock};
+pub use crate::pack::PackRecord;
 // Decoders of files from the store, for the fuzz targets only.
 #[doc(hidden)]
 pub use self::index_files::{decode as decode_index_file, encode as encode_index_file};
