@@ -1,6 +1,9 @@
-//! A repository: layout, config, index cache, reading blobs, and the commit protocol
-//! for new packs, index files and snapshots. Its files live in a [`Store`] (a local
-//! directory, SFTP or S3); the SQLite index is a local cache of the index files.
+//! A repository: layout, config, index cache, and the commit protocol for new packs,
+//! index files and snapshots. Its files live in a [`Store`] (a local directory, SFTP
+//! or S3); the SQLite index is a local cache of the index files. [`Repository`] is
+//! one handle whose methods live by job: opening, refreshing and the store's files
+//! here; reading blobs in `blobs`, trees and contents in `content`, snapshot records
+//! in `snapshots`; writing in `saver`, `persist`, `repack` and `journal`.
 //!
 //! ```text
 //! config                 JSON, written once by init
@@ -15,7 +18,9 @@
 //! durable; then the index file listing them; the snapshot record last. Anything
 //! unreferenced is garbage for prune, never damage.
 
+mod blobs;
 mod config;
+mod content;
 mod index_files;
 mod journal;
 pub mod keys;
@@ -24,11 +29,10 @@ mod lookup;
 mod persist;
 mod repack;
 mod saver;
+mod snapshots;
 
-use std::borrow::Cow;
 use std::collections::HashSet;
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -50,17 +54,15 @@ pub use self::lookup::PathLookup;
 pub use self::repack::Repacker;
 pub use self::saver::{Added, Saver};
 use crate::chunker::{ChunkParams, Gear, Profiles};
-use crate::compress::{self, Compression};
-use crate::crypto::{Kdf, MasterKey, OVERHEAD};
+use crate::compress;
+use crate::crypto::{Kdf, MasterKey};
 use crate::error::{Error, IoContext, Result};
 pub use crate::host::{hostname, pid_alive};
 use crate::id::Id;
-use crate::index::{BlobLoc, Index};
+use crate::index::Index;
 use crate::locked;
 use crate::pack;
-use crate::snapshot::Snapshot;
 use crate::store::{Local, Store};
-use crate::tree::{Content, ListNode, Node, NodeKind, Tree, MAX_META_BLOB};
 
 const INDEX_FILE: &str = "index.sqlite";
 
@@ -101,17 +103,6 @@ pub struct Repository {
     held: Arc<AtomicUsize>,
     /// Whether the cache was brought up to date since the handle was opened.
     fresh: AtomicBool,
-}
-
-/// Associated data of a sealed snapshot record.
-const SNAPSHOT_AAD: &[u8] = b"snap snapshot";
-
-/// Associated data of a sealed blob: its id and kind.
-fn blob_aad(id: &Id, kind: pack::BlobKind) -> [u8; 33] {
-    let mut a = [0u8; 33];
-    a[..32].copy_from_slice(&id.0);
-    a[32] = kind as u8;
-    a
 }
 
 /// Reads the config file of the repository in `store`, not yet opened.
@@ -238,10 +229,6 @@ fn only_skeleton(root: &Path, dir: &Path) -> Result<bool> {
 pub fn pack_path(id: &Id) -> String {
     let hex = id.to_hex();
     format!("packs/{}/{hex}", &hex[..2])
-}
-
-fn snapshot_path(id: &Id) -> String {
-    format!("snapshots/{}", id.to_hex())
 }
 
 fn index_path(id: &Id) -> String {
@@ -529,488 +516,6 @@ impl Repository {
         }
     }
 
-    /// Where blob `id` is stored.
-    pub fn locate(&self, id: &Id) -> Result<BlobLoc> {
-        self.index.lookup(id)?.ok_or_else(|| Error::NotFound {
-            what: "blob",
-            id: id.to_hex(),
-        })
-    }
-
-    /// Whether blob `id` is stored.
-    pub fn has_blob(&self, id: &Id) -> Result<bool> {
-        self.index.contains(id)
-    }
-
-    /// Reads, decompresses and verifies blob `id`.
-    pub fn read_blob(&self, id: &Id) -> Result<Vec<u8>> {
-        self.read_blob_at(id, &self.locate(id)?)
-    }
-
-    /// Reads blob `id` from a known location, verifying its hash.
-    pub fn read_blob_at(&self, id: &Id, loc: &BlobLoc) -> Result<Vec<u8>> {
-        let stored = self.fetch(id, loc)?;
-        self.decode(id, loc, Cow::Owned(stored))
-    }
-
-    /// Reads blob `id` as stored (compressed or not) after verifying it decodes to its
-    /// id, for copying into a new pack unchanged.
-    pub fn read_stored(&self, id: &Id, loc: &BlobLoc) -> Result<Vec<u8>> {
-        let stored = self.fetch(id, loc)?;
-        self.decode(id, loc, Cow::Borrowed(&stored))?;
-        Ok(stored)
-    }
-
-    /// The stored bytes of blob `id`, after checking that the lengths are plausible.
-    fn fetch(&self, id: &Id, loc: &BlobLoc) -> Result<Vec<u8>> {
-        self.check_lengths(id, loc)?;
-        self.read_span(id, loc, loc.stored_len as usize)
-    }
-
-    /// Reads, decodes and verifies a run of blobs stored back to back in one pack with
-    /// one read (fewer requests to a remote store, fewer calls to a local one); returns
-    /// their raw bytes back to back in one buffer, so that the run is written with one
-    /// call (and a file system zeroes no partly written block between two chunks).
-    fn read_run(&self, run: &[(Id, BlobLoc)]) -> Result<Vec<u8>> {
-        let Some((first, start)) = run.first() else {
-            return Ok(Vec::new());
-        };
-        for (id, loc) in run {
-            self.check_lengths(id, loc)?;
-        }
-        let span: usize = run.iter().map(|(_, l)| l.stored_len as usize).sum();
-        let bytes = self.read_span(first, start, span)?;
-        let mut out = Vec::with_capacity(run.iter().map(|(_, l)| l.raw_len as usize).sum());
-        let mut at = 0;
-        for (id, loc) in run {
-            let stored = &bytes[at..at + loc.stored_len as usize];
-            at += loc.stored_len as usize;
-            self.decode_into(id, loc, Cow::Borrowed(stored), &mut out)?;
-        }
-        Ok(out)
-    }
-
-    /// Checks that a blob's lengths are plausible before anything is read or allocated.
-    fn check_lengths(&self, id: &Id, loc: &BlobLoc) -> Result<()> {
-        let cap = if loc.kind.is_metadata() {
-            MAX_META_BLOB
-        } else {
-            ChunkParams::MAX_CHUNK
-        };
-        // Named only in errors: this runs for every blob read.
-        let pack_name = || format!("packs/{}", loc.pack);
-        let seal = if self.key.is_some() {
-            OVERHEAD as u32
-        } else {
-            0
-        };
-        let sane = loc.raw_len <= cap
-            && match loc.compression {
-                Compression::Raw => Some(loc.stored_len) == loc.raw_len.checked_add(seal),
-                Compression::Zstd => loc.stored_len <= loc.raw_len.saturating_add(seal),
-            };
-        if !sane {
-            return Err(Error::corrupt(
-                "blob",
-                id,
-                format!("implausible lengths in {}", pack_name()),
-            ));
-        }
-        Ok(())
-    }
-
-    /// `len` stored bytes of pack `loc.pack` from `loc.offset` (blob `id` first).
-    fn read_span(&self, id: &Id, loc: &BlobLoc, len: usize) -> Result<Vec<u8>> {
-        let pack_name = || format!("packs/{}", loc.pack);
-        self.store
-            .read_at(&pack_path(&loc.pack), loc.offset, len)
-            .map_err(|e| match e {
-                // A network failure is not damage.
-                Error::Storage { .. } => e,
-                e => Error::corrupt(
-                    "blob",
-                    id,
-                    format!("cannot read {} at {}: {e}", pack_name(), loc.offset),
-                ),
-            })
-    }
-
-    /// Opens (encrypted repositories) and decompresses stored bytes, and checks that
-    /// they hash to `id`. Borrowed bytes are copied only when stored raw and plain.
-    fn decode(&self, id: &Id, loc: &BlobLoc, stored: Cow<'_, [u8]>) -> Result<Vec<u8>> {
-        let mut raw = Vec::new();
-        self.decode_into(id, loc, stored, &mut raw)?;
-        Ok(raw)
-    }
-
-    /// Like [`Repository::decode`], appending the raw bytes to `out`; on error `out` is
-    /// as it was.
-    fn decode_into(
-        &self,
-        id: &Id,
-        loc: &BlobLoc,
-        stored: Cow<'_, [u8]>,
-        out: &mut Vec<u8>,
-    ) -> Result<()> {
-        let pack_name = || format!("packs/{}", loc.pack);
-        let stored = match &self.key {
-            Some(k) => Cow::Owned(k.open(&blob_aad(id, loc.kind), &stored).ok_or_else(|| {
-                Error::corrupt(
-                    "blob",
-                    id,
-                    format!(
-                        "in {} fails authentication (altered or damaged)",
-                        pack_name()
-                    ),
-                )
-            })?),
-            None => stored,
-        };
-        let start = out.len();
-        match loc.compression {
-            Compression::Raw if out.capacity() == 0 => *out = stored.into_owned(),
-            Compression::Raw => out.extend_from_slice(&stored),
-            Compression::Zstd => compress::decompress_into(&stored, loc.raw_len as usize, out)
-                .map_err(|e| Error::corrupt("blob", id, format!("in {}: {e}", pack_name())))?,
-        }
-        let actual = self.blob_id(&out[start..]);
-        if actual != *id {
-            out.truncate(start);
-            return Err(Error::ChecksumMismatch {
-                what: format!("blob in {}", pack_name()),
-                expected: id.to_hex(),
-                actual: actual.to_hex(),
-            });
-        }
-        Ok(())
-    }
-
-    /// Loads a directory tree.
-    pub fn load_tree(&self, id: &Id) -> Result<Tree> {
-        Tree::decode(id, &self.read_blob(id)?)
-    }
-
-    /// Calls `f` with every data chunk id of `content`, in file order (see
-    /// [`Repository::chunk_ids`]).
-    pub fn for_each_chunk(
-        &self,
-        content: &Content,
-        f: &mut dyn FnMut(Id) -> Result<()>,
-    ) -> Result<()> {
-        self.chunk_ids(content).try_for_each(|id| f(id?))
-    }
-
-    /// The data chunk ids of `content` in file order, expanding list nodes as they are
-    /// reached (memory: one list node per level).
-    pub fn chunk_ids<'r>(&'r self, content: &Content) -> impl Iterator<Item = Result<Id>> + 'r {
-        // Each level: ids, the next one to visit, and their depth (0: data chunks).
-        let mut stack = vec![(content.ids.clone(), 0usize, content.depth)];
-        std::iter::from_fn(move || loop {
-            let (ids, next, depth) = stack.last_mut()?;
-            let Some(&id) = ids.get(*next) else {
-                stack.pop();
-                continue;
-            };
-            *next += 1;
-            if *depth == 0 {
-                return Some(Ok(id));
-            }
-            match self.list_node(&id, *depth - 1) {
-                Ok(node) => stack.push((node.ids, 0, node.level)),
-                Err(e) => {
-                    stack.clear();
-                    return Some(Err(e));
-                }
-            }
-        })
-    }
-
-    /// Reads list node `id`, which must be of `level`.
-    pub(crate) fn list_node(&self, id: &Id, level: u8) -> Result<ListNode> {
-        let node = ListNode::decode(id, &self.read_blob(id)?)?;
-        if node.level != level {
-            return Err(Error::corrupt(
-                "chunk list",
-                id,
-                format!("level {} where {level} was expected", node.level),
-            ));
-        }
-        Ok(node)
-    }
-
-    /// Feeds a file's bytes, verified chunk by chunk, in order to `sink`, a run of
-    /// chunks at a time; chunks are read and decompressed in parallel batches of
-    /// bounded size (32 MiB).
-    pub fn read_content(
-        &self,
-        content: &Content,
-        sink: &mut dyn FnMut(&[u8]) -> Result<()>,
-    ) -> Result<()> {
-        self.located_batches(content, 32 << 20, |batch| {
-            let read = |r: std::ops::Range<usize>| self.read_run(&batch[r]);
-            let runs = runs(batch);
-            // One run stays on this thread: handing it to the pool from outside costs a
-            // wake-up per small file (export, cat).
-            let decoded: Vec<Vec<u8>> = if runs.len() > 1 {
-                runs.into_par_iter().map(&read).collect::<Result<_>>()?
-            } else {
-                runs.into_iter().map(&read).collect::<Result<_>>()?
-            };
-            for run in &decoded {
-                sink(run)?;
-            }
-            Ok(())
-        })
-    }
-
-    /// Like [`Repository::read_content`] for a sink that takes bytes at their offset
-    /// in any order (a file written with `pwrite`): each run of chunks is written, with
-    /// one call, by the thread that decoded it, so memory is the runs in flight, not a
-    /// batch. Returns the content's length.
-    pub fn read_content_at(
-        &self,
-        content: &Content,
-        write: &(dyn Fn(u64, &[u8]) -> Result<()> + Sync),
-    ) -> Result<u64> {
-        let mut pos = 0u64;
-        self.located_batches(content, 256 << 20, |batch| {
-            let runs: Vec<_> = runs(batch)
-                .into_iter()
-                .map(|r| {
-                    let at = pos;
-                    pos += batch[r.clone()]
-                        .iter()
-                        .map(|(_, l)| u64::from(l.raw_len))
-                        .sum::<u64>();
-                    (at, r)
-                })
-                .collect();
-            runs.into_par_iter()
-                .try_for_each(|(at, r)| write(at, &self.read_run(&batch[r])?))
-        })?;
-        Ok(pos)
-    }
-
-    /// Locates a file's chunks in order and hands them to `f` in batches of about
-    /// `batch_bytes` raw bytes.
-    fn located_batches(
-        &self,
-        content: &Content,
-        batch_bytes: u64,
-        mut f: impl FnMut(&[(Id, BlobLoc)]) -> Result<()>,
-    ) -> Result<()> {
-        let mut batch: Vec<(Id, BlobLoc)> = Vec::new();
-        let mut bytes = 0u64;
-        self.for_each_chunk(content, &mut |id| {
-            let loc = self.locate(&id)?;
-            bytes += u64::from(loc.raw_len);
-            batch.push((id, loc));
-            if bytes >= batch_bytes {
-                f(&batch)?;
-                batch.clear();
-                bytes = 0;
-            }
-            Ok(())
-        })?;
-        if batch.is_empty() {
-            return Ok(());
-        }
-        f(&batch)
-    }
-
-    /// Whether every blob of `content` (data chunks and list nodes) is in the index, so
-    /// that a new snapshot may reference it without storing it again.
-    pub fn content_complete(&self, content: &Content) -> Result<bool> {
-        self.ids_complete(content.depth, &content.ids)
-    }
-
-    fn ids_complete(&self, depth: u8, ids: &[Id]) -> Result<bool> {
-        for id in ids {
-            if !self.has_blob(id)? {
-                return Ok(false);
-            }
-            if depth > 0 {
-                let Ok(node) = self.list_node(id, depth - 1) else {
-                    return Ok(false);
-                };
-                if !self.ids_complete(node.level, &node.ids)? {
-                    return Ok(false);
-                }
-            }
-        }
-        Ok(true)
-    }
-
-    /// Writes a file's content to `out` (see [`Repository::read_content`]); returns the
-    /// bytes written.
-    pub fn write_content(&self, content: &Content, out: &mut dyn Write) -> Result<u64> {
-        let mut written = 0u64;
-        self.read_content(content, &mut |c| {
-            written += c.len() as u64;
-            out.write_all(c).map_err(|e| Error::Io {
-                path: PathBuf::from("<output>"),
-                source: e,
-            })
-        })?;
-        Ok(written)
-    }
-
-    /// Finds the node at `path` (components) below tree `root`; the empty path is the
-    /// root itself, returned as a directory node.
-    pub fn find_node(&self, root: &Id, path: &[Vec<u8>]) -> Result<Option<Node>> {
-        if path.is_empty() {
-            return Ok(Some(Node {
-                name: b"/".to_vec(),
-                kind: NodeKind::Dir(*root),
-                meta: Default::default(),
-            }));
-        }
-        PathLookup::new(self, *root).node(path)
-    }
-
-    /// Calls `f` for every entry below tree `tree`, depth first in name order, with its
-    /// path (`prefix/name`, names shown lossily as UTF-8).
-    pub fn walk(
-        &self,
-        tree: &Id,
-        prefix: &str,
-        f: &mut dyn FnMut(&str, &Node) -> Result<()>,
-    ) -> Result<()> {
-        for n in self.load_tree(tree)?.nodes {
-            let path = format!("{prefix}/{}", String::from_utf8_lossy(&n.name));
-            f(&path, &n)?;
-            if let NodeKind::Dir(sub) = &n.kind {
-                self.walk(sub, &path, f)?;
-            }
-        }
-        Ok(())
-    }
-
-    // ---- snapshots ----
-
-    /// Records a snapshot: the file last, after everything it references is durable.
-    pub fn save_snapshot(&self, snap: &Snapshot) -> Result<Id> {
-        let mut bytes = snap.encode();
-        if let Some(k) = &self.key {
-            bytes = k.seal(SNAPSHOT_AAD, &bytes)?;
-        }
-        let id = Id::hash(&bytes);
-        self.store.put(&snapshot_path(&id), &bytes)?;
-        self.index.add_snapshot(&id, snap, &bytes)?;
-        Ok(id)
-    }
-
-    /// Reads and verifies snapshot `id`'s record file (not the index's copy of it).
-    pub fn read_snapshot_file(&self, id: &Id) -> Result<Snapshot> {
-        let b = self
-            .store
-            .read(&snapshot_path(id), crate::snapshot::MAX_LEN)?;
-        self.decode_snapshot(id, &b)
-    }
-
-    /// Verifies a snapshot record file's bytes against its name, opens them
-    /// (encrypted repositories) and parses them.
-    fn decode_snapshot(&self, id: &Id, b: &[u8]) -> Result<Snapshot> {
-        let Some(k) = &self.key else {
-            return Snapshot::decode(id, b);
-        };
-        crate::snapshot::check_id(id, b)?;
-        let plain = k.open(SNAPSHOT_AAD, b).ok_or_else(|| {
-            Error::corrupt("snapshot", id, "fails authentication (altered or damaged)")
-        })?;
-        Snapshot::parse(id, &plain)
-    }
-
-    /// All snapshots, oldest first.
-    pub fn snapshots(&self) -> Result<Vec<(Id, Snapshot)>> {
-        self.ensure_fresh()?;
-        self.index
-            .snapshots()?
-            .into_iter()
-            .map(|(id, rec)| Ok((id, self.decode_snapshot(&id, &rec)?)))
-            .collect()
-    }
-
-    /// Resolves `latest` or a unique prefix of a snapshot id.
-    pub fn find_snapshot(&self, spec: &str) -> Result<(Id, Snapshot)> {
-        let all = self.snapshots()?;
-        if spec == "latest" {
-            return all.into_iter().last().ok_or_else(|| {
-                Error::Invalid(format!(
-                    "{} has no snapshots yet, so there is no `latest`; run `snap backup` first",
-                    self.location()
-                ))
-            });
-        }
-        let spec_lc = spec.to_ascii_lowercase();
-        let mut hits = all
-            .into_iter()
-            .filter(|(id, _)| id.to_hex().starts_with(&spec_lc));
-        match (hits.next(), hits.next()) {
-            (Some(one), None) if !spec.is_empty() => Ok(one),
-            (Some(_), Some(_)) => Err(Error::Invalid(format!(
-                "snapshot id prefix {spec:?} is ambiguous; give more digits"
-            ))),
-            _ => Err(Error::Invalid(format!(
-                "snapshot {spec} not found in {}; `snap list` shows the snapshots",
-                self.location()
-            ))),
-        }
-    }
-
-    /// Deletes snapshot records, files first (under the caller's exclusive lock). The
-    /// data they referenced stays until `prune`.
-    pub fn remove_snapshots(&self, ids: &[Id]) -> Result<()> {
-        self.store
-            .delete_all(&ids.iter().map(snapshot_path).collect::<Vec<_>>())?;
-        for id in ids {
-            self.index.remove_snapshot(id)?;
-        }
-        Ok(())
-    }
-
-    /// Makes the index's snapshot list match the files in `snapshots/`. Returns the
-    /// records that cannot be read (path, reason): they are left out of the index (one
-    /// damaged record must not make the repository unusable), but prune must not run
-    /// while they exist, as it cannot know what they reference.
-    pub fn sync_snapshots(&self) -> Result<Vec<(String, String)>> {
-        let stored = listed_names(self.store.as_ref(), "snapshots")?;
-        let indexed: HashSet<Id> = self
-            .index
-            .snapshots()?
-            .into_iter()
-            .map(|(id, _)| id)
-            .collect();
-        for id in indexed.difference(&stored) {
-            self.index.remove_snapshot(id)?;
-        }
-        let new: Vec<Id> = stored.difference(&indexed).copied().collect();
-        type Read = (Id, Result<(Snapshot, Vec<u8>)>);
-        let read: Vec<Read> = new
-            .par_iter()
-            .map(|id| {
-                let r = self
-                    .store
-                    .read(&snapshot_path(id), crate::snapshot::MAX_LEN)
-                    .and_then(|b| Ok((self.decode_snapshot(id, &b)?, b)));
-                (*id, r)
-            })
-            .collect();
-        let mut unreadable = Vec::new();
-        for (id, r) in read {
-            match r {
-                Ok((snap, bytes)) => self.index.add_snapshot(&id, &snap, &bytes)?,
-                Err(e) => {
-                    let path = format!("{}/{}", self.store.location(), snapshot_path(&id));
-                    log::warn!("skipping snapshot {path}: {e}");
-                    unreadable.push((path, e.to_string()));
-                }
-            }
-        }
-        unreadable.sort();
-        Ok(unreadable)
-    }
-
     // ---- index maintenance ----
 
     /// What the repository holds (packs, blobs, raw and stored bytes).
@@ -1127,34 +632,6 @@ impl Repository {
     }
 }
 
-/// Splits blobs (in file order) into runs stored back to back in one pack, each at
-/// most 4 MiB so that a batch still decodes on several cores; returns index ranges.
-fn runs(blobs: &[(Id, BlobLoc)]) -> Vec<std::ops::Range<usize>> {
-    const MAX_RUN: u64 = 4 << 20;
-    let mut out = Vec::new();
-    let mut start = 0;
-    let mut span = 0u64;
-    for i in 0..blobs.len() {
-        let loc = &blobs[i].1;
-        let joins = i > start && {
-            let prev = &blobs[i - 1].1;
-            prev.pack == loc.pack
-                && prev.offset + u64::from(prev.stored_len) == loc.offset
-                && span + u64::from(loc.stored_len) <= MAX_RUN
-        };
-        if !joins && i > start {
-            out.push(start..i);
-            start = i;
-            span = 0;
-        }
-        span += u64::from(loc.stored_len);
-    }
-    if start < blobs.len() {
-        out.push(start..blobs.len());
-    }
-    out
-}
-
 /// Splits pack records into index-file-sized batches (about
 /// [`index_files::BLOBS_PER_FILE`] blobs each).
 pub fn batches(records: impl IntoIterator<Item = PackRecord>) -> Vec<Vec<PackRecord>> {
@@ -1176,20 +653,6 @@ pub fn batches(records: impl IntoIterator<Item = PackRecord>) -> Vec<Vec<PackRec
 mod tests {
     use super::*;
 
-    fn at(pack: u8, offset: u64, len: u32) -> (Id, BlobLoc) {
-        (
-            Id::hash(&offset.to_le_bytes()),
-            BlobLoc {
-                pack: Id::hash(&[pack]),
-                offset,
-                stored_len: len,
-                raw_len: len,
-                kind: pack::BlobKind::Data,
-                compression: Compression::Raw,
-            },
-        )
-    }
-
     #[test]
     fn init_takes_the_skeleton_an_interrupted_init_left_but_no_other_file() {
         let d = tempfile::tempdir().unwrap();
@@ -1203,21 +666,5 @@ mod tests {
         std::fs::write(other.join("notes.txt"), b"mine").unwrap();
         let e = Repository::init(&other, &Default::default()).err().unwrap();
         assert!(e.to_string().contains("not empty"), "{e}");
-    }
-
-    #[test]
-    fn runs_join_adjacent_blobs_of_one_pack_up_to_the_cap() {
-        let big = 3 << 20;
-        let blobs = vec![
-            at(1, 16, 100),
-            at(1, 116, 50),
-            at(1, 200, 10), // a gap
-            at(2, 210, 10), // another pack
-            at(2, 220, big),
-            at(2, 220 + big as u64, big), // would pass 4 MiB
-        ];
-        let lens: Vec<usize> = runs(&blobs).iter().map(|r| r.len()).collect();
-        assert_eq!(lens, vec![2, 1, 2, 1]);
-        assert!(runs(&[]).is_empty());
     }
 }

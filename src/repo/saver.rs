@@ -89,7 +89,7 @@ impl<'r> Saver<'r> {
             None => (Compression::Raw, Cow::Borrowed(raw)),
         };
         if let Some(k) = &self.repo.key {
-            stored = Cow::Owned(k.seal(&super::blob_aad(&id, kind), &stored)?);
+            stored = Cow::Owned(k.seal(&super::blobs::blob_aad(&id, kind), &stored)?);
         }
         let raw_len = u32::try_from(raw.len()).expect("blobs are capped far below 4 GiB");
         let slot = if kind.is_metadata() {

@@ -1,0 +1,244 @@
+//! Reading blobs: where each is, fetching its stored bytes (one blob, or a run of
+//! neighbours in one read), checking lengths, and decoding (open the seal, then
+//! decompress).
+
+use std::borrow::Cow;
+
+use super::{pack_path, Repository};
+use crate::chunker::ChunkParams;
+use crate::compress::{self, Compression};
+use crate::crypto::OVERHEAD;
+use crate::error::{Error, Result};
+use crate::id::Id;
+use crate::index::BlobLoc;
+use crate::pack;
+use crate::tree::MAX_META_BLOB;
+
+impl Repository {
+    /// Where blob `id` is stored.
+    pub fn locate(&self, id: &Id) -> Result<BlobLoc> {
+        self.index.lookup(id)?.ok_or_else(|| Error::NotFound {
+            what: "blob",
+            id: id.to_hex(),
+        })
+    }
+
+    /// Whether blob `id` is stored.
+    pub fn has_blob(&self, id: &Id) -> Result<bool> {
+        self.index.contains(id)
+    }
+
+    /// Reads, decompresses and verifies blob `id`.
+    pub fn read_blob(&self, id: &Id) -> Result<Vec<u8>> {
+        self.read_blob_at(id, &self.locate(id)?)
+    }
+
+    /// Reads blob `id` from a known location, verifying its hash.
+    pub fn read_blob_at(&self, id: &Id, loc: &BlobLoc) -> Result<Vec<u8>> {
+        let stored = self.fetch(id, loc)?;
+        self.decode(id, loc, Cow::Owned(stored))
+    }
+
+    /// Reads blob `id` as stored (compressed or not) after verifying it decodes to its
+    /// id, for copying into a new pack unchanged.
+    pub fn read_stored(&self, id: &Id, loc: &BlobLoc) -> Result<Vec<u8>> {
+        let stored = self.fetch(id, loc)?;
+        self.decode(id, loc, Cow::Borrowed(&stored))?;
+        Ok(stored)
+    }
+
+    /// The stored bytes of blob `id`, after checking that the lengths are plausible.
+    fn fetch(&self, id: &Id, loc: &BlobLoc) -> Result<Vec<u8>> {
+        self.check_lengths(id, loc)?;
+        self.read_span(id, loc, loc.stored_len as usize)
+    }
+
+    /// Reads, decodes and verifies a run of blobs stored back to back in one pack with
+    /// one read (fewer requests to a remote store, fewer calls to a local one); returns
+    /// their raw bytes back to back in one buffer, so that the run is written with one
+    /// call (and a file system zeroes no partly written block between two chunks).
+    pub(super) fn read_run(&self, run: &[(Id, BlobLoc)]) -> Result<Vec<u8>> {
+        let Some((first, start)) = run.first() else {
+            return Ok(Vec::new());
+        };
+        for (id, loc) in run {
+            self.check_lengths(id, loc)?;
+        }
+        let span: usize = run.iter().map(|(_, l)| l.stored_len as usize).sum();
+        let bytes = self.read_span(first, start, span)?;
+        let mut out = Vec::with_capacity(run.iter().map(|(_, l)| l.raw_len as usize).sum());
+        let mut at = 0;
+        for (id, loc) in run {
+            let stored = &bytes[at..at + loc.stored_len as usize];
+            at += loc.stored_len as usize;
+            self.decode_into(id, loc, Cow::Borrowed(stored), &mut out)?;
+        }
+        Ok(out)
+    }
+
+    /// Checks that a blob's lengths are plausible before anything is read or allocated.
+    fn check_lengths(&self, id: &Id, loc: &BlobLoc) -> Result<()> {
+        let cap = if loc.kind.is_metadata() {
+            MAX_META_BLOB
+        } else {
+            ChunkParams::MAX_CHUNK
+        };
+        // Named only in errors: this runs for every blob read.
+        let pack_name = || format!("packs/{}", loc.pack);
+        let seal = if self.key.is_some() {
+            OVERHEAD as u32
+        } else {
+            0
+        };
+        let sane = loc.raw_len <= cap
+            && match loc.compression {
+                Compression::Raw => Some(loc.stored_len) == loc.raw_len.checked_add(seal),
+                Compression::Zstd => loc.stored_len <= loc.raw_len.saturating_add(seal),
+            };
+        if !sane {
+            return Err(Error::corrupt(
+                "blob",
+                id,
+                format!("implausible lengths in {}", pack_name()),
+            ));
+        }
+        Ok(())
+    }
+
+    /// `len` stored bytes of pack `loc.pack` from `loc.offset` (blob `id` first).
+    fn read_span(&self, id: &Id, loc: &BlobLoc, len: usize) -> Result<Vec<u8>> {
+        let pack_name = || format!("packs/{}", loc.pack);
+        self.store
+            .read_at(&pack_path(&loc.pack), loc.offset, len)
+            .map_err(|e| match e {
+                // A network failure is not damage.
+                Error::Storage { .. } => e,
+                e => Error::corrupt(
+                    "blob",
+                    id,
+                    format!("cannot read {} at {}: {e}", pack_name(), loc.offset),
+                ),
+            })
+    }
+
+    /// Opens (encrypted repositories) and decompresses stored bytes, and checks that
+    /// they hash to `id`. Borrowed bytes are copied only when stored raw and plain.
+    fn decode(&self, id: &Id, loc: &BlobLoc, stored: Cow<'_, [u8]>) -> Result<Vec<u8>> {
+        let mut raw = Vec::new();
+        self.decode_into(id, loc, stored, &mut raw)?;
+        Ok(raw)
+    }
+
+    /// Like [`Repository::decode`], appending the raw bytes to `out`; on error `out` is
+    /// as it was.
+    fn decode_into(
+        &self,
+        id: &Id,
+        loc: &BlobLoc,
+        stored: Cow<'_, [u8]>,
+        out: &mut Vec<u8>,
+    ) -> Result<()> {
+        let pack_name = || format!("packs/{}", loc.pack);
+        let stored = match &self.key {
+            Some(k) => Cow::Owned(k.open(&blob_aad(id, loc.kind), &stored).ok_or_else(|| {
+                Error::corrupt(
+                    "blob",
+                    id,
+                    format!(
+                        "in {} fails authentication (altered or damaged)",
+                        pack_name()
+                    ),
+                )
+            })?),
+            None => stored,
+        };
+        let start = out.len();
+        match loc.compression {
+            Compression::Raw if out.capacity() == 0 => *out = stored.into_owned(),
+            Compression::Raw => out.extend_from_slice(&stored),
+            Compression::Zstd => compress::decompress_into(&stored, loc.raw_len as usize, out)
+                .map_err(|e| Error::corrupt("blob", id, format!("in {}: {e}", pack_name())))?,
+        }
+        let actual = self.blob_id(&out[start..]);
+        if actual != *id {
+            out.truncate(start);
+            return Err(Error::ChecksumMismatch {
+                what: format!("blob in {}", pack_name()),
+                expected: id.to_hex(),
+                actual: actual.to_hex(),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Associated data of a sealed blob: its id and kind.
+pub(super) fn blob_aad(id: &Id, kind: pack::BlobKind) -> [u8; 33] {
+    let mut a = [0u8; 33];
+    a[..32].copy_from_slice(&id.0);
+    a[32] = kind as u8;
+    a
+}
+
+/// Splits blobs (in file order) into runs stored back to back in one pack, each at
+/// most 4 MiB so that a batch still decodes on several cores; returns index ranges.
+pub(super) fn runs(blobs: &[(Id, BlobLoc)]) -> Vec<std::ops::Range<usize>> {
+    const MAX_RUN: u64 = 4 << 20;
+    let mut out = Vec::new();
+    let mut start = 0;
+    let mut span = 0u64;
+    for i in 0..blobs.len() {
+        let loc = &blobs[i].1;
+        let joins = i > start && {
+            let prev = &blobs[i - 1].1;
+            prev.pack == loc.pack
+                && prev.offset + u64::from(prev.stored_len) == loc.offset
+                && span + u64::from(loc.stored_len) <= MAX_RUN
+        };
+        if !joins && i > start {
+            out.push(start..i);
+            start = i;
+            span = 0;
+        }
+        span += u64::from(loc.stored_len);
+    }
+    if start < blobs.len() {
+        out.push(start..blobs.len());
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(pack: u8, offset: u64, len: u32) -> (Id, BlobLoc) {
+        (
+            Id::hash(&offset.to_le_bytes()),
+            BlobLoc {
+                pack: Id::hash(&[pack]),
+                offset,
+                stored_len: len,
+                raw_len: len,
+                kind: pack::BlobKind::Data,
+                compression: Compression::Raw,
+            },
+        )
+    }
+
+    #[test]
+    fn runs_join_adjacent_blobs_of_one_pack_up_to_the_cap() {
+        let big = 3 << 20;
+        let blobs = vec![
+            at(1, 16, 100),
+            at(1, 116, 50),
+            at(1, 200, 10), // a gap
+            at(2, 210, 10), // another pack
+            at(2, 220, big),
+            at(2, 220 + big as u64, big), // would pass 4 MiB
+        ];
+        let lens: Vec<usize> = runs(&blobs).iter().map(|r| r.len()).collect();
+        assert_eq!(lens, vec![2, 1, 2, 1]);
+        assert!(runs(&[]).is_empty());
+    }
+}

@@ -1,0 +1,143 @@
+//! Snapshot records: writing one last, reading and finding them, removing them, and
+//! bringing the index cache's list of them up to date.
+
+use std::collections::HashSet;
+
+use rayon::prelude::*;
+
+use super::{listed_names, Repository};
+use crate::error::{Error, Result};
+use crate::id::Id;
+use crate::snapshot::Snapshot;
+
+impl Repository {
+    /// Records a snapshot: the file last, after everything it references is durable.
+    pub fn save_snapshot(&self, snap: &Snapshot) -> Result<Id> {
+        let mut bytes = snap.encode();
+        if let Some(k) = &self.key {
+            bytes = k.seal(SNAPSHOT_AAD, &bytes)?;
+        }
+        let id = Id::hash(&bytes);
+        self.store.put(&snapshot_path(&id), &bytes)?;
+        self.index.add_snapshot(&id, snap, &bytes)?;
+        Ok(id)
+    }
+
+    /// Reads and verifies snapshot `id`'s record file (not the index's copy of it).
+    pub fn read_snapshot_file(&self, id: &Id) -> Result<Snapshot> {
+        let b = self
+            .store
+            .read(&snapshot_path(id), crate::snapshot::MAX_LEN)?;
+        self.decode_snapshot(id, &b)
+    }
+
+    /// Verifies a snapshot record file's bytes against its name, opens them
+    /// (encrypted repositories) and parses them.
+    fn decode_snapshot(&self, id: &Id, b: &[u8]) -> Result<Snapshot> {
+        let Some(k) = &self.key else {
+            return Snapshot::decode(id, b);
+        };
+        crate::snapshot::check_id(id, b)?;
+        let plain = k.open(SNAPSHOT_AAD, b).ok_or_else(|| {
+            Error::corrupt("snapshot", id, "fails authentication (altered or damaged)")
+        })?;
+        Snapshot::parse(id, &plain)
+    }
+
+    /// All snapshots, oldest first.
+    pub fn snapshots(&self) -> Result<Vec<(Id, Snapshot)>> {
+        self.ensure_fresh()?;
+        self.index
+            .snapshots()?
+            .into_iter()
+            .map(|(id, rec)| Ok((id, self.decode_snapshot(&id, &rec)?)))
+            .collect()
+    }
+
+    /// Resolves `latest` or a unique prefix of a snapshot id.
+    pub fn find_snapshot(&self, spec: &str) -> Result<(Id, Snapshot)> {
+        let all = self.snapshots()?;
+        if spec == "latest" {
+            return all.into_iter().last().ok_or_else(|| {
+                Error::Invalid(format!(
+                    "{} has no snapshots yet, so there is no `latest`; run `snap backup` first",
+                    self.location()
+                ))
+            });
+        }
+        let spec_lc = spec.to_ascii_lowercase();
+        let mut hits = all
+            .into_iter()
+            .filter(|(id, _)| id.to_hex().starts_with(&spec_lc));
+        match (hits.next(), hits.next()) {
+            (Some(one), None) if !spec.is_empty() => Ok(one),
+            (Some(_), Some(_)) => Err(Error::Invalid(format!(
+                "snapshot id prefix {spec:?} is ambiguous; give more digits"
+            ))),
+            _ => Err(Error::Invalid(format!(
+                "snapshot {spec} not found in {}; `snap list` shows the snapshots",
+                self.location()
+            ))),
+        }
+    }
+
+    /// Deletes snapshot records, files first (under the caller's exclusive lock). The
+    /// data they referenced stays until `prune`.
+    pub fn remove_snapshots(&self, ids: &[Id]) -> Result<()> {
+        self.store
+            .delete_all(&ids.iter().map(snapshot_path).collect::<Vec<_>>())?;
+        for id in ids {
+            self.index.remove_snapshot(id)?;
+        }
+        Ok(())
+    }
+
+    /// Makes the index's snapshot list match the files in `snapshots/`. Returns the
+    /// records that cannot be read (path, reason): they are left out of the index (one
+    /// damaged record must not make the repository unusable), but prune must not run
+    /// while they exist, as it cannot know what they reference.
+    pub fn sync_snapshots(&self) -> Result<Vec<(String, String)>> {
+        let stored = listed_names(self.store.as_ref(), "snapshots")?;
+        let indexed: HashSet<Id> = self
+            .index
+            .snapshots()?
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect();
+        for id in indexed.difference(&stored) {
+            self.index.remove_snapshot(id)?;
+        }
+        let new: Vec<Id> = stored.difference(&indexed).copied().collect();
+        type Read = (Id, Result<(Snapshot, Vec<u8>)>);
+        let read: Vec<Read> = new
+            .par_iter()
+            .map(|id| {
+                let r = self
+                    .store
+                    .read(&snapshot_path(id), crate::snapshot::MAX_LEN)
+                    .and_then(|b| Ok((self.decode_snapshot(id, &b)?, b)));
+                (*id, r)
+            })
+            .collect();
+        let mut unreadable = Vec::new();
+        for (id, r) in read {
+            match r {
+                Ok((snap, bytes)) => self.index.add_snapshot(&id, &snap, &bytes)?,
+                Err(e) => {
+                    let path = format!("{}/{}", self.store.location(), snapshot_path(&id));
+                    log::warn!("skipping snapshot {path}: {e}");
+                    unreadable.push((path, e.to_string()));
+                }
+            }
+        }
+        unreadable.sort();
+        Ok(unreadable)
+    }
+}
+
+/// Associated data of a sealed snapshot record.
+const SNAPSHOT_AAD: &[u8] = b"snap snapshot";
+
+fn snapshot_path(id: &Id) -> String {
+    format!("snapshots/{}", id.to_hex())
+}
