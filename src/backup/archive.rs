@@ -17,7 +17,8 @@ use std::path::Path;
 use chrono::{DateTime, NaiveDate, Utc};
 use zip::ZipArchive;
 
-use super::{Run, VDir};
+use super::vdir::VDir;
+use super::Run;
 use crate::chunker::Profile;
 use crate::error::{Error, IoContext, Result};
 use crate::source::ngw::{

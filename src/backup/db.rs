@@ -9,7 +9,9 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use super::{file_content, stream_components, Run, VDir, STREAM_MODE};
+use super::vdir::VDir;
+use super::walk::file_content;
+use super::{stream_components, Run, STREAM_MODE};
 use crate::chunker::Hints;
 use crate::error::{Error, IoContext, Result};
 use crate::snapshot::Source;

@@ -15,11 +15,9 @@
 //! Per-file problems (unreadable, vanished) are warnings; any repository error or a
 //! failing command aborts the run before the snapshot record is written.
 
-use std::collections::{BTreeMap, HashMap};
-use std::ffi::OsStr;
-use std::fs::Metadata;
+use std::collections::HashMap;
 use std::io::{self, Read};
-use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
@@ -31,6 +29,9 @@ use rayon::prelude::*;
 mod archive;
 mod db;
 mod ngw;
+mod streams;
+mod vdir;
+mod walk;
 
 #[doc(hidden)]
 pub use archive::check_archive;
@@ -44,11 +45,8 @@ use crate::pack::BlobKind;
 use crate::progress::Progress;
 use crate::repo::{hostname, Repository, Saver};
 use crate::snapshot::{self, Snapshot, Source, Summary};
-use crate::source::command::Running;
-use crate::source::fs::{self as sfs, Special};
-use crate::tree::{
-    split_path, Content, ListBuilder, ListNode, Meta, Node, NodeKind, Timestamp, Tree,
-};
+use crate::source::fs as sfs;
+use crate::tree::{split_path, Content, ListBuilder, ListNode, Timestamp};
 
 /// What to back up and how (at least one source: see [`BackupOptions::has_source`]).
 #[derive(Clone, Debug)]
@@ -165,49 +163,10 @@ pub fn backup(
             "--ngw and an imported archive cannot share a snapshot".into(),
         ));
     }
-    // Parsed before anything runs: a bad DSN fails the backup at once.
+    // Parsed before anything runs: a bad DSN or a mistyped path fails the backup at
+    // once.
     let dbs = Databases::parse(opts)?;
-    let mut sources = Vec::new();
-    let mut placed: Vec<(Vec<Vec<u8>>, PathBuf)> = Vec::new();
-    for p in &opts.paths {
-        let abs = normalize(&std::path::absolute(p).at(p)?);
-        // Before any dump runs: a mistyped path fails at once.
-        if let Err(e) = std::fs::symlink_metadata(&abs) {
-            return Err(Error::Invalid(format!(
-                "backup source {}: {e}; check the path (nothing was recorded)",
-                abs.display()
-            )));
-        }
-        let text = abs
-            .to_str()
-            .ok_or_else(|| {
-                Error::Invalid(format!(
-                    "{}: source paths must be UTF-8 (names below them need not be)",
-                    abs.display()
-                ))
-            })?
-            .to_string();
-        let comps = abs
-            .components()
-            .filter_map(|c| match c {
-                std::path::Component::Normal(n) => Some(n.as_bytes().to_vec()),
-                _ => None,
-            })
-            .collect();
-        sources.push(Source::Path { path: text });
-        placed.push((comps, abs));
-    }
-    let ngw_config = match &opts.ngw {
-        Some(p) => {
-            let abs = std::path::absolute(p).at(p)?;
-            let cfg = crate::source::ngw::NgwConfig::load(&abs)?;
-            sources.push(Source::Ngw {
-                config: abs.to_string_lossy().into_owned(),
-            });
-            Some(cfg)
-        }
-        None => None,
-    };
+    let (mut sources, placed, ngw_config) = place_sources(opts)?;
     let lock = repo.lock(false, "backup")?;
     let resumed = repo.resume_interrupted()?;
     if resumed.packs > 0 {
@@ -272,34 +231,7 @@ pub fn backup(
     );
     let (mut root, stream_sources) = streamed?;
     sources.extend(stream_sources);
-    for ((comps, _), node) in placed.iter().zip(walked?) {
-        if comps.is_empty() {
-            let NodeKind::Dir(tree) = &node.kind else {
-                return Err(Error::Invalid("/ is not a directory".into()));
-            };
-            root.meta = Some(node.meta);
-            // The tree was just saved: commit it before reading it back.
-            run.saver.flush()?;
-            for n in repo.load_tree(tree)?.nodes {
-                root.insert(std::slice::from_ref(&n.name.clone()), n)?;
-            }
-        } else {
-            // Metadata of the real directories above a source (/srv for /srv/ngw).
-            for depth in 1..comps.len() {
-                let dir: PathBuf = std::iter::once(Path::new("/"))
-                    .chain(
-                        comps[..depth]
-                            .iter()
-                            .map(|c| Path::new(OsStr::from_bytes(c))),
-                    )
-                    .collect();
-                if let Ok(md) = std::fs::metadata(&dir) {
-                    root.set_dir_meta(&comps[..depth], sfs::meta_of(&md));
-                }
-            }
-            root.insert(comps, node)?;
-        }
-    }
+    run.graft(&mut root, &placed, walked?)?;
 
     let tree = run.save_vdir(root, now)?;
     run.saver.flush()?;
@@ -339,6 +271,64 @@ pub fn backup(
         snapshot,
         warnings,
     })
+}
+
+/// A path source: its components below `/` (empty for `/` itself) and its absolute
+/// path.
+type Placed = (Vec<Vec<u8>>, PathBuf);
+
+/// The sources a backup names that are known before anything runs: its paths (each
+/// checked to exist and placed in the snapshot's tree) and its NGW instance (the
+/// configuration loaded).
+fn place_sources(
+    opts: &BackupOptions,
+) -> Result<(
+    Vec<Source>,
+    Vec<Placed>,
+    Option<crate::source::ngw::NgwConfig>,
+)> {
+    let mut sources = Vec::new();
+    let mut placed: Vec<Placed> = Vec::new();
+    for p in &opts.paths {
+        let abs = normalize(&std::path::absolute(p).at(p)?);
+        // Before any dump runs: a mistyped path fails at once.
+        if let Err(e) = std::fs::symlink_metadata(&abs) {
+            return Err(Error::Invalid(format!(
+                "backup source {}: {e}; check the path (nothing was recorded)",
+                abs.display()
+            )));
+        }
+        let text = abs
+            .to_str()
+            .ok_or_else(|| {
+                Error::Invalid(format!(
+                    "{}: source paths must be UTF-8 (names below them need not be)",
+                    abs.display()
+                ))
+            })?
+            .to_string();
+        let comps = abs
+            .components()
+            .filter_map(|c| match c {
+                std::path::Component::Normal(n) => Some(n.as_bytes().to_vec()),
+                _ => None,
+            })
+            .collect();
+        sources.push(Source::Path { path: text });
+        placed.push((comps, abs));
+    }
+    let ngw_config = match &opts.ngw {
+        Some(p) => {
+            let abs = std::path::absolute(p).at(p)?;
+            let cfg = crate::source::ngw::NgwConfig::load(&abs)?;
+            sources.push(Source::Ngw {
+                config: abs.to_string_lossy().into_owned(),
+            });
+            Some(cfg)
+        }
+        None => None,
+    };
+    Ok((sources, placed, ngw_config))
 }
 
 /// The database sources of a backup, parsed.
@@ -450,200 +440,9 @@ struct Run<'r> {
 }
 
 impl Run<'_> {
-    /// Whether a parent entry's mtime is too close to the parent's backup to trust: a
-    /// file rewritten within the same timestamp tick right after it was read would
-    /// look unchanged forever ("racy clean", as git calls it).
-    fn racy(&self, old: &Meta) -> bool {
-        self.parent_time.is_none_or(|t| old.mtime.sec >= t - 1)
-    }
-
     fn warn(&self, w: String) {
         log::debug!("{w}");
         locked(&self.warnings).push(w);
-    }
-
-    /// Stores the stream sources (stdin, commands, databases, an archive, NGW) into a
-    /// new root; returns it with their [`Source`] records.
-    fn streams(
-        &self,
-        opts: &BackupOptions,
-        stdin: Option<&mut (dyn Read + Send)>,
-        dbs: &Databases,
-        ngw_config: Option<&crate::source::ngw::NgwConfig>,
-        parent_tree: Option<Id>,
-        now: Timestamp,
-    ) -> Result<(VDir, Vec<Source>)> {
-        let mut root = VDir::default();
-        let mut sources = Vec::new();
-        if let Some(name) = &opts.stdin_name {
-            let comps = stream_components(name)?;
-            let input = stdin
-                .ok_or_else(|| Error::Invalid("--stdin-name given but no standard input".into()))?;
-            let prev = self.hints(self.previous(&comps));
-            let (content, size) = self
-                .ingest(input, self.stream_params, None, prev)?
-                .at("<stdin>")?;
-            self.put_stream(&mut root, &comps, content, size, STREAM_MODE, now)?;
-            sources.push(Source::Stdin {
-                name: name.clone(),
-                profile: opts.stream_profile,
-            });
-        }
-        for (command, name) in &opts.commands {
-            if let Some(w) = crate::source::command::compression_warning(command) {
-                log::warn!("{w}");
-            }
-            let mut sh = std::process::Command::new("sh");
-            sh.arg("-c").arg(command);
-            self.stream_command(sh, command, name, &mut root, now)?;
-            sources.push(Source::Command {
-                command: command.clone(),
-                name: name.clone(),
-                profile: opts.stream_profile,
-                exit_status: 0,
-            });
-        }
-        for (command, name) in &opts.command_dirs {
-            sources.push(db::command_dir(self, command, name, &mut root, now)?);
-        }
-        for dsn in &dbs.pg {
-            sources.push(db::pg(self, dsn, &mut root, now)?);
-        }
-        for dsn in &dbs.pg_all {
-            sources.push(db::pg_all(self, dsn, &mut root, now)?);
-        }
-        for uri in &dbs.mongo {
-            sources.push(db::mongo(self, uri, &mut root, now)?);
-        }
-        if let Some((path, blake3)) = &opts.archive {
-            archive::import(self, path, &mut root, now)?;
-            sources.push(Source::Archive {
-                file: path
-                    .file_name()
-                    .unwrap_or_default()
-                    .to_string_lossy()
-                    .into_owned(),
-                blake3: *blake3,
-            });
-        }
-        if let Some(cfg) = ngw_config {
-            ngw::backup(self, cfg, parent_tree, &mut root, now)?;
-        }
-        Ok((root, sources))
-    }
-
-    /// Backs up the path sources, each against its place in the parent snapshot.
-    fn walk(
-        &self,
-        placed: &[(Vec<Vec<u8>>, PathBuf)],
-        parent_tree: Option<Id>,
-    ) -> Result<Vec<Node>> {
-        placed
-            .iter()
-            .map(|(comps, abs)| {
-                let md = std::fs::symlink_metadata(abs).at(abs)?;
-                let prev = match parent_tree {
-                    Some(tree) => self.repo.find_node(&tree, comps).unwrap_or_else(|e| {
-                        log::warn!(
-                            "{}: parent snapshot unreadable ({e}); reading every file",
-                            abs.display()
-                        );
-                        None
-                    }),
-                    None => None,
-                };
-                let name = comps.last().cloned().unwrap_or_else(|| b"/".to_vec());
-                self.node(abs, name, md, prev.as_ref())?.ok_or_else(|| {
-                    Error::Invalid(format!(
-                        "{}: could not be read: {}",
-                        abs.display(),
-                        self.last_warning()
-                    ))
-                })
-            })
-            .collect()
-    }
-
-    /// Records a stream that went through [`Run::ingest`] (stdin, command output, a
-    /// dump file, an archive member) as a file at `at`, counted as read.
-    fn put_stream(
-        &self,
-        root: &mut VDir,
-        at: &[Vec<u8>],
-        content: Content,
-        size: u64,
-        mode: u32,
-        mtime: Timestamp,
-    ) -> Result<()> {
-        add(&self.counts.files, 1);
-        add(&self.counts.files_read, 1);
-        add(&self.counts.bytes_total, size);
-        let node = Node {
-            name: Vec::new(),
-            kind: NodeKind::File(content),
-            meta: synthetic_meta(mode, size, mtime),
-        };
-        root.insert(at, node)
-    }
-
-    /// Runs `cmd` (`display` names it) and stores its standard output at `name`. A
-    /// command that fails or is killed is an error quoting its stderr; a successful one
-    /// that wrote to stderr, or whose output is compressed, is warned about (on the
-    /// log: the snapshot is still complete).
-    fn stream_command(
-        &self,
-        cmd: std::process::Command,
-        display: &str,
-        name: &str,
-        root: &mut VDir,
-        now: Timestamp,
-    ) -> Result<()> {
-        let comps = stream_components(name)?;
-        self.progress.entry(Path::new(name));
-        let mut child = Running::start(cmd, display)?;
-        let mut sniff = crate::source::command::Sniff::new(child.stdout());
-        let prev = self.hints(self.previous(&comps));
-        let read = match self.ingest(&mut sniff, self.stream_params, None, prev) {
-            Ok(r) => r,
-            Err(e) => {
-                child.kill();
-                return Err(e);
-            }
-        };
-        let format = sniff.compressed();
-        let stderr = child.finish()?;
-        let (content, size) = read.map_err(|e| Error::Command {
-            command: display.to_string(),
-            status: format!("output could not be read: {e}"),
-            stderr: String::new(),
-        })?;
-        if !stderr.trim().is_empty() {
-            log::warn!(
-                "command `{display}` succeeded but wrote to stderr: {}",
-                stderr.trim_end()
-            );
-        }
-        if let Some(format) = format {
-            log::warn!(
-                "the output of `{display}` is {format}-compressed, which defeats deduplication: every run stores it whole. Store it uncompressed (drop the compressor, pg_dump -Z0) and let snap compress"
-            );
-        }
-        self.put_stream(root, &comps, content, size, STREAM_MODE, now)
-    }
-
-    /// Stores bytes snap generated (a restore list, an `$index`) as a file at `at`.
-    fn put_bytes(
-        &self,
-        root: &mut VDir,
-        at: &[Vec<u8>],
-        bytes: Vec<u8>,
-        now: Timestamp,
-    ) -> Result<()> {
-        let params = self.repo.params(Profile::Dump);
-        let (content, size) = self
-            .ingest(&mut io::Cursor::new(bytes), params, None, None)?
-            .at("<generated file>")?;
-        self.put_stream(root, at, content, size, STREAM_MODE, now)
     }
 
     fn last_warning(&self) -> String {
@@ -666,37 +465,6 @@ impl Run<'_> {
             batch.cuts.par_iter().zip(&batch.known).map(save).collect()
         } else {
             batch.cuts.iter().zip(&batch.known).map(save).collect()
-        }
-    }
-
-    /// The previous version of what a stream source stores at `at`: the node there in
-    /// the latest snapshot with the stream name above it, else in the parent.
-    fn previous_node(&self, at: &[Vec<u8>]) -> Option<Node> {
-        let tree = (1..=at.len())
-            .rev()
-            .find_map(|n| {
-                let name = at[..n]
-                    .iter()
-                    .map(|c| String::from_utf8_lossy(c))
-                    .collect::<Vec<_>>()
-                    .join("/");
-                self.bases.get(&name)
-            })
-            .or(self.parent_native.as_ref())?;
-        self.repo.find_node(tree, at).ok().flatten()
-    }
-
-    /// The previous version of the stream stored at `at`.
-    fn previous(&self, at: &[Vec<u8>]) -> Option<Content> {
-        file_content(&self.previous_node(at)?)
-    }
-
-    /// The previous version of the directory a source fills at `at` (a dump's
-    /// directory), read once for all its files.
-    fn previous_dir(&self, at: &[Vec<u8>]) -> Option<Tree> {
-        match self.previous_node(at)?.kind {
-            NodeKind::Dir(id) => self.repo.load_tree(&id).ok(),
-            _ => None,
         }
     }
 
@@ -756,286 +524,13 @@ impl Run<'_> {
         add(&self.counts.bytes_read, total);
         Ok(Ok((list.finish(&mut store_list)?, total)))
     }
-
-    /// Backs up one entry; `None` when it was left out with a warning.
-    fn node(
-        &self,
-        path: &Path,
-        name: Vec<u8>,
-        md: Metadata,
-        prev: Option<&Node>,
-    ) -> Result<Option<Node>> {
-        if self.stop.load(Ordering::Relaxed) {
-            return Ok(None);
-        }
-        let meta = sfs::meta_of(&md);
-        let ft = md.file_type();
-        let kind = if ft.is_dir() {
-            return self.dir(path, name, meta, prev);
-        } else if ft.is_file() {
-            return self.file(path, name, md, meta, prev);
-        } else if ft.is_symlink() {
-            match std::fs::read_link(path) {
-                Ok(t) => NodeKind::Symlink(t.into_os_string().into_vec()),
-                Err(e) => {
-                    self.warn(format!("{}: {e}", path.display()));
-                    return Ok(None);
-                }
-            }
-        } else {
-            match sfs::special(&md) {
-                Some(Special::Fifo) => NodeKind::Fifo,
-                Some(Special::Socket) => NodeKind::Socket,
-                Some(Special::CharDev(r)) => NodeKind::CharDev(r),
-                Some(Special::BlockDev(r)) => NodeKind::BlockDev(r),
-                None => {
-                    self.warn(format!("{}: unknown file type, skipped", path.display()));
-                    return Ok(None);
-                }
-            }
-        };
-        add(&self.counts.others, 1);
-        Ok(Some(Node { name, kind, meta }))
-    }
-
-    fn file(
-        &self,
-        path: &Path,
-        name: Vec<u8>,
-        md: Metadata,
-        mut meta: Meta,
-        prev: Option<&Node>,
-    ) -> Result<Option<Node>> {
-        let old = match prev {
-            Some(Node {
-                kind: NodeKind::File(content),
-                meta,
-                ..
-            }) => Some((content, meta)),
-            _ => None,
-        };
-        if let Some((content, old)) = old {
-            if sfs::unchanged(old, &meta)
-                && !self.racy(old)
-                && self.repo.content_complete(content)?
-            {
-                add(&self.counts.files, 1);
-                add(&self.counts.bytes_total, meta.size);
-                self.progress.bytes(meta.size);
-                return Ok(Some(Node {
-                    name,
-                    kind: NodeKind::File(content.clone()),
-                    meta,
-                }));
-            }
-        }
-        let mut f = match sfs::open_regular(path, &md) {
-            Ok(f) => f,
-            Err(e) => {
-                self.warn(format!("{}: {e}", path.display()));
-                return Ok(None);
-            }
-        };
-        self.progress.entry(path);
-        // A changed file is cut against its version in the parent, if that is native.
-        let earlier = old.filter(|_| self.parent_native.is_some());
-        let hints = self.hints(earlier.map(|(content, _)| content.clone()));
-        let (content, size) = match self.ingest(&mut f, self.files_params, Some(md.len()), hints)? {
-            Ok(r) => r,
-            Err(e) => {
-                self.warn(format!("{}: {e}", path.display()));
-                return Ok(None);
-            }
-        };
-        if size != meta.size {
-            self.warn(format!(
-                "{}: changed size while being read ({} bytes, then {size}); stored as read",
-                path.display(),
-                meta.size
-            ));
-            meta.size = size;
-        }
-        add(&self.counts.files, 1);
-        add(&self.counts.files_read, 1);
-        add(&self.counts.bytes_total, size);
-        Ok(Some(Node {
-            name,
-            kind: NodeKind::File(content),
-            meta,
-        }))
-    }
-
-    fn dir(
-        &self,
-        path: &Path,
-        name: Vec<u8>,
-        meta: Meta,
-        prev: Option<&Node>,
-    ) -> Result<Option<Node>> {
-        let entries = match sfs::read_dir_sorted(path, |p, n| self.excludes.excluded(p, n)) {
-            Ok(e) => e,
-            Err(e) => {
-                self.warn(format!("{}: {e}", path.display()));
-                return Ok(None);
-            }
-        };
-        let prev_tree = match prev {
-            Some(Node {
-                kind: NodeKind::Dir(id),
-                ..
-            }) => match self.repo.load_tree(id) {
-                Ok(t) => Some((*id, t)),
-                Err(e) => {
-                    log::warn!(
-                        "{}: parent snapshot unreadable here ({e}); reading every file",
-                        path.display()
-                    );
-                    None
-                }
-            },
-            _ => None,
-        };
-        let nodes: Vec<Option<Node>> = entries
-            .into_par_iter()
-            .map(|e| {
-                let md = match e.md {
-                    Ok(m) => m,
-                    Err(err) => {
-                        self.warn(format!("{}: {err}", e.path.display()));
-                        return Ok(None);
-                    }
-                };
-                let prev = prev_tree
-                    .as_ref()
-                    .and_then(|(_, t)| t.get(e.name.as_bytes()));
-                self.node(&e.path, e.name.into_vec(), md, prev)
-            })
-            .collect::<Result<_>>()?;
-        let tree = Tree {
-            nodes: nodes.into_iter().flatten().collect(),
-        };
-        let bytes = tree.encode().map_err(|e| Error::Entry {
-            path: path.display().to_string(),
-            source: Box::new(e),
-        })?;
-        let id = self.repo.blob_id(&bytes);
-        // An unchanged directory encodes to the parent's tree, just read back: stored.
-        if prev_tree.map(|(prev_id, _)| prev_id) != Some(id) {
-            self.saver.save_hashed(BlobKind::Tree, id, &bytes)?;
-        }
-        add(&self.counts.dirs, 1);
-        Ok(Some(Node {
-            name,
-            kind: NodeKind::Dir(id),
-            meta,
-        }))
-    }
-
-    fn save_vdir(&self, d: VDir, now: Timestamp) -> Result<Id> {
-        let mut tree = Tree::default();
-        for (name, entry) in d.children {
-            let node = match entry {
-                VEntry::Leaf(mut n) => {
-                    n.name = name;
-                    n
-                }
-                VEntry::Dir(sub) => {
-                    add(&self.counts.dirs, 1);
-                    let meta = sub.meta.unwrap_or_else(|| synthetic_meta(0o040755, 0, now));
-                    Node {
-                        name,
-                        kind: NodeKind::Dir(self.save_vdir(sub, now)?),
-                        meta,
-                    }
-                }
-            };
-            tree.nodes.push(node);
-        }
-        self.saver.save(BlobKind::Tree, &tree.encode()?)
-    }
-}
-
-/// A file node's content.
-fn file_content(node: &Node) -> Option<Content> {
-    match &node.kind {
-        NodeKind::File(content) => Some(content.clone()),
-        _ => None,
-    }
-}
-
-/// Metadata of an entry that exists only in the snapshot (a stream, or a directory
-/// that only names one): owned by the current user, timestamped `now`.
-fn synthetic_meta(mode: u32, size: u64, now: Timestamp) -> Meta {
-    Meta {
-        mode,
-        uid: rustix::process::geteuid().as_raw(),
-        gid: rustix::process::getegid().as_raw(),
-        mtime: now,
-        ctime: now,
-        nlink: 1,
-        size,
-        ..Meta::default()
-    }
-}
-
-/// The directories above the sources, built before they are encoded.
-#[derive(Default)]
-struct VDir {
-    meta: Option<Meta>,
-    children: BTreeMap<Vec<u8>, VEntry>,
-}
-
-enum VEntry {
-    Dir(VDir),
-    Leaf(Node),
-}
-
-impl VDir {
-    fn insert(&mut self, comps: &[Vec<u8>], node: Node) -> Result<()> {
-        let overlap = || {
-            Error::Invalid(format!(
-                "sources overlap at {}: give each source its own place",
-                String::from_utf8_lossy(&comps.join(&b'/'))
-            ))
-        };
-        let (first, rest) = comps.split_first().ok_or_else(overlap)?;
-        if rest.is_empty() {
-            if self.children.contains_key(first) {
-                return Err(overlap());
-            }
-            self.children.insert(first.clone(), VEntry::Leaf(node));
-            return Ok(());
-        }
-        match self
-            .children
-            .entry(first.clone())
-            .or_insert_with(|| VEntry::Dir(VDir::default()))
-        {
-            VEntry::Dir(d) => d.insert(rest, node),
-            VEntry::Leaf(_) => Err(overlap()),
-        }
-    }
-
-    fn set_dir_meta(&mut self, comps: &[Vec<u8>], meta: Meta) {
-        let mut d = self;
-        for c in comps {
-            match d
-                .children
-                .entry(c.clone())
-                .or_insert_with(|| VEntry::Dir(VDir::default()))
-            {
-                VEntry::Dir(sub) => d = sub,
-                VEntry::Leaf(_) => return,
-            }
-        }
-        d.meta = Some(meta);
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::progress::NoProgress;
+    use crate::tree::{Node, NodeKind};
 
     fn bytes(len: usize, seed: u8) -> Vec<u8> {
         let mut out = vec![0u8; len];

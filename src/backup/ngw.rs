@@ -16,7 +16,8 @@
 use rayon::prelude::*;
 
 use super::db::{ingest_pg_dump, scratch};
-use super::{Run, VDir};
+use super::vdir::VDir;
+use super::Run;
 use crate::error::{Error, Result};
 use crate::id::Id;
 use crate::repo::PathLookup;
