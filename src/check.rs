@@ -18,7 +18,7 @@ use std::sync::Mutex;
 use rayon::prelude::*;
 
 use crate::error::Result;
-use crate::id::Id;
+use crate::id::{Id, PackId};
 use crate::index::BlobLoc;
 use crate::locked;
 use crate::progress::Progress;
@@ -90,7 +90,7 @@ pub fn check(repo: &Repository, read: ReadData, progress: &dyn Progress) -> Resu
     // 1. Packs against the index.
     let indexed = repo.index().packs_by_verification()?;
     report.packs = indexed.len() as u64;
-    let on_disk: HashMap<Id, u64> = repo.pack_files()?.into_iter().collect();
+    let on_disk: HashMap<PackId, u64> = repo.pack_files()?.into_iter().collect();
     let mut present = Vec::new();
     for (pack, size) in &indexed {
         let rows = repo.index().blobs_in(pack, false)?;
@@ -131,8 +131,8 @@ pub fn check(repo: &Repository, read: ReadData, progress: &dyn Progress) -> Resu
             bad.extend(rows.iter().map(|(id, _)| *id));
         }
     }
-    let known: HashSet<Id> = indexed.iter().map(|(id, _)| *id).collect();
-    let mut unknown: Vec<&Id> = on_disk.keys().filter(|id| !known.contains(id)).collect();
+    let known: HashSet<PackId> = indexed.iter().map(|(id, _)| *id).collect();
+    let mut unknown: Vec<&PackId> = on_disk.keys().filter(|id| !known.contains(id)).collect();
     unknown.sort();
     for id in unknown {
         report.warnings.push(format!(
@@ -158,7 +158,7 @@ pub fn check(repo: &Repository, read: ReadData, progress: &dyn Progress) -> Resu
     }
 
     // 3. Data.
-    let chosen: Vec<Id> = match read {
+    let chosen: Vec<PackId> = match read {
         ReadData::None => Vec::new(),
         ReadData::All => present.clone(),
         ReadData::Subset(share) => {
@@ -258,7 +258,7 @@ fn recheck_damaged(repo: &Repository) -> Result<()> {
     if damaged.is_empty() {
         return Ok(());
     }
-    let on_disk: HashMap<Id, u64> = repo.pack_files()?.into_iter().collect();
+    let on_disk: HashMap<PackId, u64> = repo.pack_files()?.into_iter().collect();
     for (pack, copies) in damaged {
         let Some(&len) = on_disk.get(&pack) else {
             continue;

@@ -72,6 +72,57 @@ impl<'de> serde::Deserialize<'de> for Id {
     }
 }
 
+/// Declares an id of one kind of object: the bytes of an [`Id`] under a type of its
+/// own, so that an id of one kind cannot be passed where another kind belongs. It
+/// prints, parses and serialises as the [`Id`] it wraps.
+macro_rules! typed_id {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+        #[serde(transparent)]
+        pub struct $name(pub Id);
+
+        impl $name {
+            /// Parses 64 lowercase hex digits.
+            pub fn from_hex(s: &str) -> Option<$name> {
+                Id::from_hex(s).map($name)
+            }
+
+            /// 64 lowercase hex digits.
+            pub fn to_hex(&self) -> String {
+                self.0.to_hex()
+            }
+
+            /// The first 8 hex digits, for people.
+            pub fn short(&self) -> String {
+                self.0.short()
+            }
+
+            /// The 32 bytes.
+            pub fn bytes(&self) -> &[u8] {
+                &self.0 .0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                self.0.fmt(f)
+            }
+        }
+
+        impl fmt::Debug for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "{}({})", stringify!($name), self.0.short())
+            }
+        }
+    };
+}
+
+typed_id!(
+    /// A pack file's name: the BLAKE3 of its bytes.
+    PackId
+);
+
 #[cfg(test)]
 mod tests {
     use super::*;

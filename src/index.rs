@@ -16,7 +16,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 
 use crate::compress::Compression;
 use crate::error::{Error, Result};
-use crate::id::Id;
+use crate::id::{Id, PackId};
 use crate::locked;
 use crate::pack::{BlobKind, PackEntry, PackRecord};
 use crate::snapshot::Snapshot;
@@ -62,7 +62,7 @@ CREATE TABLE damaged (
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct BlobLoc {
     /// The pack holding it.
-    pub pack: Id,
+    pub pack: PackId,
     /// Offset of its stored bytes in the pack.
     pub offset: u64,
     /// Stored length.
@@ -77,7 +77,7 @@ pub struct BlobLoc {
 
 impl BlobLoc {
     /// Where the trailer of `pack` places entry `e`.
-    pub fn in_pack(pack: Id, e: &PackEntry) -> BlobLoc {
+    pub fn in_pack(pack: PackId, e: &PackEntry) -> BlobLoc {
         BlobLoc {
             pack,
             offset: e.offset,
@@ -93,7 +93,7 @@ impl BlobLoc {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PackUsage {
     /// The pack.
-    pub name: Id,
+    pub name: PackId,
     /// Its file size.
     pub size: u64,
     /// Marked blobs the index places in it.
@@ -324,16 +324,16 @@ impl Index {
                  AND pack = (SELECT id FROM packs WHERE name = ?2)",
             )?;
             for (id, loc) in copies {
-                let row = params![&loc.pack.0[..], loc.offset as i64, &id.0[..]];
+                let row = params![loc.pack.bytes(), loc.offset as i64, &id.0[..]];
                 add.execute(row)?;
-                drop_row.execute(params![&id.0[..], &loc.pack.0[..], loc.offset as i64])?;
+                drop_row.execute(params![&id.0[..], loc.pack.bytes(), loc.offset as i64])?;
             }
             Ok(())
         })
     }
 
     /// The damaged blob copies recorded, by pack: (blob, offset).
-    pub fn damaged(&self) -> Result<HashMap<Id, Vec<(Id, u64)>>> {
+    pub fn damaged(&self) -> Result<HashMap<PackId, Vec<(Id, u64)>>> {
         let rows = self.rows("SELECT pack, id, offset FROM damaged", [], |r| {
             Ok((
                 r.get::<_, Vec<u8>>(0)?,
@@ -341,9 +341,9 @@ impl Index {
                 r.get::<_, i64>(2)?,
             ))
         })?;
-        let mut out: HashMap<Id, Vec<(Id, u64)>> = HashMap::new();
+        let mut out: HashMap<PackId, Vec<(Id, u64)>> = HashMap::new();
         for (pack, id, offset) in rows {
-            out.entry(self.id_of(&pack)?)
+            out.entry(PackId(self.id_of(&pack)?))
                 .or_default()
                 .push((self.id_of(&id)?, offset as u64));
         }
@@ -353,11 +353,11 @@ impl Index {
     /// Forgets that the copy of blob `e` in `pack` was damaged (it reads intact again:
     /// the pack was put back from another copy, or the damage was in the reading) and
     /// lets the index place the blob there again.
-    pub fn undamage(&self, pack: &Id, e: &PackEntry) -> Result<()> {
+    pub fn undamage(&self, pack: &PackId, e: &PackEntry) -> Result<()> {
         self.tx(|c| {
             c.execute(
                 "DELETE FROM damaged WHERE pack = ?1 AND offset = ?2",
-                params![&pack.0[..], e.offset as i64],
+                params![pack.bytes(), e.offset as i64],
             )?;
             c.execute(
                 "INSERT OR IGNORE INTO blobs
@@ -369,7 +369,7 @@ impl Index {
                     e.raw_len as i64,
                     e.kind as u8,
                     e.compression as u8,
-                    &pack.0[..]
+                    pack.bytes()
                 ],
             )
             .map(drop)
@@ -377,11 +377,11 @@ impl Index {
     }
 
     /// Forgets the damage recorded in `packs`, once no index file lists them.
-    pub fn forget_damaged(&self, packs: &[Id]) -> Result<()> {
+    pub fn forget_damaged(&self, packs: &[PackId]) -> Result<()> {
         self.tx(|c| {
             let mut st = c.prepare_cached("DELETE FROM damaged WHERE pack = ?1")?;
             for p in packs {
-                st.execute([&p.0[..]])?;
+                st.execute([p.bytes()])?;
             }
             Ok(())
         })
@@ -431,7 +431,7 @@ impl Index {
             return Ok(None);
         };
         let pack = self.id_of(&pack)?;
-        self.loc(id, pack, offset, stored, raw, kind, comp)
+        self.loc(id, PackId(pack), offset, stored, raw, kind, comp)
             .map(Some)
     }
 
@@ -440,7 +440,7 @@ impl Index {
     fn loc(
         &self,
         id: &Id,
-        pack: Id,
+        pack: PackId,
         offset: i64,
         stored: i64,
         raw: i64,
@@ -571,7 +571,7 @@ impl Index {
         rows.into_iter()
             .map(|(name, size, live, bytes)| {
                 Ok(PackUsage {
-                    name: self.id_of(&name)?,
+                    name: PackId(self.id_of(&name)?),
                     size: size as u64,
                     live_blobs: live as u64,
                     live_bytes: bytes as u64,
@@ -597,7 +597,7 @@ impl Index {
     }
 
     /// The blobs the index places in `pack` (marked ones only if `marked`), in pack order.
-    pub fn blobs_in(&self, pack: &Id, marked: bool) -> Result<Vec<(Id, BlobLoc)>> {
+    pub fn blobs_in(&self, pack: &PackId, marked: bool) -> Result<Vec<(Id, BlobLoc)>> {
         let sql = format!(
             "SELECT b.id, b.offset, b.stored_len, b.raw_len, b.kind, b.compression
                FROM packs p JOIN blobs b ON b.pack = p.id {}
@@ -608,7 +608,7 @@ impl Index {
                 ""
             }
         );
-        let rows = self.rows(&sql, [&pack.0[..]], loc_row)?;
+        let rows = self.rows(&sql, [pack.bytes()], loc_row)?;
         rows.into_iter()
             .map(|(id, offset, stored, raw, kind, comp)| {
                 let id = self.id_of(&id)?;
@@ -622,7 +622,7 @@ impl Index {
     /// durable `new_files`) come in. A crash leaves either the old rows or the new ones.
     pub fn replace_packs(
         &self,
-        removed: &[Id],
+        removed: &[PackId],
         added: &[PackRecord],
         old_files: &[Id],
         new_files: &[Id],
@@ -634,8 +634,8 @@ impl Index {
                 )?;
                 let mut del_pack = c.prepare_cached("DELETE FROM packs WHERE name = ?1")?;
                 for p in removed {
-                    del_blobs.execute([&p.0[..]])?;
-                    del_pack.execute([&p.0[..]])?;
+                    del_blobs.execute([p.bytes()])?;
+                    del_pack.execute([p.bytes()])?;
                 }
                 let mut del_file = c.prepare_cached("DELETE FROM index_files WHERE name = ?1")?;
                 for f in old_files {
@@ -652,20 +652,24 @@ impl Index {
     }
 
     /// The names of every indexed pack.
-    pub fn pack_names(&self) -> Result<HashSet<Id>> {
-        self.ids("SELECT name FROM packs")
+    pub fn pack_names(&self) -> Result<HashSet<PackId>> {
+        Ok(self
+            .ids::<Vec<Id>>("SELECT name FROM packs")?
+            .into_iter()
+            .map(PackId)
+            .collect())
     }
 
     /// Every indexed pack and its size, those `check` read whole longest ago (or
     /// never) first.
-    pub fn packs_by_verification(&self) -> Result<Vec<(Id, u64)>> {
+    pub fn packs_by_verification(&self) -> Result<Vec<(PackId, u64)>> {
         let rows = self.rows(
             "SELECT name, size FROM packs ORDER BY verified NULLS FIRST, name",
             [],
             |r| Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, i64>(1)?)),
         )?;
         rows.into_iter()
-            .map(|(name, size)| Ok((self.id_of(&name)?, size as u64)))
+            .map(|(name, size)| Ok((PackId(self.id_of(&name)?), size as u64)))
             .collect()
     }
 
@@ -694,11 +698,11 @@ impl Index {
     }
 
     /// Records that `check` read `pack` whole and found it intact.
-    pub fn set_verified(&self, pack: &Id, at: i64) -> Result<()> {
+    pub fn set_verified(&self, pack: &PackId, at: i64) -> Result<()> {
         self.tx(|c| {
             c.execute(
                 "UPDATE packs SET verified = ?2 WHERE name = ?1",
-                params![&pack.0[..], at],
+                params![pack.bytes(), at],
             )
             .map(drop)
         })
@@ -735,11 +739,11 @@ fn insert_packs(c: &rusqlite::Transaction<'_>, packs: &[PackRecord]) -> rusqlite
     } in packs
     {
         let bad: HashSet<i64> = damaged
-            .query_map([&name.0[..]], |r| r.get(0))?
+            .query_map([name.bytes()], |r| r.get(0))?
             .collect::<rusqlite::Result<_>>()?;
         let inserted = c.execute(
             "INSERT OR IGNORE INTO packs (name, size, blobs) VALUES (?1, ?2, ?3)",
-            params![&name.0[..], *size as i64, entries.len() as i64],
+            params![name.bytes(), *size as i64, entries.len() as i64],
         )?;
         // Zero when another index file lists the pack too: its blobs are in already.
         if inserted == 1 {
@@ -793,7 +797,7 @@ mod tests {
             stored_len: 10,
             raw_len: 20,
         };
-        let pack = Id::hash(b"pack");
+        let pack = PackId(Id::hash(b"pack"));
         let file = Id::hash(b"index file");
         idx.ingest(
             &file,
@@ -853,7 +857,7 @@ mod tests {
         assert!(all_seen(0));
         for round in 1..=4u32 {
             let file = Id::hash(&round.to_le_bytes());
-            let pack = Id::hash(&[round as u8, 0xff]);
+            let pack = PackId(Id::hash(&[round as u8, 0xff]));
             let rows = (16 * (round - 1)..16 * round).map(entry).collect();
             idx.ingest(
                 &file,

@@ -15,7 +15,7 @@ use std::io::Write;
 use crate::compress::Compression;
 use crate::crypto::{MasterKey, OVERHEAD};
 use crate::error::{Error, Result};
-use crate::id::{Id, ID_LEN};
+use crate::id::{Id, PackId, ID_LEN};
 
 /// First bytes of every pack.
 pub const MAGIC: &[u8; 8] = b"SNAPPACK";
@@ -70,7 +70,7 @@ impl BlobKind {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PackRecord {
     /// Its name: the BLAKE3 of its bytes.
-    pub id: Id,
+    pub id: PackId,
     /// Its file size.
     pub size: u64,
     /// Its trailer entries, one per blob.
@@ -186,7 +186,7 @@ impl<W: Write> PackWriter<W> {
     }
 
     /// Writes the trailer; returns the pack id, its entries, its size and the sink.
-    pub fn finish(mut self) -> std::io::Result<(Id, Vec<PackEntry>, u64, W)> {
+    pub fn finish(mut self) -> std::io::Result<(PackId, Vec<PackEntry>, u64, W)> {
         let mut entries = encode_entries(&self.entries);
         if let Some(k) = &self.key {
             entries = k
@@ -201,7 +201,7 @@ impl<W: Write> PackWriter<W> {
         self.write(&entries)?;
         self.write(&footer)?;
         self.out.flush()?;
-        let id = Id::from(self.hasher.finalize());
+        let id = PackId(Id::from(self.hasher.finalize()));
         Ok((id, self.entries, self.len, self.out))
     }
 }
@@ -384,7 +384,7 @@ mod tests {
                 w.add(BlobKind::Data, Compression::Raw, Id::hash(b), b.len() as u32, b).unwrap();
             }
             let (id, entries, len, file) = w.finish().unwrap();
-            prop_assert_eq!(id, Id::hash(&file));
+            prop_assert_eq!(id, PackId(Id::hash(&file)));
             prop_assert_eq!(len, file.len() as u64);
             let got = decode("p", &file).unwrap();
             prop_assert_eq!(&got, &entries);

@@ -21,7 +21,7 @@
 use std::collections::HashSet;
 
 use crate::error::{Error, Result};
-use crate::id::Id;
+use crate::id::{Id, PackId};
 use crate::pack;
 use crate::progress::Progress;
 use crate::reach::mark_reachable;
@@ -95,7 +95,7 @@ pub fn prune(
         ));
     }
     let unindexed = repo.unindexed_packs()?;
-    let sizes: std::collections::HashMap<Id, u64> = repo.pack_files()?.into_iter().collect();
+    let sizes: std::collections::HashMap<PackId, u64> = repo.pack_files()?.into_iter().collect();
     let bytes_unindexed: u64 = unindexed.iter().filter_map(|id| sizes.get(id)).sum();
     let mut report = PruneReport {
         packs_unindexed: unindexed.len() as u64,
@@ -180,7 +180,7 @@ pub fn prune(
     let written = repacker.finish()?;
     report.packs_written = written.len() as u64;
     let written_bytes: u64 = written.iter().map(|r| r.size).sum();
-    let mut gone: Vec<Id> = delete;
+    let mut gone: Vec<PackId> = delete;
     gone.extend(repack.iter().map(|u| u.name));
     // A lock taken over as stale means someone else may be in here, and an
     // interruption asked for is still honoured: stop before the index changes.
@@ -193,7 +193,7 @@ pub fn prune(
     // A pack is named by its bytes: a rewrite can produce a pack that is also on the
     // delete list (an identical one an interrupted prune wrote). Its file is the new
     // pack now; deleting it would lose its blobs.
-    let new: HashSet<Id> = written.iter().map(|r| r.id).collect();
+    let new: HashSet<PackId> = written.iter().map(|r| r.id).collect();
     gone.extend(unindexed);
     gone.retain(|id| !new.contains(id));
     repo.delete_packs(&gone)?;
@@ -213,10 +213,10 @@ const SMALL_INDEX_FILE: usize = crate::repo::INDEX_FILE_BLOBS / 4;
 /// index file's entries however many files are rewritten.
 fn rewrite_index_files(
     repo: &Repository,
-    gone: &[Id],
+    gone: &[PackId],
     written: &[PackRecord],
 ) -> Result<(Vec<Id>, Vec<Id>)> {
-    let gone: HashSet<&Id> = gone.iter().collect();
+    let gone: HashSet<&PackId> = gone.iter().collect();
     let mut replaced = Vec::new();
     let mut new = Vec::new();
     let mut kept: Vec<PackRecord> = written.to_vec();
@@ -268,7 +268,7 @@ mod tests {
             + u64::from(blobs) * (10 + pack::ENTRY_LEN as u64)
             + pack::FOOTER_LEN as u64;
         PackRecord {
-            id: Id::hash(&pack.to_le_bytes()),
+            id: PackId(Id::hash(&pack.to_le_bytes())),
             size,
             entries,
         }

@@ -19,7 +19,7 @@ use std::sync::Mutex;
 use rayon::prelude::*;
 
 use crate::error::{Error, Result};
-use crate::id::Id;
+use crate::id::{Id, PackId};
 use crate::index::BlobLoc;
 use crate::locked;
 use crate::progress::Progress;
@@ -177,10 +177,10 @@ pub fn repair_index(
     let stale: Vec<Id> = old.into_iter().filter(|f| !written.contains(f)).collect();
     repo.delete_index_files(&stale)?;
     // Listed by no index file now: the damaged copies go with their packs.
-    let salvaged: Vec<Id> = damaged.iter().map(|(r, _)| r.id).collect();
+    let salvaged: Vec<PackId> = damaged.iter().map(|(r, _)| r.id).collect();
     repo.delete_packs(&salvaged)?;
-    let present: HashSet<Id> = packs.iter().map(|(id, _)| *id).collect();
-    let gone: Vec<Id> = known
+    let present: HashSet<PackId> = packs.iter().map(|(id, _)| *id).collect();
+    let gone: Vec<PackId> = known
         .keys()
         .filter(|p| !present.contains(*p))
         .chain(&salvaged)

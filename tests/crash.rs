@@ -24,7 +24,7 @@ use snap::backup::{backup, BackupOptions};
 use snap::check::{check, ReadData};
 use snap::crypto::Kdf;
 use snap::error::Result;
-use snap::id::Id;
+use snap::id::{Id, PackId};
 use snap::progress::NoProgress;
 use snap::prune::{prune, PruneOptions};
 use snap::repo::{keys, Repository};
@@ -73,7 +73,7 @@ struct Base {
     /// Source directories, one per snapshot and one more for new backups.
     sources: Vec<PathBuf>,
     /// Packs that no index file lists (`Kind::Interrupted`).
-    unlisted: Vec<Id>,
+    unlisted: Vec<PackId>,
 }
 
 /// Where the scratch directories go: a RAM disk when there is one, as thousands of
@@ -217,7 +217,7 @@ impl Base {
         }
         let mut unlisted = Vec::new();
         if kind == Kind::Interrupted {
-            let before: Vec<Id> = repo
+            let before: Vec<PackId> = repo
                 .pack_files()
                 .unwrap()
                 .into_iter()

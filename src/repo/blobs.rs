@@ -211,12 +211,13 @@ pub(super) fn runs(blobs: &[(Id, BlobLoc)]) -> Vec<std::ops::Range<usize>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::id::PackId;
 
     fn at(pack: u8, offset: u64, len: u32) -> (Id, BlobLoc) {
         (
             Id::hash(&offset.to_le_bytes()),
             BlobLoc {
-                pack: Id::hash(&[pack]),
+                pack: PackId(Id::hash(&[pack])),
                 offset,
                 stored_len: len,
                 raw_len: len,

@@ -12,7 +12,7 @@
 
 use crate::crypto::{MasterKey, OVERHEAD};
 use crate::error::{Error, Result};
-use crate::id::Id;
+use crate::id::{Id, PackId};
 use crate::pack::{self, PackRecord};
 
 /// Magic of an index file.
@@ -31,7 +31,7 @@ const HEADER_LEN: usize = 16;
 pub fn encode(packs: &[PackRecord], key: Option<&MasterKey>) -> Result<(Id, Vec<u8>)> {
     let mut body = Vec::new();
     for PackRecord { id, size, entries } in packs {
-        body.extend_from_slice(&id.0);
+        body.extend_from_slice(id.bytes());
         body.extend_from_slice(&size.to_le_bytes());
         let n = u32::try_from(entries.len()).expect("packs hold far fewer blobs");
         body.extend_from_slice(&n.to_le_bytes());
@@ -81,7 +81,7 @@ pub fn decode(name: &Id, bytes: &[u8], key: Option<&MasterKey>) -> Result<Vec<Pa
         if body.len() < 48 {
             return Err(bad("truncated pack record".into()));
         }
-        let id = Id::from_slice(&body[..32]).expect("32 bytes");
+        let id = PackId(Id::from_slice(&body[..32]).expect("32 bytes"));
         let size = u64::from_le_bytes(body[32..40].try_into().expect("8 bytes"));
         let n = u32::from_le_bytes(body[40..44].try_into().expect("4 bytes")) as usize;
         if body[44..48] != [0; 4] {
@@ -125,7 +125,7 @@ mod tests {
         let seal = if sealed { OVERHEAD as u64 } else { 0 };
         let size = pack::HEADER_LEN + 300 + 3 * pack::ENTRY_LEN as u64 + seal + 48;
         PackRecord {
-            id: Id::hash(&[seed]),
+            id: PackId(Id::hash(&[seed])),
             size,
             entries,
         }
@@ -158,7 +158,7 @@ mod tests {
             entries,
         } = record(1, false);
         size += 1;
-        id.0[0] ^= 1;
+        id.0 .0[0] ^= 1;
         let (name, bytes) = encode(&[PackRecord { id, size, entries }], None).unwrap();
         let err = decode(&name, &bytes, None).unwrap_err().to_string();
         assert!(err.contains("blobs end at"), "{err}");

@@ -18,7 +18,7 @@ use std::sync::Mutex;
 use super::{batches, pack_path, PackRecord, Repository};
 use crate::error::{Error, IoContext, Result};
 use crate::host::pid_alive;
-use crate::id::Id;
+use crate::id::PackId;
 use crate::locked;
 
 /// The journal of one writer; see the module docs. The file is made on the first
@@ -45,7 +45,7 @@ impl Journal {
     }
 
     /// Notes that pack `id` is about to be placed.
-    pub(super) fn add(&self, id: &Id) -> Result<()> {
+    pub(super) fn add(&self, id: &PackId) -> Result<()> {
         let mut file = locked(&self.file);
         if file.is_none() {
             let d = self.path.parent().expect("in the journal directory");
@@ -104,7 +104,7 @@ impl Repository {
                 continue;
             }
             let text = fs::read_to_string(&path).unwrap_or_default();
-            noted.extend(text.lines().filter_map(Id::from_hex));
+            noted.extend(text.lines().filter_map(PackId::from_hex));
             journals.push(path);
         }
         if journals.is_empty() {

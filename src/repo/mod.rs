@@ -58,7 +58,7 @@ use crate::compress;
 use crate::crypto::{Kdf, MasterKey};
 use crate::error::{Error, IoContext, Result};
 pub use crate::host::{hostname, pid_alive};
-use crate::id::Id;
+use crate::id::{Id, PackId};
 use crate::index::Index;
 use crate::locked;
 use crate::pack;
@@ -226,7 +226,7 @@ fn only_skeleton(root: &Path, dir: &Path) -> Result<bool> {
 }
 
 /// The path of pack `id` in the store.
-pub fn pack_path(id: &Id) -> String {
+pub fn pack_path(id: &PackId) -> String {
     let hex = id.to_hex();
     format!("packs/{}/{hex}", &hex[..2])
 }
@@ -530,13 +530,16 @@ impl Repository {
     }
 
     /// Every pack file in the store, by name, with its size.
-    pub fn pack_files(&self) -> Result<Vec<(Id, u64)>> {
-        listed_ids(self.store.as_ref(), "packs")
+    pub fn pack_files(&self) -> Result<Vec<(PackId, u64)>> {
+        Ok(listed_ids(self.store.as_ref(), "packs")?
+            .into_iter()
+            .map(|(id, size)| (PackId(id), size))
+            .collect())
     }
 
     /// The entries of pack `id`, `len` bytes long as the store lists it, from its
     /// validated trailer.
-    pub fn pack_trailer(&self, id: &Id, len: u64) -> Result<Vec<pack::PackEntry>> {
+    pub fn pack_trailer(&self, id: &PackId, len: u64) -> Result<Vec<pack::PackEntry>> {
         let path = pack_path(id);
         let name = id.to_hex();
         if len < pack::HEADER_LEN + pack::FOOTER_LEN as u64 {
@@ -555,9 +558,9 @@ impl Repository {
     /// Packs in the store that no index file lists: left by a backup or prune that
     /// was interrupted before writing its index file, garbage for prune (under the
     /// exclusive lock, after [`Repository::refresh`]).
-    pub fn unindexed_packs(&self) -> Result<Vec<Id>> {
+    pub fn unindexed_packs(&self) -> Result<Vec<PackId>> {
         let known = self.index.pack_names()?;
-        let mut out: Vec<Id> = self
+        let mut out: Vec<PackId> = self
             .pack_files()?
             .into_iter()
             .map(|(id, _)| id)
@@ -568,7 +571,7 @@ impl Repository {
     }
 
     /// Deletes pack files (under the exclusive lock, after no index file lists them).
-    pub fn delete_packs(&self, packs: &[Id]) -> Result<()> {
+    pub fn delete_packs(&self, packs: &[PackId]) -> Result<()> {
         self.store
             .delete_all(&packs.iter().map(pack_path).collect::<Vec<_>>())
     }

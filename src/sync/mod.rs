@@ -26,7 +26,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use rayon::prelude::*;
 
 use crate::error::{Error, Result};
-use crate::id::Id;
+use crate::id::{Id, PackId};
 use crate::progress::Progress;
 use crate::reach::mark_reachable;
 use crate::repo::{pack_path, PackRecord, Repository};
@@ -142,7 +142,7 @@ fn copy_as_stored(
         None => all.iter().map(|(id, _)| *id).collect(),
         Some(ids) => ids.clone(),
     };
-    let needed: Vec<(Id, u64)> = match &opts.snapshots {
+    let needed: Vec<(PackId, u64)> = match &opts.snapshots {
         None => src.index().packs_by_verification()?,
         Some(_) => {
             let roots: Vec<Id> = all
@@ -167,8 +167,8 @@ fn copy_as_stored(
     };
 
     // 1. Packs.
-    let there: HashMap<Id, u64> = dst.pack_files()?.into_iter().collect();
-    let send: Vec<(Id, u64)> = needed
+    let there: HashMap<PackId, u64> = dst.pack_files()?.into_iter().collect();
+    let send: Vec<(PackId, u64)> = needed
         .iter()
         .filter(|(id, size)| there.get(id) != Some(size))
         .copied()
@@ -185,7 +185,7 @@ fn copy_as_stored(
             crate::interrupt::check()?;
             let path = pack_path(id);
             let bytes = src.store().read(&path, MAX_PACK)?;
-            if Id::hash(&bytes) != *id {
+            if Id::hash(&bytes) != id.0 {
                 return Err(Error::corrupt(
                     "pack",
                     id,
@@ -205,7 +205,7 @@ fn copy_as_stored(
     report.bytes_sent = sent_bytes.into_inner();
 
     // 2. Verify what arrived.
-    let there: HashMap<Id, u64> = dst.pack_files()?.into_iter().collect();
+    let there: HashMap<PackId, u64> = dst.pack_files()?.into_iter().collect();
     for (id, size) in &needed {
         match there.get(id) {
             Some(s) if s == size => {}
@@ -225,8 +225,8 @@ fn copy_as_stored(
     // packs); the others are read once, and sent as read where all their packs arrived.
     let src_files = src.index_files()?;
     let dst_files = dst.index_files()?;
-    let mut covered: HashSet<Id> = HashSet::new();
-    let needed_set: HashSet<Id> = needed.iter().map(|(id, _)| *id).collect();
+    let mut covered: HashSet<PackId> = HashSet::new();
+    let needed_set: HashSet<PackId> = needed.iter().map(|(id, _)| *id).collect();
     let mut uncovered: Vec<PackRecord> = Vec::new();
     for f in src_files.difference(&dst_files) {
         let bytes = src.index_file_bytes(f)?;
@@ -295,8 +295,8 @@ fn mirror_deletions(
     dst: &Repository,
     snaps: &[Id],
     keep_files: &HashSet<Id>,
-    keep_packs: &HashSet<Id>,
-    dst_packs: &HashMap<Id, u64>,
+    keep_packs: &HashSet<PackId>,
+    dst_packs: &HashMap<PackId, u64>,
 ) -> Result<[u64; 3]> {
     dst.remove_snapshots(snaps)?;
     let mut files = Vec::new();
@@ -310,7 +310,7 @@ fn mirror_deletions(
         }
     }
     dst.delete_index_files(&files)?;
-    let packs: Vec<Id> = dst_packs
+    let packs: Vec<PackId> = dst_packs
         .keys()
         .filter(|id| !keep_packs.contains(id))
         .copied()
