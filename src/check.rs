@@ -18,7 +18,7 @@ use std::sync::Mutex;
 use rayon::prelude::*;
 
 use crate::error::Result;
-use crate::id::{Id, PackId};
+use crate::id::{Id, PackId, SnapshotId};
 use crate::index::BlobLoc;
 use crate::locked;
 use crate::progress::Progress;
@@ -41,7 +41,7 @@ pub enum ReadData {
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct Damaged {
     /// The snapshot.
-    pub id: Id,
+    pub id: SnapshotId,
     /// Its time, host and sources, for the report.
     pub describe: String,
     /// Paths inside it that are affected (a directory when its listing is unreadable).

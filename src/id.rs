@@ -123,6 +123,11 @@ typed_id!(
     PackId
 );
 
+typed_id!(
+    /// A snapshot record's name: the BLAKE3 of its bytes as stored.
+    SnapshotId
+);
+
 #[cfg(test)]
 mod tests {
     use super::*;

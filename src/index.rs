@@ -16,7 +16,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 
 use crate::compress::Compression;
 use crate::error::{Error, Result};
-use crate::id::{Id, PackId};
+use crate::id::{Id, PackId, SnapshotId};
 use crate::locked;
 use crate::pack::{BlobKind, PackEntry, PackRecord};
 use crate::snapshot::Snapshot;
@@ -470,26 +470,26 @@ impl Index {
     }
 
     /// Records a snapshot (idempotent).
-    pub fn add_snapshot(&self, id: &Id, snap: &Snapshot, record: &[u8]) -> Result<()> {
+    pub fn add_snapshot(&self, id: &SnapshotId, snap: &Snapshot, record: &[u8]) -> Result<()> {
         self.tx(|c| {
             c.execute(
                 "INSERT OR IGNORE INTO snapshots VALUES (?1, ?2, ?3)",
-                params![&id.0[..], snap.time.to_rfc3339(), record],
+                params![id.bytes(), snap.time.to_rfc3339(), record],
             )?;
             Ok(())
         })
     }
 
     /// Forgets a snapshot whose file is gone.
-    pub fn remove_snapshot(&self, id: &Id) -> Result<()> {
+    pub fn remove_snapshot(&self, id: &SnapshotId) -> Result<()> {
         self.tx(|c| {
-            c.execute("DELETE FROM snapshots WHERE id = ?1", [&id.0[..]])
+            c.execute("DELETE FROM snapshots WHERE id = ?1", [id.bytes()])
                 .map(drop)
         })
     }
 
     /// All snapshots, oldest first, with their records as stored.
-    pub fn snapshots(&self) -> Result<Vec<(Id, Vec<u8>)>> {
+    pub fn snapshots(&self) -> Result<Vec<(SnapshotId, Vec<u8>)>> {
         let rows = self.rows(
             "SELECT id, record FROM snapshots ORDER BY time, id",
             [],
@@ -497,7 +497,7 @@ impl Index {
         )?;
         Ok(rows
             .into_iter()
-            .filter_map(|(id, rec)| Some((Id::from_slice(&id)?, rec)))
+            .filter_map(|(id, rec)| Some((SnapshotId(Id::from_slice(&id)?), rec)))
             .collect())
     }
 

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::chunker::Profile;
 use crate::error::{Error, Result};
-use crate::id::Id;
+use crate::id::{Id, SnapshotId};
 
 /// Snapshot record version written and read by this build.
 pub const VERSION: u32 = 1;
@@ -35,11 +35,11 @@ pub struct Snapshot {
     pub tree: Id,
     /// The snapshot whose metadata let unchanged files skip reading.
     #[serde(default)]
-    pub parent: Option<Id>,
+    pub parent: Option<SnapshotId>,
     /// The snapshot of another repository this one is a rewritten copy of (`sync` into
     /// a repository with other blob ids).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub original: Option<Id>,
+    pub original: Option<SnapshotId>,
     /// Figures of the run.
     pub summary: Summary,
     /// Program and version that wrote it.
@@ -143,9 +143,9 @@ pub struct Summary {
 }
 
 /// Checks that a record file's bytes hash to its name `id`.
-pub fn check_id(id: &Id, b: &[u8]) -> Result<()> {
+pub fn check_id(id: &SnapshotId, b: &[u8]) -> Result<()> {
     let actual = Id::hash(b);
-    if &actual != id {
+    if actual != id.0 {
         return Err(Error::ChecksumMismatch {
             what: "snapshot".into(),
             expected: id.to_hex(),
@@ -164,13 +164,13 @@ impl Snapshot {
     }
 
     /// Parses and checks a snapshot record read from a file named `id`.
-    pub fn decode(id: &Id, b: &[u8]) -> Result<Snapshot> {
+    pub fn decode(id: &SnapshotId, b: &[u8]) -> Result<Snapshot> {
         check_id(id, b)?;
         Snapshot::parse(id, b)
     }
 
     /// Parses a record's JSON (of snapshot `id`, for errors).
-    pub fn parse(id: &Id, b: &[u8]) -> Result<Snapshot> {
+    pub fn parse(id: &SnapshotId, b: &[u8]) -> Result<Snapshot> {
         #[derive(Deserialize)]
         struct V {
             version: u32,
@@ -290,10 +290,10 @@ mod tests {
     fn round_trip_and_id_check() {
         let s = sample();
         let b = s.encode();
-        let id = Id::hash(&b);
+        let id = SnapshotId(Id::hash(&b));
         assert_eq!(Snapshot::decode(&id, &b).unwrap(), s);
         assert!(matches!(
-            Snapshot::decode(&Id::hash(b"x"), &b),
+            Snapshot::decode(&SnapshotId(Id::hash(b"x")), &b),
             Err(Error::ChecksumMismatch { .. })
         ));
         assert_eq!(Snapshot::parent_key(&s.sources), vec!["path:/srv/ngw"]);
@@ -305,7 +305,7 @@ mod tests {
         s.version = 9;
         let b = s.encode();
         assert!(matches!(
-            Snapshot::decode(&Id::hash(&b), &b),
+            Snapshot::decode(&SnapshotId(Id::hash(&b)), &b),
             Err(Error::UnsupportedVersion { found: 9, .. })
         ));
     }

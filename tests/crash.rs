@@ -24,7 +24,7 @@ use snap::backup::{backup, BackupOptions};
 use snap::check::{check, ReadData};
 use snap::crypto::Kdf;
 use snap::error::Result;
-use snap::id::{Id, PackId};
+use snap::id::{Id, PackId, SnapshotId};
 use snap::progress::NoProgress;
 use snap::prune::{prune, PruneOptions};
 use snap::repo::{keys, Repository};
@@ -48,8 +48,8 @@ const KDF: Kdf = Kdf {
 /// What must hold after a cut.
 #[derive(Default)]
 struct Expect {
-    present: Vec<Id>,
-    absent: Vec<Id>,
+    present: Vec<SnapshotId>,
+    absent: Vec<SnapshotId>,
     /// How many snapshots there must be, when known (rewritten copies get new ids).
     count: Option<usize>,
     /// Passphrases and whether each must open the repository.
@@ -67,9 +67,9 @@ struct Base {
     /// The passphrase of an encrypted repository.
     pass: Option<&'static [u8]>,
     /// The snapshots it holds.
-    snapshots: Vec<Id>,
+    snapshots: Vec<SnapshotId>,
     /// Another repository the operation reads (sync's source), and its snapshots.
-    other: Option<(PathBuf, Vec<Id>)>,
+    other: Option<(PathBuf, Vec<SnapshotId>)>,
     /// Source directories, one per snapshot and one more for new backups.
     sources: Vec<PathBuf>,
     /// Packs that no index file lists (`Kind::Interrupted`).
@@ -146,7 +146,7 @@ fn make_source(dir: &Path, v: usize) -> PathBuf {
     p
 }
 
-fn back_up(repo: &Repository, src: &Path, hour: u32) -> Result<Id> {
+fn back_up(repo: &Repository, src: &Path, hour: u32) -> Result<SnapshotId> {
     let opts = BackupOptions {
         paths: vec![src.to_path_buf()],
         time: Some(Utc.with_ymd_and_hms(2026, 1, 1, hour, 0, 0).unwrap()),
@@ -208,7 +208,7 @@ impl Base {
             }
             None => Repository::init(&first, &opts).unwrap(),
         };
-        let mut snapshots: Vec<Id> = (0..3)
+        let mut snapshots: Vec<SnapshotId> = (0..3)
             .map(|i| back_up(&repo, &sources[i], i as u32 + 1).unwrap())
             .collect();
         if kind == Kind::Forgotten {
@@ -358,7 +358,7 @@ fn op_forget(repo: &Repository, _: &Base) -> Result<Expect> {
     };
     let decisions = retention::apply(&times, &policy, &Utc)?;
     let (keep, gone): (Vec<_>, Vec<_>) = snaps.iter().zip(&decisions).partition(|(_, d)| d.keep);
-    let gone: Vec<Id> = gone.into_iter().map(|((id, _), _)| *id).collect();
+    let gone: Vec<SnapshotId> = gone.into_iter().map(|((id, _), _)| *id).collect();
     repo.remove_snapshots(&gone)?;
     Ok(Expect {
         present: keep.into_iter().map(|((id, _), _)| *id).collect(),
@@ -485,7 +485,7 @@ fn cut_and_check(op: &Op, base: &Base, v: Variant) {
         report.errors
     );
     let snaps = repo.snapshots().unwrap();
-    let ids: Vec<Id> = snaps.iter().map(|(id, _)| *id).collect();
+    let ids: Vec<SnapshotId> = snaps.iter().map(|(id, _)| *id).collect();
     for id in &expect.present {
         assert!(ids.contains(id), "{ctx}: snapshot {id} is lost");
     }

@@ -3,13 +3,13 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use snap::id::Id;
+use snap::id::{Id, SnapshotId};
 use snap::snapshot::Snapshot;
 
 fuzz_target!(|b: &[u8]| {
-    if let Ok(s) = Snapshot::decode(&Id::hash(b), b) {
+    if let Ok(s) = Snapshot::decode(&SnapshotId(Id::hash(b)), b) {
         let again = s.encode();
-        let back = Snapshot::decode(&Id::hash(&again), &again).expect("re-encoded record");
+        let back = Snapshot::decode(&SnapshotId(Id::hash(&again)), &again).expect("re-encoded record");
         assert_eq!(back.sources, s.sources);
         for src in &s.sources {
             let _ = (src.describe(), src.stream_name());

@@ -39,7 +39,7 @@ pub use archive::time_from_name;
 
 use crate::chunker::{Batch, ChunkParams, HintSource, Hints, Known, LenFn, Profile, StreamChunker};
 use crate::error::{Error, IoContext, Result};
-use crate::id::Id;
+use crate::id::{Id, SnapshotId};
 use crate::locked;
 use crate::pack::BlobKind;
 use crate::progress::Progress;
@@ -112,7 +112,7 @@ impl Default for BackupOptions {
 #[derive(Debug)]
 pub struct BackupOutcome {
     /// The new snapshot's id.
-    pub id: Id,
+    pub id: SnapshotId,
     /// The new snapshot.
     pub snapshot: Snapshot,
     /// Entries left out, with the reason.
@@ -383,10 +383,10 @@ fn normalize(p: &Path) -> PathBuf {
 /// The latest of `earlier` (oldest first) made on `host` with exactly the same path
 /// sources.
 fn find_parent(
-    earlier: &[(Id, Snapshot)],
+    earlier: &[(SnapshotId, Snapshot)],
     host: &str,
     sources: &[Source],
-) -> Option<(Id, Snapshot)> {
+) -> Option<(SnapshotId, Snapshot)> {
     let want = Snapshot::parent_key(sources);
     if want.is_empty() {
         return None;

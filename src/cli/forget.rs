@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use anyhow::Result;
-use snap::id::Id;
+use snap::id::SnapshotId;
 use snap::repo::{Lock, Repository};
 use snap::retention::{self, Policy};
 use snap::snapshot::Snapshot;
@@ -102,7 +102,7 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
         return finish(ctx, &a, &repo, lock, remove, json);
     }
     // Groups: host and sources, as restic groups by host and paths.
-    let mut groups: BTreeMap<GroupKey, Vec<(Id, Snapshot)>> = BTreeMap::new();
+    let mut groups: BTreeMap<GroupKey, Vec<(SnapshotId, Snapshot)>> = BTreeMap::new();
     for (id, s) in repo.snapshots()? {
         if a.host.as_ref().is_some_and(|h| *h != s.host) {
             continue;
@@ -164,7 +164,7 @@ fn finish(
     a: &Args,
     repo: &Repository,
     lock: Lock,
-    remove: Vec<Id>,
+    remove: Vec<SnapshotId>,
     decisions: Vec<serde_json::Value>,
 ) -> Result<i32> {
     let mut pruned = None;

@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{bail, Result};
-use snap::id::Id;
+use snap::id::SnapshotId;
 use snap::repo::Repository;
 use snap::restore::db::{restore_pg, restore_pg_all, restore_pipe};
 use snap::restore::ngw::{restore_instance, Migrations};
@@ -113,7 +113,7 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
 fn run_ngw(
     ctx: &Ctx,
     repo: &Repository,
-    id: &Id,
+    id: &SnapshotId,
     snap: &Snapshot,
     config: &Path,
     a: &Args,
@@ -181,7 +181,7 @@ fn run_ngw(
     Ok(0)
 }
 
-fn run_db(ctx: &Ctx, repo: &Repository, id: &Id, snap: &Snapshot, a: &Args) -> Result<i32> {
+fn run_db(ctx: &Ctx, repo: &Repository, id: &SnapshotId, snap: &Snapshot, a: &Args) -> Result<i32> {
     let started = Instant::now();
     let bar = Bar::new(ctx, "restore");
     let progress = progress_for(&bar);

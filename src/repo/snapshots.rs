@@ -7,24 +7,24 @@ use rayon::prelude::*;
 
 use super::{listed_names, Repository};
 use crate::error::{Error, Result};
-use crate::id::Id;
+use crate::id::{Id, SnapshotId};
 use crate::snapshot::Snapshot;
 
 impl Repository {
     /// Records a snapshot: the file last, after everything it references is durable.
-    pub fn save_snapshot(&self, snap: &Snapshot) -> Result<Id> {
+    pub fn save_snapshot(&self, snap: &Snapshot) -> Result<SnapshotId> {
         let mut bytes = snap.encode();
         if let Some(k) = &self.key {
             bytes = k.seal(SNAPSHOT_AAD, &bytes)?;
         }
-        let id = Id::hash(&bytes);
+        let id = SnapshotId(Id::hash(&bytes));
         self.store.put(&snapshot_path(&id), &bytes)?;
         self.index.add_snapshot(&id, snap, &bytes)?;
         Ok(id)
     }
 
     /// Reads and verifies snapshot `id`'s record file (not the index's copy of it).
-    pub fn read_snapshot_file(&self, id: &Id) -> Result<Snapshot> {
+    pub fn read_snapshot_file(&self, id: &SnapshotId) -> Result<Snapshot> {
         let b = self
             .store
             .read(&snapshot_path(id), crate::snapshot::MAX_LEN)?;
@@ -33,7 +33,7 @@ impl Repository {
 
     /// Verifies a snapshot record file's bytes against its name, opens them
     /// (encrypted repositories) and parses them.
-    fn decode_snapshot(&self, id: &Id, b: &[u8]) -> Result<Snapshot> {
+    fn decode_snapshot(&self, id: &SnapshotId, b: &[u8]) -> Result<Snapshot> {
         let Some(k) = &self.key else {
             return Snapshot::decode(id, b);
         };
@@ -45,7 +45,7 @@ impl Repository {
     }
 
     /// All snapshots, oldest first.
-    pub fn snapshots(&self) -> Result<Vec<(Id, Snapshot)>> {
+    pub fn snapshots(&self) -> Result<Vec<(SnapshotId, Snapshot)>> {
         self.ensure_fresh()?;
         self.index
             .snapshots()?
@@ -55,7 +55,7 @@ impl Repository {
     }
 
     /// Resolves `latest` or a unique prefix of a snapshot id.
-    pub fn find_snapshot(&self, spec: &str) -> Result<(Id, Snapshot)> {
+    pub fn find_snapshot(&self, spec: &str) -> Result<(SnapshotId, Snapshot)> {
         let all = self.snapshots()?;
         if spec == "latest" {
             return all.into_iter().last().ok_or_else(|| {
@@ -83,7 +83,7 @@ impl Repository {
 
     /// Deletes snapshot records, files first (under the caller's exclusive lock). The
     /// data they referenced stays until `prune`.
-    pub fn remove_snapshots(&self, ids: &[Id]) -> Result<()> {
+    pub fn remove_snapshots(&self, ids: &[SnapshotId]) -> Result<()> {
         self.store
             .delete_all(&ids.iter().map(snapshot_path).collect::<Vec<_>>())?;
         for id in ids {
@@ -97,8 +97,11 @@ impl Repository {
     /// damaged record must not make the repository unusable), but prune must not run
     /// while they exist, as it cannot know what they reference.
     pub fn sync_snapshots(&self) -> Result<Vec<(String, String)>> {
-        let stored = listed_names(self.store.as_ref(), "snapshots")?;
-        let indexed: HashSet<Id> = self
+        let stored: HashSet<SnapshotId> = listed_names(self.store.as_ref(), "snapshots")?
+            .into_iter()
+            .map(SnapshotId)
+            .collect();
+        let indexed: HashSet<SnapshotId> = self
             .index
             .snapshots()?
             .into_iter()
@@ -107,8 +110,8 @@ impl Repository {
         for id in indexed.difference(&stored) {
             self.index.remove_snapshot(id)?;
         }
-        let new: Vec<Id> = stored.difference(&indexed).copied().collect();
-        type Read = (Id, Result<(Snapshot, Vec<u8>)>);
+        let new: Vec<SnapshotId> = stored.difference(&indexed).copied().collect();
+        type Read = (SnapshotId, Result<(Snapshot, Vec<u8>)>);
         let read: Vec<Read> = new
             .par_iter()
             .map(|id| {
@@ -138,6 +141,6 @@ impl Repository {
 /// Associated data of a sealed snapshot record.
 const SNAPSHOT_AAD: &[u8] = b"snap snapshot";
 
-fn snapshot_path(id: &Id) -> String {
+fn snapshot_path(id: &SnapshotId) -> String {
     format!("snapshots/{}", id.to_hex())
 }

@@ -26,7 +26,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use rayon::prelude::*;
 
 use crate::error::{Error, Result};
-use crate::id::{Id, PackId};
+use crate::id::{Id, PackId, SnapshotId};
 use crate::progress::Progress;
 use crate::reach::mark_reachable;
 use crate::repo::{pack_path, PackRecord, Repository};
@@ -42,7 +42,7 @@ const MAX_PACK: u64 = 2 << 30;
 #[derive(Clone, Debug, Default)]
 pub struct SyncOptions {
     /// The snapshots to copy; `None`: all.
-    pub snapshots: Option<Vec<Id>>,
+    pub snapshots: Option<Vec<SnapshotId>>,
     /// Delete on the destination what the source no longer has (only with all
     /// snapshots).
     pub delete: bool,
@@ -138,7 +138,7 @@ fn copy_as_stored(
 
     // What the chosen snapshots need.
     let all = src.snapshots()?;
-    let chosen: Vec<Id> = match &opts.snapshots {
+    let chosen: Vec<SnapshotId> = match &opts.snapshots {
         None => all.iter().map(|(id, _)| *id).collect(),
         Some(ids) => ids.clone(),
     };
@@ -250,8 +250,8 @@ fn copy_as_stored(
     }
 
     // 4. Snapshot records, last, as the source's index holds them.
-    let records: HashMap<Id, Vec<u8>> = src.index().snapshots()?.into_iter().collect();
-    let dst_snaps: HashSet<Id> = dst
+    let records: HashMap<SnapshotId, Vec<u8>> = src.index().snapshots()?.into_iter().collect();
+    let dst_snaps: HashSet<SnapshotId> = dst
         .index()
         .snapshots()?
         .into_iter()
@@ -266,7 +266,7 @@ fn copy_as_stored(
             what: "snapshot",
             id: id.to_hex(),
         })?;
-        if Id::hash(record) != *id {
+        if Id::hash(record) != id.0 {
             return Err(Error::corrupt(
                 "snapshot",
                 id,
@@ -280,8 +280,8 @@ fn copy_as_stored(
 
     if opts.delete {
         dst_lock.check()?;
-        let keep_snaps: HashSet<Id> = records.into_keys().collect();
-        let gone: Vec<Id> = dst_snaps.difference(&keep_snaps).copied().collect();
+        let keep_snaps: HashSet<SnapshotId> = records.into_keys().collect();
+        let gone: Vec<SnapshotId> = dst_snaps.difference(&keep_snaps).copied().collect();
         report.deleted = mirror_deletions(dst, &gone, &src_files, &needed_set, &there)?;
     }
     Ok(report)
@@ -293,7 +293,7 @@ fn copy_as_stored(
 /// every one of the source's by now.
 fn mirror_deletions(
     dst: &Repository,
-    snaps: &[Id],
+    snaps: &[SnapshotId],
     keep_files: &HashSet<Id>,
     keep_packs: &HashSet<PackId>,
     dst_packs: &HashMap<PackId, u64>,

@@ -21,7 +21,7 @@ use rayon::prelude::*;
 
 use super::{SyncOptions, SyncReport, IN_FLIGHT};
 use crate::error::{Error, Result};
-use crate::id::Id;
+use crate::id::{Id, SnapshotId};
 use crate::pack::BlobKind;
 use crate::progress::Progress;
 use crate::prune::{prune, PruneOptions};
@@ -43,7 +43,7 @@ pub(super) fn copy(
         let _src_lock = src.lock(false, "sync (source)")?;
         let dst_lock = dst.lock(false, "sync (destination)")?;
         let all = src.snapshots()?;
-        let mut copied: HashMap<Id, Id> = dst
+        let mut copied: HashMap<SnapshotId, SnapshotId> = dst
             .snapshots()?
             .into_iter()
             .filter_map(|(id, s)| s.original.map(|o| (o, id)))
@@ -91,9 +91,9 @@ pub(super) fn copy(
         all
     };
     if opts.delete {
-        let keep: HashSet<Id> = all.into_iter().map(|(id, _)| id).collect();
+        let keep: HashSet<SnapshotId> = all.into_iter().map(|(id, _)| id).collect();
         let lock = dst.lock(true, "sync --delete (destination)")?;
-        let gone: Vec<Id> = dst
+        let gone: Vec<SnapshotId> = dst
             .snapshots()?
             .into_iter()
             .filter(|(_, s)| !s.original.is_some_and(|o| keep.contains(&o)))
