@@ -9,10 +9,17 @@
 //! days counted on the calendar (`1y` before 2024-02-29 is 2023-02-28). `--keep-tag T`
 //! keeps every snapshot tagged T. A snapshot is kept when any rule keeps it, and the
 //! reasons are reported.
+//!
+//! [`plan`] applies a policy to a repository's snapshots as `forget` does: grouped by
+//! host and sources (as restic groups by host and paths), each group judged alone.
 
 use chrono::{DateTime, Datelike, Offset, TimeZone, Timelike, Utc};
 
+use std::collections::BTreeMap;
+
 use crate::error::{Error, Result};
+use crate::id::SnapshotId;
+use crate::snapshot::Snapshot;
 use crate::span::Span;
 
 /// What to keep.
@@ -150,6 +157,77 @@ pub fn apply<Tz: TimeZone>(
         out[i].keep = !reasons.is_empty();
     }
     Ok(out)
+}
+
+/// Snapshots of one host and one set of sources, judged together.
+#[derive(Clone, Debug)]
+pub struct Group {
+    /// Their host.
+    pub host: String,
+    /// Their sources ([`Snapshot::group_key`]).
+    pub sources: Vec<String>,
+    /// Each snapshot with its verdict, oldest first.
+    pub snapshots: Vec<(SnapshotId, Snapshot, Decision)>,
+}
+
+/// What `forget` with a policy keeps and removes, and why: computed before anything
+/// changes, so that a dry run prints the plan and a real run carries it out.
+#[derive(Clone, Debug, Default)]
+pub struct Plan {
+    /// The groups, by host and sources.
+    pub groups: Vec<Group>,
+}
+
+impl Plan {
+    /// The snapshots the plan removes, group by group, newest first.
+    pub fn remove(&self) -> Vec<SnapshotId> {
+        self.groups
+            .iter()
+            .flat_map(|g| g.snapshots.iter().rev())
+            .filter(|(_, _, d)| !d.keep)
+            .map(|(id, _, _)| *id)
+            .collect()
+    }
+}
+
+/// A group's host and sources.
+type GroupKey = (String, Vec<String>);
+
+/// Applies `policy` to `snapshots` (those of `host` only, when given), each group of
+/// one host and one set of sources alone, with calendar periods in `tz`.
+pub fn plan<Tz: TimeZone>(
+    snapshots: Vec<(SnapshotId, Snapshot)>,
+    policy: &Policy,
+    host: Option<&str>,
+    tz: &Tz,
+) -> Result<Plan> {
+    // By host and sources.
+    let mut groups: BTreeMap<GroupKey, Vec<(SnapshotId, Snapshot)>> = BTreeMap::new();
+    for (id, s) in snapshots {
+        if host.is_some_and(|h| h != s.host) {
+            continue;
+        }
+        let key = (s.host.clone(), Snapshot::group_key(&s.sources));
+        groups.entry(key).or_default().push((id, s));
+    }
+    let mut plan = Plan::default();
+    for ((host, sources), snaps) in groups {
+        let input: Vec<_> = snaps
+            .iter()
+            .map(|(_, s)| (s.time, s.tags.clone()))
+            .collect();
+        let decisions = apply(&input, policy, tz)?;
+        plan.groups.push(Group {
+            host,
+            sources,
+            snapshots: snaps
+                .into_iter()
+                .zip(decisions)
+                .map(|((id, s), d)| (id, s, d))
+                .collect(),
+        });
+    }
+    Ok(plan)
 }
 
 #[cfg(test)]

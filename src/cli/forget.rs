@@ -1,12 +1,9 @@
 //! `snap forget`
 
-use std::collections::BTreeMap;
-
 use anyhow::Result;
 use snap::id::SnapshotId;
 use snap::repo::{Lock, Repository};
 use snap::retention::{self, Policy};
-use snap::snapshot::Snapshot;
 use snap::span::Span;
 
 use super::{prune, Ctx};
@@ -59,9 +56,6 @@ pub struct Args {
     json: bool,
 }
 
-/// Host and [`Snapshot::group_key`].
-type GroupKey = (String, Vec<String>);
-
 pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
     let policy = Policy {
         last: a.keep_last,
@@ -101,26 +95,17 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
             .collect();
         return finish(ctx, &a, &repo, lock, remove, json);
     }
-    // Groups: host and sources, as restic groups by host and paths.
-    let mut groups: BTreeMap<GroupKey, Vec<(SnapshotId, Snapshot)>> = BTreeMap::new();
-    for (id, s) in repo.snapshots()? {
-        if a.host.as_ref().is_some_and(|h| *h != s.host) {
-            continue;
-        }
-        let key = (s.host.clone(), Snapshot::group_key(&s.sources));
-        groups.entry(key).or_default().push((id, s));
-    }
-    let mut remove = Vec::new();
+    let plan = retention::plan(
+        repo.snapshots()?,
+        &policy,
+        a.host.as_deref(),
+        &chrono::Local,
+    )?;
     let mut json = Vec::new();
-    for ((host, sources), snaps) in &groups {
-        let input: Vec<_> = snaps
-            .iter()
-            .map(|(_, s)| (s.time, s.tags.clone()))
-            .collect();
-        let decisions = retention::apply(&input, &policy, &chrono::Local)?;
-        let kept = decisions.iter().filter(|d| d.keep).count();
+    for g in &plan.groups {
+        let kept = g.snapshots.iter().filter(|(_, _, d)| d.keep).count();
         if !a.json && !ctx.quiet {
-            outln!("host {host}, sources {}:", sources.join(" "));
+            outln!("host {}, sources {}:", g.host, g.sources.join(" "));
             outln!(
                 "  {:<6}  {:<8}  {:<19}  {:<12}  reasons",
                 "",
@@ -129,10 +114,7 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
                 "tags"
             );
         }
-        for ((id, s), d) in snaps.iter().zip(&decisions).rev() {
-            if !d.keep {
-                remove.push(*id);
-            }
+        for (id, s, d) in g.snapshots.iter().rev() {
             if a.json {
                 json.push(serde_json::json!({
                     "id": id, "time": s.time, "host": s.host, "keep": d.keep, "reasons": d.reasons,
@@ -151,9 +133,10 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
             }
         }
         if !a.json && !ctx.quiet {
-            outln!("  {kept} kept, {} removed", snaps.len() - kept);
+            outln!("  {kept} kept, {} removed", g.snapshots.len() - kept);
         }
     }
+    let remove = plan.remove();
     finish(ctx, &a, &repo, lock, remove, json)
 }
 
