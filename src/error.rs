@@ -98,6 +98,26 @@ pub enum Error {
         detail: String,
     },
     /// Input or arguments that cannot be used as given.
+    /// There is no repository where one was looked for (no config file).
+    #[error("no repository at {location} (no config file)")]
+    NoRepository {
+        /// Where it was looked for.
+        location: String,
+    },
+    /// An encrypted repository has no key file, so no passphrase can open it.
+    #[error("{keys} has no key files: the repository cannot be opened with a passphrase")]
+    NoKeyFiles {
+        /// The key directory (`<repository>/keys`).
+        keys: String,
+    },
+    /// No key file of the repository opens with the passphrase given.
+    #[error("wrong passphrase: no key file in {keys} opens with it, or they were altered ({})", files.join(", "))]
+    WrongPassphrase {
+        /// The key directory (`<repository>/keys`).
+        keys: String,
+        /// The key files tried.
+        files: Vec<String>,
+    },
     /// The run was interrupted (SIGINT or SIGTERM) and stopped before recording
     /// anything.
     #[error("interrupted")]

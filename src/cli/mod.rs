@@ -537,12 +537,28 @@ fn run_step(
     Ok(c)
 }
 
+/// A library error as the CLI words it: the library's text, and for the errors a user
+/// fixes by a setting, the setting to use.
+fn worded(e: &snap::error::Error) -> String {
+    use snap::error::Error;
+    match e {
+        Error::NoRepository { location } => format!(
+            "{e}: point --repo or SNAP_REPO at your repository, or create one with `snap init --repo {location}`"
+        ),
+        Error::NoKeyFiles { .. } => format!("{e} (use SNAP_KEY_FILE with an exported key)"),
+        _ => e.to_string(),
+    }
+}
+
 /// The error and its causes, each cause left out when the text before already says
 /// it (our errors quote their source, as `path: No such file or directory`).
 fn message(e: &anyhow::Error) -> String {
     let mut out = String::new();
     for cause in e.chain() {
-        let text = cause.to_string();
+        let text = match cause.downcast_ref::<snap::error::Error>() {
+            Some(e) => worded(e),
+            None => cause.to_string(),
+        };
         if out.is_empty() {
             out = text;
         } else if !out.contains(&text) {

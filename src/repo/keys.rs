@@ -36,22 +36,17 @@ pub fn list(store: &dyn Store) -> Result<Vec<(String, KeyFile)>> {
 pub fn unlock(store: &dyn Store, passphrase: &[u8]) -> Result<(String, MasterKey)> {
     let keys = list(store)?;
     if keys.is_empty() {
-        return Err(Error::Invalid(format!(
-            "{} has no key files: the repository cannot be opened with a passphrase (use SNAP_KEY_FILE with an exported key)",
-            dir(store)
-        )));
+        return Err(Error::NoKeyFiles { keys: dir(store) });
     }
     for (id, f) in &keys {
         if let Some(k) = f.unlock(passphrase)? {
             return Ok((id.clone(), k));
         }
     }
-    let names: Vec<String> = keys.iter().map(|(id, _)| format!("{id}.json")).collect();
-    Err(Error::Invalid(format!(
-        "wrong passphrase: no key file in {} opens with it, or they were altered ({})",
-        dir(store),
-        names.join(", ")
-    )))
+    Err(Error::WrongPassphrase {
+        keys: dir(store),
+        files: keys.iter().map(|(id, _)| format!("{id}.json")).collect(),
+    })
 }
 
 /// Adds a key file for `passphrase`; returns its id.

@@ -108,10 +108,9 @@ pub struct Repository {
 /// Reads the config file of the repository in `store`, not yet opened.
 fn read_config(store: &dyn Store) -> Result<ConfigFile> {
     match store.read("config", config::MAX_LEN) {
-        Err(Error::NotFound { .. }) => Err(Error::Invalid(format!(
-            "no repository at {0} (no config file): point --repo or SNAP_REPO at your repository, or create one with `snap init --repo {0}`",
-            store.location()
-        ))),
+        Err(Error::NotFound { .. }) => Err(Error::NoRepository {
+            location: store.location(),
+        }),
         r => ConfigFile::decode(&r?),
     }
 }
@@ -655,6 +654,40 @@ pub fn batches(records: impl IntoIterator<Item = PackRecord>) -> Vec<Vec<PackRec
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn opening_where_there_is_none_or_with_a_wrong_passphrase_says_which() {
+        let d = tempfile::tempdir().unwrap();
+        let none: Arc<dyn Store> = Arc::new(Local::new(d.path().join("none")));
+        let e = Repository::open_store(none, None).err().unwrap();
+        assert!(
+            matches!(&e, Error::NoRepository { location } if location.ends_with("none")),
+            "{e}"
+        );
+        let root = d.path().join("enc");
+        let store: Arc<dyn Store> = Arc::new(Local::new(root.clone()));
+        let kdf = Kdf {
+            m_cost: 8,
+            t_cost: 1,
+            p_cost: 1,
+        };
+        Repository::init_encrypted(store.clone(), &Default::default(), b"right", kdf).unwrap();
+        let e = keys::unlock(store.as_ref(), b"wrong").err().unwrap();
+        assert!(
+            matches!(&e, Error::WrongPassphrase { files, .. } if files.len() == 1),
+            "{e}"
+        );
+        std::fs::remove_file(root.join("keys").join(&files_in(&root.join("keys"))[0])).unwrap();
+        let e = keys::unlock(store.as_ref(), b"right").err().unwrap();
+        assert!(matches!(e, Error::NoKeyFiles { .. }), "{e}");
+    }
+
+    fn files_in(dir: &Path) -> Vec<String> {
+        std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect()
+    }
 
     #[test]
     fn init_takes_the_skeleton_an_interrupted_init_left_but_no_other_file() {
