@@ -128,6 +128,11 @@ typed_id!(
     SnapshotId
 );
 
+typed_id!(
+    /// An index file's name: the BLAKE3 of its bytes as stored.
+    IndexFileId
+);
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -16,7 +16,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 
 use crate::compress::Compression;
 use crate::error::{Error, Result};
-use crate::id::{Id, PackId, SnapshotId};
+use crate::id::{Id, IndexFileId, PackId, SnapshotId};
 use crate::locked;
 use crate::pack::{BlobKind, PackEntry, PackRecord};
 use crate::snapshot::Snapshot;
@@ -296,18 +296,22 @@ impl Index {
     }
 
     /// The index files the cache holds.
-    pub fn index_files(&self) -> Result<HashSet<Id>> {
-        self.ids("SELECT name FROM index_files")
+    pub fn index_files(&self) -> Result<HashSet<IndexFileId>> {
+        Ok(self
+            .ids::<Vec<Id>>("SELECT name FROM index_files")?
+            .into_iter()
+            .map(IndexFileId)
+            .collect())
     }
 
     /// Adds index file `file` and the packs it lists, in one transaction (packs the
     /// cache already holds are skipped).
-    pub fn ingest(&self, file: &Id, packs: &[PackRecord]) -> Result<()> {
+    pub fn ingest(&self, file: &IndexFileId, packs: &[PackRecord]) -> Result<()> {
         self.tx(|c| {
             insert_packs(c, packs)?;
             c.execute(
                 "INSERT OR IGNORE INTO index_files VALUES (?1)",
-                [&file.0[..]],
+                [file.bytes()],
             )
             .map(drop)
         })
@@ -624,8 +628,8 @@ impl Index {
         &self,
         removed: &[PackId],
         added: &[PackRecord],
-        old_files: &[Id],
-        new_files: &[Id],
+        old_files: &[IndexFileId],
+        new_files: &[IndexFileId],
     ) -> Result<()> {
         self.tx(|c| {
             {
@@ -639,12 +643,12 @@ impl Index {
                 }
                 let mut del_file = c.prepare_cached("DELETE FROM index_files WHERE name = ?1")?;
                 for f in old_files {
-                    del_file.execute([&f.0[..]])?;
+                    del_file.execute([f.bytes()])?;
                 }
                 let mut add_file =
                     c.prepare_cached("INSERT OR IGNORE INTO index_files VALUES (?1)")?;
                 for f in new_files {
-                    add_file.execute([&f.0[..]])?;
+                    add_file.execute([f.bytes()])?;
                 }
             }
             insert_packs(c, added)
@@ -798,7 +802,7 @@ mod tests {
             raw_len: 20,
         };
         let pack = PackId(Id::hash(b"pack"));
-        let file = Id::hash(b"index file");
+        let file = IndexFileId(Id::hash(b"index file"));
         idx.ingest(
             &file,
             &[PackRecord {
@@ -809,7 +813,7 @@ mod tests {
         )
         .unwrap();
         idx.ingest(
-            &Id::hash(b"another"),
+            &IndexFileId(Id::hash(b"another")),
             &[PackRecord {
                 id: pack,
                 size: 100,
@@ -856,7 +860,7 @@ mod tests {
         };
         assert!(all_seen(0));
         for round in 1..=4u32 {
-            let file = Id::hash(&round.to_le_bytes());
+            let file = IndexFileId(Id::hash(&round.to_le_bytes()));
             let pack = PackId(Id::hash(&[round as u8, 0xff]));
             let rows = (16 * (round - 1)..16 * round).map(entry).collect();
             idx.ingest(

@@ -21,7 +21,7 @@
 use std::collections::HashSet;
 
 use crate::error::{Error, Result};
-use crate::id::{Id, PackId};
+use crate::id::{Id, IndexFileId, PackId};
 use crate::pack;
 use crate::progress::Progress;
 use crate::reach::mark_reachable;
@@ -215,7 +215,7 @@ fn rewrite_index_files(
     repo: &Repository,
     gone: &[PackId],
     written: &[PackRecord],
-) -> Result<(Vec<Id>, Vec<Id>)> {
+) -> Result<(Vec<IndexFileId>, Vec<IndexFileId>)> {
     let gone: HashSet<&PackId> = gone.iter().collect();
     let mut replaced = Vec::new();
     let mut new = Vec::new();

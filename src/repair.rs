@@ -19,7 +19,7 @@ use std::sync::Mutex;
 use rayon::prelude::*;
 
 use crate::error::{Error, Result};
-use crate::id::{Id, PackId};
+use crate::id::{IndexFileId, PackId};
 use crate::index::BlobLoc;
 use crate::locked;
 use crate::progress::Progress;
@@ -174,7 +174,7 @@ pub fn repair_index(
         written.insert(repo.write_index_file(&batch)?);
         report.index_files += 1;
     }
-    let stale: Vec<Id> = old.into_iter().filter(|f| !written.contains(f)).collect();
+    let stale: Vec<IndexFileId> = old.into_iter().filter(|f| !written.contains(f)).collect();
     repo.delete_index_files(&stale)?;
     // Listed by no index file now: the damaged copies go with their packs.
     let salvaged: Vec<PackId> = damaged.iter().map(|(r, _)| r.id).collect();

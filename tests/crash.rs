@@ -24,7 +24,7 @@ use snap::backup::{backup, BackupOptions};
 use snap::check::{check, ReadData};
 use snap::crypto::Kdf;
 use snap::error::Result;
-use snap::id::{Id, PackId, SnapshotId};
+use snap::id::{IndexFileId, PackId, SnapshotId};
 use snap::progress::NoProgress;
 use snap::prune::{prune, PruneOptions};
 use snap::repo::{keys, Repository};
@@ -226,7 +226,7 @@ impl Base {
             let files = repo.index_files().unwrap();
             let fourth = back_up(&repo, &sources[3], 4).unwrap();
             repo.remove_snapshots(&[fourth]).unwrap();
-            let new_files: Vec<Id> = repo
+            let new_files: Vec<IndexFileId> = repo
                 .index_files()
                 .unwrap()
                 .difference(&files)

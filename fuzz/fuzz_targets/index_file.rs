@@ -3,11 +3,11 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use snap::id::Id;
+use snap::id::{Id, IndexFileId};
 use snap::repo::{decode_index_file, encode_index_file};
 
 fuzz_target!(|b: &[u8]| {
-    let name = Id::hash(b);
+    let name = IndexFileId(Id::hash(b));
     if let Ok(packs) = decode_index_file(&name, b, None) {
         let (id, again) = encode_index_file(&packs, None).expect("plain encode");
         assert_eq!((id, &again[..]), (name, b));

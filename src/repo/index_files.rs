@@ -12,7 +12,7 @@
 
 use crate::crypto::{MasterKey, OVERHEAD};
 use crate::error::{Error, Result};
-use crate::id::{Id, PackId};
+use crate::id::{Id, IndexFileId, PackId};
 use crate::pack::{self, PackRecord};
 
 /// Magic of an index file.
@@ -28,7 +28,7 @@ const AAD: &[u8] = b"snap index";
 const HEADER_LEN: usize = 16;
 
 /// Encodes the index file of `packs`; returns its name and bytes.
-pub fn encode(packs: &[PackRecord], key: Option<&MasterKey>) -> Result<(Id, Vec<u8>)> {
+pub fn encode(packs: &[PackRecord], key: Option<&MasterKey>) -> Result<(IndexFileId, Vec<u8>)> {
     let mut body = Vec::new();
     for PackRecord { id, size, entries } in packs {
         body.extend_from_slice(id.bytes());
@@ -46,14 +46,18 @@ pub fn encode(packs: &[PackRecord], key: Option<&MasterKey>) -> Result<(Id, Vec<
     out.extend_from_slice(&VERSION.to_le_bytes());
     out.extend_from_slice(&[0; 4]);
     out.extend_from_slice(&body);
-    Ok((Id::hash(&out), out))
+    Ok((IndexFileId(Id::hash(&out)), out))
 }
 
 /// Decodes index file `name`, checking its hash, its seal and that every pack's
 /// entries exactly fill the pack size it gives.
-pub fn decode(name: &Id, bytes: &[u8], key: Option<&MasterKey>) -> Result<Vec<PackRecord>> {
+pub fn decode(
+    name: &IndexFileId,
+    bytes: &[u8],
+    key: Option<&MasterKey>,
+) -> Result<Vec<PackRecord>> {
     let bad = |why: String| Error::corrupt("index file", name, why);
-    if Id::hash(bytes) != *name {
+    if Id::hash(bytes) != name.0 {
         return Err(bad("its content does not hash to its name".into()));
     }
     if bytes.len() < HEADER_LEN || &bytes[..8] != MAGIC || bytes[12..16] != [0; 4] {
@@ -171,7 +175,7 @@ mod tests {
         let (_, mut bytes) = encode(&[record(1, false)], None).unwrap();
         // Header 16, pack record head 48, then the first entry: kind, compression, reserved.
         bytes[16 + 48 + 2] = 8;
-        let err = decode(&Id::hash(&bytes), &bytes, None)
+        let err = decode(&IndexFileId(Id::hash(&bytes)), &bytes, None)
             .unwrap_err()
             .to_string();
         assert!(

@@ -58,7 +58,7 @@ use crate::compress;
 use crate::crypto::{Kdf, MasterKey};
 use crate::error::{Error, IoContext, Result};
 pub use crate::host::{hostname, pid_alive};
-use crate::id::{Id, PackId};
+use crate::id::{Id, IndexFileId, PackId};
 use crate::index::Index;
 use crate::locked;
 use crate::pack;
@@ -230,7 +230,7 @@ pub fn pack_path(id: &PackId) -> String {
     format!("packs/{}/{hex}", &hex[..2])
 }
 
-fn index_path(id: &Id) -> String {
+fn index_path(id: &IndexFileId) -> String {
     format!("index/{}", id.to_hex())
 }
 
@@ -381,7 +381,7 @@ impl Repository {
             self.index.clear()?;
             cached.clear();
         }
-        let new: Vec<Id> = listed.difference(&cached).copied().collect();
+        let new: Vec<IndexFileId> = listed.difference(&cached).copied().collect();
         let complete = Mutex::new(true);
         new.par_iter().try_for_each(|name| -> Result<()> {
             match self.read_index_file(name) {
@@ -401,28 +401,31 @@ impl Repository {
     }
 
     /// Reads and verifies index file `name`.
-    pub fn read_index_file(&self, name: &Id) -> Result<Vec<PackRecord>> {
+    pub fn read_index_file(&self, name: &IndexFileId) -> Result<Vec<PackRecord>> {
         self.decode_index_file(name, &self.index_file_bytes(name)?)
     }
 
     /// Verifies and decodes the bytes of index file `name`.
-    pub fn decode_index_file(&self, name: &Id, bytes: &[u8]) -> Result<Vec<PackRecord>> {
+    pub fn decode_index_file(&self, name: &IndexFileId, bytes: &[u8]) -> Result<Vec<PackRecord>> {
         index_files::decode(name, bytes, self.key.as_ref())
     }
 
     /// Index file `name` as stored.
-    pub fn index_file_bytes(&self, name: &Id) -> Result<Vec<u8>> {
+    pub fn index_file_bytes(&self, name: &IndexFileId) -> Result<Vec<u8>> {
         self.store.read(&index_path(name), index_files::MAX_LEN)
     }
 
     /// The index files in the store.
-    pub fn index_files(&self) -> Result<HashSet<Id>> {
-        listed_names(self.store.as_ref(), "index")
+    pub fn index_files(&self) -> Result<HashSet<IndexFileId>> {
+        Ok(listed_names(self.store.as_ref(), "index")?
+            .into_iter()
+            .map(IndexFileId)
+            .collect())
     }
 
     /// Writes the index file of `packs` (durable packs), then adds it to the cache;
     /// returns its name.
-    pub fn write_index_file(&self, packs: &[PackRecord]) -> Result<Id> {
+    pub fn write_index_file(&self, packs: &[PackRecord]) -> Result<IndexFileId> {
         let name = self.put_index_file(packs)?;
         self.index.ingest(&name, packs)?;
         Ok(name)
@@ -430,7 +433,7 @@ impl Repository {
 
     /// Writes the index file of `packs` without adding it to the cache (for a caller
     /// that updates the cache itself); returns its name.
-    pub fn put_index_file(&self, packs: &[PackRecord]) -> Result<Id> {
+    pub fn put_index_file(&self, packs: &[PackRecord]) -> Result<IndexFileId> {
         let (name, bytes) = index_files::encode(packs, self.key.as_ref())?;
         self.store.put(&index_path(&name), &bytes)?;
         Ok(name)
@@ -576,7 +579,7 @@ impl Repository {
     }
 
     /// Deletes index files (under the exclusive lock, once others list what they did).
-    pub fn delete_index_files(&self, files: &[Id]) -> Result<()> {
+    pub fn delete_index_files(&self, files: &[IndexFileId]) -> Result<()> {
         self.store
             .delete_all(&files.iter().map(index_path).collect::<Vec<_>>())
     }

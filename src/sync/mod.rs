@@ -26,7 +26,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use rayon::prelude::*;
 
 use crate::error::{Error, Result};
-use crate::id::{Id, PackId, SnapshotId};
+use crate::id::{Id, IndexFileId, PackId, SnapshotId};
 use crate::progress::Progress;
 use crate::reach::mark_reachable;
 use crate::repo::{pack_path, PackRecord, Repository};
@@ -294,7 +294,7 @@ fn copy_as_stored(
 fn mirror_deletions(
     dst: &Repository,
     snaps: &[SnapshotId],
-    keep_files: &HashSet<Id>,
+    keep_files: &HashSet<IndexFileId>,
     keep_packs: &HashSet<PackId>,
     dst_packs: &HashMap<PackId, u64>,
 ) -> Result<[u64; 3]> {
