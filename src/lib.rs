@@ -9,6 +9,17 @@
 //! operations), [`tree::Tree`] and [`snapshot::Snapshot`] (what a snapshot is made of),
 //! [`error::Error`] (every failure, with the path or object it concerns).
 //!
+//! Layers, each using only its own and those below (README → Code layout):
+//! - L0: [`error`], [`id`] (typed ids: [`id::PackId`], [`id::SnapshotId`],
+//!   [`id::IndexFileId`]), [`chunker`], [`progress`], [`span`], [`interrupt`],
+//!   [`host`], [`crypto`];
+//! - L1 codecs: [`pack`], [`tree`], [`snapshot`], [`compress`], and [`retention`]
+//!   (policies and forget's plan);
+//! - L2 storage: [`store`], [`index`], [`repo`], [`scratch`], [`source`];
+//! - L3 operations: [`backup`], [`restore`], [`export`], [`check`], [`prune`],
+//!   [`repair`], [`reach`], [`sync`], [`diff`], [`ngw_part`];
+//! - L4: the `snap` binary's `cli`, the only place that reads the environment.
+//!
 //! ```
 //! use snap::{backup, repo::Repository, restore, progress::NoProgress};
 //! # fn main() -> snap::error::Result<()> {
