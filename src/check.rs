@@ -75,7 +75,8 @@ pub struct CheckReport {
 /// Runs check; see the module docs.
 pub fn check(repo: &Repository, read: ReadData, progress: &dyn Progress) -> Result<CheckReport> {
     let lock = repo.lock(false, "check")?;
-    recheck_damaged(repo)?;
+    let on_disk: HashMap<PackId, u64> = repo.pack_files()?.into_iter().collect();
+    recheck_damaged(repo, &on_disk)?;
     let mut report = CheckReport::default();
     for (path, why) in &lock.unreadable {
         report.errors.push(format!("snapshot record {path}: {why}"));
@@ -90,7 +91,6 @@ pub fn check(repo: &Repository, read: ReadData, progress: &dyn Progress) -> Resu
     // 1. Packs against the index.
     let indexed = repo.index().packs_by_verification()?;
     report.packs = indexed.len() as u64;
-    let on_disk: HashMap<PackId, u64> = repo.pack_files()?.into_iter().collect();
     let mut present = Vec::new();
     for (pack, size) in &indexed {
         let rows = repo.index().blobs_in(pack, false)?;
@@ -253,12 +253,8 @@ pub fn check(repo: &Repository, read: ReadData, progress: &dyn Progress) -> Resu
 /// Reads again the blob copies recorded as damaged whose pack is still here; one that
 /// reads intact now is damaged no longer (its pack was put back from another copy, or
 /// the damage was in the reading), and the index places the blob there again.
-fn recheck_damaged(repo: &Repository) -> Result<()> {
+fn recheck_damaged(repo: &Repository, on_disk: &HashMap<PackId, u64>) -> Result<()> {
     let damaged = repo.index().damaged()?;
-    if damaged.is_empty() {
-        return Ok(());
-    }
-    let on_disk: HashMap<PackId, u64> = repo.pack_files()?.into_iter().collect();
     for (pack, copies) in damaged {
         let Some(&len) = on_disk.get(&pack) else {
             continue;

@@ -104,6 +104,12 @@ macro_rules! typed_id {
             }
         }
 
+        impl From<Id> for $name {
+            fn from(id: Id) -> $name {
+                $name(id)
+            }
+        }
+
         impl fmt::Display for $name {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 self.0.fmt(f)

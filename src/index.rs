@@ -297,11 +297,7 @@ impl Index {
 
     /// The index files the cache holds.
     pub fn index_files(&self) -> Result<HashSet<IndexFileId>> {
-        Ok(self
-            .ids::<Vec<Id>>("SELECT name FROM index_files")?
-            .into_iter()
-            .map(IndexFileId)
-            .collect())
+        self.ids("SELECT name FROM index_files")
     }
 
     /// Adds index file `file` and the packs it lists, in one transaction (packs the
@@ -585,10 +581,10 @@ impl Index {
     }
 
     /// The ids a one-column query returns.
-    fn ids<C: FromIterator<Id>>(&self, sql: &str) -> Result<C> {
+    fn ids<T: From<Id>, C: FromIterator<T>>(&self, sql: &str) -> Result<C> {
         self.rows(sql, [], |r| r.get::<_, Vec<u8>>(0))?
             .iter()
-            .map(|b| self.id_of(b))
+            .map(|b| self.id_of(b).map(T::from))
             .collect()
     }
 
@@ -657,11 +653,7 @@ impl Index {
 
     /// The names of every indexed pack.
     pub fn pack_names(&self) -> Result<HashSet<PackId>> {
-        Ok(self
-            .ids::<Vec<Id>>("SELECT name FROM packs")?
-            .into_iter()
-            .map(PackId)
-            .collect())
+        self.ids("SELECT name FROM packs")
     }
 
     /// Every indexed pack and its size, those `check` read whole longest ago (or

@@ -159,14 +159,8 @@ impl Ctx {
         if let Some(r) = &self.repo {
             return Ok((r.clone(), false));
         }
-        let base = match std::env::var_os("XDG_DATA_HOME").filter(|v| !v.is_empty()) {
-            Some(x) => PathBuf::from(x),
-            None => {
-                let home = std::env::var_os("HOME")
-                    .context("neither --repo, SNAP_REPO, XDG_DATA_HOME nor HOME is set")?;
-                PathBuf::from(home).join(".local/share")
-            }
-        };
+        let base = xdg_dir("XDG_DATA_HOME", ".local/share")
+            .context("neither --repo, SNAP_REPO, XDG_DATA_HOME nor HOME is set")?;
         Ok((base.join("snap/repo").display().to_string(), true))
     }
 
@@ -253,8 +247,7 @@ pub fn run() -> i32 {
         .cache_dir
         .clone()
         .filter(|d| !d.as_os_str().is_empty())
-        .or_else(|| env_var("XDG_CACHE_HOME").map(|x| PathBuf::from(x).join("snap")))
-        .or_else(|| env_var("HOME").map(|h| PathBuf::from(h).join(".cache/snap")));
+        .or_else(|| xdg_dir("XDG_CACHE_HOME", ".cache").map(|d| d.join("snap")));
     if let Some(dir) = cache_root {
         snap::repo::set_cache_root(dir);
     }
@@ -291,6 +284,14 @@ pub fn run() -> i32 {
 /// A variable of the environment, unset when empty.
 fn env_var(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.is_empty())
+}
+
+/// An XDG base directory: `$var` when set, else `$HOME/home_rel`.
+pub(crate) fn xdg_dir(var: &str, home_rel: &str) -> Option<PathBuf> {
+    std::env::var_os(var)
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(home_rel)))
 }
 
 /// The settings of remote stores that come from the environment: the S3 endpoint

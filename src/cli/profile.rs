@@ -88,11 +88,7 @@ fn locate(ctx: &Ctx) -> Option<PathBuf> {
     if let Some(p) = &ctx.config {
         return Some(p.clone());
     }
-    let user = std::env::var_os("XDG_CONFIG_HOME")
-        .filter(|v| !v.is_empty())
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config")))
-        .map(|d| d.join("snap/snap.toml"));
+    let user = super::xdg_dir("XDG_CONFIG_HOME", ".config").map(|d| d.join("snap/snap.toml"));
     user.into_iter()
         .chain([PathBuf::from("/etc/snap/snap.toml")])
         .find(|p| p.exists())

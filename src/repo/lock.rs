@@ -106,6 +106,7 @@ impl Lock {
             unreadable: Vec::new(),
             count: None,
         };
+        let boot = boot_time();
         for entry in lock.store.list("locks")? {
             if entry.path == lock.path {
                 continue;
@@ -114,7 +115,7 @@ impl Lock {
             let Some(holder) = read_lock(lock.store.as_ref(), &entry.path)? else {
                 continue;
             };
-            if holder.is_stale(entry.modified, boot_time()) {
+            if holder.is_stale(entry.modified, boot) {
                 log::warn!("removing stale lock {}: {holder}", entry.path);
                 let _ = lock.store.delete(&entry.path);
                 continue;

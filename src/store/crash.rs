@@ -270,14 +270,7 @@ impl Fs for CrashFs {
     }
 
     fn sync_file(&self, file: &NamedTempFile) -> io::Result<()> {
-        let mut m = locked(&self.model);
-        m.step()?;
-        let Node::File(i) = m.node(file.path())? else {
-            return Err(unmodelled(file.path()));
-        };
-        let f = &mut m.files[i];
-        f.durable = f.current.clone();
-        Ok(())
+        self.sync_path(file.path())
     }
 
     fn sync_path(&self, path: &Path) -> io::Result<()> {

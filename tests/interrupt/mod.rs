@@ -3,7 +3,7 @@
 //! the next run reuses what reached the repository instead of storing it again.
 
 use std::fs;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -40,6 +40,17 @@ fn backup_cmd(env: &Env, src: &Path) -> Command {
     c
 }
 
+/// A repository and a source of one 160 MiB file of new data, long enough to back up
+/// that a signal finds the run in the middle.
+fn big_source() -> (Env, PathBuf) {
+    let env = Env::new();
+    env.init();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("big"), random_bytes(160 << 20, "big")).unwrap();
+    (env, src)
+}
+
 /// Waits until the packs below `repo` hold at least `bytes`, while `child` runs.
 fn wait_for_packs(child: &mut std::process::Child, repo: &Path, bytes: u64) {
     let start = Instant::now();
@@ -56,11 +67,7 @@ fn wait_for_packs(child: &mut std::process::Child, repo: &Path, bytes: u64) {
 /// Interrupts a backup of 160 MiB of new data with `signal` once some of its packs
 /// are durable; then checks what the issue promises.
 fn interrupted_backup_resumes(signal: rustix::process::Signal) {
-    let env = Env::new();
-    env.init();
-    let src = env.path("src");
-    fs::create_dir_all(&src).unwrap();
-    fs::write(src.join("big"), random_bytes(160 << 20, "big")).unwrap();
+    let (env, src) = big_source();
     let total = 160u64 << 20;
     // Signal once a third of the data is in packs.
     let mut child = backup_cmd(&env, &src).spawn().unwrap();
@@ -163,11 +170,7 @@ fn ctrl_c(child: std::process::Child) -> (Option<i32>, String) {
 
 #[test]
 fn ctrl_c_in_snap_run_stops_its_backup_cleanly_at_the_first_signal() {
-    let env = Env::new();
-    env.init();
-    let src = env.path("src");
-    fs::create_dir_all(&src).unwrap();
-    fs::write(src.join("big"), random_bytes(160 << 20, "big")).unwrap();
+    let (env, src) = big_source();
     let mut child = run_profile(&env, &src, &env.path("offsite"));
     wait_for_packs(&mut child, &env.repo(), 50 << 20);
     let (code, stderr) = ctrl_c(child);
@@ -185,11 +188,7 @@ fn ctrl_c_in_snap_run_stops_its_backup_cleanly_at_the_first_signal() {
 
 #[test]
 fn ctrl_c_in_snap_run_stops_its_sync_and_keeps_the_snapshot() {
-    let env = Env::new();
-    env.init();
-    let src = env.path("src");
-    fs::create_dir_all(&src).unwrap();
-    fs::write(src.join("big"), random_bytes(160 << 20, "big")).unwrap();
+    let (env, src) = big_source();
     let offsite = env.path("offsite");
     // The signal goes once the first pack arrived; on a loaded machine it may be
     // seen only after the last pack was started, with nothing left to stop: then the
