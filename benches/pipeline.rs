@@ -19,9 +19,9 @@ use std::ops::Range;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use rayon::prelude::*;
-use snap::backup::{backup, BackupOptions};
-use snap::chunker::{ChunkParams, Gear, HintSource, Hints, Known, LenFn, StreamChunker};
-use snap::id::Id;
+use snap::format::chunker::{ChunkParams, Gear, HintSource, Hints, Known, LenFn, StreamChunker};
+use snap::format::id::Id;
+use snap::ops::backup::{backup, BackupOptions};
 use snap::progress::NoProgress;
 use snap::repo::Repository;
 

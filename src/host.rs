@@ -12,6 +12,19 @@ pub fn hostname() -> String {
         .into_owned()
 }
 
+/// A lock or temp file not touched for this long belongs to a writer that is gone:
+/// a live holder or writer would have touched it since.
+pub const STALE_AFTER: Duration = Duration::from_secs(30 * 60);
+
+/// Whether a file last modified at `modified` (as a store lists it) is older than
+/// [`STALE_AFTER`] (30 minutes): a live holder or writer would have touched it since.
+pub fn stale_by_age(modified: Option<SystemTime>) -> bool {
+    let age = modified
+        .and_then(|t| SystemTime::now().duration_since(t).ok())
+        .unwrap_or_default();
+    age > STALE_AFTER
+}
+
 /// The name of the user this process runs as, from `/etc/passwd` (as Go's `os/user`
 /// reads it without cgo); its numeric uid where that file does not name it.
 pub fn user_name() -> String {

@@ -1,27 +1,31 @@
 //! snap: a content-addressed, deduplicating snapshot engine for application backups.
 //!
 //! Data flows one way:
-//! `source (files, stdin, commands) -> chunker -> BLAKE3 id -> dedup (index) -> zstd -> pack -> repository`,
-//! then a [`tree::Tree`] per directory and a [`snapshot::Snapshot`] record last.
+//! `source (files, dumps, commands) -> chunker -> BLAKE3 id -> dedup (index) -> zstd -> pack -> store`,
+//! then a [`Tree`](format::tree::Tree) per directory and a
+//! [`Snapshot`](format::snapshot::Snapshot) record last.
 //!
-//! Main types: [`repo::Repository`] (a repository directory: packs, snapshots, the
-//! SQLite [`index::Index`]), [`backup::backup`] and [`restore::restore`] (the
-//! operations), [`tree::Tree`] and [`snapshot::Snapshot`] (what a snapshot is made of),
-//! [`error::Error`] (every failure, with the path or object it concerns).
-//!
-//! Layers, each using only its own and those below (README → Code layout):
-//! - L0: [`error`], [`id`] (typed ids: [`id::PackId`], [`id::SnapshotId`],
-//!   [`id::IndexFileId`]), [`chunker`], [`progress`], [`span`], [`interrupt`],
-//!   [`host`], [`crypto`];
-//! - L1 codecs: [`pack`], [`tree`], [`snapshot`], [`compress`], and [`retention`]
-//!   (policies and forget's plan);
-//! - L2 storage: [`store`], [`index`], [`repo`], [`scratch`], [`source`];
-//! - L3 operations: [`backup`], [`restore`], [`export`], [`check`], [`prune`],
-//!   [`repair`], [`reach`], [`sync`], [`diff`], [`ngw_part`];
-//! - L4: the `snap` binary's `cli`, the only place that reads the environment.
+//! The folders are the layers, each using only its own and those above it in this
+//! list (README → Code layout):
+//! - base, at the top of `src/`: [`error`] (every failure, with the path or object it
+//!   concerns), [`progress`], [`interrupt`], [`host`], [`scratch`], [`span`];
+//! - [`format`](mod@format): the codecs whose bytes `format-spec.md` describes: typed ids
+//!   ([`format::id`]), the [`chunker`](format::chunker), [`compress`](format::compress),
+//!   [`crypto`](format::crypto), [`pack`](format::pack), [`tree`](format::tree),
+//!   [`snapshot`](format::snapshot); no I/O;
+//! - [`store`]: where a repository's files live (local, SFTP, S3), as named files;
+//! - [`repo`]: a [`Repository`](repo::Repository) over a store: layout, keys, locks,
+//!   the SQLite [`index`](repo::index), writing packs and reading blobs back;
+//! - [`source`]: where backup data comes from (files, commands, NextGIS Web,
+//!   PostgreSQL, MongoDB); knows nothing of repositories;
+//! - [`ops`]: what a user asks for, from [`backup`](ops::backup::backup) and
+//!   [`restore`](ops::restore::restore) to [`check`](ops::check),
+//!   [`prune`](ops::prune), [`sync`](ops::sync) and [`retention`](ops::retention);
+//! - the `snap` binary's `cli` (`src/cli/`): parsing, printing, exit codes, and the
+//!   only place that reads the environment.
 //!
 //! ```
-//! use snap::{backup, repo::Repository, restore, progress::NoProgress};
+//! use snap::{ops::backup, ops::restore, progress::NoProgress, repo::Repository};
 //! # fn main() -> snap::error::Result<()> {
 //! let dir = tempfile::tempdir().unwrap();
 //! // Index caches live in the user's cache directory unless told otherwise.
@@ -43,34 +47,17 @@
 //! # }
 //! ```
 
-pub mod backup;
-pub mod check;
-pub mod chunker;
-pub mod compress;
-pub mod crypto;
-pub mod diff;
 pub mod error;
-pub mod export;
+pub mod format;
 pub mod host;
-pub mod id;
-pub mod index;
 pub mod interrupt;
-pub mod ngw_part;
-pub mod pack;
+pub mod ops;
 pub mod progress;
-pub mod prune;
-pub mod reach;
-pub mod repair;
 pub mod repo;
-pub mod restore;
-pub mod retention;
 pub mod scratch;
-pub mod snapshot;
 pub mod source;
 pub mod span;
 pub mod store;
-pub mod sync;
-pub mod tree;
 
 /// Locks `m`, going on with its data if a thread panicked while holding it (the panic
 /// is reported where it happened).

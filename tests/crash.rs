@@ -20,20 +20,20 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{TimeZone, Utc};
-use snap::backup::{backup, BackupOptions};
-use snap::check::{check, ReadData};
-use snap::crypto::Kdf;
 use snap::error::Result;
-use snap::id::{IndexFileId, PackId, SnapshotId};
+use snap::format::crypto::Kdf;
+use snap::format::id::{IndexFileId, PackId, SnapshotId};
+use snap::format::snapshot::Source;
+use snap::ops::backup::{backup, BackupOptions};
+use snap::ops::check::{check, ReadData};
+use snap::ops::prune::{prune, PruneOptions};
+use snap::ops::restore::{restore, RestoreOptions};
+use snap::ops::retention::{self, Policy};
+use snap::ops::sync::sync;
 use snap::progress::NoProgress;
-use snap::prune::{prune, PruneOptions};
 use snap::repo::{keys, Repository};
-use snap::restore::{restore, RestoreOptions};
-use snap::retention::{self, Policy};
-use snap::snapshot::Source;
 use snap::store::crash::{mix, CrashFs};
 use snap::store::{Local, Store};
-use snap::sync::sync;
 use util::{assert_same_tree, random_bytes, restored};
 
 const PASS: &[u8] = b"first passphrase";
@@ -281,7 +281,7 @@ impl Base {
     }
 
     /// The source a snapshot was taken of.
-    fn source_of(&self, snap: &snap::snapshot::Snapshot) -> PathBuf {
+    fn source_of(&self, snap: &snap::format::snapshot::Snapshot) -> PathBuf {
         match &snap.sources[..] {
             [Source::Path { path }] => PathBuf::from(path),
             other => panic!("unexpected sources {other:?}"),
@@ -417,7 +417,7 @@ fn op_key_remove(repo: &Repository, _: &Base) -> Result<Expect> {
 }
 
 fn op_repair_index(repo: &Repository, base: &Base) -> Result<Expect> {
-    snap::repair::repair_index(repo, Default::default(), &snap::progress::NoProgress)?;
+    snap::ops::repair::repair_index(repo, Default::default(), &snap::progress::NoProgress)?;
     Ok(all_stay(base))
 }
 

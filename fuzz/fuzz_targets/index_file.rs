@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use snap::id::{Id, IndexFileId};
+use snap::format::id::{Id, IndexFileId};
 use snap::repo::{decode_index_file, encode_index_file};
 
 fuzz_target!(|b: &[u8]| {

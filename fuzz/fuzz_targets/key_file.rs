@@ -4,7 +4,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use snap::crypto::{KeyFile, MasterKey};
+use snap::format::crypto::{KeyFile, MasterKey};
 
 fuzz_target!(|b: &[u8]| {
     if let Ok(f) = KeyFile::decode("keys/fuzz.json", b) {

@@ -2,8 +2,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use snap::id::Id;
-use snap::tree::ListNode;
+use snap::format::id::Id;
+use snap::format::tree::ListNode;
 
 fuzz_target!(|b: &[u8]| {
     if let Ok(n) = ListNode::decode(&Id::hash(b), b) {

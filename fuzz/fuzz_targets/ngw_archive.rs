@@ -7,5 +7,5 @@ use std::path::Path;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|b: &[u8]| {
-    let _ = snap::backup::check_archive(Path::new("fuzz.ngwbackup"), b);
+    let _ = snap::ops::backup::check_archive(Path::new("fuzz.ngwbackup"), b);
 });

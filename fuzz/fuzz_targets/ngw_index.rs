@@ -4,7 +4,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use snap::source::ngw::{blob_snapshot_path, font_snapshot_path, parse_index_line, IndexItem};
-use snap::tree::is_safe_name;
+use snap::format::tree::is_safe_name;
 
 fuzz_target!(|b: &[u8]| {
     let Ok(text) = std::str::from_utf8(b) else {

@@ -5,9 +5,9 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use snap::compress::{decompress_into, Compression};
-use snap::pack::{check_header, decode_entries, decode_footer, encode_entries};
-use snap::pack::{FOOTER_LEN, HEADER_LEN};
+use snap::format::compress::{decompress_into, Compression};
+use snap::format::pack::{check_header, decode_entries, decode_footer, encode_entries};
+use snap::format::pack::{FOOTER_LEN, HEADER_LEN};
 
 /// Largest raw length decompressed here (the repository caps it at the chunk or tree
 /// limit before decompressing).

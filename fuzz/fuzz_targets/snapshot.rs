@@ -3,8 +3,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use snap::id::{Id, SnapshotId};
-use snap::snapshot::Snapshot;
+use snap::format::id::{Id, SnapshotId};
+use snap::format::snapshot::Snapshot;
 
 fuzz_target!(|b: &[u8]| {
     if let Ok(s) = Snapshot::decode(&SnapshotId(Id::hash(b)), b) {

@@ -3,8 +3,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use snap::id::Id;
-use snap::tree::Tree;
+use snap::format::id::Id;
+use snap::format::tree::Tree;
 
 fuzz_target!(|b: &[u8]| {
     if let Ok(t) = Tree::decode(&Id::hash(b), b) {

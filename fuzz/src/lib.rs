@@ -2,7 +2,7 @@
 //! sealed seeds (trailers, index files, configs) open and mutations of them reach the
 //! decoders behind the seal.
 
-use snap::crypto::MasterKey;
+use snap::format::crypto::MasterKey;
 
 /// Id of the encrypted repository the sealed seeds come from.
 pub const REPO_ID: &str = "06c878e560e93ff80317a46a1cbf8e353ac0289c56bec1e58bd4ae6eb2b7f80a";

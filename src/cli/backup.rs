@@ -4,8 +4,8 @@ use std::io::IsTerminal;
 use std::path::PathBuf;
 
 use anyhow::{bail, Result};
-use snap::backup::{backup, BackupOptions};
-use snap::chunker::Profile;
+use snap::format::chunker::Profile;
+use snap::ops::backup::{backup, BackupOptions};
 
 use super::{human, ngw_config, print_list, progress_for, Bar, Ctx, EXIT_WARNINGS};
 

@@ -3,8 +3,8 @@
 use std::io::Write;
 
 use anyhow::{bail, Result};
-use snap::restore::snapshot_path;
-use snap::tree::NodeKind;
+use snap::format::tree::NodeKind;
+use snap::ops::restore::snapshot_path;
 
 use super::Ctx;
 

@@ -1,7 +1,7 @@
 //! `snap check`
 
 use anyhow::{bail, Result};
-use snap::check::{check, ReadData};
+use snap::ops::check::{check, ReadData};
 use snap::span::Span;
 
 use super::{progress_for, prune::parse_percent, Bar, Ctx};

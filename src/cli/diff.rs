@@ -1,7 +1,7 @@
 //! `snap diff`
 
 use anyhow::Result;
-use snap::diff::{diff, Change, Entry};
+use snap::ops::diff::{diff, Change, Entry};
 
 use super::{human, Ctx};
 

@@ -5,8 +5,8 @@ use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use snap::export::{export_dir, export_zip, export_zip_file};
-use snap::snapshot::{Snapshot, Source};
+use snap::format::snapshot::{Snapshot, Source};
+use snap::ops::export::{export_dir, export_zip, export_zip_file};
 use snap::source::ngw::NgwConfig;
 
 use super::{human, Ctx};

@@ -1,9 +1,9 @@
 //! `snap forget`
 
 use anyhow::Result;
-use snap::id::SnapshotId;
+use snap::format::id::SnapshotId;
+use snap::ops::retention::{self, Policy};
 use snap::repo::{Lock, Repository};
-use snap::retention::{self, Policy};
 use snap::span::Span;
 
 use super::{prune, Ctx};

@@ -5,8 +5,8 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Result};
 use chrono::{DateTime, Utc};
-use snap::backup::{archive_id, backup, time_from_name, BackupOptions};
-use snap::snapshot::Source;
+use snap::format::snapshot::Source;
+use snap::ops::backup::{archive_id, backup, time_from_name, BackupOptions};
 
 use super::{human, progress_for, Bar, Ctx};
 

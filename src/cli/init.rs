@@ -1,7 +1,7 @@
 //! `snap init`
 
 use anyhow::{Context, Result};
-use snap::crypto::Kdf;
+use snap::format::crypto::Kdf;
 use snap::repo::{InitOptions, Repository};
 
 use super::Ctx;
@@ -9,7 +9,7 @@ use super::Ctx;
 #[derive(clap::Args)]
 pub struct Args {
     /// zstd level of new data (0 = none, 1 fastest .. 19 smallest)
-    #[arg(long, default_value_t = snap::compress::DEFAULT_LEVEL, value_parser = clap::value_parser!(i32).range(0..=19))]
+    #[arg(long, default_value_t = snap::format::compress::DEFAULT_LEVEL, value_parser = clap::value_parser!(i32).range(0..=19))]
     compression: i32,
     /// Encrypt the repository; the passphrase comes from SNAP_PASSWORD,
     /// SNAP_PASSWORD_FILE or a prompt

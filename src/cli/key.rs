@@ -4,7 +4,7 @@ use std::io::{IsTerminal, Write};
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
-use snap::crypto::{Kdf, MasterKey};
+use snap::format::crypto::{Kdf, MasterKey};
 use snap::repo::{keys, Repository};
 use snap::store::Store;
 use zeroize::Zeroizing;

@@ -4,8 +4,8 @@ use std::io::Write;
 
 use anyhow::{bail, Result};
 use chrono::DateTime;
-use snap::restore::snapshot_path;
-use snap::tree::{Node, NodeKind};
+use snap::format::tree::{Node, NodeKind};
+use snap::ops::restore::snapshot_path;
 
 use super::Ctx;
 

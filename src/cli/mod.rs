@@ -192,7 +192,7 @@ impl Ctx {
     }
 
     /// The master key of the repository in `store`, if it is encrypted.
-    fn master_key(&self, store: &dyn Store) -> Result<Option<snap::crypto::MasterKey>> {
+    fn master_key(&self, store: &dyn Store) -> Result<Option<snap::format::crypto::MasterKey>> {
         let (encrypted, id) = Repository::probe(store)?;
         if !encrypted {
             return Ok(None);

@@ -1,7 +1,7 @@
 //! `snap prune`
 
 use anyhow::Result;
-use snap::prune::{prune, PruneOptions, PruneReport};
+use snap::ops::prune::{prune, PruneOptions, PruneReport};
 use snap::repo::Repository;
 
 use super::{human, progress_for, Bar, Ctx};

@@ -2,8 +2,8 @@
 
 use anyhow::{Context, Result};
 
+use snap::ops::repair::{repair_index, RepairOptions};
 use snap::progress::NoProgress;
-use snap::repair::{repair_index, RepairOptions};
 
 use super::Ctx;
 

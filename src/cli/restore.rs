@@ -4,12 +4,12 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{bail, Result};
-use snap::id::SnapshotId;
+use snap::format::id::SnapshotId;
+use snap::format::snapshot::Snapshot;
+use snap::ops::restore::db::{restore_pg, restore_pg_all, restore_pipe};
+use snap::ops::restore::ngw::{restore_instance, Migrations};
+use snap::ops::restore::{restore, RestoreOptions};
 use snap::repo::Repository;
-use snap::restore::db::{restore_pg, restore_pg_all, restore_pipe};
-use snap::restore::ngw::{restore_instance, Migrations};
-use snap::restore::{restore, RestoreOptions};
-use snap::snapshot::Snapshot;
 use snap::source::ngw::NgwConfig;
 use snap::source::pg::Dsn;
 

@@ -3,9 +3,9 @@
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
+use snap::ops::sync::{sync, SyncOptions};
 use snap::repo::Repository;
 use snap::store;
-use snap::sync::{sync, SyncOptions};
 
 use super::{human, key, progress_for, Bar, Ctx};
 

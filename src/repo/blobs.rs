@@ -5,14 +5,14 @@
 use std::borrow::Cow;
 
 use super::{pack_path, Repository};
-use crate::chunker::ChunkParams;
-use crate::compress::{self, Compression};
-use crate::crypto::OVERHEAD;
 use crate::error::{Error, Result};
-use crate::id::Id;
-use crate::index::BlobLoc;
-use crate::pack;
-use crate::tree::MAX_META_BLOB;
+use crate::format::chunker::ChunkParams;
+use crate::format::compress::{self, Compression};
+use crate::format::crypto::OVERHEAD;
+use crate::format::id::Id;
+use crate::format::pack;
+use crate::format::tree::MAX_META_BLOB;
+use crate::repo::index::BlobLoc;
 
 impl Repository {
     /// Where blob `id` is stored.
@@ -211,7 +211,7 @@ pub(super) fn runs(blobs: &[(Id, BlobLoc)]) -> Vec<std::ops::Range<usize>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::id::PackId;
+    use crate::format::id::PackId;
 
     fn at(pack: u8, offset: u64, len: u32) -> (Id, BlobLoc) {
         (

@@ -3,9 +3,9 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::chunker::Profiles;
-use crate::crypto::MasterKey;
 use crate::error::{Error, Result};
+use crate::format::chunker::Profiles;
+use crate::format::crypto::MasterKey;
 
 /// Repository format version of unencrypted repositories.
 pub const VERSION: u32 = 1;

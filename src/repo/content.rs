@@ -9,9 +9,9 @@ use rayon::prelude::*;
 use super::blobs::runs;
 use super::{PathLookup, Repository};
 use crate::error::{Error, Result};
-use crate::id::Id;
-use crate::index::BlobLoc;
-use crate::tree::{Content, ListNode, Node, NodeKind, Tree};
+use crate::format::id::Id;
+use crate::format::tree::{Content, ListNode, Node, NodeKind, Tree};
+use crate::repo::index::BlobLoc;
 
 impl Repository {
     /// Loads a directory tree.

@@ -10,10 +10,10 @@
 //! ```
 //! A file's name is the BLAKE3 of its bytes.
 
-use crate::crypto::{MasterKey, OVERHEAD};
 use crate::error::{Error, Result};
-use crate::id::{Id, IndexFileId, PackId};
-use crate::pack::{self, PackRecord};
+use crate::format::crypto::{MasterKey, OVERHEAD};
+use crate::format::id::{Id, IndexFileId, PackId};
+use crate::format::pack::{self, PackRecord};
 
 /// Magic of an index file.
 pub const MAGIC: &[u8; 8] = b"SNAPINDX";
@@ -111,9 +111,9 @@ pub fn decode(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::compress::Compression;
-    use crate::pack::BlobKind;
-    use crate::pack::PackEntry;
+    use crate::format::compress::Compression;
+    use crate::format::pack::BlobKind;
+    use crate::format::pack::PackEntry;
 
     fn record(seed: u8, sealed: bool) -> PackRecord {
         let entries: Vec<PackEntry> = (0..3u8)

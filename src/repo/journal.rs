@@ -17,8 +17,8 @@ use std::sync::Mutex;
 
 use super::{batches, pack_path, PackRecord, Repository};
 use crate::error::{Error, IoContext, Result};
+use crate::format::id::PackId;
 use crate::host::pid_alive;
-use crate::id::PackId;
 use crate::locked;
 
 /// The journal of one writer; see the module docs. The file is made on the first

@@ -1,8 +1,8 @@
 //! Key files of an encrypted repository: `keys/<16 hex>.json`, each the master key
-//! wrapped by one passphrase (see [`crate::crypto::KeyFile`]).
+//! wrapped by one passphrase (see [`crate::format::crypto::KeyFile`]).
 
-use crate::crypto::{Kdf, KeyFile, MasterKey};
 use crate::error::{Error, Result};
+use crate::format::crypto::{Kdf, KeyFile, MasterKey};
 use crate::host::user_name;
 use crate::store::Store;
 
@@ -81,7 +81,7 @@ pub fn remove(store: &dyn Store, id: &str) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::crypto::MAX_KDF;
+    use crate::format::crypto::MAX_KDF;
     use crate::store::Local;
 
     #[test]

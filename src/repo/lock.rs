@@ -3,7 +3,7 @@
 //!
 //! Backups take shared locks (many may run at once); maintenance that rewrites the
 //! index takes an exclusive one. A lock whose process is gone (same host, PID dead or
-//! file older than the host's boot) or that has not been refreshed for [`STALE_AFTER`]
+//! file older than the host's boot) or that has not been refreshed for [`STALE_AFTER`](crate::host::STALE_AFTER)
 //! is taken over with a warning, so no lock ever needs deleting by hand. Lock files
 //! are written without fsync: a power cut may leave one torn (not JSON at all), and a
 //! torn file older than this host's boot is stale too, since every live writer
@@ -24,13 +24,11 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::host::{boot_time, hostname, pid_alive};
+use crate::host::{boot_time, hostname, pid_alive, stale_by_age};
 use crate::store::Store;
 
 /// Largest lock file read.
 const MAX_LEN: u64 = 64 << 10;
-/// A lock not refreshed for this long is stale.
-pub const STALE_AFTER: Duration = Duration::from_secs(30 * 60);
 /// How often a holder refreshes its lock.
 pub const REFRESH_EVERY: Duration = Duration::from_secs(60);
 
@@ -209,15 +207,6 @@ impl Holder {
         };
         gone || stale_by_age(modified)
     }
-}
-
-/// Whether a file last modified at `modified` (as a store lists it) is older than
-/// `STALE_AFTER` (30 minutes): a live holder or writer would have touched it since.
-pub fn stale_by_age(modified: Option<SystemTime>) -> bool {
-    let age = modified
-        .and_then(|t| SystemTime::now().duration_since(t).ok())
-        .unwrap_or_default();
-    age > STALE_AFTER
 }
 
 impl std::fmt::Display for Holder {

@@ -5,9 +5,9 @@ use std::sync::{Arc, Mutex};
 
 use super::Repository;
 use crate::error::Result;
-use crate::id::Id;
+use crate::format::id::Id;
+use crate::format::tree::{Node, NodeKind, Tree};
 use crate::locked;
-use crate::tree::{Node, NodeKind, Tree};
 
 /// Directory trees by their path below the root (`None`: no such directory).
 type TreeCache = HashMap<Vec<Vec<u8>>, Option<Arc<Tree>>>;

@@ -3,7 +3,8 @@
 //! or S3); the SQLite index is a local cache of the index files. [`Repository`] is
 //! one handle whose methods live by job: opening, refreshing and the store's files
 //! here; reading blobs in `blobs`, trees and contents in `content`, snapshot records
-//! in `snapshots`; writing in `saver`, `persist`, `repack` and `journal`.
+//! in `snapshots`; writing in `saver`, `persist`, `repack` and `journal`. The SQLite
+//! [`index`] caches the index files.
 //!
 //! ```text
 //! config                 JSON, written once by init
@@ -21,6 +22,7 @@
 mod blobs;
 mod config;
 mod content;
+pub mod index;
 mod index_files;
 mod journal;
 pub mod keys;
@@ -43,8 +45,8 @@ use rayon::prelude::*;
 pub use self::config::{Config, ConfigFile, VERSION, VERSION_ENCRYPTED, VERSION_KEYED_CHUNKER};
 pub use self::index_files::BLOBS_PER_FILE as INDEX_FILE_BLOBS;
 pub use self::journal::Resumed;
-pub use self::lock::{stale_by_age, Lock};
-pub use crate::pack::PackRecord;
+pub use self::lock::Lock;
+pub use crate::format::pack::PackRecord;
 // Decoders of files from the store, for the fuzz targets only.
 #[doc(hidden)]
 pub use self::index_files::{decode as decode_index_file, encode as encode_index_file};
@@ -53,15 +55,15 @@ pub use self::lock::LockInfo;
 pub use self::lookup::PathLookup;
 pub use self::repack::Repacker;
 pub use self::saver::{Added, Saver};
-use crate::chunker::{ChunkParams, Gear, Profiles};
-use crate::compress;
-use crate::crypto::{Kdf, MasterKey};
 use crate::error::{Error, IoContext, Result};
-pub use crate::host::{hostname, pid_alive};
-use crate::id::{Id, IndexFileId, PackId};
-use crate::index::Index;
+use crate::format::chunker::{ChunkParams, Gear, Profiles};
+use crate::format::compress;
+use crate::format::crypto::{Kdf, MasterKey};
+use crate::format::id::{Id, IndexFileId, PackId};
+use crate::format::pack;
+use crate::host::hostname;
 use crate::locked;
-use crate::pack;
+use crate::repo::index::Index;
 use crate::store::{Local, Store};
 
 const INDEX_FILE: &str = "index.sqlite";
@@ -474,7 +476,7 @@ impl Repository {
     }
 
     /// Chunk parameters of a profile.
-    pub fn params(&self, p: crate::chunker::Profile) -> ChunkParams {
+    pub fn params(&self, p: crate::format::chunker::Profile) -> ChunkParams {
         self.config.chunking.get(p)
     }
 
@@ -521,7 +523,7 @@ impl Repository {
     // ---- index maintenance ----
 
     /// What the repository holds (packs, blobs, raw and stored bytes).
-    pub fn totals(&self) -> Result<crate::index::Totals> {
+    pub fn totals(&self) -> Result<crate::repo::index::Totals> {
         self.ensure_fresh()?;
         self.index.totals()
     }

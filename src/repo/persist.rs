@@ -13,8 +13,8 @@ use std::thread::JoinHandle;
 use super::journal::Journal;
 use super::{pack_path, PackRecord, Repository};
 use crate::error::{Error, IoContext, Result};
+use crate::format::pack::PackWriter;
 use crate::locked;
-use crate::pack::PackWriter;
 use crate::store::Store;
 
 /// A pack being filled, in a temp file.
@@ -120,7 +120,7 @@ impl Drop for Persister {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pack::BlobKind;
+    use crate::format::pack::BlobKind;
 
     #[test]
     fn packs_are_durable_once_returned() {
@@ -135,7 +135,7 @@ mod tests {
             let id = repo.blob_id(&blob);
             pack.add(
                 BlobKind::Data,
-                crate::compress::Compression::Raw,
+                crate::format::compress::Compression::Raw,
                 id,
                 100,
                 &blob,

@@ -6,8 +6,8 @@
 use super::persist::{new_pack, PackFile, Persister};
 use super::{PackRecord, Repository};
 use crate::error::{IoContext, Result};
-use crate::id::Id;
-use crate::index::BlobLoc;
+use crate::format::id::Id;
+use crate::repo::index::BlobLoc;
 
 /// Writes repacked blobs; see the module docs.
 pub struct Repacker<'r> {

@@ -17,11 +17,11 @@ use std::sync::{Arc, Mutex};
 use super::journal::Journal;
 use super::persist::{new_pack, PackFile, Persister};
 use super::{index_files, PackRecord, Repository};
-use crate::compress::{self, Compression};
 use crate::error::{IoContext, Result};
-use crate::id::Id;
+use crate::format::compress::{self, Compression};
+use crate::format::id::Id;
+use crate::format::pack::BlobKind;
 use crate::locked;
-use crate::pack::BlobKind;
 
 /// What a run added to the repository.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

@@ -7,8 +7,8 @@ use rayon::prelude::*;
 
 use super::{listed_names, Repository};
 use crate::error::{Error, Result};
-use crate::id::{Id, SnapshotId};
-use crate::snapshot::Snapshot;
+use crate::format::id::{Id, SnapshotId};
+use crate::format::snapshot::Snapshot;
 
 impl Repository {
     /// Records a snapshot: the file last, after everything it references is durable.
@@ -27,7 +27,7 @@ impl Repository {
     pub fn read_snapshot_file(&self, id: &SnapshotId) -> Result<Snapshot> {
         let b = self
             .store
-            .read(&snapshot_path(id), crate::snapshot::MAX_LEN)?;
+            .read(&snapshot_path(id), crate::format::snapshot::MAX_LEN)?;
         self.decode_snapshot(id, &b)
     }
 
@@ -37,7 +37,7 @@ impl Repository {
         let Some(k) = &self.key else {
             return Snapshot::decode(id, b);
         };
-        crate::snapshot::check_id(id, b)?;
+        crate::format::snapshot::check_id(id, b)?;
         let plain = k.open(SNAPSHOT_AAD, b).ok_or_else(|| {
             Error::corrupt("snapshot", id, "fails authentication (altered or damaged)")
         })?;
@@ -117,7 +117,7 @@ impl Repository {
             .map(|id| {
                 let r = self
                     .store
-                    .read(&snapshot_path(id), crate::snapshot::MAX_LEN)
+                    .read(&snapshot_path(id), crate::format::snapshot::MAX_LEN)
                     .and_then(|b| Ok((self.decode_snapshot(id, &b)?, b)));
                 (*id, r)
             })

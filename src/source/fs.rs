@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use globset::{Glob, GlobSet, GlobSetBuilder};
 
 use crate::error::{Error, Result};
-use crate::tree::{Meta, Timestamp};
+use crate::format::tree::{Meta, Timestamp};
 
 /// The metadata snap keeps of a file system entry.
 pub fn meta_of(md: &Metadata) -> Meta {

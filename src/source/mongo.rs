@@ -38,7 +38,7 @@ impl MongoUri {
         });
         if db
             .as_deref()
-            .is_some_and(|d| !crate::tree::is_safe_name(d.as_bytes()))
+            .is_some_and(|d| !crate::format::tree::is_safe_name(d.as_bytes()))
         {
             return Err(Error::Invalid(format!(
                 "{db:?}: not a usable database name"

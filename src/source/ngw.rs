@@ -108,7 +108,7 @@ pub fn parse_index_line(line: &str) -> Result<(u64, IndexItem)> {
     let item = match v["identity"].as_str() {
         Some("fileobj") => {
             let (component, uuid) = (text("component")?.to_string(), text("uuid")?.to_string());
-            let ok = crate::tree::is_safe_name(component.as_bytes())
+            let ok = crate::format::tree::is_safe_name(component.as_bytes())
                 && uuid.len() == 32
                 && uuid.bytes().all(|b| b.is_ascii_hexdigit());
             if !ok {
@@ -353,7 +353,7 @@ impl Session {
             .map(|r| {
                 let component: String = r.get(0);
                 let uuid: String = r.get::<_, String>(1).replace('-', "").to_ascii_lowercase();
-                let ok = uuid.len() == 32 && uuid.bytes().all(|b| b.is_ascii_hexdigit()) && crate::tree::is_safe_name(component.as_bytes());
+                let ok = uuid.len() == 32 && uuid.bytes().all(|b| b.is_ascii_hexdigit()) && crate::format::tree::is_safe_name(component.as_bytes());
                 if ok {
                     Ok(FileObj { component, uuid })
                 } else {

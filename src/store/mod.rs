@@ -139,7 +139,7 @@ pub fn open(location: &str, opts: &RemoteOptions) -> Result<Arc<dyn Store>> {
 pub fn temp_prefix() -> String {
     format!(
         "{}.{}.",
-        temp_host(&crate::repo::hostname()),
+        temp_host(&crate::host::hostname()),
         std::process::id()
     )
 }
@@ -174,10 +174,10 @@ pub fn temp_owner(path: &str) -> Option<(String, u32)> {
 /// and a PID that no longer runs, or it has not been written to for the staleness
 /// window of locks (a writer that is merely slow keeps touching its file).
 pub fn temp_is_orphan(entry: &Entry) -> bool {
-    let here = temp_host(&crate::repo::hostname());
+    let here = temp_host(&crate::host::hostname());
     let owner = temp_owner(&entry.path);
-    let dead = owner.is_some_and(|(host, pid)| host == here && !crate::repo::pid_alive(pid));
-    dead || crate::repo::stale_by_age(entry.modified)
+    let dead = owner.is_some_and(|(host, pid)| host == here && !crate::host::pid_alive(pid));
+    dead || crate::host::stale_by_age(entry.modified)
 }
 
 /// The error of a file that should exist and does not.

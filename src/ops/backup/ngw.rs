@@ -1,0 +1,137 @@
+//! Backup of a NextGIS Web instance, stored under `ngw/` in the snapshot:
+//!
+//! ```text
+//! ngw/postgres/<pg_dump -Fd -Z0 files>   toc.dat, <dumpId>.dat, ...
+//! ngw/postgres/restore                   NGW's pg_restore --use-list file
+//! ngw/file_storage/<comp>/<u0u1>/<u2u3>/<uuid>   every blob fileobj lists
+//! ngw/component/file_storage/$index      JSON Lines, exactly as NGW writes it
+//! ngw/fonts/<name>, ngw/component/core/$index    custom fonts
+//! ```
+//! Blobs keep their file-storage paths (not the `{id:08d}` names of an `.ngwbackup`,
+//! which shift whenever a row is added), so unchanged blobs are matched against the
+//! parent by path and never re-read, and unchanged directories dedup whole. Dump files
+//! are chunked with the stream profile, so an unchanged table costs nothing even when
+//! pg_dump renumbers its file.
+
+use rayon::prelude::*;
+
+use super::db::{ingest_pg_dump, scratch};
+use super::vdir::VDir;
+use super::Run;
+use crate::error::{Error, Result};
+use crate::format::id::Id;
+use crate::format::tree::{Node, Timestamp};
+use crate::repo::PathLookup;
+use crate::source::command::Running;
+use crate::source::fs as sfs;
+use crate::source::ngw::{
+    blob_snapshot_path, fileobj_index, font_index, font_snapshot_path, snapshot_path as comps,
+    NgwConfig, Session,
+};
+
+/// The parent snapshot's entry at `path`, if it has one; a damaged parent only costs
+/// re-reading.
+fn parent_node(parent: Option<&PathLookup<'_>>, path: &[Vec<u8>]) -> Option<Node> {
+    match parent?.node(path) {
+        Ok(n) => n,
+        Err(e) => {
+            log::warn!("parent snapshot unreadable ({e}); reading those blobs again");
+            None
+        }
+    }
+}
+
+/// Backs up the instance described by `cfg` into `root`. Any failure (database
+/// unreachable, pg_dump failing, a listed blob missing) is an error: no snapshot.
+pub(super) fn backup(
+    run: &Run<'_>,
+    cfg: &NgwConfig,
+    parent_root: Option<Id>,
+    root: &mut VDir,
+    now: Timestamp,
+) -> Result<()> {
+    let mut session = Session::begin(&cfg.db)?;
+    let objs = session.fileobjs()?;
+    let fonts = cfg.fonts()?;
+
+    let tmp_base = cfg.backup_tmpdir.clone().unwrap_or_else(std::env::temp_dir);
+    let tmp = scratch(&tmp_base)?;
+    let dump_dir = tmp.path().join("postgres");
+    ingest_pg_dump(
+        run,
+        session.pg_dump(&dump_dir),
+        "pg_dump of the NextGIS Web database",
+        &dump_dir,
+        root,
+        &comps(&["postgres"]),
+        now,
+    )?;
+    let mut list = std::process::Command::new("pg_restore");
+    list.arg("--list").arg(&dump_dir);
+    let listing = Running::capture(list, "pg_restore --list")?;
+    let restore_list = session.restore_list(&listing)?;
+    session.finish()?;
+    drop(tmp);
+    run.put_bytes(
+        root,
+        &comps(&["postgres", "restore"]),
+        restore_list.into_bytes(),
+        now,
+    )?;
+
+    let parent = parent_root.map(|root| PathLookup::new(run.repo, root));
+    let blobs: Vec<(Vec<Vec<u8>>, std::path::PathBuf)> = objs
+        .iter()
+        .map(|o| {
+            (
+                blob_snapshot_path(&o.component, &o.uuid),
+                cfg.blob_path(&o.component, &o.uuid),
+            )
+        })
+        .chain(fonts.iter().map(|f| {
+            let dir = cfg
+                .sdir
+                .as_ref()
+                .expect("fonts come from sdir")
+                .join("core/fontconfig");
+            (font_snapshot_path(f), dir.join(f))
+        }))
+        .collect();
+    let nodes: Vec<Node> = blobs
+        .par_iter()
+        .map(|(at, path)| {
+            let missing = |e: &dyn std::fmt::Display| {
+                Error::Invalid(format!(
+                    "{}: listed by the instance but not readable ({e}); the file storage is incomplete, no snapshot recorded",
+                    path.display()
+                ))
+            };
+            let md = std::fs::symlink_metadata(path).map_err(|e| missing(&e))?;
+            if !md.is_file() {
+                return Err(missing(&"not a regular file"));
+            }
+            let prev = parent_node(parent.as_ref(), at);
+            let name = at.last().expect("non-empty").clone();
+            run.file(path, name, md.clone(), sfs::meta_of(&md), prev.as_ref())?
+                .ok_or_else(|| missing(&run.last_warning()))
+        })
+        .collect::<Result<_>>()?;
+    for ((at, _), node) in blobs.iter().zip(nodes) {
+        root.insert(at, node)?;
+    }
+    for (component, text) in [
+        ("file_storage", fileobj_index(&objs)),
+        ("core", font_index(&fonts)),
+    ] {
+        if text.is_empty() {
+            continue;
+        }
+        run.put_bytes(
+            root,
+            &comps(&["component", component, "$index"]),
+            text.into_bytes(),
+            now,
+        )?;
+    }
+    Ok(())
+}

@@ -1,0 +1,352 @@
+//! `check`: can every snapshot be restored?
+//!
+//! 1. Index files and packs: every index file is readable; every pack they list exists
+//!    with the size and the trailer they give (truncated, deleted or damaged packs show
+//!    here); packs no index file lists are reported (an interrupted backup left them,
+//!    or one is running).
+//! 2. Structure: every tree and chunk list reachable from a snapshot is read and
+//!    verified, and every data chunk they name is in the index.
+//! 3. Data (`--read-data`, or a share of the packs with `--read-data-subset`): every
+//!    blob of the chosen packs is read, decompressed and hashed. The time each pack
+//!    was last verified is kept in the index, and a subset run takes the packs verified
+//!    longest ago (never first), so repeated runs cover the whole repository.
+//! 4. Damage, if any, is reported as the snapshots and files it affects.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Mutex;
+
+use rayon::prelude::*;
+
+use crate::error::Result;
+use crate::format::id::{Id, PackId, SnapshotId};
+use crate::format::tree::{Content, NodeKind};
+use crate::locked;
+use crate::ops::reach::mark_reachable;
+use crate::progress::Progress;
+use crate::repo::index::BlobLoc;
+use crate::repo::Repository;
+
+/// Which pack data `check` reads.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum ReadData {
+    /// None: structure only.
+    None,
+    /// Every pack.
+    All,
+    /// This share (0..=1) of the packs, least recently verified first.
+    Subset(f64),
+}
+
+/// A snapshot that cannot be fully restored.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Damaged {
+    /// The snapshot.
+    pub id: SnapshotId,
+    /// Its time, host and sources, for the report.
+    pub describe: String,
+    /// Paths inside it that are affected (a directory when its listing is unreadable).
+    pub paths: Vec<String>,
+}
+
+/// What `check` found.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct CheckReport {
+    /// Snapshots checked.
+    pub snapshots: u64,
+    /// Packs in the index.
+    pub packs: u64,
+    /// Trees and chunk lists read.
+    pub metadata_blobs: u64,
+    /// Packs read whole.
+    pub packs_read: u64,
+    /// Blobs whose hash was verified while reading packs.
+    pub blobs_verified: u64,
+    /// Damaged blob copies found by reading packs: recorded, so that no backup
+    /// deduplicates against them, until `repair index` drops them.
+    pub damaged_copies: u64,
+    /// Problems found (each names the pack or blob).
+    pub errors: Vec<String>,
+    /// Things that are not damage (unindexed packs, leftover temp files).
+    pub warnings: Vec<String>,
+    /// Snapshots the errors affect.
+    pub damaged: Vec<Damaged>,
+}
+
+/// Runs check; see the module docs.
+pub fn check(repo: &Repository, read: ReadData, progress: &dyn Progress) -> Result<CheckReport> {
+    let lock = repo.lock(false, "check")?;
+    let on_disk: HashMap<PackId, u64> = repo.pack_files()?.into_iter().collect();
+    recheck_damaged(repo, &on_disk)?;
+    let mut report = CheckReport::default();
+    for (path, why) in &lock.unreadable {
+        report.errors.push(format!("snapshot record {path}: {why}"));
+    }
+    if !repo.index().is_complete()? {
+        report.errors.push(
+            "some index files cannot be read (see the warnings above); run `snap repair index` to rewrite them from the packs".into(),
+        );
+    }
+    let mut bad: HashSet<Id> = HashSet::new();
+
+    // 1. Packs against the index.
+    let indexed = repo.index().packs_by_verification()?;
+    report.packs = indexed.len() as u64;
+    let mut present = Vec::new();
+    for (pack, size) in &indexed {
+        let rows = repo.index().blobs_in(pack, false)?;
+        let problem = match on_disk.get(pack) {
+            None => Some(format!("pack {pack} is missing ({} blobs)", rows.len())),
+            Some(&len) => match repo.pack_trailer(pack, len) {
+                Err(e) => Some(format!("pack {pack}: {e}")),
+                Ok(_) if len != *size => {
+                    Some(format!("pack {pack} is {len} bytes, the index says {size}"))
+                }
+                Ok(entries) => {
+                    let trailer: HashSet<(Id, u64, u32, u32)> = entries
+                        .iter()
+                        .map(|e| (e.id, e.offset, e.stored_len, e.raw_len))
+                        .collect();
+                    let disagree: Vec<Id> = rows
+                        .iter()
+                        .filter(|(id, l)| {
+                            !trailer.contains(&(*id, l.offset, l.stored_len, l.raw_len))
+                        })
+                        .map(|(id, _)| *id)
+                        .collect();
+                    bad.extend(&disagree);
+                    if disagree.is_empty() {
+                        present.push(*pack);
+                        None
+                    } else {
+                        Some(format!(
+                            "the index places {} blobs in pack {pack} where its trailer does not; run `snap repair index`",
+                            disagree.len()
+                        ))
+                    }
+                }
+            },
+        };
+        if let Some(p) = problem {
+            report.errors.push(p);
+            bad.extend(rows.iter().map(|(id, _)| *id));
+        }
+    }
+    let known: HashSet<PackId> = indexed.iter().map(|(id, _)| *id).collect();
+    let mut unknown: Vec<&PackId> = on_disk.keys().filter(|id| !known.contains(id)).collect();
+    unknown.sort();
+    for id in unknown {
+        report.warnings.push(format!(
+            "pack {id} is not in the index (an interrupted backup left it, or a running one is writing it): `snap prune` removes it if unused, `snap repair index` indexes it"
+        ));
+    }
+
+    // 2. Structure: the record files themselves (the index keeps copies), then trees.
+    let snaps = repo.snapshots()?;
+    report.snapshots = snaps.len() as u64;
+    for (id, _) in &snaps {
+        if let Err(e) = repo.read_snapshot_file(id) {
+            report.errors.push(format!("snapshot record {id}: {e}"));
+        }
+    }
+    let roots: Vec<Id> = snaps.iter().map(|(_, s)| s.tree).collect();
+    let reach = mark_reachable(repo, &roots)?;
+    report.metadata_blobs = reach.trees + reach.lists;
+    for p in &reach.problems {
+        if bad.insert(p.id) {
+            report.errors.push(format!("blob {}: {}", p.id, p.why));
+        }
+    }
+
+    // 3. Data.
+    let chosen: Vec<PackId> = match read {
+        ReadData::None => Vec::new(),
+        ReadData::All => present.clone(),
+        ReadData::Subset(share) => {
+            // `present` is in verification order, oldest first.
+            let n = ((present.len() as f64) * share.clamp(0.0, 1.0)).ceil() as usize;
+            present.iter().take(n).copied().collect()
+        }
+    };
+    // Problems (with the damaged copy, if a blob) and the packs found intact.
+    let found = Mutex::new((Vec::new(), Vec::new()));
+    let verified = std::sync::atomic::AtomicU64::new(0);
+    chosen.par_iter().try_for_each(|pack| -> Result<()> {
+        // `present` packs are listed at the size the index gives.
+        let entries = match repo.pack_trailer(pack, on_disk[pack]) {
+            Ok(t) => t,
+            Err(e) => {
+                locked(&found).0.push((format!("pack {pack}: {e}"), None));
+                return Ok(());
+            }
+        };
+        let mut broken = Vec::new();
+        for e in &entries {
+            let loc = BlobLoc::in_pack(*pack, e);
+            if let Err(err) = repo.read_blob_at(&e.id, &loc) {
+                broken.push((e.id, loc, err.to_string()));
+            }
+            progress.bytes(u64::from(e.stored_len));
+        }
+        verified.fetch_add(entries.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        let mut f = locked(&found);
+        if broken.is_empty() {
+            f.1.push(*pack);
+        }
+        for (id, loc, why) in broken {
+            f.0.push((
+                format!("blob {id} in pack {pack} at offset {}: {why}", loc.offset),
+                Some((id, loc)),
+            ));
+        }
+        Ok(())
+    })?;
+    let (problems, intact) = found.into_inner().unwrap_or_else(|p| p.into_inner());
+    report.packs_read = chosen.len() as u64;
+    report.blobs_verified = verified.into_inner();
+    let now = chrono::Utc::now().timestamp();
+    for pack in intact {
+        repo.index().set_verified(&pack, now)?;
+    }
+    let mut copies = Vec::new();
+    for (msg, copy) in problems {
+        report.errors.push(msg);
+        if let Some((id, loc)) = copy {
+            // Only the copy the index uses matters to restores.
+            if repo.index().lookup(&id)? == Some(loc) {
+                bad.insert(id);
+            }
+            copies.push((id, loc));
+        }
+    }
+    // No backup may deduplicate against a damaged copy: it leaves the index now, and
+    // `repair index` drops it from the index files.
+    repo.index().record_damaged(&copies)?;
+    report.damaged_copies = copies.len() as u64;
+
+    // 4. Damage.
+    if !bad.is_empty() {
+        let mut memo = HashMap::new();
+        for (id, s) in &snaps {
+            let mut paths = Vec::new();
+            damaged_paths(repo, &bad, &mut memo, &s.tree, "", &mut paths)?;
+            if !paths.is_empty() {
+                report.damaged.push(Damaged {
+                    id: *id,
+                    describe: format!(
+                        "{} {} {}",
+                        s.time.format("%Y-%m-%d %H:%M:%S UTC"),
+                        s.host,
+                        s.sources
+                            .iter()
+                            .map(|x| x.describe())
+                            .collect::<Vec<_>>()
+                            .join(" ")
+                    ),
+                    paths,
+                });
+            }
+        }
+    }
+    Ok(report)
+}
+
+/// Reads again the blob copies recorded as damaged whose pack is still here; one that
+/// reads intact now is damaged no longer (its pack was put back from another copy, or
+/// the damage was in the reading), and the index places the blob there again.
+fn recheck_damaged(repo: &Repository, on_disk: &HashMap<PackId, u64>) -> Result<()> {
+    let damaged = repo.index().damaged()?;
+    for (pack, copies) in damaged {
+        let Some(&len) = on_disk.get(&pack) else {
+            continue;
+        };
+        let Ok(entries) = repo.pack_trailer(&pack, len) else {
+            continue;
+        };
+        for e in entries
+            .iter()
+            .filter(|e| copies.iter().any(|(id, at)| *id == e.id && *at == e.offset))
+        {
+            if repo.read_blob_at(&e.id, &BlobLoc::in_pack(pack, e)).is_ok() {
+                log::info!("blob {} in pack {pack} reads intact again", e.id);
+                repo.index().undamage(&pack, e)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Whether each tree or list node reaches damage, remembered across snapshots.
+type Memo = HashMap<Id, bool>;
+
+/// Appends to `out` the paths below tree `tree` (at `prefix`) that reach a blob in `bad`.
+fn damaged_paths(
+    repo: &Repository,
+    bad: &HashSet<Id>,
+    memo: &mut Memo,
+    tree: &Id,
+    prefix: &str,
+    out: &mut Vec<String>,
+) -> Result<bool> {
+    if memo.get(tree) == Some(&false) {
+        return Ok(false);
+    }
+    let readable = if bad.contains(tree) {
+        None
+    } else {
+        repo.load_tree(tree).ok()
+    };
+    let nodes = match readable {
+        Some(t) => t.nodes,
+        None => {
+            out.push(format!("{prefix}/ (directory listing unreadable)"));
+            memo.insert(*tree, true);
+            return Ok(true);
+        }
+    };
+    let mut any = false;
+    for n in nodes {
+        let path = format!("{prefix}/{}", String::from_utf8_lossy(&n.name));
+        let hit = match &n.kind {
+            NodeKind::Dir(sub) => damaged_paths(repo, bad, memo, sub, &path, out)?,
+            NodeKind::File(c) => {
+                let hit = content_damaged(repo, bad, memo, c);
+                if hit {
+                    out.push(path);
+                }
+                hit
+            }
+            _ => false,
+        };
+        any |= hit;
+    }
+    memo.insert(*tree, any);
+    Ok(any)
+}
+
+fn content_damaged(repo: &Repository, bad: &HashSet<Id>, memo: &mut Memo, c: &Content) -> bool {
+    c.ids.iter().any(|id| {
+        if bad.contains(id) {
+            return true;
+        }
+        if c.depth == 0 {
+            return false;
+        }
+        if let Some(d) = memo.get(id) {
+            return *d;
+        }
+        let d = match repo.list_node(id, c.depth - 1) {
+            Ok(node) => content_damaged(
+                repo,
+                bad,
+                memo,
+                &Content {
+                    depth: node.level,
+                    ids: node.ids,
+                },
+            ),
+            Err(_) => true,
+        };
+        memo.insert(*id, d);
+        d
+    })
+}

@@ -1,0 +1,267 @@
+//! Export of a snapshot's NextGIS Web part as the `.ngwbackup` that `nextgisweb backup`
+//! writes (see `ngwbackup-format.md`): a ZIP with every member stored, or the same tree
+//! as a directory (`--no-zip`).
+//!
+//! The ZIP is streamed (data descriptors, ZIP64 where needed), so memory is constant
+//! and the output may be a pipe. Blob members get the `{id:08d}` names of their line in
+//! `$index`, resolved to the blobs the snapshot keeps by uuid.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use chrono::{DateTime, Datelike, Timelike, Utc};
+
+use crate::error::{Error, IoContext, Result};
+use crate::format::snapshot::Snapshot;
+use crate::format::tree::Node;
+use crate::ops::ngw_part::{file_content, NgwPart, COMPONENTS};
+use crate::repo::Repository;
+
+/// What an export wrote.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ExportStats {
+    /// Files written (directories not counted).
+    pub files: u64,
+    /// Their bytes.
+    pub bytes: u64,
+}
+
+/// Where members go: a ZIP stream or a directory.
+trait Sink {
+    fn dir(&mut self, name: &str, mtime: DateTime<Utc>) -> Result<()>;
+    fn file(
+        &mut self,
+        name: &str,
+        mtime: DateTime<Utc>,
+        size: u64,
+        write: &mut dyn FnMut(&mut dyn Write) -> Result<u64>,
+    ) -> Result<()>;
+}
+
+fn zip_err(e: zip::result::ZipError) -> Error {
+    match e {
+        zip::result::ZipError::Io(io) => Error::Io {
+            path: PathBuf::from("<export output>"),
+            source: io,
+        },
+        other => Error::Invalid(format!("writing the ZIP: {other}")),
+    }
+}
+
+fn dos_time(t: DateTime<Utc>) -> zip::DateTime {
+    // ZIP times start in 1980; earlier mtimes are clamped as Python's zipfile does.
+    let t = t.max(DateTime::from_timestamp(315_532_800, 0).expect("valid"));
+    zip::DateTime::from_date_and_time(
+        t.year().min(2107) as u16,
+        t.month() as u8,
+        t.day() as u8,
+        t.hour() as u8,
+        t.minute() as u8,
+        t.second() as u8,
+    )
+    .unwrap_or_default()
+}
+
+struct ZipSink<W: Write> {
+    zip: zip::ZipWriter<zip::write::StreamWriter<W>>,
+}
+
+impl<W: Write> Sink for ZipSink<W> {
+    fn dir(&mut self, name: &str, mtime: DateTime<Utc>) -> Result<()> {
+        let opts = zip::write::SimpleFileOptions::default()
+            .compression_method(zip::CompressionMethod::Stored)
+            .last_modified_time(dos_time(mtime))
+            .unix_permissions(0o755);
+        self.zip.add_directory(name, opts).map_err(zip_err)
+    }
+
+    fn file(
+        &mut self,
+        name: &str,
+        mtime: DateTime<Utc>,
+        size: u64,
+        write: &mut dyn FnMut(&mut dyn Write) -> Result<u64>,
+    ) -> Result<()> {
+        let opts = zip::write::SimpleFileOptions::default()
+            .compression_method(zip::CompressionMethod::Stored)
+            .last_modified_time(dos_time(mtime))
+            .unix_permissions(0o644)
+            .large_file(size >= u32::MAX as u64);
+        self.zip.start_file(name, opts).map_err(zip_err)?;
+        write(&mut self.zip)?;
+        Ok(())
+    }
+}
+
+struct DirSink {
+    root: PathBuf,
+}
+
+impl Sink for DirSink {
+    fn dir(&mut self, name: &str, _mtime: DateTime<Utc>) -> Result<()> {
+        let p = self.root.join(name);
+        std::fs::create_dir_all(&p).at(&p)
+    }
+
+    fn file(
+        &mut self,
+        name: &str,
+        _mtime: DateTime<Utc>,
+        _size: u64,
+        write: &mut dyn FnMut(&mut dyn Write) -> Result<u64>,
+    ) -> Result<()> {
+        let p = self.root.join(name);
+        let mut f = std::io::BufWriter::new(std::fs::File::create_new(&p).at(&p)?);
+        write(&mut f)?;
+        f.flush().at(&p)?;
+        Ok(())
+    }
+}
+
+fn mtime_of(n: &Node) -> DateTime<Utc> {
+    DateTime::from_timestamp(n.meta.mtime.sec, n.meta.mtime.nsec).unwrap_or_default()
+}
+
+/// Writes one member and counts it; errors name the member.
+fn put(
+    sink: &mut dyn Sink,
+    stats: &mut ExportStats,
+    name: &str,
+    mtime: DateTime<Utc>,
+    size: u64,
+    write: &mut dyn FnMut(&mut dyn Write) -> Result<u64>,
+) -> Result<()> {
+    sink.file(name, mtime, size, write)
+        .map_err(|e| Error::Entry {
+            path: name.to_string(),
+            source: Box::new(e),
+        })?;
+    stats.files += 1;
+    stats.bytes += size;
+    Ok(())
+}
+
+/// Writes the members of `snap`'s NGW part to `sink`.
+fn write_members(repo: &Repository, snap: &Snapshot, sink: &mut dyn Sink) -> Result<ExportStats> {
+    let part = NgwPart::open(repo, snap)?;
+    let mut stats = ExportStats::default();
+    let put_node = |sink: &mut dyn Sink, stats: &mut ExportStats, name: &str, node: &Node| {
+        let content = file_content(name, node)?;
+        put(
+            sink,
+            stats,
+            name,
+            mtime_of(node),
+            node.meta.size,
+            &mut |w| repo.write_content(content, w),
+        )
+    };
+    sink.dir("./", snap.time)?;
+    sink.dir("postgres/", snap.time)?;
+    for n in &part.postgres().nodes {
+        put_node(
+            sink,
+            &mut stats,
+            &format!("postgres/{}", String::from_utf8_lossy(&n.name)),
+            n,
+        )?;
+    }
+    sink.dir("component/", snap.time)?;
+    for component in COMPONENTS {
+        // Read once: written as the $index member, then parsed for the blob members.
+        let Some((index, text)) = part.index(component)? else {
+            continue;
+        };
+        sink.dir(&format!("component/{component}/"), snap.time)?;
+        put(
+            sink,
+            &mut stats,
+            &format!("component/{component}/$index"),
+            mtime_of(&index),
+            index.meta.size,
+            &mut |w| {
+                w.write_all(&text).at("<export output>")?;
+                Ok(text.len() as u64)
+            },
+        )?;
+        part.for_each_item(component, &text, &mut |id, _, node| {
+            put_node(
+                sink,
+                &mut stats,
+                &format!("component/{component}/{id:08}"),
+                &node,
+            )
+        })?;
+    }
+    Ok(stats)
+}
+
+/// Streams the `.ngwbackup` ZIP of `snap` to `out`.
+pub fn export_zip(repo: &Repository, snap: &Snapshot, out: &mut dyn Write) -> Result<ExportStats> {
+    let _lock = repo.read_lock("export")?;
+    let mut sink = ZipSink {
+        zip: zip::ZipWriter::new_stream(out),
+    };
+    let stats = write_members(repo, snap, &mut sink)?;
+    sink.zip
+        .finish()
+        .map_err(zip_err)?
+        .into_inner()
+        .flush()
+        .at("<export output>")?;
+    Ok(stats)
+}
+
+/// Refuses an existing `dest`; returns the directory its temporary sibling goes in.
+fn new_sibling_dir(dest: &Path) -> Result<&Path> {
+    if dest.exists() {
+        return Err(Error::Invalid(format!(
+            "{} exists; export never overwrites",
+            dest.display()
+        )));
+    }
+    Ok(dest
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new(".")))
+}
+
+/// Writes the `.ngwbackup` ZIP of `snap` to the new file `dest`: to a temporary name in
+/// the same directory, renamed only when complete; an existing `dest` is refused.
+pub fn export_zip_file(repo: &Repository, snap: &Snapshot, dest: &Path) -> Result<ExportStats> {
+    let dir = new_sibling_dir(dest)?;
+    let tmp = tempfile::Builder::new()
+        .prefix(".snap-export-")
+        .tempfile_in(dir)
+        .at(dir)?;
+    let mut w = std::io::BufWriter::with_capacity(1 << 20, tmp.as_file());
+    let stats = export_zip(repo, snap, &mut w)?;
+    w.into_inner().map_err(|e| e.into_error()).at(tmp.path())?;
+    tmp.as_file().sync_all().at(tmp.path())?;
+    tmp.persist_noclobber(dest).map_err(|e| e.error).at(dest)?;
+    Ok(stats)
+}
+
+/// Writes the same tree as a new directory `dest` (`nextgisweb backup --no-zip`), built
+/// under a temporary name and renamed when complete.
+pub fn export_dir(repo: &Repository, snap: &Snapshot, dest: &Path) -> Result<ExportStats> {
+    let _lock = repo.read_lock("export")?;
+    let dir = new_sibling_dir(dest)?;
+    let tmp = tempfile::Builder::new()
+        .prefix(".snap-export-")
+        .tempdir_in(dir)
+        .at(dir)?;
+    let stats = write_members(
+        repo,
+        snap,
+        &mut DirSink {
+            root: tmp.path().to_path_buf(),
+        },
+    )?;
+    let path = tmp.keep();
+    if let Err(e) = std::fs::rename(&path, dest) {
+        let _ = std::fs::remove_dir_all(&path);
+        return Err(e).at(dest);
+    }
+    Ok(stats)
+}

@@ -1,0 +1,15 @@
+//! What a user asks for: each operation works on a [`crate::repo::Repository`] and,
+//! where it reads them, on [`crate::source`]s. Operations that change or send much
+//! first compute a plan the CLI can print (`--dry-run`), then carry it out.
+
+pub mod backup;
+pub mod check;
+pub mod diff;
+pub mod export;
+pub mod ngw_part;
+pub mod prune;
+pub mod reach;
+pub mod repair;
+pub mod restore;
+pub mod retention;
+pub mod sync;

@@ -1,0 +1,326 @@
+//! `prune`: deletes packs no snapshot needs and rewrites packs that are mostly garbage.
+//!
+//! Under the exclusive lock (no backup can be choosing blobs to reuse meanwhile):
+//! 1. pick up the index files and snapshots other processes and hosts wrote; packs no
+//!    index file lists (an interrupted run left them) are garbage;
+//! 2. mark every blob the snapshots reach (on disk, see [`crate::ops::reach`]); a missing
+//!    or unreadable one stops prune before anything changes;
+//! 3. plan: packs without live blobs go; partly used packs are rewritten, most wasteful
+//!    first, until the unused bytes left are at most `max_unused` of the used bytes;
+//! 4. copy the live blobs of rewritten packs, verified, into new packs made durable;
+//! 5. write new index files listing the new packs and every kept pack of the index
+//!    files that list a deleted one (small index files are merged in too), then update
+//!    the cache in one transaction;
+//! 6. only then delete the replaced index files, then the old pack files, and leftover
+//!    temp files.
+//!
+//! A crash before 5 leaves new packs no index file lists (garbage for the next prune);
+//! during 6, packs listed by no index file likewise. No step deletes a blob a snapshot
+//! needs before its copy is durable and listed.
+
+use std::collections::HashSet;
+
+use crate::error::{Error, Result};
+use crate::format::id::{Id, IndexFileId, PackId};
+use crate::format::pack;
+use crate::ops::reach::mark_reachable;
+use crate::progress::Progress;
+use crate::repo::{batches, PackRecord, Repacker, Repository};
+
+/// How `prune` runs.
+#[derive(Clone, Copy, Debug)]
+pub struct PruneOptions {
+    /// Unused bytes to tolerate, as a share of the used bytes (0.05 = 5 %).
+    pub max_unused: f64,
+    /// Plan and report only.
+    pub dry_run: bool,
+}
+
+impl Default for PruneOptions {
+    fn default() -> Self {
+        PruneOptions {
+            max_unused: 0.05,
+            dry_run: false,
+        }
+    }
+}
+
+/// What `prune` did (or, with `dry_run`, would do).
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct PruneReport {
+    /// Snapshots kept (all of them: prune removes no snapshot).
+    pub snapshots: u64,
+    /// Packs before.
+    pub packs: u64,
+    /// Packs found on disk but listed by no index file (left by interrupted runs):
+    /// garbage, deleted (counted in `packs` and the byte figures too).
+    pub packs_unindexed: u64,
+    /// Their size.
+    pub bytes_unindexed: u64,
+    /// Packs deleted because no snapshot needs anything in them.
+    pub packs_deleted: u64,
+    /// Partly used packs rewritten.
+    pub packs_repacked: u64,
+    /// New packs written by the rewrite.
+    pub packs_written: u64,
+    /// Live blobs copied.
+    pub blobs_repacked: u64,
+    /// Stored bytes of the copied blobs.
+    pub bytes_repacked: u64,
+    /// Size of all packs before.
+    pub bytes_before: u64,
+    /// Size of all packs after.
+    pub bytes_after: u64,
+    /// Bytes in the remaining packs that no snapshot uses.
+    pub bytes_unused_after: u64,
+    /// Leftover temp files removed.
+    pub tmp_files_removed: u64,
+}
+
+/// Runs prune; see the module docs.
+pub fn prune(
+    repo: &Repository,
+    opts: &PruneOptions,
+    progress: &dyn Progress,
+) -> Result<PruneReport> {
+    let lock = repo.lock(true, "prune")?;
+    if let Some((path, why)) = lock.unreadable.first() {
+        return Err(Error::Invalid(format!(
+            "snapshot record {path} cannot be read ({why}), so prune cannot tell what it needs; move it out of the repository if it is garbage; nothing was deleted"
+        )));
+    }
+    if !repo.index().is_complete()? {
+        return Err(Error::Invalid(
+            "the index is incomplete (some index files could not be read); run `snap check`, then `snap repair index`; nothing was deleted".into(),
+        ));
+    }
+    let unindexed = repo.unindexed_packs()?;
+    let sizes: std::collections::HashMap<PackId, u64> = repo.pack_files()?.into_iter().collect();
+    let bytes_unindexed: u64 = unindexed.iter().filter_map(|id| sizes.get(id)).sum();
+    let mut report = PruneReport {
+        packs_unindexed: unindexed.len() as u64,
+        bytes_unindexed,
+        ..Default::default()
+    };
+    let roots: Vec<Id> = repo.snapshots()?.iter().map(|(_, s)| s.tree).collect();
+    report.snapshots = roots.len() as u64;
+    let reach = mark_reachable(repo, &roots)?;
+    if let Some(p) = reach.problems.first() {
+        return Err(Error::Invalid(format!(
+            "the repository is damaged: {} blobs the snapshots need are missing or unreadable (blob {}: {}); run `snap check` to see which snapshots are affected; nothing was deleted",
+            reach.problems.len(),
+            p.id,
+            p.why
+        )));
+    }
+
+    // Plan.
+    let usage = repo.index().pack_usage()?;
+    report.packs = usage.len() as u64 + report.packs_unindexed;
+    report.bytes_before = report.bytes_unindexed;
+    let mut removed_bytes = report.bytes_unindexed;
+    let overhead =
+        |blobs: u64| pack::HEADER_LEN + pack::FOOTER_LEN as u64 + blobs * pack::ENTRY_LEN as u64;
+    let mut delete = Vec::new();
+    let mut partly = Vec::new();
+    let mut live_total = 0u64;
+    let mut unused_total = 0u64;
+    for u in &usage {
+        report.bytes_before += u.size;
+        if u.live_blobs == 0 {
+            delete.push(u.name);
+            removed_bytes += u.size;
+            continue;
+        }
+        let live = u.live_bytes + overhead(u.live_blobs);
+        let unused = u.size.saturating_sub(live);
+        live_total += live;
+        unused_total += unused;
+        if unused > 0 {
+            partly.push((unused, *u));
+        }
+    }
+    partly.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.name.cmp(&b.1.name)));
+    let allowed = (opts.max_unused.max(0.0) * live_total as f64) as u64;
+    let mut repack = Vec::new();
+    for (unused, u) in partly {
+        if unused_total <= allowed {
+            break;
+        }
+        unused_total -= unused;
+        removed_bytes += u.size;
+        repack.push(u);
+    }
+    report.packs_deleted = delete.len() as u64;
+    report.packs_repacked = repack.len() as u64;
+    report.bytes_unused_after = unused_total;
+    if opts.dry_run {
+        let copied: u64 = repack
+            .iter()
+            .map(|u| u.live_bytes + overhead(u.live_blobs))
+            .sum();
+        report.blobs_repacked = repack.iter().map(|u| u.live_blobs).sum();
+        report.bytes_repacked = repack.iter().map(|u| u.live_bytes).sum();
+        report.bytes_after = report.bytes_before - removed_bytes + copied;
+        return Ok(report);
+    }
+
+    // Copy, index, delete.
+    let mut repacker = Repacker::new(repo);
+    for u in &repack {
+        for (id, loc) in repo.index().blobs_in(&u.name, true)? {
+            // Until the index changes, stopping leaves only new packs nobody lists.
+            crate::interrupt::check()?;
+            let n = repacker.copy(&id, &loc)?;
+            report.blobs_repacked += 1;
+            report.bytes_repacked += n;
+            progress.bytes(n);
+        }
+    }
+    let written = repacker.finish()?;
+    report.packs_written = written.len() as u64;
+    let written_bytes: u64 = written.iter().map(|r| r.size).sum();
+    let mut gone: Vec<PackId> = delete;
+    gone.extend(repack.iter().map(|u| u.name));
+    // A lock taken over as stale means someone else may be in here, and an
+    // interruption asked for is still honoured: stop before the index changes.
+    crate::interrupt::check()?;
+    lock.check()?;
+    let (old_files, new_files) = rewrite_index_files(repo, &gone, &written)?;
+    repo.index()
+        .replace_packs(&gone, &written, &old_files, &new_files)?;
+    repo.delete_index_files(&old_files)?;
+    // A pack is named by its bytes: a rewrite can produce a pack that is also on the
+    // delete list (an identical one an interrupted prune wrote). Its file is the new
+    // pack now; deleting it would lose its blobs.
+    let new: HashSet<PackId> = written.iter().map(|r| r.id).collect();
+    gone.extend(unindexed);
+    gone.retain(|id| !new.contains(id));
+    repo.delete_packs(&gone)?;
+    report.tmp_files_removed = repo.clean_tmp()?;
+    report.bytes_after = report.bytes_before - removed_bytes + written_bytes;
+    Ok(report)
+}
+
+/// Index files smaller than this share of a full one are merged into new ones.
+const SMALL_INDEX_FILE: usize = crate::repo::INDEX_FILE_BLOBS / 4;
+
+/// Writes index files for the `written` packs and for the kept packs of the index
+/// files that list a `gone` pack or are small; returns the replaced files and the new
+/// ones (the new ones durable, the old ones not yet deleted).
+///
+/// Kept packs go out as soon as they fill an index file, so memory holds about one
+/// index file's entries however many files are rewritten.
+fn rewrite_index_files(
+    repo: &Repository,
+    gone: &[PackId],
+    written: &[PackRecord],
+) -> Result<(Vec<IndexFileId>, Vec<IndexFileId>)> {
+    let gone: HashSet<&PackId> = gone.iter().collect();
+    let mut replaced = Vec::new();
+    let mut new = Vec::new();
+    let mut kept: Vec<PackRecord> = written.to_vec();
+    for f in repo.index_files()? {
+        let packs = repo.read_index_file(&f)?;
+        let blobs: usize = packs.iter().map(|p| p.entries.len()).sum();
+        if blobs < SMALL_INDEX_FILE || packs.iter().any(|p| gone.contains(&p.id)) {
+            kept.extend(packs.into_iter().filter(|p| !gone.contains(&p.id)));
+            replaced.push(f);
+            // Every batch but the last is full (see `batches`): those are written now.
+            let mut full = batches(std::mem::take(&mut kept));
+            kept = full.pop().unwrap_or_default();
+            for batch in full {
+                new.push(repo.put_index_file(&batch)?);
+            }
+        }
+    }
+    if new.is_empty() && gone.is_empty() && written.is_empty() && replaced.len() <= 1 {
+        // Nothing to drop or add, and at most one small file: leave it.
+        return Ok((Vec::new(), Vec::new()));
+    }
+    for batch in batches(kept) {
+        new.push(repo.put_index_file(&batch)?);
+    }
+    replaced.retain(|f| !new.contains(f));
+    Ok((replaced, new))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::format::compress::Compression;
+    use crate::format::pack::{BlobKind, PackEntry};
+    use crate::repo::INDEX_FILE_BLOBS;
+
+    /// A pack record of `blobs` made-up blobs (index files never open the packs).
+    fn record(pack: u32, blobs: u32) -> PackRecord {
+        let entries = (0..blobs)
+            .map(|i| PackEntry {
+                kind: BlobKind::Data,
+                compression: Compression::Raw,
+                id: Id::hash(&[pack.to_le_bytes(), i.to_le_bytes()].concat()),
+                offset: pack::HEADER_LEN + u64::from(i) * 10,
+                stored_len: 10,
+                raw_len: 10,
+            })
+            .collect();
+        let size = pack::HEADER_LEN
+            + u64::from(blobs) * (10 + pack::ENTRY_LEN as u64)
+            + pack::FOOTER_LEN as u64;
+        PackRecord {
+            id: PackId(Id::hash(&pack.to_le_bytes())),
+            size,
+            entries,
+        }
+    }
+
+    #[test]
+    fn rewritten_index_files_list_every_kept_pack_once_in_full_files() {
+        let d = tempfile::tempdir().unwrap();
+        let repo = Repository::init(&d.path().join("repo"), &Default::default()).unwrap();
+        // Three index files of 15 packs of 4,000 blobs, each listing one gone pack: the
+        // 42 kept packs fill one index file while the old ones are still being read.
+        let mut kept = Vec::new();
+        let mut gone = Vec::new();
+        for f in 0..3u32 {
+            let packs: Vec<PackRecord> = (0..15).map(|p| record(f * 100 + p, 4000)).collect();
+            repo.put_index_file(&packs).unwrap();
+            gone.push(packs[0].id);
+            kept.extend(packs[1..].iter().map(|p| p.id));
+        }
+        let (replaced, new) = rewrite_index_files(&repo, &gone, &[]).unwrap();
+        assert_eq!(replaced.len(), 3);
+        let mut listed = Vec::new();
+        let mut sizes = Vec::new();
+        for f in &new {
+            let packs = repo.read_index_file(f).unwrap();
+            sizes.push(packs.iter().map(|p| p.entries.len()).sum::<usize>());
+            listed.extend(packs.into_iter().map(|p| p.id));
+        }
+        listed.sort();
+        kept.sort();
+        assert_eq!(listed, kept, "every kept pack once, no gone one");
+        assert_eq!(sizes, [INDEX_FILE_BLOBS, 42 * 4000 - INDEX_FILE_BLOBS]);
+    }
+
+    #[test]
+    fn new_packs_alone_are_split_into_index_file_sized_files() {
+        let d = tempfile::tempdir().unwrap();
+        let repo = Repository::init(&d.path().join("repo"), &Default::default()).unwrap();
+        let written: Vec<PackRecord> = (0..30).map(|p| record(p, 4000)).collect();
+        let (replaced, new) = rewrite_index_files(&repo, &[], &written).unwrap();
+        assert!(replaced.is_empty());
+        let mut sizes: Vec<usize> = new
+            .iter()
+            .map(|f| {
+                repo.read_index_file(f)
+                    .unwrap()
+                    .iter()
+                    .map(|p| p.entries.len())
+                    .sum()
+            })
+            .collect();
+        sizes.sort();
+        assert_eq!(sizes, [30 * 4000 - INDEX_FILE_BLOBS, INDEX_FILE_BLOBS]);
+    }
+}

@@ -1,0 +1,227 @@
+//! `repair index`: rewrites the index files from the packs themselves, under the
+//! exclusive lock.
+//!
+//! Every pack's trailer is read; packs whose trailer is damaged are left out (their
+//! blobs are lost to the index; prune later deletes them). A pack holding blob copies
+//! known to be damaged (recorded by `check --read-data`, or found by reading every
+//! blob with [`RepairOptions::read_data`]) is salvaged: its intact blobs are copied,
+//! verified, into new packs, and the pack leaves the index and the store, so no backup
+//! can deduplicate against a damaged copy again; the next backup of the intact source
+//! stores those blobs afresh. Only damage may drop a pack: a storage error that is not
+//! damage (a network failure, a permission error) stops the repair before any change.
+//!
+//! Order: new packs durable, new index files, old index files deleted, then the
+//! salvaged packs; a crash at any point leaves every listed pack durable.
+
+use std::collections::HashSet;
+use std::sync::Mutex;
+
+use rayon::prelude::*;
+
+use crate::error::{Error, Result};
+use crate::format::id::{IndexFileId, PackId};
+use crate::locked;
+use crate::progress::Progress;
+use crate::repo::index::BlobLoc;
+use crate::repo::{batches, pack_path, PackRecord, Repacker, Repository};
+
+/// What `repair index` does besides reading trailers.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RepairOptions {
+    /// Also read and verify every blob of every pack, salvaging packs with damage
+    /// that no `check --read-data` recorded.
+    pub read_data: bool,
+}
+
+/// What `repair index` found and did.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct RepairReport {
+    /// Packs indexed.
+    pub packs: u64,
+    /// Blobs indexed.
+    pub blobs: u64,
+    /// Index files written.
+    pub index_files: u64,
+    /// Snapshots indexed.
+    pub snapshots: u64,
+    /// Packs whose trailer could not be read, with the reason; they are left out.
+    pub skipped: Vec<String>,
+    /// Packs that held damaged blobs: their intact blobs were copied into new packs
+    /// and the pack deleted. One line each, naming the pack and what was dropped.
+    pub salvaged: Vec<String>,
+    /// Damaged blob copies dropped (the data they held comes back with the next
+    /// backup of a source that still has it).
+    pub blobs_dropped: u64,
+}
+
+/// Whether `e`, met reading a pack, proves the pack damaged (rather than the storage
+/// unreachable for now).
+fn is_damage(e: &Error) -> bool {
+    match e {
+        Error::Corrupt { .. }
+        | Error::ChecksumMismatch { .. }
+        | Error::UnsupportedVersion { .. } => true,
+        Error::Io { source, .. } => {
+            source.kind() == std::io::ErrorKind::UnexpectedEof
+                || source.raw_os_error() == Some(rustix::io::Errno::IO.raw_os_error())
+        }
+        _ => false,
+    }
+}
+
+/// Runs `repair index`; see the module docs.
+pub fn repair_index(
+    repo: &Repository,
+    opts: RepairOptions,
+    progress: &dyn Progress,
+) -> Result<RepairReport> {
+    let _lock = repo.lock(true, "repair index")?;
+    repo.clean_tmp()?;
+    let old = repo.index_files()?;
+    let known = repo.index().damaged()?;
+    let skipped = Mutex::new(Vec::new());
+    let packs = repo.pack_files()?;
+    // Each readable pack, with the offsets of its damaged copies.
+    let read: Vec<Option<(PackRecord, HashSet<u64>)>> = packs
+        .par_iter()
+        .map(|(id, size)| {
+            let entries = match repo.pack_trailer(id, *size) {
+                Ok(entries) => entries,
+                Err(e) if is_damage(&e) => {
+                    log::warn!("unreadable pack {}: {e}", pack_path(id));
+                    locked(&skipped).push(format!("{}: {e}", pack_path(id)));
+                    return Ok(None);
+                }
+                Err(e) => return Err(e),
+            };
+            let mut bad: HashSet<u64> = known
+                .get(id)
+                .into_iter()
+                .flatten()
+                .map(|(_, offset)| *offset)
+                .collect();
+            if opts.read_data {
+                for e in &entries {
+                    match repo.read_blob_at(&e.id, &BlobLoc::in_pack(*id, e)) {
+                        Ok(_) => {}
+                        Err(err) if is_damage(&err) => {
+                            bad.insert(e.offset);
+                        }
+                        Err(err) => return Err(err),
+                    }
+                    progress.bytes(u64::from(e.stored_len));
+                }
+            }
+            Ok(Some((
+                PackRecord {
+                    id: *id,
+                    size: *size,
+                    entries,
+                },
+                bad,
+            )))
+        })
+        .collect::<Result<_>>()?;
+    let mut records = Vec::new();
+    let mut damaged: Vec<(PackRecord, HashSet<u64>)> = Vec::new();
+    for (record, bad) in read.into_iter().flatten() {
+        if bad.is_empty() {
+            records.push(record);
+        } else {
+            damaged.push((record, bad));
+        }
+    }
+    damaged.sort_by_key(|(r, _)| r.id);
+    let mut report = RepairReport {
+        skipped: skipped.into_inner().unwrap_or_else(|p| p.into_inner()),
+        ..Default::default()
+    };
+    let mut repacker = Repacker::new(repo);
+    for (
+        PackRecord {
+            id: pack, entries, ..
+        },
+        bad,
+    ) in &damaged
+    {
+        let (mut copied, mut dropped) = (0u64, 0u64);
+        for e in entries {
+            if !bad.contains(&e.offset) {
+                match repacker.copy(&e.id, &BlobLoc::in_pack(*pack, e)) {
+                    Ok(_) => {
+                        copied += 1;
+                        continue;
+                    }
+                    Err(err) if is_damage(&err) => {}
+                    Err(err) => return Err(err),
+                }
+            }
+            dropped += 1;
+        }
+        report.blobs_dropped += dropped;
+        report.salvaged.push(format!(
+            "{}: {dropped} damaged blobs dropped, {copied} intact blobs copied into new packs",
+            pack_path(pack)
+        ));
+    }
+    records.extend(repacker.finish()?);
+    records.sort_by_key(|r| r.id);
+    report.packs = records.len() as u64;
+    report.blobs = records.iter().map(|r| r.entries.len() as u64).sum();
+    repo.index().clear()?;
+    let mut written = HashSet::new();
+    for batch in batches(records) {
+        written.insert(repo.write_index_file(&batch)?);
+        report.index_files += 1;
+    }
+    let stale: Vec<IndexFileId> = old.into_iter().filter(|f| !written.contains(f)).collect();
+    repo.delete_index_files(&stale)?;
+    // Listed by no index file now: the damaged copies go with their packs.
+    let salvaged: Vec<PackId> = damaged.iter().map(|(r, _)| r.id).collect();
+    repo.delete_packs(&salvaged)?;
+    let present: HashSet<PackId> = packs.iter().map(|(id, _)| *id).collect();
+    let gone: Vec<PackId> = known
+        .keys()
+        .filter(|p| !present.contains(*p))
+        .chain(&salvaged)
+        .copied()
+        .collect();
+    repo.index().forget_damaged(&gone)?;
+    repo.refresh()?;
+    report.snapshots = repo.snapshots()?.len() as u64;
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_damage_may_drop_a_pack() {
+        let io = |kind: std::io::ErrorKind| Error::Io {
+            path: "packs/ab/ab".into(),
+            source: kind.into(),
+        };
+        assert!(is_damage(&Error::corrupt(
+            "pack",
+            "ab",
+            "bad trailer magic"
+        )));
+        assert!(is_damage(&io(std::io::ErrorKind::UnexpectedEof)));
+        assert!(is_damage(&Error::Io {
+            path: "packs/ab/ab".into(),
+            source: std::io::Error::from_raw_os_error(rustix::io::Errno::IO.raw_os_error()),
+        }));
+        // A network failure, a refused permission or a vanished file prove nothing about
+        // the pack's bytes.
+        assert!(!is_damage(&Error::Storage {
+            location: "s3://b/r".into(),
+            detail: "connection reset".into()
+        }));
+        assert!(!is_damage(&io(std::io::ErrorKind::PermissionDenied)));
+        assert!(!is_damage(&Error::NotFound {
+            what: "file",
+            id: "packs/ab/ab".into()
+        }));
+    }
+}

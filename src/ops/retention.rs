@@ -1,0 +1,368 @@
+//! Retention policies: which snapshots `forget` keeps, with restic's semantics.
+//!
+//! Snapshots are taken newest first. `--keep-last N` keeps the N newest. Each calendar
+//! rule (`--keep-hourly N` ... `--keep-yearly N`) keeps the newest snapshot of each of
+//! the N most recent periods that have one; periods are taken in the local time zone,
+//! weeks are ISO weeks (2024-12-30 is in week 1 of 2025), and an hour repeated when
+//! daylight saving time ends counts as two hours. `--keep-within SPAN` keeps every
+//! snapshot newer than SPAN ([`Span`]) before the newest one, its years, months and
+//! days counted on the calendar (`1y` before 2024-02-29 is 2023-02-28). `--keep-tag T`
+//! keeps every snapshot tagged T. A snapshot is kept when any rule keeps it, and the
+//! reasons are reported.
+//!
+//! [`plan`] applies a policy to a repository's snapshots as `forget` does: grouped by
+//! host and sources (as restic groups by host and paths), each group judged alone.
+
+use chrono::{DateTime, Datelike, Offset, TimeZone, Timelike, Utc};
+
+use std::collections::BTreeMap;
+
+use crate::error::{Error, Result};
+use crate::format::id::SnapshotId;
+use crate::format::snapshot::Snapshot;
+use crate::span::Span;
+
+/// What to keep.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Policy {
+    /// The newest N.
+    pub last: u32,
+    /// The newest of each of the last N hours that have one.
+    pub hourly: u32,
+    /// ... days.
+    pub daily: u32,
+    /// ... ISO weeks.
+    pub weekly: u32,
+    /// ... months.
+    pub monthly: u32,
+    /// ... years.
+    pub yearly: u32,
+    /// Everything newer than this before the newest snapshot.
+    pub within: Option<Span>,
+    /// Everything with one of these tags.
+    pub tags: Vec<String>,
+}
+
+impl Policy {
+    /// Whether the policy keeps nothing at all (which `forget` refuses).
+    pub fn is_empty(&self) -> bool {
+        self.last == 0
+            && self.hourly == 0
+            && self.daily == 0
+            && self.weekly == 0
+            && self.monthly == 0
+            && self.yearly == 0
+            && self.within.is_none()
+            && self.tags.is_empty()
+    }
+}
+
+/// The verdict on one snapshot.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Decision {
+    /// Kept or removed.
+    pub keep: bool,
+    /// Why it is kept (`daily snapshot`, `tagged monthly`, ...); empty when removed.
+    pub reasons: Vec<String>,
+}
+
+/// A period key: the rule's bucket of a time.
+type Period = (i32, u32, u32, u32, i32);
+
+const RULES: [&str; 5] = ["hourly", "daily", "weekly", "monthly", "yearly"];
+
+fn period<Tz: TimeZone>(rule: usize, t: &DateTime<Tz>) -> Period {
+    match rule {
+        // The offset tells the repeated hour of a DST change from the first one.
+        0 => (
+            t.year(),
+            t.ordinal(),
+            t.hour(),
+            0,
+            t.offset().fix().local_minus_utc(),
+        ),
+        1 => (t.year(), t.ordinal(), 0, 0, 0),
+        2 => (t.iso_week().year(), t.iso_week().week(), 0, 0, 0),
+        3 => (t.year(), t.month(), 0, 0, 0),
+        _ => (t.year(), 0, 0, 0, 0),
+    }
+}
+
+/// Decides which of the snapshots (time, tags), given in any order, `policy` keeps,
+/// with calendar periods in `tz`. One decision per input, in input order.
+pub fn apply<Tz: TimeZone>(
+    snaps: &[(DateTime<Utc>, Vec<String>)],
+    policy: &Policy,
+    tz: &Tz,
+) -> Result<Vec<Decision>> {
+    if policy.is_empty() {
+        return Err(Error::Invalid(
+            "no --keep-* option given: refusing to remove every snapshot".into(),
+        ));
+    }
+    let mut order: Vec<usize> = (0..snaps.len()).collect();
+    // Newest first; equal times keep input order.
+    order.sort_by(|&a, &b| snaps[b].0.cmp(&snaps[a].0));
+    let mut out = vec![
+        Decision {
+            keep: false,
+            reasons: Vec::new()
+        };
+        snaps.len()
+    ];
+    let counts = [
+        policy.hourly,
+        policy.daily,
+        policy.weekly,
+        policy.monthly,
+        policy.yearly,
+    ];
+    let mut left = counts;
+    let mut last: [Option<Period>; 5] = [None; 5];
+    let newest = order.first().map(|&i| snaps[i].0.with_timezone(tz));
+    let cutoff = match (&policy.within, &newest) {
+        (Some(span), Some(n)) => Some(span.before(n).ok_or_else(|| {
+            Error::Invalid("--keep-within reaches before the calendar's start".into())
+        })?),
+        _ => None,
+    };
+    for (rank, &i) in order.iter().enumerate() {
+        let (time, tags) = &snaps[i];
+        let local = time.with_timezone(tz);
+        let reasons = &mut out[i].reasons;
+        if (rank as u64) < u64::from(policy.last) {
+            reasons.push("last snapshot".to_string());
+        }
+        for (r, rule) in RULES.iter().enumerate() {
+            if left[r] == 0 {
+                continue;
+            }
+            let p = period(r, &local);
+            if last[r] != Some(p) {
+                last[r] = Some(p);
+                left[r] -= 1;
+                reasons.push(format!("{rule} snapshot"));
+            }
+        }
+        if let Some(c) = &cutoff {
+            if local > *c {
+                reasons.push("within span".to_string());
+            }
+        }
+        for t in &policy.tags {
+            if tags.contains(t) {
+                reasons.push(format!("tagged {t}"));
+            }
+        }
+        out[i].keep = !reasons.is_empty();
+    }
+    Ok(out)
+}
+
+/// Snapshots of one host and one set of sources, judged together.
+#[derive(Clone, Debug)]
+pub struct Group {
+    /// Their host.
+    pub host: String,
+    /// Their sources ([`Snapshot::group_key`]).
+    pub sources: Vec<String>,
+    /// Each snapshot with its verdict, oldest first.
+    pub snapshots: Vec<(SnapshotId, Snapshot, Decision)>,
+}
+
+/// What `forget` with a policy keeps and removes, and why: computed before anything
+/// changes, so that a dry run prints the plan and a real run carries it out.
+#[derive(Clone, Debug, Default)]
+pub struct Plan {
+    /// The groups, by host and sources.
+    pub groups: Vec<Group>,
+}
+
+impl Plan {
+    /// The snapshots the plan removes, group by group, newest first.
+    pub fn remove(&self) -> Vec<SnapshotId> {
+        self.groups
+            .iter()
+            .flat_map(|g| g.snapshots.iter().rev())
+            .filter(|(_, _, d)| !d.keep)
+            .map(|(id, _, _)| *id)
+            .collect()
+    }
+}
+
+/// A group's host and sources.
+type GroupKey = (String, Vec<String>);
+
+/// Applies `policy` to `snapshots` (those of `host` only, when given), each group of
+/// one host and one set of sources alone, with calendar periods in `tz`.
+pub fn plan<Tz: TimeZone>(
+    snapshots: Vec<(SnapshotId, Snapshot)>,
+    policy: &Policy,
+    host: Option<&str>,
+    tz: &Tz,
+) -> Result<Plan> {
+    // By host and sources.
+    let mut groups: BTreeMap<GroupKey, Vec<(SnapshotId, Snapshot)>> = BTreeMap::new();
+    for (id, s) in snapshots {
+        if host.is_some_and(|h| h != s.host) {
+            continue;
+        }
+        let key = (s.host.clone(), Snapshot::group_key(&s.sources));
+        groups.entry(key).or_default().push((id, s));
+    }
+    let mut plan = Plan::default();
+    for ((host, sources), snaps) in groups {
+        let input: Vec<_> = snaps
+            .iter()
+            .map(|(_, s)| (s.time, s.tags.clone()))
+            .collect();
+        let decisions = apply(&input, policy, tz)?;
+        plan.groups.push(Group {
+            host,
+            sources,
+            snapshots: snaps
+                .into_iter()
+                .zip(decisions)
+                .map(|((id, s), d)| (id, s, d))
+                .collect(),
+        });
+    }
+    Ok(plan)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono_tz::Europe::Berlin;
+
+    fn utc(s: &str) -> DateTime<Utc> {
+        s.parse().unwrap()
+    }
+
+    fn kept(times: &[&str], p: &Policy) -> Vec<bool> {
+        let snaps: Vec<_> = times.iter().map(|t| (utc(t), Vec::new())).collect();
+        apply(&snaps, p, &Berlin)
+            .unwrap()
+            .into_iter()
+            .map(|d| d.keep)
+            .collect()
+    }
+
+    #[test]
+    fn an_empty_policy_is_refused() {
+        assert!(apply(
+            &[(utc("2026-01-01T00:00:00Z"), vec![])],
+            &Policy::default(),
+            &Utc
+        )
+        .is_err());
+    }
+
+    #[test]
+    fn last_and_daily_keep_the_newest_of_each_day() {
+        let times = [
+            "2026-11-20T08:00:00Z",
+            "2026-11-20T20:00:00Z",
+            "2026-11-21T01:00:00Z",
+            "2026-11-21T22:00:00Z",
+            "2026-11-19T23:30:00Z", // 00:30 on the 20th in Berlin
+        ];
+        let daily = Policy {
+            daily: 10,
+            ..Default::default()
+        };
+        // 21st: 22:00Z is 23:00 local, still the 21st; 19th 23:30Z is the 20th locally.
+        assert_eq!(kept(&times, &daily), [false, true, false, true, false]);
+        let p = Policy {
+            last: 2,
+            daily: 1,
+            ..Default::default()
+        };
+        assert_eq!(kept(&times, &p), [false, false, true, true, false]);
+        let snaps: Vec<_> = times.iter().map(|t| (utc(t), Vec::new())).collect();
+        let d = apply(&snaps, &p, &Berlin).unwrap();
+        assert_eq!(d[3].reasons, ["last snapshot", "daily snapshot"]);
+        assert_eq!(d[2].reasons, ["last snapshot"]);
+    }
+
+    #[test]
+    fn the_repeated_hour_at_the_end_of_dst_is_two_hours() {
+        // 2025-10-26 in Berlin: 02:30 CEST is 00:30Z, 02:30 CET is 01:30Z.
+        let times = ["2025-10-26T00:30:00Z", "2025-10-26T01:30:00Z"];
+        let hourly = Policy {
+            hourly: 5,
+            ..Default::default()
+        };
+        assert_eq!(kept(&times, &hourly), [true, true]);
+        let daily = Policy {
+            daily: 5,
+            ..Default::default()
+        };
+        assert_eq!(kept(&times, &daily), [false, true], "one 25-hour day");
+    }
+
+    #[test]
+    fn iso_weeks_cross_the_year_boundary() {
+        // Mon 2024-12-30 and Thu 2025-01-02 are both in ISO week 2025-W01;
+        // Sun 2024-12-29 is in 2024-W52.
+        let times = [
+            "2024-12-29T12:00:00Z",
+            "2024-12-30T12:00:00Z",
+            "2025-01-02T12:00:00Z",
+        ];
+        let weekly = Policy {
+            weekly: 5,
+            ..Default::default()
+        };
+        assert_eq!(kept(&times, &weekly), [true, false, true]);
+        let yearly = Policy {
+            yearly: 5,
+            ..Default::default()
+        };
+        assert_eq!(kept(&times, &yearly), [false, true, true]);
+        // New Year's Eve 23:30Z is already next year in Berlin.
+        let eve = ["2025-12-31T23:30:00Z", "2025-12-31T12:00:00Z"];
+        assert_eq!(kept(&eve, &yearly), [true, true]);
+        let monthly = Policy {
+            monthly: 5,
+            ..Default::default()
+        };
+        assert_eq!(kept(&eve, &monthly), [true, true]);
+    }
+
+    #[test]
+    fn counts_limit_periods_not_snapshots() {
+        // Leap day and its neighbours: three months, two snapshots in February.
+        let times = [
+            "2024-01-31T12:00:00Z",
+            "2024-02-01T12:00:00Z",
+            "2024-02-29T12:00:00Z",
+            "2024-03-01T12:00:00Z",
+        ];
+        let monthly = Policy {
+            monthly: 2,
+            ..Default::default()
+        };
+        assert_eq!(kept(&times, &monthly), [false, false, true, true]);
+    }
+
+    #[test]
+    fn within_and_tags() {
+        let times = [
+            ("2024-02-29T12:00:00Z", vec![]),
+            ("2023-02-28T13:00:00Z", vec![]),
+            ("2023-02-28T11:00:00Z", vec!["keep".to_string()]),
+            ("2023-02-27T11:00:00Z", vec![]),
+        ];
+        let snaps: Vec<_> = times.iter().map(|(t, g)| (utc(t), g.clone())).collect();
+        let p = Policy {
+            within: Some("1y".parse().unwrap()),
+            tags: vec!["keep".into()],
+            ..Default::default()
+        };
+        let d = apply(&snaps, &p, &Berlin).unwrap();
+        let keep: Vec<bool> = d.iter().map(|d| d.keep).collect();
+        assert_eq!(keep, [true, true, true, false]);
+        assert_eq!(d[2].reasons, ["tagged keep"]);
+    }
+}

@@ -1,0 +1,211 @@
+//! Copying snapshots into a repository whose blob ids differ from the source's:
+//! another key, or encrypted from a plain source or the reverse. Packs cannot travel
+//! as they are, so every chunk is read, hashed with the destination's id key and
+//! stored there as the destination stores blobs (compressed, sealed), and every chunk
+//! list and tree is rewritten bottom-up with the new ids.
+//!
+//! - A copy records the source snapshot's id as `original`: a source snapshot some
+//!   destination snapshot names so is there already and is skipped.
+//! - The destination's cache remembers the id each copied chunk got (its `copies`
+//!   table), so a chunk an earlier run copied, and the destination still holds, is not
+//!   read again. Trees and chunk lists (small) are read and rewritten every time a new
+//!   snapshot needs them; unchanged ones encode to blobs the destination has.
+//! - Order is a backup's: blobs into packs, index files, then the snapshot records.
+//! - With `delete`, destination snapshots that copy no source snapshot are removed
+//!   and the destination is pruned.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use rayon::prelude::*;
+
+use super::{SyncOptions, SyncReport, IN_FLIGHT};
+use crate::error::{Error, Result};
+use crate::format::id::{Id, SnapshotId};
+use crate::format::pack::BlobKind;
+use crate::format::tree::NodeKind;
+use crate::ops::prune::{prune, PruneOptions};
+use crate::progress::Progress;
+use crate::repo::{Repository, Saver};
+
+/// Copies the chosen snapshots of `src` into `dst`, rewriting them; see the module docs.
+pub(super) fn copy(
+    src: &Repository,
+    dst: &Repository,
+    opts: &SyncOptions,
+    progress: &dyn Progress,
+) -> Result<SyncReport> {
+    let mut report = SyncReport {
+        rewritten: true,
+        ..Default::default()
+    };
+    let all = {
+        let _src_lock = src.lock(false, "sync (source)")?;
+        let dst_lock = dst.lock(false, "sync (destination)")?;
+        let all = src.snapshots()?;
+        let mut copied: HashMap<SnapshotId, SnapshotId> = dst
+            .snapshots()?
+            .into_iter()
+            .filter_map(|(id, s)| s.original.map(|o| (o, id)))
+            .collect();
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(IN_FLIGHT)
+            .build()
+            .map_err(|e| Error::Invalid(format!("cannot start sync threads: {e}")))?;
+        let mut rw = Rewriter {
+            src,
+            dst,
+            saver: dst.saver(dst.config().compression_level)?,
+            done: HashMap::new(),
+            same_ids: src.blob_id(b"snap") == dst.blob_id(b"snap"),
+            chunks_read: AtomicU64::new(0),
+            progress,
+        };
+        let mut made = HashMap::new();
+        for (id, snap) in &all {
+            if opts.snapshots.as_ref().is_some_and(|c| !c.contains(id)) {
+                continue;
+            }
+            if copied.contains_key(id) {
+                report.snapshots_present += 1;
+                continue;
+            }
+            made.insert(*id, pool.install(|| rw.tree(&snap.tree))?);
+        }
+        rw.saver.flush()?;
+        let added = rw.saver.added();
+        report.blobs_sent = added.blobs;
+        report.bytes_sent = added.stored;
+        report.chunks_read = rw.chunks_read.into_inner();
+        // Oldest first, so a copy's parent is the copy of its source's parent.
+        dst_lock.check()?;
+        for (id, snap) in &all {
+            let Some(tree) = made.get(id) else { continue };
+            let mut s = snap.clone();
+            s.tree = *tree;
+            s.parent = s.parent.and_then(|p| copied.get(&p).copied());
+            s.original = Some(*id);
+            copied.insert(*id, dst.save_snapshot(&s)?);
+            report.snapshots_sent += 1;
+        }
+        all
+    };
+    if opts.delete {
+        let keep: HashSet<SnapshotId> = all.into_iter().map(|(id, _)| id).collect();
+        let lock = dst.lock(true, "sync --delete (destination)")?;
+        let gone: Vec<SnapshotId> = dst
+            .snapshots()?
+            .into_iter()
+            .filter(|(_, s)| !s.original.is_some_and(|o| keep.contains(&o)))
+            .map(|(id, _)| id)
+            .collect();
+        lock.check()?;
+        dst.remove_snapshots(&gone)?;
+        drop(lock);
+        let p = prune(dst, &PruneOptions::default(), progress)?;
+        report.deleted = [gone.len() as u64, 0, p.packs_deleted + p.packs_repacked];
+    }
+    Ok(report)
+}
+
+struct Rewriter<'a> {
+    src: &'a Repository,
+    dst: &'a Repository,
+    saver: Saver<'a>,
+    /// Trees and chunk lists rewritten in this run: source id to destination id.
+    done: HashMap<Id, Id>,
+    /// Both repositories give content the same id (neither is encrypted).
+    same_ids: bool,
+    chunks_read: AtomicU64,
+    progress: &'a dyn Progress,
+}
+
+impl Rewriter<'_> {
+    /// Rewrites tree `id` and everything below it; returns the destination's id.
+    fn tree(&mut self, id: &Id) -> Result<Id> {
+        if let Some(d) = self.done.get(id) {
+            return Ok(*d);
+        }
+        let mut tree = self.src.load_tree(id)?;
+        // The small files' chunks of the whole directory in one batch, for parallelism.
+        let flat: Vec<Id> = tree
+            .nodes
+            .iter()
+            .filter_map(|n| match &n.kind {
+                NodeKind::File(c) if c.depth == 0 => Some(c.ids.iter().copied()),
+                _ => None,
+            })
+            .flatten()
+            .collect();
+        let mut mapped = self.chunks(&flat)?.into_iter();
+        for node in &mut tree.nodes {
+            match &mut node.kind {
+                NodeKind::Dir(sub) => *sub = self.tree(sub)?,
+                NodeKind::File(c) if c.depth == 0 => {
+                    for (slot, new) in c.ids.iter_mut().zip(mapped.by_ref()) {
+                        *slot = new;
+                    }
+                }
+                NodeKind::File(c) => {
+                    for slot in c.ids.iter_mut() {
+                        *slot = self.list(slot, c.depth - 1)?;
+                    }
+                }
+                _ => {}
+            }
+        }
+        let new = self.saver.save(BlobKind::Tree, &tree.encode()?)?;
+        self.done.insert(*id, new);
+        Ok(new)
+    }
+
+    /// Rewrites chunk-list node `id` of `level` and what it lists.
+    fn list(&mut self, id: &Id, level: u8) -> Result<Id> {
+        if let Some(d) = self.done.get(id) {
+            return Ok(*d);
+        }
+        let mut node = self.src.list_node(id, level)?;
+        node.ids = if level == 0 {
+            self.chunks(&node.ids)?
+        } else {
+            node.ids
+                .iter()
+                .map(|i| self.list(i, level - 1))
+                .collect::<Result<_>>()?
+        };
+        let new = self.saver.save(BlobKind::List, &node.encode())?;
+        self.done.insert(*id, new);
+        Ok(new)
+    }
+
+    /// The destination's ids of data chunks `ids`, copying those it lacks (in
+    /// parallel).
+    fn chunks(&self, ids: &[Id]) -> Result<Vec<Id>> {
+        let mut out: Vec<Option<Id>> = if self.same_ids {
+            ids.iter()
+                .map(|i| Ok(self.dst.has_blob(i)?.then_some(*i)))
+                .collect::<Result<_>>()?
+        } else {
+            self.dst.index().copies(ids)?
+        };
+        let todo: Vec<usize> = (0..ids.len()).filter(|k| out[*k].is_none()).collect();
+        let fresh: Vec<(Id, Id)> = todo
+            .par_iter()
+            .map(|&k| {
+                let raw = self.src.read_blob(&ids[k])?;
+                let new = self.dst.blob_id(&raw);
+                self.saver.save_hashed(BlobKind::Data, new, &raw)?;
+                self.chunks_read.fetch_add(1, Ordering::Relaxed);
+                self.progress.bytes(raw.len() as u64);
+                Ok((ids[k], new))
+            })
+            .collect::<Result<_>>()?;
+        if !self.same_ids {
+            self.dst.index().add_copies(&fresh)?;
+        }
+        for (k, (_, new)) in todo.into_iter().zip(fresh) {
+            out[k] = Some(new);
+        }
+        Ok(out.into_iter().flatten().collect())
+    }
+}

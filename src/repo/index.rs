@@ -1,0 +1,877 @@
+//! The SQLite index: where each blob lives, and the snapshot list for fast listing.
+//!
+//! It is a cache of what the immutable repository files say: the union of the index
+//! files (`index/`), which in turn can be rebuilt from pack trailers (`snap repair
+//! index`), and the snapshot records. The only module that
+//! touches rusqlite; its errors leave as [`Error::Index`]. WAL mode with a busy timeout
+//! lets several processes back up into one repository at once.
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+use rusqlite::{params, Connection, OptionalExtension};
+
+use crate::error::{Error, Result};
+use crate::format::compress::Compression;
+use crate::format::id::{Id, IndexFileId, PackId, SnapshotId};
+use crate::format::pack::{BlobKind, PackEntry, PackRecord};
+use crate::format::snapshot::Snapshot;
+use crate::locked;
+
+/// Schema version; an index of another version is rebuilt.
+pub const SCHEMA_VERSION: i64 = 5;
+
+const SCHEMA: &str = "
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE packs (
+    id INTEGER PRIMARY KEY,
+    name BLOB NOT NULL UNIQUE,
+    size INTEGER NOT NULL,
+    blobs INTEGER NOT NULL,
+    verified INTEGER
+);
+CREATE TABLE blobs (
+    id BLOB PRIMARY KEY,
+    pack INTEGER NOT NULL REFERENCES packs(id),
+    offset INTEGER NOT NULL,
+    stored_len INTEGER NOT NULL,
+    raw_len INTEGER NOT NULL,
+    kind INTEGER NOT NULL,
+    compression INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX blobs_by_pack ON blobs(pack);
+CREATE TABLE index_files (name BLOB PRIMARY KEY) WITHOUT ROWID;
+CREATE TABLE snapshots (
+    id BLOB PRIMARY KEY,
+    time TEXT NOT NULL,
+    record BLOB NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE copies (src BLOB PRIMARY KEY, dst BLOB NOT NULL) WITHOUT ROWID;
+CREATE TABLE damaged (
+    pack BLOB NOT NULL,
+    offset INTEGER NOT NULL,
+    id BLOB NOT NULL,
+    PRIMARY KEY (pack, offset)
+) WITHOUT ROWID;
+";
+
+/// Where a blob is stored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BlobLoc {
+    /// The pack holding it.
+    pub pack: PackId,
+    /// Offset of its stored bytes in the pack.
+    pub offset: u64,
+    /// Stored length.
+    pub stored_len: u32,
+    /// Raw length.
+    pub raw_len: u32,
+    /// What it holds.
+    pub kind: BlobKind,
+    /// How it is stored.
+    pub compression: Compression,
+}
+
+impl BlobLoc {
+    /// Where the trailer of `pack` places entry `e`.
+    pub fn in_pack(pack: PackId, e: &PackEntry) -> BlobLoc {
+        BlobLoc {
+            pack,
+            offset: e.offset,
+            stored_len: e.stored_len,
+            raw_len: e.raw_len,
+            kind: e.kind,
+            compression: e.compression,
+        }
+    }
+}
+
+/// How much of a pack the marked (live) blobs use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PackUsage {
+    /// The pack.
+    pub name: PackId,
+    /// Its file size.
+    pub size: u64,
+    /// Marked blobs the index places in it.
+    pub live_blobs: u64,
+    /// Stored bytes of the marked blobs.
+    pub live_bytes: u64,
+}
+
+/// What the repository holds, by the index.
+#[derive(Clone, Copy, Debug, Default, serde::Serialize)]
+pub struct Totals {
+    /// Pack files.
+    pub packs: u64,
+    /// Their total size.
+    pub pack_bytes: u64,
+    /// Distinct blobs.
+    pub blobs: u64,
+    /// Their raw (uncompressed) bytes: the deduplicated size.
+    pub raw_bytes: u64,
+    /// Their stored bytes.
+    pub stored_bytes: u64,
+}
+
+/// An open index.
+pub struct Index {
+    path: PathBuf,
+    /// Read-only connections for the per-chunk lookups, one per worker thread, so that
+    /// parallel lookups do not queue on one lock. Declared before `conn` so that they
+    /// close first: the last connection to close checkpoints the WAL into the database
+    /// and deletes it, and only the read-write one can.
+    readers: Box<[Mutex<Option<ReadConn>>]>,
+    conn: Mutex<Connection>,
+    /// Bumped by every commit of this process and by [`Index::renew`]: a reader whose
+    /// read transaction began before the last bump starts a new one.
+    writes: AtomicU64,
+}
+
+/// A read-only connection inside a read transaction that began at generation `seen`
+/// of [`Index::writes`].
+struct ReadConn {
+    conn: Connection,
+    seen: u64,
+}
+
+impl Index {
+    /// Opens the index at `path`, creating it when absent. Returns `None` when the file
+    /// is of another schema version or another repository (the caller rebuilds it).
+    pub fn open(path: &Path, repo_id: &str) -> Result<Option<Index>> {
+        let conn = Connection::open(path).map_err(|e| sql_err(path, e))?;
+        let index = Index {
+            path: path.to_path_buf(),
+            conn: Mutex::new(conn),
+            readers: (0..=rayon::current_num_threads())
+                .map(|_| Mutex::new(None))
+                .collect(),
+            writes: AtomicU64::new(0),
+        };
+        {
+            let c = index.conn();
+            c.busy_timeout(Duration::from_secs(120))
+                .map_err(|e| index.err(e))?;
+            c.pragma_update(None, "journal_mode", "WAL")
+                .map_err(|e| index.err(e))?;
+            // NORMAL: a power loss may roll back the last commits but never corrupts the
+            // file, and every open reconciles the cache with the index files and snapshot
+            // records (an index file's rows and its name commit together), so whatever
+            // was rolled back is read again. FULL would add an fsync to every commit.
+            c.pragma_update(None, "synchronous", "NORMAL")
+                .map_err(|e| index.err(e))?;
+        }
+        let ok = index.tx(|c| {
+            let has_meta: bool = c
+                .query_row(
+                    "SELECT count(*) FROM sqlite_master WHERE name = 'meta'",
+                    [],
+                    |r| r.get::<_, i64>(0),
+                )
+                .map(|n| n > 0)?;
+            // Marks of `prune` and `check`: on disk (SQLite's temp file), not in memory.
+            c.execute_batch(
+                "CREATE TEMP TABLE IF NOT EXISTS marks (id BLOB PRIMARY KEY) WITHOUT ROWID",
+            )?;
+            if !has_meta {
+                c.execute_batch(SCHEMA)?;
+                c.execute(
+                    "INSERT INTO meta VALUES ('schema', ?1), ('repo', ?2)",
+                    params![SCHEMA_VERSION.to_string(), repo_id],
+                )?;
+                return Ok(true);
+            }
+            let get = |k: &str| -> rusqlite::Result<Option<String>> {
+                c.query_row("SELECT value FROM meta WHERE key = ?1", [k], |r| r.get(0))
+                    .optional()
+            };
+            Ok(get("schema")? == Some(SCHEMA_VERSION.to_string())
+                && get("repo")?.as_deref() == Some(repo_id))
+        })?;
+        Ok(ok.then_some(index))
+    }
+
+    /// The read-write connection: for writes, and for reads of the marks, which live in
+    /// its temp table.
+    fn conn(&self) -> MutexGuard<'_, Connection> {
+        locked(&self.conn)
+    }
+
+    /// Runs `f` on the calling thread's read-only connection, inside a read transaction
+    /// that has seen every write of this process. The transaction stays open until the
+    /// next write: starting one per statement costs more than the lookup itself (file
+    /// locks on the WAL index), and a backup makes one lookup per chunk. Rows another
+    /// process commits meanwhile show after this process's next write; the repository
+    /// lock keeps prune out, so what it sees can only be short of new blobs.
+    fn read<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T> {
+        let slot = rayon::current_thread_index().map_or(0, |i| i + 1) % self.readers.len();
+        let mut guard = locked(&self.readers[slot]);
+        let writes = self.writes.load(Ordering::Acquire);
+        let r = match &mut *guard {
+            Some(r) => r,
+            empty => {
+                let conn = Connection::open_with_flags(
+                    &self.path,
+                    rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY
+                        | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+                )
+                .map_err(|e| self.err(e))?;
+                conn.busy_timeout(Duration::from_secs(120))
+                    .map_err(|e| self.err(e))?;
+                empty.insert(ReadConn {
+                    conn,
+                    seen: u64::MAX,
+                })
+            }
+        };
+        if r.seen != writes {
+            if !r.conn.is_autocommit() {
+                let _ = r.conn.execute_batch("COMMIT");
+            }
+            r.conn.execute_batch("BEGIN").map_err(|e| self.err(e))?;
+            r.seen = writes;
+        }
+        f(&r.conn).map_err(|e| self.err(e))
+    }
+
+    fn err(&self, e: rusqlite::Error) -> Error {
+        sql_err(&self.path, e)
+    }
+
+    /// Ends every open read transaction, so that the next read sees what other
+    /// processes committed: called after taking a repository lock, before the cache is
+    /// brought up to date and trusted.
+    pub fn renew(&self) {
+        self.writes.fetch_add(1, Ordering::Release);
+    }
+
+    /// Runs `f` in an immediate transaction (writers queue on the busy timeout).
+    fn tx<T>(
+        &self,
+        f: impl FnOnce(&rusqlite::Transaction<'_>) -> rusqlite::Result<T>,
+    ) -> Result<T> {
+        let mut c = self.conn();
+        let tx = c
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(|e| self.err(e))?;
+        let v = f(&tx).map_err(|e| self.err(e))?;
+        tx.commit().map_err(|e| self.err(e))?;
+        self.writes.fetch_add(1, Ordering::Release);
+        Ok(v)
+    }
+
+    /// Whether every index file of the repository could be read when the cache was
+    /// last brought up to date (see [`Index::set_complete`]).
+    pub fn is_complete(&self) -> Result<bool> {
+        self.read(|c| {
+            c.query_row(
+                "SELECT count(*) FROM meta WHERE key = 'complete'",
+                [],
+                |r| r.get::<_, i64>(0),
+            )
+        })
+        .map(|n| n > 0)
+    }
+
+    /// Empties every table (for a rebuild in place).
+    pub fn clear(&self) -> Result<()> {
+        self.tx(|c| {
+            c.execute_batch("DELETE FROM blobs; DELETE FROM packs; DELETE FROM index_files; DELETE FROM snapshots; DELETE FROM meta WHERE key = 'complete';")
+        })
+    }
+
+    /// Records whether every index file could be read: prune refuses to run on an
+    /// incomplete index, which may lack blobs that snapshots need.
+    pub fn set_complete(&self, complete: bool) -> Result<()> {
+        self.tx(|c| {
+            c.execute("DELETE FROM meta WHERE key = 'complete'", [])?;
+            if complete {
+                c.execute("INSERT INTO meta VALUES ('complete', '1')", [])?;
+            }
+            Ok(())
+        })
+    }
+
+    /// The index files the cache holds.
+    pub fn index_files(&self) -> Result<HashSet<IndexFileId>> {
+        self.ids("SELECT name FROM index_files")
+    }
+
+    /// Adds index file `file` and the packs it lists, in one transaction (packs the
+    /// cache already holds are skipped).
+    pub fn ingest(&self, file: &IndexFileId, packs: &[PackRecord]) -> Result<()> {
+        self.tx(|c| {
+            insert_packs(c, packs)?;
+            c.execute(
+                "INSERT OR IGNORE INTO index_files VALUES (?1)",
+                [file.bytes()],
+            )
+            .map(drop)
+        })
+    }
+
+    /// Records copies of blobs found damaged (`check --read-data`): each leaves the
+    /// index at once, so that no backup deduplicates against it, and stays out when
+    /// the cache is rebuilt, until `repair index` drops its pack from the index files.
+    pub fn record_damaged(&self, copies: &[(Id, BlobLoc)]) -> Result<()> {
+        self.tx(|c| {
+            let mut add = c.prepare_cached("INSERT OR IGNORE INTO damaged VALUES (?1, ?2, ?3)")?;
+            let mut drop_row = c.prepare_cached(
+                "DELETE FROM blobs WHERE id = ?1 AND offset = ?3
+                 AND pack = (SELECT id FROM packs WHERE name = ?2)",
+            )?;
+            for (id, loc) in copies {
+                let row = params![loc.pack.bytes(), loc.offset as i64, &id.0[..]];
+                add.execute(row)?;
+                drop_row.execute(params![&id.0[..], loc.pack.bytes(), loc.offset as i64])?;
+            }
+            Ok(())
+        })
+    }
+
+    /// The damaged blob copies recorded, by pack: (blob, offset).
+    pub fn damaged(&self) -> Result<HashMap<PackId, Vec<(Id, u64)>>> {
+        let rows = self.rows("SELECT pack, id, offset FROM damaged", [], |r| {
+            Ok((
+                r.get::<_, Vec<u8>>(0)?,
+                r.get::<_, Vec<u8>>(1)?,
+                r.get::<_, i64>(2)?,
+            ))
+        })?;
+        let mut out: HashMap<PackId, Vec<(Id, u64)>> = HashMap::new();
+        for (pack, id, offset) in rows {
+            out.entry(PackId(self.id_of(&pack)?))
+                .or_default()
+                .push((self.id_of(&id)?, offset as u64));
+        }
+        Ok(out)
+    }
+
+    /// Forgets that the copy of blob `e` in `pack` was damaged (it reads intact again:
+    /// the pack was put back from another copy, or the damage was in the reading) and
+    /// lets the index place the blob there again.
+    pub fn undamage(&self, pack: &PackId, e: &PackEntry) -> Result<()> {
+        self.tx(|c| {
+            c.execute(
+                "DELETE FROM damaged WHERE pack = ?1 AND offset = ?2",
+                params![pack.bytes(), e.offset as i64],
+            )?;
+            c.execute(
+                "INSERT OR IGNORE INTO blobs
+                 SELECT ?1, id, ?2, ?3, ?4, ?5, ?6 FROM packs WHERE name = ?7",
+                params![
+                    &e.id.0[..],
+                    e.offset as i64,
+                    e.stored_len as i64,
+                    e.raw_len as i64,
+                    e.kind as u8,
+                    e.compression as u8,
+                    pack.bytes()
+                ],
+            )
+            .map(drop)
+        })
+    }
+
+    /// Forgets the damage recorded in `packs`, once no index file lists them.
+    pub fn forget_damaged(&self, packs: &[PackId]) -> Result<()> {
+        self.tx(|c| {
+            let mut st = c.prepare_cached("DELETE FROM damaged WHERE pack = ?1")?;
+            for p in packs {
+                st.execute([p.bytes()])?;
+            }
+            Ok(())
+        })
+    }
+
+    /// For each of `srcs` (data chunk ids of another repository), the id this
+    /// repository gave its content when sync last copied it, if that blob is still here.
+    pub fn copies(&self, srcs: &[Id]) -> Result<Vec<Option<Id>>> {
+        let rows = self.read(|c| {
+            let mut st = c.prepare_cached(
+                "SELECT c.dst FROM copies c JOIN blobs b ON b.id = c.dst WHERE c.src = ?1",
+            )?;
+            srcs.iter()
+                .map(|s| {
+                    st.query_row([&s.0[..]], |r| r.get::<_, Vec<u8>>(0))
+                        .optional()
+                })
+                .collect::<rusqlite::Result<Vec<_>>>()
+        })?;
+        rows.into_iter()
+            .map(|r| r.map(|b| self.id_of(&b)).transpose())
+            .collect()
+    }
+
+    /// Remembers that chunks `(src, dst)` of another repository were stored here as `dst`.
+    pub fn add_copies(&self, pairs: &[(Id, Id)]) -> Result<()> {
+        self.tx(|c| {
+            let mut st = c.prepare_cached("INSERT OR REPLACE INTO copies VALUES (?1, ?2)")?;
+            for (s, d) in pairs {
+                st.execute([&s.0[..], &d.0[..]])?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Where blob `id` is stored, if anywhere.
+    pub fn lookup(&self, id: &Id) -> Result<Option<BlobLoc>> {
+        let row = self.read(|c| {
+            c.prepare_cached(
+                "SELECT p.name, b.offset, b.stored_len, b.raw_len, b.kind, b.compression
+                 FROM blobs b JOIN packs p ON p.id = b.pack WHERE b.id = ?1",
+            )?
+            .query_row([&id.0[..]], loc_row)
+            .optional()
+        })?;
+        let Some((pack, offset, stored, raw, kind, comp)) = row else {
+            return Ok(None);
+        };
+        let pack = self.id_of(&pack)?;
+        self.loc(id, PackId(pack), offset, stored, raw, kind, comp)
+            .map(Some)
+    }
+
+    /// Checks a blob row's values.
+    #[allow(clippy::too_many_arguments)]
+    fn loc(
+        &self,
+        id: &Id,
+        pack: PackId,
+        offset: i64,
+        stored: i64,
+        raw: i64,
+        kind: u8,
+        comp: u8,
+    ) -> Result<BlobLoc> {
+        let bad = |d: &str| Error::Index {
+            path: self.path.clone(),
+            detail: format!("row for blob {id} is invalid ({d}); run `snap repair index`"),
+        };
+        Ok(BlobLoc {
+            pack,
+            offset: u64::try_from(offset).map_err(|_| bad("offset"))?,
+            stored_len: u32::try_from(stored).map_err(|_| bad("stored length"))?,
+            raw_len: u32::try_from(raw).map_err(|_| bad("raw length"))?,
+            kind: BlobKind::from_u8(kind).ok_or_else(|| bad("kind"))?,
+            compression: Compression::from_u8(comp).ok_or_else(|| bad("compression"))?,
+        })
+    }
+
+    /// Whether blob `id` is stored.
+    pub fn contains(&self, id: &Id) -> Result<bool> {
+        self.read(|c| {
+            c.prepare_cached("SELECT 1 FROM blobs WHERE id = ?1")?
+                .exists([&id.0[..]])
+        })
+    }
+
+    /// Records a snapshot (idempotent).
+    pub fn add_snapshot(&self, id: &SnapshotId, snap: &Snapshot, record: &[u8]) -> Result<()> {
+        self.tx(|c| {
+            c.execute(
+                "INSERT OR IGNORE INTO snapshots VALUES (?1, ?2, ?3)",
+                params![id.bytes(), snap.time.to_rfc3339(), record],
+            )?;
+            Ok(())
+        })
+    }
+
+    /// Forgets a snapshot whose file is gone.
+    pub fn remove_snapshot(&self, id: &SnapshotId) -> Result<()> {
+        self.tx(|c| {
+            c.execute("DELETE FROM snapshots WHERE id = ?1", [id.bytes()])
+                .map(drop)
+        })
+    }
+
+    /// All snapshots, oldest first, with their records as stored.
+    pub fn snapshots(&self) -> Result<Vec<(SnapshotId, Vec<u8>)>> {
+        let rows = self.rows(
+            "SELECT id, record FROM snapshots ORDER BY time, id",
+            [],
+            |r| Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, Vec<u8>>(1)?)),
+        )?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|(id, rec)| Some((SnapshotId(Id::from_slice(&id)?), rec)))
+            .collect())
+    }
+
+    /// Every row `sql` returns, each read by `f`.
+    fn rows<T>(
+        &self,
+        sql: &str,
+        params: impl rusqlite::Params,
+        f: impl FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+    ) -> Result<Vec<T>> {
+        let c = self.conn();
+        let mut st = c.prepare_cached(sql).map_err(|e| self.err(e))?;
+        let rows = st.query_map(params, f).map_err(|e| self.err(e))?;
+        rows.collect::<rusqlite::Result<Vec<T>>>()
+            .map_err(|e| self.err(e))
+    }
+}
+
+/// Marks, pack usage and pack replacement, for `prune` and `check`.
+impl Index {
+    /// Removes every mark.
+    pub fn clear_marks(&self) -> Result<()> {
+        self.conn()
+            .execute("DELETE FROM temp.marks", [])
+            .map(drop)
+            .map_err(|e| self.err(e))
+    }
+
+    /// Marks `ids`; returns, for each, whether it was not marked before.
+    pub fn mark(&self, ids: &[Id]) -> Result<Vec<bool>> {
+        let mut c = self.conn();
+        let tx = c.transaction().map_err(|e| self.err(e))?;
+        let fresh = {
+            let mut st = tx
+                .prepare_cached("INSERT OR IGNORE INTO temp.marks VALUES (?1)")
+                .map_err(|e| self.err(e))?;
+            ids.iter()
+                .map(|id| st.execute([&id.0[..]]).map(|n| n == 1))
+                .collect::<rusqlite::Result<Vec<bool>>>()
+                .map_err(|e| self.err(e))?
+        };
+        tx.commit().map_err(|e| self.err(e))?;
+        Ok(fresh)
+    }
+
+    /// Marked ids the index has no row for.
+    pub fn marked_but_absent(&self) -> Result<Vec<Id>> {
+        self.ids(
+            "SELECT m.id FROM temp.marks m LEFT JOIN blobs b ON b.id = m.id WHERE b.id IS NULL",
+        )
+    }
+
+    /// Every pack with the share of it that marked blobs use.
+    pub fn pack_usage(&self) -> Result<Vec<PackUsage>> {
+        let rows = self.rows(
+            "SELECT p.name, p.size, count(m.id),
+                    coalesce(sum(CASE WHEN m.id IS NULL THEN 0 ELSE b.stored_len END), 0)
+               FROM packs p LEFT JOIN blobs b ON b.pack = p.id
+               LEFT JOIN temp.marks m ON m.id = b.id
+              GROUP BY p.id ORDER BY p.name",
+            [],
+            |r| {
+                Ok((
+                    r.get::<_, Vec<u8>>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, i64>(2)?,
+                    r.get::<_, i64>(3)?,
+                ))
+            },
+        )?;
+        rows.into_iter()
+            .map(|(name, size, live, bytes)| {
+                Ok(PackUsage {
+                    name: PackId(self.id_of(&name)?),
+                    size: size as u64,
+                    live_blobs: live as u64,
+                    live_bytes: bytes as u64,
+                })
+            })
+            .collect()
+    }
+
+    /// The ids a one-column query returns.
+    fn ids<T: From<Id>, C: FromIterator<T>>(&self, sql: &str) -> Result<C> {
+        self.rows(sql, [], |r| r.get::<_, Vec<u8>>(0))?
+            .iter()
+            .map(|b| self.id_of(b).map(T::from))
+            .collect()
+    }
+
+    /// An id read from the index (a pack name or blob id).
+    fn id_of(&self, b: &[u8]) -> Result<Id> {
+        Id::from_slice(b).ok_or_else(|| Error::Index {
+            path: self.path.clone(),
+            detail: "an id is not 32 bytes; run `snap repair index`".into(),
+        })
+    }
+
+    /// The blobs the index places in `pack` (marked ones only if `marked`), in pack order.
+    pub fn blobs_in(&self, pack: &PackId, marked: bool) -> Result<Vec<(Id, BlobLoc)>> {
+        let sql = format!(
+            "SELECT b.id, b.offset, b.stored_len, b.raw_len, b.kind, b.compression
+               FROM packs p JOIN blobs b ON b.pack = p.id {}
+              WHERE p.name = ?1 ORDER BY b.offset",
+            if marked {
+                "JOIN temp.marks m ON m.id = b.id"
+            } else {
+                ""
+            }
+        );
+        let rows = self.rows(&sql, [pack.bytes()], loc_row)?;
+        rows.into_iter()
+            .map(|(id, offset, stored, raw, kind, comp)| {
+                let id = self.id_of(&id)?;
+                Ok((id, self.loc(&id, *pack, offset, stored, raw, kind, comp)?))
+            })
+            .collect()
+    }
+
+    /// Replaces packs and the index files listing them in one transaction: the rows
+    /// of `removed` packs and `old_files` go, `added` packs (durable, listed by the
+    /// durable `new_files`) come in. A crash leaves either the old rows or the new ones.
+    pub fn replace_packs(
+        &self,
+        removed: &[PackId],
+        added: &[PackRecord],
+        old_files: &[IndexFileId],
+        new_files: &[IndexFileId],
+    ) -> Result<()> {
+        self.tx(|c| {
+            {
+                let mut del_blobs = c.prepare_cached(
+                    "DELETE FROM blobs WHERE pack = (SELECT id FROM packs WHERE name = ?1)",
+                )?;
+                let mut del_pack = c.prepare_cached("DELETE FROM packs WHERE name = ?1")?;
+                for p in removed {
+                    del_blobs.execute([p.bytes()])?;
+                    del_pack.execute([p.bytes()])?;
+                }
+                let mut del_file = c.prepare_cached("DELETE FROM index_files WHERE name = ?1")?;
+                for f in old_files {
+                    del_file.execute([f.bytes()])?;
+                }
+                let mut add_file =
+                    c.prepare_cached("INSERT OR IGNORE INTO index_files VALUES (?1)")?;
+                for f in new_files {
+                    add_file.execute([f.bytes()])?;
+                }
+            }
+            insert_packs(c, added)
+        })
+    }
+
+    /// The names of every indexed pack.
+    pub fn pack_names(&self) -> Result<HashSet<PackId>> {
+        self.ids("SELECT name FROM packs")
+    }
+
+    /// Every indexed pack and its size, those `check` read whole longest ago (or
+    /// never) first.
+    pub fn packs_by_verification(&self) -> Result<Vec<(PackId, u64)>> {
+        let rows = self.rows(
+            "SELECT name, size FROM packs ORDER BY verified NULLS FIRST, name",
+            [],
+            |r| Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, i64>(1)?)),
+        )?;
+        rows.into_iter()
+            .map(|(name, size)| Ok((PackId(self.id_of(&name)?), size as u64)))
+            .collect()
+    }
+
+    /// Repository totals: packs, their bytes, blobs, the blobs' raw and stored bytes.
+    pub fn totals(&self) -> Result<Totals> {
+        let ((packs, pack_bytes), (blobs, raw, stored)) = self.read(|c| {
+            let packs = c.query_row(
+                "SELECT count(*), coalesce(sum(size), 0) FROM packs",
+                [],
+                |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)),
+            )?;
+            let blobs = c.query_row(
+                "SELECT count(*), coalesce(sum(raw_len), 0), coalesce(sum(stored_len), 0) FROM blobs",
+                [],
+                |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?)),
+            )?;
+            Ok((packs, blobs))
+        })?;
+        Ok(Totals {
+            packs: packs as u64,
+            pack_bytes: pack_bytes as u64,
+            blobs: blobs as u64,
+            raw_bytes: raw as u64,
+            stored_bytes: stored as u64,
+        })
+    }
+
+    /// Records that `check` read `pack` whole and found it intact.
+    pub fn set_verified(&self, pack: &PackId, at: i64) -> Result<()> {
+        self.tx(|c| {
+            c.execute(
+                "UPDATE packs SET verified = ?2 WHERE name = ?1",
+                params![pack.bytes(), at],
+            )
+            .map(drop)
+        })
+    }
+}
+
+/// A blob location row as selected by `lookup` and `blobs_in`: an id (the pack's or
+/// the blob's), offset, stored and raw lengths, kind, compression.
+type LocRow = (Vec<u8>, i64, i64, i64, u8, u8);
+
+fn loc_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<LocRow> {
+    Ok((
+        r.get(0)?,
+        r.get(1)?,
+        r.get(2)?,
+        r.get(3)?,
+        r.get(4)?,
+        r.get(5)?,
+    ))
+}
+
+/// Adds `packs` and their blobs (packs the cache already holds are skipped; a blob
+/// indexed in another pack keeps its row; a copy recorded as damaged is left out). Blob rows go in in id order: ids are
+/// random, so in pack order every row would land on a random page of the blobs tree,
+/// evicting the page cache once it outgrows SQLite's small cache; in id order one sweep
+/// visits each page once.
+fn insert_packs(c: &rusqlite::Transaction<'_>, packs: &[PackRecord]) -> rusqlite::Result<()> {
+    let mut damaged = c.prepare_cached("SELECT offset FROM damaged WHERE pack = ?1")?;
+    let mut rows: Vec<(i64, &PackEntry)> = Vec::new();
+    for PackRecord {
+        id: name,
+        size,
+        entries,
+    } in packs
+    {
+        let bad: HashSet<i64> = damaged
+            .query_map([name.bytes()], |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?;
+        let inserted = c.execute(
+            "INSERT OR IGNORE INTO packs (name, size, blobs) VALUES (?1, ?2, ?3)",
+            params![name.bytes(), *size as i64, entries.len() as i64],
+        )?;
+        // Zero when another index file lists the pack too: its blobs are in already.
+        if inserted == 1 {
+            let pack = c.last_insert_rowid();
+            rows.extend(
+                entries
+                    .iter()
+                    .filter(|e| !bad.contains(&(e.offset as i64)))
+                    .map(|e| (pack, e)),
+            );
+        }
+    }
+    rows.sort_unstable_by_key(|(_, e)| e.id);
+    let mut st =
+        c.prepare_cached("INSERT OR IGNORE INTO blobs VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)")?;
+    for (pack, e) in rows {
+        st.execute(params![
+            &e.id.0[..],
+            pack,
+            e.offset as i64,
+            e.stored_len as i64,
+            e.raw_len as i64,
+            e.kind as u8,
+            e.compression as u8
+        ])?;
+    }
+    Ok(())
+}
+
+fn sql_err(path: &Path, e: rusqlite::Error) -> Error {
+    Error::Index {
+        path: path.to_path_buf(),
+        detail: e.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn add_lookup_and_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("index.sqlite");
+        let idx = Index::open(&path, "r1").unwrap().unwrap();
+        let e = PackEntry {
+            kind: BlobKind::Data,
+            compression: Compression::Zstd,
+            id: Id::hash(b"a"),
+            offset: 16,
+            stored_len: 10,
+            raw_len: 20,
+        };
+        let pack = PackId(Id::hash(b"pack"));
+        let file = IndexFileId(Id::hash(b"index file"));
+        idx.ingest(
+            &file,
+            &[PackRecord {
+                id: pack,
+                size: 100,
+                entries: vec![e],
+            }],
+        )
+        .unwrap();
+        idx.ingest(
+            &IndexFileId(Id::hash(b"another")),
+            &[PackRecord {
+                id: pack,
+                size: 100,
+                entries: vec![e],
+            }],
+        )
+        .unwrap();
+        assert_eq!(idx.index_files().unwrap().len(), 2);
+        let loc = idx.lookup(&e.id).unwrap().unwrap();
+        assert_eq!(
+            (loc.pack, loc.offset, loc.stored_len, loc.raw_len),
+            (pack, 16, 10, 20)
+        );
+        assert!(idx.contains(&e.id).unwrap());
+        assert!(!idx.contains(&Id::hash(b"b")).unwrap());
+        drop(idx);
+        assert!(Index::open(&path, "r1").unwrap().is_some());
+        assert!(
+            Index::open(&path, "other").unwrap().is_none(),
+            "another repository's index is not used"
+        );
+    }
+
+    /// Each worker thread reads through its own connection, inside a read transaction
+    /// kept open between lookups: every write of this process must still show at once.
+    #[test]
+    fn worker_lookups_see_each_write() {
+        use rayon::prelude::*;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("index.sqlite");
+        let idx = Index::open(&path, "r1").unwrap().unwrap();
+        let entry = |n: u32| PackEntry {
+            kind: BlobKind::Data,
+            compression: Compression::Raw,
+            id: Id::hash(&n.to_le_bytes()),
+            offset: u64::from(n),
+            stored_len: 1,
+            raw_len: 1,
+        };
+        let all_seen = |upto: u32| {
+            (0..64u32)
+                .into_par_iter()
+                .all(|n| idx.contains(&entry(n).id).unwrap() == (n < upto))
+        };
+        assert!(all_seen(0));
+        for round in 1..=4u32 {
+            let file = IndexFileId(Id::hash(&round.to_le_bytes()));
+            let pack = PackId(Id::hash(&[round as u8, 0xff]));
+            let rows = (16 * (round - 1)..16 * round).map(entry).collect();
+            idx.ingest(
+                &file,
+                &[PackRecord {
+                    id: pack,
+                    size: 100,
+                    entries: rows,
+                }],
+            )
+            .unwrap();
+            assert!(all_seen(16 * round), "after write {round}");
+        }
+        idx.clear().unwrap();
+        assert!(all_seen(0), "after clear");
+        drop(idx);
+        assert!(
+            !dir.path().join("index.sqlite-wal").exists(),
+            "the WAL outlived the index"
+        );
+    }
+}
