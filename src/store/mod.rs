@@ -13,7 +13,9 @@
 pub mod crash;
 mod fs;
 mod local;
+#[cfg(feature = "remote")]
 mod remote;
+#[cfg(feature = "remote")]
 mod sftp;
 
 use std::path::{Path, PathBuf};
@@ -22,7 +24,9 @@ use std::time::SystemTime;
 
 pub use self::fs::{Fs, RealFs};
 pub use self::local::Local;
+#[cfg(feature = "remote")]
 pub use self::remote::Remote;
+#[cfg(feature = "remote")]
 pub use self::sftp::Sftp;
 use crate::error::{Error, Result};
 
@@ -113,12 +117,17 @@ pub enum HostKeys {
 /// Opens the store a `--repo` or `--to` argument names: `s3://bucket/prefix`,
 /// `sftp://[user@]host[:port]/path`, or a local directory.
 pub fn open(location: &str, opts: &RemoteOptions) -> Result<Arc<dyn Store>> {
+    if location.contains("://") {
+        open_remote(location, opts)
+    } else {
+        Ok(Arc::new(Local::new(PathBuf::from(location))))
+    }
+}
+
+#[cfg(feature = "remote")]
+fn open_remote(location: &str, opts: &RemoteOptions) -> Result<Arc<dyn Store>> {
     let Some(rest) = location.strip_prefix("sftp://") else {
-        return Ok(if location.contains("://") {
-            Arc::new(Remote::open(location, opts)?)
-        } else {
-            Arc::new(Local::new(PathBuf::from(location)))
-        });
+        return Ok(Arc::new(Remote::open(location, opts)?));
     };
     let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
     if authority.is_empty() {
@@ -132,6 +141,14 @@ pub fn open(location: &str, opts: &RemoteOptions) -> Result<Arc<dyn Store>> {
         path,
         opts.host_keys,
     )?))
+}
+
+/// A build without the `remote` feature stores only in local directories.
+#[cfg(not(feature = "remote"))]
+fn open_remote(location: &str, _opts: &RemoteOptions) -> Result<Arc<dyn Store>> {
+    Err(Error::Invalid(format!(
+        "{location}: this snap was built without remote stores (SFTP, S3); build it with the default cargo feature `remote`"
+    )))
 }
 
 /// The start of the names this process gives its files in `tmp/`: `<host>.<pid>.`,
@@ -154,6 +171,7 @@ fn temp_host(host: &str) -> String {
 }
 
 /// A new name in `tmp/` for a file this process writes.
+#[cfg(feature = "remote")]
 pub(crate) fn temp_name() -> Result<String> {
     let mut r = [0u8; 8];
     getrandom::getrandom(&mut r).map_err(|e| Error::Invalid(format!("no randomness: {e}")))?;

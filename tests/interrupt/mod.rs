@@ -76,7 +76,7 @@ fn interrupted_backup_resumes(signal: rustix::process::Signal) {
     rustix::process::kill_process(pid, signal).unwrap();
     let out = child.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
-    if signal == rustix::process::Signal::Int {
+    if signal == rustix::process::Signal::INT {
         assert_eq!(out.status.code(), Some(130), "{stderr}");
         assert!(
             stderr.contains("interrupted: no snapshot was recorded"),
@@ -110,7 +110,7 @@ fn interrupted_backup_resumes(signal: rustix::process::Signal) {
     let journals: Vec<_> = fs::read_dir(&journal).map_or(Vec::new(), |d| d.collect());
     assert!(journals.is_empty(), "journals left: {journals:?}");
     let tmp: Vec<_> = fs::read_dir(env.repo().join("tmp")).unwrap().collect();
-    if signal == rustix::process::Signal::Int {
+    if signal == rustix::process::Signal::INT {
         assert!(tmp.is_empty(), "temp files left: {tmp:?}");
     }
     env.restore("latest", &env.path("out"));
@@ -122,12 +122,12 @@ fn interrupted_backup_resumes(signal: rustix::process::Signal) {
 
 #[test]
 fn ctrl_c_records_nothing_and_the_next_backup_reuses_what_was_stored() {
-    interrupted_backup_resumes(rustix::process::Signal::Int);
+    interrupted_backup_resumes(rustix::process::Signal::INT);
 }
 
 #[test]
 fn kill_9_records_nothing_and_the_next_backup_reuses_what_was_stored() {
-    interrupted_backup_resumes(rustix::process::Signal::Kill);
+    interrupted_backup_resumes(rustix::process::Signal::KILL);
 }
 
 /// `snap run` of a profile that backs up `src` and syncs to `offsite`, started.
@@ -158,7 +158,7 @@ fn run_profile(env: &Env, src: &Path, offsite: &Path) -> std::process::Child {
 fn ctrl_c(child: std::process::Child) -> (Option<i32>, String) {
     rustix::process::kill_process(
         rustix::process::Pid::from_child(&child),
-        rustix::process::Signal::Int,
+        rustix::process::Signal::INT,
     )
     .unwrap();
     let out = child.wait_with_output().unwrap();
