@@ -3,11 +3,11 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use snap::format::id::Id;
+use snap::format::id::{Id, TreeId};
 use snap::format::tree::Tree;
 
 fuzz_target!(|b: &[u8]| {
-    if let Ok(t) = Tree::decode(&Id::hash(b), b) {
+    if let Ok(t) = Tree::decode(&TreeId(Id::hash(b)), b) {
         assert_eq!(t.encode().expect("a decoded tree encodes"), b);
     }
 });

@@ -125,6 +125,11 @@ macro_rules! typed_id {
 }
 
 typed_id!(
+    /// A tree blob's id: the BLAKE3 of one directory's encoded [`Tree`](crate::format::tree::Tree).
+    TreeId
+);
+
+typed_id!(
     /// A pack file's name: the BLAKE3 of its bytes.
     PackId
 );

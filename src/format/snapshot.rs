@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::format::chunker::Profile;
-use crate::format::id::{Id, SnapshotId};
+use crate::format::id::{Id, SnapshotId, TreeId};
 
 /// Snapshot record version written and read by this build.
 pub const VERSION: u32 = 1;
@@ -32,7 +32,7 @@ pub struct Snapshot {
     /// What went in: paths, then an NGW instance, standard input, commands.
     pub sources: Vec<Source>,
     /// Root tree.
-    pub tree: Id,
+    pub tree: TreeId,
     /// The snapshot whose metadata let unchanged files skip reading.
     #[serde(default)]
     pub parent: Option<SnapshotId>,
@@ -278,7 +278,7 @@ mod tests {
                     exit_status: 0,
                 },
             ],
-            tree: Id::hash(b"tree"),
+            tree: TreeId(Id::hash(b"tree")),
             parent: None,
             original: None,
             summary: Summary::default(),

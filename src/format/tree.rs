@@ -13,7 +13,7 @@
 //! checked to be single, safe path components in strictly increasing order.
 
 use crate::error::{Error, Result};
-use crate::format::id::{Id, ID_LEN};
+use crate::format::id::{Id, TreeId, ID_LEN};
 
 /// Version byte opening every tree blob.
 pub const TREE_VERSION: u8 = 1;
@@ -80,7 +80,7 @@ pub enum NodeKind {
     /// A regular file.
     File(Content),
     /// A directory, with the id of its tree blob.
-    Dir(Id),
+    Dir(TreeId),
     /// A symbolic link and its target (raw bytes).
     Symlink(Vec<u8>),
     /// A named pipe.
@@ -220,7 +220,7 @@ impl Tree {
                     out.push(c.depth);
                     put_ids(&mut out, &c.ids);
                 }
-                NodeKind::Dir(id) => out.extend_from_slice(&id.0),
+                NodeKind::Dir(id) => out.extend_from_slice(id.bytes()),
                 NodeKind::Symlink(t) => {
                     put_u32(&mut out, len32(t.len()));
                     out.extend_from_slice(t);
@@ -235,11 +235,11 @@ impl Tree {
     }
 
     /// Decodes and validates a tree blob; `id` names it in errors.
-    pub fn decode(id: &Id, b: &[u8]) -> Result<Tree> {
+    pub fn decode(id: &TreeId, b: &[u8]) -> Result<Tree> {
         let mut r = Reader {
             b,
             what: "tree",
-            id,
+            id: &id.0,
         };
         let version = r.u8()?;
         if version != TREE_VERSION {
@@ -291,7 +291,7 @@ impl Tree {
                         ids: r.ids()?,
                     })
                 }
-                1 => NodeKind::Dir(r.id()?),
+                1 => NodeKind::Dir(TreeId(r.id()?)),
                 2 => {
                     let n = r.count(1)?;
                     NodeKind::Symlink(r.take(n)?.to_vec())
@@ -542,7 +542,7 @@ mod tests {
                     ids: ids.into_iter().map(Id).collect()
                 })
             ),
-            any::<[u8; 32]>().prop_map(|b| NodeKind::Dir(Id(b))),
+            any::<[u8; 32]>().prop_map(|b| NodeKind::Dir(TreeId(Id(b)))),
             proptest::collection::vec(any::<u8>(), 0..50).prop_map(NodeKind::Symlink),
             Just(NodeKind::Fifo),
             Just(NodeKind::Socket),
@@ -585,12 +585,12 @@ mod tests {
             t.sort();
             t.nodes.dedup_by(|a, b| a.name == b.name);
             let bytes = t.encode().unwrap();
-            prop_assert_eq!(Tree::decode(&Id::hash(&bytes), &bytes).unwrap(), t);
+            prop_assert_eq!(Tree::decode(&TreeId(Id::hash(&bytes)), &bytes).unwrap(), t);
         }
 
         #[test]
         fn tree_decode_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..400)) {
-            let _ = Tree::decode(&Id::hash(&bytes), &bytes);
+            let _ = Tree::decode(&TreeId(Id::hash(&bytes)), &bytes);
             let _ = ListNode::decode(&Id::hash(&bytes), &bytes);
         }
     }
@@ -626,7 +626,7 @@ mod tests {
             assert!(err.contains(&format!("{shown:?}")), "{err}");
             if bad.len() <= MAX_NAME_LEN {
                 let b = blob_named(bad);
-                assert!(Tree::decode(&Id::hash(&b), &b).is_err(), "{bad:?} accepted");
+                assert!(Tree::decode(&TreeId(Id::hash(&b)), &b).is_err(), "{bad:?} accepted");
             }
         }
         // The longest name the length field holds round-trips.
@@ -634,7 +634,7 @@ mod tests {
             nodes: vec![node(&long[1..])],
         };
         let b = t.encode().unwrap();
-        assert_eq!(Tree::decode(&Id::hash(&b), &b).unwrap(), t);
+        assert_eq!(Tree::decode(&TreeId(Id::hash(&b)), &b).unwrap(), t);
         assert!(is_safe_name(&long[1..]) && !is_safe_name(&long));
     }
 
@@ -645,7 +645,7 @@ mod tests {
                 nodes: names.iter().map(|n| node(&n[..])).collect(),
             };
             let b = t.encode().unwrap();
-            assert!(Tree::decode(&Id::hash(&b), &b).is_err());
+            assert!(Tree::decode(&TreeId(Id::hash(&b)), &b).is_err());
         }
     }
 

@@ -18,7 +18,7 @@ use std::sync::Mutex;
 use rayon::prelude::*;
 
 use crate::error::Result;
-use crate::format::id::{Id, PackId, SnapshotId};
+use crate::format::id::{Id, PackId, SnapshotId, TreeId};
 use crate::format::tree::{Content, NodeKind};
 use crate::locked;
 use crate::ops::reach::mark_reachable;
@@ -148,7 +148,7 @@ pub fn check(repo: &Repository, read: ReadData, progress: &dyn Progress) -> Resu
             report.errors.push(format!("snapshot record {id}: {e}"));
         }
     }
-    let roots: Vec<Id> = snaps.iter().map(|(_, s)| s.tree).collect();
+    let roots: Vec<TreeId> = snaps.iter().map(|(_, s)| s.tree).collect();
     let reach = mark_reachable(repo, &roots)?;
     report.metadata_blobs = reach.trees + reach.lists;
     for p in &reach.problems {
@@ -283,14 +283,14 @@ fn damaged_paths(
     repo: &Repository,
     bad: &HashSet<Id>,
     memo: &mut Memo,
-    tree: &Id,
+    tree: &TreeId,
     prefix: &str,
     out: &mut Vec<String>,
 ) -> Result<bool> {
-    if memo.get(tree) == Some(&false) {
+    if memo.get(&tree.0) == Some(&false) {
         return Ok(false);
     }
-    let readable = if bad.contains(tree) {
+    let readable = if bad.contains(&tree.0) {
         None
     } else {
         repo.load_tree(tree).ok()
@@ -299,7 +299,7 @@ fn damaged_paths(
         Some(t) => t.nodes,
         None => {
             out.push(format!("{prefix}/ (directory listing unreadable)"));
-            memo.insert(*tree, true);
+            memo.insert(tree.0, true);
             return Ok(true);
         }
     };
@@ -319,7 +319,7 @@ fn damaged_paths(
         };
         any |= hit;
     }
-    memo.insert(*tree, any);
+    memo.insert(tree.0, any);
     Ok(any)
 }
 

@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::process::Command;
 
 use crate::error::{IoContext, Result};
-use crate::format::id::Id;
+use crate::format::id::TreeId;
 use crate::format::tree::{Node, NodeKind};
 use crate::repo::Repository;
 
@@ -59,8 +59,8 @@ fn kind(n: &Node) -> &'static str {
 /// Walks two snapshots' trees and reports every changed entry to `out`, in path order.
 pub fn diff(
     repo: &Repository,
-    old: &Id,
-    new: &Id,
+    old: &TreeId,
+    new: &TreeId,
     out: &mut dyn FnMut(Entry) -> Result<()>,
 ) -> Result<()> {
     let _lock = repo.read_lock("diff")?;
@@ -73,7 +73,7 @@ struct Walk<'a, 'o> {
 }
 
 impl Walk<'_, '_> {
-    fn nodes(&self, tree: Option<&Id>) -> Result<Vec<Node>> {
+    fn nodes(&self, tree: Option<&TreeId>) -> Result<Vec<Node>> {
         Ok(match tree {
             Some(t) => self.repo.load_tree(t)?.nodes,
             None => Vec::new(),
@@ -81,7 +81,7 @@ impl Walk<'_, '_> {
     }
 
     /// Compares two directories (either may be absent) at `prefix`.
-    fn trees(&mut self, old: Option<&Id>, new: Option<&Id>, prefix: &str) -> Result<()> {
+    fn trees(&mut self, old: Option<&TreeId>, new: Option<&TreeId>, prefix: &str) -> Result<()> {
         if old.is_some() && old == new {
             return Ok(());
         }

@@ -21,7 +21,7 @@
 use std::collections::HashSet;
 
 use crate::error::{Error, Result};
-use crate::format::id::{Id, IndexFileId, PackId};
+use crate::format::id::{IndexFileId, PackId, TreeId};
 use crate::format::pack;
 use crate::ops::reach::mark_reachable;
 use crate::progress::Progress;
@@ -102,7 +102,7 @@ pub fn prune(
         bytes_unindexed,
         ..Default::default()
     };
-    let roots: Vec<Id> = repo.snapshots()?.iter().map(|(_, s)| s.tree).collect();
+    let roots: Vec<TreeId> = repo.snapshots()?.iter().map(|(_, s)| s.tree).collect();
     report.snapshots = roots.len() as u64;
     let reach = mark_reachable(repo, &roots)?;
     if let Some(p) = reach.problems.first() {
@@ -249,6 +249,7 @@ fn rewrite_index_files(
 mod tests {
     use super::*;
     use crate::format::compress::Compression;
+    use crate::format::id::Id;
     use crate::format::pack::{BlobKind, PackEntry};
     use crate::repo::INDEX_FILE_BLOBS;
 

@@ -4,7 +4,7 @@
 //! again, so unchanged directories shared by many snapshots cost one visit.
 
 use crate::error::Result;
-use crate::format::id::Id;
+use crate::format::id::{Id, TreeId};
 use crate::format::tree::NodeKind;
 use crate::repo::Repository;
 
@@ -29,21 +29,21 @@ pub struct Reach {
 }
 
 enum Todo {
-    Tree(Id),
+    Tree(TreeId),
     List(Id, u8),
 }
 
 /// Clears the marks, then marks every blob reachable from `roots`. Reads every tree
 /// and list node (verifying their hashes) but no data chunk; a data chunk counts as
 /// present when the index has it.
-pub fn mark_reachable(repo: &Repository, roots: &[Id]) -> Result<Reach> {
+pub fn mark_reachable(repo: &Repository, roots: &[TreeId]) -> Result<Reach> {
     let index = repo.index();
     index.clear_marks()?;
     let mut reach = Reach::default();
     let mut todo: Vec<Todo> = roots.iter().map(|r| Todo::Tree(*r)).collect();
     while let Some(t) = todo.pop() {
         let id = match t {
-            Todo::Tree(id) | Todo::List(id, _) => id,
+            Todo::Tree(TreeId(id)) | Todo::List(id, _) => id,
         };
         if !index.mark(&[id])?[0] {
             continue;
@@ -51,7 +51,7 @@ pub fn mark_reachable(repo: &Repository, roots: &[Id]) -> Result<Reach> {
         // (depth, ids) of the file contents and list entries found.
         let mut contents = Vec::new();
         let read = match t {
-            Todo::Tree(_) => repo.load_tree(&id).map(|tree| {
+            Todo::Tree(tree) => repo.load_tree(&tree).map(|tree| {
                 reach.trees += 1;
                 for n in tree.nodes {
                     match n.kind {

@@ -9,14 +9,14 @@ use rayon::prelude::*;
 use super::blobs::runs;
 use super::{PathLookup, Repository};
 use crate::error::{Error, Result};
-use crate::format::id::Id;
+use crate::format::id::{Id, TreeId};
 use crate::format::tree::{Content, ListNode, Node, NodeKind, Tree};
 use crate::repo::index::BlobLoc;
 
 impl Repository {
     /// Loads a directory tree.
-    pub fn load_tree(&self, id: &Id) -> Result<Tree> {
-        Tree::decode(id, &self.read_blob(id)?)
+    pub fn load_tree(&self, id: &TreeId) -> Result<Tree> {
+        Tree::decode(id, &self.read_blob(&id.0)?)
     }
 
     /// Calls `f` with every data chunk id of `content`, in file order (see
@@ -186,7 +186,7 @@ impl Repository {
 
     /// Finds the node at `path` (components) below tree `root`; the empty path is the
     /// root itself, returned as a directory node.
-    pub fn find_node(&self, root: &Id, path: &[Vec<u8>]) -> Result<Option<Node>> {
+    pub fn find_node(&self, root: &TreeId, path: &[Vec<u8>]) -> Result<Option<Node>> {
         if path.is_empty() {
             return Ok(Some(Node {
                 name: b"/".to_vec(),
@@ -201,7 +201,7 @@ impl Repository {
     /// path (`prefix/name`, names shown lossily as UTF-8).
     pub fn walk(
         &self,
-        tree: &Id,
+        tree: &TreeId,
         prefix: &str,
         f: &mut dyn FnMut(&str, &Node) -> Result<()>,
     ) -> Result<()> {

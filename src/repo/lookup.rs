@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex};
 
 use super::Repository;
 use crate::error::Result;
-use crate::format::id::Id;
+use crate::format::id::TreeId;
 use crate::format::tree::{Node, NodeKind, Tree};
 use crate::locked;
 
@@ -16,13 +16,13 @@ type TreeCache = HashMap<Vec<Vec<u8>>, Option<Arc<Tree>>>;
 /// the directory trees visited.
 pub struct PathLookup<'r> {
     repo: &'r Repository,
-    root: Id,
+    root: TreeId,
     cache: Mutex<TreeCache>,
 }
 
 impl<'r> PathLookup<'r> {
     /// Lookups below tree `root`.
-    pub fn new(repo: &'r Repository, root: Id) -> Self {
+    pub fn new(repo: &'r Repository, root: TreeId) -> Self {
         PathLookup {
             repo,
             root,

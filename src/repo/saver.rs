@@ -19,8 +19,9 @@ use super::persist::{new_pack, PackFile, Persister};
 use super::{index_files, PackRecord, Repository};
 use crate::error::{IoContext, Result};
 use crate::format::compress::{self, Compression};
-use crate::format::id::Id;
+use crate::format::id::{Id, TreeId};
 use crate::format::pack::BlobKind;
+use crate::format::tree::Tree;
 use crate::locked;
 
 /// What a run added to the repository.
@@ -73,6 +74,11 @@ impl<'r> Saver<'r> {
         let id = self.repo.blob_id(raw);
         self.save_hashed(kind, id, raw)?;
         Ok(id)
+    }
+
+    /// Stores directory tree `tree` unless the repository has it; returns its id.
+    pub fn save_tree(&self, tree: &Tree) -> Result<TreeId> {
+        self.save(BlobKind::Tree, &tree.encode()?).map(TreeId)
     }
 
     /// Like [`Saver::save`] for a blob whose id the caller computed.

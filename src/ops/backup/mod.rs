@@ -41,7 +41,7 @@ use crate::error::{Error, IoContext, Result};
 use crate::format::chunker::{
     Batch, ChunkParams, HintSource, Hints, Known, LenFn, Profile, StreamChunker,
 };
-use crate::format::id::{Id, SnapshotId};
+use crate::format::id::{Id, SnapshotId, TreeId};
 use crate::format::pack::BlobKind;
 use crate::format::snapshot::{self, Snapshot, Source, Summary};
 use crate::format::tree::{split_path, Content, ListBuilder, ListNode, Timestamp};
@@ -436,10 +436,10 @@ struct Run<'r> {
     /// For each stream name, the tree of this host's latest snapshot that has it: where
     /// a stream's previous version is looked for. Rewritten copies (`sync` into other
     /// blob ids) are left out: they keep their source's cut points.
-    bases: HashMap<String, Id>,
+    bases: HashMap<String, TreeId>,
     /// The parent's tree, unless it is a rewritten copy: previous versions of changed
     /// files, and of streams under no stream name (an NGW instance's dump).
-    parent_native: Option<Id>,
+    parent_native: Option<TreeId>,
 }
 
 impl Run<'_> {

@@ -19,7 +19,7 @@ use super::db::{ingest_pg_dump, scratch};
 use super::vdir::VDir;
 use super::Run;
 use crate::error::{Error, Result};
-use crate::format::id::Id;
+use crate::format::id::TreeId;
 use crate::format::tree::{Node, Timestamp};
 use crate::repo::PathLookup;
 use crate::source::command::Running;
@@ -46,7 +46,7 @@ fn parent_node(parent: Option<&PathLookup<'_>>, path: &[Vec<u8>]) -> Option<Node
 pub(super) fn backup(
     run: &Run<'_>,
     cfg: &NgwConfig,
-    parent_root: Option<Id>,
+    parent_root: Option<TreeId>,
     root: &mut VDir,
     now: Timestamp,
 ) -> Result<()> {

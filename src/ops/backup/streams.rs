@@ -8,7 +8,7 @@ use super::vdir::{synthetic_meta, VDir};
 use super::{add, archive, db, ngw, stream_components, BackupOptions, Databases, Run, STREAM_MODE};
 use crate::error::{Error, IoContext, Result};
 use crate::format::chunker::Profile;
-use crate::format::id::Id;
+use crate::format::id::TreeId;
 use crate::format::snapshot::Source;
 use crate::format::tree::{Content, Node, NodeKind, Timestamp};
 use crate::source::command::Running;
@@ -22,7 +22,7 @@ impl Run<'_> {
         stdin: Option<&mut (dyn Read + Send)>,
         dbs: &Databases,
         ngw_config: Option<&crate::source::ngw::NgwConfig>,
-        parent_tree: Option<Id>,
+        parent_tree: Option<TreeId>,
         now: Timestamp,
     ) -> Result<(VDir, Vec<Source>)> {
         let mut root = VDir::default();

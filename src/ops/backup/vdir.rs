@@ -8,8 +8,7 @@ use std::path::{Path, PathBuf};
 
 use super::{add, Placed, Run};
 use crate::error::{Error, Result};
-use crate::format::id::Id;
-use crate::format::pack::BlobKind;
+use crate::format::id::TreeId;
 use crate::format::tree::{Meta, Node, NodeKind, Timestamp, Tree};
 use crate::source::fs as sfs;
 
@@ -53,7 +52,7 @@ impl Run<'_> {
         Ok(())
     }
 
-    pub(super) fn save_vdir(&self, d: VDir, now: Timestamp) -> Result<Id> {
+    pub(super) fn save_vdir(&self, d: VDir, now: Timestamp) -> Result<TreeId> {
         let mut tree = Tree::default();
         for (name, entry) in d.children {
             let node = match entry {
@@ -73,7 +72,7 @@ impl Run<'_> {
             };
             tree.nodes.push(node);
         }
-        self.saver.save(BlobKind::Tree, &tree.encode()?)
+        self.saver.save_tree(&tree)
     }
 }
 

@@ -10,7 +10,7 @@ use rayon::prelude::*;
 
 use super::{add, Run};
 use crate::error::{Error, IoContext, Result};
-use crate::format::id::Id;
+use crate::format::id::TreeId;
 use crate::format::pack::BlobKind;
 use crate::format::tree::{Content, Meta, Node, NodeKind, Tree};
 use crate::source::fs::{self as sfs, Special};
@@ -20,7 +20,7 @@ impl Run<'_> {
     pub(super) fn walk(
         &self,
         placed: &[(Vec<Vec<u8>>, PathBuf)],
-        parent_tree: Option<Id>,
+        parent_tree: Option<TreeId>,
     ) -> Result<Vec<Node>> {
         placed
             .iter()
@@ -247,10 +247,10 @@ impl Run<'_> {
             path: path.display().to_string(),
             source: Box::new(e),
         })?;
-        let id = self.repo.blob_id(&bytes);
+        let id = TreeId(self.repo.blob_id(&bytes));
         // An unchanged directory encodes to the parent's tree, just read back: stored.
         if prev_tree.map(|(prev_id, _)| prev_id) != Some(id) {
-            self.saver.save_hashed(BlobKind::Tree, id, &bytes)?;
+            self.saver.save_hashed(BlobKind::Tree, id.0, &bytes)?;
         }
         add(&self.counts.dirs, 1);
         Ok(Some(Node {

@@ -21,7 +21,7 @@ use std::sync::Mutex;
 use rayon::prelude::*;
 
 use crate::error::{Error, IoContext, Result};
-use crate::format::id::Id;
+use crate::format::id::TreeId;
 use crate::format::snapshot::Snapshot;
 use crate::format::tree::{split_path, Content, Meta, Node, NodeKind};
 use crate::locked;
@@ -253,7 +253,7 @@ impl Restorer<'_> {
 
     /// Restores the entries of `tree` into `dest`; `fresh`: this restore created `dest`,
     /// so nothing is in the way of its entries.
-    fn dir_contents(&self, tree: &Id, dest: &Path, spath: &str, fresh: bool) {
+    fn dir_contents(&self, tree: &TreeId, dest: &Path, spath: &str, fresh: bool) {
         let tree = match self.repo.load_tree(tree) {
             Ok(t) => t,
             Err(e) => return self.fail(if spath.is_empty() { "/" } else { spath }, e),

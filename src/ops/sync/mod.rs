@@ -26,7 +26,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use rayon::prelude::*;
 
 use crate::error::{Error, Result};
-use crate::format::id::{Id, IndexFileId, PackId, SnapshotId};
+use crate::format::id::{Id, IndexFileId, PackId, SnapshotId, TreeId};
 use crate::ops::reach::mark_reachable;
 use crate::progress::Progress;
 use crate::repo::{pack_path, PackRecord, Repository};
@@ -145,7 +145,7 @@ fn copy_as_stored(
     let needed: Vec<(PackId, u64)> = match &opts.snapshots {
         None => src.index().packs_by_verification()?,
         Some(_) => {
-            let roots: Vec<Id> = all
+            let roots: Vec<TreeId> = all
                 .iter()
                 .filter(|(id, _)| chosen.contains(id))
                 .map(|(_, s)| s.tree)

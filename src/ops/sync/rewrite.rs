@@ -21,7 +21,7 @@ use rayon::prelude::*;
 
 use super::{SyncOptions, SyncReport, IN_FLIGHT};
 use crate::error::{Error, Result};
-use crate::format::id::{Id, SnapshotId};
+use crate::format::id::{Id, SnapshotId, TreeId};
 use crate::format::pack::BlobKind;
 use crate::format::tree::NodeKind;
 use crate::ops::prune::{prune, PruneOptions};
@@ -122,9 +122,9 @@ struct Rewriter<'a> {
 
 impl Rewriter<'_> {
     /// Rewrites tree `id` and everything below it; returns the destination's id.
-    fn tree(&mut self, id: &Id) -> Result<Id> {
-        if let Some(d) = self.done.get(id) {
-            return Ok(*d);
+    fn tree(&mut self, id: &TreeId) -> Result<TreeId> {
+        if let Some(d) = self.done.get(&id.0) {
+            return Ok(TreeId(*d));
         }
         let mut tree = self.src.load_tree(id)?;
         // The small files' chunks of the whole directory in one batch, for parallelism.
@@ -154,8 +154,8 @@ impl Rewriter<'_> {
                 _ => {}
             }
         }
-        let new = self.saver.save(BlobKind::Tree, &tree.encode()?)?;
-        self.done.insert(*id, new);
+        let new = self.saver.save_tree(&tree)?;
+        self.done.insert(id.0, new.0);
         Ok(new)
     }
 
