@@ -20,7 +20,7 @@ use std::ops::Range;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use rayon::prelude::*;
 use snap::format::chunker::{ChunkParams, Gear, HintSource, Hints, Known, LenFn, StreamChunker};
-use snap::format::id::Id;
+use snap::format::id::{DataId, Id};
 use snap::ops::backup::{backup, BackupOptions};
 use snap::progress::NoProgress;
 use snap::repo::Repository;
@@ -73,7 +73,7 @@ fn bench(c: &mut Criterion) {
     });
 
     // The previous version: the same bytes, cut and hashed once.
-    let mut prev: Vec<(Id, u32)> = Vec::new();
+    let mut prev: Vec<(DataId, u32)> = Vec::new();
     let mut ranges: Vec<Range<usize>> = Vec::new();
     let mut ch = StreamChunker::new(ChunkParams::DUMP, &gear, None);
     let mut r = Cursor::new(&data);
@@ -81,10 +81,10 @@ fn bench(c: &mut Criterion) {
         for c in &batch.cuts {
             let at = ranges.last().map_or(0, |r| r.end);
             ranges.push(at..at + c.len());
-            prev.push((Id::hash(&batch.data[c.clone()]), c.len() as u32));
+            prev.push((DataId(Id::hash(&batch.data[c.clone()])), c.len() as u32));
         }
     }
-    let lens: HashMap<Id, u32> = prev.iter().copied().collect();
+    let lens: HashMap<DataId, u32> = prev.iter().copied().collect();
     let hash_chunk = |r: &Range<usize>| {
         std::hint::black_box(blake3::hash(&data[r.clone()]));
     };
@@ -99,7 +99,7 @@ fn bench(c: &mut Criterion) {
             let mut ids = prev.iter().map(|(id, _)| *id);
             let source: HintSource = Box::new(move || ids.next());
             let len: LenFn = Box::new(|id| lens.get(id).copied());
-            let hints = Hints::new(source, len, Box::new(Id::hash));
+            let hints = Hints::new(source, len, Box::new(|d: &[u8]| DataId(Id::hash(d))));
             let mut ch = StreamChunker::new(ChunkParams::DUMP, &gear, None).with_hints(hints);
             let mut r = Cursor::new(&data);
             let mut stored = 0;

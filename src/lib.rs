@@ -9,7 +9,7 @@
 //! list (README → Code layout):
 //! - base, at the top of `src/`: [`error`] (every failure, with the path or object it
 //!   concerns), [`progress`], [`interrupt`], [`host`], [`scratch`], [`span`];
-//! - [`format`](mod@format): the codecs whose bytes `format-spec.md` describes: typed ids
+//! - [`format`](mod@format): the codecs whose bytes `format-spec.md` describes: ids, typed by kind
 //!   ([`format::id`]), the [`chunker`](format::chunker), [`compress`](format::compress),
 //!   [`crypto`](format::crypto), [`pack`](format::pack), [`tree`](format::tree),
 //!   [`snapshot`](format::snapshot); no I/O;

@@ -16,7 +16,7 @@ use std::ops::Range;
 use fastcdc::v2020::{cut_gear, get_gear_with_seed, logarithm2, Normalization, MASKS};
 use serde::{Deserialize, Serialize};
 
-use crate::format::id::Id;
+use crate::format::id::DataId;
 
 mod hints;
 
@@ -221,9 +221,9 @@ pub enum Known {
     /// Nothing: its id is still to be computed.
     Nothing,
     /// Its id, computed to compare it with the previous version's chunks.
-    Id(Id),
+    Id(DataId),
     /// Its id, that of a previous chunk the repository holds (see [`Hints::new`]).
-    Stored(Id),
+    Stored(DataId),
 }
 
 /// The chunks found in one window: `data[cut]` for each cut, in stream order. The
@@ -460,6 +460,11 @@ mod tests {
     use std::collections::{HashMap, HashSet};
 
     use super::*;
+    use crate::format::id::Id;
+
+    fn data_id(b: &[u8]) -> DataId {
+        DataId(Id::hash(b))
+    }
 
     /// Deterministic test data: splitmix64 output, with runs of text-like bytes so that
     /// both the small- and the large-mask phases of FastCDC are exercised.
@@ -602,16 +607,16 @@ mod tests {
         base_p: ChunkParams,
         gear: &Gear,
     ) -> Vec<(usize, usize, Known)> {
-        let prev: HashMap<Id, u32> = whole_cuts(base, base_p, gear)
+        let prev: HashMap<DataId, u32> = whole_cuts(base, base_p, gear)
             .into_iter()
-            .map(|(o, l)| (Id::hash(&base[o..o + l]), l as u32))
+            .map(|(o, l)| (data_id(&base[o..o + l]), l as u32))
             .collect();
         let mut ids = whole_cuts(base, base_p, gear)
             .into_iter()
-            .map(|(o, l)| Id::hash(&base[o..o + l]));
+            .map(|(o, l)| data_id(&base[o..o + l]));
         let source: HintSource = Box::new(move || ids.next());
         let len: LenFn = Box::new(move |id| prev.get(id).copied());
-        let hints = Hints::new(source, len, Box::new(Id::hash));
+        let hints = Hints::new(source, len, Box::new(data_id));
         let mut ch = StreamChunker::new(p, gear, None).with_hints(hints);
         let mut r = Dribble(data, 0);
         let mut pos = 0;
@@ -623,7 +628,7 @@ mod tests {
                 if let Known::Id(id) | Known::Stored(id) = k {
                     assert_eq!(
                         *id,
-                        Id::hash(&b.data[c.clone()]),
+                        data_id(&b.data[c.clone()]),
                         "a known id is the chunk's"
                     );
                 }

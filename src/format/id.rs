@@ -1,4 +1,11 @@
 //! Content ids: 32-byte BLAKE3 hashes, printed as lowercase hex.
+//!
+//! [`Id`] names a blob of any kind where the kind travels beside it (a pack entry, the
+//! index, a chunk list whose level says what it lists). Where one kind is meant, the
+//! id has a type of its own: [`DataId`] (a data chunk), [`TreeId`] (a directory tree),
+//! [`PackId`], [`SnapshotId`] and [`IndexFileId`] (files named by their content). The
+//! typed ids are the same 32 bytes and print, parse and serialise alike, so the
+//! format is the same whichever type the code holds.
 
 use std::fmt;
 
@@ -123,6 +130,12 @@ macro_rules! typed_id {
         }
     };
 }
+
+typed_id!(
+    /// A data chunk's id: the BLAKE3 (keyed, in a keyed repository) of a piece of file
+    /// or stream content.
+    DataId
+);
 
 typed_id!(
     /// A tree blob's id: the BLAKE3 of one directory's encoded [`Tree`](crate::format::tree::Tree).

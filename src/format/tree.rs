@@ -13,7 +13,7 @@
 //! checked to be single, safe path components in strictly increasing order.
 
 use crate::error::{Error, Result};
-use crate::format::id::{Id, TreeId, ID_LEN};
+use crate::format::id::{DataId, Id, TreeId, ID_LEN};
 
 /// Version byte opening every tree blob.
 pub const TREE_VERSION: u8 = 1;
@@ -373,7 +373,7 @@ pub type StoreList<'a> = dyn FnMut(&ListNode) -> Result<Id> + 'a;
 
 impl ListBuilder {
     /// Appends the next data chunk id.
-    pub fn push(&mut self, id: Id, store: &mut StoreList<'_>) -> Result<()> {
+    pub fn push(&mut self, DataId(id): DataId, store: &mut StoreList<'_>) -> Result<()> {
         if self.spilled {
             return self.push_at(0, id, store);
         }
@@ -626,7 +626,10 @@ mod tests {
             assert!(err.contains(&format!("{shown:?}")), "{err}");
             if bad.len() <= MAX_NAME_LEN {
                 let b = blob_named(bad);
-                assert!(Tree::decode(&TreeId(Id::hash(&b)), &b).is_err(), "{bad:?} accepted");
+                assert!(
+                    Tree::decode(&TreeId(Id::hash(&b)), &b).is_err(),
+                    "{bad:?} accepted"
+                );
             }
         }
         // The longest name the length field holds round-trips.
@@ -658,7 +661,7 @@ mod tests {
         };
         let mut b = ListBuilder::default();
         for id in ids {
-            b.push(*id, &mut put).unwrap();
+            b.push(DataId(*id), &mut put).unwrap();
         }
         b.finish(&mut put).unwrap()
     }

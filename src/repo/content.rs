@@ -9,7 +9,7 @@ use rayon::prelude::*;
 use super::blobs::runs;
 use super::{PathLookup, Repository};
 use crate::error::{Error, Result};
-use crate::format::id::{Id, TreeId};
+use crate::format::id::{DataId, Id, TreeId};
 use crate::format::tree::{Content, ListNode, Node, NodeKind, Tree};
 use crate::repo::index::BlobLoc;
 
@@ -24,14 +24,14 @@ impl Repository {
     pub fn for_each_chunk(
         &self,
         content: &Content,
-        f: &mut dyn FnMut(Id) -> Result<()>,
+        f: &mut dyn FnMut(DataId) -> Result<()>,
     ) -> Result<()> {
         self.chunk_ids(content).try_for_each(|id| f(id?))
     }
 
     /// The data chunk ids of `content` in file order, expanding list nodes as they are
     /// reached (memory: one list node per level).
-    pub fn chunk_ids<'r>(&'r self, content: &Content) -> impl Iterator<Item = Result<Id>> + 'r {
+    pub fn chunk_ids<'r>(&'r self, content: &Content) -> impl Iterator<Item = Result<DataId>> + 'r {
         // Each level: ids, the next one to visit, and their depth (0: data chunks).
         let mut stack = vec![(content.ids.clone(), 0usize, content.depth)];
         std::iter::from_fn(move || loop {
@@ -42,7 +42,7 @@ impl Repository {
             };
             *next += 1;
             if *depth == 0 {
-                return Some(Ok(id));
+                return Some(Ok(DataId(id)));
             }
             match self.list_node(&id, *depth - 1) {
                 Ok(node) => stack.push((node.ids, 0, node.level)),
@@ -131,9 +131,9 @@ impl Repository {
         let mut batch: Vec<(Id, BlobLoc)> = Vec::new();
         let mut bytes = 0u64;
         self.for_each_chunk(content, &mut |id| {
-            let loc = self.locate(&id)?;
+            let loc = self.locate(&id.0)?;
             bytes += u64::from(loc.raw_len);
-            batch.push((id, loc));
+            batch.push((id.0, loc));
             if bytes >= batch_bytes {
                 f(&batch)?;
                 batch.clear();

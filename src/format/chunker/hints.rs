@@ -25,7 +25,7 @@ use std::ops::Range;
 use rayon::prelude::*;
 
 use super::{final_cuts, Cdc, ChunkParams, Known};
-use crate::format::id::Id;
+use crate::format::id::DataId;
 
 /// Previous chunks held ahead of the position, to find where two versions agree again.
 pub const AHEAD: usize = 4096;
@@ -39,13 +39,13 @@ const STRETCH_MIN: usize = 4;
 const STRETCH_MAX: usize = 8 << 20;
 
 /// Where a chunk's id comes from: the repository's blob id of its bytes.
-pub type HashFn<'a> = Box<dyn Fn(&[u8]) -> Id + Send + Sync + 'a>;
+pub type HashFn<'a> = Box<dyn Fn(&[u8]) -> DataId + Send + Sync + 'a>;
 
 /// The id of the next previous chunk, or `None` when there are no more.
-pub type Source<'a> = Box<dyn FnMut() -> Option<Id> + Send + 'a>;
+pub type Source<'a> = Box<dyn FnMut() -> Option<DataId> + Send + 'a>;
 
 /// A previous chunk's length, if the repository holds it as a data chunk.
-pub type LenFn<'a> = Box<dyn Fn(&Id) -> Option<u32> + Send + 'a>;
+pub type LenFn<'a> = Box<dyn Fn(&DataId) -> Option<u32> + Send + 'a>;
 
 /// The chunks of a stream's previous version, offered to the chunker in order.
 pub struct Hints<'a> {
@@ -56,10 +56,10 @@ pub struct Hints<'a> {
     exhausted: bool,
     /// Previous chunks read and not yet passed, with their lengths once looked up;
     /// `ahead[0]` is number `first`.
-    ahead: VecDeque<(Id, Option<u32>)>,
+    ahead: VecDeque<(DataId, Option<u32>)>,
     first: u64,
     /// The number of each id held in `ahead` (its first occurrence).
-    by_id: HashMap<Id, u64>,
+    by_id: HashMap<DataId, u64>,
     /// The previous chunk that would start at the current position, while the two
     /// versions agree.
     at: Option<u64>,
@@ -125,7 +125,7 @@ impl<'a> Hints<'a> {
     /// `ahead[i]` with its length, if it may be offered: its length is one these
     /// parameters cut, and its stream went on for `max` bytes from its start (else its
     /// end may have been cut by the stream's end).
-    fn offer(&mut self, i: usize, p: ChunkParams) -> Option<(Id, u32)> {
+    fn offer(&mut self, i: usize, p: ChunkParams) -> Option<(DataId, u32)> {
         if !self.read_ids(i) {
             return None;
         }
@@ -164,7 +164,7 @@ impl<'a> Hints<'a> {
     }
 
     /// A chunk FastCDC just ended: if it is a previous one, offers resume after it.
-    fn resync(&mut self, id: &Id) -> bool {
+    fn resync(&mut self, id: &DataId) -> bool {
         let Some(&seq) = self.by_id.get(id) else {
             return false;
         };
@@ -230,7 +230,7 @@ impl<'a> Hints<'a> {
         let slice = &data[pos..end];
         let found = final_cuts(slice, eof && end == data.len(), cdc);
         let hash = &self.hash;
-        let ids: Vec<Id> = if found.len() > 2 {
+        let ids: Vec<DataId> = if found.len() > 2 {
             found.par_iter().map(|c| hash(&slice[c.clone()])).collect()
         } else {
             found.iter().map(|c| hash(&slice[c.clone()])).collect()
@@ -260,7 +260,7 @@ impl<'a> Hints<'a> {
         let max = p.max as usize;
         while let Some(at) = self.at {
             let skip = (at - self.first) as usize;
-            let mut offers: Vec<(Range<usize>, Id)> = Vec::new();
+            let mut offers: Vec<(Range<usize>, DataId)> = Vec::new();
             let mut s = pos;
             while offers.len() < self.spec && data.len() - s >= max {
                 let Some((id, len)) = self.offer(skip + offers.len(), p) else {
@@ -277,7 +277,7 @@ impl<'a> Hints<'a> {
                 break;
             }
             let hash = &self.hash;
-            let matches = |(r, id): &(Range<usize>, Id)| hash(&data[r.clone()]) == *id;
+            let matches = |(r, id): &(Range<usize>, DataId)| hash(&data[r.clone()]) == *id;
             let ok: Vec<bool> = if offers.len() > 2 {
                 offers.par_iter().map(matches).collect()
             } else {

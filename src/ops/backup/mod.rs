@@ -41,7 +41,7 @@ use crate::error::{Error, IoContext, Result};
 use crate::format::chunker::{
     Batch, ChunkParams, HintSource, Hints, Known, LenFn, Profile, StreamChunker,
 };
-use crate::format::id::{Id, SnapshotId, TreeId};
+use crate::format::id::{DataId, Id, SnapshotId, TreeId};
 use crate::format::pack::BlobKind;
 use crate::format::snapshot::{self, Snapshot, Source, Summary};
 use crate::format::tree::{split_path, Content, ListBuilder, ListNode, Timestamp};
@@ -453,15 +453,15 @@ impl Run<'_> {
     }
 
     /// Hashes, deduplicates and stores the chunks of one window, in parallel.
-    fn save_chunks(&self, batch: &Batch) -> Result<Vec<Id>> {
-        let save = |(c, known): (&std::ops::Range<usize>, &Known)| -> Result<Id> {
+    fn save_chunks(&self, batch: &Batch) -> Result<Vec<DataId>> {
+        let save = |(c, known): (&std::ops::Range<usize>, &Known)| -> Result<DataId> {
             let d = &batch.data[c.clone()];
             let id = match *known {
                 Known::Stored(id) => return Ok(id),
                 Known::Id(id) => id,
-                Known::Nothing => self.repo.blob_id(d),
+                Known::Nothing => DataId(self.repo.blob_id(d)),
             };
-            self.saver.save_hashed(BlobKind::Data, id, d)?;
+            self.saver.save_hashed(BlobKind::Data, id.0, d)?;
             Ok(id)
         };
         if batch.cuts.len() > 1 {
@@ -479,10 +479,14 @@ impl Run<'_> {
         let mut ids = repo.chunk_ids(&content);
         let source: HintSource = Box::new(move || ids.next()?.ok());
         let len: LenFn = Box::new(|id| {
-            let loc = repo.locate(id).ok()?;
+            let loc = repo.locate(&id.0).ok()?;
             (loc.kind == BlobKind::Data).then_some(loc.raw_len)
         });
-        Some(Hints::new(source, len, Box::new(|d| repo.blob_id(d))))
+        Some(Hints::new(
+            source,
+            len,
+            Box::new(|d| DataId(repo.blob_id(d))),
+        ))
     }
 
     /// Chunks, stores and lists a stream; the next window is read and chunked while
@@ -545,7 +549,7 @@ mod tests {
     }
 
     /// The chunk ids and bytes stored at `at` in `repo`'s latest snapshot.
-    fn stored(repo: &Repository, at: &[&str]) -> (Vec<Id>, Vec<u8>) {
+    fn stored(repo: &Repository, at: &[&str]) -> (Vec<DataId>, Vec<u8>) {
         let (_, snap) = repo.snapshots().unwrap().pop().unwrap();
         let at: Vec<Vec<u8>> = at.iter().map(|c| c.as_bytes().to_vec()).collect();
         let Some(Node {
