@@ -421,6 +421,80 @@ mod commands {
         assert!(text.contains("before these snapshots"), "{text}");
     }
 
+    /// `find` across snapshots, by name and by path, and `list`'s filters.
+    #[test]
+    fn find_entries_across_snapshots_and_filter_listings() {
+        let env = Env::new();
+        env.init();
+        let src = env.path("src");
+        fs::create_dir_all(src.join("rasters/old")).unwrap();
+        fs::write(src.join("rasters/a.tif"), b"a").unwrap();
+        fs::write(src.join("rasters/old/c.tif"), b"c").unwrap();
+        fs::write(src.join("notes.txt"), b"n").unwrap();
+        let first = env.backup_json(&[src.to_str().unwrap(), "--tag", "daily"]);
+        fs::write(src.join("rasters/b.tif"), b"bb").unwrap();
+        let second = env.backup_json(&[src.to_str().unwrap(), "--tag", "weekly"]);
+        let (first, second) = (
+            first["id"].as_str().unwrap(),
+            second["id"].as_str().unwrap(),
+        );
+        let text = |args: &[&str]| {
+            let out = env.snap(args).output().unwrap();
+            assert!(out.status.success(), "{args:?}: {out:?}");
+            String::from_utf8(out.stdout).unwrap()
+        };
+        let found = text(&["find", "*.tif"]);
+        let lines: Vec<&str> = found.lines().collect();
+        assert_eq!(lines.len(), 5, "{found}");
+        let in_first = lines.iter().filter(|l| l.starts_with(&first[..8])).count();
+        assert_eq!(in_first, 2, "{found}");
+        assert!(lines
+            .iter()
+            .any(|l| l.starts_with(&second[..8]) && l.ends_with("/rasters/b.tif")));
+        assert!(!found.contains("notes.txt"));
+        // A path pattern: `*` stays within a name, `**` crosses directories.
+        let root = src.to_str().unwrap();
+        assert_eq!(
+            text(&["find", &format!("{root}/rasters/*.tif")])
+                .lines()
+                .count(),
+            3
+        );
+        assert_eq!(
+            text(&["find", &format!("{root}/**/c.tif")]).lines().count(),
+            2
+        );
+        assert_eq!(
+            text(&["find", "*.tif", "--tag", "weekly"]).lines().count(),
+            3
+        );
+        assert_eq!(text(&["find", "*.png"]), "");
+        let json = text(&["find", "b.tif", "--json"]);
+        let v: serde_json::Value = serde_json::from_str(json.trim()).unwrap();
+        assert_eq!(v["snapshot"], second);
+        assert_eq!(v["size"], 2);
+        assert!(v["path"].as_str().unwrap().ends_with("/rasters/b.tif"));
+        env.snap(&["find", "["])
+            .assert()
+            .failure()
+            .stderr(predicate::str::contains("pattern"));
+        // list: by tag, by host, by path.
+        let listed = |args: &[&str]| -> Vec<String> {
+            let v: serde_json::Value =
+                serde_json::from_str(&text(&[&["list", "--json"], args].concat())).unwrap();
+            v.as_array()
+                .unwrap()
+                .iter()
+                .map(|s| s["id"].as_str().unwrap().to_string())
+                .collect()
+        };
+        assert_eq!(listed(&["--tag", "daily"]), vec![first.to_string()]);
+        assert_eq!(listed(&["--tag", "daily", "--tag", "weekly"]).len(), 2);
+        assert!(listed(&["--host", "no-such-host"]).is_empty());
+        assert_eq!(listed(&["--path", root]).len(), 2);
+        assert!(listed(&["--path", "/elsewhere"]).is_empty());
+    }
+
     /// `snap` with no `--repo`, reading the configuration file `config`.
     fn with_config(config: &Path, args: &[&str]) -> assert_cmd::Command {
         let mut c = util::snap_bin();

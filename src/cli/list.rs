@@ -2,10 +2,12 @@
 
 use anyhow::Result;
 
-use super::{human, Ctx};
+use super::{human, Ctx, FilterArgs};
 
 #[derive(clap::Args)]
 pub struct Args {
+    #[command(flatten)]
+    filter: FilterArgs,
     /// Print the snapshots as a JSON array
     #[arg(long)]
     json: bool,
@@ -13,7 +15,9 @@ pub struct Args {
 
 pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
     let repo = ctx.open(false)?;
-    let snaps = repo.snapshots()?;
+    let filter = a.filter.filter();
+    let mut snaps = repo.snapshots()?;
+    snaps.retain(|(_, s)| filter.matches(s));
     if a.json {
         let arr: Vec<serde_json::Value> = snaps
             .iter()

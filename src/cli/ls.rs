@@ -33,36 +33,50 @@ fn mode_string(n: &Node) -> String {
     s
 }
 
-fn print(out: &mut dyn Write, json: bool, path: &str, n: &Node) -> std::io::Result<()> {
+/// An entry as `ls --json` prints it.
+pub(super) fn entry_json(path: &str, n: &Node) -> serde_json::Value {
     let mtime = DateTime::from_timestamp(n.meta.mtime.sec, n.meta.mtime.nsec).unwrap_or_default();
-    let target = match &n.kind {
+    serde_json::json!({
+        "path": path,
+        "type": match n.kind { NodeKind::File(_) => "file", NodeKind::Dir(_) => "dir", NodeKind::Symlink(_) => "symlink",
+            NodeKind::Fifo => "fifo", NodeKind::Socket => "socket", NodeKind::CharDev(_) => "chardev", NodeKind::BlockDev(_) => "blockdev" },
+        "mode": n.meta.mode & 0o7777,
+        "size": n.meta.size,
+        "uid": n.meta.uid,
+        "gid": n.meta.gid,
+        "mtime": mtime,
+        "target": symlink_target(n),
+    })
+}
+
+/// An entry as `ls` prints it: mode, owner, size, modification time, path.
+pub(super) fn entry_line(path: &str, n: &Node) -> String {
+    let mtime = DateTime::from_timestamp(n.meta.mtime.sec, n.meta.mtime.nsec).unwrap_or_default();
+    let arrow = symlink_target(n)
+        .map(|t| format!(" -> {t}"))
+        .unwrap_or_default();
+    format!(
+        "{} {:>5}/{:<5} {:>12}  {}  {path}{arrow}",
+        mode_string(n),
+        n.meta.uid,
+        n.meta.gid,
+        n.meta.size,
+        mtime.format("%Y-%m-%d %H:%M:%S")
+    )
+}
+
+fn symlink_target(n: &Node) -> Option<String> {
+    match &n.kind {
         NodeKind::Symlink(t) => Some(String::from_utf8_lossy(t).into_owned()),
         _ => None,
-    };
+    }
+}
+
+fn print(out: &mut dyn Write, json: bool, path: &str, n: &Node) -> std::io::Result<()> {
     if json {
-        let v = serde_json::json!({
-            "path": path,
-            "type": match n.kind { NodeKind::File(_) => "file", NodeKind::Dir(_) => "dir", NodeKind::Symlink(_) => "symlink",
-                NodeKind::Fifo => "fifo", NodeKind::Socket => "socket", NodeKind::CharDev(_) => "chardev", NodeKind::BlockDev(_) => "blockdev" },
-            "mode": n.meta.mode & 0o7777,
-            "size": n.meta.size,
-            "uid": n.meta.uid,
-            "gid": n.meta.gid,
-            "mtime": mtime,
-            "target": target,
-        });
-        writeln!(out, "{v}")
+        writeln!(out, "{}", entry_json(path, n))
     } else {
-        let arrow = target.map(|t| format!(" -> {t}")).unwrap_or_default();
-        writeln!(
-            out,
-            "{} {:>5}/{:<5} {:>12}  {}  {path}{arrow}",
-            mode_string(n),
-            n.meta.uid,
-            n.meta.gid,
-            n.meta.size,
-            mtime.format("%Y-%m-%d %H:%M:%S")
-        )
+        writeln!(out, "{}", entry_line(path, n))
     }
 }
 

@@ -19,6 +19,7 @@ mod cat;
 mod check;
 mod diff;
 mod export;
+mod find;
 mod forget;
 mod import;
 mod init;
@@ -92,6 +93,8 @@ enum Command {
     List(list::Args),
     /// List the entries of a snapshot
     Ls(ls::Args),
+    /// Find entries by name or path in every snapshot
+    Find(find::Args),
     /// Write a file of a snapshot to standard output
     Cat(cat::Args),
     /// Restore a snapshot into a directory, or into a NextGIS Web instance
@@ -120,6 +123,31 @@ enum Command {
     Completions(shell::CompletionsArgs),
     /// Print the man page, or write every page into a directory
     Man(shell::ManArgs),
+}
+
+/// Which snapshots a command considers (`list`, `find`).
+#[derive(clap::Args)]
+pub struct FilterArgs {
+    /// Only snapshots of this host (repeatable: any of them)
+    #[arg(long)]
+    host: Vec<String>,
+    /// Only snapshots with this tag (repeatable: any of them; `a,b`: both)
+    #[arg(long)]
+    tag: Vec<String>,
+    /// Only snapshots that backed up this path, or stored a stream, dump or command
+    /// under this name (repeatable: all of them)
+    #[arg(long)]
+    path: Vec<String>,
+}
+
+impl FilterArgs {
+    pub fn filter(&self) -> snap::ops::select::SnapshotFilter {
+        snap::ops::select::SnapshotFilter {
+            hosts: self.host.clone(),
+            tags: self.tag.clone(),
+            paths: self.path.clone(),
+        }
+    }
 }
 
 /// `snap run` arguments.
@@ -387,6 +415,7 @@ fn dispatch(ctx: &Ctx, command: Command, matches: &clap::ArgMatches) -> Result<i
         }
         Command::List(a) => list::run(ctx, a),
         Command::Ls(a) => ls::run(ctx, a),
+        Command::Find(a) => find::run(ctx, a),
         Command::Cat(a) => cat::run(ctx, a),
         Command::Restore(a) => restore::run(ctx, a),
         Command::Export(a) => export::run(ctx, a),
