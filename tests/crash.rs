@@ -30,6 +30,7 @@ use snap::ops::prune::{prune, PruneOptions};
 use snap::ops::restore::{restore, RestoreOptions};
 use snap::ops::retention::{self, Policy};
 use snap::ops::sync::sync;
+use snap::ops::tag::{retag, TagChange};
 use snap::progress::NoProgress;
 use snap::repo::{keys, Repository};
 use snap::store::crash::{mix, CrashFs};
@@ -52,6 +53,8 @@ struct Expect {
     absent: Vec<SnapshotId>,
     /// How many snapshots there must be, when known (rewritten copies get new ids).
     count: Option<usize>,
+    /// How many there must be at least (a retagged record may be there twice).
+    at_least: usize,
     /// Passphrases and whether each must open the repository.
     opens: Vec<(&'static [u8], bool)>,
 }
@@ -374,6 +377,34 @@ fn forget_interrupted(base: &Base) -> Expect {
     }
 }
 
+/// Retags the oldest snapshot: a new record, then the old one removed.
+fn op_tag(repo: &Repository, base: &Base) -> Result<Expect> {
+    let _lock = repo.lock(true, "tag")?;
+    let oldest = repo.snapshots()?.remove(0);
+    let change = TagChange {
+        add: vec!["kept".into()],
+        ..Default::default()
+    };
+    let done = retag(repo, &[oldest], &change)?;
+    let mut present = base.snapshots[1..].to_vec();
+    present.push(done[0].new);
+    Ok(Expect {
+        present,
+        absent: vec![base.snapshots[0]],
+        count: Some(3),
+        ..Default::default()
+    })
+}
+
+/// The oldest snapshot, under its old record or its new one or both, and the others.
+fn tag_interrupted(base: &Base) -> Expect {
+    Expect {
+        present: base.snapshots[1..].to_vec(),
+        at_least: 3,
+        ..Default::default()
+    }
+}
+
 fn op_prune(repo: &Repository, base: &Base) -> Result<Expect> {
     let opts = PruneOptions {
         max_unused: 0.0,
@@ -492,6 +523,11 @@ fn cut_and_check(op: &Op, base: &Base, v: Variant) {
     if let Some(n) = expect.count {
         assert_eq!(ids.len(), n, "{ctx}: snapshots");
     }
+    assert!(
+        ids.len() >= expect.at_least,
+        "{ctx}: {} snapshots",
+        ids.len()
+    );
     for id in &expect.absent {
         assert!(!ids.contains(id), "{ctx}: forgotten snapshot {id} is back");
     }
@@ -582,6 +618,16 @@ fn forget_survives_a_power_cut_at_every_step() {
         kind: Kind::Plain,
         run: op_forget,
         interrupted: forget_interrupted,
+    });
+}
+
+#[test]
+fn tag_survives_a_power_cut_at_every_step() {
+    crash_test(Op {
+        name: "tag",
+        kind: Kind::Plain,
+        run: op_tag,
+        interrupted: tag_interrupted,
     });
 }
 

@@ -495,6 +495,74 @@ mod commands {
         assert!(listed(&["--path", "/elsewhere"]).is_empty());
     }
 
+    /// `tag` replaces a snapshot's record by one with the new tags, data untouched.
+    #[test]
+    fn tag_adds_removes_and_sets_tags() {
+        let env = Env::new();
+        env.init();
+        let src = env.path("src");
+        fs::create_dir_all(&src).unwrap();
+        fs::write(src.join("a"), random_bytes(100_000, "a")).unwrap();
+        let first = env.backup_json(&[src.to_str().unwrap(), "--tag", "nightly"]);
+        let second = env.backup_json(&[src.to_str().unwrap()]);
+        let first = first["id"].as_str().unwrap().to_string();
+        let tags_of = |env: &Env| -> Vec<(String, Vec<String>)> {
+            env.snapshots()
+                .iter()
+                .map(|s| {
+                    let tags = s["tags"].as_array().unwrap().iter();
+                    (
+                        s["id"].as_str().unwrap().to_string(),
+                        tags.map(|t| t.as_str().unwrap().to_string()).collect(),
+                    )
+                })
+                .collect()
+        };
+        env.snap(&["tag", &first[..8], "--add", "keep", "--add", "audit"])
+            .assert()
+            .success()
+            .stdout(predicate::str::contains(&first[..8]));
+        let now = tags_of(&env);
+        assert_eq!(now.len(), 2);
+        assert!(
+            !now.iter().any(|(id, _)| *id == first),
+            "old record removed"
+        );
+        let retagged = now
+            .iter()
+            .find(|(_, t)| t.contains(&"keep".to_string()))
+            .unwrap();
+        assert_eq!(retagged.1, ["audit", "keep", "nightly"]);
+        // Nothing but the tags changed: the same files come back.
+        let target = env.path("restored");
+        env.restore(&retagged.0[..8], &target);
+        assert_same_tree(&src, &restored(&target, &src));
+        env.snap(&["tag", &retagged.0[..8], "--remove", "nightly"])
+            .assert()
+            .success();
+        // By filter: every snapshot tagged audit gets exactly `monthly`.
+        env.snap(&["tag", "--tag", "audit", "--set", "monthly"])
+            .assert()
+            .success();
+        let now = tags_of(&env);
+        assert_eq!(
+            now.iter().filter(|(_, t)| t == &["monthly"]).count(),
+            1,
+            "{now:?}"
+        );
+        assert!(now
+            .iter()
+            .any(|(id, t)| id == second["id"].as_str().unwrap() && t.is_empty()));
+        // Asking for no change is an error, and a change already made is not redone.
+        env.snap(&["tag", "latest"]).assert().failure().code(1);
+        env.snap(&["tag", "--tag", "monthly", "--add", "monthly"])
+            .assert()
+            .success()
+            .stderr(predicate::str::contains(
+                "0 snapshots changed, 1 already as asked",
+            ));
+    }
+
     /// `snap` with no `--repo`, reading the configuration file `config`.
     fn with_config(config: &Path, args: &[&str]) -> assert_cmd::Command {
         let mut c = util::snap_bin();

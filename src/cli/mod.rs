@@ -33,6 +33,7 @@ mod restore;
 mod shell;
 mod stats;
 mod sync;
+mod tag;
 
 use std::cell::RefCell;
 use std::io::IsTerminal;
@@ -95,6 +96,8 @@ enum Command {
     Ls(ls::Args),
     /// Find entries by name or path in every snapshot
     Find(find::Args),
+    /// Add, remove or set snapshots' tags
+    Tag(tag::Args),
     /// Write a file of a snapshot to standard output
     Cat(cat::Args),
     /// Restore a snapshot into a directory, or into a NextGIS Web instance
@@ -416,6 +419,7 @@ fn dispatch(ctx: &Ctx, command: Command, matches: &clap::ArgMatches) -> Result<i
         Command::List(a) => list::run(ctx, a),
         Command::Ls(a) => ls::run(ctx, a),
         Command::Find(a) => find::run(ctx, a),
+        Command::Tag(a) => tag::run(ctx, a),
         Command::Cat(a) => cat::run(ctx, a),
         Command::Restore(a) => restore::run(ctx, a),
         Command::Export(a) => export::run(ctx, a),

@@ -15,3 +15,4 @@ pub mod restore;
 pub mod retention;
 pub mod select;
 pub mod sync;
+pub mod tag;
