@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use globset::{Glob, GlobSet, GlobSetBuilder};
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, Usage};
 use crate::format::tree::{Meta, Timestamp};
 
 /// The metadata snap keeps of a file system entry.
@@ -128,7 +128,10 @@ impl Excludes {
         let mut name = GlobSetBuilder::new();
         let (mut np, mut nn) = (0, 0);
         for p in patterns {
-            let g = Glob::new(p).map_err(|e| Error::Invalid(format!("--exclude {p:?}: {e}")))?;
+            let g = Glob::new(p).map_err(|source| Usage::Exclude {
+                pattern: Some(p.clone()),
+                source,
+            })?;
             if p.contains('/') {
                 path.add(g);
                 np += 1;
@@ -141,9 +144,12 @@ impl Excludes {
             if n == 0 {
                 return Ok(None);
             }
-            b.build()
-                .map(Some)
-                .map_err(|e| Error::Invalid(format!("--exclude: {e}")))
+            b.build().map(Some).map_err(|source| {
+                Error::from(Usage::Exclude {
+                    pattern: None,
+                    source,
+                })
+            })
         };
         Ok(Excludes {
             by_path: build(path, np)?,

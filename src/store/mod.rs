@@ -24,7 +24,7 @@ pub use self::fs::{Fs, RealFs};
 pub use self::local::Local;
 pub use self::remote::Remote;
 pub use self::sftp::Sftp;
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, Usage};
 
 /// One file of a listing.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -122,9 +122,10 @@ pub fn open(location: &str, opts: &RemoteOptions) -> Result<Arc<dyn Store>> {
     };
     let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
     if authority.is_empty() {
-        return Err(Error::Invalid(format!(
-            "{location}: no host; expected sftp://[USER@]HOST[:PORT]/PATH"
-        )));
+        return Err(Usage::SftpNoHost {
+            location: location.to_string(),
+        }
+        .into());
     }
     Ok(Arc::new(Sftp::open(
         location,
@@ -156,7 +157,7 @@ fn temp_host(host: &str) -> String {
 /// A new name in `tmp/` for a file this process writes.
 pub(crate) fn temp_name() -> Result<String> {
     let mut r = [0u8; 8];
-    getrandom::getrandom(&mut r).map_err(|e| Error::Invalid(format!("no randomness: {e}")))?;
+    getrandom::getrandom(&mut r).map_err(Error::NoRandomness)?;
     Ok(format!("tmp/{}{}", temp_prefix(), hex::encode(r)))
 }
 

@@ -20,7 +20,7 @@ use std::sync::Mutex;
 
 use rayon::prelude::*;
 
-use crate::error::{Error, IoContext, Result};
+use crate::error::{Error, IoContext, Refusal, Result, Usage};
 use crate::format::id::Id;
 use crate::format::snapshot::Snapshot;
 use crate::format::tree::{split_path, Content, Meta, Node, NodeKind};
@@ -57,9 +57,9 @@ pub struct RestoreOutcome {
 /// Splits a path inside a snapshot (`/srv/ngw`, `db/x.sql`) into safe components.
 pub fn snapshot_path(p: &str) -> Result<Vec<Vec<u8>>> {
     split_path(p).ok_or_else(|| {
-        Error::Invalid(format!(
-            "{p:?}: paths inside a snapshot may not contain . or .."
-        ))
+        Error::from(Usage::SnapshotPath {
+            path: p.to_string(),
+        })
     })
 }
 
@@ -108,10 +108,10 @@ pub fn restore(
     };
     let target = &opts.target;
     if fs::symlink_metadata(target).is_ok_and(|m| !m.is_dir()) {
-        return Err(Error::Invalid(format!(
-            "restore target {} exists and is not a directory (a symlink is not followed); choose a new or existing directory",
-            target.display()
-        )));
+        return Err(Refusal::TargetNotDir {
+            target: target.to_path_buf(),
+        }
+        .into());
     }
     fs::create_dir_all(target).at(target)?;
     if opts.include.is_empty() {
@@ -173,10 +173,10 @@ pub fn restore(
 fn ensure_dir(path: &Path) -> Result<bool> {
     match fs::symlink_metadata(path) {
         Ok(md) if md.is_dir() => Ok(false),
-        Ok(_) => Err(Error::Invalid(format!(
-            "{}: exists and is not a directory; not replaced",
-            path.display()
-        ))),
+        Ok(_) => Err(Refusal::WouldReplaceNonDir {
+            path: path.to_path_buf(),
+        }
+        .into()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             fs::create_dir(path).at(path).map(|()| true)
         }
@@ -215,10 +215,10 @@ fn write_sparse(f: &File, pos: u64, chunk: &[u8]) -> std::io::Result<()> {
 /// Removes a file or symlink at `path` (so that it is replaced, never followed).
 fn remove_non_dir(path: &Path) -> Result<()> {
     match fs::symlink_metadata(path) {
-        Ok(md) if md.is_dir() => Err(Error::Invalid(format!(
-            "{}: is a directory; not replaced",
-            path.display()
-        ))),
+        Ok(md) if md.is_dir() => Err(Refusal::WouldReplaceDir {
+            path: path.to_path_buf(),
+        }
+        .into()),
         Ok(_) => fs::remove_file(path).at(path),
         Err(_) => Ok(()),
     }
@@ -350,7 +350,9 @@ impl Restorer<'_> {
             Err(e) => {
                 drop(f);
                 let _ = fs::remove_file(dest);
-                return Err(Error::Invalid(format!("{e}; the file was not restored")));
+                return Err(Error::NotRestored {
+                    source: Box::new(e),
+                });
             }
         };
         self.apply_meta_fd(&f, dest, m)?;
