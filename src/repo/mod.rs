@@ -657,6 +657,28 @@ mod tests {
     use super::*;
 
     #[test]
+    fn no_snapshot_an_unknown_one_and_a_second_init_are_told_apart() {
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path().join("repo");
+        let repo = Repository::init(&root, &Default::default()).unwrap();
+        let e = repo.find_snapshot("latest").err().unwrap();
+        assert!(
+            matches!(&e, Error::NoSnapshots { location } if location.ends_with("repo")),
+            "{e}"
+        );
+        let e = repo.find_snapshot("beef").err().unwrap();
+        assert!(
+            matches!(&e, Error::SnapshotNotFound { spec, .. } if spec == "beef"),
+            "{e}"
+        );
+        let e = Repository::init(&root, &Default::default()).err().unwrap();
+        assert!(
+            matches!(&e, Error::Refused(Refusal::AlreadyRepository { location }) if location.ends_with("repo")),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn opening_where_there_is_none_or_with_a_wrong_passphrase_says_which() {
         let d = tempfile::tempdir().unwrap();
         let none: Arc<dyn Store> = Arc::new(Local::new(d.path().join("none")));

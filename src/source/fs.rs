@@ -178,6 +178,16 @@ mod tests {
     }
 
     #[test]
+    fn a_bad_exclude_pattern_is_a_usage_error_naming_it() {
+        let e = Excludes::new(&["*.tmp".into(), "a[".into()]).err().unwrap();
+        assert!(
+            matches!(&e, Error::Usage(Usage::Exclude { pattern: Some(p), .. }) if p == "a["),
+            "{e}"
+        );
+        assert!(e.to_string().starts_with("--exclude \"a[\": "), "{e}");
+    }
+
+    #[test]
     fn open_regular_refuses_fifo_and_symlink() {
         let d = tempfile::tempdir().unwrap();
         let fifo = d.path().join("fifo");

@@ -392,3 +392,94 @@ impl Restorer<'_> {
         .at(path)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ops::backup::{backup, BackupOptions};
+    use crate::progress::NoProgress;
+    use crate::repo::pack_path;
+
+    /// A repository in `dir/repo` with one snapshot: `data` as the stream `db/dump.sql`.
+    fn one_stream(dir: &Path, data: &[u8]) -> (Repository, Snapshot) {
+        let repo = Repository::init(&dir.join("repo"), &Default::default()).unwrap();
+        let opts = BackupOptions {
+            stdin_name: Some("db/dump.sql".into()),
+            ..Default::default()
+        };
+        backup(
+            &repo,
+            &opts,
+            Some(&mut std::io::Cursor::new(data)),
+            &NoProgress,
+        )
+        .unwrap();
+        let (_, snap) = repo.find_snapshot("latest").unwrap();
+        (repo, snap)
+    }
+
+    #[test]
+    fn a_target_that_is_a_file_is_refused_and_left_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let (repo, snap) = one_stream(dir.path(), b"rows");
+        let target = dir.path().join("file");
+        fs::write(&target, b"mine").unwrap();
+        let opts = RestoreOptions {
+            target: target.clone(),
+            ..Default::default()
+        };
+        match restore(&repo, &snap, &opts, &NoProgress) {
+            Err(Error::Refused(Refusal::TargetNotDir { target: t })) => assert_eq!(t, target),
+            other => panic!("expected the refusal of a file as target, got {other:?}"),
+        }
+        assert_eq!(fs::read(&target).unwrap(), b"mine");
+    }
+
+    #[test]
+    fn content_that_cannot_be_read_is_an_entry_error_keeping_its_cause() {
+        let dir = tempfile::tempdir().unwrap();
+        let (repo, snap) = one_stream(dir.path(), b"rows of a table");
+        let at = [b"db".to_vec(), b"dump.sql".to_vec()];
+        let Some(Node {
+            kind: NodeKind::File(content),
+            ..
+        }) = repo.find_node(&snap.tree, &at).unwrap()
+        else {
+            panic!("no stream in the snapshot");
+        };
+        for id in repo.chunk_ids(&content) {
+            let pack = repo.locate(&id.unwrap()).unwrap().pack;
+            fs::remove_file(dir.path().join("repo").join(pack_path(&pack))).unwrap();
+        }
+        let target = dir.path().join("out");
+        let opts = RestoreOptions {
+            target: target.clone(),
+            ..Default::default()
+        };
+        let out = restore(&repo, &snap, &opts, &NoProgress).unwrap();
+        let [Error::Entry { path, source }] = &out.errors[..] else {
+            panic!("expected one entry error, got {:?}", out.errors);
+        };
+        assert_eq!(path, "/db/dump.sql");
+        let Error::NotRestored { source } = &**source else {
+            panic!("expected a file not restored, got {source:?}");
+        };
+        assert!(
+            matches!(**source, Error::Corrupt { what: "blob", .. }),
+            "the blob in the missing pack is reported as damaged: {source:?}"
+        );
+        assert!(!target.join("db/dump.sql").exists());
+    }
+
+    #[test]
+    fn a_path_climbing_out_of_the_snapshot_is_a_usage_error() {
+        match snapshot_path("db/../../etc") {
+            Err(Error::Usage(Usage::SnapshotPath { path })) => assert_eq!(path, "db/../../etc"),
+            other => panic!("expected a usage error, got {other:?}"),
+        }
+        assert_eq!(
+            snapshot_path("/db/x").unwrap(),
+            [b"db".to_vec(), b"x".to_vec()]
+        );
+    }
+}
