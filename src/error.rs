@@ -97,7 +97,6 @@ pub enum Error {
         /// What the store or the connection said.
         detail: String,
     },
-    /// Input or arguments that cannot be used as given.
     /// There is no repository where one was looked for (no config file).
     #[error("no repository at {location} (no config file)")]
     NoRepository {
@@ -122,8 +121,540 @@ pub enum Error {
     /// anything.
     #[error("interrupted")]
     Interrupted,
-    #[error("{0}")]
-    Invalid(String),
+    /// No snapshot of the repository matches the id or prefix given.
+    #[error("snapshot {spec} not found in {location}")]
+    SnapshotNotFound {
+        /// The id or prefix asked for.
+        spec: String,
+        /// The repository.
+        location: String,
+    },
+    /// `latest` was asked for, and the repository has no snapshots.
+    #[error("{location} has no snapshots yet, so there is no `latest`")]
+    NoSnapshots {
+        /// The repository.
+        location: String,
+    },
+    /// An argument, option or input the caller gave cannot be used as given.
+    #[error(transparent)]
+    Usage(#[from] Usage),
+    /// A safety check refused the operation; nothing was changed, deleted or sent.
+    #[error(transparent)]
+    Refused(#[from] Refusal),
+    /// A key does not fit the repository it was given for.
+    #[error(transparent)]
+    KeyMismatch(#[from] KeyMismatch),
+    /// A source (a path, an NGW instance or its database, an archive) gave data or
+    /// settings snap cannot use; no snapshot was recorded.
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    /// A file's content could not be read back from the repository; the partly written
+    /// file was removed.
+    #[error("{source}; the file was not restored")]
+    NotRestored {
+        /// Why the content could not be read (damage, a failed read or write).
+        source: Box<Error>,
+    },
+    /// The operating system gave no random bytes.
+    #[error("no randomness: {0}")]
+    NoRandomness(#[source] getrandom::Error),
+    /// A step that does not fail in a sound build and system did (a thread pool, the
+    /// cipher, the ZIP writer): nothing a caller can tell apart or fix but by reporting
+    /// it.
+    #[error("{what}{}", source.as_ref().map(|s| format!(": {s}")).unwrap_or_default())]
+    Internal {
+        /// What failed.
+        what: String,
+        /// The underlying error, where there is one.
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
+    },
+}
+
+/// An argument, option or input the caller gave that cannot be used as given.
+#[derive(Debug, thiserror::Error)]
+pub enum Usage {
+    /// An `--exclude` pattern is not a valid glob (`pattern` is `None` when the set as
+    /// a whole failed to build).
+    #[error("--exclude{}: {source}", pattern.as_ref().map(|p| format!(" {p:?}")).unwrap_or_default())]
+    Exclude {
+        /// The pattern given.
+        pattern: Option<String>,
+        /// What globset said.
+        source: globset::Error,
+    },
+    /// `--keep-within` asks for a time before the calendar can express.
+    #[error("--keep-within reaches before the calendar's start")]
+    KeepWithin,
+    /// `sync --delete` was combined with a choice of snapshots.
+    #[error(
+        "--delete mirrors the whole repository; it cannot be combined with a choice of snapshots"
+    )]
+    DeleteWithChoice,
+    /// A backup was asked for with no source.
+    #[error(
+        "nothing to back up: give paths, --stdin-name, --command, --command-dir, --pg, --pg-all, --mongo or --ngw"
+    )]
+    NothingToBackUp,
+    /// `--ngw` and an imported archive were given for one snapshot.
+    #[error("--ngw and an imported archive cannot share a snapshot")]
+    NgwWithArchive,
+    /// `--stdin-name` was given, and there is no standard input to read.
+    #[error("--stdin-name given but no standard input")]
+    NoStdin,
+    /// A name for a stream or dump inside a snapshot is not a safe relative path.
+    #[error(
+        "{name:?} is not a usable name inside a snapshot (use a relative path such as db/app.sql, without . or ..)"
+    )]
+    SnapshotName {
+        /// The name given.
+        name: String,
+    },
+    /// A path inside a snapshot holds `.` or `..`.
+    #[error("{path:?}: paths inside a snapshot may not contain . or ..")]
+    SnapshotPath {
+        /// The path given.
+        path: String,
+    },
+    /// A backup source path is not UTF-8.
+    #[error("{}: source paths must be UTF-8 (names below them need not be)", path.display())]
+    SourcePathNotUtf8 {
+        /// The path given.
+        path: PathBuf,
+    },
+    /// Two sources of one backup would be placed at the same path.
+    #[error("sources overlap at {at}: give each source its own place")]
+    SourcesOverlap {
+        /// The path inside the snapshot they share.
+        at: String,
+    },
+    /// A `--command-dir` command lacks the `{dir}` placeholder.
+    #[error(
+        "--command-dir `{command}`: put {{dir}} where the command takes its output directory (mongodump --out {{dir}})"
+    )]
+    CommandDirPlaceholder {
+        /// The command given.
+        command: String,
+    },
+    /// A PostgreSQL connection string that does not parse.
+    #[error(
+        "{dsn}: not a PostgreSQL connection string ({why}); use postgresql://user@host:port/db or 'host=... dbname=...'"
+    )]
+    PgDsn {
+        /// The connection string as shown (without its password).
+        dsn: String,
+        /// What is wrong with it.
+        why: String,
+    },
+    /// A PostgreSQL connection string that names no database.
+    #[error("{dsn}: names no database; add one (postgresql://host/DBNAME)")]
+    PgNoDatabase {
+        /// The connection string as shown (without its password).
+        dsn: String,
+    },
+    /// A MongoDB URI that does not parse.
+    #[error("{uri:?}: not a MongoDB URI (mongodb://user@host:27017/db)")]
+    MongoUri {
+        /// The URI after its credentials.
+        uri: String,
+    },
+    /// A MongoDB database name that cannot be used.
+    #[error("{db:?}: not a usable database name")]
+    MongoDatabase {
+        /// The name given.
+        db: String,
+    },
+    /// A repository location that is not a usable URL.
+    #[error("{url}: {why}; expected s3://BUCKET/PREFIX or sftp://[USER@]HOST[:PORT]/PATH")]
+    RemoteUrl {
+        /// The location given.
+        url: String,
+        /// What is wrong with it.
+        why: String,
+    },
+    /// A `find` pattern is not a valid glob.
+    #[error("pattern {pattern:?}: {source}")]
+    FindPattern {
+        /// The pattern given.
+        pattern: String,
+        /// What globset said.
+        source: globset::Error,
+    },
+    /// A remote location given to a build without the `remote` feature.
+    #[error("{location}: this snap was built without remote stores (SFTP, S3); build it with the default cargo feature `remote`")]
+    NoRemoteStores {
+        /// The location given.
+        location: String,
+    },
+    /// An `sftp://` location without a host.
+    #[error("{location}: no host; expected sftp://[USER@]HOST[:PORT]/PATH")]
+    SftpNoHost {
+        /// The location given.
+        location: String,
+    },
+    /// A snapshot id prefix that matches more than one snapshot.
+    #[error("snapshot id prefix {prefix:?} is ambiguous; give more digits")]
+    AmbiguousSnapshot {
+        /// The prefix given.
+        prefix: String,
+    },
+    /// A database restore from a snapshot without a dump of that kind.
+    #[error(
+        "the snapshot has no {flag} dump (its sources: {}); restore one made with {flag} (`snap list` shows each snapshot's sources), or name a dump of that format inside this one",
+        sources.join(", ")
+    )]
+    NoDump {
+        /// The option of the dump kind (`--pg`, `--pg-all`, `--mongo`).
+        flag: &'static str,
+        /// The snapshot's sources, described.
+        sources: Vec<String>,
+    },
+    /// A database restore from a snapshot with several dumps of that kind, none named.
+    #[error("the snapshot holds several {flag} dumps ({}); name the one to restore", names.join(", "))]
+    SeveralDumps {
+        /// The option of the dump kind.
+        flag: &'static str,
+        /// The dumps' paths inside the snapshot.
+        names: Vec<String>,
+    },
+    /// The path named for a `--pg` restore is not a directory.
+    #[error("{path}: not a pg_dump directory (for a single dump file use snap cat or --pipe)")]
+    NotPgDumpDir {
+        /// The path inside the snapshot.
+        path: String,
+    },
+    /// The directory named for a `--pg` restore has no `toc.dat`.
+    #[error("{path}: has no toc.dat, so it is not a pg_dump directory")]
+    NoToc {
+        /// The path inside the snapshot.
+        path: String,
+    },
+    /// An NGW export or restore from a snapshot without an NGW instance.
+    #[error(
+        "the snapshot has no NextGIS Web instance (back one up with --ngw, or import a .ngwbackup)"
+    )]
+    NoNgw,
+    /// Chunker parameters that cannot be used.
+    #[error("{why}")]
+    ChunkParams {
+        /// What is wrong with them.
+        why: String,
+    },
+    /// A key export file that cannot be read as one.
+    #[error("not a snap key export file: {why}")]
+    KeyExport {
+        /// What is wrong with it.
+        why: String,
+    },
+    /// No directory for the index cache could be found.
+    #[error(
+        "no directory for the index cache: set SNAP_CACHE_DIR, XDG_CACHE_HOME or HOME, or give --cache-dir"
+    )]
+    NoCacheDir,
+}
+
+/// A refusal by a safety check: the operation would destroy, overwrite or build on
+/// something it must not; nothing was changed.
+#[derive(Debug, thiserror::Error)]
+pub enum Refusal {
+    /// `init` on an existing repository.
+    #[error("{location} is already a snap repository")]
+    AlreadyRepository {
+        /// The location given.
+        location: String,
+    },
+    /// `init` on a directory with files in it.
+    #[error("{} exists and is not empty; choose an empty or new directory", path.display())]
+    NotEmpty {
+        /// The directory.
+        path: PathBuf,
+    },
+    /// A restore target that exists and is not a directory.
+    #[error(
+        "restore target {} exists and is not a directory (a symlink is not followed); choose a new or existing directory",
+        target.display()
+    )]
+    TargetNotDir {
+        /// The target given.
+        target: PathBuf,
+    },
+    /// A restored directory would replace something that is not a directory.
+    #[error("{}: exists and is not a directory; not replaced", path.display())]
+    WouldReplaceNonDir {
+        /// What is in the way.
+        path: PathBuf,
+    },
+    /// A restored entry would replace a directory.
+    #[error("{}: is a directory; not replaced", path.display())]
+    WouldReplaceDir {
+        /// The directory in the way.
+        path: PathBuf,
+    },
+    /// An export to a path that exists.
+    #[error("{} exists; export never overwrites", path.display())]
+    ExportExists {
+        /// The destination given.
+        path: PathBuf,
+    },
+    /// `forget` without any `--keep-*` option.
+    #[error("no --keep-* option given: refusing to remove every snapshot")]
+    NoPolicy,
+    /// Removing the repository's only key file.
+    #[error(
+        "refusing to remove the last key: the repository could then only be opened with an exported key"
+    )]
+    LastKey,
+    /// Key derivation parameters beyond what snap accepts (a damaged or hostile key
+    /// file).
+    #[error("{why}")]
+    KdfParams {
+        /// Which parameter, and its limit.
+        why: String,
+    },
+    /// Prune with a snapshot record it cannot read.
+    #[error(
+        "snapshot record {path} cannot be read ({why}), so prune cannot tell what it needs; move it out of the repository if it is garbage; nothing was deleted"
+    )]
+    PruneUnreadableSnapshot {
+        /// The record's path in the repository.
+        path: String,
+        /// Why it cannot be read.
+        why: String,
+    },
+    /// Prune with an incomplete index.
+    #[error(
+        "the index is incomplete (some index files could not be read); run `snap check`, then `snap repair index`; nothing was deleted"
+    )]
+    PruneIndexIncomplete,
+    /// Prune of a repository missing blobs the snapshots need.
+    #[error(
+        "the repository is damaged: {missing} blobs the snapshots need are missing or unreadable (blob {blob}: {why}); run `snap check` to see which snapshots are affected; nothing was deleted"
+    )]
+    PruneDamaged {
+        /// How many blobs are missing or unreadable.
+        missing: usize,
+        /// The first of them.
+        blob: String,
+        /// What is wrong with it.
+        why: String,
+    },
+    /// Sync from a repository missing blobs the snapshots sent need.
+    #[error("the source is damaged: blob {blob} is {why}; run `snap check`; nothing was sent")]
+    SyncSourceDamaged {
+        /// The blob.
+        blob: String,
+        /// What is wrong with it.
+        why: String,
+    },
+    /// A `--pg` restore into a database with objects of its own, without `--yes`.
+    #[error(
+        "database {db} is not empty ({}{}); run again with --yes to restore over it (pg_restore --clean replaces what the dump has); nothing was changed",
+        objects.join(", "), if *more { ", ..." } else { "" }
+    )]
+    DatabaseNotEmpty {
+        /// The database.
+        db: String,
+        /// Some of its objects.
+        objects: Vec<String>,
+        /// Whether it has more than those.
+        more: bool,
+    },
+    /// A `--pg-all` restore into a cluster that has databases the dump creates,
+    /// without `--yes`.
+    #[error(
+        "the cluster already has database(s) {} that the dump creates; run again with --yes to drop and recreate them; nothing was changed",
+        databases.join(", ")
+    )]
+    DatabasesExist {
+        /// The databases in the way.
+        databases: Vec<String>,
+    },
+    /// An NGW restore into a database with tables, without `--yes`.
+    #[error(
+        "database {db} already holds {count} table(s) ({}{}); restoring drops them and puts the snapshot's in their place: run again with --yes to do that; nothing was changed",
+        tables.join(", "), if *count > tables.len() { ", ..." } else { "" }
+    )]
+    TablesExist {
+        /// The database.
+        db: String,
+        /// How many tables it holds.
+        count: usize,
+        /// Some of them (`schema.table`).
+        tables: Vec<String>,
+    },
+    /// An NGW restore into a database without extensions the snapshot's had.
+    #[error(
+        "database {db} lacks the extension(s) {} that the snapshot's database had; create them first (as a superuser: {}); nothing was changed",
+        missing.join(", "),
+        missing.iter().map(|e| format!("CREATE EXTENSION {e};")).collect::<Vec<_>>().join(" ")
+    )]
+    MissingExtensions {
+        /// The database.
+        db: String,
+        /// The extensions it lacks.
+        missing: Vec<String>,
+    },
+    /// An NGW restore of custom fonts into an instance without `[core] sdir`.
+    #[error(
+        "{}: [core] sdir is not set, so there is nowhere to put the snapshot's custom fonts; nothing was changed",
+        config.display()
+    )]
+    NoFontDir {
+        /// The instance's config.ini.
+        config: PathBuf,
+    },
+    /// An NGW restore into a file storage snap cannot write.
+    #[error("{}: the file storage cannot be written ({source}); nothing was changed", path.display())]
+    StorageNotWritable {
+        /// The file storage directory.
+        path: PathBuf,
+        /// What the operating system said.
+        source: std::io::Error,
+    },
+}
+
+/// A key that does not fit the repository it was given for.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyMismatch {
+    /// A key was given for a repository that is not encrypted.
+    #[error("the repository is not encrypted, but a key was given")]
+    NotEncrypted,
+    /// An encrypted repository was opened without a key.
+    #[error("the repository is encrypted and no key was given")]
+    NoKey,
+    /// The key does not open the repository's config.
+    #[error(
+        "the key does not open this repository's config (another repository's key, or the config was altered)"
+    )]
+    WrongKey,
+    /// A key export made for another repository.
+    #[error("the key file is for repository {key_repo}, not this one ({repo})")]
+    OtherRepository {
+        /// The repository id in the key file.
+        key_repo: String,
+        /// This repository's id.
+        repo: String,
+    },
+}
+
+/// A source that gave data or settings snap cannot use.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    /// A backup source path that cannot be reached.
+    #[error("backup source {}: {source}; check the path (nothing was recorded)", path.display())]
+    Missing {
+        /// The path given.
+        path: PathBuf,
+        /// What the operating system said.
+        source: std::io::Error,
+    },
+    /// A backup source path that could not be read.
+    #[error("{}: could not be read: {why}", path.display())]
+    Unreadable {
+        /// The path given.
+        path: PathBuf,
+        /// The warning its read left.
+        why: String,
+    },
+    /// An entry whose name no snapshot can hold.
+    #[error("entry {name:?} cannot be stored in a snapshot: {problem}")]
+    EntryName {
+        /// The name (its start, lossily decoded).
+        name: String,
+        /// What is wrong with it.
+        problem: &'static str,
+    },
+    /// A file in a pg_dump output directory that pg_dump does not write.
+    #[error("{}: unexpected pg_dump file name", path.display())]
+    PgDumpFileName {
+        /// The file.
+        path: PathBuf,
+    },
+    /// An NGW `config.ini` that cannot be read.
+    #[error("{}: {source}", path.display())]
+    NgwConfig {
+        /// The config.ini.
+        path: PathBuf,
+        /// What the INI reader said.
+        source: ini::Error,
+    },
+    /// An NGW `config.ini` without a key snap needs.
+    #[error("{}: [{section}] {key} is missing; snap needs it to reach the instance", path.display())]
+    NgwConfigMissing {
+        /// The config.ini.
+        path: PathBuf,
+        /// The section.
+        section: String,
+        /// The key.
+        key: String,
+    },
+    /// An NGW `config.ini` whose database port is not a number.
+    #[error("{}: [core] database.port {value:?} is not a port number", path.display())]
+    NgwConfigPort {
+        /// The config.ini.
+        path: PathBuf,
+        /// The value found.
+        value: String,
+    },
+    /// A query on an NGW instance's database failed.
+    #[error("database {db} on {host}:{port} as {user}: {what}: {error}")]
+    NgwDatabase {
+        /// The database.
+        db: String,
+        /// Its host.
+        host: String,
+        /// Its port.
+        port: u16,
+        /// The user snap connected as.
+        user: String,
+        /// What snap was doing.
+        what: &'static str,
+        /// What PostgreSQL or the connection said. Not a `source`: the CLI quotes
+        /// this error's own text, not the server message under it.
+        error: postgres::Error,
+    },
+    /// A `fileobj` row of an NGW database that is not a component and a uuid.
+    #[error("fileobj row ({component:?}, {uuid:?}) is not a component and a 32-hex uuid")]
+    NgwFileObj {
+        /// The row's component.
+        component: String,
+        /// The row's uuid.
+        uuid: String,
+    },
+    /// A file the NGW instance lists that cannot be read.
+    #[error(
+        "{}: listed by the instance but not readable ({why}); the file storage is incomplete, no snapshot recorded",
+        path.display()
+    )]
+    NgwFileUnreadable {
+        /// The file.
+        path: PathBuf,
+        /// Why it cannot be read.
+        why: String,
+    },
+    /// An NGW `$index` line snap cannot use.
+    #[error("$index line {line:?}: {why}")]
+    NgwIndexLine {
+        /// The line.
+        line: String,
+        /// What is wrong with it.
+        why: String,
+    },
+    /// An archive to import that is damaged or unsafe.
+    #[error("{}: {why}; nothing was imported from it", path.display())]
+    Archive {
+        /// The archive.
+        path: PathBuf,
+        /// What is wrong with it.
+        why: String,
+    },
+    /// An archive to import with an index snap cannot use.
+    #[error("{}: {source}; nothing was imported from it", path.display())]
+    ArchiveIndex {
+        /// The archive.
+        path: PathBuf,
+        /// What is wrong with its index.
+        source: Box<Error>,
+    },
 }
 
 fn stderr_tail(stderr: &str) -> String {
@@ -160,6 +691,17 @@ impl Error {
             what,
             id: id.to_string(),
             detail: detail.to_string(),
+        }
+    }
+
+    /// Shorthand for [`Error::Internal`].
+    pub fn internal(
+        what: impl ToString,
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> Self {
+        Error::Internal {
+            what: what.to_string(),
+            source,
         }
     }
 }

@@ -572,7 +572,7 @@ fn run_step(
 }
 
 /// A library error as the CLI words it: the library's text, and for the errors a user
-/// fixes by a setting, the setting to use.
+/// fixes by a setting or a command, the setting or command to use.
 fn worded(e: &snap::error::Error) -> String {
     use snap::error::Error;
     match e {
@@ -580,6 +580,8 @@ fn worded(e: &snap::error::Error) -> String {
             "{e}: point --repo or SNAP_REPO at your repository, or create one with `snap init --repo {location}`"
         ),
         Error::NoKeyFiles { .. } => format!("{e} (use SNAP_KEY_FILE with an exported key)"),
+        Error::SnapshotNotFound { .. } => format!("{e}; `snap list` shows the snapshots"),
+        Error::NoSnapshots { .. } => format!("{e}; run `snap backup` first"),
         _ => e.to_string(),
     }
 }

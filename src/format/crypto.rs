@@ -13,7 +13,7 @@ use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, CHACHA20_POLY1305};
 use serde::{Deserialize, Serialize};
 use zeroize::{Zeroize, ZeroizeOnDrop};
 
-use crate::error::{Error, Result};
+use crate::error::{Error, KeyMismatch, Refusal, Result, Usage};
 use crate::format::id::Id;
 
 /// BLAKE3 `derive_key` context of [`MasterKey::chunker_key`].
@@ -26,7 +26,7 @@ pub const OVERHEAD: usize = NONCE_LEN + 16;
 
 fn random<const N: usize>() -> Result<[u8; N]> {
     let mut b = [0u8; N];
-    getrandom::getrandom(&mut b).map_err(|e| Error::Invalid(format!("no randomness: {e}")))?;
+    getrandom::getrandom(&mut b).map_err(Error::NoRandomness)?;
     Ok(b)
 }
 
@@ -52,7 +52,7 @@ fn seal_with(key: &[u8; 32], aad: &[u8], plain: &[u8]) -> Result<Vec<u8>> {
     let (k, n) = xchacha(key, &nonce);
     let tag = k
         .seal_in_place_separate_tag(n, Aad::from(aad), &mut out[NONCE_LEN..])
-        .map_err(|_| Error::Invalid("encryption failed".into()))?;
+        .map_err(|_| Error::internal("encryption failed", None))?;
     out.extend_from_slice(tag.as_ref());
     Ok(out)
 }
@@ -147,16 +147,21 @@ impl MasterKey {
 
     /// Reads an export file; checks that it belongs to repository `repo_id`.
     pub fn import(b: &[u8], repo_id: &str) -> Result<MasterKey> {
-        let bad = |why: &str| Error::Invalid(format!("not a snap key export file: {why}"));
+        let bad = |why: &str| {
+            Error::from(Usage::KeyExport {
+                why: why.to_string(),
+            })
+        };
         let e: Exported = serde_json::from_slice(b).map_err(|e| bad(&e.to_string()))?;
         if e.snap_master_key != 1 {
             return Err(bad("unknown version"));
         }
         if e.repo != repo_id {
-            return Err(Error::Invalid(format!(
-                "the key file is for repository {}, not this one ({repo_id})",
-                e.repo
-            )));
+            return Err(KeyMismatch::OtherRepository {
+                key_repo: e.repo,
+                repo: repo_id.to_string(),
+            }
+            .into());
         }
         let raw = hex::decode(&e.key).map_err(|_| bad("key is not hex"))?;
         MasterKey::from_bytes(&raw).ok_or_else(|| bad("key is not 64 bytes"))
@@ -218,11 +223,11 @@ impl Kdf {
     }
 
     fn derive(&self, passphrase: &[u8], salt: &[u8]) -> Result<[u8; 32]> {
-        let params = self.params().map_err(Error::Invalid)?;
+        let params = self.params().map_err(|why| Refusal::KdfParams { why })?;
         let mut out = [0u8; 32];
         argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params)
             .hash_password_into(passphrase, salt, &mut out)
-            .map_err(|e| Error::Invalid(format!("Argon2id: {e}")))?;
+            .map_err(|e| Error::internal(format!("Argon2id: {e}"), None))?;
         Ok(out)
     }
 }

@@ -12,7 +12,7 @@
 //! Decoders trust nothing: counts are checked against the bytes present, names are
 //! checked to be single, safe path components in strictly increasing order.
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, SourceError};
 use crate::format::id::{DataId, Id, TreeId, ID_LEN};
 
 /// Version byte opening every tree blob.
@@ -196,10 +196,11 @@ impl Tree {
         put_u32(&mut out, len32(self.nodes.len()));
         for n in &self.nodes {
             if let Some(problem) = name_problem(&n.name) {
-                return Err(Error::Invalid(format!(
-                    "entry {:?} cannot be stored in a snapshot: {problem}",
-                    lossy_prefix(&n.name)
-                )));
+                return Err(SourceError::EntryName {
+                    name: lossy_prefix(&n.name),
+                    problem,
+                }
+                .into());
             }
             // At most MAX_NAME_LEN, checked just above.
             out.extend_from_slice(&(n.name.len() as u16).to_le_bytes());

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Datelike, Timelike, Utc};
 
-use crate::error::{Error, IoContext, Result};
+use crate::error::{Error, IoContext, Refusal, Result};
 use crate::format::snapshot::Snapshot;
 use crate::format::tree::Node;
 use crate::ops::ngw_part::{file_content, NgwPart, COMPONENTS};
@@ -44,7 +44,7 @@ fn zip_err(e: zip::result::ZipError) -> Error {
             path: PathBuf::from("<export output>"),
             source: io,
         },
-        other => Error::Invalid(format!("writing the ZIP: {other}")),
+        other => Error::internal("writing the ZIP", Some(Box::new(other))),
     }
 }
 
@@ -215,10 +215,10 @@ pub fn export_zip(repo: &Repository, snap: &Snapshot, out: &mut dyn Write) -> Re
 /// Refuses an existing `dest`; returns the directory its temporary sibling goes in.
 fn new_sibling_dir(dest: &Path) -> Result<&Path> {
     if dest.exists() {
-        return Err(Error::Invalid(format!(
-            "{} exists; export never overwrites",
-            dest.display()
-        )));
+        return Err(Refusal::ExportExists {
+            path: dest.to_path_buf(),
+        }
+        .into());
     }
     Ok(dest
         .parent()

@@ -11,7 +11,7 @@ use std::collections::HashSet;
 
 use globset::{GlobBuilder, GlobMatcher};
 
-use crate::error::{Error, Result};
+use crate::error::{Result, Usage};
 use crate::format::id::TreeId;
 use crate::format::tree::{Node, NodeKind};
 use crate::repo::Repository;
@@ -30,7 +30,10 @@ impl Pattern {
         let glob = GlobBuilder::new(pattern)
             .literal_separator(true)
             .build()
-            .map_err(|e| Error::Invalid(format!("pattern {pattern:?}: {e}")))?
+            .map_err(|source| Usage::FindPattern {
+                pattern: pattern.to_string(),
+                source,
+            })?
             .compile_matcher();
         Ok(Pattern { glob, whole_path })
     }

@@ -4,7 +4,7 @@
 use std::io::BufRead;
 use std::sync::Arc;
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, Usage};
 use crate::format::snapshot::Snapshot;
 use crate::format::tree::{Content, Node, NodeKind, Tree};
 use crate::repo::{PathLookup, Repository};
@@ -34,12 +34,9 @@ impl<'r> NgwPart<'r> {
     /// Opens the NGW part of `snap`; a snapshot without one is an error saying so.
     pub fn open(repo: &'r Repository, snap: &Snapshot) -> Result<NgwPart<'r>> {
         let lookup = PathLookup::new(repo, snap.tree);
-        let postgres = lookup.tree(&snapshot_path(&["postgres"]))?.ok_or_else(|| {
-            Error::Invalid(
-                "the snapshot has no NextGIS Web instance (back one up with --ngw, or import a .ngwbackup)"
-                    .into(),
-            )
-        })?;
+        let postgres = lookup
+            .tree(&snapshot_path(&["postgres"]))?
+            .ok_or_else(|| Error::from(Usage::NoNgw))?;
         Ok(NgwPart {
             repo,
             lookup,

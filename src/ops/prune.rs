@@ -20,7 +20,7 @@
 
 use std::collections::HashSet;
 
-use crate::error::{Error, Result};
+use crate::error::{Refusal, Result};
 use crate::format::id::{IndexFileId, PackId, TreeId};
 use crate::format::pack;
 use crate::ops::reach::mark_reachable;
@@ -85,14 +85,14 @@ pub fn prune(
 ) -> Result<PruneReport> {
     let lock = repo.lock(true, "prune")?;
     if let Some((path, why)) = lock.unreadable.first() {
-        return Err(Error::Invalid(format!(
-            "snapshot record {path} cannot be read ({why}), so prune cannot tell what it needs; move it out of the repository if it is garbage; nothing was deleted"
-        )));
+        return Err(Refusal::PruneUnreadableSnapshot {
+            path: path.clone(),
+            why: why.clone(),
+        }
+        .into());
     }
     if !repo.index().is_complete()? {
-        return Err(Error::Invalid(
-            "the index is incomplete (some index files could not be read); run `snap check`, then `snap repair index`; nothing was deleted".into(),
-        ));
+        return Err(Refusal::PruneIndexIncomplete.into());
     }
     let unindexed = repo.unindexed_packs()?;
     let sizes: std::collections::HashMap<PackId, u64> = repo.pack_files()?.into_iter().collect();
@@ -106,12 +106,12 @@ pub fn prune(
     report.snapshots = roots.len() as u64;
     let reach = mark_reachable(repo, &roots)?;
     if let Some(p) = reach.problems.first() {
-        return Err(Error::Invalid(format!(
-            "the repository is damaged: {} blobs the snapshots need are missing or unreadable (blob {}: {}); run `snap check` to see which snapshots are affected; nothing was deleted",
-            reach.problems.len(),
-            p.id,
-            p.why
-        )));
+        return Err(Refusal::PruneDamaged {
+            missing: reach.problems.len(),
+            blob: p.id.to_string(),
+            why: p.why.clone(),
+        }
+        .into());
     }
 
     // Plan.

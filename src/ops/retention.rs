@@ -17,7 +17,7 @@ use chrono::{DateTime, Datelike, Offset, TimeZone, Timelike, Utc};
 
 use std::collections::BTreeMap;
 
-use crate::error::{Error, Result};
+use crate::error::{Refusal, Result, Usage};
 use crate::format::id::SnapshotId;
 use crate::format::snapshot::Snapshot;
 use crate::span::Span;
@@ -96,9 +96,7 @@ pub fn apply<Tz: TimeZone>(
     tz: &Tz,
 ) -> Result<Vec<Decision>> {
     if policy.is_empty() {
-        return Err(Error::Invalid(
-            "no --keep-* option given: refusing to remove every snapshot".into(),
-        ));
+        return Err(Refusal::NoPolicy.into());
     }
     let mut order: Vec<usize> = (0..snaps.len()).collect();
     // Newest first; equal times keep input order.
@@ -121,9 +119,7 @@ pub fn apply<Tz: TimeZone>(
     let mut last: [Option<Period>; 5] = [None; 5];
     let newest = order.first().map(|&i| snaps[i].0.with_timezone(tz));
     let cutoff = match (&policy.within, &newest) {
-        (Some(span), Some(n)) => Some(span.before(n).ok_or_else(|| {
-            Error::Invalid("--keep-within reaches before the calendar's start".into())
-        })?),
+        (Some(span), Some(n)) => Some(span.before(n).ok_or(Usage::KeepWithin)?),
         _ => None,
     };
     for (rank, &i) in order.iter().enumerate() {

@@ -3,7 +3,7 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Error, Result};
+use crate::error::{Error, KeyMismatch, Result};
 use crate::format::chunker::Profiles;
 use crate::format::crypto::MasterKey;
 
@@ -105,12 +105,8 @@ impl ConfigFile {
     pub fn open(self, key: Option<&MasterKey>) -> Result<Config> {
         match (self, key) {
             (ConfigFile::Plain(c), None) => Ok(c),
-            (ConfigFile::Plain(_), Some(_)) => Err(Error::Invalid(
-                "the repository is not encrypted, but a key was given".into(),
-            )),
-            (ConfigFile::Sealed { .. }, None) => Err(Error::Invalid(
-                "the repository is encrypted and no key was given".into(),
-            )),
+            (ConfigFile::Plain(_), Some(_)) => Err(KeyMismatch::NotEncrypted.into()),
+            (ConfigFile::Sealed { .. }, None) => Err(KeyMismatch::NoKey.into()),
             (
                 ConfigFile::Sealed {
                     version,
@@ -119,11 +115,7 @@ impl ConfigFile {
                 },
                 Some(k),
             ) => {
-                let plain = k.open(CONFIG_AAD, &sealed).ok_or_else(|| {
-                    Error::Invalid(
-                        "the key does not open this repository's config (another repository's key, or the config was altered)".into(),
-                    )
-                })?;
+                let plain = k.open(CONFIG_AAD, &sealed).ok_or(KeyMismatch::WrongKey)?;
                 let c = Config::decode(&plain)?;
                 if c.id != id || c.version != version {
                     return Err(bad("the sealed config does not match its outside"));

@@ -35,8 +35,7 @@ fn dir(cache: &Path) -> PathBuf {
 impl Journal {
     pub(super) fn new(cache: &Path) -> Result<Journal> {
         let mut rnd = [0u8; 4];
-        getrandom::getrandom(&mut rnd)
-            .map_err(|e| Error::Invalid(format!("no randomness: {e}")))?;
+        getrandom::getrandom(&mut rnd).map_err(Error::NoRandomness)?;
         let name = format!("{}-{}", std::process::id(), hex::encode(rnd));
         Ok(Journal {
             path: dir(cache).join(name),

@@ -1,7 +1,7 @@
 //! Key files of an encrypted repository: `keys/<16 hex>.json`, each the master key
 //! wrapped by one passphrase (see [`crate::format::crypto::KeyFile`]).
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Refusal, Result};
 use crate::format::crypto::{Kdf, KeyFile, MasterKey};
 use crate::host::user_name;
 use crate::store::Store;
@@ -53,7 +53,7 @@ pub fn unlock(store: &dyn Store, passphrase: &[u8]) -> Result<(String, MasterKey
 pub fn add(store: &dyn Store, master: &MasterKey, passphrase: &[u8], kdf: Kdf) -> Result<String> {
     let f = KeyFile::new(master, passphrase, kdf, super::hostname(), user_name())?;
     let mut id = [0u8; 8];
-    getrandom::getrandom(&mut id).map_err(|e| Error::Invalid(format!("no randomness: {e}")))?;
+    getrandom::getrandom(&mut id).map_err(Error::NoRandomness)?;
     let id = hex::encode(id);
     let mut b = serde_json::to_vec_pretty(&f).expect("key files serialize");
     b.push(b'\n');
@@ -71,9 +71,7 @@ pub fn remove(store: &dyn Store, id: &str) -> Result<()> {
         });
     }
     if keys.len() == 1 {
-        return Err(Error::Invalid(
-            "refusing to remove the last key: the repository could then only be opened with an exported key".into(),
-        ));
+        return Err(Refusal::LastKey.into());
     }
     store.delete(&format!("keys/{id}.json"))
 }

@@ -89,8 +89,7 @@ impl Lock {
             purpose: purpose.to_string(),
         };
         let mut rnd = [0u8; 8];
-        getrandom::getrandom(&mut rnd)
-            .map_err(|e| Error::Invalid(format!("no randomness: {e}")))?;
+        getrandom::getrandom(&mut rnd).map_err(Error::NoRandomness)?;
         let path = format!("locks/{}.json", hex::encode(rnd));
         let body = serde_json::to_vec_pretty(&info).expect("lock serializes");
         // Not durable: a lock matters to live processes only, and one a crash takes

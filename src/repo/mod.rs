@@ -55,7 +55,7 @@ pub use self::lock::LockInfo;
 pub use self::lookup::PathLookup;
 pub use self::repack::Repacker;
 pub use self::saver::{Added, Saver};
-use crate::error::{Error, IoContext, Result};
+use crate::error::{Error, IoContext, Refusal, Result, Usage};
 use crate::format::chunker::{ChunkParams, Gear, Profiles};
 use crate::format::compress;
 use crate::format::crypto::{Kdf, MasterKey};
@@ -137,11 +137,7 @@ fn cache_dir(store: &dyn Store, repo_id: &str) -> Result<PathBuf> {
         .get()
         .cloned()
         .or_else(|| cfg!(test).then(|| std::env::temp_dir().join("snap-unit-test-cache")))
-        .ok_or_else(|| {
-            Error::Invalid(
-                "no directory for the index cache: set SNAP_CACHE_DIR, XDG_CACHE_HOME or HOME, or give --cache-dir".into(),
-            )
-        })?;
+        .ok_or(Usage::NoCacheDir)?;
     let location = match store.local_root() {
         Some(root) => fs::canonicalize(root).at(root)?.display().to_string(),
         None => store.location(),
@@ -171,24 +167,24 @@ fn open_index(cache: &Path, repo_id: &str) -> Result<Index> {
         }
     }
     Index::open(&path, repo_id)?
-        .ok_or_else(|| Error::Invalid(format!("cannot create index {}", path.display())))
+        .ok_or_else(|| Error::internal(format!("cannot create index {}", path.display()), None))
 }
 
 /// Checks that `store` holds no repository yet; a local directory must be absent or
 /// empty, and gets the repository's directories.
 fn prepare_empty(store: &dyn Store) -> Result<()> {
     if store.size("config")?.is_some() {
-        return Err(Error::Invalid(format!(
-            "{} is already a snap repository",
-            store.location()
-        )));
+        return Err(Refusal::AlreadyRepository {
+            location: store.location(),
+        }
+        .into());
     }
     if let Some(root) = store.local_root() {
         if root.exists() && !only_skeleton(root, root)? {
-            return Err(Error::Invalid(format!(
-                "{} exists and is not empty; choose an empty or new directory",
-                root.display()
-            )));
+            return Err(Refusal::NotEmpty {
+                path: root.to_path_buf(),
+            }
+            .into());
         }
         for d in ["packs", "index", "snapshots", "locks", "tmp"] {
             fs::create_dir_all(root.join(d)).at(root.join(d))?;
@@ -283,10 +279,10 @@ impl Repository {
         encrypt: Option<(MasterKey, &[u8], Kdf)>,
     ) -> Result<Repository> {
         for p in [opts.chunking.files, opts.chunking.dump] {
-            p.validate().map_err(Error::Invalid)?;
+            p.validate().map_err(|why| Usage::ChunkParams { why })?;
         }
         let mut id = [0u8; 32];
-        getrandom::getrandom(&mut id).map_err(|e| Error::Invalid(format!("no randomness: {e}")))?;
+        getrandom::getrandom(&mut id).map_err(Error::NoRandomness)?;
         let config = Config {
             version: if encrypt.is_some() {
                 VERSION_KEYED_CHUNKER
@@ -659,6 +655,28 @@ pub fn batches(records: impl IntoIterator<Item = PackRecord>) -> Vec<Vec<PackRec
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn no_snapshot_an_unknown_one_and_a_second_init_are_told_apart() {
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path().join("repo");
+        let repo = Repository::init(&root, &Default::default()).unwrap();
+        let e = repo.find_snapshot("latest").err().unwrap();
+        assert!(
+            matches!(&e, Error::NoSnapshots { location } if location.ends_with("repo")),
+            "{e}"
+        );
+        let e = repo.find_snapshot("beef").err().unwrap();
+        assert!(
+            matches!(&e, Error::SnapshotNotFound { spec, .. } if spec == "beef"),
+            "{e}"
+        );
+        let e = Repository::init(&root, &Default::default()).err().unwrap();
+        assert!(
+            matches!(&e, Error::Refused(Refusal::AlreadyRepository { location }) if location.ends_with("repo")),
+            "{e}"
+        );
+    }
 
     #[test]
     fn opening_where_there_is_none_or_with_a_wrong_passphrase_says_which() {

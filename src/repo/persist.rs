@@ -100,8 +100,9 @@ fn join_all(handles: Vec<JoinHandle<Result<PackRecord>>>) -> Result<Vec<PackReco
         .into_iter()
         .map(|h| {
             h.join().unwrap_or_else(|_| {
-                Err(Error::Invalid(
-                    "a thread making a pack durable panicked".into(),
+                Err(Error::internal(
+                    "a thread making a pack durable panicked",
+                    None,
                 ))
             })
         })

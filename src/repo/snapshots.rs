@@ -6,7 +6,7 @@ use std::collections::HashSet;
 use rayon::prelude::*;
 
 use super::{listed_names, Repository};
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, Usage};
 use crate::format::id::{Id, SnapshotId};
 use crate::format::snapshot::Snapshot;
 
@@ -58,11 +58,8 @@ impl Repository {
     pub fn find_snapshot(&self, spec: &str) -> Result<(SnapshotId, Snapshot)> {
         let all = self.snapshots()?;
         if spec == "latest" {
-            return all.into_iter().last().ok_or_else(|| {
-                Error::Invalid(format!(
-                    "{} has no snapshots yet, so there is no `latest`; run `snap backup` first",
-                    self.location()
-                ))
+            return all.into_iter().last().ok_or_else(|| Error::NoSnapshots {
+                location: self.location(),
             });
         }
         let spec_lc = spec.to_ascii_lowercase();
@@ -71,13 +68,14 @@ impl Repository {
             .filter(|(id, _)| id.to_hex().starts_with(&spec_lc));
         match (hits.next(), hits.next()) {
             (Some(one), None) if !spec.is_empty() => Ok(one),
-            (Some(_), Some(_)) => Err(Error::Invalid(format!(
-                "snapshot id prefix {spec:?} is ambiguous; give more digits"
-            ))),
-            _ => Err(Error::Invalid(format!(
-                "snapshot {spec} not found in {}; `snap list` shows the snapshots",
-                self.location()
-            ))),
+            (Some(_), Some(_)) => Err(Usage::AmbiguousSnapshot {
+                prefix: spec.to_string(),
+            }
+            .into()),
+            _ => Err(Error::SnapshotNotFound {
+                spec: spec.to_string(),
+                location: self.location(),
+            }),
         }
     }
 

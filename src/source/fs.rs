@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use globset::{Glob, GlobSet, GlobSetBuilder};
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, Usage};
 use crate::format::tree::{Meta, Timestamp};
 
 /// The metadata snap keeps of a file system entry.
@@ -128,7 +128,10 @@ impl Excludes {
         let mut name = GlobSetBuilder::new();
         let (mut np, mut nn) = (0, 0);
         for p in patterns {
-            let g = Glob::new(p).map_err(|e| Error::Invalid(format!("--exclude {p:?}: {e}")))?;
+            let g = Glob::new(p).map_err(|source| Usage::Exclude {
+                pattern: Some(p.clone()),
+                source,
+            })?;
             if p.contains('/') {
                 path.add(g);
                 np += 1;
@@ -141,9 +144,12 @@ impl Excludes {
             if n == 0 {
                 return Ok(None);
             }
-            b.build()
-                .map(Some)
-                .map_err(|e| Error::Invalid(format!("--exclude: {e}")))
+            b.build().map(Some).map_err(|source| {
+                Error::from(Usage::Exclude {
+                    pattern: None,
+                    source,
+                })
+            })
         };
         Ok(Excludes {
             by_path: build(path, np)?,
@@ -169,6 +175,16 @@ mod tests {
         assert!(x.excluded(Path::new("/srv/cache/x/y"), OsStr::new("y")));
         assert!(!x.excluded(Path::new("/srv/data/y"), OsStr::new("y")));
         assert!(Excludes::new(&["a[".into()]).is_err());
+    }
+
+    #[test]
+    fn a_bad_exclude_pattern_is_a_usage_error_naming_it() {
+        let e = Excludes::new(&["*.tmp".into(), "a[".into()]).err().unwrap();
+        assert!(
+            matches!(&e, Error::Usage(Usage::Exclude { pattern: Some(p), .. }) if p == "a["),
+            "{e}"
+        );
+        assert!(e.to_string().starts_with("--exclude \"a[\": "), "{e}");
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! MongoDB connection URIs: what mongodump needs, and what snap may record (the URI
 //! without its password).
 
-use crate::error::{Error, Result};
+use crate::error::{Result, Usage};
 
 /// A `mongodb://` or `mongodb+srv://` URI.
 #[derive(Clone, Debug)]
@@ -17,11 +17,8 @@ impl MongoUri {
         let (scheme, rest) = uri
             .split_once("://")
             .filter(|(s, _)| *s == "mongodb" || *s == "mongodb+srv")
-            .ok_or_else(|| {
-                Error::Invalid(format!(
-                    "{:?}: not a MongoDB URI (mongodb://user@host:27017/db)",
-                    uri.split('@').next_back().unwrap_or_default()
-                ))
+            .ok_or_else(|| Usage::MongoUri {
+                uri: uri.split('@').next_back().unwrap_or_default().to_string(),
             })?;
         let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
         let authority_shown = match authority.rsplit_once('@') {
@@ -40,9 +37,10 @@ impl MongoUri {
             .as_deref()
             .is_some_and(|d| !crate::format::tree::is_safe_name(d.as_bytes()))
         {
-            return Err(Error::Invalid(format!(
-                "{db:?}: not a usable database name"
-            )));
+            return Err(Usage::MongoDatabase {
+                db: db.unwrap_or_default(),
+            }
+            .into());
         }
         let shown = if path.is_empty() {
             format!("{scheme}://{authority_shown}")

@@ -9,7 +9,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, SourceError};
 use crate::source::pg::ident;
 
 /// Tables whose data NGW leaves out of its backups (schemas are kept).
@@ -97,7 +97,12 @@ pub enum IndexItem {
 /// Parses one `$index` line into its id and item; anything unknown or unsafe is an
 /// error naming the line.
 pub fn parse_index_line(line: &str) -> Result<(u64, IndexItem)> {
-    let bad = |why: &str| Error::Invalid(format!("$index line {line:?}: {why}"));
+    let bad = |why: &str| {
+        Error::from(SourceError::NgwIndexLine {
+            line: line.to_string(),
+            why: why.to_string(),
+        })
+    };
     let v: serde_json::Value = serde_json::from_str(line).map_err(|e| bad(&e.to_string()))?;
     let id = v["id"].as_u64().ok_or_else(|| bad("no numeric id"))?;
     let text = |k: &str| {
@@ -165,8 +170,10 @@ pub struct NgwConfig {
 impl NgwConfig {
     /// Reads `config.ini`; a missing required key is an error naming it.
     pub fn load(path: &Path) -> Result<NgwConfig> {
-        let ini = ini::Ini::load_from_file(path)
-            .map_err(|e| Error::Invalid(format!("{}: {e}", path.display())))?;
+        let ini = ini::Ini::load_from_file(path).map_err(|source| SourceError::NgwConfig {
+            path: path.to_path_buf(),
+            source,
+        })?;
         let get = |section: &str, key: &str| {
             ini.section(Some(section))
                 .and_then(|s| s.get(key))
@@ -175,18 +182,17 @@ impl NgwConfig {
         };
         let need = |section: &str, key: &str| {
             get(section, key).ok_or_else(|| {
-                Error::Invalid(format!(
-                    "{}: [{section}] {key} is missing; snap needs it to reach the instance",
-                    path.display()
-                ))
+                Error::from(SourceError::NgwConfigMissing {
+                    path: path.to_path_buf(),
+                    section: section.to_string(),
+                    key: key.to_string(),
+                })
             })
         };
         let port = match get("core", "database.port") {
-            Some(p) => p.parse().map_err(|_| {
-                Error::Invalid(format!(
-                    "{}: [core] database.port {p:?} is not a port number",
-                    path.display()
-                ))
+            Some(p) => p.parse().map_err(|_| SourceError::NgwConfigPort {
+                path: path.to_path_buf(),
+                value: p.to_string(),
             })?,
             None => 5432,
         };
@@ -280,11 +286,16 @@ pub struct Session {
     db: DbConfig,
 }
 
-fn pg_err(db: &DbConfig, what: &str, e: postgres::Error) -> Error {
-    Error::Invalid(format!(
-        "database {} on {}:{} as {}: {what}: {e}",
-        db.name, db.host, db.port, db.user
-    ))
+fn pg_err(db: &DbConfig, what: &'static str, error: postgres::Error) -> Error {
+    SourceError::NgwDatabase {
+        db: db.name.clone(),
+        host: db.host.clone(),
+        port: db.port,
+        user: db.user.clone(),
+        what,
+        error,
+    }
+    .into()
 }
 
 impl DbConfig {
@@ -353,11 +364,13 @@ impl Session {
             .map(|r| {
                 let component: String = r.get(0);
                 let uuid: String = r.get::<_, String>(1).replace('-', "").to_ascii_lowercase();
-                let ok = uuid.len() == 32 && uuid.bytes().all(|b| b.is_ascii_hexdigit()) && crate::format::tree::is_safe_name(component.as_bytes());
+                let ok = uuid.len() == 32
+                    && uuid.bytes().all(|b| b.is_ascii_hexdigit())
+                    && crate::format::tree::is_safe_name(component.as_bytes());
                 if ok {
                     Ok(FileObj { component, uuid })
                 } else {
-                    Err(Error::Invalid(format!("fileobj row ({component:?}, {uuid:?}) is not a component and a 32-hex uuid")))
+                    Err(SourceError::NgwFileObj { component, uuid }.into())
                 }
             })
             .collect()

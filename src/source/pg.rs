@@ -10,7 +10,7 @@ use std::process::Command;
 
 use percent_encoding::percent_decode_str;
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, Usage};
 use crate::source::command::Running;
 
 /// A parsed connection string.
@@ -22,9 +22,11 @@ pub struct Dsn {
 }
 
 fn bad(dsn_shown: &str, why: &str) -> Error {
-    Error::Invalid(format!(
-        "{dsn_shown}: not a PostgreSQL connection string ({why}); use postgresql://user@host:port/db or 'host=... dbname=...'"
-    ))
+    Usage::PgDsn {
+        dsn: dsn_shown.to_string(),
+        why: why.to_string(),
+    }
+    .into()
 }
 
 fn decode(s: &str) -> String {
@@ -168,10 +170,10 @@ impl Dsn {
             .or_else(|| env("PGUSER"))
             .or_else(|| env("USER"))
             .ok_or_else(|| {
-                Error::Invalid(format!(
-                    "{}: names no database; add one (postgresql://host/DBNAME)",
-                    self.shown()
-                ))
+                Usage::PgNoDatabase {
+                    dsn: self.shown().to_string(),
+                }
+                .into()
             })
     }
 

@@ -28,7 +28,7 @@ pub use self::local::Local;
 pub use self::remote::Remote;
 #[cfg(feature = "remote")]
 pub use self::sftp::Sftp;
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, Usage};
 
 /// One file of a listing.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -131,9 +131,10 @@ fn open_remote(location: &str, opts: &RemoteOptions) -> Result<Arc<dyn Store>> {
     };
     let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
     if authority.is_empty() {
-        return Err(Error::Invalid(format!(
-            "{location}: no host; expected sftp://[USER@]HOST[:PORT]/PATH"
-        )));
+        return Err(Usage::SftpNoHost {
+            location: location.to_string(),
+        }
+        .into());
     }
     Ok(Arc::new(Sftp::open(
         location,
@@ -146,9 +147,10 @@ fn open_remote(location: &str, opts: &RemoteOptions) -> Result<Arc<dyn Store>> {
 /// A build without the `remote` feature stores only in local directories.
 #[cfg(not(feature = "remote"))]
 fn open_remote(location: &str, _opts: &RemoteOptions) -> Result<Arc<dyn Store>> {
-    Err(Error::Invalid(format!(
-        "{location}: this snap was built without remote stores (SFTP, S3); build it with the default cargo feature `remote`"
-    )))
+    Err(Usage::NoRemoteStores {
+        location: location.to_string(),
+    }
+    .into())
 }
 
 /// The start of the names this process gives its files in `tmp/`: `<host>.<pid>.`,
@@ -174,7 +176,7 @@ fn temp_host(host: &str) -> String {
 #[cfg(feature = "remote")]
 pub(crate) fn temp_name() -> Result<String> {
     let mut r = [0u8; 8];
-    getrandom::getrandom(&mut r).map_err(|e| Error::Invalid(format!("no randomness: {e}")))?;
+    getrandom::getrandom(&mut r).map_err(Error::NoRandomness)?;
     Ok(format!("tmp/{}{}", temp_prefix(), hex::encode(r)))
 }
 

@@ -14,7 +14,7 @@ use opendal::options::{ListOptions, ReadOptions, WriteOptions};
 use opendal::{blocking, services, EntryMode, ErrorKind, Operator};
 
 use super::{too_large, Entry, RemoteOptions, Store};
-use crate::error::{Error, IoContext, Result};
+use crate::error::{Error, IoContext, Result, Usage};
 
 /// Part size of uploads (S3 multipart above it).
 const PART: usize = 8 << 20;
@@ -76,9 +76,10 @@ impl Remote {
     /// Opens `s3://bucket/prefix`.
     pub fn open(url: &str, opts: &RemoteOptions) -> Result<Remote> {
         let bad = |why: &str| {
-            Error::Invalid(format!(
-                "{url}: {why}; expected s3://BUCKET/PREFIX or sftp://[USER@]HOST[:PORT]/PATH"
-            ))
+            Error::from(Usage::RemoteUrl {
+                url: url.to_string(),
+                why: why.to_string(),
+            })
         };
         let (scheme, rest) = url.split_once("://").ok_or_else(|| bad("no scheme"))?;
         let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
@@ -98,7 +99,10 @@ impl Remote {
             _ => return Err(bad(&format!("unknown scheme {scheme:?}"))),
         };
         let op = op
-            .map_err(|e| Error::Invalid(format!("{url}: {e}")))?
+            .map_err(|e| Error::Storage {
+                location: url.to_string(),
+                detail: e.to_string(),
+            })?
             .layer(
                 TimeoutLayer::new()
                     .with_timeout(Duration::from_secs(120))
@@ -112,7 +116,10 @@ impl Remote {
                     .with_max_times(5),
             );
         let _guard = RUNTIME.enter();
-        let op = blocking::Operator::new(op).map_err(|e| Error::Invalid(format!("{url}: {e}")))?;
+        let op = blocking::Operator::new(op).map_err(|e| Error::Storage {
+            location: url.to_string(),
+            detail: e.to_string(),
+        })?;
         Ok(Remote {
             op,
             url: url.trim_end_matches('/').to_string(),

@@ -19,7 +19,7 @@ use zip::ZipArchive;
 
 use super::vdir::VDir;
 use super::Run;
-use crate::error::{Error, IoContext, Result};
+use crate::error::{Error, IoContext, Result, SourceError};
 use crate::format::chunker::Profile;
 use crate::format::tree::{is_safe_name, Timestamp};
 use crate::source::ngw::{
@@ -32,10 +32,11 @@ const MAX_RATIO: u64 = 1000;
 const RATIO_FLOOR: u64 = 16 << 20;
 
 fn refuse(path: &Path, why: impl std::fmt::Display) -> Error {
-    Error::Invalid(format!(
-        "{}: {why}; nothing was imported from it",
-        path.display()
-    ))
+    SourceError::Archive {
+        path: path.to_path_buf(),
+        why: why.to_string(),
+    }
+    .into()
 }
 
 /// The time in an archive's name (`...YYYYmmdd-HHMMSS...`, as NGW's default
@@ -215,7 +216,10 @@ fn plan<R: Read + Seek>(path: &Path, zip: &mut ZipArchive<R>) -> Result<Vec<Plac
         m.read_to_string(&mut text)
             .map_err(|e| refuse(path, format!("{name}: {e}")))?;
         for line in text.lines() {
-            let (id, item) = parse_index_line(line).map_err(|e| refuse(path, e))?;
+            let (id, item) = parse_index_line(line).map_err(|e| SourceError::ArchiveIndex {
+                path: path.to_path_buf(),
+                source: Box::new(e),
+            })?;
             let at = match item {
                 IndexItem::FileObj(o) => blob_snapshot_path(&o.component, &o.uuid),
                 IndexItem::Font(f) => font_snapshot_path(&f),

@@ -12,7 +12,7 @@ use std::process::Command;
 use super::vdir::VDir;
 use super::walk::file_content;
 use super::{stream_components, Run, STREAM_MODE};
-use crate::error::{Error, IoContext, Result};
+use crate::error::{IoContext, Result, SourceError, Usage};
 use crate::format::chunker::Hints;
 use crate::format::snapshot::Source;
 use crate::format::tree::{Timestamp, Tree};
@@ -123,9 +123,9 @@ fn ingest_dump_dir(
                 if !md.is_file() {
                     continue;
                 }
-                let text = name.to_str().ok_or_else(|| {
-                    Error::Invalid(format!("{}: unexpected pg_dump file name", path.display()))
-                })?;
+                let text = name
+                    .to_str()
+                    .ok_or_else(|| SourceError::PgDumpFileName { path: path.clone() })?;
                 let key = (md.dev(), md.ino());
                 let file = std::fs::File::open(&path).at(&path)?;
                 let mut comps = at.to_vec();
@@ -227,9 +227,10 @@ pub(super) fn command_dir(
     now: Timestamp,
 ) -> Result<Source> {
     if !command.contains("{dir}") {
-        return Err(Error::Invalid(format!(
-            "--command-dir `{command}`: put {{dir}} where the command takes its output directory (mongodump --out {{dir}})"
-        )));
+        return Err(Usage::CommandDirPlaceholder {
+            command: command.to_string(),
+        }
+        .into());
     }
     let at = stream_components(name)?;
     let tmp = scratch(&std::env::temp_dir())?;

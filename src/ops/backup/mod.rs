@@ -37,7 +37,7 @@ mod walk;
 pub use archive::check_archive;
 pub use archive::time_from_name;
 
-use crate::error::{Error, IoContext, Result};
+use crate::error::{IoContext, Result, SourceError, Usage};
 use crate::format::chunker::{
     Batch, ChunkParams, HintSource, Hints, Known, LenFn, Profile, StreamChunker,
 };
@@ -126,9 +126,10 @@ pub struct BackupOutcome {
 pub fn stream_components(name: &str) -> Result<Vec<Vec<u8>>> {
     match split_path(name) {
         Some(c) if !c.is_empty() => Ok(c),
-        _ => Err(Error::Invalid(format!(
-            "{name:?} is not a usable name inside a snapshot (use a relative path such as db/app.sql, without . or ..)"
-        ))),
+        _ => Err(Usage::SnapshotName {
+            name: name.to_string(),
+        }
+        .into()),
     }
 }
 
@@ -157,14 +158,10 @@ pub fn backup(
     let started = Instant::now();
     let time = opts.time.unwrap_or_else(Utc::now);
     if !opts.has_source() {
-        return Err(Error::Invalid(
-            "nothing to back up: give paths, --stdin-name, --command, --command-dir, --pg, --pg-all, --mongo or --ngw".into(),
-        ));
+        return Err(Usage::NothingToBackUp.into());
     }
     if opts.archive.is_some() && opts.ngw.is_some() {
-        return Err(Error::Invalid(
-            "--ngw and an imported archive cannot share a snapshot".into(),
-        ));
+        return Err(Usage::NgwWithArchive.into());
     }
     // Parsed before anything runs: a bad DSN or a mistyped path fails the backup at
     // once.
@@ -295,20 +292,12 @@ fn place_sources(
     for p in &opts.paths {
         let abs = normalize(&std::path::absolute(p).at(p)?);
         // Before any dump runs: a mistyped path fails at once.
-        if let Err(e) = std::fs::symlink_metadata(&abs) {
-            return Err(Error::Invalid(format!(
-                "backup source {}: {e}; check the path (nothing was recorded)",
-                abs.display()
-            )));
+        if let Err(source) = std::fs::symlink_metadata(&abs) {
+            return Err(SourceError::Missing { path: abs, source }.into());
         }
         let text = abs
             .to_str()
-            .ok_or_else(|| {
-                Error::Invalid(format!(
-                    "{}: source paths must be UTF-8 (names below them need not be)",
-                    abs.display()
-                ))
-            })?
+            .ok_or_else(|| Usage::SourcePathNotUtf8 { path: abs.clone() })?
             .to_string();
         let comps = abs
             .components()

@@ -18,7 +18,7 @@ use rayon::prelude::*;
 use super::db::{ingest_pg_dump, scratch};
 use super::vdir::VDir;
 use super::Run;
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, SourceError};
 use crate::format::id::TreeId;
 use crate::format::tree::{Node, Timestamp};
 use crate::repo::PathLookup;
@@ -101,10 +101,10 @@ pub(super) fn backup(
         .par_iter()
         .map(|(at, path)| {
             let missing = |e: &dyn std::fmt::Display| {
-                Error::Invalid(format!(
-                    "{}: listed by the instance but not readable ({e}); the file storage is incomplete, no snapshot recorded",
-                    path.display()
-                ))
+                Error::from(SourceError::NgwFileUnreadable {
+                    path: path.clone(),
+                    why: e.to_string(),
+                })
             };
             let md = std::fs::symlink_metadata(path).map_err(|e| missing(&e))?;
             if !md.is_file() {

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use super::vdir::{synthetic_meta, VDir};
 use super::{add, archive, db, ngw, stream_components, BackupOptions, Databases, Run, STREAM_MODE};
-use crate::error::{Error, IoContext, Result};
+use crate::error::{Error, IoContext, Result, Usage};
 use crate::format::chunker::Profile;
 use crate::format::id::TreeId;
 use crate::format::snapshot::Source;
@@ -29,8 +29,7 @@ impl Run<'_> {
         let mut sources = Vec::new();
         if let Some(name) = &opts.stdin_name {
             let comps = stream_components(name)?;
-            let input = stdin
-                .ok_or_else(|| Error::Invalid("--stdin-name given but no standard input".into()))?;
+            let input = stdin.ok_or(Usage::NoStdin)?;
             let prev = self.hints(self.previous(&comps));
             let (content, size) = self
                 .ingest(input, self.stream_params, None, prev)?

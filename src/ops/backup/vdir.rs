@@ -7,7 +7,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use super::{add, Placed, Run};
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, Usage};
 use crate::format::id::TreeId;
 use crate::format::tree::{Meta, Node, NodeKind, Timestamp, Tree};
 use crate::source::fs as sfs;
@@ -25,7 +25,7 @@ impl Run<'_> {
         for ((comps, _), node) in placed.iter().zip(walked) {
             if comps.is_empty() {
                 let NodeKind::Dir(tree) = &node.kind else {
-                    return Err(Error::Invalid("/ is not a directory".into()));
+                    return Err(Error::internal("/ is not a directory", None));
                 };
                 root.meta = Some(node.meta);
                 // The tree was just saved: commit it before reading it back.
@@ -106,10 +106,9 @@ enum VEntry {
 impl VDir {
     pub(super) fn insert(&mut self, comps: &[Vec<u8>], node: Node) -> Result<()> {
         let overlap = || {
-            Error::Invalid(format!(
-                "sources overlap at {}: give each source its own place",
-                String::from_utf8_lossy(&comps.join(&b'/'))
-            ))
+            Error::from(Usage::SourcesOverlap {
+                at: String::from_utf8_lossy(&comps.join(&b'/')).into_owned(),
+            })
         };
         let (first, rest) = comps.split_first().ok_or_else(overlap)?;
         if rest.is_empty() {

@@ -9,7 +9,7 @@ use std::sync::atomic::Ordering;
 use rayon::prelude::*;
 
 use super::{add, Run};
-use crate::error::{Error, IoContext, Result};
+use crate::error::{Error, IoContext, Result, SourceError};
 use crate::format::id::TreeId;
 use crate::format::pack::BlobKind;
 use crate::format::tree::{Content, Meta, Node, NodeKind, Tree};
@@ -38,11 +38,10 @@ impl Run<'_> {
                 };
                 let name = comps.last().cloned().unwrap_or_else(|| b"/".to_vec());
                 self.node(abs, name, md, prev.as_ref())?.ok_or_else(|| {
-                    Error::Invalid(format!(
-                        "{}: could not be read: {}",
-                        abs.display(),
-                        self.last_warning()
-                    ))
+                    Error::from(SourceError::Unreadable {
+                        path: abs.clone(),
+                        why: self.last_warning(),
+                    })
                 })
             })
             .collect()

@@ -7,7 +7,7 @@ use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
-use crate::error::{Error, IoContext, Result};
+use crate::error::{Error, IoContext, Refusal, Result, Usage};
 use crate::format::snapshot::{Snapshot, Source};
 use crate::format::tree::{Content, NodeKind, Tree};
 use crate::ops::ngw_part::file_content;
@@ -184,22 +184,17 @@ impl DumpKind {
             .collect();
         match names.as_slice() {
             [one] => Ok(one.to_string()),
-            [] => Err(Error::Invalid(format!(
-                "the snapshot has no {flag} dump (its sources: {}); restore one made with {flag} (`snap list` shows each snapshot's sources), or name a dump of that format inside this one",
-                snap.sources
-                    .iter()
-                    .map(Source::describe)
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ))),
+            [] => Err(Usage::NoDump {
+                flag,
+                sources: snap.sources.iter().map(Source::describe).collect(),
+            }
+            .into()),
             many if many.iter().any(|n| *n == default) => Ok(default.to_string()),
-            many => Err(Error::Invalid(format!(
-                "the snapshot holds several {flag} dumps ({}); name the one to restore",
-                many.iter()
-                    .map(|n| n.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ))),
+            many => Err(Usage::SeveralDumps {
+                flag,
+                names: many.iter().map(|n| n.to_string()).collect(),
+            }
+            .into()),
         }
     }
 }
@@ -233,15 +228,11 @@ pub fn restore_pg(
     let from = DumpKind::Pg.pick(snap, from, &format!("db/{db}"))?;
     let node = node_at(repo, snap, &from)?;
     let NodeKind::Dir(tree_id) = node.kind else {
-        return Err(Error::Invalid(format!(
-            "{from}: not a pg_dump directory (for a single dump file use snap cat or --pipe)"
-        )));
+        return Err(Usage::NotPgDumpDir { path: from }.into());
     };
     let tree = repo.load_tree(&tree_id)?;
     if tree.get(b"toc.dat").is_none() {
-        return Err(Error::Invalid(format!(
-            "{from}: has no toc.dat, so it is not a pg_dump directory"
-        )));
+        return Err(Usage::NoToc { path: from }.into());
     }
     let maint = target.with_dbname("postgres");
     let exists = !maint
@@ -258,11 +249,12 @@ pub fn restore_pg(
     if exists {
         let objs = user_objects(target, 6)?;
         if !objs.is_empty() && !replace {
-            return Err(Error::Invalid(format!(
-                "database {db} is not empty ({}{}); run again with --yes to restore over it (pg_restore --clean replaces what the dump has); nothing was changed",
-                objs.iter().take(5).cloned().collect::<Vec<_>>().join(", "),
-                if objs.len() > 5 { ", ..." } else { "" }
-            )));
+            return Err(Refusal::DatabaseNotEmpty {
+                db,
+                objects: objs.iter().take(5).cloned().collect(),
+                more: objs.len() > 5,
+            }
+            .into());
         }
         clean = !objs.is_empty();
     } else {
@@ -374,10 +366,7 @@ pub fn restore_pg_all(
         .cloned()
         .collect();
     if !clash.is_empty() && !replace {
-        return Err(Error::Invalid(format!(
-            "the cluster already has database(s) {} that the dump creates; run again with --yes to drop and recreate them; nothing was changed",
-            clash.join(", ")
-        )));
+        return Err(Refusal::DatabasesExist { databases: clash }.into());
     }
     let have_roles = maint.query("SELECT rolname FROM pg_catalog.pg_roles")?;
     let skip_roles: Vec<String> = roles

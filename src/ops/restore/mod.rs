@@ -20,7 +20,7 @@ use std::sync::Mutex;
 
 use rayon::prelude::*;
 
-use crate::error::{Error, IoContext, Result};
+use crate::error::{Error, IoContext, Refusal, Result, Usage};
 use crate::format::id::TreeId;
 use crate::format::snapshot::Snapshot;
 use crate::format::tree::{split_path, Content, Meta, Node, NodeKind};
@@ -57,9 +57,9 @@ pub struct RestoreOutcome {
 /// Splits a path inside a snapshot (`/srv/ngw`, `db/x.sql`) into safe components.
 pub fn snapshot_path(p: &str) -> Result<Vec<Vec<u8>>> {
     split_path(p).ok_or_else(|| {
-        Error::Invalid(format!(
-            "{p:?}: paths inside a snapshot may not contain . or .."
-        ))
+        Error::from(Usage::SnapshotPath {
+            path: p.to_string(),
+        })
     })
 }
 
@@ -108,10 +108,10 @@ pub fn restore(
     };
     let target = &opts.target;
     if fs::symlink_metadata(target).is_ok_and(|m| !m.is_dir()) {
-        return Err(Error::Invalid(format!(
-            "restore target {} exists and is not a directory (a symlink is not followed); choose a new or existing directory",
-            target.display()
-        )));
+        return Err(Refusal::TargetNotDir {
+            target: target.to_path_buf(),
+        }
+        .into());
     }
     fs::create_dir_all(target).at(target)?;
     if opts.include.is_empty() {
@@ -173,10 +173,10 @@ pub fn restore(
 fn ensure_dir(path: &Path) -> Result<bool> {
     match fs::symlink_metadata(path) {
         Ok(md) if md.is_dir() => Ok(false),
-        Ok(_) => Err(Error::Invalid(format!(
-            "{}: exists and is not a directory; not replaced",
-            path.display()
-        ))),
+        Ok(_) => Err(Refusal::WouldReplaceNonDir {
+            path: path.to_path_buf(),
+        }
+        .into()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             fs::create_dir(path).at(path).map(|()| true)
         }
@@ -215,10 +215,10 @@ fn write_sparse(f: &File, pos: u64, chunk: &[u8]) -> std::io::Result<()> {
 /// Removes a file or symlink at `path` (so that it is replaced, never followed).
 fn remove_non_dir(path: &Path) -> Result<()> {
     match fs::symlink_metadata(path) {
-        Ok(md) if md.is_dir() => Err(Error::Invalid(format!(
-            "{}: is a directory; not replaced",
-            path.display()
-        ))),
+        Ok(md) if md.is_dir() => Err(Refusal::WouldReplaceDir {
+            path: path.to_path_buf(),
+        }
+        .into()),
         Ok(_) => fs::remove_file(path).at(path),
         Err(_) => Ok(()),
     }
@@ -350,7 +350,9 @@ impl Restorer<'_> {
             Err(e) => {
                 drop(f);
                 let _ = fs::remove_file(dest);
-                return Err(Error::Invalid(format!("{e}; the file was not restored")));
+                return Err(Error::NotRestored {
+                    source: Box::new(e),
+                });
             }
         };
         self.apply_meta_fd(&f, dest, m)?;
@@ -388,5 +390,96 @@ impl Restorer<'_> {
         )
         .map_err(std::io::Error::from)
         .at(path)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ops::backup::{backup, BackupOptions};
+    use crate::progress::NoProgress;
+    use crate::repo::pack_path;
+
+    /// A repository in `dir/repo` with one snapshot: `data` as the stream `db/dump.sql`.
+    fn one_stream(dir: &Path, data: &[u8]) -> (Repository, Snapshot) {
+        let repo = Repository::init(&dir.join("repo"), &Default::default()).unwrap();
+        let opts = BackupOptions {
+            stdin_name: Some("db/dump.sql".into()),
+            ..Default::default()
+        };
+        backup(
+            &repo,
+            &opts,
+            Some(&mut std::io::Cursor::new(data)),
+            &NoProgress,
+        )
+        .unwrap();
+        let (_, snap) = repo.find_snapshot("latest").unwrap();
+        (repo, snap)
+    }
+
+    #[test]
+    fn a_target_that_is_a_file_is_refused_and_left_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let (repo, snap) = one_stream(dir.path(), b"rows");
+        let target = dir.path().join("file");
+        fs::write(&target, b"mine").unwrap();
+        let opts = RestoreOptions {
+            target: target.clone(),
+            ..Default::default()
+        };
+        match restore(&repo, &snap, &opts, &NoProgress) {
+            Err(Error::Refused(Refusal::TargetNotDir { target: t })) => assert_eq!(t, target),
+            other => panic!("expected the refusal of a file as target, got {other:?}"),
+        }
+        assert_eq!(fs::read(&target).unwrap(), b"mine");
+    }
+
+    #[test]
+    fn content_that_cannot_be_read_is_an_entry_error_keeping_its_cause() {
+        let dir = tempfile::tempdir().unwrap();
+        let (repo, snap) = one_stream(dir.path(), b"rows of a table");
+        let at = [b"db".to_vec(), b"dump.sql".to_vec()];
+        let Some(Node {
+            kind: NodeKind::File(content),
+            ..
+        }) = repo.find_node(&snap.tree, &at).unwrap()
+        else {
+            panic!("no stream in the snapshot");
+        };
+        for id in repo.chunk_ids(&content) {
+            let pack = repo.locate(&id.unwrap().0).unwrap().pack;
+            fs::remove_file(dir.path().join("repo").join(pack_path(&pack))).unwrap();
+        }
+        let target = dir.path().join("out");
+        let opts = RestoreOptions {
+            target: target.clone(),
+            ..Default::default()
+        };
+        let out = restore(&repo, &snap, &opts, &NoProgress).unwrap();
+        let [Error::Entry { path, source }] = &out.errors[..] else {
+            panic!("expected one entry error, got {:?}", out.errors);
+        };
+        assert_eq!(path, "/db/dump.sql");
+        let Error::NotRestored { source } = &**source else {
+            panic!("expected a file not restored, got {source:?}");
+        };
+        assert!(
+            matches!(**source, Error::Corrupt { what: "blob", .. }),
+            "the blob in the missing pack is reported as damaged: {source:?}"
+        );
+        assert!(!target.join("db/dump.sql").exists());
+    }
+
+    #[test]
+    fn a_path_climbing_out_of_the_snapshot_is_a_usage_error() {
+        match snapshot_path("db/../../etc") {
+            Err(Error::Usage(Usage::SnapshotPath { path })) => assert_eq!(path, "db/../../etc"),
+            other => panic!("expected a usage error, got {other:?}"),
+        }
+        assert_eq!(
+            snapshot_path("/db/x").unwrap(),
+            [b"db".to_vec(), b"x".to_vec()]
+        );
     }
 }

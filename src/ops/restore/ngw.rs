@@ -30,7 +30,7 @@ use rayon::prelude::*;
 
 use super::db::feed_pg_restore;
 use super::timestamps;
-use crate::error::{Error, IoContext, Result};
+use crate::error::{Error, IoContext, Refusal, Result};
 use crate::format::snapshot::Snapshot;
 use crate::format::tree::{Content, Node};
 use crate::ops::ngw_part::{file_content, NgwPart, COMPONENTS};
@@ -98,39 +98,34 @@ pub fn restore_instance(
     let has_fonts = indexes.iter().any(|(c, t)| *c == "core" && t.is_some());
     let font_dir = cfg.sdir.as_ref().map(|s| s.join("core/fontconfig"));
     if has_fonts && font_dir.is_none() {
-        return Err(Error::Invalid(format!(
-            "{}: [core] sdir is not set, so there is nowhere to put the snapshot's custom fonts; nothing was changed",
-            cfg.path.display()
-        )));
+        return Err(Refusal::NoFontDir {
+            config: cfg.path.clone(),
+        }
+        .into());
     }
 
     let mut target = Target::connect(&cfg.db)?;
     let name = &cfg.db.name;
     let missing = target.missing_extensions(&facts.extensions)?;
     if !missing.is_empty() {
-        let create: Vec<String> = missing
-            .iter()
-            .map(|e| format!("CREATE EXTENSION {e};"))
-            .collect();
-        return Err(Error::Invalid(format!(
-            "database {name} lacks the extension(s) {} that the snapshot's database had; create them first (as a superuser: {}); nothing was changed",
-            missing.join(", "),
-            create.join(" ")
-        )));
+        return Err(Refusal::MissingExtensions {
+            db: name.clone(),
+            missing,
+        }
+        .into());
     }
     let tables = target.tables(&facts.schemas)?;
     if !tables.is_empty() && !replace {
-        let shown: Vec<String> = tables
-            .iter()
-            .take(5)
-            .map(|(s, t)| format!("{s}.{t}"))
-            .collect();
-        return Err(Error::Invalid(format!(
-            "database {name} already holds {} table(s) ({}{}); restoring drops them and puts the snapshot's in their place: run again with --yes to do that; nothing was changed",
-            tables.len(),
-            shown.join(", "),
-            if tables.len() > shown.len() { ", ..." } else { "" }
-        )));
+        return Err(Refusal::TablesExist {
+            db: name.clone(),
+            count: tables.len(),
+            tables: tables
+                .iter()
+                .take(5)
+                .map(|(s, t)| format!("{s}.{t}"))
+                .collect(),
+        }
+        .into());
     }
     let owner = storage_owner(&cfg.file_storage)?;
     let before = target.migrations()?;
@@ -213,11 +208,9 @@ fn storage_owner(root: &Path) -> Result<Option<(u32, u32)>> {
     let probe = tempfile::Builder::new()
         .prefix(".snap-probe-")
         .tempfile_in(root)
-        .map_err(|e| {
-            Error::Invalid(format!(
-                "{}: the file storage cannot be written ({e}); nothing was changed",
-                root.display()
-            ))
+        .map_err(|source| Refusal::StorageNotWritable {
+            path: root.to_path_buf(),
+            source,
         })?;
     drop(probe);
     let md = fs::metadata(root).at(root)?;
@@ -306,7 +299,8 @@ fn same_file(repo: &Repository, content: &Content, size: u64, path: &Path) -> Re
         std::io::Read::read_exact(&mut f, &mut buf).at(path)?;
         if buf != chunk {
             differs = true;
-            return Err(Error::Invalid("differs".into()));
+            // Only stops the read: `differs` says why.
+            return Err(std::io::Error::other("the file differs")).at(path);
         }
         Ok(())
     });

@@ -25,7 +25,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use rayon::prelude::*;
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Refusal, Result, Usage};
 use crate::format::id::{Id, IndexFileId, PackId, SnapshotId, TreeId};
 use crate::ops::reach::mark_reachable;
 use crate::progress::Progress;
@@ -91,10 +91,7 @@ pub fn sync(
     progress: &dyn Progress,
 ) -> Result<SyncReport> {
     if opts.delete && opts.snapshots.is_some() {
-        return Err(Error::Invalid(
-            "--delete mirrors the whole repository; it cannot be combined with a choice of snapshots"
-                .into(),
-        ));
+        return Err(Usage::DeleteWithChoice.into());
     }
     let mut report = if src.config().id != dst.config().id {
         rewrite::copy(src, dst, opts, progress)?
@@ -152,10 +149,11 @@ fn copy_as_stored(
                 .collect();
             let reach = mark_reachable(src, &roots)?;
             if let Some(p) = reach.problems.first() {
-                return Err(Error::Invalid(format!(
-                    "the source is damaged: blob {} is {}; run `snap check`; nothing was sent",
-                    p.id, p.why
-                )));
+                return Err(Refusal::SyncSourceDamaged {
+                    blob: p.id.to_string(),
+                    why: p.why.clone(),
+                }
+                .into());
             }
             src.index()
                 .pack_usage()?
@@ -178,7 +176,7 @@ fn copy_as_stored(
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(IN_FLIGHT)
         .build()
-        .map_err(|e| Error::Invalid(format!("cannot start sync threads: {e}")))?;
+        .map_err(|e| Error::internal("cannot start sync threads", Some(Box::new(e))))?;
     pool.install(|| {
         send.par_iter().try_for_each(|(id, _)| -> Result<()> {
             // A pack sent is kept by the next run: stopping between packs wastes none.

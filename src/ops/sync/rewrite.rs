@@ -51,7 +51,7 @@ pub(super) fn copy(
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(IN_FLIGHT)
             .build()
-            .map_err(|e| Error::Invalid(format!("cannot start sync threads: {e}")))?;
+            .map_err(|e| Error::internal("cannot start sync threads", Some(Box::new(e))))?;
         let mut rw = Rewriter {
             src,
             dst,
