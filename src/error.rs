@@ -596,7 +596,10 @@ pub enum SourceError {
         value: String,
     },
     /// A query on an NGW instance's database failed.
-    #[error("database {db} on {host}:{port} as {user}: {what}: {error}")]
+    #[error(
+        "database {db} on {host}:{port} as {user}: {what}: {}",
+        server_words(error)
+    )]
     NgwDatabase {
         /// The database.
         db: String,
@@ -608,8 +611,8 @@ pub enum SourceError {
         user: String,
         /// What snap was doing.
         what: &'static str,
-        /// What PostgreSQL or the connection said. Not a `source`: the CLI quotes
-        /// this error's own text, not the server message under it.
+        /// What PostgreSQL or the connection said, quoted whole in the message (not a
+        /// `source`, which the CLI would print a second time).
         error: postgres::Error,
     },
     /// A `fileobj` row of an NGW database that is not a component and a uuid.
@@ -704,4 +707,20 @@ impl Error {
             source,
         }
     }
+}
+
+/// What the server said, as psql and pg_dump print it (`FATAL:  database "x" does not
+/// exist`), or for a connection that failed, the error with its causes: the postgres
+/// crate's own text is only `db error` or `error connecting to server`.
+fn server_words(e: &postgres::Error) -> String {
+    if let Some(db) = e.as_db_error() {
+        return format!("{}:  {}", db.severity(), db.message());
+    }
+    let mut words = e.to_string();
+    let mut cause = std::error::Error::source(e);
+    while let Some(c) = cause {
+        words = format!("{words}: {c}");
+        cause = c.source();
+    }
+    words
 }

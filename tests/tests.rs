@@ -1792,6 +1792,50 @@ mod ngw {
         }
     }
 
+    /// A database or port NGW's config.ini gets wrong: PostgreSQL's own words reach the
+    /// user, as pg_dump's do for --pg, in backup and in restore.
+    #[test]
+    fn ngw_database_errors_quote_the_server() {
+        let Some(inst) = Instance::new() else { return };
+        inst.env.backup_json(&["--ngw", &inst.config()]);
+        let good = fs::read_to_string(inst.config()).unwrap();
+        fs::write(
+            inst.config(),
+            good.replace("database.name = ngw", "database.name = nosuchdb"),
+        )
+        .unwrap();
+        inst.env
+            .snap(&["backup", "--ngw", &inst.config()])
+            .assert()
+            .code(1)
+            .stderr(predicate::str::contains(
+                r#"FATAL:  database "nosuchdb" does not exist"#,
+            ));
+        let target = inst.config();
+        inst.env
+            .snap(&["restore", "latest", "--ngw", &target])
+            .assert()
+            .code(1)
+            .stderr(predicate::str::contains(
+                r#"database "nosuchdb" does not exist"#,
+            ));
+        fs::write(
+            inst.config(),
+            good.replace("database.port = 5432", "database.port = 5499"),
+        )
+        .unwrap();
+        inst.env
+            .snap(&["backup", "--ngw", &inst.config()])
+            .assert()
+            .code(1)
+            .stderr(
+                predicate::str::contains("error connecting to server: ").and(
+                    predicate::str::contains(".s.PGSQL.5499")
+                        .or(predicate::str::contains("No such file")),
+                ),
+            );
+    }
+
     #[test]
     fn instance_backup_is_consistent_restorable_and_incremental() {
         let Some(inst) = Instance::new() else { return };
