@@ -26,7 +26,7 @@ use snap::format::id::{IndexFileId, PackId, SnapshotId};
 use snap::format::snapshot::Source;
 use snap::ops::backup::{backup, BackupOptions};
 use snap::ops::check::{check, ReadData};
-use snap::ops::prune::{prune, PruneOptions};
+use snap::ops::prune::{plan_prune, PruneOptions};
 use snap::ops::restore::{restore, RestoreOptions};
 use snap::ops::retention::{self, Policy};
 use snap::ops::sync::sync;
@@ -375,11 +375,8 @@ fn forget_interrupted(base: &Base) -> Expect {
 }
 
 fn op_prune(repo: &Repository, base: &Base) -> Result<Expect> {
-    let opts = PruneOptions {
-        max_unused: 0.0,
-        dry_run: false,
-    };
-    let report = prune(repo, &opts, &NoProgress)?;
+    let opts = PruneOptions { max_unused: 0.0 };
+    let report = plan_prune(repo, &opts)?.execute(&NoProgress)?;
     assert!(report.packs_repacked > 0, "prune has packs to rewrite");
     Ok(all_stay(base))
 }
