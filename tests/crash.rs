@@ -27,7 +27,7 @@ use snap::format::snapshot::Source;
 use snap::ops::backup::{backup, BackupOptions};
 use snap::ops::check::{check, ReadData};
 use snap::ops::prune::{plan_prune, PruneOptions};
-use snap::ops::restore::{restore, RestoreOptions};
+use snap::ops::restore::{plan_restore, RestoreOptions};
 use snap::ops::retention::{self, Policy};
 use snap::ops::sync::sync;
 use snap::progress::NoProgress;
@@ -499,7 +499,9 @@ fn cut_and_check(op: &Op, base: &Base, v: Variant) {
             target: target.clone(),
             include: vec![],
         };
-        let out = restore(&repo, s, &opts, &NoProgress).unwrap();
+        let out = plan_restore(&repo, s, &opts)
+            .and_then(|p| p.execute(&NoProgress))
+            .unwrap();
         assert!(out.errors.is_empty(), "{ctx}: restore: {:?}", out.errors);
         let src = base.source_of(s);
         assert_same_tree(&src, &restored(&target, &src));
