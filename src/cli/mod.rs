@@ -338,20 +338,16 @@ impl std::error::Error for Stopped {}
 
 /// Lets SIGINT and SIGTERM stop a command that writes snapshots or moves packs at its
 /// next safe point, cleanly (nothing half recorded, scratch files removed); a second
-/// signal ends the process at once. Registered once per process: `snap run`'s steps
-/// dispatch again, and a second registration would make the first signal the second.
+/// signal ends the process at once. Called once, by [`dispatch`] (`snap run`'s steps
+/// call the subcommands' code, not `dispatch`): a second registration would make the
+/// first signal the second.
 fn stop_cleanly_on_signals() -> Result<()> {
     use signal_hook::consts::{SIGINT, SIGTERM};
-    static REGISTERED: std::sync::OnceLock<()> = std::sync::OnceLock::new();
-    if REGISTERED.get().is_some() {
-        return Ok(());
-    }
     let flag = snap::interrupt::flag();
     for sig in [SIGINT, SIGTERM] {
         signal_hook::flag::register_conditional_shutdown(sig, EXIT_INTERRUPTED, flag.clone())?;
         signal_hook::flag::register(sig, flag.clone())?;
     }
-    let _ = REGISTERED.set(());
     Ok(())
 }
 
