@@ -19,7 +19,7 @@
 //! - [`source`]: where backup data comes from (files, commands, NextGIS Web,
 //!   PostgreSQL, MongoDB); knows nothing of repositories;
 //! - [`ops`]: what a user asks for, from [`backup`](ops::backup::backup) and
-//!   [`restore`](ops::restore::restore) to [`check`](ops::check),
+//!   [`restore`](ops::restore::plan_restore) to [`check`](ops::check),
 //!   [`prune`](ops::prune), [`sync`](ops::sync) and [`retention`](ops::retention);
 //! - the `snap` binary's `cli` (`src/cli/`): parsing, printing, exit codes, and the
 //!   only place that reads the environment.
@@ -39,7 +39,9 @@
 //!
 //! let target = dir.path().join("restored");
 //! let ropts = restore::RestoreOptions { target: target.clone(), include: vec![] };
-//! let out = restore::restore(&repo, &done.snapshot, &ropts, &NoProgress)?;
+//! let plan = restore::plan_restore(&repo, &done.snapshot, &ropts)?;
+//! assert_eq!(plan.files, 1);
+//! let out = plan.execute(&NoProgress)?;
 //! assert!(out.errors.is_empty());
 //! let restored = target.join(dir.path().strip_prefix("/").unwrap()).join("data/hello.txt");
 //! assert_eq!(std::fs::read(restored).unwrap(), b"hello");

@@ -26,8 +26,8 @@ use snap::format::id::{IndexFileId, PackId, SnapshotId};
 use snap::format::snapshot::Source;
 use snap::ops::backup::{backup, BackupOptions};
 use snap::ops::check::{check, ReadData};
-use snap::ops::prune::{prune, PruneOptions};
-use snap::ops::restore::{restore, RestoreOptions};
+use snap::ops::prune::{plan_prune, PruneOptions};
+use snap::ops::restore::{plan_restore, RestoreOptions};
 use snap::ops::retention::{self, Policy};
 use snap::ops::sync::sync;
 use snap::ops::tag::{retag, TagChange};
@@ -406,11 +406,8 @@ fn tag_interrupted(base: &Base) -> Expect {
 }
 
 fn op_prune(repo: &Repository, base: &Base) -> Result<Expect> {
-    let opts = PruneOptions {
-        max_unused: 0.0,
-        dry_run: false,
-    };
-    let report = prune(repo, &opts, &NoProgress)?;
+    let opts = PruneOptions { max_unused: 0.0 };
+    let report = plan_prune(repo, &opts)?.execute(&NoProgress)?;
     assert!(report.packs_repacked > 0, "prune has packs to rewrite");
     Ok(all_stay(base))
 }
@@ -538,7 +535,9 @@ fn cut_and_check(op: &Op, base: &Base, v: Variant) {
             target: target.clone(),
             include: vec![],
         };
-        let out = restore(&repo, s, &opts, &NoProgress).unwrap();
+        let out = plan_restore(&repo, s, &opts)
+            .and_then(|p| p.execute(&NoProgress))
+            .unwrap();
         assert!(out.errors.is_empty(), "{ctx}: restore: {:?}", out.errors);
         let src = base.source_of(s);
         assert_same_tree(&src, &restored(&target, &src));

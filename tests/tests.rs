@@ -124,6 +124,66 @@ mod round_trip {
     }
 
     #[test]
+    fn restore_dry_run_writes_nothing_and_counts_what_restore_writes() {
+        let env = Env::new();
+        env.init();
+        let src = env.path("src");
+        fs::create_dir_all(src.join("keep")).unwrap();
+        fs::create_dir_all(src.join("skip")).unwrap();
+        fs::write(src.join("keep/f"), b"1").unwrap();
+        fs::write(src.join("skip/f"), b"22").unwrap();
+        fs::hard_link(src.join("skip/f"), src.join("skip/h")).unwrap();
+        std::os::unix::fs::symlink("keep/f", src.join("link")).unwrap();
+        env.backup_json(&[src.to_str().unwrap()]);
+        let target = env.path("out");
+        let t = target.to_str().unwrap();
+        let dry =
+            util::json(env.snap(&["restore", "latest", "--target", t, "--dry-run", "--json"]));
+        assert!(!target.exists(), "a dry run creates nothing");
+        assert_eq!(
+            (
+                &dry["files"],
+                &dry["others"],
+                &dry["bytes"],
+                &dry["dry_run"]
+            ),
+            (&json!(3), &json!(1), &json!(3), &json!(true)),
+            "{dry}"
+        );
+        env.snap(&["restore", "latest", "--target", t, "--dry-run"])
+            .assert()
+            .success()
+            .stdout(
+                predicate::str::contains("3 files")
+                    .and(predicate::str::contains("dry run, nothing written")),
+            );
+        assert!(!target.exists());
+        let done = util::json(env.snap(&["restore", "latest", "--target", t, "--json"]));
+        for k in ["files", "dirs", "others", "bytes"] {
+            assert_eq!(dry[k], done[k], "{k}: {dry} {done}");
+        }
+        // With --include, only what it names.
+        let inc = format!("{}/keep", src.display());
+        let t2 = env.path("out2");
+        let dry = util::json(env.snap(&[
+            "restore",
+            "latest",
+            "--target",
+            t2.to_str().unwrap(),
+            "--include",
+            &inc,
+            "--dry-run",
+            "--json",
+        ]));
+        assert_eq!(
+            (&dry["files"], &dry["dirs"], &dry["bytes"]),
+            (&json!(1), &json!(1), &json!(1)),
+            "{dry}"
+        );
+        assert!(!t2.exists());
+    }
+
+    #[test]
     fn ls_and_cat_show_the_snapshot() {
         let env = Env::new();
         env.init();

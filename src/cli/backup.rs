@@ -159,19 +159,25 @@ pub fn run(ctx: &Ctx, a: Args, m: &clap::ArgMatches) -> Result<i32> {
             return super::run_profile(ctx, config, None, true, a.json);
         }
     }
+    execute(ctx, &opts, a.json)
+}
+
+/// Backs up what `opts` names into the selected repository and prints the result (as
+/// JSON with `json`); also a `snap run` step. Exits 3 when entries were left out.
+pub fn execute(ctx: &Ctx, opts: &BackupOptions, json: bool) -> Result<i32> {
     let repo = ctx.open(true)?;
     let bar = Bar::new(ctx, "backup");
     let mut stdin = std::io::stdin();
-    let input: Option<&mut (dyn std::io::Read + Send)> = if a.stdin_name.is_some() {
+    let input: Option<&mut (dyn std::io::Read + Send)> = if opts.stdin_name.is_some() {
         snap::source::command::widen_pipe(&stdin);
         Some(&mut stdin)
     } else {
         None
     };
-    let done = backup(&repo, &opts, input, progress_for(&bar))?;
+    let done = backup(&repo, opts, input, progress_for(&bar))?;
     drop(bar);
     let s = &done.snapshot.summary;
-    if a.json {
+    if json {
         let out = serde_json::json!({
             "id": done.id,
             "short_id": done.id.short(),

@@ -12,48 +12,48 @@ use super::{prune, Ctx};
 pub struct Args {
     /// Remove these snapshots (ids or unique prefixes) instead of applying a policy
     #[arg(value_name = "SNAPSHOT", conflicts_with_all = ["keep_last", "keep_hourly", "keep_daily", "keep_weekly", "keep_monthly", "keep_yearly", "keep_within", "keep_tag"])]
-    snapshots: Vec<String>,
+    pub(super) snapshots: Vec<String>,
     /// Keep the N newest snapshots
     #[arg(long, value_name = "N", default_value_t = 0)]
-    keep_last: u32,
+    pub(super) keep_last: u32,
     /// Keep the newest snapshot of each of the last N hours that have one
     #[arg(long, value_name = "N", default_value_t = 0)]
-    keep_hourly: u32,
+    pub(super) keep_hourly: u32,
     /// Keep the newest snapshot of each of the last N days that have one
     #[arg(long, value_name = "N", default_value_t = 0)]
-    keep_daily: u32,
+    pub(super) keep_daily: u32,
     /// Keep the newest snapshot of each of the last N ISO weeks that have one
     #[arg(long, value_name = "N", default_value_t = 0)]
-    keep_weekly: u32,
+    pub(super) keep_weekly: u32,
     /// Keep the newest snapshot of each of the last N months that have one
     #[arg(long, value_name = "N", default_value_t = 0)]
-    keep_monthly: u32,
+    pub(super) keep_monthly: u32,
     /// Keep the newest snapshot of each of the last N years that have one
     #[arg(long, value_name = "N", default_value_t = 0)]
-    keep_yearly: u32,
+    pub(super) keep_yearly: u32,
     /// Keep every snapshot newer than SPAN before the newest one (e.g. 2d, 12h, 1y6mo).
     /// Units: s, m or min, h, d, w, mo or month(s), y or year(s); `m` is minutes, and
     /// `M` and unknown units are refused
     #[arg(long, value_name = "SPAN")]
-    keep_within: Option<Span>,
+    pub(super) keep_within: Option<Span>,
     /// Keep every snapshot with this tag (repeatable)
     #[arg(long, value_name = "TAG")]
-    keep_tag: Vec<String>,
+    pub(super) keep_tag: Vec<String>,
     /// Only consider snapshots of this host
     #[arg(long, value_name = "HOST")]
-    host: Option<String>,
+    pub(super) host: Option<String>,
     /// Show what would be removed, remove nothing
     #[arg(long, short = 'n')]
-    dry_run: bool,
+    pub(super) dry_run: bool,
     /// Run prune afterwards, deleting the data only removed snapshots used
     #[arg(long)]
-    prune: bool,
+    pub(super) prune: bool,
     /// With --prune: unused space to tolerate, e.g. 5% (see `snap prune`)
     #[arg(long, value_name = "PERCENT", default_value = "5%", value_parser = prune::parse_percent)]
-    max_unused: f64,
+    pub(super) max_unused: f64,
     /// Print the decisions (and prune's report) as one JSON object
     #[arg(long)]
-    json: bool,
+    pub(super) json: bool,
 }
 
 pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {

@@ -369,20 +369,16 @@ impl std::error::Error for Stopped {}
 
 /// Lets SIGINT and SIGTERM stop a command that writes snapshots or moves packs at its
 /// next safe point, cleanly (nothing half recorded, scratch files removed); a second
-/// signal ends the process at once. Registered once per process: `snap run`'s steps
-/// dispatch again, and a second registration would make the first signal the second.
+/// signal ends the process at once. Called once, by [`dispatch`] (`snap run`'s steps
+/// call the subcommands' code, not `dispatch`): a second registration would make the
+/// first signal the second.
 fn stop_cleanly_on_signals() -> Result<()> {
     use signal_hook::consts::{SIGINT, SIGTERM};
-    static REGISTERED: std::sync::OnceLock<()> = std::sync::OnceLock::new();
-    if REGISTERED.get().is_some() {
-        return Ok(());
-    }
     let flag = snap::interrupt::flag();
     for sig in [SIGINT, SIGTERM] {
         signal_hook::flag::register_conditional_shutdown(sig, EXIT_INTERRUPTED, flag.clone())?;
         signal_hook::flag::register(sig, flag.clone())?;
     }
-    let _ = REGISTERED.set(());
     Ok(())
 }
 
@@ -465,30 +461,43 @@ fn run_profile(
     backup_only: bool,
     json: bool,
 ) -> Result<i32> {
-    let (name, steps, password_file) = file.steps(&path, name)?;
+    let run = file.steps(&path, name)?;
+    let name = &run.name;
+    // The steps run quietly under `--json`, their reports collected for the summary.
+    let sub = Ctx {
+        repo: Some(run.repository.clone()),
+        quiet: ctx.quiet || json,
+        config: ctx.config.clone(),
+        password_file: run.password_file.clone(),
+        reports: json.then(|| Rc::new(RefCell::new(Vec::new()))),
+    };
     let started = chrono::Utc::now();
     let clock = std::time::Instant::now();
     let mut code = 0;
     let mut done = Vec::new();
     let mut failure = None;
-    for step in steps.iter().take(if backup_only { 1 } else { steps.len() }) {
+    let count = if backup_only { 1 } else { run.steps.len() };
+    for step in run.steps.into_iter().take(count) {
         let clock = std::time::Instant::now();
-        let reports = json.then(|| Rc::new(RefCell::new(Vec::new())));
-        let outcome = run_step(ctx, &path, &name, step, &password_file, reports.clone());
+        let (step_name, to) = (step.name(), step.to().map(str::to_string));
+        let outcome = run_step(&sub, name, step);
         done.push(StepReport {
-            step: step.name,
-            to: step.to.clone(),
+            step: step_name,
+            to,
             exit: *outcome.as_ref().unwrap_or(&1),
             seconds: clock.elapsed().as_secs_f64(),
             error: outcome.as_ref().err().map(message),
-            report: reports.and_then(|r| r.borrow_mut().pop()),
+            report: sub
+                .reports
+                .as_ref()
+                .and_then(|r| std::mem::take(&mut *r.borrow_mut()).pop()),
         });
         if snap::interrupt::requested() {
             let what = match &outcome {
                 Ok(_) => "it finished; the steps after it did not run".to_string(),
                 Err(_) => format!(
                     "{}; the steps after it did not run",
-                    interrupted_note(step.name)
+                    interrupted_note(step_name)
                 ),
             };
             let before = if done.len() > 1 {
@@ -497,8 +506,7 @@ fn run_profile(
                 ""
             };
             failure = Some(anyhow::Error::new(Stopped(format!(
-                "profile {name}, step {}{before}: {what}",
-                step.name
+                "profile {name}, step {step_name}{before}: {what}"
             ))));
             break;
         }
@@ -530,43 +538,27 @@ fn run_profile(
     }
 }
 
-/// Runs one step of profile `name` (from `path`), its reports going to `reports`
-/// (`snap run --json`: the step then runs with `--json`, quietly); a step that exits
-/// other than 0 or 3 is an error.
-fn run_step(
-    ctx: &Ctx,
-    path: &Path,
-    name: &str,
-    step: &profile::Step,
-    password_file: &Option<PathBuf>,
-    reports: Option<Rc<RefCell<Vec<serde_json::Value>>>>,
-) -> Result<i32> {
-    let json = reports.is_some().then(|| "--json".to_string());
-    let args = std::iter::once("snap".to_string())
-        .chain(step.argv.iter().cloned())
-        .chain(json.clone());
-    let matches = <Cli as clap::CommandFactory>::command()
-        .try_get_matches_from(args)
-        .with_context(|| format!("{}: profile {name}, step {}", path.display(), step.name))?;
-    let cli = <Cli as clap::FromArgMatches>::from_arg_matches(&matches)?;
-    let sub = Ctx {
-        repo: cli.repo,
-        quiet: ctx.quiet || json.is_some(),
-        config: ctx.config.clone(),
-        password_file: password_file.clone(),
-        reports,
-    };
-    let c = dispatch(&sub, cli.command, &matches).with_context(|| {
-        format!(
-            "profile {name}: {} failed; later steps were not run",
-            step.name
-        )
-    })?;
+/// Runs one step of profile `name` through the code of its subcommand, in `ctx` (the
+/// profile's repository and passphrase); a step that exits other than 0 or 3 is an
+/// error.
+fn run_step(ctx: &Ctx, name: &str, step: profile::Step) -> Result<i32> {
+    let step_name = step.name();
+    // Under `snap run --json` each step reports as its `--json` would.
+    let json = ctx.reports.is_some();
+    let c = match step {
+        profile::Step::Backup(opts) => backup::execute(ctx, &opts, json),
+        profile::Step::Forget(mut a) => {
+            a.json = json;
+            forget::run(ctx, a)
+        }
+        profile::Step::Sync(mut a) => {
+            a.json = json;
+            sync::run(ctx, a)
+        }
+    }
+    .with_context(|| format!("profile {name}: {step_name} failed; later steps were not run"))?;
     if c != 0 && c != EXIT_WARNINGS {
-        anyhow::bail!(
-            "profile {name}: {} exited {c}; later steps were not run",
-            step.name
-        );
+        anyhow::bail!("profile {name}: {step_name} exited {c}; later steps were not run");
     }
     Ok(c)
 }

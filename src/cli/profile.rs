@@ -1,18 +1,21 @@
 //! Configuration profiles (`snap.toml`) and `snap run`.
 //!
 //! A profile names a repository, what to back up and how long to keep it. Its steps
-//! are turned into the same command lines a user would type (`backup ...`, `forget
-//! ... --prune`) and run through the same parser and code, so a profile can do
-//! nothing the command line cannot, and its errors read the same.
+//! are typed values, the same ones the command line's `backup`, `forget --prune` and
+//! `sync` build (library options, or the subcommand's own arguments), run by the same
+//! code: a profile can do nothing the command line cannot, and a renamed option is a
+//! compile error here rather than a failure at run time.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer};
+use snap::ops::backup::BackupOptions;
+use snap::ops::prune::PruneOptions;
 use snap::span::Span;
 
-use super::Ctx;
+use super::{forget, prune, sync, Ctx};
 
 /// The configuration file.
 #[derive(Debug, Deserialize)]
@@ -78,7 +81,17 @@ struct Retention {
     keep_tag: Vec<String>,
     /// Delete the forgotten snapshots' data right away (default true).
     prune: Option<bool>,
-    max_unused: Option<String>,
+    /// Read (and so checked, with its line) by the same parser as `--max-unused`.
+    #[serde(default, deserialize_with = "percent")]
+    max_unused: Option<f64>,
+}
+
+/// A share written as `5%` (or `5`), read by `--max-unused`'s parser.
+fn percent<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Option<f64>, D::Error> {
+    let s = String::deserialize(d)?;
+    prune::parse_percent(&s)
+        .map(Some)
+        .map_err(serde::de::Error::custom)
 }
 
 /// Where the configuration file is: `--config`/`SNAP_CONFIG`, else
@@ -117,14 +130,45 @@ pub fn load(ctx: &Ctx) -> Result<Option<(PathBuf, File)>> {
     Ok(Some((path, file)))
 }
 
-/// One step of a profile: its name and the command line that does it.
-pub struct Step {
-    /// `backup`, `forget`.
-    pub name: &'static str,
-    /// Arguments after `snap`.
-    pub argv: Vec<String>,
+/// One step of a profile: what the subcommand of its name would run.
+pub enum Step {
+    /// `snap backup`, with its sources and settings.
+    Backup(Box<BackupOptions>),
+    /// `snap forget --keep-... [--prune]`.
+    Forget(forget::Args),
+    /// `snap sync --to ... [--delete]`.
+    Sync(sync::Args),
+}
+
+impl Step {
+    /// `backup`, `forget` or `sync`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Step::Backup(_) => "backup",
+            Step::Forget(_) => "forget",
+            Step::Sync(_) => "sync",
+        }
+    }
+
     /// The destination of a sync step.
-    pub to: Option<String>,
+    pub fn to(&self) -> Option<&str> {
+        match self {
+            Step::Sync(a) => Some(&a.to),
+            _ => None,
+        }
+    }
+}
+
+/// A profile ready to run.
+pub struct Run {
+    /// Its name.
+    pub name: String,
+    /// Its repository.
+    pub repository: String,
+    /// Passphrase file of an encrypted repository.
+    pub password_file: Option<PathBuf>,
+    /// Its steps, in order.
+    pub steps: Vec<Step>,
 }
 
 impl File {
@@ -147,103 +191,65 @@ impl File {
         Ok((name.to_string(), p))
     }
 
-    /// The steps of profile `name` (or the default one) and its passphrase file.
-    pub fn steps(
-        &self,
-        path: &Path,
-        name: Option<&str>,
-    ) -> Result<(String, Vec<Step>, Option<PathBuf>)> {
+    /// The steps of profile `name` (or the default one).
+    pub fn steps(&self, path: &Path, name: Option<&str>) -> Result<Run> {
         let (name, p) = self.get(path, name)?;
-        let repo = p.repository.clone();
-        let base = |sub: &str| vec!["--repo".to_string(), repo.clone(), sub.to_string()];
-        let mut backup = base("backup");
-        backup.extend(p.paths.iter().cloned());
-        let mut opt = |flag: &str, v: &str| {
-            backup.push(flag.to_string());
-            backup.push(v.to_string());
+        let backup = BackupOptions {
+            paths: p.paths.iter().map(PathBuf::from).collect(),
+            commands: pairs(&p.commands),
+            command_dirs: pairs(&p.command_dirs),
+            pg: p.pg.clone(),
+            pg_all: p.pg_all.iter().cloned().collect(),
+            mongo: p.mongo.clone(),
+            ngw: p.ngw.as_ref().map(PathBuf::from),
+            excludes: p.exclude.clone(),
+            tags: p.tags.clone(),
+            host: p.host.clone(),
+            ..Default::default()
         };
-        for (flag, vals) in [
-            ("--pg", &p.pg),
-            ("--mongo", &p.mongo),
-            ("--exclude", &p.exclude),
-            ("--tag", &p.tags),
-        ] {
-            for v in vals {
-                opt(flag, v);
-            }
-        }
-        if let Some(v) = &p.ngw {
-            opt("--ngw", v);
-        }
-        if let Some(v) = &p.pg_all {
-            opt("--pg-all", v);
-        }
-        if let Some(v) = &p.host {
-            opt("--host", v);
-        }
-        for (flag, list) in [
-            ("--command", &p.commands),
-            ("--command-dir", &p.command_dirs),
-        ] {
-            for c in list {
-                opt(flag, &c.command);
-                opt("--as", &c.name);
-            }
-        }
-        let mut steps = vec![Step {
-            name: "backup",
-            argv: backup,
-            to: None,
-        }];
+        let mut steps = vec![Step::Backup(Box::new(backup))];
         if let Some(r) = &p.retention {
-            let mut forget = base("forget");
-            let counts = [
-                ("--keep-last", r.keep_last),
-                ("--keep-hourly", r.keep_hourly),
-                ("--keep-daily", r.keep_daily),
-                ("--keep-weekly", r.keep_weekly),
-                ("--keep-monthly", r.keep_monthly),
-                ("--keep-yearly", r.keep_yearly),
-            ];
-            for (flag, n) in counts {
-                if let Some(n) = n {
-                    forget.extend([flag.to_string(), n.to_string()]);
-                }
-            }
-            if let Some(w) = &r.keep_within {
-                forget.extend(["--keep-within".to_string(), w.to_string()]);
-            }
-            for t in &r.keep_tag {
-                forget.extend(["--keep-tag".to_string(), t.clone()]);
-            }
-            if let Some(h) = &p.host {
-                forget.extend(["--host".to_string(), h.clone()]);
-            }
-            if r.prune.unwrap_or(true) {
-                forget.push("--prune".to_string());
-                if let Some(m) = &r.max_unused {
-                    forget.extend(["--max-unused".to_string(), m.clone()]);
-                }
-            }
-            steps.push(Step {
-                name: "forget",
-                argv: forget,
-                to: None,
-            });
+            steps.push(Step::Forget(forget::Args {
+                snapshots: Vec::new(),
+                keep_last: r.keep_last.unwrap_or(0),
+                keep_hourly: r.keep_hourly.unwrap_or(0),
+                keep_daily: r.keep_daily.unwrap_or(0),
+                keep_weekly: r.keep_weekly.unwrap_or(0),
+                keep_monthly: r.keep_monthly.unwrap_or(0),
+                keep_yearly: r.keep_yearly.unwrap_or(0),
+                keep_within: r.keep_within,
+                keep_tag: r.keep_tag.clone(),
+                host: p.host.clone(),
+                dry_run: false,
+                prune: r.prune.unwrap_or(true),
+                max_unused: r.max_unused.unwrap_or(PruneOptions::default().max_unused),
+                json: false,
+            }));
         }
         for to in &p.sync {
-            let mut sync = base("sync");
-            sync.extend(["--to".to_string(), to.clone()]);
-            // What retention removed here goes there too.
-            if p.retention.is_some() {
-                sync.push("--delete".to_string());
-            }
-            steps.push(Step {
-                name: "sync",
-                argv: sync,
-                to: Some(to.clone()),
-            });
+            steps.push(Step::Sync(sync::Args {
+                to: to.clone(),
+                endpoint: None,
+                snapshots: Vec::new(),
+                tag: Vec::new(),
+                // What retention removed here goes there too.
+                delete: p.retention.is_some(),
+                json: false,
+            }));
         }
-        Ok((name, steps, p.password_file.clone()))
+        Ok(Run {
+            name,
+            repository: p.repository.clone(),
+            password_file: p.password_file.clone(),
+            steps,
+        })
     }
+}
+
+/// Commands with the names their output is stored under.
+fn pairs(named: &[Named]) -> Vec<(String, String)> {
+    named
+        .iter()
+        .map(|c| (c.command.clone(), c.name.clone()))
+        .collect()
 }

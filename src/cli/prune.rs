@@ -1,7 +1,7 @@
 //! `snap prune`
 
 use anyhow::Result;
-use snap::ops::prune::{prune, PruneOptions, PruneReport};
+use snap::ops::prune::{plan_prune, PruneOptions, PruneReport};
 use snap::repo::Repository;
 
 use super::{human, progress_for, Bar, Ctx};
@@ -43,7 +43,8 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
     Ok(0)
 }
 
-/// Runs prune with a progress bar (also for `forget --prune`).
+/// Plans prune, then (unless `dry_run`, which gives the plan's expected report)
+/// carries it out with a progress bar (also for `forget --prune`).
 pub fn run_prune(
     ctx: &Ctx,
     repo: &Repository,
@@ -51,11 +52,12 @@ pub fn run_prune(
     dry_run: bool,
 ) -> Result<PruneReport> {
     let bar = Bar::new(ctx, "repack");
-    let opts = PruneOptions {
-        max_unused,
-        dry_run,
+    let plan = plan_prune(repo, &PruneOptions { max_unused })?;
+    let r = if dry_run {
+        plan.expected()
+    } else {
+        plan.execute(progress_for(&bar))?
     };
-    let r = prune(repo, &opts, progress_for(&bar))?;
     drop(bar);
     Ok(r)
 }

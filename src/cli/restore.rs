@@ -8,7 +8,7 @@ use snap::format::id::SnapshotId;
 use snap::format::snapshot::Snapshot;
 use snap::ops::restore::db::{restore_pg, restore_pg_all, restore_pipe};
 use snap::ops::restore::ngw::{restore_instance, Migrations};
-use snap::ops::restore::{restore, RestoreOptions};
+use snap::ops::restore::{plan_restore, RestoreOptions};
 use snap::repo::Repository;
 use snap::source::ngw::NgwConfig;
 use snap::source::pg::Dsn;
@@ -48,6 +48,9 @@ pub struct Args {
     /// Restore only this path of the snapshot (repeatable)
     #[arg(long, value_name = "PATH")]
     include: Vec<String>,
+    /// Show what would be written (files, directories, bytes), write nothing
+    #[arg(long, short = 'n', conflicts_with_all = ["ngw", "pg", "pg_all", "pipe"])]
+    dry_run: bool,
     /// Print the result as JSON
     #[arg(long)]
     json: bool,
@@ -66,12 +69,38 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
     }
     let started = Instant::now();
     let target = a.target.expect("clap requires --target without --ngw");
-    let bar = Bar::new(ctx, "restore");
     let opts = RestoreOptions {
         target: target.clone(),
         include: a.include,
     };
-    let out = restore(&repo, &snap, &opts, progress_for(&bar))?;
+    let plan = plan_restore(&repo, &snap, &opts)?;
+    if a.dry_run {
+        if a.json {
+            let v = serde_json::json!({
+                "snapshot": id,
+                "target": target,
+                "files": plan.files,
+                "dirs": plan.dirs,
+                "others": plan.others,
+                "bytes": plan.bytes,
+                "dry_run": true,
+            });
+            outln!("{}", serde_json::to_string_pretty(&v)?);
+        } else {
+            outln!(
+                "would restore snapshot {} to {}: {} files, {} dirs, {} other entries, {}; dry run, nothing written",
+                id.short(),
+                target.display(),
+                plan.files,
+                plan.dirs,
+                plan.others,
+                human(plan.bytes)
+            );
+        }
+        return Ok(0);
+    }
+    let bar = Bar::new(ctx, "restore");
+    let out = plan.execute(progress_for(&bar))?;
     drop(bar);
     print_list("not restored", &out.warnings);
     if !out.errors.is_empty() {

@@ -17,23 +17,23 @@ pub struct Args {
     /// from SNAP_TO_PASSWORD, SNAP_TO_PASSWORD_FILE, SNAP_TO_KEY_FILE or a prompt)
     /// gets rewritten copies
     #[arg(long, value_name = "REPO")]
-    to: String,
+    pub(super) to: String,
     /// S3 endpoint of the destination (e.g. http://127.0.0.1:9000 for MinIO) [default:
     /// AWS_ENDPOINT_URL, else AWS]
     #[arg(long, value_name = "URL")]
-    endpoint: Option<String>,
+    pub(super) endpoint: Option<String>,
     /// Copy only these snapshots (ids or unique prefixes) [default: all]
     #[arg(value_name = "SNAPSHOT")]
-    snapshots: Vec<String>,
+    pub(super) snapshots: Vec<String>,
     /// Copy only snapshots with this tag (repeatable: any of them)
     #[arg(long)]
-    tag: Vec<String>,
+    pub(super) tag: Vec<String>,
     /// Also delete on the destination what forget and prune removed here
     #[arg(long, conflicts_with_all = ["snapshots", "tag"])]
-    delete: bool,
+    pub(super) delete: bool,
     /// Print the report as JSON
     #[arg(long)]
-    json: bool,
+    pub(super) json: bool,
 }
 
 pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {

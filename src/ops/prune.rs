@@ -5,9 +5,11 @@
 //!    index file lists (an interrupted run left them) are garbage;
 //! 2. mark every blob the snapshots reach (on disk, see [`crate::ops::reach`]); a missing
 //!    or unreadable one stops prune before anything changes;
-//! 3. plan: packs without live blobs go; partly used packs are rewritten, most wasteful
-//!    first, until the unused bytes left are at most `max_unused` of the used bytes;
-//! 4. copy the live blobs of rewritten packs, verified, into new packs made durable;
+//! 3. plan ([`plan_prune`] makes a [`PrunePlan`]): packs without live blobs go; partly
+//!    used packs are rewritten, most wasteful first, until the unused bytes left are at
+//!    most `max_unused` of the used bytes;
+//! 4. ([`PrunePlan::execute`] from here on) copy the live blobs of rewritten packs,
+//!    verified, into new packs made durable;
 //! 5. write new index files listing the new packs and every kept pack of the index
 //!    files that list a deleted one (small index files are merged in too), then update
 //!    the cache in one transaction;
@@ -25,27 +27,23 @@ use crate::format::id::{IndexFileId, PackId, TreeId};
 use crate::format::pack;
 use crate::ops::reach::mark_reachable;
 use crate::progress::Progress;
-use crate::repo::{batches, PackRecord, Repacker, Repository};
+use crate::repo::index::PackUsage;
+use crate::repo::{batches, Lock, PackRecord, Repacker, Repository};
 
 /// How `prune` runs.
 #[derive(Clone, Copy, Debug)]
 pub struct PruneOptions {
     /// Unused bytes to tolerate, as a share of the used bytes (0.05 = 5 %).
     pub max_unused: f64,
-    /// Plan and report only.
-    pub dry_run: bool,
 }
 
 impl Default for PruneOptions {
     fn default() -> Self {
-        PruneOptions {
-            max_unused: 0.05,
-            dry_run: false,
-        }
+        PruneOptions { max_unused: 0.05 }
     }
 }
 
-/// What `prune` did (or, with `dry_run`, would do).
+/// What `prune` did (or, from [`PrunePlan::expected`], would do).
 #[derive(Clone, Debug, Default, serde::Serialize)]
 pub struct PruneReport {
     /// Snapshots kept (all of them: prune removes no snapshot).
@@ -77,12 +75,40 @@ pub struct PruneReport {
     pub tmp_files_removed: u64,
 }
 
-/// Runs prune; see the module docs.
-pub fn prune(
-    repo: &Repository,
-    opts: &PruneOptions,
-    progress: &dyn Progress,
-) -> Result<PruneReport> {
+/// What prune will delete and rewrite (steps 1 to 3 of the module docs), made under
+/// the exclusive lock it holds until [`PrunePlan::execute`] has run or it is dropped:
+/// nothing can change the repository in between, so the plan cannot go stale.
+pub struct PrunePlan<'r> {
+    repo: &'r Repository,
+    lock: Lock,
+    /// Snapshots in the repository (prune keeps them all).
+    pub snapshots: u64,
+    /// Packs on disk that no index file lists: deleted.
+    pub unindexed: Vec<PackId>,
+    /// Their size.
+    pub bytes_unindexed: u64,
+    /// Packs before: indexed and unindexed.
+    pub packs: u64,
+    /// Indexed packs no snapshot needs anything in: deleted.
+    pub delete: Vec<PackUsage>,
+    /// Partly used packs whose live blobs are copied into new packs, most wasteful
+    /// first: deleted after.
+    pub repack: Vec<PackUsage>,
+    /// Size of all packs now.
+    pub bytes_before: u64,
+    /// Bytes no snapshot uses in the packs that stay.
+    pub bytes_unused_after: u64,
+}
+
+/// Pack bytes besides its blobs' for a pack of `blobs` blobs.
+fn overhead(blobs: u64) -> u64 {
+    pack::HEADER_LEN + pack::FOOTER_LEN as u64 + blobs * pack::ENTRY_LEN as u64
+}
+
+/// Takes the exclusive lock and plans prune; see the module docs. Fails, with nothing
+/// changed, when a snapshot record or index file cannot be read or a blob a snapshot
+/// needs is missing.
+pub fn plan_prune<'r>(repo: &'r Repository, opts: &PruneOptions) -> Result<PrunePlan<'r>> {
     let lock = repo.lock(true, "prune")?;
     if let Some((path, why)) = lock.unreadable.first() {
         return Err(Refusal::PruneUnreadableSnapshot {
@@ -97,13 +123,7 @@ pub fn prune(
     let unindexed = repo.unindexed_packs()?;
     let sizes: std::collections::HashMap<PackId, u64> = repo.pack_files()?.into_iter().collect();
     let bytes_unindexed: u64 = unindexed.iter().filter_map(|id| sizes.get(id)).sum();
-    let mut report = PruneReport {
-        packs_unindexed: unindexed.len() as u64,
-        bytes_unindexed,
-        ..Default::default()
-    };
     let roots: Vec<TreeId> = repo.snapshots()?.iter().map(|(_, s)| s.tree).collect();
-    report.snapshots = roots.len() as u64;
     let reach = mark_reachable(repo, &roots)?;
     if let Some(p) = reach.problems.first() {
         return Err(Refusal::PruneDamaged {
@@ -114,22 +134,16 @@ pub fn prune(
         .into());
     }
 
-    // Plan.
     let usage = repo.index().pack_usage()?;
-    report.packs = usage.len() as u64 + report.packs_unindexed;
-    report.bytes_before = report.bytes_unindexed;
-    let mut removed_bytes = report.bytes_unindexed;
-    let overhead =
-        |blobs: u64| pack::HEADER_LEN + pack::FOOTER_LEN as u64 + blobs * pack::ENTRY_LEN as u64;
+    let mut bytes_before = bytes_unindexed;
     let mut delete = Vec::new();
     let mut partly = Vec::new();
     let mut live_total = 0u64;
     let mut unused_total = 0u64;
     for u in &usage {
-        report.bytes_before += u.size;
+        bytes_before += u.size;
         if u.live_blobs == 0 {
-            delete.push(u.name);
-            removed_bytes += u.size;
+            delete.push(*u);
             continue;
         }
         let live = u.live_bytes + overhead(u.live_blobs);
@@ -148,58 +162,101 @@ pub fn prune(
             break;
         }
         unused_total -= unused;
-        removed_bytes += u.size;
         repack.push(u);
     }
-    report.packs_deleted = delete.len() as u64;
-    report.packs_repacked = repack.len() as u64;
-    report.bytes_unused_after = unused_total;
-    if opts.dry_run {
-        let copied: u64 = repack
+    Ok(PrunePlan {
+        repo,
+        lock,
+        snapshots: roots.len() as u64,
+        packs: (usage.len() + unindexed.len()) as u64,
+        unindexed,
+        bytes_unindexed,
+        delete,
+        repack,
+        bytes_before,
+        bytes_unused_after: unused_total,
+    })
+}
+
+impl PrunePlan<'_> {
+    /// Bytes of the packs deleted or replaced.
+    fn removed_bytes(&self) -> u64 {
+        let packs = self.delete.iter().chain(&self.repack);
+        self.bytes_unindexed + packs.map(|u| u.size).sum::<u64>()
+    }
+
+    /// The figures known before anything runs.
+    fn figures(&self) -> PruneReport {
+        PruneReport {
+            snapshots: self.snapshots,
+            packs: self.packs,
+            packs_unindexed: self.unindexed.len() as u64,
+            bytes_unindexed: self.bytes_unindexed,
+            packs_deleted: self.delete.len() as u64,
+            packs_repacked: self.repack.len() as u64,
+            bytes_before: self.bytes_before,
+            bytes_unused_after: self.bytes_unused_after,
+            ..Default::default()
+        }
+    }
+
+    /// The report [`PrunePlan::execute`] is expected to give: its copies estimated
+    /// from the index (no packs written, no temp files counted).
+    pub fn expected(&self) -> PruneReport {
+        let copied: u64 = self
+            .repack
             .iter()
             .map(|u| u.live_bytes + overhead(u.live_blobs))
             .sum();
-        report.blobs_repacked = repack.iter().map(|u| u.live_blobs).sum();
-        report.bytes_repacked = repack.iter().map(|u| u.live_bytes).sum();
-        report.bytes_after = report.bytes_before - removed_bytes + copied;
-        return Ok(report);
-    }
-
-    // Copy, index, delete.
-    let mut repacker = Repacker::new(repo);
-    for u in &repack {
-        for (id, loc) in repo.index().blobs_in(&u.name, true)? {
-            // Until the index changes, stopping leaves only new packs nobody lists.
-            crate::interrupt::check()?;
-            let n = repacker.copy(&id, &loc)?;
-            report.blobs_repacked += 1;
-            report.bytes_repacked += n;
-            progress.bytes(n);
+        PruneReport {
+            blobs_repacked: self.repack.iter().map(|u| u.live_blobs).sum(),
+            bytes_repacked: self.repack.iter().map(|u| u.live_bytes).sum(),
+            bytes_after: self.bytes_before - self.removed_bytes() + copied,
+            ..self.figures()
         }
     }
-    let written = repacker.finish()?;
-    report.packs_written = written.len() as u64;
-    let written_bytes: u64 = written.iter().map(|r| r.size).sum();
-    let mut gone: Vec<PackId> = delete;
-    gone.extend(repack.iter().map(|u| u.name));
-    // A lock taken over as stale means someone else may be in here, and an
-    // interruption asked for is still honoured: stop before the index changes.
-    crate::interrupt::check()?;
-    lock.check()?;
-    let (old_files, new_files) = rewrite_index_files(repo, &gone, &written)?;
-    repo.index()
-        .replace_packs(&gone, &written, &old_files, &new_files)?;
-    repo.delete_index_files(&old_files)?;
-    // A pack is named by its bytes: a rewrite can produce a pack that is also on the
-    // delete list (an identical one an interrupted prune wrote). Its file is the new
-    // pack now; deleting it would lose its blobs.
-    let new: HashSet<PackId> = written.iter().map(|r| r.id).collect();
-    gone.extend(unindexed);
-    gone.retain(|id| !new.contains(id));
-    repo.delete_packs(&gone)?;
-    report.tmp_files_removed = repo.clean_tmp()?;
-    report.bytes_after = report.bytes_before - removed_bytes + written_bytes;
-    Ok(report)
+
+    /// Carries the plan out (steps 4 to 6 of the module docs), then lets the lock go.
+    /// Stops, before the index changes, when an interruption is asked for or the lock
+    /// was taken over.
+    pub fn execute(self, progress: &dyn Progress) -> Result<PruneReport> {
+        let repo = self.repo;
+        let mut report = self.figures();
+        let mut repacker = Repacker::new(repo);
+        for u in &self.repack {
+            for (id, loc) in repo.index().blobs_in(&u.name, true)? {
+                // Until the index changes, stopping leaves only new packs nobody lists.
+                crate::interrupt::check()?;
+                let n = repacker.copy(&id, &loc)?;
+                report.blobs_repacked += 1;
+                report.bytes_repacked += n;
+                progress.bytes(n);
+            }
+        }
+        let written = repacker.finish()?;
+        report.packs_written = written.len() as u64;
+        let written_bytes: u64 = written.iter().map(|r| r.size).sum();
+        let mut gone: Vec<PackId> = self.delete.iter().map(|u| u.name).collect();
+        gone.extend(self.repack.iter().map(|u| u.name));
+        // A lock taken over as stale means someone else may be in here, and an
+        // interruption asked for is still honoured: stop before the index changes.
+        crate::interrupt::check()?;
+        self.lock.check()?;
+        let (old_files, new_files) = rewrite_index_files(repo, &gone, &written)?;
+        repo.index()
+            .replace_packs(&gone, &written, &old_files, &new_files)?;
+        repo.delete_index_files(&old_files)?;
+        // A pack is named by its bytes: a rewrite can produce a pack that is also on the
+        // delete list (an identical one an interrupted prune wrote). Its file is the new
+        // pack now; deleting it would lose its blobs.
+        let new: HashSet<PackId> = written.iter().map(|r| r.id).collect();
+        gone.extend(&self.unindexed);
+        gone.retain(|id| !new.contains(id));
+        repo.delete_packs(&gone)?;
+        report.tmp_files_removed = repo.clean_tmp()?;
+        report.bytes_after = self.bytes_before - self.removed_bytes() + written_bytes;
+        Ok(report)
+    }
 }
 
 /// Index files smaller than this share of a full one are merged into new ones.

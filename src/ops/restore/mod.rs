@@ -9,7 +9,7 @@
 pub mod db;
 pub mod ngw;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::ffi::OsStr;
 use std::fs::{self, File};
 use std::os::unix::ffi::OsStrExt;
@@ -26,7 +26,7 @@ use crate::format::snapshot::Snapshot;
 use crate::format::tree::{split_path, Content, Meta, Node, NodeKind};
 use crate::locked;
 use crate::progress::Progress;
-use crate::repo::Repository;
+use crate::repo::{Lock, Repository};
 
 /// What to restore and where.
 #[derive(Clone, Debug, Default)]
@@ -84,28 +84,48 @@ pub(crate) fn timestamps(m: &Meta) -> rustix::fs::Timestamps {
     }
 }
 
-/// Restores `snap` into `opts.target`.
-pub fn restore(
-    repo: &Repository,
+/// Where a restore starts: a snapshot tree whose entries go into the target, or one
+/// entry (an `--include`) at its path under the target.
+#[derive(Debug)]
+enum Root {
+    Tree(TreeId),
+    Entry {
+        comps: Vec<Vec<u8>>,
+        node: Node,
+        spath: String,
+    },
+}
+
+/// What a restore will write, found by walking the snapshot's trees (no file content
+/// is read), under the shared lock it holds until [`RestorePlan::execute`] has run or
+/// it is dropped, so that prune cannot delete what it reads meanwhile.
+pub struct RestorePlan<'r> {
+    repo: &'r Repository,
+    _lock: Option<Lock>,
+    roots: Vec<Root>,
+    /// Directory restored into (created if absent).
+    pub target: PathBuf,
+    /// Regular files to write (each hard link counted).
+    pub files: u64,
+    /// Directories to create or update.
+    pub dirs: u64,
+    /// Symlinks, FIFOs and devices to create.
+    pub others: u64,
+    /// Bytes of file content to write (a hard-linked file's once).
+    pub bytes: u64,
+    /// Sockets, recorded but never restored.
+    pub skipped: u64,
+}
+
+/// Plans restoring `snap` as `opts` say: resolves the included paths and counts what
+/// they hold. Fails, with nothing written, when the target is not a directory or an
+/// included path is not in the snapshot.
+pub fn plan_restore<'r>(
+    repo: &'r Repository,
     snap: &Snapshot,
     opts: &RestoreOptions,
-    progress: &dyn Progress,
-) -> Result<RestoreOutcome> {
-    let _lock = repo.read_lock("restore")?;
-    let r = Restorer {
-        repo,
-        progress,
-        is_root: rustix::process::geteuid().is_root(),
-        links: Mutex::new(HashMap::new()),
-        deferred: Mutex::new(Vec::new()),
-        dirs_meta: Mutex::new(Vec::new()),
-        warnings: Mutex::new(Vec::new()),
-        errors: Mutex::new(Vec::new()),
-        files: AtomicU64::new(0),
-        dirs: AtomicU64::new(0),
-        others: AtomicU64::new(0),
-        bytes: AtomicU64::new(0),
-    };
+) -> Result<RestorePlan<'r>> {
+    let lock = repo.read_lock("restore")?;
     let target = &opts.target;
     if fs::symlink_metadata(target).is_ok_and(|m| !m.is_dir()) {
         return Err(Refusal::TargetNotDir {
@@ -113,59 +133,136 @@ pub fn restore(
         }
         .into());
     }
-    fs::create_dir_all(target).at(target)?;
+    let mut roots = Vec::new();
     if opts.include.is_empty() {
-        r.dir_contents(&snap.tree, target, "", false);
-    } else {
-        for inc in &opts.include {
-            let comps = snapshot_path(inc)?;
-            let node = node_at(repo, snap, inc)?;
-            let mut dest = target.clone();
-            for c in &comps[..comps.len().saturating_sub(1)] {
-                dest.push(OsStr::from_bytes(c));
-                ensure_dir(&dest)?;
+        roots.push(Root::Tree(snap.tree));
+    }
+    for inc in &opts.include {
+        let comps = snapshot_path(inc)?;
+        let node = node_at(repo, snap, inc)?;
+        roots.push(match (comps.is_empty(), &node.kind) {
+            (true, NodeKind::Dir(tree)) => Root::Tree(*tree),
+            (true, _) => unreachable!("the root is a directory"),
+            (false, _) => Root::Entry {
+                comps,
+                node,
+                spath: format!("/{}", inc.trim_matches('/')),
+            },
+        });
+    }
+    let mut plan = RestorePlan {
+        repo,
+        _lock: lock,
+        roots: Vec::new(),
+        target: target.clone(),
+        files: 0,
+        dirs: 0,
+        others: 0,
+        bytes: 0,
+        skipped: 0,
+    };
+    let mut links = HashSet::new();
+    for root in &roots {
+        match root {
+            Root::Tree(tree) => plan.count_tree(tree, &mut links)?,
+            Root::Entry { node, .. } => plan.count(node, &mut links)?,
+        }
+    }
+    plan.roots = roots;
+    Ok(plan)
+}
+
+impl RestorePlan<'_> {
+    /// Counts the entries of `tree`, recursively; `links`: the hard-linked files seen.
+    fn count_tree(&mut self, tree: &TreeId, links: &mut HashSet<(u64, u64)>) -> Result<()> {
+        for n in &self.repo.load_tree(tree)?.nodes {
+            self.count(n, links)?;
+        }
+        Ok(())
+    }
+
+    /// Counts `node` and what it holds.
+    fn count(&mut self, node: &Node, links: &mut HashSet<(u64, u64)>) -> Result<()> {
+        match &node.kind {
+            NodeKind::Dir(tree) => {
+                self.dirs += 1;
+                return self.count_tree(tree, links);
             }
-            match comps.last() {
-                Some(last) => {
-                    dest.push(OsStr::from_bytes(last));
-                    r.entry(&node, &dest, &format!("/{}", inc.trim_matches('/')), false);
+            NodeKind::File(_) => {
+                let m = &node.meta;
+                self.files += 1;
+                if m.nlink <= 1 || links.insert((m.dev, m.ino)) {
+                    self.bytes += m.size;
                 }
-                None => {
-                    let NodeKind::Dir(tree) = node.kind else {
-                        unreachable!("the root is a directory")
-                    };
-                    r.dir_contents(&tree, target, "", false);
+            }
+            NodeKind::Socket => self.skipped += 1,
+            _ => self.others += 1,
+        }
+        Ok(())
+    }
+
+    /// Restores as planned. Entries that fail are reported in the outcome, the rest
+    /// still restored.
+    pub fn execute(self, progress: &dyn Progress) -> Result<RestoreOutcome> {
+        let repo = self.repo;
+        let r = Restorer {
+            repo,
+            progress,
+            is_root: rustix::process::geteuid().is_root(),
+            links: Mutex::new(HashMap::new()),
+            deferred: Mutex::new(Vec::new()),
+            dirs_meta: Mutex::new(Vec::new()),
+            warnings: Mutex::new(Vec::new()),
+            errors: Mutex::new(Vec::new()),
+            files: AtomicU64::new(0),
+            dirs: AtomicU64::new(0),
+            others: AtomicU64::new(0),
+            bytes: AtomicU64::new(0),
+        };
+        let target = &self.target;
+        fs::create_dir_all(target).at(target)?;
+        for root in &self.roots {
+            match root {
+                Root::Tree(tree) => r.dir_contents(tree, target, "", false),
+                Root::Entry { comps, node, spath } => {
+                    let mut dest = target.clone();
+                    for c in &comps[..comps.len() - 1] {
+                        dest.push(OsStr::from_bytes(c));
+                        ensure_dir(&dest)?;
+                    }
+                    dest.push(OsStr::from_bytes(&comps[comps.len() - 1]));
+                    r.entry(node, &dest, spath, false);
                 }
             }
         }
-    }
-    for (first, dest, spath) in locked(&r.deferred).drain(..) {
-        if first == dest {
-            continue;
-        }
-        let res = remove_non_dir(&dest).and_then(|_| fs::hard_link(&first, &dest).at(&dest));
-        match res {
-            Ok(()) => {
-                r.files.fetch_add(1, Ordering::Relaxed);
+        for (first, dest, spath) in locked(&r.deferred).drain(..) {
+            if first == dest {
+                continue;
             }
-            Err(e) => r.fail(&spath, e),
+            let res = remove_non_dir(&dest).and_then(|_| fs::hard_link(&first, &dest).at(&dest));
+            match res {
+                Ok(()) => {
+                    r.files.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(e) => r.fail(&spath, e),
+            }
         }
-    }
-    let mut dirs = locked(&r.dirs_meta).split_off(0);
-    dirs.sort_by_key(|d| std::cmp::Reverse(d.0.as_os_str().len()));
-    for (path, meta) in dirs {
-        if let Err(e) = r.apply_meta(&path, &meta, false) {
-            r.warn(format!("{}: {e}", path.display()));
+        let mut dirs = locked(&r.dirs_meta).split_off(0);
+        dirs.sort_by_key(|d| std::cmp::Reverse(d.0.as_os_str().len()));
+        for (path, meta) in dirs {
+            if let Err(e) = r.apply_meta(&path, &meta, false) {
+                r.warn(format!("{}: {e}", path.display()));
+            }
         }
+        Ok(RestoreOutcome {
+            files: r.files.into_inner(),
+            dirs: r.dirs.into_inner(),
+            others: r.others.into_inner(),
+            bytes: r.bytes.into_inner(),
+            warnings: r.warnings.into_inner().unwrap_or_else(|p| p.into_inner()),
+            errors: r.errors.into_inner().unwrap_or_else(|p| p.into_inner()),
+        })
     }
-    Ok(RestoreOutcome {
-        files: r.files.into_inner(),
-        dirs: r.dirs.into_inner(),
-        others: r.others.into_inner(),
-        bytes: r.bytes.into_inner(),
-        warnings: r.warnings.into_inner().unwrap_or_else(|p| p.into_inner()),
-        errors: r.errors.into_inner().unwrap_or_else(|p| p.into_inner()),
-    })
 }
 
 /// Makes sure `path` is a real directory (not a symlink to one), creating it if absent;
@@ -428,7 +525,7 @@ mod tests {
             target: target.clone(),
             ..Default::default()
         };
-        match restore(&repo, &snap, &opts, &NoProgress) {
+        match plan_restore(&repo, &snap, &opts).and_then(|p| p.execute(&NoProgress)) {
             Err(Error::Refused(Refusal::TargetNotDir { target: t })) => assert_eq!(t, target),
             other => panic!("expected the refusal of a file as target, got {other:?}"),
         }
@@ -456,7 +553,9 @@ mod tests {
             target: target.clone(),
             ..Default::default()
         };
-        let out = restore(&repo, &snap, &opts, &NoProgress).unwrap();
+        let out = plan_restore(&repo, &snap, &opts)
+            .and_then(|p| p.execute(&NoProgress))
+            .unwrap();
         let [Error::Entry { path, source }] = &out.errors[..] else {
             panic!("expected one entry error, got {:?}", out.errors);
         };

@@ -24,7 +24,7 @@ use crate::error::{Error, Result};
 use crate::format::id::{Id, SnapshotId, TreeId};
 use crate::format::pack::BlobKind;
 use crate::format::tree::NodeKind;
-use crate::ops::prune::{prune, PruneOptions};
+use crate::ops::prune::{plan_prune, PruneOptions};
 use crate::progress::Progress;
 use crate::repo::{Repository, Saver};
 
@@ -102,7 +102,7 @@ pub(super) fn copy(
         lock.check()?;
         dst.remove_snapshots(&gone)?;
         drop(lock);
-        let p = prune(dst, &PruneOptions::default(), progress)?;
+        let p = plan_prune(dst, &PruneOptions::default())?.execute(progress)?;
         report.deleted = [gone.len() as u64, 0, p.packs_deleted + p.packs_repacked];
     }
     Ok(report)
