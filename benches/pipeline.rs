@@ -69,7 +69,7 @@ fn bench(c: &mut Criterion) {
                 n += batch.cuts.len();
             }
             n
-        })
+        });
     });
 
     // The previous version: the same bytes, cut and hashed once.
@@ -81,7 +81,8 @@ fn bench(c: &mut Criterion) {
         for c in &batch.cuts {
             let at = ranges.last().map_or(0, |r| r.end);
             ranges.push(at..at + c.len());
-            prev.push((DataId(Id::hash(&batch.data[c.clone()])), c.len() as u32));
+            let len = u32::try_from(c.len()).expect("chunks are at most 64 KiB");
+            prev.push((DataId(Id::hash(&batch.data[c.clone()])), len));
         }
     }
     let lens: HashMap<DataId, u32> = prev.iter().copied().collect();
@@ -89,10 +90,10 @@ fn bench(c: &mut Criterion) {
         std::hint::black_box(blake3::hash(&data[r.clone()]));
     };
     g.bench_function("blake3_chunks_1core", |b| {
-        b.iter(|| ranges.iter().for_each(hash_chunk))
+        b.iter(|| ranges.iter().for_each(hash_chunk));
     });
     g.bench_function("blake3_chunks_all", |b| {
-        b.iter(|| ranges.par_iter().for_each(hash_chunk))
+        b.iter(|| ranges.par_iter().for_each(hash_chunk));
     });
     g.bench_function("chunk_hash_stored", |b| {
         b.iter(|| {
@@ -113,12 +114,16 @@ fn bench(c: &mut Criterion) {
             }
             assert!(stored + 8 >= prev.len(), "the hints path was taken");
             stored
-        })
+        });
     });
 
     let dir = tempfile::tempdir().unwrap();
     snap::repo::set_cache_root(dir.path().join("cache"));
-    let repo = Repository::init(&dir.path().join("repo"), &Default::default()).unwrap();
+    let repo = Repository::init(
+        &dir.path().join("repo"),
+        &snap::repo::InitOptions::default(),
+    )
+    .unwrap();
     stream_backup(&repo, &data);
     g.bench_function("backup_stored", |b| b.iter(|| stream_backup(&repo, &data)));
 
@@ -126,11 +131,13 @@ fn bench(c: &mut Criterion) {
         b.iter_with_setup(
             || {
                 let d = tempfile::tempdir().unwrap();
-                let r = Repository::init(&d.path().join("repo"), &Default::default()).unwrap();
+                let r =
+                    Repository::init(&d.path().join("repo"), &snap::repo::InitOptions::default())
+                        .unwrap();
                 (d, r)
             },
             |(_d, r)| stream_backup(&r, &data),
-        )
+        );
     });
     g.finish();
 }

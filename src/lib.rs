@@ -64,5 +64,5 @@ pub mod store;
 /// Locks `m`, going on with its data if a thread panicked while holding it (the panic
 /// is reported where it happened).
 pub(crate) fn locked<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }

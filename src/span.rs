@@ -114,18 +114,18 @@ impl std::str::FromStr for Span {
                 }
                 None => return Err(bad(format!("unknown unit {u:?}"))),
                 Some(Unit::Years) => {
-                    span.years = span.years.checked_add(n32()?).ok_or_else(overflow)?
+                    span.years = span.years.checked_add(n32()?).ok_or_else(overflow)?;
                 }
                 Some(Unit::Months) => {
-                    span.months = span.months.checked_add(n32()?).ok_or_else(overflow)?
+                    span.months = span.months.checked_add(n32()?).ok_or_else(overflow)?;
                 }
                 Some(Unit::Days(k)) => {
                     let d = n32()?.checked_mul(k).ok_or_else(overflow)?;
-                    span.days = span.days.checked_add(d).ok_or_else(overflow)?
+                    span.days = span.days.checked_add(d).ok_or_else(overflow)?;
                 }
                 Some(Unit::Seconds(k)) => {
                     let secs = n.checked_mul(k).ok_or_else(overflow)?;
-                    span.seconds = span.seconds.checked_add(secs).ok_or_else(overflow)?
+                    span.seconds = span.seconds.checked_add(secs).ok_or_else(overflow)?;
                 }
             }
         }

@@ -211,8 +211,8 @@ impl Base {
             }
             None => Repository::init(&first, &opts).unwrap(),
         };
-        let mut snapshots: Vec<SnapshotId> = (0..3)
-            .map(|i| back_up(&repo, &sources[i], i as u32 + 1).unwrap())
+        let mut snapshots: Vec<SnapshotId> = (0..3u32)
+            .map(|i| back_up(&repo, &sources[i as usize], i + 1).unwrap())
             .collect();
         if kind == Kind::Forgotten {
             repo.remove_snapshots(&snapshots[..1]).unwrap();
@@ -282,13 +282,13 @@ impl Base {
             unlisted,
         }
     }
+}
 
-    /// The source a snapshot was taken of.
-    fn source_of(&self, snap: &snap::format::snapshot::Snapshot) -> PathBuf {
-        match &snap.sources[..] {
-            [Source::Path { path }] => PathBuf::from(path),
-            other => panic!("unexpected sources {other:?}"),
-        }
+/// The source a snapshot was taken of.
+fn source_of(snap: &snap::format::snapshot::Snapshot) -> PathBuf {
+    match &snap.sources[..] {
+        [Source::Path { path }] => PathBuf::from(path),
+        other => panic!("unexpected sources {other:?}"),
     }
 }
 
@@ -341,7 +341,8 @@ fn op_backup_resuming(repo: &Repository, base: &Base) -> Result<Expect> {
         let bytes = store.read(&path, u64::MAX)?;
         store.delete(&path)?;
         store.put_volatile(&path, &bytes)?;
-        noted += &format!("{}\n", id.to_hex());
+        noted.push_str(&id.to_hex());
+        noted.push('\n');
     }
     // No PID reaches 4000000000: its process is gone.
     fs::write(journal.join("4000000000-00000000"), noted).unwrap();
@@ -414,7 +415,12 @@ fn op_prune(repo: &Repository, base: &Base) -> Result<Expect> {
 
 fn op_sync(repo: &Repository, base: &Base) -> Result<Expect> {
     let (src, sent) = base.other.as_ref().expect("a source");
-    let report = sync(&open(src, None)?, repo, &Default::default(), &NoProgress)?;
+    let report = sync(
+        &open(src, None)?,
+        repo,
+        &snap::ops::sync::SyncOptions::default(),
+        &NoProgress,
+    )?;
     assert!(report.rewritten, "the target has an id of its own");
     Ok(Expect {
         count: Some(sent.len()),
@@ -445,7 +451,11 @@ fn op_key_remove(repo: &Repository, _: &Base) -> Result<Expect> {
 }
 
 fn op_repair_index(repo: &Repository, base: &Base) -> Result<Expect> {
-    snap::ops::repair::repair_index(repo, Default::default(), &snap::progress::NoProgress)?;
+    snap::ops::repair::repair_index(
+        repo,
+        snap::ops::repair::RepairOptions::default(),
+        &snap::progress::NoProgress,
+    )?;
     Ok(all_stay(base))
 }
 
@@ -539,7 +549,7 @@ fn cut_and_check(op: &Op, base: &Base, v: Variant) {
             .and_then(|p| p.execute(&NoProgress))
             .unwrap();
         assert!(out.errors.is_empty(), "{ctx}: restore: {:?}", out.errors);
-        let src = base.source_of(s);
+        let src = source_of(s);
         assert_same_tree(&src, &restored(&target, &src));
     }
     back_up(&repo, &base.sources[3], 20).unwrap_or_else(|e| panic!("{ctx}: next backup: {e}"));

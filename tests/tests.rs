@@ -12,7 +12,7 @@ use std::ffi::OsStr;
 use std::fs;
 use std::io::{Seek, SeekFrom, Write};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{symlink, PermissionsExt};
+use std::os::unix::fs::{symlink, MetadataExt, PermissionsExt};
 use std::path::Path;
 use std::time::Duration;
 
@@ -86,7 +86,6 @@ mod round_trip {
         env.restore("latest", &target);
         assert_same_tree(&src, &restored(&target, &src));
         let sparse = fs::metadata(restored(&target, &src).join("sparse")).unwrap();
-        use std::os::unix::fs::MetadataExt;
         assert!(
             sparse.blocks() * 512 < 1 << 20,
             "sparse file restored with {} blocks",
@@ -1224,15 +1223,15 @@ mod ux {
         let p = |x: &Path| x.display().to_string();
         let case = |what, args: &[&str], code, says: &[&str]| Case {
             what,
-            args: args.iter().map(|a| a.to_string()).collect(),
+            args: args.iter().map(std::string::ToString::to_string).collect(),
             env: vec![],
             code,
-            says: says.iter().map(|a| a.to_string()).collect(),
+            says: says.iter().map(std::string::ToString::to_string).collect(),
         };
         let on = |r: &Path, rest: &[&str]| -> Vec<String> {
             ["--repo".to_string(), p(r)]
                 .into_iter()
-                .chain(rest.iter().map(|a| a.to_string()))
+                .chain(rest.iter().map(std::string::ToString::to_string))
                 .collect()
         };
         let mut cases = vec![
@@ -2244,8 +2243,8 @@ mod ngw {
     /// storages do.
     #[test]
     fn export_with_more_than_65535_members_is_zip64() {
-        let Some(inst) = Instance::new() else { return };
         const N: u32 = 65_600;
+        let Some(inst) = Instance::new() else { return };
         let dir = inst.env.path("fs/attachment/00/00");
         fs::create_dir_all(&dir).unwrap();
         for i in 1..=N {

@@ -174,7 +174,7 @@ pub fn execute(ctx: &Ctx, opts: &BackupOptions, json: bool) -> Result<i32> {
     } else {
         None
     };
-    let done = backup(&repo, opts, input, progress_for(&bar))?;
+    let done = backup(&repo, opts, input, progress_for(bar.as_ref()))?;
     drop(bar);
     let s = &done.snapshot.summary;
     if json {

@@ -78,7 +78,7 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
     } else {
         Bar::new(ctx, "read")
     };
-    let r = check(&repo, read, progress_for(&bar))?;
+    let r = check(&repo, read, progress_for(bar.as_ref()))?;
     drop(bar);
     if a.json {
         ctx.print_json(&r)?;

@@ -72,7 +72,7 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
                 ..Default::default()
             };
             let bar = Bar::new(ctx, "import");
-            let done = backup(&repo, &opts, None, progress_for(&bar))?;
+            let done = backup(&repo, &opts, None, progress_for(bar.as_ref()))?;
             drop(bar);
             let s = &done.snapshot.summary;
             outln!(

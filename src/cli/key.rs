@@ -91,24 +91,23 @@ pub fn unlock(
     password_file: Option<&Path>,
     env: &str,
 ) -> Result<(Option<String>, MasterKey)> {
-    let pass = match password_file {
-        Some(f) => first_line(f, "the profile's password_file")?,
-        None => {
-            let key_var = format!("{env}_KEY_FILE");
-            if let Some(f) = std::env::var_os(&key_var) {
-                let b = std::fs::read(&f)
-                    .with_context(|| format!("reading {key_var}={}", Path::new(&f).display()))?;
-                let k = MasterKey::import(&b, repo_id)
-                    .with_context(|| format!("{key_var}={}", Path::new(&f).display()))?;
-                return Ok((None, k));
-            }
-            passphrase(
-                &format!("passphrase for {}: ", store.location()),
-                &format!("{env}_PASSWORD"),
-                &format!("{env}_PASSWORD_FILE"),
-                false,
-            )?
+    let pass = if let Some(f) = password_file {
+        first_line(f, "the profile's password_file")?
+    } else {
+        let key_var = format!("{env}_KEY_FILE");
+        if let Some(f) = std::env::var_os(&key_var) {
+            let b = std::fs::read(&f)
+                .with_context(|| format!("reading {key_var}={}", Path::new(&f).display()))?;
+            let k = MasterKey::import(&b, repo_id)
+                .with_context(|| format!("{key_var}={}", Path::new(&f).display()))?;
+            return Ok((None, k));
         }
+        passphrase(
+            &format!("passphrase for {}: ", store.location()),
+            &format!("{env}_PASSWORD"),
+            &format!("{env}_PASSWORD_FILE"),
+            false,
+        )?
     };
     let (id, k) = keys::unlock(store, pass.as_bytes())?;
     Ok((Some(id), k))

@@ -42,7 +42,11 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
         "tags"
     );
     for (id, s) in &snaps {
-        let sources: Vec<String> = s.sources.iter().map(|x| x.describe()).collect();
+        let sources: Vec<String> = s
+            .sources
+            .iter()
+            .map(snap::format::snapshot::Source::describe)
+            .collect();
         outln!(
             "{:<8}  {:<19}  {:<12}  {:>7}  {:>10}  {:>10}  {:<12}  {}",
             id.short(),

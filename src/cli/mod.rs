@@ -178,9 +178,10 @@ pub struct Ctx {
 impl Ctx {
     /// Prints a command's `--json` report, or hands it to `snap run --json`.
     fn print_json(&self, report: &impl serde::Serialize) -> Result<()> {
-        match &self.reports {
-            Some(r) => r.borrow_mut().push(serde_json::to_value(report)?),
-            None => outln!("{}", serde_json::to_string_pretty(report)?),
+        if let Some(r) = &self.reports {
+            r.borrow_mut().push(serde_json::to_value(report)?);
+        } else {
+            outln!("{}", serde_json::to_string_pretty(report)?);
         }
         Ok(())
     }
@@ -207,7 +208,7 @@ impl Ctx {
         let (store, is_default) = self.store()?;
         let loc = store.location();
         if is_default && create_default && store.size("config")?.is_none() {
-            let repo = Repository::create(store, &Default::default(), None)
+            let repo = Repository::create(store, &snap::repo::InitOptions::default(), None)
                 .with_context(|| format!("creating the default repository {loc}"))?;
             eprintln!("snap: created a new repository at {loc}");
             return Ok(repo);
@@ -428,7 +429,7 @@ fn dispatch(ctx: &Ctx, command: Command, matches: &clap::ArgMatches) -> Result<i
         Command::Stats(a) => stats::run(ctx, a),
         Command::Repair(a) => repair::run(ctx, a),
         Command::Key(a) => key::run(ctx, a),
-        Command::Completions(a) => shell::completions(a),
+        Command::Completions(a) => Ok(shell::completions(a)),
         Command::Man(a) => shell::man(a),
     }
 }
@@ -656,7 +657,7 @@ impl Drop for Bar {
 }
 
 /// The progress sink for an operation: a bar on a terminal, nothing otherwise.
-fn progress_for(bar: &Option<Bar>) -> &dyn snap::progress::Progress {
+fn progress_for(bar: Option<&Bar>) -> &dyn snap::progress::Progress {
     match bar {
         Some(b) => b,
         None => &snap::progress::NoProgress,

@@ -174,12 +174,11 @@ pub struct Run {
 impl File {
     /// The profile `name`, or the default one.
     fn get(&self, path: &Path, name: Option<&str>) -> Result<(String, &Profile)> {
-        let name = match name.or(self.default.as_deref()) {
-            Some(n) => n,
-            None => bail!(
+        let Some(name) = name.or(self.default.as_deref()) else {
+            bail!(
                 "{}: name a profile (`snap run NAME`) or set `default = \"NAME\"`",
                 path.display()
-            ),
+            )
         };
         let p = self.profile.get(name).with_context(|| {
             format!(

@@ -56,7 +56,7 @@ pub fn run_prune(
     let r = if dry_run {
         plan.expected()
     } else {
-        plan.execute(progress_for(&bar))?
+        plan.execute(progress_for(bar.as_ref()))?
     };
     drop(bar);
     Ok(r)

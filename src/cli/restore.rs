@@ -100,11 +100,15 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
         return Ok(0);
     }
     let bar = Bar::new(ctx, "restore");
-    let out = plan.execute(progress_for(&bar))?;
+    let out = plan.execute(progress_for(bar.as_ref()))?;
     drop(bar);
     print_list("not restored", &out.warnings);
     if !out.errors.is_empty() {
-        let errs: Vec<String> = out.errors.iter().map(|e| e.to_string()).collect();
+        let errs: Vec<String> = out
+            .errors
+            .iter()
+            .map(std::string::ToString::to_string)
+            .collect();
         print_list("FAILED to restore", &errs);
         bail!(
             "{} entries of snapshot {} could not be restored (listed above); the others are in {}",
@@ -150,7 +154,7 @@ fn run_ngw(
     let started = Instant::now();
     let cfg = NgwConfig::load(config)?;
     let bar = Bar::new(ctx, "restore");
-    let out = restore_instance(repo, snap, &cfg, a.yes, progress_for(&bar))?;
+    let out = restore_instance(repo, snap, &cfg, a.yes, progress_for(bar.as_ref()))?;
     drop(bar);
     let hint = match &out.migrations {
         Migrations::Current => None,
@@ -165,7 +169,11 @@ fn run_ngw(
         ),
     };
     if !out.errors.is_empty() {
-        let errs: Vec<String> = out.errors.iter().map(|e| e.to_string()).collect();
+        let errs: Vec<String> = out
+            .errors
+            .iter()
+            .map(std::string::ToString::to_string)
+            .collect();
         print_list("FAILED to restore", &errs);
         bail!(
             "{} file(s) of snapshot {} could not be written into the file storage {} (listed above); the database is restored",
@@ -213,7 +221,7 @@ fn run_ngw(
 fn run_db(ctx: &Ctx, repo: &Repository, id: &SnapshotId, snap: &Snapshot, a: &Args) -> Result<i32> {
     let started = Instant::now();
     let bar = Bar::new(ctx, "restore");
-    let progress = progress_for(&bar);
+    let progress = progress_for(bar.as_ref());
     let from = a.path.as_deref();
     let (what, bytes) = if let Some(cmd) = &a.pipe {
         let path = from.expect("clap requires PATH with --pipe");

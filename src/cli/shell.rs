@@ -15,10 +15,10 @@ pub struct CompletionsArgs {
 }
 
 /// Prints a completion script: `snap completions bash > /etc/bash_completion.d/snap`.
-pub fn completions(a: CompletionsArgs) -> Result<i32> {
+pub fn completions(a: CompletionsArgs) -> i32 {
     let mut cmd = Cli::command();
     clap_complete::generate(a.shell, &mut cmd, "snap", &mut std::io::stdout());
-    Ok(0)
+    0
 }
 
 #[derive(clap::Args)]

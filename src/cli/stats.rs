@@ -93,7 +93,8 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
         .collect();
     let max = rows.iter().map(|r| r.2).max().unwrap_or(1).max(1);
     for (label, added, total) in rows {
-        let eighths = (total * (CHART_WIDTH as u64) * 8 / max) as usize;
+        let eighths = usize::try_from(total * (CHART_WIDTH as u64) * 8 / max)
+            .expect("at most CHART_WIDTH * 8: total <= max");
         let mut bar = "█".repeat(eighths / 8);
         if !eighths.is_multiple_of(8) {
             bar.push([' ', '▏', '▎', '▍', '▌', '▋', '▊', '▉'][eighths % 8]);

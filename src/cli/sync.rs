@@ -94,7 +94,7 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
             snapshots,
             delete: a.delete,
         },
-        progress_for(&bar),
+        progress_for(bar.as_ref()),
     )
     .with_context(|| format!("syncing to {loc}"))?;
     drop(bar);
@@ -106,6 +106,7 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
     if ctx.quiet {
         return Ok(0);
     }
+    #[allow(clippy::cast_possible_truncation, reason = "a float cast saturates")]
     let rate = human((r.bytes_sent as f64 / secs.max(0.001)) as u64);
     if r.rewritten {
         outln!(

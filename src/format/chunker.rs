@@ -337,25 +337,22 @@ impl<'h> StreamChunker<'h> {
         };
         let emitted = cuts.last().map_or(0, |c| c.end);
         let tail = self.start + emitted..self.end;
-        let old = match next {
-            Some(mut b) => {
-                // Reading ahead, the tail fills the room in front of what was read
-                // (under `max` bytes: every chunk starting before it was final); else
-                // it starts the buffer.
-                debug_assert!(head == 0 || tail.len() <= head, "the tail fits the room");
-                let at = head.saturating_sub(tail.len());
-                let len = tail.len();
-                b[at..at + len].copy_from_slice(&self.buf[tail]);
-                self.start = at;
-                self.end = at + len + n;
-                self.eof = next_eof;
-                std::mem::replace(&mut self.buf, b)
-            }
-            None => {
-                self.start = 0;
-                self.end = 0;
-                std::mem::take(&mut self.buf)
-            }
+        let old = if let Some(mut b) = next {
+            // Reading ahead, the tail fills the room in front of what was read
+            // (under `max` bytes: every chunk starting before it was final); else
+            // it starts the buffer.
+            debug_assert!(head == 0 || tail.len() <= head, "the tail fits the room");
+            let at = head.saturating_sub(tail.len());
+            let len = tail.len();
+            b[at..at + len].copy_from_slice(&self.buf[tail]);
+            self.start = at;
+            self.end = at + len + n;
+            self.eof = next_eof;
+            std::mem::replace(&mut self.buf, b)
+        } else {
+            self.start = 0;
+            self.end = 0;
+            std::mem::take(&mut self.buf)
         };
         let cuts = cuts
             .into_iter()
@@ -609,7 +606,7 @@ mod tests {
     ) -> Vec<(usize, usize, Known)> {
         let prev: HashMap<DataId, u32> = whole_cuts(base, base_p, gear)
             .into_iter()
-            .map(|(o, l)| (data_id(&base[o..o + l]), l as u32))
+            .map(|(o, l)| (data_id(&base[o..o + l]), u32::try_from(l).unwrap()))
             .collect();
         let mut ids = whole_cuts(base, base_p, gear)
             .into_iter()

@@ -25,6 +25,9 @@ pub const TAIL_MAGIC: &[u8; 8] = b"SNAPTAIL";
 pub const VERSION: u32 = 1;
 /// Header length.
 pub const HEADER_LEN: u64 = 16;
+/// [`HEADER_LEN`] as a length in memory.
+#[allow(clippy::cast_possible_truncation, reason = "16")]
+pub const HEADER_USIZE: usize = HEADER_LEN as usize;
 /// One trailer entry.
 pub const ENTRY_LEN: usize = 44;
 /// Footer length.
@@ -118,7 +121,7 @@ impl<W: Write> PackWriter<W> {
             broken: None,
             key,
         };
-        let mut header = [0u8; HEADER_LEN as usize];
+        let mut header = [0u8; HEADER_USIZE];
         header[..8].copy_from_slice(MAGIC);
         header[8..12].copy_from_slice(&VERSION.to_le_bytes());
         w.write(&header)?;
@@ -222,7 +225,7 @@ pub fn encode_entries(entries: &[PackEntry]) -> Vec<u8> {
 
 /// Checks a pack's header (its first [`HEADER_LEN`] bytes).
 pub fn check_header(name: &str, header: &[u8]) -> Result<()> {
-    if header.len() < HEADER_LEN as usize || &header[..8] != MAGIC {
+    if header.len() < HEADER_USIZE || &header[..8] != MAGIC {
         return Err(Error::corrupt("pack", name, "bad header magic"));
     }
     let version = u32::from_le_bytes(header[8..12].try_into().expect("4 bytes"));
@@ -269,7 +272,7 @@ pub fn decode_footer(
             "reserved footer bytes are not zero",
         ));
     }
-    let count = u32::from_le_bytes(footer[..4].try_into().expect("4 bytes")) as u64;
+    let count = u64::from(u32::from_le_bytes(footer[..4].try_into().expect("4 bytes")));
     let entries_len = count * ENTRY_LEN as u64 + if sealed { OVERHEAD as u64 } else { 0 };
     let min_len = HEADER_LEN + entries_len + FOOTER_LEN as u64;
     if min_len > file_len {
@@ -280,7 +283,9 @@ pub fn decode_footer(
         ));
     }
     let start = file_len - FOOTER_LEN as u64 - entries_len;
-    Ok((start, entries_len as usize))
+    let entries_len = usize::try_from(entries_len)
+        .map_err(|_| Error::corrupt("pack", name, "trailer larger than this machine addresses"))?;
+    Ok((start, entries_len))
 }
 
 /// Decodes trailer entries, verifying their hash against the footer (and, with `key`,
@@ -345,7 +350,7 @@ pub fn parse_entries(name: &str, entries: &[u8], blobs_end: u64) -> Result<Vec<P
             stored_len,
             raw_len,
         });
-        offset += stored_len as u64;
+        offset += u64::from(stored_len);
     }
     if offset != blobs_end {
         return Err(Error::corrupt(
@@ -370,7 +375,7 @@ mod tests {
         decode_entries(
             name,
             footer,
-            &file[start as usize..start as usize + n],
+            &file[usize::try_from(start).unwrap()..][..n],
             len,
             None,
         )
@@ -381,7 +386,7 @@ mod tests {
         fn round_trip(blobs in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..300), 0..20)) {
             let mut w = PackWriter::new(Vec::new(), None).unwrap();
             for b in &blobs {
-                w.add(BlobKind::Data, Compression::Raw, Id::hash(b), b.len() as u32, b).unwrap();
+                w.add(BlobKind::Data, Compression::Raw, Id::hash(b), u32::try_from(b.len()).unwrap(), b).unwrap();
             }
             let (id, entries, len, file) = w.finish().unwrap();
             prop_assert_eq!(id, PackId(Id::hash(&file)));
@@ -389,7 +394,8 @@ mod tests {
             let got = decode("p", &file).unwrap();
             prop_assert_eq!(&got, &entries);
             for (e, b) in got.iter().zip(&blobs) {
-                let s = &file[e.offset as usize..e.offset as usize + e.stored_len as usize];
+                let at = usize::try_from(e.offset).unwrap();
+                let s = &file[at..at + e.stored_len as usize];
                 prop_assert_eq!(s, &b[..]);
             }
         }

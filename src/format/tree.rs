@@ -203,7 +203,8 @@ impl Tree {
                 .into());
             }
             // At most MAX_NAME_LEN, checked just above.
-            out.extend_from_slice(&(n.name.len() as u16).to_le_bytes());
+            let len = u16::try_from(n.name.len()).expect("at most MAX_NAME_LEN");
+            out.extend_from_slice(&len.to_le_bytes());
             out.extend_from_slice(&n.name);
             out.push(n.kind.tag());
             let m = &n.meta;
@@ -228,7 +229,7 @@ impl Tree {
                 }
                 NodeKind::Fifo | NodeKind::Socket => {}
                 NodeKind::CharDev(r) | NodeKind::BlockDev(r) => {
-                    out.extend_from_slice(&r.to_le_bytes())
+                    out.extend_from_slice(&r.to_le_bytes());
                 }
             }
         }
@@ -246,8 +247,8 @@ impl Tree {
         if version != TREE_VERSION {
             return Err(Error::UnsupportedVersion {
                 what: "tree",
-                expected: TREE_VERSION as u32,
-                found: version as u32,
+                expected: u32::from(TREE_VERSION),
+                found: u32::from(version),
             });
         }
         let count = r.count(2 + 1 + 4 * 4 + 12 * 2 + 8 * 3)?;
@@ -342,8 +343,8 @@ impl ListNode {
         if version != LIST_VERSION {
             return Err(Error::UnsupportedVersion {
                 what: "chunk list",
-                expected: LIST_VERSION as u32,
-                found: version as u32,
+                expected: u32::from(LIST_VERSION),
+                found: u32::from(version),
             });
         }
         let level = r.u8()?;
@@ -398,7 +399,7 @@ impl ListBuilder {
         if n >= LIST_MAX || (n >= LIST_MIN && id.0[ID_LEN - 1] & LIST_SPLIT_MASK == 0) {
             let ids = std::mem::take(pending);
             let node = ListNode {
-                level: level as u8,
+                level: level_u8(level),
                 ids,
             };
             let list_id = store(&node)?;
@@ -424,13 +425,13 @@ impl ListBuilder {
             let top = self.levels.len() <= level + 1;
             if top && pending.len() <= INLINE_MAX {
                 return Ok(Content {
-                    depth: level as u8,
+                    depth: level_u8(level),
                     ids: pending,
                 });
             }
             if !pending.is_empty() {
                 let id = store(&ListNode {
-                    level: level as u8,
+                    level: level_u8(level),
                     ids: pending,
                 })?;
                 if self.levels.len() <= level + 1 {
@@ -441,6 +442,12 @@ impl ListBuilder {
             level += 1;
         }
     }
+}
+
+/// A list level as stored: each level holds at least [`LIST_MIN`] of the one below, so
+/// no file reaches 256 levels.
+fn level_u8(level: usize) -> u8 {
+    u8::try_from(level).expect("fewer than 256 levels")
 }
 
 /// A name for messages: lossy UTF-8, at most 200 bytes of it.
@@ -690,7 +697,7 @@ mod tests {
             let mut store = HashMap::new();
             let c = build(&want, &mut store);
             assert!(c.ids.len() <= INLINE_MAX);
-            if n <= INLINE_MAX as u32 {
+            if n as usize <= INLINE_MAX {
                 assert_eq!((c.depth, store.len()), (0, 0));
             }
             let mut got = Vec::new();

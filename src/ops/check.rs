@@ -163,6 +163,7 @@ pub fn check(repo: &Repository, read: ReadData, progress: &dyn Progress) -> Resu
         ReadData::All => present.clone(),
         ReadData::Subset(share) => {
             // `present` is in verification order, oldest first.
+            #[allow(clippy::cast_possible_truncation, reason = "at most present.len()")]
             let n = ((present.len() as f64) * share.clamp(0.0, 1.0)).ceil() as usize;
             present.iter().take(n).copied().collect()
         }
@@ -200,7 +201,9 @@ pub fn check(repo: &Repository, read: ReadData, progress: &dyn Progress) -> Resu
         }
         Ok(())
     })?;
-    let (problems, intact) = found.into_inner().unwrap_or_else(|p| p.into_inner());
+    let (problems, intact) = found
+        .into_inner()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     report.packs_read = chosen.len() as u64;
     report.blobs_verified = verified.into_inner();
     let now = chrono::Utc::now().timestamp();
@@ -238,7 +241,7 @@ pub fn check(repo: &Repository, read: ReadData, progress: &dyn Progress) -> Resu
                         s.host,
                         s.sources
                             .iter()
-                            .map(|x| x.describe())
+                            .map(super::super::format::snapshot::Source::describe)
                             .collect::<Vec<_>>()
                             .join(" ")
                     ),
@@ -295,13 +298,12 @@ fn damaged_paths(
     } else {
         repo.load_tree(tree).ok()
     };
-    let nodes = match readable {
-        Some(t) => t.nodes,
-        None => {
-            out.push(format!("{prefix}/ (directory listing unreadable)"));
-            memo.insert(tree.0, true);
-            return Ok(true);
-        }
+    let nodes = if let Some(t) = readable {
+        t.nodes
+    } else {
+        out.push(format!("{prefix}/ (directory listing unreadable)"));
+        memo.insert(tree.0, true);
+        return Ok(true);
     };
     let mut any = false;
     for n in nodes {

@@ -48,6 +48,10 @@ fn zip_err(e: zip::result::ZipError) -> Error {
     }
 }
 
+#[allow(
+    clippy::cast_possible_truncation,
+    reason = "calendar fields, the year clamped"
+)]
 fn dos_time(t: DateTime<Utc>) -> zip::DateTime {
     // ZIP times start in 1980; earlier mtimes are clamped as Python's zipfile does.
     let t = t.max(DateTime::from_timestamp(315_532_800, 0).expect("valid"));
@@ -86,7 +90,7 @@ impl<W: Write> Sink for ZipSink<W> {
             .compression_method(zip::CompressionMethod::Stored)
             .last_modified_time(dos_time(mtime))
             .unix_permissions(0o644)
-            .large_file(size >= u32::MAX as u64);
+            .large_file(size >= u64::from(u32::MAX));
         self.zip.start_file(name, opts).map_err(zip_err)?;
         write(&mut self.zip)?;
         Ok(())
@@ -236,7 +240,9 @@ pub fn export_zip_file(repo: &Repository, snap: &Snapshot, dest: &Path) -> Resul
         .at(dir)?;
     let mut w = std::io::BufWriter::with_capacity(1 << 20, tmp.as_file());
     let stats = export_zip(repo, snap, &mut w)?;
-    w.into_inner().map_err(|e| e.into_error()).at(tmp.path())?;
+    w.into_inner()
+        .map_err(std::io::IntoInnerError::into_error)
+        .at(tmp.path())?;
     tmp.as_file().sync_all().at(tmp.path())?;
     tmp.persist_noclobber(dest).map_err(|e| e.error).at(dest)?;
     Ok(stats)

@@ -155,6 +155,7 @@ pub fn plan_prune<'r>(repo: &'r Repository, opts: &PruneOptions) -> Result<Prune
         }
     }
     partly.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.name.cmp(&b.1.name)));
+    #[allow(clippy::cast_possible_truncation, reason = "a float cast saturates")]
     let allowed = (opts.max_unused.max(0.0) * live_total as f64) as u64;
     let mut repack = Vec::new();
     for (unused, u) in partly {
@@ -335,7 +336,8 @@ mod tests {
     #[test]
     fn rewritten_index_files_list_every_kept_pack_once_in_full_files() {
         let d = tempfile::tempdir().unwrap();
-        let repo = Repository::init(&d.path().join("repo"), &Default::default()).unwrap();
+        let repo =
+            Repository::init(&d.path().join("repo"), &crate::repo::InitOptions::default()).unwrap();
         // Three index files of 15 packs of 4,000 blobs, each listing one gone pack: the
         // 42 kept packs fill one index file while the old ones are still being read.
         let mut kept = Vec::new();
@@ -364,7 +366,8 @@ mod tests {
     #[test]
     fn new_packs_alone_are_split_into_index_file_sized_files() {
         let d = tempfile::tempdir().unwrap();
-        let repo = Repository::init(&d.path().join("repo"), &Default::default()).unwrap();
+        let repo =
+            Repository::init(&d.path().join("repo"), &crate::repo::InitOptions::default()).unwrap();
         let written: Vec<PackRecord> = (0..30).map(|p| record(p, 4000)).collect();
         let (replaced, new) = rewrite_index_files(&repo, &[], &written).unwrap();
         assert!(replaced.is_empty());

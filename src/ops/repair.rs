@@ -133,7 +133,9 @@ pub fn repair_index(
     }
     damaged.sort_by_key(|(r, _)| r.id);
     let mut report = RepairReport {
-        skipped: skipped.into_inner().unwrap_or_else(|p| p.into_inner()),
+        skipped: skipped
+            .into_inner()
+            .unwrap_or_else(std::sync::PoisonError::into_inner),
         ..Default::default()
     };
     let mut repacker = Repacker::new(repo);

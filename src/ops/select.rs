@@ -54,7 +54,7 @@ mod tests {
             time: chrono::Utc::now(),
             host: host.into(),
             user: "u".into(),
-            tags: tags.iter().map(|t| t.to_string()).collect(),
+            tags: tags.iter().map(std::string::ToString::to_string).collect(),
             sources: paths
                 .iter()
                 .map(|p| Source::Path {
@@ -73,9 +73,9 @@ mod tests {
     fn hosts_any_tags_any_of_all_paths_all() {
         let s = snap("db1", &["daily", "ngw"], &["/srv/ngw", "/etc"]);
         let f = |hosts: &[&str], tags: &[&str], paths: &[&str]| SnapshotFilter {
-            hosts: hosts.iter().map(|x| x.to_string()).collect(),
-            tags: tags.iter().map(|x| x.to_string()).collect(),
-            paths: paths.iter().map(|x| x.to_string()).collect(),
+            hosts: hosts.iter().map(std::string::ToString::to_string).collect(),
+            tags: tags.iter().map(std::string::ToString::to_string).collect(),
+            paths: paths.iter().map(std::string::ToString::to_string).collect(),
         };
         assert!(f(&[], &[], &[]).matches(&s));
         assert!(f(&["db2", "db1"], &[], &[]).matches(&s));

@@ -86,7 +86,7 @@ impl Repository {
         // Named only in errors: this runs for every blob read.
         let pack_name = || format!("packs/{}", loc.pack);
         let seal = if self.key.is_some() {
-            OVERHEAD as u32
+            u32::try_from(OVERHEAD).expect("a few bytes")
         } else {
             0
         };
@@ -236,9 +236,12 @@ mod tests {
             at(1, 200, 10), // a gap
             at(2, 210, 10), // another pack
             at(2, 220, big),
-            at(2, 220 + big as u64, big), // would pass 4 MiB
+            at(2, 220 + u64::from(big), big), // would pass 4 MiB
         ];
-        let lens: Vec<usize> = runs(&blobs).iter().map(|r| r.len()).collect();
+        let lens: Vec<usize> = runs(&blobs)
+            .iter()
+            .map(std::iter::ExactSizeIterator::len)
+            .collect();
         assert_eq!(lens, vec![2, 1, 2, 1]);
         assert!(runs(&[]).is_empty());
     }

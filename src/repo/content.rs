@@ -10,7 +10,7 @@ use super::blobs::runs;
 use super::{PathLookup, Repository};
 use crate::error::{Error, Result};
 use crate::format::id::{DataId, Id, TreeId};
-use crate::format::tree::{Content, ListNode, Node, NodeKind, Tree};
+use crate::format::tree::{Content, ListNode, Meta, Node, NodeKind, Tree};
 use crate::repo::index::BlobLoc;
 
 impl Repository {
@@ -191,7 +191,7 @@ impl Repository {
             return Ok(Some(Node {
                 name: b"/".to_vec(),
                 kind: NodeKind::Dir(*root),
-                meta: Default::default(),
+                meta: Meta::default(),
             }));
         }
         PathLookup::new(self, *root).node(path)

@@ -365,8 +365,8 @@ impl Index {
                 params![
                     &e.id.0[..],
                     e.offset as i64,
-                    e.stored_len as i64,
-                    e.raw_len as i64,
+                    i64::from(e.stored_len),
+                    i64::from(e.raw_len),
                     e.kind as u8,
                     e.compression as u8,
                     pack.bytes()
@@ -760,8 +760,8 @@ fn insert_packs(c: &rusqlite::Transaction<'_>, packs: &[PackRecord]) -> rusqlite
             &e.id.0[..],
             pack,
             e.offset as i64,
-            e.stored_len as i64,
-            e.raw_len as i64,
+            i64::from(e.stored_len),
+            i64::from(e.raw_len),
             e.kind as u8,
             e.compression as u8
         ])?;
@@ -853,7 +853,7 @@ mod tests {
         assert!(all_seen(0));
         for round in 1..=4u32 {
             let file = IndexFileId(Id::hash(&round.to_le_bytes()));
-            let pack = PackId(Id::hash(&[round as u8, 0xff]));
+            let pack = PackId(Id::hash(&[u8::try_from(round).unwrap(), 0xff]));
             let rows = (16 * (round - 1)..16 * round).map(entry).collect();
             idx.ingest(
                 &file,

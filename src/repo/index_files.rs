@@ -121,7 +121,7 @@ mod tests {
                 kind: BlobKind::Data,
                 compression: Compression::Zstd,
                 id: Id::hash(&[seed, i]),
-                offset: pack::HEADER_LEN + 100 * i as u64,
+                offset: pack::HEADER_LEN + 100 * u64::from(i),
                 stored_len: 100,
                 raw_len: 300,
             })

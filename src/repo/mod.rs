@@ -391,7 +391,9 @@ impl Repository {
                 }
             }
         })?;
-        let complete = complete.into_inner().unwrap_or_else(|p| p.into_inner());
+        let complete = complete
+            .into_inner()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if complete != self.index.is_complete()? {
             self.index.set_complete(complete)?;
         }
@@ -545,7 +547,7 @@ impl Repository {
         if len < pack::HEADER_LEN + pack::FOOTER_LEN as u64 {
             return Err(Error::corrupt("pack", &name, format!("only {len} bytes")));
         }
-        let header = self.store.read_at(&path, 0, pack::HEADER_LEN as usize)?;
+        let header = self.store.read_at(&path, 0, pack::HEADER_USIZE)?;
         pack::check_header(&name, &header)?;
         let footer = self
             .store
@@ -660,7 +662,7 @@ mod tests {
     fn no_snapshot_an_unknown_one_and_a_second_init_are_told_apart() {
         let d = tempfile::tempdir().unwrap();
         let root = d.path().join("repo");
-        let repo = Repository::init(&root, &Default::default()).unwrap();
+        let repo = Repository::init(&root, &InitOptions::default()).unwrap();
         let e = repo.find_snapshot("latest").err().unwrap();
         assert!(
             matches!(&e, Error::NoSnapshots { location } if location.ends_with("repo")),
@@ -671,7 +673,9 @@ mod tests {
             matches!(&e, Error::SnapshotNotFound { spec, .. } if spec == "beef"),
             "{e}"
         );
-        let e = Repository::init(&root, &Default::default()).err().unwrap();
+        let e = Repository::init(&root, &InitOptions::default())
+            .err()
+            .unwrap();
         assert!(
             matches!(&e, Error::Refused(Refusal::AlreadyRepository { location }) if location.ends_with("repo")),
             "{e}"
@@ -694,7 +698,7 @@ mod tests {
             t_cost: 1,
             p_cost: 1,
         };
-        Repository::init_encrypted(store.clone(), &Default::default(), b"right", kdf).unwrap();
+        Repository::init_encrypted(store.clone(), &InitOptions::default(), b"right", kdf).unwrap();
         let e = keys::unlock(store.as_ref(), b"wrong").err().unwrap();
         assert!(
             matches!(&e, Error::WrongPassphrase { files, .. } if files.len() == 1),
@@ -719,11 +723,13 @@ mod tests {
         std::fs::create_dir_all(root.join("packs/0a")).unwrap();
         std::fs::create_dir_all(root.join("tmp")).unwrap();
         std::fs::write(root.join("tmp/host.1.config"), b"{").unwrap();
-        Repository::init(&root, &Default::default()).unwrap();
+        Repository::init(&root, &InitOptions::default()).unwrap();
         let other = d.path().join("other");
         std::fs::create_dir_all(other.join("tmp")).unwrap();
         std::fs::write(other.join("notes.txt"), b"mine").unwrap();
-        let e = Repository::init(&other, &Default::default()).err().unwrap();
+        let e = Repository::init(&other, &InitOptions::default())
+            .err()
+            .unwrap();
         assert!(e.to_string().contains("not empty"), "{e}");
     }
 }

@@ -60,7 +60,10 @@ impl Persister {
     pub(super) fn start(&self, pack: PackFile) -> Result<Vec<PackRecord>> {
         let path = pack.path().to_path_buf();
         let (id, entries, size, buf) = pack.finish().at(&path)?;
-        let file = buf.into_inner().map_err(|e| e.into_error()).at(&path)?;
+        let file = buf
+            .into_inner()
+            .map_err(std::io::IntoInnerError::into_error)
+            .at(&path)?;
         let store = self.store.clone();
         let journal = self.journal.clone();
         let handle = std::thread::Builder::new()
@@ -79,7 +82,11 @@ impl Persister {
             let mut running = locked(&self.running);
             running.push_back(handle);
             let mut done = Vec::new();
-            while running.len() > RUNNING || running.front().is_some_and(|h| h.is_finished()) {
+            while running.len() > RUNNING
+                || running
+                    .front()
+                    .is_some_and(std::thread::JoinHandle::is_finished)
+            {
                 done.extend(running.pop_front());
             }
             done
@@ -126,7 +133,8 @@ mod tests {
     #[test]
     fn packs_are_durable_once_returned() {
         let d = tempfile::tempdir().unwrap();
-        let repo = Repository::init(&d.path().join("repo"), &Default::default()).unwrap();
+        let repo =
+            Repository::init(&d.path().join("repo"), &crate::repo::InitOptions::default()).unwrap();
         let p = Persister::new(&repo, None);
         let mut started = Vec::new();
         let mut returned = Vec::new();

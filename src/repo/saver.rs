@@ -194,7 +194,8 @@ mod tests {
     #[test]
     fn claims_are_dropped_once_their_pack_is_indexed() {
         let d = tempfile::tempdir().unwrap();
-        let repo = Repository::init(&d.path().join("repo"), &Default::default()).unwrap();
+        let repo =
+            Repository::init(&d.path().join("repo"), &crate::repo::InitOptions::default()).unwrap();
         let saver = repo.saver(3).unwrap();
         let blobs: Vec<Vec<u8>> = (0u32..100).map(|i| i.to_le_bytes().repeat(100)).collect();
         for b in &blobs {

@@ -10,6 +10,9 @@ use crate::error::{Error, Result, Usage};
 use crate::format::id::{Id, SnapshotId};
 use crate::format::snapshot::Snapshot;
 
+/// A snapshot record read from the store: its id, and its parsed form and bytes.
+type ReadRecord = (SnapshotId, Result<(Snapshot, Vec<u8>)>);
+
 impl Repository {
     /// Records a snapshot: the file last, after everything it references is durable.
     pub fn save_snapshot(&self, snap: &Snapshot) -> Result<SnapshotId> {
@@ -109,8 +112,7 @@ impl Repository {
             self.index.remove_snapshot(id)?;
         }
         let new: Vec<SnapshotId> = stored.difference(&indexed).copied().collect();
-        type Read = (SnapshotId, Result<(Snapshot, Vec<u8>)>);
-        let read: Vec<Read> = new
+        let read: Vec<ReadRecord> = new
             .par_iter()
             .map(|id| {
                 let r = self

@@ -171,7 +171,7 @@ impl Dsn {
             .or_else(|| env("USER"))
             .ok_or_else(|| {
                 Usage::PgNoDatabase {
-                    dsn: self.shown().to_string(),
+                    dsn: self.shown().clone(),
                 }
                 .into()
             })

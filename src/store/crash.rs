@@ -244,7 +244,10 @@ fn build(m: &Model, rng: &mut Option<Rng>, dir: &Path, out: &Path) -> io::Result
                     Some(r) => match r.below(3) {
                         0 => &f.durable,
                         1 => &f.current,
-                        _ => &f.current[..r.below(f.current.len() as u64 + 1) as usize],
+                        _ => {
+                            let cut = r.below(f.current.len() as u64 + 1);
+                            &f.current[..usize::try_from(cut).expect("at most its length")]
+                        }
                     },
                 };
                 fs::write(out.join(name), data)?;

@@ -294,7 +294,10 @@ mod tests {
         // Another thread of this process, and another process.
         let racers = [put(&this, "thread"), put(&other, "process")];
         std::thread::sleep(Duration::from_millis(300));
-        let returned: Vec<bool> = racers.iter().map(|r| r.is_finished()).collect();
+        let returned: Vec<bool> = racers
+            .iter()
+            .map(std::thread::JoinHandle::is_finished)
+            .collect();
         crash.cut_now();
         drop(release);
         assert!(first.join().unwrap().is_err());

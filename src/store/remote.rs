@@ -94,7 +94,7 @@ impl Remote {
                     b = b.endpoint(e);
                 }
                 let region = opts.region.as_deref().unwrap_or("us-east-1");
-                Operator::new(b.region(region)).map(|o| o.finish())
+                Operator::new(b.region(region)).map(opendal::OperatorBuilder::finish)
             }
             _ => return Err(bad(&format!("unknown scheme {scheme:?}"))),
         };

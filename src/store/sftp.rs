@@ -345,7 +345,9 @@ async fn list_one(client: Arc<Client>, root: String, dir: String) -> Sr<(Vec<Ent
                 files.push(Entry {
                     path: path[root.len() + 1..].to_string(),
                     size: m.len().unwrap_or(0),
-                    modified: m.modified().map(|t| t.as_system_time()),
+                    modified: m
+                        .modified()
+                        .map(openssh_sftp_client::UnixTimeStamp::as_system_time),
                 });
             }
             _ => {}
@@ -372,7 +374,7 @@ impl Store for Sftp {
                 return Err(too_large(&self.url, p, len, cap));
             }
             let mut r = pin!(TokioCompatFile::new(f));
-            let mut buf = Vec::with_capacity(len as usize);
+            let mut buf = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
             // One byte past the cap: a file that grew since is refused, not cut.
             let read = (&mut r).take(cap + 1).read_to_end(&mut buf).await;
             read.map_err(|e| sftp(SftpError::IOError(e)))?;

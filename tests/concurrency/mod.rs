@@ -135,8 +135,6 @@ fn restores(
 /// rounds; every snapshot a backup reports is restored at once (unless already
 /// forgotten), and at the end the repository checks clean with every byte read.
 fn race(env: &Env, writer: &Client, pruner: &Client, rounds: u32) {
-    let src = env.path("src");
-    let done = AtomicBool::new(false);
     // Stops the prune loop however the backup loop ends, a failed assertion included.
     struct Stop<'a>(&'a AtomicBool);
     impl Drop for Stop<'_> {
@@ -144,6 +142,8 @@ fn race(env: &Env, writer: &Client, pruner: &Client, rounds: u32) {
             self.0.store(true, Ordering::Relaxed);
         }
     }
+    let src = env.path("src");
+    let done = AtomicBool::new(false);
     let (mut made, mut restored, mut prunes) = (0u32, 0u32, 0u64);
     std::thread::scope(|s| {
         let pruning = s.spawn(|| {
@@ -162,7 +162,7 @@ fn race(env: &Env, writer: &Client, pruner: &Client, rounds: u32) {
             }
             n
         });
-        let _stop = Stop(&done);
+        let stop = Stop(&done);
         for round in 0..rounds {
             churn(&src, round);
             let want = contents(&src);
@@ -179,7 +179,7 @@ fn race(env: &Env, writer: &Client, pruner: &Client, rounds: u32) {
                 restored += 1;
             }
         }
-        drop(_stop);
+        drop(stop);
         prunes = pruning.join().unwrap();
     });
     eprintln!("{made} backups, {restored} restored before they were forgotten, {prunes} forget --prune runs");

@@ -481,7 +481,7 @@ fn public_lengths(data: &[u8]) -> Vec<usize> {
 
 /// How many of `a`'s lengths `b` also has (as multisets).
 fn shared(a: &[usize], b: &[usize]) -> usize {
-    let mut left: std::collections::HashMap<usize, usize> = Default::default();
+    let mut left: std::collections::HashMap<usize, usize> = std::collections::HashMap::default();
     for l in b {
         *left.entry(*l).or_default() += 1;
     }

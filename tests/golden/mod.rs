@@ -9,6 +9,7 @@
 //! on a cache the fixture might or might not hold.
 
 use std::collections::{BTreeMap, HashMap};
+use std::fmt::Write as _;
 use std::fs;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
@@ -170,7 +171,7 @@ fn escaped(root: &Path, path: &Path) -> String {
                 out.push_str(std::str::from_utf8(ok).unwrap());
                 let bad = e.error_len().unwrap_or(rest.len());
                 for b in &rest[..bad] {
-                    out.push_str(&format!("\\x{b:02x}"));
+                    write!(out, "\\x{b:02x}").unwrap();
                 }
                 bytes = &rest[bad..];
             }
@@ -353,7 +354,7 @@ fn trailer(pack: &Path) -> Vec<(u8, u64, u64)> {
     let b = fs::read(pack).unwrap();
     let footer = b.len() - 48;
     let u32_at = |at: usize| u64::from(u32::from_le_bytes(b[at..at + 4].try_into().unwrap()));
-    let n = u32_at(footer) as usize;
+    let n = usize::try_from(u32_at(footer)).unwrap();
     let start = footer - 44 * n;
     let mut offset = 16;
     (0..n)
@@ -388,7 +389,7 @@ fn first_file(repo: &Path, dir: &str) -> PathBuf {
 
 fn flip(file: &Path, offset: u64) {
     let mut b = fs::read(file).unwrap();
-    b[offset as usize] ^= 1;
+    b[usize::try_from(offset).unwrap()] ^= 1;
     fs::write(file, b).unwrap();
 }
 

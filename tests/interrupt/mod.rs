@@ -107,7 +107,7 @@ fn interrupted_backup_resumes(signal: rustix::process::Signal) {
     // Nothing is left behind: no journal of the dead run; after Ctrl-C no temp files
     // either (a killed run's are removed by the next prune).
     let journal = env.index_cache_of(&env.repo()).with_file_name("journal");
-    let journals: Vec<_> = fs::read_dir(&journal).map_or(Vec::new(), |d| d.collect());
+    let journals: Vec<_> = fs::read_dir(&journal).map_or(Vec::new(), std::iter::Iterator::collect);
     assert!(journals.is_empty(), "journals left: {journals:?}");
     let tmp: Vec<_> = fs::read_dir(env.repo().join("tmp")).unwrap().collect();
     if signal == rustix::process::Signal::INT {

@@ -760,23 +760,22 @@ fn kill_9_at_random_moments_loses_nothing() {
             .spawn()
             .unwrap();
         let started = std::time::Instant::now();
-        let kind = op.max(1) as usize;
+        let kind = usize::try_from(op.max(1)).unwrap();
         std::thread::sleep(Duration::from_micros(rng.below(typical[kind])));
-        match child.try_wait().unwrap() {
-            Some(status) => {
-                typical[kind] = (started.elapsed().as_micros() as u64).max(1000);
-                assert!(
-                    status.success(),
-                    "iteration {i} (seed {seed}): snap {args:?} failed"
-                );
-                finished += 1;
-            }
-            None => {
-                child.kill().unwrap();
-                child.wait().unwrap();
-                typical[kind] = typical[kind] * 3 / 2;
-                killed += 1;
-            }
+        if let Some(status) = child.try_wait().unwrap() {
+            typical[kind] = u64::try_from(started.elapsed().as_micros())
+                .unwrap()
+                .max(1000);
+            assert!(
+                status.success(),
+                "iteration {i} (seed {seed}): snap {args:?} failed"
+            );
+            finished += 1;
+        } else {
+            child.kill().unwrap();
+            child.wait().unwrap();
+            typical[kind] = typical[kind] * 3 / 2;
+            killed += 1;
         }
         let after = ids(&env);
         for id in &after {

@@ -328,7 +328,7 @@ fn sync_over_sftp_survives_the_server_going_away_and_resumes() {
         .unwrap();
     // Wait for the first pack to arrive, then take the server away.
     let start = std::time::Instant::now();
-    while fs::read_dir(dest.join("packs")).map_or(0, |d| d.count()) == 0 {
+    while fs::read_dir(dest.join("packs")).map_or(0, std::iter::Iterator::count) == 0 {
         assert!(start.elapsed().as_secs() < 60, "no pack arrived");
         std::thread::sleep(std::time::Duration::from_millis(20));
     }

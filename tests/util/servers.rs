@@ -5,6 +5,8 @@
 //! list the processes that talk to it.
 
 use std::net::TcpListener;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -203,7 +205,6 @@ impl Sshd {
             ),
         )
         .unwrap();
-        use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
         for (name, file) in [("host", "host_key"), ("user", "id_ed25519")] {
             let ok = Command::new("ssh-keygen")
@@ -258,7 +259,6 @@ impl Sshd {
         std::fs::write(d.join("sshd_config"), config).unwrap();
         // sshd wants its privilege separation directory.
         let _ = std::fs::create_dir_all("/run/sshd");
-        use std::os::unix::process::CommandExt;
         // Its own process group, so stop() ends the per-connection processes too.
         let mut child = Command::new(sshd_bin().unwrap())
             .process_group(0)
@@ -300,7 +300,7 @@ impl Sshd {
     /// names its port (`client PID: CMD`), and the descendants of the sshd listener,
     /// its per-connection processes and their sftp-server (`server PID: CMD`).
     pub fn connected(&self) -> Vec<String> {
-        let listener = self.sshd.as_ref().map(|c| c.id());
+        let listener = self.sshd.as_ref().map(std::process::Child::id);
         let port = self.port.to_string();
         let all = processes();
         let parent: std::collections::HashMap<u32, u32> =

@@ -259,7 +259,7 @@ impl<'a> Hints<'a> {
     ) -> usize {
         let max = p.max as usize;
         while let Some(at) = self.at {
-            let skip = (at - self.first) as usize;
+            let skip = usize::try_from(at - self.first).expect("a window's chunks fit in memory");
             let mut offers: Vec<(Range<usize>, DataId)> = Vec::new();
             let mut s = pos;
             while offers.len() < self.spec && data.len() - s >= max {

@@ -237,7 +237,10 @@ pub fn backup(
     run.saver.flush()?;
     let added = run.saver.added();
     let c = &run.counts;
-    let warnings = run.warnings.into_inner().unwrap_or_else(|p| p.into_inner());
+    let warnings = run
+        .warnings
+        .into_inner()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
     let snapshot = Snapshot {
         version: snapshot::VERSION,
@@ -560,7 +563,11 @@ mod tests {
     #[test]
     fn cutting_against_the_previous_version_changes_no_chunk() {
         let dir = tempfile::tempdir().unwrap();
-        let repo = Repository::init(&dir.path().join("seen"), &Default::default()).unwrap();
+        let repo = Repository::init(
+            &dir.path().join("seen"),
+            &crate::repo::InitOptions::default(),
+        )
+        .unwrap();
         let files = dir.path().join("files");
         std::fs::create_dir(&files).unwrap();
         let big = files.join("big.bin");
@@ -584,7 +591,11 @@ mod tests {
         let mut file2 = bytes(14 << 20, 2);
         file2[7 << 20] ^= 1;
         std::fs::write(&big, &file2).unwrap();
-        let fresh = Repository::init(&dir.path().join("fresh"), &Default::default()).unwrap();
+        let fresh = Repository::init(
+            &dir.path().join("fresh"),
+            &crate::repo::InitOptions::default(),
+        )
+        .unwrap();
         for r in [&repo, &fresh] {
             run(r, &day2, vec![files.clone()]);
         }

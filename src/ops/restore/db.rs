@@ -164,8 +164,8 @@ impl DumpKind {
     /// The path a source of this kind stores its dump under.
     fn name_of(self, s: &Source) -> Option<&String> {
         match (self, s) {
-            (DumpKind::Pg, Source::Pg { name, .. }) => Some(name),
-            (DumpKind::PgAll, Source::PgAll { name, .. }) => Some(name),
+            (DumpKind::Pg, Source::Pg { name, .. })
+            | (DumpKind::PgAll, Source::PgAll { name, .. }) => Some(name),
             _ => None,
         }
     }
@@ -183,7 +183,7 @@ impl DumpKind {
             .filter_map(|s| self.name_of(s))
             .collect();
         match names.as_slice() {
-            [one] => Ok(one.to_string()),
+            [one] => Ok((*one).clone()),
             [] => Err(Usage::NoDump {
                 flag,
                 sources: snap.sources.iter().map(Source::describe).collect(),
@@ -192,7 +192,7 @@ impl DumpKind {
             many if many.iter().any(|n| *n == default) => Ok(default.to_string()),
             many => Err(Usage::SeveralDumps {
                 flag,
-                names: many.iter().map(|n| n.to_string()).collect(),
+                names: many.iter().map(|n| (*n).clone()).collect(),
             }
             .into()),
         }

@@ -76,7 +76,7 @@ pub fn node_at(repo: &Repository, snap: &Snapshot, path: &str) -> Result<Node> {
 pub(crate) fn timestamps(m: &Meta) -> rustix::fs::Timestamps {
     let t = rustix::fs::Timespec {
         tv_sec: m.mtime.sec,
-        tv_nsec: m.mtime.nsec as _,
+        tv_nsec: m.mtime.nsec.into(),
     };
     rustix::fs::Timestamps {
         last_access: t,
@@ -129,7 +129,7 @@ pub fn plan_restore<'r>(
     let target = &opts.target;
     if fs::symlink_metadata(target).is_ok_and(|m| !m.is_dir()) {
         return Err(Refusal::TargetNotDir {
-            target: target.to_path_buf(),
+            target: target.clone(),
         }
         .into());
     }
@@ -259,8 +259,14 @@ impl RestorePlan<'_> {
             dirs: r.dirs.into_inner(),
             others: r.others.into_inner(),
             bytes: r.bytes.into_inner(),
-            warnings: r.warnings.into_inner().unwrap_or_else(|p| p.into_inner()),
-            errors: r.errors.into_inner().unwrap_or_else(|p| p.into_inner()),
+            warnings: r
+                .warnings
+                .into_inner()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+            errors: r
+                .errors
+                .into_inner()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
         })
     }
 }
@@ -290,7 +296,8 @@ fn write_sparse(f: &File, pos: u64, chunk: &[u8]) -> std::io::Result<()> {
     let mut run: Option<usize> = None;
     let mut start = 0usize;
     while start < chunk.len() {
-        let to_boundary = (HOLE_BLOCK - (pos + start as u64) % HOLE_BLOCK) as usize;
+        let to_boundary = usize::try_from(HOLE_BLOCK - (pos + start as u64) % HOLE_BLOCK)
+            .expect("at most HOLE_BLOCK");
         let end = chunk.len().min(start + to_boundary);
         let zero = chunk[start..end].iter().all(|&b| b == 0);
         match (zero, run) {
@@ -499,7 +506,8 @@ mod tests {
 
     /// A repository in `dir/repo` with one snapshot: `data` as the stream `db/dump.sql`.
     fn one_stream(dir: &Path, data: &[u8]) -> (Repository, Snapshot) {
-        let repo = Repository::init(&dir.join("repo"), &Default::default()).unwrap();
+        let repo =
+            Repository::init(&dir.join("repo"), &crate::repo::InitOptions::default()).unwrap();
         let opts = BackupOptions {
             stdin_name: Some("db/dump.sql".into()),
             ..Default::default()

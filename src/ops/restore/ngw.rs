@@ -267,7 +267,9 @@ fn put_file(repo: &Repository, p: &Put, owner: Option<(u32, u32)>) -> Result<Opt
         .at(dir)?;
     let mut w = std::io::BufWriter::with_capacity(1 << 20, tmp.as_file());
     let n = repo.write_content(content, &mut w)?;
-    w.into_inner().map_err(|e| e.into_error()).at(tmp.path())?;
+    w.into_inner()
+        .map_err(std::io::IntoInnerError::into_error)
+        .at(tmp.path())?;
     let f = tmp.as_file();
     if let Some((uid, gid)) = owner {
         std::os::unix::fs::fchown(f, Some(uid), Some(gid)).at(tmp.path())?;

@@ -93,10 +93,10 @@ pub fn sync(
     if opts.delete && opts.snapshots.is_some() {
         return Err(Usage::DeleteWithChoice.into());
     }
-    let mut report = if src.config().id != dst.config().id {
-        rewrite::copy(src, dst, opts, progress)?
-    } else {
+    let mut report = if src.config().id == dst.config().id {
         copy_as_stored(src, dst, opts, progress)?
+    } else {
+        rewrite::copy(src, dst, opts, progress)?
     };
     report.tmp_files_removed = remove_orphaned_temp_files(dst)?;
     Ok(report)
@@ -139,29 +139,28 @@ fn copy_as_stored(
         None => all.iter().map(|(id, _)| *id).collect(),
         Some(ids) => ids.clone(),
     };
-    let needed: Vec<(PackId, u64)> = match &opts.snapshots {
-        None => src.index().packs_by_verification()?,
-        Some(_) => {
-            let roots: Vec<TreeId> = all
-                .iter()
-                .filter(|(id, _)| chosen.contains(id))
-                .map(|(_, s)| s.tree)
-                .collect();
-            let reach = mark_reachable(src, &roots)?;
-            if let Some(p) = reach.problems.first() {
-                return Err(Refusal::SyncSourceDamaged {
-                    blob: p.id.to_string(),
-                    why: p.why.clone(),
-                }
-                .into());
+    let needed: Vec<(PackId, u64)> = if opts.snapshots.is_none() {
+        src.index().packs_by_verification()?
+    } else {
+        let roots: Vec<TreeId> = all
+            .iter()
+            .filter(|(id, _)| chosen.contains(id))
+            .map(|(_, s)| s.tree)
+            .collect();
+        let reach = mark_reachable(src, &roots)?;
+        if let Some(p) = reach.problems.first() {
+            return Err(Refusal::SyncSourceDamaged {
+                blob: p.id.to_string(),
+                why: p.why.clone(),
             }
-            src.index()
-                .pack_usage()?
-                .into_iter()
-                .filter(|u| u.live_blobs > 0)
-                .map(|u| (u.name, u.size))
-                .collect()
+            .into());
         }
+        src.index()
+            .pack_usage()?
+            .into_iter()
+            .filter(|u| u.live_blobs > 0)
+            .map(|u| (u.name, u.size))
+            .collect()
     };
 
     // 1. Packs.

@@ -147,7 +147,7 @@ impl Rewriter<'_> {
                     }
                 }
                 NodeKind::File(c) => {
-                    for slot in c.ids.iter_mut() {
+                    for slot in &mut c.ids {
                         *slot = self.list(slot, c.depth - 1)?;
                     }
                 }
