@@ -9,18 +9,21 @@
 //! list (README → Code layout):
 //! - base, at the top of `src/`: [`error`] (every failure, with the path or object it
 //!   concerns), [`progress`], [`interrupt`], [`host`], [`scratch`], [`span`];
-//! - [`format`](mod@format): the codecs whose bytes `format-spec.md` describes: ids, typed by kind
-//!   ([`format::id`]), the [`chunker`](format::chunker), [`compress`](format::compress),
+//! - [`format`](mod@format): the codecs whose bytes `format-spec.md` describes: ids,
+//!   typed by kind ([`format::id`]), the [`chunker`](format::chunker), [`compress`](format::compress),
 //!   [`crypto`](format::crypto), [`pack`](format::pack), [`tree`](format::tree),
 //!   [`snapshot`](format::snapshot); no I/O;
 //! - [`store`]: where a repository's files live (local, SFTP, S3), as named files;
 //! - [`repo`]: a [`Repository`](repo::Repository) over a store: layout, keys, locks,
-//!   the SQLite [`index`](repo::index), writing packs and reading blobs back;
+//!   the SQLite [`index`](repo::index), writing packs and reading blobs back, and what
+//!   the snapshots [`reach`](repo::reach) (shared by check, prune and sync);
 //! - [`source`]: where backup data comes from (files, commands, NextGIS Web,
 //!   PostgreSQL, MongoDB); knows nothing of repositories;
 //! - [`ops`]: what a user asks for, from [`backup`](ops::backup::backup) and
 //!   [`restore`](ops::restore::plan_restore) to [`check`](ops::check),
-//!   [`prune`](ops::prune), [`sync`](ops::sync) and [`retention`](ops::retention);
+//!   [`prune`](ops::prune), [`sync`](ops::sync), [`retention`](ops::retention) and
+//!   [`find`](ops::find); an operation that writes or sends much computes a plan
+//!   first (`--dry-run` prints it);
 //! - the `snap` binary's `cli` (`src/cli/`): parsing, printing, exit codes, and the
 //!   only place that reads the environment.
 //!

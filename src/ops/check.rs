@@ -21,9 +21,9 @@ use crate::error::Result;
 use crate::format::id::{Id, PackId, SnapshotId, TreeId};
 use crate::format::tree::{Content, NodeKind};
 use crate::locked;
-use crate::ops::reach::mark_reachable;
 use crate::progress::Progress;
 use crate::repo::index::BlobLoc;
+use crate::repo::reach::mark_reachable;
 use crate::repo::Repository;
 
 /// Which pack data `check` reads.

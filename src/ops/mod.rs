@@ -9,7 +9,6 @@ pub mod export;
 pub mod find;
 pub mod ngw_part;
 pub mod prune;
-pub mod reach;
 pub mod repair;
 pub mod restore;
 pub mod retention;

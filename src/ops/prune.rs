@@ -3,7 +3,7 @@
 //! Under the exclusive lock (no backup can be choosing blobs to reuse meanwhile):
 //! 1. pick up the index files and snapshots other processes and hosts wrote; packs no
 //!    index file lists (an interrupted run left them) are garbage;
-//! 2. mark every blob the snapshots reach (on disk, see [`crate::ops::reach`]); a missing
+//! 2. mark every blob the snapshots reach (on disk, see [`crate::repo::reach`]); a missing
 //!    or unreadable one stops prune before anything changes;
 //! 3. plan ([`plan_prune`] makes a [`PrunePlan`]): packs without live blobs go; partly
 //!    used packs are rewritten, most wasteful first, until the unused bytes left are at
@@ -25,9 +25,9 @@ use std::collections::HashSet;
 use crate::error::{Refusal, Result};
 use crate::format::id::{IndexFileId, PackId, TreeId};
 use crate::format::pack;
-use crate::ops::reach::mark_reachable;
 use crate::progress::Progress;
 use crate::repo::index::PackUsage;
+use crate::repo::reach::mark_reachable;
 use crate::repo::{batches, Lock, PackRecord, Repacker, Repository};
 
 /// How `prune` runs.

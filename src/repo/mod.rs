@@ -4,7 +4,7 @@
 //! one handle whose methods live by job: opening, refreshing and the store's files
 //! here; reading blobs in `blobs`, trees and contents in `content`, snapshot records
 //! in `snapshots`; writing in `saver`, `persist`, `repack` and `journal`. The SQLite
-//! [`index`] caches the index files.
+//! [`index`] caches the index files; [`reach`] marks what the snapshots reference.
 //!
 //! ```text
 //! config                 JSON, written once by init
@@ -29,6 +29,7 @@ pub mod keys;
 mod lock;
 mod lookup;
 mod persist;
+pub mod reach;
 mod repack;
 mod saver;
 mod snapshots;

@@ -27,8 +27,8 @@ use rayon::prelude::*;
 
 use crate::error::{Error, Refusal, Result, Usage};
 use crate::format::id::{Id, IndexFileId, PackId, SnapshotId, TreeId};
-use crate::ops::reach::mark_reachable;
 use crate::progress::Progress;
+use crate::repo::reach::mark_reachable;
 use crate::repo::{pack_path, PackRecord, Repository};
 
 mod rewrite;
