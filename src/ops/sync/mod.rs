@@ -19,6 +19,10 @@
 //! those of a live writer. Nothing else on the destination is deleted unless asked
 //! (`delete`): then, after the copy, snapshot records, index files and packs the source
 //! no longer has go, in that order.
+//!
+//! [`plan_sync`] takes the locks and works out what will travel and what `delete`
+//! would remove (a [`SyncPlan`], which `snap sync --dry-run` prints);
+//! [`SyncPlan::execute`] does it. [`sync`] is the two in one.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -392,10 +396,11 @@ fn copy_as_stored(
         needed,
         send,
     } = work;
-    let mut report = SyncReport::default();
-
     // 1. Packs.
-    report.packs_present = (needed.len() - send.len()) as u64;
+    let mut report = SyncReport {
+        packs_present: (needed.len() - send.len()) as u64,
+        ..Default::default()
+    };
     let sent_bytes = AtomicU64::new(0);
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(IN_FLIGHT)
