@@ -233,6 +233,7 @@ impl File {
                 tag: Vec::new(),
                 // What retention removed here goes there too.
                 delete: p.retention.is_some(),
+                dry_run: false,
                 json: false,
             }));
         }

@@ -2,12 +2,14 @@
 
 use std::time::Instant;
 
+use std::fmt::Write as _;
+
 use anyhow::{bail, Context, Result};
-use snap::ops::sync::{sync, SyncOptions};
+use snap::ops::sync::{plan_sync, Destination, SyncOptions, SyncPlan};
 use snap::repo::Repository;
 use snap::store;
 
-use super::{human, key, progress_for, Bar, Ctx};
+use super::{count, human, key, progress_for, Bar, Ctx};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -31,6 +33,10 @@ pub struct Args {
     /// Also delete on the destination what forget and prune removed here
     #[arg(long, conflicts_with_all = ["snapshots", "tag"])]
     pub(super) delete: bool,
+    /// Show what would be sent and deleted (snapshots, packs, bytes), change nothing
+    /// on either side
+    #[arg(long, short = 'n')]
+    pub(super) dry_run: bool,
     /// Print the report as JSON
     #[arg(long)]
     pub(super) json: bool,
@@ -40,6 +46,7 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
     let src = ctx.open(false)?;
     let dst_store = store::open(&a.to, &super::remote_options(a.endpoint.clone()))?;
     let loc = dst_store.location();
+    // An empty destination is made a copy of this repository when the plan runs.
     let dst = if dst_store
         .size("config")
         .with_context(|| format!("reading {loc}"))?
@@ -58,15 +65,12 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
         } else {
             None
         };
-        Repository::open_store(dst_store, key)
-            .with_context(|| format!("opening the destination {loc}"))?
+        Some(
+            Repository::open_store(dst_store.clone(), key)
+                .with_context(|| format!("opening the destination {loc}"))?,
+        )
     } else {
-        let r = Repository::create_copy(dst_store, &src)
-            .with_context(|| format!("creating the destination {loc}"))?;
-        if !ctx.quiet {
-            eprintln!("snap: created {loc} as a copy of {}", src.location());
-        }
-        r
+        None
     };
     let snapshots = if a.snapshots.is_empty() && a.tag.is_empty() {
         None
@@ -85,19 +89,29 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
         }
         Some(ids)
     };
+    let dest = match &dst {
+        Some(r) => Destination::Repository(r),
+        None => Destination::Empty(dst_store),
+    };
+    let opts = SyncOptions {
+        snapshots,
+        delete: a.delete,
+    };
+    let plan = plan_sync(&src, dest, &opts).with_context(|| format!("syncing to {loc}"))?;
+    if a.dry_run {
+        print_plan(&plan, &loc, a.delete, a.json)?;
+        return Ok(0);
+    }
+    let created = plan.create;
     let started = Instant::now();
     let bar = Bar::new(ctx, "send");
-    let r = sync(
-        &src,
-        &dst,
-        &SyncOptions {
-            snapshots,
-            delete: a.delete,
-        },
-        progress_for(bar.as_ref()),
-    )
-    .with_context(|| format!("syncing to {loc}"))?;
+    let r = plan
+        .execute(progress_for(bar.as_ref()))
+        .with_context(|| format!("syncing to {loc}"))?;
     drop(bar);
+    if created && !ctx.quiet {
+        eprintln!("snap: created {loc} as a copy of {}", src.location());
+    }
     let secs = started.elapsed().as_secs_f64();
     if a.json {
         ctx.print_json(&r)?;
@@ -137,4 +151,66 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
         );
     }
     Ok(0)
+}
+
+/// Prints what a sync would do (`--dry-run`).
+fn print_plan(plan: &SyncPlan, loc: &str, delete: bool, json: bool) -> Result<()> {
+    if json {
+        let v = serde_json::json!({
+            "destination": loc,
+            "create": plan.create,
+            "rewritten": plan.rewrite,
+            "snapshots": plan.snapshots,
+            "snapshots_to_send": plan.snapshots.len(),
+            "snapshots_present": plan.snapshots_present,
+            "packs_to_send": plan.packs,
+            "packs_present": plan.packs_present,
+            "bytes_to_send": plan.bytes,
+            "delete": plan.delete,
+            "snapshots_to_delete": plan.delete.len(),
+            "dry_run": true,
+        });
+        outln!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    let mut line = if plan.rewrite {
+        format!(
+            "would rewrite {} for {loc} (other blob ids: the bytes to store are known only once their chunks are read); {} there already",
+            count(plan.snapshots.len(), "snapshot"),
+            count(plan.snapshots_present, "snapshot")
+        )
+    } else {
+        format!(
+            "would send {}, {} ({}) to {loc}{}; {} and {} there already",
+            count(plan.snapshots.len(), "snapshot"),
+            count(plan.packs, "pack"),
+            human(plan.bytes.unwrap_or(0)),
+            if plan.create {
+                " (would create it as a copy of this repository)"
+            } else {
+                ""
+            },
+            count(plan.packs_present, "pack"),
+            count(plan.snapshots_present, "snapshot")
+        )
+    };
+    if delete {
+        let ids: Vec<String> = plan
+            .delete
+            .iter()
+            .map(snap::format::id::SnapshotId::short)
+            .collect();
+        let _ = write!(
+            line,
+            "; would delete {} there{}{}",
+            count(ids.len(), "snapshot"),
+            if ids.is_empty() { "" } else { ": " },
+            ids.join(", ")
+        );
+        if plan.rewrite {
+            line.push_str(", then prune it");
+        }
+    }
+    outln!("{line}; dry run, nothing sent");
+    Ok(())
 }

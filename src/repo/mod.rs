@@ -171,9 +171,10 @@ fn open_index(cache: &Path, repo_id: &str) -> Result<Index> {
         .ok_or_else(|| Error::internal(format!("cannot create index {}", path.display()), None))
 }
 
-/// Checks that `store` holds no repository yet; a local directory must be absent or
-/// empty, and gets the repository's directories.
-fn prepare_empty(store: &dyn Store) -> Result<()> {
+/// Checks, changing nothing, that a repository could be made in `store`: it holds no
+/// repository yet, and a local directory is absent or empty (or holds only what an
+/// interrupted `init` or sync left, see [`only_skeleton`]).
+pub(crate) fn check_empty(store: &dyn Store) -> Result<()> {
     if store.size("config")?.is_some() {
         return Err(Refusal::AlreadyRepository {
             location: store.location(),
@@ -187,6 +188,15 @@ fn prepare_empty(store: &dyn Store) -> Result<()> {
             }
             .into());
         }
+    }
+    Ok(())
+}
+
+/// Checks that `store` holds no repository yet; a local directory must be absent or
+/// empty, and gets the repository's directories.
+fn prepare_empty(store: &dyn Store) -> Result<()> {
+    check_empty(store)?;
+    if let Some(root) = store.local_root() {
         for d in ["packs", "index", "snapshots", "locks", "tmp"] {
             fs::create_dir_all(root.join(d)).at(root.join(d))?;
         }

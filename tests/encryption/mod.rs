@@ -622,3 +622,64 @@ fn a_version_2_repository_keeps_the_public_chunker_backs_up_and_restores() {
         serde_json::from_slice(&fs::read(repo.join("config")).unwrap()).unwrap();
     assert_eq!(config["version"], 2, "an old repository stays version 2");
 }
+
+#[test]
+fn sync_dry_run_into_a_repository_with_another_key_names_the_snapshots_to_rewrite() {
+    const OTHER: &str = "the offsite copy's own passphrase";
+    let env = Env::new();
+    encrypted(&env);
+    let here = json(snap(&env, PASS, &["list", "--json"]));
+    let dest = env.path("offsite");
+    let to = dest.to_str().unwrap();
+    snap_at(&dest, OTHER, &["init", "--encrypt"])
+        .assert()
+        .success();
+    let sync = |args: &[&str]| {
+        let mut c = snap(
+            &env,
+            PASS,
+            &[&["sync", "--to", to, "--json"], args].concat(),
+        );
+        c.env_remove("SNAP_TO_PASSWORD_FILE")
+            .env_remove("SNAP_TO_KEY_FILE")
+            .env("SNAP_TO_PASSWORD", OTHER);
+        c
+    };
+    let there = || json(snap_at(&dest, OTHER, &["list", "--json"]));
+
+    let plan = json(sync(&["--dry-run"]));
+    assert_eq!(
+        (&plan["dry_run"], &plan["rewritten"], &plan["create"]),
+        (
+            &serde_json::json!(true),
+            &serde_json::json!(true),
+            &serde_json::json!(false)
+        ),
+        "{plan}"
+    );
+    assert_eq!(plan["snapshots"][0], here[0]["id"], "{plan}");
+    assert_eq!(plan["snapshots_to_send"], 1, "{plan}");
+    assert_eq!(
+        plan["bytes_to_send"],
+        serde_json::Value::Null,
+        "rewritten sizes are not known before the chunks are read: {plan}"
+    );
+    assert!(
+        there().as_array().unwrap().is_empty(),
+        "a dry run rewrites nothing"
+    );
+    assert!(
+        fs::read_dir(dest.join("locks")).unwrap().next().is_none(),
+        "a dry run leaves no lock behind"
+    );
+
+    let real = json(sync(&[]));
+    assert_eq!(real["snapshots_sent"], plan["snapshots_to_send"], "{real}");
+    assert_eq!(there()[0]["original"], here[0]["id"]);
+    let again = json(sync(&["--dry-run"]));
+    assert_eq!(
+        (&again["snapshots_to_send"], &again["snapshots_present"]),
+        (&serde_json::json!(0), &serde_json::json!(1)),
+        "{again}"
+    );
+}

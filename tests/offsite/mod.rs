@@ -692,3 +692,167 @@ fn a_resumed_sync_clears_what_a_killed_one_left_over_sftp() {
     let left = left_connected(&sshd, 3);
     assert!(left.is_empty(), "{}", left.join("\n"));
 }
+
+/// The lock files in repository directory `repo` (none when it has no `locks/`).
+fn lock_files(repo: &Path) -> Vec<std::path::PathBuf> {
+    match fs::read_dir(repo.join("locks")) {
+        Ok(d) => d.map(|e| e.unwrap().path()).collect(),
+        Err(_) => Vec::new(),
+    }
+}
+
+/// `sync --to TO --dry-run --json ARGS`, checked to be a dry run.
+fn dry_run(env: &Env, to: &str, args: &[&str]) -> serde_json::Value {
+    let plan = json(env.snap(&[&["sync", "--to", to, "--dry-run", "--json"], args].concat()));
+    assert_eq!(plan["dry_run"], true, "{plan}");
+    plan
+}
+
+#[test]
+fn sync_dry_run_into_a_new_directory_creates_nothing_and_names_what_sync_sends() {
+    let env = Env::new();
+    env.init();
+    let src = files(&env, 1);
+    env.backup_json(&[src.to_str().unwrap()]);
+    let src = files(&env, 2);
+    env.backup_json(&[src.to_str().unwrap()]);
+    let all = ids(&json(env.snap(&["list", "--json"])));
+    let dest = env.path("usb/repo");
+    let to = dest.to_str().unwrap();
+
+    let plan = dry_run(&env, to, &[]);
+    assert!(!dest.exists(), "a dry run creates no destination");
+    assert!(
+        !env.path("usb").exists(),
+        "nor the directory it would be in"
+    );
+    assert!(
+        lock_files(&env.repo()).is_empty(),
+        "a dry run leaves no lock behind in the source"
+    );
+    assert_eq!(plan["create"], true, "{plan}");
+    assert_eq!(plan["rewritten"], false, "{plan}");
+    assert_eq!(plan["snapshots_to_send"], 2, "{plan}");
+    assert_eq!(plan["snapshots"], serde_json::json!(all), "{plan}");
+    assert_eq!(plan["snapshots_to_delete"], 0, "{plan}");
+    let packs = plan["packs_to_send"].as_u64().unwrap();
+    assert!(packs > 0, "{plan}");
+
+    // The short flag and the text: the same figures, still nothing created.
+    env.snap(&["sync", "--to", to, "-n"])
+        .assert()
+        .success()
+        .stdout(
+            predicate::str::contains(format!("would send 2 snapshots, {packs} packs ("))
+                .and(predicate::str::contains("would create it"))
+                .and(predicate::str::contains("dry run, nothing sent")),
+        );
+    assert!(!dest.exists(), "-n creates no destination either");
+
+    let real = json(env.snap(&["sync", "--to", to, "--json"]));
+    assert_eq!(real["snapshots_sent"], plan["snapshots_to_send"], "{real}");
+    assert_eq!(real["packs_sent"], plan["packs_to_send"], "{real}");
+    assert_eq!(real["bytes_sent"], plan["bytes_to_send"], "{real}");
+    assert_eq!(
+        ids(&json(snap_at(to, &env.path("c"), &[], &["list", "--json"]))),
+        all
+    );
+}
+
+#[test]
+fn sync_dry_run_names_only_what_the_destination_lacks_and_what_delete_would_remove() {
+    let env = Env::new();
+    env.init();
+    let src = files(&env, 1);
+    env.backup_json(&["--tag", "first", src.to_str().unwrap()]);
+    let dest = env.path("dest");
+    let to = dest.to_str().unwrap();
+    let first = json(env.snap(&["sync", "--to", to, "--tag", "first", "--json"]));
+    assert_eq!(first["snapshots_sent"], 1, "{first}");
+    let src = files(&env, 2);
+    env.backup_json(&[src.to_str().unwrap()]);
+    let src = files(&env, 3);
+    env.backup_json(&[src.to_str().unwrap()]);
+    let all = ids(&json(env.snap(&["list", "--json"])));
+    let dest_list = || ids(&json(snap_at(to, &env.path("c"), &[], &["list", "--json"])));
+    let packs_there = || walk(&dest.join("packs")).len();
+    let packs_before = packs_there();
+
+    let plan = dry_run(&env, to, &[]);
+    assert_eq!(plan["create"], false, "{plan}");
+    assert_eq!(plan["snapshots"], serde_json::json!(all[1..]), "{plan}");
+    assert_eq!(plan["snapshots_present"], 1, "{plan}");
+    assert!(plan["packs_present"].as_u64().unwrap() > 0, "{plan}");
+    assert_eq!(dest_list(), all[..1], "a dry run sends no snapshot");
+    assert_eq!(packs_there(), packs_before, "a dry run sends no pack");
+    assert!(
+        lock_files(&dest).is_empty(),
+        "no lock left on the destination"
+    );
+    assert!(
+        lock_files(&env.repo()).is_empty(),
+        "no lock left on the source"
+    );
+
+    let real = json(env.snap(&["sync", "--to", to, "--json"]));
+    assert_eq!(real["snapshots_sent"], plan["snapshots_to_send"], "{real}");
+    assert_eq!(
+        real["snapshots_present"], plan["snapshots_present"],
+        "{real}"
+    );
+    assert_eq!(real["packs_sent"], plan["packs_to_send"], "{real}");
+    assert_eq!(real["packs_present"], plan["packs_present"], "{real}");
+    assert_eq!(real["bytes_sent"], plan["bytes_to_send"], "{real}");
+    assert_eq!(dest_list(), all);
+
+    // Forgotten here: --delete names them there, and a dry run removes none.
+    env.snap(&["forget", &all[0], &all[1], "--prune"])
+        .assert()
+        .success();
+    let plan = dry_run(&env, to, &["--delete"]);
+    assert_eq!(plan["snapshots_to_send"], 0, "{plan}");
+    assert_eq!(plan["snapshots_to_delete"], 2, "{plan}");
+    assert_eq!(plan["delete"], serde_json::json!(all[..2]), "{plan}");
+    assert_eq!(dest_list(), all, "a dry run deletes nothing");
+    assert!(
+        lock_files(&dest).is_empty(),
+        "no exclusive lock left behind"
+    );
+    let short: Vec<&str> = all[..2].iter().map(|id| &id[..8]).collect();
+    env.snap(&["sync", "--to", to, "--delete", "-n"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains(format!(
+            "would delete 2 snapshots there: {}",
+            short.join(", ")
+        )));
+    assert_eq!(dest_list(), all);
+    let real = json(env.snap(&["sync", "--to", to, "--delete", "--json"]));
+    assert_eq!(real["deleted"][0], plan["snapshots_to_delete"], "{real}");
+    assert_eq!(dest_list(), all[2..]);
+
+    // Another repository gets rewritten copies: named, with no byte figure claimed.
+    let other = env.path("other");
+    let o = other.to_str().unwrap();
+    snap_at(o, &env.path("c"), &[], &["init"])
+        .assert()
+        .success();
+    snap_at(o, &env.path("c"), &[], &["backup", src.to_str().unwrap()])
+        .assert()
+        .success();
+    let own = ids(&json(snap_at(o, &env.path("c"), &[], &["list", "--json"])));
+    let plan = dry_run(&env, o, &["--delete"]);
+    assert_eq!(plan["rewritten"], true, "{plan}");
+    assert_eq!(plan["snapshots"], serde_json::json!(all[2..]), "{plan}");
+    assert_eq!(plan["bytes_to_send"], serde_json::Value::Null, "{plan}");
+    assert_eq!(plan["delete"], serde_json::json!(own), "{plan}");
+    assert_eq!(
+        ids(&json(snap_at(o, &env.path("c"), &[], &["list", "--json"]))),
+        own,
+        "a dry run rewrites and deletes nothing"
+    );
+    assert!(lock_files(&other).is_empty(), "no lock left on the other");
+    let real = json(env.snap(&["sync", "--to", o, "--delete", "--json"]));
+    assert_eq!(real["snapshots_sent"], plan["snapshots_to_send"], "{real}");
+    assert_eq!(real["deleted"][0], plan["snapshots_to_delete"], "{real}");
+}

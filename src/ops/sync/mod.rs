@@ -19,9 +19,14 @@
 //! those of a live writer. Nothing else on the destination is deleted unless asked
 //! (`delete`): then, after the copy, snapshot records, index files and packs the source
 //! no longer has go, in that order.
+//!
+//! [`plan_sync`] takes the locks and works out what will travel and what `delete`
+//! would remove (a [`SyncPlan`], which `snap sync --dry-run` prints);
+//! [`SyncPlan::execute`] does it. [`sync`] is the two in one.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use rayon::prelude::*;
 
@@ -29,7 +34,8 @@ use crate::error::{Error, Refusal, Result, Usage};
 use crate::format::id::{Id, IndexFileId, PackId, SnapshotId, TreeId};
 use crate::progress::Progress;
 use crate::repo::reach::mark_reachable;
-use crate::repo::{pack_path, PackRecord, Repository};
+use crate::repo::{pack_path, Lock, PackRecord, Repository};
+use crate::store::Store;
 
 mod rewrite;
 
@@ -81,57 +87,112 @@ pub struct SyncReport {
     pub tmp_files_removed: u64,
 }
 
-/// Copies snapshots from `src` to `dst`: as stored when `dst` is a copy of `src` (same
-/// repository id), else rewritten, each chunk re-hashed and re-sealed
-/// for the destination.
-pub fn sync(
-    src: &Repository,
-    dst: &Repository,
+/// Where [`plan_sync`] sends.
+pub enum Destination<'r> {
+    /// An existing repository: a copy of the source (the same id) gets files as
+    /// stored, any other one rewritten snapshots.
+    Repository(&'r Repository),
+    /// A store that holds no repository yet: [`SyncPlan::execute`] makes it a copy of
+    /// the source (the same config and key files), then sends files as stored.
+    Empty(Arc<dyn Store>),
+}
+
+/// What sync will send and delete, made under the locks that must cover it until
+/// [`SyncPlan::execute`] has run or it is dropped: a shared lock on the source, and on
+/// the destination a shared one, or an exclusive one for `delete` when files travel
+/// as stored. Rewritten copies keep the shared destination lock only for the copy,
+/// as prune runs on the destination after it (see module `rewrite`): there `delete`
+/// takes the exclusive lock then, and lists again what it removes.
+pub struct SyncPlan<'r> {
+    src: &'r Repository,
+    dst: Destination<'r>,
+    opts: SyncOptions,
+    src_lock: Lock,
+    /// `None` for a destination made at execution (it is locked once made).
+    dst_lock: Option<Lock>,
+    work: Work,
+    /// The snapshots that will be sent (copied as stored, or rewritten), in the
+    /// source's order (oldest first).
+    pub snapshots: Vec<SnapshotId>,
+    /// Chosen snapshots the destination has already (a copy of them, when rewritten).
+    pub snapshots_present: u64,
+    /// Packs that will be sent: those the chosen snapshots need and the destination
+    /// lacks or holds at another size. Always 0 for rewritten copies (new packs are
+    /// made there).
+    pub packs: u64,
+    /// Needed packs the destination has already (0 for rewritten copies).
+    pub packs_present: u64,
+    /// Bytes that will be sent: exactly the size of those packs when files travel as
+    /// stored. `None` for rewritten copies: what they store is known only once every
+    /// chunk the destination lacks is read, re-hashed and re-sealed, which is the
+    /// sync itself (the report's `bytes_sent` tells it after).
+    pub bytes: Option<u64>,
+    /// Destination snapshots `delete` would remove: those of no snapshot the source
+    /// has (rewritten copies: that copy none). Empty without `delete`.
+    pub delete: Vec<SnapshotId>,
+    /// Whether the destination will be created (it holds no repository yet).
+    pub create: bool,
+    /// Whether snapshots will be rewritten: the destination has other blob ids.
+    pub rewrite: bool,
+}
+
+/// What execution works from.
+enum Work {
+    /// Files as stored: the chosen snapshots, the packs they need, and those of them
+    /// the destination lacks.
+    Copy {
+        chosen: Vec<SnapshotId>,
+        needed: Vec<(PackId, u64)>,
+        send: Vec<(PackId, u64)>,
+    },
+    /// Rewritten copies.
+    Rewrite(rewrite::Todo),
+}
+
+/// Takes the locks and plans a sync of `src` into `dst`; see [`SyncPlan`]. Changes
+/// nothing on either side (a local destination's index cache is brought up to date).
+/// Fails when `delete` comes with a choice of snapshots, when an empty destination
+/// cannot be made a repository (a local directory that holds other files), and, for
+/// chosen snapshots, when one of them needs a blob the source lacks.
+pub fn plan_sync<'r>(
+    src: &'r Repository,
+    dst: Destination<'r>,
     opts: &SyncOptions,
-    progress: &dyn Progress,
-) -> Result<SyncReport> {
+) -> Result<SyncPlan<'r>> {
     if opts.delete && opts.snapshots.is_some() {
         return Err(Usage::DeleteWithChoice.into());
     }
-    let mut report = if src.config().id == dst.config().id {
-        copy_as_stored(src, dst, opts, progress)?
-    } else {
-        rewrite::copy(src, dst, opts, progress)?
+    let existing = match &dst {
+        Destination::Repository(r) => Some(*r),
+        Destination::Empty(store) => {
+            crate::repo::check_empty(store.as_ref())?;
+            None
+        }
     };
-    report.tmp_files_removed = remove_orphaned_temp_files(dst)?;
-    Ok(report)
-}
-
-/// Removes from `dst`'s `tmp/` the files of writers that are gone (see
-/// [`crate::store::temp_is_orphan`]); returns how many.
-fn remove_orphaned_temp_files(dst: &Repository) -> Result<u64> {
-    let orphans: Vec<String> = dst
-        .store()
-        .list("tmp")?
-        .into_iter()
-        .filter(crate::store::temp_is_orphan)
-        .map(|e| e.path)
-        .collect();
-    for p in &orphans {
-        log::info!(
-            "removing {}/{p}, left by a writer that is gone",
-            dst.location()
-        );
+    if let Some(d) = existing.filter(|d| src.config().id != d.config().id) {
+        let t = rewrite::plan(src, d, opts)?;
+        return Ok(SyncPlan {
+            src,
+            opts: opts.clone(),
+            src_lock: t.src_lock,
+            dst_lock: Some(t.dst_lock),
+            snapshots: t.send,
+            snapshots_present: t.present,
+            packs: 0,
+            packs_present: 0,
+            bytes: None,
+            delete: t.delete,
+            create: false,
+            rewrite: true,
+            work: Work::Rewrite(t.todo),
+            dst,
+        });
     }
-    dst.store().delete_all(&orphans)?;
-    Ok(orphans.len() as u64)
-}
 
-/// [`sync`] into a copy of `src` (same id): files travel as stored.
-fn copy_as_stored(
-    src: &Repository,
-    dst: &Repository,
-    opts: &SyncOptions,
-    progress: &dyn Progress,
-) -> Result<SyncReport> {
-    let _src_lock = src.lock(false, "sync (source)")?;
-    let dst_lock = dst.lock(opts.delete, "sync (destination)")?;
-    let mut report = SyncReport::default();
+    let src_lock = src.lock(false, "sync (source)")?;
+    let dst_lock = existing
+        .map(|d| d.lock(opts.delete, "sync (destination)"))
+        .transpose()?;
 
     // What the chosen snapshots need.
     let all = src.snapshots()?;
@@ -162,15 +223,183 @@ fn copy_as_stored(
             .map(|u| (u.name, u.size))
             .collect()
     };
-
-    // 1. Packs.
-    let there: HashMap<PackId, u64> = dst.pack_files()?.into_iter().collect();
+    let there: HashMap<PackId, u64> = match existing {
+        Some(d) => d.pack_files()?.into_iter().collect(),
+        None => HashMap::new(),
+    };
     let send: Vec<(PackId, u64)> = needed
         .iter()
         .filter(|(id, size)| there.get(id) != Some(size))
         .copied()
         .collect();
-    report.packs_present = (needed.len() - send.len()) as u64;
+
+    let dst_snaps: Vec<SnapshotId> = match existing {
+        Some(d) => d
+            .index()
+            .snapshots()?
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect(),
+        None => Vec::new(),
+    };
+    let dst_set: HashSet<SnapshotId> = dst_snaps.iter().copied().collect();
+    let snapshots: Vec<SnapshotId> = chosen
+        .iter()
+        .filter(|id| !dst_set.contains(id))
+        .copied()
+        .collect();
+    let delete = if opts.delete {
+        let keep: HashSet<SnapshotId> = src
+            .index()
+            .snapshots()?
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect();
+        dst_snaps
+            .into_iter()
+            .filter(|id| !keep.contains(id))
+            .collect()
+    } else {
+        Vec::new()
+    };
+    Ok(SyncPlan {
+        src,
+        opts: opts.clone(),
+        src_lock,
+        dst_lock,
+        snapshots_present: (chosen.len() - snapshots.len()) as u64,
+        snapshots,
+        packs: send.len() as u64,
+        packs_present: (needed.len() - send.len()) as u64,
+        bytes: Some(send.iter().map(|(_, size)| size).sum()),
+        delete,
+        create: existing.is_none(),
+        rewrite: false,
+        work: Work::Copy {
+            chosen,
+            needed,
+            send,
+        },
+        dst,
+    })
+}
+
+impl SyncPlan<'_> {
+    /// Carries the plan out (creating the destination first if it is to be), in the
+    /// order of the module docs, then lets the locks go and removes the temp files
+    /// writers that are gone left on the destination. Stops between packs when an
+    /// interruption is asked for, and before writing snapshot records or deleting
+    /// when the destination's lock was taken over.
+    pub fn execute(self, progress: &dyn Progress) -> Result<SyncReport> {
+        let SyncPlan {
+            src,
+            dst,
+            opts,
+            src_lock,
+            dst_lock,
+            work,
+            ..
+        } = self;
+        let made;
+        let dst: &Repository = match dst {
+            Destination::Repository(r) => r,
+            Destination::Empty(store) => {
+                made = Repository::create_copy(store, src)?;
+                &made
+            }
+        };
+        let mut report = match work {
+            Work::Rewrite(todo) => {
+                let dst_lock = dst_lock.ok_or_else(|| {
+                    Error::internal("a rewriting sync is planned under a lock", None)
+                })?;
+                rewrite::execute(src, dst, &opts, src_lock, dst_lock, todo, progress)?
+            }
+            Work::Copy {
+                chosen,
+                needed,
+                send,
+            } => {
+                let dst_lock = match dst_lock {
+                    Some(l) => l,
+                    None => dst.lock(opts.delete, "sync (destination)")?,
+                };
+                let work = Planned {
+                    src_lock,
+                    dst_lock,
+                    chosen,
+                    needed,
+                    send,
+                };
+                copy_as_stored(src, dst, &opts, work, progress)?
+            }
+        };
+        report.tmp_files_removed = remove_orphaned_temp_files(dst)?;
+        Ok(report)
+    }
+}
+
+/// Copies snapshots from `src` to `dst`: as stored when `dst` is a copy of `src` (same
+/// repository id), else rewritten, each chunk re-hashed and re-sealed
+/// for the destination. [`plan_sync`], then [`SyncPlan::execute`].
+pub fn sync(
+    src: &Repository,
+    dst: &Repository,
+    opts: &SyncOptions,
+    progress: &dyn Progress,
+) -> Result<SyncReport> {
+    plan_sync(src, Destination::Repository(dst), opts)?.execute(progress)
+}
+
+/// Removes from `dst`'s `tmp/` the files of writers that are gone (see
+/// [`crate::store::temp_is_orphan`]); returns how many.
+fn remove_orphaned_temp_files(dst: &Repository) -> Result<u64> {
+    let orphans: Vec<String> = dst
+        .store()
+        .list("tmp")?
+        .into_iter()
+        .filter(crate::store::temp_is_orphan)
+        .map(|e| e.path)
+        .collect();
+    for p in &orphans {
+        log::info!(
+            "removing {}/{p}, left by a writer that is gone",
+            dst.location()
+        );
+    }
+    dst.store().delete_all(&orphans)?;
+    Ok(orphans.len() as u64)
+}
+
+/// The locks and lists [`copy_as_stored`] works from (see [`Work::Copy`]).
+struct Planned {
+    src_lock: Lock,
+    dst_lock: Lock,
+    chosen: Vec<SnapshotId>,
+    needed: Vec<(PackId, u64)>,
+    send: Vec<(PackId, u64)>,
+}
+
+/// [`sync`] into a copy of `src` (same id): files travel as stored.
+fn copy_as_stored(
+    src: &Repository,
+    dst: &Repository,
+    opts: &SyncOptions,
+    work: Planned,
+    progress: &dyn Progress,
+) -> Result<SyncReport> {
+    let Planned {
+        src_lock: _src_lock,
+        dst_lock,
+        chosen,
+        needed,
+        send,
+    } = work;
+    // 1. Packs.
+    let mut report = SyncReport {
+        packs_present: (needed.len() - send.len()) as u64,
+        ..Default::default()
+    };
     let sent_bytes = AtomicU64::new(0);
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(IN_FLIGHT)

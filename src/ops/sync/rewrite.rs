@@ -23,16 +23,87 @@ use super::{SyncOptions, SyncReport, IN_FLIGHT};
 use crate::error::{Error, Result};
 use crate::format::id::{Id, SnapshotId, TreeId};
 use crate::format::pack::BlobKind;
+use crate::format::snapshot::Snapshot;
 use crate::format::tree::NodeKind;
 use crate::ops::prune::{plan_prune, PruneOptions};
 use crate::progress::Progress;
-use crate::repo::{Repository, Saver};
+use crate::repo::{Lock, Repository, Saver};
 
-/// Copies the chosen snapshots of `src` into `dst`, rewriting them; see the module docs.
-pub(super) fn copy(
+/// What a rewriting sync works from: the source's snapshots, and the destination's
+/// copies of them (source id to copy id).
+pub(super) struct Todo {
+    all: Vec<(SnapshotId, Snapshot)>,
+    copied: HashMap<SnapshotId, SnapshotId>,
+}
+
+/// A planned rewriting sync: its locks (shared, both), what it works from, and the
+/// figures of the plan.
+pub(super) struct Planned {
+    pub src_lock: Lock,
+    pub dst_lock: Lock,
+    pub todo: Todo,
+    /// The chosen snapshots no destination snapshot copies: rewritten.
+    pub send: Vec<SnapshotId>,
+    /// The chosen snapshots some destination snapshot copies.
+    pub present: u64,
+    /// With `delete`: destination snapshots that copy no source snapshot.
+    pub delete: Vec<SnapshotId>,
+}
+
+/// Takes the shared locks on both sides and plans the copy of the chosen snapshots of
+/// `src` into `dst`; see the module docs.
+pub(super) fn plan(src: &Repository, dst: &Repository, opts: &SyncOptions) -> Result<Planned> {
+    let src_lock = src.lock(false, "sync (source)")?;
+    let dst_lock = dst.lock(false, "sync (destination)")?;
+    let all = src.snapshots()?;
+    let there: Vec<(SnapshotId, Option<SnapshotId>)> = dst
+        .snapshots()?
+        .into_iter()
+        .map(|(id, s)| (id, s.original))
+        .collect();
+    let copied: HashMap<SnapshotId, SnapshotId> = there
+        .iter()
+        .filter_map(|(id, o)| o.map(|o| (o, *id)))
+        .collect();
+    let chosen: Vec<SnapshotId> = all
+        .iter()
+        .map(|(id, _)| *id)
+        .filter(|id| opts.snapshots.as_ref().is_none_or(|c| c.contains(id)))
+        .collect();
+    let send: Vec<SnapshotId> = chosen
+        .iter()
+        .filter(|id| !copied.contains_key(id))
+        .copied()
+        .collect();
+    let delete = if opts.delete {
+        let keep: HashSet<SnapshotId> = all.iter().map(|(id, _)| *id).collect();
+        there
+            .into_iter()
+            .filter(|(_, o)| !o.is_some_and(|o| keep.contains(&o)))
+            .map(|(id, _)| id)
+            .collect()
+    } else {
+        Vec::new()
+    };
+    Ok(Planned {
+        src_lock,
+        dst_lock,
+        present: (chosen.len() - send.len()) as u64,
+        send,
+        delete,
+        todo: Todo { all, copied },
+    })
+}
+
+/// Copies the chosen snapshots of `src` into `dst`, rewriting them, under the locks
+/// of the plan, which go after the copy; see the module docs.
+pub(super) fn execute(
     src: &Repository,
     dst: &Repository,
     opts: &SyncOptions,
+    src_lock: Lock,
+    dst_lock: Lock,
+    todo: Todo,
     progress: &dyn Progress,
 ) -> Result<SyncReport> {
     let mut report = SyncReport {
@@ -40,14 +111,9 @@ pub(super) fn copy(
         ..Default::default()
     };
     let all = {
-        let _src_lock = src.lock(false, "sync (source)")?;
-        let dst_lock = dst.lock(false, "sync (destination)")?;
-        let all = src.snapshots()?;
-        let mut copied: HashMap<SnapshotId, SnapshotId> = dst
-            .snapshots()?
-            .into_iter()
-            .filter_map(|(id, s)| s.original.map(|o| (o, id)))
-            .collect();
+        let _src_lock = src_lock;
+        let dst_lock = dst_lock;
+        let Todo { all, mut copied } = todo;
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(IN_FLIGHT)
             .build()
