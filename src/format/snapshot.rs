@@ -257,10 +257,11 @@ impl Source {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn sample() -> Snapshot {
+    /// A snapshot record of two sources, for tests.
+    pub(crate) fn sample() -> Snapshot {
         Snapshot {
             version: VERSION,
             time: "2026-11-21T02:00:00.123456789Z".parse().unwrap(),

@@ -45,27 +45,18 @@ impl SnapshotFilter {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::format::id::{Id, TreeId};
-    use crate::format::snapshot::Summary;
 
     fn snap(host: &str, tags: &[&str], paths: &[&str]) -> Snapshot {
         Snapshot {
-            version: crate::format::snapshot::VERSION,
-            time: chrono::Utc::now(),
             host: host.into(),
-            user: "u".into(),
-            tags: tags.iter().map(std::string::ToString::to_string).collect(),
+            tags: tags.iter().map(|t| t.to_string()).collect(),
             sources: paths
                 .iter()
                 .map(|p| Source::Path {
                     path: p.to_string(),
                 })
                 .collect(),
-            tree: TreeId(Id::hash(b"tree")),
-            parent: None,
-            original: None,
-            summary: Summary::default(),
-            program: "snap test".into(),
+            ..crate::format::snapshot::tests::sample()
         }
     }
 
