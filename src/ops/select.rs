@@ -49,7 +49,7 @@ mod tests {
     fn snap(host: &str, tags: &[&str], paths: &[&str]) -> Snapshot {
         Snapshot {
             host: host.into(),
-            tags: tags.iter().map(|t| t.to_string()).collect(),
+            tags: tags.iter().map(ToString::to_string).collect(),
             sources: paths
                 .iter()
                 .map(|p| Source::Path {
