@@ -1137,6 +1137,41 @@ mod safety {
 mod ux {
     use super::*;
 
+    /// `init` of an unencrypted repository says so to a person at a terminal (run
+    /// under `script`, which gives it one), and says nothing more to a script.
+    #[test]
+    fn init_says_unencrypted_on_a_terminal_only() {
+        let env = Env::new();
+        let (a, b) = (env.path("a"), env.path("b"));
+        let bin = env!("CARGO_BIN_EXE_snap");
+        let line = format!("{bin} --repo {} init", a.display());
+        let Ok(out) = std::process::Command::new("script")
+            .args(["-qec", &line, "/dev/null"])
+            .env("SNAP_CACHE_DIR", env.path("cache"))
+            .output()
+        else {
+            util::missing("script, to give snap a terminal", "Debian's bsdutils");
+            return;
+        };
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{text}");
+        assert!(
+            text.contains("not encrypted") && text.contains("snap init --encrypt"),
+            "{text}"
+        );
+        let piped = util::snap_bin()
+            .env("SNAP_CACHE_DIR", env.path("cache"))
+            .args(["--repo", b.to_str().unwrap(), "init"])
+            .output()
+            .unwrap();
+        assert!(piped.status.success(), "{piped:?}");
+        assert!(
+            piped.stderr.is_empty(),
+            "{}",
+            String::from_utf8_lossy(&piped.stderr)
+        );
+    }
+
     #[test]
     fn default_repository_is_created_on_first_backup() {
         let env = Env::new();

@@ -1,5 +1,7 @@
 //! `snap init`
 
+use std::io::IsTerminal;
+
 use anyhow::{Context, Result};
 use snap::format::crypto::Kdf;
 use snap::repo::{InitOptions, Repository};
@@ -43,6 +45,13 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
         outln!(
             "created snap repository {} at {loc}",
             &repo.config().id[..8],
+        );
+    }
+    if !a.encrypt && !ctx.quiet && std::io::stderr().is_terminal() {
+        // Said where a person reads it; scripts and cron see only the line above.
+        eprintln!(
+            "note: the repository is not encrypted: anyone who can read its files can read \
+             the backups. To encrypt, remove it and run `snap init --encrypt` instead."
         );
     }
     if a.encrypt {
