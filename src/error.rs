@@ -103,6 +103,12 @@ pub enum Error {
         /// Where it was looked for.
         location: String,
     },
+    /// Where a repository was looked for is a file, or below one.
+    #[error("no repository at {location}: it is not a directory")]
+    NotADirectory {
+        /// Where it was looked for.
+        location: String,
+    },
     /// An encrypted repository has no key file, so no passphrase can open it.
     #[error("{keys} has no key files: the repository cannot be opened with a passphrase")]
     NoKeyFiles {

@@ -1137,6 +1137,22 @@ mod safety {
 mod ux {
     use super::*;
 
+    /// A --repo that is a file is said to be one, not reported as a raw errno.
+    #[test]
+    fn a_repository_path_that_is_a_file_is_named_as_such() {
+        let env = Env::new();
+        let file = env.path("notes.txt");
+        fs::write(&file, b"x").unwrap();
+        util::snap_bin()
+            .args(["--repo", file.to_str().unwrap(), "list"])
+            .assert()
+            .code(1)
+            .stderr(
+                predicate::str::contains("it is not a directory; point --repo or SNAP_REPO")
+                    .and(predicate::str::contains("os error").not()),
+            );
+    }
+
     /// `init` of an unencrypted repository says so to a person at a terminal (run
     /// under `script`, which gives it one), and says nothing more to a script.
     #[test]

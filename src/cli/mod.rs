@@ -572,6 +572,9 @@ fn worded(e: &snap::error::Error) -> String {
         Error::NoRepository { location } => format!(
             "{e}: point --repo or SNAP_REPO at your repository, or create one with `snap init --repo {location}`"
         ),
+        Error::NotADirectory { .. } => {
+            format!("{e}; point --repo or SNAP_REPO at your repository's directory")
+        }
         Error::NoKeyFiles { .. } => format!("{e} (use SNAP_KEY_FILE with an exported key)"),
         Error::SnapshotNotFound { .. } => format!("{e}; `snap list` shows the snapshots"),
         Error::NoSnapshots { .. } => format!("{e}; run `snap backup` first"),

@@ -114,6 +114,11 @@ fn read_config(store: &dyn Store) -> Result<ConfigFile> {
         Err(Error::NotFound { .. }) => Err(Error::NoRepository {
             location: store.location(),
         }),
+        Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotADirectory => {
+            Err(Error::NotADirectory {
+                location: store.location(),
+            })
+        }
         r => ConfigFile::decode(&r?),
     }
 }
