@@ -4,7 +4,7 @@ use anyhow::{bail, Result};
 use snap::ops::check::{check, ReadData};
 use snap::span::Span;
 
-use super::{progress_for, prune::parse_percent, Bar, Ctx};
+use super::{count, progress_for, prune::parse_percent, Bar, Ctx};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -91,10 +91,10 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
         }
         for d in &r.damaged {
             outln!(
-                "damaged snapshot {} ({}): {} paths",
+                "damaged snapshot {} ({}): {}",
                 d.id.short(),
                 d.describe,
-                d.paths.len()
+                count(d.paths.len(), "path")
             );
             for p in d.paths.iter().take(20) {
                 outln!("  {p}");
@@ -105,19 +105,19 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
         }
         if !ctx.quiet || !r.errors.is_empty() {
             outln!(
-                "{} snapshots, {} packs, {} trees and lists checked; {} packs read, {} blobs verified: {}",
-                r.snapshots,
-                r.packs,
+                "{}, {}, {} trees and lists checked; {} read, {} verified: {}",
+                count(r.snapshots, "snapshot"),
+                count(r.packs, "pack"),
                 r.metadata_blobs,
-                r.packs_read,
-                r.blobs_verified,
+                count(r.packs_read, "pack"),
+                count(r.blobs_verified, "blob"),
                 if r.errors.is_empty() {
                     "no errors".to_string()
                 } else {
                     format!(
-                        "{} errors, {} snapshots damaged",
-                        r.errors.len(),
-                        r.damaged.len()
+                        "{}, {} damaged",
+                        count(r.errors.len(), "error"),
+                        count(r.damaged.len(), "snapshot")
                     )
                 }
             );

@@ -6,7 +6,7 @@ use snap::ops::retention::{self, Policy};
 use snap::repo::{Lock, Repository};
 use snap::span::Span;
 
-use super::{prune, Ctx};
+use super::{count, prune, Ctx};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -154,8 +154,8 @@ fn finish(
     if a.dry_run {
         if !a.json {
             outln!(
-                "dry run: {} snapshots would be removed, nothing changed",
-                remove.len()
+                "dry run: {} would be removed, nothing changed",
+                count(remove.len(), "snapshot")
             );
         }
     } else {
@@ -163,7 +163,7 @@ fn finish(
         repo.remove_snapshots(&remove)?;
         drop(lock);
         if !a.json {
-            outln!("removed {} snapshots", remove.len());
+            outln!("removed {}", count(remove.len(), "snapshot"));
         }
         if a.prune {
             let r = prune::run_prune(ctx, repo, a.max_unused, false)?;

@@ -2,7 +2,7 @@
 
 use anyhow::Result;
 
-use super::{human, Ctx, FilterArgs};
+use super::{count, human, Ctx, FilterArgs};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -60,7 +60,7 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
         );
     }
     if !ctx.quiet {
-        outln!("{} snapshots", snaps.len());
+        outln!("{}", count(snaps.len(), "snapshot"));
     }
     Ok(0)
 }

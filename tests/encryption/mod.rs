@@ -156,7 +156,7 @@ fn a_wrong_or_missing_passphrase_is_a_clear_error_and_writes_nothing() {
         .env("SNAP_PASSWORD_FILE", &pw)
         .assert()
         .success()
-        .stdout(predicate::str::contains("1 snapshots"));
+        .stdout(predicate::str::ends_with("\n1 snapshot\n"));
 }
 
 #[test]

@@ -428,9 +428,9 @@ fn flipped_byte_in_a_data_pack_is_found_by_read_data() {
     assert_found_by_read_data(
         &g,
         "\
-damaged snapshot d7e14b69 (2024-01-02 00:00:00 UTC golden-host /tmp/snap-golden/src db/dump.sql (stdin)): 1 paths
+damaged snapshot d7e14b69 (2024-01-02 00:00:00 UTC golden-host /tmp/snap-golden/src db/dump.sql (stdin)): 1 path
   /db/dump.sql
-3 snapshots, 6 packs, 30 trees and lists checked; 6 packs read, 73 blobs verified: 1 errors, 1 snapshots damaged
+3 snapshots, 6 packs, 30 trees and lists checked; 6 packs read, 73 blobs verified: 1 error, 1 snapshot damaged
 ",
         "\
 snap: error: blob 0a72d0c1719265b420124443716ffa8de2e42748a82efb0f76bf097cc00a9b0a in pack 12742bbc3efd6d91026fb0e4d8d75e2381653fbf8bfa76dec224af337599dbdd at offset 16: corrupt blob 0a72d0c1719265b420124443716ffa8de2e42748a82efb0f76bf097cc00a9b0a: in packs/12742bbc3efd6d91026fb0e4d8d75e2381653fbf8bfa76dec224af337599dbdd: zstd: Data corruption detected
@@ -444,7 +444,7 @@ fn flipped_byte_in_a_tree_pack_is_found_without_reading_data() {
     // The first tree of that pack is the listing of deep/a/b (its one entry is c).
     flip_first_blob(&first_pack(&g.repo(), false), 1);
     let damaged = "\
-damaged snapshot d7e14b69 (2024-01-02 00:00:00 UTC golden-host /tmp/snap-golden/src db/dump.sql (stdin)): 1 paths
+damaged snapshot d7e14b69 (2024-01-02 00:00:00 UTC golden-host /tmp/snap-golden/src db/dump.sql (stdin)): 1 path
   /tmp/snap-golden/src/deep/a/b/ (directory listing unreadable)
 ";
     let error = "\
@@ -454,7 +454,7 @@ snap: error: blob 79b1b1af23f5c58f04fc67c03bd527c52be22f43960907e5d0ab9e9c696b88
     assert_report(
         (code, stdout, without_advice(&stderr)),
         1,
-        &format!("{damaged}3 snapshots, 6 packs, 29 trees and lists checked; 0 packs read, 0 blobs verified: 1 errors, 1 snapshots damaged\n"),
+        &format!("{damaged}3 snapshots, 6 packs, 29 trees and lists checked; 0 packs read, 0 blobs verified: 1 error, 1 snapshot damaged\n"),
         error,
     );
     // Reading the data finds the same blob again: one damage, two errors.
@@ -462,7 +462,7 @@ snap: error: blob 79b1b1af23f5c58f04fc67c03bd527c52be22f43960907e5d0ab9e9c696b88
     assert_report(
         (code, stdout, without_advice(&stderr)),
         1,
-        &format!("{damaged}3 snapshots, 6 packs, 29 trees and lists checked; 6 packs read, 73 blobs verified: 2 errors, 1 snapshots damaged\n"),
+        &format!("{damaged}3 snapshots, 6 packs, 29 trees and lists checked; 6 packs read, 73 blobs verified: 2 errors, 1 snapshot damaged\n"),
         &format!("{error}snap: error: blob 79b1b1af23f5c58f04fc67c03bd527c52be22f43960907e5d0ab9e9c696b88c3 in pack 1f74131b177850441b69a8631972476aacc198ca7f447fa339058804ed5d8e4c at offset 16: checksum mismatch in blob in packs/1f74131b177850441b69a8631972476aacc198ca7f447fa339058804ed5d8e4c: expected 79b1b1af23f5c58f04fc67c03bd527c52be22f43960907e5d0ab9e9c696b88c3, got 81e403930c8c79a6bf065a93106f0d02f378f7274f494d647c5113c0717751fa\n"),
     );
 }
@@ -478,7 +478,7 @@ damaged snapshot d7e14b69 (2024-01-02 00:00:00 UTC golden-host /tmp/snap-golden/
 damaged snapshot 6d564962 (2024-01-03 00:00:00 UTC golden-host /tmp/snap-golden/src): 2 paths
   /tmp/snap-golden/src/big.bin
   /tmp/snap-golden/src/docs/notes.md
-3 snapshots, 6 packs, 30 trees and lists checked; 0 packs read, 0 blobs verified: 1 errors, 2 snapshots damaged
+3 snapshots, 6 packs, 30 trees and lists checked; 0 packs read, 0 blobs verified: 1 error, 2 snapshots damaged
 ";
 
 #[test]
@@ -527,9 +527,9 @@ fn missing_index_file_is_reported_and_repaired_from_the_packs() {
         g.report(&["check"]),
         1,
         "\
-damaged snapshot 6d564962 (2024-01-03 00:00:00 UTC golden-host /tmp/snap-golden/src): 1 paths
+damaged snapshot 6d564962 (2024-01-03 00:00:00 UTC golden-host /tmp/snap-golden/src): 1 path
   / (directory listing unreadable)
-3 snapshots, 4 packs, 21 trees and lists checked; 0 packs read, 0 blobs verified: 1 errors, 1 snapshots damaged
+3 snapshots, 4 packs, 21 trees and lists checked; 0 packs read, 0 blobs verified: 1 error, 1 snapshot damaged
 ",
         &format!("\
 snap: warning: pack 784fd66710b9d2691faf19b66975c8f08a201c9b9be35af2d2dd8f9814749f6a is not in the index (an interrupted backup left it, or a running one is writing it): `snap prune` removes it if unused, `snap repair index` indexes it
@@ -552,7 +552,7 @@ fn flipped_byte_in_a_snapshot_record_is_named() {
     assert_report(
         g.report(&["check"]),
         1,
-        "2 snapshots, 6 packs, 21 trees and lists checked; 0 packs read, 0 blobs verified: 1 errors, 0 snapshots damaged\n",
+        "2 snapshots, 6 packs, 21 trees and lists checked; 0 packs read, 0 blobs verified: 1 error, 0 snapshots damaged\n",
         &format!("snap: warning: skipping snapshot {why}\nsnap: error: snapshot record {why}\n{ADVICE}"),
     );
 }
@@ -571,11 +571,11 @@ fn flipped_byte_in_an_encrypted_data_pack_fails_authentication() {
     assert_found_by_read_data(
         &g,
         "\
-damaged snapshot f9b3dc57 (2024-01-01 00:00:00 UTC golden-host /tmp/snap-golden/src db/dump.sql (stdin)): 1 paths
+damaged snapshot f9b3dc57 (2024-01-01 00:00:00 UTC golden-host /tmp/snap-golden/src db/dump.sql (stdin)): 1 path
   /db/dump.sql
-damaged snapshot ad14c21d (2024-01-02 00:00:00 UTC golden-host /tmp/snap-golden/src db/dump.sql (stdin)): 1 paths
+damaged snapshot ad14c21d (2024-01-02 00:00:00 UTC golden-host /tmp/snap-golden/src db/dump.sql (stdin)): 1 path
   /db/dump.sql
-3 snapshots, 6 packs, 30 trees and lists checked; 6 packs read, 73 blobs verified: 1 errors, 2 snapshots damaged
+3 snapshots, 6 packs, 30 trees and lists checked; 6 packs read, 73 blobs verified: 1 error, 2 snapshots damaged
 ",
         "\
 snap: error: blob 27cbfe93329d1e4fcfca5d78586ff9014ef77d6d854956657d2ee9a992a20c1f in pack 8c89c50ca80dd93614579a50d3b7b29db6ec07b451ddf80ae49468edf4c6b360 at offset 116: corrupt blob 27cbfe93329d1e4fcfca5d78586ff9014ef77d6d854956657d2ee9a992a20c1f: in packs/8c89c50ca80dd93614579a50d3b7b29db6ec07b451ddf80ae49468edf4c6b360 fails authentication (altered or damaged)
