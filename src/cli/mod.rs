@@ -607,7 +607,6 @@ fn is_broken_pipe(e: &anyhow::Error) -> bool {
     })
 }
 
-/// Bytes in binary units, as `1.5 GiB`.
 /// `1 snapshot`, `2 snapshots`: a count and its noun, plural when it is not one.
 pub fn count(n: impl TryInto<u64>, noun: &str) -> String {
     match n.try_into().ok() {
@@ -617,6 +616,7 @@ pub fn count(n: impl TryInto<u64>, noun: &str) -> String {
     }
 }
 
+/// Bytes in binary units, as `1.5 GiB`.
 pub fn human(bytes: u64) -> String {
     const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
     let mut v = bytes as f64;
