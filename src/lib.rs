@@ -43,7 +43,7 @@
 //! let target = dir.path().join("restored");
 //! let ropts = restore::RestoreOptions { target: target.clone(), include: vec![] };
 //! let plan = restore::plan_restore(&repo, &done.snapshot, &ropts)?;
-//! assert_eq!(plan.files, 1);
+//! assert_eq!(plan.tally()?.files, 1);
 //! let out = plan.execute(&NoProgress)?;
 //! assert!(out.errors.is_empty());
 //! let restored = target.join(dir.path().strip_prefix("/").unwrap()).join("data/hello.txt");

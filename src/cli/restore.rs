@@ -75,14 +75,15 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
     };
     let plan = plan_restore(&repo, &snap, &opts)?;
     if a.dry_run {
+        let tally = plan.tally()?;
         if a.json {
             let v = serde_json::json!({
                 "snapshot": id,
                 "target": target,
-                "files": plan.files,
-                "dirs": plan.dirs,
-                "others": plan.others,
-                "bytes": plan.bytes,
+                "files": tally.files,
+                "dirs": tally.dirs,
+                "others": tally.others,
+                "bytes": tally.bytes,
                 "dry_run": true,
             });
             outln!("{}", serde_json::to_string_pretty(&v)?);
@@ -91,10 +92,10 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
                 "would restore snapshot {} to {}: {} files, {} dirs, {} other entries, {}; dry run, nothing written",
                 id.short(),
                 target.display(),
-                plan.files,
-                plan.dirs,
-                plan.others,
-                human(plan.bytes)
+                tally.files,
+                tally.dirs,
+                tally.others,
+                human(tally.bytes)
             );
         }
         return Ok(0);

@@ -96,15 +96,20 @@ enum Root {
     },
 }
 
-/// What a restore will write, found by walking the snapshot's trees (no file content
-/// is read), under the shared lock it holds until [`RestorePlan::execute`] has run or
-/// it is dropped, so that prune cannot delete what it reads meanwhile.
+/// What a restore will write: the target and the snapshot entries that go into it,
+/// under the shared lock it holds until [`RestorePlan::execute`] has run or it is
+/// dropped, so that prune cannot delete what it reads meanwhile.
 pub struct RestorePlan<'r> {
     repo: &'r Repository,
     _lock: Option<Lock>,
     roots: Vec<Root>,
     /// Directory restored into (created if absent).
     pub target: PathBuf,
+}
+
+/// How much a [`RestorePlan`] writes ([`RestorePlan::tally`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RestoreTally {
     /// Regular files to write (each hard link counted).
     pub files: u64,
     /// Directories to create or update.
@@ -117,9 +122,9 @@ pub struct RestorePlan<'r> {
     pub skipped: u64,
 }
 
-/// Plans restoring `snap` as `opts` say: resolves the included paths and counts what
-/// they hold. Fails, with nothing written, when the target is not a directory or an
-/// included path is not in the snapshot.
+/// Plans restoring `snap` as `opts` say: resolves the included paths. Fails, with
+/// nothing written, when the target is not a directory or an included path is not in
+/// the snapshot.
 pub fn plan_restore<'r>(
     repo: &'r Repository,
     snap: &Snapshot,
@@ -150,53 +155,63 @@ pub fn plan_restore<'r>(
             },
         });
     }
-    let mut plan = RestorePlan {
+    Ok(RestorePlan {
         repo,
         _lock: lock,
-        roots: Vec::new(),
+        roots,
         target: target.clone(),
-        files: 0,
-        dirs: 0,
-        others: 0,
-        bytes: 0,
-        skipped: 0,
-    };
-    let mut links = HashSet::new();
-    for root in &roots {
-        match root {
-            Root::Tree(tree) => plan.count_tree(tree, &mut links)?,
-            Root::Entry { node, .. } => plan.count(node, &mut links)?,
-        }
-    }
-    plan.roots = roots;
-    Ok(plan)
+    })
 }
 
 impl RestorePlan<'_> {
+    /// Counts what the plan writes, walking its trees (no file content is read): what
+    /// `--dry-run` prints. A restore itself does not need it, and does not pay for it.
+    pub fn tally(&self) -> Result<RestoreTally> {
+        let mut t = RestoreTally::default();
+        let mut links = HashSet::new();
+        for root in &self.roots {
+            match root {
+                Root::Tree(tree) => self.count_tree(tree, &mut t, &mut links)?,
+                Root::Entry { node, .. } => self.count(node, &mut t, &mut links)?,
+            }
+        }
+        Ok(t)
+    }
+
     /// Counts the entries of `tree`, recursively; `links`: the hard-linked files seen.
-    fn count_tree(&mut self, tree: &TreeId, links: &mut HashSet<(u64, u64)>) -> Result<()> {
+    fn count_tree(
+        &self,
+        tree: &TreeId,
+        t: &mut RestoreTally,
+        links: &mut HashSet<(u64, u64)>,
+    ) -> Result<()> {
         for n in &self.repo.load_tree(tree)?.nodes {
-            self.count(n, links)?;
+            self.count(n, t, links)?;
         }
         Ok(())
     }
 
     /// Counts `node` and what it holds.
-    fn count(&mut self, node: &Node, links: &mut HashSet<(u64, u64)>) -> Result<()> {
+    fn count(
+        &self,
+        node: &Node,
+        t: &mut RestoreTally,
+        links: &mut HashSet<(u64, u64)>,
+    ) -> Result<()> {
         match &node.kind {
             NodeKind::Dir(tree) => {
-                self.dirs += 1;
-                return self.count_tree(tree, links);
+                t.dirs += 1;
+                return self.count_tree(tree, t, links);
             }
             NodeKind::File(_) => {
                 let m = &node.meta;
-                self.files += 1;
+                t.files += 1;
                 if m.nlink <= 1 || links.insert((m.dev, m.ino)) {
-                    self.bytes += m.size;
+                    t.bytes += m.size;
                 }
             }
-            NodeKind::Socket => self.skipped += 1,
-            _ => self.others += 1,
+            NodeKind::Socket => t.skipped += 1,
+            _ => t.others += 1,
         }
         Ok(())
     }
