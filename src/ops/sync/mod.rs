@@ -138,10 +138,9 @@ pub struct SyncPlan<'r> {
 
 /// What execution works from.
 enum Work {
-    /// Files as stored: the chosen snapshots, the packs they need, and those of them
-    /// the destination lacks.
+    /// Files as stored: the packs the chosen snapshots need, and those of them the
+    /// destination lacks (the snapshots are the plan's).
     Copy {
-        chosen: Vec<SnapshotId>,
         needed: Vec<(PackId, u64)>,
         send: Vec<(PackId, u64)>,
     },
@@ -249,12 +248,7 @@ pub fn plan_sync<'r>(
         .copied()
         .collect();
     let delete = if opts.delete {
-        let keep: HashSet<SnapshotId> = src
-            .index()
-            .snapshots()?
-            .into_iter()
-            .map(|(id, _)| id)
-            .collect();
+        let keep: HashSet<SnapshotId> = all.iter().map(|(id, _)| *id).collect();
         dst_snaps
             .into_iter()
             .filter(|id| !keep.contains(id))
@@ -275,11 +269,7 @@ pub fn plan_sync<'r>(
         delete,
         create: existing.is_none(),
         rewrite: false,
-        work: Work::Copy {
-            chosen,
-            needed,
-            send,
-        },
+        work: Work::Copy { needed, send },
         dst,
     })
 }
@@ -298,6 +288,9 @@ impl SyncPlan<'_> {
             src_lock,
             dst_lock,
             work,
+            snapshots,
+            snapshots_present,
+            delete,
             ..
         } = self;
         let made;
@@ -315,11 +308,7 @@ impl SyncPlan<'_> {
                 })?;
                 rewrite::execute(src, dst, &opts, src_lock, dst_lock, todo, progress)?
             }
-            Work::Copy {
-                chosen,
-                needed,
-                send,
-            } => {
+            Work::Copy { needed, send } => {
                 let dst_lock = match dst_lock {
                     Some(l) => l,
                     None => dst.lock(opts.delete, "sync (destination)")?,
@@ -327,7 +316,9 @@ impl SyncPlan<'_> {
                 let work = Planned {
                     src_lock,
                     dst_lock,
-                    chosen,
+                    snapshots,
+                    snapshots_present,
+                    delete,
                     needed,
                     send,
                 };
@@ -371,11 +362,16 @@ fn remove_orphaned_temp_files(dst: &Repository) -> Result<u64> {
     Ok(orphans.len() as u64)
 }
 
-/// The locks and lists [`copy_as_stored`] works from (see [`Work::Copy`]).
+/// The locks and lists [`copy_as_stored`] works from: the plan's snapshots to send,
+/// to delete (with `delete`) and the count of those there already, and its packs
+/// (see [`Work::Copy`]). The destination's lock keeps them true: no other sync can
+/// delete there meanwhile, and with `delete` nothing can add either.
 struct Planned {
     src_lock: Lock,
     dst_lock: Lock,
-    chosen: Vec<SnapshotId>,
+    snapshots: Vec<SnapshotId>,
+    snapshots_present: u64,
+    delete: Vec<SnapshotId>,
     needed: Vec<(PackId, u64)>,
     send: Vec<(PackId, u64)>,
 }
@@ -391,13 +387,16 @@ fn copy_as_stored(
     let Planned {
         src_lock: _src_lock,
         dst_lock,
-        chosen,
+        snapshots,
+        snapshots_present,
+        delete,
         needed,
         send,
     } = work;
     // 1. Packs.
     let mut report = SyncReport {
         packs_present: (needed.len() - send.len()) as u64,
+        snapshots_present,
         ..Default::default()
     };
     let sent_bytes = AtomicU64::new(0);
@@ -477,17 +476,7 @@ fn copy_as_stored(
 
     // 4. Snapshot records, last, as the source's index holds them.
     let records: HashMap<SnapshotId, Vec<u8>> = src.index().snapshots()?.into_iter().collect();
-    let dst_snaps: HashSet<SnapshotId> = dst
-        .index()
-        .snapshots()?
-        .into_iter()
-        .map(|(id, _)| id)
-        .collect();
-    for id in &chosen {
-        if dst_snaps.contains(id) {
-            report.snapshots_present += 1;
-            continue;
-        }
+    for id in &snapshots {
         let record = records.get(id).ok_or_else(|| Error::NotFound {
             what: "snapshot",
             id: id.to_hex(),
@@ -506,9 +495,7 @@ fn copy_as_stored(
 
     if opts.delete {
         dst_lock.check()?;
-        let keep_snaps: HashSet<SnapshotId> = records.into_keys().collect();
-        let gone: Vec<SnapshotId> = dst_snaps.difference(&keep_snaps).copied().collect();
-        report.deleted = mirror_deletions(dst, &gone, &src_files, &needed_set, &there)?;
+        report.deleted = mirror_deletions(dst, &delete, &src_files, &needed_set, &there)?;
     }
     Ok(report)
 }
