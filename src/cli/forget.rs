@@ -3,6 +3,7 @@
 use anyhow::Result;
 use snap::format::id::SnapshotId;
 use snap::ops::retention::{self, Policy};
+use snap::ops::select::SnapshotFilter;
 use snap::repo::{Lock, Repository};
 use snap::span::Span;
 
@@ -95,12 +96,13 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
             .collect();
         return finish(ctx, &a, &repo, lock, remove, json);
     }
-    let plan = retention::plan(
-        repo.snapshots()?,
-        &policy,
-        a.host.as_deref(),
-        &chrono::Local,
-    )?;
+    let filter = SnapshotFilter {
+        hosts: a.host.iter().cloned().collect(),
+        ..Default::default()
+    };
+    let mut chosen = repo.snapshots()?;
+    chosen.retain(|(_, s)| filter.matches(s));
+    let plan = retention::plan(chosen, &policy, &chrono::Local)?;
     let mut json = Vec::new();
     for g in &plan.groups {
         let kept = g.snapshots.iter().filter(|(_, _, d)| d.keep).count();

@@ -189,20 +189,17 @@ impl Plan {
 /// A group's host and sources.
 type GroupKey = (String, Vec<String>);
 
-/// Applies `policy` to `snapshots` (those of `host` only, when given), each group of
-/// one host and one set of sources alone, with calendar periods in `tz`.
+/// Applies `policy` to `snapshots` (the caller chooses them, as by a
+/// [`SnapshotFilter`](crate::ops::select::SnapshotFilter)), each group of one host and
+/// one set of sources alone, with calendar periods in `tz`.
 pub fn plan<Tz: TimeZone>(
     snapshots: Vec<(SnapshotId, Snapshot)>,
     policy: &Policy,
-    host: Option<&str>,
     tz: &Tz,
 ) -> Result<Plan> {
     // By host and sources.
     let mut groups: BTreeMap<GroupKey, Vec<(SnapshotId, Snapshot)>> = BTreeMap::new();
     for (id, s) in snapshots {
-        if host.is_some_and(|h| h != s.host) {
-            continue;
-        }
         let key = (s.host.clone(), Snapshot::group_key(&s.sources));
         groups.entry(key).or_default().push((id, s));
     }
