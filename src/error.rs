@@ -395,9 +395,9 @@ pub enum Refusal {
         /// The directory in the way.
         path: PathBuf,
     },
-    /// An export to a path that exists.
-    #[error("{} exists; export never overwrites", path.display())]
-    ExportExists {
+    /// An export or dump to a path that exists.
+    #[error("{} exists; snap never overwrites an output file: remove it or choose another name", path.display())]
+    OutputExists {
         /// The destination given.
         path: PathBuf,
     },

@@ -1,6 +1,7 @@
 //! End-to-end tests through the real `snap` binary, by feature.
 
 mod concurrency;
+mod dump;
 mod encryption;
 mod golden;
 mod interrupt;
@@ -18,7 +19,7 @@ use std::time::Duration;
 
 use predicates::prelude::*;
 use serde_json::json;
-use util::{assert_same_tree, random_bytes, restored, Env};
+use util::{assert_same_tree, largest_pack, random_bytes, restored, Env};
 
 fn set_mtime(p: &Path, sec: i64, nsec: u32) {
     let t = std::time::UNIX_EPOCH + Duration::new(sec as u64, nsec);
@@ -851,21 +852,6 @@ retention = {{ keep_last = 1 }}
 
 mod safety {
     use super::*;
-
-    /// Finds the data pack holding most bytes.
-    fn largest_pack(repo: &Path) -> std::path::PathBuf {
-        let mut best = (0, None);
-        for sub in fs::read_dir(repo.join("packs")).unwrap() {
-            for f in fs::read_dir(sub.unwrap().path()).unwrap() {
-                let p = f.unwrap().path();
-                let len = fs::metadata(&p).unwrap().len();
-                if len > best.0 {
-                    best = (len, Some(p));
-                }
-            }
-        }
-        best.1.unwrap()
-    }
 
     #[test]
     fn flipped_byte_in_a_pack_is_detected_and_named() {

@@ -18,6 +18,7 @@ mod backup;
 mod cat;
 mod check;
 mod diff;
+mod dump;
 mod export;
 mod find;
 mod forget;
@@ -100,6 +101,9 @@ enum Command {
     Tag(tag::Args),
     /// Write a file of a snapshot to standard output
     Cat(cat::Args),
+    /// Write a directory of a snapshot as a tar or ZIP archive (a file as it is) to
+    /// standard output or a new file
+    Dump(dump::Args),
     /// Restore a snapshot into a directory, or into a NextGIS Web instance
     Restore(restore::Args),
     /// Write a snapshot's NextGIS Web instance as a .ngwbackup for `nextgisweb restore`
@@ -418,6 +422,7 @@ fn dispatch(ctx: &Ctx, command: Command, matches: &clap::ArgMatches) -> Result<i
         Command::Find(a) => find::run(ctx, a),
         Command::Tag(a) => tag::run(ctx, a),
         Command::Cat(a) => cat::run(ctx, a),
+        Command::Dump(a) => dump::run(ctx, a),
         Command::Restore(a) => restore::run(ctx, a),
         Command::Export(a) => export::run(ctx, a),
         Command::Import(a) => import::run(ctx, a),
@@ -578,6 +583,10 @@ fn worded(e: &snap::error::Error) -> String {
         Error::NoKeyFiles { .. } => format!("{e} (use SNAP_KEY_FILE with an exported key)"),
         Error::SnapshotNotFound { .. } => format!("{e}; `snap list` shows the snapshots"),
         Error::NoSnapshots { .. } => format!("{e}; run `snap backup` first"),
+        Error::NotFound {
+            what: "path in snapshot",
+            ..
+        } => format!("{e}; `snap ls SNAPSHOT` shows the paths inside"),
         _ => e.to_string(),
     }
 }

@@ -38,10 +38,10 @@ trait Sink {
     ) -> Result<()>;
 }
 
-fn zip_err(e: zip::result::ZipError) -> Error {
+pub(crate) fn zip_err(e: zip::result::ZipError) -> Error {
     match e {
         zip::result::ZipError::Io(io) => Error::Io {
-            path: PathBuf::from("<export output>"),
+            path: PathBuf::from("<archive output>"),
             source: io,
         },
         other => Error::internal("writing the ZIP", Some(Box::new(other))),
@@ -52,7 +52,7 @@ fn zip_err(e: zip::result::ZipError) -> Error {
     clippy::cast_possible_truncation,
     reason = "calendar fields, the year clamped"
 )]
-fn dos_time(t: DateTime<Utc>) -> zip::DateTime {
+pub(crate) fn dos_time(t: DateTime<Utc>) -> zip::DateTime {
     // ZIP times start in 1980; earlier mtimes are clamped as Python's zipfile does.
     let t = t.max(DateTime::from_timestamp(315_532_800, 0).expect("valid"));
     zip::DateTime::from_date_and_time(
@@ -219,7 +219,7 @@ pub fn export_zip(repo: &Repository, snap: &Snapshot, out: &mut dyn Write) -> Re
 /// Refuses an existing `dest`; returns the directory its temporary sibling goes in.
 fn new_sibling_dir(dest: &Path) -> Result<&Path> {
     if dest.exists() {
-        return Err(Refusal::ExportExists {
+        return Err(Refusal::OutputExists {
             path: dest.to_path_buf(),
         }
         .into());
@@ -230,22 +230,32 @@ fn new_sibling_dir(dest: &Path) -> Result<&Path> {
         .unwrap_or(Path::new(".")))
 }
 
-/// Writes the `.ngwbackup` ZIP of `snap` to the new file `dest`: to a temporary name in
-/// the same directory, renamed only when complete; an existing `dest` is refused.
-pub fn export_zip_file(repo: &Repository, snap: &Snapshot, dest: &Path) -> Result<ExportStats> {
+/// Writes the new file `dest` through `write`: to a temporary name in the same
+/// directory, made durable and renamed only when complete, so `dest` is never a
+/// partial file; an existing `dest` is refused.
+pub fn write_new_file<T>(
+    dest: &Path,
+    write: impl FnOnce(&mut dyn Write) -> Result<T>,
+) -> Result<T> {
     let dir = new_sibling_dir(dest)?;
     let tmp = tempfile::Builder::new()
-        .prefix(".snap-export-")
+        .prefix(".snap-output-")
         .tempfile_in(dir)
         .at(dir)?;
     let mut w = std::io::BufWriter::with_capacity(1 << 20, tmp.as_file());
-    let stats = export_zip(repo, snap, &mut w)?;
+    let done = write(&mut w)?;
     w.into_inner()
         .map_err(std::io::IntoInnerError::into_error)
         .at(tmp.path())?;
     tmp.as_file().sync_all().at(tmp.path())?;
     tmp.persist_noclobber(dest).map_err(|e| e.error).at(dest)?;
-    Ok(stats)
+    Ok(done)
+}
+
+/// Writes the `.ngwbackup` ZIP of `snap` to the new file `dest` (see
+/// [`write_new_file`]).
+pub fn export_zip_file(repo: &Repository, snap: &Snapshot, dest: &Path) -> Result<ExportStats> {
+    write_new_file(dest, |w| export_zip(repo, snap, w))
 }
 
 /// Writes the same tree as a new directory `dest` (`nextgisweb backup --no-zip`), built

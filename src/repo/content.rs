@@ -1,7 +1,7 @@
 //! Reading what snapshots are made of: directory trees, the chunk lists of file
 //! contents, streaming contents out, and walking and searching trees.
 
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::PathBuf;
 
 use rayon::prelude::*;
@@ -184,6 +184,18 @@ impl Repository {
         Ok(written)
     }
 
+    /// A reader of a file's bytes in order, one verified chunk in memory at a time: for
+    /// consumers that pull (`std::io::copy`, archive writers). Errors reach the reader
+    /// as `io::Error`s wrapping the repository's [`Error`].
+    pub fn content_reader<'r>(&'r self, content: &Content) -> impl Read + 'r {
+        ContentReader {
+            repo: self,
+            ids: Box::new(self.chunk_ids(content)),
+            chunk: Vec::new(),
+            pos: 0,
+        }
+    }
+
     /// Finds the node at `path` (components) below tree `root`; the empty path is the
     /// root itself, returned as a directory node.
     pub fn find_node(&self, root: &TreeId, path: &[Vec<u8>]) -> Result<Option<Node>> {
@@ -213,5 +225,32 @@ impl Repository {
             }
         }
         Ok(())
+    }
+}
+
+/// See [`Repository::content_reader`].
+struct ContentReader<'r> {
+    repo: &'r Repository,
+    ids: Box<dyn Iterator<Item = Result<DataId>> + 'r>,
+    /// The chunk being read, and how much of it was read.
+    chunk: Vec<u8>,
+    pos: usize,
+}
+
+impl Read for ContentReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.pos == self.chunk.len() {
+            let Some(id) = self.ids.next() else {
+                return Ok(0);
+            };
+            self.chunk = id
+                .and_then(|id| self.repo.read_blob(&id.0))
+                .map_err(std::io::Error::other)?;
+            self.pos = 0;
+        }
+        let n = buf.len().min(self.chunk.len() - self.pos);
+        buf[..n].copy_from_slice(&self.chunk[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
     }
 }

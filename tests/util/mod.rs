@@ -122,6 +122,21 @@ impl Env {
     }
 }
 
+/// Finds the data pack holding most bytes.
+pub fn largest_pack(repo: &Path) -> std::path::PathBuf {
+    let mut best = (0, None);
+    for sub in fs::read_dir(repo.join("packs")).unwrap() {
+        for f in fs::read_dir(sub.unwrap().path()).unwrap() {
+            let p = f.unwrap().path();
+            let len = fs::metadata(&p).unwrap().len();
+            if len > best.0 {
+                best = (len, Some(p));
+            }
+        }
+    }
+    best.1.unwrap()
+}
+
 /// Deterministic incompressible bytes (BLAKE3 in XOF mode).
 pub fn random_bytes(len: usize, seed: &str) -> Vec<u8> {
     let mut out = vec![0u8; len];

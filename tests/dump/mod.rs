@@ -1,0 +1,250 @@
+//! `snap dump`: a snapshot's directory as tar or ZIP, read back by GNU tar, Info-ZIP's
+//! unzip and Python's readers, and compared with the source.
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::Command;
+
+use predicates::prelude::*;
+
+use super::make_tree;
+use crate::util::{assert_same_tree, largest_pack, random_bytes, restored, Env};
+
+/// Backs up `make_tree` and returns the env and the source path.
+fn backed_up_tree() -> (Env, std::path::PathBuf) {
+    let env = Env::new();
+    env.init();
+    let src = env.path("src");
+    make_tree(&src);
+    env.backup_json(&[src.to_str().unwrap()]);
+    (env, src)
+}
+
+fn run(cmd: &mut Command) {
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn tar_of_a_directory_unpacks_with_gnu_tar_to_the_source_tree() {
+    let (env, src) = backed_up_tree();
+    let tar = env.path("tree.tar");
+    env.snap(&[
+        "dump",
+        "latest",
+        src.to_str().unwrap(),
+        "--output",
+        tar.to_str().unwrap(),
+    ])
+    .assert()
+    .success()
+    .stdout(predicate::str::contains("tree.tar"));
+    let out = env.path("out");
+    fs::create_dir_all(&out).unwrap();
+    // As root GNU tar restores owners and modes; PAX records carry nanosecond mtimes.
+    run(Command::new("tar")
+        .args(["-x", "-p", "--numeric-owner", "-f"])
+        .arg(&tar)
+        .arg("-C")
+        .arg(&out));
+    assert_same_tree(&src, &restored(&out, &src));
+}
+
+#[test]
+fn tar_on_standard_output_pipes_into_tar_and_python_reads_it() {
+    let (env, src) = backed_up_tree();
+    let a = src.join("a");
+    let dumped = env
+        .snap(&["dump", "latest", a.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(dumped.status.success());
+    let tar = env.path("a.tar");
+    fs::write(&tar, &dumped.stdout).unwrap();
+    // Python's reader: every member, its kind, and the bytes of the regular files.
+    let script = r#"
+import sys, tarfile
+with tarfile.open(sys.argv[1]) as t:
+    for m in t.getmembers():
+        kind = 'f' if m.isreg() else 'd' if m.isdir() else 'l' if m.issym() else 'h' if m.islnk() else 'p' if m.isfifo() else '?'
+        data = t.extractfile(m).read() if m.isreg() else b''
+        print(kind, oct(m.mode), m.name, m.linkname, len(data), data[:20])
+"#;
+    let py = Command::new("python3")
+        .args(["-c", script])
+        .arg(&tar)
+        .output()
+        .unwrap();
+    assert!(
+        py.status.success(),
+        "{}",
+        String::from_utf8_lossy(&py.stderr)
+    );
+    let listing = String::from_utf8(py.stdout).unwrap();
+    let base = a.strip_prefix("/").unwrap().display().to_string();
+    // In name order, a/b/hard comes before a/small.txt: it carries the content, and
+    // the later name is a hard link to it.
+    for line in [
+        format!("d 0o755 {base}  0 b''"),
+        format!("f 0o644 {base}/b/hard  11 b'hello snap\\n'"),
+        format!("h 0o644 {base}/small.txt {base}/b/hard 0 b''"),
+        format!("f 0o750 {base}/run.sh  18 b'#!/bin/sh\\necho hi\\n'"),
+        format!("l 0o777 {base}/rel-link small.txt 0 b''"),
+        format!("p 0o640 {base}/fifo  0 b''"),
+    ] {
+        assert!(
+            listing.lines().any(|l| l == line),
+            "{line:?} not in\n{listing}"
+        );
+    }
+    let out = env.path("out");
+    fs::create_dir_all(&out).unwrap();
+    run(Command::new("tar")
+        .arg("-xpf")
+        .arg(&tar)
+        .arg("-C")
+        .arg(&out));
+    assert_same_tree(&a, &out.join(&base));
+}
+
+#[test]
+fn zip_unpacks_with_unzip_and_python_to_the_same_bytes() {
+    let (env, src) = backed_up_tree();
+    let zip = env.path("tree.zip");
+    env.snap(&[
+        "dump",
+        "latest",
+        "/",
+        "--archive",
+        "zip",
+        "-o",
+        zip.to_str().unwrap(),
+    ])
+    .assert()
+    .success()
+    // A ZIP holds no FIFOs: the one in the tree is named as left out.
+    .stderr(predicate::str::contains("a/fifo: left out"));
+    let out = env.path("out");
+    run(Command::new("unzip")
+        .arg("-q")
+        .arg(&zip)
+        .arg("-d")
+        .arg(&out));
+    let got = restored(&out, &src);
+    for f in ["a/small.txt", "a/b/hard", "a/run.sh", "big.bin", "sparse"] {
+        assert!(
+            fs::read(src.join(f)).unwrap() == fs::read(got.join(f)).unwrap(),
+            "content of {f}"
+        );
+    }
+    assert_eq!(
+        fs::read_link(got.join("a/rel-link")).unwrap(),
+        Path::new("small.txt")
+    );
+    assert_eq!(
+        fs::metadata(got.join("a/run.sh"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o7777,
+        0o750
+    );
+    let script = r#"
+import sys, zipfile, hashlib
+with zipfile.ZipFile(sys.argv[1]) as z:
+    bad = z.testzip()
+    assert bad is None, bad
+    print(hashlib.sha256(z.read(sys.argv[2])).hexdigest())
+"#;
+    let big = restored(Path::new(""), &src).join("big.bin");
+    let py = Command::new("python3")
+        .args(["-c", script])
+        .arg(&zip)
+        .arg(&big)
+        .output()
+        .unwrap();
+    assert!(
+        py.status.success(),
+        "{}",
+        String::from_utf8_lossy(&py.stderr)
+    );
+    let want = Command::new("sha256sum")
+        .arg(src.join("big.bin"))
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&py.stdout).trim(),
+        String::from_utf8_lossy(&want.stdout)
+            .split(' ')
+            .next()
+            .unwrap()
+    );
+}
+
+#[test]
+fn a_file_is_written_as_it_is_and_a_terminal_or_missing_path_is_refused() {
+    let env = Env::new();
+    env.init();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    let data = random_bytes(3 << 20, "file");
+    fs::write(src.join("f.bin"), &data).unwrap();
+    env.backup_json(&[src.to_str().unwrap()]);
+    let f = format!("{}/f.bin", src.display());
+    let out = env.snap(&["dump", "latest", &f]).output().unwrap();
+    assert!(out.status.success());
+    assert!(out.stdout == data);
+    let missing = format!("{}/nope", src.display());
+    env.snap(&["dump", "latest", &missing])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("nope").and(predicate::str::contains("snap ls")));
+    // An existing output file is never overwritten.
+    let existing = env.path("existing");
+    fs::write(&existing, b"keep").unwrap();
+    env.snap(&["dump", "latest", &f, "-o", existing.to_str().unwrap()])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("never overwrites"));
+    assert_eq!(fs::read(&existing).unwrap(), b"keep");
+}
+
+#[test]
+fn a_damaged_chunk_fails_the_dump_by_name_and_leaves_no_output_file() {
+    let env = Env::new();
+    env.init();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("victim.bin"), random_bytes(3 << 20, "victim")).unwrap();
+    env.backup_json(&[src.to_str().unwrap()]);
+    let pack = largest_pack(&env.repo());
+    let mut bytes = fs::read(&pack).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 1;
+    fs::write(&pack, bytes).unwrap();
+    let tar = env.path("out.tar");
+    env.snap(&[
+        "dump",
+        "latest",
+        src.to_str().unwrap(),
+        "-o",
+        tar.to_str().unwrap(),
+    ])
+    .assert()
+    .code(1)
+    .stderr(predicate::str::contains("victim.bin").and(predicate::str::contains("checksum")));
+    assert!(!tar.exists(), "no partial archive is left under the name");
+    assert!(
+        fs::read_dir(env.path("")).unwrap().all(|e| !e
+            .unwrap()
+            .file_name()
+            .to_string_lossy()
+            .starts_with(".snap-output-")),
+        "no temporary file is left"
+    );
+}
