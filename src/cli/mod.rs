@@ -98,6 +98,9 @@ enum Command {
     /// then sync to its offsite repositories
     Run(RunArgs),
     /// List snapshots
+    ///
+    /// Times are this host's local time (TZ) with their offset from UTC, as in every
+    /// table and message of snap; --json gives RFC 3339.
     List(list::Args),
     /// List the entries of a snapshot
     Ls(ls::Args),

@@ -170,7 +170,10 @@ fn key_list_json_names_the_user_without_user_set() {
         .env_remove("LOGNAME")
         .assert()
         .success();
-    let me = std::process::Command::new("id").arg("-un").output().unwrap();
+    let me = std::process::Command::new("id")
+        .arg("-un")
+        .output()
+        .unwrap();
     let me = String::from_utf8(me.stdout).unwrap().trim().to_string();
     let keys = crate::util::json(
         env.snap(&["key", "list", "--json"])
@@ -217,7 +220,11 @@ fn success_goes_to_stdout_without_the_error_prefix() {
         .output()
         .unwrap();
     no_prefix(&o, "restore --pipe");
-    assert!(stdout(&o).starts_with("restored db/x.sql"), "{}", stdout(&o));
+    assert!(
+        stdout(&o).starts_with("restored db/x.sql"),
+        "{}",
+        stdout(&o)
+    );
     assert_eq!(fs::read(&out).unwrap(), b"stream bytes");
 
     // restore --pg.
@@ -249,7 +256,10 @@ fn help_lists_a_commands_own_options_before_the_global_ones() {
         assert!(own < global, "{args:?}:\n{help}");
         for g in ["--repo", "--quiet", "--verbose", "--config", "--cache-dir"] {
             let at = help.find(&format!(" {g}")).unwrap();
-            assert!(at > global, "{args:?}: {g} not in the global group:\n{help}");
+            assert!(
+                at > global,
+                "{args:?}: {g} not in the global group:\n{help}"
+            );
         }
     }
 }
