@@ -1,6 +1,6 @@
-//! This host: its name, when it booted, and whether a process of it still runs (how
-//! locks, journals and scratch directories of killed runs are told from those of live
-//! ones).
+//! This host: its name, its clock's time zone (how times are shown to people), when it
+//! booted, and whether a process of it still runs (how locks, journals and scratch
+//! directories of killed runs are told from those of live ones).
 
 use std::time::{Duration, SystemTime};
 
@@ -10,6 +10,15 @@ pub fn hostname() -> String {
         .nodename()
         .to_string_lossy()
         .into_owned()
+}
+
+/// `t` as every message and table shows a time to people: this host's local time
+/// (`TZ`, else `/etc/localtime`) with its offset from UTC, as `2024-01-02 15:48:00
+/// +07:00`. Machine-readable output (`--json`) keeps RFC 3339 instead.
+pub fn local_time(t: &chrono::DateTime<chrono::Utc>) -> String {
+    t.with_timezone(&chrono::Local)
+        .format("%Y-%m-%d %H:%M:%S %:z")
+        .to_string()
 }
 
 /// A lock or temp file not touched for this long belongs to a writer that is gone:

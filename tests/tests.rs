@@ -7,6 +7,7 @@ mod golden;
 mod interrupt;
 mod maintenance;
 mod offsite;
+mod output;
 mod util;
 
 use std::ffi::OsStr;

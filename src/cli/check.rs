@@ -23,7 +23,8 @@ pub struct Args {
     /// With --max-age: only snapshots of this host count
     #[arg(long, value_name = "HOST", requires = "max_age")]
     host: Option<String>,
-    /// Print the report as JSON
+    /// Print the report as JSON (with --max-age: the newest snapshot's time and age);
+    /// a failure prints {"error": {"message", "kind"}}
     #[arg(long)]
     json: bool,
 }
@@ -53,14 +54,23 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
             ),
             Some(t) if t < limit => bail!(
                 "the newest snapshot{who} is from {}, older than the allowed {}",
-                t.format("%Y-%m-%d %H:%M:%S UTC"),
+                snap::host::local_time(&t),
                 span
             ),
+            Some(t) if a.json => {
+                ctx.print_json(&serde_json::json!({
+                    "newest": t,
+                    "host": a.host,
+                    "age_seconds": (now - t).num_seconds(),
+                    "max_age": span.to_string(),
+                }))?;
+                Ok(0)
+            }
             Some(t) => {
                 if !ctx.quiet {
                     outln!(
                         "newest snapshot{who}: {} ({} ago)",
-                        t.format("%Y-%m-%d %H:%M:%S UTC"),
+                        snap::host::local_time(&t),
                         human_age(now - t)
                     );
                 }

@@ -25,6 +25,9 @@ pub struct Args {
     /// snapshot was made from]
     #[arg(long, value_name = "CONFIG", env = "NEXTGISWEB_CONFIG")]
     ngw: Option<PathBuf>,
+    /// Print the result as JSON (a failure: {"error": {"message", "kind"}})
+    #[arg(long)]
+    json: bool,
 }
 
 /// `<backup.path>/<strftime(backup.filename)>` at the snapshot's time (UTC).
@@ -88,7 +91,11 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
         export_zip_file(&repo, &snap, &dest)
     }
     .with_context(|| format!("exporting snapshot {} to {}", id.short(), dest.display()))?;
-    if ctx.quiet {
+    if a.json {
+        ctx.print_json(&serde_json::json!({
+            "snapshot": id, "dest": dest, "files": stats.files, "bytes": stats.bytes,
+        }))?;
+    } else if ctx.quiet {
         outln!("{}", dest.display());
     } else {
         outln!(

@@ -46,7 +46,7 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
                 format!(
                     "{}  {}  {}",
                     id.short(),
-                    s.time.format("%Y-%m-%d %H:%M:%S"),
+                    snap::host::local_time(&s.time),
                     ls::entry_line(path, node)
                 )
             };

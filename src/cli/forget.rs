@@ -84,7 +84,7 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
                 outln!(
                     "remove  {}  {}  {}",
                     id.short(),
-                    s.time.format("%Y-%m-%d %H:%M:%S UTC"),
+                    snap::host::local_time(&s.time),
                     s.host
                 );
             }
@@ -109,10 +109,10 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
         if !a.json && !ctx.quiet {
             outln!("host {}, sources {}:", g.host, g.sources.join(" "));
             outln!(
-                "  {:<6}  {:<8}  {:<19}  {:<12}  reasons",
+                "  {:<6}  {:<8}  {:<26}  {:<12}  reasons",
                 "",
                 "id",
-                "time (local)",
+                "time",
                 "tags"
             );
         }
@@ -123,12 +123,10 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
                 }));
             } else if !ctx.quiet {
                 outln!(
-                    "  {:<6}  {:<8}  {:<19}  {:<12}  {}",
+                    "  {:<6}  {:<8}  {:<26}  {:<12}  {}",
                     if d.keep { "keep" } else { "remove" },
                     id.short(),
-                    s.time
-                        .with_timezone(&chrono::Local)
-                        .format("%Y-%m-%d %H:%M:%S"),
+                    snap::host::local_time(&s.time),
                     s.tags.join(","),
                     d.reasons.join(", ")
                 );

@@ -18,6 +18,10 @@ pub struct Args {
     /// Host name to record [default: this machine's]
     #[arg(long)]
     host: Option<String>,
+    /// Print one JSON array of the archives: `snapshot` and `skipped` (already
+    /// imported), or `error` (a failure of the whole run: {"error": {"message", "kind"}})
+    #[arg(long)]
+    json: bool,
 }
 
 /// The archive's time: from its name (`YYYYmmdd-HHMMSS`, UTC), else its mtime.
@@ -50,14 +54,20 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
         })
         .collect();
     let mut failed = 0;
+    let mut report = Vec::new();
     for (time, file) in &items {
         let result = archive_id(file).and_then(|aid| {
             if let Some(snap) = imported.get(&aid) {
-                outln!(
-                    "{}: already imported as snapshot {}; skipped",
-                    file.display(),
-                    snap.short()
-                );
+                if a.json {
+                    report
+                        .push(serde_json::json!({"file": file, "snapshot": snap, "skipped": true}));
+                } else {
+                    outln!(
+                        "{}: already imported as snapshot {}; skipped",
+                        file.display(),
+                        snap.short()
+                    );
+                }
                 return Ok(());
             }
             let opts = BackupOptions {
@@ -75,26 +85,47 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
             let done = backup(&repo, &opts, None, progress_for(bar.as_ref()))?;
             drop(bar);
             let s = &done.snapshot.summary;
-            outln!(
-                "{}: snapshot {} ({}), {} read, {} added",
-                file.display(),
-                done.id.short(),
-                time.format("%Y-%m-%d %H:%M:%S UTC"),
-                human(s.bytes_read),
-                human(s.bytes_added)
-            );
+            if a.json {
+                report.push(serde_json::json!({
+                    "file": file, "snapshot": done.id, "time": time, "skipped": false,
+                    "bytes_read": s.bytes_read, "bytes_added": s.bytes_added,
+                }));
+            } else {
+                outln!(
+                    "{}: snapshot {} ({}), {} read, {} added",
+                    file.display(),
+                    done.id.short(),
+                    snap::host::local_time(time),
+                    human(s.bytes_read),
+                    human(s.bytes_added)
+                );
+            }
             imported.insert(aid, done.id);
             Ok(())
         });
         if let Err(e) = result {
             eprintln!("snap: {e}");
+            if a.json {
+                report.push(serde_json::json!({"file": file, "error": e.to_string()}));
+            }
             failed += 1;
         }
     }
+    if a.json {
+        ctx.print_json(&report)?;
+    }
+    let total = items.len();
+    if failed == 1 && total == 1 {
+        bail!("the archive could not be imported (see above)");
+    }
+    if failed == total && total > 0 {
+        bail!("none of the {total} archives could be imported (see above)");
+    }
     if failed > 0 {
         bail!(
-            "{failed} of {} archives could not be imported (see above); the others were",
-            items.len()
+            "{failed} of {total} archives could not be imported (see above); the other {} {}",
+            total - failed,
+            if total - failed == 1 { "was" } else { "were" }
         );
     }
     Ok(0)

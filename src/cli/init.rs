@@ -17,6 +17,9 @@ pub struct Args {
     /// SNAP_PASSWORD_FILE or a prompt
     #[arg(long)]
     encrypt: bool,
+    /// Print the result as JSON (a failure: {"error": {"message", "kind"}})
+    #[arg(long)]
+    json: bool,
 }
 
 pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
@@ -41,7 +44,11 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
         Repository::create(store, &opts, None)
     }
     .with_context(|| format!("creating repository {loc}"))?;
-    if !ctx.quiet {
+    if a.json {
+        ctx.print_json(&serde_json::json!({
+            "id": repo.config().id, "location": loc, "encrypted": a.encrypt,
+        }))?;
+    } else if !ctx.quiet {
         outln!(
             "created snap repository {} at {loc}",
             &repo.config().id[..8],
@@ -56,7 +63,7 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
     }
     if a.encrypt {
         eprintln!(
-            "snap: the data can be read only with this passphrase or an exported key. Lose both and \
+            "note: the data can be read only with this passphrase or an exported key. Lose both and \
              nothing in the repository can be recovered, as with an application secret key that \
              does not survive a rebuilt container. Run `snap key export FILE` now and keep FILE \
              somewhere other than the repository."

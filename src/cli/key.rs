@@ -20,7 +20,12 @@ pub struct Args {
 #[derive(clap::Subcommand)]
 enum What {
     /// List the key files; * marks the one the passphrase opened
-    List,
+    List {
+        /// Print the key files as a JSON array (`current`: the one the passphrase
+        /// opened)
+        #[arg(long)]
+        json: bool,
+    },
     /// Add a passphrase (from SNAP_NEW_PASSWORD, SNAP_NEW_PASSWORD_FILE or a prompt)
     Add,
     /// Remove a key file by id
@@ -141,24 +146,36 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
     // Proves the key opens this repository before any key file changes.
     Repository::open_store(store.clone(), Some(key.clone()))?;
     match a.what {
-        What::List => {
+        What::List { json: true } => {
+            let arr: Vec<serde_json::Value> = keys::list(store.as_ref())?
+                .into_iter()
+                .map(|(id, f)| {
+                    serde_json::json!({
+                        "id": id, "current": current.as_deref() == Some(&id),
+                        "created": f.created, "host": f.host, "user": f.user,
+                    })
+                })
+                .collect();
+            ctx.print_json(&arr)?;
+        }
+        What::List { json: false } => {
             outln!(
-                "{:<1} {:<16}  {:<19}  {:<16}  user",
+                "{:<1} {:<16}  {:<26}  {:<16}  user",
                 "",
                 "id",
-                "created (UTC)",
+                "created",
                 "host"
             );
             for (id, f) in keys::list(store.as_ref())? {
                 outln!(
-                    "{:<1} {:<16}  {:<19}  {:<16}  {}",
+                    "{:<1} {:<16}  {:<26}  {:<16}  {}",
                     if current.as_deref() == Some(&id) {
                         "*"
                     } else {
                         ""
                     },
                     id,
-                    f.created.format("%Y-%m-%d %H:%M:%S"),
+                    snap::host::local_time(&f.created),
                     f.host,
                     f.user
                 );

@@ -1,6 +1,7 @@
 //! `snap list`
 
 use anyhow::Result;
+use snap::host::local_time;
 
 use super::{count, human, Ctx, FilterArgs};
 
@@ -32,9 +33,9 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
         return Ok(0);
     }
     outln!(
-        "{:<8}  {:<19}  {:<12}  {:>7}  {:>10}  {:>10}  {:<12}  sources",
+        "{:<8}  {:<26}  {:<12}  {:>7}  {:>10}  {:>10}  {:<12}  sources",
         "id",
-        "time (UTC)",
+        "time",
         "host",
         "files",
         "size",
@@ -48,9 +49,9 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
             .map(snap::format::snapshot::Source::describe)
             .collect();
         outln!(
-            "{:<8}  {:<19}  {:<12}  {:>7}  {:>10}  {:>10}  {:<12}  {}",
+            "{:<8}  {:<26}  {:<12}  {:>7}  {:>10}  {:>10}  {:<12}  {}",
             id.short(),
-            s.time.format("%Y-%m-%d %H:%M:%S"),
+            local_time(&s.time),
             s.host,
             s.summary.files,
             human(s.summary.bytes_total),

@@ -61,7 +61,7 @@ pub(super) fn entry_line(path: &str, n: &Node) -> String {
         n.meta.uid,
         n.meta.gid,
         n.meta.size,
-        mtime.format("%Y-%m-%d %H:%M:%S")
+        snap::host::local_time(&mtime)
     )
 }
 

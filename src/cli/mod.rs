@@ -27,6 +27,7 @@ mod init;
 mod key;
 mod list;
 mod ls;
+mod output;
 mod profile;
 mod prune;
 mod repair;
@@ -36,8 +37,8 @@ mod stats;
 mod sync;
 mod tag;
 
-use std::cell::RefCell;
-use std::io::IsTerminal;
+use std::cell::{Cell, RefCell};
+use std::io::{IsTerminal, Write as _};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::sync::Arc;
@@ -52,30 +53,36 @@ pub const EXIT_WARNINGS: i32 = 3;
 /// Exit status of a run stopped by SIGINT or SIGTERM (128 + SIGINT, as shells report).
 pub const EXIT_INTERRUPTED: i32 = 130;
 
+/// The help group of the options every subcommand takes, listed after its own.
+const GLOBAL: &str = "Global options";
+
 #[derive(Parser)]
 #[command(
     name = "snap",
     version,
-    about = "Deduplicating snapshots of application data: files, database dumps, command output"
+    about = "Deduplicating snapshots of application data: files, database dumps, command output",
+    after_help = "Times are shown in this host's local time (TZ) with their offset from UTC, as \
+                  2024-01-02 15:48:00 +07:00; --json gives RFC 3339 times. Under --json a \
+                  failure prints {\"error\": {\"message\", \"kind\"}} on standard output."
 )]
 struct Cli {
     /// Repository: a directory, sftp://[USER@]HOST[:PORT]/PATH or s3://BUCKET/PREFIX
     /// (S3 endpoint from AWS_ENDPOINT_URL) [default: $XDG_DATA_HOME/snap/repo]
-    #[arg(long, global = true, env = "SNAP_REPO", value_name = "REPO")]
+    #[arg(long, global = true, env = "SNAP_REPO", value_name = "REPO", help_heading = GLOBAL)]
     repo: Option<String>,
     /// Print nothing but errors and the final line
-    #[arg(short, long, global = true)]
+    #[arg(short, long, global = true, help_heading = GLOBAL)]
     quiet: bool,
     /// Print more about what happens
-    #[arg(short, long, global = true)]
+    #[arg(short, long, global = true, help_heading = GLOBAL)]
     verbose: bool,
     /// Configuration file with profiles [default: $XDG_CONFIG_HOME/snap/snap.toml, else
     /// /etc/snap/snap.toml]
-    #[arg(long, global = true, env = "SNAP_CONFIG", value_name = "FILE")]
+    #[arg(long, global = true, env = "SNAP_CONFIG", value_name = "FILE", help_heading = GLOBAL)]
     config: Option<PathBuf>,
     /// Where this client keeps its index caches, one directory per repository id
     /// [default: $XDG_CACHE_HOME/snap, else ~/.cache/snap]
-    #[arg(long, global = true, env = "SNAP_CACHE_DIR", value_name = "DIR")]
+    #[arg(long, global = true, env = "SNAP_CACHE_DIR", value_name = "DIR", help_heading = GLOBAL)]
     cache_dir: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
@@ -92,6 +99,9 @@ enum Command {
     /// then sync to its offsite repositories
     Run(RunArgs),
     /// List snapshots
+    ///
+    /// Times are this host's local time (TZ) with their offset from UTC, as in every
+    /// table and message of snap; --json gives RFC 3339.
     List(list::Args),
     /// List the entries of a snapshot
     Ls(ls::Args),
@@ -177,6 +187,9 @@ pub struct Ctx {
     password_file: Option<PathBuf>,
     /// Under `snap run --json`: where the steps' JSON reports go instead of stdout.
     reports: Option<Rc<RefCell<Vec<serde_json::Value>>>>,
+    /// Whether the command's JSON document is out (`snap run --json`'s summary, which
+    /// carries its failure): a failure then adds no error document of its own.
+    json_printed: Cell<bool>,
 }
 
 impl Ctx {
@@ -186,6 +199,7 @@ impl Ctx {
             r.borrow_mut().push(serde_json::to_value(report)?);
         } else {
             outln!("{}", serde_json::to_string_pretty(report)?);
+            self.json_printed.set(true);
         }
         Ok(())
     }
@@ -214,7 +228,7 @@ impl Ctx {
         if is_default && create_default && store.size("config")?.is_none() {
             let repo = Repository::create(store, &snap::repo::InitOptions::default(), None)
                 .with_context(|| format!("creating the default repository {loc}"))?;
-            eprintln!("snap: created a new repository at {loc}");
+            eprintln!("created a new repository at {loc}");
             return Ok(repo);
         }
         self.open_store(store)
@@ -254,12 +268,12 @@ impl log::Log for Logger {
     }
     fn log(&self, r: &log::Record) {
         if self.enabled(r.metadata()) {
-            let kind = match r.level() {
-                log::Level::Error => "error: ",
-                log::Level::Warn => "warning: ",
-                _ => "",
-            };
-            eprintln!("snap: {kind}{}", r.args());
+            // `snap:` starts errors and warnings only; -v's lines are plain.
+            match r.level() {
+                log::Level::Error => eprintln!("snap: error: {}", r.args()),
+                log::Level::Warn => eprintln!("snap: warning: {}", r.args()),
+                _ => eprintln!("{}", r.args()),
+            }
         }
     }
     fn flush(&self) {}
@@ -297,24 +311,31 @@ pub fn run() -> i32 {
         config: cli.config,
         password_file: None,
         reports: None,
+        json_printed: Cell::new(false),
     };
     let command = matches.subcommand_name().unwrap_or_default().to_string();
     let res = dispatch(&ctx, cli.command, &matches);
-    match res {
-        Ok(code) => code,
-        Err(e) if is_broken_pipe(&e) => 0,
-        Err(e) if snap::interrupt::requested() => {
-            match e.downcast_ref::<Stopped>() {
-                Some(stopped) => eprintln!("snap: interrupted: {stopped}"),
-                None => eprintln!("snap: interrupted: {}", interrupted_note(&command)),
-            }
-            EXIT_INTERRUPTED
-        }
-        Err(e) => {
-            eprintln!("snap: {}", message(&e));
-            1
-        }
+    let e = match res {
+        Ok(code) => return code,
+        Err(e) if is_broken_pipe(&e) => return 0,
+        Err(e) => e,
+    };
+    let interrupted = snap::interrupt::requested();
+    let (text, code) = if interrupted {
+        let why = match e.downcast_ref::<Stopped>() {
+            Some(stopped) => stopped.to_string(),
+            None => interrupted_note(&command).to_string(),
+        };
+        (format!("interrupted: {why}"), EXIT_INTERRUPTED)
+    } else {
+        (message(&e), 1)
+    };
+    eprintln!("snap: {text}");
+    if output::wants_json(&matches) && !ctx.json_printed.get() {
+        let doc = output::error_json(&text, output::kind(&e, interrupted));
+        let _ = writeln!(std::io::stdout(), "{doc:#}");
     }
+    code
 }
 
 /// A variable of the environment, unset when empty.
@@ -476,6 +497,7 @@ fn run_profile(
         config: ctx.config.clone(),
         password_file: run.password_file.clone(),
         reports: json.then(|| Rc::new(RefCell::new(Vec::new()))),
+        json_printed: Cell::new(false),
     };
     let started = chrono::Utc::now();
     let clock = std::time::Instant::now();
@@ -537,6 +559,7 @@ fn run_profile(
                 "steps": done,
             }))?
         );
+        ctx.json_printed.set(true);
     }
     match failure {
         Some(e) => Err(e),

@@ -28,6 +28,9 @@ struct IndexArgs {
     /// Also read and verify every blob (slow: reads the whole repository)
     #[arg(long)]
     read_data: bool,
+    /// Print the result as JSON (a failure: {"error": {"message", "kind"}})
+    #[arg(long)]
+    json: bool,
 }
 
 pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
@@ -38,7 +41,12 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
     };
     let s = repair_index(&repo, opts, &NoProgress)
         .with_context(|| format!("rebuilding the index of {}", repo.location()))?;
-    if !ctx.quiet {
+    if args.json {
+        ctx.print_json(&serde_json::json!({
+            "packs": s.packs, "blobs": s.blobs, "index_files": s.index_files,
+            "snapshots": s.snapshots, "salvaged": s.salvaged, "skipped": s.skipped,
+        }))?;
+    } else if !ctx.quiet {
         outln!(
             "index rebuilt: {} packs, {} blobs in {} index files, {} snapshots",
             s.packs,

@@ -214,7 +214,7 @@ fn run_ngw(
         );
     }
     if let Some(h) = hint {
-        eprintln!("snap: next: {h}");
+        outln!("next: {h}");
     }
     Ok(0)
 }
@@ -257,8 +257,8 @@ fn run_db(ctx: &Ctx, repo: &Repository, id: &SnapshotId, snap: &Snapshot, a: &Ar
         });
         outln!("{}", serde_json::to_string_pretty(&v)?);
     } else if !ctx.quiet {
-        eprintln!(
-            "snap: restored {what} from snapshot {}: {} in {:.1} s",
+        outln!(
+            "restored {what} from snapshot {}: {} in {:.1} s",
             id.short(),
             human(bytes),
             started.elapsed().as_secs_f64()

@@ -35,7 +35,7 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
     growth.extend(snaps.iter().map(|(id, s)| {
         cumulative += s.summary.bytes_added;
         (
-            format!("{} {}", s.time.format("%Y-%m-%d %H:%M"), id.short()),
+            format!("{} {}", snap::host::local_time(&s.time), id.short()),
             s.summary.bytes_added,
             cumulative,
         )
@@ -100,7 +100,7 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
             bar.push([' ', '▏', '▎', '▍', '▌', '▋', '▊', '▉'][eighths % 8]);
         }
         outln!(
-            "  {label:<25}  {:>10}  {:<width$}  +{}",
+            "  {label:<35}  {:>10}  {:<width$}  +{}",
             human(*total),
             bar,
             human(*added),

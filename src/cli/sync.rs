@@ -109,8 +109,8 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
         .execute(progress_for(bar.as_ref()))
         .with_context(|| format!("syncing to {loc}"))?;
     drop(bar);
-    if created && !ctx.quiet {
-        eprintln!("snap: created {loc} as a copy of {}", src.location());
+    if created && !ctx.quiet && !a.json {
+        outln!("created {loc} as a copy of {}", src.location());
     }
     let secs = started.elapsed().as_secs_f64();
     if a.json {

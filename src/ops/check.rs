@@ -237,7 +237,7 @@ pub fn check(repo: &Repository, read: ReadData, progress: &dyn Progress) -> Resu
                     id: *id,
                     describe: format!(
                         "{} {} {}",
-                        s.time.format("%Y-%m-%d %H:%M:%S UTC"),
+                        crate::host::local_time(&s.time),
                         s.host,
                         s.sources
                             .iter()

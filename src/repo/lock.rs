@@ -60,7 +60,7 @@ impl std::fmt::Display for LockInfo {
             self.purpose,
             self.pid,
             self.host,
-            self.time.format("%Y-%m-%d %H:%M:%S UTC")
+            crate::host::local_time(&self.time)
         )
     }
 }

@@ -122,7 +122,9 @@ impl Golden {
     /// `var` names `file` of the fixtures for the encrypted copy.
     fn snap_unlocked_by(&self, var: &str, file: String, args: &[&str]) -> assert_cmd::Command {
         let mut c = self.env.snap(args);
+        // Times print in local time: the expected texts are in UTC.
         c.env("XDG_CACHE_HOME", self.env.path("xdg"))
+            .env("TZ", "UTC")
             .env_remove("SNAP_PASSWORD")
             .env_remove("SNAP_KEY_FILE")
             .env_remove("SNAP_PASSWORD_FILE");
@@ -428,7 +430,7 @@ fn flipped_byte_in_a_data_pack_is_found_by_read_data() {
     assert_found_by_read_data(
         &g,
         "\
-damaged snapshot d7e14b69 (2024-01-02 00:00:00 UTC golden-host /tmp/snap-golden/src db/dump.sql (stdin)): 1 path
+damaged snapshot d7e14b69 (2024-01-02 00:00:00 +00:00 golden-host /tmp/snap-golden/src db/dump.sql (stdin)): 1 path
   /db/dump.sql
 3 snapshots, 6 packs, 30 trees and lists checked; 6 packs read, 73 blobs verified: 1 error, 1 snapshot damaged
 ",
@@ -444,7 +446,7 @@ fn flipped_byte_in_a_tree_pack_is_found_without_reading_data() {
     // The first tree of that pack is the listing of deep/a/b (its one entry is c).
     flip_first_blob(&first_pack(&g.repo(), false), 1);
     let damaged = "\
-damaged snapshot d7e14b69 (2024-01-02 00:00:00 UTC golden-host /tmp/snap-golden/src db/dump.sql (stdin)): 1 path
+damaged snapshot d7e14b69 (2024-01-02 00:00:00 +00:00 golden-host /tmp/snap-golden/src db/dump.sql (stdin)): 1 path
   /tmp/snap-golden/src/deep/a/b/ (directory listing unreadable)
 ";
     let error = "\
@@ -470,12 +472,12 @@ snap: error: blob 79b1b1af23f5c58f04fc67c03bd527c52be22f43960907e5d0ab9e9c696b88
 /// What losing the first data pack (the second snapshot's new data) breaks: the
 /// files whose chunks changed in the second snapshot, in it and in the third.
 const LOST_SECOND_DATA_PACK: &str = "\
-damaged snapshot d7e14b69 (2024-01-02 00:00:00 UTC golden-host /tmp/snap-golden/src db/dump.sql (stdin)): 4 paths
+damaged snapshot d7e14b69 (2024-01-02 00:00:00 +00:00 golden-host /tmp/snap-golden/src db/dump.sql (stdin)): 4 paths
   /db/dump.sql
   /tmp/snap-golden/src/big.bin
   /tmp/snap-golden/src/docs/notes.md
   /tmp/snap-golden/src/new.txt
-damaged snapshot 6d564962 (2024-01-03 00:00:00 UTC golden-host /tmp/snap-golden/src): 2 paths
+damaged snapshot 6d564962 (2024-01-03 00:00:00 +00:00 golden-host /tmp/snap-golden/src): 2 paths
   /tmp/snap-golden/src/big.bin
   /tmp/snap-golden/src/docs/notes.md
 3 snapshots, 6 packs, 30 trees and lists checked; 0 packs read, 0 blobs verified: 1 error, 2 snapshots damaged
@@ -527,7 +529,7 @@ fn missing_index_file_is_reported_and_repaired_from_the_packs() {
         g.report(&["check"]),
         1,
         "\
-damaged snapshot 6d564962 (2024-01-03 00:00:00 UTC golden-host /tmp/snap-golden/src): 1 path
+damaged snapshot 6d564962 (2024-01-03 00:00:00 +00:00 golden-host /tmp/snap-golden/src): 1 path
   / (directory listing unreadable)
 3 snapshots, 4 packs, 21 trees and lists checked; 0 packs read, 0 blobs verified: 1 error, 1 snapshot damaged
 ",
@@ -571,9 +573,9 @@ fn flipped_byte_in_an_encrypted_data_pack_fails_authentication() {
     assert_found_by_read_data(
         &g,
         "\
-damaged snapshot f9b3dc57 (2024-01-01 00:00:00 UTC golden-host /tmp/snap-golden/src db/dump.sql (stdin)): 1 path
+damaged snapshot f9b3dc57 (2024-01-01 00:00:00 +00:00 golden-host /tmp/snap-golden/src db/dump.sql (stdin)): 1 path
   /db/dump.sql
-damaged snapshot ad14c21d (2024-01-02 00:00:00 UTC golden-host /tmp/snap-golden/src db/dump.sql (stdin)): 1 path
+damaged snapshot ad14c21d (2024-01-02 00:00:00 +00:00 golden-host /tmp/snap-golden/src db/dump.sql (stdin)): 1 path
   /db/dump.sql
 3 snapshots, 6 packs, 30 trees and lists checked; 6 packs read, 73 blobs verified: 1 error, 2 snapshots damaged
 ",
@@ -633,7 +635,7 @@ fn stale_locks_are_taken_over_and_live_ones_stop_check() {
         g.report(&["check"]),
         0,
         CLEAN,
-        "snap: warning: removing stale lock locks/00000000000000a1.json: an exclusive lock for prune by pid 1 on elsewhere since 2024-01-01 00:00:00 UTC\n",
+        "snap: warning: removing stale lock locks/00000000000000a1.json: an exclusive lock for prune by pid 1 on elsewhere since 2024-01-01 00:00:00 +00:00\n",
     );
     // This host's lock of a process that has exited.
     let mut child = std::process::Command::new("true").spawn().unwrap();
@@ -648,7 +650,7 @@ fn stale_locks_are_taken_over_and_live_ones_stop_check() {
         (code, stdout, stderr.replace(&format!("pid {} on {host} ", child.id()), "pid <PID> on <HOST> ")),
         0,
         CLEAN,
-        "snap: warning: removing stale lock locks/00000000000000a2.json: an exclusive lock for prune by pid <PID> on <HOST> since 2024-01-01 00:00:00 UTC\n",
+        "snap: warning: removing stale lock locks/00000000000000a2.json: an exclusive lock for prune by pid <PID> on <HOST> since 2024-01-01 00:00:00 +00:00\n",
     );
     assert_eq!(fs::read_dir(g.repo().join("locks")).unwrap().count(), 0);
     // Another host's lock refreshed 29 minutes ago is live: check stops, naming it.
@@ -663,6 +665,6 @@ fn stale_locks_are_taken_over_and_live_ones_stop_check() {
         g.report(&["check"]),
         1,
         "",
-        "snap: repository is locked by an exclusive lock for prune by pid 1 on elsewhere since 2024-01-01 00:00:00 UTC (<REPO>/locks/00000000000000a3.json); wait for it to finish and rerun. If that process is gone, the lock is removed as stale once it is 30 minutes old (at once if it was this host's and the host has restarted since), or delete the file\n",
+        "snap: repository is locked by an exclusive lock for prune by pid 1 on elsewhere since 2024-01-01 00:00:00 +00:00 (<REPO>/locks/00000000000000a3.json); wait for it to finish and rerun. If that process is gone, the lock is removed as stale once it is 30 minutes old (at once if it was this host's and the host has restarted since), or delete the file\n",
     );
 }

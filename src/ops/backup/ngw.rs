@@ -50,13 +50,28 @@ pub(super) fn backup(
     root: &mut VDir,
     now: Timestamp,
 ) -> Result<()> {
-    let mut session = Session::begin(&cfg.db)?;
+    let db = &cfg.db;
+    log::debug!(
+        "connecting to database {} on {}:{} as {}",
+        db.name,
+        db.host,
+        db.port,
+        db.user
+    );
+    let mut session = Session::begin(db)?;
     let objs = session.fileobjs()?;
     let fonts = cfg.fonts()?;
+    log::debug!(
+        "file storage {}: {} blobs listed, {} custom fonts",
+        cfg.file_storage.display(),
+        objs.len(),
+        fonts.len()
+    );
 
     let tmp_base = cfg.backup_tmpdir.clone().unwrap_or_else(std::env::temp_dir);
     let tmp = scratch(&tmp_base)?;
     let dump_dir = tmp.path().join("postgres");
+    log::debug!("dumping database {} (pg_dump -Fd)", db.name);
     ingest_pg_dump(
         run,
         session.pg_dump(&dump_dir),
@@ -116,6 +131,11 @@ pub(super) fn backup(
                 .ok_or_else(|| missing(&run.last_warning()))
         })
         .collect::<Result<_>>()?;
+    log::debug!(
+        "file storage stored: {} files, {} bytes (unchanged ones matched against the parent snapshot, not read)",
+        nodes.len(),
+        nodes.iter().map(|n| n.meta.size).sum::<u64>()
+    );
     for ((at, _), node) in blobs.iter().zip(nodes) {
         root.insert(at, node)?;
     }
