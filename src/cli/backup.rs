@@ -265,7 +265,12 @@ fn execute_dry(ctx: &Ctx, opts: &BackupOptions, json: bool) -> Result<i32> {
     let repo = ctx.open(false)?;
     let bar = Bar::new(ctx, "backup --dry-run");
     let mut stdin = std::io::stdin();
-    let done = dry_run(&repo, opts, stdin_for(opts, &mut stdin), progress_for(bar.as_ref()))?;
+    let done = dry_run(
+        &repo,
+        opts,
+        stdin_for(opts, &mut stdin),
+        progress_for(bar.as_ref()),
+    )?;
     drop(bar);
     let s = &done.summary;
     if json {
@@ -300,7 +305,12 @@ pub fn execute(ctx: &Ctx, opts: &BackupOptions, json: bool) -> Result<i32> {
     let repo = ctx.open(true)?;
     let bar = Bar::new(ctx, "backup");
     let mut stdin = std::io::stdin();
-    let done = backup(&repo, opts, stdin_for(opts, &mut stdin), progress_for(bar.as_ref()))?;
+    let done = backup(
+        &repo,
+        opts,
+        stdin_for(opts, &mut stdin),
+        progress_for(bar.as_ref()),
+    )?;
     drop(bar);
     let s = &done.snapshot.summary;
     if json {
@@ -330,4 +340,27 @@ pub fn execute(ctx: &Ctx, opts: &BackupOptions, json: bool) -> Result<i32> {
     } else {
         EXIT_WARNINGS
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_size;
+
+    #[test]
+    fn sizes_in_binary_units() {
+        for (s, n) in [
+            ("4096", 4096),
+            ("100M", 100 << 20),
+            ("1g", 1 << 30),
+            ("1.5G", 3 << 29),
+            ("2KiB", 2048),
+            ("3 MB", 3 << 20),
+            ("1T", 1 << 40),
+        ] {
+            assert_eq!(parse_size(s), Ok(n), "{s}");
+        }
+        for s in ["", "M", "12X", "-1K", "1e30T", "NaN"] {
+            assert!(parse_size(s).is_err(), "{s}");
+        }
+    }
 }

@@ -229,7 +229,10 @@ fn is_cache_tag(e: &Entry) -> bool {
     let mut head = Vec::with_capacity(CACHEDIR_SIGNATURE.len());
     md.is_file()
         && open_regular(&e.path, md)
-            .and_then(|f| f.take(CACHEDIR_SIGNATURE.len() as u64).read_to_end(&mut head))
+            .and_then(|f| {
+                f.take(CACHEDIR_SIGNATURE.len() as u64)
+                    .read_to_end(&mut head)
+            })
             .is_ok()
         && head == CACHEDIR_SIGNATURE
 }
@@ -265,7 +268,9 @@ impl Selection {
         }
         entries.retain(|e| {
             let Ok(md) = &e.md else { return true };
-            let large = self.larger_than.is_some_and(|l| md.is_file() && md.len() > l);
+            let large = self
+                .larger_than
+                .is_some_and(|l| md.is_file() && md.len() > l);
             let elsewhere = self.one_file_system && !md.is_dir() && md.dev() != dev;
             !(large || elsewhere)
         });
@@ -290,6 +295,57 @@ mod tests {
         assert!(x.excluded(Path::new("/srv/cache/x/y"), OsStr::new("y")));
         assert!(!x.excluded(Path::new("/srv/data/y"), OsStr::new("y")));
         assert!(Excludes::new(&["a[".into()]).is_err());
+    }
+
+    #[test]
+    fn a_relative_path_pattern_is_anchored_at_the_working_directory() {
+        let cwd = std::env::current_dir().unwrap();
+        let x = Excludes::new(&["build/*.o".into(), "./a/../c/**".into(), "*/tmp".into()]).unwrap();
+        let at = |p: &str| x.excluded(&cwd.join(p), OsStr::new("n"));
+        assert!(at("build/x.o") && at("c/d/e") && at("z/tmp"));
+        assert!(!at("a/c/d") && !at("other/build/x.o"));
+        assert!(!x.excluded(Path::new("/build/x.o"), OsStr::new("x.o")));
+    }
+
+    #[test]
+    fn list_lines_skip_blanks_and_comments() {
+        let got: Vec<&str> = list_lines("# c\n\n  *.log \n\t\n/a b\n").collect();
+        assert_eq!(got, ["*.log", "/a b"]);
+    }
+
+    #[test]
+    fn selection_keeps_tags_and_drops_large_files() {
+        let d = tempfile::tempdir().unwrap();
+        let dev = std::fs::metadata(d.path()).unwrap().dev();
+        std::fs::write(d.path().join("big"), [0u8; 101]).unwrap();
+        std::fs::write(d.path().join("small"), [0u8; 100]).unwrap();
+        let names = |s: &Selection| -> Vec<String> {
+            s.list(d.path(), dev)
+                .unwrap()
+                .into_iter()
+                .map(|e| e.name.to_string_lossy().into_owned())
+                .collect()
+        };
+        let sel = Selection {
+            larger_than: Some(100),
+            exclude_caches: true,
+            ..Default::default()
+        };
+        assert_eq!(names(&sel), ["small"]);
+        // A tag with only part of the signature is no tag.
+        std::fs::write(d.path().join("CACHEDIR.TAG"), &CACHEDIR_SIGNATURE[..42]).unwrap();
+        assert_eq!(names(&sel), ["CACHEDIR.TAG", "small"]);
+        std::fs::write(d.path().join("CACHEDIR.TAG"), CACHEDIR_SIGNATURE).unwrap();
+        assert_eq!(names(&sel), ["CACHEDIR.TAG"]);
+        let marker = Selection {
+            if_present: vec!["small".into()],
+            ..Default::default()
+        };
+        assert_eq!(names(&marker), ["small"]);
+        assert_eq!(
+            names(&Selection::default()),
+            ["CACHEDIR.TAG", "big", "small"]
+        );
     }
 
     #[test]

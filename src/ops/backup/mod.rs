@@ -203,7 +203,9 @@ pub fn backup(
         user: crate::host::user_name(),
         tags: opts.tags.clone(),
         sources: done.sources,
-        tree: done.tree.ok_or_else(|| Error::internal("a backup without a tree", None))?,
+        tree: done
+            .tree
+            .ok_or_else(|| Error::internal("a backup without a tree", None))?,
         parent: done.parent,
         original: None,
         summary: done.summary,
@@ -413,7 +415,11 @@ fn place_sources(
     let mut placed: Vec<Placed> = Vec::new();
     let mut paths = opts.paths.clone();
     for f in &opts.files_from {
-        paths.extend(sfs::read_list("--files-from", f)?.into_iter().map(PathBuf::from));
+        paths.extend(
+            sfs::read_list("--files-from", f)?
+                .into_iter()
+                .map(PathBuf::from),
+        );
     }
     for p in &paths {
         let abs = sfs::normalize(&std::path::absolute(p).at(p)?);
