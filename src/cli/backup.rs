@@ -138,6 +138,11 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
     if !bytes.is_finite() || bytes < 0.0 || bytes >= u64::MAX as f64 {
         return Err(bad());
     }
+    #[allow(
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss,
+        reason = "in range, checked above; a fraction of a byte is dropped"
+    )]
     Ok(bytes as u64)
 }
 

@@ -35,7 +35,7 @@ fn listed(env: &Env, under: &Path) -> BTreeSet<String> {
 }
 
 fn set(paths: &[&str]) -> BTreeSet<String> {
-    paths.iter().map(|p| p.to_string()).collect()
+    paths.iter().map(ToString::to_string).collect()
 }
 
 /// Every file below `dir` with its bytes.
