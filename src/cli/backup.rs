@@ -207,6 +207,9 @@ pub fn run(ctx: &Ctx, a: Args, m: &clap::ArgMatches) -> Result<i32> {
         if a.stdin_name.is_some() {
             bail!("--files-from - and --stdin-name both read standard input: give one of them");
         }
+        if std::io::stdin().is_terminal() {
+            bail!("--files-from - reads paths from standard input, but it is a terminal: pipe them in");
+        }
         let mut text = String::new();
         std::io::stdin()
             .read_to_string(&mut text)
