@@ -255,31 +255,42 @@ pub fn run(ctx: &Ctx, a: Args, m: &clap::ArgMatches) -> Result<i32> {
     execute(ctx, &opts, a.json)
 }
 
-/// Standard input for a backup that stores it.
-fn stdin_for<'a>(
-    opts: &BackupOptions,
-    stdin: &'a mut std::io::Stdin,
-) -> Option<&'a mut (dyn Read + Send)> {
-    if opts.stdin_name.is_some() {
-        snap::source::command::widen_pipe(&*stdin);
-        Some(stdin)
+/// The signature of [`backup`] and [`dry_run`].
+type Op<T> = fn(
+    &snap::repo::Repository,
+    &BackupOptions,
+    Option<&mut (dyn Read + Send)>,
+    &dyn snap::progress::Progress,
+) -> snap::error::Result<T>;
+
+/// Runs `op` on the selected repository (created if it is the default one and
+/// `create`) with a progress bar, and standard input when `opts` stores it.
+fn run_op<T>(ctx: &Ctx, opts: &BackupOptions, create: bool, what: &str, op: Op<T>) -> Result<T> {
+    let repo = ctx.open(create)?;
+    let bar = Bar::new(ctx, what);
+    let mut stdin = std::io::stdin();
+    let input: Option<&mut (dyn Read + Send)> = if opts.stdin_name.is_some() {
+        snap::source::command::widen_pipe(&stdin);
+        Some(&mut stdin)
     } else {
         None
+    };
+    Ok(op(&repo, opts, input, progress_for(bar.as_ref()))?)
+}
+
+/// Lists the entries left out under `heading`; the exit code: 3 if there were any.
+fn left_out(heading: &str, warnings: &[String]) -> i32 {
+    print_list(heading, warnings);
+    if warnings.is_empty() {
+        0
+    } else {
+        EXIT_WARNINGS
     }
 }
 
 /// `backup --dry-run`: reads what `opts` names and prints what a backup would add.
 fn execute_dry(ctx: &Ctx, opts: &BackupOptions, json: bool) -> Result<i32> {
-    let repo = ctx.open(false)?;
-    let bar = Bar::new(ctx, "backup --dry-run");
-    let mut stdin = std::io::stdin();
-    let done = dry_run(
-        &repo,
-        opts,
-        stdin_for(opts, &mut stdin),
-        progress_for(bar.as_ref()),
-    )?;
-    drop(bar);
+    let done = run_op(ctx, opts, false, "backup --dry-run", dry_run)?;
     let s = &done.summary;
     if json {
         let out = serde_json::json!({
@@ -299,27 +310,13 @@ fn execute_dry(ctx: &Ctx, opts: &BackupOptions, json: bool) -> Result<i32> {
             s.duration
         );
     }
-    print_list("some entries would be left out", &done.warnings);
-    Ok(if done.warnings.is_empty() {
-        0
-    } else {
-        EXIT_WARNINGS
-    })
+    Ok(left_out("some entries would be left out", &done.warnings))
 }
 
 /// Backs up what `opts` names into the selected repository and prints the result (as
 /// JSON with `json`); also a `snap run` step. Exits 3 when entries were left out.
 pub fn execute(ctx: &Ctx, opts: &BackupOptions, json: bool) -> Result<i32> {
-    let repo = ctx.open(true)?;
-    let bar = Bar::new(ctx, "backup");
-    let mut stdin = std::io::stdin();
-    let done = backup(
-        &repo,
-        opts,
-        stdin_for(opts, &mut stdin),
-        progress_for(bar.as_ref()),
-    )?;
-    drop(bar);
+    let done = run_op(ctx, opts, true, "backup", backup)?;
     let s = &done.snapshot.summary;
     if json {
         let out = serde_json::json!({
@@ -342,12 +339,7 @@ pub fn execute(ctx: &Ctx, opts: &BackupOptions, json: bool) -> Result<i32> {
             s.duration
         );
     }
-    print_list("some entries were left out", &done.warnings);
-    Ok(if done.warnings.is_empty() {
-        0
-    } else {
-        EXIT_WARNINGS
-    })
+    Ok(left_out("some entries were left out", &done.warnings))
 }
 
 #[cfg(test)]
