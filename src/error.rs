@@ -198,9 +198,19 @@ pub enum Usage {
     DeleteWithChoice,
     /// A backup was asked for with no source.
     #[error(
-        "nothing to back up: give paths, --stdin-name, --command, --command-dir, --pg, --pg-all, --mongo or --ngw"
+        "nothing to back up: give paths, --files-from, --stdin-name, --command, --command-dir, --pg, --pg-all, --mongo or --ngw"
     )]
     NothingToBackUp,
+    /// An `--exclude-file` or `--files-from` list could not be read.
+    #[error("{option} {}: {source}", path.display())]
+    ListFile {
+        /// The option that named it.
+        option: &'static str,
+        /// The file given.
+        path: PathBuf,
+        /// What the operating system said.
+        source: std::io::Error,
+    },
     /// `--ngw` and an imported archive were given for one snapshot.
     #[error("--ngw and an imported archive cannot share a snapshot")]
     NgwWithArchive,

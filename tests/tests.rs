@@ -1,5 +1,6 @@
 //! End-to-end tests through the real `snap` binary, by feature.
 
+mod backup_select;
 mod concurrency;
 mod dump;
 mod encryption;

@@ -1,13 +1,14 @@
 //! `snap backup`
 
-use std::io::IsTerminal;
-use std::path::PathBuf;
+use std::io::{IsTerminal, Read};
+use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use snap::format::chunker::Profile;
-use snap::ops::backup::{backup, BackupOptions};
+use snap::ops::backup::{backup, dry_run, BackupOptions};
+use snap::source::fs::list_lines;
 
-use super::{human, ngw_config, print_list, progress_for, Bar, Ctx, EXIT_WARNINGS};
+use super::{count, human, ngw_config, print_list, progress_for, Bar, Ctx, EXIT_WARNINGS};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -42,9 +43,37 @@ pub struct Args {
     /// config.ini [default: $NEXTGISWEB_CONFIG]
     #[arg(long, value_name = "CONFIG", num_args = 0..=1)]
     ngw: Option<Option<PathBuf>>,
-    /// Leave out entries matching this glob (repeatable; with a / it matches the full path)
+    /// Leave out entries matching this glob (repeatable); with a / it matches the full
+    /// path, relative to the working directory unless it starts with / or *
     #[arg(long, value_name = "GLOB")]
     exclude: Vec<String>,
+    /// Read --exclude globs from FILE, one a line; blank lines and # comments are
+    /// ignored (repeatable)
+    #[arg(long, value_name = "FILE")]
+    exclude_file: Vec<PathBuf>,
+    /// Read paths to back up from FILE, one a line, - for standard input; blank lines
+    /// and # comments are ignored (repeatable)
+    #[arg(long, value_name = "FILE")]
+    files_from: Vec<PathBuf>,
+    /// Leave out the contents of directories tagged by a valid CACHEDIR.TAG (the tag
+    /// file itself is kept)
+    #[arg(long)]
+    exclude_caches: bool,
+    /// Leave out the contents of directories holding an entry named NAME (that entry is
+    /// kept; repeatable)
+    #[arg(long, value_name = "NAME")]
+    exclude_if_present: Vec<String>,
+    /// Leave out files larger than SIZE: bytes, or with a unit K, M, G, T (powers of
+    /// 1024), e.g. 100M, 1.5G
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    exclude_larger_than: Option<u64>,
+    /// Do not cross mount points: a directory of another file system is stored empty
+    #[arg(long, short = 'x')]
+    one_file_system: bool,
+    /// Read what the backup would read and report what it would add; write nothing to
+    /// the repository
+    #[arg(long, short = 'n')]
+    dry_run: bool,
     /// Tag the snapshot (repeatable)
     #[arg(long, value_name = "TAG")]
     tag: Vec<String>,
@@ -81,6 +110,40 @@ impl From<StreamProfile> for Profile {
             StreamProfile::Dump => Profile::Dump,
         }
     }
+}
+
+/// Parses a size such as `100M`, `1.5G` or `4096` (units are powers of 1024; a
+/// trailing `B` or `iB` is allowed).
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let bad = || format!("{s:?} is not a size like 100M, 1G or 4096");
+    let t = s.trim();
+    let t = t
+        .strip_suffix("iB")
+        .or_else(|| t.strip_suffix(['B', 'b']))
+        .unwrap_or(t);
+    let (num, unit) = match t.char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => (&t[..i], c.to_ascii_uppercase()),
+        _ => (t, ' '),
+    };
+    let shift = match unit {
+        ' ' => 0,
+        'K' => 10,
+        'M' => 20,
+        'G' => 30,
+        'T' => 40,
+        _ => return Err(bad()),
+    };
+    let v: f64 = num.trim().parse().map_err(|_| bad())?;
+    let bytes = v * (1u64 << shift) as f64;
+    if !bytes.is_finite() || bytes < 0.0 || bytes >= u64::MAX as f64 {
+        return Err(bad());
+    }
+    #[allow(
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss,
+        reason = "in range, checked above; a fraction of a byte is dropped"
+    )]
+    Ok(bytes as u64)
 }
 
 /// Commands with the names their output is stored under.
@@ -135,8 +198,26 @@ pub fn run(ctx: &Ctx, a: Args, m: &clap::ArgMatches) -> Result<i32> {
         bail!("--stdin-name reads standard input, but it is a terminal: pipe the data in");
     }
     let ngw = ngw_config(a.ngw)?;
+    let (mut paths, mut files_from) = (a.paths, Vec::new());
+    for f in a.files_from {
+        if f != Path::new("-") {
+            files_from.push(f);
+            continue;
+        }
+        if a.stdin_name.is_some() {
+            bail!("--files-from - and --stdin-name both read standard input: give one of them");
+        }
+        if std::io::stdin().is_terminal() {
+            bail!("--files-from - reads paths from standard input, but it is a terminal: pipe them in");
+        }
+        let mut text = String::new();
+        std::io::stdin()
+            .read_to_string(&mut text)
+            .context("--files-from -: reading standard input")?;
+        paths.extend(list_lines(&text).map(PathBuf::from));
+    }
     let opts = BackupOptions {
-        paths: a.paths,
+        paths,
         stdin_name: a.stdin_name.clone(),
         commands,
         command_dirs,
@@ -147,6 +228,12 @@ pub fn run(ctx: &Ctx, a: Args, m: &clap::ArgMatches) -> Result<i32> {
         archive: None,
         time: None,
         excludes: a.exclude,
+        exclude_files: a.exclude_file,
+        files_from,
+        one_file_system: a.one_file_system,
+        exclude_caches: a.exclude_caches,
+        exclude_if_present: a.exclude_if_present,
+        exclude_larger_than: a.exclude_larger_than,
         tags: a.tag,
         host: a.host,
         compression: a.compression,
@@ -156,26 +243,80 @@ pub fn run(ctx: &Ctx, a: Args, m: &clap::ArgMatches) -> Result<i32> {
     // No source and no --repo: the configuration's default profile says what.
     if !opts.has_source() && ctx.repo.is_none() {
         if let Some(config) = super::profile::load(ctx)? {
+            if a.dry_run {
+                bail!("--dry-run needs the sources on the command line; a profile's backup cannot be dry-run yet");
+            }
             return super::run_profile(ctx, config, None, true, a.json);
         }
+    }
+    if a.dry_run {
+        return execute_dry(ctx, &opts, a.json);
     }
     execute(ctx, &opts, a.json)
 }
 
-/// Backs up what `opts` names into the selected repository and prints the result (as
-/// JSON with `json`); also a `snap run` step. Exits 3 when entries were left out.
-pub fn execute(ctx: &Ctx, opts: &BackupOptions, json: bool) -> Result<i32> {
-    let repo = ctx.open(true)?;
-    let bar = Bar::new(ctx, "backup");
+/// The signature of [`backup`] and [`dry_run`].
+type Op<T> = fn(
+    &snap::repo::Repository,
+    &BackupOptions,
+    Option<&mut (dyn Read + Send)>,
+    &dyn snap::progress::Progress,
+) -> snap::error::Result<T>;
+
+/// Runs `op` on the selected repository (created if it is the default one and
+/// `create`) with a progress bar, and standard input when `opts` stores it.
+fn run_op<T>(ctx: &Ctx, opts: &BackupOptions, create: bool, what: &str, op: Op<T>) -> Result<T> {
+    let repo = ctx.open(create)?;
+    let bar = Bar::new(ctx, what);
     let mut stdin = std::io::stdin();
-    let input: Option<&mut (dyn std::io::Read + Send)> = if opts.stdin_name.is_some() {
+    let input: Option<&mut (dyn Read + Send)> = if opts.stdin_name.is_some() {
         snap::source::command::widen_pipe(&stdin);
         Some(&mut stdin)
     } else {
         None
     };
-    let done = backup(&repo, opts, input, progress_for(bar.as_ref()))?;
-    drop(bar);
+    Ok(op(&repo, opts, input, progress_for(bar.as_ref()))?)
+}
+
+/// Lists the entries left out under `heading`; the exit code: 3 if there were any.
+fn left_out(heading: &str, warnings: &[String]) -> i32 {
+    print_list(heading, warnings);
+    if warnings.is_empty() {
+        0
+    } else {
+        EXIT_WARNINGS
+    }
+}
+
+/// `backup --dry-run`: reads what `opts` names and prints what a backup would add.
+fn execute_dry(ctx: &Ctx, opts: &BackupOptions, json: bool) -> Result<i32> {
+    let done = run_op(ctx, opts, false, "backup --dry-run", dry_run)?;
+    let s = &done.summary;
+    if json {
+        let out = serde_json::json!({
+            "dry_run": true,
+            "summary": s,
+            "warnings": done.warnings,
+        });
+        ctx.print_json(&out)?;
+    } else {
+        outln!(
+            "dry run, nothing written: {} ({} read), {} read, {} new ({} compressed), {:.1} s",
+            count(s.files, "file"),
+            s.files_read,
+            human(s.bytes_read),
+            human(s.bytes_added_raw),
+            human(s.bytes_added),
+            s.duration
+        );
+    }
+    Ok(left_out("some entries would be left out", &done.warnings))
+}
+
+/// Backs up what `opts` names into the selected repository and prints the result (as
+/// JSON with `json`); also a `snap run` step. Exits 3 when entries were left out.
+pub fn execute(ctx: &Ctx, opts: &BackupOptions, json: bool) -> Result<i32> {
+    let done = run_op(ctx, opts, true, "backup", backup)?;
     let s = &done.snapshot.summary;
     if json {
         let out = serde_json::json!({
@@ -198,10 +339,28 @@ pub fn execute(ctx: &Ctx, opts: &BackupOptions, json: bool) -> Result<i32> {
             s.duration
         );
     }
-    print_list("some entries were left out", &done.warnings);
-    Ok(if done.warnings.is_empty() {
-        0
-    } else {
-        EXIT_WARNINGS
-    })
+    Ok(left_out("some entries were left out", &done.warnings))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_size;
+
+    #[test]
+    fn sizes_in_binary_units() {
+        for (s, n) in [
+            ("4096", 4096),
+            ("100M", 100 << 20),
+            ("1g", 1 << 30),
+            ("1.5G", 3 << 29),
+            ("2KiB", 2048),
+            ("3 MB", 3 << 20),
+            ("1T", 1 << 40),
+        ] {
+            assert_eq!(parse_size(s), Ok(n), "{s}");
+        }
+        for s in ["", "M", "12X", "-1K", "1e30T", "NaN"] {
+            assert!(parse_size(s).is_err(), "{s}");
+        }
+    }
 }

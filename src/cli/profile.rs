@@ -49,6 +49,21 @@ struct Profile {
     command_dirs: Vec<Named>,
     #[serde(default)]
     exclude: Vec<String>,
+    /// As `backup --exclude-file`, `--files-from` and the other selection options.
+    #[serde(default)]
+    exclude_file: Vec<PathBuf>,
+    #[serde(default)]
+    files_from: Vec<PathBuf>,
+    #[serde(default)]
+    exclude_caches: bool,
+    #[serde(default)]
+    exclude_if_present: Vec<String>,
+    /// Read (and so checked, with its line) by the same parser as
+    /// `--exclude-larger-than`.
+    #[serde(default, deserialize_with = "size")]
+    exclude_larger_than: Option<u64>,
+    #[serde(default)]
+    one_file_system: bool,
     #[serde(default)]
     tags: Vec<String>,
     host: Option<String>,
@@ -90,6 +105,14 @@ struct Retention {
 fn percent<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Option<f64>, D::Error> {
     let s = String::deserialize(d)?;
     prune::parse_percent(&s)
+        .map(Some)
+        .map_err(serde::de::Error::custom)
+}
+
+/// A size written as `100M` (or `4096`), read by `--exclude-larger-than`'s parser.
+fn size<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Option<u64>, D::Error> {
+    let s = String::deserialize(d)?;
+    super::backup::parse_size(&s)
         .map(Some)
         .map_err(serde::de::Error::custom)
 }
@@ -202,6 +225,12 @@ impl File {
             mongo: p.mongo.clone(),
             ngw: p.ngw.as_ref().map(PathBuf::from),
             excludes: p.exclude.clone(),
+            exclude_files: p.exclude_file.clone(),
+            files_from: p.files_from.clone(),
+            one_file_system: p.one_file_system,
+            exclude_caches: p.exclude_caches,
+            exclude_if_present: p.exclude_if_present.clone(),
+            exclude_larger_than: p.exclude_larger_than,
             tags: p.tags.clone(),
             host: p.host.clone(),
             ..Default::default()

@@ -8,6 +8,9 @@
 //! [`index_files::BLOBS_PER_FILE`] blobs and at [`Saver::flush`]; then they enter the
 //! index cache and their claims are dropped (the index answers from then on), so the
 //! set stays bounded however long the run.
+//!
+//! A [`Saver::dry_run`] saver stores nothing: it deduplicates and compresses as usual
+//! and only counts; its claims stay (memory grows with the new blobs of the run).
 
 use std::borrow::Cow;
 use std::collections::HashSet;
@@ -49,6 +52,8 @@ pub struct Saver<'r> {
     blobs: AtomicU64,
     raw: AtomicU64,
     stored: AtomicU64,
+    /// Count, do not store.
+    dry: bool,
 }
 
 impl<'r> Saver<'r> {
@@ -66,7 +71,16 @@ impl<'r> Saver<'r> {
             blobs: AtomicU64::new(0),
             raw: AtomicU64::new(0),
             stored: AtomicU64::new(0),
+            dry: false,
         })
+    }
+
+    /// This saver made one that stores nothing, for a `--dry-run`: what it would add is
+    /// counted in [`Saver::added`], and no pack is ever opened.
+    #[must_use]
+    pub fn dry_run(mut self) -> Self {
+        self.dry = true;
+        self
     }
 
     /// Stores `raw` unless the repository has it; returns its id.
@@ -94,6 +108,10 @@ impl<'r> Saver<'r> {
             Some(z) => (Compression::Zstd, Cow::Owned(z)),
             None => (Compression::Raw, Cow::Borrowed(raw)),
         };
+        if self.dry {
+            self.count(raw.len(), stored.len());
+            return Ok(());
+        }
         if let Some(k) = &self.repo.key {
             stored = Cow::Owned(k.seal(&super::blobs::blob_aad(&id, kind), &stored)?);
         }
@@ -117,14 +135,18 @@ impl<'r> Saver<'r> {
                 None
             }
         };
-        self.blobs.fetch_add(1, Ordering::Relaxed);
-        self.raw.fetch_add(raw.len() as u64, Ordering::Relaxed);
-        self.stored
-            .fetch_add(stored.len() as u64, Ordering::Relaxed);
+        self.count(raw.len(), stored.len());
         if let Some(p) = full {
             self.commit(p)?;
         }
         Ok(())
+    }
+
+    /// Counts one new blob in [`Saver::added`].
+    fn count(&self, raw: usize, stored: usize) {
+        self.blobs.fetch_add(1, Ordering::Relaxed);
+        self.raw.fetch_add(raw as u64, Ordering::Relaxed);
+        self.stored.fetch_add(stored as u64, Ordering::Relaxed);
     }
 
     fn commit(&self, p: PackFile) -> Result<()> {

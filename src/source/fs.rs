@@ -1,15 +1,18 @@
-//! Reading the file system: metadata, safe opening, sorted listings, excludes.
+//! Reading the file system: metadata, safe opening, sorted listings, and what a
+//! backup leaves out ([`Selection`]: exclude patterns, `CACHEDIR.TAG` and marker files,
+//! sizes, mount points). A path named on the command line is always taken; the
+//! selection applies to what is found below it.
 
 use std::ffi::{OsStr, OsString};
 use std::fs::{File, Metadata};
-use std::io;
+use std::io::{self, Read};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use globset::{Glob, GlobSet, GlobSetBuilder};
 
-use crate::error::{Error, Result, Usage};
+use crate::error::{Error, IoContext, Result, Usage};
 use crate::format::tree::{Meta, Timestamp};
 
 /// The metadata snap keeps of a file system entry.
@@ -114,7 +117,9 @@ pub fn read_dir_sorted(dir: &Path, skip: impl Fn(&Path, &OsStr) -> bool) -> io::
 }
 
 /// `--exclude` patterns: a pattern with a `/` matches the whole absolute path, one
-/// without matches the file name (as restic and rsync do).
+/// without matches the file name (as restic and rsync do). A pattern with a `/` that
+/// starts with neither `/` nor `*` is relative to the working directory, as the paths
+/// named are: `--exclude proj/target` leaves out `$PWD/proj/target`.
 #[derive(Default)]
 pub struct Excludes {
     by_path: Option<GlobSet>,
@@ -128,15 +133,15 @@ impl Excludes {
         let mut name = GlobSetBuilder::new();
         let (mut np, mut nn) = (0, 0);
         for p in patterns {
-            let g = Glob::new(p).map_err(|source| Usage::Exclude {
+            let bad = |source| Usage::Exclude {
                 pattern: Some(p.clone()),
                 source,
-            })?;
+            };
             if p.contains('/') {
-                path.add(g);
+                path.add(Glob::new(&anchored(p)?).map_err(bad)?);
                 np += 1;
             } else {
-                name.add(g);
+                name.add(Glob::new(p).map_err(bad)?);
                 nn += 1;
             }
         }
@@ -164,6 +169,121 @@ impl Excludes {
     }
 }
 
+/// A path pattern made absolute: one starting with `/` or `*` as it is, any other
+/// joined to the working directory (its glob characters escaped) and `.`/`..` resolved.
+fn anchored(pattern: &str) -> Result<String> {
+    if pattern.starts_with('/') || pattern.starts_with('*') {
+        return Ok(pattern.to_string());
+    }
+    let cwd = std::env::current_dir().at(Path::new("."))?;
+    let cwd = cwd
+        .to_str()
+        .ok_or_else(|| Usage::SourcePathNotUtf8 { path: cwd.clone() })?;
+    let joined = normalize(&Path::new(&globset::escape(cwd)).join(pattern));
+    Ok(joined.to_string_lossy().into_owned())
+}
+
+/// Resolves `.` and `..` lexically (as restic does), so `../../x` is stored where it is.
+pub fn normalize(p: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for c in p.components() {
+        match c {
+            std::path::Component::ParentDir => {
+                out.pop();
+            }
+            std::path::Component::CurDir => {}
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+/// The lines of an `--exclude-file` or `--files-from` list that say something: each
+/// trimmed, blank lines and `#` comments left out.
+pub fn list_lines(text: &str) -> impl Iterator<Item = &str> {
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+}
+
+/// Reads the list file `path` given to `option` (see [`list_lines`]); an error names
+/// both.
+pub fn read_list(option: &'static str, path: &Path) -> Result<Vec<String>> {
+    let text = std::fs::read_to_string(path).map_err(|source| Usage::ListFile {
+        option,
+        path: path.to_path_buf(),
+        source,
+    })?;
+    Ok(list_lines(&text).map(str::to_string).collect())
+}
+
+/// The first bytes of a valid cache directory tag (<https://bford.info/cachedir/>).
+pub const CACHEDIR_SIGNATURE: &[u8] = b"Signature: 8a477f597d28d172789f06886806bc55";
+
+/// The name of a cache directory tag.
+const CACHEDIR_TAG: &str = "CACHEDIR.TAG";
+
+/// Whether `e` is a regular file that starts with [`CACHEDIR_SIGNATURE`].
+fn is_cache_tag(e: &Entry) -> bool {
+    let Ok(md) = &e.md else { return false };
+    let mut head = Vec::with_capacity(CACHEDIR_SIGNATURE.len());
+    md.is_file()
+        && open_regular(&e.path, md)
+            .and_then(|f| {
+                f.take(CACHEDIR_SIGNATURE.len() as u64)
+                    .read_to_end(&mut head)
+            })
+            .is_ok()
+        && head == CACHEDIR_SIGNATURE
+}
+
+/// What a backup leaves out below the paths it names. Entries left out are not
+/// warnings: they are not looked at beyond what deciding takes.
+#[derive(Default)]
+pub struct Selection {
+    /// `--exclude` patterns.
+    pub excludes: Excludes,
+    /// Do not cross mount points: a directory of another file system is kept empty
+    /// (so the mount point is restored), anything else there is left out.
+    pub one_file_system: bool,
+    /// A directory holding a valid `CACHEDIR.TAG` keeps only that file.
+    pub exclude_caches: bool,
+    /// A directory holding an entry of one of these names keeps only that entry.
+    pub if_present: Vec<OsString>,
+    /// Regular files larger than this many bytes are left out.
+    pub larger_than: Option<u64>,
+}
+
+impl Selection {
+    /// The entries of directory `dir`, itself on device `dev`, sorted by name (see
+    /// [`read_dir_sorted`]) without those left out.
+    pub fn list(&self, dir: &Path, dev: u64) -> io::Result<Vec<Entry>> {
+        let mut entries = read_dir_sorted(dir, |p, n| self.excludes.excluded(p, n))?;
+        let tag = |e: &Entry| {
+            self.if_present.contains(&e.name)
+                || (self.exclude_caches && e.name == CACHEDIR_TAG && is_cache_tag(e))
+        };
+        if (self.exclude_caches || !self.if_present.is_empty()) && entries.iter().any(tag) {
+            entries.retain(tag);
+        }
+        entries.retain(|e| {
+            let Ok(md) = &e.md else { return true };
+            let large = self
+                .larger_than
+                .is_some_and(|l| md.is_file() && md.len() > l);
+            let elsewhere = self.one_file_system && !md.is_dir() && md.dev() != dev;
+            !(large || elsewhere)
+        });
+        Ok(entries)
+    }
+
+    /// Whether an entry (metadata `md`) of a directory on device `dev` is a mount
+    /// point not to be entered.
+    pub fn mount_point(&self, md: &Metadata, dev: u64) -> bool {
+        self.one_file_system && md.is_dir() && md.dev() != dev
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -175,6 +295,57 @@ mod tests {
         assert!(x.excluded(Path::new("/srv/cache/x/y"), OsStr::new("y")));
         assert!(!x.excluded(Path::new("/srv/data/y"), OsStr::new("y")));
         assert!(Excludes::new(&["a[".into()]).is_err());
+    }
+
+    #[test]
+    fn a_relative_path_pattern_is_anchored_at_the_working_directory() {
+        let cwd = std::env::current_dir().unwrap();
+        let x = Excludes::new(&["build/*.o".into(), "./a/../c/**".into(), "*/tmp".into()]).unwrap();
+        let at = |p: &str| x.excluded(&cwd.join(p), OsStr::new("n"));
+        assert!(at("build/x.o") && at("c/d/e") && at("z/tmp"));
+        assert!(!at("a/c/d") && !at("other/build/x.o"));
+        assert!(!x.excluded(Path::new("/build/x.o"), OsStr::new("x.o")));
+    }
+
+    #[test]
+    fn list_lines_skip_blanks_and_comments() {
+        let got: Vec<&str> = list_lines("# c\n\n  *.log \n\t\n/a b\n").collect();
+        assert_eq!(got, ["*.log", "/a b"]);
+    }
+
+    #[test]
+    fn selection_keeps_tags_and_drops_large_files() {
+        let d = tempfile::tempdir().unwrap();
+        let dev = std::fs::metadata(d.path()).unwrap().dev();
+        std::fs::write(d.path().join("big"), [0u8; 101]).unwrap();
+        std::fs::write(d.path().join("small"), [0u8; 100]).unwrap();
+        let names = |s: &Selection| -> Vec<String> {
+            s.list(d.path(), dev)
+                .unwrap()
+                .into_iter()
+                .map(|e| e.name.to_string_lossy().into_owned())
+                .collect()
+        };
+        let sel = Selection {
+            larger_than: Some(100),
+            exclude_caches: true,
+            ..Default::default()
+        };
+        assert_eq!(names(&sel), ["small"]);
+        // A tag with only part of the signature is no tag.
+        std::fs::write(d.path().join("CACHEDIR.TAG"), &CACHEDIR_SIGNATURE[..42]).unwrap();
+        assert_eq!(names(&sel), ["CACHEDIR.TAG", "small"]);
+        std::fs::write(d.path().join("CACHEDIR.TAG"), CACHEDIR_SIGNATURE).unwrap();
+        assert_eq!(names(&sel), ["CACHEDIR.TAG"]);
+        let marker = Selection {
+            if_present: vec!["small".into()],
+            ..Default::default()
+        };
+        assert_eq!(names(&marker), ["small"]);
+        assert_eq!(
+            names(&Selection::default()),
+            ["CACHEDIR.TAG", "big", "small"]
+        );
     }
 
     #[test]

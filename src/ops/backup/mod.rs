@@ -13,7 +13,12 @@
 //! not change only hashing is done.
 //!
 //! Per-file problems (unreadable, vanished) are warnings; any repository error or a
-//! failing command aborts the run before the snapshot record is written.
+//! failing command aborts the run before the snapshot record is written. Entries the
+//! options leave out ([`sfs::Selection`]) are neither stored nor warned about.
+//!
+//! [`dry_run`] does all of it but store: the saver deduplicates and compresses as
+//! usual and counts what it would add, and no pack, index file or snapshot is
+//! written.
 
 use std::collections::HashMap;
 use std::io::{self, Read};
@@ -37,7 +42,7 @@ mod walk;
 pub use archive::check_archive;
 pub use archive::time_from_name;
 
-use crate::error::{IoContext, Result, SourceError, Usage};
+use crate::error::{Error, IoContext, Result, SourceError, Usage};
 use crate::format::chunker::{
     Batch, ChunkParams, HintSource, Hints, Known, LenFn, Profile, StreamChunker,
 };
@@ -76,6 +81,20 @@ pub struct BackupOptions {
     pub time: Option<chrono::DateTime<Utc>>,
     /// Exclude patterns.
     pub excludes: Vec<String>,
+    /// Files of exclude patterns, one a line (blank lines and `#` comments ignored).
+    pub exclude_files: Vec<PathBuf>,
+    /// Files listing more paths to back up, one a line (as `exclude_files`).
+    pub files_from: Vec<PathBuf>,
+    /// Do not cross mount points (see [`sfs::Selection::one_file_system`]).
+    pub one_file_system: bool,
+    /// Leave out the contents of directories tagged by a valid `CACHEDIR.TAG`, but the
+    /// tag itself.
+    pub exclude_caches: bool,
+    /// Leave out the contents of directories holding an entry of one of these names,
+    /// but that entry.
+    pub exclude_if_present: Vec<String>,
+    /// Leave out regular files larger than this many bytes.
+    pub exclude_larger_than: Option<u64>,
     /// Tags of the snapshot.
     pub tags: Vec<String>,
     /// Host name to record (default: this machine's).
@@ -102,6 +121,12 @@ impl Default for BackupOptions {
             archive: None,
             time: None,
             excludes: Vec::new(),
+            exclude_files: Vec::new(),
+            files_from: Vec::new(),
+            one_file_system: false,
+            exclude_caches: false,
+            exclude_if_present: Vec::new(),
+            exclude_larger_than: None,
             tags: Vec::new(),
             host: None,
             compression: None,
@@ -122,6 +147,17 @@ pub struct BackupOutcome {
     pub warnings: Vec<String>,
 }
 
+/// What a [`dry_run`] found: the summary the snapshot would have (`blobs_added` and
+/// the bytes added are what the repository lacks, before encryption), and the
+/// warnings.
+#[derive(Debug)]
+pub struct DryRun {
+    /// What would be read and added.
+    pub summary: Summary,
+    /// Entries that would be left out, with the reason.
+    pub warnings: Vec<String>,
+}
+
 /// Splits a name given for a stream (`db/ngw.dump`) into safe components.
 pub fn stream_components(name: &str) -> Result<Vec<Vec<u8>>> {
     match split_path(name) {
@@ -136,8 +172,12 @@ pub fn stream_components(name: &str) -> Result<Vec<Vec<u8>>> {
 impl BackupOptions {
     /// Whether anything is to be backed up.
     pub fn has_source(&self) -> bool {
-        !(self.paths.is_empty()
-            && self.stdin_name.is_none()
+        !(self.paths.is_empty() && self.files_from.is_empty()) || self.has_stream()
+    }
+
+    /// Whether anything but paths is to be backed up.
+    fn has_stream(&self) -> bool {
+        !(self.stdin_name.is_none()
             && self.commands.is_empty()
             && self.command_dirs.is_empty()
             && self.pg.is_empty()
@@ -155,6 +195,67 @@ pub fn backup(
     stdin: Option<&mut (dyn Read + Send)>,
     progress: &dyn Progress,
 ) -> Result<BackupOutcome> {
+    let done = run(repo, opts, stdin, progress, false)?;
+    let snapshot = Snapshot {
+        version: snapshot::VERSION,
+        time: done.time,
+        host: done.host,
+        user: crate::host::user_name(),
+        tags: opts.tags.clone(),
+        sources: done.sources,
+        tree: done
+            .tree
+            .ok_or_else(|| Error::internal("a backup without a tree", None))?,
+        parent: done.parent,
+        original: None,
+        summary: done.summary,
+        program: format!("snap {}", env!("CARGO_PKG_VERSION")),
+    };
+    done.lock.check()?;
+    let id = repo.save_snapshot(&snapshot)?;
+    Ok(BackupOutcome {
+        id,
+        snapshot,
+        warnings: done.warnings,
+    })
+}
+
+/// Reads what [`backup`] would read, and writes nothing to the repository: see the
+/// module docs.
+pub fn dry_run(
+    repo: &Repository,
+    opts: &BackupOptions,
+    stdin: Option<&mut (dyn Read + Send)>,
+    progress: &dyn Progress,
+) -> Result<DryRun> {
+    let done = run(repo, opts, stdin, progress, true)?;
+    Ok(DryRun {
+        summary: done.summary,
+        warnings: done.warnings,
+    })
+}
+
+/// What a run read and stored, before its snapshot record is written.
+struct Done {
+    time: chrono::DateTime<Utc>,
+    host: String,
+    sources: Vec<Source>,
+    /// The snapshot's tree (`None` in a dry run, which leaves the sources unjoined).
+    tree: Option<TreeId>,
+    parent: Option<SnapshotId>,
+    summary: Summary,
+    warnings: Vec<String>,
+    lock: crate::repo::Lock,
+}
+
+/// A backup up to its snapshot record; with `dry`, storing nothing.
+fn run(
+    repo: &Repository,
+    opts: &BackupOptions,
+    stdin: Option<&mut (dyn Read + Send)>,
+    progress: &dyn Progress,
+    dry: bool,
+) -> Result<Done> {
     let started = Instant::now();
     let time = opts.time.unwrap_or_else(Utc::now);
     if !opts.has_source() {
@@ -163,18 +264,24 @@ pub fn backup(
     if opts.archive.is_some() && opts.ngw.is_some() {
         return Err(Usage::NgwWithArchive.into());
     }
-    // Parsed before anything runs: a bad DSN or a mistyped path fails the backup at
-    // once.
+    // Parsed and read before anything runs: a bad DSN, a mistyped path or a missing
+    // list fails the backup at once.
     let dbs = Databases::parse(opts)?;
+    let select = selection(opts)?;
     let (mut sources, placed, ngw_config) = place_sources(opts)?;
+    if placed.is_empty() && !opts.has_stream() {
+        return Err(Usage::NothingToBackUp.into());
+    }
     let lock = repo.lock(false, "backup")?;
-    let resumed = repo.resume_interrupted()?;
-    if resumed.packs > 0 {
-        log::info!(
-            "reusing {} packs ({} bytes) that an interrupted run on this client made durable",
-            resumed.packs,
-            resumed.bytes
-        );
+    if !dry {
+        let resumed = repo.resume_interrupted()?;
+        if resumed.packs > 0 {
+            log::info!(
+                "reusing {} packs ({} bytes) that an interrupted run on this client made durable",
+                resumed.packs,
+                resumed.bytes
+            );
+        }
     }
     let host = opts.host.clone().unwrap_or_else(hostname);
     let earlier = repo.snapshots()?;
@@ -195,11 +302,12 @@ pub fn backup(
             bases.entry(name.to_string()).or_insert(s.tree);
         }
     }
+    let saver = repo.saver(opts.compression.unwrap_or(repo.config().compression_level))?;
     let run = Run {
         repo,
         stream_params: repo.params(opts.stream_profile),
-        saver: repo.saver(opts.compression.unwrap_or(repo.config().compression_level))?,
-        excludes: sfs::Excludes::new(&opts.excludes)?,
+        saver: if dry { saver.dry_run() } else { saver },
+        select,
         files_params: repo.params(Profile::Files),
         progress,
         counts: Counts::default(),
@@ -231,10 +339,17 @@ pub fn backup(
     );
     let (mut root, stream_sources) = streamed?;
     sources.extend(stream_sources);
-    run.graft(&mut root, &placed, walked?)?;
-
-    let tree = run.save_vdir(root, now)?;
-    run.saver.flush()?;
+    let walked = walked?;
+    // Joining reads trees back (a backup of `/`): a dry run, having stored none, stops
+    // before, and misses only the few bytes of the directories above the sources.
+    let tree = if dry {
+        None
+    } else {
+        run.graft(&mut root, &placed, walked)?;
+        let tree = run.save_vdir(root, now)?;
+        run.saver.flush()?;
+        Some(tree)
+    };
     let added = run.saver.added();
     let c = &run.counts;
     let warnings = run
@@ -242,37 +357,43 @@ pub fn backup(
         .into_inner()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
     let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
-    let snapshot = Snapshot {
-        version: snapshot::VERSION,
+    let summary = Summary {
+        files: load(&c.files),
+        dirs: load(&c.dirs),
+        others: load(&c.others),
+        files_read: load(&c.files_read),
+        bytes_total: load(&c.bytes_total),
+        bytes_read: load(&c.bytes_read),
+        blobs_added: added.blobs,
+        bytes_added_raw: added.raw,
+        bytes_added: added.stored,
+        warnings: warnings.len() as u64,
+        duration: started.elapsed().as_secs_f64(),
+    };
+    Ok(Done {
         time,
         host,
-        user: crate::host::user_name(),
-        tags: opts.tags.clone(),
         sources,
         tree,
         parent: parent.map(|(id, _)| id),
-        original: None,
-        summary: Summary {
-            files: load(&c.files),
-            dirs: load(&c.dirs),
-            others: load(&c.others),
-            files_read: load(&c.files_read),
-            bytes_total: load(&c.bytes_total),
-            bytes_read: load(&c.bytes_read),
-            blobs_added: added.blobs,
-            bytes_added_raw: added.raw,
-            bytes_added: added.stored,
-            warnings: warnings.len() as u64,
-            duration: started.elapsed().as_secs_f64(),
-        },
-        program: format!("snap {}", env!("CARGO_PKG_VERSION")),
-    };
-    lock.check()?;
-    let id = repo.save_snapshot(&snapshot)?;
-    Ok(BackupOutcome {
-        id,
-        snapshot,
+        summary,
         warnings,
+        lock,
+    })
+}
+
+/// What a backup leaves out, its lists read.
+fn selection(opts: &BackupOptions) -> Result<sfs::Selection> {
+    let mut patterns = opts.excludes.clone();
+    for f in &opts.exclude_files {
+        patterns.extend(sfs::read_list("--exclude-file", f)?);
+    }
+    Ok(sfs::Selection {
+        excludes: sfs::Excludes::new(&patterns)?,
+        one_file_system: opts.one_file_system,
+        exclude_caches: opts.exclude_caches,
+        if_present: opts.exclude_if_present.iter().map(Into::into).collect(),
+        larger_than: opts.exclude_larger_than,
     })
 }
 
@@ -292,8 +413,16 @@ fn place_sources(
 )> {
     let mut sources = Vec::new();
     let mut placed: Vec<Placed> = Vec::new();
-    for p in &opts.paths {
-        let abs = normalize(&std::path::absolute(p).at(p)?);
+    let mut paths = opts.paths.clone();
+    for f in &opts.files_from {
+        paths.extend(
+            sfs::read_list("--files-from", f)?
+                .into_iter()
+                .map(PathBuf::from),
+        );
+    }
+    for p in &paths {
+        let abs = sfs::normalize(&std::path::absolute(p).at(p)?);
         // Before any dump runs: a mistyped path fails at once.
         if let Err(source) = std::fs::symlink_metadata(&abs) {
             return Err(SourceError::Missing { path: abs, source }.into());
@@ -360,21 +489,6 @@ pub fn archive_id(path: &Path) -> Result<Id> {
     Ok(Id::from(h.finalize()))
 }
 
-/// Resolves `.` and `..` lexically (as restic does), so `../../x` is stored where it is.
-fn normalize(p: &Path) -> PathBuf {
-    let mut out = PathBuf::new();
-    for c in p.components() {
-        match c {
-            std::path::Component::ParentDir => {
-                out.pop();
-            }
-            std::path::Component::CurDir => {}
-            other => out.push(other),
-        }
-    }
-    out
-}
-
 /// The latest of `earlier` (oldest first) made on `host` with exactly the same path
 /// sources.
 fn find_parent(
@@ -415,7 +529,7 @@ struct Run<'r> {
     /// Chunking of standard input and command output.
     stream_params: ChunkParams,
     saver: Saver<'r>,
-    excludes: sfs::Excludes,
+    select: sfs::Selection,
     files_params: ChunkParams,
     progress: &'r dyn Progress,
     counts: Counts,

@@ -193,6 +193,18 @@ impl Run<'_> {
         }))
     }
 
+    /// A directory of another file system, not entered (`--one-file-system`): stored
+    /// empty, so that a restore recreates the mount point.
+    fn mount_point(&self, name: Vec<u8>, meta: Meta) -> Result<Option<Node>> {
+        let id = self.saver.save_tree(&Tree { nodes: Vec::new() })?;
+        add(&self.counts.dirs, 1);
+        Ok(Some(Node {
+            name,
+            kind: NodeKind::Dir(id),
+            meta,
+        }))
+    }
+
     pub(super) fn dir(
         &self,
         path: &Path,
@@ -200,7 +212,7 @@ impl Run<'_> {
         meta: Meta,
         prev: Option<&Node>,
     ) -> Result<Option<Node>> {
-        let entries = match sfs::read_dir_sorted(path, |p, n| self.excludes.excluded(p, n)) {
+        let entries = match self.select.list(path, meta.dev) {
             Ok(e) => e,
             Err(e) => {
                 self.warn(format!("{}: {e}", path.display()));
@@ -233,6 +245,9 @@ impl Run<'_> {
                         return Ok(None);
                     }
                 };
+                if self.select.mount_point(&md, meta.dev) {
+                    return self.mount_point(e.name.into_vec(), sfs::meta_of(&md));
+                }
                 let prev = prev_tree
                     .as_ref()
                     .and_then(|(_, t)| t.get(e.name.as_bytes()));
