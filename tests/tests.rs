@@ -6,6 +6,7 @@ mod golden;
 mod interrupt;
 mod maintenance;
 mod offsite;
+mod restore_modes;
 mod util;
 
 use std::ffi::OsStr;

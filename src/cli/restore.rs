@@ -4,11 +4,11 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{bail, Result};
+use snap::error::{Error, Refusal, Usage};
 use snap::format::id::SnapshotId;
 use snap::format::snapshot::Snapshot;
 use snap::ops::restore::db::{restore_pg, restore_pg_all, restore_pipe};
 use snap::ops::restore::ngw::{restore_instance, Migrations};
-use snap::error::{Error, Refusal, Usage};
 use snap::ops::restore::{plan_restore, Overwrite, RestoreOptions};
 use snap::repo::Repository;
 use snap::source::ngw::NgwConfig;
@@ -197,7 +197,7 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
     }
     if !out.mismatches.is_empty() {
         bail!(
-            "{} of snapshot {} do not match the snapshot when read back (listed above): they were changed or damaged after they were written to {}",
+            "verification failed for {} of snapshot {} (listed above): read back from {}, they do not hold the snapshot's content",
             count(out.mismatches.len(), "restored file"),
             id.short(),
             target.display()

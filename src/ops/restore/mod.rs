@@ -682,7 +682,9 @@ impl Restorer<'_> {
         Ok(match self.plan.overwrite {
             Overwrite::Always => Place::Replace,
             Overwrite::Never => Place::Keep,
-            Overwrite::IfNewer if (md.mtime(), md.mtime_nsec()) < (m.mtime.sec, m.mtime.nsec.into()) => {
+            Overwrite::IfNewer
+                if (md.mtime(), md.mtime_nsec()) < (m.mtime.sec, m.mtime.nsec.into()) =>
+            {
                 Place::Replace
             }
             Overwrite::IfNewer => Place::Keep,
@@ -1031,6 +1033,71 @@ mod tests {
             "the blob in the missing pack is reported as damaged: {source:?}"
         );
         assert!(!target.join("db/dump.sql").exists());
+    }
+
+    /// The content of `db/dump.sql` in `snap`.
+    fn stream_content(repo: &Repository, snap: &Snapshot) -> Content {
+        let at = [b"db".to_vec(), b"dump.sql".to_vec()];
+        match repo.find_node(&snap.tree, &at).unwrap() {
+            Some(Node {
+                kind: NodeKind::File(content),
+                ..
+            }) => content,
+            other => panic!("no stream in the snapshot: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_verifier_finds_an_altered_byte_a_short_file_and_a_symlink() {
+        let dir = tempfile::tempdir().unwrap();
+        // Several chunks, so that the change is found in a later one.
+        let data: Vec<u8> = (0..8u32 << 20)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+            .collect();
+        let (repo, snap) = one_stream(dir.path(), &data);
+        let content = stream_content(&repo, &snap);
+        assert!(repo.chunk_ids(&content).count() > 1, "a file of several chunks");
+        let size = data.len() as u64;
+        let f = dir.path().join("f");
+        fs::write(&f, &data).unwrap();
+        assert_eq!(verify_file(&repo, &content, size, &f).unwrap(), None);
+
+        let mut altered = data.clone();
+        altered[6 << 20] ^= 1;
+        fs::write(&f, &altered).unwrap();
+        let Some(detail) = verify_file(&repo, &content, size, &f).unwrap() else {
+            panic!("an altered byte went unnoticed");
+        };
+        assert!(detail.contains("differ from chunk"), "{detail}");
+        assert!(!detail.starts_with("bytes 0.."), "found in its own chunk: {detail}");
+
+        fs::write(&f, &data[..data.len() - 1]).unwrap();
+        let detail = verify_file(&repo, &content, size, &f).unwrap().unwrap();
+        assert!(detail.contains(&format!("the snapshot's {size}")), "{detail}");
+
+        let link = dir.path().join("link");
+        fs::write(&f, &data).unwrap();
+        std::os::unix::fs::symlink(&f, &link).unwrap();
+        assert!(
+            verify_file(&repo, &content, size, &link).is_err(),
+            "a symlink is not followed"
+        );
+    }
+
+    #[test]
+    fn an_include_not_in_the_snapshot_is_a_usage_error_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let (repo, snap) = one_stream(dir.path(), b"rows");
+        let opts = RestoreOptions {
+            target: dir.path().join("out"),
+            include: vec!["db/nothing".into()],
+            ..Default::default()
+        };
+        match plan_restore(&repo, &snap, &opts) {
+            Err(Error::Usage(Usage::IncludeNotFound { path })) => assert_eq!(path, "db/nothing"),
+            Err(e) => panic!("expected IncludeNotFound, got {e:?}"),
+            Ok(_) => panic!("expected IncludeNotFound, got a plan"),
+        }
     }
 
     #[test]
