@@ -220,19 +220,20 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
         });
         outln!("{}", serde_json::to_string_pretty(&v)?);
     } else if !ctx.quiet {
-        let mut extra = String::new();
+        let mut extra = Vec::new();
         if out.replaced > 0 {
-            extra += &format!(", {} replaced", out.replaced);
+            extra.push(format!("{} replaced", out.replaced));
         }
         if out.skipped > 0 {
-            extra += &format!(", {} already there left in place", out.skipped);
+            extra.push(format!("{} already there left in place", out.skipped));
         }
         if a.delete {
-            extra += &format!(", {} deleted", count(out.deleted, "path"));
+            extra.push(format!("{} deleted", count(out.deleted, "path")));
         }
         if a.verify {
-            extra += &format!(", {} verified", count(out.verified, "file"));
+            extra.push(format!("{} verified", count(out.verified, "file")));
         }
+        let extra: String = extra.iter().map(|e| format!(", {e}")).collect();
         outln!(
             "restored snapshot {} to {}: {} files, {} dirs, {}{extra} in {:.1} s",
             id.short(),

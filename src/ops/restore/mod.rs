@@ -679,18 +679,20 @@ impl Restorer<'_> {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Place::Free),
             Err(e) => return Err(e).at(dest),
         };
-        Ok(match self.plan.overwrite {
-            Overwrite::Always => Place::Replace,
-            Overwrite::Never => Place::Keep,
-            Overwrite::IfNewer
-                if (md.mtime(), md.mtime_nsec()) < (m.mtime.sec, m.mtime.nsec.into()) =>
-            {
-                Place::Replace
+        let replace = match self.plan.overwrite {
+            Overwrite::Always => true,
+            Overwrite::Never => false,
+            Overwrite::IfNewer => {
+                (md.mtime(), md.mtime_nsec()) < (m.mtime.sec, m.mtime.nsec.into())
             }
-            Overwrite::IfNewer => Place::Keep,
-            Overwrite::IfChanged if same(&md)? => Place::Matches,
-            Overwrite::IfChanged => Place::Replace,
-        })
+            Overwrite::IfChanged => {
+                if same(&md)? {
+                    return Ok(Place::Matches);
+                }
+                true
+            }
+        };
+        Ok(if replace { Place::Replace } else { Place::Keep })
     }
 
     /// A directory at `dest`, where an entry that is not one goes: removed with
@@ -1052,11 +1054,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         // Several chunks, so that the change is found in a later one.
         let data: Vec<u8> = (0..8u32 << 20)
-            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13).to_le_bytes()[0])
             .collect();
         let (repo, snap) = one_stream(dir.path(), &data);
         let content = stream_content(&repo, &snap);
-        assert!(repo.chunk_ids(&content).count() > 1, "a file of several chunks");
+        assert!(
+            repo.chunk_ids(&content).count() > 1,
+            "a file of several chunks"
+        );
         let size = data.len() as u64;
         let f = dir.path().join("f");
         fs::write(&f, &data).unwrap();
@@ -1069,11 +1074,17 @@ mod tests {
             panic!("an altered byte went unnoticed");
         };
         assert!(detail.contains("differ from chunk"), "{detail}");
-        assert!(!detail.starts_with("bytes 0.."), "found in its own chunk: {detail}");
+        assert!(
+            !detail.starts_with("bytes 0.."),
+            "found in its own chunk: {detail}"
+        );
 
         fs::write(&f, &data[..data.len() - 1]).unwrap();
         let detail = verify_file(&repo, &content, size, &f).unwrap().unwrap();
-        assert!(detail.contains(&format!("the snapshot's {size}")), "{detail}");
+        assert!(
+            detail.contains(&format!("the snapshot's {size}")),
+            "{detail}"
+        );
 
         let link = dir.path().join("link");
         fs::write(&f, &data).unwrap();
