@@ -161,6 +161,13 @@ pub enum Error {
         /// Why the content could not be read (damage, a failed read or write).
         source: Box<Error>,
     },
+    /// A restored file, read back (`restore --verify`), does not hold the snapshot's
+    /// content.
+    #[error("the restored file does not match the snapshot: {detail}")]
+    NotVerified {
+        /// Where it differs.
+        detail: String,
+    },
     /// The operating system gave no random bytes.
     #[error("no randomness: {0}")]
     NoRandomness(#[source] getrandom::Error),
@@ -224,6 +231,14 @@ pub enum Usage {
     SnapshotName {
         /// The name given.
         name: String,
+    },
+    /// A restore `--include` path the snapshot does not have.
+    #[error(
+        "--include {path:?} is not in the snapshot (paths inside a snapshot are absolute, as they were backed up)"
+    )]
+    IncludeNotFound {
+        /// The path given.
+        path: String,
     },
     /// A path inside a snapshot holds `.` or `..`.
     #[error("{path:?}: paths inside a snapshot may not contain . or ..")]
@@ -398,6 +413,14 @@ pub enum Refusal {
     WouldReplaceNonDir {
         /// What is in the way.
         path: PathBuf,
+    },
+    /// `restore --delete` into a directory it must not empty.
+    #[error("restore --delete into {}: {why}; nothing was restored or deleted", target.display())]
+    DeleteTarget {
+        /// The target given.
+        target: PathBuf,
+        /// Why it is refused, and how to go ahead where that is possible.
+        why: String,
     },
     /// A restored entry would replace a directory.
     #[error("{}: is a directory; not replaced", path.display())]

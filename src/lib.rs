@@ -41,7 +41,7 @@
 //! let done = backup::backup(&repo, &opts, None, &NoProgress)?;
 //!
 //! let target = dir.path().join("restored");
-//! let ropts = restore::RestoreOptions { target: target.clone(), include: vec![] };
+//! let ropts = restore::RestoreOptions { target: target.clone(), ..Default::default() };
 //! let plan = restore::plan_restore(&repo, &done.snapshot, &ropts)?;
 //! assert_eq!(plan.tally()?.files, 1);
 //! let out = plan.execute(&NoProgress)?;

@@ -543,7 +543,7 @@ fn cut_and_check(op: &Op, base: &Base, v: Variant) {
         remove_dir(&target);
         let opts = RestoreOptions {
             target: target.clone(),
-            include: vec![],
+            ..Default::default()
         };
         let out = plan_restore(&repo, s, &opts)
             .and_then(|p| p.execute(&NoProgress))

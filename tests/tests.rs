@@ -9,6 +9,7 @@ mod interrupt;
 mod maintenance;
 mod offsite;
 mod output;
+mod restore_modes;
 mod util;
 
 use std::ffi::OsStr;

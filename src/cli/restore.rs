@@ -4,16 +4,17 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{bail, Result};
+use snap::error::{Error, Refusal, Usage};
 use snap::format::id::SnapshotId;
 use snap::format::snapshot::Snapshot;
 use snap::ops::restore::db::{restore_pg, restore_pg_all, restore_pipe};
 use snap::ops::restore::ngw::{restore_instance, Migrations};
-use snap::ops::restore::{plan_restore, RestoreOptions};
+use snap::ops::restore::{plan_restore, Overwrite, RestoreOptions};
 use snap::repo::Repository;
 use snap::source::ngw::NgwConfig;
 use snap::source::pg::Dsn;
 
-use super::{human, ngw_config, print_list, progress_for, Bar, Ctx};
+use super::{count, human, ngw_config, print_list, progress_for, Bar, Ctx};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -42,18 +43,72 @@ pub struct Args {
     /// config.ini: its database and file storage [default: $NEXTGISWEB_CONFIG]
     #[arg(long, value_name = "CONFIG", num_args = 0..=1, conflicts_with_all = ["target", "include"])]
     ngw: Option<Option<PathBuf>>,
-    /// With --ngw, --pg or --pg-all: restore over what the database already has
+    /// With --ngw, --pg or --pg-all: restore over what the database already has;
+    /// with --delete: allow your home directory as target
     #[arg(long)]
     yes: bool,
-    /// Restore only this path of the snapshot (repeatable)
+    /// Restore only this path of the snapshot (repeatable; absolute as backed up,
+    /// `snap ls SNAPSHOT` shows them)
     #[arg(long, value_name = "PATH")]
     include: Vec<String>,
+    /// Leave out entries matching this glob (repeatable; with a / it matches the path
+    /// inside the snapshot, else the name)
+    #[arg(long, value_name = "GLOB", conflicts_with_all = ["ngw", "pg", "pg_all", "pipe"])]
+    exclude: Vec<String>,
+    /// What to do with an entry already in the target: replace it (always), unless it
+    /// holds the snapshot's content already (if-changed: same size and mtime, or same
+    /// chunks), only when it is older than the snapshot's (if-newer), or keep it (never)
+    #[arg(long, value_enum, default_value_t = OverwriteArg::Always, conflicts_with_all = ["ngw", "pg", "pg_all", "pipe"])]
+    overwrite: OverwriteArg,
+    /// Make the target match the snapshot: remove what the restored directories hold
+    /// and the snapshot does not (entries matching --exclude are kept; symlinks are
+    /// removed as links, never followed); refused for / and, without --yes, for $HOME
+    #[arg(long, conflicts_with_all = ["ngw", "pg", "pg_all", "pipe"])]
+    delete: bool,
+    /// After restoring, read every restored file back and check each chunk against the
+    /// snapshot; a file that differs is an error naming it
+    #[arg(long, conflicts_with_all = ["ngw", "pg", "pg_all", "pipe", "dry_run"])]
+    verify: bool,
     /// Show what would be written (files, directories, bytes), write nothing
     #[arg(long, short = 'n', conflicts_with_all = ["ngw", "pg", "pg_all", "pipe"])]
     dry_run: bool,
     /// Print the result as JSON
     #[arg(long)]
     json: bool,
+}
+
+/// `--overwrite` values, as restic spells them.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum OverwriteArg {
+    Always,
+    IfChanged,
+    IfNewer,
+    Never,
+}
+
+impl From<OverwriteArg> for Overwrite {
+    fn from(o: OverwriteArg) -> Overwrite {
+        match o {
+            OverwriteArg::Always => Overwrite::Always,
+            OverwriteArg::IfChanged => Overwrite::IfChanged,
+            OverwriteArg::IfNewer => Overwrite::IfNewer,
+            OverwriteArg::Never => Overwrite::Never,
+        }
+    }
+}
+
+/// Refuses `--delete` into the home directory without `--yes` (the library refuses
+/// the root itself).
+fn check_delete_target(target: &Path, yes: bool) -> Result<()> {
+    let home = std::env::var_os("HOME").and_then(|h| std::fs::canonicalize(h).ok());
+    if !yes && home.is_some() && std::fs::canonicalize(target).ok() == home {
+        return Err(Error::from(Refusal::DeleteTarget {
+            target: target.to_path_buf(),
+            why: "it is your home directory; add --yes if it is meant".into(),
+        })
+        .into());
+    }
+    Ok(())
 }
 
 pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
@@ -69,11 +124,23 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
     }
     let started = Instant::now();
     let target = a.target.expect("clap requires --target without --ngw");
+    if a.delete {
+        check_delete_target(&target, a.yes)?;
+    }
     let opts = RestoreOptions {
         target: target.clone(),
         include: a.include,
+        exclude: a.exclude,
+        overwrite: a.overwrite.into(),
+        delete: a.delete,
+        verify: a.verify,
     };
-    let plan = plan_restore(&repo, &snap, &opts)?;
+    let plan = plan_restore(&repo, &snap, &opts).map_err(|e| match e {
+        Error::Usage(Usage::IncludeNotFound { .. } | Usage::SnapshotPath { .. }) => {
+            anyhow::anyhow!("{e}; `snap ls {}` shows the paths inside", id.short())
+        }
+        e => e.into(),
+    })?;
     if a.dry_run {
         let tally = plan.tally()?;
         if a.json {
@@ -84,12 +151,18 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
                 "dirs": tally.dirs,
                 "others": tally.others,
                 "bytes": tally.bytes,
+                "deletes": tally.deletes,
                 "dry_run": true,
             });
             outln!("{}", serde_json::to_string_pretty(&v)?);
         } else {
+            let deletes = if a.delete {
+                format!(", would delete {}", count(tally.deletes, "path"))
+            } else {
+                String::new()
+            };
             outln!(
-                "would restore snapshot {} to {}: {} files, {} dirs, {} other entries, {}; dry run, nothing written",
+                "would restore snapshot {} to {}: {} files, {} dirs, {} other entries, {}{deletes}; dry run, nothing written",
                 id.short(),
                 target.display(),
                 tally.files,
@@ -104,6 +177,10 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
     let out = plan.execute(progress_for(bar.as_ref()))?;
     drop(bar);
     print_list("not restored", &out.warnings);
+    if !out.mismatches.is_empty() {
+        let errs: Vec<String> = out.mismatches.iter().map(ToString::to_string).collect();
+        print_list("FAILED verification", &errs);
+    }
     if !out.errors.is_empty() {
         let errs: Vec<String> = out
             .errors
@@ -118,6 +195,14 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
             target.display()
         );
     }
+    if !out.mismatches.is_empty() {
+        bail!(
+            "verification failed for {} of snapshot {} (listed above): read back from {}, they do not hold the snapshot's content",
+            count(out.mismatches.len(), "restored file"),
+            id.short(),
+            target.display()
+        );
+    }
     if a.json {
         let v = serde_json::json!({
             "snapshot": id,
@@ -126,13 +211,31 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
             "dirs": out.dirs,
             "others": out.others,
             "bytes": out.bytes,
+            "replaced": out.replaced,
+            "skipped": out.skipped,
+            "deleted": out.deleted,
+            "verified": a.verify.then_some(out.verified),
             "warnings": out.warnings,
             "seconds": started.elapsed().as_secs_f64(),
         });
         outln!("{}", serde_json::to_string_pretty(&v)?);
     } else if !ctx.quiet {
+        let mut extra = Vec::new();
+        if out.replaced > 0 {
+            extra.push(format!("{} replaced", out.replaced));
+        }
+        if out.skipped > 0 {
+            extra.push(format!("{} already there left in place", out.skipped));
+        }
+        if a.delete {
+            extra.push(format!("{} deleted", count(out.deleted, "path")));
+        }
+        if a.verify {
+            extra.push(format!("{} verified", count(out.verified, "file")));
+        }
+        let extra: String = extra.iter().map(|e| format!(", {e}")).collect();
         outln!(
-            "restored snapshot {} to {}: {} files, {} dirs, {} in {:.1} s",
+            "restored snapshot {} to {}: {} files, {} dirs, {}{extra} in {:.1} s",
             id.short(),
             target.display(),
             out.files,

@@ -3,8 +3,21 @@
 //! Every chunk is verified against its id before a byte is written. Nothing is written
 //! outside the target: tree names are single safe components (checked when trees are
 //! decoded), existing directories are entered only when they are real directories, and
-//! files are opened without following symlinks. A file whose data is damaged is removed
-//! and reported; the rest of the snapshot is still restored.
+//! files are opened without following symlinks. A file's content is written into a
+//! temporary file beside it (`.snap-restore-*`, created exclusively) and renamed into
+//! place once complete, with its metadata: a restore that fails or is killed leaves no
+//! half-written file under a final name, and an existing file stays as it was until its
+//! replacement is whole. A file whose data is damaged is reported; the rest of the
+//! snapshot is still restored.
+//!
+//! What is already in the target is replaced, kept or compared as [`Overwrite`] says.
+//! With [`RestoreOptions::delete`], entries of the restored directories that the
+//! snapshot does not have (and no `--exclude` pattern keeps) are removed: symlinks as
+//! links, directories with `remove_dir_all`, which never follows a symlink; only
+//! directories the restore itself entered (real directories inside the target) are
+//! cleaned, and the file system root is refused as target. With
+//! [`RestoreOptions::verify`], every file written (or kept as matching) is read back at
+//! the end and each chunk's bytes hashed as the repository names them.
 
 pub mod db;
 pub mod ngw;
@@ -12,8 +25,9 @@ pub mod ngw;
 use std::collections::{HashMap, HashSet};
 use std::ffi::OsStr;
 use std::fs::{self, File};
+use std::io::Read;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{FileExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
@@ -27,6 +41,24 @@ use crate::format::tree::{split_path, Content, Meta, Node, NodeKind};
 use crate::locked;
 use crate::progress::Progress;
 use crate::repo::{Lock, Repository};
+use crate::source::fs::Excludes;
+
+/// What a restore does with an entry that is already at a restored entry's place (as
+/// restic's `--overwrite`). Directories are always merged into.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Overwrite {
+    /// Replace it.
+    #[default]
+    Always,
+    /// Replace it unless it already holds the snapshot's content: a file of the same
+    /// size and mtime is taken as unchanged, one of the same size and another mtime is
+    /// compared chunk by chunk; a kept entry gets the snapshot's metadata.
+    IfChanged,
+    /// Replace it only when its mtime is older than the snapshot entry's.
+    IfNewer,
+    /// Keep it.
+    Never,
+}
 
 /// What to restore and where.
 #[derive(Clone, Debug, Default)]
@@ -35,6 +67,15 @@ pub struct RestoreOptions {
     pub target: PathBuf,
     /// Only these paths of the snapshot (all when empty).
     pub include: Vec<String>,
+    /// Leave out entries matching these globs (as backup's `--exclude`: with a `/` the
+    /// pattern matches the path inside the snapshot, else the name).
+    pub exclude: Vec<String>,
+    /// What to do with entries already in the target.
+    pub overwrite: Overwrite,
+    /// Remove what the restored directories hold and the snapshot does not.
+    pub delete: bool,
+    /// Read every restored file back and compare it with the snapshot.
+    pub verify: bool,
 }
 
 /// What a restore did.
@@ -48,10 +89,21 @@ pub struct RestoreOutcome {
     pub others: u64,
     /// Bytes of file content.
     pub bytes: u64,
+    /// Entries that replaced one already in the target.
+    pub replaced: u64,
+    /// Entries already in the target that were left in place (`--overwrite`).
+    pub skipped: u64,
+    /// Entries removed from the target (`--delete`; a directory counts once).
+    pub deleted: u64,
+    /// Files read back and found to match (`--verify`).
+    pub verified: u64,
     /// Entries not restored for a harmless reason (sockets, devices without root).
     pub warnings: Vec<String>,
     /// Entries that failed, each an [`Error::Entry`] naming it.
     pub errors: Vec<Error>,
+    /// Restored files that do not match the snapshot when read back (`--verify`), each
+    /// an [`Error::Entry`] naming it.
+    pub mismatches: Vec<Error>,
 }
 
 /// Splits a path inside a snapshot (`/srv/ngw`, `db/x.sql`) into safe components.
@@ -103,6 +155,10 @@ pub struct RestorePlan<'r> {
     repo: &'r Repository,
     _lock: Option<Lock>,
     roots: Vec<Root>,
+    excludes: Excludes,
+    overwrite: Overwrite,
+    delete: bool,
+    verify: bool,
     /// Directory restored into (created if absent).
     pub target: PathBuf,
 }
@@ -120,11 +176,14 @@ pub struct RestoreTally {
     pub bytes: u64,
     /// Sockets, recorded but never restored.
     pub skipped: u64,
+    /// Entries of the target that `--delete` removes (a directory counts once).
+    pub deletes: u64,
 }
 
 /// Plans restoring `snap` as `opts` say: resolves the included paths. Fails, with
-/// nothing written, when the target is not a directory or an included path is not in
-/// the snapshot.
+/// nothing written, when the target is not a directory, an included path is not in the
+/// snapshot, an exclude pattern is not a glob, or `delete` is asked for with the file
+/// system root as target.
 pub fn plan_restore<'r>(
     repo: &'r Repository,
     snap: &Snapshot,
@@ -138,13 +197,23 @@ pub fn plan_restore<'r>(
         }
         .into());
     }
+    if opts.delete && fs::canonicalize(target).is_ok_and(|t| t == Path::new("/")) {
+        return Err(Refusal::DeleteTarget {
+            target: target.clone(),
+            why: "it is the file system root".into(),
+        }
+        .into());
+    }
+    let excludes = Excludes::new(&opts.exclude)?;
     let mut roots = Vec::new();
     if opts.include.is_empty() {
         roots.push(Root::Tree(snap.tree));
     }
     for inc in &opts.include {
         let comps = snapshot_path(inc)?;
-        let node = node_at(repo, snap, inc)?;
+        let node = repo
+            .find_node(&snap.tree, &comps)?
+            .ok_or_else(|| Usage::IncludeNotFound { path: inc.clone() })?;
         roots.push(match (comps.is_empty(), &node.kind) {
             (true, NodeKind::Dir(tree)) => Root::Tree(*tree),
             (true, _) => unreachable!("the root is a directory"),
@@ -159,34 +228,105 @@ pub fn plan_restore<'r>(
         repo,
         _lock: lock,
         roots,
+        excludes,
+        overwrite: opts.overwrite,
+        delete: opts.delete,
+        verify: opts.verify,
         target: target.clone(),
     })
 }
 
+/// `spath/name`: the path inside the snapshot of entry `name` of directory `spath`.
+fn child_spath(spath: &str, name: &[u8]) -> String {
+    format!("{spath}/{}", String::from_utf8_lossy(name))
+}
+
+/// Removes `path` without following it: a directory with everything in it (std's
+/// `remove_dir_all` does not follow symlinks inside), anything else as itself.
+fn remove_entry(path: &Path) -> Result<()> {
+    let md = fs::symlink_metadata(path).at(path)?;
+    if md.is_dir() {
+        fs::remove_dir_all(path).at(path)
+    } else {
+        fs::remove_file(path).at(path)
+    }
+}
+
 impl RestorePlan<'_> {
-    /// Counts what the plan writes, walking its trees (no file content is read): what
-    /// `--dry-run` prints. A restore itself does not need it, and does not pay for it.
+    /// Whether the snapshot entry `name` at `spath` is left out by `--exclude`.
+    fn excluded(&self, spath: &str, name: &[u8]) -> bool {
+        self.excludes
+            .excluded(Path::new(spath), OsStr::from_bytes(name))
+    }
+
+    /// The entries of the real directory `dest` (the place of snapshot directory
+    /// `spath`, whose entries are `nodes`) that `--delete` removes: those the snapshot
+    /// does not have and no exclude pattern keeps. Nothing when `dest` is absent.
+    fn doomed(&self, nodes: &[Node], dest: &Path, spath: &str) -> Result<Vec<PathBuf>> {
+        let rd = match fs::read_dir(dest) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(e).at(dest),
+        };
+        let names: HashSet<&[u8]> = nodes.iter().map(|n| n.name.as_slice()).collect();
+        let mut out = Vec::new();
+        for e in rd {
+            let e = e.at(dest)?;
+            let name = e.file_name();
+            if !names.contains(name.as_bytes())
+                && !self.excluded(&child_spath(spath, name.as_bytes()), name.as_bytes())
+            {
+                out.push(e.path());
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    /// Counts what the plan writes, walking its trees (no file content is read), and
+    /// with `--delete` what it removes: what `--dry-run` prints. A restore itself does
+    /// not need it, and does not pay for it.
     pub fn tally(&self) -> Result<RestoreTally> {
         let mut t = RestoreTally::default();
         let mut links = HashSet::new();
         for root in &self.roots {
             match root {
-                Root::Tree(tree) => self.count_tree(tree, &mut t, &mut links)?,
-                Root::Entry { node, .. } => self.count(node, &mut t, &mut links)?,
+                Root::Tree(tree) => {
+                    self.count_tree(tree, &self.target, "", &mut t, &mut links)?;
+                }
+                Root::Entry { comps, node, spath } => {
+                    if self.excluded(spath, &comps[comps.len() - 1]) {
+                        continue;
+                    }
+                    let dest = comps
+                        .iter()
+                        .fold(self.target.clone(), |d, c| d.join(OsStr::from_bytes(c)));
+                    self.count(node, &dest, spath, &mut t, &mut links)?;
+                }
             }
         }
         Ok(t)
     }
 
-    /// Counts the entries of `tree`, recursively; `links`: the hard-linked files seen.
+    /// Counts the entries of `tree` (restored at `dest`, snapshot path `spath`),
+    /// recursively; `links`: the hard-linked files seen.
     fn count_tree(
         &self,
         tree: &TreeId,
+        dest: &Path,
+        spath: &str,
         t: &mut RestoreTally,
         links: &mut HashSet<(u64, u64)>,
     ) -> Result<()> {
-        for n in &self.repo.load_tree(tree)?.nodes {
-            self.count(n, t, links)?;
+        let nodes = self.repo.load_tree(tree)?.nodes;
+        if self.delete && fs::symlink_metadata(dest).is_ok_and(|m| m.is_dir()) {
+            t.deletes += self.doomed(&nodes, dest, spath)?.len() as u64;
+        }
+        for n in &nodes {
+            let sp = child_spath(spath, &n.name);
+            if !self.excluded(&sp, &n.name) {
+                self.count(n, &dest.join(OsStr::from_bytes(&n.name)), &sp, t, links)?;
+            }
         }
         Ok(())
     }
@@ -195,13 +335,15 @@ impl RestorePlan<'_> {
     fn count(
         &self,
         node: &Node,
+        dest: &Path,
+        spath: &str,
         t: &mut RestoreTally,
         links: &mut HashSet<(u64, u64)>,
     ) -> Result<()> {
         match &node.kind {
             NodeKind::Dir(tree) => {
                 t.dirs += 1;
-                return self.count_tree(tree, t, links);
+                return self.count_tree(tree, dest, spath, t, links);
             }
             NodeKind::File(_) => {
                 let m = &node.meta;
@@ -221,18 +363,22 @@ impl RestorePlan<'_> {
     pub fn execute(self, progress: &dyn Progress) -> Result<RestoreOutcome> {
         let repo = self.repo;
         let r = Restorer {
-            repo,
+            plan: &self,
             progress,
             is_root: rustix::process::geteuid().is_root(),
             links: Mutex::new(HashMap::new()),
             deferred: Mutex::new(Vec::new()),
             dirs_meta: Mutex::new(Vec::new()),
+            to_verify: Mutex::new(Vec::new()),
             warnings: Mutex::new(Vec::new()),
             errors: Mutex::new(Vec::new()),
             files: AtomicU64::new(0),
             dirs: AtomicU64::new(0),
             others: AtomicU64::new(0),
             bytes: AtomicU64::new(0),
+            replaced: AtomicU64::new(0),
+            skipped: AtomicU64::new(0),
+            deleted: AtomicU64::new(0),
         };
         let target = &self.target;
         fs::create_dir_all(target).at(target)?;
@@ -240,26 +386,30 @@ impl RestorePlan<'_> {
             match root {
                 Root::Tree(tree) => r.dir_contents(tree, target, "", false),
                 Root::Entry { comps, node, spath } => {
+                    let name = &comps[comps.len() - 1];
+                    if self.excluded(spath, name) {
+                        continue;
+                    }
                     let mut dest = target.clone();
                     for c in &comps[..comps.len() - 1] {
                         dest.push(OsStr::from_bytes(c));
                         ensure_dir(&dest)?;
                     }
-                    dest.push(OsStr::from_bytes(&comps[comps.len() - 1]));
+                    dest.push(OsStr::from_bytes(name));
                     r.entry(node, &dest, spath, false);
                 }
             }
         }
-        for (first, dest, spath) in locked(&r.deferred).drain(..) {
-            if first == dest {
+        for link in locked(&r.deferred).drain(..) {
+            if link.first == link.dest {
                 continue;
             }
-            let res = remove_non_dir(&dest).and_then(|_| fs::hard_link(&first, &dest).at(&dest));
-            match res {
-                Ok(()) => {
+            match r.hard_link(&link) {
+                Ok(true) => {
                     r.files.fetch_add(1, Ordering::Relaxed);
                 }
-                Err(e) => r.fail(&spath, e),
+                Ok(false) => {}
+                Err(e) => r.fail(&link.spath, e),
             }
         }
         let mut dirs = locked(&r.dirs_meta).split_off(0);
@@ -269,11 +419,31 @@ impl RestorePlan<'_> {
                 r.warn(format!("{}: {e}", path.display()));
             }
         }
+        let checks = locked(&r.to_verify).split_off(0);
+        let mismatches: Vec<Error> = checks
+            .par_iter()
+            .filter_map(|c| {
+                let res = verify_file(repo, &c.content, c.size, &c.dest);
+                let e = match res {
+                    Ok(None) => return None,
+                    Ok(Some(detail)) => Error::NotVerified { detail },
+                    Err(e) => e,
+                };
+                Some(Error::Entry {
+                    path: c.spath.clone(),
+                    source: Box::new(e),
+                })
+            })
+            .collect();
         Ok(RestoreOutcome {
             files: r.files.into_inner(),
             dirs: r.dirs.into_inner(),
             others: r.others.into_inner(),
             bytes: r.bytes.into_inner(),
+            replaced: r.replaced.into_inner(),
+            skipped: r.skipped.into_inner(),
+            deleted: r.deleted.into_inner(),
+            verified: (checks.len() - mismatches.len()) as u64,
             warnings: r
                 .warnings
                 .into_inner()
@@ -282,8 +452,62 @@ impl RestorePlan<'_> {
                 .errors
                 .into_inner()
                 .unwrap_or_else(std::sync::PoisonError::into_inner),
+            mismatches,
         })
     }
+}
+
+/// Whether the file at `path` holds exactly `content` (`size` bytes): `None` when it
+/// does, else where it differs. Each chunk's bytes are read from the file at the
+/// chunk's offset and hashed as the repository names chunks (BLAKE3, keyed when
+/// encrypted), so nothing is read from the repository but the chunk list and the index.
+/// The file is opened without following a symlink.
+pub fn verify_file(
+    repo: &Repository,
+    content: &Content,
+    size: u64,
+    path: &Path,
+) -> Result<Option<String>> {
+    let f = File::options()
+        .read(true)
+        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+        .open(path)
+        .at(path)?;
+    let md = f.metadata().at(path)?;
+    if !md.is_file() {
+        return Ok(Some("it is not a regular file".into()));
+    }
+    if md.len() != size {
+        return Ok(Some(format!(
+            "it has {} bytes, the snapshot's {size}",
+            md.len()
+        )));
+    }
+    let mut r = std::io::BufReader::with_capacity(1 << 20, f);
+    let mut buf = Vec::new();
+    let mut pos = 0u64;
+    for id in repo.chunk_ids(content) {
+        let id = id?.0;
+        let len = repo.locate(&id)?.raw_len;
+        buf.resize(len as usize, 0);
+        r.read_exact(&mut buf).at(path)?;
+        if repo.blob_id(&buf) != id {
+            return Ok(Some(format!(
+                "bytes {pos}..{} differ from chunk {}",
+                pos + u64::from(len),
+                id.to_hex()
+            )));
+        }
+        pos += u64::from(len);
+    }
+    if pos != size {
+        return Err(Error::corrupt(
+            "tree",
+            path.display().to_string(),
+            format!("file of {size} bytes whose chunks hold {pos}"),
+        ));
+    }
+    Ok(None)
 }
 
 /// Makes sure `path` is a real directory (not a symlink to one), creating it if absent;
@@ -343,19 +567,51 @@ fn remove_non_dir(path: &Path) -> Result<()> {
     }
 }
 
-struct Restorer<'r> {
-    repo: &'r Repository,
-    progress: &'r dyn Progress,
+/// A hard link of the snapshot made once its first path is written.
+struct Deferred {
+    first: PathBuf,
+    dest: PathBuf,
+    spath: String,
+    meta: Meta,
+}
+
+/// A file to read back once the restore is done (`--verify`).
+struct Check {
+    dest: PathBuf,
+    spath: String,
+    content: Content,
+    size: u64,
+}
+
+/// What to do at a restored entry's place.
+enum Place {
+    /// Nothing is there.
+    Free,
+    /// Something is there and is replaced.
+    Replace,
+    /// Something is there and stays as it is.
+    Keep,
+    /// What is there already holds the entry's content: it gets the entry's metadata.
+    Matches,
+}
+
+struct Restorer<'p> {
+    plan: &'p RestorePlan<'p>,
+    progress: &'p dyn Progress,
     is_root: bool,
     links: Mutex<HashMap<(u64, u64), PathBuf>>,
-    deferred: Mutex<Vec<(PathBuf, PathBuf, String)>>,
+    deferred: Mutex<Vec<Deferred>>,
     dirs_meta: Mutex<Vec<(PathBuf, Meta)>>,
+    to_verify: Mutex<Vec<Check>>,
     warnings: Mutex<Vec<String>>,
     errors: Mutex<Vec<Error>>,
     files: AtomicU64,
     dirs: AtomicU64,
     others: AtomicU64,
     bytes: AtomicU64,
+    replaced: AtomicU64,
+    skipped: AtomicU64,
+    deleted: AtomicU64,
 }
 
 impl Restorer<'_> {
@@ -371,16 +627,35 @@ impl Restorer<'_> {
     }
 
     /// Restores the entries of `tree` into `dest`; `fresh`: this restore created `dest`,
-    /// so nothing is in the way of its entries.
+    /// so nothing is in the way of its entries (and nothing is there to delete).
     fn dir_contents(&self, tree: &TreeId, dest: &Path, spath: &str, fresh: bool) {
-        let tree = match self.repo.load_tree(tree) {
+        let shown = if spath.is_empty() { "/" } else { spath };
+        let tree = match self.plan.repo.load_tree(tree) {
             Ok(t) => t,
-            Err(e) => return self.fail(if spath.is_empty() { "/" } else { spath }, e),
+            Err(e) => return self.fail(shown, e),
         };
+        if self.plan.delete && !fresh {
+            // Before any entry is written here, so that no temporary file of this
+            // restore is among what is removed.
+            match self.plan.doomed(&tree.nodes, dest, spath) {
+                Ok(doomed) => {
+                    for p in doomed {
+                        match remove_entry(&p) {
+                            Ok(()) => {
+                                self.deleted.fetch_add(1, Ordering::Relaxed);
+                            }
+                            Err(e) => self.fail(shown, e),
+                        }
+                    }
+                }
+                Err(e) => self.fail(shown, e),
+            }
+        }
         tree.nodes.par_iter().for_each(|n| {
-            let name = OsStr::from_bytes(&n.name);
-            let sp = format!("{spath}/{}", name.to_string_lossy());
-            self.entry(n, &dest.join(name), &sp, fresh);
+            let sp = child_spath(spath, &n.name);
+            if !self.plan.excluded(&sp, &n.name) {
+                self.entry(n, &dest.join(OsStr::from_bytes(&n.name)), &sp, fresh);
+            }
         });
     }
 
@@ -390,19 +665,96 @@ impl Restorer<'_> {
         }
     }
 
+    /// What to do at `dest`, where an entry with metadata `m` goes, under
+    /// `--overwrite`; `same` tells whether what is there (`md`) already holds the entry
+    /// (for `if-changed`).
+    fn place(
+        &self,
+        m: &Meta,
+        dest: &Path,
+        same: impl FnOnce(&fs::Metadata) -> Result<bool>,
+    ) -> Result<Place> {
+        let md = match fs::symlink_metadata(dest) {
+            Ok(md) => md,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Place::Free),
+            Err(e) => return Err(e).at(dest),
+        };
+        let replace = match self.plan.overwrite {
+            Overwrite::Always => true,
+            Overwrite::Never => false,
+            Overwrite::IfNewer => {
+                (md.mtime(), md.mtime_nsec()) < (m.mtime.sec, m.mtime.nsec.into())
+            }
+            Overwrite::IfChanged => {
+                if same(&md)? {
+                    return Ok(Place::Matches);
+                }
+                true
+            }
+        };
+        Ok(if replace { Place::Replace } else { Place::Keep })
+    }
+
+    /// A directory at `dest`, where an entry that is not one goes: removed with
+    /// `--delete`, else a refusal.
+    fn dir_in_way(&self, dest: &Path) -> Result<()> {
+        if !fs::symlink_metadata(dest).is_ok_and(|m| m.is_dir()) {
+            return Ok(());
+        }
+        if self.plan.delete {
+            return remove_entry(dest);
+        }
+        Err(Refusal::WouldReplaceDir {
+            path: dest.to_path_buf(),
+        }
+        .into())
+    }
+
+    /// Clears `dest` for a new entry that is not a directory: removes a file or
+    /// symlink, a directory as [`Restorer::dir_in_way`] says.
+    fn clear(&self, dest: &Path) -> Result<()> {
+        self.dir_in_way(dest)?;
+        remove_non_dir(dest)
+    }
+
     fn entry_inner(&self, node: &Node, dest: &Path, spath: &str, fresh: bool) -> Result<()> {
-        if !fresh && !matches!(node.kind, NodeKind::Dir(_) | NodeKind::Socket) {
-            remove_non_dir(dest)?;
+        if let NodeKind::Dir(tree) = &node.kind {
+            if self.plan.delete && fs::symlink_metadata(dest).is_ok_and(|m| !m.is_dir()) {
+                remove_non_dir(dest)?;
+                self.replaced.fetch_add(1, Ordering::Relaxed);
+            }
+            let created = ensure_dir(dest)?;
+            self.dirs.fetch_add(1, Ordering::Relaxed);
+            locked(&self.dirs_meta).push((dest.to_path_buf(), node.meta));
+            self.dir_contents(tree, dest, spath, created);
+            return Ok(());
+        }
+        if let NodeKind::Socket = node.kind {
+            self.warn(format!("{spath}: sockets are recorded but not restored"));
+            return Ok(());
+        }
+        if let NodeKind::File(content) = &node.kind {
+            return self.file(node, content, dest, spath, fresh);
+        }
+        if !fresh {
+            match self.place(&node.meta, dest, |md| Ok(same_special(node, dest, md)))? {
+                Place::Free => {}
+                Place::Keep => {
+                    self.skipped.fetch_add(1, Ordering::Relaxed);
+                    return Ok(());
+                }
+                Place::Matches => {
+                    self.skipped.fetch_add(1, Ordering::Relaxed);
+                    let symlink = matches!(node.kind, NodeKind::Symlink(_));
+                    return self.apply_meta(dest, &node.meta, symlink);
+                }
+                Place::Replace => {
+                    self.clear(dest)?;
+                    self.replaced.fetch_add(1, Ordering::Relaxed);
+                }
+            }
         }
         match &node.kind {
-            NodeKind::Dir(tree) => {
-                let created = ensure_dir(dest)?;
-                self.dirs.fetch_add(1, Ordering::Relaxed);
-                locked(&self.dirs_meta).push((dest.to_path_buf(), node.meta));
-                self.dir_contents(tree, dest, spath, created);
-                return Ok(());
-            }
-            NodeKind::File(content) => return self.file(node, content, dest, spath),
             NodeKind::Symlink(target) => {
                 std::os::unix::fs::symlink(OsStr::from_bytes(target), dest).at(dest)?;
                 self.apply_meta(dest, &node.meta, true)?;
@@ -427,36 +779,109 @@ impl Restorer<'_> {
                 }
                 self.apply_meta(dest, &node.meta, false)?;
             }
-            NodeKind::Socket => {
-                self.warn(format!("{spath}: sockets are recorded but not restored"));
-                return Ok(());
+            NodeKind::Dir(_) | NodeKind::File(_) | NodeKind::Socket => {
+                unreachable!("handled above")
             }
         }
         self.others.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
 
-    fn file(&self, node: &Node, content: &Content, dest: &Path, spath: &str) -> Result<()> {
+    /// Makes `link.dest` a hard link of `link.first` as `--overwrite` allows; returns
+    /// whether it did.
+    fn hard_link(&self, link: &Deferred) -> Result<bool> {
+        let same = |md: &fs::Metadata| {
+            let first = fs::symlink_metadata(&link.first).at(&link.first)?;
+            Ok((md.dev(), md.ino()) == (first.dev(), first.ino()))
+        };
+        match self.place(&link.meta, &link.dest, same)? {
+            Place::Keep | Place::Matches => {
+                self.skipped.fetch_add(1, Ordering::Relaxed);
+                return Ok(false);
+            }
+            Place::Replace => {
+                self.clear(&link.dest)?;
+                self.replaced.fetch_add(1, Ordering::Relaxed);
+            }
+            Place::Free => {}
+        }
+        fs::hard_link(&link.first, &link.dest).at(&link.dest)?;
+        Ok(true)
+    }
+
+    fn file(
+        &self,
+        node: &Node,
+        content: &Content,
+        dest: &Path,
+        spath: &str,
+        fresh: bool,
+    ) -> Result<()> {
         let m = &node.meta;
         if m.nlink > 1 {
             let mut links = locked(&self.links);
             if let Some(first) = links.get(&(m.dev, m.ino)) {
-                locked(&self.deferred).push((first.clone(), dest.to_path_buf(), spath.to_string()));
+                locked(&self.deferred).push(Deferred {
+                    first: first.clone(),
+                    dest: dest.to_path_buf(),
+                    spath: spath.to_string(),
+                    meta: *m,
+                });
                 return Ok(());
             }
             links.insert((m.dev, m.ino), dest.to_path_buf());
         }
-        let f = File::options()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
-            .open(dest)
-            .at(dest)?;
+        let check = || Check {
+            dest: dest.to_path_buf(),
+            spath: spath.to_string(),
+            content: content.clone(),
+            size: m.size,
+        };
+        if !fresh {
+            let same = |md: &fs::Metadata| {
+                if !md.is_file() || md.len() != m.size {
+                    return Ok(false);
+                }
+                if (md.mtime(), md.mtime_nsec()) == (m.mtime.sec, m.mtime.nsec.into()) {
+                    return Ok(true);
+                }
+                // Unreadable or damaged either way: written anew (or failing there).
+                Ok(matches!(
+                    verify_file(self.plan.repo, content, m.size, dest),
+                    Ok(None)
+                ))
+            };
+            match self.place(m, dest, same)? {
+                Place::Free => {}
+                Place::Keep => {
+                    self.skipped.fetch_add(1, Ordering::Relaxed);
+                    return Ok(());
+                }
+                Place::Matches => {
+                    self.skipped.fetch_add(1, Ordering::Relaxed);
+                    self.apply_meta(dest, m, false)?;
+                    if self.plan.verify {
+                        locked(&self.to_verify).push(check());
+                    }
+                    return Ok(());
+                }
+                Place::Replace => {
+                    self.dir_in_way(dest)?;
+                    self.replaced.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+        let dir = dest.parent().expect("a restored file has a parent");
+        let tmp = tempfile::Builder::new()
+            .prefix(".snap-restore-")
+            .tempfile_in(dir)
+            .at(dir)?;
+        let f = tmp.as_file();
         let written = self
+            .plan
             .repo
             .read_content_at(content, &|at, chunk| {
-                write_sparse(&f, at, chunk).at(dest)?;
+                write_sparse(f, at, chunk).at(dest)?;
                 self.progress.bytes(chunk.len() as u64);
                 Ok(())
             })
@@ -466,18 +891,22 @@ impl Restorer<'_> {
             });
         let len = match written {
             Ok(len) => len,
+            // Dropping `tmp` removes the partly written file.
             Err(e) => {
-                drop(f);
-                let _ = fs::remove_file(dest);
                 return Err(Error::NotRestored {
                     source: Box::new(e),
-                });
+                })
             }
         };
-        self.apply_meta_fd(&f, dest, m)?;
-        drop(f);
+        self.apply_meta_fd(f, dest, m)?;
+        // rename(2): replaces a file or symlink at `dest` as a whole, never follows it,
+        // and fails on a directory.
+        tmp.persist(dest).map_err(|e| e.error).at(dest)?;
         self.files.fetch_add(1, Ordering::Relaxed);
         self.bytes.fetch_add(len, Ordering::Relaxed);
+        if self.plan.verify {
+            locked(&self.to_verify).push(check());
+        }
         Ok(())
     }
 
@@ -509,6 +938,21 @@ impl Restorer<'_> {
         )
         .map_err(std::io::Error::from)
         .at(path)
+    }
+}
+
+/// Whether `md` (of the entry at `dest`) is already the symlink, FIFO or device `node`.
+fn same_special(node: &Node, dest: &Path, md: &fs::Metadata) -> bool {
+    let ft = md.file_type();
+    match &node.kind {
+        NodeKind::Symlink(target) => {
+            ft.is_symlink()
+                && fs::read_link(dest).is_ok_and(|t| t.as_os_str().as_bytes() == target.as_slice())
+        }
+        NodeKind::Fifo => ft.is_fifo(),
+        NodeKind::CharDev(rdev) => ft.is_char_device() && md.rdev() == *rdev,
+        NodeKind::BlockDev(rdev) => ft.is_block_device() && md.rdev() == *rdev,
+        NodeKind::File(_) | NodeKind::Dir(_) | NodeKind::Socket => false,
     }
 }
 
@@ -591,6 +1035,80 @@ mod tests {
             "the blob in the missing pack is reported as damaged: {source:?}"
         );
         assert!(!target.join("db/dump.sql").exists());
+    }
+
+    /// The content of `db/dump.sql` in `snap`.
+    fn stream_content(repo: &Repository, snap: &Snapshot) -> Content {
+        let at = [b"db".to_vec(), b"dump.sql".to_vec()];
+        match repo.find_node(&snap.tree, &at).unwrap() {
+            Some(Node {
+                kind: NodeKind::File(content),
+                ..
+            }) => content,
+            other => panic!("no stream in the snapshot: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_verifier_finds_an_altered_byte_a_short_file_and_a_symlink() {
+        let dir = tempfile::tempdir().unwrap();
+        // Several chunks, so that the change is found in a later one.
+        let data: Vec<u8> = (0..8u32 << 20)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13).to_le_bytes()[0])
+            .collect();
+        let (repo, snap) = one_stream(dir.path(), &data);
+        let content = stream_content(&repo, &snap);
+        assert!(
+            repo.chunk_ids(&content).count() > 1,
+            "a file of several chunks"
+        );
+        let size = data.len() as u64;
+        let f = dir.path().join("f");
+        fs::write(&f, &data).unwrap();
+        assert_eq!(verify_file(&repo, &content, size, &f).unwrap(), None);
+
+        let mut altered = data.clone();
+        altered[6 << 20] ^= 1;
+        fs::write(&f, &altered).unwrap();
+        let Some(detail) = verify_file(&repo, &content, size, &f).unwrap() else {
+            panic!("an altered byte went unnoticed");
+        };
+        assert!(detail.contains("differ from chunk"), "{detail}");
+        assert!(
+            !detail.starts_with("bytes 0.."),
+            "found in its own chunk: {detail}"
+        );
+
+        fs::write(&f, &data[..data.len() - 1]).unwrap();
+        let detail = verify_file(&repo, &content, size, &f).unwrap().unwrap();
+        assert!(
+            detail.contains(&format!("the snapshot's {size}")),
+            "{detail}"
+        );
+
+        let link = dir.path().join("link");
+        fs::write(&f, &data).unwrap();
+        std::os::unix::fs::symlink(&f, &link).unwrap();
+        assert!(
+            verify_file(&repo, &content, size, &link).is_err(),
+            "a symlink is not followed"
+        );
+    }
+
+    #[test]
+    fn an_include_not_in_the_snapshot_is_a_usage_error_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let (repo, snap) = one_stream(dir.path(), b"rows");
+        let opts = RestoreOptions {
+            target: dir.path().join("out"),
+            include: vec!["db/nothing".into()],
+            ..Default::default()
+        };
+        match plan_restore(&repo, &snap, &opts) {
+            Err(Error::Usage(Usage::IncludeNotFound { path })) => assert_eq!(path, "db/nothing"),
+            Err(e) => panic!("expected IncludeNotFound, got {e:?}"),
+            Ok(_) => panic!("expected IncludeNotFound, got a plan"),
+        }
     }
 
     #[test]
