@@ -51,6 +51,7 @@ pub fn kind(e: &anyhow::Error, interrupted: bool) -> &'static str {
                 "key"
             }
             Error::Corrupt { .. } | Error::ChecksumMismatch { .. } => "damaged",
+            Error::NotVerified { .. } => "not_verified",
             Error::UnsupportedVersion { .. } => "unsupported_version",
             Error::Source(_) => "source",
             Error::Command { .. } => "command",

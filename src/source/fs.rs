@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 
 use globset::{Glob, GlobSet, GlobSetBuilder};
 
-use crate::error::{Error, IoContext, Result, Usage};
+use crate::error::{Error, Result, Usage};
 use crate::format::tree::{Meta, Timestamp};
 
 /// The metadata snap keeps of a file system entry.
@@ -127,8 +127,11 @@ pub struct Excludes {
 }
 
 impl Excludes {
-    /// Compiles the patterns; a bad pattern is an error naming it.
-    pub fn new(patterns: &[String]) -> Result<Excludes> {
+    /// Compiles the patterns; a bad pattern is an error naming it. A path pattern (one
+    /// with a `/`) that starts with neither `/` nor `*` is relative: joined to `base`
+    /// when given (backup: the working directory, as the paths are), else matched at
+    /// any depth (restore: paths inside a snapshot have no working directory).
+    pub fn new(patterns: &[String], base: Option<&Path>) -> Result<Excludes> {
         let mut path = GlobSetBuilder::new();
         let mut name = GlobSetBuilder::new();
         let (mut np, mut nn) = (0, 0);
@@ -138,7 +141,7 @@ impl Excludes {
                 source,
             };
             if p.contains('/') {
-                path.add(Glob::new(&anchored(p)?).map_err(bad)?);
+                path.add(Glob::new(&anchored(p, base)?).map_err(bad)?);
                 np += 1;
             } else {
                 name.add(Glob::new(p).map_err(bad)?);
@@ -170,16 +173,21 @@ impl Excludes {
 }
 
 /// A path pattern made absolute: one starting with `/` or `*` as it is, any other
-/// joined to the working directory (its glob characters escaped) and `.`/`..` resolved.
-fn anchored(pattern: &str) -> Result<String> {
+/// joined to `base` (its glob characters escaped) and `.`/`..` resolved, or without a
+/// base put below `**/`.
+fn anchored(pattern: &str, base: Option<&Path>) -> Result<String> {
     if pattern.starts_with('/') || pattern.starts_with('*') {
         return Ok(pattern.to_string());
     }
-    let cwd = std::env::current_dir().at(Path::new("."))?;
-    let cwd = cwd
+    let Some(base) = base else {
+        return Ok(format!("**/{}", normalize(Path::new(pattern)).display()));
+    };
+    let text = base
         .to_str()
-        .ok_or_else(|| Usage::SourcePathNotUtf8 { path: cwd.clone() })?;
-    let joined = normalize(&Path::new(&globset::escape(cwd)).join(pattern));
+        .ok_or_else(|| Usage::SourcePathNotUtf8 {
+            path: base.to_path_buf(),
+        })?;
+    let joined = normalize(&Path::new(&globset::escape(text)).join(pattern));
     Ok(joined.to_string_lossy().into_owned())
 }
 
@@ -290,21 +298,32 @@ mod tests {
 
     #[test]
     fn excludes_by_name_and_path() {
-        let x = Excludes::new(&["*.tmp".into(), "/srv/cache/**".into()]).unwrap();
+        let x = Excludes::new(&["*.tmp".into(), "/srv/cache/**".into()], None).unwrap();
         assert!(x.excluded(Path::new("/a/b.tmp"), OsStr::new("b.tmp")));
         assert!(x.excluded(Path::new("/srv/cache/x/y"), OsStr::new("y")));
         assert!(!x.excluded(Path::new("/srv/data/y"), OsStr::new("y")));
-        assert!(Excludes::new(&["a[".into()]).is_err());
+        assert!(Excludes::new(&["a[".into()], None).is_err());
     }
 
     #[test]
     fn a_relative_path_pattern_is_anchored_at_the_working_directory() {
-        let cwd = std::env::current_dir().unwrap();
-        let x = Excludes::new(&["build/*.o".into(), "./a/../c/**".into(), "*/tmp".into()]).unwrap();
+        let cwd = Path::new("/home/u/proj");
+        let x = Excludes::new(
+            &["build/*.o".into(), "./a/../c/**".into(), "*/tmp".into()],
+            Some(cwd),
+        )
+        .unwrap();
         let at = |p: &str| x.excluded(&cwd.join(p), OsStr::new("n"));
         assert!(at("build/x.o") && at("c/d/e") && at("z/tmp"));
         assert!(!at("a/c/d") && !at("other/build/x.o"));
         assert!(!x.excluded(Path::new("/build/x.o"), OsStr::new("x.o")));
+    }
+
+    #[test]
+    fn without_a_base_a_relative_path_pattern_matches_at_any_depth() {
+        let x = Excludes::new(&["build/*.o".into()], None).unwrap();
+        assert!(x.excluded(Path::new("/srv/app/build/x.o"), OsStr::new("x.o")));
+        assert!(!x.excluded(Path::new("/srv/app/build/x.c"), OsStr::new("x.c")));
     }
 
     #[test]
@@ -350,7 +369,7 @@ mod tests {
 
     #[test]
     fn a_bad_exclude_pattern_is_a_usage_error_naming_it() {
-        let e = Excludes::new(&["*.tmp".into(), "a[".into()]).err().unwrap();
+        let e = Excludes::new(&["*.tmp".into(), "a[".into()], None).err().unwrap();
         assert!(
             matches!(&e, Error::Usage(Usage::Exclude { pattern: Some(p), .. }) if p == "a["),
             "{e}"

@@ -389,7 +389,10 @@ fn selection(opts: &BackupOptions) -> Result<sfs::Selection> {
         patterns.extend(sfs::read_list("--exclude-file", f)?);
     }
     Ok(sfs::Selection {
-        excludes: sfs::Excludes::new(&patterns)?,
+        excludes: sfs::Excludes::new(
+            &patterns,
+            Some(&std::env::current_dir().at(std::path::Path::new("."))?),
+        )?,
         one_file_system: opts.one_file_system,
         exclude_caches: opts.exclude_caches,
         if_present: opts.exclude_if_present.iter().map(Into::into).collect(),

@@ -204,7 +204,7 @@ pub fn plan_restore<'r>(
         }
         .into());
     }
-    let excludes = Excludes::new(&opts.exclude)?;
+    let excludes = Excludes::new(&opts.exclude, None)?;
     let mut roots = Vec::new();
     if opts.include.is_empty() {
         roots.push(Root::Tree(snap.tree));
