@@ -166,7 +166,7 @@ pub fn run(ctx: &Ctx, a: Args, m: &clap::ArgMatches) -> Result<i32> {
 /// JSON with `json`); also a `snap run` step. Exits 3 when entries were left out.
 pub fn execute(ctx: &Ctx, opts: &BackupOptions, json: bool) -> Result<i32> {
     let repo = ctx.open(true)?;
-    let bar = Bar::new(ctx, "backup");
+    let bar = Bar::new(ctx, "backup", json);
     let mut stdin = std::io::stdin();
     let input: Option<&mut (dyn std::io::Read + Send)> = if opts.stdin_name.is_some() {
         snap::source::command::widen_pipe(&stdin);

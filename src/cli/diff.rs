@@ -1,16 +1,18 @@
 //! `snap diff`
 
 use anyhow::Result;
-use snap::ops::diff::{diff, Change, Entry};
+use snap::error::{Error, Usage};
+use snap::ops::diff::{diff, parent_of, Change, Entry};
 
 use super::{human, Ctx};
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// The older snapshot
+    /// The older snapshot, or with no second one the snapshot to compare with its
+    /// parent
     old: String,
     /// The newer snapshot
-    new: String,
+    new: Option<String>,
     /// Print one JSON object per changed entry
     #[arg(long)]
     json: bool,
@@ -19,8 +21,19 @@ pub struct Args {
 pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
     let repo = ctx.open(false)?;
     let _lock = repo.lock(false, "diff")?;
-    let (_, old) = repo.find_snapshot(&a.old)?;
-    let (_, new) = repo.find_snapshot(&a.new)?;
+    let (old, new) = match &a.new {
+        Some(new) => (repo.find_snapshot(&a.old)?.1, repo.find_snapshot(new)?.1),
+        None => {
+            let (id, new) = repo.find_snapshot(&a.old)?;
+            let all = repo.snapshots()?;
+            let (_, old) = parent_of(&all, &id, &new).ok_or_else(|| {
+                Error::from(Usage::NoParent {
+                    snapshot: id.short(),
+                })
+            })?;
+            (old, new)
+        }
+    };
     let mut counts = [0u64; 4];
     let mut bytes = (0u64, 0u64);
     diff(&repo, &old.tree, &new.tree, &mut |e: Entry| {
@@ -46,7 +59,13 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
             _ if e.old_size == e.new_size => human(e.new_size),
             _ => format!("{} -> {}", human(e.old_size), human(e.new_size)),
         };
-        let table = e.table.map(|t| format!(" (table {t})")).unwrap_or_default();
+        let was = e.old_path.as_deref().and_then(|p| p.rsplit('/').next());
+        let table = match (e.table, was) {
+            (Some(t), Some(w)) => format!(" (table {t}, was {w})"),
+            (Some(t), None) => format!(" (table {t})"),
+            (None, Some(w)) => format!(" (was {w})"),
+            (None, None) => String::new(),
+        };
         if e.kind == "dir" {
             outln!("{mark} {}{slash}{table}", e.path);
         } else {

@@ -5,6 +5,7 @@
 pub mod backup;
 pub mod check;
 pub mod diff;
+pub mod dump_tables;
 pub mod export;
 pub mod find;
 pub mod ngw_part;

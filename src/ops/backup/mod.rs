@@ -47,7 +47,7 @@ use crate::format::snapshot::{self, Snapshot, Source, Summary};
 use crate::format::tree::{split_path, Content, ListBuilder, ListNode, Timestamp};
 use crate::host::hostname;
 use crate::locked;
-use crate::progress::Progress;
+use crate::progress::{Phase, Progress};
 use crate::repo::{Repository, Saver};
 use crate::source::fs as sfs;
 
@@ -216,6 +216,10 @@ pub fn backup(
         sec: time.timestamp(),
         nsec: time.timestamp_subsec_nanos(),
     };
+    if let Some((_, p)) = &parent {
+        // The parent's size: this run's estimate, known without a walk.
+        progress.total(p.summary.bytes_total, Some(p.summary.files), "file");
+    }
     let parent_tree = parent.as_ref().map(|(_, s)| s.tree);
     // Streams (stdin, commands, dumps, archives) and the walk of the paths overlap:
     // a dump leaves a core idle while its command produces, a walk while it stats.
@@ -233,6 +237,7 @@ pub fn backup(
     sources.extend(stream_sources);
     run.graft(&mut root, &placed, walked?)?;
 
+    run.progress.phase(Phase::Uploading);
     let tree = run.save_vdir(root, now)?;
     run.saver.flush()?;
     let added = run.saver.added();

@@ -258,6 +258,7 @@ impl RestorePlan<'_> {
             match res {
                 Ok(()) => {
                     r.files.fetch_add(1, Ordering::Relaxed);
+                    progress.items(1);
                 }
                 Err(e) => r.fail(&spath, e),
             }
@@ -478,6 +479,7 @@ impl Restorer<'_> {
         drop(f);
         self.files.fetch_add(1, Ordering::Relaxed);
         self.bytes.fetch_add(len, Ordering::Relaxed);
+        self.progress.items(1);
         Ok(())
     }
 
