@@ -21,18 +21,17 @@ pub struct Args {
 pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
     let repo = ctx.open(false)?;
     let _lock = repo.lock(false, "diff")?;
-    let (old, new) = match &a.new {
-        Some(new) => (repo.find_snapshot(&a.old)?.1, repo.find_snapshot(new)?.1),
-        None => {
-            let (id, new) = repo.find_snapshot(&a.old)?;
-            let all = repo.snapshots()?;
-            let (_, old) = parent_of(&all, &id, &new).ok_or_else(|| {
-                Error::from(Usage::NoParent {
-                    snapshot: id.short(),
-                })
-            })?;
-            (old, new)
-        }
+    let (old, new) = if let Some(new) = &a.new {
+        (repo.find_snapshot(&a.old)?.1, repo.find_snapshot(new)?.1)
+    } else {
+        let (id, new) = repo.find_snapshot(&a.old)?;
+        let all = repo.snapshots()?;
+        let (_, old) = parent_of(&all, &id, &new).ok_or_else(|| {
+            Error::from(Usage::NoParent {
+                snapshot: id.short(),
+            })
+        })?;
+        (old, new)
     };
     let mut counts = [0u64; 4];
     let mut bytes = (0u64, 0u64);
@@ -59,17 +58,18 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
             _ if e.old_size == e.new_size => human(e.new_size),
             _ => format!("{} -> {}", human(e.old_size), human(e.new_size)),
         };
-        let was = e.old_path.as_deref().and_then(|p| p.rsplit('/').next());
-        let table = match (e.table, was) {
-            (Some(t), Some(w)) => format!(" (table {t}, was {w})"),
-            (Some(t), None) => format!(" (table {t})"),
-            (None, Some(w)) => format!(" (was {w})"),
-            (None, None) => String::new(),
-        };
+        let table = e.table.map(|t| format!(" (table {t})")).unwrap_or_default();
+        // A renumbered pg_dump file: its name in the older snapshot.
+        let was = e
+            .old_path
+            .as_deref()
+            .and_then(|p| p.rsplit('/').next())
+            .map(|w| format!(", was {w}"))
+            .unwrap_or_default();
         if e.kind == "dir" {
             outln!("{mark} {}{slash}{table}", e.path);
         } else {
-            outln!("{mark} {}{table}  {size}", e.path);
+            outln!("{mark} {}{table}  {size}{was}", e.path);
         }
         Ok(())
     })?;

@@ -742,18 +742,19 @@ struct Status {
 /// `reading files  1.2 GiB of 3.4 GiB (35%), 120 of 300 files, 45.0 MiB/s, ETA 0:52`;
 /// without totals the time spent instead of the time left.
 fn status(s: &Status) -> String {
-    let mut out = format!("{}  {}", s.phase, human(s.bytes));
+    let mut done = human(s.bytes);
     if let Some(total) = s.bytes_total {
         let pct = if total == 0 {
             100
         } else {
             (u128::from(s.bytes) * 100 / u128::from(total)).min(100)
         };
-        out += &format!(" of {} ({pct}%)", human(total));
+        done = format!("{done} of {} ({pct}%)", human(total));
     }
+    let mut parts = vec![format!("{}  {done}", s.phase)];
     match s.items_total {
-        Some(total) => out += &format!(", {} of {}", s.items, count(total, s.noun)),
-        None if s.items > 0 => out += &format!(", {}", count(s.items, s.noun)),
+        Some(total) => parts.push(format!("{} of {}", s.items, count(total, s.noun))),
+        None if s.items > 0 => parts.push(count(s.items, s.noun)),
         None => {}
     }
     if s.rate.is_finite() && s.rate >= 1.0 {
@@ -763,13 +764,13 @@ fn status(s: &Status) -> String {
             reason = "a rate, rounded"
         )]
         let rate = s.rate as u64;
-        out += &format!(", {}/s", human(rate));
+        parts.push(format!("{}/s", human(rate)));
     }
-    match s.bytes_total.and_then(|t| eta(s.bytes, t, s.rate)) {
-        Some(left) => out += &format!(", ETA {}", clock(left)),
-        None => out += &format!(", {}", clock(s.elapsed)),
-    }
-    out
+    parts.push(match s.bytes_total.and_then(|t| eta(s.bytes, t, s.rate)) {
+        Some(left) => format!("ETA {}", clock(left)),
+        None => clock(s.elapsed),
+    });
+    parts.join(", ")
 }
 
 /// The time left to reach `total` bytes from `done` at `rate` bytes per second; `None`

@@ -178,8 +178,15 @@ fn diff_and_hints_pair_dump_files_by_table_across_renumbering() {
     );
     let text = env.snap(&["diff", &day2]).output().unwrap();
     let text = String::from_utf8_lossy(&text.stdout);
+    let (was, is) = (
+        file_of(&old, "public.resource"),
+        file_of(&new, "public.resource"),
+    );
     assert!(
-        text.contains("(table public.resource, was ") && text.contains("(table public.aaa_added)"),
+        text.lines().any(
+            |l| l.starts_with(&format!("M /db/app/{is} (table public.resource)  "))
+                && l.ends_with(&format!(", was {was}"))
+        ) && text.contains("(table public.aaa_added)"),
         "{text}"
     );
 }
