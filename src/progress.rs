@@ -48,8 +48,9 @@ pub trait Progress: Sync {
     /// The operation entered `phase`.
     fn phase(&self, _phase: Phase) {}
     /// The work ahead, where known: `bytes`, and `items` things named `noun` (files,
-    /// packs). An estimate for a backup (its parent's size).
-    fn total(&self, _bytes: u64, _items: Option<u64>, _noun: &'static str) {}
+    /// packs); an estimate for a backup (its parent's size). `None` when a part of the
+    /// work whose size is unknown follows.
+    fn total(&self, _bytes: Option<u64>, _items: Option<u64>, _noun: &'static str) {}
     /// Started on a file or stream.
     fn entry(&self, _path: &Path) {}
     /// `n` more bytes were processed (read, or skipped as unchanged).

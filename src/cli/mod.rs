@@ -701,8 +701,11 @@ impl snap::progress::Progress for Bar {
     fn phase(&self, phase: snap::progress::Phase) {
         self.labels().phase = phase.label();
     }
-    fn total(&self, bytes: u64, items: Option<u64>, noun: &'static str) {
-        self.bar.set_length(bytes);
+    fn total(&self, bytes: Option<u64>, items: Option<u64>, noun: &'static str) {
+        match bytes {
+            Some(b) => self.bar.set_length(b),
+            None => self.bar.unset_length(),
+        }
         let mut l = self.labels();
         l.items_total = items;
         l.noun = noun;

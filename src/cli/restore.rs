@@ -105,7 +105,11 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
     let bar = Bar::new(ctx, "restore", a.json);
     if let (Some(b), true) = (&bar, opts.include.is_empty()) {
         // The whole snapshot: its summary tells the total without a walk.
-        b.total(snap.summary.bytes_total, Some(snap.summary.files), "file");
+        b.total(
+            Some(snap.summary.bytes_total),
+            Some(snap.summary.files),
+            "file",
+        );
     }
     let out = plan.execute(progress_for(bar.as_ref()))?;
     drop(bar);

@@ -108,7 +108,7 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
     let started = Instant::now();
     let bar = Bar::new(ctx, "send", a.json);
     if let (Some(b), Some(bytes)) = (&bar, plan.bytes) {
-        b.total(bytes, Some(plan.packs), "pack");
+        b.total(Some(bytes), Some(plan.packs), "pack");
     }
     let r = plan
         .execute(progress_for(bar.as_ref()))

@@ -170,7 +170,7 @@ pub fn check(repo: &Repository, read: ReadData, progress: &dyn Progress) -> Resu
     };
     progress.phase(Phase::Verifying);
     progress.total(
-        chosen.iter().map(|p| on_disk[p]).sum(),
+        Some(chosen.iter().map(|p| on_disk[p]).sum()),
         Some(chosen.len() as u64),
         "pack",
     );

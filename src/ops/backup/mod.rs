@@ -218,7 +218,7 @@ pub fn backup(
     };
     if let Some((_, p)) = &parent {
         // The parent's size: this run's estimate, known without a walk.
-        progress.total(p.summary.bytes_total, Some(p.summary.files), "file");
+        progress.total(Some(p.summary.bytes_total), Some(p.summary.files), "file");
     }
     let parent_tree = parent.as_ref().map(|(_, s)| s.tree);
     // Streams (stdin, commands, dumps, archives) and the walk of the paths overlap:
