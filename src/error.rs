@@ -322,6 +322,12 @@ pub enum Usage {
         /// The location given.
         location: String,
     },
+    /// `snap diff SNAPSHOT` for a snapshot with no earlier one to compare it with.
+    #[error("snapshot {snapshot} has no parent (no earlier snapshot of the same host and sources): name the older one too, `snap diff OLD {snapshot}`")]
+    NoParent {
+        /// The snapshot's short id.
+        snapshot: String,
+    },
     /// A snapshot id prefix that matches more than one snapshot.
     #[error("snapshot id prefix {prefix:?} is ambiguous; give more digits")]
     AmbiguousSnapshot {

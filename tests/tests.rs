@@ -2,6 +2,7 @@
 
 mod backup_select;
 mod concurrency;
+mod diff_progress;
 mod dump;
 mod encryption;
 mod golden;

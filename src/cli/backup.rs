@@ -265,9 +265,17 @@ type Op<T> = fn(
 
 /// Runs `op` on the selected repository (created if it is the default one and
 /// `create`) with a progress bar, and standard input when `opts` stores it.
-fn run_op<T>(ctx: &Ctx, opts: &BackupOptions, create: bool, what: &str, op: Op<T>) -> Result<T> {
+/// `json`: no progress bar, the result goes out as JSON.
+fn run_op<T>(
+    ctx: &Ctx,
+    opts: &BackupOptions,
+    create: bool,
+    json: bool,
+    what: &'static str,
+    op: Op<T>,
+) -> Result<T> {
     let repo = ctx.open(create)?;
-    let bar = Bar::new(ctx, what);
+    let bar = Bar::new(ctx, what, json);
     let mut stdin = std::io::stdin();
     let input: Option<&mut (dyn Read + Send)> = if opts.stdin_name.is_some() {
         snap::source::command::widen_pipe(&stdin);
@@ -290,7 +298,7 @@ fn left_out(heading: &str, warnings: &[String]) -> i32 {
 
 /// `backup --dry-run`: reads what `opts` names and prints what a backup would add.
 fn execute_dry(ctx: &Ctx, opts: &BackupOptions, json: bool) -> Result<i32> {
-    let done = run_op(ctx, opts, false, "backup --dry-run", dry_run)?;
+    let done = run_op(ctx, opts, false, json, "backup --dry-run", dry_run)?;
     let s = &done.summary;
     if json {
         let out = serde_json::json!({
@@ -316,7 +324,7 @@ fn execute_dry(ctx: &Ctx, opts: &BackupOptions, json: bool) -> Result<i32> {
 /// Backs up what `opts` names into the selected repository and prints the result (as
 /// JSON with `json`); also a `snap run` step. Exits 3 when entries were left out.
 pub fn execute(ctx: &Ctx, opts: &BackupOptions, json: bool) -> Result<i32> {
-    let done = run_op(ctx, opts, true, "backup", backup)?;
+    let done = run_op(ctx, opts, true, json, "backup", backup)?;
     let s = &done.snapshot.summary;
     if json {
         let out = serde_json::json!({

@@ -86,7 +86,7 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
     let bar = if read == ReadData::None {
         None
     } else {
-        Bar::new(ctx, "read")
+        Bar::new(ctx, "read", a.json)
     };
     let r = check(&repo, read, progress_for(bar.as_ref()))?;
     drop(bar);

@@ -1,16 +1,18 @@
 //! `snap diff`
 
 use anyhow::Result;
-use snap::ops::diff::{diff, Change, Entry};
+use snap::error::{Error, Usage};
+use snap::ops::diff::{diff, parent_of, Change, Entry};
 
 use super::{human, Ctx};
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// The older snapshot
+    /// The older snapshot, or with no second one the snapshot to compare with its
+    /// parent
     old: String,
     /// The newer snapshot
-    new: String,
+    new: Option<String>,
     /// Print one JSON object per changed entry
     #[arg(long)]
     json: bool,
@@ -19,8 +21,18 @@ pub struct Args {
 pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
     let repo = ctx.open(false)?;
     let _lock = repo.lock(false, "diff")?;
-    let (_, old) = repo.find_snapshot(&a.old)?;
-    let (_, new) = repo.find_snapshot(&a.new)?;
+    let (old, new) = if let Some(new) = &a.new {
+        (repo.find_snapshot(&a.old)?.1, repo.find_snapshot(new)?.1)
+    } else {
+        let (id, new) = repo.find_snapshot(&a.old)?;
+        let all = repo.snapshots()?;
+        let (_, old) = parent_of(&all, &id, &new).ok_or_else(|| {
+            Error::from(Usage::NoParent {
+                snapshot: id.short(),
+            })
+        })?;
+        (old, new)
+    };
     let mut counts = [0u64; 4];
     let mut bytes = (0u64, 0u64);
     diff(&repo, &old.tree, &new.tree, &mut |e: Entry| {
@@ -47,10 +59,17 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
             _ => format!("{} -> {}", human(e.old_size), human(e.new_size)),
         };
         let table = e.table.map(|t| format!(" (table {t})")).unwrap_or_default();
+        // A renumbered pg_dump file: its name in the older snapshot.
+        let was = e
+            .old_path
+            .as_deref()
+            .and_then(|p| p.rsplit('/').next())
+            .map(|w| format!(", was {w}"))
+            .unwrap_or_default();
         if e.kind == "dir" {
             outln!("{mark} {}{slash}{table}", e.path);
         } else {
-            outln!("{mark} {}{table}  {size}", e.path);
+            outln!("{mark} {}{table}  {size}{was}", e.path);
         }
         Ok(())
     })?;

@@ -166,7 +166,7 @@ fn finish(
             outln!("removed {}", count(remove.len(), "snapshot"));
         }
         if a.prune {
-            let r = prune::run_prune(ctx, repo, a.max_unused, false)?;
+            let r = prune::run_prune(ctx, repo, a.max_unused, false, a.json)?;
             if !a.json {
                 prune::print_report(&r, false)?;
             }

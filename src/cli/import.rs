@@ -81,7 +81,7 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
                 host: a.host.clone(),
                 ..Default::default()
             };
-            let bar = Bar::new(ctx, "import");
+            let bar = Bar::new(ctx, "import", false);
             let done = backup(&repo, &opts, None, progress_for(bar.as_ref()))?;
             drop(bar);
             let s = &done.snapshot.summary;

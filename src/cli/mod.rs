@@ -120,7 +120,12 @@ enum Command {
     Export(export::Args),
     /// Import .ngwbackup archives, one snapshot each, deduplicated
     Import(import::Args),
-    /// Show what changed between two snapshots (tables of pg_dump directory dumps named)
+    /// Show what changed between two snapshots, or a snapshot and its parent
+    ///
+    /// `+` added, `-` removed, `M` content changed, `U` only metadata. With one snapshot,
+    /// it is compared with its parent (the snapshot its backup started from, or else the
+    /// latest earlier one of the same host and sources). pg_dump table files are paired
+    /// and named by their table, even when pg_dump renumbered them.
     Diff(diff::Args),
     /// Copy snapshots with their data to another repository (directory, SFTP, S3)
     Sync(sync::Args),
@@ -664,39 +669,163 @@ pub fn human(bytes: u64) -> String {
     }
 }
 
-/// A spinner with bytes, rate and the current entry, on stderr.
+/// A status line on stderr, redrawn a few times a second: the phase, bytes and items
+/// done (of their totals where known, with a percentage), the rate, the time left
+/// where a total is known (else the time spent), and the current entry.
 pub struct Bar {
     bar: indicatif::ProgressBar,
+    labels: Arc<std::sync::Mutex<Labels>>,
+    items: Arc<std::sync::atomic::AtomicU64>,
+}
+
+/// What the status line says besides the byte count.
+struct Labels {
+    phase: &'static str,
+    noun: &'static str,
+    items_total: Option<u64>,
 }
 
 impl Bar {
-    fn new(ctx: &Ctx, verb: &str) -> Option<Bar> {
-        if !ctx.progress() {
+    /// A bar for `verb` (the phase until the operation names one); `None` unless
+    /// stderr is a terminal and neither `--quiet` nor `json` is asked for.
+    fn new(ctx: &Ctx, verb: &'static str, json: bool) -> Option<Bar> {
+        if !ctx.progress() || json || ctx.reports.is_some() {
             return None;
         }
+        let labels = Arc::new(std::sync::Mutex::new(Labels {
+            phase: verb,
+            noun: "file",
+            items_total: None,
+        }));
+        let items = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let (l, n) = (labels.clone(), items.clone());
+        let draw = move |s: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
+            let l = l.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let line = status(&Status {
+                phase: l.phase,
+                bytes: s.pos(),
+                bytes_total: s.len(),
+                items: n.load(std::sync::atomic::Ordering::Relaxed),
+                items_total: l.items_total,
+                noun: l.noun,
+                rate: s.per_sec(),
+                elapsed: s.elapsed(),
+            });
+            let _ = w.write_str(&line);
+        };
         let bar = indicatif::ProgressBar::new_spinner();
-        let style = indicatif::ProgressStyle::with_template(&format!(
-            "{{spinner}} {verb} {{bytes}} ({{binary_bytes_per_sec}}, {{elapsed}}) {{wide_msg}}"
-        ))
-        .expect("static template");
+        let style = indicatif::ProgressStyle::with_template("{spinner} {status}  {wide_msg}")
+            .expect("static template")
+            .with_key("status", draw);
         bar.set_style(style);
         bar.enable_steady_tick(std::time::Duration::from_millis(120));
-        Some(Bar { bar })
+        Some(Bar { bar, labels, items })
+    }
+
+    fn labels(&self) -> std::sync::MutexGuard<'_, Labels> {
+        self.labels
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 
 impl snap::progress::Progress for Bar {
+    fn phase(&self, phase: snap::progress::Phase) {
+        self.labels().phase = phase.label();
+    }
+    fn total(&self, bytes: Option<u64>, items: Option<u64>, noun: &'static str) {
+        match bytes {
+            Some(b) => self.bar.set_length(b),
+            None => self.bar.unset_length(),
+        }
+        let mut l = self.labels();
+        l.items_total = items;
+        l.noun = noun;
+    }
     fn entry(&self, path: &Path) {
         self.bar.set_message(path.display().to_string());
     }
     fn bytes(&self, n: u64) {
         self.bar.inc(n);
     }
+    fn items(&self, n: u64) {
+        self.items
+            .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 impl Drop for Bar {
     fn drop(&mut self) {
         self.bar.finish_and_clear();
+    }
+}
+
+/// One moment of an operation, as the status line shows it.
+struct Status {
+    phase: &'static str,
+    bytes: u64,
+    bytes_total: Option<u64>,
+    items: u64,
+    items_total: Option<u64>,
+    /// What an item is (`file`, `pack`).
+    noun: &'static str,
+    /// Bytes per second, lately.
+    rate: f64,
+    elapsed: std::time::Duration,
+}
+
+/// `reading files  1.2 GiB of 3.4 GiB (35%), 120 of 300 files, 45.0 MiB/s, ETA 0:52`;
+/// without totals the time spent instead of the time left.
+fn status(s: &Status) -> String {
+    let mut done = human(s.bytes);
+    if let Some(total) = s.bytes_total {
+        let pct = if total == 0 {
+            100
+        } else {
+            (u128::from(s.bytes) * 100 / u128::from(total)).min(100)
+        };
+        done = format!("{done} of {} ({pct}%)", human(total));
+    }
+    let mut parts = vec![format!("{}  {done}", s.phase)];
+    match s.items_total {
+        Some(total) => parts.push(format!("{} of {}", s.items, count(total, s.noun))),
+        None if s.items > 0 => parts.push(count(s.items, s.noun)),
+        None => {}
+    }
+    if s.rate.is_finite() && s.rate >= 1.0 {
+        #[allow(
+            clippy::cast_possible_truncation,
+            clippy::cast_sign_loss,
+            reason = "a rate, rounded"
+        )]
+        let rate = s.rate as u64;
+        parts.push(format!("{}/s", human(rate)));
+    }
+    parts.push(match s.bytes_total.and_then(|t| eta(s.bytes, t, s.rate)) {
+        Some(left) => format!("ETA {}", clock(left)),
+        None => clock(s.elapsed),
+    });
+    parts.join(", ")
+}
+
+/// The time left to reach `total` bytes from `done` at `rate` bytes per second; `None`
+/// when it cannot be told (no rate yet, or past an estimated total).
+fn eta(done: u64, total: u64, rate: f64) -> Option<std::time::Duration> {
+    if done >= total || !rate.is_finite() || rate < 1.0 {
+        return None;
+    }
+    #[allow(clippy::cast_precision_loss, reason = "an estimate")]
+    let secs = (total - done) as f64 / rate;
+    std::time::Duration::try_from_secs_f64(secs.ceil()).ok()
+}
+
+/// A duration as `m:ss`, or `h:mm:ss` from an hour on.
+fn clock(d: std::time::Duration) -> String {
+    let s = d.as_secs();
+    if s >= 3600 {
+        format!("{}:{:02}:{:02}", s / 3600, s / 60 % 60, s % 60)
+    } else {
+        format!("{}:{:02}", s / 60, s % 60)
     }
 }
 
@@ -732,5 +861,70 @@ fn print_list(title: &str, items: &[String]) {
     }
     if items.len() > 20 {
         eprintln!("  ... and {} more", items.len() - 20);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::{clock, eta, status, Status};
+
+    #[test]
+    fn clock_reads_minutes_then_hours() {
+        assert_eq!(clock(Duration::from_secs(0)), "0:00");
+        assert_eq!(clock(Duration::from_secs(59)), "0:59");
+        assert_eq!(clock(Duration::from_millis(61_900)), "1:01");
+        assert_eq!(clock(Duration::from_secs(3725)), "1:02:05");
+        assert_eq!(clock(Duration::from_secs(100 * 3600)), "100:00:00");
+    }
+
+    #[test]
+    fn eta_is_what_is_left_at_the_rate() {
+        assert_eq!(
+            eta(0, 100 << 20, f64::from(1u32 << 20)),
+            Some(Duration::from_secs(100))
+        );
+        // Rounded up: a second and a bit left shows 0:02, never 0:00 before the end.
+        assert_eq!(eta(0, 1100, 1000.0), Some(Duration::from_secs(2)));
+        assert_eq!(eta(5, 5, 1000.0), None, "done");
+        assert_eq!(eta(7, 5, 1000.0), None, "past an estimate");
+        assert_eq!(eta(0, 5, 0.0), None, "no rate yet");
+        assert_eq!(eta(0, 5, f64::NAN), None);
+        assert_eq!(eta(0, u64::MAX, 1.0), None, "longer than a Duration holds");
+    }
+
+    fn at(bytes: u64, total: Option<u64>, items: u64, items_total: Option<u64>) -> Status {
+        Status {
+            phase: "reading files",
+            bytes,
+            bytes_total: total,
+            items,
+            items_total,
+            noun: "file",
+            rate: f64::from(1u32 << 20),
+            elapsed: Duration::from_secs(75),
+        }
+    }
+
+    #[test]
+    fn status_shows_totals_rate_and_eta_where_known() {
+        assert_eq!(
+            status(&at(1 << 30, Some(3 << 30), 120, Some(300))),
+            "reading files  1.0 GiB of 3.0 GiB (33%), 120 of 300 files, 1.0 MiB/s, ETA 34:08"
+        );
+        // No totals: what is done, and the time spent.
+        assert_eq!(
+            status(&at(5 << 20, None, 1, None)),
+            "reading files  5.0 MiB, 1 file, 1.0 MiB/s, 1:15"
+        );
+        // Past an estimate: 100%, and no time left to show.
+        assert_eq!(
+            status(&at(4 << 30, Some(3 << 30), 0, Some(1))),
+            "reading files  4.0 GiB of 3.0 GiB (100%), 0 of 1 file, 1.0 MiB/s, 1:15"
+        );
+        let mut idle = at(0, Some(0), 0, None);
+        idle.rate = 0.0;
+        assert_eq!(status(&idle), "reading files  0 B of 0 B (100%), 1:15");
     }
 }

@@ -34,7 +34,7 @@ pub fn parse_percent(s: &str) -> Result<f64, String> {
 
 pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
     let repo = ctx.open(false)?;
-    let r = run_prune(ctx, &repo, a.max_unused, a.dry_run)?;
+    let r = run_prune(ctx, &repo, a.max_unused, a.dry_run, a.json)?;
     if a.json {
         ctx.print_json(&r)?;
     } else {
@@ -50,8 +50,9 @@ pub fn run_prune(
     repo: &Repository,
     max_unused: f64,
     dry_run: bool,
+    json: bool,
 ) -> Result<PruneReport> {
-    let bar = Bar::new(ctx, "repack");
+    let bar = Bar::new(ctx, "repack", json);
     let plan = plan_prune(repo, &PruneOptions { max_unused })?;
     let r = if dry_run {
         plan.expected()

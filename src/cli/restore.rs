@@ -14,6 +14,8 @@ use snap::repo::Repository;
 use snap::source::ngw::NgwConfig;
 use snap::source::pg::Dsn;
 
+use snap::progress::Progress as _;
+
 use super::{count, human, ngw_config, print_list, progress_for, Bar, Ctx};
 
 #[derive(clap::Args)]
@@ -173,7 +175,15 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
         }
         return Ok(0);
     }
-    let bar = Bar::new(ctx, "restore");
+    let bar = Bar::new(ctx, "restore", a.json);
+    if let (Some(b), true) = (&bar, opts.include.is_empty()) {
+        // The whole snapshot: its summary tells the total without a walk.
+        b.total(
+            Some(snap.summary.bytes_total),
+            Some(snap.summary.files),
+            "file",
+        );
+    }
     let out = plan.execute(progress_for(bar.as_ref()))?;
     drop(bar);
     print_list("not restored", &out.warnings);
@@ -257,7 +267,7 @@ fn run_ngw(
 ) -> Result<i32> {
     let started = Instant::now();
     let cfg = NgwConfig::load(config)?;
-    let bar = Bar::new(ctx, "restore");
+    let bar = Bar::new(ctx, "restore", a.json);
     let out = restore_instance(repo, snap, &cfg, a.yes, progress_for(bar.as_ref()))?;
     drop(bar);
     let hint = match &out.migrations {
@@ -324,7 +334,7 @@ fn run_ngw(
 
 fn run_db(ctx: &Ctx, repo: &Repository, id: &SnapshotId, snap: &Snapshot, a: &Args) -> Result<i32> {
     let started = Instant::now();
-    let bar = Bar::new(ctx, "restore");
+    let bar = Bar::new(ctx, "restore", a.json);
     let progress = progress_for(bar.as_ref());
     let from = a.path.as_deref();
     let (what, bytes) = if let Some(cmd) = &a.pipe {

@@ -9,6 +9,8 @@ use snap::ops::sync::{plan_sync, Destination, SyncOptions, SyncPlan};
 use snap::repo::Repository;
 use snap::store;
 
+use snap::progress::Progress as _;
+
 use super::{count, human, key, progress_for, Bar, Ctx};
 
 #[derive(clap::Args)]
@@ -104,7 +106,10 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
     }
     let created = plan.create;
     let started = Instant::now();
-    let bar = Bar::new(ctx, "send");
+    let bar = Bar::new(ctx, "send", a.json);
+    if let (Some(b), Some(bytes)) = (&bar, plan.bytes) {
+        b.total(Some(bytes), Some(plan.packs), "pack");
+    }
     let r = plan
         .execute(progress_for(bar.as_ref()))
         .with_context(|| format!("syncing to {loc}"))?;

@@ -21,7 +21,7 @@ use crate::error::Result;
 use crate::format::id::{Id, PackId, SnapshotId, TreeId};
 use crate::format::tree::{Content, NodeKind};
 use crate::locked;
-use crate::progress::Progress;
+use crate::progress::{Phase, Progress};
 use crate::repo::index::BlobLoc;
 use crate::repo::reach::mark_reachable;
 use crate::repo::Repository;
@@ -168,6 +168,12 @@ pub fn check(repo: &Repository, read: ReadData, progress: &dyn Progress) -> Resu
             present.iter().take(n).copied().collect()
         }
     };
+    progress.phase(Phase::Verifying);
+    progress.total(
+        Some(chosen.iter().map(|p| on_disk[p]).sum()),
+        Some(chosen.len() as u64),
+        "pack",
+    );
     // Problems (with the damaged copy, if a blob) and the packs found intact.
     let found = Mutex::new((Vec::new(), Vec::new()));
     let verified = std::sync::atomic::AtomicU64::new(0);
@@ -189,6 +195,7 @@ pub fn check(repo: &Repository, read: ReadData, progress: &dyn Progress) -> Resu
             progress.bytes(u64::from(e.stored_len));
         }
         verified.fetch_add(entries.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        progress.items(1);
         let mut f = locked(&found);
         if broken.is_empty() {
             f.1.push(*pack);

@@ -3,15 +3,19 @@
 //! Both root trees are walked together in name order; a subtree with the same id in
 //! both is skipped unread, so the cost follows the change, not the snapshot. A file
 //! whose chunk list differs changed its content; one whose list is the same but whose
-//! mode, owner or mtime differ changed only its metadata. Table files of pg_dump's
-//! directory format (`<dumpId>.dat` next to a `toc.dat`) are named by their table,
-//! from `pg_restore --list` of the newer `toc.dat`, when pg_restore is installed.
+//! mode, owner or mtime differ changed only its metadata.
+//!
+//! In a pg_dump directory (`<dumpId>.dat` files next to a `toc.dat`) in both
+//! snapshots, data files are paired by their table, not their name (pg_dump renumbers
+//! them when a table is added; see [`crate::ops::dump_tables`]), named by it, and
+//! compared by content alone: their mode and mtime are the backup's, not the table's.
 
 use std::collections::HashMap;
-use std::process::Command;
 
-use crate::error::{IoContext, Result};
-use crate::format::id::TreeId;
+use super::dump_tables::{DumpTables, Pairing};
+use crate::error::Result;
+use crate::format::id::{SnapshotId, TreeId};
+use crate::format::snapshot::Snapshot;
 use crate::format::tree::{Node, NodeKind};
 use crate::repo::Repository;
 
@@ -45,6 +49,18 @@ pub struct Entry {
     /// For a pg_dump table file, its table (`schema.name`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub table: Option<String>,
+    /// The path in the older snapshot, when it differs (a renumbered table file).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub old_path: Option<String>,
+}
+
+/// What an entry's pairing tells beyond its two nodes.
+#[derive(Clone, Default)]
+struct Label {
+    table: Option<String>,
+    old_path: Option<String>,
+    /// Compare content only (a dump file's metadata is the backup's).
+    content_only: bool,
 }
 
 fn kind(n: &Node) -> &'static str {
@@ -80,6 +96,18 @@ impl Walk<'_, '_> {
         })
     }
 
+    /// The tables of the dump among `nodes`, if they are one and pg_restore can list
+    /// it.
+    fn tables(&self, nodes: &[Node]) -> Option<DumpTables> {
+        match DumpTables::of_nodes(self.repo, nodes) {
+            Ok(t) => t,
+            Err(e) => {
+                log::warn!("pg_dump files paired by name: {e}");
+                None
+            }
+        }
+    }
+
     /// Compares two directories (either may be absent) at `prefix`.
     fn trees(&mut self, old: Option<&TreeId>, new: Option<&TreeId>, prefix: &str) -> Result<()> {
         if old.is_some() && old == new {
@@ -87,42 +115,58 @@ impl Walk<'_, '_> {
         }
         let a = self.nodes(old)?;
         let b = self.nodes(new)?;
-        // Each side's files are named by its own toc.dat: pg_dump may renumber them.
-        let toc = |nodes: &[Node]| -> HashMap<Vec<u8>, String> {
-            if nodes.iter().any(|n| n.name == b"toc.dat") {
-                self.tables(nodes).unwrap_or_default()
-            } else {
-                HashMap::new()
-            }
+        let pairing = Pairing {
+            old: self.tables(&a),
+            new: self.tables(&b),
         };
-        let (tables_a, tables_b) = (toc(&a), toc(&b));
-        let (mut i, mut j) = (0, 0);
-        while i < a.len() || j < b.len() {
-            let order = match (a.get(i), b.get(j)) {
-                (Some(x), Some(y)) => x.name.cmp(&y.name),
-                (Some(_), None) => std::cmp::Ordering::Less,
-                _ => std::cmp::Ordering::Greater,
+        let index: HashMap<&[u8], usize> = a
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (n.name.as_slice(), i))
+            .collect();
+        let mut paired = vec![false; a.len()];
+        let mut pairs: Vec<(Option<&Node>, Option<&Node>)> = Vec::with_capacity(b.len());
+        for y in &b {
+            let x = pairing
+                .old_name(&y.name)
+                .and_then(|n| index.get(n))
+                .map(|&i| {
+                    paired[i] = true;
+                    &a[i]
+                });
+            pairs.push((x, Some(y)));
+        }
+        pairs.extend(
+            a.iter()
+                .zip(paired)
+                .filter(|p| !p.1)
+                .map(|p| (Some(p.0), None)),
+        );
+        // Path order (the newer name where there is one); a removed entry before an
+        // added one of the same name.
+        pairs.sort_by(|p, q| {
+            let key = |e: &(Option<&Node>, Option<&Node>)| {
+                (e.1.or(e.0).expect("one side").name.clone(), e.1.is_some())
             };
-            let (x, y) = match order {
-                std::cmp::Ordering::Less => {
-                    i += 1;
-                    (Some(&a[i - 1]), None)
-                }
-                std::cmp::Ordering::Greater => {
-                    j += 1;
-                    (None, Some(&b[j - 1]))
-                }
-                std::cmp::Ordering::Equal => {
-                    i += 1;
-                    j += 1;
-                    (Some(&a[i - 1]), Some(&b[j - 1]))
-                }
+            key(p).cmp(&key(q))
+        });
+        let name = |n: &Node| String::from_utf8_lossy(&n.name).into_owned();
+        for (x, y) in pairs {
+            let table = match (x, y, &pairing.old, &pairing.new) {
+                (_, Some(y), _, Some(t)) => t.table(&y.name),
+                (Some(x), None, Some(t), _) => t.table(&x.name),
+                _ => None,
             };
-            let name = x.or(y).expect("one side").name.clone();
-            let path = format!("{prefix}/{}", String::from_utf8_lossy(&name));
-            let tables = if y.is_some() { &tables_b } else { &tables_a };
-            let table = tables.get(&name).cloned();
-            self.entry(x, y, &path, table)?;
+            let label = Label {
+                table: table.map(str::to_string),
+                old_path: match (x, y) {
+                    (Some(x), Some(y)) if x.name != y.name => Some(format!("{prefix}/{}", name(x))),
+                    _ => None,
+                },
+                content_only: pairing.by_table(),
+            };
+            let path = format!("{prefix}/{}", name(y.or(x).expect("one side")));
+            self.entry(x, y, &path, &label)?;
         }
         Ok(())
     }
@@ -132,7 +176,7 @@ impl Walk<'_, '_> {
         x: Option<&Node>,
         y: Option<&Node>,
         path: &str,
-        table: Option<String>,
+        label: &Label,
     ) -> Result<()> {
         let dir = |n: Option<&Node>| match n.map(|n| &n.kind) {
             Some(NodeKind::Dir(id)) => Some(*id),
@@ -146,23 +190,25 @@ impl Walk<'_, '_> {
             (None, Some(_)) => Change::Added,
             (Some(a), Some(b)) if kind(a) != kind(b) => {
                 // Another kind of entry under the same name: one went, one came.
-                self.entry(Some(a), None, path, table.clone())?;
-                return self.entry(None, Some(b), path, table);
+                self.entry(Some(a), None, path, label)?;
+                return self.entry(None, Some(b), path, label);
             }
             // A directory's mtime follows its entries: only mode and owner count.
             (Some(a), Some(b)) if dir(x).is_some() => {
-                if !same_access(a, b) {
-                    self.emit(Change::Metadata, x, y, path, None)?;
+                if !same_access(a, b) && !label.content_only {
+                    self.emit(Change::Metadata, x, y, path, &Label::default())?;
                 }
                 return self.trees(dir(x).as_ref(), dir(y).as_ref(), path);
             }
             (Some(a), Some(b)) if a.kind != b.kind => Change::Modified,
-            (Some(a), Some(b)) if !same_access(a, b) || a.meta.mtime != b.meta.mtime => {
+            (Some(a), Some(b))
+                if !label.content_only && (!same_access(a, b) || a.meta.mtime != b.meta.mtime) =>
+            {
                 Change::Metadata
             }
             _ => return Ok(()),
         };
-        self.emit(change, x, y, path, table)?;
+        self.emit(change, x, y, path, label)?;
         // A whole directory added or removed: every entry below it too.
         match change {
             Change::Added => self.trees(None, dir(y).as_ref(), path),
@@ -178,7 +224,7 @@ impl Walk<'_, '_> {
         x: Option<&Node>,
         y: Option<&Node>,
         path: &str,
-        table: Option<String>,
+        label: &Label,
     ) -> Result<()> {
         (self.out)(Entry {
             change,
@@ -186,60 +232,29 @@ impl Walk<'_, '_> {
             kind: kind(y.or(x).expect("one side")),
             old_size: x.map_or(0, |n| n.meta.size),
             new_size: y.map_or(0, |n| n.meta.size),
-            table,
+            table: label.table.clone(),
+            old_path: label.old_path.clone(),
         })
     }
-
-    /// `<dumpId>.dat` -> `schema.table` from the `toc.dat` among `nodes`, through
-    /// `pg_restore --list`.
-    fn tables(&self, nodes: &[Node]) -> Result<HashMap<Vec<u8>, String>> {
-        let Some(NodeKind::File(content)) =
-            nodes.iter().find(|n| n.name == b"toc.dat").map(|n| &n.kind)
-        else {
-            return Ok(HashMap::new());
-        };
-        let dir = tempfile::tempdir().at(std::env::temp_dir())?;
-        let path = dir.path().join("toc.dat");
-        let mut f = std::fs::File::create(&path).at(&path)?;
-        self.repo.write_content(content, &mut f)?;
-        drop(f);
-        let out = Command::new("pg_restore")
-            .arg("--list")
-            .arg(dir.path())
-            .output()
-            .at("pg_restore")?;
-        Ok(parse_list(&String::from_utf8_lossy(&out.stdout)))
-    }
 }
 
-/// Table data entries of a `pg_restore --list`: `3345; 0 16390 TABLE DATA public
-/// accounts owner` gives `3345.dat` -> `public.accounts` (a name with spaces keeps its
-/// first word).
-fn parse_list(listing: &str) -> HashMap<Vec<u8>, String> {
-    let mut out = HashMap::new();
-    for line in listing.lines() {
-        let Some((id, rest)) = line.split_once(';') else {
-            continue;
-        };
-        let words: Vec<&str> = rest.split_whitespace().collect();
-        if words.len() >= 6 && words[2] == "TABLE" && words[3] == "DATA" {
-            out.insert(
-                format!("{}.dat", id.trim()).into_bytes(),
-                format!("{}.{}", words[4], words[5]),
-            );
+/// The snapshot `snap diff SNAPSHOT` compares `id` with: its recorded parent if the
+/// repository still holds it, else the latest earlier snapshot of the same host with
+/// the same sources (a database-only backup records no parent). `None` if neither.
+pub fn parent_of(
+    all: &[(SnapshotId, Snapshot)],
+    id: &SnapshotId,
+    snap: &Snapshot,
+) -> Option<(SnapshotId, Snapshot)> {
+    if let Some(p) = &snap.parent {
+        if let Some(found) = all.iter().find(|(i, _)| i == p) {
+            return Some(found.clone());
         }
     }
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn table_data_lines_name_their_files() {
-        let listing = ";\n; Archive created at ...\n215; 1259 16389 TABLE public pgbench_accounts postgres\n3345; 0 16389 TABLE DATA public pgbench_accounts postgres\n3346; 0 16395 TABLE DATA app orders postgres\n";
-        let t = super::parse_list(listing);
-        assert_eq!(t[&b"3345.dat".to_vec()], "public.pgbench_accounts");
-        assert_eq!(t[&b"3346.dat".to_vec()], "app.orders");
-        assert_eq!(t.len(), 2);
-    }
+    all.iter()
+        .filter(|(i, s)| {
+            i != id && s.time < snap.time && s.host == snap.host && s.sources == snap.sources
+        })
+        .max_by_key(|(_, s)| s.time)
+        .cloned()
 }

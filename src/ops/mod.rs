@@ -6,6 +6,7 @@ pub mod backup;
 pub mod check;
 pub mod diff;
 pub mod dump;
+pub mod dump_tables;
 pub mod export;
 pub mod find;
 pub mod ngw_part;

@@ -182,11 +182,9 @@ fn anchored(pattern: &str, base: Option<&Path>) -> Result<String> {
     let Some(base) = base else {
         return Ok(format!("**/{}", normalize(Path::new(pattern)).display()));
     };
-    let text = base
-        .to_str()
-        .ok_or_else(|| Usage::SourcePathNotUtf8 {
-            path: base.to_path_buf(),
-        })?;
+    let text = base.to_str().ok_or_else(|| Usage::SourcePathNotUtf8 {
+        path: base.to_path_buf(),
+    })?;
     let joined = normalize(&Path::new(&globset::escape(text)).join(pattern));
     Ok(joined.to_string_lossy().into_owned())
 }
@@ -369,7 +367,9 @@ mod tests {
 
     #[test]
     fn a_bad_exclude_pattern_is_a_usage_error_naming_it() {
-        let e = Excludes::new(&["*.tmp".into(), "a[".into()], None).err().unwrap();
+        let e = Excludes::new(&["*.tmp".into(), "a[".into()], None)
+            .err()
+            .unwrap();
         assert!(
             matches!(&e, Error::Usage(Usage::Exclude { pattern: Some(p), .. }) if p == "a["),
             "{e}"

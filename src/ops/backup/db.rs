@@ -16,6 +16,7 @@ use crate::error::{IoContext, Result, SourceError, Usage};
 use crate::format::chunker::Hints;
 use crate::format::snapshot::Source;
 use crate::format::tree::{Timestamp, Tree};
+use crate::ops::dump_tables::{DumpTables, Pairing, TOC};
 use crate::source::command::Running;
 use crate::source::fs as sfs;
 use crate::source::mongo::MongoUri;
@@ -96,13 +97,29 @@ fn ingest_dump_dir(
 ) -> Result<()> {
     let params = run.repo.params(crate::format::chunker::Profile::Dump);
     let prev_dir = run.previous_dir(at);
+    // Each file is cut against the previous dump's file of the same table: pg_dump
+    // writes (and closes) toc.dat before any table's data, so the new dump's tables
+    // are known before its first data file is read.
+    let listed = |tables: Result<Option<DumpTables>>| {
+        tables.unwrap_or_else(|e| {
+            log::warn!("dump files cut against the previous ones of the same name: {e}");
+            None
+        })
+    };
+    let mut pairing = Pairing {
+        old: listed(match &prev_dir {
+            Some(d) => DumpTables::of_nodes(run.repo, &d.nodes),
+            None => Ok(None),
+        }),
+        new: None,
+    };
     let mut done: HashSet<std::ffi::OsString> = HashSet::new();
     loop {
         let exited = dump.has_exited()?;
         // List first, then see what is open: a listed file that is not open has been
         // closed, so it is complete (the other order would take a file created between
         // the two looks for a finished one); an open one is followed as it grows.
-        let entries = match sfs::read_dir_sorted(dir, |_, _| false) {
+        let mut entries = match sfs::read_dir_sorted(dir, |_, _| false) {
             Ok(e) => e,
             Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
             Err(e) => return Err(e).at(dir),
@@ -112,6 +129,7 @@ fn ingest_dump_dir(
         } else {
             open_files(dump.id())
         };
+        entries.sort_by_key(|e| e.name.as_encoded_bytes() != TOC);
         if let Some(open) = open {
             for sfs::Entry { name, path, md } in entries {
                 if done.contains(&name) {
@@ -130,7 +148,12 @@ fn ingest_dump_dir(
                 let file = std::fs::File::open(&path).at(&path)?;
                 let mut comps = at.to_vec();
                 comps.push(text.as_bytes().to_vec());
-                let prev = prev_file(run, prev_dir.as_ref(), text.as_bytes());
+                let old = pairing.old_name(text.as_bytes());
+                let prev = old.and_then(|n| prev_file(run, prev_dir.as_ref(), n));
+                if let (Some(old), Some(_)) = (old, &prev) {
+                    let old = String::from_utf8_lossy(old);
+                    log::debug!("{text}: cut against the previous dump's {old}");
+                }
                 let (content, size) = if open.contains(&key) {
                     let mut f = Growing {
                         file,
@@ -142,8 +165,10 @@ fn ingest_dump_dir(
                     run.ingest(&mut { file }, params, Some(md.len()), prev)?
                         .at(&path)?
                 };
-                if text != "toc.dat" {
+                if text.as_bytes() != TOC {
                     std::fs::remove_file(&path).at(&path)?;
+                } else if pairing.old.is_some() {
+                    pairing.new = listed(DumpTables::of_dir(dir).map(Some));
                 }
                 run.put_stream(root, &comps, content, size, STREAM_MODE, now)?;
                 done.insert(name);

@@ -52,7 +52,7 @@ use crate::format::snapshot::{self, Snapshot, Source, Summary};
 use crate::format::tree::{split_path, Content, ListBuilder, ListNode, Timestamp};
 use crate::host::hostname;
 use crate::locked;
-use crate::progress::Progress;
+use crate::progress::{Phase, Progress};
 use crate::repo::{Repository, Saver};
 use crate::source::fs as sfs;
 
@@ -324,6 +324,10 @@ fn run(
         sec: time.timestamp(),
         nsec: time.timestamp_subsec_nanos(),
     };
+    if let Some((_, p)) = &parent {
+        // The parent's size: this run's estimate, known without a walk.
+        progress.total(Some(p.summary.bytes_total), Some(p.summary.files), "file");
+    }
     let parent_tree = parent.as_ref().map(|(_, s)| s.tree);
     // Streams (stdin, commands, dumps, archives) and the walk of the paths overlap:
     // a dump leaves a core idle while its command produces, a walk while it stats.
@@ -346,6 +350,7 @@ fn run(
         None
     } else {
         run.graft(&mut root, &placed, walked)?;
+        run.progress.phase(Phase::Uploading);
         let tree = run.save_vdir(root, now)?;
         run.saver.flush()?;
         Some(tree)

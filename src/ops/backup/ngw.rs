@@ -81,6 +81,7 @@ pub(super) fn backup(
         &comps(&["postgres"]),
         now,
     )?;
+    run.progress.phase(crate::progress::Phase::ReadingFiles);
     let mut list = std::process::Command::new("pg_restore");
     list.arg("--list").arg(&dump_dir);
     let listing = Running::capture(list, "pg_restore --list")?;

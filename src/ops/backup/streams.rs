@@ -11,6 +11,7 @@ use crate::format::chunker::Profile;
 use crate::format::id::TreeId;
 use crate::format::snapshot::Source;
 use crate::format::tree::{Content, Node, NodeKind, Timestamp};
+use crate::progress::Phase;
 use crate::source::command::Running;
 
 impl Run<'_> {
@@ -30,6 +31,7 @@ impl Run<'_> {
         if let Some(name) = &opts.stdin_name {
             let comps = stream_components(name)?;
             let input = stdin.ok_or(Usage::NoStdin)?;
+            self.progress.phase(Phase::Reading);
             let prev = self.hints(self.previous(&comps));
             let (content, size) = self
                 .ingest(input, self.stream_params, None, prev)?
@@ -44,6 +46,7 @@ impl Run<'_> {
             if let Some(w) = crate::source::command::compression_warning(command) {
                 log::warn!("{w}");
             }
+            self.progress.phase(Phase::Reading);
             let mut sh = std::process::Command::new("sh");
             sh.arg("-c").arg(command);
             self.stream_command(sh, command, name, &mut root, now)?;
@@ -55,18 +58,23 @@ impl Run<'_> {
             });
         }
         for (command, name) in &opts.command_dirs {
+            self.progress.phase(Phase::Dumping);
             sources.push(db::command_dir(self, command, name, &mut root, now)?);
         }
         for dsn in &dbs.pg {
+            self.progress.phase(Phase::Dumping);
             sources.push(db::pg(self, dsn, &mut root, now)?);
         }
         for dsn in &dbs.pg_all {
+            self.progress.phase(Phase::Dumping);
             sources.push(db::pg_all(self, dsn, &mut root, now)?);
         }
         for uri in &dbs.mongo {
+            self.progress.phase(Phase::Dumping);
             sources.push(db::mongo(self, uri, &mut root, now)?);
         }
         if let Some((path, blake3)) = &opts.archive {
+            self.progress.phase(Phase::Reading);
             archive::import(self, path, &mut root, now)?;
             sources.push(Source::Archive {
                 file: path
@@ -78,6 +86,7 @@ impl Run<'_> {
             });
         }
         if let Some(cfg) = ngw_config {
+            self.progress.phase(Phase::Dumping);
             ngw::backup(self, cfg, parent_tree, &mut root, now)?;
         }
         Ok((root, sources))
@@ -96,6 +105,7 @@ impl Run<'_> {
     ) -> Result<()> {
         add(&self.counts.files, 1);
         add(&self.counts.files_read, 1);
+        self.progress.items(1);
         add(&self.counts.bytes_total, size);
         let node = Node {
             name: Vec::new(),

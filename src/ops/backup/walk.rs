@@ -13,6 +13,7 @@ use crate::error::{Error, IoContext, Result, SourceError};
 use crate::format::id::TreeId;
 use crate::format::pack::BlobKind;
 use crate::format::tree::{Content, Meta, Node, NodeKind, Tree};
+use crate::progress::Phase;
 use crate::source::fs::{self as sfs, Special};
 
 impl Run<'_> {
@@ -22,6 +23,9 @@ impl Run<'_> {
         placed: &[(Vec<Vec<u8>>, PathBuf)],
         parent_tree: Option<TreeId>,
     ) -> Result<Vec<Node>> {
+        if !placed.is_empty() {
+            self.progress.phase(Phase::ReadingFiles);
+        }
         placed
             .iter()
             .map(|(comps, abs)| {
@@ -150,6 +154,7 @@ impl Run<'_> {
                 add(&self.counts.files, 1);
                 add(&self.counts.bytes_total, meta.size);
                 self.progress.bytes(meta.size);
+                self.progress.items(1);
                 return Ok(Some(Node {
                     name,
                     kind: NodeKind::File(content.clone()),
@@ -186,6 +191,7 @@ impl Run<'_> {
         add(&self.counts.files, 1);
         add(&self.counts.files_read, 1);
         add(&self.counts.bytes_total, size);
+        self.progress.items(1);
         Ok(Some(Node {
             name,
             kind: NodeKind::File(content),

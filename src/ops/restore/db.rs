@@ -52,6 +52,13 @@ pub fn feed_pg_restore(
         .at(&path)?;
         pending.push((path, content));
     }
+    // The sizes are in the tree: the total costs nothing.
+    let sizes = dump.nodes.iter().filter(|n| n.name != b"toc.dat");
+    progress.total(
+        Some(sizes.map(|n| n.meta.size).sum()),
+        Some(pending.len() as u64),
+        "file",
+    );
     let mut pg = Running::start(cmd(dir), what)?;
     let mut fed = 0u64;
     let mut tick = 0u64;
@@ -85,7 +92,10 @@ pub fn feed_pg_restore(
         let (path, content) = pending.remove(i);
         progress.entry(&path);
         match write_counted(repo, content, &mut f, progress) {
-            Ok(n) => fed += n,
+            Ok(n) => {
+                fed += n;
+                progress.items(1);
+            }
             // pg_restore went away: its own error says why.
             Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::BrokenPipe => {
                 break

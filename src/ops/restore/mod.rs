@@ -407,6 +407,7 @@ impl RestorePlan<'_> {
             match r.hard_link(&link) {
                 Ok(true) => {
                     r.files.fetch_add(1, Ordering::Relaxed);
+                    progress.items(1);
                 }
                 Ok(false) => {}
                 Err(e) => r.fail(&link.spath, e),
@@ -904,6 +905,7 @@ impl Restorer<'_> {
         tmp.persist(dest).map_err(|e| e.error).at(dest)?;
         self.files.fetch_add(1, Ordering::Relaxed);
         self.bytes.fetch_add(len, Ordering::Relaxed);
+        self.progress.items(1);
         if self.plan.verify {
             locked(&self.to_verify).push(check());
         }

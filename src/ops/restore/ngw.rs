@@ -146,6 +146,8 @@ pub fn restore_instance(
         progress,
     )?;
     drop(list_file);
+    // The blobs' total is not known before they are listed.
+    progress.total(None, None, "file");
 
     let mut out = NgwRestoreOutcome {
         tables_dropped: tables.len(),

@@ -423,6 +423,7 @@ fn copy_as_stored(
             dst.store().put(&path, &bytes)?;
             sent_bytes.fetch_add(bytes.len() as u64, Ordering::Relaxed);
             progress.bytes(bytes.len() as u64);
+            progress.items(1);
             Ok(())
         })
     })?;
