@@ -1,6 +1,7 @@
 //! End-to-end tests through the real `snap` binary, by feature.
 
 mod concurrency;
+mod config_cli;
 mod encryption;
 mod golden;
 mod interrupt;
