@@ -160,7 +160,8 @@ fn every_command_follows_the_default_profile() {
         .stderr(predicate::str::contains("absent.toml"));
 }
 
-/// A lock file naming a live process of another host, exclusive: without
+/// A lock file naming a live process of another host, exclusive (a prune running
+/// there): without
 /// `--retry-lock` a reader fails at once; with a short wait it fails with the same
 /// message after saying it waits; with a long one it waits, and succeeds once the
 /// holder's file is gone.
@@ -185,12 +186,13 @@ fn retry_lock_waits_for_a_live_holder() {
     )
     .unwrap();
     let locked = "repository is locked by an exclusive lock for prune";
-    env.snap(&["list"])
+    // `ls` takes a shared lock, which the exclusive one excludes.
+    env.snap(&["ls", "latest"])
         .assert()
         .code(1)
         .stderr(predicate::str::contains(locked))
         .stderr(predicate::str::contains("waiting").not());
-    env.snap(&["--retry-lock", "1s", "list"])
+    env.snap(&["--retry-lock", "1s", "ls", "latest"])
         .assert()
         .code(1)
         .stderr(predicate::str::contains("waiting up to"))
@@ -201,7 +203,7 @@ fn retry_lock_waits_for_a_live_holder() {
         .stderr(predicate::str::contains("not a duration like 30s"));
 
     let repo = env.repo().display().to_string();
-    let mut waiter = std_snap(&env, &["--repo", &repo, "--retry-lock", "5m", "list"])
+    let mut waiter = std_snap(&env, &["--repo", &repo, "--retry-lock", "5m", "ls", "latest"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -217,7 +219,7 @@ fn retry_lock_waits_for_a_live_holder() {
     holder.wait().unwrap();
     let out = waiter.wait_with_output().unwrap();
     assert!(out.status.success());
-    assert!(String::from_utf8_lossy(&out.stdout).contains("1 snapshot"));
+    assert!(String::from_utf8_lossy(&out.stdout).contains(&format!("{src}/f")));
 }
 
 /// `--limit-upload` and `--limit-download` are accepted by every command, and a sync
