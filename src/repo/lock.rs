@@ -162,7 +162,7 @@ impl Lock {
                     if attempt == 0 {
                         log::warn!(
                             "waiting up to {}s for the repository lock: held by {holder}",
-                            left.as_secs()
+                            wait.as_secs()
                         );
                     }
                     std::thread::sleep(retry_pause(attempt, left));
