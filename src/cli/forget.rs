@@ -159,7 +159,11 @@ fn group_title(key: &retention::GroupKey) -> String {
         parts.push(format!("sources {}", s.join(" ")));
     }
     if let Some(t) = &key.tags {
-        let t = if t.is_empty() { "(none)".to_string() } else { t.join(",") };
+        let t = if t.is_empty() {
+            "(none)".to_string()
+        } else {
+            t.join(",")
+        };
         parts.push(format!("tags {t}"));
     }
     if parts.is_empty() {

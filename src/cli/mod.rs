@@ -213,9 +213,7 @@ impl Ctx {
     fn select_profile(&mut self, repo_on_command_line: bool) -> Result<()> {
         if let Some(p) = &self.profile {
             if repo_on_command_line {
-                anyhow::bail!(
-                    "--repo and --profile {p} both name a repository: give one of them"
-                );
+                anyhow::bail!("--repo and --profile {p} both name a repository: give one of them");
             }
             self.repo = None;
         }

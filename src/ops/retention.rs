@@ -148,7 +148,10 @@ pub fn apply<Tz: TimeZone>(
             }
             let p = period(r, &local);
             if last[r] == Some(p) {
-                notes.push(format!("a newer snapshot of the same {} is kept", PERIODS[r]));
+                notes.push(format!(
+                    "a newer snapshot of the same {} is kept",
+                    PERIODS[r]
+                ));
             } else if left[r] == 0 {
                 notes.push(format!("beyond the {} {}s kept", counts[r], PERIODS[r]));
             } else {
@@ -288,7 +291,10 @@ pub fn plan<Tz: TimeZone>(
 ) -> Result<Plan> {
     let mut groups: BTreeMap<GroupKey, Vec<(SnapshotId, Snapshot)>> = BTreeMap::new();
     for (id, s) in snapshots {
-        groups.entry(GroupKey::of(&s, by)).or_default().push((id, s));
+        groups
+            .entry(GroupKey::of(&s, by))
+            .or_default()
+            .push((id, s));
     }
     let mut plan = Plan::default();
     for (key, snaps) in groups {

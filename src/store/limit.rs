@@ -91,7 +91,7 @@ impl Limited {
 }
 
 /// Waits for `n` bytes of `bucket`, if there is one.
-fn pace(bucket: &Option<Mutex<Bucket>>, n: u64) {
+fn pace(bucket: Option<&Mutex<Bucket>>, n: u64) {
     if let Some(b) = bucket {
         let wait = crate::locked(b).take(n, Instant::now());
         std::thread::sleep(wait);
@@ -107,12 +107,12 @@ impl Store for Limited {
     }
     fn read(&self, path: &str, cap: u64) -> Result<Vec<u8>> {
         let b = self.inner.read(path, cap)?;
-        pace(&self.download, b.len() as u64);
+        pace(self.download.as_ref(), b.len() as u64);
         Ok(b)
     }
     fn read_at(&self, path: &str, offset: u64, len: usize) -> Result<Vec<u8>> {
         let b = self.inner.read_at(path, offset, len)?;
-        pace(&self.download, b.len() as u64);
+        pace(self.download.as_ref(), b.len() as u64);
         Ok(b)
     }
     fn size(&self, path: &str) -> Result<Option<u64>> {
@@ -122,12 +122,12 @@ impl Store for Limited {
         self.inner.list(dir)
     }
     fn put(&self, path: &str, bytes: &[u8]) -> Result<()> {
-        pace(&self.upload, bytes.len() as u64);
+        pace(self.upload.as_ref(), bytes.len() as u64);
         self.inner.put(path, bytes)
     }
     fn put_file(&self, path: &str, file: tempfile::NamedTempFile) -> Result<()> {
         let len = file.as_file().metadata().map_or(0, |m| m.len());
-        pace(&self.upload, len);
+        pace(self.upload.as_ref(), len);
         self.inner.put_file(path, file)
     }
     fn put_volatile(&self, path: &str, bytes: &[u8]) -> Result<()> {
@@ -187,7 +187,10 @@ mod tests {
         std::fs::create_dir(d.path().join("tmp")).unwrap();
         let local: Arc<dyn Store> = Arc::new(super::super::Local::new(d.path().to_path_buf()));
         let unlimited = Limited::wrap(local.clone(), Limits::default());
-        assert!(Arc::ptr_eq(&unlimited, &local), "no limit: the store itself");
+        assert!(
+            Arc::ptr_eq(&unlimited, &local),
+            "no limit: the store itself"
+        );
         let s = Limited::wrap(
             local,
             Limits {

@@ -203,11 +203,14 @@ fn retry_lock_waits_for_a_live_holder() {
         .stderr(predicate::str::contains("not a duration like 30s"));
 
     let repo = env.repo().display().to_string();
-    let mut waiter = std_snap(&env, &["--repo", &repo, "--retry-lock", "5m", "ls", "latest"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut waiter = std_snap(
+        &env,
+        &["--repo", &repo, "--retry-lock", "5m", "ls", "latest"],
+    )
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
     let mut stderr = BufReader::new(waiter.stderr.take().unwrap());
     let mut line = String::new();
     stderr.read_line(&mut line).unwrap();
@@ -278,12 +281,24 @@ fn forget_filters_groups_and_says_why() {
             .len()
     };
     // Dry runs: each filter narrows what is judged; the rest stays.
-    assert_eq!(count(&["-n", "--keep-last", "1"]), 1, "two of a, one of a+b, one of b");
+    assert_eq!(
+        count(&["-n", "--keep-last", "1"]),
+        1,
+        "two of a, one of a+b, one of b"
+    );
     assert_eq!(count(&["-n", "--keep-last", "1", "--group-by", "host"]), 3);
     assert_eq!(count(&["-n", "--keep-last", "1", "--group-by", ""]), 3);
     assert_eq!(count(&["-n", "--keep-last", "1", "--group-by", "tags"]), 1);
     assert_eq!(
-        count(&["-n", "--keep-last", "1", "--group-by", "host", "--tag", "nightly"]),
+        count(&[
+            "-n",
+            "--keep-last",
+            "1",
+            "--group-by",
+            "host",
+            "--tag",
+            "nightly"
+        ]),
         1
     );
     assert_eq!(
@@ -292,7 +307,15 @@ fn forget_filters_groups_and_says_why() {
         "a+b and b"
     );
     assert_eq!(
-        count(&["-n", "--keep-last", "1", "--group-by", "host", "--host", "nowhere"]),
+        count(&[
+            "-n",
+            "--keep-last",
+            "1",
+            "--group-by",
+            "host",
+            "--host",
+            "nowhere"
+        ]),
         0
     );
     env.snap(&["forget", "--keep-last", "1", "--group-by", "host,colour"])
@@ -417,7 +440,10 @@ fn ngw_missing_blobs_fail_unless_allowed() {
         .unwrap();
     let index = String::from_utf8(index.stdout).unwrap();
     assert_eq!(index.lines().count(), 1, "{index}");
-    assert!(index.contains(UUIDS[0]) && !index.contains(UUIDS[1]), "{index}");
+    assert!(
+        index.contains(UUIDS[0]) && !index.contains(UUIDS[1]),
+        "{index}"
+    );
     env.snap(&["ls", "latest"])
         .assert()
         .success()

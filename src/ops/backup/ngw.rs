@@ -127,7 +127,9 @@ pub(super) fn backup(
             match node {
                 // Fonts (after the fileobj blobs) were listed from their directory.
                 Err(e) if allow_missing && i < objs.len() => {
-                    run.warn(format!("{e}: left out of the snapshot (--allow-missing-blobs)"));
+                    run.warn(format!(
+                        "{e}: left out of the snapshot (--allow-missing-blobs)"
+                    ));
                     Ok(None)
                 }
                 other => other.map(Some),

@@ -78,7 +78,14 @@ impl Run<'_> {
             });
         }
         if let Some(cfg) = ngw_config {
-            ngw::backup(self, cfg, opts.allow_missing_blobs, parent_tree, &mut root, now)?;
+            ngw::backup(
+                self,
+                cfg,
+                opts.allow_missing_blobs,
+                parent_tree,
+                &mut root,
+                now,
+            )?;
         }
         Ok((root, sources))
     }
