@@ -17,7 +17,7 @@
 //!
 //! A process that meets a conflicting lock fails at once, or, given a wait
 //! ([`Lock::acquire_waiting`], `--retry-lock`), removes its own file and tries again
-//! with growing pauses ([`retry_pause`]) until the wait is over; then it fails with
+//! with growing pauses (`retry_pause`) until the wait is over; then it fails with
 //! the same message.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -39,7 +39,7 @@ pub const REFRESH_EVERY: Duration = Duration::from_secs(60);
 
 /// The pause before retry `attempt` (0, 1, ...) of a lock: 250 ms doubling up to 16 s,
 /// never past the `left` of the wait.
-pub fn retry_pause(attempt: u32, left: Duration) -> Duration {
+fn retry_pause(attempt: u32, left: Duration) -> Duration {
     let pause = Duration::from_millis(250).saturating_mul(1 << attempt.min(6));
     pause.min(left)
 }
@@ -143,7 +143,8 @@ impl Lock {
     }
 
     /// Like [`Lock::acquire`], but a conflicting lock is waited for up to `wait` (said
-    /// once in the log), trying again with [`retry_pause`]s; a signal ends the wait.
+    /// once in the log), trying again after pauses of 250 ms doubling up to 16 s; a
+    /// signal ends the wait.
     pub fn acquire_waiting(
         store: Arc<dyn Store>,
         exclusive: bool,
