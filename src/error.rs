@@ -195,6 +195,12 @@ pub enum Usage {
         /// What globset said.
         source: globset::Error,
     },
+    /// `--group-by` names something snapshots cannot be grouped by.
+    #[error("--group-by: unknown {given:?}; group by host, paths or tags (comma-separated)")]
+    GroupBy {
+        /// The word given.
+        given: String,
+    },
     /// `--keep-within` asks for a time before the calendar can express.
     #[error("--keep-within reaches before the calendar's start")]
     KeepWithin,

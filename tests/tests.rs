@@ -2,6 +2,7 @@
 
 mod backup_select;
 mod concurrency;
+mod config_cli;
 mod diff_progress;
 mod dump;
 mod encryption;

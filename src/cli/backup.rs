@@ -43,6 +43,11 @@ pub struct Args {
     /// config.ini [default: $NEXTGISWEB_CONFIG]
     #[arg(long, value_name = "CONFIG", num_args = 0..=1)]
     ngw: Option<Option<PathBuf>>,
+    /// With --ngw: record the snapshot even when file-storage blobs the database lists
+    /// are missing or unreadable, each listed as a warning (exit 3); without it, one
+    /// missing blob fails the backup, as it fails NGW's own
+    #[arg(long, requires = "ngw")]
+    allow_missing_blobs: bool,
     /// Leave out entries matching this glob (repeatable); with a / it matches the full
     /// path, relative to the working directory unless it starts with / or *
     #[arg(long, value_name = "GLOB")]
@@ -225,6 +230,7 @@ pub fn run(ctx: &Ctx, a: Args, m: &clap::ArgMatches) -> Result<i32> {
         pg_all: a.pg_all,
         mongo: a.mongo,
         ngw,
+        allow_missing_blobs: a.allow_missing_blobs,
         archive: None,
         time: None,
         excludes: a.exclude,
@@ -240,13 +246,13 @@ pub fn run(ctx: &Ctx, a: Args, m: &clap::ArgMatches) -> Result<i32> {
         stream_profile: a.stream_profile.into(),
         no_parent: a.force,
     };
-    // No source and no --repo: the configuration's default profile says what.
-    if !opts.has_source() && ctx.repo.is_none() {
+    // No source and no --repo: the profile (`-p`, else the default) says what.
+    if !opts.has_source() && (ctx.repo.is_none() || ctx.profile.is_some()) {
         if let Some(config) = super::profile::load(ctx)? {
             if a.dry_run {
                 bail!("--dry-run needs the sources on the command line; a profile's backup cannot be dry-run yet");
             }
-            return super::run_profile(ctx, config, None, true, a.json);
+            return super::run_profile(ctx, config, ctx.profile.as_deref(), true, a.json);
         }
     }
     if a.dry_run {

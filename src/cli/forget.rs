@@ -2,12 +2,11 @@
 
 use anyhow::Result;
 use snap::format::id::SnapshotId;
-use snap::ops::retention::{self, Policy};
-use snap::ops::select::SnapshotFilter;
+use snap::ops::retention::{self, GroupBy, Policy};
 use snap::repo::{Lock, Repository};
 use snap::span::Span;
 
-use super::{count, prune, Ctx};
+use super::{count, prune, Ctx, FilterArgs};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -40,9 +39,14 @@ pub struct Args {
     /// Keep every snapshot with this tag (repeatable)
     #[arg(long, value_name = "TAG")]
     pub(super) keep_tag: Vec<String>,
-    /// Only consider snapshots of this host
-    #[arg(long, value_name = "HOST")]
-    pub(super) host: Option<String>,
+    /// Which snapshots the policy considers (the others are kept)
+    #[command(flatten)]
+    pub(super) filter: FilterArgs,
+    /// Judge the snapshots in groups by host, paths (the sources) and tags, any of
+    /// them comma-separated; each group keeps its own counts. `''` puts every
+    /// snapshot in one group. A profile whose sources change starts a new group
+    #[arg(long, value_name = "KEYS", default_value = "host,paths")]
+    pub(super) group_by: GroupBy,
     /// Show what would be removed, remove nothing
     #[arg(long, short = 'n')]
     pub(super) dry_run: bool,
@@ -96,18 +100,15 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
             .collect();
         return finish(ctx, &a, &repo, lock, remove, json);
     }
-    let filter = SnapshotFilter {
-        hosts: a.host.iter().cloned().collect(),
-        ..Default::default()
-    };
+    let filter = a.filter.filter();
     let mut chosen = repo.snapshots()?;
     chosen.retain(|(_, s)| filter.matches(s));
-    let plan = retention::plan(chosen, &policy, &chrono::Local)?;
+    let plan = retention::plan(chosen, &policy, a.group_by, &chrono::Local)?;
     let mut json = Vec::new();
     for g in &plan.groups {
         let kept = g.snapshots.iter().filter(|(_, _, d)| d.keep).count();
         if !a.json && !ctx.quiet {
-            outln!("host {}, sources {}:", g.host, g.sources.join(" "));
+            outln!("{}:", group_title(&g.key));
             outln!(
                 "  {:<6}  {:<8}  {:<26}  {:<12}  reasons",
                 "",
@@ -120,6 +121,7 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
             if a.json {
                 json.push(serde_json::json!({
                     "id": id, "time": s.time, "host": s.host, "keep": d.keep, "reasons": d.reasons,
+                    "notes": d.notes,
                 }));
             } else if !ctx.quiet {
                 outln!(
@@ -128,7 +130,7 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
                     id.short(),
                     snap::host::local_time(&s.time),
                     s.tags.join(","),
-                    d.reasons.join(", ")
+                    if d.keep { &d.reasons } else { &d.notes }.join(", ")
                 );
             }
         }
@@ -136,8 +138,59 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
             outln!("  {kept} kept, {} removed", g.snapshots.len() - kept);
         }
     }
+    if !a.json && !ctx.quiet {
+        for note in split_groups(&plan.groups) {
+            outln!("{note}");
+        }
+    }
     let remove = plan.remove();
     finish(ctx, &a, &repo, lock, remove, json)
+}
+
+/// `host db1, sources path:/srv ngw:/etc/ngw.ini, tags daily`: what a group shares.
+fn group_title(key: &retention::GroupKey) -> String {
+    let mut parts = Vec::new();
+    if let Some(h) = &key.host {
+        parts.push(format!("host {h}"));
+    }
+    if let Some(s) = &key.sources {
+        parts.push(format!("sources {}", s.join(" ")));
+    }
+    if let Some(t) = &key.tags {
+        let t = if t.is_empty() {
+            "(none)".to_string()
+        } else {
+            t.join(",")
+        };
+        parts.push(format!("tags {t}"));
+    }
+    if parts.is_empty() {
+        "all snapshots".to_string()
+    } else {
+        parts.join(", ")
+    }
+}
+
+/// A note for each host whose snapshots fall into several groups by their sources
+/// alone: each of those groups keeps its own counts, which surprises whoever changed a
+/// profile's sources and expected `keep_daily = 7` to keep 7 days in all.
+fn split_groups(groups: &[retention::Group]) -> Vec<String> {
+    let mut by_rest: std::collections::BTreeMap<_, usize> = std::collections::BTreeMap::new();
+    for g in groups.iter().filter(|g| g.key.sources.is_some()) {
+        *by_rest.entry((&g.key.host, &g.key.tags)).or_default() += 1;
+    }
+    by_rest
+        .into_iter()
+        .filter(|(_, n)| *n > 1)
+        .map(|((host, _), n)| {
+            let whose = host
+                .as_ref()
+                .map_or("the snapshots".to_string(), |h| format!("host {h}"));
+            format!(
+                "note: {whose} has {n} groups that differ only in their sources, each judged alone with its own counts (changing a profile's sources starts a new group); `--group-by host` judges them together"
+            )
+        })
+        .collect()
 }
 
 /// Removes `remove` (unless a dry run), then prunes if asked; prints the JSON report

@@ -67,9 +67,14 @@ const GLOBAL: &str = "Global options";
 )]
 struct Cli {
     /// Repository: a directory, sftp://[USER@]HOST[:PORT]/PATH or s3://BUCKET/PREFIX
-    /// (S3 endpoint from AWS_ENDPOINT_URL) [default: $XDG_DATA_HOME/snap/repo]
+    /// (S3 endpoint from AWS_ENDPOINT_URL) [default: the default profile's, else
+    /// $XDG_DATA_HOME/snap/repo]
     #[arg(long, global = true, env = "SNAP_REPO", value_name = "REPO", help_heading = GLOBAL)]
     repo: Option<String>,
+    /// Use this profile's repository and passphrase file (and, for `run` and a `backup`
+    /// without sources, its sources) [default: the configuration's `default`]
+    #[arg(short, long, global = true, value_name = "PROFILE", help_heading = GLOBAL)]
+    profile: Option<String>,
     /// Print nothing but errors and the final line
     #[arg(short, long, global = true, help_heading = GLOBAL)]
     quiet: bool,
@@ -84,6 +89,16 @@ struct Cli {
     /// [default: $XDG_CACHE_HOME/snap, else ~/.cache/snap]
     #[arg(long, global = true, env = "SNAP_CACHE_DIR", value_name = "DIR", help_heading = GLOBAL)]
     cache_dir: Option<PathBuf>,
+    /// Wait up to DURATION (30s, 5m, 1h) for another process's conflicting repository
+    /// lock to go, retrying with growing pauses, instead of failing at once
+    #[arg(long, global = true, value_name = "DURATION", value_parser = parse_wait, help_heading = GLOBAL)]
+    retry_lock: Option<std::time::Duration>,
+    /// Limit uploads to SFTP and S3 repositories to this many KiB/s
+    #[arg(long, global = true, value_name = "KiB/s", value_parser = clap::value_parser!(u64).range(1..), help_heading = GLOBAL)]
+    limit_upload: Option<u64>,
+    /// Limit downloads from SFTP and S3 repositories to this many KiB/s
+    #[arg(long, global = true, value_name = "KiB/s", value_parser = clap::value_parser!(u64).range(1..), help_heading = GLOBAL)]
+    limit_download: Option<u64>,
     #[command(subcommand)]
     command: Command,
 }
@@ -184,10 +199,15 @@ pub struct RunArgs {
 
 /// Global settings every subcommand sees.
 pub struct Ctx {
+    /// The repository: `--repo`/`SNAP_REPO`, else the selected profile's.
     repo: Option<String>,
+    /// The profile whose repository was selected (named by `-p`, or the default).
+    profile: Option<String>,
     quiet: bool,
     /// `--config`/`SNAP_CONFIG`.
     config: Option<PathBuf>,
+    /// `--retry-lock`: how long taking a lock waits for a conflicting holder.
+    retry_lock: std::time::Duration,
     /// A profile's passphrase file (overrides the environment).
     password_file: Option<PathBuf>,
     /// Under `snap run --json`: where the steps' JSON reports go instead of stdout.
@@ -205,6 +225,36 @@ impl Ctx {
         } else {
             outln!("{}", serde_json::to_string_pretty(report)?);
             self.json_printed.set(true);
+        }
+        Ok(())
+    }
+
+    /// Chooses the repository when `--repo` does not: `-p PROFILE`'s, else (unless
+    /// `SNAP_REPO` is set) the configuration's default profile's, with the profile's
+    /// passphrase file. `--repo` on the command line and `-p` together are refused;
+    /// `-p` overrides `SNAP_REPO`.
+    fn select_profile(&mut self, repo_on_command_line: bool) -> Result<()> {
+        if let Some(p) = &self.profile {
+            if repo_on_command_line {
+                anyhow::bail!("--repo and --profile {p} both name a repository: give one of them");
+            }
+            self.repo = None;
+        }
+        if self.repo.is_some() {
+            return Ok(());
+        }
+        let Some((path, file)) = profile::load(self)? else {
+            if let Some(p) = &self.profile {
+                anyhow::bail!(
+                    "--profile {p}: no configuration file (write $XDG_CONFIG_HOME/snap/snap.toml or /etc/snap/snap.toml, or pass --config FILE)"
+                );
+            }
+            return Ok(());
+        };
+        if let Some(chosen) = file.repository(&path, self.profile.as_deref())? {
+            self.profile = Some(chosen.name);
+            self.repo = Some(chosen.repository);
+            self.password_file = chosen.password_file;
         }
         Ok(())
     }
@@ -231,8 +281,9 @@ impl Ctx {
         let (store, is_default) = self.store()?;
         let loc = store.location();
         if is_default && create_default && store.size("config")?.is_none() {
-            let repo = Repository::create(store, &snap::repo::InitOptions::default(), None)
+            let mut repo = Repository::create(store, &snap::repo::InitOptions::default(), None)
                 .with_context(|| format!("creating the default repository {loc}"))?;
+            repo.set_lock_wait(self.retry_lock);
             eprintln!("created a new repository at {loc}");
             return Ok(repo);
         }
@@ -243,7 +294,9 @@ impl Ctx {
     /// Opens the repository in `store`, unlocking it if it is encrypted.
     fn open_store(&self, store: Arc<dyn Store>) -> Result<Repository> {
         let key = self.master_key(store.as_ref())?;
-        Ok(Repository::open_store(store, key)?)
+        let mut repo = Repository::open_store(store, key)?;
+        repo.set_lock_wait(self.retry_lock);
+        Ok(repo)
     }
 
     /// The master key of the repository in `store`, if it is encrypted.
@@ -310,16 +363,30 @@ pub fn run() -> i32 {
     let _ = rayon::ThreadPoolBuilder::new()
         .stack_size(64 << 20)
         .build_global();
-    let ctx = Ctx {
+    let repo_on_command_line =
+        matches.value_source("repo") == Some(clap::parser::ValueSource::CommandLine);
+    let _ = LIMITS.set(store::Limits {
+        upload: cli.limit_upload.map(|k| k.saturating_mul(1024)),
+        download: cli.limit_download.map(|k| k.saturating_mul(1024)),
+    });
+    let mut ctx = Ctx {
         repo: cli.repo,
+        profile: cli.profile,
         quiet: cli.quiet,
         config: cli.config,
+        retry_lock: cli.retry_lock.unwrap_or_default(),
         password_file: None,
         reports: None,
         json_printed: Cell::new(false),
     };
     let command = matches.subcommand_name().unwrap_or_default().to_string();
-    let res = dispatch(&ctx, cli.command, &matches);
+    let res = match cli.command {
+        // They open no repository: a broken configuration must not stop them.
+        c @ (Command::Completions(_) | Command::Man(_)) => dispatch(&ctx, c, &matches),
+        c => ctx
+            .select_profile(repo_on_command_line)
+            .and_then(|()| dispatch(&ctx, c, &matches)),
+    };
     let e = match res {
         Ok(code) => return code,
         Err(e) if is_broken_pipe(&e) => return 0,
@@ -356,6 +423,27 @@ pub(crate) fn xdg_dir(var: &str, home_rel: &str) -> Option<PathBuf> {
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(home_rel)))
 }
 
+/// `--limit-upload` and `--limit-download`, in bytes per second, for every remote
+/// store the command opens.
+static LIMITS: std::sync::OnceLock<store::Limits> = std::sync::OnceLock::new();
+
+/// `--retry-lock`'s DURATION: a number with `s`, `m` (or `min`) or `h`, seconds
+/// without a unit.
+fn parse_wait(s: &str) -> std::result::Result<std::time::Duration, String> {
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (n, unit) = s.split_at(split);
+    let n: u64 = n
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration like 30s, 5m or 1h"))?;
+    let secs = match unit {
+        "" | "s" => 1,
+        "m" | "min" => 60,
+        "h" => 3600,
+        _ => return Err(format!("{s:?}: unknown unit {unit:?} (use s, m or h)")),
+    };
+    Ok(std::time::Duration::from_secs(n.saturating_mul(secs)))
+}
+
 /// The settings of remote stores that come from the environment: the S3 endpoint
 /// (`endpoint` when given, else `AWS_ENDPOINT_URL_S3`, else `AWS_ENDPOINT_URL`), the
 /// region (`AWS_REGION`, else `AWS_DEFAULT_REGION`) and SFTP host-key checking
@@ -372,6 +460,7 @@ pub(crate) fn remote_options(endpoint: Option<String>) -> store::RemoteOptions {
             Some("accept") => store::HostKeys::Accept,
             _ => store::HostKeys::Strict,
         },
+        limits: LIMITS.get().copied().unwrap_or_default(),
     }
 }
 
@@ -441,7 +530,8 @@ fn dispatch(ctx: &Ctx, command: Command, matches: &clap::ArgMatches) -> Result<i
                     "no configuration file: write $XDG_CONFIG_HOME/snap/snap.toml or /etc/snap/snap.toml, or pass --config FILE (see the README)"
                 );
             };
-            run_profile(ctx, config, a.profile.as_deref(), false, a.json)
+            let name = a.profile.as_deref().or(ctx.profile.as_deref());
+            run_profile(ctx, config, name, false, a.json)
         }
         Command::List(a) => list::run(ctx, a),
         Command::Ls(a) => ls::run(ctx, a),
@@ -498,8 +588,10 @@ fn run_profile(
     // The steps run quietly under `--json`, their reports collected for the summary.
     let sub = Ctx {
         repo: Some(run.repository.clone()),
+        profile: Some(name.clone()),
         quiet: ctx.quiet || json,
         config: ctx.config.clone(),
+        retry_lock: ctx.retry_lock,
         password_file: run.password_file.clone(),
         reports: json.then(|| Rc::new(RefCell::new(Vec::new()))),
         json_printed: Cell::new(false),

@@ -13,6 +13,7 @@ use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Deserializer};
 use snap::ops::backup::BackupOptions;
 use snap::ops::prune::PruneOptions;
+use snap::ops::retention::GroupBy;
 use snap::span::Span;
 
 use super::{forget, prune, sync, Ctx};
@@ -21,7 +22,8 @@ use super::{forget, prune, sync, Ctx};
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct File {
-    /// The profile `snap run` and `snap backup` use when none is named.
+    /// The profile used when none is named: its repository for every command, its
+    /// sources for `snap run` and `snap backup` without sources.
     default: Option<String>,
     /// Named profiles.
     #[serde(default)]
@@ -38,6 +40,10 @@ struct Profile {
     paths: Vec<String>,
     /// A NextGIS Web config.ini.
     ngw: Option<String>,
+    /// Record the NGW snapshot when file-storage blobs are missing, listing them as
+    /// warnings (exit 3), instead of failing (`--allow-missing-blobs`).
+    #[serde(default)]
+    allow_missing_blobs: bool,
     #[serde(default)]
     pg: Vec<String>,
     pg_all: Option<String>,
@@ -94,6 +100,9 @@ struct Retention {
     keep_within: Option<Span>,
     #[serde(default)]
     keep_tag: Vec<String>,
+    /// Read by the same parser as `--group-by` (default `host,paths`).
+    #[serde(default, deserialize_with = "group_by")]
+    group_by: Option<GroupBy>,
     /// Delete the forgotten snapshots' data right away (default true).
     prune: Option<bool>,
     /// Read (and so checked, with its line) by the same parser as `--max-unused`.
@@ -115,6 +124,12 @@ fn size<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Option<u64>, D::
     super::backup::parse_size(&s)
         .map(Some)
         .map_err(serde::de::Error::custom)
+}
+
+/// Groups written as `host,paths`, read by `--group-by`'s parser.
+fn group_by<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Option<GroupBy>, D::Error> {
+    let s = String::deserialize(d)?;
+    s.parse().map(Some).map_err(serde::de::Error::custom)
 }
 
 /// Where the configuration file is: `--config`/`SNAP_CONFIG`, else
@@ -182,6 +197,16 @@ impl Step {
     }
 }
 
+/// The repository a profile selects for every command.
+pub struct Chosen {
+    /// The profile's name.
+    pub name: String,
+    /// Its repository.
+    pub repository: String,
+    /// Passphrase file of an encrypted repository.
+    pub password_file: Option<PathBuf>,
+}
+
 /// A profile ready to run.
 pub struct Run {
     /// Its name.
@@ -213,6 +238,20 @@ impl File {
         Ok((name.to_string(), p))
     }
 
+    /// The repository of profile `name`, else of the default profile; `None` when no
+    /// profile is named and there is no default.
+    pub fn repository(&self, path: &Path, name: Option<&str>) -> Result<Option<Chosen>> {
+        if name.is_none() && self.default.is_none() {
+            return Ok(None);
+        }
+        let (name, p) = self.get(path, name)?;
+        Ok(Some(Chosen {
+            name,
+            repository: p.repository.clone(),
+            password_file: p.password_file.clone(),
+        }))
+    }
+
     /// The steps of profile `name` (or the default one).
     pub fn steps(&self, path: &Path, name: Option<&str>) -> Result<Run> {
         let (name, p) = self.get(path, name)?;
@@ -224,6 +263,7 @@ impl File {
             pg_all: p.pg_all.iter().cloned().collect(),
             mongo: p.mongo.clone(),
             ngw: p.ngw.as_ref().map(PathBuf::from),
+            allow_missing_blobs: p.allow_missing_blobs,
             excludes: p.exclude.clone(),
             exclude_files: p.exclude_file.clone(),
             files_from: p.files_from.clone(),
@@ -247,7 +287,12 @@ impl File {
                 keep_yearly: r.keep_yearly.unwrap_or(0),
                 keep_within: r.keep_within,
                 keep_tag: r.keep_tag.clone(),
-                host: p.host.clone(),
+                filter: super::FilterArgs {
+                    host: p.host.iter().cloned().collect(),
+                    tag: Vec::new(),
+                    path: Vec::new(),
+                },
+                group_by: r.group_by.unwrap_or_default(),
                 dry_run: false,
                 prune: r.prune.unwrap_or(true),
                 max_unused: r.max_unused.unwrap_or(PruneOptions::default().max_unused),

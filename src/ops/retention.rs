@@ -11,7 +11,12 @@
 //! reasons are reported.
 //!
 //! [`plan`] applies a policy to a repository's snapshots as `forget` does: grouped by
-//! host and sources (as restic groups by host and paths), each group judged alone.
+//! host and sources by default (as restic groups by host and paths), or by any of
+//! host, sources and tags ([`GroupBy`]), each group judged alone. Two consequences
+//! surprise users, so a removed snapshot's [`Decision::notes`] say why it went: with
+//! `daily` (or any calendar rule) only the newest snapshot of each day counts, so
+//! earlier runs of the same day are removed; and a profile whose sources change starts
+//! a new group, whose counts start again while the old group keeps its own.
 
 use chrono::{DateTime, Datelike, Offset, TimeZone, Timelike, Utc};
 
@@ -64,12 +69,17 @@ pub struct Decision {
     pub keep: bool,
     /// Why it is kept (`daily snapshot`, `tagged monthly`, ...); empty when removed.
     pub reasons: Vec<String>,
+    /// Why a removed snapshot is not kept by the calendar and `last` rules (`a newer
+    /// snapshot of the same day is kept`, `beyond the 7 days kept`); empty when kept.
+    pub notes: Vec<String>,
 }
 
 /// A period key: the rule's bucket of a time.
 type Period = (i32, u32, u32, u32, i32);
 
 const RULES: [&str; 5] = ["hourly", "daily", "weekly", "monthly", "yearly"];
+/// The period of each rule, as the notes name it.
+const PERIODS: [&str; 5] = ["hour", "day", "week", "month", "year"];
 
 fn period<Tz: TimeZone>(rule: usize, t: &DateTime<Tz>) -> Period {
     match rule {
@@ -104,7 +114,8 @@ pub fn apply<Tz: TimeZone>(
     let mut out = vec![
         Decision {
             keep: false,
-            reasons: Vec::new()
+            reasons: Vec::new(),
+            notes: Vec::new(),
         };
         snaps.len()
     ];
@@ -125,16 +136,25 @@ pub fn apply<Tz: TimeZone>(
     for (rank, &i) in order.iter().enumerate() {
         let (time, tags) = &snaps[i];
         let local = time.with_timezone(tz);
-        let reasons = &mut out[i].reasons;
+        let Decision { reasons, notes, .. } = &mut out[i];
         if (rank as u64) < u64::from(policy.last) {
             reasons.push("last snapshot".to_string());
+        } else if policy.last > 0 {
+            notes.push(format!("beyond the last {}", policy.last));
         }
         for (r, rule) in RULES.iter().enumerate() {
-            if left[r] == 0 {
+            if counts[r] == 0 {
                 continue;
             }
             let p = period(r, &local);
-            if last[r] != Some(p) {
+            if last[r] == Some(p) {
+                notes.push(format!(
+                    "a newer snapshot of the same {} is kept",
+                    PERIODS[r]
+                ));
+            } else if left[r] == 0 {
+                notes.push(format!("beyond the {} {}s kept", counts[r], PERIODS[r]));
+            } else {
                 last[r] = Some(p);
                 left[r] -= 1;
                 reasons.push(format!("{rule} snapshot"));
@@ -151,17 +171,91 @@ pub fn apply<Tz: TimeZone>(
             }
         }
         out[i].keep = !reasons.is_empty();
+        if out[i].keep {
+            out[i].notes.clear();
+        }
     }
     Ok(out)
 }
 
-/// Snapshots of one host and one set of sources, judged together.
+/// What snapshots are grouped by before a policy judges each group alone: restic's
+/// `--group-by host,paths,tags`. The default is host and sources.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GroupBy {
+    /// By host.
+    pub host: bool,
+    /// By sources ([`Snapshot::group_key`]).
+    pub paths: bool,
+    /// By the set of tags.
+    pub tags: bool,
+}
+
+impl Default for GroupBy {
+    fn default() -> Self {
+        GroupBy {
+            host: true,
+            paths: true,
+            tags: false,
+        }
+    }
+}
+
+impl std::str::FromStr for GroupBy {
+    type Err = Usage;
+
+    /// `host,paths`, `host`, `tags`, ...; an empty string puts every snapshot in one
+    /// group.
+    fn from_str(s: &str) -> std::result::Result<Self, Usage> {
+        let mut g = GroupBy {
+            host: false,
+            paths: false,
+            tags: false,
+        };
+        for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            match part {
+                "host" => g.host = true,
+                "paths" | "path" | "sources" => g.paths = true,
+                "tags" | "tag" => g.tags = true,
+                other => {
+                    return Err(Usage::GroupBy {
+                        given: other.to_string(),
+                    })
+                }
+            }
+        }
+        Ok(g)
+    }
+}
+
+/// What a group's snapshots share: each part `None` when not grouped by it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub struct GroupKey {
+    /// Their host.
+    pub host: Option<String>,
+    /// Their sources ([`Snapshot::group_key`]).
+    pub sources: Option<Vec<String>>,
+    /// Their tags, sorted.
+    pub tags: Option<Vec<String>>,
+}
+
+impl GroupKey {
+    fn of(s: &Snapshot, by: GroupBy) -> GroupKey {
+        let mut tags = s.tags.clone();
+        tags.sort_unstable();
+        tags.dedup();
+        GroupKey {
+            host: by.host.then(|| s.host.clone()),
+            sources: by.paths.then(|| Snapshot::group_key(&s.sources)),
+            tags: by.tags.then_some(tags),
+        }
+    }
+}
+
+/// Snapshots that share a [`GroupKey`], judged together.
 #[derive(Clone, Debug)]
 pub struct Group {
-    /// Their host.
-    pub host: String,
-    /// Their sources ([`Snapshot::group_key`]).
-    pub sources: Vec<String>,
+    /// What they share.
+    pub key: GroupKey,
     /// Each snapshot with its verdict, oldest first.
     pub snapshots: Vec<(SnapshotId, Snapshot, Decision)>,
 }
@@ -186,33 +280,31 @@ impl Plan {
     }
 }
 
-/// A group's host and sources.
-type GroupKey = (String, Vec<String>);
-
 /// Applies `policy` to `snapshots` (the caller chooses them, as by a
-/// [`SnapshotFilter`](crate::ops::select::SnapshotFilter)), each group of one host and
-/// one set of sources alone, with calendar periods in `tz`.
+/// [`SnapshotFilter`](crate::ops::select::SnapshotFilter)), each group that `by` makes
+/// alone, with calendar periods in `tz`.
 pub fn plan<Tz: TimeZone>(
     snapshots: Vec<(SnapshotId, Snapshot)>,
     policy: &Policy,
+    by: GroupBy,
     tz: &Tz,
 ) -> Result<Plan> {
-    // By host and sources.
     let mut groups: BTreeMap<GroupKey, Vec<(SnapshotId, Snapshot)>> = BTreeMap::new();
     for (id, s) in snapshots {
-        let key = (s.host.clone(), Snapshot::group_key(&s.sources));
-        groups.entry(key).or_default().push((id, s));
+        groups
+            .entry(GroupKey::of(&s, by))
+            .or_default()
+            .push((id, s));
     }
     let mut plan = Plan::default();
-    for ((host, sources), snaps) in groups {
+    for (key, snaps) in groups {
         let input: Vec<_> = snaps
             .iter()
             .map(|(_, s)| (s.time, s.tags.clone()))
             .collect();
         let decisions = apply(&input, policy, tz)?;
         plan.groups.push(Group {
-            host,
-            sources,
+            key,
             snapshots: snaps
                 .into_iter()
                 .zip(decisions)

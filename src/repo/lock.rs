@@ -14,6 +14,11 @@
 //! processes the one that lists second sees the first: at most one proceeds, on any
 //! store whose listings show completed writes (local, SFTP, S3). A file that cannot be
 //! read or parsed is never taken for no lock.
+//!
+//! A process that meets a conflicting lock fails at once, or, given a wait
+//! ([`Lock::acquire_waiting`], `--retry-lock`), removes its own file and tries again
+//! with growing pauses (`retry_pause`) until the wait is over; then it fails with
+//! the same message.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
@@ -31,6 +36,13 @@ use crate::store::Store;
 const MAX_LEN: u64 = 64 << 10;
 /// How often a holder refreshes its lock.
 pub const REFRESH_EVERY: Duration = Duration::from_secs(60);
+
+/// The pause before retry `attempt` (0, 1, ...) of a lock: 250 ms doubling up to 16 s,
+/// never past the `left` of the wait.
+fn retry_pause(attempt: u32, left: Duration) -> Duration {
+    let pause = Duration::from_millis(250).saturating_mul(1 << attempt.min(6));
+    pause.min(left)
+}
 
 /// What a lock file says.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -128,6 +140,38 @@ impl Lock {
             }
         }
         Ok(lock.refreshing())
+    }
+
+    /// Like [`Lock::acquire`], but a conflicting lock is waited for up to `wait` (said
+    /// once in the log), trying again after pauses of 250 ms doubling up to 16 s; a
+    /// signal ends the wait.
+    pub fn acquire_waiting(
+        store: Arc<dyn Store>,
+        exclusive: bool,
+        purpose: &str,
+        wait: Duration,
+    ) -> Result<Lock> {
+        let deadline = std::time::Instant::now() + wait;
+        let mut attempt = 0;
+        loop {
+            match Lock::acquire(store.clone(), exclusive, purpose) {
+                Err(Error::Locked { holder }) => {
+                    let left = deadline.saturating_duration_since(std::time::Instant::now());
+                    if left.is_zero() || crate::interrupt::requested() {
+                        return Err(Error::Locked { holder });
+                    }
+                    if attempt == 0 {
+                        log::warn!(
+                            "waiting up to {}s for the repository lock: held by {holder}",
+                            wait.as_secs()
+                        );
+                    }
+                    std::thread::sleep(retry_pause(attempt, left));
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
     }
 
     /// Fails when the lock file is gone (another process took it over as stale, e.g.
@@ -389,6 +433,34 @@ mod tests {
             assert_eq!(matches!(h, Holder::Torn), torn, "{body:?}");
             assert!(!matches!(h, Holder::Known(_)));
         }
+    }
+
+    #[test]
+    fn retry_pauses_grow_and_stop_at_the_deadline() {
+        let ms = |a, left| retry_pause(a, Duration::from_secs(left)).as_millis();
+        assert_eq!(
+            [ms(0, 60), ms(1, 60), ms(2, 60), ms(6, 60), ms(40, 60)],
+            [250, 500, 1000, 16000, 16000]
+        );
+        assert_eq!(ms(6, 3), 3000);
+        assert_eq!(ms(0, 0), 0);
+    }
+
+    #[test]
+    fn a_waiting_lock_is_taken_once_the_holder_goes() {
+        let d = tempfile::tempdir().unwrap();
+        let s = store(&d);
+        let held = Lock::acquire(s.clone(), true, "prune").unwrap();
+        let e = Lock::acquire_waiting(s.clone(), false, "backup", Duration::from_millis(300));
+        assert!(matches!(e, Err(Error::Locked { .. })), "the wait ends");
+        std::thread::scope(|scope| {
+            scope.spawn(move || {
+                std::thread::sleep(Duration::from_millis(300));
+                drop(held);
+            });
+            let l = Lock::acquire_waiting(s.clone(), false, "backup", Duration::from_secs(60));
+            assert!(l.is_ok(), "taken after the holder left");
+        });
     }
 
     #[test]

@@ -104,6 +104,8 @@ pub struct Repository {
     gear: Gear,
     /// Locks this handle holds now.
     held: Arc<AtomicUsize>,
+    /// How long taking a lock waits for a conflicting holder (zero: not at all).
+    lock_wait: std::time::Duration,
     /// Whether the cache was brought up to date since the handle was opened.
     fresh: AtomicBool,
 }
@@ -361,6 +363,7 @@ impl Repository {
             key,
             gear,
             held: Arc::new(AtomicUsize::new(0)),
+            lock_wait: std::time::Duration::ZERO,
             fresh: AtomicBool::new(false),
         })
     }
@@ -500,12 +503,19 @@ impl Repository {
         &self.gear
     }
 
+    /// Makes [`Repository::lock`] wait up to `wait` for a conflicting lock to go,
+    /// retrying with backoff (`--retry-lock`), instead of failing at once.
+    pub fn set_lock_wait(&mut self, wait: std::time::Duration) {
+        self.lock_wait = wait;
+    }
+
     /// Takes a shared (`exclusive = false`) or exclusive lock, then brings the cache up
     /// to date: what the cache says is trusted only from here on, as no prune can
     /// delete what it lists until the lock is released. Snapshot records that cannot
     /// be read are in [`Lock::unreadable`].
     pub fn lock(&self, exclusive: bool, purpose: &str) -> Result<Lock> {
-        let mut lock = Lock::acquire(self.store.clone(), exclusive, purpose)?;
+        let mut lock =
+            Lock::acquire_waiting(self.store.clone(), exclusive, purpose, self.lock_wait)?;
         lock.unreadable = self.refresh()?;
         lock.count_in(self.held.clone());
         Ok(lock)

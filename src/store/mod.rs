@@ -12,6 +12,7 @@
 #[doc(hidden)]
 pub mod crash;
 mod fs;
+mod limit;
 mod local;
 #[cfg(feature = "remote")]
 mod remote;
@@ -23,6 +24,7 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 pub use self::fs::{Fs, RealFs};
+pub use self::limit::{Bucket, Limited, Limits};
 pub use self::local::Local;
 #[cfg(feature = "remote")]
 pub use self::remote::Remote;
@@ -99,6 +101,8 @@ pub struct RemoteOptions {
     pub region: Option<String>,
     /// How an SFTP server's host key is checked.
     pub host_keys: HostKeys,
+    /// Bandwidth limits of transfers to and from the remote store.
+    pub limits: Limits,
 }
 
 /// How an SFTP server's host key is checked against `~/.ssh/known_hosts`
@@ -127,7 +131,8 @@ pub fn open(location: &str, opts: &RemoteOptions) -> Result<Arc<dyn Store>> {
 #[cfg(feature = "remote")]
 fn open_remote(location: &str, opts: &RemoteOptions) -> Result<Arc<dyn Store>> {
     let Some(rest) = location.strip_prefix("sftp://") else {
-        return Ok(Arc::new(Remote::open(location, opts)?));
+        let s3: Arc<dyn Store> = Arc::new(Remote::open(location, opts)?);
+        return Ok(Limited::wrap(s3, opts.limits));
     };
     let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
     if authority.is_empty() {
@@ -136,12 +141,8 @@ fn open_remote(location: &str, opts: &RemoteOptions) -> Result<Arc<dyn Store>> {
         }
         .into());
     }
-    Ok(Arc::new(Sftp::open(
-        location,
-        authority,
-        path,
-        opts.host_keys,
-    )?))
+    let sftp: Arc<dyn Store> = Arc::new(Sftp::open(location, authority, path, opts.host_keys)?);
+    Ok(Limited::wrap(sftp, opts.limits))
 }
 
 /// A build without the `remote` feature stores only in local directories.

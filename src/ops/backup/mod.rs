@@ -75,6 +75,9 @@ pub struct BackupOptions {
     pub mongo: Vec<String>,
     /// A NextGIS Web instance's `config.ini`, stored under `ngw/`.
     pub ngw: Option<PathBuf>,
+    /// Record an NGW snapshot whose file storage lacks blobs `fileobj` lists, each a
+    /// warning, instead of failing.
+    pub allow_missing_blobs: bool,
     /// An `.ngwbackup` archive and its BLAKE3 ([`archive_id`]), imported under `ngw/`.
     pub archive: Option<(PathBuf, Id)>,
     /// The snapshot's time (default: now), e.g. an imported archive's.
@@ -118,6 +121,7 @@ impl Default for BackupOptions {
             pg_all: Vec::new(),
             mongo: Vec::new(),
             ngw: None,
+            allow_missing_blobs: false,
             archive: None,
             time: None,
             excludes: Vec::new(),

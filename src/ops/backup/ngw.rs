@@ -7,6 +7,11 @@
 //! ngw/component/file_storage/$index      JSON Lines, exactly as NGW writes it
 //! ngw/fonts/<name>, ngw/component/core/$index    custom fonts
 //! ```
+//! A blob `fileobj` lists that is missing or unreadable fails the backup, as it fails
+//! NGW's own; with `allow_missing` the snapshot is recorded without it (and without
+//! its `$index` line, so that the snapshot's index lists exactly the blobs it holds),
+//! and each such blob is a warning (exit 3).
+//!
 //! Blobs keep their file-storage paths (not the `{id:08d}` names of an `.ngwbackup`,
 //! which shift whenever a row is added), so unchanged blobs are matched against the
 //! parent by path and never re-read, and unchanged directories dedup whole. Dump files
@@ -42,10 +47,12 @@ fn parent_node(parent: Option<&PathLookup<'_>>, path: &[Vec<u8>]) -> Option<Node
 }
 
 /// Backs up the instance described by `cfg` into `root`. Any failure (database
-/// unreachable, pg_dump failing, a listed blob missing) is an error: no snapshot.
+/// unreachable, pg_dump failing, a listed blob missing) is an error: no snapshot;
+/// with `allow_missing`, a listed blob missing or unreadable is a warning instead.
 pub(super) fn backup(
     run: &Run<'_>,
     cfg: &NgwConfig,
+    allow_missing: bool,
     parent_root: Option<TreeId>,
     root: &mut VDir,
     now: Timestamp,
@@ -59,7 +66,7 @@ pub(super) fn backup(
         db.user
     );
     let mut session = Session::begin(db)?;
-    let objs = session.fileobjs()?;
+    let mut objs = session.fileobjs()?;
     let fonts = cfg.fonts()?;
     log::debug!(
         "file storage {}: {} blobs listed, {} custom fonts",
@@ -113,33 +120,52 @@ pub(super) fn backup(
             (font_snapshot_path(f), dir.join(f))
         }))
         .collect();
-    let nodes: Vec<Node> = blobs
+    let nodes: Vec<Option<Node>> = blobs
         .par_iter()
-        .map(|(at, path)| {
+        .enumerate()
+        .map(|(i, (at, path))| {
             let missing = |e: &dyn std::fmt::Display| {
                 Error::from(SourceError::NgwFileUnreadable {
                     path: path.clone(),
                     why: e.to_string(),
                 })
             };
-            let md = std::fs::symlink_metadata(path).map_err(|e| missing(&e))?;
-            if !md.is_file() {
-                return Err(missing(&"not a regular file"));
+            let node = match std::fs::symlink_metadata(path) {
+                Err(e) => Err(missing(&e)),
+                Ok(md) if !md.is_file() => Err(missing(&"not a regular file")),
+                Ok(md) => {
+                    let prev = parent_node(parent.as_ref(), at);
+                    let name = at.last().expect("non-empty").clone();
+                    run.file(path, name, md.clone(), sfs::meta_of(&md), prev.as_ref())?
+                        .ok_or_else(|| missing(&run.last_warning()))
+                }
+            };
+            match node {
+                // Fonts (after the fileobj blobs) were listed from their directory.
+                Err(e) if allow_missing && i < objs.len() => {
+                    run.warn(format!(
+                        "{e}: left out of the snapshot (--allow-missing-blobs)"
+                    ));
+                    Ok(None)
+                }
+                other => other.map(Some),
             }
-            let prev = parent_node(parent.as_ref(), at);
-            let name = at.last().expect("non-empty").clone();
-            run.file(path, name, md.clone(), sfs::meta_of(&md), prev.as_ref())?
-                .ok_or_else(|| missing(&run.last_warning()))
         })
         .collect::<Result<_>>()?;
     log::debug!(
         "file storage stored: {} files, {} bytes (unchanged ones matched against the parent snapshot, not read)",
-        nodes.len(),
-        nodes.iter().map(|n| n.meta.size).sum::<u64>()
+        nodes.iter().flatten().count(),
+        nodes.iter().flatten().map(|n| n.meta.size).sum::<u64>()
     );
+    let mut stored = Vec::with_capacity(nodes.len());
     for ((at, _), node) in blobs.iter().zip(nodes) {
-        root.insert(at, node)?;
+        stored.push(node.is_some());
+        if let Some(node) = node {
+            root.insert(at, node)?;
+        }
     }
+    let mut kept = stored.into_iter();
+    objs.retain(|_| kept.next().unwrap_or(true));
     for (component, text) in [
         ("file_storage", fileobj_index(&objs)),
         ("core", font_index(&fonts)),

@@ -87,7 +87,14 @@ impl Run<'_> {
         }
         if let Some(cfg) = ngw_config {
             self.progress.phase(Phase::Dumping);
-            ngw::backup(self, cfg, parent_tree, &mut root, now)?;
+            ngw::backup(
+                self,
+                cfg,
+                opts.allow_missing_blobs,
+                parent_tree,
+                &mut root,
+                now,
+            )?;
         }
         Ok((root, sources))
     }
