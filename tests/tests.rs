@@ -5,6 +5,7 @@ mod encryption;
 mod golden;
 mod interrupt;
 mod maintenance;
+mod mount;
 mod offsite;
 mod util;
 

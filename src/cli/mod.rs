@@ -26,6 +26,7 @@ mod init;
 mod key;
 mod list;
 mod ls;
+mod mount;
 mod profile;
 mod prune;
 mod repair;
@@ -100,6 +101,8 @@ enum Command {
     Tag(tag::Args),
     /// Write a file of a snapshot to standard output
     Cat(cat::Args),
+    /// Show the snapshots as a read-only file system (FUSE), in the foreground
+    Mount(mount::Args),
     /// Restore a snapshot into a directory, or into a NextGIS Web instance
     Restore(restore::Args),
     /// Write a snapshot's NextGIS Web instance as a .ngwbackup for `nextgisweb restore`
@@ -393,6 +396,7 @@ fn dispatch(ctx: &Ctx, command: Command, matches: &clap::ArgMatches) -> Result<i
             | Command::Forget(_)
             | Command::Prune(_)
             | Command::Sync(_)
+            | Command::Mount(_)
     ) {
         stop_cleanly_on_signals()?;
     }
@@ -418,6 +422,7 @@ fn dispatch(ctx: &Ctx, command: Command, matches: &clap::ArgMatches) -> Result<i
         Command::Find(a) => find::run(ctx, a),
         Command::Tag(a) => tag::run(ctx, a),
         Command::Cat(a) => cat::run(ctx, a),
+        Command::Mount(a) => mount::run(ctx, a),
         Command::Restore(a) => restore::run(ctx, a),
         Command::Export(a) => export::run(ctx, a),
         Command::Import(a) => import::run(ctx, a),

@@ -7,6 +7,7 @@ pub mod check;
 pub mod diff;
 pub mod export;
 pub mod find;
+pub mod mount;
 pub mod ngw_part;
 pub mod prune;
 pub mod repair;
