@@ -184,11 +184,11 @@ fn assert_same_owners_and_sizes(a: &Path, b: &Path) {
             "{}",
             pb.display()
         );
-        if !ma.is_dir() {
+        if ma.is_dir() {
+            assert_same_owners_and_sizes(&pa, &pb);
+        } else {
             assert_eq!(ma.len(), mb.len(), "size of {}", pb.display());
             assert_eq!(ma.nlink(), mb.nlink(), "links of {}", pb.display());
-        } else {
-            assert_same_owners_and_sizes(&pa, &pb);
         }
     }
 }
@@ -262,20 +262,20 @@ fn a_mounted_snapshot_reads_as_its_source_tree() {
         rng ^= rng << 13;
         rng ^= rng >> 7;
         rng ^= rng << 17;
-        let at = (rng % want.len() as u64) as usize;
-        let len = ((rng >> 40) % (3 << 20)) as usize;
+        let at = usize::try_from(rng % want.len() as u64).unwrap();
+        let len = usize::try_from((rng >> 40) % (3 << 20)).unwrap();
         let end = (at + len).min(want.len());
         let mut got = vec![0u8; end - at];
         big.read_exact_at(&mut got, at as u64).unwrap();
         assert!(got == want[at..end], "bytes {at}..{end} differ");
     }
     std::thread::scope(|s| {
-        for t in 0..4u64 {
+        for t in 0..4usize {
             let (path, want) = (snap.join("big.bin"), &want);
             s.spawn(move || {
                 let mut got = Vec::new();
                 let mut f = fs::File::open(path).unwrap();
-                let mut buf = vec![0u8; (64 << 10) * (t as usize + 1)];
+                let mut buf = vec![0u8; (64 << 10) * (t + 1)];
                 loop {
                     let n = f.read(&mut buf).unwrap();
                     if n == 0 {

@@ -332,54 +332,6 @@ impl SnapFs {
         }
     }
 
-    /// Entry `node` of directory `parent` of snapshot `snap`.
-    fn node_child(&self, parent: u64, snap: SnapshotId, node: &Node) -> Child {
-        let m = &node.meta;
-        let ino = match node.kind {
-            NodeKind::File(_) if m.nlink > 1 => ino_of(&[
-                b"hard link",
-                snap.bytes(),
-                &m.dev.to_le_bytes(),
-                &m.ino.to_le_bytes(),
-            ]),
-            _ => ino_of(&[b"node", &parent.to_le_bytes(), &node.name]),
-        };
-        let (kind, size, rdev) = match &node.kind {
-            NodeKind::File(_) => (FileType::RegularFile, m.size, 0),
-            NodeKind::Dir(_) => (FileType::Directory, m.size, 0),
-            NodeKind::Symlink(t) => (FileType::Symlink, t.len() as u64, 0),
-            NodeKind::Fifo => (FileType::NamedPipe, 0, 0),
-            NodeKind::Socket => (FileType::Socket, 0, 0),
-            NodeKind::CharDev(r) => (FileType::CharDevice, 0, kernel_rdev(*r)),
-            NodeKind::BlockDev(r) => (FileType::BlockDevice, 0, kernel_rdev(*r)),
-        };
-        let mtime = system_time(m.mtime);
-        Child {
-            name: node.name.clone(),
-            what: What::Node {
-                snap,
-                kind: node.kind.clone(),
-            },
-            attr: FileAttr {
-                ino: INodeNo(ino),
-                size,
-                blocks: size.div_ceil(512),
-                atime: mtime,
-                mtime,
-                ctime: system_time(m.ctime),
-                crtime: mtime,
-                kind,
-                perm: u16::try_from(m.mode & 0o7777).expect("12 bits"),
-                nlink: m.nlink.max(1),
-                uid: m.uid,
-                gid: m.gid,
-                rdev,
-                blksize: 4096,
-                flags: 0,
-            },
-        }
-    }
-
     /// What inode `ino` is, and its path.
     fn what(&self, ino: u64) -> Option<(What, PathBuf)> {
         locked(&self.inodes)
@@ -405,7 +357,7 @@ impl SnapFs {
                     Errno::EIO
                 })?;
                 let node = tree.get(name).ok_or(Errno::ENOENT)?;
-                Ok(self.node_child(parent, *snap, node))
+                Ok(node_child(parent, *snap, node))
             }
             What::Node { .. } | What::Link(_) => Err(Errno::ENOTDIR),
             _ => self
@@ -604,7 +556,7 @@ impl Filesystem for SnapFs {
                 };
                 // Only the entries this call returns get their attributes made.
                 for (k, n) in tree.nodes.iter().enumerate().skip(rest) {
-                    let c = self.node_child(ino.0, *snap, n);
+                    let c = node_child(ino.0, *snap, n);
                     let name = OsStr::from_bytes(&c.name);
                     if reply.add(c.attr.ino, k as u64 + 3, c.attr.kind, name) {
                         break;
@@ -622,6 +574,54 @@ impl Filesystem for SnapFs {
             }
         }
         reply.ok();
+    }
+}
+
+/// Entry `node` of directory `parent` of snapshot `snap`.
+fn node_child(parent: u64, snap: SnapshotId, node: &Node) -> Child {
+    let m = &node.meta;
+    let ino = match node.kind {
+        NodeKind::File(_) if m.nlink > 1 => ino_of(&[
+            b"hard link",
+            snap.bytes(),
+            &m.dev.to_le_bytes(),
+            &m.ino.to_le_bytes(),
+        ]),
+        _ => ino_of(&[b"node", &parent.to_le_bytes(), &node.name]),
+    };
+    let (kind, size, rdev) = match &node.kind {
+        NodeKind::File(_) => (FileType::RegularFile, m.size, 0),
+        NodeKind::Dir(_) => (FileType::Directory, m.size, 0),
+        NodeKind::Symlink(t) => (FileType::Symlink, t.len() as u64, 0),
+        NodeKind::Fifo => (FileType::NamedPipe, 0, 0),
+        NodeKind::Socket => (FileType::Socket, 0, 0),
+        NodeKind::CharDev(r) => (FileType::CharDevice, 0, kernel_rdev(*r)),
+        NodeKind::BlockDev(r) => (FileType::BlockDevice, 0, kernel_rdev(*r)),
+    };
+    let mtime = system_time(m.mtime);
+    Child {
+        name: node.name.clone(),
+        what: What::Node {
+            snap,
+            kind: node.kind.clone(),
+        },
+        attr: FileAttr {
+            ino: INodeNo(ino),
+            size,
+            blocks: size.div_ceil(512),
+            atime: mtime,
+            mtime,
+            ctime: system_time(m.ctime),
+            crtime: mtime,
+            kind,
+            perm: u16::try_from(m.mode & 0o7777).expect("12 bits"),
+            nlink: m.nlink.max(1),
+            uid: m.uid,
+            gid: m.gid,
+            rdev,
+            blksize: 4096,
+            flags: 0,
+        },
     }
 }
 
