@@ -94,12 +94,13 @@ impl Drop for Mounted {
             let _ = c.kill();
             let _ = c.wait();
         }
-        if is_mounted(&self.point) {
-            let _ = Command::new("fusermount3")
-                .args(["-u", "-z"])
-                .arg(&self.point)
-                .status();
-        }
+        // Also when the process is gone and left the mount stale (`mountpoint` then
+        // fails to stat it).
+        let _ = Command::new("fusermount3")
+            .args(["-u", "-z", "-q"])
+            .arg(&self.point)
+            .stderr(Stdio::null())
+            .status();
     }
 }
 
@@ -291,14 +292,27 @@ fn a_mounted_snapshot_reads_as_its_source_tree() {
     drop(big);
 
     // A second mount on a busy mount point is refused by name.
-    let out = mount_command(&env, &local(&env), &point, &[])
-        .output()
+    let said = env.path("second.stderr");
+    let mut second = mount_command(&env, &local(&env), &point, &[])
+        .stderr(fs::File::create(&said).unwrap())
+        .spawn()
         .unwrap();
-    let said = String::from_utf8_lossy(&out.stderr);
+    let start = Instant::now();
+    let code = loop {
+        if let Some(s) = second.try_wait().unwrap() {
+            break s.code();
+        }
+        if start.elapsed() > Duration::from_secs(30) {
+            let _ = second.kill();
+            let _ = second.wait();
+            let _ = Command::new("fusermount3").arg("-u").arg(&point).status();
+            panic!("a second mount on the busy mount point was not refused");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let said = fs::read_to_string(said).unwrap();
     assert!(
-        out.status.code() == Some(1)
-            && said.contains(&point.display().to_string())
-            && said.contains("busy"),
+        code == Some(1) && said.contains(&point.display().to_string()) && said.contains("busy"),
         "{said}"
     );
 
