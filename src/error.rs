@@ -168,6 +168,17 @@ pub enum Error {
         /// Where it differs.
         detail: String,
     },
+    /// FUSE could not mount, or unmount, the file system.
+    #[error(
+        "FUSE mount at {}: {source} (mounting needs /dev/fuse, and fusermount3 from the fuse3 package when not root)",
+        path.display()
+    )]
+    Mount {
+        /// The mount point.
+        path: PathBuf,
+        /// What the kernel or fusermount3 said.
+        source: std::io::Error,
+    },
     /// The operating system gave no random bytes.
     #[error("no randomness: {0}")]
     NoRandomness(#[source] getrandom::Error),
@@ -393,6 +404,14 @@ pub enum Usage {
         "no directory for the index cache: set SNAP_CACHE_DIR, XDG_CACHE_HOME or HOME, or give --cache-dir"
     )]
     NoCacheDir,
+    /// A mount point that is missing, not a directory, or busy.
+    #[error("mount point {}: {problem}", path.display())]
+    MountPoint {
+        /// The mount point given.
+        path: PathBuf,
+        /// What is wrong with it.
+        problem: String,
+    },
 }
 
 /// A refusal by a safety check: the operation would destroy, overwrite or build on

@@ -9,6 +9,7 @@ mod encryption;
 mod golden;
 mod interrupt;
 mod maintenance;
+mod mount;
 mod offsite;
 mod output;
 mod restore_modes;

@@ -27,6 +27,7 @@ mod init;
 mod key;
 mod list;
 mod ls;
+mod mount;
 mod output;
 mod profile;
 mod prune;
@@ -129,6 +130,8 @@ enum Command {
     /// Write a directory of a snapshot as a tar or ZIP archive (a file as it is) to
     /// standard output or a new file
     Dump(dump::Args),
+    /// Show the snapshots as a read-only file system (FUSE), in the foreground
+    Mount(mount::Args),
     /// Restore a snapshot into a directory, or into a NextGIS Web instance
     Restore(restore::Args),
     /// Write a snapshot's NextGIS Web instance as a .ngwbackup for `nextgisweb restore`
@@ -512,6 +515,7 @@ fn dispatch(ctx: &Ctx, command: Command, matches: &clap::ArgMatches) -> Result<i
             | Command::Forget(_)
             | Command::Prune(_)
             | Command::Sync(_)
+            | Command::Mount(_)
     ) {
         stop_cleanly_on_signals()?;
     }
@@ -539,6 +543,7 @@ fn dispatch(ctx: &Ctx, command: Command, matches: &clap::ArgMatches) -> Result<i
         Command::Tag(a) => tag::run(ctx, a),
         Command::Cat(a) => cat::run(ctx, a),
         Command::Dump(a) => dump::run(ctx, a),
+        Command::Mount(a) => mount::run(ctx, a),
         Command::Restore(a) => restore::run(ctx, a),
         Command::Export(a) => export::run(ctx, a),
         Command::Import(a) => import::run(ctx, a),

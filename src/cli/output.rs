@@ -52,6 +52,7 @@ pub fn kind(e: &anyhow::Error, interrupted: bool) -> &'static str {
             }
             Error::Corrupt { .. } | Error::ChecksumMismatch { .. } => "damaged",
             Error::NotVerified { .. } => "not_verified",
+            Error::Mount { .. } => "mount",
             Error::UnsupportedVersion { .. } => "unsupported_version",
             Error::Source(_) => "source",
             Error::Command { .. } => "command",
