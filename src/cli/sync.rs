@@ -67,10 +67,10 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
         } else {
             None
         };
-        Some(
-            Repository::open_store(dst_store.clone(), key)
-                .with_context(|| format!("opening the destination {loc}"))?,
-        )
+        let mut dst = Repository::open_store(dst_store.clone(), key)
+            .with_context(|| format!("opening the destination {loc}"))?;
+        dst.set_lock_wait(ctx.retry_lock);
+        Some(dst)
     } else {
         None
     };

@@ -234,7 +234,7 @@ fn a_mounted_snapshot_reads_as_its_source_tree() {
     let name = names.iter().find(|n| *n != "latest").unwrap();
     let id = env.snapshots()[0]["id"].as_str().unwrap()[..8].to_string();
     assert!(
-        name.len() == 19 + 1 + 8 && name.ends_with(&format!("_{id}")),
+        name.len() == 25 + 1 + 8 && name.ends_with(&format!("_{id}")),
         "{name}"
     );
     let host = fs::read_dir(point.join("hosts"))
