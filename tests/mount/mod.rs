@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::util::{random_bytes, Env};
+use crate::util::{largest_pack, random_bytes, Env};
 
 const PASS: &str = "mount test passphrase";
 
@@ -446,20 +446,6 @@ fn a_damaged_pack_fails_only_its_files_with_eio() {
         m.child.is_some() && is_mounted(&point),
         "the mount went away"
     );
-}
-
-fn largest_pack(repo: &Path) -> PathBuf {
-    let mut best = (0, None);
-    for sub in fs::read_dir(repo.join("packs")).unwrap() {
-        for f in fs::read_dir(sub.unwrap().path()).unwrap() {
-            let p = f.unwrap().path();
-            let len = fs::metadata(&p).unwrap().len();
-            if len > best.0 {
-                best = (len, Some(p));
-            }
-        }
-    }
-    best.1.unwrap()
 }
 
 #[test]
