@@ -269,8 +269,13 @@ impl Selection {
             self.if_present.contains(&e.name)
                 || (self.exclude_caches && e.name == CACHEDIR_TAG && is_cache_tag(e))
         };
-        if (self.exclude_caches || !self.if_present.is_empty()) && entries.iter().any(tag) {
-            entries.retain(tag);
+        if self.exclude_caches || !self.if_present.is_empty() {
+            // Each entry judged once: a cache tag is a file read.
+            let tagged: Vec<bool> = entries.iter().map(tag).collect();
+            if tagged.contains(&true) {
+                let mut tagged = tagged.into_iter();
+                entries.retain(|_| tagged.next().unwrap_or(false));
+            }
         }
         entries.retain(|e| {
             let Ok(md) = &e.md else { return true };

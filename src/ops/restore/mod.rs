@@ -668,7 +668,7 @@ impl Restorer<'_> {
 
     /// What to do at `dest`, where an entry with metadata `m` goes, under
     /// `--overwrite`; `same` tells whether what is there (`md`) already holds the entry
-    /// (for `if-changed`).
+    /// (for `if-changed`). An entry kept or found matching is counted as skipped.
     fn place(
         &self,
         m: &Meta,
@@ -688,12 +688,17 @@ impl Restorer<'_> {
             }
             Overwrite::IfChanged => {
                 if same(&md)? {
+                    self.skipped.fetch_add(1, Ordering::Relaxed);
                     return Ok(Place::Matches);
                 }
                 true
             }
         };
-        Ok(if replace { Place::Replace } else { Place::Keep })
+        if replace {
+            return Ok(Place::Replace);
+        }
+        self.skipped.fetch_add(1, Ordering::Relaxed);
+        Ok(Place::Keep)
     }
 
     /// A directory at `dest`, where an entry that is not one goes: removed with
@@ -740,12 +745,8 @@ impl Restorer<'_> {
         if !fresh {
             match self.place(&node.meta, dest, |md| Ok(same_special(node, dest, md)))? {
                 Place::Free => {}
-                Place::Keep => {
-                    self.skipped.fetch_add(1, Ordering::Relaxed);
-                    return Ok(());
-                }
+                Place::Keep => return Ok(()),
                 Place::Matches => {
-                    self.skipped.fetch_add(1, Ordering::Relaxed);
                     let symlink = matches!(node.kind, NodeKind::Symlink(_));
                     return self.apply_meta(dest, &node.meta, symlink);
                 }
@@ -796,10 +797,7 @@ impl Restorer<'_> {
             Ok((md.dev(), md.ino()) == (first.dev(), first.ino()))
         };
         match self.place(&link.meta, &link.dest, same)? {
-            Place::Keep | Place::Matches => {
-                self.skipped.fetch_add(1, Ordering::Relaxed);
-                return Ok(false);
-            }
+            Place::Keep | Place::Matches => return Ok(false),
             Place::Replace => {
                 self.clear(&link.dest)?;
                 self.replaced.fetch_add(1, Ordering::Relaxed);
@@ -854,12 +852,8 @@ impl Restorer<'_> {
             };
             match self.place(m, dest, same)? {
                 Place::Free => {}
-                Place::Keep => {
-                    self.skipped.fetch_add(1, Ordering::Relaxed);
-                    return Ok(());
-                }
+                Place::Keep => return Ok(()),
                 Place::Matches => {
-                    self.skipped.fetch_add(1, Ordering::Relaxed);
                     self.apply_meta(dest, m, false)?;
                     if self.plan.verify {
                         locked(&self.to_verify).push(check());
