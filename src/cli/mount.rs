@@ -10,7 +10,7 @@ use super::Ctx;
 #[derive(clap::Args)]
 pub struct Args {
     /// An existing directory to mount on. The mount shows `snapshots/<time>_<id>/`
-    /// (start time in UTC) with a `latest` link, and `hosts/<host>/` and `tags/<tag>/`
+    /// (local start time with its offset) with a `latest` link, and `hosts/<host>/` and `tags/<tag>/`
     /// of links to them; new snapshots appear within seconds. It lasts until Ctrl-C,
     /// SIGTERM or `fusermount3 -u MOUNTPOINT`, and holds a shared lock meanwhile, so
     /// prune waits for it (fails, naming the mount)

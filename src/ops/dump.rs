@@ -17,7 +17,7 @@ use crate::error::{Error, IoContext, Result};
 use crate::format::snapshot::Snapshot;
 use crate::format::tree::{Meta, Node, NodeKind};
 use crate::ops::export::{dos_time, zip_err};
-use crate::ops::restore::snapshot_path;
+use crate::ops::restore::{node_at, snapshot_path};
 use crate::repo::Repository;
 
 /// The archive format of a dumped directory.
@@ -54,12 +54,7 @@ pub fn dump(
 ) -> Result<DumpStats> {
     let _lock = repo.read_lock("dump")?;
     let comps = snapshot_path(path)?;
-    let node = repo
-        .find_node(&snap.tree, &comps)?
-        .ok_or_else(|| Error::NotFound {
-            what: "path in snapshot",
-            id: path.to_string(),
-        })?;
+    let node = node_at(repo, snap, path)?;
     let mut stats = DumpStats::default();
     match &node.kind {
         NodeKind::File(content) => {

@@ -5,7 +5,7 @@
 //!
 //! Memory: the chunk cache's budget, plus the chunks being read (one per reading
 //! thread, at most [`ChunkParams::MAX_CHUNK`](crate::format::chunker::ChunkParams::MAX_CHUNK)
-//! each), plus 40 bytes per chunk of each file in use (a recent-files cache of those
+//! each), plus about 100 bytes per chunk of each file in use (its id, place and end) (a recent-files cache of those
 //! maps is bounded too). Nothing here grows with what was read before.
 //!
 //! A chunk is read once even when several threads ask for it at the same time (the
@@ -20,6 +20,7 @@ use crate::error::{Error, Result};
 use crate::format::id::{DataId, Id};
 use crate::format::tree::Content;
 use crate::locked;
+use crate::repo::index::BlobLoc;
 use crate::repo::Repository;
 
 /// A map bounded by the total cost of its values, dropping the least recently used
@@ -87,7 +88,8 @@ impl<K: Hash + Eq + Clone, V: Clone> Lru<K, V> {
 
 /// Where each chunk of one file is: chunk `i` holds bytes `ends[i-1]..ends[i]`.
 pub(super) struct FileMap {
-    ids: Vec<DataId>,
+    /// The chunks in file order, with where the index says each is.
+    ids: Vec<(DataId, BlobLoc)>,
     ends: Vec<u64>,
 }
 
@@ -118,8 +120,9 @@ pub(super) struct Chunks {
     maps: Mutex<Lru<u64, Arc<FileMap>>>,
 }
 
-/// Chunk entries of the recent-files map cache (40 bytes each: 10 MiB).
-const MAP_BUDGET: u64 = 256 << 10;
+/// Chunk entries of the recent-files map cache (id, place and end: about 100 bytes
+/// each, so about 10 MiB).
+const MAP_BUDGET: u64 = 100 << 10;
 
 impl Chunks {
     /// A cache of at most about `budget` bytes of decoded chunks.
@@ -132,8 +135,8 @@ impl Chunks {
         }
     }
 
-    /// The chunk map of file `ino` with `content`: the chunk ids in order, with their
-    /// lengths from the index.
+    /// The chunk map of file `ino` with `content`: the chunk ids in order, located once
+    /// (their lengths give the offsets; their places are where reads go).
     pub(super) fn map(&self, ino: u64, content: &Content) -> Result<Arc<FileMap>> {
         if let Some(m) = locked(&self.maps).get(&ino) {
             return Ok(m);
@@ -141,8 +144,9 @@ impl Chunks {
         let (mut ids, mut ends) = (Vec::new(), Vec::new());
         let mut end = 0u64;
         self.repo.for_each_chunk(content, &mut |id| {
-            end += u64::from(self.repo.locate(&id.0)?.raw_len);
-            ids.push(id);
+            let loc = self.repo.locate(&id.0)?;
+            end += u64::from(loc.raw_len);
+            ids.push((id, loc));
             ends.push(end);
             Ok(())
         })?;
@@ -164,14 +168,11 @@ impl Chunks {
         let mut pos = offset;
         while out.len() < size {
             let Some(i) = map.chunk_at(pos) else { break };
-            let chunk = self.chunk(map.ids[i])?;
+            let (id, loc) = map.ids[i];
+            let chunk = self.chunk(id, &loc)?;
             let at = usize::try_from(pos - map.start(i)).expect("within a chunk");
             let Some(rest) = chunk.get(at..) else {
-                return Err(Error::corrupt(
-                    "chunk",
-                    map.ids[i].0,
-                    "shorter than the index says",
-                ));
+                return Err(Error::corrupt("chunk", id.0, "shorter than the index says"));
             };
             let take = rest.len().min(size - out.len());
             out.extend_from_slice(&rest[..take]);
@@ -187,19 +188,21 @@ impl Chunks {
     /// Reads chunk `i` of `map` into the cache on the thread pool, unless it is there
     /// or being read.
     pub(super) fn read_ahead(self: &Arc<Self>, map: &Arc<FileMap>, i: usize) {
-        let Some(&id) = map.ids.get(i) else { return };
+        let Some(&(id, loc)) = map.ids.get(i) else {
+            return;
+        };
         if locked(&self.cache).get(&id.0).is_some() || locked(&self.loading).contains_key(&id.0) {
             return;
         }
         let me = self.clone();
         rayon::spawn(move || {
             // A failure is reported when the reader gets there.
-            let _ = me.chunk(id);
+            let _ = me.chunk(id, &loc);
         });
     }
 
-    /// Chunk `id`, decoded and verified, from the cache or its pack.
-    fn chunk(&self, id: DataId) -> Result<Arc<Vec<u8>>> {
+    /// Chunk `id`, decoded and verified, from the cache or its place `loc` in a pack.
+    fn chunk(&self, id: DataId, loc: &BlobLoc) -> Result<Arc<Vec<u8>>> {
         if let Some(c) = locked(&self.cache).get(&id.0) {
             return Ok(c);
         }
@@ -208,11 +211,7 @@ impl Chunks {
         if let Some(c) = locked(&self.cache).get(&id.0) {
             return Ok(c);
         }
-        let read = self
-            .repo
-            .locate(&id.0)
-            .and_then(|loc| self.repo.read_blob_at(&id.0, &loc))
-            .map(Arc::new);
+        let read = self.repo.read_blob_at(&id.0, loc).map(Arc::new);
         if let Ok(chunk) = &read {
             locked(&self.cache).insert(id.0, chunk.clone(), chunk.len() as u64);
         }
@@ -243,7 +242,17 @@ mod tests {
 
     #[test]
     fn offsets_map_to_their_chunks() {
-        let id = |b: u8| DataId(Id::hash(&[b]));
+        let id = |b: u8| {
+            let loc = BlobLoc {
+                pack: crate::format::id::PackId(Id::hash(b"pack")),
+                offset: 0,
+                stored_len: 0,
+                raw_len: 0,
+                kind: crate::format::pack::BlobKind::Data,
+                compression: crate::format::compress::Compression::Raw,
+            };
+            (DataId(Id::hash(&[b])), loc)
+        };
         let m = FileMap {
             ids: vec![id(0), id(1), id(2)],
             ends: vec![10, 15, 30],

@@ -89,7 +89,8 @@ struct Child {
 /// One snapshot, as the top directories show it.
 struct Snap {
     id: SnapshotId,
-    /// `2026-12-03T20:50:39_1a2b3c4d`: its start time (UTC) and short id.
+    /// `2026-12-03T20:50:39+07:00_1a2b3c4d`: its start time (local, with its offset, as
+    /// `snap list` shows it) and short id.
     name: String,
     host: String,
     tags: Vec<String>,

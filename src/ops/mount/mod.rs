@@ -2,7 +2,7 @@
 //! as restic's mount is:
 //!
 //! ```text
-//! snapshots/2026-12-03T20:50:39_1a2b3c4d/...   each snapshot (start time, UTC; short id)
+//! snapshots/2026-12-03T20:50:39+07:00_1a2b3c4d/...   each snapshot (local start time; short id)
 //! snapshots/latest                             -> the newest
 //! hosts/<host>/<time>_<id>, hosts/<host>/latest   -> ../../snapshots/<time>_<id>
 //! tags/<tag>/<time>_<id>, tags/<tag>/latest
