@@ -649,19 +649,15 @@ fn run_profile(
         }
     }
     if json {
-        outln!(
-            "{}",
-            serde_json::to_string_pretty(&serde_json::json!({
-                "profile": name,
-                "config": path,
-                "started": started,
-                "seconds": clock.elapsed().as_secs_f64(),
-                "exit": if failure.is_some() { 1 } else { code },
-                "error": failure.as_ref().map(message),
-                "steps": done,
-            }))?
-        );
-        ctx.json_printed.set(true);
+        ctx.print_json(&serde_json::json!({
+            "profile": name,
+            "config": path,
+            "started": started,
+            "seconds": clock.elapsed().as_secs_f64(),
+            "exit": if failure.is_some() { 1 } else { code },
+            "error": failure.as_ref().map(message),
+            "steps": done,
+        }))?;
     }
     match failure {
         Some(e) => Err(e),
@@ -831,13 +827,18 @@ impl snap::progress::Progress for Bar {
         self.labels().phase = phase.label();
     }
     fn total(&self, bytes: Option<u64>, items: Option<u64>, noun: &'static str) {
+        {
+            let mut l = self.labels();
+            l.items_total = items;
+            l.noun = noun;
+        }
+        // The labels first: setting the length draws the line, and what the user waits
+        // for is shown from here, even for an operation over before the next tick.
         match bytes {
             Some(b) => self.bar.set_length(b),
             None => self.bar.unset_length(),
         }
-        let mut l = self.labels();
-        l.items_total = items;
-        l.noun = noun;
+        self.bar.tick();
     }
     fn entry(&self, path: &Path) {
         self.bar.set_message(path.display().to_string());
