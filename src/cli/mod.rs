@@ -432,7 +432,7 @@ static LIMITS: std::sync::OnceLock<store::Limits> = std::sync::OnceLock::new();
 
 /// `--retry-lock`'s DURATION: a number with `s`, `m` (or `min`) or `h`, seconds
 /// without a unit.
-fn parse_wait(s: &str) -> std::result::Result<std::time::Duration, String> {
+pub(super) fn parse_wait(s: &str) -> std::result::Result<std::time::Duration, String> {
     let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
     let (n, unit) = s.split_at(split);
     let n: u64 = n

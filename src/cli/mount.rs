@@ -12,16 +12,25 @@ pub struct Args {
     /// An existing directory to mount on. The mount shows `snapshots/<time>_<id>/`
     /// (local start time with its offset) with a `latest` link, and `hosts/<host>/` and `tags/<tag>/`
     /// of links to them; new snapshots appear within seconds. It lasts until Ctrl-C,
-    /// SIGTERM or `fusermount3 -u MOUNTPOINT`, and holds a shared lock meanwhile, so
-    /// prune waits for it (fails, naming the mount)
+    /// SIGTERM or `fusermount3 -u MOUNTPOINT`
     mountpoint: PathBuf,
+    /// Give the repository lock up after the mount has been unused (no file open, no
+    /// request) for DURATION (30s, 5m, 1h), so that a prune can run; the next request
+    /// takes it again, waiting for a running prune to end. While the lock is held, a
+    /// prune fails (naming the mount), or waits with `--retry-lock`
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = super::parse_wait)]
+    unlock_after: std::time::Duration,
 }
 
 pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
     let repo = ctx.open(false)?;
     let location = repo.location();
     let shown = a.mountpoint.display();
-    mount(repo, &a.mountpoint, &MountOptions::default(), &|| {
+    let opts = MountOptions {
+        idle: a.unlock_after,
+        ..MountOptions::default()
+    };
+    mount(repo, &a.mountpoint, &opts, &|| {
         if !ctx.quiet {
             eprintln!(
                 "snap: {location} mounted at {shown} (read-only); Ctrl-C or `fusermount3 -u {shown}` unmounts"

@@ -514,8 +514,18 @@ impl Repository {
     /// delete what it lists until the lock is released. Snapshot records that cannot
     /// be read are in [`Lock::unreadable`].
     pub fn lock(&self, exclusive: bool, purpose: &str) -> Result<Lock> {
-        let mut lock =
-            Lock::acquire_waiting(self.store.clone(), exclusive, purpose, self.lock_wait)?;
+        self.lock_within(exclusive, purpose, self.lock_wait)
+    }
+
+    /// [`Repository::lock`], waiting up to `wait` for a conflicting lock whatever
+    /// [`Repository::set_lock_wait`] said.
+    pub fn lock_within(
+        &self,
+        exclusive: bool,
+        purpose: &str,
+        wait: std::time::Duration,
+    ) -> Result<Lock> {
+        let mut lock = Lock::acquire_waiting(self.store.clone(), exclusive, purpose, wait)?;
         lock.unreadable = self.refresh()?;
         lock.count_in(self.held.clone());
         Ok(lock)

@@ -27,6 +27,17 @@ impl Mounted {
     /// environment `vars`, and waits until the file system is there; `None` (said, or a
     /// failure under SNAP_TEST_REQUIRE_SERVERS=1) when this machine cannot mount FUSE.
     fn start(env: &Env, repo: &str, point: &Path, vars: &[(&str, &str)]) -> Option<Mounted> {
+        Mounted::start_with(env, repo, point, vars, &[])
+    }
+
+    /// [`Mounted::start`] with extra `snap mount` options `args`.
+    fn start_with(
+        env: &Env,
+        repo: &str,
+        point: &Path,
+        vars: &[(&str, &str)],
+        args: &[&str],
+    ) -> Option<Mounted> {
         if !fuse_available() {
             crate::util::missing(
                 "FUSE (/dev/fuse and fusermount3)",
@@ -40,6 +51,7 @@ impl Mounted {
             point.file_name().unwrap().to_string_lossy()
         ));
         let child = mount_command(env, repo, point, vars)
+            .args(args)
             .stdout(Stdio::null())
             .stderr(fs::File::create(&stderr).unwrap())
             .spawn()
@@ -409,6 +421,65 @@ fn an_encrypted_mount_shows_new_snapshots_and_keeps_prune_out() {
     assert_eq!(m.fusermount_u(), Some(0), "{}", m.stderr());
     assert!(!is_mounted(&point));
     with_pass(&["prune"]).assert().success();
+}
+
+#[test]
+fn an_idle_mount_lets_prune_run_and_reads_what_it_moved() {
+    let env = Env::new();
+    env.init();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    let kept = random_bytes(4 << 20, "kept");
+    fs::write(src.join("kept.bin"), &kept).unwrap();
+    fs::write(src.join("gone.bin"), random_bytes(4 << 20, "gone")).unwrap();
+    let first = env.backup_json(&[src.to_str().unwrap()])["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    fs::remove_file(src.join("gone.bin")).unwrap();
+    env.backup_json(&[src.to_str().unwrap()]);
+    let point = env.path("mnt");
+    let Some(m) = Mounted::start_with(&env, &local(&env), &point, &[], &["--unlock-after", "1s"])
+    else {
+        return;
+    };
+    let file = inside(&m, "latest", &src).join("kept.bin");
+    assert!(fs::read(&file).unwrap() == kept);
+
+    // An open file keeps the lock, however long it stays open.
+    let open = fs::File::open(inside(&m, "latest", &src).join("kept.bin")).unwrap();
+    std::thread::sleep(Duration::from_secs(3));
+    let out = env.snap(&["prune"]).output().unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && said.contains("lock for mount"),
+        "{said}"
+    );
+    drop(open);
+
+    // Idle, the mount gives the lock up: forgetting the first snapshot and pruning
+    // rewrites the pack both files were in, moving kept.bin's chunks.
+    let both = largest_pack(&env.repo());
+    env.snap(&["--retry-lock", "30s", "forget", &first, "--prune"])
+        .assert()
+        .success();
+    assert!(
+        !both.exists(),
+        "prune left the pack in place: the test reads nothing moved"
+    );
+    // The kernel must ask again, not answer from the pages it kept.
+    let f = fs::File::open(&file).unwrap();
+    rustix::fs::fadvise(&f, 0, None, rustix::fs::Advice::DontNeed).unwrap();
+    drop(f);
+    // The next request takes the lock again and reads where prune moved the chunks.
+    assert!(fs::read(&file).unwrap() == kept, "{}", m.stderr());
+    assert_eq!(
+        fs::read_dir(point.join("snapshots")).unwrap().count(),
+        2,
+        "the forgotten snapshot is still listed"
+    );
+    let said = m.stderr();
+    assert!(!said.contains("error"), "{said}");
 }
 
 #[test]

@@ -80,6 +80,12 @@ impl<K: Hash + Eq + Clone, V: Clone> Lru<K, V> {
         }
     }
 
+    pub(super) fn clear(&mut self) {
+        self.entries.clear();
+        self.order.clear();
+        self.used = 0;
+    }
+
     #[cfg(test)]
     fn contains(&self, k: &K) -> bool {
         self.entries.contains_key(k)
@@ -153,6 +159,13 @@ impl Chunks {
         let map = Arc::new(FileMap { ids, ends });
         locked(&self.maps).insert(ino, map.clone(), map.ids.len() as u64);
         Ok(map)
+    }
+
+    /// Drops the file maps kept for files opened again: the places in them may be
+    /// gone (a prune rewrote their packs). Open files keep theirs; the mount holds
+    /// its lock while any is open.
+    pub(super) fn forget_places(&self) {
+        locked(&self.maps).clear();
     }
 
     /// Up to `size` bytes of the file of `map` from `offset` (fewer at its end), and

@@ -12,6 +12,11 @@
 //! list is older than [`RELIST_AFTER`], so new snapshots appear without remounting.
 //! A file that cannot be read (a damaged or missing chunk) fails with EIO, and the
 //! first failure of each open file is logged with its path.
+//!
+//! Every request that reads the repository (lookup, readdir, open, read) is served
+//! within the mount's lock (see `hold`); when the lock had been given up and is taken
+//! again, the places of chunks the file maps kept and the list of snapshots are
+//! dropped, since a prune may have moved or removed them meanwhile.
 
 use std::collections::{BTreeSet, HashMap};
 use std::ffi::OsStr;
@@ -27,8 +32,9 @@ use fuser::{
 };
 
 use super::cache::{Chunks, FileMap, Lru};
+use super::hold::{Entered, Hold};
 use super::MountOptions;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::format::id::{SnapshotId, TreeId};
 use crate::format::tree::{Node, NodeKind, Timestamp, Tree};
 use crate::locked;
@@ -116,6 +122,7 @@ struct Handle {
 /// The mounted file system.
 pub(super) struct SnapFs {
     repo: Arc<Repository>,
+    hold: Arc<Hold>,
     inodes: Mutex<HashMap<u64, Inode>>,
     listing: Mutex<Listing>,
     trees: Mutex<Lru<TreeId, Arc<Tree>>>,
@@ -128,7 +135,7 @@ pub(super) struct SnapFs {
 }
 
 impl SnapFs {
-    pub(super) fn new(repo: Arc<Repository>, opts: &MountOptions) -> SnapFs {
+    pub(super) fn new(repo: Arc<Repository>, opts: &MountOptions, hold: Arc<Hold>) -> SnapFs {
         let owner = (
             rustix::process::getuid().as_raw(),
             rustix::process::getgid().as_raw(),
@@ -136,6 +143,7 @@ impl SnapFs {
         let fs = SnapFs {
             chunks: Arc::new(Chunks::new(repo.clone(), opts.cache_bytes)),
             repo,
+            hold,
             inodes: Mutex::new(HashMap::new()),
             listing: Mutex::new(Listing {
                 read: None,
@@ -166,6 +174,27 @@ impl SnapFs {
         }
         drop(inodes);
         fs
+    }
+
+    /// Enters a request that reads the repository (see `hold`), or says which error
+    /// the kernel gets.
+    fn enter(&self) -> std::result::Result<Entered<'_>, Errno> {
+        match self.hold.enter() {
+            Ok(entered) => {
+                if entered.retaken {
+                    self.chunks.forget_places();
+                    locked(&self.listing).read = None;
+                }
+                Ok(entered)
+            }
+            Err(e) => {
+                log::error!("{e}");
+                Err(match e {
+                    Error::Locked { .. } => Errno::EAGAIN,
+                    _ => Errno::EIO,
+                })
+            }
+        }
     }
 
     /// The snapshots, read again when the list is older than [`RELIST_AFTER`].
@@ -385,6 +414,10 @@ impl SnapFs {
 
 impl Filesystem for SnapFs {
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        let _entered = match self.enter() {
+            Ok(e) => e,
+            Err(e) => return reply.error(e),
+        };
         let Some((what, path)) = self.what(parent.0) else {
             return reply.error(Errno::ENOENT);
         };
@@ -445,6 +478,10 @@ impl Filesystem for SnapFs {
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        let _entered = match self.enter() {
+            Ok(e) => e,
+            Err(e) => return reply.error(e),
+        };
         let Some((what, path)) = self.what(ino.0) else {
             return reply.error(Errno::ENOENT);
         };
@@ -465,6 +502,7 @@ impl Filesystem for SnapFs {
                     reported: AtomicBool::new(false),
                 };
                 locked(&self.handles).insert(fh, Arc::new(handle));
+                self.hold.opened();
                 // Contents never change: the kernel may keep its cached pages.
                 reply.opened(FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE);
             }
@@ -488,6 +526,10 @@ impl Filesystem for SnapFs {
     ) {
         let Some(h) = locked(&self.handles).get(&fh.0).cloned() else {
             return reply.error(Errno::EBADF);
+        };
+        let _entered = match self.enter() {
+            Ok(e) => e,
+            Err(e) => return reply.error(e),
         };
         match self.chunks.read(&h.map, offset, size as usize) {
             Ok((data, last)) => {
@@ -517,7 +559,9 @@ impl Filesystem for SnapFs {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        locked(&self.handles).remove(&fh.0);
+        if locked(&self.handles).remove(&fh.0).is_some() {
+            self.hold.closed();
+        }
         reply.ok();
     }
 
@@ -534,6 +578,10 @@ impl Filesystem for SnapFs {
             .map(|i| (i.what.clone(), i.path.clone(), i.parent));
         let Some((what, path, parent)) = found else {
             return reply.error(Errno::ENOENT);
+        };
+        let _entered = match self.enter() {
+            Ok(e) => e,
+            Err(e) => return reply.error(e),
         };
         // Entry k (0 and 1 are `.` and `..`) is followed by offset k + 1.
         let skip = usize::try_from(offset).unwrap_or(usize::MAX);

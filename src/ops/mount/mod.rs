@@ -13,14 +13,16 @@
 //! directory is looked into (see `fs`); file contents are read from the packs through
 //! a bounded cache of decoded chunks (see `cache`).
 //!
-//! [`mount`] runs in the foreground for as long as the mount lasts, holding a shared
-//! lock of the repository (refreshed by the lock itself; checked here), so that prune,
-//! which needs the exclusive lock, cannot delete packs the mount reads. It returns
-//! once the file system is unmounted: by `fusermount3 -u`, or by the interruption
-//! flag (SIGINT or SIGTERM, which the CLI sets), on which it unmounts.
+//! [`mount`] runs in the foreground for as long as the mount lasts. While the file
+//! system is in use it holds a shared lock of the repository, so that prune, which
+//! needs the exclusive lock, cannot delete packs the mount reads; when idle it gives
+//! the lock up and takes it again at the next request (see `hold`). It returns once
+//! the file system is unmounted: by `fusermount3 -u`, or by the interruption flag
+//! (SIGINT or SIGTERM, which the CLI sets), on which it unmounts.
 
 mod cache;
 mod fs;
+mod hold;
 
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
@@ -38,6 +40,9 @@ pub struct MountOptions {
     /// Threads serving the kernel's requests (readers of different files, or of
     /// different parts of one, are served at once).
     pub threads: usize,
+    /// How long the file system stays unused (no request, no open file) before the
+    /// repository lock is given up.
+    pub idle: Duration,
 }
 
 impl Default for MountOptions {
@@ -45,13 +50,12 @@ impl Default for MountOptions {
         MountOptions {
             cache_bytes: 64 << 20,
             threads: 4,
+            idle: Duration::from_secs(60),
         }
     }
 }
 
-/// How often the mount checks that its lock is still there.
-const CHECK_LOCK_EVERY: Duration = Duration::from_secs(60);
-/// How often it looks for an unmount or an interruption.
+/// How often the mount looks for an unmount or an interruption, and at its lock.
 const POLL: Duration = Duration::from_millis(100);
 
 /// Mounts the snapshots of `repo` on directory `mountpoint` and serves them until the
@@ -66,8 +70,8 @@ pub fn mount(
     check_mount_point(mountpoint)?;
     let repo = Arc::new(repo);
     // Shared: prune (exclusive) must not delete packs the mount reads.
-    let mut lock = repo.lock(false, "mount")?;
-    let fs = fs::SnapFs::new(repo.clone(), opts);
+    let hold = Arc::new(hold::Hold::new(repo.clone(), opts.idle)?);
+    let fs = fs::SnapFs::new(repo, opts, hold.clone());
     let mut config = fuser::Config::default();
     config.mount_options = vec![
         fuser::MountOption::RO,
@@ -86,34 +90,17 @@ pub fn mount(
     let session = fuser::Session::new(fs, mountpoint, &config).map_err(mount_error)?;
     let session = session.spawn().map_err(mount_error)?;
     mounted();
-    let mut checked = Instant::now();
-    let result = loop {
+    loop {
         if crate::interrupt::requested() {
-            break unmount(session, mountpoint).map_err(mount_error);
+            return unmount(session, mountpoint).map_err(mount_error);
         }
         if session.guard.is_finished() {
             // Unmounted from outside (`fusermount3 -u`).
-            break session.join().map_err(mount_error);
+            return session.join().map_err(mount_error);
         }
-        if checked.elapsed() >= CHECK_LOCK_EVERY {
-            checked = Instant::now();
-            if let Err(e @ Error::Locked { .. }) = lock.check() {
-                // Taken over as stale (this process was stopped for long): take a new
-                // one, or stop serving what a prune may now delete.
-                log::warn!("{e}; taking a new lock");
-                match repo.lock(false, "mount") {
-                    Ok(l) => lock = l,
-                    Err(e) => {
-                        let _ = unmount(session, mountpoint);
-                        break Err(e);
-                    }
-                }
-            }
-        }
+        hold.tick();
         std::thread::sleep(POLL);
-    };
-    drop(lock);
-    result
+    }
 }
 
 /// Unmounts, lazily (`fusermount3 -u -z`): the mount point is free at once, and
