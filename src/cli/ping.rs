@@ -2,13 +2,9 @@
 //! healthchecks.io (and services that copy it): a POST to `URL/start` when the run
 //! starts, to `URL` when it succeeds, to `URL/fail` with the end of the error when it
 //! fails. A ping never changes the run's outcome: one that cannot be delivered
-//! (refused, no answer within [`TIMEOUT`], not a 2xx answer) is a warning, which names
+//! (refused, no answer within 10 s, not a 2xx answer) is a warning, which names
 //! the URL by its scheme and host only (the path of a ping URL is its secret).
 
-use std::time::Duration;
-
-/// How long one ping may take, connection included.
-pub const TIMEOUT: Duration = Duration::from_secs(10);
 /// The most of an error's text a failure ping carries (its end), in bytes.
 pub const TAIL: usize = 10_000;
 
@@ -52,6 +48,8 @@ impl Ping {
 /// POSTs `body` to `url`.
 #[cfg(feature = "remote")]
 fn post(url: &str, body: String) -> Result<(), String> {
+    /// How long one ping may take, connection included.
+    const TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
     // reqwest names the URL in its errors: they are shown without it.
     let words = |e: reqwest::Error| {
         let e = e.without_url();

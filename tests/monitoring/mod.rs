@@ -584,3 +584,41 @@ ping = "{err}"
                 .and(predicate::str::contains("http:// or https:// URL")),
         );
 }
+
+#[test]
+fn a_ping_without_an_answer_gives_up_after_ten_seconds() {
+    let env = Env::new();
+    env.init();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("f"), b"data").unwrap();
+    // Connections complete (the kernel queues them) but nothing ever answers.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = silent.local_addr().unwrap().port();
+    let config = env.path("snap.toml");
+    fs::write(
+        &config,
+        format!(
+            "[profile.p]\nrepository = \"{}\"\npaths = [\"{}\"]\nping = \"http://127.0.0.1:{port}/k\"\n",
+            env.repo().display(),
+            src.display()
+        ),
+    )
+    .unwrap();
+    let clock = Instant::now();
+    with_config(&env, &config, &["run", "p"])
+        .assert()
+        .success()
+        .stderr(
+            predicate::str::contains("ping (start)")
+                .and(predicate::str::contains("ping (success)")),
+        );
+    // Two pings of 10 s each, and the backup; reqwest's own default would wait 30 s each.
+    let took = clock.elapsed();
+    assert!(
+        took >= Duration::from_secs(19) && took < Duration::from_secs(45),
+        "{took:?}"
+    );
+    assert_eq!(env.snapshots().len(), 1);
+    drop(silent);
+}
