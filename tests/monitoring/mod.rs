@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use predicates::prelude::*;
 
-use crate::util::{largest_pack, missing, random_bytes, snap_bin, Env};
+use crate::util::{du, largest_pack, missing, random_bytes, snap_bin, Env};
 
 /// One sample as the parser read it.
 #[derive(Debug, serde::Deserialize)]
@@ -113,16 +113,6 @@ fn documented() -> Vec<String> {
         .collect();
     assert!(names.len() > 10, "{names:?}");
     names
-}
-
-fn du(dir: &Path) -> u64 {
-    let mut n = 0;
-    for e in fs::read_dir(dir).unwrap() {
-        let e = e.unwrap();
-        let md = e.metadata().unwrap();
-        n += if md.is_dir() { du(&e.path()) } else { md.len() };
-    }
-    n
 }
 
 /// Seconds since the epoch.
@@ -260,6 +250,16 @@ fn every_series_is_in_the_readme() {
     }
 }
 
+/// A repository, and a directory `src` of one small file to back up.
+fn with_source() -> (Env, PathBuf) {
+    let env = Env::new();
+    env.init();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("f"), b"data").unwrap();
+    (env, src)
+}
+
 /// `snap` reading configuration `config`, with `env`'s caches.
 fn with_config(env: &Env, config: &Path, args: &[&str]) -> assert_cmd::Command {
     let mut c = snap_bin();
@@ -285,11 +285,7 @@ fn runs_write_the_metrics_file_atomically_on_success_and_failure() {
     if !have_parser() {
         return;
     }
-    let env = Env::new();
-    env.init();
-    let src = env.path("src");
-    fs::create_dir_all(&src).unwrap();
-    fs::write(src.join("f"), b"data").unwrap();
+    let (env, src) = with_source();
     let textfile = env.path("textfile");
     fs::create_dir_all(&textfile).unwrap();
     let config = env.path("snap.toml");
@@ -460,11 +456,7 @@ impl Drop for PingServer {
 
 #[test]
 fn pings_arrive_in_order_and_never_change_the_outcome() {
-    let env = Env::new();
-    env.init();
-    let src = env.path("src");
-    fs::create_dir_all(&src).unwrap();
-    fs::write(src.join("f"), b"data").unwrap();
+    let (env, src) = with_source();
     let server = PingServer::start(env.dir.path());
     let closed = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -587,11 +579,7 @@ ping = "{err}"
 
 #[test]
 fn a_ping_without_an_answer_gives_up_after_ten_seconds() {
-    let env = Env::new();
-    env.init();
-    let src = env.path("src");
-    fs::create_dir_all(&src).unwrap();
-    fs::write(src.join("f"), b"data").unwrap();
+    let (env, src) = with_source();
     // Connections complete (the kernel queues them) but nothing ever answers.
     let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = silent.local_addr().unwrap().port();
