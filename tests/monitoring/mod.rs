@@ -388,7 +388,8 @@ struct PingServer {
 }
 
 impl PingServer {
-    fn start(dir: &Path) -> PingServer {
+    /// Serves plain HTTP, or HTTPS with `tls`'s certificate and key files.
+    fn start(dir: &Path, tls: Option<(&Path, &Path)>) -> PingServer {
         let script = r#"
 import http.server, json, sys
 log, portfile = sys.argv[1], sys.argv[2]
@@ -406,6 +407,11 @@ class H(http.server.BaseHTTPRequestHandler):
     def log_message(self, *a):
         pass
 s = http.server.HTTPServer(("127.0.0.1", 0), H)
+if len(sys.argv) > 3:
+    import ssl
+    tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    tls.load_cert_chain(sys.argv[3], sys.argv[4])
+    s.socket = tls.wrap_socket(s.socket, server_side=True)
 with open(portfile + ".tmp", "w") as f:
     f.write(str(s.server_address[1]))
 import os; os.rename(portfile + ".tmp", portfile)
@@ -417,6 +423,7 @@ s.serve_forever()
             .args(["-c", script])
             .arg(&log)
             .arg(&portfile)
+            .args(tls.iter().flat_map(|(cert, key)| [cert, key]))
             .spawn()
             .unwrap();
         let start = Instant::now();
@@ -457,7 +464,7 @@ impl Drop for PingServer {
 #[test]
 fn pings_arrive_in_order_and_never_change_the_outcome() {
     let (env, src) = with_source();
-    let server = PingServer::start(env.dir.path());
+    let server = PingServer::start(env.dir.path(), None);
     let closed = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap().port()
@@ -609,4 +616,54 @@ fn a_ping_without_an_answer_gives_up_after_ten_seconds() {
     );
     assert_eq!(env.snapshots().len(), 1);
     drop(silent);
+}
+
+#[test]
+fn https_pings_check_the_server_certificate() {
+    let (env, src) = with_source();
+    let (cert, key) = (env.path("cert.pem"), env.path("key.pem"));
+    let made = Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+        ])
+        .args([
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+        ])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !made {
+        missing("openssl (to make a certificate)", "apt-get install openssl");
+        return;
+    }
+    let server = PingServer::start(env.dir.path(), Some((&cert, &key)));
+    let config = env.path("snap.toml");
+    fs::write(
+        &config,
+        format!(
+            "[profile.p]\nrepository = \"{}\"\npaths = [\"{}\"]\nping = \"https://127.0.0.1:{}/k\"\n",
+            env.repo().display(),
+            src.display(),
+            server.port
+        ),
+    )
+    .unwrap();
+    // The TLS handshake happens, and a certificate no trusted root signed is refused:
+    // the ping is not sent, the run succeeds.
+    with_config(&env, &config, &["run", "p"])
+        .assert()
+        .success()
+        .stderr(
+            predicate::str::contains(format!("ping (start) to https://127.0.0.1:{}", server.port))
+                .and(predicate::str::contains("certificate")),
+        );
+    assert!(server.take().is_empty());
 }
