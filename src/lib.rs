@@ -22,8 +22,8 @@
 //! - [`ops`]: what a user asks for, from [`backup`](ops::backup::backup) and
 //!   [`restore`](ops::restore::plan_restore) to [`check`](ops::check),
 //!   [`prune`](ops::prune), [`sync`](ops::sync), [`retention`](ops::retention),
-//!   [`find`](ops::find) and [`mount`](ops::mount); an operation that writes or sends
-//!   much computes a plan first (`--dry-run` prints it);
+//!   [`find`](ops::find), [`mount`](ops::mount) and [`metrics`](ops::metrics); an
+//!   operation that writes or sends much computes a plan first (`--dry-run` prints it);
 //! - the `snap` binary's `cli` (`src/cli/`): parsing, printing, exit codes, and the
 //!   only place that reads the environment.
 //!

@@ -9,6 +9,7 @@ mod encryption;
 mod golden;
 mod interrupt;
 mod maintenance;
+mod monitoring;
 mod mount;
 mod offsite;
 mod output;

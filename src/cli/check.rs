@@ -2,6 +2,7 @@
 
 use anyhow::{bail, Result};
 use snap::ops::check::{check, ReadData};
+use snap::ops::metrics::{record_check, CheckRecord};
 use snap::span::Span;
 
 use super::{count, progress_for, prune::parse_percent, Bar, Ctx};
@@ -88,8 +89,24 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
     } else {
         Bar::new(ctx, "read", a.json)
     };
+    let clock = std::time::Instant::now();
     let r = check(&repo, read, progress_for(bar.as_ref()))?;
     drop(bar);
+    // For `snap metrics`: kept in this client's cache, never in the repository.
+    let record = CheckRecord {
+        time: chrono::Utc::now(),
+        seconds: clock.elapsed().as_secs_f64(),
+        ok: r.errors.is_empty(),
+        errors: r.errors.len() as u64,
+        read_data: match read {
+            ReadData::None => 0.0,
+            ReadData::All => 1.0,
+            ReadData::Subset(share) => share,
+        },
+    };
+    if let Err(e) = record_check(&repo, &record) {
+        eprintln!("snap: warning: the check's outcome is not recorded for `snap metrics`: {e}");
+    }
     if a.json {
         ctx.print_json(&r)?;
     } else {

@@ -27,8 +27,10 @@ mod init;
 mod key;
 mod list;
 mod ls;
+mod metrics;
 mod mount;
 mod output;
+mod ping;
 mod profile;
 mod prune;
 mod repair;
@@ -153,6 +155,15 @@ enum Command {
     Prune(prune::Args),
     /// Repository size, deduplication and compression, growth over time
     Stats(stats::Args),
+    /// Print monitoring figures in the Prometheus text format
+    ///
+    /// Per group of snapshots (host and sources): the last successful backup's time,
+    /// duration and bytes, and the snapshot count; for the repository: its size and
+    /// this host's last `snap check`. Reads the index cache only, so it is cheap to run
+    /// often. A profile's `metrics_file` gets the same after every `snap run`, with the
+    /// run's outcome. Missing series: no check has run from this host yet.
+    #[command(after_long_help = snap::ops::metrics::series_help())]
+    Metrics(metrics::Args),
     /// Verify the repository: structure, and with --read-data every blob
     Check(check::Args),
     /// Repair repository metadata
@@ -553,6 +564,7 @@ fn dispatch(ctx: &Ctx, command: Command, matches: &clap::ArgMatches) -> Result<i
         Command::Prune(a) => prune::run(ctx, a),
         Command::Check(a) => check::run(ctx, a),
         Command::Stats(a) => stats::run(ctx, a),
+        Command::Metrics(a) => metrics::run(ctx, a),
         Command::Repair(a) => repair::run(ctx, a),
         Command::Key(a) => key::run(ctx, a),
         Command::Completions(a) => Ok(shell::completions(a)),
@@ -603,6 +615,10 @@ fn run_profile(
     };
     let started = chrono::Utc::now();
     let clock = std::time::Instant::now();
+    let ping = run.ping.as_deref().map(ping::Ping::new);
+    if let Some(p) = &ping {
+        p.start();
+    }
     let mut code = 0;
     let mut done = Vec::new();
     let mut failure = None;
@@ -646,6 +662,29 @@ fn run_profile(
                 failure = Some(e);
                 break;
             }
+        }
+    }
+    let exit = match &failure {
+        None => code,
+        Some(_) if snap::interrupt::requested() => EXIT_INTERRUPTED,
+        Some(_) => 1,
+    };
+    if let Some(file) = &run.metrics_file {
+        let outcome = snap::ops::metrics::RunOutcome {
+            profile: name.clone(),
+            finished: chrono::Utc::now(),
+            seconds: clock.elapsed().as_secs_f64(),
+            exit,
+        };
+        metrics::write_run_file(&sub, file, &outcome);
+    }
+    if let Some(p) = &ping {
+        match &failure {
+            None => p.success(format!(
+                "snap run {name}: exit {code} after {:.1} s",
+                clock.elapsed().as_secs_f64()
+            )),
+            Some(e) => p.fail(&message(e)),
         }
     }
     if json {

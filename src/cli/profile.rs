@@ -77,6 +77,11 @@ struct Profile {
     /// Repositories `snap run` syncs to after retention (`--delete` with retention).
     #[serde(default)]
     sync: Vec<String>,
+    /// Where `snap run` writes `snap metrics` (and its own outcome) after every run.
+    metrics_file: Option<PathBuf>,
+    /// A push-monitoring URL: `URL/start`, then `URL` or `URL/fail` (see `ping`).
+    #[serde(default, deserialize_with = "http_url")]
+    ping: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -124,6 +129,19 @@ fn size<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Option<u64>, D::
     super::backup::parse_size(&s)
         .map(Some)
         .map_err(serde::de::Error::custom)
+}
+
+/// An `http://` or `https://` URL.
+fn http_url<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Option<String>, D::Error> {
+    let s = String::deserialize(d)?;
+    let scheme = s.split_once("://").map(|(s, _)| s.to_ascii_lowercase());
+    if matches!(scheme.as_deref(), Some("http" | "https")) {
+        Ok(Some(s))
+    } else {
+        Err(serde::de::Error::custom(
+            "a ping is an http:// or https:// URL",
+        ))
+    }
 }
 
 /// Groups written as `host,paths`, read by `--group-by`'s parser.
@@ -217,6 +235,10 @@ pub struct Run {
     pub password_file: Option<PathBuf>,
     /// Its steps, in order.
     pub steps: Vec<Step>,
+    /// Where the metrics go after the run.
+    pub metrics_file: Option<PathBuf>,
+    /// The push-monitoring URL told of the run.
+    pub ping: Option<String>,
 }
 
 impl File {
@@ -316,6 +338,8 @@ impl File {
             repository: p.repository.clone(),
             password_file: p.password_file.clone(),
             steps,
+            metrics_file: p.metrics_file.clone(),
+            ping: p.ping.clone(),
         })
     }
 }

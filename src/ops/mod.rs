@@ -9,6 +9,7 @@ pub mod dump;
 pub mod dump_tables;
 pub mod export;
 pub mod find;
+pub mod metrics;
 pub mod mount;
 pub mod ngw_part;
 pub mod prune;

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use predicates::prelude::*;
 
-use crate::util::{random_bytes, restored, Env};
+use crate::util::{du, random_bytes, restored, Env};
 
 fn json(env: &Env, args: &[&str]) -> serde_json::Value {
     let out = env.snap(args).output().unwrap();
@@ -26,16 +26,6 @@ fn ids(env: &Env) -> Vec<String> {
         .iter()
         .map(|s| s["id"].as_str().unwrap().to_string())
         .collect()
-}
-
-fn du(dir: &Path) -> u64 {
-    let mut n = 0;
-    for e in fs::read_dir(dir).unwrap() {
-        let e = e.unwrap();
-        let md = e.metadata().unwrap();
-        n += if md.is_dir() { du(&e.path()) } else { md.len() };
-    }
-    n
 }
 
 fn packs(repo: &Path) -> Vec<PathBuf> {

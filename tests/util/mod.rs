@@ -137,6 +137,17 @@ pub fn largest_pack(repo: &Path) -> std::path::PathBuf {
     best.1.unwrap()
 }
 
+/// Bytes of the files below `dir`.
+pub fn du(dir: &Path) -> u64 {
+    let mut n = 0;
+    for e in fs::read_dir(dir).unwrap() {
+        let e = e.unwrap();
+        let md = e.metadata().unwrap();
+        n += if md.is_dir() { du(&e.path()) } else { md.len() };
+    }
+    n
+}
+
 /// Deterministic incompressible bytes (BLAKE3 in XOF mode).
 pub fn random_bytes(len: usize, seed: &str) -> Vec<u8> {
     let mut out = vec![0u8; len];
