@@ -20,6 +20,10 @@ pub struct Args {
     /// prune fails (naming the mount), or waits with `--retry-lock`
     #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = super::parse_wait)]
     unlock_after: std::time::Duration,
+    /// Memory for decoded file contents (100M, 1G): more keeps more of what was read
+    /// for readers that come back to it
+    #[arg(long, value_name = "SIZE", default_value = "64M", value_parser = super::backup::parse_size)]
+    cache_size: u64,
 }
 
 pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
@@ -28,6 +32,7 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
     let shown = a.mountpoint.display();
     let opts = MountOptions {
         idle: a.unlock_after,
+        cache_bytes: a.cache_size,
         ..MountOptions::default()
     };
     mount(repo, &a.mountpoint, &opts, &|| {

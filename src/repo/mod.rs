@@ -517,6 +517,11 @@ impl Repository {
         self.lock_within(exclusive, purpose, self.lock_wait)
     }
 
+    /// Closes the pack files kept open for reading (see [`Store::close_files`]).
+    pub fn close_files(&self) {
+        self.store.close_files();
+    }
+
     /// [`Repository::lock`], waiting up to `wait` for a conflicting lock whatever
     /// [`Repository::set_lock_wait`] said.
     pub fn lock_within(

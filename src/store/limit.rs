@@ -121,6 +121,9 @@ impl Store for Limited {
     fn list(&self, dir: &str) -> Result<Vec<Entry>> {
         self.inner.list(dir)
     }
+    fn close_files(&self) {
+        self.inner.close_files();
+    }
     fn put(&self, path: &str, bytes: &[u8]) -> Result<()> {
         pace(self.upload.as_ref(), bytes.len() as u64);
         self.inner.put(path, bytes)

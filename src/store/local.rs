@@ -245,6 +245,10 @@ impl Store for Local {
         self.place(p, self.temp_with(bytes)?).map(drop)
     }
 
+    fn close_files(&self) {
+        locked(&self.open).clear();
+    }
+
     fn delete(&self, p: &str) -> Result<()> {
         self.delete_all(&[p.to_string()])
     }

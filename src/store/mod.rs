@@ -87,6 +87,10 @@ pub trait Store: Send + Sync {
         use rayon::prelude::*;
         paths.par_iter().try_for_each(|p| self.delete(p))
     }
+    /// Closes the files kept open for reading. A long-lived reader calls it after
+    /// another process may have deleted some (a prune): an open handle would still
+    /// read a deleted pack and keep its disk space.
+    fn close_files(&self) {}
 }
 
 /// Options of a remote location that its URL does not carry. The library reads no

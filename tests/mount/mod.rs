@@ -429,7 +429,7 @@ fn an_idle_mount_lets_prune_run_and_reads_what_it_moved() {
     env.init();
     let src = env.path("src");
     fs::create_dir_all(&src).unwrap();
-    let kept = random_bytes(4 << 20, "kept");
+    let kept = random_bytes(12 << 20, "kept");
     fs::write(src.join("kept.bin"), &kept).unwrap();
     fs::write(src.join("gone.bin"), random_bytes(4 << 20, "gone")).unwrap();
     let first = env.backup_json(&[src.to_str().unwrap()])["id"]
@@ -439,8 +439,13 @@ fn an_idle_mount_lets_prune_run_and_reads_what_it_moved() {
     fs::remove_file(src.join("gone.bin")).unwrap();
     env.backup_json(&[src.to_str().unwrap()]);
     let point = env.path("mnt");
-    let Some(m) = Mounted::start_with(&env, &local(&env), &point, &[], &["--unlock-after", "1s"])
-    else {
+    let Some(m) = Mounted::start_with(
+        &env,
+        &local(&env),
+        &point,
+        &[],
+        &["--unlock-after", "1s", "--cache-size", "1M"],
+    ) else {
         return;
     };
     let file = inside(&m, "latest", &src).join("kept.bin");

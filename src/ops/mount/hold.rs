@@ -7,8 +7,9 @@
 //! request takes a shared lock again before it reads anything, waiting (up to
 //! [`RETAKE_WAIT`]) while a prune holds the exclusive one. Whatever the mount kept of
 //! where blobs are is then stale (a prune rewrites packs), so taking the lock again
-//! reads the index anew ([`Repository::lock`] does) and tells the caller to drop its
-//! cached places ([`Entered::retaken`]). What is kept by content id (trees, decoded
+//! reads the index anew ([`Repository::lock`] does), closes the pack files kept open
+//! (which would read deleted packs, and keep their space), and tells the caller to
+//! drop its cached places ([`Entered::retaken`]). What is kept by content id (trees, decoded
 //! chunks) stays valid: an id names the same bytes in every pack.
 
 use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
@@ -84,6 +85,7 @@ impl Hold {
         if retaken {
             // Other requests wait on the state meanwhile: none may read before it.
             let lock = self.repo.lock_within(false, "mount", RETAKE_WAIT)?;
+            self.repo.close_files();
             log::info!("repository lock taken again");
             s.lock = Some(lock);
             s.checked = Instant::now();
