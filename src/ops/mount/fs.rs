@@ -21,14 +21,15 @@
 use std::collections::{BTreeSet, HashMap};
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use fuser::{
-    Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, LockOwner,
-    OpenFlags, ReplyAttr, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, Request,
+    Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, InitFlags,
+    KernelConfig, LockOwner, OpenFlags, ReplyAttr, ReplyData, ReplyDirectory, ReplyDirectoryPlus,
+    ReplyEmpty, ReplyEntry, ReplyOpen, Request,
 };
 
 use super::cache::{Chunks, FileMap, Lru};
@@ -52,7 +53,7 @@ const TTL_LISTING: Duration = Duration::from_secs(1);
 /// How old the list of snapshots may be before it is read again.
 pub(super) const RELIST_AFTER: Duration = Duration::from_secs(3);
 /// Entries of decoded trees kept in the cache.
-const TREE_BUDGET: u64 = 200_000;
+const TREE_BUDGET: u64 = 20_000;
 
 /// What an inode is.
 #[derive(Clone)]
@@ -79,8 +80,8 @@ struct Inode {
     what: What,
     attr: FileAttr,
     parent: u64,
-    /// Its path in the mount, for messages.
-    path: PathBuf,
+    /// Its name in its parent (the path, for messages, is made from these).
+    name: Box<[u8]>,
     /// Lookups not yet forgotten.
     lookups: u64,
 }
@@ -166,7 +167,7 @@ impl SnapFs {
                 what,
                 attr: fs.dir_attr(ino, fs.mounted),
                 parent: ROOT,
-                path: PathBuf::from(name),
+                name: name.as_bytes().into(),
                 // Never forgotten.
                 lookups: 1,
             };
@@ -368,28 +369,32 @@ impl SnapFs {
         }
     }
 
-    /// What inode `ino` is, and its path.
-    fn what(&self, ino: u64) -> Option<(What, PathBuf)> {
-        locked(&self.inodes)
-            .get(&ino)
-            .map(|i| (i.what.clone(), i.path.clone()))
+    /// What inode `ino` is.
+    fn what(&self, ino: u64) -> Option<What> {
+        locked(&self.inodes).get(&ino).map(|i| i.what.clone())
+    }
+
+    /// The path of inode `ino` in the mount, for messages.
+    fn path(&self, ino: u64) -> PathBuf {
+        let inodes = locked(&self.inodes);
+        let mut names = Vec::new();
+        let mut at = ino;
+        while let Some(i) = inodes.get(&at).filter(|_| at != ROOT) {
+            names.push(OsStr::from_bytes(&i.name));
+            at = i.parent;
+        }
+        names.iter().rev().collect()
     }
 
     /// Entry `name` of directory `parent`.
-    fn child(
-        &self,
-        parent: u64,
-        what: &What,
-        path: &Path,
-        name: &[u8],
-    ) -> std::result::Result<Child, Errno> {
+    fn child(&self, parent: u64, what: &What, name: &[u8]) -> std::result::Result<Child, Errno> {
         match what {
             What::Node {
                 snap,
                 kind: NodeKind::Dir(tree),
             } => {
                 let tree = self.tree(tree).map_err(|e| {
-                    log::error!("{}: {e}", path.display());
+                    log::error!("{}: {e}", self.path(parent).display());
                     Errno::EIO
                 })?;
                 let node = tree.get(name).ok_or(Errno::ENOENT)?;
@@ -404,6 +409,81 @@ impl SnapFs {
         }
     }
 
+    /// Gives the entries of directory `ino` from entry `offset` on (entry 0 is `.`, 1
+    /// is `..`) to `add`, with the offset that follows each and the directory's path,
+    /// until `add` says the reply is full.
+    fn entries(
+        &self,
+        ino: u64,
+        offset: u64,
+        add: &mut dyn FnMut(u64, &Child) -> bool,
+    ) -> std::result::Result<(), Errno> {
+        let found = locked(&self.inodes)
+            .get(&ino)
+            .map(|i| (i.what.clone(), i.parent, i.attr));
+        let Some((what, parent, attr)) = found else {
+            return Err(Errno::ENOENT);
+        };
+        let _entered = self.enter()?;
+        let dot = |name: &[u8], ino: u64| Child {
+            name: name.to_vec(),
+            what: What::Root,
+            attr: FileAttr {
+                ino: INodeNo(ino),
+                ..attr
+            },
+        };
+        let mut children = vec![dot(b".", ino), dot(b"..", parent)];
+        let nodes = match &what {
+            What::Node {
+                snap,
+                kind: NodeKind::Dir(tree),
+            } => Some((
+                *snap,
+                self.tree(tree).map_err(|e| {
+                    log::error!("{}: {e}", self.path(ino).display());
+                    Errno::EIO
+                })?,
+            )),
+            What::Node { .. } | What::Link(_) => return Err(Errno::ENOTDIR),
+            _ => {
+                children.extend(self.listed(ino, &what));
+                None
+            }
+        };
+        let skip = usize::try_from(offset).unwrap_or(usize::MAX);
+        for (k, c) in children.iter().enumerate().skip(skip) {
+            if add(k as u64 + 1, c) {
+                return Ok(());
+            }
+        }
+        if let Some((snap, tree)) = nodes {
+            // Only the entries this call returns get their attributes made.
+            for (k, n) in tree.nodes.iter().enumerate().skip(skip.saturating_sub(2)) {
+                if add(k as u64 + 3, &node_child(ino, snap, n)) {
+                    break;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Records child `c` of directory `parent` as looked up once more.
+    fn remember(&self, parent: u64, c: &Child) {
+        let mut inodes = locked(&self.inodes);
+        let inode = inodes.entry(c.attr.ino.0).or_insert_with(|| Inode {
+            what: c.what.clone(),
+            attr: c.attr,
+            parent,
+            name: c.name.as_slice().into(),
+            lookups: 0,
+        });
+        // A link's target changes when snapshots are added.
+        inode.what = c.what.clone();
+        inode.attr = c.attr;
+        inode.lookups += 1;
+    }
+
     fn ttl(what: &What) -> Duration {
         match what {
             What::Node { .. } => TTL_SNAPSHOT,
@@ -413,30 +493,28 @@ impl SnapFs {
 }
 
 impl Filesystem for SnapFs {
+    fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
+        // READDIRPLUS where the kernel has it; `auto` lets it fall back to READDIR
+        // for readers that look at names only (`find`, `ls` without `-l`).
+        let plus = InitFlags::FUSE_DO_READDIRPLUS;
+        if config.add_capabilities(plus).is_err() {
+            log::debug!("the kernel has no READDIRPLUS");
+        }
+        Ok(())
+    }
+
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         let _entered = match self.enter() {
             Ok(e) => e,
             Err(e) => return reply.error(e),
         };
-        let Some((what, path)) = self.what(parent.0) else {
+        let Some(what) = self.what(parent.0) else {
             return reply.error(Errno::ENOENT);
         };
-        match self.child(parent.0, &what, &path, name.as_bytes()) {
+        match self.child(parent.0, &what, name.as_bytes()) {
             Ok(c) => {
-                let ttl = Self::ttl(&c.what);
-                let mut inodes = locked(&self.inodes);
-                let inode = inodes.entry(c.attr.ino.0).or_insert_with(|| Inode {
-                    what: c.what.clone(),
-                    attr: c.attr,
-                    parent: parent.0,
-                    path: path.join(OsStr::from_bytes(&c.name)),
-                    lookups: 0,
-                });
-                // A link's target changes when snapshots are added.
-                inode.what = c.what;
-                inode.attr = c.attr;
-                inode.lookups += 1;
-                reply.entry(&ttl, &c.attr, Generation(0));
+                self.remember(parent.0, &c);
+                reply.entry(&Self::ttl(&c.what), &c.attr, Generation(0));
             }
             Err(e) => reply.error(e),
         }
@@ -464,14 +542,13 @@ impl Filesystem for SnapFs {
 
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
         match self.what(ino.0) {
-            Some((
+            Some(
                 What::Link(t)
                 | What::Node {
                     kind: NodeKind::Symlink(t),
                     ..
                 },
-                _,
-            )) => reply.data(&t),
+            ) => reply.data(&t),
             Some(_) => reply.error(Errno::EINVAL),
             None => reply.error(Errno::ENOENT),
         }
@@ -482,7 +559,7 @@ impl Filesystem for SnapFs {
             Ok(e) => e,
             Err(e) => return reply.error(e),
         };
-        let Some((what, path)) = self.what(ino.0) else {
+        let Some(what) = self.what(ino.0) else {
             return reply.error(Errno::ENOENT);
         };
         let What::Node {
@@ -497,7 +574,7 @@ impl Filesystem for SnapFs {
                 let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
                 let handle = Handle {
                     map,
-                    path,
+                    path: self.path(ino.0),
                     next: AtomicU64::new(0),
                     reported: AtomicBool::new(false),
                 };
@@ -507,7 +584,7 @@ impl Filesystem for SnapFs {
                 reply.opened(FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE);
             }
             Err(e) => {
-                log::error!("{}: {e}", path.display());
+                log::error!("{}: {e}", self.path(ino.0).display());
                 reply.error(Errno::EIO);
             }
         }
@@ -573,62 +650,39 @@ impl Filesystem for SnapFs {
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
-        let found = locked(&self.inodes)
-            .get(&ino.0)
-            .map(|i| (i.what.clone(), i.path.clone(), i.parent));
-        let Some((what, path, parent)) = found else {
-            return reply.error(Errno::ENOENT);
-        };
-        let _entered = match self.enter() {
-            Ok(e) => e,
-            Err(e) => return reply.error(e),
-        };
-        // Entry k (0 and 1 are `.` and `..`) is followed by offset k + 1.
-        let skip = usize::try_from(offset).unwrap_or(usize::MAX);
-        let dots = [(ino.0, b".".as_slice()), (parent, b"..".as_slice())];
-        for (k, (i, name)) in dots.into_iter().enumerate().skip(skip) {
-            if reply.add(
-                INodeNo(i),
-                k as u64 + 1,
-                FileType::Directory,
-                OsStr::from_bytes(name),
-            ) {
-                return reply.ok();
-            }
+        let listed = self.entries(ino.0, offset, &mut |next, c| {
+            reply.add(c.attr.ino, next, c.attr.kind, OsStr::from_bytes(&c.name))
+        });
+        match listed {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e),
         }
-        let rest = skip.saturating_sub(2);
-        match &what {
-            What::Node {
-                snap,
-                kind: NodeKind::Dir(tree),
-            } => {
-                let tree = match self.tree(tree) {
-                    Ok(t) => t,
-                    Err(e) => {
-                        log::error!("{}: {e}", path.display());
-                        return reply.error(Errno::EIO);
-                    }
-                };
-                // Only the entries this call returns get their attributes made.
-                for (k, n) in tree.nodes.iter().enumerate().skip(rest) {
-                    let c = node_child(ino.0, *snap, n);
-                    let name = OsStr::from_bytes(&c.name);
-                    if reply.add(c.attr.ino, k as u64 + 3, c.attr.kind, name) {
-                        break;
-                    }
-                }
+    }
+
+    /// READDIR with each entry's attributes, which the kernel keeps as if looked up:
+    /// `ls -l`, `du` and `find -size` need no LOOKUP per entry.
+    fn readdirplus(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectoryPlus,
+    ) {
+        let listed = self.entries(ino.0, offset, &mut |next, c| {
+            let name = OsStr::from_bytes(&c.name);
+            let ttl = Self::ttl(&c.what);
+            let full = reply.add(c.attr.ino, next, name, &ttl, &c.attr, Generation(0));
+            // The kernel counts a lookup for each entry it was given, but `.` and `..`.
+            if !full && c.name != b"." && c.name != b".." {
+                self.remember(ino.0, c);
             }
-            What::Node { .. } | What::Link(_) => return reply.error(Errno::ENOTDIR),
-            _ => {
-                for (k, c) in self.listed(ino.0, &what).into_iter().enumerate().skip(rest) {
-                    let name = OsStr::from_bytes(&c.name);
-                    if reply.add(c.attr.ino, k as u64 + 3, c.attr.kind, name) {
-                        break;
-                    }
-                }
-            }
+            full
+        });
+        match listed {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e),
         }
-        reply.ok();
     }
 }
 
