@@ -205,20 +205,7 @@ impl Snapshot {
     /// place, not by command line (imported archives share one group whatever their
     /// file names, so nightly imports age like nightly backups).
     pub fn group_key(sources: &[Source]) -> Vec<String> {
-        let mut key: Vec<String> = sources
-            .iter()
-            .map(|s| match s {
-                Source::Path { path } => format!("path:{path}"),
-                Source::Ngw { config } => format!("ngw:{config}"),
-                Source::Archive { .. } => "ngw-archive".to_string(),
-                Source::Stdin { name, .. } => format!("stdin:{name}"),
-                Source::Command { name, .. } => format!("command:{name}"),
-                Source::CommandDir { name, .. } => format!("command-dir:{name}"),
-                Source::Pg { name, .. } => format!("pg:{name}"),
-                Source::PgAll { name, .. } => format!("pg-all:{name}"),
-                Source::Mongo { name, .. } => format!("mongo:{name}"),
-            })
-            .collect();
+        let mut key: Vec<String> = sources.iter().map(Source::key).collect();
         key.sort_unstable();
         key.dedup();
         key
@@ -226,6 +213,22 @@ impl Snapshot {
 }
 
 impl Source {
+    /// The source by kind and place (`pg:db/app`, `path:/srv/data`), as snapshots are
+    /// grouped (see [`Snapshot::group_key`]) and drill records name their sources.
+    pub fn key(&self) -> String {
+        match self {
+            Source::Path { path } => format!("path:{path}"),
+            Source::Ngw { config } => format!("ngw:{config}"),
+            Source::Archive { .. } => "ngw-archive".to_string(),
+            Source::Stdin { name, .. } => format!("stdin:{name}"),
+            Source::Command { name, .. } => format!("command:{name}"),
+            Source::CommandDir { name, .. } => format!("command-dir:{name}"),
+            Source::Pg { name, .. } => format!("pg:{name}"),
+            Source::PgAll { name, .. } => format!("pg-all:{name}"),
+            Source::Mongo { name, .. } => format!("mongo:{name}"),
+        }
+    }
+
     /// Where a source made by snap's own reading (a stream, a dump, a command's
     /// directory) sits in the snapshot; `None` for paths and NGW instances.
     pub fn stream_name(&self) -> Option<&str> {
