@@ -70,16 +70,42 @@ struct Proof {
 /// The latest snapshot of each group (host and sources, as `forget` groups them),
 /// oldest group first.
 pub fn latest_per_group(repo: &Repository) -> Result<Vec<(SnapshotId, Snapshot)>> {
-    let mut latest: BTreeMap<(String, Vec<String>), (SnapshotId, Snapshot)> = BTreeMap::new();
+    let mut latest: BTreeMap<Group, (SnapshotId, Snapshot)> = BTreeMap::new();
     for (id, snap) in repo.snapshots()? {
-        latest.insert(
-            (snap.host.clone(), Snapshot::group_key(&snap.sources)),
-            (id, snap),
-        );
+        latest.insert(group_of(&snap), (id, snap));
     }
     let mut out: Vec<_> = latest.into_values().collect();
     out.sort_by(|a, b| a.1.time.cmp(&b.1.time));
     Ok(out)
+}
+
+/// A group of snapshots: host and sources ([`Snapshot::group_key`]).
+pub type Group = (String, Vec<String>);
+
+/// The group of a snapshot.
+pub fn group_of(snap: &Snapshot) -> Group {
+    (snap.host.clone(), Snapshot::group_key(&snap.sources))
+}
+
+/// The last drill of each snapshot (`drills` oldest first, as
+/// [`Repository::drills`] gives them).
+pub fn last_per_snapshot(drills: Vec<(DrillId, Drill)>) -> BTreeMap<SnapshotId, Drill> {
+    drills.into_iter().map(|(_, d)| (d.snapshot, d)).collect()
+}
+
+/// The last passed drill of each group (`drills` oldest first).
+pub fn last_passed_per_group(drills: Vec<(DrillId, Drill)>) -> BTreeMap<Group, Drill> {
+    drills
+        .into_iter()
+        .filter(|(_, d)| d.result == Outcome::Passed)
+        .map(|(_, d)| ((d.group_host.clone(), d.group.clone()), d))
+        .collect()
+}
+
+/// A drill's restore time: its sources' restores one after the other, checks
+/// included (the scratch clusters' start left out).
+pub fn rto(d: &Drill) -> f64 {
+    d.sources.iter().map(|s| s.seconds).sum()
 }
 
 /// Whether `name` names source `s`: its key (`pg:db/app`), its place in the snapshot
