@@ -6,12 +6,14 @@
 //! one damaged record never hides the others. A repository without `drills/` (made
 //! before drills existed) simply has none.
 
+use std::collections::HashSet;
+
 use rayon::prelude::*;
 
 use super::{listed_names, Repository};
 use crate::error::{Error, Result};
 use crate::format::drill::{check_id, Drill, MAX_LEN};
-use crate::format::id::{DrillId, Id};
+use crate::format::id::{DrillId, Id, SnapshotId};
 
 /// Associated data of a sealed drill record.
 const DRILL_AAD: &[u8] = b"snap drill";
@@ -72,10 +74,35 @@ impl Repository {
         Ok(out)
     }
 
-    /// Deletes drill records (prune, under the exclusive lock).
+    /// Deletes drill records.
     pub fn remove_drills(&self, ids: &[DrillId]) -> Result<()> {
         self.store
             .delete_all(&ids.iter().map(drill_path).collect::<Vec<_>>())
+    }
+
+    /// Deletes the drill records whose snapshot is gone, except the newest record of
+    /// each source of each group (the next drill compares its row counts with it);
+    /// returns how many went. Prune runs it, under the exclusive lock.
+    pub fn prune_drills(&self) -> Result<u64> {
+        let live: HashSet<SnapshotId> = self.snapshots()?.into_iter().map(|(id, _)| id).collect();
+        let drills = self.drills()?;
+        let mut seen = HashSet::new();
+        let mut keep = HashSet::new();
+        // Newest first: the first record of a group's source is its newest.
+        for (id, d) in drills.iter().rev() {
+            for s in &d.sources {
+                if seen.insert((d.group_host.clone(), d.group.clone(), s.source.clone())) {
+                    keep.insert(*id);
+                }
+            }
+        }
+        let doomed: Vec<DrillId> = drills
+            .iter()
+            .filter(|(id, d)| !live.contains(&d.snapshot) && !keep.contains(id))
+            .map(|(id, _)| *id)
+            .collect();
+        self.remove_drills(&doomed)?;
+        Ok(doomed.len() as u64)
     }
 }
 
@@ -112,7 +139,31 @@ mod tests {
         let got = repo.drills().unwrap();
         assert_eq!(got.len(), 1);
         assert_eq!(got[0].0, a);
-        repo.remove_drills(&[a, b]).unwrap();
+        // Its snapshot is gone, but it is the group's newest record of its source.
+        let mut with_source = record(3);
+        with_source.sources.push(crate::format::drill::SourceDrill {
+            source: "path:/x".into(),
+            result: Outcome::Passed,
+            reason: None,
+            seconds: 1.0,
+            bytes: 1,
+            checks: Vec::new(),
+            tables: Vec::new(),
+        });
+        let mut older = with_source.clone();
+        older.time -= chrono::Duration::hours(1);
+        let old = repo.save_drill(&older).unwrap();
+        let newest = repo.save_drill(&with_source).unwrap();
+        assert_eq!(repo.prune_drills().unwrap(), 2, "a and the older record go");
+        let left: Vec<_> = repo
+            .drills()
+            .unwrap()
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect();
+        assert_eq!(left, vec![newest]);
+        assert!(!left.contains(&old));
+        repo.remove_drills(&[b, newest]).unwrap();
         assert!(repo.drills().unwrap().is_empty());
     }
 }
