@@ -165,7 +165,7 @@ fn due(repo: &snap::repo::Repository, every: DrillEvery, snap: &Snapshot) -> Res
                     s.host == snap.host && s.time > last && Snapshot::group_key(&s.sources) == group
                 })
                 .count();
-            since >= n as usize
+            since >= usize::try_from(n).unwrap_or(usize::MAX)
         }
     })
 }

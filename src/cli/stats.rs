@@ -167,16 +167,15 @@ fn print_drills(rows: &[serde_json::Value]) -> Result<()> {
                     .join(" "))
                 .unwrap_or_default()
         );
-        match r["last_passed_drill"].as_str() {
-            Some(t) => {
-                let t: chrono::DateTime<chrono::Utc> = t.parse()?;
-                outln!(
-                    "  {group}: {}, RTO {:.1} s",
-                    snap::host::local_time(&t),
-                    r["rto_seconds"].as_f64().unwrap_or_default()
-                );
-            }
-            None => outln!("  {group}: never (run `snap drill`)"),
+        if let Some(t) = r["last_passed_drill"].as_str() {
+            let t: chrono::DateTime<chrono::Utc> = t.parse()?;
+            outln!(
+                "  {group}: {}, RTO {:.1} s",
+                snap::host::local_time(&t),
+                r["rto_seconds"].as_f64().unwrap_or_default()
+            );
+        } else {
+            outln!("  {group}: never (run `snap drill`)");
         }
     }
     Ok(())

@@ -3,6 +3,7 @@
 //! scratch directory, so every restored file is read back and compared chunk by chunk
 //! with the snapshot, then the source's `verify` command, if it has one.
 
+use std::fmt::Write as _;
 use std::path::Path;
 
 use super::{Proof, SourceCtx};
@@ -46,7 +47,7 @@ pub(super) fn drill(ctx: &SourceCtx<'_>, place: &str) -> Result<Proof> {
             bad[..bad.len().min(LISTED)].join("; ")
         );
         if more > 0 {
-            reason.push_str(&format!("; and {more} more"));
+            let _ = write!(reason, "; and {more} more");
         }
         proof.problem = Some(reason);
         return Ok(proof);

@@ -75,7 +75,7 @@ pub fn latest_per_group(repo: &Repository) -> Result<Vec<(SnapshotId, Snapshot)>
         latest.insert(group_of(&snap), (id, snap));
     }
     let mut out: Vec<_> = latest.into_values().collect();
-    out.sort_by(|a, b| a.1.time.cmp(&b.1.time));
+    out.sort_by_key(|a| a.1.time);
     Ok(out)
 }
 
@@ -306,6 +306,13 @@ fn previous_sources(
     Ok(out)
 }
 
+/// Runs `f`; returns what it found and the seconds it took.
+fn timed(f: impl FnOnce() -> Result<Proof>) -> Result<(Proof, f64)> {
+    let started = Instant::now();
+    let p = f()?;
+    Ok((p, started.elapsed().as_secs_f64()))
+}
+
 /// What the drill of one source works with.
 struct SourceCtx<'a> {
     repo: &'a Repository,
@@ -334,18 +341,12 @@ impl SourceCtx<'_> {
                 self.in_cluster(|c| db::drill_sql(self, c, name, false))
             }
             Source::Ngw { .. } | Source::Archive { .. } => self.in_cluster(|c| ngw::drill(self, c)),
-            Source::Path { path } => self.timed(|| files::drill(self, path)),
+            Source::Path { path } => timed(|| files::drill(self, path)),
             Source::Stdin { name, .. }
             | Source::Command { name, .. }
             | Source::CommandDir { name, .. }
-            | Source::Mongo { name, .. } => self.timed(|| files::drill(self, name)),
+            | Source::Mongo { name, .. } => timed(|| files::drill(self, name)),
         }
-    }
-
-    fn timed(&self, f: impl FnOnce() -> Result<Proof>) -> Result<(Proof, f64)> {
-        let started = Instant::now();
-        let p = f()?;
-        Ok((p, started.elapsed().as_secs_f64()))
     }
 
     /// Runs `f` with a scratch cluster of its own, timing `f` only; stops the
@@ -355,7 +356,7 @@ impl SourceCtx<'_> {
         f: impl FnOnce(&cluster::ScratchCluster) -> Result<Proof>,
     ) -> Result<(Proof, f64)> {
         let c = self.scratch.cluster(self.n)?;
-        let r = self.timed(|| f(&c));
+        let r = timed(|| f(&c));
         locked(&SERVERS).retain(|p| *p != c.pid);
         drop(c);
         r

@@ -7,6 +7,7 @@
 //! and the rows of every table are counted (and compared, as for `--pg`).
 
 use std::collections::HashMap;
+use std::fmt::Write as _;
 
 use super::cluster::ScratchCluster;
 use super::db::{compare, count_tables};
@@ -107,7 +108,7 @@ pub(super) fn drill(ctx: &SourceCtx<'_>, c: &ScratchCluster) -> Result<Proof> {
         let more = problems.len().saturating_sub(LISTED);
         let mut p = problems[..problems.len().min(LISTED)].join("; ");
         if more > 0 {
-            p.push_str(&format!("; and {more} more"));
+            let _ = write!(p, "; and {more} more");
         }
         Some(p)
     };
