@@ -402,13 +402,18 @@ fn an_encrypted_record_is_sealed_and_sync_carries_it() {
 }
 
 #[test]
-fn a_repository_without_drills_works_as_before() {
+fn a_repository_made_before_drills_works_and_takes_one() {
+    // The version 1 fixture: no drills/ directory.
     let env = Env::new();
-    env.init();
-    fs::create_dir_all(env.path("data")).unwrap();
-    fs::write(env.path("data/f"), b"x").unwrap();
-    let data = env.path("data");
-    env.backup_json(&[data.to_str().unwrap()]);
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/repo-v1-plain.tar.gz");
+    let st = std::process::Command::new("tar")
+        .arg("-xzf")
+        .arg(&fixture)
+        .arg("-C")
+        .arg(env.dir.path())
+        .status()
+        .unwrap();
+    assert!(st.success());
     assert!(!env.repo().join("drills").exists());
     assert!(env.snapshots()[0].get("drill").is_none());
     env.snap(&["stats"])
@@ -416,7 +421,61 @@ fn a_repository_without_drills_works_as_before() {
         .success()
         .stdout(predicate::str::contains("never (run `snap drill`)"));
     env.snap(&["check"]).assert().success();
-    env.snap(&["forget", "--keep-last", "1", "--prune"])
+    env.snap(&["check", "--max-drill-age", "7d"])
         .assert()
-        .success();
+        .code(1);
+    // Its stream db/dump.sql is no restorable SQL (rows without their table): the
+    // drill says so; the path-only group passes.
+    drill(&env, &[]).assert().code(1).stderr(
+        predicate::str::contains("source stdin:db/dump.sql").and(predicate::str::contains(
+            "relation \"items\" does not exist",
+        )),
+    );
+    env.snap(&["check", "--max-drill-age", "7d"])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("1 group without a passed drill"));
+    env.snap(&["check", "--read-data"]).assert().success();
+}
+
+#[test]
+fn a_profile_drills_after_its_backup_when_due() {
+    let env = Env::new();
+    fs::create_dir_all(env.path("data")).unwrap();
+    fs::write(env.path("data/f"), b"profile data").unwrap();
+    let config = env.path("snap.toml");
+    let write = |every: &str| {
+        fs::write(
+            &config,
+            format!(
+                "[profile.app]\nrepository = {:?}\npaths = [{:?}]\ndrill = {every}\n",
+                env.repo().display().to_string(),
+                env.path("data").display().to_string()
+            ),
+        )
+        .unwrap();
+    };
+    let run = || {
+        let mut c = crate::util::snap_bin();
+        c.env("SNAP_CACHE_DIR", env.cache())
+            .env("SNAP_CONFIG", &config)
+            .env("TMPDIR", env.path("scratch"))
+            .env_remove("SNAP_REPO")
+            .args(["run", "app", "--json"]);
+        json(c)
+    };
+    fs::create_dir_all(env.path("scratch")).unwrap();
+    env.init();
+    write("2");
+    let records = || fs::read_dir(env.repo().join("drills")).map_or(0, |d| d.count());
+    let first = run();
+    assert_eq!(first["steps"][1]["step"], "drill", "{first:#}");
+    assert_eq!(records(), 1, "no drill yet: due");
+    run();
+    assert_eq!(records(), 1, "one snapshot since: not due");
+    run();
+    assert_eq!(records(), 2, "two snapshots since: due");
+    write("\"weekly\"");
+    run();
+    assert_eq!(records(), 2, "drilled today: not due this week");
 }
