@@ -5,16 +5,16 @@
 //! Each source is restored through the code `restore` uses for it, into a scratch
 //! directory `snap-drill.<pid>.<random>` under [`DrillOptions::scratch`]:
 //! - a path, a stream or a command's output: `restore --verify` into the scratch
-//!   directory ([`files`]); a `verify` command, if given for the source, then runs on
+//!   directory (module `files`); a `verify` command, if given for the source, then runs on
 //!   the restored path, else the record notes that no application-level check ran;
 //! - `--pg`, `--pg-all`, and plain SQL streams (`*.sql`): restored into a scratch
 //!   PostgreSQL cluster ([`cluster`]) with `restore --pg`/`--pg-all`'s functions, then
 //!   every table of the dump must exist, and each table's rows are counted and
-//!   compared with the previous drill of the same group and source ([`db`]);
+//!   compared with the previous drill of the same group and source (module `db`);
 //! - a NextGIS Web instance or an imported `.ngwbackup`: the database into a scratch
 //!   cluster and the file storage into the scratch directory as `restore --ngw` does,
 //!   then every `fileobj` row must have its blob with the right size, every `$index`
-//!   entry must resolve and the migrations table must exist ([`ngw`]).
+//!   entry must resolve and the migrations table must exist (module `ngw`).
 //!
 //! A source's time (its RTO) counts its restore and checks, not the making of the
 //! scratch cluster, which a real restore has already. A drill never writes to the
