@@ -467,7 +467,7 @@ fn a_profile_drills_after_its_backup_when_due() {
     fs::create_dir_all(env.path("scratch")).unwrap();
     env.init();
     write("2");
-    let records = || fs::read_dir(env.repo().join("drills")).map_or(0, |d| d.count());
+    let records = || fs::read_dir(env.repo().join("drills")).map_or(0, Iterator::count);
     let first = run();
     assert_eq!(first["steps"][1]["step"], "drill", "{first:#}");
     assert_eq!(records(), 1, "no drill yet: due");
