@@ -39,7 +39,16 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
         verify,
     };
     abandon_on_signals()?;
-    execute(ctx, a.snapshot.as_deref(), &opts, a.json)
+    let r = execute(ctx, a.snapshot.as_deref(), &opts, a.json);
+    if snap::interrupt::requested() {
+        // The signal thread is stopping the scratch cluster and removing the scratch
+        // directory; it ends the process when done, which this thread must not do
+        // first.
+        loop {
+            std::thread::park();
+        }
+    }
+    r
 }
 
 /// On SIGINT or SIGTERM: stops the scratch clusters, removes the scratch directories

@@ -112,19 +112,7 @@ impl Drill {
 
     /// Parses a record's JSON (of drill `id`, for errors).
     pub fn parse(id: &DrillId, b: &[u8]) -> Result<Drill> {
-        #[derive(Deserialize)]
-        struct V {
-            version: u32,
-        }
-        let v: V = serde_json::from_slice(b).map_err(|e| Error::corrupt("drill", id, e))?;
-        if v.version != VERSION {
-            return Err(Error::UnsupportedVersion {
-                what: "drill",
-                expected: VERSION,
-                found: v.version,
-            });
-        }
-        serde_json::from_slice(b).map_err(|e| Error::corrupt("drill", id, e))
+        crate::format::snapshot::parse_record("drill", VERSION, &id.to_hex(), b)
     }
 
     /// The drill of source `key`, if this drill covered it.

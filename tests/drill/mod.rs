@@ -339,9 +339,14 @@ fn a_killed_drill_leaves_no_cluster_and_no_scratch() {
         );
         if signal == "TERM" {
             assert_eq!(status.code(), Some(130));
+            let find = std::process::Command::new("find")
+                .arg(&scratch)
+                .output()
+                .unwrap();
             assert!(
                 scratch_left(&scratch).is_empty(),
-                "SIGTERM left scratch files"
+                "SIGTERM left scratch files:\n{}",
+                String::from_utf8_lossy(&find.stdout)
             );
         }
     }

@@ -17,10 +17,12 @@ use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, IoContext, Result};
 use crate::host::pid_alive;
+use crate::locked;
 use crate::source::pg::Dsn;
 
 /// How long the server may take to accept connections.
@@ -181,6 +183,8 @@ impl ScratchCluster {
             (Ok(_), Ok(pid)) => pid,
             _ => return Err(fail("the server's watchdog did not start")),
         };
+        // Known to [`stop_all`] from its first moment, before it accepts connections.
+        locked(&RUNNING).push(cluster.pid);
         cluster.wait_ready(&bin, &log)?;
         Ok(cluster)
     }
@@ -232,6 +236,27 @@ impl ScratchCluster {
     }
 }
 
+/// Whether process `pid` runs: alive and not a zombie (the watchdog reaps its server
+/// only when snap is gone).
+fn running(pid: u32) -> bool {
+    pid_alive(pid)
+        && !std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+            s.rsplit_once(')')
+                .is_some_and(|(_, r)| r.trim_start().starts_with('Z'))
+        })
+}
+
+/// The servers of the scratch clusters running in this process.
+static RUNNING: Mutex<Vec<u32>> = Mutex::new(Vec::new());
+
+/// Stops every scratch server of this process at once (see [`stop`]), for a front end
+/// about to exit on a signal, when destructors do not run.
+pub fn stop_all() {
+    for pid in locked(&RUNNING).drain(..) {
+        stop(pid);
+    }
+}
+
 /// Stops server `pid` at once (immediate shutdown, as the watchdog does) and waits up
 /// to five seconds for it to be gone.
 pub fn stop(pid: u32) {
@@ -242,7 +267,7 @@ pub fn stop(pid: u32) {
         let _ = rustix::process::kill_process(p, rustix::process::Signal::QUIT);
     }
     let t = Instant::now();
-    while pid_alive(pid) && t.elapsed() < Duration::from_secs(5) {
+    while running(pid) && t.elapsed() < Duration::from_secs(5) {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -250,6 +275,7 @@ pub fn stop(pid: u32) {
 impl Drop for ScratchCluster {
     /// Closes the watchdog's pipe, so it stops the server, and waits for both.
     fn drop(&mut self) {
+        locked(&RUNNING).retain(|p| *p != self.pid);
         drop(self.stdin.take());
         let _ = self.watchdog.wait();
     }

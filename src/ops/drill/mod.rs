@@ -158,17 +158,23 @@ pub fn with_source(
 /// The scratch directories and scratch servers of drills running in this process,
 /// for [`abandon`].
 static LIVE: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
-static SERVERS: Mutex<Vec<u32>> = Mutex::new(Vec::new());
 
 /// Stops the scratch servers and removes the scratch directories of the drills
 /// running in this process, for a front end about to exit on a signal (destructors
 /// do not run then).
 pub fn abandon() {
-    for pid in locked(&SERVERS).drain(..) {
-        cluster::stop(pid);
-    }
+    // The drill still running in another thread must record nothing now.
+    crate::interrupt::flag().store(true, std::sync::atomic::Ordering::SeqCst);
+    cluster::stop_all();
     for dir in locked(&LIVE).drain(..) {
-        let _ = std::fs::remove_dir_all(&dir);
+        // The drill's own clean-up may be removing it at the same moment: try again
+        // until it is gone (a second or so at most).
+        for _ in 0..50 {
+            if std::fs::remove_dir_all(&dir).is_ok() || !dir.exists() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
     }
 }
 
@@ -186,12 +192,9 @@ impl Scratch {
         self.0.path()
     }
 
-    /// A scratch cluster in this directory (`n`: a name of its own), registered
-    /// for [`abandon`].
+    /// A scratch cluster in this directory (`n`: a name of its own).
     fn cluster(&self, n: usize) -> Result<cluster::ScratchCluster> {
-        let c = cluster::ScratchCluster::start(self.path(), &format!("pg{n}"))?;
-        locked(&SERVERS).push(c.pid);
-        Ok(c)
+        cluster::ScratchCluster::start(self.path(), &format!("pg{n}"))
     }
 }
 
@@ -264,6 +267,7 @@ pub fn drill_snapshot(
         });
     }
     drop(scratch);
+    crate::interrupt::check()?;
     let result = if sources.iter().all(|s| s.result == Outcome::Passed) {
         Outcome::Passed
     } else {
@@ -357,7 +361,6 @@ impl SourceCtx<'_> {
     ) -> Result<(Proof, f64)> {
         let c = self.scratch.cluster(self.n)?;
         let r = timed(|| f(&c));
-        locked(&SERVERS).retain(|p| *p != c.pid);
         drop(c);
         r
     }
