@@ -179,6 +179,15 @@ pub enum Error {
         /// What the kernel or fusermount3 said.
         source: std::io::Error,
     },
+    /// A restore drill could not set up or run a check: its scratch PostgreSQL
+    /// cluster, a `verify` command.
+    #[error("drill: {what}: {detail}")]
+    Drill {
+        /// What failed (`scratch PostgreSQL cluster`, `verify command ...`).
+        what: String,
+        /// Why, with the tail of its log where there is one.
+        detail: String,
+    },
     /// The operating system gave no random bytes.
     #[error("no randomness: {0}")]
     NoRandomness(#[source] getrandom::Error),
@@ -360,6 +369,14 @@ pub enum Usage {
         /// The option of the dump kind (`--pg`, `--pg-all`, `--mongo`).
         flag: &'static str,
         /// The snapshot's sources, described.
+        sources: Vec<String>,
+    },
+    /// `drill --source` names a source no drilled snapshot has.
+    #[error("no snapshot drilled has the source {name:?} (they have: {}); name it as `snap list` shows it, e.g. db/app or /srv/data", sources.join(", "))]
+    DrillSource {
+        /// The name given.
+        name: String,
+        /// The sources the snapshots have.
         sources: Vec<String>,
     },
     /// A database restore from a snapshot with several dumps of that kind, none named.

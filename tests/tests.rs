@@ -4,6 +4,7 @@ mod backup_select;
 mod concurrency;
 mod config_cli;
 mod diff_progress;
+mod drill;
 mod dump;
 mod encryption;
 mod golden;

@@ -21,6 +21,11 @@ pub struct Args {
     /// mo or month(s), y or year(s); `M` and unknown units are refused
     #[arg(long, value_name = "SPAN", conflicts_with_all = ["read_data", "read_data_subset"])]
     max_age: Option<Span>,
+    /// Only check that every group of snapshots (host and sources) has a passed
+    /// `snap drill` younger than SPAN (e.g. 7d): exit 1 if one has not. For
+    /// monitoring; reads only snapshot and drill records
+    #[arg(long, value_name = "SPAN", conflicts_with_all = ["read_data", "read_data_subset", "max_age"])]
+    max_drill_age: Option<Span>,
     /// With --max-age: only snapshots of this host count
     #[arg(long, value_name = "HOST", requires = "max_age")]
     host: Option<String>,
@@ -32,6 +37,9 @@ pub struct Args {
 
 pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
     let repo = ctx.open(false)?;
+    if let Some(span) = a.max_drill_age {
+        return drill_age(ctx, &repo, span, a.json);
+    }
     if let Some(span) = a.max_age {
         let newest = repo
             .snapshots()?
@@ -158,6 +166,58 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
         }
         Ok(1)
     }
+}
+
+/// `--max-drill-age`: every group's last passed drill younger than `span`, else exit 1
+/// naming the groups that are not.
+fn drill_age(ctx: &Ctx, repo: &snap::repo::Repository, span: Span, json: bool) -> Result<i32> {
+    let now = chrono::Utc::now();
+    let limit = span
+        .before(&now)
+        .ok_or_else(|| anyhow::anyhow!("--max-drill-age reaches before the calendar's start"))?;
+    let passed = snap::ops::drill::last_passed_per_group(repo.drills()?);
+    let groups: std::collections::BTreeSet<snap::ops::drill::Group> = repo
+        .snapshots()?
+        .iter()
+        .map(|(_, s)| snap::ops::drill::group_of(s))
+        .collect();
+    if groups.is_empty() {
+        bail!(
+            "no snapshot in {}: nothing is backed up, so nothing is proven; run `snap backup`",
+            repo.location()
+        );
+    }
+    let mut stale = Vec::new();
+    let mut rows = Vec::new();
+    for g in &groups {
+        let last = passed.get(g).map(|d| d.time);
+        let name = format!("{} {}", g.0, g.1.join(" "));
+        match last {
+            None => stale.push(format!("{name}: never passed a drill")),
+            Some(t) if t < limit => stale.push(format!(
+                "{name}: last passed drill {}",
+                snap::host::local_time(&t)
+            )),
+            Some(_) => {}
+        }
+        rows.push(serde_json::json!({ "host": g.0, "group": g.1, "last_passed_drill": last }));
+    }
+    if !stale.is_empty() {
+        bail!(
+            "{} without a passed drill within {span}: {}; run `snap drill`",
+            count(stale.len(), "group"),
+            stale.join("; ")
+        );
+    }
+    if json {
+        ctx.print_json(&serde_json::json!({ "max_drill_age": span.to_string(), "groups": rows }))?;
+    } else if !ctx.quiet {
+        outln!(
+            "{} proven by a passed drill within {span}",
+            count(groups.len(), "group")
+        );
+    }
+    Ok(0)
 }
 
 fn human_age(d: chrono::Duration) -> String {

@@ -24,7 +24,8 @@ pub fn wants_json(matches: &clap::ArgMatches) -> bool {
 /// input to fix), `refused` (a safety check; nothing changed), `not_found`, `locked`,
 /// `key` (passphrase or key file), `damaged`, `unsupported_version`, `source` (the
 /// data or settings backed up), `command` (a source command failed), `io`, `storage`
-/// (a remote store), `index`, `internal`, `interrupted`, or `error` for the rest.
+/// (a remote store), `index`, `internal`, `interrupted`, `drill` (a drill's scratch
+/// cluster or verify command), or `error` for the rest.
 pub fn kind(e: &anyhow::Error, interrupted: bool) -> &'static str {
     if interrupted {
         return "interrupted";
@@ -60,6 +61,7 @@ pub fn kind(e: &anyhow::Error, interrupted: bool) -> &'static str {
             Error::Storage { .. } => "storage",
             Error::Index { .. } => "index",
             Error::Interrupted => "interrupted",
+            Error::Drill { .. } => "drill",
             Error::NoRandomness(_) | Error::Internal { .. } => "internal",
         };
     }

@@ -82,6 +82,43 @@ struct Profile {
     /// A push-monitoring URL: `URL/start`, then `URL` or `URL/fail` (see `ping`).
     #[serde(default, deserialize_with = "http_url")]
     ping: Option<String>,
+    /// Run a restore drill of the new snapshot after the backup: `daily`, `weekly`,
+    /// `monthly` (when the group's last drill is older), or every N snapshots.
+    drill: Option<DrillEvery>,
+    /// Application-level checks of drills: source name -> command, `{path}` the
+    /// restored copy.
+    #[serde(default)]
+    verify: BTreeMap<String, String>,
+}
+
+/// How often `snap run` drills.
+#[derive(Clone, Copy, Debug, Deserialize)]
+#[serde(untagged)]
+pub enum DrillEvery {
+    /// Every N snapshots of the group.
+    Runs(u32),
+    /// When the group's last drill is older than a day, a week or a month.
+    Period(Period),
+}
+
+/// `daily`, `weekly` or `monthly`.
+#[derive(Clone, Copy, Debug, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Period {
+    Daily,
+    Weekly,
+    Monthly,
+}
+
+impl Period {
+    /// Its length.
+    pub fn length(self) -> chrono::Duration {
+        chrono::Duration::days(match self {
+            Period::Daily => 1,
+            Period::Weekly => 7,
+            Period::Monthly => 30,
+        })
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -194,15 +231,18 @@ pub enum Step {
     Forget(forget::Args),
     /// `snap sync --to ... [--delete]`.
     Sync(sync::Args),
+    /// `snap drill latest` when due, with the profile's `verify` commands.
+    Drill(DrillEvery, BTreeMap<String, String>),
 }
 
 impl Step {
-    /// `backup`, `forget` or `sync`.
+    /// `backup`, `drill`, `forget` or `sync`.
     pub fn name(&self) -> &'static str {
         match self {
             Step::Backup(_) => "backup",
             Step::Forget(_) => "forget",
             Step::Sync(_) => "sync",
+            Step::Drill(..) => "drill",
         }
     }
 
@@ -298,6 +338,9 @@ impl File {
             ..Default::default()
         };
         let mut steps = vec![Step::Backup(Box::new(backup))];
+        if let Some(every) = p.drill {
+            steps.push(Step::Drill(every, p.verify.clone()));
+        }
         if let Some(r) = &p.retention {
             steps.push(Step::Forget(forget::Args {
                 snapshots: Vec::new(),
@@ -342,6 +385,18 @@ impl File {
             ping: p.ping.clone(),
         })
     }
+}
+
+/// The `verify` commands of the selected profile (`-p`, else the default); none
+/// without a configuration or profile.
+pub fn verify_commands(ctx: &Ctx) -> Result<BTreeMap<String, String>> {
+    let Some((path, file)) = load(ctx)? else {
+        return Ok(BTreeMap::new());
+    };
+    if ctx.profile.is_none() && file.default.is_none() {
+        return Ok(BTreeMap::new());
+    }
+    Ok(file.get(&path, ctx.profile.as_deref())?.1.verify.clone())
 }
 
 /// Commands with the names their output is stored under.

@@ -1,4 +1,5 @@
-//! `snap stats`
+//! `snap stats`: size, deduplication, growth, and per group the last proven
+//! restore (passed drill) with its RTO.
 
 use anyhow::Result;
 
@@ -20,6 +21,7 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
     let repo = ctx.open(false)?;
     let totals = repo.totals()?;
     let snaps = repo.snapshots()?;
+    let proven = drill_rows(&repo, &snaps)?;
     let logical: u64 = snaps.iter().map(|(_, s)| s.summary.bytes_total).sum();
     // Growth: the stored bytes each backup added, summed in time order, on top of
     // what the repository held for the snapshots before them: data of forgotten
@@ -56,6 +58,7 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
             "logical_bytes": logical,
             "stored_before_snapshots": earlier,
             "per_snapshot": per,
+            "drills": proven,
         });
         outln!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(0);
@@ -79,6 +82,7 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
         ratio(totals.raw_bytes, totals.stored_bytes),
         ratio(logical, totals.pack_bytes)
     );
+    print_drills(&proven)?;
     if growth.is_empty() || ctx.quiet {
         return Ok(0);
     }
@@ -114,4 +118,65 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
         );
     }
     Ok(0)
+}
+
+/// Per group of the snapshots (host and sources): its last passed drill and RTO.
+fn drill_rows(
+    repo: &snap::repo::Repository,
+    snaps: &[(
+        snap::format::id::SnapshotId,
+        snap::format::snapshot::Snapshot,
+    )],
+) -> Result<Vec<serde_json::Value>> {
+    let passed = snap::ops::drill::last_passed_per_group(repo.drills()?);
+    let groups: std::collections::BTreeSet<snap::ops::drill::Group> = snaps
+        .iter()
+        .map(|(_, s)| snap::ops::drill::group_of(s))
+        .collect();
+    Ok(groups
+        .into_iter()
+        .map(|g| {
+            let d = passed.get(&g);
+            serde_json::json!({
+                "host": g.0,
+                "group": g.1,
+                "last_passed_drill": d.map(|d| d.time),
+                "snapshot": d.map(|d| d.snapshot),
+                "rto_seconds": d.map(snap::ops::drill::rto),
+            })
+        })
+        .collect())
+}
+
+/// The drill rows in words.
+fn print_drills(rows: &[serde_json::Value]) -> Result<()> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    outln!("last proven restore (passed drill) per group:");
+    for r in rows {
+        let group = format!(
+            "{} {}",
+            r["host"].as_str().unwrap_or_default(),
+            r["group"]
+                .as_array()
+                .map(|a| a
+                    .iter()
+                    .filter_map(|v| v.as_str())
+                    .collect::<Vec<_>>()
+                    .join(" "))
+                .unwrap_or_default()
+        );
+        if let Some(t) = r["last_passed_drill"].as_str() {
+            let t: chrono::DateTime<chrono::Utc> = t.parse()?;
+            outln!(
+                "  {group}: {}, RTO {:.1} s",
+                snap::host::local_time(&t),
+                r["rto_seconds"].as_f64().unwrap_or_default()
+            );
+        } else {
+            outln!("  {group}: never (run `snap drill`)");
+        }
+    }
+    Ok(())
 }

@@ -157,6 +157,11 @@ typed_id!(
     IndexFileId
 );
 
+typed_id!(
+    /// A drill record's name: the BLAKE3 of its bytes as stored.
+    DrillId
+);
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -155,6 +155,29 @@ pub fn check_id(id: &SnapshotId, b: &[u8]) -> Result<()> {
     Ok(())
 }
 
+/// Parses the JSON of a record (`what`, named `id` in errors) whose `version` must be
+/// `version`: records of another version are refused before the rest is read.
+pub(crate) fn parse_record<T: serde::de::DeserializeOwned>(
+    what: &'static str,
+    version: u32,
+    id: &str,
+    b: &[u8],
+) -> Result<T> {
+    #[derive(Deserialize)]
+    struct V {
+        version: u32,
+    }
+    let v: V = serde_json::from_slice(b).map_err(|e| Error::corrupt(what, id, e))?;
+    if v.version != version {
+        return Err(Error::UnsupportedVersion {
+            what,
+            expected: version,
+            found: v.version,
+        });
+    }
+    serde_json::from_slice(b).map_err(|e| Error::corrupt(what, id, e))
+}
+
 impl Snapshot {
     /// Serializes; the id of a snapshot is the BLAKE3 of these bytes.
     pub fn encode(&self) -> Vec<u8> {
@@ -171,19 +194,7 @@ impl Snapshot {
 
     /// Parses a record's JSON (of snapshot `id`, for errors).
     pub fn parse(id: &SnapshotId, b: &[u8]) -> Result<Snapshot> {
-        #[derive(Deserialize)]
-        struct V {
-            version: u32,
-        }
-        let v: V = serde_json::from_slice(b).map_err(|e| Error::corrupt("snapshot", id, e))?;
-        if v.version != VERSION {
-            return Err(Error::UnsupportedVersion {
-                what: "snapshot",
-                expected: VERSION,
-                found: v.version,
-            });
-        }
-        serde_json::from_slice(b).map_err(|e| Error::corrupt("snapshot", id, e))
+        parse_record("snapshot", VERSION, &id.to_hex(), b)
     }
 
     /// What a later backup must share with this one to use it as its parent: the
@@ -205,20 +216,7 @@ impl Snapshot {
     /// place, not by command line (imported archives share one group whatever their
     /// file names, so nightly imports age like nightly backups).
     pub fn group_key(sources: &[Source]) -> Vec<String> {
-        let mut key: Vec<String> = sources
-            .iter()
-            .map(|s| match s {
-                Source::Path { path } => format!("path:{path}"),
-                Source::Ngw { config } => format!("ngw:{config}"),
-                Source::Archive { .. } => "ngw-archive".to_string(),
-                Source::Stdin { name, .. } => format!("stdin:{name}"),
-                Source::Command { name, .. } => format!("command:{name}"),
-                Source::CommandDir { name, .. } => format!("command-dir:{name}"),
-                Source::Pg { name, .. } => format!("pg:{name}"),
-                Source::PgAll { name, .. } => format!("pg-all:{name}"),
-                Source::Mongo { name, .. } => format!("mongo:{name}"),
-            })
-            .collect();
+        let mut key: Vec<String> = sources.iter().map(Source::key).collect();
         key.sort_unstable();
         key.dedup();
         key
@@ -226,6 +224,22 @@ impl Snapshot {
 }
 
 impl Source {
+    /// The source by kind and place (`pg:db/app`, `path:/srv/data`), as snapshots are
+    /// grouped (see [`Snapshot::group_key`]) and drill records name their sources.
+    pub fn key(&self) -> String {
+        match self {
+            Source::Path { path } => format!("path:{path}"),
+            Source::Ngw { config } => format!("ngw:{config}"),
+            Source::Archive { .. } => "ngw-archive".to_string(),
+            Source::Stdin { name, .. } => format!("stdin:{name}"),
+            Source::Command { name, .. } => format!("command:{name}"),
+            Source::CommandDir { name, .. } => format!("command-dir:{name}"),
+            Source::Pg { name, .. } => format!("pg:{name}"),
+            Source::PgAll { name, .. } => format!("pg-all:{name}"),
+            Source::Mongo { name, .. } => format!("mongo:{name}"),
+        }
+    }
+
     /// Where a source made by snap's own reading (a stream, a dump, a command's
     /// directory) sits in the snapshot; `None` for paths and NGW instances.
     pub fn stream_name(&self) -> Option<&str> {

@@ -81,6 +81,13 @@ impl DumpTables {
         out
     }
 
+    /// Every table with data in the dump (`schema.table`), sorted.
+    pub fn tables(&self) -> Vec<&str> {
+        let mut t: Vec<&str> = self.by_table.keys().map(String::as_str).collect();
+        t.sort_unstable();
+        t
+    }
+
     /// The table whose data file `file` is.
     pub fn table(&self, file: &[u8]) -> Option<&str> {
         self.by_file.get(file).map(String::as_str)

@@ -27,8 +27,10 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, IoContext, Result};
-use crate::format::id::SnapshotId;
+use crate::format::drill::{Drill, Outcome};
+use crate::format::id::{DrillId, SnapshotId};
 use crate::format::snapshot::{Snapshot, Summary};
+use crate::ops::drill;
 use crate::repo::Repository;
 
 /// The file in the repository's cache directory that holds the last check.
@@ -51,6 +53,31 @@ pub struct GroupMetrics {
     pub last_time: DateTime<Utc>,
     /// Its figures.
     pub last_summary: Summary,
+    /// The group's newest drill, passed or failed.
+    pub last_drill: Option<DrillFacts>,
+    /// Its newest passed drill.
+    pub last_passed_drill: Option<DrillFacts>,
+}
+
+/// What the metrics say of one drill.
+#[derive(Clone, Debug, Serialize)]
+pub struct DrillFacts {
+    /// When it ran.
+    pub time: DateTime<Utc>,
+    /// Whether every source came back.
+    pub passed: bool,
+    /// Its restore time ([`drill::rto`]).
+    pub rto_seconds: f64,
+}
+
+impl DrillFacts {
+    fn of(d: &Drill) -> DrillFacts {
+        DrillFacts {
+            time: d.time,
+            passed: d.result == Outcome::Passed,
+            rto_seconds: drill::rto(d),
+        }
+    }
 }
 
 /// What the repository as a whole shows.
@@ -115,13 +142,17 @@ pub fn gather(repo: &Repository) -> Result<Metrics> {
             snapshots: snapshots.len() as u64,
         },
         last_check: last_check(repo)?,
-        groups: groups(snapshots),
+        groups: groups(snapshots, &repo.drills()?),
     })
 }
 
-/// The snapshots by group (host and sources), each group with its count and its
-/// newest snapshot; ordered by host, then sources.
-pub fn groups(snapshots: Vec<(SnapshotId, Snapshot)>) -> Vec<GroupMetrics> {
+/// The snapshots by group (host and sources), each group with its count, its newest
+/// snapshot and its newest drills (of `drills`, oldest first); ordered by host, then
+/// sources.
+pub fn groups(
+    snapshots: Vec<(SnapshotId, Snapshot)>,
+    drills: &[(DrillId, Drill)],
+) -> Vec<GroupMetrics> {
     let mut by_key: BTreeMap<(String, Vec<String>), GroupMetrics> = BTreeMap::new();
     for (id, s) in snapshots {
         let key = (s.host.clone(), Snapshot::group_key(&s.sources));
@@ -134,10 +165,20 @@ pub fn groups(snapshots: Vec<(SnapshotId, Snapshot)>) -> Vec<GroupMetrics> {
                 last_id: id,
                 last_time: s.time,
                 last_summary: s.summary.clone(),
+                last_drill: None,
+                last_passed_drill: None,
             });
         g.snapshots += 1;
         if s.time > g.last_time {
             (g.last_id, g.last_time, g.last_summary) = (id, s.time, s.summary);
+        }
+    }
+    for (_, d) in drills {
+        if let Some(g) = by_key.get_mut(&(d.group_host.clone(), d.group.clone())) {
+            g.last_drill = Some(DrillFacts::of(d));
+            if d.result == Outcome::Passed {
+                g.last_passed_drill = Some(DrillFacts::of(d));
+            }
         }
     }
     by_key.into_values().collect()
@@ -271,6 +312,30 @@ pub const GROUP_SERIES: &[Series<GroupMetrics>] = &[
         kind: "gauge",
         help: "Entries the group's last backup could not read and left out.",
         value: |g| Some(g.last_summary.warnings as f64),
+    },
+    Series {
+        name: "snap_drill_last_timestamp_seconds",
+        kind: "gauge",
+        help: "When the group's last restore drill ran (passed or failed), Unix time.",
+        value: |g| g.last_drill.as_ref().map(|d| seconds(&d.time)),
+    },
+    Series {
+        name: "snap_drill_last_success",
+        kind: "gauge",
+        help: "1 if the group's last restore drill passed, 0 if it failed.",
+        value: |g| g.last_drill.as_ref().map(|d| f64::from(u8::from(d.passed))),
+    },
+    Series {
+        name: "snap_drill_last_rto_seconds",
+        kind: "gauge",
+        help: "The restore time (RTO) the group's last restore drill measured.",
+        value: |g| g.last_drill.as_ref().map(|d| d.rto_seconds),
+    },
+    Series {
+        name: "snap_drill_last_passed_timestamp_seconds",
+        kind: "gauge",
+        help: "When the group's last passed restore drill ran, Unix time: the last proven restore.",
+        value: |g| g.last_passed_drill.as_ref().map(|d| seconds(&d.time)),
     },
 ];
 
@@ -497,11 +562,14 @@ mod tests {
         let ids: Vec<SnapshotId> = (0u8..3)
             .map(|i| SnapshotId(crate::format::id::Id::hash(&[i])))
             .collect();
-        let g = groups(vec![
-            (ids[1], newer.clone()),
-            (ids[0], a.clone()),
-            (ids[2], other_host),
-        ]);
+        let g = groups(
+            vec![
+                (ids[1], newer.clone()),
+                (ids[0], a.clone()),
+                (ids[2], other_host),
+            ],
+            &[],
+        );
         assert_eq!(g.len(), 2);
         assert_eq!((g[0].host.as_str(), g[0].snapshots), ("ngw1", 2));
         assert_eq!((g[0].last_id, g[0].last_time), (ids[1], newer.time));

@@ -5,6 +5,7 @@
 pub mod backup;
 pub mod check;
 pub mod diff;
+pub mod drill;
 pub mod dump;
 pub mod dump_tables;
 pub mod export;

@@ -14,7 +14,8 @@
 //!    files that list a deleted one (small index files are merged in too), then update
 //!    the cache in one transaction;
 //! 6. only then delete the replaced index files, then the old pack files, and leftover
-//!    temp files.
+//!    temp files; then the drill records of forgotten snapshots (each group's newest
+//!    record of each source stays, for the next drill's row-count comparison).
 //!
 //! A crash before 5 leaves new packs no index file lists (garbage for the next prune);
 //! during 6, packs listed by no index file likewise. No step deletes a blob a snapshot
@@ -73,6 +74,9 @@ pub struct PruneReport {
     pub bytes_unused_after: u64,
     /// Leftover temp files removed.
     pub tmp_files_removed: u64,
+    /// Drill records of forgotten snapshots deleted (see
+    /// [`Repository::prune_drills`]).
+    pub drills_deleted: u64,
 }
 
 /// What prune will delete and rewrite (steps 1 to 3 of the module docs), made under
@@ -255,6 +259,7 @@ impl PrunePlan<'_> {
         gone.retain(|id| !new.contains(id));
         repo.delete_packs(&gone)?;
         report.tmp_files_removed = repo.clean_tmp()?;
+        report.drills_deleted = repo.prune_drills()?;
         report.bytes_after = self.bytes_before - self.removed_bytes() + written_bytes;
         Ok(report)
     }

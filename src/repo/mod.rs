@@ -3,7 +3,8 @@
 //! or S3); the SQLite index is a local cache of the index files. [`Repository`] is
 //! one handle whose methods live by job: opening, refreshing and the store's files
 //! here; reading blobs in `blobs`, trees and contents in `content`, snapshot records
-//! in `snapshots`; writing in `saver`, `persist`, `repack` and `journal`. The SQLite
+//! in `snapshots`, drill records in `drills`; writing in `saver`, `persist`, `repack`
+//! and `journal`. The SQLite
 //! [`index`] caches the index files; [`reach`] marks what the snapshots reference.
 //!
 //! ```text
@@ -12,6 +13,7 @@
 //! packs/<2 hex>/<id>     immutable pack files, named by the BLAKE3 of their bytes
 //! index/<id>             immutable index files: the packs and their blobs
 //! snapshots/<id>         immutable snapshot records, named by their BLAKE3
+//! drills/<id>            immutable drill records (proofs of restore), by their BLAKE3
 //! locks/<random>.json    one per running process
 //! tmp/                   files being written (local and SFTP repositories)
 //! ```
@@ -22,6 +24,7 @@
 mod blobs;
 mod config;
 mod content;
+mod drills;
 pub mod index;
 mod index_files;
 mod journal;

@@ -152,6 +152,7 @@ fn metrics_parse_and_match_the_repository() {
     fs::write(a.join("two"), random_bytes(200_000, "two")).unwrap();
     env.backup_json(&[a.to_str().unwrap()]);
     env.backup_json(&[weird.to_str().unwrap()]);
+    env.snap(&["drill"]).assert().success();
     env.snap(&["check", "--read-data"]).assert().success();
     let t1 = now();
 
@@ -207,6 +208,16 @@ fn metrics_parse_and_match_the_repository() {
         du(&env.repo().join("packs")) as f64
     );
     assert_eq!(value(&m, "snap_repository_snapshots", &[]), 3.0);
+    // The drill of the group's newest snapshot, passed.
+    let drilled = value(&m, "snap_drill_last_timestamp_seconds", &a_labels);
+    assert!(last < drilled && drilled <= t1, "{last} {drilled} {t1}");
+    assert_eq!(
+        value(&m, "snap_drill_last_passed_timestamp_seconds", &a_labels),
+        drilled
+    );
+    assert_eq!(value(&m, "snap_drill_last_success", &a_labels), 1.0);
+    let rto = value(&m, "snap_drill_last_rto_seconds", &a_labels);
+    assert!(rto > 0.0 && rto < t1 - t0, "{rto}");
     assert_eq!(value(&m, "snap_check_last_success", &[]), 1.0);
     assert_eq!(value(&m, "snap_check_last_errors", &[]), 0.0);
     assert_eq!(value(&m, "snap_check_last_read_data_ratio", &[]), 1.0);

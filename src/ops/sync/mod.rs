@@ -10,7 +10,9 @@
 //! 2. a listing of the destination that must show every sent pack at its size;
 //! 3. index files: the source's own, where the destination holds every pack they list,
 //!    and a new one for packs no such file covers;
-//! 4. the snapshot records, last.
+//! 4. the snapshot records, last;
+//! 5. then the drill records of the chosen snapshots the destination lacks, naming the
+//!    destination's snapshot (the same, or its rewritten copy), sealed for it.
 //!
 //! Every file is written atomically, so an interrupted sync leaves whole files only,
 //! and the next run sends just what is missing. What a killed run left in the
@@ -85,6 +87,8 @@ pub struct SyncReport {
     pub chunks_read: u64,
     /// Temp files of interrupted earlier writers removed from the destination.
     pub tmp_files_removed: u64,
+    /// Drill records of the copied snapshots written to the destination.
+    pub drills_sent: u64,
 }
 
 /// Where [`plan_sync`] sends.
@@ -326,6 +330,7 @@ impl SyncPlan<'_> {
             }
         };
         report.tmp_files_removed = remove_orphaned_temp_files(dst)?;
+        report.drills_sent = copy_drills(src, dst, opts.snapshots.as_deref())?;
         Ok(report)
     }
 }
@@ -340,6 +345,43 @@ pub fn sync(
     progress: &dyn Progress,
 ) -> Result<SyncReport> {
     plan_sync(src, Destination::Repository(dst), opts)?.execute(progress)
+}
+
+/// Writes to `dst` the drill records of `src` whose snapshot is among `chosen` (all
+/// when `None`) and is on `dst` (as itself, or as its rewritten copy), unless `dst`
+/// has a record of that snapshot and time already; returns how many it wrote.
+fn copy_drills(src: &Repository, dst: &Repository, chosen: Option<&[SnapshotId]>) -> Result<u64> {
+    let drills = src.drills()?;
+    if drills.is_empty() {
+        return Ok(0);
+    }
+    // Shared: a drill record is only added.
+    let _lock = dst.lock(false, "sync (drill records)")?;
+    let mut there: HashMap<SnapshotId, SnapshotId> = HashMap::new();
+    for (id, s) in dst.snapshots()? {
+        there.insert(s.original.unwrap_or(id), id);
+        there.insert(id, id);
+    }
+    let have: HashSet<(SnapshotId, chrono::DateTime<chrono::Utc>)> = dst
+        .drills()?
+        .into_iter()
+        .map(|(_, d)| (d.snapshot, d.time))
+        .collect();
+    let mut sent = 0;
+    for (_, mut d) in drills {
+        if chosen.is_some_and(|c| !c.contains(&d.snapshot)) {
+            continue;
+        }
+        let Some(to) = there.get(&d.snapshot) else {
+            continue;
+        };
+        d.snapshot = *to;
+        if !have.contains(&(d.snapshot, d.time)) {
+            dst.save_drill(&d)?;
+            sent += 1;
+        }
+    }
+    Ok(sent)
 }
 
 /// Removes from `dst`'s `tmp/` the files of writers that are gone (see

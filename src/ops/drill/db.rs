@@ -1,0 +1,214 @@
+//! The drill of a database dump: restored into a scratch cluster by the functions of
+//! `restore --pg` and `restore --pg-all` (a plain SQL stream through `psql`), then
+//! checked: the restore's exit status, every table of a `--pg` dump's table of
+//! contents present, and the rows of every table counted.
+//!
+//! Row counts are compared with the previous drill of the same group and source; a
+//! table whose count fell sharply ([`fell_sharply`]: emptied, or a table of at least
+//! 100 rows under half) fails the source, naming the table and both counts: the
+//! backup of a silently emptied table succeeds, its drill must not.
+
+use std::collections::BTreeMap;
+
+use super::cluster::ScratchCluster;
+use super::files::shell_quote;
+use super::{Proof, SourceCtx};
+use crate::error::{Error, Result, Usage};
+use crate::format::drill::{fell_sharply, SourceDrill, TableRows};
+use crate::format::tree::NodeKind;
+use crate::ops::dump_tables::DumpTables;
+use crate::ops::restore::db::{restore_pg, restore_pg_all, restore_pipe};
+use crate::ops::restore::node_at;
+use crate::source::pg::Dsn;
+
+/// Every user table of database `dsn` names (`schema.table`) with its exact row
+/// count, in one query.
+pub(super) fn count_tables(dsn: &Dsn) -> Result<BTreeMap<String, u64>> {
+    let rows = dsn.query(
+        "SELECT n.nspname || '.' || c.relname || '|' ||
+                (xpath('/row/c/text()', query_to_xml(format('SELECT count(*) AS c FROM %I.%I',
+                    n.nspname, c.relname), false, true, '')))[1]::text
+           FROM pg_catalog.pg_class c
+           JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+          WHERE c.relkind IN ('r', 'p')
+            AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+            AND n.nspname NOT LIKE 'pg_toast%'",
+    )?;
+    let mut out = BTreeMap::new();
+    for line in rows {
+        let parsed = line
+            .rsplit_once('|')
+            .and_then(|(t, n)| Some((t.to_string(), n.trim().parse().ok()?)));
+        let Some((table, n)) = parsed else {
+            return Err(Error::internal(
+                format!("unexpected row count line from psql: {line:?}"),
+                None,
+            ));
+        };
+        out.insert(table, n);
+    }
+    Ok(out)
+}
+
+/// The counts of this drill beside the previous drill's, flagged where they fell
+/// sharply, and the reason the source fails when any did.
+pub(super) fn compare(
+    rows: BTreeMap<String, u64>,
+    previous: Option<&SourceDrill>,
+) -> (Vec<TableRows>, Option<String>) {
+    let before: BTreeMap<&str, u64> = previous
+        .map(|p| {
+            p.tables
+                .iter()
+                .map(|t| (t.table.as_str(), t.rows))
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut fell = Vec::new();
+    let tables: Vec<TableRows> = rows
+        .into_iter()
+        .map(|(table, n)| {
+            let prev = before.get(table.as_str()).copied();
+            let flagged = prev.is_some_and(|p| fell_sharply(p, n));
+            if flagged {
+                fell.push(format!(
+                    "{table} fell from {} to {n} rows",
+                    prev.unwrap_or_default()
+                ));
+            }
+            TableRows {
+                table,
+                rows: n,
+                previous: prev,
+                flagged,
+            }
+        })
+        .collect();
+    let reason = (!fell.is_empty()).then(|| {
+        format!(
+            "row counts fell sharply since the previous drill: {}",
+            fell.join(", ")
+        )
+    });
+    (tables, reason)
+}
+
+/// A `--pg` dump (`name`, a pg_dump directory) restored as `restore --pg` does into
+/// a new database of the scratch cluster.
+pub(super) fn drill_pg(ctx: &SourceCtx<'_>, c: &ScratchCluster, name: &str) -> Result<Proof> {
+    let db = name.rsplit('/').find(|p| !p.is_empty()).unwrap_or("drill");
+    let dsn = c.dsn(db);
+    let out = restore_pg(ctx.repo, ctx.snap, Some(name), &dsn, false, ctx.progress)?;
+    let NodeKind::Dir(tree) = node_at(ctx.repo, ctx.snap, name)?.kind else {
+        return Err(Usage::NotPgDumpDir {
+            path: name.to_string(),
+        }
+        .into());
+    };
+    let nodes = ctx.repo.load_tree(&tree)?.nodes;
+    let toc = DumpTables::of_nodes(ctx.repo, &nodes)?.unwrap_or_default();
+    let rows = count_tables(&dsn)?;
+    let missing: Vec<&str> = toc
+        .tables()
+        .into_iter()
+        .filter(|t| !rows.contains_key(*t))
+        .collect();
+    let mut proof = Proof {
+        bytes: out.bytes,
+        checks: vec!["restore".into(), "tables".into(), "row_counts".into()],
+        ..Default::default()
+    };
+    if !missing.is_empty() {
+        proof.problem = Some(format!(
+            "tables of the dump missing after the restore: {}",
+            missing.join(", ")
+        ));
+    }
+    let (tables, fell) = compare(rows, ctx.previous);
+    proof.tables = tables;
+    proof.problem = proof.problem.or(fell);
+    Ok(proof)
+}
+
+/// A plain SQL dump: a `--pg-all` one (`all`) restored as `restore --pg-all` does,
+/// any other (a `.sql` stream) fed to `psql` in a new database `drill`; then the rows
+/// of every table of every database (`database.schema.table`).
+pub(super) fn drill_sql(
+    ctx: &SourceCtx<'_>,
+    c: &ScratchCluster,
+    name: &str,
+    all: bool,
+) -> Result<Proof> {
+    let maint = c.dsn("postgres");
+    let bytes = if all {
+        restore_pg_all(ctx.repo, ctx.snap, Some(name), &maint, false, ctx.progress)?.bytes
+    } else {
+        maint.query("CREATE DATABASE drill")?;
+        let psql = format!(
+            "psql -X -q -o /dev/null -v ON_ERROR_STOP=1 -d {}",
+            shell_quote(&c.dsn("drill").shown())
+        );
+        restore_pipe(ctx.repo, ctx.snap, name, &psql, ctx.progress)?
+    };
+    let dbs = maint.query(
+        "SELECT datname FROM pg_catalog.pg_database WHERE datallowconn AND NOT datistemplate",
+    )?;
+    let mut rows = BTreeMap::new();
+    for db in dbs {
+        for (t, n) in count_tables(&c.dsn(&db))? {
+            rows.insert(format!("{db}.{t}"), n);
+        }
+    }
+    let (tables, problem) = compare(rows, ctx.previous);
+    Ok(Proof {
+        bytes,
+        checks: vec!["restore".into(), "row_counts".into()],
+        tables,
+        problem,
+        ..Default::default()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::format::drill::Outcome;
+
+    #[test]
+    fn an_emptied_table_is_flagged_a_new_or_grown_one_is_not() {
+        let prev = SourceDrill {
+            source: "pg:db/app".into(),
+            result: Outcome::Passed,
+            reason: None,
+            seconds: 1.0,
+            bytes: 1,
+            checks: Vec::new(),
+            tables: vec![
+                TableRows {
+                    table: "public.orders".into(),
+                    rows: 500,
+                    previous: None,
+                    flagged: false,
+                },
+                TableRows {
+                    table: "public.users".into(),
+                    rows: 10,
+                    previous: None,
+                    flagged: false,
+                },
+            ],
+        };
+        let now = BTreeMap::from([
+            ("public.orders".to_string(), 0),
+            ("public.users".to_string(), 12),
+            ("public.new".to_string(), 0),
+        ]);
+        let (t, why) = compare(now, Some(&prev));
+        assert_eq!(why.unwrap(), "row counts fell sharply since the previous drill: public.orders fell from 500 to 0 rows");
+        assert_eq!(t.iter().filter(|t| t.flagged).count(), 1);
+        assert_eq!(
+            compare(BTreeMap::from([("a".to_string(), 0)]), None).1,
+            None
+        );
+    }
+}

@@ -1,0 +1,93 @@
+//! The drill of a source restored as files (a path, a stream, a command's output, a
+//! MongoDB archive): `restore --verify` of its place in the snapshot into the source's
+//! scratch directory, so every restored file is read back and compared chunk by chunk
+//! with the snapshot, then the source's `verify` command, if it has one.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use super::{Proof, SourceCtx};
+use crate::error::Result;
+use crate::ops::restore::{plan_restore, RestoreOptions};
+use crate::source::command::Running;
+
+/// How many failed entries a reason lists.
+const LISTED: usize = 5;
+
+/// Restores `place` (a path as backed up, or a stream's name) with verification, and
+/// runs the source's `verify` command on it.
+pub(super) fn drill(ctx: &SourceCtx<'_>, place: &str) -> Result<Proof> {
+    let opts = RestoreOptions {
+        target: ctx.work.to_path_buf(),
+        include: vec![place.to_string()],
+        verify: true,
+        ..Default::default()
+    };
+    let out = plan_restore(ctx.repo, ctx.snap, &opts)?.execute(ctx.progress)?;
+    let mut proof = Proof {
+        bytes: out.bytes,
+        checks: vec!["restore".into(), "content".into()],
+        ..Default::default()
+    };
+    let bad: Vec<String> = out
+        .errors
+        .iter()
+        .chain(&out.mismatches)
+        .map(ToString::to_string)
+        .collect();
+    if !bad.is_empty() {
+        let more = bad.len().saturating_sub(LISTED);
+        let mut reason = format!(
+            "{} of {place} failed: {}",
+            if bad.len() == 1 {
+                "1 entry".to_string()
+            } else {
+                format!("{} entries", bad.len())
+            },
+            bad[..bad.len().min(LISTED)].join("; ")
+        );
+        if more > 0 {
+            let _ = write!(reason, "; and {more} more");
+        }
+        proof.problem = Some(reason);
+        return Ok(proof);
+    }
+    let restored = ctx.work.join(place.trim_start_matches('/'));
+    match ctx.verify {
+        Some(cmd) => {
+            run_verify(cmd, &restored)?;
+            proof.checks.push("verify_command".into());
+        }
+        None => proof.note = Some("application-level check not run (no verify command)".into()),
+    }
+    Ok(proof)
+}
+
+/// Runs `verify` command `cmd` with `{path}` replaced by the restored copy's path;
+/// an error (with the command's stderr) unless it exits 0.
+pub(super) fn run_verify(cmd: &str, restored: &Path) -> Result<()> {
+    let path = restored.display().to_string();
+    let line = cmd.replace("{path}", &shell_quote(&path));
+    let mut sh = std::process::Command::new("sh");
+    sh.arg("-c").arg(&line);
+    Running::capture(sh, &format!("verify command `{cmd}`")).map(drop)
+}
+
+/// `s` as one word for `sh`.
+pub(super) fn shell_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "'\\''"))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn quoting_survives_quotes_and_spaces() {
+        let q = super::shell_quote("/tmp/it's here");
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!("printf %s {q}"))
+            .output()
+            .unwrap();
+        assert_eq!(out.stdout, b"/tmp/it's here");
+    }
+}
