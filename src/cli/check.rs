@@ -175,12 +175,7 @@ fn drill_age(ctx: &Ctx, repo: &snap::repo::Repository, span: Span, json: bool) -
     let limit = span
         .before(&now)
         .ok_or_else(|| anyhow::anyhow!("--max-drill-age reaches before the calendar's start"))?;
-    let passed = snap::ops::drill::last_passed_per_group(repo.drills()?);
-    let groups: std::collections::BTreeSet<snap::ops::drill::Group> = repo
-        .snapshots()?
-        .iter()
-        .map(|(_, s)| snap::ops::drill::group_of(s))
-        .collect();
+    let groups = snap::ops::drill::proven(&repo.snapshots()?, repo.drills()?);
     if groups.is_empty() {
         bail!(
             "no snapshot in {}: nothing is backed up, so nothing is proven; run `snap backup`",
@@ -189,8 +184,8 @@ fn drill_age(ctx: &Ctx, repo: &snap::repo::Repository, span: Span, json: bool) -
     }
     let mut stale = Vec::new();
     let mut rows = Vec::new();
-    for g in &groups {
-        let last = passed.get(g).map(|d| d.time);
+    for (g, passed) in &groups {
+        let last = passed.as_ref().map(|d| d.time);
         let name = format!("{} {}", g.0, g.1.join(" "));
         match last {
             None => stale.push(format!("{name}: never passed a drill")),

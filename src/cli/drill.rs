@@ -39,7 +39,7 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
         verify,
     };
     abandon_on_signals()?;
-    let r = execute(ctx, a.snapshot.as_deref(), &opts, a.json);
+    let r = execute(ctx, a.snapshot.as_deref(), &opts, a.json, None);
     if snap::interrupt::requested() {
         // The signal thread is stopping the scratch cluster and removing the scratch
         // directory; it ends the process when done, which this thread must not do
@@ -67,9 +67,16 @@ fn abandon_on_signals() -> Result<()> {
     Ok(())
 }
 
-/// Drills `snapshot` (or the latest of each group) with `opts`; prints each result;
-/// exit 1 when a source failed.
-pub fn execute(ctx: &Ctx, snapshot: Option<&str>, opts: &DrillOptions, json: bool) -> Result<i32> {
+/// Drills `snapshot` (or the latest of each group) with `opts` (with `every`: only
+/// when a drill of its group is due, see [`due`]); prints each result; exit 1 when a
+/// source failed.
+fn execute(
+    ctx: &Ctx,
+    snapshot: Option<&str>,
+    opts: &DrillOptions,
+    json: bool,
+    every: Option<DrillEvery>,
+) -> Result<i32> {
     let repo = ctx.open(false)?;
     // Shared: a drill only reads the repository and adds its record.
     let _lock = repo.lock(false, "drill")?;
@@ -80,11 +87,26 @@ pub fn execute(ctx: &Ctx, snapshot: Option<&str>, opts: &DrillOptions, json: boo
     if targets.is_empty() {
         anyhow::bail!("{} has no snapshots yet: nothing to drill", repo.location());
     }
+    let history = repo.drills()?;
+    if let Some(every) = every {
+        let mut any_due = false;
+        for (_, s) in &targets {
+            any_due |= due(&repo, every, s, &history)?;
+        }
+        if !any_due {
+            if json {
+                ctx.print_json(&serde_json::json!({ "drills": [], "due": false }))?;
+            } else if !ctx.quiet {
+                outln!("drill: not due yet ({every:?})");
+            }
+            return Ok(0);
+        }
+    }
     let targets = with_source(targets, opts)?;
     let mut done: Vec<(DrillId, Drill)> = Vec::new();
     for (id, snap) in &targets {
         let bar = Bar::new(ctx, "drill", json);
-        let r = drill_snapshot(&repo, id, snap, opts, progress_for(bar.as_ref()))?;
+        let r = drill_snapshot(&repo, id, snap, &history, opts, progress_for(bar.as_ref()))?;
         drop(bar);
         if !json {
             print_drill(ctx, &r.0, &r.1)?;
@@ -132,32 +154,25 @@ pub fn run_step(
     verify: BTreeMap<String, String>,
     json: bool,
 ) -> Result<i32> {
-    let repo = ctx.open(false)?;
-    let (_, latest) = repo.find_snapshot("latest")?;
-    if !due(&repo, every, &latest)? {
-        if json {
-            ctx.print_json(&serde_json::json!({ "drills": [], "due": false }))?;
-        } else if !ctx.quiet {
-            outln!("drill: not due yet ({every:?})");
-        }
-        return Ok(0);
-    }
-    drop(repo);
     let opts = DrillOptions {
         source: None,
         scratch: std::env::temp_dir(),
         verify,
     };
-    execute(ctx, Some("latest"), &opts, json)
+    execute(ctx, Some("latest"), &opts, json, Some(every))
 }
 
-/// Whether a drill of `snap`'s group is due: its last drill is older than the
-/// period, or N snapshots of the group were made since (none yet: due).
-fn due(repo: &snap::repo::Repository, every: DrillEvery, snap: &Snapshot) -> Result<bool> {
+/// Whether a drill of `snap`'s group is due: its last drill in `history` is older
+/// than the period, or N snapshots of the group were made since (none yet: due).
+fn due(
+    repo: &snap::repo::Repository,
+    every: DrillEvery,
+    snap: &Snapshot,
+    history: &[(DrillId, Drill)],
+) -> Result<bool> {
     let group = Snapshot::group_key(&snap.sources);
-    let last = repo
-        .drills()?
-        .into_iter()
+    let last = history
+        .iter()
         .filter(|(_, d)| d.group_host == snap.host && d.group == group)
         .map(|(_, d)| d.time)
         .max();

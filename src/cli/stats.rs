@@ -2,6 +2,8 @@
 //! restore (passed drill) with its RTO.
 
 use anyhow::Result;
+use snap::format::drill::Drill;
+use snap::ops::drill::{proven, Group};
 
 use super::{human, Ctx};
 
@@ -21,7 +23,7 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
     let repo = ctx.open(false)?;
     let totals = repo.totals()?;
     let snaps = repo.snapshots()?;
-    let proven = drill_rows(&repo, &snaps)?;
+    let proven = proven(&snaps, repo.drills()?);
     let logical: u64 = snaps.iter().map(|(_, s)| s.summary.bytes_total).sum();
     // Growth: the stored bytes each backup added, summed in time order, on top of
     // what the repository held for the snapshots before them: data of forgotten
@@ -58,7 +60,7 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
             "logical_bytes": logical,
             "stored_before_snapshots": earlier,
             "per_snapshot": per,
-            "drills": proven,
+            "drills": drill_rows(&proven),
         });
         outln!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(0);
@@ -121,58 +123,34 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
 }
 
 /// Per group of the snapshots (host and sources): its last passed drill and RTO.
-fn drill_rows(
-    repo: &snap::repo::Repository,
-    snaps: &[(
-        snap::format::id::SnapshotId,
-        snap::format::snapshot::Snapshot,
-    )],
-) -> Result<Vec<serde_json::Value>> {
-    let passed = snap::ops::drill::last_passed_per_group(repo.drills()?);
-    let groups: std::collections::BTreeSet<snap::ops::drill::Group> = snaps
+fn drill_rows(proven: &[(Group, Option<Drill>)]) -> Vec<serde_json::Value> {
+    proven
         .iter()
-        .map(|(_, s)| snap::ops::drill::group_of(s))
-        .collect();
-    Ok(groups
-        .into_iter()
-        .map(|g| {
-            let d = passed.get(&g);
+        .map(|((host, group), d)| {
             serde_json::json!({
-                "host": g.0,
-                "group": g.1,
-                "last_passed_drill": d.map(|d| d.time),
-                "snapshot": d.map(|d| d.snapshot),
-                "rto_seconds": d.map(snap::ops::drill::rto),
+                "host": host,
+                "group": group,
+                "last_passed_drill": d.as_ref().map(|d| d.time),
+                "snapshot": d.as_ref().map(|d| d.snapshot),
+                "rto_seconds": d.as_ref().map(snap::ops::drill::rto),
             })
         })
-        .collect())
+        .collect()
 }
 
-/// The drill rows in words.
-fn print_drills(rows: &[serde_json::Value]) -> Result<()> {
-    if rows.is_empty() {
+/// The last proven restore of each group, in words.
+fn print_drills(proven: &[(Group, Option<Drill>)]) -> Result<()> {
+    if proven.is_empty() {
         return Ok(());
     }
     outln!("last proven restore (passed drill) per group:");
-    for r in rows {
-        let group = format!(
-            "{} {}",
-            r["host"].as_str().unwrap_or_default(),
-            r["group"]
-                .as_array()
-                .map(|a| a
-                    .iter()
-                    .filter_map(|v| v.as_str())
-                    .collect::<Vec<_>>()
-                    .join(" "))
-                .unwrap_or_default()
-        );
-        if let Some(t) = r["last_passed_drill"].as_str() {
-            let t: chrono::DateTime<chrono::Utc> = t.parse()?;
+    for ((host, group), d) in proven {
+        let group = format!("{host} {}", group.join(" "));
+        if let Some(d) = d {
             outln!(
                 "  {group}: {}, RTO {:.1} s",
-                snap::host::local_time(&t),
-                r["rto_seconds"].as_f64().unwrap_or_default()
+                snap::host::local_time(&d.time),
+                snap::ops::drill::rto(d)
             );
         } else {
             outln!("  {group}: never (run `snap drill`)");

@@ -11,8 +11,8 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Error, Result};
-use crate::format::id::{DrillId, Id, SnapshotId};
+use crate::error::Result;
+use crate::format::id::{DrillId, SnapshotId};
 
 /// Drill record version written and read by this build.
 pub const VERSION: u32 = 1;
@@ -114,29 +114,18 @@ impl Drill {
     pub fn parse(id: &DrillId, b: &[u8]) -> Result<Drill> {
         crate::format::snapshot::parse_record("drill", VERSION, &id.to_hex(), b)
     }
-
-    /// The drill of source `key`, if this drill covered it.
-    pub fn source(&self, key: &str) -> Option<&SourceDrill> {
-        self.sources.iter().find(|s| s.source == key)
-    }
 }
 
 /// Checks that a record file's bytes hash to its name `id`.
 pub fn check_id(id: &DrillId, b: &[u8]) -> Result<()> {
-    let actual = Id::hash(b);
-    if actual != id.0 {
-        return Err(Error::ChecksumMismatch {
-            what: "drill".into(),
-            expected: id.to_hex(),
-            actual: actual.to_hex(),
-        });
-    }
-    Ok(())
+    crate::format::snapshot::check_record_id("drill", &id.0, b)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::Error;
+    use crate::format::id::Id;
 
     fn sample() -> Drill {
         Drill {

@@ -144,10 +144,16 @@ pub struct Summary {
 
 /// Checks that a record file's bytes hash to its name `id`.
 pub fn check_id(id: &SnapshotId, b: &[u8]) -> Result<()> {
+    check_record_id("snapshot", &id.0, b)
+}
+
+/// Checks that the bytes of a record file (`what`: `snapshot`, `drill`) hash to its
+/// name `id`.
+pub(crate) fn check_record_id(what: &str, id: &Id, b: &[u8]) -> Result<()> {
     let actual = Id::hash(b);
-    if actual != id.0 {
+    if actual != *id {
         return Err(Error::ChecksumMismatch {
-            what: "snapshot".into(),
+            what: what.into(),
             expected: id.to_hex(),
             actual: actual.to_hex(),
         });

@@ -153,11 +153,10 @@ pub fn groups(
     snapshots: Vec<(SnapshotId, Snapshot)>,
     drills: &[(DrillId, Drill)],
 ) -> Vec<GroupMetrics> {
-    let mut by_key: BTreeMap<(String, Vec<String>), GroupMetrics> = BTreeMap::new();
+    let mut by_key: BTreeMap<drill::Group, GroupMetrics> = BTreeMap::new();
     for (id, s) in snapshots {
-        let key = (s.host.clone(), Snapshot::group_key(&s.sources));
         let g = by_key
-            .entry(key)
+            .entry(drill::group_of(&s))
             .or_insert_with_key(|(host, sources)| GroupMetrics {
                 host: host.clone(),
                 sources: sources.clone(),

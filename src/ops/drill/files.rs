@@ -3,16 +3,12 @@
 //! scratch directory, so every restored file is read back and compared chunk by chunk
 //! with the snapshot, then the source's `verify` command, if it has one.
 
-use std::fmt::Write as _;
 use std::path::Path;
 
-use super::{Proof, SourceCtx};
+use super::{listed, Proof, SourceCtx};
 use crate::error::Result;
 use crate::ops::restore::{plan_restore, RestoreOptions};
 use crate::source::command::Running;
-
-/// How many failed entries a reason lists.
-const LISTED: usize = 5;
 
 /// Restores `place` (a path as backed up, or a stream's name) with verification, and
 /// runs the source's `verify` command on it.
@@ -36,20 +32,15 @@ pub(super) fn drill(ctx: &SourceCtx<'_>, place: &str) -> Result<Proof> {
         .map(ToString::to_string)
         .collect();
     if !bad.is_empty() {
-        let more = bad.len().saturating_sub(LISTED);
-        let mut reason = format!(
+        proof.problem = Some(format!(
             "{} of {place} failed: {}",
             if bad.len() == 1 {
                 "1 entry".to_string()
             } else {
                 format!("{} entries", bad.len())
             },
-            bad[..bad.len().min(LISTED)].join("; ")
-        );
-        if more > 0 {
-            let _ = write!(reason, "; and {more} more");
-        }
-        proof.problem = Some(reason);
+            listed(&bad)
+        ));
         return Ok(proof);
     }
     let restored = ctx.work.join(place.trim_start_matches('/'));

@@ -28,7 +28,8 @@ mod db;
 mod files;
 mod ngw;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Instant;
@@ -93,12 +94,24 @@ pub fn last_per_snapshot(drills: Vec<(DrillId, Drill)>) -> BTreeMap<SnapshotId, 
     drills.into_iter().map(|(_, d)| (d.snapshot, d)).collect()
 }
 
-/// The last passed drill of each group (`drills` oldest first).
-pub fn last_passed_per_group(drills: Vec<(DrillId, Drill)>) -> BTreeMap<Group, Drill> {
-    drills
+/// Each group of `snapshots` with its last passed drill of `drills` (oldest first),
+/// if it has one: its last proven restore. Ordered by group.
+pub fn proven(
+    snapshots: &[(SnapshotId, Snapshot)],
+    drills: Vec<(DrillId, Drill)>,
+) -> Vec<(Group, Option<Drill>)> {
+    let mut passed: BTreeMap<Group, Drill> = drills
         .into_iter()
         .filter(|(_, d)| d.result == Outcome::Passed)
         .map(|(_, d)| ((d.group_host.clone(), d.group.clone()), d))
+        .collect();
+    let groups: BTreeSet<Group> = snapshots.iter().map(|(_, s)| group_of(s)).collect();
+    groups
+        .into_iter()
+        .map(|g| {
+            let d = passed.remove(&g);
+            (g, d)
+        })
         .collect()
 }
 
@@ -207,11 +220,13 @@ impl Drop for Scratch {
 /// Drills the sources of snapshot `id` that `opts` covers, records the result in the
 /// repository and returns it. A source that fails is in the record, not an error; an
 /// error is what stops the drill itself (the repository cannot be read, an
-/// interruption), and then nothing is recorded.
+/// interruption), and then nothing is recorded. `history` is the repository's drill
+/// records, oldest first ([`Repository::drills`]), read once for all snapshots.
 pub fn drill_snapshot(
     repo: &Repository,
     id: &SnapshotId,
     snap: &Snapshot,
+    history: &[(DrillId, Drill)],
     opts: &DrillOptions,
     progress: &dyn Progress,
 ) -> Result<(DrillId, Drill)> {
@@ -219,7 +234,7 @@ pub fn drill_snapshot(
     let time = chrono::Utc::now();
     let clock = Instant::now();
     let group = Snapshot::group_key(&snap.sources);
-    let previous = previous_sources(repo, &snap.host, &group)?;
+    let previous = previous_sources(history, &snap.host, &group);
     let scratch = Scratch::new(&opts.scratch)?;
     let mut sources = Vec::new();
     for (n, src) in chosen(snap, opts).into_iter().enumerate() {
@@ -239,7 +254,7 @@ pub fn drill_snapshot(
             n,
             work: &work,
             verify,
-            previous: previous.get(&key),
+            previous: previous.get(key.as_str()).copied(),
             progress,
         };
         let (result, reason, proof, seconds) = match ctx.run(src) {
@@ -289,25 +304,38 @@ pub fn drill_snapshot(
     Ok((rid, record))
 }
 
-/// The newest earlier drill of each source of the group (host `host`, sources
-/// `group`): what row counts are compared with.
-fn previous_sources(
-    repo: &Repository,
+/// The newest drill in `history` (oldest first) of each source of the group (host
+/// `host`, sources `group`): what row counts are compared with.
+fn previous_sources<'h>(
+    history: &'h [(DrillId, Drill)],
     host: &str,
     group: &[String],
-) -> Result<HashMap<String, SourceDrill>> {
+) -> HashMap<&'h str, &'h SourceDrill> {
     let mut out = HashMap::new();
     // Oldest first: later drills replace earlier ones.
-    for (_, d) in repo.drills()? {
+    for (_, d) in history {
         if d.group_host == host && d.group == group {
-            for s in d.sources {
+            for s in &d.sources {
                 if !s.tables.is_empty() {
-                    out.insert(s.source.clone(), s);
+                    out.insert(s.source.as_str(), s);
                 }
             }
         }
     }
-    Ok(out)
+    out
+}
+
+/// How many problems a failed source's reason lists.
+const LISTED: usize = 5;
+
+/// The first [`LISTED`] of `problems`, then how many more there are.
+fn listed(problems: &[String]) -> String {
+    let mut out = problems[..problems.len().min(LISTED)].join("; ");
+    let more = problems.len().saturating_sub(LISTED);
+    if more > 0 {
+        let _ = write!(out, "; and {more} more");
+    }
+    out
 }
 
 /// Runs `f`; returns what it found and the seconds it took.

@@ -7,19 +7,15 @@
 //! and the rows of every table are counted (and compared, as for `--pg`).
 
 use std::collections::HashMap;
-use std::fmt::Write as _;
 
 use super::cluster::ScratchCluster;
 use super::db::{compare, count_tables};
-use super::{Proof, SourceCtx};
+use super::{listed, Proof, SourceCtx};
 use crate::error::{Error, IoContext, Result};
 use crate::ops::ngw_part::{NgwPart, COMPONENTS};
 use crate::ops::restore::ngw::restore_instance;
 use crate::source::ngw::{list_facts, DbConfig, IndexItem, NgwConfig, Session};
 use crate::source::pg::ident;
-
-/// How many problems a reason lists.
-const LISTED: usize = 5;
 
 pub(super) fn drill(ctx: &SourceCtx<'_>, c: &ScratchCluster) -> Result<Proof> {
     let part = NgwPart::open(ctx.repo, ctx.snap)?;
@@ -105,12 +101,7 @@ pub(super) fn drill(ctx: &SourceCtx<'_>, c: &ScratchCluster) -> Result<Proof> {
     let problem = if problems.is_empty() {
         fell
     } else {
-        let more = problems.len().saturating_sub(LISTED);
-        let mut p = problems[..problems.len().min(LISTED)].join("; ");
-        if more > 0 {
-            let _ = write!(p, "; and {more} more");
-        }
-        Some(p)
+        Some(listed(&problems))
     };
     Ok(Proof {
         bytes: out.dump_bytes + out.bytes_written,
