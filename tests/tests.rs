@@ -12,6 +12,7 @@ mod interrupt;
 mod maintenance;
 mod monitoring;
 mod mount;
+mod object_store;
 mod offsite;
 mod output;
 mod restore_modes;

@@ -15,6 +15,16 @@
 //! store whose listings show completed writes (local, SFTP, S3). A file that cannot be
 //! read or parsed is never taken for no lock.
 //!
+//! Where the store creates files atomically ([`Store::create_volatile`]: a local
+//! directory by a rename that refuses to replace, S3 by `If-None-Match: *`, found out
+//! once per process by a probe), an exclusive lock has one name, [`EXCLUSIVE`]: of
+//! two processes taking it at once, exactly one creates it, where listing alone may
+//! turn both away. A stale one is read again just before it is removed, so that a
+//! lock another process has just taken over is not; a holder whose lock was taken
+//! over (it was paused past the stale age) neither refreshes nor removes it, and its
+//! [`Lock::check`] fails. Elsewhere (SFTP; stores that ignore the header, such as
+//! Garage) an exclusive lock has a name of its own like any other.
+//!
 //! A process that meets a conflicting lock fails at once, or, given a wait
 //! ([`Lock::acquire_waiting`], `--retry-lock`), removes its own file and tries again
 //! with growing pauses (`retry_pause`) until the wait is over; then it fails with
@@ -30,7 +40,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::host::{boot_time, hostname, pid_alive, stale_by_age};
-use crate::store::Store;
+use crate::store::{Create, Entry, Store};
 
 /// Largest lock file read.
 const MAX_LEN: u64 = 64 << 10;
@@ -77,10 +87,17 @@ impl std::fmt::Display for LockInfo {
     }
 }
 
+/// The one name of exclusive locks on a store that creates files atomically
+/// ([`Store::create_volatile`]).
+const EXCLUSIVE: &str = "locks/exclusive.json";
+
 /// A held lock; released on drop.
 pub struct Lock {
     store: Arc<dyn Store>,
     path: String,
+    /// What its file says ([`LockInfo`] as JSON).
+    body: Vec<u8>,
+    exclusive: bool,
     stop: Option<mpsc::Sender<()>>,
     refresher: Option<JoinHandle<()>>,
     /// The snapshot records that could not be read when the lock was taken (path,
@@ -100,46 +117,111 @@ impl Lock {
             exclusive,
             purpose: purpose.to_string(),
         };
-        let mut rnd = [0u8; 8];
-        getrandom::getrandom(&mut rnd).map_err(Error::NoRandomness)?;
-        let path = format!("locks/{}.json", hex::encode(rnd));
         let body = serde_json::to_vec_pretty(&info).expect("lock serializes");
-        // Not durable: a lock matters to live processes only, and one a crash takes
-        // along is one nobody has to find stale.
-        store.put_volatile(&path, &body)?;
-        let lock = Lock {
+        let boot = boot_time();
+        let mut lock = Lock {
             store,
-            path,
+            path: String::new(),
+            body,
+            exclusive,
             stop: None,
             refresher: None,
             unreadable: Vec::new(),
             count: None,
         };
-        let boot = boot_time();
+        lock.path = if exclusive {
+            lock.create_exclusive(boot)?
+        } else {
+            None
+        }
+        .map_or_else(|| lock.put_own(), Ok)?;
         for entry in lock.store.list("locks")? {
-            if entry.path == lock.path {
-                continue;
-            }
-            // Gone between the listing and the read: released.
-            let Some(holder) = read_lock(lock.store.as_ref(), &entry.path)? else {
-                continue;
-            };
-            if holder.is_stale(entry.modified, boot) {
-                log::warn!("removing stale lock {}: {holder}", entry.path);
-                let _ = lock.store.delete(&entry.path);
-                continue;
-            }
-            if exclusive || holder.is_exclusive() {
-                return Err(Error::Locked {
-                    holder: format!(
-                        "{holder} ({}/{}); wait for it to finish and rerun. If that process is gone, the lock is removed as stale once it is 30 minutes old (at once if it was this host's and the host has restarted since), or delete the file",
-                        lock.store.location(),
-                        entry.path
-                    ),
-                });
+            if entry.path != lock.path {
+                if let Some(e) = lock.conflict(&entry, boot)? {
+                    return Err(e);
+                }
             }
         }
         Ok(lock.refreshing())
+    }
+
+    /// Writes this lock under a name of its own; returns the name. Not durable: a lock
+    /// matters to live processes only, and one a crash takes along is one nobody has
+    /// to find stale.
+    fn put_own(&self) -> Result<String> {
+        let mut rnd = [0u8; 8];
+        getrandom::getrandom(&mut rnd).map_err(Error::NoRandomness)?;
+        let path = format!("locks/{}.json", hex::encode(rnd));
+        self.store.put_volatile(&path, &self.body)?;
+        Ok(path)
+    }
+
+    /// Creates [`EXCLUSIVE`] where the store can do so atomically (then `Some` of it;
+    /// `None` where it cannot): of two processes, one creates it and the other finds
+    /// it there. One found there blocks unless its holder is gone (then it is removed
+    /// and creating is tried again, three times in all).
+    fn create_exclusive(&self, boot: Option<SystemTime>) -> Result<Option<String>> {
+        for _ in 0..3 {
+            match self.store.create_volatile(EXCLUSIVE, &self.body)? {
+                Create::Created => return Ok(Some(EXCLUSIVE.to_string())),
+                Create::Unsupported => return Ok(None),
+                Create::Exists => {}
+            }
+            // (A retried write whose first try went through finds this lock itself.)
+            if self.is_ours(EXCLUSIVE)? {
+                return Ok(Some(EXCLUSIVE.to_string()));
+            }
+            let found = self.store.list("locks")?;
+            if let Some(entry) = found.iter().find(|e| e.path == EXCLUSIVE) {
+                if let Some(e) = self.conflict(entry, boot)? {
+                    return Err(e);
+                }
+            }
+        }
+        Err(Error::Locked {
+            holder: format!(
+                "other processes, which took and released {}/{EXCLUSIVE} while this one tried; rerun",
+                self.store.location()
+            ),
+        })
+    }
+
+    /// What lock file `entry` means for this lock: `Some` error when its holder
+    /// conflicts; `None` when it is compatible, gone, or stale (then it is removed,
+    /// unless it changed since it was read).
+    fn conflict(&self, entry: &Entry, boot: Option<SystemTime>) -> Result<Option<Error>> {
+        // Gone between the listing and the read: released.
+        let Some((holder, bytes)) = read_lock(self.store.as_ref(), &entry.path)? else {
+            return Ok(None);
+        };
+        if holder.is_stale(entry.modified, boot) {
+            // Read again just before deleting: another process may have taken the
+            // stale lock over with a live one of the same name (`EXCLUSIVE`).
+            if read_lock(self.store.as_ref(), &entry.path)?.is_some_and(|(_, b)| b == bytes) {
+                log::warn!("removing stale lock {}: {holder}", entry.path);
+                let _ = self.store.delete(&entry.path);
+            }
+            return Ok(None);
+        }
+        if !self.exclusive && !holder.is_exclusive() {
+            return Ok(None);
+        }
+        Ok(Some(Error::Locked {
+            holder: format!(
+                "{holder} ({}/{}); wait for it to finish and rerun. If that process is gone, the lock is removed as stale once it is 30 minutes old (at once if it was this host's and the host has restarted since), or delete the file",
+                self.store.location(),
+                entry.path
+            ),
+        }))
+    }
+
+    /// Whether file `path` holds this lock (as written, not another's).
+    fn is_ours(&self, path: &str) -> Result<bool> {
+        match self.store.read(path, MAX_LEN) {
+            Ok(b) => Ok(b == self.body),
+            Err(Error::NotFound { .. }) => Ok(false),
+            Err(e) => Err(e),
+        }
     }
 
     /// Like [`Lock::acquire`], but a conflicting lock is waited for up to `wait` (said
@@ -174,15 +256,16 @@ impl Lock {
         }
     }
 
-    /// Fails when the lock file is gone (another process took it over as stale, e.g.
-    /// after this one was paused): the holder must then not commit anything.
+    /// Fails when the lock file is gone or another's (another process took it over as
+    /// stale, e.g. after this one was paused): the holder must then not commit
+    /// anything.
     pub fn check(&self) -> Result<()> {
-        if self.store.size(&self.path)?.is_some() {
+        if self.is_ours(&self.path)? {
             Ok(())
         } else {
             Err(Error::Locked {
                 holder: format!(
-                    "nobody: this process's lock {}/{} was removed as stale; rerun the operation",
+                    "another process: this process's lock {}/{} was removed as stale; rerun the operation",
                     self.store.location(),
                     self.path
                 ),
@@ -200,11 +283,12 @@ impl Lock {
         let (tx, rx) = mpsc::channel::<()>();
         let path = self.path.clone();
         let store = self.store.clone();
+        let body = self.body.clone();
         self.refresher = Some(std::thread::spawn(move || {
             while let Err(mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(REFRESH_EVERY) {
                 // Rewriting the file renews its modification time; a file removed as
-                // stale is not brought back.
-                if let Ok(body) = store.read(&path, MAX_LEN) {
+                // stale, or taken over, is left alone.
+                if store.read(&path, MAX_LEN).is_ok_and(|b| b == body) {
                     let _ = store.put_volatile(&path, &body);
                 }
             }
@@ -265,15 +349,20 @@ impl std::fmt::Display for Holder {
 /// Reads another holder's lock file; `None` when it is gone. A read that fails for any
 /// reason but the file's absence is an error: a lock that cannot be read must not be
 /// taken for no lock.
-fn read_lock(store: &dyn Store, path: &str) -> Result<Option<Holder>> {
+fn read_lock(store: &dyn Store, path: &str) -> Result<Option<(Holder, Vec<u8>)>> {
     match store.read(path, MAX_LEN) {
-        Ok(b) => Ok(Some(match serde_json::from_slice(&b) {
-            Ok(info) => Holder::Known(info),
-            Err(_) if serde_json::from_slice::<serde_json::Value>(&b).is_ok() => Holder::Unknown,
-            Err(_) => Holder::Torn,
-        })),
+        Ok(b) => {
+            let holder = match serde_json::from_slice(&b) {
+                Ok(info) => Holder::Known(info),
+                Err(_) if serde_json::from_slice::<serde_json::Value>(&b).is_ok() => {
+                    Holder::Unknown
+                }
+                Err(_) => Holder::Torn,
+            };
+            Ok(Some((holder, b)))
+        }
         Err(Error::NotFound { .. }) => Ok(None),
-        Err(Error::Corrupt { .. }) => Ok(Some(Holder::Unknown)),
+        Err(Error::Corrupt { .. }) => Ok(Some((Holder::Unknown, Vec::new()))),
         Err(e) => Err(e),
     }
 }
@@ -287,7 +376,12 @@ impl Drop for Lock {
         if let Some(t) = self.refresher.take() {
             let _ = t.join();
         }
-        let _ = self.store.delete_volatile(&self.path);
+        // The shared name may hold another's lock by now (this one was taken over).
+        if !self.path.is_empty()
+            && (self.path != EXCLUSIVE || self.is_ours(&self.path).unwrap_or(false))
+        {
+            let _ = self.store.delete_volatile(&self.path);
+        }
     }
 }
 
@@ -315,16 +409,98 @@ mod tests {
         assert!(s.list("locks").unwrap().is_empty());
     }
 
+    /// A local store that cannot create files atomically, as Garage or SFTP: locks
+    /// fall back to names of their own and listing.
+    struct Plain(crate::store::Local);
+
+    impl Store for Plain {
+        fn location(&self) -> String {
+            self.0.location()
+        }
+        fn local_root(&self) -> Option<&std::path::Path> {
+            self.0.local_root()
+        }
+        fn read(&self, path: &str, cap: u64) -> Result<Vec<u8>> {
+            self.0.read(path, cap)
+        }
+        fn read_at(&self, path: &str, offset: u64, len: usize) -> Result<Vec<u8>> {
+            self.0.read_at(path, offset, len)
+        }
+        fn size(&self, path: &str) -> Result<Option<u64>> {
+            self.0.size(path)
+        }
+        fn list(&self, dir: &str) -> Result<Vec<Entry>> {
+            self.0.list(dir)
+        }
+        fn put(&self, path: &str, bytes: &[u8]) -> Result<()> {
+            self.0.put(path, bytes)
+        }
+        fn put_file(&self, path: &str, file: tempfile::NamedTempFile) -> Result<()> {
+            self.0.put_file(path, file)
+        }
+        fn delete(&self, path: &str) -> Result<()> {
+            self.0.delete(path)
+        }
+    }
+
+    /// The store of `d` with atomic creation, and without.
+    fn both_stores(d: &tempfile::TempDir) -> [Arc<dyn Store>; 2] {
+        let local = store(d);
+        let root = local.local_root().unwrap().to_path_buf();
+        [local, Arc::new(Plain(crate::store::Local::new(root)))]
+    }
+
     #[test]
-    fn exclusive_holders_never_overlap() {
-        use std::sync::atomic::{AtomicU32, Ordering};
+    fn of_racing_exclusive_takers_exactly_one_wins_where_creation_is_atomic() {
+        use std::sync::Barrier;
         let d = tempfile::tempdir().unwrap();
         let s = store(&d);
+        let threads = 4;
+        let (tried, done) = (Barrier::new(threads), Barrier::new(threads));
+        for round in 0..30 {
+            let won: Vec<bool> = std::thread::scope(|scope| {
+                let takers: Vec<_> = (0..threads)
+                    .map(|_| {
+                        let (s, tried, done) = (&s, &tried, &done);
+                        scope.spawn(move || {
+                            let l = Lock::acquire(s.clone(), true, "race");
+                            tried.wait();
+                            let won = match l {
+                                Ok(_) => true,
+                                Err(Error::Locked { .. }) => false,
+                                Err(e) => panic!("{e}"),
+                            };
+                            done.wait();
+                            won
+                        })
+                    })
+                    .collect();
+                takers.into_iter().map(|t| t.join().unwrap()).collect()
+            });
+            let winners = won.iter().filter(|&&w| w).count();
+            assert_eq!(
+                winners, 1,
+                "round {round}: {winners} of {threads} took the lock"
+            );
+        }
+        assert!(s.list("locks").unwrap().is_empty());
+    }
+
+    #[test]
+    fn exclusive_holders_never_overlap() {
+        let d = tempfile::tempdir().unwrap();
+        for s in both_stores(&d) {
+            holders_never_overlap(&s);
+        }
+    }
+
+    fn holders_never_overlap(s: &Arc<dyn Store>) {
+        use std::sync::atomic::{AtomicU32, Ordering};
         let inside = AtomicU32::new(0);
         let (taken, refused) = (AtomicU32::new(0), AtomicU32::new(0));
         std::thread::scope(|scope| {
             for t in 0..4u64 {
-                let (s, inside, taken, refused) = (&s, &inside, &taken, &refused);
+                let (inside, taken, refused) = (&inside, &taken, &refused);
                 scope.spawn(move || {
                     for round in 0..25u64 {
                         let l = loop {
@@ -429,7 +605,7 @@ mod tests {
             (b"{\"version\": 9}", false),
         ] {
             s.put("locks/x.json", body).unwrap();
-            let h = read_lock(s.as_ref(), "locks/x.json").unwrap().unwrap();
+            let (h, _) = read_lock(s.as_ref(), "locks/x.json").unwrap().unwrap();
             assert_eq!(matches!(h, Holder::Torn), torn, "{body:?}");
             assert!(!matches!(h, Holder::Known(_)));
         }
@@ -466,7 +642,6 @@ mod tests {
     #[test]
     fn dead_holder_is_taken_over() {
         let d = tempfile::tempdir().unwrap();
-        let s = store(&d);
         let mut child = std::process::Command::new("true").spawn().unwrap();
         let pid = child.id();
         child.wait().unwrap();
@@ -477,10 +652,36 @@ mod tests {
             exclusive: true,
             purpose: "crashed".into(),
         };
-        s.put("locks/dead.json", &serde_json::to_vec(&info).unwrap())
-            .unwrap();
-        let l = Lock::acquire(s.clone(), true, "repair").unwrap();
-        assert_eq!(s.size("locks/dead.json").unwrap(), None);
+        let dead = serde_json::to_vec(&info).unwrap();
+        // Under a name of its own (any store), and under the one exclusive name
+        // (where a store creates atomically, or left by a process that used one).
+        for s in both_stores(&d) {
+            for name in ["locks/dead.json", EXCLUSIVE] {
+                s.put(name, &dead).unwrap();
+                let l = Lock::acquire(s.clone(), true, "repair").unwrap();
+                assert!(l.check().is_ok());
+                assert!(s.read(name, MAX_LEN).map_or(true, |b| b != dead), "{name}");
+                drop(l);
+                assert!(s.list("locks").unwrap().is_empty());
+            }
+        }
+    }
+
+    #[test]
+    fn a_lock_taken_over_is_no_longer_checked_refreshed_or_removed_as_ours() {
+        let d = tempfile::tempdir().unwrap();
+        let s = store(&d);
+        let l = Lock::acquire(s.clone(), true, "prune").unwrap();
+        assert_eq!(l.path, EXCLUSIVE, "atomic creation takes the one name");
+        assert!(l.check().is_ok());
+        // This process was paused past the stale age; another took the lock over.
+        s.put(EXCLUSIVE, b"{\"someone\": \"else\"}").unwrap();
+        assert!(matches!(l.check(), Err(Error::Locked { .. })));
         drop(l);
+        assert_eq!(
+            s.read(EXCLUSIVE, MAX_LEN).unwrap(),
+            b"{\"someone\": \"else\"}",
+            "the other's lock stays"
+        );
     }
 }

@@ -222,6 +222,28 @@ impl CrashFs {
         let mut rng = chaos.map(Rng);
         build(&model, &mut rng, &self.root, out)
     }
+
+    /// A rename by `real`, modelled: the name leaves its directory and the file is
+    /// under `to` in the current (not yet durable) state; a refused rename deletes it.
+    fn moved(
+        &self,
+        file: NamedTempFile,
+        to: &Path,
+        real: impl FnOnce(NamedTempFile, &Path) -> io::Result<()>,
+    ) -> io::Result<()> {
+        let mut m = locked(&self.model);
+        m.step()?;
+        let from = file.path().to_owned();
+        let node = m.node(&from)?;
+        let done = real(file, to);
+        // Renamed, or (refused) deleted with its handle: gone from the temp directory.
+        let (fdir, fname) = split(&from)?;
+        m.dir(fdir)?.current.remove(&fname);
+        done?;
+        let (tdir, tname) = split(to)?;
+        m.dir(tdir)?.current.insert(tname, node);
+        Ok(())
+    }
 }
 
 fn build(m: &Model, rng: &mut Option<Rng>, dir: &Path, out: &Path) -> io::Result<()> {
@@ -288,16 +310,11 @@ impl Fs for CrashFs {
     }
 
     fn rename(&self, file: NamedTempFile, to: &Path) -> io::Result<()> {
-        let mut m = locked(&self.model);
-        m.step()?;
-        let from = file.path().to_owned();
-        let node = m.node(&from)?;
-        RealFs.rename(file, to)?;
-        let (fdir, fname) = split(&from)?;
-        m.dir(fdir)?.current.remove(&fname);
-        let (tdir, tname) = split(to)?;
-        m.dir(tdir)?.current.insert(tname, node);
-        Ok(())
+        self.moved(file, to, |f, to| RealFs.rename(f, to))
+    }
+
+    fn rename_new(&self, file: NamedTempFile, to: &Path) -> io::Result<()> {
+        self.moved(file, to, |f, to| RealFs.rename_new(f, to))
     }
 
     fn sync_dir(&self, dir: &Path) -> io::Result<()> {

@@ -27,6 +27,9 @@ pub trait Fs: Send + Sync {
     fn sync_path(&self, path: &Path) -> io::Result<()>;
     /// Renames a temp file to `to`, replacing any file there.
     fn rename(&self, file: NamedTempFile, to: &Path) -> io::Result<()>;
+    /// Renames a temp file to `to` unless a file is there (then an error of kind
+    /// `AlreadyExists`), atomically: of two renames to one name, one fails.
+    fn rename_new(&self, file: NamedTempFile, to: &Path) -> io::Result<()>;
     /// Makes the entries of directory `dir` durable (`fsync` of the directory).
     fn sync_dir(&self, dir: &Path) -> io::Result<()>;
     /// Creates directory `dir`, whose parent exists.
@@ -63,6 +66,10 @@ impl Fs for RealFs {
 
     fn rename(&self, file: NamedTempFile, to: &Path) -> io::Result<()> {
         file.persist(to).map(drop).map_err(|e| e.error)
+    }
+
+    fn rename_new(&self, file: NamedTempFile, to: &Path) -> io::Result<()> {
+        file.persist_noclobber(to).map(drop).map_err(|e| e.error)
     }
 
     fn sync_dir(&self, dir: &Path) -> io::Result<()> {

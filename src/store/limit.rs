@@ -13,7 +13,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use super::{Entry, Store};
+use super::{Create, Entry, Store};
 use crate::error::Result;
 
 /// Bytes per second each way; `None` is no limit.
@@ -135,6 +135,9 @@ impl Store for Limited {
     }
     fn put_volatile(&self, path: &str, bytes: &[u8]) -> Result<()> {
         self.inner.put_volatile(path, bytes)
+    }
+    fn create_volatile(&self, path: &str, bytes: &[u8]) -> Result<Create> {
+        self.inner.create_volatile(path, bytes)
     }
     fn make_durable(&self, path: &str) -> Result<()> {
         self.inner.make_durable(path)

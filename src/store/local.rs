@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use super::fs::{Fs, RealFs};
-use super::{too_large, Entry, Store};
+use super::{too_large, Create, Entry, Store};
 use crate::error::{IoContext, Result};
 use crate::locked;
 
@@ -243,6 +243,16 @@ impl Store for Local {
 
     fn put_volatile(&self, p: &str, bytes: &[u8]) -> Result<()> {
         self.place(p, self.temp_with(bytes)?).map(drop)
+    }
+
+    fn create_volatile(&self, p: &str, bytes: &[u8]) -> Result<Create> {
+        let dest = self.path(p);
+        self.make_parent(&dest)?;
+        match self.fs.rename_new(self.temp_with(bytes)?, &dest) {
+            Ok(()) => Ok(Create::Created),
+            Err(e) if e.kind() == ErrorKind::AlreadyExists => Ok(Create::Exists),
+            Err(e) => Err(e).at(&dest),
+        }
     }
 
     fn close_files(&self) {

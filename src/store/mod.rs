@@ -43,6 +43,17 @@ pub struct Entry {
     pub modified: Option<SystemTime>,
 }
 
+/// What [`Store::create_volatile`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Create {
+    /// The file is written.
+    Created,
+    /// A file was there already; it is unchanged.
+    Exists,
+    /// The store cannot create files atomically; nothing was written.
+    Unsupported,
+}
+
 /// A repository's file storage; see the module docs.
 pub trait Store: Send + Sync {
     /// Where it is, for messages and for `--repo` (`/srv/repo`, `s3://bucket/prefix`).
@@ -68,6 +79,13 @@ pub trait Store: Send + Sync {
     /// along. A store whose writes are all durable simply puts.
     fn put_volatile(&self, path: &str, bytes: &[u8]) -> Result<()> {
         self.put(path, bytes)
+    }
+    /// Writes `bytes` as file `path` unless a file is there, atomically for other
+    /// processes (of two writers, one creates it and the other is told it exists),
+    /// without waiting for it to be durable: for locks. `Unsupported` where the store
+    /// cannot promise that (then nothing was written).
+    fn create_volatile(&self, _path: &str, _bytes: &[u8]) -> Result<Create> {
+        Ok(Create::Unsupported)
     }
     /// Makes file `path`, which another process placed and may have died before it
     /// was durable, durable: its data and its directory entry. Where every file a

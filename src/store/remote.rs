@@ -6,14 +6,14 @@
 //! in parts. An object PUT is atomic, so no reader sees half a file.
 
 use std::path::Path;
-use std::sync::LazyLock;
+use std::sync::{LazyLock, OnceLock};
 use std::time::Duration;
 
 use opendal::layers::{RetryLayer, TimeoutLayer};
 use opendal::options::{ListOptions, ReadOptions, WriteOptions};
 use opendal::{blocking, services, EntryMode, ErrorKind, Operator};
 
-use super::{too_large, Entry, RemoteOptions, Store};
+use super::{too_large, Create, Entry, RemoteOptions, Store};
 use crate::error::{Error, IoContext, Result, Usage};
 
 /// Part size of uploads (S3 multipart above it).
@@ -35,6 +35,8 @@ pub(super) static RUNTIME: LazyLock<tokio::runtime::Runtime> = LazyLock::new(|| 
 pub struct Remote {
     op: blocking::Operator,
     url: String,
+    /// Whether the store honours `If-None-Match: *` on a PUT, found out on first use.
+    conditional: OnceLock<bool>,
 }
 
 /// What went wrong, for a person: OpenDAL's own message without its context block,
@@ -123,7 +125,53 @@ impl Remote {
         Ok(Remote {
             op,
             url: url.trim_end_matches('/').to_string(),
+            conditional: OnceLock::new(),
         })
+    }
+
+    /// A PUT of `bytes` to `path` with `If-None-Match: *`: `Exists` when the store
+    /// refused it for a file already there.
+    fn put_if_absent(&self, path: &str, bytes: &[u8]) -> Result<Create> {
+        let put = self.op.write_options(
+            path,
+            bytes.to_vec(),
+            WriteOptions {
+                if_not_exists: true,
+                ..Default::default()
+            },
+        );
+        match put {
+            Ok(_) => Ok(Create::Created),
+            Err(e) if e.kind() == ErrorKind::ConditionNotMatch => Ok(Create::Exists),
+            Err(e) => Err(self.err(path, e)),
+        }
+    }
+
+    /// Whether the store honours conditional PUTs: a probe file in `tmp/` is created
+    /// with `If-None-Match: *`, then created again, which must be refused. A store that
+    /// ignores the header (Garage, S3 before 2024) lets the second through; one that
+    /// rejects it outright counts as not honouring it. The probe is removed either
+    /// way (a leftover is an orphan temp file, which prune removes).
+    fn honours_conditions(&self) -> Result<bool> {
+        if let Some(&known) = self.conditional.get() {
+            return Ok(known);
+        }
+        let probe = super::temp_name()?;
+        let honoured = match self.put_if_absent(&probe, b"") {
+            Ok(Create::Created) => matches!(self.put_if_absent(&probe, b""), Ok(Create::Exists)),
+            _ => false,
+        };
+        self.delete(&probe)?;
+        log::debug!(
+            "{}: {}",
+            self.url,
+            if honoured {
+                "the store honours If-None-Match, so locks are taken with one conditional write"
+            } else {
+                "the store ignores If-None-Match on writes, so locks rely on listing after writing"
+            }
+        );
+        Ok(*self.conditional.get_or_init(|| honoured))
     }
 
     fn err(&self, path: &str, e: opendal::Error) -> Error {
@@ -250,6 +298,13 @@ impl Store for Remote {
             buf.truncate(n);
             w.write(buf).map_err(|e| self.err(path, e))?;
         })
+    }
+
+    fn create_volatile(&self, path: &str, bytes: &[u8]) -> Result<Create> {
+        if !self.honours_conditions()? {
+            return Ok(Create::Unsupported);
+        }
+        self.put_if_absent(path, bytes)
     }
 
     fn delete(&self, path: &str) -> Result<()> {

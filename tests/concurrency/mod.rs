@@ -1,6 +1,7 @@
 //! Concurrent writers: backups racing `forget --prune` in other processes, on one
-//! local repository and on one S3 bucket shared by two "hosts" (own caches), must
-//! never record a snapshot that cannot be restored.
+//! local repository, and on one S3 bucket (Garage) where two "hosts" (own caches) back
+//! up at once and a third prunes, must never record a snapshot that cannot be
+//! restored nor lose one that is not forgotten.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -8,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use crate::util::servers::S3;
+use crate::util::garage::Garage;
 use crate::util::{random_bytes, Env};
 
 /// Rounds of backup against prune; `SNAP_RACE_ROUNDS` runs more.
@@ -131,19 +132,22 @@ fn restores(
     true
 }
 
-/// Backups by `writer` race `forget --keep-last 1 --prune` by `pruner` for `rounds`
-/// rounds; every snapshot a backup reports is restored at once (unless already
-/// forgotten), and at the end the repository checks clean with every byte read.
-fn race(env: &Env, writer: &Client, pruner: &Client, rounds: u32) {
-    // Stops the prune loop however the backup loop ends, a failed assertion included.
+/// Backups by each of `writers` (each of its own source) race `forget --keep-last 1
+/// --prune` by `pruner` for `rounds` rounds; every snapshot a backup reports is
+/// restored at once (unless already forgotten), and at the end the repository checks
+/// clean with every byte read and each writer's last snapshot restores.
+fn race(env: &Env, writers: &[&Client], pruner: &Client, rounds: u32) {
+    // Stops the prune loop however the backup loops end, a failed assertion included.
     struct Stop<'a>(&'a AtomicBool);
     impl Drop for Stop<'_> {
         fn drop(&mut self) {
             self.0.store(true, Ordering::Relaxed);
         }
     }
-    let src = env.path("src");
     let done = AtomicBool::new(false);
+    let srcs: Vec<PathBuf> = (0..writers.len())
+        .map(|i| env.path(&format!("src{i}")))
+        .collect();
     let (mut made, mut restored, mut prunes) = (0u32, 0u32, 0u64);
     std::thread::scope(|s| {
         let pruning = s.spawn(|| {
@@ -163,46 +167,69 @@ fn race(env: &Env, writer: &Client, pruner: &Client, rounds: u32) {
             n
         });
         let stop = Stop(&done);
-        for round in 0..rounds {
-            churn(&src, round);
-            let want = contents(&src);
-            let out = writer.run_through_locks(&["backup", "--json", src.to_str().unwrap()]);
-            assert!(
-                out.status.success(),
-                "backup failed: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-            made += 1;
-            let id = report["id"].as_str().unwrap();
-            if restores(writer, env.dir.path(), id, &src, &want) {
-                restored += 1;
-            }
+        let backing_up: Vec<_> = writers
+            .iter()
+            .zip(&srcs)
+            .map(|(writer, src)| {
+                s.spawn(move || {
+                    let (mut made, mut restored) = (0, 0);
+                    for round in 0..rounds {
+                        churn(src, round);
+                        let want = contents(src);
+                        let out =
+                            writer.run_through_locks(&["backup", "--json", src.to_str().unwrap()]);
+                        assert!(
+                            out.status.success(),
+                            "backup failed: {}",
+                            String::from_utf8_lossy(&out.stderr)
+                        );
+                        let report: serde_json::Value =
+                            serde_json::from_slice(&out.stdout).unwrap();
+                        made += 1;
+                        let id = report["id"].as_str().unwrap();
+                        if restores(writer, env.dir.path(), id, src, &want) {
+                            restored += 1;
+                        }
+                    }
+                    (made, restored)
+                })
+            })
+            .collect();
+        for b in backing_up {
+            let (m, r) = b.join().unwrap();
+            made += m;
+            restored += r;
         }
         drop(stop);
         prunes = pruning.join().unwrap();
     });
     eprintln!("{made} backups, {restored} restored before they were forgotten, {prunes} forget --prune runs");
     assert!(prunes > 1, "the prune process never overlapped the backups");
-    let out = writer.run_through_locks(&["check", "--read-data"]);
+    let out = pruner.run_through_locks(&["check", "--read-data"]);
     assert!(
         out.status.success(),
         "check after the race: {}{}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    // What survived restores too (the last backup's snapshot is kept).
-    let list = writer.run_through_locks(&["list", "--json"]);
+    // What survived restores too (each source's last snapshot is kept).
+    let list = pruner.run_through_locks(&["list", "--json"]);
     let list: serde_json::Value = serde_json::from_slice(&list.stdout).unwrap();
-    let want = contents(&src);
-    let last = list.as_array().unwrap().last().expect("one snapshot kept");
-    assert!(restores(
-        writer,
-        env.dir.path(),
-        last["id"].as_str().unwrap(),
-        &src,
-        &want
-    ));
+    for (writer, src) in writers.iter().zip(&srcs) {
+        let last = list
+            .as_array()
+            .unwrap()
+            .iter()
+            .rfind(|s| s["sources"].to_string().contains(src.to_str().unwrap()))
+            .unwrap_or_else(|| panic!("no snapshot of {} kept: {list}", src.display()));
+        assert!(restores(
+            writer,
+            env.dir.path(),
+            last["id"].as_str().unwrap(),
+            src,
+            &contents(src)
+        ));
+    }
 }
 
 #[test]
@@ -214,24 +241,24 @@ fn backups_racing_prune_in_another_process_never_record_a_broken_snapshot() {
         cache: env.cache(),
         env: Vec::new(),
     };
-    race(&env, &client, &client, rounds());
+    race(&env, &[&client], &client, rounds());
 }
 
 #[test]
-fn two_hosts_on_one_s3_bucket_race_backup_against_prune() {
-    let Some(s3) = S3::start() else { return };
+fn two_hosts_backing_up_into_one_bucket_and_a_third_pruning_never_lose_a_snapshot() {
+    let Some(s3) = Garage::single() else { return };
     let env = Env::new();
     let host = |name: &str| Client {
         repo: s3.url("race"),
         cache: env.path(&format!("cache-{name}")),
         env: s3.env(),
     };
-    let (a, b) = (host("a"), host("b"));
+    let (a, b, c) = (host("a"), host("b"), host("c"));
     let out = a.run(&["init"]);
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    race(&env, &a, &b, rounds() / 2);
+    race(&env, &[&a, &b], &c, rounds() / 2);
 }

@@ -526,7 +526,7 @@ fn a_damaged_pack_fails_only_its_files_with_eio() {
 
 #[test]
 fn an_s3_repository_mounts() {
-    let Some(s3) = crate::util::servers::S3::start() else {
+    let Some(s3) = crate::util::garage::Garage::single() else {
         return;
     };
     let env = Env::new();

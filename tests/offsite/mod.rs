@@ -7,7 +7,8 @@ use std::path::Path;
 use assert_cmd::Command;
 use predicates::prelude::*;
 
-use crate::util::servers::{Sshd, S3};
+use crate::util::garage::Garage;
+use crate::util::servers::Sshd;
 use crate::util::{assert_same_tree, json, random_bytes, restored, Env};
 
 /// `snap --repo REPO ARGS` with `env` set and its own cache directory `cache`.
@@ -189,7 +190,7 @@ fn chosen_snapshots_travel_with_only_the_data_they_need() {
 
 #[test]
 fn an_s3_repository_is_used_directly_by_hosts_with_empty_caches() {
-    let Some(s3) = S3::start() else { return };
+    let Some(s3) = Garage::single() else { return };
     let env = Env::new();
     let e = s3.env();
     let repo = s3.url("team/repo");
@@ -271,7 +272,7 @@ fn an_s3_repository_is_used_directly_by_hosts_with_empty_caches() {
 
 #[test]
 fn an_encrypted_repository_syncs_to_s3_sealed_and_reads_back_with_its_passphrase() {
-    let Some(s3) = S3::start() else { return };
+    let Some(s3) = Garage::single() else { return };
     let env = Env::new();
     let mut e = s3.env();
     e.push(("SNAP_PASSWORD", "correct horse".into()));
@@ -376,7 +377,9 @@ fn sync_over_sftp_survives_the_server_going_away_and_resumes() {
 
 #[test]
 fn an_s3_server_going_away_gives_a_clear_error() {
-    let Some(mut s3) = S3::start() else { return };
+    let Some(mut s3) = Garage::single() else {
+        return;
+    };
     let env = Env::new();
     env.init();
     let src = files(&env, 1);

@@ -217,5 +217,6 @@ fn compare(a: &Path, b: &Path, inodes: &mut HashMap<u64, u64>, top: bool) {
         }
     }
 }
+pub mod garage;
 pub mod pg;
 pub mod servers;

@@ -1,6 +1,7 @@
-//! Real storage servers on loopback for the offsite tests: an S3-compatible server
-//! (moto in server mode, from PyPI) and OpenSSH's sshd with its SFTP subsystem. Each
-//! is started in a scratch directory and killed on drop. sshd runs OpenSSH's
+//! Real storage servers on loopback for the offsite tests: moto (an AWS S3 emulator,
+//! from PyPI) where a test needs what AWS does, and OpenSSH's sshd with its SFTP
+//! subsystem (the everyday S3 server is Garage, in `garage.rs`). Each is started in a
+//! scratch directory and killed on drop. sshd runs OpenSSH's
 //! `sftp-server` with its log on, so tests can see which SFTP requests arrived, and can
 //! list the processes that talk to it.
 
@@ -13,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use super::missing;
 
-fn free_port() -> u16 {
+pub(super) fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -21,7 +22,7 @@ fn free_port() -> u16 {
         .port()
 }
 
-fn wait_for_port(port: u16, child: &mut Child, what: &str) {
+pub(super) fn wait_for_port(port: u16, child: &mut Child, what: &str) {
     let start = Instant::now();
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
         if let Ok(Some(status)) = child.try_wait() {
@@ -44,17 +45,18 @@ fn found(cmd: &str, args: &[&str]) -> bool {
         .is_ok()
 }
 
-/// An S3-compatible server (moto) with one bucket.
-pub struct S3 {
+/// moto, an emulator of AWS S3 in server mode (PyPI), with one bucket: where a test
+/// needs what AWS does and Garage does not (conditional writes).
+pub struct Moto {
     child: Child,
     pub endpoint: String,
     pub bucket: String,
 }
 
-impl S3 {
+impl Moto {
     /// Starts moto on a free port and creates bucket `snap`; `None` (said, or a
     /// failure in CI) when moto is not installed.
-    pub fn start() -> Option<S3> {
+    pub fn start() -> Option<Moto> {
         let has_moto = Command::new("python3")
             .args(["-c", "import moto.server"])
             .stderr(Stdio::null())
@@ -82,7 +84,7 @@ impl S3 {
             .spawn()
             .unwrap();
         wait_for_port(port, &mut child, "moto.server");
-        let s3 = S3 {
+        let s3 = Moto {
             child,
             endpoint: format!("http://127.0.0.1:{port}"),
             bucket: "snap".into(),
@@ -113,17 +115,12 @@ impl S3 {
             ("AWS_REGION", "us-east-1".into()),
         ]
     }
-
-    /// Stops the server (its data is gone with it).
-    pub fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
-impl Drop for S3 {
+impl Drop for Moto {
     fn drop(&mut self) {
-        self.kill();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 

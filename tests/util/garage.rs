@@ -1,0 +1,284 @@
+//! Garage, a self-hosted distributed S3-compatible store (crates.io `garage`), on
+//! loopback: one node for the everyday S3 tests, or a cluster of three nodes in three
+//! zones with replication 3 for the fault tests. Each node has its own scratch
+//! directories, ports and process, so a test can kill a node and start it again.
+//!
+//! The binary is `$SNAP_TEST_GARAGE`, else `garage` on the PATH, else the one
+//! `.ci/run` builds into its cache (`/var/cache/snap-ci/garage/bin/garage`).
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::missing;
+use super::servers::{free_port, wait_for_port};
+
+/// The access key the tests use (Garage's key ids are `GK` and 24 hex digits).
+const KEY_ID: &str = "GK5eb1a7e5a1f0c0ffee5eb1a7";
+const SECRET: &str = "5eb1a7e5a1f0c0ffee5eb1a7e5a1f0c0ffee5eb1a7e5a1f0c0ffee5eb1a7e5a1";
+const RPC_SECRET: &str = "a57fd3a7d05b3c9c8f0e1d2c3b4a59687766554433221100ffeeddccbbaa9988";
+const REGION: &str = "garage";
+
+fn garage_bin() -> Option<PathBuf> {
+    let runs = |p: &Path| {
+        Command::new(p)
+            .arg("--version")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    let candidates = [
+        std::env::var_os("SNAP_TEST_GARAGE").map(PathBuf::from),
+        Some(PathBuf::from("garage")),
+        Some(PathBuf::from("/var/cache/snap-ci/garage/bin/garage")),
+    ];
+    candidates.into_iter().flatten().find(|p| runs(p))
+}
+
+/// One Garage process and its directories.
+struct Node {
+    config: PathBuf,
+    s3_port: u16,
+    rpc_port: u16,
+    child: Option<Child>,
+    log: PathBuf,
+}
+
+/// A running Garage cluster (one node or three) with bucket `snap` and a key that may
+/// read and write it.
+pub struct Garage {
+    bin: PathBuf,
+    _dir: tempfile::TempDir,
+    nodes: Vec<Node>,
+    pub bucket: String,
+}
+
+impl Garage {
+    /// One node, replication 1.
+    pub fn single() -> Option<Garage> {
+        Garage::start(1)
+    }
+
+    /// Three nodes in three zones, replication 3 (writes and reads need two of them).
+    pub fn cluster() -> Option<Garage> {
+        Garage::start(3)
+    }
+
+    fn start(n: usize) -> Option<Garage> {
+        let Some(bin) = garage_bin() else {
+            missing(
+                "Garage, an S3-compatible object store",
+                "cargo install garage --locked, or .ci/run",
+            );
+            return None;
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let mut nodes = Vec::new();
+        for i in 0..n {
+            let root = dir.path().join(format!("node{i}"));
+            std::fs::create_dir_all(&root).unwrap();
+            let (s3_port, rpc_port) = (free_port(), free_port());
+            let config = root.join("garage.toml");
+            std::fs::write(
+                &config,
+                format!(
+                    r#"metadata_dir = "{root}/meta"
+data_dir = "{root}/data"
+db_engine = "sqlite"
+replication_factor = {n}
+consistency_mode = "consistent"
+metadata_fsync = false
+data_fsync = false
+rpc_bind_addr = "127.0.0.1:{rpc_port}"
+rpc_public_addr = "127.0.0.1:{rpc_port}"
+rpc_secret = "{RPC_SECRET}"
+
+[s3_api]
+s3_region = "{REGION}"
+api_bind_addr = "127.0.0.1:{s3_port}"
+root_domain = ".s3.garage.localhost"
+"#,
+                    root = root.display(),
+                ),
+            )
+            .unwrap();
+            nodes.push(Node {
+                config,
+                s3_port,
+                rpc_port,
+                child: None,
+                log: root.join("garage.log"),
+            });
+        }
+        let mut g = Garage {
+            bin,
+            _dir: dir,
+            nodes,
+            bucket: "snap".into(),
+        };
+        for i in 0..n {
+            g.start_node(i);
+        }
+        let ids: Vec<String> = (0..n)
+            .map(|i| {
+                let out = g.cli_on(i, &["node", "id", "-q"]);
+                out.trim().split('@').next().unwrap().to_string()
+            })
+            .collect();
+        for (id, node) in ids.iter().zip(&g.nodes).skip(1) {
+            g.cli(&[
+                "node",
+                "connect",
+                &format!("{id}@127.0.0.1:{}", node.rpc_port),
+            ]);
+        }
+        for (i, id) in ids.iter().enumerate() {
+            g.cli(&["layout", "assign", "-z", &format!("dc{i}"), "-c", "1G", id]);
+        }
+        g.cli(&["layout", "apply", "--version", "1"]);
+        g.cli(&["key", "import", "--yes", KEY_ID, SECRET, "-n", "snap-tests"]);
+        // The layout reaches every node before a bucket can be made.
+        g.retry(&["bucket", "create", "snap"]);
+        g.cli(&[
+            "bucket", "allow", "--read", "--write", "--owner", "snap", "--key", KEY_ID,
+        ]);
+        Some(g)
+    }
+
+    fn start_node(&mut self, i: usize) {
+        let node = &mut self.nodes[i];
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&node.log)
+            .unwrap();
+        let mut child = Command::new(&self.bin)
+            .arg("-c")
+            .arg(&node.config)
+            .arg("server")
+            .env("RUST_LOG", "garage=warn")
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        wait_for_port(node.rpc_port, &mut child, "garage");
+        wait_for_port(node.s3_port, &mut child, "garage");
+        node.child = Some(child);
+    }
+
+    /// `garage` CLI on node `i`, which must succeed; its standard output.
+    fn cli_on(&self, i: usize, args: &[&str]) -> String {
+        let out = Command::new(&self.bin)
+            .arg("-c")
+            .arg(&self.nodes[i].config)
+            .args(args)
+            .env("RUST_LOG", "warn")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "garage {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// `garage` CLI on node `i`: its standard output, `None` when it failed.
+    fn try_cli(&self, i: usize, args: &[&str]) -> Option<String> {
+        let out = Command::new(&self.bin)
+            .arg("-c")
+            .arg(&self.nodes[i].config)
+            .args(args)
+            .env("RUST_LOG", "warn")
+            .output()
+            .unwrap();
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    fn cli(&self, args: &[&str]) -> String {
+        self.cli_on(0, args)
+    }
+
+    /// Like `cli`, tried again for up to 30 s while the cluster settles.
+    fn retry(&self, args: &[&str]) {
+        let start = Instant::now();
+        while self.try_cli(0, args).is_none() {
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "garage {args:?} kept failing for 30 s"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// The S3 endpoint of node `i`.
+    pub fn endpoint_of(&self, i: usize) -> String {
+        format!("http://127.0.0.1:{}", self.nodes[i].s3_port)
+    }
+
+    /// `s3://bucket/prefix`.
+    pub fn url(&self, prefix: &str) -> String {
+        format!("s3://{}/{prefix}", self.bucket)
+    }
+
+    /// The environment a client of node `i` needs.
+    pub fn env_of(&self, i: usize) -> Vec<(&'static str, String)> {
+        vec![
+            ("AWS_ENDPOINT_URL", self.endpoint_of(i)),
+            ("AWS_ACCESS_KEY_ID", KEY_ID.into()),
+            ("AWS_SECRET_ACCESS_KEY", SECRET.into()),
+            ("AWS_REGION", REGION.into()),
+        ]
+    }
+
+    /// The environment a client of the first node needs.
+    pub fn env(&self) -> Vec<(&'static str, String)> {
+        self.env_of(0)
+    }
+
+    /// Kills node `i` at once (SIGKILL: no goodbye to its peers).
+    pub fn kill_node(&mut self, i: usize) {
+        if let Some(mut c) = self.nodes[i].child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts node `i` again, with the data it had, and waits until it sees every
+    /// node up and serves the bucket (a node just started answers S3 with 503 until
+    /// it has found its peers).
+    pub fn restart_node(&mut self, i: usize) {
+        self.start_node(i);
+        let start = Instant::now();
+        loop {
+            let status = self.try_cli(i, &["status"]);
+            let ready = status
+                .is_some_and(|s| !s.contains("FAILED NODES") && !s.contains("draining"))
+                && self.try_cli(i, &["bucket", "info", "snap"]).is_some();
+            if ready {
+                return;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "garage node {i} did not rejoin within a minute"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// Stops every node (their data is gone with the scratch directory).
+    pub fn kill(&mut self) {
+        for i in 0..self.nodes.len() {
+            self.kill_node(i);
+        }
+    }
+}
+
+impl Drop for Garage {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
