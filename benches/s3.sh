@@ -100,7 +100,7 @@ root_domain = ".s3.garage.localhost"
 api_bind_addr = "127.0.0.1:$ADMIN_PORT"
 EOF
 g() { "$GARAGE" -c "$WORK/garage/garage.toml" "$@"; }
-g server >"$WORK/garage/log" 2>&1 &
+RUST_LOG=warn "$GARAGE" -c "$WORK/garage/garage.toml" server >"$WORK/garage/log" 2>&1 &
 GARAGE_PID=$!
 SLOW_PID=
 cleanup() {
@@ -121,12 +121,12 @@ SLOW_PID=$!
 # requests: Garage's S3 request counters, one "Endpoint count" a line.
 requests() {
     curl -s "http://127.0.0.1:$ADMIN_PORT/metrics" |
-        sed -n 's/^api_s3_request_counter{.*api_endpoint="\([A-Za-z]*\)".*} \([0-9]*\)$/\1 \2/p' | sort
+        sed -n 's/^api_s3_request_counter{.*api_endpoint="\([A-Za-z0-9]*\)".*} \([0-9]*\)$/\1 \2/p' | sort
 }
 # delta BEFORE AFTER: the requests between two `requests` files, "Kind n, ..." and total.
 delta() {
     join -a 2 -e 0 -o 0,1.2,2.2 "$1" "$2" |
-        awk '{ d = $3 - $2; if (d > 0) { s = s sep $1 " " d; sep = ", "; t += d } } END { printf "%d\t%s", t, s }'
+        awk '{ d = $3 - $2; if (d > 0) { s = s sep $1 " " d; sep = ", "; t += d } } END { printf "%d\t%s\n", t, s }'
 }
 
 endpoint() { if [ "$1" = slow ]; then echo "http://127.0.0.1:$SLOW_PORT"; else echo "http://127.0.0.1:$S3_PORT"; fi; }

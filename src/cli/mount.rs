@@ -22,7 +22,7 @@ pub struct Args {
     unlock_after: std::time::Duration,
     /// Memory for decoded file contents (100M, 1G): more keeps more of what was read
     /// for readers that come back to it
-    #[arg(long, value_name = "SIZE", default_value = "64M", value_parser = super::backup::parse_size)]
+    #[arg(long, value_name = "SIZE", default_value = "16M", value_parser = super::backup::parse_size)]
     cache_size: u64,
 }
 

@@ -74,6 +74,8 @@ pub struct CheckReport {
 
 /// Runs check; see the module docs.
 pub fn check(repo: &Repository, read: ReadData, progress: &dyn Progress) -> Result<CheckReport> {
+    // What the repository holds, not what this client copied of it.
+    repo.read_past_cache();
     let lock = repo.lock(false, "check")?;
     let on_disk: HashMap<PackId, u64> = repo.pack_files()?.into_iter().collect();
     recheck_damaged(repo, &on_disk)?;

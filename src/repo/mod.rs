@@ -31,6 +31,7 @@ mod journal;
 pub mod keys;
 mod lock;
 mod lookup;
+mod meta_cache;
 mod persist;
 pub mod reach;
 mod repack;
@@ -72,6 +73,9 @@ use crate::store::{Local, Store};
 
 const INDEX_FILE: &str = "index.sqlite";
 
+/// Threads reading a remote repository at once ([`Repository::reading`]).
+pub const REMOTE_READS: usize = 16;
+
 /// Options of a new repository.
 #[derive(Clone, Debug)]
 pub struct InitOptions {
@@ -111,6 +115,8 @@ pub struct Repository {
     lock_wait: std::time::Duration,
     /// Whether the cache was brought up to date since the handle was opened.
     fresh: AtomicBool,
+    /// Copies of a remote repository's trees and chunk lists.
+    meta_cache: meta_cache::MetaCache,
 }
 
 /// Reads the config file of the repository in `store`, not yet opened.
@@ -358,6 +364,8 @@ impl Repository {
             Some(k) if config.version == VERSION_KEYED_CHUNKER => Gear::keyed(&k.chunker_key()),
             _ => Gear::public(),
         };
+        let meta_cache =
+            meta_cache::MetaCache::new(store.local_root().is_none().then(|| cache.join("blobs")));
         Ok(Repository {
             store,
             cache,
@@ -368,6 +376,7 @@ impl Repository {
             held: Arc::new(AtomicUsize::new(0)),
             lock_wait: std::time::Duration::ZERO,
             fresh: AtomicBool::new(false),
+            meta_cache,
         })
     }
 
@@ -475,6 +484,22 @@ impl Repository {
     /// The repository's file storage.
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.store
+    }
+
+    /// Runs `f`, whose parallel work (rayon) mostly reads this repository, on threads
+    /// suited to it: rayon's own, one per core, for a local store; for a remote one, a
+    /// pool of [`REMOTE_READS`], since each read there waits a round trip more than it
+    /// uses a core, and reads in flight, not cores, then set the pace.
+    pub fn reading<T: Send>(&self, f: impl FnOnce() -> T + Send) -> Result<T> {
+        if self.store.local_root().is_some() {
+            return Ok(f());
+        }
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(REMOTE_READS.max(rayon::current_num_threads()))
+            .stack_size(64 << 20)
+            .build()
+            .map_err(|e| Error::internal("cannot start reading threads", Some(Box::new(e))))?;
+        Ok(pool.install(f))
     }
 
     /// The master key of an encrypted repository.

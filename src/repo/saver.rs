@@ -117,6 +117,8 @@ impl<'r> Saver<'r> {
         }
         let raw_len = u32::try_from(raw.len()).expect("blobs are capped far below 4 GiB");
         let slot = if kind.is_metadata() {
+            // The next run compares with these trees: no request for them then.
+            self.repo.meta_cache.put(&id, &stored);
             &self.meta
         } else {
             &self.data

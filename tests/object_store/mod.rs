@@ -260,3 +260,170 @@ fn locks_fall_back_to_listing_where_the_store_ignores_conditions() {
         .assert()
         .success();
 }
+
+/// Restores `latest` of `repo` into a new directory `name`; its output.
+fn restore_into(g: &Garage, repo: &str, cache: &Path, target: &Path) -> Output {
+    snap_at(
+        repo,
+        cache,
+        &g.env(),
+        &["restore", "latest", "--target", target.to_str().unwrap()],
+    )
+    .output()
+    .unwrap()
+}
+
+#[test]
+fn small_files_restore_from_s3_in_few_requests_and_a_damaged_one_fails_alone() {
+    let Some(g) = Garage::single() else { return };
+    let env = Env::new();
+    let repo = g.url("small");
+    let cache = env.path("cache");
+    snap_at(&repo, &cache, &g.env(), &["init"])
+        .assert()
+        .success();
+    // Three directories of 100 text files of 1-4 KB, as attachments are.
+    let src = env.path("src");
+    for d in 0..3 {
+        let dir = src.join(format!("d{d}"));
+        fs::create_dir_all(&dir).unwrap();
+        for i in 0..100 {
+            let words: String = (0..200 + (d * 100 + i) * 3)
+                .map(|w| format!("w{} ", (w * 7 + i) % 991))
+                .collect();
+            fs::write(dir.join(format!("f{i}.txt")), words).unwrap();
+        }
+    }
+    snap_at(&repo, &cache, &g.env(), &["backup", src.to_str().unwrap()])
+        .assert()
+        .success();
+
+    // Read file by file, 300 files would take at least 300 GETs.
+    let before = g.requests(0, "GetObject");
+    let target = env.path("whole");
+    let out = restore_into(&g, &repo, &cache, &target);
+    assert!(out.status.success(), "{}", text(&out));
+    let gets = g.requests(0, "GetObject") - before;
+    crate::util::assert_same_tree(&src, &crate::util::restored(&target, &src));
+    assert!(gets < 60, "{gets} GETs to restore 300 small files");
+
+    // One byte flipped in the data pack: the file whose chunk it hits fails by name,
+    // its neighbours (read in the same request) are restored whole.
+    let (pack, _) = g
+        .objects("small/packs/")
+        .into_iter()
+        .max_by_key(|(_, size)| *size)
+        .unwrap();
+    g.damage(&pack);
+    let target = env.path("damaged");
+    let out = restore_into(&g, &repo, &cache, &target);
+    let said = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    let restored = crate::util::restored(&target, &src);
+    let mut failed = Vec::new();
+    for d in 0..3 {
+        for i in 0..100 {
+            let name = format!("d{d}/f{i}.txt");
+            match fs::read(restored.join(&name)) {
+                Ok(got) => assert_eq!(got, fs::read(src.join(&name)).unwrap(), "{name}"),
+                Err(_) => failed.push(name),
+            }
+        }
+    }
+    assert_eq!(failed.len(), 1, "failed: {failed:?}; {said}");
+    assert!(
+        said.contains(&failed[0]),
+        "the failed file is named: {said}"
+    );
+}
+
+/// The files below directory `name` anywhere under `dir`.
+fn files_below(dir: &Path, name: &str) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for e in fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                todo.push(p);
+            } else if p.ancestors().any(|a| a.file_name() == Some(name.as_ref())) {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn trees_are_kept_by_the_client_so_a_no_op_backup_reads_almost_nothing_and_check_reads_past_them() {
+    let Some(g) = Garage::single() else { return };
+    let env = Env::new();
+    let repo = g.url("trees");
+    let cache = env.path("cache");
+    snap_at(&repo, &cache, &g.env(), &["init"])
+        .assert()
+        .success();
+    // 40 directories: 40 trees and more to compare with on the next run.
+    let src = env.path("src");
+    for d in 0..40 {
+        let dir = src.join(format!("d{d}"));
+        fs::create_dir_all(&dir).unwrap();
+        // Incompressible, so that the data pack is larger than the tree pack.
+        fs::write(dir.join("f"), random_bytes(4096, &format!("file {d}"))).unwrap();
+    }
+    let backup = || {
+        snap_at(&repo, &cache, &g.env(), &["backup", src.to_str().unwrap()])
+            .assert()
+            .success();
+    };
+    backup();
+    let before = g.requests(0, "GetObject");
+    backup();
+    let gets = g.requests(0, "GetObject") - before;
+    assert!(
+        gets < 10,
+        "{gets} GETs for a backup of 40 unchanged directories"
+    );
+
+    // A copy damaged on the client's disk is dropped and read again.
+    let copies = files_below(&cache, "blobs");
+    assert!(copies.len() >= 40, "{} copies", copies.len());
+    for c in &copies {
+        fs::write(c, b"not a tree").unwrap();
+    }
+    let target = env.path("out");
+    snap_at(
+        &repo,
+        &cache,
+        &g.env(),
+        &["restore", "latest", "--target", target.to_str().unwrap()],
+    )
+    .assert()
+    .success();
+    crate::util::assert_same_tree(&src, &crate::util::restored(&target, &src));
+
+    // The trees damaged in the bucket (the smaller pack), their copies intact here.
+    let (pack, _) = g
+        .objects("trees/packs/")
+        .into_iter()
+        .min_by_key(|(_, size)| *size)
+        .unwrap();
+    g.damage(&pack);
+    // A drill, which proves what a host without the copies would restore, fails;
+    let scratch = env.path("scratch");
+    fs::create_dir_all(&scratch).unwrap();
+    let out = snap_at(
+        &repo,
+        &cache,
+        &g.env(),
+        &["drill", "--scratch", scratch.to_str().unwrap()],
+    )
+    .output()
+    .unwrap();
+    assert_ne!(out.status.code(), Some(0), "{}", text(&out));
+    // and check, which reads past the copies too, finds the damage.
+    let out = snap_at(&repo, &cache, &g.env(), &["check", "--read-data"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+}

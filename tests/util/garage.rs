@@ -41,6 +41,7 @@ struct Node {
     config: PathBuf,
     s3_port: u16,
     rpc_port: u16,
+    admin_port: u16,
     child: Option<Child>,
     log: PathBuf,
 }
@@ -78,7 +79,7 @@ impl Garage {
         for i in 0..n {
             let root = dir.path().join(format!("node{i}"));
             std::fs::create_dir_all(&root).unwrap();
-            let (s3_port, rpc_port) = (free_port(), free_port());
+            let (s3_port, rpc_port, admin_port) = (free_port(), free_port(), free_port());
             let config = root.join("garage.toml");
             std::fs::write(
                 &config,
@@ -98,6 +99,9 @@ rpc_secret = "{RPC_SECRET}"
 s3_region = "{REGION}"
 api_bind_addr = "127.0.0.1:{s3_port}"
 root_domain = ".s3.garage.localhost"
+
+[admin]
+api_bind_addr = "127.0.0.1:{admin_port}"
 "#,
                     root = root.display(),
                 ),
@@ -107,6 +111,7 @@ root_domain = ".s3.garage.localhost"
                 config,
                 s3_port,
                 rpc_port,
+                admin_port,
                 child: None,
                 log: root.join("garage.log"),
             });
@@ -217,6 +222,87 @@ root_domain = ".s3.garage.localhost"
     /// The S3 endpoint of node `i`.
     pub fn endpoint_of(&self, i: usize) -> String {
         format!("http://127.0.0.1:{}", self.nodes[i].s3_port)
+    }
+
+    /// How many S3 requests of `kind` (`GetObject`, `PutObject`, ...) node `i` has
+    /// served, from its Prometheus metrics.
+    pub fn requests(&self, i: usize, kind: &str) -> u64 {
+        use std::io::{Read, Write};
+        let mut c = std::net::TcpStream::connect(("127.0.0.1", self.nodes[i].admin_port)).unwrap();
+        c.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
+            .unwrap();
+        let mut text = String::new();
+        c.read_to_string(&mut text).unwrap();
+        let label = format!("api_endpoint=\"{kind}\"");
+        text.lines()
+            .filter(|l| l.starts_with("api_s3_request_counter{") && l.contains(&label))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum()
+    }
+
+    /// Flips one byte in the middle of object `key` of the bucket (with Python's boto3,
+    /// which moto brings along).
+    pub fn damage(&self, key: &str) {
+        let script = r#"
+import sys, boto3
+ep, key_id, secret, bucket, key = sys.argv[1:6]
+s3 = boto3.client("s3", endpoint_url=ep, aws_access_key_id=key_id,
+                  aws_secret_access_key=secret, region_name="garage")
+body = bytearray(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
+body[len(body) // 2] ^= 0xFF
+s3.put_object(Bucket=bucket, Key=key, Body=bytes(body))
+"#;
+        let ok = Command::new("python3")
+            .args([
+                "-c",
+                script,
+                &self.endpoint_of(0),
+                KEY_ID,
+                SECRET,
+                &self.bucket,
+                key,
+            ])
+            .status()
+            .unwrap();
+        assert!(ok.success(), "damaging {key} failed");
+    }
+
+    /// The keys below `prefix` and their sizes (boto3).
+    pub fn objects(&self, prefix: &str) -> Vec<(String, u64)> {
+        let script = r#"
+import sys, boto3
+ep, key_id, secret, bucket, prefix = sys.argv[1:6]
+s3 = boto3.client("s3", endpoint_url=ep, aws_access_key_id=key_id,
+                  aws_secret_access_key=secret, region_name="garage")
+for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+    for o in page.get("Contents", []):
+        print(o["Key"], o["Size"])
+"#;
+        let out = Command::new("python3")
+            .args([
+                "-c",
+                script,
+                &self.endpoint_of(0),
+                KEY_ID,
+                SECRET,
+                &self.bucket,
+                prefix,
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .map(|l| {
+                let (k, n) = l.rsplit_once(' ').unwrap();
+                (k.to_string(), n.parse().unwrap())
+            })
+            .collect()
     }
 
     /// `s3://bucket/prefix`.

@@ -231,6 +231,8 @@ pub fn drill_snapshot(
     progress: &dyn Progress,
 ) -> Result<(DrillId, Drill)> {
     let _lock = repo.read_lock("drill")?;
+    // A drill proves what another host, with no copies of the trees, would restore.
+    repo.read_past_cache();
     let time = chrono::Utc::now();
     let clock = Instant::now();
     let group = Snapshot::group_key(&snap.sources);

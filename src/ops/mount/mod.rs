@@ -48,7 +48,7 @@ pub struct MountOptions {
 impl Default for MountOptions {
     fn default() -> Self {
         MountOptions {
-            cache_bytes: 64 << 20,
+            cache_bytes: 16 << 20,
             threads: 4,
             idle: Duration::from_secs(60),
         }

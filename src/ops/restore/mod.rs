@@ -35,7 +35,7 @@ use std::sync::Mutex;
 use rayon::prelude::*;
 
 use crate::error::{Error, IoContext, Refusal, Result, Usage};
-use crate::format::id::TreeId;
+use crate::format::id::{Id, TreeId};
 use crate::format::snapshot::Snapshot;
 use crate::format::tree::{split_path, Content, Meta, Node, NodeKind};
 use crate::locked;
@@ -362,8 +362,13 @@ impl RestorePlan<'_> {
     /// still restored.
     pub fn execute(self, progress: &dyn Progress) -> Result<RestoreOutcome> {
         let repo = self.repo;
+        repo.reading(|| self.run(progress))?
+    }
+
+    fn run(&self, progress: &dyn Progress) -> Result<RestoreOutcome> {
+        let repo = self.repo;
         let r = Restorer {
-            plan: &self,
+            plan: self,
             progress,
             is_root: rustix::process::geteuid().is_root(),
             links: Mutex::new(HashMap::new()),
@@ -396,7 +401,7 @@ impl RestorePlan<'_> {
                         ensure_dir(&dest)?;
                     }
                     dest.push(OsStr::from_bytes(name));
-                    r.entry(node, &dest, spath, false);
+                    r.entry(node, &dest, spath, false, &Near::new());
                 }
             }
         }
@@ -532,6 +537,36 @@ const HOLE_BLOCK: u64 = 4096;
 
 /// Writes `chunk` at `pos`, leaving every block-aligned run of zeros as a hole, so that
 /// sparse files stay sparse (the file is extended with `set_len` at the end).
+/// Chunks read ahead of the files that need them, by id.
+type Near = HashMap<Id, Vec<u8>>;
+
+/// Files up to this size, read from a remote store, are read with their neighbours.
+const SMALL_FILE: u64 = 1 << 20;
+/// The most bytes of small files read together at a time.
+const BATCH: u64 = 8 << 20;
+
+/// `files` in batches of at most [`BATCH`] bytes (or one file).
+fn batches<'a, T>(files: &'a [(&'a Node, T)]) -> impl Iterator<Item = &'a [(&'a Node, T)]> {
+    let mut rest = files;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let mut bytes = 0;
+        let n = rest
+            .iter()
+            .take_while(|(node, _)| {
+                bytes += node.meta.size;
+                bytes <= BATCH
+            })
+            .count()
+            .max(1);
+        let (batch, more) = rest.split_at(n);
+        rest = more;
+        Some(batch)
+    })
+}
+
 fn write_sparse(f: &File, pos: u64, chunk: &[u8]) -> std::io::Result<()> {
     let mut run: Option<usize> = None;
     let mut start = 0usize;
@@ -652,16 +687,49 @@ impl Restorer<'_> {
                 Err(e) => self.fail(shown, e),
             }
         }
-        tree.nodes.par_iter().for_each(|n| {
-            let sp = child_spath(spath, &n.name);
-            if !self.plan.excluded(&sp, &n.name) {
-                self.entry(n, &dest.join(OsStr::from_bytes(&n.name)), &sp, fresh);
-            }
+        let entries: Vec<(&Node, String)> = tree
+            .nodes
+            .iter()
+            .map(|n| (n, child_spath(spath, &n.name)))
+            .filter(|(n, sp)| !self.plan.excluded(sp, &n.name))
+            .collect();
+        let restore = |(n, sp): &(&Node, String), near: &Near| {
+            self.entry(n, &dest.join(OsStr::from_bytes(&n.name)), sp, fresh, near);
+        };
+        // From a remote store, the small files of a new directory are read together, a
+        // batch at a time: a request per few MiB of them rather than a round trip per
+        // file. The other entries go on meanwhile.
+        let remote = self.plan.repo.store().local_root().is_none();
+        let (small, rest): (Vec<_>, Vec<_>) = entries.into_iter().partition(|(n, _)| {
+            fresh
+                && remote
+                && n.meta.size <= SMALL_FILE
+                && matches!(&n.kind, NodeKind::File(c) if c.depth == 0)
         });
+        rayon::join(
+            || {
+                for batch in batches(&small) {
+                    let wanted: Vec<_> = batch
+                        .iter()
+                        .filter_map(|(n, _)| match &n.kind {
+                            NodeKind::File(c) => Some(&c.ids),
+                            _ => None,
+                        })
+                        .flatten()
+                        .filter_map(|id| Some((*id, self.plan.repo.locate(id).ok()?)))
+                        .collect();
+                    let near = self.plan.repo.read_together(&wanted);
+                    batch.par_iter().for_each(|e| restore(e, &near));
+                }
+            },
+            || rest.par_iter().for_each(|e| restore(e, &Near::new())),
+        );
     }
 
-    fn entry(&self, node: &Node, dest: &Path, spath: &str, fresh: bool) {
-        if let Err(e) = self.entry_inner(node, dest, spath, fresh) {
+    /// `near`: chunks already read (with their neighbours), taken from there rather
+    /// than read again.
+    fn entry(&self, node: &Node, dest: &Path, spath: &str, fresh: bool, near: &Near) {
+        if let Err(e) = self.entry_inner(node, dest, spath, fresh, near) {
             self.fail(spath, e);
         }
     }
@@ -723,7 +791,14 @@ impl Restorer<'_> {
         remove_non_dir(dest)
     }
 
-    fn entry_inner(&self, node: &Node, dest: &Path, spath: &str, fresh: bool) -> Result<()> {
+    fn entry_inner(
+        &self,
+        node: &Node,
+        dest: &Path,
+        spath: &str,
+        fresh: bool,
+        near: &Near,
+    ) -> Result<()> {
         if let NodeKind::Dir(tree) = &node.kind {
             if self.plan.delete && fs::symlink_metadata(dest).is_ok_and(|m| !m.is_dir()) {
                 remove_non_dir(dest)?;
@@ -740,7 +815,7 @@ impl Restorer<'_> {
             return Ok(());
         }
         if let NodeKind::File(content) = &node.kind {
-            return self.file(node, content, dest, spath, fresh);
+            return self.file(node, content, dest, spath, fresh, near);
         }
         if !fresh {
             match self.place(&node.meta, dest, |md| Ok(same_special(node, dest, md)))? {
@@ -815,6 +890,7 @@ impl Restorer<'_> {
         dest: &Path,
         spath: &str,
         fresh: bool,
+        near: &Near,
     ) -> Result<()> {
         let m = &node.meta;
         if m.nlink > 1 {
@@ -872,18 +948,26 @@ impl Restorer<'_> {
             .tempfile_in(dir)
             .at(dir)?;
         let f = tmp.as_file();
-        let written = self
-            .plan
-            .repo
-            .read_content_at(content, &|at, chunk| {
-                write_sparse(f, at, chunk).at(dest)?;
-                self.progress.bytes(chunk.len() as u64);
-                Ok(())
-            })
-            .and_then(|len| {
-                f.set_len(len).at(dest)?;
-                Ok(len)
-            });
+        let write = |at, chunk: &[u8]| {
+            write_sparse(f, at, chunk).at(dest)?;
+            self.progress.bytes(chunk.len() as u64);
+            Ok(())
+        };
+        let read_already: Option<Vec<&Vec<u8>>> = match content.depth {
+            0 => content.ids.iter().map(|id| near.get(id)).collect(),
+            _ => None,
+        };
+        let written = match read_already {
+            Some(chunks) => chunks.iter().try_fold(0u64, |at, chunk| {
+                write(at, chunk)?;
+                Ok(at + chunk.len() as u64)
+            }),
+            None => self.plan.repo.read_content_at(content, &write),
+        }
+        .and_then(|len| {
+            f.set_len(len).at(dest)?;
+            Ok(len)
+        });
         let len = match written {
             Ok(len) => len,
             // Dropping `tmp` removes the partly written file.
