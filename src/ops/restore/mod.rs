@@ -535,8 +535,6 @@ fn ensure_dir(path: &Path) -> Result<bool> {
 /// Block size at which runs of zeros become holes.
 const HOLE_BLOCK: u64 = 4096;
 
-/// Writes `chunk` at `pos`, leaving every block-aligned run of zeros as a hole, so that
-/// sparse files stay sparse (the file is extended with `set_len` at the end).
 /// Chunks read ahead of the files that need them, by id.
 type Near = HashMap<Id, Vec<u8>>;
 
@@ -567,6 +565,8 @@ fn batches<'a, T>(files: &'a [(&'a Node, T)]) -> impl Iterator<Item = &'a [(&'a 
     })
 }
 
+/// Writes `chunk` at `pos`, leaving every block-aligned run of zeros as a hole, so that
+/// sparse files stay sparse (the file is extended with `set_len` at the end).
 fn write_sparse(f: &File, pos: u64, chunk: &[u8]) -> std::io::Result<()> {
     let mut run: Option<usize> = None;
     let mut start = 0usize;
