@@ -2,8 +2,8 @@
 //!
 //! Credentials come from where the AWS tools look: the `AWS_*` environment variables
 //! and `~/.aws` profiles. None is stored in the repository or printed. Transient
-//! failures are retried with exponential backoff and jitter; large files are uploaded
-//! in parts. An object PUT is atomic, so no reader sees half a file.
+//! failures are retried with exponential backoff and jitter; files above 64 MiB are
+//! uploaded in parts. An object PUT is atomic, so no reader sees half a file.
 
 use std::path::Path;
 use std::sync::{LazyLock, OnceLock};
@@ -20,6 +20,9 @@ use crate::error::{Error, IoContext, Result, Usage};
 const PART: usize = 8 << 20;
 /// Parts of one file in flight at once.
 const PARTS_IN_FLIGHT: usize = 4;
+/// Files up to this size (every pack of the default size: 32 MiB and a last chunk of
+/// at most 16 MiB) are uploaded with one PUT.
+const WHOLE: u64 = 64 << 20;
 
 /// The runtime the remote stores' I/O runs on.
 pub(super) static RUNTIME: LazyLock<tokio::runtime::Runtime> = LazyLock::new(|| {
@@ -184,6 +187,15 @@ impl Remote {
         }
     }
 
+    /// Writes `bytes` with one PUT: a pack costs one request rather than a multipart
+    /// upload of seven, for about the memory of the parts that would be in flight.
+    fn put_whole(&self, path: &str, bytes: Vec<u8>) -> Result<()> {
+        self.op
+            .write(path, bytes)
+            .map(drop)
+            .map_err(|e| self.err(path, e))
+    }
+
     /// Writes through a writer in parts (an atomic PUT, multipart above [`PART`]).
     fn upload(
         &self,
@@ -282,11 +294,18 @@ impl Store for Remote {
 
     fn put(&self, path: &str, bytes: &[u8]) -> Result<()> {
         let bytes = bytes.to_vec();
+        if bytes.len() as u64 <= WHOLE {
+            return self.put_whole(path, bytes);
+        }
         self.upload(path, |w| w.write(bytes).map_err(|e| self.err(path, e)))
     }
 
     fn put_file(&self, path: &str, file: tempfile::NamedTempFile) -> Result<()> {
         use std::io::Read;
+        let len = file.as_file().metadata().at(file.path())?.len();
+        if len <= WHOLE {
+            return self.put_whole(path, std::fs::read(file.path()).at(file.path())?);
+        }
         let mut f = file.reopen().at(file.path())?;
         self.upload(path, |w| loop {
             // Each part's buffer is handed over whole, not copied.

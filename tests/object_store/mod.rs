@@ -427,3 +427,30 @@ fn trees_are_kept_by_the_client_so_a_no_op_backup_reads_almost_nothing_and_check
         .unwrap();
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
 }
+
+#[test]
+fn packs_go_up_with_one_put_each() {
+    let Some(g) = Garage::single() else { return };
+    let env = Env::new();
+    let repo = g.url("puts");
+    let cache = env.path("cache");
+    snap_at(&repo, &cache, &g.env(), &["init"])
+        .assert()
+        .success();
+    // Three packs' worth of incompressible data.
+    let src = source(&env, "src", 12, 8 << 20);
+    let before = (g.requests(0, "PutObject"), g.requests(0, "UploadPart"));
+    snap_at(&repo, &cache, &g.env(), &["backup", src.to_str().unwrap()])
+        .assert()
+        .success();
+    let packs = g.objects("puts/packs/");
+    assert!(packs.len() >= 3, "{packs:?}");
+    assert_eq!(g.requests(0, "UploadPart"), before.1, "no multipart upload");
+    let puts = g.requests(0, "PutObject") - before.0;
+    // The packs, an index file, the snapshot record, the lock (and its refreshes).
+    assert!(
+        puts <= packs.len() as u64 + 6,
+        "{puts} PUTs for {} packs",
+        packs.len()
+    );
+}
