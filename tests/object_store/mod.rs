@@ -161,16 +161,13 @@ fn a_node_killed_during_backup_or_sync_loses_nothing() {
     let synced = g.url("synced");
     let mut args = slow.to_vec();
     args.extend(["sync", "--to", &synced]);
-    let mut c = std::process::Command::new(assert_cmd::cargo::cargo_bin("snap"));
-    c.env_remove("SNAP_REPO")
-        .env("SNAP_CACHE_DIR", env.cache())
-        .envs(g.env_of(0).iter().map(|(k, v)| (*k, v.as_str())))
-        .arg("--repo")
-        .arg(env.repo())
-        .args(&args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let out = kill_during(&mut g, 2, c.spawn().unwrap(), Duration::from_secs(2));
+    let run = spawn_at(
+        env.repo().to_str().unwrap(),
+        &env.cache(),
+        &g.env_of(0),
+        &args,
+    );
+    let out = kill_during(&mut g, 2, run, Duration::from_secs(2));
     assert!(
         out.status.success(),
         "sync with a node down: {}",
@@ -213,23 +210,26 @@ fn racing_prunes(
         .collect()
 }
 
+/// Makes a repository at `repo` and prunes it with `-v`, which must succeed; what the
+/// prune said.
+fn first_prune(repo: &str, vars: &[(&'static str, String)], env: &Env) -> String {
+    snap_at(repo, &env.path("cache"), vars, &["init"])
+        .assert()
+        .success();
+    let out = snap_at(repo, &env.path("cache"), vars, &["-v", "prune"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    text(&out)
+}
+
 #[test]
 fn locks_use_conditional_writes_where_the_store_honours_them() {
     let Some(moto) = Moto::start() else { return };
     let env = Env::new();
     let repo = moto.url("locks");
-    snap_at(&repo, &env.path("cache"), &moto.env(), &["init"])
-        .assert()
-        .success();
-    let out = snap_at(&repo, &env.path("cache"), &moto.env(), &["-v", "prune"])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", text(&out));
-    assert!(
-        text(&out).contains("honours If-None-Match"),
-        "{}",
-        text(&out)
-    );
+    let said = first_prune(&repo, &moto.env(), &env);
+    assert!(said.contains("honours If-None-Match"), "{said}");
     // Of prunes started together, one always takes the lock (with listing alone, two
     // that see each other may both step back).
     let won = racing_prunes(&repo, &moto.env(), &env, 4, 6);
@@ -241,20 +241,10 @@ fn locks_fall_back_to_listing_where_the_store_ignores_conditions() {
     let Some(g) = Garage::single() else { return };
     let env = Env::new();
     let repo = g.url("locks");
-    snap_at(&repo, &env.path("cache"), &g.env(), &["init"])
-        .assert()
-        .success();
-    let out = snap_at(&repo, &env.path("cache"), &g.env(), &["-v", "prune"])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", text(&out));
-    assert!(
-        text(&out).contains("ignores If-None-Match"),
-        "{}",
-        text(&out)
-    );
-    // Every prune either ran or was told the repository is locked; none is left
-    // holding a lock, and the repository is whole.
+    let said = first_prune(&repo, &g.env(), &env);
+    assert!(said.contains("ignores If-None-Match"), "{said}");
+    // Every prune either ran or was told the repository is locked, and the repository
+    // is whole.
     racing_prunes(&repo, &g.env(), &env, 4, 3);
     snap_at(&repo, &env.path("cache"), &g.env(), &["check"])
         .assert()

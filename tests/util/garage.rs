@@ -172,8 +172,8 @@ api_bind_addr = "127.0.0.1:{admin_port}"
         node.child = Some(child);
     }
 
-    /// `garage` CLI on node `i`, which must succeed; its standard output.
-    fn cli_on(&self, i: usize, args: &[&str]) -> String {
+    /// `garage` CLI on node `i`: its standard output, or what it said on failure.
+    fn try_cli(&self, i: usize, args: &[&str]) -> Result<String, String> {
         let out = Command::new(&self.bin)
             .arg("-c")
             .arg(&self.nodes[i].config)
@@ -181,26 +181,17 @@ api_bind_addr = "127.0.0.1:{admin_port}"
             .env("RUST_LOG", "warn")
             .output()
             .unwrap();
-        assert!(
-            out.status.success(),
-            "garage {args:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).into_owned())
+        }
     }
 
-    /// `garage` CLI on node `i`: its standard output, `None` when it failed.
-    fn try_cli(&self, i: usize, args: &[&str]) -> Option<String> {
-        let out = Command::new(&self.bin)
-            .arg("-c")
-            .arg(&self.nodes[i].config)
-            .args(args)
-            .env("RUST_LOG", "warn")
-            .output()
-            .unwrap();
-        out.status
-            .success()
-            .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    /// `garage` CLI on node `i`, which must succeed; its standard output.
+    fn cli_on(&self, i: usize, args: &[&str]) -> String {
+        self.try_cli(i, args)
+            .unwrap_or_else(|e| panic!("garage {args:?} failed: {e}"))
     }
 
     fn cli(&self, args: &[&str]) -> String {
@@ -210,7 +201,7 @@ api_bind_addr = "127.0.0.1:{admin_port}"
     /// Like `cli`, tried again for up to 30 s while the cluster settles.
     fn retry(&self, args: &[&str]) {
         let start = Instant::now();
-        while self.try_cli(0, args).is_none() {
+        while self.try_cli(0, args).is_err() {
             assert!(
                 start.elapsed() < Duration::from_secs(30),
                 "garage {args:?} kept failing for 30 s"
@@ -240,53 +231,26 @@ api_bind_addr = "127.0.0.1:{admin_port}"
             .sum()
     }
 
-    /// Flips one byte in the middle of object `key` of the bucket (with Python's boto3,
-    /// which moto brings along).
-    pub fn damage(&self, key: &str) {
-        let script = r#"
+    /// Runs Python `code` with `s3`, a boto3 client of node 0 (boto3 comes with moto),
+    /// `bucket` and `arg` defined; its standard output.
+    fn boto3(&self, code: &str, arg: &str) -> String {
+        let script = format!(
+            r#"
 import sys, boto3
-ep, key_id, secret, bucket, key = sys.argv[1:6]
+ep, key_id, secret, bucket, arg = sys.argv[1:6]
 s3 = boto3.client("s3", endpoint_url=ep, aws_access_key_id=key_id,
-                  aws_secret_access_key=secret, region_name="garage")
-body = bytearray(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
-body[len(body) // 2] ^= 0xFF
-s3.put_object(Bucket=bucket, Key=key, Body=bytes(body))
-"#;
-        let ok = Command::new("python3")
-            .args([
-                "-c",
-                script,
-                &self.endpoint_of(0),
-                KEY_ID,
-                SECRET,
-                &self.bucket,
-                key,
-            ])
-            .status()
-            .unwrap();
-        assert!(ok.success(), "damaging {key} failed");
-    }
-
-    /// The keys below `prefix` and their sizes (boto3).
-    pub fn objects(&self, prefix: &str) -> Vec<(String, u64)> {
-        let script = r#"
-import sys, boto3
-ep, key_id, secret, bucket, prefix = sys.argv[1:6]
-s3 = boto3.client("s3", endpoint_url=ep, aws_access_key_id=key_id,
-                  aws_secret_access_key=secret, region_name="garage")
-for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
-    for o in page.get("Contents", []):
-        print(o["Key"], o["Size"])
-"#;
+                  aws_secret_access_key=secret, region_name="{REGION}")
+{code}"#
+        );
         let out = Command::new("python3")
             .args([
                 "-c",
-                script,
+                &script,
                 &self.endpoint_of(0),
                 KEY_ID,
                 SECRET,
                 &self.bucket,
-                prefix,
+                arg,
             ])
             .output()
             .unwrap();
@@ -295,14 +259,37 @@ for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=p
             "{}",
             String::from_utf8_lossy(&out.stderr)
         );
-        String::from_utf8(out.stdout)
-            .unwrap()
-            .lines()
-            .map(|l| {
-                let (k, n) = l.rsplit_once(' ').unwrap();
-                (k.to_string(), n.parse().unwrap())
-            })
-            .collect()
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// Flips one byte in the middle of object `key` of the bucket.
+    pub fn damage(&self, key: &str) {
+        self.boto3(
+            r#"
+body = bytearray(s3.get_object(Bucket=bucket, Key=arg)["Body"].read())
+body[len(body) // 2] ^= 0xFF
+s3.put_object(Bucket=bucket, Key=arg, Body=bytes(body))
+"#,
+            key,
+        );
+    }
+
+    /// The keys below `prefix` and their sizes.
+    pub fn objects(&self, prefix: &str) -> Vec<(String, u64)> {
+        self.boto3(
+            r#"
+for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=arg):
+    for o in page.get("Contents", []):
+        print(o["Key"], o["Size"])
+"#,
+            prefix,
+        )
+        .lines()
+        .map(|l| {
+            let (k, n) = l.rsplit_once(' ').unwrap();
+            (k.to_string(), n.parse().unwrap())
+        })
+        .collect()
     }
 
     /// `s3://bucket/prefix`.
@@ -342,8 +329,8 @@ for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=p
         loop {
             let status = self.try_cli(i, &["status"]);
             let ready = status
-                .is_some_and(|s| !s.contains("FAILED NODES") && !s.contains("draining"))
-                && self.try_cli(i, &["bucket", "info", "snap"]).is_some();
+                .is_ok_and(|s| !s.contains("FAILED NODES") && !s.contains("draining"))
+                && self.try_cli(i, &["bucket", "info", "snap"]).is_ok();
             if ready {
                 return;
             }
