@@ -74,7 +74,7 @@ use crate::store::{Local, Store};
 const INDEX_FILE: &str = "index.sqlite";
 
 /// Threads reading a remote repository at once ([`Repository::reading`]).
-pub const REMOTE_READS: usize = 16;
+pub const REMOTE_READS: usize = 8;
 
 /// Options of a new repository.
 #[derive(Clone, Debug)]
