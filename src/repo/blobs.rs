@@ -76,22 +76,31 @@ impl Repository {
     /// their raw bytes back to back in one buffer, so that the run is written with one
     /// call (and a file system zeroes no partly written block between two chunks).
     pub(super) fn read_run(&self, run: &[(Id, BlobLoc)]) -> Result<Vec<u8>> {
-        let Some((first, start)) = run.first() else {
+        let Some((_, start)) = run.first() else {
             return Ok(Vec::new());
         };
         for (id, loc) in run {
             self.check_lengths(id, loc)?;
         }
-        let span: usize = run.iter().map(|(_, l)| l.stored_len as usize).sum();
-        let bytes = self.read_span(first, start, span)?;
+        let bytes = self.read_covering(run)?;
         let mut out = Vec::with_capacity(run.iter().map(|(_, l)| l.raw_len as usize).sum());
-        let mut at = 0;
         for (id, loc) in run {
-            let stored = &bytes[at..at + loc.stored_len as usize];
-            at += loc.stored_len as usize;
+            let stored = stored_in(&bytes, start, loc)
+                .ok_or_else(|| Error::corrupt("blob", id, "not within the read of its run"))?;
             self.decode_into(id, loc, Cow::Borrowed(stored), &mut out)?;
         }
         Ok(out)
+    }
+
+    /// The stored bytes of one pack from the start of the first of `blobs` to the end
+    /// of the last (in offset order, their lengths checked), with one read.
+    fn read_covering(&self, blobs: &[(Id, BlobLoc)]) -> Result<Vec<u8>> {
+        let (id, first) = &blobs[0];
+        let last = &blobs[blobs.len() - 1].1;
+        let len = last.offset + u64::from(last.stored_len) - first.offset;
+        let len = usize::try_from(len)
+            .map_err(|_| Error::corrupt("blob", id, "a read longer than memory"))?;
+        self.read_span(id, first, len)
     }
 
     /// The blobs of `wanted` (several files' chunks, in any order), read with few
@@ -128,18 +137,11 @@ impl Repository {
             .into_par_iter()
             .flat_map_iter(|r| {
                 let group = &blobs[r];
-                let (id0, first) = &group[0];
-                let last = &group[group.len() - 1].1;
-                let len = last.offset + u64::from(last.stored_len) - first.offset;
-                let bytes = usize::try_from(len)
-                    .ok()
-                    .and_then(|len| self.read_span(id0, first, len).ok())
-                    .unwrap_or_default();
+                let bytes = self.read_covering(group).unwrap_or_default();
                 let decoded: Vec<(Id, Vec<u8>)> = group
                     .iter()
                     .filter_map(|(id, loc)| {
-                        let at = usize::try_from(loc.offset - first.offset).ok()?;
-                        let stored = bytes.get(at..at + loc.stored_len as usize)?;
+                        let stored = stored_in(&bytes, &group[0].1, loc)?;
                         let raw = self.decode(id, loc, Cow::Borrowed(stored)).ok()?;
                         Some((*id, raw))
                     })
@@ -251,6 +253,13 @@ pub(super) fn blob_aad(id: &Id, kind: pack::BlobKind) -> [u8; 33] {
     a[..32].copy_from_slice(&id.0);
     a[32] = kind as u8;
     a
+}
+
+/// The stored bytes of the blob at `loc` in `bytes`, read from `first` on; `None` when
+/// they are not all there.
+fn stored_in<'b>(bytes: &'b [u8], first: &BlobLoc, loc: &BlobLoc) -> Option<&'b [u8]> {
+    let at = usize::try_from(loc.offset.checked_sub(first.offset)?).ok()?;
+    bytes.get(at..at + loc.stored_len as usize)
 }
 
 /// The most bytes between two blobs that [`Repository::read_together`] reads (and

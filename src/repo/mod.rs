@@ -486,12 +486,18 @@ impl Repository {
         &self.store
     }
 
+    /// Whether the repository is reached over a network (SFTP, S3), where each read
+    /// waits a round trip.
+    pub fn is_remote(&self) -> bool {
+        self.store.local_root().is_none()
+    }
+
     /// Runs `f`, whose parallel work (rayon) mostly reads this repository, on threads
     /// suited to it: rayon's own, one per core, for a local store; for a remote one, a
     /// pool of [`REMOTE_READS`], since each read there waits a round trip more than it
     /// uses a core, and reads in flight, not cores, then set the pace.
     pub fn reading<T: Send>(&self, f: impl FnOnce() -> T + Send) -> Result<T> {
-        if self.store.local_root().is_some() {
+        if !self.is_remote() {
             return Ok(f());
         }
         let pool = rayon::ThreadPoolBuilder::new()

@@ -1,7 +1,8 @@
 //! Object storage for real: repositories on a three-node Garage cluster (replication
-//! 3) survive a node killed during `backup` and during `sync`, and locks use
-//! conditional writes where the store honours them (moto, as AWS) and fall back to
-//! listing where it does not (Garage).
+//! 3) survive a node killed during `backup` and during `sync`; locks use conditional
+//! writes where the store honours them (moto, as AWS) and fall back to listing where
+//! it does not (Garage); and the requests S3 bills for stay few (Garage's own counts):
+//! small files restored together, trees kept by the client, one PUT per pack.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -10,37 +11,24 @@ use std::time::{Duration, Instant};
 
 use crate::util::garage::Garage;
 use crate::util::servers::Moto;
-use crate::util::{random_bytes, snap_bin, Env};
+use crate::util::{random_bytes, snap_at, snap_process, walk, Env};
 
-/// `snap` on repository `repo` with environment `vars` and cache `cache`.
-fn snap_at(
-    repo: &str,
-    cache: &Path,
-    vars: &[(&'static str, String)],
-    args: &[&str],
-) -> assert_cmd::Command {
-    let mut c = snap_bin();
-    c.env_remove("SNAP_REPO")
-        .env("SNAP_CACHE_DIR", cache)
-        .envs(vars.iter().map(|(k, v)| (*k, v.as_str())))
-        .arg("--repo")
-        .arg(repo)
-        .args(args);
-    c
+/// `snap_process` started in the background, its output captured.
+fn spawn_at(repo: &str, cache: &Path, vars: &[(&'static str, String)], args: &[&str]) -> Child {
+    snap_process(repo, cache, vars, args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
 }
 
-/// Like [`snap_at`], started in the background.
-fn spawn_at(repo: &str, cache: &Path, vars: &[(&'static str, String)], args: &[&str]) -> Child {
-    let mut c = std::process::Command::new(assert_cmd::cargo::cargo_bin("snap"));
-    c.env_remove("SNAP_REPO")
-        .env("SNAP_CACHE_DIR", cache)
-        .envs(vars.iter().map(|(k, v)| (*k, v.as_str())))
-        .arg("--repo")
-        .arg(repo)
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    c.spawn().unwrap()
+/// A new repository under `prefix` of `g`'s bucket, and a cache directory for it.
+fn new_repo(g: &Garage, env: &Env, prefix: &str) -> (String, PathBuf) {
+    let (repo, cache) = (g.url(prefix), env.path("cache"));
+    snap_at(&repo, &cache, &g.env(), &["init"])
+        .assert()
+        .success();
+    (repo, cache)
 }
 
 fn text(out: &Output) -> String {
@@ -93,11 +81,7 @@ fn a_node_killed_during_backup_or_sync_loses_nothing() {
         return;
     };
     let env = Env::new();
-    let repo = g.url("cluster");
-    let cache = env.path("cache");
-    snap_at(&repo, &cache, &g.env_of(0), &["init"])
-        .assert()
-        .success();
+    let (repo, cache) = new_repo(&g, &env, "cluster");
     // Uploads paced to ~8 MB/s, so that the node dies well inside the run.
     let slow = ["--limit-upload", "8000"];
 
@@ -251,7 +235,7 @@ fn locks_fall_back_to_listing_where_the_store_ignores_conditions() {
         .success();
 }
 
-/// Restores `latest` of `repo` into a new directory `name`; its output.
+/// Restores `latest` of `repo` into the new directory `target`; its output.
 fn restore_into(g: &Garage, repo: &str, cache: &Path, target: &Path) -> Output {
     snap_at(
         repo,
@@ -267,11 +251,7 @@ fn restore_into(g: &Garage, repo: &str, cache: &Path, target: &Path) -> Output {
 fn small_files_restore_from_s3_in_few_requests_and_a_damaged_one_fails_alone() {
     let Some(g) = Garage::single() else { return };
     let env = Env::new();
-    let repo = g.url("small");
-    let cache = env.path("cache");
-    snap_at(&repo, &cache, &g.env(), &["init"])
-        .assert()
-        .success();
+    let (repo, cache) = new_repo(&g, &env, "small");
     // Three directories of 100 text files of 1-4 KB, as attachments are.
     let src = env.path("src");
     for d in 0..3 {
@@ -327,32 +307,11 @@ fn small_files_restore_from_s3_in_few_requests_and_a_damaged_one_fails_alone() {
     );
 }
 
-/// The files below directory `name` anywhere under `dir`.
-fn files_below(dir: &Path, name: &str) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let mut todo = vec![dir.to_path_buf()];
-    while let Some(d) = todo.pop() {
-        for e in fs::read_dir(&d).into_iter().flatten().flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                todo.push(p);
-            } else if p.ancestors().any(|a| a.file_name() == Some(name.as_ref())) {
-                out.push(p);
-            }
-        }
-    }
-    out
-}
-
 #[test]
 fn trees_are_kept_by_the_client_so_a_no_op_backup_reads_almost_nothing_and_check_reads_past_them() {
     let Some(g) = Garage::single() else { return };
     let env = Env::new();
-    let repo = g.url("trees");
-    let cache = env.path("cache");
-    snap_at(&repo, &cache, &g.env(), &["init"])
-        .assert()
-        .success();
+    let (repo, cache) = new_repo(&g, &env, "trees");
     // 40 directories: 40 trees and more to compare with on the next run.
     let src = env.path("src");
     for d in 0..40 {
@@ -376,20 +335,17 @@ fn trees_are_kept_by_the_client_so_a_no_op_backup_reads_almost_nothing_and_check
     );
 
     // A copy damaged on the client's disk is dropped and read again.
-    let copies = files_below(&cache, "blobs");
+    let copies: Vec<PathBuf> = walk(&cache)
+        .into_iter()
+        .filter(|p| p.components().any(|c| c.as_os_str() == "blobs"))
+        .collect();
     assert!(copies.len() >= 40, "{} copies", copies.len());
     for c in &copies {
         fs::write(c, b"not a tree").unwrap();
     }
     let target = env.path("out");
-    snap_at(
-        &repo,
-        &cache,
-        &g.env(),
-        &["restore", "latest", "--target", target.to_str().unwrap()],
-    )
-    .assert()
-    .success();
+    let out = restore_into(&g, &repo, &cache, &target);
+    assert!(out.status.success(), "{}", text(&out));
     crate::util::assert_same_tree(&src, &crate::util::restored(&target, &src));
 
     // The trees damaged in the bucket (the smaller pack), their copies intact here.
@@ -422,11 +378,7 @@ fn trees_are_kept_by_the_client_so_a_no_op_backup_reads_almost_nothing_and_check
 fn packs_go_up_with_one_put_each() {
     let Some(g) = Garage::single() else { return };
     let env = Env::new();
-    let repo = g.url("puts");
-    let cache = env.path("cache");
-    snap_at(&repo, &cache, &g.env(), &["init"])
-        .assert()
-        .success();
+    let (repo, cache) = new_repo(&g, &env, "puts");
     // Three packs' worth of incompressible data.
     let src = source(&env, "src", 12, 8 << 20);
     let before = (g.requests(0, "PutObject"), g.requests(0, "UploadPart"));

@@ -4,24 +4,11 @@
 use std::fs;
 use std::path::Path;
 
-use assert_cmd::Command;
 use predicates::prelude::*;
 
 use crate::util::garage::Garage;
 use crate::util::servers::Sshd;
-use crate::util::{assert_same_tree, json, random_bytes, restored, Env};
-
-/// `snap --repo REPO ARGS` with `env` set and its own cache directory `cache`.
-fn snap_at(repo: &str, cache: &Path, env: &[(&'static str, String)], args: &[&str]) -> Command {
-    let mut c = crate::util::snap_bin();
-    c.env_remove("SNAP_REPO")
-        .env("SNAP_CACHE_DIR", cache)
-        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
-        .arg("--repo")
-        .arg(repo)
-        .args(args);
-    c
-}
+use crate::util::{assert_same_tree, json, random_bytes, restored, snap_at, walk, Env};
 
 /// A source tree of a few files, changed by `day`.
 fn files(env: &Env, day: u32) -> std::path::PathBuf {
@@ -572,19 +559,6 @@ fn sftp_writes_are_fsynced_before_and_after_their_rename() {
         "no fsync after the last removal:\n{}",
         lines.join("\n")
     );
-}
-
-/// The files below `dir`, recursively.
-fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    for e in fs::read_dir(dir).unwrap().flatten() {
-        if e.file_type().unwrap().is_dir() {
-            out.extend(walk(&e.path()));
-        } else {
-            out.push(e.path());
-        }
-    }
-    out
 }
 
 /// The files in `dest`'s `tmp/` and their total size.

@@ -39,6 +39,47 @@ pub fn snap_bin() -> Command {
     c
 }
 
+/// `snap --repo REPO ARGS` with `vars` set and its own cache directory `cache`, as a
+/// process to start.
+pub fn snap_process(
+    repo: &str,
+    cache: &Path,
+    vars: &[(&'static str, String)],
+    args: &[&str],
+) -> std::process::Command {
+    let mut c = std::process::Command::new(assert_cmd::cargo::cargo_bin("snap"));
+    c.env_remove("SNAP_REPO")
+        .env("SNAP_CACHE_DIR", cache)
+        .envs(vars.iter().map(|(k, v)| (*k, v.as_str())))
+        .arg("--repo")
+        .arg(repo)
+        .args(args);
+    c
+}
+
+/// [`snap_process`] as a command to run and assert on.
+pub fn snap_at(
+    repo: &str,
+    cache: &Path,
+    vars: &[(&'static str, String)],
+    args: &[&str],
+) -> Command {
+    Command::from_std(snap_process(repo, cache, vars, args))
+}
+
+/// The files below `dir`, recursively.
+pub fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in fs::read_dir(dir).unwrap().flatten() {
+        if e.file_type().unwrap().is_dir() {
+            out.extend(walk(&e.path()));
+        } else {
+            out.push(e.path());
+        }
+    }
+    out
+}
+
 /// A scratch directory with a repository path inside it.
 pub struct Env {
     pub dir: tempfile::TempDir,

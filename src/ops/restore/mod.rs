@@ -687,25 +687,29 @@ impl Restorer<'_> {
                 Err(e) => self.fail(shown, e),
             }
         }
-        let entries: Vec<(&Node, String)> = tree
+        let restore = |n: &Node, sp: &str, near: &Near| {
+            self.entry(n, &dest.join(OsStr::from_bytes(&n.name)), sp, fresh, near);
+        };
+        if !(fresh && self.plan.repo.is_remote()) {
+            tree.nodes.par_iter().for_each(|n| {
+                let sp = child_spath(spath, &n.name);
+                if !self.plan.excluded(&sp, &n.name) {
+                    restore(n, &sp, &Near::new());
+                }
+            });
+            return;
+        }
+        // From a remote store, the small files of a new directory are read together, a
+        // batch at a time: a request per few MiB of them rather than a round trip per
+        // file. The other entries go on meanwhile.
+        let (small, rest): (Vec<_>, Vec<_>) = tree
             .nodes
             .iter()
             .map(|n| (n, child_spath(spath, &n.name)))
             .filter(|(n, sp)| !self.plan.excluded(sp, &n.name))
-            .collect();
-        let restore = |(n, sp): &(&Node, String), near: &Near| {
-            self.entry(n, &dest.join(OsStr::from_bytes(&n.name)), sp, fresh, near);
-        };
-        // From a remote store, the small files of a new directory are read together, a
-        // batch at a time: a request per few MiB of them rather than a round trip per
-        // file. The other entries go on meanwhile.
-        let remote = self.plan.repo.store().local_root().is_none();
-        let (small, rest): (Vec<_>, Vec<_>) = entries.into_iter().partition(|(n, _)| {
-            fresh
-                && remote
-                && n.meta.size <= SMALL_FILE
-                && matches!(&n.kind, NodeKind::File(c) if c.depth == 0)
-        });
+            .partition(|(n, _)| {
+                n.meta.size <= SMALL_FILE && matches!(&n.kind, NodeKind::File(c) if c.depth == 0)
+            });
         rayon::join(
             || {
                 for batch in batches(&small) {
@@ -719,10 +723,13 @@ impl Restorer<'_> {
                         .filter_map(|id| Some((*id, self.plan.repo.locate(id).ok()?)))
                         .collect();
                     let near = self.plan.repo.read_together(&wanted);
-                    batch.par_iter().for_each(|e| restore(e, &near));
+                    batch.par_iter().for_each(|(n, sp)| restore(n, sp, &near));
                 }
             },
-            || rest.par_iter().for_each(|e| restore(e, &Near::new())),
+            || {
+                rest.par_iter()
+                    .for_each(|(n, sp)| restore(n, sp, &Near::new()));
+            },
         );
     }
 
