@@ -336,6 +336,12 @@ pub enum Usage {
         /// What globset said.
         source: globset::Error,
     },
+    /// `--ngw-storage` names a raster layer storage the restored instance lacks.
+    #[error("--ngw-storage {id}: the restored instance has no raster layer storage with id {id}; `snap cat SNAPSHOT ngw/raster_layer_storage/$index` lists the snapshot's")]
+    NoSuchRasterStorage {
+        /// The id given.
+        id: i32,
+    },
     /// A remote location given to a build without the `remote` feature.
     #[error("{location}: this snap was built without remote stores (SFTP, S3); build it with the default cargo feature `remote`")]
     NoRemoteStores {

@@ -48,6 +48,19 @@ pub struct Args {
     /// missing blob fails the backup, as it fails NGW's own
     #[arg(long, requires = "ngw")]
     allow_missing_blobs: bool,
+    /// With --ngw: leave the instance's last_backup setting alone (as nextgisweb backup
+    /// --one-shot does); without it a saved snapshot updates it, so NGW's healthcheck
+    /// and system page see the backup
+    #[arg(long, requires = "ngw")]
+    one_shot: bool,
+    /// With --ngw: when an external raster storage (NGW 5.4+) cannot be reached, record
+    /// the snapshot without its rasters, saying so in the snapshot, in `snap list` and
+    /// as a warning (exit 3); without it the backup fails
+    #[arg(long, requires = "ngw")]
+    ngw_skip_external: bool,
+    /// With --ngw: the S3 region of the instance's external raster storages
+    #[arg(long, env = "SNAP_NGW_S3_REGION", default_value = "us-east-1")]
+    ngw_s3_region: String,
     /// Leave out entries matching this glob (repeatable); with a / it matches the full
     /// path, relative to the working directory unless it starts with / or *
     #[arg(long, value_name = "GLOB")]
@@ -231,6 +244,9 @@ pub fn run(ctx: &Ctx, a: Args, m: &clap::ArgMatches) -> Result<i32> {
         mongo: a.mongo,
         ngw,
         allow_missing_blobs: a.allow_missing_blobs,
+        ngw_one_shot: a.one_shot,
+        ngw_skip_external: a.ngw_skip_external,
+        ngw_s3_region: Some(a.ngw_s3_region),
         archive: None,
         time: None,
         excludes: a.exclude,

@@ -9,10 +9,12 @@ use snap::format::id::SnapshotId;
 use snap::format::snapshot::Snapshot;
 use snap::ops::restore::db::{restore_pg, restore_pg_all, restore_pipe};
 use snap::ops::restore::ngw::{restore_instance, Migrations};
+use snap::ops::restore::rasters::Placement;
 use snap::ops::restore::{plan_restore, Overwrite, RestoreOptions};
 use snap::repo::Repository;
 use snap::source::ngw::NgwConfig;
 use snap::source::pg::Dsn;
+use snap::source::raster_storage::StorageMap;
 
 use snap::progress::Progress as _;
 
@@ -45,6 +47,18 @@ pub struct Args {
     /// config.ini: its database and file storage [default: $NEXTGISWEB_CONFIG]
     #[arg(long, value_name = "CONFIG", num_args = 0..=1, conflicts_with_all = ["target", "include"])]
     ngw: Option<Option<PathBuf>>,
+    /// With --ngw: put the rasters of external storage ID (NGW 5.4+) into another
+    /// endpoint, bucket and prefix, and point the restored storage there; its keys
+    /// stay the row's (repeatable; ID=http(s)://HOST[:PORT]/BUCKET[/PREFIX])
+    #[arg(long, value_name = "ID=URL", requires = "ngw", value_parser = StorageMap::parse)]
+    ngw_storage: Vec<StorageMap>,
+    /// With --ngw: leave the external raster storages alone (restore the database and
+    /// the file storage only)
+    #[arg(long, requires = "ngw", conflicts_with = "ngw_storage")]
+    ngw_skip_external: bool,
+    /// With --ngw: the S3 region of the instance's external raster storages
+    #[arg(long, env = "SNAP_NGW_S3_REGION", default_value = "us-east-1")]
+    ngw_s3_region: String,
     /// With --ngw, --pg or --pg-all: restore over what the database already has;
     /// with --delete: allow your home directory as target
     #[arg(long)]
@@ -268,7 +282,18 @@ fn run_ngw(
     let started = Instant::now();
     let cfg = NgwConfig::load(config)?;
     let bar = Bar::new(ctx, "restore", a.json);
-    let out = restore_instance(repo, snap, &cfg, a.yes, progress_for(bar.as_ref()))?;
+    let rasters = Placement {
+        region: Some(a.ngw_s3_region.clone()),
+        map: a.ngw_storage.clone(),
+    };
+    let out = restore_instance(
+        repo,
+        snap,
+        &cfg,
+        a.yes,
+        (!a.ngw_skip_external).then_some(&rasters),
+        progress_for(bar.as_ref()),
+    )?;
     drop(bar);
     let hint = match &out.migrations {
         Migrations::Current => None,
@@ -290,7 +315,7 @@ fn run_ngw(
             .collect();
         print_list("FAILED to restore", &errs);
         bail!(
-            "{} file(s) of snapshot {} could not be written into the file storage {} (listed above); the database is restored",
+            "{} file(s) of snapshot {} could not be written into the file storage {} or the external raster storages (listed above); the database is restored",
             out.errors.len(),
             id.short(),
             cfg.file_storage.display()
@@ -305,6 +330,9 @@ fn run_ngw(
             "files_written": out.files_written,
             "bytes_written": out.bytes_written,
             "files_unchanged": out.files_unchanged,
+            "objects_written": out.objects_written,
+            "objects_unchanged": out.objects_unchanged,
+            "external_skipped": a.ngw_skip_external,
             "fonts_removed": out.fonts_removed,
             "next": hint,
             "seconds": started.elapsed().as_secs_f64(),
@@ -325,6 +353,16 @@ fn run_ngw(
             out.files_unchanged,
             started.elapsed().as_secs_f64()
         );
+        if out.objects_written + out.objects_unchanged > 0 {
+            outln!(
+                "external raster storages: {} object(s) uploaded, {} already in place",
+                out.objects_written,
+                out.objects_unchanged
+            );
+        }
+        if a.ngw_skip_external {
+            outln!("external raster storages left alone (--ngw-skip-external)");
+        }
     }
     if let Some(h) = hint {
         outln!("next: {h}");

@@ -66,6 +66,10 @@ pub enum Source {
     Ngw {
         /// Its `config.ini`.
         config: String,
+        /// External raster storages whose objects were left out (`--ngw-skip-external`
+        /// and unreachable), described; empty (and not written) when none was.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        skipped_external: Vec<String>,
     },
     /// An imported `.ngwbackup` archive, stored under `ngw/` like an instance.
     Archive {
@@ -210,7 +214,7 @@ impl Snapshot {
             .iter()
             .filter_map(|s| match s {
                 Source::Path { path } => Some(format!("path:{path}")),
-                Source::Ngw { config } => Some(format!("ngw:{config}")),
+                Source::Ngw { config, .. } => Some(format!("ngw:{config}")),
                 _ => None,
             })
             .collect();
@@ -235,7 +239,7 @@ impl Source {
     pub fn key(&self) -> String {
         match self {
             Source::Path { path } => format!("path:{path}"),
-            Source::Ngw { config } => format!("ngw:{config}"),
+            Source::Ngw { config, .. } => format!("ngw:{config}"),
             Source::Archive { .. } => "ngw-archive".to_string(),
             Source::Stdin { name, .. } => format!("stdin:{name}"),
             Source::Command { name, .. } => format!("command:{name}"),
@@ -266,7 +270,14 @@ impl Source {
             Source::Path { path } => path.clone(),
             Source::Stdin { name, .. } => format!("{name} (stdin)"),
             Source::Command { name, .. } => format!("{name} (command)"),
-            Source::Ngw { config } => format!("ngw/ (NextGIS Web, {config})"),
+            Source::Ngw {
+                config,
+                skipped_external,
+            } if !skipped_external.is_empty() => format!(
+                "ngw/ (NextGIS Web, {config}; INCOMPLETE: rasters of {} left out)",
+                skipped_external.join(", ")
+            ),
+            Source::Ngw { config, .. } => format!("ngw/ (NextGIS Web, {config})"),
             Source::Archive { file, .. } => format!("ngw/ (imported {file})"),
             Source::CommandDir { name, .. } => format!("{name}/ (command)"),
             Source::Pg { name, .. } => format!("{name}/ (pg_dump)"),

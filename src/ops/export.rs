@@ -281,3 +281,110 @@ pub fn export_dir(repo: &Repository, snap: &Snapshot, dest: &Path) -> Result<Exp
     }
     Ok(stats)
 }
+
+/// The time an export's file name carries when `name` matches `pattern` (NGW's
+/// `backup.filename`, a strftime pattern), as seconds since the epoch.
+fn name_time(name: &str, pattern: &str) -> Option<i64> {
+    use chrono::format::{parse, Parsed, StrftimeItems};
+    let mut p = Parsed::new();
+    parse(&mut p, name, StrftimeItems::new(pattern)).ok()?;
+    if let Some(t) = p.timestamp() {
+        return Some(t);
+    }
+    let date = chrono::NaiveDate::from_ymd_opt(p.year()?, p.month()?, p.day().unwrap_or(1))?;
+    let hour = p.hour_div_12().unwrap_or(0) * 12 + p.hour_mod_12().unwrap_or(0);
+    let time = date.and_hms_opt(hour, p.minute().unwrap_or(0), p.second().unwrap_or(0))?;
+    Some(time.and_utc().timestamp())
+}
+
+/// Keeps the exports in `dir` at the `keep` newest (`export --keep`): of the regular
+/// files whose names match `pattern`, `written` is kept, and the newest others by the
+/// time in their names up to `keep` in all; the rest are removed, durably. Anything
+/// else in the folder is left alone. Returns the files removed.
+pub fn keep_newest(dir: &Path, pattern: &str, keep: usize, written: &Path) -> Result<Vec<PathBuf>> {
+    let mut found = Vec::new();
+    for e in std::fs::read_dir(dir).at(dir)? {
+        let e = e.at(dir)?;
+        let path = e.path();
+        let Some(t) = e.file_name().to_str().and_then(|n| name_time(n, pattern)) else {
+            continue;
+        };
+        if path != written && e.file_type().at(&path)?.is_file() {
+            found.push((t, path));
+        }
+    }
+    found.sort_by(|a, b| b.cmp(a));
+    let remove: Vec<PathBuf> = found
+        .into_iter()
+        .skip(keep.saturating_sub(1))
+        .map(|(_, p)| p)
+        .collect();
+    for p in &remove {
+        std::fs::remove_file(p).at(p)?;
+    }
+    if !remove.is_empty() {
+        std::fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .at(dir)?;
+    }
+    Ok(remove)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn export_names_carry_their_time() {
+        let p = "nextgisweb-%Y%m%d-%H%M%S.ngwbackup";
+        assert_eq!(
+            name_time("nextgisweb-20261121-020000.ngwbackup", p),
+            Some(1_763_690_400)
+        );
+        assert_eq!(
+            name_time("nextgisweb-20261121-020000.ngwbackup.part", p),
+            None
+        );
+        assert_eq!(name_time("notes.txt", p), None);
+        assert_eq!(
+            name_time("2026-11-21.zip", "%Y-%m-%d.zip"),
+            Some(1_763_683_200)
+        );
+    }
+
+    #[test]
+    fn keep_removes_only_older_matching_files_and_never_the_one_written() {
+        let d = tempfile::tempdir().unwrap();
+        let p = "%Y%m%d-%H%M%S.ngwbackup";
+        for n in [
+            "20261101-020000.ngwbackup",
+            "20261102-020000.ngwbackup",
+            "20261103-020000.ngwbackup",
+            "20261104-020000.ngwbackup",
+            "notes.txt",
+            "20261101-020000.ngwbackup.bak",
+        ] {
+            std::fs::write(d.path().join(n), n).unwrap();
+        }
+        std::fs::create_dir(d.path().join("20261020-020000.ngwbackup")).unwrap();
+        // The one written is an old snapshot's: kept all the same.
+        let written = d.path().join("20261101-020000.ngwbackup");
+        let removed = keep_newest(d.path(), p, 2, &written).unwrap();
+        let mut names: Vec<String> = std::fs::read_dir(d.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        assert_eq!(
+            names,
+            [
+                "20261020-020000.ngwbackup",
+                "20261101-020000.ngwbackup",
+                "20261101-020000.ngwbackup.bak",
+                "20261104-020000.ngwbackup",
+                "notes.txt"
+            ]
+        );
+        assert_eq!(removed.len(), 2);
+    }
+}

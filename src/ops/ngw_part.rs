@@ -11,6 +11,7 @@ use crate::repo::{PathLookup, Repository};
 use crate::source::ngw::{
     blob_snapshot_path, font_snapshot_path, parse_index_line, snapshot_path, IndexItem,
 };
+use crate::source::raster_storage::{snapshot_path as raster_path, StoredObject};
 
 /// Components whose `$index` snap knows, in the order they are exported.
 pub const COMPONENTS: [&str; 2] = ["core", "file_storage"];
@@ -104,5 +105,31 @@ impl<'r> NgwPart<'r> {
             f(id, item, node)?;
         }
         Ok(())
+    }
+
+    /// The objects of external raster storages the snapshot holds (see
+    /// `backup::rasters`), each with its entry; none in a snapshot without them.
+    pub fn rasters(&self) -> Result<Vec<(StoredObject, Node)>> {
+        let Some(node) = self.lookup.node(&raster_path("$index"))? else {
+            return Ok(Vec::new());
+        };
+        let mut text = Vec::new();
+        self.repo.write_content(
+            file_content("raster_layer_storage/$index", &node)?,
+            &mut text,
+        )?;
+        StoredObject::parse_index(&text)?
+            .into_iter()
+            .map(|o| {
+                let node = self.lookup.node(&raster_path(&o.path))?.ok_or_else(|| {
+                    Error::corrupt(
+                        "snapshot",
+                        format!("ngw/raster_layer_storage/{}", o.path),
+                        "listed in $index but missing",
+                    )
+                })?;
+                Ok((o, node))
+            })
+            .collect()
     }
 }

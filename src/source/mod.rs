@@ -10,3 +10,4 @@ pub mod fs;
 pub mod mongo;
 pub mod ngw;
 pub mod pg;
+pub mod raster_storage;

@@ -11,6 +11,7 @@ use std::process::Command;
 
 use crate::error::{Error, Result, SourceError};
 use crate::source::pg::ident;
+use crate::source::raster_storage::{RasterObject, RasterStorage, StorageMap};
 
 /// Tables whose data NGW leaves out of its backups (schemas are kept).
 pub const EXCLUDE_TABLE_DATA: [&str; 5] = [
@@ -327,6 +328,54 @@ impl DbConfig {
     }
 }
 
+/// NGW's `core.last_backup` setting for a backup started at `started`: Python's
+/// `isoformat()` of the naive UTC time (microseconds, left out when zero).
+pub fn last_backup_value(started: chrono::DateTime<chrono::Utc>) -> String {
+    let t = started.naive_utc();
+    let micros = t.and_utc().timestamp_subsec_micros();
+    if micros == 0 {
+        t.format("%Y-%m-%dT%H:%M:%S").to_string()
+    } else {
+        format!("{}.{micros:06}", t.format("%Y-%m-%dT%H:%M:%S"))
+    }
+}
+
+impl DbConfig {
+    /// Records a backup started at `started` as the instance's last one, as
+    /// `nextgisweb backup` does after it succeeds: the `core` setting `last_backup`
+    /// (a JSON string in NGW 5.x's `jsonb` column, JSON text in older ones' `varchar`),
+    /// in a short transaction of its own.
+    pub fn record_last_backup(&self, started: chrono::DateTime<chrono::Utc>) -> Result<()> {
+        let mut client = self.connect()?;
+        let what = "recording last_backup in table setting";
+        let jsonb: Option<bool> = client
+            .query_opt(
+                "SELECT data_type = 'jsonb' FROM information_schema.columns
+                  WHERE table_schema = 'public' AND table_name = 'setting'
+                    AND column_name = 'value'",
+                &[],
+            )
+            .map_err(|e| pg_err(self, what, e))?
+            .map(|r| r.get(0));
+        // No such table: the INSERT fails with PostgreSQL's own words.
+        let value = if jsonb == Some(false) {
+            "to_json($1::text)::text"
+        } else {
+            "to_jsonb($1::text)"
+        };
+        client
+            .execute(
+                &format!(
+                    "INSERT INTO setting (component, name, value) VALUES ('core', 'last_backup', {value})
+                     ON CONFLICT (component, name) DO UPDATE SET value = EXCLUDED.value"
+                ),
+                &[&last_backup_value(started)],
+            )
+            .map_err(|e| pg_err(self, what, e))?;
+        Ok(())
+    }
+}
+
 impl Session {
     /// Connects and starts the transaction.
     pub fn begin(db: &DbConfig) -> Result<Session> {
@@ -374,6 +423,37 @@ impl Session {
                 }
             })
             .collect()
+    }
+
+    /// The instance's external raster storages and the objects its raster layers keep
+    /// in them, ordered (NGW 5.4 and later; none on an older instance).
+    pub fn raster_objects(&mut self) -> Result<(Vec<RasterStorage>, Vec<RasterObject>)> {
+        let storages = raster_storages(&mut self.client, &self.db)?;
+        if storages.is_empty() {
+            return Ok((storages, Vec::new()));
+        }
+        let rows = self
+            .client
+            .query(
+                "SELECT DISTINCT storage_id, storage_filename::text FROM raster_layer
+                  WHERE storage_id IS NOT NULL AND storage_filename IS NOT NULL ORDER BY 1, 2",
+                &[],
+            )
+            .map_err(|e| {
+                pg_err(
+                    &self.db,
+                    "reading the raster layers in external storages",
+                    e,
+                )
+            })?;
+        let objects = rows
+            .iter()
+            .map(|r| RasterObject {
+                storage: r.get(0),
+                filename: r.get(1),
+            })
+            .collect();
+        Ok((storages, objects))
     }
 
     /// A `pg_dump` of the session's snapshot in NGW's format into directory `out`
@@ -440,6 +520,48 @@ impl Session {
             .batch_execute("COMMIT")
             .map_err(|e| pg_err(&self.db, "COMMIT", e))
     }
+}
+
+/// The `raster_layer_storage` rows (NGW 5.4 and later; none on an older instance),
+/// ordered by id, with their resources' display names.
+fn raster_storages(client: &mut postgres::Client, db: &DbConfig) -> Result<Vec<RasterStorage>> {
+    let what = "reading the raster layer storages";
+    let has = client
+        .query_one(
+            "SELECT to_regclass('public.raster_layer_storage') IS NOT NULL,
+                    to_regclass('public.resource') IS NOT NULL",
+            &[],
+        )
+        .map_err(|e| pg_err(db, what, e))?;
+    let (storages, resources): (bool, bool) = (has.get(0), has.get(1));
+    if !storages {
+        return Ok(Vec::new());
+    }
+    let name = if resources {
+        "COALESCE((SELECT display_name::text FROM resource r WHERE r.id = s.id), '')"
+    } else {
+        "''"
+    };
+    let rows = client
+        .query(
+            &format!(
+                "SELECT s.id, {name}, s.endpoint::text, s.bucket::text, s.prefix::text,
+                        s.access_key::text, s.secret_key::text
+                   FROM raster_layer_storage s ORDER BY s.id"
+            ),
+            &[],
+        )
+        .map_err(|e| pg_err(db, what, e))?;
+    Ok(rows
+        .iter()
+        .map(|r| {
+            let keys = match (r.get::<_, Option<String>>(5), r.get::<_, Option<String>>(6)) {
+                (Some(id), Some(secret)) => Some((id, secret)),
+                _ => None,
+            };
+            RasterStorage::new(r.get(0), r.get(1), r.get(2), r.get(3), r.get(4), keys)
+        })
+        .collect())
 }
 
 /// Parses `dumpId; catalogOid objectOid rest` (NGW's `(\d+)\;\s+(\d+)\s+(\d+)\s+(.*)`).
@@ -587,6 +709,26 @@ impl Target {
             )
             .map_err(|e| pg_err(&self.db, "reading core_migration", e))?;
         Ok(Some(rows.iter().map(|r| (r.get(0), r.get(1))).collect()))
+    }
+
+    /// The restored instance's external raster storages (see [`raster_storages`]).
+    pub fn raster_storages(&mut self) -> Result<Vec<RasterStorage>> {
+        raster_storages(&mut self.client, &self.db)
+    }
+
+    /// Points storage `id` at another endpoint, bucket and prefix (its keys stay).
+    pub fn move_raster_storage(&mut self, m: &StorageMap) -> Result<()> {
+        let n = self
+            .client
+            .execute(
+                "UPDATE raster_layer_storage SET endpoint = $2, bucket = $3, prefix = $4 WHERE id = $1",
+                &[&m.id, &m.endpoint, &m.bucket, &m.prefix],
+            )
+            .map_err(|e| pg_err(&self.db, "updating raster_layer_storage", e))?;
+        if n == 0 {
+            return Err(crate::error::Usage::NoSuchRasterStorage { id: m.id }.into());
+        }
+        Ok(())
     }
 
     /// `pg_restore` as `nextgisweb restore` runs it, of dump directory `dir` with list

@@ -15,7 +15,7 @@ mod fs;
 mod limit;
 mod local;
 #[cfg(feature = "remote")]
-mod remote;
+pub(crate) mod remote;
 #[cfg(feature = "remote")]
 mod sftp;
 

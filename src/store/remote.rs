@@ -25,7 +25,7 @@ const PARTS_IN_FLIGHT: usize = 4;
 const WHOLE: u64 = 64 << 20;
 
 /// The runtime the remote stores' I/O runs on.
-pub(super) static RUNTIME: LazyLock<tokio::runtime::Runtime> = LazyLock::new(|| {
+pub(crate) static RUNTIME: LazyLock<tokio::runtime::Runtime> = LazyLock::new(|| {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .thread_name("snap-io")
@@ -44,7 +44,7 @@ pub struct Remote {
 
 /// What went wrong, for a person: OpenDAL's own message without its context block,
 /// and what to check.
-fn describe(e: &opendal::Error) -> String {
+pub(crate) fn describe(e: &opendal::Error) -> String {
     let text = e.to_string();
     // OpenDAL writes `Kind (status) at op, context: { ... } => message, source: ...`;
     // S3's own errors come as `S3Error { code: "...", message: "...", ... }`.

@@ -34,6 +34,7 @@ use rayon::prelude::*;
 mod archive;
 mod db;
 mod ngw;
+mod rasters;
 mod streams;
 mod vdir;
 mod walk;
@@ -78,6 +79,14 @@ pub struct BackupOptions {
     /// Record an NGW snapshot whose file storage lacks blobs `fileobj` lists, each a
     /// warning, instead of failing.
     pub allow_missing_blobs: bool,
+    /// With `ngw`: leave the instance's `last_backup` setting alone (NGW's `--one-shot`).
+    pub ngw_one_shot: bool,
+    /// With `ngw`: record the snapshot without the rasters of an external storage that
+    /// cannot be reached, naming it, instead of failing.
+    pub ngw_skip_external: bool,
+    /// With `ngw`: the S3 region of external raster storages (`us-east-1` when `None`,
+    /// as GDAL's default).
+    pub ngw_s3_region: Option<String>,
     /// An `.ngwbackup` archive and its BLAKE3 ([`archive_id`]), imported under `ngw/`.
     pub archive: Option<(PathBuf, Id)>,
     /// The snapshot's time (default: now), e.g. an imported archive's.
@@ -122,6 +131,9 @@ impl Default for BackupOptions {
             mongo: Vec::new(),
             ngw: None,
             allow_missing_blobs: false,
+            ngw_one_shot: false,
+            ngw_skip_external: false,
+            ngw_s3_region: None,
             archive: None,
             time: None,
             excludes: Vec::new(),
@@ -217,10 +229,20 @@ pub fn backup(
     };
     done.lock.check()?;
     let id = repo.save_snapshot(&snapshot)?;
+    let mut warnings = done.warnings;
+    // After the snapshot is durable, never before: the instance says it was backed up
+    // only when it was.
+    if let (Some(db), false) = (&done.ngw_db, opts.ngw_one_shot) {
+        if let Err(e) = db.record_last_backup(snapshot.time) {
+            warnings.push(format!(
+                "the snapshot is saved, but the instance's last_backup setting was not updated: {e}"
+            ));
+        }
+    }
     Ok(BackupOutcome {
         id,
         snapshot,
-        warnings: done.warnings,
+        warnings,
     })
 }
 
@@ -250,6 +272,8 @@ struct Done {
     summary: Summary,
     warnings: Vec<String>,
     lock: crate::repo::Lock,
+    /// The NGW instance's database, whose `last_backup` a saved snapshot updates.
+    ngw_db: Option<crate::source::ngw::DbConfig>,
 }
 
 /// A backup up to its snapshot record; with `dry`, storing nothing.
@@ -345,7 +369,15 @@ fn run(
         },
         || run.walk(&placed, parent_tree),
     );
-    let (mut root, stream_sources) = streamed?;
+    let (mut root, stream_sources, skipped) = streamed?;
+    for s in &mut sources {
+        if let Source::Ngw {
+            skipped_external, ..
+        } = s
+        {
+            skipped_external.clone_from(&skipped);
+        }
+    }
     sources.extend(stream_sources);
     let walked = walked?;
     // Joining reads trees back (a backup of `/`): a dry run, having stored none, stops
@@ -388,6 +420,7 @@ fn run(
         summary,
         warnings,
         lock,
+        ngw_db: ngw_config.map(|c| c.db),
     })
 }
 
@@ -459,6 +492,7 @@ fn place_sources(
             let cfg = crate::source::ngw::NgwConfig::load(&abs)?;
             sources.push(Source::Ngw {
                 config: abs.to_string_lossy().into_owned(),
+                skipped_external: Vec::new(),
             });
             Some(cfg)
         }

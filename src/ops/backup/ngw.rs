@@ -6,6 +6,7 @@
 //! ngw/file_storage/<comp>/<u0u1>/<u2u3>/<uuid>   every blob fileobj lists
 //! ngw/component/file_storage/$index      JSON Lines, exactly as NGW writes it
 //! ngw/fonts/<name>, ngw/component/core/$index    custom fonts
+//! ngw/raster_layer_storage/...           rasters kept in external S3 storages (`rasters`)
 //! ```
 //! A blob `fileobj` lists that is missing or unreadable fails the backup, as it fails
 //! NGW's own; with `allow_missing` the snapshot is recorded without it (and without
@@ -22,7 +23,7 @@ use rayon::prelude::*;
 
 use super::db::{ingest_pg_dump, scratch};
 use super::vdir::VDir;
-use super::Run;
+use super::{rasters, BackupOptions, Run};
 use crate::error::{Error, Result, SourceError};
 use crate::format::id::TreeId;
 use crate::format::tree::{Node, Timestamp};
@@ -48,15 +49,17 @@ fn parent_node(parent: Option<&PathLookup<'_>>, path: &[Vec<u8>]) -> Option<Node
 
 /// Backs up the instance described by `cfg` into `root`. Any failure (database
 /// unreachable, pg_dump failing, a listed blob missing) is an error: no snapshot;
-/// with `allow_missing`, a listed blob missing or unreadable is a warning instead.
+/// with `allow_missing_blobs`, a listed blob missing or unreadable is a warning
+/// instead. Returns the external raster storages left out (see [`rasters`]).
 pub(super) fn backup(
     run: &Run<'_>,
     cfg: &NgwConfig,
-    allow_missing: bool,
+    opts: &BackupOptions,
     parent_root: Option<TreeId>,
     root: &mut VDir,
     now: Timestamp,
-) -> Result<()> {
+) -> Result<Vec<String>> {
+    let allow_missing = opts.allow_missing_blobs;
     let db = &cfg.db;
     log::debug!(
         "connecting to database {} on {}:{} as {}",
@@ -67,6 +70,7 @@ pub(super) fn backup(
     );
     let mut session = Session::begin(db)?;
     let mut objs = session.fileobjs()?;
+    let (storages, rasters) = session.raster_objects()?;
     let fonts = cfg.fonts()?;
     log::debug!(
         "file storage {}: {} blobs listed, {} custom fonts",
@@ -180,5 +184,15 @@ pub(super) fn backup(
             now,
         )?;
     }
-    Ok(())
+    rasters::backup(
+        run,
+        &storages,
+        &rasters,
+        opts.ngw_skip_external,
+        allow_missing,
+        opts.ngw_s3_region.as_deref().unwrap_or("us-east-1"),
+        parent.as_ref(),
+        root,
+        now,
+    )
 }

@@ -16,7 +16,8 @@ use crate::source::command::Running;
 
 impl Run<'_> {
     /// Stores the stream sources (stdin, commands, databases, an archive, NGW) into a
-    /// new root; returns it with their [`Source`] records.
+    /// new root; returns it with their [`Source`] records (but NGW's, which is known
+    /// before), and the NGW instance's external raster storages left out.
     pub(super) fn streams(
         &self,
         opts: &BackupOptions,
@@ -25,9 +26,10 @@ impl Run<'_> {
         ngw_config: Option<&crate::source::ngw::NgwConfig>,
         parent_tree: Option<TreeId>,
         now: Timestamp,
-    ) -> Result<(VDir, Vec<Source>)> {
+    ) -> Result<(VDir, Vec<Source>, Vec<String>)> {
         let mut root = VDir::default();
         let mut sources = Vec::new();
+        let mut skipped = Vec::new();
         if let Some(name) = &opts.stdin_name {
             let comps = stream_components(name)?;
             let input = stdin.ok_or(Usage::NoStdin)?;
@@ -87,16 +89,9 @@ impl Run<'_> {
         }
         if let Some(cfg) = ngw_config {
             self.progress.phase(Phase::Dumping);
-            ngw::backup(
-                self,
-                cfg,
-                opts.allow_missing_blobs,
-                parent_tree,
-                &mut root,
-                now,
-            )?;
+            skipped = ngw::backup(self, cfg, opts, parent_tree, &mut root, now)?;
         }
-        Ok((root, sources))
+        Ok((root, sources, skipped))
     }
 
     /// Records a stream that went through [`Run::ingest`] (stdin, command output, a

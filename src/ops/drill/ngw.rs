@@ -45,7 +45,7 @@ pub(super) fn drill(ctx: &SourceCtx<'_>, c: &ScratchCluster) -> Result<Proof> {
     for d in [&cfg.file_storage, &root.join("sdir/core/fontconfig")] {
         std::fs::create_dir_all(d).at(d)?;
     }
-    let out = restore_instance(ctx.repo, ctx.snap, &cfg, false, ctx.progress)?;
+    let out = restore_instance(ctx.repo, ctx.snap, &cfg, false, None, ctx.progress)?;
     let mut problems: Vec<String> = out.errors.iter().map(ToString::to_string).collect();
 
     // Every $index entry: its file in place, of the snapshot's size.

@@ -21,6 +21,7 @@
 
 pub mod db;
 pub mod ngw;
+pub mod rasters;
 
 use std::collections::{HashMap, HashSet};
 use std::ffi::OsStr;

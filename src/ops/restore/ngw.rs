@@ -15,7 +15,10 @@
 //! 4. Writes the custom fonts (removing custom fonts the snapshot does not have, as
 //!    NGW's `restore_prepare` does) and every blob `$index` lists; files already there
 //!    and identical are left alone, others are replaced through a temporary file.
-//! 5. Compares `core_migration` before and after, so the caller can say when the dump
+//! 5. Puts the objects of external raster storages back into their buckets (see
+//!    [`rasters`]), unless the caller leaves them (a drill does: its scratch instance
+//!    must not write into production buckets).
+//! 6. Compares `core_migration` before and after, so the caller can say when the dump
 //!    comes from an older NGW and `nextgisweb migration upgrade` is due.
 //!
 //! The repository is only read. If snap is killed while pg_restore runs, the database
@@ -29,6 +32,7 @@ use std::path::{Path, PathBuf};
 use rayon::prelude::*;
 
 use super::db::feed_pg_restore;
+use super::rasters::Placement;
 use super::timestamps;
 use crate::error::{Error, IoContext, Refusal, Result};
 use crate::format::snapshot::Snapshot;
@@ -63,6 +67,11 @@ pub struct NgwRestoreOutcome {
     pub bytes_written: u64,
     /// Blobs and fonts already in place, identical.
     pub files_unchanged: u64,
+    /// Objects of external raster storages uploaded (their bytes are in
+    /// `bytes_written`).
+    pub objects_written: u64,
+    /// Objects of external raster storages already in place with the same content.
+    pub objects_unchanged: u64,
     /// Custom fonts removed because the snapshot does not have them.
     pub fonts_removed: u64,
     /// See [`Migrations`].
@@ -78,12 +87,14 @@ struct Put {
 }
 
 /// Restores `snap`'s NGW part into the instance `cfg` describes; `replace` allows
-/// dropping the tables it already has.
+/// dropping the tables it already has; `rasters` says where the objects of external
+/// raster storages go (`None`: they are left alone).
 pub fn restore_instance(
     repo: &Repository,
     snap: &Snapshot,
     cfg: &NgwConfig,
     replace: bool,
+    rasters: Option<&Placement>,
     progress: &dyn Progress,
 ) -> Result<NgwRestoreOutcome> {
     let _lock = repo.read_lock("restore")?;
@@ -155,6 +166,8 @@ pub fn restore_instance(
         files_written: 0,
         bytes_written: 0,
         files_unchanged: 0,
+        objects_written: 0,
+        objects_unchanged: 0,
         fonts_removed: 0,
         migrations: Migrations::Unknown,
         errors: Vec::new(),
@@ -182,6 +195,9 @@ pub fn restore_instance(
     }
     if let Some(dir) = &font_dir {
         out.fonts_removed = remove_other_fonts(dir, &fonts)?;
+    }
+    if let Some(how) = rasters {
+        super::rasters::restore(repo, part.rasters()?, &mut target, how, progress, &mut out)?;
     }
     if let Ok(root) = File::open(&cfg.file_storage) {
         rustix::fs::syncfs(&root)
@@ -296,15 +312,26 @@ fn same_file(repo: &Repository, content: &Content, size: u64, path: &Path) -> Re
     if !md.is_file() || md.len() != size {
         return Ok(false);
     }
+    same_content(repo, content, &mut f, path)
+}
+
+/// Whether `r` (`what`, in errors) holds exactly `content`'s bytes, which it is known
+/// to match in length.
+pub(super) fn same_content(
+    repo: &Repository,
+    content: &Content,
+    r: &mut dyn std::io::Read,
+    what: &Path,
+) -> Result<bool> {
     let mut differs = false;
     let mut buf = Vec::new();
     let compared = repo.read_content(content, &mut |chunk| {
         buf.resize(chunk.len(), 0);
-        std::io::Read::read_exact(&mut f, &mut buf).at(path)?;
+        r.read_exact(&mut buf).at(what)?;
         if buf != chunk {
             differs = true;
             // Only stops the read: `differs` says why.
-            return Err(std::io::Error::other("the file differs")).at(path);
+            return Err(std::io::Error::other("the file differs")).at(what);
         }
         Ok(())
     });
