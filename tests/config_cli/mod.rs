@@ -365,8 +365,8 @@ impl Ngw {
         pg.sql(
             "ngw",
             "CREATE TABLE fileobj (id serial PRIMARY KEY, component varchar(50) NOT NULL, uuid varchar(32) NOT NULL);
-             CREATE TABLE core_setting (component varchar, name varchar, value text);
-             INSERT INTO core_setting VALUES ('core', 'system.name', 'Test NGW');",
+             CREATE TABLE setting (component varchar, name varchar, value jsonb, PRIMARY KEY (component, name));
+             INSERT INTO setting VALUES ('core', 'system.name', '\"Test NGW\"');",
         );
         for u in UUIDS {
             let p = Ngw::blob_in(&env, u);

@@ -44,6 +44,7 @@ fn ngw_instance(pg: &Pg, env: &Env) -> String {
         "CREATE EXTENSION pg_trgm;
          CREATE TABLE fileobj (id serial PRIMARY KEY, component varchar(50) NOT NULL, uuid varchar(32) NOT NULL);
          CREATE TABLE core_migration (component varchar, revision varchar);
+         CREATE TABLE setting (component varchar, name varchar, value jsonb, PRIMARY KEY (component, name));
          INSERT INTO core_migration VALUES ('core', '2026-01-01');
          CREATE SCHEMA vector_layer;
          CREATE TABLE vector_layer.layer_a (id serial PRIMARY KEY, name text);
