@@ -711,7 +711,7 @@ impl Target {
         Ok(Some(rows.iter().map(|r| (r.get(0), r.get(1))).collect()))
     }
 
-    /// The restored instance's external raster storages (see [`raster_storages`]).
+    /// The restored instance's external raster storages, ordered by id.
     pub fn raster_storages(&mut self) -> Result<Vec<RasterStorage>> {
         raster_storages(&mut self.client, &self.db)
     }

@@ -10,8 +10,6 @@
 //! The keys come from the instance's own rows and go to the S3 client directly: never
 //! into a process argument, a log line, an error or a snapshot.
 
-use std::io::Read;
-
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
@@ -31,6 +29,7 @@ pub struct RasterStorage {
     /// Key prefix (may be empty).
     pub prefix: String,
     /// Access key id and secret; `None` for a public bucket.
+    #[cfg_attr(not(feature = "remote"), allow(dead_code))]
     keys: Option<(String, String)>,
 }
 
@@ -236,7 +235,9 @@ mod bucket {
     use opendal::options::{ReaderOptions, WriteOptions};
     use opendal::{blocking, services, ErrorKind, Operator};
 
-    use super::{ObjectMeta, RasterStorage, Read};
+    use std::io::Read;
+
+    use super::{ObjectMeta, RasterStorage};
     use crate::error::{Error, Result};
     use crate::store::remote::{describe, RUNTIME};
 

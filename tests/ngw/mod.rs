@@ -964,3 +964,5 @@ fn failures_record_no_snapshot() {
         .stderr(predicate::str::contains("database.name is missing"));
     assert!(inst.env.snapshots().is_empty());
 }
+
+mod v5;

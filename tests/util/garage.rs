@@ -234,6 +234,11 @@ api_bind_addr = "127.0.0.1:{admin_port}"
     /// Runs Python `code` with `s3`, a boto3 client of node 0 (boto3 comes with moto),
     /// `bucket` and `arg` defined; its standard output.
     fn boto3(&self, code: &str, arg: &str) -> String {
+        self.boto3_in(&self.bucket, code, arg)
+    }
+
+    /// [`Garage::boto3`] on another bucket.
+    fn boto3_in(&self, bucket: &str, code: &str, arg: &str) -> String {
         let script = format!(
             r#"
 import sys, boto3
@@ -249,7 +254,7 @@ s3 = boto3.client("s3", endpoint_url=ep, aws_access_key_id=key_id,
                 &self.endpoint_of(0),
                 KEY_ID,
                 SECRET,
-                &self.bucket,
+                bucket,
                 arg,
             ])
             .output()
@@ -290,6 +295,56 @@ for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=a
             (k.to_string(), n.parse().unwrap())
         })
         .collect()
+    }
+
+    /// Creates bucket `name`, which the tests' key may read and write.
+    pub fn create_bucket(&self, name: &str) {
+        self.cli(&["bucket", "create", name]);
+        self.cli(&[
+            "bucket", "allow", "--read", "--write", "--owner", name, "--key", KEY_ID,
+        ]);
+    }
+
+    /// The tests' access key id and secret.
+    pub fn keys() -> (&'static str, &'static str) {
+        (KEY_ID, SECRET)
+    }
+
+    /// Writes object `key` of `bucket`.
+    pub fn put(&self, bucket: &str, key: &str, bytes: &[u8]) {
+        let f = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(f.path(), bytes).unwrap();
+        let arg = format!("{key}\n{}", f.path().display());
+        self.boto3_in(
+            bucket,
+            "key, path = arg.split('\\n')\ns3.put_object(Bucket=bucket, Key=key, Body=open(path, 'rb').read())",
+            &arg,
+        );
+    }
+
+    /// Object `key` of `bucket`, `None` when there is none.
+    pub fn get(&self, bucket: &str, key: &str) -> Option<Vec<u8>> {
+        let f = tempfile::NamedTempFile::new().unwrap();
+        let arg = format!("{key}\n{}", f.path().display());
+        let found = self.boto3_in(
+            bucket,
+            r#"
+key, path = arg.split('\n')
+try:
+    body = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+except s3.exceptions.NoSuchKey:
+    print("missing")
+else:
+    open(path, "wb").write(body)
+"#,
+            &arg,
+        );
+        (found.trim() != "missing").then(|| std::fs::read(f.path()).unwrap())
+    }
+
+    /// Deletes object `key` of `bucket`.
+    pub fn delete(&self, bucket: &str, key: &str) {
+        self.boto3_in(bucket, "s3.delete_object(Bucket=bucket, Key=arg)", key);
     }
 
     /// `s3://bucket/prefix`.

@@ -14,7 +14,8 @@ use std::time::{Duration, Instant};
 
 use super::missing;
 
-pub(super) fn free_port() -> u16 {
+/// A loopback port nothing listens on (at the time of asking).
+pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()

@@ -16,7 +16,7 @@
 //!    NGW's `restore_prepare` does) and every blob `$index` lists; files already there
 //!    and identical are left alone, others are replaced through a temporary file.
 //! 5. Puts the objects of external raster storages back into their buckets (see
-//!    [`rasters`]), unless the caller leaves them (a drill does: its scratch instance
+//!    [`super::rasters`]), unless the caller leaves them (a drill does: its scratch instance
 //!    must not write into production buckets).
 //! 6. Compares `core_migration` before and after, so the caller can say when the dump
 //!    comes from an older NGW and `nextgisweb migration upgrade` is due.
