@@ -44,6 +44,12 @@ struct Profile {
     /// warnings (exit 3), instead of failing (`--allow-missing-blobs`).
     #[serde(default)]
     allow_missing_blobs: bool,
+    /// Record the NGW snapshot without the rasters of an external storage it cannot
+    /// reach (`--ngw-skip-external`).
+    #[serde(default)]
+    ngw_skip_external: bool,
+    /// The S3 region of the instance's external raster storages (`--ngw-s3-region`).
+    ngw_s3_region: Option<String>,
     #[serde(default)]
     pg: Vec<String>,
     pg_all: Option<String>,
@@ -326,6 +332,8 @@ impl File {
             mongo: p.mongo.clone(),
             ngw: p.ngw.as_ref().map(PathBuf::from),
             allow_missing_blobs: p.allow_missing_blobs,
+            ngw_skip_external: p.ngw_skip_external,
+            ngw_s3_region: p.ngw_s3_region.clone(),
             excludes: p.exclude.clone(),
             exclude_files: p.exclude_file.clone(),
             files_from: p.files_from.clone(),

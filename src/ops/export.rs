@@ -339,7 +339,7 @@ mod tests {
         let p = "nextgisweb-%Y%m%d-%H%M%S.ngwbackup";
         assert_eq!(
             name_time("nextgisweb-20261121-020000.ngwbackup", p),
-            Some(1_763_690_400)
+            Some(1_795_226_400)
         );
         assert_eq!(
             name_time("nextgisweb-20261121-020000.ngwbackup.part", p),
@@ -348,7 +348,7 @@ mod tests {
         assert_eq!(name_time("notes.txt", p), None);
         assert_eq!(
             name_time("2026-11-21.zip", "%Y-%m-%d.zip"),
-            Some(1_763_683_200)
+            Some(1_795_219_200)
         );
     }
 

@@ -299,6 +299,7 @@ fn verbose_backup_ngw_says_each_phase() {
         &format!(
             "CREATE TABLE fileobj (id serial PRIMARY KEY, component varchar(50) NOT NULL, uuid varchar(32) NOT NULL);
              CREATE TABLE core_migration (component varchar, revision varchar);
+             CREATE TABLE setting (component varchar, name varchar, value jsonb, PRIMARY KEY (component, name));
              INSERT INTO fileobj (component, uuid) VALUES ('raster_layer', '{uuid}');"
         ),
     );

@@ -65,6 +65,20 @@ fn timestamp(rfc3339: &str) -> Timestamp {
     })
 }
 
+/// Why a storage's objects could not be stored.
+enum Fail {
+    /// The storage could not be reached or read: `--ngw-skip-external` leaves it out.
+    Unreachable(Error),
+    /// Anything else fails the backup.
+    Fatal(Error),
+}
+
+impl From<Error> for Fail {
+    fn from(e: Error) -> Fail {
+        Fail::Fatal(e)
+    }
+}
+
 /// Backs up `objects` of `storages` into `root`; returns the storages left out (with
 /// `skip`), described.
 #[allow(clippy::too_many_arguments)]
@@ -93,34 +107,32 @@ pub(super) fn backup(
         }
         log::debug!("{}: {} objects", s.describe(), mine.len());
         let mut stored = Vec::new();
-        let outcome = (|| -> Result<()> {
-            let bucket = Bucket::open(s, region)?;
+        let outcome = (|| -> Result<(), Fail> {
+            let bucket = Bucket::open(s, region).map_err(Fail::Unreachable)?;
             for o in &mine {
                 let key = s.key(&o.filename);
-                let Some(head) = bucket.head(&key)? else {
-                    let e = format!(
-                        "{}: object {key:?} of a raster layer is missing",
-                        s.describe()
-                    );
+                let Some(head) = bucket.head(&key).map_err(Fail::Unreachable)? else {
+                    let what = format!("object {key:?} of a raster layer is missing");
                     if allow_missing {
                         run.warn(format!(
-                            "{e}: left out of the snapshot (--allow-missing-blobs)"
+                            "{}: {what}: left out of the snapshot (--allow-missing-blobs)",
+                            s.describe()
                         ));
                         continue;
                     }
-                    return Err(Error::Storage {
+                    return Err(Fail::Fatal(Error::Storage {
                         location: s.describe(),
-                        detail: format!("object {key:?} of a raster layer is missing; no snapshot recorded (--allow-missing-blobs records it without)"),
-                    });
+                        detail: format!("{what}; no snapshot recorded (--allow-missing-blobs records one without it)"),
+                    }));
                 };
                 let path = StoredObject::path_for(s.id, &key);
                 if !paths.insert(path.clone()) {
-                    return Err(Error::Storage {
+                    return Err(Fail::Fatal(Error::Storage {
                         location: s.describe(),
                         detail: format!(
                             "object {key:?} would be stored at {path:?}, where another object is"
                         ),
-                    });
+                    }));
                 }
                 let record = StoredObject {
                     storage: s.id,
@@ -129,91 +141,40 @@ pub(super) fn backup(
                     bucket: s.bucket.clone(),
                     prefix: s.prefix.clone(),
                     filename: o.filename.clone(),
-                    key: key.clone(),
+                    key,
                     size: head.size,
-                    etag: head.etag.clone(),
-                    modified: head.modified.clone(),
+                    etag: head.etag,
+                    modified: head.modified,
                     path,
                 };
-                let old = before.get(&(s.id, key.clone()));
-                let old_node = match old {
-                    Some(old) => parent.and_then(|p| p.node(&at(&old.path)).ok().flatten()),
-                    None => None,
-                };
-                let unchanged = old.is_some_and(|old| {
-                    (old.size, &old.etag, &old.modified) == (head.size, &head.etag, &head.modified)
-                        && !head.etag.is_empty()
-                });
-                let node = match (&old_node, unchanged) {
-                    (
-                        Some(
-                            n @ Node {
-                                kind: NodeKind::File(c),
-                                ..
-                            },
-                        ),
-                        true,
-                    ) if run.repo.content_complete(c)? => {
-                        add(&run.counts.files, 1);
-                        add(&run.counts.bytes_total, head.size);
-                        run.progress.items(1);
-                        n.clone()
-                    }
-                    _ => {
-                        run.progress.entry(std::path::Path::new(&key));
-                        let prev = match &old_node {
-                            Some(Node {
-                                kind: NodeKind::File(c),
-                                ..
-                            }) => run.hints(Some(c.clone())),
-                            _ => None,
-                        };
-                        let mut r = bucket.reader(&key, &head.etag)?;
-                        let (content, size) = run
-                            .ingest(&mut r, run.files_params, Some(head.size), prev)?
-                            .map_err(|e| Error::Storage {
-                                location: format!("{}: object {key}", s.describe()),
-                                detail: e.to_string(),
-                            })?;
-                        if size != head.size {
-                            return Err(Error::Storage {
-                                location: format!("{}: object {key}", s.describe()),
-                                detail: format!("{size} bytes read where the store said {}: it changed while being read; run the backup again", head.size),
-                            });
-                        }
-                        add(&run.counts.files, 1);
-                        add(&run.counts.files_read, 1);
-                        add(&run.counts.bytes_total, size);
-                        run.progress.items(1);
-                        Node {
-                            name: Vec::new(),
-                            kind: NodeKind::File(content),
-                            meta: super::vdir::synthetic_meta(
-                                STREAM_MODE,
-                                size,
-                                timestamp(&head.modified),
-                            ),
-                        }
-                    }
-                };
+                let node = object(
+                    run,
+                    &bucket,
+                    s,
+                    &record,
+                    before.get(&(s.id, record.key.clone())),
+                    parent,
+                )?;
                 stored.push((record, node));
             }
             Ok(())
         })();
         match outcome {
             Ok(()) => {}
-            Err(e @ Error::Storage { .. }) if skip => {
-                run.warn(format!("{e}: its rasters are left out of the snapshot (--ngw-skip-external)"));
+            Err(Fail::Unreachable(e)) if skip => {
+                run.warn(format!(
+                    "{e}: its rasters are left out of the snapshot (--ngw-skip-external)"
+                ));
                 skipped.push(s.describe());
                 continue;
             }
-            Err(Error::Storage { location, detail }) => {
+            Err(Fail::Unreachable(Error::Storage { location, detail })) => {
                 return Err(Error::Storage {
                     location,
                     detail: format!("{detail}; no snapshot recorded (--ngw-skip-external records one without this storage's rasters)"),
                 })
             }
-            Err(e) => return Err(e),
+            Err(Fail::Unreachable(e) | Fail::Fatal(e)) => return Err(e),
         }
         for (record, node) in stored {
             root.insert(&at(&record.path), node)?;
@@ -224,4 +185,75 @@ pub(super) fn backup(
         run.put_bytes(root, &at("$index"), index.into_bytes(), now)?;
     }
     Ok(skipped)
+}
+
+/// The entry of the object `record` describes: the parent's when `old`, the parent's
+/// record of it, matches in size, ETag and time; else downloaded, cut against the
+/// parent's version.
+fn object(
+    run: &Run<'_>,
+    bucket: &Bucket,
+    s: &RasterStorage,
+    record: &StoredObject,
+    old: Option<&StoredObject>,
+    parent: Option<&PathLookup<'_>>,
+) -> Result<Node, Fail> {
+    let old_content = match (old, parent) {
+        (Some(old), Some(p)) => match p.node(&at(&old.path)) {
+            Ok(Some(Node {
+                kind: NodeKind::File(c),
+                meta,
+                ..
+            })) => Some((old, c, meta)),
+            _ => None,
+        },
+        _ => None,
+    };
+    if let Some((old, content, meta)) = &old_content {
+        let same = (old.size, &old.etag, &old.modified)
+            == (record.size, &record.etag, &record.modified)
+            && !record.etag.is_empty();
+        if same && run.repo.content_complete(content)? {
+            add(&run.counts.files, 1);
+            add(&run.counts.bytes_total, record.size);
+            run.progress.items(1);
+            return Ok(Node {
+                name: Vec::new(),
+                kind: NodeKind::File(content.clone()),
+                meta: *meta,
+            });
+        }
+    }
+    let key = &record.key;
+    run.progress.entry(std::path::Path::new(key));
+    let prev = old_content.and_then(|(_, c, _)| run.hints(Some(c)));
+    let mut r = bucket
+        .reader(key, &record.etag)
+        .map_err(Fail::Unreachable)?;
+    let (content, size) = run
+        .ingest(&mut r, run.files_params, Some(record.size), prev)?
+        .map_err(|e| {
+            Fail::Unreachable(Error::Storage {
+                location: format!("{}: object {key}", s.describe()),
+                detail: e.to_string(),
+            })
+        })?;
+    if size != record.size {
+        return Err(Fail::Fatal(Error::Storage {
+            location: format!("{}: object {key}", s.describe()),
+            detail: format!(
+                "{size} bytes read where the store said {}: it changed while being read; run the backup again",
+                record.size
+            ),
+        }));
+    }
+    add(&run.counts.files, 1);
+    add(&run.counts.files_read, 1);
+    add(&run.counts.bytes_total, size);
+    run.progress.items(1);
+    Ok(Node {
+        name: Vec::new(),
+        kind: NodeKind::File(content),
+        meta: super::vdir::synthetic_meta(STREAM_MODE, size, timestamp(&record.modified)),
+    })
 }

@@ -273,10 +273,13 @@ pub fn stop(pid: u32) {
 }
 
 impl Drop for ScratchCluster {
-    /// Closes the watchdog's pipe, so it stops the server, and waits for both.
+    /// Closes the watchdog's pipe, so it stops the server, and waits for both. The
+    /// server stays listed for [`stop_all`] until it is gone: a signal handler that
+    /// finds it no longer listed removes its directory, and a server still shutting
+    /// down there would write into it.
     fn drop(&mut self) {
-        locked(&RUNNING).retain(|p| *p != self.pid);
         drop(self.stdin.take());
         let _ = self.watchdog.wait();
+        locked(&RUNNING).retain(|p| *p != self.pid);
     }
 }

@@ -181,8 +181,8 @@ pub fn abandon() {
     cluster::stop_all();
     for dir in locked(&LIVE).drain(..) {
         // The drill's own clean-up may be removing it at the same moment: try again
-        // until it is gone (a second or so at most).
-        for _ in 0..50 {
+        // until it is gone (a second or so, longer on a loaded machine).
+        for _ in 0..250 {
             if std::fs::remove_dir_all(&dir).is_ok() || !dir.exists() {
                 break;
             }
