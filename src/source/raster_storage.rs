@@ -231,7 +231,6 @@ pub use bucket::Bucket;
 mod bucket {
     use std::time::Duration;
 
-    use opendal::layers::{RetryLayer, TimeoutLayer};
     use opendal::options::{ReaderOptions, WriteOptions};
     use opendal::{blocking, services, ErrorKind, Operator};
 
@@ -239,7 +238,7 @@ mod bucket {
 
     use super::{ObjectMeta, RasterStorage};
     use crate::error::{Error, Result};
-    use crate::store::remote::{describe, RUNTIME};
+    use crate::store::remote::{blocking_with_retries, describe};
 
     /// Part size of uploads (multipart above it) and parts in flight.
     const PART: usize = 8 << 20;
@@ -271,22 +270,9 @@ mod bucket {
                 None => b.allow_anonymous(),
             };
             let op = Operator::new(b)
-                .map_err(fail)?
-                .finish()
-                .layer(
-                    TimeoutLayer::new()
-                        .with_timeout(Duration::from_secs(120))
-                        .with_io_timeout(Duration::from_secs(60)),
-                )
-                .layer(
-                    RetryLayer::new()
-                        .with_jitter()
-                        .with_min_delay(Duration::from_millis(200))
-                        .with_max_delay(Duration::from_secs(5))
-                        .with_max_times(3),
-                );
-            let _guard = RUNTIME.enter();
-            let op = blocking::Operator::new(op).map_err(fail)?;
+                .map(opendal::OperatorBuilder::finish)
+                .and_then(|op| blocking_with_retries(op, Duration::from_secs(5), 3))
+                .map_err(fail)?;
             Ok(Bucket { op, what })
         }
 

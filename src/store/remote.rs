@@ -77,6 +77,30 @@ pub(crate) fn describe(e: &opendal::Error) -> String {
     format!("{what}; {hint}")
 }
 
+/// `op` with timeouts and up to `times` retries of transient failures (exponential
+/// backoff from 200 ms to `max_delay`, with jitter), in blocking form on [`RUNTIME`].
+pub(crate) fn blocking_with_retries(
+    op: Operator,
+    max_delay: Duration,
+    times: usize,
+) -> opendal::Result<blocking::Operator> {
+    let op = op
+        .layer(
+            TimeoutLayer::new()
+                .with_timeout(Duration::from_secs(120))
+                .with_io_timeout(Duration::from_secs(60)),
+        )
+        .layer(
+            RetryLayer::new()
+                .with_jitter()
+                .with_min_delay(Duration::from_millis(200))
+                .with_max_delay(max_delay)
+                .with_max_times(times),
+        );
+    let _guard = RUNTIME.enter();
+    blocking::Operator::new(op)
+}
+
 impl Remote {
     /// Opens `s3://bucket/prefix`.
     pub fn open(url: &str, opts: &RemoteOptions) -> Result<Remote> {
@@ -103,25 +127,8 @@ impl Remote {
             }
             _ => return Err(bad(&format!("unknown scheme {scheme:?}"))),
         };
-        let op = op
-            .map_err(|e| Error::Storage {
-                location: url.to_string(),
-                detail: e.to_string(),
-            })?
-            .layer(
-                TimeoutLayer::new()
-                    .with_timeout(Duration::from_secs(120))
-                    .with_io_timeout(Duration::from_secs(60)),
-            )
-            .layer(
-                RetryLayer::new()
-                    .with_jitter()
-                    .with_min_delay(Duration::from_millis(200))
-                    .with_max_delay(Duration::from_secs(10))
-                    .with_max_times(5),
-            );
-        let _guard = RUNTIME.enter();
-        let op = blocking::Operator::new(op).map_err(|e| Error::Storage {
+        let op = op.and_then(|op| blocking_with_retries(op, Duration::from_secs(10), 5));
+        let op = op.map_err(|e| Error::Storage {
             location: url.to_string(),
             detail: e.to_string(),
         })?;

@@ -101,6 +101,22 @@ impl Instance {
         ))
     }
 
+    /// Sets `backup.path` (a new folder `backups`, returned) and a `backup.filename`
+    /// in config.ini, as the default destination of exports.
+    fn set_backup_path(&self) -> std::path::PathBuf {
+        let backups = self.env.path("backups");
+        fs::create_dir_all(&backups).unwrap();
+        let cfg = fs::read_to_string(self.config()).unwrap().replace(
+            "[core]\n",
+            &format!(
+                "[core]\nbackup.path = {}\nbackup.filename = nextgisweb-%Y%m%d-%H%M%S.ngwbackup\n",
+                backups.display()
+            ),
+        );
+        fs::write(self.config(), cfg).unwrap();
+        backups
+    }
+
     fn config(&self) -> String {
         self.env.path("config.ini").display().to_string()
     }
@@ -615,16 +631,7 @@ fn export_is_an_ngwbackup_that_nextgisweb_restore_accepts() {
     inst.verify_unpacked(&dir, "fromdir");
 
     // Default destination: backup.path and backup.filename from config.ini, UTC.
-    let backups = inst.env.path("backups");
-    fs::create_dir_all(&backups).unwrap();
-    let cfg = fs::read_to_string(inst.config()).unwrap().replace(
-        "[core]\n",
-        &format!(
-            "[core]\nbackup.path = {}\nbackup.filename = nextgisweb-%Y%m%d-%H%M%S.ngwbackup\n",
-            backups.display()
-        ),
-    );
-    fs::write(inst.config(), cfg).unwrap();
+    let backups = inst.set_backup_path();
     let out = inst
         .env
         .snap(&["export", "latest", "--quiet"])

@@ -133,6 +133,16 @@ fn add_raster_storage(
     }
 }
 
+/// Runs snap with `args`, which must succeed without `secret` in its log, and parses
+/// its JSON output.
+fn json_keeping(env: &Env, args: &[&str], secret: &str) -> serde_json::Value {
+    let out = env.snap(args).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(!stderr.contains(secret), "the secret key reached the log");
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
 #[test]
 fn rasters_in_external_storage_are_backed_up_put_back_and_never_leak_keys() {
     let Some(inst) = Instance::new() else { return };
@@ -157,29 +167,19 @@ fn rasters_in_external_storage_are_backed_up_put_back_and_never_leak_keys() {
     );
     let secret = Garage::keys().1;
     let backup = |extra: &[&str]| {
-        let out = inst
-            .env
-            .snap(
-                &[
-                    &[
-                        "-v",
-                        "backup",
-                        "--json",
-                        "--ngw-s3-region",
-                        "garage",
-                        "--ngw",
-                        &inst.config(),
-                    ],
-                    extra,
-                ]
-                .concat(),
-            )
-            .output()
-            .unwrap();
-        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-        assert!(out.status.success(), "{stderr}");
-        assert!(!stderr.contains(secret), "the secret key reached the log");
-        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+        let args = [
+            "-v",
+            "backup",
+            "--json",
+            "--ngw-s3-region",
+            "garage",
+            "--ngw",
+        ];
+        json_keeping(
+            &inst.env,
+            &[&args[..], &[&inst.config()], extra].concat(),
+            secret,
+        )
     };
     backup(&[]);
     assert!(inst.cat("ngw/raster_layer_storage/1/ngw/a.tif") == a);
@@ -226,29 +226,15 @@ fn rasters_in_external_storage_are_backed_up_put_back_and_never_leak_keys() {
     g.create_bucket("moved");
     let cfg_b = instance_b(&inst, "ngw_b", true);
     let restore = |extra: &[&str]| {
-        let out = inst
-            .env
-            .snap(
-                &[
-                    &[
-                        "restore",
-                        "latest",
-                        "--json",
-                        "--ngw-s3-region",
-                        "garage",
-                        "--ngw",
-                        &cfg_b,
-                    ],
-                    extra,
-                ]
-                .concat(),
-            )
-            .output()
-            .unwrap();
-        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-        assert!(out.status.success(), "{stderr}");
-        assert!(!stderr.contains(secret));
-        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+        let args = [
+            "restore",
+            "latest",
+            "--json",
+            "--ngw-s3-region",
+            "garage",
+            "--ngw",
+        ];
+        json_keeping(&inst.env, &[&args[..], &[&cfg_b], extra].concat(), secret)
     };
     let to = format!("1={}/moved/copy/", g.endpoint_of(0));
     let out = restore(&["--ngw-storage", &to]);
@@ -375,16 +361,7 @@ fn an_unreachable_storage_fails_the_backup_unless_skipped_and_then_says_so() {
 fn export_keep_leaves_the_n_newest_exports_and_nothing_else_is_touched() {
     let Some(inst) = Instance::new() else { return };
     inst.env.backup_json(&["--ngw", &inst.config()]);
-    let backups = inst.env.path("backups");
-    fs::create_dir_all(&backups).unwrap();
-    let cfg = fs::read_to_string(inst.config()).unwrap().replace(
-        "[core]\n",
-        &format!(
-            "[core]\nbackup.path = {}\nbackup.filename = nextgisweb-%Y%m%d-%H%M%S.ngwbackup\n",
-            backups.display()
-        ),
-    );
-    fs::write(inst.config(), cfg).unwrap();
+    let backups = inst.set_backup_path();
     for n in [
         "nextgisweb-20250101-020000.ngwbackup",
         "nextgisweb-20250102-020000.ngwbackup",
