@@ -1,11 +1,9 @@
 //! Reading blobs: where each is, fetching its stored bytes (one blob, a run of
-//! neighbours in one read, or the blobs of many small files in few reads), checking
-//! lengths, and decoding (open the seal, then decompress).
+//! neighbours in one read, or the wanted blobs of a pack in one streamed read),
+//! checking lengths, and decoding (open the seal, then decompress).
 
 use std::borrow::Cow;
-use std::collections::HashMap;
-
-use rayon::prelude::*;
+use std::io::Read;
 
 use super::{pack_path, Repository};
 use crate::error::{Error, Result};
@@ -103,52 +101,53 @@ impl Repository {
         self.read_span(id, first, len)
     }
 
-    /// The blobs of `wanted` (several files' chunks, in any order), read with few
-    /// requests: sorted by pack and offset, neighbours up to 256 KiB apart share one
-    /// read of at most 8 MiB (the bytes between them are read and dropped), and
-    /// the reads run in parallel. Each blob comes decoded and verified. One that cannot
-    /// be read or does not verify is left out, so that its file, read alone, fails
-    /// alone.
-    pub fn read_together(&self, wanted: &[(Id, BlobLoc)]) -> HashMap<Id, Vec<u8>> {
-        let mut blobs: Vec<(Id, BlobLoc)> = wanted
-            .iter()
-            .filter(|(id, loc)| self.check_lengths(id, loc).is_ok())
-            .copied()
-            .collect();
-        blobs.sort_by_key(|(_, l)| (l.pack, l.offset));
-        blobs.dedup_by_key(|(id, _)| *id);
-        let mut reads = Vec::new();
-        let mut start = 0;
-        for i in 1..=blobs.len() {
-            let joins = blobs.get(i).is_some_and(|(_, loc)| {
-                let (first, prev) = (&blobs[start].1, &blobs[i - 1].1);
-                let prev_end = prev.offset + u64::from(prev.stored_len);
-                loc.pack == prev.pack
-                    && loc.offset >= prev_end
-                    && loc.offset - prev_end <= GAP
-                    && loc.offset + u64::from(loc.stored_len) - first.offset <= MAX_SPAN
+    /// Reads the blobs of `group` (blobs of one pack, in offset order, each once) with
+    /// one streamed read from the start of the first to the end of the last, the bytes
+    /// between them read and dropped, and hands each to `each` as it arrives: decoded
+    /// and verified, or the error that says why it is not. Memory is one blob, however
+    /// long the read. A read that fails stops the stream with its error; the blobs not
+    /// handed over by then are the caller's to read again.
+    pub fn read_pack_stream(
+        &self,
+        group: &[(Id, BlobLoc)],
+        each: &mut dyn FnMut(&Id, Result<Vec<u8>>),
+    ) -> Result<()> {
+        let Some((_, first)) = group.first() else {
+            return Ok(());
+        };
+        let last = &group[group.len() - 1].1;
+        let path = pack_path(&first.pack);
+        let len = last.offset + u64::from(last.stored_len) - first.offset;
+        let mut r = self.store.read_stream(&path, first.offset, len)?;
+        let failed = |e: std::io::Error| Error::Storage {
+            location: format!("{}/{path}", self.store.location()),
+            detail: format!("reading {len} bytes at {}: {e}", first.offset),
+        };
+        let mut pos = first.offset;
+        let mut stored = Vec::new();
+        for (id, loc) in group {
+            let gap = loc
+                .offset
+                .checked_sub(pos)
+                .ok_or_else(|| Error::internal("blobs of a pack read out of order", None))?;
+            let skipped =
+                std::io::copy(&mut (&mut r).take(gap), &mut std::io::sink()).map_err(failed)?;
+            if skipped < gap {
+                return Err(failed(std::io::ErrorKind::UnexpectedEof.into()));
+            }
+            let raw = self.check_lengths(id, loc).and_then(|()| {
+                stored.resize(loc.stored_len as usize, 0);
+                r.read_exact(&mut stored).map_err(failed)?;
+                Ok(())
             });
-            if !joins {
-                reads.push(start..i);
-                start = i;
+            pos = loc.offset + u64::from(loc.stored_len);
+            match raw {
+                Ok(()) => each(id, self.decode(id, loc, Cow::Borrowed(&stored))),
+                // Its bytes were not read: the stream cannot go on past them.
+                Err(e) => return Err(e),
             }
         }
-        reads
-            .into_par_iter()
-            .flat_map_iter(|r| {
-                let group = &blobs[r];
-                let bytes = self.read_covering(group).unwrap_or_default();
-                let decoded: Vec<(Id, Vec<u8>)> = group
-                    .iter()
-                    .filter_map(|(id, loc)| {
-                        let stored = stored_in(&bytes, &group[0].1, loc)?;
-                        let raw = self.decode(id, loc, Cow::Borrowed(stored)).ok()?;
-                        Some((*id, raw))
-                    })
-                    .collect();
-                decoded
-            })
-            .collect()
+        Ok(())
     }
 
     /// Checks that a blob's lengths are plausible before anything is read or allocated.
@@ -261,12 +260,6 @@ fn stored_in<'b>(bytes: &'b [u8], first: &BlobLoc, loc: &BlobLoc) -> Option<&'b 
     let at = usize::try_from(loc.offset.checked_sub(first.offset)?).ok()?;
     bytes.get(at..at + loc.stored_len as usize)
 }
-
-/// The most bytes between two blobs that [`Repository::read_together`] reads (and
-/// drops) to fetch both with one request: about what a round trip costs at 100 Mbit/s.
-const GAP: u64 = 256 << 10;
-/// The longest read of [`Repository::read_together`].
-const MAX_SPAN: u64 = 8 << 20;
 
 /// Splits blobs (in file order) into runs stored back to back in one pack, each at
 /// most 4 MiB so that a batch still decodes on several cores; returns index ranges.

@@ -98,6 +98,20 @@ fn pace(bucket: Option<&Mutex<Bucket>>, n: u64) {
     }
 }
 
+/// A stream read at the pace of a bandwidth limit.
+struct Paced<'a> {
+    inner: Box<dyn std::io::Read + Send + 'a>,
+    bucket: Option<&'a Mutex<Bucket>>,
+}
+
+impl std::io::Read for Paced<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        pace(self.bucket, n as u64);
+        Ok(n)
+    }
+}
+
 impl Store for Limited {
     fn location(&self) -> String {
         self.inner.location()
@@ -114,6 +128,18 @@ impl Store for Limited {
         let b = self.inner.read_at(path, offset, len)?;
         pace(self.download.as_ref(), b.len() as u64);
         Ok(b)
+    }
+    fn read_stream(
+        &self,
+        path: &str,
+        offset: u64,
+        len: u64,
+    ) -> Result<Box<dyn std::io::Read + Send + '_>> {
+        let inner = self.inner.read_stream(path, offset, len)?;
+        Ok(Box::new(Paced {
+            inner,
+            bucket: self.download.as_ref(),
+        }))
     }
     fn size(&self, path: &str) -> Result<Option<u64>> {
         self.inner.size(path)

@@ -64,6 +64,23 @@ pub trait Store: Send + Sync {
     fn read(&self, path: &str, cap: u64) -> Result<Vec<u8>>;
     /// Reads `len` bytes of file `path` at `offset`.
     fn read_at(&self, path: &str, offset: u64, len: usize) -> Result<Vec<u8>>;
+    /// `len` bytes of file `path` at `offset` as a stream, for reads too long to hold
+    /// at once (a restore reads whole packs); a store without streamed reads reads
+    /// them at once. A stream that ends early is an error of its reader.
+    fn read_stream(
+        &self,
+        path: &str,
+        offset: u64,
+        len: u64,
+    ) -> Result<Box<dyn std::io::Read + Send + '_>> {
+        let len = usize::try_from(len).map_err(|_| Error::Storage {
+            location: format!("{}/{path}", self.location()),
+            detail: format!("a read of {len} bytes is longer than memory"),
+        })?;
+        Ok(Box::new(std::io::Cursor::new(
+            self.read_at(path, offset, len)?,
+        )))
+    }
     /// The size of file `path`, `None` when it does not exist.
     fn size(&self, path: &str) -> Result<Option<u64>>;
     /// Every file below directory `dir` (recursively), in no particular order; an

@@ -267,6 +267,20 @@ impl Store for Remote {
         Ok(b.to_vec())
     }
 
+    fn read_stream(
+        &self,
+        path: &str,
+        offset: u64,
+        len: u64,
+    ) -> Result<Box<dyn std::io::Read + Send + '_>> {
+        let r = self
+            .op
+            .reader(path)
+            .and_then(|r| r.into_std_read(offset..offset + len))
+            .map_err(|e| self.err(path, e))?;
+        Ok(Box::new(r))
+    }
+
     fn size(&self, path: &str) -> Result<Option<u64>> {
         match self.op.stat(path) {
             Ok(m) => Ok(Some(m.content_length())),

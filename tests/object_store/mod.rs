@@ -307,6 +307,41 @@ fn small_files_restore_from_s3_in_few_requests_and_a_damaged_one_fails_alone() {
     );
 }
 
+/// Files backed up together share packs: read file by file, in runs of adjacent
+/// chunks, they cost a request per run; read in pack order, a request per pack.
+#[test]
+fn a_restore_from_s3_reads_each_pack_with_one_request() {
+    let Some(g) = Garage::single() else { return };
+    let env = Env::new();
+    let (repo, cache) = new_repo(&g, &env, "packed");
+    // Four 12 MiB files, written chunk by chunk into the same packs as they are read
+    // in parallel, and 200 small ones; a duplicate, whose chunks are read once.
+    let src = source(&env, "src", 4, 12 << 20);
+    for i in 0..200 {
+        fs::write(
+            src.join(format!("s{i}")),
+            random_bytes(3000, &format!("s{i}")),
+        )
+        .unwrap();
+    }
+    fs::copy(src.join("f0"), src.join("f0-copy")).unwrap();
+    snap_at(&repo, &cache, &g.env(), &["backup", src.to_str().unwrap()])
+        .assert()
+        .success();
+    let packs = g.objects("packed/packs/").len() as u64;
+    let before = g.requests(0, "GetObject");
+    let target = env.path("out");
+    let out = restore_into(&g, &repo, &cache, &target);
+    assert!(out.status.success(), "{}", text(&out));
+    let gets = g.requests(0, "GetObject") - before;
+    crate::util::assert_same_tree(&src, &crate::util::restored(&target, &src));
+    // At most one read per pack, and the snapshot record.
+    assert!(
+        gets <= packs + 1,
+        "{gets} GETs to restore from {packs} packs (file by file it takes 48 or more)"
+    );
+}
+
 #[test]
 fn trees_are_kept_by_the_client_so_a_no_op_backup_reads_almost_nothing_and_check_reads_past_them() {
     let Some(g) = Garage::single() else { return };

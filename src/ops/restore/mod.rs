@@ -21,6 +21,7 @@
 
 pub mod db;
 pub mod ngw;
+mod packed;
 pub mod rasters;
 
 use std::collections::{HashMap, HashSet};
@@ -36,7 +37,7 @@ use std::sync::Mutex;
 use rayon::prelude::*;
 
 use crate::error::{Error, IoContext, Refusal, Result, Usage};
-use crate::format::id::{Id, TreeId};
+use crate::format::id::TreeId;
 use crate::format::snapshot::Snapshot;
 use crate::format::tree::{split_path, Content, Meta, Node, NodeKind};
 use crate::locked;
@@ -385,6 +386,7 @@ impl RestorePlan<'_> {
             replaced: AtomicU64::new(0),
             skipped: AtomicU64::new(0),
             deleted: AtomicU64::new(0),
+            window: Mutex::new(packed::Window::default()),
         };
         let target = &self.target;
         fs::create_dir_all(target).at(target)?;
@@ -402,10 +404,12 @@ impl RestorePlan<'_> {
                         ensure_dir(&dest)?;
                     }
                     dest.push(OsStr::from_bytes(name));
-                    r.entry(node, &dest, spath, false, &Near::new());
+                    r.entry(node, &dest, spath, false);
                 }
             }
         }
+        let last = locked(&r.window).take();
+        r.write_window(last);
         for link in locked(&r.deferred).drain(..) {
             if link.first == link.dest {
                 continue;
@@ -536,36 +540,6 @@ fn ensure_dir(path: &Path) -> Result<bool> {
 /// Block size at which runs of zeros become holes.
 const HOLE_BLOCK: u64 = 4096;
 
-/// Chunks read ahead of the files that need them, by id.
-type Near = HashMap<Id, Vec<u8>>;
-
-/// Files up to this size, read from a remote store, are read with their neighbours.
-const SMALL_FILE: u64 = 1 << 20;
-/// The most bytes of small files read together at a time.
-const BATCH: u64 = 8 << 20;
-
-/// `files` in batches of at most [`BATCH`] bytes (or one file).
-fn batches<'a, T>(files: &'a [(&'a Node, T)]) -> impl Iterator<Item = &'a [(&'a Node, T)]> {
-    let mut rest = files;
-    std::iter::from_fn(move || {
-        if rest.is_empty() {
-            return None;
-        }
-        let mut bytes = 0;
-        let n = rest
-            .iter()
-            .take_while(|(node, _)| {
-                bytes += node.meta.size;
-                bytes <= BATCH
-            })
-            .count()
-            .max(1);
-        let (batch, more) = rest.split_at(n);
-        rest = more;
-        Some(batch)
-    })
-}
-
 /// Writes `chunk` at `pos`, leaving every block-aligned run of zeros as a hole, so that
 /// sparse files stay sparse (the file is extended with `set_len` at the end).
 fn write_sparse(f: &File, pos: u64, chunk: &[u8]) -> std::io::Result<()> {
@@ -649,6 +623,8 @@ struct Restorer<'p> {
     replaced: AtomicU64,
     skipped: AtomicU64,
     deleted: AtomicU64,
+    /// New files from a remote store waiting to be read in pack order.
+    window: Mutex<packed::Window>,
 }
 
 impl Restorer<'_> {
@@ -688,56 +664,16 @@ impl Restorer<'_> {
                 Err(e) => self.fail(shown, e),
             }
         }
-        let restore = |n: &Node, sp: &str, near: &Near| {
-            self.entry(n, &dest.join(OsStr::from_bytes(&n.name)), sp, fresh, near);
-        };
-        if !(fresh && self.plan.repo.is_remote()) {
-            tree.nodes.par_iter().for_each(|n| {
-                let sp = child_spath(spath, &n.name);
-                if !self.plan.excluded(&sp, &n.name) {
-                    restore(n, &sp, &Near::new());
-                }
-            });
-            return;
-        }
-        // From a remote store, the small files of a new directory are read together, a
-        // batch at a time: a request per few MiB of them rather than a round trip per
-        // file. The other entries go on meanwhile.
-        let (small, rest): (Vec<_>, Vec<_>) = tree
-            .nodes
-            .iter()
-            .map(|n| (n, child_spath(spath, &n.name)))
-            .filter(|(n, sp)| !self.plan.excluded(sp, &n.name))
-            .partition(|(n, _)| {
-                n.meta.size <= SMALL_FILE && matches!(&n.kind, NodeKind::File(c) if c.depth == 0)
-            });
-        rayon::join(
-            || {
-                for batch in batches(&small) {
-                    let wanted: Vec<_> = batch
-                        .iter()
-                        .filter_map(|(n, _)| match &n.kind {
-                            NodeKind::File(c) => Some(&c.ids),
-                            _ => None,
-                        })
-                        .flatten()
-                        .filter_map(|id| Some((*id, self.plan.repo.locate(id).ok()?)))
-                        .collect();
-                    let near = self.plan.repo.read_together(&wanted);
-                    batch.par_iter().for_each(|(n, sp)| restore(n, sp, &near));
-                }
-            },
-            || {
-                rest.par_iter()
-                    .for_each(|(n, sp)| restore(n, sp, &Near::new()));
-            },
-        );
+        tree.nodes.par_iter().for_each(|n| {
+            let sp = child_spath(spath, &n.name);
+            if !self.plan.excluded(&sp, &n.name) {
+                self.entry(n, &dest.join(OsStr::from_bytes(&n.name)), &sp, fresh);
+            }
+        });
     }
 
-    /// `near`: chunks already read (with their neighbours), taken from there rather
-    /// than read again.
-    fn entry(&self, node: &Node, dest: &Path, spath: &str, fresh: bool, near: &Near) {
-        if let Err(e) = self.entry_inner(node, dest, spath, fresh, near) {
+    fn entry(&self, node: &Node, dest: &Path, spath: &str, fresh: bool) {
+        if let Err(e) = self.entry_inner(node, dest, spath, fresh) {
             self.fail(spath, e);
         }
     }
@@ -799,14 +735,7 @@ impl Restorer<'_> {
         remove_non_dir(dest)
     }
 
-    fn entry_inner(
-        &self,
-        node: &Node,
-        dest: &Path,
-        spath: &str,
-        fresh: bool,
-        near: &Near,
-    ) -> Result<()> {
+    fn entry_inner(&self, node: &Node, dest: &Path, spath: &str, fresh: bool) -> Result<()> {
         if let NodeKind::Dir(tree) = &node.kind {
             if self.plan.delete && fs::symlink_metadata(dest).is_ok_and(|m| !m.is_dir()) {
                 remove_non_dir(dest)?;
@@ -823,7 +752,7 @@ impl Restorer<'_> {
             return Ok(());
         }
         if let NodeKind::File(content) = &node.kind {
-            return self.file(node, content, dest, spath, fresh, near);
+            return self.file(node, content, dest, spath, fresh);
         }
         if !fresh {
             match self.place(&node.meta, dest, |md| Ok(same_special(node, dest, md)))? {
@@ -898,7 +827,6 @@ impl Restorer<'_> {
         dest: &Path,
         spath: &str,
         fresh: bool,
-        near: &Near,
     ) -> Result<()> {
         let m = &node.meta;
         if m.nlink > 1 {
@@ -955,27 +883,35 @@ impl Restorer<'_> {
             .prefix(".snap-restore-")
             .tempfile_in(dir)
             .at(dir)?;
+        if fresh && self.plan.repo.is_remote() {
+            let (_, tmp) = tmp.keep().map_err(|e| e.error).at(dir)?;
+            let job = packed::Job {
+                dest: dest.to_path_buf(),
+                tmp,
+                spath: spath.to_string(),
+                meta: *m,
+                content: content.clone(),
+            };
+            let full = locked(&self.window).push(job);
+            if let Some(jobs) = full {
+                self.write_window(jobs);
+            }
+            return Ok(());
+        }
         let f = tmp.as_file();
         let write = |at, chunk: &[u8]| {
             write_sparse(f, at, chunk).at(dest)?;
             self.progress.bytes(chunk.len() as u64);
             Ok(())
         };
-        let read_already: Option<Vec<&Vec<u8>>> = match content.depth {
-            0 => content.ids.iter().map(|id| near.get(id)).collect(),
-            _ => None,
-        };
-        let written = match read_already {
-            Some(chunks) => chunks.iter().try_fold(0u64, |at, chunk| {
-                write(at, chunk)?;
-                Ok(at + chunk.len() as u64)
-            }),
-            None => self.plan.repo.read_content_at(content, &write),
-        }
-        .and_then(|len| {
-            f.set_len(len).at(dest)?;
-            Ok(len)
-        });
+        let written = self
+            .plan
+            .repo
+            .read_content_at(content, &write)
+            .and_then(|len| {
+                f.set_len(len).at(dest)?;
+                Ok(len)
+            });
         let len = match written {
             Ok(len) => len,
             // Dropping `tmp` removes the partly written file.
