@@ -336,8 +336,8 @@ pub enum Usage {
         /// What globset said.
         source: globset::Error,
     },
-    /// `--ngw-storage` names a raster layer storage the restored instance lacks.
-    #[error("--ngw-storage {id}: the restored instance has no raster layer storage with id {id}; `snap cat SNAPSHOT ngw/raster_layer_storage/$index` lists the snapshot's")]
+    /// `--ngw-storage` names a raster layer storage the snapshot holds no object of.
+    #[error("--ngw-storage {id}: the snapshot holds no object of a raster layer storage with id {id}; `snap cat SNAPSHOT ngw/raster_layer_storage/$index` lists the snapshot's; nothing was changed")]
     NoSuchRasterStorage {
         /// The id given.
         id: i32,

@@ -295,6 +295,14 @@ fn run_ngw(
         progress_for(bar.as_ref()),
     )?;
     drop(bar);
+    let skipped = snap.skipped_external();
+    if !skipped.is_empty() {
+        eprintln!(
+            "snap: warning: snapshot {} was made without the rasters of {} (--ngw-skip-external): they were not restored",
+            id.short(),
+            skipped.join(", ")
+        );
+    }
     let hint = match &out.migrations {
         Migrations::Current => None,
         Migrations::Older(lacking) => Some(format!(

@@ -189,6 +189,20 @@ pub(crate) fn parse_record<T: serde::de::DeserializeOwned>(
 }
 
 impl Snapshot {
+    /// The external raster storages of its NGW instance left out of it
+    /// (`--ngw-skip-external`), described; empty when none was.
+    pub fn skipped_external(&self) -> Vec<String> {
+        self.sources
+            .iter()
+            .flat_map(|s| match s {
+                Source::Ngw {
+                    skipped_external, ..
+                } => skipped_external.clone(),
+                _ => Vec::new(),
+            })
+            .collect()
+    }
+
     /// Serializes; the id of a snapshot is the BLAKE3 of these bytes.
     pub fn encode(&self) -> Vec<u8> {
         let mut b = serde_json::to_vec_pretty(self).expect("snapshots serialize");

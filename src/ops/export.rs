@@ -309,7 +309,9 @@ pub fn keep_newest(dir: &Path, pattern: &str, keep: usize, written: &Path) -> Re
         let Some(t) = e.file_name().to_str().and_then(|n| name_time(n, pattern)) else {
             continue;
         };
-        if path != written && e.file_type().at(&path)?.is_file() {
+        // By name: `dir` is `written`'s own folder, however either path is spelt.
+        let is_written = Some(e.file_name().as_os_str()) == written.file_name();
+        if !is_written && e.file_type().at(&path)?.is_file() {
             found.push((t, path));
         }
     }

@@ -432,27 +432,7 @@ impl Session {
         if storages.is_empty() {
             return Ok((storages, Vec::new()));
         }
-        let rows = self
-            .client
-            .query(
-                "SELECT DISTINCT storage_id, storage_filename::text FROM raster_layer
-                  WHERE storage_id IS NOT NULL AND storage_filename IS NOT NULL ORDER BY 1, 2",
-                &[],
-            )
-            .map_err(|e| {
-                pg_err(
-                    &self.db,
-                    "reading the raster layers in external storages",
-                    e,
-                )
-            })?;
-        let objects = rows
-            .iter()
-            .map(|r| RasterObject {
-                storage: r.get(0),
-                filename: r.get(1),
-            })
-            .collect();
+        let objects = raster_layer_objects(&mut self.client, &self.db)?;
         Ok((storages, objects))
     }
 
@@ -555,11 +535,29 @@ fn raster_storages(client: &mut postgres::Client, db: &DbConfig) -> Result<Vec<R
     Ok(rows
         .iter()
         .map(|r| {
-            let keys = match (r.get::<_, Option<String>>(5), r.get::<_, Option<String>>(6)) {
-                (Some(id), Some(secret)) => Some((id, secret)),
-                _ => None,
-            };
+            // NGW takes a storage without both keys as public; an empty key is none.
+            let key = |i| r.get::<_, Option<String>>(i).filter(|k| !k.is_empty());
+            let keys = key(5).zip(key(6));
             RasterStorage::new(r.get(0), r.get(1), r.get(2), r.get(3), r.get(4), keys)
+        })
+        .collect())
+}
+
+/// The objects raster layers keep in external storages, as (storage id,
+/// `storage_filename`), ordered.
+fn raster_layer_objects(client: &mut postgres::Client, db: &DbConfig) -> Result<Vec<RasterObject>> {
+    let rows = client
+        .query(
+            "SELECT DISTINCT storage_id, storage_filename::text FROM raster_layer
+              WHERE storage_id IS NOT NULL AND storage_filename IS NOT NULL ORDER BY 1, 2",
+            &[],
+        )
+        .map_err(|e| pg_err(db, "reading the raster layers in external storages", e))?;
+    Ok(rows
+        .iter()
+        .map(|r| RasterObject {
+            storage: r.get(0),
+            filename: r.get(1),
         })
         .collect())
 }
@@ -716,6 +714,14 @@ impl Target {
         raster_storages(&mut self.client, &self.db)
     }
 
+    /// The objects the restored instance's raster layers keep in external storages.
+    pub fn raster_layer_objects(&mut self) -> Result<Vec<RasterObject>> {
+        if raster_storages(&mut self.client, &self.db)?.is_empty() {
+            return Ok(Vec::new());
+        }
+        raster_layer_objects(&mut self.client, &self.db)
+    }
+
     /// Points storage `id` at another endpoint, bucket and prefix (its keys stay).
     pub fn move_raster_storage(&mut self, m: &StorageMap) -> Result<()> {
         let n = self
@@ -726,7 +732,14 @@ impl Target {
             )
             .map_err(|e| pg_err(&self.db, "updating raster_layer_storage", e))?;
         if n == 0 {
-            return Err(crate::error::Usage::NoSuchRasterStorage { id: m.id }.into());
+            return Err(Error::corrupt(
+                "snapshot",
+                "ngw/raster_layer_storage/$index",
+                format!(
+                    "raster layer storage {} is not in the restored database",
+                    m.id
+                ),
+            ));
         }
         Ok(())
     }

@@ -58,6 +58,22 @@ impl RasterStorage {
         object_key(&self.prefix, filename)
     }
 
+    /// The endpoint as NGW hands it to GDAL: the scheme (`https`, else `http`) and the
+    /// host and port of the row's URL, nothing of its path.
+    pub fn endpoint_url(&self) -> String {
+        let (scheme, rest) = match self.endpoint.split_once("://") {
+            Some((scheme, rest)) => (scheme, rest),
+            None => ("http", self.endpoint.as_str()),
+        };
+        let netloc = rest.split('/').next().unwrap_or_default();
+        let scheme = if scheme.eq_ignore_ascii_case("https") {
+            "https"
+        } else {
+            "http"
+        };
+        format!("{scheme}://{netloc}")
+    }
+
     /// `name (endpoint, bucket)`, for messages.
     pub fn describe(&self) -> String {
         format!(
@@ -77,6 +93,16 @@ pub fn object_key(prefix: &str, filename: &str) -> String {
     } else {
         format!("{prefix}/{filename}")
     }
+}
+
+/// Whether S3 clients (snap's, which normalizes paths, as GDAL's) reach the object of
+/// `key` as it is named: no empty, `.` or `..` part, no space at either end.
+pub fn plain_key(key: &str) -> bool {
+    !key.is_empty()
+        && key.trim() == key
+        && key
+            .split('/')
+            .all(|c| !c.is_empty() && c != "." && c != "..")
 }
 
 /// An object a raster layer keeps in an external storage.
@@ -128,9 +154,11 @@ pub struct StoredObject {
 impl StoredObject {
     /// The snapshot path of the object of `key` in storage `storage`, below
     /// `ngw/raster_layer_storage/`: `<id>/<key>` when every part of the key can be a
-    /// name in a snapshot, else `<id>/~<BLAKE3 of the key>`.
-    pub fn path_for(storage: i32, key: &str) -> String {
-        let plain = !key.is_empty()
+    /// name in a snapshot and the key is no other key's folder (`a` beside `a/b`), else
+    /// `<id>/~<BLAKE3 of the key>`.
+    pub fn path_for(storage: i32, key: &str, a_folder: bool) -> String {
+        let plain = !a_folder
+            && !key.is_empty()
             && key
                 .split('/')
                 .all(|c| crate::format::tree::is_safe_name(c.as_bytes()));
@@ -238,11 +266,20 @@ mod bucket {
 
     use super::{ObjectMeta, RasterStorage};
     use crate::error::{Error, Result};
-    use crate::store::remote::{blocking_with_retries, describe};
+    use crate::store::remote::{blocking_with_retries, s3_words};
 
     /// Part size of uploads (multipart above it) and parts in flight.
     const PART: usize = 8 << 20;
     const PARTS_IN_FLIGHT: usize = 4;
+
+    /// What the store said, and where the settings it depends on are: the storage's
+    /// resource in NGW, not snap's environment.
+    fn words(e: &opendal::Error) -> String {
+        format!(
+            "{}; check the endpoint, bucket and keys of this raster layer storage in NextGIS Web, and the network",
+            s3_words(e)
+        )
+    }
 
     /// A client of one external storage's bucket, with the storage's own keys.
     pub struct Bucket {
@@ -257,10 +294,10 @@ mod bucket {
             let what = s.describe();
             let fail = |e: opendal::Error| Error::Storage {
                 location: what.clone(),
-                detail: describe(&e),
+                detail: words(&e),
             };
             let mut b = services::S3::default()
-                .endpoint(&s.endpoint)
+                .endpoint(&s.endpoint_url())
                 .bucket(&s.bucket)
                 .region(region)
                 .disable_config_load()
@@ -279,7 +316,7 @@ mod bucket {
         fn err(&self, key: &str, e: &opendal::Error) -> Error {
             Error::Storage {
                 location: format!("{}: object {key}", self.what),
-                detail: describe(e),
+                detail: words(e),
             }
         }
 
@@ -410,11 +447,37 @@ mod tests {
 
     #[test]
     fn snapshot_paths_keep_plain_keys_and_hash_others() {
-        assert_eq!(StoredObject::path_for(7, "r/a.tif"), "7/r/a.tif");
+        assert_eq!(StoredObject::path_for(7, "r/a.tif", false), "7/r/a.tif");
         for odd in ["a//b", "../x", "/abs", "", "a/./b"] {
-            let p = StoredObject::path_for(7, odd);
+            let p = StoredObject::path_for(7, odd, false);
             assert!(p.starts_with("7/~") && p.len() == 2 + 1 + 64, "{odd}: {p}");
         }
+        assert!(StoredObject::path_for(7, "r", true).starts_with("7/~"));
+    }
+
+    #[test]
+    fn keys_that_clients_would_rewrite_are_told() {
+        assert!(plain_key("ngw/a.tif"));
+        for odd in ["", "a//b", "./a", "a/..", " a.tif", "a.tif\n", "/a"] {
+            assert!(!plain_key(odd), "{odd:?}");
+        }
+    }
+
+    #[test]
+    fn endpoints_keep_scheme_and_host_as_ngw_does() {
+        let s = |e: &str| {
+            RasterStorage::new(1, String::new(), e.into(), "b".into(), String::new(), None)
+        };
+        assert_eq!(
+            s("https://s3.example.com/some/path").endpoint_url(),
+            "https://s3.example.com"
+        );
+        assert_eq!(
+            s("http://127.0.0.1:3900").endpoint_url(),
+            "http://127.0.0.1:3900"
+        );
+        assert_eq!(s("HTTPS://h:9000/").endpoint_url(), "https://h:9000");
+        assert_eq!(s("ftp://h").endpoint_url(), "http://h");
     }
 
     #[test]

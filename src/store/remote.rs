@@ -42,22 +42,37 @@ pub struct Remote {
     conditional: OnceLock<bool>,
 }
 
-/// What went wrong, for a person: OpenDAL's own message without its context block,
-/// and what to check.
-pub(crate) fn describe(e: &opendal::Error) -> String {
+/// OpenDAL's message without its context block (it writes `Kind (status) at op,
+/// context: { ... } => message, source: ...`), and S3's own error code and message in
+/// it (`S3Error { code: "...", message: "...", ... }`) when there are.
+fn parts(e: &opendal::Error) -> (String, Option<(String, String)>) {
     let text = e.to_string();
-    // OpenDAL writes `Kind (status) at op, context: { ... } => message, source: ...`;
-    // S3's own errors come as `S3Error { code: "...", message: "...", ... }`.
     let what = text.split_once(" => ").map_or(text.as_str(), |(_, m)| m);
     let field = |name: &str| {
         let start = what.find(&format!("{name}: \""))? + name.len() + 3;
-        what[start..].split('"').next()
+        what[start..].split('"').next().map(str::to_string)
     };
+    (what.to_string(), field("code").zip(field("message")))
+}
+
+/// What went wrong in the store's own words: `S3 says CODE: MESSAGE`, else OpenDAL's
+/// message without its context block.
+pub(crate) fn s3_words(e: &opendal::Error) -> String {
+    match parts(e) {
+        (_, Some((code, message))) => format!("S3 says {code}: {message}"),
+        (what, None) => what,
+    }
+}
+
+/// What went wrong, for a person: OpenDAL's own message without its context block,
+/// and what to check.
+pub(crate) fn describe(e: &opendal::Error) -> String {
+    let (what, s3) = parts(e);
     if what.contains("credential") {
         return "no S3 credentials were found: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or AWS_PROFILE), and AWS_ENDPOINT_URL for a server other than AWS".into();
     }
-    if let (Some(code), Some(message)) = (field("code"), field("message")) {
-        let hint = match code {
+    if let Some((code, message)) = s3 {
+        let hint = match code.as_str() {
             "NoSuchBucket" => "create the bucket first (snap does not create buckets)",
             "AccessDenied" | "InvalidAccessKeyId" | "SignatureDoesNotMatch" => {
                 "check the credentials and their rights on this bucket"

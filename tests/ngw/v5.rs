@@ -137,9 +137,17 @@ fn add_raster_storage(
 /// its JSON output.
 fn json_keeping(env: &Env, args: &[&str], secret: &str) -> serde_json::Value {
     let out = env.snap(args).output().unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
     assert!(out.status.success(), "{stderr}");
-    assert!(!stderr.contains(secret), "the secret key reached the log");
+    for key in [secret, Garage::keys().0] {
+        assert!(
+            !stderr.contains(key) && !stdout.contains(key),
+            "a key reached the output"
+        );
+    }
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
@@ -156,14 +164,15 @@ fn rasters_in_external_storage_are_backed_up_put_back_and_never_leak_keys() {
     );
     g.put("rasters", "ngw/a.tif", &a);
     g.put("rasters", "ngw/b.tif", &b);
-    // Two layers share a.tif; b.tif is named with a leading slash, as NGW allows.
+    // Three layers share a.tif, one naming it with a leading slash (as NGW allows, and
+    // as b.tif is named): it is one object, stored once.
     add_raster_storage(
         &inst,
         &g.endpoint_of(0),
         "rasters",
         "ngw/",
         Garage::keys(),
-        &["a.tif", "/b.tif", "a.tif"],
+        &["a.tif", "/b.tif", "a.tif", "/a.tif"],
     );
     let secret = Garage::keys().1;
     let backup = |extra: &[&str]| {
@@ -236,6 +245,31 @@ fn rasters_in_external_storage_are_backed_up_put_back_and_never_leak_keys() {
         ];
         json_keeping(&inst.env, &[&args[..], &[&cfg_b], extra].concat(), secret)
     };
+    // A storage the snapshot has no object of: refused before anything changes.
+    inst.env
+        .snap(&[
+            "restore",
+            "latest",
+            "--ngw",
+            &cfg_b,
+            "--ngw-storage",
+            "9=http://127.0.0.1:1/x",
+        ])
+        .assert()
+        .code(1)
+        .stderr(
+            predicate::str::contains("--ngw-storage 9")
+                .and(predicate::str::contains("nothing was changed")),
+        );
+    assert_eq!(
+        inst.pg
+            .sql(
+                "ngw_b",
+                "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'"
+            )
+            .trim(),
+        "0"
+    );
     let to = format!("1={}/moved/copy/", g.endpoint_of(0));
     let out = restore(&["--ngw-storage", &to]);
     assert_eq!(
@@ -355,6 +389,15 @@ fn an_unreachable_storage_fails_the_backup_unless_skipped_and_then_says_so() {
         ));
     // The database and file storage are complete: the instance records the backup.
     assert!(last_backup(&inst).is_some());
+    // Restoring it says what it lacks.
+    let cfg_b = instance_b(&inst, "ngw_b", true);
+    inst.env
+        .snap(&["restore", "latest", "--ngw", &cfg_b])
+        .assert()
+        .success()
+        .stderr(predicate::str::contains(
+            "was made without the rasters of raster layer storage \"Orthophoto bucket\"",
+        ));
 }
 
 #[test]
@@ -407,6 +450,24 @@ fn export_keep_leaves_the_n_newest_exports_and_nothing_else_is_touched() {
     want.sort();
     assert_eq!(left, want);
     inst.verify_zip(Path::new(&written), "kept");
+    // A bare file name as destination: the file written is kept all the same.
+    inst.env
+        .snap(&[
+            "export",
+            "latest",
+            "nextgisweb-20990101-000000.ngwbackup",
+            "--keep",
+            "1",
+        ])
+        .current_dir(&backups)
+        .assert()
+        .success();
+    let names: Vec<String> = fs::read_dir(&backups)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.starts_with("nextgisweb-"))
+        .collect();
+    assert_eq!(names, ["nextgisweb-20990101-000000.ngwbackup"]);
     inst.env
         .snap(&["export", "latest", "-", "--keep", "1"])
         .assert()

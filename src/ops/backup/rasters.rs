@@ -20,7 +20,7 @@ use crate::error::{Error, Result};
 use crate::format::tree::{Node, NodeKind, Timestamp};
 use crate::repo::PathLookup;
 use crate::source::raster_storage::{
-    snapshot_path as at, Bucket, RasterObject, RasterStorage, StoredObject,
+    plain_key, snapshot_path as at, Bucket, RasterObject, RasterStorage, StoredObject,
 };
 
 /// The parent snapshot's records of objects, by storage and key; an unreadable parent
@@ -101,18 +101,40 @@ pub(super) fn backup(
     let mut skipped = Vec::new();
     let mut paths = HashSet::new();
     for s in storages {
-        let mine: Vec<&RasterObject> = objects.iter().filter(|o| o.storage == s.id).collect();
+        // By key: `a.tif` and `/a.tif` name one object.
+        let mut mine: Vec<(String, &RasterObject)> = objects
+            .iter()
+            .filter(|o| o.storage == s.id)
+            .map(|o| (s.key(&o.filename), o))
+            .collect();
+        mine.sort_by(|a, b| a.0.cmp(&b.0));
+        mine.dedup_by(|a, b| a.0 == b.0);
         if mine.is_empty() {
             continue;
         }
+        // Keys that are other keys' folders (`r` beside `r/a`).
+        let folders: HashSet<&str> = mine
+            .iter()
+            .flat_map(|(k, _)| k.match_indices('/').map(|(i, _)| &k[..i]))
+            .collect();
         log::debug!("{}: {} objects", s.describe(), mine.len());
         let mut stored = Vec::new();
         let outcome = (|| -> Result<(), Fail> {
             let bucket = Bucket::open(s, region).map_err(Fail::Unreachable)?;
-            for o in &mine {
-                let key = s.key(&o.filename);
-                let Some(head) = bucket.head(&key).map_err(Fail::Unreachable)? else {
-                    let what = format!("object {key:?} of a raster layer is missing");
+            for (key, o) in &mine {
+                let key = key.clone();
+                let odd = !plain_key(&key);
+                let head = if odd {
+                    None
+                } else {
+                    bucket.head(&key).map_err(Fail::Unreachable)?
+                };
+                let Some(head) = head else {
+                    let what = if odd {
+                        format!("object {key:?} of a raster layer cannot be read as named (S3 clients rewrite keys with empty, . or .. parts or spaces at the ends)")
+                    } else {
+                        format!("object {key:?} of a raster layer is missing")
+                    };
                     if allow_missing {
                         run.warn(format!(
                             "{}: {what}: left out of the snapshot (--allow-missing-blobs)",
@@ -125,7 +147,7 @@ pub(super) fn backup(
                         detail: format!("{what}; no snapshot recorded (--allow-missing-blobs records one without it)"),
                     }));
                 };
-                let path = StoredObject::path_for(s.id, &key);
+                let path = StoredObject::path_for(s.id, &key, folders.contains(key.as_str()));
                 if !paths.insert(path.clone()) {
                     return Err(Fail::Fatal(Error::Storage {
                         location: s.describe(),
@@ -227,25 +249,38 @@ fn object(
     let key = &record.key;
     run.progress.entry(std::path::Path::new(key));
     let prev = old_content.and_then(|(_, c, _)| run.hints(Some(c)));
+    let changed = || {
+        Fail::Fatal(Error::Storage {
+            location: format!("{}: object {key}", s.describe()),
+            detail: "it changed while being read; run the backup again".into(),
+        })
+    };
     let mut r = bucket
         .reader(key, &record.etag)
         .map_err(Fail::Unreachable)?;
-    let (content, size) = run
-        .ingest(&mut r, run.files_params, Some(record.size), prev)?
-        .map_err(|e| {
-            Fail::Unreachable(Error::Storage {
+    let read = run.ingest(&mut r, run.files_params, Some(record.size), prev)?;
+    let (content, size) = match read {
+        Ok(read) => read,
+        // The read is made on the ETag of the HEAD: one that fails on a new ETag
+        // found the object rewritten, not the store away.
+        Err(_)
+            if bucket
+                .head(key)
+                .ok()
+                .flatten()
+                .is_some_and(|h| h.etag != record.etag) =>
+        {
+            return Err(changed())
+        }
+        Err(e) => {
+            return Err(Fail::Unreachable(Error::Storage {
                 location: format!("{}: object {key}", s.describe()),
                 detail: e.to_string(),
-            })
-        })?;
+            }))
+        }
+    };
     if size != record.size {
-        return Err(Fail::Fatal(Error::Storage {
-            location: format!("{}: object {key}", s.describe()),
-            detail: format!(
-                "{size} bytes read where the store said {}: it changed while being read; run the backup again",
-                record.size
-            ),
-        }));
+        return Err(changed());
     }
     add(&run.counts.files, 1);
     add(&run.counts.files_read, 1);

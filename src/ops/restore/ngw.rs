@@ -106,6 +106,15 @@ pub fn restore_instance(
         .iter()
         .map(|c| Ok((*c, part.index(c)?.map(|(_, text)| text))))
         .collect::<Result<Vec<_>>>()?;
+    // Read and checked before anything changes.
+    let objects = match rasters {
+        Some(how) => {
+            let objects = part.rasters()?;
+            super::rasters::check_map(&objects, how)?;
+            objects
+        }
+        None => Vec::new(),
+    };
     let has_fonts = indexes.iter().any(|(c, t)| *c == "core" && t.is_some());
     let font_dir = cfg.sdir.as_ref().map(|s| s.join("core/fontconfig"));
     if has_fonts && font_dir.is_none() {
@@ -197,7 +206,11 @@ pub fn restore_instance(
         out.fonts_removed = remove_other_fonts(dir, &fonts)?;
     }
     if let Some(how) = rasters {
-        super::rasters::restore(repo, part.rasters()?, &mut target, how, progress, &mut out)?;
+        // The database is restored by now: what fails here is reported with the files.
+        if let Err(e) = super::rasters::restore(repo, objects, &mut target, how, progress, &mut out)
+        {
+            out.errors.push(e);
+        }
     }
     if let Ok(root) = File::open(&cfg.file_storage) {
         rustix::fs::syncfs(&root)

@@ -4,11 +4,11 @@
 //! elsewhere if asked. An object already there with the same content is left alone:
 //! the same size and the ETag the snapshot recorded, or the same size and bytes.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 
 use super::ngw::{same_content, NgwRestoreOutcome};
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, Usage};
 use crate::format::tree::Node;
 use crate::ops::ngw_part::file_content;
 use crate::progress::Progress;
@@ -25,8 +25,20 @@ pub struct Placement {
     pub map: Vec<StorageMap>,
 }
 
-/// Restores `objects` into the storages of the restored database `target`; an object
-/// that cannot be put back is an error in `out.errors`.
+/// Checks, before anything changes, that every storage `how` moves has objects in the
+/// snapshot.
+pub(super) fn check_map(objects: &[(StoredObject, Node)], how: &Placement) -> Result<()> {
+    for m in &how.map {
+        if !objects.iter().any(|(o, _)| o.storage == m.id) {
+            return Err(Usage::NoSuchRasterStorage { id: m.id }.into());
+        }
+    }
+    Ok(())
+}
+
+/// Restores `objects` into the storages of the restored database `target`: only those
+/// its raster layers name (a snapshot's `$index` does not choose what is written
+/// where). An object that cannot be put back is an error in `out.errors`.
 pub(super) fn restore(
     repo: &Repository,
     objects: Vec<(StoredObject, Node)>,
@@ -41,6 +53,11 @@ pub(super) fn restore(
     if objects.is_empty() {
         return Ok(());
     }
+    let named: HashSet<(i32, String)> = target
+        .raster_layer_objects()?
+        .into_iter()
+        .map(|o| (o.storage, o.filename))
+        .collect();
     let storages: HashMap<i32, RasterStorage> = target
         .raster_storages()?
         .into_iter()
@@ -58,6 +75,14 @@ pub(super) fn restore(
             path: label(s),
             source: Box::new(e),
         };
+        if !named.contains(&(o.storage, o.filename.clone())) {
+            out.errors.push(entry(Error::corrupt(
+                "snapshot",
+                "ngw/raster_layer_storage/$index",
+                "no raster layer of the restored database names this object",
+            )));
+            continue;
+        }
         let Some(s) = s else {
             out.errors.push(entry(Error::corrupt(
                 "snapshot",
