@@ -342,6 +342,63 @@ fn a_restore_from_s3_reads_each_pack_with_one_request() {
     );
 }
 
+/// What a restore in pack order must still get right: hard links, a sparse file that
+/// stays sparse, empty files, a file with one chunk twice, modes and times, symlinks;
+/// and `--verify` reads every file back.
+#[test]
+fn a_restore_in_pack_order_keeps_links_holes_modes_and_times() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let Some(g) = Garage::single() else { return };
+    let env = Env::new();
+    let (repo, cache) = new_repo(&g, &env, "kinds");
+    let src = env.path("src");
+    let deep = src.join("a/b");
+    fs::create_dir_all(&deep).unwrap();
+    let block = random_bytes(2 << 20, "block");
+    fs::write(deep.join("twice"), [&block[..], &block[..]].concat()).unwrap();
+    fs::write(deep.join("empty"), b"").unwrap();
+    fs::write(src.join("a/linked"), random_bytes(300_000, "linked")).unwrap();
+    fs::hard_link(src.join("a/linked"), deep.join("also-linked")).unwrap();
+    let sparse = src.join("a/sparse");
+    let f = fs::File::create(&sparse).unwrap();
+    f.set_len(64 << 20).unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&f, b"end", (64 << 20) - 3).unwrap();
+    drop(f);
+    fs::set_permissions(deep.join("empty"), fs::Permissions::from_mode(0o600)).unwrap();
+    std::os::unix::fs::symlink("b/twice", src.join("a/link")).unwrap();
+    snap_at(&repo, &cache, &g.env(), &["backup", src.to_str().unwrap()])
+        .assert()
+        .success();
+    let target = env.path("out");
+    let out = snap_at(
+        &repo,
+        &cache,
+        &g.env(),
+        &[
+            "restore",
+            "latest",
+            "--verify",
+            "--target",
+            target.to_str().unwrap(),
+        ],
+    )
+    .output()
+    .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let restored = crate::util::restored(&target, &src);
+    crate::util::assert_same_tree(&src, &restored);
+    let holes = fs::metadata(restored.join("a/sparse")).unwrap();
+    assert!(
+        holes.blocks() * 512 < 1 << 20,
+        "the sparse file was filled in"
+    );
+    let left: Vec<_> = crate::util::walk(&target)
+        .into_iter()
+        .filter(|p| p.to_string_lossy().contains(".snap-restore-"))
+        .collect();
+    assert!(left.is_empty(), "temporary files left: {left:?}");
+}
+
 #[test]
 fn trees_are_kept_by_the_client_so_a_no_op_backup_reads_almost_nothing_and_check_reads_past_them() {
     let Some(g) = Garage::single() else { return };
