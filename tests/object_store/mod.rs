@@ -342,6 +342,43 @@ fn a_restore_from_s3_reads_each_pack_with_one_request() {
     );
 }
 
+/// A pack of a thousand small files, restored by a process allowed 128 open files:
+/// a read in pack order keeps few of them open at once.
+#[test]
+fn a_pack_of_many_small_files_restores_within_a_low_descriptor_limit() {
+    let Some(g) = Garage::single() else { return };
+    let env = Env::new();
+    let (repo, cache) = new_repo(&g, &env, "many");
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    for i in 0..1000 {
+        fs::write(
+            src.join(format!("f{i}")),
+            random_bytes(1500, &format!("f{i}")),
+        )
+        .unwrap();
+    }
+    snap_at(&repo, &cache, &g.env(), &["backup", src.to_str().unwrap()])
+        .assert()
+        .success();
+    let target = env.path("out");
+    let snap = crate::util::snap_process(
+        &repo,
+        &cache,
+        &g.env(),
+        &["restore", "latest", "--target", target.to_str().unwrap()],
+    );
+    let out = std::process::Command::new("sh")
+        .args(["-c", "ulimit -n 128 && exec \"$@\"", "sh"])
+        .arg(snap.get_program())
+        .args(snap.get_args())
+        .envs(snap.get_envs().filter_map(|(k, v)| Some((k, v?))))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    crate::util::assert_same_tree(&src, &crate::util::restored(&target, &src));
+}
+
 /// What a restore in pack order must still get right: hard links, a sparse file that
 /// stays sparse, empty files, a file with one chunk twice, modes and times, symlinks;
 /// and `--verify` reads every file back.

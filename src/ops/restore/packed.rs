@@ -30,6 +30,11 @@ pub(super) const WINDOW: u64 = 1 << 30;
 /// The most bytes between two wanted chunks of a pack read (and dropped) to keep one
 /// request: about what a round trip costs at 400 Mbit/s.
 const GAP: u64 = 1 << 20;
+/// The most files one read keeps open: a pack of thousands of small files must not
+/// run the process out of descriptors (reads in flight times this stays far below the
+/// usual limit of 1,024). A pack holds files mostly one after another, so a file
+/// closed early is seldom opened again.
+const OPEN_FILES: usize = 16;
 
 /// A new file to write, its temporary file already created.
 pub(super) struct Job {
@@ -163,6 +168,9 @@ impl Restorer<'_> {
                 continue;
             }
             let job = &jobs[j];
+            if !files.contains_key(&j) && files.len() >= OPEN_FILES {
+                files.clear();
+            }
             let written = match files.entry(j) {
                 std::collections::hash_map::Entry::Occupied(f) => {
                     write_sparse(f.get(), at, &raw).at(&job.dest)
