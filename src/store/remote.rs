@@ -47,7 +47,11 @@ pub struct Remote {
 /// it (`S3Error { code: "...", message: "...", ... }`) when there are.
 fn parts(e: &opendal::Error) -> (String, Option<(String, String)>) {
     let text = e.to_string();
-    let what = text.split_once(" => ").map_or(text.as_str(), |(_, m)| m);
+    // Without a message (a HEAD answered 403 has no body), the kind and the call.
+    let what = text.split_once(" => ").map_or_else(
+        || text.split(", context:").next().unwrap_or_default(),
+        |(_, m)| m,
+    );
     let field = |name: &str| {
         let start = what.find(&format!("{name}: \""))? + name.len() + 3;
         what[start..].split('"').next().map(str::to_string)

@@ -97,15 +97,19 @@ fn last_backup_is_recorded_as_nextgisweb_backup_does() {
 }
 
 /// NGW 5.4's tables of external raster storages, with storage 1 at `endpoint`,
-/// `bucket` and `prefix` and its keys, and layers 10-12 pointing at `files`.
+/// `bucket` and `prefix` and its keys (none: a public bucket), and layers from 10 on
+/// pointing at `files`.
 fn add_raster_storage(
     inst: &Instance,
     endpoint: &str,
     bucket: &str,
     prefix: &str,
-    keys: (&str, &str),
+    keys: Option<(&str, &str)>,
     files: &[&str],
 ) {
+    let keys = keys.map_or("NULL, NULL".to_string(), |(id, secret)| {
+        format!("'{id}', '{secret}'")
+    });
     inst.pg.sql(
         "ngw",
         &format!(
@@ -117,8 +121,7 @@ fn add_raster_storage(
                  id integer PRIMARY KEY REFERENCES resource (id), fileobj_id integer,
                  storage_id integer REFERENCES raster_layer_storage (id), storage_filename varchar);
              INSERT INTO resource VALUES (1, 'raster_layer_storage', 'Orthophoto bucket');
-             INSERT INTO raster_layer_storage VALUES (1, '{endpoint}', '{bucket}', '{}', '{}', '{prefix}');",
-            keys.0, keys.1
+             INSERT INTO raster_layer_storage VALUES (1, '{endpoint}', '{bucket}', {keys}, '{prefix}');"
         ),
     );
     for (i, f) in files.iter().enumerate() {
@@ -171,7 +174,7 @@ fn rasters_in_external_storage_are_backed_up_put_back_and_never_leak_keys() {
         &g.endpoint_of(0),
         "rasters",
         "ngw/",
-        Garage::keys(),
+        Some(Garage::keys()),
         &["a.tif", "/b.tif", "a.tif", "/a.tif"],
     );
     let secret = Garage::keys().1;
@@ -332,6 +335,42 @@ fn rasters_in_external_storage_are_backed_up_put_back_and_never_leak_keys() {
     inst.verify_zip(&file, "exported");
 }
 
+/// A public storage (a row without keys, as NGW allows for reading) is read without
+/// signing: moto, unlike Garage, serves anonymous requests.
+#[test]
+fn a_public_storage_is_read_without_keys() {
+    let Some(inst) = Instance::new() else { return };
+    let Some(m) = crate::util::servers::Moto::start() else {
+        return;
+    };
+    let body = random_bytes(200_000, "public raster");
+    let file = inst.env.path("public.tif");
+    fs::write(&file, &body).unwrap();
+    // The test's own upload is signed (boto3 comes with moto); snap's reads are not.
+    let put = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import sys, boto3\n\
+             s3 = boto3.client('s3', endpoint_url=sys.argv[1], aws_access_key_id='testing',\n\
+                               aws_secret_access_key='testing', region_name='us-east-1')\n\
+             s3.put_object(Bucket=sys.argv[2], Key='open/p.tif', ACL='public-read',\n\
+                           Body=open(sys.argv[3], 'rb').read())",
+            &m.endpoint,
+            &m.bucket,
+        ])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(
+        put.status.success(),
+        "{}",
+        String::from_utf8_lossy(&put.stderr)
+    );
+    add_raster_storage(&inst, &m.endpoint, &m.bucket, "open", None, &["p.tif"]);
+    inst.env.backup_json(&["--ngw", &inst.config()]);
+    assert!(inst.cat("ngw/raster_layer_storage/1/open/p.tif") == body);
+}
+
 #[test]
 fn an_unreachable_storage_fails_the_backup_unless_skipped_and_then_says_so() {
     let Some(inst) = Instance::new() else { return };
@@ -341,7 +380,7 @@ fn an_unreachable_storage_fails_the_backup_unless_skipped_and_then_says_so() {
         &endpoint,
         "rasters",
         "",
-        ("GKid", "supersecret"),
+        Some(("GKid", "supersecret")),
         &["a.tif"],
     );
     let out = inst
