@@ -135,6 +135,12 @@ impl Instance {
     /// fresh database `db`.
     fn pg_restore_into(&self, db: &str) {
         let target = self.env.path(&format!("restore-{db}"));
+        self.restore_part("ngw/postgres", &target);
+        self.load_dump(&target.join("ngw"), db);
+    }
+
+    /// Restores path `include` of the latest snapshot into the new directory `target`.
+    fn restore_part(&self, include: &str, target: &Path) {
         self.env
             .snap(&[
                 "restore",
@@ -142,11 +148,10 @@ impl Instance {
                 "--target",
                 target.to_str().unwrap(),
                 "--include",
-                "ngw/postgres",
+                include,
             ])
             .assert()
             .success();
-        self.load_dump(&target.join("ngw"), db);
     }
 
     /// What `nextgisweb restore` does with an unpacked backup `dir`: pg_restore of
