@@ -144,8 +144,9 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
 }
 
 /// When the snapshot holds objects of external raster storages, which an
-/// `.ngwbackup` cannot carry (NGW's own backups keep only their rows): says so on
-/// stderr, naming where they are, and returns the note.
+/// `.ngwbackup` cannot carry (NGW's own backups keep only their rows), or was made
+/// without some of them (`--ngw-skip-external`): says so on stderr, naming where they
+/// are, and returns the note (the export then exits 3).
 fn external_note(
     repo: &snap::repo::Repository,
     id: &snap::format::id::SnapshotId,
