@@ -59,7 +59,7 @@ pub struct Args {
     #[arg(long, requires = "ngw")]
     ngw_skip_external: bool,
     /// With --ngw: the S3 region of the instance's external raster storages
-    #[arg(long, env = "SNAP_NGW_S3_REGION", default_value = "us-east-1")]
+    #[arg(long, env = "SNAP_NGW_S3_REGION", default_value = snap::source::raster_storage::GDAL_REGION)]
     ngw_s3_region: String,
     /// Leave out entries matching this glob (repeatable); with a / it matches the full
     /// path, relative to the working directory unless it starts with / or *

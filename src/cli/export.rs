@@ -152,17 +152,10 @@ fn external_note(
     id: &snap::format::id::SnapshotId,
     snap: &Snapshot,
 ) -> Result<Option<String>> {
-    let skipped = snap.skipped_external();
-    if !skipped.is_empty() {
-        eprintln!(
-            "snap: warning: snapshot {} was made without the rasters of {} (--ngw-skip-external)",
-            id.short(),
-            skipped.join(", ")
-        );
-    }
+    let incomplete = super::warn_skipped_external(id, snap, "");
     let objects = NgwPart::open(repo, snap)?.rasters()?;
     if objects.is_empty() {
-        return Ok((!skipped.is_empty()).then(|| "incomplete snapshot".to_string()));
+        return Ok(incomplete.then(|| "incomplete snapshot".to_string()));
     }
     let mut places: Vec<String> = objects
         .iter()

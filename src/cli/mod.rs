@@ -1000,6 +1000,24 @@ fn ngw_config(arg: Option<Option<PathBuf>>) -> Result<Option<PathBuf>> {
     }
 }
 
+/// Warns on stderr (ending with `tail`) when `snap` was made without the rasters of
+/// some external storages (`--ngw-skip-external`); whether it was.
+fn warn_skipped_external(
+    id: &snap::format::id::SnapshotId,
+    snap: &snap::format::snapshot::Snapshot,
+    tail: &str,
+) -> bool {
+    let skipped = snap.skipped_external();
+    if !skipped.is_empty() {
+        eprintln!(
+            "snap: warning: snapshot {} was made without the rasters of {} (--ngw-skip-external){tail}",
+            id.short(),
+            skipped.join(", ")
+        );
+    }
+    !skipped.is_empty()
+}
+
 /// Prints up to 20 lines of `items` under `title` on stderr.
 fn print_list(title: &str, items: &[String]) {
     if items.is_empty() {

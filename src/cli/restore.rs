@@ -57,7 +57,7 @@ pub struct Args {
     #[arg(long, requires = "ngw", conflicts_with = "ngw_storage")]
     ngw_skip_external: bool,
     /// With --ngw: the S3 region of the instance's external raster storages
-    #[arg(long, env = "SNAP_NGW_S3_REGION", default_value = "us-east-1")]
+    #[arg(long, env = "SNAP_NGW_S3_REGION", default_value = snap::source::raster_storage::GDAL_REGION)]
     ngw_s3_region: String,
     /// With --ngw, --pg or --pg-all: restore over what the database already has;
     /// with --delete: allow your home directory as target
@@ -295,14 +295,7 @@ fn run_ngw(
         progress_for(bar.as_ref()),
     )?;
     drop(bar);
-    let skipped = snap.skipped_external();
-    if !skipped.is_empty() {
-        eprintln!(
-            "snap: warning: snapshot {} was made without the rasters of {} (--ngw-skip-external): they were not restored",
-            id.short(),
-            skipped.join(", ")
-        );
-    }
+    super::warn_skipped_external(id, snap, ": they were not restored");
     let hint = match &out.migrations {
         Migrations::Current => None,
         Migrations::Older(lacking) => Some(format!(

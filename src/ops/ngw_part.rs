@@ -64,18 +64,11 @@ impl<'r> NgwPart<'r> {
 
     /// The `$index` of `component` and its text, if the snapshot has one.
     pub fn index(&self, component: &str) -> Result<Option<(Node, Vec<u8>)>> {
-        let Some(node) = self
-            .lookup
-            .node(&snapshot_path(&["component", component, "$index"]))?
-        else {
-            return Ok(None);
-        };
-        let mut text = Vec::new();
-        self.repo.write_content(
-            file_content(&format!("component/{component}/$index"), &node)?,
-            &mut text,
-        )?;
-        Ok(Some((node, text)))
+        read_file(
+            self.repo,
+            &self.lookup,
+            &snapshot_path(&["component", component, "$index"]),
+        )
     }
 
     /// Calls `f` with each line of `component`'s `$index` text: its id, its item and
@@ -110,15 +103,7 @@ impl<'r> NgwPart<'r> {
     /// The objects of external raster storages the snapshot holds (see
     /// `backup::rasters`), each with its entry; none in a snapshot without them.
     pub fn rasters(&self) -> Result<Vec<(StoredObject, Node)>> {
-        let Some(node) = self.lookup.node(&raster_path("$index"))? else {
-            return Ok(Vec::new());
-        };
-        let mut text = Vec::new();
-        self.repo.write_content(
-            file_content("raster_layer_storage/$index", &node)?,
-            &mut text,
-        )?;
-        StoredObject::parse_index(&text)?
+        raster_index(self.repo, &self.lookup)?
             .into_iter()
             .map(|o| {
                 let node = self.lookup.node(&raster_path(&o.path))?.ok_or_else(|| {
@@ -131,5 +116,30 @@ impl<'r> NgwPart<'r> {
                 Ok((o, node))
             })
             .collect()
+    }
+}
+
+/// The entry at `path` of a snapshot, which must be a file, and its whole content;
+/// `None` when there is none.
+fn read_file(
+    repo: &Repository,
+    lookup: &PathLookup<'_>,
+    path: &[Vec<u8>],
+) -> Result<Option<(Node, Vec<u8>)>> {
+    let Some(node) = lookup.node(path)? else {
+        return Ok(None);
+    };
+    let mut text = Vec::new();
+    let name = String::from_utf8_lossy(&path.join(&b'/')).into_owned();
+    repo.write_content(file_content(&name, &node)?, &mut text)?;
+    Ok(Some((node, text)))
+}
+
+/// The records of `ngw/raster_layer_storage/$index` in the snapshot `lookup` reads;
+/// none when it has no such part.
+pub fn raster_index(repo: &Repository, lookup: &PathLookup<'_>) -> Result<Vec<StoredObject>> {
+    match read_file(repo, lookup, &raster_path("$index"))? {
+        Some((_, text)) => StoredObject::parse_index(&text),
+        None => Ok(Vec::new()),
     }
 }

@@ -74,31 +74,22 @@ impl Repository {
     /// their raw bytes back to back in one buffer, so that the run is written with one
     /// call (and a file system zeroes no partly written block between two chunks).
     pub(super) fn read_run(&self, run: &[(Id, BlobLoc)]) -> Result<Vec<u8>> {
-        let Some((_, start)) = run.first() else {
+        let Some((first, start)) = run.first() else {
             return Ok(Vec::new());
         };
         for (id, loc) in run {
             self.check_lengths(id, loc)?;
         }
-        let bytes = self.read_covering(run)?;
+        let span: usize = run.iter().map(|(_, l)| l.stored_len as usize).sum();
+        let bytes = self.read_span(first, start, span)?;
         let mut out = Vec::with_capacity(run.iter().map(|(_, l)| l.raw_len as usize).sum());
+        let mut at = 0;
         for (id, loc) in run {
-            let stored = stored_in(&bytes, start, loc)
-                .ok_or_else(|| Error::corrupt("blob", id, "not within the read of its run"))?;
+            let stored = &bytes[at..at + loc.stored_len as usize];
+            at += loc.stored_len as usize;
             self.decode_into(id, loc, Cow::Borrowed(stored), &mut out)?;
         }
         Ok(out)
-    }
-
-    /// The stored bytes of one pack from the start of the first of `blobs` to the end
-    /// of the last (in offset order, their lengths checked), with one read.
-    fn read_covering(&self, blobs: &[(Id, BlobLoc)]) -> Result<Vec<u8>> {
-        let (id, first) = &blobs[0];
-        let last = &blobs[blobs.len() - 1].1;
-        let len = last.offset + u64::from(last.stored_len) - first.offset;
-        let len = usize::try_from(len)
-            .map_err(|_| Error::corrupt("blob", id, "a read longer than memory"))?;
-        self.read_span(id, first, len)
     }
 
     /// Reads the blobs of `group` (blobs of one pack, in offset order, each once) with
@@ -254,39 +245,38 @@ pub(super) fn blob_aad(id: &Id, kind: pack::BlobKind) -> [u8; 33] {
     a
 }
 
-/// The stored bytes of the blob at `loc` in `bytes`, read from `first` on; `None` when
-/// they are not all there.
-fn stored_in<'b>(bytes: &'b [u8], first: &BlobLoc, loc: &BlobLoc) -> Option<&'b [u8]> {
-    let at = usize::try_from(loc.offset.checked_sub(first.offset)?).ok()?;
-    bytes.get(at..at + loc.stored_len as usize)
+/// Splits blobs (in order) into reads of one pack each: a blob joins the read of the
+/// one before it when it follows it in the same pack with at most `max_gap` bytes
+/// between them (read and dropped) and the read stays within `max_span` bytes;
+/// returns index ranges.
+pub(crate) fn reads(
+    blobs: &[(Id, BlobLoc)],
+    max_gap: u64,
+    max_span: u64,
+) -> Vec<std::ops::Range<usize>> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    for i in 1..=blobs.len() {
+        let joins = blobs.get(i).is_some_and(|(_, loc)| {
+            let (first, prev) = (&blobs[start].1, &blobs[i - 1].1);
+            let prev_end = prev.offset + u64::from(prev.stored_len);
+            loc.pack == prev.pack
+                && loc.offset >= prev_end
+                && loc.offset - prev_end <= max_gap
+                && loc.offset + u64::from(loc.stored_len) - first.offset <= max_span
+        });
+        if !joins {
+            out.push(start..i);
+            start = i;
+        }
+    }
+    out
 }
 
 /// Splits blobs (in file order) into runs stored back to back in one pack, each at
 /// most 4 MiB so that a batch still decodes on several cores; returns index ranges.
 pub(super) fn runs(blobs: &[(Id, BlobLoc)]) -> Vec<std::ops::Range<usize>> {
-    const MAX_RUN: u64 = 4 << 20;
-    let mut out = Vec::new();
-    let mut start = 0;
-    let mut span = 0u64;
-    for i in 0..blobs.len() {
-        let loc = &blobs[i].1;
-        let joins = i > start && {
-            let prev = &blobs[i - 1].1;
-            prev.pack == loc.pack
-                && prev.offset + u64::from(prev.stored_len) == loc.offset
-                && span + u64::from(loc.stored_len) <= MAX_RUN
-        };
-        if !joins && i > start {
-            out.push(start..i);
-            start = i;
-            span = 0;
-        }
-        span += u64::from(loc.stored_len);
-    }
-    if start < blobs.len() {
-        out.push(start..blobs.len());
-    }
-    out
+    reads(blobs, 0, 4 << 20)
 }
 
 #[cfg(test)]

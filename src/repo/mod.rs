@@ -47,6 +47,7 @@ use std::sync::{Arc, Mutex};
 use chrono::Utc;
 use rayon::prelude::*;
 
+pub(crate) use self::blobs::reads;
 pub use self::config::{Config, ConfigFile, VERSION, VERSION_ENCRYPTED, VERSION_KEYED_CHUNKER};
 pub use self::index_files::BLOBS_PER_FILE as INDEX_FILE_BLOBS;
 pub use self::journal::Resumed;

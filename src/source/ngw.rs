@@ -428,12 +428,7 @@ impl Session {
     /// The instance's external raster storages and the objects its raster layers keep
     /// in them, ordered (NGW 5.4 and later; none on an older instance).
     pub fn raster_objects(&mut self) -> Result<(Vec<RasterStorage>, Vec<RasterObject>)> {
-        let storages = raster_storages(&mut self.client, &self.db)?;
-        if storages.is_empty() {
-            return Ok((storages, Vec::new()));
-        }
-        let objects = raster_layer_objects(&mut self.client, &self.db)?;
-        Ok((storages, objects))
+        raster_objects(&mut self.client, &self.db)
     }
 
     /// A `pg_dump` of the session's snapshot in NGW's format into directory `out`
@@ -543,9 +538,16 @@ fn raster_storages(client: &mut postgres::Client, db: &DbConfig) -> Result<Vec<R
         .collect())
 }
 
-/// The objects raster layers keep in external storages, as (storage id,
-/// `storage_filename`), ordered.
-fn raster_layer_objects(client: &mut postgres::Client, db: &DbConfig) -> Result<Vec<RasterObject>> {
+/// The external raster storages and the objects raster layers keep in them, as
+/// (storage id, `storage_filename`), ordered; none on an instance older than 5.4.
+fn raster_objects(
+    client: &mut postgres::Client,
+    db: &DbConfig,
+) -> Result<(Vec<RasterStorage>, Vec<RasterObject>)> {
+    let storages = raster_storages(client, db)?;
+    if storages.is_empty() {
+        return Ok((storages, Vec::new()));
+    }
     let rows = client
         .query(
             "SELECT DISTINCT storage_id, storage_filename::text FROM raster_layer
@@ -553,13 +555,14 @@ fn raster_layer_objects(client: &mut postgres::Client, db: &DbConfig) -> Result<
             &[],
         )
         .map_err(|e| pg_err(db, "reading the raster layers in external storages", e))?;
-    Ok(rows
+    let objects = rows
         .iter()
         .map(|r| RasterObject {
             storage: r.get(0),
             filename: r.get(1),
         })
-        .collect())
+        .collect();
+    Ok((storages, objects))
 }
 
 /// Parses `dumpId; catalogOid objectOid rest` (NGW's `(\d+)\;\s+(\d+)\s+(\d+)\s+(.*)`).
@@ -709,17 +712,10 @@ impl Target {
         Ok(Some(rows.iter().map(|r| (r.get(0), r.get(1))).collect()))
     }
 
-    /// The restored instance's external raster storages, ordered by id.
-    pub fn raster_storages(&mut self) -> Result<Vec<RasterStorage>> {
-        raster_storages(&mut self.client, &self.db)
-    }
-
-    /// The objects the restored instance's raster layers keep in external storages.
-    pub fn raster_layer_objects(&mut self) -> Result<Vec<RasterObject>> {
-        if raster_storages(&mut self.client, &self.db)?.is_empty() {
-            return Ok(Vec::new());
-        }
-        raster_layer_objects(&mut self.client, &self.db)
+    /// The restored instance's external raster storages and the objects its raster
+    /// layers keep in them.
+    pub fn raster_objects(&mut self) -> Result<(Vec<RasterStorage>, Vec<RasterObject>)> {
+        raster_objects(&mut self.client, &self.db)
     }
 
     /// Points storage `id` at another endpoint, bucket and prefix (its keys stay).

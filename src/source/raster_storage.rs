@@ -14,6 +14,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 
+/// The S3 region of the storages when none is given: GDAL's default, which NGW reads
+/// them with.
+pub const GDAL_REGION: &str = "us-east-1";
+
 /// One `raster_layer_storage` row. Its access keys are private (no `Debug`): only
 /// [`Bucket::open`] reads them.
 #[derive(Clone)]
@@ -383,9 +387,10 @@ mod bucket {
     }
 }
 
-/// A build without the `remote` feature reaches no external storage.
+/// A build without the `remote` feature reaches no external storage: no bucket can be
+/// opened, so none is ever used.
 #[cfg(not(feature = "remote"))]
-pub struct Bucket;
+pub enum Bucket {}
 
 #[cfg(not(feature = "remote"))]
 impl Bucket {
@@ -397,23 +402,23 @@ impl Bucket {
         .into())
     }
 
-    /// Unreachable: no bucket is ever opened.
+    /// Never called: there is no bucket.
     pub fn head(&self, _key: &str) -> Result<Option<ObjectMeta>> {
-        unreachable!("no bucket without the remote feature")
+        match *self {}
     }
 
-    /// Unreachable: no bucket is ever opened.
+    /// Never called: there is no bucket.
     pub fn reader(&self, _key: &str, _etag: &str) -> Result<std::io::Empty> {
-        unreachable!("no bucket without the remote feature")
+        match *self {}
     }
 
-    /// Unreachable: no bucket is ever opened.
+    /// Never called: there is no bucket.
     pub fn put(
         &self,
         _key: &str,
         _fill: impl FnOnce(&mut dyn std::io::Write) -> Result<u64>,
     ) -> Result<u64> {
-        unreachable!("no bucket without the remote feature")
+        match *self {}
     }
 }
 

@@ -34,6 +34,7 @@ use crate::source::ngw::{
     blob_snapshot_path, fileobj_index, font_index, font_snapshot_path, snapshot_path as comps,
     NgwConfig, Session,
 };
+use crate::source::raster_storage::GDAL_REGION;
 
 /// The parent snapshot's entry at `path`, if it has one; a damaged parent only costs
 /// re-reading.
@@ -190,7 +191,7 @@ pub(super) fn backup(
         &rasters,
         opts.ngw_skip_external,
         allow_missing,
-        opts.ngw_s3_region.as_deref().unwrap_or("us-east-1"),
+        opts.ngw_s3_region.as_deref().unwrap_or(GDAL_REGION),
         parent.as_ref(),
         root,
         now,

@@ -18,6 +18,7 @@ use super::vdir::VDir;
 use super::{add, Run, STREAM_MODE};
 use crate::error::{Error, Result};
 use crate::format::tree::{Node, NodeKind, Timestamp};
+use crate::ops::ngw_part::raster_index;
 use crate::repo::PathLookup;
 use crate::source::raster_storage::{
     plain_key, snapshot_path as at, Bucket, RasterObject, RasterStorage, StoredObject,
@@ -32,18 +33,7 @@ fn parent_records(
     let Some(parent) = parent else {
         return HashMap::new();
     };
-    let read = || -> Result<Vec<StoredObject>> {
-        let Some(node) = parent.node(&at("$index"))? else {
-            return Ok(Vec::new());
-        };
-        let NodeKind::File(content) = &node.kind else {
-            return Ok(Vec::new());
-        };
-        let mut text = Vec::new();
-        run.repo.write_content(content, &mut text)?;
-        StoredObject::parse_index(&text)
-    };
-    match read() {
+    match raster_index(run.repo, parent) {
         Ok(v) => v
             .into_iter()
             .map(|o| ((o.storage, o.key.clone()), o))

@@ -24,6 +24,7 @@ use crate::format::id::Id;
 use crate::format::tree::{Content, Meta};
 use crate::locked;
 use crate::repo::index::BlobLoc;
+use crate::repo::reads;
 
 /// The most bytes of new files planned and read together.
 pub(super) const WINDOW: u64 = 1 << 30;
@@ -97,19 +98,10 @@ impl Restorer<'_> {
         }
         let mut blobs: Vec<(Id, BlobLoc)> = wanted.iter().map(|(id, (l, _))| (*id, *l)).collect();
         blobs.sort_by_key(|(_, l)| (l.pack, l.offset));
-        let mut groups = Vec::new();
-        let mut start = 0;
-        for i in 1..=blobs.len() {
-            let joins = blobs.get(i).is_some_and(|(_, loc)| {
-                let prev = &blobs[i - 1].1;
-                let prev_end = prev.offset + u64::from(prev.stored_len);
-                loc.pack == prev.pack && loc.offset >= prev_end && loc.offset - prev_end <= GAP
-            });
-            if !joins {
-                groups.push(&blobs[start..i]);
-                start = i;
-            }
-        }
+        let mut groups: Vec<&[(Id, BlobLoc)]> = reads(&blobs, GAP, u64::MAX)
+            .into_iter()
+            .map(|r| &blobs[r])
+            .collect();
         // The largest reads first: the last ones to finish are then short.
         groups.sort_by_key(|g| std::cmp::Reverse(g.len()));
         groups.par_iter().for_each(|group| {

@@ -14,7 +14,7 @@ use crate::ops::ngw_part::file_content;
 use crate::progress::Progress;
 use crate::repo::Repository;
 use crate::source::ngw::Target;
-use crate::source::raster_storage::{Bucket, RasterStorage, StorageMap, StoredObject};
+use crate::source::raster_storage::{Bucket, RasterStorage, StorageMap, StoredObject, GDAL_REGION};
 
 /// Where external rasters go on restore.
 #[derive(Clone, Debug, Default)]
@@ -53,17 +53,13 @@ pub(super) fn restore(
     if objects.is_empty() {
         return Ok(());
     }
-    let named: HashSet<(i32, String)> = target
-        .raster_layer_objects()?
+    let (storages, layers) = target.raster_objects()?;
+    let named: HashSet<(i32, String)> = layers
         .into_iter()
         .map(|o| (o.storage, o.filename))
         .collect();
-    let storages: HashMap<i32, RasterStorage> = target
-        .raster_storages()?
-        .into_iter()
-        .map(|s| (s.id, s))
-        .collect();
-    let region = how.region.as_deref().unwrap_or("us-east-1");
+    let storages: HashMap<i32, RasterStorage> = storages.into_iter().map(|s| (s.id, s)).collect();
+    let region = how.region.as_deref().unwrap_or(GDAL_REGION);
     let mut buckets: HashMap<i32, Result<Bucket>> = HashMap::new();
     for (o, node) in objects {
         let label = |s: Option<&RasterStorage>| match s {
