@@ -212,7 +212,11 @@ impl Scratch {
 }
 
 impl Drop for Scratch {
+    /// Removes the directory before it leaves [`LIVE`]: a signal's [`abandon`] that no
+    /// longer finds it there ends the process at once, which must not cut the removal
+    /// short.
     fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(self.0.path());
         locked(&LIVE).retain(|p| p != self.0.path());
     }
 }
