@@ -143,8 +143,8 @@ python3 - "$CSV" <<'EOF'
 import csv, sys
 rows = list(csv.DictReader(open(sys.argv[1])))
 def f(r, k): return float(r[k])
+def mean(rs, k): return sum(f(r, k) for r in rs) / len(rs)
 last = rows[-7:]
-def mean(k): return sum(f(r, k) for r in last) / len(last)
 d2 = rows[1]
 print("day  wall s  CPU s  sys s  RSS MiB  repo MiB  packs  index MiB  dump MB  files MB  files")
 for r in rows:
@@ -156,13 +156,13 @@ print()
 print("weekly means: wall s, CPU s, peak RSS MiB, stored MiB a day")
 for a in range(1, len(rows), 7):
     w = rows[a:a + 7]
-    m = lambda k: sum(f(r, k) for r in w) / len(w)
     grown = (f(w[-1], "repo_bytes") - f(rows[a - 1], "repo_bytes")) / len(w) / 2**20
     print("  days %2d-%2d %6.2f %6.2f %6.0f %6.1f" % (
-        a + 1, a + len(w), m("wall_s"), m("user_s") + m("sys_s"), m("rss_kb") / 1024, grown))
+        a + 1, a + len(w), mean(w, "wall_s"), mean(w, "user_s") + mean(w, "sys_s"),
+        mean(w, "rss_kb") / 1024, grown))
 print()
 print("last %d days' mean against day 2 (goal: within 1.2x)" % len(last))
 for name, k, unit in (("wall s", "wall_s", 1), ("user CPU s", "user_s", 1), ("sys CPU s", "sys_s", 1),
                       ("peak RSS MiB", "rss_kb", 1024)):
-    print("  %-12s day 2 %7.2f   last %7.2f   %.2fx" % (name, f(d2, k) / unit, mean(k) / unit, mean(k) / f(d2, k)))
+    print("  %-12s day 2 %7.2f   last %7.2f   %.2fx" % (name, f(d2, k) / unit, mean(last, k) / unit, mean(last, k) / f(d2, k)))
 EOF

@@ -334,28 +334,7 @@ fn a_public_storage_is_read_without_keys() {
         return;
     };
     let body = random_bytes(200_000, "public raster");
-    let file = inst.env.path("public.tif");
-    fs::write(&file, &body).unwrap();
-    // The test's own upload is signed (boto3 comes with moto); snap's reads are not.
-    let put = std::process::Command::new("python3")
-        .args([
-            "-c",
-            "import sys, boto3\n\
-             s3 = boto3.client('s3', endpoint_url=sys.argv[1], aws_access_key_id='testing',\n\
-                               aws_secret_access_key='testing', region_name='us-east-1')\n\
-             s3.put_object(Bucket=sys.argv[2], Key='open/p.tif', ACL='public-read',\n\
-                           Body=open(sys.argv[3], 'rb').read())",
-            &m.endpoint,
-            &m.bucket,
-        ])
-        .arg(&file)
-        .output()
-        .unwrap();
-    assert!(
-        put.status.success(),
-        "{}",
-        String::from_utf8_lossy(&put.stderr)
-    );
+    m.put_public("open/p.tif", &body);
     add_raster_storage(&inst, &m.endpoint, &m.bucket, "open", None, &["p.tif"]);
     inst.env.backup_json(&["--ngw", &inst.config()]);
     assert!(inst.cat("ngw/raster_layer_storage/1/open/p.tif") == body);

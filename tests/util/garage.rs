@@ -11,7 +11,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use super::missing;
-use super::servers::{free_port, wait_for_port};
+use super::servers::{boto3, free_port, wait_for_port};
 
 /// The access key the tests use (Garage's key ids are `GK` and 24 hex digits).
 const KEY_ID: &str = "GK5eb1a7e5a1f0c0ffee5eb1a7";
@@ -239,32 +239,14 @@ api_bind_addr = "127.0.0.1:{admin_port}"
 
     /// [`Garage::boto3`] on another bucket.
     fn boto3_in(&self, bucket: &str, code: &str, arg: &str) -> String {
-        let script = format!(
-            r#"
-import sys, boto3
-ep, key_id, secret, bucket, arg = sys.argv[1:6]
-s3 = boto3.client("s3", endpoint_url=ep, aws_access_key_id=key_id,
-                  aws_secret_access_key=secret, region_name="{REGION}")
-{code}"#
-        );
-        let out = Command::new("python3")
-            .args([
-                "-c",
-                &script,
-                &self.endpoint_of(0),
-                KEY_ID,
-                SECRET,
-                bucket,
-                arg,
-            ])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
+        boto3(
+            &self.endpoint_of(0),
+            (KEY_ID, SECRET),
+            REGION,
+            bucket,
+            code,
+            arg,
+        )
     }
 
     /// Flips one byte in the middle of object `key` of the bucket.

@@ -14,6 +14,37 @@ use std::time::{Duration, Instant};
 
 use super::missing;
 
+/// Runs Python `code` with `s3`, a boto3 client of `endpoint` signing with `keys` in
+/// `region` (boto3 comes with moto), and `bucket` and `arg` defined; its standard
+/// output.
+pub fn boto3(
+    endpoint: &str,
+    (key_id, secret): (&str, &str),
+    region: &str,
+    bucket: &str,
+    code: &str,
+    arg: &str,
+) -> String {
+    let script = format!(
+        r#"
+import sys, boto3
+ep, key_id, secret, bucket, arg = sys.argv[1:6]
+s3 = boto3.client("s3", endpoint_url=ep, aws_access_key_id=key_id,
+                  aws_secret_access_key=secret, region_name="{region}")
+{code}"#
+    );
+    let out = Command::new("python3")
+        .args(["-c", &script, endpoint, key_id, secret, bucket, arg])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
 /// A loopback port nothing listens on (at the time of asking).
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -111,12 +142,32 @@ impl Moto {
     pub fn env(&self) -> Vec<(&'static str, String)> {
         vec![
             ("AWS_ENDPOINT_URL", self.endpoint.clone()),
-            ("AWS_ACCESS_KEY_ID", "testing".into()),
-            ("AWS_SECRET_ACCESS_KEY", "testing".into()),
-            ("AWS_REGION", "us-east-1".into()),
+            ("AWS_ACCESS_KEY_ID", MOTO_KEY.into()),
+            ("AWS_SECRET_ACCESS_KEY", MOTO_KEY.into()),
+            ("AWS_REGION", MOTO_REGION.into()),
         ]
     }
+
+    /// Writes object `key` of the bucket, readable by anyone (ACL `public-read`); the
+    /// upload itself is signed.
+    pub fn put_public(&self, key: &str, bytes: &[u8]) {
+        let f = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(f.path(), bytes).unwrap();
+        boto3(
+            &self.endpoint,
+            (MOTO_KEY, MOTO_KEY),
+            MOTO_REGION,
+            &self.bucket,
+            "key, path = arg.split('\\n')\n\
+             s3.put_object(Bucket=bucket, Key=key, ACL='public-read', Body=open(path, 'rb').read())",
+            &format!("{key}\n{}", f.path().display()),
+        );
+    }
 }
+
+/// The access key id and secret moto accepts (any would do), and its region.
+const MOTO_KEY: &str = "testing";
+const MOTO_REGION: &str = "us-east-1";
 
 impl Drop for Moto {
     fn drop(&mut self) {
