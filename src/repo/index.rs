@@ -21,8 +21,35 @@ use crate::format::pack::{BlobKind, PackEntry, PackRecord};
 use crate::format::snapshot::Snapshot;
 use crate::locked;
 
-/// Schema version; an index of another version is rebuilt.
-pub const SCHEMA_VERSION: i64 = 5;
+/// Schema version; an index of another version is rebuilt (version 5 is brought to 6
+/// in place: 6 only adds the `fresh` table).
+pub const SCHEMA_VERSION: i64 = 6;
+
+/// The blob tables, as created by schema 6: `blobs`, the settled rows, and `fresh`, the
+/// rows added since they were last merged. Blob ids are random, so new rows land on
+/// random leaves of a table: added to one table of a million rows, a day's few thousand
+/// new blobs would dirty (and write to the WAL, then back at the checkpoint) nearly
+/// every leaf, a cost that grows with the repository's history. Added to a table a few
+/// times the day's size, they dirty only its leaves; the merge rewrites `blobs` once
+/// `fresh` reaches 1/[`MERGE_RATIO`] of it, so its cost per new row stays constant.
+const BLOB_TABLES: &str = "
+CREATE TABLE fresh (
+    id BLOB PRIMARY KEY,
+    pack INTEGER NOT NULL REFERENCES packs(id),
+    offset INTEGER NOT NULL,
+    stored_len INTEGER NOT NULL,
+    raw_len INTEGER NOT NULL,
+    kind INTEGER NOT NULL,
+    compression INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX fresh_by_pack ON fresh(pack);
+";
+
+/// `fresh` is merged into `blobs` once it holds 1/`MERGE_RATIO` of the rows `blobs` held
+/// after the last merge, and at least [`MERGE_MIN_ROWS`].
+const MERGE_RATIO: i64 = 8;
+/// See [`MERGE_RATIO`]: below this many rows, `fresh` is small enough to stay cached.
+const MERGE_MIN_ROWS: i64 = 16_384;
 
 const SCHEMA: &str = "
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -178,6 +205,7 @@ impl Index {
             )?;
             if !has_meta {
                 c.execute_batch(SCHEMA)?;
+                c.execute_batch(BLOB_TABLES)?;
                 c.execute(
                     "INSERT INTO meta VALUES ('schema', ?1), ('repo', ?2)",
                     params![SCHEMA_VERSION.to_string(), repo_id],
@@ -188,8 +216,19 @@ impl Index {
                 c.query_row("SELECT value FROM meta WHERE key = ?1", [k], |r| r.get(0))
                     .optional()
             };
-            Ok(get("schema")? == Some(SCHEMA_VERSION.to_string())
-                && get("repo")?.as_deref() == Some(repo_id))
+            if get("repo")?.as_deref() != Some(repo_id) {
+                return Ok(false);
+            }
+            let schema = get("schema")?;
+            if schema.as_deref() == Some("5") {
+                c.execute_batch(BLOB_TABLES)?;
+                c.execute(
+                    "UPDATE meta SET value = ?1 WHERE key = 'schema'",
+                    [SCHEMA_VERSION.to_string()],
+                )?;
+                return Ok(true);
+            }
+            Ok(schema == Some(SCHEMA_VERSION.to_string()))
         })?;
         Ok(ok.then_some(index))
     }
@@ -279,7 +318,7 @@ impl Index {
     /// Empties every table (for a rebuild in place).
     pub fn clear(&self) -> Result<()> {
         self.tx(|c| {
-            c.execute_batch("DELETE FROM blobs; DELETE FROM packs; DELETE FROM index_files; DELETE FROM snapshots; DELETE FROM meta WHERE key = 'complete';")
+            c.execute_batch("DELETE FROM blobs; DELETE FROM fresh; DELETE FROM packs; DELETE FROM index_files; DELETE FROM snapshots; DELETE FROM meta WHERE key IN ('complete', 'settled');")
         })
     }
 
@@ -319,14 +358,20 @@ impl Index {
     pub fn record_damaged(&self, copies: &[(Id, BlobLoc)]) -> Result<()> {
         self.tx(|c| {
             let mut add = c.prepare_cached("INSERT OR IGNORE INTO damaged VALUES (?1, ?2, ?3)")?;
-            let mut drop_row = c.prepare_cached(
-                "DELETE FROM blobs WHERE id = ?1 AND offset = ?3
-                 AND pack = (SELECT id FROM packs WHERE name = ?2)",
-            )?;
             for (id, loc) in copies {
                 let row = params![loc.pack.bytes(), loc.offset as i64, &id.0[..]];
                 add.execute(row)?;
-                drop_row.execute(params![&id.0[..], loc.pack.bytes(), loc.offset as i64])?;
+                for table in ["blobs", "fresh"] {
+                    c.prepare_cached(&format!(
+                        "DELETE FROM {table} WHERE id = ?1 AND offset = ?3
+                         AND pack = (SELECT id FROM packs WHERE name = ?2)"
+                    ))?
+                    .execute(params![
+                        &id.0[..],
+                        loc.pack.bytes(),
+                        loc.offset as i64
+                    ])?;
+                }
             }
             Ok(())
         })
@@ -360,8 +405,9 @@ impl Index {
                 params![pack.bytes(), e.offset as i64],
             )?;
             c.execute(
-                "INSERT OR IGNORE INTO blobs
-                 SELECT ?1, id, ?2, ?3, ?4, ?5, ?6 FROM packs WHERE name = ?7",
+                "INSERT OR IGNORE INTO fresh
+                 SELECT ?1, id, ?2, ?3, ?4, ?5, ?6 FROM packs WHERE name = ?7
+                  AND NOT EXISTS (SELECT 1 FROM blobs WHERE id = ?1)",
                 params![
                     &e.id.0[..],
                     e.offset as i64,
@@ -392,7 +438,9 @@ impl Index {
     pub fn copies(&self, srcs: &[Id]) -> Result<Vec<Option<Id>>> {
         let rows = self.read(|c| {
             let mut st = c.prepare_cached(
-                "SELECT c.dst FROM copies c JOIN blobs b ON b.id = c.dst WHERE c.src = ?1",
+                "SELECT dst FROM copies WHERE src = ?1 AND (
+                     EXISTS (SELECT 1 FROM fresh WHERE id = dst)
+                     OR EXISTS (SELECT 1 FROM blobs WHERE id = dst))",
             )?;
             srcs.iter()
                 .map(|s| {
@@ -420,9 +468,15 @@ impl Index {
     /// Where blob `id` is stored, if anywhere.
     pub fn lookup(&self, id: &Id) -> Result<Option<BlobLoc>> {
         let row = self.read(|c| {
+            // `fresh` first: it is small and cached, and LIMIT ends the query at the
+            // first row (an id is in at most one of the tables).
             c.prepare_cached(
                 "SELECT p.name, b.offset, b.stored_len, b.raw_len, b.kind, b.compression
-                 FROM blobs b JOIN packs p ON p.id = b.pack WHERE b.id = ?1",
+                   FROM fresh b JOIN packs p ON p.id = b.pack WHERE b.id = ?1
+                 UNION ALL
+                 SELECT p.name, b.offset, b.stored_len, b.raw_len, b.kind, b.compression
+                   FROM blobs b JOIN packs p ON p.id = b.pack WHERE b.id = ?1
+                 LIMIT 1",
             )?
             .query_row([&id.0[..]], loc_row)
             .optional()
@@ -464,8 +518,11 @@ impl Index {
     /// Whether blob `id` is stored.
     pub fn contains(&self, id: &Id) -> Result<bool> {
         self.read(|c| {
-            c.prepare_cached("SELECT 1 FROM blobs WHERE id = ?1")?
-                .exists([&id.0[..]])
+            c.prepare_cached(
+                "SELECT 1 FROM fresh WHERE id = ?1 UNION ALL SELECT 1 FROM blobs WHERE id = ?1
+                 LIMIT 1",
+            )?
+            .exists([&id.0[..]])
         })
     }
 
@@ -546,17 +603,22 @@ impl Index {
     /// Marked ids the index has no row for.
     pub fn marked_but_absent(&self) -> Result<Vec<Id>> {
         self.ids(
-            "SELECT m.id FROM temp.marks m LEFT JOIN blobs b ON b.id = m.id WHERE b.id IS NULL",
+            "SELECT id FROM temp.marks m WHERE NOT EXISTS (SELECT 1 FROM fresh WHERE id = m.id)
+                AND NOT EXISTS (SELECT 1 FROM blobs WHERE id = m.id)",
         )
     }
 
     /// Every pack with the share of it that marked blobs use.
     pub fn pack_usage(&self) -> Result<Vec<PackUsage>> {
         let rows = self.rows(
-            "SELECT p.name, p.size, count(m.id),
-                    coalesce(sum(CASE WHEN m.id IS NULL THEN 0 ELSE b.stored_len END), 0)
-               FROM packs p LEFT JOIN blobs b ON b.pack = p.id
-               LEFT JOIN temp.marks m ON m.id = b.id
+            "SELECT p.name, p.size, coalesce(sum(u.live), 0), coalesce(sum(u.bytes), 0)
+               FROM packs p LEFT JOIN (
+                    SELECT b.pack, count(m.id) AS live, sum(b.stored_len) AS bytes
+                      FROM blobs b JOIN temp.marks m ON m.id = b.id GROUP BY b.pack
+                    UNION ALL
+                    SELECT b.pack, count(m.id), sum(b.stored_len)
+                      FROM fresh b JOIN temp.marks m ON m.id = b.id GROUP BY b.pack
+               ) u ON u.pack = p.id
               GROUP BY p.id ORDER BY p.name",
             [],
             |r| {
@@ -598,16 +660,19 @@ impl Index {
 
     /// The blobs the index places in `pack` (marked ones only if `marked`), in pack order.
     pub fn blobs_in(&self, pack: &PackId, marked: bool) -> Result<Vec<(Id, BlobLoc)>> {
-        let sql = format!(
-            "SELECT b.id, b.offset, b.stored_len, b.raw_len, b.kind, b.compression
-               FROM packs p JOIN blobs b ON b.pack = p.id {}
-              WHERE p.name = ?1 ORDER BY b.offset",
-            if marked {
-                "JOIN temp.marks m ON m.id = b.id"
-            } else {
-                ""
-            }
-        );
+        let marks = if marked {
+            "JOIN temp.marks m ON m.id = b.id"
+        } else {
+            ""
+        };
+        let of = |table: &str| {
+            format!(
+                "SELECT b.id, b.offset, b.stored_len, b.raw_len, b.kind, b.compression
+                   FROM {table} b {marks}
+                  WHERE b.pack = (SELECT id FROM packs WHERE name = ?1)"
+            )
+        };
+        let sql = format!("{} UNION ALL {} ORDER BY 2", of("blobs"), of("fresh"));
         let rows = self.rows(&sql, [pack.bytes()], loc_row)?;
         rows.into_iter()
             .map(|(id, offset, stored, raw, kind, comp)| {
@@ -632,9 +697,13 @@ impl Index {
                 let mut del_blobs = c.prepare_cached(
                     "DELETE FROM blobs WHERE pack = (SELECT id FROM packs WHERE name = ?1)",
                 )?;
+                let mut del_fresh = c.prepare_cached(
+                    "DELETE FROM fresh WHERE pack = (SELECT id FROM packs WHERE name = ?1)",
+                )?;
                 let mut del_pack = c.prepare_cached("DELETE FROM packs WHERE name = ?1")?;
                 for p in removed {
                     del_blobs.execute([p.bytes()])?;
+                    del_fresh.execute([p.bytes()])?;
                     del_pack.execute([p.bytes()])?;
                 }
                 let mut del_file = c.prepare_cached("DELETE FROM index_files WHERE name = ?1")?;
@@ -678,9 +747,17 @@ impl Index {
                 |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)),
             )?;
             let blobs = c.query_row(
-                "SELECT count(*), coalesce(sum(raw_len), 0), coalesce(sum(stored_len), 0) FROM blobs",
+                "SELECT count(*), coalesce(sum(raw_len), 0), coalesce(sum(stored_len), 0)
+                   FROM (SELECT raw_len, stored_len FROM blobs
+                         UNION ALL SELECT raw_len, stored_len FROM fresh)",
                 [],
-                |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?)),
+                |r| {
+                    Ok((
+                        r.get::<_, i64>(0)?,
+                        r.get::<_, i64>(1)?,
+                        r.get::<_, i64>(2)?,
+                    ))
+                },
             )?;
             Ok((packs, blobs))
         })?;
@@ -721,10 +798,11 @@ fn loc_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<LocRow> {
 }
 
 /// Adds `packs` and their blobs (packs the cache already holds are skipped; a blob
-/// indexed in another pack keeps its row; a copy recorded as damaged is left out). Blob rows go in in id order: ids are
-/// random, so in pack order every row would land on a random page of the blobs tree,
-/// evicting the page cache once it outgrows SQLite's small cache; in id order one sweep
-/// visits each page once.
+/// indexed in another pack keeps its row; a copy recorded as damaged is left out) to
+/// `fresh`, then merges `fresh` into `blobs` if it has grown enough (see
+/// [`BLOB_TABLES`]). Blob rows go in in id order: ids are random, so in pack order every
+/// row would land on a random page of the tree, evicting the page cache once it
+/// outgrows SQLite's small cache; in id order one sweep visits each page once.
 fn insert_packs(c: &rusqlite::Transaction<'_>, packs: &[PackRecord]) -> rusqlite::Result<()> {
     let mut damaged = c.prepare_cached("SELECT offset FROM damaged WHERE pack = ?1")?;
     let mut rows: Vec<(i64, &PackEntry)> = Vec::new();
@@ -753,8 +831,12 @@ fn insert_packs(c: &rusqlite::Transaction<'_>, packs: &[PackRecord]) -> rusqlite
         }
     }
     rows.sort_unstable_by_key(|(_, e)| e.id);
-    let mut st =
-        c.prepare_cached("INSERT OR IGNORE INTO blobs VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)")?;
+    // An id is in at most one of the tables: a lookup stops at the first row it finds.
+    let mut st = c.prepare_cached(
+        "INSERT OR IGNORE INTO fresh SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7
+          WHERE NOT EXISTS (SELECT 1 FROM blobs WHERE id = ?1)",
+    )?;
+    let added = !rows.is_empty();
     for (pack, e) in rows {
         st.execute(params![
             &e.id.0[..],
@@ -766,7 +848,35 @@ fn insert_packs(c: &rusqlite::Transaction<'_>, packs: &[PackRecord]) -> rusqlite
             e.compression as u8
         ])?;
     }
+    if added {
+        merge_if_grown(c)?;
+    }
     Ok(())
+}
+
+/// Moves every row of `fresh` into `blobs`, in id order, once `fresh` holds enough of
+/// them (see [`MERGE_RATIO`]); records how many rows `blobs` then holds.
+fn merge_if_grown(c: &rusqlite::Transaction<'_>) -> rusqlite::Result<()> {
+    let fresh: i64 = c.query_row("SELECT count(*) FROM fresh", [], |r| r.get(0))?;
+    let settled: i64 = c
+        .query_row("SELECT value FROM meta WHERE key = 'settled'", [], |r| {
+            r.get::<_, String>(0)
+        })
+        .optional()?
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    if fresh < MERGE_MIN_ROWS || fresh * MERGE_RATIO < settled {
+        return Ok(());
+    }
+    c.execute_batch(
+        "INSERT OR IGNORE INTO blobs SELECT * FROM fresh ORDER BY id; DELETE FROM fresh;",
+    )?;
+    let settled: i64 = c.query_row("SELECT count(*) FROM blobs", [], |r| r.get(0))?;
+    c.execute(
+        "INSERT OR REPLACE INTO meta VALUES ('settled', ?1)",
+        [settled.to_string()],
+    )
+    .map(drop)
 }
 
 fn sql_err(path: &Path, e: rusqlite::Error) -> Error {
@@ -873,5 +983,125 @@ mod tests {
             !dir.path().join("index.sqlite-wal").exists(),
             "the WAL outlived the index"
         );
+    }
+
+    fn pack_of(tag: u32, ids: std::ops::Range<u32>) -> PackRecord {
+        PackRecord {
+            id: PackId(Id::hash(&[&b"pack"[..], &tag.to_le_bytes()].concat())),
+            size: 1 << 20,
+            entries: ids
+                .enumerate()
+                .map(|(i, n)| PackEntry {
+                    kind: BlobKind::Data,
+                    compression: Compression::Raw,
+                    id: Id::hash(&n.to_le_bytes()),
+                    offset: i as u64 * 10,
+                    stored_len: 10,
+                    raw_len: 10,
+                })
+                .collect(),
+        }
+    }
+
+    fn rows_in(idx: &Index, table: &str) -> i64 {
+        idx.conn()
+            .query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0))
+            .unwrap()
+    }
+
+    /// Rows settle into `blobs` in one merge once `fresh` has grown, and every query
+    /// answers alike for a blob in either table; an id is never in both.
+    #[test]
+    fn fresh_rows_merge_and_both_tables_answer() {
+        let dir = tempfile::tempdir().unwrap();
+        let idx = Index::open(&dir.path().join("index.sqlite"), "r1")
+            .unwrap()
+            .unwrap();
+        let n = u32::try_from(MERGE_MIN_ROWS).unwrap();
+        let old = pack_of(1, 0..n);
+        idx.ingest(&IndexFileId(Id::hash(b"f1")), std::slice::from_ref(&old))
+            .unwrap();
+        assert_eq!(
+            (rows_in(&idx, "blobs"), rows_in(&idx, "fresh")),
+            (n.into(), 0)
+        );
+        // A second copy of blob 0, and new blobs: they stay in `fresh`, without blob 0.
+        let new = pack_of(2, n - 1..n + 10);
+        idx.ingest(&IndexFileId(Id::hash(b"f2")), std::slice::from_ref(&new))
+            .unwrap();
+        assert_eq!(rows_in(&idx, "fresh"), 10, "an id went into both tables");
+        assert_eq!(idx.totals().unwrap().blobs, u64::from(n) + 10);
+        let id = |k: u32| Id::hash(&k.to_le_bytes());
+        for (k, pack) in [(0, old.id), (n - 1, old.id), (n, new.id), (n + 9, new.id)] {
+            assert_eq!(idx.lookup(&id(k)).unwrap().unwrap().pack, pack, "blob {k}");
+            assert!(idx.contains(&id(k)).unwrap());
+        }
+        assert!(!idx.contains(&id(n + 10)).unwrap());
+        assert_eq!(idx.blobs_in(&old.id, false).unwrap().len(), n as usize);
+        assert_eq!(idx.blobs_in(&new.id, false).unwrap().len(), 10);
+        // Marks of one blob in each table, and of one the index lacks.
+        idx.mark(&[id(5), id(n - 1), id(n + 3), id(n + 50)])
+            .unwrap();
+        assert_eq!(idx.marked_but_absent().unwrap(), vec![id(n + 50)]);
+        let usage: HashMap<PackId, (u64, u64)> = idx
+            .pack_usage()
+            .unwrap()
+            .into_iter()
+            .map(|u| (u.name, (u.live_blobs, u.live_bytes)))
+            .collect();
+        assert_eq!(usage[&old.id], (2, 20));
+        assert_eq!(
+            usage[&new.id],
+            (1, 10),
+            "blob {} counted in both packs",
+            n - 1
+        );
+        let marked = idx.blobs_in(&new.id, true).unwrap();
+        assert_eq!(
+            marked.iter().map(|(i, _)| *i).collect::<Vec<_>>(),
+            [id(n + 3)]
+        );
+        // Damage found in either table takes the row out.
+        let damaged: Vec<(Id, BlobLoc)> = [id(5), id(n + 3)]
+            .into_iter()
+            .map(|i| (i, idx.lookup(&i).unwrap().unwrap()))
+            .collect();
+        idx.record_damaged(&damaged).unwrap();
+        assert!(!idx.contains(&id(5)).unwrap() && !idx.contains(&id(n + 3)).unwrap());
+        // A pack replaced: its rows go from whichever table holds them.
+        idx.replace_packs(&[new.id], &[], &[IndexFileId(Id::hash(b"f2"))], &[])
+            .unwrap();
+        assert_eq!(rows_in(&idx, "fresh"), 0);
+        assert!(idx.contains(&id(n - 1)).unwrap(), "the other copy stays");
+        idx.clear().unwrap();
+        assert_eq!(idx.totals().unwrap().blobs, 0);
+    }
+
+    /// A schema 5 cache is brought to 6 in place, keeping its rows.
+    #[test]
+    fn schema_5_is_upgraded_in_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("index.sqlite");
+        {
+            let c = Connection::open(&path).unwrap();
+            c.execute_batch(SCHEMA).unwrap();
+            c.execute_batch("INSERT INTO meta VALUES ('schema', '5'), ('repo', 'r1')")
+                .unwrap();
+            c.execute_batch("INSERT INTO packs VALUES (1, x'00', 10, 1, NULL)")
+                .unwrap();
+            c.execute(
+                "INSERT INTO blobs VALUES (?1, 1, 0, 10, 10, 1, 0)",
+                [&Id::hash(b"x").0[..]],
+            )
+            .unwrap();
+        }
+        let idx = Index::open(&path, "r1").unwrap().unwrap();
+        assert!(idx.contains(&Id::hash(b"x")).unwrap());
+        let pack = pack_of(1, 0..3);
+        idx.ingest(&IndexFileId(Id::hash(b"f")), &[pack]).unwrap();
+        assert_eq!(rows_in(&idx, "fresh"), 3);
+        drop(idx);
+        let idx = Index::open(&path, "r1").unwrap().unwrap();
+        assert_eq!(idx.totals().unwrap().blobs, 4);
     }
 }

@@ -463,7 +463,11 @@ fn backup_stream(env: &Env, repo: &Path, data: &[u8]) -> serde_json::Value {
 fn chunk_lengths(env: &Env, repo: &Path) -> Vec<usize> {
     let db = rusqlite::Connection::open(env.index_cache_of(repo)).unwrap();
     let mut q = db
-        .prepare("SELECT raw_len FROM blobs WHERE kind = 0 ORDER BY raw_len")
+        .prepare(
+            "SELECT raw_len FROM (SELECT raw_len, kind FROM blobs
+                                  UNION ALL SELECT raw_len, kind FROM fresh)
+              WHERE kind = 0 ORDER BY raw_len",
+        )
         .unwrap();
     let lens = q.query_map([], |r| r.get(0)).unwrap();
     lens.map(Result::unwrap).collect()
