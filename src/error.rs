@@ -308,6 +308,24 @@ pub enum Usage {
         /// The connection string as shown (without its password).
         dsn: String,
     },
+    /// `restore --pg-base` of a snapshot without a base backup.
+    #[error("snapshot {snapshot} holds no PostgreSQL base backup (made with backup --pg-base); `snap list` shows each snapshot's sources")]
+    NoPgBase {
+        /// The snapshot.
+        snapshot: String,
+    },
+    /// A WAL location that does not parse.
+    #[error("{lsn:?} is not a WAL location; write it as PostgreSQL does, e.g. 0/3000060")]
+    Lsn {
+        /// What was given.
+        lsn: String,
+    },
+    /// A name `wal push` or `wal fetch` was given that is not a WAL file's.
+    #[error("{name:?} is not the name of a WAL segment, timeline history or backup history file; archive_command passes %p and restore_command %f %p")]
+    WalName {
+        /// The name given.
+        name: String,
+    },
     /// A MongoDB URI that does not parse.
     #[error("{uri:?}: not a MongoDB URI (mongodb://user@host:27017/db)")]
     MongoUri {
@@ -530,6 +548,38 @@ pub enum Refusal {
         /// What is wrong with it.
         why: String,
     },
+    /// A base backup whose WAL the archive lacks.
+    #[error("base backup {snapshot} cannot be recovered: the WAL archive in {location} lacks segment {missing}, and recovery needs every segment up to {needed}; is archive_command pushing into this repository (`snap wal check`)? Nothing was restored")]
+    PgBaseWalMissing {
+        /// The snapshot.
+        snapshot: String,
+        /// The last segment the backup needs.
+        needed: String,
+        /// The first one missing.
+        missing: String,
+        /// The repository.
+        location: String,
+    },
+    /// A recovery target beyond a gap in the WAL archive.
+    #[error("recovery to {target} would stop early: the WAL archive lacks the segments {first} to {last} before it; choose an earlier target (`snap wal check` shows the gaps); nothing was restored")]
+    PgTargetPastGap {
+        /// The target given.
+        target: String,
+        /// The first missing segment.
+        first: String,
+        /// The last missing segment.
+        last: String,
+    },
+    /// A WAL push of a file the archive holds with other bytes.
+    #[error(
+        "{location} already archives WAL file {name} with different content: another cluster (or a restored copy of this one on the same timeline) archives into this repository; give each cluster its own repository, or check which cluster wrote it; nothing was overwritten"
+    )]
+    WalDiffers {
+        /// The file's name.
+        name: String,
+        /// The repository.
+        location: String,
+    },
     /// Sync from a repository missing blobs the snapshots sent need.
     #[error("the source is damaged: blob {blob} is {why}; run `snap check`; nothing was sent")]
     SyncSourceDamaged {
@@ -655,6 +705,20 @@ pub enum SourceError {
         name: String,
         /// What is wrong with it.
         problem: &'static str,
+    },
+    /// A PostgreSQL cluster that cannot be backed up physically (`--pg-base`).
+    #[error("base backup of {dsn}: {why}; nothing was recorded")]
+    PgBase {
+        /// The connection, without its password.
+        dsn: String,
+        /// What is wrong.
+        why: String,
+    },
+    /// pg_basebackup's archive, unreadable or holding what a data directory must not.
+    #[error("pg_basebackup's archive: {why}; nothing was recorded")]
+    PgBaseArchive {
+        /// What is wrong.
+        why: String,
     },
     /// A file in a pg_dump output directory that pg_dump does not write.
     #[error("{}: unexpected pg_dump file name", path.display())]

@@ -16,6 +16,7 @@ mod ngw;
 mod object_store;
 mod offsite;
 mod output;
+mod pitr;
 mod restore_modes;
 mod util;
 

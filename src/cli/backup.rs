@@ -36,6 +36,10 @@ pub struct Args {
     /// Dump a whole PostgreSQL cluster with pg_dumpall into db/pg_dumpall.sql
     #[arg(long, value_name = "DSN")]
     pg_all: Vec<String>,
+    /// Physical base backup of a PostgreSQL cluster (pg_basebackup) into pg/base/, for
+    /// point-in-time recovery with the WAL that `snap wal push` archives
+    #[arg(long, value_name = "DSN")]
+    pg_base: Option<String>,
     /// Dump MongoDB with mongodump --archive into mongo/<db>.archive (repeatable)
     #[arg(long, value_name = "URI")]
     mongo: Vec<String>,
@@ -242,6 +246,7 @@ pub fn run(ctx: &Ctx, a: Args, m: &clap::ArgMatches) -> Result<i32> {
         pg: a.pg,
         pg_all: a.pg_all,
         mongo: a.mongo,
+        pg_base: a.pg_base.into_iter().collect(),
         ngw,
         allow_missing_blobs: a.allow_missing_blobs,
         ngw_one_shot: a.one_shot,

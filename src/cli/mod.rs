@@ -40,6 +40,7 @@ mod shell;
 mod stats;
 mod sync;
 mod tag;
+mod wal;
 
 use std::cell::{Cell, RefCell};
 use std::io::{IsTerminal, Write as _};
@@ -181,6 +182,7 @@ enum Command {
     Repair(repair::Args),
     /// Manage the passphrases of an encrypted repository
     Key(key::Args),
+    Wal(wal::Args),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell)
     Completions(shell::CompletionsArgs),
     /// Print the man page, or write every page into a directory
@@ -579,6 +581,7 @@ fn dispatch(ctx: &Ctx, command: Command, matches: &clap::ArgMatches) -> Result<i
         Command::Metrics(a) => metrics::run(ctx, a),
         Command::Repair(a) => repair::run(ctx, a),
         Command::Key(a) => key::run(ctx, a),
+        Command::Wal(a) => wal::run(ctx, a),
         Command::Completions(a) => Ok(shell::completions(a)),
         Command::Man(a) => shell::man(a),
     }

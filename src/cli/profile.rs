@@ -53,6 +53,8 @@ struct Profile {
     #[serde(default)]
     pg: Vec<String>,
     pg_all: Option<String>,
+    /// A PostgreSQL cluster for a physical base backup (`--pg-base`).
+    pg_base: Option<String>,
     #[serde(default)]
     mongo: Vec<String>,
     #[serde(default)]
@@ -329,6 +331,7 @@ impl File {
             command_dirs: pairs(&p.command_dirs),
             pg: p.pg.clone(),
             pg_all: p.pg_all.iter().cloned().collect(),
+            pg_base: p.pg_base.iter().cloned().collect(),
             mongo: p.mongo.clone(),
             ngw: p.ngw.as_ref().map(PathBuf::from),
             allow_missing_blobs: p.allow_missing_blobs,

@@ -23,14 +23,41 @@ use super::{count, human, ngw_config, print_list, progress_for, Bar, Ctx};
 #[derive(clap::Args)]
 pub struct Args {
     /// Snapshot: `latest` or an id prefix
-    snapshot: String,
+    #[arg(required_unless_present = "pg_base")]
+    snapshot: Option<String>,
     /// With --pg or --pg-all: the dump of the snapshot to use [default: its only dump
     /// of that kind]; with --pipe: the file to stream (required)
     #[arg(value_name = "PATH", conflicts_with_all = ["target", "ngw"])]
     path: Option<String>,
     /// Directory to restore into (created if absent)
-    #[arg(long, short, required_unless_present_any = ["ngw", "pg", "pg_all", "pipe"])]
+    /// (with --pg-base: `--target immediate` ends recovery as soon as the backup is
+    /// consistent)
+    #[arg(long, short, required_unless_present_any = ["ngw", "pg", "pg_all", "pipe", "pg_base"])]
     target: Option<PathBuf>,
+    /// Restore this snapshot's PostgreSQL base backup (backup --pg-base) into the new
+    /// data directory --pg-data, set up to recover from the WAL archive: to the end of
+    /// it, or to --target-time, --target-lsn or --target immediate
+    #[arg(long, value_name = "SNAPSHOT", requires = "pg_data", conflicts_with_all = ["snapshot", "ngw", "pg", "pg_all", "pipe", "include", "exclude", "delete", "verify", "dry_run"])]
+    pg_base: Option<String>,
+    /// With --pg-base: the data directory to create (absent or empty); when run as
+    /// root, it is given to the owner of its parent directory
+    #[arg(long, value_name = "DIR", requires = "pg_base")]
+    pg_data: Option<PathBuf>,
+    /// With --pg-base: recover up to this time, e.g. '2026-12-03 14:05:00+00'
+    #[arg(long, value_name = "TIME", requires = "pg_base", conflicts_with_all = ["target_lsn", "target"])]
+    target_time: Option<String>,
+    /// With --pg-base: recover up to this WAL location, e.g. 0/3000060
+    #[arg(
+        long,
+        value_name = "LSN",
+        requires = "pg_base",
+        conflicts_with = "target"
+    )]
+    target_lsn: Option<String>,
+    /// With --pg-base and a target: what the server does there (pause lets you look
+    /// before `SELECT pg_wal_replay_resume()` promotes it)
+    #[arg(long, value_enum, default_value_t = ActionArg::Pause, requires = "pg_base")]
+    target_action: ActionArg,
     /// Recreate a --pg dump in this PostgreSQL database (created if absent):
     /// pg_restore, streamed from the repository
     #[arg(long, value_name = "DSN", conflicts_with_all = ["target", "ngw", "pg_all", "pipe"])]
@@ -93,6 +120,14 @@ pub struct Args {
     json: bool,
 }
 
+/// `--target-action` values, as PostgreSQL's `recovery_target_action`.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum ActionArg {
+    Pause,
+    Promote,
+    Shutdown,
+}
+
 /// `--overwrite` values, as restic spells them.
 #[derive(Clone, Copy, Debug, clap::ValueEnum)]
 enum OverwriteArg {
@@ -131,7 +166,11 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
     let repo = ctx.open(false)?;
     // Shared: prune (exclusive) must not delete packs this reads.
     let _lock = repo.lock(false, "restore")?;
-    let (id, snap) = repo.find_snapshot(&a.snapshot)?;
+    let spec = a.snapshot.as_deref().or(a.pg_base.as_deref());
+    let (id, snap) = repo.find_snapshot(spec.expect("clap requires a snapshot"))?;
+    if a.pg_base.is_some() {
+        return run_pg_base(ctx, &repo, &id, &snap, a);
+    }
     if let Some(config) = ngw_config(a.ngw.clone())? {
         return run_ngw(ctx, &repo, &id, &snap, &config, &a);
     }
@@ -416,5 +455,94 @@ fn run_db(ctx: &Ctx, repo: &Repository, id: &SnapshotId, snap: &Snapshot, a: &Ar
             started.elapsed().as_secs_f64()
         );
     }
+    Ok(0)
+}
+
+/// `restore --pg-base SNAPSHOT --pg-data DIR`.
+fn run_pg_base(
+    ctx: &Ctx,
+    repo: &Repository,
+    id: &SnapshotId,
+    snap: &Snapshot,
+    a: Args,
+) -> Result<i32> {
+    use snap::ops::restore::pg_base::{restore_pg_base, Action, PgBaseRestore, Target};
+    let data = a.pg_data.expect("clap requires --pg-data");
+    let target = match (&a.target, a.target_time, a.target_lsn) {
+        (Some(t), _, _) if t.as_os_str() == "immediate" => Target::Immediate,
+        (Some(t), _, _) => bail!(
+            "with --pg-base, --target takes only `immediate` (got {}); the data directory is --pg-data",
+            t.display()
+        ),
+        (None, Some(t), _) => Target::Time(t),
+        (None, None, Some(l)) => Target::Lsn(l),
+        (None, None, None) => Target::Latest,
+    };
+    let action = match a.target_action {
+        ActionArg::Pause => Action::Pause,
+        ActionArg::Promote => Action::Promote,
+        ActionArg::Shutdown => Action::Shutdown,
+    };
+    let (location, _) = ctx.repo_location()?;
+    let location = match std::fs::canonicalize(&location) {
+        Ok(p) if repo.store().local_root().is_some() => p.display().to_string(),
+        _ => location,
+    };
+    let exe = std::env::current_exe()?;
+    let quote = |s: &str| format!("'{}'", s.replace('\'', "'\\''"));
+    let restore_command = format!(
+        "{} --repo {} wal fetch %f %p",
+        quote(&exe.display().to_string()),
+        quote(&location)
+    );
+    let opts = PgBaseRestore {
+        data: data.clone(),
+        target,
+        action,
+        restore_command,
+    };
+    let bar = Bar::new(ctx, "restore", a.json);
+    let out = restore_pg_base(repo, id, snap, &opts, progress_for(bar.as_ref()))?;
+    drop(bar);
+    for w in &out.warnings {
+        eprintln!("snap: warning: {w}");
+    }
+    if a.json {
+        let v = serde_json::json!({
+            "snapshot": id,
+            "pg_data": data,
+            "files": out.restore.files,
+            "bytes": out.restore.bytes,
+            "settings": out.settings,
+            "warnings": out.warnings,
+        });
+        outln!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(0);
+    }
+    outln!(
+        "restored base backup {} into {}: {} files, {}",
+        id.short(),
+        data.display(),
+        out.restore.files,
+        human(out.restore.bytes)
+    );
+    outln!("recovery settings added to postgresql.auto.conf, and recovery.signal written:");
+    for s in &out.settings {
+        outln!("  {s}");
+    }
+    let owner = if out.owner.is_some() {
+        "its owner"
+    } else {
+        "this user"
+    };
+    outln!(
+        "start it (as {owner}) with: pg_ctl -D {} start; it replays the archived WAL{}",
+        data.display(),
+        if repo.key().is_some() {
+            " (the server's environment needs SNAP_PASSWORD_FILE for this encrypted repository)"
+        } else {
+            ""
+        }
+    );
     Ok(0)
 }

@@ -117,6 +117,28 @@ pub enum Source {
         /// Path inside the snapshot.
         name: String,
     },
+    /// A physical base backup of a PostgreSQL cluster (`pg_basebackup`), its data
+    /// directory under `name/`; the WAL to recover it comes from the WAL archive.
+    PgBase {
+        /// Connection string, without its password.
+        dsn: String,
+        /// Directory inside the snapshot (`pg/base`).
+        name: String,
+        /// Timeline the backup started on.
+        timeline: u32,
+        /// WAL location where it started (`0/2000028`).
+        start_lsn: String,
+        /// WAL location it must be recovered to before it is consistent.
+        stop_lsn: String,
+        /// Timeline of `stop_lsn`.
+        stop_timeline: u32,
+        /// The cluster's WAL segment size in bytes.
+        wal_segment_size: u64,
+        /// The cluster's system identifier (its WAL belongs to it alone).
+        system_identifier: String,
+        /// `server_version_num`, e.g. 150010.
+        server_version: u32,
+    },
 }
 
 /// Figures of one backup run.
@@ -261,6 +283,7 @@ impl Source {
             Source::Pg { name, .. } => format!("pg:{name}"),
             Source::PgAll { name, .. } => format!("pg-all:{name}"),
             Source::Mongo { name, .. } => format!("mongo:{name}"),
+            Source::PgBase { name, .. } => format!("pg-base:{name}"),
         }
     }
 
@@ -273,7 +296,8 @@ impl Source {
             | Source::CommandDir { name, .. }
             | Source::Pg { name, .. }
             | Source::PgAll { name, .. }
-            | Source::Mongo { name, .. } => Some(name),
+            | Source::Mongo { name, .. }
+            | Source::PgBase { name, .. } => Some(name),
             Source::Path { .. } | Source::Ngw { .. } | Source::Archive { .. } => None,
         }
     }
@@ -297,6 +321,9 @@ impl Source {
             Source::Pg { name, .. } => format!("{name}/ (pg_dump)"),
             Source::PgAll { name, .. } => format!("{name} (pg_dumpall)"),
             Source::Mongo { name, .. } => format!("{name} (mongodump)"),
+            Source::PgBase {
+                name, start_lsn, ..
+            } => format!("{name}/ (PostgreSQL base backup from {start_lsn})"),
         }
     }
 }

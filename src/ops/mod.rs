@@ -20,3 +20,4 @@ pub mod retention;
 pub mod select;
 pub mod sync;
 pub mod tag;
+pub mod wal;

@@ -37,6 +37,7 @@ pub mod reach;
 mod repack;
 mod saver;
 mod snapshots;
+pub mod wal;
 
 use std::collections::HashSet;
 use std::fs;
@@ -165,6 +166,23 @@ fn cache_dir(store: &dyn Store, repo_id: &str) -> Result<PathBuf> {
         .join(&Id::hash(location.as_bytes()).to_hex()[..16]);
     fs::create_dir_all(dir.join("tmp")).at(&dir)?;
     Ok(dir)
+}
+
+/// The configuration of the repository in `store`, opened with `key`, without the
+/// index cache: all the WAL archive needs, so that a push never waits on the cache.
+pub fn open_config(store: &dyn Store, key: Option<&MasterKey>) -> Result<Config> {
+    read_config(store)?.open(key)
+}
+
+impl Repository {
+    /// The repository's WAL archive.
+    pub fn wal(&self) -> wal::WalArchive<'_> {
+        wal::WalArchive::new(
+            self.store.as_ref(),
+            self.key.as_ref(),
+            self.config.compression_level,
+        )
+    }
 }
 
 /// Opens the index cache in `cache`, replacing one of another schema or repository.

@@ -11,3 +11,4 @@ pub mod mongo;
 pub mod ngw;
 pub mod pg;
 pub mod raster_storage;
+pub mod tar_stream;

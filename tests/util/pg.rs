@@ -5,13 +5,15 @@
 //! Without server binaries a test says so and returns; with
 //! `SNAP_TEST_REQUIRE_SERVERS=1` (set by `.ci/run`) that is a failure.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 pub struct Pg {
     pub dir: tempfile::TempDir,
     bin: PathBuf,
     run_as: Option<String>,
+    /// The data directory: `dir/data`, or a restored one elsewhere.
+    data: PathBuf,
 }
 
 /// Newest `/usr/lib/postgresql/<version>/bin` with `initdb`, or `SNAP_TEST_PG_BIN`.
@@ -35,18 +37,14 @@ fn server_bin() -> Option<PathBuf> {
 impl Pg {
     /// Starts a cluster, or reports that none can be started and returns `None`.
     pub fn start() -> Option<Pg> {
-        let Some(bin) = server_bin() else {
-            super::missing(
-                "a PostgreSQL server (initdb, pg_ctl)",
-                "apt-get install postgresql",
-            );
-            return None;
-        };
+        Pg::start_with(&[])
+    }
+
+    /// A directory owned by the server's user (a place for a repository the server's
+    /// `archive_command` writes to, or for a restored data directory).
+    pub fn server_dir() -> tempfile::TempDir {
         let dir = tempfile::tempdir().unwrap();
-        let run_as = rustix::process::geteuid()
-            .is_root()
-            .then(|| "postgres".to_string());
-        if run_as.is_some() {
+        if rustix::process::geteuid().is_root() {
             let st = Command::new("chown")
                 .arg("postgres:")
                 .arg(dir.path())
@@ -54,10 +52,33 @@ impl Pg {
                 .unwrap();
             assert!(
                 st.success(),
-                "chown of the cluster directory to postgres failed"
+                "chown of {} to postgres failed",
+                dir.path().display()
             );
         }
-        let pg = Pg { dir, bin, run_as };
+        dir
+    }
+
+    /// [`Pg::start`] with `conf` lines added to `postgresql.conf`.
+    pub fn start_with(conf: &[String]) -> Option<Pg> {
+        let Some(bin) = server_bin() else {
+            super::missing(
+                "a PostgreSQL server (initdb, pg_ctl)",
+                "apt-get install postgresql",
+            );
+            return None;
+        };
+        let dir = Pg::server_dir();
+        let run_as = rustix::process::geteuid()
+            .is_root()
+            .then(|| "postgres".to_string());
+        let data = dir.path().join("data");
+        let pg = Pg {
+            dir,
+            bin,
+            run_as,
+            data,
+        };
         pg.server_cmd(
             "initdb",
             &[
@@ -71,7 +92,43 @@ impl Pg {
                 "--locale=C",
             ],
         );
-        let opts = format!("-c listen_addresses='' -c unix_socket_directories={} -c fsync=off -c full_page_writes=off", pg.sock());
+        let conf_file = pg.data.join("postgresql.conf");
+        let mut text = std::fs::read_to_string(&conf_file).unwrap();
+        for line in conf {
+            text.push_str(line);
+            text.push('\n');
+        }
+        std::fs::write(&conf_file, text).unwrap();
+        pg.run_server("");
+        Some(pg)
+    }
+
+    /// Starts a server on the data directory `data` (a restored base backup, owned by
+    /// the server's user), its socket and log in a directory of its own; `opts` are
+    /// more server options (`-c name=value ...`).
+    pub fn on_data_dir(data: &Path, opts: &str) -> Option<Pg> {
+        let Some(bin) = server_bin() else {
+            super::missing(
+                "a PostgreSQL server (initdb, pg_ctl)",
+                "apt-get install postgresql",
+            );
+            return None;
+        };
+        let pg = Pg {
+            dir: Pg::server_dir(),
+            bin,
+            run_as: rustix::process::geteuid()
+                .is_root()
+                .then(|| "postgres".to_string()),
+            data: data.to_path_buf(),
+        };
+        pg.run_server(opts);
+        Some(pg)
+    }
+
+    fn run_server(&self, more: &str) {
+        let pg = self;
+        let opts = format!("-c listen_addresses='' -c unix_socket_directories={} -c fsync=off -c full_page_writes=off {more}", pg.sock());
         pg.server_cmd(
             "pg_ctl",
             &[
@@ -85,11 +142,15 @@ impl Pg {
                 "start",
             ],
         );
-        Some(pg)
     }
 
     fn data(&self) -> String {
-        format!("{}/data", self.dir.path().display())
+        self.data.display().to_string()
+    }
+
+    /// The server's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("log")).unwrap_or_default()
     }
 
     /// The socket directory: the value for `host`.

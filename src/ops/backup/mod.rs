@@ -34,6 +34,7 @@ use rayon::prelude::*;
 mod archive;
 mod db;
 mod ngw;
+mod pg_base;
 mod rasters;
 mod streams;
 mod vdir;
@@ -42,6 +43,7 @@ mod walk;
 #[doc(hidden)]
 pub use archive::check_archive;
 pub use archive::time_from_name;
+pub use pg_base::{parse_lsn, BASE_DIR};
 
 use crate::error::{Error, IoContext, Result, SourceError, Usage};
 use crate::format::chunker::{
@@ -74,6 +76,8 @@ pub struct BackupOptions {
     pub pg_all: Vec<String>,
     /// MongoDB URIs for mongodump.
     pub mongo: Vec<String>,
+    /// PostgreSQL clusters (DSNs) for a physical base backup under `pg/base/`.
+    pub pg_base: Vec<String>,
     /// A NextGIS Web instance's `config.ini`, stored under `ngw/`.
     pub ngw: Option<PathBuf>,
     /// Record an NGW snapshot whose file storage lacks blobs `fileobj` lists, each a
@@ -129,6 +133,7 @@ impl Default for BackupOptions {
             pg: Vec::new(),
             pg_all: Vec::new(),
             mongo: Vec::new(),
+            pg_base: Vec::new(),
             ngw: None,
             allow_missing_blobs: false,
             ngw_one_shot: false,
@@ -199,6 +204,7 @@ impl BackupOptions {
             && self.pg.is_empty()
             && self.pg_all.is_empty()
             && self.mongo.is_empty()
+            && self.pg_base.is_empty()
             && self.ngw.is_none()
             && self.archive.is_none())
     }
@@ -506,6 +512,7 @@ struct Databases {
     pg: Vec<crate::source::pg::Dsn>,
     pg_all: Vec<crate::source::pg::Dsn>,
     mongo: Vec<crate::source::mongo::MongoUri>,
+    pg_base: Vec<crate::source::pg::Dsn>,
 }
 
 impl Databases {
@@ -518,6 +525,7 @@ impl Databases {
         Ok(Databases {
             pg: dsns(&opts.pg)?,
             pg_all: dsns(&opts.pg_all)?,
+            pg_base: dsns(&opts.pg_base)?,
             mongo: opts
                 .mongo
                 .iter()

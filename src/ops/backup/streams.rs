@@ -5,7 +5,9 @@ use std::io::{self, Read};
 use std::path::Path;
 
 use super::vdir::{synthetic_meta, VDir};
-use super::{add, archive, db, ngw, stream_components, BackupOptions, Databases, Run, STREAM_MODE};
+use super::{
+    add, archive, db, ngw, pg_base, stream_components, BackupOptions, Databases, Run, STREAM_MODE,
+};
 use crate::error::{Error, IoContext, Result, Usage};
 use crate::format::chunker::Profile;
 use crate::format::id::TreeId;
@@ -70,6 +72,10 @@ impl Run<'_> {
         for dsn in &dbs.pg_all {
             self.progress.phase(Phase::Dumping);
             sources.push(db::pg_all(self, dsn, &mut root, now)?);
+        }
+        for dsn in &dbs.pg_base {
+            self.progress.phase(Phase::Dumping);
+            sources.push(pg_base::pg_base(self, dsn, &mut root)?);
         }
         for uri in &dbs.mongo {
             self.progress.phase(Phase::Dumping);
@@ -170,10 +176,22 @@ impl Run<'_> {
         bytes: Vec<u8>,
         now: Timestamp,
     ) -> Result<()> {
+        self.put_bytes_as(root, at, bytes, STREAM_MODE, now)
+    }
+
+    /// [`Run::put_bytes`] with the file's mode and time.
+    pub(super) fn put_bytes_as(
+        &self,
+        root: &mut VDir,
+        at: &[Vec<u8>],
+        bytes: Vec<u8>,
+        mode: u32,
+        mtime: Timestamp,
+    ) -> Result<()> {
         let params = self.repo.params(Profile::Dump);
         let (content, size) = self
             .ingest(&mut io::Cursor::new(bytes), params, None, None)?
             .at("<generated file>")?;
-        self.put_stream(root, at, content, size, STREAM_MODE, now)
+        self.put_stream(root, at, content, size, mode, mtime)
     }
 }

@@ -383,7 +383,8 @@ impl SourceCtx<'_> {
             Source::Stdin { name, .. }
             | Source::Command { name, .. }
             | Source::CommandDir { name, .. }
-            | Source::Mongo { name, .. } => timed(|| files::drill(self, name)),
+            | Source::Mongo { name, .. }
+            | Source::PgBase { name, .. } => timed(|| files::drill(self, name)),
         }
     }
 

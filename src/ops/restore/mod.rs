@@ -22,6 +22,7 @@
 pub mod db;
 pub mod ngw;
 mod packed;
+pub mod pg_base;
 pub mod rasters;
 
 use std::collections::{HashMap, HashSet};
@@ -235,6 +236,21 @@ pub fn plan_restore<'r>(
         delete: opts.delete,
         verify: opts.verify,
         target: target.clone(),
+    })
+}
+
+/// Plans restoring the snapshot directory `tree` as `target` itself (a base backup's
+/// data directory), under the shared lock.
+pub fn plan_tree<'r>(repo: &'r Repository, tree: TreeId, target: &Path) -> Result<RestorePlan<'r>> {
+    Ok(RestorePlan {
+        repo,
+        _lock: repo.read_lock("restore")?,
+        roots: vec![Root::Tree(tree)],
+        excludes: Excludes::new(&[], None)?,
+        overwrite: Overwrite::Always,
+        delete: false,
+        verify: false,
+        target: target.to_path_buf(),
     })
 }
 

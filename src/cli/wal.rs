@@ -1,0 +1,132 @@
+//! `snap wal push|fetch|check`: the WAL archive of a PostgreSQL cluster, for
+//! `archive_command` and `restore_command`, and its continuity check.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use snap::ops::wal;
+use snap::repo::wal::{Pushed, WalArchive};
+
+use super::Ctx;
+
+#[derive(clap::Args)]
+pub struct Args {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(clap::Subcommand)]
+enum Command {
+    /// Archive one WAL file, durably before exiting 0:
+    /// archive_command = 'snap --repo REPO wal push %p'
+    Push {
+        /// The file (PostgreSQL's %p)
+        path: PathBuf,
+    },
+    /// Write an archived WAL file to a path (exit 1 when the archive lacks it):
+    /// restore_command = 'snap --repo REPO wal fetch %f %p'
+    Fetch {
+        /// The file's name (PostgreSQL's %f)
+        name: String,
+        /// Where to write it (PostgreSQL's %p)
+        path: PathBuf,
+    },
+    /// Check that the archive holds every segment from each base backup's start to
+    /// the newest one, across timeline switches; exit 1 on a gap
+    Check {
+        /// Print the report as JSON
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
+    match a.command {
+        Command::Push { path } => {
+            let (store, _) = ctx.store()?;
+            let key = ctx.master_key(store.as_ref())?;
+            let config = snap::repo::open_config(store.as_ref(), key.as_ref())?;
+            let archive = WalArchive::new(store.as_ref(), key.as_ref(), config.compression_level);
+            let (file, pushed) = wal::push(&archive, &path)
+                .with_context(|| format!("wal push {}", path.display()))?;
+            if pushed == Pushed::AlreadyThere {
+                log::info!("{file} was archived already, with the same content");
+            }
+            Ok(0)
+        }
+        Command::Fetch { name, path } => {
+            let (store, _) = ctx.store()?;
+            let key = ctx.master_key(store.as_ref())?;
+            let config = snap::repo::open_config(store.as_ref(), key.as_ref())?;
+            let archive = WalArchive::new(store.as_ref(), key.as_ref(), config.compression_level);
+            if wal::fetch(&archive, &name, &path).with_context(|| format!("wal fetch {name}"))? {
+                return Ok(0);
+            }
+            eprintln!("snap: wal fetch: {name} is not in {}", store.location());
+            Ok(1)
+        }
+        Command::Check { json } => {
+            let repo = ctx.open(false)?;
+            let snaps = repo.snapshots()?;
+            let report = wal::check(&repo.wal(), &snaps)?;
+            if json {
+                outln!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print(&report)?;
+            }
+            Ok(if report.ok() { 0 } else { 1 })
+        }
+    }
+}
+
+fn print(r: &wal::WalReport) -> Result<()> {
+    let timelines: Vec<String> = r.timelines.iter().map(u32::to_string).collect();
+    outln!(
+        "{} segments archived on timeline(s) {}; newest {}",
+        r.segments,
+        if timelines.is_empty() {
+            "-".into()
+        } else {
+            timelines.join(", ")
+        },
+        r.newest.as_deref().unwrap_or("none")
+    );
+    for b in &r.bases {
+        let state = match (b.consistent, b.gaps.is_empty()) {
+            (true, true) => "ok: recoverable to the newest segment".to_string(),
+            (true, false) => format!(
+                "recoverable up to {} only",
+                b.reaches.as_deref().unwrap_or("its start")
+            ),
+            (false, _) => format!(
+                "NOT recoverable: it needs every segment up to {}",
+                b.consistent_at
+            ),
+        };
+        let path: Vec<String> = b.timelines.iter().map(u32::to_string).collect();
+        outln!(
+            "base backup {} ({}), from {} on timeline(s) {}: {state}",
+            b.snapshot.short(),
+            snap::host::local_time(&b.time),
+            b.start,
+            path.join(" -> ")
+        );
+        for g in &b.gaps {
+            outln!(
+                "  missing {} segment(s): {} .. {}",
+                g.segments,
+                g.first,
+                g.last
+            );
+        }
+    }
+    for g in &r.gaps {
+        outln!(
+            "missing {} segment(s): {} .. {}",
+            g.segments,
+            g.first,
+            g.last
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,246 @@
+//! `--pg-base DSN`: a physical base backup of a PostgreSQL cluster. `pg_basebackup`
+//! streams the data directory as a tar archive (the server verifies page checksums
+//! where they are enabled); each file goes into the snapshot under `pg/base/` as it
+//! arrives, chunked on its own against its previous version, so a second base backup
+//! of a mostly unchanged cluster stores about what changed. No WAL is taken
+//! (`--wal-method=none`): the cluster's `archive_command` pushes it into the WAL
+//! archive, which the backup checks is on, and which recovery reads.
+
+use std::io::Read;
+
+use super::vdir::{synthetic_meta, VDir};
+use super::{stream_components, Run};
+use crate::error::{Error, Result, SourceError};
+use crate::format::snapshot::Source;
+use crate::format::tree::{is_safe_name, Timestamp};
+use crate::source::command::Running;
+use crate::source::pg::Dsn;
+use crate::source::tar_stream::{Kind, TarStream};
+
+/// Where a base backup goes in the snapshot.
+pub const BASE_DIR: &str = "pg/base";
+/// The largest `backup_label` or `backup_manifest` read into memory.
+const MAX_LABEL: u64 = 256 << 20;
+
+/// What the server says about itself before the backup.
+struct Cluster {
+    archive_mode: String,
+    seg_size: u64,
+    system_identifier: String,
+    server_version: u32,
+}
+
+fn refuse(dsn: &Dsn, why: impl std::fmt::Display) -> Error {
+    SourceError::PgBase {
+        dsn: dsn.shown(),
+        why: why.to_string(),
+    }
+    .into()
+}
+
+fn cluster(dsn: &Dsn) -> Result<Cluster> {
+    let rows = dsn.maintenance().query(
+        "SELECT current_setting('archive_mode'),
+                (SELECT setting FROM pg_settings WHERE name = 'wal_segment_size'),
+                (SELECT system_identifier FROM pg_control_system()),
+                current_setting('server_version_num')",
+    )?;
+    let row = rows.first().map(|r| r.split('|').collect::<Vec<_>>());
+    let Some([mode, seg, sysid, version]) = row.as_deref() else {
+        return Err(refuse(
+            dsn,
+            format!("unexpected answer {rows:?} about the cluster"),
+        ));
+    };
+    let num = |s: &str, what: &str| {
+        s.trim()
+            .parse::<u64>()
+            .map_err(|_| refuse(dsn, format!("the server's {what} {s:?} is not a number")))
+    };
+    Ok(Cluster {
+        archive_mode: mode.trim().to_string(),
+        seg_size: num(seg, "wal_segment_size")?,
+        system_identifier: sysid.trim().to_string(),
+        server_version: u32::try_from(num(version, "server_version_num")?)
+            .map_err(|_| refuse(dsn, "server_version_num is out of range"))?,
+    })
+}
+
+/// Backs up the cluster of `dsn` into `root` under [`BASE_DIR`].
+pub(super) fn pg_base(run: &Run<'_>, dsn: &Dsn, root: &mut VDir) -> Result<Source> {
+    let c = cluster(dsn)?;
+    if c.archive_mode == "off" {
+        return Err(refuse(
+            dsn,
+            "the cluster does not archive its WAL (archive_mode = off), and a base backup cannot be recovered without it: set archive_mode = on and archive_command = 'snap --repo REPO wal push %p' in postgresql.conf and restart the server",
+        ));
+    }
+    let at = stream_components(BASE_DIR)?;
+    run.progress.entry(std::path::Path::new(BASE_DIR));
+    let display = format!("pg_basebackup of {}", dsn.shown());
+    let mut cmd = dsn.tool("pg_basebackup");
+    cmd.args([
+        "--pgdata=-",
+        "--format=tar",
+        "--wal-method=none",
+        "--checkpoint=fast",
+        "--no-password",
+    ]);
+    let mut child = Running::start(cmd, &display)?;
+    let read = read_tar(run, child.stdout(), &at, root);
+    let label = match read {
+        Ok(l) => l,
+        Err(e) => {
+            child.kill();
+            return Err(e);
+        }
+    };
+    let stderr = child.finish()?;
+    if !stderr.trim().is_empty() {
+        log::debug!("{display}: {}", stderr.trim_end());
+    }
+    let bad = |why: &str| refuse(dsn, why);
+    let label_text = label
+        .label
+        .ok_or_else(|| bad("the backup has no backup_label"))?;
+    let manifest = label.manifest.ok_or_else(|| {
+        bad("the backup has no backup_manifest (pg_basebackup 13 or newer is needed)")
+    })?;
+    let field = |key: &str| {
+        label_text
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .map(str::trim)
+            .ok_or_else(|| bad(&format!("backup_label has no {key}")))
+    };
+    let start_lsn = field("START WAL LOCATION:")?
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    let timeline: u32 = field("START TIMELINE:")?
+        .parse()
+        .map_err(|_| bad("backup_label's START TIMELINE is not a number"))?;
+    let (stop_timeline, stop_lsn) = wal_end(&manifest)
+        .ok_or_else(|| bad("backup_manifest has no WAL-Ranges entry with an End-LSN"))?;
+    for lsn in [&start_lsn, &stop_lsn] {
+        parse_lsn(lsn).ok_or_else(|| bad(&format!("{lsn:?} is not a WAL location")))?;
+    }
+    Ok(Source::PgBase {
+        dsn: dsn.shown(),
+        name: BASE_DIR.to_string(),
+        timeline,
+        start_lsn,
+        stop_lsn,
+        stop_timeline,
+        wal_segment_size: c.seg_size,
+        system_identifier: c.system_identifier,
+        server_version: c.server_version,
+    })
+}
+
+/// The label files of a base backup, kept while it is stored.
+#[derive(Default)]
+struct Label {
+    label: Option<String>,
+    manifest: Option<Vec<u8>>,
+}
+
+/// Stores every member of the tar stream `r` under `at`, returning the label files.
+fn read_tar(
+    run: &Run<'_>,
+    r: &mut (dyn Read + Send),
+    at: &[Vec<u8>],
+    root: &mut VDir,
+) -> Result<Label> {
+    let archive_err = |why: String| -> Error { SourceError::PgBaseArchive { why }.into() };
+    let mut label = Label::default();
+    let mut tar = TarStream::new(r);
+    while let Some(m) = tar.next_member().map_err(|e| archive_err(e.to_string()))? {
+        let name = String::from_utf8_lossy(&m.name).into_owned();
+        let mut comps = at.to_vec();
+        for c in m
+            .name
+            .split(|&b| b == b'/')
+            .filter(|c| !c.is_empty() && *c != b".")
+        {
+            if !is_safe_name(c) {
+                return Err(archive_err(format!("member {name:?} is not a safe path")));
+            }
+            comps.push(c.to_vec());
+        }
+        let mtime = Timestamp {
+            sec: m.mtime,
+            nsec: 0,
+        };
+        match m.kind {
+            Kind::Dir => {
+                if comps.len() > at.len() {
+                    root.set_dir_meta(&comps, synthetic_meta(0o040000 | m.mode, 0, mtime));
+                }
+            }
+            Kind::File if name == "backup_label" || name == "backup_manifest" => {
+                if m.size > MAX_LABEL {
+                    return Err(archive_err(format!("{name} is {} bytes long", m.size)));
+                }
+                let mut b = Vec::new();
+                tar.read_to_end(&mut b)
+                    .map_err(|e| archive_err(e.to_string()))?;
+                run.put_bytes_as(root, &comps, b.clone(), 0o100000 | m.mode, mtime)?;
+                if name == "backup_label" {
+                    label.label = Some(String::from_utf8_lossy(&b).into_owned());
+                } else {
+                    label.manifest = Some(b);
+                }
+            }
+            Kind::File => {
+                let prev = run.hints(run.previous(&comps));
+                let (content, len) = run
+                    .ingest(&mut tar, run.stream_params, Some(m.size), prev)?
+                    .map_err(|e| archive_err(format!("{name}: {e}")))?;
+                run.put_stream(root, &comps, content, len, 0o100000 | m.mode, mtime)?;
+            }
+            Kind::Symlink => {
+                return Err(archive_err(format!(
+                    "member {name:?} is a symlink (a tablespace): clusters with tablespaces are not supported yet"
+                )))
+            }
+        }
+    }
+    Ok(label)
+}
+
+/// The timeline and location where the backup's WAL ends, from its manifest.
+fn wal_end(manifest: &[u8]) -> Option<(u32, String)> {
+    let v: serde_json::Value = serde_json::from_slice(manifest).ok()?;
+    let last = v.get("WAL-Ranges")?.as_array()?.last()?;
+    Some((
+        u32::try_from(last.get("Timeline")?.as_u64()?).ok()?,
+        last.get("End-LSN")?.as_str()?.to_string(),
+    ))
+}
+
+/// A WAL location written as PostgreSQL does (`16/B374D848`).
+pub fn parse_lsn(s: &str) -> Option<u64> {
+    let (hi, lo) = s.split_once('/')?;
+    let hi = u32::from_str_radix(hi, 16).ok()?;
+    let lo = u32::from_str_radix(lo, 16).ok()?;
+    Some((u64::from(hi) << 32) | u64::from(lo))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lsns_and_manifest_ends_parse() {
+        assert_eq!(parse_lsn("0/2000028"), Some(0x200_0028));
+        assert_eq!(parse_lsn("16/B374D848"), Some(0x16_B374_D848));
+        assert_eq!(parse_lsn("x/1"), None);
+        assert_eq!(parse_lsn("12"), None);
+        let m = br#"{"PostgreSQL-Backup-Manifest-Version": 1, "Files": [],
+            "WAL-Ranges": [{"Timeline": 2, "Start-LSN": "0/5000028", "End-LSN": "0/5000100"}]}"#;
+        assert_eq!(wal_end(m), Some((2, "0/5000100".to_string())));
+        assert_eq!(wal_end(b"{}"), None);
+    }
+}

@@ -1,0 +1,266 @@
+//! `restore --pg-base`: a base backup laid into a new, empty data directory and set up
+//! to recover from the WAL archive to a point in time: `recovery.signal`, and in
+//! `postgresql.auto.conf` the `restore_command` that fetches from snap, the target and
+//! what the server does on reaching it. Before a byte is written, the archive is
+//! checked to hold every segment the backup needs to become consistent, and, for an
+//! LSN target, every segment up to it.
+
+use std::fs;
+use std::io::Write as _;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use super::{plan_tree, RestoreOutcome};
+use crate::error::{Error, IoContext, Refusal, Result, Usage};
+use crate::format::id::SnapshotId;
+use crate::format::snapshot::{Snapshot, Source};
+use crate::format::tree::NodeKind;
+use crate::ops::backup::{parse_lsn, BASE_DIR};
+use crate::ops::wal;
+use crate::progress::Progress;
+use crate::repo::Repository;
+
+/// Where recovery stops.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Target {
+    /// At the end of the archived WAL.
+    Latest,
+    /// As soon as the backup is consistent.
+    Immediate,
+    /// At a time (`recovery_target_time`, as PostgreSQL parses it).
+    Time(String),
+    /// At a WAL location.
+    Lsn(String),
+}
+
+/// What the server does on reaching the target (`recovery_target_action`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Action {
+    Pause,
+    Promote,
+    Shutdown,
+}
+
+impl Action {
+    fn as_str(self) -> &'static str {
+        match self {
+            Action::Pause => "pause",
+            Action::Promote => "promote",
+            Action::Shutdown => "shutdown",
+        }
+    }
+}
+
+/// How to restore a base backup.
+#[derive(Clone, Debug)]
+pub struct PgBaseRestore {
+    /// The new data directory: absent or empty.
+    pub data: PathBuf,
+    pub target: Target,
+    pub action: Action,
+    /// The `restore_command` to write (`%f` and `%p` in it).
+    pub restore_command: String,
+}
+
+/// What a base backup restore did.
+#[derive(Debug)]
+pub struct PgBaseOutcome {
+    /// The files laid out.
+    pub restore: RestoreOutcome,
+    /// The owner the data directory was given (when run as root).
+    pub owner: Option<(u32, u32)>,
+    /// Warnings about the recovery ahead (a gap it will stop at).
+    pub warnings: Vec<String>,
+    /// The settings appended to `postgresql.auto.conf`.
+    pub settings: Vec<String>,
+}
+
+/// A string as a `postgresql.conf` value.
+fn conf_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\\', "\\\\").replace('\'', "''"))
+}
+
+/// Refuses a data directory that exists and is not empty; creates it (mode 0700)
+/// otherwise.
+fn empty_data_dir(data: &Path) -> Result<()> {
+    match fs::read_dir(data) {
+        Ok(mut rd) => {
+            if rd.next().is_some() {
+                return Err(Refusal::NotEmpty {
+                    path: data.to_path_buf(),
+                }
+                .into());
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            fs::create_dir_all(data).at(data)?;
+        }
+        Err(e) => return Err(e).at(data),
+    }
+    fs::set_permissions(data, fs::Permissions::from_mode(0o700)).at(data)
+}
+
+/// Gives everything below `dir` (and itself) to `uid:gid`, following no symlink.
+fn chown_tree(dir: &Path, uid: u32, gid: u32) -> Result<()> {
+    let own = |p: &Path| {
+        rustix::fs::chownat(
+            rustix::fs::CWD,
+            p,
+            Some(rustix::fs::Uid::from_raw(uid)),
+            Some(rustix::fs::Gid::from_raw(gid)),
+            rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
+        )
+        .map_err(std::io::Error::from)
+        .at(p)
+    };
+    own(dir)?;
+    for e in fs::read_dir(dir).at(dir)? {
+        let p = e.at(dir)?.path();
+        if fs::symlink_metadata(&p).at(&p)?.is_dir() {
+            chown_tree(&p, uid, gid)?;
+        } else {
+            own(&p)?;
+        }
+    }
+    Ok(())
+}
+
+/// Restores the base backup of snapshot `id` as `opts` say.
+pub fn restore_pg_base(
+    repo: &Repository,
+    id: &SnapshotId,
+    snap: &Snapshot,
+    opts: &PgBaseRestore,
+    progress: &dyn Progress,
+) -> Result<PgBaseOutcome> {
+    let Some(Source::PgBase { .. }) = wal::base_of(snap) else {
+        return Err(Usage::NoPgBase {
+            snapshot: id.short(),
+        }
+        .into());
+    };
+    let report = wal::check(&repo.wal(), &[(*id, snap.clone())])?;
+    let base = report
+        .bases
+        .first()
+        .ok_or_else(|| Error::internal("a base backup without a report", None))?;
+    let location = repo.location();
+    if !base.consistent {
+        return Err(Refusal::PgBaseWalMissing {
+            snapshot: id.short(),
+            needed: base.consistent_at.clone(),
+            missing: base
+                .gaps
+                .first()
+                .map(|g| g.first.clone())
+                .unwrap_or_default(),
+            location,
+        }
+        .into());
+    }
+    let mut warnings = Vec::new();
+    if let Some(gap) = base.gaps.first() {
+        let reaches = base.reaches.clone().unwrap_or_default();
+        if let Target::Lsn(l) = &opts.target {
+            let seg_size = wal::seg_size(&[(*id, snap.clone())]);
+            let lsn = parse_lsn(l).ok_or_else(|| Usage::Lsn { lsn: l.clone() })?;
+            let reached = crate::repo::wal::WalFile::parse(&reaches)
+                .and_then(|f| f.segno(seg_size))
+                .unwrap_or(0);
+            if lsn / seg_size > reached {
+                return Err(Refusal::PgTargetPastGap {
+                    target: l.clone(),
+                    first: gap.first.clone(),
+                    last: gap.last.clone(),
+                }
+                .into());
+            }
+        } else {
+            warnings.push(format!(
+                "the WAL archive lacks {} segment(s) from {} to {}: recovery cannot go past {reaches}",
+                gap.segments, gap.first, gap.last
+            ));
+        }
+    }
+    let comps = super::snapshot_path(BASE_DIR)?;
+    let node = repo
+        .find_node(&snap.tree, &comps)?
+        .ok_or_else(|| Usage::NoPgBase {
+            snapshot: id.short(),
+        })?;
+    let NodeKind::Dir(tree) = node.kind else {
+        return Err(Usage::NoPgBase {
+            snapshot: id.short(),
+        }
+        .into());
+    };
+    empty_data_dir(&opts.data)?;
+    let restored = plan_tree(repo, tree, &opts.data)?.execute(progress)?;
+    if let Some(e) = restored.errors.first() {
+        return Err(Error::internal(
+            format!("the base backup could not be restored whole: {e}"),
+            None,
+        ));
+    }
+    for dir in ["pg_wal", "pg_wal/archive_status"] {
+        let p = opts.data.join(dir);
+        fs::create_dir_all(&p).at(&p)?;
+    }
+    let mut settings = vec![
+        format!("restore_command = {}", conf_quote(&opts.restore_command)),
+        "recovery_target_timeline = 'latest'".to_string(),
+    ];
+    match &opts.target {
+        Target::Latest => {}
+        Target::Immediate => settings.push("recovery_target = 'immediate'".into()),
+        Target::Time(t) => settings.push(format!("recovery_target_time = {}", conf_quote(t))),
+        Target::Lsn(l) => settings.push(format!("recovery_target_lsn = {}", conf_quote(l))),
+    }
+    if opts.target != Target::Latest {
+        settings.push(format!(
+            "recovery_target_action = '{}'",
+            opts.action.as_str()
+        ));
+    }
+    let conf = opts.data.join("postgresql.auto.conf");
+    let mut f = fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&conf)
+        .at(&conf)?;
+    writeln!(f, "# Recovery from snap snapshot {}", id.short()).at(&conf)?;
+    for s in &settings {
+        writeln!(f, "{s}").at(&conf)?;
+    }
+    drop(f);
+    let signal = opts.data.join("recovery.signal");
+    fs::write(&signal, b"").at(&signal)?;
+    let owner = if rustix::process::geteuid().is_root() {
+        let parent = opts
+            .data
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        let md = fs::metadata(parent).at(parent)?;
+        chown_tree(&opts.data, md.uid(), md.gid())?;
+        Some((md.uid(), md.gid()))
+    } else {
+        None
+    };
+    Ok(PgBaseOutcome {
+        restore: restored,
+        owner,
+        warnings,
+        settings,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn conf_values_are_quoted() {
+        assert_eq!(conf_quote("a 'b' c\\d"), "'a ''b'' c\\\\d'");
+    }
+}
