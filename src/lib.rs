@@ -15,14 +15,16 @@
 //!   [`snapshot`](format::snapshot); no I/O;
 //! - [`store`]: where a repository's files live (local, SFTP, S3), as named files;
 //! - [`repo`]: a [`Repository`](repo::Repository) over a store: layout, keys, locks,
-//!   the SQLite [`index`](repo::index), writing packs and reading blobs back, and what
-//!   the snapshots [`reach`](repo::reach) (shared by check, prune and sync);
+//!   the SQLite [`index`](repo::index), writing packs and reading blobs back, what
+//!   the snapshots [`reach`](repo::reach) (shared by check, prune and sync), and
+//!   PostgreSQL's [`wal`](repo::wal) archive beside the packs;
 //! - [`source`]: where backup data comes from (files, commands, NextGIS Web,
 //!   PostgreSQL, MongoDB); knows nothing of repositories;
 //! - [`ops`]: what a user asks for, from [`backup`](ops::backup::backup) and
 //!   [`restore`](ops::restore::plan_restore) to [`check`](ops::check),
 //!   [`prune`](ops::prune), [`sync`](ops::sync), [`retention`](ops::retention),
-//!   [`find`](ops::find), [`mount`](ops::mount) and [`metrics`](ops::metrics); an
+//!   [`find`](ops::find), [`mount`](ops::mount), [`metrics`](ops::metrics) and
+//!   [`wal`](ops::wal) (PostgreSQL's archive and restore commands); an
 //!   operation that writes or sends much computes a plan first (`--dry-run` prints it);
 //! - the `snap` binary's `cli` (`src/cli/`): parsing, printing, exit codes, and the
 //!   only place that reads the environment.

@@ -83,6 +83,12 @@ pub fn print_report(r: &PruneReport, dry_run: bool) -> Result<()> {
         r.blobs_repacked,
         human(r.bytes_repacked)
     );
+    if r.wal_files_deleted > 0 {
+        outln!(
+            "{} archived WAL files older than the oldest base backup: {verb}delete them",
+            r.wal_files_deleted
+        );
+    }
     outln!(
         "repository {}{} -> {} ({} unused left){}",
         if dry_run { "would go " } else { "" },

@@ -58,6 +58,10 @@ pub struct Args {
     /// before `SELECT pg_wal_replay_resume()` promotes it)
     #[arg(long, value_enum, default_value_t = ActionArg::Pause, requires = "pg_base")]
     target_action: ActionArg,
+    /// With --pg-base: start a server on the restored directory (socket in a scratch
+    /// directory, no TCP, archiving off) and wait until recovery reaches the target
+    #[arg(long, requires = "pg_base")]
+    start: bool,
     /// Recreate a --pg dump in this PostgreSQL database (created if absent):
     /// pg_restore, streamed from the repository
     #[arg(long, value_name = "DSN", conflicts_with_all = ["target", "ngw", "pg_all", "pipe"])]
@@ -467,6 +471,7 @@ fn run_pg_base(
     a: Args,
 ) -> Result<i32> {
     use snap::ops::restore::pg_base::{restore_pg_base, Action, PgBaseRestore, Target};
+    use snap::ops::restore::pg_start::Recovered;
     let data = a.pg_data.expect("clap requires --pg-data");
     let target = match (&a.target, a.target_time, a.target_lsn) {
         (Some(t), _, _) if t.as_os_str() == "immediate" => Target::Immediate,
@@ -500,6 +505,7 @@ fn run_pg_base(
         target,
         action,
         restore_command,
+        start: a.start,
     };
     let bar = Bar::new(ctx, "restore", a.json);
     let out = restore_pg_base(repo, id, snap, &opts, progress_for(bar.as_ref()))?;
@@ -507,6 +513,14 @@ fn run_pg_base(
     for w in &out.warnings {
         eprintln!("snap: warning: {w}");
     }
+    let started = out.started.as_ref().map(|s| {
+        let state = match s.state {
+            Recovered::Paused => "paused",
+            Recovered::Promoted => "promoted",
+            Recovered::ShutDown => "shut down",
+        };
+        (s, state)
+    });
     if a.json {
         let v = serde_json::json!({
             "snapshot": id,
@@ -515,6 +529,8 @@ fn run_pg_base(
             "bytes": out.restore.bytes,
             "settings": out.settings,
             "warnings": out.warnings,
+            "socket_dir": started.map(|(s, _)| &s.socket_dir),
+            "recovery": started.map(|(_, state)| state),
         });
         outln!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(0);
@@ -530,6 +546,18 @@ fn run_pg_base(
     for s in &out.settings {
         outln!("  {s}");
     }
+    if let Some((s, state)) = started {
+        outln!(
+            "started a server on it: recovery {state}; connect with psql -h {} (log {}), stop it with pg_ctl -D {} stop",
+            s.socket_dir.display(),
+            s.log.display(),
+            data.display()
+        );
+        if s.state == Recovered::Paused {
+            outln!("it is read-only at the target: SELECT pg_wal_replay_resume() promotes it");
+        }
+        return Ok(0);
+    }
     let owner = if out.owner.is_some() {
         "its owner"
     } else {
@@ -539,7 +567,7 @@ fn run_pg_base(
         "start it (as {owner}) with: pg_ctl -D {} start; it replays the archived WAL{}",
         data.display(),
         if repo.key().is_some() {
-            " (the server's environment needs SNAP_PASSWORD_FILE for this encrypted repository)"
+            " (the server's environment needs SNAP_KEY_FILE, or SNAP_PASSWORD_FILE, for this encrypted repository)"
         } else {
             ""
         }

@@ -147,6 +147,13 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
             r.snapshots_present
         );
     }
+    if r.wal_files_sent > 0 {
+        outln!(
+            "sent {} archived WAL files ({} before compression)",
+            r.wal_files_sent,
+            human(r.wal_bytes_sent)
+        );
+    }
     if a.delete {
         outln!(
             "deleted on {loc}: {} snapshots, {} index files, {} packs",

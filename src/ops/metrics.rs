@@ -89,6 +89,10 @@ pub struct RepositoryMetrics {
     pub packs: u64,
     /// Snapshots, all groups.
     pub snapshots: u64,
+    /// Files in the WAL archive (`snap wal push`).
+    pub wal_files: u64,
+    /// When the newest of them was written, where the store tells.
+    pub wal_last_archived: Option<DateTime<Utc>>,
 }
 
 /// The last `check` this client ran on a repository, as [`record_check`] keeps it.
@@ -135,11 +139,14 @@ pub struct RunOutcome {
 pub fn gather(repo: &Repository) -> Result<Metrics> {
     let totals = repo.totals()?;
     let snapshots = repo.snapshots()?;
+    let wal = repo.wal().listing()?;
     Ok(Metrics {
         repository: RepositoryMetrics {
             size_bytes: totals.pack_bytes,
             packs: totals.packs,
             snapshots: snapshots.len() as u64,
+            wal_files: wal.len() as u64,
+            wal_last_archived: wal.iter().filter_map(|(_, t)| *t).max().map(DateTime::from),
         },
         last_check: last_check(repo)?,
         groups: groups(snapshots, &repo.drills()?),
@@ -357,6 +364,18 @@ pub const REPOSITORY_SERIES: &[Series<Metrics>] = &[
         kind: "gauge",
         help: "Snapshots in the repository, all groups.",
         value: |m| Some(m.repository.snapshots as f64),
+    },
+    Series {
+        name: "snap_wal_files",
+        kind: "gauge",
+        help: "Files in the repository's PostgreSQL WAL archive (absent without one).",
+        value: |m| (m.repository.wal_files > 0).then_some(m.repository.wal_files as f64),
+    },
+    Series {
+        name: "snap_wal_last_archived_timestamp_seconds",
+        kind: "gauge",
+        help: "When the newest file of the WAL archive was written, Unix time: alert when time() minus this passes your archive_timeout by a margin.",
+        value: |m| m.repository.wal_last_archived.as_ref().map(seconds),
     },
     Series {
         name: "snap_check_last_timestamp_seconds",
@@ -583,6 +602,8 @@ mod tests {
                 size_bytes: 10,
                 packs: 1,
                 snapshots: 0,
+                wal_files: 0,
+                wal_last_archived: None,
             },
             last_check: None,
             groups: Vec::new(),
@@ -591,6 +612,7 @@ mod tests {
         assert!(text
             .contains("# TYPE snap_repository_size_bytes gauge\nsnap_repository_size_bytes 10\n"));
         assert!(!text.contains("snap_check_"), "{text}");
+        assert!(!text.contains("snap_wal_"), "{text}");
         assert!(!text.contains("snap_snapshots"), "{text}");
     }
 }

@@ -77,6 +77,8 @@ pub struct PruneReport {
     /// Drill records of forgotten snapshots deleted (see
     /// [`Repository::prune_drills`]).
     pub drills_deleted: u64,
+    /// Archived WAL files deleted: older than the oldest base backup kept.
+    pub wal_files_deleted: u64,
 }
 
 /// What prune will delete and rewrite (steps 1 to 3 of the module docs), made under
@@ -102,6 +104,8 @@ pub struct PrunePlan<'r> {
     pub bytes_before: u64,
     /// Bytes no snapshot uses in the packs that stay.
     pub bytes_unused_after: u64,
+    /// Archived WAL files no kept base backup needs: deleted.
+    pub wal_delete: Vec<crate::repo::wal::WalFile>,
 }
 
 /// Pack bytes besides its blobs' for a pack of `blobs` blobs.
@@ -127,7 +131,9 @@ pub fn plan_prune<'r>(repo: &'r Repository, opts: &PruneOptions) -> Result<Prune
     let unindexed = repo.unindexed_packs()?;
     let sizes: std::collections::HashMap<PackId, u64> = repo.pack_files()?.into_iter().collect();
     let bytes_unindexed: u64 = unindexed.iter().filter_map(|id| sizes.get(id)).sum();
-    let roots: Vec<TreeId> = repo.snapshots()?.iter().map(|(_, s)| s.tree).collect();
+    let snapshots = repo.snapshots()?;
+    let wal_delete = crate::ops::wal::unneeded(&repo.wal(), &snapshots)?;
+    let roots: Vec<TreeId> = snapshots.iter().map(|(_, s)| s.tree).collect();
     let reach = mark_reachable(repo, &roots)?;
     if let Some(p) = reach.problems.first() {
         return Err(Refusal::PruneDamaged {
@@ -180,6 +186,7 @@ pub fn plan_prune<'r>(repo: &'r Repository, opts: &PruneOptions) -> Result<Prune
         repack,
         bytes_before,
         bytes_unused_after: unused_total,
+        wal_delete,
     })
 }
 
@@ -201,6 +208,7 @@ impl PrunePlan<'_> {
             packs_repacked: self.repack.len() as u64,
             bytes_before: self.bytes_before,
             bytes_unused_after: self.bytes_unused_after,
+            wal_files_deleted: self.wal_delete.len() as u64,
             ..Default::default()
         }
     }
@@ -260,6 +268,7 @@ impl PrunePlan<'_> {
         repo.delete_packs(&gone)?;
         report.tmp_files_removed = repo.clean_tmp()?;
         report.drills_deleted = repo.prune_drills()?;
+        repo.wal().delete(&self.wal_delete)?;
         report.bytes_after = self.bytes_before - self.removed_bytes() + written_bytes;
         Ok(report)
     }

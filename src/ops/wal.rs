@@ -10,8 +10,8 @@ use serde::Serialize;
 use crate::error::{Error, IoContext, Result, Usage};
 use crate::format::id::SnapshotId;
 use crate::format::snapshot::{Snapshot, Source};
-use crate::ops::backup::parse_lsn;
 use crate::repo::wal::{Pushed, WalArchive, WalFile, MAX_RAW};
+use crate::source::pg::parse_lsn;
 
 /// The segment size assumed where no base backup tells it: PostgreSQL's default.
 pub const DEFAULT_SEG_SIZE: u64 = 16 << 20;
@@ -332,6 +332,49 @@ pub fn check(wal: &WalArchive<'_>, snaps: &[(SnapshotId, Snapshot)]) -> Result<W
         bases,
         gaps,
     })
+}
+
+/// The archived files no base backup among `snaps` needs: segments (full, partial)
+/// and backup history files before the start segment of the oldest base backup.
+/// Nothing when `snaps` holds no base backup (WAL archived before the first one is
+/// kept until there is one), and timeline history files never.
+pub fn unneeded(wal: &WalArchive<'_>, snaps: &[(SnapshotId, Snapshot)]) -> Result<Vec<WalFile>> {
+    let seg_size = seg_size(snaps);
+    let oldest = snaps
+        .iter()
+        .filter_map(|(_, s)| match base_of(s) {
+            Some(Source::PgBase { start_lsn, .. }) => parse_lsn(start_lsn),
+            _ => None,
+        })
+        .min();
+    let Some(oldest) = oldest else {
+        return Ok(Vec::new());
+    };
+    let first = oldest / seg_size;
+    Ok(wal
+        .list()?
+        .into_iter()
+        .filter(|f| f.segno(seg_size).is_some_and(|n| n < first))
+        .collect())
+}
+
+/// Copies to `dst` the archived files `src` has and `dst` lacks, each opened and
+/// sealed again for `dst`; returns how many and their raw bytes. Files pushed while it
+/// runs go with the next run.
+pub fn copy(src: &WalArchive<'_>, dst: &WalArchive<'_>) -> Result<(u64, u64)> {
+    let have: BTreeSet<WalFile> = dst.list()?.into_iter().collect();
+    let (mut files, mut bytes) = (0, 0);
+    for f in src.list()? {
+        if have.contains(&f) {
+            continue;
+        }
+        // Gone since the listing (prune): nothing to copy.
+        let Some(raw) = src.fetch(&f)? else { continue };
+        dst.push(&f, &raw)?;
+        files += 1;
+        bytes += raw.len() as u64;
+    }
+    Ok((files, bytes))
 }
 
 #[cfg(test)]

@@ -101,14 +101,17 @@ impl WalFile {
         }
     }
 
-    /// The segment number of a segment file (full or partial), for segments of
-    /// `seg_size` bytes.
+    /// The number of the segment a file is (full or partial) or belongs to (a backup
+    /// history file), for segments of `seg_size` bytes; `None` for a timeline history
+    /// file.
     pub fn segno(&self, seg_size: u64) -> Option<u64> {
         match *self {
-            WalFile::Segment { log, seg, .. } | WalFile::Partial { log, seg, .. } => {
+            WalFile::Segment { log, seg, .. }
+            | WalFile::Partial { log, seg, .. }
+            | WalFile::BackupHistory { log, seg, .. } => {
                 Some(u64::from(log) * segs_per_log(seg_size) + u64::from(seg))
             }
-            _ => None,
+            WalFile::History { .. } => None,
         }
     }
 
@@ -224,13 +227,19 @@ impl<'a> WalArchive<'a> {
     /// Every file of the archive, sorted; names that are not WAL files are skipped
     /// (temporary files of writers among them).
     pub fn list(&self) -> Result<Vec<WalFile>> {
-        let mut files: Vec<WalFile> = self
+        Ok(self.listing()?.into_iter().map(|(f, _)| f).collect())
+    }
+
+    /// [`WalArchive::list`] with each file's modification time, where the store tells.
+    pub fn listing(&self) -> Result<Vec<(WalFile, Option<std::time::SystemTime>)>> {
+        let mut files: Vec<(WalFile, Option<std::time::SystemTime>)> = self
             .store
             .list(WAL_DIR)?
             .iter()
             .filter_map(|e| {
                 let name = e.path.rsplit('/').next()?;
-                WalFile::parse(name).filter(|f| f.path() == e.path)
+                let f = WalFile::parse(name).filter(|f| f.path() == e.path)?;
+                Some((f, e.modified))
             })
             .collect();
         files.sort();

@@ -224,6 +224,14 @@ impl Dsn {
     }
 }
 
+/// A WAL location written as PostgreSQL does (`16/B374D848`).
+pub fn parse_lsn(s: &str) -> Option<u64> {
+    let (hi, lo) = s.split_once('/')?;
+    let hi = u32::from_str_radix(hi, 16).ok()?;
+    let lo = u32::from_str_radix(lo, 16).ok()?;
+    Some((u64::from(hi) << 32) | u64::from(lo))
+}
+
 /// `pg_dump --format=directory --compress=0` of `dsn` into the new directory `out`: one
 /// uncompressed file per table, which dedups day over day and restores in parallel.
 pub fn pg_dump_dir(dsn: &Dsn, out: &Path) -> Command {
@@ -280,6 +288,14 @@ pub fn literal(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lsns_parse() {
+        assert_eq!(parse_lsn("0/2000028"), Some(0x200_0028));
+        assert_eq!(parse_lsn("16/B374D848"), Some(0x16_B374_D848));
+        assert_eq!(parse_lsn("x/1"), None);
+        assert_eq!(parse_lsn("12"), None);
+    }
 
     #[test]
     fn uri_and_keyword_forms_keep_the_password_out_of_what_is_shown() {

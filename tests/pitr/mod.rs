@@ -60,42 +60,76 @@ impl Archiving {
         c
     }
 
-    /// Switches to a new WAL segment and waits until the one it ended is archived.
     fn archive_now(&self) {
-        let seg = self
-            .pg
-            .sql("postgres", "SELECT pg_walfile_name(pg_switch_wal())");
-        let seg = seg.trim().to_string();
-        let start = Instant::now();
-        loop {
-            let last = self
-                .pg
-                .sql("postgres", "SELECT last_archived_wal FROM pg_stat_archiver");
-            if last.trim() >= seg.as_str() {
-                return;
-            }
-            assert!(
-                start.elapsed() < Duration::from_secs(60),
-                "{seg} was not archived within a minute (last {last:?}); server log:\n{}",
-                self.pg.log()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        archive_now(&self.pg);
     }
 
     fn churn(&self, tx: u32) {
-        let out = self
+        churn(&self.pg, tx);
+    }
+
+    /// Database `app`, pgbench's tables at scale 1, and a base backup of the cluster.
+    fn app_and_base_backup(&self) {
+        self.pg.createdb("app");
+        let init = self
             .pg
             .client("pgbench", "app")
-            .args(["-n", "-t", &tx.to_string()])
+            .args(["-i", "-s", "1", "-q"])
             .output()
             .unwrap();
         assert!(
-            out.status.success(),
-            "pgbench: {}",
-            String::from_utf8_lossy(&out.stderr)
+            init.status.success(),
+            "{}",
+            String::from_utf8_lossy(&init.stderr)
         );
+        self.base_backup();
     }
+
+    fn base_backup(&self) {
+        let dsn = format!("host={} user=postgres", self.pg.sock());
+        self.snap(&["backup", "--pg-base", &dsn]).assert().success();
+    }
+
+    /// `wal check --json`, with its exit status.
+    fn wal_check(&self) -> (Option<i32>, serde_json::Value) {
+        let out = self.snap(&["wal", "check", "--json"]).output().unwrap();
+        (
+            out.status.code(),
+            serde_json::from_slice(&out.stdout).unwrap(),
+        )
+    }
+}
+
+/// Switches `pg` to a new WAL segment and waits until the one it ended is archived.
+fn archive_now(pg: &Pg) {
+    let seg = pg.sql("postgres", "SELECT pg_walfile_name(pg_switch_wal())");
+    let seg = seg.trim().to_string();
+    let start = Instant::now();
+    loop {
+        let last = pg.sql("postgres", "SELECT last_archived_wal FROM pg_stat_archiver");
+        if last.trim() >= seg.as_str() {
+            return;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "{seg} was not archived within a minute (last {last:?}); server log:\n{}",
+            pg.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn churn(pg: &Pg, tx: u32) {
+    let out = pg
+        .client("pgbench", "app")
+        .args(["-n", "-t", &tx.to_string()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "pgbench: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 fn give_to_postgres(p: &Path) {
@@ -110,8 +144,13 @@ fn give_to_postgres(p: &Path) {
 }
 
 /// Restores the latest base backup into a new data directory with `args`, starts a
-/// server on it and waits until recovery has ended (promoted).
+/// server on it (not archiving) and waits until recovery has ended (promoted).
 fn recover(a: &Archiving, args: &[&str]) -> (tempfile::TempDir, Pg) {
+    recover_with(a, args, "-c archive_mode=off")
+}
+
+/// [`recover`] with the server options `opts`.
+fn recover_with(a: &Archiving, args: &[&str], opts: &str) -> (tempfile::TempDir, Pg) {
     let place = Pg::server_dir();
     let data = place.path().join("data");
     let mut cmd = vec![
@@ -124,7 +163,7 @@ fn recover(a: &Archiving, args: &[&str]) -> (tempfile::TempDir, Pg) {
     cmd.extend_from_slice(args);
     a.snap(&cmd).assert().success();
     assert!(data.join("recovery.signal").exists());
-    let pg = Pg::on_data_dir(&data, "-c archive_mode=off").unwrap();
+    let pg = Pg::on_data_dir(&data, opts).unwrap();
     let start = Instant::now();
     loop {
         let out = pg
@@ -198,12 +237,31 @@ fn recovery_to_a_time_to_immediate_and_to_the_end_gives_the_database_of_that_mom
 
     let (_p1, to_t) = recover(&a, &["--target-time", &t, "--target-action", "promote"]);
     assert_eq!(to_t.dump("app", &[]), at_t, "recovery to {t}");
-    let (_p2, immediate) = recover(&a, &["--target", "immediate", "--target-action", "promote"]);
+    // snap starts this one itself and waits: paused at the target, read-only.
+    let place = Pg::server_dir();
+    let data = place.path().join("data");
+    let data_arg = data.to_str().unwrap();
+    let out = json(a.snap(&[
+        "restore",
+        "--pg-base",
+        "latest",
+        "--pg-data",
+        data_arg,
+        "--target",
+        "immediate",
+        "--start",
+        "--json",
+    ]));
+    assert_eq!(out["recovery"], "paused", "{out}");
+    let sock = PathBuf::from(out["socket_dir"].as_str().unwrap());
+    let immediate = Pg::adopt(&data, &sock);
     assert_eq!(
         immediate.dump("app", &[]),
         at_base,
         "recovery to the backup's end"
     );
+    drop(immediate);
+    fs::remove_dir_all(&sock).unwrap();
     let (_p3, latest) = recover(&a, &[]);
     assert_eq!(
         latest.dump("app", &[]),
@@ -332,4 +390,194 @@ fn pushes_are_refused_on_different_bytes_and_gaps_are_named() {
         "{err}"
     );
     assert!(!data.exists(), "a refused restore wrote {}", data.display());
+}
+
+/// A restored copy promoted at a past time starts timeline 2 and archives into the
+/// same repository; recovery of the base backup to the end then follows the switch.
+#[test]
+fn recovery_follows_a_timeline_switch() {
+    let Some(a) = Archiving::start() else { return };
+    a.app_and_base_backup();
+    a.churn(200);
+    std::thread::sleep(Duration::from_millis(1100));
+    let t = a.pg.sql("postgres", "SELECT now()").trim().to_string();
+    std::thread::sleep(Duration::from_millis(1100));
+    a.churn(200);
+    a.archive_now();
+    // The copy archives too: its postgresql.conf is the source's.
+    let (_p, copy) = recover_with(&a, &["--target-time", &t, "--target-action", "promote"], "");
+    churn(&copy, 300);
+    copy.sql("app", "CREATE TABLE on_timeline_2 AS SELECT 1 AS x");
+    let at_copy = copy.dump("app", &[]);
+    archive_now(&copy);
+    let history = a.repo.join("wal/00000002.history");
+    assert!(
+        history.exists(),
+        "the promoted copy archived no timeline history"
+    );
+    let (code, report) = a.wal_check();
+    assert_eq!(code, Some(0), "{report}");
+    assert_eq!(
+        report["bases"][0]["timelines"],
+        serde_json::json!([1, 2]),
+        "{report}"
+    );
+    drop(copy);
+    let (_p2, latest) = recover(&a, &[]);
+    assert_eq!(
+        latest.dump("app", &[]),
+        at_copy,
+        "recovery did not follow timeline 2"
+    );
+}
+
+/// forget and prune drop the WAL only the forgotten base backup needed; a push goes
+/// through while another process holds the exclusive lock; sync takes the archive
+/// along.
+#[test]
+fn retention_locks_and_sync_of_the_archive() {
+    let Some(a) = Archiving::start() else { return };
+    a.app_and_base_backup();
+    for _ in 0..3 {
+        a.churn(100);
+        a.archive_now();
+    }
+    a.base_backup();
+    a.churn(100);
+    a.archive_now();
+    let (code, before) = a.wal_check();
+    assert_eq!(code, Some(0), "{before}");
+    let second_start = before["bases"][1]["start"].as_str().unwrap().to_string();
+    let count = |r: &serde_json::Value| r["segments"].as_u64().unwrap();
+    let out = a
+        .snap(&["forget", "--keep-last", "1", "--prune"])
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{said}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        said.contains("archived WAL files older than the oldest base backup"),
+        "{said}"
+    );
+    let (code, after) = a.wal_check();
+    assert_eq!(code, Some(0), "{after}");
+    assert!(count(&after) < count(&before), "{before} {after}");
+    let seg_dir = a.repo.join("wal").join(&second_start[..16]);
+    let names: Vec<String> = fs::read_dir(&seg_dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.len() == 24)
+        .collect();
+    assert!(
+        names.iter().all(|n| *n >= second_start),
+        "{names:?} before {second_start}"
+    );
+    assert!(names.contains(&second_start), "{names:?}");
+
+    // An exclusive lock held by a live process (this one) stops a backup, not a push.
+    let lock = a.repo.join("locks/0123456789abcdef.json");
+    let host = fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    fs::write(
+        &lock,
+        serde_json::json!({"host": host.trim(), "pid": std::process::id(),
+            "time": chrono::Utc::now(), "exclusive": true, "purpose": "prune"})
+        .to_string(),
+    )
+    .unwrap();
+    let dsn = format!("host={} user=postgres", a.pg.sock());
+    let out = a.snap(&["backup", "--pg-base", &dsn]).output().unwrap();
+    assert!(
+        !out.status.success(),
+        "a backup ran beside an exclusive lock"
+    );
+    a.churn(100);
+    a.archive_now();
+    fs::remove_file(&lock).unwrap();
+    assert_eq!(a.wal_check().0, Some(0));
+
+    // sync sends the archive with the snapshots; the copy recovers on its own.
+    let copy = a.env.path("copy");
+    a.snap(&["sync", "--to", copy.to_str().unwrap()])
+        .assert()
+        .success();
+    let out = snap_bin()
+        .env("SNAP_CACHE_DIR", a.env.cache())
+        .args(["--repo", copy.to_str().unwrap(), "wal", "check", "--json"])
+        .output()
+        .unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(out.status.code(), Some(0), "{report}");
+    assert_eq!(report["segments"], a.wal_check().1["segments"]);
+
+    // snap metrics tells when the newest file arrived, for an archive-lag alert.
+    let out = a.snap(&["metrics"]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let value = |name: &str| -> f64 {
+        let line = text
+            .lines()
+            .find(|l| l.starts_with(&format!("{name} ")))
+            .unwrap_or_else(|| panic!("{name} missing:\n{text}"));
+        line.split_whitespace().nth(1).unwrap().parse().unwrap()
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    let last = value("snap_wal_last_archived_timestamp_seconds");
+    assert!(
+        last <= now + 1.0 && now - last < 300.0,
+        "{last} against {now}"
+    );
+    assert!(value("snap_wal_files") >= 3.0);
+}
+
+/// A push into a repository that cannot be reached fails (below 128, so the archiver
+/// retries); once it can be reached again, the retries archive everything, no gap.
+#[test]
+fn an_unreachable_repository_fails_pushes_until_it_is_back_and_nothing_is_lost() {
+    let Some(a) = Archiving::start() else { return };
+    a.app_and_base_backup();
+    let exe = assert_cmd::cargo::cargo_bin("snap");
+    let away = a.repo.with_file_name("moved-away");
+    let set = |repo: &Path| {
+        a.pg.sql(
+            "postgres",
+            &format!(
+                "ALTER SYSTEM SET archive_command = '{} --repo {} wal push %p'",
+                exe.display(),
+                repo.display()
+            ),
+        );
+        a.pg.sql("postgres", "SELECT pg_reload_conf()");
+    };
+    set(&away);
+    a.churn(100);
+    a.pg.sql("postgres", "SELECT pg_switch_wal()");
+    let start = Instant::now();
+    while a
+        .pg
+        .sql("postgres", "SELECT failed_count FROM pg_stat_archiver")
+        .trim()
+        == "0"
+    {
+        assert!(start.elapsed() < Duration::from_secs(60), "no push failed");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let out = std::process::Command::new(&exe)
+        .args(["--repo", away.to_str().unwrap(), "wal", "push"])
+        .arg(a.env.path("000000010000000000000001"))
+        .output()
+        .unwrap();
+    let code = out.status.code().unwrap();
+    assert!(code > 0 && code < 128, "exit {code}");
+    set(&a.repo);
+    a.churn(100);
+    a.archive_now();
+    let (code, report) = a.wal_check();
+    assert_eq!(code, Some(0), "{report}");
 }

@@ -14,6 +14,9 @@ pub struct Pg {
     run_as: Option<String>,
     /// The data directory: `dir/data`, or a restored one elsewhere.
     data: PathBuf,
+    /// The directory of its socket and log: `dir`, or that of a server started by
+    /// another program.
+    sock: PathBuf,
 }
 
 /// Newest `/usr/lib/postgresql/<version>/bin` with `initdb`, or `SNAP_TEST_PG_BIN`.
@@ -73,11 +76,13 @@ impl Pg {
             .is_root()
             .then(|| "postgres".to_string());
         let data = dir.path().join("data");
+        let sock = dir.path().to_path_buf();
         let pg = Pg {
             dir,
             bin,
             run_as,
             data,
+            sock,
         };
         pg.server_cmd(
             "initdb",
@@ -114,8 +119,10 @@ impl Pg {
             );
             return None;
         };
+        let dir = Pg::server_dir();
         let pg = Pg {
-            dir: Pg::server_dir(),
+            sock: dir.path().to_path_buf(),
+            dir,
             bin,
             run_as: rustix::process::geteuid()
                 .is_root()
@@ -124,6 +131,20 @@ impl Pg {
         };
         pg.run_server(opts);
         Some(pg)
+    }
+
+    /// A handle on a server another program started on `data`, with its socket and
+    /// log in `sock`; stopped when dropped, like the others.
+    pub fn adopt(data: &Path, sock: &Path) -> Pg {
+        Pg {
+            dir: tempfile::tempdir().unwrap(),
+            bin: server_bin().expect("a server was started"),
+            run_as: rustix::process::geteuid()
+                .is_root()
+                .then(|| "postgres".to_string()),
+            data: data.to_path_buf(),
+            sock: sock.to_path_buf(),
+        }
     }
 
     fn run_server(&self, more: &str) {
@@ -150,12 +171,12 @@ impl Pg {
 
     /// The server's log so far.
     pub fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("log")).unwrap_or_default()
+        std::fs::read_to_string(self.sock.join("log")).unwrap_or_default()
     }
 
     /// The socket directory: the value for `host`.
     pub fn sock(&self) -> String {
-        self.dir.path().display().to_string()
+        self.sock.display().to_string()
     }
 
     /// A server tool, run as the cluster's owner.

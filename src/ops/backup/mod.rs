@@ -43,7 +43,7 @@ mod walk;
 #[doc(hidden)]
 pub use archive::check_archive;
 pub use archive::time_from_name;
-pub use pg_base::{parse_lsn, BASE_DIR};
+pub use pg_base::BASE_DIR;
 
 use crate::error::{Error, IoContext, Result, SourceError, Usage};
 use crate::format::chunker::{

@@ -14,7 +14,7 @@ use crate::error::{Error, Result, SourceError};
 use crate::format::snapshot::Source;
 use crate::format::tree::{is_safe_name, Timestamp};
 use crate::source::command::Running;
-use crate::source::pg::Dsn;
+use crate::source::pg::{parse_lsn, Dsn};
 use crate::source::tar_stream::{Kind, TarStream};
 
 /// Where a base backup goes in the snapshot.
@@ -220,24 +220,12 @@ fn wal_end(manifest: &[u8]) -> Option<(u32, String)> {
     ))
 }
 
-/// A WAL location written as PostgreSQL does (`16/B374D848`).
-pub fn parse_lsn(s: &str) -> Option<u64> {
-    let (hi, lo) = s.split_once('/')?;
-    let hi = u32::from_str_radix(hi, 16).ok()?;
-    let lo = u32::from_str_radix(lo, 16).ok()?;
-    Some((u64::from(hi) << 32) | u64::from(lo))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn lsns_and_manifest_ends_parse() {
-        assert_eq!(parse_lsn("0/2000028"), Some(0x200_0028));
-        assert_eq!(parse_lsn("16/B374D848"), Some(0x16_B374_D848));
-        assert_eq!(parse_lsn("x/1"), None);
-        assert_eq!(parse_lsn("12"), None);
+    fn manifest_ends_parse() {
         let m = br#"{"PostgreSQL-Backup-Manifest-Version": 1, "Files": [],
             "WAL-Ranges": [{"Timeline": 2, "Start-LSN": "0/5000028", "End-LSN": "0/5000100"}]}"#;
         assert_eq!(wal_end(m), Some((2, "0/5000100".to_string())));

@@ -23,6 +23,7 @@ pub mod db;
 pub mod ngw;
 mod packed;
 pub mod pg_base;
+pub mod pg_start;
 pub mod rasters;
 
 use std::collections::{HashMap, HashSet};

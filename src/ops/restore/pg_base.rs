@@ -10,15 +10,17 @@ use std::io::Write as _;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
+use super::pg_start::Started;
 use super::{plan_tree, RestoreOutcome};
 use crate::error::{Error, IoContext, Refusal, Result, Usage};
 use crate::format::id::SnapshotId;
 use crate::format::snapshot::{Snapshot, Source};
 use crate::format::tree::NodeKind;
-use crate::ops::backup::{parse_lsn, BASE_DIR};
+use crate::ops::backup::BASE_DIR;
 use crate::ops::wal;
 use crate::progress::Progress;
 use crate::repo::Repository;
+use crate::source::pg::parse_lsn;
 
 /// Where recovery stops.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -60,6 +62,8 @@ pub struct PgBaseRestore {
     pub action: Action,
     /// The `restore_command` to write (`%f` and `%p` in it).
     pub restore_command: String,
+    /// Start a server on it and wait until recovery has reached the target.
+    pub start: bool,
 }
 
 /// What a base backup restore did.
@@ -73,6 +77,8 @@ pub struct PgBaseOutcome {
     pub warnings: Vec<String>,
     /// The settings appended to `postgresql.auto.conf`.
     pub settings: Vec<String>,
+    /// The server started on it (`start`).
+    pub started: Option<Started>,
 }
 
 /// A string as a `postgresql.conf` value.
@@ -133,7 +139,7 @@ pub fn restore_pg_base(
     opts: &PgBaseRestore,
     progress: &dyn Progress,
 ) -> Result<PgBaseOutcome> {
-    let Some(Source::PgBase { .. }) = wal::base_of(snap) else {
+    let Some(&Source::PgBase { server_version, .. }) = wal::base_of(snap) else {
         return Err(Usage::NoPgBase {
             snapshot: id.short(),
         }
@@ -247,11 +253,17 @@ pub fn restore_pg_base(
     } else {
         None
     };
+    let started = if opts.start {
+        Some(super::pg_start::start(&opts.data, server_version, owner)?)
+    } else {
+        None
+    };
     Ok(PgBaseOutcome {
         restore: restored,
         owner,
         warnings,
         settings,
+        started,
     })
 }
 

@@ -89,6 +89,11 @@ pub struct SyncReport {
     pub tmp_files_removed: u64,
     /// Drill records of the copied snapshots written to the destination.
     pub drills_sent: u64,
+    /// Archived WAL files the destination lacked, copied (every one: WAL belongs to
+    /// the cluster, not to a snapshot).
+    pub wal_files_sent: u64,
+    /// Their raw bytes.
+    pub wal_bytes_sent: u64,
 }
 
 /// Where [`plan_sync`] sends.
@@ -331,6 +336,8 @@ impl SyncPlan<'_> {
         };
         report.tmp_files_removed = remove_orphaned_temp_files(dst)?;
         report.drills_sent = copy_drills(src, dst, opts.snapshots.as_deref())?;
+        (report.wal_files_sent, report.wal_bytes_sent) =
+            crate::ops::wal::copy(&src.wal(), &dst.wal())?;
         Ok(report)
     }
 }
