@@ -25,25 +25,27 @@ use crate::locked;
 /// in place: 6 only adds the `fresh` table).
 pub const SCHEMA_VERSION: i64 = 6;
 
-/// The blob tables, as created by schema 6: `blobs`, the settled rows, and `fresh`, the
-/// rows added since they were last merged. Blob ids are random, so new rows land on
+/// A blob table's definition: schema 6 has two, `blobs`, the settled rows, and `fresh`,
+/// the rows added since they were last merged. Blob ids are random, so new rows land on
 /// random leaves of a table: added to one table of a million rows, a day's few thousand
 /// new blobs would dirty (and write to the WAL, then back at the checkpoint) nearly
 /// every leaf, a cost that grows with the repository's history. Added to a table a few
 /// times the day's size, they dirty only its leaves; the merge rewrites `blobs` once
 /// `fresh` reaches 1/[`MERGE_RATIO`] of it, so its cost per new row stays constant.
-const BLOB_TABLES: &str = "
-CREATE TABLE fresh (
-    id BLOB PRIMARY KEY,
-    pack INTEGER NOT NULL REFERENCES packs(id),
-    offset INTEGER NOT NULL,
-    stored_len INTEGER NOT NULL,
-    raw_len INTEGER NOT NULL,
-    kind INTEGER NOT NULL,
-    compression INTEGER NOT NULL
-) WITHOUT ROWID;
-CREATE INDEX fresh_by_pack ON fresh(pack);
-";
+fn blob_table(name: &str) -> String {
+    format!(
+        "CREATE TABLE {name} (
+            id BLOB PRIMARY KEY,
+            pack INTEGER NOT NULL REFERENCES packs(id),
+            offset INTEGER NOT NULL,
+            stored_len INTEGER NOT NULL,
+            raw_len INTEGER NOT NULL,
+            kind INTEGER NOT NULL,
+            compression INTEGER NOT NULL
+        ) WITHOUT ROWID;
+        CREATE INDEX {name}_by_pack ON {name}(pack);"
+    )
+}
 
 /// `fresh` is merged into `blobs` once it holds 1/`MERGE_RATIO` of the rows `blobs` held
 /// after the last merge, and at least [`MERGE_MIN_ROWS`].
@@ -60,16 +62,6 @@ CREATE TABLE packs (
     blobs INTEGER NOT NULL,
     verified INTEGER
 );
-CREATE TABLE blobs (
-    id BLOB PRIMARY KEY,
-    pack INTEGER NOT NULL REFERENCES packs(id),
-    offset INTEGER NOT NULL,
-    stored_len INTEGER NOT NULL,
-    raw_len INTEGER NOT NULL,
-    kind INTEGER NOT NULL,
-    compression INTEGER NOT NULL
-) WITHOUT ROWID;
-CREATE INDEX blobs_by_pack ON blobs(pack);
 CREATE TABLE index_files (name BLOB PRIMARY KEY) WITHOUT ROWID;
 CREATE TABLE snapshots (
     id BLOB PRIMARY KEY,
@@ -205,7 +197,8 @@ impl Index {
             )?;
             if !has_meta {
                 c.execute_batch(SCHEMA)?;
-                c.execute_batch(BLOB_TABLES)?;
+                c.execute_batch(&blob_table("blobs"))?;
+                c.execute_batch(&blob_table("fresh"))?;
                 c.execute(
                     "INSERT INTO meta VALUES ('schema', ?1), ('repo', ?2)",
                     params![SCHEMA_VERSION.to_string(), repo_id],
@@ -221,7 +214,7 @@ impl Index {
             }
             let schema = get("schema")?;
             if schema.as_deref() == Some("5") {
-                c.execute_batch(BLOB_TABLES)?;
+                c.execute_batch(&blob_table("fresh"))?;
                 c.execute(
                     "UPDATE meta SET value = ?1 WHERE key = 'schema'",
                     [SCHEMA_VERSION.to_string()],
@@ -800,7 +793,7 @@ fn loc_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<LocRow> {
 /// Adds `packs` and their blobs (packs the cache already holds are skipped; a blob
 /// indexed in another pack keeps its row; a copy recorded as damaged is left out) to
 /// `fresh`, then merges `fresh` into `blobs` if it has grown enough (see
-/// [`BLOB_TABLES`]). Blob rows go in in id order: ids are random, so in pack order every
+/// [`blob_table`]). Blob rows go in in id order: ids are random, so in pack order every
 /// row would land on a random page of the tree, evicting the page cache once it
 /// outgrows SQLite's small cache; in id order one sweep visits each page once.
 fn insert_packs(c: &rusqlite::Transaction<'_>, packs: &[PackRecord]) -> rusqlite::Result<()> {
@@ -1085,6 +1078,7 @@ mod tests {
         {
             let c = Connection::open(&path).unwrap();
             c.execute_batch(SCHEMA).unwrap();
+            c.execute_batch(&blob_table("blobs")).unwrap();
             c.execute_batch("INSERT INTO meta VALUES ('schema', '5'), ('repo', 'r1')")
                 .unwrap();
             c.execute_batch("INSERT INTO packs VALUES (1, x'00', 10, 1, NULL)")

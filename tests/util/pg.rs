@@ -19,6 +19,26 @@ pub struct Pg {
     sock: PathBuf,
 }
 
+/// The user the servers run as: `postgres` when the tests run as root (PostgreSQL
+/// refuses root), else the tests' own.
+fn server_user() -> Option<String> {
+    rustix::process::geteuid()
+        .is_root()
+        .then(|| "postgres".to_string())
+}
+
+/// [`server_bin`], or `None` after reporting that there is none.
+fn installed() -> Option<PathBuf> {
+    let bin = server_bin();
+    if bin.is_none() {
+        super::missing(
+            "a PostgreSQL server (initdb, pg_ctl)",
+            "apt-get install postgresql",
+        );
+    }
+    bin
+}
+
 /// Newest `/usr/lib/postgresql/<version>/bin` with `initdb`, or `SNAP_TEST_PG_BIN`.
 fn server_bin() -> Option<PathBuf> {
     if let Some(p) = std::env::var_os("SNAP_TEST_PG_BIN") {
@@ -64,17 +84,9 @@ impl Pg {
 
     /// [`Pg::start`] with `conf` lines added to `postgresql.conf`.
     pub fn start_with(conf: &[String]) -> Option<Pg> {
-        let Some(bin) = server_bin() else {
-            super::missing(
-                "a PostgreSQL server (initdb, pg_ctl)",
-                "apt-get install postgresql",
-            );
-            return None;
-        };
+        let bin = installed()?;
         let dir = Pg::server_dir();
-        let run_as = rustix::process::geteuid()
-            .is_root()
-            .then(|| "postgres".to_string());
+        let run_as = server_user();
         let data = dir.path().join("data");
         let sock = dir.path().to_path_buf();
         let pg = Pg {
@@ -112,21 +124,13 @@ impl Pg {
     /// the server's user), its socket and log in a directory of its own; `opts` are
     /// more server options (`-c name=value ...`).
     pub fn on_data_dir(data: &Path, opts: &str) -> Option<Pg> {
-        let Some(bin) = server_bin() else {
-            super::missing(
-                "a PostgreSQL server (initdb, pg_ctl)",
-                "apt-get install postgresql",
-            );
-            return None;
-        };
+        let bin = installed()?;
         let dir = Pg::server_dir();
         let pg = Pg {
             sock: dir.path().to_path_buf(),
             dir,
             bin,
-            run_as: rustix::process::geteuid()
-                .is_root()
-                .then(|| "postgres".to_string()),
+            run_as: server_user(),
             data: data.to_path_buf(),
         };
         pg.run_server(opts);
@@ -139,9 +143,7 @@ impl Pg {
         Pg {
             dir: tempfile::tempdir().unwrap(),
             bin: server_bin().expect("a server was started"),
-            run_as: rustix::process::geteuid()
-                .is_root()
-                .then(|| "postgres".to_string()),
+            run_as: server_user(),
             data: data.to_path_buf(),
             sock: sock.to_path_buf(),
         }
