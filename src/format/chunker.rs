@@ -49,6 +49,16 @@ impl ChunkParams {
         avg: 16 * 1024,
         max: 64 * 1024,
     };
+    /// Chunks of a PostgreSQL data directory (`backup --pg-base`): relation files of
+    /// 8 KiB pages that compress far better in larger pieces (pgbench's accounts at
+    /// zstd 3: 5.08 % of raw in 16 KiB pieces, 4.02 % in 64 KiB, 3.78 % in 1 MiB), while
+    /// a changed page should cost one chunk of a few pages, not a megabyte. Fixed,
+    /// not configured: how chunks were cut never matters to a reader.
+    pub const PG_DATA: ChunkParams = ChunkParams {
+        min: 16 * 1024,
+        avg: 64 * 1024,
+        max: 256 * 1024,
+    };
     /// Largest `max` a repository may configure; also caps every blob read from disk.
     pub const MAX_CHUNK: u32 = 16 * 1024 * 1024;
 

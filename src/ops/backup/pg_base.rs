@@ -1,8 +1,8 @@
 //! `--pg-base DSN`: a physical base backup of a PostgreSQL cluster. `pg_basebackup`
 //! streams the data directory as a tar archive (the server verifies page checksums
 //! where they are enabled); each file goes into the snapshot under `pg/base/` as it
-//! arrives, chunked on its own against its previous version, so a second base backup
-//! of a mostly unchanged cluster stores about what changed. No WAL is taken
+//! arrives, chunked on its own against its previous version ([`ChunkParams::PG_DATA`]),
+//! so a second base backup of a mostly unchanged cluster stores about what changed. No WAL is taken
 //! (`--wal-method=none`): the cluster's `archive_command` pushes it into the WAL
 //! archive, which the backup checks is on, and which recovery reads.
 
@@ -11,6 +11,7 @@ use std::io::Read;
 use super::vdir::{synthetic_meta, VDir};
 use super::{stream_components, Run};
 use crate::error::{Error, Result, SourceError};
+use crate::format::chunker::ChunkParams;
 use crate::format::snapshot::Source;
 use crate::format::tree::{is_safe_name, Timestamp};
 use crate::source::command::Running;
@@ -196,7 +197,7 @@ fn read_tar(
             Kind::File => {
                 let prev = run.hints(run.previous(&comps));
                 let (content, len) = run
-                    .ingest(&mut tar, run.stream_params, Some(m.size), prev)?
+                    .ingest(&mut tar, ChunkParams::PG_DATA, Some(m.size), prev)?
                     .map_err(|e| archive_err(format!("{name}: {e}")))?;
                 run.put_stream(root, &comps, content, len, 0o100000 | m.mode, mtime)?;
             }
