@@ -495,8 +495,18 @@ fn run_pg_base(
     };
     let exe = std::env::current_exe()?;
     let quote = |s: &str| format!("'{}'", s.replace('\'', "'\\''"));
+    // An encrypted repository's key reaches the server's fetches the way it reached
+    // this process: the file a variable names (never a passphrase itself).
+    let key_env: String = ["SNAP_KEY_FILE", "SNAP_PASSWORD_FILE"]
+        .iter()
+        .find_map(|var| {
+            let path = std::path::absolute(super::env_var(var)?).ok()?;
+            Some(format!("{var}={} ", quote(&path.display().to_string())))
+        })
+        .filter(|_| repo.key().is_some())
+        .unwrap_or_default();
     let restore_command = format!(
-        "{} --repo {} wal fetch %f %p",
+        "{key_env}{} --repo {} wal fetch %f %p",
         quote(&exe.display().to_string()),
         quote(&location)
     );
@@ -566,8 +576,8 @@ fn run_pg_base(
     outln!(
         "start it (as {owner}) with: pg_ctl -D {} start; it replays the archived WAL{}",
         data.display(),
-        if repo.key().is_some() {
-            " (the server's environment needs SNAP_KEY_FILE, or SNAP_PASSWORD_FILE, for this encrypted repository)"
+        if repo.key().is_some() && key_env.is_empty() {
+            " (this encrypted repository's fetches need SNAP_KEY_FILE in the server's environment)"
         } else {
             ""
         }

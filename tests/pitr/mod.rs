@@ -71,17 +71,7 @@ impl Archiving {
     /// Database `app`, pgbench's tables at scale 1, and a base backup of the cluster.
     fn app_and_base_backup(&self) {
         self.pg.createdb("app");
-        let init = self
-            .pg
-            .client("pgbench", "app")
-            .args(["-i", "-s", "1", "-q"])
-            .output()
-            .unwrap();
-        assert!(
-            init.status.success(),
-            "{}",
-            String::from_utf8_lossy(&init.stderr)
-        );
+        churn_init(&self.pg);
         self.base_backup();
     }
 
@@ -117,6 +107,20 @@ fn archive_now(pg: &Pg) {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+/// pgbench's tables at scale 1 in database `app`.
+fn churn_init(pg: &Pg) {
+    let init = pg
+        .client("pgbench", "app")
+        .args(["-i", "-s", "1", "-q"])
+        .output()
+        .unwrap();
+    assert!(
+        init.status.success(),
+        "{}",
+        String::from_utf8_lossy(&init.stderr)
+    );
 }
 
 fn churn(pg: &Pg, tx: u32) {
@@ -164,6 +168,12 @@ fn recover_with(a: &Archiving, args: &[&str], opts: &str) -> (tempfile::TempDir,
     a.snap(&cmd).assert().success();
     assert!(data.join("recovery.signal").exists());
     let pg = Pg::on_data_dir(&data, opts).unwrap();
+    until_promoted(&pg);
+    (place, pg)
+}
+
+/// Waits until `pg`'s recovery has ended.
+fn until_promoted(pg: &Pg) {
     let start = Instant::now();
     loop {
         let out = pg
@@ -172,7 +182,7 @@ fn recover_with(a: &Archiving, args: &[&str], opts: &str) -> (tempfile::TempDir,
             .output()
             .unwrap();
         if String::from_utf8_lossy(&out.stdout).trim() == "f" {
-            return (place, pg);
+            return;
         }
         assert!(
             start.elapsed() < Duration::from_secs(60),
@@ -580,4 +590,82 @@ fn an_unreachable_repository_fails_pushes_until_it_is_back_and_nothing_is_lost()
     a.archive_now();
     let (code, report) = a.wal_check();
     assert_eq!(code, Some(0), "{report}");
+}
+
+/// An encrypted repository: segments are sealed in the archive, the server pushes with
+/// an exported key file, and a restore run with that key file writes a
+/// `restore_command` that carries it, so recovery fetches without a passphrase.
+#[test]
+fn an_encrypted_archive_recovers_with_a_key_file() {
+    let place = Pg::server_dir();
+    let repo = place.path().join("repo");
+    let key = place.path().join("key");
+    let env = Env::new();
+    let snap = |args: &[&str]| {
+        let mut c = snap_bin();
+        c.env("SNAP_CACHE_DIR", env.cache())
+            .env("SNAP_PASSWORD", "pitr passphrase")
+            .env_remove("SNAP_PASSWORD_FILE")
+            .env_remove("SNAP_KEY_FILE")
+            .arg("--repo")
+            .arg(&repo)
+            .args(args);
+        c
+    };
+    snap(&["init", "--encrypt"]).assert().success();
+    snap(&["key", "export", key.to_str().unwrap()])
+        .assert()
+        .success();
+    give_to_postgres(place.path());
+    let exe = assert_cmd::cargo::cargo_bin("snap");
+    let Some(pg) = Pg::start_with(&[
+        "archive_mode = on".into(),
+        format!(
+            "archive_command = 'SNAP_KEY_FILE={} {} --repo {} wal push %p'",
+            key.display(),
+            exe.display(),
+            repo.display()
+        ),
+        "wal_level = replica".into(),
+    ]) else {
+        return;
+    };
+    pg.createdb("app");
+    churn_init(&pg);
+    let dsn = format!("host={} user=postgres", pg.sock());
+    snap(&["backup", "--pg-base", &dsn]).assert().success();
+    churn(&pg, 200);
+    let at_end = pg.dump("app", &[]);
+    archive_now(&pg);
+    let sealed = crate::util::walk(&repo.join("wal"));
+    assert!(!sealed.is_empty());
+    for f in &sealed {
+        assert!(
+            !fs::read(f).unwrap().starts_with(b"SNAPWAL"),
+            "{} is not sealed",
+            f.display()
+        );
+    }
+
+    let target = Pg::server_dir();
+    let data = target.path().join("data");
+    let mut restore = snap(&[
+        "restore",
+        "--pg-base",
+        "latest",
+        "--pg-data",
+        data.to_str().unwrap(),
+    ]);
+    restore
+        .env_remove("SNAP_PASSWORD")
+        .env("SNAP_KEY_FILE", &key);
+    restore.assert().success();
+    let conf = fs::read_to_string(data.join("postgresql.auto.conf")).unwrap();
+    assert!(
+        conf.contains(&format!("SNAP_KEY_FILE=''{}''", key.display())),
+        "{conf}"
+    );
+    let restored = Pg::on_data_dir(&data, "-c archive_mode=off").unwrap();
+    until_promoted(&restored);
+    assert_eq!(restored.dump("app", &[]), at_end);
 }
