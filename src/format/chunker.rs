@@ -561,7 +561,10 @@ mod tests {
         for gear in gears() {
             let cuts = whole_cuts(&data, ChunkParams::PG_DATA, &gear);
             let (last, whole) = cuts.split_last().unwrap();
-            assert!(whole.iter().all(|&(o, l)| l == 16384 && o % 8192 == 0), "{cuts:?}");
+            assert!(
+                whole.iter().all(|&(o, l)| l == 16384 && o % 8192 == 0),
+                "{cuts:?}"
+            );
             assert_eq!(*last, (5 * 16384, 8192 + 100));
         }
     }

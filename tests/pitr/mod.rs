@@ -669,3 +669,31 @@ fn an_encrypted_archive_recovers_with_a_key_file() {
     until_promoted(&restored);
     assert_eq!(restored.dump("app", &[]), at_end);
 }
+
+/// A base backup into a repository the cluster does not archive into is recorded, with
+/// a warning (exit 3) that names the missing segment and the fix.
+#[test]
+fn a_base_backup_without_its_wal_in_the_repository_is_a_warning() {
+    let Some(a) = Archiving::start() else { return };
+    a.pg.createdb("app");
+    let elsewhere = a.env.path("elsewhere");
+    let snap_elsewhere = |args: &[&str]| {
+        let mut c = snap_bin();
+        c.env("SNAP_CACHE_DIR", a.env.cache())
+            .arg("--repo")
+            .arg(&elsewhere)
+            .args(args);
+        c
+    };
+    snap_elsewhere(&["init"]).assert().success();
+    let dsn = format!("host={} user=postgres", a.pg.sock());
+    let out = snap_elsewhere(&["backup", "--pg-base", &dsn])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(
+        err.contains("is not in this repository's WAL archive") && err.contains("wal push"),
+        "{err}"
+    );
+}

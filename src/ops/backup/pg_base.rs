@@ -14,6 +14,7 @@ use crate::error::{Error, Result, SourceError};
 use crate::format::chunker::ChunkParams;
 use crate::format::snapshot::Source;
 use crate::format::tree::{is_safe_name, Timestamp};
+use crate::repo::wal::WalFile;
 use crate::source::command::Running;
 use crate::source::pg::{parse_lsn, Dsn};
 use crate::source::tar_stream::{Kind, TarStream};
@@ -124,8 +125,17 @@ pub(super) fn pg_base(run: &Run<'_>, dsn: &Dsn, root: &mut VDir) -> Result<Sourc
         .map_err(|_| bad("backup_label's START TIMELINE is not a number"))?;
     let (stop_timeline, stop_lsn) = wal_end(&manifest)
         .ok_or_else(|| bad("backup_manifest has no WAL-Ranges entry with an End-LSN"))?;
-    for lsn in [&start_lsn, &stop_lsn] {
-        parse_lsn(lsn).ok_or_else(|| bad(&format!("{lsn:?} is not a WAL location")))?;
+    let lsn = |l: &str| parse_lsn(l).ok_or_else(|| bad(&format!("{l:?} is not a WAL location")));
+    lsn(&start_lsn)?;
+    let stop = lsn(&stop_lsn)?;
+    // pg_basebackup returned once the server had archived the backup's last segment:
+    // not finding it here means archive_command pushes somewhere else.
+    let last = WalFile::segment(stop_timeline, stop / c.seg_size, c.seg_size);
+    if !run.repo.wal().list()?.contains(&last) {
+        run.warn(format!(
+            "the base backup's last WAL segment {last} is not in this repository's WAL archive: point the cluster's archive_command at it (snap --repo {} wal push %p), or the backup cannot be recovered",
+            run.repo.location()
+        ));
     }
     Ok(Source::PgBase {
         dsn: dsn.shown(),
