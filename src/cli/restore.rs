@@ -494,7 +494,7 @@ fn run_pg_base(
         _ => location,
     };
     let exe = std::env::current_exe()?;
-    let quote = |s: &str| format!("'{}'", s.replace('\'', "'\\''"));
+    let quote = snap::source::command::shell_quote;
     // An encrypted repository's key reaches the server's fetches the way it reached
     // this process: the file a variable names (never a passphrase itself).
     let key_env: String = ["SNAP_KEY_FILE", "SNAP_PASSWORD_FILE"]

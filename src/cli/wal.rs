@@ -2,10 +2,13 @@
 //! `archive_command` and `restore_command`, and its continuity check.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use anyhow::{Context, Result};
+use snap::format::crypto::MasterKey;
 use snap::ops::wal;
 use snap::repo::wal::{Pushed, WalArchive};
+use snap::store::Store;
 
 use super::Ctx;
 
@@ -43,10 +46,8 @@ enum Command {
 pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
     match a.command {
         Command::Push { path } => {
-            let (store, _) = ctx.store()?;
-            let key = ctx.master_key(store.as_ref())?;
-            let config = snap::repo::open_config(store.as_ref(), key.as_ref())?;
-            let archive = WalArchive::new(store.as_ref(), key.as_ref(), config.compression_level);
+            let (store, key, level) = archive_of(ctx)?;
+            let archive = WalArchive::new(store.as_ref(), key.as_ref(), level);
             let (file, pushed) = wal::push(&archive, &path)
                 .with_context(|| format!("wal push {}", path.display()))?;
             if pushed == Pushed::AlreadyThere {
@@ -55,10 +56,8 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
             Ok(0)
         }
         Command::Fetch { name, path } => {
-            let (store, _) = ctx.store()?;
-            let key = ctx.master_key(store.as_ref())?;
-            let config = snap::repo::open_config(store.as_ref(), key.as_ref())?;
-            let archive = WalArchive::new(store.as_ref(), key.as_ref(), config.compression_level);
+            let (store, key, level) = archive_of(ctx)?;
+            let archive = WalArchive::new(store.as_ref(), key.as_ref(), level);
             if wal::fetch(&archive, &name, &path).with_context(|| format!("wal fetch {name}"))? {
                 return Ok(0);
             }
@@ -77,6 +76,15 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
             Ok(if report.ok() { 0 } else { 1 })
         }
     }
+}
+
+/// What the WAL archive of the selected repository needs, without its index cache: the
+/// store, the key (encrypted repositories) and the compression level.
+fn archive_of(ctx: &Ctx) -> Result<(Arc<dyn Store>, Option<MasterKey>, i32)> {
+    let (store, _) = ctx.store()?;
+    let key = ctx.master_key(store.as_ref())?;
+    let config = snap::repo::open_config(store.as_ref(), key.as_ref())?;
+    Ok((store, key, config.compression_level))
 }
 
 fn print(r: &wal::WalReport) -> Result<()> {

@@ -47,6 +47,9 @@ fn blob_table(name: &str) -> String {
     )
 }
 
+/// Both blob tables: every query and deletion over blobs covers each.
+const BLOB_TABLES: [&str; 2] = ["blobs", "fresh"];
+
 /// `fresh` is merged into `blobs` once it holds 1/`MERGE_RATIO` of the rows `blobs` held
 /// after the last merge, and at least [`MERGE_MIN_ROWS`].
 const MERGE_RATIO: i64 = 8;
@@ -197,8 +200,9 @@ impl Index {
             )?;
             if !has_meta {
                 c.execute_batch(SCHEMA)?;
-                c.execute_batch(&blob_table("blobs"))?;
-                c.execute_batch(&blob_table("fresh"))?;
+                for table in BLOB_TABLES {
+                    c.execute_batch(&blob_table(table))?;
+                }
                 c.execute(
                     "INSERT INTO meta VALUES ('schema', ?1), ('repo', ?2)",
                     params![SCHEMA_VERSION.to_string(), repo_id],
@@ -354,7 +358,7 @@ impl Index {
             for (id, loc) in copies {
                 let row = params![loc.pack.bytes(), loc.offset as i64, &id.0[..]];
                 add.execute(row)?;
-                for table in ["blobs", "fresh"] {
+                for table in BLOB_TABLES {
                     c.prepare_cached(&format!(
                         "DELETE FROM {table} WHERE id = ?1 AND offset = ?3
                          AND pack = (SELECT id FROM packs WHERE name = ?2)"
@@ -687,16 +691,14 @@ impl Index {
     ) -> Result<()> {
         self.tx(|c| {
             {
-                let mut del_blobs = c.prepare_cached(
-                    "DELETE FROM blobs WHERE pack = (SELECT id FROM packs WHERE name = ?1)",
-                )?;
-                let mut del_fresh = c.prepare_cached(
-                    "DELETE FROM fresh WHERE pack = (SELECT id FROM packs WHERE name = ?1)",
-                )?;
                 let mut del_pack = c.prepare_cached("DELETE FROM packs WHERE name = ?1")?;
                 for p in removed {
-                    del_blobs.execute([p.bytes()])?;
-                    del_fresh.execute([p.bytes()])?;
+                    for table in BLOB_TABLES {
+                        c.prepare_cached(&format!(
+                            "DELETE FROM {table} WHERE pack = (SELECT id FROM packs WHERE name = ?1)"
+                        ))?
+                        .execute([p.bytes()])?;
+                    }
                     del_pack.execute([p.bytes()])?;
                 }
                 let mut del_file = c.prepare_cached("DELETE FROM index_files WHERE name = ?1")?;

@@ -224,6 +224,11 @@ impl<'a> WalArchive<'a> {
         Ok(Some(raw))
     }
 
+    /// Whether the archive holds `file` (not reading it).
+    pub fn contains(&self, file: &WalFile) -> Result<bool> {
+        Ok(self.store.size(&file.path())?.is_some())
+    }
+
     /// Every file of the archive, sorted; names that are not WAL files are skipped
     /// (temporary files of writers among them).
     pub fn list(&self) -> Result<Vec<WalFile>> {

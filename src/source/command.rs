@@ -270,8 +270,24 @@ pub fn widen_pipe(fd: impl std::os::fd::AsFd) {
     let _ = rustix::pipe::fcntl_setpipe_size(fd, 1 << 20);
 }
 
+/// `s` as one word for `sh`.
+pub fn shell_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "'\\''"))
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn quoting_survives_quotes_and_spaces() {
+        let q = super::shell_quote("/tmp/it's here");
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!("printf %s {q}"))
+            .output()
+            .unwrap();
+        assert_eq!(out.stdout, b"/tmp/it's here");
+    }
+
     use super::*;
 
     #[test]

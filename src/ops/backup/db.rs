@@ -17,7 +17,7 @@ use crate::format::chunker::Hints;
 use crate::format::snapshot::Source;
 use crate::format::tree::{Timestamp, Tree};
 use crate::ops::dump_tables::{DumpTables, Pairing, TOC};
-use crate::source::command::Running;
+use crate::source::command::{shell_quote, Running};
 use crate::source::fs as sfs;
 use crate::source::mongo::MongoUri;
 use crate::source::pg::{pg_dump_dir, pg_dumpall, Dsn};
@@ -261,8 +261,8 @@ pub(super) fn command_dir(
     let tmp = scratch(&std::env::temp_dir())?;
     let dir = tmp.path().join("out");
     std::fs::create_dir(&dir).at(&dir)?;
-    let quoted = format!("'{}'", dir.display().to_string().replace('\'', "'\\''"));
     run.progress.entry(Path::new(name));
+    let quoted = shell_quote(&dir.display().to_string());
     let mut child = Running::spawn(&command.replace("{dir}", &quoted))?;
     let mut sink = Vec::new();
     let drained = child.stdout().read_to_end(&mut sink);

@@ -131,7 +131,7 @@ pub(super) fn pg_base(run: &Run<'_>, dsn: &Dsn, root: &mut VDir) -> Result<Sourc
     // pg_basebackup returned once the server had archived the backup's last segment:
     // not finding it here means archive_command pushes somewhere else.
     let last = WalFile::segment(stop_timeline, stop / c.seg_size, c.seg_size);
-    if !run.repo.wal().list()?.contains(&last) {
+    if !run.repo.wal().contains(&last)? {
         run.warn(format!(
             "the base backup's last WAL segment {last} is not in this repository's WAL archive: point the cluster's archive_command at it (snap --repo {} wal push %p), or the backup cannot be recovered",
             run.repo.location()
@@ -197,7 +197,7 @@ fn read_tar(
                 let mut b = Vec::new();
                 tar.read_to_end(&mut b)
                     .map_err(|e| archive_err(e.to_string()))?;
-                run.put_bytes_as(root, &comps, b.clone(), 0o100000 | m.mode, mtime)?;
+                run.put_bytes_as(root, &comps, &b, 0o100000 | m.mode, mtime)?;
                 if name == "backup_label" {
                     label.label = Some(String::from_utf8_lossy(&b).into_owned());
                 } else {

@@ -176,7 +176,7 @@ impl Run<'_> {
         bytes: Vec<u8>,
         now: Timestamp,
     ) -> Result<()> {
-        self.put_bytes_as(root, at, bytes, STREAM_MODE, now)
+        self.put_bytes_as(root, at, &bytes, STREAM_MODE, now)
     }
 
     /// [`Run::put_bytes`] with the file's mode and time.
@@ -184,7 +184,7 @@ impl Run<'_> {
         &self,
         root: &mut VDir,
         at: &[Vec<u8>],
-        bytes: Vec<u8>,
+        bytes: &[u8],
         mode: u32,
         mtime: Timestamp,
     ) -> Result<()> {

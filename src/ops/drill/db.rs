@@ -11,7 +11,6 @@
 use std::collections::BTreeMap;
 
 use super::cluster::ScratchCluster;
-use super::files::shell_quote;
 use super::{Proof, SourceCtx};
 use crate::error::{Error, Result, Usage};
 use crate::format::drill::{fell_sharply, SourceDrill, TableRows};
@@ -19,6 +18,7 @@ use crate::format::tree::NodeKind;
 use crate::ops::dump_tables::DumpTables;
 use crate::ops::restore::db::{restore_pg, restore_pg_all, restore_pipe};
 use crate::ops::restore::node_at;
+use crate::source::command::shell_quote;
 use crate::source::pg::Dsn;
 
 /// Every user table of database `dsn` names (`schema.table`) with its exact row

@@ -8,7 +8,7 @@ use std::path::Path;
 use super::{listed, Proof, SourceCtx};
 use crate::error::Result;
 use crate::ops::restore::{plan_restore, RestoreOptions};
-use crate::source::command::Running;
+use crate::source::command::{shell_quote, Running};
 
 /// Restores `place` (a path as backed up, or a stream's name) with verification, and
 /// runs the source's `verify` command on it.
@@ -62,23 +62,4 @@ pub(super) fn run_verify(cmd: &str, restored: &Path) -> Result<()> {
     let mut sh = std::process::Command::new("sh");
     sh.arg("-c").arg(&line);
     Running::capture(sh, &format!("verify command `{cmd}`")).map(drop)
-}
-
-/// `s` as one word for `sh`.
-pub(super) fn shell_quote(s: &str) -> String {
-    format!("'{}'", s.replace('\'', "'\\''"))
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn quoting_survives_quotes_and_spaces() {
-        let q = super::shell_quote("/tmp/it's here");
-        let out = std::process::Command::new("sh")
-            .arg("-c")
-            .arg(format!("printf %s {q}"))
-            .output()
-            .unwrap();
-        assert_eq!(out.stdout, b"/tmp/it's here");
-    }
 }

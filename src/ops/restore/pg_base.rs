@@ -139,7 +139,12 @@ pub fn restore_pg_base(
     opts: &PgBaseRestore,
     progress: &dyn Progress,
 ) -> Result<PgBaseOutcome> {
-    let Some(&Source::PgBase { server_version, .. }) = wal::base_of(snap) else {
+    let Some(&Source::PgBase {
+        server_version,
+        wal_segment_size: seg_size,
+        ..
+    }) = wal::base_of(snap)
+    else {
         return Err(Usage::NoPgBase {
             snapshot: id.short(),
         }
@@ -168,7 +173,6 @@ pub fn restore_pg_base(
     if let Some(gap) = base.gaps.first() {
         let reaches = base.reaches.clone().unwrap_or_default();
         if let Target::Lsn(l) = &opts.target {
-            let seg_size = wal::seg_size(&[(*id, snap.clone())]);
             let lsn = parse_lsn(l).ok_or_else(|| Usage::Lsn { lsn: l.clone() })?;
             let reached = crate::repo::wal::WalFile::parse(&reaches)
                 .and_then(|f| f.segno(seg_size))
