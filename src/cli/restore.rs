@@ -495,16 +495,11 @@ fn run_pg_base(
     };
     let exe = std::env::current_exe()?;
     let quote = snap::source::command::shell_quote;
-    // An encrypted repository's key reaches the server's fetches the way it reached
-    // this process: the file a variable names (never a passphrase itself).
-    let key_env: String = ["SNAP_KEY_FILE", "SNAP_PASSWORD_FILE"]
+    let carried = carried_env(&location, repo.key().is_some());
+    let key_env: String = carried
         .iter()
-        .find_map(|var| {
-            let path = std::path::absolute(super::env_var(var)?).ok()?;
-            Some(format!("{var}={} ", quote(&path.display().to_string())))
-        })
-        .filter(|_| repo.key().is_some())
-        .unwrap_or_default();
+        .map(|(var, value)| format!("{var}={} ", quote(value)))
+        .collect();
     let restore_command = format!(
         "{key_env}{} --repo {} wal fetch %f %p",
         quote(&exe.display().to_string()),
@@ -573,14 +568,56 @@ fn run_pg_base(
     } else {
         "this user"
     };
+    let needs = match (
+        repo.key().is_some() && !carried.iter().any(|(v, _)| v.starts_with("SNAP_")),
+        location.starts_with("s3://") && !carried.iter().any(|(v, _)| v.ends_with("_FILE")),
+    ) {
+        (true, true) => " (its fetches need SNAP_KEY_FILE and S3 credentials in the server's environment or its user's ~/.aws)",
+        (true, false) => " (this encrypted repository's fetches need SNAP_KEY_FILE in the server's environment)",
+        (false, true) => " (its fetches need S3 credentials in the server's environment or its user's ~/.aws)",
+        (false, false) => "",
+    };
     outln!(
-        "start it (as {owner}) with: pg_ctl -D {} start; it replays the archived WAL{}",
+        "start it (as {owner}) with: pg_ctl -D {} start; it replays the archived WAL{needs}",
         data.display(),
-        if repo.key().is_some() && key_env.is_empty() {
-            " (this encrypted repository's fetches need SNAP_KEY_FILE in the server's environment)"
-        } else {
-            ""
-        }
     );
     Ok(0)
+}
+
+/// What `restore_command` carries from this process's environment so that the
+/// server's fetches reach the repository the way this restore did: an encrypted
+/// repository's key or passphrase file, and for a remote store its endpoint, region,
+/// profile, credentials and config files and host-key rule. Only names and paths,
+/// never a secret itself (`AWS_SECRET_ACCESS_KEY` stays out of `postgresql.auto.conf`).
+fn carried_env(location: &str, encrypted: bool) -> Vec<(&'static str, String)> {
+    let key = ["SNAP_KEY_FILE", "SNAP_PASSWORD_FILE"]
+        .into_iter()
+        .filter(|_| encrypted)
+        .find(|var| super::env_var(var).is_some());
+    let remote: &[&'static str] = if location.starts_with("s3://") {
+        &[
+            "AWS_ENDPOINT_URL_S3",
+            "AWS_ENDPOINT_URL",
+            "AWS_REGION",
+            "AWS_DEFAULT_REGION",
+            "AWS_PROFILE",
+            "AWS_SHARED_CREDENTIALS_FILE",
+            "AWS_CONFIG_FILE",
+        ]
+    } else if location.starts_with("sftp://") {
+        &["SNAP_SSH_KNOWN_HOSTS"]
+    } else {
+        &[]
+    };
+    key.into_iter()
+        .chain(remote.iter().copied())
+        .filter_map(|var| {
+            let value = super::env_var(var)?;
+            if !var.ends_with("_FILE") {
+                return Some((var, value));
+            }
+            let path = std::path::absolute(value).ok()?;
+            Some((var, path.display().to_string()))
+        })
+        .collect()
 }

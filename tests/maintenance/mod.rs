@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use predicates::prelude::*;
 
-use crate::util::{du, random_bytes, restored, Env};
+use crate::util::{du, fault_run, random_bytes, restored, Env};
 
 fn json(env: &Env, args: &[&str]) -> serde_json::Value {
     let out = env.snap(args).output().unwrap();
@@ -677,33 +677,13 @@ fn keep_within_and_profiles_read_the_same_spans() {
     assert_eq!(env.snapshots().len(), 3, "nothing ran");
 }
 
-/// A tiny xorshift generator: the fault test's moments, reproducible from a seed.
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % n
-    }
-}
-
 /// kill -9 of backup, forget --prune and prune at random moments: after each, check
 /// --read-data passes and every snapshot there restores what was backed up; no
 /// snapshot the policy keeps is ever lost. SNAP_FAULT_ITERATIONS (default 50) and
 /// SNAP_FAULT_SEED make longer or other runs.
 #[test]
 fn kill_9_at_random_moments_loses_nothing() {
-    let iterations: u64 = std::env::var("SNAP_FAULT_ITERATIONS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(50);
-    let seed: u64 = std::env::var("SNAP_FAULT_SEED")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0x5eed);
-    let mut rng = Rng(seed | 1);
+    let (iterations, seed, mut rng) = fault_run(50);
     let env = Env::new();
     env.init();
     let src = env.path("src");

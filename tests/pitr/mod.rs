@@ -5,40 +5,62 @@
 //! (durable before exit 0, identical repeats accepted, different bytes refused) and
 //! `wal check`'s gaps.
 
+use std::ffi::OsStr;
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+use crate::util::garage::Garage;
 use crate::util::pg::Pg;
-use crate::util::{json, snap_bin, Env};
+use crate::util::{fault_run, json, random_bytes, snap_bin, Env};
 
-/// A cluster archiving into a repository in a directory its server can write to.
+/// A cluster archiving into a repository.
 struct Archiving {
     pg: Pg,
-    /// Holds the repository (owned by the server's user).
+    /// Holds the repository of a local one (owned by the server's user).
     _place: tempfile::TempDir,
+    /// A local repository's directory.
     repo: PathBuf,
+    /// `--repo`'s argument, and the environment a client of the repository needs.
+    url: String,
+    repo_env: Vec<(&'static str, String)>,
     env: Env,
 }
 
 impl Archiving {
+    /// Archiving into a local repository in a directory its server can write to.
     fn start() -> Option<Archiving> {
         let place = Pg::server_dir();
-        let repo = place.path().join("repo");
+        let repo = place.path().join("repo").display().to_string();
+        Archiving::start_in(place, repo, Vec::new())
+    }
+
+    /// Archiving into the repository at `url`, which `archive_command` reaches with
+    /// `repo_env` set in front of it, as an admin would write it.
+    fn start_in(
+        place: tempfile::TempDir,
+        url: String,
+        repo_env: Vec<(&'static str, String)>,
+    ) -> Option<Archiving> {
         let env = Env::new();
         snap_bin()
             .env("SNAP_CACHE_DIR", env.cache())
-            .args(["--repo", repo.to_str().unwrap(), "init"])
+            .envs(repo_env.iter().cloned())
+            .args(["--repo", &url, "init"])
             .assert()
             .success();
-        give_to_postgres(&repo);
+        let repo = place.path().join("repo");
+        if repo.exists() {
+            give_to_postgres(&repo);
+        }
         let exe = assert_cmd::cargo::cargo_bin("snap");
+        let vars: String = repo_env.iter().map(|(k, v)| format!("{k}={v} ")).collect();
         let pg = Pg::start_with(&[
             "archive_mode = on".into(),
             format!(
-                "archive_command = '{} --repo {} wal push %p'",
-                exe.display(),
-                repo.display()
+                "archive_command = '{vars}{} --repo {url} wal push %p'",
+                exe.display()
             ),
             "wal_level = replica".into(),
         ])?;
@@ -46,6 +68,8 @@ impl Archiving {
             pg,
             _place: place,
             repo,
+            url,
+            repo_env,
             env,
         })
     }
@@ -54,8 +78,8 @@ impl Archiving {
         let mut c = snap_bin();
         c.env("SNAP_CACHE_DIR", self.env.cache())
             .env_remove("SNAP_REPO")
-            .arg("--repo")
-            .arg(&self.repo)
+            .envs(self.repo_env.iter().cloned())
+            .args(["--repo", &self.url])
             .args(args);
         c
     }
@@ -695,5 +719,225 @@ fn a_base_backup_without_its_wal_in_the_repository_is_a_warning() {
     assert!(
         err.contains("is not in this repository's WAL archive") && err.contains("wal push"),
         "{err}"
+    );
+}
+
+/// The archive in S3 (Garage): the server pushes into a bucket with the endpoint and a
+/// credentials file named in `archive_command`, the base backup goes beside it, and
+/// the restore's `restore_command` carries those names (never the secret itself), so
+/// recovery fetches from the bucket and reaches the end.
+#[test]
+fn an_archive_in_s3_recovers_with_the_names_it_was_pushed_with() {
+    let Some(garage) = Garage::single() else {
+        return;
+    };
+    let place = Pg::server_dir();
+    let creds = place.path().join("aws-credentials");
+    let (id, secret) = Garage::keys();
+    fs::write(
+        &creds,
+        format!("[default]\naws_access_key_id = {id}\naws_secret_access_key = {secret}\n"),
+    )
+    .unwrap();
+    let mut repo_env: Vec<(&'static str, String)> = garage
+        .env()
+        .into_iter()
+        .filter(|(k, _)| !k.contains("KEY"))
+        .collect();
+    repo_env.push(("AWS_SHARED_CREDENTIALS_FILE", creds.display().to_string()));
+    let Some(a) = Archiving::start_in(place, garage.url("pitr"), repo_env) else {
+        return;
+    };
+    a.app_and_base_backup();
+    a.churn(200);
+    let at_end = a.pg.dump("app", &[]);
+    a.archive_now();
+    let (code, report) = a.wal_check();
+    assert_eq!(code, Some(0), "{report}");
+    assert!(
+        !garage.objects("pitr/wal/").is_empty(),
+        "no WAL in the bucket"
+    );
+    let (place, latest) = recover(&a, &[]);
+    assert_eq!(latest.dump("app", &[]), at_end);
+    let conf = fs::read_to_string(place.path().join("data/postgresql.auto.conf")).unwrap();
+    assert!(
+        conf.contains("AWS_SHARED_CREDENTIALS_FILE=") && conf.contains("AWS_ENDPOINT_URL="),
+        "{conf}"
+    );
+    assert!(!conf.contains(secret), "the secret was written: {conf}");
+}
+
+/// kill -9 of `wal push` at random moments: a push that exited 0 is always fetched
+/// whole; a killed one leaves its file whole or absent, never a part that the archive
+/// would hand back (or that a fetch would fail on), and the archiver's retry succeeds.
+/// SNAP_FAULT_ITERATIONS (default 60) and SNAP_FAULT_SEED make longer or other runs.
+#[test]
+fn wal_push_killed_at_random_moments_is_whole_or_absent() {
+    let (iterations, seed, mut rng) = fault_run(60);
+    let env = Env::new();
+    env.init();
+    let exe = assert_cmd::cargo::cargo_bin("snap");
+    let snap = |args: &[&OsStr]| {
+        let mut c = std::process::Command::new(&exe);
+        c.env("SNAP_CACHE_DIR", env.cache())
+            .env_remove("SNAP_REPO")
+            .arg("--repo")
+            .arg(env.repo())
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        c
+    };
+    let fetched = env.path("fetched");
+    // How long a push lasts (µs), as last seen: a kill lands in its second half and
+    // after, where the compression and the write are (the first half starts the process
+    // and reads the segment); the span grows while pushes are killed.
+    let mut typical = 200_000u64;
+    let (mut killed, mut finished) = (0, 0);
+    for i in 0..iterations {
+        let name = format!("0000000100000000{:08X}", i + 1);
+        let seg = env.path(&name);
+        let bytes = random_bytes(4 << 20, &format!("{seed} {name}"));
+        fs::write(&seg, &bytes).unwrap();
+        let push: [&OsStr; 3] = ["wal".as_ref(), "push".as_ref(), seg.as_os_str()];
+        let mut child = snap(&push).spawn().unwrap();
+        let started = Instant::now();
+        std::thread::sleep(Duration::from_micros(typical / 2 + rng.below(typical / 2)));
+        let done = if let Some(status) = child.try_wait().unwrap() {
+            typical = u64::try_from(started.elapsed().as_micros())
+                .unwrap()
+                .max(1000);
+            assert!(status.success(), "iteration {i} (seed {seed}): push failed");
+            finished += 1;
+            true
+        } else {
+            child.kill().unwrap();
+            child.wait().unwrap();
+            typical = typical * 3 / 2;
+            killed += 1;
+            false
+        };
+        let _ = fs::remove_file(&fetched);
+        let fetch: [&OsStr; 4] = [
+            "wal".as_ref(),
+            "fetch".as_ref(),
+            name.as_ref(),
+            fetched.as_os_str(),
+        ];
+        let out = snap(&fetch).output().unwrap();
+        let why = String::from_utf8_lossy(&out.stderr);
+        match out.status.code() {
+            Some(0) => assert!(
+                fs::read(&fetched).unwrap() == bytes,
+                "iteration {i} (seed {seed}): {name} came back with other bytes"
+            ),
+            Some(1) if !done && why.contains("is not in") => {
+                assert!(!fetched.exists(), "a failed fetch wrote {name}");
+            }
+            c => panic!(
+                "iteration {i} (seed {seed}): {name} (push {}) fetches with {c:?}: {why}",
+                if done { "reported done" } else { "killed" }
+            ),
+        }
+        // The archiver's retry, then the segment is there whole.
+        let out = snap(&push).output().unwrap();
+        assert!(
+            out.status.success(),
+            "retry of {name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(snap(&fetch).status().unwrap().success());
+        assert!(fs::read(&fetched).unwrap() == bytes);
+        fs::remove_file(&seg).unwrap();
+    }
+    assert!(
+        killed > 0 && finished > 0,
+        "{killed} killed, {finished} finished: the kills missed the pushes"
+    );
+}
+
+/// sync while pushes go on: after every run each archived file at the destination is
+/// whole and equal to the source's, and a run after the pushes have ended has them all.
+#[test]
+fn sync_while_pushes_continue_copies_whole_files_and_catches_up() {
+    let env = Env::new();
+    env.init();
+    let offsite = env.path("offsite");
+    let segs: Vec<(String, Vec<u8>)> = (1..=40)
+        .map(|i| {
+            let name = format!("0000000100000000{i:08X}");
+            let bytes = random_bytes(256 << 10, &name);
+            (name, bytes)
+        })
+        .collect();
+    let snap = |repo: &Path, args: &[&OsStr]| {
+        let out = snap_bin()
+            .env("SNAP_CACHE_DIR", env.cache())
+            .env_remove("SNAP_REPO")
+            .arg("--repo")
+            .arg(repo)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let sync: [&OsStr; 3] = ["sync".as_ref(), "--to".as_ref(), offsite.as_os_str()];
+    // The files at the destination, each fetched and compared with what was pushed.
+    let mut checked = std::collections::BTreeSet::new();
+    let check_offsite = |checked: &mut std::collections::BTreeSet<String>| {
+        for f in crate::util::walk(&offsite.join("wal")) {
+            let name = f.file_name().unwrap().to_string_lossy().into_owned();
+            let Some((_, want)) = segs.iter().find(|(n, _)| *n == name) else {
+                continue;
+            };
+            if checked.insert(name.clone()) {
+                let got = env.path("got");
+                snap(
+                    &offsite,
+                    &[
+                        "wal".as_ref(),
+                        "fetch".as_ref(),
+                        name.as_ref(),
+                        got.as_os_str(),
+                    ],
+                );
+                assert!(fs::read(&got).unwrap() == *want, "{name} differs offsite");
+            }
+        }
+    };
+    let mut runs = 0;
+    std::thread::scope(|s| {
+        let pusher = s.spawn(|| {
+            for (name, bytes) in &segs {
+                let seg = env.path(name);
+                fs::write(&seg, bytes).unwrap();
+                snap(
+                    &env.repo(),
+                    &["wal".as_ref(), "push".as_ref(), seg.as_os_str()],
+                );
+            }
+        });
+        while !pusher.is_finished() {
+            snap(&env.repo(), &sync);
+            check_offsite(&mut checked);
+            runs += 1;
+        }
+    });
+    assert!(
+        runs > 1 && checked.len() < segs.len(),
+        "the syncs did not overlap the pushes ({runs} runs, {} files)",
+        checked.len()
+    );
+    snap(&env.repo(), &sync);
+    check_offsite(&mut checked);
+    assert_eq!(
+        checked.len(),
+        segs.len(),
+        "a run after the pushes left some behind"
     );
 }

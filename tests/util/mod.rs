@@ -261,3 +261,24 @@ fn compare(a: &Path, b: &Path, inodes: &mut HashMap<u64, u64>, top: bool) {
 pub mod garage;
 pub mod pg;
 pub mod servers;
+
+/// A tiny xorshift generator: a fault test's moments, reproducible from a seed.
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n
+    }
+}
+
+/// A kill -9 test's run: its iterations (`SNAP_FAULT_ITERATIONS`, else `default`), its
+/// seed (`SNAP_FAULT_SEED`) and the generator of its moments.
+pub fn fault_run(default: u64) -> (u64, u64, Rng) {
+    let var = |name: &str| std::env::var(name).ok().and_then(|v| v.parse().ok());
+    let iterations = var("SNAP_FAULT_ITERATIONS").unwrap_or(default);
+    let seed = var("SNAP_FAULT_SEED").unwrap_or(0x5eed);
+    (iterations, seed, Rng(seed | 1))
+}
