@@ -9,8 +9,10 @@
 #
 # Then:
 #   WAL push: PUSH_SEGS (default 32) real segments of the archive pushed one at a time
-#     into fresh repositories: snap `wal push` against pgBackRest `archive-push`
-#     (synchronous; its asynchronous mode is not measured), segments per second.
+#     into fresh repositories: snap `wal push` against pgBackRest `archive-push`,
+#     synchronous and asynchronous (archive-async, process-max=2: the first push starts
+#     a background process that pushes ahead every segment marked .ready, as in pg_wal),
+#     segments per second and milliseconds per push.
 #   Keeping up: during each night's churn, WAL made per second, and the segments the
 #     archiver was behind at its end (pg_stat_archiver).
 #   Recovery: a day's churn after the last base backup, a time T at its end; each tool
@@ -46,11 +48,12 @@ DSN="host=$SOCK user=postgres"
 
 owned() { mkdir -p "$@"; if [ "$(id -u)" = 0 ]; then chown -R postgres: "$@"; fi; }
 "$SNAP" --repo "$REPO" init >/dev/null
-owned "$REPO" "$WORK/pgbr" "$WORK/pgbr-push" "$WORK/pgbr-log" "$WORK/pgbr-lock" "$WORK/snap-push"
-pgbr_conf() { # repo path
+owned "$REPO" "$WORK/pgbr" "$WORK/pgbr-push" "$WORK/pgbr-push-async" "$WORK/pgbr-spool" "$WORK/pgbr-log" "$WORK/pgbr-lock" "$WORK/snap-push"
+pgbr_conf() { # repo path [extra global option...]
     cat <<EOF
 [global]
 repo1-path=$1
+$(printf '%s\n' "${@:2}")
 repo1-retention-full=99
 compress-type=zst
 start-fast=y
@@ -67,7 +70,9 @@ EOF
 }
 pgbr_conf "$WORK/pgbr" >"$CONF"
 pgbr_conf "$WORK/pgbr-push" >"$WORK/pgbackrest-push.conf"
-chmod 644 "$CONF" "$WORK/pgbackrest-push.conf"
+pgbr_conf "$WORK/pgbr-push-async" archive-async=y "spool-path=$WORK/pgbr-spool" process-max=2 \
+    >"$WORK/pgbackrest-push-async.conf"
+chmod 644 "$CONF" "$WORK/pgbackrest-push.conf" "$WORK/pgbackrest-push-async.conf"
 pgbr() { as_pg pgbackrest --config="$CONF" --stanza=bench "$@"; }
 
 psql -X -q -c "ALTER SYSTEM SET archive_mode = on" \
@@ -186,6 +191,22 @@ t0=$(now)
 for n in $names; do as_pg pgbackrest --config="$WORK/pgbackrest-push.conf" --stanza=bench archive-push "$segs/$n"; done
 t1=$(now)
 pgbr_push=$(secs "$t0" "$t1")
+# The asynchronous push reads ahead in pg_wal/archive_status of its pg1-path: a copy of
+# the cluster's pg_control and PG_VERSION with the segments in its pg_wal stands in.
+as_pg pgbackrest --config="$WORK/pgbackrest-push-async.conf" --stanza=bench stanza-create
+apg=$WORK/async-pg
+mkdir -p "$apg/global" "$apg/pg_wal/archive_status"
+cp "$PGDATA/global/pg_control" "$apg/global/"
+cp "$PGDATA/PG_VERSION" "$apg/"
+for n in $names; do cp "$segs/$n" "$apg/pg_wal/"; touch "$apg/pg_wal/archive_status/$n.ready"; done
+owned "$apg"
+t0=$(now)
+for n in $names; do
+    as_pg pgbackrest --config="$WORK/pgbackrest-push-async.conf" --stanza=bench --pg1-path="$apg" \
+        archive-push "$apg/pg_wal/$n"
+done
+t1=$(now)
+pgbr_async=$(secs "$t0" "$t1")
 seg_mb=$(( $(stat -c %s "$segs/$(echo "$names" | head -1)") / 1048576 ))
 snap_wal=$(du -sb "$WORK/snap-push/wal" | cut -f1)
 pgbr_wal=$(du -sb "$WORK/pgbr-push/archive" | cut -f1)
@@ -199,5 +220,6 @@ echo "night  churn s  WAL MB  MB/s  behind | snap s  snap stored MB | pgBackRest
 awk -F, 'NR > 1 { printf "%5s  %7s  %6s  %4s  %6s | %6s  %14.1f | %15s %5s  %9.1f\n",
     $1, $2, $3, $4, $5, $6, ($7 == "" ? 0 : $7 / 1048576), $8, $9, $10 / 1048576 }' "$CSV"
 echo "recovery to T (a day's churn after the last base backup): snap ${snap_rec} s, pgBackRest ${pgbr_rec} s"
-echo "WAL push of $PUSH_SEGS segments of ${seg_mb} MiB, one at a time: snap ${snap_push} s ($(awk -v n="$PUSH_SEGS" -v s="$snap_push" 'BEGIN { printf "%.1f", n / s }') seg/s, $((snap_wal / 1048576)) MiB stored), pgBackRest ${pgbr_push} s ($(awk -v n="$PUSH_SEGS" -v s="$pgbr_push" 'BEGIN { printf "%.1f", n / s }') seg/s, $((pgbr_wal / 1048576)) MiB stored)"
+rate() { awk -v n="$PUSH_SEGS" -v s="$1" 'BEGIN { printf "%.1f seg/s, %.0f ms a push", n / s, 1000 * s / n }'; }
+echo "WAL push of $PUSH_SEGS segments of ${seg_mb} MiB, one at a time: snap ${snap_push} s ($(rate "$snap_push"), $((snap_wal / 1048576)) MiB stored), pgBackRest ${pgbr_push} s ($(rate "$pgbr_push"), $((pgbr_wal / 1048576)) MiB stored), pgBackRest async ${pgbr_async} s ($(rate "$pgbr_async"))"
 echo "the same segments chunked and deduplicated as files: $((chunked / 1048576)) MiB stored"
