@@ -171,7 +171,8 @@ fn open(root: &Path, pass: Option<&[u8]>) -> Result<Repository> {
 fn repo_id(root: &Path) -> String {
     Repository::probe(&Local::new(root.to_path_buf()))
         .unwrap()
-        .1
+        .id()
+        .to_string()
 }
 
 #[derive(Clone, Copy, PartialEq)]

@@ -130,21 +130,22 @@ fn new_passphrase() -> Result<Zeroizing<String>> {
 pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
     let (store, _) = ctx.store()?;
     let loc = store.location();
-    let (encrypted, repo_id) =
+    let probe =
         Repository::probe(store.as_ref()).with_context(|| format!("opening repository {loc}"))?;
-    if !encrypted {
+    if !probe.encrypted() {
         bail!(
             "repository {loc} is not encrypted: it has no keys (create an encrypted one with `snap init --encrypt`)"
         );
     }
     let (current, key) = unlock(
         store.as_ref(),
-        &repo_id,
+        probe.id(),
         ctx.password_file.as_deref(),
         "SNAP",
     )?;
+    let repo_id = probe.id().to_string();
     // Proves the key opens this repository before any key file changes.
-    Repository::open_store(store.clone(), Some(key.clone()))?;
+    Repository::open_probed(store.clone(), probe, Some(key.clone()))?;
     match a.what {
         What::List { json: true } => {
             let arr: Vec<serde_json::Value> = keys::list(store.as_ref())?

@@ -320,21 +320,24 @@ impl Ctx {
 
     /// Opens the repository in `store`, unlocking it if it is encrypted.
     fn open_store(&self, store: Arc<dyn Store>) -> Result<Repository> {
-        let key = self.master_key(store.as_ref())?;
-        let mut repo = Repository::open_store(store, key)?;
+        let probe = Repository::probe(store.as_ref())?;
+        let key = self.master_key(store.as_ref(), &probe)?;
+        let mut repo = Repository::open_probed(store, probe, key)?;
         repo.set_lock_wait(self.retry_lock);
         Ok(repo)
     }
 
-    /// The master key of the repository in `store`, if it is encrypted.
-    fn master_key(&self, store: &dyn Store) -> Result<Option<snap::format::crypto::MasterKey>> {
-        let (encrypted, id) = Repository::probe(store)?;
-        if !encrypted {
+    /// The master key of the repository `probe` read in `store`, if it is encrypted.
+    fn master_key(
+        &self,
+        store: &dyn Store,
+        probe: &snap::repo::Probe,
+    ) -> Result<Option<snap::format::crypto::MasterKey>> {
+        if !probe.encrypted() {
             return Ok(None);
         }
-        Ok(Some(
-            key::unlock(store, &id, self.password_file.as_deref(), "SNAP")?.1,
-        ))
+        let unlocked = key::unlock(store, probe.id(), self.password_file.as_deref(), "SNAP")?;
+        Ok(Some(unlocked.1))
     }
 
     /// Whether to draw progress bars.

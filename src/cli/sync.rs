@@ -54,20 +54,20 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
         .with_context(|| format!("reading {loc}"))?
         .is_some()
     {
-        let (encrypted, id) = Repository::probe(dst_store.as_ref())
+        let probe = Repository::probe(dst_store.as_ref())
             .with_context(|| format!("opening the destination {loc}"))?;
-        let key = if id == src.config().id {
+        let key = if probe.id() == src.config().id {
             src.key().cloned()
-        } else if encrypted {
+        } else if probe.encrypted() {
             Some(
-                key::unlock(dst_store.as_ref(), &id, None, "SNAP_TO")
+                key::unlock(dst_store.as_ref(), probe.id(), None, "SNAP_TO")
                     .with_context(|| format!("unlocking the destination {loc}"))?
                     .1,
             )
         } else {
             None
         };
-        let mut dst = Repository::open_store(dst_store.clone(), key)
+        let mut dst = Repository::open_probed(dst_store.clone(), probe, key)
             .with_context(|| format!("opening the destination {loc}"))?;
         dst.set_lock_wait(ctx.retry_lock);
         Some(dst)

@@ -8,6 +8,7 @@ use anyhow::{Context, Result};
 use snap::format::crypto::MasterKey;
 use snap::ops::wal;
 use snap::repo::wal::{Pushed, WalArchive};
+use snap::repo::Repository;
 use snap::store::Store;
 
 use super::Ctx;
@@ -82,8 +83,9 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
 /// store, the key (encrypted repositories) and the compression level.
 fn archive_of(ctx: &Ctx) -> Result<(Arc<dyn Store>, Option<MasterKey>, i32)> {
     let (store, _) = ctx.store()?;
-    let key = ctx.master_key(store.as_ref())?;
-    let config = snap::repo::open_config(store.as_ref(), key.as_ref())?;
+    let probe = Repository::probe(store.as_ref())?;
+    let key = ctx.master_key(store.as_ref(), &probe)?;
+    let config = probe.config(key.as_ref())?;
     Ok((store, key, config.compression_level))
 }
 

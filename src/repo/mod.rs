@@ -136,6 +136,29 @@ fn read_config(store: &dyn Store) -> Result<ConfigFile> {
     }
 }
 
+/// A repository's config as read before its key is at hand ([`Repository::probe`]).
+pub struct Probe(ConfigFile);
+
+impl Probe {
+    /// Whether the repository is encrypted (then it opens only with its key).
+    pub fn encrypted(&self) -> bool {
+        matches!(self.0, ConfigFile::Sealed { .. })
+    }
+
+    /// The repository's id.
+    pub fn id(&self) -> &str {
+        match &self.0 {
+            ConfigFile::Plain(c) => &c.id,
+            ConfigFile::Sealed { id, .. } => id,
+        }
+    }
+
+    /// The config, opened with the master key of an encrypted repository (checked).
+    pub fn config(self, key: Option<&MasterKey>) -> Result<Config> {
+        self.0.open(key)
+    }
+}
+
 /// The cache root a caller chose (`--cache-dir`), over the environment's.
 static CACHE_ROOT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
 
@@ -166,12 +189,6 @@ fn cache_dir(store: &dyn Store, repo_id: &str) -> Result<PathBuf> {
         .join(&Id::hash(location.as_bytes()).to_hex()[..16]);
     fs::create_dir_all(dir.join("tmp")).at(&dir)?;
     Ok(dir)
-}
-
-/// The configuration of the repository in `store`, opened with `key`, without the
-/// index cache: all the WAL archive needs, so that a push never waits on the cache.
-pub fn open_config(store: &dyn Store, key: Option<&MasterKey>) -> Result<Config> {
-    read_config(store)?.open(key)
 }
 
 impl Repository {
@@ -364,19 +381,26 @@ impl Repository {
         Repository::open_store(store, from.key.clone())
     }
 
-    /// Whether the repository in `store` is encrypted (then it opens only with its
-    /// key); also the repository's id.
-    pub fn probe(store: &dyn Store) -> Result<(bool, String)> {
-        Ok(match read_config(store)? {
-            ConfigFile::Plain(c) => (false, c.id),
-            ConfigFile::Sealed { id, .. } => (true, id),
-        })
+    /// Reads the config of the repository in `store` before its key is at hand: whether
+    /// it is encrypted, and its id.
+    pub fn probe(store: &dyn Store) -> Result<Probe> {
+        read_config(store).map(Probe)
     }
 
     /// Opens the repository in `store` with its master key (`None`: unencrypted),
     /// bringing the index cache up to date with the index files and snapshot records.
     pub fn open_store(store: Arc<dyn Store>, key: Option<MasterKey>) -> Result<Repository> {
-        let config = read_config(store.as_ref())?.open(key.as_ref())?;
+        let probe = Repository::probe(store.as_ref())?;
+        Repository::open_probed(store, probe, key)
+    }
+
+    /// [`Repository::open_store`] with its config as `probe` read it (not read again).
+    pub fn open_probed(
+        store: Arc<dyn Store>,
+        probe: Probe,
+        key: Option<MasterKey>,
+    ) -> Result<Repository> {
+        let config = probe.config(key.as_ref())?;
         let cache = cache_dir(store.as_ref(), &config.id)?;
         let index = open_index(&cache, &config.id)?;
         let gear = match &key {

@@ -68,6 +68,14 @@ pub(crate) fn s3_words(e: &opendal::Error) -> String {
     }
 }
 
+/// The client's own error inside an I/O error of a streamed read.
+fn client_error(e: std::io::Error) -> opendal::Error {
+    let text = e.to_string();
+    e.into_inner()
+        .and_then(|inner| inner.downcast::<opendal::Error>().ok())
+        .map_or_else(|| opendal::Error::new(ErrorKind::Unexpected, text), |e| *e)
+}
+
 /// What went wrong, for a person: OpenDAL's own message without its context block,
 /// and what to check.
 pub(crate) fn describe(e: &opendal::Error) -> String {
@@ -254,16 +262,26 @@ impl Store for Remote {
         None
     }
 
+    /// One GET, streamed and dropped once it passes `cap` bytes: a longer file is
+    /// refused without being read whole, and no HEAD comes first (S3 bills each
+    /// request; a ranged GET would need the length first, since the client refuses a
+    /// range the file does not fill).
     fn read(&self, path: &str, cap: u64) -> Result<Vec<u8>> {
-        let len = self
+        let body = self
             .op
-            .stat(path)
-            .map_err(|e| self.err(path, e))?
-            .content_length();
-        if len > cap {
-            return Err(too_large(&self.url, path, len, cap));
+            .reader(path)
+            .and_then(|r| r.into_bytes_iterator(..))
+            .map_err(|e| self.err(path, e))?;
+        let mut out = Vec::new();
+        for piece in body {
+            let piece = piece.map_err(|e| self.err(path, client_error(e)))?;
+            out.extend_from_slice(&piece);
+            if out.len() as u64 > cap {
+                let len = self.size(path)?.unwrap_or(out.len() as u64);
+                return Err(too_large(&self.url, path, len, cap));
+            }
         }
-        Ok(self.op.read(path).map_err(|e| self.err(path, e))?.to_vec())
+        Ok(out)
     }
 
     fn read_at(&self, path: &str, offset: u64, len: usize) -> Result<Vec<u8>> {

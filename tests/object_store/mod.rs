@@ -525,3 +525,59 @@ fn packs_go_up_with_one_put_each() {
         packs.len()
     );
 }
+
+/// A no-op backup costs eight requests: the config, the lock (put, listing, the check
+/// before the snapshot is saved, delete), the index and snapshot listings and the
+/// snapshot record; every file is read with one GET, no HEAD before it. A file longer
+/// than its kind may be is refused (the GET dropped past the limit), an empty one is
+/// told apart from a missing one.
+#[test]
+fn a_no_op_backup_costs_eight_requests_and_reads_are_bounded() {
+    let Some(g) = Garage::single() else { return };
+    let env = Env::new();
+    let (repo, cache) = new_repo(&g, &env, "noop");
+    let src = source(&env, "src", 4, 64 << 10);
+    let backup = || {
+        snap_at(&repo, &cache, &g.env(), &["backup", src.to_str().unwrap()])
+            .assert()
+            .success();
+    };
+    backup();
+    let kinds = [
+        "GetObject",
+        "HeadObject",
+        "ListObjectsV2",
+        "PutObject",
+        "DeleteObject",
+    ];
+    let count = || kinds.map(|k| g.requests(0, k));
+    let before = count();
+    backup();
+    let after = count();
+    let made: Vec<(&str, u64)> = kinds
+        .iter()
+        .zip(after.iter().zip(before.iter()))
+        .map(|(k, (a, b))| (*k, a - b))
+        .collect();
+    let total: u64 = made.iter().map(|(_, n)| n).sum();
+    assert!(total <= 8, "{total} requests for a no-op backup: {made:?}");
+    assert_eq!(made[1].1, 0, "HEADs: {made:?}");
+
+    let list = || {
+        snap_at(&repo, &cache, &g.env(), &["list"])
+            .output()
+            .unwrap()
+    };
+    g.put(&g.bucket, "noop/config", &vec![b'{'; (1 << 20) + 1]);
+    let out = list();
+    assert!(!out.status.success());
+    assert!(
+        text(&out).contains("more than the 1048576 allowed"),
+        "{}",
+        text(&out)
+    );
+    g.put(&g.bucket, "noop/config", b"");
+    let out = list();
+    assert!(!out.status.success());
+    assert!(text(&out).contains("corrupt config"), "{}", text(&out));
+}
