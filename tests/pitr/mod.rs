@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use crate::util::garage::Garage;
 use crate::util::pg::Pg;
+use crate::util::servers::Sshd;
 use crate::util::{fault_run, json, random_bytes, snap_bin, Env};
 
 /// A cluster archiving into a repository.
@@ -940,4 +941,57 @@ fn sync_while_pushes_continue_copies_whole_files_and_catches_up() {
         segs.len(),
         "a run after the pushes left some behind"
     );
+}
+
+/// The archive contract on an SFTP repository: a push stores the file, the same bytes
+/// again succeed, other bytes fail and leave it as it was, a fetch gives it back and an
+/// absent one fails without writing; on the server the archive holds that one file
+/// under its final name, no temporary file beside it.
+#[test]
+fn the_archive_keeps_its_contract_on_sftp() {
+    let Some(sshd) = Sshd::start() else { return };
+    let env = Env::new();
+    let dir = env.path("sftp-repo");
+    let url = sshd.url(&dir);
+    let vars = sshd.env();
+    let cache = env.path("cache");
+    let snap = |args: &[&OsStr]| {
+        let mut c = snap_bin();
+        c.env("SNAP_CACHE_DIR", &cache)
+            .env_remove("SNAP_REPO")
+            .envs(vars.iter().cloned())
+            .args(["--repo", &url])
+            .args(args);
+        c
+    };
+    snap(&["init".as_ref()]).assert().success();
+    let name = "000000010000000000000007";
+    let seg = env.path(name);
+    let bytes = random_bytes(1 << 20, name);
+    fs::write(&seg, &bytes).unwrap();
+    let push: [&OsStr; 3] = ["wal".as_ref(), "push".as_ref(), seg.as_os_str()];
+    snap(&push).assert().success();
+    snap(&push).assert().success();
+    fs::write(&seg, random_bytes(1 << 20, "other bytes")).unwrap();
+    let out = snap(&push).output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "other bytes were accepted");
+    let got = env.path("got");
+    let fetch = |name: &str| {
+        let args: [&OsStr; 4] = [
+            "wal".as_ref(),
+            "fetch".as_ref(),
+            name.as_ref(),
+            got.as_os_str(),
+        ];
+        snap(&args).output().unwrap()
+    };
+    assert!(fetch(name).status.success());
+    assert!(fs::read(&got).unwrap() == bytes, "the first push's bytes");
+    fs::remove_file(&got).unwrap();
+    let out = fetch("000000010000000000000008");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(!got.exists(), "an absent fetch wrote a file");
+    let stored = crate::util::walk(&dir.join("wal"));
+    assert_eq!(stored.len(), 1, "{stored:?}");
+    assert!(stored[0].ends_with(format!("0000000100000000/{name}")));
 }
