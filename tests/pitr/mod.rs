@@ -774,7 +774,7 @@ fn an_archive_in_s3_recovers_with_the_names_it_was_pushed_with() {
 /// would hand back (or that a fetch would fail on), and the archiver's retry succeeds.
 /// SNAP_FAULT_ITERATIONS (default 60) and SNAP_FAULT_SEED make longer or other runs.
 #[test]
-fn wal_push_killed_at_random_moments_is_whole_or_absent() {
+fn kill_9_of_wal_push_at_random_moments_leaves_it_whole_or_absent() {
     let (iterations, seed, mut rng) = fault_run(60);
     let env = Env::new();
     env.init();
