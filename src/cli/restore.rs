@@ -570,7 +570,10 @@ fn run_pg_base(
     };
     let needs = match (
         repo.key().is_some() && !carried.iter().any(|(v, _)| v.starts_with("SNAP_")),
-        location.starts_with("s3://") && !carried.iter().any(|(v, _)| v.ends_with("_FILE")),
+        location.starts_with("s3://")
+            && !carried
+                .iter()
+                .any(|(v, _)| *v == "AWS_SHARED_CREDENTIALS_FILE"),
     ) {
         (true, true) => " (its fetches need SNAP_KEY_FILE and S3 credentials in the server's environment or its user's ~/.aws)",
         (true, false) => " (this encrypted repository's fetches need SNAP_KEY_FILE in the server's environment)",
