@@ -101,6 +101,11 @@ fn print(r: &wal::WalReport) -> Result<()> {
         },
         r.newest.as_deref().unwrap_or("none")
     );
+    if r.without_base() {
+        outln!(
+            "NOT recoverable: no base backup in this repository, and WAL alone restores nothing; take one with `snap backup --pg-base DSN`"
+        );
+    }
     for b in &r.bases {
         let state = match (b.consistent, b.gaps.is_empty()) {
             (true, true) => "ok: recoverable to the newest segment".to_string(),

@@ -113,9 +113,17 @@ pub struct WalReport {
 }
 
 impl WalReport {
-    /// Whether every base backup can be recovered to the newest segment.
+    /// Whether every base backup can be recovered to the newest segment, and archived
+    /// WAL has a base backup to replay it from.
     pub fn ok(&self) -> bool {
-        self.gaps.is_empty() && self.bases.iter().all(|b| b.gaps.is_empty() && b.consistent)
+        !self.without_base()
+            && self.gaps.is_empty()
+            && self.bases.iter().all(|b| b.gaps.is_empty() && b.consistent)
+    }
+
+    /// Whether WAL is archived but no base backup is kept: nothing can be recovered.
+    pub fn without_base(&self) -> bool {
+        self.segments > 0 && self.bases.is_empty()
     }
 }
 

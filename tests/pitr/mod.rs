@@ -9,6 +9,7 @@ use std::ffi::OsStr;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use crate::util::garage::Garage;
@@ -911,10 +912,19 @@ fn sync_while_pushes_continue_copies_whole_files_and_catches_up() {
             }
         }
     };
-    let mut runs = 0;
+    // The pushes go in batches of ten, each after a sync run has ended since the last
+    // one, so that runs overlap the pushes however the machine schedules them.
+    let synced = std::sync::atomic::AtomicUsize::new(0);
+    let (mut runs, mut partial) = (0, false);
     std::thread::scope(|s| {
         let pusher = s.spawn(|| {
-            for (name, bytes) in &segs {
+            for (i, (name, bytes)) in segs.iter().enumerate() {
+                if i > 0 && i % 10 == 0 {
+                    let seen = synced.load(Ordering::Acquire);
+                    while synced.load(Ordering::Acquire) == seen {
+                        std::thread::sleep(Duration::from_millis(10));
+                    }
+                }
                 let seg = env.path(name);
                 fs::write(&seg, bytes).unwrap();
                 snap(
@@ -926,13 +936,14 @@ fn sync_while_pushes_continue_copies_whole_files_and_catches_up() {
         while !pusher.is_finished() {
             snap(&env.repo(), &sync);
             check_offsite(&mut checked);
+            partial |= !checked.is_empty() && checked.len() < segs.len();
             runs += 1;
+            synced.store(runs, Ordering::Release);
         }
     });
     assert!(
-        runs > 1 && checked.len() < segs.len(),
-        "the syncs did not overlap the pushes ({runs} runs, {} files)",
-        checked.len()
+        runs >= 4 && partial,
+        "the syncs did not overlap the pushes ({runs} runs)"
     );
     snap(&env.repo(), &sync);
     check_offsite(&mut checked);
@@ -946,7 +957,8 @@ fn sync_while_pushes_continue_copies_whole_files_and_catches_up() {
 /// The archive contract on an SFTP repository: a push stores the file, the same bytes
 /// again succeed, other bytes fail and leave it as it was, a fetch gives it back and an
 /// absent one fails without writing; on the server the archive holds that one file
-/// under its final name, no temporary file beside it.
+/// under its final name, no temporary file beside it; and `wal check` fails while no
+/// base backup is there to replay it from.
 #[test]
 fn the_archive_keeps_its_contract_on_sftp() {
     let Some(sshd) = Sshd::start() else { return };
@@ -994,4 +1006,9 @@ fn the_archive_keeps_its_contract_on_sftp() {
     let stored = crate::util::walk(&dir.join("wal"));
     assert_eq!(stored.len(), 1, "{stored:?}");
     assert!(stored[0].ends_with(format!("0000000100000000/{name}")));
+    // WAL without any base backup recovers nothing: wal check says so, exit 1.
+    let out = snap(&["wal".as_ref(), "check".as_ref()]).output().unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    assert!(said.contains("no base backup"), "{said}");
 }
