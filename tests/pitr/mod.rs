@@ -1012,3 +1012,71 @@ fn the_archive_keeps_its_contract_on_sftp() {
     assert_eq!(out.status.code(), Some(1), "{said}");
     assert!(said.contains("no base backup"), "{said}");
 }
+
+/// `--start` with a target past the archived WAL fails with the server's own words
+/// and the log's place; `--target-action shutdown` ends with the server stopped at the
+/// target, and says so.
+#[test]
+fn a_target_past_the_archive_fails_and_shutdown_stops_at_the_target() {
+    let Some(a) = Archiving::start() else { return };
+    a.app_and_base_backup();
+    a.churn(100);
+    let at_end = a.pg.dump("app", &[]);
+    a.archive_now();
+
+    let place = Pg::server_dir();
+    let data = place.path().join("data");
+    let out = a
+        .snap(&[
+            "restore",
+            "--pg-base",
+            "latest",
+            "--pg-data",
+            data.to_str().unwrap(),
+            "--target-time",
+            "2999-01-01 00:00:00+00",
+            "--start",
+        ])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("recovery ended before configured recovery target was reached")
+            && err.contains("log"),
+        "{err}"
+    );
+
+    let place = Pg::server_dir();
+    let data = place.path().join("data");
+    let out = json(a.snap(&[
+        "restore",
+        "--pg-base",
+        "latest",
+        "--pg-data",
+        data.to_str().unwrap(),
+        "--target",
+        "immediate",
+        "--target-action",
+        "shutdown",
+        "--start",
+        "--json",
+    ]));
+    assert_eq!(out["recovery"], "shut down", "{out}");
+    assert!(
+        !data.join("postmaster.pid").exists(),
+        "the server still runs"
+    );
+    // Started again without a target, it replays the rest of the archive.
+    let conf = data.join("postgresql.auto.conf");
+    let kept: String = fs::read_to_string(&conf)
+        .unwrap()
+        .lines()
+        .filter(|l| !l.starts_with("recovery_target"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    fs::write(&conf, kept).unwrap();
+    let pg = Pg::on_data_dir(&data, "-c archive_mode=off").unwrap();
+    until_promoted(&pg);
+    assert_eq!(pg.dump("app", &[]), at_end);
+}
