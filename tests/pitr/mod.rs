@@ -106,6 +106,16 @@ impl Archiving {
         self.snap(&["backup", "--pg-base", &dsn]).assert().success();
     }
 
+    /// `restore --pg-base latest --pg-data DIR ARGS` with DIR new, in a place its
+    /// server can use: the place, DIR and the command.
+    fn restore(&self, args: &[&str]) -> (tempfile::TempDir, PathBuf, assert_cmd::Command) {
+        let place = Pg::server_dir();
+        let data = place.path().join("data");
+        let mut c = self.snap(&["restore", "--pg-base", "latest", "--pg-data"]);
+        c.arg(&data).args(args);
+        (place, data, c)
+    }
+
     /// `wal check --json`, with its exit status.
     fn wal_check(&self) -> (Option<i32>, serde_json::Value) {
         let out = self.snap(&["wal", "check", "--json"]).output().unwrap();
@@ -181,17 +191,8 @@ fn recover(a: &Archiving, args: &[&str]) -> (tempfile::TempDir, Pg) {
 
 /// [`recover`] with the server options `opts`.
 fn recover_with(a: &Archiving, args: &[&str], opts: &str) -> (tempfile::TempDir, Pg) {
-    let place = Pg::server_dir();
-    let data = place.path().join("data");
-    let mut cmd = vec![
-        "restore",
-        "--pg-base",
-        "latest",
-        "--pg-data",
-        data.to_str().unwrap(),
-    ];
-    cmd.extend_from_slice(args);
-    a.snap(&cmd).assert().success();
+    let (place, data, mut restore) = a.restore(args);
+    restore.assert().success();
     assert!(data.join("recovery.signal").exists());
     let pg = Pg::on_data_dir(&data, opts).unwrap();
     until_promoted(&pg);
@@ -274,20 +275,8 @@ fn recovery_to_a_time_to_immediate_and_to_the_end_gives_the_database_of_that_mom
     let (_p1, to_t) = recover(&a, &["--target-time", &t, "--target-action", "promote"]);
     assert_eq!(to_t.dump("app", &[]), at_t, "recovery to {t}");
     // snap starts this one itself and waits: paused at the target, read-only.
-    let place = Pg::server_dir();
-    let data = place.path().join("data");
-    let data_arg = data.to_str().unwrap();
-    let out = json(a.snap(&[
-        "restore",
-        "--pg-base",
-        "latest",
-        "--pg-data",
-        data_arg,
-        "--target",
-        "immediate",
-        "--start",
-        "--json",
-    ]));
+    let (_p2, data, restore) = a.restore(&["--target", "immediate", "--start", "--json"]);
+    let out = json(restore);
     assert_eq!(out["recovery"], "paused", "{out}");
     let sock = PathBuf::from(out["socket_dir"].as_str().unwrap());
     let immediate = Pg::adopt(&data, &sock);
@@ -405,20 +394,8 @@ fn pushes_are_refused_on_different_bytes_and_gaps_are_named() {
         a.pg.sql("postgres", "SELECT pg_current_wal_lsn()")
             .trim()
             .to_string();
-    let place = Pg::server_dir();
-    let data = place.path().join("data");
-    let out = a
-        .snap(&[
-            "restore",
-            "--pg-base",
-            "latest",
-            "--pg-data",
-            data.to_str().unwrap(),
-            "--target-lsn",
-            &lsn,
-        ])
-        .output()
-        .unwrap();
+    let (_place, data, mut restore) = a.restore(&["--target-lsn", &lsn]);
+    let out = restore.output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(
@@ -1024,21 +1001,8 @@ fn a_target_past_the_archive_fails_and_shutdown_stops_at_the_target() {
     let at_end = a.pg.dump("app", &[]);
     a.archive_now();
 
-    let place = Pg::server_dir();
-    let data = place.path().join("data");
-    let out = a
-        .snap(&[
-            "restore",
-            "--pg-base",
-            "latest",
-            "--pg-data",
-            data.to_str().unwrap(),
-            "--target-time",
-            "2999-01-01 00:00:00+00",
-            "--start",
-        ])
-        .output()
-        .unwrap();
+    let (_p1, _, mut restore) = a.restore(&["--target-time", "2999-01-01 00:00:00+00", "--start"]);
+    let out = restore.output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(
@@ -1047,21 +1011,15 @@ fn a_target_past_the_archive_fails_and_shutdown_stops_at_the_target() {
         "{err}"
     );
 
-    let place = Pg::server_dir();
-    let data = place.path().join("data");
-    let out = json(a.snap(&[
-        "restore",
-        "--pg-base",
-        "latest",
-        "--pg-data",
-        data.to_str().unwrap(),
+    let (_p2, data, restore) = a.restore(&[
         "--target",
         "immediate",
         "--target-action",
         "shutdown",
         "--start",
         "--json",
-    ]));
+    ]);
+    let out = json(restore);
     assert_eq!(out["recovery"], "shut down", "{out}");
     assert!(
         !data.join("postmaster.pid").exists(),
