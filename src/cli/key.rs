@@ -114,7 +114,14 @@ pub fn unlock(
             false,
         )?
     };
-    let (id, k) = keys::unlock(store, pass.as_bytes())?;
+    let hint = snap::repo::key_hint(store, repo_id).ok();
+    let last = hint.as_ref().and_then(|p| std::fs::read_to_string(p).ok());
+    let last = last.as_deref().map(str::trim);
+    let (id, k) = keys::unlock_first(store, pass.as_bytes(), last)?;
+    if let (Some(p), false) = (&hint, last == Some(id.as_str())) {
+        // Only a hint: without it the next run lists the key files again.
+        let _ = std::fs::write(p, &id);
+    }
     Ok((Some(id), k))
 }
 

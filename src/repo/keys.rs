@@ -34,11 +34,40 @@ pub fn list(store: &dyn Store) -> Result<Vec<(String, KeyFile)>> {
 
 /// The master key and the id of the key file `passphrase` opens.
 pub fn unlock(store: &dyn Store, passphrase: &[u8]) -> Result<(String, MasterKey)> {
+    unlock_first(store, passphrase, None)
+}
+
+/// [`unlock`], trying key file `first` (the one that opened the repository last time,
+/// as a cache remembers it) before the others: when it opens, one read instead of a
+/// listing and a read of every key file (a request each on S3). One that is gone or
+/// opens nothing is tried once only.
+pub fn unlock_first(
+    store: &dyn Store,
+    passphrase: &[u8],
+    first: Option<&str>,
+) -> Result<(String, MasterKey)> {
+    let first = first.filter(|id| id.len() == 16 && id.bytes().all(|b| b.is_ascii_hexdigit()));
+    if let Some(id) = first {
+        let path = format!("keys/{id}.json");
+        match store.read(&path, MAX_LEN) {
+            Ok(b) => {
+                let name = format!("{}/{path}", store.location());
+                if let Some(k) = KeyFile::decode(&name, &b)?.unlock(passphrase)? {
+                    return Ok((id.to_string(), k));
+                }
+            }
+            Err(Error::NotFound { .. }) => {}
+            Err(e) => return Err(e),
+        }
+    }
     let keys = list(store)?;
     if keys.is_empty() {
         return Err(Error::NoKeyFiles { keys: dir(store) });
     }
     for (id, f) in &keys {
+        if Some(id.as_str()) == first {
+            continue;
+        }
         if let Some(k) = f.unlock(passphrase)? {
             return Ok((id.clone(), k));
         }

@@ -191,6 +191,12 @@ fn cache_dir(store: &dyn Store, repo_id: &str) -> Result<PathBuf> {
     Ok(dir)
 }
 
+/// Where this host remembers the key file that last opened the repository `repo_id`
+/// in `store` (its id, no secret): `key-hint` in its cache directory.
+pub fn key_hint(store: &dyn Store, repo_id: &str) -> Result<PathBuf> {
+    Ok(cache_dir(store, repo_id)?.join("key-hint"))
+}
+
 impl Repository {
     /// The repository's WAL archive.
     pub fn wal(&self) -> wal::WalArchive<'_> {
@@ -825,6 +831,41 @@ mod tests {
         std::fs::remove_file(root.join("keys").join(&files_in(&root.join("keys"))[0])).unwrap();
         let e = keys::unlock(store.as_ref(), b"right").err().unwrap();
         assert!(matches!(e, Error::NoKeyFiles { .. }), "{e}");
+    }
+
+    #[test]
+    fn the_key_file_that_opened_last_is_tried_alone_first() {
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path().join("enc");
+        let store: Arc<dyn Store> = Arc::new(Local::new(root.clone()));
+        let kdf = Kdf {
+            m_cost: 8,
+            t_cost: 1,
+            p_cost: 1,
+        };
+        Repository::init_encrypted(store.clone(), &InitOptions::default(), b"one", kdf).unwrap();
+        let (one, master) = keys::unlock(store.as_ref(), b"one").unwrap();
+        let two = keys::add(store.as_ref(), &master, b"two", kdf).unwrap();
+        // The remembered key file opens by itself: a damaged other one is never read,
+        // where a listing reads every one.
+        let damaged = root.join("keys/ffffffffffffffff.json");
+        std::fs::write(&damaged, b"not a key file").unwrap();
+        let (id, _) = keys::unlock_first(store.as_ref(), b"one", Some(&one)).unwrap();
+        assert_eq!(id, one);
+        assert!(keys::unlock(store.as_ref(), b"one").is_err());
+        std::fs::remove_file(&damaged).unwrap();
+        // Remembered but opening nothing for this passphrase, or gone: the others.
+        let (id, _) = keys::unlock_first(store.as_ref(), b"two", Some(&one)).unwrap();
+        assert_eq!(id, two);
+        let (id, _) = keys::unlock_first(store.as_ref(), b"one", Some("0123456789abcdef")).unwrap();
+        assert_eq!(id, one);
+        let e = keys::unlock_first(store.as_ref(), b"three", Some(&one))
+            .err()
+            .unwrap();
+        assert!(
+            matches!(&e, Error::WrongPassphrase { files, .. } if files.len() == 2),
+            "{e}"
+        );
     }
 
     fn files_in(dir: &Path) -> Vec<String> {

@@ -528,21 +528,15 @@ fn packs_go_up_with_one_put_each() {
 
 /// A no-op backup costs eight requests: the config, the lock (put, listing, the check
 /// before the snapshot is saved, delete), the index and snapshot listings and the
-/// snapshot record; every file is read with one GET, no HEAD before it. A file longer
-/// than its kind may be is refused (the GET dropped past the limit), an empty one is
-/// told apart from a missing one.
+/// snapshot record; nine when encrypted (the key file that opened it last, read
+/// without listing the others). Every file is read with one GET, no HEAD before it. A
+/// file longer than its kind may be is refused (the GET dropped past the limit), an
+/// empty one is told apart from a missing one.
 #[test]
 fn a_no_op_backup_costs_eight_requests_and_reads_are_bounded() {
     let Some(g) = Garage::single() else { return };
     let env = Env::new();
-    let (repo, cache) = new_repo(&g, &env, "noop");
     let src = source(&env, "src", 4, 64 << 10);
-    let backup = || {
-        snap_at(&repo, &cache, &g.env(), &["backup", src.to_str().unwrap()])
-            .assert()
-            .success();
-    };
-    backup();
     let kinds = [
         "GetObject",
         "HeadObject",
@@ -550,16 +544,34 @@ fn a_no_op_backup_costs_eight_requests_and_reads_are_bounded() {
         "PutObject",
         "DeleteObject",
     ];
-    let count = || kinds.map(|k| g.requests(0, k));
-    let before = count();
-    backup();
-    let after = count();
-    let made: Vec<(&str, u64)> = kinds
-        .iter()
-        .zip(after.iter().zip(before.iter()))
-        .map(|(k, (a, b))| (*k, a - b))
-        .collect();
-    let total: u64 = made.iter().map(|(_, n)| n).sum();
+    // The requests of a second, no-op backup into a new repository at `prefix`.
+    let no_op = |prefix: &str, init: &[&str], vars: &[(&'static str, String)]| {
+        let (repo, cache) = (g.url(prefix), env.path(&format!("cache-{prefix}")));
+        snap_at(&repo, &cache, vars, init).assert().success();
+        let backup = || {
+            snap_at(&repo, &cache, vars, &["backup", src.to_str().unwrap()])
+                .assert()
+                .success();
+        };
+        backup();
+        let before = kinds.map(|k| g.requests(0, k));
+        backup();
+        let after = kinds.map(|k| g.requests(0, k));
+        let made: Vec<(&str, u64)> = kinds
+            .iter()
+            .zip(after.iter().zip(before.iter()))
+            .map(|(k, (a, b))| (*k, a - b))
+            .collect();
+        (made.iter().map(|(_, n)| n).sum::<u64>(), made, repo, cache)
+    };
+    let mut sealed = g.env();
+    sealed.push(("SNAP_PASSWORD", "no-op".into()));
+    let (total, made, ..) = no_op("noop-sealed", &["init", "--encrypt"], &sealed);
+    assert!(
+        total <= 9,
+        "{total} requests for an encrypted no-op backup: {made:?}"
+    );
+    let (total, made, repo, cache) = no_op("noop", &["init"], &g.env());
     assert!(total <= 8, "{total} requests for a no-op backup: {made:?}");
     assert_eq!(made[1].1, 0, "HEADs: {made:?}");
 
