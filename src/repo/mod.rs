@@ -815,14 +815,7 @@ mod tests {
             matches!(&e, Error::NoRepository { location } if location.ends_with("none")),
             "{e}"
         );
-        let root = d.path().join("enc");
-        let store: Arc<dyn Store> = Arc::new(Local::new(root.clone()));
-        let kdf = Kdf {
-            m_cost: 8,
-            t_cost: 1,
-            p_cost: 1,
-        };
-        Repository::init_encrypted(store.clone(), &InitOptions::default(), b"right", kdf).unwrap();
+        let (root, store) = encrypted(d.path(), b"right");
         let e = keys::unlock(store.as_ref(), b"wrong").err().unwrap();
         assert!(
             matches!(&e, Error::WrongPassphrase { files, .. } if files.len() == 1),
@@ -836,16 +829,9 @@ mod tests {
     #[test]
     fn the_key_file_that_opened_last_is_tried_alone_first() {
         let d = tempfile::tempdir().unwrap();
-        let root = d.path().join("enc");
-        let store: Arc<dyn Store> = Arc::new(Local::new(root.clone()));
-        let kdf = Kdf {
-            m_cost: 8,
-            t_cost: 1,
-            p_cost: 1,
-        };
-        Repository::init_encrypted(store.clone(), &InitOptions::default(), b"one", kdf).unwrap();
+        let (root, store) = encrypted(d.path(), b"one");
         let (one, master) = keys::unlock(store.as_ref(), b"one").unwrap();
-        let two = keys::add(store.as_ref(), &master, b"two", kdf).unwrap();
+        let two = keys::add(store.as_ref(), &master, b"two", CHEAP).unwrap();
         // The remembered key file opens by itself: a damaged other one is never read,
         // where a listing reads every one.
         let damaged = root.join("keys/ffffffffffffffff.json");
@@ -866,6 +852,21 @@ mod tests {
             matches!(&e, Error::WrongPassphrase { files, .. } if files.len() == 2),
             "{e}"
         );
+    }
+
+    /// Argon2 at its cheapest, for tests.
+    const CHEAP: Kdf = Kdf {
+        m_cost: 8,
+        t_cost: 1,
+        p_cost: 1,
+    };
+
+    /// A new encrypted repository in `dir/enc` with one key file for `pass`.
+    fn encrypted(dir: &Path, pass: &[u8]) -> (PathBuf, Arc<dyn Store>) {
+        let root = dir.join("enc");
+        let store: Arc<dyn Store> = Arc::new(Local::new(root.clone()));
+        Repository::init_encrypted(store.clone(), &InitOptions::default(), pass, CHEAP).unwrap();
+        (root, store)
     }
 
     fn files_in(dir: &Path) -> Vec<String> {
