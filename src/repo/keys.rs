@@ -13,6 +13,13 @@ fn dir(store: &dyn Store) -> String {
     format!("{}/keys", store.location())
 }
 
+/// Key file `id`, read and decoded.
+fn read_key(store: &dyn Store, id: &str) -> Result<KeyFile> {
+    let path = format!("keys/{id}.json");
+    let name = format!("{}/{path}", store.location());
+    KeyFile::decode(&name, &store.read(&path, MAX_LEN)?)
+}
+
 /// Every key file, by id, sorted by id.
 pub fn list(store: &dyn Store) -> Result<Vec<(String, KeyFile)>> {
     let mut out = Vec::new();
@@ -24,9 +31,7 @@ pub fn list(store: &dyn Store) -> Result<Vec<(String, KeyFile)>> {
         else {
             continue;
         };
-        let name = format!("{}/{}", store.location(), e.path);
-        let f = KeyFile::decode(&name, &store.read(&e.path, MAX_LEN)?)?;
-        out.push((id.to_string(), f));
+        out.push((id.to_string(), read_key(store, id)?));
     }
     out.sort_by(|a, b| a.0.cmp(&b.0));
     Ok(out)
@@ -48,11 +53,9 @@ pub fn unlock_first(
 ) -> Result<(String, MasterKey)> {
     let first = first.filter(|id| id.len() == 16 && id.bytes().all(|b| b.is_ascii_hexdigit()));
     if let Some(id) = first {
-        let path = format!("keys/{id}.json");
-        match store.read(&path, MAX_LEN) {
-            Ok(b) => {
-                let name = format!("{}/{path}", store.location());
-                if let Some(k) = KeyFile::decode(&name, &b)?.unlock(passphrase)? {
+        match read_key(store, id) {
+            Ok(f) => {
+                if let Some(k) = f.unlock(passphrase)? {
                     return Ok((id.to_string(), k));
                 }
             }

@@ -277,9 +277,11 @@ pub fn shell_quote(s: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
     #[test]
     fn quoting_survives_quotes_and_spaces() {
-        let q = super::shell_quote("/tmp/it's here");
+        let q = shell_quote("/tmp/it's here");
         let out = std::process::Command::new("sh")
             .arg("-c")
             .arg(format!("printf %s {q}"))
@@ -287,8 +289,6 @@ mod tests {
             .unwrap();
         assert_eq!(out.stdout, b"/tmp/it's here");
     }
-
-    use super::*;
 
     #[test]
     fn compressed_output_is_recognised() {
