@@ -5,7 +5,6 @@
 //! (durable before exit 0, identical repeats accepted, different bytes refused) and
 //! `wal check`'s gaps.
 
-use std::ffi::OsStr;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -15,15 +14,13 @@ use std::time::{Duration, Instant};
 use crate::util::garage::Garage;
 use crate::util::pg::Pg;
 use crate::util::servers::Sshd;
-use crate::util::{fault_run, json, random_bytes, snap_bin, Env};
+use crate::util::{fault_run, json, random_bytes, snap_at, snap_process, Env};
 
 /// A cluster archiving into a repository.
 struct Archiving {
     pg: Pg,
-    /// Holds the repository of a local one (owned by the server's user).
-    _place: tempfile::TempDir,
-    /// A local repository's directory.
-    repo: PathBuf,
+    /// Holds a local repository, in `repo` (owned by the server's user).
+    place: tempfile::TempDir,
     /// `--repo`'s argument, and the environment a client of the repository needs.
     url: String,
     repo_env: Vec<(&'static str, String)>,
@@ -46,10 +43,7 @@ impl Archiving {
         repo_env: Vec<(&'static str, String)>,
     ) -> Option<Archiving> {
         let env = Env::new();
-        snap_bin()
-            .env("SNAP_CACHE_DIR", env.cache())
-            .envs(repo_env.iter().cloned())
-            .args(["--repo", &url, "init"])
+        snap_at(&url, &env.cache(), &repo_env, &["init"])
             .assert()
             .success();
         let repo = place.path().join("repo");
@@ -68,22 +62,20 @@ impl Archiving {
         ])?;
         Some(Archiving {
             pg,
-            _place: place,
-            repo,
+            place,
             url,
             repo_env,
             env,
         })
     }
 
+    /// A local repository's directory.
+    fn repo(&self) -> PathBuf {
+        self.place.path().join("repo")
+    }
+
     fn snap(&self, args: &[&str]) -> assert_cmd::Command {
-        let mut c = snap_bin();
-        c.env("SNAP_CACHE_DIR", self.env.cache())
-            .env_remove("SNAP_REPO")
-            .envs(self.repo_env.iter().cloned())
-            .args(["--repo", &self.url])
-            .args(args);
-        c
+        snap_at(&self.url, &self.env.cache(), &self.repo_env, args)
     }
 
     fn archive_now(&self) {
@@ -102,7 +94,7 @@ impl Archiving {
     }
 
     fn base_backup(&self) {
-        let dsn = format!("host={} user=postgres", self.pg.sock());
+        let dsn = self.pg.dsn("postgres");
         self.snap(&["backup", "--pg-base", &dsn]).assert().success();
     }
 
@@ -145,31 +137,23 @@ fn archive_now(pg: &Pg) {
     }
 }
 
-/// pgbench's tables at scale 1 in database `app`.
-fn churn_init(pg: &Pg) {
-    let init = pg
-        .client("pgbench", "app")
-        .args(["-i", "-s", "1", "-q"])
-        .output()
-        .unwrap();
+/// `pgbench ARGS` on database `app`, which must succeed.
+fn pgbench(pg: &Pg, args: &[&str]) {
+    let out = pg.client("pgbench", "app").args(args).output().unwrap();
     assert!(
-        init.status.success(),
-        "{}",
-        String::from_utf8_lossy(&init.stderr)
+        out.status.success(),
+        "pgbench {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
     );
 }
 
+/// pgbench's tables at scale 1 in database `app`.
+fn churn_init(pg: &Pg) {
+    pgbench(pg, &["-i", "-s", "1", "-q"]);
+}
+
 fn churn(pg: &Pg, tx: u32) {
-    let out = pg
-        .client("pgbench", "app")
-        .args(["-n", "-t", &tx.to_string()])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "pgbench: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    pgbench(pg, &["-n", "-t", &tx.to_string()]);
 }
 
 fn give_to_postgres(p: &Path) {
@@ -224,17 +208,8 @@ fn until_promoted(pg: &Pg) {
 fn recovery_to_a_time_to_immediate_and_to_the_end_gives_the_database_of_that_moment() {
     let Some(a) = Archiving::start() else { return };
     a.pg.createdb("app");
-    let init =
-        a.pg.client("pgbench", "app")
-            .args(["-i", "-s", "2", "-q"])
-            .output()
-            .unwrap();
-    assert!(
-        init.status.success(),
-        "{}",
-        String::from_utf8_lossy(&init.stderr)
-    );
-    let dsn = format!("host={} user=postgres", a.pg.sock());
+    pgbench(&a.pg, &["-i", "-s", "2", "-q"]);
+    let dsn = a.pg.dsn("postgres");
     let backup = json(a.snap(&["backup", "--json", "--pg-base", &dsn]));
     let at_base = a.pg.dump("app", &[]);
     let record = &json(a.snap(&["list", "--json"]))[0];
@@ -303,7 +278,7 @@ fn pushes_are_refused_on_different_bytes_and_gaps_are_named() {
         "app",
         "CREATE TABLE t AS SELECT g FROM generate_series(1, 1000) g",
     );
-    let dsn = format!("host={} user=postgres", a.pg.sock());
+    let dsn = a.pg.dsn("postgres");
     a.snap(&["backup", "--pg-base", &dsn]).assert().success();
     for _ in 0..3 {
         a.pg.sql(
@@ -313,7 +288,7 @@ fn pushes_are_refused_on_different_bytes_and_gaps_are_named() {
         a.archive_now();
     }
     // The contract: the same bytes again succeed, other bytes fail and change nothing.
-    let wal_dir = a.repo.join("wal");
+    let wal_dir = a.repo().join("wal");
     let seg_dir = fs::read_dir(&wal_dir)
         .unwrap()
         .flatten()
@@ -423,7 +398,7 @@ fn recovery_follows_a_timeline_switch() {
     copy.sql("app", "CREATE TABLE on_timeline_2 AS SELECT 1 AS x");
     let at_copy = copy.dump("app", &[]);
     archive_now(&copy);
-    let history = a.repo.join("wal/00000002.history");
+    let history = a.repo().join("wal/00000002.history");
     assert!(
         history.exists(),
         "the promoted copy archived no timeline history"
@@ -479,7 +454,7 @@ fn retention_locks_and_sync_of_the_archive() {
     let (code, after) = a.wal_check();
     assert_eq!(code, Some(0), "{after}");
     assert!(count(&after) < count(&before), "{before} {after}");
-    let seg_dir = a.repo.join("wal").join(&second_start[..16]);
+    let seg_dir = a.repo().join("wal").join(&second_start[..16]);
     let names: Vec<String> = fs::read_dir(&seg_dir)
         .unwrap()
         .flatten()
@@ -493,7 +468,7 @@ fn retention_locks_and_sync_of_the_archive() {
     assert!(names.contains(&second_start), "{names:?}");
 
     // An exclusive lock held by a live process (this one) stops a backup, not a push.
-    let lock = a.repo.join("locks/0123456789abcdef.json");
+    let lock = a.repo().join("locks/0123456789abcdef.json");
     let host = fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
     fs::write(
         &lock,
@@ -502,7 +477,7 @@ fn retention_locks_and_sync_of_the_archive() {
         .to_string(),
     )
     .unwrap();
-    let dsn = format!("host={} user=postgres", a.pg.sock());
+    let dsn = a.pg.dsn("postgres");
     let out = a.snap(&["backup", "--pg-base", &dsn]).output().unwrap();
     assert!(
         !out.status.success(),
@@ -518,11 +493,14 @@ fn retention_locks_and_sync_of_the_archive() {
     a.snap(&["sync", "--to", copy.to_str().unwrap()])
         .assert()
         .success();
-    let out = snap_bin()
-        .env("SNAP_CACHE_DIR", a.env.cache())
-        .args(["--repo", copy.to_str().unwrap(), "wal", "check", "--json"])
-        .output()
-        .unwrap();
+    let out = snap_at(
+        copy.to_str().unwrap(),
+        &a.env.cache(),
+        &[],
+        &["wal", "check", "--json"],
+    )
+    .output()
+    .unwrap();
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(out.status.code(), Some(0), "{report}");
     assert_eq!(report["segments"], a.wal_check().1["segments"]);
@@ -556,7 +534,7 @@ fn an_unreachable_repository_fails_pushes_until_it_is_back_and_nothing_is_lost()
     let Some(a) = Archiving::start() else { return };
     a.app_and_base_backup();
     let exe = assert_cmd::cargo::cargo_bin("snap");
-    let away = a.repo.with_file_name("moved-away");
+    let away = a.repo().with_file_name("moved-away");
     let set = |repo: &Path| {
         a.pg.sql(
             "postgres",
@@ -588,7 +566,7 @@ fn an_unreachable_repository_fails_pushes_until_it_is_back_and_nothing_is_lost()
         .unwrap();
     let code = out.status.code().unwrap();
     assert!(code > 0 && code < 128, "exit {code}");
-    set(&a.repo);
+    set(&a.repo());
     a.churn(100);
     a.archive_now();
     let (code, report) = a.wal_check();
@@ -604,15 +582,12 @@ fn an_encrypted_archive_recovers_with_a_key_file() {
     let repo = place.path().join("repo");
     let key = place.path().join("key");
     let env = Env::new();
+    let url = repo.display().to_string();
+    let pass = [("SNAP_PASSWORD", "pitr passphrase".to_string())];
     let snap = |args: &[&str]| {
-        let mut c = snap_bin();
-        c.env("SNAP_CACHE_DIR", env.cache())
-            .env("SNAP_PASSWORD", "pitr passphrase")
-            .env_remove("SNAP_PASSWORD_FILE")
-            .env_remove("SNAP_KEY_FILE")
-            .arg("--repo")
-            .arg(&repo)
-            .args(args);
+        let mut c = snap_at(&url, &env.cache(), &pass, args);
+        c.env_remove("SNAP_PASSWORD_FILE")
+            .env_remove("SNAP_KEY_FILE");
         c
     };
     snap(&["init", "--encrypt"]).assert().success();
@@ -635,7 +610,7 @@ fn an_encrypted_archive_recovers_with_a_key_file() {
     };
     pg.createdb("app");
     churn_init(&pg);
-    let dsn = format!("host={} user=postgres", pg.sock());
+    let dsn = pg.dsn("postgres");
     snap(&["backup", "--pg-base", &dsn]).assert().success();
     churn(&pg, 200);
     let at_end = pg.dump("app", &[]);
@@ -680,16 +655,10 @@ fn a_base_backup_without_its_wal_in_the_repository_is_a_warning() {
     let Some(a) = Archiving::start() else { return };
     a.pg.createdb("app");
     let elsewhere = a.env.path("elsewhere");
-    let snap_elsewhere = |args: &[&str]| {
-        let mut c = snap_bin();
-        c.env("SNAP_CACHE_DIR", a.env.cache())
-            .arg("--repo")
-            .arg(&elsewhere)
-            .args(args);
-        c
-    };
+    let snap_elsewhere =
+        |args: &[&str]| snap_at(elsewhere.to_str().unwrap(), &a.env.cache(), &[], args);
     snap_elsewhere(&["init"]).assert().success();
-    let dsn = format!("host={} user=postgres", a.pg.sock());
+    let dsn = a.pg.dsn("postgres");
     let out = snap_elsewhere(&["backup", "--pg-base", &dsn])
         .output()
         .unwrap();
@@ -756,16 +725,10 @@ fn kill_9_of_wal_push_at_random_moments_leaves_it_whole_or_absent() {
     let (iterations, seed, mut rng) = fault_run(60);
     let env = Env::new();
     env.init();
-    let exe = assert_cmd::cargo::cargo_bin("snap");
-    let snap = |args: &[&OsStr]| {
-        let mut c = std::process::Command::new(&exe);
-        c.env("SNAP_CACHE_DIR", env.cache())
-            .env_remove("SNAP_REPO")
-            .arg("--repo")
-            .arg(env.repo())
-            .args(args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
+    let repo = env.repo().display().to_string();
+    let snap = |args: &[&str]| {
+        let mut c = snap_process(&repo, &env.cache(), &[], args);
+        c.stdout(Stdio::null()).stderr(Stdio::piped());
         c
     };
     let fetched = env.path("fetched");
@@ -779,7 +742,7 @@ fn kill_9_of_wal_push_at_random_moments_leaves_it_whole_or_absent() {
         let seg = env.path(&name);
         let bytes = random_bytes(4 << 20, &format!("{seed} {name}"));
         fs::write(&seg, &bytes).unwrap();
-        let push: [&OsStr; 3] = ["wal".as_ref(), "push".as_ref(), seg.as_os_str()];
+        let push = ["wal", "push", seg.to_str().unwrap()];
         let mut child = snap(&push).spawn().unwrap();
         let started = Instant::now();
         std::thread::sleep(Duration::from_micros(typical / 2 + rng.below(typical / 2)));
@@ -798,12 +761,7 @@ fn kill_9_of_wal_push_at_random_moments_leaves_it_whole_or_absent() {
             false
         };
         let _ = fs::remove_file(&fetched);
-        let fetch: [&OsStr; 4] = [
-            "wal".as_ref(),
-            "fetch".as_ref(),
-            name.as_ref(),
-            fetched.as_os_str(),
-        ];
+        let fetch = ["wal", "fetch", &name, fetched.to_str().unwrap()];
         let out = snap(&fetch).output().unwrap();
         let why = String::from_utf8_lossy(&out.stderr);
         match out.status.code() {
@@ -850,22 +808,14 @@ fn sync_while_pushes_continue_copies_whole_files_and_catches_up() {
             (name, bytes)
         })
         .collect();
-    let snap = |repo: &Path, args: &[&OsStr]| {
-        let out = snap_bin()
-            .env("SNAP_CACHE_DIR", env.cache())
-            .env_remove("SNAP_REPO")
-            .arg("--repo")
-            .arg(repo)
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+    let (repo, offsite_url) = (
+        env.repo().display().to_string(),
+        offsite.display().to_string(),
+    );
+    let snap = |repo: &str, args: &[&str]| {
+        snap_at(repo, &env.cache(), &[], args).assert().success();
     };
-    let sync: [&OsStr; 3] = ["sync".as_ref(), "--to".as_ref(), offsite.as_os_str()];
+    let sync = ["sync", "--to", &offsite_url];
     // The files at the destination, each fetched and compared with what was pushed.
     let mut checked = std::collections::BTreeSet::new();
     let check_offsite = |checked: &mut std::collections::BTreeSet<String>| {
@@ -877,13 +827,8 @@ fn sync_while_pushes_continue_copies_whole_files_and_catches_up() {
             if checked.insert(name.clone()) {
                 let got = env.path("got");
                 snap(
-                    &offsite,
-                    &[
-                        "wal".as_ref(),
-                        "fetch".as_ref(),
-                        name.as_ref(),
-                        got.as_os_str(),
-                    ],
+                    &offsite_url,
+                    &["wal", "fetch", &name, got.to_str().unwrap()],
                 );
                 assert!(fs::read(&got).unwrap() == *want, "{name} differs offsite");
             }
@@ -904,14 +849,11 @@ fn sync_while_pushes_continue_copies_whole_files_and_catches_up() {
                 }
                 let seg = env.path(name);
                 fs::write(&seg, bytes).unwrap();
-                snap(
-                    &env.repo(),
-                    &["wal".as_ref(), "push".as_ref(), seg.as_os_str()],
-                );
+                snap(&repo, &["wal", "push", seg.to_str().unwrap()]);
             }
         });
         while !pusher.is_finished() {
-            snap(&env.repo(), &sync);
+            snap(&repo, &sync);
             check_offsite(&mut checked);
             partial |= !checked.is_empty() && checked.len() < segs.len();
             runs += 1;
@@ -922,7 +864,7 @@ fn sync_while_pushes_continue_copies_whole_files_and_catches_up() {
         runs >= 4 && partial,
         "the syncs did not overlap the pushes ({runs} runs)"
     );
-    snap(&env.repo(), &sync);
+    snap(&repo, &sync);
     check_offsite(&mut checked);
     assert_eq!(
         checked.len(),
@@ -944,21 +886,13 @@ fn the_archive_keeps_its_contract_on_sftp() {
     let url = sshd.url(&dir);
     let vars = sshd.env();
     let cache = env.path("cache");
-    let snap = |args: &[&OsStr]| {
-        let mut c = snap_bin();
-        c.env("SNAP_CACHE_DIR", &cache)
-            .env_remove("SNAP_REPO")
-            .envs(vars.iter().cloned())
-            .args(["--repo", &url])
-            .args(args);
-        c
-    };
-    snap(&["init".as_ref()]).assert().success();
+    let snap = |args: &[&str]| snap_at(&url, &cache, &vars, args);
+    snap(&["init"]).assert().success();
     let name = "000000010000000000000007";
     let seg = env.path(name);
     let bytes = random_bytes(1 << 20, name);
     fs::write(&seg, &bytes).unwrap();
-    let push: [&OsStr; 3] = ["wal".as_ref(), "push".as_ref(), seg.as_os_str()];
+    let push = ["wal", "push", seg.to_str().unwrap()];
     snap(&push).assert().success();
     snap(&push).assert().success();
     fs::write(&seg, random_bytes(1 << 20, "other bytes")).unwrap();
@@ -966,13 +900,9 @@ fn the_archive_keeps_its_contract_on_sftp() {
     assert_eq!(out.status.code(), Some(1), "other bytes were accepted");
     let got = env.path("got");
     let fetch = |name: &str| {
-        let args: [&OsStr; 4] = [
-            "wal".as_ref(),
-            "fetch".as_ref(),
-            name.as_ref(),
-            got.as_os_str(),
-        ];
-        snap(&args).output().unwrap()
+        snap(&["wal", "fetch", name, got.to_str().unwrap()])
+            .output()
+            .unwrap()
     };
     assert!(fetch(name).status.success());
     assert!(fs::read(&got).unwrap() == bytes, "the first push's bytes");
@@ -984,7 +914,7 @@ fn the_archive_keeps_its_contract_on_sftp() {
     assert_eq!(stored.len(), 1, "{stored:?}");
     assert!(stored[0].ends_with(format!("0000000100000000/{name}")));
     // WAL without any base backup recovers nothing: wal check says so, exit 1.
-    let out = snap(&["wal".as_ref(), "check".as_ref()]).output().unwrap();
+    let out = snap(&["wal", "check"]).output().unwrap();
     let said = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "{said}");
     assert!(said.contains("no base backup"), "{said}");
