@@ -932,6 +932,39 @@ mod safety {
         );
     }
 
+    /// A parent saved with every blob in the index is trusted without a lookup per
+    /// chunk, until a blob leaves the index: here `check --read-data` finds one of the
+    /// unchanged file's chunks damaged, and the next backup reads that file again.
+    #[test]
+    fn damage_found_after_the_parent_makes_its_unchanged_file_read_again() {
+        let env = Env::new();
+        env.init();
+        let src = env.path("src");
+        fs::create_dir_all(&src).unwrap();
+        fs::write(src.join("f"), random_bytes(3 << 20, "f")).unwrap();
+        set_mtime(&src.join("f"), 1_600_000_000, 0);
+        env.backup_json(&[src.to_str().unwrap()]);
+        let second = env.backup_json(&[src.to_str().unwrap()]);
+        assert_eq!(second["summary"]["files_read"], 0);
+        let pack = largest_pack(&env.repo());
+        let mut bytes = fs::read(&pack).unwrap();
+        let mid = bytes.len() / 2;
+        bytes[mid] ^= 0x10;
+        fs::write(&pack, bytes).unwrap();
+        env.snap(&["check", "--read-data"]).assert().code(1);
+        let third = env.backup_json(&[src.to_str().unwrap()]);
+        assert_eq!(
+            third["summary"]["files_read"], 1,
+            "the file with a damaged chunk was taken from its parent unread"
+        );
+        let target = env.path("out");
+        env.restore("latest", &target);
+        assert!(
+            fs::read(restored(&target, &src).join("f")).unwrap()
+                == fs::read(src.join("f")).unwrap()
+        );
+    }
+
     #[test]
     fn unchanged_old_files_are_not_read_but_fresh_ones_are() {
         let env = Env::new();

@@ -21,9 +21,9 @@ use crate::format::pack::{BlobKind, PackEntry, PackRecord};
 use crate::format::snapshot::Snapshot;
 use crate::locked;
 
-/// Schema version; an index of another version is rebuilt (version 5 is brought to 6
-/// in place: 6 only adds the `fresh` table).
-pub const SCHEMA_VERSION: i64 = 6;
+/// Schema version; an index of another version is rebuilt (versions 5 and 6 are brought
+/// to 7 in place: 6 added the `fresh` table, 7 the `verified` one).
+pub const SCHEMA_VERSION: i64 = 7;
 
 /// A blob table's definition: schema 6 has two, `blobs`, the settled rows, and `fresh`,
 /// the rows added since they were last merged. Blob ids are random, so new rows land on
@@ -78,6 +78,12 @@ CREATE TABLE damaged (
     id BLOB NOT NULL,
     PRIMARY KEY (pack, offset)
 ) WITHOUT ROWID;
+";
+
+/// Snapshots whose every blob was in the index when they were saved, with the count of
+/// removals then (see [`Index::removals`]).
+const VERIFIED_TABLE: &str = "
+CREATE TABLE verified (snapshot BLOB PRIMARY KEY, removals INTEGER NOT NULL) WITHOUT ROWID;
 ";
 
 /// Where a blob is stored.
@@ -200,6 +206,7 @@ impl Index {
             )?;
             if !has_meta {
                 c.execute_batch(SCHEMA)?;
+                c.execute_batch(VERIFIED_TABLE)?;
                 for table in BLOB_TABLES {
                     c.execute_batch(&blob_table(table))?;
                 }
@@ -217,8 +224,11 @@ impl Index {
                 return Ok(false);
             }
             let schema = get("schema")?;
-            if schema.as_deref() == Some("5") {
-                c.execute_batch(&blob_table("fresh"))?;
+            if matches!(schema.as_deref(), Some("5" | "6")) {
+                if schema.as_deref() == Some("5") {
+                    c.execute_batch(&blob_table("fresh"))?;
+                }
+                c.execute_batch(VERIFIED_TABLE)?;
                 c.execute(
                     "UPDATE meta SET value = ?1 WHERE key = 'schema'",
                     [SCHEMA_VERSION.to_string()],
@@ -315,7 +325,43 @@ impl Index {
     /// Empties every table (for a rebuild in place).
     pub fn clear(&self) -> Result<()> {
         self.tx(|c| {
-            c.execute_batch("DELETE FROM blobs; DELETE FROM fresh; DELETE FROM packs; DELETE FROM index_files; DELETE FROM snapshots; DELETE FROM meta WHERE key IN ('complete', 'settled');")
+            c.execute_batch("DELETE FROM blobs; DELETE FROM fresh; DELETE FROM packs; DELETE FROM index_files; DELETE FROM snapshots; DELETE FROM verified; DELETE FROM meta WHERE key IN ('complete', 'settled');")?;
+            count_removal(c)
+        })
+    }
+
+    /// How many times blob rows have left the index (a rebuild, packs replaced, copies
+    /// found damaged) since the cache was made: a snapshot saved when the count was `n`
+    /// and [`Index::mark_verified`] with it still has every blob while the count is `n`.
+    pub fn removals(&self) -> Result<i64> {
+        self.read(|c| c.query_row(REMOVALS, [], |r| r.get(0)))
+    }
+
+    /// Records that every blob snapshot `id` references was in the index while the count
+    /// of removals was `removals` (the caller looked each up, or stored it, after reading
+    /// that count); records of earlier counts go.
+    pub fn mark_verified(&self, id: &SnapshotId, removals: i64) -> Result<()> {
+        self.tx(|c| {
+            c.execute(
+                &format!("DELETE FROM verified WHERE removals <> ({REMOVALS})"),
+                [],
+            )?;
+            c.execute(
+                "INSERT OR REPLACE INTO verified VALUES (?1, ?2)",
+                params![id.bytes(), removals],
+            )
+            .map(drop)
+        })
+    }
+
+    /// Whether every blob snapshot `id` references is in the index: it was when the
+    /// snapshot was saved ([`Index::mark_verified`]) and no row has left since.
+    pub fn is_verified(&self, id: &SnapshotId) -> Result<bool> {
+        self.read(|c| {
+            c.prepare_cached(&format!(
+                "SELECT 1 FROM verified WHERE snapshot = ?1 AND removals = ({REMOVALS})"
+            ))?
+            .exists([id.bytes()])
         })
     }
 
@@ -370,7 +416,7 @@ impl Index {
                     ])?;
                 }
             }
-            Ok(())
+            count_removal(c)
         })
     }
 
@@ -711,6 +757,9 @@ impl Index {
                     add_file.execute([f.bytes()])?;
                 }
             }
+            if !removed.is_empty() {
+                count_removal(c)?;
+            }
             insert_packs(c, added)
         })
     }
@@ -847,6 +896,20 @@ fn insert_packs(c: &rusqlite::Transaction<'_>, packs: &[PackRecord]) -> rusqlite
         merge_if_grown(c)?;
     }
     Ok(())
+}
+
+/// The count of removals (see [`Index::removals`]): 0 until the first.
+const REMOVALS: &str =
+    "SELECT coalesce((SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'removals'), 0)";
+
+/// Adds one to the count of removals, in the transaction that removes blob rows (other
+/// than moving them from `fresh` into `blobs`).
+fn count_removal(c: &rusqlite::Transaction<'_>) -> rusqlite::Result<()> {
+    c.execute(
+        &format!("INSERT OR REPLACE INTO meta VALUES ('removals', ({REMOVALS}) + 1)"),
+        [],
+    )
+    .map(drop)
 }
 
 /// Moves every row of `fresh` into `blobs`, in id order, once `fresh` holds enough of
@@ -1072,32 +1135,88 @@ mod tests {
         assert_eq!(idx.totals().unwrap().blobs, 0);
     }
 
-    /// A schema 5 cache is brought to 6 in place, keeping its rows.
+    /// A snapshot marked verified stays so until a blob row leaves the index, by any of
+    /// the ways one can (damage found, a pack replaced, a rebuild); new rows and the
+    /// merges they bring do not end it.
     #[test]
-    fn schema_5_is_upgraded_in_place() {
+    fn removals_end_what_was_verified() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("index.sqlite");
-        {
-            let c = Connection::open(&path).unwrap();
-            c.execute_batch(SCHEMA).unwrap();
-            c.execute_batch(&blob_table("blobs")).unwrap();
-            c.execute_batch("INSERT INTO meta VALUES ('schema', '5'), ('repo', 'r1')")
-                .unwrap();
-            c.execute_batch("INSERT INTO packs VALUES (1, x'00', 10, 1, NULL)")
-                .unwrap();
-            c.execute(
-                "INSERT INTO blobs VALUES (?1, 1, 0, 10, 10, 1, 0)",
-                [&Id::hash(b"x").0[..]],
-            )
+        let idx = Index::open(&dir.path().join("index.sqlite"), "r1")
+            .unwrap()
             .unwrap();
+        let (s1, s2) = (SnapshotId(Id::hash(b"s1")), SnapshotId(Id::hash(b"s2")));
+        let mark = |s: &SnapshotId| idx.mark_verified(s, idx.removals().unwrap()).unwrap();
+        let n = u32::try_from(MERGE_MIN_ROWS).unwrap();
+        let (old, new) = (pack_of(1, 0..n), pack_of(2, n..2 * n));
+        idx.ingest(&IndexFileId(Id::hash(b"f1")), std::slice::from_ref(&old))
+            .unwrap();
+        assert!(!idx.is_verified(&s1).unwrap(), "never marked");
+        mark(&s1);
+        assert!(idx.is_verified(&s1).unwrap());
+        idx.ingest(&IndexFileId(Id::hash(b"f2")), std::slice::from_ref(&new))
+            .unwrap();
+        assert_eq!(rows_in(&idx, "fresh"), 0, "the new rows were merged");
+        assert!(idx.is_verified(&s1).unwrap(), "new rows ended it");
+        let id = Id::hash(&5u32.to_le_bytes());
+        let loc = idx.lookup(&id).unwrap().unwrap();
+        idx.record_damaged(&[(id, loc)]).unwrap();
+        assert!(
+            !idx.is_verified(&s1).unwrap(),
+            "damage found did not end it"
+        );
+        mark(&s1);
+        idx.replace_packs(&[], &[pack_of(3, 3 * n..3 * n + 5)], &[], &[])
+            .unwrap();
+        assert!(idx.is_verified(&s1).unwrap(), "a pack added ended it");
+        idx.replace_packs(&[new.id], &[], &[IndexFileId(Id::hash(b"f2"))], &[])
+            .unwrap();
+        assert!(
+            !idx.is_verified(&s1).unwrap(),
+            "a pack removed did not end it"
+        );
+        mark(&s2);
+        assert_eq!(rows_in(&idx, "verified"), 1, "a stale record was kept");
+        idx.clear().unwrap();
+        assert!(!idx.is_verified(&s2).unwrap(), "a rebuild did not end it");
+    }
+
+    /// Caches of schema 5 and 6 are brought to 7 in place, keeping their rows.
+    #[test]
+    fn older_schemas_are_upgraded_in_place() {
+        for version in ["5", "6"] {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("index.sqlite");
+            {
+                let c = Connection::open(&path).unwrap();
+                c.execute_batch(SCHEMA).unwrap();
+                c.execute_batch(&blob_table("blobs")).unwrap();
+                if version == "6" {
+                    c.execute_batch(&blob_table("fresh")).unwrap();
+                }
+                c.execute(
+                    "INSERT INTO meta VALUES ('schema', ?1), ('repo', 'r1')",
+                    [version],
+                )
+                .unwrap();
+                c.execute_batch("INSERT INTO packs VALUES (1, x'00', 10, 1, NULL)")
+                    .unwrap();
+                c.execute(
+                    "INSERT INTO blobs VALUES (?1, 1, 0, 10, 10, 1, 0)",
+                    [&Id::hash(b"x").0[..]],
+                )
+                .unwrap();
+            }
+            let idx = Index::open(&path, "r1").unwrap().unwrap();
+            assert!(idx.contains(&Id::hash(b"x")).unwrap(), "schema {version}");
+            let pack = pack_of(1, 0..3);
+            idx.ingest(&IndexFileId(Id::hash(b"f")), &[pack]).unwrap();
+            assert_eq!(rows_in(&idx, "fresh"), 3);
+            let s = SnapshotId(Id::hash(b"s"));
+            idx.mark_verified(&s, idx.removals().unwrap()).unwrap();
+            drop(idx);
+            let idx = Index::open(&path, "r1").unwrap().unwrap();
+            assert_eq!(idx.totals().unwrap().blobs, 4);
+            assert!(idx.is_verified(&s).unwrap(), "schema {version}");
         }
-        let idx = Index::open(&path, "r1").unwrap().unwrap();
-        assert!(idx.contains(&Id::hash(b"x")).unwrap());
-        let pack = pack_of(1, 0..3);
-        idx.ingest(&IndexFileId(Id::hash(b"f")), &[pack]).unwrap();
-        assert_eq!(rows_in(&idx, "fresh"), 3);
-        drop(idx);
-        let idx = Index::open(&path, "r1").unwrap().unwrap();
-        assert_eq!(idx.totals().unwrap().blobs, 4);
     }
 }

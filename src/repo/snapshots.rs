@@ -26,6 +26,26 @@ impl Repository {
         Ok(id)
     }
 
+    /// How many times blob rows have left the index cache: a backup reads it after
+    /// taking its lock, before its first lookup, and hands it to
+    /// [`Repository::mark_verified`] with the snapshot it saved.
+    pub fn removals(&self) -> Result<i64> {
+        self.index.removals()
+    }
+
+    /// Records that every blob snapshot `id` references was in the index cache while it
+    /// had counted `removals` (see [`Repository::removals`]).
+    pub fn mark_verified(&self, id: &SnapshotId, removals: i64) -> Result<()> {
+        self.index.mark_verified(id, removals)
+    }
+
+    /// Whether every blob snapshot `id` references is in the index cache, without a
+    /// lookup: a backup on this client saved it ([`Repository::mark_verified`]) and no
+    /// blob row has left the cache since.
+    pub fn is_verified(&self, id: &SnapshotId) -> Result<bool> {
+        self.index.is_verified(id)
+    }
+
     /// Reads and verifies snapshot `id`'s record file (not the index's copy of it).
     pub fn read_snapshot_file(&self, id: &SnapshotId) -> Result<Snapshot> {
         let b = self

@@ -235,6 +235,7 @@ pub fn backup(
     };
     done.lock.check()?;
     let id = repo.save_snapshot(&snapshot)?;
+    repo.mark_verified(&id, done.removals)?;
     let mut warnings = done.warnings;
     // After the snapshot is durable, never before: the instance says it was backed up
     // only when it was.
@@ -280,6 +281,9 @@ struct Done {
     lock: crate::repo::Lock,
     /// The NGW instance's database, whose `last_backup` a saved snapshot updates.
     ngw_db: Option<crate::source::ngw::DbConfig>,
+    /// The index cache's count of removals before the run's first lookup: every blob
+    /// the snapshot references was in the cache then (see [`Repository::mark_verified`]).
+    removals: i64,
 }
 
 /// A backup up to its snapshot record; with `dry`, storing nothing.
@@ -318,11 +322,16 @@ fn run(
         }
     }
     let host = opts.host.clone().unwrap_or_else(hostname);
+    let removals = repo.removals()?;
     let earlier = repo.snapshots()?;
     let parent = if opts.no_parent {
         None
     } else {
         find_parent(&earlier, &host, &sources)
+    };
+    let parent_verified = match &parent {
+        Some((id, _)) => repo.is_verified(id)?,
+        None => false,
     };
     // Hints trust a previous chunk's length to tell the profile that cut it (not
     // recorded for every source): only while the profiles' length ranges are disjoint
@@ -347,6 +356,7 @@ fn run(
         counts: Counts::default(),
         warnings: Mutex::new(Vec::new()),
         parent_time: parent.as_ref().map(|(_, s)| s.time.timestamp()),
+        parent_verified,
         stop: AtomicBool::new(false),
         bases,
         parent_native: parent
@@ -427,6 +437,7 @@ fn run(
         warnings,
         lock,
         ngw_db: ngw_config.map(|c| c.db),
+        removals,
     })
 }
 
@@ -590,6 +601,9 @@ struct Run<'r> {
     warnings: Mutex<Vec<String>>,
     /// Start of the parent snapshot (seconds); see [`Run::racy`].
     parent_time: Option<i64>,
+    /// Whether the parent has every blob it references by the index cache
+    /// ([`Repository::is_verified`]): then an unchanged file's chunks are not looked up.
+    parent_verified: bool,
     /// Set when the streams failed: the walk beside them gives up (its result would
     /// be thrown away).
     stop: AtomicBool,
@@ -610,6 +624,12 @@ impl Run<'_> {
 
     fn last_warning(&self) -> String {
         locked(&self.warnings).last().cloned().unwrap_or_default()
+    }
+
+    /// Whether a new snapshot may reference `content`, a file of the parent, without
+    /// storing it again: every blob of it is in the repository.
+    fn reusable(&self, content: &Content) -> Result<bool> {
+        Ok(self.parent_verified || self.repo.content_complete(content)?)
     }
 
     /// Hashes, deduplicates and stores the chunks of one window, in parallel.

@@ -225,7 +225,7 @@ fn object(
         let same = (old.size, &old.etag, &old.modified)
             == (record.size, &record.etag, &record.modified)
             && !record.etag.is_empty();
-        if same && run.repo.content_complete(content)? {
+        if same && run.reusable(content)? {
             add(&run.counts.files, 1);
             add(&run.counts.bytes_total, record.size);
             run.progress.items(1);

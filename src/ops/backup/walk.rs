@@ -147,10 +147,7 @@ impl Run<'_> {
             _ => None,
         };
         if let Some((content, old)) = old {
-            if sfs::unchanged(old, &meta)
-                && !self.racy(old)
-                && self.repo.content_complete(content)?
-            {
+            if sfs::unchanged(old, &meta) && !self.racy(old) && self.reusable(content)? {
                 add(&self.counts.files, 1);
                 add(&self.counts.bytes_total, meta.size);
                 self.progress.bytes(meta.size);
