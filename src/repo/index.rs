@@ -191,12 +191,6 @@ impl Index {
             // was rolled back is read again. FULL would add an fsync to every commit.
             c.pragma_update(None, "synchronous", "NORMAL")
                 .map_err(|e| index.err(e))?;
-            // A transaction's dirty pages stay in memory past the page cache's size
-            // rather than being written to the WAL early and again when dirtied anew:
-            // the rows an index file adds land on random leaves of `fresh`, a few hundred
-            // to a few thousand of them (10x fewer page writes on a 60-day repository).
-            c.pragma_update(None, "cache_spill", "OFF")
-                .map_err(|e| index.err(e))?;
         }
         let ok = index.tx(|c| {
             let has_meta: bool = c
@@ -390,15 +384,31 @@ impl Index {
 
     /// Adds index file `file` and the packs it lists, in one transaction (packs the
     /// cache already holds are skipped).
+    ///
+    /// The transaction keeps its dirty pages in memory until it commits instead of
+    /// writing them to the WAL early once the page cache is full (and again when they
+    /// are dirtied anew): an index file's few thousand new rows land on random leaves
+    /// of `fresh`, more than the cache holds. Its pages are bounded by one index file's
+    /// rows and the stretch they move on; a 60-day repository's backup writes a tenth of
+    /// the pages. Only here: prune's one transaction over every rewritten pack would
+    /// hold far more.
     pub fn ingest(&self, file: &IndexFileId, packs: &[PackRecord]) -> Result<()> {
-        self.tx(|c| {
+        let spill = |on: bool| {
+            self.conn()
+                .pragma_update(None, "cache_spill", on)
+                .map_err(|e| self.err(e))
+        };
+        spill(false)?;
+        let done = self.tx(|c| {
             insert_packs(c, packs)?;
             c.execute(
                 "INSERT OR IGNORE INTO index_files VALUES (?1)",
                 [file.bytes()],
             )
             .map(drop)
-        })
+        });
+        spill(true)?;
+        done
     }
 
     /// Records copies of blobs found damaged (`check --read-data`): each leaves the
