@@ -229,6 +229,12 @@ impl Index {
                     c.execute_batch(&blob_table("fresh"))?;
                 }
                 c.execute_batch(VERIFIED_TABLE)?;
+                // Counted once: `settled` is kept from here on (a version 5 cache
+                // brought to 6 had none until its first merge).
+                c.execute(
+                    "INSERT OR REPLACE INTO meta VALUES ('settled', (SELECT count(*) FROM blobs))",
+                    [],
+                )?;
                 c.execute(
                     "UPDATE meta SET value = ?1 WHERE key = 'schema'",
                     [SCHEMA_VERSION.to_string()],
@@ -1356,6 +1362,7 @@ mod tests {
             }
             let idx = Index::open(&path, "r1").unwrap().unwrap();
             assert!(idx.contains(&Id::hash(b"x")).unwrap(), "schema {version}");
+            assert_tables_agree(&idx);
             let pack = pack_of(1, 0..3);
             idx.ingest(&IndexFileId(Id::hash(b"f")), &[pack]).unwrap();
             assert_eq!(rows_in(&idx, "fresh"), 3);
