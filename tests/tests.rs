@@ -898,18 +898,33 @@ mod safety {
         env.snap(&["cat", "latest", &f]).assert().code(1);
     }
 
-    /// A pack lost from the index must not be referenced again by the unchanged files
-    /// of the next backup: they are read and stored anew.
-    #[test]
-    fn damaged_pack_is_not_reused_by_the_next_backup() {
+    /// A repository holding one backup of `src/f`, 3 MiB, old enough that the parent's
+    /// metadata is trusted ("racy clean" rule).
+    fn one_old_file_backed_up() -> (Env, std::path::PathBuf) {
         let env = Env::new();
         env.init();
         let src = env.path("src");
         fs::create_dir_all(&src).unwrap();
         fs::write(src.join("f"), random_bytes(3 << 20, "f")).unwrap();
-        // Old enough that the parent's metadata is trusted ("racy clean" rule).
         set_mtime(&src.join("f"), 1_600_000_000, 0);
         env.backup_json(&[src.to_str().unwrap()]);
+        (env, src)
+    }
+
+    /// The latest snapshot restores `src/f` byte for byte.
+    fn assert_latest_restores_f(env: &Env, src: &Path) {
+        let target = env.path("out");
+        env.restore("latest", &target);
+        assert!(
+            fs::read(restored(&target, src).join("f")).unwrap() == fs::read(src.join("f")).unwrap()
+        );
+    }
+
+    /// A pack lost from the index must not be referenced again by the unchanged files
+    /// of the next backup: they are read and stored anew.
+    #[test]
+    fn damaged_pack_is_not_reused_by_the_next_backup() {
+        let (env, src) = one_old_file_backed_up();
         let pack = largest_pack(&env.repo());
         let mut bytes = fs::read(&pack).unwrap();
         let n = bytes.len();
@@ -924,12 +939,7 @@ mod safety {
             second["summary"]["files_read"], 1,
             "the file whose blobs are gone is read again"
         );
-        let target = env.path("out");
-        env.restore("latest", &target);
-        assert!(
-            fs::read(restored(&target, &src).join("f")).unwrap()
-                == fs::read(src.join("f")).unwrap()
-        );
+        assert_latest_restores_f(&env, &src);
     }
 
     /// A parent saved with every blob in the index is trusted without a lookup per
@@ -937,13 +947,7 @@ mod safety {
     /// unchanged file's chunks damaged, and the next backup reads that file again.
     #[test]
     fn damage_found_after_the_parent_makes_its_unchanged_file_read_again() {
-        let env = Env::new();
-        env.init();
-        let src = env.path("src");
-        fs::create_dir_all(&src).unwrap();
-        fs::write(src.join("f"), random_bytes(3 << 20, "f")).unwrap();
-        set_mtime(&src.join("f"), 1_600_000_000, 0);
-        env.backup_json(&[src.to_str().unwrap()]);
+        let (env, src) = one_old_file_backed_up();
         let second = env.backup_json(&[src.to_str().unwrap()]);
         assert_eq!(second["summary"]["files_read"], 0);
         let pack = largest_pack(&env.repo());
@@ -957,12 +961,7 @@ mod safety {
             third["summary"]["files_read"], 1,
             "the file with a damaged chunk was taken from its parent unread"
         );
-        let target = env.path("out");
-        env.restore("latest", &target);
-        assert!(
-            fs::read(restored(&target, &src).join("f")).unwrap()
-                == fs::read(src.join("f")).unwrap()
-        );
+        assert_latest_restores_f(&env, &src);
     }
 
     #[test]

@@ -942,16 +942,15 @@ fn count_removal(c: &rusqlite::Transaction<'_>) -> rusqlite::Result<()> {
     .map(drop)
 }
 
+/// A value kept in `meta`.
+fn meta_text(c: &Connection, key: &str) -> rusqlite::Result<Option<String>> {
+    c.query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
+        .optional()
+}
+
 /// A number kept in `meta` (0 when absent).
-fn meta_number(c: &rusqlite::Transaction<'_>, key: &str) -> rusqlite::Result<i64> {
-    Ok(
-        c.query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| {
-            r.get::<_, String>(0)
-        })
-        .optional()?
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0),
-    )
+fn meta_number(c: &Connection, key: &str) -> rusqlite::Result<i64> {
+    Ok(meta_text(c, key)?.and_then(|v| v.parse().ok()).unwrap_or(0))
 }
 
 /// Adds `delta` to `settled`, the count of rows in `blobs` (kept rather than counted:
@@ -982,11 +981,7 @@ fn merge_step(c: &rusqlite::Transaction<'_>) -> rusqlite::Result<()> {
     if excess <= 0 {
         return Ok(());
     }
-    let from: Vec<u8> = c
-        .query_row("SELECT value FROM meta WHERE key = 'merged'", [], |r| {
-            r.get::<_, String>(0)
-        })
-        .optional()?
+    let from: Vec<u8> = meta_text(c, "merged")?
         .and_then(|h| hex::decode(h).ok())
         .unwrap_or_default();
     let to: Option<Vec<u8>> = c
@@ -1156,14 +1151,7 @@ mod tests {
             )
             .unwrap();
         assert_eq!(both, 0, "ids in both tables");
-        let settled: Option<String> = idx
-            .conn()
-            .query_row("SELECT value FROM meta WHERE key = 'settled'", [], |r| {
-                r.get(0)
-            })
-            .optional()
-            .unwrap();
-        let settled = settled.map_or(0, |v| v.parse::<i64>().unwrap());
+        let settled = meta_number(&idx.conn(), "settled").unwrap();
         assert_eq!(settled, rows_in(idx, "blobs"));
     }
 
@@ -1275,13 +1263,7 @@ mod tests {
             let keep = MERGE_MIN_ROWS.max(settled / MERGE_RATIO);
             assert!(fresh <= keep + i64::from(batch), "batch {k}: fresh {fresh}");
             assert_tables_agree(&idx);
-            let merged: Option<String> = idx
-                .conn()
-                .query_row("SELECT value FROM meta WHERE key = 'merged'", [], |r| {
-                    r.get(0)
-                })
-                .optional()
-                .unwrap();
+            let merged = meta_text(&idx.conn(), "merged").unwrap();
             wrapped |= matches!((&last, &merged), (Some(a), Some(b)) if b < a);
             last = merged;
         }
