@@ -116,6 +116,11 @@ pub struct Args {
     /// snapshot; a file that differs is an error naming it
     #[arg(long, conflicts_with_all = ["ngw", "pg", "pg_all", "pipe", "dry_run"])]
     verify: bool,
+    /// Return without waiting for the restored files to reach the disk (by default the
+    /// restore ends once they are there, synced as it goes: a power cut after it loses
+    /// nothing); for a scratch copy that is read at once and thrown away
+    #[arg(long, conflicts_with_all = ["ngw", "pg", "pg_all", "pipe", "dry_run"])]
+    no_sync: bool,
     /// Show what would be written (files, directories, bytes), write nothing
     #[arg(long, short = 'n', conflicts_with_all = ["ngw", "pg", "pg_all", "pipe"])]
     dry_run: bool,
@@ -193,6 +198,7 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
         overwrite: a.overwrite.into(),
         delete: a.delete,
         verify: a.verify,
+        no_sync: a.no_sync,
     };
     let plan = plan_restore(&repo, &snap, &opts).map_err(|e| match e {
         Error::Usage(Usage::IncludeNotFound { .. } | Usage::SnapshotPath { .. }) => {

@@ -11,7 +11,7 @@ use std::time::{Duration, SystemTime};
 
 use predicates::prelude::*;
 
-use crate::util::{json, random_bytes, restored, Env};
+use crate::util::{dirty_pages, json, missing, random_bytes, restored, Env};
 
 /// A repository with one snapshot of `src`: `a.txt`, `b.txt`, `sub/c.txt`, `x.log`,
 /// `cache/junk`; returns the source directory.
@@ -382,4 +382,29 @@ fn a_killed_restore_leaves_no_half_written_file_under_its_name() {
         Ok(got) => assert!(got == data, "a half-written file under its final name"),
         Err(e) => assert_eq!(e.kind(), std::io::ErrorKind::NotFound),
     }
+}
+
+#[test]
+fn a_restore_ends_with_its_files_on_the_disk_unless_told_not_to_wait() {
+    let env = Env::new();
+    env.init();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("big"), random_bytes(16 << 20, "synced")).unwrap();
+    env.backup_json(&[src.to_str().unwrap()]);
+    let synced = env.path("synced");
+    restore_json(&env, &synced, &[]);
+    let Some(dirty) = dirty_pages(&restored(&synced, &src).join("big")) else {
+        return missing(
+            "reading page flags (/proc/kpageflags)",
+            "python3, run as root",
+        );
+    };
+    assert_eq!(dirty, 0, "pages of a finished restore not yet on the disk");
+    // The check sees what it looks for: without waiting, the pages are still dirty
+    // (Linux writes them back after 30 s, or once a tenth of memory is dirty).
+    let unsynced = env.path("unsynced");
+    restore_json(&env, &unsynced, &["--no-sync"]);
+    let dirty = dirty_pages(&restored(&unsynced, &src).join("big")).unwrap();
+    assert!(dirty > 0, "no dirty page right after a --no-sync restore");
 }

@@ -282,3 +282,41 @@ pub fn fault_run(default: u64) -> (u64, u64, Rng) {
     let seed = var("SNAP_FAULT_SEED").unwrap_or(0x5eed);
     (iterations, seed, Rng(seed | 1))
 }
+
+/// How many of `path`'s pages in the page cache are dirty (written, not yet on the
+/// disk), from the kernel's page flags: the file is mapped and read by python3, its
+/// pages' frame numbers come from `/proc/self/pagemap` and their flags from
+/// `/proc/kpageflags` (`KPF_DIRTY`). `None` when that cannot be read here (no python3,
+/// or not root: frame numbers read as 0).
+pub fn dirty_pages(path: &Path) -> Option<u64> {
+    const SCRIPT: &str = r#"
+import mmap, os, struct, sys
+path = sys.argv[1]
+fd = os.open(path, os.O_RDONLY)
+size = os.fstat(fd).st_size
+m = mmap.mmap(fd, size, prot=mmap.PROT_READ)
+n = (size + 4095) // 4096
+for i in range(n):
+    m[i * 4096]
+start = next(int(l.split("-")[0], 16) for l in open("/proc/self/maps") if l.rstrip().endswith(path))
+pagemap, flags = open("/proc/self/pagemap", "rb"), open("/proc/kpageflags", "rb")
+dirty = 0
+for i in range(n):
+    pagemap.seek((start // 4096 + i) * 8)
+    pfn = struct.unpack("<Q", pagemap.read(8))[0] & ((1 << 55) - 1)
+    if pfn == 0:
+        sys.exit(3)
+    flags.seek(pfn * 8)
+    dirty += (struct.unpack("<Q", flags.read(8))[0] >> 4) & 1
+print(dirty)
+"#;
+    let out = std::process::Command::new("python3")
+        .args(["-c", SCRIPT])
+        .arg(fs::canonicalize(path).unwrap())
+        .output()
+        .ok()?;
+    if !out.status.success() {
+        return None;
+    }
+    String::from_utf8_lossy(&out.stdout).trim().parse().ok()
+}

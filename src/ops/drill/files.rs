@@ -17,6 +17,7 @@ pub(super) fn drill(ctx: &SourceCtx<'_>, place: &str) -> Result<Proof> {
         target: ctx.work.to_path_buf(),
         include: vec![place.to_string()],
         verify: true,
+        no_sync: true,
         ..Default::default()
     };
     let out = plan_restore(ctx.repo, ctx.snap, &opts)?.execute(ctx.progress)?;

@@ -20,6 +20,7 @@
 //! the end and each chunk's bytes hashed as the repository names them.
 
 pub mod db;
+mod flush;
 pub mod ngw;
 mod packed;
 pub mod pg_base;
@@ -80,6 +81,9 @@ pub struct RestoreOptions {
     pub delete: bool,
     /// Read every restored file back and compare it with the snapshot.
     pub verify: bool,
+    /// Return without waiting for the restored files to reach the disk (a scratch
+    /// restore); by default a restore ends once they are there.
+    pub no_sync: bool,
 }
 
 /// What a restore did.
@@ -163,6 +167,7 @@ pub struct RestorePlan<'r> {
     overwrite: Overwrite,
     delete: bool,
     verify: bool,
+    sync: bool,
     /// Directory restored into (created if absent).
     pub target: PathBuf,
 }
@@ -236,6 +241,7 @@ pub fn plan_restore<'r>(
         overwrite: opts.overwrite,
         delete: opts.delete,
         verify: opts.verify,
+        sync: !opts.no_sync,
         target: target.clone(),
     })
 }
@@ -251,6 +257,7 @@ pub fn plan_tree<'r>(repo: &'r Repository, tree: TreeId, target: &Path) -> Resul
         overwrite: Overwrite::Always,
         delete: false,
         verify: false,
+        sync: true,
         target: target.to_path_buf(),
     })
 }
@@ -386,6 +393,8 @@ impl RestorePlan<'_> {
 
     fn run(&self, progress: &dyn Progress) -> Result<RestoreOutcome> {
         let repo = self.repo;
+        let target = &self.target;
+        fs::create_dir_all(target).at(target)?;
         let r = Restorer {
             plan: self,
             progress,
@@ -404,9 +413,12 @@ impl RestorePlan<'_> {
             skipped: AtomicU64::new(0),
             deleted: AtomicU64::new(0),
             window: Mutex::new(packed::Window::default()),
+            flusher: if self.sync {
+                Some(flush::Flusher::start(target)?)
+            } else {
+                None
+            },
         };
-        let target = &self.target;
-        fs::create_dir_all(target).at(target)?;
         for root in &self.roots {
             match root {
                 Root::Tree(tree) => r.dir_contents(tree, target, "", false),
@@ -446,6 +458,9 @@ impl RestorePlan<'_> {
             if let Err(e) = r.apply_meta(&path, &meta, false) {
                 r.warn(format!("{}: {e}", path.display()));
             }
+        }
+        if let Some(flusher) = r.flusher {
+            flusher.finish()?;
         }
         let checks = locked(&r.to_verify).split_off(0);
         let mismatches: Vec<Error> = checks
@@ -642,6 +657,8 @@ struct Restorer<'p> {
     deleted: AtomicU64,
     /// New files from a remote store waiting to be read in pack order.
     window: Mutex<packed::Window>,
+    /// Syncs the target's file system as the restore goes and at its end.
+    flusher: Option<flush::Flusher>,
 }
 
 impl Restorer<'_> {
@@ -654,6 +671,14 @@ impl Restorer<'_> {
 
     fn warn(&self, w: String) {
         locked(&self.warnings).push(w);
+    }
+
+    /// Counts `n` bytes of file content written.
+    fn written(&self, n: u64) {
+        self.progress.bytes(n);
+        if let Some(flusher) = &self.flusher {
+            flusher.wrote(n);
+        }
     }
 
     /// Restores the entries of `tree` into `dest`; `fresh`: this restore created `dest`,
@@ -918,7 +943,7 @@ impl Restorer<'_> {
         let f = tmp.as_file();
         let write = |at, chunk: &[u8]| {
             write_sparse(f, at, chunk).at(dest)?;
-            self.progress.bytes(chunk.len() as u64);
+            self.written(chunk.len() as u64);
             Ok(())
         };
         let written = self

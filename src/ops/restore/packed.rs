@@ -174,7 +174,7 @@ impl Restorer<'_> {
                     .and_then(|f| write_sparse(v.insert(f), at, &raw).at(&job.dest)),
             };
             match written {
-                Ok(()) => self.progress.bytes(raw.len() as u64),
+                Ok(()) => self.written(raw.len() as u64),
                 Err(e) => {
                     locked(&failed[j]).get_or_insert(e);
                 }
