@@ -536,7 +536,19 @@ fn packs_go_up_with_one_put_each() {
 fn a_no_op_backup_costs_eight_requests_and_reads_are_bounded() {
     let Some(g) = Garage::single() else { return };
     let env = Env::new();
-    let src = source(&env, "src", 4, 64 << 10);
+    // The source's directories up to `/` are in every snapshot with their mtimes: under
+    // /tmp, which other tests change all the time, a second backup would store a new
+    // tree for it and not be a no-op. /var/tmp is left alone.
+    let stable = tempfile::tempdir_in("/var/tmp").unwrap();
+    let src = stable.path().join("src");
+    fs::create_dir(&src).unwrap();
+    for i in 0..4 {
+        fs::write(
+            src.join(format!("f{i}")),
+            random_bytes(64 << 10, &format!("src {i}")),
+        )
+        .unwrap();
+    }
     let kinds = [
         "GetObject",
         "HeadObject",
