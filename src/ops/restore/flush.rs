@@ -96,3 +96,22 @@ impl Drop for Flusher {
         self.stop();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn syncs_in_the_background_each_step_and_finishes() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = Flusher::start(dir.path()).unwrap();
+        for i in 0..8u8 {
+            std::fs::write(dir.path().join(format!("f{i}")), [i; 4096]).unwrap();
+            // Each call passes a step: the thread is woken (or already syncing).
+            f.wrote(STEP);
+        }
+        f.finish().unwrap();
+        let missing = Flusher::start(&dir.path().join("missing")).err().unwrap();
+        assert!(missing.to_string().contains("missing"), "{missing}");
+    }
+}
