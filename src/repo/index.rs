@@ -305,7 +305,15 @@ impl Index {
         &self,
         f: impl FnOnce(&rusqlite::Transaction<'_>) -> rusqlite::Result<T>,
     ) -> Result<T> {
-        let mut c = self.conn();
+        self.tx_on(&mut self.conn(), f)
+    }
+
+    /// [`Index::tx`] on the read-write connection `c`, already locked.
+    fn tx_on<T>(
+        &self,
+        c: &mut Connection,
+        f: impl FnOnce(&rusqlite::Transaction<'_>) -> rusqlite::Result<T>,
+    ) -> Result<T> {
         let tx = c
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
             .map_err(|e| self.err(e))?;
@@ -399,13 +407,13 @@ impl Index {
     /// the pages. Only here: prune's one transaction over every rewritten pack would
     /// hold far more.
     pub fn ingest(&self, file: &IndexFileId, packs: &[PackRecord]) -> Result<()> {
-        let spill = |on: bool| {
-            self.conn()
-                .pragma_update(None, "cache_spill", on)
+        let mut c = self.conn();
+        let spill = |c: &Connection, on: bool| {
+            c.pragma_update(None, "cache_spill", on)
                 .map_err(|e| self.err(e))
         };
-        spill(false)?;
-        let done = self.tx(|c| {
+        spill(&c, false)?;
+        let done = self.tx_on(&mut c, |c| {
             insert_packs(c, packs)?;
             c.execute(
                 "INSERT OR IGNORE INTO index_files VALUES (?1)",
@@ -413,8 +421,8 @@ impl Index {
             )
             .map(drop)
         });
-        spill(true)?;
-        done
+        let reset = spill(&c, true);
+        done.and(reset)
     }
 
     /// Records copies of blobs found damaged (`check --read-data`): each leaves the

@@ -41,7 +41,12 @@ fn text(out: &Output) -> String {
 
 /// Files of random bytes (`n` of `size` each) in a new directory `name` of `env`.
 fn source(env: &Env, name: &str, n: usize, size: usize) -> PathBuf {
-    let dir = env.path(name);
+    source_in(env.dir.path(), name, n, size)
+}
+
+/// [`source`] in directory `parent`.
+fn source_in(parent: &Path, name: &str, n: usize, size: usize) -> PathBuf {
+    let dir = parent.join(name);
     fs::create_dir_all(&dir).unwrap();
     for i in 0..n {
         fs::write(
@@ -540,15 +545,7 @@ fn a_no_op_backup_costs_eight_requests_and_reads_are_bounded() {
     // /tmp, which other tests change all the time, a second backup would store a new
     // tree for it and not be a no-op. /var/tmp is left alone.
     let stable = tempfile::tempdir_in("/var/tmp").unwrap();
-    let src = stable.path().join("src");
-    fs::create_dir(&src).unwrap();
-    for i in 0..4 {
-        fs::write(
-            src.join(format!("f{i}")),
-            random_bytes(64 << 10, &format!("src {i}")),
-        )
-        .unwrap();
-    }
+    let src = source_in(stable.path(), "src", 4, 64 << 10);
     let kinds = [
         "GetObject",
         "HeadObject",

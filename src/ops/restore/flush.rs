@@ -7,56 +7,50 @@
 //! after a crash or a power cut a finished restore is there.
 
 use std::fs::File;
+use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, SyncSender};
-use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use crate::error::{IoContext, Result};
-use crate::locked;
 
 /// Bytes written between two syncs while the restore runs.
 const STEP: u64 = 64 << 20;
 
-/// Syncs the file system of a restore's target (see the module docs).
+/// Syncs the file system of a restore's target (see the module docs). Dropped without
+/// [`Flusher::finish`] (a restore that failed), the thread makes its last sync alone.
 pub(super) struct Flusher {
     target: PathBuf,
-    root: Arc<File>,
     unsynced: AtomicU64,
-    wake: Option<SyncSender<()>>,
-    thread: Option<JoinHandle<()>>,
-    /// The first error of a sync in the background: each file description sees a
-    /// write-back error once, and the background syncs would see it first.
-    failed: Arc<Mutex<Option<std::io::Error>>>,
+    wake: SyncSender<()>,
+    /// Syncs on each wake and once more when `wake` is dropped; returns the first
+    /// error: each file description sees a write-back error once, so a later sync
+    /// would not report what an earlier one saw.
+    thread: JoinHandle<io::Result<()>>,
 }
 
 impl Flusher {
     /// Starts the syncing thread for the file system holding directory `target`.
     pub(super) fn start(target: &Path) -> Result<Flusher> {
-        let root = Arc::new(File::open(target).at(target)?);
-        let failed = Arc::new(Mutex::new(None));
+        let root = File::open(target).at(target)?;
         let (wake, woken) = sync_channel::<()>(1);
-        let thread = {
-            let (root, failed) = (root.clone(), failed.clone());
-            std::thread::Builder::new()
-                .name("snap-flush".into())
-                .spawn(move || {
-                    for () in woken {
-                        if let Err(e) = rustix::fs::syncfs(&*root) {
-                            locked(&failed).get_or_insert(e.into());
-                        }
-                    }
-                })
-                .at(target)?
-        };
+        let thread = std::thread::Builder::new()
+            .name("snap-flush".into())
+            .spawn(move || {
+                let sync = || rustix::fs::syncfs(&root).map_err(io::Error::from);
+                let mut first = Ok(());
+                for () in woken {
+                    first = first.and(sync());
+                }
+                first.and(sync())
+            })
+            .at(target)?;
         Ok(Flusher {
             target: target.to_path_buf(),
-            root,
             unsynced: AtomicU64::new(0),
-            wake: Some(wake),
-            thread: Some(thread),
-            failed,
+            wake,
+            thread,
         })
     }
 
@@ -65,35 +59,17 @@ impl Flusher {
     pub(super) fn wrote(&self, n: u64) {
         if self.unsynced.fetch_add(n, Ordering::Relaxed) + n >= STEP {
             self.unsynced.store(0, Ordering::Relaxed);
-            if let Some(wake) = &self.wake {
-                let _ = wake.try_send(());
-            }
+            let _ = self.wake.try_send(());
         }
     }
 
-    /// Stops the thread and syncs what is left; an error of any sync is the result.
-    pub(super) fn finish(mut self) -> Result<()> {
-        self.stop();
-        let last = rustix::fs::syncfs(&*self.root).map_err(std::io::Error::from);
-        match locked(&self.failed).take() {
-            Some(e) => Err(e),
-            None => last,
-        }
-        .at(&self.target)
-    }
-
-    fn stop(&mut self) {
-        self.wake = None;
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-impl Drop for Flusher {
-    /// A restore that failed before [`Flusher::finish`] still ends the thread.
-    fn drop(&mut self) {
-        self.stop();
+    /// Ends the thread after its last sync; an error of any sync is the result.
+    pub(super) fn finish(self) -> Result<()> {
+        drop(self.wake);
+        self.thread
+            .join()
+            .unwrap_or_else(|_| Err(io::Error::other("the syncing thread panicked")))
+            .at(&self.target)
     }
 }
 
