@@ -24,9 +24,12 @@ impl Repository {
         })
     }
 
-    /// Whether blob `id` is stored.
+    /// Whether blob `id` is stored (see [`Index::may_contain`]: `false` may also mean
+    /// that another process stored it meanwhile).
+    ///
+    /// [`Index::may_contain`]: crate::repo::index::Index::may_contain
     pub fn has_blob(&self, id: &Id) -> Result<bool> {
-        self.index.contains(id)
+        self.index.may_contain(id)
     }
 
     /// Reads, decompresses and verifies blob `id`.

@@ -6,10 +6,10 @@
 //! touches rusqlite; its errors leave as [`Error::Index`]. WAL mode with a busy timeout
 //! lets several processes back up into one repository at once.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use rusqlite::{params, Connection, OptionalExtension};
@@ -20,10 +20,11 @@ use crate::format::id::{Id, IndexFileId, PackId, SnapshotId};
 use crate::format::pack::{BlobKind, PackEntry, PackRecord};
 use crate::format::snapshot::Snapshot;
 use crate::locked;
+use crate::repo::id_filter::IdFilter;
 
-/// Schema version; an index of another version is rebuilt (versions 5 and 6 are brought
-/// to 7 in place: 6 added the `fresh` table, 7 the `verified` one).
-pub const SCHEMA_VERSION: i64 = 7;
+/// Schema version; an index of another version is rebuilt (versions 5 to 7 are brought
+/// to 8 in place: 6 added the `fresh` table, 7 the `verified` one, 8 the `id_filter`).
+pub const SCHEMA_VERSION: i64 = 8;
 
 /// A blob table's definition: schema 6 has two, `blobs`, the settled rows, and `fresh`,
 /// the rows added and not yet moved into `blobs`. Blob ids are random, so new rows land
@@ -84,6 +85,13 @@ CREATE TABLE damaged (
 /// removals then (see [`Index::removals`]).
 const VERIFIED_TABLE: &str = "
 CREATE TABLE verified (snapshot BLOB PRIMARY KEY, removals INTEGER NOT NULL) WITHOUT ROWID;
+";
+
+/// The Bloom filter of every blob id in `blobs` and `fresh` (see [`IdFilter`]), in
+/// blocks; `filter_ids` in `meta` counts the ids added to it. Every transaction that adds
+/// blob rows adds their ids (see [`filter_add`]).
+const FILTER_TABLE: &str = "
+CREATE TABLE id_filter (block INTEGER PRIMARY KEY, bits BLOB NOT NULL);
 ";
 
 /// Where a blob is stored.
@@ -157,6 +165,9 @@ pub struct Index {
     /// Bumped by every commit of this process and by [`Index::renew`]: a reader whose
     /// read transaction began before the last bump starts a new one.
     writes: AtomicU64,
+    /// The id filter as read at generation `.0` of `writes` (`u64::MAX`: not yet read);
+    /// `None` when the cache has none.
+    filter: Mutex<(u64, Option<Arc<IdFilter>>)>,
 }
 
 /// A read-only connection inside a read transaction that began at generation `seen`
@@ -178,6 +189,7 @@ impl Index {
                 .map(|_| Mutex::new(None))
                 .collect(),
             writes: AtomicU64::new(0),
+            filter: Mutex::new((u64::MAX, None)),
         };
         {
             let c = index.conn();
@@ -207,6 +219,7 @@ impl Index {
             if !has_meta {
                 c.execute_batch(SCHEMA)?;
                 c.execute_batch(VERIFIED_TABLE)?;
+                c.execute_batch(FILTER_TABLE)?;
                 for table in BLOB_TABLES {
                     c.execute_batch(&blob_table(table))?;
                 }
@@ -224,24 +237,29 @@ impl Index {
                 return Ok(false);
             }
             let schema = get("schema")?;
-            if matches!(schema.as_deref(), Some("5" | "6")) {
-                if schema.as_deref() == Some("5") {
-                    c.execute_batch(&blob_table("fresh"))?;
+            match schema.as_deref() {
+                Some("5" | "6") => {
+                    if schema.as_deref() == Some("5") {
+                        c.execute_batch(&blob_table("fresh"))?;
+                    }
+                    c.execute_batch(VERIFIED_TABLE)?;
+                    // Counted once: `settled` is kept from here on (a version 5 cache
+                    // brought to 6 had none until its first merge).
+                    c.execute(
+                        "INSERT OR REPLACE INTO meta VALUES ('settled', (SELECT count(*) FROM blobs))",
+                        [],
+                    )?;
                 }
-                c.execute_batch(VERIFIED_TABLE)?;
-                // Counted once: `settled` is kept from here on (a version 5 cache
-                // brought to 6 had none until its first merge).
-                c.execute(
-                    "INSERT OR REPLACE INTO meta VALUES ('settled', (SELECT count(*) FROM blobs))",
-                    [],
-                )?;
-                c.execute(
-                    "UPDATE meta SET value = ?1 WHERE key = 'schema'",
-                    [SCHEMA_VERSION.to_string()],
-                )?;
-                return Ok(true);
+                Some("7") => {}
+                _ => return Ok(schema == Some(SCHEMA_VERSION.to_string())),
             }
-            Ok(schema == Some(SCHEMA_VERSION.to_string()))
+            c.execute_batch(FILTER_TABLE)?;
+            build_filter(c)?;
+            c.execute(
+                "UPDATE meta SET value = ?1 WHERE key = 'schema'",
+                [SCHEMA_VERSION.to_string()],
+            )?;
+            Ok(true)
         })?;
         Ok(ok.then_some(index))
     }
@@ -339,7 +357,7 @@ impl Index {
     /// Empties every table (for a rebuild in place).
     pub fn clear(&self) -> Result<()> {
         self.tx(|c| {
-            c.execute_batch("DELETE FROM blobs; DELETE FROM fresh; DELETE FROM packs; DELETE FROM index_files; DELETE FROM snapshots; DELETE FROM verified; DELETE FROM meta WHERE key IN ('complete', 'settled', 'merged');")?;
+            c.execute_batch("DELETE FROM blobs; DELETE FROM fresh; DELETE FROM packs; DELETE FROM index_files; DELETE FROM snapshots; DELETE FROM verified; DELETE FROM id_filter; DELETE FROM meta WHERE key IN ('complete', 'settled', 'merged', 'filter_ids');")?;
             count_removal(c)
         })
     }
@@ -479,7 +497,7 @@ impl Index {
                 "DELETE FROM damaged WHERE pack = ?1 AND offset = ?2",
                 params![pack.bytes(), e.offset as i64],
             )?;
-            c.execute(
+            let added = c.execute(
                 "INSERT OR IGNORE INTO fresh
                  SELECT ?1, id, ?2, ?3, ?4, ?5, ?6 FROM packs WHERE name = ?7
                   AND NOT EXISTS (SELECT 1 FROM blobs WHERE id = ?1)",
@@ -492,8 +510,8 @@ impl Index {
                     e.compression as u8,
                     pack.bytes()
                 ],
-            )
-            .map(drop)
+            )?;
+            filter_add(c, &vec![e.id; added])
         })
     }
 
@@ -588,6 +606,28 @@ impl Index {
             kind: BlobKind::from_u8(kind).ok_or_else(|| bad("kind"))?,
             compression: Compression::from_u8(comp).ok_or_else(|| bad("compression"))?,
         })
+    }
+
+    /// Whether blob `id` is stored, answered from the id filter when it is surely not
+    /// (a new chunk's lookup, most of a backup's, then walks no B-tree). Rows another
+    /// process added since this one last wrote or renewed may be missed, as by
+    /// [`Index::contains`]: the caller stores the blob again, which is safe.
+    pub fn may_contain(&self, id: &Id) -> Result<bool> {
+        if self.filter()?.is_some_and(|f| !f.may_contain(id)) {
+            return Ok(false);
+        }
+        self.contains(id)
+    }
+
+    /// The id filter as of this process's last write or renewal.
+    fn filter(&self) -> Result<Option<Arc<IdFilter>>> {
+        let writes = self.writes.load(Ordering::Acquire);
+        let mut slot = locked(&self.filter);
+        if slot.0 != writes {
+            let f = self.read(load_filter)?;
+            *slot = (writes, f.map(Arc::new));
+        }
+        Ok(slot.1.clone())
     }
 
     /// Whether blob `id` is stored.
@@ -913,14 +953,14 @@ fn insert_packs(c: &rusqlite::Transaction<'_>, packs: &[PackRecord]) -> rusqlite
         }
     }
     rows.sort_unstable_by_key(|(_, e)| e.id);
+    let mut ids = Vec::with_capacity(rows.len());
     // An id is in at most one of the tables: a lookup stops at the first row it finds.
     let mut st = c.prepare_cached(
         "INSERT OR IGNORE INTO fresh SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7
           WHERE NOT EXISTS (SELECT 1 FROM blobs WHERE id = ?1)",
     )?;
-    let mut added = 0;
     for (pack, e) in rows {
-        added += st.execute(params![
+        let added = st.execute(params![
             &e.id.0[..],
             pack,
             e.offset as i64,
@@ -929,11 +969,86 @@ fn insert_packs(c: &rusqlite::Transaction<'_>, packs: &[PackRecord]) -> rusqlite
             e.kind as u8,
             e.compression as u8
         ])?;
+        if added > 0 {
+            ids.push(e.id);
+        }
     }
-    if added > 0 {
+    if !ids.is_empty() {
+        filter_add(c, &ids)?;
         merge_step(c)?;
     }
     Ok(())
+}
+
+/// The id filter as stored, if there is a whole one.
+fn load_filter(c: &Connection) -> rusqlite::Result<Option<IdFilter>> {
+    let mut st = c.prepare_cached("SELECT block, bits FROM id_filter ORDER BY block")?;
+    let blocks = st
+        .query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?)))?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    if blocks.iter().enumerate().any(|(i, (b, _))| *b != i as i64) {
+        return Ok(None);
+    }
+    let bits: Vec<Vec<u8>> = blocks.into_iter().map(|(_, b)| b).collect();
+    let count = u64::try_from(meta_number(c, "filter_ids")?).unwrap_or(0);
+    Ok(IdFilter::from_blocks(&bits, count))
+}
+
+/// Writes `blocks` of `f` and its count.
+fn store_filter(
+    c: &rusqlite::Transaction<'_>,
+    f: &IdFilter,
+    blocks: impl IntoIterator<Item = usize>,
+) -> rusqlite::Result<()> {
+    let mut st = c.prepare_cached("INSERT OR REPLACE INTO id_filter VALUES (?1, ?2)")?;
+    for b in blocks {
+        st.execute(params![b as i64, f.block(b)])?;
+    }
+    c.execute(
+        "INSERT OR REPLACE INTO meta VALUES ('filter_ids', ?1)",
+        [f.count().to_string()],
+    )
+    .map(drop)
+}
+
+/// Makes the id filter anew from every id in `blobs` and `fresh`, sized for them.
+fn build_filter(c: &rusqlite::Transaction<'_>) -> rusqlite::Result<()> {
+    let n: i64 = c.query_row(
+        "SELECT (SELECT count(*) FROM blobs) + (SELECT count(*) FROM fresh)",
+        [],
+        |r| r.get(0),
+    )?;
+    let mut f = IdFilter::sized_for(u64::try_from(n).unwrap_or(0));
+    {
+        let mut st = c.prepare("SELECT id FROM blobs UNION ALL SELECT id FROM fresh")?;
+        let mut rows = st.query([])?;
+        while let Some(r) = rows.next()? {
+            if let Some(id) = Id::from_slice(&r.get::<_, Vec<u8>>(0)?) {
+                let _ = f.insert(&id);
+            }
+        }
+    }
+    c.execute("DELETE FROM id_filter", [])?;
+    store_filter(c, &f, 0..f.blocks())
+}
+
+/// Adds `ids`, just added to `blobs` or `fresh`, to the id filter, in their
+/// transaction: the filter is made anew when there is none (or none whole) or it is full.
+fn filter_add(c: &rusqlite::Transaction<'_>, ids: &[Id]) -> rusqlite::Result<()> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    let Some(mut f) = load_filter(c)? else {
+        return build_filter(c);
+    };
+    let mut changed = BTreeSet::new();
+    for id in ids {
+        changed.extend(f.insert(id));
+    }
+    if f.is_full() {
+        return build_filter(c);
+    }
+    store_filter(c, &f, changed)
 }
 
 /// The count of removals (see [`Index::removals`]): 0 until the first.
@@ -1095,9 +1210,11 @@ mod tests {
             raw_len: 1,
         };
         let all_seen = |upto: u32| {
-            (0..64u32)
-                .into_par_iter()
-                .all(|n| idx.contains(&entry(n).id).unwrap() == (n < upto))
+            (0..64u32).into_par_iter().all(|n| {
+                let id = entry(n).id;
+                idx.contains(&id).unwrap() == (n < upto)
+                    && idx.may_contain(&id).unwrap() == (n < upto)
+            })
         };
         assert!(all_seen(0));
         for round in 1..=4u32 {
@@ -1122,6 +1239,69 @@ mod tests {
             !dir.path().join("index.sqlite-wal").exists(),
             "the WAL outlived the index"
         );
+    }
+
+    /// The id filter answers "absent" without the tables, so every way a row comes in
+    /// adds its id: another process's index file, a damaged copy salvaged, a filter
+    /// full and made again larger, a rebuild.
+    #[test]
+    fn the_id_filter_never_hides_a_stored_blob() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("index.sqlite");
+        let a = Index::open(&path, "r1").unwrap().unwrap();
+        let id = |n: u32| Id::hash(&n.to_le_bytes());
+        let all_found = |idx: &Index, ids: std::ops::Range<u32>| {
+            ids.into_iter().all(|n| idx.may_contain(&id(n)).unwrap())
+        };
+        assert!(!a.may_contain(&id(0)).unwrap());
+        a.ingest(&IndexFileId(id(1 << 30)), &[pack_of(1, 0..100)])
+            .unwrap();
+        assert!(all_found(&a, 0..100));
+        // Another process adds rows; this one sees them once it renews (as after its lock).
+        let b = Index::open(&path, "r1").unwrap().unwrap();
+        assert!(all_found(&b, 0..100), "a second connection");
+        b.ingest(&IndexFileId(id(1 << 31)), &[pack_of(2, 100..200)])
+            .unwrap();
+        a.renew();
+        assert!(all_found(&a, 0..200), "rows another process added");
+        assert!(!(1000..1100).all(|n| a.may_contain(&id(n)).unwrap()));
+        // The filter is what answers: a row put in behind its back is not found.
+        a.conn()
+            .execute(
+                "INSERT INTO fresh SELECT ?1, pack, offset, stored_len, raw_len, kind, compression
+                   FROM fresh LIMIT 1",
+                [&id(5000).0[..]],
+            )
+            .unwrap();
+        a.renew();
+        assert!(a.contains(&id(5000)).unwrap() && !a.may_contain(&id(5000)).unwrap());
+        // A damaged copy is left out of a rebuild, and put back once it reads intact.
+        let pack = pack_of(2, 100..200);
+        a.record_damaged(&[(id(150), BlobLoc::in_pack(pack.id, &pack.entries[50]))])
+            .unwrap();
+        a.clear().unwrap();
+        a.ingest(&IndexFileId(id(1 << 30)), &[pack_of(1, 0..100)])
+            .unwrap();
+        a.ingest(&IndexFileId(id(1 << 31)), std::slice::from_ref(&pack))
+            .unwrap();
+        assert!(!a.may_contain(&id(150)).unwrap(), "the damaged copy is in");
+        a.undamage(&pack.id, &pack.entries[50]).unwrap();
+        assert!(all_found(&a, 0..200), "after a salvaged copy");
+        // Full: made again, larger, with every id.
+        let before = a.read(load_filter).unwrap().unwrap().blocks();
+        a.ingest(&IndexFileId(id(1 << 29)), &[pack_of(3, 200..120_000)])
+            .unwrap();
+        let after = a.read(load_filter).unwrap().unwrap();
+        assert!(
+            after.blocks() > before && !after.is_full(),
+            "not made larger"
+        );
+        assert!(all_found(&a, 0..120_000), "after it was made larger");
+        a.clear().unwrap();
+        assert!(a.read(load_filter).unwrap().is_none(), "a rebuild kept it");
+        a.ingest(&IndexFileId(id(1 << 28)), &[pack_of(4, 7..9)])
+            .unwrap();
+        assert!(all_found(&a, 7..9) && !a.may_contain(&id(0)).unwrap());
     }
 
     fn pack_of(tag: u32, ids: std::ops::Range<u32>) -> PackRecord {
@@ -1324,18 +1504,23 @@ mod tests {
         assert!(!idx.is_verified(&s2).unwrap(), "a rebuild did not end it");
     }
 
-    /// Caches of schema 5 and 6 are brought to 7 in place, keeping their rows.
+    /// Caches of schema 5 to 7 are brought to 8 in place, keeping their rows.
     #[test]
     fn older_schemas_are_upgraded_in_place() {
-        for version in ["5", "6"] {
+        for version in ["5", "6", "7"] {
             let dir = tempfile::tempdir().unwrap();
             let path = dir.path().join("index.sqlite");
             {
                 let c = Connection::open(&path).unwrap();
                 c.execute_batch(SCHEMA).unwrap();
                 c.execute_batch(&blob_table("blobs")).unwrap();
-                if version == "6" {
+                if version != "5" {
                     c.execute_batch(&blob_table("fresh")).unwrap();
+                }
+                if version == "7" {
+                    c.execute_batch(VERIFIED_TABLE).unwrap();
+                    c.execute_batch("INSERT INTO meta VALUES ('settled', '1')")
+                        .unwrap();
                 }
                 c.execute(
                     "INSERT INTO meta VALUES ('schema', ?1), ('repo', 'r1')",
@@ -1352,6 +1537,11 @@ mod tests {
             }
             let idx = Index::open(&path, "r1").unwrap().unwrap();
             assert!(idx.contains(&Id::hash(b"x")).unwrap(), "schema {version}");
+            assert!(
+                idx.read(load_filter).unwrap().is_some()
+                    && idx.may_contain(&Id::hash(b"x")).unwrap(),
+                "schema {version}: no id filter"
+            );
             assert_tables_agree(&idx);
             let pack = pack_of(1, 0..3);
             idx.ingest(&IndexFileId(Id::hash(b"f")), &[pack]).unwrap();

@@ -25,6 +25,7 @@ mod blobs;
 mod config;
 mod content;
 mod drills;
+mod id_filter;
 pub mod index;
 mod index_files;
 mod journal;
