@@ -88,22 +88,11 @@ impl IdFilter {
         self.words.len() as u64 * 64
     }
 
-    fn positions(&self, id: &Id) -> impl Iterator<Item = usize> {
-        let h1 = u64::from_le_bytes(id.0[..8].try_into().expect("8 bytes"));
-        let h2 = u64::from_le_bytes(id.0[8..16].try_into().expect("8 bytes")) | 1;
-        let mask = self.bits() - 1;
-        (0..HASHES).map(move |i| {
-            let p = h1.wrapping_add(i.wrapping_mul(h2)) & mask;
-            usize::try_from(p).expect("under the length of the filter's words")
-        })
-    }
-
     /// Adds `id`; returns the blocks it changed.
     pub fn insert(&mut self, id: &Id) -> impl Iterator<Item = usize> {
         self.count += 1;
-        let positions: Vec<usize> = self.positions(id).collect();
         let mut changed = Vec::new();
-        for p in positions {
+        for p in positions(self.bits(), id) {
             let (w, bit) = (p / 64, 1u64 << (p % 64));
             if self.words[w] & bit == 0 {
                 self.words[w] |= bit;
@@ -115,9 +104,19 @@ impl IdFilter {
 
     /// False only if `id` was never added.
     pub fn may_contain(&self, id: &Id) -> bool {
-        self.positions(id)
-            .all(|p| self.words[p / 64] & (1 << (p % 64)) != 0)
+        positions(self.bits(), id).all(|p| self.words[p / 64] & (1 << (p % 64)) != 0)
     }
+}
+
+/// The bit positions of `id` in a filter of `bits` bits (a power of two).
+fn positions(bits: u64, id: &Id) -> impl Iterator<Item = usize> {
+    let h1 = u64::from_le_bytes(id.0[..8].try_into().expect("8 bytes"));
+    let h2 = u64::from_le_bytes(id.0[8..16].try_into().expect("8 bytes")) | 1;
+    let mask = bits - 1;
+    (0..HASHES).map(move |i| {
+        let p = h1.wrapping_add(i.wrapping_mul(h2)) & mask;
+        usize::try_from(p).expect("under the length of the filter's words")
+    })
 }
 
 #[cfg(test)]

@@ -9,7 +9,7 @@
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Mutex, MutexGuard, PoisonError, RwLock};
 use std::time::Duration;
 
 use rusqlite::{params, Connection, OptionalExtension};
@@ -166,8 +166,9 @@ pub struct Index {
     /// read transaction began before the last bump starts a new one.
     writes: AtomicU64,
     /// The id filter as read at generation `.0` of `writes` (`u64::MAX`: not yet read);
-    /// `None` when the cache has none.
-    filter: Mutex<(u64, Option<Arc<IdFilter>>)>,
+    /// `None` when the cache has none. Every lookup of a backup reads it, so readers
+    /// share it and only a reload takes it alone.
+    filter: RwLock<(u64, Option<IdFilter>)>,
 }
 
 /// A read-only connection inside a read transaction that began at generation `seen`
@@ -189,7 +190,7 @@ impl Index {
                 .map(|_| Mutex::new(None))
                 .collect(),
             writes: AtomicU64::new(0),
-            filter: Mutex::new((u64::MAX, None)),
+            filter: RwLock::new((u64::MAX, None)),
         };
         {
             let c = index.conn();
@@ -511,7 +512,10 @@ impl Index {
                     pack.bytes()
                 ],
             )?;
-            filter_add(c, &vec![e.id; added])
+            if added > 0 {
+                filter_add(c, &[e.id])?;
+            }
+            Ok(())
         })
     }
 
@@ -613,21 +617,29 @@ impl Index {
     /// process added since this one last wrote or renewed may be missed, as by
     /// [`Index::contains`]: the caller stores the blob again, which is safe.
     pub fn may_contain(&self, id: &Id) -> Result<bool> {
-        if self.filter()?.is_some_and(|f| !f.may_contain(id)) {
+        if self.filter_excludes(id)? {
             return Ok(false);
         }
         self.contains(id)
     }
 
-    /// The id filter as of this process's last write or renewal.
-    fn filter(&self) -> Result<Option<Arc<IdFilter>>> {
+    /// Whether the id filter, as of this process's last write or renewal, says `id` is
+    /// surely absent; read again first if it is older.
+    fn filter_excludes(&self, id: &Id) -> Result<bool> {
         let writes = self.writes.load(Ordering::Acquire);
-        let mut slot = locked(&self.filter);
-        if slot.0 != writes {
-            let f = self.read(load_filter)?;
-            *slot = (writes, f.map(Arc::new));
+        let excludes = |f: &(u64, Option<IdFilter>)| {
+            (f.0 == writes).then(|| f.1.as_ref().is_some_and(|f| !f.may_contain(id)))
+        };
+        let read = self.filter.read().unwrap_or_else(PoisonError::into_inner);
+        if let Some(answer) = excludes(&read) {
+            return Ok(answer);
         }
-        Ok(slot.1.clone())
+        drop(read);
+        let mut slot = self.filter.write().unwrap_or_else(PoisonError::into_inner);
+        if slot.0 != writes {
+            *slot = (writes, self.read(load_filter)?);
+        }
+        Ok(excludes(&slot).unwrap_or(false))
     }
 
     /// Whether blob `id` is stored.
@@ -983,13 +995,14 @@ fn insert_packs(c: &rusqlite::Transaction<'_>, packs: &[PackRecord]) -> rusqlite
 /// The id filter as stored, if there is a whole one.
 fn load_filter(c: &Connection) -> rusqlite::Result<Option<IdFilter>> {
     let mut st = c.prepare_cached("SELECT block, bits FROM id_filter ORDER BY block")?;
-    let blocks = st
-        .query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?)))?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
-    if blocks.iter().enumerate().any(|(i, (b, _))| *b != i as i64) {
-        return Ok(None);
+    let mut rows = st.query([])?;
+    let mut bits = Vec::new();
+    while let Some(r) = rows.next()? {
+        if r.get::<_, i64>(0)? != bits.len() as i64 {
+            return Ok(None);
+        }
+        bits.push(r.get::<_, Vec<u8>>(1)?);
     }
-    let bits: Vec<Vec<u8>> = blocks.into_iter().map(|(_, b)| b).collect();
     let count = u64::try_from(meta_number(c, "filter_ids")?).unwrap_or(0);
     Ok(IdFilter::from_blocks(&bits, count))
 }
@@ -1013,11 +1026,9 @@ fn store_filter(
 
 /// Makes the id filter anew from every id in `blobs` and `fresh`, sized for them.
 fn build_filter(c: &rusqlite::Transaction<'_>) -> rusqlite::Result<()> {
-    let n: i64 = c.query_row(
-        "SELECT (SELECT count(*) FROM blobs) + (SELECT count(*) FROM fresh)",
-        [],
-        |r| r.get(0),
-    )?;
+    // `settled` is kept equal to the rows of `blobs`: no count of the large table.
+    let fresh: i64 = c.query_row("SELECT count(*) FROM fresh", [], |r| r.get(0))?;
+    let n = meta_number(c, "settled")? + fresh;
     let mut f = IdFilter::sized_for(u64::try_from(n).unwrap_or(0));
     {
         let mut st = c.prepare("SELECT id FROM blobs UNION ALL SELECT id FROM fresh")?;
