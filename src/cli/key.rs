@@ -5,6 +5,7 @@ use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 use snap::format::crypto::{Kdf, MasterKey};
+use snap::repo::remembered::Remembered;
 use snap::repo::{keys, Repository};
 use snap::store::Store;
 use zeroize::Zeroizing;
@@ -85,17 +86,38 @@ fn first_line(f: &Path, what: &str) -> Result<Zeroizing<String>> {
     ))
 }
 
+/// How [`unlock`] opened a repository.
+pub enum Unlocked {
+    /// With the exported key file `{env}_KEY_FILE` names.
+    Exported(MasterKey),
+    /// With the key file this host remembered ([`remembered`]), read from no store.
+    Remembered(MasterKey),
+    /// With one of the repository's key files, as read from it.
+    File(keys::Opened),
+}
+
+impl Unlocked {
+    /// The master key.
+    pub fn key(self) -> MasterKey {
+        match self {
+            Unlocked::Exported(k) | Unlocked::Remembered(k) => k,
+            Unlocked::File(o) => o.key,
+        }
+    }
+}
+
 /// The master key of the encrypted repository `repo_id` in `store`: from the exported
 /// key file `{env}_KEY_FILE` names, else from a passphrase (`password_file`,
 /// `{env}_PASSWORD`, `{env}_PASSWORD_FILE` or a prompt). `env` is `SNAP`, or
-/// `SNAP_TO` for a sync destination. Returns the id of the key file the passphrase
-/// opened (none for an exported key).
+/// `SNAP_TO` for a sync destination. A passphrase is tried on the key file `memory`
+/// holds first, if any, and then on the repository's.
 pub fn unlock(
     store: &dyn Store,
     repo_id: &str,
     password_file: Option<&Path>,
     env: &str,
-) -> Result<(Option<String>, MasterKey)> {
+    memory: Option<&Remembered>,
+) -> Result<Unlocked> {
     let pass = if let Some(f) = password_file {
         first_line(f, "the profile's password_file")?
     } else {
@@ -105,7 +127,7 @@ pub fn unlock(
                 .with_context(|| format!("reading {key_var}={}", Path::new(&f).display()))?;
             let k = MasterKey::import(&b, repo_id)
                 .with_context(|| format!("{key_var}={}", Path::new(&f).display()))?;
-            return Ok((None, k));
+            return Ok(Unlocked::Exported(k));
         }
         passphrase(
             &format!("passphrase for {}: ", store.location()),
@@ -114,15 +136,20 @@ pub fn unlock(
             false,
         )?
     };
+    if let Some(m) = memory {
+        if let Some(k) = m.unlock(store, pass.as_bytes())? {
+            return Ok(Unlocked::Remembered(k));
+        }
+    }
     let hint = snap::repo::key_hint(store, repo_id).ok();
     let last = hint.as_ref().and_then(|p| std::fs::read_to_string(p).ok());
     let last = last.as_deref().map(str::trim);
-    let (id, k) = keys::unlock_first(store, pass.as_bytes(), last)?;
-    if let (Some(p), false) = (&hint, last == Some(id.as_str())) {
+    let opened = keys::unlock_first(store, pass.as_bytes(), last)?;
+    if let (Some(p), false) = (&hint, last == Some(opened.id.as_str())) {
         // Only a hint: without it the next run lists the key files again.
-        let _ = std::fs::write(p, &id);
+        let _ = std::fs::write(p, &opened.id);
     }
-    Ok((Some(id), k))
+    Ok(Unlocked::File(opened))
 }
 
 fn new_passphrase() -> Result<Zeroizing<String>> {
@@ -144,12 +171,16 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
             "repository {loc} is not encrypted: it has no keys (create an encrypted one with `snap init --encrypt`)"
         );
     }
-    let (current, key) = unlock(
+    let (current, key) = match unlock(
         store.as_ref(),
         probe.id(),
         ctx.password_file.as_deref(),
         "SNAP",
-    )?;
+        None,
+    )? {
+        Unlocked::File(o) => (Some(o.id), o.key),
+        u => (None, u.key()),
+    };
     let repo_id = probe.id().to_string();
     // Proves the key opens this repository before any key file changes.
     Repository::open_probed(store.clone(), probe, Some(key.clone()))?;

@@ -50,7 +50,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
-use snap::repo::Repository;
+use snap::repo::{remembered, Repository};
 use snap::store::{self, Store};
 
 /// Exit status when a snapshot was made but some entries could not be read.
@@ -318,26 +318,63 @@ impl Ctx {
             .with_context(|| format!("opening repository {loc}"))
     }
 
-    /// Opens the repository in `store`, unlocking it if it is encrypted.
+    /// Opens the repository in `store`, unlocking it if it is encrypted: with what this
+    /// host remembered of it, where that opens with the passphrase (a remote
+    /// repository then opens without a request), else as the repository has it now.
     fn open_store(&self, store: Arc<dyn Store>) -> Result<Repository> {
-        let probe = Repository::probe(store.as_ref())?;
-        let key = self.master_key(store.as_ref(), &probe)?;
-        let mut repo = Repository::open_probed(store, probe, key)?;
+        let memory = remembered::recall(store.as_ref());
+        let probe = match &memory {
+            Some(m) => m.probe()?,
+            None => Repository::probe(store.as_ref())?,
+        };
+        let unlocked = self.master_key(store.as_ref(), &probe, memory.as_ref())?;
+        let mut repo = match (memory, unlocked) {
+            (Some(m), Some(key::Unlocked::Remembered(k))) => {
+                Repository::open_remembered(store, m, k)?
+            }
+            (memory, unlocked) => {
+                let probe = if memory.is_some() {
+                    // Remembered, but not what opened it: read as it is now.
+                    remembered::forget(store.as_ref());
+                    Repository::probe(store.as_ref())?
+                } else {
+                    probe
+                };
+                let config = probe.bytes().to_vec();
+                let (key, opened) = match unlocked {
+                    Some(key::Unlocked::File(o)) => (Some(o.key.clone()), Some(o)),
+                    u => (u.map(key::Unlocked::key), None),
+                };
+                let repo = Repository::open_probed(store.clone(), probe, key)?;
+                if let Some(o) = opened {
+                    remembered::remember(store.as_ref(), &config, &o.id, &o.file);
+                }
+                repo
+            }
+        };
         repo.set_lock_wait(self.retry_lock);
         Ok(repo)
     }
 
-    /// The master key of the repository `probe` read in `store`, if it is encrypted.
+    /// How the repository `probe` read in `store` unlocks, if it is encrypted: first
+    /// with the key file of `memory`, if any.
     fn master_key(
         &self,
         store: &dyn Store,
         probe: &snap::repo::Probe,
-    ) -> Result<Option<snap::format::crypto::MasterKey>> {
+        memory: Option<&remembered::Remembered>,
+    ) -> Result<Option<key::Unlocked>> {
         if !probe.encrypted() {
             return Ok(None);
         }
-        let unlocked = key::unlock(store, probe.id(), self.password_file.as_deref(), "SNAP")?;
-        Ok(Some(unlocked.1))
+        key::unlock(
+            store,
+            probe.id(),
+            self.password_file.as_deref(),
+            "SNAP",
+            memory,
+        )
+        .map(Some)
     }
 
     /// Whether to draw progress bars.

@@ -48,9 +48,10 @@ pub fn kind(e: &anyhow::Error, interrupted: bool) -> &'static str {
             | Error::NoRepository { .. }
             | Error::NotADirectory { .. } => "not_found",
             Error::Locked { .. } => "locked",
-            Error::NoKeyFiles { .. } | Error::WrongPassphrase { .. } | Error::KeyMismatch(_) => {
-                "key"
-            }
+            Error::NoKeyFiles { .. }
+            | Error::WrongPassphrase { .. }
+            | Error::KeyMismatch(_)
+            | Error::KeyFileGone { .. } => "key",
             Error::Corrupt { .. } | Error::ChecksumMismatch { .. } => "damaged",
             Error::NotVerified { .. } => "not_verified",
             Error::Mount { .. } => "mount",

@@ -60,9 +60,9 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
             src.key().cloned()
         } else if probe.encrypted() {
             Some(
-                key::unlock(dst_store.as_ref(), probe.id(), None, "SNAP_TO")
+                key::unlock(dst_store.as_ref(), probe.id(), None, "SNAP_TO", None)
                     .with_context(|| format!("unlocking the destination {loc}"))?
-                    .1,
+                    .key(),
             )
         } else {
             None

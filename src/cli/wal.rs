@@ -11,7 +11,7 @@ use snap::repo::wal::{Pushed, WalArchive};
 use snap::repo::Repository;
 use snap::store::Store;
 
-use super::Ctx;
+use super::{key, Ctx};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -84,7 +84,9 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
 fn archive_of(ctx: &Ctx) -> Result<(Arc<dyn Store>, Option<MasterKey>, i32)> {
     let (store, _) = ctx.store()?;
     let probe = Repository::probe(store.as_ref())?;
-    let key = ctx.master_key(store.as_ref(), &probe)?;
+    let key = ctx
+        .master_key(store.as_ref(), &probe, None)?
+        .map(key::Unlocked::key);
     let config = probe.config(key.as_ref())?;
     Ok((store, key, config.compression_level))
 }

@@ -13,15 +13,16 @@ fn dir(store: &dyn Store) -> String {
     format!("{}/keys", store.location())
 }
 
-/// Key file `id`, read and decoded.
-fn read_key(store: &dyn Store, id: &str) -> Result<KeyFile> {
+/// Key file `id`, read and decoded, and its bytes.
+fn read_key(store: &dyn Store, id: &str) -> Result<(KeyFile, Vec<u8>)> {
     let path = format!("keys/{id}.json");
     let name = format!("{}/{path}", store.location());
-    KeyFile::decode(&name, &store.read(&path, MAX_LEN)?)
+    let bytes = store.read(&path, MAX_LEN)?;
+    Ok((KeyFile::decode(&name, &bytes)?, bytes))
 }
 
-/// Every key file, by id, sorted by id.
-pub fn list(store: &dyn Store) -> Result<Vec<(String, KeyFile)>> {
+/// Every key file, by id, sorted by id, and its bytes.
+fn read_all(store: &dyn Store) -> Result<Vec<(String, KeyFile, Vec<u8>)>> {
     let mut out = Vec::new();
     for e in store.list("keys")? {
         let Some(id) = e
@@ -31,58 +32,85 @@ pub fn list(store: &dyn Store) -> Result<Vec<(String, KeyFile)>> {
         else {
             continue;
         };
-        out.push((id.to_string(), read_key(store, id)?));
+        let (f, bytes) = read_key(store, id)?;
+        out.push((id.to_string(), f, bytes));
     }
     out.sort_by(|a, b| a.0.cmp(&b.0));
     Ok(out)
 }
 
+/// Every key file, by id, sorted by id.
+pub fn list(store: &dyn Store) -> Result<Vec<(String, KeyFile)>> {
+    Ok(read_all(store)?
+        .into_iter()
+        .map(|(id, f, _)| (id, f))
+        .collect())
+}
+
+/// A key file that opened with a passphrase, and what it yielded.
+pub struct Opened {
+    /// Its id.
+    pub id: String,
+    /// Its bytes, as read.
+    pub file: Vec<u8>,
+    /// The master key.
+    pub key: MasterKey,
+}
+
 /// The master key and the id of the key file `passphrase` opens.
 pub fn unlock(store: &dyn Store, passphrase: &[u8]) -> Result<(String, MasterKey)> {
-    unlock_first(store, passphrase, None)
+    unlock_first(store, passphrase, None).map(|o| (o.id, o.key))
 }
 
 /// [`unlock`], trying key file `first` (the one that opened the repository last time,
 /// as a cache remembers it) before the others: when it opens, one read instead of a
 /// listing and a read of every key file (a request each on S3). One that is gone or
 /// opens nothing is tried once only.
-pub fn unlock_first(
-    store: &dyn Store,
-    passphrase: &[u8],
-    first: Option<&str>,
-) -> Result<(String, MasterKey)> {
+pub fn unlock_first(store: &dyn Store, passphrase: &[u8], first: Option<&str>) -> Result<Opened> {
     let first = first.filter(|id| id.len() == 16 && id.bytes().all(|b| b.is_ascii_hexdigit()));
     if let Some(id) = first {
         match read_key(store, id) {
-            Ok(f) => {
-                if let Some(k) = f.unlock(passphrase)? {
-                    return Ok((id.to_string(), k));
+            Ok((f, file)) => {
+                if let Some(key) = f.unlock(passphrase)? {
+                    let id = id.to_string();
+                    return Ok(Opened { id, file, key });
                 }
             }
             Err(Error::NotFound { .. }) => {}
             Err(e) => return Err(e),
         }
     }
-    let keys = list(store)?;
+    let keys = read_all(store)?;
     if keys.is_empty() {
         return Err(Error::NoKeyFiles { keys: dir(store) });
     }
-    for (id, f) in &keys {
+    let files = keys.iter().map(|(id, ..)| format!("{id}.json")).collect();
+    for (id, f, file) in keys {
         if Some(id.as_str()) == first {
             continue;
         }
-        if let Some(k) = f.unlock(passphrase)? {
-            return Ok((id.clone(), k));
+        if let Some(key) = f.unlock(passphrase)? {
+            return Ok(Opened { id, file, key });
         }
     }
     Err(Error::WrongPassphrase {
         keys: dir(store),
-        files: keys.iter().map(|(id, _)| format!("{id}.json")).collect(),
+        files,
     })
 }
 
 /// Adds a key file for `passphrase`; returns its id.
 pub fn add(store: &dyn Store, master: &MasterKey, passphrase: &[u8], kdf: Kdf) -> Result<String> {
+    add_file(store, master, passphrase, kdf).map(|(id, _)| id)
+}
+
+/// [`add`], returning the key file's bytes too.
+pub fn add_file(
+    store: &dyn Store,
+    master: &MasterKey,
+    passphrase: &[u8],
+    kdf: Kdf,
+) -> Result<(String, Vec<u8>)> {
     let f = KeyFile::new(master, passphrase, kdf, super::hostname(), user_name())?;
     let mut id = [0u8; 8];
     getrandom::getrandom(&mut id).map_err(Error::NoRandomness)?;
@@ -90,7 +118,7 @@ pub fn add(store: &dyn Store, master: &MasterKey, passphrase: &[u8], kdf: Kdf) -
     let mut b = serde_json::to_vec_pretty(&f).expect("key files serialize");
     b.push(b'\n');
     store.put(&format!("keys/{id}.json"), &b)?;
-    Ok(id)
+    Ok((id, b))
 }
 
 /// Removes key file `id`; refuses to remove the last one.

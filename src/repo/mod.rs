@@ -35,6 +35,7 @@ mod lookup;
 mod meta_cache;
 mod persist;
 pub mod reach;
+pub mod remembered;
 mod repack;
 mod saver;
 mod snapshots;
@@ -72,7 +73,7 @@ use crate::format::pack;
 use crate::host::hostname;
 use crate::locked;
 use crate::repo::index::Index;
-use crate::store::{Local, Store};
+use crate::store::{Entry, Local, Store};
 
 const INDEX_FILE: &str = "index.sqlite";
 
@@ -120,10 +121,13 @@ pub struct Repository {
     fresh: AtomicBool,
     /// Copies of a remote repository's trees and chunk lists.
     meta_cache: meta_cache::MetaCache,
+    /// The key file this handle was opened with from what the host remembered
+    /// ([`remembered`]), until a listing of `keys/` shows it still there.
+    unproven_key: Mutex<Option<remembered::Remembered>>,
 }
 
 /// Reads the config file of the repository in `store`, not yet opened.
-fn read_config(store: &dyn Store) -> Result<ConfigFile> {
+fn read_config(store: &dyn Store) -> Result<Vec<u8>> {
     match store.read("config", config::MAX_LEN) {
         Err(Error::NotFound { .. }) => Err(Error::NoRepository {
             location: store.location(),
@@ -133,30 +137,46 @@ fn read_config(store: &dyn Store) -> Result<ConfigFile> {
                 location: store.location(),
             })
         }
-        r => ConfigFile::decode(&r?),
+        r => r,
     }
 }
 
 /// A repository's config as read before its key is at hand ([`Repository::probe`]).
-pub struct Probe(ConfigFile);
+pub struct Probe {
+    file: ConfigFile,
+    bytes: Vec<u8>,
+}
 
 impl Probe {
+    /// The config file `bytes`, parsed.
+    pub fn decode(bytes: &[u8]) -> Result<Probe> {
+        Ok(Probe {
+            file: ConfigFile::decode(bytes)?,
+            bytes: bytes.to_vec(),
+        })
+    }
+
     /// Whether the repository is encrypted (then it opens only with its key).
     pub fn encrypted(&self) -> bool {
-        matches!(self.0, ConfigFile::Sealed { .. })
+        matches!(self.file, ConfigFile::Sealed { .. })
     }
 
     /// The repository's id.
     pub fn id(&self) -> &str {
-        match &self.0 {
+        match &self.file {
             ConfigFile::Plain(c) => &c.id,
             ConfigFile::Sealed { id, .. } => id,
         }
     }
 
+    /// The config file as read.
+    pub fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
     /// The config, opened with the master key of an encrypted repository (checked).
     pub fn config(self, key: Option<&MasterKey>) -> Result<Config> {
-        self.0.open(key)
+        self.file.open(key)
     }
 }
 
@@ -170,17 +190,22 @@ pub fn set_cache_root(dir: PathBuf) {
     let _ = CACHE_ROOT.set(dir);
 }
 
+/// The root of this host's caches ([`set_cache_root`]).
+fn cache_root() -> Result<PathBuf> {
+    Ok(CACHE_ROOT
+        .get()
+        .cloned()
+        .or_else(|| cfg!(test).then(|| std::env::temp_dir().join("snap-unit-test-cache")))
+        .ok_or(Usage::NoCacheDir)?)
+}
+
 /// Where the index cache of a repository lives, for every kind of store: the root set
 /// by [`set_cache_root`], then the repository id and a hash of the repository's
 /// location (a synced copy has the same id and its own cache). It belongs to the
 /// client: SQLite's WAL works only on a local file system, so several hosts sharing one
 /// repository (on NFS, SFTP or S3) each keep their own.
 fn cache_dir(store: &dyn Store, repo_id: &str) -> Result<PathBuf> {
-    let base = CACHE_ROOT
-        .get()
-        .cloned()
-        .or_else(|| cfg!(test).then(|| std::env::temp_dir().join("snap-unit-test-cache")))
-        .ok_or(Usage::NoCacheDir)?;
+    let base = cache_root()?;
     let location = match store.local_root() {
         Some(root) => fs::canonicalize(root).at(root)?.display().to_string(),
         None => store.location(),
@@ -312,14 +337,15 @@ fn listed_names(store: &dyn Store, dir: &str) -> Result<HashSet<Id>> {
 
 /// The ids of the files listed under `dir` whose names are ids.
 fn listed_ids(store: &dyn Store, dir: &str) -> Result<Vec<(Id, u64)>> {
-    Ok(store
-        .list(dir)?
-        .into_iter()
-        .filter_map(|e| {
-            let name = e.path.rsplit('/').next()?;
-            Some((Id::from_hex(name)?, e.size))
-        })
-        .collect())
+    Ok(ids_of(&store.list(dir)?).collect())
+}
+
+/// The ids, and sizes, of the files of a listing whose names are ids.
+fn ids_of(listed: &[Entry]) -> impl Iterator<Item = (Id, u64)> + '_ {
+    listed.iter().filter_map(|e| {
+        let name = e.path.rsplit('/').next()?;
+        Some((Id::from_hex(name)?, e.size))
+    })
 }
 
 impl Repository {
@@ -366,15 +392,19 @@ impl Repository {
             pack_size: opts.pack_size,
         };
         prepare_empty(store.as_ref())?;
-        let key = match encrypt {
+        let (key, key_file) = match encrypt {
             Some((key, passphrase, kdf)) => {
-                keys::add(store.as_ref(), &key, passphrase, kdf)?;
-                Some(key)
+                let file = keys::add_file(store.as_ref(), &key, passphrase, kdf)?;
+                (Some(key), Some(file))
             }
-            None => None,
+            None => (None, None),
         };
-        store.put("config", &config.encode(key.as_ref())?)?;
-        Repository::open_store(store, key)
+        let bytes = config.encode(key.as_ref())?;
+        store.put("config", &bytes)?;
+        if let Some((id, file)) = key_file {
+            remembered::remember(store.as_ref(), &bytes, &id, &file);
+        }
+        Repository::open_probed(store, Probe::decode(&bytes)?, key)
     }
 
     /// Creates a copy of the repository `from`: the same config file and key files,
@@ -391,7 +421,20 @@ impl Repository {
     /// Reads the config of the repository in `store` before its key is at hand: whether
     /// it is encrypted, and its id.
     pub fn probe(store: &dyn Store) -> Result<Probe> {
-        read_config(store).map(Probe)
+        Probe::decode(&read_config(store)?)
+    }
+
+    /// Opens the repository in `store` with what this host remembered of it (`memory`)
+    /// and the master key its key file yielded; the key file is proven still there by
+    /// the first refresh (see [`remembered`]).
+    pub fn open_remembered(
+        store: Arc<dyn Store>,
+        memory: remembered::Remembered,
+        key: MasterKey,
+    ) -> Result<Repository> {
+        let repo = Repository::open_probed(store, memory.probe()?, Some(key))?;
+        *locked(&repo.unproven_key) = Some(memory);
+        Ok(repo)
     }
 
     /// Opens the repository in `store` with its master key (`None`: unencrypted),
@@ -427,6 +470,7 @@ impl Repository {
             lock_wait: std::time::Duration::ZERO,
             fresh: AtomicBool::new(false),
             meta_cache,
+            unproven_key: Mutex::new(None),
         })
     }
 
@@ -434,11 +478,51 @@ impl Repository {
     /// after taking a lock, and before the first lock-free read. Returns the snapshot
     /// records that cannot be read (see [`Repository::sync_snapshots`]).
     pub fn refresh(&self) -> Result<Vec<(String, String)>> {
+        let (dirs, expect) = self.refresh_listing()?;
+        let listed = self.store.list_dirs(&dirs, expect)?;
+        self.refresh_listed(listed)
+    }
+
+    /// What [`Repository::refresh`] lists (`index/`, and `keys/` while the key file
+    /// this handle opened with is unproven), and about how many files that is.
+    fn refresh_listing(&self) -> Result<(Vec<&'static str>, usize)> {
+        let mut dirs = vec!["index"];
+        if locked(&self.unproven_key).is_some() {
+            dirs.push("keys");
+        }
+        Ok((dirs, self.index.index_files()?.len()))
+    }
+
+    /// [`Repository::refresh`] with the listings of [`Repository::refresh_listing`]'s
+    /// directories, made after the lock (if any) was taken.
+    fn refresh_listed(&self, listed: Vec<Vec<Entry>>) -> Result<Vec<(String, String)>> {
+        let mut listed = listed.into_iter();
+        let index = listed.next().unwrap_or_default();
+        if let Some(keys) = listed.next() {
+            self.prove_key(&keys)?;
+        }
         self.index.renew();
-        self.refresh_index()?;
+        self.refresh_index(&index)?;
         let unreadable = self.sync_snapshots()?;
         self.fresh.store(true, Ordering::Release);
         Ok(unreadable)
+    }
+
+    /// Proves the remembered key file this handle opened with current: still among
+    /// `keys` (the listing of `keys/`). One that is gone is forgotten, and the run
+    /// fails before anything else is read from the repository.
+    fn prove_key(&self, keys: &[Entry]) -> Result<()> {
+        let mut unproven = locked(&self.unproven_key);
+        let Some(r) = unproven.as_ref() else {
+            return Ok(());
+        };
+        if r.listed_in(keys) {
+            *unproven = None;
+            return Ok(());
+        }
+        let e = r.gone(self.store.as_ref());
+        remembered::forget(self.store.as_ref());
+        Err(e)
     }
 
     /// Refreshes the cache once for a reader that takes no lock (`list`, `stats`).
@@ -452,8 +536,8 @@ impl Repository {
     /// Reads the index files the cache lacks. When one it holds is gone (prune or
     /// repair replaced it), the cache is rebuilt from all of them. An unreadable index
     /// file is skipped with a warning and leaves the cache incomplete.
-    fn refresh_index(&self) -> Result<()> {
-        let listed = self.index_files()?;
+    fn refresh_index(&self, listed: &[Entry]) -> Result<()> {
+        let listed: HashSet<IndexFileId> = ids_of(listed).map(|(id, _)| IndexFileId(id)).collect();
         let mut cached = self.index.index_files()?;
         if !cached.is_subset(&listed) {
             log::debug!("index files were replaced; rebuilding the cache");
@@ -614,8 +698,10 @@ impl Repository {
         purpose: &str,
         wait: std::time::Duration,
     ) -> Result<Lock> {
-        let mut lock = Lock::acquire_waiting(self.store.clone(), exclusive, purpose, wait)?;
-        lock.unreadable = self.refresh()?;
+        let (along, expect) = self.refresh_listing()?;
+        let mut lock =
+            Lock::acquire_waiting(self.store.clone(), exclusive, purpose, wait, &along, expect)?;
+        lock.unreadable = self.refresh_listed(lock.take_listed())?;
         lock.count_in(self.held.clone());
         Ok(lock)
     }
@@ -837,14 +923,20 @@ mod tests {
         // where a listing reads every one.
         let damaged = root.join("keys/ffffffffffffffff.json");
         std::fs::write(&damaged, b"not a key file").unwrap();
-        let (id, _) = keys::unlock_first(store.as_ref(), b"one", Some(&one)).unwrap();
+        let id = keys::unlock_first(store.as_ref(), b"one", Some(&one))
+            .unwrap()
+            .id;
         assert_eq!(id, one);
         assert!(keys::unlock(store.as_ref(), b"one").is_err());
         std::fs::remove_file(&damaged).unwrap();
         // Remembered but opening nothing for this passphrase, or gone: the others.
-        let (id, _) = keys::unlock_first(store.as_ref(), b"two", Some(&one)).unwrap();
+        let id = keys::unlock_first(store.as_ref(), b"two", Some(&one))
+            .unwrap()
+            .id;
         assert_eq!(id, two);
-        let (id, _) = keys::unlock_first(store.as_ref(), b"one", Some("0123456789abcdef")).unwrap();
+        let id = keys::unlock_first(store.as_ref(), b"one", Some("0123456789abcdef"))
+            .unwrap()
+            .id;
         assert_eq!(id, one);
         let e = keys::unlock_first(store.as_ref(), b"three", Some(&one))
             .err()

@@ -147,6 +147,9 @@ impl Store for Limited {
     fn list(&self, dir: &str) -> Result<Vec<Entry>> {
         self.inner.list(dir)
     }
+    fn list_dirs(&self, dirs: &[&str], expect: usize) -> Result<Vec<Vec<Entry>>> {
+        self.inner.list_dirs(dirs, expect)
+    }
     fn close_files(&self) {
         self.inner.close_files();
     }

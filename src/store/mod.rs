@@ -86,6 +86,16 @@ pub trait Store: Send + Sync {
     /// Every file below directory `dir` (recursively), in no particular order; an
     /// absent directory is empty.
     fn list(&self, dir: &str) -> Result<Vec<Entry>>;
+    /// The listings ([`Store::list`]) of directories `dirs`, in their order, which hold
+    /// about `expect` files in all (what the caller found last time). Where a listing
+    /// is one request per page of names (S3), they come from one listing of the names
+    /// from the first directory to the last in name order, so directories adjacent in
+    /// that order (`index`, `keys`, `locks`) cost one request together; elsewhere each
+    /// is listed alone.
+    fn list_dirs(&self, dirs: &[&str], expect: usize) -> Result<Vec<Vec<Entry>>> {
+        let _ = expect;
+        dirs.iter().map(|d| self.list(d)).collect()
+    }
     /// Writes `bytes` as file `path`, durably and atomically, replacing any file there.
     fn put(&self, path: &str, bytes: &[u8]) -> Result<()>;
     /// Like [`Store::put`] with the content of a finished local temp file, which is

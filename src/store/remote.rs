@@ -24,6 +24,9 @@ const PARTS_IN_FLIGHT: usize = 4;
 /// at most 16 MiB) are uploaded with one PUT.
 const WHOLE: u64 = 64 << 20;
 
+/// Names a page of [`Remote::list_dirs`] holds beyond those its caller expects.
+const PAGE_MARGIN: usize = 64;
+
 /// The runtime the remote stores' I/O runs on.
 pub(crate) static RUNTIME: LazyLock<tokio::runtime::Runtime> = LazyLock::new(|| {
     tokio::runtime::Builder::new_multi_thread()
@@ -348,6 +351,59 @@ impl Store for Remote {
                 modified: e.metadata().last_modified().map(Into::into),
             })
             .collect())
+    }
+
+    /// One listing of the whole repository from just before the first directory's
+    /// names (S3's `start-after`), read page by page until it passes the last one's:
+    /// for adjacent directories, one request where each alone would be one. A page
+    /// holds the names expected and 64 more (`PAGE_MARGIN`), so that the one request
+    /// does not carry a thousand names of the packs that follow.
+    fn list_dirs(&self, dirs: &[&str], expect: usize) -> Result<Vec<Vec<Entry>>> {
+        let prefixes: Vec<String> = dirs
+            .iter()
+            .map(|d| format!("{}/", d.trim_matches('/')))
+            .collect();
+        let mut out = vec![Vec::new(); dirs.len()];
+        let (Some(first), Some(last)) = (prefixes.iter().min(), prefixes.iter().max()) else {
+            return Ok(out);
+        };
+        let lister = self.op.lister_options(
+            "/",
+            ListOptions {
+                recursive: true,
+                // Sorts before every name below `first`.
+                start_after: Some(first.trim_end_matches('/').to_string()),
+                limit: Some(expect.saturating_add(PAGE_MARGIN).min(1000)),
+                ..Default::default()
+            },
+        );
+        let lister = match lister {
+            Ok(l) => l,
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(out),
+            Err(e) => return Err(self.err(first, e)),
+        };
+        for e in lister {
+            let e = match e {
+                Ok(e) => e,
+                Err(e) if e.kind() == ErrorKind::NotFound => break,
+                Err(e) => return Err(self.err(first, e)),
+            };
+            let path = e.path().trim_start_matches('/');
+            if path > last.as_str() && !path.starts_with(last.as_str()) {
+                break;
+            }
+            if e.metadata().mode() != EntryMode::FILE {
+                continue;
+            }
+            if let Some(i) = prefixes.iter().position(|p| path.starts_with(p.as_str())) {
+                out[i].push(Entry {
+                    path: path.to_string(),
+                    size: e.metadata().content_length(),
+                    modified: e.metadata().last_modified().map(Into::into),
+                });
+            }
+        }
+        Ok(out)
     }
 
     fn put(&self, path: &str, bytes: &[u8]) -> Result<()> {

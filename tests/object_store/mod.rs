@@ -531,14 +531,15 @@ fn packs_go_up_with_one_put_each() {
     );
 }
 
-/// A no-op backup costs eight requests: the config, the lock (put, listing, the check
-/// before the snapshot is saved, delete), the index and snapshot listings and the
-/// snapshot record; nine when encrypted (the key file that opened it last, read
-/// without listing the others). Every file is read with one GET, no HEAD before it. A
-/// file longer than its kind may be is refused (the GET dropped past the limit), an
-/// empty one is told apart from a missing one.
+/// A no-op backup of an encrypted repository costs six requests: the lock (put, the
+/// check before the snapshot is saved, delete), one listing of `index/`, `keys/` and
+/// `locks/` together, the snapshot listing and the snapshot record; the config and
+/// the key file are what the host remembered. Seven unencrypted, where the config is
+/// read (nothing would prove a remembered one current). Every file is read with one
+/// GET, no HEAD before it. A file longer than its kind may be is refused (the GET
+/// dropped past the limit), an empty one is told apart from a missing one.
 #[test]
-fn a_no_op_backup_costs_eight_requests_and_reads_are_bounded() {
+fn a_no_op_backup_costs_six_requests_and_reads_are_bounded() {
     let Some(g) = Garage::single() else { return };
     let env = Env::new();
     // The source's directories up to `/` are in every snapshot with their mtimes: under
@@ -577,11 +578,11 @@ fn a_no_op_backup_costs_eight_requests_and_reads_are_bounded() {
     sealed.push(("SNAP_PASSWORD", "no-op".into()));
     let (total, made, ..) = no_op("noop-sealed", &["init", "--encrypt"], &sealed);
     assert!(
-        total <= 9,
+        total <= 6,
         "{total} requests for an encrypted no-op backup: {made:?}"
     );
     let (total, made, repo, cache) = no_op("noop", &["init"], &g.env());
-    assert!(total <= 8, "{total} requests for a no-op backup: {made:?}");
+    assert!(total <= 7, "{total} requests for a no-op backup: {made:?}");
     assert_eq!(made[1].1, 0, "HEADs: {made:?}");
 
     let list = || {
@@ -601,4 +602,117 @@ fn a_no_op_backup_costs_eight_requests_and_reads_are_bounded() {
     let out = list();
     assert!(!out.status.success());
     assert!(text(&out).contains("corrupt config"), "{}", text(&out));
+}
+
+/// The one listing that serves a lock, the index refresh and the proof of a remembered
+/// key file reads past pages of other files: with 300 files in `index/` that are not
+/// index files (a page holds the index files expected and 64 more), the key file is
+/// still found in `keys/` and another process's exclusive lock in `locks/`.
+#[test]
+fn the_shared_listing_of_index_keys_and_locks_reads_every_page() {
+    let Some(g) = Garage::single() else { return };
+    let env = Env::new();
+    let (repo, cache) = (g.url("pages"), env.path("cache"));
+    let mut vars = g.env();
+    vars.push(("SNAP_PASSWORD", "pages".into()));
+    snap_at(&repo, &cache, &vars, &["init", "--encrypt"])
+        .assert()
+        .success();
+    let src = source(&env, "src", 2, 4096);
+    let backup = || {
+        snap_at(&repo, &cache, &vars, &["backup", src.to_str().unwrap()])
+            .output()
+            .unwrap()
+    };
+    g.put_many("pages/index/junk-", 300);
+    let lists = g.requests(0, "ListObjectsV2");
+    let out = backup();
+    assert!(out.status.success(), "{}", text(&out));
+    let lists = g.requests(0, "ListObjectsV2") - lists;
+    // One page for each 64 names and the snapshot listing.
+    assert!((6..=8).contains(&lists), "{lists} listings");
+
+    // An exclusive lock of a live process on another host, past the junk.
+    let info = serde_json::json!({
+        "host": "elsewhere", "pid": 1, "time": chrono::Utc::now(),
+        "exclusive": true, "purpose": "prune",
+    });
+    g.put(
+        &g.bucket,
+        "pages/locks/0123456789abcdef.json",
+        info.to_string().as_bytes(),
+    );
+    let out = backup();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains("prune by pid 1 on elsewhere"),
+        "{}",
+        text(&out)
+    );
+}
+
+/// A host remembers the config and key file of an encrypted repository on S3 (its
+/// own, readable by it only) and opens it without reading them; the first listing of
+/// `keys/` proves the key file still there. Once it is gone (the passphrase was
+/// changed on another host), the run fails before it reads anything else, says why,
+/// and forgets it; the next run tries the passphrase against the key files the
+/// repository has now.
+#[test]
+fn a_remembered_key_file_gone_from_the_repository_fails_the_run_and_is_forgotten() {
+    use std::os::unix::fs::PermissionsExt;
+    let Some(g) = Garage::single() else { return };
+    let env = Env::new();
+    let (repo, cache) = (g.url("memory"), env.path("cache"));
+    let with = |pass: &str| {
+        let mut v = g.env();
+        v.push(("SNAP_PASSWORD", pass.into()));
+        v
+    };
+    let (one, two) = (with("one"), with("two"));
+    snap_at(&repo, &cache, &one, &["init", "--encrypt"])
+        .assert()
+        .success();
+    let memory: Vec<PathBuf> = walk(&cache.join("remembered"));
+    assert_eq!(memory.len(), 1, "{memory:?}");
+    let mode = fs::metadata(&memory[0]).unwrap().permissions().mode();
+    assert_eq!(mode & 0o077, 0, "{mode:o}");
+    let src = source(&env, "src", 2, 4096);
+    let backup = |vars: &[(&'static str, String)]| {
+        snap_at(&repo, &cache, vars, &["backup", src.to_str().unwrap()])
+            .output()
+            .unwrap()
+    };
+    let gets = g.requests(0, "GetObject");
+    let out = backup(&one);
+    assert!(out.status.success(), "{}", text(&out));
+    // Only the lock's check before the snapshot is saved: no config, no key file.
+    assert_eq!(g.requests(0, "GetObject") - gets, 1);
+
+    // Another host changes the passphrase: a new key file, the old one removed.
+    let other = env.path("other-cache");
+    let mut passwd = one.clone();
+    passwd.push(("SNAP_NEW_PASSWORD", "two".into()));
+    snap_at(&repo, &other, &passwd, &["key", "passwd"])
+        .assert()
+        .success();
+    let snapshots = g.objects("memory/snapshots/").len();
+    let out = backup(&one);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains("the repository no longer has it"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(g.objects("memory/snapshots/").len(), snapshots);
+    assert!(g.objects("memory/locks/").is_empty());
+    assert!(walk(&cache.join("remembered")).is_empty());
+    let out = backup(&one);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("wrong passphrase"), "{}", text(&out));
+    let out = backup(&two);
+    assert!(out.status.success(), "{}", text(&out));
+    let gets = g.requests(0, "GetObject");
+    let out = backup(&two);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(g.requests(0, "GetObject") - gets, 1);
 }

@@ -304,6 +304,14 @@ for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=a
         );
     }
 
+    /// Writes `n` objects `{prefix}{i:03}` of the bucket, of one byte each.
+    pub fn put_many(&self, prefix: &str, n: usize) {
+        self.boto3(
+            &format!("for i in range({n}):\n    s3.put_object(Bucket=bucket, Key=f'{{arg}}{{i:03}}', Body=b'x')"),
+            prefix,
+        );
+    }
+
     /// Object `key` of `bucket`, `None` when there is none.
     pub fn get(&self, bucket: &str, key: &str) -> Option<Vec<u8>> {
         let f = tempfile::NamedTempFile::new().unwrap();
