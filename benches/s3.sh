@@ -22,12 +22,16 @@
 #   cargo install garage --locked, or the one .ci/run builds)
 #   CARGO_TARGET_DIR=/tmp/snap-target-bench cargo build --release
 #   SNAP=/tmp/snap-target-bench/release/snap bash benches/s3.sh > benches/results/s3-$(date +%Y%m%d).md
-# Knobs: WORK (/tmp/s3-bench, wiped first), SNAP, GARAGE, RUSTIC, DUMP_MB (200),
+# The harness keeps its own files (restore targets, request counts) in $WORK/run and
+# WORK under /var/tmp, so that between a backup and the no-op after it nothing changes
+# DATA's parent directories (snap and restic store them, with their times, in every
+# snapshot: under a busy /tmp the "no-op" would store new trees for them).
+# Knobs: WORK (/var/tmp/s3-bench, wiped first), SNAP, GARAGE, RUSTIC, DUMP_MB (200),
 #   TREE_MB (150), DELAY_MS (10), RATE_MBIT (200), LINKS ("fast slow").
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-WORK=${WORK:-/tmp/s3-bench}
+WORK=${WORK:-/var/tmp/s3-bench}
 SNAP=${SNAP:-$HERE/target/release/snap}
 GARAGE=${GARAGE:-$(command -v garage || echo /var/cache/snap-ci/garage/bin/garage)}
 RUSTIC=${RUSTIC:-$(command -v rustic || echo "$HOME/.cargo/bin/rustic")}
@@ -39,7 +43,7 @@ LINKS=${LINKS:-fast slow}
 . "$HERE/benches/lib.sh"
 
 rm -rf "$WORK"
-mkdir -p "$WORK/data/tree" "$WORK/garage" "$WORK/config/rustic"
+mkdir -p "$WORK/data/tree" "$WORK/garage" "$WORK/config/rustic" "$WORK/run/restore" "$WORK/cache"
 DATA=$WORK/data
 unset SNAP_REPO SNAP_PASSWORD SNAP_PASSWORD_FILE RESTIC_REPOSITORY RESTIC_PASSWORD_FILE
 KEY_ID=GK5eb1a7e5a1f0c0ffee5eb1a7
@@ -134,7 +138,7 @@ endpoint() { if [ "$1" = slow ]; then echo "http://127.0.0.1:$SLOW_PORT"; else e
 # cmd TOOL LINK STEP: the command line of a step.
 cmd() {
     local ep; ep=$(endpoint "$2")
-    local target=$WORK/restore
+    local target=$WORK/run/restore
     case $1 in
         snap)
             local r=(env AWS_ENDPOINT_URL="$ep" "$SNAP" --repo "s3://bench/$2-snap")
@@ -187,20 +191,20 @@ for link in $LINKS; do
         bash -c "$(cmd "$t" "$link" init)" >/dev/null 2>&1
         for step in backup noop restore; do
             real=$step; [ "$step" = noop ] && real=backup
-            rm -rf "$WORK/restore"; mkdir -p "$WORK/restore"
-            requests >"$WORK/before"
-            /usr/bin/time -f "%e %M %U %S" -o "$WORK/time" bash -c "$(cmd "$t" "$link" "$real")" >/dev/null
-            requests >"$WORK/after"
-            read -r wall rss user sys <"$WORK/time"
-            IFS=$'\t' read -r n kinds < <(delta "$WORK/before" "$WORK/after")
+            rm -rf "$WORK/run/restore"; mkdir -p "$WORK/run/restore"
+            requests >"$WORK/run/before"
+            /usr/bin/time -f "%e %M %U %S" -o "$WORK/run/time" bash -c "$(cmd "$t" "$link" "$real")" >/dev/null
+            requests >"$WORK/run/after"
+            read -r wall rss user sys <"$WORK/run/time"
+            IFS=$'\t' read -r n kinds < <(delta "$WORK/run/before" "$WORK/run/after")
             per=-
             if [ "$step" != noop ]; then per=$(awk -v n="$n" -v b="$DATA_BYTES" 'BEGIN { printf "%.0f", n / (b / 2^30) }'); fi
             printf '| %s | %s | %s | %.2f | %.2f | %d | %d | %s | %s |\n' "$link" "$t" "$step" \
                 "$wall" "$(awk -v a="$user" -v b="$sys" 'BEGIN { print a + b }')" $((rss / 1024)) "$n" "$per" "$kinds"
             if [ "$step" = restore ] && [ "$link" = fast ]; then
-                diff -r "$DATA" "$WORK/restore$DATA" >/dev/null || { log "$t restored other data"; exit 1; }
+                diff -r "$DATA" "$WORK/run/restore$DATA" >/dev/null || { log "$t restored other data"; exit 1; }
             fi
         done
     done
 done
-rm -rf "$WORK/restore" "$WORK/data"
+rm -rf "$WORK/run" "$WORK/data"
