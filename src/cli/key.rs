@@ -5,7 +5,7 @@ use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 use snap::format::crypto::{Kdf, MasterKey};
-use snap::repo::remembered::Remembered;
+use snap::repo::remembered::{self, Remembered};
 use snap::repo::{keys, Repository};
 use snap::store::Store;
 use zeroize::Zeroizing;
@@ -232,6 +232,8 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
                 bail!("key {id} is the one in use; open the repository with another passphrase to remove it (or use `snap key passwd`)");
             }
             keys::remove(store.as_ref(), &id)?;
+            // This host may have remembered that key file.
+            remembered::forget(store.as_ref());
             if !ctx.quiet {
                 outln!("removed key {id}");
             }
@@ -241,6 +243,7 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
             let id = keys::add(store.as_ref(), &key, pass.as_bytes(), Kdf::default())?;
             if let Some(old) = &current {
                 keys::remove(store.as_ref(), old)?;
+                remembered::forget(store.as_ref());
             }
             if !ctx.quiet {
                 outln!(

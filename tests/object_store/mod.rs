@@ -656,7 +656,7 @@ fn the_shared_listing_of_index_keys_and_locks_reads_every_page() {
 /// `keys/` proves the key file still there. Once it is gone (the passphrase was
 /// changed on another host), the run fails before it reads anything else, says why,
 /// and forgets it; the next run tries the passphrase against the key files the
-/// repository has now.
+/// repository has now. A passphrase changed on the host itself forgets at once.
 #[test]
 fn a_remembered_key_file_gone_from_the_repository_fails_the_run_and_is_forgotten() {
     use std::os::unix::fs::PermissionsExt;
@@ -715,4 +715,14 @@ fn a_remembered_key_file_gone_from_the_repository_fails_the_run_and_is_forgotten
     let out = backup(&two);
     assert!(out.status.success(), "{}", text(&out));
     assert_eq!(g.requests(0, "GetObject") - gets, 1);
+
+    // A passphrase changed on this host: the memory of the removed key file goes with it.
+    let mut passwd = two.clone();
+    passwd.push(("SNAP_NEW_PASSWORD", "three".into()));
+    snap_at(&repo, &cache, &passwd, &["key", "passwd"])
+        .assert()
+        .success();
+    let out = backup(&two);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("wrong passphrase"), "{}", text(&out));
 }

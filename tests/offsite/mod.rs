@@ -606,7 +606,18 @@ fn killed_sync_then_resumed(env: &Env, to: &str, dest: &Path, extra: &[(&'static
     }
     child.kill().unwrap();
     child.wait().unwrap();
-    let (left, bytes) = temp_files(dest);
+    // Over SFTP the server may still carry out requests the killed run had sent before
+    // its ssh saw the pipe close: the leftovers are what is there once nothing changes.
+    let mut settled = temp_files(dest);
+    loop {
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        let now = temp_files(dest);
+        if now == settled {
+            break;
+        }
+        settled = now;
+    }
+    let (left, bytes) = settled;
     eprintln!(
         "the killed sync left {bytes} bytes in {} temp files",
         left.len()
