@@ -484,13 +484,16 @@ impl Repository {
     }
 
     /// What [`Repository::refresh`] lists (`index/`, and `keys/` while the key file
-    /// this handle opened with is unproven), and about how many files that is.
+    /// this handle opened with is unproven), and about how many files that is: the
+    /// index files the cache holds, or, when it holds none (a new cache, which reads
+    /// every index file anyway), as many as one page of a listing holds.
     fn refresh_listing(&self) -> Result<(Vec<&'static str>, usize)> {
         let mut dirs = vec!["index"];
         if locked(&self.unproven_key).is_some() {
             dirs.push("keys");
         }
-        Ok((dirs, self.index.index_files()?.len()))
+        let cached = self.index.index_files()?.len();
+        Ok((dirs, if cached == 0 { 1000 } else { cached }))
     }
 
     /// [`Repository::refresh`] with the listings of [`Repository::refresh_listing`]'s
