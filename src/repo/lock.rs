@@ -255,9 +255,9 @@ impl Lock {
         }
     }
 
-    /// Like [`Lock::acquire_listing`], but a conflicting lock is waited for up to `wait` (said
-    /// once in the log), trying again after pauses of 250 ms doubling up to 16 s; a
-    /// signal ends the wait.
+    /// Like [`Lock::acquire_listing`], but a conflicting lock is waited for up to
+    /// `wait` (said once in the log), trying again after pauses of 250 ms doubling up
+    /// to 16 s; a signal ends the wait.
     pub fn acquire_waiting(
         store: Arc<dyn Store>,
         exclusive: bool,
