@@ -43,6 +43,10 @@ pub struct Remote {
     url: String,
     /// Whether the store honours `If-None-Match: *` on a PUT, found out on first use.
     conditional: OnceLock<bool>,
+    /// Whether the bucket lists its names in key order with `start-after`, as S3's
+    /// general purpose buckets and the compatible stores do; AWS's directory buckets
+    /// (names ending in `--x-s3`) do neither.
+    ordered: bool,
 }
 
 /// OpenDAL's message without its context block (it writes `Kind (status) at op,
@@ -166,6 +170,7 @@ impl Remote {
             op,
             url: url.trim_end_matches('/').to_string(),
             conditional: OnceLock::new(),
+            ordered: !authority.ends_with("--x-s3"),
         })
     }
 
@@ -357,8 +362,14 @@ impl Store for Remote {
     /// names (S3's `start-after`), read page by page until it passes the last one's:
     /// for adjacent directories, one request where each alone would be one. A page
     /// holds the names expected and 64 more (`PAGE_MARGIN`), so that the one request
-    /// does not carry a thousand names of the packs that follow.
+    /// does not carry a thousand names of the packs that follow. Stopping there needs
+    /// names in key order (a lock missed would be a lock ignored): a bucket known not
+    /// to keep it, or a listing seen out of it, is listed directory by directory.
     fn list_dirs(&self, dirs: &[&str], expect: usize) -> Result<Vec<Vec<Entry>>> {
+        let alone = || dirs.iter().map(|d| self.list(d)).collect();
+        if !self.ordered {
+            return alone();
+        }
         let prefixes: Vec<String> = dirs
             .iter()
             .map(|d| format!("{}/", d.trim_matches('/')))
@@ -382,6 +393,7 @@ impl Store for Remote {
             Err(e) if e.kind() == ErrorKind::NotFound => return Ok(out),
             Err(e) => return Err(self.err(first, e)),
         };
+        let mut previous = String::new();
         for e in lister {
             let e = match e {
                 Ok(e) => e,
@@ -389,9 +401,14 @@ impl Store for Remote {
                 Err(e) => return Err(self.err(first, e)),
             };
             let path = e.path().trim_start_matches('/');
+            if path < previous.as_str() {
+                log::debug!("{} lists names out of key order", self.url);
+                return alone();
+            }
             if path > last.as_str() && !path.starts_with(last.as_str()) {
                 break;
             }
+            path.clone_into(&mut previous);
             if e.metadata().mode() != EntryMode::FILE {
                 continue;
             }
