@@ -36,7 +36,13 @@ pub struct Args {
 }
 
 pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
-    let repo = ctx.open(false)?;
+    // A probe reads the index only; a check proves the repository's own config and key
+    // file too, as a host without this one's memory of them would read them.
+    let repo = if a.max_age.is_some() || a.max_drill_age.is_some() {
+        ctx.open(false)?
+    } else {
+        ctx.open_unremembered()?
+    };
     if let Some(span) = a.max_drill_age {
         return drill_age(ctx, &repo, span, a.json);
     }

@@ -77,7 +77,8 @@ fn execute(
     json: bool,
     every: Option<DrillEvery>,
 ) -> Result<i32> {
-    let repo = ctx.open(false)?;
+    // What a new host would read: the config and key file as the repository has them.
+    let repo = ctx.open_unremembered()?;
     // Shared: a drill only reads the repository and adds its record.
     let _lock = repo.lock(false, "drill")?;
     let targets = match snapshot {

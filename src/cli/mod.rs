@@ -305,6 +305,18 @@ impl Ctx {
     /// Opens the selected repository; `create_default` creates the default one on first
     /// use (so `snap backup DIR` works on a fresh machine).
     fn open(&self, create_default: bool) -> Result<Repository> {
+        self.open_as(create_default, true)
+    }
+
+    /// [`Ctx::open`] reading the config and the key file from the repository, not from
+    /// this host's memory of them: for `check` and `drill`, which prove what the
+    /// repository itself holds (a host without the memory needs both).
+    fn open_unremembered(&self) -> Result<Repository> {
+        self.open_as(false, false)
+    }
+
+    /// [`Ctx::open`], with this host's memory of the repository where `use_memory`.
+    fn open_as(&self, create_default: bool, use_memory: bool) -> Result<Repository> {
         let (store, is_default) = self.store()?;
         let loc = store.location();
         if is_default && create_default && store.size("config")?.is_none() {
@@ -314,15 +326,18 @@ impl Ctx {
             eprintln!("created a new repository at {loc}");
             return Ok(repo);
         }
-        self.open_store(store)
+        self.open_store(store, use_memory)
             .with_context(|| format!("opening repository {loc}"))
     }
 
     /// Opens the repository in `store`, unlocking it if it is encrypted: with what this
-    /// host remembered of it, where that opens with the passphrase (a remote
-    /// repository then opens without a request), else as the repository has it now.
-    fn open_store(&self, store: Arc<dyn Store>) -> Result<Repository> {
-        let memory = remembered::recall(store.as_ref());
+    /// host remembered of it, where `use_memory` and that opens with the passphrase (a
+    /// remote repository then opens without a request), else as the repository has it
+    /// now.
+    fn open_store(&self, store: Arc<dyn Store>, use_memory: bool) -> Result<Repository> {
+        let memory = use_memory
+            .then(|| remembered::recall(store.as_ref()))
+            .flatten();
         let probe = match &memory {
             Some(m) => m.probe()?,
             None => Repository::probe(store.as_ref())?,

@@ -729,3 +729,42 @@ fn a_remembered_key_file_gone_from_the_repository_fails_the_run_and_is_forgotten
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert!(text(&out).contains("wrong passphrase"), "{}", text(&out));
 }
+
+/// `check` and `drill` prove what the repository itself holds, as a host without this
+/// one's memory would read it: a damaged config or key file in the bucket fails them
+/// on the host that remembers both intact.
+#[test]
+fn check_and_drill_read_the_config_and_key_file_from_the_repository() {
+    let Some(g) = Garage::single() else { return };
+    let env = Env::new();
+    let (repo, cache) = (g.url("proof"), env.path("cache"));
+    let mut vars = g.env();
+    vars.push(("SNAP_PASSWORD", "proof".into()));
+    snap_at(&repo, &cache, &vars, &["init", "--encrypt"])
+        .assert()
+        .success();
+    let src = source(&env, "src", 2, 4096);
+    snap_at(&repo, &cache, &vars, &["backup", src.to_str().unwrap()])
+        .assert()
+        .success();
+    let scratch = env.path("scratch");
+    fs::create_dir_all(&scratch).unwrap();
+    let run = |args: &[&str]| snap_at(&repo, &cache, &vars, args).output().unwrap();
+    let (key, _) = g.objects("proof/keys/").remove(0);
+    for object in ["proof/config".to_string(), key] {
+        let intact = g.get(&g.bucket, &object).unwrap();
+        g.damage(&object);
+        let name = object.trim_start_matches("proof/");
+        for args in [
+            &["check"][..],
+            &["drill", "--scratch", scratch.to_str().unwrap()][..],
+        ] {
+            let out = run(args);
+            assert_ne!(out.status.code(), Some(0), "{args:?}: {}", text(&out));
+            assert!(text(&out).contains(name), "{args:?}: {}", text(&out));
+        }
+        g.put(&g.bucket, &object, &intact);
+    }
+    let out = run(&["check"]);
+    assert!(out.status.success(), "{}", text(&out));
+}
