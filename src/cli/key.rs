@@ -136,10 +136,9 @@ pub fn unlock(
             false,
         )?
     };
-    if let Some(m) = memory {
-        if let Some(k) = m.unlock(store, pass.as_bytes())? {
-            return Ok(Unlocked::Remembered(k));
-        }
+    // A remembered key file that does not open (or no longer decodes) is only not used.
+    if let Some(Ok(Some(k))) = memory.map(|m| m.unlock(store, pass.as_bytes())) {
+        return Ok(Unlocked::Remembered(k));
     }
     let hint = snap::repo::key_hint(store, repo_id).ok();
     let last = hint.as_ref().and_then(|p| std::fs::read_to_string(p).ok());

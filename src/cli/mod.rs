@@ -345,7 +345,18 @@ impl Ctx {
         let unlocked = self.master_key(store.as_ref(), &probe, memory.as_ref())?;
         let mut repo = match (memory, unlocked) {
             (Some(m), Some(key::Unlocked::Remembered(k))) => {
-                Repository::open_remembered(store, m, k)?
+                match Repository::open_remembered(store.clone(), m, k) {
+                    Ok(repo) => repo,
+                    Err(e) => {
+                        // A memory damaged on this host's disk is only not used.
+                        log::warn!(
+                            "this host's memory of {} does not open it ({e}); reading the repository's own config and key files",
+                            store.location()
+                        );
+                        remembered::forget(store.as_ref());
+                        return self.open_store(store, false);
+                    }
+                }
             }
             (memory, unlocked) => {
                 let probe = if memory.is_some() {

@@ -10,7 +10,9 @@
 //! random ids. So the remembered key file still listed means the same repository and
 //! the same key file. One no longer listed fails the run ([`Error::KeyFileGone`]) and
 //! is forgotten, and the next run reads both from the repository again. A remembered
-//! key file that does not open with the passphrase given is forgotten too.
+//! key file that does not open with the passphrase given, or a memory that does not
+//! decode or open (damaged on this host's disk), is forgotten too, and the run reads
+//! both from the repository.
 //!
 //! The copy is as secret as the repository's own: the master key wrapped by the
 //! passphrase. It lives under the cache root, `remembered/<hash of the location>`,

@@ -768,3 +768,47 @@ fn check_and_drill_read_the_config_and_key_file_from_the_repository() {
     let out = run(&["check"]);
     assert!(out.status.success(), "{}", text(&out));
 }
+
+/// A memory damaged on the host's own disk (its sealed config, then its key file) is not
+/// used: the run reads both from the repository, succeeds, and remembers them afresh.
+#[test]
+fn a_memory_damaged_on_the_hosts_disk_is_read_again_from_the_repository() {
+    let Some(g) = Garage::single() else { return };
+    let env = Env::new();
+    let (repo, cache) = (g.url("damaged"), env.path("cache"));
+    let mut vars = g.env();
+    vars.push(("SNAP_PASSWORD", "damaged".into()));
+    snap_at(&repo, &cache, &vars, &["init", "--encrypt"])
+        .assert()
+        .success();
+    let src = source(&env, "src", 2, 4096);
+    let memory = walk(&cache.join("remembered")).remove(0);
+    let intact = fs::read_to_string(&memory).unwrap();
+    let config = g.get(&g.bucket, "damaged/config").unwrap();
+    // The JSON still whole: in the config, one hex digit of the sealed part changed (it
+    // no longer opens); in the key file, one made no hex digit (it no longer decodes).
+    for (field, sealed) in [
+        ("config", "\"sealed\": \""),
+        ("key_file", "\"wrapped\": \""),
+    ] {
+        let mut m: serde_json::Value = serde_json::from_str(&intact).unwrap();
+        let file = m[field].as_str().unwrap().to_string();
+        let at = file.find(sealed).unwrap() + sealed.len() + 10;
+        let flipped = match (field, &file[at..=at]) {
+            ("key_file", _) => "z",
+            (_, "0") => "1",
+            _ => "0",
+        };
+        m[field] = format!("{}{flipped}{}", &file[..at], &file[at + 1..]).into();
+        fs::write(&memory, m.to_string()).unwrap();
+        let out = snap_at(&repo, &cache, &vars, &["backup", src.to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{field}: {}", text(&out));
+        let now: serde_json::Value =
+            serde_json::from_str(&fs::read_to_string(&memory).unwrap()).unwrap();
+        assert_eq!(now["config"].as_str().unwrap().as_bytes(), &config[..]);
+        let intact: serde_json::Value = serde_json::from_str(&intact).unwrap();
+        assert_eq!(now, intact, "remembered afresh");
+    }
+}
