@@ -125,7 +125,7 @@ pub enum Error {
     },
     /// The key file this host remembered opening a remote repository with is no longer
     /// among the repository's key files ([`crate::repo::remembered`]).
-    #[error("key file {key} opened this repository from this host's memory of it, but the repository no longer has it (removed by `snap key remove` or `snap key passwd`, or a new repository was made at the same location); the memory is forgotten: rerun, and the passphrase is tried against the key files the repository has now")]
+    #[error("key file {key} opened this repository from this host's memory of it, but the repository no longer has it (removed by `snap key remove` or `snap key passwd`, or the repository was deleted or made anew at the same location); the memory is forgotten: rerun, and the passphrase is tried against the key files the repository has now")]
     KeyFileGone {
         /// The key file (`<repository>/keys/<id>.json`).
         key: String,

@@ -36,8 +36,9 @@ pub struct Args {
 }
 
 pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
-    // A probe reads the index only; a check proves the repository's own config and key
-    // file too, as a host without this one's memory of them would read them.
+    // A probe (--max-age, --max-drill-age) reads what the cache knows; a check proves
+    // the repository's own config and key file too, as a host without this one's memory
+    // of them would read them.
     let repo = if a.max_age.is_some() || a.max_drill_age.is_some() {
         ctx.open(false)?
     } else {

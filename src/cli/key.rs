@@ -142,7 +142,11 @@ pub fn unlock(
     }
     let hint = snap::repo::key_hint(store, repo_id).ok();
     let last = hint.as_ref().and_then(|p| std::fs::read_to_string(p).ok());
-    let last = last.as_deref().map(str::trim);
+    // Not the remembered key file again, which just did not open.
+    let last = last
+        .as_deref()
+        .map(str::trim)
+        .filter(|id| memory.is_none_or(|m| m.key_id() != *id));
     let opened = keys::unlock_first(store, pass.as_bytes(), last)?;
     if let (Some(p), false) = (&hint, last == Some(opened.id.as_str())) {
         // Only a hint: without it the next run lists the key files again.

@@ -335,7 +335,9 @@ impl Ctx {
     /// remote repository then opens without a request), else as the repository has it
     /// now.
     fn open_store(&self, store: Arc<dyn Store>, use_memory: bool) -> Result<Repository> {
-        let memory = use_memory
+        // An exported key opens no key file, so nothing would prove a memory current.
+        let exported = self.password_file.is_none() && std::env::var_os("SNAP_KEY_FILE").is_some();
+        let memory = (use_memory && !exported)
             .then(|| remembered::recall(store.as_ref()))
             .flatten();
         let probe = match &memory {
@@ -344,19 +346,17 @@ impl Ctx {
         };
         let unlocked = self.master_key(store.as_ref(), &probe, memory.as_ref())?;
         let mut repo = match (memory, unlocked) {
-            (Some(m), Some(key::Unlocked::Remembered(k))) => {
-                match Repository::open_remembered(store.clone(), m, k) {
-                    Ok(repo) => repo,
-                    Err(e) => {
-                        // A memory damaged on this host's disk is only not used.
-                        log::warn!(
-                            "this host's memory of {} does not open it ({e}); reading the repository's own config and key files",
-                            store.location()
-                        );
-                        remembered::forget(store.as_ref());
-                        return self.open_store(store, false);
-                    }
-                }
+            (Some(m), Some(key::Unlocked::Remembered(k))) if m.config_opens(&k) => {
+                Repository::open_remembered(store, m, k)?
+            }
+            (Some(_), Some(key::Unlocked::Remembered(_))) => {
+                // A memory damaged on this host's disk is only not used.
+                log::warn!(
+                    "this host's memory of {} does not open its config; reading the repository's own config and key files",
+                    store.location()
+                );
+                remembered::forget(store.as_ref());
+                return self.open_store(store, false);
             }
             (memory, unlocked) => {
                 let probe = if memory.is_some() {

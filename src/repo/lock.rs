@@ -13,9 +13,7 @@
 //! Each process writes its own file before it lists the others, so of two conflicting
 //! processes the one that lists second sees the first: at most one proceeds, on any
 //! store whose listings show completed writes (local, SFTP, S3). A file that cannot be
-//! read or parsed is never taken for no lock. The same listing may carry other
-//! directories a taker reads under the lock ([`Lock::acquire_listing`]: on S3 one
-//! request for `index/`, `keys/` and `locks/`).
+//! read or parsed is never taken for no lock.
 //!
 //! Where the store creates files atomically ([`Store::create_volatile`]: a local
 //! directory by a rename that refuses to replace, S3 by `If-None-Match: *`, found out
@@ -107,29 +105,11 @@ pub struct Lock {
     pub unreadable: Vec<(String, String)>,
     /// The count of locks a repository handle holds, while this one is among them.
     count: Option<Arc<AtomicUsize>>,
-    /// The listings of the directories asked for along with `locks/`
-    /// ([`Lock::acquire_listing`]), taken after this lock's file was written.
-    listed: Vec<Vec<Entry>>,
 }
 
 impl Lock {
     /// Takes a lock in `store`'s `locks/`.
     pub fn acquire(store: Arc<dyn Store>, exclusive: bool, purpose: &str) -> Result<Lock> {
-        Lock::acquire_listing(store, exclusive, purpose, &[], 0)
-    }
-
-    /// [`Lock::acquire`], listing directories `along` (about `expect` files) in the
-    /// same listing as `locks/` ([`Store::list_dirs`]: on S3 one request for `index`,
-    /// `keys` and `locks`); [`Lock::take_listed`] hands them over. Like the listing of
-    /// `locks/`, theirs comes after this lock's file is written, so it shows what a
-    /// listing under the lock would.
-    pub fn acquire_listing(
-        store: Arc<dyn Store>,
-        exclusive: bool,
-        purpose: &str,
-        along: &[&str],
-        expect: usize,
-    ) -> Result<Lock> {
         let info = LockInfo {
             host: hostname(),
             pid: std::process::id(),
@@ -148,7 +128,6 @@ impl Lock {
             refresher: None,
             unreadable: Vec::new(),
             count: None,
-            listed: Vec::new(),
         };
         lock.path = if exclusive {
             lock.create_exclusive(boot)?
@@ -156,24 +135,14 @@ impl Lock {
             None
         }
         .map_or_else(|| lock.put_own(), Ok)?;
-        let mut dirs = vec!["locks"];
-        dirs.extend_from_slice(along);
-        let mut listed = lock.store.list_dirs(&dirs, expect)?;
-        for entry in listed.remove(0) {
+        for entry in lock.store.list("locks")? {
             if entry.path != lock.path {
                 if let Some(e) = lock.conflict(&entry, boot)? {
                     return Err(e);
                 }
             }
         }
-        lock.listed = listed;
         Ok(lock.refreshing())
-    }
-
-    /// The listings of the directories [`Lock::acquire_listing`] was given, in their
-    /// order (once; empty after).
-    pub fn take_listed(&mut self) -> Vec<Vec<Entry>> {
-        std::mem::take(&mut self.listed)
     }
 
     /// Writes this lock under a name of its own; returns the name. Not durable: a lock
@@ -255,21 +224,19 @@ impl Lock {
         }
     }
 
-    /// Like [`Lock::acquire_listing`], but a conflicting lock is waited for up to
-    /// `wait` (said once in the log), trying again after pauses of 250 ms doubling up
-    /// to 16 s; a signal ends the wait.
+    /// Like [`Lock::acquire`], but a conflicting lock is waited for up to `wait` (said
+    /// once in the log), trying again after pauses of 250 ms doubling up to 16 s; a
+    /// signal ends the wait.
     pub fn acquire_waiting(
         store: Arc<dyn Store>,
         exclusive: bool,
         purpose: &str,
         wait: Duration,
-        along: &[&str],
-        expect: usize,
     ) -> Result<Lock> {
         let deadline = std::time::Instant::now() + wait;
         let mut attempt = 0;
         loop {
-            match Lock::acquire_listing(store.clone(), exclusive, purpose, along, expect) {
+            match Lock::acquire(store.clone(), exclusive, purpose) {
                 Err(Error::Locked { holder }) => {
                     let left = deadline.saturating_duration_since(std::time::Instant::now());
                     if left.is_zero() || crate::interrupt::requested() {
@@ -660,22 +627,14 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let s = store(&d);
         let held = Lock::acquire(s.clone(), true, "prune").unwrap();
-        let e = Lock::acquire_waiting(
-            s.clone(),
-            false,
-            "backup",
-            Duration::from_millis(300),
-            &[],
-            0,
-        );
+        let e = Lock::acquire_waiting(s.clone(), false, "backup", Duration::from_millis(300));
         assert!(matches!(e, Err(Error::Locked { .. })), "the wait ends");
         std::thread::scope(|scope| {
             scope.spawn(move || {
                 std::thread::sleep(Duration::from_millis(300));
                 drop(held);
             });
-            let l =
-                Lock::acquire_waiting(s.clone(), false, "backup", Duration::from_secs(60), &[], 0);
+            let l = Lock::acquire_waiting(s.clone(), false, "backup", Duration::from_secs(60));
             assert!(l.is_ok(), "taken after the holder left");
         });
     }

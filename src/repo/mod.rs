@@ -478,30 +478,31 @@ impl Repository {
     /// after taking a lock, and before the first lock-free read. Returns the snapshot
     /// records that cannot be read (see [`Repository::sync_snapshots`]).
     pub fn refresh(&self) -> Result<Vec<(String, String)>> {
-        let (dirs, expect) = self.refresh_listing()?;
-        let listed = self.store.list_dirs(&dirs, expect)?;
-        self.refresh_listed(listed)
+        self.refresh_as(true)
     }
 
-    /// What [`Repository::refresh`] lists (`index/`, and `keys/` while the key file
-    /// this handle opened with is unproven), and about how many files that is: the
-    /// index files the cache holds, or, when it holds none (a new cache, which reads
-    /// every index file anyway), as many as one page of a listing holds.
-    fn refresh_listing(&self) -> Result<(Vec<&'static str>, usize)> {
-        let mut dirs = vec!["index"];
-        if locked(&self.unproven_key).is_some() {
-            dirs.push("keys");
-        }
-        let cached = self.index.index_files()?.len();
-        Ok((dirs, if cached == 0 { 1000 } else { cached }))
-    }
-
-    /// [`Repository::refresh`] with the listings of [`Repository::refresh_listing`]'s
-    /// directories, made after the lock (if any) was taken.
-    fn refresh_listed(&self, listed: Vec<Vec<Entry>>) -> Result<Vec<(String, String)>> {
-        let mut listed = listed.into_iter();
-        let index = listed.next().unwrap_or_default();
-        if let Some(keys) = listed.next() {
+    /// [`Repository::refresh`]. It lists `index/`, and `keys/` while the key file this
+    /// handle opened with is unproven. `whole` lists each by its prefix, complete
+    /// whatever order the store lists names in, as a holder of an exclusive lock must:
+    /// it deletes packs no listed index file names. Otherwise the two come from one
+    /// listing where the store can ([`Store::list_dirs`]), in pages of the index files
+    /// the cache holds and a margin (a whole page when it holds none: a new cache,
+    /// which reads every index file anyway).
+    fn refresh_as(&self, whole: bool) -> Result<Vec<(String, String)>> {
+        let unproven = locked(&self.unproven_key).is_some();
+        let (index, keys) = if whole || !unproven {
+            let keys = unproven.then(|| self.store.list("keys")).transpose()?;
+            (self.store.list("index")?, keys)
+        } else {
+            let cached = self.index.index_files()?.len();
+            let expect = if cached == 0 { 1000 } else { cached };
+            let listed = self.store.list_dirs(&["index", "keys"], expect)?;
+            let [index, keys]: [Vec<Entry>; 2] = listed.try_into().map_err(|_| {
+                Error::internal("a listing of index/ and keys/ came back without both", None)
+            })?;
+            (index, Some(keys))
+        };
+        if let Some(keys) = keys {
             self.prove_key(&keys)?;
         }
         self.index.renew();
@@ -531,7 +532,7 @@ impl Repository {
     /// Refreshes the cache once for a reader that takes no lock (`list`, `stats`).
     fn ensure_fresh(&self) -> Result<()> {
         if !self.fresh.load(Ordering::Acquire) {
-            self.refresh()?;
+            self.refresh_as(false)?;
         }
         Ok(())
     }
@@ -701,10 +702,8 @@ impl Repository {
         purpose: &str,
         wait: std::time::Duration,
     ) -> Result<Lock> {
-        let (along, expect) = self.refresh_listing()?;
-        let mut lock =
-            Lock::acquire_waiting(self.store.clone(), exclusive, purpose, wait, &along, expect)?;
-        lock.unreadable = self.refresh_listed(lock.take_listed())?;
+        let mut lock = Lock::acquire_waiting(self.store.clone(), exclusive, purpose, wait)?;
+        lock.unreadable = self.refresh_as(exclusive)?;
         lock.count_in(self.held.clone());
         Ok(lock)
     }

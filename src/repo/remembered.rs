@@ -3,16 +3,16 @@
 //! would be a GET, on SFTP a round trip).
 //!
 //! Both are proven current by the first listing of `keys/` after opening, which comes
-//! with the lock's own listing (on S3 one request for `index/`, `keys/` and `locks/`)
-//! and before anything else is read from the repository: key files are never
+//! with the listing of `index/` that refreshes the cache (on S3 one request for both),
+//! before any index file or snapshot is read: key files are never
 //! rewritten (a new passphrase is a new file, and the old one is removed), the config
 //! never changes, and a new repository at the same location has key files of new
 //! random ids. So the remembered key file still listed means the same repository and
 //! the same key file. One no longer listed fails the run ([`Error::KeyFileGone`]) and
 //! is forgotten, and the next run reads both from the repository again. A remembered
-//! key file that does not open with the passphrase given, or a memory that does not
-//! decode or open (damaged on this host's disk), is forgotten too, and the run reads
-//! both from the repository.
+//! key file that does not open with the passphrase given is not used, and forgotten
+//! once another key file opens; a memory that does not decode or open (damaged on this
+//! host's disk) is forgotten, and the run reads both from the repository.
 //!
 //! The copy is as secret as the repository's own: the master key wrapped by the
 //! passphrase. It lives under the cache root, `remembered/<hash of the location>`,
@@ -114,6 +114,17 @@ impl Remembered {
         KeyFile::decode(&self.key_name(store), self.key_file.as_bytes())?.unlock(passphrase)
     }
 
+    /// Whether the remembered config opens with `key` (one damaged on this host's
+    /// disk does not).
+    pub fn config_opens(&self, key: &MasterKey) -> bool {
+        self.probe().and_then(|p| p.config(Some(key))).is_ok()
+    }
+
+    /// The remembered key file's id.
+    pub fn key_id(&self) -> &str {
+        &self.key_id
+    }
+
     fn key_path(&self) -> String {
         format!("keys/{}.json", self.key_id)
     }
@@ -122,11 +133,13 @@ impl Remembered {
         format!("{}/{}", store.location(), self.key_path())
     }
 
-    /// Whether `keys`, a listing of `keys/`, still has the remembered key file.
+    /// Whether `keys`, a listing of `keys/`, still has the remembered key file (at its
+    /// size, where the store lists sizes: some SFTP servers leave them out).
     pub(super) fn listed_in(&self, keys: &[Entry]) -> bool {
         let path = self.key_path();
+        let len = self.key_file.len() as u64;
         keys.iter()
-            .any(|e| e.path == path && e.size == self.key_file.len() as u64)
+            .any(|e| e.path == path && (e.size == len || e.size == 0))
     }
 
     /// The error of a remembered key file that is gone from the repository.

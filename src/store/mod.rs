@@ -90,11 +90,14 @@ pub trait Store: Send + Sync {
     /// about `expect` files in all (what the caller found last time). Where a listing
     /// is one request per page of names (S3), they come from one listing of the names
     /// from the first directory to the last in name order, so directories adjacent in
-    /// that order (`index`, `keys`, `locks`) cost one request together; elsewhere each
-    /// is listed alone.
+    /// that order (`index`, `keys`) cost one request together; elsewhere each is
+    /// listed alone. That one listing relies on the store listing names in order, and
+    /// shows the directories as they were when it reached each: not for a caller that
+    /// needs one directory listed after another, nor one that deletes what a listing
+    /// lacks.
     fn list_dirs(&self, dirs: &[&str], expect: usize) -> Result<Vec<Vec<Entry>>> {
         let _ = expect;
-        dirs.iter().map(|d| self.list(d)).collect()
+        list_each(self, dirs)
     }
     /// Writes `bytes` as file `path`, durably and atomically, replacing any file there.
     fn put(&self, path: &str, bytes: &[u8]) -> Result<()>;
@@ -136,6 +139,11 @@ pub trait Store: Send + Sync {
     /// another process may have deleted some (a prune): an open handle would still
     /// read a deleted pack and keep its disk space.
     fn close_files(&self) {}
+}
+
+/// Directories `dirs` of `store`, each listed alone.
+fn list_each<S: Store + ?Sized>(store: &S, dirs: &[&str]) -> Result<Vec<Vec<Entry>>> {
+    dirs.iter().map(|d| store.list(d)).collect()
 }
 
 /// Options of a remote location that its URL does not carry. The library reads no

@@ -45,7 +45,7 @@ pub struct Remote {
     conditional: OnceLock<bool>,
     /// Whether the bucket lists its names in key order with `start-after`, as S3's
     /// general purpose buckets and the compatible stores do; AWS's directory buckets
-    /// (names ending in `--x-s3`) do neither.
+    /// (names ending in `--x-s3`, their access points in `--xa-s3`) do neither.
     ordered: bool,
 }
 
@@ -170,7 +170,7 @@ impl Remote {
             op,
             url: url.trim_end_matches('/').to_string(),
             conditional: OnceLock::new(),
-            ordered: !authority.ends_with("--x-s3"),
+            ordered: !(authority.ends_with("--x-s3") || authority.ends_with("--xa-s3")),
         })
     }
 
@@ -363,21 +363,19 @@ impl Store for Remote {
     /// for adjacent directories, one request where each alone would be one. A page
     /// holds the names expected and 64 more (`PAGE_MARGIN`), so that the one request
     /// does not carry a thousand names of the packs that follow. Stopping there needs
-    /// names in key order (a lock missed would be a lock ignored): a bucket known not
-    /// to keep it, or a listing seen out of it, is listed directory by directory.
+    /// names in key order: a bucket known not to keep it, a listing seen out of it, or
+    /// one whose first name is already past the range (nothing in any directory, or a
+    /// store that ignored `start-after`), is listed directory by directory.
     fn list_dirs(&self, dirs: &[&str], expect: usize) -> Result<Vec<Vec<Entry>>> {
-        let alone = || dirs.iter().map(|d| self.list(d)).collect();
-        if !self.ordered {
-            return alone();
+        if !self.ordered || dirs.len() < 2 {
+            return super::list_each(self, dirs);
         }
         let prefixes: Vec<String> = dirs
             .iter()
             .map(|d| format!("{}/", d.trim_matches('/')))
             .collect();
-        let mut out = vec![Vec::new(); dirs.len()];
-        let (Some(first), Some(last)) = (prefixes.iter().min(), prefixes.iter().max()) else {
-            return Ok(out);
-        };
+        let first = prefixes.iter().min().expect("two directories");
+        let last = prefixes.iter().max().expect("two directories");
         let lister = self.op.lister_options(
             "/",
             ListOptions {
@@ -388,27 +386,25 @@ impl Store for Remote {
                 ..Default::default()
             },
         );
-        let lister = match lister {
-            Ok(l) => l,
-            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(out),
-            Err(e) => return Err(self.err(first, e)),
-        };
-        let mut previous = String::new();
-        for e in lister {
-            let e = match e {
-                Ok(e) => e,
-                Err(e) if e.kind() == ErrorKind::NotFound => break,
-                Err(e) => return Err(self.err(first, e)),
-            };
+        let err = |e| self.err(&format!("{} listed together", dirs.join(", ")), e);
+        let mut out = vec![Vec::new(); dirs.len()];
+        let mut previous: Option<String> = None;
+        for e in lister.map_err(err)? {
+            let e = e.map_err(err)?;
             let path = e.path().trim_start_matches('/');
-            if path < previous.as_str() {
-                log::debug!("{} lists names out of key order", self.url);
-                return alone();
+            let past = path > last.as_str() && !path.starts_with(last.as_str());
+            let disordered = previous.as_deref().is_some_and(|p| path < p);
+            if disordered || (previous.is_none() && (past || path < first.as_str())) {
+                log::debug!(
+                    "{}: names out of key order; listing each directory",
+                    self.url
+                );
+                return super::list_each(self, dirs);
             }
-            if path > last.as_str() && !path.starts_with(last.as_str()) {
+            if past {
                 break;
             }
-            path.clone_into(&mut previous);
+            previous = Some(path.to_string());
             if e.metadata().mode() != EntryMode::FILE {
                 continue;
             }
