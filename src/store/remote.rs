@@ -24,6 +24,47 @@ const PARTS_IN_FLIGHT: usize = 4;
 /// at most 16 MiB) are uploaded with one PUT.
 const WHOLE: u64 = 64 << 20;
 
+/// The files below each of `prefixes` (`index/`, `keys/`) among `names` (each a path,
+/// and its entry if it is a file), as a listing in key order from just before the
+/// first prefix returns them; read until a name passes the last prefix. `None` when
+/// the names show they are not in key order: one smaller than the one before, or a
+/// first one outside the range (past it, or not after the first prefix without its
+/// `/`, where `start-after` was ignored), after which a missing name cannot be told
+/// from an absent one.
+fn scan<E>(
+    prefixes: &[String],
+    names: impl IntoIterator<Item = std::result::Result<(String, Option<Entry>), E>>,
+) -> std::result::Result<Option<Vec<Vec<Entry>>>, E> {
+    let (Some(first), Some(last)) = (prefixes.iter().min(), prefixes.iter().max()) else {
+        return Ok(Some(Vec::new()));
+    };
+    let mut out = vec![Vec::new(); prefixes.len()];
+    let mut previous: Option<String> = None;
+    for name in names {
+        let (path, file) = name?;
+        let past = path.as_str() > last.as_str() && !path.starts_with(last.as_str());
+        let disordered = match &previous {
+            Some(p) => path < *p,
+            // At or before `start-after`, which the listing began after.
+            None => past || path.as_str() <= first.trim_end_matches('/'),
+        };
+        if disordered {
+            return Ok(None);
+        }
+        if past {
+            break;
+        }
+        if let (Some(i), Some(file)) = (
+            prefixes.iter().position(|p| path.starts_with(p.as_str())),
+            file,
+        ) {
+            out[i].push(file);
+        }
+        previous = Some(path);
+    }
+    Ok(Some(out))
+}
+
 /// Names a page of [`Remote::list_dirs`] holds beyond those its caller expects.
 const PAGE_MARGIN: usize = 64;
 
@@ -375,7 +416,6 @@ impl Store for Remote {
             .map(|d| format!("{}/", d.trim_matches('/')))
             .collect();
         let first = prefixes.iter().min().expect("two directories");
-        let last = prefixes.iter().max().expect("two directories");
         let lister = self.op.lister_options(
             "/",
             ListOptions {
@@ -387,36 +427,25 @@ impl Store for Remote {
             },
         );
         let err = |e| self.err(&format!("{} listed together", dirs.join(", ")), e);
-        let mut out = vec![Vec::new(); dirs.len()];
-        let mut previous: Option<String> = None;
-        for e in lister.map_err(err)? {
+        let names = lister.map_err(err)?.map(|e| {
             let e = e.map_err(err)?;
-            let path = e.path().trim_start_matches('/');
-            let past = path > last.as_str() && !path.starts_with(last.as_str());
-            let disordered = previous.as_deref().is_some_and(|p| path < p);
-            if disordered || (previous.is_none() && (past || path < first.as_str())) {
-                log::debug!(
-                    "{}: names out of key order; listing each directory",
-                    self.url
-                );
-                return super::list_each(self, dirs);
-            }
-            if past {
-                break;
-            }
-            previous = Some(path.to_string());
-            if e.metadata().mode() != EntryMode::FILE {
-                continue;
-            }
-            if let Some(i) = prefixes.iter().position(|p| path.starts_with(p.as_str())) {
-                out[i].push(Entry {
-                    path: path.to_string(),
-                    size: e.metadata().content_length(),
-                    modified: e.metadata().last_modified().map(Into::into),
-                });
-            }
+            let path = e.path().trim_start_matches('/').to_string();
+            let m = e.metadata();
+            let file = (m.mode() == EntryMode::FILE).then(|| Entry {
+                path: path.clone(),
+                size: m.content_length(),
+                modified: m.last_modified().map(Into::into),
+            });
+            Ok::<_, Error>((path, file))
+        });
+        if let Some(out) = scan(&prefixes, names)? {
+            return Ok(out);
         }
-        Ok(out)
+        log::debug!(
+            "{}: names out of key order; listing each directory",
+            self.url
+        );
+        super::list_each(self, dirs)
     }
 
     fn put(&self, path: &str, bytes: &[u8]) -> Result<()> {
@@ -458,5 +487,84 @@ impl Store for Remote {
             Err(e) if e.kind() != ErrorKind::NotFound => Err(self.err(path, e)),
             _ => Ok(()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(path: &str) -> Entry {
+        Entry {
+            path: path.to_string(),
+            size: 1,
+            modified: None,
+        }
+    }
+
+    /// `names` as a listing returns them, all files but those ending in `/`.
+    fn listed(names: &[&str]) -> Vec<std::result::Result<(String, Option<Entry>), ()>> {
+        names
+            .iter()
+            .map(|n| Ok((n.to_string(), (!n.ends_with('/')).then(|| entry(n)))))
+            .collect()
+    }
+
+    fn paths(out: &[Vec<Entry>]) -> Vec<Vec<&str>> {
+        out.iter()
+            .map(|d| d.iter().map(|e| e.path.as_str()).collect())
+            .collect()
+    }
+
+    #[test]
+    fn a_scan_keeps_each_directory_and_stops_past_the_last() {
+        let prefixes = ["index/".to_string(), "keys/".to_string()];
+        let names = listed(&[
+            "index.bak",
+            "index/",
+            "index/aa",
+            "index/bb/cc",
+            "index0",
+            "keys-x",
+            "keys/1.json",
+            "keys0",
+            "locks/2.json",
+            // Never read: the scan stopped at the name before.
+            "index/zz",
+        ]);
+        let out = scan(&prefixes, names).unwrap().unwrap();
+        assert_eq!(
+            paths(&out),
+            vec![vec!["index/aa", "index/bb/cc"], vec!["keys/1.json"]]
+        );
+    }
+
+    #[test]
+    fn a_scan_out_of_key_order_is_refused() {
+        let prefixes = ["index/".to_string(), "keys/".to_string()];
+        let scan_of = |names: &[&str]| scan(&prefixes, listed(names)).unwrap();
+        // A name smaller than the one before.
+        assert!(scan_of(&["index/b", "index/a", "keys/1"]).is_none());
+        // A first name already past both directories: what follows could hold theirs.
+        assert!(scan_of(&["packs/00/aa", "index/a"]).is_none());
+        // A first name before them: `start-after` was ignored.
+        assert!(scan_of(&["config", "index/a"]).is_none());
+        assert!(scan_of(&["index", "index/a"]).is_none());
+        // In order, or nothing at all: a listing.
+        assert_eq!(
+            paths(&scan_of(&["index/a", "keys/1", "locks/x"]).unwrap()),
+            vec![vec!["index/a"], vec!["keys/1"]]
+        );
+        assert_eq!(
+            paths(&scan_of(&[]).unwrap()),
+            vec![vec![], vec![]] as Vec<Vec<&str>>
+        );
+    }
+
+    #[test]
+    fn a_failure_mid_scan_is_an_error() {
+        let prefixes = ["index/".to_string(), "keys/".to_string()];
+        let names = vec![Ok(("index/a".to_string(), Some(entry("index/a")))), Err(())];
+        assert!(scan(&prefixes, names).is_err());
     }
 }
