@@ -31,6 +31,22 @@ fn new_repo(g: &Garage, env: &Env, prefix: &str) -> (String, PathBuf) {
     (repo, cache)
 }
 
+/// A new encrypted repository under `prefix` of `g`'s bucket (its passphrase is
+/// `prefix` too), a cache directory for it, and the environment that opens it.
+fn new_sealed_repo(
+    g: &Garage,
+    env: &Env,
+    prefix: &str,
+) -> (String, PathBuf, Vec<(&'static str, String)>) {
+    let (repo, cache) = (g.url(prefix), env.path("cache"));
+    let mut vars = g.env();
+    vars.push(("SNAP_PASSWORD", prefix.to_string()));
+    snap_at(&repo, &cache, &vars, &["init", "--encrypt"])
+        .assert()
+        .success();
+    (repo, cache, vars)
+}
+
 fn text(out: &Output) -> String {
     format!(
         "{}{}",
@@ -613,12 +629,7 @@ fn a_no_op_backup_costs_seven_requests_and_reads_are_bounded() {
 fn the_shared_listing_of_index_and_keys_reads_every_page() {
     let Some(g) = Garage::single() else { return };
     let env = Env::new();
-    let (repo, cache) = (g.url("pages"), env.path("cache"));
-    let mut vars = g.env();
-    vars.push(("SNAP_PASSWORD", "pages".into()));
-    snap_at(&repo, &cache, &vars, &["init", "--encrypt"])
-        .assert()
-        .success();
+    let (repo, cache, vars) = new_sealed_repo(&g, &env, "pages");
     let src = source(&env, "src", 2, 4096);
     let backup = || {
         snap_at(&repo, &cache, &vars, &["backup", src.to_str().unwrap()])
@@ -739,12 +750,7 @@ fn a_remembered_key_file_gone_from_the_repository_fails_the_run_and_is_forgotten
 fn check_and_drill_read_the_config_and_key_file_from_the_repository() {
     let Some(g) = Garage::single() else { return };
     let env = Env::new();
-    let (repo, cache) = (g.url("proof"), env.path("cache"));
-    let mut vars = g.env();
-    vars.push(("SNAP_PASSWORD", "proof".into()));
-    snap_at(&repo, &cache, &vars, &["init", "--encrypt"])
-        .assert()
-        .success();
+    let (repo, cache, vars) = new_sealed_repo(&g, &env, "proof");
     let src = source(&env, "src", 2, 4096);
     snap_at(&repo, &cache, &vars, &["backup", src.to_str().unwrap()])
         .assert()
@@ -777,12 +783,7 @@ fn check_and_drill_read_the_config_and_key_file_from_the_repository() {
 fn a_memory_damaged_on_the_hosts_disk_is_read_again_from_the_repository() {
     let Some(g) = Garage::single() else { return };
     let env = Env::new();
-    let (repo, cache) = (g.url("damaged"), env.path("cache"));
-    let mut vars = g.env();
-    vars.push(("SNAP_PASSWORD", "damaged".into()));
-    snap_at(&repo, &cache, &vars, &["init", "--encrypt"])
-        .assert()
-        .success();
+    let (repo, cache, vars) = new_sealed_repo(&g, &env, "damaged");
     let src = source(&env, "src", 2, 4096);
     let memory = walk(&cache.join("remembered")).remove(0);
     let intact = fs::read_to_string(&memory).unwrap();
