@@ -514,7 +514,7 @@ impl Repository {
 
     /// Proves the remembered key file this handle opened with current: still among
     /// `keys` (the listing of `keys/`). One that is gone is forgotten, and the run
-    /// fails before anything else is read from the repository.
+    /// fails before it reads an index file or a snapshot record.
     fn prove_key(&self, keys: &[Entry]) -> Result<()> {
         let mut unproven = locked(&self.unproven_key);
         let Some(r) = unproven.as_ref() else {
