@@ -485,9 +485,9 @@ impl Repository {
     /// handle opened with is unproven. `whole` lists each by its prefix, complete
     /// whatever order the store lists names in, as a holder of an exclusive lock must:
     /// it deletes packs no listed index file names. Otherwise the two come from one
-    /// listing where the store can ([`Store::list_dirs`]), in pages of the index files
-    /// the cache holds and a margin (a whole page when it holds none: a new cache,
-    /// which reads every index file anyway).
+    /// listing where the store can ([`Store::list_dirs`]), whose first page holds the
+    /// index files the cache holds and a margin (a whole page when it holds none: a
+    /// new cache, which reads every index file anyway).
     fn refresh_as(&self, whole: bool) -> Result<Vec<(String, String)>> {
         let unproven = locked(&self.unproven_key).is_some();
         let (index, keys) = if whole || !unproven {

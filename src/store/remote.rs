@@ -401,9 +401,10 @@ impl Store for Remote {
 
     /// One listing of the whole repository from just before the first directory's
     /// names (S3's `start-after`), read page by page until it passes the last one's:
-    /// for adjacent directories, one request where each alone would be one. A page
-    /// holds the names expected and 64 more (`PAGE_MARGIN`), so that the one request
-    /// does not carry a thousand names of the packs that follow. Stopping there needs
+    /// for adjacent directories, one request where each alone would be one. The first
+    /// page holds the names expected and 64 more (`PAGE_MARGIN`), so that the one
+    /// request does not carry a thousand names of the packs that follow; any further
+    /// ones a thousand. Stopping there needs
     /// names in key order: a bucket known not to keep it, a listing seen out of it, or
     /// one whose first name is already past the range (nothing in any directory, or a
     /// store that ignored `start-after`), is listed directory by directory.
@@ -416,27 +417,46 @@ impl Store for Remote {
             .map(|d| format!("{}/", d.trim_matches('/')))
             .collect();
         let first = prefixes.iter().min().expect("two directories");
-        let lister = self.op.lister_options(
-            "/",
-            ListOptions {
-                recursive: true,
-                // Sorts before every name below `first`.
-                start_after: Some(first.trim_end_matches('/').to_string()),
-                limit: Some(expect.saturating_add(PAGE_MARGIN).min(1000)),
-                ..Default::default()
-            },
-        );
         let err = |e| self.err(&format!("{} listed together", dirs.join(", ")), e);
-        let names = lister.map_err(err)?.map(|e| {
-            let e = e.map_err(err)?;
-            let path = e.path().trim_start_matches('/').to_string();
+        let list_after = |after: &str, limit: usize| {
+            self.op
+                .lister_options(
+                    "/",
+                    ListOptions {
+                        recursive: true,
+                        start_after: Some(after.to_string()),
+                        limit: Some(limit),
+                        ..Default::default()
+                    },
+                )
+                .map_err(err)
+        };
+        // The first page holds what the caller expects; should the directories go on
+        // past it (another host added many files), the rest comes in whole pages.
+        let page = expect.saturating_add(PAGE_MARGIN).min(1000);
+        // `first` without its `/` sorts before every name below it.
+        let mut lister = list_after(first.trim_end_matches('/'), page)?;
+        let (mut read, mut last) = (0, String::new());
+        let names = std::iter::from_fn(|| {
+            if read == page {
+                lister = match list_after(&last, 1000) {
+                    Ok(l) => l,
+                    Err(e) => return Some(Err(e)),
+                };
+            }
+            let e = match lister.next()?.map_err(err) {
+                Ok(e) => e,
+                Err(e) => return Some(Err(e)),
+            };
+            read += 1;
+            last = e.path().trim_start_matches('/').to_string();
             let m = e.metadata();
             let file = (m.mode() == EntryMode::FILE).then(|| Entry {
-                path: path.clone(),
+                path: last.clone(),
                 size: m.content_length(),
                 modified: m.last_modified().map(Into::into),
             });
-            Ok::<_, Error>((path, file))
+            Some(Ok((last.clone(), file)))
         });
         if let Some(out) = scan(&prefixes, names)? {
             return Ok(out);
