@@ -4,10 +4,9 @@
 //!
 //! Both are proven current by the first listing of `keys/` after opening, which comes
 //! with the listing of `index/` that refreshes the cache (on S3 one request for both),
-//! before any index file or snapshot is read: key files are never
-//! rewritten (a new passphrase is a new file, and the old one is removed), the config
-//! never changes, and a new repository at the same location has key files of new
-//! random ids. So the remembered key file still listed means the same repository and
+//! before any index file or snapshot is read: key files are never rewritten (a new
+//! passphrase is a new file, and the old one is removed), the config never changes,
+//! and a new repository at the same location has key files of new random ids. So the remembered key file still listed means the same repository and
 //! the same key file. One no longer listed fails the run ([`Error::KeyFileGone`]) and
 //! is forgotten, and the next run reads both from the repository again. A remembered
 //! key file that does not open with the passphrase given is not used, and forgotten
