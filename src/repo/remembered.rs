@@ -14,8 +14,8 @@
 //! host's disk) is forgotten, and the run reads both from the repository.
 //!
 //! The copy is as secret as the repository's own: the master key wrapped by the
-//! passphrase. It lives under the cache root, `remembered/<hash of the location>`,
-//! readable by its owner only.
+//! passphrase. It lives under the cache root, `remembered/<hash of the location and
+//! endpoint>`, readable by its owner only.
 
 use std::path::PathBuf;
 
@@ -39,13 +39,18 @@ pub struct Remembered {
     key_file: String,
 }
 
-/// Where the memory of the repository in `store` lives; `None` for a local store,
-/// which is read without requests, or where no cache root is set.
+/// Where the memory of the repository in `store` lives, by its location and endpoint;
+/// `None` for a local store, which is read without requests, or where no cache root is
+/// set.
 fn path(store: &dyn Store) -> Option<PathBuf> {
     if store.local_root().is_some() {
         return None;
     }
-    let name = Id::hash(store.location().as_bytes()).to_hex();
+    let mut at = store.location();
+    if let Some(e) = store.endpoint() {
+        at = format!("{at}\n{e}");
+    }
+    let name = Id::hash(at.as_bytes()).to_hex();
     Some(
         super::cache_root()
             .ok()?

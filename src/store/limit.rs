@@ -144,6 +144,9 @@ impl Store for Limited {
     fn size(&self, path: &str) -> Result<Option<u64>> {
         self.inner.size(path)
     }
+    fn endpoint(&self) -> Option<&str> {
+        self.inner.endpoint()
+    }
     fn list(&self, dir: &str) -> Result<Vec<Entry>> {
         self.inner.list(dir)
     }

@@ -60,6 +60,11 @@ pub trait Store: Send + Sync {
     fn location(&self) -> String;
     /// The directory, for a store on the local file system.
     fn local_root(&self) -> Option<&Path>;
+    /// Where the store is reached, where [`Store::location`] does not say (an S3
+    /// endpoint): one location on two endpoints is two stores.
+    fn endpoint(&self) -> Option<&str> {
+        None
+    }
     /// Reads file `path` whole; a file larger than `cap` bytes is refused as corrupt.
     fn read(&self, path: &str, cap: u64) -> Result<Vec<u8>>;
     /// Reads `len` bytes of file `path` at `offset`.

@@ -88,6 +88,8 @@ pub struct Remote {
     /// general purpose buckets and the compatible stores do; AWS's directory buckets
     /// (names ending in `--x-s3`, their access points in `--xa-s3`) do neither.
     ordered: bool,
+    /// The endpoint, when not AWS's.
+    endpoint: Option<String>,
 }
 
 /// OpenDAL's message without its context block (it writes `Kind (status) at op,
@@ -212,6 +214,7 @@ impl Remote {
             url: url.trim_end_matches('/').to_string(),
             conditional: OnceLock::new(),
             ordered: !(authority.ends_with("--x-s3") || authority.ends_with("--xa-s3")),
+            endpoint: opts.endpoint.clone(),
         })
     }
 
@@ -309,6 +312,10 @@ impl Store for Remote {
 
     fn local_root(&self) -> Option<&Path> {
         None
+    }
+
+    fn endpoint(&self) -> Option<&str> {
+        self.endpoint.as_deref()
     }
 
     /// One GET, streamed and dropped once it passes `cap` bytes: a longer file is

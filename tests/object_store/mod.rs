@@ -815,3 +815,39 @@ fn a_memory_damaged_on_the_hosts_disk_is_read_again_from_the_repository() {
         assert_eq!(now, intact, "remembered afresh");
     }
 }
+
+/// One location on two endpoints is two repositories, and a host remembers each: here
+/// `s3://snap/twins` on Garage and on moto, used in turn, each opens from its own
+/// memory (no GET of its config or key file).
+#[test]
+fn the_same_location_on_two_endpoints_is_remembered_apart() {
+    let Some(g) = Garage::single() else { return };
+    let Some(moto) = Moto::start() else { return };
+    let env = Env::new();
+    let (repo, cache) = (g.url("twins"), env.path("cache"));
+    assert_eq!(repo, moto.url("twins"));
+    let with = |vars: Vec<(&'static str, String)>| {
+        let mut vars = vars;
+        vars.push(("SNAP_PASSWORD", "twins".into()));
+        vars
+    };
+    let (on_garage, on_moto) = (with(g.env()), with(moto.env()));
+    for vars in [&on_garage, &on_moto] {
+        snap_at(&repo, &cache, vars, &["init", "--encrypt"])
+            .assert()
+            .success();
+    }
+    assert_eq!(walk(&cache.join("remembered")).len(), 2);
+    let src = source(&env, "src", 2, 4096);
+    for (vars, garage) in [(&on_garage, true), (&on_moto, false), (&on_garage, true)] {
+        let gets = g.requests(0, "GetObject");
+        let out = snap_at(&repo, &cache, vars, &["backup", src.to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", text(&out));
+        if garage {
+            // Only the lock's check before the snapshot is saved.
+            assert_eq!(g.requests(0, "GetObject") - gets, 1);
+        }
+    }
+}
