@@ -411,10 +411,10 @@ impl Store for Remote {
     /// for adjacent directories, one request where each alone would be one. The first
     /// page holds the names expected and 64 more (`PAGE_MARGIN`), so that the one
     /// request does not carry a thousand names of the packs that follow; any further
-    /// ones a thousand. Stopping there needs
-    /// names in key order: a bucket known not to keep it, a listing seen out of it, or
-    /// one whose first name is already past the range (nothing in any directory, or a
-    /// store that ignored `start-after`), is listed directory by directory.
+    /// ones a thousand. Stopping there needs names in key order: a bucket known not to
+    /// keep it, a listing seen out of it, or one whose first name is outside the range
+    /// (past it: nothing in any directory; before it: a store that ignored
+    /// `start-after`), is listed directory by directory.
     fn list_dirs(&self, dirs: &[&str], expect: usize) -> Result<Vec<Vec<Entry>>> {
         if !self.ordered || dirs.len() < 2 {
             return super::list_each(self, dirs);
