@@ -255,7 +255,8 @@ pub struct KeyFile {
 
 impl KeyFile {
     /// Parses a key file read from `name` (its path, for errors), refusing an unknown
-    /// version and Argon2id costs above [`MAX_KDF`] before any key is derived.
+    /// version, Argon2id costs above [`MAX_KDF`] and fields that are not hex before any
+    /// key is derived.
     pub fn decode(name: &str, b: &[u8]) -> Result<KeyFile> {
         let bad = |why: String| Error::corrupt("key file", name, why);
         let f: KeyFile = serde_json::from_slice(b).map_err(|e| bad(e.to_string()))?;
@@ -267,6 +268,11 @@ impl KeyFile {
             });
         }
         f.kdf.params().map_err(bad)?;
+        for (field, hex) in [("salt", &f.salt), ("wrapped key", &f.wrapped)] {
+            if hex::decode(hex).is_err() {
+                return Err(bad(format!("{field} is not hex")));
+            }
+        }
         Ok(f)
     }
 

@@ -167,4 +167,26 @@ mod tests {
         assert!(err.contains(&format!("keys/{id}.json")), "{err}");
         assert!(err.contains("t_cost"), "{err}");
     }
+
+    #[test]
+    fn a_key_file_whose_wrapped_key_is_not_hex_is_refused_by_name() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir(d.path().join("tmp")).unwrap();
+        let store = Local::new(d.path().to_path_buf());
+        let m = MasterKey::generate().unwrap();
+        let fast = Kdf {
+            m_cost: 64,
+            t_cost: 1,
+            p_cost: 1,
+        };
+        let id = add(&store, &m, b"pw", fast).unwrap();
+        let path = d.path().join(format!("keys/{id}.json"));
+        let text = std::fs::read_to_string(&path).unwrap();
+        let damaged = text.replacen("\"wrapped\": \"", "\"wrapped\": \"z", 1);
+        assert_ne!(damaged, text);
+        std::fs::write(&path, damaged).unwrap();
+        let err = unlock(&store, b"pw").unwrap_err().to_string();
+        assert!(err.contains(&format!("keys/{id}.json")), "{err}");
+        assert!(err.contains("wrapped key is not hex"), "{err}");
+    }
 }
