@@ -142,8 +142,9 @@ mod tests {
     use crate::format::crypto::MAX_KDF;
     use crate::store::Local;
 
-    #[test]
-    fn a_key_file_asking_for_too_many_passes_is_refused_by_name() {
+    /// Why unlocking fails once the one key file of a new repository (passphrase `pw`)
+    /// has `edit` applied to its text; panics unless the edit changed it.
+    fn unlock_error_after(edit: impl Fn(&str) -> String) -> (String, String) {
         let d = tempfile::tempdir().unwrap();
         std::fs::create_dir(d.path().join("tmp")).unwrap();
         let store = Local::new(d.path().to_path_buf());
@@ -156,37 +157,31 @@ mod tests {
         let id = add(&store, &m, b"pw", fast).unwrap();
         let path = d.path().join(format!("keys/{id}.json"));
         let text = std::fs::read_to_string(&path).unwrap();
-        // Cheap to try even without the cap: 64 KiB, but many passes.
-        let greedy = text.replace(
-            "\"t_cost\": 1,",
-            &format!("\"t_cost\": {},", MAX_KDF.t_cost * 10),
-        );
-        assert_ne!(greedy, text);
-        std::fs::write(&path, greedy).unwrap();
+        let edited = edit(&text);
+        assert_ne!(edited, text);
+        std::fs::write(&path, edited).unwrap();
         let err = unlock(&store, b"pw").unwrap_err().to_string();
-        assert!(err.contains(&format!("keys/{id}.json")), "{err}");
+        (format!("keys/{id}.json"), err)
+    }
+
+    #[test]
+    fn a_key_file_asking_for_too_many_passes_is_refused_by_name() {
+        // Cheap to try even without the cap: 64 KiB, but many passes.
+        let (name, err) = unlock_error_after(|text| {
+            text.replace(
+                "\"t_cost\": 1,",
+                &format!("\"t_cost\": {},", MAX_KDF.t_cost * 10),
+            )
+        });
+        assert!(err.contains(&name), "{err}");
         assert!(err.contains("t_cost"), "{err}");
     }
 
     #[test]
     fn a_key_file_whose_wrapped_key_is_not_hex_is_refused_by_name() {
-        let d = tempfile::tempdir().unwrap();
-        std::fs::create_dir(d.path().join("tmp")).unwrap();
-        let store = Local::new(d.path().to_path_buf());
-        let m = MasterKey::generate().unwrap();
-        let fast = Kdf {
-            m_cost: 64,
-            t_cost: 1,
-            p_cost: 1,
-        };
-        let id = add(&store, &m, b"pw", fast).unwrap();
-        let path = d.path().join(format!("keys/{id}.json"));
-        let text = std::fs::read_to_string(&path).unwrap();
-        let damaged = text.replacen("\"wrapped\": \"", "\"wrapped\": \"z", 1);
-        assert_ne!(damaged, text);
-        std::fs::write(&path, damaged).unwrap();
-        let err = unlock(&store, b"pw").unwrap_err().to_string();
-        assert!(err.contains(&format!("keys/{id}.json")), "{err}");
+        let (name, err) =
+            unlock_error_after(|text| text.replacen("\"wrapped\": \"", "\"wrapped\": \"z", 1));
+        assert!(err.contains(&name), "{err}");
         assert!(err.contains("wrapped key is not hex"), "{err}");
     }
 }
