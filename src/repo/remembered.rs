@@ -8,10 +8,10 @@
 //! passphrase is a new file, and the old one is removed), the config never changes,
 //! and a new repository at the same location has key files of new random ids. So the remembered key file still listed means the same repository and
 //! the same key file. One no longer listed fails the run ([`Error::KeyFileGone`]) and
-//! is forgotten, and the next run reads both from the repository again. A remembered
-//! key file that does not open with the passphrase given is not used, and forgotten
-//! once another key file opens; a memory that does not decode or open (damaged on this
-//! host's disk) is forgotten, and the run reads both from the repository.
+//! is forgotten, and the next run reads both from the repository again. A memory whose
+//! key file does not open with the passphrase given (or does not decode), or whose
+//! config does not open (damaged on this host's disk), is not used: the run reads both
+//! from the repository and remembers what opened.
 //!
 //! The copy is as secret as the repository's own: the master key wrapped by the
 //! passphrase. It lives under the cache root, `remembered/<hash of the location and

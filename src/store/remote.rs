@@ -27,7 +27,7 @@ const WHOLE: u64 = 64 << 20;
 /// The files below each of `prefixes` (`index/`, `keys/`) among `names` (each a path,
 /// and its entry if it is a file), as a listing in key order from just before the
 /// first prefix returns them; read until a name passes the last prefix. `None` when
-/// the names show they are not in key order: one smaller than the one before, or a
+/// the names show they are not in key order: one not after the one before, or a
 /// first one outside the range (past it, or not after the first prefix without its
 /// `/`, where `start-after` was ignored), after which a missing name cannot be told
 /// from an absent one.
@@ -44,7 +44,8 @@ fn scan<E>(
         let (path, file) = name?;
         let past = path.as_str() > last.as_str() && !path.starts_with(last.as_str());
         let disordered = match &previous {
-            Some(p) => path < *p,
+            // S3's names are unique: one not after the one before is out of order.
+            Some(p) => path <= *p,
             // At or before `start-after`, which the listing began after.
             None => past || path.as_str() <= first.trim_end_matches('/'),
         };
@@ -570,8 +571,9 @@ mod tests {
     fn a_scan_out_of_key_order_is_refused() {
         let prefixes = ["index/".to_string(), "keys/".to_string()];
         let scan_of = |names: &[&str]| scan(&prefixes, listed(names)).unwrap();
-        // A name smaller than the one before.
+        // A name smaller than the one before, or the same again.
         assert!(scan_of(&["index/b", "index/a", "keys/1"]).is_none());
+        assert!(scan_of(&["index/a", "index/a", "keys/1"]).is_none());
         // A first name already past both directories: what follows could hold theirs.
         assert!(scan_of(&["packs/00/aa", "index/a"]).is_none());
         // A first name before them: `start-after` was ignored.
