@@ -12,6 +12,8 @@
 //! `u64`s, `h1` and `h2 | 1`, give positions `h1 + i * h2` for `i` in `0..HASHES`,
 //! modulo the number of bits (a power of two).
 
+use std::collections::BTreeSet;
+
 use crate::format::id::Id;
 
 /// Bytes of one stored block of the filter's bits.
@@ -88,18 +90,16 @@ impl IdFilter {
         self.words.len() as u64 * 64
     }
 
-    /// Adds `id`; returns the blocks it changed.
-    pub fn insert(&mut self, id: &Id) -> impl Iterator<Item = usize> {
+    /// Adds `id`, noting in `changed` the blocks whose bits it changed.
+    pub fn insert(&mut self, id: &Id, changed: &mut BTreeSet<usize>) {
         self.count += 1;
-        let mut changed = Vec::new();
         for p in positions(self.bits(), id) {
             let (w, bit) = (p / 64, 1u64 << (p % 64));
             if self.words[w] & bit == 0 {
                 self.words[w] |= bit;
-                changed.push(p / (BLOCK_BYTES * 8));
+                changed.insert(p / (BLOCK_BYTES * 8));
             }
         }
-        changed.into_iter()
     }
 
     /// False only if `id` was never added.
@@ -131,8 +131,9 @@ mod tests {
     fn an_added_id_always_passes_and_few_absent_ones_do() {
         let mut f = IdFilter::sized_for(0);
         let n = f.bits() / FULL_BITS_PER_ID;
+        let mut changed = BTreeSet::new();
         for k in 0..n {
-            let _ = f.insert(&id(k));
+            f.insert(&id(k), &mut changed);
         }
         assert!(!f.is_full(), "full at its capacity");
         assert!(
@@ -144,7 +145,7 @@ mod tests {
             passed < 2_000,
             "{passed} of 100,000 absent ids passed a full filter"
         );
-        let _ = f.insert(&id(n));
+        f.insert(&id(n), &mut changed);
         assert!(f.is_full());
         let empty = IdFilter::sized_for(0);
         assert!((0..1000).all(|k| !empty.may_contain(&id(k))));
@@ -154,9 +155,11 @@ mod tests {
     fn blocks_round_trip_and_insert_names_the_blocks_it_changed() {
         let mut f = IdFilter::sized_for(200_000);
         assert!(f.blocks().is_power_of_two() && f.bits() >= 200_000 * BUILD_BITS_PER_ID);
-        let mut changed: Vec<usize> = (0..1000).flat_map(|k| f.insert(&id(k))).collect();
-        changed.sort_unstable();
-        changed.dedup();
+        let mut changed = BTreeSet::new();
+        for k in 0..1000 {
+            f.insert(&id(k), &mut changed);
+        }
+        let changed: Vec<usize> = changed.into_iter().collect();
         let blocks: Vec<Vec<u8>> = (0..f.blocks()).map(|i| f.block(i)).collect();
         let zero = vec![0u8; BLOCK_BYTES];
         let nonzero: Vec<usize> = (0..f.blocks()).filter(|i| blocks[*i] != zero).collect();
@@ -169,9 +172,8 @@ mod tests {
         let mut short = blocks.clone();
         short[1].pop();
         assert!(IdFilter::from_blocks(&short, 1000).is_none());
-        assert!(
-            f.insert(&id(5)).next().is_none(),
-            "an id added again changed bits"
-        );
+        let mut again = BTreeSet::new();
+        f.insert(&id(5), &mut again);
+        assert!(again.is_empty(), "an id added again changed bits");
     }
 }

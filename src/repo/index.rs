@@ -1031,11 +1031,13 @@ fn build_filter(c: &rusqlite::Transaction<'_>) -> rusqlite::Result<()> {
     let n = meta_number(c, "settled")? + fresh;
     let mut f = IdFilter::sized_for(u64::try_from(n).unwrap_or(0));
     {
+        // Every block is stored below; which ones changed does not matter here.
+        let mut changed = BTreeSet::new();
         let mut st = c.prepare("SELECT id FROM blobs UNION ALL SELECT id FROM fresh")?;
         let mut rows = st.query([])?;
         while let Some(r) = rows.next()? {
             if let Some(id) = Id::from_slice(&r.get::<_, Vec<u8>>(0)?) {
-                let _ = f.insert(&id);
+                f.insert(&id, &mut changed);
             }
         }
     }
@@ -1054,7 +1056,7 @@ fn filter_add(c: &rusqlite::Transaction<'_>, ids: &[Id]) -> rusqlite::Result<()>
     };
     let mut changed = BTreeSet::new();
     for id in ids {
-        changed.extend(f.insert(id));
+        f.insert(id, &mut changed);
     }
     if f.is_full() {
         return build_filter(c);
