@@ -664,6 +664,28 @@ impl Index {
         })
     }
 
+    /// Records that the cache's snapshots matched the repository's snapshot records
+    /// while it had counted `removals` (see [`Index::removals`]).
+    pub fn set_snapshots_listed(&self, removals: i64) -> Result<()> {
+        self.tx(|c| {
+            c.execute(
+                "INSERT OR REPLACE INTO meta VALUES ('snapshots_listed', ?1)",
+                [removals.to_string()],
+            )
+            .map(drop)
+        })
+    }
+
+    /// Whether the cache's snapshots matched the repository's snapshot records once,
+    /// and no blob row has left the cache since ([`Index::set_snapshots_listed`]).
+    pub fn snapshots_listed(&self) -> Result<bool> {
+        self.read(|c| {
+            let listed = meta_text(c, "snapshots_listed")?;
+            let removals: i64 = c.query_row(REMOVALS, [], |r| r.get(0))?;
+            Ok(listed.is_some_and(|v| v == removals.to_string()))
+        })
+    }
+
     /// Forgets a snapshot whose file is gone.
     pub fn remove_snapshot(&self, id: &SnapshotId) -> Result<()> {
         self.tx(|c| {

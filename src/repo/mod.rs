@@ -68,8 +68,9 @@ use crate::error::{Error, IoContext, Refusal, Result, Usage};
 use crate::format::chunker::{ChunkParams, Gear, Profiles};
 use crate::format::compress;
 use crate::format::crypto::{Kdf, MasterKey};
-use crate::format::id::{Id, IndexFileId, PackId};
+use crate::format::id::{Id, IndexFileId, PackId, SnapshotId};
 use crate::format::pack;
+use crate::format::snapshot::Snapshot;
 use crate::host::hostname;
 use crate::locked;
 use crate::repo::index::Index;
@@ -124,6 +125,23 @@ pub struct Repository {
     /// The key file this handle was opened with from what the host remembered
     /// ([`remembered`]), until a listing of `keys/` shows it still there.
     unproven_key: Mutex<Option<remembered::Remembered>>,
+}
+
+/// What [`Repository::refresh_as`] lists, and how.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Refresh {
+    /// Each directory by its own prefix, complete whatever order the store lists
+    /// names in, as a holder of an exclusive lock must: it deletes packs no listed
+    /// index file names.
+    Whole,
+    /// `index/` and `keys/` from one listing where the store can
+    /// ([`Store::list_dirs`]), whose first page holds the index files the cache holds
+    /// and a margin (a whole page when it holds none: a new cache, which reads every
+    /// index file anyway).
+    Shared,
+    /// As `Shared`, but `snapshots/` only when a backup needs it (see
+    /// [`Repository::lock_for_backup`]).
+    Backup,
 }
 
 /// Reads the config file of the repository in `store`, not yet opened.
@@ -404,7 +422,10 @@ impl Repository {
         if let Some((id, file)) = key_file {
             remembered::remember(store.as_ref(), &bytes, &id, &file);
         }
-        Repository::open_probed(store, Probe::decode(&bytes)?, key)
+        let repo = Repository::open_probed(store, Probe::decode(&bytes)?, key)?;
+        // A new repository has no snapshot record, and its id a new cache.
+        repo.index.set_snapshots_listed(repo.index.removals()?)?;
+        Ok(repo)
     }
 
     /// Creates a copy of the repository `from`: the same config file and key files,
@@ -478,19 +499,14 @@ impl Repository {
     /// after taking a lock, and before the first lock-free read. Returns the snapshot
     /// records that cannot be read (see [`Repository::sync_snapshots`]).
     pub fn refresh(&self) -> Result<Vec<(String, String)>> {
-        self.refresh_as(true)
+        self.refresh_as(Refresh::Whole)
     }
 
-    /// [`Repository::refresh`]. It lists `index/`, and `keys/` while the key file this
-    /// handle opened with is unproven. `whole` lists each by its prefix, complete
-    /// whatever order the store lists names in, as a holder of an exclusive lock must:
-    /// it deletes packs no listed index file names. Otherwise the two come from one
-    /// listing where the store can ([`Store::list_dirs`]), whose first page holds the
-    /// index files the cache holds and a margin (a whole page when it holds none: a
-    /// new cache, which reads every index file anyway).
-    fn refresh_as(&self, whole: bool) -> Result<Vec<(String, String)>> {
+    /// [`Repository::refresh`], listing as `how` says. It lists `index/`, and `keys/`
+    /// while the key file this handle opened with is unproven, then `snapshots/`.
+    fn refresh_as(&self, how: Refresh) -> Result<Vec<(String, String)>> {
         let unproven = locked(&self.unproven_key).is_some();
-        let (index, keys) = if whole || !unproven {
+        let (index, keys) = if how == Refresh::Whole || !unproven {
             let keys = unproven.then(|| self.store.list("keys")).transpose()?;
             (self.store.list("index")?, keys)
         } else {
@@ -507,7 +523,13 @@ impl Repository {
         }
         self.index.renew();
         self.refresh_index(&index)?;
+        if how == Refresh::Backup && self.index.snapshots_listed()? {
+            return Ok(Vec::new());
+        }
+        // Read first: a rebuild by another process meanwhile leaves the mark stale.
+        let removals = self.index.removals()?;
         let unreadable = self.sync_snapshots()?;
+        self.index.set_snapshots_listed(removals)?;
         self.fresh.store(true, Ordering::Release);
         Ok(unreadable)
     }
@@ -532,7 +554,7 @@ impl Repository {
     /// Refreshes the cache once for a reader that takes no lock (`list`, `stats`).
     fn ensure_fresh(&self) -> Result<()> {
         if !self.fresh.load(Ordering::Acquire) {
-            self.refresh_as(false)?;
+            self.refresh_as(Refresh::Shared)?;
         }
         Ok(())
     }
@@ -702,8 +724,38 @@ impl Repository {
         purpose: &str,
         wait: std::time::Duration,
     ) -> Result<Lock> {
+        let how = if exclusive {
+            Refresh::Whole
+        } else {
+            Refresh::Shared
+        };
+        self.lock_as(exclusive, purpose, wait, how)
+    }
+
+    /// A backup's shared lock ([`Repository::lock`]), and the snapshots it may take a
+    /// parent from, oldest first. These are the cache's, without listing `snapshots/`,
+    /// once the cache matched it and no blob row has left the cache since
+    /// ([`Index::snapshots_listed`]). A parent is this host's own snapshot, which its
+    /// backup put in the cache; one forgotten elsewhere since is whole until a prune
+    /// removes its data, and a prune (as a repair) replaces index files, which
+    /// rebuilds the cache and so makes this list `snapshots/` again. A new snapshot
+    /// may name a parent forgotten elsewhere; every file it reuses from that parent
+    /// is still looked up in the index unless the parent is verified.
+    pub fn lock_for_backup(&self) -> Result<(Lock, Vec<(SnapshotId, Snapshot)>)> {
+        let lock = self.lock_as(false, "backup", self.lock_wait, Refresh::Backup)?;
+        Ok((lock, self.cached_snapshots()?))
+    }
+
+    /// Takes a lock as [`Repository::lock_within`] does, then refreshes as `how` says.
+    fn lock_as(
+        &self,
+        exclusive: bool,
+        purpose: &str,
+        wait: std::time::Duration,
+        how: Refresh,
+    ) -> Result<Lock> {
         let mut lock = Lock::acquire_waiting(self.store.clone(), exclusive, purpose, wait)?;
-        lock.unreadable = self.refresh_as(exclusive)?;
+        lock.unreadable = self.refresh_as(how)?;
         lock.count_in(self.held.clone());
         Ok(lock)
     }

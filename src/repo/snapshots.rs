@@ -70,6 +70,11 @@ impl Repository {
     /// All snapshots, oldest first.
     pub fn snapshots(&self) -> Result<Vec<(SnapshotId, Snapshot)>> {
         self.ensure_fresh()?;
+        self.cached_snapshots()
+    }
+
+    /// The snapshots the index cache holds, oldest first, as they are.
+    pub(super) fn cached_snapshots(&self) -> Result<Vec<(SnapshotId, Snapshot)>> {
         self.index
             .snapshots()?
             .into_iter()

@@ -262,3 +262,87 @@ fn two_hosts_backing_up_into_one_bucket_and_a_third_pruning_never_lose_a_snapsho
     );
     race(&env, &[&a, &b], &c, rounds() / 2);
 }
+
+/// A backup takes its parent from what its cache holds of `snapshots/` without listing
+/// it, but lists it when that may be wrong: in a new cache, and after a prune elsewhere
+/// (which replaced index files, so the cache was rebuilt). A parent forgotten
+/// elsewhere and not pruned is still whole: a snapshot that names it restores, and a
+/// prune later keeps what it reuses.
+#[test]
+fn a_backup_lists_snapshots_again_when_its_cache_cannot_vouch_for_its_parent() {
+    let env = Env::new();
+    env.init();
+    let client = |cache: &str| Client {
+        repo: env.repo().to_str().unwrap().to_string(),
+        cache: env.path(cache),
+        env: Vec::new(),
+    };
+    let (a, b) = (client("cache-a"), client("cache-b"));
+    let src = env.path("src");
+    churn(&src, 0);
+    let run = |c: &Client, args: &[&str]| {
+        let out = c.run(args);
+        assert!(
+            out.status.success(),
+            "snap {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    };
+    let backup = |c: &Client| -> serde_json::Value {
+        let out = run(
+            c,
+            &["backup", "--json", "--host", "h", src.to_str().unwrap()],
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let id = |v: &serde_json::Value| v["id"].as_str().unwrap().to_string();
+    let first = backup(&a);
+    // A new cache of the same host lists snapshots/ and finds the parent.
+    let again = backup(&client("cache-a2"));
+    assert_eq!(again["parent"], first["id"], "a new cache found no parent");
+
+    // Forgotten elsewhere, not pruned: still whole, so still a parent to a's cache.
+    run(&b, &["forget", &id(&first), &id(&again)]);
+    let reused = backup(&a);
+    assert_eq!(reused["parent"], first["id"]);
+    run(&b, &["prune"]);
+    run(&b, &["check", "--read-data"]);
+    assert!(restores(
+        &b,
+        env.dir.path(),
+        &id(&reused),
+        &src,
+        &contents(&src)
+    ));
+
+    // A prune elsewhere that rewrote packs: a's cache is rebuilt, which empties its
+    // snapshots, and it lists snapshots/ again to find its parent.
+    churn(&src, 1);
+    let changed = backup(&a);
+    assert_eq!(changed["parent"], reused["id"]);
+    run(&b, &["forget", &id(&reused)]);
+    let out = run(&b, &["prune", "--max-unused", "0", "--json"]);
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(report["packs_deleted"].as_u64().unwrap() > 0, "{report}");
+    let after = backup(&a);
+    assert_eq!(
+        after["parent"], changed["id"],
+        "no parent after a prune elsewhere"
+    );
+
+    // The parent itself forgotten and pruned elsewhere: gone from a's rebuilt cache,
+    // so no parent, and what it held is read anew.
+    run(&b, &["forget", &id(&changed), &id(&after), "--prune"]);
+    let fresh = backup(&a);
+    assert!(fresh["parent"].is_null(), "parent {}", fresh["parent"]);
+    assert!(fresh["summary"]["files_read"].as_u64().unwrap() > 0);
+    run(&b, &["check", "--read-data"]);
+    assert!(restores(
+        &b,
+        env.dir.path(),
+        &id(&fresh),
+        &src,
+        &contents(&src)
+    ));
+}

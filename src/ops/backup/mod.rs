@@ -310,7 +310,7 @@ fn run(
     if placed.is_empty() && !opts.has_stream() {
         return Err(Usage::NothingToBackUp.into());
     }
-    let lock = repo.lock(false, "backup")?;
+    let (lock, earlier) = repo.lock_for_backup()?;
     if !dry {
         let resumed = repo.resume_interrupted()?;
         if resumed.packs > 0 {
@@ -323,7 +323,6 @@ fn run(
     }
     let host = opts.host.clone().unwrap_or_else(hostname);
     let removals = repo.removals()?;
-    let earlier = repo.snapshots()?;
     let parent = if opts.no_parent {
         None
     } else {
