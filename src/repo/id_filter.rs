@@ -12,8 +12,6 @@
 //! `u64`s, `h1` and `h2 | 1`, give positions `h1 + i * h2` for `i` in `0..HASHES`,
 //! modulo the number of bits (a power of two).
 
-use std::collections::BTreeSet;
-
 use crate::format::id::Id;
 
 /// Bytes of one stored block of the filter's bits.
@@ -91,13 +89,13 @@ impl IdFilter {
     }
 
     /// Adds `id`, noting in `changed` the blocks whose bits it changed.
-    pub fn insert(&mut self, id: &Id, changed: &mut BTreeSet<usize>) {
+    pub fn insert(&mut self, id: &Id, changed: &mut Changed) {
         self.count += 1;
         for p in positions(self.bits(), id) {
             let (w, bit) = (p / 64, 1u64 << (p % 64));
             if self.words[w] & bit == 0 {
                 self.words[w] |= bit;
-                changed.insert(p / (BLOCK_BYTES * 8));
+                changed.note(p / (BLOCK_BYTES * 8));
             }
         }
     }
@@ -105,6 +103,29 @@ impl IdFilter {
     /// False only if `id` was never added.
     pub fn may_contain(&self, id: &Id) -> bool {
         positions(self.bits(), id).all(|p| self.words[p / 64] & (1 << (p % 64)) != 0)
+    }
+}
+
+/// The blocks of a filter whose bits [`IdFilter::insert`] changed: a flag per block, as
+/// a rebuild notes nearly every block once per bit it sets.
+#[derive(Debug, Default)]
+pub struct Changed(Vec<bool>);
+
+impl Changed {
+    fn note(&mut self, block: usize) {
+        if self.0.len() <= block {
+            self.0.resize(block + 1, false);
+        }
+        self.0[block] = true;
+    }
+
+    /// The blocks noted, in order.
+    pub fn blocks(&self) -> impl Iterator<Item = usize> + '_ {
+        self.0
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| **c)
+            .map(|(i, _)| i)
     }
 }
 
@@ -131,7 +152,7 @@ mod tests {
     fn an_added_id_always_passes_and_few_absent_ones_do() {
         let mut f = IdFilter::sized_for(0);
         let n = f.bits() / FULL_BITS_PER_ID;
-        let mut changed = BTreeSet::new();
+        let mut changed = Changed::default();
         for k in 0..n {
             f.insert(&id(k), &mut changed);
         }
@@ -155,11 +176,11 @@ mod tests {
     fn blocks_round_trip_and_insert_names_the_blocks_it_changed() {
         let mut f = IdFilter::sized_for(200_000);
         assert!(f.blocks().is_power_of_two() && f.bits() >= 200_000 * BUILD_BITS_PER_ID);
-        let mut changed = BTreeSet::new();
+        let mut changed = Changed::default();
         for k in 0..1000 {
             f.insert(&id(k), &mut changed);
         }
-        let changed: Vec<usize> = changed.into_iter().collect();
+        let changed: Vec<usize> = changed.blocks().collect();
         let blocks: Vec<Vec<u8>> = (0..f.blocks()).map(|i| f.block(i)).collect();
         let zero = vec![0u8; BLOCK_BYTES];
         let nonzero: Vec<usize> = (0..f.blocks()).filter(|i| blocks[*i] != zero).collect();
@@ -172,8 +193,8 @@ mod tests {
         let mut short = blocks.clone();
         short[1].pop();
         assert!(IdFilter::from_blocks(&short, 1000).is_none());
-        let mut again = BTreeSet::new();
+        let mut again = Changed::default();
         f.insert(&id(5), &mut again);
-        assert!(again.is_empty(), "an id added again changed bits");
+        assert_eq!(again.blocks().count(), 0, "an id added again changed bits");
     }
 }

@@ -6,7 +6,7 @@
 //! touches rusqlite; its errors leave as [`Error::Index`]. WAL mode with a busy timeout
 //! lets several processes back up into one repository at once.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError, RwLock};
@@ -20,7 +20,7 @@ use crate::format::id::{Id, IndexFileId, PackId, SnapshotId};
 use crate::format::pack::{BlobKind, PackEntry, PackRecord};
 use crate::format::snapshot::Snapshot;
 use crate::locked;
-use crate::repo::id_filter::IdFilter;
+use crate::repo::id_filter::{Changed, IdFilter};
 
 /// Schema version; an index of another version is rebuilt (versions 5 to 7 are brought
 /// to 8 in place: 6 added the `fresh` table, 7 the `verified` one, 8 the `id_filter`).
@@ -89,7 +89,7 @@ CREATE TABLE verified (snapshot BLOB PRIMARY KEY, removals INTEGER NOT NULL) WIT
 
 /// The Bloom filter of every blob id in `blobs` and `fresh` (see [`IdFilter`]), in
 /// blocks; `filter_ids` in `meta` counts the ids added to it. Every transaction that adds
-/// blob rows adds their ids (see [`filter_add`]).
+/// blob rows adds their ids (see [`filter_add`]) or deletes it ([`Upkeep::Drop`]).
 const FILTER_TABLE: &str = "
 CREATE TABLE id_filter (block INTEGER PRIMARY KEY, bits BLOB NOT NULL);
 ";
@@ -425,7 +425,7 @@ impl Index {
     /// rows and the stretch they move on; a 60-day repository's backup writes a tenth of
     /// the pages. Only here: prune's one transaction over every rewritten pack would
     /// hold far more.
-    pub fn ingest(&self, file: &IndexFileId, packs: &[PackRecord]) -> Result<()> {
+    pub fn ingest(&self, file: &IndexFileId, packs: &[PackRecord], upkeep: Upkeep) -> Result<()> {
         let mut c = self.conn();
         let spill = |c: &Connection, on: bool| {
             c.pragma_update(None, "cache_spill", on)
@@ -433,7 +433,7 @@ impl Index {
         };
         spill(&c, false)?;
         let done = self.tx_on(&mut c, |c| {
-            insert_packs(c, packs)?;
+            insert_packs(c, packs, upkeep)?;
             c.execute(
                 "INSERT OR IGNORE INTO index_files VALUES (?1)",
                 [file.bytes()],
@@ -442,6 +442,17 @@ impl Index {
         });
         let reset = spill(&c, true);
         done.and(reset)
+    }
+
+    /// Makes the id filter anew when there is none (after [`Upkeep::Drop`]).
+    pub fn ensure_filter(&self) -> Result<()> {
+        self.tx(|c| {
+            let blocks: i64 = c.query_row("SELECT count(*) FROM id_filter", [], |r| r.get(0))?;
+            if blocks == 0 {
+                build_filter(c)?;
+            }
+            Ok(())
+        })
     }
 
     /// Records copies of blobs found damaged (`check --read-data`): each leaves the
@@ -872,7 +883,7 @@ impl Index {
             if !removed.is_empty() {
                 count_removal(c)?;
             }
-            insert_packs(c, added)
+            insert_packs(c, added, Upkeep::Add)
         })
     }
 
@@ -959,7 +970,11 @@ fn loc_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<LocRow> {
 /// [`blob_table`]). Blob rows go in in id order: ids are random, so in pack order every
 /// row would land on a random page of the tree, evicting the page cache once it
 /// outgrows SQLite's small cache; in id order one sweep visits each page once.
-fn insert_packs(c: &rusqlite::Transaction<'_>, packs: &[PackRecord]) -> rusqlite::Result<()> {
+fn insert_packs(
+    c: &rusqlite::Transaction<'_>,
+    packs: &[PackRecord],
+    upkeep: Upkeep,
+) -> rusqlite::Result<()> {
     let mut damaged = c.prepare_cached("SELECT offset FROM damaged WHERE pack = ?1")?;
     let mut rows: Vec<(i64, &PackEntry)> = Vec::new();
     for PackRecord {
@@ -1008,10 +1023,37 @@ fn insert_packs(c: &rusqlite::Transaction<'_>, packs: &[PackRecord]) -> rusqlite
         }
     }
     if !ids.is_empty() {
-        filter_add(c, &ids)?;
+        match upkeep {
+            Upkeep::Add => filter_add(c, &ids)?,
+            Upkeep::Drop => {
+                c.execute("DELETE FROM id_filter", [])?;
+            }
+        }
         merge_step(c)?;
     }
     Ok(())
+}
+
+/// How a transaction that adds blob rows keeps the id filter.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Upkeep {
+    /// Adds their ids to it.
+    Add,
+    /// Deletes it, for [`Index::ensure_filter`] to make once after many such
+    /// transactions: adding a file's ids reads and writes most of the filter (about
+    /// 12 ms at a million ids), making it anew reads every id once (about 0.2 s).
+    Drop,
+}
+
+impl Upkeep {
+    /// How to keep the filter while `files` index files are added one by one.
+    pub fn for_files(files: usize) -> Upkeep {
+        if files >= 16 {
+            Upkeep::Drop
+        } else {
+            Upkeep::Add
+        }
+    }
 }
 
 /// The id filter as stored, if there is a whole one.
@@ -1054,7 +1096,7 @@ fn build_filter(c: &rusqlite::Transaction<'_>) -> rusqlite::Result<()> {
     let mut f = IdFilter::sized_for(u64::try_from(n).unwrap_or(0));
     {
         // Every block is stored below; which ones changed does not matter here.
-        let mut changed = BTreeSet::new();
+        let mut changed = Changed::default();
         let mut st = c.prepare("SELECT id FROM blobs UNION ALL SELECT id FROM fresh")?;
         let mut rows = st.query([])?;
         while let Some(r) = rows.next()? {
@@ -1076,14 +1118,14 @@ fn filter_add(c: &rusqlite::Transaction<'_>, ids: &[Id]) -> rusqlite::Result<()>
     let Some(mut f) = load_filter(c)? else {
         return build_filter(c);
     };
-    let mut changed = BTreeSet::new();
+    let mut changed = Changed::default();
     for id in ids {
         f.insert(id, &mut changed);
     }
     if f.is_full() {
         return build_filter(c);
     }
-    store_filter(c, &f, changed)
+    store_filter(c, &f, changed.blocks())
 }
 
 /// The count of removals (see [`Index::removals`]): 0 until the first.
@@ -1201,6 +1243,7 @@ mod tests {
                 size: 100,
                 entries: vec![e],
             }],
+            Upkeep::Add,
         )
         .unwrap();
         idx.ingest(
@@ -1210,6 +1253,7 @@ mod tests {
                 size: 100,
                 entries: vec![e],
             }],
+            Upkeep::Add,
         )
         .unwrap();
         assert_eq!(idx.index_files().unwrap().len(), 2);
@@ -1263,6 +1307,7 @@ mod tests {
                     size: 100,
                     entries: rows,
                 }],
+                Upkeep::Add,
             )
             .unwrap();
             assert!(all_seen(16 * round), "after write {round}");
@@ -1288,14 +1333,22 @@ mod tests {
         let all_found = |idx: &Index, ids: std::ops::Range<u32>| {
             ids.into_iter().all(|n| idx.may_contain(&id(n)).unwrap())
         };
-        a.ingest(&IndexFileId(id(1 << 30)), &[pack_of(1, 0..100)])
-            .unwrap();
+        a.ingest(
+            &IndexFileId(id(1 << 30)),
+            &[pack_of(1, 0..100)],
+            Upkeep::Add,
+        )
+        .unwrap();
         assert!(all_found(&a, 0..100));
         // Another process adds rows; this one sees them once it renews (as after its lock).
         let b = Index::open(&path, "r1").unwrap().unwrap();
         assert!(all_found(&b, 0..100), "a second connection");
-        b.ingest(&IndexFileId(id(1 << 31)), &[pack_of(2, 100..200)])
-            .unwrap();
+        b.ingest(
+            &IndexFileId(id(1 << 31)),
+            &[pack_of(2, 100..200)],
+            Upkeep::Add,
+        )
+        .unwrap();
         a.renew();
         assert!(all_found(&a, 0..200), "rows another process added");
         assert!(!(1000..1100).all(|n| a.may_contain(&id(n)).unwrap()));
@@ -1314,17 +1367,29 @@ mod tests {
         a.record_damaged(&[(id(150), BlobLoc::in_pack(pack.id, &pack.entries[50]))])
             .unwrap();
         a.clear().unwrap();
-        a.ingest(&IndexFileId(id(1 << 30)), &[pack_of(1, 0..100)])
-            .unwrap();
-        a.ingest(&IndexFileId(id(1 << 31)), std::slice::from_ref(&pack))
-            .unwrap();
+        a.ingest(
+            &IndexFileId(id(1 << 30)),
+            &[pack_of(1, 0..100)],
+            Upkeep::Add,
+        )
+        .unwrap();
+        a.ingest(
+            &IndexFileId(id(1 << 31)),
+            std::slice::from_ref(&pack),
+            Upkeep::Add,
+        )
+        .unwrap();
         assert!(!a.may_contain(&id(150)).unwrap(), "the damaged copy is in");
         a.undamage(&pack.id, &pack.entries[50]).unwrap();
         assert!(all_found(&a, 0..200), "after a salvaged copy");
         // Full: made again, larger, with every id.
         let before = a.read(load_filter).unwrap().unwrap().blocks();
-        a.ingest(&IndexFileId(id(1 << 29)), &[pack_of(3, 200..120_000)])
-            .unwrap();
+        a.ingest(
+            &IndexFileId(id(1 << 29)),
+            &[pack_of(3, 200..120_000)],
+            Upkeep::Add,
+        )
+        .unwrap();
         let after = a.read(load_filter).unwrap().unwrap();
         assert!(
             after.blocks() > before && !after.is_full(),
@@ -1333,9 +1398,30 @@ mod tests {
         assert!(all_found(&a, 0..120_000), "after it was made larger");
         a.clear().unwrap();
         assert!(a.read(load_filter).unwrap().is_none(), "a rebuild kept it");
-        a.ingest(&IndexFileId(id(1 << 28)), &[pack_of(4, 7..9)])
+        a.ingest(&IndexFileId(id(1 << 28)), &[pack_of(4, 7..9)], Upkeep::Add)
             .unwrap();
         assert!(all_found(&a, 7..9) && !a.may_contain(&id(0)).unwrap());
+        // Many files at once: the filter goes with the first rows added (so no reader
+        // trusts one without them) and is made once at the end, whole.
+        let files = 20u32;
+        assert_eq!(Upkeep::for_files(files as usize), Upkeep::Drop);
+        for f in 0..files {
+            let ids = 10_000 + f * 100..10_000 + (f + 1) * 100;
+            a.ingest(
+                &IndexFileId(id(1 << 27 | f)),
+                &[pack_of(5 + f, ids)],
+                Upkeep::Drop,
+            )
+            .unwrap();
+            a.renew();
+            assert!(all_found(&a, 10_000..10_000 + (f + 1) * 100), "file {f}");
+        }
+        assert!(a.read(load_filter).unwrap().is_none());
+        a.ensure_filter().unwrap();
+        a.renew();
+        let f = a.read(load_filter).unwrap().expect("no filter made");
+        assert!((7..9).chain(10_000..12_000).all(|n| f.may_contain(&id(n))));
+        assert!(!a.may_contain(&id(0)).unwrap());
     }
 
     fn pack_of(tag: u32, ids: std::ops::Range<u32>) -> PackRecord {
@@ -1388,8 +1474,12 @@ mod tests {
         let n = u32::try_from(MERGE_MIN_ROWS).unwrap();
         // Twice what `fresh` keeps: the lower half of the ids moves on into `blobs`.
         let old = pack_of(1, 0..2 * n);
-        idx.ingest(&IndexFileId(Id::hash(b"f1")), std::slice::from_ref(&old))
-            .unwrap();
+        idx.ingest(
+            &IndexFileId(Id::hash(b"f1")),
+            std::slice::from_ref(&old),
+            Upkeep::Add,
+        )
+        .unwrap();
         assert_eq!(
             (rows_in(&idx, "blobs"), rows_in(&idx, "fresh")),
             (n.into(), n.into())
@@ -1397,8 +1487,12 @@ mod tests {
         assert_tables_agree(&idx);
         // A second copy of blob 2n - 1, and new blobs: only the new ones are added.
         let new = pack_of(2, 2 * n - 1..2 * n + 10);
-        idx.ingest(&IndexFileId(Id::hash(b"f2")), std::slice::from_ref(&new))
-            .unwrap();
+        idx.ingest(
+            &IndexFileId(Id::hash(b"f2")),
+            std::slice::from_ref(&new),
+            Upkeep::Add,
+        )
+        .unwrap();
         assert_eq!(idx.totals().unwrap().blobs, u64::from(2 * n) + 10);
         assert_tables_agree(&idx);
         let id = |k: u32| Id::hash(&k.to_le_bytes());
@@ -1471,8 +1565,12 @@ mod tests {
         for k in 0..48u32 {
             let before = rows_in(&idx, "blobs");
             let pack = pack_of(k, k * batch..(k + 1) * batch);
-            idx.ingest(&IndexFileId(Id::hash(&k.to_le_bytes())), &[pack])
-                .unwrap();
+            idx.ingest(
+                &IndexFileId(Id::hash(&k.to_le_bytes())),
+                &[pack],
+                Upkeep::Add,
+            )
+            .unwrap();
             let (settled, fresh) = (rows_in(&idx, "blobs"), rows_in(&idx, "fresh"));
             assert_eq!(settled + fresh, i64::from((k + 1) * batch));
             // At most this batch, and what the last stretch left when it ended short at
@@ -1506,13 +1604,21 @@ mod tests {
         let mark = |s: &SnapshotId| idx.mark_verified(s, idx.removals().unwrap()).unwrap();
         let n = u32::try_from(MERGE_MIN_ROWS).unwrap();
         let (old, new) = (pack_of(1, 0..n), pack_of(2, n..2 * n));
-        idx.ingest(&IndexFileId(Id::hash(b"f1")), std::slice::from_ref(&old))
-            .unwrap();
+        idx.ingest(
+            &IndexFileId(Id::hash(b"f1")),
+            std::slice::from_ref(&old),
+            Upkeep::Add,
+        )
+        .unwrap();
         assert!(!idx.is_verified(&s1).unwrap(), "never marked");
         mark(&s1);
         assert!(idx.is_verified(&s1).unwrap());
-        idx.ingest(&IndexFileId(Id::hash(b"f2")), std::slice::from_ref(&new))
-            .unwrap();
+        idx.ingest(
+            &IndexFileId(Id::hash(b"f2")),
+            std::slice::from_ref(&new),
+            Upkeep::Add,
+        )
+        .unwrap();
         assert!(rows_in(&idx, "blobs") > 0, "no row moved on into `blobs`");
         assert!(idx.is_verified(&s1).unwrap(), "new rows ended it");
         let id = Id::hash(&5u32.to_le_bytes());
@@ -1578,7 +1684,8 @@ mod tests {
             );
             assert_tables_agree(&idx);
             let pack = pack_of(1, 0..3);
-            idx.ingest(&IndexFileId(Id::hash(b"f")), &[pack]).unwrap();
+            idx.ingest(&IndexFileId(Id::hash(b"f")), &[pack], Upkeep::Add)
+                .unwrap();
             assert_eq!(rows_in(&idx, "fresh"), 3);
             let s = SnapshotId(Id::hash(b"s"));
             idx.mark_verified(&s, idx.removals().unwrap()).unwrap();

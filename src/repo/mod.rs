@@ -73,7 +73,7 @@ use crate::format::pack;
 use crate::format::snapshot::Snapshot;
 use crate::host::hostname;
 use crate::locked;
-use crate::repo::index::Index;
+use crate::repo::index::{Index, Upkeep};
 use crate::store::{Entry, Local, Store};
 
 const INDEX_FILE: &str = "index.sqlite";
@@ -572,9 +572,10 @@ impl Repository {
         }
         let new: Vec<IndexFileId> = listed.difference(&cached).copied().collect();
         let complete = Mutex::new(true);
+        let upkeep = Upkeep::for_files(new.len());
         new.par_iter().try_for_each(|name| -> Result<()> {
             match self.read_index_file(name) {
-                Ok(packs) => self.index.ingest(name, &packs),
+                Ok(packs) => self.index.ingest(name, &packs, upkeep),
                 Err(e) => {
                     log::warn!("skipping index file {}: {e}", index_path(name));
                     *locked(&complete) = false;
@@ -582,6 +583,9 @@ impl Repository {
                 }
             }
         })?;
+        if upkeep == Upkeep::Drop {
+            self.index.ensure_filter()?;
+        }
         let complete = complete
             .into_inner()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -618,7 +622,7 @@ impl Repository {
     /// returns its name.
     pub fn write_index_file(&self, packs: &[PackRecord]) -> Result<IndexFileId> {
         let name = self.put_index_file(packs)?;
-        self.index.ingest(&name, packs)?;
+        self.index.ingest(&name, packs, Upkeep::Add)?;
         Ok(name)
     }
 
