@@ -523,14 +523,24 @@ impl Repository {
         }
         self.index.renew();
         self.refresh_index(&index)?;
-        if how == Refresh::Backup && self.index.snapshots_listed()? {
+        if how == Refresh::Backup && self.index.snapshots_listed()? && self.index.is_complete()? {
             return Ok(Vec::new());
         }
+        let unreadable = self.list_snapshots()?;
+        self.fresh.store(true, Ordering::Release);
+        Ok(unreadable)
+    }
+
+    /// Brings the cache's snapshots in line with `snapshots/` ([`Repository::sync_snapshots`])
+    /// and, when every record could be read, marks them listed
+    /// ([`Index::set_snapshots_listed`]).
+    fn list_snapshots(&self) -> Result<Vec<(String, String)>> {
         // Read first: a rebuild by another process meanwhile leaves the mark stale.
         let removals = self.index.removals()?;
         let unreadable = self.sync_snapshots()?;
-        self.index.set_snapshots_listed(removals)?;
-        self.fresh.store(true, Ordering::Release);
+        if unreadable.is_empty() {
+            self.index.set_snapshots_listed(removals)?;
+        }
         Ok(unreadable)
     }
 
@@ -738,16 +748,33 @@ impl Repository {
 
     /// A backup's shared lock ([`Repository::lock`]), and the snapshots it may take a
     /// parent from, oldest first. These are the cache's, without listing `snapshots/`,
-    /// once the cache matched it and no blob row has left the cache since
-    /// ([`Index::snapshots_listed`]). A parent is this host's own snapshot, which its
-    /// backup put in the cache; one forgotten elsewhere since is whole until a prune
-    /// removes its data, and a prune (as a repair) replaces index files, which
-    /// rebuilds the cache and so makes this list `snapshots/` again. A new snapshot
-    /// may name a parent forgotten elsewhere; every file it reuses from that parent
-    /// is still looked up in the index unless the parent is verified.
+    /// while the cache matched it once, no blob row has left the cache since
+    /// ([`Index::snapshots_listed`]), every index file could be read, and the root
+    /// tree of every snapshot it holds is in it. A snapshot whose tree is in the cache
+    /// came with an index file the cache holds: a prune elsewhere that deleted its data
+    /// replaced that file, which empties the cache (snapshots too) and moves the count
+    /// of removals, so the next backup lists `snapshots/`. A snapshot forgotten
+    /// elsewhere and not pruned is whole. Whatever the parent, a file it reuses from
+    /// one is looked up in the index unless this cache saved the parent itself with no
+    /// removal since ([`Repository::is_verified`]): a chunk gone means the file is read.
     pub fn lock_for_backup(&self) -> Result<(Lock, Vec<(SnapshotId, Snapshot)>)> {
         let lock = self.lock_as(false, "backup", self.lock_wait, Refresh::Backup)?;
+        let cached = self.cached_snapshots()?;
+        if self.fresh.load(Ordering::Acquire) || self.trees_in_cache(&cached)? {
+            return Ok((lock, cached));
+        }
+        self.list_snapshots()?;
         Ok((lock, self.cached_snapshots()?))
+    }
+
+    /// Whether the root tree of each of `snapshots` is in the index cache.
+    fn trees_in_cache(&self, snapshots: &[(SnapshotId, Snapshot)]) -> Result<bool> {
+        for (_, s) in snapshots {
+            if !self.index.contains(&s.tree.0)? {
+                return Ok(false);
+            }
+        }
+        Ok(true)
     }
 
     /// Takes a lock as [`Repository::lock_within`] does, then refreshes as `how` says.

@@ -346,3 +346,92 @@ fn a_backup_lists_snapshots_again_when_its_cache_cannot_vouch_for_its_parent() {
         &contents(&src)
     ));
 }
+
+/// The cache file of the one repository a client's cache holds.
+fn index_of(cache: &Path) -> PathBuf {
+    let found: Vec<PathBuf> = walkdir(cache)
+        .into_iter()
+        .filter(|p| p.file_name().is_some_and(|n| n == "index.sqlite"))
+        .collect();
+    assert_eq!(found.len(), 1, "{found:?}");
+    found[0].clone()
+}
+
+/// Every file below `dir`.
+fn walkdir(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(walkdir(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+/// A cache can hold a snapshot record without the index file of its data: another
+/// client of the same host saved both between this one's listing of `index/` and its
+/// listing of `snapshots/`. Once that snapshot is forgotten and pruned elsewhere, this
+/// cache has lost nothing it held, so nothing tells it the record is gone but the
+/// record's tree, not in the cache: the backup lists `snapshots/` again, and takes the
+/// parent that is still there, with no warning.
+#[test]
+fn a_cached_snapshot_whose_tree_the_cache_lacks_makes_the_backup_list_snapshots() {
+    let env = Env::new();
+    env.init();
+    let client = |cache: &str| Client {
+        repo: env.repo().to_str().unwrap().to_string(),
+        cache: env.path(cache),
+        env: Vec::new(),
+    };
+    let (a, a2, b) = (client("cache-a"), client("cache-a2"), client("cache-b"));
+    let src = env.path("src");
+    churn(&src, 0);
+    let run = |c: &Client, args: &[&str]| {
+        let out = c.run(args);
+        assert!(
+            out.status.success(),
+            "snap {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    };
+    let backup = |c: &Client| -> (serde_json::Value, String) {
+        let out = run(
+            c,
+            &["backup", "--json", "--host", "h", src.to_str().unwrap()],
+        );
+        let report = serde_json::from_slice(&out.stdout).unwrap();
+        (report, String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    let (first, _) = backup(&a);
+    churn(&src, 1);
+    let (second, _) = backup(&a2);
+    // a's cache as that race leaves it: the second record without its index file.
+    let id = second["id"].as_str().unwrap();
+    let row: (Vec<u8>, String, Vec<u8>) = rusqlite::Connection::open(index_of(&a2.cache))
+        .unwrap()
+        .query_row(
+            "SELECT id, time, record FROM snapshots WHERE hex(id) = upper(?1)",
+            [id],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .unwrap();
+    rusqlite::Connection::open(index_of(&a.cache))
+        .unwrap()
+        .execute(
+            "INSERT INTO snapshots VALUES (?1, ?2, ?3)",
+            rusqlite::params![row.0, row.1, row.2],
+        )
+        .unwrap();
+    run(&b, &["forget", id]);
+    let out = run(&b, &["prune", "--max-unused", "0", "--json"]);
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(report["packs_deleted"].as_u64().unwrap() > 0, "{report}");
+    let (third, warnings) = backup(&a);
+    assert_eq!(third["parent"], first["id"], "{warnings}");
+    assert!(!warnings.contains("warning"), "{warnings}");
+    run(&b, &["check", "--read-data"]);
+}
