@@ -40,6 +40,24 @@ impl Client {
         c.output().unwrap()
     }
 
+    /// Runs `args`, which must succeed.
+    fn ok(&self, args: &[&str]) -> std::process::Output {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "snap {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    }
+
+    /// Backs up `src` as host `h`: the report, and what the run wrote to stderr.
+    fn backup_as_h(&self, src: &Path) -> (serde_json::Value, String) {
+        let out = self.ok(&["backup", "--json", "--host", "h", src.to_str().unwrap()]);
+        let report = serde_json::from_slice(&out.stdout).unwrap();
+        (report, String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+
     /// Runs `args` until no other process's lock stands in its way (for two minutes at
     /// most); returns its output, successful or not for another reason.
     fn run_through_locks(&self, args: &[&str]) -> std::process::Output {
@@ -272,30 +290,12 @@ fn two_hosts_backing_up_into_one_bucket_and_a_third_pruning_never_lose_a_snapsho
 fn a_backup_lists_snapshots_again_when_its_cache_cannot_vouch_for_its_parent() {
     let env = Env::new();
     env.init();
-    let client = |cache: &str| Client {
-        repo: env.repo().to_str().unwrap().to_string(),
-        cache: env.path(cache),
-        env: Vec::new(),
-    };
+    let client = |cache: &str| local_client(&env, cache);
     let (a, b) = (client("cache-a"), client("cache-b"));
     let src = env.path("src");
     churn(&src, 0);
-    let run = |c: &Client, args: &[&str]| {
-        let out = c.run(args);
-        assert!(
-            out.status.success(),
-            "snap {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        out
-    };
-    let backup = |c: &Client| -> serde_json::Value {
-        let out = run(
-            c,
-            &["backup", "--json", "--host", "h", src.to_str().unwrap()],
-        );
-        serde_json::from_slice(&out.stdout).unwrap()
-    };
+    let run = |c: &Client, args: &[&str]| c.ok(args);
+    let backup = |c: &Client| c.backup_as_h(&src).0;
     let id = |v: &serde_json::Value| v["id"].as_str().unwrap().to_string();
     let first = backup(&a);
     // A new cache of the same host lists snapshots/ and finds the parent.
@@ -381,31 +381,12 @@ fn walkdir(dir: &Path) -> Vec<PathBuf> {
 fn a_cached_snapshot_whose_tree_the_cache_lacks_makes_the_backup_list_snapshots() {
     let env = Env::new();
     env.init();
-    let client = |cache: &str| Client {
-        repo: env.repo().to_str().unwrap().to_string(),
-        cache: env.path(cache),
-        env: Vec::new(),
-    };
+    let client = |cache: &str| local_client(&env, cache);
     let (a, a2, b) = (client("cache-a"), client("cache-a2"), client("cache-b"));
     let src = env.path("src");
     churn(&src, 0);
-    let run = |c: &Client, args: &[&str]| {
-        let out = c.run(args);
-        assert!(
-            out.status.success(),
-            "snap {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        out
-    };
-    let backup = |c: &Client| -> (serde_json::Value, String) {
-        let out = run(
-            c,
-            &["backup", "--json", "--host", "h", src.to_str().unwrap()],
-        );
-        let report = serde_json::from_slice(&out.stdout).unwrap();
-        (report, String::from_utf8_lossy(&out.stderr).into_owned())
-    };
+    let run = |c: &Client, args: &[&str]| c.ok(args);
+    let backup = |c: &Client| c.backup_as_h(&src);
     let (first, _) = backup(&a);
     churn(&src, 1);
     let (second, _) = backup(&a2);
@@ -434,4 +415,13 @@ fn a_cached_snapshot_whose_tree_the_cache_lacks_makes_the_backup_list_snapshots(
     assert_eq!(third["parent"], first["id"], "{warnings}");
     assert!(!warnings.contains("warning"), "{warnings}");
     run(&b, &["check", "--read-data"]);
+}
+
+/// A client of `env`'s local repository with its own cache, `cache`.
+fn local_client(env: &Env, cache: &str) -> Client {
+    Client {
+        repo: env.repo().to_str().unwrap().to_string(),
+        cache: env.path(cache),
+        env: Vec::new(),
+    }
 }
