@@ -118,7 +118,8 @@ pub struct Repository {
     held: Arc<AtomicUsize>,
     /// How long taking a lock waits for a conflicting holder (zero: not at all).
     lock_wait: std::time::Duration,
-    /// Whether the cache was brought up to date since the handle was opened.
+    /// Whether the cache's last refresh listed `snapshots/` too (one by
+    /// [`Repository::lock_for_backup`] may not).
     fresh: AtomicBool,
     /// Copies of a remote repository's trees and chunk lists.
     meta_cache: meta_cache::MetaCache,
@@ -524,6 +525,8 @@ impl Repository {
         self.index.renew();
         self.refresh_index(&index)?;
         if how == Refresh::Backup && self.index.snapshots_listed()? && self.index.is_complete()? {
+            // Not listed now: what an earlier refresh of this handle listed may be stale.
+            self.fresh.store(false, Ordering::Release);
             return Ok(Vec::new());
         }
         let unreadable = self.list_snapshots()?;
@@ -764,6 +767,7 @@ impl Repository {
             return Ok((lock, cached));
         }
         self.list_snapshots()?;
+        self.fresh.store(true, Ordering::Release);
         Ok((lock, self.cached_snapshots()?))
     }
 
