@@ -8,9 +8,10 @@
 #   tool gets its own prefix of one bucket and encrypts (restic and rustic always do;
 #   snap with `init --encrypt`). For each link:
 #   - fast: loopback as it is;
-#   - slow: through benches/slow_link.py, which delays every byte DELAY_MS each way
-#     (so each request waits 2 x DELAY_MS more) and caps each direction at RATE_MBIT
-#     (`tc netem` would do the same; these machines' kernels lack it);
+#   - slow: through benches/slow_link (a small Rust forwarder, built here), which
+#     delays every byte DELAY_MS each way (so each request waits 2 x DELAY_MS more) and
+#     caps each direction at RATE_MBIT, 0 for no cap (`tc netem` would do the same;
+#     these machines' kernels lack it);
 #   each tool runs: the first backup, a no-op backup (nothing changed), and a restore
 #   of the latest snapshot into an empty directory (compared with DATA once). Wall
 #   seconds, CPU seconds and peak RSS of each (/usr/bin/time), and the S3 requests each
@@ -86,6 +87,9 @@ for i in range(2000):
 PY
 DATA_BYTES=$(bytes "$DATA")
 
+log "building the slow link"
+cargo build --release -q --manifest-path "$HERE/benches/slow_link/Cargo.toml" --target-dir "$WORK/slow_link"
+
 log "starting garage"
 S3_PORT=39300 RPC_PORT=39301 ADMIN_PORT=39303 SLOW_PORT=39310
 cat >"$WORK/garage/garage.toml" <<EOF
@@ -119,7 +123,7 @@ g layout apply --version 1 >/dev/null
 g key import --yes "$KEY_ID" "$SECRET" -n bench >/dev/null
 g bucket create bench >/dev/null
 g bucket allow --read --write --owner bench --key "$KEY_ID" >/dev/null
-python3 "$HERE/benches/slow_link.py" "$SLOW_PORT" "$S3_PORT" "$DELAY_MS" "$RATE_MBIT" &
+"$WORK/slow_link/release/slow_link" "$SLOW_PORT" "$S3_PORT" "$DELAY_MS" "$RATE_MBIT" &
 SLOW_PID=$!
 
 # requests: Garage's S3 request counters, one "Endpoint count" a line.
@@ -180,7 +184,7 @@ TOOLS="snap restic rustic"
 echo "# object storage: snap, restic and rustic on one Garage node"
 echo
 echo "$(date -u +%F), $(nproc) cores; DATA $((DATA_BYTES >> 20)) MiB (a ${DUMP_MB} MB SQL dump, a ${TREE_MB} MB tree);"
-echo "slow link: +${DELAY_MS} ms each way, ${RATE_MBIT} Mbit/s each way (benches/slow_link.py)."
+echo "slow link: +${DELAY_MS} ms each way, ${RATE_MBIT} Mbit/s each way (benches/slow_link)."
 echo "$("$SNAP" --version); $(restic version | cut -d' ' -f1-2); $("$RUSTIC" --version); $("$GARAGE" --version | cut -d' ' -f1-2)"
 echo
 echo "| link | tool | step | wall s | cpu s | peak RSS MB | requests | per GiB | by kind |"
