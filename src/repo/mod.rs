@@ -750,20 +750,21 @@ impl Repository {
     }
 
     /// A backup's shared lock ([`Repository::lock`]), and the snapshots it may take a
-    /// parent from, oldest first. These are the cache's, without listing `snapshots/`,
+    /// parent from, oldest first: a parent, or a previous version of a stream, is a
+    /// snapshot of its `host`. These are the cache's, without listing `snapshots/`,
     /// while the cache matched it once, no blob row has left the cache since
     /// ([`Index::snapshots_listed`]), every index file could be read, and the root
-    /// tree of every snapshot it holds is in it. A snapshot whose tree is in the cache
+    /// tree of every snapshot of `host` it holds is in it. A snapshot whose tree is in the cache
     /// came with an index file the cache holds: a prune elsewhere that deleted its data
     /// replaced that file, which empties the cache (snapshots too) and moves the count
     /// of removals, so the next backup lists `snapshots/`. A snapshot forgotten
     /// elsewhere and not pruned is whole. Whatever the parent, a file it reuses from
     /// one is looked up in the index unless this cache saved the parent itself with no
     /// removal since ([`Repository::is_verified`]): a chunk gone means the file is read.
-    pub fn lock_for_backup(&self) -> Result<(Lock, Vec<(SnapshotId, Snapshot)>)> {
+    pub fn lock_for_backup(&self, host: &str) -> Result<(Lock, Vec<(SnapshotId, Snapshot)>)> {
         let lock = self.lock_as(false, "backup", self.lock_wait, Refresh::Backup)?;
         let cached = self.cached_snapshots()?;
-        if self.fresh.load(Ordering::Acquire) || self.trees_in_cache(&cached)? {
+        if self.fresh.load(Ordering::Acquire) || self.trees_in_cache(&cached, host)? {
             return Ok((lock, cached));
         }
         self.list_snapshots()?;
@@ -771,9 +772,9 @@ impl Repository {
         Ok((lock, self.cached_snapshots()?))
     }
 
-    /// Whether the root tree of each of `snapshots` is in the index cache.
-    fn trees_in_cache(&self, snapshots: &[(SnapshotId, Snapshot)]) -> Result<bool> {
-        for (_, s) in snapshots {
+    /// Whether the root tree of each of `snapshots` of `host` is in the index cache.
+    fn trees_in_cache(&self, snapshots: &[(SnapshotId, Snapshot)], host: &str) -> Result<bool> {
+        for (_, s) in snapshots.iter().filter(|(_, s)| s.host == host) {
             if !self.index.contains(&s.tree.0)? {
                 return Ok(false);
             }

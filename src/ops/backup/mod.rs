@@ -310,7 +310,8 @@ fn run(
     if placed.is_empty() && !opts.has_stream() {
         return Err(Usage::NothingToBackUp.into());
     }
-    let (lock, earlier) = repo.lock_for_backup()?;
+    let host = opts.host.clone().unwrap_or_else(hostname);
+    let (lock, earlier) = repo.lock_for_backup(&host)?;
     if !dry {
         let resumed = repo.resume_interrupted()?;
         if resumed.packs > 0 {
@@ -321,7 +322,6 @@ fn run(
             );
         }
     }
-    let host = opts.host.clone().unwrap_or_else(hostname);
     let removals = repo.removals()?;
     let parent = if opts.no_parent {
         None
