@@ -106,6 +106,16 @@ impl Unlocked {
     }
 }
 
+/// The exported key file `{env}_KEY_FILE` names, which [`unlock`] opens with instead of
+/// a passphrase: `None` when it names none, or when `password_file` (a profile's)
+/// comes first.
+pub fn exported_key_file(password_file: Option<&Path>, env: &str) -> Option<std::ffi::OsString> {
+    password_file
+        .is_none()
+        .then(|| std::env::var_os(format!("{env}_KEY_FILE")))
+        .flatten()
+}
+
 /// The master key of the encrypted repository `repo_id` in `store`: from the exported
 /// key file `{env}_KEY_FILE` names, else from a passphrase (`password_file`,
 /// `{env}_PASSWORD`, `{env}_PASSWORD_FILE` or a prompt). `env` is `SNAP`, or
@@ -118,17 +128,17 @@ pub fn unlock(
     env: &str,
     memory: Option<&Remembered>,
 ) -> Result<Unlocked> {
+    if let Some(f) = exported_key_file(password_file, env) {
+        let key_var = format!("{env}_KEY_FILE");
+        let b = std::fs::read(&f)
+            .with_context(|| format!("reading {key_var}={}", Path::new(&f).display()))?;
+        let k = MasterKey::import(&b, repo_id)
+            .with_context(|| format!("{key_var}={}", Path::new(&f).display()))?;
+        return Ok(Unlocked::Exported(k));
+    }
     let pass = if let Some(f) = password_file {
         first_line(f, "the profile's password_file")?
     } else {
-        let key_var = format!("{env}_KEY_FILE");
-        if let Some(f) = std::env::var_os(&key_var) {
-            let b = std::fs::read(&f)
-                .with_context(|| format!("reading {key_var}={}", Path::new(&f).display()))?;
-            let k = MasterKey::import(&b, repo_id)
-                .with_context(|| format!("{key_var}={}", Path::new(&f).display()))?;
-            return Ok(Unlocked::Exported(k));
-        }
         passphrase(
             &format!("passphrase for {}: ", store.location()),
             &format!("{env}_PASSWORD"),

@@ -336,7 +336,7 @@ impl Ctx {
     /// now.
     fn open_store(&self, store: Arc<dyn Store>, use_memory: bool) -> Result<Repository> {
         // An exported key opens no key file, so nothing would prove a memory current.
-        let exported = self.password_file.is_none() && std::env::var_os("SNAP_KEY_FILE").is_some();
+        let exported = key::exported_key_file(self.password_file.as_deref(), "SNAP").is_some();
         let memory = (use_memory && !exported)
             .then(|| remembered::recall(store.as_ref()))
             .flatten();
