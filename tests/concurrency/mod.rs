@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use crate::util::garage::Garage;
-use crate::util::{random_bytes, Env};
+use crate::util::{random_bytes, walk, Env};
 
 /// Rounds of backup against prune; `SNAP_RACE_ROUNDS` runs more.
 fn rounds() -> u32 {
@@ -56,6 +56,13 @@ impl Client {
         let out = self.ok(&["backup", "--json", "--host", "h", src.to_str().unwrap()]);
         let report = serde_json::from_slice(&out.stdout).unwrap();
         (report, String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+
+    /// Prunes every pack with garbage in it; panics unless some pack was deleted.
+    fn prune_deleting(&self) {
+        let out = self.ok(&["prune", "--max-unused", "0", "--json"]);
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert!(report["packs_deleted"].as_u64().unwrap() > 0, "{report}");
     }
 
     /// Runs `args` until no other process's lock stands in its way (for two minutes at
@@ -294,37 +301,31 @@ fn a_backup_lists_snapshots_again_when_its_cache_cannot_vouch_for_its_parent() {
     let (a, b) = (client("cache-a"), client("cache-b"));
     let src = env.path("src");
     churn(&src, 0);
-    let run = |c: &Client, args: &[&str]| c.ok(args);
     let backup = |c: &Client| c.backup_as_h(&src).0;
     let id = |v: &serde_json::Value| v["id"].as_str().unwrap().to_string();
+    // Whether snapshot `v` restores what the source holds now.
+    let restored =
+        |v: &serde_json::Value| restores(&b, env.dir.path(), &id(v), &src, &contents(&src));
     let first = backup(&a);
     // A new cache of the same host lists snapshots/ and finds the parent.
     let again = backup(&client("cache-a2"));
     assert_eq!(again["parent"], first["id"], "a new cache found no parent");
 
     // Forgotten elsewhere, not pruned: still whole, so still a parent to a's cache.
-    run(&b, &["forget", &id(&first), &id(&again)]);
+    b.ok(&["forget", &id(&first), &id(&again)]);
     let reused = backup(&a);
     assert_eq!(reused["parent"], first["id"]);
-    run(&b, &["prune"]);
-    run(&b, &["check", "--read-data"]);
-    assert!(restores(
-        &b,
-        env.dir.path(),
-        &id(&reused),
-        &src,
-        &contents(&src)
-    ));
+    b.ok(&["prune"]);
+    b.ok(&["check", "--read-data"]);
+    assert!(restored(&reused));
 
     // A prune elsewhere that rewrote packs: a's cache is rebuilt, which empties its
     // snapshots, and it lists snapshots/ again to find its parent.
     churn(&src, 1);
     let changed = backup(&a);
     assert_eq!(changed["parent"], reused["id"]);
-    run(&b, &["forget", &id(&reused)]);
-    let out = run(&b, &["prune", "--max-unused", "0", "--json"]);
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert!(report["packs_deleted"].as_u64().unwrap() > 0, "{report}");
+    b.ok(&["forget", &id(&reused)]);
+    b.prune_deleting();
     let after = backup(&a);
     assert_eq!(
         after["parent"], changed["id"],
@@ -333,42 +334,22 @@ fn a_backup_lists_snapshots_again_when_its_cache_cannot_vouch_for_its_parent() {
 
     // The parent itself forgotten and pruned elsewhere: gone from a's rebuilt cache,
     // so no parent, and what it held is read anew.
-    run(&b, &["forget", &id(&changed), &id(&after), "--prune"]);
+    b.ok(&["forget", &id(&changed), &id(&after), "--prune"]);
     let fresh = backup(&a);
     assert!(fresh["parent"].is_null(), "parent {}", fresh["parent"]);
     assert!(fresh["summary"]["files_read"].as_u64().unwrap() > 0);
-    run(&b, &["check", "--read-data"]);
-    assert!(restores(
-        &b,
-        env.dir.path(),
-        &id(&fresh),
-        &src,
-        &contents(&src)
-    ));
+    b.ok(&["check", "--read-data"]);
+    assert!(restored(&fresh));
 }
 
 /// The cache file of the one repository a client's cache holds.
 fn index_of(cache: &Path) -> PathBuf {
-    let found: Vec<PathBuf> = walkdir(cache)
+    let found: Vec<PathBuf> = walk(cache)
         .into_iter()
         .filter(|p| p.file_name().is_some_and(|n| n == "index.sqlite"))
         .collect();
     assert_eq!(found.len(), 1, "{found:?}");
     found[0].clone()
-}
-
-/// Every file below `dir`.
-fn walkdir(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    for e in fs::read_dir(dir).unwrap() {
-        let p = e.unwrap().path();
-        if p.is_dir() {
-            out.extend(walkdir(&p));
-        } else {
-            out.push(p);
-        }
-    }
-    out
 }
 
 /// A cache can hold a snapshot record without the index file of its data: another
@@ -385,7 +366,6 @@ fn a_cached_snapshot_whose_tree_the_cache_lacks_makes_the_backup_list_snapshots(
     let (a, a2, b) = (client("cache-a"), client("cache-a2"), client("cache-b"));
     let src = env.path("src");
     churn(&src, 0);
-    let run = |c: &Client, args: &[&str]| c.ok(args);
     let backup = |c: &Client| c.backup_as_h(&src);
     let (first, _) = backup(&a);
     churn(&src, 1);
@@ -407,14 +387,12 @@ fn a_cached_snapshot_whose_tree_the_cache_lacks_makes_the_backup_list_snapshots(
             rusqlite::params![row.0, row.1, row.2],
         )
         .unwrap();
-    run(&b, &["forget", id]);
-    let out = run(&b, &["prune", "--max-unused", "0", "--json"]);
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert!(report["packs_deleted"].as_u64().unwrap() > 0, "{report}");
+    b.ok(&["forget", id]);
+    b.prune_deleting();
     let (third, warnings) = backup(&a);
     assert_eq!(third["parent"], first["id"], "{warnings}");
     assert!(!warnings.contains("warning"), "{warnings}");
-    run(&b, &["check", "--read-data"]);
+    b.ok(&["check", "--read-data"]);
 }
 
 /// A client of `env`'s local repository with its own cache, `cache`.

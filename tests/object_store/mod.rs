@@ -39,12 +39,24 @@ fn new_sealed_repo(
     prefix: &str,
 ) -> (String, PathBuf, Vec<(&'static str, String)>) {
     let (repo, cache) = (g.url(prefix), env.path("cache"));
-    let mut vars = g.env();
-    vars.push(("SNAP_PASSWORD", prefix.to_string()));
+    let vars = with_password(g.env(), prefix);
     snap_at(&repo, &cache, &vars, &["init", "--encrypt"])
         .assert()
         .success();
     (repo, cache, vars)
+}
+
+/// The environment `vars` with passphrase `pass`.
+fn with_password(mut vars: Vec<(&'static str, String)>, pass: &str) -> Vec<(&'static str, String)> {
+    vars.push(("SNAP_PASSWORD", pass.to_string()));
+    vars
+}
+
+/// A backup of `src` into `repo` with cache `cache` and environment `vars`.
+fn backup_at(repo: &str, cache: &Path, vars: &[(&'static str, String)], src: &Path) -> Output {
+    snap_at(repo, cache, vars, &["backup", src.to_str().unwrap()])
+        .output()
+        .unwrap()
 }
 
 fn text(out: &Output) -> String {
@@ -636,11 +648,7 @@ fn the_shared_listing_of_index_and_keys_reads_every_page() {
     let env = Env::new();
     let (repo, cache, vars) = new_sealed_repo(&g, &env, "pages");
     let src = source(&env, "src", 2, 4096);
-    let backup = || {
-        snap_at(&repo, &cache, &vars, &["backup", src.to_str().unwrap()])
-            .output()
-            .unwrap()
-    };
+    let backup = || backup_at(&repo, &cache, &vars, &src);
     // The cache then holds one index file: pages of 65 names.
     let out = backup();
     assert!(out.status.success(), "{}", text(&out));
@@ -685,12 +693,7 @@ fn a_remembered_key_file_gone_from_the_repository_fails_the_run_and_is_forgotten
     let Some(g) = Garage::single() else { return };
     let env = Env::new();
     let (repo, cache) = (g.url("memory"), env.path("cache"));
-    let with = |pass: &str| {
-        let mut v = g.env();
-        v.push(("SNAP_PASSWORD", pass.into()));
-        v
-    };
-    let (one, two) = (with("one"), with("two"));
+    let (one, two) = (with_password(g.env(), "one"), with_password(g.env(), "two"));
     snap_at(&repo, &cache, &one, &["init", "--encrypt"])
         .assert()
         .success();
@@ -699,11 +702,7 @@ fn a_remembered_key_file_gone_from_the_repository_fails_the_run_and_is_forgotten
     let mode = fs::metadata(&memory[0]).unwrap().permissions().mode();
     assert_eq!(mode & 0o077, 0, "{mode:o}");
     let src = source(&env, "src", 2, 4096);
-    let backup = |vars: &[(&'static str, String)]| {
-        snap_at(&repo, &cache, vars, &["backup", src.to_str().unwrap()])
-            .output()
-            .unwrap()
-    };
+    let backup = |vars: &[(&'static str, String)]| backup_at(&repo, &cache, vars, &src);
     let gets = g.requests(0, "GetObject");
     let out = backup(&one);
     assert!(out.status.success(), "{}", text(&out));
@@ -810,9 +809,7 @@ fn a_memory_damaged_on_the_hosts_disk_is_read_again_from_the_repository() {
         };
         m[field] = format!("{}{flipped}{}", &file[..at], &file[at + 1..]).into();
         fs::write(&memory, m.to_string()).unwrap();
-        let out = snap_at(&repo, &cache, &vars, &["backup", src.to_str().unwrap()])
-            .output()
-            .unwrap();
+        let out = backup_at(&repo, &cache, &vars, &src);
         assert!(out.status.success(), "{field}: {}", text(&out));
         let now: serde_json::Value =
             serde_json::from_str(&fs::read_to_string(&memory).unwrap()).unwrap();
@@ -832,12 +829,10 @@ fn the_same_location_on_two_endpoints_is_remembered_apart() {
     let env = Env::new();
     let (repo, cache) = (g.url("twins"), env.path("cache"));
     assert_eq!(repo, moto.url("twins"));
-    let with = |vars: Vec<(&'static str, String)>| {
-        let mut vars = vars;
-        vars.push(("SNAP_PASSWORD", "twins".into()));
-        vars
-    };
-    let (on_garage, on_moto) = (with(g.env()), with(moto.env()));
+    let (on_garage, on_moto) = (
+        with_password(g.env(), "twins"),
+        with_password(moto.env(), "twins"),
+    );
     for vars in [&on_garage, &on_moto] {
         snap_at(&repo, &cache, vars, &["init", "--encrypt"])
             .assert()
@@ -847,9 +842,7 @@ fn the_same_location_on_two_endpoints_is_remembered_apart() {
     let src = source(&env, "src", 2, 4096);
     for (vars, garage) in [(&on_garage, true), (&on_moto, false), (&on_garage, true)] {
         let gets = g.requests(0, "GetObject");
-        let out = snap_at(&repo, &cache, vars, &["backup", src.to_str().unwrap()])
-            .output()
-            .unwrap();
+        let out = backup_at(&repo, &cache, vars, &src);
         assert!(out.status.success(), "{}", text(&out));
         if garage {
             // Only the lock's check before the snapshot is saved.
