@@ -201,11 +201,14 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
         What::List { json: true } => {
             let arr: Vec<serde_json::Value> = keys::list(store.as_ref())?
                 .into_iter()
-                .map(|(id, f)| {
-                    serde_json::json!({
+                .map(|(id, f)| match f {
+                    Ok(f) => serde_json::json!({
                         "id": id, "current": current.as_deref() == Some(&id),
                         "created": f.created, "host": f.host, "user": f.user,
-                    })
+                    }),
+                    Err(e) => serde_json::json!({
+                        "id": id, "current": false, "damaged": e.to_string(),
+                    }),
                 })
                 .collect();
             ctx.print_json(&arr)?;
@@ -219,18 +222,20 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
                 "host"
             );
             for (id, f) in keys::list(store.as_ref())? {
-                outln!(
-                    "{:<1} {:<16}  {:<26}  {:<16}  {}",
-                    if current.as_deref() == Some(&id) {
-                        "*"
-                    } else {
-                        ""
-                    },
-                    id,
-                    snap::host::local_time(&f.created),
-                    f.host,
-                    f.user
-                );
+                let mark = if current.as_deref() == Some(&id) {
+                    "*"
+                } else {
+                    ""
+                };
+                match f {
+                    Ok(f) => outln!(
+                        "{mark:<1} {id:<16}  {:<26}  {:<16}  {}",
+                        snap::host::local_time(&f.created),
+                        f.host,
+                        f.user
+                    ),
+                    Err(e) => outln!("{mark:<1} {id:<16}  damaged: {e}"),
+                }
             }
         }
         What::Add => {

@@ -1,5 +1,6 @@
 //! `check`: can every snapshot be restored?
 //!
+//! 0. Key files: each decodes (the one the passphrase opened was proven by opening).
 //! 1. Index files and packs: every index file is readable; every pack they list exists
 //!    with the size and the trailer they give (truncated, deleted or damaged packs show
 //!    here); packs no index file lists are reported (an interrupted backup left them,
@@ -24,7 +25,7 @@ use crate::locked;
 use crate::progress::{Phase, Progress};
 use crate::repo::index::BlobLoc;
 use crate::repo::reach::mark_reachable;
-use crate::repo::Repository;
+use crate::repo::{keys, Repository};
 
 /// Which pack data `check` reads.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -82,6 +83,15 @@ pub fn check(repo: &Repository, read: ReadData, progress: &dyn Progress) -> Resu
     let mut report = CheckReport::default();
     for (path, why) in &lock.unreadable {
         report.errors.push(format!("snapshot record {path}: {why}"));
+    }
+    // The passphrase in use proved its own key file; the others can only be decoded
+    // (their seal needs their passphrase).
+    for (id, damaged) in keys::list(repo.store().as_ref())? {
+        if let Err(e) = damaged {
+            report.errors.push(format!(
+                "{e}: its passphrase no longer opens the repository; `snap key remove {id}`, then `snap key add` that passphrase again"
+            ));
+        }
     }
     if !repo.index().is_complete()? {
         report.errors.push(

@@ -21,8 +21,9 @@ fn read_key(store: &dyn Store, id: &str) -> Result<(KeyFile, Vec<u8>)> {
     Ok((KeyFile::decode(&name, &bytes)?, bytes))
 }
 
-/// Every key file, by id, sorted by id, and its bytes.
-fn read_all(store: &dyn Store) -> Result<Vec<(String, KeyFile, Vec<u8>)>> {
+/// Every key file, by id, sorted by id: its decoded form and bytes, or why it cannot be
+/// read. One damaged key file must not lock out the passphrases of the others.
+fn read_all(store: &dyn Store) -> Result<Vec<(String, Result<(KeyFile, Vec<u8>)>)>> {
     let mut out = Vec::new();
     for e in store.list("keys")? {
         let Some(id) = e
@@ -32,18 +33,21 @@ fn read_all(store: &dyn Store) -> Result<Vec<(String, KeyFile, Vec<u8>)>> {
         else {
             continue;
         };
-        let (f, bytes) = read_key(store, id)?;
-        out.push((id.to_string(), f, bytes));
+        match read_key(store, id) {
+            // Removed since the listing.
+            Err(Error::NotFound { .. }) => {}
+            r => out.push((id.to_string(), r)),
+        }
     }
     out.sort_by(|a, b| a.0.cmp(&b.0));
     Ok(out)
 }
 
-/// Every key file, by id, sorted by id.
-pub fn list(store: &dyn Store) -> Result<Vec<(String, KeyFile)>> {
+/// Every key file, by id, sorted by id, or why it cannot be read.
+pub fn list(store: &dyn Store) -> Result<Vec<(String, Result<KeyFile>)>> {
     Ok(read_all(store)?
         .into_iter()
-        .map(|(id, f, _)| (id, f))
+        .map(|(id, f)| (id, f.map(|(f, _)| f)))
         .collect())
 }
 
@@ -65,38 +69,50 @@ pub fn unlock(store: &dyn Store, passphrase: &[u8]) -> Result<(String, MasterKey
 /// [`unlock`], trying key file `first` (the one that opened the repository last time,
 /// as a cache remembers it) before the others: when it opens, one read instead of a
 /// listing and a read of every key file (a request each on S3). One that is gone or
-/// opens nothing is tried once only.
+/// opens nothing is tried once only. A key file that cannot be read or decoded is
+/// passed over; its error is returned only when no other opens.
 pub fn unlock_first(store: &dyn Store, passphrase: &[u8], first: Option<&str>) -> Result<Opened> {
     let first = first.filter(|id| id.len() == 16 && id.bytes().all(|b| b.is_ascii_hexdigit()));
+    // The key file tried first and not opened by the passphrase (a damaged one is read
+    // again below, so that its damage is reported if nothing opens).
+    let mut tried = None;
     if let Some(id) = first {
-        match read_key(store, id) {
-            Ok((f, file)) => {
-                if let Some(key) = f.unlock(passphrase)? {
+        if let Ok((f, file)) = read_key(store, id) {
+            match f.unlock(passphrase) {
+                Ok(Some(key)) => {
                     let id = id.to_string();
                     return Ok(Opened { id, file, key });
                 }
+                Ok(None) => tried = Some(id),
+                Err(_) => {}
             }
-            Err(Error::NotFound { .. }) => {}
-            Err(e) => return Err(e),
         }
     }
     let keys = read_all(store)?;
     if keys.is_empty() {
         return Err(Error::NoKeyFiles { keys: dir(store) });
     }
-    let files = keys.iter().map(|(id, ..)| format!("{id}.json")).collect();
-    for (id, f, file) in keys {
-        if Some(id.as_str()) == first {
+    let files = keys.iter().map(|(id, _)| format!("{id}.json")).collect();
+    let mut damage = None;
+    for (id, read) in keys {
+        if Some(id.as_str()) == tried {
             continue;
         }
-        if let Some(key) = f.unlock(passphrase)? {
-            return Ok(Opened { id, file, key });
+        // A damaged key file (or one asking for costs above the limits) is passed over:
+        // another may open, and `check` names it.
+        match read.and_then(|(f, file)| Ok((f.unlock(passphrase)?, file))) {
+            Ok((Some(key), file)) => return Ok(Opened { id, file, key }),
+            Ok((None, _)) => {}
+            Err(e) => {
+                damage.get_or_insert(e);
+            }
         }
     }
-    Err(Error::WrongPassphrase {
+    // None opened: a damaged one may have been this passphrase's.
+    Err(damage.unwrap_or(Error::WrongPassphrase {
         keys: dir(store),
         files,
-    })
+    }))
 }
 
 /// Adds a key file for `passphrase`; returns its id.

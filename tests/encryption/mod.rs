@@ -39,10 +39,15 @@ fn contains(hay: &[u8], needle: &[u8]) -> bool {
 
 /// Restores the latest snapshot and asserts it holds `src` as it is.
 fn assert_restores(env: &Env, src: &Path) {
+    assert_restores_as(env, PASS, src);
+}
+
+/// [`assert_restores`] with passphrase `pass`.
+fn assert_restores_as(env: &Env, pass: &str, src: &Path) {
     let out = env.path("out");
     snap(
         env,
-        PASS,
+        pass,
         &["restore", "latest", "--target", out.to_str().unwrap()],
     )
     .assert()
@@ -283,6 +288,68 @@ fn keys_add_list_remove_passwd_and_export_round_trip() {
         .assert()
         .code(1)
         .stderr(predicate::str::contains("is for repository"));
+}
+
+#[test]
+fn a_damaged_key_file_locks_out_only_its_own_passphrase_and_check_names_it() {
+    let env = Env::new();
+    let src = encrypted(&env);
+    snap(&env, PASS, &["key", "add"])
+        .env("SNAP_NEW_PASSWORD", "second")
+        .assert()
+        .success();
+    let listed = json(snap(&env, "second", &["key", "list", "--json"]));
+    let ids: Vec<(String, bool)> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| (k["id"].as_str().unwrap().to_string(), k["current"] == true))
+        .collect();
+    // The key file read first (ids in order) is damaged, so that an unlock stopping at
+    // it fails; its passphrase is `lost`, the other's `kept`.
+    let (other, second_is_damaged) = ids.iter().min().unwrap().clone();
+    let (lost, kept) = if second_is_damaged {
+        ("second", PASS)
+    } else {
+        (PASS, "second")
+    };
+    let path = env.repo().join(format!("keys/{other}.json"));
+    let text = fs::read_to_string(&path).unwrap();
+    fs::write(&path, text.replace("\"wrapped\"", "\"wrappeX\"")).unwrap();
+    // A new cache, which has no hint of the key file that opened last: the first run
+    // reads every key file in order.
+    let fresh = env.path("cache-2");
+    for args in [&["list"][..], &["backup", src.to_str().unwrap()]] {
+        snap(&env, kept, args)
+            .env("SNAP_CACHE_DIR", &fresh)
+            .assert()
+            .success();
+    }
+    assert_restores_as(&env, kept, &src);
+    // The damaged one's own passphrase is refused, naming it.
+    snap(&env, lost, &["list"])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains(other.as_str()));
+    snap(&env, kept, &["check"])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains(format!("key remove {other}")));
+    let listed = json(snap(&env, kept, &["key", "list", "--json"]));
+    let damaged = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["id"] == other.as_str())
+        .unwrap();
+    assert!(
+        damaged["damaged"].as_str().unwrap().contains("wrapped"),
+        "{listed}"
+    );
+    snap(&env, kept, &["key", "remove", &other])
+        .assert()
+        .success();
+    snap(&env, kept, &["check"]).assert().success();
 }
 
 #[test]
