@@ -561,6 +561,9 @@ pub(crate) fn remote_options(endpoint: Option<String>) -> store::RemoteOptions {
 fn interrupted_note(command: &str) -> &'static str {
     match command {
         "sync" => "the packs sent so far stay there and are not sent again; rerun sync to finish",
+        "restore" => {
+            "every file restored so far is whole under its name, the unfinished ones were removed; run the restore again to finish (`--overwrite if-changed` keeps what is already there)"
+        }
         "forget" | "prune" => {
             "prune deleted nothing (snapshots already forgotten stay forgotten); the next prune removes the packs it had written"
         }
@@ -582,10 +585,10 @@ impl std::error::Error for Stopped {}
 
 /// Lets SIGINT and SIGTERM stop a command that writes snapshots or moves packs at its
 /// next safe point, cleanly (nothing half recorded, scratch files removed); a second
-/// signal ends the process at once. Called once, by [`dispatch`] (`snap run`'s steps
-/// call the subcommands' code, not `dispatch`): a second registration would make the
-/// first signal the second.
-fn stop_cleanly_on_signals() -> Result<()> {
+/// signal ends the process at once. Called once: by [`dispatch`] for those commands
+/// (`snap run`'s steps call the subcommands' code, not `dispatch`), by a restore into
+/// a directory; a second registration would make the first signal the second.
+pub(crate) fn stop_cleanly_on_signals() -> Result<()> {
     use signal_hook::consts::{SIGINT, SIGTERM};
     let flag = snap::interrupt::flag();
     for sig in [SIGINT, SIGTERM] {

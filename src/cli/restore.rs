@@ -238,6 +238,9 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
         }
         return Ok(0);
     }
+    // Only here: the database restores hand their streams to other programs, which a
+    // signal must stop as before.
+    super::stop_cleanly_on_signals()?;
     let bar = Bar::new(ctx, "restore", a.json);
     if let (Some(b), true) = (&bar, opts.include.is_empty()) {
         // The whole snapshot: its summary tells the total without a walk.

@@ -21,9 +21,12 @@ fn read_key(store: &dyn Store, id: &str) -> Result<(KeyFile, Vec<u8>)> {
     Ok((KeyFile::decode(&name, &bytes)?, bytes))
 }
 
-/// Every key file, by id, sorted by id: its decoded form and bytes, or why it cannot be
-/// read. One damaged key file must not lock out the passphrases of the others.
-fn read_all(store: &dyn Store) -> Result<Vec<(String, Result<(KeyFile, Vec<u8>)>)>> {
+/// A key file's id and its decoded form and bytes, or why it cannot be read.
+type Read = (String, Result<(KeyFile, Vec<u8>)>);
+
+/// Every key file, sorted by id. One damaged key file must not lock out the passphrases
+/// of the others.
+fn read_all(store: &dyn Store) -> Result<Vec<Read>> {
     let mut out = Vec::new();
     for e in store.list("keys")? {
         let Some(id) = e

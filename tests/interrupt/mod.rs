@@ -1,5 +1,5 @@
-//! Interrupted runs: Ctrl-C (SIGINT) and kill -9 in the middle of a backup, and Ctrl-C
-//! in the steps of `snap run`. Nothing is recorded half, nothing is left behind, and
+//! Interrupted runs: Ctrl-C (SIGINT) and kill -9 in the middle of a backup, Ctrl-C in
+//! the steps of `snap run` and in a restore. Nothing is recorded half, nothing is left behind, and
 //! the next run reuses what reached the repository instead of storing it again.
 
 use std::fs;
@@ -128,6 +128,78 @@ fn ctrl_c_records_nothing_and_the_next_backup_reuses_what_was_stored() {
 #[test]
 fn kill_9_records_nothing_and_the_next_backup_reuses_what_was_stored() {
     interrupted_backup_resumes(rustix::process::Signal::KILL);
+}
+
+/// The restore's temporary files below `target` (absent: none).
+fn restore_temps(target: &Path) -> Vec<(PathBuf, u64)> {
+    if !target.exists() {
+        return Vec::new();
+    }
+    crate::util::walk(target)
+        .into_iter()
+        .filter(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with(".snap-restore-"))
+        })
+        .filter_map(|p| fs::metadata(&p).ok().map(|m| (p, m.len())))
+        .collect()
+}
+
+#[test]
+fn ctrl_c_stops_a_restore_leaving_only_whole_files_and_the_lock_released() {
+    let (env, src) = big_source();
+    fs::write(src.join("small"), b"small file").unwrap();
+    env.backup_json(&[src.to_str().unwrap()]);
+    let target = env.path("out");
+    let mut child = Command::new(assert_cmd::cargo::cargo_bin("snap"))
+        .env("SNAP_CACHE_DIR", env.cache())
+        .env_remove("SNAP_REPO")
+        .arg("--repo")
+        .arg(env.repo())
+        .args(["--quiet", "restore", "latest", "--target"])
+        .arg(&target)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Stopped once the big file is partly written, so that the signal surely finds
+    // the restore in the middle; it is seen on SIGCONT.
+    let pid = rustix::process::Pid::from_child(&child);
+    let start = Instant::now();
+    while !restore_temps(&target)
+        .iter()
+        .any(|(_, len)| *len >= 8 << 20)
+    {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the restore finished before it could be interrupted"
+        );
+        assert!(start.elapsed() < Duration::from_secs(120));
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    rustix::process::kill_process(pid, rustix::process::Signal::STOP).unwrap();
+    rustix::process::kill_process(pid, rustix::process::Signal::INT).unwrap();
+    rustix::process::kill_process(pid, rustix::process::Signal::CONT).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{stderr}");
+    assert!(
+        stderr.contains("interrupted: every file restored so far is whole"),
+        "{stderr}"
+    );
+    let left = restore_temps(&target);
+    assert!(left.is_empty(), "temporary files left: {left:?}");
+    let restored = crate::util::restored(&target, &src);
+    // Stopped within the big file, which is therefore not placed at all.
+    assert!(
+        !restored.join("big").exists(),
+        "the big file was finished or placed cut"
+    );
+    let locks: Vec<_> = fs::read_dir(env.repo().join("locks")).unwrap().collect();
+    assert!(locks.is_empty(), "locks left: {locks:?}");
+    // Run again, it finishes what was left.
+    env.restore("latest", &target);
+    crate::util::assert_same_tree(&src, &restored);
 }
 
 /// `snap run` of a profile that backs up `src` and syncs to `offsite`, started.

@@ -375,6 +375,75 @@ fn a_restore_from_s3_reads_each_pack_with_one_request() {
     );
 }
 
+/// Ctrl-C in a restore from S3, which writes files in pack order under temporary names:
+/// it stops at once, removes every unfinished file, and a second restore finishes.
+#[test]
+fn ctrl_c_stops_a_restore_from_s3_leaving_only_whole_files() {
+    let Some(g) = Garage::single() else { return };
+    let env = Env::new();
+    let (repo, cache) = new_repo(&g, &env, "stopped");
+    let src = source(&env, "src", 6, 24 << 20);
+    snap_at(&repo, &cache, &g.env(), &["backup", src.to_str().unwrap()])
+        .assert()
+        .success();
+    let target = env.path("out");
+    let temps = || -> Vec<(PathBuf, u64)> {
+        if !target.exists() {
+            return Vec::new();
+        }
+        walk(&target)
+            .into_iter()
+            .filter(|p| {
+                p.file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with(".snap-restore-"))
+            })
+            .filter_map(|p| fs::metadata(&p).ok().map(|m| (p, m.len())))
+            .collect()
+    };
+    let mut run = spawn_at(
+        &repo,
+        &cache,
+        &g.env(),
+        &["restore", "latest", "--target", target.to_str().unwrap()],
+    );
+    let pid = rustix::process::Pid::from_child(&run);
+    let start = Instant::now();
+    while !temps().iter().any(|(_, len)| *len >= 1 << 20) {
+        assert!(
+            run.try_wait().unwrap().is_none(),
+            "the restore finished before it could be interrupted"
+        );
+        assert!(start.elapsed() < Duration::from_secs(120));
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    // Stopped first, so that the signal surely finds it reading.
+    for sig in [
+        rustix::process::Signal::STOP,
+        rustix::process::Signal::INT,
+        rustix::process::Signal::CONT,
+    ] {
+        rustix::process::kill_process(pid, sig).unwrap();
+    }
+    let out = run.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(130), "{}", text(&out));
+    assert!(temps().is_empty(), "temporary files left: {:?}", temps());
+    let restored = crate::util::restored(&target, &src);
+    let mut placed = 0;
+    for i in 0..6 {
+        if let Ok(got) = fs::read(restored.join(format!("f{i}"))) {
+            assert_eq!(got, fs::read(src.join(format!("f{i}"))).unwrap(), "f{i}");
+            placed += 1;
+        }
+    }
+    assert!(
+        placed < 6,
+        "every file was placed: the restore was not stopped"
+    );
+    let out = restore_into(&g, &repo, &cache, &target);
+    assert!(out.status.success(), "{}", text(&out));
+    crate::util::assert_same_tree(&src, &restored);
+}
+
 /// A pack of a thousand small files, restored by a process allowed 128 open files:
 /// a read in pack order keeps few of them open at once.
 #[test]

@@ -8,7 +8,9 @@
 //! place once complete, with its metadata: a restore that fails or is killed leaves no
 //! half-written file under a final name, and an existing file stays as it was until its
 //! replacement is whole. A file whose data is damaged is reported; the rest of the
-//! snapshot is still restored.
+//! snapshot is still restored. An interrupted restore (SIGINT or SIGTERM, where the
+//! front end lets them stop it) removes the files it had not finished and fails with
+//! [`Error::Interrupted`]: what it placed under final names is whole.
 //!
 //! What is already in the target is replaced, kept or compared as [`Overwrite`] says.
 //! With [`RestoreOptions::delete`], entries of the restored directories that the
@@ -439,6 +441,10 @@ impl RestorePlan<'_> {
         }
         let last = locked(&r.window).take();
         r.write_window(last);
+        if crate::interrupt::requested() {
+            // Every file placed so far is whole; those cut short were removed.
+            return Err(Error::Interrupted);
+        }
         for link in locked(&r.deferred).drain(..) {
             if link.first == link.dest {
                 continue;
@@ -715,6 +721,9 @@ impl Restorer<'_> {
     }
 
     fn entry(&self, node: &Node, dest: &Path, spath: &str, fresh: bool) {
+        if crate::interrupt::requested() {
+            return;
+        }
         if let Err(e) = self.entry_inner(node, dest, spath, fresh) {
             self.fail(spath, e);
         }
@@ -942,6 +951,7 @@ impl Restorer<'_> {
         }
         let f = tmp.as_file();
         let write = |at, chunk: &[u8]| {
+            crate::interrupt::check()?;
             write_sparse(f, at, chunk).at(dest)?;
             self.written(chunk.len() as u64);
             Ok(())

@@ -105,6 +105,9 @@ impl Restorer<'_> {
         // The largest reads first: the last ones to finish are then short.
         groups.sort_by_key(|g| std::cmp::Reverse(g.len()));
         groups.par_iter().for_each(|group| {
+            if crate::interrupt::requested() {
+                return;
+            }
             let mut files = HashMap::new();
             let mut done = 0;
             let streamed = repo.read_pack_stream(group, &mut |id, raw| {
@@ -183,8 +186,10 @@ impl Restorer<'_> {
     }
 
     /// Gives the temporary file of `job` its length `len` and metadata and renames it
-    /// into place; or, when `failed`, removes it and reports why.
+    /// into place; or, when `failed` or interrupted, removes it and reports why.
     fn finish(&self, job: Job, len: u64, failed: Option<Error>) {
+        // Interrupted, a file may miss the chunks of reads that never started.
+        let failed = failed.or_else(|| crate::interrupt::requested().then_some(Error::Interrupted));
         let placed = match failed {
             Some(e) => Err(e),
             None => (|| -> Result<()> {
