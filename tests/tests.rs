@@ -1510,7 +1510,11 @@ mod ux {
                 .unwrap();
             let err = String::from_utf8_lossy(&out.stderr);
             assert_eq!(out.status.code(), Some(c.code), "{}: {err}", c.what);
-            let first = if c.code == 2 { "error: " } else { "snap: " };
+            let first = if c.code == 2 {
+                "snap: error: "
+            } else {
+                "snap: "
+            };
             assert!(err.starts_with(first), "{}: {err}", c.what);
             for s in &c.says {
                 assert!(err.contains(s.as_str()), "{}: {err:?} lacks {s:?}", c.what);

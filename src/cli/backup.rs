@@ -3,7 +3,7 @@
 use std::io::{IsTerminal, Read};
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use snap::format::chunker::Profile;
 use snap::ops::backup::{backup, dry_run, BackupOptions};
 use snap::source::fs::list_lines;
@@ -197,11 +197,11 @@ fn pair_names(a: &Args, m: &clap::ArgMatches) -> Result<(Named, Named)> {
                     .is_none_or(|(next, _, _)| names[k].0 < *next)
         });
     if !paired {
-        bail!(
+        return Err(super::output::usage(format!(
             "{} --command/--command-dir but {} --as: follow each with the name its output is stored under (--command 'pg_dump -Fc -Z0 db' --as db/db.dump)",
             runs.len(),
             names.len()
-        );
+        )));
     }
     let (mut commands, mut dirs) = (Vec::new(), Vec::new());
     for ((_, is_dir, c), (_, n)) in runs.into_iter().zip(names) {
@@ -217,7 +217,9 @@ fn pair_names(a: &Args, m: &clap::ArgMatches) -> Result<(Named, Named)> {
 pub fn run(ctx: &Ctx, a: Args, m: &clap::ArgMatches) -> Result<i32> {
     let (commands, command_dirs) = pair_names(&a, m)?;
     if a.stdin_name.is_some() && std::io::stdin().is_terminal() {
-        bail!("--stdin-name reads standard input, but it is a terminal: pipe the data in");
+        return Err(super::output::usage(
+            "--stdin-name reads standard input, but it is a terminal: pipe the data in",
+        ));
     }
     let ngw = ngw_config(a.ngw)?;
     let (mut paths, mut files_from) = (a.paths, Vec::new());
@@ -227,10 +229,12 @@ pub fn run(ctx: &Ctx, a: Args, m: &clap::ArgMatches) -> Result<i32> {
             continue;
         }
         if a.stdin_name.is_some() {
-            bail!("--files-from - and --stdin-name both read standard input: give one of them");
+            return Err(super::output::usage(
+                "--files-from - and --stdin-name both read standard input: give one of them",
+            ));
         }
         if std::io::stdin().is_terminal() {
-            bail!("--files-from - reads paths from standard input, but it is a terminal: pipe them in");
+            return Err(super::output::usage("--files-from - reads paths from standard input, but it is a terminal: pipe them in"));
         }
         let mut text = String::new();
         std::io::stdin()
@@ -271,7 +275,7 @@ pub fn run(ctx: &Ctx, a: Args, m: &clap::ArgMatches) -> Result<i32> {
     if !opts.has_source() && (ctx.repo.is_none() || ctx.profile.is_some()) {
         if let Some(config) = super::profile::load(ctx)? {
             if a.dry_run {
-                bail!("--dry-run needs the sources on the command line; a profile's backup cannot be dry-run yet");
+                return Err(super::output::usage("--dry-run needs the sources on the command line; a profile's backup cannot be dry-run yet"));
             }
             return super::run_profile(ctx, config, ctx.profile.as_deref(), true, a.json);
         }

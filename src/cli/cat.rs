@@ -2,7 +2,7 @@
 
 use std::io::Write;
 
-use anyhow::{bail, Result};
+use anyhow::Result;
 use snap::format::tree::NodeKind;
 use snap::ops::restore::snapshot_path;
 
@@ -24,12 +24,12 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
     let comps = snapshot_path(&a.path)?;
     let node = repo.find_node(&snap.tree, &comps)?;
     let Some(NodeKind::File(content)) = node.map(|n| n.kind) else {
-        bail!(
+        return Err(super::output::not_found(format!(
             "{} is not a file in snapshot {} (see `snap ls {}`)",
             a.path,
             id.short(),
             id.short()
-        );
+        )));
     };
     let stdout = std::io::stdout();
     let mut out = stdout.lock();

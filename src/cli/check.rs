@@ -1,6 +1,6 @@
 //! `snap check`
 
-use anyhow::{bail, Result};
+use anyhow::Result;
 use snap::ops::check::{check, ReadData};
 use snap::ops::metrics::{record_check, CheckRecord};
 use snap::span::Span;
@@ -57,22 +57,26 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
         let now = chrono::Utc::now();
         let limit = span
             .before(&now)
-            .ok_or_else(|| anyhow::anyhow!("--max-age reaches before the calendar's start"))?;
+            .ok_or_else(|| super::output::usage("--max-age reaches before the calendar's start"))?;
         let who = a
             .host
             .as_deref()
             .map(|h| format!(" of host {h}"))
             .unwrap_or_default();
         return match newest {
-            None => bail!(
-                "no snapshot{who} in {}: nothing is backed up yet; run `snap backup`",
-                repo.location()
-            ),
-            Some(t) if t < limit => bail!(
-                "the newest snapshot{who} is from {}, older than the allowed {}",
-                snap::host::local_time(&t),
-                span
-            ),
+            None => {
+                return Err(super::output::stale(format!(
+                    "no snapshot{who} in {}: nothing is backed up yet; run `snap backup`",
+                    repo.location()
+                )))
+            }
+            Some(t) if t < limit => {
+                return Err(super::output::stale(format!(
+                    "the newest snapshot{who} is from {}, older than the allowed {}",
+                    snap::host::local_time(&t),
+                    span
+                )))
+            }
             Some(t) if a.json => {
                 ctx.print_json(&serde_json::json!({
                     "newest": t,
@@ -179,15 +183,15 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
 /// naming the groups that are not.
 fn drill_age(ctx: &Ctx, repo: &snap::repo::Repository, span: Span, json: bool) -> Result<i32> {
     let now = chrono::Utc::now();
-    let limit = span
-        .before(&now)
-        .ok_or_else(|| anyhow::anyhow!("--max-drill-age reaches before the calendar's start"))?;
+    let limit = span.before(&now).ok_or_else(|| {
+        super::output::usage("--max-drill-age reaches before the calendar's start")
+    })?;
     let groups = snap::ops::drill::proven(&repo.snapshots()?, repo.drills()?);
     if groups.is_empty() {
-        bail!(
+        return Err(super::output::stale(format!(
             "no snapshot in {}: nothing is backed up, so nothing is proven; run `snap backup`",
             repo.location()
-        );
+        )));
     }
     let mut stale = Vec::new();
     let mut rows = Vec::new();
@@ -205,11 +209,11 @@ fn drill_age(ctx: &Ctx, repo: &snap::repo::Repository, span: Span, json: bool) -
         rows.push(serde_json::json!({ "host": g.0, "group": g.1, "last_passed_drill": last }));
     }
     if !stale.is_empty() {
-        bail!(
+        return Err(super::output::stale(format!(
             "{} without a passed drill within {span}: {}; run `snap drill`",
             count(stale.len(), "group"),
             stale.join("; ")
-        );
+        )));
     }
     if json {
         ctx.print_json(&serde_json::json!({ "max_drill_age": span.to_string(), "groups": rows }))?;

@@ -86,7 +86,10 @@ fn execute(
         None => latest_per_group(&repo)?,
     };
     if targets.is_empty() {
-        anyhow::bail!("{} has no snapshots yet: nothing to drill", repo.location());
+        return Err(super::output::not_found(format!(
+            "{} has no snapshots yet: nothing to drill",
+            repo.location()
+        )));
     }
     let history = repo.drills()?;
     if let Some(every) = every {

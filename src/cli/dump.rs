@@ -3,7 +3,7 @@
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use snap::ops::dump::{dump, Archive};
 
 use super::{human, Ctx};
@@ -41,11 +41,11 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
     };
     let Some(dest) = &a.output else {
         if std::io::stdout().is_terminal() {
-            bail!(
+            return Err(super::output::usage(format!(
                 "refusing to write {} of snapshot {} to a terminal: redirect standard output or give --output FILE",
                 a.path,
                 id.short()
-            );
+            )));
         }
         let stdout = std::io::stdout();
         let mut out = std::io::BufWriter::with_capacity(1 << 20, stdout.lock());

@@ -4,7 +4,7 @@ use std::fmt::Write as _;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use snap::format::snapshot::{Snapshot, Source};
 use snap::ops::export::{export_dir, export_zip, export_zip_file, keep_newest};
 use snap::ops::ngw_part::NgwPart;
@@ -57,10 +57,10 @@ fn instance_config(a: &Args, snap: &Snapshot) -> Result<(PathBuf, NgwConfig)> {
 fn default_dest(a: &Args, snap: &Snapshot) -> Result<PathBuf> {
     let (config, cfg) = instance_config(a, snap)?;
     let Some(dir) = cfg.backup_path else {
-        bail!(
+        return Err(super::output::usage(format!(
             "{}: [core] backup.path is not set; give a destination file",
             config.display()
-        );
+        )));
     };
     let mut name = String::new();
     write!(name, "{}", snap.time.format(&cfg.backup_filename))
@@ -87,13 +87,17 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
     };
     if dest == Path::new("-") {
         if a.keep.is_some() {
-            bail!("--keep prunes a folder of exports; give a file or leave the destination to backup.path, not -");
+            return Err(super::output::usage("--keep prunes a folder of exports; give a file or leave the destination to backup.path, not -"));
         }
         if a.no_zip {
-            bail!("--no-zip writes a directory; give its path instead of -");
+            return Err(super::output::usage(
+                "--no-zip writes a directory; give its path instead of -",
+            ));
         }
         if std::io::stdout().is_terminal() {
-            bail!("refusing to write a ZIP to a terminal: redirect standard output or give a file");
+            return Err(super::output::usage(
+                "refusing to write a ZIP to a terminal: redirect standard output or give a file",
+            ));
         }
         let stdout = std::io::stdout();
         let mut out = std::io::BufWriter::with_capacity(1 << 20, stdout.lock());

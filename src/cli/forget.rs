@@ -73,9 +73,9 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
         tags: a.keep_tag.clone(),
     };
     if a.snapshots.is_empty() && policy.is_empty() {
-        anyhow::bail!(
-            "no --keep-* option and no snapshot given: refusing to remove every snapshot"
-        );
+        return Err(super::output::usage(
+            "no --keep-* option and no snapshot given: refusing to remove every snapshot",
+        ));
     }
     let repo = ctx.open(false)?;
     let lock = repo.lock(true, "forget")?;

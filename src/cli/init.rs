@@ -37,7 +37,7 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
             true,
         )?;
         if pass.is_empty() {
-            anyhow::bail!("an empty passphrase is not allowed");
+            return Err(super::output::usage("an empty passphrase is not allowed"));
         }
         Repository::init_encrypted(store, &opts, pass.as_bytes(), Kdf::default())
     } else {

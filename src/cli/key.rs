@@ -3,7 +3,7 @@
 use std::io::{IsTerminal, Write};
 use std::path::Path;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use snap::format::crypto::{Kdf, MasterKey};
 use snap::repo::remembered::{self, Remembered};
 use snap::repo::{keys, Repository};
@@ -54,23 +54,27 @@ pub fn passphrase(
     if let Some(v) = std::env::var_os(var) {
         let v = v
             .into_string()
-            .map_err(|_| anyhow::anyhow!("{var} is not UTF-8"))?;
+            .map_err(|_| super::output::usage(format!("{var} is not UTF-8")))?;
         return Ok(Zeroizing::new(v));
     }
     if let Some(f) = std::env::var_os(file_var) {
         return first_line(Path::new(&f), file_var);
     }
     if !std::io::stdin().is_terminal() {
-        bail!("a passphrase is needed: set {var} or {file_var}, or run on a terminal to be asked");
+        return Err(super::output::key(format!(
+            "a passphrase is needed: set {var} or {file_var}, or run on a terminal to be asked"
+        )));
     }
     let first = Zeroizing::new(rpassword::prompt_password(prompt)?);
     if confirm {
         let again = Zeroizing::new(rpassword::prompt_password("again: ")?);
         if *first != *again {
-            bail!("the two passphrases differ; nothing was changed");
+            return Err(super::output::usage(
+                "the two passphrases differ; nothing was changed",
+            ));
         }
         if first.is_empty() {
-            bail!("an empty passphrase is not allowed");
+            return Err(super::output::usage("an empty passphrase is not allowed"));
         }
     }
     Ok(first)
@@ -180,9 +184,9 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
     let probe =
         Repository::probe(store.as_ref()).with_context(|| format!("opening repository {loc}"))?;
     if !probe.encrypted() {
-        bail!(
+        return Err(super::output::usage(format!(
             "repository {loc} is not encrypted: it has no keys (create an encrypted one with `snap init --encrypt`)"
-        );
+        )));
     }
     let (current, key) = match unlock(
         store.as_ref(),
@@ -247,7 +251,7 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
         }
         What::Remove { id } => {
             if current.as_deref() == Some(id.as_str()) {
-                bail!("key {id} is the one in use; open the repository with another passphrase to remove it (or use `snap key passwd`)");
+                return Err(super::output::refused(format!("key {id} is the one in use; open the repository with another passphrase to remove it (or use `snap key passwd`)")));
             }
             keys::remove(store.as_ref(), &id)?;
             // This host may have remembered that key file.

@@ -2,7 +2,7 @@
 
 use std::io::Write;
 
-use anyhow::{bail, Result};
+use anyhow::Result;
 use chrono::DateTime;
 use snap::format::tree::{Node, NodeKind};
 use snap::ops::restore::snapshot_path;
@@ -87,11 +87,11 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
     let (_, snap) = repo.find_snapshot(&a.snapshot)?;
     let comps = snapshot_path(a.path.as_deref().unwrap_or("/"))?;
     let Some(node) = repo.find_node(&snap.tree, &comps)? else {
-        bail!(
+        return Err(super::output::not_found(format!(
             "{} is not in snapshot {}",
             a.path.unwrap_or_default(),
             a.snapshot
-        );
+        )));
     };
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());

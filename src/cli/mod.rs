@@ -57,6 +57,8 @@ use snap::store::{self, Store};
 pub const EXIT_WARNINGS: i32 = 3;
 /// Exit status of a run stopped by SIGINT or SIGTERM (128 + SIGINT, as shells report).
 pub const EXIT_INTERRUPTED: i32 = 130;
+/// Exit status of a command line that cannot be parsed (as clap's own).
+pub const EXIT_USAGE: i32 = 2;
 
 /// The help group of the options every subcommand takes, listed after its own.
 const GLOBAL: &str = "Global options";
@@ -263,7 +265,9 @@ impl Ctx {
     fn select_profile(&mut self, repo_on_command_line: bool) -> Result<()> {
         if let Some(p) = &self.profile {
             if repo_on_command_line {
-                anyhow::bail!("--repo and --profile {p} both name a repository: give one of them");
+                return Err(output::usage(format!(
+                    "--repo and --profile {p} both name a repository: give one of them"
+                )));
             }
             self.repo = None;
         }
@@ -272,9 +276,9 @@ impl Ctx {
         }
         let Some((path, file)) = profile::load(self)? else {
             if let Some(p) = &self.profile {
-                anyhow::bail!(
+                return Err(output::usage(format!(
                     "--profile {p}: no configuration file (write $XDG_CONFIG_HOME/snap/snap.toml or /etc/snap/snap.toml, or pass --config FILE)"
-                );
+                )));
             }
             return Ok(());
         };
@@ -432,7 +436,10 @@ impl log::Log for Logger {
 
 /// Parses arguments, runs the command, prints errors; returns the exit status.
 pub fn run() -> i32 {
-    let matches = <Cli as clap::CommandFactory>::command().get_matches();
+    let matches = match <Cli as clap::CommandFactory>::command().try_get_matches() {
+        Ok(m) => m,
+        Err(e) => return usage_error(&e),
+    };
     let cli =
         <Cli as clap::FromArgMatches>::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     let level = if cli.verbose {
@@ -486,6 +493,7 @@ pub fn run() -> i32 {
         Err(e) => e,
     };
     let interrupted = snap::interrupt::requested();
+    let kind = output::kind(&e, interrupted);
     let (text, code) = if interrupted {
         let why = match e.downcast_ref::<Stopped>() {
             Some(stopped) => stopped.to_string(),
@@ -497,10 +505,35 @@ pub fn run() -> i32 {
     };
     eprintln!("snap: {text}");
     if output::wants_json(&matches) && !ctx.json_printed.get() {
-        let doc = output::error_json(&text, output::kind(&e, interrupted));
+        let doc = output::error_json(&text, kind);
         let _ = writeln!(std::io::stdout(), "{doc:#}");
     }
     code
+}
+
+/// A command line clap refused: its message on stderr as snap's errors are (help and
+/// version requests print as clap prints them), as JSON on stdout when `--json` is
+/// among the arguments; exit status 2.
+fn usage_error(e: &clap::Error) -> i32 {
+    use clap::error::ErrorKind;
+    if matches!(
+        e.kind(),
+        ErrorKind::DisplayHelp
+            | ErrorKind::DisplayVersion
+            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    ) {
+        e.exit();
+    }
+    let rendered = e.render().to_string();
+    let text = rendered.trim_end();
+    eprintln!("snap: {text}");
+    if std::env::args_os().any(|a| a == "--json") {
+        let first = text.lines().next().unwrap_or_default();
+        let first = first.strip_prefix("error: ").unwrap_or(first);
+        let doc = output::error_json(first, "usage");
+        let _ = writeln!(std::io::stdout(), "{doc:#}");
+    }
+    EXIT_USAGE
 }
 
 /// A variable of the environment, unset when empty.
@@ -623,9 +656,7 @@ fn dispatch(ctx: &Ctx, command: Command, matches: &clap::ArgMatches) -> Result<i
         ),
         Command::Run(a) => {
             let Some(config) = profile::load(ctx)? else {
-                anyhow::bail!(
-                    "no configuration file: write $XDG_CONFIG_HOME/snap/snap.toml or /etc/snap/snap.toml, or pass --config FILE (see the README)"
-                );
+                return Err(output::usage("no configuration file: write $XDG_CONFIG_HOME/snap/snap.toml or /etc/snap/snap.toml, or pass --config FILE (see the README)"));
             };
             let name = a.profile.as_deref().or(ctx.profile.as_deref());
             run_profile(ctx, config, name, false, a.json)

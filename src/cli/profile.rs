@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use serde::{Deserialize, Deserializer};
 use snap::ops::backup::BackupOptions;
 use snap::ops::prune::PruneOptions;
@@ -217,15 +217,18 @@ pub fn load(ctx: &Ctx) -> Result<Option<(PathBuf, File)>> {
         .with_context(|| format!("reading configuration {}", path.display()))?;
     // toml's errors name the line, the column and the key.
     let file: File = toml::from_str(&text).map_err(|e| {
-        anyhow::anyhow!(
+        super::output::usage(format!(
             "{}: {}",
             path.display(),
             e.to_string().trim_end().replace('\n', "\n  ")
-        )
+        ))
     })?;
     if let Some(d) = &file.default {
         if !file.profile.contains_key(d) {
-            bail!("{}: default profile {d:?} is not defined", path.display());
+            return Err(super::output::usage(format!(
+                "{}: default profile {d:?} is not defined",
+                path.display()
+            )));
         }
     }
     Ok(Some((path, file)))
@@ -293,10 +296,10 @@ impl File {
     /// The profile `name`, or the default one.
     fn get(&self, path: &Path, name: Option<&str>) -> Result<(String, &Profile)> {
         let Some(name) = name.or(self.default.as_deref()) else {
-            bail!(
+            return Err(super::output::usage(format!(
                 "{}: name a profile (`snap run NAME`) or set `default = \"NAME\"`",
                 path.display()
-            )
+            )));
         };
         let p = self.profile.get(name).with_context(|| {
             format!(

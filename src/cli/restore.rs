@@ -202,7 +202,10 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
     };
     let plan = plan_restore(&repo, &snap, &opts).map_err(|e| match e {
         Error::Usage(Usage::IncludeNotFound { .. } | Usage::SnapshotPath { .. }) => {
-            anyhow::anyhow!("{e}; `snap ls {}` shows the paths inside", id.short())
+            super::output::usage(format!(
+                "{e}; `snap ls {}` shows the paths inside",
+                id.short()
+            ))
         }
         e => e.into(),
     })?;
@@ -484,10 +487,10 @@ fn run_pg_base(
     let data = a.pg_data.expect("clap requires --pg-data");
     let target = match (&a.target, a.target_time, a.target_lsn) {
         (Some(t), _, _) if t.as_os_str() == "immediate" => Target::Immediate,
-        (Some(t), _, _) => bail!(
+        (Some(t), _, _) => return Err(super::output::usage(format!(
             "with --pg-base, --target takes only `immediate` (got {}); the data directory is --pg-data",
             t.display()
-        ),
+        ))),
         (None, Some(t), _) => Target::Time(t),
         (None, None, Some(l)) => Target::Lsn(l),
         (None, None, None) => Target::Latest,

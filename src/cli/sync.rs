@@ -4,7 +4,7 @@ use std::time::Instant;
 
 use std::fmt::Write as _;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use snap::ops::sync::{plan_sync, Destination, SyncOptions, SyncPlan};
 use snap::repo::Repository;
 use snap::store;
@@ -87,7 +87,10 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
             }
         }
         if ids.is_empty() {
-            bail!("no snapshot has any of the tags {}", a.tag.join(", "));
+            return Err(super::output::not_found(format!(
+                "no snapshot has any of the tags {}",
+                a.tag.join(", ")
+            )));
         }
         Some(ids)
     };

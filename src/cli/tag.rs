@@ -1,6 +1,6 @@
 //! `snap tag`
 
-use anyhow::{bail, Result};
+use anyhow::Result;
 use snap::ops::tag::{retag, TagChange};
 
 use super::{Ctx, FilterArgs};
@@ -28,7 +28,9 @@ pub struct Args {
 
 pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
     if a.add.is_empty() && a.remove.is_empty() && a.set.is_empty() {
-        bail!("say what to change: --add TAG, --remove TAG or --set TAG");
+        return Err(super::output::usage(
+            "say what to change: --add TAG, --remove TAG or --set TAG",
+        ));
     }
     let change = TagChange {
         set: (!a.set.is_empty()).then(|| a.set.iter().filter(|t| !t.is_empty()).cloned().collect()),

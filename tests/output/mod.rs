@@ -125,6 +125,46 @@ fn a_failed_json_command_prints_an_error_document() {
         .as_str()
         .unwrap()
         .contains("older than the allowed 1s"));
+    assert_eq!(doc["error"]["kind"], "stale");
+
+    // Wrong usage, whether the parser (exit 2) or snap (exit 1) finds it: `snap:` on
+    // stderr, and the error document under --json.
+    let d = env.path("d");
+    let d = d.to_str().unwrap();
+    let bad_as = [
+        "backup",
+        "--json",
+        "--command",
+        "true",
+        "--command",
+        "true",
+        "--as",
+        "a",
+    ];
+    for (args, words, code) in [
+        (&["check", "--max-age", "2x", "--json"][..], "2x", 2),
+        (
+            &["backup", "--json", "--no-such-option", d][..],
+            "--no-such-option",
+            2,
+        ),
+        (&bad_as[..], "--as", 1),
+    ] {
+        let o = env.snap(args).output().unwrap();
+        let line = stderr(&o);
+        assert_eq!(o.status.code(), Some(code), "{args:?}: {line}");
+        assert!(
+            line.starts_with("snap: ") && line.contains(words),
+            "{args:?}: {line}"
+        );
+        let doc: serde_json::Value = serde_json::from_slice(&o.stdout)
+            .unwrap_or_else(|e| panic!("{args:?}: no JSON on stdout ({e}): {line}"));
+        assert_eq!(doc["error"]["kind"], "usage", "{args:?}: {doc}");
+        assert!(
+            doc["error"]["message"].as_str().unwrap().contains(words),
+            "{args:?}: {doc}"
+        );
+    }
 
     // run --json with a broken configuration: a body for `| curl -d @-`.
     fs::write(env.path("snap.toml"), "[profiles.x]\n").unwrap();
@@ -135,6 +175,7 @@ fn a_failed_json_command_prints_an_error_document() {
         .unwrap();
     assert_eq!(o.status.code(), Some(1));
     let doc: serde_json::Value = serde_json::from_slice(&o.stdout).expect("JSON on stdout");
+    assert_eq!(doc["error"]["kind"], "usage");
     assert!(doc["error"]["message"]
         .as_str()
         .unwrap()
