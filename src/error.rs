@@ -142,11 +142,14 @@ pub enum Error {
         /// The repository.
         location: String,
     },
-    /// `latest` was asked for, and the repository has no snapshots.
-    #[error("{location} has no snapshots yet, so there is no `latest`")]
+    /// `latest` was asked for, and the repository has no snapshots (none readable, when
+    /// `unreadable` records could not be read).
+    #[error("{}", no_snapshots(location, *unreadable))]
     NoSnapshots {
         /// The repository.
         location: String,
+        /// Snapshot records that exist but cannot be read.
+        unreadable: usize,
     },
     /// An argument, option or input the caller gave cannot be used as given.
     #[error(transparent)]
@@ -887,4 +890,15 @@ fn server_words(e: &postgres::Error) -> String {
         cause = c.source();
     }
     words
+}
+
+/// The words of [`Error::NoSnapshots`].
+fn no_snapshots(location: &str, unreadable: usize) -> String {
+    if unreadable == 0 {
+        format!("{location} has no snapshots yet, so there is no `latest`")
+    } else {
+        format!(
+            "{location} has no readable snapshot, so there is no `latest`: {unreadable} snapshot record(s) cannot be read (see the warnings above); `snap check` names them"
+        )
+    }
 }

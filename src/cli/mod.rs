@@ -858,7 +858,7 @@ fn worded(e: &snap::error::Error) -> String {
         }
         Error::NoKeyFiles { .. } => format!("{e} (use SNAP_KEY_FILE with an exported key)"),
         Error::SnapshotNotFound { .. } => format!("{e}; `snap list` shows the snapshots"),
-        Error::NoSnapshots { .. } => format!("{e}; run `snap backup` first"),
+        Error::NoSnapshots { unreadable: 0, .. } => format!("{e}; run `snap backup` first"),
         Error::NotFound {
             what: "path in snapshot",
             ..

@@ -97,7 +97,7 @@ pub fn kind(e: &anyhow::Error, interrupted: bool) -> &'static str {
             Error::Refused(_) => "refused",
             Error::NotFound { .. }
             | Error::SnapshotNotFound { .. }
-            | Error::NoSnapshots { .. }
+            | Error::NoSnapshots { unreadable: 0, .. }
             | Error::NoRepository { .. }
             | Error::NotADirectory { .. } => "not_found",
             Error::Locked { .. } => "locked",
@@ -105,7 +105,9 @@ pub fn kind(e: &anyhow::Error, interrupted: bool) -> &'static str {
             | Error::WrongPassphrase { .. }
             | Error::KeyMismatch(_)
             | Error::KeyFileGone { .. } => "key",
-            Error::Corrupt { .. } | Error::ChecksumMismatch { .. } => "damaged",
+            Error::Corrupt { .. } | Error::ChecksumMismatch { .. } | Error::NoSnapshots { .. } => {
+                "damaged"
+            }
             Error::NotVerified { .. } => "not_verified",
             Error::Mount { .. } => "mount",
             Error::UnsupportedVersion { .. } => "unsupported_version",

@@ -121,6 +121,8 @@ pub struct Repository {
     /// Whether the cache's last refresh listed `snapshots/` too (one by
     /// [`Repository::lock_for_backup`] may not).
     fresh: AtomicBool,
+    /// Snapshot records the last listing of `snapshots/` could not read.
+    unreadable: AtomicUsize,
     /// Copies of a remote repository's trees and chunk lists.
     meta_cache: meta_cache::MetaCache,
     /// The key file this handle was opened with from what the host remembered
@@ -491,6 +493,7 @@ impl Repository {
             held: Arc::new(AtomicUsize::new(0)),
             lock_wait: std::time::Duration::ZERO,
             fresh: AtomicBool::new(false),
+            unreadable: AtomicUsize::new(0),
             meta_cache,
             unproven_key: Mutex::new(None),
         })
@@ -544,6 +547,7 @@ impl Repository {
         if unreadable.is_empty() {
             self.index.set_snapshots_listed(removals)?;
         }
+        self.unreadable.store(unreadable.len(), Ordering::Relaxed);
         Ok(unreadable)
     }
 
@@ -966,7 +970,7 @@ mod tests {
         let repo = Repository::init(&root, &InitOptions::default()).unwrap();
         let e = repo.find_snapshot("latest").err().unwrap();
         assert!(
-            matches!(&e, Error::NoSnapshots { location } if location.ends_with("repo")),
+            matches!(&e, Error::NoSnapshots { location, .. } if location.ends_with("repo")),
             "{e}"
         );
         let e = repo.find_snapshot("beef").err().unwrap();

@@ -88,6 +88,7 @@ impl Repository {
         if spec == "latest" {
             return all.into_iter().last().ok_or_else(|| Error::NoSnapshots {
                 location: self.location(),
+                unreadable: self.unreadable.load(std::sync::atomic::Ordering::Relaxed),
             });
         }
         let spec_lc = spec.to_ascii_lowercase();

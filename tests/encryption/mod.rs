@@ -353,6 +353,42 @@ fn a_damaged_key_file_locks_out_only_its_own_passphrase_and_check_names_it() {
 }
 
 #[test]
+fn a_repository_whose_only_snapshot_record_is_damaged_is_not_called_empty() {
+    let env = Env::new();
+    encrypted(&env);
+    let record = files(&env.repo().join("snapshots")).pop().unwrap();
+    let mut bytes = fs::read(&record).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 1;
+    fs::write(&record, bytes).unwrap();
+    let id = record.file_name().unwrap().to_str().unwrap().to_string();
+    // A new cache, which reads the record from the repository.
+    let out = env.path("out");
+    let o = snap(
+        &env,
+        PASS,
+        &[
+            "restore",
+            "latest",
+            "--target",
+            out.to_str().unwrap(),
+            "--json",
+        ],
+    )
+    .env("SNAP_CACHE_DIR", env.path("cache-2"))
+    .output()
+    .unwrap();
+    let said = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{said}");
+    assert!(
+        said.contains(&id) && said.contains("cannot be read") && !said.contains("snap backup"),
+        "{said}"
+    );
+    let doc = serde_json::from_slice::<serde_json::Value>(&o.stdout).unwrap();
+    assert_eq!(doc["error"]["kind"], "damaged", "{doc}");
+}
+
+#[test]
 fn an_encrypted_repository_is_pruned_and_repaired_like_any_other() {
     let env = Env::new();
     let src = encrypted(&env);
