@@ -1013,16 +1013,20 @@ mod tests {
         let (root, store) = encrypted(d.path(), b"one");
         let (one, master) = keys::unlock(store.as_ref(), b"one").unwrap();
         let two = keys::add(store.as_ref(), &master, b"two", CHEAP).unwrap();
-        // The remembered key file opens by itself: a damaged other one is never read,
-        // where a listing reads every one.
-        let damaged = root.join("keys/ffffffffffffffff.json");
-        std::fs::write(&damaged, b"not a key file").unwrap();
-        let id = keys::unlock_first(store.as_ref(), b"one", Some(&one))
-            .unwrap()
-            .id;
-        assert_eq!(id, one);
-        assert!(keys::unlock(store.as_ref(), b"one").is_err());
-        std::fs::remove_file(&damaged).unwrap();
+        // The remembered key file opens by itself; a damaged other one is passed over
+        // (ids sorting before and after it) when every key file is read.
+        for name in ["0000000000000000", "ffffffffffffffff"] {
+            let damaged = root.join(format!("keys/{name}.json"));
+            std::fs::write(&damaged, b"not a key file").unwrap();
+            let id = keys::unlock_first(store.as_ref(), b"one", Some(&one))
+                .unwrap()
+                .id;
+            assert_eq!(id, one);
+            assert_eq!(keys::unlock(store.as_ref(), b"one").unwrap().0, one);
+            let e = keys::unlock(store.as_ref(), b"three").err().unwrap();
+            assert!(matches!(e, Error::Corrupt { .. }), "{e}");
+            std::fs::remove_file(&damaged).unwrap();
+        }
         // Remembered but opening nothing for this passphrase, or gone: the others.
         let id = keys::unlock_first(store.as_ref(), b"two", Some(&one))
             .unwrap()
