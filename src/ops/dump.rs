@@ -341,9 +341,17 @@ fn zip_options(meta: &Meta) -> zip::write::SimpleFileOptions {
         .unix_permissions(meta.mode & 0o7777)
 }
 
-/// A ZIP member name: ZIP names are text, so bytes that are not UTF-8 are replaced.
+/// A ZIP member name: ZIP names are text, so each byte that is not part of UTF-8 is
+/// written as `\xHH`; two names that differ in such bytes stay apart.
 fn zip_name(name: &[u8]) -> String {
-    String::from_utf8_lossy(name).into_owned()
+    let mut out = String::with_capacity(name.len());
+    for chunk in name.utf8_chunks() {
+        out.push_str(chunk.valid());
+        for b in chunk.invalid() {
+            out.push_str(&format!("\\x{b:02X}"));
+        }
+    }
+    out
 }
 
 impl<W: Write> Sink for ZipSink<W> {

@@ -187,6 +187,55 @@ with zipfile.ZipFile(sys.argv[1]) as z:
 }
 
 #[test]
+fn zip_names_keep_bytes_that_are_not_utf8_apart() {
+    use std::os::unix::ffi::OsStrExt;
+    let env = Env::new();
+    env.init();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    for (b, text) in [(0xfe_u8, "one"), (0xff, "two")] {
+        let name = [b'n', b];
+        fs::write(src.join(std::ffi::OsStr::from_bytes(&name)), text).unwrap();
+    }
+    env.backup_json(&[src.to_str().unwrap()]);
+    let zip = env.path("names.zip");
+    env.snap(&[
+        "dump",
+        "latest",
+        src.to_str().unwrap(),
+        "--archive",
+        "zip",
+        "-o",
+        zip.to_str().unwrap(),
+    ])
+    .assert()
+    .success();
+    let script = r#"
+import sys, zipfile
+with zipfile.ZipFile(sys.argv[1]) as z:
+    for i in z.infolist():
+        print(i.filename.rsplit('/', 1)[-1], z.read(i).decode())
+"#;
+    let py = Command::new("python3")
+        .args(["-c", script])
+        .arg(&zip)
+        .output()
+        .unwrap();
+    assert!(
+        py.status.success(),
+        "{}",
+        String::from_utf8_lossy(&py.stderr)
+    );
+    let listing = String::from_utf8(py.stdout).unwrap();
+    for line in ["n\\xFE one", "n\\xFF two"] {
+        assert!(
+            listing.lines().any(|l| l == line),
+            "{line:?} not in\n{listing}"
+        );
+    }
+}
+
+#[test]
 fn a_file_is_written_as_it_is_and_a_terminal_or_missing_path_is_refused() {
     let env = Env::new();
     env.init();
