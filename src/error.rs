@@ -481,6 +481,12 @@ pub enum Refusal {
         /// The directory.
         path: PathBuf,
     },
+    /// `init` where a file (not a directory) is.
+    #[error("{} is a file, not a directory; choose an empty or new directory", path.display())]
+    InitOnFile {
+        /// The file.
+        path: PathBuf,
+    },
     /// A restore target that exists and is not a directory.
     #[error(
         "restore target {} exists and is not a directory (a symlink is not followed); choose a new or existing directory",

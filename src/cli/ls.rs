@@ -20,15 +20,22 @@ pub struct Args {
     json: bool,
 }
 
+/// The mode as `ls -l` shows it: setuid and setgid as `s` (`S` without execute), the
+/// sticky bit as `t` (`T`).
 fn mode_string(n: &Node) -> String {
     let m = n.meta.mode;
     let mut s = String::with_capacity(10);
     s.push(n.kind.letter());
-    for shift in [6, 3, 0] {
+    for (shift, special, mark) in [(6, 0o4000, 's'), (3, 0o2000, 's'), (0, 0o1000, 't')] {
         let bits = (m >> shift) & 7;
         s.push(if bits & 4 != 0 { 'r' } else { '-' });
         s.push(if bits & 2 != 0 { 'w' } else { '-' });
-        s.push(if bits & 1 != 0 { 'x' } else { '-' });
+        s.push(match (bits & 1 != 0, m & special != 0) {
+            (true, true) => mark,
+            (false, true) => mark.to_ascii_uppercase(),
+            (true, false) => 'x',
+            (false, false) => '-',
+        });
     }
     s
 }

@@ -268,9 +268,10 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
             .collect();
         print_list("FAILED to restore", &errs);
         bail!(
-            "{} entries of snapshot {} could not be restored (listed above); the others are in {}",
-            out.errors.len(),
+            "{} of snapshot {} could not be restored (listed above); {} restored into {}",
+            count(out.errors.len() as u64, "path"),
             id.short(),
+            count(out.files, "file"),
             target.display()
         );
     }

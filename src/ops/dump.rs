@@ -7,6 +7,7 @@
 //! writes them, so `tar -x` recreates the backed-up layout below its directory.
 
 use std::collections::HashMap;
+use std::fmt::Write as _;
 use std::io::{Read, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
@@ -348,7 +349,7 @@ fn zip_name(name: &[u8]) -> String {
     for chunk in name.utf8_chunks() {
         out.push_str(chunk.valid());
         for b in chunk.invalid() {
-            out.push_str(&format!("\\x{b:02X}"));
+            let _ = write!(out, "\\x{b:02X}");
         }
     }
     out

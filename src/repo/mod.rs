@@ -280,6 +280,14 @@ fn open_index(cache: &Path, repo_id: &str) -> Result<Index> {
 /// repository yet, and a local directory is absent or empty (or holds only what an
 /// interrupted `init` or sync left, see [`only_skeleton`]).
 pub(crate) fn check_empty(store: &dyn Store) -> Result<()> {
+    if let Some(root) = store.local_root() {
+        if root.exists() && !root.is_dir() {
+            return Err(Refusal::InitOnFile {
+                path: root.to_path_buf(),
+            }
+            .into());
+        }
+    }
     if store.size("config")?.is_some() {
         return Err(Refusal::AlreadyRepository {
             location: store.location(),

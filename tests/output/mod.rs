@@ -381,3 +381,34 @@ fn verbose_backup_ngw_says_each_phase() {
     // -v's lines are not errors: none starts with the error prefix.
     assert!(!said.lines().any(|l| l.starts_with("snap:")), "{said}");
 }
+
+#[test]
+fn ls_shows_setuid_setgid_and_sticky_as_ls_does() {
+    use std::os::unix::fs::PermissionsExt;
+    let env = Env::new();
+    env.init();
+    let src = env.path("src");
+    fs::create_dir_all(src.join("shared")).unwrap();
+    for (name, mode) in [("su", 0o4755), ("sg", 0o2644)] {
+        fs::write(src.join(name), "x").unwrap();
+        fs::set_permissions(src.join(name), fs::Permissions::from_mode(mode)).unwrap();
+    }
+    fs::set_permissions(src.join("shared"), fs::Permissions::from_mode(0o1777)).unwrap();
+    env.backup_json(&[src.to_str().unwrap()]);
+    let o = env
+        .snap(&["ls", "latest", src.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let text = stdout(&o);
+    for (mode, name) in [
+        ("-rwsr-xr-x", "su"),
+        ("-rw-r-Sr--", "sg"),
+        ("drwxrwxrwt", "shared"),
+    ] {
+        assert!(
+            text.lines()
+                .any(|l| l.starts_with(mode) && l.ends_with(&format!("/{name}"))),
+            "{mode} {name} not in\n{text}"
+        );
+    }
+}
