@@ -12,6 +12,10 @@ use super::{human, Ctx};
 pub struct Args {
     /// Snapshot: `latest` or an id prefix
     snapshot: String,
+    /// With `latest`: the newest snapshot of this host, not of any host; an id prefix
+    /// must be of it too
+    #[arg(long, value_name = "HOST")]
+    host: Option<String>,
     /// Path in the snapshot: a file is written as it is, a directory (or `/`, the whole
     /// snapshot) as an archive
     path: String,
@@ -34,7 +38,7 @@ enum ArchiveArg {
 
 pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
     let repo = ctx.open(false)?;
-    let (id, snap) = repo.find_snapshot(&a.snapshot)?;
+    let (id, snap) = repo.find_snapshot_of(&a.snapshot, a.host.as_deref())?;
     let archive = match a.archive {
         ArchiveArg::Tar => Archive::Tar,
         ArchiveArg::Zip => Archive::Zip,

@@ -25,6 +25,10 @@ pub struct Args {
     /// Snapshot: `latest` or an id prefix
     #[arg(required_unless_present = "pg_base")]
     snapshot: Option<String>,
+    /// With `latest`: the newest snapshot of this host, not of any host; an id prefix
+    /// must be of it too
+    #[arg(long, value_name = "HOST")]
+    host: Option<String>,
     /// With --pg or --pg-all: the dump of the snapshot to use [default: its only dump
     /// of that kind]; with --pipe: the file to stream (required)
     #[arg(value_name = "PATH", conflicts_with_all = ["target", "ngw"])]
@@ -176,7 +180,8 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
     // Shared: prune (exclusive) must not delete packs this reads.
     let _lock = repo.lock(false, "restore")?;
     let spec = a.snapshot.as_deref().or(a.pg_base.as_deref());
-    let (id, snap) = repo.find_snapshot(spec.expect("clap requires a snapshot"))?;
+    let (id, snap) =
+        repo.find_snapshot_of(spec.expect("clap requires a snapshot"), a.host.as_deref())?;
     if a.pg_base.is_some() {
         return run_pg_base(ctx, &repo, &id, &snap, a);
     }

@@ -84,12 +84,47 @@ impl Repository {
 
     /// Resolves `latest` or a unique prefix of a snapshot id.
     pub fn find_snapshot(&self, spec: &str) -> Result<(SnapshotId, Snapshot)> {
-        let all = self.snapshots()?;
+        self.find_snapshot_of(spec, None)
+    }
+
+    /// [`Repository::find_snapshot`] among the snapshots of `host` when given. Without
+    /// a host, `latest` is the newest of any host; when that is another host's while
+    /// this one has snapshots too, a warning says so.
+    pub fn find_snapshot_of(
+        &self,
+        spec: &str,
+        host: Option<&str>,
+    ) -> Result<(SnapshotId, Snapshot)> {
+        let mut all = self.snapshots()?;
+        if let Some(h) = host {
+            all.retain(|(_, s)| s.host == h);
+            if all.is_empty() {
+                return Err(Error::SnapshotNotFound {
+                    spec: format!("{spec} of host {h}"),
+                    location: self.location(),
+                });
+            }
+        }
         if spec == "latest" {
-            return all.into_iter().last().ok_or_else(|| Error::NoSnapshots {
-                location: self.location(),
-                unreadable: self.unreadable.load(std::sync::atomic::Ordering::Relaxed),
-            });
+            let this = crate::host::hostname();
+            let own = all.iter().rev().find(|(_, s)| s.host == this);
+            return match (all.last(), own) {
+                (Some((id, s)), Some((own_id, own_s))) if host.is_none() && s.host != this => {
+                    log::warn!(
+                        "latest is snapshot {} of host {}; this host's newest is {} of {} (`--host {this}` takes it)",
+                        id.short(),
+                        s.host,
+                        own_id.short(),
+                        crate::host::local_time(&own_s.time)
+                    );
+                    Ok((*id, s.clone()))
+                }
+                (Some((id, s)), _) => Ok((*id, s.clone())),
+                (None, _) => Err(Error::NoSnapshots {
+                    location: self.location(),
+                    unreadable: self.unreadable.load(std::sync::atomic::Ordering::Relaxed),
+                }),
+            };
         }
         let spec_lc = spec.to_ascii_lowercase();
         let mut hits = all

@@ -409,3 +409,65 @@ fn a_restore_ends_with_its_files_on_the_disk() {
     let dirty = dirty_pages(&restored(unsynced.path(), &src).join("big")).unwrap();
     assert!(dirty > 0, "no dirty page of a file on tmpfs");
 }
+
+#[test]
+fn latest_of_a_host_is_taken_with_host_and_another_hosts_latest_is_named() {
+    let env = Env::new();
+    env.init();
+    let (mine, theirs) = (env.path("mine"), env.path("theirs"));
+    for (dir, text) in [(&mine, "this host"), (&theirs, "another host")] {
+        fs::create_dir_all(dir).unwrap();
+        fs::write(dir.join("f"), text).unwrap();
+    }
+    env.backup_json(&[mine.to_str().unwrap()]);
+    // Later, from another host into the same repository.
+    json(env.snap(&[
+        "backup",
+        "--json",
+        "--host",
+        "elsewhere",
+        theirs.to_str().unwrap(),
+    ]));
+    let this = rustix::system::uname()
+        .nodename()
+        .to_string_lossy()
+        .into_owned();
+
+    // latest is the other host's, and a warning says so and how to take this one's.
+    let t = env.path("any");
+    env.snap(&["restore", "latest", "--target", t.to_str().unwrap()])
+        .assert()
+        .success()
+        .stderr(
+            predicate::str::contains("of host elsewhere")
+                .and(predicate::str::contains(format!("--host {this}"))),
+        );
+    assert!(restored(&t, &theirs).join("f").exists());
+
+    let t = env.path("own");
+    env.snap(&[
+        "restore",
+        "latest",
+        "--host",
+        &this,
+        "--target",
+        t.to_str().unwrap(),
+    ])
+    .assert()
+    .success()
+    .stderr(predicate::str::contains("of host").not());
+    assert_eq!(
+        fs::read(restored(&t, &mine).join("f")).unwrap(),
+        b"this host"
+    );
+    assert!(!restored(&t, &theirs).exists());
+    let f = format!("{}/f", mine.display());
+    env.snap(&["cat", "latest", &f, "--host", &this])
+        .assert()
+        .success()
+        .stdout("this host");
+    env.snap(&["ls", "latest", "--host", "nowhere"])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("latest of host nowhere not found"));
+}
