@@ -37,8 +37,9 @@ use super::{temp_name, too_large, Entry, HostKeys, Store};
 use crate::error::{Error, IoContext, Result};
 use crate::locked;
 
-/// Lines of ssh's standard error kept for messages.
-const SAID_LINES: usize = 8;
+/// Lines of ssh's standard error kept for messages: enough for the whole of its
+/// warning about a changed host key (13 lines), whose first line says what happened.
+const SAID_LINES: usize = 32;
 /// Part size of uploads from a local file.
 const PART: usize = 8 << 20;
 /// How long `ssh` may take to exit once its channel is closed.
@@ -55,6 +56,35 @@ pub struct Sftp {
     said: Arc<Mutex<VecDeque<String>>>,
     /// Whether the server offers `fsync@openssh.com`.
     fsync: bool,
+}
+
+/// Why ssh could not open the SFTP session, from what it said (`said`, its last lines)
+/// or else `e`, and what to do.
+fn login_failure(said: &VecDeque<String>, authority: &str, e: &SftpError) -> String {
+    // As known_hosts names it: `host`, or `[host]:port` off port 22.
+    let address = authority.rsplit('@').next().unwrap_or(authority);
+    let host = match address.split_once(':') {
+        Some((h, port)) if port != "22" => format!("'[{h}]:{port}'"),
+        Some((h, _)) => h.to_string(),
+        None => address.to_string(),
+    };
+    if said
+        .iter()
+        .any(|l| l.contains("IDENTIFICATION HAS CHANGED"))
+    {
+        let offending = said
+            .iter()
+            .find(|l| l.starts_with("Offending"))
+            .map(|l| format!(" ({})", l.trim_end_matches(':')))
+            .unwrap_or_default();
+        return format!(
+            "the server's host key is not the one known_hosts records for it{offending}: someone may be intercepting the connection, or the server was reinstalled; if you know why the key changed, remove the old one with `ssh-keygen -R {host}` and connect with `ssh ssh://{authority}` once to check and record the new one"
+        );
+    }
+    format!(
+        "ssh cannot log in: {}; check the host and port, that `ssh ssh://{authority}` logs in without a prompt (agent or key), and for a new host SNAP_SSH_KNOWN_HOSTS=add",
+        said.back().cloned().unwrap_or_else(|| e.to_string())
+    )
 }
 
 /// An SFTP call that failed, with the path it was about.
@@ -129,13 +159,9 @@ impl Sftp {
                     let _ = tokio::time::timeout(EXIT_WAIT, child.wait()).await;
                     let _ = tokio::time::timeout(EXIT_WAIT, listener).await;
                 });
-                let said = locked(&said).back().cloned();
                 return Err(Error::Storage {
                     location: url.to_string(),
-                    detail: format!(
-                        "ssh cannot log in: {}; check the host and port, that `ssh ssh://{authority}` logs in without a prompt (agent or key), and for a new host SNAP_SSH_KNOWN_HOSTS=add",
-                        said.unwrap_or_else(|| e.to_string())
-                    ),
+                    detail: login_failure(&locked(&said), authority, &e),
                 });
             }
         };
@@ -170,18 +196,27 @@ impl Sftp {
         if no_such_file(&e) {
             return super::missing(self, path);
         }
+        let said = || {
+            locked(&self.said)
+                .back()
+                .map(|l| format!(", ssh said: {l}"))
+                .unwrap_or_default()
+        };
         let ended = locked(&self.ssh)
             .as_mut()
             .and_then(|c| c.try_wait().ok().flatten());
-        let detail = match ended {
-            Some(status) => format!(
+        let detail = match (ended, &e) {
+            (Some(status), _) => format!(
                 "the SSH connection ended ({status}{}); check the server and the network, then rerun",
-                locked(&self.said)
-                    .back()
-                    .map(|l| format!(", ssh said: {l}"))
-                    .unwrap_or_default()
+                said()
             ),
-            None => format!("the SFTP server says: {e}"),
+            (None, SftpError::SftpError(..)) => format!("the SFTP server says: {e}"),
+            // Not the server's answer: the channel to it failed (a server killed or
+            // unreachable, seen before ssh itself gives up).
+            (None, _) => format!(
+                "the SSH connection was lost ({e}{}); check the server and the network, then rerun",
+                said()
+            ),
         };
         Error::Storage {
             location: format!("{}/{path}", self.url),

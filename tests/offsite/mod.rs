@@ -2,6 +2,7 @@
 //! and repositories used directly on S3, from hosts with empty caches.
 
 use std::fs;
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 use predicates::prelude::*;
@@ -329,8 +330,8 @@ fn sync_over_sftp_survives_the_server_going_away_and_resumes() {
     } else {
         assert_eq!(out.status.code(), Some(1), "{stderr}");
         assert!(
-            stderr.contains("sftp://"),
-            "the error names the destination: {stderr}"
+            stderr.contains("sftp://") && stderr.contains("then rerun"),
+            "the error names the destination and what to do: {stderr}"
         );
         assert!(!stderr.contains("panicked"), "{stderr}");
         // No snapshot record before its data: the destination lists nothing it cannot
@@ -477,6 +478,55 @@ fn sftp_runs_end_every_process_they_start() {
         snap_at(&direct, &cache, &e, args).assert().success();
         let left = left_connected(&sshd, 3);
         assert!(left.is_empty(), "after {args:?}:\n{}", left.join("\n"));
+    }
+}
+
+/// A server whose host key changed since it was recorded is refused, also under
+/// `SNAP_SSH_KNOWN_HOSTS=add`, with words that say what that may mean and how to
+/// record the new key on purpose (ssh's own warning, not only its last line).
+#[test]
+fn a_changed_host_key_is_refused_and_named_as_a_possible_interception() {
+    let Some(mut sshd) = Sshd::start() else {
+        return;
+    };
+    let env = Env::new();
+    // ssh with a known_hosts of its own, through a wrapper first on PATH.
+    let bin = env.path("bin");
+    fs::create_dir_all(&bin).unwrap();
+    let known = env.path("known_hosts");
+    fs::write(
+        bin.join("ssh"),
+        format!(
+            "#!/bin/sh\nexec /usr/bin/ssh -o UserKnownHostsFile={} \"$@\"\n",
+            known.display()
+        ),
+    )
+    .unwrap();
+    fs::set_permissions(bin.join("ssh"), fs::Permissions::from_mode(0o755)).unwrap();
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
+    let mut e: Vec<(&'static str, String)> = sshd
+        .env()
+        .into_iter()
+        .filter(|(k, _)| *k != "SNAP_SSH_KNOWN_HOSTS")
+        .collect();
+    e.push(("PATH", path));
+    e.push(("SNAP_SSH_KNOWN_HOSTS", "add".into()));
+    let url = sshd.url(&env.path("remote"));
+    let cache = env.path("c");
+    snap_at(&url, &cache, &e, &["init"]).assert().success();
+    assert!(fs::read_to_string(&known).unwrap().contains("ssh-ed25519"));
+
+    sshd.restart_with_new_host_key();
+    let out = snap_at(&url, &cache, &e, &["list"]).output().unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    let remove = format!("ssh-keygen -R '[127.0.0.1]:{}'", sshd.port());
+    for words in [
+        "host key is not the one known_hosts records",
+        "intercepting",
+        &remove,
+    ] {
+        assert!(said.contains(words), "{words:?} not in {said}");
     }
 }
 

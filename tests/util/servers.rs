@@ -392,6 +392,27 @@ impl Sshd {
         self.stop();
         self.run_sshd();
     }
+
+    /// Starts sshd again on the same port with a new host key, as a reinstalled
+    /// server (or one intercepting the connection) would present.
+    pub fn restart_with_new_host_key(&mut self) {
+        self.stop();
+        let key = self.dir.path().join("host_key");
+        std::fs::remove_file(&key).unwrap();
+        std::fs::remove_file(key.with_extension("pub")).unwrap();
+        let ok = Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "", "-C", "host", "-f"])
+            .arg(&key)
+            .status()
+            .unwrap();
+        assert!(ok.success());
+        self.run_sshd();
+    }
+
+    /// The port sshd listens on.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
 }
 
 impl Drop for Sshd {
