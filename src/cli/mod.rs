@@ -465,6 +465,19 @@ pub fn run() -> i32 {
         .build_global();
     let repo_on_command_line =
         matches.value_source("repo") == Some(clap::parser::ValueSource::CommandLine);
+    if let Some(v) = env_var("SNAP_REMOTE_TIMEOUT") {
+        match parse_wait(&v) {
+            Ok(d) if !d.is_zero() => {
+                let _ = SILENCE.set(d);
+            }
+            _ => {
+                eprintln!(
+                    "snap: SNAP_REMOTE_TIMEOUT={v:?} is not a duration like 60, 30s, 5m or 1h"
+                );
+                return EXIT_USAGE;
+            }
+        }
+    }
     let _ = LIMITS.set(store::Limits {
         upload: cli.limit_upload.map(|k| k.saturating_mul(1024)),
         download: cli.limit_download.map(|k| k.saturating_mul(1024)),
@@ -573,8 +586,9 @@ pub(super) fn parse_wait(s: &str) -> std::result::Result<std::time::Duration, St
 /// The settings of remote stores that come from the environment: the S3 endpoint
 /// (`endpoint` when given, else `AWS_ENDPOINT_URL_S3`, else `AWS_ENDPOINT_URL`), the
 /// region (`AWS_REGION`, else `AWS_DEFAULT_REGION`) and SFTP host-key checking
-/// (`SNAP_SSH_KNOWN_HOSTS`: `strict`, the default, `add` or `accept`). Credentials
-/// are read by the S3 client itself, as the AWS tools read them.
+/// (`SNAP_SSH_KNOWN_HOSTS`: `strict`, the default, `add` or `accept`), and how long a
+/// store may stay silent (`SNAP_REMOTE_TIMEOUT`). Credentials are read by the S3
+/// client itself, as the AWS tools read them.
 pub(crate) fn remote_options(endpoint: Option<String>) -> store::RemoteOptions {
     store::RemoteOptions {
         endpoint: endpoint
@@ -587,8 +601,12 @@ pub(crate) fn remote_options(endpoint: Option<String>) -> store::RemoteOptions {
             _ => store::HostKeys::Strict,
         },
         limits: LIMITS.get().copied().unwrap_or_default(),
+        silence: SILENCE.get().copied().unwrap_or(store::DEFAULT_SILENCE),
     }
 }
+
+/// `SNAP_REMOTE_TIMEOUT`, read once in [`run`] (where a bad value is refused).
+static SILENCE: std::sync::OnceLock<std::time::Duration> = std::sync::OnceLock::new();
 
 /// What a command stopped by a signal leaves behind, as its last words say.
 fn interrupted_note(command: &str) -> &'static str {

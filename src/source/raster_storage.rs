@@ -312,7 +312,14 @@ mod bucket {
             };
             let op = Operator::new(b)
                 .map(opendal::OperatorBuilder::finish)
-                .and_then(|op| blocking_with_retries(op, Duration::from_secs(5), 3))
+                .and_then(|op| {
+                    blocking_with_retries(
+                        op,
+                        Duration::from_secs(5),
+                        3,
+                        crate::store::DEFAULT_SILENCE,
+                    )
+                })
                 .map_err(fail)?;
             Ok(Bucket { op, what })
         }

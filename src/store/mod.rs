@@ -12,6 +12,8 @@
 #[doc(hidden)]
 pub mod crash;
 mod fs;
+#[cfg(feature = "remote")]
+mod http;
 mod limit;
 mod local;
 #[cfg(feature = "remote")]
@@ -153,9 +155,9 @@ fn list_each<S: Store + ?Sized>(store: &S, dirs: &[&str]) -> Result<Vec<Vec<Entr
 
 /// Options of a remote location that its URL does not carry. The library reads no
 /// environment: the front end fills these (the CLI from `--endpoint`,
-/// `AWS_ENDPOINT_URL_S3`, `AWS_ENDPOINT_URL`, `AWS_REGION`, `AWS_DEFAULT_REGION` and
-/// `SNAP_SSH_KNOWN_HOSTS`).
-#[derive(Clone, Debug, Default)]
+/// `AWS_ENDPOINT_URL_S3`, `AWS_ENDPOINT_URL`, `AWS_REGION`, `AWS_DEFAULT_REGION`,
+/// `SNAP_SSH_KNOWN_HOSTS` and `SNAP_REMOTE_TIMEOUT`).
+#[derive(Clone, Debug)]
 pub struct RemoteOptions {
     /// The S3 endpoint (`http://127.0.0.1:9000`); AWS when `None`.
     pub endpoint: Option<String>,
@@ -165,6 +167,25 @@ pub struct RemoteOptions {
     pub host_keys: HostKeys,
     /// Bandwidth limits of transfers to and from the remote store.
     pub limits: Limits,
+    /// How long a remote store may stay silent (nothing received, nothing sent
+    /// acknowledged) before a request is abandoned and retried; a slow transfer that
+    /// keeps moving is never cut.
+    pub silence: std::time::Duration,
+}
+
+/// [`RemoteOptions::silence`] unless `SNAP_REMOTE_TIMEOUT` says otherwise.
+pub const DEFAULT_SILENCE: std::time::Duration = std::time::Duration::from_secs(60);
+
+impl Default for RemoteOptions {
+    fn default() -> Self {
+        RemoteOptions {
+            endpoint: None,
+            region: None,
+            host_keys: HostKeys::default(),
+            limits: Limits::default(),
+            silence: DEFAULT_SILENCE,
+        }
+    }
 }
 
 /// How an SFTP server's host key is checked against `~/.ssh/known_hosts`
@@ -203,7 +224,7 @@ fn open_remote(location: &str, opts: &RemoteOptions) -> Result<Arc<dyn Store>> {
         }
         .into());
     }
-    let sftp: Arc<dyn Store> = Arc::new(Sftp::open(location, authority, path, opts.host_keys)?);
+    let sftp: Arc<dyn Store> = Arc::new(Sftp::open(location, authority, path, opts)?);
     Ok(Limited::wrap(sftp, opts.limits))
 }
 

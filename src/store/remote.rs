@@ -9,7 +9,7 @@ use std::path::Path;
 use std::sync::{LazyLock, OnceLock};
 use std::time::Duration;
 
-use opendal::layers::{RetryLayer, TimeoutLayer};
+use opendal::layers::{HttpClientLayer, RetryLayer, TimeoutLayer};
 use opendal::options::{ListOptions, ReadOptions, WriteOptions};
 use opendal::{blocking, services, EntryMode, ErrorKind, Operator};
 
@@ -155,18 +155,28 @@ pub(crate) fn describe(e: &opendal::Error) -> String {
     format!("{what}; {hint}")
 }
 
-/// `op` with timeouts and up to `times` retries of transient failures (exponential
-/// backoff from 200 ms to `max_delay`, with jitter), in blocking form on [`RUNTIME`].
+/// The longest one call of a reader or writer may take, however steadily it moves: a
+/// 32 MiB pack PUT at 150 kbit/s. Silence is caught sooner, by the HTTP client.
+const IO_BACKSTOP: Duration = Duration::from_secs(3600);
+
+/// `op` talking through an HTTP client that abandons a request silent for `silence`
+/// (see [`super::http`]), with up to `times` retries of transient failures
+/// (exponential backoff from 200 ms to `max_delay`, with jitter), in blocking form on
+/// [`RUNTIME`]. A whole request is not timed: a pack going up a slow link for minutes
+/// is not cut.
 pub(crate) fn blocking_with_retries(
     op: Operator,
     max_delay: Duration,
     times: usize,
+    silence: Duration,
 ) -> opendal::Result<blocking::Operator> {
+    let client = super::http::SilenceTimed::new(silence)?;
     let op = op
+        .layer(HttpClientLayer::new(opendal::raw::HttpClient::with(client)))
         .layer(
             TimeoutLayer::new()
-                .with_timeout(Duration::from_secs(120))
-                .with_io_timeout(Duration::from_secs(60)),
+                .with_timeout(Duration::from_secs(120).max(silence * 2))
+                .with_io_timeout(IO_BACKSTOP.max(silence)),
         )
         .layer(
             RetryLayer::new()
@@ -205,7 +215,8 @@ impl Remote {
             }
             _ => return Err(bad(&format!("unknown scheme {scheme:?}"))),
         };
-        let op = op.and_then(|op| blocking_with_retries(op, Duration::from_secs(10), 5));
+        let op =
+            op.and_then(|op| blocking_with_retries(op, Duration::from_secs(10), 5, opts.silence));
         let op = op.map_err(|e| Error::Storage {
             location: url.to_string(),
             detail: e.to_string(),

@@ -33,7 +33,7 @@ use tokio::process::Child;
 use tokio::task::JoinSet;
 
 use super::remote::RUNTIME;
-use super::{temp_name, too_large, Entry, HostKeys, Store};
+use super::{temp_name, too_large, Entry, HostKeys, RemoteOptions, Store};
 use crate::error::{Error, IoContext, Result};
 use crate::locked;
 
@@ -103,9 +103,10 @@ fn no_such_file(e: &SftpError) -> bool {
 impl Sftp {
     /// Logs in to `authority` (`[user@]host[:port]`) and opens the repository at
     /// `path` there; `url` names it in messages. Host keys are checked as
-    /// `host_keys` says.
-    pub fn open(url: &str, authority: &str, path: &str, host_keys: HostKeys) -> Result<Sftp> {
-        let checking = match host_keys {
+    /// `opts.host_keys` says; a server silent for `opts.silence` ends the connection
+    /// (four keepalives unanswered).
+    pub fn open(url: &str, authority: &str, path: &str, opts: &RemoteOptions) -> Result<Sftp> {
+        let checking = match opts.host_keys {
             HostKeys::Strict => "yes",
             HostKeys::Add => "accept-new",
             HostKeys::Accept => "no",
@@ -113,12 +114,12 @@ impl Sftp {
         let _guard = RUNTIME.enter();
         let mut child = tokio::process::Command::new("ssh")
             .args(["-o", "BatchMode=yes", "-o", "ConnectTimeout=20"])
-            .args([
-                "-o",
-                "ServerAliveInterval=15",
-                "-o",
-                "ServerAliveCountMax=4",
-            ])
+            .arg("-o")
+            .arg(format!(
+                "ServerAliveInterval={}",
+                (opts.silence.as_secs() / 4).max(1)
+            ))
+            .args(["-o", "ServerAliveCountMax=4"])
             .args(["-o", "ControlMaster=no", "-o"])
             .arg(format!("StrictHostKeyChecking={checking}"))
             .args(["-s", &format!("ssh://{authority}"), "sftp"])

@@ -10,6 +10,7 @@ use std::process::{Child, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::util::garage::Garage;
+use crate::util::link::Link;
 use crate::util::servers::Moto;
 use crate::util::{random_bytes, snap_at, snap_process, walk, Env};
 
@@ -442,6 +443,82 @@ fn ctrl_c_stops_a_restore_from_s3_leaving_only_whole_files() {
     let out = restore_into(&g, &repo, &cache, &target);
     assert!(out.status.success(), "{}", text(&out));
     crate::util::assert_same_tree(&src, &restored);
+}
+
+/// The environment of `g`'s first node reached through `link`, with
+/// `SNAP_REMOTE_TIMEOUT` 2 s.
+fn through(g: &Garage, link: &Link) -> Vec<(&'static str, String)> {
+    let mut vars: Vec<_> = g
+        .env()
+        .into_iter()
+        .filter(|(k, _)| *k != "AWS_ENDPOINT_URL")
+        .collect();
+    vars.push(("AWS_ENDPOINT_URL", link.endpoint()));
+    vars.push(("SNAP_REMOTE_TIMEOUT", "2s".into()));
+    vars
+}
+
+/// A pack going up a slow link takes longer than the silence allowed, and goes up all
+/// the same: only silence is timed, not a request that keeps moving.
+#[test]
+fn a_pack_slower_to_upload_than_the_timeout_still_goes_up() {
+    let Some(g) = Garage::single() else { return };
+    let env = Env::new();
+    let (repo, cache) = new_repo(&g, &env, "slow");
+    // 4 MiB/s up: a 32 MiB pack takes 8 s, four times the 2 s allowed.
+    let link = Link::start(g.s3_port(0), 4 << 20);
+    let src = source(&env, "src", 1, 40 << 20);
+    let out = backup_at(&repo, &cache, &through(&g, &link), &src);
+    assert!(out.status.success(), "{}", text(&out));
+    checks_clean(&g, 0, &repo, &cache);
+}
+
+/// A server that stops answering mid-upload (its connections open, nothing moving)
+/// fails the backup within a bound set by `SNAP_REMOTE_TIMEOUT` and the retries, not
+/// never; nothing half-written is left, and once it answers again the next run
+/// completes.
+#[test]
+fn a_server_that_stops_answering_fails_the_backup_in_bounded_time() {
+    let Some(g) = Garage::single() else { return };
+    let env = Env::new();
+    let (repo, cache) = new_repo(&g, &env, "silent");
+    let link = Link::start(g.s3_port(0), 16 << 20);
+    let vars = through(&g, &link);
+    // 16 MiB a second up: time to see the first pack arrive and stop the link.
+    let src = source(&env, "src", 4, 32 << 20);
+    let run = spawn_at(&repo, &cache, &vars, &["backup", src.to_str().unwrap()]);
+    let start = Instant::now();
+    while g.objects("silent/packs/").is_empty() {
+        assert!(start.elapsed() < Duration::from_secs(60), "no pack went up");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    link.pause();
+    let stopped = Instant::now();
+    let mut run = run;
+    // Six tries of 2 s of silence and backoff between them (at most 6.2 s in all),
+    // for the packs under way together: well under two minutes. Without the
+    // client's own timing it waited for the 1 h backstop.
+    while run.try_wait().unwrap().is_none() {
+        if stopped.elapsed() > Duration::from_secs(120) {
+            let _ = run.kill();
+            link.resume();
+            panic!("the backup still waited for a silent server after two minutes");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let took = stopped.elapsed();
+    let out = run.wait_with_output().unwrap();
+    link.resume();
+    let said = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    assert!(
+        said.contains("s3://") && said.contains("no answer for 2 s"),
+        "the error names the store and the silence: {said}"
+    );
+    eprintln!("gave up {took:?} after the server went silent");
+    checks_clean(&g, 0, &repo, &cache);
+    let out = backup_at(&repo, &cache, &vars, &src);
+    assert!(out.status.success(), "{}", text(&out));
 }
 
 /// A pack of a thousand small files, restored by a process allowed 128 open files:

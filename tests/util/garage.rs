@@ -212,7 +212,12 @@ api_bind_addr = "127.0.0.1:{admin_port}"
 
     /// The S3 endpoint of node `i`.
     pub fn endpoint_of(&self, i: usize) -> String {
-        format!("http://127.0.0.1:{}", self.nodes[i].s3_port)
+        format!("http://127.0.0.1:{}", self.s3_port(i))
+    }
+
+    /// The S3 port of node `i`.
+    pub fn s3_port(&self, i: usize) -> u16 {
+        self.nodes[i].s3_port
     }
 
     /// How many S3 requests of `kind` (`GetObject`, `PutObject`, ...) node `i` has

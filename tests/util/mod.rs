@@ -259,6 +259,7 @@ fn compare(a: &Path, b: &Path, inodes: &mut HashMap<u64, u64>, top: bool) {
     }
 }
 pub mod garage;
+pub mod link;
 pub mod pg;
 pub mod servers;
 
