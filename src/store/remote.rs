@@ -140,6 +140,9 @@ pub(crate) fn describe(e: &opendal::Error) -> String {
             "AccessDenied" | "InvalidAccessKeyId" | "SignatureDoesNotMatch" => {
                 "check the credentials and their rights on this bucket"
             }
+            "AuthorizationHeaderMalformed" | "IllegalLocationConstraintException" => {
+                "set AWS_REGION to the region the server names"
+            }
             _ => "check the bucket, the credentials and the endpoint",
         };
         return format!("S3 says {code}: {message}; {hint}");
