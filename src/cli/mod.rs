@@ -900,9 +900,29 @@ fn message(e: &anyhow::Error) -> String {
             out = format!("{out}: {text}");
         }
     }
+    if is_io(e, std::io::ErrorKind::StorageFull) {
+        out.push_str(
+            "; that file system is full: free space there (or point the command elsewhere) and rerun",
+        );
+    }
     out
 }
 
+/// Whether an I/O error of `kind` is among the causes of `e`.
+fn is_io(e: &anyhow::Error, kind: std::io::ErrorKind) -> bool {
+    e.chain().any(|c| {
+        let io = c.downcast_ref::<std::io::Error>().or_else(|| {
+            match c.downcast_ref::<snap::error::Error>() {
+                Some(snap::error::Error::Io { source, .. }) => Some(source),
+                _ => None,
+            }
+        });
+        io.is_some_and(|io| io.kind() == kind)
+    })
+}
+
+/// Whether `e` is standard output closed by its reader (`snap cat ... | head`); a
+/// pipe to a command snap runs is an `Error::Io` naming it, and stays an error.
 fn is_broken_pipe(e: &anyhow::Error) -> bool {
     e.chain().any(|c| {
         c.downcast_ref::<std::io::Error>()

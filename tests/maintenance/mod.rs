@@ -843,7 +843,10 @@ fn disk_full_during_backup_is_a_clear_error_and_prune_reclaims_the_space() {
     snap(&["backup", big.to_str().unwrap()])
         .assert()
         .code(1)
-        .stderr(predicate::str::contains("No space left on device"));
+        .stderr(
+            predicate::str::contains("No space left on device")
+                .and(predicate::str::contains("that file system is full")),
+        );
     let out = snap(&["list", "--json"]).output().unwrap();
     let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(
