@@ -99,8 +99,9 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
     let comps = snapshot_path(a.path.as_deref().unwrap_or("/"))?;
     let Some(node) = repo.find_node(&snap.tree, &comps)? else {
         return Err(super::output::not_found(format!(
-            "{} is not in snapshot {}",
+            "{} is not in snapshot {}; `snap ls {}` shows the paths inside",
             a.path.unwrap_or_default(),
+            a.snapshot,
             a.snapshot
         )));
     };
