@@ -901,31 +901,11 @@ impl Repository {
     /// [`crate::store::temp_is_orphan`]), under the exclusive lock: in the store's
     /// `tmp/` and in the local `tmp/` of packs being written; returns how many.
     pub fn clean_tmp(&self) -> Result<u64> {
-        let mut n = 0;
         // Only those of writers that are gone: a process taking a lock writes its lock
         // file through `tmp/` even while another holds the exclusive lock.
-        for e in self.store.list("tmp")? {
-            if crate::store::temp_is_orphan(&e) {
-                log::debug!("removing leftover temp file {}", e.path);
-                if self.store.delete(&e.path).is_ok() {
-                    n += 1;
-                }
-            }
-        }
+        let mut n = self.remove_temps(&self.store.list("tmp")?, crate::store::temp_is_orphan);
         match self.store.local_root() {
-            None => {
-                let tmp = self.tmp_dir();
-                for e in fs::read_dir(&tmp).at(&tmp)?.flatten() {
-                    let entry = crate::store::Entry {
-                        path: e.file_name().to_string_lossy().into_owned(),
-                        size: 0,
-                        modified: e.metadata().ok().and_then(|m| m.modified().ok()),
-                    };
-                    if crate::store::temp_is_orphan(&entry) && fs::remove_file(e.path()).is_ok() {
-                        n += 1;
-                    }
-                }
-            }
+            None => n += self.remove_local_temps(crate::store::temp_is_orphan)?,
             // The index cache earlier versions kept inside a local repository.
             Some(root) => {
                 for suffix in ["", "-wal", "-shm"] {
@@ -935,6 +915,52 @@ impl Repository {
                         n += 1;
                     }
                 }
+            }
+        }
+        Ok(n)
+    }
+
+    /// Removes the temp files of this host's writers that no longer run (a backup
+    /// killed while filling a pack), under any lock: no live writer can hold them.
+    /// Costs no request on a remote store, whose packs are filled locally.
+    pub fn clean_dead_writers_temps(&self) -> Result<u64> {
+        let dead = crate::store::temp_of_dead_writer_here;
+        if self.store.local_root().is_some() {
+            Ok(self.remove_temps(&self.store.list("tmp")?, dead))
+        } else {
+            self.remove_local_temps(dead)
+        }
+    }
+
+    /// Deletes the entries of the store's `tmp/` that `doomed` picks; how many went.
+    fn remove_temps(
+        &self,
+        entries: &[crate::store::Entry],
+        doomed: fn(&crate::store::Entry) -> bool,
+    ) -> u64 {
+        let mut n = 0;
+        for e in entries.iter().filter(|e| doomed(e)) {
+            log::debug!("removing leftover temp file {}", e.path);
+            if self.store.delete(&e.path).is_ok() {
+                n += 1;
+            }
+        }
+        n
+    }
+
+    /// Deletes the files of the local `tmp/` of packs being written (that of a remote
+    /// store) that `doomed` picks; how many went.
+    fn remove_local_temps(&self, doomed: fn(&crate::store::Entry) -> bool) -> Result<u64> {
+        let tmp = self.tmp_dir();
+        let mut n = 0;
+        for e in fs::read_dir(&tmp).at(&tmp)?.flatten() {
+            let entry = crate::store::Entry {
+                path: e.file_name().to_string_lossy().into_owned(),
+                size: 0,
+                modified: e.metadata().ok().and_then(|m| m.modified().ok()),
+            };
+            if doomed(&entry) && fs::remove_file(e.path()).is_ok() {
+                n += 1;
             }
         }
         Ok(n)

@@ -278,10 +278,14 @@ pub fn temp_owner(path: &str) -> Option<(String, u32)> {
 /// and a PID that no longer runs, or it has not been written to for the staleness
 /// window of locks (a writer that is merely slow keeps touching its file).
 pub fn temp_is_orphan(entry: &Entry) -> bool {
+    temp_of_dead_writer_here(entry) || crate::host::stale_by_age(entry.modified)
+}
+
+/// Whether temp file `entry`'s name says this host and a PID that no longer runs: a
+/// file no live writer can hold, whatever lock is held.
+pub fn temp_of_dead_writer_here(entry: &Entry) -> bool {
     let here = temp_host(&crate::host::hostname());
-    let owner = temp_owner(&entry.path);
-    let dead = owner.is_some_and(|(host, pid)| host == here && !crate::host::pid_alive(pid));
-    dead || crate::host::stale_by_age(entry.modified)
+    temp_owner(&entry.path).is_some_and(|(host, pid)| host == here && !crate::host::pid_alive(pid))
 }
 
 /// The error of a file that should exist and does not.

@@ -313,6 +313,11 @@ fn run(
     let host = opts.host.clone().unwrap_or_else(hostname);
     let (lock, earlier) = repo.lock_for_backup(&host)?;
     if !dry {
+        // The half-filled packs of a backup killed on this host: garbage nobody holds.
+        let gone = repo.clean_dead_writers_temps()?;
+        if gone > 0 {
+            log::info!("removed {gone} temp files of killed runs on this host");
+        }
         let resumed = repo.resume_interrupted()?;
         if resumed.packs > 0 {
             log::info!(
