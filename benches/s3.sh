@@ -28,7 +28,8 @@
 # DATA's parent directories (snap and restic store them, with their times, in every
 # snapshot: under a busy /tmp the "no-op" would store new trees for them).
 # Knobs: WORK (/var/tmp/s3-bench, wiped first), SNAP, GARAGE, RUSTIC, DUMP_MB (200),
-#   TREE_MB (150), DELAY_MS (10), RATE_MBIT (200), LINKS ("fast slow").
+#   TREE_MB (150), DELAY_MS (10), RATE_MBIT (200), LINKS ("fast slow"), TOOLS ("snap
+#   restic rustic").
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -180,7 +181,7 @@ EOF
     esac
 }
 
-TOOLS="snap restic rustic"
+TOOLS=${TOOLS:-snap restic rustic}
 echo "# object storage: snap, restic and rustic on one Garage node"
 echo
 echo "$(date -u +%F), $(nproc) cores; DATA $((DATA_BYTES >> 20)) MiB (a ${DUMP_MB} MB SQL dump, a ${TREE_MB} MB tree);"

@@ -103,11 +103,14 @@ impl Body for Up {
     }
 }
 
-/// A response body that fails once no bytes came for `silence`.
+/// A response body that fails once its reader has waited `silence` for bytes (time
+/// the reader spends elsewhere does not count).
 struct Down {
     inner: Pin<Box<dyn Stream<Item = reqwest::Result<Bytes>> + Send + Sync>>,
     silence: Duration,
     timer: Pin<Box<tokio::time::Sleep>>,
+    /// Whether the reader is waiting: the timer runs from when it began to.
+    waiting: bool,
     url: String,
 }
 
@@ -119,8 +122,7 @@ impl Stream for Down {
             match self.inner.as_mut().poll_next(cx) {
                 Poll::Ready(Some(Ok(bs))) if bs.is_empty() => {}
                 Poll::Ready(Some(Ok(bs))) => {
-                    let deadline = tokio::time::Instant::now() + self.silence;
-                    self.timer.as_mut().reset(deadline);
+                    self.waiting = false;
                     return Poll::Ready(Some(Ok(Buffer::from(bs))));
                 }
                 Poll::Ready(Some(Err(e))) => {
@@ -129,6 +131,11 @@ impl Stream for Down {
                 }
                 Poll::Ready(None) => return Poll::Ready(None),
                 Poll::Pending => {
+                    if !self.waiting {
+                        self.waiting = true;
+                        let deadline = tokio::time::Instant::now() + self.silence;
+                        self.timer.as_mut().reset(deadline);
+                    }
                     return match self.timer.as_mut().poll(cx) {
                         Poll::Ready(()) => Poll::Ready(Some(Err(silent(self.silence, &self.url)))),
                         Poll::Pending => Poll::Pending,
@@ -214,6 +221,7 @@ impl HttpFetch for SilenceTimed {
             inner: Box::pin(resp.bytes_stream()),
             silence: self.silence,
             timer: Box::pin(tokio::time::sleep(self.silence)),
+            waiting: false,
             url: uri,
         };
         out.body(HttpBody::new(down, length))
