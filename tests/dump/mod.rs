@@ -55,6 +55,21 @@ fn tar_of_a_directory_unpacks_with_gnu_tar_to_the_source_tree() {
     assert_same_tree(&src, &restored(&out, &src));
 }
 
+/// What Python `script` prints, given `args`; it must succeed.
+fn python(script: &str, args: &[&Path]) -> String {
+    let py = Command::new("python3")
+        .args(["-c", script])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        py.status.success(),
+        "{}",
+        String::from_utf8_lossy(&py.stderr)
+    );
+    String::from_utf8(py.stdout).unwrap()
+}
+
 #[test]
 fn tar_on_standard_output_pipes_into_tar_and_python_reads_it() {
     let (env, src) = backed_up_tree();
@@ -75,17 +90,7 @@ with tarfile.open(sys.argv[1]) as t:
         data = t.extractfile(m).read() if m.isreg() else b''
         print(kind, oct(m.mode), m.name, m.linkname, len(data), data[:20])
 "#;
-    let py = Command::new("python3")
-        .args(["-c", script])
-        .arg(&tar)
-        .output()
-        .unwrap();
-    assert!(
-        py.status.success(),
-        "{}",
-        String::from_utf8_lossy(&py.stderr)
-    );
-    let listing = String::from_utf8(py.stdout).unwrap();
+    let listing = python(script, &[&tar]);
     let base = a.strip_prefix("/").unwrap().display().to_string();
     // In name order, a/b/hard comes before a/small.txt: it carries the content, and
     // the later name is a hard link to it.
@@ -162,23 +167,13 @@ with zipfile.ZipFile(sys.argv[1]) as z:
     print(hashlib.sha256(z.read(sys.argv[2])).hexdigest())
 "#;
     let big = restored(Path::new(""), &src).join("big.bin");
-    let py = Command::new("python3")
-        .args(["-c", script])
-        .arg(&zip)
-        .arg(&big)
-        .output()
-        .unwrap();
-    assert!(
-        py.status.success(),
-        "{}",
-        String::from_utf8_lossy(&py.stderr)
-    );
+    let digest = python(script, &[&zip, &big]);
     let want = Command::new("sha256sum")
         .arg(src.join("big.bin"))
         .output()
         .unwrap();
     assert_eq!(
-        String::from_utf8_lossy(&py.stdout).trim(),
+        digest.trim(),
         String::from_utf8_lossy(&want.stdout)
             .split(' ')
             .next()
@@ -216,17 +211,7 @@ with zipfile.ZipFile(sys.argv[1]) as z:
     for i in z.infolist():
         print(i.filename.rsplit('/', 1)[-1], z.read(i).decode())
 "#;
-    let py = Command::new("python3")
-        .args(["-c", script])
-        .arg(&zip)
-        .output()
-        .unwrap();
-    assert!(
-        py.status.success(),
-        "{}",
-        String::from_utf8_lossy(&py.stderr)
-    );
-    let listing = String::from_utf8(py.stdout).unwrap();
+    let listing = python(script, &[&zip]);
     for line in ["n\\xFE one", "n\\xFF two"] {
         assert!(
             listing.lines().any(|l| l == line),

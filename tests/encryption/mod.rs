@@ -88,6 +88,16 @@ fn encrypted(env: &Env) -> PathBuf {
     src
 }
 
+/// [`encrypted`], with a second key file, for passphrase `second`.
+fn with_second_key(env: &Env) -> PathBuf {
+    let src = encrypted(env);
+    snap(env, PASS, &["key", "add"])
+        .env("SNAP_NEW_PASSWORD", "second")
+        .assert()
+        .success();
+    src
+}
+
 #[test]
 fn no_plaintext_of_the_sources_is_anywhere_in_the_repository() {
     let env = Env::new();
@@ -215,11 +225,7 @@ fn a_flipped_bit_in_any_repository_file_is_detected_and_named() {
 #[test]
 fn keys_add_list_remove_passwd_and_export_round_trip() {
     let env = Env::new();
-    let src = encrypted(&env);
-    snap(&env, PASS, &["key", "add"])
-        .env("SNAP_NEW_PASSWORD", "second")
-        .assert()
-        .success();
+    let src = with_second_key(&env);
     let list = snap(&env, "second", &["key", "list"]).output().unwrap();
     let text = String::from_utf8_lossy(&list.stdout).to_string();
     let ids: Vec<(bool, String)> = text
@@ -293,11 +299,7 @@ fn keys_add_list_remove_passwd_and_export_round_trip() {
 #[test]
 fn a_damaged_key_file_locks_out_only_its_own_passphrase_and_check_names_it() {
     let env = Env::new();
-    let src = encrypted(&env);
-    snap(&env, PASS, &["key", "add"])
-        .env("SNAP_NEW_PASSWORD", "second")
-        .assert()
-        .success();
+    let src = with_second_key(&env);
     let listed = json(snap(&env, "second", &["key", "list", "--json"]));
     let ids: Vec<(String, bool)> = listed
         .as_array()

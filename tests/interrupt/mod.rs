@@ -136,21 +136,6 @@ fn kill_9_records_nothing_and_the_next_backup_reuses_what_was_stored() {
     interrupted_backup_resumes(rustix::process::Signal::KILL);
 }
 
-/// The restore's temporary files below `target` (absent: none).
-fn restore_temps(target: &Path) -> Vec<(PathBuf, u64)> {
-    if !target.exists() {
-        return Vec::new();
-    }
-    crate::util::walk(target)
-        .into_iter()
-        .filter(|p| {
-            p.file_name()
-                .is_some_and(|n| n.to_string_lossy().starts_with(".snap-restore-"))
-        })
-        .filter_map(|p| fs::metadata(&p).ok().map(|m| (p, m.len())))
-        .collect()
-}
-
 #[test]
 fn ctrl_c_stops_a_restore_leaving_only_whole_files_and_the_lock_released() {
     let (env, src) = big_source();
@@ -172,7 +157,7 @@ fn ctrl_c_stops_a_restore_leaving_only_whole_files_and_the_lock_released() {
     // the restore in the middle; it is seen on SIGCONT.
     let pid = rustix::process::Pid::from_child(&child);
     let start = Instant::now();
-    while !restore_temps(&target)
+    while !crate::util::restore_temps(&target)
         .iter()
         .any(|(_, len)| *len >= 8 << 20)
     {
@@ -193,7 +178,7 @@ fn ctrl_c_stops_a_restore_leaving_only_whole_files_and_the_lock_released() {
         stderr.contains("interrupted: every file restored so far is whole"),
         "{stderr}"
     );
-    let left = restore_temps(&target);
+    let left = crate::util::restore_temps(&target);
     assert!(left.is_empty(), "temporary files left: {left:?}");
     let restored = crate::util::restored(&target, &src);
     // Stopped within the big file, which is therefore not placed at all.

@@ -388,19 +388,6 @@ fn ctrl_c_stops_a_restore_from_s3_leaving_only_whole_files() {
         .assert()
         .success();
     let target = env.path("out");
-    let temps = || -> Vec<(PathBuf, u64)> {
-        if !target.exists() {
-            return Vec::new();
-        }
-        walk(&target)
-            .into_iter()
-            .filter(|p| {
-                p.file_name()
-                    .is_some_and(|n| n.to_string_lossy().starts_with(".snap-restore-"))
-            })
-            .filter_map(|p| fs::metadata(&p).ok().map(|m| (p, m.len())))
-            .collect()
-    };
     let mut run = spawn_at(
         &repo,
         &cache,
@@ -409,7 +396,10 @@ fn ctrl_c_stops_a_restore_from_s3_leaving_only_whole_files() {
     );
     let pid = rustix::process::Pid::from_child(&run);
     let start = Instant::now();
-    while !temps().iter().any(|(_, len)| *len >= 1 << 20) {
+    while !crate::util::restore_temps(&target)
+        .iter()
+        .any(|(_, len)| *len >= 1 << 20)
+    {
         assert!(
             run.try_wait().unwrap().is_none(),
             "the restore finished before it could be interrupted"
@@ -427,7 +417,8 @@ fn ctrl_c_stops_a_restore_from_s3_leaving_only_whole_files() {
     }
     let out = run.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(130), "{}", text(&out));
-    assert!(temps().is_empty(), "temporary files left: {:?}", temps());
+    let left = crate::util::restore_temps(&target);
+    assert!(left.is_empty(), "temporary files left: {left:?}");
     let restored = crate::util::restored(&target, &src);
     let mut placed = 0;
     for i in 0..6 {

@@ -80,6 +80,21 @@ pub fn walk(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
+/// The restore's temporary files below `target` (absent: none).
+pub fn restore_temps(target: &Path) -> Vec<(PathBuf, u64)> {
+    if !target.exists() {
+        return Vec::new();
+    }
+    walk(target)
+        .into_iter()
+        .filter(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with(".snap-restore-"))
+        })
+        .filter_map(|p| fs::metadata(&p).ok().map(|m| (p, m.len())))
+        .collect()
+}
+
 /// A scratch directory with a repository path inside it.
 pub struct Env {
     pub dir: tempfile::TempDir,
