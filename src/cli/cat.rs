@@ -17,6 +17,7 @@ pub struct Args {
     #[arg(long, value_name = "HOST")]
     host: Option<String>,
     /// Path of a file in the snapshot (e.g. db/ngw.dump)
+    #[arg(value_parser = super::snapshot_path_arg())]
     path: String,
 }
 

@@ -18,6 +18,7 @@ pub struct Args {
     host: Option<String>,
     /// Path in the snapshot: a file is written as it is, a directory (or `/`, the whole
     /// snapshot) as an archive
+    #[arg(value_parser = super::snapshot_path_arg())]
     path: String,
     /// Archive format for a directory
     #[arg(long, value_enum, default_value_t = ArchiveArg::Tar)]

@@ -18,6 +18,7 @@ pub struct Args {
     #[arg(long, value_name = "HOST")]
     host: Option<String>,
     /// Only below this path of the snapshot
+    #[arg(value_parser = super::snapshot_path_arg())]
     path: Option<String>,
     /// One JSON object per line
     #[arg(long)]
@@ -109,7 +110,7 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
     let mut out = std::io::BufWriter::new(stdout.lock());
     let prefix: String = comps
         .iter()
-        .map(|c| format!("/{}", String::from_utf8_lossy(c)))
+        .map(|c| format!("/{}", snap::format::tree::shown_name(c)))
         .collect();
     match &node.kind {
         NodeKind::Dir(tree) => {

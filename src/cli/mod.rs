@@ -930,6 +930,15 @@ fn is_broken_pipe(e: &anyhow::Error) -> bool {
     })
 }
 
+/// A path inside a snapshot as the command line gives it: bytes that are not UTF-8
+/// (a name in another encoding, typed or pasted raw) become `\xHH`, as snap shows them
+/// (`snap::format::tree::shown_name`), and are read back as those bytes.
+pub(crate) fn snapshot_path_arg() -> impl clap::builder::TypedValueParser<Value = String> {
+    use clap::builder::TypedValueParser;
+    use std::os::unix::ffi::OsStrExt;
+    clap::builder::OsStringValueParser::new().map(|s| snap::format::tree::shown_name(s.as_bytes()))
+}
+
 /// `1 snapshot`, `2 snapshots`: a count and its noun, plural when it is not one.
 pub fn count(n: impl TryInto<u64>, noun: &str) -> String {
     match n.try_into().ok() {

@@ -31,7 +31,7 @@ pub struct Args {
     host: Option<String>,
     /// With --pg or --pg-all: the dump of the snapshot to use [default: its only dump
     /// of that kind]; with --pipe: the file to stream (required)
-    #[arg(value_name = "PATH", conflicts_with_all = ["target", "ngw"])]
+    #[arg(value_name = "PATH", conflicts_with_all = ["target", "ngw"], value_parser = super::snapshot_path_arg())]
     path: Option<String>,
     /// Directory to restore into (created if absent)
     /// (with --pg-base: `--target immediate` ends recovery as soon as the backup is
@@ -100,7 +100,7 @@ pub struct Args {
     yes: bool,
     /// Restore only this path of the snapshot (repeatable; absolute as backed up,
     /// `snap ls SNAPSHOT` shows them)
-    #[arg(long, value_name = "PATH")]
+    #[arg(long, value_name = "PATH", value_parser = super::snapshot_path_arg())]
     include: Vec<String>,
     /// Leave out entries matching this glob (repeatable; with a / it matches the path
     /// inside the snapshot, else the name)

@@ -12,6 +12,8 @@
 //! Decoders trust nothing: counts are checked against the bytes present, names are
 //! checked to be single, safe path components in strictly increasing order.
 
+use std::fmt::Write as _;
+
 use crate::error::{Error, Result, SourceError};
 use crate::format::id::{DataId, Id, TreeId, ID_LEN};
 
@@ -162,6 +164,43 @@ fn name_problem(name: &[u8]) -> Option<&'static str> {
 /// Whether `name` is a single path component that is safe to join to a directory.
 pub fn is_safe_name(name: &[u8]) -> bool {
     name_problem(name).is_none()
+}
+
+/// A name (or path) as text for people and scripts: each byte that is not part of
+/// UTF-8 is written `\xHH`, so names that differ there stay apart, and
+/// [`unshown_name`] gives the bytes back.
+pub fn shown_name(name: &[u8]) -> String {
+    let mut out = String::with_capacity(name.len());
+    for chunk in name.utf8_chunks() {
+        out.push_str(chunk.valid());
+        for b in chunk.invalid() {
+            let _ = write!(out, "\\x{b:02X}");
+        }
+    }
+    out
+}
+
+/// The bytes of a name [`shown_name`] wrote: `\xHH` of a byte that cannot start
+/// UTF-8 text (80 to FF) is that byte; the rest is as written.
+pub fn unshown_name(text: &str) -> Vec<u8> {
+    let b = text.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let byte = (b[i] == b'\\' && b.get(i + 1) == Some(&b'x'))
+            .then(|| b.get(i + 2..i + 4))
+            .flatten()
+            .and_then(|hex| u8::from_str_radix(std::str::from_utf8(hex).ok()?, 16).ok())
+            .filter(|v| *v >= 0x80);
+        if let Some(v) = byte {
+            out.push(v);
+            i += 4;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    out
 }
 
 /// Splits a `/`-separated path inside a snapshot (`/srv/ngw`, `db/x.sql`) into its
@@ -539,6 +578,24 @@ impl<'a> Reader<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_shown_name_reads_back_as_its_bytes() {
+        for name in [
+            &b"plain.txt"[..],
+            "caf\u{e9} \u{1F600}".as_bytes(),
+            b"n\xfe",
+            b"\xff\xfe\xc3",
+            b"half \xe2\x82 euro",
+        ] {
+            let shown = shown_name(name);
+            assert_eq!(unshown_name(&shown), name, "{shown}");
+        }
+        assert_eq!(shown_name(b"n\xfe"), "n\\xFE");
+        assert_ne!(shown_name(b"n\xfe"), shown_name(b"n\xff"));
+        // Only bytes that cannot be UTF-8 text are read as escapes.
+        assert_eq!(unshown_name("a\\x41"), b"a\\x41");
+    }
     use proptest::prelude::*;
     use std::collections::HashMap;
 

@@ -326,7 +326,7 @@ fn damaged_paths(
     };
     let mut any = false;
     for n in nodes {
-        let path = format!("{prefix}/{}", String::from_utf8_lossy(&n.name));
+        let path = format!("{prefix}/{}", crate::format::tree::shown_name(&n.name));
         let hit = match &n.kind {
             NodeKind::Dir(sub) => damaged_paths(repo, bad, memo, sub, &path, out)?,
             NodeKind::File(c) => {

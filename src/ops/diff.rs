@@ -150,7 +150,7 @@ impl Walk<'_, '_> {
             };
             key(p).cmp(&key(q))
         });
-        let name = |n: &Node| String::from_utf8_lossy(&n.name).into_owned();
+        let name = |n: &Node| crate::format::tree::shown_name(&n.name);
         for (x, y) in pairs {
             let table = match (x, y, &pairing.old, &pairing.new) {
                 (_, Some(y), _, Some(t)) => t.table(&y.name),

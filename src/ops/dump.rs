@@ -7,7 +7,6 @@
 //! writes them, so `tar -x` recreates the backed-up layout below its directory.
 
 use std::collections::HashMap;
-use std::fmt::Write as _;
 use std::io::{Read, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
@@ -16,7 +15,7 @@ use chrono::DateTime;
 
 use crate::error::{Error, IoContext, Result};
 use crate::format::snapshot::Snapshot;
-use crate::format::tree::{Meta, Node, NodeKind};
+use crate::format::tree::{shown_name, Meta, Node, NodeKind};
 use crate::ops::export::{dos_time, zip_err};
 use crate::ops::restore::{node_at, snapshot_path};
 use crate::repo::Repository;
@@ -143,7 +142,7 @@ impl Walker<'_> {
         self.put(sink, &name, node).map_err(|e| match e {
             e @ Error::Entry { .. } => e,
             e => Error::Entry {
-                path: format!("/{}", String::from_utf8_lossy(&name)),
+                path: format!("/{}", shown_name(&name)),
                 source: Box::new(e),
             },
         })
@@ -184,7 +183,7 @@ impl Walker<'_> {
             NodeKind::Symlink(target) => sink.symlink(name, meta, target)?,
             kind => {
                 if let Put::Unsupported = sink.special(name, meta, kind)? {
-                    let shown = format!("/{}", String::from_utf8_lossy(name));
+                    let shown = format!("/{}", shown_name(name));
                     let what = match kind {
                         NodeKind::Socket => "socket",
                         NodeKind::Fifo => "FIFO",
@@ -342,17 +341,10 @@ fn zip_options(meta: &Meta) -> zip::write::SimpleFileOptions {
         .unix_permissions(meta.mode & 0o7777)
 }
 
-/// A ZIP member name: ZIP names are text, so each byte that is not part of UTF-8 is
-/// written as `\xHH`; two names that differ in such bytes stay apart.
+/// A ZIP member name: ZIP names are text, so bytes that are not UTF-8 are written as
+/// `\xHH` (see [`shown_name`]); two names that differ in such bytes stay apart.
 fn zip_name(name: &[u8]) -> String {
-    let mut out = String::with_capacity(name.len());
-    for chunk in name.utf8_chunks() {
-        out.push_str(chunk.valid());
-        for b in chunk.invalid() {
-            let _ = write!(out, "\\x{b:02X}");
-        }
-    }
-    out
+    shown_name(name)
 }
 
 impl<W: Write> Sink for ZipSink<W> {

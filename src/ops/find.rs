@@ -92,7 +92,7 @@ impl<'r> Finder<'r> {
         }
         let mut any = false;
         for n in self.repo.load_tree(tree)?.nodes {
-            let name = String::from_utf8_lossy(&n.name);
+            let name = crate::format::tree::shown_name(&n.name);
             let path = format!("{prefix}/{name}");
             if self.pattern.matches(&path, &name) {
                 f(&path, &n)?;

@@ -218,7 +218,7 @@ impl Repository {
         f: &mut dyn FnMut(&str, &Node) -> Result<()>,
     ) -> Result<()> {
         for n in self.load_tree(tree)?.nodes {
-            let path = format!("{prefix}/{}", String::from_utf8_lossy(&n.name));
+            let path = format!("{prefix}/{}", crate::format::tree::shown_name(&n.name));
             f(&path, &n)?;
             if let NodeKind::Dir(sub) = &n.kind {
                 self.walk(sub, &path, f)?;

@@ -181,8 +181,10 @@ with zipfile.ZipFile(sys.argv[1]) as z:
     );
 }
 
+/// Names that are not UTF-8 stay apart wherever snap shows them as text (a ZIP, `ls
+/// --json`), and come back as their bytes from the command line, raw or as shown.
 #[test]
-fn zip_names_keep_bytes_that_are_not_utf8_apart() {
+fn names_that_are_not_utf8_stay_apart_in_zip_ls_and_cat() {
     use std::os::unix::ffi::OsStrExt;
     let env = Env::new();
     env.init();
@@ -218,6 +220,38 @@ with zipfile.ZipFile(sys.argv[1]) as z:
             "{line:?} not in\n{listing}"
         );
     }
+    // ls --json: one path each, as shown.
+    let out = env
+        .snap(&["ls", "latest", src.to_str().unwrap(), "--json"])
+        .output()
+        .unwrap();
+    let paths: Vec<String> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["path"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    for name in ["n\\xFE", "n\\xFF"] {
+        let want = format!("{}/{name}", src.display());
+        assert!(paths.contains(&want), "{want} not in {paths:?}");
+    }
+    // cat: the raw bytes of a name, or its shown form.
+    let raw = src.join(std::ffi::OsStr::from_bytes(b"n\xfe"));
+    env.snap(&[])
+        .args(["cat", "latest"])
+        .arg(&raw)
+        .assert()
+        .success()
+        .stdout("one");
+    let shown = format!("{}/n\\xFF", src.display());
+    env.snap(&["cat", "latest", &shown])
+        .assert()
+        .success()
+        .stdout("two");
 }
 
 #[test]

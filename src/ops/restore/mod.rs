@@ -44,7 +44,7 @@ use rayon::prelude::*;
 use crate::error::{Error, IoContext, Refusal, Result, Usage};
 use crate::format::id::TreeId;
 use crate::format::snapshot::Snapshot;
-use crate::format::tree::{split_path, Content, Meta, Node, NodeKind};
+use crate::format::tree::{shown_name, split_path, unshown_name, Content, Meta, Node, NodeKind};
 use crate::locked;
 use crate::progress::Progress;
 use crate::repo::{Lock, Repository};
@@ -116,13 +116,25 @@ pub struct RestoreOutcome {
     pub mismatches: Vec<Error>,
 }
 
-/// Splits a path inside a snapshot (`/srv/ngw`, `db/x.sql`) into safe components.
+/// Splits a path inside a snapshot (`/srv/ngw`, `db/x.sql`) into safe components; a
+/// byte that is not UTF-8 may be written `\xHH`, as snap shows it
+/// ([`shown_name`]).
 pub fn snapshot_path(p: &str) -> Result<Vec<Vec<u8>>> {
-    split_path(p).ok_or_else(|| {
-        Error::from(Usage::SnapshotPath {
-            path: p.to_string(),
+    split_path(p)
+        .map(|comps| {
+            comps
+                .into_iter()
+                .map(|c| {
+                    String::from_utf8(c)
+                        .map_or_else(std::string::FromUtf8Error::into_bytes, |t| unshown_name(&t))
+                })
+                .collect()
         })
-    })
+        .ok_or_else(|| {
+            Error::from(Usage::SnapshotPath {
+                path: p.to_string(),
+            })
+        })
 }
 
 /// The entry at `path` of `snap`, or an error naming it.
@@ -266,7 +278,7 @@ pub fn plan_tree<'r>(repo: &'r Repository, tree: TreeId, target: &Path) -> Resul
 
 /// `spath/name`: the path inside the snapshot of entry `name` of directory `spath`.
 fn child_spath(spath: &str, name: &[u8]) -> String {
-    format!("{spath}/{}", String::from_utf8_lossy(name))
+    format!("{spath}/{}", shown_name(name))
 }
 
 /// Removes `path` without following it: a directory with everything in it (std's
