@@ -12,10 +12,8 @@ use super::Ctx;
 pub struct Args {
     /// Snapshot: `latest` or an id prefix
     snapshot: String,
-    /// With `latest`: the newest snapshot of this host, not of any host; an id prefix
-    /// must be of it too
-    #[arg(long, value_name = "HOST")]
-    host: Option<String>,
+    #[command(flatten)]
+    of: super::SnapshotOf,
     /// Path of a file in the snapshot (e.g. db/ngw.dump)
     #[arg(value_parser = super::snapshot_path_arg())]
     path: String,
@@ -25,7 +23,7 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
     let repo = ctx.open(false)?;
     // Shared: prune (exclusive) must not delete packs this reads.
     let _lock = repo.lock(false, "cat")?;
-    let (id, snap) = repo.find_snapshot_of(&a.snapshot, a.host.as_deref())?;
+    let (id, snap) = a.of.find(&repo, &a.snapshot)?;
     let comps = snapshot_path(&a.path)?;
     let node = repo.find_node(&snap.tree, &comps)?;
     let Some(NodeKind::File(content)) = node.map(|n| n.kind) else {

@@ -64,19 +64,15 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
             .map(|h| format!(" of host {h}"))
             .unwrap_or_default();
         return match newest {
-            None => {
-                return Err(super::output::stale(format!(
-                    "no snapshot{who} in {}: nothing is backed up yet; run `snap backup`",
-                    repo.location()
-                )))
-            }
-            Some(t) if t < limit => {
-                return Err(super::output::stale(format!(
-                    "the newest snapshot{who} is from {}, older than the allowed {}",
-                    snap::host::local_time(&t),
-                    span
-                )))
-            }
+            None => Err(super::output::stale(format!(
+                "no snapshot{who} in {}: nothing is backed up yet; run `snap backup`",
+                repo.location()
+            ))),
+            Some(t) if t < limit => Err(super::output::stale(format!(
+                "the newest snapshot{who} is from {}, older than the allowed {}",
+                snap::host::local_time(&t),
+                span
+            ))),
             Some(t) if a.json => {
                 ctx.print_json(&serde_json::json!({
                     "newest": t,

@@ -13,10 +13,8 @@ pub struct Args {
     old: String,
     /// The newer snapshot
     new: Option<String>,
-    /// With `latest`: the newest snapshot of this host, not of any host; id prefixes
-    /// must be of it too
-    #[arg(long, value_name = "HOST")]
-    host: Option<String>,
+    #[command(flatten)]
+    of: super::SnapshotOf,
     /// Print one JSON object per changed entry
     #[arg(long)]
     json: bool,
@@ -26,12 +24,9 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
     let repo = ctx.open(false)?;
     let _lock = repo.lock(false, "diff")?;
     let (old, new) = if let Some(new) = &a.new {
-        (
-            repo.find_snapshot_of(&a.old, a.host.as_deref())?.1,
-            repo.find_snapshot_of(new, a.host.as_deref())?.1,
-        )
+        (a.of.find(&repo, &a.old)?.1, a.of.find(&repo, new)?.1)
     } else {
-        let (id, new) = repo.find_snapshot_of(&a.old, a.host.as_deref())?;
+        let (id, new) = a.of.find(&repo, &a.old)?;
         let all = repo.snapshots()?;
         let (_, old) = parent_of(&all, &id, &new).ok_or_else(|| {
             Error::from(Usage::NoParent {

@@ -12,10 +12,8 @@ use super::{human, Ctx};
 pub struct Args {
     /// Snapshot: `latest` or an id prefix
     snapshot: String,
-    /// With `latest`: the newest snapshot of this host, not of any host; an id prefix
-    /// must be of it too
-    #[arg(long, value_name = "HOST")]
-    host: Option<String>,
+    #[command(flatten)]
+    of: super::SnapshotOf,
     /// Path in the snapshot: a file is written as it is, a directory (or `/`, the whole
     /// snapshot) as an archive
     #[arg(value_parser = super::snapshot_path_arg())]
@@ -39,7 +37,7 @@ enum ArchiveArg {
 
 pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
     let repo = ctx.open(false)?;
-    let (id, snap) = repo.find_snapshot_of(&a.snapshot, a.host.as_deref())?;
+    let (id, snap) = a.of.find(&repo, &a.snapshot)?;
     let archive = match a.archive {
         ArchiveArg::Tar => Archive::Tar,
         ArchiveArg::Zip => Archive::Zip,

@@ -16,10 +16,8 @@ use super::{human, Ctx, EXIT_WARNINGS};
 pub struct Args {
     /// Snapshot: `latest` or an id prefix
     snapshot: String,
-    /// With `latest`: the newest snapshot of this host, not of any host; an id prefix
-    /// must be of it too
-    #[arg(long, value_name = "HOST")]
-    host: Option<String>,
+    #[command(flatten)]
+    of: super::SnapshotOf,
     /// File to write, `-` for standard output [default: <backup.path>/<backup.filename>
     /// from the instance's config.ini]
     dest: Option<PathBuf>,
@@ -84,7 +82,7 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
     let repo = ctx.open(false)?;
     // Shared: prune (exclusive) must not delete packs this reads.
     let _lock = repo.lock(false, "export")?;
-    let (id, snap) = repo.find_snapshot_of(&a.snapshot, a.host.as_deref())?;
+    let (id, snap) = a.of.find(&repo, &a.snapshot)?;
     let dest = match &a.dest {
         Some(d) => d.clone(),
         None => default_dest(&a, &snap)?,

@@ -13,10 +13,8 @@ use super::Ctx;
 pub struct Args {
     /// Snapshot: `latest` or an id prefix
     snapshot: String,
-    /// With `latest`: the newest snapshot of this host, not of any host; an id prefix
-    /// must be of it too
-    #[arg(long, value_name = "HOST")]
-    host: Option<String>,
+    #[command(flatten)]
+    of: super::SnapshotOf,
     /// Only below this path of the snapshot
     #[arg(value_parser = super::snapshot_path_arg())]
     path: Option<String>,
@@ -96,7 +94,7 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
     let repo = ctx.open(false)?;
     // Shared: prune (exclusive) must not delete packs this reads.
     let _lock = repo.lock(false, "ls")?;
-    let (_, snap) = repo.find_snapshot_of(&a.snapshot, a.host.as_deref())?;
+    let (_, snap) = a.of.find(&repo, &a.snapshot)?;
     let comps = snapshot_path(a.path.as_deref().unwrap_or("/"))?;
     let Some(node) = repo.find_node(&snap.tree, &comps)? else {
         return Err(super::output::not_found(format!(

@@ -191,6 +191,29 @@ enum Command {
     Man(shell::ManArgs),
 }
 
+/// Whose snapshot a command that names one (`latest` or an id prefix) reads.
+#[derive(clap::Args)]
+pub struct SnapshotOf {
+    /// With `latest`: the newest snapshot of this host, not of any host; an id prefix
+    /// must be of it too
+    #[arg(long, value_name = "HOST")]
+    host: Option<String>,
+}
+
+impl SnapshotOf {
+    /// The snapshot `spec` names (see [`Repository::find_snapshot_of`]).
+    pub fn find(
+        &self,
+        repo: &Repository,
+        spec: &str,
+    ) -> snap::error::Result<(
+        snap::format::id::SnapshotId,
+        snap::format::snapshot::Snapshot,
+    )> {
+        repo.find_snapshot_of(spec, self.host.as_deref())
+    }
+}
+
 /// Which snapshots a command considers (`list`, `find`).
 #[derive(clap::Args)]
 pub struct FilterArgs {
@@ -516,12 +539,19 @@ pub fn run() -> i32 {
     } else {
         (message(&e), 1)
     };
+    let json = output::wants_json(&matches) && !ctx.json_printed.get();
+    report(&text, kind, json.then_some(text.as_str()));
+    code
+}
+
+/// A failure's words on stderr after `snap: `, and with `json` (the message for it) its
+/// error document on stdout.
+fn report(text: &str, kind: &str, json: Option<&str>) {
     eprintln!("snap: {text}");
-    if output::wants_json(&matches) && !ctx.json_printed.get() {
-        let doc = output::error_json(&text, kind);
+    if let Some(message) = json {
+        let doc = output::error_json(message, kind);
         let _ = writeln!(std::io::stdout(), "{doc:#}");
     }
-    code
 }
 
 /// A command line clap refused: its message on stderr as snap's errors are (help and
@@ -539,13 +569,10 @@ fn usage_error(e: &clap::Error) -> i32 {
     }
     let rendered = e.render().to_string();
     let text = rendered.trim_end();
-    eprintln!("snap: {text}");
-    if std::env::args_os().any(|a| a == "--json") {
-        let first = text.lines().next().unwrap_or_default();
-        let first = first.strip_prefix("error: ").unwrap_or(first);
-        let doc = output::error_json(first, "usage");
-        let _ = writeln!(std::io::stdout(), "{doc:#}");
-    }
+    let first = text.lines().next().unwrap_or_default();
+    let first = first.strip_prefix("error: ").unwrap_or(first);
+    let json = std::env::args_os().any(|a| a == "--json");
+    report(text, "usage", json.then_some(first));
     EXIT_USAGE
 }
 

@@ -25,10 +25,8 @@ pub struct Args {
     /// Snapshot: `latest` or an id prefix
     #[arg(required_unless_present = "pg_base")]
     snapshot: Option<String>,
-    /// With `latest`: the newest snapshot of this host, not of any host; an id prefix
-    /// must be of it too
-    #[arg(long, value_name = "HOST")]
-    host: Option<String>,
+    #[command(flatten)]
+    of: super::SnapshotOf,
     /// With --pg or --pg-all: the dump of the snapshot to use [default: its only dump
     /// of that kind]; with --pipe: the file to stream (required)
     #[arg(value_name = "PATH", conflicts_with_all = ["target", "ngw"], value_parser = super::snapshot_path_arg())]
@@ -180,8 +178,7 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
     // Shared: prune (exclusive) must not delete packs this reads.
     let _lock = repo.lock(false, "restore")?;
     let spec = a.snapshot.as_deref().or(a.pg_base.as_deref());
-    let (id, snap) =
-        repo.find_snapshot_of(spec.expect("clap requires a snapshot"), a.host.as_deref())?;
+    let (id, snap) = a.of.find(&repo, spec.expect("clap requires a snapshot"))?;
     if a.pg_base.is_some() {
         return run_pg_base(ctx, &repo, &id, &snap, a);
     }
@@ -274,7 +271,7 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
         print_list("FAILED to restore", &errs);
         bail!(
             "{} of snapshot {} could not be restored (listed above); {} restored into {}",
-            count(out.errors.len() as u64, "path"),
+            count(out.errors.len(), "path"),
             id.short(),
             count(out.files, "file"),
             target.display()

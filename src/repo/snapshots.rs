@@ -106,25 +106,23 @@ impl Repository {
             }
         }
         if spec == "latest" {
+            let latest = all.pop().ok_or_else(|| Error::NoSnapshots {
+                location: self.location(),
+                unreadable: self.unreadable.load(std::sync::atomic::Ordering::Relaxed),
+            })?;
             let this = crate::host::hostname();
-            let own = all.iter().rev().find(|(_, s)| s.host == this);
-            return match (all.last(), own) {
-                (Some((id, s)), Some((own_id, own_s))) if host.is_none() && s.host != this => {
+            if host.is_none() && latest.1.host != this {
+                if let Some((own_id, own)) = all.iter().rev().find(|(_, s)| s.host == this) {
                     log::warn!(
                         "latest is snapshot {} of host {}; this host's newest is {} of {} (`--host {this}` takes it)",
-                        id.short(),
-                        s.host,
+                        latest.0.short(),
+                        latest.1.host,
                         own_id.short(),
-                        crate::host::local_time(&own_s.time)
+                        crate::host::local_time(&own.time)
                     );
-                    Ok((*id, s.clone()))
                 }
-                (Some((id, s)), _) => Ok((*id, s.clone())),
-                (None, _) => Err(Error::NoSnapshots {
-                    location: self.location(),
-                    unreadable: self.unreadable.load(std::sync::atomic::Ordering::Relaxed),
-                }),
-            };
+            }
+            return Ok(latest);
         }
         let spec_lc = spec.to_ascii_lowercase();
         let mut hits = all

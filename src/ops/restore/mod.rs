@@ -121,15 +121,7 @@ pub struct RestoreOutcome {
 /// ([`shown_name`]).
 pub fn snapshot_path(p: &str) -> Result<Vec<Vec<u8>>> {
     split_path(p)
-        .map(|comps| {
-            comps
-                .into_iter()
-                .map(|c| {
-                    String::from_utf8(c)
-                        .map_or_else(std::string::FromUtf8Error::into_bytes, |t| unshown_name(&t))
-                })
-                .collect()
-        })
+        .map(|comps| comps.iter().map(|c| unshown_name(c)).collect())
         .ok_or_else(|| {
             Error::from(Usage::SnapshotPath {
                 path: p.to_string(),
