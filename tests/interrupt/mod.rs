@@ -142,7 +142,7 @@ fn ctrl_c_stops_a_restore_leaving_only_whole_files_and_the_lock_released() {
     fs::write(src.join("small"), b"small file").unwrap();
     env.backup_json(&[src.to_str().unwrap()]);
     let target = env.path("out");
-    let mut child = Command::new(assert_cmd::cargo::cargo_bin("snap"))
+    let run = Command::new(assert_cmd::cargo::cargo_bin("snap"))
         .env("SNAP_CACHE_DIR", env.cache())
         .env_remove("SNAP_REPO")
         .arg("--repo")
@@ -153,25 +153,8 @@ fn ctrl_c_stops_a_restore_leaving_only_whole_files_and_the_lock_released() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    // Stopped once the big file is partly written, so that the signal surely finds
-    // the restore in the middle; it is seen on SIGCONT.
-    let pid = rustix::process::Pid::from_child(&child);
-    let start = Instant::now();
-    while !crate::util::restore_temps(&target)
-        .iter()
-        .any(|(_, len)| *len >= 8 << 20)
-    {
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "the restore finished before it could be interrupted"
-        );
-        assert!(start.elapsed() < Duration::from_secs(120));
-        std::thread::sleep(Duration::from_millis(1));
-    }
-    rustix::process::kill_process(pid, rustix::process::Signal::STOP).unwrap();
-    rustix::process::kill_process(pid, rustix::process::Signal::INT).unwrap();
-    rustix::process::kill_process(pid, rustix::process::Signal::CONT).unwrap();
-    let out = child.wait_with_output().unwrap();
+    // Once the big file is partly written.
+    let out = crate::util::ctrl_c_restore_at(run, &target, 8 << 20);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(130), "{stderr}");
     assert!(

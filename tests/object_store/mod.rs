@@ -388,34 +388,13 @@ fn ctrl_c_stops_a_restore_from_s3_leaving_only_whole_files() {
         .assert()
         .success();
     let target = env.path("out");
-    let mut run = spawn_at(
+    let run = spawn_at(
         &repo,
         &cache,
         &g.env(),
         &["restore", "latest", "--target", target.to_str().unwrap()],
     );
-    let pid = rustix::process::Pid::from_child(&run);
-    let start = Instant::now();
-    while !crate::util::restore_temps(&target)
-        .iter()
-        .any(|(_, len)| *len >= 1 << 20)
-    {
-        assert!(
-            run.try_wait().unwrap().is_none(),
-            "the restore finished before it could be interrupted"
-        );
-        assert!(start.elapsed() < Duration::from_secs(120));
-        std::thread::sleep(Duration::from_millis(1));
-    }
-    // Stopped first, so that the signal surely finds it reading.
-    for sig in [
-        rustix::process::Signal::STOP,
-        rustix::process::Signal::INT,
-        rustix::process::Signal::CONT,
-    ] {
-        rustix::process::kill_process(pid, sig).unwrap();
-    }
-    let out = run.wait_with_output().unwrap();
+    let out = crate::util::ctrl_c_restore_at(run, &target, 1 << 20);
     assert_eq!(out.status.code(), Some(130), "{}", text(&out));
     let left = crate::util::restore_temps(&target);
     assert!(left.is_empty(), "temporary files left: {left:?}");

@@ -95,6 +95,35 @@ pub fn restore_temps(target: &Path) -> Vec<(PathBuf, u64)> {
         .collect()
 }
 
+/// Sends Ctrl-C to `run`, a restore into `target`, once one of its temporary files
+/// holds `bytes`, and returns its output. It is stopped (SIGSTOP) first, so that the
+/// signal surely finds it in the middle, and sees the signal when it goes on.
+pub fn ctrl_c_restore_at(
+    mut run: std::process::Child,
+    target: &Path,
+    bytes: u64,
+) -> std::process::Output {
+    use std::time::{Duration, Instant};
+    let start = Instant::now();
+    while !restore_temps(target).iter().any(|(_, len)| *len >= bytes) {
+        assert!(
+            run.try_wait().unwrap().is_none(),
+            "the restore finished before it could be interrupted"
+        );
+        assert!(start.elapsed() < Duration::from_secs(120));
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let pid = rustix::process::Pid::from_child(&run);
+    for sig in [
+        rustix::process::Signal::STOP,
+        rustix::process::Signal::INT,
+        rustix::process::Signal::CONT,
+    ] {
+        rustix::process::kill_process(pid, sig).unwrap();
+    }
+    run.wait_with_output().unwrap()
+}
+
 /// A scratch directory with a repository path inside it.
 pub struct Env {
     pub dir: tempfile::TempDir,
