@@ -32,8 +32,21 @@ pub const HEADER_USIZE: usize = HEADER_LEN as usize;
 pub const ENTRY_LEN: usize = 44;
 /// Footer length.
 pub const FOOTER_LEN: usize = 48;
-/// Default size at which a pack is closed.
+/// Default size at which a pack is closed in an empty repository.
 pub const DEFAULT_TARGET_SIZE: u64 = 32 << 20;
+/// The largest size [`target_size`] grows a pack to.
+const MAX_GROWN_SIZE: u64 = 1 << 30;
+
+/// The size at which a writer closes a pack when the repository's packs already hold
+/// `stored` bytes: `base` (the config's `pack_size`) plus 32 x sqrt(`stored`), at most
+/// four times `base` and 1 GiB (never below `base`). Packs grow with the repository,
+/// as rustic's do, so a large repository is not split into ever more objects (each
+/// one a request on object storage, an entry in every listing); a small one keeps
+/// packs small, so a prune rewrites little.
+pub fn target_size(base: u64, stored: u64) -> u64 {
+    let limit = base.saturating_mul(4).min(MAX_GROWN_SIZE).max(base);
+    base.saturating_add(32 * stored.isqrt()).min(limit)
+}
 /// A pack is also closed at this many blobs: a pack of tiny files (a million files of
 /// a hundred bytes) would otherwise hold 200,000 of them, and the writer keeps every
 /// entry, and a backup every claim, until the pack is done.
@@ -178,7 +191,8 @@ impl<W: Write> PackWriter<W> {
         self.len
     }
 
-    /// Whether the pack is to be closed: at `target_size` bytes or 32,768 blobs.
+    /// Whether the pack is to be closed: at `target_size` bytes (see [`target_size`])
+    /// or 32,768 blobs.
     pub fn is_full(&self, target_size: u64) -> bool {
         self.len >= target_size || self.entries.len() >= MAX_BLOBS
     }
@@ -366,6 +380,31 @@ pub fn parse_entries(name: &str, entries: &[u8], blobs_end: u64) -> Result<Vec<P
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn packs_grow_with_the_repository_up_to_their_limit() {
+        let base = DEFAULT_TARGET_SIZE;
+        assert_eq!(target_size(base, 0), base, "an empty repository: the base");
+        // 10 GB stored: 32 x 100,000 bytes more.
+        assert_eq!(target_size(base, 10_000_000_000), base + 3_200_000);
+        // 1 TB: 32 MB more, about twice the base.
+        assert_eq!(target_size(base, 1_000_000_000_000), base + 32_000_000);
+        assert_eq!(
+            target_size(base, u64::MAX),
+            4 * base,
+            "four times the base at most"
+        );
+        assert_eq!(
+            target_size(512 << 20, u64::MAX),
+            1 << 30,
+            "and 1 GiB at most"
+        );
+        assert_eq!(
+            target_size(1 << 30, u64::MAX),
+            1 << 30,
+            "never below the base"
+        );
+    }
 
     fn decode(name: &str, file: &[u8]) -> Result<Vec<PackEntry>> {
         let len = file.len() as u64;

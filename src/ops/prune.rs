@@ -235,7 +235,7 @@ impl PrunePlan<'_> {
     pub fn execute(self, progress: &dyn Progress) -> Result<PruneReport> {
         let repo = self.repo;
         let mut report = self.figures();
-        let mut repacker = Repacker::new(repo);
+        let mut repacker = Repacker::new(repo)?;
         for u in &self.repack {
             for (id, loc) in repo.index().blobs_in(&u.name, true)? {
                 // Until the index changes, stopping leaves only new packs nobody lists.

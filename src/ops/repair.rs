@@ -138,7 +138,7 @@ pub fn repair_index(
             .unwrap_or_else(std::sync::PoisonError::into_inner),
         ..Default::default()
     };
-    let mut repacker = Repacker::new(repo);
+    let mut repacker = Repacker::new(repo)?;
     for (
         PackRecord {
             id: pack, entries, ..

@@ -887,6 +887,16 @@ impl Index {
         })
     }
 
+    /// The bytes of every indexed pack together.
+    pub fn pack_bytes(&self) -> Result<u64> {
+        let bytes = self.read(|c| {
+            c.query_row("SELECT coalesce(sum(size), 0) FROM packs", [], |r| {
+                r.get::<_, i64>(0)
+            })
+        })?;
+        Ok(bytes.unsigned_abs())
+    }
+
     /// The names of every indexed pack.
     pub fn pack_names(&self) -> Result<HashSet<PackId>> {
         self.ids("SELECT name FROM packs")

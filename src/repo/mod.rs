@@ -831,6 +831,15 @@ impl Repository {
         }
     }
 
+    /// The size at which this run closes new packs: the config's `pack_size`, grown
+    /// with what the repository holds ([`pack::target_size`]).
+    pub(crate) fn pack_target(&self) -> Result<u64> {
+        Ok(pack::target_size(
+            self.config.pack_size,
+            self.index.pack_bytes()?,
+        ))
+    }
+
     // ---- index maintenance ----
 
     /// What the repository holds (packs, blobs, raw and stored bytes).

@@ -12,6 +12,8 @@ use crate::repo::index::BlobLoc;
 /// Writes repacked blobs; see the module docs.
 pub struct Repacker<'r> {
     repo: &'r Repository,
+    /// Where packs are closed ([`Repository::pack_target`]).
+    pack_target: u64,
     data: Option<PackFile>,
     meta: Option<PackFile>,
     persister: Persister,
@@ -20,14 +22,15 @@ pub struct Repacker<'r> {
 
 impl<'r> Repacker<'r> {
     /// Starts with no open pack.
-    pub fn new(repo: &'r Repository) -> Self {
-        Repacker {
+    pub fn new(repo: &'r Repository) -> Result<Self> {
+        Ok(Repacker {
             repo,
+            pack_target: repo.pack_target()?,
             data: None,
             meta: None,
             persister: Persister::new(repo, None),
             done: Vec::new(),
-        }
+        })
     }
 
     /// Copies blob `id` from `loc`, after verifying it; returns its stored size.
@@ -44,7 +47,7 @@ impl<'r> Repacker<'r> {
         let w = slot.as_mut().expect("just opened");
         w.add(loc.kind, loc.compression, *id, loc.raw_len, &stored)
             .at(w.path())?;
-        if w.is_full(self.repo.config.pack_size) {
+        if w.is_full(self.pack_target) {
             let full = slot.take().expect("open");
             let durable = self.persister.start(full)?;
             self.done.extend(durable);

@@ -42,6 +42,8 @@ pub struct Added {
 pub struct Saver<'r> {
     repo: &'r Repository,
     level: i32,
+    /// Where packs are closed ([`Repository::pack_target`]).
+    pack_target: u64,
     claimed: Mutex<HashSet<Id>>,
     /// Durable packs no index file lists yet.
     pending: Mutex<Vec<PackRecord>>,
@@ -62,6 +64,7 @@ impl<'r> Saver<'r> {
         Ok(Saver {
             repo,
             level,
+            pack_target: repo.pack_target()?,
             claimed: Mutex::new(HashSet::new()),
             pending: Mutex::new(Vec::new()),
             data: Mutex::new(None),
@@ -131,7 +134,7 @@ impl<'r> Saver<'r> {
             let p = open.as_mut().expect("just opened");
             p.add(kind, compression, id, raw_len, &stored)
                 .at(p.path())?;
-            if p.is_full(self.repo.config.pack_size) {
+            if p.is_full(self.pack_target) {
                 open.take()
             } else {
                 None
@@ -214,6 +217,7 @@ impl<'r> Saver<'r> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::format::pack;
 
     #[test]
     fn claims_are_dropped_once_their_pack_is_indexed() {
@@ -240,5 +244,55 @@ mod tests {
             "known blobs are deduplicated through the index"
         );
         assert!(locked(&saver.claimed).is_empty());
+    }
+
+    #[test]
+    fn new_packs_grow_with_what_the_repository_holds() {
+        let d = tempfile::tempdir().unwrap();
+        let opts = crate::repo::InitOptions {
+            pack_size: 1 << 20,
+            ..Default::default()
+        };
+        let repo = Repository::init(&d.path().join("repo"), &opts).unwrap();
+        // Incompressible blobs of 64 KiB: 24 MiB stored in all.
+        let blob = |i: u32| {
+            let mut b = vec![0u8; 64 << 10];
+            blake3::Hasher::new()
+                .update(&i.to_le_bytes())
+                .finalize_xof()
+                .fill(&mut b);
+            b
+        };
+        let first = repo.saver(3).unwrap();
+        assert_eq!(
+            first.pack_target,
+            1 << 20,
+            "an empty repository: the config's"
+        );
+        for i in 0..192 {
+            first.save(BlobKind::Data, &blob(i)).unwrap();
+        }
+        first.flush().unwrap();
+        let second = repo.saver(3).unwrap();
+        let held = repo.index().pack_bytes().unwrap();
+        assert!(held > 8 << 20);
+        assert_eq!(second.pack_target, pack::target_size(1 << 20, held));
+        for i in 192..384 {
+            second.save(BlobKind::Data, &blob(i)).unwrap();
+        }
+        second.flush().unwrap();
+        let sizes: Vec<u64> = repo
+            .index()
+            .packs_by_verification()
+            .unwrap()
+            .into_iter()
+            .map(|(_, size)| size)
+            .collect();
+        let grown = sizes.iter().filter(|&&s| s >= second.pack_target).count();
+        assert!(
+            grown >= 5,
+            "the second run closed its packs at {} bytes: {sizes:?}",
+            second.pack_target
+        );
     }
 }
