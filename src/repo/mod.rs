@@ -514,9 +514,19 @@ impl Repository {
         self.refresh_as(Refresh::Whole)
     }
 
-    /// [`Repository::refresh`], listing as `how` says. It lists `index/`, and `keys/`
-    /// while the key file this handle opened with is unproven, then `snapshots/`.
+    /// [`Repository::refresh`], listing as `how` says. It lists `snapshots/` (unless a
+    /// backup may go without), then `index/`, and `keys/` while the key file this
+    /// handle opened with is unproven. Snapshots come first: a backup writes its index
+    /// files before its snapshot record, so every record listed has its index files in
+    /// the listing after it. The other way round, a backup finishing between the two
+    /// listings left a record whose blobs this cache did not know: a reader beside it
+    /// failed with "blob not found", and `check` called the repository damaged.
     fn refresh_as(&self, how: Refresh) -> Result<Vec<(String, String)>> {
+        let snapshots = if how == Refresh::Backup && self.index.snapshots_listed()? {
+            None
+        } else {
+            Some(self.store.list("snapshots")?)
+        };
         let unproven = locked(&self.unproven_key).is_some();
         let (index, keys) = if how == Refresh::Whole || !unproven {
             let keys = unproven.then(|| self.store.list("keys")).transpose()?;
@@ -535,23 +545,31 @@ impl Repository {
         }
         self.index.renew();
         self.refresh_index(&index)?;
-        if how == Refresh::Backup && self.index.snapshots_listed()? && self.index.is_complete()? {
-            // Not listed now: what an earlier refresh of this handle listed may be stale.
-            self.fresh.store(false, Ordering::Release);
-            return Ok(Vec::new());
-        }
-        let unreadable = self.list_snapshots()?;
+        let snapshots = match snapshots {
+            Some(listed) => listed,
+            None if self.index.snapshots_listed()? && self.index.is_complete()? => {
+                // Not listed now: what an earlier refresh of this handle listed may be
+                // stale.
+                self.fresh.store(false, Ordering::Release);
+                return Ok(Vec::new());
+            }
+            // The index files read just now left the cache incomplete, or replaced
+            // it: the backup lists them after the index (it only takes a parent from
+            // them, whose blobs it looks up).
+            None => self.store.list("snapshots")?,
+        };
+        let unreadable = self.list_snapshots(&snapshots)?;
         self.fresh.store(true, Ordering::Release);
         Ok(unreadable)
     }
 
-    /// Brings the cache's snapshots in line with `snapshots/` ([`Repository::sync_snapshots`])
-    /// and, when every record could be read, marks them listed
-    /// ([`Index::set_snapshots_listed`]).
-    fn list_snapshots(&self) -> Result<Vec<(String, String)>> {
+    /// Brings the cache's snapshots in line with `listed`, a listing of `snapshots/`
+    /// ([`Repository::sync_listed_snapshots`]) and, when every record could be read,
+    /// marks them listed ([`Index::set_snapshots_listed`]).
+    fn list_snapshots(&self, listed: &[Entry]) -> Result<Vec<(String, String)>> {
         // Read first: a rebuild by another process meanwhile leaves the mark stale.
         let removals = self.index.removals()?;
-        let unreadable = self.sync_snapshots()?;
+        let unreadable = self.sync_listed_snapshots(listed)?;
         if unreadable.is_empty() {
             self.index.set_snapshots_listed(removals)?;
         }
@@ -779,7 +797,8 @@ impl Repository {
         if self.fresh.load(Ordering::Acquire) || self.trees_in_cache(&cached, host)? {
             return Ok((lock, cached));
         }
-        self.list_snapshots()?;
+        // After the index, unlike a refresh: a parent's blobs are looked up anyway.
+        self.list_snapshots(&self.store.list("snapshots")?)?;
         self.fresh.store(true, Ordering::Release);
         Ok((lock, self.cached_snapshots()?))
     }
@@ -1108,6 +1127,91 @@ mod tests {
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
             .collect()
+    }
+
+    /// The local store at a root, seen from elsewhere (so its handles keep a cache of
+    /// their own), that runs `before` the first time `snapshots/` is listed.
+    struct Hooked {
+        inner: Local,
+        before: Mutex<Option<Box<dyn FnOnce() + Send>>>,
+    }
+
+    impl Store for Hooked {
+        fn location(&self) -> String {
+            format!("hooked:{}", self.inner.location())
+        }
+        fn local_root(&self) -> Option<&Path> {
+            None
+        }
+        fn read(&self, path: &str, cap: u64) -> Result<Vec<u8>> {
+            self.inner.read(path, cap)
+        }
+        fn read_at(&self, path: &str, offset: u64, len: usize) -> Result<Vec<u8>> {
+            self.inner.read_at(path, offset, len)
+        }
+        fn size(&self, path: &str) -> Result<Option<u64>> {
+            self.inner.size(path)
+        }
+        fn list(&self, dir: &str) -> Result<Vec<Entry>> {
+            if dir == "snapshots" {
+                if let Some(before) = locked(&self.before).take() {
+                    before();
+                }
+            }
+            self.inner.list(dir)
+        }
+        fn put(&self, path: &str, bytes: &[u8]) -> Result<()> {
+            self.inner.put(path, bytes)
+        }
+        fn put_file(&self, path: &str, file: tempfile::NamedTempFile) -> Result<()> {
+            self.inner.put_file(path, file)
+        }
+        fn delete(&self, path: &str) -> Result<()> {
+            self.inner.delete(path)
+        }
+    }
+
+    /// Backs up `bytes` into `repo` as the stream `db.sql`.
+    fn back_up(repo: &Repository, bytes: &[u8]) {
+        let opts = crate::ops::backup::BackupOptions {
+            stdin_name: Some("db.sql".into()),
+            ..Default::default()
+        };
+        let mut input = std::io::Cursor::new(bytes);
+        crate::ops::backup::backup(repo, &opts, Some(&mut input), &crate::progress::NoProgress)
+            .unwrap();
+    }
+
+    #[test]
+    fn a_snapshot_saved_while_a_reader_refreshes_comes_with_its_blobs() {
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path().join("repo");
+        let writer = Repository::init(&root, &InitOptions::default()).unwrap();
+        back_up(&writer, b"first");
+        let hooked = Arc::new(Hooked {
+            inner: Local::new(root.clone()),
+            before: Mutex::new(None),
+        });
+        let store: Arc<dyn Store> = hooked.clone();
+        let reader = Repository::open_store(store, None).unwrap();
+        // A backup elsewhere finishes while the reader takes its lock and refreshes.
+        *locked(&hooked.before) = Some(Box::new(move || back_up(&writer, b"second")));
+        let _lock = reader.lock(false, "restore").unwrap();
+        let (_, latest) = reader.find_snapshot("latest").unwrap();
+        assert!(
+            reader.index.contains(&latest.tree.0).unwrap(),
+            "the newest snapshot's tree is not in the reader's index"
+        );
+        let node = reader
+            .find_node(&latest.tree, &[b"db.sql".to_vec()])
+            .unwrap()
+            .unwrap();
+        let crate::format::tree::NodeKind::File(content) = node.kind else {
+            panic!("db.sql is not a file: {node:?}");
+        };
+        let mut read = Vec::new();
+        reader.write_content(&content, &mut read).unwrap();
+        assert_eq!(read, b"second");
     }
 
     #[test]

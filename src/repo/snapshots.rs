@@ -5,10 +5,11 @@ use std::collections::HashSet;
 
 use rayon::prelude::*;
 
-use super::{listed_names, Repository};
+use super::{ids_of, Repository};
 use crate::error::{Error, Result, Usage};
 use crate::format::id::{Id, SnapshotId};
 use crate::format::snapshot::Snapshot;
+use crate::store::Entry;
 
 /// A snapshot record read from the store: its id, and its parsed form and bytes.
 type ReadRecord = (SnapshotId, Result<(Snapshot, Vec<u8>)>);
@@ -157,10 +158,13 @@ impl Repository {
     /// damaged record must not make the repository unusable), but prune must not run
     /// while they exist, as it cannot know what they reference.
     pub fn sync_snapshots(&self) -> Result<Vec<(String, String)>> {
-        let stored: HashSet<SnapshotId> = listed_names(self.store.as_ref(), "snapshots")?
-            .into_iter()
-            .map(SnapshotId)
-            .collect();
+        self.sync_listed_snapshots(&self.store.list("snapshots")?)
+    }
+
+    /// [`Repository::sync_snapshots`] with `listed`, a listing of `snapshots/` made
+    /// before (see [`Repository::refresh`] for why it may be).
+    pub(super) fn sync_listed_snapshots(&self, listed: &[Entry]) -> Result<Vec<(String, String)>> {
+        let stored: HashSet<SnapshotId> = ids_of(listed).map(|(id, _)| SnapshotId(id)).collect();
         let indexed: HashSet<SnapshotId> = self
             .index
             .snapshots()?
