@@ -60,6 +60,7 @@ fn abandon_on_signals() -> Result<()> {
     std::thread::spawn(move || {
         if signals.forever().next().is_some() {
             snap::ops::drill::abandon();
+            snap::repo::release_shared();
             eprintln!("snap: interrupted: the drill stopped; its scratch cluster and files are removed and nothing was recorded");
             std::process::exit(EXIT_INTERRUPTED);
         }

@@ -645,6 +645,8 @@ fn interrupted_note(command: &str) -> &'static str {
         "forget" | "prune" => {
             "prune deleted nothing (snapshots already forgotten stay forgotten); the next prune removes the packs it had written"
         }
+        "repair" => "the repair stopped while reading packs, before it changed anything",
+        "tag" => "the snapshots retagged so far keep their new tags, the others their old ones",
         _ => "no snapshot was recorded; the data already stored is reused by the next backup",
     }
 }
@@ -676,6 +678,25 @@ pub(crate) fn stop_cleanly_on_signals() -> Result<()> {
     Ok(())
 }
 
+/// Lets SIGINT and SIGTERM end a command that stops where it is (a reader, or one that
+/// hands its data to other programs) at once, as by default, but without its shared
+/// locks, which would otherwise keep a prune on another host waiting until they are
+/// stale: `what` says what it leaves (for `--json`, `json`, also as an error
+/// document).
+pub(crate) fn exit_on_signals(json: bool, what: &'static str) -> Result<()> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])?;
+    std::thread::spawn(move || {
+        if signals.forever().next().is_some() {
+            snap::repo::release_shared();
+            let text = format!("interrupted: {what}");
+            report(&text, "interrupted", json.then_some(text.as_str()));
+            std::process::exit(EXIT_INTERRUPTED);
+        }
+    });
+    Ok(())
+}
+
 /// Runs one parsed command.
 fn dispatch(ctx: &Ctx, command: Command, matches: &clap::ArgMatches) -> Result<i32> {
     if matches!(
@@ -687,8 +708,25 @@ fn dispatch(ctx: &Ctx, command: Command, matches: &clap::ArgMatches) -> Result<i
             | Command::Prune(_)
             | Command::Sync(_)
             | Command::Mount(_)
+            | Command::Repair(_)
+            | Command::Tag(_)
     ) {
         stop_cleanly_on_signals()?;
+    }
+    if matches!(
+        command,
+        Command::Check(_)
+            | Command::Ls(_)
+            | Command::Cat(_)
+            | Command::Dump(_)
+            | Command::Diff(_)
+            | Command::Find(_)
+            | Command::Export(_)
+    ) {
+        exit_on_signals(
+            output::wants_json(matches),
+            "the command stopped; it changed nothing in the repository",
+        )?;
     }
     match command {
         Command::Init(a) => init::run(ctx, a),

@@ -243,8 +243,8 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
         }
         return Ok(0);
     }
-    // Only here: the database restores hand their streams to other programs, which a
-    // signal must stop as before.
+    // Only here: the other restores hand their streams to other programs, which a
+    // signal stops at once (see `exit_on_signals`).
     super::stop_cleanly_on_signals()?;
     let bar = Bar::new(ctx, "restore", a.json);
     if let (Some(b), true) = (&bar, opts.include.is_empty()) {
@@ -337,6 +337,10 @@ fn run_ngw(
     config: &Path,
     a: &Args,
 ) -> Result<i32> {
+    super::exit_on_signals(
+        a.json,
+        "the restore stopped; the instance is partly restored: run the restore again",
+    )?;
     let started = Instant::now();
     let cfg = NgwConfig::load(config)?;
     let bar = Bar::new(ctx, "restore", a.json);
@@ -430,6 +434,10 @@ fn run_ngw(
 }
 
 fn run_db(ctx: &Ctx, repo: &Repository, id: &SnapshotId, snap: &Snapshot, a: &Args) -> Result<i32> {
+    super::exit_on_signals(
+        a.json,
+        "the restore stopped; what it was writing into is partly restored: run the restore again",
+    )?;
     let started = Instant::now();
     let bar = Bar::new(ctx, "restore", a.json);
     let progress = progress_for(bar.as_ref());
@@ -487,6 +495,10 @@ fn run_pg_base(
 ) -> Result<i32> {
     use snap::ops::restore::pg_base::{restore_pg_base, Action, PgBaseRestore, Target};
     use snap::ops::restore::pg_start::Recovered;
+    super::exit_on_signals(
+        a.json,
+        "the restore stopped; the data directory is incomplete: remove it and run the restore again",
+    )?;
     let data = a.pg_data.expect("clap requires --pg-data");
     let target = match (&a.target, a.target_time, a.target_lsn) {
         (Some(t), _, _) if t.as_os_str() == "immediate" => Target::Immediate,

@@ -85,6 +85,8 @@ pub fn repair_index(
     let read: Vec<Option<(PackRecord, HashSet<u64>)>> = packs
         .par_iter()
         .map(|(id, size)| {
+            // Nothing has changed yet: a signal may stop the repair here.
+            crate::interrupt::check()?;
             let entries = match repo.pack_trailer(id, *size) {
                 Ok(entries) => entries,
                 Err(e) if is_damage(&e) => {
@@ -102,6 +104,7 @@ pub fn repair_index(
                 .collect();
             if opts.read_data {
                 for e in &entries {
+                    crate::interrupt::check()?;
                     match repo.read_blob_at(&e.id, &BlobLoc::in_pack(*id, e)) {
                         Ok(_) => {}
                         Err(err) if is_damage(&err) => {

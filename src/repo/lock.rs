@@ -31,7 +31,7 @@
 //! the same message.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{mpsc, Arc};
+use std::sync::{mpsc, Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime};
 
@@ -40,6 +40,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::host::{boot_time, hostname, pid_alive, stale_by_age};
+use crate::locked;
 use crate::store::{Create, Entry, Store};
 
 /// Largest lock file read.
@@ -91,6 +92,20 @@ impl std::fmt::Display for LockInfo {
 /// ([`Store::create_volatile`]).
 const EXCLUSIVE: &str = "locks/exclusive.json";
 
+/// The shared locks this process holds (store, path), for [`release_shared`].
+static SHARED: Mutex<Vec<(Arc<dyn Store>, String)>> = Mutex::new(Vec::new());
+
+/// Deletes the files of the shared locks this process holds, for a process about to
+/// exit on a signal, whose destructors do not run: another host would otherwise find
+/// them in the way of a prune until they are stale (30 minutes). An exclusive lock
+/// stays: its holder may be changing the repository, and an exit then must look like
+/// a crash (the next run on this host takes it over at once).
+pub fn release_shared() {
+    for (store, path) in locked(&SHARED).drain(..) {
+        let _ = store.delete_volatile(&path);
+    }
+}
+
 /// A held lock; released on drop.
 pub struct Lock {
     store: Arc<dyn Store>,
@@ -141,6 +156,9 @@ impl Lock {
                     return Err(e);
                 }
             }
+        }
+        if !exclusive {
+            locked(&SHARED).push((lock.store.clone(), lock.path.clone()));
         }
         Ok(lock.refreshing())
     }
@@ -369,6 +387,9 @@ fn read_lock(store: &dyn Store, path: &str) -> Result<Option<(Holder, Vec<u8>)>>
 
 impl Drop for Lock {
     fn drop(&mut self) {
+        if !self.exclusive {
+            locked(&SHARED).retain(|(_, path)| *path != self.path);
+        }
         if let Some(c) = self.count.take() {
             c.fetch_sub(1, Ordering::AcqRel);
         }

@@ -54,7 +54,7 @@ pub(crate) use self::blobs::reads;
 pub use self::config::{Config, ConfigFile, VERSION, VERSION_ENCRYPTED, VERSION_KEYED_CHUNKER};
 pub use self::index_files::BLOBS_PER_FILE as INDEX_FILE_BLOBS;
 pub use self::journal::Resumed;
-pub use self::lock::Lock;
+pub use self::lock::{release_shared, Lock};
 pub use crate::format::pack::PackRecord;
 // Decoders of files from the store, for the fuzz targets only.
 #[doc(hidden)]

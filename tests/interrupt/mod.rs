@@ -274,3 +274,58 @@ fn ctrl_c_in_snap_run_stops_its_sync_and_keeps_the_snapshot() {
     }
     panic!("in three runs the sync was never stopped before its last pack");
 }
+
+/// A reader (`check`, `cat`, `dump`, a drill) stopped by SIGINT or SIGTERM ends at
+/// once with status 130 and says so, and takes its shared lock along: left behind, it
+/// would keep a prune on another host waiting until it went stale (30 minutes). So
+/// does `repair index`, stopped while it reads, with its exclusive lock.
+#[test]
+fn a_signal_ends_a_reader_at_once_and_takes_its_lock_along() {
+    use rustix::process::Signal;
+    let (env, src) = big_source();
+    env.backup_json(&[src.to_str().unwrap()]);
+    let big = src.join("big");
+    let big = big.to_str().unwrap();
+    let scratch = env.path("scratch");
+    fs::create_dir_all(&scratch).unwrap();
+    let locks = env.repo().join("locks");
+    let runs: [(&[&str], Signal); 5] = [
+        (&["check", "--read-data"], Signal::INT),
+        // Exclusive, stopped before it changes anything.
+        (&["repair", "index", "--read-data"], Signal::INT),
+        (&["cat", "latest", big], Signal::TERM),
+        (&["dump", "latest", big], Signal::INT),
+        (
+            &["drill", "latest", "--scratch", scratch.to_str().unwrap()],
+            Signal::INT,
+        ),
+    ];
+    for (args, signal) in runs {
+        let mut child = Command::new(assert_cmd::cargo::cargo_bin("snap"))
+            .env("SNAP_CACHE_DIR", env.cache())
+            .env_remove("SNAP_REPO")
+            .arg("--repo")
+            .arg(env.repo())
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let start = Instant::now();
+        while fs::read_dir(&locks).unwrap().next().is_none() {
+            assert!(
+                child.try_wait().unwrap().is_none(),
+                "{args:?} finished before it could be interrupted"
+            );
+            assert!(start.elapsed() < Duration::from_secs(60));
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        rustix::process::kill_process(rustix::process::Pid::from_child(&child), signal).unwrap();
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(130), "{args:?}: {stderr}");
+        assert!(stderr.contains("snap: interrupted"), "{args:?}: {stderr}");
+        let left: Vec<_> = fs::read_dir(&locks).unwrap().collect();
+        assert!(left.is_empty(), "{args:?} left its lock: {left:?}");
+    }
+}
