@@ -1,6 +1,7 @@
 //! `snap check`
 
 use anyhow::Result;
+use snap::format::drill::Outcome;
 use snap::ops::check::{check, ReadData};
 use snap::ops::metrics::{record_check, CheckRecord};
 use snap::span::Span;
@@ -182,7 +183,9 @@ fn drill_age(ctx: &Ctx, repo: &snap::repo::Repository, span: Span, json: bool) -
     let limit = span.before(&now).ok_or_else(|| {
         super::output::usage("--max-drill-age reaches before the calendar's start")
     })?;
-    let groups = snap::ops::drill::proven(&repo.snapshots()?, repo.drills()?);
+    let drills = repo.drills()?;
+    let failing = snap::ops::drill::failing(&drills);
+    let groups = snap::ops::drill::proven(&repo.snapshots()?, drills.clone());
     if groups.is_empty() {
         return Err(super::output::stale(format!(
             "no snapshot in {}: nothing is backed up, so nothing is proven; run `snap backup`",
@@ -194,13 +197,23 @@ fn drill_age(ctx: &Ctx, repo: &snap::repo::Repository, span: Span, json: bool) -
     for (g, passed) in &groups {
         let last = passed.as_ref().map(|d| d.time);
         let name = format!("{} {}", g.0, g.1.join(" "));
-        match last {
-            None => stale.push(format!("{name}: never passed a drill")),
-            Some(t) if t < limit => stale.push(format!(
+        match (last, failing.get(g)) {
+            (_, Some(failed)) => stale.push(format!(
+                "{name}: its last drill, {}, FAILED ({})",
+                snap::host::local_time(&failed.time),
+                failed
+                    .sources
+                    .iter()
+                    .filter_map(|s| s.reason.as_deref().filter(|_| s.result == Outcome::Failed))
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            )),
+            (None, None) => stale.push(format!("{name}: never passed a drill")),
+            (Some(t), None) if t < limit => stale.push(format!(
                 "{name}: last passed drill {}",
                 snap::host::local_time(&t)
             )),
-            Some(_) => {}
+            (Some(_), None) => {}
         }
         rows.push(serde_json::json!({ "host": g.0, "group": g.1, "last_passed_drill": last }));
     }

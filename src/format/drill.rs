@@ -84,7 +84,7 @@ pub struct TableRows {
     pub table: String,
     /// Rows found after the restore.
     pub rows: u64,
-    /// Rows the previous drill of the same group and source found.
+    /// Rows the last passed drill of the same group and source found.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub previous: Option<u64>,
     /// The count fell sharply since then (see [`fell_sharply`]).

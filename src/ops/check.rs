@@ -84,6 +84,12 @@ pub fn check(repo: &Repository, read: ReadData, progress: &dyn Progress) -> Resu
     for (path, why) in &lock.unreadable {
         report.errors.push(format!("snapshot record {path}: {why}"));
     }
+    for (path, why) in repo.damaged_drills()? {
+        report.errors.push(format!(
+            "drill record {}/{path}: {why}: it is left out (its snapshot counts as not drilled); delete the file and run `snap drill` again",
+            repo.location()
+        ));
+    }
     // The passphrase in use proved its own key file; the others can only be decoded
     // (their seal needs their passphrase).
     for (id, damaged) in keys::list(repo.store().as_ref())? {

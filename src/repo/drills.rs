@@ -12,7 +12,7 @@ use rayon::prelude::*;
 
 use super::{listed_names, Repository};
 use crate::error::{Error, Result};
-use crate::format::drill::{check_id, Drill, MAX_LEN};
+use crate::format::drill::{check_id, Drill, Outcome, MAX_LEN};
 use crate::format::id::{DrillId, Id, SnapshotId};
 
 /// Associated data of a sealed drill record.
@@ -49,28 +49,49 @@ impl Repository {
         }
     }
 
-    /// Every readable drill record, oldest first; unreadable ones are skipped with a
-    /// warning naming the file.
-    pub fn drills(&self) -> Result<Vec<(DrillId, Drill)>> {
+    /// Every drill record, read and verified, or why it cannot be.
+    fn read_drills(&self) -> Result<Vec<(DrillId, Result<Drill>)>> {
         let ids: Vec<DrillId> = listed_names(self.store.as_ref(), "drills")?
             .into_iter()
             .map(DrillId)
             .collect();
-        let mut out: Vec<(DrillId, Drill)> = ids
+        Ok(ids
             .par_iter()
-            .filter_map(|id| match self.read_drill(id) {
-                Ok(d) => Some((*id, d)),
+            .map(|id| (*id, self.read_drill(id)))
+            .collect())
+    }
+
+    /// Every readable drill record, oldest first; unreadable ones are skipped with a
+    /// warning naming the file (`check` names them as errors: [`Repository::damaged_drills`]).
+    pub fn drills(&self) -> Result<Vec<(DrillId, Drill)>> {
+        let mut out: Vec<(DrillId, Drill)> = self
+            .read_drills()?
+            .into_iter()
+            .filter_map(|(id, r)| match r {
+                Ok(d) => Some((id, d)),
                 Err(e) => {
                     log::warn!(
                         "skipping drill record {}/{}: {e}",
                         self.store.location(),
-                        drill_path(id)
+                        drill_path(&id)
                     );
                     None
                 }
             })
             .collect();
         out.sort_by(|a, b| a.1.time.cmp(&b.1.time).then(a.0.cmp(&b.0)));
+        Ok(out)
+    }
+
+    /// The drill records that cannot be read or do not verify: their paths (below the
+    /// repository) and why, in path order.
+    pub fn damaged_drills(&self) -> Result<Vec<(String, Error)>> {
+        let mut out: Vec<(String, Error)> = self
+            .read_drills()?
+            .into_iter()
+            .filter_map(|(id, r)| r.err().map(|e| (drill_path(&id), e)))
+            .collect();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
         Ok(out)
     }
 
@@ -81,17 +102,22 @@ impl Repository {
     }
 
     /// Deletes the drill records whose snapshot is gone, except the newest record of
-    /// each source of each group (the next drill compares its row counts with it);
-    /// returns how many went. Prune runs it, under the exclusive lock.
+    /// each source of each group, and its newest passed one (the next drill compares its
+    /// row counts with that); returns how many went. Prune runs it, under the
+    /// exclusive lock.
     pub fn prune_drills(&self) -> Result<u64> {
         let live: HashSet<SnapshotId> = self.snapshots()?.into_iter().map(|(id, _)| id).collect();
         let drills = self.drills()?;
-        let mut seen = HashSet::new();
+        let (mut seen, mut seen_passed) = (HashSet::new(), HashSet::new());
         let mut keep = HashSet::new();
         // Newest first: the first record of a group's source is its newest.
         for (id, d) in drills.iter().rev() {
             for s in &d.sources {
-                if seen.insert((d.group_host.clone(), d.group.clone(), s.source.clone())) {
+                let key = (d.group_host.clone(), d.group.clone(), s.source.clone());
+                if s.result == Outcome::Passed && seen_passed.insert(key.clone()) {
+                    keep.insert(*id);
+                }
+                if seen.insert(key) {
                     keep.insert(*id);
                 }
             }
@@ -110,6 +136,7 @@ impl Repository {
 mod tests {
     use crate::format::drill::{Drill, Outcome, VERSION};
     use crate::format::id::{Id, SnapshotId};
+    use crate::repo::drills::drill_path;
     use crate::repo::{InitOptions, Repository};
 
     fn record(n: u8) -> Drill {
@@ -163,7 +190,48 @@ mod tests {
             .collect();
         assert_eq!(left, vec![newest]);
         assert!(!left.contains(&old));
+        // `check` names the damaged record.
+        let damaged = repo.damaged_drills().unwrap();
+        assert_eq!(damaged.len(), 1);
+        assert_eq!(damaged[0].0, drill_path(&b));
         repo.remove_drills(&[b, newest]).unwrap();
         assert!(repo.drills().unwrap().is_empty());
+        assert!(repo.damaged_drills().unwrap().is_empty());
+    }
+
+    #[test]
+    fn prune_keeps_the_newest_passed_drill_of_a_source_after_a_failed_one() {
+        let d = tempfile::tempdir().unwrap();
+        let repo = Repository::init(&d.path().join("repo"), &InitOptions::default()).unwrap();
+        let drilled = |n: u8, result: Outcome, hours_ago: i64| {
+            let mut r = record(n);
+            r.time -= chrono::Duration::hours(hours_ago);
+            r.result = result;
+            r.sources.push(crate::format::drill::SourceDrill {
+                source: "pg:db/app".into(),
+                result,
+                reason: None,
+                seconds: 1.0,
+                bytes: 1,
+                checks: Vec::new(),
+                tables: Vec::new(),
+            });
+            repo.save_drill(&r).unwrap()
+        };
+        let _older = drilled(1, Outcome::Passed, 3);
+        let passed = drilled(2, Outcome::Passed, 2);
+        let failed = drilled(3, Outcome::Failed, 1);
+        // Every snapshot is gone.
+        assert_eq!(repo.prune_drills().unwrap(), 1);
+        let mut left: Vec<_> = repo
+            .drills()
+            .unwrap()
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect();
+        left.sort();
+        let mut want = vec![passed, failed];
+        want.sort();
+        assert_eq!(left, want, "the baseline of row counts went");
     }
 }

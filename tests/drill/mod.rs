@@ -220,10 +220,71 @@ fn a_table_emptied_between_backups_is_flagged_by_the_drill() {
         ));
     let out = json(env.snap(&["list", "--json"]));
     assert_eq!(out[1]["drill"]["result"], "failed");
-    // A group without a passed drill that recent fails the probe; the first passed.
+    // The probe fails while the group's last drill failed, though one passed within
+    // the span; drilling the same data again fails again (a failed drill is no
+    // baseline).
+    env.snap(&["check", "--max-drill-age", "7d"])
+        .assert()
+        .code(1)
+        .stderr(
+            predicate::str::contains("FAILED").and(predicate::str::contains(
+                "public.orders fell from 500 to 0 rows",
+            )),
+        );
+    drill(&env, &["--source", "db/app"])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains(
+            "public.orders fell from 500 to 0 rows",
+        ));
+    pg.sql(
+        "app",
+        "INSERT INTO orders (item) SELECT 'item ' || i FROM generate_series(1, 500) i",
+    );
+    env.backup_json(&["--pg", &pg.dsn("app")]);
+    drill(&env, &[]).assert().success();
     env.snap(&["check", "--max-drill-age", "7d"])
         .assert()
         .success();
+}
+
+#[test]
+fn an_empty_or_cut_sql_dump_and_a_dropped_table_fail_the_drill() {
+    let Some(pg) = Pg::start() else { return };
+    let env = Env::new();
+    env.init();
+    app_db(&pg);
+    let stream = |sql: &str| {
+        env.snap(&["backup", "--stdin-name", "db/app.sql"])
+            .write_stdin(sql.to_string())
+            .assert()
+            .success();
+    };
+    let whole = pg.dump("app", &[]);
+    stream(&whole);
+    drill(&env, &[]).assert().success();
+    // pg_dump stopped before the orders' rows: psql restores the rest without an error.
+    let cut = whole.find("COPY public.orders").unwrap();
+    stream(&whole[..cut]);
+    drill(&env, &[])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("db/app.sql is cut short"));
+    // pg_dump failed at once in `pg_dump | snap backup --stdin-name`.
+    stream("");
+    drill(&env, &[])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("db/app.sql is empty"));
+    // A table dropped, the dump whole: gone since the last passed drill.
+    pg.sql("app", "DROP TABLE orders");
+    stream(&pg.dump("app", &[]));
+    drill(&env, &[])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains(
+            "public.orders is gone (it had 500 rows)",
+        ));
 }
 
 #[test]
@@ -484,4 +545,31 @@ fn a_profile_drills_after_its_backup_when_due() {
     write("\"weekly\"");
     run();
     assert_eq!(records(), 2, "drilled today: not due this week");
+}
+
+#[test]
+fn check_names_a_damaged_drill_record() {
+    let env = Env::new();
+    env.init();
+    fs::create_dir_all(env.path("data")).unwrap();
+    fs::write(env.path("data/f"), b"x").unwrap();
+    let data = env.path("data");
+    env.backup_json(&[data.to_str().unwrap()]);
+    drill(&env, &[]).assert().success();
+    env.snap(&["check"]).assert().success();
+    let record = fs::read_dir(env.repo().join("drills"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let mut bytes = fs::read(&record).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 1;
+    fs::write(&record, bytes).unwrap();
+    let name = record.file_name().unwrap().to_str().unwrap().to_string();
+    env.snap(&["check"])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("drill record").and(predicate::str::contains(name)));
 }

@@ -3,10 +3,14 @@
 //! checked: the restore's exit status, every table of a `--pg` dump's table of
 //! contents present, and the rows of every table counted.
 //!
-//! Row counts are compared with the previous drill of the same group and source; a
+//! Row counts are compared with the last passed drill of the same group and source; a
 //! table whose count fell sharply ([`fell_sharply`]: emptied, or a table of at least
-//! 100 rows under half) fails the source, naming the table and both counts: the
-//! backup of a silently emptied table succeeds, its drill must not.
+//! 100 rows under half) or that is gone (it had rows) fails the source, naming the
+//! table and both counts: the backup of a silently emptied table succeeds, its drill
+//! must not. A plain SQL dump that is empty, or that begins as pg_dump's output does
+//! but lacks its closing line, fails too: `pg_dump | snap backup --stdin-name` records
+//! whatever came through the pipe, and `psql` restores a cut dump without an error up
+//! to where it stops.
 
 use std::collections::BTreeMap;
 
@@ -14,6 +18,7 @@ use super::cluster::ScratchCluster;
 use super::{Proof, SourceCtx};
 use crate::error::{Error, Result, Usage};
 use crate::format::drill::{fell_sharply, SourceDrill, TableRows};
+use crate::format::id::DataId;
 use crate::format::tree::NodeKind;
 use crate::ops::dump_tables::DumpTables;
 use crate::ops::restore::db::{restore_pg, restore_pg_all, restore_pipe};
@@ -50,7 +55,7 @@ pub(super) fn count_tables(dsn: &Dsn) -> Result<BTreeMap<String, u64>> {
     Ok(out)
 }
 
-/// The counts of this drill beside the previous drill's, flagged where they fell
+/// The counts of this drill beside the last passed drill's, flagged where they fell
 /// sharply, and the reason the source fails when any did.
 pub(super) fn compare(
     rows: BTreeMap<String, u64>,
@@ -64,7 +69,11 @@ pub(super) fn compare(
                 .collect()
         })
         .unwrap_or_default();
-    let mut fell = Vec::new();
+    let mut fell: Vec<String> = before
+        .iter()
+        .filter(|(table, n)| **n > 0 && !rows.contains_key(**table))
+        .map(|(table, n)| format!("{table} is gone (it had {n} rows)"))
+        .collect();
     let tables: Vec<TableRows> = rows
         .into_iter()
         .map(|(table, n)| {
@@ -86,7 +95,7 @@ pub(super) fn compare(
         .collect();
     let reason = (!fell.is_empty()).then(|| {
         format!(
-            "row counts fell sharply since the previous drill: {}",
+            "row counts fell sharply since the last passed drill: {}",
             fell.join(", ")
         )
     });
@@ -159,14 +168,61 @@ pub(super) fn drill_sql(
             rows.insert(format!("{db}.{t}"), n);
         }
     }
-    let (tables, problem) = compare(rows, ctx.previous);
+    let (tables, fell) = compare(rows, ctx.previous);
+    let (told, cut) = cut_short(ctx, name)?;
+    let mut checks = vec!["restore".to_string()];
+    if told {
+        checks.push("complete".into());
+    }
+    checks.push("row_counts".into());
     Ok(Proof {
         bytes,
-        checks: vec!["restore".into(), "row_counts".into()],
+        checks,
         tables,
-        problem,
+        problem: cut.or(fell),
         ..Default::default()
     })
+}
+
+/// The first line of pg_dump's and pg_dumpall's plain output, up to where they differ
+/// (`dump` or `cluster dump`).
+const PG_DUMP_HEAD: &[u8] = b"--\n-- PostgreSQL database ";
+/// What the last comment of their output says (`-- PostgreSQL database dump complete`,
+/// `-- PostgreSQL database cluster dump complete`), before an `\unrestrict` line at
+/// most.
+const PG_DUMP_END: &[u8] = b" dump complete\n";
+
+/// Whether the plain SQL dump `name` of the snapshot could be told whole or not, and
+/// why it is not: it is empty, or it begins as pg_dump's output does and lacks the
+/// comment pg_dump ends it with (other SQL cannot be told). Reads its first chunk and
+/// its last two.
+fn cut_short(ctx: &SourceCtx<'_>, name: &str) -> Result<(bool, Option<String>)> {
+    let NodeKind::File(content) = node_at(ctx.repo, ctx.snap, name)?.kind else {
+        return Ok((false, None));
+    };
+    let ids: Vec<DataId> = ctx.repo.chunk_ids(&content).collect::<Result<_>>()?;
+    let Some(first) = ids.first() else {
+        return Ok((
+            true,
+            Some(format!(
+            "{name} is empty: the dump wrote nothing (was its command's failure lost in a pipe?)"
+        )),
+        ));
+    };
+    if !ctx.repo.read_blob(&first.0)?.starts_with(PG_DUMP_HEAD) {
+        return Ok((false, None));
+    }
+    let mut tail = Vec::new();
+    for id in &ids[ids.len().saturating_sub(2)..] {
+        tail.extend(ctx.repo.read_blob(&id.0)?);
+    }
+    let end = &tail[tail.len().saturating_sub(1024)..];
+    if end.windows(PG_DUMP_END.len()).any(|w| w == PG_DUMP_END) {
+        return Ok((true, None));
+    }
+    Ok((true, Some(format!(
+        "{name} is cut short: it lacks the \"dump complete\" comment pg_dump ends its output with (pg_dump failed or was stopped while it wrote, and the pipe kept what came before)"
+    ))))
 }
 
 #[cfg(test)]
@@ -204,11 +260,17 @@ mod tests {
             ("public.new".to_string(), 0),
         ]);
         let (t, why) = compare(now, Some(&prev));
-        assert_eq!(why.unwrap(), "row counts fell sharply since the previous drill: public.orders fell from 500 to 0 rows");
+        assert_eq!(why.unwrap(), "row counts fell sharply since the last passed drill: public.orders fell from 500 to 0 rows");
         assert_eq!(t.iter().filter(|t| t.flagged).count(), 1);
         assert_eq!(
             compare(BTreeMap::from([("a".to_string(), 0)]), None).1,
             None
+        );
+        // Gone: flagged when it had rows.
+        let (_, why) = compare(BTreeMap::from([("public.new".to_string(), 0)]), Some(&prev));
+        assert_eq!(
+            why.unwrap(),
+            "row counts fell sharply since the last passed drill: public.orders is gone (it had 500 rows), public.users is gone (it had 10 rows)"
         );
     }
 }

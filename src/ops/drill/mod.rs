@@ -10,7 +10,7 @@
 //! - `--pg`, `--pg-all`, and plain SQL streams (`*.sql`): restored into a scratch
 //!   PostgreSQL cluster ([`cluster`]) with `restore --pg`/`--pg-all`'s functions, then
 //!   every table of the dump must exist, and each table's rows are counted and
-//!   compared with the previous drill of the same group and source (module `db`);
+//!   compared with the last passed drill of the same group and source (module `db`);
 //! - a NextGIS Web instance or an imported `.ngwbackup`: the database into a scratch
 //!   cluster and the file storage into the scratch directory as `restore --ngw` does,
 //!   then every `fileobj` row must have its blob with the right size, every `$index`
@@ -113,6 +113,17 @@ pub fn proven(
             (g, d)
         })
         .collect()
+}
+
+/// The groups whose newest drill of `drills` (oldest first) failed, with that drill:
+/// a passed drill before it proves nothing about the backup since.
+pub fn failing(drills: &[(DrillId, Drill)]) -> BTreeMap<Group, &Drill> {
+    let mut newest: BTreeMap<Group, &Drill> = BTreeMap::new();
+    for (_, d) in drills {
+        newest.insert((d.group_host.clone(), d.group.clone()), d);
+    }
+    newest.retain(|_, d| d.result == Outcome::Failed);
+    newest
 }
 
 /// A drill's restore time: its sources' restores one after the other, checks
@@ -310,8 +321,9 @@ pub fn drill_snapshot(
     Ok((rid, record))
 }
 
-/// The newest drill in `history` (oldest first) of each source of the group (host
-/// `host`, sources `group`): what row counts are compared with.
+/// The newest passed drill in `history` (oldest first) of each source of the group
+/// (host `host`, sources `group`): what row counts are compared with. A failed one is
+/// no baseline: drilling the same emptied tables again must fail again.
 fn previous_sources<'h>(
     history: &'h [(DrillId, Drill)],
     host: &str,
@@ -322,7 +334,7 @@ fn previous_sources<'h>(
     for (_, d) in history {
         if d.group_host == host && d.group == group {
             for s in &d.sources {
-                if !s.tables.is_empty() {
+                if !s.tables.is_empty() && s.result == Outcome::Passed {
                     out.insert(s.source.as_str(), s);
                 }
             }
@@ -362,7 +374,7 @@ struct SourceCtx<'a> {
     work: &'a Path,
     /// Its `verify` command.
     verify: Option<&'a str>,
-    /// Its previous drill with row counts.
+    /// Its last passed drill with row counts.
     previous: Option<&'a SourceDrill>,
     progress: &'a dyn Progress,
 }
