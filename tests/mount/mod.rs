@@ -485,6 +485,41 @@ fn an_idle_mount_lets_prune_run_and_reads_what_it_moved() {
     );
     let said = m.stderr();
     assert!(!said.contains("error"), "{said}");
+
+    // An exclusive holder that does not go (this test's own live process): a request of
+    // the idle mount fails with EAGAIN after a short wait, rather than leaving its
+    // caller unkillable until the holder is done.
+    std::thread::sleep(Duration::from_secs(3));
+    let lock = serde_json::json!({
+        "host": rustix::system::uname().nodename().to_string_lossy(),
+        "pid": std::process::id(),
+        "time": chrono::Utc::now().to_rfc3339(),
+        "exclusive": true,
+        "purpose": "prune",
+    });
+    fs::write(env.repo().join("locks/exclusive.json"), lock.to_string()).unwrap();
+    let started = Instant::now();
+    // Opened while the kernel still knew the file: read it afresh, past its pages.
+    let e = match fs::File::open(&file) {
+        Ok(f) => {
+            rustix::fs::fadvise(&f, 0, None, rustix::fs::Advice::DontNeed).unwrap();
+            drop(f);
+            fs::read(&file).unwrap_err()
+        }
+        Err(e) => e,
+    };
+    assert_eq!(
+        e.raw_os_error(),
+        Some(rustix::io::Errno::AGAIN.raw_os_error()),
+        "{e}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(45),
+        "the request waited {:?}",
+        started.elapsed()
+    );
+    fs::remove_file(env.repo().join("locks/exclusive.json")).unwrap();
+    assert!(fs::read(&file).unwrap() == kept, "{}", m.stderr());
 }
 
 #[test]

@@ -21,8 +21,11 @@ use crate::repo::Lock;
 use crate::repo::Repository;
 
 /// How long a request waits for a prune (or any exclusive holder) to finish before it
-/// fails with "resource temporarily unavailable".
-pub(super) const RETAKE_WAIT: Duration = Duration::from_secs(30 * 60);
+/// fails with "resource temporarily unavailable". Short: the process that made the
+/// request cannot be interrupted meanwhile, not even by SIGKILL (the kernel waits for
+/// the answer to a request the mount has taken, and the FUSE library answers the
+/// kernel's interrupts with ENOSYS), so a long wait is a process stuck in state D.
+pub(super) const RETAKE_WAIT: Duration = Duration::from_secs(10);
 /// How often a held lock is checked for having been taken over as stale.
 const CHECK_LOCK_EVERY: Duration = Duration::from_secs(60);
 
