@@ -49,13 +49,23 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
         return drill_age(ctx, &repo, span, a.json);
     }
     if let Some(span) = a.max_age {
-        let newest = repo
+        let now = chrono::Utc::now();
+        // A snapshot dated ahead of this host's clock (another host's clock runs fast)
+        // would read as fresh for as long as it is ahead: it does not count.
+        let (ahead, counted): (Vec<_>, Vec<_>) = repo
             .snapshots()?
             .into_iter()
             .filter(|(_, s)| a.host.as_ref().is_none_or(|h| *h == s.host))
-            .map(|(_, s)| s.time)
-            .max();
-        let now = chrono::Utc::now();
+            .partition(|(_, s)| s.time > now + CLOCK_SKEW);
+        for (id, s) in &ahead {
+            eprintln!(
+                "snap: warning: snapshot {} of host {} is dated {}, ahead of this host's clock: it is not counted; set that host's clock right",
+                id.short(),
+                s.host,
+                snap::host::local_time(&s.time)
+            );
+        }
+        let newest = counted.into_iter().map(|(_, s)| s.time).max();
         let limit = span
             .before(&now)
             .ok_or_else(|| super::output::usage("--max-age reaches before the calendar's start"))?;
@@ -70,7 +80,8 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
                 repo.location()
             ))),
             Some(t) if t < limit => Err(super::output::stale(format!(
-                "the newest snapshot{who} is from {}, older than the allowed {}",
+                "the newest snapshot{who} in {} is from {}, older than the allowed {}",
+                repo.location(),
                 snap::host::local_time(&t),
                 span
             ))),
@@ -175,6 +186,10 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
         Ok(1)
     }
 }
+
+/// How far ahead of this host's clock a record may be dated and still count as made
+/// now: clocks kept by NTP differ by far less.
+const CLOCK_SKEW: chrono::Duration = chrono::Duration::minutes(5);
 
 /// `--max-drill-age`: every group's last passed drill younger than `span`, else exit 1
 /// naming the groups that are not.

@@ -574,6 +574,34 @@ fn at(env: &Env, offset: &str, args: &[&str]) -> Option<assert_cmd::Command> {
     Some(c)
 }
 
+/// A snapshot dated ahead of this host's clock (another host's clock runs fast) does
+/// not make the probe pass: it is named and not counted.
+#[test]
+fn max_age_does_not_count_a_snapshot_dated_ahead() {
+    let env = Env::new();
+    env.init();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    env.backup_json(&[src.to_str().unwrap()]);
+    let Some(mut ahead) = at(&env, "+365d", &["backup", src.to_str().unwrap()]) else {
+        return;
+    };
+    ahead.assert().success();
+    // A day later, by this host's clock: the snapshot of a year ahead is not fresh.
+    at(&env, "+1d", &["check", "--max-age", "26h"])
+        .unwrap()
+        .assert()
+        .success();
+    at(&env, "+2d", &["check", "--max-age", "26h"])
+        .unwrap()
+        .assert()
+        .code(1)
+        .stderr(
+            predicate::str::contains("ahead of this host's clock: it is not counted")
+                .and(predicate::str::contains("older than the allowed 26h")),
+        );
+}
+
 #[test]
 fn max_age_reads_minutes_as_minutes_and_refuses_unknown_units() {
     let env = Env::new();
