@@ -330,6 +330,14 @@ pub enum Usage {
         /// What was given.
         lsn: String,
     },
+    /// A recovery target time snap cannot read.
+    #[error(
+        "--target-time {time:?} is not a time with its zone: write it as YYYY-MM-DD HH:MM[:SS[.frac]] and an offset, e.g. '2026-12-03 14:05:00+00' or '2026-12-03 21:05:00+07:00' (`snap list` prints times so)"
+    )]
+    TargetTime {
+        /// What was given.
+        time: String,
+    },
     /// A name `wal push` or `wal fetch` was given that is not a WAL file's.
     #[error("{name:?} is not the name of a WAL segment, timeline history or backup history file; archive_command passes %p and restore_command %f %p")]
     WalName {
@@ -585,6 +593,30 @@ pub enum Refusal {
         first: String,
         /// The last missing segment.
         last: String,
+    },
+    /// A recovery target WAL location past the newest archived segment.
+    #[error(
+        "the target {target} is past the WAL archived in {location}, which ends with segment {newest}: recovery cannot reach it; wait for PostgreSQL to archive it (`SELECT pg_switch_wal()` closes the current segment), or choose an earlier target"
+    )]
+    PgTargetPastArchive {
+        /// The target given.
+        target: String,
+        /// The newest segment the backup's recovery reaches.
+        newest: String,
+        /// The repository.
+        location: String,
+    },
+    /// A recovery target time before the chosen base backup's end.
+    #[error(
+        "the target time {target} is before base backup {snapshot} ended ({ended}): recovery from it cannot stop earlier than that, and would silently restore a later state; choose an older base backup (`snap list` shows them)"
+    )]
+    PgTargetBeforeBase {
+        /// The target given.
+        target: String,
+        /// The base backup's snapshot.
+        snapshot: String,
+        /// When it ended.
+        ended: String,
     },
     /// A WAL push of a file the archive holds with other bytes.
     #[error(

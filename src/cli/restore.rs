@@ -611,6 +611,9 @@ fn run_pg_base(
         "start it (as {owner}) with: pg_ctl -D {} start; it replays the archived WAL{needs}",
         data.display(),
     );
+    outln!(
+        "it keeps the archive_command of the cluster it came from: once promoted it archives a new timeline into that repository, which later restores to the newest point follow; for a copy to look at, start it with -o '-c archive_mode=off' (as --start does)"
+    );
     Ok(0)
 }
 

@@ -27,8 +27,9 @@ enum Command {
         /// The file (PostgreSQL's %p)
         path: PathBuf,
     },
-    /// Write an archived WAL file to a path (exit 1 when the archive lacks it):
-    /// restore_command = 'snap --repo REPO wal fetch %f %p'
+    /// Write an archived WAL file to a path: exit 1 when the archive lacks it, 255 on
+    /// any other failure (so that PostgreSQL stops recovery rather than ending it
+    /// early): restore_command = 'snap --repo REPO wal fetch %f %p'
     Fetch {
         /// The file's name (PostgreSQL's %f)
         name: String,
@@ -57,13 +58,27 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
             Ok(0)
         }
         Command::Fetch { name, path } => {
-            let (store, key, level) = archive_of(ctx)?;
-            let archive = WalArchive::new(store.as_ref(), key.as_ref(), level);
-            if wal::fetch(&archive, &name, &path).with_context(|| format!("wal fetch {name}"))? {
-                return Ok(0);
+            let fetched = archive_of(ctx).and_then(|(store, key, level)| {
+                let archive = WalArchive::new(store.as_ref(), key.as_ref(), level);
+                Ok((wal::fetch(&archive, &name, &path)?, store.location()))
+            });
+            match fetched {
+                Ok((true, _)) => Ok(0),
+                Ok((false, location)) => {
+                    eprintln!("snap: wal fetch: {name} is not in {location}");
+                    Ok(1)
+                }
+                // PostgreSQL takes any status up to 125 for "not archived" and ends
+                // recovery there, promoting: a damaged segment or an unreachable
+                // repository would silently lose what comes after.
+                Err(e) => {
+                    eprintln!(
+                        "snap: error: wal fetch {name}: {}; exiting {FETCH_FAILED} so that PostgreSQL stops recovery here instead of ending it early",
+                        super::message(&e)
+                    );
+                    Ok(FETCH_FAILED)
+                }
             }
-            eprintln!("snap: wal fetch: {name} is not in {}", store.location());
-            Ok(1)
         }
         Command::Check { json } => {
             let repo = ctx.open(false)?;
@@ -78,6 +93,10 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
         }
     }
 }
+
+/// The exit status of a `wal fetch` that failed for another reason than the archive
+/// lacking the file: above 125, which PostgreSQL's recovery takes as fatal.
+const FETCH_FAILED: i32 = 255;
 
 /// What the WAL archive of the selected repository needs, without its index cache: the
 /// store, the key (encrypted repositories) and the compression level.
@@ -143,6 +162,11 @@ fn print(r: &wal::WalReport) -> Result<()> {
             g.segments,
             g.first,
             g.last
+        );
+    }
+    for h in &r.missing_history {
+        outln!(
+            "missing {h}: its timeline has archived segments, but recovery cannot follow it without the history file, and stops at the end of the timeline before"
         );
     }
     Ok(())

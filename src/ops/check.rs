@@ -18,7 +18,7 @@ use std::sync::Mutex;
 
 use rayon::prelude::*;
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::format::id::{Id, PackId, SnapshotId, TreeId};
 use crate::format::tree::{Content, NodeKind};
 use crate::locked;
@@ -62,6 +62,8 @@ pub struct CheckReport {
     pub packs_read: u64,
     /// Blobs whose hash was verified while reading packs.
     pub blobs_verified: u64,
+    /// Files of the WAL archive read and verified (with `--read-data`).
+    pub wal_files_verified: u64,
     /// Damaged blob copies found by reading packs: recorded, so that no backup
     /// deduplicates against them, until `repair index` drops them.
     pub damaged_copies: u64,
@@ -250,6 +252,9 @@ pub fn check(repo: &Repository, read: ReadData, progress: &dyn Progress) -> Resu
     // `repair index` drops it from the index files.
     repo.index().record_damaged(&copies)?;
     report.damaged_copies = copies.len() as u64;
+    if read == ReadData::All {
+        verify_wal(repo, &mut report)?;
+    }
 
     // 4. Damage.
     if !bad.is_empty() {
@@ -276,6 +281,25 @@ pub fn check(repo: &Repository, read: ReadData, progress: &dyn Progress) -> Resu
         }
     }
     Ok(report)
+}
+
+/// Reads every file of the WAL archive as `wal fetch` would (authenticated,
+/// decompressed, its BLAKE3 checked): a damaged segment stops a recovery there.
+fn verify_wal(repo: &Repository, report: &mut CheckReport) -> Result<()> {
+    let wal = repo.wal();
+    for file in wal.list()? {
+        crate::interrupt::check()?;
+        match wal.fetch(&file) {
+            Ok(_) => report.wal_files_verified += 1,
+            Err(Error::Interrupted) => return Err(Error::Interrupted),
+            Err(e) => report.errors.push(format!(
+                "WAL file {}/{}: {e}: recovery stops before it; if the cluster still has it in pg_wal, delete the damaged copy and push it again (`snap wal push`), else take a new base backup",
+                repo.location(),
+                file.path()
+            )),
+        }
+    }
+    Ok(())
 }
 
 /// Reads again the blob copies recorded as damaged whose pack is still here; one that

@@ -110,6 +110,10 @@ pub struct WalReport {
     pub bases: Vec<BaseReport>,
     /// Without base backups: runs of segments missing inside each timeline.
     pub gaps: Vec<Gap>,
+    /// The history files of timelines after the first with archived segments that the
+    /// archive lacks: without one, recovery cannot follow its timeline, and stops at
+    /// the end of the one before.
+    pub missing_history: Vec<String>,
 }
 
 impl WalReport {
@@ -118,6 +122,7 @@ impl WalReport {
     pub fn ok(&self) -> bool {
         !self.without_base()
             && self.gaps.is_empty()
+            && self.missing_history.is_empty()
             && self.bases.iter().all(|b| b.gaps.is_empty() && b.consistent)
     }
 
@@ -333,12 +338,19 @@ pub fn check(wal: &WalArchive<'_>, snaps: &[(SnapshotId, Snapshot)]) -> Result<W
             gaps.extend(archived.gaps(tli, first, None).0);
         }
     }
+    let missing_history = archived
+        .segments
+        .keys()
+        .filter(|&&t| t > 1 && !archived.histories.contains_key(&t))
+        .map(|&tli| WalFile::History { tli }.to_string())
+        .collect();
     Ok(WalReport {
         segments: archived.segments.values().map(BTreeSet::len).sum(),
         timelines: archived.segments.keys().copied().collect(),
         newest,
         bases,
         gaps,
+        missing_history,
     })
 }
 

@@ -11,6 +11,8 @@ use std::process::Stdio;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use predicates::prelude::*;
+
 use crate::util::garage::Garage;
 use crate::util::pg::Pg;
 use crate::util::servers::Sshd;
@@ -416,6 +418,16 @@ fn recovery_follows_a_timeline_switch() {
         latest.dump("app", &[]),
         at_copy,
         "recovery did not follow timeline 2"
+    );
+    drop(latest);
+    // Without the history file, recovery would silently stay on timeline 1.
+    fs::remove_file(&history).unwrap();
+    let (code, report) = a.wal_check();
+    assert_eq!(code, Some(1), "{report}");
+    assert_eq!(
+        report["missing_history"],
+        serde_json::json!(["00000002.history"]),
+        "{report}"
     );
 }
 
@@ -967,4 +979,76 @@ fn a_target_past_the_archive_fails_and_shutdown_stops_at_the_target() {
     let pg = Pg::on_data_dir(&data, "-c archive_mode=off").unwrap();
     until_promoted(&pg);
     assert_eq!(pg.dump("app", &[]), at_end);
+}
+
+/// What a restore takes on trust no more: the recovery settings an earlier recovery
+/// left in the cluster's `postgresql.auto.conf` (pg_basebackup copies them), a target
+/// time before the base backup or without its zone, a location past the archive, and a
+/// damaged segment, which must stop recovery with an error rather than end it early
+/// and promote; `check --read-data` names that segment.
+#[test]
+fn a_restore_trusts_no_old_target_and_stops_at_a_damaged_segment() {
+    let Some(a) = Archiving::start() else { return };
+    a.pg.createdb("app");
+    churn_init(&a.pg);
+    // As a cluster that was itself recovered to a point keeps them.
+    a.pg.sql(
+        "postgres",
+        "ALTER SYSTEM SET recovery_target_time = '2000-01-01 00:00:00+00'",
+    );
+    a.pg.sql(
+        "postgres",
+        "ALTER SYSTEM SET recovery_target_action = 'promote'",
+    );
+    let before = a.pg.sql("postgres", "SELECT now()").trim().to_string();
+    std::thread::sleep(Duration::from_millis(1100));
+    a.base_backup();
+    a.churn(300);
+    a.pg.sql("app", "CREATE TABLE after_base AS SELECT 1 AS x");
+    let at_end = a.pg.dump("app", &[]);
+    a.archive_now();
+    let (_p, latest) = recover(&a, &[]);
+    assert!(
+        latest.dump("app", &[]) == at_end,
+        "recovery stopped at an earlier recovery's target"
+    );
+    drop(latest);
+
+    for (args, says) in [
+        (
+            vec!["--target-time", before.as_str()],
+            "is before base backup",
+        ),
+        (
+            vec!["--target-time", "2026-12-03 14:05:00"],
+            "is not a time with its zone",
+        ),
+        (vec!["--target-lsn", "FF/0"], "is past the WAL archived"),
+    ] {
+        let (_q, data, mut restore) = a.restore(&args);
+        restore
+            .assert()
+            .failure()
+            .stderr(predicate::str::contains(says));
+        assert!(!data.join("PG_VERSION").exists(), "{args:?} restored files");
+    }
+
+    // The newest segment, damaged in the repository.
+    let newest = a.wal_check().1["newest"].as_str().unwrap().to_string();
+    let stored = a.repo().join("wal").join(&newest[..16]).join(&newest);
+    let mut bytes = fs::read(&stored).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x55;
+    fs::write(&stored, bytes).unwrap();
+    a.snap(&["check", "--read-data"]).assert().code(1).stderr(
+        predicate::str::contains("WAL file").and(predicate::str::contains(newest.as_str())),
+    );
+    let (_q, _data, mut restore) = a.restore(&["--start"]);
+    let out = restore.output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "recovery ended early instead: {err}"
+    );
 }

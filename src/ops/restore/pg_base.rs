@@ -169,23 +169,50 @@ pub fn restore_pg_base(
         }
         .into());
     }
-    let mut warnings = Vec::new();
-    if let Some(gap) = base.gaps.first() {
-        let reaches = base.reaches.clone().unwrap_or_default();
-        if let Target::Lsn(l) = &opts.target {
+    let reaches = base.reaches.clone().unwrap_or_default();
+    match &opts.target {
+        Target::Time(t) => {
+            let at = parse_target_time(t).ok_or_else(|| Usage::TargetTime { time: t.clone() })?;
+            // The backup is consistent once snap's run of it ended, at the latest.
+            #[allow(clippy::cast_possible_truncation, reason = "seconds of a backup run")]
+            let ran =
+                chrono::Duration::milliseconds((snap.summary.duration * 1000.0).ceil() as i64);
+            let ended = snap.time + ran;
+            if at < ended {
+                return Err(Refusal::PgTargetBeforeBase {
+                    target: t.clone(),
+                    snapshot: id.short(),
+                    ended: crate::host::local_time(&ended),
+                }
+                .into());
+            }
+        }
+        Target::Lsn(l) => {
             let lsn = parse_lsn(l).ok_or_else(|| Usage::Lsn { lsn: l.clone() })?;
             let reached = crate::repo::wal::WalFile::parse(&reaches)
                 .and_then(|f| f.segno(seg_size))
                 .unwrap_or(0);
             if lsn / seg_size > reached {
-                return Err(Refusal::PgTargetPastGap {
-                    target: l.clone(),
-                    first: gap.first.clone(),
-                    last: gap.last.clone(),
+                return Err(match base.gaps.first() {
+                    Some(gap) => Refusal::PgTargetPastGap {
+                        target: l.clone(),
+                        first: gap.first.clone(),
+                        last: gap.last.clone(),
+                    },
+                    None => Refusal::PgTargetPastArchive {
+                        target: l.clone(),
+                        newest: reaches.clone(),
+                        location: location.clone(),
+                    },
                 }
                 .into());
             }
-        } else {
+        }
+        Target::Latest | Target::Immediate => {}
+    }
+    let mut warnings = Vec::new();
+    if let Some(gap) = base.gaps.first() {
+        if !matches!(opts.target, Target::Lsn(_)) {
             warnings.push(format!(
                 "the WAL archive lacks {} segment(s) from {} to {}: recovery cannot go past {reaches}",
                 gap.segments, gap.first, gap.last
@@ -233,6 +260,7 @@ pub fn restore_pg_base(
         ));
     }
     let conf = opts.data.join("postgresql.auto.conf");
+    retire_recovery_settings(&conf, id)?;
     let mut f = fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -271,9 +299,112 @@ pub fn restore_pg_base(
     })
 }
 
+/// A `--target-time` in the forms snap reads: `YYYY-MM-DD HH:MM[:SS[.frac]]` (or a `T`
+/// between date and time) with a zone offset (`+00`, `+07:00`, `-0330`) or `Z`.
+/// Without a zone PostgreSQL would read it in the server's time zone, which snap
+/// cannot know: refused rather than guessed.
+fn parse_target_time(t: &str) -> Option<chrono::DateTime<chrono::FixedOffset>> {
+    let mut s = t.trim().replacen('T', " ", 1);
+    if let Some(rest) = s.strip_suffix('Z') {
+        s = format!("{rest}+00");
+    }
+    ["%Y-%m-%d %H:%M:%S%.f%#z", "%Y-%m-%d %H:%M%#z"]
+        .iter()
+        .find_map(|f| chrono::DateTime::parse_from_str(&s, f).ok())
+}
+
+/// Whether `line` of a PostgreSQL configuration file sets a recovery setting (as
+/// `name = value` or `name value`, any case).
+fn sets_recovery(line: &str) -> bool {
+    let name: String = line
+        .trim_start()
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+        .collect::<String>()
+        .to_ascii_lowercase();
+    name == "restore_command"
+        || name == "recovery_end_command"
+        || name == "archive_cleanup_command"
+        || name.starts_with("recovery_target")
+}
+
+/// Comments out the recovery settings the base backup's `postgresql.auto.conf` brought
+/// along (a cluster that was itself recovered to a point keeps its
+/// `recovery_target_time`, and `pg_basebackup` copies it): left in, they would stop
+/// this recovery at that old point, whatever this restore asked for.
+fn retire_recovery_settings(conf: &Path, id: &SnapshotId) -> Result<()> {
+    let text = match fs::read_to_string(conf) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e).at(conf),
+    };
+    if !text.lines().any(sets_recovery) {
+        return Ok(());
+    }
+    let mut out = String::with_capacity(text.len() + 256);
+    for line in text.lines() {
+        if sets_recovery(line) {
+            out.push_str("# Removed by snap restore of snapshot ");
+            out.push_str(&id.short());
+            out.push_str(", an earlier recovery's: ");
+            out.push_str(line);
+            out.push('\n');
+        } else {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    fs::write(conf, out).at(conf)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn target_times_need_their_zone() {
+        for (t, utc) in [
+            ("2026-12-03 14:05:00+00", "2026-12-03T14:05:00+00:00"),
+            (
+                "2026-12-03 21:05:00.5+07:00",
+                "2026-12-03T14:05:00.500+00:00",
+            ),
+            ("2026-12-03T14:05Z", "2026-12-03T14:05:00+00:00"),
+            ("2026-12-03 10:35:00-0330", "2026-12-03T14:05:00+00:00"),
+        ] {
+            let at = parse_target_time(t).unwrap_or_else(|| panic!("{t}"));
+            assert_eq!(at.with_timezone(&chrono::Utc).to_rfc3339(), utc, "{t}");
+        }
+        for t in [
+            "2026-12-03 14:05:00",
+            "2026-13-45 99:00+00",
+            "yesterday",
+            "",
+        ] {
+            assert!(parse_target_time(t).is_none(), "{t}");
+        }
+    }
+
+    #[test]
+    fn an_earlier_recovery_s_settings_are_commented_out_and_the_rest_kept() {
+        let d = tempfile::tempdir().unwrap();
+        let conf = d.path().join("postgresql.auto.conf");
+        fs::write(
+            &conf,
+            "# Do not edit this file manually!\nwork_mem = '64MB'\nrestore_command = 'x %f %p'\nrecovery_target_time = '2026-12-05 14:47:11+00'\nRecovery_Target_Action='promote'\nrecovery_target_timeline = 'latest'\n",
+        )
+        .unwrap();
+        let id = SnapshotId(crate::format::id::Id::hash(b"s"));
+        retire_recovery_settings(&conf, &id).unwrap();
+        let text = fs::read_to_string(&conf).unwrap();
+        let live: Vec<&str> = text.lines().filter(|l| !l.starts_with('#')).collect();
+        assert_eq!(live, ["work_mem = '64MB'"], "{text}");
+        assert_eq!(
+            text.matches("# Removed by snap restore").count(),
+            4,
+            "{text}"
+        );
+    }
 
     #[test]
     fn conf_values_are_quoted() {
