@@ -32,6 +32,9 @@ pub struct DumpTables {
     by_file: HashMap<Vec<u8>, String>,
     /// `schema.table` -> `<dumpId>.dat`.
     by_table: HashMap<String, Vec<u8>>,
+    /// Each table with data as the listing names it: schema and name joined by a
+    /// space, which cannot tell `"a b".t` from `a."b t"` (see [`DumpTables::listed`]).
+    listed: Vec<String>,
 }
 
 impl DumpTables {
@@ -74,6 +77,7 @@ impl DumpTables {
             }
             let name = &words[5..words.len() - 1];
             let table = format!("{}.{}", words[4], name.join(" "));
+            out.listed.push(words[4..words.len() - 1].join(" "));
             let file = format!("{}.dat", id.trim()).into_bytes();
             out.by_table.insert(table.clone(), file.clone());
             out.by_file.insert(file, table);
@@ -81,9 +85,11 @@ impl DumpTables {
         out
     }
 
-    /// Every table with data in the dump (`schema.table`), sorted.
-    pub fn tables(&self) -> Vec<&str> {
-        let mut t: Vec<&str> = self.by_table.keys().map(String::as_str).collect();
+    /// Every table with data in the dump as `pg_restore --list` names it: schema and
+    /// name joined by a space (so a schema with a space in its name is told apart from
+    /// a table with one only by this whole form), sorted.
+    pub fn listed(&self) -> Vec<&str> {
+        let mut t: Vec<&str> = self.listed.iter().map(String::as_str).collect();
         t.sort_unstable();
         t
     }
@@ -135,6 +141,10 @@ mod tests {
         assert_eq!(t.table(b"3346.dat"), Some("app.orders"));
         assert_eq!(t.table(b"3347.dat"), Some("public.my table"));
         assert_eq!(t.by_file.len(), 3);
+        assert_eq!(
+            t.listed(),
+            ["app orders", "public my table", "public pgbench_accounts"]
+        );
     }
 
     #[test]

@@ -179,9 +179,14 @@ impl Dsn {
 
     /// The same connection to another database.
     pub fn with_dbname(&self, db: &str) -> Dsn {
+        self.with_param("dbname", db)
+    }
+
+    /// The same connection with `key` set to `value` (replacing any it had).
+    pub fn with_param(&self, key: &str, value: &str) -> Dsn {
         let mut d = self.clone();
-        d.params.retain(|(k, _)| k != "dbname");
-        d.params.push(("dbname".into(), db.into()));
+        d.params.retain(|(k, _)| k != key);
+        d.params.push((key.into(), value.into()));
         d
     }
 

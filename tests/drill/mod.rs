@@ -573,3 +573,31 @@ fn check_names_a_damaged_drill_record() {
         .code(1)
         .stderr(predicate::str::contains("drill record").and(predicate::str::contains(name)));
 }
+
+/// Names that need quoting drill as they restore: a database whose name holds quotes
+/// and a space (a `--pg-all` drill connects to each database), a schema with a space
+/// (which `pg_restore --list` cannot tell from a table with one).
+#[test]
+fn odd_database_and_schema_names_drill_as_they_restore() {
+    let Some(pg) = Pg::start() else { return };
+    let env = Env::new();
+    env.init();
+    pg.sql("postgres", r#"CREATE DATABASE "cöpy ""2"" 'x""#);
+    pg.createdb("plain");
+    pg.sql(
+        "plain",
+        r#"CREATE SCHEMA "a b"; CREATE TABLE "a b".t (i int); INSERT INTO "a b".t VALUES (1);"#,
+    );
+    env.backup_json(&["--pg", &pg.dsn("plain")]);
+    env.backup_json(&["--pg-all", &pg.dsn("postgres")]);
+    let out = drill(&env, &["--json"]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Each database was counted (it has no table): none failed to connect.
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(said.matches("\"result\": \"passed\"").count(), 4, "{said}");
+}

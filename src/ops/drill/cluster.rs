@@ -216,13 +216,13 @@ impl ScratchCluster {
         }
     }
 
-    /// A connection string for database `db` of the cluster.
+    /// A connection string for database `db` of the cluster (any name: quotes,
+    /// spaces and backslashes in it are set as a value, never parsed).
     pub fn dsn(&self, db: &str) -> Dsn {
-        Dsn::parse(&format!(
-            "host='{}' port={PORT} user=postgres dbname='{db}'",
-            self.dir.display()
-        ))
-        .expect("the scratch cluster's connection string parses")
+        Dsn::parse(&format!("port={PORT} user=postgres"))
+            .expect("the scratch cluster's connection string parses")
+            .with_param("host", &self.dir.display().to_string())
+            .with_dbname(db)
     }
 
     /// The socket directory (libpq's `host`).

@@ -117,10 +117,20 @@ pub(super) fn drill_pg(ctx: &SourceCtx<'_>, c: &ScratchCluster, name: &str) -> R
     let nodes = ctx.repo.load_tree(&tree)?.nodes;
     let toc = DumpTables::of_nodes(ctx.repo, &nodes)?.unwrap_or_default();
     let rows = count_tables(&dsn)?;
-    let missing: Vec<&str> = toc
-        .tables()
+    // In the listing's own form: schema and name joined by a space.
+    let restored: std::collections::HashSet<String> = dsn
+        .query(
+            "SELECT n.nspname || ' ' || c.relname
+               FROM pg_catalog.pg_class c
+               JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+              WHERE c.relkind IN ('r', 'p')",
+        )?
         .into_iter()
-        .filter(|t| !rows.contains_key(*t))
+        .collect();
+    let missing: Vec<&str> = toc
+        .listed()
+        .into_iter()
+        .filter(|t| !restored.contains(*t))
         .collect();
     let mut proof = Proof {
         bytes: out.bytes,
