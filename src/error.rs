@@ -893,6 +893,22 @@ impl<T> IoContext<T> for std::io::Result<T> {
 }
 
 impl Error {
+    /// Whether this error, met reading a pack or blob, proves its bytes damaged (rather
+    /// than the storage unreachable or refusing for now): only damage may make `repair`
+    /// drop a pack, or `check` record a damaged copy.
+    pub fn is_damage(&self) -> bool {
+        match self {
+            Error::Corrupt { .. }
+            | Error::ChecksumMismatch { .. }
+            | Error::UnsupportedVersion { .. } => true,
+            Error::Io { source, .. } => {
+                source.kind() == std::io::ErrorKind::UnexpectedEof
+                    || source.raw_os_error() == Some(rustix::io::Errno::IO.raw_os_error())
+            }
+            _ => false,
+        }
+    }
+
     /// Shorthand for [`Error::Corrupt`].
     pub fn corrupt(what: &'static str, id: impl ToString, detail: impl ToString) -> Self {
         Error::Corrupt {
@@ -938,5 +954,38 @@ fn no_snapshots(location: &str, unreadable: usize) -> String {
         format!(
             "{location} has no readable snapshot, so there is no `latest`: {unreadable} snapshot record(s) cannot be read (see the warnings above); `snap check` names them"
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_damage_is_damage() {
+        let io = |kind: std::io::ErrorKind| Error::Io {
+            path: "packs/ab/ab".into(),
+            source: kind.into(),
+        };
+        assert!(Error::corrupt("pack", "ab", "bad trailer magic").is_damage());
+        assert!(io(std::io::ErrorKind::UnexpectedEof).is_damage());
+        assert!(Error::Io {
+            path: "packs/ab/ab".into(),
+            source: std::io::Error::from_raw_os_error(rustix::io::Errno::IO.raw_os_error()),
+        }
+        .is_damage());
+        // A network failure, a refused permission or a vanished file prove nothing about
+        // the pack's bytes.
+        assert!(!Error::Storage {
+            location: "s3://b/r".into(),
+            detail: "connection reset".into()
+        }
+        .is_damage());
+        assert!(!io(std::io::ErrorKind::PermissionDenied).is_damage());
+        assert!(!Error::NotFound {
+            what: "file",
+            id: "packs/ab/ab".into()
+        }
+        .is_damage());
     }
 }

@@ -179,6 +179,11 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
     }
     if r.errors.is_empty() {
         Ok(0)
+    } else if r.errors.len() == r.unreadable.len() {
+        if !a.json {
+            eprintln!("snap: some packs could not be read (listed above), for reasons that prove no damage; fix what stopped the reads and run check again");
+        }
+        Ok(1)
     } else {
         if !a.json {
             eprintln!("snap: the repository is damaged; snapshots not listed above restore fine. `snap repair index` fixes index errors and drops damaged blobs from the index (no backup reuses them); lost data comes back only from another copy (see `snap sync`) or, for data still on disk, with the next backup after `snap repair index`");

@@ -501,6 +501,15 @@ pub fn run() -> i32 {
             }
         }
     }
+    if let Some(v) = env_var("SNAP_PG_ARCHIVE_TIMEOUT") {
+        let Ok(d) = parse_wait(&v) else {
+            eprintln!(
+                "snap: SNAP_PG_ARCHIVE_TIMEOUT={v:?} is not a duration like 60, 30s, 5m or 1h"
+            );
+            return EXIT_USAGE;
+        };
+        snap::ops::backup::set_archive_timeout(d);
+    }
     let _ = LIMITS.set(store::Limits {
         upload: cli.limit_upload.map(|k| k.saturating_mul(1024)),
         download: cli.limit_download.map(|k| k.saturating_mul(1024)),

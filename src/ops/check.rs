@@ -69,6 +69,10 @@ pub struct CheckReport {
     pub damaged_copies: u64,
     /// Problems found (each names the pack or blob).
     pub errors: Vec<String>,
+    /// Files that could not be read for a reason that proves nothing about their
+    /// bytes (a refused permission, a lost connection): not damage, and not recorded
+    /// as such; also among `errors`.
+    pub unreadable: Vec<String>,
     /// Things that are not damage (unindexed packs, leftover temp files).
     pub warnings: Vec<String>,
     /// Snapshots the errors affect.
@@ -117,6 +121,11 @@ pub fn check(repo: &Repository, read: ReadData, progress: &dyn Progress) -> Resu
         let problem = match on_disk.get(pack) {
             None => Some(format!("pack {pack} is missing ({} blobs)", rows.len())),
             Some(&len) => match repo.pack_trailer(pack, len) {
+                Err(Error::Interrupted) => return Err(Error::Interrupted),
+                Err(e) if !e.is_damage() => {
+                    report.unreadable.push(unreadable(pack, &e));
+                    continue;
+                }
                 Err(e) => Some(format!("pack {pack}: {e}")),
                 Ok(_) if len != *size => {
                     Some(format!("pack {pack} is {len} bytes, the index says {size}"))
@@ -194,13 +203,19 @@ pub fn check(repo: &Repository, read: ReadData, progress: &dyn Progress) -> Resu
         Some(chosen.len() as u64),
         "pack",
     );
-    // Problems (with the damaged copy, if a blob) and the packs found intact.
-    let found = Mutex::new((Vec::new(), Vec::new()));
+    // Problems (with the damaged copy, if a blob), the packs found intact, and the
+    // packs that could not be read.
+    let found = Mutex::new((Vec::new(), Vec::new(), Vec::new()));
     let verified = std::sync::atomic::AtomicU64::new(0);
     chosen.par_iter().try_for_each(|pack| -> Result<()> {
         // `present` packs are listed at the size the index gives.
         let entries = match repo.pack_trailer(pack, on_disk[pack]) {
             Ok(t) => t,
+            Err(Error::Interrupted) => return Err(Error::Interrupted),
+            Err(e) if !e.is_damage() => {
+                locked(&found).2.push(unreadable(pack, &e));
+                return Ok(());
+            }
             Err(e) => {
                 locked(&found).0.push((format!("pack {pack}: {e}"), None));
                 return Ok(());
@@ -209,8 +224,14 @@ pub fn check(repo: &Repository, read: ReadData, progress: &dyn Progress) -> Resu
         let mut broken = Vec::new();
         for e in &entries {
             let loc = BlobLoc::in_pack(*pack, e);
-            if let Err(err) = repo.read_blob_at(&e.id, &loc) {
-                broken.push((e.id, loc, err.to_string()));
+            match repo.read_blob_at(&e.id, &loc) {
+                Ok(_) => {}
+                Err(Error::Interrupted) => return Err(Error::Interrupted),
+                Err(err) if !err.is_damage() => {
+                    locked(&found).2.push(unreadable(pack, &err));
+                    return Ok(());
+                }
+                Err(err) => broken.push((e.id, loc, err.to_string())),
             }
             progress.bytes(u64::from(e.stored_len));
         }
@@ -228,9 +249,10 @@ pub fn check(repo: &Repository, read: ReadData, progress: &dyn Progress) -> Resu
         }
         Ok(())
     })?;
-    let (problems, intact) = found
+    let (problems, intact, unread) = found
         .into_inner()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
+    report.unreadable.extend(unread);
     report.packs_read = chosen.len() as u64;
     report.blobs_verified = verified.into_inner();
     let now = chrono::Utc::now().timestamp();
@@ -255,6 +277,8 @@ pub fn check(repo: &Repository, read: ReadData, progress: &dyn Progress) -> Resu
     if read == ReadData::All {
         verify_wal(repo, &mut report)?;
     }
+
+    report.errors.extend(report.unreadable.iter().cloned());
 
     // 4. Damage.
     if !bad.is_empty() {
@@ -281,6 +305,14 @@ pub fn check(repo: &Repository, read: ReadData, progress: &dyn Progress) -> Resu
         }
     }
     Ok(report)
+}
+
+/// What `check` says of pack `pack`, which could not be read for a reason (`e`) that
+/// proves nothing about its bytes.
+fn unreadable(pack: &PackId, e: &Error) -> String {
+    format!(
+        "pack {pack} could not be read: {e}; that is no proof of damage (nothing was recorded): give snap access to it, or wait for the store to answer, and check again"
+    )
 }
 
 /// Reads every file of the WAL archive as `wal fetch` would (authenticated,
@@ -400,4 +432,91 @@ fn content_damaged(repo: &Repository, bad: &HashSet<Id>, memo: &mut Memo, c: &Co
         memo.insert(*id, d);
         d
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::repo::InitOptions;
+    use crate::store::{Entry, Local, Store};
+
+    /// A local store that refuses to read the files under `refused`, as a pack whose
+    /// permissions are wrong (or a store that answers 403) would.
+    struct Refusing {
+        inner: Local,
+        refused: String,
+    }
+
+    impl Refusing {
+        fn check(&self, path: &str) -> Result<()> {
+            if path.starts_with(&self.refused) {
+                return Err(Error::Io {
+                    path: path.into(),
+                    source: std::io::ErrorKind::PermissionDenied.into(),
+                });
+            }
+            Ok(())
+        }
+    }
+
+    impl Store for Refusing {
+        fn location(&self) -> String {
+            self.inner.location()
+        }
+        fn local_root(&self) -> Option<&Path> {
+            self.inner.local_root()
+        }
+        fn read(&self, path: &str, cap: u64) -> Result<Vec<u8>> {
+            self.check(path)?;
+            self.inner.read(path, cap)
+        }
+        fn read_at(&self, path: &str, offset: u64, len: usize) -> Result<Vec<u8>> {
+            self.check(path)?;
+            self.inner.read_at(path, offset, len)
+        }
+        fn size(&self, path: &str) -> Result<Option<u64>> {
+            self.inner.size(path)
+        }
+        fn list(&self, dir: &str) -> Result<Vec<Entry>> {
+            self.inner.list(dir)
+        }
+        fn put(&self, path: &str, bytes: &[u8]) -> Result<()> {
+            self.inner.put(path, bytes)
+        }
+        fn put_file(&self, path: &str, file: tempfile::NamedTempFile) -> Result<()> {
+            self.inner.put_file(path, file)
+        }
+        fn delete(&self, path: &str) -> Result<()> {
+            self.inner.delete(path)
+        }
+    }
+
+    #[test]
+    fn a_pack_that_cannot_be_read_is_reported_not_recorded_as_damage() {
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path().join("repo");
+        let repo = Repository::init(&root, &InitOptions::default()).unwrap();
+        let saver = repo.saver(3).unwrap();
+        saver
+            .save(crate::format::pack::BlobKind::Data, &[7u8; 4096])
+            .unwrap();
+        saver.flush().unwrap();
+        let (pack, _) = repo.pack_files().unwrap().into_iter().next().unwrap();
+        let refused = crate::repo::pack_path(&pack);
+        let store: Arc<dyn Store> = Arc::new(Refusing {
+            inner: Local::new(root),
+            refused,
+        });
+        let repo = Repository::open_store(store, None).unwrap();
+        let r = check(&repo, ReadData::All, &crate::progress::NoProgress).unwrap();
+        assert_eq!(r.unreadable.len(), 1, "{r:?}");
+        assert!(r.unreadable[0].contains("no proof of damage"), "{r:?}");
+        assert_eq!(r.errors, r.unreadable, "{r:?}");
+        assert_eq!(r.damaged_copies, 0);
+        assert!(r.damaged.is_empty(), "{r:?}");
+        assert!(repo.index().damaged().unwrap().is_empty());
+    }
 }

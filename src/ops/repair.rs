@@ -18,7 +18,7 @@ use std::sync::Mutex;
 
 use rayon::prelude::*;
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::format::id::{IndexFileId, PackId};
 use crate::locked;
 use crate::progress::Progress;
@@ -54,21 +54,6 @@ pub struct RepairReport {
     pub blobs_dropped: u64,
 }
 
-/// Whether `e`, met reading a pack, proves the pack damaged (rather than the storage
-/// unreachable for now).
-fn is_damage(e: &Error) -> bool {
-    match e {
-        Error::Corrupt { .. }
-        | Error::ChecksumMismatch { .. }
-        | Error::UnsupportedVersion { .. } => true,
-        Error::Io { source, .. } => {
-            source.kind() == std::io::ErrorKind::UnexpectedEof
-                || source.raw_os_error() == Some(rustix::io::Errno::IO.raw_os_error())
-        }
-        _ => false,
-    }
-}
-
 /// Runs `repair index`; see the module docs.
 pub fn repair_index(
     repo: &Repository,
@@ -89,7 +74,7 @@ pub fn repair_index(
             crate::interrupt::check()?;
             let entries = match repo.pack_trailer(id, *size) {
                 Ok(entries) => entries,
-                Err(e) if is_damage(&e) => {
+                Err(e) if e.is_damage() => {
                     log::warn!("unreadable pack {}: {e}", pack_path(id));
                     locked(&skipped).push(format!("{}: {e}", pack_path(id)));
                     return Ok(None);
@@ -107,7 +92,7 @@ pub fn repair_index(
                     crate::interrupt::check()?;
                     match repo.read_blob_at(&e.id, &BlobLoc::in_pack(*id, e)) {
                         Ok(_) => {}
-                        Err(err) if is_damage(&err) => {
+                        Err(err) if err.is_damage() => {
                             bad.insert(e.offset);
                         }
                         Err(err) => return Err(err),
@@ -157,7 +142,7 @@ pub fn repair_index(
                         copied += 1;
                         continue;
                     }
-                    Err(err) if is_damage(&err) => {}
+                    Err(err) if err.is_damage() => {}
                     Err(err) => return Err(err),
                 }
             }
@@ -195,38 +180,4 @@ pub fn repair_index(
     repo.refresh()?;
     report.snapshots = repo.snapshots()?.len() as u64;
     Ok(report)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn only_damage_may_drop_a_pack() {
-        let io = |kind: std::io::ErrorKind| Error::Io {
-            path: "packs/ab/ab".into(),
-            source: kind.into(),
-        };
-        assert!(is_damage(&Error::corrupt(
-            "pack",
-            "ab",
-            "bad trailer magic"
-        )));
-        assert!(is_damage(&io(std::io::ErrorKind::UnexpectedEof)));
-        assert!(is_damage(&Error::Io {
-            path: "packs/ab/ab".into(),
-            source: std::io::Error::from_raw_os_error(rustix::io::Errno::IO.raw_os_error()),
-        }));
-        // A network failure, a refused permission or a vanished file prove nothing about
-        // the pack's bytes.
-        assert!(!is_damage(&Error::Storage {
-            location: "s3://b/r".into(),
-            detail: "connection reset".into()
-        }));
-        assert!(!is_damage(&io(std::io::ErrorKind::PermissionDenied)));
-        assert!(!is_damage(&Error::NotFound {
-            what: "file",
-            id: "packs/ab/ab".into()
-        }));
-    }
 }

@@ -682,6 +682,53 @@ fn a_base_backup_without_its_wal_in_the_repository_is_a_warning() {
     );
 }
 
+/// While the server's archive_command fails, pg_basebackup waits for the backup's last
+/// segment for ever: the backup gives up after SNAP_PG_ARCHIVE_TIMEOUT of failures,
+/// says why, records nothing and leaves no pg_basebackup behind.
+#[test]
+fn a_base_backup_gives_up_while_archiving_fails() {
+    let Some(pg) = Pg::start_with(&[
+        "archive_mode = on".into(),
+        "archive_command = 'false'".into(),
+        "wal_level = replica".into(),
+    ]) else {
+        return;
+    };
+    let env = Env::new();
+    env.init();
+    let started = Instant::now();
+    let out = env
+        .snap(&["backup", "--pg-base", &pg.dsn("postgres")])
+        .env("SNAP_PG_ARCHIVE_TIMEOUT", "2s")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("archive_command has failed for"), "{err}");
+    assert!(
+        started.elapsed() < Duration::from_secs(60),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert!(env.snapshots().is_empty(), "a snapshot was recorded");
+    // pg_basebackup's connection to this cluster goes with it.
+    let gone = Instant::now();
+    while pg
+        .sql(
+            "postgres",
+            "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'walsender'",
+        )
+        .trim()
+        != "0"
+    {
+        assert!(
+            gone.elapsed() < Duration::from_secs(20),
+            "pg_basebackup left running"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// The archive in S3 (Garage): the server pushes into a bucket with the endpoint and a
 /// credentials file named in `archive_command`, the base backup goes beside it, and
 /// the restore's `restore_command` carries those names (never the secret itself), so

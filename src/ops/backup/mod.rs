@@ -35,6 +35,8 @@ mod archive;
 mod db;
 mod ngw;
 mod pg_base;
+
+pub use self::pg_base::set_archive_timeout;
 mod rasters;
 mod streams;
 mod vdir;

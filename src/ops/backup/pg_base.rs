@@ -7,6 +7,9 @@
 //! archive, which the backup checks is on, and which recovery reads.
 
 use std::io::Read;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
 
 use super::vdir::{synthetic_meta, VDir};
 use super::{stream_components, Run};
@@ -30,6 +33,82 @@ struct Cluster {
     seg_size: u64,
     system_identifier: String,
     server_version: u32,
+}
+
+/// How long a base backup waits, once the data is in, while the server fails to
+/// archive the backup's last segment (`SNAP_PG_ARCHIVE_TIMEOUT`, as pgBackRest's
+/// `archive-timeout`): pg_basebackup itself would wait for ever.
+static ARCHIVE_TIMEOUT: OnceLock<Duration> = OnceLock::new();
+/// [`ARCHIVE_TIMEOUT`] unless set.
+const DEFAULT_ARCHIVE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Sets how long a base backup waits while archiving fails (once, at start).
+pub fn set_archive_timeout(d: Duration) {
+    let _ = ARCHIVE_TIMEOUT.set(d);
+}
+
+/// Watches the server's archiver while pg_basebackup (process `pid`) runs, until
+/// `done`. The server sends the end of the backup only once it has archived the
+/// backup's last segment, and while archive_command fails it waits for ever: after
+/// [`ARCHIVE_TIMEOUT`] of failures the watch ends pg_basebackup and returns why. A
+/// signal to snap ends pg_basebackup too, so that the read of its output ends.
+fn watch_archiving(dsn: &Dsn, pid: u32, done: &AtomicBool) -> Option<Error> {
+    let patience = ARCHIVE_TIMEOUT
+        .get()
+        .copied()
+        .unwrap_or(DEFAULT_ARCHIVE_TIMEOUT);
+    let stop = || {
+        if let Some(p) = i32::try_from(pid)
+            .ok()
+            .and_then(rustix::process::Pid::from_raw)
+        {
+            let _ = rustix::process::kill_process(p, rustix::process::Signal::TERM);
+        }
+    };
+    let mut asked = Instant::now();
+    let mut failing_since: Option<Instant> = None;
+    while !done.load(Ordering::Acquire) {
+        if crate::interrupt::requested() {
+            stop();
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+        if asked.elapsed() < Duration::from_secs(1) {
+            continue;
+        }
+        asked = Instant::now();
+        // Failing: its last failure is newer than its last success. A query that fails
+        // proves nothing: pg_basebackup will say what is wrong.
+        let Ok(rows) = dsn.maintenance().query(
+            "SELECT coalesce(last_failed_wal, ''),
+                    coalesce(last_failed_time > coalesce(last_archived_time, '-infinity'), false)
+               FROM pg_stat_archiver",
+        ) else {
+            continue;
+        };
+        let failing = rows
+            .first()
+            .and_then(|r| r.rsplit_once('|'))
+            .filter(|(_, f)| f.trim() == "t")
+            .map(|(wal, _)| wal.to_string());
+        // Archiving that works, however slowly, is waited for.
+        let Some(wal) = failing else {
+            failing_since = None;
+            continue;
+        };
+        let since = *failing_since.get_or_insert_with(Instant::now);
+        if since.elapsed() >= patience {
+            stop();
+            return Some(refuse(
+                dsn,
+                format!(
+                    "the server's archive_command has failed for {} s (last on WAL segment {wal}; the server's log says why), and the server finishes a base backup only once its last segment is archived; fix archive_command (snap --repo REPO wal push %p), then back up again (SNAP_PG_ARCHIVE_TIMEOUT sets the wait); nothing was recorded",
+                    since.elapsed().as_secs()
+                ),
+            ));
+        }
+    }
+    None
 }
 
 fn refuse(dsn: &Dsn, why: impl std::fmt::Display) -> Error {
@@ -89,7 +168,18 @@ pub(super) fn pg_base(run: &Run<'_>, dsn: &Dsn, root: &mut VDir) -> Result<Sourc
         "--no-password",
     ]);
     let mut child = Running::start(cmd, &display)?;
-    let read = read_tar(run, child.stdout(), &at, root);
+    let pid = child.id();
+    let done = AtomicBool::new(false);
+    let (read, gave_up) = std::thread::scope(|s| {
+        let watch = s.spawn(|| watch_archiving(dsn, pid, &done));
+        let read = read_tar(run, child.stdout(), &at, root);
+        done.store(true, Ordering::Release);
+        (read, watch.join().unwrap_or(None))
+    });
+    let read = match gave_up {
+        Some(e) => Err(e),
+        None => crate::interrupt::check().and(read),
+    };
     let label = match read {
         Ok(l) => l,
         Err(e) => {
