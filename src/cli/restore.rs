@@ -48,6 +48,14 @@ pub struct Args {
     /// With --pg-base: recover up to this time, e.g. '2026-12-03 14:05:00+00'
     #[arg(long, value_name = "TIME", requires = "pg_base", conflicts_with_all = ["target_lsn", "target"])]
     target_time: Option<String>,
+    /// With --pg-base: recover up to the restore point of this name, made with
+    /// SELECT pg_create_restore_point('NAME')
+    #[arg(long, value_name = "NAME", requires = "pg_base", conflicts_with_all = ["target_time", "target_lsn", "target"])]
+    target_name: Option<String>,
+    /// With --pg-base: follow this timeline (a number) instead of the newest, to reach
+    /// a point on a branch a later promotion left
+    #[arg(long, value_name = "TLI", requires = "pg_base")]
+    target_timeline: Option<u32>,
     /// With --pg-base: recover up to this WAL location, e.g. 0/3000060
     #[arg(
         long,
@@ -508,7 +516,7 @@ fn run_pg_base(
         ))),
         (None, Some(t), _) => Target::Time(t),
         (None, None, Some(l)) => Target::Lsn(l),
-        (None, None, None) => Target::Latest,
+        (None, None, None) => a.target_name.map_or(Target::Latest, Target::Name),
     };
     let action = match a.target_action {
         ActionArg::Pause => Action::Pause,
@@ -536,6 +544,7 @@ fn run_pg_base(
         data: data.clone(),
         target,
         action,
+        timeline: a.target_timeline,
         restore_command,
         start: a.start,
     };

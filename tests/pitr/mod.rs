@@ -236,6 +236,7 @@ fn recovery_to_a_time_to_immediate_and_to_the_end_gives_the_database_of_that_mom
     std::thread::sleep(Duration::from_millis(1100));
     let t = a.pg.sql("postgres", "SELECT now()").trim().to_string();
     let at_t = a.pg.dump("app", &[]);
+    a.pg.sql("postgres", "SELECT pg_create_restore_point('at t')");
     std::thread::sleep(Duration::from_millis(1100));
     a.churn(300);
     a.pg.sql("app", "CREATE TABLE after_t AS SELECT 2 AS x");
@@ -251,6 +252,13 @@ fn recovery_to_a_time_to_immediate_and_to_the_end_gives_the_database_of_that_mom
 
     let (_p1, to_t) = recover(&a, &["--target-time", &t, "--target-action", "promote"]);
     assert_eq!(to_t.dump("app", &[]), at_t, "recovery to {t}");
+    drop(to_t);
+    let (_p1, to_point) = recover(&a, &["--target-name", "at t", "--target-action", "promote"]);
+    assert!(
+        to_point.dump("app", &[]) == at_t,
+        "recovery to the restore point"
+    );
+    drop(to_point);
     // snap starts this one itself and waits: paused at the target, read-only.
     let (_p2, data, restore) = a.restore(&["--target", "immediate", "--start", "--json"]);
     let out = json(restore);
@@ -393,6 +401,7 @@ fn recovery_follows_a_timeline_switch() {
     let t = a.pg.sql("postgres", "SELECT now()").trim().to_string();
     std::thread::sleep(Duration::from_millis(1100));
     a.churn(200);
+    let at_end_tl1 = a.pg.dump("app", &[]);
     a.archive_now();
     // The copy archives too: its postgresql.conf is the source's.
     let (_p, copy) = recover_with(&a, &["--target-time", &t, "--target-action", "promote"], "");
@@ -420,6 +429,13 @@ fn recovery_follows_a_timeline_switch() {
         "recovery did not follow timeline 2"
     );
     drop(latest);
+    // The old branch, asked for: timeline 1 to its end, as the source left it.
+    let (_p3, on_tl1) = recover(&a, &["--target-timeline", "1"]);
+    assert!(
+        on_tl1.dump("app", &[]) == at_end_tl1,
+        "recovery did not stay on timeline 1"
+    );
+    drop(on_tl1);
     // Without the history file, recovery would silently stay on timeline 1.
     fs::remove_file(&history).unwrap();
     let (code, report) = a.wal_check();

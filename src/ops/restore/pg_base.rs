@@ -33,6 +33,9 @@ pub enum Target {
     Time(String),
     /// At a WAL location.
     Lsn(String),
+    /// At a restore point made with `pg_create_restore_point(name)`
+    /// (`recovery_target_name`).
+    Name(String),
 }
 
 /// What the server does on reaching the target (`recovery_target_action`).
@@ -60,6 +63,9 @@ pub struct PgBaseRestore {
     pub data: PathBuf,
     pub target: Target,
     pub action: Action,
+    /// The timeline recovery follows: `None` for the newest (`latest`), else a
+    /// timeline id (an older branch's point, after a later promotion).
+    pub timeline: Option<u32>,
     /// The `restore_command` to write (`%f` and `%p` in it).
     pub restore_command: String,
     /// Start a server on it and wait until recovery has reached the target.
@@ -208,7 +214,7 @@ pub fn restore_pg_base(
                 .into());
             }
         }
-        Target::Latest | Target::Immediate => {}
+        Target::Latest | Target::Immediate | Target::Name(_) => {}
     }
     let mut warnings = Vec::new();
     if let Some(gap) = base.gaps.first() {
@@ -245,13 +251,17 @@ pub fn restore_pg_base(
     }
     let mut settings = vec![
         format!("restore_command = {}", conf_quote(&opts.restore_command)),
-        "recovery_target_timeline = 'latest'".to_string(),
+        match opts.timeline {
+            None => "recovery_target_timeline = 'latest'".to_string(),
+            Some(t) => format!("recovery_target_timeline = '{t}'"),
+        },
     ];
     match &opts.target {
         Target::Latest => {}
         Target::Immediate => settings.push("recovery_target = 'immediate'".into()),
         Target::Time(t) => settings.push(format!("recovery_target_time = {}", conf_quote(t))),
         Target::Lsn(l) => settings.push(format!("recovery_target_lsn = {}", conf_quote(l))),
+        Target::Name(n) => settings.push(format!("recovery_target_name = {}", conf_quote(n))),
     }
     if opts.target != Target::Latest {
         settings.push(format!(
