@@ -102,7 +102,7 @@ fn execute(
             if json {
                 ctx.print_json(&serde_json::json!({ "drills": [], "due": false }))?;
             } else if !ctx.quiet {
-                outln!("drill: not due yet ({every:?})");
+                outln!("drill: not due yet ({every})");
             }
             return Ok(0);
         }

@@ -53,8 +53,8 @@ pub struct Args {
     /// Run prune afterwards, deleting the data only removed snapshots used
     #[arg(long)]
     pub(super) prune: bool,
-    /// With --prune: unused space to tolerate, e.g. 5% (see `snap prune`)
-    #[arg(long, value_name = "PERCENT", default_value = "5%", value_parser = prune::parse_percent)]
+    /// With --prune: unused space to tolerate, e.g. 5%, or `unlimited` (see `snap prune`)
+    #[arg(long, value_name = "PERCENT", default_value = "5%", value_parser = prune::parse_max_unused)]
     pub(super) max_unused: f64,
     /// Print the decisions (and prune's report) as one JSON object
     #[arg(long)]

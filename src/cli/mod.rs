@@ -976,7 +976,7 @@ fn message(e: &anyhow::Error) -> String {
     }
     if is_io(e, std::io::ErrorKind::StorageFull) {
         out.push_str(
-            "; that file system is full: free space there (or point the command elsewhere) and rerun",
+            "; that file system is full: free space there (or point the command elsewhere) and rerun; in a full repository, `snap prune --max-unused unlimited` frees space without writing any (it deletes only packs nothing uses, rewriting none)",
         );
     }
     out

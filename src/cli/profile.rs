@@ -118,6 +118,23 @@ pub enum Period {
     Monthly,
 }
 
+impl std::fmt::Display for DrillEvery {
+    /// As the profile says it: `drill = 7` (every 7th snapshot), `drill = "weekly"`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DrillEvery::Runs(n) => write!(f, "drill = {n}: every {n}th snapshot of the group"),
+            DrillEvery::Period(p) => {
+                let name = match p {
+                    Period::Daily => "daily",
+                    Period::Weekly => "weekly",
+                    Period::Monthly => "monthly",
+                };
+                write!(f, "drill = \"{name}\"")
+            }
+        }
+    }
+}
+
 impl Period {
     /// Its length.
     pub fn length(self) -> chrono::Duration {
@@ -301,12 +318,12 @@ impl File {
                 path.display()
             )));
         };
-        let p = self.profile.get(name).with_context(|| {
-            format!(
+        let p = self.profile.get(name).ok_or_else(|| {
+            super::output::usage(format!(
                 "{}: no profile {name:?} (defined: {})",
                 path.display(),
                 self.profile.keys().cloned().collect::<Vec<_>>().join(", ")
-            )
+            ))
         })?;
         Ok((name.to_string(), p))
     }

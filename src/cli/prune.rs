@@ -12,8 +12,9 @@ pub struct Args {
     #[arg(long, short = 'n')]
     dry_run: bool,
     /// Unused space to tolerate in partly used packs, as a share of the used space
-    /// (0% rewrites every pack with garbage in it)
-    #[arg(long, value_name = "PERCENT", default_value = "5%", value_parser = parse_percent)]
+    /// (0% rewrites every pack with garbage in it; `unlimited` rewrites none, so prune
+    /// writes nothing: what frees space in a full repository)
+    #[arg(long, value_name = "PERCENT", default_value = "5%", value_parser = parse_max_unused)]
     max_unused: f64,
     /// Print the report as JSON
     #[arg(long)]
@@ -28,6 +29,21 @@ pub fn parse_percent(s: &str) -> Result<f64, String> {
         .map_err(|_| format!("{s:?} is not a percentage like 5%"))?;
     if !(0.0..=100.0).contains(&v) {
         return Err(format!("{s:?} is not between 0% and 100%"));
+    }
+    Ok(v / 100.0)
+}
+
+/// `--max-unused`: a percentage (above 100% too) or `unlimited`.
+pub fn parse_max_unused(s: &str) -> Result<f64, String> {
+    if s == "unlimited" {
+        return Ok(f64::INFINITY);
+    }
+    let v: f64 = s
+        .trim_end_matches('%')
+        .parse()
+        .map_err(|_| format!("{s:?} is not a percentage like 5%, nor `unlimited`"))?;
+    if !(v >= 0.0 && v.is_finite()) {
+        return Err(format!("{s:?} is not a percentage of 0% or more"));
     }
     Ok(v / 100.0)
 }

@@ -176,6 +176,12 @@ fn partly_used(env: &Env, files: usize, keep: usize) -> (PathBuf, BTreeMap<Strin
 fn prune_rewrites_partly_used_packs_and_keeps_every_blob_needed() {
     let env = Env::new();
     let (src, want) = partly_used(&env, 8, 2);
+    // `unlimited` rewrites nothing (so writes nothing: what frees a full disk).
+    let none = json(
+        &env,
+        &["prune", "--dry-run", "--max-unused", "unlimited", "--json"],
+    );
+    assert_eq!(none["packs_repacked"], 0, "{none}");
     let dry = json(
         &env,
         &["prune", "--dry-run", "--max-unused", "0%", "--json"],
