@@ -318,6 +318,12 @@ pub enum Usage {
         /// The connection string as shown (without its password).
         dsn: String,
     },
+    /// `--no-lock` given to a command that changes the repository.
+    #[error("--no-lock only reads: {purpose} changes the repository, and needs its lock")]
+    NoLockWrites {
+        /// What the command is.
+        purpose: String,
+    },
     /// `restore --pg-base` of a snapshot without a base backup.
     #[error("snapshot {snapshot} holds no PostgreSQL base backup (made with backup --pg-base); `snap list` shows each snapshot's sources")]
     NoPgBase {

@@ -100,6 +100,11 @@ struct Cli {
     /// lock to go, retrying with growing pauses, instead of failing at once
     #[arg(long, global = true, value_name = "DURATION", value_parser = parse_wait, help_heading = GLOBAL)]
     retry_lock: Option<std::time::Duration>,
+    /// Read without locking the repository, for one this process cannot write
+    /// (read-only media or credentials); commands that change it are refused. Nothing
+    /// then keeps a prune elsewhere from deleting what is being read
+    #[arg(long, global = true, help_heading = GLOBAL)]
+    no_lock: bool,
     /// Limit uploads to SFTP and S3 repositories to this many KiB/s
     #[arg(long, global = true, value_name = "KiB/s", value_parser = clap::value_parser!(u64).range(1..), help_heading = GLOBAL)]
     limit_upload: Option<u64>,
@@ -260,6 +265,8 @@ pub struct Ctx {
     config: Option<PathBuf>,
     /// `--retry-lock`: how long taking a lock waits for a conflicting holder.
     retry_lock: std::time::Duration,
+    /// `--no-lock`.
+    no_lock: bool,
     /// A profile's passphrase file (overrides the environment).
     password_file: Option<PathBuf>,
     /// Under `snap run --json`: where the steps' JSON reports go instead of stdout.
@@ -350,6 +357,9 @@ impl Ctx {
             let mut repo = Repository::create(store, &snap::repo::InitOptions::default(), None)
                 .with_context(|| format!("creating the default repository {loc}"))?;
             repo.set_lock_wait(self.retry_lock);
+            if self.no_lock {
+                repo.set_no_lock();
+            }
             eprintln!("created a new repository at {loc}");
             return Ok(repo);
         }
@@ -406,6 +416,9 @@ impl Ctx {
             }
         };
         repo.set_lock_wait(self.retry_lock);
+        if self.no_lock {
+            repo.set_no_lock();
+        }
         Ok(repo)
     }
 
@@ -520,6 +533,7 @@ pub fn run() -> i32 {
         quiet: cli.quiet,
         config: cli.config,
         retry_lock: cli.retry_lock.unwrap_or_default(),
+        no_lock: cli.no_lock,
         password_file: None,
         reports: None,
         json_printed: Cell::new(false),
@@ -816,6 +830,7 @@ fn run_profile(
         quiet: ctx.quiet || json,
         config: ctx.config.clone(),
         retry_lock: ctx.retry_lock,
+        no_lock: ctx.no_lock,
         password_file: run.password_file.clone(),
         reports: json.then(|| Rc::new(RefCell::new(Vec::new()))),
         json_printed: Cell::new(false),

@@ -106,6 +106,19 @@ pub fn release_shared() {
     }
 }
 
+/// A lock file that could not be written: what it was, and how to read without one.
+fn unwritable(store: &dyn Store, e: Error) -> Error {
+    if matches!(e, Error::Locked { .. }) {
+        return e;
+    }
+    Error::Storage {
+        location: format!("{}/locks", store.location()),
+        detail: format!(
+            "cannot write this process's lock file ({e}); snap locks a repository even to read it, so that a prune elsewhere cannot delete what it reads: to read one it cannot write (read-only media or credentials), pass --no-lock"
+        ),
+    }
+}
+
 /// A held lock; released on drop.
 pub struct Lock {
     store: Arc<dyn Store>,
@@ -144,12 +157,14 @@ impl Lock {
             unreadable: Vec::new(),
             count: None,
         };
-        lock.path = if exclusive {
-            lock.create_exclusive(boot)?
+        let made = if exclusive {
+            lock.create_exclusive(boot)
         } else {
-            None
-        }
-        .map_or_else(|| lock.put_own(), Ok)?;
+            Ok(None)
+        };
+        lock.path = made
+            .and_then(|p| p.map_or_else(|| lock.put_own(), Ok))
+            .map_err(|e| unwritable(lock.store.as_ref(), e))?;
         for entry in lock.store.list("locks")? {
             if entry.path != lock.path {
                 if let Some(e) = lock.conflict(&entry, boot)? {
@@ -271,6 +286,21 @@ impl Lock {
                 }
                 other => return other,
             }
+        }
+    }
+
+    /// No lock at all, for `--no-lock`: a reader of a repository it cannot write. Nothing
+    /// then keeps a prune elsewhere from deleting what it reads.
+    pub(crate) fn none(store: Arc<dyn Store>) -> Lock {
+        Lock {
+            store,
+            path: String::new(),
+            body: Vec::new(),
+            exclusive: false,
+            stop: None,
+            refresher: None,
+            unreadable: Vec::new(),
+            count: None,
         }
     }
 

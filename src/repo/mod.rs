@@ -118,6 +118,8 @@ pub struct Repository {
     held: Arc<AtomicUsize>,
     /// How long taking a lock waits for a conflicting holder (zero: not at all).
     lock_wait: std::time::Duration,
+    /// `--no-lock`: read without a lock, refuse to write.
+    no_lock: bool,
     /// Whether the cache's last refresh listed `snapshots/` too (one by
     /// [`Repository::lock_for_backup`] may not).
     fresh: AtomicBool,
@@ -500,6 +502,7 @@ impl Repository {
             gear,
             held: Arc::new(AtomicUsize::new(0)),
             lock_wait: std::time::Duration::ZERO,
+            no_lock: false,
             fresh: AtomicBool::new(false),
             unreadable: AtomicUsize::new(0),
             meta_cache,
@@ -744,6 +747,12 @@ impl Repository {
         &self.gear
     }
 
+    /// Makes [`Repository::lock`] take no lock for reading (`--no-lock`, for a repository
+    /// this process cannot write), and refuse to lock for writing.
+    pub fn set_no_lock(&mut self) {
+        self.no_lock = true;
+    }
+
     /// Makes [`Repository::lock`] wait up to `wait` for a conflicting lock to go,
     /// retrying with backoff (`--retry-lock`), instead of failing at once.
     pub fn set_lock_wait(&mut self, wait: std::time::Duration) {
@@ -821,7 +830,17 @@ impl Repository {
         wait: std::time::Duration,
         how: Refresh,
     ) -> Result<Lock> {
-        let mut lock = Lock::acquire_waiting(self.store.clone(), exclusive, purpose, wait)?;
+        let mut lock = if self.no_lock {
+            if exclusive || how == Refresh::Backup {
+                return Err(Usage::NoLockWrites {
+                    purpose: purpose.to_string(),
+                }
+                .into());
+            }
+            Lock::none(self.store.clone())
+        } else {
+            Lock::acquire_waiting(self.store.clone(), exclusive, purpose, wait)?
+        };
         lock.unreadable = self.refresh_as(how)?;
         lock.count_in(self.held.clone());
         Ok(lock)
@@ -1212,6 +1231,67 @@ mod tests {
         let mut read = Vec::new();
         reader.write_content(&content, &mut read).unwrap();
         assert_eq!(read, b"second");
+    }
+
+    /// A local store that refuses every write, as read-only media or credentials do.
+    struct ReadOnly(Local);
+
+    impl Store for ReadOnly {
+        fn location(&self) -> String {
+            self.0.location()
+        }
+        fn local_root(&self) -> Option<&Path> {
+            self.0.local_root()
+        }
+        fn read(&self, path: &str, cap: u64) -> Result<Vec<u8>> {
+            self.0.read(path, cap)
+        }
+        fn read_at(&self, path: &str, offset: u64, len: usize) -> Result<Vec<u8>> {
+            self.0.read_at(path, offset, len)
+        }
+        fn size(&self, path: &str) -> Result<Option<u64>> {
+            self.0.size(path)
+        }
+        fn list(&self, dir: &str) -> Result<Vec<Entry>> {
+            self.0.list(dir)
+        }
+        fn put(&self, path: &str, _: &[u8]) -> Result<()> {
+            Err(Error::Io {
+                path: path.into(),
+                source: std::io::ErrorKind::ReadOnlyFilesystem.into(),
+            })
+        }
+        fn put_file(&self, path: &str, _: tempfile::NamedTempFile) -> Result<()> {
+            self.put(path, b"")
+        }
+        fn delete(&self, path: &str) -> Result<()> {
+            self.put(path, b"")
+        }
+    }
+
+    #[test]
+    fn a_repository_it_cannot_write_is_read_with_no_lock_and_said_so_without() {
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path().join("repo");
+        let writer = Repository::init(&root, &InitOptions::default()).unwrap();
+        back_up(&writer, b"kept");
+        let store: Arc<dyn Store> = Arc::new(ReadOnly(Local::new(root.clone())));
+        let mut repo = Repository::open_store(store, None).unwrap();
+        let e = repo.lock(false, "restore").err().unwrap();
+        assert!(e.to_string().contains("pass --no-lock"), "{e}");
+        repo.set_no_lock();
+        let lock = repo.lock(false, "restore").unwrap();
+        let (_, latest) = repo.find_snapshot("latest").unwrap();
+        assert!(repo
+            .find_node(&latest.tree, &[b"db.sql".to_vec()])
+            .unwrap()
+            .is_some());
+        drop(lock);
+        assert!(files_in(&root.join("locks")).is_empty());
+        let e = repo.lock(true, "prune").err().unwrap();
+        assert!(matches!(e, Error::Usage(Usage::NoLockWrites { .. })), "{e}");
+        let e = repo.lock_for_backup("h").err().unwrap();
+        assert!(matches!(e, Error::Usage(Usage::NoLockWrites { .. })), "{e}");
     }
 
     #[test]

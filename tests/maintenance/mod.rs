@@ -580,6 +580,29 @@ fn at(env: &Env, offset: &str, args: &[&str]) -> Option<assert_cmd::Command> {
     Some(c)
 }
 
+/// `--no-lock` reads without a lock file and refuses what writes.
+#[test]
+fn no_lock_reads_and_refuses_writes() {
+    let env = Env::new();
+    env.init();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("f"), b"read me").unwrap();
+    env.backup_json(&[src.to_str().unwrap()]);
+    let f = src.join("f");
+    env.snap(&["--no-lock", "cat", "latest", f.to_str().unwrap()])
+        .assert()
+        .success()
+        .stdout("read me");
+    assert_eq!(fs::read_dir(env.repo().join("locks")).unwrap().count(), 0);
+    for args in [&["backup", src.to_str().unwrap()][..], &["prune"][..]] {
+        env.snap(&[&["--no-lock"][..], args].concat())
+            .assert()
+            .failure()
+            .stderr(predicate::str::contains("--no-lock only reads"));
+    }
+}
+
 /// A snapshot dated ahead of this host's clock (another host's clock runs fast) does
 /// not make the probe pass: it is named and not counted.
 #[test]
