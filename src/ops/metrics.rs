@@ -448,11 +448,11 @@ pub fn series_help() -> String {
         }
     };
     list(
-        "Per group of snapshots (labels host, sources):",
+        "Per group of snapshots (labels host, sources; in a metrics_file also profile):",
         &mut GROUP_SERIES.iter().map(|s| (s.name, s.help)),
     );
     list(
-        "Repository (the check series reflect checks run from this host):",
+        "Repository (the check series reflect checks run from this host; in a metrics_file label profile):",
         &mut REPOSITORY_SERIES.iter().map(|s| (s.name, s.help)),
     );
     list(
@@ -462,22 +462,36 @@ pub fn series_help() -> String {
     out
 }
 
-/// The exposition text of `metrics` and of a run's `outcome`, each if given.
+/// The exposition text of `metrics` and of a run's `outcome`, each if given. With an
+/// outcome (a profile's `metrics_file`) every series carries the label `profile`: two
+/// profiles of one repository write the same repository and groups, and their files,
+/// read together by node_exporter's textfile collector, must not repeat a series.
 pub fn render(metrics: Option<&Metrics>, outcome: Option<&RunOutcome>) -> String {
     let mut out = String::new();
     if let Some(m) = metrics {
+        let group = |g: &GroupMetrics| [("host", g.host.clone()), ("sources", g.sources.join(" "))];
         for s in GROUP_SERIES {
-            family(
-                &mut out,
-                s,
-                m.groups.iter().map(|g| {
-                    let labels = [("host", g.host.clone()), ("sources", g.sources.join(" "))];
-                    (labels, g)
-                }),
-            );
+            match outcome {
+                None => family(&mut out, s, m.groups.iter().map(|g| (group(g), g))),
+                Some(r) => family(
+                    &mut out,
+                    s,
+                    m.groups.iter().map(|g| {
+                        let [host, sources] = group(g);
+                        ([("profile", r.profile.clone()), host, sources], g)
+                    }),
+                ),
+            }
         }
         for s in REPOSITORY_SERIES {
-            family(&mut out, s, std::iter::once(([], m)));
+            match outcome {
+                None => family(&mut out, s, std::iter::once(([], m))),
+                Some(r) => family(
+                    &mut out,
+                    s,
+                    std::iter::once(([("profile", r.profile.clone())], m)),
+                ),
+            }
         }
     }
     if let Some(r) = outcome {
@@ -614,5 +628,47 @@ mod tests {
         assert!(!text.contains("snap_check_"), "{text}");
         assert!(!text.contains("snap_wal_"), "{text}");
         assert!(!text.contains("snap_snapshots"), "{text}");
+    }
+
+    #[test]
+    fn two_profiles_files_of_one_repository_repeat_no_series() {
+        let mut m = Metrics {
+            repository: RepositoryMetrics {
+                size_bytes: 10,
+                packs: 1,
+                snapshots: 1,
+                wal_files: 0,
+                wal_last_archived: None,
+            },
+            last_check: None,
+            groups: Vec::new(),
+        };
+        m.groups = groups(
+            vec![(SnapshotId(crate::format::id::Id::hash(b"s")), sample())],
+            &[],
+        );
+        let file = |profile: &str| {
+            let r = RunOutcome {
+                profile: profile.into(),
+                finished: chrono::Utc::now(),
+                seconds: 1.0,
+                exit: 0,
+            };
+            render(Some(&m), Some(&r))
+        };
+        let both = format!("{}{}", file("nightly"), file("hourly"));
+        let samples: Vec<&str> = both
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .map(|l| l.rsplit_once(' ').unwrap().0)
+            .collect();
+        let unique: std::collections::HashSet<&&str> = samples.iter().collect();
+        assert_eq!(unique.len(), samples.len(), "{both}");
+        assert!(
+            samples
+                .iter()
+                .any(|s| s.starts_with("snap_snapshots{profile=\"nightly\",host=")),
+            "{both}"
+        );
     }
 }
