@@ -50,12 +50,12 @@ struct Profile {
     ngw_skip_external: bool,
     /// The S3 region of the instance's external raster storages (`--ngw-s3-region`).
     ngw_s3_region: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "one_or_many")]
     pg: Vec<String>,
     pg_all: Option<String>,
     /// A PostgreSQL cluster for a physical base backup (`--pg-base`).
     pg_base: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "one_or_many")]
     mongo: Vec<String>,
     #[serde(default)]
     commands: Vec<Named>,
@@ -207,6 +207,24 @@ fn http_url<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Option<Strin
 }
 
 /// Groups written as `host,paths`, read by `--group-by`'s parser.
+/// A string or a list of strings: `pg = "DSN"` as `pg = ["DSN"]`, as `pg_all` takes
+/// one.
+fn one_or_many<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
+    }
+    match OneOrMany::deserialize(d) {
+        Ok(OneOrMany::One(s)) => Ok(vec![s]),
+        Ok(OneOrMany::Many(v)) => Ok(v),
+        Err(_) => Err(serde::de::Error::custom(
+            "expected a string or a list of strings",
+        )),
+    }
+}
+
 fn group_by<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Option<GroupBy>, D::Error> {
     let s = String::deserialize(d)?;
     s.parse().map(Some).map_err(serde::de::Error::custom)
@@ -436,4 +454,28 @@ fn pairs(named: &[Named]) -> Vec<(String, String)> {
         .iter()
         .map(|c| (c.command.clone(), c.name.clone()))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::File;
+
+    #[test]
+    fn pg_and_mongo_take_a_string_or_a_list() {
+        let file: File = toml::from_str(
+            "[profile.one]\nrepository = \"/r\"\npg = \"dbname=app\"\nmongo = \"mongodb://h/db\"\n\
+             [profile.many]\nrepository = \"/r\"\npg = [\"dbname=a\", \"dbname=b\"]\n",
+        )
+        .unwrap();
+        assert_eq!(file.profile["one"].pg, ["dbname=app"]);
+        assert_eq!(file.profile["one"].mongo, ["mongodb://h/db"]);
+        assert_eq!(file.profile["many"].pg, ["dbname=a", "dbname=b"]);
+        let e = toml::from_str::<File>("[profile.x]\nrepository = \"/r\"\npg = 5\n")
+            .err()
+            .unwrap();
+        assert!(
+            e.to_string().contains("a string or a list of strings"),
+            "{e}"
+        );
+    }
 }

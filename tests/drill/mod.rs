@@ -601,3 +601,67 @@ fn odd_database_and_schema_names_drill_as_they_restore() {
     let said = String::from_utf8_lossy(&out.stdout);
     assert_eq!(said.matches("\"result\": \"passed\"").count(), 4, "{said}");
 }
+
+/// A profile's `verify` command runs on the restored copy with `{path}` filled in; one
+/// that fails fails the drill, naming the command as it ran, and the record keeps the
+/// restore's figures and checks.
+#[test]
+fn a_profile_s_verify_command_checks_the_restored_copy() {
+    let env = Env::new();
+    env.init();
+    let data = env.path("data");
+    fs::create_dir_all(&data).unwrap();
+    fs::write(data.join("f"), b"needle").unwrap();
+    env.backup_json(&[data.to_str().unwrap()]);
+    let config = env.path("snap.toml");
+    let scratch = env.path("scratch");
+    fs::create_dir_all(&scratch).unwrap();
+    let run = |check: &str| {
+        fs::write(
+            &config,
+            format!(
+                "[profile.app]\nrepository = {:?}\npaths = [{:?}]\n[profile.app.verify]\n{:?} = {check:?}\n",
+                env.repo().display().to_string(),
+                data.display().to_string(),
+                data.display().to_string(),
+            ),
+        )
+        .unwrap();
+        let mut c = crate::util::snap_bin();
+        c.env("SNAP_CACHE_DIR", env.cache())
+            .env("SNAP_CONFIG", &config)
+            .env_remove("SNAP_REPO")
+            .args([
+                "-p",
+                "app",
+                "drill",
+                "--scratch",
+                scratch.to_str().unwrap(),
+                "--json",
+            ]);
+        c.output().unwrap()
+    };
+    let out = run("grep -q needle {path}/f");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let said: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let checks = &said["drills"][0]["sources"][0]["checks"];
+    assert!(checks.to_string().contains("verify_command"), "{said:#}");
+
+    let out = run("grep -q nothere {path}/f");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("the verify command failed: command `grep -q nothere ")
+            && !err.contains("{path}"),
+        "{err}"
+    );
+    let said: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let source = &said["drills"][0]["sources"][0];
+    assert_eq!(source["result"], "failed", "{said:#}");
+    assert!(source["bytes"].as_u64().unwrap() > 0, "{said:#}");
+    assert!(source["checks"].to_string().contains("restore"), "{said:#}");
+}

@@ -6,7 +6,7 @@
 use std::path::Path;
 
 use super::{listed, Proof, SourceCtx};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::ops::restore::{plan_restore, RestoreOptions};
 use crate::source::command::{shell_quote, Running};
 
@@ -46,21 +46,23 @@ pub(super) fn drill(ctx: &SourceCtx<'_>, place: &str) -> Result<Proof> {
     }
     let restored = ctx.work.join(place.trim_start_matches('/'));
     match ctx.verify {
-        Some(cmd) => {
-            run_verify(cmd, &restored)?;
-            proof.checks.push("verify_command".into());
-        }
+        Some(cmd) => match run_verify(cmd, &restored) {
+            Ok(()) => proof.checks.push("verify_command".into()),
+            Err(Error::Interrupted) => return Err(Error::Interrupted),
+            // The restore and its checks stand: the record keeps their figures.
+            Err(e) => proof.problem = Some(format!("the verify command failed: {e}")),
+        },
         None => proof.note = Some("application-level check not run (no verify command)".into()),
     }
     Ok(proof)
 }
 
 /// Runs `verify` command `cmd` with `{path}` replaced by the restored copy's path;
-/// an error (with the command's stderr) unless it exits 0.
-pub(super) fn run_verify(cmd: &str, restored: &Path) -> Result<()> {
+/// an error (naming the command as run, with its stderr) unless it exits 0.
+fn run_verify(cmd: &str, restored: &Path) -> Result<()> {
     let path = restored.display().to_string();
     let line = cmd.replace("{path}", &shell_quote(&path));
     let mut sh = std::process::Command::new("sh");
     sh.arg("-c").arg(&line);
-    Running::capture(sh, &format!("verify command `{cmd}`")).map(drop)
+    Running::capture(sh, &line).map(drop)
 }
