@@ -27,8 +27,8 @@ pub struct Args {
     /// monitoring; reads only snapshot and drill records
     #[arg(long, value_name = "SPAN", conflicts_with_all = ["read_data", "read_data_subset", "max_age"])]
     max_drill_age: Option<Span>,
-    /// With --max-age: only snapshots of this host count
-    #[arg(long, value_name = "HOST", requires = "max_age")]
+    /// With --max-age or --max-drill-age: only snapshots (groups) of this host count
+    #[arg(long, value_name = "HOST")]
     host: Option<String>,
     /// Print the report as JSON (with --max-age: the newest snapshot's time and age);
     /// a failure prints {"error": {"message", "kind"}}
@@ -46,7 +46,12 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
         ctx.open_unremembered()?
     };
     if let Some(span) = a.max_drill_age {
-        return drill_age(ctx, &repo, span, a.json);
+        return drill_age(ctx, &repo, span, a.host.as_deref(), a.json);
+    }
+    if a.host.is_some() && a.max_age.is_none() {
+        return Err(super::output::usage(
+            "--host goes with --max-age or --max-drill-age",
+        ));
     }
     if let Some(span) = a.max_age {
         let now = chrono::Utc::now();
@@ -198,17 +203,25 @@ const CLOCK_SKEW: chrono::Duration = chrono::Duration::minutes(5);
 
 /// `--max-drill-age`: every group's last passed drill younger than `span`, else exit 1
 /// naming the groups that are not.
-fn drill_age(ctx: &Ctx, repo: &snap::repo::Repository, span: Span, json: bool) -> Result<i32> {
+fn drill_age(
+    ctx: &Ctx,
+    repo: &snap::repo::Repository,
+    span: Span,
+    host: Option<&str>,
+    json: bool,
+) -> Result<i32> {
     let now = chrono::Utc::now();
     let limit = span.before(&now).ok_or_else(|| {
         super::output::usage("--max-drill-age reaches before the calendar's start")
     })?;
     let drills = repo.drills()?;
     let failing = snap::ops::drill::failing(&drills);
-    let groups = snap::ops::drill::proven(&repo.snapshots()?, drills.clone());
+    let mut groups = snap::ops::drill::proven(&repo.snapshots()?, drills.clone());
+    groups.retain(|(g, _)| host.is_none_or(|h| g.0 == h));
     if groups.is_empty() {
+        let who = host.map(|h| format!(" of host {h}")).unwrap_or_default();
         return Err(super::output::stale(format!(
-            "no snapshot in {}: nothing is backed up, so nothing is proven; run `snap backup`",
+            "no snapshot{who} in {}: nothing is backed up, so nothing is proven; run `snap backup`",
             repo.location()
         )));
     }

@@ -303,6 +303,15 @@ fn max_drill_age_fails_without_a_recent_passed_drill() {
     env.snap(&["check", "--max-drill-age", "7d"])
         .assert()
         .success();
+    // Of another host: none.
+    env.snap(&["check", "--max-drill-age", "7d", "--host", "elsewhere"])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("no snapshot of host elsewhere"));
+    env.snap(&["check", "--host", "elsewhere"])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("--host goes with"));
     std::thread::sleep(Duration::from_millis(2100));
     env.snap(&["check", "--max-drill-age", "2s"])
         .assert()
