@@ -436,63 +436,12 @@ fn content_damaged(repo: &Repository, bad: &HashSet<Id>, memo: &mut Memo, c: &Co
 
 #[cfg(test)]
 mod tests {
-    use std::path::Path;
     use std::sync::Arc;
 
     use super::*;
     use crate::repo::InitOptions;
-    use crate::store::{Entry, Local, Store};
-
-    /// A local store that refuses to read the files under `refused`, as a pack whose
-    /// permissions are wrong (or a store that answers 403) would.
-    struct Refusing {
-        inner: Local,
-        refused: String,
-    }
-
-    impl Refusing {
-        fn check(&self, path: &str) -> Result<()> {
-            if path.starts_with(&self.refused) {
-                return Err(Error::Io {
-                    path: path.into(),
-                    source: std::io::ErrorKind::PermissionDenied.into(),
-                });
-            }
-            Ok(())
-        }
-    }
-
-    impl Store for Refusing {
-        fn location(&self) -> String {
-            self.inner.location()
-        }
-        fn local_root(&self) -> Option<&Path> {
-            self.inner.local_root()
-        }
-        fn read(&self, path: &str, cap: u64) -> Result<Vec<u8>> {
-            self.check(path)?;
-            self.inner.read(path, cap)
-        }
-        fn read_at(&self, path: &str, offset: u64, len: usize) -> Result<Vec<u8>> {
-            self.check(path)?;
-            self.inner.read_at(path, offset, len)
-        }
-        fn size(&self, path: &str) -> Result<Option<u64>> {
-            self.inner.size(path)
-        }
-        fn list(&self, dir: &str) -> Result<Vec<Entry>> {
-            self.inner.list(dir)
-        }
-        fn put(&self, path: &str, bytes: &[u8]) -> Result<()> {
-            self.inner.put(path, bytes)
-        }
-        fn put_file(&self, path: &str, file: tempfile::NamedTempFile) -> Result<()> {
-            self.inner.put_file(path, file)
-        }
-        fn delete(&self, path: &str) -> Result<()> {
-            self.inner.delete(path)
-        }
-    }
+    use crate::store::test_store::TestStore;
+    use crate::store::Store;
 
     #[test]
     fn a_pack_that_cannot_be_read_is_reported_not_recorded_as_damage() {
@@ -506,10 +455,7 @@ mod tests {
         saver.flush().unwrap();
         let (pack, _) = repo.pack_files().unwrap().into_iter().next().unwrap();
         let refused = crate::repo::pack_path(&pack);
-        let store: Arc<dyn Store> = Arc::new(Refusing {
-            inner: Local::new(root),
-            refused,
-        });
+        let store: Arc<dyn Store> = Arc::new(TestStore::new(&root).refusing(&refused));
         let repo = Repository::open_store(store, None).unwrap();
         let r = check(&repo, ReadData::All, &crate::progress::NoProgress).unwrap();
         assert_eq!(r.unreadable.len(), 1, "{r:?}");

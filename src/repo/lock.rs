@@ -460,45 +460,14 @@ mod tests {
         assert!(s.list("locks").unwrap().is_empty());
     }
 
-    /// A local store that cannot create files atomically, as Garage or SFTP: locks
-    /// fall back to names of their own and listing.
-    struct Plain(crate::store::Local);
-
-    impl Store for Plain {
-        fn location(&self) -> String {
-            self.0.location()
-        }
-        fn local_root(&self) -> Option<&std::path::Path> {
-            self.0.local_root()
-        }
-        fn read(&self, path: &str, cap: u64) -> Result<Vec<u8>> {
-            self.0.read(path, cap)
-        }
-        fn read_at(&self, path: &str, offset: u64, len: usize) -> Result<Vec<u8>> {
-            self.0.read_at(path, offset, len)
-        }
-        fn size(&self, path: &str) -> Result<Option<u64>> {
-            self.0.size(path)
-        }
-        fn list(&self, dir: &str) -> Result<Vec<Entry>> {
-            self.0.list(dir)
-        }
-        fn put(&self, path: &str, bytes: &[u8]) -> Result<()> {
-            self.0.put(path, bytes)
-        }
-        fn put_file(&self, path: &str, file: tempfile::NamedTempFile) -> Result<()> {
-            self.0.put_file(path, file)
-        }
-        fn delete(&self, path: &str) -> Result<()> {
-            self.0.delete(path)
-        }
-    }
-
     /// The store of `d` with atomic creation, and without.
     fn both_stores(d: &tempfile::TempDir) -> [Arc<dyn Store>; 2] {
         let local = store(d);
         let root = local.local_root().unwrap().to_path_buf();
-        [local, Arc::new(Plain(crate::store::Local::new(root)))]
+        [
+            local,
+            Arc::new(crate::store::test_store::TestStore::new(&root)),
+        ]
     }
 
     #[test]

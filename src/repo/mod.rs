@@ -1043,6 +1043,7 @@ pub fn batches(records: impl IntoIterator<Item = PackRecord>) -> Vec<Vec<PackRec
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::test_store::TestStore;
 
     #[test]
     fn no_snapshot_an_unknown_one_and_a_second_init_are_told_apart() {
@@ -1148,48 +1149,6 @@ mod tests {
             .collect()
     }
 
-    /// The local store at a root, seen from elsewhere (so its handles keep a cache of
-    /// their own), that runs `before` the first time `snapshots/` is listed.
-    struct Hooked {
-        inner: Local,
-        before: Mutex<Option<Box<dyn FnOnce() + Send>>>,
-    }
-
-    impl Store for Hooked {
-        fn location(&self) -> String {
-            format!("hooked:{}", self.inner.location())
-        }
-        fn local_root(&self) -> Option<&Path> {
-            None
-        }
-        fn read(&self, path: &str, cap: u64) -> Result<Vec<u8>> {
-            self.inner.read(path, cap)
-        }
-        fn read_at(&self, path: &str, offset: u64, len: usize) -> Result<Vec<u8>> {
-            self.inner.read_at(path, offset, len)
-        }
-        fn size(&self, path: &str) -> Result<Option<u64>> {
-            self.inner.size(path)
-        }
-        fn list(&self, dir: &str) -> Result<Vec<Entry>> {
-            if dir == "snapshots" {
-                if let Some(before) = locked(&self.before).take() {
-                    before();
-                }
-            }
-            self.inner.list(dir)
-        }
-        fn put(&self, path: &str, bytes: &[u8]) -> Result<()> {
-            self.inner.put(path, bytes)
-        }
-        fn put_file(&self, path: &str, file: tempfile::NamedTempFile) -> Result<()> {
-            self.inner.put_file(path, file)
-        }
-        fn delete(&self, path: &str) -> Result<()> {
-            self.inner.delete(path)
-        }
-    }
-
     /// Backs up `bytes` into `repo` as the stream `db.sql`.
     fn back_up(repo: &Repository, bytes: &[u8]) {
         let opts = crate::ops::backup::BackupOptions {
@@ -1207,14 +1166,11 @@ mod tests {
         let root = d.path().join("repo");
         let writer = Repository::init(&root, &InitOptions::default()).unwrap();
         back_up(&writer, b"first");
-        let hooked = Arc::new(Hooked {
-            inner: Local::new(root.clone()),
-            before: Mutex::new(None),
-        });
+        let hooked = Arc::new(TestStore::new(&root).elsewhere());
         let store: Arc<dyn Store> = hooked.clone();
         let reader = Repository::open_store(store, None).unwrap();
         // A backup elsewhere finishes while the reader takes its lock and refreshes.
-        *locked(&hooked.before) = Some(Box::new(move || back_up(&writer, b"second")));
+        hooked.before_snapshots(move || back_up(&writer, b"second"));
         let _lock = reader.lock(false, "restore").unwrap();
         let (_, latest) = reader.find_snapshot("latest").unwrap();
         assert!(
@@ -1233,49 +1189,13 @@ mod tests {
         assert_eq!(read, b"second");
     }
 
-    /// A local store that refuses every write, as read-only media or credentials do.
-    struct ReadOnly(Local);
-
-    impl Store for ReadOnly {
-        fn location(&self) -> String {
-            self.0.location()
-        }
-        fn local_root(&self) -> Option<&Path> {
-            self.0.local_root()
-        }
-        fn read(&self, path: &str, cap: u64) -> Result<Vec<u8>> {
-            self.0.read(path, cap)
-        }
-        fn read_at(&self, path: &str, offset: u64, len: usize) -> Result<Vec<u8>> {
-            self.0.read_at(path, offset, len)
-        }
-        fn size(&self, path: &str) -> Result<Option<u64>> {
-            self.0.size(path)
-        }
-        fn list(&self, dir: &str) -> Result<Vec<Entry>> {
-            self.0.list(dir)
-        }
-        fn put(&self, path: &str, _: &[u8]) -> Result<()> {
-            Err(Error::Io {
-                path: path.into(),
-                source: std::io::ErrorKind::ReadOnlyFilesystem.into(),
-            })
-        }
-        fn put_file(&self, path: &str, _: tempfile::NamedTempFile) -> Result<()> {
-            self.put(path, b"")
-        }
-        fn delete(&self, path: &str) -> Result<()> {
-            self.put(path, b"")
-        }
-    }
-
     #[test]
     fn a_repository_it_cannot_write_is_read_with_no_lock_and_said_so_without() {
         let d = tempfile::tempdir().unwrap();
         let root = d.path().join("repo");
         let writer = Repository::init(&root, &InitOptions::default()).unwrap();
         back_up(&writer, b"kept");
-        let store: Arc<dyn Store> = Arc::new(ReadOnly(Local::new(root.clone())));
+        let store: Arc<dyn Store> = Arc::new(TestStore::new(&root).read_only());
         let mut repo = Repository::open_store(store, None).unwrap();
         let e = repo.lock(false, "restore").err().unwrap();
         assert!(e.to_string().contains("pass --no-lock"), "{e}");

@@ -20,6 +20,8 @@ mod local;
 pub(crate) mod remote;
 #[cfg(feature = "remote")]
 mod sftp;
+#[cfg(test)]
+pub(crate) mod test_store;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
