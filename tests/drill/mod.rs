@@ -78,6 +78,16 @@ fn ngw_instance(pg: &Pg, env: &Env) -> String {
     env.path("ngw.ini").display().to_string()
 }
 
+/// A new repository in `env` with one backup of `data/f`; returns `data`.
+fn one_file_backed_up(env: &Env) -> std::path::PathBuf {
+    env.init();
+    let data = env.path("data");
+    fs::create_dir_all(&data).unwrap();
+    fs::write(data.join("f"), b"x").unwrap();
+    env.backup_json(&[data.to_str().unwrap()]);
+    data
+}
+
 /// `snap drill` with the scratch directory of `env`.
 fn drill(env: &Env, args: &[&str]) -> assert_cmd::Command {
     let scratch = env.path("scratch");
@@ -290,11 +300,7 @@ fn an_empty_or_cut_sql_dump_and_a_dropped_table_fail_the_drill() {
 #[test]
 fn max_drill_age_fails_without_a_recent_passed_drill() {
     let env = Env::new();
-    env.init();
-    fs::create_dir_all(env.path("data")).unwrap();
-    fs::write(env.path("data/f"), b"x").unwrap();
-    let data = env.path("data");
-    env.backup_json(&[data.to_str().unwrap()]);
+    one_file_backed_up(&env);
     env.snap(&["check", "--max-drill-age", "7d"])
         .assert()
         .code(1)
@@ -559,11 +565,7 @@ fn a_profile_drills_after_its_backup_when_due() {
 #[test]
 fn check_names_a_damaged_drill_record() {
     let env = Env::new();
-    env.init();
-    fs::create_dir_all(env.path("data")).unwrap();
-    fs::write(env.path("data/f"), b"x").unwrap();
-    let data = env.path("data");
-    env.backup_json(&[data.to_str().unwrap()]);
+    one_file_backed_up(&env);
     drill(&env, &[]).assert().success();
     env.snap(&["check"]).assert().success();
     let record = fs::read_dir(env.repo().join("drills"))
