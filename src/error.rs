@@ -338,7 +338,7 @@ pub enum Usage {
     },
     /// A recovery target time snap cannot read.
     #[error(
-        "--target-time {time:?} is not a time with its zone: write it as YYYY-MM-DD HH:MM[:SS[.frac]] and an offset, e.g. '2026-12-03 14:05:00+00' or '2026-12-03 21:05:00+07:00' (`snap list` prints times so)"
+        "--target-time {time:?} is not a date and time: write it as YYYY-MM-DD HH:MM[:SS[.frac]] and a zone offset, e.g. '2026-12-03 14:05:00+00' or '2026-12-03 21:05:00+07:00' (`snap list` prints times so)"
     )]
     TargetTime {
         /// What was given.

@@ -1083,8 +1083,8 @@ fn a_restore_trusts_no_old_target_and_stops_at_a_damaged_segment() {
             "is before base backup",
         ),
         (
-            vec!["--target-time", "2026-12-03 14:05:00"],
-            "is not a time with its zone",
+            vec!["--target-time", "2026-13-45 99:00+00"],
+            "is not a date and time",
         ),
         (vec!["--target-lsn", "FF/0"], "is past the WAL archived"),
     ] {
