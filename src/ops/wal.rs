@@ -43,7 +43,59 @@ pub fn push(wal: &WalArchive<'_>, path: &Path) -> Result<(WalFile, Pushed)> {
         ));
     }
     let raw = std::fs::read(path).at(path)?;
+    if let WalFile::Segment { .. } | WalFile::Partial { .. } = file {
+        if let Some(why) = not_a_segment(&file, &raw) {
+            return Err(Error::corrupt(
+                "WAL file",
+                path.display(),
+                format!("is no WAL segment of that name: {why}; PostgreSQL hands archive_command whole segments, so this file is another one (or damaged); nothing was archived"),
+            ));
+        }
+    }
     Ok((file, wal.push(&file, &raw)?))
+}
+
+/// The first page's header of a WAL segment (PostgreSQL's `XLogLongPageHeaderData`, in
+/// the host's byte order, as the server writes it): magic u16, info u16, timeline
+/// u32, page address u64, remaining length u32, padding, system identifier u64,
+/// segment size u32, block size u32.
+const LONG_HEADER: usize = 40;
+/// The info bit of a segment's first page: its header is the long one.
+const XLP_LONG_HEADER: u16 = 0x0002;
+
+/// Why `raw` is not the segment `file` names: the first page must have the long
+/// header, give the file's own length as the segment size, and the address where the
+/// name puts the segment (a segment pushed under another's name, a truncated one, or
+/// any other file fails). `None` when it is one.
+fn not_a_segment(file: &WalFile, raw: &[u8]) -> Option<String> {
+    if raw.len() < LONG_HEADER {
+        return Some(format!("{} bytes, shorter than a page header", raw.len()));
+    }
+    let u16_at = |i: usize| u16::from_ne_bytes(raw[i..i + 2].try_into().expect("2 bytes"));
+    let u32_at = |i: usize| u32::from_ne_bytes(raw[i..i + 4].try_into().expect("4 bytes"));
+    let u64_at = |i: usize| u64::from_ne_bytes(raw[i..i + 8].try_into().expect("8 bytes"));
+    if u16_at(2) & XLP_LONG_HEADER == 0 {
+        return Some("its first page lacks the long header every segment starts with".into());
+    }
+    let seg_size = u64::from(u32_at(32));
+    if seg_size != raw.len() as u64 {
+        return Some(format!(
+            "its header gives a segment size of {seg_size} bytes, the file is {}",
+            raw.len()
+        ));
+    }
+    let segno = file.segno(seg_size).expect("a segment has a number");
+    let at = u64_at(8);
+    if at != segno * seg_size {
+        return Some(format!(
+            "its header places it at {:X}/{:08X}, its name at {:X}/{:08X}",
+            at >> 32,
+            at & 0xFFFF_FFFF,
+            (segno * seg_size) >> 32,
+            (segno * seg_size) & 0xFFFF_FFFF
+        ));
+    }
+    None
 }
 
 /// `restore_command`: writes archived file `name` (`%f`) to `dest` (`%p`), whole or not
@@ -400,6 +452,43 @@ pub fn copy(src: &WalArchive<'_>, dst: &WalArchive<'_>) -> Result<(u64, u64)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A segment of `len` bytes named `name` as PostgreSQL writes one: its first page's
+    /// long header, zeros after it.
+    fn segment(name: &str, len: usize) -> Vec<u8> {
+        let file = WalFile::parse(name).unwrap();
+        let mut b = vec![0u8; len];
+        b[0..2].copy_from_slice(&0xD10Du16.to_ne_bytes());
+        b[2..4].copy_from_slice(&XLP_LONG_HEADER.to_ne_bytes());
+        b[4..8].copy_from_slice(&file.tli().to_ne_bytes());
+        let at = file.segno(len as u64).unwrap() * len as u64;
+        b[8..16].copy_from_slice(&at.to_ne_bytes());
+        b[24..32].copy_from_slice(&7_000_000_000_000_000_001u64.to_ne_bytes());
+        b[32..36].copy_from_slice(&u32::try_from(len).unwrap().to_ne_bytes());
+        b[36..40].copy_from_slice(&8192u32.to_ne_bytes());
+        b
+    }
+
+    #[test]
+    fn only_the_segment_a_name_gives_is_pushed() {
+        let name = "000000010000000200000003";
+        let file = WalFile::parse(name).unwrap();
+        let good = segment(name, 1 << 20);
+        assert_eq!(not_a_segment(&file, &good), None);
+        let other = segment("000000010000000200000004", 1 << 20);
+        assert!(not_a_segment(&file, &other)
+            .unwrap()
+            .contains("its name at 2/00300000"));
+        assert!(not_a_segment(&file, &good[..1 << 19])
+            .unwrap()
+            .contains("segment size"));
+        let mut short_header = good.clone();
+        short_header[2] = 0;
+        assert!(not_a_segment(&file, &short_header)
+            .unwrap()
+            .contains("long header"));
+        assert!(not_a_segment(&file, b"junk").unwrap().contains("shorter"));
+    }
 
     fn archive_with(dir: &Path, names: &[&str]) -> crate::store::Local {
         std::fs::create_dir(dir.join("tmp")).unwrap();

@@ -120,6 +120,25 @@ impl Archiving {
     }
 }
 
+/// `len` bytes of WAL named `name`, as `wal push` accepts them: the first page's long
+/// header PostgreSQL writes (the segment's address and size), random bytes after it.
+fn segment(name: &str, len: usize, seed: &str) -> Vec<u8> {
+    let mut b = random_bytes(len, seed);
+    let hex = |r: std::ops::Range<usize>| u64::from_str_radix(&name[r], 16).unwrap();
+    let segno = hex(8..16) * (0x1_0000_0000 / len as u64) + hex(16..24);
+    let tli = u32::try_from(hex(0..8)).unwrap();
+    let size = u32::try_from(len).unwrap();
+    b[0..2].copy_from_slice(&0xD10Du16.to_ne_bytes());
+    b[2..4].copy_from_slice(&2u16.to_ne_bytes());
+    b[4..8].copy_from_slice(&tli.to_ne_bytes());
+    b[8..16].copy_from_slice(&(segno * len as u64).to_ne_bytes());
+    b[16..24].fill(0);
+    b[24..32].copy_from_slice(&7_000_000_000_000_000_001u64.to_ne_bytes());
+    b[32..36].copy_from_slice(&size.to_ne_bytes());
+    b[36..40].copy_from_slice(&8192u32.to_ne_bytes());
+    b
+}
+
 /// Switches `pg` to a new WAL segment and waits until the one it ended is archived.
 fn archive_now(pg: &Pg) {
     let seg = pg.sql("postgres", "SELECT pg_walfile_name(pg_switch_wal())");
@@ -345,6 +364,38 @@ fn pushes_are_refused_on_different_bytes_and_gaps_are_named() {
         fs::read(&lost).unwrap(),
         before,
         "the archived file changed"
+    );
+    // A real segment under another segment's name, or no WAL at all: refused before
+    // anything is stored.
+    let elsewhere = format!(
+        "{}{:08X}",
+        &name[..16],
+        u32::from_str_radix(&name[16..], 16).unwrap() + 0x40
+    );
+    let renamed = scratch.join(&elsewhere);
+    fs::copy(&fetched, &renamed).unwrap();
+    let junk = scratch.join("000000010000000000000099");
+    let newest_before = a.wal_check().1["newest"].as_str().unwrap().to_string();
+    fs::write(&junk, random_bytes(100, "junk")).unwrap();
+    for (path, says) in [
+        (&renamed, "its header places it at"),
+        (&junk, "is no WAL segment"),
+    ] {
+        let out = a
+            .snap(&["wal", "push", path.to_str().unwrap()])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert!(
+            err.contains("is no WAL segment of that name") && err.contains(says),
+            "{err}"
+        );
+    }
+    assert_eq!(
+        a.wal_check().1["newest"].as_str(),
+        Some(newest_before.as_str()),
+        "a refused file was stored"
     );
     // A name the archive lacks: exit 1, and nothing written.
     let absent = scratch.join("absent");
@@ -815,7 +866,7 @@ fn kill_9_of_wal_push_at_random_moments_leaves_it_whole_or_absent() {
     for i in 0..iterations {
         let name = format!("0000000100000000{:08X}", i + 1);
         let seg = env.path(&name);
-        let bytes = random_bytes(4 << 20, &format!("{seed} {name}"));
+        let bytes = segment(&name, 4 << 20, &format!("{seed} {name}"));
         fs::write(&seg, &bytes).unwrap();
         let push = ["wal", "push", seg.to_str().unwrap()];
         let mut child = snap(&push).spawn().unwrap();
@@ -879,7 +930,7 @@ fn sync_while_pushes_continue_copies_whole_files_and_catches_up() {
     let segs: Vec<(String, Vec<u8>)> = (1..=40)
         .map(|i| {
             let name = format!("0000000100000000{i:08X}");
-            let bytes = random_bytes(256 << 10, &name);
+            let bytes = segment(&name, 256 << 10, &name);
             (name, bytes)
         })
         .collect();
@@ -965,12 +1016,12 @@ fn the_archive_keeps_its_contract_on_sftp() {
     snap(&["init"]).assert().success();
     let name = "000000010000000000000007";
     let seg = env.path(name);
-    let bytes = random_bytes(1 << 20, name);
+    let bytes = segment(name, 1 << 20, name);
     fs::write(&seg, &bytes).unwrap();
     let push = ["wal", "push", seg.to_str().unwrap()];
     snap(&push).assert().success();
     snap(&push).assert().success();
-    fs::write(&seg, random_bytes(1 << 20, "other bytes")).unwrap();
+    fs::write(&seg, segment(name, 1 << 20, "other bytes")).unwrap();
     let out = snap(&push).output().unwrap();
     assert_eq!(out.status.code(), Some(1), "other bytes were accepted");
     let got = env.path("got");
