@@ -47,12 +47,13 @@ pub fn set_archive_timeout(d: Duration) {
     let _ = ARCHIVE_TIMEOUT.set(d);
 }
 
-/// Watches the server's archiver while pg_basebackup (process `pid`) runs, until
-/// `done`. The server sends the end of the backup only once it has archived the
-/// backup's last segment, and while archive_command fails it waits for ever: after
-/// [`ARCHIVE_TIMEOUT`] of failures the watch ends pg_basebackup and returns why. A
-/// signal to snap ends pg_basebackup too, so that the read of its output ends.
-fn watch_archiving(dsn: &Dsn, pid: u32, done: &AtomicBool) -> Option<Error> {
+/// Watches the server's archiver while pg_basebackup (process `pid`, connected as
+/// application `name`) runs, until `done`. The server sends the end of the backup
+/// only once it has archived the backup's last segment, and while archive_command
+/// fails it waits for ever: after [`ARCHIVE_TIMEOUT`] of failures the watch ends
+/// pg_basebackup and the server's side of the backup (which would go on waiting), and
+/// returns why. A signal to snap ends both too, so that the read of the output ends.
+fn watch_archiving(dsn: &Dsn, pid: u32, name: &str, done: &AtomicBool) -> Option<Error> {
     let patience = ARCHIVE_TIMEOUT
         .get()
         .copied()
@@ -64,6 +65,10 @@ fn watch_archiving(dsn: &Dsn, pid: u32, done: &AtomicBool) -> Option<Error> {
         {
             let _ = rustix::process::kill_process(p, rustix::process::Signal::TERM);
         }
+        let _ = dsn.maintenance().query(&format!(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = '{}'",
+            name.replace('\'', "''")
+        ));
     };
     let mut asked = Instant::now();
     let mut failing_since: Option<Instant> = None;
@@ -73,7 +78,8 @@ fn watch_archiving(dsn: &Dsn, pid: u32, done: &AtomicBool) -> Option<Error> {
             return None;
         }
         std::thread::sleep(Duration::from_millis(50));
-        if asked.elapsed() < Duration::from_secs(1) {
+        // A psql run each time: not too often during an hour-long backup.
+        if asked.elapsed() < Duration::from_secs(5) {
             continue;
         }
         asked = Instant::now();
@@ -159,7 +165,9 @@ pub(super) fn pg_base(run: &Run<'_>, dsn: &Dsn, root: &mut VDir) -> Result<Sourc
     let at = stream_components(BASE_DIR)?;
     run.progress.entry(std::path::Path::new(BASE_DIR));
     let display = format!("pg_basebackup of {}", dsn.shown());
-    let mut cmd = dsn.tool("pg_basebackup");
+    // Named, so that the watch can end the server's side of this backup too.
+    let name = format!("snap pg-base {}", std::process::id());
+    let mut cmd = dsn.with_param("application_name", &name).tool("pg_basebackup");
     cmd.args([
         "--pgdata=-",
         "--format=tar",
@@ -171,7 +179,7 @@ pub(super) fn pg_base(run: &Run<'_>, dsn: &Dsn, root: &mut VDir) -> Result<Sourc
     let pid = child.id();
     let done = AtomicBool::new(false);
     let (read, gave_up) = std::thread::scope(|s| {
-        let watch = s.spawn(|| watch_archiving(dsn, pid, &done));
+        let watch = s.spawn(|| watch_archiving(dsn, pid, &name, &done));
         let read = read_tar(run, child.stdout(), &at, root);
         done.store(true, Ordering::Release);
         (read, watch.join().unwrap_or(None))
