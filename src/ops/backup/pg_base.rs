@@ -167,7 +167,9 @@ pub(super) fn pg_base(run: &Run<'_>, dsn: &Dsn, root: &mut VDir) -> Result<Sourc
     let display = format!("pg_basebackup of {}", dsn.shown());
     // Named, so that the watch can end the server's side of this backup too.
     let name = format!("snap pg-base {}", std::process::id());
-    let mut cmd = dsn.with_param("application_name", &name).tool("pg_basebackup");
+    let mut cmd = dsn
+        .with_param("application_name", &name)
+        .tool("pg_basebackup");
     cmd.args([
         "--pgdata=-",
         "--format=tar",
