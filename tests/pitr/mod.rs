@@ -1147,6 +1147,13 @@ fn a_restore_trusts_no_old_target_and_stops_at_a_damaged_segment() {
         assert!(!data.join("PG_VERSION").exists(), "{args:?} restored files");
     }
 
+    // Without a zone PostgreSQL reads the time in its own: passed on, with a warning.
+    let (_q, _data, mut restore) = a.restore(&["--target-time", "2999-01-01 00:00:00"]);
+    restore
+        .assert()
+        .success()
+        .stderr(predicate::str::contains("has no zone offset"));
+
     // The newest segment, damaged in the repository.
     let newest = a.wal_check().1["newest"].as_str().unwrap().to_string();
     let stored = a.repo().join("wal").join(&newest[..16]).join(&newest);

@@ -176,21 +176,30 @@ pub fn restore_pg_base(
         .into());
     }
     let reaches = base.reaches.clone().unwrap_or_default();
+    let mut warnings = Vec::new();
     match &opts.target {
         Target::Time(t) => {
-            let at = parse_target_time(t).ok_or_else(|| Usage::TargetTime { time: t.clone() })?;
             // The backup is consistent once snap's run of it ended, at the latest.
             #[allow(clippy::cast_possible_truncation, reason = "seconds of a backup run")]
             let ran =
                 chrono::Duration::milliseconds((snap.summary.duration * 1000.0).ceil() as i64);
             let ended = snap.time + ran;
-            if at < ended {
-                return Err(Refusal::PgTargetBeforeBase {
-                    target: t.clone(),
-                    snapshot: id.short(),
-                    ended: crate::host::local_time(&ended),
+            match parse_target_time(t) {
+                TargetTime::At(at) if at < ended => {
+                    return Err(Refusal::PgTargetBeforeBase {
+                        target: t.clone(),
+                        snapshot: id.short(),
+                        ended: crate::host::local_time(&ended),
+                    }
+                    .into());
                 }
-                .into());
+                TargetTime::At(_) => {}
+                TargetTime::Unplaced => warnings.push(format!(
+                    "--target-time {t:?} has no zone offset: PostgreSQL reads it in the server's time zone, so snap cannot check that it is after base backup {} ended ({}); recovery to an earlier moment would silently give a later state",
+                    id.short(),
+                    crate::host::local_time(&ended)
+                )),
+                TargetTime::Invalid => return Err(Usage::TargetTime { time: t.clone() }.into()),
             }
         }
         Target::Lsn(l) => {
@@ -216,7 +225,6 @@ pub fn restore_pg_base(
         }
         Target::Latest | Target::Immediate | Target::Name(_) => {}
     }
-    let mut warnings = Vec::new();
     if let Some(gap) = base.gaps.first() {
         if !matches!(opts.target, Target::Lsn(_)) {
             warnings.push(format!(
@@ -309,18 +317,51 @@ pub fn restore_pg_base(
     })
 }
 
-/// A `--target-time` in the forms snap reads: `YYYY-MM-DD HH:MM[:SS[.frac]]` (or a `T`
-/// between date and time) with a zone offset (`+00`, `+07:00`, `-0330`) or `Z`.
-/// Without a zone PostgreSQL would read it in the server's time zone, which snap
-/// cannot know: refused rather than guessed.
-fn parse_target_time(t: &str) -> Option<chrono::DateTime<chrono::FixedOffset>> {
-    let mut s = t.trim().replacen('T', " ", 1);
-    if let Some(rest) = s.strip_suffix('Z') {
-        s = format!("{rest}+00");
+/// What snap makes of a `--target-time`.
+#[derive(Debug, PartialEq)]
+enum TargetTime {
+    /// A moment: `YYYY-MM-DD HH:MM[:SS[.frac]]` (or a `T` between date and time) with a
+    /// zone offset (`+00`, `+07:00`, `-0330`), `Z`, `UTC` or `GMT`.
+    At(chrono::DateTime<chrono::FixedOffset>),
+    /// A date and time without an offset snap reads (none, or a zone's name):
+    /// PostgreSQL reads it in the server's time zone, which snap cannot know.
+    Unplaced,
+    /// Not a date and time.
+    Invalid,
+}
+
+fn parse_target_time(t: &str) -> TargetTime {
+    let mut s = t.trim().to_string();
+    if s.get(10..11) == Some("T") {
+        s.replace_range(10..11, " ");
     }
-    ["%Y-%m-%d %H:%M:%S%.f%#z", "%Y-%m-%d %H:%M%#z"]
+    for utc in [" UTC", " GMT", "UTC", "GMT", "Z"] {
+        if let Some(rest) = s.strip_suffix(utc) {
+            s = format!("{}+00", rest.trim_end());
+            break;
+        }
+    }
+    let zoned = ["%Y-%m-%d %H:%M:%S%.f%#z", "%Y-%m-%d %H:%M%#z"]
         .iter()
-        .find_map(|f| chrono::DateTime::parse_from_str(&s, f).ok())
+        .find_map(|f| chrono::DateTime::parse_from_str(&s, f).ok());
+    if let Some(at) = zoned {
+        return TargetTime::At(at);
+    }
+    let unplaced = [
+        "%Y-%m-%d %H:%M:%S%.f",
+        "%Y-%m-%d %H:%M:%S",
+        "%Y-%m-%d %H:%M",
+    ]
+    .iter()
+    .any(|f| {
+        chrono::NaiveDateTime::parse_and_remainder(&s, f)
+            .is_ok_and(|(_, rest)| rest.is_empty() || rest.starts_with(' '))
+    });
+    if unplaced {
+        TargetTime::Unplaced
+    } else {
+        TargetTime::Invalid
+    }
 }
 
 /// Whether `line` of a PostgreSQL configuration file sets a recovery setting (as
@@ -372,7 +413,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn target_times_need_their_zone() {
+    fn target_times_are_placed_when_they_carry_a_zone() {
         for (t, utc) in [
             ("2026-12-03 14:05:00+00", "2026-12-03T14:05:00+00:00"),
             (
@@ -381,17 +422,23 @@ mod tests {
             ),
             ("2026-12-03T14:05Z", "2026-12-03T14:05:00+00:00"),
             ("2026-12-03 10:35:00-0330", "2026-12-03T14:05:00+00:00"),
+            ("2026-12-03 14:05:00 UTC", "2026-12-03T14:05:00+00:00"),
         ] {
-            let at = parse_target_time(t).unwrap_or_else(|| panic!("{t}"));
+            let TargetTime::At(at) = parse_target_time(t) else {
+                panic!("{t}")
+            };
             assert_eq!(at.with_timezone(&chrono::Utc).to_rfc3339(), utc, "{t}");
         }
         for t in [
             "2026-12-03 14:05:00",
-            "2026-13-45 99:00+00",
-            "yesterday",
-            "",
+            "2026-12-03 14:05:00.25",
+            "2026-12-03 14:05",
+            "2026-12-03 14:05 Europe/Moscow",
         ] {
-            assert!(parse_target_time(t).is_none(), "{t}");
+            assert_eq!(parse_target_time(t), TargetTime::Unplaced, "{t}");
+        }
+        for t in ["2026-13-45 99:00+00", "yesterday", "", "2026-12-03x"] {
+            assert_eq!(parse_target_time(t), TargetTime::Invalid, "{t}");
         }
     }
 
