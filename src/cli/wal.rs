@@ -164,6 +164,9 @@ fn print(r: &wal::WalReport) -> Result<()> {
             g.last
         );
     }
+    for h in &r.unreadable_history {
+        outln!("unreadable history file {h}: recovery stops with an error at it");
+    }
     for h in &r.missing_history {
         outln!(
             "missing {h}: its timeline has archived segments, but recovery cannot follow it without the history file, and stops at the end of the timeline before"

@@ -322,7 +322,20 @@ fn verify_wal(repo: &Repository, report: &mut CheckReport) -> Result<()> {
     for file in wal.list()? {
         crate::interrupt::check()?;
         match wal.fetch(&file) {
-            Ok(_) => report.wal_files_verified += 1,
+            Ok(Some(raw)) => {
+                if let crate::repo::wal::WalFile::History { tli } = file {
+                    if let Err(why) = super::wal::parse_history(tli, &raw) {
+                        report.errors.push(format!(
+                            "WAL file {}/{}: {why}: recovery stops with an error at this timeline history file; delete it, and let the cluster that made the timeline push it again",
+                            repo.location(),
+                            file.path()
+                        ));
+                        continue;
+                    }
+                }
+                report.wal_files_verified += 1;
+            }
+            Ok(None) => {}
             Err(Error::Interrupted) => return Err(Error::Interrupted),
             Err(e) => report.errors.push(format!(
                 "WAL file {}/{}: {e}: recovery stops before it; if the cluster still has it in pg_wal, delete the damaged copy and push it again (`snap wal push`), else take a new base backup",

@@ -43,14 +43,18 @@ pub fn push(wal: &WalArchive<'_>, path: &Path) -> Result<(WalFile, Pushed)> {
         ));
     }
     let raw = std::fs::read(path).at(path)?;
-    if let WalFile::Segment { .. } | WalFile::Partial { .. } = file {
-        if let Some(why) = not_a_segment(&file, &raw) {
-            return Err(Error::corrupt(
-                "WAL file",
-                path.display(),
-                format!("is no WAL segment of that name: {why}; PostgreSQL hands archive_command whole segments, so this file is another one (or damaged); nothing was archived"),
-            ));
-        }
+    let wrong = match file {
+        WalFile::Segment { .. } | WalFile::Partial { .. } => not_a_segment(&file, &raw),
+        WalFile::History { tli } => parse_history(tli, &raw).err(),
+        WalFile::BackupHistory { .. } => (!raw.starts_with(b"START WAL LOCATION:"))
+            .then(|| "it does not begin with START WAL LOCATION".to_string()),
+    };
+    if let Some(why) = wrong {
+        return Err(Error::corrupt(
+            "WAL file",
+            path.display(),
+            format!("is no WAL file of that name: {why}; PostgreSQL hands archive_command the files it writes, so this is another one (or damaged), and recovery would stop at it; nothing was archived"),
+        ));
     }
     Ok((file, wal.push(&file, &raw)?))
 }
@@ -166,6 +170,9 @@ pub struct WalReport {
     /// archive lacks: without one, recovery cannot follow its timeline, and stops at
     /// the end of the one before.
     pub missing_history: Vec<String>,
+    /// History files recovery would fail on (PostgreSQL stops with a syntax error),
+    /// each with why.
+    pub unreadable_history: Vec<String>,
 }
 
 impl WalReport {
@@ -175,6 +182,7 @@ impl WalReport {
         !self.without_base()
             && self.gaps.is_empty()
             && self.missing_history.is_empty()
+            && self.unreadable_history.is_empty()
             && self.bases.iter().all(|b| b.gaps.is_empty() && b.consistent)
     }
 
@@ -199,6 +207,8 @@ pub struct Archived {
     /// For each timeline with a history file: its ancestors, oldest first, each with
     /// the location where it ended.
     histories: BTreeMap<u32, Vec<(u32, u64)>>,
+    /// History files PostgreSQL could not read, and why.
+    unreadable_history: Vec<String>,
 }
 
 impl Archived {
@@ -207,6 +217,7 @@ impl Archived {
     pub fn read(wal: &WalArchive<'_>, seg_size: u64) -> Result<Archived> {
         let mut segments: BTreeMap<u32, BTreeSet<u64>> = BTreeMap::new();
         let mut histories = BTreeMap::new();
+        let mut unreadable_history = Vec::new();
         for f in wal.list()? {
             match f {
                 WalFile::Segment { tli, .. } => {
@@ -215,7 +226,12 @@ impl Archived {
                 }
                 WalFile::History { tli } => {
                     if let Some(raw) = wal.fetch(&f)? {
-                        histories.insert(tli, parse_history(&raw));
+                        match parse_history(tli, &raw) {
+                            Ok(h) => {
+                                histories.insert(tli, h);
+                            }
+                            Err(why) => unreadable_history.push(format!("{f}: {why}")),
+                        }
                     }
                 }
                 WalFile::Partial { .. } | WalFile::BackupHistory { .. } => {}
@@ -225,6 +241,7 @@ impl Archived {
             seg_size,
             segments,
             histories,
+            unreadable_history,
         })
     }
 
@@ -307,15 +324,29 @@ impl Archived {
 }
 
 /// A timeline history file: `parentTLI <tab> switchpoint <tab> reason` lines.
-fn parse_history(raw: &[u8]) -> Vec<(u32, u64)> {
-    String::from_utf8_lossy(raw)
-        .lines()
-        .filter(|l| !l.trim_start().starts_with('#'))
-        .filter_map(|l| {
-            let mut f = l.split_whitespace();
-            Some((f.next()?.parse().ok()?, parse_lsn(f.next()?)?))
-        })
-        .collect()
+/// As PostgreSQL reads it: every line but blank ones and comments must name an
+/// earlier timeline and a location, and there is at least one (timeline `tli`'s
+/// ancestors); else why not.
+pub(crate) fn parse_history(tli: u32, raw: &[u8]) -> std::result::Result<Vec<(u32, u64)>, String> {
+    let text = std::str::from_utf8(raw).map_err(|_| "it is not text".to_string())?;
+    let mut out = Vec::new();
+    for line in text.lines() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let mut f = line.split_whitespace();
+        let parent = f.next().and_then(|t| t.parse::<u32>().ok());
+        let at = f.next().and_then(parse_lsn);
+        match (parent, at) {
+            (Some(p), Some(at)) if p < tli => out.push((p, at)),
+            _ => return Err(format!("{line:?} is no earlier timeline and location")),
+        }
+    }
+    if out.is_empty() {
+        return Err("it names no earlier timeline".into());
+    }
+    Ok(out)
 }
 
 /// The segment size of the base backups among `snaps` (the newest's), or the default.
@@ -403,6 +434,7 @@ pub fn check(wal: &WalArchive<'_>, snaps: &[(SnapshotId, Snapshot)]) -> Result<W
         bases,
         gaps,
         missing_history,
+        unreadable_history: archived.unreadable_history.clone(),
     })
 }
 
@@ -467,6 +499,20 @@ mod tests {
         b[32..36].copy_from_slice(&u32::try_from(len).unwrap().to_ne_bytes());
         b[36..40].copy_from_slice(&8192u32.to_ne_bytes());
         b
+    }
+
+    #[test]
+    fn history_files_are_read_as_postgresql_reads_them() {
+        let real =
+            b"1\t0/3000148\tno recovery target specified\n\n2\t0/5000000\tat restore point \"x\"\n";
+        assert_eq!(
+            parse_history(3, real),
+            Ok(vec![(1, 0x300_0148), (2, 0x500_0000)])
+        );
+        assert!(parse_history(2, b"junk\n").unwrap_err().contains("junk"));
+        assert!(parse_history(2, b"# only a comment\n").is_err());
+        assert!(parse_history(2, b"2\t0/3000148\tits own timeline\n").is_err());
+        assert!(parse_history(2, &[0xff, 0xfe]).is_err());
     }
 
     #[test]

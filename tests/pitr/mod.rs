@@ -375,11 +375,14 @@ fn pushes_are_refused_on_different_bytes_and_gaps_are_named() {
     let renamed = scratch.join(&elsewhere);
     fs::copy(&fetched, &renamed).unwrap();
     let junk = scratch.join("000000010000000000000099");
+    let history = scratch.join("00000002.history");
+    fs::write(&history, "junk\n").unwrap();
     let newest_before = a.wal_check().1["newest"].as_str().unwrap().to_string();
     fs::write(&junk, random_bytes(100, "junk")).unwrap();
     for (path, says) in [
         (&renamed, "its header places it at"),
-        (&junk, "is no WAL segment"),
+        (&junk, "is no WAL file"),
+        (&history, "is no earlier timeline and location"),
     ] {
         let out = a
             .snap(&["wal", "push", path.to_str().unwrap()])
@@ -388,7 +391,7 @@ fn pushes_are_refused_on_different_bytes_and_gaps_are_named() {
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(1), "{err}");
         assert!(
-            err.contains("is no WAL segment of that name") && err.contains(says),
+            err.contains("is no WAL file of that name") && err.contains(says),
             "{err}"
         );
     }
