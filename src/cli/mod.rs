@@ -991,7 +991,7 @@ fn message(e: &anyhow::Error) -> String {
     }
     if is_io(e, std::io::ErrorKind::StorageFull) {
         out.push_str(
-            "; that file system is full: free space there (or point the command elsewhere) and rerun; in a full repository, `snap prune --max-unused unlimited` frees space without writing any (it deletes only packs nothing uses, rewriting none)",
+            "; that file system is full: free space there (or point the command elsewhere) and rerun; in a full repository, `snap prune --max-unused unlimited` frees space while writing only a few KiB (its lock and index files, no pack), so free that much first if even it fails",
         );
     }
     out

@@ -181,7 +181,12 @@ pub fn check(repo: &Repository, read: ReadData, progress: &dyn Progress) -> Resu
     let reach = mark_reachable(repo, &roots)?;
     report.metadata_blobs = reach.trees + reach.lists;
     for p in &reach.problems {
-        if bad.insert(p.id) {
+        if !p.damage {
+            report.unreadable.push(format!(
+                "blob {} could not be read: {}; that is no proof of damage (nothing was recorded): give snap access to it, or wait for the store to answer, and check again",
+                p.id, p.why
+            ));
+        } else if bad.insert(p.id) {
             report.errors.push(format!("blob {}: {}", p.id, p.why));
         }
     }
@@ -477,5 +482,25 @@ mod tests {
         assert_eq!(r.damaged_copies, 0);
         assert!(r.damaged.is_empty(), "{r:?}");
         assert!(repo.index().damaged().unwrap().is_empty());
+    }
+
+    #[test]
+    fn trees_that_cannot_be_read_are_no_damaged_snapshot() {
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path().join("repo");
+        let repo = Repository::init(&root, &InitOptions::default()).unwrap();
+        let opts = crate::ops::backup::BackupOptions {
+            stdin_name: Some("db.sql".into()),
+            ..Default::default()
+        };
+        let mut input = std::io::Cursor::new(b"rows".to_vec());
+        crate::ops::backup::backup(&repo, &opts, Some(&mut input), &crate::progress::NoProgress)
+            .unwrap();
+        let store: Arc<dyn Store> = Arc::new(TestStore::new(&root).refusing("packs/"));
+        let repo = Repository::open_store(store, None).unwrap();
+        let r = check(&repo, ReadData::None, &crate::progress::NoProgress).unwrap();
+        assert!(r.damaged.is_empty(), "{r:?}");
+        assert!(!r.unreadable.is_empty(), "{r:?}");
+        assert_eq!(r.errors, r.unreadable, "{r:?}");
     }
 }

@@ -179,8 +179,14 @@ impl Repository {
         self.store
             .read_at(&pack_path(&loc.pack), loc.offset, len)
             .map_err(|e| match e {
-                // A network failure is not damage.
+                // Neither a network failure nor a refused permission is damage (a
+                // missing pack or a short read is).
                 Error::Storage { .. } => e,
+                Error::Io { ref source, .. }
+                    if !e.is_damage() && source.kind() != std::io::ErrorKind::NotFound =>
+                {
+                    e
+                }
                 e => Error::corrupt(
                     "blob",
                     id,

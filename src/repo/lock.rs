@@ -108,7 +108,9 @@ pub fn release_shared() {
 
 /// A lock file that could not be written: what it was, and how to read without one.
 fn unwritable(store: &dyn Store, e: Error) -> Error {
-    if matches!(e, Error::Locked { .. }) {
+    let full =
+        matches!(&e, Error::Io { source, .. } if source.kind() == std::io::ErrorKind::StorageFull);
+    if full || matches!(e, Error::Locked { .. }) {
         return e;
     }
     Error::Storage {

@@ -753,6 +753,18 @@ impl Repository {
         self.no_lock = true;
     }
 
+    /// Refuses, under `--no-lock`, an operation (`purpose`) that writes to the
+    /// repository under a shared lock (a drill adds its record).
+    pub fn refuse_without_lock(&self, purpose: &str) -> Result<()> {
+        if self.no_lock {
+            return Err(Usage::NoLockWrites {
+                purpose: purpose.to_string(),
+            }
+            .into());
+        }
+        Ok(())
+    }
+
     /// Makes [`Repository::lock`] wait up to `wait` for a conflicting lock to go,
     /// retrying with backoff (`--retry-lock`), instead of failing at once.
     pub fn set_lock_wait(&mut self, wait: std::time::Duration) {
@@ -832,10 +844,7 @@ impl Repository {
     ) -> Result<Lock> {
         let mut lock = if self.no_lock {
             if exclusive || how == Refresh::Backup {
-                return Err(Usage::NoLockWrites {
-                    purpose: purpose.to_string(),
-                }
-                .into());
+                self.refuse_without_lock(purpose)?;
             }
             Lock::none(self.store.clone())
         } else {

@@ -15,6 +15,11 @@ pub struct Problem {
     pub id: Id,
     /// What is wrong.
     pub why: String,
+    /// Whether it proves the blob lost or damaged (not just unreadable for now: a
+    /// refused permission, a store that does not answer); see [`Error::is_damage`].
+    ///
+    /// [`Error::is_damage`]: crate::error::Error::is_damage
+    pub damage: bool,
 }
 
 /// What [`mark_reachable`] found.
@@ -70,6 +75,7 @@ pub fn mark_reachable(repo: &Repository, roots: &[TreeId]) -> Result<Reach> {
             reach.problems.push(Problem {
                 id,
                 why: e.to_string(),
+                damage: e.is_damage(),
             });
         }
         for (depth, ids) in contents {
@@ -88,6 +94,7 @@ pub fn mark_reachable(repo: &Repository, roots: &[TreeId]) -> Result<Reach> {
         reach.problems.push(Problem {
             id,
             why: "referenced but in no pack of the index".into(),
+            damage: true,
         });
     }
     Ok(reach)

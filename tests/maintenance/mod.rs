@@ -595,7 +595,11 @@ fn no_lock_reads_and_refuses_writes() {
         .success()
         .stdout("read me");
     assert_eq!(fs::read_dir(env.repo().join("locks")).unwrap().count(), 0);
-    for args in [&["backup", src.to_str().unwrap()][..], &["prune"][..]] {
+    for args in [
+        &["backup", src.to_str().unwrap()][..],
+        &["prune"][..],
+        &["drill"][..],
+    ] {
         env.snap(&[&["--no-lock"][..], args].concat())
             .assert()
             .failure()

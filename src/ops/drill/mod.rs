@@ -245,6 +245,8 @@ pub fn drill_snapshot(
     opts: &DrillOptions,
     progress: &dyn Progress,
 ) -> Result<(DrillId, Drill)> {
+    // It adds a record: a writer, under the shared lock.
+    repo.refuse_without_lock("drill")?;
     let _lock = repo.read_lock("drill")?;
     // A drill proves what another host, with no copies of the trees, would restore.
     repo.read_past_cache();
