@@ -75,7 +75,8 @@ pub fn mark_reachable(repo: &Repository, roots: &[TreeId]) -> Result<Reach> {
             reach.problems.push(Problem {
                 id,
                 why: e.to_string(),
-                damage: e.is_damage(),
+                // Not in the index is lost, as far as this repository's index knows.
+                damage: e.is_damage() || matches!(e, crate::error::Error::NotFound { .. }),
             });
         }
         for (depth, ids) in contents {
