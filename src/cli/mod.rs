@@ -501,27 +501,22 @@ pub fn run() -> i32 {
         .build_global();
     let repo_on_command_line =
         matches.value_source("repo") == Some(clap::parser::ValueSource::CommandLine);
-    if let Some(v) = env_var("SNAP_REMOTE_TIMEOUT") {
-        match parse_wait(&v) {
-            Ok(d) if !d.is_zero() => {
+    match (
+        env_duration("SNAP_REMOTE_TIMEOUT", false),
+        env_duration("SNAP_PG_ARCHIVE_TIMEOUT", true),
+    ) {
+        (Ok(silence), Ok(archive)) => {
+            if let Some(d) = silence {
                 let _ = SILENCE.set(d);
             }
-            _ => {
-                eprintln!(
-                    "snap: SNAP_REMOTE_TIMEOUT={v:?} is not a duration like 60, 30s, 5m or 1h"
-                );
-                return EXIT_USAGE;
+            if let Some(d) = archive {
+                snap::ops::backup::set_archive_timeout(d);
             }
         }
-    }
-    if let Some(v) = env_var("SNAP_PG_ARCHIVE_TIMEOUT") {
-        let Ok(d) = parse_wait(&v) else {
-            eprintln!(
-                "snap: SNAP_PG_ARCHIVE_TIMEOUT={v:?} is not a duration like 60, 30s, 5m or 1h"
-            );
+        (Err(bad), _) | (_, Err(bad)) => {
+            eprintln!("snap: {bad}");
             return EXIT_USAGE;
-        };
-        snap::ops::backup::set_archive_timeout(d);
+        }
     }
     let _ = LIMITS.set(store::Limits {
         upload: cli.limit_upload.map(|k| k.saturating_mul(1024)),
@@ -655,6 +650,23 @@ pub(crate) fn remote_options(endpoint: Option<String>) -> store::RemoteOptions {
     }
 }
 
+/// The duration environment variable `name` holds (zero only with `zero`), if set;
+/// what is wrong with its value, if anything.
+fn env_duration(
+    name: &str,
+    zero: bool,
+) -> std::result::Result<Option<std::time::Duration>, String> {
+    let Some(v) = env_var(name) else {
+        return Ok(None);
+    };
+    match parse_wait(&v) {
+        Ok(d) if zero || !d.is_zero() => Ok(Some(d)),
+        _ => Err(format!(
+            "{name}={v:?} is not a duration like 60, 30s, 5m or 1h"
+        )),
+    }
+}
+
 /// `SNAP_REMOTE_TIMEOUT`, read once in [`run`] (where a bad value is refused).
 static SILENCE: std::sync::OnceLock<std::time::Duration> = std::sync::OnceLock::new();
 
@@ -722,34 +734,28 @@ pub(crate) fn exit_on_signals(json: bool, what: &'static str) -> Result<()> {
 
 /// Runs one parsed command.
 fn dispatch(ctx: &Ctx, command: Command, matches: &clap::ArgMatches) -> Result<i32> {
-    if matches!(
-        command,
+    // What a signal does (restores and drills choose for themselves).
+    match command {
         Command::Backup(_)
-            | Command::Run(_)
-            | Command::Import(_)
-            | Command::Forget(_)
-            | Command::Prune(_)
-            | Command::Sync(_)
-            | Command::Mount(_)
-            | Command::Repair(_)
-            | Command::Tag(_)
-    ) {
-        stop_cleanly_on_signals()?;
-    }
-    if matches!(
-        command,
+        | Command::Run(_)
+        | Command::Import(_)
+        | Command::Forget(_)
+        | Command::Prune(_)
+        | Command::Sync(_)
+        | Command::Mount(_)
+        | Command::Repair(_)
+        | Command::Tag(_) => stop_cleanly_on_signals()?,
         Command::Check(_)
-            | Command::Ls(_)
-            | Command::Cat(_)
-            | Command::Dump(_)
-            | Command::Diff(_)
-            | Command::Find(_)
-            | Command::Export(_)
-    ) {
-        exit_on_signals(
+        | Command::Ls(_)
+        | Command::Cat(_)
+        | Command::Dump(_)
+        | Command::Diff(_)
+        | Command::Find(_)
+        | Command::Export(_) => exit_on_signals(
             output::wants_json(matches),
             "the command stopped; it changed nothing in the repository",
-        )?;
+        )?,
+        _ => {}
     }
     match command {
         Command::Init(a) => init::run(ctx, a),

@@ -206,7 +206,6 @@ fn http_url<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Option<Strin
     }
 }
 
-/// Groups written as `host,paths`, read by `--group-by`'s parser.
 /// A string or a list of strings: `pg = "DSN"` as `pg = ["DSN"]`, as `pg_all` takes
 /// one.
 fn one_or_many<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Vec<String>, D::Error> {
@@ -225,6 +224,7 @@ fn one_or_many<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Vec<Strin
     }
 }
 
+/// Groups written as `host,paths`, read by `--group-by`'s parser.
 fn group_by<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Option<GroupBy>, D::Error> {
     let s = String::deserialize(d)?;
     s.parse().map(Some).map_err(serde::de::Error::custom)

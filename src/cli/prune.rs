@@ -13,7 +13,7 @@ pub struct Args {
     dry_run: bool,
     /// Unused space to tolerate in partly used packs, as a share of the used space
     /// (0% rewrites every pack with garbage in it; `unlimited` rewrites none, so prune
-    /// writes nothing: what frees space in a full repository)
+    /// writes no pack: what frees space in a full repository)
     #[arg(long, value_name = "PERCENT", default_value = "5%", value_parser = parse_max_unused)]
     max_unused: f64,
     /// Print the report as JSON

@@ -18,7 +18,7 @@ use std::sync::Mutex;
 
 use rayon::prelude::*;
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::format::id::{Id, PackId, SnapshotId, TreeId};
 use crate::format::tree::{Content, NodeKind};
 use crate::locked;
@@ -121,9 +121,10 @@ pub fn check(repo: &Repository, read: ReadData, progress: &dyn Progress) -> Resu
         let problem = match on_disk.get(pack) {
             None => Some(format!("pack {pack} is missing ({} blobs)", rows.len())),
             Some(&len) => match repo.pack_trailer(pack, len) {
-                Err(Error::Interrupted) => return Err(Error::Interrupted),
                 Err(e) if !e.is_damage() => {
-                    report.unreadable.push(unreadable(pack, &e));
+                    report
+                        .unreadable
+                        .push(unreadable(format!("pack {pack}"), &e));
                     continue;
                 }
                 Err(e) => Some(format!("pack {pack}: {e}")),
@@ -182,10 +183,9 @@ pub fn check(repo: &Repository, read: ReadData, progress: &dyn Progress) -> Resu
     report.metadata_blobs = reach.trees + reach.lists;
     for p in &reach.problems {
         if !p.damage {
-            report.unreadable.push(format!(
-                "blob {} could not be read: {}; that is no proof of damage (nothing was recorded): give snap access to it, or wait for the store to answer, and check again",
-                p.id, p.why
-            ));
+            report
+                .unreadable
+                .push(unreadable(format!("blob {}", p.id), &p.why));
         } else if bad.insert(p.id) {
             report.errors.push(format!("blob {}: {}", p.id, p.why));
         }
@@ -216,9 +216,10 @@ pub fn check(repo: &Repository, read: ReadData, progress: &dyn Progress) -> Resu
         // `present` packs are listed at the size the index gives.
         let entries = match repo.pack_trailer(pack, on_disk[pack]) {
             Ok(t) => t,
-            Err(Error::Interrupted) => return Err(Error::Interrupted),
             Err(e) if !e.is_damage() => {
-                locked(&found).2.push(unreadable(pack, &e));
+                locked(&found)
+                    .2
+                    .push(unreadable(format!("pack {pack}"), &e));
                 return Ok(());
             }
             Err(e) => {
@@ -231,9 +232,10 @@ pub fn check(repo: &Repository, read: ReadData, progress: &dyn Progress) -> Resu
             let loc = BlobLoc::in_pack(*pack, e);
             match repo.read_blob_at(&e.id, &loc) {
                 Ok(_) => {}
-                Err(Error::Interrupted) => return Err(Error::Interrupted),
                 Err(err) if !err.is_damage() => {
-                    locked(&found).2.push(unreadable(pack, &err));
+                    locked(&found)
+                        .2
+                        .push(unreadable(format!("pack {pack}"), &err));
                     return Ok(());
                 }
                 Err(err) => broken.push((e.id, loc, err.to_string())),
@@ -312,11 +314,11 @@ pub fn check(repo: &Repository, read: ReadData, progress: &dyn Progress) -> Resu
     Ok(report)
 }
 
-/// What `check` says of pack `pack`, which could not be read for a reason (`e`) that
-/// proves nothing about its bytes.
-fn unreadable(pack: &PackId, e: &Error) -> String {
+/// What `check` says of `what` (a pack, a blob), which could not be read for a reason
+/// (`why`) that proves nothing about its bytes.
+fn unreadable(what: String, why: &dyn std::fmt::Display) -> String {
     format!(
-        "pack {pack} could not be read: {e}; that is no proof of damage (nothing was recorded): give snap access to it, or wait for the store to answer, and check again"
+        "{what} could not be read: {why}; that is no proof of damage (nothing was recorded): give snap access to it, or wait for the store to answer, and check again"
     )
 }
 
@@ -341,7 +343,6 @@ fn verify_wal(repo: &Repository, report: &mut CheckReport) -> Result<()> {
                 report.wal_files_verified += 1;
             }
             Ok(None) => {}
-            Err(Error::Interrupted) => return Err(Error::Interrupted),
             Err(e) => report.errors.push(format!(
                 "WAL file {}/{}: {e}: recovery stops before it; if the cluster still has it in pg_wal, delete the damaged copy and push it again (`snap wal push`), else take a new base backup",
                 repo.location(),

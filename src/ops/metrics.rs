@@ -468,50 +468,44 @@ pub fn series_help() -> String {
 /// read together by node_exporter's textfile collector, must not repeat a series.
 pub fn render(metrics: Option<&Metrics>, outcome: Option<&RunOutcome>) -> String {
     let mut out = String::new();
+    let profile: Labels = outcome
+        .map(|r| ("profile", r.profile.clone()))
+        .into_iter()
+        .collect();
     if let Some(m) = metrics {
-        let group = |g: &GroupMetrics| [("host", g.host.clone()), ("sources", g.sources.join(" "))];
         for s in GROUP_SERIES {
-            match outcome {
-                None => family(&mut out, s, m.groups.iter().map(|g| (group(g), g))),
-                Some(r) => family(
-                    &mut out,
-                    s,
-                    m.groups.iter().map(|g| {
-                        let [host, sources] = group(g);
-                        ([("profile", r.profile.clone()), host, sources], g)
-                    }),
-                ),
-            }
+            family(
+                &mut out,
+                s,
+                m.groups.iter().map(|g| {
+                    let mut labels = profile.clone();
+                    labels.push(("host", g.host.clone()));
+                    labels.push(("sources", g.sources.join(" ")));
+                    (labels, g)
+                }),
+            );
         }
         for s in REPOSITORY_SERIES {
-            match outcome {
-                None => family(&mut out, s, std::iter::once(([], m))),
-                Some(r) => family(
-                    &mut out,
-                    s,
-                    std::iter::once(([("profile", r.profile.clone())], m)),
-                ),
-            }
+            family(&mut out, s, std::iter::once((profile.clone(), m)));
         }
     }
     if let Some(r) = outcome {
         for s in RUN_SERIES {
-            family(
-                &mut out,
-                s,
-                std::iter::once(([("profile", r.profile.clone())], r)),
-            );
+            family(&mut out, s, std::iter::once((profile.clone(), r)));
         }
     }
     out
 }
 
+/// A sample's labels, in order.
+type Labels = Vec<(&'static str, String)>;
+
 /// Appends one family: HELP and TYPE, then a sample for each item that has a value;
 /// nothing when none has.
-fn family<'a, T: 'a, const N: usize>(
+fn family<'a, T: 'a>(
     out: &mut String,
     s: &Series<T>,
-    items: impl Iterator<Item = ([(&'static str, String); N], &'a T)>,
+    items: impl Iterator<Item = (Labels, &'a T)>,
 ) {
     let samples: Vec<String> = items
         .filter_map(|(labels, item)| {

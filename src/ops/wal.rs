@@ -88,18 +88,17 @@ fn not_a_segment(file: &WalFile, raw: &[u8]) -> Option<String> {
             raw.len()
         ));
     }
-    let segno = file.segno(seg_size).expect("a segment has a number");
+    let named = file.segno(seg_size).expect("a segment has a number") * seg_size;
     let at = u64_at(8);
-    if at != segno * seg_size {
-        return Some(format!(
+    (at != named).then(|| {
+        format!(
             "its header places it at {:X}/{:08X}, its name at {:X}/{:08X}",
             at >> 32,
             at & 0xFFFF_FFFF,
-            (segno * seg_size) >> 32,
-            (segno * seg_size) & 0xFFFF_FFFF
-        ));
-    }
-    None
+            named >> 32,
+            named & 0xFFFF_FFFF
+        )
+    })
 }
 
 /// `restore_command`: writes archived file `name` (`%f`) to `dest` (`%p`), whole or not
@@ -323,10 +322,9 @@ impl Archived {
     }
 }
 
-/// A timeline history file: `parentTLI <tab> switchpoint <tab> reason` lines.
-/// As PostgreSQL reads it: every line but blank ones and comments must name an
-/// earlier timeline and a location, and there is at least one (timeline `tli`'s
-/// ancestors); else why not.
+/// Timeline `tli`'s history file (`parentTLI <tab> switchpoint <tab> reason` lines) as
+/// PostgreSQL reads it: every line but blank ones and comments must name an earlier
+/// timeline and a location, and there is at least one; else why not.
 pub(crate) fn parse_history(tli: u32, raw: &[u8]) -> std::result::Result<Vec<(u32, u64)>, String> {
     let text = std::str::from_utf8(raw).map_err(|_| "it is not text".to_string())?;
     let mut out = Vec::new();
@@ -434,7 +432,7 @@ pub fn check(wal: &WalArchive<'_>, snaps: &[(SnapshotId, Snapshot)]) -> Result<W
         bases,
         gaps,
         missing_history,
-        unreadable_history: archived.unreadable_history.clone(),
+        unreadable_history: archived.unreadable_history,
     })
 }
 

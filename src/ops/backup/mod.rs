@@ -35,8 +35,6 @@ mod archive;
 mod db;
 mod ngw;
 mod pg_base;
-
-pub use self::pg_base::set_archive_timeout;
 mod rasters;
 mod streams;
 mod vdir;
@@ -45,7 +43,7 @@ mod walk;
 #[doc(hidden)]
 pub use archive::check_archive;
 pub use archive::time_from_name;
-pub use pg_base::BASE_DIR;
+pub use pg_base::{set_archive_timeout, BASE_DIR};
 
 use crate::error::{Error, IoContext, Result, SourceError, Usage};
 use crate::format::chunker::{

@@ -26,11 +26,12 @@ use crate::ops::restore::node_at;
 use crate::source::command::shell_quote;
 use crate::source::pg::Dsn;
 
-/// Every user table of database `dsn` names (`schema.table`) with its exact row
-/// count, in one query.
-pub(super) fn count_tables(dsn: &Dsn) -> Result<BTreeMap<String, u64>> {
+/// Every user table of database `dsn`, by schema and name, with its exact row count,
+/// in one query.
+pub(super) fn count_tables(dsn: &Dsn) -> Result<BTreeMap<(String, String), u64>> {
+    // Schema and name apart by a unit separator, which no sane name holds.
     let rows = dsn.query(
-        "SELECT n.nspname || '.' || c.relname || '|' ||
+        "SELECT n.nspname || chr(31) || c.relname || '|' ||
                 (xpath('/row/c/text()', query_to_xml(format('SELECT count(*) AS c FROM %I.%I',
                     n.nspname, c.relname), false, true, '')))[1]::text
            FROM pg_catalog.pg_class c
@@ -41,9 +42,13 @@ pub(super) fn count_tables(dsn: &Dsn) -> Result<BTreeMap<String, u64>> {
     )?;
     let mut out = BTreeMap::new();
     for line in rows {
-        let parsed = line
-            .rsplit_once('|')
-            .and_then(|(t, n)| Some((t.to_string(), n.trim().parse().ok()?)));
+        let parsed = line.rsplit_once('|').and_then(|(t, n)| {
+            let (schema, name) = t.split_once('\u{1f}')?;
+            Some((
+                (schema.to_string(), name.to_string()),
+                n.trim().parse().ok()?,
+            ))
+        });
         let Some((table, n)) = parsed else {
             return Err(Error::internal(
                 format!("unexpected row count line from psql: {line:?}"),
@@ -53,6 +58,14 @@ pub(super) fn count_tables(dsn: &Dsn) -> Result<BTreeMap<String, u64>> {
         out.insert(table, n);
     }
     Ok(out)
+}
+
+/// Counts by `schema.table`, as drill records name tables.
+pub(super) fn dotted(counts: BTreeMap<(String, String), u64>) -> BTreeMap<String, u64> {
+    counts
+        .into_iter()
+        .map(|((schema, name), n)| (format!("{schema}.{name}"), n))
+        .collect()
 }
 
 /// The counts of this drill beside the last passed drill's, flagged where they fell
@@ -116,17 +129,13 @@ pub(super) fn drill_pg(ctx: &SourceCtx<'_>, c: &ScratchCluster, name: &str) -> R
     };
     let nodes = ctx.repo.load_tree(&tree)?.nodes;
     let toc = DumpTables::of_nodes(ctx.repo, &nodes)?.unwrap_or_default();
-    let rows = count_tables(&dsn)?;
+    let counts = count_tables(&dsn)?;
     // In the listing's own form: schema and name joined by a space.
-    let restored: std::collections::HashSet<String> = dsn
-        .query(
-            "SELECT n.nspname || ' ' || c.relname
-               FROM pg_catalog.pg_class c
-               JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-              WHERE c.relkind IN ('r', 'p')",
-        )?
-        .into_iter()
+    let restored: std::collections::HashSet<String> = counts
+        .keys()
+        .map(|(schema, name)| format!("{schema} {name}"))
         .collect();
+    let rows = dotted(counts);
     let missing: Vec<&str> = toc
         .listed()
         .into_iter()
@@ -174,7 +183,7 @@ pub(super) fn drill_sql(
     )?;
     let mut rows = BTreeMap::new();
     for db in dbs {
-        for (t, n) in count_tables(&c.dsn(&db))? {
+        for (t, n) in dotted(count_tables(&c.dsn(&db))?) {
             rows.insert(format!("{db}.{t}"), n);
         }
     }

@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 
 use super::cluster::ScratchCluster;
-use super::db::{compare, count_tables};
+use super::db::{compare, count_tables, dotted};
 use super::{listed, Proof, SourceCtx};
 use crate::error::{Error, IoContext, Result};
 use crate::ops::ngw_part::{NgwPart, COMPONENTS};
@@ -97,7 +97,7 @@ pub(super) fn drill(ctx: &SourceCtx<'_>, c: &ScratchCluster) -> Result<Proof> {
     if db.query("SELECT count(*) FROM core_migration").is_err() {
         problems.push("table core_migration is missing after the restore".into());
     }
-    let (tables, fell) = compare(count_tables(&db)?, ctx.previous);
+    let (tables, fell) = compare(dotted(count_tables(&db)?), ctx.previous);
     let problem = if problems.is_empty() {
         fell
     } else {

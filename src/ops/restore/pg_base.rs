@@ -6,7 +6,6 @@
 //! LSN target, every segment up to it.
 
 use std::fs;
-use std::io::Write as _;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
@@ -277,18 +276,7 @@ pub fn restore_pg_base(
             opts.action.as_str()
         ));
     }
-    let conf = opts.data.join("postgresql.auto.conf");
-    retire_recovery_settings(&conf, id)?;
-    let mut f = fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&conf)
-        .at(&conf)?;
-    writeln!(f, "# Recovery from snap snapshot {}", id.short()).at(&conf)?;
-    for s in &settings {
-        writeln!(f, "{s}").at(&conf)?;
-    }
-    drop(f);
+    write_recovery_conf(&opts.data.join("postgresql.auto.conf"), id, &settings)?;
     let signal = opts.data.join("recovery.signal");
     fs::write(&signal, b"").at(&signal)?;
     let owner = if rustix::process::geteuid().is_root() {
@@ -335,7 +323,7 @@ fn parse_target_time(t: &str) -> TargetTime {
     if s.get(10..11) == Some("T") {
         s.replace_range(10..11, " ");
     }
-    for utc in [" UTC", " GMT", "UTC", "GMT", "Z"] {
+    for utc in ["UTC", "GMT", "Z"] {
         if let Some(rest) = s.strip_suffix(utc) {
             s = format!("{}+00", rest.trim_end());
             break;
@@ -379,31 +367,33 @@ fn sets_recovery(line: &str) -> bool {
         || name.starts_with("recovery_target")
 }
 
-/// Comments out the recovery settings the base backup's `postgresql.auto.conf` brought
-/// along (a cluster that was itself recovered to a point keeps its
-/// `recovery_target_time`, and `pg_basebackup` copies it): left in, they would stop
-/// this recovery at that old point, whatever this restore asked for.
-fn retire_recovery_settings(conf: &Path, id: &SnapshotId) -> Result<()> {
+/// Writes this recovery's `settings` at the end of `postgresql.auto.conf` (`conf`),
+/// commenting out the recovery settings the base backup's copy brought along (a
+/// cluster that was itself recovered to a point keeps its `recovery_target_time`, and
+/// `pg_basebackup` copies it): left in, they would stop this recovery at that old
+/// point, whatever this restore asked for.
+fn write_recovery_conf(conf: &Path, id: &SnapshotId, settings: &[String]) -> Result<()> {
     let text = match fs::read_to_string(conf) {
         Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
         Err(e) => return Err(e).at(conf),
     };
-    if !text.lines().any(sets_recovery) {
-        return Ok(());
-    }
-    let mut out = String::with_capacity(text.len() + 256);
+    let mut out = String::with_capacity(text.len() + 512);
     for line in text.lines() {
         if sets_recovery(line) {
             out.push_str("# Removed by snap restore of snapshot ");
             out.push_str(&id.short());
             out.push_str(", an earlier recovery's: ");
-            out.push_str(line);
-            out.push('\n');
-        } else {
-            out.push_str(line);
-            out.push('\n');
         }
+        out.push_str(line);
+        out.push('\n');
+    }
+    out.push_str("# Recovery from snap snapshot ");
+    out.push_str(&id.short());
+    out.push('\n');
+    for s in settings {
+        out.push_str(s);
+        out.push('\n');
     }
     fs::write(conf, out).at(conf)
 }
@@ -452,7 +442,7 @@ mod tests {
         )
         .unwrap();
         let id = SnapshotId(crate::format::id::Id::hash(b"s"));
-        retire_recovery_settings(&conf, &id).unwrap();
+        write_recovery_conf(&conf, &id, &[]).unwrap();
         let text = fs::read_to_string(&conf).unwrap();
         let live: Vec<&str> = text.lines().filter(|l| !l.starts_with('#')).collect();
         assert_eq!(live, ["work_mem = '64MB'"], "{text}");
