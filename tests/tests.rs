@@ -634,6 +634,74 @@ mod commands {
             ));
     }
 
+    /// `--tag a,b` gives two tags, as in restic, so the filter `--tag a,b` (both) finds
+    /// the snapshot; a tag or host that could not be selected, listed or shown as a
+    /// mount's directory is refused before anything is read.
+    #[test]
+    fn tags_are_split_at_commas_and_unusable_labels_refused() {
+        let env = Env::new();
+        env.init();
+        let src = env.path("src");
+        fs::create_dir_all(&src).unwrap();
+        fs::write(src.join("f"), b"f").unwrap();
+        let src = src.to_str().unwrap();
+        let made = env.backup_json(&[src, "--tag", "db,nightly", "--tag", "eu"]);
+        let id = made["id"].as_str().unwrap();
+        let listed = |args: &[&str]| -> serde_json::Value {
+            let mut all = vec!["list", "--json"];
+            all.extend_from_slice(args);
+            let o = env.snap(&all).output().unwrap();
+            assert!(o.status.success(), "{o:?}");
+            serde_json::from_slice(&o.stdout).unwrap()
+        };
+        let all = listed(&[]);
+        assert_eq!(all[0]["tags"], serde_json::json!(["db", "eu", "nightly"]));
+        assert_eq!(listed(&["--tag", "nightly,db"])[0]["id"], id);
+        for (args, said) in [
+            (
+                &["--tag", "a/b"][..],
+                "\"a/b\" cannot be a tag: it contains /",
+            ),
+            (&["--tag", ".."], "cannot be a tag: it is . or .."),
+            (&["--tag", "a,,b"], "\"\" cannot be a tag: it is empty"),
+            (&["--tag", "new\nline"], "control character"),
+            (&["--host", "web/1"], "cannot be a host name: it contains /"),
+            (&["--host", ""], "cannot be a host name: it is empty"),
+        ] {
+            let mut all = vec!["backup", src];
+            all.extend_from_slice(args);
+            let o = env.snap(&all).output().unwrap();
+            assert_eq!(o.status.code(), Some(2), "{args:?}: {o:?}");
+            let err = String::from_utf8_lossy(&o.stderr);
+            assert!(err.contains(said), "{args:?}: {err}");
+        }
+        env.snap(&["tag", "latest", "--add", "x/y"])
+            .assert()
+            .code(2)
+            .stderr(predicate::str::contains("cannot be a tag"));
+        env.snap(&[
+            "tag",
+            "latest",
+            "--remove",
+            "eu,nightly",
+            "--add",
+            "kept,audit",
+        ])
+        .assert()
+        .success();
+        assert_eq!(
+            listed(&[])[0]["tags"],
+            serde_json::json!(["audit", "db", "kept"])
+        );
+        env.snap(&["tag", "latest", "--set", "one,two"])
+            .assert()
+            .success();
+        assert_eq!(listed(&[])[0]["tags"], serde_json::json!(["one", "two"]));
+        env.snap(&["tag", "latest", "--set", ""]).assert().success();
+        assert_eq!(listed(&[])[0]["tags"], serde_json::json!([]));
+        assert_eq!(listed(&[]).as_array().unwrap().len(), 1);
+    }
+
     /// `snap` with no `--repo`, reading the configuration file `config`.
     fn with_config(config: &Path, args: &[&str]) -> assert_cmd::Command {
         let mut c = util::snap_bin();
@@ -772,6 +840,39 @@ retention = {{ keep_last = 1 }}
                 predicate::str::contains("line 3")
                     .and(predicate::str::contains("unknown field `keep_daily`")),
             );
+        // A tag is checked as `--tag` checks it, and `max_unused` takes what
+        // `--max-unused` takes.
+        fs::write(
+            &config,
+            "[profile.app]\nrepository = \"/x\"\ntags = [\"ok\", \"a/b\"]\n",
+        )
+        .unwrap();
+        with_config(&config, &["run", "app"])
+            .assert()
+            .code(1)
+            .stderr(
+                predicate::str::contains("line 3")
+                    .and(predicate::str::contains("\"a/b\" cannot be a tag")),
+            );
+        for (share, ok) in [("150%", true), ("unlimited", true), ("-5%", false)] {
+            fs::write(
+                &config,
+                format!(
+                    "[profile.app]\nrepository = \"/x\"\n[profile.app.retention]\n\
+                     keep_last = 1\nmax_unused = \"{share}\"\n"
+                ),
+            )
+            .unwrap();
+            let said = if ok {
+                "no profile \"nosuch\""
+            } else {
+                "line 5"
+            };
+            with_config(&config, &["run", "nosuch"])
+                .assert()
+                .code(1)
+                .stderr(predicate::str::contains(said));
+        }
     }
 
     #[test]

@@ -96,11 +96,11 @@ pub struct Args {
     /// the repository
     #[arg(long, short = 'n')]
     dry_run: bool,
-    /// Tag the snapshot (repeatable)
-    #[arg(long, value_name = "TAG")]
+    /// Tag the snapshot (repeatable; `a,b` gives it both tags)
+    #[arg(long, value_name = "TAG", value_delimiter = ',', value_parser = super::parse_tag)]
     tag: Vec<String>,
     /// Host name to record [default: this machine's]
-    #[arg(long)]
+    #[arg(long, value_parser = super::parse_host)]
     host: Option<String>,
     /// zstd level for new data [default: the repository's]
     #[arg(long, value_parser = clap::value_parser!(i32).range(0..=19))]

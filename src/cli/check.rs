@@ -80,6 +80,11 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
             .map(|h| format!(" of host {h}"))
             .unwrap_or_default();
         return match newest {
+            None if !ahead.is_empty() => Err(super::output::stale(format!(
+                "no snapshot{who} in {} is dated before this host's clock ({} ahead of it, named above)",
+                repo.location(),
+                count(ahead.len(), "snapshot")
+            ))),
             None => Err(super::output::stale(format!(
                 "no snapshot{who} in {}: nothing is backed up yet; run `snap backup`",
                 repo.location()
@@ -184,8 +189,11 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
     }
     if r.errors.is_empty() {
         Ok(0)
-    } else if r.errors.len() == r.unreadable.len() {
-        if !a.json {
+    } else if r.errors.len() == r.unreadable.len() + r.damaged_records.len() {
+        if !a.json && !r.damaged_records.is_empty() {
+            eprintln!("snap: no backed up data is damaged, but the records listed above are; do what each says");
+        }
+        if !a.json && !r.unreadable.is_empty() {
             eprintln!("snap: some packs could not be read (listed above), for reasons that prove no damage; fix what stopped the reads and run check again");
         }
         Ok(1)

@@ -16,7 +16,7 @@ pub struct Args {
     #[arg(required = true, value_name = "FILE")]
     files: Vec<PathBuf>,
     /// Host name to record [default: this machine's]
-    #[arg(long)]
+    #[arg(long, value_parser = super::parse_host)]
     host: Option<String>,
     /// Print one JSON array of the archives: `snapshot` and `skipped` (already
     /// imported), or `error` (a failure of the whole run: {"error": {"message", "kind"}})
@@ -73,11 +73,12 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
             let opts = BackupOptions {
                 archive: Some((file.clone(), aid)),
                 time: Some(*time),
+                // The archive's name, as a tag can hold it.
                 tags: vec![file
                     .file_name()
                     .unwrap_or_default()
                     .to_string_lossy()
-                    .into_owned()],
+                    .replace(|c: char| c == ',' || c.is_control(), "_")],
                 host: a.host.clone(),
                 ..Default::default()
             };

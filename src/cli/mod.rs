@@ -189,11 +189,29 @@ enum Command {
     Repair(repair::Args),
     /// Manage the passphrases of an encrypted repository
     Key(key::Args),
+    /// Archive a PostgreSQL cluster's WAL (archive_command, restore_command) and check
+    /// its continuity, for point-in-time recovery with `backup --pg-base`
     Wal(wal::Args),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell)
     Completions(shell::CompletionsArgs),
     /// Print the man page, or write every page into a directory
     Man(shell::ManArgs),
+}
+
+/// A tag for a new snapshot (`--tag`, `tag --add`; a comma parts several, as in restic).
+pub fn parse_tag(s: &str) -> Result<String, String> {
+    match snap::format::snapshot::label_problem(s, true) {
+        None => Ok(s.to_string()),
+        Some(why) => Err(format!("{s:?} cannot be a tag: {why}")),
+    }
+}
+
+/// A host name for a new snapshot (`--host` of `backup` and `import`).
+pub fn parse_host(s: &str) -> Result<String, String> {
+    match snap::format::snapshot::label_problem(s, false) {
+        None => Ok(s.to_string()),
+        Some(why) => Err(format!("{s:?} cannot be a host name: {why}")),
+    }
 }
 
 /// Whose snapshot a command that names one (`latest` or an id prefix) reads.
@@ -1281,7 +1299,20 @@ fn print_list(title: &str, items: &[String]) {
 mod tests {
     use std::time::Duration;
 
-    use super::{clock, eta, status, Status};
+    use super::{clock, eta, status, Cli, Status};
+
+    /// `snap help` and the man pages say what each command is for.
+    #[test]
+    fn every_command_says_what_it_is_for() {
+        fn walk(cmd: &clap::Command, path: &str) {
+            for sub in cmd.get_subcommands() {
+                let path = format!("{path} {}", sub.get_name());
+                assert!(sub.get_about().is_some(), "{path} has no description");
+                walk(sub, &path);
+            }
+        }
+        walk(&<Cli as clap::CommandFactory>::command(), "snap");
+    }
 
     #[test]
     fn clock_reads_minutes_then_hours() {

@@ -78,8 +78,9 @@ struct Profile {
     exclude_larger_than: Option<u64>,
     #[serde(default)]
     one_file_system: bool,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "tags")]
     tags: Vec<String>,
+    #[serde(default, deserialize_with = "host")]
     host: Option<String>,
     retention: Option<Retention>,
     /// Repositories `snap run` syncs to after retention (`--delete` with retention).
@@ -173,14 +174,30 @@ struct Retention {
     /// Delete the forgotten snapshots' data right away (default true).
     prune: Option<bool>,
     /// Read (and so checked, with its line) by the same parser as `--max-unused`.
-    #[serde(default, deserialize_with = "percent")]
+    #[serde(default, deserialize_with = "max_unused")]
     max_unused: Option<f64>,
 }
 
-/// A share written as `5%` (or `5`), read by `--max-unused`'s parser.
-fn percent<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Option<f64>, D::Error> {
+/// A share written as `5%` (or `5`, or `unlimited`), read by `--max-unused`'s parser.
+fn max_unused<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Option<f64>, D::Error> {
     let s = String::deserialize(d)?;
-    prune::parse_percent(&s)
+    prune::parse_max_unused(&s)
+        .map(Some)
+        .map_err(serde::de::Error::custom)
+}
+
+/// Tags, each read by `--tag`'s parser.
+fn tags<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Vec<String>, D::Error> {
+    Vec::<String>::deserialize(d)?
+        .iter()
+        .map(|t| super::parse_tag(t).map_err(serde::de::Error::custom))
+        .collect()
+}
+
+/// A host name, read by `--host`'s parser.
+fn host<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Option<String>, D::Error> {
+    let s = String::deserialize(d)?;
+    super::parse_host(&s)
         .map(Some)
         .map_err(serde::de::Error::custom)
 }

@@ -12,18 +12,28 @@ pub struct Args {
     snapshots: Vec<String>,
     #[command(flatten)]
     filter: FilterArgs,
-    /// Add this tag (repeatable)
-    #[arg(long)]
+    /// Add this tag (repeatable; `a,b` adds both)
+    #[arg(long, value_delimiter = ',', value_parser = super::parse_tag)]
     add: Vec<String>,
-    /// Remove this tag (repeatable)
-    #[arg(long)]
+    /// Remove this tag (repeatable; `a,b` removes both)
+    #[arg(long, value_delimiter = ',')]
     remove: Vec<String>,
-    /// Replace the tags by these (repeatable; `--set ''` removes every tag)
-    #[arg(long, conflicts_with = "add")]
+    /// Replace the tags by these (repeatable; `a,b` sets both; `--set ''` removes every
+    /// tag)
+    #[arg(long, conflicts_with = "add", value_delimiter = ',', value_parser = set_tag)]
     set: Vec<String>,
     /// Print the changes as one JSON array
     #[arg(long)]
     json: bool,
+}
+
+/// A tag of `--set`, or none (`--set ''`).
+fn set_tag(s: &str) -> Result<String, String> {
+    if s.is_empty() {
+        Ok(String::new())
+    } else {
+        super::parse_tag(s)
+    }
 }
 
 pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {

@@ -15,6 +15,27 @@ pub const VERSION: u32 = 1;
 /// Largest snapshot record accepted on read.
 pub const MAX_LEN: u64 = 16 << 20;
 
+/// Why `label` cannot be a new snapshot's host, or with `tag` its tag, if it cannot.
+/// Both name directories of `snap mount` (`hosts/<host>`, `tags/<tag>`) and words of
+/// `snap list`; a tag holds no comma either, as `--tag a,b` means the tags `a` and `b`.
+pub fn label_problem(label: &str, tag: bool) -> Option<&'static str> {
+    if label.is_empty() {
+        Some("it is empty")
+    } else if label == "." || label == ".." {
+        Some("it is . or ..")
+    } else if label.contains('/') {
+        Some("it contains /")
+    } else if tag && label.contains(',') {
+        Some("it contains a comma")
+    } else if label.chars().any(char::is_control) {
+        Some("it contains a control character")
+    } else if label.len() > 255 {
+        Some("it is longer than 255 bytes")
+    } else {
+        None
+    }
+}
+
 /// One snapshot.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Snapshot {

@@ -73,6 +73,9 @@ pub struct CheckReport {
     /// bytes (a refused permission, a lost connection): not damage, and not recorded
     /// as such; also among `errors`.
     pub unreadable: Vec<String>,
+    /// Damaged drill records and key files: errors that touch no backed up data, each
+    /// saying what to do; also among `errors`.
+    pub damaged_records: Vec<String>,
     /// Things that are not damage (unindexed packs, leftover temp files).
     pub warnings: Vec<String>,
     /// Snapshots the errors affect.
@@ -91,7 +94,7 @@ pub fn check(repo: &Repository, read: ReadData, progress: &dyn Progress) -> Resu
         report.errors.push(format!("snapshot record {path}: {why}"));
     }
     for (path, why) in repo.damaged_drills()? {
-        report.errors.push(format!(
+        report.damaged_records.push(format!(
             "drill record {}/{path}: {why}: it is left out (its snapshot counts as not drilled); delete the file and run `snap drill` again",
             repo.location()
         ));
@@ -100,11 +103,12 @@ pub fn check(repo: &Repository, read: ReadData, progress: &dyn Progress) -> Resu
     // (their seal needs their passphrase).
     for (id, damaged) in keys::list(repo.store().as_ref())? {
         if let Err(e) = damaged {
-            report.errors.push(format!(
+            report.damaged_records.push(format!(
                 "{e}: its passphrase no longer opens the repository; `snap key remove {id}`, then `snap key add` that passphrase again"
             ));
         }
     }
+    report.errors.extend(report.damaged_records.iter().cloned());
     if !repo.index().is_complete()? {
         report.errors.push(
             "some index files cannot be read (see the warnings above); run `snap repair index` to rewrite them from the packs".into(),

@@ -579,10 +579,12 @@ fn check_names_a_damaged_drill_record() {
     bytes[mid] ^= 1;
     fs::write(&record, bytes).unwrap();
     let name = record.file_name().unwrap().to_str().unwrap().to_string();
-    env.snap(&["check"])
-        .assert()
-        .code(1)
-        .stderr(predicate::str::contains("drill record").and(predicate::str::contains(name)));
+    env.snap(&["check"]).assert().code(1).stderr(
+        predicate::str::contains("drill record")
+            .and(predicate::str::contains(name))
+            .and(predicate::str::contains("no backed up data is damaged"))
+            .and(predicate::str::contains("repository is damaged").not()),
+    );
 }
 
 /// Names that need quoting drill as they restore: a database whose name holds quotes

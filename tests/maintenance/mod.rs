@@ -633,6 +633,23 @@ fn max_age_does_not_count_a_snapshot_dated_ahead() {
             predicate::str::contains("ahead of this host's clock: it is not counted")
                 .and(predicate::str::contains("older than the allowed 26h")),
         );
+    // Of another host, whose only snapshot is ahead: not "nothing backed up".
+    let Some(mut other) = at(
+        &env,
+        "+365d",
+        &["backup", "--host", "fast", src.to_str().unwrap()],
+    ) else {
+        return;
+    };
+    other.assert().success();
+    env.snap(&["check", "--max-age", "26h", "--host", "fast"])
+        .assert()
+        .code(1)
+        .stderr(
+            predicate::str::contains("no snapshot of host fast")
+                .and(predicate::str::contains("1 snapshot ahead of it"))
+                .and(predicate::str::contains("nothing is backed up").not()),
+        );
 }
 
 #[test]

@@ -218,12 +218,16 @@ pub fn backup(
     progress: &dyn Progress,
 ) -> Result<BackupOutcome> {
     let done = run(repo, opts, stdin, progress, false)?;
+    // Sorted, each once, as `snap tag` leaves them.
+    let mut tags = opts.tags.clone();
+    tags.sort();
+    tags.dedup();
     let snapshot = Snapshot {
         version: snapshot::VERSION,
         time: done.time,
         host: done.host,
         user: crate::host::user_name(),
-        tags: opts.tags.clone(),
+        tags,
         sources: done.sources,
         tree: done
             .tree
