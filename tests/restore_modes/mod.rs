@@ -136,6 +136,44 @@ fn overwrite_never_keeps_existing_files_and_writes_missing_ones() {
     assert_eq!(out["replaced"], 0, "{out}");
 }
 
+/// A hard-linked file whose first path `--overwrite never` keeps (another file there,
+/// or a link out of the target): its other paths get the snapshot's bytes, linked to
+/// each other, never to what was kept.
+#[test]
+fn kept_first_path_of_hard_links_does_not_take_the_others_along() {
+    let env = Env::new();
+    env.init();
+    let src = env.path("src");
+    fs::create_dir_all(src.join("sub")).unwrap();
+    fs::write(src.join("l1"), b"linked").unwrap();
+    fs::hard_link(src.join("l1"), src.join("l2")).unwrap();
+    fs::hard_link(src.join("l1"), src.join("sub/l3")).unwrap();
+    env.backup_json(&[src.to_str().unwrap()]);
+    let outside = env.path("outside");
+    fs::write(&outside, b"VICTIM").unwrap();
+    for (name, first_is_link) in [("edited", false), ("link", true)] {
+        let target = env.path(name);
+        let r = target.join(src.strip_prefix("/").unwrap());
+        fs::create_dir_all(&r).unwrap();
+        if first_is_link {
+            symlink(&outside, r.join("l1")).unwrap();
+        } else {
+            fs::write(r.join("l1"), b"LOCAL EDIT").unwrap();
+        }
+        let out = restore_json(&env, &target, &["--overwrite", "never", "--verify"]);
+        assert_eq!(out["skipped"], 1, "{out}");
+        for other in ["l2", "sub/l3"] {
+            let p = r.join(other);
+            let md = fs::symlink_metadata(&p).unwrap();
+            assert!(md.is_file(), "{name}: {other} is not a file of its own");
+            assert_eq!(fs::read(&p).unwrap(), b"linked", "{name}: {other}");
+        }
+        let ino = |p: &str| std::os::unix::fs::MetadataExt::ino(&fs::metadata(r.join(p)).unwrap());
+        assert_eq!(ino("l2"), ino("sub/l3"), "{name}: the others are one file");
+        assert_eq!(fs::read(&outside).unwrap(), b"VICTIM");
+    }
+}
+
 #[test]
 fn overwrite_if_newer_replaces_only_files_older_than_the_snapshots() {
     let env = Env::new();

@@ -406,6 +406,7 @@ impl RestorePlan<'_> {
             progress,
             is_root: rustix::process::geteuid().is_root(),
             links: Mutex::new(HashMap::new()),
+            kept_links: Mutex::new(HashSet::new()),
             deferred: Mutex::new(Vec::new()),
             dirs_meta: Mutex::new(Vec::new()),
             to_verify: Mutex::new(Vec::new()),
@@ -449,19 +450,7 @@ impl RestorePlan<'_> {
             // Every file placed so far is whole; those cut short were removed.
             return Err(Error::Interrupted);
         }
-        for link in locked(&r.deferred).drain(..) {
-            if link.first == link.dest {
-                continue;
-            }
-            match r.hard_link(&link) {
-                Ok(true) => {
-                    r.files.fetch_add(1, Ordering::Relaxed);
-                    progress.items(1);
-                }
-                Ok(false) => {}
-                Err(e) => r.fail(&link.spath, e),
-            }
-        }
+        r.link_deferred();
         let mut dirs = locked(&r.dirs_meta).split_off(0);
         dirs.sort_by_key(|d| std::cmp::Reverse(d.0.as_os_str().len()));
         for (path, meta) in dirs {
@@ -626,6 +615,8 @@ struct Deferred {
     dest: PathBuf,
     spath: String,
     meta: Meta,
+    /// To write it anew if the first path was left as it was.
+    content: Content,
 }
 
 /// A file to read back once the restore is done (`--verify`).
@@ -653,6 +644,10 @@ struct Restorer<'p> {
     progress: &'p dyn Progress,
     is_root: bool,
     links: Mutex<HashMap<(u64, u64), PathBuf>>,
+    /// Hard-linked files whose first path holds what was there before, not this
+    /// restore's file (kept by `--overwrite`, or failed): their other paths are not
+    /// linked to it.
+    kept_links: Mutex<HashSet<(u64, u64)>>,
     deferred: Mutex<Vec<Deferred>>,
     dirs_meta: Mutex<Vec<(PathBuf, Meta)>>,
     to_verify: Mutex<Vec<Check>>,
@@ -856,11 +851,51 @@ impl Restorer<'_> {
         Ok(())
     }
 
-    /// Makes `link.dest` a hard link of `link.first` as `--overwrite` allows; returns
+    /// Makes the other paths of hard-linked files, once every first path is written:
+    /// links of the first, or where the first path was left as it was (it may be
+    /// another file, or a link out of the target), a file of its own for the next path
+    /// and links of that.
+    fn link_deferred(&self) {
+        let kept = locked(&self.kept_links).clone();
+        let mut firsts: HashMap<(u64, u64), PathBuf> = HashMap::new();
+        for link in locked(&self.deferred).split_off(0) {
+            let key = (link.meta.dev, link.meta.ino);
+            if !kept.contains(&key) {
+                if link.first == link.dest {
+                    continue;
+                }
+                match self.hard_link(&link.first, &link) {
+                    Ok(true) => {
+                        self.files.fetch_add(1, Ordering::Relaxed);
+                        self.progress.items(1);
+                    }
+                    Ok(false) => {}
+                    Err(e) => self.fail(&link.spath, e),
+                }
+                continue;
+            }
+            let res = match firsts.get(&key) {
+                Some(first) => self.hard_link(first, &link).map(|_| ()),
+                None => match self.write_file(&link.meta, &link.content, &link.dest, &link.spath, false)
+                {
+                    Ok(true) => {
+                        firsts.insert(key, link.dest.clone());
+                        Ok(())
+                    }
+                    other => other.map(|_| ()),
+                },
+            };
+            if let Err(e) = res {
+                self.fail(&link.spath, e);
+            }
+        }
+    }
+
+    /// Makes `link.dest` a hard link of `first` as `--overwrite` allows; returns
     /// whether it did.
-    fn hard_link(&self, link: &Deferred) -> Result<bool> {
+    fn hard_link(&self, first: &Path, link: &Deferred) -> Result<bool> {
         let same = |md: &fs::Metadata| {
-            let first = fs::symlink_metadata(&link.first).at(&link.first)?;
+            let first = fs::symlink_metadata(first).at(first)?;
             Ok((md.dev(), md.ino()) == (first.dev(), first.ino()))
         };
         match self.place(&link.meta, &link.dest, same)? {
@@ -871,7 +906,7 @@ impl Restorer<'_> {
             }
             Place::Free => {}
         }
-        fs::hard_link(&link.first, &link.dest).at(&link.dest)?;
+        fs::hard_link(first, &link.dest).at(&link.dest)?;
         Ok(true)
     }
 
@@ -884,7 +919,10 @@ impl Restorer<'_> {
         fresh: bool,
     ) -> Result<()> {
         let m = &node.meta;
-        if m.nlink > 1 {
+        if m.nlink <= 1 {
+            return self.write_file(m, content, dest, spath, fresh).map(|_| ());
+        }
+        {
             let mut links = locked(&self.links);
             if let Some(first) = links.get(&(m.dev, m.ino)) {
                 locked(&self.deferred).push(Deferred {
@@ -892,11 +930,30 @@ impl Restorer<'_> {
                     dest: dest.to_path_buf(),
                     spath: spath.to_string(),
                     meta: *m,
+                    content: content.clone(),
                 });
                 return Ok(());
             }
             links.insert((m.dev, m.ino), dest.to_path_buf());
         }
+        let written = self.write_file(m, content, dest, spath, fresh);
+        if !matches!(written, Ok(true)) {
+            locked(&self.kept_links).insert((m.dev, m.ino));
+        }
+        written.map(|_| ())
+    }
+
+    /// Writes the file `m` with `content` at `dest` as `--overwrite` allows; returns
+    /// whether `dest` is now this restore's file (written, queued to be, or found
+    /// holding its content), not what was there before.
+    fn write_file(
+        &self,
+        m: &Meta,
+        content: &Content,
+        dest: &Path,
+        spath: &str,
+        fresh: bool,
+    ) -> Result<bool> {
         let check = || Check {
             dest: dest.to_path_buf(),
             spath: spath.to_string(),
@@ -919,13 +976,13 @@ impl Restorer<'_> {
             };
             match self.place(m, dest, same)? {
                 Place::Free => {}
-                Place::Keep => return Ok(()),
+                Place::Keep => return Ok(false),
                 Place::Matches => {
                     self.apply_meta(dest, m, false)?;
                     if self.plan.verify {
                         locked(&self.to_verify).push(check());
                     }
-                    return Ok(());
+                    return Ok(true);
                 }
                 Place::Replace => {
                     self.dir_in_way(dest)?;
@@ -951,7 +1008,7 @@ impl Restorer<'_> {
             if let Some(jobs) = full {
                 self.write_window(jobs);
             }
-            return Ok(());
+            return Ok(true);
         }
         let f = tmp.as_file();
         let write = |at, chunk: &[u8]| {
@@ -987,7 +1044,7 @@ impl Restorer<'_> {
         if self.plan.verify {
             locked(&self.to_verify).push(check());
         }
-        Ok(())
+        Ok(true)
     }
 
     /// [`Restorer::apply_meta`] through the open file `f` (at `path`): no path lookups.
