@@ -883,7 +883,8 @@ fn sync_dry_run_names_only_what_the_destination_lacks_and_what_delete_would_remo
     assert_eq!(plan["rewritten"], true, "{plan}");
     assert_eq!(plan["snapshots"], serde_json::json!(all[2..]), "{plan}");
     assert_eq!(plan["bytes_to_send"], serde_json::Value::Null, "{plan}");
-    assert_eq!(plan["delete"], serde_json::json!(own), "{plan}");
+    // Its own backup is no copy of a snapshot this repository's retention removed.
+    assert_eq!(plan["delete"], serde_json::json!([]), "{plan}");
     assert_eq!(
         ids(&json(snap_at(o, &env.path("c"), &[], &["list", "--json"]))),
         own,
@@ -893,4 +894,75 @@ fn sync_dry_run_names_only_what_the_destination_lacks_and_what_delete_would_remo
     let real = json(env.snap(&["sync", "--to", o, "--delete", "--json"]));
     assert_eq!(real["snapshots_sent"], plan["snapshots_to_send"], "{real}");
     assert_eq!(real["deleted"][0], plan["snapshots_to_delete"], "{real}");
+    let after = ids(&json(snap_at(o, &env.path("c"), &[], &["list", "--json"])));
+    assert!(after.contains(&own[0]), "{after:?}");
+}
+
+/// Two repositories (two hosts) sync into one offsite with `--delete`, as every `snap
+/// run` with retention does: each removes there only what its own retention removed
+/// (an older snapshot of a group it still has), never the other's snapshots or their
+/// data.
+#[test]
+fn sync_delete_into_a_shared_offsite_keeps_the_other_repositorys_snapshots() {
+    let env = Env::new();
+    env.init();
+    let dest = env.path("dest");
+    let to = dest.to_str().unwrap();
+    let src_a = files(&env, 1);
+    env.backup_json(&["--host", "alpha", src_a.to_str().unwrap()]);
+    env.snap(&["sync", "--to", to]).assert().success();
+    // Host gamma: a repository of its own (another id: its snapshots are rewritten).
+    let b = env.path("repo-b").to_str().unwrap().to_string();
+    let cache_b = env.path("cache-b");
+    let at_b = |args: &[&str]| snap_at(&b, &cache_b, &[], args);
+    at_b(&["init"]).assert().success();
+    let src_b = env.path("src-b");
+    fs::create_dir_all(&src_b).unwrap();
+    fs::write(src_b.join("g"), random_bytes(700_000, "gamma")).unwrap();
+    at_b(&["backup", "--host", "gamma", src_b.to_str().unwrap()])
+        .assert()
+        .success();
+    at_b(&["sync", "--to", to, "--delete"]).assert().success();
+    let dest_list = || json(snap_at(to, &env.path("c"), &[], &["list", "--json"]));
+    let hosts = || {
+        let mut h: Vec<String> = dest_list()
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["host"].as_str().unwrap().to_string())
+            .collect();
+        h.sort();
+        h
+    };
+    assert_eq!(hosts(), ["alpha", "gamma"], "gamma's sync kept alpha's");
+    // Alpha backs up twice more and forgets its oldest: only that goes there.
+    let src_a = files(&env, 2);
+    env.backup_json(&["--host", "alpha", src_a.to_str().unwrap()]);
+    let first = ids(&json(env.snap(&["list", "--json"])))[0].clone();
+    env.snap(&["forget", &first, "--prune"]).assert().success();
+    let plan = dry_run(&env, to, &["--delete"]);
+    assert_eq!(plan["delete"], serde_json::json!([first]), "{plan}");
+    env.snap(&["sync", "--to", to, "--delete"])
+        .assert()
+        .success();
+    assert_eq!(hosts(), ["alpha", "gamma"], "alpha's sync kept gamma's");
+    assert!(!ids(&dest_list()).contains(&first));
+    snap_at(to, &env.path("c"), &[], &["check", "--read-data"])
+        .assert()
+        .success();
+    let gamma = dest_list()
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["host"] == "gamma")
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    restores_same(&env, to, &[], &gamma, &src_b);
+    let latest = ids(&json(env.snap(&["list", "--json"])))[0].clone();
+    restores_same(&env, to, &[], &latest, &src_a);
+    // Gamma's next mirror leaves alpha's newer snapshot too.
+    at_b(&["sync", "--to", to, "--delete"]).assert().success();
+    assert!(ids(&dest_list()).contains(&latest));
 }

@@ -876,14 +876,16 @@ impl Restorer<'_> {
             }
             let res = match firsts.get(&key) {
                 Some(first) => self.hard_link(first, &link).map(|_| ()),
-                None => match self.write_file(&link.meta, &link.content, &link.dest, &link.spath, false)
-                {
-                    Ok(true) => {
-                        firsts.insert(key, link.dest.clone());
-                        Ok(())
+                None => {
+                    match self.write_file(&link.meta, &link.content, &link.dest, &link.spath, false)
+                    {
+                        Ok(true) => {
+                            firsts.insert(key, link.dest.clone());
+                            Ok(())
+                        }
+                        other => other.map(|_| ()),
                     }
-                    other => other.map(|_| ()),
-                },
+                }
             };
             if let Err(e) = res {
                 self.fail(&link.spath, e);

@@ -19,8 +19,10 @@
 //! destination's `tmp/` goes at the end of the next one: the temp files of writers that
 //! are gone (a dead PID on this host, or untouched for the lock staleness window), never
 //! those of a live writer. Nothing else on the destination is deleted unless asked
-//! (`delete`): then, after the copy, snapshot records, index files and packs the source
-//! no longer has go, in that order.
+//! (`delete`): then, after the copy, the snapshot records the source's retention
+//! removed (see [`gone_here`]) go, then the index files and packs the source no longer
+//! has, in that order; or, where the destination keeps snapshots the source lacks
+//! (another repository's), a prune there removes the data none of its snapshots needs.
 //!
 //! [`plan_sync`] takes the locks and works out what will travel and what `delete`
 //! would remove (a [`SyncPlan`], which `snap sync --dry-run` prints);
@@ -33,7 +35,11 @@ use std::sync::Arc;
 use rayon::prelude::*;
 
 use crate::error::{Error, Refusal, Result, Usage};
+use chrono::{DateTime, Utc};
+
 use crate::format::id::{Id, IndexFileId, PackId, SnapshotId, TreeId};
+use crate::format::snapshot::Snapshot;
+use crate::ops::prune::{plan_prune, PruneOptions};
 use crate::progress::Progress;
 use crate::repo::reach::mark_reachable;
 use crate::repo::{pack_path, Lock, PackRecord, Repository};
@@ -136,8 +142,8 @@ pub struct SyncPlan<'r> {
     /// chunk the destination lacks is read, re-hashed and re-sealed, which is the
     /// sync itself (the report's `bytes_sent` tells it after).
     pub bytes: Option<u64>,
-    /// Destination snapshots `delete` would remove: those of no snapshot the source
-    /// has (rewritten copies: that copy none). Empty without `delete`.
+    /// Destination snapshots `delete` would remove: those the source's retention
+    /// removed (see [`gone_here`]). Empty without `delete`.
     pub delete: Vec<SnapshotId>,
     /// Whether the destination will be created (it holds no repository yet).
     pub create: bool,
@@ -152,6 +158,8 @@ enum Work {
     Copy {
         needed: Vec<(PackId, u64)>,
         send: Vec<(PackId, u64)>,
+        /// With `delete`: snapshots stay there that the source lacks.
+        others_stay: bool,
     },
     /// Rewritten copies.
     Rewrite(rewrite::Todo),
@@ -241,30 +249,26 @@ pub fn plan_sync<'r>(
         .copied()
         .collect();
 
-    let dst_snaps: Vec<SnapshotId> = match existing {
-        Some(d) => d
-            .index()
-            .snapshots()?
-            .into_iter()
-            .map(|(id, _)| id)
-            .collect(),
+    let dst_snaps: Vec<(SnapshotId, Snapshot)> = match existing {
+        Some(d) => d.snapshots()?,
         None => Vec::new(),
     };
-    let dst_set: HashSet<SnapshotId> = dst_snaps.iter().copied().collect();
+    let dst_set: HashSet<SnapshotId> = dst_snaps.iter().map(|(id, _)| *id).collect();
     let snapshots: Vec<SnapshotId> = chosen
         .iter()
         .filter(|id| !dst_set.contains(id))
         .copied()
         .collect();
     let delete = if opts.delete {
-        let keep: HashSet<SnapshotId> = all.iter().map(|(id, _)| *id).collect();
-        dst_snaps
-            .into_iter()
-            .filter(|id| !keep.contains(id))
-            .collect()
+        gone_here(&all, &dst_snaps, false)
     } else {
         Vec::new()
     };
+    // Snapshots that stay there though this repository lacks them: their packs are
+    // not this repository's to judge, so a prune there removes what none needs.
+    let others_stay = dst_snaps
+        .iter()
+        .any(|(id, _)| !all.iter().any(|(a, _)| a == id) && !delete.contains(id));
     Ok(SyncPlan {
         src,
         opts: opts.clone(),
@@ -278,9 +282,45 @@ pub fn plan_sync<'r>(
         delete,
         create: existing.is_none(),
         rewrite: false,
-        work: Work::Copy { needed, send },
+        work: Work::Copy {
+            needed,
+            send,
+            others_stay,
+        },
         dst,
     })
+}
+
+/// The snapshots of `there` (the destination's) that `sync --delete` removes: those
+/// that are (`rewritten`: copy) a snapshot of `here` no longer has, as retention here
+/// removes them. It always keeps a group's newest, so `here` must hold a snapshot of
+/// the same host and sources at least as new: a snapshot of another host or sources,
+/// or newer than any of its group here (synced in from another repository, or backed
+/// up into the destination itself), stays, and so does a rewritten one that copies
+/// none.
+fn gone_here(
+    here: &[(SnapshotId, Snapshot)],
+    there: &[(SnapshotId, Snapshot)],
+    rewritten: bool,
+) -> Vec<SnapshotId> {
+    let mut newest: HashMap<(&str, Vec<String>), DateTime<Utc>> = HashMap::new();
+    for (_, s) in here {
+        let t = newest
+            .entry((s.host.as_str(), Snapshot::group_key(&s.sources)))
+            .or_insert(s.time);
+        *t = (*t).max(s.time);
+    }
+    there
+        .iter()
+        .filter(|(id, s)| {
+            let from = if rewritten { s.original } else { Some(*id) };
+            from.is_some_and(|o| !here.iter().any(|(h, _)| *h == o))
+                && newest
+                    .get(&(s.host.as_str(), Snapshot::group_key(&s.sources)))
+                    .is_some_and(|t| *t >= s.time)
+        })
+        .map(|(id, _)| *id)
+        .collect()
 }
 
 impl SyncPlan<'_> {
@@ -317,7 +357,11 @@ impl SyncPlan<'_> {
                 })?;
                 rewrite::execute(src, dst, &opts, src_lock, dst_lock, todo, progress)?
             }
-            Work::Copy { needed, send } => {
+            Work::Copy {
+                needed,
+                send,
+                others_stay,
+            } => {
                 let dst_lock = match dst_lock {
                     Some(l) => l,
                     None => dst.lock(opts.delete, "sync (destination)")?,
@@ -328,6 +372,7 @@ impl SyncPlan<'_> {
                     snapshots,
                     snapshots_present,
                     delete,
+                    others_stay,
                     needed,
                     send,
                 };
@@ -421,6 +466,7 @@ struct Planned {
     snapshots: Vec<SnapshotId>,
     snapshots_present: u64,
     delete: Vec<SnapshotId>,
+    others_stay: bool,
     needed: Vec<(PackId, u64)>,
     send: Vec<(PackId, u64)>,
 }
@@ -439,6 +485,7 @@ fn copy_as_stored(
         snapshots,
         snapshots_present,
         delete,
+        others_stay,
         needed,
         send,
     } = work;
@@ -543,7 +590,13 @@ fn copy_as_stored(
         report.snapshots_sent += 1;
     }
 
-    if opts.delete {
+    if opts.delete && others_stay {
+        dst_lock.check()?;
+        dst.remove_snapshots(&delete)?;
+        drop(dst_lock);
+        let p = plan_prune(dst, &PruneOptions::default())?.execute(progress)?;
+        report.deleted = [delete.len() as u64, 0, p.packs_deleted + p.packs_repacked];
+    } else if opts.delete {
         dst_lock.check()?;
         report.deleted = mirror_deletions(dst, &delete, &src_files, &needed_set, &there)?;
     }

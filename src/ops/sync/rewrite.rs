@@ -11,10 +11,10 @@
 //!   read again. Trees and chunk lists (small) are read and rewritten every time a new
 //!   snapshot needs them; unchanged ones encode to blobs the destination has.
 //! - Order is a backup's: blobs into packs, index files, then the snapshot records.
-//! - With `delete`, destination snapshots that copy no source snapshot are removed
-//!   and the destination is pruned.
+//! - With `delete`, destination snapshots that copy a snapshot the source's retention
+//!   removed (see `gone_here`) are removed and the destination is pruned.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use rayon::prelude::*;
@@ -46,7 +46,7 @@ pub(super) struct Planned {
     pub send: Vec<SnapshotId>,
     /// The chosen snapshots some destination snapshot copies.
     pub present: u64,
-    /// With `delete`: destination snapshots that copy no source snapshot.
+    /// With `delete`: destination snapshots the source's retention removed.
     pub delete: Vec<SnapshotId>,
 }
 
@@ -56,14 +56,10 @@ pub(super) fn plan(src: &Repository, dst: &Repository, opts: &SyncOptions) -> Re
     let src_lock = src.lock(false, "sync (source)")?;
     let dst_lock = dst.lock(false, "sync (destination)")?;
     let all = src.snapshots()?;
-    let there: Vec<(SnapshotId, Option<SnapshotId>)> = dst
-        .snapshots()?
-        .into_iter()
-        .map(|(id, s)| (id, s.original))
-        .collect();
+    let there = dst.snapshots()?;
     let copied: HashMap<SnapshotId, SnapshotId> = there
         .iter()
-        .filter_map(|(id, o)| o.map(|o| (o, *id)))
+        .filter_map(|(id, s)| s.original.map(|o| (o, *id)))
         .collect();
     let chosen: Vec<SnapshotId> = all
         .iter()
@@ -76,12 +72,7 @@ pub(super) fn plan(src: &Repository, dst: &Repository, opts: &SyncOptions) -> Re
         .copied()
         .collect();
     let delete = if opts.delete {
-        let keep: HashSet<SnapshotId> = all.iter().map(|(id, _)| *id).collect();
-        there
-            .into_iter()
-            .filter(|(_, o)| !o.is_some_and(|o| keep.contains(&o)))
-            .map(|(id, _)| id)
-            .collect()
+        super::gone_here(&all, &there, true)
     } else {
         Vec::new()
     };
@@ -157,14 +148,8 @@ pub(super) fn execute(
         all
     };
     if opts.delete {
-        let keep: HashSet<SnapshotId> = all.into_iter().map(|(id, _)| id).collect();
         let lock = dst.lock(true, "sync --delete (destination)")?;
-        let gone: Vec<SnapshotId> = dst
-            .snapshots()?
-            .into_iter()
-            .filter(|(_, s)| !s.original.is_some_and(|o| keep.contains(&o)))
-            .map(|(id, _)| id)
-            .collect();
+        let gone = super::gone_here(&all, &dst.snapshots()?, true);
         lock.check()?;
         dst.remove_snapshots(&gone)?;
         drop(lock);
