@@ -711,6 +711,68 @@ mod commands {
         c
     }
 
+    /// Two profiles of one repository (as in `contrib/snap.toml.example`) and a
+    /// third with other sources: each run's retention judges only its own profile's
+    /// snapshots (its tags, host and sources), never another's.
+    #[test]
+    fn a_profiles_retention_leaves_other_profiles_snapshots_alone() {
+        let env = Env::new();
+        env.init();
+        let (src, other) = (env.path("src"), env.path("other"));
+        for d in [&src, &other] {
+            fs::create_dir_all(d).unwrap();
+            fs::write(d.join("a"), b"a").unwrap();
+        }
+        let config = env.path("snap.toml");
+        fs::write(
+            &config,
+            format!(
+                r#"[profile.nightly]
+repository = "{repo}"
+paths = ["{src}"]
+tags = ["nightly"]
+retention = {{ keep_last = 3 }}
+
+[profile.hourly]
+repository = "{repo}"
+paths = ["{src}"]
+tags = ["hourly"]
+retention = {{ keep_last = 1 }}
+
+[profile.other]
+repository = "{repo}"
+paths = ["{other}"]
+retention = {{ keep_last = 1 }}
+"#,
+                repo = env.repo().display(),
+                src = src.display(),
+                other = other.display(),
+            ),
+        )
+        .unwrap();
+        let count = |tag: Option<&str>| {
+            let mut args = vec!["list", "--json"];
+            args.extend(tag.map(|t| ["--tag", t]).into_iter().flatten());
+            let o = env.snap(&args).output().unwrap();
+            let all: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+            all.as_array().unwrap().len()
+        };
+        for _ in 0..3 {
+            with_config(&config, &["run", "nightly"]).assert().success();
+        }
+        for _ in 0..2 {
+            with_config(&config, &["run", "hourly"]).assert().success();
+            with_config(&config, &["run", "other"]).assert().success();
+        }
+        assert_eq!(
+            count(Some("nightly")),
+            3,
+            "hourly's retention took nightly's"
+        );
+        assert_eq!(count(Some("hourly")), 1);
+        assert_eq!(count(None), 5, "other's retention took the others'");
+    }
+
     #[test]
     fn profiles_run_backup_then_retention_and_stop_at_the_first_failure() {
         let env = Env::new();

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use snap::format::chunker::Profile;
+use snap::format::snapshot::Snapshot;
 use snap::ops::backup::{backup, dry_run, BackupOptions};
 use snap::source::fs::list_lines;
 
@@ -283,7 +284,7 @@ pub fn run(ctx: &Ctx, a: Args, m: &clap::ArgMatches) -> Result<i32> {
     if a.dry_run {
         return execute_dry(ctx, &opts, a.json);
     }
-    execute(ctx, &opts, a.json)
+    execute(ctx, &opts, a.json).map(|(code, _)| code)
 }
 
 /// The signature of [`backup`] and [`dry_run`].
@@ -353,8 +354,9 @@ fn execute_dry(ctx: &Ctx, opts: &BackupOptions, json: bool) -> Result<i32> {
 }
 
 /// Backs up what `opts` names into the selected repository and prints the result (as
-/// JSON with `json`); also a `snap run` step. Exits 3 when entries were left out.
-pub fn execute(ctx: &Ctx, opts: &BackupOptions, json: bool) -> Result<i32> {
+/// JSON with `json`); also a `snap run` step. Returns the exit code (3 when entries
+/// were left out) and the snapshot made.
+pub fn execute(ctx: &Ctx, opts: &BackupOptions, json: bool) -> Result<(i32, Snapshot)> {
     let done = run_op(ctx, opts, true, json, "backup", backup)?;
     let s = &done.snapshot.summary;
     if json {
@@ -378,7 +380,8 @@ pub fn execute(ctx: &Ctx, opts: &BackupOptions, json: bool) -> Result<i32> {
             s.duration
         );
     }
-    Ok(left_out("some entries were left out", &done.warnings))
+    let code = left_out("some entries were left out", &done.warnings);
+    Ok((code, done.snapshot))
 }
 
 #[cfg(test)]

@@ -2,6 +2,7 @@
 
 use anyhow::Result;
 use snap::format::id::SnapshotId;
+use snap::format::snapshot::Snapshot;
 use snap::ops::retention::{self, GroupBy, Policy};
 use snap::repo::{Lock, Repository};
 use snap::span::Span;
@@ -59,6 +60,10 @@ pub struct Args {
     /// Print the decisions (and prune's report) as one JSON object
     #[arg(long)]
     pub(super) json: bool,
+    /// A profile's own snapshots: of this host and group key of sources (`snap run`
+    /// gives those of the snapshot its backup step made).
+    #[arg(skip)]
+    pub(super) group: Option<(String, Vec<String>)>,
 }
 
 pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
@@ -103,6 +108,9 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
     let filter = a.filter.filter();
     let mut chosen = repo.snapshots()?;
     chosen.retain(|(_, s)| filter.matches(s));
+    if let Some((host, sources)) = &a.group {
+        chosen.retain(|(_, s)| s.host == *host && Snapshot::group_key(&s.sources) == *sources);
+    }
     let plan = retention::plan(chosen, &policy, a.group_by, &chrono::Local)?;
     let mut json = Vec::new();
     for g in &plan.groups {

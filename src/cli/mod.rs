@@ -869,10 +869,11 @@ fn run_profile(
     let mut done = Vec::new();
     let mut failure = None;
     let count = if backup_only { 1 } else { run.steps.len() };
+    let mut made = None;
     for step in run.steps.into_iter().take(count) {
         let clock = std::time::Instant::now();
         let (step_name, to) = (step.name(), step.to().map(str::to_string));
-        let outcome = run_step(&sub, name, step);
+        let outcome = run_step(&sub, name, step, &mut made);
         done.push(StepReport {
             step: step_name,
             to,
@@ -952,15 +953,30 @@ fn run_profile(
 
 /// Runs one step of profile `name` through the code of its subcommand, in `ctx` (the
 /// profile's repository and passphrase); a step that exits other than 0 or 3 is an
-/// error.
-fn run_step(ctx: &Ctx, name: &str, step: profile::Step) -> Result<i32> {
+/// error. The backup step leaves its snapshot in `made`, and retention judges only
+/// the snapshots of its host and sources.
+fn run_step(
+    ctx: &Ctx,
+    name: &str,
+    step: profile::Step,
+    made: &mut Option<snap::format::snapshot::Snapshot>,
+) -> Result<i32> {
     let step_name = step.name();
     // Under `snap run --json` each step reports as its `--json` would.
     let json = ctx.reports.is_some();
     let c = match step {
-        profile::Step::Backup(opts) => backup::execute(ctx, &opts, json),
+        profile::Step::Backup(opts) => backup::execute(ctx, &opts, json).map(|(c, s)| {
+            *made = Some(s);
+            c
+        }),
         profile::Step::Forget(mut a) => {
             a.json = json;
+            a.group = made.as_ref().map(|s| {
+                (
+                    s.host.clone(),
+                    snap::format::snapshot::Snapshot::group_key(&s.sources),
+                )
+            });
             forget::run(ctx, a)
         }
         profile::Step::Sync(mut a) => {

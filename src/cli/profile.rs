@@ -418,11 +418,17 @@ impl File {
                 keep_yearly: r.keep_yearly.unwrap_or(0),
                 keep_within: r.keep_within,
                 keep_tag: r.keep_tag.clone(),
+                // The profile's own snapshots: with its tags, and (set when its
+                // backup has run) of its host and sources.
                 filter: super::FilterArgs {
-                    host: p.host.iter().cloned().collect(),
-                    tag: Vec::new(),
+                    host: Vec::new(),
+                    tag: (!p.tags.is_empty())
+                        .then(|| p.tags.join(","))
+                        .into_iter()
+                        .collect(),
                     path: Vec::new(),
                 },
+                group: None,
                 group_by: r.group_by.unwrap_or_default(),
                 dry_run: false,
                 prune: r.prune.unwrap_or(true),
