@@ -361,7 +361,7 @@ fn op_forget(repo: &Repository, _: &Base) -> Result<Expect> {
         last: 2,
         ..Default::default()
     };
-    let decisions = retention::apply(&times, &policy, &Utc)?;
+    let decisions = retention::apply(&times, &policy, &Utc, Utc::now())?;
     let (keep, gone): (Vec<_>, Vec<_>) = snaps.iter().zip(&decisions).partition(|(_, d)| d.keep);
     let gone: Vec<SnapshotId> = gone.into_iter().map(|((id, _), _)| *id).collect();
     repo.remove_snapshots(&gone)?;

@@ -916,6 +916,32 @@ retention = {{ keep_last = 1 }}
                 predicate::str::contains("line 3")
                     .and(predicate::str::contains("\"a/b\" cannot be a tag")),
             );
+        // A retention that keeps nothing, or a span read differently by restic, is
+        // refused with its line before anything runs; so is a profile with no source.
+        for (table, said) in [
+            ("prune = true", "keeps no snapshot"),
+            (
+                "keep_within = \"6m\"",
+                "write mo for months or min for minutes",
+            ),
+        ] {
+            fs::write(
+                &config,
+                format!("[profile.app]\nrepository = \"/x\"\npaths = [\"/\"]\n[profile.app.retention]\n{table}\n"),
+            )
+            .unwrap();
+            with_config(&config, &["run", "app"])
+                .assert()
+                .code(1)
+                .stderr(predicate::str::contains(said).and(predicate::str::contains("line")));
+        }
+        fs::write(&config, "[profile.app]\nrepository = \"/x\"\n").unwrap();
+        with_config(&config, &["run", "app"])
+            .assert()
+            .code(1)
+            .stderr(predicate::str::contains(
+                "profile app has nothing to back up",
+            ));
         for (share, ok) in [("150%", true), ("unlimited", true), ("-5%", false)] {
             fs::write(
                 &config,

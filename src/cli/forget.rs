@@ -32,12 +32,13 @@ pub struct Args {
     /// Keep the newest snapshot of each of the last N years that have one
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub(super) keep_yearly: u32,
-    /// Keep every snapshot newer than SPAN before the newest one (e.g. 2d, 12h, 1y6mo).
-    /// Units: s, m or min, h, d, w, mo or month(s), y or year(s); `m` is minutes, and
-    /// `M` and unknown units are refused
-    #[arg(long, value_name = "SPAN")]
+    /// Keep every snapshot newer than SPAN before the newest one not dated ahead of now
+    /// (e.g. 2d, 12h, 1y6mo). Units: s, min, h, d, w, mo or month(s), y or year(s); a
+    /// bare `m` (restic's months, elsewhere snap's minutes), `M` and unknown units are
+    /// refused
+    #[arg(long, value_name = "SPAN", value_parser = parse_keep_within)]
     pub(super) keep_within: Option<Span>,
-    /// Keep every snapshot with this tag (repeatable)
+    /// Keep every snapshot with this tag (repeatable; `a,b`: with both)
     #[arg(long, value_name = "TAG")]
     pub(super) keep_tag: Vec<String>,
     /// Which snapshots the policy considers (the others are kept)
@@ -64,6 +65,24 @@ pub struct Args {
     /// gives those of the snapshot its backup step made).
     #[arg(skip)]
     pub(super) group: Option<(String, Vec<String>)>,
+}
+
+/// A retention span: as any span, but `6m`, months to a restic user and minutes to
+/// snap, is refused rather than read either way.
+pub fn parse_keep_within(s: &str) -> Result<Span, String> {
+    let b = s.as_bytes();
+    let bare_m = (0..b.len()).any(|i| {
+        b[i] == b'm'
+            && i > 0
+            && b[i - 1].is_ascii_digit()
+            && b.get(i + 1).is_none_or(u8::is_ascii_digit)
+    });
+    if bare_m {
+        return Err(format!(
+            "{s:?}: a bare `m` in a retention span is ambiguous (months in restic, minutes in snap): write mo for months or min for minutes"
+        ));
+    }
+    s.parse()
 }
 
 pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
@@ -111,7 +130,13 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
     if let Some((host, sources)) = &a.group {
         chosen.retain(|(_, s)| s.host == *host && Snapshot::group_key(&s.sources) == *sources);
     }
-    let plan = retention::plan(chosen, &policy, a.group_by, &chrono::Local)?;
+    let plan = retention::plan(
+        chosen,
+        &policy,
+        a.group_by,
+        &chrono::Local,
+        chrono::Utc::now(),
+    )?;
     let mut json = Vec::new();
     for g in &plan.groups {
         let kept = g.snapshots.iter().filter(|(_, _, d)| d.keep).count();

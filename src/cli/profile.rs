@@ -82,6 +82,7 @@ struct Profile {
     tags: Vec<String>,
     #[serde(default, deserialize_with = "host")]
     host: Option<String>,
+    #[serde(default, deserialize_with = "retention")]
     retention: Option<Retention>,
     /// Repositories `snap run` syncs to after retention (`--delete` with retention).
     #[serde(default)]
@@ -165,6 +166,7 @@ struct Retention {
     keep_monthly: Option<u32>,
     keep_yearly: Option<u32>,
     /// Read (and so checked, with its line) by the same parser as `--keep-within`.
+    #[serde(default, deserialize_with = "keep_within")]
     keep_within: Option<Span>,
     #[serde(default)]
     keep_tag: Vec<String>,
@@ -239,6 +241,38 @@ fn one_or_many<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Vec<Strin
             "expected a string or a list of strings",
         )),
     }
+}
+
+/// A retention table that keeps something (`forget` refuses one that keeps nothing,
+/// and `snap run` would fail only after its backup).
+fn retention<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Option<Retention>, D::Error> {
+    let r = Retention::deserialize(d)?;
+    let keeps = [
+        r.keep_last,
+        r.keep_hourly,
+        r.keep_daily,
+        r.keep_weekly,
+        r.keep_monthly,
+        r.keep_yearly,
+    ]
+    .iter()
+    .any(|n| n.is_some_and(|n| n > 0))
+        || r.keep_within.is_some()
+        || !r.keep_tag.is_empty();
+    if !keeps {
+        return Err(serde::de::Error::custom(
+            "this retention keeps no snapshot: give at least one of keep_last, keep_hourly, keep_daily, keep_weekly, keep_monthly, keep_yearly, keep_within, keep_tag",
+        ));
+    }
+    Ok(Some(r))
+}
+
+/// A span, read by `--keep-within`'s parser.
+fn keep_within<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Option<Span>, D::Error> {
+    let s = String::deserialize(d)?;
+    forget::parse_keep_within(&s)
+        .map(Some)
+        .map_err(serde::de::Error::custom)
 }
 
 /// Groups written as `host,paths`, read by `--group-by`'s parser.
@@ -403,6 +437,12 @@ impl File {
             host: p.host.clone(),
             ..Default::default()
         };
+        if !backup.has_source() {
+            return Err(super::output::usage(format!(
+                "{}: profile {name} has nothing to back up: give it paths, files_from, commands, command_dirs, pg, pg_all, pg_base, mongo or ngw",
+                path.display()
+            )));
+        }
         let mut steps = vec![Step::Backup(Box::new(backup))];
         if let Some(every) = p.drill {
             steps.push(Step::Drill(every, p.verify.clone()));

@@ -4,11 +4,14 @@
 //! rule (`--keep-hourly N` ... `--keep-yearly N`) keeps the newest snapshot of each of
 //! the N most recent periods that have one; periods are taken in the local time zone,
 //! weeks are ISO weeks (2024-12-30 is in week 1 of 2025), and an hour repeated when
-//! daylight saving time ends counts as two hours. `--keep-within SPAN` keeps every
-//! snapshot newer than SPAN ([`Span`]) before the newest one, its years, months and
-//! days counted on the calendar (`1y` before 2024-02-29 is 2023-02-28). `--keep-tag T`
-//! keeps every snapshot tagged T. A snapshot is kept when any rule keeps it, and the
-//! reasons are reported.
+//! daylight saving time ends counts as two hours. While a calendar rule has periods
+//! left, it keeps the oldest snapshot too (restic 0.16's rule: the longest history the
+//! counts allow). `--keep-within SPAN` keeps every snapshot newer than SPAN ([`Span`])
+//! before the newest one not dated after now (a host whose clock runs fast does not
+//! move the span), its years, months and days counted on the calendar (`1y` before
+//! 2024-02-29 is 2023-02-28). `--keep-tag T` keeps every snapshot tagged T, and
+//! `--keep-tag a,b` every one tagged both. A snapshot is kept when any rule keeps it,
+//! and the reasons are reported.
 //!
 //! [`plan`] applies a policy to a repository's snapshots as `forget` does: grouped by
 //! host and sources by default (as restic groups by host and paths), or by any of
@@ -42,9 +45,9 @@ pub struct Policy {
     pub monthly: u32,
     /// ... years.
     pub yearly: u32,
-    /// Everything newer than this before the newest snapshot.
+    /// Everything newer than this before the newest snapshot not after now.
     pub within: Option<Span>,
-    /// Everything with one of these tags.
+    /// Everything with one of these tags (`a,b`: both).
     pub tags: Vec<String>,
 }
 
@@ -99,11 +102,13 @@ fn period<Tz: TimeZone>(rule: usize, t: &DateTime<Tz>) -> Period {
 }
 
 /// Decides which of the snapshots (time, tags), given in any order, `policy` keeps,
-/// with calendar periods in `tz`. One decision per input, in input order.
+/// with calendar periods in `tz`, `now` being now. One decision per input, in input
+/// order.
 pub fn apply<Tz: TimeZone>(
     snaps: &[(DateTime<Utc>, Vec<String>)],
     policy: &Policy,
     tz: &Tz,
+    now: DateTime<Utc>,
 ) -> Result<Vec<Decision>> {
     if policy.is_empty() {
         return Err(Refusal::NoPolicy.into());
@@ -128,12 +133,19 @@ pub fn apply<Tz: TimeZone>(
     ];
     let mut left = counts;
     let mut last: [Option<Period>; 5] = [None; 5];
-    let newest = order.first().map(|&i| snaps[i].0.with_timezone(tz));
+    let newest = order
+        .iter()
+        .map(|&i| snaps[i].0)
+        .find(|t| *t <= now)
+        .map(|t| t.with_timezone(tz));
     let cutoff = match (&policy.within, &newest) {
         (Some(span), Some(n)) => Some(span.before(n).ok_or(Usage::KeepWithin)?),
+        // Every snapshot is dated ahead: none is older than the span (as in restic).
+        (Some(_), None) => Some(DateTime::<Utc>::MIN_UTC.with_timezone(tz)),
         _ => None,
     };
     for (rank, &i) in order.iter().enumerate() {
+        let oldest = rank + 1 == order.len();
         let (time, tags) = &snaps[i];
         let local = time.with_timezone(tz);
         let Decision { reasons, notes, .. } = &mut out[i];
@@ -147,7 +159,8 @@ pub fn apply<Tz: TimeZone>(
                 continue;
             }
             let p = period(r, &local);
-            if last[r] == Some(p) {
+            let again = last[r] == Some(p);
+            if again && !(oldest && left[r] > 0) {
                 notes.push(format!(
                     "a newer snapshot of the same {} is kept",
                     PERIODS[r]
@@ -157,7 +170,8 @@ pub fn apply<Tz: TimeZone>(
             } else {
                 last[r] = Some(p);
                 left[r] -= 1;
-                reasons.push(format!("{rule} snapshot"));
+                let which = if again { "oldest " } else { "" };
+                reasons.push(format!("{which}{rule} snapshot"));
             }
         }
         if let Some(c) = &cutoff {
@@ -166,7 +180,7 @@ pub fn apply<Tz: TimeZone>(
             }
         }
         for t in &policy.tags {
-            if tags.contains(t) {
+            if t.split(',').all(|one| tags.iter().any(|have| have == one)) {
                 reasons.push(format!("tagged {t}"));
             }
         }
@@ -282,12 +296,13 @@ impl Plan {
 
 /// Applies `policy` to `snapshots` (the caller chooses them, as by a
 /// [`SnapshotFilter`](crate::ops::select::SnapshotFilter)), each group that `by` makes
-/// alone, with calendar periods in `tz`.
+/// alone, with calendar periods in `tz`, `now` being now.
 pub fn plan<Tz: TimeZone>(
     snapshots: Vec<(SnapshotId, Snapshot)>,
     policy: &Policy,
     by: GroupBy,
     tz: &Tz,
+    now: DateTime<Utc>,
 ) -> Result<Plan> {
     let mut groups: BTreeMap<GroupKey, Vec<(SnapshotId, Snapshot)>> = BTreeMap::new();
     for (id, s) in snapshots {
@@ -302,7 +317,7 @@ pub fn plan<Tz: TimeZone>(
             .iter()
             .map(|(_, s)| (s.time, s.tags.clone()))
             .collect();
-        let decisions = apply(&input, policy, tz)?;
+        let decisions = apply(&input, policy, tz, now)?;
         plan.groups.push(Group {
             key,
             snapshots: snaps
@@ -326,7 +341,7 @@ mod tests {
 
     fn kept(times: &[&str], p: &Policy) -> Vec<bool> {
         let snaps: Vec<_> = times.iter().map(|t| (utc(t), Vec::new())).collect();
-        apply(&snaps, p, &Berlin)
+        apply(&snaps, p, &Berlin, Utc::now())
             .unwrap()
             .into_iter()
             .map(|d| d.keep)
@@ -338,7 +353,8 @@ mod tests {
         assert!(apply(
             &[(utc("2026-01-01T00:00:00Z"), vec![])],
             &Policy::default(),
-            &Utc
+            &Utc,
+            Utc::now()
         )
         .is_err());
     }
@@ -352,8 +368,9 @@ mod tests {
             "2026-11-21T22:00:00Z",
             "2026-11-19T23:30:00Z", // 00:30 on the 20th in Berlin
         ];
+        // Two days, both used: the oldest is not kept as such.
         let daily = Policy {
-            daily: 10,
+            daily: 2,
             ..Default::default()
         };
         // 21st: 22:00Z is 23:00 local, still the 21st; 19th 23:30Z is the 20th locally.
@@ -365,7 +382,7 @@ mod tests {
         };
         assert_eq!(kept(&times, &p), [false, false, true, true, false]);
         let snaps: Vec<_> = times.iter().map(|t| (utc(t), Vec::new())).collect();
-        let d = apply(&snaps, &p, &Berlin).unwrap();
+        let d = apply(&snaps, &p, &Berlin, Utc::now()).unwrap();
         assert_eq!(d[3].reasons, ["last snapshot", "daily snapshot"]);
         assert_eq!(d[2].reasons, ["last snapshot"]);
     }
@@ -380,7 +397,7 @@ mod tests {
         };
         assert_eq!(kept(&times, &hourly), [true, true]);
         let daily = Policy {
-            daily: 5,
+            daily: 1,
             ..Default::default()
         };
         assert_eq!(kept(&times, &daily), [false, true], "one 25-hour day");
@@ -401,7 +418,7 @@ mod tests {
         };
         assert_eq!(kept(&times, &weekly), [true, false, true]);
         let yearly = Policy {
-            yearly: 5,
+            yearly: 2,
             ..Default::default()
         };
         assert_eq!(kept(&times, &yearly), [false, true, true]);
@@ -445,9 +462,78 @@ mod tests {
             tags: vec!["keep".into()],
             ..Default::default()
         };
-        let d = apply(&snaps, &p, &Berlin).unwrap();
+        let d = apply(&snaps, &p, &Berlin, Utc::now()).unwrap();
         let keep: Vec<bool> = d.iter().map(|d| d.keep).collect();
         assert_eq!(keep, [true, true, true, false]);
         assert_eq!(d[2].reasons, ["tagged keep"]);
+    }
+
+    /// restic 0.16's rule: a calendar rule with periods left keeps the oldest too.
+    #[test]
+    fn a_rule_with_periods_left_keeps_the_oldest() {
+        let times = [
+            "2024-02-01T10:00:00Z",
+            "2024-02-20T10:00:00Z",
+            "2024-03-01T10:00:00Z",
+        ];
+        let monthly = |n| Policy {
+            monthly: n,
+            ..Default::default()
+        };
+        assert_eq!(kept(&times, &monthly(12)), [true, true, true]);
+        assert_eq!(kept(&times, &monthly(2)), [false, true, true]);
+        let snaps: Vec<_> = times.iter().map(|t| (utc(t), Vec::new())).collect();
+        let d = apply(&snaps, &monthly(12), &Berlin, Utc::now()).unwrap();
+        assert_eq!(d[0].reasons, ["oldest monthly snapshot"]);
+    }
+
+    /// A snapshot dated ahead of now (a host whose clock runs fast) does not move the
+    /// span of `within`: as in restic, the newest one not after now sets it.
+    #[test]
+    fn within_counts_from_the_newest_snapshot_not_ahead_of_now() {
+        let now = utc("2024-04-01T00:00:00Z");
+        let times = [
+            "2024-03-01T10:00:00Z",
+            "2024-03-20T10:00:00Z",
+            "2031-01-01T00:00:00Z",
+        ];
+        let snaps: Vec<_> = times.iter().map(|t| (utc(t), Vec::new())).collect();
+        let p = Policy {
+            within: Some("30d".parse().unwrap()),
+            ..Default::default()
+        };
+        let keep = |now| -> Vec<bool> {
+            apply(&snaps, &p, &Berlin, now)
+                .unwrap()
+                .iter()
+                .map(|d| d.keep)
+                .collect()
+        };
+        assert_eq!(keep(now), [true, true, true]);
+        // Every one ahead: none is older than the span.
+        assert_eq!(keep(utc("2020-01-01T00:00:00Z")), [true, true, true]);
+        assert_eq!(keep(utc("2032-01-01T00:00:00Z")), [false, false, true]);
+    }
+
+    /// `--keep-tag a,b` keeps what has both tags, as the `--tag a,b` filter selects.
+    #[test]
+    fn a_tag_list_keeps_what_has_every_tag() {
+        let snaps = [
+            (
+                utc("2024-03-01T10:00:00Z"),
+                vec!["a".to_string(), "b".to_string()],
+            ),
+            (utc("2024-03-02T10:00:00Z"), vec!["a".to_string()]),
+            (utc("2024-03-03T10:00:00Z"), vec![]),
+        ];
+        let p = Policy {
+            last: 1,
+            tags: vec!["b,a".into()],
+            ..Default::default()
+        };
+        let d = apply(&snaps, &p, &Berlin, Utc::now()).unwrap();
+        let keep: Vec<bool> = d.iter().map(|d| d.keep).collect();
+        assert_eq!(keep, [true, false, true]);
+        assert_eq!(d[0].reasons, ["tagged b,a"]);
     }
 }

@@ -324,7 +324,7 @@ fn forget_filters_groups_and_says_why() {
         .stderr(predicate::str::contains("unknown \"colour\""));
 
     let out = env
-        .snap(&["forget", "-n", "--keep-daily", "7", "--path", &a])
+        .snap(&["forget", "-n", "--keep-daily", "1", "--path", &a])
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
