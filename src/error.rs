@@ -665,6 +665,15 @@ pub enum Refusal {
         /// The databases in the way.
         databases: Vec<String>,
     },
+    /// A dump that cannot be restored as a whole, found before the restore changed
+    /// anything.
+    #[error("{dump} cannot be restored: {why}; nothing was changed")]
+    DumpNotRestorable {
+        /// The dump, as the snapshot names it.
+        dump: String,
+        /// Why.
+        why: String,
+    },
     /// An NGW restore into a database with tables, without `--yes`.
     #[error(
         "database {db} already holds {count} table(s) ({}{}); restoring drops them and puts the snapshot's in their place: run again with --yes to do that; nothing was changed",

@@ -2023,6 +2023,29 @@ mod db {
             .assert()
             .success();
         assert_eq!(dst.dump("shop", &[]), src.dump("shop", &[]));
+        // A dump cut short is refused before the databases it would replace go.
+        let cut = format!("pg_dumpall -h {} -U postgres | head -c 4000", src.sock());
+        env.snap(&["backup", "--command", &cut, "--as", "db/cut.sql"])
+            .assert()
+            .success();
+        let err = failing(
+            &env,
+            &[
+                "restore",
+                "latest",
+                "db/cut.sql",
+                "--pg-all",
+                &cluster,
+                "--yes",
+            ],
+        );
+        assert!(
+            err.contains("db/cut.sql")
+                && err.contains("cut short")
+                && err.contains("nothing was changed"),
+            "{err}"
+        );
+        assert_eq!(dst.dump("shop", &[]), src.dump("shop", &[]));
     }
 
     /// A Python with Django, or None (said, or a failure in CI).

@@ -599,6 +599,51 @@ fn restore_into_an_instance_reproduces_its_database_and_file_storage() {
 
     // The repository was only read.
     assert!(repo_data(&inst.env.repo()) == repo_before);
+
+    // A dump pg_restore cannot read (here a TOC of a version it does not know, as a
+    // newer pg_dump writes) is refused before B's tables go.
+    let good = inst.env.path("good.ngwbackup");
+    let newer = inst.env.path("newer.ngwbackup");
+    inst.env
+        .snap(&["export", "latest", good.to_str().unwrap()])
+        .assert()
+        .success();
+    let script = "import sys, zipfile\n\
+                  src, dst = zipfile.ZipFile(sys.argv[1]), zipfile.ZipFile(sys.argv[2], 'w')\n\
+                  for i in src.infolist():\n\
+                  \x20   b = src.read(i)\n\
+                  \x20   if i.filename == 'postgres/toc.dat': b = b[:6] + bytes([99]) + b[7:]\n\
+                  \x20   dst.writestr(i, b)\n\
+                  dst.close()\n";
+    let py = std::process::Command::new("python3")
+        .args([
+            "-c",
+            script,
+            good.to_str().unwrap(),
+            newer.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(py.status.success(), "{py:?}");
+    inst.env
+        .snap(&["import", newer.to_str().unwrap()])
+        .assert()
+        .success();
+    let before = inst.tables_dump("ngw_b");
+    let out = restore_ngw(&inst, &cfg_b, &["--yes"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("cannot be restored")
+            && err.contains("unsupported version")
+            && err.contains("nothing was changed"),
+        "{err}"
+    );
+    assert_eq!(
+        inst.tables_dump("ngw_b"),
+        before,
+        "B's tables are still there"
+    );
 }
 
 #[test]
@@ -837,6 +882,13 @@ open(os.path.join(d, 'crc.ngwbackup'), 'wb').write(b)
 g = open(sys.argv[2], 'rb').read()
 open(os.path.join(d, 'truncated.ngwbackup'), 'wb').write(g[: len(g) // 2])
 open(os.path.join(d, 'notzip.ngwbackup'), 'wb').write(b'just text')
+z('nottoc.ngwbackup', [('postgres/toc.dat', b'NOTPGDMP')])
+line = lambda i: ('{"id": %d, "identity": "fileobj", "payload": {"component": "raster_layer", '
+                  '"uuid": "bd19836ddb62c11c55ab251ccaca5645"}}\n' % i).encode()
+idx = 'component/file_storage/$index'
+z('unlisted.ngwbackup', [toc, (idx, line(1))])
+z('twice.ngwbackup', [toc, (idx, line(1) + line(2)),
+    ('component/file_storage/00000001', b'a'), ('component/file_storage/00000002', b'b')])
 "#;
     let x = std::process::Command::new("python3")
         .args(["-c", script])
@@ -856,6 +908,9 @@ open(os.path.join(d, 'notzip.ngwbackup'), 'wb').write(b'just text')
         "crc",
         "truncated",
         "notzip",
+        "nottoc",
+        "unlisted",
+        "twice",
     ] {
         args.push(dir.join(format!("{f}.ngwbackup")).display().to_string());
     }
@@ -872,6 +927,12 @@ open(os.path.join(d, 'notzip.ngwbackup'), 'wb').write(b'just text')
         ("crc", "postgres/3.dat"),
         ("truncated", "not a readable ZIP"),
         ("notzip", "not a readable ZIP"),
+        ("nottoc", "not a pg_dump TOC"),
+        (
+            "unlisted",
+            "has no member \"component/file_storage/00000001\"",
+        ),
+        ("twice", "lists one item twice"),
     ] {
         assert!(
             err.lines()

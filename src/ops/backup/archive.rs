@@ -193,15 +193,28 @@ fn plan<R: Read + Seek>(path: &Path, zip: &mut ZipArchive<R>) -> Result<Vec<Plac
             files.push((i, name));
         }
     }
-    if !seen.contains("postgres/toc.dat") {
+    let Some(toc) = files.iter().find(|(_, n)| n == "postgres/toc.dat") else {
         return Err(refuse(
             path,
             "no postgres/toc.dat: not a NextGIS Web backup",
+        ));
+    };
+    let mut head = Vec::new();
+    zip.by_index(toc.0)
+        .map_err(|e| refuse(path, format!("postgres/toc.dat: {e}")))?
+        .take(5)
+        .read_to_end(&mut head)
+        .map_err(|e| refuse(path, format!("postgres/toc.dat: {e}")))?;
+    if head != b"PGDMP" {
+        return Err(refuse(
+            path,
+            "postgres/toc.dat is not a pg_dump TOC (it does not begin with PGDMP)",
         ));
     }
 
     // The $index files say which blob each numbered member is.
     let mut blobs: HashMap<String, Vec<Vec<u8>>> = HashMap::new();
+    let mut places: HashSet<Vec<Vec<u8>>> = HashSet::new();
     for (i, name) in &files {
         let Some(component) = name
             .strip_prefix("component/")
@@ -224,7 +237,19 @@ fn plan<R: Read + Seek>(path: &Path, zip: &mut ZipArchive<R>) -> Result<Vec<Plac
                 IndexItem::FileObj(o) => blob_snapshot_path(&o.component, &o.uuid),
                 IndexItem::Font(f) => font_snapshot_path(&f),
             };
-            blobs.insert(format!("component/{component}/{id:08}"), at);
+            let member = format!("component/{component}/{id:08}");
+            if !places.insert(at.clone()) || blobs.insert(member.clone(), at).is_some() {
+                return Err(refuse(
+                    path,
+                    format!("{name} lists one item twice (line {line:?})"),
+                ));
+            }
+            if !seen.contains(&member) {
+                return Err(refuse(
+                    path,
+                    format!("{name} lists item {id}, but the archive has no member {member:?}: it is incomplete"),
+                ));
+            }
         }
     }
 

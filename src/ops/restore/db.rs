@@ -291,6 +291,9 @@ pub fn restore_pg(
     Ok(out)
 }
 
+/// The line pg_dumpall ends its output with.
+const PG_DUMPALL_END: &[u8] = b"-- PostgreSQL database cluster dump complete";
+
 /// Reads an SQL identifier as pg_dumpall writes it (`name` or `"Quoted ""Name"""`)
 /// from the start of `s`.
 fn read_ident(s: &str) -> Option<String> {
@@ -345,7 +348,9 @@ fn for_each_line(
 /// Restores a `--pg-all` dump into the cluster `target` reaches, through `psql` with
 /// `ON_ERROR_STOP`. Databases the dump creates that already exist are refused unless
 /// `replace` (then they are dropped first); `CREATE ROLE` of roles that exist is left
-/// out, so the role's `ALTER ROLE` applies to the existing one.
+/// out, so the role's `ALTER ROLE` applies to the existing one. A dump that lacks the
+/// comment pg_dumpall ends its output with (cut short) is refused before anything
+/// changes.
 pub fn restore_pg_all(
     repo: &Repository,
     snap: &Snapshot,
@@ -358,8 +363,9 @@ pub fn restore_pg_all(
     let from = DumpKind::PgAll.pick(snap, from, "db/pg_dumpall.sql")?;
     let node = node_at(repo, snap, &from)?;
     let content = file_content(&from, &node)?;
-    let (mut dbs, mut roles) = (Vec::new(), Vec::new());
+    let (mut dbs, mut roles, mut complete) = (Vec::new(), Vec::new(), false);
     for_each_line(repo, content, &mut |line| {
+        complete |= line == PG_DUMPALL_END;
         let line = String::from_utf8_lossy(line);
         if let Some(rest) = line.strip_prefix("CREATE DATABASE ") {
             dbs.extend(read_ident(rest));
@@ -368,6 +374,13 @@ pub fn restore_pg_all(
         }
         Ok(())
     })?;
+    if !complete {
+        return Err(Refusal::DumpNotRestorable {
+            dump: from,
+            why: "it lacks the \"cluster dump complete\" comment pg_dumpall ends its output with, so it was cut short (pg_dumpall failed or was stopped while it wrote); `snap cat` gives what it holds".into(),
+        }
+        .into());
+    }
     let maint = target.maintenance();
     let existing = maint.query("SELECT datname FROM pg_catalog.pg_database")?;
     let clash: Vec<String> = dbs

@@ -2,10 +2,11 @@
 //! `nextgisweb restore` does with an unpacked backup, but with no ZIP and no copy of the
 //! dump on disk:
 //!
-//! 1. Checks, before anything changes: the snapshot has an NGW part, the database has
-//!    the extensions the dump needs (the restore list leaves them out, as NGW's does),
-//!    the file storage can be written, and without `replace` the database holds no
-//!    tables of its own in the schemas the dump restores.
+//! 1. Checks, before anything changes: the snapshot has an NGW part, pg_restore reads
+//!    its dump's TOC (one from a newer pg_dump it refuses), the database has the
+//!    extensions the dump needs (the restore list leaves them out, as NGW's does), the
+//!    file storage can be written, and without `replace` the database holds no tables
+//!    of its own in the schemas the dump restores.
 //! 2. Drops those tables (NGW drops its model's tables), so nothing of the old instance
 //!    is left beside the restored one.
 //! 3. Runs `pg_restore --clean --if-exists --no-owner --no-privileges --exit-on-error
@@ -37,6 +38,7 @@ use super::timestamps;
 use crate::error::{Error, IoContext, Refusal, Result};
 use crate::format::snapshot::Snapshot;
 use crate::format::tree::{Content, Node};
+use crate::ops::dump_tables::DumpTables;
 use crate::ops::ngw_part::{file_content, NgwPart, COMPONENTS};
 use crate::progress::Progress;
 use crate::repo::Repository;
@@ -149,6 +151,15 @@ pub fn restore_instance(
     }
     let owner = storage_owner(&cfg.file_storage)?;
     let before = target.migrations()?;
+    // pg_restore reads the TOC before the old tables go: one it refuses (from a newer
+    // pg_dump, or damaged) would leave the instance with none.
+    if let Err(e) = DumpTables::of_nodes(repo, &part.postgres().nodes) {
+        return Err(Refusal::DumpNotRestorable {
+            dump: "the NGW part's postgres/toc.dat".into(),
+            why: e.to_string(),
+        }
+        .into());
+    }
 
     target.drop_tables(&tables)?;
     let tmp_base = cfg.backup_tmpdir.clone().unwrap_or_else(std::env::temp_dir);
