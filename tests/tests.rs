@@ -1760,6 +1760,35 @@ mod ux {
         }
     }
 
+    /// `snap cat ... | ssh host 'cat > copy'` with the link gone: the data did not
+    /// arrive whole, and snap says so with exit 1.
+    #[test]
+    fn a_closed_pipe_cutting_a_file_or_archive_is_an_error() {
+        let env = Env::new();
+        env.init();
+        let src = env.path("src");
+        fs::create_dir_all(&src).unwrap();
+        fs::write(src.join("big"), util::random_bytes(4 << 20, "big")).unwrap();
+        env.backup_json(&[src.to_str().unwrap()]);
+        let file = format!("{}/big", src.display());
+        let dir = src.display().to_string();
+        for args in [&["cat", "latest", &file][..], &["dump", "latest", &dir]] {
+            let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_snap"))
+                .arg("--repo")
+                .arg(env.repo())
+                .args(args)
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+            drop(child.stdout.take());
+            let out = child.wait_with_output().unwrap();
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+            assert!(err.contains("incomplete"), "{args:?}: {err}");
+        }
+    }
+
     /// Now as a lock file writes it.
     fn chrono_now() -> String {
         let out = std::process::Command::new("date")

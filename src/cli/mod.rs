@@ -561,7 +561,15 @@ pub fn run() -> i32 {
     };
     let e = match res {
         Ok(code) => return code,
-        Err(e) if is_broken_pipe(&e) => return 0,
+        // A listing cut by `| head` is what its reader asked for; a file or an
+        // archive cut is data lost on the way.
+        Err(e) if is_broken_pipe(&e) && !matches!(command.as_str(), "cat" | "dump" | "export") => {
+            return 0
+        }
+        Err(e) if is_broken_pipe(&e) => {
+            eprintln!("snap: {command}: standard output was closed before all of it was written (the command reading it ended early): what that command got is incomplete");
+            return 1;
+        }
         Err(e) => e,
     };
     let interrupted = snap::interrupt::requested();
@@ -1050,7 +1058,7 @@ fn is_io(e: &anyhow::Error, kind: std::io::ErrorKind) -> bool {
     })
 }
 
-/// Whether `e` is standard output closed by its reader (`snap cat ... | head`); a
+/// Whether `e` is standard output closed by its reader (`snap ls ... | head`); a
 /// pipe to a command snap runs is an `Error::Io` naming it, and stays an error.
 fn is_broken_pipe(e: &anyhow::Error) -> bool {
     e.chain().any(|c| {
