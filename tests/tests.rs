@@ -1760,6 +1760,42 @@ mod ux {
         }
     }
 
+    /// A file written to in place while it is read (same size: a database file, a VM
+    /// image) may be stored part old, part new: named, exit 3, and read again by the
+    /// next backup.
+    #[test]
+    fn a_file_written_to_while_read_is_named_and_read_again() {
+        use std::os::unix::fs::FileExt;
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let env = Env::new();
+        env.init();
+        let src = env.path("src");
+        fs::create_dir_all(&src).unwrap();
+        let file = src.join("db");
+        fs::write(&file, util::random_bytes(64 << 20, "db")).unwrap();
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let writer = {
+            let (stop, file) = (stop.clone(), file.clone());
+            std::thread::spawn(move || {
+                let f = fs::OpenOptions::new().write(true).open(&file).unwrap();
+                let mut at = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    f.write_at(b"new", at % (64 << 20)).unwrap();
+                    at += 1 << 20;
+                    std::thread::sleep(std::time::Duration::from_millis(1));
+                }
+            })
+        };
+        let out = env.snap(&["backup", src.to_str().unwrap()]).output().unwrap();
+        stop.store(true, Ordering::Relaxed);
+        writer.join().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(3), "{err}");
+        assert!(err.contains("db: written to while being read"), "{err}");
+        let again = env.backup_json(&[src.to_str().unwrap()]);
+        assert_eq!(again["summary"]["files_read"], 1, "{again}");
+    }
+
     /// `snap cat ... | ssh host 'cat > copy'` with the link gone: the data did not
     /// arrive whole, and snap says so with exit 1.
     #[test]

@@ -380,7 +380,10 @@ pub fn execute(ctx: &Ctx, opts: &BackupOptions, json: bool) -> Result<(i32, Snap
             s.duration
         );
     }
-    let code = left_out("some entries were left out", &done.warnings);
+    let code = left_out(
+        "some entries were left out, or changed while being read",
+        &done.warnings,
+    );
     Ok((code, done.snapshot))
 }
 

@@ -3,6 +3,7 @@
 
 use std::fs::Metadata;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 
@@ -177,6 +178,10 @@ impl Run<'_> {
                 return Ok(None);
             }
         };
+        // Written to while read: what is stored may be part old, part new bytes. Its
+        // recorded times stay those before, so the next backup reads it again.
+        let times = |m: &Metadata| (m.mtime(), m.mtime_nsec(), m.ctime(), m.ctime_nsec());
+        let rewritten = f.metadata().is_ok_and(|after| times(&after) != times(&md));
         if size != meta.size {
             self.warn(format!(
                 "{}: changed size while being read ({} bytes, then {size}); stored as read",
@@ -184,6 +189,11 @@ impl Run<'_> {
                 meta.size
             ));
             meta.size = size;
+        } else if rewritten {
+            self.warn(format!(
+                "{}: written to while being read; stored as read, which may mix old and new bytes (the next backup reads it again)",
+                path.display()
+            ));
         }
         add(&self.counts.files, 1);
         add(&self.counts.files_read, 1);
