@@ -511,7 +511,7 @@ pub enum Refusal {
         target: PathBuf,
     },
     /// A restored directory would replace something that is not a directory.
-    #[error("{}: exists and is not a directory; not replaced", path.display())]
+    #[error("{}: exists and is not a directory; not replaced (remove it, or restore with --delete)", path.display())]
     WouldReplaceNonDir {
         /// What is in the way.
         path: PathBuf,
@@ -525,7 +525,7 @@ pub enum Refusal {
         why: String,
     },
     /// A restored entry would replace a directory.
-    #[error("{}: is a directory; not replaced", path.display())]
+    #[error("{}: is a directory; not replaced (remove it, or restore with --delete, which removes it with all it holds)", path.display())]
     WouldReplaceDir {
         /// The directory in the way.
         path: PathBuf,

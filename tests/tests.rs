@@ -1786,7 +1786,10 @@ mod ux {
                 }
             })
         };
-        let out = env.snap(&["backup", src.to_str().unwrap()]).output().unwrap();
+        let out = env
+            .snap(&["backup", src.to_str().unwrap()])
+            .output()
+            .unwrap();
         stop.store(true, Ordering::Relaxed);
         writer.join().unwrap();
         let err = String::from_utf8_lossy(&out.stderr);

@@ -230,6 +230,7 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
                 "others": tally.others,
                 "bytes": tally.bytes,
                 "deletes": tally.deletes,
+                "blocked": tally.blocked,
                 "dry_run": true,
             });
             outln!("{}", serde_json::to_string_pretty(&v)?);
@@ -248,6 +249,16 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
                 tally.others,
                 human(tally.bytes)
             );
+        }
+        if tally.blocked > 0 {
+            eprintln!(
+                "snap: the restore would fail at {} of the target in the way (a directory where the snapshot has a file, or the reverse): remove them, or restore with --delete",
+                match tally.blocked {
+                    1 => "1 entry".to_string(),
+                    n => format!("{n} entries"),
+                }
+            );
+            return Ok(1);
         }
         return Ok(0);
     }

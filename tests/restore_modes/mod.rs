@@ -174,6 +174,53 @@ fn kept_first_path_of_hard_links_does_not_take_the_others_along() {
     }
 }
 
+/// Entries of the other kind in the way (a directory tree where the snapshot has a
+/// file, a file where it has a directory): a dry run names them as the real restore
+/// fails on them, and with `--delete` counts what the real one deletes.
+#[test]
+fn a_dry_run_foresees_what_is_in_the_way() {
+    let env = Env::new();
+    let src = setup(&env);
+    let target = env.path("out");
+    let t = target.to_str().unwrap();
+    let r = target.join(src.strip_prefix("/").unwrap());
+    fs::create_dir_all(r.join("a.txt/deep")).unwrap();
+    for i in 0..3 {
+        fs::write(r.join(format!("a.txt/deep/{i}")), b"mine").unwrap();
+    }
+    fs::write(r.join("sub"), b"a file where the snapshot has a directory").unwrap();
+    let dry = env
+        .snap(&["restore", "latest", "--target", t, "--dry-run", "--json"])
+        .output()
+        .unwrap();
+    assert_eq!(dry.status.code(), Some(1), "{dry:?}");
+    let plan: serde_json::Value = serde_json::from_slice(&dry.stdout).unwrap();
+    assert_eq!(plan["blocked"], 2, "{plan}");
+    assert!(String::from_utf8_lossy(&dry.stderr).contains("would fail at 2 entries"));
+    env.snap(&["restore", "latest", "--target", t])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("restore with --delete"));
+    let plan = json(env.snap(&[
+        "restore",
+        "latest",
+        "--target",
+        t,
+        "--delete",
+        "--dry-run",
+        "--json",
+    ]));
+    assert_eq!(
+        (&plan["blocked"], &plan["deletes"]),
+        (&0.into(), &1.into()),
+        "{plan}"
+    );
+    let out = restore_json(&env, &target, &["--delete"]);
+    assert_eq!(out["deleted"], plan["deletes"], "{out}");
+    assert_eq!(fs::read(r.join("a.txt")).unwrap(), b"alpha");
+    assert_eq!(fs::read(r.join("sub/c.txt")).unwrap(), b"charlie");
+}
+
 #[test]
 fn overwrite_if_newer_replaces_only_files_older_than_the_snapshots() {
     let env = Env::new();

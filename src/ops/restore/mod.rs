@@ -191,8 +191,12 @@ pub struct RestoreTally {
     pub bytes: u64,
     /// Sockets, recorded but never restored.
     pub skipped: u64,
-    /// Entries of the target that `--delete` removes (a directory counts once).
+    /// Entries of the target that `--delete` removes (a directory counts once): those
+    /// the snapshot lacks, and directories where it has a file.
     pub deletes: u64,
+    /// Entries that cannot be placed without `--delete`: a directory of the target
+    /// where the snapshot has a file that would replace it, or the reverse.
+    pub blocked: u64,
 }
 
 /// Plans restoring `snap` as `opts` say: resolves the included paths. Fails, with
@@ -363,6 +367,19 @@ impl RestorePlan<'_> {
         Ok(())
     }
 
+    /// Whether `--overwrite` replaces what is at a path (`md`) by entry `m`; `None`:
+    /// only if its content differs (`if-changed`).
+    fn replaces(&self, m: &Meta, md: &fs::Metadata) -> Option<bool> {
+        match self.overwrite {
+            Overwrite::Always => Some(true),
+            Overwrite::Never => Some(false),
+            Overwrite::IfNewer => {
+                Some((md.mtime(), md.mtime_nsec()) < (m.mtime.sec, m.mtime.nsec.into()))
+            }
+            Overwrite::IfChanged => None,
+        }
+    }
+
     /// Counts `node` and what it holds.
     fn count(
         &self,
@@ -372,6 +389,21 @@ impl RestorePlan<'_> {
         t: &mut RestoreTally,
         links: &mut HashSet<(u64, u64)>,
     ) -> Result<()> {
+        // An entry of the other kind in the way: `--delete` removes it (a directory
+        // with all it holds), else the restore fails there.
+        let there = fs::symlink_metadata(dest).ok();
+        let in_way = match (&node.kind, &there) {
+            (NodeKind::Dir(_), Some(md)) => !md.is_dir(),
+            (_, Some(md)) => md.is_dir() && self.replaces(&node.meta, md).unwrap_or(true),
+            (_, None) => false,
+        };
+        if in_way && !self.delete {
+            t.blocked += 1;
+            return Ok(());
+        }
+        if in_way && there.is_some_and(|md| md.is_dir()) {
+            t.deletes += 1;
+        }
         match &node.kind {
             NodeKind::Dir(tree) => {
                 t.dirs += 1;
@@ -742,13 +774,9 @@ impl Restorer<'_> {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Place::Free),
             Err(e) => return Err(e).at(dest),
         };
-        let replace = match self.plan.overwrite {
-            Overwrite::Always => true,
-            Overwrite::Never => false,
-            Overwrite::IfNewer => {
-                (md.mtime(), md.mtime_nsec()) < (m.mtime.sec, m.mtime.nsec.into())
-            }
-            Overwrite::IfChanged => {
+        let replace = match self.plan.replaces(m, &md) {
+            Some(replace) => replace,
+            None => {
                 if same(&md)? {
                     self.skipped.fetch_add(1, Ordering::Relaxed);
                     return Ok(Place::Matches);
@@ -770,7 +798,9 @@ impl Restorer<'_> {
             return Ok(());
         }
         if self.plan.delete {
-            return remove_entry(dest);
+            remove_entry(dest)?;
+            self.deleted.fetch_add(1, Ordering::Relaxed);
+            return Ok(());
         }
         Err(Refusal::WouldReplaceDir {
             path: dest.to_path_buf(),
