@@ -774,15 +774,14 @@ impl Restorer<'_> {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Place::Free),
             Err(e) => return Err(e).at(dest),
         };
-        let replace = match self.plan.replaces(m, &md) {
-            Some(replace) => replace,
-            None => {
-                if same(&md)? {
-                    self.skipped.fetch_add(1, Ordering::Relaxed);
-                    return Ok(Place::Matches);
-                }
-                true
+        let replace = if let Some(replace) = self.plan.replaces(m, &md) {
+            replace
+        } else {
+            if same(&md)? {
+                self.skipped.fetch_add(1, Ordering::Relaxed);
+                return Ok(Place::Matches);
             }
+            true
         };
         if replace {
             return Ok(Place::Replace);
