@@ -14,7 +14,8 @@ pub struct Args {
     #[arg(long, default_value_t = snap::format::compress::DEFAULT_LEVEL, value_parser = clap::value_parser!(i32).range(0..=19))]
     compression: i32,
     /// Encrypt the repository; the passphrase comes from SNAP_PASSWORD,
-    /// SNAP_PASSWORD_FILE or a prompt
+    /// SNAP_PASSWORD_FILE or a prompt (a profile's repository with a password_file is
+    /// encrypted with that file's passphrase, with or without this)
     #[arg(long)]
     encrypt: bool,
     /// Print the result as JSON (a failure: {"error": {"message", "kind"}})
@@ -29,13 +30,18 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
         compression_level: a.compression,
         ..Default::default()
     };
-    let repo = if a.encrypt {
-        let pass = super::key::passphrase(
-            "passphrase for the new repository: ",
-            "SNAP_PASSWORD",
-            "SNAP_PASSWORD_FILE",
-            true,
-        )?;
+    // A profile that names a password_file wants its repository sealed with it.
+    let encrypt = a.encrypt || ctx.password_file.is_some();
+    let repo = if encrypt {
+        let pass = match &ctx.password_file {
+            Some(f) => super::key::first_line(f, "the profile's password_file")?,
+            None => super::key::passphrase(
+                "passphrase for the new repository: ",
+                "SNAP_PASSWORD",
+                "SNAP_PASSWORD_FILE",
+                true,
+            )?,
+        };
         if pass.is_empty() {
             return Err(super::output::usage("an empty passphrase is not allowed"));
         }
@@ -46,7 +52,7 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
     .with_context(|| format!("creating repository {loc}"))?;
     if a.json {
         ctx.print_json(&serde_json::json!({
-            "id": repo.config().id, "location": loc, "encrypted": a.encrypt,
+            "id": repo.config().id, "location": loc, "encrypted": encrypt,
         }))?;
     } else if !ctx.quiet {
         outln!(
@@ -54,14 +60,14 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
             &repo.config().id[..8],
         );
     }
-    if !a.encrypt && !ctx.quiet && std::io::stderr().is_terminal() {
+    if !encrypt && !ctx.quiet && std::io::stderr().is_terminal() {
         // Said where a person reads it; scripts and cron see only the line above.
         eprintln!(
             "note: the repository is not encrypted: anyone who can read its files can read \
              the backups. To encrypt, remove it and run `snap init --encrypt` instead."
         );
     }
-    if a.encrypt {
+    if encrypt {
         eprintln!(
             "note: the data can be read only with this passphrase or an exported key. Lose both and \
              nothing in the repository can be recovered, as with an application secret key that \

@@ -81,7 +81,7 @@ pub fn passphrase(
 }
 
 /// The first line of passphrase file `f` (`what` names it in errors).
-fn first_line(f: &Path, what: &str) -> Result<Zeroizing<String>> {
+pub fn first_line(f: &Path, what: &str) -> Result<Zeroizing<String>> {
     let text = Zeroizing::new(
         std::fs::read_to_string(f).with_context(|| format!("reading {what} {}", f.display()))?,
     );

@@ -449,6 +449,13 @@ impl Ctx {
         memory: Option<&remembered::Remembered>,
     ) -> Result<Option<key::Unlocked>> {
         if !probe.encrypted() {
+            if let Some(f) = &self.password_file {
+                eprintln!(
+                    "snap: warning: the profile's password_file {} is set, but repository {} is not encrypted: anyone who can read its files can read the backups",
+                    f.display(),
+                    store.location()
+                );
+            }
             return Ok(None);
         }
         key::unlock(

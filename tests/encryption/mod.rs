@@ -792,3 +792,64 @@ fn sync_dry_run_into_a_repository_with_another_key_names_the_snapshots_to_rewrit
         "{again}"
     );
 }
+
+/// A profile that names a `password_file`: `snap init` seals its repository with that
+/// passphrase (it made a plaintext one), and a plaintext repository under such a
+/// profile is named in a warning.
+#[test]
+fn a_profiles_password_file_encrypts_the_repository_it_inits() {
+    let env = Env::new();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("secret.txt"), b"profile plaintext marker").unwrap();
+    let pass = env.path("pass");
+    fs::write(&pass, format!("{PASS}\n")).unwrap();
+    let config = env.path("snap.toml");
+    let profile = |repo: &Path| {
+        format!(
+            "default = \"p\"\n[profile.p]\nrepository = \"{}\"\npassword_file = \"{}\"\npaths = [\"{}\"]\n",
+            repo.display(),
+            pass.display(),
+            src.display()
+        )
+    };
+    let with_config = |args: &[&str]| {
+        let mut c = crate::util::snap_bin();
+        c.env_remove("SNAP_REPO")
+            .env_remove("SNAP_PASSWORD")
+            .env_remove("SNAP_PASSWORD_FILE")
+            .env("SNAP_CACHE_DIR", env.cache())
+            .env("SNAP_CONFIG", &config)
+            .args(args);
+        c
+    };
+    let repo = env.path("sealed");
+    fs::write(&config, profile(&repo)).unwrap();
+    let made = json(with_config(&["init", "--json"]));
+    assert_eq!(made["encrypted"], true, "{made}");
+    with_config(&["run"]).assert().success();
+    for f in files(&repo) {
+        assert!(
+            !contains(&fs::read(&f).unwrap(), b"profile plaintext marker"),
+            "{f:?}"
+        );
+    }
+    // Without the profile's file, SNAP_PASSWORD opens it: the same passphrase.
+    crate::util::snap_bin()
+        .env("SNAP_PASSWORD", PASS)
+        .env("SNAP_CACHE_DIR", env.cache())
+        .args(["--repo", repo.to_str().unwrap(), "list"])
+        .assert()
+        .success();
+    // A plaintext repository under a profile with a password_file: said.
+    let plain = env.path("plain");
+    crate::util::snap_bin()
+        .args(["--repo", plain.to_str().unwrap(), "init"])
+        .assert()
+        .success();
+    fs::write(&config, profile(&plain)).unwrap();
+    with_config(&["run"])
+        .assert()
+        .success()
+        .stderr(predicate::str::contains("is not encrypted"));
+}
