@@ -252,10 +252,18 @@ struct TarSink<W: Write> {
 
 impl<W: Write> TarSink<W> {
     /// A header with `meta`'s mode, owner and time, and a PAX record first when the
-    /// time has a fraction of a second (GNU tar, bsdtar and Python restore it).
+    /// time has a fraction of a second or is before 1970, which the header cannot hold
+    /// (GNU tar, bsdtar and Python restore it).
     fn header(&mut self, meta: &Meta, kind: tar::EntryType, size: u64) -> Result<tar::Header> {
-        if meta.mtime.nsec != 0 {
-            let t = format!("{}.{:09}", meta.mtime.sec, meta.mtime.nsec);
+        let (sec, nsec) = (meta.mtime.sec, meta.mtime.nsec);
+        if nsec != 0 || sec < 0 {
+            // A decimal number of seconds: -1.25 is a quarter before -1, so a time
+            // before 1970 with a fraction counts the fraction down from the second after.
+            let t = if sec < 0 && nsec != 0 {
+                format!("-{}.{:09}", -(sec + 1), 1_000_000_000 - nsec)
+            } else {
+                format!("{sec}.{nsec:09}")
+            };
             self.tar
                 .append_pax_extensions([("mtime", t.as_bytes())])
                 .map_err(archive_err)?;
@@ -332,13 +340,21 @@ struct ZipSink<W: Write> {
     zip: zip::ZipWriter<zip::write::StreamWriter<W>>,
 }
 
-/// ZIP member options for `meta`: stored, its mode and time.
-fn zip_options(meta: &Meta) -> zip::write::SimpleFileOptions {
+/// ZIP member options for `meta`: stored, its mode and time: in local DOS time, and
+/// exactly (to the second, in UTC, 1901 to 2038) in Info-ZIP's extended timestamp,
+/// which `unzip` restores.
+fn zip_options(meta: &Meta) -> Result<zip::write::FullFileOptions<'static, 'static>> {
     let mtime = DateTime::from_timestamp(meta.mtime.sec, meta.mtime.nsec).unwrap_or_default();
-    zip::write::SimpleFileOptions::default()
+    let mut o = zip::write::FullFileOptions::default()
         .compression_method(zip::CompressionMethod::Stored)
         .last_modified_time(dos_time(mtime))
-        .unix_permissions(meta.mode & 0o7777)
+        .unix_permissions(meta.mode & 0o7777);
+    if let Ok(t) = i32::try_from(meta.mtime.sec) {
+        let mut ut = vec![1u8];
+        ut.extend(t.to_le_bytes());
+        o.add_extra_field(0x5455, ut, false).map_err(zip_err)?;
+    }
+    Ok(o)
 }
 
 /// A ZIP member name: ZIP names are text, so bytes that are not UTF-8 are written as
@@ -350,12 +366,12 @@ fn zip_name(name: &[u8]) -> String {
 impl<W: Write> Sink for ZipSink<W> {
     fn dir(&mut self, name: &[u8], meta: &Meta) -> Result<()> {
         self.zip
-            .add_directory(zip_name(name), zip_options(meta))
+            .add_directory(zip_name(name), zip_options(meta)?)
             .map_err(zip_err)
     }
 
     fn file(&mut self, name: &[u8], meta: &Meta, data: &mut dyn Read) -> Result<()> {
-        let opts = zip_options(meta).large_file(meta.size >= u64::from(u32::MAX));
+        let opts = zip_options(meta)?.large_file(meta.size >= u64::from(u32::MAX));
         self.zip.start_file(zip_name(name), opts).map_err(zip_err)?;
         std::io::copy(data, &mut self.zip).map_err(archive_err)?;
         Ok(())
@@ -374,7 +390,7 @@ impl<W: Write> Sink for ZipSink<W> {
 
     fn symlink(&mut self, name: &[u8], meta: &Meta, target: &[u8]) -> Result<()> {
         self.zip
-            .add_symlink(zip_name(name), zip_name(target), zip_options(meta))
+            .add_symlink(zip_name(name), zip_name(target), zip_options(meta)?)
             .map_err(zip_err)
     }
 

@@ -53,8 +53,11 @@ pub(crate) fn zip_err(e: zip::result::ZipError) -> Error {
     reason = "calendar fields, the year clamped"
 )]
 pub(crate) fn dos_time(t: DateTime<Utc>) -> zip::DateTime {
-    // ZIP times start in 1980; earlier mtimes are clamped as Python's zipfile does.
-    let t = t.max(DateTime::from_timestamp(315_532_800, 0).expect("valid"));
+    // In local time, as Python's zipfile and Info-ZIP write and read it. ZIP times
+    // start in 1980; earlier mtimes are clamped as Python's zipfile does.
+    let t = t
+        .max(DateTime::from_timestamp(315_532_800, 0).expect("valid"))
+        .with_timezone(&chrono::Local);
     zip::DateTime::from_date_and_time(
         t.year().min(2107) as u16,
         t.month() as u8,

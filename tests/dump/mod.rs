@@ -2,7 +2,7 @@
 //! unzip and Python's readers, and compared with the source.
 
 use std::fs;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 use std::process::Command;
 
@@ -315,4 +315,91 @@ fn a_damaged_chunk_fails_the_dump_by_name_and_leaves_no_output_file() {
             .starts_with(".snap-output-")),
         "no temporary file is left"
     );
+}
+
+/// Times a tar header or a DOS time cannot hold: before 1970 (with and without a
+/// fraction, which counts down from the next second) in tar's PAX records; in ZIP the
+/// local time Info-ZIP's unzip and Python read, and the exact second in the extended
+/// timestamp, which unzip restores in any time zone.
+#[test]
+fn times_before_1970_and_in_any_zone_come_back_from_tar_and_zip() {
+    let env = Env::new();
+    env.init();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    let times: [(&str, i64, u32); 3] = [
+        ("old", -315_619_200, 123_456_789),
+        ("whole", -157_766_400, 0),
+        ("new", 1_700_000_000, 5),
+    ];
+    for (name, sec, nsec) in times {
+        let p = src.join(name);
+        fs::write(&p, name).unwrap();
+        let t = rustix::fs::Timestamps {
+            last_access: rustix::fs::Timespec {
+                tv_sec: sec,
+                tv_nsec: nsec.into(),
+            },
+            last_modification: rustix::fs::Timespec {
+                tv_sec: sec,
+                tv_nsec: nsec.into(),
+            },
+        };
+        rustix::fs::utimensat(rustix::fs::CWD, &p, &t, rustix::fs::AtFlags::empty()).unwrap();
+    }
+    env.backup_json(&[src.to_str().unwrap()]);
+    let tar = env.path("t.tar");
+    env.snap(&[
+        "dump",
+        "latest",
+        src.to_str().unwrap(),
+        "-o",
+        tar.to_str().unwrap(),
+    ])
+    .assert()
+    .success();
+    let out = env.path("untar");
+    fs::create_dir_all(&out).unwrap();
+    run(Command::new("tar").arg("-xf").arg(&tar).arg("-C").arg(&out));
+    let r = restored(&out, &src);
+    for (name, sec, nsec) in times {
+        let md = fs::metadata(r.join(name)).unwrap();
+        assert_eq!(
+            (md.mtime(), md.mtime_nsec()),
+            (sec, i64::from(nsec)),
+            "tar: {name}"
+        );
+    }
+    // ZIP, written in one zone and unpacked in another.
+    let zip = env.path("t.zip");
+    env.snap(&[
+        "dump",
+        "latest",
+        src.to_str().unwrap(),
+        "--archive",
+        "zip",
+        "-o",
+        zip.to_str().unwrap(),
+    ])
+    .env("TZ", "Europe/Moscow")
+    .assert()
+    .success();
+    let listed = python(
+        "import sys, zipfile\nfor i in zipfile.ZipFile(sys.argv[1]).infolist():\n    print(i.filename, i.date_time)",
+        &[&zip],
+    );
+    assert!(
+        listed.contains("/new (2023, 11, 15, 1, 13, 20)"),
+        "local DOS time:\n{listed}"
+    );
+    let out = env.path("unzip");
+    run(Command::new("unzip")
+        .arg("-q")
+        .arg(&zip)
+        .arg("-d")
+        .arg(&out)
+        .env("TZ", "America/New_York"));
+    // (unzip takes no time before 1980 from a ZIP, whatever its fields say.)
+    let new = fs::metadata(restored(&out, &src).join("new")).unwrap();
+    assert_eq!(new.mtime(), 1_700_000_000, "unzip in another zone");
 }
