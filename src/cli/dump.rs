@@ -14,13 +14,13 @@ pub struct Args {
     snapshot: String,
     #[command(flatten)]
     of: super::SnapshotOf,
-    /// Path in the snapshot: a file is written as it is, a directory (or `/`, the whole
-    /// snapshot) as an archive
+    /// Path in the snapshot: a file is written as it is (unless --archive is given), a
+    /// directory (or `/`, the whole snapshot), a symlink or a special file as an archive
     #[arg(value_parser = super::snapshot_path_arg())]
     path: String,
-    /// Archive format for a directory
-    #[arg(long, value_enum, default_value_t = ArchiveArg::Tar)]
-    archive: ArchiveArg,
+    /// Archive format [default: tar, and a file as it is]
+    #[arg(long, value_enum)]
+    archive: Option<ArchiveArg>,
     /// Write to this new file (complete or not at all) instead of standard output
     #[arg(short, long, value_name = "FILE")]
     output: Option<PathBuf>,
@@ -38,10 +38,10 @@ enum ArchiveArg {
 pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
     let repo = ctx.open(false)?;
     let (id, snap) = a.of.find(&repo, &a.snapshot)?;
-    let archive = match a.archive {
+    let archive = a.archive.map(|a| match a {
         ArchiveArg::Tar => Archive::Tar,
         ArchiveArg::Zip => Archive::Zip,
-    };
+    });
     let Some(dest) = &a.output else {
         if std::io::stdout().is_terminal() {
             return Err(super::output::usage(format!(

@@ -43,34 +43,29 @@ pub struct DumpStats {
     pub skipped: Vec<String>,
 }
 
-/// Writes the entry at `path` of `snap` to `out`: a file as its bytes, a directory (or
-/// `/`, the whole snapshot) as an `archive`. Holds a shared lock while reading.
+/// Writes the entry at `path` of `snap` to `out`: with no `archive`, a file as its
+/// bytes and anything else (a directory, or `/`, the whole snapshot) as a tar; with
+/// one, any entry as that archive. Holds a shared lock while reading.
 pub fn dump(
     repo: &Repository,
     snap: &Snapshot,
     path: &str,
-    archive: Archive,
+    archive: Option<Archive>,
     out: &mut dyn Write,
 ) -> Result<DumpStats> {
     let _lock = repo.read_lock("dump")?;
     let comps = snapshot_path(path)?;
     let node = node_at(repo, snap, path)?;
     let mut stats = DumpStats::default();
-    match &node.kind {
-        NodeKind::File(content) => {
+    let archive = match (&node.kind, archive) {
+        (NodeKind::File(content), None) => {
             stats.files = 1;
             stats.bytes = repo.write_content(content, out)?;
             out.flush().at("<output>")?;
             return Ok(stats);
         }
-        NodeKind::Dir(_) => {}
-        _ => {
-            return Err(Error::NotFound {
-                what: "file or directory in snapshot",
-                id: path.to_string(),
-            })
-        }
-    }
+        (_, archive) => archive.unwrap_or(Archive::Tar),
+    };
     // The member name of the dumped directory itself: its components joined, no
     // leading `/`; empty for the snapshot's root, which gets no member of its own.
     let base = comps.join(&b'/');

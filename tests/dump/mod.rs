@@ -267,6 +267,34 @@ fn a_file_is_written_as_it_is_and_a_terminal_or_missing_path_is_refused() {
     let out = env.snap(&["dump", "latest", &f]).output().unwrap();
     assert!(out.status.success());
     assert!(out.stdout == data);
+    // Asked for an archive, a file (and a symlink) goes into one.
+    std::os::unix::fs::symlink("f.bin", src.join("link")).unwrap();
+    env.backup_json(&[src.to_str().unwrap()]);
+    for (path, archive) in [(&f, "zip"), (&format!("{}/link", src.display()), "tar")] {
+        let file = env.path(&format!("one.{archive}"));
+        env.snap(&[
+            "dump",
+            "latest",
+            path,
+            "--archive",
+            archive,
+            "-o",
+            file.to_str().unwrap(),
+        ])
+        .assert()
+        .success();
+        let listed = python(
+            "import sys, zipfile, tarfile\n\
+             p = sys.argv[1]\n\
+             names = zipfile.ZipFile(p).namelist() if p.endswith('zip') else tarfile.open(p).getnames()\n\
+             print(names)",
+            &[&file],
+        );
+        assert!(
+            listed.contains(path.trim_start_matches('/')),
+            "{archive}: {listed}"
+        );
+    }
     let missing = format!("{}/nope", src.display());
     env.snap(&["dump", "latest", &missing])
         .assert()
