@@ -773,6 +773,57 @@ retention = {{ keep_last = 1 }}
         assert_eq!(count(None), 5, "other's retention took the others'");
     }
 
+    /// Two offsites, the first unusable: the second still gets its copy, and the run
+    /// fails naming the first; JSON says the same exit as the process.
+    #[test]
+    fn one_failing_offsite_does_not_keep_the_next_from_its_copy() {
+        let env = Env::new();
+        env.init();
+        let src = env.path("src");
+        fs::create_dir_all(&src).unwrap();
+        fs::write(src.join("a"), b"a").unwrap();
+        let (bad, good) = (env.path("not-a-repo"), env.path("offsite"));
+        fs::create_dir_all(&bad).unwrap();
+        fs::write(bad.join("other"), b"someone else's file").unwrap();
+        let config = env.path("snap.toml");
+        fs::write(
+            &config,
+            format!(
+                "[profile.p]\nrepository = \"{}\"\npaths = [\"{}\"]\nsync = [\"{}\", \"{}\"]\n",
+                env.repo().display(),
+                src.display(),
+                bad.display(),
+                good.display()
+            ),
+        )
+        .unwrap();
+        let out = with_config(&config, &["run", "p", "--json"])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1));
+        let run: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(run["exit"], 1, "{run}");
+        let err = run["error"].as_str().unwrap();
+        assert!(
+            err.contains(&format!("sync to {} failed", bad.display())),
+            "{err}"
+        );
+        let steps: Vec<(&str, i64)> = run["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| (s["step"].as_str().unwrap(), s["exit"].as_i64().unwrap()))
+            .collect();
+        assert_eq!(steps, [("backup", 0), ("sync", 1), ("sync", 0)], "{run}");
+        let copied = util::json(util::snap_at(
+            good.to_str().unwrap(),
+            &env.path("c"),
+            &[],
+            &["list", "--json"],
+        ));
+        assert_eq!(copied.as_array().unwrap().len(), 1);
+    }
+
     #[test]
     fn profiles_run_backup_then_retention_and_stop_at_the_first_failure() {
         let env = Env::new();

@@ -746,6 +746,22 @@ pub(crate) fn stop_cleanly_on_signals() -> Result<()> {
     Ok(())
 }
 
+/// [`stop_cleanly_on_signals`], saying at the first signal that the command is
+/// stopping (a sync finishing the uploads in flight on a slow link takes a while).
+fn stop_cleanly_and_say_so() -> Result<()> {
+    stop_cleanly_on_signals()?;
+    let mut signals = signal_hook::iterator::Signals::new([
+        signal_hook::consts::SIGINT,
+        signal_hook::consts::SIGTERM,
+    ])?;
+    std::thread::spawn(move || {
+        if signals.forever().next().is_some() {
+            eprintln!("snap: stopping at the next safe point (Ctrl-C again stops at once)");
+        }
+    });
+    Ok(())
+}
+
 /// Lets SIGINT and SIGTERM end a command that stops where it is (a reader, or one that
 /// hands its data to other programs) at once, as by default, but without its shared
 /// locks, which would otherwise keep a prune on another host waiting until they are
@@ -775,9 +791,9 @@ fn dispatch(ctx: &Ctx, command: Command, matches: &clap::ArgMatches) -> Result<i
         | Command::Forget(_)
         | Command::Prune(_)
         | Command::Sync(_)
-        | Command::Mount(_)
         | Command::Repair(_)
-        | Command::Tag(_) => stop_cleanly_on_signals()?,
+        | Command::Tag(_) => stop_cleanly_and_say_so()?,
+        Command::Mount(_) => stop_cleanly_on_signals()?,
         Command::Check(_)
         | Command::Ls(_)
         | Command::Cat(_)
@@ -851,7 +867,7 @@ struct StepReport {
 
 /// Runs profile `name` (or the default) of the configuration file: its backup, then
 /// (unless `backup_only`) its forget and prune and its syncs; stops at the first
-/// failure. A backup that left entries out (exit 3) does not stop the run, and makes
+/// failure, but tries every sync. A backup that left entries out (exit 3) does not stop the run, and makes
 /// its exit 3. With `json`, prints one summary of every step (also when one failed).
 fn run_profile(
     ctx: &Ctx,
@@ -885,7 +901,9 @@ fn run_profile(
     let mut failure = None;
     let count = if backup_only { 1 } else { run.steps.len() };
     let mut made = None;
-    for step in run.steps.into_iter().take(count) {
+    // Each offsite is on its own: one that fails does not keep the next from its copy.
+    let mut failed_syncs: Vec<anyhow::Error> = Vec::new();
+    for (i, step) in run.steps.into_iter().take(count).enumerate() {
         let clock = std::time::Instant::now();
         let (step_name, to) = (step.name(), step.to().map(str::to_string));
         let outcome = run_step(&sub, name, step, &mut made);
@@ -902,6 +920,7 @@ fn run_profile(
         });
         if snap::interrupt::requested() {
             let what = match &outcome {
+                Ok(_) if i + 1 == count => "it finished, and it was the last".to_string(),
                 Ok(_) => "it finished; the steps after it did not run".to_string(),
                 Err(_) => format!(
                     "{}; the steps after it did not run",
@@ -920,11 +939,16 @@ fn run_profile(
         }
         match outcome {
             Ok(c) => code = code.max(c),
+            Err(e) if step_name == "sync" => failed_syncs.push(e),
             Err(e) => {
                 failure = Some(e);
                 break;
             }
         }
+    }
+    if failure.is_none() && !failed_syncs.is_empty() {
+        let all: Vec<String> = failed_syncs.iter().map(message).collect();
+        failure = Some(anyhow::anyhow!("{}", all.join("; ")));
     }
     let exit = match &failure {
         None => code,
@@ -955,7 +979,7 @@ fn run_profile(
             "config": path,
             "started": started,
             "seconds": clock.elapsed().as_secs_f64(),
-            "exit": if failure.is_some() { 1 } else { code },
+            "exit": exit,
             "error": failure.as_ref().map(message),
             "steps": done,
         }))?;
@@ -976,7 +1000,7 @@ fn run_step(
     step: profile::Step,
     made: &mut Option<snap::format::snapshot::Snapshot>,
 ) -> Result<i32> {
-    let step_name = step.name();
+    let (step_name, to) = (step.name(), step.to().map(str::to_string));
     // Under `snap run --json` each step reports as its `--json` would.
     let json = ctx.reports.is_some();
     let c = match step {
@@ -1000,7 +1024,11 @@ fn run_step(
         }
         profile::Step::Drill(every, verify) => drill::run_step(ctx, every, verify, json),
     }
-    .with_context(|| format!("profile {name}: {step_name} failed; later steps were not run"))?;
+    .with_context(|| match &to {
+        // Each sync is on its own (see `run_profile`).
+        Some(to) => format!("profile {name}: sync to {to} failed"),
+        None => format!("profile {name}: {step_name} failed; later steps were not run"),
+    })?;
     if c != 0 && c != EXIT_WARNINGS {
         anyhow::bail!("profile {name}: {step_name} exited {c}; later steps were not run");
     }

@@ -222,7 +222,8 @@ fn ctrl_c_in_snap_run_stops_its_backup_cleanly_at_the_first_signal() {
     let (code, stderr) = ctrl_c(child);
     assert_eq!(code, Some(130), "{stderr}");
     assert!(
-        stderr.contains("interrupted: profile app, step backup: no snapshot was recorded")
+        stderr.contains("stopping at the next safe point")
+            && stderr.contains("interrupted: profile app, step backup: no snapshot was recorded")
             && stderr.contains("the steps after it did not run"),
         "{stderr}"
     );

@@ -543,6 +543,9 @@ fn copy_as_stored(
         }
     }
 
+    // Asked to stop: the packs sent stay for the next run, which sends only the rest.
+    crate::interrupt::check()?;
+
     // 3. Index files. Those the destination has are in its cache already (with their
     // packs); the others are read once, and sent as read where all their packs arrived.
     let src_files = src.index_files()?;

@@ -134,6 +134,8 @@ pub(super) fn execute(
         report.blobs_sent = added.blobs;
         report.bytes_sent = added.stored;
         report.chunks_read = rw.chunks_read.into_inner();
+        // Asked to stop: the data stays for the next run, no record is written.
+        crate::interrupt::check()?;
         // Oldest first, so a copy's parent is the copy of its source's parent.
         dst_lock.check()?;
         for (id, snap) in &all {
