@@ -108,6 +108,7 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
         return Ok(0);
     }
     let created = plan.create;
+    let left = plan.left.clone();
     let started = Instant::now();
     let bar = Bar::new(ctx, "send", a.json);
     if let (Some(b), Some(bytes)) = (&bar, plan.bytes) {
@@ -164,8 +165,26 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
             r.deleted[1],
             r.deleted[2]
         );
+        say_left(&left, &loc)?;
     }
     Ok(0)
+}
+
+/// Names what `--delete` leaves there though this repository lacks it.
+fn say_left(left: &[snap::format::id::SnapshotId], loc: &str) -> Result<()> {
+    if left.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<String> = left
+        .iter()
+        .map(snap::format::id::SnapshotId::short)
+        .collect();
+    outln!(
+        "left on {loc}: {} this repository lacks but cannot tell were its own (another repository's, backed up there directly, or the last of a group forgotten here): {}; `snap --repo {loc} forget ID` removes one",
+        count(ids.len(), "snapshot"),
+        ids.join(", ")
+    );
+    Ok(())
 }
 
 /// Prints what a sync would do (`--dry-run`).
@@ -183,6 +202,7 @@ fn print_plan(plan: &SyncPlan, loc: &str, delete: bool, json: bool) -> Result<()
             "bytes_to_send": plan.bytes,
             "delete": plan.delete,
             "snapshots_to_delete": plan.delete.len(),
+            "left": plan.left,
             "dry_run": true,
         });
         outln!("{}", serde_json::to_string_pretty(&v)?);
@@ -227,5 +247,8 @@ fn print_plan(plan: &SyncPlan, loc: &str, delete: bool, json: bool) -> Result<()
         }
     }
     outln!("{line}; dry run, nothing sent");
+    if delete {
+        say_left(&plan.left, loc)?;
+    }
     Ok(())
 }

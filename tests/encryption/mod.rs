@@ -518,9 +518,21 @@ fn sync_into_a_repository_with_another_key_rewrites_and_later_reads_only_new_chu
         "{again}"
     );
     fs::write(src.join("new.txt"), "a new small file\n").unwrap();
-    snap(&env, PASS, &["backup", src.to_str().unwrap()])
-        .assert()
-        .success();
+    // The same sources as the first, so that forgetting that one is retention's work.
+    snap(
+        &env,
+        PASS,
+        &[
+            "backup",
+            src.to_str().unwrap(),
+            "--command",
+            "echo STREAM-MARKER-42",
+            "--as",
+            "db/streamname-marker.sql",
+        ],
+    )
+    .assert()
+    .success();
     let next = json(sync(Some(OTHER)));
     assert_eq!(
         (&next["snapshots_sent"], &next["chunks_read"]),

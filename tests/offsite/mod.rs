@@ -942,6 +942,7 @@ fn sync_delete_into_a_shared_offsite_keeps_the_other_repositorys_snapshots() {
     env.snap(&["forget", &first, "--prune"]).assert().success();
     let plan = dry_run(&env, to, &["--delete"]);
     assert_eq!(plan["delete"], serde_json::json!([first]), "{plan}");
+    assert_eq!(plan["left"].as_array().unwrap().len(), 1, "gamma's: {plan}");
     env.snap(&["sync", "--to", to, "--delete"])
         .assert()
         .success();

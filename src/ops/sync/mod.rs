@@ -145,6 +145,10 @@ pub struct SyncPlan<'r> {
     /// Destination snapshots `delete` would remove: those the source's retention
     /// removed (see [`gone_here`]). Empty without `delete`.
     pub delete: Vec<SnapshotId>,
+    /// With `delete`: destination snapshots the source lacks that stay, since they
+    /// cannot be told to be its own (another repository's, backed up there directly,
+    /// or the last of a group forgotten here).
+    pub left: Vec<SnapshotId>,
     /// Whether the destination will be created (it holds no repository yet).
     pub create: bool,
     /// Whether snapshots will be rewritten: the destination has other blob ids.
@@ -198,6 +202,7 @@ pub fn plan_sync<'r>(
             packs_present: 0,
             bytes: None,
             delete: t.delete,
+            left: t.left,
             create: false,
             rewrite: true,
             work: Work::Rewrite(t.todo),
@@ -259,16 +264,16 @@ pub fn plan_sync<'r>(
         .filter(|id| !dst_set.contains(id))
         .copied()
         .collect();
-    let delete = if opts.delete {
-        gone_here(&all, &dst_snaps, false)
+    let (delete, left) = if opts.delete {
+        let delete = gone_here(&all, &dst_snaps, false);
+        let left = left_there(&all, &dst_snaps, false, &delete);
+        (delete, left)
     } else {
-        Vec::new()
+        (Vec::new(), Vec::new())
     };
     // Snapshots that stay there though this repository lacks them: their packs are
     // not this repository's to judge, so a prune there removes what none needs.
-    let others_stay = dst_snaps
-        .iter()
-        .any(|(id, _)| !all.iter().any(|(a, _)| a == id) && !delete.contains(id));
+    let others_stay = !left.is_empty();
     Ok(SyncPlan {
         src,
         opts: opts.clone(),
@@ -280,6 +285,7 @@ pub fn plan_sync<'r>(
         packs_present: (needed.len() - send.len()) as u64,
         bytes: Some(send.iter().map(|(_, size)| size).sum()),
         delete,
+        left,
         create: existing.is_none(),
         rewrite: false,
         work: Work::Copy {
@@ -289,6 +295,24 @@ pub fn plan_sync<'r>(
         },
         dst,
     })
+}
+
+/// The snapshots of `there` the source `here` lacks (that are not, or `rewritten`
+/// copy none of its snapshots) and `delete` keeps.
+fn left_there(
+    here: &[(SnapshotId, Snapshot)],
+    there: &[(SnapshotId, Snapshot)],
+    rewritten: bool,
+    delete: &[SnapshotId],
+) -> Vec<SnapshotId> {
+    there
+        .iter()
+        .filter(|(id, s)| {
+            let from = if rewritten { s.original } else { Some(*id) };
+            !from.is_some_and(|o| here.iter().any(|(h, _)| *h == o)) && !delete.contains(id)
+        })
+        .map(|(id, _)| *id)
+        .collect()
 }
 
 /// The snapshots of `there` (the destination's) that `sync --delete` removes: those

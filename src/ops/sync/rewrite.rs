@@ -48,6 +48,8 @@ pub(super) struct Planned {
     pub present: u64,
     /// With `delete`: destination snapshots the source's retention removed.
     pub delete: Vec<SnapshotId>,
+    /// With `delete`: destination snapshots the source lacks that stay.
+    pub left: Vec<SnapshotId>,
 }
 
 /// Takes the shared locks on both sides and plans the copy of the chosen snapshots of
@@ -71,10 +73,12 @@ pub(super) fn plan(src: &Repository, dst: &Repository, opts: &SyncOptions) -> Re
         .filter(|id| !copied.contains_key(id))
         .copied()
         .collect();
-    let delete = if opts.delete {
-        super::gone_here(&all, &there, true)
+    let (delete, left) = if opts.delete {
+        let delete = super::gone_here(&all, &there, true);
+        let left = super::left_there(&all, &there, true, &delete);
+        (delete, left)
     } else {
-        Vec::new()
+        (Vec::new(), Vec::new())
     };
     Ok(Planned {
         src_lock,
@@ -82,6 +86,7 @@ pub(super) fn plan(src: &Repository, dst: &Repository, opts: &SyncOptions) -> Re
         present: (chosen.len() - send.len()) as u64,
         send,
         delete,
+        left,
         todo: Todo { all, copied },
     })
 }
