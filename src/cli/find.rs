@@ -10,7 +10,9 @@ use super::{ls, Ctx, FilterArgs};
 #[derive(clap::Args)]
 pub struct Args {
     /// A glob: without `/` matched against entry names (`*.tif`), with `/` against
-    /// whole paths in the snapshot (`/srv/ngw/**/*.tif`; `*` stays within a name)
+    /// whole paths in the snapshot (`/srv/ngw/**/*.tif`; `*` stays within a name); a
+    /// name's bytes as `ls` shows them (`\xFF`) or raw
+    #[arg(value_parser = super::snapshot_path_arg())]
     pattern: String,
     #[command(flatten)]
     filter: FilterArgs,

@@ -167,12 +167,22 @@ pub fn is_safe_name(name: &[u8]) -> bool {
 }
 
 /// A name (or path) as text for people and scripts: each byte that is not part of
-/// UTF-8 is written `\xHH`, so names that differ there stay apart, and
+/// UTF-8, and each control character (a newline would make one name look like two
+/// lines), is written `\xHH`, so names that differ there stay apart, and
 /// [`unshown_name`] gives the bytes back.
 pub fn shown_name(name: &[u8]) -> String {
     let mut out = String::with_capacity(name.len());
     for chunk in name.utf8_chunks() {
-        out.push_str(chunk.valid());
+        for c in chunk.valid().chars() {
+            if c.is_control() {
+                let mut buf = [0; 4];
+                for b in c.encode_utf8(&mut buf).bytes() {
+                    let _ = write!(out, "\\x{b:02X}");
+                }
+            } else {
+                out.push(c);
+            }
+        }
         for b in chunk.invalid() {
             let _ = write!(out, "\\x{b:02X}");
         }
@@ -180,8 +190,9 @@ pub fn shown_name(name: &[u8]) -> String {
     out
 }
 
-/// The bytes of a name [`shown_name`] wrote: `\xHH` of a byte that cannot start
-/// UTF-8 text (80 to FF) is that byte; the rest is as written.
+/// The bytes of a name [`shown_name`] wrote: `\xHH` of a byte it escapes (a control
+/// character, or one that cannot start UTF-8 text) is that byte; the rest is as
+/// written.
 pub fn unshown_name(b: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
@@ -190,7 +201,7 @@ pub fn unshown_name(b: &[u8]) -> Vec<u8> {
             .then(|| b.get(i + 2..i + 4))
             .flatten()
             .and_then(|hex| u8::from_str_radix(std::str::from_utf8(hex).ok()?, 16).ok())
-            .filter(|v| *v >= 0x80);
+            .filter(|v| *v >= 0x80 || *v < 0x20 || *v == 0x7F);
         if let Some(v) = byte {
             out.push(v);
             i += 4;
@@ -586,11 +597,15 @@ mod tests {
             b"n\xfe",
             b"\xff\xfe\xc3",
             b"half \xe2\x82 euro",
+            b"new\nline\ttab\x1b[31m\x7f",
+            "c1 \u{9b}".as_bytes(),
         ] {
             let shown = shown_name(name);
             assert_eq!(unshown_name(shown.as_bytes()), name, "{shown}");
+            assert!(!shown.chars().any(char::is_control), "{shown:?}");
         }
         assert_eq!(shown_name(b"n\xfe"), "n\\xFE");
+        assert_eq!(shown_name(b"a\nb"), "a\\x0Ab");
         assert_ne!(shown_name(b"n\xfe"), shown_name(b"n\xff"));
         // Only bytes that cannot be UTF-8 text are read as escapes.
         assert_eq!(unshown_name(b"a\\x41"), b"a\\x41");

@@ -24,10 +24,14 @@ pub struct Pattern {
 }
 
 impl Pattern {
-    /// Compiles a glob; see the module docs.
+    /// Compiles a glob; see the module docs. A `\xHH` in it of a byte names show so
+    /// ([`shown_name`](crate::format::tree::shown_name)) matches that byte, as `ls`
+    /// shows it (in a glob, `\x` alone would be a plain `x`).
     pub fn new(pattern: &str) -> Result<Pattern> {
         let whole_path = pattern.contains('/');
-        let glob = GlobBuilder::new(pattern)
+        let shown =
+            crate::format::tree::shown_name(&crate::format::tree::unshown_name(pattern.as_bytes()));
+        let glob = GlobBuilder::new(&shown.replace("\\x", "\\\\x"))
             .literal_separator(true)
             .build()
             .map_err(|source| Usage::FindPattern {

@@ -252,6 +252,28 @@ with zipfile.ZipFile(sys.argv[1]) as z:
         .assert()
         .success()
         .stdout("two");
+    // find: a name as ls shows it, or raw; and a newline in a name stays on its line.
+    fs::write(src.join("new\nline"), "three").unwrap();
+    env.backup_json(&[src.to_str().unwrap()]);
+    let found = |pattern: &std::ffi::OsStr| {
+        let out = env.snap(&["find"]).arg(pattern).output().unwrap();
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    for pattern in [&b"n\\xFF"[..], b"n\xff", b"n\\xF?"] {
+        let text = found(std::ffi::OsStr::from_bytes(pattern));
+        assert!(text.contains("/n\\xFF"), "{pattern:?}: {text}");
+    }
+    let text = found(std::ffi::OsStr::new("new*"));
+    assert!(
+        text.contains("/new\\x0Aline") && text.lines().count() == 1,
+        "{text}"
+    );
+    let ls = env
+        .snap(&["ls", "latest", src.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&ls.stdout).contains("new\\x0Aline"));
 }
 
 #[test]
