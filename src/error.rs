@@ -754,7 +754,7 @@ pub enum SourceError {
         source: std::io::Error,
     },
     /// A backup source path that could not be read.
-    #[error("{}: could not be read: {why}", path.display())]
+    #[error("{}: could not be read: {why}; run snap as a user who can read it, or leave it out", path.display())]
     Unreadable {
         /// The path given.
         path: PathBuf,

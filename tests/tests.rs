@@ -1934,6 +1934,80 @@ mod ux {
             .stdout(predicate::str::starts_with("p"));
     }
 
+    /// A directory the backup cannot list is kept, empty, with its mode (as restic
+    /// keeps it), named with exit 3, and made again by a restore; a named source
+    /// that cannot be listed fails the run and says what to do. Run as `nobody`
+    /// (root lists everything), so only as root.
+    #[test]
+    fn an_unlistable_directory_is_kept_empty_and_named() {
+        if !rustix::process::geteuid().is_root() {
+            return;
+        }
+        let base = tempfile::Builder::new().tempdir_in("/tmp").unwrap();
+        let dir = base.path();
+        let src = dir.join("src");
+        fs::create_dir_all(src.join("locked")).unwrap();
+        fs::write(src.join("locked/inner"), b"secret").unwrap();
+        fs::write(src.join("ok"), b"fine").unwrap();
+        let chown = |p: &Path| {
+            std::process::Command::new("chown")
+                .args(["-R", "65534:65534"])
+                .arg(p)
+                .status()
+                .unwrap()
+        };
+        fs::set_permissions(dir, fs::Permissions::from_mode(0o755)).unwrap();
+        assert!(chown(dir).success());
+        fs::set_permissions(src.join("locked"), fs::Permissions::from_mode(0o000)).unwrap();
+        let as_nobody = |args: &[&str]| {
+            let mut c = assert_cmd::Command::new("setpriv");
+            c.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+                .arg(util::snap_bin().get_program())
+                .arg("--repo")
+                .arg(dir.join("repo"))
+                .args(args)
+                .env("SNAP_CACHE_DIR", dir.join("cache"))
+                .env_remove("SNAP_REPO");
+            c
+        };
+        as_nobody(&["init"]).assert().success();
+        as_nobody(&["backup", src.to_str().unwrap()])
+            .assert()
+            .code(3)
+            .stderr(
+                predicate::str::contains("locked: Permission denied")
+                    .and(predicate::str::contains("stored as an empty directory")),
+            );
+        let locked = format!("{}/locked", src.display());
+        as_nobody(&["ls", "latest", &locked])
+            .assert()
+            .success()
+            .stdout(predicate::str::starts_with("d---------"));
+        as_nobody(&["backup", &locked])
+            .assert()
+            .code(1)
+            .stderr(predicate::str::contains(
+                "run snap as a user who can read it",
+            ));
+    }
+
+    /// `/srv/data -> /mnt/disk1/data` named as the source: only the link goes in (as
+    /// in restic and borg), and snap says so instead of saving an empty backup quietly.
+    #[test]
+    fn a_source_that_is_a_symlink_to_a_directory_is_named() {
+        let env = Env::new();
+        env.init();
+        fs::create_dir_all(env.path("real")).unwrap();
+        fs::write(env.path("real/f"), b"f").unwrap();
+        symlink("real", env.path("link")).unwrap();
+        env.snap(&["backup", env.path("link").to_str().unwrap()])
+            .assert()
+            .success()
+            .stderr(predicate::str::contains(
+                "is a symlink to the directory real",
+            ));
+    }
+
     #[test]
     fn dot_dot_in_a_source_path_is_resolved() {
         let env = Env::new();

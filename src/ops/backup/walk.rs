@@ -31,6 +31,25 @@ impl Run<'_> {
             .iter()
             .map(|(comps, abs)| {
                 let md = std::fs::symlink_metadata(abs).at(abs)?;
+                if md.is_symlink() && std::fs::metadata(abs).is_ok_and(|m| m.is_dir()) {
+                    let to = std::fs::read_link(abs).unwrap_or_default();
+                    log::warn!(
+                        "{} is a symlink to the directory {}: only the link is stored; name the directory to back up what it holds",
+                        abs.display(),
+                        to.display()
+                    );
+                }
+                // A named directory that cannot be listed fails the run: below one, such
+                // a directory is stored empty.
+                if md.is_dir() {
+                    if let Err(e) = std::fs::read_dir(abs) {
+                        return Err(SourceError::Unreadable {
+                            path: abs.clone(),
+                            why: e.to_string(),
+                        }
+                        .into());
+                    }
+                }
                 let prev = match parent_tree {
                     Some(tree) => self.repo.find_node(&tree, comps).unwrap_or_else(|e| {
                         log::warn!(
@@ -206,9 +225,10 @@ impl Run<'_> {
         }))
     }
 
-    /// A directory of another file system, not entered (`--one-file-system`): stored
-    /// empty, so that a restore recreates the mount point.
-    fn mount_point(&self, name: Vec<u8>, meta: Meta) -> Result<Option<Node>> {
+    /// A directory stored empty: of another file system, not entered
+    /// (`--one-file-system`), so that a restore recreates the mount point, or one that
+    /// cannot be listed.
+    fn empty_dir(&self, name: Vec<u8>, meta: Meta) -> Result<Option<Node>> {
         let id = self.saver.save_tree(&Tree { nodes: Vec::new() })?;
         add(&self.counts.dirs, 1);
         Ok(Some(Node {
@@ -228,8 +248,13 @@ impl Run<'_> {
         let entries = match self.select.list(path, meta.dev) {
             Ok(e) => e,
             Err(e) => {
-                self.warn(format!("{}: {e}", path.display()));
-                return Ok(None);
+                // Kept, empty, with its mode, owner and times (as restic does), so a
+                // restore makes it again; the warning says its entries are missing.
+                self.warn(format!(
+                    "{}: {e}; stored as an empty directory",
+                    path.display()
+                ));
+                return self.empty_dir(name, meta);
             }
         };
         let prev_tree = match prev {
@@ -259,7 +284,7 @@ impl Run<'_> {
                     }
                 };
                 if self.select.mount_point(&md, meta.dev) {
-                    return self.mount_point(e.name.into_vec(), sfs::meta_of(&md));
+                    return self.empty_dir(e.name.into_vec(), sfs::meta_of(&md));
                 }
                 let prev = prev_tree
                     .as_ref()
