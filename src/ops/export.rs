@@ -6,7 +6,8 @@
 //! and the output may be a pipe. Blob members get the `{id:08d}` names of their line in
 //! `$index`, resolved to the blobs the snapshot keeps by uuid.
 
-use std::io::Write;
+use std::io::{Seek, Write};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Datelike, Timelike, Utc};
@@ -69,11 +70,14 @@ pub(crate) fn dos_time(t: DateTime<Utc>) -> zip::DateTime {
     .unwrap_or_default()
 }
 
-struct ZipSink<W: Write> {
-    zip: zip::ZipWriter<zip::write::StreamWriter<W>>,
+/// A ZIP being written: into a file, whose local headers get each member's sizes and
+/// CRC once it is written, as Python's zipfile writes them; or onto a stream, where
+/// they follow each member (data descriptors).
+struct ZipSink<W: Write + Seek> {
+    zip: zip::ZipWriter<W>,
 }
 
-impl<W: Write> Sink for ZipSink<W> {
+impl<W: Write + Seek> Sink for ZipSink<W> {
     fn dir(&mut self, name: &str, mtime: DateTime<Utc>) -> Result<()> {
         let opts = zip::write::SimpleFileOptions::default()
             .compression_method(zip::CompressionMethod::Stored)
@@ -206,17 +210,20 @@ fn write_members(repo: &Repository, snap: &Snapshot, sink: &mut dyn Sink) -> Res
 /// Streams the `.ngwbackup` ZIP of `snap` to `out`.
 pub fn export_zip(repo: &Repository, snap: &Snapshot, out: &mut dyn Write) -> Result<ExportStats> {
     let _lock = repo.read_lock("export")?;
-    let mut sink = ZipSink {
-        zip: zip::ZipWriter::new_stream(out),
-    };
-    let stats = write_members(repo, snap, &mut sink)?;
-    sink.zip
-        .finish()
-        .map_err(zip_err)?
-        .into_inner()
-        .flush()
-        .at("<export output>")?;
+    let (stats, zip) = write_zip(repo, snap, zip::ZipWriter::new_stream(out))?;
+    zip.into_inner().flush().at("<export output>")?;
     Ok(stats)
+}
+
+/// The members of `snap`'s NGW part written into `zip`, finished.
+fn write_zip<W: Write + Seek>(
+    repo: &Repository,
+    snap: &Snapshot,
+    zip: zip::ZipWriter<W>,
+) -> Result<(ExportStats, W)> {
+    let mut sink = ZipSink { zip };
+    let stats = write_members(repo, snap, &mut sink)?;
+    Ok((stats, sink.zip.finish().map_err(zip_err)?))
 }
 
 /// Refuses an existing `dest`; returns the directory its temporary sibling goes in.
@@ -238,7 +245,7 @@ fn new_sibling_dir(dest: &Path) -> Result<&Path> {
 /// partial file; an existing `dest` is refused.
 pub fn write_new_file<T>(
     dest: &Path,
-    write: impl FnOnce(&mut dyn Write) -> Result<T>,
+    write: impl FnOnce(&mut std::io::BufWriter<&std::fs::File>) -> Result<T>,
 ) -> Result<T> {
     let dir = new_sibling_dir(dest)?;
     let tmp = tempfile::Builder::new()
@@ -250,15 +257,37 @@ pub fn write_new_file<T>(
     w.into_inner()
         .map_err(std::io::IntoInnerError::into_error)
         .at(tmp.path())?;
+    // The mode a new file gets (the temporary one was made 0600), so that whoever
+    // serves backups from the directory (NGW's web process) can read it.
+    let mode = 0o666 & !umask();
+    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(mode)).at(tmp.path())?;
     tmp.as_file().sync_all().at(tmp.path())?;
     tmp.persist_noclobber(dest).map_err(|e| e.error).at(dest)?;
     Ok(done)
 }
 
+/// This process's umask, as `/proc/self/status` tells it (reading it by `umask(2)`
+/// would change it for a moment, under the other threads' feet); 022 if it cannot.
+fn umask() -> u32 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Umask:"))
+                .and_then(|v| u32::from_str_radix(v.trim(), 8).ok())
+        })
+        .unwrap_or(0o022)
+}
+
 /// Writes the `.ngwbackup` ZIP of `snap` to the new file `dest` (see
 /// [`write_new_file`]).
 pub fn export_zip_file(repo: &Repository, snap: &Snapshot, dest: &Path) -> Result<ExportStats> {
-    write_new_file(dest, |w| export_zip(repo, snap, w))
+    let _lock = repo.read_lock("export")?;
+    write_new_file(dest, |w| {
+        let (stats, w) = write_zip(repo, snap, zip::ZipWriter::new(w))?;
+        w.flush().at(dest)?;
+        Ok(stats)
+    })
 }
 
 /// Writes the same tree as a new directory `dest` (`nextgisweb backup --no-zip`), built

@@ -657,6 +657,17 @@ fn export_is_an_ngwbackup_that_nextgisweb_restore_accepts() {
         .assert()
         .success();
     inst.verify_zip(&file, "fromfile");
+    // A new file's mode (not the temporary file's 0600), so NGW's web process, if it
+    // serves backups from the directory, can read it.
+    let umask = fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("Umask:")
+                .map(|v| u32::from_str_radix(v.trim(), 8).unwrap())
+        })
+        .unwrap();
+    assert_eq!(fs::metadata(&file).unwrap().mode() & 0o777, 0o666 & !umask);
     inst.env
         .snap(&["export", "latest", file.to_str().unwrap()])
         .assert()
@@ -672,6 +683,38 @@ fn export_is_an_ngwbackup_that_nextgisweb_restore_accepts() {
     let piped = inst.env.path("piped.ngwbackup");
     fs::write(&piped, &out.stdout).unwrap();
     inst.verify_zip(&piped, "frompipe");
+    // As nextgisweb writes them: into a file, each local header holds its member's
+    // CRC and sizes (no data descriptors, which streaming readers refuse for stored
+    // members); only on a pipe do they follow the data.
+    let headers = "import sys, zipfile, struct\n\
+                   p = sys.argv[1]\n\
+                   z = zipfile.ZipFile(p)\n\
+                   f = open(p, 'rb')\n\
+                   for i in z.infolist():\n\
+                   \x20   f.seek(i.header_offset)\n\
+                   \x20   h = struct.unpack('<IHHHHHIIIHH', f.read(30))\n\
+                   \x20   described = h[2] & 8 != 0\n\
+                   \x20   whole = h[6] == i.CRC and h[8] in (i.file_size, 0xFFFFFFFF)\n\
+                   \x20   print(i.filename, described, whole)\n";
+    for (zip, descriptors) in [(&file, false), (&piped, true)] {
+        let out = std::process::Command::new("python3")
+            .args(["-c", headers])
+            .arg(zip)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success() && text.lines().count() > 3, "{out:?}");
+        for line in text.lines() {
+            // A directory has nothing to describe.
+            let described = descriptors && !line.split(' ').next().unwrap().ends_with('/');
+            let want = if described {
+                " True False"
+            } else {
+                " False True"
+            };
+            assert!(line.ends_with(want), "{}: {line}", zip.display());
+        }
+    }
 
     let dir = inst.env.path("unpacked");
     inst.env
