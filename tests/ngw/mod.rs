@@ -930,6 +930,8 @@ line = lambda i: ('{"id": %d, "identity": "fileobj", "payload": {"component": "r
                   '"uuid": "bd19836ddb62c11c55ab251ccaca5645"}}\n' % i).encode()
 idx = 'component/file_storage/$index'
 z('unlisted.ngwbackup', [toc, (idx, line(1))])
+z('straydir.ngwbackup', [toc, ('postgres/extra/', b'')])
+os.mkdir(os.path.join(d, 'unpacked.ngwbackup'))
 z('twice.ngwbackup', [toc, (idx, line(1) + line(2)),
     ('component/file_storage/00000001', b'a'), ('component/file_storage/00000002', b'b')])
 "#;
@@ -954,6 +956,8 @@ z('twice.ngwbackup', [toc, (idx, line(1) + line(2)),
         "nottoc",
         "unlisted",
         "twice",
+        "straydir",
+        "unpacked",
     ] {
         args.push(dir.join(format!("{f}.ngwbackup")).display().to_string());
     }
@@ -976,6 +980,8 @@ z('twice.ngwbackup', [toc, (idx, line(1) + line(2)),
             "has no member \"component/file_storage/00000001\"",
         ),
         ("twice", "lists one item twice"),
+        ("straydir", "unexpected member \"postgres/extra/\""),
+        ("unpacked", "it is a directory"),
     ] {
         assert!(
             err.lines()

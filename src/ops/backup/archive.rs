@@ -14,7 +14,7 @@ use std::fs::File;
 use std::io::{Read, Seek};
 use std::path::Path;
 
-use chrono::{DateTime, NaiveDate, Utc};
+use chrono::{DateTime, NaiveDate, TimeZone, Utc};
 use zip::ZipArchive;
 
 use super::vdir::VDir;
@@ -87,8 +87,10 @@ pub(super) fn import(run: &Run<'_>, path: &Path, root: &mut VDir, now: Timestamp
                 NaiveDate::from_ymd_opt(t.year().into(), t.month().into(), t.day().into())?
                     .and_hms_opt(t.hour().into(), t.minute().into(), t.second().into())
             })
+            // Local time, as Python's zipfile (and snap's export) writes it.
+            .and_then(|t| chrono::Local.from_local_datetime(&t).earliest())
             .map(|t| Timestamp {
-                sec: t.and_utc().timestamp(),
+                sec: t.timestamp(),
                 nsec: 0,
             })
             .unwrap_or(now);
@@ -116,6 +118,17 @@ pub fn check_archive(path: &Path, bytes: &[u8]) -> Result<u64> {
             .map_err(|e| refuse(path, format!("{}: {e}", p.name)))?;
     }
     Ok(total)
+}
+
+/// Refuses a directory (an unpacked `nextgisweb backup --no-zip`) by name.
+pub(super) fn not_a_directory(path: &Path) -> Result<()> {
+    if path.is_dir() {
+        return Err(refuse(
+            path,
+            "it is a directory; snap imports .ngwbackup ZIP archives: make one of an unpacked backup with `cd DIR && zip -r -0 ../NAME.ngwbackup .`",
+        ));
+    }
+    Ok(())
 }
 
 fn open_zip<R: Read + Seek>(path: &Path, r: R) -> Result<ZipArchive<R>> {
@@ -191,6 +204,11 @@ fn plan<R: Read + Seek>(path: &Path, zip: &mut ZipArchive<R>) -> Result<Vec<Plac
         }
         if !m.is_dir() {
             files.push((i, name));
+        } else if !matches!(
+            path_part.split('/').collect::<Vec<_>>()[..],
+            [""] | ["postgres"] | ["component"] | ["component", _]
+        ) {
+            return Err(refuse(path, format!("unexpected member {raw:?}")));
         }
     }
     let Some(toc) = files.iter().find(|(_, n)| n == "postgres/toc.dat") else {

@@ -556,6 +556,7 @@ impl Databases {
 
 /// The BLAKE3 of a whole file (an archive's identity for import).
 pub fn archive_id(path: &Path) -> Result<Id> {
+    archive::not_a_directory(path)?;
     let mut h = blake3::Hasher::new();
     h.update_reader(std::fs::File::open(path).at(path)?)
         .at(path)?;
