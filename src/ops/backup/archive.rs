@@ -206,7 +206,7 @@ fn plan<R: Read + Seek>(path: &Path, zip: &mut ZipArchive<R>) -> Result<Vec<Plac
             files.push((i, name));
         } else if !matches!(
             path_part.split('/').collect::<Vec<_>>()[..],
-            [""] | ["postgres"] | ["component"] | ["component", _]
+            ["" | "postgres" | "component"] | ["component", _]
         ) {
             return Err(refuse(path, format!("unexpected member {raw:?}")));
         }
