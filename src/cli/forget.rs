@@ -248,13 +248,14 @@ fn finish(
         lock.check()?;
         repo.remove_snapshots(&remove)?;
         drop(lock);
-        if !a.json {
+        // Quiet, the last line only: prune's, when it runs.
+        if !(a.json || ctx.quiet && a.prune) {
             outln!("removed {}", count(remove.len(), "snapshot"));
         }
         if a.prune {
             let r = prune::run_prune(ctx, repo, a.max_unused, false, a.json)?;
             if !a.json {
-                prune::print_report(&r, false)?;
+                prune::print_report(&r, false, ctx.quiet)?;
             }
             pruned = Some(r);
         }

@@ -54,7 +54,7 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
     if a.json {
         ctx.print_json(&r)?;
     } else {
-        print_report(&r, a.dry_run)?;
+        print_report(&r, a.dry_run, ctx.quiet)?;
     }
     Ok(0)
 }
@@ -79,31 +79,33 @@ pub fn run_prune(
     Ok(r)
 }
 
-/// Prints what prune did (or would do).
-pub fn print_report(r: &PruneReport, dry_run: bool) -> Result<()> {
+/// Prints what prune did (or would do); `quiet`, only its last line.
+pub fn print_report(r: &PruneReport, dry_run: bool, quiet: bool) -> Result<()> {
     let verb = if dry_run { "would " } else { "" };
-    if r.packs_unindexed > 0 {
+    if !quiet {
+        if r.packs_unindexed > 0 {
+            outln!(
+                "{} packs ({}) that no index file lists, left by interrupted runs: {verb}delete them",
+                r.packs_unindexed,
+                human(r.bytes_unindexed)
+            );
+        }
         outln!(
-            "{} packs ({}) that no index file lists, left by interrupted runs: {verb}delete them",
-            r.packs_unindexed,
-            human(r.bytes_unindexed)
+            "{} snapshots, {} packs ({}); {verb}delete {} packs, {verb}rewrite {} ({} blobs, {})",
+            r.snapshots,
+            r.packs,
+            human(r.bytes_before),
+            r.packs_deleted,
+            r.packs_repacked,
+            r.blobs_repacked,
+            human(r.bytes_repacked)
         );
-    }
-    outln!(
-        "{} snapshots, {} packs ({}); {verb}delete {} packs, {verb}rewrite {} ({} blobs, {})",
-        r.snapshots,
-        r.packs,
-        human(r.bytes_before),
-        r.packs_deleted,
-        r.packs_repacked,
-        r.blobs_repacked,
-        human(r.bytes_repacked)
-    );
-    if r.wal_files_deleted > 0 {
-        outln!(
-            "{} archived WAL files older than the oldest base backup: {verb}delete them",
-            r.wal_files_deleted
-        );
+        if r.wal_files_deleted > 0 {
+            outln!(
+                "{} archived WAL files older than the oldest base backup: {verb}delete them",
+                r.wal_files_deleted
+            );
+        }
     }
     outln!(
         "repository {}{} -> {} ({} unused left){}",
