@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use snap::format::chunker::Profile;
+use snap::format::id::SnapshotId;
 use snap::format::snapshot::Snapshot;
 use snap::ops::backup::{backup, dry_run, BackupOptions};
 use snap::source::fs::list_lines;
@@ -284,7 +285,7 @@ pub fn run(ctx: &Ctx, a: Args, m: &clap::ArgMatches) -> Result<i32> {
     if a.dry_run {
         return execute_dry(ctx, &opts, a.json);
     }
-    execute(ctx, &opts, a.json).map(|(code, _)| code)
+    execute(ctx, &opts, a.json).map(|(code, _, _)| code)
 }
 
 /// The signature of [`backup`] and [`dry_run`].
@@ -355,8 +356,8 @@ fn execute_dry(ctx: &Ctx, opts: &BackupOptions, json: bool) -> Result<i32> {
 
 /// Backs up what `opts` names into the selected repository and prints the result (as
 /// JSON with `json`); also a `snap run` step. Returns the exit code (3 when entries
-/// were left out) and the snapshot made.
-pub fn execute(ctx: &Ctx, opts: &BackupOptions, json: bool) -> Result<(i32, Snapshot)> {
+/// were left out) and the snapshot made, with its id.
+pub fn execute(ctx: &Ctx, opts: &BackupOptions, json: bool) -> Result<(i32, SnapshotId, Snapshot)> {
     let done = run_op(ctx, opts, true, json, "backup", backup)?;
     let s = &done.snapshot.summary;
     if json {
@@ -384,7 +385,7 @@ pub fn execute(ctx: &Ctx, opts: &BackupOptions, json: bool) -> Result<(i32, Snap
         "some entries were left out, or changed while being read",
         &done.warnings,
     );
-    Ok((code, done.snapshot))
+    Ok((code, done.id, done.snapshot))
 }
 
 #[cfg(test)]

@@ -32,14 +32,21 @@ pub struct Args {
 }
 
 pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
-    let verify = super::profile::verify_commands(ctx)?;
+    // Under a profile, its verify commands, and (with no snapshot named) only its
+    // own snapshots: another profile's group drilled without that profile's
+    // commands would pass a drill its own checks fail.
+    let scope = super::profile::drill_scope(ctx)?;
     let opts = DrillOptions {
         source: a.source,
         scratch: a.scratch.unwrap_or_else(std::env::temp_dir),
-        verify,
+        verify: scope.as_ref().map(|s| s.verify.clone()).unwrap_or_default(),
     };
     abandon_on_signals()?;
-    let r = execute(ctx, a.snapshot.as_deref(), &opts, a.json, None);
+    let target = match &a.snapshot {
+        Some(spec) => Target::Named(spec),
+        None => Target::Groups(scope.as_ref()),
+    };
+    let r = execute(ctx, target, &opts, a.json, None);
     if snap::interrupt::requested() {
         // The signal thread is stopping the scratch cluster and removing the scratch
         // directory; it ends the process when done, which this thread must not do
@@ -68,12 +75,20 @@ fn abandon_on_signals() -> Result<()> {
     Ok(())
 }
 
-/// Drills `snapshot` (or the latest of each group) with `opts` (with `every`: only
-/// when a drill of its group is due, see [`due`]); prints each result; exit 1 when a
-/// source failed.
+/// What a drill drills.
+enum Target<'a> {
+    /// This snapshot (`latest` or an id prefix).
+    Named(&'a str),
+    /// The latest snapshot of each group; with a profile's scope, of each of its own
+    /// groups (its host, carrying its tags).
+    Groups(Option<&'a super::profile::DrillScope>),
+}
+
+/// Drills `target` with `opts` (with `every`: only when a drill of its group is due,
+/// see [`due`]); prints each result; exit 1 when a source failed.
 fn execute(
     ctx: &Ctx,
-    snapshot: Option<&str>,
+    target: Target<'_>,
     opts: &DrillOptions,
     json: bool,
     every: Option<DrillEvery>,
@@ -82,9 +97,17 @@ fn execute(
     let repo = ctx.open_unremembered()?;
     // Shared: a drill only reads the repository and adds its record.
     let _lock = repo.lock(false, "drill")?;
-    let targets = match snapshot {
-        Some(spec) => vec![repo.find_snapshot(spec)?],
-        None => latest_per_group(&repo)?,
+    let targets = match target {
+        Target::Named(spec) => vec![repo.find_snapshot(spec)?],
+        Target::Groups(scope) => {
+            let mut all = latest_per_group(&repo)?;
+            if let Some(scope) = scope {
+                all.retain(|(_, s)| {
+                    s.host == scope.host && scope.tags.iter().all(|t| s.tags.contains(t))
+                });
+            }
+            all
+        }
     };
     if targets.is_empty() {
         return Err(super::output::not_found(format!(
@@ -151,20 +174,22 @@ fn execute(
     Ok(i32::from(!failed.is_empty()))
 }
 
-/// `snap run`'s drill step: drills the latest snapshot when the profile's `drill`
-/// says it is due (see [`due`]); says so and exits 0 when it is not.
+/// `snap run`'s drill step: drills the snapshot its backup step `made` (not the
+/// repository's latest, which may be another host's) when the profile's `drill` says
+/// it is due (see [`due`]); says so and exits 0 when it is not.
 pub fn run_step(
     ctx: &Ctx,
     every: DrillEvery,
     verify: BTreeMap<String, String>,
     json: bool,
+    made: &str,
 ) -> Result<i32> {
     let opts = DrillOptions {
         source: None,
         scratch: std::env::temp_dir(),
         verify,
     };
-    execute(ctx, Some("latest"), &opts, json, Some(every))
+    execute(ctx, Target::Named(made), &opts, json, Some(every))
 }
 
 /// Whether a drill of `snap`'s group is due: its last drill in `history` is older

@@ -998,19 +998,22 @@ fn run_step(
     ctx: &Ctx,
     name: &str,
     step: profile::Step,
-    made: &mut Option<snap::format::snapshot::Snapshot>,
+    made: &mut Option<(
+        snap::format::id::SnapshotId,
+        snap::format::snapshot::Snapshot,
+    )>,
 ) -> Result<i32> {
     let (step_name, to) = (step.name(), step.to().map(str::to_string));
     // Under `snap run --json` each step reports as its `--json` would.
     let json = ctx.reports.is_some();
     let c = match step {
-        profile::Step::Backup(opts) => backup::execute(ctx, &opts, json).map(|(c, s)| {
-            *made = Some(s);
+        profile::Step::Backup(opts) => backup::execute(ctx, &opts, json).map(|(c, id, s)| {
+            *made = Some((id, s));
             c
         }),
         profile::Step::Forget(mut a) => {
             a.json = json;
-            a.group = made.as_ref().map(|s| {
+            a.group = made.as_ref().map(|(_, s)| {
                 (
                     s.host.clone(),
                     snap::format::snapshot::Snapshot::group_key(&s.sources),
@@ -1022,7 +1025,12 @@ fn run_step(
             a.json = json;
             sync::run(ctx, a)
         }
-        profile::Step::Drill(every, verify) => drill::run_step(ctx, every, verify, json),
+        profile::Step::Drill(every, verify) => {
+            let made = made
+                .as_ref()
+                .map_or(String::from("latest"), |(id, _)| id.to_hex());
+            drill::run_step(ctx, every, verify, json, &made)
+        }
     }
     .with_context(|| match &to {
         // Each sync is on its own (see `run_profile`).

@@ -499,16 +499,31 @@ impl File {
     }
 }
 
-/// The `verify` commands of the selected profile (`-p`, else the default); none
-/// without a configuration or profile.
-pub fn verify_commands(ctx: &Ctx) -> Result<BTreeMap<String, String>> {
+/// What `snap drill` takes of the selected profile (`-p`, else the default).
+pub struct DrillScope {
+    /// Its `verify` commands.
+    pub verify: BTreeMap<String, String>,
+    /// Whose snapshots are its own: its host (this machine's unless it names one)
+    /// and its tags.
+    pub host: String,
+    /// Its tags, every one of which its snapshots carry.
+    pub tags: Vec<String>,
+}
+
+/// The selected profile's [`DrillScope`]; `None` without a configuration or profile.
+pub fn drill_scope(ctx: &Ctx) -> Result<Option<DrillScope>> {
     let Some((path, file)) = load(ctx)? else {
-        return Ok(BTreeMap::new());
+        return Ok(None);
     };
     if ctx.profile.is_none() && file.default.is_none() {
-        return Ok(BTreeMap::new());
+        return Ok(None);
     }
-    Ok(file.get(&path, ctx.profile.as_deref())?.1.verify.clone())
+    let p = file.get(&path, ctx.profile.as_deref())?.1;
+    Ok(Some(DrillScope {
+        verify: p.verify.clone(),
+        host: p.host.clone().unwrap_or_else(snap::host::hostname),
+        tags: p.tags.clone(),
+    }))
 }
 
 /// Commands with the names their output is stored under.

@@ -678,3 +678,47 @@ fn a_profile_s_verify_command_checks_the_restored_copy() {
     assert!(source["bytes"].as_u64().unwrap() > 0, "{said:#}");
     assert!(source["checks"].to_string().contains("restore"), "{said:#}");
 }
+
+/// Two profiles of one repository, each with its tags: `snap -p a drill` drills a's
+/// groups only. It drilled every group with a's verify commands, so b's group passed
+/// a drill its own check fails.
+#[test]
+fn a_profile_drills_only_its_own_snapshots() {
+    let env = Env::new();
+    env.init();
+    let (a, b) = (env.path("a"), env.path("b"));
+    for d in [&a, &b] {
+        fs::create_dir_all(d).unwrap();
+        fs::write(d.join("f"), b"data").unwrap();
+    }
+    let config = env.path("snap.toml");
+    fs::write(
+        &config,
+        format!(
+            "[profile.a]\nrepository = {repo:?}\npaths = [{a:?}]\ntags = [\"a\"]\n\
+             [profile.b]\nrepository = {repo:?}\npaths = [{b:?}]\ntags = [\"b\"]\n\
+             [profile.b.verify]\n{b:?} = \"false\"\n",
+            repo = env.repo().display().to_string(),
+            a = a.display().to_string(),
+            b = b.display().to_string(),
+        ),
+    )
+    .unwrap();
+    let snap = |args: &[&str]| {
+        let mut c = crate::util::snap_bin();
+        c.env("SNAP_CACHE_DIR", env.cache())
+            .env("SNAP_CONFIG", &config)
+            .env_remove("SNAP_REPO")
+            .args(args);
+        c.output().unwrap()
+    };
+    for p in ["a", "b"] {
+        assert!(snap(&["run", p]).status.success());
+    }
+    let out = snap(&["-p", "a", "drill", "--json"]);
+    assert!(out.status.success(), "{out:?}");
+    let said: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(said["drills"].as_array().unwrap().len(), 1, "{said:#}");
+    let out = snap(&["-p", "b", "drill"]);
+    assert_eq!(out.status.code(), Some(1), "b's own check fails: {out:?}");
+}
