@@ -993,6 +993,23 @@ retention = {{ keep_last = 1 }}
             .stderr(predicate::str::contains(
                 "profile app has nothing to back up",
             ));
+        // Counts as restic takes them: a number, "unlimited" or -1.
+        for (count, ok) in [("-1", true), ("\"unlimited\"", true), ("-2", false)] {
+            fs::write(
+                &config,
+                format!("[profile.app]\nrepository = \"/x\"\npaths = [\"/\"]\n[profile.app.retention]\nkeep_daily = {count}\n"),
+            )
+            .unwrap();
+            let said = if ok {
+                "no profile \"nosuch\""
+            } else {
+                "is not a count"
+            };
+            with_config(&config, &["run", "nosuch"])
+                .assert()
+                .code(1)
+                .stderr(predicate::str::contains(said));
+        }
         for (share, ok) in [("150%", true), ("unlimited", true), ("-5%", false)] {
             fs::write(
                 &config,

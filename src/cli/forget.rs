@@ -14,23 +14,23 @@ pub struct Args {
     /// Remove these snapshots (ids or unique prefixes) instead of applying a policy
     #[arg(value_name = "SNAPSHOT", conflicts_with_all = ["keep_last", "keep_hourly", "keep_daily", "keep_weekly", "keep_monthly", "keep_yearly", "keep_within", "keep_tag"])]
     pub(super) snapshots: Vec<String>,
-    /// Keep the N newest snapshots
-    #[arg(long, value_name = "N", default_value_t = 0)]
+    /// Keep the N newest snapshots (each count may be `unlimited`)
+    #[arg(long, value_name = "N", default_value_t = 0, value_parser = parse_keep, allow_hyphen_values = true)]
     pub(super) keep_last: u32,
     /// Keep the newest snapshot of each of the last N hours that have one
-    #[arg(long, value_name = "N", default_value_t = 0)]
+    #[arg(long, value_name = "N", default_value_t = 0, value_parser = parse_keep, allow_hyphen_values = true)]
     pub(super) keep_hourly: u32,
     /// Keep the newest snapshot of each of the last N days that have one
-    #[arg(long, value_name = "N", default_value_t = 0)]
+    #[arg(long, value_name = "N", default_value_t = 0, value_parser = parse_keep, allow_hyphen_values = true)]
     pub(super) keep_daily: u32,
     /// Keep the newest snapshot of each of the last N ISO weeks that have one
-    #[arg(long, value_name = "N", default_value_t = 0)]
+    #[arg(long, value_name = "N", default_value_t = 0, value_parser = parse_keep, allow_hyphen_values = true)]
     pub(super) keep_weekly: u32,
     /// Keep the newest snapshot of each of the last N months that have one
-    #[arg(long, value_name = "N", default_value_t = 0)]
+    #[arg(long, value_name = "N", default_value_t = 0, value_parser = parse_keep, allow_hyphen_values = true)]
     pub(super) keep_monthly: u32,
     /// Keep the newest snapshot of each of the last N years that have one
-    #[arg(long, value_name = "N", default_value_t = 0)]
+    #[arg(long, value_name = "N", default_value_t = 0, value_parser = parse_keep, allow_hyphen_values = true)]
     pub(super) keep_yearly: u32,
     /// Keep every snapshot newer than SPAN before the newest one not dated ahead of now
     /// (e.g. 2d, 12h, 1y6mo). Units: s, min, h, d, w, mo or month(s), y or year(s); a
@@ -65,6 +65,16 @@ pub struct Args {
     /// gives those of the snapshot its backup step made).
     #[arg(skip)]
     pub(super) group: Option<(String, Vec<String>)>,
+}
+
+/// A `--keep-*` count: a number, or `unlimited` (restic's `-1` too) for every one.
+pub fn parse_keep(s: &str) -> Result<u32, String> {
+    match s {
+        "unlimited" | "-1" => Ok(u32::MAX),
+        _ => s
+            .parse()
+            .map_err(|_| format!("{s:?} is not a count: a number, or `unlimited`")),
+    }
 }
 
 /// A retention span: as any span, but `6m`, months to a restic user and minutes to

@@ -159,11 +159,18 @@ struct Named {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Retention {
+    /// Counts: a number, `"unlimited"` or -1, as `--keep-*` reads them.
+    #[serde(default, deserialize_with = "keep")]
     keep_last: Option<u32>,
+    #[serde(default, deserialize_with = "keep")]
     keep_hourly: Option<u32>,
+    #[serde(default, deserialize_with = "keep")]
     keep_daily: Option<u32>,
+    #[serde(default, deserialize_with = "keep")]
     keep_weekly: Option<u32>,
+    #[serde(default, deserialize_with = "keep")]
     keep_monthly: Option<u32>,
+    #[serde(default, deserialize_with = "keep")]
     keep_yearly: Option<u32>,
     /// Read (and so checked, with its line) by the same parser as `--keep-within`.
     #[serde(default, deserialize_with = "keep_within")]
@@ -265,6 +272,23 @@ fn retention<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Option<Rete
         ));
     }
     Ok(Some(r))
+}
+
+/// A count, read by `--keep-daily`'s parser: a number, `"unlimited"` or -1.
+fn keep<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Option<u32>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Count {
+        Number(i64),
+        Text(String),
+    }
+    let text = match Count::deserialize(d)? {
+        Count::Number(n) => n.to_string(),
+        Count::Text(t) => t,
+    };
+    forget::parse_keep(&text)
+        .map(Some)
+        .map_err(serde::de::Error::custom)
 }
 
 /// A span, read by `--keep-within`'s parser.
