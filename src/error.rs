@@ -289,7 +289,7 @@ pub enum Usage {
         path: PathBuf,
     },
     /// Two sources of one backup would be placed at the same path.
-    #[error("sources overlap at {at}: give each source its own place")]
+    #[error("sources overlap at {at}: two sources of the backup (two --as or stream names, or one inside another) would be stored there; give each its own place")]
     SourcesOverlap {
         /// The path inside the snapshot they share.
         at: String,

@@ -1031,6 +1031,29 @@ retention = {{ keep_last = 1 }}
         }
     }
 
+    /// Two sources stored at one place: refused by the whole path, before anything
+    /// runs.
+    #[test]
+    fn two_sources_at_one_place_are_refused_by_their_path() {
+        let env = Env::new();
+        env.init();
+        env.snap(&[
+            "backup",
+            "--command",
+            "echo a",
+            "--as",
+            "cmd/ok",
+            "--command",
+            "echo b",
+            "--as",
+            "cmd/ok",
+        ])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("sources overlap at /cmd/ok:"));
+        assert!(env.snapshots().is_empty());
+    }
+
     #[test]
     fn failing_command_records_no_snapshot() {
         let env = Env::new();

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use super::{add, Placed, Run};
 use crate::error::{Error, Result, Usage};
 use crate::format::id::TreeId;
-use crate::format::tree::{Meta, Node, NodeKind, Timestamp, Tree};
+use crate::format::tree::{shown_name, Meta, Node, NodeKind, Timestamp, Tree};
 use crate::source::fs as sfs;
 
 impl Run<'_> {
@@ -104,27 +104,37 @@ enum VEntry {
 }
 
 impl VDir {
+    /// Puts `node` at `comps`; a place another source holds is refused, naming the
+    /// whole path.
     pub(super) fn insert(&mut self, comps: &[Vec<u8>], node: Node) -> Result<()> {
-        let overlap = || {
-            Error::from(Usage::SourcesOverlap {
-                at: String::from_utf8_lossy(&comps.join(&b'/')).into_owned(),
-            })
+        if self.put(comps, node) {
+            return Ok(());
+        }
+        Err(Usage::SourcesOverlap {
+            at: format!("/{}", shown_name(&comps.join(&b'/'))),
+        }
+        .into())
+    }
+
+    /// [`VDir::insert`]; false when the place is taken.
+    fn put(&mut self, comps: &[Vec<u8>], node: Node) -> bool {
+        let Some((first, rest)) = comps.split_first() else {
+            return false;
         };
-        let (first, rest) = comps.split_first().ok_or_else(overlap)?;
         if rest.is_empty() {
             if self.children.contains_key(first) {
-                return Err(overlap());
+                return false;
             }
             self.children.insert(first.clone(), VEntry::Leaf(node));
-            return Ok(());
+            return true;
         }
         match self
             .children
             .entry(first.clone())
             .or_insert_with(|| VEntry::Dir(VDir::default()))
         {
-            VEntry::Dir(d) => d.insert(rest, node),
-            VEntry::Leaf(_) => Err(overlap()),
+            VEntry::Dir(d) => d.put(rest, node),
+            VEntry::Leaf(_) => false,
         }
     }
 
