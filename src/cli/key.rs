@@ -61,8 +61,14 @@ pub fn passphrase(
         return first_line(Path::new(&f), file_var);
     }
     if !std::io::stdin().is_terminal() {
+        // Opening (not choosing a passphrase), an exported key file does as well.
+        let key_file = var
+            .strip_suffix("_PASSWORD")
+            .filter(|_| !confirm)
+            .map(|p| format!(" (or {p}_KEY_FILE to an exported key)"))
+            .unwrap_or_default();
         return Err(super::output::key(format!(
-            "a passphrase is needed: set {var} or {file_var}, or run on a terminal to be asked"
+            "a passphrase is needed: set {var} or {file_var}{key_file}, or run on a terminal to be asked"
         )));
     }
     let first = Zeroizing::new(rpassword::prompt_password(prompt)?);
