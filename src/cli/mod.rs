@@ -238,7 +238,7 @@ impl SnapshotOf {
 }
 
 /// Which snapshots a command considers (`list`, `find`).
-#[derive(clap::Args)]
+#[derive(clap::Args, Default)]
 pub struct FilterArgs {
     /// Only snapshots of this host (repeatable: any of them)
     #[arg(long)]

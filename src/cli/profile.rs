@@ -505,7 +505,7 @@ impl File {
                 to: to.clone(),
                 endpoint: None,
                 snapshots: Vec::new(),
-                tag: Vec::new(),
+                filter: super::FilterArgs::default(),
                 // What retention removed here goes there too.
                 delete: p.retention.is_some(),
                 dry_run: false,

@@ -29,11 +29,12 @@ pub struct Args {
     /// Copy only these snapshots (ids or unique prefixes) [default: all]
     #[arg(value_name = "SNAPSHOT")]
     pub(super) snapshots: Vec<String>,
-    /// Copy only snapshots with this tag (repeatable: any of them)
-    #[arg(long)]
-    pub(super) tag: Vec<String>,
-    /// Also delete on the destination what forget and prune removed here
-    #[arg(long, conflicts_with_all = ["snapshots", "tag"])]
+    /// Copy only the snapshots these filters pass (with SNAPSHOTs: those too)
+    #[command(flatten)]
+    pub(super) filter: super::FilterArgs,
+    /// Also delete on the destination what forget and prune removed here (of every
+    /// snapshot: not with a choice of them)
+    #[arg(long, conflicts_with_all = ["snapshots", "tag", "host", "path"])]
     pub(super) delete: bool,
     /// Show what would be sent and deleted (snapshots, packs, bytes), change nothing
     /// on either side
@@ -74,23 +75,25 @@ pub fn run(ctx: &Ctx, a: Args) -> Result<i32> {
     } else {
         None
     };
-    let snapshots = if a.snapshots.is_empty() && a.tag.is_empty() {
+    let filter = a.filter.filter();
+    let snapshots = if a.snapshots.is_empty() && filter.is_empty() {
         None
     } else {
         let mut ids = Vec::new();
         for spec in &a.snapshots {
             ids.push(src.find_snapshot(spec)?.0);
         }
-        for (id, s) in src.snapshots()? {
-            if s.tags.iter().any(|t| a.tag.contains(t)) && !ids.contains(&id) {
-                ids.push(id);
+        if !filter.is_empty() {
+            for (id, s) in src.snapshots()? {
+                if filter.matches(&s) && !ids.contains(&id) {
+                    ids.push(id);
+                }
             }
         }
         if ids.is_empty() {
-            return Err(super::output::not_found(format!(
-                "no snapshot has any of the tags {}",
-                a.tag.join(", ")
-            )));
+            return Err(super::output::not_found(
+                "no snapshot passes the --host, --tag and --path filters; `snap list` with them shows what they pass",
+            ));
         }
         Some(ids)
     };

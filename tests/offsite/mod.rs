@@ -967,3 +967,52 @@ fn sync_delete_into_a_shared_offsite_keeps_the_other_repositorys_snapshots() {
     at_b(&["sync", "--to", to, "--delete"]).assert().success();
     assert!(ids(&dest_list()).contains(&latest));
 }
+
+/// `sync --host` and `--path` choose snapshots as `list` does (restic's `copy`
+/// takes the same filters).
+#[test]
+fn sync_copies_the_snapshots_the_filters_pass() {
+    let env = Env::new();
+    env.init();
+    let src = files(&env, 1);
+    let other = env.path("other");
+    fs::create_dir_all(&other).unwrap();
+    fs::write(other.join("o"), b"o").unwrap();
+    env.backup_json(&["--host", "alpha", src.to_str().unwrap()]);
+    env.backup_json(&["--host", "beta", src.to_str().unwrap()]);
+    env.backup_json(&["--host", "alpha", other.to_str().unwrap()]);
+    let to = env.path("dest");
+    let to = to.to_str().unwrap();
+    let hosts_there = || -> Vec<(String, String)> {
+        json(snap_at(to, &env.path("c"), &[], &["list", "--json"]))
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| {
+                (
+                    s["host"].as_str().unwrap().to_string(),
+                    s["sources"][0]["path"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect()
+    };
+    env.snap(&[
+        "sync",
+        "--to",
+        to,
+        "--host",
+        "alpha",
+        "--path",
+        src.to_str().unwrap(),
+    ])
+    .assert()
+    .success();
+    assert_eq!(
+        hosts_there(),
+        [("alpha".to_string(), src.display().to_string())]
+    );
+    env.snap(&["sync", "--to", to, "--host", "nowhere"])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("no snapshot passes"));
+}
