@@ -68,8 +68,9 @@ pub struct Args {
     #[arg(long, env = "SNAP_NGW_S3_REGION", default_value = snap::source::raster_storage::GDAL_REGION)]
     ngw_s3_region: String,
     /// Leave out entries matching this glob (repeatable); with a / it matches the full
-    /// path, relative to the working directory unless it starts with / or *
-    #[arg(long, value_name = "GLOB")]
+    /// path, relative to the working directory unless it starts with / or *; a byte
+    /// that is not text as `ls` shows it (`\xFF`) or raw
+    #[arg(long, value_name = "GLOB", value_parser = super::snapshot_path_arg())]
     exclude: Vec<String>,
     /// Read --exclude globs from FILE, one a line; blank lines and # comments are
     /// ignored (repeatable)

@@ -110,7 +110,7 @@ pub struct Args {
     include: Vec<String>,
     /// Leave out entries matching this glob (repeatable; with a / it matches the path
     /// inside the snapshot, else the name)
-    #[arg(long, value_name = "GLOB", conflicts_with_all = ["ngw", "pg", "pg_all", "pipe"])]
+    #[arg(long, value_name = "GLOB", conflicts_with_all = ["ngw", "pg", "pg_all", "pipe"], value_parser = super::snapshot_path_arg())]
     exclude: Vec<String>,
     /// What to do with an entry already in the target: replace it (always), unless it
     /// holds the snapshot's content already (if-changed: same size and mtime, or same

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use globset::{Glob, GlobSet, GlobSetBuilder};
 
 use crate::error::{Error, Result, Usage};
-use crate::format::tree::{Meta, Timestamp};
+use crate::format::tree::{shown_name, unshown_name, Meta, Timestamp};
 
 /// The metadata snap keeps of a file system entry.
 pub fn meta_of(md: &Metadata) -> Meta {
@@ -130,7 +130,9 @@ impl Excludes {
     /// Compiles the patterns; a bad pattern is an error naming it. A path pattern (one
     /// with a `/`) that starts with neither `/` nor `*` is relative: joined to `base`
     /// when given (backup: the working directory, as the paths are), else matched at
-    /// any depth (restore: paths inside a snapshot have no working directory).
+    /// any depth (restore: paths inside a snapshot have no working directory). Names
+    /// are matched as [`shown_name`] writes them, so a pattern names a byte that is
+    /// not text as `\xHH`, as `ls` shows it.
     pub fn new(patterns: &[String], base: Option<&Path>) -> Result<Excludes> {
         let mut path = GlobSetBuilder::new();
         let mut name = GlobSetBuilder::new();
@@ -140,11 +142,13 @@ impl Excludes {
                 pattern: Some(p.clone()),
                 source,
             };
+            // `\x` of a shown byte is text to match, not a glob escape of `x`.
+            let shown = shown_name(&unshown_name(p.as_bytes())).replace("\\x", "\\\\x");
             if p.contains('/') {
-                path.add(Glob::new(&anchored(p, base)?).map_err(bad)?);
+                path.add(Glob::new(&anchored(&shown, base)?).map_err(bad)?);
                 np += 1;
             } else {
-                name.add(Glob::new(p).map_err(bad)?);
+                name.add(Glob::new(&shown).map_err(bad)?);
                 nn += 1;
             }
         }
@@ -167,8 +171,13 @@ impl Excludes {
 
     /// Whether the entry at `path`, named `name`, is excluded.
     pub fn excluded(&self, path: &Path, name: &OsStr) -> bool {
-        self.by_name.as_ref().is_some_and(|g| g.is_match(name))
-            || self.by_path.as_ref().is_some_and(|g| g.is_match(path))
+        self.by_name
+            .as_ref()
+            .is_some_and(|g| g.is_match(shown_name(name.as_bytes())))
+            || self
+                .by_path
+                .as_ref()
+                .is_some_and(|g| g.is_match(shown_name(path.as_os_str().as_bytes())))
     }
 }
 
@@ -210,6 +219,22 @@ pub fn list_lines(text: &str) -> impl Iterator<Item = &str> {
     text.lines()
         .map(str::trim)
         .filter(|l| !l.is_empty() && !l.starts_with('#'))
+}
+
+/// Reads the `--exclude-file` `path` (see [`list_lines`]), a line's bytes that are not
+/// text as `\xHH` ([`shown_name`]), as [`Excludes`] matches them.
+pub fn read_patterns(path: &Path) -> Result<Vec<String>> {
+    let bytes = std::fs::read(path).map_err(|source| Usage::ListFile {
+        option: "--exclude-file",
+        path: path.to_path_buf(),
+        source,
+    })?;
+    Ok(bytes
+        .split(|b| *b == b'\n')
+        .map(<[u8]>::trim_ascii)
+        .filter(|l| !l.is_empty() && !l.starts_with(b"#"))
+        .map(shown_name)
+        .collect())
 }
 
 /// Reads the list file `path` given to `option` (see [`list_lines`]); an error names

@@ -453,3 +453,56 @@ fn times_before_1970_and_in_any_zone_come_back_from_tar_and_zip() {
     let new = fs::metadata(restored(&out, &src).join("new")).unwrap();
     assert_eq!(new.mtime(), 1_700_000_000, "unzip in another zone");
 }
+
+/// Names that are not UTF-8 can be excluded as `ls` shows them (`\xFF`), raw on the
+/// command line, or raw in an `--exclude-file`, at backup and at restore.
+#[test]
+fn names_that_are_not_utf8_can_be_excluded() {
+    use std::os::unix::ffi::OsStrExt;
+    let env = Env::new();
+    env.init();
+    let src = env.path("src");
+    fs::create_dir_all(&src).unwrap();
+    for name in [&b"a\xfe"[..], b"b\xff", b"c\xfd", b"keep"] {
+        fs::write(src.join(std::ffi::OsStr::from_bytes(name)), "x").unwrap();
+    }
+    let list = env.path("excludes");
+    fs::write(&list, b"# raw bytes\nc\xfd\r\n").unwrap();
+    env.snap(&[])
+        .args([
+            "backup",
+            src.to_str().unwrap(),
+            "--exclude",
+            "a\\xFE",
+            "--exclude",
+        ])
+        .arg(std::ffi::OsStr::from_bytes(b"b\xff"))
+        .args(["--exclude-file", list.to_str().unwrap()])
+        .assert()
+        .success();
+    let listed = |args: &[&str]| {
+        let out = env.snap(args).output().unwrap();
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let ls = listed(&["ls", "latest", src.to_str().unwrap()]);
+    assert!(ls.contains("/keep") && !ls.contains("\\x"), "{ls}");
+    // At restore too.
+    env.backup_json(&[src.to_str().unwrap()]);
+    let out = env.path("out");
+    env.snap(&[
+        "restore",
+        "latest",
+        "--target",
+        out.to_str().unwrap(),
+        "--exclude",
+        "?\\xF*",
+    ])
+    .assert()
+    .success();
+    let names: Vec<String> = fs::read_dir(restored(&out, &src))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names, ["keep"], "{names:?}");
+}

@@ -453,7 +453,7 @@ fn run(
 fn selection(opts: &BackupOptions) -> Result<sfs::Selection> {
     let mut patterns = opts.excludes.clone();
     for f in &opts.exclude_files {
-        patterns.extend(sfs::read_list("--exclude-file", f)?);
+        patterns.extend(sfs::read_patterns(f)?);
     }
     Ok(sfs::Selection {
         excludes: sfs::Excludes::new(
