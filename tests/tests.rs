@@ -1890,6 +1890,27 @@ mod ux {
         assert_eq!(again["summary"]["files_read"], 1, "{again}");
     }
 
+    /// `snap backup 2>&1 | head -1`: a closed stderr neither panics nor stops the
+    /// backup (its warnings go nowhere).
+    #[test]
+    fn a_closed_error_pipe_does_not_stop_a_backup() {
+        let env = Env::new();
+        env.init();
+        fs::create_dir_all(env.path("real")).unwrap();
+        symlink("real", env.path("link")).unwrap();
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_snap"))
+            .arg("--repo")
+            .arg(env.repo())
+            .args(["backup", env.path("link").to_str().unwrap()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        drop(child.stderr.take());
+        assert_eq!(child.wait().unwrap().code(), Some(0));
+        assert_eq!(env.snapshots().len(), 1);
+    }
+
     /// `snap cat ... | ssh host 'cat > copy'` with the link gone: the data did not
     /// arrive whole, and snap says so with exit 1.
     #[test]

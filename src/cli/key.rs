@@ -51,14 +51,23 @@ pub fn passphrase(
     file_var: &str,
     confirm: bool,
 ) -> Result<Zeroizing<String>> {
+    // A new passphrase may not be empty (an unset variable in a script would set one).
+    let chosen = |p: Zeroizing<String>| {
+        if confirm && p.is_empty() {
+            return Err(super::output::usage(format!(
+                "an empty passphrase is not allowed ({var} or {file_var} gave one); nothing was changed"
+            )));
+        }
+        Ok(p)
+    };
     if let Some(v) = std::env::var_os(var) {
         let v = v
             .into_string()
             .map_err(|_| super::output::usage(format!("{var} is not UTF-8")))?;
-        return Ok(Zeroizing::new(v));
+        return chosen(Zeroizing::new(v));
     }
     if let Some(f) = std::env::var_os(file_var) {
-        return first_line(Path::new(&f), file_var);
+        return chosen(first_line(Path::new(&f), file_var)?);
     }
     if !std::io::stdin().is_terminal() {
         // Opening (not choosing a passphrase), an exported key file does as well.

@@ -236,6 +236,16 @@ fn keys_add_list_remove_passwd_and_export_round_trip() {
     assert_eq!(ids.len(), 2, "{text}");
     let first = ids.iter().find(|(cur, _)| !cur).unwrap().1.clone();
     let second = ids.iter().find(|(cur, _)| *cur).unwrap().1.clone();
+    // An empty new passphrase (an unset variable in a script) is refused, as by init.
+    for cmd in ["add", "passwd"] {
+        snap(&env, "second", &["key", cmd])
+            .env("SNAP_NEW_PASSWORD", "")
+            .assert()
+            .code(1)
+            .stderr(predicate::str::contains(
+                "an empty passphrase is not allowed",
+            ));
+    }
     // The key in use cannot be removed; the other can.
     snap(&env, "second", &["key", "remove", &second])
         .assert()
