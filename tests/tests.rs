@@ -1200,26 +1200,76 @@ mod safety {
         );
     }
 
-    /// A pack lost from the index must not be referenced again by the unchanged files
-    /// of the next backup: they are read and stored anew.
+    /// A pack whose trailer is damaged still holds its blobs where the index places
+    /// them: `check` names the pack, restores go on, and `repair index` salvages every
+    /// blob that reads (it dropped the whole pack, and with it data restores still
+    /// read); afterwards `check --read-data` is clean.
     #[test]
-    fn damaged_pack_is_not_reused_by_the_next_backup() {
+    fn a_pack_with_a_damaged_trailer_is_salvaged_from_the_index() {
         let (env, src) = one_old_file_backed_up();
         let pack = largest_pack(&env.repo());
         let mut bytes = fs::read(&pack).unwrap();
         let n = bytes.len();
         bytes[n - 10] ^= 0xff;
         fs::write(&pack, bytes).unwrap();
-        env.snap(&["repair", "index"])
+        env.snap(&["check"])
             .assert()
             .code(1)
-            .stderr(predicate::str::contains("could not be read"));
+            .stderr(predicate::str::contains(
+                pack.file_name().unwrap().to_str().unwrap(),
+            ));
+        assert_latest_restores_f(&env, &src);
+        env.snap(&["repair", "index"])
+            .assert()
+            .success()
+            .stderr(predicate::str::contains("intact blobs copied"));
+        env.snap(&["check", "--read-data"]).assert().success();
+        fs::remove_dir_all(env.path("out")).unwrap();
+        assert_latest_restores_f(&env, &src);
+    }
+
+    /// A pack `check` finds gone must not be referenced again by the unchanged files
+    /// of the next backup: its blobs leave the index, so they are read and stored
+    /// anew (the backup said "saved" and could not be restored).
+    #[test]
+    fn a_missing_pack_is_not_reused_by_the_next_backup() {
+        let (env, src) = one_old_file_backed_up();
+        let pack = largest_pack(&env.repo());
+        fs::remove_file(&pack).unwrap();
+        env.snap(&["check"])
+            .assert()
+            .code(1)
+            .stderr(predicate::str::contains("is missing"));
         let second = env.backup_json(&[src.to_str().unwrap()]);
         assert_eq!(
             second["summary"]["files_read"], 1,
             "the file whose blobs are gone is read again"
         );
         assert_latest_restores_f(&env, &src);
+    }
+
+    /// `check` reads the index files the repository holds, not the copy this host's
+    /// cache made of them: damage there is named before a host without the copy
+    /// needs them.
+    #[test]
+    fn check_reads_the_index_files_past_this_hosts_cache() {
+        let (env, _src) = one_old_file_backed_up();
+        env.snap(&["check"]).assert().success();
+        let index = fs::read_dir(env.repo().join("index"))
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap()
+            .path();
+        let mut bytes = fs::read(&index).unwrap();
+        let mid = bytes.len() / 2;
+        bytes[mid] ^= 1;
+        fs::write(&index, bytes).unwrap();
+        let name = index.file_name().unwrap().to_str().unwrap().to_string();
+        env.snap(&["check"]).assert().code(1).stderr(
+            predicate::str::contains(format!("index file {}", &name[..16]))
+                .or(predicate::str::contains(format!("index file {name}"))),
+        );
     }
 
     /// A parent saved with every blob in the index is trusted without a lookup per

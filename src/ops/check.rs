@@ -18,8 +18,8 @@ use std::sync::Mutex;
 
 use rayon::prelude::*;
 
-use crate::error::Result;
-use crate::format::id::{Id, PackId, SnapshotId, TreeId};
+use crate::error::{Error, Result};
+use crate::format::id::{Id, IndexFileId, PackId, SnapshotId, TreeId};
 use crate::format::tree::{Content, NodeKind};
 use crate::locked;
 use crate::progress::{Phase, Progress};
@@ -114,12 +114,33 @@ pub fn check(repo: &Repository, read: ReadData, progress: &dyn Progress) -> Resu
             "some index files cannot be read (see the warnings above); run `snap repair index` to rewrite them from the packs".into(),
         );
     }
+    // The index files as the repository holds them, not as this host's cache copied
+    // them: damage there shows only to a host without the copy, in a disaster.
+    let mut files: Vec<IndexFileId> = repo.index_files()?.into_iter().collect();
+    files.sort();
+    let failed: Vec<(IndexFileId, Error)> = files
+        .par_iter()
+        .filter_map(|f| repo.read_index_file(f).err().map(|e| (*f, e)))
+        .collect();
+    for (f, e) in failed {
+        if e.is_damage() {
+            report.errors.push(format!(
+                "index file {f}: {e}; run `snap repair index` to rewrite the index from the packs"
+            ));
+        } else {
+            report
+                .unreadable
+                .push(unreadable(format!("index file {f}"), &e));
+        }
+    }
     let mut bad: HashSet<Id> = HashSet::new();
 
     // 1. Packs against the index.
     let indexed = repo.index().packs_by_verification()?;
     report.packs = indexed.len() as u64;
     let mut present = Vec::new();
+    // Copies of blobs that whole-pack problems took.
+    let mut lost = Vec::new();
     for (pack, size) in &indexed {
         let rows = repo.index().blobs_in(pack, false)?;
         let problem = match on_disk.get(pack) {
@@ -162,7 +183,28 @@ pub fn check(repo: &Repository, read: ReadData, progress: &dyn Progress) -> Resu
         };
         if let Some(p) = problem {
             report.errors.push(p);
-            bad.extend(rows.iter().map(|(id, _)| *id));
+            // What the pack no longer holds: the blobs that do not read where the
+            // index places them (every one, when it is gone). They leave the index as
+            // a damaged blob found by --read-data does, so that no backup reuses them;
+            // those that read stay restorable and are no damage.
+            let file = on_disk.contains_key(pack);
+            for (id, loc) in rows {
+                let gone = match file.then(|| repo.read_blob_at(&id, &loc)) {
+                    None => true,
+                    Some(Ok(_)) => false,
+                    Some(Err(e)) if e.is_damage() => true,
+                    Some(Err(e)) => {
+                        report
+                            .unreadable
+                            .push(unreadable(format!("pack {pack}"), &e));
+                        break;
+                    }
+                };
+                if gone {
+                    bad.insert(id);
+                    lost.push((id, loc));
+                }
+            }
         }
     }
     let known: HashSet<PackId> = indexed.iter().map(|(id, _)| *id).collect();
@@ -270,7 +312,7 @@ pub fn check(repo: &Repository, read: ReadData, progress: &dyn Progress) -> Resu
     for pack in intact {
         repo.index().set_verified(&pack, now)?;
     }
-    let mut copies = Vec::new();
+    let mut copies = lost;
     for (msg, copy) in problems {
         report.errors.push(msg);
         if let Some((id, loc)) = copy {

@@ -1,8 +1,10 @@
 //! `repair index`: rewrites the index files from the packs themselves, under the
 //! exclusive lock.
 //!
-//! Every pack's trailer is read; packs whose trailer is damaged are left out (their
-//! blobs are lost to the index; prune later deletes them). A pack holding blob copies
+//! Every pack's trailer is read. A pack whose trailer is damaged is salvaged from what
+//! the index placed in it (as restic's `repair packs` does): each such blob that reads
+//! intact at its place is copied into a new pack, and the pack goes; one the index did
+//! not know is left out (prune later deletes it). A pack holding blob copies
 //! known to be damaged (recorded by `check --read-data`, or found by reading every
 //! blob with [`RepairOptions::read_data`]) is salvaged: its intact blobs are copied,
 //! verified, into new packs, and the pack leaves the index and the store, so no backup
@@ -20,6 +22,7 @@ use rayon::prelude::*;
 
 use crate::error::Result;
 use crate::format::id::{IndexFileId, PackId};
+use crate::format::pack::PackEntry;
 use crate::locked;
 use crate::progress::Progress;
 use crate::repo::index::BlobLoc;
@@ -54,6 +57,23 @@ pub struct RepairReport {
     pub blobs_dropped: u64,
 }
 
+/// The blobs the index places in `pack`, as its trailer would list them.
+fn placed_by_index(repo: &Repository, pack: &PackId) -> Result<Vec<PackEntry>> {
+    Ok(repo
+        .index()
+        .blobs_in(pack, false)?
+        .into_iter()
+        .map(|(id, l)| PackEntry {
+            kind: l.kind,
+            compression: l.compression,
+            id,
+            offset: l.offset,
+            stored_len: l.stored_len,
+            raw_len: l.raw_len,
+        })
+        .collect())
+}
+
 /// Runs `repair index`; see the module docs.
 pub fn repair_index(
     repo: &Repository,
@@ -66,18 +86,27 @@ pub fn repair_index(
     let known = repo.index().damaged()?;
     let skipped = Mutex::new(Vec::new());
     let packs = repo.pack_files()?;
-    // Each readable pack, with the offsets of its damaged copies.
-    let read: Vec<Option<(PackRecord, HashSet<u64>)>> = packs
+    // Each pack, with the offsets of its damaged copies and whether its trailer read.
+    let read: Vec<Option<(PackRecord, HashSet<u64>, bool)>> = packs
         .par_iter()
         .map(|(id, size)| {
             // Nothing has changed yet: a signal may stop the repair here.
             crate::interrupt::check()?;
-            let entries = match repo.pack_trailer(id, *size) {
-                Ok(entries) => entries,
+            let (entries, trailer_ok) = match repo.pack_trailer(id, *size) {
+                Ok(entries) => (entries, true),
                 Err(e) if e.is_damage() => {
-                    log::warn!("unreadable pack {}: {e}", pack_path(id));
-                    locked(&skipped).push(format!("{}: {e}", pack_path(id)));
-                    return Ok(None);
+                    let known = placed_by_index(repo, id)?;
+                    if known.is_empty() {
+                        log::warn!("unreadable pack {}: {e}", pack_path(id));
+                        locked(&skipped).push(format!("{}: {e}", pack_path(id)));
+                        return Ok(None);
+                    }
+                    log::warn!(
+                        "pack {}: {e}; the {} blobs the index placed in it are salvaged",
+                        pack_path(id),
+                        known.len()
+                    );
+                    (known, false)
                 }
                 Err(e) => return Err(e),
             };
@@ -87,7 +116,7 @@ pub fn repair_index(
                 .flatten()
                 .map(|(_, offset)| *offset)
                 .collect();
-            if opts.read_data {
+            if opts.read_data || !trailer_ok {
                 for e in &entries {
                     crate::interrupt::check()?;
                     match repo.read_blob_at(&e.id, &BlobLoc::in_pack(*id, e)) {
@@ -107,13 +136,14 @@ pub fn repair_index(
                     entries,
                 },
                 bad,
+                trailer_ok,
             )))
         })
         .collect::<Result<_>>()?;
     let mut records = Vec::new();
     let mut damaged: Vec<(PackRecord, HashSet<u64>)> = Vec::new();
-    for (record, bad) in read.into_iter().flatten() {
-        if bad.is_empty() {
+    for (record, bad, trailer_ok) in read.into_iter().flatten() {
+        if bad.is_empty() && trailer_ok {
             records.push(record);
         } else {
             damaged.push((record, bad));
@@ -156,6 +186,7 @@ pub fn repair_index(
     }
     records.extend(repacker.finish()?);
     records.sort_by_key(|r| r.id);
+    let remade: HashSet<PackId> = records.iter().map(|r| r.id).collect();
     report.packs = records.len() as u64;
     report.blobs = records.iter().map(|r| r.entries.len() as u64).sum();
     repo.index().clear()?;
@@ -166,9 +197,16 @@ pub fn repair_index(
     }
     let stale: Vec<IndexFileId> = old.into_iter().filter(|f| !written.contains(f)).collect();
     repo.delete_index_files(&stale)?;
-    // Listed by no index file now: the damaged copies go with their packs.
+    // Listed by no index file now: the damaged copies go with their packs. A pack
+    // whose blobs were all copied, in the same order, is written again under its own
+    // name (packs are named by their bytes): that one is the good copy and stays.
     let salvaged: Vec<PackId> = damaged.iter().map(|(r, _)| r.id).collect();
-    repo.delete_packs(&salvaged)?;
+    let doomed: Vec<PackId> = salvaged
+        .iter()
+        .filter(|p| !remade.contains(p))
+        .copied()
+        .collect();
+    repo.delete_packs(&doomed)?;
     let present: HashSet<PackId> = packs.iter().map(|(id, _)| *id).collect();
     let gone: Vec<PackId> = known
         .keys()

@@ -530,6 +530,19 @@ impl Index {
         })
     }
 
+    /// Of `packs`, just written, those under the name of a pack whose copies were
+    /// recorded damaged (or gone): packs are named by their bytes, so these are whole,
+    /// and their blobs are placed in them again.
+    pub fn written_anew(&self, packs: &[crate::repo::PackRecord]) -> Result<()> {
+        let damaged = self.damaged()?;
+        for p in packs.iter().filter(|p| damaged.contains_key(&p.id)) {
+            for e in &p.entries {
+                self.undamage(&p.id, e)?;
+            }
+        }
+        Ok(())
+    }
+
     /// Forgets the damage recorded in `packs`, once no index file lists them.
     pub fn forget_damaged(&self, packs: &[PackId]) -> Result<()> {
         self.tx(|c| {

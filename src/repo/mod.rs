@@ -664,10 +664,13 @@ impl Repository {
             .collect())
     }
 
-    /// Writes the index file of `packs` (durable packs), then adds it to the cache;
-    /// returns its name.
+    /// Writes the index file of `packs` (durable packs, just written), then adds it to
+    /// the cache; returns its name. Damage recorded under one of their names was in an
+    /// earlier file of that name: packs are named by their bytes, so the pack written
+    /// now is whole, and its blobs are placed there again.
     pub fn write_index_file(&self, packs: &[PackRecord]) -> Result<IndexFileId> {
         let name = self.put_index_file(packs)?;
+        self.index.written_anew(packs)?;
         self.index.ingest(&name, packs, Upkeep::Add)?;
         Ok(name)
     }
@@ -1076,6 +1079,27 @@ mod tests {
             matches!(&e, Error::Refused(Refusal::AlreadyRepository { location }) if location.ends_with("repo")),
             "{e}"
         );
+    }
+
+    /// Packs are named by their bytes: one written anew under the name of a pack
+    /// whose copy was found damaged (or gone) is whole, and its blobs are placed
+    /// there again (a backup that stored the same chunks again could not be restored).
+    #[test]
+    fn a_pack_written_anew_under_a_damaged_ones_name_is_indexed() {
+        let d = tempfile::tempdir().unwrap();
+        let repo = Repository::init(&d.path().join("repo"), &InitOptions::default()).unwrap();
+        let saver = repo.saver(3).unwrap();
+        let id = saver
+            .save(crate::format::pack::BlobKind::Data, b"some chunk")
+            .unwrap();
+        saver.flush().unwrap();
+        let loc = repo.index().lookup(&id).unwrap().unwrap();
+        let file = *repo.index_files().unwrap().iter().next().unwrap();
+        let records = repo.read_index_file(&file).unwrap();
+        repo.index().record_damaged(&[(id, loc)]).unwrap();
+        assert_eq!(repo.index().lookup(&id).unwrap(), None);
+        repo.write_index_file(&records).unwrap();
+        assert_eq!(repo.index().lookup(&id).unwrap(), Some(loc));
     }
 
     #[test]

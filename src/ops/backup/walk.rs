@@ -300,8 +300,9 @@ impl Run<'_> {
             source: Box::new(e),
         })?;
         let id = TreeId(self.repo.blob_id(&bytes));
-        // An unchanged directory encodes to the parent's tree, just read back: stored.
-        if prev_tree.map(|(prev_id, _)| prev_id) != Some(id) {
+        // An unchanged directory encodes to the parent's tree, just read back: stored,
+        // unless blobs have left the index since the parent was saved (then looked up).
+        if prev_tree.map(|(prev_id, _)| prev_id) != Some(id) || !self.parent_verified {
             self.saver.save_hashed(BlobKind::Tree, id.0, &bytes)?;
         }
         add(&self.counts.dirs, 1);
