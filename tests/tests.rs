@@ -1248,6 +1248,40 @@ mod safety {
         assert_latest_restores_f(&env, &src);
     }
 
+    /// This host's index cache made unreadable (a disk error, a bad copy): it is made
+    /// again from the repository, with a warning, instead of stopping every command
+    /// (restore included) with SQLite's words.
+    #[test]
+    fn a_damaged_index_cache_is_made_again() {
+        let (env, src) = one_old_file_backed_up();
+        let cache = crate::util::walk(&env.cache())
+            .into_iter()
+            .find(|p| p.file_name().is_some_and(|n| n == "index.sqlite"))
+            .unwrap();
+        fs::write(&cache, random_bytes(8192, "junk")).unwrap();
+        for suffix in ["-wal", "-shm"] {
+            let _ = fs::remove_file(format!("{}{suffix}", cache.display()));
+        }
+        env.snap(&["list"]).assert().success().stderr(
+            predicate::str::contains("index cache").and(predicate::str::contains("rebuilding")),
+        );
+        assert_latest_restores_f(&env, &src);
+    }
+
+    /// A repository that lost its config file is not taken for no repository (whose
+    /// advice, `snap init`, would refuse the directory): the message says where a
+    /// config comes back from.
+    #[test]
+    fn a_repository_without_its_config_says_so() {
+        let (env, _src) = one_old_file_backed_up();
+        fs::remove_file(env.repo().join("config")).unwrap();
+        env.snap(&["list"]).assert().code(1).stderr(
+            predicate::str::contains("holds snapshots but no config file")
+                .and(predicate::str::contains("put the config file back"))
+                .and(predicate::str::contains("snap init").not()),
+        );
+    }
+
     /// `check` reads the index files the repository holds, not the copy this host's
     /// cache made of them: damage there is named before a host without the copy
     /// needs them.

@@ -1055,6 +1055,13 @@ fn worded(e: &snap::error::Error) -> String {
             format!("{e}; point --repo or SNAP_REPO at your repository's directory")
         }
         Error::NoKeyFiles { .. } => format!("{e} (use SNAP_KEY_FILE with an exported key)"),
+        Error::Corrupt {
+            what: "repository",
+            id,
+            ..
+        } if id == "config" => format!(
+            "{e}; put the config file back from a copy of this repository (a `snap sync` destination made from it has the same one); nothing else opens it"
+        ),
         Error::SnapshotNotFound { .. } => format!("{e}; `snap list` shows the snapshots"),
         Error::NoSnapshots { unreadable: 0, .. } => format!("{e}; run `snap backup` first"),
         Error::NotFound {

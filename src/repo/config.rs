@@ -68,7 +68,7 @@ pub enum ConfigFile {
 }
 
 fn bad(e: impl std::fmt::Display) -> Error {
-    Error::corrupt("config", "config", e)
+    Error::corrupt("repository", "config", e)
 }
 
 impl ConfigFile {
@@ -139,18 +139,18 @@ impl Config {
         }
         for p in [c.chunking.files, c.chunking.dump] {
             p.validate()
-                .map_err(|e| Error::corrupt("config", "config", e))?;
+                .map_err(|e| Error::corrupt("repository", "config", e))?;
         }
         if !(-7..=22).contains(&c.compression_level) {
             return Err(Error::corrupt(
-                "config",
+                "repository",
                 "config",
                 "compression_level out of range -7..=22",
             ));
         }
         if !(1 << 20..=1 << 30).contains(&c.pack_size) {
             return Err(Error::corrupt(
-                "config",
+                "repository",
                 "config",
                 "pack_size out of range 1 MiB..=1 GiB",
             ));

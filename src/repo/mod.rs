@@ -152,6 +152,17 @@ enum Refresh {
 /// Reads the config file of the repository in `store`, not yet opened.
 fn read_config(store: &dyn Store) -> Result<Vec<u8>> {
     match store.read("config", config::MAX_LEN) {
+        // Snapshots without a config: a repository that lost its config file, which
+        // `init` would not make again (it refuses a directory that is not empty).
+        Err(Error::NotFound { .. })
+            if listed_names(store, "snapshots").is_ok_and(|s| !s.is_empty()) =>
+        {
+            Err(Error::corrupt(
+                "repository",
+                "config",
+                format!("{} holds snapshots but no config file", store.location()),
+            ))
+        }
         Err(Error::NotFound { .. }) => Err(Error::NoRepository {
             location: store.location(),
         }),
@@ -257,16 +268,29 @@ impl Repository {
     }
 }
 
-/// Opens the index cache in `cache`, replacing one of another schema or repository.
+/// Opens the index cache in `cache`, replacing one of another schema or repository,
+/// or one SQLite finds damaged (it is this host's copy of the index files, made again
+/// from them).
 fn open_index(cache: &Path, repo_id: &str) -> Result<Index> {
     let path = cache.join(INDEX_FILE);
-    if let Some(i) = Index::open(&path, repo_id)? {
-        return Ok(i);
+    match Index::open(&path, repo_id) {
+        Ok(Some(i)) => return Ok(i),
+        Ok(None) => log::warn!(
+            "index {} belongs to another repository or version; rebuilding it",
+            path.display()
+        ),
+        // SQLite's words for a file it cannot read as a database (SQLITE_CORRUPT,
+        // SQLITE_NOTADB), unchanged for decades.
+        Err(Error::Index { detail, .. })
+            if detail.contains("malformed") || detail.contains("not a database") =>
+        {
+            log::warn!(
+                "this host's index cache {} is damaged ({detail}); rebuilding it from the repository's index files",
+                path.display()
+            );
+        }
+        Err(e) => return Err(e),
     }
-    log::warn!(
-        "index {} belongs to another repository or version; rebuilding it",
-        path.display()
-    );
     for suffix in ["", "-wal", "-shm"] {
         let p = cache.join(format!("{INDEX_FILE}{suffix}"));
         match fs::remove_file(&p) {

@@ -750,7 +750,11 @@ fn a_no_op_backup_costs_six_requests_and_reads_are_bounded() {
     g.put(&g.bucket, "noop/config", b"");
     let out = list();
     assert!(!out.status.success());
-    assert!(text(&out).contains("corrupt config"), "{}", text(&out));
+    assert!(
+        text(&out).contains("corrupt repository config"),
+        "{}",
+        text(&out)
+    );
 }
 
 /// The one listing that serves the index refresh and the proof of a remembered key
