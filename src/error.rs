@@ -288,6 +288,12 @@ pub enum Usage {
         /// The path given.
         path: PathBuf,
     },
+    /// A path of a snapshot given where a file is needed (`restore --pipe`) is not one.
+    #[error("{path} is not a file in the snapshot (a directory of a pg_dump restores with --pg; `snap ls` shows what is there)")]
+    NotAFile {
+        /// The path in the snapshot.
+        path: String,
+    },
     /// Two sources of one backup would be placed at the same path.
     #[error("sources overlap at {at}: two sources of the backup (two --as or stream names, or one inside another) would be stored there; give each its own place")]
     SourcesOverlap {

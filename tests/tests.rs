@@ -1031,6 +1031,47 @@ retention = {{ keep_last = 1 }}
         }
     }
 
+    /// `restore --pipe CMD` whose command stops reading early (and exits 0) did not
+    /// get the whole file: exit 1, saying so (it ended 0 and silent); a directory is
+    /// named as what it is, not as a corrupt snapshot.
+    #[test]
+    fn a_pipe_command_that_stops_reading_early_fails_the_restore() {
+        let env = Env::new();
+        env.init();
+        env.snap(&["backup", "--stdin-name", "db/x.sql"])
+            .write_stdin(random_bytes(4 << 20, "dump"))
+            .assert()
+            .success();
+        env.snap(&[
+            "restore",
+            "latest",
+            "--pipe",
+            "head -c 100 >/dev/null",
+            "db/x.sql",
+        ])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains(
+            "stopped reading its input before the end",
+        ));
+        env.snap(&[
+            "restore",
+            "latest",
+            "--pipe",
+            "wc -c >/dev/null",
+            "db/x.sql",
+        ])
+        .assert()
+        .success();
+        env.snap(&["restore", "latest", "--pipe", "wc -c", "db"])
+            .assert()
+            .code(1)
+            .stderr(
+                predicate::str::contains("db is not a file in the snapshot")
+                    .and(predicate::str::contains("corrupt").not()),
+            );
+    }
+
     /// Two sources stored at one place: refused by the whole path, before anything
     /// runs.
     #[test]

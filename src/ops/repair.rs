@@ -82,6 +82,9 @@ pub fn repair_index(
 ) -> Result<RepairReport> {
     let _lock = repo.lock(true, "repair index")?;
     repo.clean_tmp()?;
+    for id in repo.restore_damaged_records()? {
+        log::warn!("snapshot record {id} was damaged; written back from this host's cache");
+    }
     let old = repo.index_files()?;
     let known = repo.index().damaged()?;
     let skipped = Mutex::new(Vec::new());

@@ -47,6 +47,24 @@ impl Repository {
         self.index.is_verified(id)
     }
 
+    /// Writes back each snapshot record file that is damaged in the store but whole in
+    /// this host's cache (its bytes hash to its name, so they are the record as it was
+    /// saved); returns their ids. Files that could not be read for another reason are
+    /// left alone.
+    pub fn restore_damaged_records(&self) -> Result<Vec<SnapshotId>> {
+        let mut restored = Vec::new();
+        for (id, bytes) in self.index.snapshots()? {
+            match self.read_snapshot_file(&id) {
+                Err(e) if e.is_damage() && Id::hash(&bytes) == id.0 => {
+                    self.store.put(&snapshot_path(&id), &bytes)?;
+                    restored.push(id);
+                }
+                _ => {}
+            }
+        }
+        Ok(restored)
+    }
+
     /// Reads and verifies snapshot `id`'s record file (not the index's copy of it).
     pub fn read_snapshot_file(&self, id: &SnapshotId) -> Result<Snapshot> {
         let b = self

@@ -451,7 +451,12 @@ pub fn restore_pipe(
 ) -> Result<u64> {
     let _lock = repo.read_lock("restore")?;
     let node = node_at(repo, snap, path)?;
-    let content = file_content(path, &node)?;
+    let NodeKind::File(content) = &node.kind else {
+        return Err(Usage::NotAFile {
+            path: path.to_string(),
+        }
+        .into());
+    };
     let mut sh = std::process::Command::new("sh");
     sh.arg("-c").arg(command);
     feed_stdin(sh, command, &mut |stdin| {
@@ -470,5 +475,16 @@ fn feed_stdin(
     let fed = feed(&mut stdin);
     drop(stdin);
     run.finish()?;
-    fed
+    match fed {
+        // It ended well, but before all of its input: what it got is incomplete.
+        Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::BrokenPipe => {
+            Err(Error::Command {
+                command: what.to_string(),
+                status: "stopped reading its input before the end (what it got is incomplete)"
+                    .into(),
+                stderr: String::new(),
+            })
+        }
+        fed => fed,
+    }
 }
