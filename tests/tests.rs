@@ -1309,6 +1309,33 @@ mod safety {
         assert_latest_restores_f(&env, &src);
     }
 
+    /// A snapshot record damaged in the store that this host's cache holds whole is
+    /// written back by `repair index` (it dropped the snapshot, whose data was intact).
+    #[test]
+    fn repair_writes_back_a_damaged_snapshot_record_from_the_cache() {
+        let (env, src) = one_old_file_backed_up();
+        let record = fs::read_dir(env.repo().join("snapshots"))
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap()
+            .path();
+        let good = fs::read(&record).unwrap();
+        let mut bytes = good.clone();
+        bytes[10] ^= 1;
+        fs::write(&record, &bytes).unwrap();
+        env.snap(&["check"]).assert().code(1);
+        env.snap(&["repair", "index"])
+            .assert()
+            .success()
+            .stderr(predicate::str::contains(
+                "written back from this host's cache",
+            ));
+        assert_eq!(fs::read(&record).unwrap(), good);
+        env.snap(&["check"]).assert().success();
+        assert_latest_restores_f(&env, &src);
+    }
+
     /// A repository that lost its config file is not taken for no repository (whose
     /// advice, `snap init`, would refuse the directory): the message says where a
     /// config comes back from.
