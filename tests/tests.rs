@@ -1887,6 +1887,13 @@ mod ux {
                 says: vec!["s3://bucket/x".into(), "AWS_ACCESS_KEY_ID".into()],
             },
             Case {
+                what: "S3 prefix with a dot part",
+                args: vec!["--repo".into(), "s3://bucket/./x".into(), "list".into()],
+                env: vec![],
+                code: 1,
+                says: vec!["s3://bucket/./x".into(), "`.` or `..`".into()],
+            },
+            Case {
                 what: "configuration with a wrong key",
                 args: vec!["--config".into(), p(&toml), "run".into(), "app".into()],
                 env: vec![],

@@ -206,6 +206,11 @@ impl Remote {
         if authority.is_empty() {
             return Err(bad("no bucket"));
         }
+        // HTTP clients rewrite `.` and `..` in a URL's path, so a request would be
+        // signed for one key and sent for another (S3 then says the signature is bad).
+        if path.split('/').any(|c| c == "." || c == "..") {
+            return Err(bad("a prefix may not hold `.` or `..` parts"));
+        }
         let root = format!("/{}", path.trim_matches('/'));
         let op = match scheme {
             "s3" => {
