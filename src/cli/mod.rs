@@ -747,7 +747,9 @@ pub(crate) fn stop_cleanly_on_signals() -> Result<()> {
 }
 
 /// [`stop_cleanly_on_signals`], saying at the first signal that the command is
-/// stopping (a sync finishing the uploads in flight on a slow link takes a while).
+/// stopping (a sync finishing the uploads in flight on a slow link takes a while), and
+/// asking the commands it runs (a backup's `--command`, pg_dump) to stop too: a
+/// command that writes nothing would keep the backup waiting for its next chunk.
 fn stop_cleanly_and_say_so() -> Result<()> {
     stop_cleanly_on_signals()?;
     let mut signals = signal_hook::iterator::Signals::new([
@@ -757,6 +759,7 @@ fn stop_cleanly_and_say_so() -> Result<()> {
     std::thread::spawn(move || {
         if signals.forever().next().is_some() {
             eprintln!("snap: stopping at the next safe point (Ctrl-C again stops at once)");
+            snap::source::command::terminate_all();
         }
     });
     Ok(())
@@ -773,6 +776,7 @@ pub(crate) fn exit_on_signals(json: bool, what: &'static str) -> Result<()> {
     std::thread::spawn(move || {
         if signals.forever().next().is_some() {
             snap::repo::release_shared();
+            snap::source::command::terminate_all();
             let text = format!("interrupted: {what}");
             report(&text, "interrupted", json.then_some(text.as_str()));
             std::process::exit(EXIT_INTERRUPTED);

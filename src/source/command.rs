@@ -4,12 +4,14 @@
 //! and a failure message can quote it. A command that exits non-zero or is killed is an
 //! error: the caller records no snapshot.
 
-use std::io::Read;
-use std::os::unix::process::ExitStatusExt;
+use std::io::{IsTerminal, Read};
+use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::sync::Mutex;
 use std::thread::JoinHandle;
 
 use crate::error::{Error, Result};
+use crate::locked;
 
 /// Bytes of stderr kept for error messages.
 pub const STDERR_TAIL: usize = 4096;
@@ -32,6 +34,8 @@ fn install_hint(program: &str) -> &'static str {
 pub struct Running {
     command: String,
     child: Child,
+    /// Whether it leads a process group of its own.
+    grouped: bool,
     stdout: Option<ChildStdout>,
     stderr: Option<JoinHandle<Vec<u8>>>,
 }
@@ -78,6 +82,14 @@ impl Running {
     ) -> Result<(Running, Option<ChildStdin>)> {
         let command = display;
         let program = cmd.get_program().to_string_lossy().into_owned();
+        // Without a terminal (cron, systemd), a process group of its own, so that
+        // everything it starts (a shell's children) ends with it: see
+        // [`Running::kill`] and [`terminate_all`]. On a terminal it stays in the
+        // foreground group, where Ctrl-C reaches it and it may ask for a password.
+        let grouped = !std::io::stdin().is_terminal();
+        if grouped {
+            cmd.process_group(0);
+        }
         let mut child = cmd
             .stdin(if piped { Stdio::piped() } else { Stdio::null() })
             .stdout(if piped {
@@ -99,6 +111,9 @@ impl Running {
                 },
                 stderr: String::new(),
             })?;
+        if grouped {
+            locked(&GROUPS).push(child.id());
+        }
         let stdin = child.stdin.take();
         let stdout = child.stdout.take();
         if let Some(out) = &stdout {
@@ -124,6 +139,7 @@ impl Running {
             Running {
                 command: command.to_string(),
                 child,
+                grouped,
                 stdout,
                 stderr: Some(stderr),
             },
@@ -186,10 +202,53 @@ impl Running {
         })
     }
 
-    /// Stops the command after an error on our side.
+    /// Stops the command after an error on our side, with what it started.
     pub fn kill(mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.end();
+    }
+
+    /// Kills the command (not yet waited for), with its process group when it has one,
+    /// and waits for it.
+    fn end(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            if self.grouped {
+                signal_group(self.child.id(), rustix::process::Signal::KILL);
+            } else {
+                let _ = self.child.kill();
+            }
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// A command dropped before its end (an error on our side) does not outlive snap.
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.end();
+        let id = self.child.id();
+        locked(&GROUPS).retain(|g| *g != id);
+    }
+}
+
+/// The process groups of the commands running now.
+static GROUPS: Mutex<Vec<u32>> = Mutex::new(Vec::new());
+
+/// Asks every command snap runs to stop (SIGTERM to its process group, a shell's
+/// children included): on Ctrl-C or SIGTERM, as the terminal no longer reaches them
+/// in their own groups, and so that a command that writes nothing does not keep snap
+/// waiting.
+pub fn terminate_all() {
+    for g in locked(&GROUPS).iter() {
+        signal_group(*g, rustix::process::Signal::TERM);
+    }
+}
+
+fn signal_group(group: u32, sig: rustix::process::Signal) {
+    if let Some(pid) = i32::try_from(group)
+        .ok()
+        .and_then(rustix::process::Pid::from_raw)
+    {
+        let _ = rustix::process::kill_process_group(pid, sig);
     }
 }
 

@@ -330,3 +330,57 @@ fn a_signal_ends_a_reader_at_once_and_takes_its_lock_along() {
         assert!(left.is_empty(), "{args:?} left its lock: {left:?}");
     }
 }
+
+/// A signal to a backup whose `--command` writes nothing (a dump waiting on a lock)
+/// ends it at once, and the command with everything it started (a shell's children):
+/// the backup waited for the command's next output, and the command outlived snap.
+#[test]
+fn a_signal_ends_a_silent_command_and_what_it_started() {
+    let env = Env::new();
+    env.init();
+    let marker = format!("sleep 3{}", std::process::id() % 1000);
+    let mut child = Command::new(assert_cmd::cargo::cargo_bin("snap"))
+        .env("SNAP_CACHE_DIR", env.cache())
+        .env_remove("SNAP_REPO")
+        .arg("--repo")
+        .arg(env.repo())
+        .args([
+            "backup",
+            "--command",
+            &format!("{marker}; echo late"),
+            "--as",
+            "db.sql",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    let started = std::time::Instant::now();
+    rustix::process::kill_process(
+        rustix::process::Pid::from_child(&child),
+        rustix::process::Signal::TERM,
+    )
+    .unwrap();
+    while child.try_wait().unwrap().is_none() {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(20),
+            "the backup still waits for its silent command"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(130), "{out:?}");
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let left = std::process::Command::new("pgrep")
+        .args(["-f", &marker])
+        .output()
+        .unwrap();
+    assert!(
+        left.stdout.is_empty(),
+        "left running: {}",
+        String::from_utf8_lossy(&left.stdout)
+    );
+    assert!(env.snapshots().is_empty());
+}
