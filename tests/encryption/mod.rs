@@ -71,6 +71,12 @@ fn encrypted(env: &Env) -> PathBuf {
     )
     .unwrap();
     fs::write(src.join("rand.bin"), random_bytes(3 << 20, "enc")).unwrap();
+    backup_sources(env, &src);
+    src
+}
+
+/// Backs up `src` and the stream of [`encrypted`] together (one group).
+fn backup_sources(env: &Env, src: &Path) {
     snap(
         env,
         PASS,
@@ -85,7 +91,6 @@ fn encrypted(env: &Env) -> PathBuf {
     )
     .assert()
     .success();
-    src
 }
 
 /// [`encrypted`], with a second key file, for passphrase `second`.
@@ -529,20 +534,7 @@ fn sync_into_a_repository_with_another_key_rewrites_and_later_reads_only_new_chu
     );
     fs::write(src.join("new.txt"), "a new small file\n").unwrap();
     // The same sources as the first, so that forgetting that one is retention's work.
-    snap(
-        &env,
-        PASS,
-        &[
-            "backup",
-            src.to_str().unwrap(),
-            "--command",
-            "echo STREAM-MARKER-42",
-            "--as",
-            "db/streamname-marker.sql",
-        ],
-    )
-    .assert()
-    .success();
+    backup_sources(&env, &src);
     let next = json(sync(Some(OTHER)));
     assert_eq!(
         (&next["snapshots_sent"], &next["chunks_read"]),
