@@ -20,7 +20,7 @@
 //! are gone (a dead PID on this host, or untouched for the lock staleness window), never
 //! those of a live writer. Nothing else on the destination is deleted unless asked
 //! (`delete`): then, after the copy, the snapshot records the source's retention
-//! removed (see [`gone_here`]) go, then the index files and packs the source no longer
+//! removed (see `gone_here`) go, then the index files and packs the source no longer
 //! has, in that order; or, where the destination keeps snapshots the source lacks
 //! (another repository's), a prune there removes the data none of its snapshots needs.
 //!
@@ -143,7 +143,7 @@ pub struct SyncPlan<'r> {
     /// sync itself (the report's `bytes_sent` tells it after).
     pub bytes: Option<u64>,
     /// Destination snapshots `delete` would remove: those the source's retention
-    /// removed (see [`gone_here`]). Empty without `delete`.
+    /// removed (see `gone_here`). Empty without `delete`.
     pub delete: Vec<SnapshotId>,
     /// With `delete`: destination snapshots the source lacks that stay, since they
     /// cannot be told to be its own (another repository's, backed up there directly,
