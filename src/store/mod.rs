@@ -353,7 +353,7 @@ mod tests {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "remote"))]
 mod temp_tests {
     use super::*;
 
