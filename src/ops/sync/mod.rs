@@ -32,11 +32,10 @@ use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use chrono::{DateTime, Utc};
 use rayon::prelude::*;
 
 use crate::error::{Error, Refusal, Result, Usage};
-use chrono::{DateTime, Utc};
-
 use crate::format::id::{Id, IndexFileId, PackId, SnapshotId, TreeId};
 use crate::format::snapshot::Snapshot;
 use crate::ops::prune::{plan_prune, PruneOptions};
