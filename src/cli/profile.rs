@@ -187,12 +187,35 @@ struct Retention {
     max_unused: Option<f64>,
 }
 
+impl Retention {
+    /// What it keeps, as `forget` would judge it.
+    fn policy(&self) -> snap::ops::retention::Policy {
+        snap::ops::retention::Policy {
+            last: self.keep_last.unwrap_or(0),
+            hourly: self.keep_hourly.unwrap_or(0),
+            daily: self.keep_daily.unwrap_or(0),
+            weekly: self.keep_weekly.unwrap_or(0),
+            monthly: self.keep_monthly.unwrap_or(0),
+            yearly: self.keep_yearly.unwrap_or(0),
+            within: self.keep_within,
+            tags: self.keep_tag.clone(),
+        }
+    }
+}
+
+/// A string read by `parse`, a command-line option's parser (so that a file and the
+/// option take the same), its error reported with the key's line.
+fn parsed<'de, D: Deserializer<'de>, T, E: std::fmt::Display>(
+    d: D,
+    parse: impl Fn(&str) -> std::result::Result<T, E>,
+) -> std::result::Result<Option<T>, D::Error> {
+    let s = String::deserialize(d)?;
+    parse(&s).map(Some).map_err(serde::de::Error::custom)
+}
+
 /// A share written as `5%` (or `5`, or `unlimited`), read by `--max-unused`'s parser.
 fn max_unused<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Option<f64>, D::Error> {
-    let s = String::deserialize(d)?;
-    prune::parse_max_unused(&s)
-        .map(Some)
-        .map_err(serde::de::Error::custom)
+    parsed(d, prune::parse_max_unused)
 }
 
 /// Tags, each read by `--tag`'s parser.
@@ -205,18 +228,12 @@ fn tags<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Vec<String>, D::
 
 /// A host name, read by `--host`'s parser.
 fn host<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Option<String>, D::Error> {
-    let s = String::deserialize(d)?;
-    super::parse_host(&s)
-        .map(Some)
-        .map_err(serde::de::Error::custom)
+    parsed(d, super::parse_host)
 }
 
 /// A size written as `100M` (or `4096`), read by `--exclude-larger-than`'s parser.
 fn size<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Option<u64>, D::Error> {
-    let s = String::deserialize(d)?;
-    super::backup::parse_size(&s)
-        .map(Some)
-        .map_err(serde::de::Error::custom)
+    parsed(d, super::backup::parse_size)
 }
 
 /// An `http://` or `https://` URL.
@@ -254,19 +271,7 @@ fn one_or_many<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Vec<Strin
 /// and `snap run` would fail only after its backup).
 fn retention<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Option<Retention>, D::Error> {
     let r = Retention::deserialize(d)?;
-    let keeps = [
-        r.keep_last,
-        r.keep_hourly,
-        r.keep_daily,
-        r.keep_weekly,
-        r.keep_monthly,
-        r.keep_yearly,
-    ]
-    .iter()
-    .any(|n| n.is_some_and(|n| n > 0))
-        || r.keep_within.is_some()
-        || !r.keep_tag.is_empty();
-    if !keeps {
+    if r.policy().is_empty() {
         return Err(serde::de::Error::custom(
             "this retention keeps no snapshot: give at least one of keep_last, keep_hourly, keep_daily, keep_weekly, keep_monthly, keep_yearly, keep_within, keep_tag",
         ));
@@ -293,16 +298,12 @@ fn keep<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Option<u32>, D::
 
 /// A span, read by `--keep-within`'s parser.
 fn keep_within<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Option<Span>, D::Error> {
-    let s = String::deserialize(d)?;
-    forget::parse_keep_within(&s)
-        .map(Some)
-        .map_err(serde::de::Error::custom)
+    parsed(d, forget::parse_keep_within)
 }
 
 /// Groups written as `host,paths`, read by `--group-by`'s parser.
 fn group_by<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Option<GroupBy>, D::Error> {
-    let s = String::deserialize(d)?;
-    s.parse().map(Some).map_err(serde::de::Error::custom)
+    parsed(d, str::parse::<GroupBy>)
 }
 
 /// Where the configuration file is: `--config`/`SNAP_CONFIG`, else

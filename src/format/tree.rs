@@ -171,6 +171,20 @@ pub fn is_safe_name(name: &[u8]) -> bool {
 /// lines), is written `\xHH`, so names that differ there stay apart, and
 /// [`unshown_name`] gives the bytes back.
 pub fn shown_name(name: &[u8]) -> String {
+    shown(name).into_owned()
+}
+
+/// [`shown_name`], borrowing `name` when it is shown as it is (text with no control
+/// character: nearly every name), so a match per entry costs no allocation.
+pub fn shown(name: &[u8]) -> std::borrow::Cow<'_, str> {
+    match std::str::from_utf8(name) {
+        Ok(text) if !text.chars().any(char::is_control) => std::borrow::Cow::Borrowed(text),
+        _ => std::borrow::Cow::Owned(escaped(name)),
+    }
+}
+
+/// `name` with each byte that is not text, and each control character, as `\xHH`.
+fn escaped(name: &[u8]) -> String {
     let mut out = String::with_capacity(name.len());
     for chunk in name.utf8_chunks() {
         for c in chunk.valid().chars() {
@@ -188,6 +202,13 @@ pub fn shown_name(name: &[u8]) -> String {
         }
     }
     out
+}
+
+/// A glob `pattern` (raw bytes or `\xHH` alike) made to match names as
+/// [`shown_name`] writes them: its escapes written as `shown_name` does, their
+/// backslashes taken literally (in a glob, `\x` alone would be a plain `x`).
+pub fn shown_glob(pattern: &str) -> String {
+    shown_name(&unshown_name(pattern.as_bytes())).replace("\\x", "\\\\x")
 }
 
 /// The bytes of a name [`shown_name`] wrote: `\xHH` of a byte it escapes (a control

@@ -29,9 +29,7 @@ impl Pattern {
     /// shows it (in a glob, `\x` alone would be a plain `x`).
     pub fn new(pattern: &str) -> Result<Pattern> {
         let whole_path = pattern.contains('/');
-        let shown =
-            crate::format::tree::shown_name(&crate::format::tree::unshown_name(pattern.as_bytes()));
-        let glob = GlobBuilder::new(&shown.replace("\\x", "\\\\x"))
+        let glob = GlobBuilder::new(&crate::format::tree::shown_glob(pattern))
             .literal_separator(true)
             .build()
             .map_err(|source| Usage::FindPattern {

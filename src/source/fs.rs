@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use globset::{Glob, GlobSet, GlobSetBuilder};
 
 use crate::error::{Error, Result, Usage};
-use crate::format::tree::{shown_name, unshown_name, Meta, Timestamp};
+use crate::format::tree::{shown, shown_glob, shown_name, Meta, Timestamp};
 
 /// The metadata snap keeps of a file system entry.
 pub fn meta_of(md: &Metadata) -> Meta {
@@ -142,13 +142,12 @@ impl Excludes {
                 pattern: Some(p.clone()),
                 source,
             };
-            // `\x` of a shown byte is text to match, not a glob escape of `x`.
-            let shown = shown_name(&unshown_name(p.as_bytes())).replace("\\x", "\\\\x");
+            let glob = shown_glob(p);
             if p.contains('/') {
-                path.add(Glob::new(&anchored(&shown, base)?).map_err(bad)?);
+                path.add(Glob::new(&anchored(&glob, base)?).map_err(bad)?);
                 np += 1;
             } else {
-                name.add(Glob::new(&shown).map_err(bad)?);
+                name.add(Glob::new(&glob).map_err(bad)?);
                 nn += 1;
             }
         }
@@ -173,11 +172,11 @@ impl Excludes {
     pub fn excluded(&self, path: &Path, name: &OsStr) -> bool {
         self.by_name
             .as_ref()
-            .is_some_and(|g| g.is_match(shown_name(name.as_bytes())))
+            .is_some_and(|g| g.is_match(&*shown(name.as_bytes())))
             || self
                 .by_path
                 .as_ref()
-                .is_some_and(|g| g.is_match(shown_name(path.as_os_str().as_bytes())))
+                .is_some_and(|g| g.is_match(&*shown(path.as_os_str().as_bytes())))
     }
 }
 

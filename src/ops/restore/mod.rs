@@ -886,35 +886,32 @@ impl Restorer<'_> {
     /// and links of that.
     fn link_deferred(&self) {
         let kept = locked(&self.kept_links).clone();
+        // The path each kept group's other paths link to, once one is written.
         let mut firsts: HashMap<(u64, u64), PathBuf> = HashMap::new();
         for link in locked(&self.deferred).split_off(0) {
             let key = (link.meta.dev, link.meta.ino);
-            if !kept.contains(&key) {
-                if link.first == link.dest {
-                    continue;
-                }
-                match self.hard_link(&link.first, &link) {
-                    Ok(true) => {
+            let first = if kept.contains(&key) {
+                firsts.get(&key).cloned()
+            } else {
+                Some(link.first.clone())
+            };
+            if first.as_ref() == Some(&link.dest) {
+                continue;
+            }
+            let res = match first {
+                Some(first) => self.hard_link(&first, &link).map(|linked| {
+                    if linked {
                         self.files.fetch_add(1, Ordering::Relaxed);
                         self.progress.items(1);
                     }
-                    Ok(false) => {}
-                    Err(e) => self.fail(&link.spath, e),
-                }
-                continue;
-            }
-            let res = match firsts.get(&key) {
-                Some(first) => self.hard_link(first, &link).map(|_| ()),
-                None => {
-                    match self.write_file(&link.meta, &link.content, &link.dest, &link.spath, false)
-                    {
-                        Ok(true) => {
+                }),
+                None => self
+                    .write_file(&link.meta, &link.content, &link.dest, &link.spath, false)
+                    .map(|written| {
+                        if written {
                             firsts.insert(key, link.dest.clone());
-                            Ok(())
                         }
-                        other => other.map(|_| ()),
-                    }
-                }
+                    }),
             };
             if let Err(e) = res {
                 self.fail(&link.spath, e);

@@ -264,9 +264,7 @@ pub fn plan_sync<'r>(
         .copied()
         .collect();
     let (delete, left) = if opts.delete {
-        let delete = gone_here(&all, &dst_snaps, false);
-        let left = left_there(&all, &dst_snaps, false, &delete);
-        (delete, left)
+        gone_here(&all, &dst_snaps, false)
     } else {
         (Vec::new(), Vec::new())
     };
@@ -296,36 +294,20 @@ pub fn plan_sync<'r>(
     })
 }
 
-/// The snapshots of `there` the source `here` lacks (that are not, or `rewritten`
-/// copy none of its snapshots) and `delete` keeps.
-fn left_there(
-    here: &[(SnapshotId, Snapshot)],
-    there: &[(SnapshotId, Snapshot)],
-    rewritten: bool,
-    delete: &[SnapshotId],
-) -> Vec<SnapshotId> {
-    there
-        .iter()
-        .filter(|(id, s)| {
-            let from = if rewritten { s.original } else { Some(*id) };
-            !from.is_some_and(|o| here.iter().any(|(h, _)| *h == o)) && !delete.contains(id)
-        })
-        .map(|(id, _)| *id)
-        .collect()
-}
-
-/// The snapshots of `there` (the destination's) that `sync --delete` removes: those
-/// that are (`rewritten`: copy) a snapshot of `here` no longer has, as retention here
+/// What `sync --delete` does with the snapshots of `there` (the destination's) that
+/// are not (`rewritten`: copy none of) the snapshots `here` holds: the first list, to
+/// remove, holds those that copy a snapshot here no longer has, as retention here
 /// removes them. It always keeps a group's newest, so `here` must hold a snapshot of
-/// the same host and sources at least as new: a snapshot of another host or sources,
-/// or newer than any of its group here (synced in from another repository, or backed
-/// up into the destination itself), stays, and so does a rewritten one that copies
-/// none.
+/// the same host and sources at least as new. The second list, left, holds the rest: a
+/// snapshot of another host or sources, or newer than any of its group here (synced
+/// in from another repository, or backed up into the destination itself), and a
+/// rewritten one that copies none.
 fn gone_here(
     here: &[(SnapshotId, Snapshot)],
     there: &[(SnapshotId, Snapshot)],
     rewritten: bool,
-) -> Vec<SnapshotId> {
+) -> (Vec<SnapshotId>, Vec<SnapshotId>) {
+    let ids: HashSet<SnapshotId> = here.iter().map(|(id, _)| *id).collect();
     let mut newest: HashMap<(&str, Vec<String>), DateTime<Utc>> = HashMap::new();
     for (_, s) in here {
         let t = newest
@@ -333,17 +315,22 @@ fn gone_here(
             .or_insert(s.time);
         *t = (*t).max(s.time);
     }
-    there
-        .iter()
-        .filter(|(id, s)| {
-            let from = if rewritten { s.original } else { Some(*id) };
-            from.is_some_and(|o| !here.iter().any(|(h, _)| *h == o))
-                && newest
-                    .get(&(s.host.as_str(), Snapshot::group_key(&s.sources)))
-                    .is_some_and(|t| *t >= s.time)
-        })
-        .map(|(id, _)| *id)
-        .collect()
+    let (mut gone, mut left) = (Vec::new(), Vec::new());
+    for (id, s) in there {
+        let from = if rewritten { s.original } else { Some(*id) };
+        if from.is_some_and(|o| ids.contains(&o)) {
+            continue;
+        }
+        let retained_here = newest
+            .get(&(s.host.as_str(), Snapshot::group_key(&s.sources)))
+            .is_some_and(|t| *t >= s.time);
+        if from.is_some() && retained_here {
+            gone.push(*id);
+        } else {
+            left.push(*id);
+        }
+    }
+    (gone, left)
 }
 
 impl SyncPlan<'_> {

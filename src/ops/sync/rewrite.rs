@@ -74,9 +74,7 @@ pub(super) fn plan(src: &Repository, dst: &Repository, opts: &SyncOptions) -> Re
         .copied()
         .collect();
     let (delete, left) = if opts.delete {
-        let delete = super::gone_here(&all, &there, true);
-        let left = super::left_there(&all, &there, true, &delete);
-        (delete, left)
+        super::gone_here(&all, &there, true)
     } else {
         (Vec::new(), Vec::new())
     };
@@ -156,7 +154,7 @@ pub(super) fn execute(
     };
     if opts.delete {
         let lock = dst.lock(true, "sync --delete (destination)")?;
-        let gone = super::gone_here(&all, &dst.snapshots()?, true);
+        let (gone, _) = super::gone_here(&all, &dst.snapshots()?, true);
         lock.check()?;
         dst.remove_snapshots(&gone)?;
         drop(lock);
